@@ -1,0 +1,222 @@
+"""Typed run configuration: TOML recipes plus `--section.key=value` overrides.
+
+A recipe is a TOML file with the sections below; every key is optional and falls back to the
+dataclass default. Unknown sections or keys, wrong types and impossible combinations raise
+`LmforgeError` with a one-line message naming the key (and the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+
+@dataclass
+class DataConfig:
+    input: str = ""
+    """Text file, folder or glob of .txt/.md/.jsonl(.gz/.xz/.bz2), or a prepared shard directory."""
+    tokenizer: str = "char"
+    """`char` (one token per character) or `bpe` (byte-level BPE)."""
+    vocab_size: int = 4096
+    """Target vocabulary size for `bpe`."""
+    val_fraction: float = 0.1
+    """Share of the token stream held out for validation: the last `val_fraction` of it."""
+    text_field: str = "text"
+    """Field holding the text in .jsonl inputs."""
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    """Context length in tokens."""
+    vocab_size: int = 0
+    """0 takes the tokenizer's vocabulary size."""
+    dropout: float = 0.0
+    bias: bool = True
+    pos: str = "learned"
+    """`learned` absolute positions (GPT-2) or `rope` (rotary)."""
+    mlp: str = "gelu"
+    """`gelu` (GPT-2) or `swiglu` (Llama)."""
+    tie_embeddings: bool = True
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 2000
+    batch_size: int = 12
+    """Global batch in sequences per optimizer step: the one source of truth."""
+    micro_batch_size: int = 0
+    """Sequences per forward pass on each rank; 0 means batch_size / world_size (no accumulation)."""
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    """`cosine` (warmup then cosine to min_lr), `linear` (warmup then linear to 0, as HF's
+    get_linear_schedule_with_warmup) or `constant` (warmup then flat)."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    dtype: str = "auto"
+    """`auto` (bf16 autocast where the CPU has bf16 units and the model is wide enough), `fp32`
+    or `bf16`."""
+    eval_interval: int = 250
+    eval_batches: int = 20
+    """Validation size in global batches (evenly spaced windows); 0 evaluates the whole split."""
+    log_interval: int = 10
+    checkpoint_interval: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 1337
+    max_bad_steps: int = 5
+    """Abort after this many consecutive steps with a non-finite loss or gradient."""
+    compile: bool = False
+    """torch.compile the model (slow start, faster steps on long runs)."""
+
+
+@dataclass
+class EngineConfig:
+    name: str = "local"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def validate(self) -> Config:
+        m, t = self.model, self.train
+        _check(
+            m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0"
+        )
+        _check(
+            m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}"
+        )
+        _check(m.block_size > 0, "model.block_size must be > 0")
+        _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
+        _check(m.pos in ("learned", "rope"), f"model.pos={m.pos!r} must be 'learned' or 'rope'")
+        _check(m.mlp in ("gelu", "swiglu"), f"model.mlp={m.mlp!r} must be 'gelu' or 'swiglu'")
+        _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
+        _check(
+            self.data.tokenizer in ("char", "bpe"),
+            f"data.tokenizer={self.data.tokenizer!r} must be 'char' or 'bpe'",
+        )
+        _check(0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
+        _check(t.max_steps > 0 and t.batch_size > 0, "train.max_steps and train.batch_size must be > 0")
+        _check(t.micro_batch_size >= 0, "train.micro_batch_size must be >= 0")
+        _check(
+            0 <= t.warmup_steps <= t.max_steps,
+            f"train.warmup_steps={t.warmup_steps} must be in [0, max_steps={t.max_steps}]",
+        )
+        _check(
+            t.schedule in ("cosine", "linear", "constant"),
+            f"train.schedule={t.schedule!r} must be cosine, linear or constant",
+        )
+        _check(t.dtype in ("auto", "fp32", "bf16"), f"train.dtype={t.dtype!r} must be auto, fp32 or bf16")
+        _check(t.lr > 0 and 0 <= t.min_lr <= t.lr, "train.lr must be > 0 and 0 <= train.min_lr <= train.lr")
+        _check(
+            t.eval_interval > 0 and t.log_interval > 0 and t.checkpoint_interval > 0,
+            "train.*_interval must be > 0",
+        )
+        _check(t.eval_batches >= 0, "train.eval_batches must be >= 0")
+        _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+        _check(self.engine.name == "local", f"engine.name={self.engine.name!r}: only 'local' is available")
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise LmforgeError(message)
+
+
+def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+    """Convert a TOML or command-line value to the field's type, or fail naming the key."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            return kind(text)
+        except ValueError:
+            raise LmforgeError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise LmforgeError(f"{source}: {key}={value!r} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _set(config: Config, dotted: str, value: Any, source: str) -> None:
+    section_name, _, key = dotted.partition(".")
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if section_name not in sections or not key:
+        raise LmforgeError(
+            f"{source}: unknown config key {dotted!r} (sections: {', '.join(sorted(sections))})"
+        )
+    section = getattr(config, section_name)
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if key not in fields:
+        raise LmforgeError(
+            f"{source}: unknown config key {dotted!r} (known in [{section_name}]: {', '.join(fields)})"
+        )
+    kind = _TYPES[str(fields[key].type)]
+    setattr(section, key, _coerce(dotted, value, kind, source))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a validated Config from an optional TOML recipe and `section.key=value` overrides."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise LmforgeError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise LmforgeError(f"{path}: invalid TOML: {e}") from None
+        for section_name, values in raw.items():
+            if not isinstance(values, dict):
+                raise LmforgeError(f"{path}: top-level key {section_name!r} must be a [section]")
+            for key, value in values.items():
+                _set(config, f"{section_name}.{key}", value, str(path))
+    for item in overrides or []:
+        dotted, eq, value = item.removeprefix("--").partition("=")
+        if not eq:
+            raise LmforgeError(f"override {item!r} must look like --section.key=value")
+        _set(config, dotted, value, "command line")
+    return config.validate()
+
+
+def config_to_toml(config: Config) -> str:
+    """Serialise a Config as a TOML recipe (scalars only, so a tiny writer suffices)."""
+    lines: list[str] = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            else:
+                text = repr(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)

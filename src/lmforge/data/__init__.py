@@ -1,0 +1,1 @@
+"""Data: read sources, train tokenizers, write and read token shards, batch them."""

@@ -1,0 +1,105 @@
+"""Batches of token windows: shuffled, resumable from a two-number position, rank-aware.
+
+Each epoch cuts every shard into non-overlapping windows of `block_size + 1` tokens starting at
+a random offset, and visits them in a random order; both come from (seed, epoch), so the
+loader's whole state is (epoch, cursor). A global batch of `batch_size` windows is split by
+rank, then into micro-batches: the same global batch at any world size or accumulation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.errors import LmforgeError
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, T), targets (B, T), int64
+
+
+class WindowIndex:
+    """Maps window numbers to (shard, start) for windows of `span` tokens."""
+
+    def __init__(self, shards: list[np.ndarray], span: int, offset: int = 0) -> None:
+        self.shards, self.span, self.offset = shards, span, offset
+        counts = [max(0, (len(s) - offset) // span) for s in shards]
+        self.ends = np.cumsum(counts)
+        self.count = int(self.ends[-1]) if counts else 0
+
+    def window(self, i: int) -> np.ndarray:
+        shard = int(np.searchsorted(self.ends, i, side="right"))
+        first = i - (int(self.ends[shard - 1]) if shard else 0)
+        start = self.offset + first * self.span
+        return self.shards[shard][start : start + self.span]
+
+
+def to_batch(windows: list[np.ndarray]) -> Batch:
+    data = torch.from_numpy(np.stack(windows).astype(np.int64))
+    return data[:, :-1], data[:, 1:]
+
+
+class BatchLoader:
+    def __init__(
+        self,
+        shards: list[np.ndarray],
+        block_size: int,
+        batch_size: int,
+        micro_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if batch_size % (micro_batch_size * world_size):
+            raise LmforgeError(
+                f"train.batch_size={batch_size} is not divisible by micro_batch_size={micro_batch_size}"
+                f" x world_size={world_size}"
+            )
+        self.shards, self.span = shards, block_size + 1
+        self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch, self.cursor = 0, 0
+        self._index, self._order = self._plan(0)
+        if self._index.count < 1:
+            tokens = sum(len(s) for s in shards)
+            raise LmforgeError(f"training split has {tokens} tokens, fewer than block_size+1={self.span}")
+
+    def _plan(self, epoch: int) -> tuple[WindowIndex, np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
+        index = WindowIndex(self.shards, self.span, offset=int(rng.integers(self.span - 1)) if epoch else 0)
+        return index, rng.permutation(index.count)
+
+    def next_step(self) -> list[Batch]:
+        """This rank's micro-batches for one optimizer step."""
+        windows = []
+        for _ in range(self.batch_size):  # the global batch, identical on every rank
+            if self.cursor == len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._index, self._order = self._plan(self.epoch)
+            windows.append(self._index.window(int(self._order[self.cursor])))
+            self.cursor += 1
+        per_rank = self.batch_size // self.world_size
+        mine = windows[self.rank * per_rank : (self.rank + 1) * per_rank]
+        m = self.micro_batch_size
+        return [to_batch(mine[i : i + m]) for i in range(0, per_rank, m)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
+        self._index, self._order = self._plan(self.epoch)
+
+
+def eval_batches(
+    shards: list[np.ndarray], block_size: int, n_windows: int, micro_batch_size: int
+) -> list[Batch]:
+    """A fixed, evenly spaced set of `n_windows` validation windows (all of them if 0 or fewer)."""
+    index = WindowIndex(shards, block_size + 1)
+    if index.count < 1:
+        raise LmforgeError(f"validation split is shorter than block_size+1={block_size + 1} tokens")
+    picks = np.unique(
+        np.linspace(0, index.count - 1, num=min(n_windows or index.count, index.count)).astype(np.int64)
+    )
+    windows = [index.window(int(i)) for i in picks]
+    return [to_batch(windows[i : i + micro_batch_size]) for i in range(0, len(windows), micro_batch_size)]

@@ -1,0 +1,118 @@
+"""Tokenizers: character level and byte-level BPE, both HF `tokenizers` saved as tokenizer.json.
+
+The character tokenizer is a BPE model with no merges: each character is one token, ids follow
+sorted code points (so Tiny Shakespeare gets nanoGPT's 65 ids), specials come last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from lmforge.errors import LmforgeError
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+UNK = "<|unk|>"
+SPECIALS = [EOS, PAD, UNK]
+_CHUNK = 1 << 16  # characters per piece when encoding char-level text in parallel
+
+
+class Tokenizer:
+    """A thin, typed wrapper over `tokenizers.Tokenizer` with the ids lmforge needs."""
+
+    def __init__(self, hf: HFTokenizer) -> None:
+        self.hf = hf
+        spec = json.loads(hf.to_str())
+        self.kind = "bpe" if (spec.get("decoder") or {}).get("type") == "ByteLevel" else "char"
+        eos = hf.token_to_id(EOS)
+        self.eos_id: int | None = eos
+        self.pad_id: int | None = hf.token_to_id(PAD)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    # --- training -----------------------------------------------------------------------
+    @classmethod
+    def train_char(cls, texts: Iterable[str]) -> Tokenizer:
+        chars: set[str] = set()
+        for text in texts:
+            chars.update(text)
+        if not chars:
+            raise LmforgeError("cannot train a character tokenizer on an empty corpus")
+        vocab = {c: i for i, c in enumerate(sorted(chars))}
+        for special in SPECIALS:
+            vocab[special] = len(vocab)
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+        hf.add_special_tokens(SPECIALS)
+        hf.decoder = decoders.Fuse()
+        return cls(hf)
+
+    @classmethod
+    def train_bpe(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
+        if vocab_size < 256 + len(SPECIALS):
+            raise LmforgeError(f"data.vocab_size={vocab_size} must be at least {256 + len(SPECIALS)}")
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIALS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(texts, trainer=trainer)
+        return cls(hf)
+
+    # --- files --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        try:
+            return cls(HFTokenizer.from_file(str(path)))
+        except Exception as e:  # tokenizers raises plain Exception on bad files
+            raise LmforgeError(f"{path}: cannot load tokenizer: {e}") from None
+
+    def save(self, path: str | Path) -> None:
+        self.hf.save(str(path))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.hf.to_str().encode()).hexdigest()
+
+    # --- encoding -----------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "char" and len(text) > _CHUNK:
+            # No merges, so pieces encode independently; encode_batch runs them on every core.
+            pieces = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)]
+            return [i for enc in self.hf.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self.kind == "char":
+            return [self.encode(t) for t in texts]
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=True)
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each token stands for (0 for specials): the denominator of bits per byte."""
+        specials = {self.hf.token_to_id(s) for s in SPECIALS}
+        sizes = []
+        for i in range(self.vocab_size):
+            token = self.hf.id_to_token(i) or ""
+            if i in specials:
+                sizes.append(0)
+            elif self.kind == "bpe":
+                sizes.append(len(token))  # byte-level alphabet: one character per byte
+            else:
+                sizes.append(len(token.encode("utf-8")))
+        return sizes

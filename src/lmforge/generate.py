@@ -1,0 +1,174 @@
+"""Decoding: greedy, temperature, top-k, top-p; KV cache; streaming; batched prompts.
+
+`generate_ids` works on token ids; `generate` is the text-level function behind
+`lmforge generate`. Past the model's context, decoding slides a window over the last
+block_size tokens (the cache is rebuilt each step there), so cached and uncached decoding
+always condition on the same tokens and give the same output.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.model.directory import load_model
+from lmforge.model.gpt import GPT
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """logits (B, vocab) -> next token ids (B,). temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the first token past p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def stream_ids(
+    model: GPT,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token ids (B,) one step at a time for prompts (B, T) of equal length."""
+    context = model.config.block_size
+    seq = prompt
+    cache = model.new_cache(prompt.size(0)) if use_cache else None
+    logits = model(seq[:, -context:], cache)[:, -1]
+    for _ in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_k, top_p, generator)
+        yield token
+        seq = torch.cat([seq, token[:, None]], dim=1)
+        if cache is not None and cache.length < context:
+            logits = model(token[:, None], cache)[:, -1]
+        else:  # no cache, or the window slides: recompute over the last `context` tokens
+            cache = model.new_cache(seq.size(0)) if use_cache else None
+            logits = model(seq[:, -context:], cache)[:, -1]
+
+
+def check_prompt(ids: list[int], context: int, truncate: bool) -> list[int]:
+    if len(ids) <= context:
+        return ids
+    if not truncate:
+        raise LmforgeError(
+            f"prompt is {len(ids)} tokens, longer than the model's context of {context}"
+            " (pass truncate=True / --truncate-prompt to keep its last tokens)"
+        )
+    return ids[-context:]
+
+
+def generate_ids(
+    model: GPT,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    seed: int | None = None,
+    truncate: bool = False,
+    on_token: Callable[[int, int], None] | None = None,
+) -> list[list[int]]:
+    """New token ids for each prompt (stopping at eos_id, which is not returned).
+
+    Prompts of equal length decode together as one batch. on_token(prompt index, token id) is
+    called as each token is chosen (for streaming).
+    """
+    model.eval()
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    prompts = [check_prompt(p, model.config.block_size, truncate) for p in prompts]
+    if any(not p for p in prompts):
+        raise LmforgeError("empty prompt: give at least one token (e.g. the EOS id)")
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for length in sorted({len(p) for p in prompts}):
+        group = [i for i, p in enumerate(prompts) if len(p) == length]
+        batch = torch.tensor([prompts[i] for i in group], dtype=torch.long)
+        done = torch.zeros(len(group), dtype=torch.bool)
+        for tokens in stream_ids(
+            model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator
+        ):
+            for row, i in enumerate(group):
+                token = int(tokens[row])
+                if done[row] or (eos_id is not None and token == eos_id):
+                    done[row] = True
+                    continue
+                outputs[i].append(token)
+                if on_token is not None:
+                    on_token(i, token)
+            if bool(done.all()):
+                break
+    return outputs
+
+
+def generate(
+    model: str | Path,
+    prompt: str | list[str] = "",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stream: bool = False,
+    truncate_prompt: bool = False,
+    use_cache: bool = True,
+) -> list[str]:
+    """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
+
+    With stream=True (one prompt) text goes to stdout as it is produced.
+    """
+    net, tokenizer = load_model(model)
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    ids = [tokenizer.encode(p) if p else [tokenizer.eos_id] for p in prompts]
+    printed = [""]
+    new_ids: list[int] = []
+
+    def echo(_: int, token: int) -> None:  # decode the whole continuation: BPE pieces may be partial UTF-8
+        new_ids.append(token)
+        text = tokenizer.decode(new_ids)
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[len(printed[0]) :])
+            sys.stdout.flush()
+            printed[0] = text
+
+    streaming = stream and len(prompts) == 1
+    if streaming:
+        sys.stdout.write(prompts[0])
+    outs = generate_ids(
+        net,
+        ids,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        tokenizer.eos_id,
+        use_cache,
+        seed,
+        truncate_prompt,
+        echo if streaming else None,
+    )
+    if streaming:
+        sys.stdout.write("\n")
+    return [p + tokenizer.decode(o) for p, o in zip(prompts, outs, strict=True)]

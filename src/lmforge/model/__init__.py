@@ -1,0 +1,1 @@
+"""Transformer models. They know nothing of engines, devices or distribution."""

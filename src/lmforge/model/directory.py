@@ -1,0 +1,94 @@
+"""Model directories: config.json + model.safetensors + tokenizer.json (the HF file layout).
+
+Every checkpoint and every export is such a directory, so `load_model` takes either, or a run
+directory (its exported `model/`, else its latest checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmforge.config import ModelConfig
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.model.gpt import GPT
+
+MODEL_TYPE = "lmforge-gpt"
+WEIGHTS = "model.safetensors"
+
+
+def save_weights(file: Path, state: dict[str, torch.Tensor]) -> None:
+    """Save a state dict; a tensor shared under several names (tied embeddings) is stored once,
+    under its first name, since safetensors refuses aliases."""
+    seen: set[tuple[int, int]] = set()
+    unique = {}
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key not in seen:
+            seen.add(key)
+            unique[name] = tensor.detach().cpu().contiguous()
+    save_file(unique, str(file))
+
+
+def load_weights(model: torch.nn.Module, file: Path) -> None:
+    """Load weights saved by `save_weights`; a missing name is fine only if it aliases a loaded one."""
+    state = load_file(str(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in state if k in params}
+    missing = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
+    if missing or unexpected:
+        raise LmforgeError(f"{file}: does not fit the model (missing {missing}, unexpected {unexpected})")
+
+
+def write_model_files(directory: Path, config: ModelConfig, tokenizer: Tokenizer) -> None:
+    """config.json and tokenizer.json: what turns a directory of weights into a model directory."""
+    meta = {"model_type": MODEL_TYPE, **dataclasses.asdict(config), "eos_token_id": tokenizer.eos_id}
+    (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tokenizer.save(directory / "tokenizer.json")
+
+
+def write_model_dir(
+    directory: Path, config: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(directory / WEIGHTS, state)
+    write_model_files(directory, config, tokenizer)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory for `path`: itself, a run's `model/`, or a run's latest checkpoint."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    from lmforge.train.checkpoint import list_checkpoints  # a run still training
+
+    found = list_checkpoints(path / "checkpoints")
+    if found:
+        return found[-1]
+    raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint")
+
+
+def read_model_config(directory: Path) -> ModelConfig:
+    file = directory / "config.json"
+    raw = json.loads(file.read_text())
+    if raw.get("model_type") != MODEL_TYPE:
+        raise LmforgeError(f"{file}: unknown model_type {raw.get('model_type')!r}")
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in raw.items() if k in names})
+
+
+def load_model(path: str | Path) -> tuple[GPT, Tokenizer]:
+    """Load (model in eval mode, tokenizer) from a model, checkpoint or run directory."""
+    directory = resolve_model_dir(path)
+    config = read_model_config(directory)
+    model = GPT(config)
+    load_weights(model, directory / WEIGHTS)
+    return model.eval(), Tokenizer.load(directory / "tokenizer.json")

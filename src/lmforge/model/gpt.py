@@ -1,0 +1,101 @@
+"""GPT: a decoder-only Transformer language model (Radford et al., 2019), nanoGPT-shaped.
+
+Token (+ learned position) embeddings -> n_layer pre-LN blocks -> LayerNorm -> logits, with the
+output projection tied to the token embedding by default. Rotary positions and SwiGLU are
+options (`pos="rope"`, `mlp="swiglu"`) for Llama-style models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.model.attention import KVCache
+from lmforge.model.layers import Block, Rotary
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (the tokenizer's size) before building")
+        self.config = c = config
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
+        rotary = Rotary(c.n_embd // c.n_head, c.block_size) if c.pos == "rope" else None
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary) for _ in range(c.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the stream's variance holds.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab). With a cache, idx continues the cached
+        sequence and the cache advances by T."""
+        b, t = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + t > self.config.block_size:
+            raise ValueError(
+                f"sequence of {start + t} tokens exceeds the context of {self.config.block_size}"
+            )
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + t, device=idx.device))
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(t)
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab)
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        c = self.config
+        dtype = self.wte.weight.dtype
+        return KVCache(
+            c.n_layer,
+            batch,
+            c.n_head,
+            max_len or c.block_size,
+            c.n_embd // c.n_head,
+            dtype,
+            self.wte.weight.device,
+        )
+
+    def use_reference_attention(self, enabled: bool = True) -> None:
+        """Switch every layer to the written-out attention formula (for tests and teaching)."""
+        for block in self.blocks:
+            block.attn.reference = enabled
+
+    def num_params(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings and self.wpe is not None:
+            n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N for the weights plus attention's 12 L d T (PaLM, app. B)."""
+        c = self.config
+        n = self.num_params(embeddings=False)
+        if not c.tie_embeddings:
+            n -= self.wte.weight.numel()  # the lookup is free; only the head's matmul costs
+        return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size

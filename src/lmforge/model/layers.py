@@ -1,0 +1,100 @@
+"""Transformer building blocks: rotary positions, self-attention, MLP, pre-LayerNorm block."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.model.attention import KVCache, attention
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al., 2021), rotate-half form as in Llama/HF."""
+
+    def __init__(self, head_size: int, max_len: int, base: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)
+        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, hs/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x (B, nh, T, hs) at positions start..start+T-1."""
+        t = x.size(-2)
+        cos, sin = self.cos[start : start + t].to(x.dtype), self.sin[start : start + t].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused q,k,v projection."""
+
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        bias: bool,
+        dropout: float,
+        rotary: Rotary | None = None,
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        self.n_head, self.dropout, self.causal = n_head, dropout, causal
+        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.rotary = rotary
+        self.reference = False  # True: use the written-out formula instead of the fused kernel
+
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        # q, k, v: (B, nh, T, hs)
+        start = cache.length if cache is not None else 0
+        if self.rotary is not None:
+            q, k = self.rotary(q, start), self.rotary(k, start)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.reference)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class MLP(nn.Module):
+    """GELU MLP (GPT-2, 4x wide) or SwiGLU (Llama, ~8/3x wide)."""
+
+    def __init__(self, n_embd: int, kind: str, bias: bool) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "swiglu":
+            hidden = 64 * -(-(8 * n_embd // 3) // 64)  # 8/3 C rounded up to a multiple of 64
+            self.gate = nn.Linear(n_embd, hidden, bias=bias)
+        else:
+            hidden = 4 * n_embd
+        self.up = nn.Linear(n_embd, hidden, bias=bias)
+        self.down = nn.Linear(hidden, n_embd, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "swiglu":
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(
+        self, n_embd: int, n_head: int, mlp: str, bias: bool, dropout: float, rotary: Rotary | None = None
+    ) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
+        self.attn = SelfAttention(n_embd, n_head, bias, dropout, rotary)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
+        self.mlp = MLP(n_embd, mlp, bias)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
+        return x + self.drop(self.mlp(self.ln_2(x)))

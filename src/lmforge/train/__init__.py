@@ -1,0 +1,1 @@
+"""Training: the one loop, its engines, optimizer and schedules, checkpoints and metrics."""

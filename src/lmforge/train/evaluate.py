@@ -1,0 +1,41 @@
+"""Validation: loss per token and bits per byte on a fixed set of held-out windows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from lmforge.data.loader import Batch
+from lmforge.train.engines.base import Engine
+from lmforge.train.losses import lm_token_losses
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: list[Batch],
+    token_bytes: torch.Tensor,
+    engine: Engine,
+    autocast: Callable[[], AbstractContextManager],
+) -> tuple[float, float]:
+    """(val loss in nats/token, bits per byte). Bits per byte counts only targets that stand for
+    text (special tokens have 0 bytes), so it compares across tokenizers."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # loss, tokens, loss on text tokens, bytes
+    for inputs, targets in batches:
+        with autocast():
+            losses = lm_token_losses(model, inputs, targets).double()
+        nbytes = token_bytes[targets.flatten()]
+        text = nbytes > 0
+        totals += torch.stack(
+            [losses.sum(), torch.tensor(float(losses.numel())), losses[text].sum(), nbytes.sum().double()]
+        )
+    totals = engine.all_reduce(totals)
+    model.train(was_training)
+    loss, tokens, text_loss, nbytes = totals.tolist()
+    return loss / tokens, text_loss / (math.log(2) * max(nbytes, 1.0))

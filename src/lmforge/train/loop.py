@@ -1,0 +1,343 @@
+"""THE training loop: one loop for every engine and model family.
+
+train() resolves the run directory and data, builds model, optimizer, schedule and engine,
+restores a checkpoint when resuming, then steps: fetch the global batch, normalise the loss per
+target token across all its micro-batches and ranks, backward each, step the engine (clip,
+update, schedule), log, evaluate, checkpoint. It ends with an export and summary.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lmforge.config import Config, config_to_toml, load_config
+from lmforge.data.loader import Batch, BatchLoader, eval_batches
+from lmforge.data.shards import is_prepared, open_split, prepare_corpus, read_meta
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.hardware import matmul_peak_flops, resolve_dtype
+from lmforge.model.directory import write_model_dir, write_model_files
+from lmforge.model.gpt import GPT
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.engines import build_engine
+from lmforge.train.engines.base import Engine
+from lmforge.train.evaluate import evaluate
+from lmforge.train.losses import count_targets, lm_loss
+from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
+from lmforge.train.optim import build_optimizer, build_scheduler
+
+
+def train(
+    config: str | Path | Config | None = None,
+    overrides: list[str] | None = None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train a model; returns the run summary (also written to RUN_DIR/summary.json).
+
+    config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
+    directory (default runs/<recipe name>); resume: a run directory to continue exactly.
+    """
+    run_dir, cfg = _resolve_run(config, overrides, out, resume, overwrite)
+    engine = build_engine(cfg.engine, cfg.train)
+    main = engine.rank == 0
+    say: Callable[[str], None] = (lambda _: None) if quiet or not main else tqdm.write
+
+    data_dir = _ensure_data(cfg, run_dir, say)
+    meta = read_meta(data_dir)
+    tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = meta["vocab_size"]
+    elif cfg.model.vocab_size < meta["vocab_size"]:
+        raise LmforgeError(
+            f"model.vocab_size={cfg.model.vocab_size} < the data's vocabulary of {meta['vocab_size']}"
+        )
+    t = cfg.train
+    per_rank, rest = divmod(t.batch_size, engine.world_size)
+    micro = t.micro_batch_size or per_rank
+    if rest or per_rank % micro:
+        raise LmforgeError(
+            f"train.batch_size={t.batch_size} must split into world_size={engine.world_size}"
+            f" x micro_batch_size={micro} x accumulation steps"
+        )
+    accum = per_rank // micro
+    if main:
+        (run_dir / "config.toml").write_text(config_to_toml(cfg))
+
+    random.seed(t.seed)
+    torch.manual_seed(t.seed)
+    model = GPT(cfg.model)
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    module = engine.prepare(model, optimizer, scheduler)
+    dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model)
+    autocast: Callable[[], AbstractContextManager] = (
+        (lambda: torch.autocast(engine.device.type, dtype=dtype))
+        if dtype != torch.float32
+        else contextlib.nullcontext
+    )
+
+    loader = BatchLoader(
+        open_split(data_dir, "train"),
+        cfg.model.block_size,
+        t.batch_size,
+        micro,
+        engine.rank,
+        engine.world_size,
+        t.seed,
+    )
+    val = eval_batches(
+        open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
+    )
+    val = val[engine.rank :: engine.world_size]
+    token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
+
+    step, state = 0, {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "tokens": 0}
+    if resume is not None:
+        last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+        engine.load(last)
+        saved = ckpt.read_trainer_state(last)
+        ckpt.restore_rng(last, saved)
+        loader.load_state_dict(saved["loader"])
+        step = saved["step"]
+        state.update({k: saved[k] for k in state})
+        say(f"resumed from {last} (step {step})")
+
+    tokens_per_step = t.batch_size * cfg.model.block_size
+    flops_per_token = model.flops_per_token()
+    peak = matmul_peak_flops(dtype)
+    say(f"lmforge train -> {run_dir}")
+    say(
+        f"  data    {data_dir}: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val tokens,"
+        f" vocab {meta['vocab_size']} ({meta.get('tokenizer', '?')})"
+    )
+    say(
+        f"  model   GPT {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
+        f" context {cfg.model.block_size}: {model.num_params():,} parameters"
+    )
+    say(
+        f"  engine  {cfg.engine.name}, world size {engine.world_size} | global batch {t.batch_size} sequences"
+        f" ({tokens_per_step:,} tokens) = micro-batch {micro} x {accum} accumulation"
+        f" x {engine.world_size} rank(s)"
+    )
+    say(f"  dtype   {dtype_reason}")
+    say(f"  steps   {step} -> {t.max_steps}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
+
+    log = MetricsLog(run_dir, resume_step=step, tensorboard=main) if main else None
+    bar = tqdm(
+        total=t.max_steps,
+        initial=step,
+        disable=None if main and not quiet else True,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+    window_loss, window_steps, window_s, grad_norm = 0.0, 0, 0.0, 0.0
+    val_loss = val_bpb = float("nan")
+    try:
+        while step < t.max_steps:
+            tick = time.perf_counter()
+            step_loss = forward_backward(module, engine, loader.next_step(), autocast)
+            grad_norm, stepped = engine.step()
+            step += 1
+            finite = stepped and math.isfinite(step_loss)
+            state["bad_streak"] = 0 if finite else state["bad_streak"] + 1
+            state["skipped"] += 0 if stepped else 1
+            if not finite:
+                say(
+                    f"step {step}: non-finite loss or gradient (loss {step_loss}, grad_norm {grad_norm});"
+                    f" update {'applied' if stepped else 'skipped'} ({state['bad_streak']} in a row)"
+                )
+                if state["bad_streak"] >= t.max_bad_steps:
+                    raise LmforgeError(
+                        f"aborting: {state['bad_streak']} non-finite steps in a row"
+                        f" (train.max_bad_steps={t.max_bad_steps}); lower train.lr?"
+                    )
+            elapsed = time.perf_counter() - tick
+            state["train_s"] += elapsed
+            state["tokens"] += tokens_per_step
+            window_loss, window_steps, window_s = (
+                window_loss + step_loss,
+                window_steps + 1,
+                window_s + elapsed,
+            )
+            bar.update(1)
+
+            record: dict[str, float] = {}
+            if step % t.log_interval == 0 or step == t.max_steps:
+                tok_s = window_steps * tokens_per_step / window_s
+                eta = (t.max_steps - step) * window_s / window_steps
+                lr = scheduler.get_last_lr()[0]
+                record.update(
+                    loss=window_loss / window_steps,
+                    lr=lr,
+                    grad_norm=grad_norm,
+                    tok_s=tok_s,
+                    mfu=flops_per_token * tok_s / (peak * engine.world_size),
+                )
+                say(step_line(step, t.max_steps, record["loss"], lr, grad_norm, tok_s, record["mfu"], eta))
+                window_loss, window_steps, window_s = 0.0, 0, 0.0
+            if step % t.eval_interval == 0 or step == t.max_steps:
+                val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast)
+                record.update(val_loss=val_loss, val_bpb=val_bpb)
+                say(f"step {step:>6}/{t.max_steps} | val_loss {val_loss:.4f} | val_bpb {val_bpb:.4f}")
+            if log is not None and record:
+                log.log(step, **record)
+            if step % t.checkpoint_interval == 0 or step == t.max_steps:
+                _save(run_dir, step, engine, cfg, tokenizer, loader, state, main)
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+
+    summary = {
+        "val_loss": val_loss,
+        "val_bpb": val_bpb,
+        "steps": step,
+        "skipped_steps": state["skipped"],
+        "tokens": state["tokens"],
+        "tokens_per_s": state["tokens"] / max(state["train_s"], 1e-9),
+        "wall_s": state["train_s"],
+        "dtype": str(dtype).removeprefix("torch."),
+        "engine": cfg.engine.name,
+        "world_size": engine.world_size,
+        "parameters": model.num_params(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    if main:
+        write_model_dir(run_dir / "model", cfg.model, engine.full_state_dict(), tokenizer)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_loss(run_dir)
+        say(
+            f"done: val_loss {val_loss:.4f} | val_bpb {val_bpb:.4f} | {summary['tokens_per_s']:,.0f} tok/s"
+            f" | {format_duration(state['train_s'])} | model in {run_dir / 'model'}"
+        )
+    engine.close()
+    return summary
+
+
+def forward_backward(
+    module: torch.nn.Module,
+    engine: Engine,
+    micro_batches: list[Batch],
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> float:
+    """Backward every micro-batch of one optimizer step; return the step's mean loss per token.
+
+    Each micro-batch's summed loss is divided by the target count of the whole step on all ranks,
+    so (B*k, accum=1) and (B, accum=k) give the same gradient, at any world size.
+    """
+    n_tokens = engine.all_reduce(torch.tensor(float(sum(count_targets(y) for _, y in micro_batches))))
+    scale = engine.world_size / float(n_tokens)  # engines average gradients over ranks
+    step_loss = torch.zeros((), dtype=torch.float64)
+    for i, (inputs, targets) in enumerate(micro_batches):
+        with engine.accumulating(last=i == len(micro_batches) - 1):
+            with autocast():
+                loss = lm_loss(module, inputs, targets) * scale
+            engine.backward(loss)
+        step_loss += loss.detach().double()
+    return float(engine.all_reduce(step_loss)) / engine.world_size
+
+
+def _save(
+    run_dir: Path,
+    step: int,
+    engine: Any,
+    cfg: Config,
+    tokenizer: Tokenizer,
+    loader: BatchLoader,
+    state: dict[str, Any],
+    main: bool,
+) -> None:
+    def write(directory: Path) -> None:
+        engine.save(directory)
+        if main:
+            write_model_files(directory, cfg.model, tokenizer)
+
+    ckpt.save_checkpoint(
+        run_dir / "checkpoints",
+        step,
+        write,
+        {"loader": loader.state_dict(), **state},
+        keep=cfg.train.keep_checkpoints,
+    )
+
+
+def _resolve_run(
+    config: str | Path | Config | None,
+    overrides: list[str] | None,
+    out: str | Path | None,
+    resume: str | Path | None,
+    overwrite: bool,
+) -> tuple[Path, Config]:
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.toml").is_file():
+            raise LmforgeError(f"{run_dir}: not a run directory (no config.toml)")
+        return run_dir, load_config(run_dir / "config.toml", overrides)
+    if isinstance(config, Config):
+        cfg = config.validate()
+        name = "run"
+    else:
+        cfg = load_config(config, overrides)
+        name = Path(config).stem if config is not None else "run"
+    run_dir = Path(out) if out is not None else Path("runs") / name
+    if (run_dir / "checkpoints").exists():
+        if not overwrite:
+            raise LmforgeError(
+                f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
+            )
+        for child in ("checkpoints", "model", "tb", "metrics.jsonl", "summary.json", "loss.png"):
+            path = run_dir / child
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, cfg
+
+
+def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path:
+    """The prepared shard directory: data.input itself, or run_dir/data built from raw text."""
+    if not cfg.data.input:
+        raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
+    if is_prepared(cfg.data.input):
+        return Path(cfg.data.input)
+    target = run_dir / "data"
+    source = target / "source.json"
+    wanted = {
+        "input": cfg.data.input,
+        "tokenizer": cfg.data.tokenizer,
+        "vocab_size": cfg.data.vocab_size,
+        "val_fraction": cfg.data.val_fraction,
+        "text_field": cfg.data.text_field,
+    }
+    if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
+        return target
+    say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
+    meta = prepare_corpus(
+        cfg.data.input,
+        target,
+        cfg.data.tokenizer,
+        cfg.data.vocab_size,
+        cfg.data.val_fraction,
+        cfg.data.text_field,
+    )
+    source.write_text(json.dumps(wanted) + "\n")
+    say(
+        f"  {meta['documents']} documents, {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
+        f" in {meta['seconds']}s"
+    )
+    return target

@@ -1,0 +1,114 @@
+"""Metric sinks: metrics.jsonl, TensorBoard, the one-line step log, and loss.png."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def step_line(
+    step: int, total: int, loss: float, lr: float, grad_norm: float, tok_s: float, mfu: float, eta_s: float
+) -> str:
+    return (
+        f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | grad_norm {grad_norm:.3f}"
+        f" | tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}% | mem {peak_rss_gb():.2f}GB"
+        f" | eta {format_duration(eta_s)}"
+    )
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to metrics.jsonl and mirrors it to TensorBoard.
+
+    On resume from step s, records after s (written by the interrupted run) are dropped first,
+    so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step and self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
+        elif self.path.exists():
+            self.path.unlink()
+        self.file = open(self.path, "a")  # noqa: SIM115 - held open for the run
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(
+                str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None
+            )
+
+    def log(self, step: int, **values: float) -> None:
+        record = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise LmforgeError(f"{path}:{number}: not valid JSON") from None
+    return records
+
+
+def plot_loss(run_dir: Path) -> Path:
+    """loss.png: training loss and validation loss against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    train = [(r["step"], r["loss"]) for r in records if isinstance(r.get("loss"), float)]
+    val = [(r["step"], r["val_loss"]) for r in records if isinstance(r.get("val_loss"), float)]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1)
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", label="val loss", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(run_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    out = run_dir / "loss.png"
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
