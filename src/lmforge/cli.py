@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train a model from a TOML recipe",
         epilog="Any config key can be overridden as --section.key=value, e.g. --train.max_steps=500.",
     )
-    t.add_argument("config", nargs="?", help="TOML recipe (omit with --resume)")
+    t.add_argument("config", nargs="?", help="TOML recipe (default: built-in defaults + overrides)")
     t.add_argument("--out", help="run directory (default runs/<recipe name>)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -68,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "train":
             from lmforge.train.loop import train
 
-            if args.config is None and args.resume is None:
-                parser.error("train needs a CONFIG recipe or --resume RUN_DIR")
             train(args.config, overrides, args.out, args.resume, args.overwrite, args.quiet)
         elif args.verb == "generate":
             from lmforge.generate import generate

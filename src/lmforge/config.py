@@ -115,9 +115,11 @@ class Config:
         _check(t.max_steps > 0 and t.batch_size > 0, "train.max_steps and train.batch_size must be > 0")
         _check(t.micro_batch_size >= 0, "train.micro_batch_size must be >= 0")
         _check(
-            0 <= t.warmup_steps <= t.max_steps,
-            f"train.warmup_steps={t.warmup_steps} must be in [0, max_steps={t.max_steps}]",
+            t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0,
+            f"train.batch_size={t.batch_size} is not divisible by"
+            f" train.micro_batch_size={t.micro_batch_size}",
         )
+        _check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
         _check(
             t.schedule in ("cosine", "linear", "constant"),
             f"train.schedule={t.schedule!r} must be cosine, linear or constant",
@@ -142,9 +144,9 @@ def _check(ok: bool, message: str) -> None:
         raise LmforgeError(message)
 
 
-def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
+def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
     """Convert a TOML or command-line value to the field's type, or fail naming the key."""
-    if isinstance(value, str) and kind is not str:
+    if from_text and kind is not str:
         text = value.strip()
         try:
             if kind is bool:
@@ -153,18 +155,21 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
                 return text.lower() in ("true", "1")
             return kind(text)
         except ValueError:
-            raise LmforgeError(f"{source}: {key}={value!r} is not a valid {kind.__name__}") from None
+            raise LmforgeError(f"{source}: {key}={value!r} is not {_TYPE_NAMES[kind]}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not kind:
-        raise LmforgeError(f"{source}: {key}={value!r} must be a {kind.__name__}, not {type(value).__name__}")
+        raise LmforgeError(
+            f"{source}: {key}={value!r} must be {_TYPE_NAMES[kind]}, not {type(value).__name__}"
+        )
     return value
 
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
-def _set(config: Config, dotted: str, value: Any, source: str) -> None:
+def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool = False) -> None:
     section_name, _, key = dotted.partition(".")
     sections = {f.name for f in dataclasses.fields(Config)}
     if section_name not in sections or not key:
@@ -178,7 +183,7 @@ def _set(config: Config, dotted: str, value: Any, source: str) -> None:
             f"{source}: unknown config key {dotted!r} (known in [{section_name}]: {', '.join(fields)})"
         )
     kind = _TYPES[str(fields[key].type)]
-    setattr(section, key, _coerce(dotted, value, kind, source))
+    setattr(section, key, _coerce(dotted, value, kind, source, from_text))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -201,7 +206,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         dotted, eq, value = item.removeprefix("--").partition("=")
         if not eq:
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
-        _set(config, dotted, value, "command line")
+        _set(config, dotted, value, "command line", from_text=True)
     return config.validate()
 
 

@@ -41,8 +41,9 @@ def resolve_dtype(requested: str, model: ModelConfig) -> tuple[torch.dtype, str]
 @functools.cache
 def matmul_peak_flops(dtype: torch.dtype = torch.float32, size: int = 1024) -> float:
     """Best observed FLOP/s of a square matmul in `dtype`: the denominator of MFU."""
-    a = torch.randn(size, size, dtype=dtype)
-    b = torch.randn(size, size, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)  # never touch the global RNG a run depends on
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
     a @ b  # warm up the kernel and thread pool
     best = float("inf")
     for _ in range(5):

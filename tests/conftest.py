@@ -1,0 +1,81 @@
+"""Shared fixtures: a small synthetic corpus and a tiny training recipe."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = [
+    "the",
+    "king",
+    "queen",
+    "love",
+    "death",
+    "night",
+    "day",
+    "sword",
+    "crown",
+    "heart",
+    "blood",
+    "fair",
+    "lord",
+    "lady",
+    "speak",
+    "hear",
+    "good",
+    "sweet",
+    "noble",
+    "thou",
+    "thee",
+    "thy",
+    "art",
+    "doth",
+    "hath",
+    "shall",
+    "will",
+    "come",
+    "go",
+    "stay",
+    "fly",
+]
+
+
+def make_text(seed: int = 0, lines: int = 1500) -> str:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        speaker = rng.choice(["ROMEO", "JULIET", "KING", "NURSE"])
+        out.append(f"{speaker}:\n" + " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + ".\n")
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    path.write_text(make_text())
+    return path
+
+
+TINY = [
+    "--model.n_layer=2",
+    "--model.n_head=2",
+    "--model.n_embd=32",
+    "--model.block_size=32",
+    "--train.batch_size=8",
+    "--train.warmup_steps=5",
+    "--train.eval_batches=2",
+    "--train.log_interval=1",
+]
+
+
+@pytest.fixture
+def tiny_overrides(corpus: Path) -> list[str]:
+    return [f"--data.input={corpus}", *TINY]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

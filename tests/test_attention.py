@@ -1,0 +1,54 @@
+"""The fused attention path computes the formula softmax(QK^T/sqrt(d_k))V, causally."""
+
+from __future__ import annotations
+
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.model.attention import attention, causal_mask, reference_attention
+from lmforge.model.gpt import GPT
+
+
+def test_sdpa_matches_formula_causal() -> None:
+    q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
+    torch.testing.assert_close(attention(q, k, v, causal=True), reference_attention(q, k, v, causal=True))
+
+
+def test_sdpa_matches_formula_with_cached_prefix_and_mask() -> None:
+    q = torch.randn(2, 3, 4, 8)  # the last 4 queries of a 10-token sequence
+    k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 10, 8)
+    mask = torch.ones(2, 1, 4, 10, dtype=torch.bool)
+    mask[0, :, :, :2] = False  # e.g. padding in the first sequence
+    expected = reference_attention(q, k, v, causal=True, mask=mask)
+    torch.testing.assert_close(attention(q, k, v, causal=True, mask=mask), expected)
+
+
+def test_reference_formula_by_hand() -> None:
+    q, k, v = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4)
+    scores = (q[0, 0] @ k[0, 0].T) / 2.0  # sqrt(d_k) = 2
+    scores = scores.masked_fill(torch.triu(torch.ones(3, 3, dtype=torch.bool), 1), float("-inf"))
+    torch.testing.assert_close(reference_attention(q, k, v, causal=True)[0, 0], scores.softmax(-1) @ v[0, 0])
+
+
+def test_causal_mask_offsets() -> None:
+    assert causal_mask(2, 4).tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+def test_model_outputs_same_with_reference_attention() -> None:
+    for pos in ("learned", "rope"):
+        model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=20, pos=pos)).eval()
+        idx = torch.randint(0, 20, (2, 12))
+        fast = model(idx)
+        model.use_reference_attention()
+        torch.testing.assert_close(model(idx), fast)
+
+
+def test_a_token_never_sees_the_future() -> None:
+    for mlp in ("gelu", "swiglu"):
+        model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=20, mlp=mlp)).eval()
+        idx = torch.randint(0, 20, (1, 12))
+        changed = idx.clone()
+        changed[0, 7:] = (changed[0, 7:] + 1) % 20  # rewrite the future from position 7 on
+        a, b = model(idx), model(changed)
+        torch.testing.assert_close(a[:, :7], b[:, :7])
+        assert not torch.allclose(a[:, 7:], b[:, 7:])

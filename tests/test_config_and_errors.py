@@ -1,0 +1,103 @@
+"""Bad configs and bad inputs give one-line errors that name the key, file or line."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmforge.config import config_to_toml, load_config
+from lmforge.data.shards import open_split, prepare_corpus
+from lmforge.data.sources import read_documents
+from lmforge.errors import LmforgeError
+
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_overrides_are_typed(tmp_path: Path) -> None:
+    cfg = load_config(
+        None, ["--train.lr=3e-4", "--model.bias=false", "--train.max_steps=700", "--data.input=x"]
+    )
+    assert (cfg.train.lr, cfg.model.bias, cfg.train.max_steps, cfg.data.input) == (3e-4, False, 700, "x")
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(None, ['--data.input=a "quoted" path', "--model.pos=rope"])
+    assert load_config(_recipe(tmp_path, config_to_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "message"),
+    [
+        ("[train]\nmax_step = 5\n", [], r"r.toml: unknown config key 'train.max_step'"),
+        ("[trian]\nmax_steps = 5\n", [], r"unknown config key 'trian.max_steps'"),
+        ("[train]\nmax_steps = 'many'\n", [], r"r.toml: train.max_steps='many' must be an integer, not str"),
+        ("", ["--train.lr=fast"], r"command line: train.lr='fast' is not a number"),
+        ("", ["--model.n_head=5"], r"n_embd=128 is not divisible by model.n_head=5"),
+        ("", ["--train.min_lr=0.1"], r"0 <= train.min_lr <= train.lr"),
+        ("", ["--train.micro_batch_size=5"], r"batch_size=12 is not divisible by train.micro_batch_size=5"),
+        ("[train\n", [], r"r.toml: invalid TOML"),
+        ("", ["train.lr"], r"must look like --section.key=value"),
+    ],
+)
+def test_bad_config(tmp_path: Path, recipe: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(LmforgeError, match=message) as info:
+        load_config(_recipe(tmp_path, recipe), overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "[model]\nwidth = 3\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge", "train", str(recipe)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown config key 'model.width'" in proc.stderr
+
+
+def test_non_utf8_file_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello \xff\xfe world")
+    with pytest.raises(LmforgeError, match=r"bad.txt: not valid UTF-8 \(byte 6\)"):
+        list(read_documents(bad))
+
+
+def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write('{"text": "fine"}\n{"txt": "no field"}\n')
+    with pytest.raises(LmforgeError, match=r"d.jsonl.gz:2: no string field 'text'"):
+        list(read_documents(path))
+
+
+def test_empty_corpus_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(LmforgeError, match="empty"):
+        prepare_corpus(tmp_path / "empty.txt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(LmforgeError, match="no such file"):
+        list(read_documents(tmp_path / "nope.txt"))
+
+
+def test_corrupt_shard_is_named(tmp_path: Path, corpus: Path) -> None:
+    out = tmp_path / "shards"
+    prepare_corpus(corpus, out)
+    with open(out / "val_00000.bin", "ab") as f:
+        f.write(b"\x01")  # an odd byte: no longer whole uint16 tokens
+    with pytest.raises(LmforgeError, match=r"val_00000.bin: corrupt shard"):
+        open_split(out, "val")
+    np.array([1, 2], dtype="<u2").tofile(out / "val_00000.bin")
+    with pytest.raises(LmforgeError, match=r"val shards hold 2 tokens, meta.json says"):
+        open_split(out, "val")

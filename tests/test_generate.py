@@ -1,0 +1,59 @@
+"""Generation: the KV cache changes nothing but speed; sampling controls; context limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.generate import generate_ids, sample_next
+from lmforge.model.gpt import GPT
+
+
+@pytest.fixture(params=["learned", "rope"])
+def model(request: pytest.FixtureRequest) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=40, pos=request.param)
+    return GPT(cfg).eval()
+
+
+@pytest.mark.parametrize("new", [5, 30])  # 30 runs past the 16-token context: the window slides
+def test_cache_gives_the_same_tokens(model: GPT, new: int) -> None:
+    prompts = [[1, 2, 3, 4], [5, 6, 7, 8], [9]]
+    greedy = [generate_ids(model, prompts, new, temperature=0, use_cache=c) for c in (True, False)]
+    assert greedy[0] == greedy[1]
+    sampled = [generate_ids(model, prompts, new, top_k=10, seed=3, use_cache=c) for c in (True, False)]
+    assert sampled[0] == sampled[1]
+    assert all(len(o) == new for o in greedy[0])
+
+
+def test_batched_prompts_equal_single_prompts(model: GPT) -> None:
+    prompts = [[1, 2, 3], [4, 5, 6], [7, 8]]
+    batched = generate_ids(model, prompts, 8, temperature=0)
+    assert batched == [generate_ids(model, [p], 8, temperature=0)[0] for p in prompts]
+
+
+def test_stops_at_eos(model: GPT) -> None:
+    first = generate_ids(model, [[1, 2]], 10, temperature=0)[0]
+    eos = first[3]
+    out = generate_ids(model, [[1, 2]], 10, temperature=0, eos_id=eos)[0]
+    assert out == first[: first.index(eos)]
+
+
+def test_prompt_longer_than_context(model: GPT) -> None:
+    with pytest.raises(LmforgeError, match="longer than the model's context of 16"):
+        generate_ids(model, [list(range(20))], 3)
+    out = generate_ids(model, [list(range(20))], 3, temperature=0, truncate=True)[0]
+    assert out == generate_ids(model, [list(range(4, 20))], 3, temperature=0)[0]
+
+
+def test_top_k_and_top_p_restrict_the_choice() -> None:
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0, 3.0]])
+    g = torch.Generator().manual_seed(0)
+    picks_k = {int(sample_next(logits, 1.0, top_k=2, generator=g)) for _ in range(200)}
+    assert picks_k == {1, 2}
+    # probabilities ~ [.005, .64, .24, .002, .09]: top_p 0.7 keeps tokens 1 and 2 only
+    picks_p = {int(sample_next(logits, 1.0, top_p=0.7, generator=g)) for _ in range(200)}
+    assert picks_p == {1, 2}
+    assert int(sample_next(logits, 0.0)) == 1

@@ -1,0 +1,104 @@
+"""Checkpoints: SIGKILL + --resume continues exactly; a crash mid-write loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lmforge.errors import LmforgeError
+from lmforge.model.directory import load_model
+from lmforge.train.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+from lmforge.train.metrics import read_metrics
+
+
+def _train_cmd(overrides: list[str], out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lmforge", "train", "--out", str(out), *extra, *overrides]
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run)}
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    overrides = [
+        *tiny_overrides,
+        "--train.max_steps=300",
+        "--train.checkpoint_interval=20",
+        "--model.dropout=0.1",
+    ]  # dropout: the RNG state must be restored too
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_train_cmd(overrides, whole, "--quiet"), check=True, env=env)
+
+    proc = subprocess.Popen(_train_cmd(overrides, killed, "--quiet"), env=env)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 45:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed_from = int(latest_checkpoint(killed / "checkpoints").name.split("_")[1])
+    assert 20 <= resumed_from < 300
+
+    subprocess.run(_train_cmd([], killed, "--quiet", "--resume", str(killed)), check=True, env=env)
+    expected, got = _losses(whole), _losses(killed)
+    assert sorted(got) == sorted(expected)  # the resumed log reads as one run
+    assert all(got[s] == expected[s] for s in expected), "losses differ after resume"
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["val_loss"] == json.loads((whole / "summary.json").read_text())["val_loss"]
+
+
+def _write(step: int, fail: bool = False):
+    def write(directory: Path) -> None:
+        (directory / "model.safetensors").write_bytes(b"x" * step)
+        if fail:
+            raise OSError("disk full")
+
+    return write
+
+
+def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 10, _write(10), {"loader": {}}, keep=3)
+    with pytest.raises(OSError):
+        save_checkpoint(root, 20, _write(20, fail=True), {"loader": {}}, keep=3)
+    assert [p.name for p in list_checkpoints(root)] == ["step_00000010"]
+    assert latest_checkpoint(root).name == "step_00000010"
+    assert json.loads((latest_checkpoint(root) / "trainer.json").read_text())["step"] == 10
+
+
+def test_old_checkpoints_are_pruned(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    for step in (1, 2, 3, 4):
+        save_checkpoint(root, step, _write(step), {}, keep=2)
+    assert [p.name for p in list_checkpoints(root)] == ["step_00000003", "step_00000004"]
+
+
+def test_interrupted_run_checkpoint_is_loadable_as_a_model(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    from lmforge.train.loop import train
+
+    train(
+        None,
+        [*tiny_overrides, "--train.max_steps=4", "--train.checkpoint_interval=2"],
+        tmp_path / "r",
+        quiet=True,
+    )
+    model, tokenizer = load_model(latest_checkpoint(tmp_path / "r" / "checkpoints"))
+    assert model.config.n_embd == 32 and tokenizer.vocab_size == model.config.vocab_size
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
+    from lmforge.train.loop import train
+
+    with pytest.raises(LmforgeError, match="not a run directory"):
+        train(resume=tmp_path)

@@ -1,0 +1,82 @@
+"""Gradient accumulation, the LR schedules and the NaN guard."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig, TrainConfig
+from lmforge.model.gpt import GPT
+from lmforge.train.engines.local import LocalEngine
+from lmforge.train.loop import forward_backward
+from lmforge.train.optim import build_optimizer, build_scheduler, lr_multiplier
+
+
+def _grads(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_accumulation_gives_the_same_gradient(k: int) -> None:
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50))
+    other = copy.deepcopy(model)
+    inputs, targets = torch.randint(0, 50, (8, 16)), torch.randint(0, 50, (8, 16))
+    targets[0, :5] = -100  # ignored targets: normalisation must count tokens, not micro-batches
+    loss_full = forward_backward(model, LocalEngine(TrainConfig()), [(inputs, targets)])
+    m = 8 // k
+    micro = [(inputs[i : i + m], targets[i : i + m]) for i in range(0, 8, m)]
+    loss_accum = forward_backward(other, LocalEngine(TrainConfig()), micro)
+    assert loss_accum == pytest.approx(loss_full, rel=1e-6)
+    for a, b in zip(_grads(model), _grads(other), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_schedule_values() -> None:
+    f = lr_multiplier(TrainConfig(schedule="linear", warmup_steps=10, max_steps=110))
+    assert [f(s) for s in (0, 5, 10, 60, 110, 200)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])
+
+
+def test_linear_schedule_matches_transformers() -> None:
+    transformers = pytest.importorskip("transformers")
+    cfg = TrainConfig(schedule="linear", warmup_steps=7, max_steps=50, lr=1e-3)
+    ours = build_scheduler(build_optimizer(torch.nn.Linear(2, 2), cfg), cfg)
+    theirs_opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    theirs = transformers.get_linear_schedule_with_warmup(theirs_opt, 7, 50)
+    for _ in range(55):
+        assert ours.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0], abs=1e-12)
+        ours.optimizer.step()
+        theirs_opt.step()
+        ours.step()
+        theirs.step()
+
+
+def test_cosine_schedule_ends_at_min_lr() -> None:
+    cfg = TrainConfig(schedule="cosine", warmup_steps=10, max_steps=100, lr=1e-3, min_lr=1e-4)
+    f = lr_multiplier(cfg)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.55)
+    assert f(100) == pytest.approx(0.1)
+
+
+def test_weight_decay_groups() -> None:
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=10))
+    decay, no_decay = build_optimizer(model, TrainConfig()).param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.1
+    assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_non_finite_gradient_skips_the_update() -> None:
+    model = torch.nn.Linear(3, 1)
+    cfg = TrainConfig()
+    engine = LocalEngine(cfg)
+    optimizer = build_optimizer(model, cfg)
+    engine.prepare(model, optimizer, build_scheduler(optimizer, cfg))
+    before = copy.deepcopy(model.state_dict())
+    (model(torch.ones(1, 3)) * float("nan")).sum().backward()
+    norm, stepped = engine.step()
+    assert not stepped and norm != norm  # NaN
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
