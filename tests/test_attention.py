@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lmforge.config import ModelConfig
@@ -9,18 +10,32 @@ from lmforge.model.attention import attention, causal_mask, reference_attention
 from lmforge.model.gpt import GPT
 
 
-def test_sdpa_matches_formula_causal() -> None:
+@pytest.mark.parametrize("impl", ["sdpa", "bmm"])
+def test_fast_paths_match_formula_causal(impl: str) -> None:
     q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
-    torch.testing.assert_close(attention(q, k, v, causal=True), reference_attention(q, k, v, causal=True))
+    expected = reference_attention(q, k, v, causal=True)
+    torch.testing.assert_close(attention(q, k, v, causal=True, impl=impl), expected)
 
 
-def test_sdpa_matches_formula_with_cached_prefix_and_mask() -> None:
+@pytest.mark.parametrize("impl", ["sdpa", "bmm"])
+def test_fast_paths_match_formula_with_cached_prefix_and_mask(impl: str) -> None:
     q = torch.randn(2, 3, 4, 8)  # the last 4 queries of a 10-token sequence
     k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 10, 8)
     mask = torch.ones(2, 1, 4, 10, dtype=torch.bool)
     mask[0, :, :, :2] = False  # e.g. padding in the first sequence
     expected = reference_attention(q, k, v, causal=True, mask=mask)
-    torch.testing.assert_close(attention(q, k, v, causal=True, mask=mask), expected)
+    torch.testing.assert_close(attention(q, k, v, causal=True, mask=mask, impl=impl), expected)
+    one = q[:, :, -1:]  # a single decoding query sees every cached key
+    expected = reference_attention(one, k, v, causal=True)
+    torch.testing.assert_close(attention(one, k, v, causal=True, impl=impl), expected)
+
+
+def test_bmm_path_in_bf16_stays_close() -> None:
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+    expected = reference_attention(q, k, v, causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(q, k, v, causal=True, impl="bmm")
+    torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
 
 
 def test_reference_formula_by_hand() -> None:
@@ -38,13 +53,15 @@ def test_model_outputs_same_with_reference_attention() -> None:
     for pos in ("learned", "rope"):
         model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=20, pos=pos)).eval()
         idx = torch.randint(0, 20, (2, 12))
-        fast = model(idx)
-        model.use_reference_attention()
-        torch.testing.assert_close(model(idx), fast)
+        model.set_attention("reference")
+        expected = model(idx)
+        for impl in ("sdpa", "bmm", "auto"):
+            model.set_attention(impl)
+            torch.testing.assert_close(model(idx), expected)
 
 
 def test_a_token_never_sees_the_future() -> None:
-    for mlp in ("gelu", "swiglu"):
+    for mlp in ("gelu", "gelu_tanh", "swiglu"):
         model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=20, mlp=mlp)).eval()
         idx = torch.randint(0, 20, (1, 12))
         changed = idx.clone()

@@ -44,7 +44,7 @@ class ModelConfig:
     pos: str = "learned"
     """`learned` absolute positions (GPT-2) or `rope` (rotary)."""
     mlp: str = "gelu"
-    """`gelu` (GPT-2) or `swiglu` (Llama)."""
+    """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation) or `swiglu` (Llama)."""
     tie_embeddings: bool = True
 
 
@@ -78,8 +78,6 @@ class TrainConfig:
     seed: int = 1337
     max_bad_steps: int = 5
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
-    compile: bool = False
-    """torch.compile the model (slow start, faster steps on long runs)."""
 
 
 @dataclass
@@ -105,7 +103,9 @@ class Config:
         _check(m.block_size > 0, "model.block_size must be > 0")
         _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
         _check(m.pos in ("learned", "rope"), f"model.pos={m.pos!r} must be 'learned' or 'rope'")
-        _check(m.mlp in ("gelu", "swiglu"), f"model.mlp={m.mlp!r} must be 'gelu' or 'swiglu'")
+        _check(
+            m.mlp in ("gelu", "gelu_tanh", "swiglu"), f"model.mlp={m.mlp!r} must be gelu, gelu_tanh or swiglu"
+        )
         _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
         _check(
             self.data.tokenizer in ("char", "bpe"),

@@ -41,7 +41,7 @@ def sample_next(
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def stream_ids(
     model: GPT,
     prompt: torch.Tensor,
@@ -56,16 +56,16 @@ def stream_ids(
     context = model.config.block_size
     seq = prompt
     cache = model.new_cache(prompt.size(0)) if use_cache else None
-    logits = model(seq[:, -context:], cache)[:, -1]
+    logits = model(seq[:, -context:], cache, last_only=True)[:, -1]
     for _ in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)
         yield token
         seq = torch.cat([seq, token[:, None]], dim=1)
         if cache is not None and cache.length < context:
-            logits = model(token[:, None], cache)[:, -1]
+            logits = model(token[:, None], cache, last_only=True)[:, -1]
         else:  # no cache, or the window slides: recompute over the last `context` tokens
             cache = model.new_cache(seq.size(0)) if use_cache else None
-            logits = model(seq[:, -context:], cache)[:, -1]
+            logits = model(seq[:, -context:], cache, last_only=True)[:, -1]
 
 
 def check_prompt(ids: list[int], context: int, truncate: bool) -> list[int]:

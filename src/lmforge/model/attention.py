@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -46,17 +47,63 @@ def attention(
     causal: bool,
     mask: torch.Tensor | None = None,
     dropout: float = 0.0,
-    reference: bool = False,
+    impl: str = "auto",
 ) -> torch.Tensor:
-    if reference:
+    """Attention by one of three equal routes (tested to agree):
+
+    - `sdpa`: PyTorch's fused scaled_dot_product_attention (flash / memory-efficient kernels);
+    - `bmm`: the formula as two batched matmuls with an additive mask: on CPUs this trains
+      about 1.5x faster than `sdpa` in bf16 (see benchmarks/), since oneDNN's bmm beats the CPU
+      flash kernel at these head sizes;
+    - `reference`: the formula written out with a boolean mask, for reading and testing.
+    `auto` is `bmm` on the CPU and `sdpa` elsewhere.
+    """
+    if impl == "auto":
+        impl = "bmm" if q.device.type == "cpu" else "sdpa"
+    if impl == "reference":
         return reference_attention(q, k, v, causal, mask, dropout)
     t_q, t_k = q.size(-2), k.size(-2)
+    if impl == "bmm":
+        return _bmm_attention(q, k, v, _additive_mask(t_q, t_k, causal, mask, q.device), dropout)
     if causal and mask is None and t_q == t_k:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
     if causal and t_q > 1:  # queries after a cached prefix: build the offset causal mask
         offset = causal_mask(t_q, t_k, q.device)
         mask = offset if mask is None else mask & offset
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+@functools.lru_cache(maxsize=16)
+def _causal_bias(t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(t_q, t_k, device=device).masked_fill(~causal_mask(t_q, t_k, device), float("-inf"))
+
+
+def _additive_mask(
+    t_q: int, t_k: int, causal: bool, mask: torch.Tensor | None, device: torch.device
+) -> torch.Tensor | None:
+    """0 where attention is allowed, -inf where not: (t_q, t_k), or mask's broadcast shape."""
+    bias = _causal_bias(t_q, t_k, device) if causal and t_q > 1 else None
+    if mask is not None:
+        padding = torch.zeros(mask.shape, device=device).masked_fill(~mask, float("-inf"))
+        bias = padding if bias is None else bias + padding
+    return bias
+
+
+def _bmm_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout: float
+) -> torch.Tensor:
+    b, nh, t_q, hs = q.shape
+    t_k = k.size(-2)
+    q3, k3, v3 = q.reshape(b * nh, t_q, hs), k.reshape(b * nh, t_k, hs), v.reshape(b * nh, t_k, hs)
+    if bias is None:
+        scores = torch.bmm(q3, k3.transpose(1, 2)) * hs**-0.5
+    elif bias.dim() == 2:  # one (t_q, t_k) mask for every batch and head: fused into the matmul
+        scores = torch.baddbmm(bias.expand(b * nh, t_q, t_k), q3, k3.transpose(1, 2), alpha=hs**-0.5)
+    else:  # per-sequence masks (padding): (B, 1 or nh, t_q, t_k)
+        scores = (torch.bmm(q3, k3.transpose(1, 2)) * hs**-0.5).view(b, nh, t_q, t_k) + bias
+        scores = scores.view(b * nh, t_q, t_k)
+    probs = F.dropout(torch.softmax(scores, dim=-1), dropout)  # (B*nh, Tq, Tk)
+    return torch.bmm(probs.to(v3.dtype), v3).view(b, nh, t_q, hs)
 
 
 class KVCache:

@@ -49,9 +49,11 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab). With a cache, idx continues the cached
-        sequence and the cache advances by T."""
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab), or (B, 1, vocab) with last_only (decoding
+        needs no more). With a cache, idx continues the cached sequence; the cache advances by T."""
         b, t = idx.shape
         start = cache.length if cache is not None else 0
         if start + t > self.config.block_size:
@@ -66,6 +68,8 @@ class GPT(nn.Module):
             x = block(x, cache, i)
         if cache is not None:
             cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.ln_f(x))  # (B, T, vocab)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
@@ -81,10 +85,10 @@ class GPT(nn.Module):
             self.wte.weight.device,
         )
 
-    def use_reference_attention(self, enabled: bool = True) -> None:
-        """Switch every layer to the written-out attention formula (for tests and teaching)."""
+    def set_attention(self, impl: str) -> None:
+        """Route every layer's attention: auto | sdpa | bmm | reference (see model/attention.py)."""
         for block in self.blocks:
-            block.attn.reference = enabled
+            block.attn.impl = impl
 
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

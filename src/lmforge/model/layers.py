@@ -45,7 +45,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.rotary = rotary
-        self.reference = False  # True: use the written-out formula instead of the fused kernel
+        self.impl = "auto"  # attention route: auto | sdpa | bmm | reference (see attention())
 
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
@@ -58,12 +58,12 @@ class SelfAttention(nn.Module):
             q, k = self.rotary(q, start), self.rotary(k, start)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.reference)
+        y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
 class MLP(nn.Module):
-    """GELU MLP (GPT-2, 4x wide) or SwiGLU (Llama, ~8/3x wide)."""
+    """GELU MLP (4x wide; `gelu_tanh` is GPT-2's approximation) or SwiGLU (Llama, ~8/3x wide)."""
 
     def __init__(self, n_embd: int, kind: str, bias: bool) -> None:
         super().__init__()
@@ -79,7 +79,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
             return self.down(F.silu(self.gate(x)) * self.up(x))
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        return self.down(F.gelu(self.up(x), approximate="tanh" if self.kind == "gelu_tanh" else "none"))
 
 
 class Block(nn.Module):

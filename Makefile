@@ -1,0 +1,36 @@
+# lmforge: `make demo` (train a small GPT on the shipped Shakespeare and generate) and `make test`.
+# Both create .venv/ and install lmforge into it when missing. TORCH can be overridden, e.g. with a
+# CUDA build on a GPU machine; the default pin resolves to the CPU build on the CPU-only setups we test.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DATA := data/prepared/shakespeare-char
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	touch $@
+
+$(DEMO_DATA)/meta.json: $(VENV)/.installed data/shakespeare.jsonl.xz
+	$(PY) -m lmforge prep data/shakespeare.jsonl.xz --out $(DEMO_DATA) --tokenizer char
+
+demo: $(VENV)/.installed $(DEMO_DATA)/meta.json
+	$(PY) -m lmforge train configs/demo.toml --out runs/demo --overwrite
+	@echo "--- sample (runs/demo) ---"
+	$(PY) -m lmforge generate runs/demo --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 50 --seed 1
+	@$(PY) -c "import json; s = json.load(open('runs/demo/summary.json')); \
+	print(f\"final val_loss {s['val_loss']:.4f} | val_bpb {s['val_bpb']:.4f} | {s['tokens_per_s']:,.0f} tok/s\" \
+	      f\" | {s['wall_s']:.0f}s training | loss curve: runs/demo/loss.png\")"
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks data
+	$(VENV)/bin/ruff format --check src tests benchmarks data
+
+clean:
+	rm -rf runs data/prepared
