@@ -2,8 +2,8 @@
 
     python benchmarks/bench_generate.py [--new-tokens 256] [--rounds 3]
 
-Random weights; greedy decoding of exactly N new tokens; both sides in fp32 (the same dtype),
-plus lmforge's bf16 path where the CPU has bf16 units. Prints tokens/s and ratios.
+Random weights; greedy decoding of exactly N new tokens; both sides in fp32, and both in bf16
+where the CPU has bf16 units (lmforge's default there: `lmforge generate --dtype auto`).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def bench_shape(label: str, cfg: ModelConfig, n: int, prompt_tokens: int, rounds
     def run_ours(model: GPT = ours, cache: bool = True) -> float:
         return n / timed(lambda: generate_ids(model, [ids], n, temperature=0, use_cache=cache))
 
-    def run_hf() -> float:
+    def run_hf(hf: torch.nn.Module = theirs) -> float:
         kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "use_cache": True}
-        return n / timed(lambda: theirs.generate(prompt, pad_token_id=0, **kwargs))
+        return n / timed(lambda: hf.generate(prompt, pad_token_id=0, **kwargs))
 
     runs = {
         "lmforge cache fp32": run_ours,
@@ -50,7 +50,9 @@ def bench_shape(label: str, cfg: ModelConfig, n: int, prompt_tokens: int, rounds
     }
     if cpu_has_bf16():
         ours_bf16 = GPT(cfg).eval().to(torch.bfloat16)
+        theirs_bf16 = hf_gpt2(cfg).eval().to(torch.bfloat16)
         runs["lmforge cache bf16"] = lambda: run_ours(ours_bf16)
+        runs["HF generate cache bf16"] = lambda: run_hf(theirs_bf16)
     run_ours(), run_hf()  # warm up
     rates = interleaved(runs, rounds)
     print(f"\n{label}")
@@ -60,7 +62,9 @@ def bench_shape(label: str, cfg: ModelConfig, n: int, prompt_tokens: int, rounds
     print(f"  cache vs no-cache (fp32):   {cache / rates['lmforge no-cache fp32']:.2f}x")
     print(f"  cache vs HF (fp32 both):    {cache / base:.2f}x")
     if "lmforge cache bf16" in rates:
-        print(f"  cache bf16 vs HF fp32:      {rates['lmforge cache bf16'] / base:.2f}x")
+        bf16 = rates["lmforge cache bf16"]
+        print(f"  cache bf16 vs HF fp32:      {bf16 / base:.2f}x   (lmforge's default vs HF's default)")
+        print(f"  cache bf16 vs HF bf16:      {bf16 / rates['HF generate cache bf16']:.2f}x")
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ def test_bmm_path_in_bf16_stays_close() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = attention(q, k, v, causal=True, impl="bmm")
     torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+    bf16 = attention(*(t.bfloat16() for t in (q, k, v)), causal=True, impl="bmm")  # bf16 weights, no autocast
+    torch.testing.assert_close(bf16.float(), expected, atol=3e-2, rtol=3e-2)
 
 
 def test_reference_formula_by_hand() -> None:

@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int)
     g.add_argument("--no-cache", action="store_true", help="decode without the KV cache")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="weights dtype")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the last tokens of a too-long prompt")
     return parser
 
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 stream=len(prompts) == 1,
                 truncate_prompt=args.truncate_prompt,
                 use_cache=not args.no_cache,
+                dtype=args.dtype,
             )
             if len(prompts) > 1:
                 for text in texts:

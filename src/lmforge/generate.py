@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.hardware import resolve_dtype
 from lmforge.model.directory import load_model
 from lmforge.model.gpt import GPT
 
@@ -134,12 +135,15 @@ def generate(
     stream: bool = False,
     truncate_prompt: bool = False,
     use_cache: bool = True,
+    dtype: str = "auto",
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
-    With stream=True (one prompt) text goes to stdout as it is produced.
+    With stream=True (one prompt) text goes to stdout as it is produced. dtype `auto` runs the
+    weights in bf16 where training would (decoding is memory-bound: half the bytes per token).
     """
     net, tokenizer = load_model(model)
+    net = net.to(resolve_dtype(dtype, net.config)[0])
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     ids = [tokenizer.encode(p) if p else [tokenizer.eos_id] for p in prompts]
     printed = [""]

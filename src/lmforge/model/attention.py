@@ -56,10 +56,11 @@ def attention(
       about 1.5x faster than `sdpa` in bf16 (see benchmarks/), since oneDNN's bmm beats the CPU
       flash kernel at these head sizes;
     - `reference`: the formula written out with a boolean mask, for reading and testing.
-    `auto` is `bmm` on the CPU and `sdpa` elsewhere.
+    `auto` is `bmm` on the CPU over whole sequences (training, prefill) and `sdpa` elsewhere,
+    including decoding from a KV cache, where `bmm` would copy the cache's strided slices.
     """
     if impl == "auto":
-        impl = "bmm" if q.device.type == "cpu" else "sdpa"
+        impl = "bmm" if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
     if impl == "reference":
         return reference_attention(q, k, v, causal, mask, dropout)
     t_q, t_k = q.size(-2), k.size(-2)
@@ -98,7 +99,8 @@ def _bmm_attention(
     if bias is None:
         scores = torch.bmm(q3, k3.transpose(1, 2)) * hs**-0.5
     elif bias.dim() == 2:  # one (t_q, t_k) mask for every batch and head: fused into the matmul
-        scores = torch.baddbmm(bias.expand(b * nh, t_q, t_k), q3, k3.transpose(1, 2), alpha=hs**-0.5)
+        bias = bias.to(q3.dtype).expand(b * nh, t_q, t_k)
+        scores = torch.baddbmm(bias, q3, k3.transpose(1, 2), alpha=hs**-0.5)
     else:  # per-sequence masks (padding): (B, 1 or nh, t_q, t_k)
         scores = (torch.bmm(q3, k3.transpose(1, 2)) * hs**-0.5).view(b, nh, t_q, t_k) + bias
         scores = scores.view(b * nh, t_q, t_k)
