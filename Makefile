@@ -25,8 +25,12 @@ demo: $(VENV)/.installed $(DEMO_DATA)/meta.json
 	print(f\"final val_loss {s['val_loss']:.4f} | val_bpb {s['val_bpb']:.4f} | {s['tokens_per_s']:,.0f} tok/s\" \
 	      f\" | {s['wall_s']:.0f}s training | loss curve: runs/demo/loss.png\")"
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed lint
 	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks.bench_train
+	$(PY) -m benchmarks.bench_generate
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks data

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     try:
         if args.verb == "prep":
-            from lmforge.prep import prep
+            from lmforge.data.shards import prepare_corpus as prep
 
             meta = prep(
                 args.inputs, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.text_field

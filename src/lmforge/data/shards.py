@@ -1,7 +1,8 @@
 """Token shards: raw little-endian token ids (`train_00000.bin`, `val_00000.bin`) + meta.json.
 
 This is the format nanoGPT and llm.c users know: uint16 when the vocabulary fits, else uint32.
-`prepare_corpus` turns raw text into such a directory; `open_split` memory-maps it back.
+`prepare_corpus` (the `lmforge prep` verb) turns raw text into such a directory; `open_split`
+memory-maps it back.
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ def prepare_corpus(
     val_fraction: float = 0.1,
     text_field: str = "text",
 ) -> dict[str, Any]:
-    """Train a tokenizer on the inputs and write train/val shards to `out` (atomically).
+    """`lmforge prep`: train a `char` or `bpe` tokenizer on the inputs and write train/val shards,
+    meta.json and tokenizer.json to `out` (atomically). Returns the metadata.
 
     Documents are joined with EOS; the last `val_fraction` of the token stream is validation.
     """
+    if tokenizer not in ("char", "bpe"):
+        raise LmforgeError(f"tokenizer={tokenizer!r} must be 'char' or 'bpe'")
+    if not 0.0 < val_fraction < 1.0:
+        raise LmforgeError(f"val_fraction={val_fraction} must be in (0, 1)")
     start = time.time()
     docs = lambda: (d.text for d in read_documents(inputs, text_field))  # noqa: E731 - two passes
     tok = Tokenizer.train_char(docs()) if tokenizer == "char" else Tokenizer.train_bpe(docs(), vocab_size)
