@@ -80,3 +80,21 @@ def test_non_finite_gradient_skips_the_update() -> None:
     assert not stepped and norm != norm  # NaN
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key])
+
+
+def test_run_aborts_after_consecutive_non_finite_steps(tmp_path, tiny_overrides) -> None:
+    from lmforge.errors import LmforgeError
+    from lmforge.train.loop import train
+
+    # An absurd learning rate blows the weights up; without clipping the gradients turn inf/NaN.
+    overrides = [
+        *tiny_overrides,
+        "--train.lr=1e12",
+        "--train.min_lr=0",
+        "--train.grad_clip=0",
+        "--train.warmup_steps=0",
+        "--train.max_steps=200",
+        "--train.max_bad_steps=3",
+    ]
+    with pytest.raises(LmforgeError, match="3 non-finite steps in a row"):
+        train(None, overrides, tmp_path / "run", quiet=True)

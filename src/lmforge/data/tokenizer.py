@@ -95,11 +95,6 @@ class Tokenizer:
             return [i for enc in self.hf.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
         return self.hf.encode(text, add_special_tokens=False).ids
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self.kind == "char":
-            return [self.encode(t) for t in texts]
-        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
-
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
 

@@ -68,9 +68,7 @@ def resolve_model_dir(path: str | Path) -> Path:
         return path
     if (path / "model" / "config.json").is_file():
         return path / "model"
-    from lmforge.train.checkpoint import list_checkpoints  # a run still training
-
-    found = list_checkpoints(path / "checkpoints")
+    found = sorted((path / "checkpoints").glob("step_*"))  # a run still training; zero-padded steps
     if found:
         return found[-1]
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint")
