@@ -102,3 +102,14 @@ def test_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(LmforgeError, match="not a run directory"):
         train(resume=tmp_path)
+
+
+def test_resuming_a_finished_run_reports_its_loss(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    from lmforge.train.loop import train
+
+    run = tmp_path / "r"
+    first = train(None, [*tiny_overrides, "--train.max_steps=3"], run, quiet=True)
+    again = train(resume=run, quiet=True)
+    assert again["steps"] == 3 and again["val_loss"] == first["val_loss"]
+    saved = json.loads((latest_checkpoint(run / "checkpoints") / "trainer.json").read_text())
+    assert again["wall_s"] > saved["wall_s"] > 0  # wall time carries over from the checkpoint

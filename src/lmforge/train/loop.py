@@ -106,7 +106,7 @@ def train(
     val = val[engine.rank :: engine.world_size]
     token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
-    step, state = 0, {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "tokens": 0}
+    step, state = 0, {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}
     if resume is not None:
         last = ckpt.latest_checkpoint(run_dir / "checkpoints")
         engine.load(last)
@@ -148,6 +148,7 @@ def train(
     )
     window_loss, window_steps, window_s, grad_norm = 0.0, 0, 0.0, 0.0
     val_loss = val_bpb = float("nan")
+    wall_before, started = state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     try:
         while step < t.max_steps:
             tick = time.perf_counter()
@@ -198,12 +199,15 @@ def train(
             if log is not None and record:
                 log.log(step, **record)
             if step % t.checkpoint_interval == 0 or step == t.max_steps:
+                state["wall_s"] = wall_before + time.perf_counter() - started
                 _save(run_dir, step, engine, cfg, tokenizer, loader, state, main)
     finally:
         bar.close()
         if log is not None:
             log.close()
 
+    if math.isnan(val_loss):  # resumed a run that had already finished: evaluate it once
+        val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast)
     summary = {
         "val_loss": val_loss,
         "val_bpb": val_bpb,
@@ -211,7 +215,8 @@ def train(
         "skipped_steps": state["skipped"],
         "tokens": state["tokens"],
         "tokens_per_s": state["tokens"] / max(state["train_s"], 1e-9),
-        "wall_s": state["train_s"],
+        "wall_s": wall_before + time.perf_counter() - started,
+        "train_s": state["train_s"],
         "dtype": str(dtype).removeprefix("torch."),
         "engine": cfg.engine.name,
         "world_size": engine.world_size,
