@@ -93,7 +93,7 @@ def main() -> None:
         f" bf16 {matmul_peak_flops(bf16) / 1e9:.0f} GFLOP/s"
     )
     for label, (cfg, batch) in SHAPES.items():
-        default_dtype, reason = resolve_dtype("auto", cfg)
+        default_dtype, reason = resolve_dtype("auto", cfg, batch * cfg.block_size)
         runs = {
             "HF fp32": hf_runner(cfg, batch, fp32, args.steps),
             "HF bf16 autocast": hf_runner(cfg, batch, bf16, args.steps),

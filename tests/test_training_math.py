@@ -98,3 +98,17 @@ def test_run_aborts_after_consecutive_non_finite_steps(tmp_path, tiny_overrides)
     ]
     with pytest.raises(LmforgeError, match="3 non-finite steps in a row"):
         train(None, overrides, tmp_path / "run", quiet=True)
+
+
+def test_auto_dtype_needs_width_and_work(monkeypatch) -> None:
+    from lmforge import hardware
+    from lmforge.config import ModelConfig
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    wide = ModelConfig(n_embd=128)
+    assert hardware.resolve_dtype("auto", wide, 12 * 64)[0] == torch.bfloat16
+    assert hardware.resolve_dtype("auto", wide, 64)[0] == torch.float32  # too little work per matmul
+    assert hardware.resolve_dtype("auto", ModelConfig(n_embd=32, n_head=4), 4096)[0] == torch.float32
+    assert hardware.resolve_dtype("fp32", wide, 12 * 64)[0] == torch.float32
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    assert hardware.resolve_dtype("auto", wide, 12 * 64)[0] == torch.float32

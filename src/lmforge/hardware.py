@@ -10,10 +10,13 @@ import torch
 
 from lmforge.config import ModelConfig
 
-# Below this width bf16 autocast costs more in casts than its matmuls save. Measured with
-# lmforge's training step on an AVX512_BF16 EPYC (bf16/fp32 tokens/s): 32 wide 0.79x, 64 wide
-# 1.23x, 128 wide 2.2x, 256 wide 2.9x.
+# Below this width bf16 costs more in casts than its matmuls save. Measured with lmforge's
+# decoding and training steps on an AVX512_BF16 EPYC (bf16/fp32 tokens/s): 32 wide 0.79x,
+# 64 wide 1.23x, 128 wide 2.2x, 256 wide 2.9x.
 BF16_MIN_WIDTH = 64
+# Training also needs enough tokens per matmul: bf16 pays when n_embd x tokens per micro-batch
+# reaches this (measured: 64 wide x 128 tokens 0.75x, 32 x 768 1.09x, 64 x 768 1.54x).
+BF16_MIN_WORK = 16384
 
 
 @functools.cache
@@ -26,8 +29,11 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_dtype(requested: str, model: ModelConfig) -> tuple[torch.dtype, str]:
-    """(compute dtype, reason) for train.dtype = auto | fp32 | bf16."""
+def resolve_dtype(
+    requested: str, model: ModelConfig, tokens_per_micro_batch: int | None = None
+) -> tuple[torch.dtype, str]:
+    """(compute dtype, reason) for dtype = auto | fp32 | bf16. Training passes its tokens per
+    micro-batch; decoding (memory-bound, one token a step) passes none and needs only width."""
     if requested == "fp32":
         return torch.float32, "fp32 (requested)"
     if requested == "bf16":
@@ -36,6 +42,9 @@ def resolve_dtype(requested: str, model: ModelConfig) -> tuple[torch.dtype, str]
         return torch.float32, "fp32 (auto: this CPU has no bf16 units)"
     if model.n_embd < BF16_MIN_WIDTH:
         return torch.float32, f"fp32 (auto: n_embd {model.n_embd} < {BF16_MIN_WIDTH}, bf16 is slower here)"
+    work = model.n_embd * (tokens_per_micro_batch or BF16_MIN_WORK)
+    if work < BF16_MIN_WORK:
+        return torch.float32, f"fp32 (auto: n_embd x tokens per micro-batch {work} < {BF16_MIN_WORK})"
     return torch.bfloat16, "bf16 autocast (auto: CPU has bf16 units)"
 
 

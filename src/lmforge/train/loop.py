@@ -84,7 +84,7 @@ def train(
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     module = engine.prepare(model, optimizer, scheduler)
-    dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model)
+    dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, micro * cfg.model.block_size)
     autocast: Callable[[], AbstractContextManager] = (
         (lambda: torch.autocast(engine.device.type, dtype=dtype))
         if dtype != torch.float32
