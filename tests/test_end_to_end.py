@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lmforge import generate, load, prep, train
+import pytest
+
+from lmforge import LmforgeError, generate, load, pipeline, prep, train
 from lmforge.train.metrics import read_metrics
 
 
@@ -105,3 +107,17 @@ def test_python_api_on_prepared_data_with_bpe(tmp_path: Path, corpus: Path) -> N
     assert summary["dtype"] == "bfloat16" and summary["steps"] == 3
     model, tokenizer = load(tmp_path / "run")
     assert model.config.pos == "rope" and tokenizer.kind == "bpe"
+
+
+def test_text_generation_pipeline_matches_generate(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    train(None, tiny_overrides, tmp_path / "run", quiet=True)
+    pipe = pipeline("text-generation", model=tmp_path / "run", dtype="fp32")
+    one = pipe("the king", max_new_tokens=8, do_sample=False)
+    assert list(one[0]) == ["generated_text"] and one[0]["generated_text"].startswith("the king")
+    expected = generate(tmp_path / "run", "the king", max_new_tokens=8, temperature=0, dtype="fp32")
+    assert one[0]["generated_text"] == expected[0]
+    many = pipe(["the king", "love"], max_new_tokens=4, do_sample=False, return_full_text=False)
+    love = generate(tmp_path / "run", "love", max_new_tokens=4, temperature=0, dtype="fp32")[0]
+    assert len(many) == 2 and many[1][0]["generated_text"] == love[len("love") :]
+    with pytest.raises(LmforgeError, match="unknown pipeline task"):
+        pipeline("summarization", model=tmp_path / "run")

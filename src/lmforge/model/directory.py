@@ -7,6 +7,7 @@ directory (its exported `model/`, else its latest checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 
@@ -74,19 +75,42 @@ def resolve_model_dir(path: str | Path) -> Path:
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint")
 
 
+# model_type in config.json -> "module:function" taking the directory, returning (model, tokenizer).
+# Other families register here (lazily imported, so a GPT load never imports them).
+LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.model.directory:load_gpt_dir"}
+
+
+def read_model_type(directory: Path) -> str:
+    file = directory / "config.json"
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LmforgeError(f"{file}: unreadable model config: {e}") from None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in LOADERS:
+        known = ", ".join(sorted(LOADERS))
+        raise LmforgeError(f"{file}: unknown model_type {model_type!r} (known: {known})")
+    return model_type
+
+
 def read_model_config(directory: Path) -> ModelConfig:
     file = directory / "config.json"
     raw = json.loads(file.read_text())
     if raw.get("model_type") != MODEL_TYPE:
-        raise LmforgeError(f"{file}: unknown model_type {raw.get('model_type')!r}")
+        raise LmforgeError(f"{file}: model_type {raw.get('model_type')!r} is not {MODEL_TYPE!r}")
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in raw.items() if k in names})
 
 
-def load_model(path: str | Path) -> tuple[GPT, Tokenizer]:
-    """Load (model in eval mode, tokenizer) from a model, checkpoint or run directory."""
-    directory = resolve_model_dir(path)
-    config = read_model_config(directory)
-    model = GPT(config)
+def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
+    model = GPT(read_model_config(directory))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), Tokenizer.load(directory / "tokenizer.json")
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, Tokenizer]:
+    """Load (model in eval mode, tokenizer) from a model, checkpoint or run directory of any
+    registered family (see LOADERS)."""
+    directory = resolve_model_dir(path)
+    module, function = LOADERS[read_model_type(directory)].split(":")
+    return getattr(importlib.import_module(module), function)(directory)

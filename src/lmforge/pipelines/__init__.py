@@ -1,0 +1,29 @@
+"""`pipeline(task, model=...)`: the applications, with Hugging Face's call and output shapes.
+
+    >>> from lmforge import pipeline
+    >>> pipeline("text-generation", model="runs/demo")("ROMEO:", max_new_tokens=20)
+    [{'generated_text': 'ROMEO: ...'}]
+
+Each task is one module of this package; TASKS maps a task name to "module:Class", imported only
+when that task is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+TASKS: dict[str, str] = {
+    "text-generation": "lmforge.pipelines.text_generation:TextGenerationPipeline",
+}
+
+
+def pipeline(task: str, model: str | Path, **kwargs: Any) -> Any:
+    """Build the pipeline for `task` around a model, run or checkpoint directory."""
+    if task not in TASKS:
+        raise LmforgeError(f"unknown pipeline task {task!r} (known: {', '.join(sorted(TASKS))})")
+    module, name = TASKS[task].split(":")
+    return getattr(importlib.import_module(module), name)(model, **kwargs)
