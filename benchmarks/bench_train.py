@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import hardware_line, hf_gpt2, interleaved, timed
-from lmforge.config import ModelConfig, TrainConfig
+from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.hardware import matmul_peak_flops, resolve_dtype
 from lmforge.model.gpt import GPT
+from lmforge.train.engines.base import Plan
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
 from lmforge.train.optim import build_optimizer, build_scheduler
@@ -43,9 +44,11 @@ def lmforge_runner(cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int)
     torch.manual_seed(0)
     train_cfg = TrainConfig(warmup_steps=0)
     model = GPT(cfg)
-    optimizer = build_optimizer(model, train_cfg)
-    engine = LocalEngine(train_cfg)
-    module = engine.prepare(model, optimizer, build_scheduler(optimizer, train_cfg))
+    engine = LocalEngine(EngineConfig(), train_cfg)
+    plan = Plan(dtype, batch, batch, 1)
+    module, _ = engine.prepare(
+        model, lambda m: build_optimizer(m, train_cfg), lambda o: build_scheduler(o, train_cfg), plan
+    )
     data = [(torch.randint(0, cfg.vocab_size, (batch, cfg.block_size)),) * 2 for _ in range(steps)]
 
     def run() -> float:

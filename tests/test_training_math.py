@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from lmforge.config import ModelConfig, TrainConfig
+from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.model.gpt import GPT
+from lmforge.train.engines.base import Plan
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
 from lmforge.train.optim import build_optimizer, build_scheduler, lr_multiplier
@@ -24,10 +25,10 @@ def test_accumulation_gives_the_same_gradient(k: int) -> None:
     other = copy.deepcopy(model)
     inputs, targets = torch.randint(0, 50, (8, 16)), torch.randint(0, 50, (8, 16))
     targets[0, :5] = -100  # ignored targets: normalisation must count tokens, not micro-batches
-    loss_full = forward_backward(model, LocalEngine(TrainConfig()), [(inputs, targets)])
+    loss_full = forward_backward(model, LocalEngine(EngineConfig(), TrainConfig()), [(inputs, targets)])
     m = 8 // k
     micro = [(inputs[i : i + m], targets[i : i + m]) for i in range(0, 8, m)]
-    loss_accum = forward_backward(other, LocalEngine(TrainConfig()), micro)
+    loss_accum = forward_backward(other, LocalEngine(EngineConfig(), TrainConfig()), micro)
     assert loss_accum == pytest.approx(loss_full, rel=1e-6)
     for a, b in zip(_grads(model), _grads(other), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
@@ -71,9 +72,9 @@ def test_weight_decay_groups() -> None:
 def test_non_finite_gradient_skips_the_update() -> None:
     model = torch.nn.Linear(3, 1)
     cfg = TrainConfig()
-    engine = LocalEngine(cfg)
-    optimizer = build_optimizer(model, cfg)
-    engine.prepare(model, optimizer, build_scheduler(optimizer, cfg))
+    engine = LocalEngine(EngineConfig(), cfg)
+    plan = Plan(torch.float32, 1, 1, 1)
+    engine.prepare(model, lambda m: build_optimizer(m, cfg), lambda o: build_scheduler(o, cfg), plan)
     before = copy.deepcopy(model.state_dict())
     (model(torch.ones(1, 3)) * float("nan")).sum().backward()
     norm, stepped = engine.step()

@@ -11,6 +11,7 @@ from lmforge.errors import LmforgeError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="From raw text to a trained Transformer.")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("launch", help="run a verb in N processes: lmforge launch --nproc N train ...")
 
     p = verbs.add_parser("prep", help="train a tokenizer on raw text and write token shards")
     p.add_argument(
@@ -47,8 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launch(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lmforge launch",
+        description="Run an lmforge verb in several processes (torchrun), e.g. for --engine.name=ddp.",
+    )
+    parser.add_argument("--nproc", type=int, required=True, help="processes per node (one per GPU)")
+    parser.add_argument("--nnodes", type=int, default=1)
+    parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--master-addr", default="127.0.0.1", help="address of node 0")
+    parser.add_argument("--master-port", type=int, default=0, help="default: a free port (one node)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the verb and its arguments")
+    a = parser.parse_args(argv)
+    from lmforge.launch import launch
+
+    return launch(a.nproc, a.args, a.nnodes, a.node_rank, a.master_addr, a.master_port)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["launch"]:
+        try:
+            return _launch(argv[1:])
+        except LmforgeError as e:
+            print(f"lmforge: error: {e}", file=sys.stderr)
+            return 2
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]

@@ -83,6 +83,16 @@ class TrainConfig:
 @dataclass
 class EngineConfig:
     name: str = "local"
+    """local (one process, plain PyTorch) | ddp | fsdp (FSDP2 fully_shard per block) | deepspeed.
+    Several processes come from the launcher: torchrun, deepspeed or `lmforge launch`."""
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage 1, 2 or 3: shard optimizer state / + gradients / + parameters."""
+    offload: str = "none"
+    """DeepSpeed: none | optimizer | all (optimizer state, and at stage 3 parameters, in CPU RAM)."""
+    deepspeed_config: str = ""
+    """A DeepSpeed JSON merged into the generated one, for keys lmforge does not set itself."""
+    backend: str = "auto"
+    """torch.distributed backend: auto (nccl on CUDA, else gloo) | gloo | nccl."""
 
 
 @dataclass
@@ -132,7 +142,17 @@ class Config:
         )
         _check(t.eval_batches >= 0, "train.eval_batches must be >= 0")
         _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
-        _check(self.engine.name == "local", f"engine.name={self.engine.name!r}: only 'local' is available")
+        e = self.engine
+        _check(
+            e.name in ("local", "ddp", "fsdp", "deepspeed"),
+            f"engine.name={e.name!r} must be local, ddp, fsdp or deepspeed",
+        )
+        _check(
+            e.zero_stage in (1, 2, 3),
+            f"engine.zero_stage={e.zero_stage} must be 1, 2 or 3 (stage 0 is engine.name=ddp)",
+        )
+        _check(e.offload in ("none", "optimizer", "all"), f"engine.offload={e.offload!r}: none|optimizer|all")
+        _check(e.backend in ("auto", "gloo", "nccl"), f"engine.backend={e.backend!r}: auto|gloo|nccl")
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -30,7 +30,10 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_dtype(
-    requested: str, model: ModelConfig, tokens_per_micro_batch: int | None = None
+    requested: str,
+    model: ModelConfig,
+    tokens_per_micro_batch: int | None = None,
+    device: torch.device | None = None,
 ) -> tuple[torch.dtype, str]:
     """(compute dtype, reason) for dtype = auto | fp32 | bf16. Training passes its tokens per
     micro-batch; decoding (memory-bound, one token a step) passes none and needs only width."""
@@ -38,6 +41,10 @@ def resolve_dtype(
         return torch.float32, "fp32 (requested)"
     if requested == "bf16":
         return torch.bfloat16, "bf16 autocast (requested)"
+    if device is not None and device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "bf16 autocast (auto: the GPU supports bf16)"
+        return torch.float32, "fp32 (auto: this GPU has no bf16)"
     if not cpu_has_bf16():
         return torch.float32, "fp32 (auto: this CPU has no bf16 units)"
     if model.n_embd < BF16_MIN_WIDTH:
@@ -49,15 +56,23 @@ def resolve_dtype(
 
 
 @functools.cache
-def matmul_peak_flops(dtype: torch.dtype = torch.float32, size: int = 1024) -> float:
-    """Best observed FLOP/s of a square matmul in `dtype`: the denominator of MFU."""
+def matmul_peak_flops(
+    dtype: torch.dtype = torch.float32, device: torch.device | None = None, size: int = 1024
+) -> float:
+    """Best observed FLOP/s of a square matmul in `dtype` on `device`: the denominator of MFU."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        size = 8192  # a GPU needs a big matmul to reach its peak
     generator = torch.Generator().manual_seed(0)  # never touch the global RNG a run depends on
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b  # warm up the kernel and thread pool
+    sync()
     best = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best

@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, exact resume, and the model directory they double as.
 
 A checkpoint is `run/checkpoints/step_NNNNNNNN/` holding what the engine saves (model.safetensors,
-optimizer.pt) plus trainer.json (step, data position, counters, Python RNG), rng.safetensors
-(torch RNG) and config.json + tokenizer.json, so any checkpoint is also a loadable model dir.
+optimizer.safetensors, optimizer.json: the same files from every engine, see engines/state.py)
+plus trainer.json (step, data position, counters, Python RNG), rng.safetensors (torch RNG) and
+config.json + tokenizer.json, so any checkpoint is also a loadable model dir.
 It is written into a hidden temporary directory and renamed into place: a crash mid-write
 leaves the previous checkpoint as the latest.
 """
@@ -32,23 +33,37 @@ def _fsync_tree(directory: Path) -> None:
 
 
 def save_checkpoint(
-    root: Path, step: int, write: Callable[[Path], None], trainer_state: dict[str, Any], keep: int
+    root: Path,
+    step: int,
+    write: Callable[[Path], None],
+    trainer_state: dict[str, Any],
+    keep: int,
+    main: bool = True,
+    barrier: Callable[[], None] = lambda: None,
 ) -> Path:
-    """Write a checkpoint for `step` under root atomically; keep the newest `keep` of them."""
-    root.mkdir(parents=True, exist_ok=True)
+    """Write a checkpoint for `step` under root atomically; keep the newest `keep` of them.
+
+    Every rank calls it: `write` may be collective (sharded engines gather for it); only the main
+    rank touches the file system beyond what `write` does."""
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
     write(tmp)
-    save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-    state = dict(trainer_state, step=step, python_rng=_python_rng_state())
-    (tmp / "trainer.json").write_text(json.dumps(state, indent=1))
-    _fsync_tree(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    if main:
+        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        state = dict(trainer_state, step=step, python_rng=_python_rng_state())
+        (tmp / "trainer.json").write_text(json.dumps(state, indent=1))
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
     return final
 
 

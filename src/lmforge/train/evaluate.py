@@ -21,15 +21,24 @@ def evaluate(
     token_bytes: torch.Tensor,
     engine: Engine,
     autocast: Callable[[], AbstractContextManager],
+    pad_to: int = 0,
 ) -> tuple[float, float]:
     """(val loss in nats/token, bits per byte). Bits per byte counts only targets that stand for
-    text (special tokens have 0 bytes), so it compares across tokenizers."""
+    text (special tokens have 0 bytes), so it compares across tokenizers.
+
+    Sharded engines gather weights inside forward, so every rank must run as many forwards:
+    a rank with fewer batches runs extra ones up to `pad_to` that count for nothing."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # loss, tokens, loss on text tokens, bytes
+    if batches and len(batches) < pad_to:
+        with autocast():
+            for _ in range(pad_to - len(batches)):
+                model(batches[0][0].to(engine.device))
     for inputs, targets in batches:
         with autocast():
-            losses = lm_token_losses(model, inputs, targets).double()
+            device = engine.device
+            losses = lm_token_losses(model, inputs.to(device), targets.to(device)).double().cpu()
         nbytes = token_bytes[targets.flatten()]
         text = nbytes > 0
         totals += torch.stack(

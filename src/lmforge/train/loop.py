@@ -32,7 +32,7 @@ from lmforge.model.directory import write_model_dir, write_model_files
 from lmforge.model.gpt import GPT
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.engines import build_engine
-from lmforge.train.engines.base import Engine
+from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.evaluate import evaluate
 from lmforge.train.losses import count_targets, lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
@@ -81,10 +81,12 @@ def train(
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = GPT(cfg.model)
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t)
-    module = engine.prepare(model, optimizer, scheduler)
-    dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, micro * cfg.model.block_size)
+    n_params, flops_per_token = model.num_params(), model.flops_per_token()  # before any sharding
+    dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, micro * cfg.model.block_size, engine.device)
+    plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=accum)
+    module, scheduler = engine.prepare(
+        model, lambda m: build_optimizer(m, t), lambda o: build_scheduler(o, t), plan
+    )
     autocast: Callable[[], AbstractContextManager] = (
         (lambda: torch.autocast(engine.device.type, dtype=dtype))
         if dtype != torch.float32
@@ -103,6 +105,7 @@ def train(
     val = eval_batches(
         open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
     )
+    val_per_rank = math.ceil(len(val) / engine.world_size)  # sharded engines need equal counts
     val = val[engine.rank :: engine.world_size]
     token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
@@ -118,8 +121,7 @@ def train(
         say(f"resumed from {last} (step {step})")
 
     tokens_per_step = t.batch_size * cfg.model.block_size
-    flops_per_token = model.flops_per_token()
-    peak = matmul_peak_flops(dtype)
+    peak = matmul_peak_flops(dtype, engine.device)
     say(f"lmforge train -> {run_dir}")
     say(
         f"  data    {data_dir}: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val tokens,"
@@ -127,12 +129,12 @@ def train(
     )
     say(
         f"  model   GPT {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
-        f" context {cfg.model.block_size}: {model.num_params():,} parameters"
+        f" context {cfg.model.block_size}: {n_params:,} parameters"
     )
     say(
-        f"  engine  {cfg.engine.name}, world size {engine.world_size} | global batch {t.batch_size} sequences"
-        f" ({tokens_per_step:,} tokens) = micro-batch {micro} x {accum} accumulation"
-        f" x {engine.world_size} rank(s)"
+        f"  engine  {engine.describe()}, world size {engine.world_size}\n"
+        f"  batch   global {t.batch_size} sequences ({tokens_per_step:,} tokens) = micro-batch {micro}"
+        f" x {accum} accumulation x {engine.world_size} rank(s)"
     )
     say(f"  dtype   {dtype_reason}")
     say(f"  steps   {step} -> {t.max_steps}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
@@ -148,6 +150,7 @@ def train(
     )
     window_loss, window_steps, window_s, grad_norm = 0.0, 0, 0.0, 0.0
     val_loss = val_bpb = float("nan")
+    reported_memory = False
     wall_before, started = state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     try:
         while step < t.max_steps:
@@ -177,6 +180,9 @@ def train(
                 window_s + elapsed,
             )
             bar.update(1)
+            if not reported_memory:
+                reported_memory = True
+                say("  memory  per rank after the first step: " + _memory_line(engine.memory()))
 
             record: dict[str, float] = {}
             if step % t.log_interval == 0 or step == t.max_steps:
@@ -193,7 +199,7 @@ def train(
                 say(step_line(step, t.max_steps, record["loss"], lr, grad_norm, tok_s, record["mfu"], eta))
                 window_loss, window_steps, window_s = 0.0, 0, 0.0
             if step % t.eval_interval == 0 or step == t.max_steps:
-                val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast)
+                val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast, val_per_rank)
                 record.update(val_loss=val_loss, val_bpb=val_bpb)
                 say(f"step {step:>6}/{t.max_steps} | val_loss {val_loss:.4f} | val_bpb {val_bpb:.4f}")
             if log is not None and record:
@@ -207,7 +213,7 @@ def train(
             log.close()
 
     if math.isnan(val_loss):  # resumed a run that had already finished: evaluate it once
-        val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast)
+        val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast, val_per_rank)
     summary = {
         "val_loss": val_loss,
         "val_bpb": val_bpb,
@@ -220,12 +226,13 @@ def train(
         "dtype": str(dtype).removeprefix("torch."),
         "engine": cfg.engine.name,
         "world_size": engine.world_size,
-        "parameters": model.num_params(),
+        "parameters": n_params,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+    weights = engine.full_state_dict()  # collective: sharded engines gather on every rank
     if main:
-        write_model_dir(run_dir / "model", cfg.model, engine.full_state_dict(), tokenizer)
+        write_model_dir(run_dir / "model", cfg.model, weights, tokenizer)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_loss(run_dir)
         say(
@@ -251,6 +258,7 @@ def forward_backward(
     scale = engine.world_size / float(n_tokens)  # engines average gradients over ranks
     step_loss = torch.zeros((), dtype=torch.float64)
     for i, (inputs, targets) in enumerate(micro_batches):
+        inputs, targets = inputs.to(engine.device), targets.to(engine.device)
         with engine.accumulating(last=i == len(micro_batches) - 1):
             with autocast():
                 loss = lm_loss(module, inputs, targets) * scale
@@ -280,6 +288,16 @@ def _save(
         write,
         {"loader": loader.state_dict(), **state},
         keep=cfg.train.keep_checkpoints,
+        main=main,
+        barrier=engine.barrier,
+    )
+
+
+def _memory_line(memory: dict[str, int]) -> str:
+    mib = {k: v / 2**20 for k, v in memory.items()}
+    return (
+        f"params {mib['params']:.1f} MiB, grads {mib['grads']:.1f} MiB,"
+        f" optimizer state {mib['optimizer']:.1f} MiB"
     )
 
 

@@ -1,29 +1,46 @@
-"""The engine interface the training loop drives (the part accelerate and DeepSpeed share)."""
+"""The engine interface the training loop drives (the part accelerate and DeepSpeed share).
+
+An engine places the model (devices, wrappers, shards), builds the optimizer and scheduler on the
+placed parameters, runs backward and the optimizer step, and saves/loads the engine-neutral
+training state (engines/state.py). The loop never asks which engine it drives.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+MakeOptimizer = Callable[[nn.Module], torch.optim.Optimizer]
+MakeScheduler = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+@dataclass
+class Plan:
+    """How one optimizer step is cut up, decided by the loop from the global batch."""
+
+    dtype: torch.dtype
+    global_batch: int
+    micro_batch: int
+    accumulation: int
+
 
 class Engine(ABC):
+    name: str = "engine"
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
 
     @abstractmethod
     def prepare(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> nn.Module:
-        """Take ownership of model, optimizer and scheduler; return the module to call."""
+        self, model: nn.Module, make_optimizer: MakeOptimizer, make_scheduler: MakeScheduler, plan: Plan
+    ) -> tuple[nn.Module, torch.optim.lr_scheduler.LRScheduler]:
+        """Place the model, build optimizer and scheduler on it; return (module to call, scheduler)."""
 
     @abstractmethod
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -35,18 +52,29 @@ class Engine(ABC):
 
     @abstractmethod
     def save(self, directory: Path) -> None:
-        """Write model (model.safetensors), optimizer and scheduler state into directory."""
+        """Write the training state (engines/state.py) into directory; every rank calls it."""
 
     @abstractmethod
-    def load(self, directory: Path) -> None: ...
+    def load(self, directory: Path) -> None:
+        """Restore a state written by any engine at any world size; every rank calls it."""
 
     @abstractmethod
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole model's weights, gathered, on the CPU (every rank may call it)."""
+        """The whole model's weights on the CPU, on rank 0 (every rank must call it; others get {})."""
+
+    @abstractmethod
+    def memory(self) -> dict[str, int]:
+        """Bytes this rank holds for parameters, gradients and optimizer state (masters + moments)."""
+
+    def describe(self) -> str:
+        return self.name
 
     def all_reduce(self, value: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (identity in one process)."""
         return value
+
+    def barrier(self) -> None:  # noqa: B027 - a no-op in one process
+        """Wait for every rank."""
 
     @contextlib.contextmanager
     def accumulating(self, last: bool) -> Iterator[None]:
@@ -55,3 +83,7 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release process groups and other resources."""
+
+
+def tensor_bytes(tensors: Iterator[torch.Tensor] | list[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,4 +1,9 @@
-"""Plain PyTorch in one process: the default engine, and the reference the others must match."""
+"""Plain PyTorch in one process: the default engine, and the reference the others must match.
+
+Its save/load go through torch.distributed.checkpoint's state-dict API, which also serves the
+DDP and FSDP2 engines (subclasses of this one): full tensors by parameter name, whatever the
+wrapping or sharding.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,52 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
 
-from lmforge.config import TrainConfig
-from lmforge.model.directory import WEIGHTS, load_weights, save_weights
-from lmforge.train.engines.base import Engine
+from lmforge.config import EngineConfig, TrainConfig
+from lmforge.train.engines import state
+from lmforge.train.engines.base import Engine, MakeOptimizer, MakeScheduler, Plan, tensor_bytes
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 class LocalEngine(Engine):
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.grad_clip = cfg.grad_clip
+    name = "local"
+
+    def __init__(self, engine: EngineConfig, train: TrainConfig) -> None:
+        self.grad_clip = train.grad_clip
+
+    def wrap(self, model: nn.Module, plan: Plan) -> nn.Module:
+        """Place the model; subclasses wrap or shard it here."""
+        return model.to(self.device)
 
     def prepare(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> nn.Module:
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        return model
+        self, model: nn.Module, make_optimizer: MakeOptimizer, make_scheduler: MakeScheduler, plan: Plan
+    ) -> tuple[nn.Module, torch.optim.lr_scheduler.LRScheduler]:
+        self.model = model
+        self.module = self.wrap(model, plan)
+        self.optimizer = make_optimizer(model)  # after wrapping: FSDP2 replaces the parameters
+        self.scheduler = make_scheduler(self.optimizer)
+        return self.module, self.scheduler
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
     def step(self) -> tuple[float, bool]:
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
-        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
         stepped = math.isfinite(norm)
         if stepped:
             self.optimizer.step()
@@ -40,17 +66,37 @@ class LocalEngine(Engine):
         return norm, stepped
 
     def save(self, directory: Path) -> None:
-        save_weights(directory / WEIGHTS, self.model.state_dict())
-        torch.save(
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-            directory / "optimizer.pt",
-        )
+        weights = get_model_state_dict(self.model, options=FULL)
+        optim = get_optimizer_state_dict(self.model, self.optimizer, options=FULL)
+        if self.rank == 0:
+            moments = {k: {m: v[m] for m in state.MOMENTS} for k, v in optim["state"].items()}
+            step = float(next(iter(optim["state"].values()))["step"]) if moments else 0.0
+            state.write_state(directory, weights, moments, step, self.scheduler)
 
     def load(self, directory: Path) -> None:
-        load_weights(self.model, directory / WEIGHTS)
-        state = torch.load(directory / "optimizer.pt", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        weights, moments, step = state.read_state(directory)
+        aliases = state.alias_map(self.model)
+        full = {name: weights[first] for name, first in aliases.items() if first in weights}
+        set_model_state_dict(self.model, full, options=StateDictOptions(full_state_dict=True))
+        every_rank = StateDictOptions(full_state_dict=True)  # FULL leaves ranks other than 0 empty
+        groups = get_optimizer_state_dict(self.model, self.optimizer, options=every_rank)["param_groups"]
+        optim = {
+            "state": {name: {**m, "step": torch.tensor(step)} for name, m in moments.items()},
+            "param_groups": groups,
+        }
+        set_optimizer_state_dict(self.model, self.optimizer, optim, options=every_rank)
+        state.restore_scheduler(directory, self.scheduler)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        weights = get_model_state_dict(self.model, options=FULL)
+        return weights if self.rank == 0 else {}
+
+    def memory(self) -> dict[str, int]:
+        params = [_local(p) for p in self.model.parameters()]
+        moments = [_local(t) for s in self.optimizer.state.values() for t in s.values() if t.dim() > 0]
+        # gradients exist, in the parameters' (sharded) shapes, from backward to zero_grad
+        return {
+            "params": tensor_bytes(params),
+            "grads": tensor_bytes(params),
+            "optimizer": tensor_bytes(moments),
+        }

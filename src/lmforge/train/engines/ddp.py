@@ -1,0 +1,51 @@
+"""PyTorch DistributedDataParallel: every rank holds the whole model; gradients are averaged
+across ranks by all-reduce, once per optimizer step (not per micro-batch)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lmforge.config import EngineConfig, TrainConfig
+from lmforge.train.engines.base import Plan
+from lmforge.train.engines.distributed import destroy_process_group, init_process_group
+from lmforge.train.engines.local import LocalEngine
+
+
+class DistributedEngine(LocalEngine):
+    """What DDP and FSDP2 share: a process group, all-reduce, barrier."""
+
+    def __init__(self, engine: EngineConfig, train: TrainConfig) -> None:
+        super().__init__(engine, train)
+        self.device = init_process_group(engine.backend)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def all_reduce(self, value: torch.Tensor) -> torch.Tensor:
+        reduced = value.to(self.device)
+        dist.all_reduce(reduced)
+        return reduced.to(value.device)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def close(self) -> None:
+        destroy_process_group()
+
+
+class DDPEngine(DistributedEngine):
+    name = "ddp"
+
+    def wrap(self, model: nn.Module, plan: Plan) -> nn.Module:
+        model.to(self.device)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    @contextlib.contextmanager
+    def accumulating(self, last: bool) -> Iterator[None]:
+        with contextlib.nullcontext() if last else self.module.no_sync():
+            yield

@@ -1,0 +1,77 @@
+"""lmforge's config is the one source of truth: it produces the DeepSpeed config. A user's own
+DeepSpeed JSON (engine.deepspeed_config) may add keys lmforge does not set (e.g. bucket sizes,
+overlap_comm); setting one that lmforge owns to another value is an error, never an override."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.config import EngineConfig, TrainConfig
+from lmforge.errors import LmforgeError
+from lmforge.train.engines.base import Plan
+
+# lmforge's optimizer and LR schedule drive every engine (DeepSpeed's WarmupLR starts at lr 0 for
+# two steps, which would make engines disagree), so these sections may not come from the user.
+FORBIDDEN = ("optimizer", "scheduler", "fp16", "amp")
+
+
+def deepspeed_config(engine: EngineConfig, train: TrainConfig, plan: Plan) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": engine.zero_stage}
+    if engine.offload in ("optimizer", "all"):
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if engine.offload == "all":
+        zero["offload_param"] = {"device": "cpu"}
+    generated = {
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.micro_batch,
+        "gradient_accumulation_steps": plan.accumulation,
+        "gradient_clipping": float(train.grad_clip),
+        "bf16": {"enabled": plan.dtype == torch.bfloat16},
+        "zero_optimization": zero,
+        # lmforge hands DeepSpeed a torch AdamW; offloading it is fine (DeepSpeedCPUAdam would be
+        # faster, but it JIT-compiles C++ and would step differently from the other engines)
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 2**31 - 1,
+    }
+    if engine.deepspeed_config:
+        return merge(generated, read_user_config(Path(engine.deepspeed_config)))
+    return generated
+
+
+def read_user_config(file: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise LmforgeError(f"{file}: cannot read DeepSpeed config: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{file}: invalid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise LmforgeError(f"{file}: a DeepSpeed config must be a JSON object")
+    for key in FORBIDDEN:
+        if key in raw:
+            raise LmforgeError(
+                f"{file}: key {key!r} is set by lmforge's [train] section (one optimizer and schedule"
+                " for every engine); remove it"
+            )
+    return raw
+
+
+def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Union of both; nested sections merge; a key set in both to different values is an error."""
+    merged = dict(ours)
+    for key, value in theirs.items():
+        where = f"{path}{key}"
+        if key not in ours:
+            merged[key] = value
+        elif isinstance(ours[key], dict) and isinstance(value, dict):
+            merged[key] = merge(ours[key], value, where + ".")
+        elif ours[key] != value:
+            raise LmforgeError(
+                f"DeepSpeed config key {where!r}={value!r} conflicts with {ours[key]!r} from lmforge's"
+                " config; set it through lmforge (train.* / engine.*) instead"
+            )
+    return merged

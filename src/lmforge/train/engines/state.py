@@ -1,0 +1,80 @@
+"""The engine-neutral training state every engine writes and reads, so a checkpoint made by any
+engine at any world size resumes on any other:
+
+  model.safetensors      full fp32 weights by parameter name (also what a model directory holds)
+  optimizer.safetensors  AdamW moments by parameter name: `<name>.exp_avg`, `<name>.exp_avg_sq`,
+                         and the shared step count `step`
+  optimizer.json         the LR scheduler's state
+
+Rank 0 gathers and writes the full state, and every rank reads it whole: simple and exact, and
+bounded by one host's RAM (sharded checkpoints for bigger models are future work).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmforge.errors import LmforgeError
+from lmforge.model.directory import WEIGHTS, save_weights
+
+OPTIMIZER = "optimizer.safetensors"
+SCHEDULER = "optimizer.json"
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def write_state(
+    directory: Path,
+    weights: dict[str, torch.Tensor],
+    moments: dict[str, dict[str, torch.Tensor]],
+    step: float,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """weights: name -> tensor; moments: name -> {exp_avg, exp_avg_sq}; step: AdamW's step count."""
+    save_weights(directory / WEIGHTS, {k: v.float() for k, v in weights.items()})
+    flat = {f"{name}.{key}": m[key].float().contiguous() for name, m in moments.items() for key in MOMENTS}
+    flat["step"] = torch.tensor(float(step))
+    save_file(flat, str(directory / OPTIMIZER))
+    (directory / SCHEDULER).write_text(json.dumps({"scheduler": scheduler.state_dict()}) + "\n")
+
+
+def read_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], float]:
+    """(weights, moments by parameter name, step) as written by write_state."""
+    for name in (WEIGHTS, OPTIMIZER, SCHEDULER):
+        if not (directory / name).is_file():
+            raise LmforgeError(f"{directory}: checkpoint lacks {name}")
+    weights = load_file(str(directory / WEIGHTS))
+    flat = load_file(str(directory / OPTIMIZER))
+    step = float(flat.pop("step"))
+    moments: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        name, _, moment = key.rpartition(".")
+        moments.setdefault(name, {})[moment] = tensor
+    return weights, moments, step
+
+
+def restore_scheduler(directory: Path, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Load the scheduler and put its current LR into the optimizer's groups (load_state_dict alone
+    leaves the optimizer at the LR it was built with)."""
+    state: dict[str, Any] = json.loads((directory / SCHEDULER).read_text())["scheduler"]
+    scheduler.load_state_dict(state)
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+        group["lr"] = lr
+
+
+def parameter_for(name: str, aliases: dict[str, str]) -> str:
+    """The saved name for a parameter: tied weights are stored under their first name."""
+    return aliases.get(name, name)
+
+
+def alias_map(model: torch.nn.Module) -> dict[str, str]:
+    """Every parameter name -> the first name of the same tensor (tied embeddings share one)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases[name] = first.setdefault(id(param), name)
+    return aliases

@@ -1,0 +1,190 @@
+"""Every engine runs the same loop to the same numbers: DDP, FSDP2 and DeepSpeed ZeRO 1-3 against
+the local engine, in fp32 (within 1e-5 relative), with accumulation, bf16, and checkpoints that
+resume on another engine and world size. Several processes come from `lmforge launch` (torchrun),
+so no process group outlives its test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmforge.config import EngineConfig, TrainConfig
+from lmforge.data.shards import prepare_corpus
+from lmforge.errors import LmforgeError
+from lmforge.train.engines.base import Plan
+from lmforge.train.engines.deepspeed_config import deepspeed_config
+from lmforge.train.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "--model.n_layer=2",
+    "--model.n_head=4",
+    "--model.n_embd=64",
+    "--model.block_size=64",
+    "--train.batch_size=8",
+    "--train.max_steps=20",
+    "--train.warmup_steps=5",
+    "--train.lr=3e-3",
+    "--train.dtype=fp32",
+    "--train.log_interval=1",
+    "--train.eval_interval=10",
+    "--train.eval_batches=2",
+    "--train.checkpoint_interval=10",
+    "--train.keep_checkpoints=2",
+]
+
+
+def _deepspeed_available() -> bool:
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_deepspeed = pytest.mark.skipif(not _deepspeed_available(), reason="deepspeed not installed")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    """run(name, nproc, *overrides) -> run dir; each distinct run happens once per module."""
+    root = tmp_path_factory.mktemp("engines")
+    data = prepare_corpus(ROOT / "data" / "shakespeare.jsonl.xz", root / "data", "char") and root / "data"
+    done: dict[str, Path] = {}
+
+    def run(name: str, nproc: int, *overrides: str, resume: Path | None = None) -> Path:
+        if name in done:
+            return done[name]
+        out = root / name
+        args = ["train", "--quiet"]
+        if resume is not None:
+            args += ["--resume", str(resume)]
+        else:
+            args += [str(ROOT / "configs" / "shakespeare-char.toml"), f"--data.input={data}", *SMALL]
+            args += ["--out", str(out)]
+        launcher = ["launch", f"--nproc={nproc}"] if nproc > 1 else []
+        result = subprocess.run(
+            [sys.executable, "-m", "lmforge", *launcher, *args, *overrides],
+            capture_output=True,
+            text=True,
+            cwd=root,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        done[name] = resume or out
+        return done[name]
+
+    return run
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if "loss" in r}
+
+
+def assert_same_losses(run: Path, reference: Path, steps: range) -> None:
+    got, want = losses(run), losses(reference)
+    for step in steps:
+        assert got[step] == pytest.approx(want[step], rel=1e-5), f"step {step}"
+
+
+ENGINES = {
+    "ddp-2": (2, "--engine.name=ddp"),
+    "fsdp-2": (2, "--engine.name=fsdp"),
+    "zero1-2": (2, "--engine.name=deepspeed", "--engine.zero_stage=1"),
+    "zero2-2": (2, "--engine.name=deepspeed", "--engine.zero_stage=2"),
+    "zero3-2": (2, "--engine.name=deepspeed", "--engine.zero_stage=3"),
+    "zero3-1": (1, "--engine.name=deepspeed", "--engine.zero_stage=3"),
+}
+
+
+@pytest.mark.parametrize("name", list(ENGINES))
+def test_engine_matches_local_in_fp32_with_accumulation(runs, name: str) -> None:
+    if "zero" in name and not _deepspeed_available():
+        pytest.skip("deepspeed not installed")
+    reference = runs("local", 1)  # whole batch in one pass
+    nproc, *engine = ENGINES[name]
+    run = runs(name, nproc, *engine, "--train.micro_batch_size=2")  # 2 or 4 accumulation steps
+    assert_same_losses(run, reference, range(1, 21))
+    assert read_metrics(run)[-1]["val_loss"] == pytest.approx(
+        read_metrics(reference)[-1]["val_loss"], rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("name", ["fsdp-2", "zero2-2"])
+def test_bf16_trains(runs, name: str) -> None:
+    if "zero" in name and not _deepspeed_available():
+        pytest.skip("deepspeed not installed")
+    nproc, *engine = ENGINES[name]
+    curve = losses(runs(f"{name}-bf16", nproc, *engine, "--train.dtype=bf16"))
+    assert curve[20] < curve[1] - 0.5, curve
+
+
+@needs_deepspeed
+def test_zero3_checkpoint_and_export_hold_the_trained_weights(runs) -> None:
+    reference, zero3 = (
+        runs("local", 1),
+        runs("zero3-2", 2, *ENGINES["zero3-2"][1:], "--train.micro_batch_size=2"),
+    )
+    trained = load_file(str(zero3 / "checkpoints" / "step_00000010" / "model.safetensors"))
+    expected = load_file(str(reference / "checkpoints" / "step_00000010" / "model.safetensors"))
+    exported = load_file(str(zero3 / "model" / "model.safetensors"))
+    local_export = load_file(str(reference / "model" / "model.safetensors"))
+    assert trained.keys() == expected.keys() and exported.keys() == local_export.keys()
+    for key in expected:
+        torch.testing.assert_close(trained[key], expected[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(exported[key], local_export[key], rtol=1e-4, atol=1e-5)
+    initial = torch.nn.Embedding(*trained["wte.weight"].shape)
+    assert (trained["wte.weight"] - expected["wte.weight"]).abs().max() < 1e-4
+    assert not torch.allclose(trained["wte.weight"], initial.weight.detach(), atol=1e-2)
+
+
+@needs_deepspeed
+@pytest.mark.parametrize("target", ["local-1", "ddp-2", "zero1-1"])
+def test_zero3_checkpoint_resumes_on_another_engine_and_world_size(runs, tmp_path, target: str) -> None:
+    reference = runs("local", 1)
+    source = runs("zero3-2", 2, *ENGINES["zero3-2"][1:], "--train.micro_batch_size=2")
+    copy = tmp_path / "run"
+    shutil.copytree(source, copy)
+    shutil.rmtree(copy / "checkpoints" / "step_00000020")  # continue from step 10
+    engine, nproc = target.split("-")
+    flags = {"local": ["--engine.name=local"], "ddp": ["--engine.name=ddp"]}.get(
+        engine, ["--engine.name=deepspeed", "--engine.zero_stage=1"]
+    )
+    resumed = runs(f"resume-{target}", int(nproc), *flags, resume=copy)
+    assert_same_losses(resumed, reference, range(11, 21))
+
+
+@needs_deepspeed
+def test_local_checkpoint_resumes_on_zero3(runs, tmp_path) -> None:
+    reference = runs("local", 1)
+    copy = tmp_path / "run"
+    shutil.copytree(reference, copy)
+    shutil.rmtree(copy / "checkpoints" / "step_00000020")
+    resumed = runs("local-to-zero3", 2, *ENGINES["zero3-2"][1:], resume=copy)
+    assert_same_losses(resumed, reference, range(11, 21))
+
+
+def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
+    plan = Plan(torch.bfloat16, global_batch=32, micro_batch=4, accumulation=4)
+    engine = EngineConfig(name="deepspeed", zero_stage=3, offload="all")
+    cfg = deepspeed_config(engine, TrainConfig(grad_clip=0.5), plan)
+    assert cfg["train_batch_size"] == 32 and cfg["gradient_accumulation_steps"] == 4
+    assert cfg["train_micro_batch_size_per_gpu"] == 4 and cfg["gradient_clipping"] == 0.5
+    assert cfg["bf16"] == {"enabled": True} and cfg["zero_optimization"]["offload_param"] == {"device": "cpu"}
+    extra = tmp_path / "ds.json"
+    extra.write_text(
+        '{"zero_optimization": {"overlap_comm": true, "stage": 3}, "wall_clock_breakdown": true}'
+    )
+    merged = deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
+    assert merged["zero_optimization"]["overlap_comm"] is True and merged["dump_state"] is True
+    extra.write_text('{"zero_optimization": {"stage": 2}}')
+    with pytest.raises(LmforgeError, match="zero_optimization.stage"):
+        deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
+    extra.write_text('{"scheduler": {"type": "WarmupLR"}}')
+    with pytest.raises(LmforgeError, match="scheduler"):
+        deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
