@@ -67,6 +67,8 @@ def _launch(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # the deepspeed launcher appends --local_rank=N; the same number is in $LOCAL_RANK
+    argv = [a for a in argv if not a.startswith(("--local_rank=", "--local-rank="))]
     if argv[:1] == ["launch"]:
         try:
             return _launch(argv[1:])

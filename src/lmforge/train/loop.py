@@ -35,7 +35,7 @@ from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.evaluate import evaluate
 from lmforge.train.losses import count_targets, lm_loss
-from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
+from lmforge.train.metrics import MetricsLog, format_duration, peak_rss_gb, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 
 
@@ -150,7 +150,7 @@ def train(
     )
     window_loss, window_steps, window_s, grad_norm = 0.0, 0, 0.0, 0.0
     val_loss = val_bpb = float("nan")
-    reported_memory = False
+    memory: dict[str, int] = {}
     wall_before, started = state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     try:
         while step < t.max_steps:
@@ -180,9 +180,9 @@ def train(
                 window_s + elapsed,
             )
             bar.update(1)
-            if not reported_memory:
-                reported_memory = True
-                say("  memory  per rank after the first step: " + _memory_line(engine.memory()))
+            if not memory:
+                memory = engine.memory()
+                say("  memory  per rank after the first step: " + _memory_line(memory))
 
             record: dict[str, float] = {}
             if step % t.log_interval == 0 or step == t.max_steps:
@@ -229,6 +229,10 @@ def train(
         "parameters": n_params,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "mfu": flops_per_token * state["tokens"] / max(state["train_s"], 1e-9) / (peak * engine.world_size),
+        "peak_flops": peak,
+        "memory_per_rank": memory,  # bytes held for params, grads, optimizer state (rank 0)
+        "peak_rss_gb_per_rank": _per_rank(engine, peak_rss_gb()),
     }
     weights = engine.full_state_dict()  # collective: sharded engines gather on every rank
     if main:
@@ -291,6 +295,12 @@ def _save(
         main=main,
         barrier=engine.barrier,
     )
+
+
+def _per_rank(engine: Engine, value: float) -> list[float]:
+    slots = torch.zeros(engine.world_size, dtype=torch.float64)
+    slots[engine.rank] = value
+    return [round(v, 3) for v in engine.all_reduce(slots).tolist()]
 
 
 def _memory_line(memory: dict[str, int]) -> str:

@@ -37,6 +37,7 @@ class LocalEngine(Engine):
 
     def __init__(self, engine: EngineConfig, train: TrainConfig) -> None:
         self.grad_clip = train.grad_clip
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def wrap(self, model: nn.Module, plan: Plan) -> nn.Module:
         """Place the model; subclasses wrap or shard it here."""
