@@ -83,7 +83,7 @@ def test_cleaning_removes_duplicates_pii_and_markup(tmp_path: Path, plays: list[
         assert secret not in joined
     for kept in ("<EMAIL>", "<PHONE>", "<IP>", "<CARD>", "127.0.0.1", "version 3.11", "1597"):
         assert kept in joined
-    assert "Now is the winter of our discontent\nMade glorious summer & sun" in joined
+    assert "Now is the winter of our discontent\n\nMade glorious summer & sun\n" in joined
     assert "café au lait, naïve fiancée" in joined  # mojibake repaired
 
 
@@ -203,13 +203,13 @@ def test_empty_result_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_boilerplate_lines_are_removed(tmp_path: Path, plays: list[str]) -> None:
     footer = "Subscribe to our newsletter for more plays like this one!"
-    texts = [p + footer + "\n" for p in plays]
+    texts = [p + "\n" + footer + "\n" for p in plays]
     _write_jsonl(tmp_path / "b.jsonl", texts)
     out = tmp_path / "out"
     prep(tmp_path / "b.jsonl", out, "char", quiet=True, stages="boilerplate", boilerplate_min_docs=10)
     docs = _docs(tmp_path / "out")
     assert len(docs) == len(plays) and all(footer not in d for d in docs)
-    assert sorted(docs) == sorted(plays)
+    assert sorted(docs) == sorted(p + "\n" for p in plays)
 
 
 def test_quality_and_stopword_stages() -> None:
@@ -243,3 +243,25 @@ def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
     meta = read_meta(tmp_path / "shards")
     assert meta["vocab_size"] == 300 and meta["stages"] == ["whitespace", "exact_dedup"]
     assert (tmp_path / "shards" / "report.json").is_file()
+
+
+def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[str]) -> None:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    from lmforge.data.datatrove_steps import CleaningStep
+
+    (tmp_path / "raw").mkdir()
+    _write_jsonl(tmp_path / "raw" / "a.jsonl", [plays[0], PII_DOC, HTML_DOC, "  \n"])
+    pipeline = [
+        JsonlReader(str(tmp_path / "raw")),
+        CleaningStep("markup,whitespace,length,pii", min_chars=5),
+        JsonlWriter(str(tmp_path / "clean"), compression=None),
+    ]
+    LocalPipelineExecutor(pipeline, tasks=1, workers=1, logging_dir=str(tmp_path / "logs")).run()
+    texts = [json.loads(line)["text"] for f in (tmp_path / "clean").iterdir() for line in f.open()]
+    assert len(texts) == 3 and texts[0] == plays[0]
+    assert "<EMAIL>" in texts[1] and "juliet.capulet@" not in texts[1] and "<p>" not in texts[2]
+    with pytest.raises(LmforgeError, match="near_dedup need the whole corpus"):
+        CleaningStep("whitespace,near_dedup")

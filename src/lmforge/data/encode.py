@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -102,13 +103,24 @@ def make_encoder(tok: Tokenizer, threads: int = 2) -> tuple[str, Encoder]:
     table = char_table(tok)
     if table is not None:
         unk = tok.hf.token_to_id(UNK)
+        specials = {s: tok.hf.token_to_id(s) for s in SPECIALS if tok.hf.token_to_id(s) is not None}
+        split = re.compile("(" + "|".join(re.escape(s) for s in specials) + ")")
+
+        def lookup(text: str) -> np.ndarray:
+            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+            return np.where(points < len(table), table[np.minimum(points, len(table) - 1)], unk)
 
         def encode_chars(texts: list[str]) -> list[Any]:
             out = []
             for text in texts:
-                points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-                ids = np.where(points < len(table), table[np.minimum(points, len(table) - 1)], unk)
-                out.append(ids)
+                if "<|" not in text:
+                    out.append(lookup(text))
+                    continue
+                # HF matches added tokens inside text: so do we.
+                parts = [
+                    np.asarray([specials[p]]) if p in specials else lookup(p) for p in split.split(text) if p
+                ]
+                out.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
             return out
 
         return "numpy char table", encode_chars

@@ -88,7 +88,11 @@ class Report:
     def summary(self) -> str:
         """One line: bad inputs and drops by reason."""
         problems = ", ".join(f"{k} {v}" for k, v in sorted(self.problem_counts.items()))
-        dropped = ", ".join(f"{n}: {k} {v}" for n, s in self.stages.items() for k, v in sorted(s.dropped.items()))
+        dropped = ", ".join(
+            f"{name}: {why} {count}"
+            for name, s in self.stages.items()
+            for why, count in sorted(s.dropped.items())
+        )
         read = self.stages["read"].docs_out if "read" in self.stages else 0
         return f"{read} documents read; bad input: {problems or 'none'}; dropped: {dropped or 'none'}"
 

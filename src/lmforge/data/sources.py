@@ -69,7 +69,7 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
                 p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())
             )
             files += [p for p in candidates if _suffixes(p)[0] in TEXT_SUFFIXES]
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
             files.append(path)
         else:
             matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True))
