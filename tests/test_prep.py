@@ -265,3 +265,14 @@ def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[
     assert "<EMAIL>" in texts[1] and "juliet.capulet@" not in texts[1] and "<p>" not in texts[2]
     with pytest.raises(LmforgeError, match="near_dedup need the whole corpus"):
         CleaningStep("whitespace,near_dedup")
+
+
+def test_boilerplate_counts_only_documents_that_survive_dedup(tmp_path: Path, plays: list[str]) -> None:
+    line = "A line shared by this play and its three exact copies."
+    texts = [plays[0] + "\n" + line + "\n"] * 3 + [plays[1] + "\n" + line + "\n", plays[2]]
+    _write_jsonl(tmp_path / "d.jsonl", texts)
+    out = tmp_path / "out"
+    stages = "exact_dedup,boilerplate"
+    prep(tmp_path / "d.jsonl", out, "char", quiet=True, stages=stages, boilerplate_min_docs=3)
+    docs = _docs(out)
+    assert len(docs) == 3 and sum(line in d for d in docs) == 2  # in 2 distinct documents: kept

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from lmforge.data import clean, dedup, pii
 from lmforge.data.report import Report, StageStats
 from lmforge.errors import LmforgeError
@@ -136,11 +138,8 @@ def _work(index: int, texts: list[str]) -> tuple[list[str | None], list[Any], di
         stats[corpus.name] = StageStats(seconds=time.perf_counter() - start)
     observe = None
     if index == len(_GROUPS) - 1 and "boilerplate" in _OBSERVER:
-        import numpy as np
-
         bp = _OBSERVER["boilerplate"]
-        parts = [bp.line_keys(t) for t in out if t is not None]
-        observe = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        observe = [bp.line_keys(t) if t is not None else None for t in out]
     return out, keys, stats, observe
 
 
@@ -190,23 +189,24 @@ def _decide(
     """Main process: merge the workers' stats, apply the corpus stage's decisions in order."""
     for texts, keys, stats, observed in results:
         report.merge_stages(stats)
-        kept = [t for t in texts if t is not None]
+        alive = [t is not None for t in texts]
         if corpus is not None:
             s = report.stage(corpus.name)
             start = time.perf_counter()
-            survivors = []
-            for text, key in zip(texts, keys, strict=True):
+            for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
                 if text is None:
                     continue
                 size = len(text.encode("utf-8"))
                 s.docs_in, s.bytes_in = s.docs_in + 1, s.bytes_in + size
                 if corpus.keep(key, s):
                     s.docs_out, s.bytes_out = s.docs_out + 1, s.bytes_out + size
-                    survivors.append(text)
+                else:
+                    alive[i] = False
             s.seconds += time.perf_counter() - start
-            kept = survivors
-        if last and observed is not None:
-            observe(observed, len(kept))
+        kept = [t for t, a in zip(texts, alive, strict=True) if a]
+        if last and observed is not None:  # only the documents that go on count their lines
+            parts = [k for k, a in zip(observed, alive, strict=True) if a]
+            observe(np.concatenate(parts) if parts else np.zeros(0, np.uint64), len(kept))
         if kept:
             yield kept
 
