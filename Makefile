@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
 	touch $@
 
-$(DEMO_DATA)/meta.json: $(VENV)/.installed data/shakespeare.jsonl.xz
-	$(PY) -m lmforge prep data/shakespeare.jsonl.xz --out $(DEMO_DATA) --tokenizer char
+$(DEMO_DATA)/meta.json: $(VENV)/.installed data/shakespeare.jsonl.xz configs/demo.toml
+	$(PY) -m lmforge prep configs/demo.toml
 
 demo: $(VENV)/.installed $(DEMO_DATA)/meta.json
 	$(PY) -m lmforge train configs/demo.toml --out runs/demo --overwrite
@@ -31,6 +31,7 @@ test: $(VENV)/.installed lint
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.bench_train
 	$(PY) -m benchmarks.bench_generate
+	$(PY) -m benchmarks.bench_prep
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks data

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lmforge.config import config_to_toml, load_config
+from lmforge.data.report import Report
 from lmforge.data.shards import open_split, prepare_corpus
 from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
@@ -64,19 +65,21 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert "unknown config key 'model.width'" in proc.stderr
 
 
-def test_non_utf8_file_is_named(tmp_path: Path) -> None:
+def test_non_utf8_file_is_repaired_and_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"hello \xff\xfe world")
-    with pytest.raises(LmforgeError, match=r"bad.txt: not valid UTF-8 \(byte 6\)"):
-        list(read_documents(bad))
+    report = Report()
+    assert [d.text for d in read_documents(bad, report=report)] == ["hello \ufffd\ufffd world"]
+    assert report.problems == [f"{bad}:1: invalid UTF-8 (1 line(s) repaired with U+FFFD)"]
 
 
-def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
+def test_bad_jsonl_line_is_skipped_and_named(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl.gz"
     with gzip.open(path, "wt") as f:
         f.write('{"text": "fine"}\n{"txt": "no field"}\n')
-    with pytest.raises(LmforgeError, match=r"d.jsonl.gz:2: no string field 'text'"):
-        list(read_documents(path))
+    report = Report()
+    assert [d.text for d in read_documents(path, report=report)] == ["fine"]
+    assert report.problems == [f"{path}:2: no string field ('text')"]
 
 
 def test_empty_corpus_is_an_error(tmp_path: Path) -> None:

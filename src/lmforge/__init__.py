@@ -5,7 +5,7 @@ Every CLI verb is a function here with the same arguments: `lmforge train X.toml
 """
 
 from lmforge.config import Config, load_config
-from lmforge.data.shards import prepare_corpus as prep
+from lmforge.data.prep import prep
 from lmforge.errors import LmforgeError
 from lmforge.generate import generate
 from lmforge.model.directory import load_model as load

@@ -13,15 +13,25 @@ def _parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("launch", help="run a verb in N processes: lmforge launch --nproc N train ...")
 
-    p = verbs.add_parser("prep", help="train a tokenizer on raw text and write token shards")
-    p.add_argument(
-        "inputs", nargs="+", help="text files, folders or globs (.txt .md .jsonl, optionally compressed)"
+    p = verbs.add_parser(
+        "prep",
+        help="clean raw text, train a tokenizer and write token shards (+ report.json)",
+        epilog="Any [data]/[prep] key can be set as --section.key=value, e.g. --prep.min_chars=200.",
     )
-    p.add_argument("--out", required=True, help="output directory for shards, meta.json, tokenizer.json")
-    p.add_argument("--tokenizer", default="char", choices=["char", "bpe"])
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--text-field", default="text", help="field holding the text in .jsonl files")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="a TOML recipe, or files, folders, globs (.txt .md .jsonl .csv .parquet; .gz .xz .bz2 .zst)",
+    )
+    p.add_argument("--out", help="output directory for shards, meta.json, tokenizer.json, report.json")
+    p.add_argument("--tokenizer", choices=["char", "bpe"], help="default: char")
+    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 4096)")
+    p.add_argument("--val-fraction", type=float, help="share of documents for validation (default 0.1)")
+    p.add_argument("--text-field", help="field or column holding the text in .jsonl/.csv/.parquet")
+    p.add_argument("--stages", help="cleaning stages in order, comma-separated, or 'none' (see README)")
+    p.add_argument("--split", choices=["hash", "tail"], help="train/val split (default: by document hash)")
+    p.add_argument("--workers", type=int, help="cleaning processes (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or report")
 
     t = verbs.add_parser(
         "train",
@@ -79,17 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
     unknown = [a for a in extra if a not in overrides]
-    if unknown or (overrides and args.verb != "train"):
+    if unknown or (overrides and args.verb not in ("train", "prep")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     try:
         if args.verb == "prep":
-            from lmforge.data.shards import prepare_corpus as prep
+            from lmforge.data.prep import prep
 
+            options = {"stages": args.stages, "split": args.split, "workers": args.workers}
             meta = prep(
-                args.inputs, args.out, args.tokenizer, args.vocab_size, args.val_fraction, args.text_field
+                args.inputs,
+                args.out,
+                args.tokenizer,
+                args.vocab_size,
+                args.val_fraction,
+                args.text_field,
+                quiet=args.quiet,
+                overrides=overrides,
+                **options,
             )
             print(
-                f"{args.out}: {meta['documents']} documents -> {meta['tokens']['train']:,} train /"
+                f"{meta['out']}: {meta['documents']} documents -> {meta['tokens']['train']:,} train /"
                 f" {meta['tokens']['val']:,} val tokens, vocab {meta['vocab_size']} ({meta['tokenizer']})"
             )
         elif args.verb == "train":

@@ -96,11 +96,46 @@ class EngineConfig:
 
 
 @dataclass
+class PrepConfig:
+    """`lmforge prep`: cleaning stages and their settings (tokenizer and split come from [data])."""
+
+    inputs: str = ""
+    """Comma-separated files, folders or globs for `lmforge prep X.toml` (default: data.input)."""
+    out: str = ""
+    """Output shard directory for `lmforge prep X.toml`."""
+    stages: str = "normalize,markup,whitespace,boilerplate,length,exact_dedup,near_dedup,pii"
+    """Cleaning stages in order, comma-separated; known: normalize, markup, whitespace, boilerplate,
+    length, quality, repetition, exact_dedup, near_dedup, pii, stopwords; "none" for no cleaning."""
+    min_chars: int = 1
+    max_chars: int = 0
+    """Length bounds of a document in characters (0: no upper bound)."""
+    quality_min_words: int = 50
+    boilerplate_min_docs: int = 10
+    boilerplate_fraction: float = 0.01
+    """A line is boilerplate when in at least max(min_docs, fraction x documents) documents."""
+    boilerplate_min_chars: int = 20
+    near_dup_bands: int = 14
+    near_dup_rows: int = 8
+    stopwords_file: str = ""
+    """Whitespace-separated stop words for the `stopwords` stage (default: a short English list)."""
+    split: str = "hash"
+    """`hash` (a document goes to val when its text hash falls in val_fraction) or `tail` (the last
+    val_fraction of the token stream). `hash` falls back to `tail` when one split would be empty."""
+    workers: int = 0
+    """Cleaning processes (0: one per core)."""
+    max_line_bytes: int = 1 << 24
+    tokenizer_train_mb: int = 0
+    """Train the tokenizer on the first N MB of cleaned text (0: all of it)."""
+    shard_tokens: int = 100_000_000
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    prep: PrepConfig = field(default_factory=PrepConfig)
 
     def validate(self) -> Config:
         m, t = self.model, self.train
@@ -153,6 +188,12 @@ class Config:
         )
         _check(e.offload in ("none", "optimizer", "all"), f"engine.offload={e.offload!r}: none|optimizer|all")
         _check(e.backend in ("auto", "gloo", "nccl"), f"engine.backend={e.backend!r}: auto|gloo|nccl")
+        _check(
+            e.offload != "all" or e.zero_stage == 3,
+            "engine.offload='all' offloads parameters too, which needs engine.zero_stage=3",
+        )
+        _check(self.prep.split in ("hash", "tail"), f"prep.split={self.prep.split!r}: 'hash' or 'tail'")
+        _check(self.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -1,31 +1,21 @@
 """Token shards: raw little-endian token ids (`train_00000.bin`, `val_00000.bin`) + meta.json.
 
 This is the format nanoGPT and llm.c users know: uint16 when the vocabulary fits, else uint32.
-`prepare_corpus` (the `lmforge prep` verb) turns raw text into such a directory; `open_split`
-memory-maps it back.
+`prepare_corpus` (the `lmforge prep` verb, in prep.py) turns raw text into such a directory;
+`open_split` memory-maps it back.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lmforge.data.sources import read_documents
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 
 META = "meta.json"
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
 def is_prepared(path: str | Path) -> bool:
@@ -39,67 +29,14 @@ def prepare_corpus(
     vocab_size: int = 4096,
     val_fraction: float = 0.1,
     text_field: str = "text",
+    quiet: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """`lmforge prep`: train a `char` or `bpe` tokenizer on the inputs and write train/val shards,
-    meta.json and tokenizer.json to `out` (atomically). Returns the metadata.
+    """`lmforge prep` with the [data] arguments first (see `lmforge.data.prep.prep`); quiet by
+    default, as the trainer calls it when `data.input` is raw text."""
+    from lmforge.data.prep import prep
 
-    Documents are joined with EOS; the last `val_fraction` of the token stream is validation.
-    """
-    if tokenizer not in ("char", "bpe"):
-        raise LmforgeError(f"tokenizer={tokenizer!r} must be 'char' or 'bpe'")
-    if not 0.0 < val_fraction < 1.0:
-        raise LmforgeError(f"val_fraction={val_fraction} must be in (0, 1)")
-    start = time.time()
-    docs = lambda: (d.text for d in read_documents(inputs, text_field))  # noqa: E731 - two passes
-    tok = Tokenizer.train_char(docs()) if tokenizer == "char" else Tokenizer.train_bpe(docs(), vocab_size)
-    dtype = token_dtype(tok.vocab_size)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        total, n_docs = 0, 0
-        with open(tmp / "all.bin", "wb") as f:
-            for text in docs():
-                ids = tok.encode(text)
-                ids.append(tok.eos_id)  # type: ignore[arg-type] - our tokenizers always have EOS
-                np.asarray(ids, dtype=dtype).tofile(f)
-                total, n_docs = total + len(ids), n_docs + 1
-        if total - n_docs == 0:
-            raise LmforgeError(f"{inputs}: the corpus is empty")
-        n_val = max(1, int(total * val_fraction))
-        stream = np.memmap(tmp / "all.bin", dtype=dtype, mode="r")
-        sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
-        splits = {"train": stream[: total - n_val], "val": stream[total - n_val :]}
-        for split, ids in splits.items():
-            ids.tofile(tmp / f"{split}_00000.bin")
-        meta = {
-            "format": "lmforge-shards-1",
-            "dtype": dtype.name,
-            "vocab_size": tok.vocab_size,
-            "eos_id": tok.eos_id,
-            "tokenizer": tok.kind,
-            "tokenizer_sha256": tok.sha256(),
-            "documents": n_docs,
-            "shards": {split: [f"{split}_00000.bin"] for split in splits},
-            "tokens": {split: int(len(ids)) for split, ids in splits.items()},
-            "bytes": {split: int(sizes[np.asarray(ids)].sum()) for split, ids in splits.items()},
-            "sources": [str(p) for p in _source_list(inputs)],
-            "seconds": round(time.time() - start, 2),
-        }
-        del stream, splits
-        (tmp / "all.bin").unlink()
-        tok.save(tmp / "tokenizer.json")
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return meta
-
-
-def _source_list(inputs: str | Path | list[str | Path]) -> list[str | Path]:
-    return [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    return prep(inputs, out, tokenizer, vocab_size, val_fraction, text_field, quiet=quiet, **options)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

@@ -1,12 +1,22 @@
 """Read text inputs (files, folders, globs; plain or compressed) as a stream of documents.
 
-A .txt or .md file is one document; each line of a .jsonl file is one document (its text
-field). Files are streamed, never loaded whole, apart from a single .txt document itself.
+Formats: a .txt or .md file is one document; each line of a .jsonl file is one document (its
+text field); each row of a .parquet (a named column) or .csv (a named column, header row) file
+is one document. Compression: .gz, .xz, .bz2, .zst. Everything is streamed line by line or
+batch by batch, never loaded whole; a text file larger than `max_doc_bytes` becomes several
+documents cut at line ends.
+
+Bad input never stops a run: a binary file, an empty file, an unreadable or truncated file, a
+line longer than `max_line_bytes`, a jsonl line that is not JSON or lacks the field, each is
+skipped and recorded in the `Report` with its file (and line); invalid UTF-8 is repaired (the
+bad bytes become U+FFFD) and recorded the same way. Only a missing input path is an error.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
+import csv
 import glob
 import gzip
 import io
@@ -17,10 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import zstandard
+
+from lmforge.data.report import Report
 from lmforge.errors import LmforgeError
 
-TEXT_SUFFIXES = {".txt", ".md", ".jsonl"}
-COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+TEXT_SUFFIXES = {".txt", ".md", ".jsonl", ".csv", ".parquet"}
+COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open, ".zst": zstandard.open}
+READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError, csv.Error)
+MAX_LINE_BYTES = 1 << 24  # 16 MiB: longer lines are skipped (a 100 MB single line is not a document)
+MAX_DOC_BYTES = 1 << 26  # 64 MiB: a longer text file is cut into several documents at line ends
 
 
 @dataclass
@@ -39,15 +55,21 @@ def _suffixes(path: Path) -> tuple[str, str]:
 
 
 def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
-    """Expand files, folders (recursively) and globs into a sorted list of readable text files."""
+    """Expand files, folders (recursively) and globs into a sorted list of input files.
+
+    Folders contribute files with a known suffix; broken links among them are kept so that
+    reading reports them as unreadable rather than silently ignoring them.
+    """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     files: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.is_file())
+            candidates = sorted(
+                p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())
+            )
             files += [p for p in candidates if _suffixes(p)[0] in TEXT_SUFFIXES]
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
             files.append(path)
         else:
             matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True))
@@ -55,41 +77,190 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
                 raise LmforgeError(f"{item}: no such file, folder or glob match")
             files += [p for p in matches if p.is_file()]
     if not files:
-        raise LmforgeError(f"{inputs}: no .txt, .md or .jsonl files found")
+        raise LmforgeError(f"{inputs}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
     return files
 
 
-def _open_text(path: Path) -> IO[str]:
+def _open_binary(path: Path) -> IO[bytes]:
     opener = COMPRESSION.get(_suffixes(path)[1])
-    raw = opener(path, "rb") if opener else open(path, "rb")  # noqa: SIM115 - caller closes
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+    raw = opener(path, "rb") if opener else open(path, "rb", buffering=0)  # noqa: SIM115 - caller closes
+    # A small buffer: a truncated stream loses only what the failing read held.
+    return io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type] - all are raw-readable streams
 
 
-def read_documents(inputs: str | Path | list[str | Path], text_field: str = "text") -> Iterator[Document]:
-    """Yield every document of the inputs in a stable order; bad input is a one-line error."""
+class _Decoder:
+    """UTF-8 decoding that repairs bad bytes and remembers where, for one report line per file."""
+
+    def __init__(self) -> None:
+        self.bad_lines = 0
+        self.first_bad = 0
+
+    def __call__(self, line: bytes, number: int) -> str:
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad_lines += 1
+            self.first_bad = self.first_bad or number
+            return line.decode("utf-8", errors="replace")
+
+    def report(self, path: Path, report: Report) -> None:
+        if self.bad_lines:
+            detail = f"{self.bad_lines} line(s) repaired with U+FFFD"
+            report.problem(f"{path}:{self.first_bad}", "invalid UTF-8", detail)
+
+
+def _lines(f: IO[bytes], path: Path, report: Report, max_line: int) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for every line, skipping (and reporting) lines over `max_line` bytes."""
+    number = 0
+    while line := f.readline(max_line + 1):
+        number += 1
+        if len(line) > max_line and not line.endswith(b"\n"):
+            skipped = len(line)
+            while line and not line.endswith(b"\n"):
+                line = f.readline(1 << 20)
+                skipped += len(line)
+            report.problem(f"{path}:{number}", "line too long", f"{skipped:,} bytes > {max_line:,}")
+            continue
+        yield number, line
+
+
+def read_documents(
+    inputs: str | Path | list[str | Path],
+    text_field: str = "text",
+    report: Report | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_doc_bytes: int = MAX_DOC_BYTES,
+) -> Iterator[Document]:
+    """Yield every document of the inputs in a stable order, skipping and reporting bad input."""
+    report = report if report is not None else Report()
+    stats = report.stage("read")
     for path in list_files(inputs):
         kind = _suffixes(path)[0]
-        try:
-            with _open_text(path) as f:
-                if kind == ".jsonl":
-                    yield from _read_jsonl(f, path, text_field)
-                else:
-                    yield Document(f.read(), str(path))
-        except UnicodeDecodeError as e:
-            raise LmforgeError(f"{path}: not valid UTF-8 (byte {e.start})") from None
-        except (OSError, EOFError, lzma.LZMAError) as e:
-            raise LmforgeError(f"{path}: cannot read: {e}") from None
+        with contextlib.suppress(OSError):  # an unreadable file is reported below
+            stats.bytes_in += path.stat().st_size
+        if kind == ".parquet":
+            docs = _read_parquet(path, text_field, report)
+        elif kind == ".csv":
+            docs = _read_csv(path, text_field, report, max_line_bytes)
+        elif kind == ".jsonl":
+            docs = _read_jsonl(path, text_field, report, max_line_bytes)
+        else:
+            docs = _read_text(path, report, max_line_bytes, max_doc_bytes)
+        for doc in docs:
+            stats.docs_out += 1
+            stats.bytes_out += len(doc.text.encode("utf-8"))
+            yield doc
+    stats.docs_in = stats.docs_out
 
 
-def _read_jsonl(f: IO[str], path: Path, text_field: str) -> Iterator[Document]:
-    for number, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise LmforgeError(f"{path}:{number}: not valid JSON") from None
-        text = record.get(text_field) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            raise LmforgeError(f"{path}:{number}: no string field {text_field!r}")
-        yield Document(text, f"{path}:{number}")
+def _looks_binary(f: IO[bytes]) -> bool:
+    return b"\x00" in f.peek(8192)[:8192]  # type: ignore[attr-defined] - BufferedReader.peek
+
+
+def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Iterator[Document]:
+    lines: list[str] = []
+    size, part, number, failed = 0, 0, 0, False
+    decode = _Decoder()
+    try:
+        with _open_binary(path) as f:
+            if _looks_binary(f):
+                report.problem(str(path), "binary file")
+                return
+            for number, line in _lines(f, path, report, max_line):
+                lines.append(decode(line, number))
+                size += len(line)
+                if size >= max_doc:  # a huge file becomes several documents, cut at a line end
+                    part += 1
+                    yield Document("".join(lines), f"{path}#{part}")
+                    lines, size = [], 0
+    except READ_ERRORS as e:
+        report.problem(f"{path}:{number + 1}" if number else str(path), _error_kind(e), str(e))
+        failed = True  # what was read before the error is kept
+    decode.report(path, report)
+    text = "".join(lines)
+    if text.strip():
+        yield Document(text, f"{path}#{part + 1}" if part else str(path))
+    elif not part and not failed:
+        report.problem(str(path), "empty file")
+
+
+def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
+    number, failed = 0, False
+    decode = _Decoder()
+    try:
+        with _open_binary(path) as f:
+            if _looks_binary(f):
+                report.problem(str(path), "binary file")
+                return
+            for number, line in _lines(f, path, report, max_line):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(decode(line, number))
+                except json.JSONDecodeError:
+                    report.problem(f"{path}:{number}", "not valid JSON")
+                    continue
+                text = record.get(field) if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    report.problem(f"{path}:{number}", "no string field", repr(field))
+                    continue
+                yield Document(text, f"{path}:{number}")
+    except READ_ERRORS as e:
+        report.problem(f"{path}:{number + 1}" if number else str(path), _error_kind(e), str(e))
+        failed = True
+    decode.report(path, report)
+    if number == 0 and not failed:
+        report.problem(str(path), "empty file")
+
+
+def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
+    csv.field_size_limit(max_line)
+    reader = None
+    try:
+        with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8", errors="replace", newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                report.problem(str(path), "empty file")
+                return
+            if field not in reader.fieldnames:
+                report.problem(str(path), "no column", f"{field!r} not in {reader.fieldnames[:10]}")
+                return
+            for row in reader:
+                text = row.get(field)
+                if not isinstance(text, str):
+                    report.problem(f"{path}:{reader.line_num}", "no string field", repr(field))
+                    continue
+                if "\ufffd" in text:
+                    report.problem(f"{path}:{reader.line_num}", "invalid UTF-8", "repaired with U+FFFD")
+                yield Document(text, f"{path}:{reader.line_num}")
+    except READ_ERRORS as e:
+        where = f"{path}:{reader.line_num}" if reader is not None else str(path)
+        report.problem(where, _error_kind(e), str(e))
+
+
+def _read_parquet(path: Path, field: str, report: Report) -> Iterator[Document]:
+    import pyarrow.parquet as pq  # heavy; only when there is a parquet input
+
+    row = 0
+    try:
+        with pq.ParquetFile(path) as table:
+            if field not in table.schema_arrow.names:
+                report.problem(str(path), "no column", f"{field!r} not in {table.schema_arrow.names[:10]}")
+                return
+            for batch in table.iter_batches(batch_size=1024, columns=[field]):
+                for text in batch.column(0).to_pylist():
+                    row += 1
+                    if not isinstance(text, str):
+                        report.problem(f"{path}: row {row}", "no string field", repr(field))
+                        continue
+                    yield Document(text, f"{path}:{row}")
+    except (*READ_ERRORS, Exception) as e:  # pyarrow raises ArrowInvalid and friends
+        report.problem(f"{path}: row {row + 1}", _error_kind(e), str(e).split("\n")[0])
+
+
+def _error_kind(e: BaseException) -> str:
+    if isinstance(e, EOFError | lzma.LZMAError | zstandard.ZstdError | gzip.BadGzipFile):
+        return "truncated or corrupt"
+    if isinstance(e, OSError) and e.errno is not None:
+        return "unreadable"
+    return "truncated or corrupt" if isinstance(e, OSError) else "unreadable"

@@ -19,7 +19,9 @@ from lmforge.errors import LmforgeError
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 UNK = "<|unk|>"
+BOS = "<|bos|>"
 SPECIALS = [EOS, PAD, UNK]
+BPE_SPECIALS = [*SPECIALS, BOS]  # byte-level BPE also has a BOS (ids 0-3); char keeps 3 specials
 _CHUNK = 1 << 16  # characters per piece when encoding char-level text in parallel
 
 
@@ -33,6 +35,7 @@ class Tokenizer:
         eos = hf.token_to_id(EOS)
         self.eos_id: int | None = eos
         self.pad_id: int | None = hf.token_to_id(PAD)
+        self.bos_id: int | None = hf.token_to_id(BOS)
 
     @property
     def vocab_size(self) -> int:
@@ -56,14 +59,14 @@ class Tokenizer:
 
     @classmethod
     def train_bpe(cls, texts: Iterable[str], vocab_size: int) -> Tokenizer:
-        if vocab_size < 256 + len(SPECIALS):
-            raise LmforgeError(f"data.vocab_size={vocab_size} must be at least {256 + len(SPECIALS)}")
+        if vocab_size < 256 + len(BPE_SPECIALS):
+            raise LmforgeError(f"data.vocab_size={vocab_size} must be at least {256 + len(BPE_SPECIALS)}")
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
-            special_tokens=SPECIALS,
+            special_tokens=BPE_SPECIALS,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
@@ -100,7 +103,7 @@ class Tokenizer:
 
     def token_bytes(self) -> list[int]:
         """UTF-8 bytes each token stands for (0 for specials): the denominator of bits per byte."""
-        specials = {self.hf.token_to_id(s) for s in SPECIALS}
+        specials = {self.hf.token_to_id(s) for s in BPE_SPECIALS}
         sizes = []
         for i in range(self.vocab_size):
             token = self.hf.id_to_token(i) or ""

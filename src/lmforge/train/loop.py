@@ -9,6 +9,7 @@ update, schedule), log, evaluate, checkpoint. It ends with an export and summary
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -342,6 +343,11 @@ def _resolve_run(
     return run_dir, cfg
 
 
+def _prep_options(cfg: Config) -> dict[str, Any]:
+    """The recipe's [prep] cleaning settings (its inputs/out keys belong to `lmforge prep X.toml`)."""
+    return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
+
+
 def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path:
     """The prepared shard directory: data.input itself, or run_dir/data built from raw text."""
     if not cfg.data.input:
@@ -356,6 +362,7 @@ def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path
         "vocab_size": cfg.data.vocab_size,
         "val_fraction": cfg.data.val_fraction,
         "text_field": cfg.data.text_field,
+        "prep": _prep_options(cfg),
     }
     if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
         return target
@@ -367,6 +374,7 @@ def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path
         cfg.data.vocab_size,
         cfg.data.val_fraction,
         cfg.data.text_field,
+        **_prep_options(cfg),
     )
     source.write_text(json.dumps(wanted) + "\n")
     say(

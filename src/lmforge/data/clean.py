@@ -1,0 +1,264 @@
+"""Per-document cleaning stages: each takes a text and returns it (possibly changed) or None to
+drop it, counting what it did in a `StageStats`.
+
+normalize   Unicode NFC + mojibake repair (ftfy), documents mostly U+FFFD dropped
+markup      control characters removed; HTML/XML tags, comments, scripts stripped, entities decoded
+whitespace  \\r\\n -> \\n, odd spaces -> ' ', no trailing spaces, at most 2 blank lines in a row
+length      drop documents outside [min_chars, max_chars]
+quality     Gopher quality rules (datatrove's GopherQualityFilter): word count, mean word length,
+            symbol ratio, bullet/ellipsis lines, alphabetic words, stop words
+repetition  Gopher repetition rules (datatrove's GopherRepetitionFilter): duplicate lines,
+            paragraphs and n-grams
+stopwords   remove stop words of a language (off by default: see README)
+
+PII scrubbing is in pii.py; the corpus-level stages (boilerplate lines, exact and near
+duplicates) are in dedup.py.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import ftfy
+
+from lmforge.data.report import StageStats
+
+Stage = Any  # anything with `name` and `apply(text, stats) -> str | None`
+
+
+class Normalize:
+    name = "normalize"
+
+    def __init__(self, max_replacement_ratio: float = 0.1) -> None:
+        # Curly quotes are real text, not damage: keep them.
+        self.config = ftfy.TextFixerConfig(uncurl_quotes=False, explain=False)
+        self.max_replacement_ratio = max_replacement_ratio
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        if text.isascii():  # ASCII has nothing for ftfy or NFC to fix (and this is 1000x faster)
+            return text
+        bad = text.count("\ufffd")
+        if bad and bad > self.max_replacement_ratio * len(text):
+            stats.dropped["mostly undecodable"] += 1
+            return None
+        # ftfy works line by line anyway; only non-ASCII lines can hold mojibake.
+        lines = text.split("\n")
+        fixed = [line if line.isascii() else ftfy.fix_text(line, self.config) for line in lines]
+        changed = sum(a != b for a, b in zip(lines, fixed, strict=True))
+        if changed:
+            stats.edits["lines repaired"] += changed
+        return "\n".join(fixed)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]")
+_HTML_HINT = re.compile(r"</?(?:[a-z][a-z0-9]*)\b[^<>]*>|<!--|&(?:[a-z]+|#\d+|#x[0-9a-f]+);", re.I)
+_DROP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_BREAK_TAGS = re.compile(
+    r"<(?:br|/?p|/?div|/?li|/?tr|/?h[1-6]|/?ul|/?ol|/?table|/?section|/?article)\b[^>]*>", re.I
+)
+_TAG = re.compile(r"</?[a-z][a-z0-9:-]*\b(?:[^<>\"']|\"[^\"]*\"|'[^']*')*/?>|<![a-z][^>]*>", re.I)
+
+
+class Markup:
+    """Strips control characters always, and markup only from documents that contain some.
+
+    A hand-written regex pass: datatrove's extractors (trafilatura, readability) pull the main
+    content out of whole web pages and drop what is not, which is wrong for text files that
+    merely contain some tags. `a < b` and other bare `<` are left alone.
+    """
+
+    name = "markup"
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        out, controls = _CONTROL.subn("", text)
+        if controls:
+            stats.edits["control chars"] += controls
+        if _HTML_HINT.search(out):
+            out = _DROP_BLOCKS.sub("", out)
+            out = _BREAK_TAGS.sub("\n", out)
+            out, tags = _TAG.subn("", out)
+            unescaped = html.unescape(out)
+            if tags or unescaped != out:
+                stats.edits["html"] += 1
+            out = unescaped
+        return out
+
+
+_ODD_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_TRAILING = re.compile(r"[ \t]+$", re.M)
+_BLANKS = re.compile(r"\n{4,}")
+
+
+class Whitespace:
+    name = "whitespace"
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        # Each rule runs only where a cheap test says it can apply: 5x faster on clean text.
+        out = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+        if not out.isascii():
+            out = _ODD_SPACES.sub(" ", out)
+        if " \n" in out or "\t\n" in out or out.endswith((" ", "\t")):
+            out = _TRAILING.sub("", out)
+        if "\n\n\n\n" in out:
+            out = _BLANKS.sub("\n\n\n", out)  # at most two blank lines in a row
+        out = out.lstrip("\n")
+        if out.endswith("\n\n"):
+            out = out.rstrip("\n") + "\n"
+        return out
+
+
+class Length:
+    name = "length"
+
+    def __init__(self, min_chars: int = 1, max_chars: int = 0) -> None:
+        self.min_chars, self.max_chars = min_chars, max_chars
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        n = len(text.strip())
+        if n < self.min_chars:
+            stats.dropped[f"shorter than {self.min_chars} chars"] += 1
+            return None
+        if self.max_chars and n > self.max_chars:
+            stats.dropped[f"longer than {self.max_chars} chars"] += 1
+            return None
+        return text
+
+
+def _whitespace_words() -> Any:
+    """A datatrove WordTokenizer splitting on whitespace (Gopher's definition of a word).
+
+    datatrove's English tokenizer is spaCy's; splitting on whitespace needs no model, no
+    download, and is about 20x faster.
+    """
+    from datatrove.utils.word_tokenizers import WordTokenizer
+
+    class WhitespaceWords(WordTokenizer):
+        def word_tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            return [m.span() for m in re.finditer(r"\S.*?(?:[.!?](?=\s)|$)", text, re.S)]
+
+    return WhitespaceWords("en")
+
+
+class _DatatroveFilter:
+    """Runs a datatrove filter's `filter(doc)` on one text, counting its reasons for dropping."""
+
+    name = ""
+
+    def __init__(self, block: Any) -> None:
+        from datatrove.data import Document as DTDocument
+
+        self.block, self._doc = block, DTDocument
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        verdict = self.block.filter(self._doc(text=text, id=""))
+        if verdict is True or (isinstance(verdict, tuple) and verdict[0]):
+            return text
+        reason = verdict[1] if isinstance(verdict, tuple) else "rejected"
+        stats.dropped[reason] += 1
+        return None
+
+
+class Quality(_DatatroveFilter):
+    name = "quality"
+
+    def __init__(self, min_words: int = 50) -> None:
+        from datatrove.pipeline.filters import GopherQualityFilter
+
+        super().__init__(GopherQualityFilter(min_doc_words=min_words, language=_whitespace_words()))
+
+
+class Repetition(_DatatroveFilter):
+    name = "repetition"
+
+    def __init__(self) -> None:
+        from datatrove.pipeline.filters import GopherRepetitionFilter
+
+        super().__init__(GopherRepetitionFilter(language=_whitespace_words()))
+
+
+# A small English list (the most frequent function words); other languages via `stopwords_file`.
+ENGLISH_STOPWORDS = [
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "but",
+    "by",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "he",
+    "her",
+    "his",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "of",
+    "on",
+    "or",
+    "she",
+    "so",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "to",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "which",
+    "who",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+]
+_WORD = re.compile(r"\b\w+\b")
+
+
+class Stopwords:
+    """Removes stop words (for bag-of-words features); one space is left where each was."""
+
+    name = "stopwords"
+
+    def __init__(self, words: list[str] | None = None) -> None:
+        self.words = frozenset(w.lower() for w in (words or ENGLISH_STOPWORDS))
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        removed = 0
+
+        def drop(m: re.Match[str]) -> str:
+            nonlocal removed
+            if m.group(0).lower() in self.words:
+                removed += 1
+                return ""
+            return m.group(0)
+
+        out = re.sub(r" {2,}", " ", _WORD.sub(drop, text))
+        stats.edits["stopwords"] += removed
+        return out

@@ -1,0 +1,143 @@
+"""Corpus-level stages: they need to have seen other documents.
+
+exact_dedup  drop a document whose text (whitespace-normalised) was seen before: a set of
+             128-bit xxhash digests, ~100 bytes per kept document.
+near_dedup   drop a document whose MinHash signature shares an LSH band with an earlier one
+             (FineWeb's setting: 14 bands x 8 rows, Jaccard threshold ~0.75). Shingles are the
+             8 bytes starting at each word of the lower-cased text; signatures are computed in
+             the worker processes with numpy, bands are looked up in the main process
+             (~1 KB per kept document).
+boilerplate  remove lines (>= min_chars) that occur in at least max(min_docs, fraction x docs)
+             documents. It needs every document first: a counting pass fills a count-min sketch
+             (4 x 2^22 counters, 64 MB whatever the corpus size), then the removal pass queries it.
+
+Each stage splits into `key(text)` (pure, runs in workers) and a decision in the main process,
+so documents are deduplicated in input order: the first copy is kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xxhash
+
+from lmforge.data.report import StageStats
+
+_MERSENNE = np.uint64((1 << 61) - 1)
+
+
+class ExactDedup:
+    name = "exact_dedup"
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    @staticmethod
+    def key(text: str) -> int:
+        return xxhash.xxh3_128_intdigest(" ".join(text.split()).encode())
+
+    def keep(self, key: int, stats: StageStats) -> bool:
+        if key in self.seen:
+            stats.dropped["exact duplicate"] += 1
+            return False
+        self.seen.add(key)
+        return True
+
+
+class NearDedup:
+    name = "near_dedup"
+
+    def __init__(self, bands: int = 14, rows: int = 8, seed: int = 1) -> None:
+        self.bands, self.rows = bands, rows
+        rng = np.random.default_rng(seed)
+        n = bands * rows
+        # Universal hashes h(x) = (a*x + b) mod 2^64, keeping the high 32 bits.
+        self.a = rng.integers(1, 1 << 63, size=n, dtype=np.uint64) | np.uint64(1)
+        self.b = rng.integers(0, 1 << 63, size=n, dtype=np.uint64)
+        self.tables: list[set[int]] = [set() for _ in range(bands)]
+
+    def threshold(self) -> float:
+        return (1 / self.bands) ** (1 / self.rows)
+
+    def key(self, text: str) -> tuple[int, ...] | None:
+        """The document's LSH band digests, or None when it is too short to shingle."""
+        data = np.frombuffer(text.lower().encode("utf-8"), dtype=np.uint8)
+        if len(data) < 16:
+            return None
+        # 8-byte shingles starting at each word start (after a space or newline).
+        starts = np.flatnonzero((data[:-8] <= 32) & (data[1:-7] > 32)) + 1
+        if len(starts) == 0:
+            return None
+        padded = np.concatenate([data, np.zeros(8, np.uint8)])
+        view = np.lib.stride_tricks.sliding_window_view(padded, 8)[starts]
+        shingles = np.unique(view.copy().view("<u8").ravel())  # (S,)
+        sig = np.empty(len(self.a), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for lo in range(0, len(self.a), 16):  # (16, S) at a time bounds memory
+                hashed = self.a[lo : lo + 16, None] * shingles[None, :] + self.b[lo : lo + 16, None]
+                sig[lo : lo + 16] = (hashed >> np.uint64(32)).min(axis=1)
+        bands = sig.reshape(self.bands, self.rows)
+        return tuple(xxhash.xxh64_intdigest(band.tobytes()) for band in bands)
+
+    def keep(self, key: tuple[int, ...] | None, stats: StageStats) -> bool:
+        if key is None:
+            return True
+        if any(band in table for band, table in zip(key, self.tables, strict=True)):
+            stats.dropped["near duplicate"] += 1
+            return False
+        for band, table in zip(key, self.tables, strict=True):
+            table.add(band)
+        return True
+
+
+class Boilerplate:
+    name = "boilerplate"
+    WIDTH_BITS, DEPTH = 22, 4
+
+    def __init__(self, min_docs: int = 10, fraction: float = 0.01, min_chars: int = 20) -> None:
+        self.min_docs, self.fraction, self.min_chars = min_docs, fraction, min_chars
+        self.sketch = np.zeros((self.DEPTH, 1 << self.WIDTH_BITS), dtype=np.uint32)
+        rng = np.random.default_rng(7)
+        self.salts = rng.integers(1, 1 << 63, size=(self.DEPTH, 1), dtype=np.uint64) | np.uint64(1)
+        self.docs = 0
+        self.limit = 0
+
+    def line_keys(self, text: str) -> np.ndarray:
+        """Distinct hashes of this document's candidate lines (stripped, >= min_chars)."""
+        lines = {line.strip() for line in text.split("\n")}
+        keys = [xxhash.xxh64_intdigest(line.encode()) for line in lines if len(line) >= self.min_chars]
+        return np.asarray(keys, dtype=np.uint64)
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((self.salts * keys[None, :]) >> np.uint64(64 - self.WIDTH_BITS)).astype(np.int64)
+
+    def count(self, keys: np.ndarray, docs: int) -> None:
+        """Counting pass: add one batch's line keys (each document's lines counted once)."""
+        self.docs += docs
+        if len(keys):
+            slots = self._slots(keys)
+            for row in range(self.DEPTH):
+                self.sketch[row] += np.bincount(slots[row], minlength=self.sketch.shape[1]).astype(np.uint32)
+
+    def freeze(self) -> int:
+        """End of the counting pass: the number of documents a line must be in to be boilerplate."""
+        self.limit = max(self.min_docs, math.ceil(self.fraction * self.docs))
+        return self.limit
+
+    def apply(self, text: str, stats: StageStats) -> str | None:
+        lines = text.split("\n")
+        stripped = [line.strip() for line in lines]
+        keys = [xxhash.xxh64_intdigest(s.encode()) if len(s) >= self.min_chars else 0 for s in stripped]
+        arr = np.asarray(keys, dtype=np.uint64)
+        counts = self.sketch[np.arange(self.DEPTH)[:, None], self._slots(arr)].min(axis=0)
+        drop = (counts >= self.limit) & (arr != 0)
+        if not drop.any():
+            return text
+        stats.edits["boilerplate lines"] += int(drop.sum())
+        kept = "\n".join(line for line, d in zip(lines, drop, strict=True) if not d)
+        if not kept.strip():
+            stats.dropped["only boilerplate"] += 1
+            return None
+        return kept

@@ -1,0 +1,279 @@
+"""The cleaning pipeline: configured stages, in their configured order, over a document stream,
+on every core, with bounded memory.
+
+Stages are cut into groups: the per-document stages up to a corpus-level one (exact_dedup,
+near_dedup) run in a worker process, which also computes that corpus stage's key (a digest, a
+MinHash signature); the keep/drop decision is taken in the main process, in input order. Each
+group keeps at most 2 x workers batches in flight, so memory does not grow with the corpus.
+`boilerplate` needs a counting pass over every document: the stages before it run first, their
+output goes to a temporary file while its lines are counted, and the rest runs from that file.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from lmforge.data import clean, dedup, pii
+from lmforge.data.report import Report, StageStats
+from lmforge.errors import LmforgeError
+
+ALL_STAGES = [
+    "normalize",
+    "markup",
+    "whitespace",
+    "boilerplate",
+    "length",
+    "quality",
+    "repetition",
+    "exact_dedup",
+    "near_dedup",
+    "pii",
+    "stopwords",
+]
+CORPUS_STAGES = {"exact_dedup", "near_dedup"}
+BATCH_BYTES = 1 << 20
+BATCH_DOCS = 1024
+
+
+def parse_stages(stages: str | list[str]) -> list[str]:
+    names = [s.strip() for s in stages.split(",")] if isinstance(stages, str) else list(stages)
+    names = [n for n in names if n and n != "none"]
+    for name in names:
+        if name not in ALL_STAGES:
+            raise LmforgeError(f"prep.stages: unknown stage {name!r} (known: {', '.join(ALL_STAGES)})")
+    if len(set(names)) != len(names):
+        raise LmforgeError(f"prep.stages: a stage is listed twice in {','.join(names)}")
+    return names
+
+
+def build_stage(name: str, options: dict[str, Any]) -> Any:
+    """One stage object from its name and the [prep] options."""
+    o = options
+    if name == "normalize":
+        return clean.Normalize()
+    if name == "markup":
+        return clean.Markup()
+    if name == "whitespace":
+        return clean.Whitespace()
+    if name == "length":
+        return clean.Length(o["min_chars"], o["max_chars"])
+    if name == "quality":
+        return clean.Quality(o["quality_min_words"])
+    if name == "repetition":
+        return clean.Repetition()
+    if name == "stopwords":
+        words = Path(o["stopwords_file"]).read_text().split() if o["stopwords_file"] else None
+        return clean.Stopwords(words)
+    if name == "pii":
+        return pii.PII()
+    if name == "exact_dedup":
+        return dedup.ExactDedup()
+    if name == "near_dedup":
+        return dedup.NearDedup(o["near_dup_bands"], o["near_dup_rows"])
+    if name == "boilerplate":
+        return dedup.Boilerplate(
+            o["boilerplate_min_docs"], o["boilerplate_fraction"], o["boilerplate_min_chars"]
+        )
+    raise LmforgeError(f"unknown stage {name!r}")
+
+
+Group = tuple[list[Any], Any]  # (per-document stages, corpus stage or None)
+_GROUPS: list[Group] = []  # set before the pool forks; read by the workers
+_OBSERVER: dict[str, Any] = {}
+
+
+def _group(stages: list[Any]) -> list[Group]:
+    groups: list[Group] = []
+    current: list[Any] = []
+    for stage in stages:
+        if stage.name in CORPUS_STAGES:
+            groups.append((current, stage))
+            current = []
+        else:
+            current.append(stage)
+    if current or not groups:
+        groups.append((current, None))
+    return groups
+
+
+def _work(index: int, texts: list[str]) -> tuple[list[str | None], list[Any], dict[str, StageStats], Any]:
+    """Worker: run group `index` on a batch. Returns texts (None = dropped), corpus-stage keys,
+    per-stage stats and, after the last group of a first segment, the boilerplate line keys."""
+    per_doc, corpus = _GROUPS[index]
+    stats = {stage.name: StageStats() for stage in per_doc}
+    out: list[str | None] = []
+    for text in texts:
+        for stage in per_doc:
+            s = stats[stage.name]
+            start = time.perf_counter()
+            size = len(text.encode("utf-8"))
+            s.docs_in, s.bytes_in = s.docs_in + 1, s.bytes_in + size
+            new = stage.apply(text, s)
+            if new is not None and not new.strip():
+                s.dropped["empty after cleaning"] += 1
+                new = None
+            s.seconds += time.perf_counter() - start
+            if new is None:
+                text = None  # type: ignore[assignment]
+                break
+            if new != text:
+                s.changed += 1
+                size = len(new.encode("utf-8"))
+            s.docs_out, s.bytes_out = s.docs_out + 1, s.bytes_out + size
+            text = new
+        out.append(text)
+    keys = []
+    if corpus is not None:  # the corpus stage's expensive half (digests, signatures) runs here
+        start = time.perf_counter()
+        keys = [corpus.key(t) if t is not None else None for t in out]
+        stats[corpus.name] = StageStats(seconds=time.perf_counter() - start)
+    observe = None
+    if index == len(_GROUPS) - 1 and "boilerplate" in _OBSERVER:
+        bp = _OBSERVER["boilerplate"]
+        observe = [bp.line_keys(t) if t is not None else None for t in out]
+    return out, keys, stats, observe
+
+
+def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= BATCH_BYTES or len(batch) >= BATCH_DOCS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _bounded(pool: Any, index: int, batches: Iterator[list[str]], pending: int) -> Iterator[Any]:
+    """Like pool.imap, but with at most `pending` batches in flight (imap reads its whole input)."""
+    queue: deque[Any] = deque()
+    for batch in batches:
+        queue.append(pool.apply_async(_work, (index, batch)))
+        if len(queue) >= pending:
+            yield queue.popleft().get()
+    while queue:
+        yield queue.popleft().get()
+
+
+def _run_groups(
+    pool: Any,
+    groups: list[Group],
+    batches: Iterator[list[str]],
+    report: Report,
+    pending: int,
+    observe: Callable,
+) -> Iterator[list[str]]:
+    stream = batches
+    for index, (_, corpus) in enumerate(groups):
+        stream = _decide(
+            _bounded(pool, index, stream, pending), corpus, report, observe, index == len(groups) - 1
+        )
+    return stream
+
+
+def _decide(
+    results: Iterator[Any], corpus: Any, report: Report, observe: Callable, last: bool
+) -> Iterator[list[str]]:
+    """Main process: merge the workers' stats, apply the corpus stage's decisions in order."""
+    for texts, keys, stats, observed in results:
+        report.merge_stages(stats)
+        alive = [t is not None for t in texts]
+        if corpus is not None:
+            s = report.stage(corpus.name)
+            start = time.perf_counter()
+            for i, (text, key) in enumerate(zip(texts, keys, strict=True)):
+                if text is None:
+                    continue
+                size = len(text.encode("utf-8"))
+                s.docs_in, s.bytes_in = s.docs_in + 1, s.bytes_in + size
+                if corpus.keep(key, s):
+                    s.docs_out, s.bytes_out = s.docs_out + 1, s.bytes_out + size
+                else:
+                    alive[i] = False
+            s.seconds += time.perf_counter() - start
+        kept = [t for t, a in zip(texts, alive, strict=True) if a]
+        if last and observed is not None:  # only the documents that go on count their lines
+            parts = [k for k, a in zip(observed, alive, strict=True) if a]
+            observe(np.concatenate(parts) if parts else np.zeros(0, np.uint64), len(kept))
+        if kept:
+            yield kept
+
+
+def _write_doc(f: IO[bytes], text: str) -> None:
+    data = text.encode("utf-8")
+    f.write(struct.pack("<Q", len(data)))
+    f.write(data)
+
+
+def read_docs(path: Path) -> Iterator[str]:
+    """Documents of a file written by `write_docs` (length-prefixed UTF-8)."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        while header := f.read(8):
+            (size,) = struct.unpack("<Q", header)
+            yield f.read(size).decode("utf-8")
+
+
+def clean_documents(
+    texts: Iterable[str],
+    stage_names: list[str],
+    options: dict[str, Any],
+    report: Report,
+    tmp: Path,
+    workers: int = 0,
+) -> Iterator[str]:
+    """Run the configured stages over `texts`, yielding the cleaned documents in input order."""
+    global _GROUPS
+    workers = workers or os.cpu_count() or 1
+    stages = [build_stage(name, options) for name in stage_names]
+    for stage in stages:
+        report.stage(stage.name)  # the report lists stages in their configured order
+    cut = stage_names.index("boilerplate") if "boilerplate" in stage_names else None
+    segments = [stages] if cut is None else [stages[:cut], stages[cut:]]
+    ctx = mp.get_context("fork")  # workers inherit the stages (and the frozen boilerplate sketch)
+    source: Iterable[str] = texts
+    for number, segment in enumerate(segments):
+        first_of_two = len(segments) == 2 and number == 0
+        _GROUPS = _group(segment)
+        _OBSERVER.clear()
+        if first_of_two:
+            _OBSERVER["boilerplate"] = stages[cut]  # type: ignore[index]
+        with ctx.Pool(workers) as pool:
+            stream = _run_groups(pool, _GROUPS, _batches(source), report, 2 * workers, _count_lines)
+            if not first_of_two:
+                for batch in stream:
+                    yield from batch
+                continue
+            spill = tmp / "before_boilerplate.bin"
+            with open(spill, "wb", buffering=1 << 20) as f:
+                for batch in stream:
+                    for text in batch:
+                        _write_doc(f, text)
+        limit = stages[cut].freeze()  # type: ignore[index]
+        report.extra["boilerplate_min_docs"] = limit
+        source = read_docs(spill)
+
+
+def _count_lines(keys: Any, docs: int) -> None:
+    _OBSERVER["boilerplate"].count(keys, docs)
+
+
+def write_docs(path: Path, texts: Iterable[str]) -> tuple[int, int]:
+    """Write documents length-prefixed; returns (documents, bytes)."""
+    n = size = 0
+    with open(path, "wb", buffering=1 << 20) as f:
+        for text in texts:
+            _write_doc(f, text)
+            n, size = n + 1, size + len(text.encode("utf-8"))
+    return n, size

@@ -1,0 +1,252 @@
+"""`lmforge prep`: raw files -> cleaned documents -> trained tokenizer -> token shards + report.
+
+Three streaming passes over disk, so memory does not grow with the corpus:
+1. read + clean (pipeline.py, every core) -> a temporary file of cleaned documents;
+2. train the tokenizer on that file (HF `tokenizers`, multi-threaded);
+3. encode it with the fastest exact encoder (encode.py) and write EOS-separated documents to
+   train/val shards, a document going to val when its text hash falls below val_fraction.
+meta.json, tokenizer.json and report.json are written beside the shards; the directory appears
+atomically (temp dir + rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+from tqdm import tqdm
+
+from lmforge.config import Config, load_config
+from lmforge.data.encode import make_encoder, verify
+from lmforge.data.pipeline import _batches, clean_documents, parse_stages, read_docs, write_docs
+from lmforge.data.report import Report
+from lmforge.data.shard_writer import ShardWriter
+from lmforge.data.sources import list_files, read_documents
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+
+VERIFY_DOCS = 64  # documents checked against HF before trusting the fast encoder
+VERIFY_CHARS = 16384  # characters of each
+
+
+def is_val(text: str, val_fraction: float) -> bool:
+    """The deterministic split: a document's xxh64 hash, as a fraction of 2^64."""
+    return xxhash.xxh64_intdigest(text.encode("utf-8")) < val_fraction * 2.0**64
+
+
+def _settings(
+    inputs: Any,
+    config: str | Path | None,
+    args: dict[str, Any],
+    options: dict[str, Any],
+    overrides: list[str],
+) -> tuple[list[str], Config]:
+    """Merge a recipe (if any), explicit arguments and [prep] options into one Config."""
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs or [])
+    if config is None and len(items) == 1 and str(items[0]).endswith(".toml"):
+        config, items = items[0], []
+    cfg = load_config(config, overrides) if config is not None or overrides else Config()
+    for key, value in args.items():
+        if value is not None:
+            setattr(cfg.data, key, value)
+    known = {f.name for f in dataclasses.fields(cfg.prep)}
+    for key, value in options.items():
+        if key not in known:
+            raise LmforgeError(f"prep: unknown option {key!r} (known: {', '.join(sorted(known))})")
+        if value is not None:
+            setattr(cfg.prep, key, value)
+    cfg.validate()
+    if not items:
+        source = cfg.prep.inputs or cfg.data.input
+        items = [s.strip() for s in source.split(",") if s.strip()]
+    if not items:
+        raise LmforgeError("prep: no inputs (pass INPUT... or set prep.inputs in the recipe)")
+    return [str(i) for i in items], cfg
+
+
+def prep(
+    inputs: str | Path | list[str | Path] | None = None,
+    out: str | Path | None = None,
+    tokenizer: str | None = None,
+    vocab_size: int | None = None,
+    val_fraction: float | None = None,
+    text_field: str | None = None,
+    *,
+    config: str | Path | None = None,
+    quiet: bool = False,
+    overrides: list[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """`lmforge prep`: clean the inputs, train a `char` or `bpe` tokenizer, write shards, meta.json,
+    tokenizer.json and report.json to `out`. Returns meta.json's content.
+
+    `inputs` may be a TOML recipe ([data] and [prep] sections); other arguments override it.
+    `options` are [prep] keys (stages, split, workers, min_chars, ...); `overrides` are
+    `--section.key=value` strings as on the command line.
+    """
+    args = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction}
+    items, cfg = _settings(inputs, config, args | {"text_field": text_field}, options, overrides or [])
+    out = out or cfg.prep.out
+    if not out:
+        raise LmforgeError("prep: no output directory (pass --out or set prep.out in the recipe)")
+    data, p = cfg.data, cfg.prep
+    stage_names = parse_stages(p.stages)
+    start = time.time()
+    report = Report()
+    report.stage("read")  # first in the report
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        files = list_files(items)
+        total = sum(f.stat().st_size for f in files if f.is_file())
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet, file=sys.stderr)
+        compressed = any(f.suffix.lower() in (".gz", ".xz", ".bz2", ".zst", ".parquet") for f in files)
+        if compressed:
+            bar.total = None  # text size unknown until decompressed: rate, no ETA
+
+        def texts() -> Any:
+            for doc in read_documents(files, data.text_field, report, p.max_line_bytes):
+                bar.update(len(doc.text))
+                yield doc.text
+
+        cleaned = tmp / "cleaned.bin"
+        n_docs, n_bytes = write_docs(
+            cleaned, clean_documents(texts(), stage_names, dataclasses.asdict(p), report, tmp, p.workers)
+        )
+        bar.close()
+        (tmp / "before_boilerplate.bin").unlink(missing_ok=True)
+        t_clean = time.time() - start
+        if n_docs == 0:
+            raise LmforgeError(
+                f"{', '.join(items)}: the corpus is empty after reading and cleaning ({report.summary()})"
+            )
+
+        t0 = time.time()
+        budget = p.tokenizer_train_mb * 1_000_000 or None
+        tok = _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget)
+        t_train = time.time() - t0
+
+        t0 = time.time()
+        name, encode = make_encoder(tok, threads=max(2, os.cpu_count() or 1))
+        # Pieces of the first documents: HF itself is slow, so the check is kept to ~1 MB.
+        sample = [t[:VERIFY_CHARS] for _, t in zip(range(VERIFY_DOCS), read_docs(cleaned), strict=False)]
+        if name != "tokenizers" and not verify(tok, encode, sample):
+            name, encode = make_encoder_hf(tok)
+            report.extra["encoder_note"] = "fast encoder differed from tokenizer.json; used HF tokenizers"
+        writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens)
+        eos = tok.eos_id
+        bar = tqdm(
+            total=n_bytes,
+            unit="B",
+            unit_scale=True,
+            desc=f"tokenize ({name})",
+            disable=quiet,
+            file=sys.stderr,
+        )
+        for batch in _batches(read_docs(cleaned)):
+            for text, ids in zip(batch, encode(batch), strict=True):
+                size = len(text.encode("utf-8"))
+                split = "val" if p.split == "hash" and is_val(text, data.val_fraction) else "train"
+                writer.add(split, ids, eos, size)
+                bar.update(size)
+        bar.close()
+        sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
+        split_kind = writer.finish(data.val_fraction, sizes, tail=p.split == "tail")
+        t_tok = time.time() - t0
+        cleaned.unlink()
+
+        tokens = sum(writer.tokens.values())
+        seconds = time.time() - start
+        meta = {
+            "format": "lmforge-shards-1",
+            "out": str(out),
+            "dtype": writer.dtype.name,
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "bos_id": tok.bos_id,
+            "pad_id": tok.pad_id,
+            "tokenizer": tok.kind,
+            "tokenizer_sha256": tok.sha256(),
+            "encoder": name,
+            "documents": n_docs,
+            "split": split_kind,
+            "val_fraction": data.val_fraction,
+            "shards": writer.shards,
+            "tokens": dict(writer.tokens),
+            "bytes": dict(writer.bytes),
+            "documents_per_split": dict(writer.docs),
+            "stages": stage_names,
+            "sources": [_manifest(f) for f in files],
+            "seconds": round(seconds, 2),
+        }
+        report.extra.update(
+            {
+                "documents_out": n_docs,
+                "bytes_out": n_bytes,
+                "tokens": tokens,
+                "tokens_per_split": dict(writer.tokens),
+                "split": split_kind,
+                "bytes_per_token": round(n_bytes / max(1, tokens - n_docs), 3),
+                "encoder": name,
+                "seconds": round(seconds, 2),
+                "seconds_clean": round(t_clean, 2),
+                "seconds_tokenizer_training": round(t_train, 2),
+                "seconds_tokenize": round(t_tok, 2),
+                "MB_per_s": round(report.stage("read").bytes_out / 1e6 / max(seconds, 1e-9), 2),
+                "tokenize_MB_per_s": round(n_bytes / 1e6 / max(t_tok, 1e-9), 2),
+            }
+        )
+        tok.save(tmp / "tokenizer.json")
+        (tmp / "meta.json").write_text(_json(meta))
+        report.save(tmp / "report.json")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not quiet:
+        print(report.format())
+    return meta
+
+
+def make_encoder_hf(tok: Tokenizer) -> tuple[str, Any]:
+    def encode_hf(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
+
+    return "tokenizers", encode_hf
+
+
+def _train_tokenizer(cleaned: Path, kind: str, vocab_size: int, budget: int | None) -> Tokenizer:
+    def texts() -> Any:
+        used = 0
+        for text in read_docs(cleaned):
+            yield text
+            used += len(text)
+            if budget and used >= budget:
+                return
+
+    if kind == "char":
+        return Tokenizer.train_char(texts())
+    return Tokenizer.train_bpe(texts(), vocab_size)
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        return {"path": str(path), "bytes": path.stat().st_size}
+    except OSError:
+        return {"path": str(path), "bytes": None}
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2) + "\n"

@@ -1,0 +1,278 @@
+"""`lmforge prep` on small real text with planted noise: cleaning, dedup, PII, bad input, split,
+shards the trainer reads, exact tokenizer round trips."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zstandard
+
+from lmforge import LmforgeError
+from lmforge.data.encode import make_encoder
+from lmforge.data.loader import BatchLoader
+from lmforge.data.prep import is_val, prep
+from lmforge.data.report import Report, StageStats
+from lmforge.data.shards import open_split, read_meta
+from lmforge.data.sources import read_documents
+from lmforge.data.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def plays() -> list[str]:
+    """Opening 4,000 characters of 12 of the shipped Shakespeare works (distinct texts)."""
+    with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    return [t[2000:6000] for t in texts[:12]]
+
+
+def _docs(out: Path) -> list[str]:
+    """The documents in a prepared directory, decoded from both splits (EOS separates them)."""
+    tok = Tokenizer.load(out)
+    docs = []
+    for split in ("train", "val"):
+        ids = np.concatenate(open_split(out, split)).tolist()
+        start = 0
+        for i, t in enumerate(ids):
+            if t == tok.eos_id:
+                docs.append(tok.decode(ids[start:i]))
+                start = i + 1
+    return docs
+
+
+def _write_jsonl(path: Path, texts: list[str]) -> None:
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+
+PII_DOC = (
+    "Write to Juliet at juliet.capulet@verona.example.com or call +44 20 7946 0958 today.\n"
+    "The server at 8.8.4.4 logged card 4111 1111 1111 1111 for the order.\n"
+    "Local 127.0.0.1 and version 3.11 and the year 1597 are not personal.\n"
+)
+HTML_DOC = (
+    "<html><head><style>p {color: red}</style></head><body><p>Now is the winter of our discontent"
+    "</p><script>steal(document.cookie)</script><p>Made glorious summer &amp; sun</p></body></html>\n"
+)
+
+
+def test_cleaning_removes_duplicates_pii_and_markup(tmp_path: Path, plays: list[str]) -> None:
+    near = plays[1].replace("the", "thee", 3)  # a near duplicate: 3 words changed
+    texts = [*plays, plays[0], near, PII_DOC, HTML_DOC, "cafÃ© au lait, naÃ¯ve fiancÃ©e\n"]
+    _write_jsonl(tmp_path / "corpus.jsonl", texts)
+    out = tmp_path / "out"
+    prep(tmp_path / "corpus.jsonl", out, "bpe", 400, 0.2, quiet=True, workers=2)
+    report = json.loads((out / "report.json").read_text())
+    stages = report["stages"]
+    assert stages["exact_dedup"]["dropped"] == {"exact duplicate": 1}
+    assert stages["near_dedup"]["dropped"] == {"near duplicate": 1}
+    assert stages["pii"]["edits"] == {"card": 1, "email": 1, "ip": 1, "phone": 1}
+    docs = _docs(out)
+    assert len(docs) == len(plays) + 3
+    joined = "\n".join(docs)
+    for secret in ("juliet.capulet@", "7946", "8.8.4.4", "4111", "steal(", "color: red", "<p>", "&amp;"):
+        assert secret not in joined
+    for kept in ("<EMAIL>", "<PHONE>", "<IP>", "<CARD>", "127.0.0.1", "version 3.11", "1597"):
+        assert kept in joined
+    assert "Now is the winter of our discontent\n\nMade glorious summer & sun\n" in joined
+    assert "café au lait, naïve fiancée" in joined  # mojibake repaired
+
+
+def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.txt").write_text(plays[0])
+    (src / "binary.txt").write_bytes(os.urandom(4000) + b"\x00" * 10)
+    (src / "latin1.txt").write_bytes(plays[2][:300].encode() + b"\ncaf\xe9 cr\xe8me\n")
+    (src / "empty.md").write_text("")
+    (src / "huge_line.txt").write_bytes(b"x" * (3 << 20) + b"\n" + plays[3].encode())
+    (src / "broken.txt").symlink_to(tmp_path / "nowhere.txt")  # unreadable
+    lines = [json.dumps({"text": plays[4]}), "{not json", json.dumps({"body": "no text"})]
+    lines.append(json.dumps({"text": plays[5]}))
+    (src / "mixed.jsonl").write_text("\n".join(lines) + "\n")
+    records = "".join(json.dumps({"text": f"gz {i} {plays[6][i : i + 80]}"}) + "\n" for i in range(3000))
+    full = gzip.compress(records.encode())
+    (src / "cut.jsonl.gz").write_bytes(full[: len(full) // 2])  # truncated gzip
+    out = tmp_path / "out"
+    prep(src, out, "char", val_fraction=0.2, quiet=True, max_line_bytes=1 << 20, stages="exact_dedup")
+    report = json.loads((out / "report.json").read_text())
+    problems = "\n".join(report["problem_list"])
+    assert f"{src / 'binary.txt'}: binary file" in problems
+    assert f"{src / 'latin1.txt'}:" in problems and "invalid UTF-8" in problems
+    assert f"{src / 'empty.md'}: empty file" in problems
+    assert f"{src / 'huge_line.txt'}:1: line too long" in problems
+    assert f"{src / 'broken.txt'}: unreadable" in problems
+    assert f"{src / 'mixed.jsonl'}:2: not valid JSON" in problems
+    assert f"{src / 'mixed.jsonl'}:3: no string field" in problems
+    assert f"{src / 'cut.jsonl.gz'}:" in problems and "truncated or corrupt" in problems
+    docs = _docs(out)
+    for good in (plays[0], plays[3], plays[4], plays[5]):
+        assert good in docs  # the good documents around the bad input all survive
+    assert any(d.endswith("caf\ufffd cr\ufffdme\n") for d in docs)  # repaired, not dropped
+    gz_docs = [d for d in docs if d.startswith("gz ")]
+    assert 500 < len(gz_docs) < 3000  # what came before the truncation is kept
+
+
+def test_all_formats_and_compressions(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"id": [1, 2], "content": ["parquet one", "parquet two"]})
+    pq.write_table(table, tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text('id,content\n1,"csv, with comma"\n2,"multi\nline"\n')
+    (tmp_path / "c.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"zstd text\n"))
+    (tmp_path / "d.md.bz2").write_bytes(bz2.compress(b"# bz2 markdown\n"))
+    (tmp_path / "e.jsonl.xz").write_bytes(lzma.compress(b'{"content": "xz jsonl"}\n'))
+    (tmp_path / "skip.bin").write_bytes(b"not listed: unknown suffix in a folder")
+    report = Report()
+    texts = [d.text for d in read_documents(tmp_path, "content", report)]
+    assert texts == ["parquet one", "parquet two", "csv, with comma", "multi\nline", "zstd text\n"] + [
+        "# bz2 markdown\n",
+        "xz jsonl",
+    ]
+    assert not report.problem_counts
+
+
+def test_split_is_deterministic_by_document(tmp_path: Path, plays: list[str]) -> None:
+    _write_jsonl(tmp_path / "a.jsonl", plays)
+    _write_jsonl(tmp_path / "b.jsonl", plays[::-1])  # same documents, other order
+    meta_a = prep(tmp_path / "a.jsonl", tmp_path / "A", "char", val_fraction=0.3, quiet=True)
+    prep(tmp_path / "a.jsonl", tmp_path / "A2", "char", val_fraction=0.3, quiet=True)
+    meta_b = prep(tmp_path / "b.jsonl", tmp_path / "B", "char", val_fraction=0.3, quiet=True)
+    assert meta_a["split"] == "hash" and 0 < meta_a["tokens"]["val"] < meta_a["tokens"]["train"]
+    for split in ("train", "val"):
+        assert (tmp_path / "A" / f"{split}_00000.bin").read_bytes() == (
+            tmp_path / "A2" / f"{split}_00000.bin"
+        ).read_bytes()
+    assert meta_a["tokens"] == meta_b["tokens"]  # membership depends on the text, not the order
+    val_docs = {d for d in plays if is_val(d, 0.3)}
+    assert meta_a["documents_per_split"]["val"] == len(val_docs) > 0
+
+
+def test_shards_feed_the_trainer_and_round_trip_exactly(tmp_path: Path, plays: list[str]) -> None:
+    texts = [*plays, "Héllo — ünïcödé ✓ 日本語\ttabs  and   spaces\n\n  indented 12345 'quotes' don't\n"]
+    _write_jsonl(tmp_path / "c.jsonl", texts)
+    out = tmp_path / "out"
+    meta = prep(tmp_path / "c.jsonl", out, "bpe", 500, 0.2, quiet=True)
+    assert meta["encoder"] == "tiktoken" and meta["dtype"] == "uint16"
+    assert read_meta(out)["tokenizer_sha256"] == Tokenizer.load(out).sha256()
+    tok = Tokenizer.load(out)
+    assert {tok.eos_id, tok.bos_id, tok.pad_id} == {0, 3, 1}  # EOS, PAD, UNK, BOS are ids 0-3
+    for split in ("train", "val"):
+        ids = np.concatenate(open_split(out, split)).tolist()
+        docs, start = [], 0
+        for i, t in enumerate(ids):
+            if t == tok.eos_id:
+                docs.append(ids[start:i])
+                start = i + 1
+        for doc_ids in docs:  # the shards hold exactly tokenizer.json's ids, and they decode back
+            text = tok.decode(doc_ids)
+            assert tok.encode(text) == doc_ids
+    loader = BatchLoader(open_split(out, "train"), block_size=32, batch_size=4, micro_batch_size=2)
+    x, y = loader.next_step()[0]
+    assert x.shape == (2, 32) and int(x.max()) < meta["vocab_size"]
+
+
+def test_fast_encoders_equal_hf(plays: list[str]) -> None:
+    tricky = ["  leading spaces", "tabs\t\tand\n\n\nnewlines  ", "ünï 日本語 ✓ 123456789 don't I'm"]
+    tricky.append("<|endoftext|> inside")
+    for kind in ("bpe", "char"):
+        corpus = plays + tricky
+        tok = Tokenizer.train_bpe(corpus, 600) if kind == "bpe" else Tokenizer.train_char(plays)
+        name, encode = make_encoder(tok)
+        assert name == ("tiktoken" if kind == "bpe" else "numpy char table")
+        for text, ids in zip(corpus, encode(corpus), strict=True):
+            assert [int(i) for i in ids] == tok.encode(text)
+
+
+def test_empty_result_is_a_clear_error(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "short.jsonl", ["tiny", "small"])
+    with pytest.raises(LmforgeError, match=r"short.jsonl: the corpus is empty.*length: shorter than 100"):
+        prep(tmp_path / "short.jsonl", tmp_path / "out", quiet=True, min_chars=100)
+    assert not (tmp_path / "out").exists()
+
+
+def test_boilerplate_lines_are_removed(tmp_path: Path, plays: list[str]) -> None:
+    footer = "Subscribe to our newsletter for more plays like this one!"
+    texts = [p + "\n" + footer + "\n" for p in plays]
+    _write_jsonl(tmp_path / "b.jsonl", texts)
+    out = tmp_path / "out"
+    prep(tmp_path / "b.jsonl", out, "char", quiet=True, stages="boilerplate", boilerplate_min_docs=10)
+    docs = _docs(tmp_path / "out")
+    assert len(docs) == len(plays) and all(footer not in d for d in docs)
+    assert sorted(docs) == sorted(p + "\n" for p in plays)
+
+
+def test_quality_and_stopword_stages() -> None:
+    from lmforge.data.pipeline import build_stage, parse_stages
+
+    options = {"quality_min_words": 5, "stopwords_file": ""}
+    quality, stopwords = (build_stage(n, options) for n in parse_stages("quality,stopwords"))
+    stats = StageStats()
+    prose = "The king and the queen of the land have gone to the sea with all of their men.\n"
+    assert quality.apply(prose, stats) == prose
+    assert quality.apply("### $$$ ### %%% ### ^^^ ### &&& ###\n", stats) is None
+    assert sum(stats.dropped.values()) == 1
+    assert stopwords.apply("The king and the queen of the land", StageStats()) == " king queen land"
+    with pytest.raises(LmforgeError, match="unknown stage 'dedupe'"):
+        parse_stages("normalize,dedupe")
+
+
+def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
+    _write_jsonl(tmp_path / "p.jsonl", plays)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'[data]\ntokenizer = "bpe"\nvocab_size = 300\n[prep]\ninputs = "{tmp_path / "p.jsonl"}"\n'
+        f'out = "{tmp_path / "shards"}"\nstages = "whitespace,exact_dedup"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge", "prep", str(recipe), "--quiet", "--prep.min_chars=10"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    meta = read_meta(tmp_path / "shards")
+    assert meta["vocab_size"] == 300 and meta["stages"] == ["whitespace", "exact_dedup"]
+    assert (tmp_path / "shards" / "report.json").is_file()
+
+
+def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[str]) -> None:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+
+    from lmforge.data.datatrove_steps import CleaningStep
+
+    (tmp_path / "raw").mkdir()
+    _write_jsonl(tmp_path / "raw" / "a.jsonl", [plays[0], PII_DOC, HTML_DOC, "  \n"])
+    pipeline = [
+        JsonlReader(str(tmp_path / "raw")),
+        CleaningStep("markup,whitespace,length,pii", min_chars=5),
+        JsonlWriter(str(tmp_path / "clean"), compression=None),
+    ]
+    LocalPipelineExecutor(pipeline, tasks=1, workers=1, logging_dir=str(tmp_path / "logs")).run()
+    texts = [json.loads(line)["text"] for f in (tmp_path / "clean").iterdir() for line in f.open()]
+    assert len(texts) == 3 and texts[0] == plays[0]
+    assert "<EMAIL>" in texts[1] and "juliet.capulet@" not in texts[1] and "<p>" not in texts[2]
+    with pytest.raises(LmforgeError, match="near_dedup need the whole corpus"):
+        CleaningStep("whitespace,near_dedup")
+
+
+def test_boilerplate_counts_only_documents_that_survive_dedup(tmp_path: Path, plays: list[str]) -> None:
+    line = "A line shared by this play and its three exact copies."
+    texts = [plays[0] + "\n" + line + "\n"] * 3 + [plays[1] + "\n" + line + "\n", plays[2]]
+    _write_jsonl(tmp_path / "d.jsonl", texts)
+    out = tmp_path / "out"
+    stages = "exact_dedup,boilerplate"
+    prep(tmp_path / "d.jsonl", out, "char", quiet=True, stages=stages, boilerplate_min_docs=3)
+    docs = _docs(out)
+    assert len(docs) == 3 and sum(line in d for d in docs) == 2  # in 2 distinct documents: kept
