@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -58,7 +59,10 @@ def train(
     main = engine.rank == 0
     say: Callable[[str], None] = (lambda _: None) if quiet or not main else tqdm.write
 
-    data_dir = _ensure_data(cfg, run_dir, say)
+    if main:  # one rank prepares raw input; the others wait, then read the same shards
+        _ensure_data(cfg, run_dir, say)
+    engine.barrier()
+    data_dir = _ensure_data(cfg, run_dir, say, prepare=False)
     meta = read_meta(data_dir)
     tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
     if cfg.model.vocab_size == 0:
@@ -336,9 +340,11 @@ def _resolve_run(
             raise LmforgeError(
                 f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
             )
+        # only the first rank clears (the process group is not up yet; launchers set RANK)
         for child in ("checkpoints", "model", "tb", "metrics.jsonl", "summary.json", "loss.png"):
             path = run_dir / child
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            if os.environ.get("RANK", "0") == "0":
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, cfg
 
@@ -348,8 +354,9 @@ def _prep_options(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
 
 
-def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path:
-    """The prepared shard directory: data.input itself, or run_dir/data built from raw text."""
+def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None], prepare: bool = True) -> Path:
+    """The prepared shard directory: data.input itself, or run_dir/data built from raw text
+    (with prepare=False, only its path)."""
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if is_prepared(cfg.data.input):
@@ -364,7 +371,7 @@ def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path
         "text_field": cfg.data.text_field,
         "prep": _prep_options(cfg),
     }
-    if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
+    if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
         return target
     say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
     meta = prepare_corpus(
