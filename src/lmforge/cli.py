@@ -44,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cache", action="store_true", help="decode without the KV cache")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="weights dtype")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the last tokens of a too-long prompt")
+
+    i = verbs.add_parser(
+        "import", help="convert a Hugging Face model directory into an lmforge model directory"
+    )
+    i.add_argument("hf_dir", help="HF directory: config.json + model.safetensors (or .bin) + tokenizer files")
+    i.add_argument("--out", required=True, help="lmforge model directory to write")
+
+    x = verbs.add_parser("export", help="write a run, checkpoint or model directory in Hugging Face's layout")
+    x.add_argument("model", help="run, checkpoint or model directory")
+    x.add_argument("--out", required=True, help="HF directory to write (loads with from_pretrained)")
     return parser
 
 
@@ -90,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             if len(prompts) > 1:
                 for text in texts:
                     print(text + "\n" + "-" * 40)
+        elif args.verb == "import":
+            from lmforge.model.hf_files import import_hf
+
+            print(f"{args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
+        elif args.verb == "export":
+            from lmforge.model.hf_files import export_hf
+
+            print(f"{args.model} -> {export_hf(args.model, args.out)}")
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2

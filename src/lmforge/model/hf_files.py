@@ -92,6 +92,10 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
         )
     else:
         raise LmforgeError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt")
+    # Padding and truncation saved in tokenizer.json (MiniLM pads to 128) are batching choices;
+    # lmforge pads its own batches.
+    tokenizer.hf.no_padding()
+    tokenizer.hf.no_truncation()
     eos = _eos_id(directory, raw)
     if eos is not None:
         tokenizer.eos_id = eos
