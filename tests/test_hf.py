@@ -114,3 +114,37 @@ def test_missing_tensor_and_unknown_architecture(tmp_path: Path) -> None:
     (hf_dir / "config.json").write_text('{"model_type": "falcon"}')
     with pytest.raises(LmforgeError, match="unknown model_type 'falcon'"):
         lmforge.load(hf_dir)
+
+
+def test_pytorch_bin_loads_without_unpickling_code(tmp_path: Path) -> None:
+    hf_dir = tmp_path / "hf"
+    hf = make_hf_model("gpt2", hf_dir)
+    (hf_dir / "model.safetensors").unlink()
+    torch.save(hf.state_dict(), hf_dir / "pytorch_model.bin")
+    model, _ = lmforge.load(hf_dir)
+    _check_parity(hf, model, hf.config.vocab_size)
+    torch.save({"weights": _Evil()}, hf_dir / "pytorch_model.bin")  # a pickle that would run code
+    with pytest.raises(LmforgeError, match="pytorch_model.bin: not a plain state dict"):
+        lmforge.load(hf_dir)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (print, ("unpickled!",))
+
+
+def test_train_init_from_hf_dir(tmp_path: Path, corpus: Path) -> None:
+    """`train --init-from HF_DIR`: the run takes the HF model's architecture, weights and tokenizer."""
+    from lmforge.cli import main
+
+    hf_dir = tmp_path / "hf"
+    make_hf_model("llama", hf_dir)
+    argv = ["train", "--out", str(tmp_path / "run"), "--init-from", str(hf_dir), f"--data.input={corpus}"]
+    argv += ["--train.max_steps=1", "--train.lr=1e-12", "--train.min_lr=0", "--train.batch_size=2"]
+    argv += ["--train.eval_batches=1", "--train.warmup_steps=0", "--quiet"]
+    assert main(argv) == 0
+    start, start_tok = lmforge.load(hf_dir)
+    run, run_tok = lmforge.load(tmp_path / "run")
+    assert run.config == start.config and run_tok.sha256() == start_tok.sha256()
+    for (name, a), b in zip(start.state_dict().items(), run.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name

@@ -92,6 +92,9 @@ class TrainConfig:
     seed: int = 1337
     max_bad_steps: int = 5
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
+    init_from: str = ""
+    """Start from this model, run or Hugging Face directory's weights: its architecture replaces
+    [model] (dropout aside) and raw-text data is tokenized with its tokenizer."""
 
 
 @dataclass

@@ -35,7 +35,7 @@ def is_prepared(path: str | Path) -> bool:
 def prepare_corpus(
     inputs: str | Path | list[str | Path],
     out: str | Path,
-    tokenizer: str = "char",
+    tokenizer: str | Tokenizer = "char",
     vocab_size: int = 4096,
     val_fraction: float = 0.1,
     text_field: str = "text",
@@ -45,13 +45,16 @@ def prepare_corpus(
 
     Documents are joined with EOS; the last `val_fraction` of the token stream is validation.
     """
-    if tokenizer not in ("char", "bpe"):
+    if not isinstance(tokenizer, Tokenizer) and tokenizer not in ("char", "bpe"):
         raise LmforgeError(f"tokenizer={tokenizer!r} must be 'char' or 'bpe'")
     if not 0.0 < val_fraction < 1.0:
         raise LmforgeError(f"val_fraction={val_fraction} must be in (0, 1)")
     start = time.time()
     docs = lambda: (d.text for d in read_documents(inputs, text_field))  # noqa: E731 - two passes
-    tok = Tokenizer.train_char(docs()) if tokenizer == "char" else Tokenizer.train_bpe(docs(), vocab_size)
+    if isinstance(tokenizer, Tokenizer):  # an existing model's tokenizer (train.init_from)
+        tok = tokenizer
+    else:
+        tok = Tokenizer.train_char(docs()) if tokenizer == "char" else Tokenizer.train_bpe(docs(), vocab_size)
     dtype = token_dtype(tok.vocab_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ update, schedule), log, evaluate, checkpoint. It ends with an export and summary
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -57,9 +58,15 @@ def train(
     main = engine.rank == 0
     say: Callable[[str], None] = (lambda _: None) if quiet or not main else tqdm.write
 
-    data_dir = _ensure_data(cfg, run_dir, say)
+    init = _init_model(cfg) if cfg.train.init_from else None
+    data_dir = _ensure_data(cfg, run_dir, say, init[1] if init else None)
     meta = read_meta(data_dir)
     tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
+    if init is not None and tokenizer.sha256() != init[1].sha256():
+        raise LmforgeError(
+            f"{data_dir}: tokenized with another tokenizer than train.init_from={cfg.train.init_from!r}"
+            " (give raw text as data.input to tokenize it with the model's)"
+        )
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = meta["vocab_size"]
     elif cfg.model.vocab_size < meta["vocab_size"]:
@@ -81,6 +88,9 @@ def train(
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = GPT(cfg.model)
+    if init is not None and resume is None:
+        model.load_state_dict(init[0].state_dict())
+        tokenizer = init[1]  # keeps the model's own EOS id
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     module = engine.prepare(model, optimizer, scheduler)
@@ -314,7 +324,21 @@ def _resolve_run(
     return run_dir, cfg
 
 
-def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path:
+def _init_model(cfg: Config) -> tuple[GPT, Tokenizer]:
+    """train.init_from: the starting model (any lmforge or HF decoder directory); its architecture
+    replaces cfg.model, keeping the recipe's dropout."""
+    from lmforge.model.directory import load_model
+
+    model, tokenizer = load_model(cfg.train.init_from)
+    if not isinstance(model, GPT):
+        raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
+    cfg.model = dataclasses.replace(model.config, dropout=cfg.model.dropout)
+    return model, tokenizer
+
+
+def _ensure_data(
+    cfg: Config, run_dir: Path, say: Callable[[str], None], tokenizer: Tokenizer | None = None
+) -> Path:
     """The prepared shard directory: data.input itself, or run_dir/data built from raw text."""
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
@@ -329,13 +353,15 @@ def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path
         "val_fraction": cfg.data.val_fraction,
         "text_field": cfg.data.text_field,
     }
+    if tokenizer is not None:
+        wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
     if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
         return target
     say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
     meta = prepare_corpus(
         cfg.data.input,
         target,
-        cfg.data.tokenizer,
+        tokenizer or cfg.data.tokenizer,
         cfg.data.vocab_size,
         cfg.data.val_fraction,
         cfg.data.text_field,
