@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models
 
 import lmforge
 from benchmarks.common import hardware_line, interleaved, timed
@@ -47,7 +49,8 @@ def bench(label: str, config: object, batch: int, tokens: int, rounds: int) -> N
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
-        (Path(tmp) / "vocab.txt").write_text("[PAD]\n")  # lmforge.load wants a tokenizer; unused here
+        # lmforge.load wants a tokenizer; the benchmark feeds token ids, so a one-token one does
+        HFTokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")).save(str(Path(tmp) / "tokenizer.json"))
         theirs = tf.AutoModelForCausalLM.from_pretrained(tmp).eval()
         ours, _ = lmforge.load(tmp)
     ids = torch.randint(0, config.vocab_size, (batch, tokens), generator=torch.Generator().manual_seed(0))

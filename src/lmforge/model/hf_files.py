@@ -87,9 +87,11 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
             if (directory / "tokenizer_config.json").is_file()
             else True
         )
-        tokenizer = Tokenizer(
-            BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)._tokenizer
-        )
+        try:
+            wordpiece = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)
+        except (TypeError, ValueError, OSError) as e:  # e.g. "sep_token not found in the vocabulary"
+            raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: {e}") from None
+        tokenizer = Tokenizer(wordpiece._tokenizer)
     else:
         raise LmforgeError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt")
     # Padding and truncation saved in tokenizer.json (MiniLM pads to 128) are batching choices;
