@@ -11,6 +11,7 @@ figure is tokens per second of a full forward pass to logits (prefill/scoring, n
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def bench(label: str, config: object, batch: int, tokens: int, rounds: int) -> N
         "transformers fp32": lambda: n / timed(lambda: theirs(input_ids=ids)),
     }
     if cpu_has_bf16():
-        ours16, theirs16 = ours.to(torch.bfloat16), theirs.to(torch.bfloat16)
+        # Module.to converts in place: the bf16 contenders are copies
+        ours16, theirs16 = copy.deepcopy(ours).to(torch.bfloat16), copy.deepcopy(theirs).to(torch.bfloat16)
         runs["lmforge bf16"] = lambda: n / timed(lambda: ours16(ids))
         runs["transformers bf16"] = lambda: n / timed(lambda: theirs16(input_ids=ids))
     for run in runs.values():

@@ -59,7 +59,15 @@ def test_encoder_classifier_learns_and_pipeline_has_hf_shapes(labelled: Path, tm
     make_hf_model("bert", tmp_path / "bert")
     out = tmp_path / "clf"
     result = finetune_classify(
-        tmp_path / "bert", labelled, "negative,positive", out, epochs=4, batch_size=16, lr=1e-3, quiet=True
+        tmp_path / "bert",
+        labelled,
+        "negative,positive",
+        out,
+        epochs=4,
+        batch_size=16,
+        lr=1e-3,
+        dtype="fp32",
+        quiet=True,
     )
     assert result["accuracy"] >= 0.85 and result["f1"] >= 0.85, result
     model, _ = lmforge.load(out)
@@ -84,7 +92,18 @@ def test_decoder_head_only_from_cli(labelled: Path, tmp_path: Path, capsys: pyte
         tmp_path / "gpt", gpt.config, gpt.state_dict(), Tokenizer.load(tmp_path / "tokenizer.json")
     )
     argv = ["finetune-classify", str(tmp_path / "gpt"), "--train", str(labelled), "--pooling", "mean"]
-    argv += ["--labels", "negative,positive", "--head-only", "--epochs", "3", "--lr", "0.1", "--quiet"]
+    argv += [
+        "--labels",
+        "negative,positive",
+        "--head-only",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.1",
+        "--quiet",
+        "--dtype",
+        "fp32",
+    ]
     argv += ["--out", str(tmp_path / "clf")]
     assert main(argv) == 0
     assert "held-out accuracy" in capsys.readouterr().out
