@@ -148,3 +148,25 @@ def test_train_init_from_hf_dir(tmp_path: Path, corpus: Path) -> None:
     assert run.config == start.config and run_tok.sha256() == start_tok.sha256()
     for (name, a), b in zip(start.state_dict().items(), run.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_cli_import_export_and_hf_dir_in_generate_and_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from lmforge.cli import main
+
+    hf = make_hf_model("qwen2", tmp_path / "hf")
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]) == 0
+    assert main(["export", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / "generation_config.json").is_file()
+    assert main(["generate", str(tmp_path / "hf"), "--prompt", "the king", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.count("the king") == 1
+    out = lmforge.pipeline("text-generation", model=tmp_path / "hf", dtype="fp32")
+    text = out("the king", max_new_tokens=6, do_sample=False)[0]["generated_text"]
+    _, tokenizer = lmforge.load(tmp_path / "hf")
+    prompt = torch.tensor([tokenizer.encode("the king")])
+    hf.generation_config.eos_token_id = None
+    with torch.no_grad():
+        expected = hf.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)[0].tolist()
+    assert text == tokenizer.decode(expected)
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
