@@ -170,3 +170,12 @@ def test_cli_import_export_and_hf_dir_in_generate_and_pipeline(
         expected = hf.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)[0].tolist()
     assert text == tokenizer.decode(expected)
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_sharded_safetensors(tmp_path: Path) -> None:
+    hf = make_hf_model("llama", tmp_path / "one")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    (tmp_path / "one" / "tokenizer.json").rename(tmp_path / "sharded" / "tokenizer.json")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    model, _ = lmforge.load(tmp_path / "sharded")
+    _check_parity(hf, model, hf.config.vocab_size)
