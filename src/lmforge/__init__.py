@@ -9,8 +9,20 @@ from lmforge.data.prep import prep
 from lmforge.errors import LmforgeError
 from lmforge.generate import generate
 from lmforge.model.directory import load_model as load
+from lmforge.model.hf_files import export_hf, import_hf
 from lmforge.pipelines import pipeline
 from lmforge.train.loop import train
 
-__all__ = ["Config", "LmforgeError", "generate", "load", "load_config", "pipeline", "prep", "train"]
+__all__ = [
+    "Config",
+    "LmforgeError",
+    "export_hf",
+    "generate",
+    "import_hf",
+    "load",
+    "load_config",
+    "pipeline",
+    "prep",
+    "train",
+]
 __version__ = "0.1.0"

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument(
+        "--init-from", metavar="MODEL_DIR", help="start from a model's weights (lmforge or HF dir)"
+    )
 
     g = verbs.add_parser("generate", help="generate text from a run, checkpoint or model directory")
     g.add_argument("model", help="run directory, checkpoint or model directory")
@@ -55,6 +58,39 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-cache", action="store_true", help="decode without the KV cache")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="weights dtype")
     g.add_argument("--truncate-prompt", action="store_true", help="keep the last tokens of a too-long prompt")
+
+    i = verbs.add_parser(
+        "import", help="convert a Hugging Face model directory into an lmforge model directory"
+    )
+    i.add_argument("hf_dir", help="HF directory: config.json + model.safetensors (or .bin) + tokenizer files")
+    i.add_argument("--out", required=True, help="lmforge model directory to write")
+
+    x = verbs.add_parser("export", help="write a run, checkpoint or model directory in Hugging Face's layout")
+    x.add_argument("model", help="run, checkpoint or model directory")
+    x.add_argument("--out", required=True, help="HF directory to write (loads with from_pretrained)")
+
+    c = verbs.add_parser(
+        "finetune-classify",
+        help="fine-tune a classification head (or the whole model) on labelled JSON lines; report held-out"
+        " accuracy and F1",
+    )
+    c.add_argument("model", help="lmforge or Hugging Face model directory")
+    c.add_argument("--train", required=True, help=".jsonl(.gz/.xz) with text and label fields")
+    c.add_argument("--labels", required=True, help="comma-separated label names, e.g. negative,positive")
+    c.add_argument("--out", help="classifier directory to write (for pipeline('text-classification'))")
+    c.add_argument("--text-field", default="text")
+    c.add_argument("--label-field", default="label")
+    c.add_argument("--val-fraction", type=float, default=0.1, help="share held out for the report")
+    c.add_argument("--epochs", type=int, default=2)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--lr", type=float, default=5e-5)
+    c.add_argument("--head-only", action="store_true", help="freeze the model; train the head only")
+    c.add_argument("--from-scratch", action="store_true", help="same-size model with random weights")
+    c.add_argument("--pooling", default="", choices=["", "mean", "cls", "last"], help="default: mean or last")
+    c.add_argument("--max-len", type=int, default=128, help="tokens kept per text")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    c.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -114,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.verb == "train":
             from lmforge.train.loop import train
 
+            if args.init_from:
+                overrides = [*overrides, f"--train.init_from={args.init_from}"]
             train(args.config, overrides, args.out, args.resume, args.overwrite, args.quiet)
         elif args.verb == "generate":
             from lmforge.generate import generate
@@ -135,6 +173,40 @@ def main(argv: list[str] | None = None) -> int:
             if len(prompts) > 1:
                 for text in texts:
                     print(text + "\n" + "-" * 40)
+        elif args.verb == "import":
+            from lmforge.model.hf_files import import_hf
+
+            print(f"{args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
+        elif args.verb == "export":
+            from lmforge.model.hf_files import export_hf
+
+            print(f"{args.model} -> {export_hf(args.model, args.out)}")
+        elif args.verb == "finetune-classify":
+            from lmforge.train.classify import finetune_classify
+
+            result = finetune_classify(
+                args.model,
+                args.train,
+                args.labels,
+                args.out,
+                args.text_field,
+                args.label_field,
+                args.val_fraction,
+                args.epochs,
+                args.batch_size,
+                args.lr,
+                args.head_only,
+                args.from_scratch,
+                args.pooling,
+                args.max_len,
+                args.seed,
+                args.dtype,
+                args.quiet,
+            )
+            print(
+                f"held-out accuracy {result['accuracy']:.4f} | macro F1 {result['f1']:.4f}"
+                f" | {result['heldout_examples']} examples | {result['seconds']:.0f}s training"
+            )
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2

@@ -46,6 +46,20 @@ class ModelConfig:
     mlp: str = "gelu"
     """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation) or `swiglu` (Llama)."""
     tie_embeddings: bool = True
+    # Options the Hugging Face families need (model/hf.py); the defaults are lmforge's own GPT.
+    norm: str = "layernorm"
+    """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama, Mistral, Qwen2)."""
+    norm_eps: float = 1e-5
+    n_kv_head: int = 0
+    """Key/value heads for grouped-query attention; 0 means n_head (plain multi-head attention)."""
+    qkv_bias: bool = False
+    """Bias on the q, k, v projections even when `bias` is false (Qwen2)."""
+    rope_theta: float = 10000.0
+    """Rotary base frequency."""
+    mlp_hidden: int = 0
+    """MLP hidden width; 0 means 4 x n_embd (gelu) or 8/3 x n_embd rounded up to 64 (swiglu)."""
+    type_vocab_size: int = 0
+    """Encoder only: token type (segment) embeddings, as BERT's; 0 for none."""
 
 
 @dataclass
@@ -78,6 +92,9 @@ class TrainConfig:
     seed: int = 1337
     max_bad_steps: int = 5
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
+    init_from: str = ""
+    """Start from this model, run or Hugging Face directory's weights: its architecture replaces
+    [model] (dropout aside) and raw-text data is tokenized with its tokenizer."""
 
 
 @dataclass
@@ -152,6 +169,7 @@ class Config:
             m.mlp in ("gelu", "gelu_tanh", "swiglu"), f"model.mlp={m.mlp!r} must be gelu, gelu_tanh or swiglu"
         )
         _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
+        _check_hf_options(m)
         _check(
             self.data.tokenizer in ("char", "bpe"),
             f"data.tokenizer={self.data.tokenizer!r} must be 'char' or 'bpe'",
@@ -198,6 +216,17 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+
+def _check_hf_options(m: ModelConfig) -> None:
+    _check(m.norm in ("layernorm", "rmsnorm"), f"model.norm={m.norm!r} must be 'layernorm' or 'rmsnorm'")
+    _check(m.norm_eps > 0, f"model.norm_eps={m.norm_eps} must be > 0")
+    _check(
+        m.n_kv_head == 0 or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0),
+        f"model.n_kv_head={m.n_kv_head} must divide model.n_head={m.n_head}",
+    )
+    _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
+    _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -75,7 +75,7 @@ def _settings(
 def prep(
     inputs: str | Path | list[str | Path] | None = None,
     out: str | Path | None = None,
-    tokenizer: str | None = None,
+    tokenizer: str | Tokenizer | None = None,
     vocab_size: int | None = None,
     val_fraction: float | None = None,
     text_field: str | None = None,
@@ -92,7 +92,8 @@ def prep(
     `options` are [prep] keys (stages, split, workers, min_chars, ...); `overrides` are
     `--section.key=value` strings as on the command line.
     """
-    args = {"tokenizer": tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction}
+    given = tokenizer if isinstance(tokenizer, Tokenizer) else None  # an existing model's (init_from)
+    args = {"tokenizer": None if given else tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction}
     items, cfg = _settings(inputs, config, args | {"text_field": text_field}, options, overrides or [])
     out = out or cfg.prep.out
     if not out:
@@ -132,7 +133,7 @@ def prep(
 
         t0 = time.time()
         budget = p.tokenizer_train_mb * 1_000_000 or None
-        tok = _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget)
+        tok = given or _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget)
         t_train = time.time() - t0
 
         t0 = time.time()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmforge.errors import LmforgeError
+
+if TYPE_CHECKING:
+    from lmforge.data.tokenizer import Tokenizer
 
 META = "meta.json"
 
@@ -25,7 +28,7 @@ def is_prepared(path: str | Path) -> bool:
 def prepare_corpus(
     inputs: str | Path | list[str | Path],
     out: str | Path,
-    tokenizer: str = "char",
+    tokenizer: str | Tokenizer = "char",
     vocab_size: int = 4096,
     val_fraction: float = 0.1,
     text_field: str = "text",

@@ -32,6 +32,9 @@ class Tokenizer:
         self.hf = hf
         spec = json.loads(hf.to_str())
         self.kind = "bpe" if (spec.get("decoder") or {}).get("type") == "ByteLevel" else "char"
+        model = spec.get("model") or {}
+        if self.kind == "char" and (model.get("type") != "BPE" or model.get("merges")):
+            self.kind = "other"  # an imported tokenizer (WordPiece, sentencepiece-style BPE)
         eos = hf.token_to_id(EOS)
         self.eos_id: int | None = eos
         self.pad_id: int | None = hf.token_to_id(PAD)

@@ -47,19 +47,29 @@ def load_weights(model: torch.nn.Module, file: Path) -> None:
         raise LmforgeError(f"{file}: does not fit the model (missing {missing}, unexpected {unexpected})")
 
 
-def write_model_files(directory: Path, config: ModelConfig, tokenizer: Tokenizer) -> None:
+def write_model_files(
+    directory: Path, config: ModelConfig, tokenizer: Tokenizer, model_type: str | None = None
+) -> None:
     """config.json and tokenizer.json: what turns a directory of weights into a model directory."""
-    meta = {"model_type": MODEL_TYPE, **dataclasses.asdict(config), "eos_token_id": tokenizer.eos_id}
+    meta = {
+        "model_type": model_type or MODEL_TYPE,
+        **dataclasses.asdict(config),
+        "eos_token_id": tokenizer.eos_id,
+    }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
 
 
 def write_model_dir(
-    directory: Path, config: ModelConfig, state: dict[str, torch.Tensor], tokenizer: Tokenizer
+    directory: Path,
+    config: ModelConfig,
+    state: dict[str, torch.Tensor],
+    tokenizer: Tokenizer,
+    model_type: str | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(directory / WEIGHTS, state)
-    write_model_files(directory, config, tokenizer)
+    write_model_files(directory, config, tokenizer, model_type)
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -78,6 +88,13 @@ def resolve_model_dir(path: str | Path) -> Path:
 # model_type in config.json -> "module:function" taking the directory, returning (model, tokenizer).
 # Other families register here (lazily imported, so a GPT load never imports them).
 LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.model.directory:load_gpt_dir"}
+# Hugging Face directories load directly (converted in memory; see model/hf.py), as do the
+# encoder and classifier directories lmforge writes.
+LOADERS.update(
+    {t: "lmforge.model.hf_files:load_hf_dir" for t in ("gpt2", "llama", "mistral", "qwen2", "bert")}
+)
+LOADERS["lmforge-encoder"] = "lmforge.model.encoder:load_encoder_dir"
+LOADERS["lmforge-classifier"] = "lmforge.model.classifier:load_classifier_dir"
 
 
 def read_model_type(directory: Path) -> str:
@@ -93,11 +110,11 @@ def read_model_type(directory: Path) -> str:
     return model_type
 
 
-def read_model_config(directory: Path) -> ModelConfig:
+def read_model_config(directory: Path, model_type: str = MODEL_TYPE) -> ModelConfig:
     file = directory / "config.json"
     raw = json.loads(file.read_text())
-    if raw.get("model_type") != MODEL_TYPE:
-        raise LmforgeError(f"{file}: model_type {raw.get('model_type')!r} is not {MODEL_TYPE!r}")
+    if raw.get("model_type") != model_type:
+        raise LmforgeError(f"{file}: model_type {raw.get('model_type')!r} is not {model_type!r}")
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in raw.items() if k in names})
 
@@ -105,7 +122,16 @@ def read_model_config(directory: Path) -> ModelConfig:
 def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
     model = GPT(read_model_config(directory))
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), Tokenizer.load(directory / "tokenizer.json")
+    return model.eval(), load_tokenizer(directory)
+
+
+def load_tokenizer(directory: Path) -> Tokenizer:
+    """tokenizer.json, with the EOS id config.json records (imported models name their own EOS)."""
+    tokenizer = Tokenizer.load(directory / "tokenizer.json")
+    eos = json.loads((directory / "config.json").read_text()).get("eos_token_id")
+    if isinstance(eos, int):
+        tokenizer.eos_id = eos
+    return tokenizer
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Tokenizer]:

@@ -2,19 +2,32 @@
 
 Token (+ learned position) embeddings -> n_layer pre-LN blocks -> LayerNorm -> logits, with the
 output projection tied to the token embedding by default. Rotary positions and SwiGLU are
-options (`pos="rope"`, `mlp="swiglu"`) for Llama-style models.
+options (`pos="rope"`, `mlp="swiglu"`) for Llama-style models, with RMSNorm, grouped-query
+attention and the other options the Hugging Face families need (model/hf.py).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.model.attention import KVCache
-from lmforge.model.layers import Block, Rotary
+from lmforge.model.layers import Block, Rotary, make_norm
+
+
+def block_options(c: ModelConfig) -> dict[str, Any]:
+    """Block keyword options from a ModelConfig (shared by the decoder and the encoder)."""
+    return {
+        "n_kv_head": c.n_kv_head,
+        "qkv_bias": c.qkv_bias,
+        "norm": c.norm,
+        "norm_eps": c.norm_eps,
+        "mlp_hidden": c.mlp_hidden,
+    }
 
 
 class GPT(nn.Module):
@@ -25,12 +38,13 @@ class GPT(nn.Module):
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
-        rotary = Rotary(c.n_embd // c.n_head, c.block_size) if c.pos == "rope" else None
+        rotary = Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta) if c.pos == "rope" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary) for _ in range(c.n_layer)
+            Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary, **block_options(c))
+            for _ in range(c.n_layer)
         )
-        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.ln_f = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -54,6 +68,12 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab), or (B, 1, vocab) with last_only (decoding
         needs no more). With a cache, idx continues the cached sequence; the cache advances by T."""
+        return self.lm_head(self.hidden_states(idx, cache, last_only))  # (B, T, vocab)
+
+    def hidden_states(
+        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """idx (B, T) -> the final normed hidden states (B, T, C): what a classification head pools."""
         b, t = idx.shape
         start = cache.length if cache is not None else 0
         if start + t > self.config.block_size:
@@ -70,7 +90,7 @@ class GPT(nn.Module):
             cache.advance(t)
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        return self.ln_f(x)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         c = self.config
@@ -78,7 +98,7 @@ class GPT(nn.Module):
         return KVCache(
             c.n_layer,
             batch,
-            c.n_head,
+            c.n_kv_head or c.n_head,
             max_len or c.block_size,
             c.n_embd // c.n_head,
             dtype,

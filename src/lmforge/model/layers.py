@@ -1,4 +1,8 @@
-"""Transformer building blocks: rotary positions, self-attention, MLP, pre-LayerNorm block."""
+"""Transformer building blocks: rotary positions, self-attention, MLP, pre-LayerNorm block.
+
+The keyword options (grouped-query attention, RMSNorm, per-projection biases, post-norm, MLP width)
+are what the Hugging Face families need (see model/hf.py); their defaults are lmforge's GPT.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ class Rotary(nn.Module):
 
     def __init__(self, head_size: int, max_len: int, base: float = 10000.0) -> None:
         super().__init__()
+        # The same float32 arithmetic as HF's LlamaRotaryEmbedding, so imported models match it.
         inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)
         angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
@@ -28,8 +33,16 @@ class Rotary(nn.Module):
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def make_norm(kind: str, n_embd: int, bias: bool, eps: float = 1e-5) -> nn.Module:
+    """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama: no mean, no bias)."""
+    if kind == "rmsnorm":
+        return nn.RMSNorm(n_embd, eps=eps)
+    return nn.LayerNorm(n_embd, eps=eps, bias=bias)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused q,k,v projection."""
+    """Multi-head self-attention with one fused q,k,v projection; n_kv_head < n_head is grouped-query
+    attention (Ainslie et al., 2023): each key/value head serves n_head / n_kv_head query heads."""
 
     def __init__(
         self,
@@ -39,10 +52,15 @@ class SelfAttention(nn.Module):
         dropout: float,
         rotary: Rotary | None = None,
         causal: bool = True,
+        n_kv_head: int = 0,
+        qkv_bias: bool = False,
     ) -> None:
         super().__init__()
         self.n_head, self.dropout, self.causal = n_head, dropout, causal
-        self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.n_kv_head = n_kv_head or n_head
+        hs = n_embd // n_head
+        # rows: n_head query heads, then n_kv_head key heads, then n_kv_head value heads
+        self.qkv = nn.Linear(n_embd, (n_head + 2 * self.n_kv_head) * hs, bias=bias or qkv_bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.rotary = rotary
         self.impl = "auto"  # attention route: auto | sdpa | bmm | reference (see attention())
@@ -51,13 +69,23 @@ class SelfAttention(nn.Module):
         self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         b, t, c = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
-        # q, k, v: (B, nh, T, hs)
+        hs = c // self.n_head
+        if self.n_kv_head == self.n_head:
+            q, k, v = self.qkv(x).view(b, t, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.qkv(x).split([c, self.n_kv_head * hs, self.n_kv_head * hs], dim=-1)
+            q = q.view(b, t, self.n_head, hs).transpose(1, 2)
+            k = k.view(b, t, self.n_kv_head, hs).transpose(1, 2)
+            v = v.view(b, t, self.n_kv_head, hs).transpose(1, 2)
+        # q: (B, nh, T, hs); k, v: (B, n_kv, T, hs)
         start = cache.length if cache is not None else 0
         if self.rotary is not None:
             q, k = self.rotary(q, start), self.rotary(k, start)
         if cache is not None:
             k, v = cache.update(layer, k, v)
+        if self.n_kv_head != self.n_head:  # the cache keeps n_kv heads; attention sees n_head
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
@@ -65,14 +93,14 @@ class SelfAttention(nn.Module):
 class MLP(nn.Module):
     """GELU MLP (4x wide; `gelu_tanh` is GPT-2's approximation) or SwiGLU (Llama, ~8/3x wide)."""
 
-    def __init__(self, n_embd: int, kind: str, bias: bool) -> None:
+    def __init__(self, n_embd: int, kind: str, bias: bool, hidden: int = 0) -> None:
         super().__init__()
         self.kind = kind
         if kind == "swiglu":
-            hidden = 64 * -(-(8 * n_embd // 3) // 64)  # 8/3 C rounded up to a multiple of 64
+            hidden = hidden or 64 * -(-(8 * n_embd // 3) // 64)  # 8/3 C rounded up to a multiple of 64
             self.gate = nn.Linear(n_embd, hidden, bias=bias)
         else:
-            hidden = 4 * n_embd
+            hidden = hidden or 4 * n_embd
         self.up = nn.Linear(n_embd, hidden, bias=bias)
         self.down = nn.Linear(hidden, n_embd, bias=bias)
 
@@ -83,18 +111,40 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x)). With post_norm (BERT,
+    the original Transformer) the norm follows the residual: ln(x + attn(x)), then ln(x + mlp(x))."""
 
     def __init__(
-        self, n_embd: int, n_head: int, mlp: str, bias: bool, dropout: float, rotary: Rotary | None = None
+        self,
+        n_embd: int,
+        n_head: int,
+        mlp: str,
+        bias: bool,
+        dropout: float,
+        rotary: Rotary | None = None,
+        *,
+        n_kv_head: int = 0,
+        qkv_bias: bool = False,
+        norm: str = "layernorm",
+        norm_eps: float = 1e-5,
+        mlp_hidden: int = 0,
+        post_norm: bool = False,
+        causal: bool = True,
     ) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = SelfAttention(n_embd, n_head, bias, dropout, rotary)
-        self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = MLP(n_embd, mlp, bias)
+        self.post_norm = post_norm
+        self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
+        self.attn = SelfAttention(n_embd, n_head, bias, dropout, rotary, causal, n_kv_head, qkv_bias)
+        self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
+        self.mlp = MLP(n_embd, mlp, bias, mlp_hidden)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """mask: bool, True = attend, broadcastable to (B, nh, T, T) (padding in an encoder batch)."""
+        if self.post_norm:
+            x = self.ln_1(x + self.drop(self.attn(x, cache, layer, mask)))
+            return self.ln_2(x + self.drop(self.mlp(x)))
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer, mask))
         return x + self.drop(self.mlp(self.ln_2(x)))

@@ -18,6 +18,7 @@ from lmforge.errors import LmforgeError
 
 TASKS: dict[str, str] = {
     "text-generation": "lmforge.pipelines.text_generation:TextGenerationPipeline",
+    "text-classification": "lmforge.pipelines.text_classification:TextClassificationPipeline",
 }
 
 

@@ -59,12 +59,19 @@ def train(
     main = engine.rank == 0
     say: Callable[[str], None] = (lambda _: None) if quiet or not main else tqdm.write
 
+    init = _init_model(cfg) if cfg.train.init_from else None
+    init_tokenizer = init[1] if init else None
     if main:  # one rank prepares raw input; the others wait, then read the same shards
-        _ensure_data(cfg, run_dir, say)
+        _ensure_data(cfg, run_dir, say, init_tokenizer)
     engine.barrier()
-    data_dir = _ensure_data(cfg, run_dir, say, prepare=False)
+    data_dir = _ensure_data(cfg, run_dir, say, init_tokenizer, prepare=False)
     meta = read_meta(data_dir)
     tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
+    if init is not None and tokenizer.sha256() != init[1].sha256():
+        raise LmforgeError(
+            f"{data_dir}: tokenized with another tokenizer than train.init_from={cfg.train.init_from!r}"
+            " (give raw text as data.input to tokenize it with the model's)"
+        )
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = meta["vocab_size"]
     elif cfg.model.vocab_size < meta["vocab_size"]:
@@ -86,6 +93,9 @@ def train(
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = GPT(cfg.model)
+    if init is not None and resume is None:
+        model.load_state_dict(init[0].state_dict())
+        tokenizer = init[1]  # keeps the model's own EOS id
     n_params, flops_per_token = model.num_params(), model.flops_per_token()  # before any sharding
     dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, micro * cfg.model.block_size, engine.device)
     plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=accum)
@@ -354,9 +364,27 @@ def _prep_options(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
 
 
-def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None], prepare: bool = True) -> Path:
+def _init_model(cfg: Config) -> tuple[GPT, Tokenizer]:
+    """train.init_from: the starting model (any lmforge or HF decoder directory); its architecture
+    replaces cfg.model, keeping the recipe's dropout."""
+    from lmforge.model.directory import load_model
+
+    model, tokenizer = load_model(cfg.train.init_from)
+    if not isinstance(model, GPT):
+        raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
+    cfg.model = dataclasses.replace(model.config, dropout=cfg.model.dropout)
+    return model, tokenizer
+
+
+def _ensure_data(
+    cfg: Config,
+    run_dir: Path,
+    say: Callable[[str], None],
+    tokenizer: Tokenizer | None = None,
+    prepare: bool = True,
+) -> Path:
     """The prepared shard directory: data.input itself, or run_dir/data built from raw text
-    (with prepare=False, only its path)."""
+    (with prepare=False, only its path); `tokenizer` (train.init_from's) replaces a new one."""
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if is_prepared(cfg.data.input):
@@ -371,13 +399,15 @@ def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None], prepare
         "text_field": cfg.data.text_field,
         "prep": _prep_options(cfg),
     }
+    if tokenizer is not None:
+        wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
     if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
         return target
     say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
     meta = prepare_corpus(
         cfg.data.input,
         target,
-        cfg.data.tokenizer,
+        tokenizer or cfg.data.tokenizer,
         cfg.data.vocab_size,
         cfg.data.val_fraction,
         cfg.data.text_field,

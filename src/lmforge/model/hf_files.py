@@ -1,0 +1,209 @@
+"""Hugging Face model directories: read one as an lmforge model (`load_hf_dir`, `import_hf`) and
+write an lmforge model as one (`export_hf`) that `transformers.from_pretrained` loads.
+
+Weights come from model.safetensors (sharded or not), or pytorch_model.bin through
+torch.load(weights_only=True): nothing is ever unpickled. The tokenizer comes from tokenizer.json,
+or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, processors
+
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.model.directory import load_model, write_model_dir
+from lmforge.model.encoder import ENCODER_TYPE, Encoder
+from lmforge.model.gpt import GPT
+from lmforge.model.hf import FAMILIES, export_family, family_for, hf_to_lmforge, lmforge_to_hf
+
+GPT2_EOS = "<|endoftext|>"
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    file = directory / "config.json"
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LmforgeError(f"{file}: unreadable model config: {e}") from None
+    if not isinstance(raw, dict):
+        raise LmforgeError(f"{file}: not a JSON object")
+    return raw
+
+
+def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(HF name -> tensor, file label) from safetensors (single or sharded) or a .bin state dict."""
+    for index_name, reader in (
+        ("model.safetensors.index.json", lambda f: load_file(str(f))),
+        ("pytorch_model.bin.index.json", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
+    ):
+        index = directory / index_name
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(reader(directory / shard))
+            return state, str(index)
+    single = directory / "model.safetensors"
+    if single.is_file():
+        return load_file(str(single)), str(single)
+    legacy = directory / "pytorch_model.bin"
+    if legacy.is_file():
+        try:
+            return torch.load(legacy, map_location="cpu", weights_only=True), str(legacy)
+        except Exception as e:  # weights_only refuses anything but tensors and plain containers
+            raise LmforgeError(f"{legacy}: not a plain state dict ({type(e).__name__})") from None
+    raise LmforgeError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def gpt2_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
+    """GPT-2's byte-level BPE from its vocab.json + merges.txt, set up as transformers' GPT2TokenizerFast."""
+    hf = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.post_processor = processors.ByteLevel(trim_offsets=False)
+    hf.add_special_tokens([GPT2_EOS])
+    return hf
+
+
+def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
+    if (directory / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.load(directory / "tokenizer.json")
+    elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        tokenizer = Tokenizer(gpt2_tokenizer(directory / "vocab.json", directory / "merges.txt"))
+    elif (directory / "vocab.txt").is_file():
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        lower = (
+            json.loads((directory / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+            if (directory / "tokenizer_config.json").is_file()
+            else True
+        )
+        try:
+            wordpiece = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)
+        except (TypeError, ValueError, OSError) as e:  # e.g. "sep_token not found in the vocabulary"
+            raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: {e}") from None
+        tokenizer = Tokenizer(wordpiece._tokenizer)
+    else:
+        raise LmforgeError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt")
+    # Padding and truncation saved in tokenizer.json (MiniLM pads to 128) are batching choices;
+    # lmforge pads its own batches.
+    tokenizer.hf.no_padding()
+    tokenizer.hf.no_truncation()
+    eos = _eos_id(directory, raw)
+    if eos is not None:
+        tokenizer.eos_id = eos
+    return tokenizer
+
+
+def _eos_id(directory: Path, raw: dict[str, Any]) -> int | None:
+    generation = directory / "generation_config.json"
+    source = json.loads(generation.read_text()) if generation.is_file() else {}
+    eos = source.get("eos_token_id", raw.get("eos_token_id"))
+    return eos[0] if isinstance(eos, list) and eos else eos
+
+
+def convert_hf(directory: str | Path) -> tuple[GPT | Encoder, Tokenizer]:
+    """An HF directory as an lmforge model (eval mode, fp32) and tokenizer."""
+    directory = Path(directory)
+    raw = read_config(directory)
+    file = str(directory / "config.json")
+    family = family_for(raw.get("model_type"), file)
+    config = family.config_in(raw, file)
+    model: GPT | Encoder = GPT(config) if family.kind == "gpt" else Encoder(config)
+    hf, weights_file = read_hf_weights(directory)
+    state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
+    model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain
+    if unused:
+        print(
+            f"lmforge: note: {weights_file}: {len(unused)} tensors outside the {family.architecture} body"
+            f" not loaded (e.g. {unused[0]!r})",
+            file=sys.stderr,
+        )
+    return model.float().eval(), load_hf_tokenizer(directory, raw)
+
+
+def load_hf_dir(directory: Path) -> tuple[GPT | Encoder, Tokenizer]:
+    """The LOADERS entry for HF model types (see model/directory.py)."""
+    return convert_hf(directory)
+
+
+def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
+    """`lmforge import`: convert an HF directory into an lmforge model directory."""
+    model, tokenizer = convert_hf(hf_dir)
+    model_type = ENCODER_TYPE if isinstance(model, Encoder) else None
+    write_model_dir(Path(out), model.config, model.state_dict(), tokenizer, model_type=model_type)
+    return Path(out)
+
+
+def export_hf(model_path: str | Path, out: str | Path) -> Path:
+    """`lmforge export`: write a run, checkpoint or model directory in HF's layout."""
+    model, tokenizer = load_model(model_path)
+    if not isinstance(model, GPT | Encoder):
+        raise LmforgeError(
+            f"{model_path}: only decoder and encoder models export to HF ({type(model).__name__})"
+        )
+    config = model.config
+    kind = "encoder" if isinstance(model, Encoder) else "gpt"
+    model_type, family = export_family(config, kind)
+    state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    specials = _special_ids(tokenizer)
+    hf_config = {
+        "architectures": [family.architecture],
+        "model_type": model_type,
+        **family.config_out(config),
+        **specials,
+        "torch_dtype": "float32",
+    }
+    hf_config["model_type"] = model_type
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    tokenizer.save(out / "tokenizer.json")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(_tokenizer_config(tokenizer, config), indent=2) + "\n"
+    )
+    if kind == "gpt":
+        generation = {k: v for k, v in specials.items() if v is not None}
+        (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    return out
+
+
+def _special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
+    return {
+        "bos_token_id": tokenizer.eos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+    }
+
+
+def _tokenizer_config(tokenizer: Tokenizer, config: Any) -> dict[str, Any]:
+    names = {"eos_token": tokenizer.eos_id, "bos_token": tokenizer.eos_id, "pad_token": tokenizer.pad_id}
+    out: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": config.block_size,
+    }
+    out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
+    for key, token in (
+        ("cls_token", "[CLS]"),
+        ("sep_token", "[SEP]"),
+        ("mask_token", "[MASK]"),
+        ("unk_token", "[UNK]"),
+        ("pad_token", "[PAD]"),
+    ):
+        if tokenizer.hf.token_to_id(token) is not None:
+            out[key] = token
+    return out
+
+
+def is_hf_type(model_type: Any) -> bool:
+    return model_type in FAMILIES

@@ -1,0 +1,86 @@
+"""Small random Hugging Face models built offline from transformers' config classes, for parity tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from conftest import make_text
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+VOCAB = 320
+
+
+def tiny_bpe(directory: Path) -> None:
+    """A byte-level BPE tokenizer.json (VOCAB tokens, <|endoftext|> among them) in `directory`."""
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator([make_text(lines=200)], trainer=trainer)
+    hf.save(str(directory / "tokenizer.json"))
+
+
+def _configs() -> dict[str, Any]:
+    import transformers as tf
+
+    common = {"vocab_size": VOCAB, "initializer_range": 0.2, "eos_token_id": 0, "bos_token_id": 0}
+    llama_like = {
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-6,
+    }
+    return {
+        "gpt2": (
+            tf.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, **common),
+            tf.GPT2LMHeadModel,
+        ),
+        "llama": (
+            tf.LlamaConfig(
+                **llama_like, rope_parameters={"rope_type": "default", "rope_theta": 500.0}, **common
+            ),
+            tf.LlamaForCausalLM,
+        ),
+        "mistral": (tf.MistralConfig(**llama_like, sliding_window=None, **common), tf.MistralForCausalLM),
+        "qwen2": (tf.Qwen2Config(**llama_like, tie_word_embeddings=True, **common), tf.Qwen2ForCausalLM),
+        "bert": (
+            tf.BertConfig(
+                hidden_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=128,
+                max_position_embeddings=64,
+                vocab_size=VOCAB,
+                initializer_range=0.2,
+            ),
+            tf.BertModel,
+        ),
+    }
+
+
+FAMILY_NAMES = ["gpt2", "llama", "mistral", "qwen2", "bert"]
+
+
+def make_hf_model(family: str, directory: Path, seed: int = 0) -> torch.nn.Module:
+    """Save a random `family` model (+ tokenizer.json) to `directory`; return it (eval, fp32)."""
+    config, cls = _configs()[family]
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    with torch.no_grad():  # biases and norms start at 0/1: randomise them so the mapping is tested
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name.lower():
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(directory)
+    tiny_bpe(directory)
+    return model

@@ -1,0 +1,128 @@
+"""Text classification: pooled heads on decoder and encoder, finetune-classify, the pipeline."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from hf_helpers import VOCAB, make_hf_model, tiny_bpe
+
+import lmforge
+from lmforge.cli import main
+from lmforge.config import ModelConfig
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.model.classifier import Classifier
+from lmforge.model.directory import write_model_dir
+from lmforge.model.gpt import GPT
+from lmforge.train.classify import finetune_classify, read_labelled, scores
+
+GOOD = ["good", "great", "fine", "sweet", "noble", "fair"]
+BAD = ["bad", "awful", "vile", "foul", "base", "grim"]
+FILLER = ["the", "king", "queen", "night", "day", "sword", "crown", "lord", "lady", "heart"]
+
+
+def _data(path: Path, n: int = 800) -> Path:
+    """Texts whose label is which word list supplied the one sentiment word."""
+    rng = random.Random(0)
+    with path.open("w") as f:
+        for _ in range(n):
+            label = rng.choice(["negative", "positive"])
+            words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
+            words.insert(rng.randint(0, len(words)), rng.choice(GOOD if label == "positive" else BAD))
+            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _data(tmp_path_factory.mktemp("cls") / "train.jsonl")
+
+
+def test_scores() -> None:
+    result = scores([0, 0, 1, 1], [0, 1, 1, 1], 2)
+    assert result["accuracy"] == 0.75
+    assert result["f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # F1(0) = 2/3, F1(1) = 4/5
+
+
+def test_bad_labelled_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": "positive"}\n{"text": "b", "label": "meh"}\n')
+    with pytest.raises(LmforgeError, match=r"d.jsonl:2: label 'meh' is not one of"):
+        read_labelled(path, ["negative", "positive"])
+
+
+def test_encoder_classifier_learns_and_pipeline_has_hf_shapes(labelled: Path, tmp_path: Path) -> None:
+    make_hf_model("bert", tmp_path / "bert")
+    out = tmp_path / "clf"
+    result = finetune_classify(
+        tmp_path / "bert",
+        labelled,
+        "negative,positive",
+        out,
+        epochs=4,
+        batch_size=16,
+        lr=1e-3,
+        dtype="fp32",
+        quiet=True,
+    )
+    assert result["accuracy"] >= 0.85 and result["f1"] >= 0.85, result
+    model, _ = lmforge.load(out)
+    assert isinstance(model, Classifier) and model.pooling == "mean"
+    classify = lmforge.pipeline("text-classification", model=out)
+    one = classify("the king good crown")
+    assert isinstance(one, list) and len(one) == 1 and set(one[0]) == {"label", "score"}
+    assert one[0]["label"] == "positive" and 0.5 < one[0]["score"] <= 1.0
+    many = classify(["the night vile sword", "lord queen great day"])
+    assert [r["label"] for r in many] == ["negative", "positive"]
+    every = classify("lady day grim sword", top_k=None)
+    assert [r["label"] for r in every] == ["negative", "positive"]
+    assert sum(r["score"] for r in every) == pytest.approx(1.0)
+
+
+def test_decoder_head_only_from_cli(labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The head alone, on a frozen random lmforge GPT: the backbone is untouched and the head learns a
+    linear probe of its features (mean pooling: a random decoder's last position holds too little)."""
+    tiny_bpe(tmp_path)
+    gpt = GPT(ModelConfig(n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=VOCAB))
+    write_model_dir(
+        tmp_path / "gpt", gpt.config, gpt.state_dict(), Tokenizer.load(tmp_path / "tokenizer.json")
+    )
+    argv = ["finetune-classify", str(tmp_path / "gpt"), "--train", str(labelled), "--pooling", "mean"]
+    argv += [
+        "--labels",
+        "negative,positive",
+        "--head-only",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.1",
+        "--quiet",
+        "--dtype",
+        "fp32",
+    ]
+    argv += ["--out", str(tmp_path / "clf")]
+    assert main(argv) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    model, _ = lmforge.load(tmp_path / "clf")
+    assert model.pooling == "mean"
+    for (name, p), q in zip(model.backbone.state_dict().items(), gpt.state_dict().values(), strict=True):
+        assert (p == q).all(), name
+    metrics = json.loads((tmp_path / "clf" / "classify_metrics.json").read_text())
+    assert metrics["head_only"] and metrics["accuracy"] > 0.75, metrics
+
+
+def test_last_token_pooling_ignores_right_padding(tmp_path: Path) -> None:
+    make_hf_model("qwen2", tmp_path / "qwen2")
+    backbone, _ = lmforge.load(tmp_path / "qwen2")
+    model = Classifier(backbone, ["a", "b", "c"]).eval()
+    assert model.pooling == "last"
+    ids = torch.randint(1, 300, (1, 7))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 7), torch.zeros(1, 3)], dim=1).long()
+    with torch.no_grad():
+        assert torch.allclose(model(ids), model(padded, mask), atol=1e-6)
+        assert not torch.allclose(model(ids), model(padded), atol=1e-3)  # unmasked: the pad is "last"

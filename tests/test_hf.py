@@ -1,0 +1,181 @@
+"""Hugging Face interop: parity of every family with transformers, export back, bit-exact round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hf_helpers import FAMILY_NAMES, make_hf_model
+from safetensors.torch import load_file
+
+import lmforge
+from lmforge.errors import LmforgeError
+from lmforge.generate import generate_ids
+from lmforge.model.encoder import Encoder
+from lmforge.model.hf_files import export_hf, import_hf
+
+transformers = pytest.importorskip("transformers")
+
+
+def _ids(vocab: int, batch: int = 2, t: int = 24) -> torch.Tensor:
+    return torch.randint(0, vocab, (batch, t), generator=torch.Generator().manual_seed(1))
+
+
+def _hf_output(hf: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    out = hf(input_ids=ids)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _check_parity(hf: torch.nn.Module, ours: torch.nn.Module, vocab: int) -> None:
+    ids = _ids(vocab)
+    with torch.no_grad():
+        expected, got = _hf_output(hf, ids), ours(ids)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-4
+    if isinstance(ours, Encoder):
+        return
+    prompt = ids[:1, :5]
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        theirs = hf.generate(prompt, max_new_tokens=12, do_sample=False)[0, 5:].tolist()
+    mine = generate_ids(ours, [prompt[0].tolist()], 12, temperature=0.0, eos_id=None)[0]
+    assert mine == theirs
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_parity_import_export_roundtrip(family: str, tmp_path: Path) -> None:
+    hf_dir, ours_dir, back_dir = tmp_path / "hf", tmp_path / "lmforge", tmp_path / "back"
+    hf = make_hf_model(family, hf_dir)
+    vocab = hf.config.vocab_size
+
+    model, tokenizer = lmforge.load(hf_dir)  # an HF directory loads directly
+    _check_parity(hf, model, vocab)
+    assert tokenizer.decode(tokenizer.encode("the king speaks")) == "the king speaks"
+
+    import_hf(hf_dir, ours_dir)
+    imported, _ = lmforge.load(ours_dir)
+    _check_parity(hf, imported, vocab)
+
+    export_hf(ours_dir, back_dir)
+    cls = type(hf)
+    back, info = cls.from_pretrained(back_dir, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    _check_parity(back.eval(), imported, vocab)
+
+    original, exported = (
+        load_file(str(hf_dir / "model.safetensors")),
+        load_file(str(back_dir / "model.safetensors")),
+    )
+    assert original.keys() == exported.keys()
+    for name, tensor in original.items():
+        assert torch.equal(tensor, exported[name]), name
+    assert (
+        transformers.AutoTokenizer.from_pretrained(back_dir)("the king").input_ids
+        == tokenizer.hf.encode("the king").ids
+    )
+
+
+def test_lmforge_model_exports_to_transformers(tmp_path: Path, corpus: Path) -> None:
+    """A model lmforge trained (GPT-2 shape) loads in transformers and gives the same logits."""
+    lmforge.train(
+        None,
+        [
+            f"--data.input={corpus}",
+            "--model.n_layer=1",
+            "--model.n_head=2",
+            "--model.n_embd=32",
+            "--model.block_size=32",
+            "--train.max_steps=2",
+            "--train.batch_size=4",
+            "--train.eval_batches=1",
+        ],
+        out=tmp_path / "run",
+        quiet=True,
+    )
+    export_hf(tmp_path / "run", tmp_path / "hf")
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    ours, _ = lmforge.load(tmp_path / "run")
+    _check_parity(hf.eval(), ours, ours.config.vocab_size)
+
+
+def test_missing_tensor_and_unknown_architecture(tmp_path: Path) -> None:
+    hf_dir = tmp_path / "hf"
+    make_hf_model("llama", hf_dir)
+    state = load_file(str(hf_dir / "model.safetensors"))
+    del state["model.layers.1.mlp.up_proj.weight"]
+    from safetensors.torch import save_file
+
+    save_file(state, str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(LmforgeError, match="missing tensor 'model.layers.1.mlp.up_proj.weight'"):
+        lmforge.load(hf_dir)
+    (hf_dir / "config.json").write_text('{"model_type": "falcon"}')
+    with pytest.raises(LmforgeError, match="unknown model_type 'falcon'"):
+        lmforge.load(hf_dir)
+
+
+def test_pytorch_bin_loads_without_unpickling_code(tmp_path: Path) -> None:
+    hf_dir = tmp_path / "hf"
+    hf = make_hf_model("gpt2", hf_dir)
+    (hf_dir / "model.safetensors").unlink()
+    torch.save(hf.state_dict(), hf_dir / "pytorch_model.bin")
+    model, _ = lmforge.load(hf_dir)
+    _check_parity(hf, model, hf.config.vocab_size)
+    torch.save({"weights": _Evil()}, hf_dir / "pytorch_model.bin")  # a pickle that would run code
+    with pytest.raises(LmforgeError, match="pytorch_model.bin: not a plain state dict"):
+        lmforge.load(hf_dir)
+
+
+class _Evil:
+    def __reduce__(self) -> tuple:
+        return (print, ("unpickled!",))
+
+
+def test_train_init_from_hf_dir(tmp_path: Path, corpus: Path) -> None:
+    """`train --init-from HF_DIR`: the run takes the HF model's architecture, weights and tokenizer."""
+    from lmforge.cli import main
+
+    hf_dir = tmp_path / "hf"
+    make_hf_model("llama", hf_dir)
+    argv = ["train", "--out", str(tmp_path / "run"), "--init-from", str(hf_dir), f"--data.input={corpus}"]
+    argv += ["--train.max_steps=1", "--train.lr=1e-12", "--train.min_lr=0", "--train.batch_size=2"]
+    argv += ["--train.eval_batches=1", "--train.warmup_steps=0", "--quiet"]
+    assert main(argv) == 0
+    start, start_tok = lmforge.load(hf_dir)
+    run, run_tok = lmforge.load(tmp_path / "run")
+    assert run.config == start.config and run_tok.sha256() == start_tok.sha256()
+    for (name, a), b in zip(start.state_dict().items(), run.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_cli_import_export_and_hf_dir_in_generate_and_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from lmforge.cli import main
+
+    hf = make_hf_model("qwen2", tmp_path / "hf")
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]) == 0
+    assert main(["export", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
+    assert (tmp_path / "back" / "generation_config.json").is_file()
+    assert main(["generate", str(tmp_path / "hf"), "--prompt", "the king", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.count("the king") == 1
+    out = lmforge.pipeline("text-generation", model=tmp_path / "hf", dtype="fp32")
+    text = out("the king", max_new_tokens=6, do_sample=False)[0]["generated_text"]
+    _, tokenizer = lmforge.load(tmp_path / "hf")
+    prompt = torch.tensor([tokenizer.encode("the king")])
+    hf.generation_config.eos_token_id = None
+    with torch.no_grad():
+        expected = hf.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)[0].tolist()
+    assert text == tokenizer.decode(expected)
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_sharded_safetensors(tmp_path: Path) -> None:
+    hf = make_hf_model("llama", tmp_path / "one")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    (tmp_path / "one" / "tokenizer.json").rename(tmp_path / "sharded" / "tokenizer.json")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    model, _ = lmforge.load(tmp_path / "sharded")
+    _check_parity(hf, model, hf.config.vocab_size)
