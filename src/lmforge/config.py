@@ -28,6 +28,12 @@ class DataConfig:
     """Share of the token stream held out for validation: the last `val_fraction` of it."""
     text_field: str = "text"
     """Field holding the text in .jsonl inputs."""
+    task: str = "lm"
+    """`lm` (next-token language modelling) or `translation` (sentence pairs, seq2seq model)."""
+    src_lang: str = "en"
+    """translation: source language code (the field / file suffix of the source side)."""
+    tgt_lang: str = "fr"
+    """translation: target language code."""
 
 
 @dataclass
@@ -46,6 +52,9 @@ class ModelConfig:
     mlp: str = "gelu"
     """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation) or `swiglu` (Llama)."""
     tie_embeddings: bool = True
+    arch: str = "gpt"
+    """`gpt` (decoder only) or `seq2seq` (encoder-decoder; n_layer layers in each stack,
+    block_size positions on each side, one embedding shared by both and the output)."""
 
 
 @dataclass
@@ -78,6 +87,10 @@ class TrainConfig:
     seed: int = 1337
     max_bad_steps: int = 5
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
+    label_smoothing: float = 0.0
+    """translation: label smoothing of the training cross-entropy (0.1 in Vaswani et al.)."""
+    eval_bleu_sentences: int = 0
+    """translation: validation sentences decoded (greedy) for BLEU at each evaluation; 0 = all."""
 
 
 @dataclass
@@ -132,6 +145,17 @@ class Config:
         )
         _check(t.eval_batches >= 0, "train.eval_batches must be >= 0")
         _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+        _check(
+            self.data.task in ("lm", "translation"), f"data.task={self.data.task!r} must be lm or translation"
+        )
+        _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
+        _check(
+            (self.data.task == "translation") == (m.arch == "seq2seq"),
+            f"data.task={self.data.task!r} does not fit model.arch={m.arch!r}"
+            " (translation needs seq2seq, lm needs gpt)",
+        )
+        _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
+        _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
         _check(self.engine.name == "local", f"engine.name={self.engine.name!r}: only 'local' is available")
         return self
 

@@ -20,6 +20,7 @@ from lmforge.errors import LmforgeError
 from lmforge.model.gpt import GPT
 
 MODEL_TYPE = "lmforge-gpt"
+SEQ2SEQ_MODEL_TYPE = "lmforge-seq2seq"
 WEIGHTS = "model.safetensors"
 
 
@@ -50,6 +51,8 @@ def load_weights(model: torch.nn.Module, file: Path) -> None:
 def write_model_files(directory: Path, config: ModelConfig, tokenizer: Tokenizer) -> None:
     """config.json and tokenizer.json: what turns a directory of weights into a model directory."""
     meta = {"model_type": MODEL_TYPE, **dataclasses.asdict(config), "eos_token_id": tokenizer.eos_id}
+    if config.arch == "seq2seq":  # the encoder-decoder also needs its padding id (source masks)
+        meta.update(model_type=SEQ2SEQ_MODEL_TYPE, pad_token_id=tokenizer.pad_id)
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
 
@@ -78,6 +81,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 # model_type in config.json -> "module:function" taking the directory, returning (model, tokenizer).
 # Other families register here (lazily imported, so a GPT load never imports them).
 LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.model.directory:load_gpt_dir"}
+LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.model.seq2seq:load_seq2seq_dir"
 
 
 def read_model_type(directory: Path) -> str:

@@ -1,4 +1,4 @@
-"""Transformer building blocks: rotary positions, self-attention, MLP, pre-LayerNorm block."""
+"""Transformer building blocks: rotary positions, self- and cross-attention, MLP, pre-LN block."""
 
 from __future__ import annotations
 
@@ -86,15 +86,55 @@ class Block(nn.Module):
     """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
     def __init__(
-        self, n_embd: int, n_head: int, mlp: str, bias: bool, dropout: float, rotary: Rotary | None = None
+        self,
+        n_embd: int,
+        n_head: int,
+        mlp: str,
+        bias: bool,
+        dropout: float,
+        rotary: Rotary | None = None,
+        causal: bool = True,
     ) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = SelfAttention(n_embd, n_head, bias, dropout, rotary)
+        self.attn = SelfAttention(n_embd, n_head, bias, dropout, rotary, causal)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, mlp, bias)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """mask: bool, True = may attend, broadcast to (B, nh, T, T) (e.g. (B, 1, 1, T) for padding)."""
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer, mask))
         return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from a decoder's positions to an encoder's output (the "memory"),
+    with a fused key/value projection. The memory's keys and values are computed once per
+    source (`memory`) and reused at every decoding step."""
+
+    def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float) -> None:
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.q = nn.Linear(n_embd, n_embd, bias=bias)
+        self.kv = nn.Linear(n_embd, 2 * n_embd, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.impl = "auto"
+
+    def memory(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """enc (B, S, C) -> keys, values (B, nh, S, hs)."""
+        b, s, c = enc.shape
+        k, v = self.kv(enc).view(b, s, 2, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(
+        self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x (B, T, C); memory from `memory()`; mask (B, 1, 1, S) bool, True on real source tokens."""
+        b, t, c = x.shape
+        q = self.q(x).view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = memory
+        y = attention(q, k, v, False, mask, self.dropout if self.training else 0.0, self.impl)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))

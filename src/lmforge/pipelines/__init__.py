@@ -18,6 +18,8 @@ from lmforge.errors import LmforgeError
 
 TASKS: dict[str, str] = {
     "text-generation": "lmforge.pipelines.text_generation:TextGenerationPipeline",
+    "translation": "lmforge.pipelines.translation:TranslationPipeline",
+    "translation_en_to_fr": "lmforge.pipelines.translation:TranslationPipeline",
 }
 
 

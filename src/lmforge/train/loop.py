@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from lmforge.config import Config, config_to_toml, load_config
@@ -77,10 +79,19 @@ def train(
     accum = per_rank // micro
     if main:
         (run_dir / "config.toml").write_text(config_to_toml(cfg))
+    if (meta.get("task", "lm") == "translation") != (cfg.data.task == "translation"):
+        raise LmforgeError(
+            f"{data_dir}: prepared for task {meta.get('task', 'lm')!r}, but data.task={cfg.data.task!r}"
+        )
+    task = None  # language modelling; other tasks supply model, batches, loss and metrics
+    if cfg.data.task == "translation":
+        from lmforge.train.translation import TranslationTask
+
+        task = TranslationTask(cfg, data_dir, tokenizer, engine, micro)
 
     random.seed(t.seed)
     torch.manual_seed(t.seed)
-    model = GPT(cfg.model)
+    model = task.build_model() if task is not None else GPT(cfg.model)
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     module = engine.prepare(model, optimizer, scheduler)
@@ -91,22 +102,32 @@ def train(
         else contextlib.nullcontext
     )
 
-    loader = BatchLoader(
-        open_split(data_dir, "train"),
-        cfg.model.block_size,
-        t.batch_size,
-        micro,
-        engine.rank,
-        engine.world_size,
-        t.seed,
+    loader = (
+        task.loader
+        if task is not None
+        else BatchLoader(
+            open_split(data_dir, "train"),
+            cfg.model.block_size,
+            t.batch_size,
+            micro,
+            engine.rank,
+            engine.world_size,
+            t.seed,
+        )
     )
-    val = eval_batches(
-        open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
+    val = (
+        []
+        if task is not None
+        else eval_batches(
+            open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
+        )
     )
     val = val[engine.rank :: engine.world_size]
     token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
     step, state = 0, {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}
+    if task is not None:
+        state.update(best_bleu=-1.0, best_step=0)
     if resume is not None:
         last = ckpt.latest_checkpoint(run_dir / "checkpoints")
         engine.load(last)
@@ -126,7 +147,7 @@ def train(
         f" vocab {meta['vocab_size']} ({meta.get('tokenizer', '?')})"
     )
     say(
-        f"  model   GPT {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
+        f"  model   {type(model).__name__} {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
         f" context {cfg.model.block_size}: {model.num_params():,} parameters"
     )
     say(
@@ -146,13 +167,15 @@ def train(
         dynamic_ncols=True,
         leave=False,
     )
-    window_loss, window_steps, window_s, grad_norm = 0.0, 0, 0.0, 0.0
+    window_loss, window_steps, window_s, grad_norm, window_tokens = 0.0, 0, 0.0, 0.0, 0
     val_loss = val_bpb = float("nan")
     wall_before, started = state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     try:
         while step < t.max_steps:
             tick = time.perf_counter()
-            step_loss = forward_backward(module, engine, loader.next_step(), autocast)
+            batches = loader.next_step()
+            step_loss = forward_backward(module, engine, batches, autocast, task.loss_fn if task else lm_loss)
+            step_tokens = task.step_tokens(batches) * engine.world_size if task else tokens_per_step
             grad_norm, stepped = engine.step()
             step += 1
             finite = stepped and math.isfinite(step_loss)
@@ -170,7 +193,8 @@ def train(
                     )
             elapsed = time.perf_counter() - tick
             state["train_s"] += elapsed
-            state["tokens"] += tokens_per_step
+            state["tokens"] += step_tokens
+            window_tokens += step_tokens
             window_loss, window_steps, window_s = (
                 window_loss + step_loss,
                 window_steps + 1,
@@ -180,7 +204,7 @@ def train(
 
             record: dict[str, float] = {}
             if step % t.log_interval == 0 or step == t.max_steps:
-                tok_s = window_steps * tokens_per_step / window_s
+                tok_s = window_tokens / window_s
                 eta = (t.max_steps - step) * window_s / window_steps
                 lr = scheduler.get_last_lr()[0]
                 record.update(
@@ -191,8 +215,19 @@ def train(
                     mfu=flops_per_token * tok_s / (peak * engine.world_size),
                 )
                 say(step_line(step, t.max_steps, record["loss"], lr, grad_norm, tok_s, record["mfu"], eta))
-                window_loss, window_steps, window_s = 0.0, 0, 0.0
-            if step % t.eval_interval == 0 or step == t.max_steps:
+                window_loss, window_steps, window_s, window_tokens = 0.0, 0, 0.0, 0
+            if (step % t.eval_interval == 0 or step == t.max_steps) and task is not None:
+                record.update(task.evaluate(module, engine, autocast))
+                val_loss, val_bpb = record["val_loss"], record["val_bpb"]
+                say(
+                    f"step {step:>6}/{t.max_steps} | "
+                    + " | ".join(f"{k} {record[k]:.4f}" for k in _VAL_KEYS if k in record)
+                )
+                if record.get("val_bleu", -1.0) > state["best_bleu"]:
+                    state.update(best_bleu=record["val_bleu"], best_step=step)
+                    if main:
+                        _write_best(run_dir, cfg, engine.full_state_dict(), tokenizer)
+            elif step % t.eval_interval == 0 or step == t.max_steps:
                 val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast)
                 record.update(val_loss=val_loss, val_bpb=val_bpb)
                 say(f"step {step:>6}/{t.max_steps} | val_loss {val_loss:.4f} | val_bpb {val_bpb:.4f}")
@@ -206,7 +241,9 @@ def train(
         if log is not None:
             log.close()
 
-    if math.isnan(val_loss):  # resumed a run that had already finished: evaluate it once
+    if math.isnan(val_loss) and task is not None:  # resumed a finished run: evaluate it once
+        val_loss, val_bpb = (m := task.evaluate(module, engine, autocast))["val_loss"], m["val_bpb"]
+    elif math.isnan(val_loss):  # resumed a run that had already finished: evaluate it once
         val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast)
     summary = {
         "val_loss": val_loss,
@@ -224,8 +261,13 @@ def train(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+    final = engine.full_state_dict()
+    if task is not None:  # the export is the checkpoint with the best validation BLEU
+        summary.update(task.summary(), best_bleu=state["best_bleu"], best_step=state["best_step"])
+        if (run_dir / "best" / "model.safetensors").is_file():
+            final = load_file(str(run_dir / "best" / "model.safetensors"))
     if main:
-        write_model_dir(run_dir / "model", cfg.model, engine.full_state_dict(), tokenizer)
+        write_model_dir(run_dir / "model", cfg.model, final, tokenizer)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_loss(run_dir)
         say(
@@ -241,22 +283,36 @@ def forward_backward(
     engine: Engine,
     micro_batches: list[Batch],
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    loss_fn: Callable[..., torch.Tensor] = lm_loss,
 ) -> float:
     """Backward every micro-batch of one optimizer step; return the step's mean loss per token.
 
     Each micro-batch's summed loss is divided by the target count of the whole step on all ranks,
-    so (B*k, accum=1) and (B, accum=k) give the same gradient, at any world size.
+    so (B*k, accum=1) and (B, accum=k) give the same gradient, at any world size. A batch is a
+    tuple whose last tensor holds the targets: loss_fn(module, *batch) returns their summed loss.
     """
-    n_tokens = engine.all_reduce(torch.tensor(float(sum(count_targets(y) for _, y in micro_batches))))
+    n_tokens = engine.all_reduce(torch.tensor(float(sum(count_targets(b[-1]) for b in micro_batches))))
     scale = engine.world_size / float(n_tokens)  # engines average gradients over ranks
     step_loss = torch.zeros((), dtype=torch.float64)
-    for i, (inputs, targets) in enumerate(micro_batches):
+    for i, batch in enumerate(micro_batches):
         with engine.accumulating(last=i == len(micro_batches) - 1):
             with autocast():
-                loss = lm_loss(module, inputs, targets) * scale
+                loss = loss_fn(module, *batch) * scale
             engine.backward(loss)
         step_loss += loss.detach().double()
     return float(engine.all_reduce(step_loss)) / engine.world_size
+
+
+_VAL_KEYS = ("val_loss", "val_bpb", "val_bleu", "val_chrf")
+
+
+def _write_best(run_dir: Path, cfg: Config, state: dict[str, torch.Tensor], tokenizer: Tokenizer) -> None:
+    """run_dir/best: the model with the best validation score so far, replaced atomically."""
+    tmp = run_dir / ".best-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_model_dir(tmp, cfg.model, state, tokenizer)
+    shutil.rmtree(run_dir / "best", ignore_errors=True)
+    os.replace(tmp, run_dir / "best")
 
 
 def _save(
@@ -307,7 +363,7 @@ def _resolve_run(
             raise LmforgeError(
                 f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
             )
-        for child in ("checkpoints", "model", "tb", "metrics.jsonl", "summary.json", "loss.png"):
+        for child in ("checkpoints", "model", "best", "tb", "metrics.jsonl", "summary.json", "loss.png"):
             path = run_dir / child
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -330,6 +386,19 @@ def _ensure_data(cfg: Config, run_dir: Path, say: Callable[[str], None]) -> Path
         "text_field": cfg.data.text_field,
     }
     if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
+        return target
+    if cfg.data.task == "translation":
+        from lmforge.data.pairs import prepare_pairs
+
+        wanted.update(task=cfg.data.task, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)
+        if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
+            return target
+        say(f"preparing sentence pairs {cfg.data.input} -> {target}")
+        meta = prepare_pairs(
+            cfg.data.input, target, cfg.data.src_lang, cfg.data.tgt_lang, cfg.data.vocab_size
+        )
+        source.write_text(json.dumps(wanted) + "\n")
+        say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
         return target
     say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
     meta = prepare_corpus(
