@@ -59,7 +59,7 @@ def test_padding_never_changes_the_encoding(model: Seq2Seq) -> None:
     together = model.encode(batch)
     for i, s in enumerate(sources):
         alone = model.encode(encode_sources([s], EOS, PAD))
-        torch.testing.assert_close(together[i, : len(s) + 1], alone[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(together[i, : len(s) + 1], alone[0, : len(s) + 1], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("beam", [1, 3])

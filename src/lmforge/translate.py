@@ -48,7 +48,7 @@ def translate_ids(
     device = model.wte.weight.device
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        src = encode_sources([sources[i] for i in idx], eos, model.pad_id).to(device)
+        src = encode_sources([sources[i] for i in idx], eos, model.pad_id, model.config.block_size).to(device)
         limits = length_limits(
             [len(sources[i]) + 1 for i in idx], model.config.block_size, max_len_a, max_len_b
         )

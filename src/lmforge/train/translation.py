@@ -25,6 +25,7 @@ from lmforge.config import Config
 from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
 from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.train.engines.base import Engine
 from lmforge.train.losses import IGNORE
@@ -65,11 +66,18 @@ class TranslationTask:
         self.cfg, self.tokenizer = cfg, tokenizer
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
         src, tgt = load_split(data_dir, "train")
-        self.loader = PairLoader(
-            src, tgt, t.batch_size, micro, self.eos, self.pad, engine.rank, engine.world_size, t.seed
-        )
         vsrc, vtgt = load_split(data_dir, "val")
-        self.val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad)[engine.rank :: engine.world_size]
+        n = cfg.model.block_size
+        longest = max(len(x) for x in [*src, *tgt, *vsrc, *vtgt]) + 1  # + EOS (or the start token)
+        if longest > n:
+            raise LmforgeError(
+                f"{data_dir}: pairs of up to {longest} tokens (with EOS) do not fit model.block_size={n}"
+            )
+        self.loader = PairLoader(
+            src, tgt, t.batch_size, micro, self.eos, self.pad, engine.rank, engine.world_size, t.seed, n
+        )
+        val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad, n)
+        self.val = val[engine.rank :: engine.world_size]
         refs = read_lines(data_dir / f"val.{cfg.data.tgt_lang}")
         n = len(vsrc) if t.eval_bleu_sentences == 0 else min(t.eval_bleu_sentences, len(vsrc))
         picks = np.unique(np.linspace(0, len(vsrc) - 1, num=n).astype(np.int64)) if n else []
