@@ -11,6 +11,18 @@ from lmforge.generate import generate
 from lmforge.model.directory import load_model as load
 from lmforge.pipelines import pipeline
 from lmforge.train.loop import train
+from lmforge.translate import eval_translate, translate
 
-__all__ = ["Config", "LmforgeError", "generate", "load", "load_config", "pipeline", "prep", "train"]
+__all__ = [
+    "Config",
+    "LmforgeError",
+    "eval_translate",
+    "generate",
+    "load",
+    "load_config",
+    "pipeline",
+    "prep",
+    "train",
+    "translate",
+]
 __version__ = "0.1.0"
