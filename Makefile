@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DATA := data/prepared/shakespeare-char
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean demo-translate bench-translate
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,23 @@ demo: $(VENV)/.installed $(DEMO_DATA)/meta.json
 	print(f\"final val_loss {s['val_loss']:.4f} | val_bpb {s['val_bpb']:.4f} | {s['tokens_per_s']:,.0f} tok/s\" \
 	      f\" | {s['wall_s']:.0f}s training | loss curve: runs/demo/loss.png\")"
 
+# demo-translate: English->French on the shipped Bible + LibreOffice help pairs (data/README.md).
+PAIRS_DATA := data/prepared/en-fr
+TRANSLATE_RUN := runs/demo-translate
+
+$(PAIRS_DATA)/meta.json: $(VENV)/.installed data/en-fr.jsonl.xz
+	$(PY) -m lmforge prep --pairs data/en-fr.jsonl.xz --out $(PAIRS_DATA) --vocab-size 8000
+
+demo-translate: $(VENV)/.installed $(PAIRS_DATA)/meta.json
+	$(PY) -m lmforge train configs/translate-demo.toml --out $(TRANSLATE_RUN) --overwrite
+	@echo "--- held-out test set ($(PAIRS_DATA)/test.en -> test.fr), beam 4 ---"
+	$(PY) -m lmforge eval-translate $(TRANSLATE_RUN) --src $(PAIRS_DATA)/test.en --ref $(PAIRS_DATA)/test.fr \
+	  --beam 4 --out $(TRANSLATE_RUN)/test.hyp.fr
+	@echo "--- a few sentences ---"
+	$(PY) -m lmforge translate $(TRANSLATE_RUN) --beam 4 "In the beginning God created the heavens and the earth." \
+	  "The Lord is my shepherd." "Choose Tools - Options - LibreOffice Writer." \
+	  "Click the Save button to save the current document." "The house is small."
+
 test: $(VENV)/.installed lint
 	$(PY) -m pytest
 
@@ -34,6 +51,10 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks.bench_train
 	$(PY) -m benchmarks.bench_generate
 	$(PY) -m benchmarks.bench_prep
+	$(PY) -m benchmarks.bench_translate
+
+bench-translate: $(VENV)/.installed
+	$(PY) -m benchmarks.bench_translate
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks data

@@ -12,10 +12,12 @@ from lmforge.model.directory import load_model as load
 from lmforge.model.hf_files import export_hf, import_hf
 from lmforge.pipelines import pipeline
 from lmforge.train.loop import train
+from lmforge.translate import eval_translate, translate
 
 __all__ = [
     "Config",
     "LmforgeError",
+    "eval_translate",
     "export_hf",
     "generate",
     "import_hf",
@@ -24,5 +26,6 @@ __all__ = [
     "pipeline",
     "prep",
     "train",
+    "translate",
 ]
 __version__ = "0.1.0"

@@ -32,6 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["hash", "tail"], help="train/val split (default: by document hash)")
     p.add_argument("--workers", type=int, help="cleaning processes (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or report")
+    p.add_argument(
+        "--pairs",
+        action="store_true",
+        help="inputs are sentence pairs (.jsonl, .tsv, aligned NAME.SRC + NAME.TGT): prepare for translation",
+    )
+    p.add_argument("--src-lang", default="en", help="--pairs: source language (JSONL field, file suffix)")
+    p.add_argument("--tgt-lang", default="fr", help="--pairs: target language")
+    p.add_argument("--max-tokens", type=int, default=128, help="--pairs: drop pairs with a longer side")
+    p.add_argument(
+        "--max-ratio", type=float, default=2.5, help="--pairs: drop pairs with a longer length ratio"
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=0.02, help="--pairs: share of documents held out for test"
+    )
 
     t = verbs.add_parser(
         "train",
@@ -91,6 +105,25 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     c.add_argument("--quiet", action="store_true")
+
+    tr = verbs.add_parser("translate", help="translate text with an encoder-decoder run or model directory")
+    tr.add_argument("model", help="run directory, checkpoint or model directory")
+    tr.add_argument("text", nargs="*", help="sentences to translate")
+    tr.add_argument("--file", help="translate every line of this file")
+    tr.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    tr.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**this")
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"], help="weights dtype")
+
+    e = verbs.add_parser("eval-translate", help="sacreBLEU and chrF of a translation model on a test set")
+    e.add_argument("model", help="run directory, checkpoint or model directory")
+    e.add_argument("--src", required=True, help="source sentences, one per line")
+    e.add_argument("--ref", required=True, help="reference translations, one per line")
+    e.add_argument("--beam", type=int, default=1)
+    e.add_argument("--length-penalty", type=float, default=1.0)
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--out", help="write the translations to this file")
+    e.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"], help="weights dtype")
     return parser
 
 
@@ -128,7 +161,29 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or (overrides and args.verb not in ("train", "prep")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     try:
-        if args.verb == "prep":
+        if args.verb == "prep" and args.pairs:
+            from lmforge.data.pairs import prepare_pairs
+
+            if not args.out:
+                raise LmforgeError("prep --pairs: give the output directory with --out")
+            meta = prepare_pairs(
+                args.inputs,
+                args.out,
+                args.src_lang,
+                args.tgt_lang,
+                args.vocab_size or 4096,
+                args.max_tokens,
+                args.max_ratio,
+                args.val_fraction or 0.02,
+                args.test_fraction,
+            )
+            p, d = meta["pairs"], meta["dropped"]
+            print(
+                f"{args.out}: {meta['read']:,} pairs read -> {p['train']:,} train / {p['val']:,} val /"
+                f" {p['test']:,} test; dropped {', '.join(f'{v:,} {k}' for k, v in d.items())};"
+                f" vocab {meta['vocab_size']} (shared bpe)"
+            )
+        elif args.verb == "prep":
             from lmforge.data.prep import prep
 
             options = {"stages": args.stages, "split": args.split, "workers": args.workers}
@@ -207,6 +262,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"held-out accuracy {result['accuracy']:.4f} | macro F1 {result['f1']:.4f}"
                 f" | {result['heldout_examples']} examples | {result['seconds']:.0f}s training"
             )
+        elif args.verb == "translate":
+            from lmforge.translate import translate
+
+            for line in translate(
+                args.model, args.text, args.file, args.beam, args.batch_size, args.length_penalty, args.dtype
+            ):
+                print(line)
+        elif args.verb == "eval-translate":
+            from lmforge.translate import eval_translate
+
+            r = eval_translate(
+                args.model,
+                args.src,
+                args.ref,
+                args.beam,
+                args.batch_size,
+                args.length_penalty,
+                args.out,
+                args.dtype,
+            )
+            print(f"{r['sentences']} sentences")
+            print(f"{r['bleu_text']}\n  signature: {r['bleu_signature']}")
+            print(f"{r['chrf_text']}\n  signature: {r['chrf_signature']}")
     except LmforgeError as e:
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,12 @@ class DataConfig:
     """Share of the token stream held out for validation: the last `val_fraction` of it."""
     text_field: str = "text"
     """Field holding the text in .jsonl inputs."""
+    task: str = "lm"
+    """`lm` (next-token language modelling) or `translation` (sentence pairs, seq2seq model)."""
+    src_lang: str = "en"
+    """translation: source language code (the field / file suffix of the source side)."""
+    tgt_lang: str = "fr"
+    """translation: target language code."""
 
 
 @dataclass
@@ -60,6 +66,9 @@ class ModelConfig:
     """MLP hidden width; 0 means 4 x n_embd (gelu) or 8/3 x n_embd rounded up to 64 (swiglu)."""
     type_vocab_size: int = 0
     """Encoder only: token type (segment) embeddings, as BERT's; 0 for none."""
+    arch: str = "gpt"
+    """`gpt` (decoder only) or `seq2seq` (encoder-decoder; n_layer layers in each stack,
+    block_size positions on each side, one embedding shared by both and the output)."""
 
 
 @dataclass
@@ -95,6 +104,10 @@ class TrainConfig:
     init_from: str = ""
     """Start from this model, run or Hugging Face directory's weights: its architecture replaces
     [model] (dropout aside) and raw-text data is tokenized with its tokenizer."""
+    label_smoothing: float = 0.0
+    """translation: label smoothing of the training cross-entropy (0.1 in Vaswani et al.)."""
+    eval_bleu_sentences: int = 0
+    """translation: validation sentences decoded (greedy) for BLEU at each evaluation; 0 = all."""
 
 
 @dataclass
@@ -212,6 +225,17 @@ class Config:
         )
         _check(self.prep.split in ("hash", "tail"), f"prep.split={self.prep.split!r}: 'hash' or 'tail'")
         _check(self.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
+        _check(
+            self.data.task in ("lm", "translation"), f"data.task={self.data.task!r} must be lm or translation"
+        )
+        _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
+        _check(
+            (self.data.task == "translation") == (m.arch == "seq2seq"),
+            f"data.task={self.data.task!r} does not fit model.arch={m.arch!r}"
+            " (translation needs seq2seq, lm needs gpt)",
+        )
+        _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
+        _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
         return self
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

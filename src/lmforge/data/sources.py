@@ -46,7 +46,7 @@ class Document:
     """Where it came from: `path` or `path:line`."""
 
 
-def _suffixes(path: Path) -> tuple[str, str]:
+def suffixes(path: Path) -> tuple[str, str]:
     """(format suffix, compression suffix or '') for names like `a.jsonl.gz`."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in COMPRESSION:
@@ -68,7 +68,7 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
             candidates = sorted(
                 p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())
             )
-            files += [p for p in candidates if _suffixes(p)[0] in TEXT_SUFFIXES]
+            files += [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES]
         elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
             files.append(path)
         else:
@@ -82,10 +82,16 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    opener = COMPRESSION.get(_suffixes(path)[1])
+    opener = COMPRESSION.get(suffixes(path)[1])
     raw = opener(path, "rb") if opener else open(path, "rb", buffering=0)  # noqa: SIM115 - caller closes
     # A small buffer: a truncated stream loses only what the failing read held.
     return io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type] - all are raw-readable streams
+
+
+def open_text(path: Path) -> IO[str]:
+    """A (possibly compressed) file as strict UTF-8 text, for readers that want a bad byte to be an
+    error rather than a repair (the sentence-pair reader)."""
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="strict", newline="")
 
 
 class _Decoder:
@@ -135,7 +141,7 @@ def read_documents(
     report = report if report is not None else Report()
     stats = report.stage("read")
     for path in list_files(inputs):
-        kind = _suffixes(path)[0]
+        kind = suffixes(path)[0]
         with contextlib.suppress(OSError):  # an unreadable file is reported below
             stats.bytes_in += path.stat().st_size
         if kind == ".parquet":

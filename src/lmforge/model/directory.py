@@ -20,6 +20,7 @@ from lmforge.errors import LmforgeError
 from lmforge.model.gpt import GPT
 
 MODEL_TYPE = "lmforge-gpt"
+SEQ2SEQ_MODEL_TYPE = "lmforge-seq2seq"
 WEIGHTS = "model.safetensors"
 
 
@@ -56,6 +57,8 @@ def write_model_files(
         **dataclasses.asdict(config),
         "eos_token_id": tokenizer.eos_id,
     }
+    if config.arch == "seq2seq":  # the encoder-decoder also needs its padding id (source masks)
+        meta.update(model_type=SEQ2SEQ_MODEL_TYPE, pad_token_id=tokenizer.pad_id)
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
 
@@ -95,6 +98,7 @@ LOADERS.update(
 )
 LOADERS["lmforge-encoder"] = "lmforge.model.encoder:load_encoder_dir"
 LOADERS["lmforge-classifier"] = "lmforge.model.classifier:load_classifier_dir"
+LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.model.seq2seq:load_seq2seq_dir"
 
 
 def read_model_type(directory: Path) -> str:

@@ -19,6 +19,8 @@ from lmforge.errors import LmforgeError
 TASKS: dict[str, str] = {
     "text-generation": "lmforge.pipelines.text_generation:TextGenerationPipeline",
     "text-classification": "lmforge.pipelines.text_classification:TextClassificationPipeline",
+    "translation": "lmforge.pipelines.translation:TranslationPipeline",
+    "translation_en_to_fr": "lmforge.pipelines.translation:TranslationPipeline",
 }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from lmforge.config import Config, config_to_toml, load_config
@@ -89,10 +90,19 @@ def train(
     accum = per_rank // micro
     if main:
         (run_dir / "config.toml").write_text(config_to_toml(cfg))
+    if (meta.get("task", "lm") == "translation") != (cfg.data.task == "translation"):
+        raise LmforgeError(
+            f"{data_dir}: prepared for task {meta.get('task', 'lm')!r}, but data.task={cfg.data.task!r}"
+        )
+    task = None  # language modelling; other tasks supply model, batches, loss and metrics
+    if cfg.data.task == "translation":
+        from lmforge.train.translation import TranslationTask
+
+        task = TranslationTask(cfg, data_dir, tokenizer, engine, micro)
 
     random.seed(t.seed)
     torch.manual_seed(t.seed)
-    model = GPT(cfg.model)
+    model = task.build_model() if task is not None else GPT(cfg.model)
     if init is not None and resume is None:
         model.load_state_dict(init[0].state_dict())
         tokenizer = init[1]  # keeps the model's own EOS id
@@ -108,23 +118,33 @@ def train(
         else contextlib.nullcontext
     )
 
-    loader = BatchLoader(
-        open_split(data_dir, "train"),
-        cfg.model.block_size,
-        t.batch_size,
-        micro,
-        engine.rank,
-        engine.world_size,
-        t.seed,
+    loader = (
+        task.loader
+        if task is not None
+        else BatchLoader(
+            open_split(data_dir, "train"),
+            cfg.model.block_size,
+            t.batch_size,
+            micro,
+            engine.rank,
+            engine.world_size,
+            t.seed,
+        )
     )
-    val = eval_batches(
-        open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
+    val = (
+        []
+        if task is not None
+        else eval_batches(
+            open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
+        )
     )
     val_per_rank = math.ceil(len(val) / engine.world_size)  # sharded engines need equal counts
     val = val[engine.rank :: engine.world_size]
     token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
     step, state = 0, {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}
+    if task is not None:
+        state.update(best_bleu=-1.0, best_step=0)
     if resume is not None:
         last = ckpt.latest_checkpoint(run_dir / "checkpoints")
         engine.load(last)
@@ -143,7 +163,7 @@ def train(
         f" vocab {meta['vocab_size']} ({meta.get('tokenizer', '?')})"
     )
     say(
-        f"  model   GPT {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
+        f"  model   {type(model).__name__} {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
         f" context {cfg.model.block_size}: {n_params:,} parameters"
     )
     say(
@@ -163,14 +183,16 @@ def train(
         dynamic_ncols=True,
         leave=False,
     )
-    window_loss, window_steps, window_s, grad_norm = 0.0, 0, 0.0, 0.0
+    window_loss, window_steps, window_s, grad_norm, window_tokens = 0.0, 0, 0.0, 0.0, 0
     val_loss = val_bpb = float("nan")
     memory: dict[str, int] = {}
     wall_before, started = state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     try:
         while step < t.max_steps:
             tick = time.perf_counter()
-            step_loss = forward_backward(module, engine, loader.next_step(), autocast)
+            batches = loader.next_step()
+            step_loss = forward_backward(module, engine, batches, autocast, task.loss_fn if task else lm_loss)
+            step_tokens = task.step_tokens(batches) * engine.world_size if task else tokens_per_step
             grad_norm, stepped = engine.step()
             step += 1
             finite = stepped and math.isfinite(step_loss)
@@ -188,7 +210,8 @@ def train(
                     )
             elapsed = time.perf_counter() - tick
             state["train_s"] += elapsed
-            state["tokens"] += tokens_per_step
+            state["tokens"] += step_tokens
+            window_tokens += step_tokens
             window_loss, window_steps, window_s = (
                 window_loss + step_loss,
                 window_steps + 1,
@@ -201,7 +224,7 @@ def train(
 
             record: dict[str, float] = {}
             if step % t.log_interval == 0 or step == t.max_steps:
-                tok_s = window_steps * tokens_per_step / window_s
+                tok_s = window_tokens / window_s
                 eta = (t.max_steps - step) * window_s / window_steps
                 lr = scheduler.get_last_lr()[0]
                 record.update(
@@ -212,8 +235,20 @@ def train(
                     mfu=flops_per_token * tok_s / (peak * engine.world_size),
                 )
                 say(step_line(step, t.max_steps, record["loss"], lr, grad_norm, tok_s, record["mfu"], eta))
-                window_loss, window_steps, window_s = 0.0, 0, 0.0
-            if step % t.eval_interval == 0 or step == t.max_steps:
+                window_loss, window_steps, window_s, window_tokens = 0.0, 0, 0.0, 0
+            if (step % t.eval_interval == 0 or step == t.max_steps) and task is not None:
+                record.update(task.evaluate(module, engine, autocast))
+                val_loss, val_bpb = record["val_loss"], record["val_bpb"]
+                say(
+                    f"step {step:>6}/{t.max_steps} | "
+                    + " | ".join(f"{k} {record[k]:.4f}" for k in _VAL_KEYS if k in record)
+                )
+                if record.get("val_bleu", -1.0) > state["best_bleu"]:
+                    state.update(best_bleu=record["val_bleu"], best_step=step)
+                    best = engine.full_state_dict()  # collective
+                    if main:
+                        _write_best(run_dir, cfg, best, tokenizer)
+            elif step % t.eval_interval == 0 or step == t.max_steps:
                 val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast, val_per_rank)
                 record.update(val_loss=val_loss, val_bpb=val_bpb)
                 say(f"step {step:>6}/{t.max_steps} | val_loss {val_loss:.4f} | val_bpb {val_bpb:.4f}")
@@ -227,7 +262,9 @@ def train(
         if log is not None:
             log.close()
 
-    if math.isnan(val_loss):  # resumed a run that had already finished: evaluate it once
+    if math.isnan(val_loss) and task is not None:  # resumed a finished run: evaluate it once
+        val_loss, val_bpb = (m := task.evaluate(module, engine, autocast))["val_loss"], m["val_bpb"]
+    elif math.isnan(val_loss):  # resumed a run that had already finished: evaluate it once
         val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast, val_per_rank)
     summary = {
         "val_loss": val_loss,
@@ -249,9 +286,13 @@ def train(
         "memory_per_rank": memory,  # bytes held for params, grads, optimizer state (rank 0)
         "peak_rss_gb_per_rank": _per_rank(engine, peak_rss_gb()),
     }
-    weights = engine.full_state_dict()  # collective: sharded engines gather on every rank
+    final = engine.full_state_dict()  # collective: sharded engines gather on every rank
+    if task is not None:  # the export is the checkpoint with the best validation BLEU
+        summary.update(task.summary(), best_bleu=state["best_bleu"], best_step=state["best_step"])
+        if (run_dir / "best" / "model.safetensors").is_file():
+            final = load_file(str(run_dir / "best" / "model.safetensors"))
     if main:
-        write_model_dir(run_dir / "model", cfg.model, weights, tokenizer)
+        write_model_dir(run_dir / "model", cfg.model, final, tokenizer)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_loss(run_dir)
         say(
@@ -267,23 +308,37 @@ def forward_backward(
     engine: Engine,
     micro_batches: list[Batch],
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    loss_fn: Callable[..., torch.Tensor] = lm_loss,
 ) -> float:
     """Backward every micro-batch of one optimizer step; return the step's mean loss per token.
 
     Each micro-batch's summed loss is divided by the target count of the whole step on all ranks,
-    so (B*k, accum=1) and (B, accum=k) give the same gradient, at any world size.
+    so (B*k, accum=1) and (B, accum=k) give the same gradient, at any world size. A batch is a
+    tuple whose last tensor holds the targets: loss_fn(module, *batch) returns their summed loss.
     """
-    n_tokens = engine.all_reduce(torch.tensor(float(sum(count_targets(y) for _, y in micro_batches))))
+    n_tokens = engine.all_reduce(torch.tensor(float(sum(count_targets(b[-1]) for b in micro_batches))))
     scale = engine.world_size / float(n_tokens)  # engines average gradients over ranks
     step_loss = torch.zeros((), dtype=torch.float64)
-    for i, (inputs, targets) in enumerate(micro_batches):
-        inputs, targets = inputs.to(engine.device), targets.to(engine.device)
+    for i, batch in enumerate(micro_batches):
+        batch = tuple(tensor.to(engine.device) for tensor in batch)
         with engine.accumulating(last=i == len(micro_batches) - 1):
             with autocast():
-                loss = lm_loss(module, inputs, targets) * scale
+                loss = loss_fn(module, *batch) * scale
             engine.backward(loss)
         step_loss += loss.detach().double()
     return float(engine.all_reduce(step_loss)) / engine.world_size
+
+
+_VAL_KEYS = ("val_loss", "val_bpb", "val_bleu", "val_chrf")
+
+
+def _write_best(run_dir: Path, cfg: Config, state: dict[str, torch.Tensor], tokenizer: Tokenizer) -> None:
+    """run_dir/best: the model with the best validation score so far, replaced atomically."""
+    tmp = run_dir / ".best-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_model_dir(tmp, cfg.model, state, tokenizer)
+    shutil.rmtree(run_dir / "best", ignore_errors=True)
+    os.replace(tmp, run_dir / "best")
 
 
 def _save(
@@ -351,7 +406,7 @@ def _resolve_run(
                 f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
             )
         # only the first rank clears (the process group is not up yet; launchers set RANK)
-        for child in ("checkpoints", "model", "tb", "metrics.jsonl", "summary.json", "loss.png"):
+        for child in ("checkpoints", "model", "best", "tb", "metrics.jsonl", "summary.json", "loss.png"):
             path = run_dir / child
             if os.environ.get("RANK", "0") == "0":
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -402,6 +457,19 @@ def _ensure_data(
     if tokenizer is not None:
         wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
     if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
+        return target
+    if cfg.data.task == "translation":
+        from lmforge.data.pairs import prepare_pairs
+
+        wanted.update(task=cfg.data.task, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)
+        if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
+            return target
+        say(f"preparing sentence pairs {cfg.data.input} -> {target}")
+        meta = prepare_pairs(
+            cfg.data.input, target, cfg.data.src_lang, cfg.data.tgt_lang, cfg.data.vocab_size
+        )
+        source.write_text(json.dumps(wanted) + "\n")
+        say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
         return target
     say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
     meta = prepare_corpus(

@@ -1,0 +1,305 @@
+"""Parallel corpora for sequence-to-sequence training (translation).
+
+`prepare_pairs` (the `lmforge prep --pairs` verb) reads sentence pairs, cleans and filters them,
+splits them by document, trains one byte-level BPE over both languages and writes a directory:
+
+    meta.json            task "translation", languages, counts, what each filter dropped
+    tokenizer.json       shared source/target vocabulary
+    {train,val,test}.{src_lang,tgt_lang}   the kept pairs as text, one sentence per line
+    {train,val,test}.docs                  the document each pair came from
+    {train,val,test}.npz                   token ids: src_ids, src_offsets, tgt_ids, tgt_offsets
+
+Inputs (plain or .gz/.xz/.bz2): JSON Lines with one object per pair (`{"en": ..., "fr": ...,
+"doc": ...}`; the language codes are the field names, `doc` is optional), TSV (`source<TAB>target`
+and an optional third `doc` column), or two aligned text files `NAME.en` + `NAME.fr` (give either;
+consecutive blocks of 50 lines count as one document).
+
+The split holds out whole documents (Bible chapters, help pages): a document goes to test or
+val when a hash of its name falls under test_fraction or test_fraction + val_fraction, so it is
+deterministic and stable when other documents are added. Pairs in val/test whose source
+sentence also occurs in train are dropped, so held-out scores are not inflated by repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmforge.data.sources import open_text, suffixes
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+
+SPLITS = ("train", "val", "test")
+FORMAT = "lmforge-pairs-1"
+LINES_PER_DOC = 50  # aligned text files: consecutive lines grouped into one document
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass
+class Pair:
+    src: str
+    tgt: str
+    doc: str
+
+
+def _pair_files(inputs: str | Path | list[str | Path], src_lang: str, tgt_lang: str) -> list[Path]:
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file())
+            files += [p for p in found if suffixes(p)[0] in (".jsonl", ".tsv", f".{src_lang}")]
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise LmforgeError(f"{item}: no such file or folder")
+    if not files:
+        raise LmforgeError(f"{inputs}: no .jsonl, .tsv or .{src_lang}/.{tgt_lang} files found")
+    # NAME.fr given alone stands for the aligned pair NAME.en + NAME.fr
+    out: list[Path] = []
+    for f in files:
+        kind = suffixes(f)[0]
+        if kind == f".{tgt_lang}":
+            f = _sibling(f, tgt_lang, src_lang)
+        if f not in out:
+            out.append(f)
+    return out
+
+
+def _sibling(path: Path, lang: str, other: str) -> Path:
+    comp = suffixes(path)[1]
+    stem = path.name[: len(path.name) - len(comp)]
+    return path.with_name(stem[: -len(lang)] + other + comp)
+
+
+def read_pairs(
+    inputs: str | Path | list[str | Path], src_lang: str = "en", tgt_lang: str = "fr"
+) -> Iterator[Pair]:
+    """Every pair of the inputs, whitespace-normalised, in a stable order."""
+    for path in _pair_files(inputs, src_lang, tgt_lang):
+        kind = suffixes(path)[0]
+        try:
+            if kind == ".jsonl":
+                yield from _read_jsonl(path, src_lang, tgt_lang)
+            elif kind == ".tsv":
+                yield from _read_tsv(path)
+            elif kind == f".{src_lang}":
+                yield from _read_aligned(path, _sibling(path, src_lang, tgt_lang))
+            else:
+                raise LmforgeError(f"{path}: not a pair file (.jsonl, .tsv, .{src_lang} + .{tgt_lang})")
+        except UnicodeDecodeError as e:
+            raise LmforgeError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+        except (OSError, EOFError) as e:
+            raise LmforgeError(f"{path}: cannot read: {e}") from None
+
+
+def _norm(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def _read_jsonl(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
+    with open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise LmforgeError(f"{path}:{number}: not valid JSON") from None
+            if not isinstance(record, dict):
+                raise LmforgeError(f"{path}:{number}: not a JSON object")
+            src, tgt = record.get(src_lang), record.get(tgt_lang)
+            if not isinstance(src, str) or not isinstance(tgt, str):
+                raise LmforgeError(f"{path}:{number}: needs string fields {src_lang!r} and {tgt_lang!r}")
+            yield Pair(_norm(src), _norm(tgt), str(record.get("doc", path.name)))
+
+
+def _read_tsv(path: Path) -> Iterator[Pair]:
+    with open_text(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            cols = line.rstrip("\r\n").split("\t")
+            if len(cols) not in (2, 3):
+                raise LmforgeError(f"{path}:{number}: expected 2 or 3 tab-separated columns, got {len(cols)}")
+            yield Pair(_norm(cols[0]), _norm(cols[1]), cols[2] if len(cols) == 3 else path.name)
+
+
+def _read_aligned(src_path: Path, tgt_path: Path) -> Iterator[Pair]:
+    if not tgt_path.is_file():
+        raise LmforgeError(f"{src_path}: its aligned file {tgt_path} is missing")
+    with open_text(src_path) as fs, open_text(tgt_path) as ft:
+        for number, (s, t) in enumerate(zip(fs, ft, strict=False)):
+            yield Pair(_norm(s), _norm(t), f"{src_path.name}#{number // LINES_PER_DOC}")
+        if fs.readline() or ft.readline():
+            raise LmforgeError(f"{src_path} and {tgt_path}: different numbers of lines")
+
+
+def split_of(doc: str, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
+    """test / val / train for a document, from a hash of its name (stable, order-free)."""
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{doc}".encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+
+
+def prepare_pairs(
+    inputs: str | Path | list[str | Path],
+    out: str | Path,
+    src_lang: str = "en",
+    tgt_lang: str = "fr",
+    vocab_size: int = 8000,
+    max_tokens: int = 128,
+    max_ratio: float = 2.5,
+    val_fraction: float = 0.02,
+    test_fraction: float = 0.02,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Clean, dedup, split and tokenize sentence pairs into `out` (atomically); returns meta.json.
+
+    Filters, each counted in meta["dropped"]: an empty side; a repeated (source, target) pair;
+    a val/test pair whose source occurs in train; a side longer than `max_tokens` tokens; a
+    token-length ratio above `max_ratio` (one side more than that many times the other).
+    """
+    if src_lang == tgt_lang:
+        raise LmforgeError(f"src_lang and tgt_lang are both {src_lang!r}")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise LmforgeError("val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+    start = time.time()
+    dropped = dict.fromkeys(("empty", "duplicate", "in_train", "too_long", "ratio"), 0)
+    seen: set[tuple[str, str]] = set()
+    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    total = 0
+    for pair in read_pairs(inputs, src_lang, tgt_lang):
+        total += 1
+        if not pair.src or not pair.tgt:
+            dropped["empty"] += 1
+        elif (pair.src, pair.tgt) in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add((pair.src, pair.tgt))
+            splits[split_of(pair.doc, val_fraction, test_fraction, seed)].append(pair)
+    train_sources = {p.src for p in splits["train"]}
+    for split in ("val", "test"):
+        kept = [p for p in splits[split] if p.src not in train_sources]
+        dropped["in_train"] += len(splits[split]) - len(kept)
+        splits[split] = kept
+    if not splits["train"]:
+        raise LmforgeError(f"{inputs}: no training pairs left after cleaning ({total} read)")
+
+    tok = Tokenizer.train_bpe((t for p in splits["train"] for t in (p.src, p.tgt)), vocab_size)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    counts: dict[str, int] = {}
+    tokens: dict[str, int] = {}
+    try:
+        for split, pairs in splits.items():
+            src_ids = [e.ids for e in tok.hf.encode_batch([p.src for p in pairs], add_special_tokens=False)]
+            tgt_ids = [e.ids for e in tok.hf.encode_batch([p.tgt for p in pairs], add_special_tokens=False)]
+            keep = []
+            for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True)):
+                if max(len(s), len(t)) > max_tokens:
+                    dropped["too_long"] += 1
+                elif max(len(s), len(t)) > max_ratio * min(len(s), len(t)):
+                    dropped["ratio"] += 1
+                else:
+                    keep.append(i)
+            _write_split(tmp, split, [pairs[i] for i in keep], [src_ids[i] for i in keep],
+                         [tgt_ids[i] for i in keep], src_lang, tgt_lang)  # fmt: skip
+            counts[split] = len(keep)
+            tokens[split] = sum(len(src_ids[i]) + len(tgt_ids[i]) for i in keep)
+        meta = {
+            "format": FORMAT,
+            "task": "translation",
+            "src_lang": src_lang,
+            "tgt_lang": tgt_lang,
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "pad_id": tok.pad_id,
+            "tokenizer": tok.kind,
+            "tokenizer_sha256": tok.sha256(),
+            "dtype": "int32",
+            "shards": {},
+            "pairs": counts,
+            "tokens": tokens,
+            "read": total,
+            "dropped": dropped,
+            "filters": {"max_tokens": max_tokens, "max_ratio": max_ratio},
+            "split": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed},
+            "sources": [str(p) for p in _pair_files(inputs, src_lang, tgt_lang)],
+            "seconds": round(time.time() - start, 2),
+        }
+        tok.save(tmp / "tokenizer.json")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _write_split(
+    directory: Path,
+    split: str,
+    pairs: list[Pair],
+    src_ids: list[list[int]],
+    tgt_ids: list[list[int]],
+    src_lang: str,
+    tgt_lang: str,
+) -> None:
+    (directory / f"{split}.{src_lang}").write_text("".join(p.src + "\n" for p in pairs), encoding="utf-8")
+    (directory / f"{split}.{tgt_lang}").write_text("".join(p.tgt + "\n" for p in pairs), encoding="utf-8")
+    (directory / f"{split}.docs").write_text("".join(p.doc + "\n" for p in pairs), encoding="utf-8")
+    arrays = {}
+    for side, ids in (("src", src_ids), ("tgt", tgt_ids)):
+        arrays[f"{side}_ids"] = np.asarray([i for s in ids for i in s], dtype=np.int32)
+        arrays[f"{side}_offsets"] = np.cumsum([0] + [len(s) for s in ids], dtype=np.int64)
+    np.savez(directory / f"{split}.npz", **arrays)
+
+
+def is_pairs_dir(path: str | Path) -> bool:
+    file = Path(path) / "meta.json"
+    return file.is_file() and json.loads(file.read_text()).get("format") == FORMAT
+
+
+def load_split(directory: str | Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(source token arrays, target token arrays) of a prepared split, checked against meta.json."""
+    directory = Path(directory)
+    file = directory / f"{split}.npz"
+    meta = json.loads((directory / "meta.json").read_text())
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            data = {k: z[k] for k in ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets")}
+    except (OSError, KeyError, ValueError) as e:
+        raise LmforgeError(f"{file}: unreadable pair split: {e}") from None
+    sides = []
+    for side in ("src", "tgt"):
+        ids, off = data[f"{side}_ids"], data[f"{side}_offsets"]
+        if len(off) - 1 != meta["pairs"][split] or (len(ids) and int(ids.max()) >= meta["vocab_size"]):
+            raise LmforgeError(f"{file}: corrupt ({side} side does not match meta.json)")
+        sides.append([ids[off[i] : off[i + 1]] for i in range(len(off) - 1)])
+    return sides[0], sides[1]
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a text file (plain or compressed), for translate --file and eval-translate."""
+    path = Path(path)
+    if not path.is_file():
+        raise LmforgeError(f"{path}: no such file")
+    try:
+        with open_text(path) as f:
+            return [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise LmforgeError(f"{path}: not valid UTF-8 (byte {e.start})") from None

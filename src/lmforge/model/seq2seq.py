@@ -1,0 +1,200 @@
+"""Seq2Seq: an encoder-decoder Transformer (Vaswani et al., 2017) with pre-LayerNorm blocks.
+
+    source ids -> shared embedding + positions -> n_layer encoder blocks (self-attention with a
+    padding mask) -> LayerNorm = memory
+    target ids -> shared embedding + positions -> n_layer decoder blocks (causal self-attention,
+    cross-attention to the memory, MLP) -> LayerNorm -> logits (tied to the shared embedding)
+
+Pre-LN as in fairseq's `--encoder-normalize-before` / T5, which trains stably without the warmup
+tricks post-LN needs. The encoder block is the GPT block with `causal=False`; the decoder block
+adds `CrossAttention` between its self-attention and MLP. Padding: sources are right-padded and
+a (B, 1, 1, S) key mask keeps every query off pad positions; targets are right-padded too, so the
+causal mask alone keeps real positions off them. Decoding reuses the memory's cross-attention
+keys/values (`memory_kv`) and a KVCache for the decoder's self-attention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import LmforgeError
+from lmforge.model.attention import KVCache
+from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention
+
+Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
+
+
+class DecoderBlock(nn.Module):
+    """x + self_attn(ln(x)) (causal), then x + cross_attn(ln(x), memory), then x + mlp(ln(x))."""
+
+    def __init__(self, c: ModelConfig, rotary: Rotary | None) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.attn = SelfAttention(c.n_embd, c.n_head, c.bias, c.dropout, rotary, causal=True)
+        self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.cross = CrossAttention(c.n_embd, c.n_head, c.bias, c.dropout)
+        self.ln_3 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.mlp = MLP(c.n_embd, c.mlp, c.bias)
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: tuple[torch.Tensor, torch.Tensor],
+        src_mask: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
+        x = x + self.drop(self.cross(self.ln_2(x), memory, src_mask))
+        return x + self.drop(self.mlp(self.ln_3(x)))
+
+
+class Stack(nn.Module):
+    """Positions, dropout, blocks and a final LayerNorm: the encoder or the decoder."""
+
+    def __init__(self, c: ModelConfig, decoder: bool) -> None:
+        super().__init__()
+        self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
+        rotary = Rotary(c.n_embd // c.n_head, c.block_size) if c.pos == "rope" else None
+        self.drop = nn.Dropout(c.dropout)
+        blocks = (
+            DecoderBlock(c, rotary)
+            if decoder
+            else Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary, causal=False)
+            for _ in range(c.n_layer)
+        )
+        self.blocks = nn.ModuleList(blocks)
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+
+    def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + x.size(1), device=x.device))
+        return self.drop(x)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, config: ModelConfig, pad_id: int) -> None:
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (the tokenizer's size) before building")
+        self.config = c = config
+        self.pad_id = pad_id
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # shared by encoder, decoder and output
+        self.encoder = Stack(c, decoder=False)
+        self.decoder = Stack(c, decoder=True)
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2's residual scaling, counting every residual branch of the deeper (decoder) path.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "cross.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(3 * c.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _check_length(self, t: int, side: str) -> None:
+        if t > self.config.block_size:
+            raise ValueError(f"{side} of {t} tokens exceeds the model's {self.config.block_size} positions")
+
+    def source_mask(self, src: torch.Tensor) -> torch.Tensor:
+        """(B, S) ids -> (B, 1, 1, S) bool, True on real (non-pad) tokens."""
+        return (src != self.pad_id)[:, None, None, :]
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """src (B, S) right-padded ids -> memory (B, S, C)."""
+        self._check_length(src.size(1), "source")
+        mask = self.source_mask(src) if src_mask is None else src_mask
+        x = self.encoder.embed(self.wte(src), 0)
+        for block in self.encoder.blocks:
+            x = block(x, mask=mask)
+        return self.encoder.ln_f(x)
+
+    def memory_kv(self, memory: torch.Tensor) -> Memory:
+        """Every decoder layer's cross-attention keys and values for this memory (computed once)."""
+        return [block.cross.memory(memory) for block in self.decoder.blocks]
+
+    def decode(
+        self,
+        tgt: torch.Tensor,
+        memory: Memory,
+        src_mask: torch.Tensor,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """tgt (B, T) decoder inputs -> logits (B, T, vocab) (or (B, 1, vocab) with last_only).
+        With a cache, tgt continues the cached prefix and the cache advances by T."""
+        start = cache.length if cache is not None else 0
+        self._check_length(start + tgt.size(1), "target")
+        x = self.decoder.embed(self.wte(tgt), start)
+        for i, block in enumerate(self.decoder.blocks):
+            x = block(x, memory[i], src_mask, cache, i)
+        if cache is not None:
+            cache.advance(tgt.size(1))
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.decoder.ln_f(x))
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt (B, T) decoder inputs -> logits (B, T, vocab)."""
+        mask = self.source_mask(src)
+        return self.decode(tgt, self.memory_kv(self.encode(src, mask)), mask)
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        c = self.config
+        w = self.wte.weight
+        return KVCache(
+            c.n_layer, batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head, w.dtype, w.device
+        )
+
+    def set_attention(self, impl: str) -> None:
+        """Route every attention: auto | sdpa | bmm | reference (see model/attention.py)."""
+        for module in self.modules():
+            if isinstance(module, SelfAttention | CrossAttention):
+                module.impl = impl
+
+    def num_params(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            n -= sum(s.wpe.weight.numel() for s in (self.encoder, self.decoder) if s.wpe is not None)
+        return n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per (source + target) token, roughly: 6N/2 for each side's weights it
+        passes through (N counts both stacks) plus attention's 12 L d T per attention layer."""
+        c = self.config
+        n = self.num_params(embeddings=False)
+        if not c.tie_embeddings:
+            n -= self.wte.weight.numel()
+        return 3 * n + 12 * c.n_layer * c.n_embd * c.block_size * 1.5
+
+
+def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer]:
+    """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
+    from lmforge.model.directory import WEIGHTS, load_weights  # directory.py registers this loader
+
+    file = directory / "config.json"
+    raw = json.loads(file.read_text())
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    config = ModelConfig(**{k: v for k, v in raw.items() if k in names})
+    if not isinstance(raw.get("pad_token_id"), int):
+        raise LmforgeError(f"{file}: pad_token_id missing (needed for source padding masks)")
+    model = Seq2Seq(config, raw["pad_token_id"])
+    load_weights(model, directory / WEIGHTS)
+    return model.eval(), Tokenizer.load(directory / "tokenizer.json")

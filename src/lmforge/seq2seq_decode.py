@@ -1,0 +1,139 @@
+"""Decoding for the encoder-decoder: batched greedy and beam search on token ids.
+
+The source is encoded once and every decoder layer's cross-attention keys/values are computed
+once (`Seq2Seq.memory_kv`); the decoder's self-attention keeps a KVCache, so each step costs one
+token's work. `use_cache=False` recomputes the whole target prefix every step (the reference the
+cache is tested against).
+
+Each sentence stops at EOS or after its own limit of `min(block_size, a * source_len + b)`
+tokens, so a sentence decodes the same alone and in a padded batch.
+
+Beam search follows fairseq / HF's `early_stopping=True`: each step takes the best 2K
+continuations of a sentence's K beams; an EOS among the best K finishes a hypothesis, scored
+`sum log p / length ** length_penalty` (length counts the EOS); the others fill the K beams.
+A sentence is done once it has K finished hypotheses (or hits its length limit: the live beams
+finish there). With K = 1 this is exactly greedy decoding (tested).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.model.attention import KVCache
+from lmforge.model.seq2seq import Memory, Seq2Seq
+
+
+def length_limits(src_lens: list[int], block_size: int, a: float, b: int) -> list[int]:
+    """Most target tokens (EOS included) per sentence."""
+    return [max(1, min(block_size, int(math.ceil(a * n + b)))) for n in src_lens]
+
+
+class _Decoder:
+    """One decoding run's state: the memory, the source mask and (optionally) the KV cache."""
+
+    def __init__(self, model: Seq2Seq, src: torch.Tensor, repeat: int, max_len: int, use_cache: bool) -> None:
+        self.model = model
+        mask = model.source_mask(src)
+        memory = model.encode(src, mask)
+        if repeat > 1:  # one row per beam
+            memory, mask = memory.repeat_interleave(repeat, 0), mask.repeat_interleave(repeat, 0)
+        self.mask = mask
+        self.memory: Memory = model.memory_kv(memory)
+        self.cache: KVCache | None = model.new_cache(memory.size(0), max_len) if use_cache else None
+
+    def logprobs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N, t) decoded so far -> log-probabilities of the next token (N, vocab), fp32."""
+        if self.cache is not None:
+            logits = self.model.decode(tokens[:, -1:], self.memory, self.mask, self.cache, last_only=True)
+        else:
+            logits = self.model.decode(tokens, self.memory, self.mask, last_only=True)
+        return F.log_softmax(logits[:, -1].float(), dim=-1)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the cache rows `rows` (N,), in that order: beams follow their parents."""
+        if self.cache is not None:
+            self.cache.k = self.cache.k.index_select(1, rows)
+            self.cache.v = self.cache.v.index_select(1, rows)
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: Seq2Seq, src: torch.Tensor, limits: list[int], eos: int, use_cache: bool = True
+) -> list[list[int]]:
+    """src (B, S) right-padded sources (ids + EOS) -> each sentence's target ids (no EOS)."""
+    b = src.size(0)
+    dec = _Decoder(model, src, 1, max(limits), use_cache)
+    tokens = torch.full((b, 1), eos, dtype=torch.long, device=src.device)
+    limit = torch.tensor(limits, device=src.device)
+    done = torch.zeros(b, dtype=torch.bool, device=src.device)
+    for step in range(1, max(limits) + 1):
+        nxt = dec.logprobs(tokens).argmax(-1)
+        nxt = torch.where(done, eos, nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        done |= (nxt == eos) | (limit <= step)
+        if bool(done.all()):
+            break
+    return [_strip(row[1:].tolist(), eos)[:n] for row, n in zip(tokens, limits, strict=True)]
+
+
+def _strip(ids: list[int], eos: int) -> list[int]:
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+@torch.inference_mode()
+def beam_decode(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    limits: list[int],
+    eos: int,
+    beam: int = 4,
+    length_penalty: float = 1.0,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Beam search (see the module docstring); returns each sentence's best hypothesis."""
+    b, k = src.size(0), beam
+    dec = _Decoder(model, src, k, max(limits), use_cache)
+    tokens = torch.full((b * k, 1), eos, dtype=torch.long, device=src.device)
+    scores = torch.full((b, k), -math.inf, device=src.device)
+    scores[:, 0] = 0.0  # all beams start identical: only the first one is live
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    done = [False] * b
+    for step in range(1, max(limits) + 1):
+        logp = dec.logprobs(tokens)  # (B*K, V)
+        vocab = logp.size(-1)
+        cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
+        top_scores, top_idx = cand.topk(2 * k, dim=1)  # (B, 2K)
+        top_beam, top_tok = (top_idx // vocab).tolist(), (top_idx % vocab).tolist()
+        top_scores_l = top_scores.tolist()
+        prev = tokens[:, 1:].tolist()
+        new_scores = torch.full((b, k), -math.inf, device=src.device)
+        new_beam = torch.zeros((b, k), dtype=torch.long)
+        new_tok = torch.full((b, k), eos, dtype=torch.long)
+        for i in range(b):
+            if done[i]:
+                continue
+            at_limit, live = step >= limits[i], 0
+            for j in range(2 * k):
+                s, parent, t = top_scores_l[i][j], top_beam[i][j], top_tok[i][j]
+                if s == -math.inf:
+                    break
+                if t == eos or at_limit:
+                    if j < k:  # only an EOS among the best K candidates finishes a hypothesis
+                        hyp = prev[i * k + parent] + ([] if t == eos else [t])
+                        finished[i].append((s / (len(hyp) + 1) ** length_penalty, hyp))
+                    continue
+                new_scores[i, live], new_beam[i, live], new_tok[i, live] = s, parent, t
+                live += 1
+                if live == k:
+                    break
+            done[i] = at_limit or len(finished[i]) >= k
+        if all(done):
+            break
+        scores = new_scores.masked_fill(torch.tensor(done, device=src.device)[:, None], -math.inf)
+        rows = (torch.arange(b)[:, None] * k + new_beam).view(-1).to(src.device)
+        tokens = torch.cat([tokens.index_select(0, rows), new_tok.view(-1, 1).to(src.device)], dim=1)
+        dec.reorder(rows)
+    return [max(f, key=lambda x: x[0])[1] for f in finished]

@@ -1,0 +1,219 @@
+"""Parallel data prep, training through the loop, resume, and the translate / eval-translate /
+pipeline front ends, on a tiny synthetic English->French corpus."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lmforge.cli import main
+from lmforge.data.pair_loader import PairLoader
+from lmforge.data.pairs import load_split, prepare_pairs, read_pairs
+from lmforge.errors import LmforgeError
+from lmforge.train.loop import train
+
+LEXICON = {
+    "the": "le", "cat": "chat", "dog": "chien", "eats": "mange", "sees": "voit", "big": "grand",
+    "small": "petit", "house": "maison", "is": "est", "red": "rouge", "green": "vert", "and": "et",
+    "bird": "oiseau", "sleeps": "dort", "here": "ici", "today": "aujourd'hui",
+}  # fmt: skip
+
+
+def _sentence(rng: random.Random) -> tuple[str, str]:
+    words = [rng.choice(list(LEXICON)) for _ in range(rng.randint(2, 7))]
+    return " ".join(words).capitalize() + ".", " ".join(LEXICON[w] for w in words).capitalize() + "."
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = random.Random(0)
+    rows = []
+    for d in range(60):
+        for _ in range(8):
+            en, fr = _sentence(rng)
+            rows.append({"doc": f"doc{d}", "en": en, "fr": fr})
+    rows += [rows[0], rows[1]]  # exact duplicates
+    rows.append({"doc": "doc1", "en": "   ", "fr": "vide"})  # empty side
+    rows.append({"doc": "doc2", "en": "Cat.", "fr": " ".join(["chat"] * 30)})  # length ratio
+    rows.append({"doc": "doc3", "en": "dog " * 200, "fr": "chien " * 200})  # too long
+    path = tmp_path_factory.mktemp("pairs") / "toy.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(pairs_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prep") / "toy"
+    prepare_pairs(pairs_file, out, vocab_size=300, max_tokens=64, val_fraction=0.1, test_fraction=0.1)
+    return out
+
+
+def test_prep_filters_dedups_and_holds_out_whole_documents(
+    prepared: Path, tmp_path: Path, pairs_file: Path
+) -> None:
+    meta = json.loads((prepared / "meta.json").read_text())
+    assert meta["task"] == "translation" and meta["read"] == 60 * 8 + 5
+    assert meta["dropped"]["duplicate"] >= 2 and meta["dropped"]["empty"] == 1
+    assert meta["dropped"]["ratio"] == 1 and meta["dropped"]["too_long"] == 1
+    docs = {s: set((prepared / f"{s}.docs").read_text().split()) for s in ("train", "val", "test")}
+    assert docs["val"] and docs["test"]
+    assert (
+        not (docs["train"] & docs["val"])
+        and not (docs["train"] & docs["test"])
+        and not (docs["val"] & docs["test"])
+    )
+    train_en = set((prepared / "train.en").read_text().splitlines())
+    assert not train_en & set((prepared / "test.en").read_text().splitlines())  # no source repeats in test
+    src, tgt = load_split(prepared, "train")
+    assert len(src) == len(tgt) == meta["pairs"]["train"]
+    again = tmp_path / "again"
+    prepare_pairs(pairs_file, again, vocab_size=300, max_tokens=64, val_fraction=0.1, test_fraction=0.1)
+    for name in ("train.en", "test.fr", "val.docs", "tokenizer.json"):
+        assert (again / name).read_bytes() == (prepared / name).read_bytes()  # deterministic
+
+
+def test_tsv_and_aligned_files_read_as_pairs(tmp_path: Path) -> None:
+    (tmp_path / "a.tsv").write_text("Hello\tBonjour\tpage1\nYes\tOui\n")
+    (tmp_path / "b.en").write_text("One\nTwo\n")
+    (tmp_path / "b.fr").write_text("Un\nDeux\n")
+    got = [(p.src, p.tgt, p.doc) for p in read_pairs([tmp_path / "a.tsv", tmp_path / "b.fr"])]
+    assert got == [
+        ("Hello", "Bonjour", "page1"),
+        ("Yes", "Oui", "a.tsv"),
+        ("One", "Un", "b.en#0"),
+        ("Two", "Deux", "b.en#0"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("x.jsonl", '{"en": "a", "fr": "b"}\n{"en": "a"}\n', r"x\.jsonl:2: needs string fields"),
+        ("x.jsonl", "{oops\n", r"x\.jsonl:1: not valid JSON"),
+        ("x.tsv", "a\tb\nonly one column\n", r"x\.tsv:2: expected 2 or 3"),
+    ],
+)
+def test_bad_pair_input_is_named(tmp_path: Path, name: str, text: str, message: str) -> None:
+    (tmp_path / name).write_text(text)
+    with pytest.raises(LmforgeError, match=message):
+        prepare_pairs(tmp_path / name, tmp_path / "out", vocab_size=300)
+
+
+def test_loader_groups_by_length_and_resumes(prepared: Path) -> None:
+    src, tgt = load_split(prepared, "train")
+    a = PairLoader(src, tgt, 16, 8, 0, 1, seed=3)
+    for _ in range(5):
+        a.next_step()
+    b = PairLoader(src, tgt, 16, 8, 0, 1, seed=3)
+    b.load_state_dict(a.state_dict())
+    for x, y in zip(a.next_step(), b.next_step(), strict=True):
+        assert all((u == v).all() for u, v in zip(x, y, strict=True))
+    src_b, tgt_in, tgt_out = a.next_step()[0]
+    assert src_b.shape[0] == 8 and tgt_in.shape == tgt_out.shape
+    assert (tgt_in[:, 0] == 0).all()  # EOS starts every decoder input
+
+
+TINY = [
+    "--model.n_layer=1",
+    "--model.n_head=2",
+    "--model.n_embd=32",
+    "--model.block_size=48",
+    "--model.dropout=0.1",
+    "--train.batch_size=16",
+    "--train.micro_batch_size=8",
+    "--train.warmup_steps=2",
+    "--train.log_interval=2",
+    "--train.eval_interval=4",
+    "--train.checkpoint_interval=4",
+    "--train.keep_checkpoints=5",
+    "--train.label_smoothing=0.1",
+    "--train.lr=3e-3",
+]
+
+
+def _overrides(prepared: Path, steps: int) -> list[str]:
+    return [f"--data.input={prepared}", "--data.task=translation", "--model.arch=seq2seq", *TINY,
+            f"--train.max_steps={steps}"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "toy"
+    summary = train(None, _overrides(prepared, 8), out=out, quiet=True)
+    assert summary["task"] == "translation" and summary["best_step"] in (4, 8)
+    return out
+
+
+def test_resume_continues_exactly(run: Path, tmp_path: Path) -> None:
+    """Resuming from the step-4 checkpoint (dropout on, so RNG state matters) ends with the same
+    weights and best-BLEU bookkeeping as the uninterrupted run."""
+    other = tmp_path / "resumed"
+    shutil.copytree(run, other)
+    for name in ("checkpoints/step_00000008", "model", "summary.json"):
+        path = other / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    summary = train(resume=other, quiet=True)
+    a = load_file(str(run / "checkpoints" / "step_00000008" / "model.safetensors"))
+    b = load_file(str(other / "checkpoints" / "step_00000008" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert summary["best_step"] == json.loads((run / "summary.json").read_text())["best_step"]
+
+
+def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["translate", str(run), "The cat sleeps.", "The dog is big.", "--beam", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    from lmforge import pipeline
+
+    ours = pipeline("translation_en_to_fr", model=run)
+    one, many = ours("The cat sleeps."), ours(["The cat sleeps.", "The dog is big."])
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer as HFTok
+
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=HFTok.from_file(str(run / "model" / "tokenizer.json")),
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+    )
+    cfg = transformers.MarianConfig(
+        vocab_size=tok.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    hf = transformers.pipeline("translation_en_to_fr", model=transformers.MarianMTModel(cfg), tokenizer=tok)
+    hf_one, hf_many = (
+        hf("The cat sleeps.", max_new_tokens=3),
+        hf(["The cat sleeps.", "The dog is big."], max_new_tokens=3),
+    )
+
+    def shape(x: object) -> object:
+        if isinstance(x, list):
+            return [shape(v) for v in x]
+        if isinstance(x, dict):
+            return {k: type(v).__name__ for k, v in x.items()}
+        return type(x).__name__
+
+    assert shape(one) == shape(hf_one) == [{"translation_text": "str"}]
+    assert shape(many) == shape(hf_many)
+
+
+def test_eval_translate_bleu_equals_sacrebleu(
+    run: Path, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sacrebleu = pytest.importorskip("sacrebleu")
+    hyp = tmp_path / "hyp.fr"
+    src, ref = prepared / "test.en", prepared / "test.fr"
+    assert main(["eval-translate", str(run), "--src", str(src), "--ref", str(ref), "--out", str(hyp)]) == 0
+    out = capsys.readouterr().out
+    printed = float(re.search(r"BLEU = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    expected = sacrebleu.corpus_bleu(hyp.read_text().splitlines(), [ref.read_text().splitlines()])
+    assert printed == pytest.approx(round(expected.score, 2), abs=0.006)
+    assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out and "chrF2 = " in out
+    assert main(["eval-translate", str(run), "--src", str(src), "--ref", str(hyp)]) == 0
+    assert "BLEU = 100.00" in capsys.readouterr().out  # its own output as reference: a perfect score
