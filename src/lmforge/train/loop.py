@@ -9,7 +9,6 @@ update, schedule), log, evaluate, checkpoint. It ends with an export and summary
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -25,9 +24,9 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from lmforge.config import Config, config_to_toml, load_config
+from lmforge.config import Config, config_to_toml
 from lmforge.data.loader import Batch, BatchLoader, eval_batches
-from lmforge.data.shards import is_prepared, open_split, prepare_corpus, read_meta
+from lmforge.data.shards import open_split, read_meta
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.hardware import matmul_peak_flops, resolve_dtype
@@ -40,6 +39,7 @@ from lmforge.train.evaluate import evaluate
 from lmforge.train.losses import count_targets, lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, peak_rss_gb, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
+from lmforge.train.run_dir import ensure_data, init_model, resolve_run
 
 
 def train(
@@ -55,17 +55,17 @@ def train(
     config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
-    run_dir, cfg = _resolve_run(config, overrides, out, resume, overwrite)
+    run_dir, cfg = resolve_run(config, overrides, out, resume, overwrite)
     engine = build_engine(cfg.engine, cfg.train)
     main = engine.rank == 0
     say: Callable[[str], None] = (lambda _: None) if quiet or not main else tqdm.write
 
-    init = _init_model(cfg) if cfg.train.init_from else None
+    init = init_model(cfg) if cfg.train.init_from else None
     init_tokenizer = init[1] if init else None
     if main:  # one rank prepares raw input; the others wait, then read the same shards
-        _ensure_data(cfg, run_dir, say, init_tokenizer)
+        ensure_data(cfg, run_dir, say, init_tokenizer)
     engine.barrier()
-    data_dir = _ensure_data(cfg, run_dir, say, init_tokenizer, prepare=False)
+    data_dir = ensure_data(cfg, run_dir, say, init_tokenizer, prepare=False)
     meta = read_meta(data_dir)
     tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
     if init is not None and tokenizer.sha256() != init[1].sha256():
@@ -379,111 +379,3 @@ def _memory_line(memory: dict[str, int]) -> str:
         f"params {mib['params']:.1f} MiB, grads {mib['grads']:.1f} MiB,"
         f" optimizer state {mib['optimizer']:.1f} MiB"
     )
-
-
-def _resolve_run(
-    config: str | Path | Config | None,
-    overrides: list[str] | None,
-    out: str | Path | None,
-    resume: str | Path | None,
-    overwrite: bool,
-) -> tuple[Path, Config]:
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.toml").is_file():
-            raise LmforgeError(f"{run_dir}: not a run directory (no config.toml)")
-        return run_dir, load_config(run_dir / "config.toml", overrides)
-    if isinstance(config, Config):
-        cfg = config.validate()
-        name = "run"
-    else:
-        cfg = load_config(config, overrides)
-        name = Path(config).stem if config is not None else "run"
-    run_dir = Path(out) if out is not None else Path("runs") / name
-    if (run_dir / "checkpoints").exists():
-        if not overwrite:
-            raise LmforgeError(
-                f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
-            )
-        # only the first rank clears (the process group is not up yet; launchers set RANK)
-        for child in ("checkpoints", "model", "best", "tb", "metrics.jsonl", "summary.json", "loss.png"):
-            path = run_dir / child
-            if os.environ.get("RANK", "0") == "0":
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, cfg
-
-
-def _prep_options(cfg: Config) -> dict[str, Any]:
-    """The recipe's [prep] cleaning settings (its inputs/out keys belong to `lmforge prep X.toml`)."""
-    return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
-
-
-def _init_model(cfg: Config) -> tuple[GPT, Tokenizer]:
-    """train.init_from: the starting model (any lmforge or HF decoder directory); its architecture
-    replaces cfg.model, keeping the recipe's dropout."""
-    from lmforge.model.directory import load_model
-
-    model, tokenizer = load_model(cfg.train.init_from)
-    if not isinstance(model, GPT):
-        raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
-    cfg.model = dataclasses.replace(model.config, dropout=cfg.model.dropout)
-    return model, tokenizer
-
-
-def _ensure_data(
-    cfg: Config,
-    run_dir: Path,
-    say: Callable[[str], None],
-    tokenizer: Tokenizer | None = None,
-    prepare: bool = True,
-) -> Path:
-    """The prepared shard directory: data.input itself, or run_dir/data built from raw text
-    (with prepare=False, only its path); `tokenizer` (train.init_from's) replaces a new one."""
-    if not cfg.data.input:
-        raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
-    if is_prepared(cfg.data.input):
-        return Path(cfg.data.input)
-    target = run_dir / "data"
-    source = target / "source.json"
-    wanted = {
-        "input": cfg.data.input,
-        "tokenizer": cfg.data.tokenizer,
-        "vocab_size": cfg.data.vocab_size,
-        "val_fraction": cfg.data.val_fraction,
-        "text_field": cfg.data.text_field,
-        "prep": _prep_options(cfg),
-    }
-    if tokenizer is not None:
-        wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
-    if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
-        return target
-    if cfg.data.task == "translation":
-        from lmforge.data.pairs import prepare_pairs
-
-        wanted.update(task=cfg.data.task, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)
-        if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
-            return target
-        say(f"preparing sentence pairs {cfg.data.input} -> {target}")
-        meta = prepare_pairs(
-            cfg.data.input, target, cfg.data.src_lang, cfg.data.tgt_lang, cfg.data.vocab_size
-        )
-        source.write_text(json.dumps(wanted) + "\n")
-        say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
-        return target
-    say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
-    meta = prepare_corpus(
-        cfg.data.input,
-        target,
-        tokenizer or cfg.data.tokenizer,
-        cfg.data.vocab_size,
-        cfg.data.val_fraction,
-        cfg.data.text_field,
-        **_prep_options(cfg),
-    )
-    source.write_text(json.dumps(wanted) + "\n")
-    say(
-        f"  {meta['documents']} documents, {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
-        f" in {meta['seconds']}s"
-    )
-    return target
