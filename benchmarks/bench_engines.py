@@ -50,7 +50,7 @@ def run_case(work: Path, data: Path, name: str, nproc: int, flags: list[str], st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
     args = parser.parse_args()
     print(f"# engines: GPT 6x384, context 256, global batch 8, {args.steps} steps, {args.dtype}")
