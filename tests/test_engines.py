@@ -181,7 +181,7 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
         '{"zero_optimization": {"overlap_comm": true, "stage": 3}, "wall_clock_breakdown": true}'
     )
     merged = deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
-    assert merged["zero_optimization"]["overlap_comm"] is True and merged["dump_state"] is True
+    assert merged["zero_optimization"]["overlap_comm"] is True and merged["wall_clock_breakdown"] is True
     extra.write_text('{"zero_optimization": {"stage": 2}}')
     with pytest.raises(LmforgeError, match="zero_optimization.stage"):
         deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)

@@ -150,24 +150,24 @@ class DeepSpeedEngine(Engine):
             slot["step"] = torch.tensor(step, dtype=slot["step"].dtype, device=slot["step"].device)
         state.restore_scheduler(directory, self.scheduler)
 
+    def _flat_masters(self) -> list[torch.Tensor]:
+        """DeepSpeed's flat fp32 partitions: the parameters its torch AdamW really steps."""
+        zero = self.ds.optimizer
+        flats = getattr(zero, "single_partition_of_fp32_groups", None)  # ZeRO 1/2
+        return list(flats if flats is not None else zero.fp32_partitioned_groups_flat)  # ZeRO-3
+
     def _materialize_optimizer_state(self) -> None:
-        """torch AdamW creates its state on the first step; a resume needs it before. Take one step
-        at lr 0 on zero gradients (it changes nothing), then let ZeRO link its views of the state."""
+        """torch AdamW creates its state on the first step; a resume needs it before. Create it as
+        AdamW would (zero moments, a float32 step on the parameter's device), then let ZeRO map its
+        per-parameter views onto it."""
         basic = self._basic_optimizer()
-        if basic.state:
-            return
-        lrs = [group["lr"] for group in basic.param_groups]
-        flat = [p for group in basic.param_groups for p in group["params"]]
-        grads = [p.grad for p in flat]
-        for group in basic.param_groups:
-            group["lr"] = 0.0
-        for p in flat:
-            p.grad = torch.zeros_like(p)
-        basic.step()
-        for p, grad in zip(flat, grads, strict=True):
-            p.grad = grad
-        for group, lr in zip(basic.param_groups, lrs, strict=True):
-            group["lr"] = lr
+        for flat in self._flat_masters():
+            if not basic.state.get(flat):
+                basic.state[flat] = {
+                    "step": torch.zeros((), dtype=torch.float32, device=flat.device),
+                    "exp_avg": torch.zeros_like(flat),
+                    "exp_avg_sq": torch.zeros_like(flat),
+                }
         self._link_optimizer_state()
 
     def _link_optimizer_state(self) -> None:
@@ -181,14 +181,12 @@ class DeepSpeedEngine(Engine):
 
     def memory(self) -> dict[str, int]:
         params = [getattr(p, "ds_tensor", p) for _, p in self._parameters()]  # ZeRO-3: own partition
-        basic = self._basic_optimizer()
-        masters = [p for group in basic.param_groups for p in group["params"]]
-        moments = [t for s in basic.state.values() for t in s.values() if t.dim() > 0]
-        full_grads = sum(p.numel() for _, p in self._parameters()) * (
-            2 if self.plan.dtype != torch.float32 else 4
-        )
-        grads = full_grads if self.config.zero_stage == 1 else full_grads // self.world_size
-        return {"params": tensor_bytes(params), "grads": grads, "optimizer": tensor_bytes(masters + moments)}
+        moments = [t for s in self._basic_optimizer().state.values() for t in s.values() if t.dim() > 0]
+        width = 4 if self.plan.dtype == torch.float32 else 2
+        numel = sum(getattr(p, "ds_numel", p.numel()) for _, p in self._parameters())
+        grads = numel * width // (1 if self.config.zero_stage == 1 else self.world_size)  # reduced, split
+        optimizer = tensor_bytes(self._flat_masters() + moments)  # fp32 masters + AdamW moments
+        return {"params": tensor_bytes(params), "grads": grads, "optimizer": optimizer}
 
     def close(self) -> None:
         self.ds.destroy()  # then the process group: without both, 2-rank runs sometimes abort at exit
