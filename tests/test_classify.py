@@ -67,6 +67,7 @@ def test_encoder_classifier_learns_and_pipeline_has_hf_shapes(labelled: Path, tm
         batch_size=16,
         lr=1e-3,
         dtype="fp32",
+        max_len=32,  # below the model's 64 positions: the saved classifier must keep all 64
         quiet=True,
     )
     assert result["accuracy"] >= 0.85 and result["f1"] >= 0.85, result

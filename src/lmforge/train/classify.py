@@ -85,14 +85,14 @@ def scores(predicted: list[int], gold: list[int], n_labels: int) -> dict[str, fl
 
 @torch.inference_mode()
 def evaluate_classifier(
-    model: Classifier, tokenizer: Any, rows: list[tuple[str, int]], batch: int = 64
+    model: Classifier, tokenizer: Any, rows: list[tuple[str, int]], context: int = 0, batch: int = 64
 ) -> dict:
+    """Accuracy and macro F1 on rows; texts are cut to `context` tokens (0: the model's context)."""
+    context = context or model.config.block_size
     model.eval()
     predicted = []
     for i in range(0, len(rows), batch):
-        ids, mask = encode_batch(
-            tokenizer, [t for t, _ in rows[i : i + batch]], model.config.block_size, model.encoder
-        )
+        ids, mask = encode_batch(tokenizer, [t for t, _ in rows[i : i + batch]], context, model.encoder)
         predicted += model(ids, mask).argmax(-1).tolist()
     return scores(predicted, [g for _, g in rows], len(model.labels))
 
@@ -137,7 +137,7 @@ def finetune_classify(
         raise LmforgeError(f"{model}: not a decoder or encoder model")
     if from_scratch:
         backbone = type(backbone)(backbone.config)
-    backbone.config.block_size = min(backbone.config.block_size, max_len)
+    context = min(backbone.config.block_size, max_len)  # tokens kept per text while training
     classifier = Classifier(backbone, labels, pooling)
     if head_only:
         classifier.backbone.requires_grad_(False)
@@ -173,9 +173,7 @@ def finetune_classify(
         order.shuffle(train_rows)
         for i in range(0, len(train_rows), batch_size):
             chunk = train_rows[i : i + batch_size]
-            ids, mask = encode_batch(
-                tokenizer, [t for t, _ in chunk], backbone.config.block_size, module.encoder
-            )
+            ids, mask = encode_batch(tokenizer, [t for t, _ in chunk], context, module.encoder)
             with autocast():
                 loss = F.cross_entropy(module(ids, mask).float(), torch.tensor([g for _, g in chunk]))
             engine.backward(loss)
@@ -184,7 +182,7 @@ def finetune_classify(
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         with autocast():
-            metrics = evaluate_classifier(classifier, tokenizer, val_rows)
+            metrics = evaluate_classifier(classifier, tokenizer, val_rows, context)
         say(
             f"epoch {epoch + 1}/{epochs}: held-out accuracy {metrics['accuracy']:.4f}"
             f" | macro F1 {metrics['f1']:.4f}"
