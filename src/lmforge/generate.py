@@ -143,6 +143,8 @@ def generate(
     weights in bf16 where training would (decoding is memory-bound: half the bytes per token).
     """
     net, tokenizer = load_model(model)
+    if not isinstance(net, GPT):
+        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model (try translate)")
     net = net.to(resolve_dtype(dtype, net.config)[0])
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     ids = [tokenizer.encode(p) if p else [tokenizer.eos_id] for p in prompts]
