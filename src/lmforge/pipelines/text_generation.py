@@ -7,14 +7,18 @@ from typing import Any
 
 import torch
 
+from lmforge.errors import LmforgeError
 from lmforge.generate import generate_ids
 from lmforge.hardware import resolve_dtype
 from lmforge.model.directory import load_model
+from lmforge.model.gpt import GPT
 
 
 class TextGenerationPipeline:
     def __init__(self, model: str | Path, dtype: str = "auto") -> None:
         self.model, self.tokenizer = load_model(model)
+        if not isinstance(self.model, GPT):
+            raise LmforgeError(f"{model}: a {type(self.model).__name__}, not a decoder for text-generation")
         self.model.to(resolve_dtype(dtype, self.model.config)[0])
 
     def __call__(
