@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from lmforge.config import ModelConfig, TrainConfig
+from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.data.pair_loader import collate, encode_sources
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.seq2seq_decode import beam_decode, greedy_decode, length_limits
@@ -116,10 +116,12 @@ def test_accumulation_over_padded_pairs_gives_the_same_gradient(k: int) -> None:
     src = [torch.randint(2, V, (n,), generator=g).numpy() for n in (2, 7, 3, 9, 4, 5, 1, 8)]
     tgt = [torch.randint(2, V, (n,), generator=g).numpy() for n in (5, 1, 8, 3, 6, 2, 7, 4)]
     fn = lambda m, *b: seq2seq_loss(m, *b, label_smoothing=0.1)  # noqa: E731
-    full = forward_backward(model, LocalEngine(TrainConfig()), [collate(src, tgt, EOS, PAD)], loss_fn=fn)
+    full = forward_backward(
+        model, LocalEngine(EngineConfig(), TrainConfig()), [collate(src, tgt, EOS, PAD)], loss_fn=fn
+    )
     m = 8 // k
     micro = [collate(src[i : i + m], tgt[i : i + m], EOS, PAD) for i in range(0, 8, m)]
-    accum = forward_backward(other, LocalEngine(TrainConfig()), micro, loss_fn=fn)
+    accum = forward_backward(other, LocalEngine(EngineConfig(), TrainConfig()), micro, loss_fn=fn)
     assert accum == pytest.approx(full, rel=1e-6)
     for a, b in zip(model.parameters(), other.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)

@@ -129,8 +129,8 @@ TINY = [
     "--train.micro_batch_size=8",
     "--train.warmup_steps=2",
     "--train.log_interval=2",
-    "--train.eval_interval=4",
-    "--train.checkpoint_interval=4",
+    "--train.eval_interval=60",
+    "--train.checkpoint_interval=60",
     "--train.keep_checkpoints=5",
     "--train.label_smoothing=0.1",
     "--train.lr=3e-3",
@@ -145,22 +145,22 @@ def _overrides(prepared: Path, steps: int) -> list[str]:
 @pytest.fixture(scope="module")
 def run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "toy"
-    summary = train(None, _overrides(prepared, 8), out=out, quiet=True)
-    assert summary["task"] == "translation" and summary["best_step"] in (4, 8)
+    summary = train(None, _overrides(prepared, 120), out=out, quiet=True)
+    assert summary["task"] == "translation" and summary["best_step"] in (60, 120)
     return out
 
 
 def test_resume_continues_exactly(run: Path, tmp_path: Path) -> None:
-    """Resuming from the step-4 checkpoint (dropout on, so RNG state matters) ends with the same
+    """Resuming from the step-60 checkpoint (dropout on, so RNG state matters) ends with the same
     weights and best-BLEU bookkeeping as the uninterrupted run."""
     other = tmp_path / "resumed"
     shutil.copytree(run, other)
-    for name in ("checkpoints/step_00000008", "model", "summary.json"):
+    for name in ("checkpoints/step_00000120", "model", "summary.json"):
         path = other / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     summary = train(resume=other, quiet=True)
-    a = load_file(str(run / "checkpoints" / "step_00000008" / "model.safetensors"))
-    b = load_file(str(other / "checkpoints" / "step_00000008" / "model.safetensors"))
+    a = load_file(str(run / "checkpoints" / "step_00000120" / "model.safetensors"))
+    b = load_file(str(other / "checkpoints" / "step_00000120" / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert summary["best_step"] == json.loads((run / "summary.json").read_text())["best_step"]
 
@@ -173,7 +173,21 @@ def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.Cap
 
     ours = pipeline("translation_en_to_fr", model=run)
     one, many = ours("The cat sleeps."), ours(["The cat sleeps.", "The dog is big."])
+
+    def shape(x: object) -> object:
+        if isinstance(x, list):
+            return [shape(v) for v in x]
+        if isinstance(x, dict):
+            return {k: type(v).__name__ for k, v in x.items()}
+        return type(x).__name__
+
+    # transformers 4.x's TranslationPipeline (Text2TextGenerationPipeline): a string gives a list
+    # of one dict; a list of strings gives one dict per string, flattened when each has one result.
+    assert shape(one) == [{"translation_text": "str"}]
+    assert shape(many) == [{"translation_text": "str"}] * 2
     transformers = pytest.importorskip("transformers")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return  # transformers 5 removed the translation pipeline; nothing live to compare with
     from tokenizers import Tokenizer as HFTok
 
     tok = transformers.PreTrainedTokenizerFast(
@@ -187,20 +201,8 @@ def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.Cap
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
     )  # fmt: skip
     hf = transformers.pipeline("translation_en_to_fr", model=transformers.MarianMTModel(cfg), tokenizer=tok)
-    hf_one, hf_many = (
-        hf("The cat sleeps.", max_new_tokens=3),
-        hf(["The cat sleeps.", "The dog is big."], max_new_tokens=3),
-    )
-
-    def shape(x: object) -> object:
-        if isinstance(x, list):
-            return [shape(v) for v in x]
-        if isinstance(x, dict):
-            return {k: type(v).__name__ for k, v in x.items()}
-        return type(x).__name__
-
-    assert shape(one) == shape(hf_one) == [{"translation_text": "str"}]
-    assert shape(many) == shape(hf_many)
+    assert shape(one) == shape(hf("The cat sleeps.", max_new_tokens=3))
+    assert shape(many) == shape(hf(["The cat sleeps.", "The dog is big."], max_new_tokens=3))
 
 
 def test_eval_translate_bleu_equals_sacrebleu(
@@ -210,6 +212,7 @@ def test_eval_translate_bleu_equals_sacrebleu(
     hyp = tmp_path / "hyp.fr"
     src, ref = prepared / "test.en", prepared / "test.fr"
     assert main(["eval-translate", str(run), "--src", str(src), "--ref", str(ref), "--out", str(hyp)]) == 0
+    assert sum(len(h.split()) for h in hyp.read_text().splitlines()) > 50  # it translates: not a 0 == 0
     out = capsys.readouterr().out
     printed = float(re.search(r"BLEU = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     expected = sacrebleu.corpus_bleu(hyp.read_text().splitlines(), [ref.read_text().splitlines()])

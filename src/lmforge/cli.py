@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
+    if args.verb == "translate":  # argparse leaves sentences given after an option in `extra`
+        args.text += [a for a in extra if not a.startswith("--")]
+        extra = [a for a in extra if a.startswith("--")]
     overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
     unknown = [a for a in extra if a not in overrides]
     if unknown or (overrides and args.verb not in ("train", "prep")):
