@@ -27,6 +27,7 @@ from lmforge.config import ModelConfig
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.attention import KVCache
+from lmforge.model.gpt import GPT
 from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
@@ -94,20 +95,11 @@ class Seq2Seq(nn.Module):
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
+        self.apply(GPT._init_weights)  # GPT-2's initialisation, as the decoder-only model
         # GPT-2's residual scaling, counting every residual branch of the deeper (decoder) path.
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "cross.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(3 * c.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def _check_length(self, t: int, side: str) -> None:
         if t > self.config.block_size:

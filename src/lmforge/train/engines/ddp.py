@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from lmforge.config import EngineConfig, TrainConfig
 from lmforge.train.engines.base import Plan
-from lmforge.train.engines.distributed import destroy_process_group, init_process_group
+from lmforge.train.engines.distributed import all_reduce_sum, destroy_process_group, init_process_group
 from lmforge.train.engines.local import LocalEngine
 
 
@@ -26,9 +26,7 @@ class DistributedEngine(LocalEngine):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def all_reduce(self, value: torch.Tensor) -> torch.Tensor:
-        reduced = value.to(self.device)
-        dist.all_reduce(reduced)
-        return reduced.to(value.device)
+        return all_reduce_sum(value, self.device)
 
     def barrier(self) -> None:
         dist.barrier()

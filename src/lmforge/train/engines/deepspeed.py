@@ -26,7 +26,12 @@ from lmforge.errors import LmforgeError
 from lmforge.train.engines import state
 from lmforge.train.engines.base import Engine, MakeOptimizer, MakeScheduler, Plan, tensor_bytes
 from lmforge.train.engines.deepspeed_config import deepspeed_config
-from lmforge.train.engines.distributed import destroy_process_group, device_for_rank, ensure_launch_env
+from lmforge.train.engines.distributed import (
+    all_reduce_sum,
+    destroy_process_group,
+    device_for_rank,
+    ensure_launch_env,
+)
 
 
 def _import_deepspeed():  # noqa: ANN202 - the module
@@ -92,9 +97,7 @@ class DeepSpeedEngine(Engine):
         return (float(norm) if norm is not None else math.nan), self.ds.was_step_applied()
 
     def all_reduce(self, value: torch.Tensor) -> torch.Tensor:
-        reduced = value.to(self.device)
-        dist.all_reduce(reduced)
-        return reduced.to(value.device)
+        return all_reduce_sum(value, self.device)
 
     def barrier(self) -> None:
         dist.barrier()

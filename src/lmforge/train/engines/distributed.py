@@ -54,3 +54,10 @@ def destroy_process_group() -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def all_reduce_sum(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum a CPU tensor over ranks through `device` (NCCL reduces only GPU tensors)."""
+    reduced = value.to(device)
+    dist.all_reduce(reduced)
+    return reduced.to(value.device)
