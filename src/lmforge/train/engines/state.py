@@ -66,11 +66,6 @@ def restore_scheduler(directory: Path, scheduler: torch.optim.lr_scheduler.LRSch
         group["lr"] = lr
 
 
-def parameter_for(name: str, aliases: dict[str, str]) -> str:
-    """The saved name for a parameter: tied weights are stored under their first name."""
-    return aliases.get(name, name)
-
-
 def alias_map(model: torch.nn.Module) -> dict[str, str]:
     """Every parameter name -> the first name of the same tensor (tied embeddings share one)."""
     first: dict[int, str] = {}
