@@ -66,6 +66,9 @@ class ModelConfig:
     """MLP hidden width; 0 means 4 x n_embd (gelu) or 8/3 x n_embd rounded up to 64 (swiglu)."""
     type_vocab_size: int = 0
     """Encoder only: token type (segment) embeddings, as BERT's; 0 for none."""
+    scale_embedding: bool = False
+    """Seq2seq: multiply token embeddings by sqrt(n_embd) (Vaswani et al.; Marian), so that with
+    tied weights the embedding is not drowned by the position signal."""
     arch: str = "gpt"
     """`gpt` (decoder only) or `seq2seq` (encoder-decoder; n_layer layers in each stack,
     block_size positions on each side, one embedding shared by both and the output)."""

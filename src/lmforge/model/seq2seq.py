@@ -93,6 +93,7 @@ class Seq2Seq(nn.Module):
         self.encoder = Stack(c, decoder=False)
         self.decoder = Stack(c, decoder=True)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.embed_scale = math.sqrt(c.n_embd) if c.scale_embedding else 1.0
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.apply(GPT._init_weights)  # GPT-2's initialisation, as the decoder-only model
@@ -113,7 +114,7 @@ class Seq2Seq(nn.Module):
         """src (B, S) right-padded ids -> memory (B, S, C)."""
         self._check_length(src.size(1), "source")
         mask = self.source_mask(src) if src_mask is None else src_mask
-        x = self.encoder.embed(self.wte(src), 0)
+        x = self.encoder.embed(self.wte(src) * self.embed_scale, 0)
         for block in self.encoder.blocks:
             x = block(x, mask=mask)
         return self.encoder.ln_f(x)
@@ -134,7 +135,7 @@ class Seq2Seq(nn.Module):
         With a cache, tgt continues the cached prefix and the cache advances by T."""
         start = cache.length if cache is not None else 0
         self._check_length(start + tgt.size(1), "target")
-        x = self.decoder.embed(self.wte(tgt), start)
+        x = self.decoder.embed(self.wte(tgt) * self.embed_scale, start)
         for i, block in enumerate(self.decoder.blocks):
             x = block(x, memory[i], src_mask, cache, i)
         if cache is not None:
