@@ -27,7 +27,6 @@ from lmforge.config import ModelConfig
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.attention import KVCache
-from lmforge.model.gpt import GPT
 from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
@@ -96,11 +95,25 @@ class Seq2Seq(nn.Module):
         self.embed_scale = math.sqrt(c.n_embd) if c.scale_embedding else 1.0
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.apply(GPT._init_weights)  # GPT-2's initialisation, as the decoder-only model
-        # GPT-2's residual scaling, counting every residual branch of the deeper (decoder) path.
-        for name, p in self.named_parameters():
-            if name.endswith(("attn.proj.weight", "cross.proj.weight", "mlp.down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(3 * c.n_layer))
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """Vaswani et al. / fairseq: Xavier-uniform projections (q, k and v each as its own matrix,
+        gain 1/sqrt(2)), zero biases, embeddings N(0, 1/n_embd) with the pad row zeroed. With
+        GPT-2's N(0, 0.02) the decoder learned to ignore its source: a 3x256 model could not learn
+        to copy random 20-token sequences in 300 steps; with this it does in 150."""
+        c = self.config
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and not (name == "lm_head" and c.tie_embeddings):
+                fused = name.endswith((".qkv", ".q", ".kv"))  # rows: one n_embd block per projection
+                for w in module.weight.split(c.n_embd) if fused else (module.weight,):
+                    nn.init.xavier_uniform_(w, gain=2**-0.5 if fused else 1.0)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=c.n_embd**-0.5)
+        self.wte.weight[self.pad_id] = 0.0
 
     def _check_length(self, t: int, side: str) -> None:
         if t > self.config.block_size:
