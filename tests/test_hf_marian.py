@@ -184,3 +184,27 @@ def test_cli_import_export_and_unsupported_config(hf_dir: Path, tmp_path: Path) 
     (bad / "config.json").write_text(json.dumps({**raw, "decoder_layers": 3}))
     with pytest.raises(LmforgeError, match="encoder_layers=2 != decoder_layers=3"):
         lmforge.load(bad)
+
+
+def test_pytorch_bin_with_every_tied_copy_and_position_table(
+    hf_dir: Path, sentences: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """opus-mt's pytorch_model.bin files hold the embedding under four names and the sinusoidal
+    tables; some hold no `model.shared.weight`. Each loads, with nothing reported unused."""
+    import shutil
+
+    hf = _hf(hf_dir)
+    batch = dict(
+        transformers.MarianTokenizer.from_pretrained(hf_dir)(sentences, return_tensors="pt", padding=True)
+    )
+    state = hf.state_dict()
+    assert "model.encoder.embed_positions.weight" in state and "lm_head.weight" in state
+    for drop in ((), ("model.shared.weight",)):
+        directory = tmp_path / f"bin{len(drop)}"
+        shutil.copytree(hf_dir, directory)
+        (directory / "model.safetensors").unlink()
+        torch.save({k: v.clone() for k, v in state.items() if k not in drop}, directory / "pytorch_model.bin")
+        capsys.readouterr()
+        model, _ = lmforge.load(directory)
+        assert "not loaded" not in capsys.readouterr().err
+        _check_parity(hf, model, batch)
