@@ -17,6 +17,8 @@ from lmforge.model.seq2seq import Seq2Seq, sinusoidal_table
 from lmforge.seq2seq_decode import beam_decode, greedy_decode
 
 transformers = pytest.importorskip("transformers")
+# transformers' MarianTokenizer asks for sacremoses, whose normaliser it then never calls
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 MAX_NEW = 20
 
 

@@ -4,9 +4,8 @@ A family says how an HF config.json becomes a ModelConfig (and back) and which H
 lmforge module. The mapping is by module, so `.weight` and `.bias` follow together; a tuple of HF
 modules is fused along the output rows (HF's separate q, k, v projections -> lmforge's one `qkv`);
 `transposed` names GPT-2's Conv1D modules, which store weights as (in, out). Adding a family is
-one more `Family` entry in FAMILIES. Marian (opus-mt) is lmforge's Seq2Seq with its Marian options
-(post-LN, sinusoidal positions, no final norm, logits bias; see model/seq2seq.py), with a second
-layer stack (`stacks`: the decoder's).
+one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Seq (its Marian
+options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
 model/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); model/hf_files.py
 reads and writes the directories.
@@ -218,9 +217,9 @@ _MARIAN_ACT = {"swish": "silu", "silu": "silu", "gelu": "gelu"}
 
 
 def _marian_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    for enc, dec in (("layers", "layers"), ("attention_heads", "attention_heads"), ("ffn_dim", "ffn_dim")):
-        a, b = raw.get(f"encoder_{enc}"), raw.get(f"decoder_{dec}")
-        _require(a == b, file, f"encoder_{enc}={a} != decoder_{dec}={b} (lmforge's two stacks share a shape)")
+    for key in ("layers", "attention_heads", "ffn_dim"):  # lmforge's two stacks share one shape
+        a, b = raw.get(f"encoder_{key}"), raw.get(f"decoder_{key}")
+        _require(a == b, file, f"encoder_{key}={a} != decoder_{key}={b}")
     _require(
         raw.get("share_encoder_decoder_embeddings", True), file, "share_encoder_decoder_embeddings=false"
     )
