@@ -210,3 +210,22 @@ def test_pytorch_bin_with_every_tied_copy_and_position_table(
         model, _ = lmforge.load(directory)
         assert "not loaded" not in capsys.readouterr().err
         _check_parity(hf, model, batch)
+
+
+def test_lmforge_seq2seq_without_marian_shape_is_refused_on_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from lmforge.cli import main
+    from lmforge.config import ModelConfig
+    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.model.directory import write_model_dir
+
+    tokenizer = Tokenizer.train_char(["the house is small"])
+    config = ModelConfig(
+        n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=tokenizer.vocab_size, arch="seq2seq"
+    )
+    assert tokenizer.pad_id is not None
+    write_model_dir(tmp_path / "own", config, Seq2Seq(config, tokenizer.pad_id).state_dict(), tokenizer)
+    assert main(["export", str(tmp_path / "own"), "--out", str(tmp_path / "hf")]) == 2
+    assert "has no Marian equivalent" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
