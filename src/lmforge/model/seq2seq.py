@@ -36,10 +36,10 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
+from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
 
 if TYPE_CHECKING:
     from lmforge.data.marian_tokenizer import MarianTokenizer
-from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
 
@@ -231,14 +231,13 @@ class Seq2Seq(nn.Module):
 
 def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokenizer]:
     """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
+    from lmforge.data.marian_tokenizer import load_translation_tokenizer
     from lmforge.model.directory import WEIGHTS, load_weights  # directory.py registers this loader
 
     file = directory / "config.json"
     raw = json.loads(file.read_text())
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     config = ModelConfig(**{k: v for k, v in raw.items() if k in names})
-    from lmforge.data.marian_tokenizer import load_translation_tokenizer
-
     if not isinstance(raw.get("pad_token_id"), int):
         raise LmforgeError(f"{file}: pad_token_id missing (needed for source padding masks)")
     start, suppress = raw.get("decoder_start_token_id"), raw.get("suppress_tokens") or []
