@@ -48,9 +48,11 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True
     pos: str = "learned"
-    """`learned` absolute positions (GPT-2) or `rope` (rotary)."""
+    """`learned` absolute positions (GPT-2), `rope` (rotary) or `sinusoidal` (seq2seq only: Marian's
+    fixed table, sines in the first half of the dims, cosines in the second)."""
     mlp: str = "gelu"
-    """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation) or `swiglu` (Llama)."""
+    """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation), `swiglu` (Llama) or `silu` (a plain
+    MLP with SiLU, Marian's "swish")."""
     tie_embeddings: bool = True
     # Options the Hugging Face families need (model/hf.py); the defaults are lmforge's own GPT.
     norm: str = "layernorm"
@@ -72,6 +74,13 @@ class ModelConfig:
     arch: str = "gpt"
     """`gpt` (decoder only) or `seq2seq` (encoder-decoder; n_layer layers in each stack,
     block_size positions on each side, one embedding shared by both and the output)."""
+    # Seq2seq options Marian (opus-mt, model/hf.py) needs; the defaults are lmforge's own seq2seq.
+    post_norm: bool = False
+    """Seq2seq: post-LayerNorm blocks, norm after each residual (the original Transformer; Marian)."""
+    final_norm: bool = True
+    """Seq2seq: a LayerNorm at the end of each stack (pre-LN needs it; Marian has none)."""
+    logits_bias: bool = False
+    """Seq2seq: a fixed, untrained bias added to the output logits (Marian's final_logits_bias)."""
 
 
 @dataclass
@@ -180,9 +189,16 @@ class Config:
         )
         _check(m.block_size > 0, "model.block_size must be > 0")
         _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
-        _check(m.pos in ("learned", "rope"), f"model.pos={m.pos!r} must be 'learned' or 'rope'")
         _check(
-            m.mlp in ("gelu", "gelu_tanh", "swiglu"), f"model.mlp={m.mlp!r} must be gelu, gelu_tanh or swiglu"
+            m.pos in ("learned", "rope", "sinusoidal"),
+            f"model.pos={m.pos!r} must be 'learned', 'rope' or 'sinusoidal'",
+        )
+        _check(
+            m.pos != "sinusoidal" or m.arch == "seq2seq", "model.pos='sinusoidal' is for model.arch=seq2seq"
+        )
+        _check(
+            m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
+            f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
         )
         _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
         _check_hf_options(m)

@@ -13,6 +13,10 @@ continuations of a sentence's K beams; an EOS among the best K finishes a hypoth
 `sum log p / length ** length_penalty` (length counts the EOS); the others fill the K beams.
 A sentence is done once it has K finished hypotheses (or hits its length limit: the live beams
 finish there). With K = 1 this is exactly greedy decoding (tested).
+
+The decoder starts from `model.start_id` (EOS when None, as lmforge trains); `model.suppress_ids`
+are masked before the softmax, so they are never generated and take no probability mass (Marian's
+pad token: HF's `bad_words_ids=[[pad]]` with `renormalize_logits=True`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ class _Decoder:
             logits = self.model.decode(tokens[:, -1:], self.memory, self.mask, self.cache, last_only=True)
         else:
             logits = self.model.decode(tokens, self.memory, self.mask, last_only=True)
-        return F.log_softmax(logits[:, -1].float(), dim=-1)
+        logits = logits[:, -1].float()
+        if self.model.suppress_ids:
+            logits[:, self.model.suppress_ids] = -math.inf
+        return F.log_softmax(logits, dim=-1)
 
     def reorder(self, rows: torch.Tensor) -> None:
         """Keep the cache rows `rows` (N,), in that order: beams follow their parents."""
@@ -66,7 +73,7 @@ def greedy_decode(
     """src (B, S) right-padded sources (ids + EOS) -> each sentence's target ids (no EOS)."""
     b = src.size(0)
     dec = _Decoder(model, src, 1, max(limits), use_cache)
-    tokens = torch.full((b, 1), eos, dtype=torch.long, device=src.device)
+    tokens = torch.full((b, 1), start_token(model, eos), dtype=torch.long, device=src.device)
     limit = torch.tensor(limits, device=src.device)
     done = torch.zeros(b, dtype=torch.bool, device=src.device)
     for step in range(1, max(limits) + 1):
@@ -77,6 +84,11 @@ def greedy_decode(
         if bool(done.all()):
             break
     return [_strip(row[1:].tolist(), eos)[:n] for row, n in zip(tokens, limits, strict=True)]
+
+
+def start_token(model: Seq2Seq, eos: int) -> int:
+    """The decoder's first input: the model's own start token, else EOS."""
+    return eos if model.start_id is None else model.start_id
 
 
 def _strip(ids: list[int], eos: int) -> list[int]:
@@ -96,7 +108,7 @@ def beam_decode(
     """Beam search (see the module docstring); returns each sentence's best hypothesis."""
     b, k = src.size(0), beam
     dec = _Decoder(model, src, k, max(limits), use_cache)
-    tokens = torch.full((b * k, 1), eos, dtype=torch.long, device=src.device)
+    tokens = torch.full((b * k, 1), start_token(model, eos), dtype=torch.long, device=src.device)
     scores = torch.full((b, k), -math.inf, device=src.device)
     scores[:, 0] = 0.0  # all beams start identical: only the first one is live
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]

@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -49,9 +50,15 @@ def load_weights(model: torch.nn.Module, file: Path) -> None:
 
 
 def write_model_files(
-    directory: Path, config: ModelConfig, tokenizer: Tokenizer, model_type: str | None = None
+    directory: Path,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    model_type: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """config.json and tokenizer.json: what turns a directory of weights into a model directory."""
+    """config.json and tokenizer.json: what turns a directory of weights into a model directory.
+    `extra` adds config.json keys (a seq2seq model's decoder_start_token_id, suppress_tokens); a
+    Marian tokenizer writes its own files (source.spm, target.spm, vocab.json) instead."""
     meta = {
         "model_type": model_type or MODEL_TYPE,
         **dataclasses.asdict(config),
@@ -59,8 +66,12 @@ def write_model_files(
     }
     if config.arch == "seq2seq":  # the encoder-decoder also needs its padding id (source masks)
         meta.update(model_type=SEQ2SEQ_MODEL_TYPE, pad_token_id=tokenizer.pad_id)
+    meta.update(extra or {})
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    tokenizer.save(directory / "tokenizer.json")
+    if hasattr(tokenizer, "save_dir"):  # data/marian_tokenizer.py
+        tokenizer.save_dir(directory)
+    else:
+        tokenizer.save(directory / "tokenizer.json")
 
 
 def write_model_dir(
@@ -69,10 +80,11 @@ def write_model_dir(
     state: dict[str, torch.Tensor],
     tokenizer: Tokenizer,
     model_type: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(directory / WEIGHTS, state)
-    write_model_files(directory, config, tokenizer, model_type)
+    write_model_files(directory, config, tokenizer, model_type, extra)
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -96,6 +108,7 @@ LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.model.directory:load_gpt_dir"}
 LOADERS.update(
     {t: "lmforge.model.hf_files:load_hf_dir" for t in ("gpt2", "llama", "mistral", "qwen2", "bert")}
 )
+LOADERS["marian"] = "lmforge.model.hf_files:load_hf_dir"
 LOADERS["lmforge-encoder"] = "lmforge.model.encoder:load_encoder_dir"
 LOADERS["lmforge-classifier"] = "lmforge.model.classifier:load_classifier_dir"
 LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.model.seq2seq:load_seq2seq_dir"

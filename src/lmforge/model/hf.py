@@ -3,11 +3,12 @@
 A family says how an HF config.json becomes a ModelConfig (and back) and which HF module holds each
 lmforge module. The mapping is by module, so `.weight` and `.bias` follow together; a tuple of HF
 modules is fused along the output rows (HF's separate q, k, v projections -> lmforge's one `qkv`);
-`transposed` names GPT-2's Conv1D modules, which store weights as (in, out). Adding a family
-(Marian, say, once the encoder-decoder exists) is one more `Family` entry in FAMILIES.
+`transposed` names GPT-2's Conv1D modules, which store weights as (in, out). Adding a family is
+one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Seq (its Marian
+options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
-`hf_to_lmforge` / `lmforge_to_hf` convert state dicts; model/hf_files.py reads and writes the
-directories.
+model/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); model/hf_files.py
+reads and writes the directories.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
@@ -29,7 +28,7 @@ class Family:
     architecture: str
     """HF class written to config.json `architectures` on export."""
     kind: str
-    """lmforge model class: `gpt` (decoder) or `encoder`."""
+    """lmforge model class: `gpt` (decoder), `encoder` or `seq2seq` (encoder-decoder)."""
     top: Modules
     """lmforge module -> HF module, outside the layers."""
     layer: Modules
@@ -45,6 +44,12 @@ class Family:
     """Suffixes of HF tensors that are buffers, not weights (safe to skip on import)."""
     optional: frozenset[str] = field(default_factory=frozenset)
     """lmforge modules an HF checkpoint may lack (left at their initialisation)."""
+    layer_ours: str = "blocks.{i}."
+    """Where `layer` sits in lmforge's model."""
+    stacks: tuple[tuple[str, Modules, str], ...] = ()
+    """More layer stacks as (lmforge prefix, modules, HF prefix): Marian's decoder."""
+    tied: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """HF tensor -> the names its tied copies may be saved under instead (or as well)."""
 
 
 def _get(raw: dict[str, Any], key: str, file: str, default: Any = None) -> Any:
@@ -207,6 +212,65 @@ def _bert_out(c: ModelConfig) -> dict[str, Any]:
     }
 
 
+# --- Marian (opus-mt) ---------------------------------------------------------------------------
+_MARIAN_ACT = {"swish": "silu", "silu": "silu", "gelu": "gelu"}
+
+
+def _marian_in(raw: dict[str, Any], file: str) -> ModelConfig:
+    for key in ("layers", "attention_heads", "ffn_dim"):  # lmforge's two stacks share one shape
+        a, b = raw.get(f"encoder_{key}"), raw.get(f"decoder_{key}")
+        _require(a == b, file, f"encoder_{key}={a} != decoder_{key}={b}")
+    _require(
+        raw.get("share_encoder_decoder_embeddings", True), file, "share_encoder_decoder_embeddings=false"
+    )
+    _require(raw.get("tie_word_embeddings", True), file, "tie_word_embeddings=false")
+    vocab = _get(raw, "vocab_size", file)
+    _require(raw.get("decoder_vocab_size") in (None, vocab), file, "decoder_vocab_size != vocab_size")
+    act = raw.get("activation_function", "gelu")
+    _require(act in _MARIAN_ACT, file, f"activation_function={act!r}")
+    return ModelConfig(
+        arch="seq2seq",
+        n_layer=_get(raw, "encoder_layers", file),
+        n_head=_get(raw, "encoder_attention_heads", file),
+        n_embd=_get(raw, "d_model", file),
+        block_size=raw.get("max_position_embeddings", 1024),
+        vocab_size=vocab,
+        mlp=_MARIAN_ACT[act],
+        mlp_hidden=_get(raw, "encoder_ffn_dim", file),
+        pos="sinusoidal",
+        post_norm=True,
+        final_norm=False,
+        logits_bias=True,
+        scale_embedding=bool(raw.get("scale_embedding", False)),
+    )
+
+
+def _marian_out(c: ModelConfig) -> dict[str, Any]:
+    ok = c.arch == "seq2seq" and c.pos == "sinusoidal" and c.post_norm and not c.final_norm
+    ok = ok and c.bias and c.norm == "layernorm" and c.norm_eps == 1e-5 and c.mlp in ("silu", "gelu")
+    if not (ok and c.tie_embeddings and not c.n_kv_head):
+        raise LmforgeError(
+            "this encoder-decoder has no Marian equivalent (needs sinusoidal positions, post-LN blocks"
+            " without a final norm, biases, silu or gelu, tied embeddings)"
+        )
+    shape = {"layers": c.n_layer, "attention_heads": c.n_head, "ffn_dim": c.mlp_hidden or 4 * c.n_embd}
+    return {
+        "d_model": c.n_embd,
+        **{f"{side}_{k}": v for side in ("encoder", "decoder") for k, v in shape.items()},
+        "max_position_embeddings": c.block_size,
+        "vocab_size": c.vocab_size,
+        "decoder_vocab_size": c.vocab_size,
+        "activation_function": "swish" if c.mlp == "silu" else "gelu",
+        "scale_embedding": c.scale_embedding,
+        "share_encoder_decoder_embeddings": True,
+        "tie_word_embeddings": True,
+        "dropout": c.dropout,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "is_encoder_decoder": True,
+    }
+
+
 GPT2 = Family(
     architecture="GPT2LMHeadModel",
     kind="gpt",
@@ -274,8 +338,48 @@ BERT = Family(
     ignored=("embeddings.position_ids",),
     optional=frozenset({"pooler"}),  # BertModel(add_pooling_layer=False) checkpoints have none
 )
+_ATTN = {
+    "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "attn.proj": "self_attn.out_proj",
+    "ln_1": "self_attn_layer_norm",
+    "mlp.up": "fc1",
+    "mlp.down": "fc2",
+}
+MARIAN = Family(
+    architecture="MarianMTModel",
+    kind="seq2seq",
+    top={"wte": "model.shared", "lm_head": "lm_head", "": ""},  # "": final_logits_bias
+    layer={**_ATTN, "ln_2": "final_layer_norm"},
+    layer_prefix="model.encoder.layers.{i}.",
+    config_in=_marian_in,
+    config_out=_marian_out,
+    layer_ours="encoder.blocks.{i}.",
+    stacks=(
+        (
+            "decoder.blocks.{i}.",
+            {
+                **_ATTN,
+                "cross.q": "encoder_attn.q_proj",
+                "cross.kv": ("encoder_attn.k_proj", "encoder_attn.v_proj"),
+                "cross.proj": "encoder_attn.out_proj",
+                "ln_2": "encoder_attn_layer_norm",
+                "ln_3": "final_layer_norm",
+            },
+            "model.decoder.layers.{i}.",
+        ),
+    ),
+    ignored=("embed_positions.weight",),  # the sinusoidal tables, recomputed
+    tied={
+        "model.shared.weight": (
+            "model.encoder.embed_tokens.weight",
+            "model.decoder.embed_tokens.weight",
+            "lm_head.weight",
+        )
+    },
+)
 # HF model_type -> family. Mistral and Qwen2 are Llama shapes (Qwen2: q/k/v biases, from config_in).
 FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "bert": BERT}
+FAMILIES["marian"] = MARIAN
 
 
 def family_for(model_type: Any, file: str) -> Family:
@@ -289,99 +393,8 @@ def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
     """(HF model_type, family) an lmforge model exports as."""
     if kind == "encoder":
         return "bert", BERT
+    if kind == "seq2seq":
+        return "marian", MARIAN
     if config.pos == "learned":
         return "gpt2", GPT2
     return ("qwen2" if config.qkv_bias else "llama"), LLAMA
-
-
-def _plan(family: Family, config: ModelConfig) -> dict[str, str | tuple[str, ...]]:
-    """lmforge module path -> HF module path(s), for every layer."""
-    plan = dict(family.top)
-    for i in range(config.n_layer):
-        prefix = family.layer_prefix.format(i=i)
-        for ours, theirs in family.layer.items():
-            full = tuple(prefix + t for t in theirs) if isinstance(theirs, tuple) else prefix + theirs
-            plan[f"blocks.{i}.{ours}"] = full
-    return plan
-
-
-def _local(module: str) -> str:
-    """`blocks.3.attn.qkv` -> `attn.qkv` (the module's path inside its layer)."""
-    return module.split(".", 2)[2] if module.startswith("blocks.") else module
-
-
-def _split_sizes(config: ModelConfig) -> list[int]:
-    hs = config.n_embd // config.n_head
-    kv = (config.n_kv_head or config.n_head) * hs
-    return [config.n_embd, kv, kv]
-
-
-def hf_to_lmforge(
-    family: Family,
-    config: ModelConfig,
-    hf: dict[str, torch.Tensor],
-    wanted: dict[str, torch.Tensor],
-    file: str,
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Build the lmforge state dict `wanted` (name -> tensor of the right shape) from HF tensors.
-    Returns (state, HF names left unused). A missing tensor raises, naming it."""
-    ours_prefix, alt = family.alt_prefix
-
-    def fetch(name: str) -> torch.Tensor | None:
-        if name in hf:
-            return hf[name]
-        if name.startswith(ours_prefix):  # the same tensor under the other prefix convention
-            return hf.get(alt + name[len(ours_prefix) :])
-        return None
-
-    used: set[int] = set()
-    state: dict[str, torch.Tensor] = {}
-    plan = _plan(family, config)
-    for name, target in wanted.items():
-        module, _, param = name.rpartition(".")
-        if module == "lm_head" and config.tie_embeddings:
-            continue  # tied to wte; HF checkpoints store it once
-        if module not in plan:
-            raise LmforgeError(f"{file}: no HF tensor maps to lmforge's {name!r}")
-        theirs = plan[module]
-        names = [f"{t}.{param}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
-        parts = [fetch(n) for n in names]
-        gone = [n for n, p in zip(names, parts, strict=True) if p is None]
-        if gone:
-            if module.split(".")[0] in family.optional:
-                continue
-            raise LmforgeError(f"{file}: missing tensor {gone[0]!r}")
-        used.update(id(p) for p in parts)
-        tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
-        if _local(module) in family.transposed and param == "weight":
-            tensor = tensor.t()
-        if tensor.shape != target.shape:
-            raise LmforgeError(
-                f"{file}: tensor {names[0]!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
-            )
-        state[name] = tensor.contiguous()
-    unused = [n for n, t in hf.items() if id(t) not in used and not n.endswith(family.ignored)]
-    return state, unused
-
-
-def lmforge_to_hf(
-    family: Family, config: ModelConfig, state: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """HF names and layouts for an lmforge state dict (a tied lm_head is left out, as HF saves it)."""
-    plan = _plan(family, config)
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        module, _, param = name.rpartition(".")
-        if module == "lm_head" and config.tie_embeddings:
-            continue
-        if module not in plan:
-            raise LmforgeError(f"lmforge tensor {name!r} has no place in the HF {family.architecture} layout")
-        if _local(module) in family.transposed and param == "weight":
-            tensor = tensor.t()
-        theirs = plan[module]
-        if isinstance(theirs, tuple):
-            for t, part in zip(theirs, tensor.split(_split_sizes(config), dim=0), strict=True):
-                out[f"{t}.{param}"] = part.contiguous()
-        else:
-            out[f"{theirs}.{param}"] = tensor.contiguous()
-    return out

@@ -3,7 +3,9 @@ write an lmforge model as one (`export_hf`) that `transformers.from_pretrained` 
 
 Weights come from model.safetensors (sharded or not), or pytorch_model.bin through
 torch.load(weights_only=True): nothing is ever unpickled. The tokenizer comes from tokenizer.json,
-or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt.
+or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm + target.spm +
+vocab.json (data/marian_tokenizer.py). A Marian model is a Seq2Seq that starts decoding from the
+pad token and never generates it (HF: decoder_start_token_id = pad, bad_words_ids = [[pad]]).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
+from lmforge.data.marian_tokenizer import MarianTokenizer, is_marian_dir
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.directory import load_model, write_model_dir
 from lmforge.model.encoder import ENCODER_TYPE, Encoder
 from lmforge.model.gpt import GPT
-from lmforge.model.hf import FAMILIES, export_family, family_for, hf_to_lmforge, lmforge_to_hf
+from lmforge.model.hf import FAMILIES, export_family, family_for
+from lmforge.model.hf_convert import hf_to_lmforge, lmforge_to_hf
+from lmforge.model.seq2seq import Seq2Seq
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -74,7 +79,9 @@ def gpt2_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
     return hf
 
 
-def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
+def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | MarianTokenizer:
+    if is_marian_dir(directory):
+        return MarianTokenizer(directory)
     if (directory / "tokenizer.json").is_file():
         tokenizer = Tokenizer.load(directory / "tokenizer.json")
     elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
@@ -111,14 +118,34 @@ def _eos_id(directory: Path, raw: dict[str, Any]) -> int | None:
     return eos[0] if isinstance(eos, list) and eos else eos
 
 
-def convert_hf(directory: str | Path) -> tuple[GPT | Encoder, Tokenizer]:
+Model = GPT | Encoder | Seq2Seq
+
+
+def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
+    """Marian's token ids: pad (source masks; also the start token), and the tokens never generated:
+    pad, and any one-token bad_words_ids of generation_config.json."""
+    pad = raw.get("pad_token_id")
+    if not isinstance(pad, int):
+        raise LmforgeError(f"{file}: missing config key 'pad_token_id'")
+    start = raw.get("decoder_start_token_id", pad)
+    generation = directory / "generation_config.json"
+    bad = json.loads(generation.read_text()).get("bad_words_ids") if generation.is_file() else None
+    suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
+    return Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress)
+
+
+def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
     """An HF directory as an lmforge model (eval mode, fp32) and tokenizer."""
     directory = Path(directory)
     raw = read_config(directory)
     file = str(directory / "config.json")
     family = family_for(raw.get("model_type"), file)
     config = family.config_in(raw, file)
-    model: GPT | Encoder = GPT(config) if family.kind == "gpt" else Encoder(config)
+    model: Model
+    if family.kind == "seq2seq":
+        model = _seq2seq(directory, raw, config, file)
+    else:
+        model = GPT(config) if family.kind == "gpt" else Encoder(config)
     hf, weights_file = read_hf_weights(directory)
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
     model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain
@@ -131,7 +158,7 @@ def convert_hf(directory: str | Path) -> tuple[GPT | Encoder, Tokenizer]:
     return model.float().eval(), load_hf_tokenizer(directory, raw)
 
 
-def load_hf_dir(directory: Path) -> tuple[GPT | Encoder, Tokenizer]:
+def load_hf_dir(directory: Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
     """The LOADERS entry for HF model types (see model/directory.py)."""
     return convert_hf(directory)
 
@@ -140,34 +167,42 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     """`lmforge import`: convert an HF directory into an lmforge model directory."""
     model, tokenizer = convert_hf(hf_dir)
     model_type = ENCODER_TYPE if isinstance(model, Encoder) else None
-    write_model_dir(Path(out), model.config, model.state_dict(), tokenizer, model_type=model_type)
+    extra = None
+    if isinstance(model, Seq2Seq):
+        extra = {"decoder_start_token_id": model.start_id, "suppress_tokens": model.suppress_ids}
+    write_model_dir(Path(out), model.config, model.state_dict(), tokenizer, model_type, extra)
     return Path(out)
 
 
 def export_hf(model_path: str | Path, out: str | Path) -> Path:
     """`lmforge export`: write a run, checkpoint or model directory in HF's layout."""
     model, tokenizer = load_model(model_path)
-    if not isinstance(model, GPT | Encoder):
+    if not isinstance(model, GPT | Encoder | Seq2Seq):
         raise LmforgeError(
-            f"{model_path}: only decoder and encoder models export to HF ({type(model).__name__})"
+            f"{model_path}: only decoder, encoder and encoder-decoder models export to HF"
+            f" ({type(model).__name__})"
         )
     config = model.config
-    kind = "encoder" if isinstance(model, Encoder) else "gpt"
+    kind = "encoder" if isinstance(model, Encoder) else "seq2seq" if isinstance(model, Seq2Seq) else "gpt"
     model_type, family = export_family(config, kind)
+    body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
     state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    specials = _special_ids(tokenizer)
+    specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer)
     hf_config = {
         "architectures": [family.architecture],
         "model_type": model_type,
-        **family.config_out(config),
+        **body,
         **specials,
         "torch_dtype": "float32",
     }
     hf_config["model_type"] = model_type
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    if isinstance(model, Seq2Seq):
+        _write_seq2seq_files(out, model, tokenizer, specials)
+        return out
     tokenizer.save(out / "tokenizer.json")
     (out / "tokenizer_config.json").write_text(
         json.dumps(_tokenizer_config(tokenizer, config), indent=2) + "\n"
@@ -176,6 +211,37 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
         generation = {k: v for k, v in specials.items() if v is not None}
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return out
+
+
+def _seq2seq_ids(model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer) -> dict[str, int | None]:
+    eos = tokenizer.eos_id
+    start = eos if model.start_id is None else model.start_id
+    return {
+        "pad_token_id": model.pad_id,
+        "eos_token_id": eos,
+        "forced_eos_token_id": eos,
+        "decoder_start_token_id": start,
+        "bos_token_id": None,
+    }
+
+
+def _write_seq2seq_files(
+    out: Path, model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer, specials: dict[str, int | None]
+) -> None:
+    """The tokenizer's files and generation_config.json: never generate the suppressed tokens, and,
+    as Marian masks them before the softmax, renormalize (so beam scores match lmforge's)."""
+    if isinstance(tokenizer, MarianTokenizer):
+        tokenizer.save_dir(out)
+    else:
+        tokenizer.save(out / "tokenizer.json")
+        (out / "tokenizer_config.json").write_text(
+            json.dumps(_tokenizer_config(tokenizer, model.config), indent=2) + "\n"
+        )
+    generation: dict[str, Any] = {k: v for k, v in specials.items() if v is not None}
+    generation["max_length"] = model.config.block_size
+    if model.suppress_ids:
+        generation.update(bad_words_ids=[[i] for i in model.suppress_ids], renormalize_logits=True)
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
 def _special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:

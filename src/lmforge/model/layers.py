@@ -92,7 +92,8 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GELU MLP (4x wide; `gelu_tanh` is GPT-2's approximation) or SwiGLU (Llama, ~8/3x wide)."""
+    """GELU MLP (4x wide; `gelu_tanh` is GPT-2's approximation), SwiGLU (Llama, ~8/3x wide) or a
+    plain SiLU MLP (`silu`, 4x wide: Marian's "swish")."""
 
     def __init__(self, n_embd: int, kind: str, bias: bool, hidden: int = 0) -> None:
         super().__init__()
@@ -108,6 +109,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
             return self.down(F.silu(self.gate(x)) * self.up(x))
+        if self.kind == "silu":
+            return self.down(F.silu(self.up(x)))
         return self.down(F.gelu(self.up(x), approximate="tanh" if self.kind == "gelu_tanh" else "none"))
 
 

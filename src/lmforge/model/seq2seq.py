@@ -11,6 +11,12 @@ adds `CrossAttention` between its self-attention and MLP. Padding: sources are r
 a (B, 1, 1, S) key mask keeps every query off pad positions; targets are right-padded too, so the
 causal mask alone keeps real positions off them. Decoding reuses the memory's cross-attention
 keys/values (`memory_kv`) and a KVCache for the decoder's self-attention.
+
+Options for Marian (opus-mt weights, see model/hf.py), all off by default: post-LN blocks
+(`post_norm`), no final LayerNorm (`final_norm=False`), a fixed sinusoidal position table
+(`pos="sinusoidal"`), a fixed logits bias (`logits_bias`), a plain SiLU MLP (`mlp="silu"`), and,
+outside the config since they are token ids, the decoder's start token (`start_id`; lmforge's
+models start with EOS, Marian's with the pad token) and tokens never generated (`suppress_ids`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,22 +35,40 @@ from lmforge.config import ModelConfig
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.attention import KVCache
-from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention
+from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
+
+if TYPE_CHECKING:
+    from lmforge.data.marian_tokenizer import MarianTokenizer
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
 
 
+def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
+    """(n_pos, dim) fixed positions as Marian's: sin(pos / 10000^(2i/dim)) in the first half of the
+    dims, cos in the second (not interleaved). float64 rounded to float32, the arithmetic of HF's
+    MarianSinusoidalPositionalEmbedding, so exported tables are bit-identical to HF's."""
+    freq = np.array([np.power(10000, 2 * (j // 2) / dim) for j in range(dim)])  # scalar pow, as HF
+    angles = np.arange(n_pos)[:, None] / freq[None, :]  # (n_pos, dim) float64
+    half = -(-dim // 2)
+    out = torch.empty(n_pos, dim)
+    out[:, :half] = torch.from_numpy(np.sin(angles[:, 0::2])).float()
+    out[:, half:] = torch.from_numpy(np.cos(angles[:, 1::2])).float()
+    return out
+
+
 class DecoderBlock(nn.Module):
-    """x + self_attn(ln(x)) (causal), then x + cross_attn(ln(x), memory), then x + mlp(ln(x))."""
+    """x + self_attn(ln(x)) (causal), then x + cross_attn(ln(x), memory), then x + mlp(ln(x)).
+    With post_norm: x = ln(x + self_attn(x)), then ln(x + cross_attn(x, memory)), then ln(x + mlp(x))."""
 
     def __init__(self, c: ModelConfig, rotary: Rotary | None) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.post_norm = c.post_norm
+        self.ln_1 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
         self.attn = SelfAttention(c.n_embd, c.n_head, c.bias, c.dropout, rotary, causal=True)
-        self.ln_2 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.ln_2 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
         self.cross = CrossAttention(c.n_embd, c.n_head, c.bias, c.dropout)
-        self.ln_3 = nn.LayerNorm(c.n_embd, bias=c.bias)
-        self.mlp = MLP(c.n_embd, c.mlp, c.bias)
+        self.ln_3 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
+        self.mlp = MLP(c.n_embd, c.mlp, c.bias, c.mlp_hidden)
         self.drop = nn.Dropout(c.dropout)
 
     def forward(
@@ -53,41 +79,63 @@ class DecoderBlock(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
+        if self.post_norm:
+            x = self.ln_1(x + self.drop(self.attn(x, cache, layer)))
+            x = self.ln_2(x + self.drop(self.cross(x, memory, src_mask)))
+            return self.ln_3(x + self.drop(self.mlp(x)))
         x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
         x = x + self.drop(self.cross(self.ln_2(x), memory, src_mask))
         return x + self.drop(self.mlp(self.ln_3(x)))
 
 
 class Stack(nn.Module):
-    """Positions, dropout, blocks and a final LayerNorm: the encoder or the decoder."""
+    """Positions, dropout, blocks and a final LayerNorm (or none): the encoder or the decoder."""
 
     def __init__(self, c: ModelConfig, decoder: bool) -> None:
         super().__init__()
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
+        table = sinusoidal_table(c.block_size, c.n_embd) if c.pos == "sinusoidal" else None
+        self.register_buffer("sinusoid", table, persistent=False)  # (block_size, C), not a weight
         rotary = Rotary(c.n_embd // c.n_head, c.block_size) if c.pos == "rope" else None
         self.drop = nn.Dropout(c.dropout)
+        options = {
+            "norm": c.norm,
+            "norm_eps": c.norm_eps,
+            "mlp_hidden": c.mlp_hidden,
+            "post_norm": c.post_norm,
+        }
         blocks = (
             DecoderBlock(c, rotary)
             if decoder
-            else Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary, causal=False)
+            else Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary, causal=False, **options)
             for _ in range(c.n_layer)
         )
         self.blocks = nn.ModuleList(blocks)
-        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.ln_f = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps) if c.final_norm else nn.Identity()
 
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(start, start + x.size(1), device=x.device))
+        elif self.sinusoid is not None:
+            x = x + self.sinusoid[start : start + x.size(1)].to(x.dtype)
         return self.drop(x)
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, config: ModelConfig, pad_id: int) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        pad_id: int,
+        start_id: int | None = None,
+        suppress_ids: tuple[int, ...] | list[int] = (),
+    ) -> None:
         super().__init__()
         if config.vocab_size <= 0:
             raise ValueError("model.vocab_size must be set (the tokenizer's size) before building")
         self.config = c = config
         self.pad_id = pad_id
+        self.start_id = start_id  # the decoder's first input; None: EOS, as lmforge trains it
+        self.suppress_ids = list(suppress_ids)  # never generated (Marian: its pad / start token)
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # shared by encoder, decoder and output
         self.encoder = Stack(c, decoder=False)
         self.decoder = Stack(c, decoder=True)
@@ -95,6 +143,8 @@ class Seq2Seq(nn.Module):
         self.embed_scale = math.sqrt(c.n_embd) if c.scale_embedding else 1.0
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        bias = torch.zeros(1, c.vocab_size) if c.logits_bias else None
+        self.register_buffer("final_logits_bias", bias)  # (1, vocab): Marian's, kept with the weights
         self._init_weights()
 
     @torch.no_grad()
@@ -155,7 +205,8 @@ class Seq2Seq(nn.Module):
             cache.advance(tgt.size(1))
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.decoder.ln_f(x))
+        logits = self.lm_head(self.decoder.ln_f(x))
+        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: src (B, S), tgt (B, T) decoder inputs -> logits (B, T, vocab)."""
@@ -191,8 +242,9 @@ class Seq2Seq(nn.Module):
         return 3 * n + 12 * c.n_layer * c.n_embd * c.block_size * 1.5
 
 
-def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer]:
+def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokenizer]:
     """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
+    from lmforge.data.marian_tokenizer import load_translation_tokenizer
     from lmforge.model.directory import WEIGHTS, load_weights  # directory.py registers this loader
 
     file = directory / "config.json"
@@ -201,6 +253,9 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer]:
     config = ModelConfig(**{k: v for k, v in raw.items() if k in names})
     if not isinstance(raw.get("pad_token_id"), int):
         raise LmforgeError(f"{file}: pad_token_id missing (needed for source padding masks)")
-    model = Seq2Seq(config, raw["pad_token_id"])
+    start, suppress = raw.get("decoder_start_token_id"), raw.get("suppress_tokens") or []
+    if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
+        raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
+    model = Seq2Seq(config, raw["pad_token_id"], start, suppress)
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), Tokenizer.load(directory / "tokenizer.json")
+    return model.eval(), load_translation_tokenizer(directory)

@@ -1,0 +1,231 @@
+"""Marian (opus-mt) interop: the sentencepiece tokenizer, logits and greedy/beam parity with
+transformers' MarianMTModel, export back, bit-exact round trip, and the translation entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from marian_helpers import make_marian_model, pairs
+from safetensors.torch import load_file
+
+import lmforge
+from lmforge.errors import LmforgeError
+from lmforge.model.hf_files import export_hf, import_hf
+from lmforge.model.seq2seq import Seq2Seq, sinusoidal_table
+from lmforge.seq2seq_decode import beam_decode, greedy_decode
+
+transformers = pytest.importorskip("transformers")
+# transformers' MarianTokenizer asks for sacremoses, whose normaliser it then never calls
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+MAX_NEW = 20
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("marian") / "hf"
+    make_marian_model(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def sentences() -> list[str]:
+    return [en for en, _ in pairs(3000) if len(en) < 50][:8]
+
+
+def _hf(directory: Path) -> torch.nn.Module:
+    model, info = transformers.MarianMTModel.from_pretrained(directory, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    return model.eval()
+
+
+def _hf_generate(hf: torch.nn.Module, batch: dict, beam: int) -> list[list[int]]:
+    """transformers' output ids with the decoder start, EOS and padding stripped."""
+    with torch.no_grad():
+        out = hf.generate(
+            **batch,
+            num_beams=beam,
+            do_sample=False,
+            max_new_tokens=MAX_NEW,
+            forced_eos_token_id=None,  # lmforge stops at its limit without forcing an EOS
+            early_stopping=True,
+            length_penalty=1.0,
+        )
+    rows = []
+    for row in out[:, 1:].tolist():
+        row = row[: row.index(0)] if 0 in row else row
+        rows.append([i for i in row if i != hf.config.pad_token_id])
+    return rows
+
+
+def _check_parity(hf: torch.nn.Module, ours: Seq2Seq, batch: dict) -> None:
+    src = batch["input_ids"]
+    tgt = torch.randint(
+        0, hf.config.vocab_size - 1, (src.size(0), 9), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        expected = hf(**batch, decoder_input_ids=tgt).logits
+        got = ours(src, tgt)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() <= 1e-4
+    limits = [MAX_NEW] * src.size(0)
+    greedy = greedy_decode(ours, src, limits, 0)
+    assert greedy == _hf_generate(hf, batch, 1)
+    assert len({len(g) for g in greedy}) > 2  # outputs end at varied lengths (EOS and the limit)
+    assert beam_decode(ours, src, limits, 0, 3) == _hf_generate(hf, batch, 3)
+
+
+def test_tokenizer_matches_transformers(hf_dir: Path, sentences: list[str]) -> None:
+    ours = lmforge.load(hf_dir)[1]
+    theirs = transformers.MarianTokenizer.from_pretrained(hf_dir)
+    texts = [*sentences, ">>fra<< The house is small.", "Zyxw qôü 123!", ""]
+    assert [ours.encode(t) + [ours.eos_id] for t in texts] == theirs(texts).input_ids
+    assert ours.unk_id in ours.encode("Zyxw qôü 123!")
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(0, ours.vocab_size, (n,), generator=g).tolist() for n in (1, 5, 17, 30)]
+    ids.append(ours.encode_target("Au commencement, Dieu créa les cieux et la terre.") + [ours.eos_id])
+    assert [ours.decode(i) for i in ids] == theirs.batch_decode(ids, skip_special_tokens=True)
+    assert ours.decode(ids[-1]) == "Au commencement, Dieu créa les cieux et la terre."
+
+
+def test_sinusoidal_table_is_transformers_bit_for_bit() -> None:
+    from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding
+
+    for n, dim in ((64, 64), (40, 512)):
+        assert torch.equal(
+            sinusoidal_table(n, dim), MarianSinusoidalPositionalEmbedding(n, dim).create_weight()
+        )
+
+
+def test_parity_import_export_roundtrip(hf_dir: Path, sentences: list[str], tmp_path: Path) -> None:
+    hf = _hf(hf_dir)
+    batch = dict(
+        transformers.MarianTokenizer.from_pretrained(hf_dir)(sentences, return_tensors="pt", padding=True)
+    )
+
+    model, _ = lmforge.load(hf_dir)  # an HF Marian directory loads directly
+    assert isinstance(model, Seq2Seq) and model.start_id == model.pad_id == hf.config.pad_token_id
+    _check_parity(hf, model, batch)
+
+    import_hf(hf_dir, tmp_path / "ours")
+    imported, _ = lmforge.load(tmp_path / "ours")
+    _check_parity(hf, imported, batch)
+
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    _check_parity(_hf(tmp_path / "back"), imported, batch)
+    original, exported = (
+        load_file(str(hf_dir / "model.safetensors")),
+        load_file(str(tmp_path / "back" / "model.safetensors")),
+    )
+    assert original.keys() == exported.keys()
+    for name, tensor in original.items():
+        assert torch.equal(tensor, exported[name]), name
+    back_tok = transformers.MarianTokenizer.from_pretrained(tmp_path / "back")
+    assert back_tok(sentences).input_ids == [list(r[r != hf.config.pad_token_id]) for r in batch["input_ids"]]
+
+
+def test_pad_token_is_never_generated(hf_dir: Path, sentences: list[str]) -> None:
+    """The check above can fail: this random model favours its pad token, which Marian masks."""
+    model, tokenizer = lmforge.load(hf_dir)
+    src = torch.tensor([tokenizer.encode(sentences[0]) + [tokenizer.eos_id]])
+    assert model.pad_id not in greedy_decode(model, src, [MAX_NEW], 0)[0]
+    model.suppress_ids = []
+    assert model.pad_id in greedy_decode(model, src, [MAX_NEW], 0)[0]
+
+
+def test_pipeline_and_cli_translate_marian_dir(
+    hf_dir: Path, sentences: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from lmforge.cli import main
+
+    hf = _hf(hf_dir)
+    tokenizer = transformers.MarianTokenizer.from_pretrained(hf_dir)
+    with torch.no_grad():
+        out = hf.generate(
+            **tokenizer(sentences, return_tensors="pt", padding=True), num_beams=1, do_sample=False
+        )
+    expected = tokenizer.batch_decode(out, skip_special_tokens=True)
+    # lmforge stops at 2 x source + 10 tokens (EOS included), transformers at max_length (forcing an
+    # EOS there): compare the sentences that end with EOS before either limit.
+    short = [
+        i
+        for i, row in enumerate(out.tolist())
+        if 0 in row and row.index(0) <= min(2 * len(tokenizer(sentences[i]).input_ids) + 10, out.size(1) - 2)
+    ]
+    assert len(short) >= 3
+    got = lmforge.pipeline("translation_en_to_fr", model=hf_dir)(sentences)
+    assert all(set(g) == {"translation_text"} for g in got)
+    assert [got[i]["translation_text"] for i in short] == [expected[i] for i in short]
+
+    assert main(["translate", str(hf_dir), sentences[short[0]]]) == 0
+    assert capsys.readouterr().out.strip() == expected[short[0]]
+    src, ref = tmp_path / "test.en", tmp_path / "test.fr"
+    src.write_text("".join(sentences[i] + "\n" for i in short))
+    ref.write_text("".join(expected[i] + "\n" for i in short))
+    result = lmforge.eval_translate(hf_dir, src, ref)
+    assert result["sentences"] == len(short) and result["chrf"] == pytest.approx(100.0)
+
+
+def test_cli_import_export_and_unsupported_config(hf_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from lmforge.cli import main
+
+    assert main(["import", str(hf_dir), "--out", str(tmp_path / "ours")]) == 0
+    assert (tmp_path / "ours" / "source.spm").is_file()
+    assert main(["export", str(tmp_path / "ours"), "--out", str(tmp_path / "back")]) == 0
+    generation = json.loads((tmp_path / "back" / "generation_config.json").read_text())
+    pad = json.loads((hf_dir / "config.json").read_text())["pad_token_id"]
+    assert generation["bad_words_ids"] == [[pad]] and generation["decoder_start_token_id"] == pad
+
+    bad = tmp_path / "bad"
+    shutil.copytree(hf_dir, bad)
+    raw = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**raw, "decoder_layers": 3}))
+    with pytest.raises(LmforgeError, match="encoder_layers=2 != decoder_layers=3"):
+        lmforge.load(bad)
+
+
+def test_pytorch_bin_with_every_tied_copy_and_position_table(
+    hf_dir: Path, sentences: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """opus-mt's pytorch_model.bin files hold the embedding under four names and the sinusoidal
+    tables; some hold no `model.shared.weight`. Each loads, with nothing reported unused."""
+    import shutil
+
+    hf = _hf(hf_dir)
+    batch = dict(
+        transformers.MarianTokenizer.from_pretrained(hf_dir)(sentences, return_tensors="pt", padding=True)
+    )
+    state = hf.state_dict()
+    assert "model.encoder.embed_positions.weight" in state and "lm_head.weight" in state
+    for drop in ((), ("model.shared.weight",)):
+        directory = tmp_path / f"bin{len(drop)}"
+        shutil.copytree(hf_dir, directory)
+        (directory / "model.safetensors").unlink()
+        torch.save({k: v.clone() for k, v in state.items() if k not in drop}, directory / "pytorch_model.bin")
+        capsys.readouterr()
+        model, _ = lmforge.load(directory)
+        assert "not loaded" not in capsys.readouterr().err
+        _check_parity(hf, model, batch)
+
+
+def test_lmforge_seq2seq_without_marian_shape_is_refused_on_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from lmforge.cli import main
+    from lmforge.config import ModelConfig
+    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.model.directory import write_model_dir
+
+    tokenizer = Tokenizer.train_char(["the house is small"])
+    config = ModelConfig(
+        n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=tokenizer.vocab_size, arch="seq2seq"
+    )
+    assert tokenizer.pad_id is not None
+    write_model_dir(tmp_path / "own", config, Seq2Seq(config, tokenizer.pad_id).state_dict(), tokenizer)
+    assert main(["export", str(tmp_path / "own"), "--out", str(tmp_path / "hf")]) == 2
+    assert "has no Marian equivalent" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()
