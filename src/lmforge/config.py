@@ -248,8 +248,8 @@ class Config:
             self.data.task in ("lm", "translation"), f"data.task={self.data.task!r} must be lm or translation"
         )
         _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
-        _check(
-            (self.data.task == "translation") == (m.arch == "seq2seq"),
+        _check(  # train.init_from replaces [model] with the model's own (checked when it loads)
+            bool(t.init_from) or (self.data.task == "translation") == (m.arch == "seq2seq"),
             f"data.task={self.data.task!r} does not fit model.arch={m.arch!r}"
             " (translation needs seq2seq, lm needs gpt)",
         )

@@ -126,6 +126,15 @@ class MarianTokenizer:
     def decode_source(self, ids: Iterable[int]) -> str:
         return self._text(self.source, ids)
 
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes each id stands for in decoded text (specials 0; the word-start mark counts
+        as the space it becomes): the denominator of bits per byte."""
+        sizes = [0] * (max(self.pieces) + 1)
+        for i, piece in self.pieces.items():
+            if i not in self.special_ids:
+                sizes[i] = len(piece.replace(SPIECE_UNDERLINE, " ").encode("utf-8"))
+        return sizes
+
     def save_dir(self, directory: Path) -> None:
         """Write the tokenizer's files (unchanged bytes) into a model directory."""
         for name, data in self.files.items():

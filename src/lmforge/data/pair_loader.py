@@ -6,7 +6,8 @@ global batches of `batch_size` pairs and shuffles the batch order. The global ba
 at any world size: it is split by rank, then into micro-batches.
 
 A batch is (src, tgt_in, tgt_out), all (B, T) int64: src = source + EOS, right-padded with PAD;
-tgt_in = EOS + target (EOS doubles as the decoder's start token), right-padded with PAD;
+tgt_in = START + target (START is EOS for lmforge's models, the pad token for Marian's),
+right-padded with PAD;
 tgt_out = target + EOS, right-padded with IGNORE so padding counts in neither loss nor tokens.
 Widths are rounded up to a multiple of PAD_TO.
 """
@@ -40,12 +41,15 @@ def _pad(rows: list[list[int]], value: int, limit: int = 0) -> torch.Tensor:
     return out
 
 
-def collate(src: list[np.ndarray], tgt: list[np.ndarray], eos: int, pad: int, limit: int = 0) -> PairBatch:
+def collate(
+    src: list[np.ndarray], tgt: list[np.ndarray], eos: int, pad: int, limit: int = 0, start: int | None = None
+) -> PairBatch:
     s = [[*map(int, x), eos] for x in src]
     t = [list(map(int, y)) for y in tgt]
+    first = eos if start is None else start
     return (
         _pad(s, pad, limit),
-        _pad([[eos, *y] for y in t], pad, limit),
+        _pad([[first, *y] for y in t], pad, limit),
         _pad([[*y, eos] for y in t], IGNORE, limit),
     )
 
@@ -68,6 +72,7 @@ class PairLoader:
         world_size: int = 1,
         seed: int = 0,
         limit: int = 0,
+        start: int | None = None,
     ) -> None:
         if len(src) < batch_size:
             raise LmforgeError(
@@ -78,7 +83,7 @@ class PairLoader:
                 f"train.batch_size={batch_size} is not divisible by micro_batch_size={micro_batch_size}"
                 f" x world_size={world_size}"
             )
-        self.src, self.tgt, self.eos, self.pad, self.limit = src, tgt, eos, pad, limit
+        self.src, self.tgt, self.eos, self.pad, self.limit, self.start = src, tgt, eos, pad, limit, start
         self.lengths = np.asarray([len(s) + len(t) for s, t in zip(src, tgt, strict=True)])
         self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
@@ -113,7 +118,9 @@ class PairLoader:
         return [self._collate(mine[i : i + m]) for i in range(0, per_rank, m)]
 
     def _collate(self, idx: np.ndarray) -> PairBatch:
-        return collate([self.src[i] for i in idx], [self.tgt[i] for i in idx], self.eos, self.pad, self.limit)
+        return collate(
+            [self.src[i] for i in idx], [self.tgt[i] for i in idx], self.eos, self.pad, self.limit, self.start
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
@@ -124,9 +131,15 @@ class PairLoader:
 
 
 def eval_pair_batches(
-    src: list[np.ndarray], tgt: list[np.ndarray], micro_batch_size: int, eos: int, pad: int, limit: int = 0
+    src: list[np.ndarray],
+    tgt: list[np.ndarray],
+    micro_batch_size: int,
+    eos: int,
+    pad: int,
+    limit: int = 0,
+    start: int | None = None,
 ) -> list[PairBatch]:
     """Every validation pair once, in length-sorted micro-batches (fixed order)."""
     order = np.argsort([len(s) + len(t) for s, t in zip(src, tgt, strict=True)], kind="stable")
     chunks = [order[i : i + micro_batch_size] for i in range(0, len(order), micro_batch_size)]
-    return [collate([src[i] for i in c], [tgt[i] for i in c], eos, pad, limit) for c in chunks]
+    return [collate([src[i] for i in c], [tgt[i] for i in c], eos, pad, limit, start) for c in chunks]

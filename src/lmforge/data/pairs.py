@@ -164,8 +164,11 @@ def prepare_pairs(
     val_fraction: float = 0.02,
     test_fraction: float = 0.02,
     seed: int = 0,
+    tokenizer: Any = None,
 ) -> dict[str, Any]:
     """Clean, dedup, split and tokenize sentence pairs into `out` (atomically); returns meta.json.
+    `tokenizer` (a model's, for train.init_from) replaces training a new BPE; a Marian tokenizer
+    segments targets with its target model (`encode_target`).
 
     Filters, each counted in meta["dropped"]: an empty side; a repeated (source, target) pair;
     a val/test pair whose source occurs in train; a side longer than `max_tokens` tokens; a
@@ -197,7 +200,7 @@ def prepare_pairs(
     if not splits["train"]:
         raise LmforgeError(f"{inputs}: no training pairs left after cleaning ({total} read)")
 
-    tok = Tokenizer.train_bpe((t for p in splits["train"] for t in (p.src, p.tgt)), vocab_size)
+    tok = tokenizer or Tokenizer.train_bpe((t for p in splits["train"] for t in (p.src, p.tgt)), vocab_size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
@@ -205,8 +208,8 @@ def prepare_pairs(
     tokens: dict[str, int] = {}
     try:
         for split, pairs in splits.items():
-            src_ids = [e.ids for e in tok.hf.encode_batch([p.src for p in pairs], add_special_tokens=False)]
-            tgt_ids = [e.ids for e in tok.hf.encode_batch([p.tgt for p in pairs], add_special_tokens=False)]
+            src_ids = _encode_all(tok, [p.src for p in pairs], target=False)
+            tgt_ids = _encode_all(tok, [p.tgt for p in pairs], target=True)
             keep = []
             for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True)):
                 if max(len(s), len(t)) > max_tokens:
@@ -240,7 +243,7 @@ def prepare_pairs(
             "sources": [str(p) for p in _pair_files(inputs, src_lang, tgt_lang)],
             "seconds": round(time.time() - start, 2),
         }
-        tok.save(tmp / "tokenizer.json")
+        tok.save_dir(tmp) if hasattr(tok, "save_dir") else tok.save(tmp / "tokenizer.json")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -248,6 +251,15 @@ def prepare_pairs(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
+
+
+def _encode_all(tok: Any, texts: list[str], target: bool) -> list[list[int]]:
+    """Token ids of each text: lmforge's BPE in one batch on every core; a model's own tokenizer
+    text by text (Marian's segments targets with its target model)."""
+    if isinstance(tok, Tokenizer):
+        return [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
+    encode = tok.encode_target if target and hasattr(tok, "encode_target") else tok.encode
+    return [encode(t) for t in texts]
 
 
 def _write_split(

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from lmforge.config import Config, config_to_toml
 from lmforge.data.loader import Batch, BatchLoader, eval_batches
+from lmforge.data.marian_tokenizer import load_translation_tokenizer
 from lmforge.data.shards import open_split, read_meta
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
@@ -67,7 +68,7 @@ def train(
     engine.barrier()
     data_dir = ensure_data(cfg, run_dir, say, init_tokenizer, prepare=False)
     meta = read_meta(data_dir)
-    tokenizer = Tokenizer.load(data_dir / "tokenizer.json")
+    tokenizer = load_translation_tokenizer(data_dir)  # tokenizer.json, or a Marian model's files
     if init is not None and tokenizer.sha256() != init[1].sha256():
         raise LmforgeError(
             f"{data_dir}: tokenized with another tokenizer than train.init_from={cfg.train.init_from!r}"
@@ -98,11 +99,12 @@ def train(
     if cfg.data.task == "translation":
         from lmforge.train.translation import TranslationTask
 
-        task = TranslationTask(cfg, data_dir, tokenizer, engine, micro)
+        task = TranslationTask(cfg, data_dir, tokenizer, engine, micro, init[0] if init else None)
 
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = task.build_model() if task is not None else GPT(cfg.model)
+    extra = task.model_extra() if task is not None else {}  # config.json keys beyond cfg.model
     if init is not None and resume is None:
         model.load_state_dict(init[0].state_dict())
         tokenizer = init[1]  # keeps the model's own EOS id
@@ -247,7 +249,7 @@ def train(
                     state.update(best_bleu=record["val_bleu"], best_step=step)
                     best = engine.full_state_dict()  # collective
                     if main:
-                        _write_best(run_dir, cfg, best, tokenizer)
+                        _write_best(run_dir, cfg, best, tokenizer, extra)
             elif step % t.eval_interval == 0 or step == t.max_steps:
                 val_loss, val_bpb = evaluate(module, val, token_bytes, engine, autocast, val_per_rank)
                 record.update(val_loss=val_loss, val_bpb=val_bpb)
@@ -256,7 +258,7 @@ def train(
                 log.log(step, **record)
             if step % t.checkpoint_interval == 0 or step == t.max_steps:
                 state["wall_s"] = wall_before + time.perf_counter() - started
-                _save(run_dir, step, engine, cfg, tokenizer, loader, state, main)
+                _save(run_dir, step, engine, cfg, tokenizer, loader, state, main, extra)
     finally:
         bar.close()
         if log is not None:
@@ -292,7 +294,7 @@ def train(
         if (run_dir / "best" / "model.safetensors").is_file():
             final = load_file(str(run_dir / "best" / "model.safetensors"))
     if main:
-        write_model_dir(run_dir / "model", cfg.model, final, tokenizer)
+        write_model_dir(run_dir / "model", cfg.model, final, tokenizer, extra=extra)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_loss(run_dir)
         say(
@@ -332,11 +334,13 @@ def forward_backward(
 _VAL_KEYS = ("val_loss", "val_bpb", "val_bleu", "val_chrf")
 
 
-def _write_best(run_dir: Path, cfg: Config, state: dict[str, torch.Tensor], tokenizer: Tokenizer) -> None:
+def _write_best(
+    run_dir: Path, cfg: Config, state: dict[str, torch.Tensor], tokenizer: Tokenizer, extra: dict[str, Any]
+) -> None:
     """run_dir/best: the model with the best validation score so far, replaced atomically."""
     tmp = run_dir / ".best-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_model_dir(tmp, cfg.model, state, tokenizer)
+    write_model_dir(tmp, cfg.model, state, tokenizer, extra=extra)
     shutil.rmtree(run_dir / "best", ignore_errors=True)
     os.replace(tmp, run_dir / "best")
 
@@ -350,11 +354,12 @@ def _save(
     loader: BatchLoader,
     state: dict[str, Any],
     main: bool,
+    extra: dict[str, Any],
 ) -> None:
     def write(directory: Path) -> None:
         engine.save(directory)
         if main:
-            write_model_files(directory, cfg.model, tokenizer)
+            write_model_files(directory, cfg.model, tokenizer, extra=extra)
 
     ckpt.save_checkpoint(
         run_dir / "checkpoints",

@@ -13,7 +13,6 @@ from typing import Any
 
 from lmforge.config import Config, load_config
 from lmforge.data.shards import is_prepared, prepare_corpus
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.gpt import GPT
 
@@ -56,13 +55,17 @@ def prep_options(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
 
 
-def init_model(cfg: Config) -> tuple[GPT, Tokenizer]:
-    """train.init_from: the starting model (any lmforge or HF decoder directory); its architecture
-    replaces cfg.model, keeping the recipe's dropout."""
+def init_model(cfg: Config) -> tuple[Any, Any]:
+    """train.init_from: the starting model (an lmforge or HF decoder directory; for translation an
+    encoder-decoder: lmforge's or Marian's); its architecture replaces cfg.model, keeping the
+    recipe's dropout."""
     from lmforge.model.directory import load_model
+    from lmforge.model.seq2seq import Seq2Seq
 
     model, tokenizer = load_model(cfg.train.init_from)
-    if not isinstance(model, GPT):
+    if cfg.data.task == "translation" and not isinstance(model, Seq2Seq):
+        raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not an encoder-decoder (translation)")
+    if cfg.data.task != "translation" and not isinstance(model, GPT):
         raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
     cfg.model = dataclasses.replace(model.config, dropout=cfg.model.dropout)
     return model, tokenizer
@@ -72,7 +75,7 @@ def ensure_data(
     cfg: Config,
     run_dir: Path,
     say: Callable[[str], None],
-    tokenizer: Tokenizer | None = None,
+    tokenizer: Any = None,
     prepare: bool = True,
 ) -> Path:
     """The prepared shard directory: data.input itself, or run_dir/data built from raw text
@@ -102,8 +105,10 @@ def ensure_data(
         if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
             return target
         say(f"preparing sentence pairs {cfg.data.input} -> {target}")
+        d = cfg.data
+        longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
         meta = prepare_pairs(
-            cfg.data.input, target, cfg.data.src_lang, cfg.data.tgt_lang, cfg.data.vocab_size
+            d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest, tokenizer=tokenizer
         )
         source.write_text(json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")

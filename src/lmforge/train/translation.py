@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import Config
+from lmforge.data.marian_tokenizer import MarianTokenizer
 from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
 from lmforge.data.tokenizer import Tokenizer
@@ -61,10 +62,21 @@ def seq2seq_loss(
 
 
 class TranslationTask:
-    def __init__(self, cfg: Config, data_dir: Path, tokenizer: Tokenizer, engine: Engine, micro: int) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        data_dir: Path,
+        tokenizer: Tokenizer | MarianTokenizer,
+        engine: Engine,
+        micro: int,
+        init: Seq2Seq | None = None,
+    ) -> None:
         t = cfg.train
         self.cfg, self.tokenizer = cfg, tokenizer
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
+        # train.init_from's decoder start and never-generated tokens (Marian: its pad token)
+        self.start = init.start_id if init is not None else None
+        self.suppress = list(init.suppress_ids) if init is not None else []
         src, tgt = load_split(data_dir, "train")
         vsrc, vtgt = load_split(data_dir, "val")
         n = cfg.model.block_size
@@ -74,9 +86,10 @@ class TranslationTask:
                 f"{data_dir}: pairs of up to {longest} tokens (with EOS) do not fit model.block_size={n}"
             )
         self.loader = PairLoader(
-            src, tgt, t.batch_size, micro, self.eos, self.pad, engine.rank, engine.world_size, t.seed, n
-        )
-        val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad, n)
+            src, tgt, t.batch_size, micro, self.eos, self.pad, engine.rank, engine.world_size, t.seed, n,
+            self.start,
+        )  # fmt: skip
+        val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad, n, self.start)
         self.val = val[engine.rank :: engine.world_size]
         refs = read_lines(data_dir / f"val.{cfg.data.tgt_lang}")
         n = len(vsrc) if t.eval_bleu_sentences == 0 else min(t.eval_bleu_sentences, len(vsrc))
@@ -87,7 +100,13 @@ class TranslationTask:
         self.token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
     def build_model(self) -> Seq2Seq:
-        return Seq2Seq(self.cfg.model, self.pad)
+        return Seq2Seq(self.cfg.model, self.pad, self.start, self.suppress)
+
+    def model_extra(self) -> dict[str, Any]:
+        """config.json keys a model directory needs beyond the ModelConfig (a Marian start token)."""
+        if self.start is None and not self.suppress:
+            return {}
+        return {"decoder_start_token_id": self.start, "suppress_tokens": self.suppress}
 
     def step_tokens(self, micro_batches: list[PairBatch]) -> int:
         """Source + target tokens (no padding) in this rank's step."""
