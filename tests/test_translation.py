@@ -7,6 +7,8 @@ import json
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from lmforge.data.pair_loader import PairLoader
 from lmforge.data.pairs import load_split, prepare_pairs, read_pairs
 from lmforge.errors import LmforgeError
 from lmforge.train.loop import train
+from lmforge.train.metrics import read_metrics
 
 LEXICON = {
     "the": "le", "cat": "chat", "dog": "chien", "eats": "mange", "sees": "voit", "big": "grand",
@@ -220,3 +223,32 @@ def test_eval_translate_bleu_equals_sacrebleu(
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in out and "chrF2 = " in out
     assert main(["eval-translate", str(run), "--src", str(src), "--ref", str(hyp)]) == 0
     assert "BLEU = 100.00" in capsys.readouterr().out  # its own output as reference: a perfect score
+
+
+def test_ddp_trains_translation_like_local(prepared: Path, tmp_path: Path) -> None:
+    """The translation task through the same loop on 2 DDP ranks gives the local engine's losses,
+    validation loss and BLEU in fp32 (global batch 8 = 2 ranks x 2 x 2 accumulation)."""
+    engine = "ddp"
+    base = [*_overrides(prepared, 6), "--model.dropout=0.0", "--train.dtype=fp32", "--train.log_interval=1",
+            "--train.eval_interval=6", "--train.batch_size=8", "--train.micro_batch_size=2"]  # fmt: skip
+    runs = {}
+    for name, launcher in (("local", []), (engine, ["launch", "--nproc=2"])):
+        out = tmp_path / name
+        args = [*launcher, "train", "--quiet", *base, f"--engine.name={engine if launcher else 'local'}"]
+        result = subprocess.run(
+            [sys.executable, "-m", "lmforge", *args, "--out", str(out)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = read_metrics(out)
+    local, other = runs["local"], runs[engine]
+    assert len(local) == len(other) == 6 and "val_bleu" in local[-1]
+    for a, b in zip(local, other, strict=True):
+        for key in ("loss", "val_loss", "val_bleu"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
+
+
+def test_sharded_engines_refuse_translation(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(LmforgeError, match="local and ddp engines only"):
+        train(None, [*_overrides(prepared, 2), "--engine.name=fsdp"], out=tmp_path / "run", quiet=True)

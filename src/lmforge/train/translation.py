@@ -72,6 +72,11 @@ class TranslationTask:
         init: Seq2Seq | None = None,
     ) -> None:
         t = cfg.train
+        if engine.name not in ("local", "ddp"):
+            raise LmforgeError(
+                f"engine.name={engine.name!r}: the translation task trains on the local and ddp engines only"
+                " (its BLEU decoding calls the model outside the sharded engines' forward)"
+            )
         self.cfg, self.tokenizer = cfg, tokenizer
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
         # train.init_from's decoder start and never-generated tokens (Marian: its pad token)
@@ -134,10 +139,13 @@ class TranslationTask:
             )
         loss, tokens, text_loss, nbytes = engine.all_reduce(totals).tolist()
         out = {"val_loss": loss / max(tokens, 1.0), "val_bpb": text_loss / (math.log(2) * max(nbytes, 1.0))}
-        if engine.rank == 0 and self.bleu_src:
-            ids = translate_ids(model, self.bleu_src, self.eos)  # type: ignore[arg-type]
-            s = score([self.tokenizer.decode(i).strip() for i in ids], self.bleu_refs)
-            out.update(val_bleu=s["bleu"], val_chrf=s["chrf"])
+        if self.bleu_src:
+            # every rank decodes (the same outputs); rank 0 reports
+            with engine.full_model() as bare:  # decoding calls the model's methods, not forward
+                ids = translate_ids(bare, self.bleu_src, self.eos)  # type: ignore[arg-type]
+            if engine.rank == 0:
+                s = score([self.tokenizer.decode(i).strip() for i in ids], self.bleu_refs)
+                out.update(val_bleu=s["bleu"], val_chrf=s["chrf"])
         model.train(was_training)
         return out
 

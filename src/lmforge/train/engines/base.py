@@ -35,6 +35,7 @@ class Engine(ABC):
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    model: nn.Module  # the bare model, set by prepare (wrappers keep it inside)
 
     @abstractmethod
     def prepare(
@@ -75,6 +76,12 @@ class Engine(ABC):
 
     def barrier(self) -> None:  # noqa: B027 - a no-op in one process
         """Wait for every rank."""
+
+    @contextlib.contextmanager
+    def full_model(self) -> Iterator[nn.Module]:
+        """The bare model with its whole weights on every rank, for code that calls its methods
+        rather than the wrapper's forward (decoding). Every rank must enter it."""
+        yield self.model
 
     @contextlib.contextmanager
     def accumulating(self, last: bool) -> Iterator[None]:
