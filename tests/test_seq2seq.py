@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,21 @@ def test_embeddings_are_shared_and_tied(model: Seq2Seq) -> None:
     assert model.lm_head.weight is model.wte.weight
     names = {n for n, _ in model.named_parameters()}
     assert "wte.weight" in names and not any(n.startswith(("encoder.wte", "decoder.wte")) for n in names)
+
+
+def test_fresh_model_learns_to_copy_its_source() -> None:
+    """Regression for the initialisation: with GPT-2's N(0, 0.02) weights the decoder ignored its
+    source (this copy task ended at 2.04 nats after 200 steps); with Vaswani's it copies (0.09)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    config = ModelConfig(arch="seq2seq", n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=50)
+    model = Seq2Seq(config, pad_id=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(200):
+        src = [rng.integers(2, 50, size=int(rng.integers(10, 30))) for _ in range(32)]
+        s, tgt_in, tgt_out = collate(src, src, 0, 1)
+        loss = seq2seq_loss(model, s, tgt_in, tgt_out) / (tgt_out != -100).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5
