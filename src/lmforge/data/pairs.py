@@ -243,7 +243,7 @@ def prepare_pairs(
             "sources": [str(p) for p in _pair_files(inputs, src_lang, tgt_lang)],
             "seconds": round(time.time() - start, 2),
         }
-        tok.save_dir(tmp) if hasattr(tok, "save_dir") else tok.save(tmp / "tokenizer.json")
+        tok.save_dir(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -90,6 +90,10 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         self.hf.save(str(path))
 
+    def save_dir(self, directory: Path) -> None:
+        """Write the tokenizer's files into a model or data directory (as MarianTokenizer does)."""
+        self.save(directory / "tokenizer.json")
+
     def sha256(self) -> str:
         return hashlib.sha256(self.hf.to_str().encode()).hexdigest()
 

@@ -68,10 +68,7 @@ def write_model_files(
         meta.update(model_type=SEQ2SEQ_MODEL_TYPE, pad_token_id=tokenizer.pad_id)
     meta.update(extra or {})
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if hasattr(tokenizer, "save_dir"):  # data/marian_tokenizer.py
-        tokenizer.save_dir(directory)
-    else:
-        tokenizer.save(directory / "tokenizer.json")
+    tokenizer.save_dir(directory)
 
 
 def write_model_dir(
