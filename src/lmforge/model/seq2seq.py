@@ -74,11 +74,15 @@ class DecoderBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        memory: tuple[torch.Tensor, torch.Tensor],
+        memory: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         src_mask: torch.Tensor,
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
+        """memory: the encoder output (B, S, C), projected here, or its keys/values from
+        `cross.memory` (decoding computes them once per source)."""
+        if isinstance(memory, torch.Tensor):
+            memory = self.cross.memory(memory)
         if self.post_norm:
             x = self.ln_1(x + self.drop(self.attn(x, cache, layer)))
             x = self.ln_2(x + self.drop(self.cross(x, memory, src_mask)))
@@ -189,18 +193,19 @@ class Seq2Seq(nn.Module):
     def decode(
         self,
         tgt: torch.Tensor,
-        memory: Memory,
+        memory: Memory | torch.Tensor,
         src_mask: torch.Tensor,
         cache: KVCache | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """tgt (B, T) decoder inputs -> logits (B, T, vocab) (or (B, 1, vocab) with last_only).
+        memory: `memory_kv`'s keys/values, or the encoder output (each block projects it).
         With a cache, tgt continues the cached prefix and the cache advances by T."""
         start = cache.length if cache is not None else 0
         self._check_length(start + tgt.size(1), "target")
         x = self.decoder.embed(self.wte(tgt) * self.embed_scale, start)
         for i, block in enumerate(self.decoder.blocks):
-            x = block(x, memory[i], src_mask, cache, i)
+            x = block(x, memory if isinstance(memory, torch.Tensor) else memory[i], src_mask, cache, i)
         if cache is not None:
             cache.advance(tgt.size(1))
         if last_only:
@@ -209,9 +214,11 @@ class Seq2Seq(nn.Module):
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: src (B, S), tgt (B, T) decoder inputs -> logits (B, T, vocab)."""
+        """Teacher forcing: src (B, S), tgt (B, T) decoder inputs -> logits (B, T, vocab).
+        Each decoder block projects the memory inside its own forward, so engines that gather a
+        block's weights around its forward (FSDP2, ZeRO-3) see every weight used there."""
         mask = self.source_mask(src)
-        return self.decode(tgt, self.memory_kv(self.encode(src, mask)), mask)
+        return self.decode(tgt, self.encode(src, mask), mask)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         c = self.config
