@@ -135,6 +135,9 @@ class EngineConfig:
     """A DeepSpeed JSON merged into the generated one, for keys lmforge does not set itself."""
     backend: str = "auto"
     """torch.distributed backend: auto (nccl on CUDA, else gloo) | gloo | nccl."""
+    timeout_s: int = 1800
+    """Seconds a rank waits in a collective for the others before the run fails (torch's default);
+    a rank that skips a collective then ends the run with an error instead of a silent hang."""
 
 
 @dataclass
@@ -238,6 +241,7 @@ class Config:
         )
         _check(e.offload in ("none", "optimizer", "all"), f"engine.offload={e.offload!r}: none|optimizer|all")
         _check(e.backend in ("auto", "gloo", "nccl"), f"engine.backend={e.backend!r}: auto|gloo|nccl")
+        _check(e.timeout_s > 0, f"engine.timeout_s={e.timeout_s}: must be > 0")
         _check(
             e.offload != "all" or e.zero_stage == 3,
             "engine.offload='all' offloads parameters too, which needs engine.zero_stage=3",

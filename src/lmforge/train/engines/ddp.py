@@ -22,7 +22,7 @@ class DistributedEngine(LocalEngine):
 
     def __init__(self, engine: EngineConfig, train: TrainConfig) -> None:
         super().__init__(engine, train)
-        self.device = init_process_group(engine.backend)
+        self.device = init_process_group(engine.backend, engine.timeout_s)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def all_reduce(self, value: torch.Tensor) -> torch.Tensor:

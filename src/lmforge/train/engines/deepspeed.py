@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -61,7 +62,9 @@ class DeepSpeedEngine(Engine):
             # CPU init; only inference all-reduce uses it, never ZeRO training, so skip the build.
             sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
         backend = None if engine.backend == "auto" else engine.backend
-        ds.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        ds.init_distributed(
+            dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=engine.timeout_s)
+        )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def prepare(
@@ -76,12 +79,22 @@ class DeepSpeedEngine(Engine):
         self.ds, _, _, _ = deepspeed.initialize(
             model=model, optimizer=self.client_optimizer, lr_scheduler=self.scheduler, config=self.ds_config
         )
-        self.names = [name for name, _ in model.named_parameters()]
+        self.model = model  # the bare model, as DeepSpeed holds it (ds.module)
         return self.ds, self.scheduler
 
     def describe(self) -> str:
         dtype = "bf16 weights, fp32 masters" if self.ds_config["bf16"]["enabled"] else "fp32"
         return f"deepspeed ZeRO-{self.config.zero_stage}, offload {self.config.offload}, {dtype}"
+
+    @contextlib.contextmanager
+    def full_model(self) -> Iterator[nn.Module]:
+        """ZeRO-3 partitions the weights: gather them all for the whole context (modifier_rank
+        None: read-only, partitioned again on exit). ZeRO 1-2 keep whole weights on every rank."""
+        import deepspeed
+
+        enabled = self.config.zero_stage == 3
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), enabled=enabled):
+            yield self.model
 
     @contextlib.contextmanager
     def accumulating(self, last: bool) -> Iterator[None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -40,13 +41,15 @@ def device_for_rank() -> torch.device:
     return torch.device("cpu")
 
 
-def init_process_group(backend: str) -> torch.device:
+def init_process_group(backend: str, timeout_s: int) -> torch.device:
     """Join (or create) the default process group; returns this rank's device."""
     ensure_launch_env()
     device = device_for_rank()
     if not dist.is_initialized():
         chosen = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
-        dist.init_process_group(chosen, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            chosen, device_id=device if device.type == "cuda" else None, timeout=timedelta(seconds=timeout_s)
+        )
     return device
 
 

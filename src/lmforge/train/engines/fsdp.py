@@ -41,6 +41,23 @@ class FSDPEngine(DistributedEngine):
         return f"fsdp (FSDP2 fully_shard per block, params gathered in {dtype}, grads reduced in fp32)"
 
     @contextlib.contextmanager
+    def full_model(self) -> Iterator[nn.Module]:
+        """Gather every shard unit once and keep it gathered through the forwards of decoding
+        (no collective per step), then shard again as training expects."""
+        assert isinstance(self.module, FSDPModule)
+        units = [m for m in self.module.modules() if isinstance(m, FSDPModule)]
+        self.module.set_reshard_after_forward(False)
+        for unit in units:
+            unit.unshard()
+        try:
+            yield self.model
+        finally:
+            for unit in units:
+                unit.reshard()
+            self.module.set_reshard_after_forward(True)  # the blocks' default ...
+            self.module.set_reshard_after_forward(False, recurse=False)  # ... and the root's
+
+    @contextlib.contextmanager
     def accumulating(self, last: bool) -> Iterator[None]:
         assert isinstance(self.module, FSDPModule)
         self.module.set_requires_gradient_sync(last)  # reduce-scatter only on the last micro-batch
