@@ -72,11 +72,6 @@ class TranslationTask:
         init: Seq2Seq | None = None,
     ) -> None:
         t = cfg.train
-        if engine.name not in ("local", "ddp"):
-            raise LmforgeError(
-                f"engine.name={engine.name!r}: the translation task trains on the local and ddp engines only"
-                " (its BLEU decoding calls the model outside the sharded engines' forward)"
-            )
         self.cfg, self.tokenizer = cfg, tokenizer
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
         # train.init_from's decoder start and never-generated tokens (Marian: its pad token)
@@ -96,6 +91,8 @@ class TranslationTask:
         )  # fmt: skip
         val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad, n, self.start)
         self.val = val[engine.rank :: engine.world_size]
+        self.val_per_rank = -(-len(val) // engine.world_size)  # sharded engines need equal counts
+        self.val_spare = val[0] if val else None
         refs = read_lines(data_dir / f"val.{cfg.data.tgt_lang}")
         n = len(vsrc) if t.eval_bleu_sentences == 0 else min(t.eval_bleu_sentences, len(vsrc))
         picks = np.unique(np.linspace(0, len(vsrc) - 1, num=n).astype(np.int64)) if n else []
@@ -121,12 +118,17 @@ class TranslationTask:
     def evaluate(
         self, model: nn.Module, engine: Engine, autocast: Callable[[], AbstractContextManager]
     ) -> dict[str, float]:
-        """val_loss (nats per target token, no smoothing), val_bpb, and (rank 0) val_bleu, val_chrf."""
+        """val_loss (nats per target token, no smoothing), val_bpb, val_bleu and val_chrf (rank 0's)."""
         from lmforge.translate import score, translate_ids
 
         was_training = model.training
         model.eval()
         totals = torch.zeros(4, dtype=torch.float64)  # loss, target tokens, loss on text tokens, bytes
+        # FSDP2 and ZeRO-3 gather weights inside forward: a rank with fewer batches runs extra
+        # forwards that count for nothing, so every rank joins every gather
+        for _ in range(self.val_per_rank - len(self.val)):
+            with autocast():
+                model(*self.val_spare[:2])
         for src, tgt_in, tgt_out in self.val:
             with autocast():
                 losses = seq2seq_token_losses(model, src, tgt_in, tgt_out).double()
@@ -143,9 +145,13 @@ class TranslationTask:
             # every rank decodes (the same outputs); rank 0 reports
             with engine.full_model() as bare:  # decoding calls the model's methods, not forward
                 ids = translate_ids(bare, self.bleu_src, self.eos)  # type: ignore[arg-type]
+            scores = torch.zeros(2, dtype=torch.float64)
             if engine.rank == 0:
                 s = score([self.tokenizer.decode(i).strip() for i in ids], self.bleu_refs)
-                out.update(val_bleu=s["bleu"], val_chrf=s["chrf"])
+                scores += torch.tensor([s["bleu"], s["chrf"]], dtype=torch.float64)
+            # every rank gets rank 0's scores: the best-checkpoint choice that follows is collective
+            bleu, chrf = engine.all_reduce(scores).tolist()
+            out.update(val_bleu=bleu, val_chrf=chrf)
         model.train(was_training)
         return out
 
