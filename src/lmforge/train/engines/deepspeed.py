@@ -88,12 +88,15 @@ class DeepSpeedEngine(Engine):
 
     @contextlib.contextmanager
     def full_model(self) -> Iterator[nn.Module]:
-        """ZeRO-3 partitions the weights: gather them all for the whole context (modifier_rank
-        None: read-only, partitioned again on exit). ZeRO 1-2 keep whole weights on every rank."""
-        import deepspeed
+        """ZeRO 1-2 keep whole weights on every rank. ZeRO-3 partitions them: DeepSpeed's own
+        generation helper gathers them all once and lifts its per-module hooks for the context,
+        which would otherwise partition and gather again at every call (a collective per step)."""
+        if self.config.zero_stage != 3:
+            yield self.model
+            return
+        from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
-        enabled = self.config.zero_stage == 3
-        with deepspeed.zero.GatheredParameters(list(self.model.parameters()), enabled=enabled):
+        with unwrap_model_for_generation(self.ds):
             yield self.model
 
     @contextlib.contextmanager
