@@ -234,7 +234,7 @@ def test_distributed_engines_train_translation_like_local(
 ) -> None:
     """The translation task through the same loop on 2 ranks of each engine gives the local
     engine's losses, validation loss and BLEU in fp32 (global batch 12 = 2 ranks x 3 x 2
-    accumulation). The validation batches split unevenly over the ranks (6 and 5): the sharded
+    accumulation), with an evaluation mid-run, after which training goes on sharded. The validation batches split unevenly over the ranks (6 and 5): the sharded
     engines must still join every weight gather, decode BLEU with whole weights, and agree on
     when to save the best model (a collective). A rank that skips a collective fails the run
     after engine.timeout_s instead of hanging."""
@@ -250,7 +250,7 @@ def test_distributed_engines_train_translation_like_local(
             f"--engine.deepspeed_config={Path(__file__).parent / 'fixtures' / 'zero3-partition-all.json'}"
         )
     base = [*_overrides(prepared, 6), "--model.dropout=0.0", "--train.dtype=fp32", "--train.log_interval=1",
-            "--train.eval_interval=6", "--train.batch_size=12", "--train.micro_batch_size=3"]  # fmt: skip
+            "--train.eval_interval=3", "--train.batch_size=12", "--train.micro_batch_size=3"]  # fmt: skip
     runs = {}
     for label, launcher in (("local", []), (engine, ["launch", "--nproc=2"])):
         out = tmp_path / label
@@ -262,7 +262,7 @@ def test_distributed_engines_train_translation_like_local(
         assert result.returncode == 0, result.stderr[-3000:]
         runs[label] = read_metrics(out)
     local, other = runs["local"], runs[engine]
-    assert len(local) == len(other) == 6 and "val_bleu" in local[-1]
+    assert len(local) == len(other) == 6 and "val_bleu" in local[2] and "val_bleu" in local[-1]
     for a, b in zip(local, other, strict=True):
         for key in ("loss", "val_loss", "val_bleu"):
             if key in a:
