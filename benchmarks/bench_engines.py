@@ -3,6 +3,12 @@ local engine: tokens/s, peak RSS per rank, and what each rank holds for paramete
 optimizer state (measured from the tensors after the first step).
 
     python -m benchmarks.bench_engines [--steps 30] [--dtype fp32]
+    python -m benchmarks.bench_engines --task translation [--steps 200]
+
+`--task translation` runs the translation demo's recipe (configs/translate-demo.toml, 3+3 x 256
+encoder-decoder, batch 32) on the shipped English-French pairs for the engines at world size 2
+(the sharded ones with every parameter partitioned at ZeRO-3), and adds the final validation
+loss and greedy BLEU (100 sentences): the same for every engine, on real data.
 
 On a CPU both ranks share the machine's cores (torchrun gives each one thread), so world size 2
 shows memory sharding and the engines' overhead, not a speed-up; on GPUs each rank has its own.
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,11 +45,29 @@ CASES = [
 ]
 
 
-def run_case(work: Path, data: Path, name: str, nproc: int, flags: list[str], steps: int, dtype: str) -> dict:
+TRANSLATION_CASES = [
+    ("local", 1, []),
+    ("ddp", 2, ["--engine.name=ddp"]),
+    ("fsdp", 2, ["--engine.name=fsdp"]),
+    ("zero1", 2, ["--engine.name=deepspeed", "--engine.zero_stage=1"]),
+    ("zero2", 2, ["--engine.name=deepspeed", "--engine.zero_stage=2"]),
+    ("zero3", 2, ["--engine.name=deepspeed", "--engine.zero_stage=3",
+                  f"--engine.deepspeed_config={ROOT / 'tests' / 'fixtures' / 'zero3-partition-all.json'}"]),
+]  # fmt: skip
+
+
+def run_case(
+    work: Path, data: Path, name: str, nproc: int, flags: list[str], steps: int, dtype: str, task: str
+) -> dict:
     out = work / f"{name}-{nproc}"
-    args = ["train", "--quiet", f"--data.input={data}", "--out", str(out), "--overwrite", *MODEL]
-    args += ["--train.batch_size=8", f"--train.max_steps={steps}", f"--train.eval_interval={steps}"]
-    args += ["--train.eval_batches=1", f"--train.checkpoint_interval={steps}", f"--train.dtype={dtype}"]
+    config = [str(ROOT / "configs" / "translate-demo.toml")] if task == "translation" else []
+    args = ["train", *config, "--quiet", f"--data.input={data}", "--out", str(out), "--overwrite"]
+    if task == "translation":
+        args += ["--train.eval_bleu_sentences=100", "--train.warmup_steps=50", "--train.log_interval=50"]
+    else:
+        args += [*MODEL, "--train.batch_size=8", "--train.eval_batches=1"]
+    args += [f"--train.max_steps={steps}", f"--train.eval_interval={steps}"]
+    args += [f"--train.checkpoint_interval={steps}", f"--train.dtype={dtype}"]
     launcher = ["launch", f"--nproc={nproc}"] if nproc > 1 else []
     subprocess.run([sys.executable, "-m", "lmforge", *launcher, *args, *flags], check=True, cwd=work)
     return json.loads((out / "summary.json").read_text())
@@ -52,18 +77,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--task", default="lm", choices=["lm", "translation"])
     args = parser.parse_args()
-    print(f"# engines: GPT 6x384, context 256, global batch 8, {args.steps} steps, {args.dtype}")
+    if args.task == "translation":
+        what = "translation demo recipe (3+3 x 256 encoder-decoder), global batch 32 pairs"
+    else:
+        what = "GPT 6x384, context 256, global batch 8"
+    print(f"# engines: {what}, {args.steps} steps, {args.dtype}")
     print(f"# {hardware_line()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = work / "data"
-        prepare_corpus(ROOT / "data" / "shakespeare.jsonl.xz", data, "char")
-        rows = [(n, p, run_case(work, data, n, p, f, args.steps, args.dtype)) for n, p, f in CASES]
+        if args.task == "translation":
+            prepare_pairs_dir(data)
+        else:
+            prepare_corpus(ROOT / "data" / "shakespeare.jsonl.xz", data, "char")
+        cases = TRANSLATION_CASES if args.task == "translation" else CASES
+        rows = [(n, p, run_case(work, data, n, p, f, args.steps, args.dtype, args.task)) for n, p, f in cases]
     base = rows[0][2]["tokens_per_s"]
     print(
         f"{'engine':<14} {'ranks':>5} {'tok/s':>8} {'vs local':>8} {'peak RSS/rank':>14}"
         f" {'params':>8} {'grads':>8} {'optim':>8} {'params+optim':>12}  (MiB per rank)"
+        + ("  val_loss  val_bleu" if args.task == "translation" else "")
     )
     for name, nproc, s in rows:
         mem = {k: v / 2**20 for k, v in s["memory_per_rank"].items()}
@@ -72,7 +107,26 @@ def main() -> None:
             f"{name:<14} {nproc:>5} {speed:>8,.0f} {speed / base:>7.2f}x {rss:>11,.0f} MiB"
             f" {mem['params']:>8.1f} {mem['grads']:>8.1f} {mem['optimizer']:>8.1f}"
             f" {mem['params'] + mem['optimizer']:>12.1f}"
+            + (f"  {s['val_loss']:8.4f}  {s['best_bleu']:8.2f}" if args.task == "translation" else "")
         )
+
+
+def prepare_pairs_dir(out: Path) -> None:
+    """The demo's prepared pairs (as `make demo-translate` makes them), reused when present."""
+    made = ROOT / "data" / "prepared" / "en-fr"
+    if (made / "meta.json").is_file():
+        shutil.copytree(made, out)
+        return
+    command = [
+        "prep",
+        "--pairs",
+        str(ROOT / "data" / "en-fr.jsonl.xz"),
+        "--out",
+        str(out),
+        "--vocab-size",
+        "8000",
+    ]
+    subprocess.run([sys.executable, "-m", "lmforge", *command], check=True)
 
 
 if __name__ == "__main__":
