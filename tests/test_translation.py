@@ -234,10 +234,11 @@ def test_distributed_engines_train_translation_like_local(
 ) -> None:
     """The translation task through the same loop on 2 ranks of each engine gives the local
     engine's losses, validation loss and BLEU in fp32 (global batch 12 = 2 ranks x 3 x 2
-    accumulation), with an evaluation mid-run, after which training goes on sharded. The validation batches split unevenly over the ranks (6 and 5): the sharded
-    engines must still join every weight gather, decode BLEU with whole weights, and agree on
-    when to save the best model (a collective). A rank that skips a collective fails the run
-    after engine.timeout_s instead of hanging."""
+    accumulation), with an evaluation mid-run, after which training goes on sharded. The
+    validation batches split unevenly over the ranks (6 and 5): the sharded engines must still
+    join every weight gather, decode BLEU with whole weights, and agree on when to save the best
+    model (a collective). A rank that skips a collective fails the run after engine.timeout_s
+    instead of hanging."""
     name, _, stage = engine.partition("-")
     if name == "deepspeed":
         pytest.importorskip("deepspeed")
