@@ -19,6 +19,7 @@ from lmforge.data.pair_loader import PairLoader
 from lmforge.data.pairs import load_split, prepare_pairs, read_pairs
 from lmforge.errors import LmforgeError
 from lmforge.train.loop import train
+from lmforge.train.losses import IGNORE
 from lmforge.train.metrics import read_metrics
 
 LEXICON = {
@@ -120,6 +121,29 @@ def test_loader_groups_by_length_and_resumes(prepared: Path) -> None:
     src_b, tgt_in, tgt_out = a.next_step()[0]
     assert src_b.shape[0] == 8 and tgt_in.shape == tgt_out.shape
     assert (tgt_in[:, 0] == 0).all()  # EOS starts every decoder input
+
+
+def _pair_tokens(micro_batches: list) -> list[int]:
+    """Source + target tokens (no padding) of every pair in these micro-batches."""
+    return [
+        int((s != 1).sum() + (y != IGNORE).sum())
+        for b in micro_batches
+        for s, y in zip(b[0], b[2], strict=True)
+    ]
+
+
+def test_ranks_share_each_global_batch_evenly(prepared: Path) -> None:
+    """2 ranks together see the 1-rank loader's global batch, pair for pair, and the batch (sorted
+    by length) is dealt out in turn: the ranks' token counts differ by at most the spread of one
+    pair's, so neither waits on the other (contiguous halves fail this)."""
+    src, tgt = load_split(prepared, "train")
+    whole = PairLoader(src, tgt, 16, 16, 0, 1, seed=3)
+    ranks = [PairLoader(src, tgt, 16, 4, 0, 1, rank=r, world_size=2, seed=3) for r in range(2)]
+    for _ in range(20):
+        everything = _pair_tokens(whole.next_step())
+        a, b = (_pair_tokens(r.next_step()) for r in ranks)
+        assert sorted(a + b) == sorted(everything)
+        assert abs(sum(a) - sum(b)) <= max(everything) - min(everything)
 
 
 TINY = [

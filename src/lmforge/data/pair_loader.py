@@ -3,7 +3,7 @@
 Each epoch shuffles the pairs (from (seed, epoch)), sorts each pool of 64 global batches by
 length so that a batch holds sentences of similar length (little padding), cuts the pools into
 global batches of `batch_size` pairs and shuffles the batch order. The global batch is the same
-at any world size: it is split by rank, then into micro-batches.
+at any world size: it is dealt out to the ranks in turn, then cut into micro-batches.
 
 A batch is (src, tgt_in, tgt_out), all (B, T) int64: src = source + EOS, right-padded with PAD;
 tgt_in = START + target (START is EOS for lmforge's models, the pad token for Marian's),
@@ -112,10 +112,11 @@ class PairLoader:
             self._batches = self._plan(self.epoch)
         batch = self._batches[self.cursor]
         self.cursor += 1
-        per_rank = self.batch_size // self.world_size
-        mine = batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+        # the batch is sorted by length: dealt out in turn, every rank gets short and long pairs
+        # alike (a contiguous half would give one rank all the long ones, and the others wait)
+        mine = batch[self.rank :: self.world_size]
         m = self.micro_batch_size
-        return [self._collate(mine[i : i + m]) for i in range(0, per_rank, m)]
+        return [self._collate(mine[i : i + m]) for i in range(0, len(mine), m)]
 
     def _collate(self, idx: np.ndarray) -> PairBatch:
         return collate(
