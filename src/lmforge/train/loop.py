@@ -194,7 +194,9 @@ def train(
             tick = time.perf_counter()
             batches = loader.next_step()
             step_loss = forward_backward(module, engine, batches, autocast, task.loss_fn if task else lm_loss)
-            step_tokens = task.step_tokens(batches) * engine.world_size if task else tokens_per_step
+            step_tokens = tokens_per_step
+            if task is not None:  # padded batches: ranks hold different counts, so sum them
+                step_tokens = int(engine.all_reduce(torch.tensor(float(task.step_tokens(batches)))))
             grad_norm, stepped = engine.step()
             step += 1
             finite = stepped and math.isfinite(step_loss)
