@@ -69,11 +69,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
             args += [str(ROOT / "configs" / "shakespeare-char.toml"), f"--data.input={data}", *SMALL]
             args += ["--out", str(out)]
         launcher = ["launch", f"--nproc={nproc}"] if nproc > 1 else []
+        # a rank left waiting in a collective fails its run after 60 s instead of hanging the suite
         result = subprocess.run(
-            [sys.executable, "-m", "lmforge", *launcher, *args, *overrides],
+            [sys.executable, "-m", "lmforge", *launcher, *args, *overrides, "--engine.timeout_s=60"],
             capture_output=True,
             text=True,
             cwd=root,
+            timeout=600,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         done[name] = resume or out
