@@ -109,6 +109,7 @@ def train(
         model.load_state_dict(init[0].state_dict())
         tokenizer = init[1]  # keeps the model's own EOS id
     n_params, flops_per_token = model.num_params(), model.flops_per_token()  # before any sharding
+    model_name = type(model).__name__  # FSDP2 renames the class it shards (FSDPGPT)
     dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, micro * cfg.model.block_size, engine.device)
     plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=accum)
     module, scheduler = engine.prepare(
@@ -165,7 +166,7 @@ def train(
         f" vocab {meta['vocab_size']} ({meta.get('tokenizer', '?')})"
     )
     say(
-        f"  model   {type(model).__name__} {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
+        f"  model   {model_name} {cfg.model.n_layer}L x {cfg.model.n_head}H x {cfg.model.n_embd},"
         f" context {cfg.model.block_size}: {n_params:,} parameters"
     )
     say(
