@@ -262,7 +262,7 @@ def test_distributed_engines_train_translation_like_local(
     validation batches split unevenly over the ranks (6 and 5): the sharded engines must still
     join every weight gather, decode BLEU with whole weights, and agree on when to save the best
     model (a collective). A rank that skips a collective fails the run after engine.timeout_s
-    instead of hanging."""
+    instead of hanging. The engine's mid-run checkpoint then resumes on the local engine."""
     name, _, stage = engine.partition("-")
     if name == "deepspeed":
         pytest.importorskip("deepspeed")
@@ -275,7 +275,8 @@ def test_distributed_engines_train_translation_like_local(
             f"--engine.deepspeed_config={Path(__file__).parent / 'fixtures' / 'zero3-partition-all.json'}"
         )
     base = [*_overrides(prepared, 6), "--model.dropout=0.0", "--train.dtype=fp32", "--train.log_interval=1",
-            "--train.eval_interval=3", "--train.batch_size=12", "--train.micro_batch_size=3"]  # fmt: skip
+            "--train.eval_interval=3", "--train.checkpoint_interval=3", "--train.batch_size=12",
+            "--train.micro_batch_size=3"]  # fmt: skip
     runs = {}
     for label, launcher in (("local", []), (engine, ["launch", "--nproc=2"])):
         out = tmp_path / label
@@ -292,3 +293,14 @@ def test_distributed_engines_train_translation_like_local(
         for key in ("loss", "val_loss", "val_bleu"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
+    # the engine's step-3 checkpoint resumes on the local engine: the same steps 4-6
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / engine, resumed)
+    for name in ("checkpoints/step_00000006", "model", "summary.json", "metrics.jsonl"):
+        path = resumed / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    summary = train(None, ["--engine.name=local"], resume=resumed, quiet=True)
+    assert summary["best_step"] == json.loads((tmp_path / engine / "summary.json").read_text())["best_step"]
+    again = {r["step"]: r for r in read_metrics(resumed)}
+    for b in other[3:]:
+        assert again[b["step"]]["loss"] == pytest.approx(b["loss"], rel=1e-5), b["step"]
