@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -12,6 +13,14 @@ from torch import nn
 from lmforge.data.loader import Batch
 from lmforge.train.engines.base import Engine
 from lmforge.train.losses import lm_token_losses
+
+T = TypeVar("T")
+
+
+def rank_share(batches: list[T], engine: Engine) -> tuple[list[T], int]:
+    """(this rank's validation batches, how many forwards every rank runs). Sharded engines
+    gather weights inside forward, so a rank with fewer batches runs extra ones up to that."""
+    return batches[engine.rank :: engine.world_size], -(-len(batches) // engine.world_size)
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ from lmforge.model.gpt import GPT
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
-from lmforge.train.evaluate import evaluate
+from lmforge.train.evaluate import evaluate, rank_share
 from lmforge.train.losses import count_targets, lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, peak_rss_gb, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
@@ -141,8 +141,7 @@ def train(
             open_split(data_dir, "val"), cfg.model.block_size, t.eval_batches * t.batch_size, micro
         )
     )
-    val_per_rank = math.ceil(len(val) / engine.world_size)  # sharded engines need equal counts
-    val = val[engine.rank :: engine.world_size]
+    val, val_per_rank = rank_share(val, engine)
     token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
     step, state = 0, {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}

@@ -29,6 +29,7 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.train.engines.base import Engine
+from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import IGNORE
 
 
@@ -90,8 +91,7 @@ class TranslationTask:
             self.start,
         )  # fmt: skip
         val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad, n, self.start)
-        self.val = val[engine.rank :: engine.world_size]
-        self.val_per_rank = -(-len(val) // engine.world_size)  # sharded engines need equal counts
+        self.val, self.val_per_rank = rank_share(val, engine)
         self.val_spare = val[0] if val else None
         refs = read_lines(data_dir / f"val.{cfg.data.tgt_lang}")
         n = len(vsrc) if t.eval_bleu_sentences == 0 else min(t.eval_bleu_sentences, len(vsrc))
