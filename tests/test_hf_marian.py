@@ -229,3 +229,30 @@ def test_lmforge_seq2seq_without_marian_shape_is_refused_on_export(
     assert main(["export", str(tmp_path / "own"), "--out", str(tmp_path / "hf")]) == 2
     assert "has no Marian equivalent" in capsys.readouterr().err
     assert not (tmp_path / "hf").exists()
+
+
+def test_default_beam_comes_from_the_generation_config(
+    hf_dir: Path, sentences: list[str], tmp_path: Path
+) -> None:
+    """opus-mt's generation_config.json says num_beams 4, which transformers uses when a call
+    gives none; so does lmforge (pipeline, translate, eval-translate), through import and export."""
+    import json
+    import shutil
+
+    directory = tmp_path / "beams"
+    shutil.copytree(hf_dir, directory)
+    generation = json.loads((directory / "generation_config.json").read_text())
+    (directory / "generation_config.json").write_text(json.dumps({**generation, "num_beams": 3}))
+    assert lmforge.load(hf_dir)[0].num_beams == 1 and lmforge.load(directory)[0].num_beams == 3
+
+    translator = lmforge.pipeline("translation_en_to_fr", model=directory)
+    default, beam3, greedy = (translator(sentences, num_beams=n) for n in (None, 3, 1))
+    assert default == beam3 != greedy
+    assert lmforge.translate(directory, sentences) == [d["translation_text"] for d in default]
+
+    import_hf(directory, tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["num_beams"] == 3
+    assert lmforge.pipeline("translation_en_to_fr", model=tmp_path / "ours")(sentences) == default
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    assert json.loads((tmp_path / "back" / "generation_config.json").read_text())["num_beams"] == 3
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "back").num_beams == 3

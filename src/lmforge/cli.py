@@ -110,7 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("model", help="run directory, checkpoint or model directory")
     tr.add_argument("text", nargs="*", help="sentences to translate")
     tr.add_argument("--file", help="translate every line of this file")
-    tr.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    tr.add_argument(
+        "--beam",
+        type=int,
+        help="beam size, 1 = greedy (default: the model's; 1 for lmforge's, 4 for opus-mt)",
+    )
     tr.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**this")
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"], help="weights dtype")
@@ -119,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", help="run directory, checkpoint or model directory")
     e.add_argument("--src", required=True, help="source sentences, one per line")
     e.add_argument("--ref", required=True, help="reference translations, one per line")
-    e.add_argument("--beam", type=int, default=1)
+    e.add_argument("--beam", type=int, help="beam size (default: the model's, see translate --beam)")
     e.add_argument("--length-penalty", type=float, default=1.0)
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--out", help="write the translations to this file")

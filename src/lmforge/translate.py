@@ -31,14 +31,16 @@ def translate_ids(
     model: Seq2Seq,
     sources: list[list[int]],
     eos: int,
-    beam: int = 1,
+    beam: int | None = None,
     batch_size: int = 32,
     length_penalty: float = 1.0,
     max_len_a: float = 2.0,
     max_len_b: int = 10,
     use_cache: bool = True,
 ) -> list[list[int]]:
-    """Token ids in, token ids out (same order), decoded in length-sorted batches."""
+    """Token ids in, token ids out (same order), decoded in length-sorted batches; beam None:
+    the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config)."""
+    beam = model.num_beams if beam is None else beam
     limit = model.config.block_size - 1  # room for the EOS appended to every source
     for n, ids in enumerate(sources, start=1):
         if len(ids) > limit:
@@ -72,14 +74,14 @@ def translate(
     model: str | Path,
     texts: str | list[str] | None = None,
     file: str | Path | None = None,
-    beam: int = 1,
+    beam: int | None = None,
     batch_size: int = 32,
     length_penalty: float = 1.0,
     dtype: str = "fp32",
 ) -> list[str]:
     """Translate `texts` (a string or a list) or every line of `file` with a run, checkpoint or
-    model directory; greedy with beam=1, else beam search."""
-    if beam < 1 or batch_size < 1:
+    model directory; greedy with beam=1, else beam search (None: the model's default)."""
+    if (beam is not None and beam < 1) or batch_size < 1:
         raise LmforgeError("--beam and --batch-size must be >= 1")
     lines = [texts] if isinstance(texts, str) else list(texts or [])
     if file is not None:
@@ -112,7 +114,7 @@ def eval_translate(
     model: str | Path,
     src: str | Path,
     ref: str | Path,
-    beam: int = 1,
+    beam: int | None = None,
     batch_size: int = 32,
     length_penalty: float = 1.0,
     out: str | Path | None = None,

@@ -28,7 +28,7 @@ from lmforge.model.encoder import ENCODER_TYPE, Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.hf import FAMILIES, export_family, family_for
 from lmforge.model.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.model.seq2seq import Seq2Seq
+from lmforge.model.seq2seq import Seq2Seq, read_num_beams
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -123,15 +123,18 @@ Model = GPT | Encoder | Seq2Seq
 
 def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
     """Marian's token ids: pad (source masks; also the start token), and the tokens never generated:
-    pad, and any one-token bad_words_ids of generation_config.json."""
+    pad, and any one-token bad_words_ids of generation_config.json; and its default beam size
+    (generation_config.json's num_beams, or config.json's in older uploads)."""
     pad = raw.get("pad_token_id")
     if not isinstance(pad, int):
         raise LmforgeError(f"{file}: missing config key 'pad_token_id'")
     start = raw.get("decoder_start_token_id", pad)
-    generation = directory / "generation_config.json"
-    bad = json.loads(generation.read_text()).get("bad_words_ids") if generation.is_file() else None
+    generation_file = directory / "generation_config.json"
+    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
+    bad = generation.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
-    return Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress)
+    beams = read_num_beams({"num_beams": generation.get("num_beams", raw.get("num_beams", 1))}, file)
+    return Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress, beams)
 
 
 def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
@@ -167,9 +170,7 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     """`lmforge import`: convert an HF directory into an lmforge model directory."""
     model, tokenizer = convert_hf(hf_dir)
     model_type = ENCODER_TYPE if isinstance(model, Encoder) else None
-    extra = None
-    if isinstance(model, Seq2Seq):
-        extra = {"decoder_start_token_id": model.start_id, "suppress_tokens": model.suppress_ids}
+    extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
     write_model_dir(Path(out), model.config, model.state_dict(), tokenizer, model_type, extra)
     return Path(out)
 
@@ -241,6 +242,8 @@ def _write_seq2seq_files(
     generation["max_length"] = model.config.block_size
     if model.suppress_ids:
         generation.update(bad_words_ids=[[i] for i in model.suppress_ids], renormalize_logits=True)
+    if model.num_beams != 1:
+        generation["num_beams"] = model.num_beams
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 

@@ -17,6 +17,8 @@ Options for Marian (opus-mt weights, see model/hf.py), all off by default: post-
 (`pos="sinusoidal"`), a fixed logits bias (`logits_bias`), a plain SiLU MLP (`mlp="silu"`), and,
 outside the config since they are token ids, the decoder's start token (`start_id`; lmforge's
 models start with EOS, Marian's with the pad token) and tokens never generated (`suppress_ids`).
+Also outside the config, as in HF's generation_config.json: the default beam size (`num_beams`;
+opus-mt's is 4), used when a translation call does not give one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -132,6 +134,7 @@ class Seq2Seq(nn.Module):
         pad_id: int,
         start_id: int | None = None,
         suppress_ids: tuple[int, ...] | list[int] = (),
+        num_beams: int = 1,
     ) -> None:
         super().__init__()
         if config.vocab_size <= 0:
@@ -140,6 +143,7 @@ class Seq2Seq(nn.Module):
         self.pad_id = pad_id
         self.start_id = start_id  # the decoder's first input; None: EOS, as lmforge trains it
         self.suppress_ids = list(suppress_ids)  # never generated (Marian: its pad / start token)
+        self.num_beams = num_beams  # the default beam size of translation calls
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # shared by encoder, decoder and output
         self.encoder = Stack(c, decoder=False)
         self.decoder = Stack(c, decoder=True)
@@ -168,6 +172,10 @@ class Seq2Seq(nn.Module):
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=c.n_embd**-0.5)
         self.wte.weight[self.pad_id] = 0.0
+
+    def decoding_extra(self) -> dict[str, Any]:
+        """config.json keys a model directory keeps beyond the ModelConfig."""
+        return decoding_extra(self.start_id, self.suppress_ids, self.num_beams)
 
     def _check_length(self, t: int, side: str) -> None:
         if t > self.config.block_size:
@@ -249,6 +257,23 @@ class Seq2Seq(nn.Module):
         return 3 * n + 12 * c.n_layer * c.n_embd * c.block_size * 1.5
 
 
+def decoding_extra(start_id: int | None, suppress_ids: list[int], num_beams: int) -> dict[str, Any]:
+    """The decoding settings that differ from lmforge's defaults, as config.json keys."""
+    extra: dict[str, Any] = {}
+    if start_id is not None or suppress_ids:
+        extra.update(decoder_start_token_id=start_id, suppress_tokens=list(suppress_ids))
+    if num_beams != 1:
+        extra["num_beams"] = num_beams
+    return extra
+
+
+def read_num_beams(raw: dict[str, Any], file: str | Path) -> int:
+    beams = raw.get("num_beams", 1)
+    if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
+        raise LmforgeError(f"{file}: num_beams={beams!r} must be an integer >= 1")
+    return beams
+
+
 def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokenizer]:
     """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
     from lmforge.data.marian_tokenizer import load_translation_tokenizer
@@ -263,6 +288,6 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
     start, suppress = raw.get("decoder_start_token_id"), raw.get("suppress_tokens") or []
     if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
         raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
-    model = Seq2Seq(config, raw["pad_token_id"], start, suppress)
+    model = Seq2Seq(config, raw["pad_token_id"], start, suppress, read_num_beams(raw, file))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_translation_tokenizer(directory)

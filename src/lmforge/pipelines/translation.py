@@ -20,7 +20,7 @@ class TranslationPipeline:
     def __call__(
         self,
         text: str | list[str],
-        num_beams: int = 1,
+        num_beams: int | None = None,  # None: the model's default (opus-mt's generation config: 4)
         length_penalty: float = 1.0,
         batch_size: int = 32,
         **_: Any,

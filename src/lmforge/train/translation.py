@@ -27,7 +27,7 @@ from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
 from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.model.seq2seq import Seq2Seq
+from lmforge.model.seq2seq import Seq2Seq, decoding_extra
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import IGNORE
@@ -75,9 +75,10 @@ class TranslationTask:
         t = cfg.train
         self.cfg, self.tokenizer = cfg, tokenizer
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
-        # train.init_from's decoder start and never-generated tokens (Marian: its pad token)
+        # train.init_from's decoder start, never-generated tokens (Marian: its pad token) and beam
         self.start = init.start_id if init is not None else None
         self.suppress = list(init.suppress_ids) if init is not None else []
+        self.num_beams = init.num_beams if init is not None else 1
         src, tgt = load_split(data_dir, "train")
         vsrc, vtgt = load_split(data_dir, "val")
         n = cfg.model.block_size
@@ -102,13 +103,11 @@ class TranslationTask:
         self.token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
 
     def build_model(self) -> Seq2Seq:
-        return Seq2Seq(self.cfg.model, self.pad, self.start, self.suppress)
+        return Seq2Seq(self.cfg.model, self.pad, self.start, self.suppress, self.num_beams)
 
     def model_extra(self) -> dict[str, Any]:
         """config.json keys a model directory needs beyond the ModelConfig (a Marian start token)."""
-        if self.start is None and not self.suppress:
-            return {}
-        return {"decoder_start_token_id": self.start, "suppress_tokens": self.suppress}
+        return decoding_extra(self.start, self.suppress, self.num_beams)
 
     def step_tokens(self, micro_batches: list[PairBatch]) -> int:
         """Source + target tokens (no padding) in this rank's step."""
@@ -144,7 +143,7 @@ class TranslationTask:
         if self.bleu_src:
             # every rank decodes (the same outputs); rank 0 reports
             with engine.full_model() as bare:  # decoding calls the model's methods, not forward
-                ids = translate_ids(bare, self.bleu_src, self.eos)  # type: ignore[arg-type]
+                ids = translate_ids(bare, self.bleu_src, self.eos, beam=1)  # type: ignore[arg-type]
             scores = torch.zeros(2, dtype=torch.float64)
             if engine.rank == 0:
                 s = score([self.tokenizer.decode(i).strip() for i in ids], self.bleu_refs)
