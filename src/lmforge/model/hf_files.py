@@ -28,7 +28,7 @@ from lmforge.model.encoder import ENCODER_TYPE, Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.hf import FAMILIES, export_family, family_for
 from lmforge.model.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.model.seq2seq import Seq2Seq, read_num_beams
+from lmforge.model.seq2seq import Seq2Seq, checked_num_beams
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -133,7 +133,7 @@ def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Se
     generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
     bad = generation.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
-    beams = read_num_beams({"num_beams": generation.get("num_beams", raw.get("num_beams", 1))}, file)
+    beams = checked_num_beams(generation.get("num_beams", raw.get("num_beams", 1)), file)
     return Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress, beams)
 
 

@@ -267,8 +267,8 @@ def decoding_extra(start_id: int | None, suppress_ids: list[int], num_beams: int
     return extra
 
 
-def read_num_beams(raw: dict[str, Any], file: str | Path) -> int:
-    beams = raw.get("num_beams", 1)
+def checked_num_beams(beams: Any, file: str | Path) -> int:
+    """A config file's num_beams, which must be an integer >= 1."""
     if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
         raise LmforgeError(f"{file}: num_beams={beams!r} must be an integer >= 1")
     return beams
@@ -288,6 +288,7 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
     start, suppress = raw.get("decoder_start_token_id"), raw.get("suppress_tokens") or []
     if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
         raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
-    model = Seq2Seq(config, raw["pad_token_id"], start, suppress, read_num_beams(raw, file))
+    beams = checked_num_beams(raw.get("num_beams", 1), file)
+    model = Seq2Seq(config, raw["pad_token_id"], start, suppress, beams)
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_translation_tokenizer(directory)
