@@ -14,8 +14,8 @@ import torch
 
 from benchmarks.common import hardware_line, hf_gpt2, interleaved, timed
 from lmforge.config import ModelConfig
-from lmforge.generate import generate_ids
 from lmforge.hardware import cpu_has_bf16
+from lmforge.inference.generate import generate_ids
 from lmforge.model.gpt import GPT
 
 SHAPES = {

@@ -91,7 +91,7 @@ def encode_rates(corpus: Path, out: Path, limit_mb: int) -> dict[str, float]:
     """MB/s of HF encode_batch and of prep's encoder on the same documents (same tokenizer)."""
     from lmforge.data.encode import make_encoder
     from lmforge.data.pipeline import _batches
-    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.tokenization.tokenizer import Tokenizer
 
     tok = Tokenizer.load(out)
     texts, size = [], 0

@@ -24,8 +24,8 @@ import torch
 
 from benchmarks.common import hardware_line, interleaved, timed
 from lmforge.config import ModelConfig
+from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode
 from lmforge.model.seq2seq import Seq2Seq
-from lmforge.seq2seq_decode import beam_decode, greedy_decode
 
 EOS, PAD = 0, 1
 SHAPES = {
@@ -104,8 +104,8 @@ def bench_shape(label: str, cfg: ModelConfig, src_tokens: int, new: int, rounds:
 
 @torch.inference_mode()
 def bench_same_weights(src_tokens: int, new: int, rounds: int) -> None:
-    from lmforge.model.hf import MARIAN
-    from lmforge.model.hf_convert import hf_to_lmforge
+    from lmforge.formats.hf import MARIAN
+    from lmforge.formats.hf_convert import hf_to_lmforge
 
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=6, n_head=8, n_embd=512, block_size=128, vocab_size=8000, arch="seq2seq")

@@ -13,12 +13,13 @@ from hf_helpers import VOCAB, make_hf_model, tiny_bpe
 import lmforge
 from lmforge.cli import main
 from lmforge.config import ModelConfig
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.data.labelled import read_labelled
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
 from lmforge.model.classifier import Classifier
-from lmforge.model.directory import write_model_dir
 from lmforge.model.gpt import GPT
-from lmforge.train.classify import finetune_classify, read_labelled, scores
+from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.train.classify import finetune_classify, scores
 
 GOOD = ["good", "great", "fine", "sweet", "noble", "fair"]
 BAD = ["bad", "awful", "vile", "foul", "base", "grim"]

@@ -10,7 +10,7 @@ import pytest
 
 from lmforge.data.loader import BatchLoader, eval_batches
 from lmforge.data.shards import open_split, prepare_corpus
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer
 
 TEXTS = [
     "First Citizen:\nBefore we proceed any further, hear me speak.\n",

@@ -7,7 +7,7 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate_ids, sample_next
+from lmforge.inference.generate import generate_ids, sample_next
 from lmforge.model.gpt import GPT
 
 

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 import lmforge
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate_ids
+from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.inference.generate import generate_ids
 from lmforge.model.encoder import Encoder
-from lmforge.model.hf_files import export_hf, import_hf
 
 transformers = pytest.importorskip("transformers")
 

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 import lmforge
 from lmforge.errors import LmforgeError
-from lmforge.model.hf_files import export_hf, import_hf
+from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode
 from lmforge.model.seq2seq import Seq2Seq, sinusoidal_table
-from lmforge.seq2seq_decode import beam_decode, greedy_decode
 
 transformers = pytest.importorskip("transformers")
 # transformers' MarianTokenizer asks for sacremoses, whose normaliser it then never calls
@@ -217,8 +217,8 @@ def test_lmforge_seq2seq_without_marian_shape_is_refused_on_export(
 ) -> None:
     from lmforge.cli import main
     from lmforge.config import ModelConfig
-    from lmforge.data.tokenizer import Tokenizer
-    from lmforge.model.directory import write_model_dir
+    from lmforge.formats.directory import write_model_dir
+    from lmforge.tokenization.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train_char(["the house is small"])
     config = ModelConfig(

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import lmforge
+from lmforge.formats.hf_files import load_hf_tokenizer
 from lmforge.model.encoder import Encoder
-from lmforge.model.hf_files import load_hf_tokenizer
 
 transformers = pytest.importorskip("transformers")
 FIXTURES = Path(__file__).parent / "fixtures" / "gpt2"

@@ -23,7 +23,7 @@ from lmforge.data.prep import is_val, prep
 from lmforge.data.report import Report, StageStats
 from lmforge.data.shards import open_split, read_meta
 from lmforge.data.sources import read_documents
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 

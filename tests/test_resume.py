@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.errors import LmforgeError
-from lmforge.model.directory import load_model
+from lmforge.formats.directory import load_model
 from lmforge.train.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from lmforge.train.metrics import read_metrics
 

@@ -11,11 +11,11 @@ import torch
 
 from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.data.pair_loader import collate, encode_sources
+from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode, length_limits
 from lmforge.model.seq2seq import Seq2Seq
-from lmforge.seq2seq_decode import beam_decode, greedy_decode, length_limits
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
-from lmforge.train.translation import seq2seq_loss
+from lmforge.train.tasks.translation import seq2seq_loss
 
 EOS, PAD, V = 0, 1, 40
 STEPS = 60

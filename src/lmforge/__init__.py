@@ -7,12 +7,12 @@ Every CLI verb is a function here with the same arguments: `lmforge train X.toml
 from lmforge.config import Config, load_config
 from lmforge.data.prep import prep
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate
-from lmforge.model.directory import load_model as load
-from lmforge.model.hf_files import export_hf, import_hf
+from lmforge.formats.directory import load_model as load
+from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.inference.generate import generate
+from lmforge.inference.translate import eval_translate, translate
 from lmforge.pipelines import pipeline
 from lmforge.train.loop import train
-from lmforge.translate import eval_translate, translate
 
 __all__ = [
     "Config",

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides = [*overrides, f"--train.init_from={args.init_from}"]
             train(args.config, overrides, args.out, args.resume, args.overwrite, args.quiet)
         elif args.verb == "generate":
-            from lmforge.generate import generate
+            from lmforge.inference.generate import generate
 
             prompts = args.prompt or [""]
             texts = generate(
@@ -236,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                 for text in texts:
                     print(text + "\n" + "-" * 40)
         elif args.verb == "import":
-            from lmforge.model.hf_files import import_hf
+            from lmforge.formats.hf_files import import_hf
 
             print(f"{args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
         elif args.verb == "export":
-            from lmforge.model.hf_files import export_hf
+            from lmforge.formats.hf_files import export_hf
 
             print(f"{args.model} -> {export_hf(args.model, args.out)}")
         elif args.verb == "finetune-classify":
@@ -270,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
                 f" | {result['heldout_examples']} examples | {result['seconds']:.0f}s training"
             )
         elif args.verb == "translate":
-            from lmforge.translate import translate
+            from lmforge.inference.translate import translate
 
             for line in translate(
                 args.model, args.text, args.file, args.beam, args.batch_size, args.length_penalty, args.dtype
             ):
                 print(line)
         elif args.verb == "eval-translate":
-            from lmforge.translate import eval_translate
+            from lmforge.inference.translate import eval_translate
 
             r = eval_translate(
                 args.model,

@@ -183,28 +183,8 @@ class Config:
     prep: PrepConfig = field(default_factory=PrepConfig)
 
     def validate(self) -> Config:
+        self.validate_model()
         m, t = self.model, self.train
-        _check(
-            m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0"
-        )
-        _check(
-            m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}"
-        )
-        _check(m.block_size > 0, "model.block_size must be > 0")
-        _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
-        _check(
-            m.pos in ("learned", "rope", "sinusoidal"),
-            f"model.pos={m.pos!r} must be 'learned', 'rope' or 'sinusoidal'",
-        )
-        _check(
-            m.pos != "sinusoidal" or m.arch == "seq2seq", "model.pos='sinusoidal' is for model.arch=seq2seq"
-        )
-        _check(
-            m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
-            f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
-        )
-        _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
-        _check_hf_options(m)
         _check(
             self.data.tokenizer in ("char", "bpe"),
             f"data.tokenizer={self.data.tokenizer!r} must be 'char' or 'bpe'",
@@ -251,7 +231,6 @@ class Config:
         _check(
             self.data.task in ("lm", "translation"), f"data.task={self.data.task!r} must be lm or translation"
         )
-        _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
         _check(  # train.init_from replaces [model] with the model's own (checked when it loads)
             bool(t.init_from) or (self.data.task == "translation") == (m.arch == "seq2seq"),
             f"data.task={self.data.task!r} does not fit model.arch={m.arch!r}"
@@ -260,6 +239,31 @@ class Config:
         _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
         _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
         return self
+
+    def validate_model(self) -> None:
+        m = self.model
+        _check(
+            m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0"
+        )
+        _check(
+            m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}"
+        )
+        _check(m.block_size > 0, "model.block_size must be > 0")
+        _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
+        _check(
+            m.pos in ("learned", "rope", "sinusoidal"),
+            f"model.pos={m.pos!r} must be 'learned', 'rope' or 'sinusoidal'",
+        )
+        _check(
+            m.pos != "sinusoidal" or m.arch == "seq2seq", "model.pos='sinusoidal' is for model.arch=seq2seq"
+        )
+        _check(
+            m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
+            f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
+        )
+        _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
+        _check_hf_options(m)
+        _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -345,6 +349,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, "command line", from_text=True)
     return config.validate()
+
+
+def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:
+    """The ModelConfig in a model directory's config.json (or a classifier's backbone entry):
+    its ModelConfig keys, type-checked and validated; other keys (model_type, token ids) are the
+    caller's. The one place a model directory's architecture is read."""
+    config = Config()
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in raw:
+            _set(config, f"model.{f.name}", raw[f.name], str(source))
+    try:
+        config.validate_model()
+    except LmforgeError as e:
+        raise LmforgeError(f"{source}: {e}") from None
+    return config.model
 
 
 def config_to_toml(config: Config) -> str:

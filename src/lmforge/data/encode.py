@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.data.tokenizer import SPECIALS, UNK, Tokenizer
+from lmforge.tokenization.tokenizer import SPECIALS, UNK, Tokenizer
 
 # GPT-2's pre-tokenization regex, as used by HF's ByteLevel(use_regex=True) pre-tokenizer.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

@@ -15,6 +15,8 @@ import torch
 
 from lmforge.errors import LmforgeError
 
+IGNORE = -100  # target id that counts neither in the loss nor in the token count
+
 Batch = tuple[torch.Tensor, torch.Tensor]  # inputs (B, T), targets (B, T), int64
 
 

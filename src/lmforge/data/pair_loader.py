@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmforge.data.loader import IGNORE
 from lmforge.errors import LmforgeError
-from lmforge.train.losses import IGNORE
 
 PairBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 POOL = 64  # global batches sorted together by length

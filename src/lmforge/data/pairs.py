@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.sources import open_text, suffixes
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import Tokenizer
 
 SPLITS = ("train", "val", "test")
 FORMAT = "lmforge-pairs-1"

@@ -30,8 +30,8 @@ from lmforge.data.pipeline import _batches, clean_documents, parse_stages, read_
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
 from lmforge.data.sources import list_files, read_documents
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import Tokenizer
 
 VERIFY_DOCS = 64  # documents checked against HF before trusting the fast encoder
 VERIFY_CHARS = 16384  # characters of each

@@ -16,7 +16,7 @@ import numpy as np
 from lmforge.errors import LmforgeError
 
 if TYPE_CHECKING:
-    from lmforge.data.tokenizer import Tokenizer
+    from lmforge.tokenization.tokenizer import Tokenizer
 
 META = "meta.json"
 

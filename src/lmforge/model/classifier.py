@@ -9,22 +9,13 @@ config.json (`lmforge-classifier`: labels, pooling and the backbone's config), m
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
-from lmforge.config import ModelConfig
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.model.directory import MODEL_TYPE, WEIGHTS, load_tokenizer, load_weights, save_weights
-from lmforge.model.encoder import ENCODER_TYPE, Encoder
+from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 
-CLASSIFIER_TYPE = "lmforge-classifier"
 POOLINGS = ("mean", "cls", "last")
 
 
@@ -59,54 +50,3 @@ class Classifier(nn.Module):
             weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.head(self.drop(pooled))
-
-    def save(self, directory: str | Path, tokenizer: Tokenizer) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_weights(directory / WEIGHTS, self.state_dict())
-        backbone_type = ENCODER_TYPE if self.encoder else MODEL_TYPE
-        meta = {
-            "model_type": CLASSIFIER_TYPE,
-            "labels": self.labels,
-            "pooling": self.pooling,
-            "backbone": {"model_type": backbone_type, **dataclasses.asdict(self.config)},
-            "eos_token_id": tokenizer.eos_id,
-        }
-        (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-        tokenizer.save(directory / "tokenizer.json")
-        return directory
-
-
-def encode_batch(
-    tokenizer: Tokenizer, texts: list[str], context: int, encoder: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), each (B, T), right-padded. Encoders get their special tokens
-    ([CLS] ... [SEP]); texts longer than the context are cut, keeping the final special token."""
-    rows = []
-    for text in texts:
-        ids = tokenizer.hf.encode(text).ids if encoder else tokenizer.encode(text)
-        ids = ids or [tokenizer.eos_id if tokenizer.eos_id is not None else 0]
-        if len(ids) > context:
-            ids = ids[: context - 1] + ids[-1:] if encoder else ids[:context]
-        rows.append(ids)
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
-    """The LOADERS entry for `lmforge-classifier` directories."""
-    raw: dict[str, Any] = json.loads((directory / "config.json").read_text())
-    backbone_raw = dict(raw["backbone"])
-    kind = backbone_raw.pop("model_type")
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    config = ModelConfig(**{k: v for k, v in backbone_raw.items() if k in names})
-    backbone: GPT | Encoder = Encoder(config) if kind == ENCODER_TYPE else GPT(config)
-    model = Classifier(backbone, raw["labels"], raw["pooling"])
-    load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)

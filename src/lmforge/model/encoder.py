@@ -7,18 +7,12 @@ without the causal mask. `forward` returns hidden states (B, T, C); `pooled` is 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.data.tokenizer import Tokenizer
-from lmforge.model.directory import WEIGHTS, load_tokenizer, load_weights, read_model_config
 from lmforge.model.gpt import GPT, block_options
 from lmforge.model.layers import Block, make_norm
-
-ENCODER_TYPE = "lmforge-encoder"
 
 
 class Encoder(nn.Module):
@@ -72,9 +66,3 @@ class Encoder(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def load_encoder_dir(directory: Path) -> tuple[Encoder, Tokenizer]:
-    model = Encoder(read_model_config(directory, ENCODER_TYPE))
-    load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)

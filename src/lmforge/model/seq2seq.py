@@ -23,24 +23,16 @@ opus-mt's is 4), used when a translation call does not give one.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.data.tokenizer import Tokenizer
-from lmforge.errors import LmforgeError
 from lmforge.model.attention import KVCache
 from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
-
-if TYPE_CHECKING:
-    from lmforge.data.marian_tokenizer import MarianTokenizer
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
 
@@ -265,30 +257,3 @@ def decoding_extra(start_id: int | None, suppress_ids: list[int], num_beams: int
     if num_beams != 1:
         extra["num_beams"] = num_beams
     return extra
-
-
-def checked_num_beams(beams: Any, file: str | Path) -> int:
-    """A config file's num_beams, which must be an integer >= 1."""
-    if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
-        raise LmforgeError(f"{file}: num_beams={beams!r} must be an integer >= 1")
-    return beams
-
-
-def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokenizer]:
-    """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
-    from lmforge.data.marian_tokenizer import load_translation_tokenizer
-    from lmforge.model.directory import WEIGHTS, load_weights  # directory.py registers this loader
-
-    file = directory / "config.json"
-    raw = json.loads(file.read_text())
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    config = ModelConfig(**{k: v for k, v in raw.items() if k in names})
-    if not isinstance(raw.get("pad_token_id"), int):
-        raise LmforgeError(f"{file}: pad_token_id missing (needed for source padding masks)")
-    start, suppress = raw.get("decoder_start_token_id"), raw.get("suppress_tokens") or []
-    if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
-        raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
-    beams = checked_num_beams(raw.get("num_beams", 1), file)
-    model = Seq2Seq(config, raw["pad_token_id"], start, suppress, beams)
-    load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_translation_tokenizer(directory)

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
+from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
-from lmforge.model.classifier import Classifier, encode_batch
-from lmforge.model.directory import load_model
+from lmforge.formats.directory import load_model
+from lmforge.model.classifier import Classifier
 
 
 class TextClassificationPipeline:

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.generate import generate_ids
+from lmforge.formats.directory import load_model
 from lmforge.hardware import resolve_dtype
-from lmforge.model.directory import load_model
+from lmforge.inference.generate import generate_ids
 from lmforge.model.gpt import GPT
 
 

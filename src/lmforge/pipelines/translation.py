@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmforge.translate import load_translator, translate_texts
+from lmforge.inference.translate import load_translator, translate_texts
 
 
 class TranslationPipeline:

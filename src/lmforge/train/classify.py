@@ -8,67 +8,29 @@ builders as train/loop.py; only the batch (texts, labels) and the loss (cross-en
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import gzip
 import json
-import lzma
 import random
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmforge.config import EngineConfig, TrainConfig
+from lmforge.data.labelled import encode_batch, read_labelled
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.formats.lmforge_dirs import save_classifier
 from lmforge.hardware import resolve_dtype
-from lmforge.model.classifier import Classifier, encode_batch
-from lmforge.model.directory import load_model
+from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Plan
 from lmforge.train.optim import build_optimizer, build_scheduler
-
-_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
-
-
-def _open(path: Path) -> IO[str]:
-    return _OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8")  # type: ignore[operator]
-
-
-def read_labelled(
-    path: str | Path, labels: list[str], text_field: str = "text", label_field: str = "label"
-) -> list[tuple[str, int]]:
-    """[(text, label index)] from a .jsonl file (optionally .gz/.xz/.bz2)."""
-    path = Path(path)
-    rows = []
-    try:
-        with _open(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    text, label = record[text_field], record[label_field]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise LmforgeError(
-                        f"{path}:{n}: needs JSON with {text_field!r} and {label_field!r} ({e})"
-                    ) from None
-                if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
-                    rows.append((str(text), label))
-                elif label in labels:
-                    rows.append((str(text), labels.index(label)))
-                else:
-                    raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
-    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as e:
-        raise LmforgeError(f"{path}: unreadable: {e}") from None
-    if not rows:
-        raise LmforgeError(f"{path}: no labelled examples")
-    return rows
 
 
 def scores(predicted: list[int], gold: list[int], n_labels: int) -> dict[str, float]:
@@ -201,7 +163,7 @@ def finetune_classify(
         "threads": torch.get_num_threads(),
     }
     if out is not None:
-        classifier.save(out, tokenizer)
+        save_classifier(classifier, out, tokenizer)
         (Path(out) / "classify_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     engine.close()
     return result

@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from lmforge.config import Config, config_to_toml
 from lmforge.data.loader import Batch, BatchLoader, eval_batches
-from lmforge.data.marian_tokenizer import load_translation_tokenizer
 from lmforge.data.shards import open_split, read_meta
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir, write_model_files
 from lmforge.hardware import matmul_peak_flops, resolve_dtype
-from lmforge.model.directory import write_model_dir, write_model_files
 from lmforge.model.gpt import GPT
+from lmforge.tokenization.marian import load_translation_tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
@@ -97,7 +97,7 @@ def train(
         )
     task = None  # language modelling; other tasks supply model, batches, loss and metrics
     if cfg.data.task == "translation":
-        from lmforge.train.translation import TranslationTask
+        from lmforge.train.tasks.translation import TranslationTask
 
         task = TranslationTask(cfg, data_dir, tokenizer, engine, micro, init[0] if init else None)
 

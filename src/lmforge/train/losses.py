@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = -100  # target id that counts neither in the loss nor in the token count
+from lmforge.data.loader import IGNORE
 
 
 def lm_token_losses(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ def init_model(cfg: Config) -> tuple[Any, Any]:
     """train.init_from: the starting model (an lmforge or HF decoder directory; for translation an
     encoder-decoder: lmforge's or Marian's); its architecture replaces cfg.model, keeping the
     recipe's dropout."""
-    from lmforge.model.directory import load_model
+    from lmforge.formats.directory import load_model
     from lmforge.model.seq2seq import Seq2Seq
 
     model, tokenizer = load_model(cfg.train.init_from)

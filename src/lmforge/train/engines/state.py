@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmforge.errors import LmforgeError
-from lmforge.model.directory import WEIGHTS, save_weights
+from lmforge.formats.directory import WEIGHTS, save_weights
 
 OPTIMIZER = "optimizer.safetensors"
 SCHEDULER = "optimizer.json"

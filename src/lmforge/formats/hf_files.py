@@ -20,15 +20,16 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from lmforge.data.marian_tokenizer import MarianTokenizer, is_marian_dir
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
-from lmforge.model.directory import load_model, write_model_dir
-from lmforge.model.encoder import ENCODER_TYPE, Encoder
+from lmforge.formats.directory import load_model, write_model_dir
+from lmforge.formats.hf import FAMILIES, export_family, family_for
+from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
+from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams
+from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
-from lmforge.model.hf import FAMILIES, export_family, family_for
-from lmforge.model.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.model.seq2seq import Seq2Seq, checked_num_beams
+from lmforge.model.seq2seq import Seq2Seq
+from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
+from lmforge.tokenization.tokenizer import Tokenizer
 
 GPT2_EOS = "<|endoftext|>"
 

@@ -13,7 +13,7 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.model.hf import Family
+from lmforge.formats.hf import Family
 
 
 def _plan(family: Family, config: ModelConfig) -> dict[str, str | tuple[str, ...]]:

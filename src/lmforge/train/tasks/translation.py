@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import Config
-from lmforge.data.marian_tokenizer import MarianTokenizer
 from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
 from lmforge.model.seq2seq import Seq2Seq, decoding_extra
+from lmforge.tokenization.marian import MarianTokenizer
+from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import IGNORE
@@ -118,7 +118,7 @@ class TranslationTask:
         self, model: nn.Module, engine: Engine, autocast: Callable[[], AbstractContextManager]
     ) -> dict[str, float]:
         """val_loss (nats per target token, no smoothing), val_bpb, val_bleu and val_chrf (rank 0's)."""
-        from lmforge.translate import score, translate_ids
+        from lmforge.inference.translate import score, translate_ids
 
         was_training = model.training
         model.eval()

@@ -11,12 +11,12 @@ from typing import Any
 
 from lmforge.data.pair_loader import encode_sources
 from lmforge.data.pairs import read_lines
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
 from lmforge.hardware import resolve_dtype
-from lmforge.model.directory import load_model
+from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode, length_limits
 from lmforge.model.seq2seq import Seq2Seq
-from lmforge.seq2seq_decode import beam_decode, greedy_decode, length_limits
+from lmforge.tokenization.tokenizer import Tokenizer
 
 
 def load_translator(model: str | Path, dtype: str = "fp32") -> tuple[Seq2Seq, Tokenizer]:

@@ -15,10 +15,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmforge.config import ModelConfig
-from lmforge.data.tokenizer import Tokenizer
+from lmforge.config import ModelConfig, model_config_from
 from lmforge.errors import LmforgeError
-from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
 
 MODEL_TYPE = "lmforge-gpt"
 SEQ2SEQ_MODEL_TYPE = "lmforge-seq2seq"
@@ -99,50 +98,50 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 # model_type in config.json -> "module:function" taking the directory, returning (model, tokenizer).
 # Other families register here (lazily imported, so a GPT load never imports them).
-LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.model.directory:load_gpt_dir"}
+LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.formats.lmforge_dirs:load_gpt_dir"}
 # Hugging Face directories load directly (converted in memory; see model/hf.py), as do the
 # encoder and classifier directories lmforge writes.
 LOADERS.update(
-    {t: "lmforge.model.hf_files:load_hf_dir" for t in ("gpt2", "llama", "mistral", "qwen2", "bert")}
+    {t: "lmforge.formats.hf_files:load_hf_dir" for t in ("gpt2", "llama", "mistral", "qwen2", "bert")}
 )
-LOADERS["marian"] = "lmforge.model.hf_files:load_hf_dir"
-LOADERS["lmforge-encoder"] = "lmforge.model.encoder:load_encoder_dir"
-LOADERS["lmforge-classifier"] = "lmforge.model.classifier:load_classifier_dir"
-LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.model.seq2seq:load_seq2seq_dir"
+LOADERS["marian"] = "lmforge.formats.hf_files:load_hf_dir"
+LOADERS["lmforge-encoder"] = "lmforge.formats.lmforge_dirs:load_encoder_dir"
+LOADERS["lmforge-classifier"] = "lmforge.formats.lmforge_dirs:load_classifier_dir"
+LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.formats.lmforge_dirs:load_seq2seq_dir"
 
 
-def read_model_type(directory: Path) -> str:
+def read_config_json(directory: Path) -> dict[str, Any]:
+    """A model directory's config.json as a dict, or a one-line error naming the file."""
     file = directory / "config.json"
     try:
         raw = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LmforgeError(f"{file}: unreadable model config: {e}") from None
-    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise LmforgeError(f"{file}: a model config must be a JSON object")
+    return raw
+
+
+def read_model_type(directory: Path) -> str:
+    model_type = read_config_json(directory).get("model_type")
     if model_type not in LOADERS:
         known = ", ".join(sorted(LOADERS))
-        raise LmforgeError(f"{file}: unknown model_type {model_type!r} (known: {known})")
+        raise LmforgeError(f"{directory / 'config.json'}: unknown model_type {model_type!r} (known: {known})")
     return model_type
 
 
 def read_model_config(directory: Path, model_type: str = MODEL_TYPE) -> ModelConfig:
     file = directory / "config.json"
-    raw = json.loads(file.read_text())
+    raw = read_config_json(directory)
     if raw.get("model_type") != model_type:
         raise LmforgeError(f"{file}: model_type {raw.get('model_type')!r} is not {model_type!r}")
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in raw.items() if k in names})
-
-
-def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
-    model = GPT(read_model_config(directory))
-    load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)
+    return model_config_from(raw, file)
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:
     """tokenizer.json, with the EOS id config.json records (imported models name their own EOS)."""
     tokenizer = Tokenizer.load(directory / "tokenizer.json")
-    eos = json.loads((directory / "config.json").read_text()).get("eos_token_id")
+    eos = read_config_json(directory).get("eos_token_id")
     if isinstance(eos, int):
         tokenizer.eos_id = eos
     return tokenizer

@@ -23,8 +23,8 @@ from typing import Any
 
 import sentencepiece as spm
 
-from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import Tokenizer
 
 FILES = ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json", "special_tokens_map.json")
 SPIECE_UNDERLINE = "\u2581"

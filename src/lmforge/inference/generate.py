@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
 from lmforge.hardware import resolve_dtype
-from lmforge.model.directory import load_model
 from lmforge.model.gpt import GPT
 
 

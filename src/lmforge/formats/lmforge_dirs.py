@@ -1,0 +1,105 @@
+"""lmforge's own model directories: the GPT, the encoder, the encoder-decoder and the classifier.
+
+Each is config.json (its `model_type`, the ModelConfig keys, token ids) + model.safetensors +
+tokenizer files. The LOADERS table in directory.py maps each model_type to a loader here; the
+model package itself knows nothing of files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import model_config_from
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import (
+    MODEL_TYPE,
+    WEIGHTS,
+    load_tokenizer,
+    load_weights,
+    read_config_json,
+    read_model_config,
+    save_weights,
+)
+from lmforge.model.classifier import Classifier
+from lmforge.model.encoder import Encoder
+from lmforge.model.gpt import GPT
+from lmforge.model.seq2seq import Seq2Seq
+from lmforge.tokenization.marian import MarianTokenizer, load_translation_tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer
+
+ENCODER_TYPE = "lmforge-encoder"
+CLASSIFIER_TYPE = "lmforge-classifier"
+
+
+def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
+    model = GPT(read_model_config(directory))
+    load_weights(model, directory / WEIGHTS)
+    return model.eval(), load_tokenizer(directory)
+
+
+def load_encoder_dir(directory: Path) -> tuple[Encoder, Tokenizer]:
+    model = Encoder(read_model_config(directory, ENCODER_TYPE))
+    load_weights(model, directory / WEIGHTS)
+    return model.eval(), load_tokenizer(directory)
+
+
+def checked_num_beams(beams: Any, file: str | Path) -> int:
+    """A config file's num_beams, which must be an integer >= 1."""
+    if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
+        raise LmforgeError(f"{file}: num_beams={beams!r} must be an integer >= 1")
+    return beams
+
+
+def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokenizer]:
+    """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
+    file = directory / "config.json"
+    raw = read_config_json(directory)
+    config = model_config_from(raw, file)
+    if not isinstance(raw.get("pad_token_id"), int):
+        raise LmforgeError(f"{file}: pad_token_id missing (needed for source padding masks)")
+    start, suppress = raw.get("decoder_start_token_id"), raw.get("suppress_tokens") or []
+    if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
+        raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
+    beams = checked_num_beams(raw.get("num_beams", 1), file)
+    model = Seq2Seq(config, raw["pad_token_id"], start, suppress, beams)
+    load_weights(model, directory / WEIGHTS)
+    return model.eval(), load_translation_tokenizer(directory)
+
+
+def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokenizer) -> Path:
+    """Write a classifier directory: its labels, pooling and the backbone's config, the weights
+    (`backbone.*`, `head.*`) and the tokenizer."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(directory / WEIGHTS, model.state_dict())
+    meta = {
+        "model_type": CLASSIFIER_TYPE,
+        "labels": model.labels,
+        "pooling": model.pooling,
+        "backbone": {
+            "model_type": ENCODER_TYPE if model.encoder else MODEL_TYPE,
+            **dataclasses.asdict(model.config),
+        },
+        "eos_token_id": tokenizer.eos_id,
+    }
+    (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tokenizer.save(directory / "tokenizer.json")
+    return directory
+
+
+def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
+    """The LOADERS entry for `lmforge-classifier` directories."""
+    file = directory / "config.json"
+    raw = read_config_json(directory)
+    backbone_raw = raw.get("backbone")
+    if not isinstance(backbone_raw, dict) or not isinstance(raw.get("labels"), list):
+        raise LmforgeError(f"{file}: a classifier config needs 'backbone' and 'labels'")
+    config = model_config_from(backbone_raw, file)
+    kind = backbone_raw.get("model_type")
+    backbone: GPT | Encoder = Encoder(config) if kind == ENCODER_TYPE else GPT(config)
+    model = Classifier(backbone, raw["labels"], raw.get("pooling", ""))
+    load_weights(model, directory / WEIGHTS)
+    return model.eval(), load_tokenizer(directory)
