@@ -15,6 +15,8 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 
+TASKS = ("lm", "translation", "classification")
+
 
 @dataclass
 class DataConfig:
@@ -29,11 +31,18 @@ class DataConfig:
     text_field: str = "text"
     """Field holding the text in .jsonl inputs."""
     task: str = "lm"
-    """`lm` (next-token language modelling) or `translation` (sentence pairs, seq2seq model)."""
+    """`lm` (next-token language modelling), `translation` (sentence pairs, seq2seq model) or
+    `classification` (labelled text, a classification head on train.init_from's model)."""
     src_lang: str = "en"
     """translation: source language code (the field / file suffix of the source side)."""
     tgt_lang: str = "fr"
     """translation: target language code."""
+    labels: str = ""
+    """classification: the label names, comma-separated (a record's label is a name or its index)."""
+    label_field: str = "label"
+    """classification: field holding the label in .jsonl inputs."""
+    max_len: int = 128
+    """classification: tokens kept per text (at most the model's context)."""
 
 
 @dataclass
@@ -118,6 +127,19 @@ class TrainConfig:
     [model] (dropout aside) and raw-text data is tokenized with its tokenizer."""
     label_smoothing: float = 0.0
     """translation: label smoothing of the training cross-entropy (0.1 in Vaswani et al.)."""
+    max_minutes: float = 0.0
+    """A wall-clock training budget: when > 0, a short calibration times the first steps and
+    max_steps becomes what fits the budget (the schedule, warmup included, scales with it, so
+    the cosine still ends at min_lr); never more than max_steps. 0: train max_steps."""
+    epochs: int = 0
+    """When > 0, max_steps = epochs x the task's steps per epoch (classification, translation)."""
+    head_only: bool = False
+    """classification: train only the head, the backbone frozen."""
+    from_scratch: bool = False
+    """classification: train.init_from's architecture and tokenizer, random weights (a baseline)."""
+    pooling: str = ""
+    """classification: `mean`, `cls` or `last` token pooling; "" picks mean for encoders, last
+    for decoders."""
     eval_bleu_sentences: int = 0
     """translation: validation sentences decoded (greedy) for BLEU at each evaluation; 0 = all."""
 
@@ -228,8 +250,15 @@ class Config:
         )
         _check(self.prep.split in ("hash", "tail"), f"prep.split={self.prep.split!r}: 'hash' or 'tail'")
         _check(self.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
+        _check(self.data.task in TASKS, f"data.task={self.data.task!r} must be one of {', '.join(TASKS)}")
         _check(
-            self.data.task in ("lm", "translation"), f"data.task={self.data.task!r} must be lm or translation"
+            self.data.task != "classification" or bool(t.init_from),
+            "data.task='classification' needs train.init_from (the model to put a head on)",
+        )
+        _check(t.max_minutes >= 0 and t.epochs >= 0, "train.max_minutes and train.epochs must be >= 0")
+        _check(self.data.max_len > 0, f"data.max_len={self.data.max_len} must be > 0")
+        _check(
+            t.pooling in ("", "mean", "cls", "last"), f"train.pooling={t.pooling!r} must be mean, cls or last"
         )
         _check(  # train.init_from replaces [model] with the model's own (checked when it loads)
             bool(t.init_from) or (self.data.task == "translation") == (m.arch == "seq2seq"),
