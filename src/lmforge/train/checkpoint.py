@@ -75,7 +75,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
-def latest_checkpoint(root: Path) -> Path:
+def latest_checkpoint(root: Path, say: Callable[[str], None] = lambda _: None) -> Path:
+    """The newest checkpoint under root to resume from; `say` reports any that were passed over."""
     found = list_checkpoints(root)
     if not found:
         raise LmforgeError(f"{root}: no checkpoint to resume from")
