@@ -48,14 +48,19 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     n_layer: int = 4
+    """Transformer blocks (in each stack for seq2seq)."""
     n_head: int = 4
+    """Attention heads per block."""
     n_embd: int = 128
+    """Model width: the embedding and residual stream size."""
     block_size: int = 64
     """Context length in tokens."""
     vocab_size: int = 0
     """0 takes the tokenizer's vocabulary size."""
     dropout: float = 0.0
+    """Dropout probability (attention weights, residual branches, embeddings) while training."""
     bias: bool = True
+    """Biases in the linear layers and norms (GPT-2); false for none (Llama)."""
     pos: str = "learned"
     """`learned` absolute positions (GPT-2), `rope` (rotary) or `sinusoidal` (seq2seq only: Marian's
     fixed table, sines in the first half of the dims, cosines in the second)."""
@@ -63,10 +68,12 @@ class ModelConfig:
     """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation), `swiglu` (Llama) or `silu` (a plain
     MLP with SiLU, Marian's "swish")."""
     tie_embeddings: bool = True
+    """The output layer shares the token embedding's weights."""
     # Options the Hugging Face families need (model/hf.py); the defaults are lmforge's own GPT.
     norm: str = "layernorm"
     """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama, Mistral, Qwen2)."""
     norm_eps: float = 1e-5
+    """Epsilon added inside the norm layers."""
     n_kv_head: int = 0
     """Key/value heads for grouped-query attention; 0 means n_head (plain multi-head attention)."""
     qkv_bias: bool = False
@@ -95,31 +102,43 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 2000
+    """Optimizer steps to train (see train.epochs and train.max_minutes, which set it)."""
     batch_size: int = 12
     """Global batch in sequences per optimizer step: the one source of truth."""
     micro_batch_size: int = 0
     """Sequences per forward pass on each rank; 0 means batch_size / world_size (no accumulation)."""
     lr: float = 1e-3
+    """Peak learning rate, reached at the end of warmup."""
     min_lr: float = 1e-4
+    """Learning rate the `cosine` schedule ends at."""
     warmup_steps: int = 100
+    """Steps of linear warmup from 0 to lr."""
     schedule: str = "cosine"
     """`cosine` (warmup then cosine to min_lr), `linear` (warmup then linear to 0, as HF's
     get_linear_schedule_with_warmup) or `constant` (warmup then flat)."""
     weight_decay: float = 0.1
+    """AdamW weight decay on matrices (none on biases and norm gains)."""
     beta1: float = 0.9
+    """AdamW beta1 (first-moment decay)."""
     beta2: float = 0.99
+    """AdamW beta2 (second-moment decay)."""
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
     dtype: str = "auto"
     """`auto` (bf16 autocast where the CPU has bf16 units and the model is wide enough), `fp32`
     or `bf16`."""
     eval_interval: int = 250
+    """Evaluate on the validation split every this many steps (and at the end)."""
     eval_batches: int = 20
     """Validation size in global batches (evenly spaced windows); 0 evaluates the whole split."""
     log_interval: int = 10
+    """Print the step line and write metrics every this many steps."""
     checkpoint_interval: int = 500
+    """Write a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
+    """Checkpoints kept on disk: the newest ones; older ones are deleted."""
     seed: int = 1337
+    """Seed of the weight initialisation, data order and dropout."""
     max_bad_steps: int = 5
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
     init_from: str = ""
@@ -174,15 +193,21 @@ class PrepConfig:
     """Cleaning stages in order, comma-separated; known: normalize, markup, whitespace, boilerplate,
     length, quality, repetition, exact_dedup, near_dedup, pii, stopwords; "none" for no cleaning."""
     min_chars: int = 1
+    """`length` stage: the shortest document kept, in characters."""
     max_chars: int = 0
     """Length bounds of a document in characters (0: no upper bound)."""
     quality_min_words: int = 50
+    """`quality` stage: the fewest words a document may have (Gopher's min_doc_words)."""
     boilerplate_min_docs: int = 10
+    """`boilerplate` stage: see boilerplate_fraction."""
     boilerplate_fraction: float = 0.01
     """A line is boilerplate when in at least max(min_docs, fraction x documents) documents."""
     boilerplate_min_chars: int = 20
+    """`boilerplate` stage: only lines of at least this many characters can be boilerplate."""
     near_dup_bands: int = 14
+    """`near_dedup` stage: MinHash LSH bands (FineWeb's 14 x 8 rows: Jaccard threshold ~0.75)."""
     near_dup_rows: int = 8
+    """`near_dedup` stage: hashes per band; the threshold is about (1/bands)^(1/rows)."""
     stopwords_file: str = ""
     """Whitespace-separated stop words for the `stopwords` stage (default: a short English list)."""
     split: str = "hash"
@@ -191,9 +216,11 @@ class PrepConfig:
     workers: int = 0
     """Cleaning processes (0: one per core)."""
     max_line_bytes: int = 1 << 24
+    """Input lines longer than this are skipped and counted in the report."""
     tokenizer_train_mb: int = 0
     """Train the tokenizer on the first N MB of cleaned text (0: all of it)."""
     shard_tokens: int = 100_000_000
+    """Tokens per shard file."""
 
 
 @dataclass
