@@ -14,11 +14,13 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
-BASE = {"errors", "config", "hardware"}
+BASE = {"errors", "config", "hardware", "outputs"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
+    "config_doc": {"errors", "config"},
     "hardware": {"errors", "config"},
+    "outputs": {"errors"},
     "tokenization": BASE,
     "data": BASE | {"tokenization"},
     "model": {"errors", "config"},

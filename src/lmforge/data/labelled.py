@@ -6,8 +6,10 @@ import bz2
 import gzip
 import json
 import lzma
+import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import torch
 
@@ -72,3 +74,59 @@ def encode_batch(
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
     return ids, mask
+
+
+class LabelledLoader:
+    """Global batches of labelled texts for classification: a seeded shuffle per epoch, the batch
+    dealt out to the ranks in turn, each rank's share cut into micro-batches of
+    (ids (B, T), attention_mask (B, T), labels (B,)), right-padded per micro-batch."""
+
+    def __init__(
+        self,
+        rows: list[tuple[str, int]],
+        encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+        batch_size: int,
+        micro_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if len(rows) < batch_size:
+            raise LmforgeError(f"{len(rows)} training examples, fewer than train.batch_size={batch_size}")
+        self.rows, self.encode = rows, encode
+        self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch, self.cursor = 0, 0
+        self._order = self._plan(0)
+
+    def _plan(self, epoch: int) -> list[int]:
+        order = list(range(len(self.rows)))
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def next_step(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        picks = []
+        for _ in range(self.batch_size):  # the global batch, identical on every rank
+            if self.cursor == len(self._order):
+                self.epoch, self.cursor = self.epoch + 1, 0
+                self._order = self._plan(self.epoch)
+            picks.append(self._order[self.cursor])
+            self.cursor += 1
+        mine = picks[self.rank :: self.world_size]
+        m = self.micro_batch_size
+        return [self.collate([self.rows[i] for i in mine[j : j + m]]) for j in range(0, len(mine), m)]
+
+    def collate(self, rows: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, mask = self.encode([text for text, _ in rows])
+        return ids, mask, torch.tensor([label for _, label in rows])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
+        self._order = self._plan(self.epoch)

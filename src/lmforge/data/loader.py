@@ -71,6 +71,11 @@ class BatchLoader:
         index = WindowIndex(self.shards, self.span, offset=int(rng.integers(self.span - 1)) if epoch else 0)
         return index, rng.permutation(index.count)
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps that visit every window once."""
+        return max(1, self._index.count // self.batch_size)
+
     def next_step(self) -> list[Batch]:
         """This rank's micro-batches for one optimizer step."""
         windows = []

@@ -105,6 +105,11 @@ class PairLoader:
             ]
         return [batches[i] for i in rng.permutation(len(batches))]
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps that visit every pair once (the batches of one epoch's plan)."""
+        return len(self._batches)
+
     def next_step(self) -> list[PairBatch]:
         """This rank's micro-batches for one optimizer step."""
         if self.cursor == len(self._batches):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import model_config_from
+from lmforge.config import ModelConfig, model_config_from
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import (
     MODEL_TYPE,
@@ -69,24 +69,28 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
     return model.eval(), load_translation_tokenizer(directory)
 
 
-def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokenizer) -> Path:
-    """Write a classifier directory: its labels, pooling and the backbone's config, the weights
-    (`backbone.*`, `head.*`) and the tokenizer."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_weights(directory / WEIGHTS, model.state_dict())
+def write_classifier_files(
+    directory: Path, labels: list[str], pooling: str, encoder: bool, config: ModelConfig, tokenizer: Tokenizer
+) -> None:
+    """config.json (the labels, the pooling and the backbone's config) and tokenizer.json: what
+    makes a directory of classifier weights (`backbone.*`, `head.*`) a model directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
-        "labels": model.labels,
-        "pooling": model.pooling,
-        "backbone": {
-            "model_type": ENCODER_TYPE if model.encoder else MODEL_TYPE,
-            **dataclasses.asdict(model.config),
-        },
+        "labels": list(labels),
+        "pooling": pooling,
+        "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
     }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
+
+
+def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokenizer) -> Path:
+    """Write a classifier directory: weights, config.json and tokenizer."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_weights(directory / WEIGHTS, model.state_dict())
+    write_classifier_files(directory, model.labels, model.pooling, model.encoder, model.config, tokenizer)
     return directory
 
 

@@ -28,21 +28,26 @@ def lr_multiplier(cfg: TrainConfig) -> Callable[[int], float]:
 
     linear: warmup then linear decay to 0, exactly HF's get_linear_schedule_with_warmup.
     cosine: warmup then cosine decay to min_lr at max_steps. constant: warmup then flat.
+    max_steps and warmup_steps are read at each call: a time budget (train.max_minutes) sets them
+    after its calibration steps, and the schedule follows.
     """
-    warmup, total, floor = cfg.warmup_steps, cfg.max_steps, cfg.min_lr / cfg.lr
+    floor = cfg.min_lr / cfg.lr
 
     def linear(s: int) -> float:
+        warmup, total = cfg.warmup_steps, cfg.max_steps
         if s < warmup:
             return s / max(1, warmup)
         return max(0.0, (total - s) / max(1, total - warmup))
 
     def cosine(s: int) -> float:
+        warmup, total = cfg.warmup_steps, cfg.max_steps
         if s < warmup:
             return s / max(1, warmup)
         progress = min(1.0, (s - warmup) / max(1, total - warmup))
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def constant(s: int) -> float:
+        warmup = cfg.warmup_steps
         return s / max(1, warmup) if s < warmup else 1.0
 
     return {"linear": linear, "cosine": cosine, "constant": constant}[cfg.schedule]

@@ -10,9 +10,6 @@ chrF of greedy translations, which also pick the best checkpoint (highest BLEU).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.config import Config
+from lmforge.data.loader import IGNORE
 from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_files
 from lmforge.model.seq2seq import Seq2Seq, decoding_extra
-from lmforge.tokenization.marian import MarianTokenizer
-from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
-from lmforge.train.losses import IGNORE
+from lmforge.train.run_dir import init_model
+from lmforge.train.tasks.base import Autocast, Setup, Task
+from lmforge.train.tasks.lm import data_line, prepared_data
 
 
 def seq2seq_token_losses(
@@ -62,63 +60,78 @@ def seq2seq_loss(
     return seq2seq_token_losses(model, src, tgt_in, tgt_out, label_smoothing).sum()
 
 
-class TranslationTask:
-    def __init__(
-        self,
-        cfg: Config,
-        data_dir: Path,
-        tokenizer: Tokenizer | MarianTokenizer,
-        engine: Engine,
-        micro: int,
-        init: Seq2Seq | None = None,
-    ) -> None:
-        t = cfg.train
-        self.cfg, self.tokenizer = cfg, tokenizer
+class TranslationTask(Task):
+    name = "translation"
+    best_metric = "val_bleu"
+
+    def __init__(self, setup: Setup) -> None:
+        cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
+        self.cfg = cfg
+        init = init_model(cfg) if t.init_from else None
+        self.data_dir, self.meta, tokenizer = prepared_data(setup, init)
+        self.init_model = init[0] if init is not None else None
+        self.tokenizer = init[1] if init is not None else tokenizer  # keeps the model's own EOS id
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
         # train.init_from's decoder start, never-generated tokens (Marian: its pad token) and beam
-        self.start = init.start_id if init is not None else None
-        self.suppress = list(init.suppress_ids) if init is not None else []
-        self.num_beams = init.num_beams if init is not None else 1
+        model = self.init_model
+        self.start = model.start_id if model is not None else None
+        self.suppress = list(model.suppress_ids) if model is not None else []
+        self.num_beams = model.num_beams if model is not None else 1
+        data_dir = self.data_dir
         src, tgt = load_split(data_dir, "train")
         vsrc, vtgt = load_split(data_dir, "val")
+        if not vsrc:
+            raise LmforgeError(f"{data_dir}: no validation pairs (val.{cfg.data.src_lang} is empty)")
         n = cfg.model.block_size
         longest = max(len(x) for x in [*src, *tgt, *vsrc, *vtgt]) + 1  # + EOS (or the start token)
         if longest > n:
             raise LmforgeError(
                 f"{data_dir}: pairs of up to {longest} tokens (with EOS) do not fit model.block_size={n}"
             )
+        micro = setup.micro
         self.loader = PairLoader(
             src, tgt, t.batch_size, micro, self.eos, self.pad, engine.rank, engine.world_size, t.seed, n,
             self.start,
         )  # fmt: skip
         val = eval_pair_batches(vsrc, vtgt, micro, self.eos, self.pad, n, self.start)
         self.val, self.val_per_rank = rank_share(val, engine)
-        self.val_spare = val[0] if val else None
+        self.val_spare = val[0]
         refs = read_lines(data_dir / f"val.{cfg.data.tgt_lang}")
         n = len(vsrc) if t.eval_bleu_sentences == 0 else min(t.eval_bleu_sentences, len(vsrc))
         picks = np.unique(np.linspace(0, len(vsrc) - 1, num=n).astype(np.int64)) if n else []
         self.bleu_src = [vsrc[i].tolist() for i in picks]
         self.bleu_refs = [refs[i] for i in picks]
-        self.loss_fn = partial(seq2seq_loss, label_smoothing=t.label_smoothing)
+        self.label_smoothing = t.label_smoothing
         self.token_bytes = torch.tensor(tokenizer.token_bytes(), dtype=torch.int64)
+        self.micro = micro
 
     def build_model(self) -> Seq2Seq:
-        return Seq2Seq(self.cfg.model, self.pad, self.start, self.suppress, self.num_beams)
+        model = Seq2Seq(self.cfg.model, self.pad, self.start, self.suppress, self.num_beams)
+        if self.init_model is not None:
+            model.load_state_dict(self.init_model.state_dict())
+        return model
 
-    def model_extra(self) -> dict[str, Any]:
-        """config.json keys a model directory needs beyond the ModelConfig (a Marian start token)."""
-        return decoding_extra(self.start, self.suppress, self.num_beams)
+    def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
+        return seq2seq_loss(model, *batch, label_smoothing=self.label_smoothing)
+
+    def write_model_files(self, directory: Path) -> None:
+        extra = decoding_extra(self.start, self.suppress, self.num_beams)  # a Marian start token, beams
+        write_model_files(directory, self.cfg.model, self.tokenizer, extra=extra)
+
+    def describe(self) -> str:
+        return data_line(self.data_dir, self.meta)
+
+    def micro_batch_tokens(self) -> int:
+        return self.micro * self.cfg.model.block_size
 
     def step_tokens(self, micro_batches: list[PairBatch]) -> int:
         """Source + target tokens (no padding) in this rank's step."""
         return sum(int((s != self.pad).sum()) + int((y != IGNORE).sum()) for s, _, y in micro_batches)
 
     @torch.no_grad()
-    def evaluate(
-        self, model: nn.Module, engine: Engine, autocast: Callable[[], AbstractContextManager]
-    ) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
         """val_loss (nats per target token, no smoothing), val_bpb, val_bleu and val_chrf (rank 0's)."""
-        from lmforge.inference.translate import score, translate_ids
+        from lmforge.inference.translate import score, translate_ids  # sacrebleu: only when evaluating
 
         was_training = model.training
         model.eval()
@@ -127,11 +140,12 @@ class TranslationTask:
         # forwards that count for nothing, so every rank joins every gather
         for _ in range(self.val_per_rank - len(self.val)):
             with autocast():
-                model(*self.val_spare[:2])
-        for src, tgt_in, tgt_out in self.val:
+                model(*(x.to(engine.device) for x in self.val_spare[:2]))
+        for batch in self.val:
+            src, tgt_in, tgt_out = (x.to(engine.device) for x in batch)
             with autocast():
                 losses = seq2seq_token_losses(model, src, tgt_in, tgt_out).double()
-            targets = tgt_out.flatten()
+            losses, targets = losses.cpu(), tgt_out.flatten().cpu()
             real = targets != IGNORE
             nbytes = self.token_bytes[targets.clamp(min=0)] * real  # EOS and padding: 0 bytes
             text = nbytes > 0
@@ -156,7 +170,7 @@ class TranslationTask:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "task": "translation",
+            "task": self.name,
             "val_pairs": sum(len(b[0]) for b in self.val),
             "bleu_sentences": len(self.bleu_src),
         }

@@ -1,0 +1,147 @@
+"""Text classification: a pooled linear head on train.init_from's decoder or encoder.
+
+Data is JSON lines with a text and a label field (data.input, data.labels, data.text_field,
+data.label_field); a seeded shuffle holds out data.val_fraction of it. The loss is cross-entropy
+summed over examples (the loop divides by the examples of the whole step). Validation: loss,
+accuracy and macro F1 on the held-out split. The export is the last step's model: the held-out
+split is also what the run reports, so choosing the best step on it would flatter the report.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.formats.lmforge_dirs import write_classifier_files
+from lmforge.model.classifier import Classifier
+from lmforge.model.encoder import Encoder
+from lmforge.model.gpt import GPT
+from lmforge.train.engines.base import Engine
+from lmforge.train.evaluate import rank_share
+from lmforge.train.tasks.base import Autocast, Setup, Task
+
+
+def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
+    """Accuracy and macro F1 (the mean over labels of 2TP / (2TP + FP + FN)) from a confusion
+    matrix, confusion[gold, predicted]."""
+    tp = confusion.diag()
+    f1 = torch.where(tp > 0, 2 * tp / (confusion.sum(0) + confusion.sum(1)).clamp(min=1), 0.0)
+    return {"accuracy": float(tp.sum() / confusion.sum().clamp(min=1)), "f1": float(f1.mean())}
+
+
+class ClassificationTask(Task):
+    name = "classification"
+
+    def __init__(self, setup: Setup) -> None:
+        cfg, d, t, engine = setup.cfg, setup.cfg.data, setup.cfg.train, setup.engine
+        self.labels = [label.strip() for label in d.labels.split(",") if label.strip()]
+        if len(self.labels) < 2:
+            raise LmforgeError(f"data.labels={d.labels!r}: name at least two labels, comma-separated")
+        rows = read_labelled(d.input, self.labels, d.text_field, d.label_field)
+        random.Random(t.seed).shuffle(rows)
+        n_val = int(len(rows) * d.val_fraction)
+        if n_val < 1 or len(rows) - n_val < 1:
+            raise LmforgeError(
+                f"{d.input}: {len(rows)} examples with data.val_fraction={d.val_fraction} leave"
+                f" {n_val} held out and {len(rows) - n_val} to train on; both need at least one"
+            )
+        self.train_rows, self.val_rows = rows[:-n_val], rows[-n_val:]
+        backbone, self.tokenizer = load_model(t.init_from)
+        if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
+            backbone = backbone.backbone
+        if not isinstance(backbone, GPT | Encoder):
+            raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
+        self.backbone, self.cfg = backbone, cfg
+        cfg.model = backbone.config  # config.toml records the architecture trained
+        self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text
+        self.encoder = isinstance(backbone, Encoder)
+        encode = partial(encode_batch, self.tokenizer, context=self.context, encoder=self.encoder)
+        self.loader = LabelledLoader(
+            self.train_rows, encode, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
+        )
+        val = [self.loader.collate(self.val_rows[i : i + setup.micro])
+               for i in range(0, len(self.val_rows), setup.micro)]  # fmt: skip
+        self.val, self.val_per_rank = rank_share(val, engine)
+        self.val_spare = val[0]
+        self.micro = setup.micro
+        self.pooling = t.pooling
+
+    def build_model(self) -> Classifier:
+        t = self.cfg.train
+        backbone = type(self.backbone)(self.backbone.config) if t.from_scratch else self.backbone
+        model = Classifier(backbone, self.labels, self.pooling)
+        self.pooling = model.pooling  # "" resolved to the backbone's default
+        if t.head_only:
+            model.backbone.requires_grad_(False)
+        return model
+
+    def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
+        ids, mask, labels = batch
+        return F.cross_entropy(model(ids, mask).float(), labels, reduction="sum")
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
+        """val_loss (nats per example), val_accuracy and val_f1 (macro) on every held-out example."""
+        was_training = model.training
+        model.eval()
+        n = len(self.labels)
+        confusion = torch.zeros(n, n, dtype=torch.float64)
+        loss = torch.zeros(1, dtype=torch.float64)
+        for _ in range(self.val_per_rank - len(self.val)):  # sharded engines: equal forwards
+            with autocast():
+                model(*(x.to(engine.device) for x in self.val_spare[:2]))
+        for batch in self.val:
+            ids, mask, labels = (x.to(engine.device) for x in batch)
+            with autocast():
+                logits = model(ids, mask).float()
+            loss += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
+            predicted = logits.argmax(-1).cpu()
+            ones = torch.ones(len(predicted), dtype=torch.float64)
+            confusion.index_put_((labels.cpu(), predicted), ones, accumulate=True)
+        confusion = engine.all_reduce(confusion)
+        total = float(engine.all_reduce(loss))
+        model.train(was_training)
+        scores = macro_scores(confusion)
+        return {
+            "val_loss": total / max(float(confusion.sum()), 1.0),
+            "val_accuracy": scores["accuracy"],
+            "val_f1": scores["f1"],
+        }
+
+    def write_model_files(self, directory: Path) -> None:
+        c = self.backbone.config
+        write_classifier_files(directory, self.labels, self.pooling, self.encoder, c, self.tokenizer)
+
+    def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
+        return sum(int(mask.sum()) for _, mask, _ in micro_batches)  # real tokens, no padding
+
+    def micro_batch_tokens(self) -> int:
+        sample = self.train_rows[:200]
+        per_text = sum(min(len(text) // 4 + 2, self.context) for text, _ in sample) / len(sample)
+        return int(self.micro * per_text)
+
+    def describe(self) -> str:
+        return (
+            f"{self.cfg.data.input}: {len(self.train_rows)} train / {len(self.val_rows)} held-out examples,"
+            f" labels {','.join(self.labels)}, {self.context} tokens per text"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        t = self.cfg.train
+        return {
+            "task": self.name,
+            "train_examples": len(self.train_rows),
+            "heldout_examples": len(self.val_rows),
+            "head_only": t.head_only,
+            "from_scratch": t.from_scratch,
+            "pooling": self.pooling,
+        }

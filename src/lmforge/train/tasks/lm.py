@@ -1,0 +1,105 @@
+"""Language modelling: next-token prediction over windows of a token stream, a GPT decoder.
+
+Data is a prepared shard directory (data.input itself, or raw text prepared into RUN/data once,
+by rank 0). Validation: loss per token and bits per byte on a fixed, evenly spaced set of
+held-out windows. The export is the last step's model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.data.loader import BatchLoader, eval_batches
+from lmforge.data.shards import open_split, read_meta
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_files
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.marian import load_translation_tokenizer
+from lmforge.train.engines.base import Engine
+from lmforge.train.evaluate import evaluate, rank_share
+from lmforge.train.losses import lm_loss
+from lmforge.train.run_dir import ensure_data, init_model
+from lmforge.train.tasks.base import Autocast, Setup, Task
+
+
+def prepared_data(setup: Setup, init: tuple[Any, Any] | None) -> tuple[Path, dict[str, Any], Any]:
+    """(shard directory, its meta.json, its tokenizer): rank 0 prepares raw input once, the
+    others wait and read the same shards. Shared by the tasks whose data is a prep output."""
+    cfg, engine = setup.cfg, setup.engine
+    init_tokenizer = init[1] if init else None
+    if engine.rank == 0:
+        ensure_data(cfg, setup.run_dir, setup.say, init_tokenizer)
+    engine.barrier()
+    data_dir = ensure_data(cfg, setup.run_dir, setup.say, init_tokenizer, prepare=False)
+    meta = read_meta(data_dir)
+    if (meta.get("task", "lm") == "translation") != (cfg.data.task == "translation"):
+        raise LmforgeError(
+            f"{data_dir}: prepared for task {meta.get('task', 'lm')!r}, but data.task={cfg.data.task!r}"
+        )
+    tokenizer = load_translation_tokenizer(data_dir)  # tokenizer.json, or a Marian model's files
+    if init is not None and tokenizer.sha256() != init[1].sha256():
+        raise LmforgeError(
+            f"{data_dir}: tokenized with another tokenizer than train.init_from={cfg.train.init_from!r}"
+            " (give raw text as data.input to tokenize it with the model's)"
+        )
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = meta["vocab_size"]
+    elif cfg.model.vocab_size < meta["vocab_size"]:
+        raise LmforgeError(
+            f"model.vocab_size={cfg.model.vocab_size} < the data's vocabulary of {meta['vocab_size']}"
+        )
+    return data_dir, meta, tokenizer
+
+
+def data_line(data_dir: Path, meta: dict[str, Any]) -> str:
+    return (
+        f"{data_dir}: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val tokens,"
+        f" vocab {meta['vocab_size']} ({meta.get('tokenizer', '?')})"
+    )
+
+
+class LanguageModelling(Task):
+    name = "lm"
+
+    def __init__(self, setup: Setup) -> None:
+        cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
+        self.cfg = cfg
+        self.init = init_model(cfg) if t.init_from else None
+        self.data_dir, self.meta, self.tokenizer = prepared_data(setup, self.init)
+        if self.init is not None:
+            self.tokenizer = self.init[1]  # keeps the model's own EOS id
+        n = cfg.model.block_size
+        self.loader = BatchLoader(
+            open_split(self.data_dir, "train"), n, t.batch_size, setup.micro, engine.rank, engine.world_size,
+            t.seed,
+        )  # fmt: skip
+        val = eval_batches(open_split(self.data_dir, "val"), n, t.eval_batches * t.batch_size, setup.micro)
+        self.val, self.val_per_rank = rank_share(val, engine)
+        self.token_bytes = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.int64)
+        self.micro = setup.micro
+
+    def build_model(self) -> nn.Module:
+        model = GPT(self.cfg.model)
+        if self.init is not None:
+            model.load_state_dict(self.init[0].state_dict())
+        return model
+
+    def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
+        return lm_loss(model, *batch)
+
+    def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
+        loss, bpb = evaluate(model, self.val, self.token_bytes, engine, autocast, self.val_per_rank)
+        return {"val_loss": loss, "val_bpb": bpb}
+
+    def write_model_files(self, directory: Path) -> None:
+        write_model_files(directory, self.cfg.model, self.tokenizer)
+
+    def describe(self) -> str:
+        return data_line(self.data_dir, self.meta)
+
+    def micro_batch_tokens(self) -> int:
+        return self.micro * self.cfg.model.block_size
