@@ -17,7 +17,9 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.hardware import resolve_dtype
+from lmforge.inference.options import check_options, check_texts
 from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
 
 
 def sample_next(
@@ -69,13 +71,14 @@ def stream_ids(
             logits = model(seq[:, -context:], cache, last_only=True)[:, -1]
 
 
-def check_prompt(ids: list[int], context: int, truncate: bool) -> list[int]:
+def check_prompt(ids: list[int], context: int, truncate: bool, name: str = "prompt") -> list[int]:
+    """The prompt's ids, its last `context` with truncate, else a one-line error past the context."""
     if len(ids) <= context:
         return ids
     if not truncate:
         raise LmforgeError(
-            f"prompt is {len(ids)} tokens, longer than the model's context of {context}"
-            " (pass truncate=True / --truncate-prompt to keep its last tokens)"
+            f"{name} is {len(ids)} tokens, longer than the model's context of {context}"
+            f" (pass truncate_prompt=True / --truncate-prompt to keep its last {context} tokens)"
         )
     return ids[-context:]
 
@@ -98,12 +101,19 @@ def generate_ids(
     Prompts of equal length decode together as one batch. on_token(prompt index, token id) is
     called as each token is chosen (for streaming).
     """
+    check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     model.eval()
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    prompts = [check_prompt(p, model.config.block_size, truncate) for p in prompts]
+    context = model.config.block_size
+    prompts = [
+        check_prompt(p, context, truncate, "the prompt" if len(prompts) == 1 else f"prompt {n}")
+        for n, p in enumerate(prompts, start=1)
+    ]
     if any(not p for p in prompts):
         raise LmforgeError("empty prompt: give at least one token (e.g. the EOS id)")
     outputs: list[list[int]] = [[] for _ in prompts]
+    if max_new_tokens == 0:
+        return outputs
     for length in sorted({len(p) for p in prompts}):
         group = [i for i, p in enumerate(prompts) if len(p) == length]
         batch = torch.tensor([prompts[i] for i in group], dtype=torch.long)
@@ -124,6 +134,13 @@ def generate_ids(
     return outputs
 
 
+def encode_prompts(tokenizer: Tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids per prompt; an empty prompt starts from EOS (as training separates documents)."""
+    if any(not p for p in prompts) and tokenizer.eos_id is None:
+        raise LmforgeError("empty prompt: this tokenizer has no EOS token to start from; give some text")
+    return [tokenizer.encode(p) if p else [tokenizer.eos_id] for p in prompts]  # type: ignore[list-item]
+
+
 def generate(
     model: str | Path,
     prompt: str | list[str] = "",
@@ -141,13 +158,25 @@ def generate(
 
     With stream=True (one prompt) text goes to stdout as it is produced. dtype `auto` runs the
     weights in bf16 where training would (decoding is memory-bound: half the bytes per token).
+    Arguments are checked (inference/options.py) before the model loads; a prompt longer than the
+    model's context is an error unless truncate_prompt keeps its last tokens.
     """
+    check_options(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        truncate_prompt=truncate_prompt,
+        use_cache=use_cache,
+        dtype=dtype,
+    )
+    prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
     if not isinstance(net, GPT):
         raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model (try translate)")
     net = net.to(resolve_dtype(dtype, net.config)[0])
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    ids = [tokenizer.encode(p) if p else [tokenizer.eos_id] for p in prompts]
+    ids = encode_prompts(tokenizer, prompts)
     printed = [""]
     new_ids: list[int] = []
 

@@ -26,6 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from lmforge.inference.options import check_options
 from lmforge.model.attention import KVCache
 from lmforge.model.seq2seq import Memory, Seq2Seq
 
@@ -106,6 +107,7 @@ def beam_decode(
     use_cache: bool = True,
 ) -> list[list[int]]:
     """Beam search (see the module docstring); returns each sentence's best hypothesis."""
+    check_options(beam=beam, length_penalty=length_penalty)
     b, k = src.size(0), beam
     dec = _Decoder(model, src, k, max(limits), use_cache)
     tokens = torch.full((b * k, 1), start_token(model, eos), dtype=torch.long, device=src.device)

@@ -6,14 +6,18 @@ input order; scores are sacreBLEU's corpus BLEU and chrF, printed with their sig
 
 from __future__ import annotations
 
+import lzma
+import os
+import zlib
 from pathlib import Path
 from typing import Any
 
 from lmforge.data.pair_loader import encode_sources
 from lmforge.data.pairs import read_lines
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import load_model
+from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
+from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode, length_limits
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -37,14 +41,31 @@ def translate_ids(
     max_len_a: float = 2.0,
     max_len_b: int = 10,
     use_cache: bool = True,
+    max_new_tokens: int | None = None,
 ) -> list[list[int]]:
     """Token ids in, token ids out (same order), decoded in length-sorted batches; beam None:
-    the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config)."""
+    the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config).
+    max_new_tokens caps each translation (EOS included, as in transformers) below its own limit."""
+    check_options(
+        beam=beam,
+        batch_size=batch_size,
+        length_penalty=length_penalty,
+        max_len_a=max_len_a,
+        max_len_b=max_len_b,
+        use_cache=use_cache,
+    )
+    if max_new_tokens is not None:
+        check_options(max_new_tokens=max_new_tokens)
     beam = model.num_beams if beam is None else beam
     limit = model.config.block_size - 1  # room for the EOS appended to every source
     for n, ids in enumerate(sources, start=1):
         if len(ids) > limit:
-            raise LmforgeError(f"sentence {n}: {len(ids)} tokens, more than the model's {limit}")
+            raise LmforgeError(
+                f"sentence {n} is {len(ids)} tokens, longer than the model's limit of {limit}"
+                f" (its context of {limit + 1} less the EOS)"
+            )
+    if max_new_tokens == 0:
+        return [[] for _ in sources]
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     device = model.wte.weight.device
@@ -54,6 +75,8 @@ def translate_ids(
         limits = length_limits(
             [len(sources[i]) + 1 for i in idx], model.config.block_size, max_len_a, max_len_b
         )
+        if max_new_tokens is not None:
+            limits = [min(n, max_new_tokens) for n in limits]
         if beam > 1:
             hyps = beam_decode(model, src, limits, eos, beam, length_penalty, use_cache)
         else:
@@ -65,9 +88,21 @@ def translate_ids(
 
 def translate_texts(model: Seq2Seq, tokenizer: Tokenizer, texts: list[str], **options: Any) -> list[str]:
     eos = tokenizer.eos_id
-    assert eos is not None
+    if eos is None:
+        raise LmforgeError("the model's tokenizer has no EOS token (config.json eos_token_id)")
     ids = translate_ids(model, [tokenizer.encode(t.strip()) for t in texts], eos, **options)
     return [tokenizer.decode(i).strip() for i in ids]
+
+
+def read_sentences(path: str | Path) -> list[str]:
+    """Lines of a text file (plain or compressed), or a one-line error naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise LmforgeError(f"{path}: a folder, not a file of sentences")
+    try:
+        return read_lines(path)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as e:  # unreadable, or a damaged .gz/.xz
+        raise LmforgeError(f"{path}: cannot read: {e}") from None
 
 
 def translate(
@@ -81,13 +116,15 @@ def translate(
 ) -> list[str]:
     """Translate `texts` (a string or a list) or every line of `file` with a run, checkpoint or
     model directory; greedy with beam=1, else beam search (None: the model's default)."""
-    if (beam is not None and beam < 1) or batch_size < 1:
-        raise LmforgeError("--beam and --batch-size must be >= 1")
-    lines = [texts] if isinstance(texts, str) else list(texts or [])
+    check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
+    lines = [] if texts is None else check_texts(texts)
     if file is not None:
-        lines += read_lines(file)
+        from_file = read_sentences(file)
+        if not from_file:
+            raise LmforgeError(f"{file}: empty, no sentences to translate")
+        lines += from_file
     if not lines:
-        raise LmforgeError("nothing to translate: give text or --file")
+        raise LmforgeError("nothing to translate: give some text or --file")
     net, tokenizer = load_translator(model, dtype)
     return translate_texts(
         net, tokenizer, lines, beam=beam, batch_size=batch_size, length_penalty=length_penalty
@@ -110,6 +147,25 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
     }
 
 
+def check_out(out: str | Path, inputs: dict[str, str | Path]) -> Path:
+    """eval-translate's --out: a file it may write. An existing file is replaced (the translations
+    are what the user asked for there) unless it is one of the `inputs` (label -> path; the same
+    file by any path, links included); a folder, a missing folder or a read-only file is refused."""
+    out = Path(out)
+    for label, path in inputs.items():
+        path = Path(path)
+        same = out.exists() and path.exists() and os.path.samefile(out, path)
+        if same or out.resolve() == path.resolve():
+            raise LmforgeError(f"out={out} is {label}: writing it would overwrite an input")
+    if out.is_dir():
+        raise LmforgeError(f"out={out}: a folder; give a file name for the translations")
+    if not out.parent.is_dir():
+        raise LmforgeError(f"out={out}: folder {out.parent} does not exist")
+    if (out.exists() and not os.access(out, os.W_OK)) or not os.access(out.parent, os.W_OK):
+        raise LmforgeError(f"out={out}: not writable")
+    return out
+
+
 def eval_translate(
     model: str | Path,
     src: str | Path,
@@ -121,13 +177,24 @@ def eval_translate(
     dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Translate every line of `src`, score against `ref` (same line count); optionally write the
-    hypotheses to `out`. Returns score()'s dict plus the sentence count."""
-    sources, references = read_lines(src), read_lines(ref)
+    hypotheses to `out` (replaced if it exists; refused if it is `src`, `ref` or a model file).
+    Everything is checked before the model loads. Returns score()'s dict plus the sentence count."""
+    check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
+    if out is not None:
+        inputs: dict[str, str | Path] = {f"src={src}": src, f"ref={ref}": ref}
+        inputs.update({f"the model's file {f}": f for f in resolve_model_dir(model).iterdir() if f.is_file()})
+        out = check_out(out, inputs)
+    sources, references = read_sentences(src), read_sentences(ref)
+    if not sources:
+        raise LmforgeError(f"{src}: empty, no sentences to translate")
     if len(sources) != len(references):
         raise LmforgeError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
     hyps = translate(
         model, sources, beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype
     )
     if out is not None:
-        Path(out).write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        try:
+            out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        except OSError as e:
+            raise LmforgeError(f"out={out}: cannot write: {e.strerror or e}") from None
     return {**score(hyps, references), "sentences": len(hyps)}

@@ -5,16 +5,19 @@
     [{'generated_text': 'ROMEO: ...'}]
 
 Each task is one module of this package; TASKS maps a task name to "module:Class", imported only
-when that task is asked for.
+when that task is asked for. Unknown keywords, to pipeline() or to a call, are errors naming them
+(as transformers' generate does), and every value is checked by inference/options.py.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
+from lmforge.inference.options import check_keywords
 
 TASKS: dict[str, str] = {
     "text-generation": "lmforge.pipelines.text_generation:TextGenerationPipeline",
@@ -29,4 +32,7 @@ def pipeline(task: str, model: str | Path, **kwargs: Any) -> Any:
     if task not in TASKS:
         raise LmforgeError(f"unknown pipeline task {task!r} (known: {', '.join(sorted(TASKS))})")
     module, name = TASKS[task].split(":")
-    return getattr(importlib.import_module(module), name)(model, **kwargs)
+    cls = getattr(importlib.import_module(module), name)
+    accepted = [p for p in inspect.signature(cls).parameters if p != "model"]
+    check_keywords(kwargs, accepted, f"pipeline({task!r})")  # a one-line error, not a TypeError
+    return cls(model, **kwargs)

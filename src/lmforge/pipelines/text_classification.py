@@ -1,5 +1,6 @@
 """The text-classification pipeline: HF's `[{"label": ..., "score": ...}]` over a classifier directory
-(written by `lmforge finetune-classify`)."""
+(written by `lmforge finetune-classify`). Keywords: top_k and batch_size, as in transformers; any
+other is an error naming it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import torch
 from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
+from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
 from lmforge.model.classifier import Classifier
 
 
 class TextClassificationPipeline:
     def __init__(self, model: str | Path, batch_size: int = 32) -> None:
+        check_options(batch_size=batch_size)
         self.model, self.tokenizer = load_model(model)
         if not isinstance(self.model, Classifier):
             raise LmforgeError(
@@ -24,12 +27,19 @@ class TextClassificationPipeline:
         self.batch_size = batch_size
 
     def __call__(
-        self, text: str | list[str], top_k: int | None = 1, **_: Any
+        self, text: str | list[str], *, top_k: int | None = 1, batch_size: int | None = None, **unknown: Any
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """A string gives [{"label", "score"}] (the best label; top_k=None gives every label, best
         first, as a list of dicts); a list of strings gives one result per string, as HF does."""
-        texts = [text] if isinstance(text, str) else list(text)
-        scores = self.probabilities(texts)
+        check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
+        if top_k is not None and not (is_int(top_k) and top_k >= 1):
+            raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 1 (labels per text) or None (all)")
+        if batch_size is not None:
+            check_options(batch_size=batch_size)
+        texts = check_texts(text)
+        if not texts:
+            return []
+        scores = self.probabilities(texts, batch_size or self.batch_size)
         results: list[Any] = []
         for row in scores:
             ranked = sorted(zip(self.model.labels, row.tolist(), strict=True), key=lambda x: -x[1])
@@ -42,13 +52,14 @@ class TextClassificationPipeline:
         return results
 
     @torch.inference_mode()
-    def probabilities(self, texts: list[str]) -> torch.Tensor:
+    def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
         """(len(texts), labels) softmax probabilities."""
+        step = batch_size or self.batch_size
         out = []
-        for i in range(0, len(texts), self.batch_size):
+        for i in range(0, len(texts), step):
             ids, mask = encode_batch(
                 self.tokenizer,
-                texts[i : i + self.batch_size],
+                texts[i : i + step],
                 self.model.config.block_size,
                 self.model.encoder,
             )
