@@ -159,6 +159,9 @@ class TrainConfig:
     pooling: str = ""
     """classification: `mean`, `cls` or `last` token pooling; "" picks mean for encoders, last
     for decoders."""
+    classifier_dropout: float = 0.1
+    """classification: dropout before the head (HF's classifier_dropout); the backbone's is
+    model.dropout."""
     eval_bleu_sentences: int = 0
     """translation: validation sentences decoded (greedy) for BLEU at each evaluation; 0 = all."""
 
@@ -284,6 +287,10 @@ class Config:
         )
         _check(t.max_minutes >= 0 and t.epochs >= 0, "train.max_minutes and train.epochs must be >= 0")
         _check(self.data.max_len > 0, f"data.max_len={self.data.max_len} must be > 0")
+        _check(
+            0.0 <= t.classifier_dropout < 1.0,
+            f"train.classifier_dropout={t.classifier_dropout} must be in [0, 1)",
+        )
         _check(
             t.pooling in ("", "mean", "cls", "last"), f"train.pooling={t.pooling!r} must be mean, cls or last"
         )

@@ -9,6 +9,7 @@ split is also what the run reports, so choosing the best step on it would flatte
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from functools import partial
 from pathlib import Path
@@ -60,8 +61,9 @@ class ClassificationTask(Task):
             backbone = backbone.backbone
         if not isinstance(backbone, GPT | Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
+        # the architecture comes with the model, the dropout with the recipe (as train.init_from for LM)
+        cfg.model = dataclasses.replace(backbone.config, dropout=cfg.model.dropout)
         self.backbone, self.cfg = backbone, cfg
-        cfg.model = backbone.config  # config.toml records the architecture trained
         self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text
         self.encoder = isinstance(backbone, Encoder)
         encode = partial(encode_batch, self.tokenizer, context=self.context, encoder=self.encoder)
@@ -77,8 +79,10 @@ class ClassificationTask(Task):
 
     def build_model(self) -> Classifier:
         t = self.cfg.train
-        backbone = type(self.backbone)(self.backbone.config) if t.from_scratch else self.backbone
-        model = Classifier(backbone, self.labels, self.pooling)
+        backbone = type(self.backbone)(self.cfg.model)
+        if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
+            backbone.load_state_dict(self.backbone.state_dict())
+        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout)
         self.pooling = model.pooling  # "" resolved to the backbone's default
         if t.head_only:
             model.backbone.requires_grad_(False)
@@ -118,7 +122,7 @@ class ClassificationTask(Task):
         }
 
     def write_model_files(self, directory: Path) -> None:
-        c = self.backbone.config
+        c = self.cfg.model
         write_classifier_files(directory, self.labels, self.pooling, self.encoder, c, self.tokenizer)
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:

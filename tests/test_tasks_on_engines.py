@@ -1,0 +1,141 @@
+"""Every task, the same guarantees from the one loop: 2 ranks on DDP and on DeepSpeed ZeRO-2 give
+the local engine's losses in fp32, and `kill -9` then `--resume` gives the uninterrupted run's
+losses exactly.
+
+Language modelling is covered by tests/test_engines.py and tests/test_resume.py, translation's
+engines by tests/test_translation.py; this file adds classification on the engines, and kill -9
+for translation and classification, through `lmforge train` in subprocesses as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hf_helpers import VOCAB, tiny_bpe
+
+from lmforge.config import ModelConfig
+from lmforge.data.pairs import prepare_pairs
+from lmforge.formats.directory import write_model_dir
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.train.checkpoint import latest_checkpoint
+from lmforge.train.metrics import read_metrics
+
+WORDS = {"good": "bon", "bad": "mauvais", "cat": "chat", "dog": "chien", "red": "rouge", "the": "le",
+         "house": "maison", "big": "grand", "small": "petit", "sees": "voit", "eats": "mange"}  # fmt: skip
+GOOD, BAD = ["good", "great", "fine", "noble"], ["bad", "awful", "vile", "grim"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tasks")
+    rng = random.Random(0)
+    rows = []
+    for i in range(400):
+        label = rng.choice(["negative", "positive"])
+        words = [rng.choice(list(WORDS)) for _ in range(rng.randint(3, 7))]
+        words.insert(rng.randint(0, len(words)), rng.choice(GOOD if label == "positive" else BAD))
+        rows.append({"text": " ".join(words), "label": label, "doc": f"d{i // 4}"})
+    (root / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = []
+    for r in rows:
+        en = [w for w in r["text"].split() if w in WORDS]
+        if en:
+            pairs.append({"doc": r["doc"], "en": " ".join(en), "fr": " ".join(WORDS[w] for w in en)})
+    (root / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    prepare_pairs(root / "pairs.jsonl", root / "pairs", vocab_size=300, val_fraction=0.1, test_fraction=0.1)
+    tiny_bpe(root)
+    gpt = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=VOCAB))
+    write_model_dir(root / "gpt", gpt.config, gpt.state_dict(), Tokenizer.load(root / "tokenizer.json"))
+    return {"labelled": root / "labelled.jsonl", "pairs": root / "pairs", "gpt": root / "gpt"}
+
+
+def recipe(task: str, data: dict[str, Path], steps: int) -> list[str]:
+    common = [f"--train.max_steps={steps}", "--train.dtype=fp32", "--train.log_interval=1",
+              "--train.warmup_steps=2", "--train.lr=3e-3", "--model.dropout=0.1"]  # fmt: skip
+    if task == "classification":
+        return [*common, "--data.task=classification", f"--data.input={data['labelled']}",
+                "--data.labels=negative,positive", f"--train.init_from={data['gpt']}",
+                "--train.batch_size=8", "--train.pooling=mean"]  # fmt: skip
+    return [*common, "--data.task=translation", "--model.arch=seq2seq", f"--data.input={data['pairs']}",
+            "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32", "--model.block_size=32",
+            "--train.batch_size=8", "--train.eval_bleu_sentences=4"]  # fmt: skip
+
+
+def lmforge(*args: str, out: Path, timeout: int = 300) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lmforge", *args, "--engine.timeout_s=60", "--out", str(out)],
+        capture_output=True, text=True, cwd=out.parent, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+ENGINES = {
+    "ddp": ["--engine.name=ddp"],
+    "zero2": ["--engine.name=deepspeed", "--engine.zero_stage=2"],
+}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_classification_on_two_ranks_matches_local(
+    data: dict[str, Path], tmp_path: Path, engine: str
+) -> None:
+    """Global batch 8 = 2 ranks x 2 x 2 accumulation against 8 in one pass; dropout off so the
+    ranks' RNG streams cannot differ; the validation split (40 examples) is dealt unevenly."""
+    if engine == "zero2":
+        pytest.importorskip("deepspeed")
+    base = [*recipe("classification", data, 8), "--model.dropout=0.0", "--train.classifier_dropout=0",
+            "--train.eval_interval=4",
+            "--train.micro_batch_size=2", "--train.checkpoint_interval=8"]  # fmt: skip
+    lmforge("train", "--quiet", *base, out=tmp_path / "local")
+    lmforge("launch", "--nproc=2", "train", "--quiet", *base, *ENGINES[engine], out=tmp_path / engine)
+    local, other = read_metrics(tmp_path / "local"), read_metrics(tmp_path / engine)
+    assert [r["step"] for r in local] == [r["step"] for r in other] == list(range(1, 9))
+    assert "val_accuracy" in local[3] and "val_f1" in local[-1]
+    for a, b in zip(local, other, strict=True):
+        for key in ("loss", "val_loss", "val_accuracy", "val_f1"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+@pytest.mark.parametrize("task", ["translation", "classification"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    data: dict[str, Path], tmp_path: Path, task: str
+) -> None:
+    """Dropout is on, so the RNG state must come back too; the loader's position, the schedule and
+    (translation) the best-BLEU bookkeeping as well."""
+    steps = 300
+    args = [*recipe(task, data, steps), "--train.checkpoint_interval=20", "--train.eval_interval=100"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    lmforge("train", "--quiet", *args, out=whole)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "lmforge", "train", "--quiet", *args, "--out", str(killed)]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path)
+    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 45:
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed_from = int(latest_checkpoint(killed / "checkpoints").name.split("_")[1])
+    assert 20 <= resumed_from < steps
+    result = subprocess.run([sys.executable, "-m", "lmforge", "train", "--quiet", "--resume", str(killed)],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = {r["step"]: r for r in read_metrics(whole)}
+    got = {r["step"]: r for r in read_metrics(killed)}
+    assert sorted(got) == sorted(expected)  # the resumed log reads as one run
+    for step, record in expected.items():
+        assert got[step] == record | {k: got[step][k] for k in ("tok_s", "mfu") if k in record}, step
+    a, b = (json.loads((run / "summary.json").read_text()) for run in (whole, killed))
+    assert a["val_loss"] == b["val_loss"] and a.get("best_step") == b.get("best_step")
