@@ -70,7 +70,7 @@ def test_non_utf8_file_is_repaired_and_named(tmp_path: Path) -> None:
     bad.write_bytes(b"hello \xff\xfe world")
     report = Report()
     assert [d.text for d in read_documents(bad, report=report)] == ["hello \ufffd\ufffd world"]
-    assert report.problems == [f"{bad}:1: invalid UTF-8 (1 line(s) repaired with U+FFFD)"]
+    assert report.problems == [f"{bad}:1: invalid UTF-8 (first at byte 6; 1 line(s) repaired with U+FFFD)"]
 
 
 def test_bad_jsonl_line_is_skipped_and_named(tmp_path: Path) -> None:

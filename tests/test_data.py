@@ -46,9 +46,10 @@ def test_long_char_text_encodes_in_pieces_exactly() -> None:
 
 
 def test_shards_hold_the_documents_and_eos(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("hello world\n")
-    (tmp_path / "b.txt").write_text("second doc\n")
-    meta = prepare_corpus(tmp_path, tmp_path / "out", val_fraction=0.2)
+    (tmp_path / "src").mkdir()  # prep refuses an output folder inside its input folder
+    (tmp_path / "src" / "a.txt").write_text("hello world\n")
+    (tmp_path / "src" / "b.txt").write_text("second doc\n")
+    meta = prepare_corpus(tmp_path / "src", tmp_path / "out", val_fraction=0.2)
     tok = Tokenizer.load(tmp_path / "out")
     stream = np.concatenate([*open_split(tmp_path / "out", "train"), *open_split(tmp_path / "out", "val")])
     expected = tok.encode("hello world\n") + [tok.eos_id] + tok.encode("second doc\n") + [tok.eos_id]

@@ -19,14 +19,25 @@ BF16_MIN_WIDTH = 64
 BF16_MIN_WORK = 16384
 
 
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def bf16_in_cpuinfo(cpuinfo: str) -> bool:
+    """True when /proc/cpuinfo's `flags` lines name a native bf16 unit (AVX512_BF16 or AMX)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags" and BF16_FLAGS & set(value.split()):
+            return True
+    return False
+
+
 @functools.cache
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matmul units (AVX512_BF16 or AMX)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return bf16_in_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def resolve_dtype(
@@ -40,6 +51,8 @@ def resolve_dtype(
     if requested == "fp32":
         return torch.float32, "fp32 (requested)"
     if requested == "bf16":
+        if (device is None or device.type == "cpu") and not cpu_has_bf16():
+            return torch.bfloat16, "bf16 autocast (requested; this CPU has no bf16 units, so it is emulated)"
         return torch.bfloat16, "bf16 autocast (requested)"
     if device is not None and device.type == "cuda":
         if torch.cuda.is_bf16_supported():
@@ -55,12 +68,27 @@ def resolve_dtype(
     return torch.bfloat16, "bf16 autocast (auto: CPU has bf16 units)"
 
 
-@functools.cache
+def peak_dtype(dtype: torch.dtype, device: torch.device, has_bf16: bool) -> torch.dtype:
+    """The dtype whose matmul peak is MFU's denominator. A CPU without bf16 units emulates bf16
+    (slower than its fp32), while autocast keeps parts of the step in fp32 at fp32 speed: measured
+    against the emulated bf16 peak, MFU passed 100%. Such a CPU's peak is its fp32 one."""
+    if device.type == "cpu" and dtype == torch.bfloat16 and not has_bf16:
+        return torch.float32
+    return dtype
+
+
 def matmul_peak_flops(
     dtype: torch.dtype = torch.float32, device: torch.device | None = None, size: int = 1024
 ) -> float:
-    """Best observed FLOP/s of a square matmul in `dtype` on `device`: the denominator of MFU."""
+    """Best observed FLOP/s of a square matmul in `dtype` on `device` (see `peak_dtype`): the
+    denominator of MFU."""
     device = device or torch.device("cpu")
+    has_bf16 = cpu_has_bf16() if device.type == "cpu" else True
+    return _measure_peak(peak_dtype(dtype, device, has_bf16), device, size)
+
+
+@functools.cache
+def _measure_peak(dtype: torch.dtype, device: torch.device, size: int) -> float:
     if device.type == "cuda":
         size = 8192  # a GPU needs a big matmul to reach its peak
     generator = torch.Generator().manual_seed(0)  # never touch the global RNG a run depends on

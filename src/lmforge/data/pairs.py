@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.data.sources import open_text, suffixes
+from lmforge.data.shards import earlier_prep_output
+from lmforge.data.sources import open_text, suffixes, utf8_error
 from lmforge.errors import LmforgeError
+from lmforge.outputs import check_target, staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
 SPLITS = ("train", "val", "test")
@@ -99,8 +98,10 @@ def read_pairs(
                 yield from _read_aligned(path, _sibling(path, src_lang, tgt_lang))
             else:
                 raise LmforgeError(f"{path}: not a pair file (.jsonl, .tsv, .{src_lang} + .{tgt_lang})")
-        except UnicodeDecodeError as e:
-            raise LmforgeError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+        except UnicodeDecodeError:
+            other = [_sibling(path, src_lang, tgt_lang)] if kind == f".{src_lang}" else []
+            where = next(filter(None, map(utf8_error, [path, *other])), f"{path}: not valid UTF-8")
+            raise LmforgeError(where) from None
         except (OSError, EOFError) as e:
             raise LmforgeError(f"{path}: cannot read: {e}") from None
 
@@ -165,10 +166,15 @@ def prepare_pairs(
     test_fraction: float = 0.02,
     seed: int = 0,
     tokenizer: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Clean, dedup, split and tokenize sentence pairs into `out` (atomically); returns meta.json.
     `tokenizer` (a model's, for train.init_from) replaces training a new BPE; a Marian tokenizer
     segments targets with its target model (`encode_target`).
+
+    `out` must be a new or empty folder, or an earlier prep output that `overwrite` (`--overwrite`)
+    allows replacing; a folder with other files, one that is, holds or lies inside an input, and
+    the working directory are refused before anything is read.
 
     Filters, each counted in meta["dropped"]: an empty side; a repeated (source, target) pair;
     a val/test pair whose source occurs in train; a side longer than `max_tokens` tokens; a
@@ -178,6 +184,10 @@ def prepare_pairs(
         raise LmforgeError(f"src_lang and tgt_lang are both {src_lang!r}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise LmforgeError("val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+    files = _pair_files(inputs, src_lang, tgt_lang)
+    sources = [*([inputs] if isinstance(inputs, str | Path) else inputs), *files]
+    sources += [_sibling(f, src_lang, tgt_lang) for f in files if suffixes(f)[0] == f".{src_lang}"]
+    check_target(out, sources, earlier_prep_output, overwrite, "prep")  # before the slow part
     start = time.time()
     dropped = dict.fromkeys(("empty", "duplicate", "in_train", "too_long", "ratio"), 0)
     seen: set[tuple[str, str]] = set()
@@ -201,12 +211,11 @@ def prepare_pairs(
         raise LmforgeError(f"{inputs}: no training pairs left after cleaning ({total} read)")
 
     tok = tokenizer or Tokenizer.train_bpe((t for p in splits["train"] for t in (p.src, p.tgt)), vocab_size)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     counts: dict[str, int] = {}
     tokens: dict[str, int] = {}
-    try:
+    with staged_folder(
+        out, inputs=sources, owner=earlier_prep_output, overwrite=overwrite, verb="prep"
+    ) as tmp:
         for split, pairs in splits.items():
             src_ids = _encode_all(tok, [p.src for p in pairs], target=False)
             tgt_ids = _encode_all(tok, [p.tgt for p in pairs], target=True)
@@ -222,6 +231,7 @@ def prepare_pairs(
                          [tgt_ids[i] for i in keep], src_lang, tgt_lang)  # fmt: skip
             counts[split] = len(keep)
             tokens[split] = sum(len(src_ids[i]) + len(tgt_ids[i]) for i in keep)
+        tok.save_dir(tmp)
         meta = {
             "format": FORMAT,
             "task": "translation",
@@ -240,16 +250,11 @@ def prepare_pairs(
             "dropped": dropped,
             "filters": {"max_tokens": max_tokens, "max_ratio": max_ratio},
             "split": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed},
-            "sources": [str(p) for p in _pair_files(inputs, src_lang, tgt_lang)],
+            "sources": [str(p) for p in files],
+            "files": sorted([*(f.name for f in tmp.iterdir()), "meta.json"]),  # a later prep's check
             "seconds": round(time.time() - start, 2),
         }
-        tok.save_dir(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 
@@ -313,5 +318,7 @@ def read_lines(path: str | Path) -> list[str]:
     try:
         with open_text(path) as f:
             return [line.rstrip("\r\n") for line in f]
-    except UnicodeDecodeError as e:
-        raise LmforgeError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    except UnicodeDecodeError:
+        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
+    except (OSError, EOFError) as e:
+        raise LmforgeError(f"{path}: cannot read: {e}") from None

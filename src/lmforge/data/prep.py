@@ -6,16 +6,14 @@ Three streaming passes over disk, so memory does not grow with the corpus:
 3. encode it with the fastest exact encoder (encode.py) and write EOS-separated documents to
    train/val shards, a document going to val when its text hash falls below val_fraction.
 meta.json, tokenizer.json and report.json are written beside the shards; the directory appears
-atomically (temp dir + rename).
+atomically (temp dir + rename), and only where it loses nothing (lmforge/outputs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +27,11 @@ from lmforge.data.encode import make_encoder, verify
 from lmforge.data.pipeline import _batches, clean_documents, parse_stages, read_docs, write_docs
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
+from lmforge.data.shards import META, SHARDS_FORMAT, earlier_prep_output
 from lmforge.data.sources import list_files, read_documents
 from lmforge.errors import LmforgeError
-from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.outputs import staged_folder
+from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
 
 VERIFY_DOCS = 64  # documents checked against HF before trusting the fast encoder
 VERIFY_CHARS = 16384  # characters of each
@@ -82,6 +82,7 @@ def prep(
     *,
     config: str | Path | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
     overrides: list[str] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -91,6 +92,10 @@ def prep(
     `inputs` may be a TOML recipe ([data] and [prep] sections); other arguments override it.
     `options` are [prep] keys (stages, split, workers, min_chars, ...); `overrides` are
     `--section.key=value` strings as on the command line.
+
+    `out` must be a new or empty folder, or an earlier prep output (its meta.json lists what prep
+    wrote) that `overwrite` (`--overwrite`) allows replacing; a folder with other files, one that
+    is, holds or lies inside an input, and the working directory are refused before any work.
     """
     given = tokenizer if isinstance(tokenizer, Tokenizer) else None  # an existing model's (init_from)
     args = {"tokenizer": None if given else tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction}
@@ -98,125 +103,141 @@ def prep(
     out = out or cfg.prep.out
     if not out:
         raise LmforgeError("prep: no output directory (pass --out or set prep.out in the recipe)")
+    files = list_files(items)
+    sources = [*items, *files, *([config] if config is not None else [])]
+    out = Path(out)
+    with staged_folder(
+        out, inputs=sources, owner=earlier_prep_output, overwrite=overwrite, verb="prep"
+    ) as tmp:
+        meta, report = _prep_into(tmp, out, items, files, cfg, given, quiet)
+    if not quiet:
+        print(report.format())
+    return meta
+
+
+def _prep_into(
+    tmp: Path,
+    out: Path,
+    items: list[str],
+    files: list[Path],
+    cfg: Config,
+    given: Tokenizer | None,
+    quiet: bool,
+) -> tuple[dict[str, Any], Report]:
+    """prep's three passes, writing everything into the temporary folder `tmp`."""
     data, p = cfg.data, cfg.prep
     stage_names = parse_stages(p.stages)
     start = time.time()
     report = Report()
     report.stage("read")  # first in the report
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        files = list_files(items)
-        total = sum(f.stat().st_size for f in files if f.is_file())
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet, file=sys.stderr)
-        compressed = any(f.suffix.lower() in (".gz", ".xz", ".bz2", ".zst", ".parquet") for f in files)
-        if compressed:
-            bar.total = None  # text size unknown until decompressed: rate, no ETA
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet, file=sys.stderr)
+    compressed = any(f.suffix.lower() in (".gz", ".xz", ".bz2", ".zst", ".parquet") for f in files)
+    if compressed:
+        bar.total = None  # text size unknown until decompressed: rate, no ETA
 
-        def texts() -> Any:
-            for doc in read_documents(files, data.text_field, report, p.max_line_bytes):
-                bar.update(len(doc.text))
-                yield doc.text
+    def texts() -> Any:
+        for doc in read_documents(files, data.text_field, report, p.max_line_bytes):
+            bar.update(len(doc.text))
+            yield doc.text
 
-        cleaned = tmp / "cleaned.bin"
-        n_docs, n_bytes = write_docs(
-            cleaned, clean_documents(texts(), stage_names, dataclasses.asdict(p), report, tmp, p.workers)
+    cleaned = tmp / "cleaned.bin"
+    n_docs, n_bytes = write_docs(
+        cleaned, clean_documents(texts(), stage_names, dataclasses.asdict(p), report, tmp, p.workers)
+    )
+    bar.close()
+    (tmp / "before_boilerplate.bin").unlink(missing_ok=True)
+    t_clean = time.time() - start
+    if n_docs == 0:
+        raise LmforgeError(
+            f"{', '.join(items)}: the corpus is empty after reading and cleaning ({report.summary()})"
         )
-        bar.close()
-        (tmp / "before_boilerplate.bin").unlink(missing_ok=True)
-        t_clean = time.time() - start
-        if n_docs == 0:
-            raise LmforgeError(
-                f"{', '.join(items)}: the corpus is empty after reading and cleaning ({report.summary()})"
-            )
 
-        t0 = time.time()
-        budget = p.tokenizer_train_mb * 1_000_000 or None
-        tok = given or _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget)
-        t_train = time.time() - t0
+    t0 = time.time()
+    budget = p.tokenizer_train_mb * 1_000_000 or None
+    tok = given or _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget)
+    t_train = time.time() - t0
 
-        t0 = time.time()
-        name, encode = make_encoder(tok, threads=max(2, os.cpu_count() or 1))
-        # Pieces of the first documents: HF itself is slow, so the check is kept to ~1 MB.
-        sample = [t[:VERIFY_CHARS] for _, t in zip(range(VERIFY_DOCS), read_docs(cleaned), strict=False)]
-        if name != "tokenizers" and not verify(tok, encode, sample):
-            name, encode = make_encoder_hf(tok)
-            report.extra["encoder_note"] = "fast encoder differed from tokenizer.json; used HF tokenizers"
-        writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens)
-        eos = tok.eos_id
-        bar = tqdm(
-            total=n_bytes,
-            unit="B",
-            unit_scale=True,
-            desc=f"tokenize ({name})",
-            disable=quiet,
-            file=sys.stderr,
-        )
-        for batch in _batches(read_docs(cleaned)):
-            for text, ids in zip(batch, encode(batch), strict=True):
-                size = len(text.encode("utf-8"))
-                split = "val" if p.split == "hash" and is_val(text, data.val_fraction) else "train"
-                writer.add(split, ids, eos, size)
-                bar.update(size)
-        bar.close()
-        sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
-        split_kind = writer.finish(data.val_fraction, sizes, tail=p.split == "tail")
-        t_tok = time.time() - t0
-        cleaned.unlink()
+    t0 = time.time()
+    name, encode = make_encoder(tok, threads=max(2, os.cpu_count() or 1))
+    # Pieces of the first documents: HF itself is slow, so the check is kept to ~1 MB.
+    sample = [t[:VERIFY_CHARS] for _, t in zip(range(VERIFY_DOCS), read_docs(cleaned), strict=False)]
+    warn, tok.warn_unknown = tok.warn_unknown, False  # prep counts unknown characters itself, below
+    same = name == "tokenizers" or verify(tok, encode, sample)
+    tok.warn_unknown = warn
+    if not same:
+        name, encode = make_encoder_hf(tok)
+        report.extra["encoder_note"] = "fast encoder differed from tokenizer.json; used HF tokenizers"
+    writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens)
+    unknown = UnknownChars(tok)  # a given tokenizer, or one trained on the first MB only, may lack some
+    eos = tok.eos_id
+    bar = tqdm(
+        total=n_bytes, unit="B", unit_scale=True, desc=f"tokenize ({name})", disable=quiet, file=sys.stderr
+    )
+    for batch in _batches(read_docs(cleaned)):
+        for text, ids in zip(batch, encode(batch), strict=True):
+            size = len(text.encode("utf-8"))
+            split = "val" if p.split == "hash" and is_val(text, data.val_fraction) else "train"
+            writer.add(split, ids, eos, size)
+            unknown.add(text, ids)
+            bar.update(size)
+    bar.close()
+    sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
+    split_kind = writer.finish(data.val_fraction, sizes, tail=p.split == "tail")
+    t_tok = time.time() - t0
+    cleaned.unlink()
+    if unknown.count:
+        report.extra["unknown_characters"] = unknown.count
+        print(f"lmforge: warning: {out}: {unknown.message()}", file=sys.stderr)
 
-        tokens = sum(writer.tokens.values())
-        seconds = time.time() - start
-        meta = {
-            "format": "lmforge-shards-1",
-            "out": str(out),
-            "dtype": writer.dtype.name,
-            "vocab_size": tok.vocab_size,
-            "eos_id": tok.eos_id,
-            "bos_id": tok.bos_id,
-            "pad_id": tok.pad_id,
-            "tokenizer": tok.kind,
-            "tokenizer_sha256": tok.sha256(),
-            "encoder": name,
-            "documents": n_docs,
+    tokens = sum(writer.tokens.values())
+    seconds = time.time() - start
+    meta = {
+        "format": SHARDS_FORMAT,
+        "out": str(out),
+        "dtype": writer.dtype.name,
+        "vocab_size": tok.vocab_size,
+        "eos_id": tok.eos_id,
+        "bos_id": tok.bos_id,
+        "pad_id": tok.pad_id,
+        "tokenizer": tok.kind,
+        "tokenizer_sha256": tok.sha256(),
+        "encoder": name,
+        "documents": n_docs,
+        "split": split_kind,
+        "val_fraction": data.val_fraction,
+        "shards": writer.shards,
+        "shard_tokens": writer.sizes,
+        "tokens": dict(writer.tokens),
+        "bytes": dict(writer.bytes),
+        "documents_per_split": dict(writer.docs),
+        "stages": stage_names,
+        "sources": [_manifest(f) for f in files],
+        "seconds": round(seconds, 2),
+    }
+    report.extra.update(
+        {
+            "documents_out": n_docs,
+            "bytes_out": n_bytes,
+            "tokens": tokens,
+            "tokens_per_split": dict(writer.tokens),
             "split": split_kind,
-            "val_fraction": data.val_fraction,
-            "shards": writer.shards,
-            "tokens": dict(writer.tokens),
-            "bytes": dict(writer.bytes),
-            "documents_per_split": dict(writer.docs),
-            "stages": stage_names,
-            "sources": [_manifest(f) for f in files],
+            "bytes_per_token": round(n_bytes / max(1, tokens - n_docs), 3),
+            "encoder": name,
             "seconds": round(seconds, 2),
+            "seconds_clean": round(t_clean, 2),
+            "seconds_tokenizer_training": round(t_train, 2),
+            "seconds_tokenize": round(t_tok, 2),
+            "MB_per_s": round(report.stage("read").bytes_out / 1e6 / max(seconds, 1e-9), 2),
+            "tokenize_MB_per_s": round(n_bytes / 1e6 / max(t_tok, 1e-9), 2),
         }
-        report.extra.update(
-            {
-                "documents_out": n_docs,
-                "bytes_out": n_bytes,
-                "tokens": tokens,
-                "tokens_per_split": dict(writer.tokens),
-                "split": split_kind,
-                "bytes_per_token": round(n_bytes / max(1, tokens - n_docs), 3),
-                "encoder": name,
-                "seconds": round(seconds, 2),
-                "seconds_clean": round(t_clean, 2),
-                "seconds_tokenizer_training": round(t_train, 2),
-                "seconds_tokenize": round(t_tok, 2),
-                "MB_per_s": round(report.stage("read").bytes_out / 1e6 / max(seconds, 1e-9), 2),
-                "tokenize_MB_per_s": round(n_bytes / 1e6 / max(t_tok, 1e-9), 2),
-            }
-        )
-        tok.save(tmp / "tokenizer.json")
-        (tmp / "meta.json").write_text(_json(meta))
-        report.save(tmp / "report.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not quiet:
-        print(report.format())
-    return meta
+    )
+    tok.save(tmp / "tokenizer.json")
+    report.save(tmp / "report.json")
+    # The manifest of what prep wrote: a later prep replaces this folder only if nothing else is in it.
+    meta["files"] = sorted([*(f.name for f in tmp.iterdir()), META])
+    (tmp / META).write_text(_json(meta))
+    return meta, report
 
 
 def make_encoder_hf(tok: Tokenizer) -> tuple[str, Any]:

@@ -27,6 +27,8 @@ class ShardWriter:
         self.tokens: Counter[str] = Counter({s: 0 for s in SPLITS})
         self.bytes: Counter[str] = Counter({s: 0 for s in SPLITS})
         self.docs: Counter[str] = Counter({s: 0 for s in SPLITS})
+        self.sizes: dict[str, int] = {}
+        """Tokens in each shard file (meta.json's shard_tokens: a damaged shard is named)."""
         self._files: dict[str, IO[bytes]] = {}
         self._in_shard: Counter[str] = Counter()
 
@@ -37,6 +39,7 @@ class ShardWriter:
                 f.close()
             name = f"{split}_{len(self.shards[split]):05d}.bin"
             self.shards[split].append(name)
+            self.sizes[name] = 0
             f = self._files[split] = open(self.directory / name, "wb", buffering=1 << 20)  # noqa: SIM115
             self._in_shard[split] = 0
         return f
@@ -51,6 +54,7 @@ class ShardWriter:
             np.asarray([eos], dtype=self.dtype).tofile(f)
             n += 1
         self._in_shard[split] += n
+        self.sizes[self.shards[split][-1]] += n
         self.tokens[split] += n
         self.bytes[split] += size
         self.docs[split] += 1
@@ -69,12 +73,14 @@ class ShardWriter:
         )
         for name in self.shards["train"] + self.shards["val"]:
             (self.directory / name).unlink()
+        self.sizes.clear()
         n_val = max(1, int(len(stream) * val_fraction))
         total_docs = self.docs["train"] + self.docs["val"]
         for split, part in (("train", stream[: len(stream) - n_val]), ("val", stream[len(stream) - n_val :])):
             name = f"{split}_00000.bin"
             part.tofile(self.directory / name)
             self.shards[split] = [name]
+            self.sizes[name] = len(part)
             self.tokens[split] = len(part)
             self.bytes[split] = int(token_bytes[part].sum())  # UTF-8 bytes the tokens stand for
         self.docs = Counter({"train": total_docs, "val": 0})

@@ -8,21 +8,50 @@ This is the format nanoGPT and llm.c users know: uint16 when the vocabulary fits
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lmforge.errors import LmforgeError
+from lmforge.outputs import describe_foreign, foreign_entries
 
 if TYPE_CHECKING:
     from lmforge.tokenization.tokenizer import Tokenizer
 
 META = "meta.json"
+SHARDS_FORMAT = "lmforge-shards-1"
+PREP_FORMATS = (SHARDS_FORMAT, "lmforge-pairs-1")  # the latter: pairs.FORMAT (prep --pairs)
+# Beside prep's files: the note the trainer keeps of what it prepared RUN/data from (run_dir.py).
+COMPANIONS = {META, "source.json"}
+# What prep wrote before meta.json listed its files.
+_OLD_PREP_FILES = re.compile(
+    r"(train|val)_\d{5}\.bin|(train|val|test)\.[\w-]+|tokenizer\.json|report\.json|source\.spm|target\.spm"
+    r"|vocab\.json|tokenizer_config\.json|special_tokens_map\.json"
+)
 
 
 def is_prepared(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
+
+
+def earlier_prep_output(folder: Path) -> str | None:
+    """None when `folder` holds an earlier prep output and nothing else (prep may replace it, with
+    overwrite), else why not: meta.json names prep's format and lists the files prep wrote."""
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") not in PREP_FORMATS:
+        return describe_foreign(foreign_entries(folder, lambda name: False), "prep")
+    listed = meta.get("files")
+    if isinstance(listed, list):
+        ours = {str(name) for name in listed} | COMPANIONS
+        foreign = foreign_entries(folder, ours.__contains__)
+    else:
+        foreign = foreign_entries(folder, lambda n: n in COMPANIONS or bool(_OLD_PREP_FILES.fullmatch(n)))
+    return describe_foreign(foreign, "prep") if foreign else None
 
 
 def prepare_corpus(
@@ -33,13 +62,25 @@ def prepare_corpus(
     val_fraction: float = 0.1,
     text_field: str = "text",
     quiet: bool = True,
+    overwrite: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
     """`lmforge prep` with the [data] arguments first (see `lmforge.data.prep.prep`); quiet by
-    default, as the trainer calls it when `data.input` is raw text."""
+    default, as the trainer calls it when `data.input` is raw text, and replacing an earlier prep
+    output at `out` (the trainer's own RUN/data), never a folder with other files."""
     from lmforge.data.prep import prep
 
-    return prep(inputs, out, tokenizer, vocab_size, val_fraction, text_field, quiet=quiet, **options)
+    return prep(
+        inputs,
+        out,
+        tokenizer,
+        vocab_size,
+        val_fraction,
+        text_field,
+        quiet=quiet,
+        overwrite=overwrite,
+        **options,
+    )
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -50,9 +91,20 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise LmforgeError(f"{file}: not found (not a prepared shard directory)") from None
     except json.JSONDecodeError as e:
         raise LmforgeError(f"{file}: invalid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise LmforgeError(f"{file}: not a JSON object")
     for key in ("dtype", "vocab_size", "shards", "tokens"):
         if key not in meta:
             raise LmforgeError(f"{file}: missing key {key!r}")
+    try:
+        np.dtype(meta["dtype"])
+    except TypeError:
+        raise LmforgeError(f"{file}: dtype {meta['dtype']!r} is not a numpy dtype") from None
+    if not isinstance(meta["vocab_size"], int):
+        raise LmforgeError(f"{file}: vocab_size {meta['vocab_size']!r} is not an integer")
+    for key in ("shards", "tokens"):
+        if not isinstance(meta[key], dict):
+            raise LmforgeError(f"{file}: {key!r} must be an object")
     return meta
 
 
@@ -61,21 +113,34 @@ def open_split(path: str | Path, split: str) -> list[np.ndarray]:
     path = Path(path)
     meta = read_meta(path)
     dtype = np.dtype(meta["dtype"])
-    arrays = []
+    expected = meta.get("shard_tokens") or {}  # tokens per shard (older outputs: only the totals)
+    arrays, files = [], []
     for name in meta["shards"].get(split, []):
         file = path / name
+        if Path(name).name != name:  # a hand-edited meta.json may not point outside the folder
+            raise LmforgeError(f"{path / META}: shard name {name!r} is not a file name in {path}")
         if not file.is_file():
             raise LmforgeError(f"{file}: shard listed in meta.json is missing")
         size = file.stat().st_size
         if size % dtype.itemsize:
             raise LmforgeError(f"{file}: corrupt shard ({size} bytes is not a multiple of {dtype.itemsize})")
-        arrays.append(np.memmap(file, dtype=dtype, mode="r"))
+        arrays.append(np.memmap(file, dtype=dtype, mode="r") if size else np.zeros(0, dtype))
+        files.append(file)
     count = sum(len(a) for a in arrays)
+    wrong = [
+        (f, len(a)) for f, a in zip(files, arrays, strict=True) if expected.get(f.name, len(a)) != len(a)
+    ]
+    culprit = ""
+    if wrong:
+        (file, n), *_ = wrong
+        culprit = f" ({file}: {n} tokens, meta.json says {expected[file.name]})"
     if count != meta["tokens"].get(split):
         raise LmforgeError(
-            f"{path}: {split} shards hold {count} tokens, meta.json says {meta['tokens'].get(split)}"
+            f"{path}: {split} shards hold {count} tokens, meta.json says {meta['tokens'].get(split)}{culprit}"
         )
-    for a in arrays:
+    if wrong:
+        raise LmforgeError(f"{path}: corrupt shard{culprit}")
+    for file, a in zip(files, arrays, strict=True):
         if len(a) and int(a.max()) >= meta["vocab_size"]:
-            raise LmforgeError(f"{path}: corrupt shard (token id >= vocab_size {meta['vocab_size']})")
+            raise LmforgeError(f"{file}: corrupt shard (token id >= vocab_size {meta['vocab_size']})")
     return arrays

@@ -94,40 +94,64 @@ def open_text(path: Path) -> IO[str]:
     return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="strict", newline="")
 
 
+def utf8_error(path: Path) -> str | None:
+    """Where a file's first invalid UTF-8 byte is, as `path:line: not valid UTF-8 (byte N)` with N
+    counted from the file's start (of its decompressed text), or None if it has none: for readers
+    that refuse bad bytes rather than repair them."""
+    offset = 0
+    try:
+        with _open_binary(path) as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    return f"{path}:{number}: not valid UTF-8 (byte {offset + e.start} of the file)"
+                offset += len(line)
+    except READ_ERRORS:
+        pass  # the caller's own message then
+    return None
+
+
 class _Decoder:
     """UTF-8 decoding that repairs bad bytes and remembers where, for one report line per file."""
 
     def __init__(self) -> None:
         self.bad_lines = 0
         self.first_bad = 0
+        self.first_byte = 0
 
-    def __call__(self, line: bytes, number: int) -> str:
+    def __call__(self, line: bytes, number: int, offset: int) -> str:
         try:
             return line.decode("utf-8")
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as e:
             self.bad_lines += 1
-            self.first_bad = self.first_bad or number
+            if not self.first_bad:
+                self.first_bad, self.first_byte = number, offset + e.start
             return line.decode("utf-8", errors="replace")
 
     def report(self, path: Path, report: Report) -> None:
         if self.bad_lines:
-            detail = f"{self.bad_lines} line(s) repaired with U+FFFD"
+            detail = f"first at byte {self.first_byte}; {self.bad_lines} line(s) repaired with U+FFFD"
             report.problem(f"{path}:{self.first_bad}", "invalid UTF-8", detail)
 
 
-def _lines(f: IO[bytes], path: Path, report: Report, max_line: int) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) for every line, skipping (and reporting) lines over `max_line` bytes."""
-    number = 0
+def _lines(f: IO[bytes], path: Path, report: Report, max_line: int) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset, bytes) for every line, skipping (and reporting) lines over
+    `max_line` bytes."""
+    number = offset = 0
     while line := f.readline(max_line + 1):
         number += 1
+        start = offset
+        offset += len(line)
         if len(line) > max_line and not line.endswith(b"\n"):
             skipped = len(line)
             while line and not line.endswith(b"\n"):
                 line = f.readline(1 << 20)
                 skipped += len(line)
+            offset = start + skipped
             report.problem(f"{path}:{number}", "line too long", f"{skipped:,} bytes > {max_line:,}")
             continue
-        yield number, line
+        yield number, start, line
 
 
 def read_documents(
@@ -172,8 +196,8 @@ def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Itera
             if _looks_binary(f):
                 report.problem(str(path), "binary file")
                 return
-            for number, line in _lines(f, path, report, max_line):
-                lines.append(decode(line, number))
+            for number, offset, line in _lines(f, path, report, max_line):
+                lines.append(decode(line, number, offset))
                 size += len(line)
                 if size >= max_doc:  # a huge file becomes several documents, cut at a line end
                     part += 1
@@ -198,11 +222,11 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
             if _looks_binary(f):
                 report.problem(str(path), "binary file")
                 return
-            for number, line in _lines(f, path, report, max_line):
+            for number, offset, line in _lines(f, path, report, max_line):
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(decode(line, number))
+                    record = json.loads(decode(line, number, offset))
                 except json.JSONDecodeError:
                     report.problem(f"{path}:{number}", "not valid JSON")
                     continue

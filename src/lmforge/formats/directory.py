@@ -39,7 +39,12 @@ def save_weights(file: Path, state: dict[str, torch.Tensor]) -> None:
 
 def load_weights(model: torch.nn.Module, file: Path) -> None:
     """Load weights saved by `save_weights`; a missing name is fine only if it aliases a loaded one."""
-    state = load_file(str(file))
+    if not file.is_file():
+        raise LmforgeError(f"{file}: missing (a model directory needs its weights)")
+    try:
+        state = load_file(str(file))
+    except Exception as e:  # safetensors' SafetensorError: a truncated or foreign file
+        raise LmforgeError(f"{file}: unreadable safetensors file ({str(e).splitlines()[0]})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {params[k].data_ptr() for k in state if k in params}
@@ -110,16 +115,21 @@ LOADERS["lmforge-classifier"] = "lmforge.formats.lmforge_dirs:load_classifier_di
 LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.formats.lmforge_dirs:load_seq2seq_dir"
 
 
+def read_json(file: Path, what: str = "JSON file") -> dict[str, Any]:
+    """A JSON object from a model directory (config, generation config, shard index), or a one-line
+    error naming the file."""
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LmforgeError(f"{file}: unreadable {what}: {e}") from None
+    if not isinstance(raw, dict):
+        raise LmforgeError(f"{file}: a {what} must be a JSON object")
+    return raw
+
+
 def read_config_json(directory: Path) -> dict[str, Any]:
     """A model directory's config.json as a dict, or a one-line error naming the file."""
-    file = directory / "config.json"
-    try:
-        raw = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LmforgeError(f"{file}: unreadable model config: {e}") from None
-    if not isinstance(raw, dict):
-        raise LmforgeError(f"{file}: a model config must be a JSON object")
-    return raw
+    return read_json(directory / "config.json", "model config")
 
 
 def read_model_type(directory: Path) -> str:

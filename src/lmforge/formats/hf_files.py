@@ -2,16 +2,26 @@
 write an lmforge model as one (`export_hf`) that `transformers.from_pretrained` loads.
 
 Weights come from model.safetensors (sharded or not), or pytorch_model.bin through
-torch.load(weights_only=True): nothing is ever unpickled. The tokenizer comes from tokenizer.json,
-or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm + target.spm +
-vocab.json (data/marian_tokenizer.py). A Marian model is a Seq2Seq that starts decoding from the
+torch.load(weights_only=True): nothing is ever unpickled, and a shard index may only name files
+inside the model folder. A damaged file is a one-line error naming it. The tokenizer comes from
+tokenizer.json, or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm +
+target.spm + vocab.json (tokenization/marian.py). A Marian model is a Seq2Seq that starts decoding from the
 pad token and never generates it (HF: decoder_start_token_id = pad, bad_words_ids = [[pad]]).
+
+`export_hf` and `import_hf` write their `--out` atomically (lmforge/outputs.py) into a new or empty
+folder, or over an earlier output of the same verb: a folder holding nothing but a model's files
+(config.json, weights, shard indexes, tokenizer and generation files) whose config.json names a
+model type that verb writes (export: an HF type; import: an lmforge type). The whole folder is
+replaced, so no stale shard or index of the old model survives; anything else is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +31,21 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import load_model, write_model_dir
+from lmforge.formats.directory import (
+    LOADERS,
+    load_model,
+    read_config_json,
+    read_json,
+    resolve_model_dir,
+    write_model_dir,
+)
 from lmforge.formats.hf import FAMILIES, export_family, family_for
 from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
 from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
+from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
 from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -35,38 +53,62 @@ GPT2_EOS = "<|endoftext|>"
 
 
 def read_config(directory: Path) -> dict[str, Any]:
-    file = directory / "config.json"
+    return read_config_json(directory)
+
+
+def _shard_path(directory: Path, index: Path, name: Any) -> Path:
+    """A shard named by an index, which must be a relative path inside the model folder (checked
+    by name: HF's cache links files to blobs elsewhere, so links are followed)."""
+    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in Path(name).parts:
+        raise LmforgeError(f"{index}: shard name {name!r} lies outside the model folder {directory}")
+    file = directory / name
+    if not file.is_file():
+        raise LmforgeError(f"{file}: shard listed in {index.name} is missing")
+    return file
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
-        raw = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise LmforgeError(f"{file}: unreadable model config: {e}") from None
-    if not isinstance(raw, dict):
-        raise LmforgeError(f"{file}: not a JSON object")
-    return raw
+        return load_file(str(file))
+    except Exception as e:  # safetensors' SafetensorError and OSError: truncated or not safetensors
+        raise LmforgeError(f"{file}: unreadable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def _load_bin(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise LmforgeError(
+            f"{file}: not a plain state dict of tensors ({type(e).__name__}); lmforge never unpickles"
+            " other objects"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LmforgeError(f"{file}: not a state dict of tensors")
+    return state
 
 
 def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
     """(HF name -> tensor, file label) from safetensors (single or sharded) or a .bin state dict."""
-    for index_name, reader in (
-        ("model.safetensors.index.json", lambda f: load_file(str(f))),
-        ("pytorch_model.bin.index.json", lambda f: torch.load(f, map_location="cpu", weights_only=True)),
-    ):
+    readers: tuple[tuple[str, Callable[[Path], dict[str, torch.Tensor]]], ...] = (
+        ("model.safetensors.index.json", _load_safetensors),
+        ("pytorch_model.bin.index.json", _load_bin),
+    )
+    for index_name, reader in readers:
         index = directory / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise LmforgeError(f"{index}: 'weight_map' must map tensor names to shard file names")
             state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(reader(directory / shard))
+            for shard in sorted(set(weight_map.values())):
+                state.update(reader(_shard_path(directory, index, shard)))
             return state, str(index)
     single = directory / "model.safetensors"
     if single.is_file():
-        return load_file(str(single)), str(single)
+        return _load_safetensors(single), str(single)
     legacy = directory / "pytorch_model.bin"
     if legacy.is_file():
-        try:
-            return torch.load(legacy, map_location="cpu", weights_only=True), str(legacy)
-        except Exception as e:  # weights_only refuses anything but tensors and plain containers
-            raise LmforgeError(f"{legacy}: not a plain state dict ({type(e).__name__})") from None
+        return _load_bin(legacy), str(legacy)
     raise LmforgeError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
@@ -91,7 +133,7 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | Maria
         from tokenizers.implementations import BertWordPieceTokenizer
 
         lower = (
-            json.loads((directory / "tokenizer_config.json").read_text()).get("do_lower_case", True)
+            read_json(directory / "tokenizer_config.json").get("do_lower_case", True)
             if (directory / "tokenizer_config.json").is_file()
             else True
         )
@@ -114,7 +156,7 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | Maria
 
 def _eos_id(directory: Path, raw: dict[str, Any]) -> int | None:
     generation = directory / "generation_config.json"
-    source = json.loads(generation.read_text()) if generation.is_file() else {}
+    source = read_json(generation) if generation.is_file() else {}
     eos = source.get("eos_token_id", raw.get("eos_token_id"))
     return eos[0] if isinstance(eos, list) and eos else eos
 
@@ -131,7 +173,7 @@ def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Se
         raise LmforgeError(f"{file}: missing config key 'pad_token_id'")
     start = raw.get("decoder_start_token_id", pad)
     generation_file = directory / "generation_config.json"
-    generation = json.loads(generation_file.read_text()) if generation_file.is_file() else {}
+    generation = read_json(generation_file) if generation_file.is_file() else {}
     bad = generation.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
     beams = checked_num_beams(generation.get("num_beams", raw.get("num_beams", 1)), file)
@@ -167,17 +209,68 @@ def load_hf_dir(directory: Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
     return convert_hf(directory)
 
 
+# The files of a model directory, HF's or lmforge's: what export and import may replace.
+MODEL_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "source.spm",
+    "target.spm",
+}
+_WEIGHT_SHARD = re.compile(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)")
+
+
+def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
+    """The owner check of export (`hf`: HF model types) or import (lmforge's): see the module doc."""
+
+    def check(folder: Path) -> str | None:
+        foreign = foreign_entries(folder, lambda n: n in MODEL_FILES or bool(_WEIGHT_SHARD.fullmatch(n)))
+        if foreign:
+            return describe_foreign(foreign, verb)
+        try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return f"holds model files without a readable config.json, so not an earlier {verb}"
+        if model_type not in LOADERS or is_hf_type(model_type) != hf:
+            return f"holds a model (model_type {model_type!r}) that {verb} did not write"
+        return None
+
+    return check
+
+
 def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
-    """`lmforge import`: convert an HF directory into an lmforge model directory."""
+    """`lmforge import`: convert an HF directory into an lmforge model directory (see the module
+    doc for what may already be at `out`)."""
     model, tokenizer = convert_hf(hf_dir)
     model_type = ENCODER_TYPE if isinstance(model, Encoder) else None
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
-    write_model_dir(Path(out), model.config, model.state_dict(), tokenizer, model_type, extra)
+    owner = _earlier_output("import", hf=False)
+    with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import") as tmp:
+        write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
     return Path(out)
 
 
 def export_hf(model_path: str | Path, out: str | Path) -> Path:
-    """`lmforge export`: write a run, checkpoint or model directory in HF's layout."""
+    """`lmforge export`: write a run, checkpoint or model directory in HF's layout (see the module
+    doc for what may already be at `out`)."""
+    source = resolve_model_dir(model_path)
+    owner = _earlier_output("export", hf=True)
+    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export") as tmp:
+        _export_into(tmp, model_path)
+    return Path(out)
+
+
+def _export_into(out: Path, model_path: str | Path) -> None:
     model, tokenizer = load_model(model_path)
     if not isinstance(model, GPT | Encoder | Seq2Seq):
         raise LmforgeError(
@@ -189,8 +282,6 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
     model_type, family = export_family(config, kind)
     body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
     state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer)
     hf_config = {
@@ -204,7 +295,7 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
     (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     if isinstance(model, Seq2Seq):
         _write_seq2seq_files(out, model, tokenizer, specials)
-        return out
+        return
     tokenizer.save(out / "tokenizer.json")
     (out / "tokenizer_config.json").write_text(
         json.dumps(_tokenizer_config(tokenizer, config), indent=2) + "\n"
@@ -212,7 +303,6 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
     if kind == "gpt":
         generation = {k: v for k, v in specials.items() if v is not None}
         (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    return out
 
 
 def _seq2seq_ids(model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer) -> dict[str, int | None]:

@@ -1,15 +1,21 @@
 """Tokenizers: character level and byte-level BPE, both HF `tokenizers` saved as tokenizer.json.
 
 The character tokenizer is a BPE model with no merges: each character is one token, ids follow
-sorted code points (so Tiny Shakespeare gets nanoGPT's 65 ids), specials come last.
+sorted code points (so Tiny Shakespeare gets nanoGPT's 65 ids), specials come last. A character
+outside its vocabulary becomes `<|unk|>`; that is never silent: the first encode that meets one
+warns on stderr with the count and examples (once per tokenizer), and prep counts them over the
+whole corpus (report.json's unknown_characters). A warning rather than an error, since a prompt
+with one stray character should still generate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -39,6 +45,9 @@ class Tokenizer:
         self.eos_id: int | None = eos
         self.pad_id: int | None = hf.token_to_id(PAD)
         self.bos_id: int | None = hf.token_to_id(BOS)
+        self.unk_id: int | None = hf.token_to_id(UNK) if self.kind == "char" else None
+        self.warn_unknown = True
+        """Warn on the next encode that meets a character outside a char vocabulary (then False)."""
 
     @property
     def vocab_size(self) -> int:
@@ -102,8 +111,25 @@ class Tokenizer:
         if self.kind == "char" and len(text) > _CHUNK:
             # No merges, so pieces encode independently; encode_batch runs them on every core.
             pieces = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)]
-            return [i for enc in self.hf.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
-        return self.hf.encode(text, add_special_tokens=False).ids
+            ids = [i for enc in self.hf.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
+        else:
+            ids = self.hf.encode(text, add_special_tokens=False).ids
+        if self.unk_id is not None and self.warn_unknown and self.unk_id in ids:
+            unknown = UnknownChars(self)
+            unknown.add(text, ids)
+            if unknown.count:
+                self.warn_unknown = False
+                print(f"lmforge: warning: {unknown.message()}", file=sys.stderr)
+        return ids
+
+    def unknown_chars(self, text: str) -> list[str]:
+        """The distinct characters of `text` a character vocabulary lacks, in order of appearance."""
+        if self.kind != "char":
+            return []
+        for special in SPECIALS:  # matched whole by the tokenizer: its characters are no unknowns
+            text = text.replace(special, "")
+        vocab = self.hf.get_vocab()
+        return list(dict.fromkeys(c for c in text if c not in vocab))
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
@@ -121,3 +147,36 @@ class Tokenizer:
             else:
                 sizes.append(len(token.encode("utf-8")))
         return sizes
+
+
+class UnknownChars:
+    """Counts the characters a character vocabulary lacked (each became `<|unk|>`), with examples."""
+
+    EXAMPLES = 5
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.count = 0
+        self.examples: list[str] = []
+
+    def add(self, text: str, ids: Sequence[int] | Any) -> None:
+        unk = self.tokenizer.unk_id
+        if unk is None:
+            return
+        found = ids.count(unk) if isinstance(ids, list) else int((ids == unk).sum())
+        if not found:
+            return
+        chars = self.tokenizer.unknown_chars(text)
+        if not chars:
+            return  # the literal text "<|unk|>", not an unknown character
+        self.count += found
+        for c in chars:
+            if len(self.examples) < self.EXAMPLES and c not in self.examples:
+                self.examples.append(c)
+
+    def message(self) -> str:
+        shown = ", ".join(repr(c) for c in self.examples)
+        return (
+            f"{self.count:,} character(s) not in the character vocabulary became <|unk|> (e.g. {shown});"
+            " train the tokenizer on text that has them to keep them"
+        )

@@ -1,0 +1,378 @@
+"""Nothing lost, nothing silent (data preparation and model files): an output folder never
+replaces what the verb did not write, untrusted files stay inside their folder, and broken input
+is one line naming the culprit. Each refusal also checks that every file is still there, unchanged."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import lmforge
+from lmforge import hardware
+from lmforge.config import ModelConfig
+from lmforge.data.pairs import prepare_pairs, read_lines
+from lmforge.data.shards import open_split
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
+from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.launch import engine_of, launch
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"stages": "none", "workers": 1, "quiet": True}  # prep without the cleaning stages
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root` -> sha256 of its bytes ('dir' for folders)."""
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _one_line(message: str) -> None:
+    assert "\n" not in message and "Traceback" not in message
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[Path]:
+    """A small project: raw text, sentence pairs and a notes file; nothing under it may change
+    unless a test says so."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(6):
+        (raw / f"doc{i}.txt").write_text(f"document {i}: the king and the queen speak of love.\n" * 3)
+    pairs = [{"en": f"hello number {i}", "fr": f"bonjour numero {i}", "doc": f"d{i % 7}"} for i in range(60)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    yield tmp_path
+
+
+def _refused(call, root: Path, *culprits: str) -> str:
+    before = snapshot(root)
+    with pytest.raises(LmforgeError) as info:
+        call()
+    message = str(info.value)
+    _one_line(message)
+    for culprit in culprits:
+        assert culprit in message, message
+    assert snapshot(root) == before  # nothing deleted, nothing changed, no temp folder left
+    return message
+
+
+# --- prep --out ---------------------------------------------------------------------------------
+def test_prep_refuses_an_out_that_is_holds_or_lies_in_an_input(tree: Path) -> None:
+    raw = tree / "raw"
+    _refused(lambda: lmforge.prep(raw, raw, **FAST), tree, str(raw), "is the input")
+    _refused(lambda: lmforge.prep(raw, raw / "shards", **FAST), tree, "lies inside the input")
+    _refused(lambda: lmforge.prep(raw / "doc1.txt", tree, **FAST), tree, "contains the input")
+    _refused(lambda: lmforge.prep(raw / "doc1.txt", raw / "doc1.txt", **FAST), tree, "is the input")
+    pairs = tree / "pairs.jsonl"
+    _refused(lambda: prepare_pairs(pairs, tree, vocab_size=300), tree, "contains the input")
+
+
+def test_prep_refuses_the_working_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tree / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    raw = tree / "raw"
+    _refused(lambda: lmforge.prep(raw, ".", **FAST), tree, "working directory")
+    _refused(lambda: lmforge.prep(raw, "..", **FAST), tree, "above the working directory")
+    _refused(lambda: prepare_pairs(tree / "pairs.jsonl", ".", vocab_size=300), tree, "working directory")
+
+
+def test_prep_refuses_a_folder_with_other_files(tree: Path) -> None:
+    project = tree / "project"
+    project.mkdir()
+    (project / "plan.md").write_text("keep me\n")
+    _refused(lambda: lmforge.prep(tree / "raw", project, **FAST), tree, "plan.md", "prep did not write")
+    _refused(lambda: prepare_pairs(tree / "pairs.jsonl", project, vocab_size=300), tree, "plan.md")
+    (tree / "file").write_text("x")
+    _refused(lambda: lmforge.prep(tree / "raw", tree / "file", **FAST), tree, "not a folder")
+    _refused(lambda: lmforge.prep(tree / "raw", tree / "file" / "out", **FAST), tree, "is a file")
+
+
+def test_prep_replaces_its_own_output_only_with_overwrite(tree: Path) -> None:
+    out = tree / "data" / "shards"
+    first = lmforge.prep(tree / "raw", out, **FAST)
+    assert "meta.json" in first["files"] and "tokenizer.json" in first["files"]
+    assert (out / "meta.json").is_file()
+    _refused(lambda: lmforge.prep(tree / "raw", out, **FAST), tree, "--overwrite")
+    (tree / "raw" / "doc9.txt").write_text("a new document about the crown.\n")
+    meta = lmforge.prep(tree / "raw", out, overwrite=True, **FAST)
+    assert meta["documents"] == first["documents"] + 1
+    assert json.loads((out / "meta.json").read_text())["documents"] == meta["documents"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["shards"]  # no temp or old folder left
+    (out / "mine.txt").write_text("added by hand\n")  # now it is no longer only prep's
+    _refused(lambda: lmforge.prep(tree / "raw", out, overwrite=True, **FAST), tree, "mine.txt")
+
+
+def test_prepare_pairs_replaces_its_own_output_only_with_overwrite(tree: Path) -> None:
+    out = tree / "pairs_out"
+    prepare_pairs(tree / "pairs.jsonl", out, vocab_size=300)
+    _refused(lambda: prepare_pairs(tree / "pairs.jsonl", out, vocab_size=300), tree, "--overwrite")
+    meta = prepare_pairs(tree / "pairs.jsonl", out, vocab_size=300, max_tokens=3, overwrite=True)
+    assert (
+        json.loads((out / "meta.json").read_text())["filters"]["max_tokens"]
+        == 3
+        == meta["filters"]["max_tokens"]
+    )
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_created_folders_follow_the_umask(tree: Path, mask: int) -> None:
+    old = os.umask(mask)
+    try:
+        lmforge.prep(tree / "raw", tree / "shards", **FAST)
+        prepare_pairs(tree / "pairs.jsonl", tree / "pairs_out", vocab_size=300)
+        export_hf(_model_dir(tree / "m"), tree / "hf")
+    finally:
+        os.umask(old)
+    for name in ("shards", "pairs_out", "hf"):
+        assert (tree / name).stat().st_mode & 0o777 == 0o777 & ~mask, name
+        assert (
+            tree / name / "meta.json" if name != "hf" else tree / name / "config.json"
+        ).stat().st_mode & 0o777 == (0o666 & ~mask)
+
+
+# --- broken input to prep ---------------------------------------------------------------------
+def test_non_utf8_input_is_named_with_line_and_byte(tree: Path) -> None:
+    bad = tree / "bad.jsonl"
+    bad.write_bytes(b'{"en": "fine", "fr": "bien"}\n{"en": "caf\xe9", "fr": "x"}\n')
+    offset = bad.read_bytes().index(b"\xe9")
+    where = f"{bad}:2: not valid UTF-8 (byte {offset} of the file)"
+    _refused(lambda: prepare_pairs(bad, tree / "out", vocab_size=300), tree, where)
+    lines = tree / "lines.txt"
+    lines.write_bytes(b"one\ntwo \xff\n")
+    _refused(lambda: read_lines(lines), tree, f"{lines}:2: not valid UTF-8 (byte 8 of the file)")
+    # prep repairs (U+FFFD) and names the file, line and first bad byte in its report
+    src = tree / "latin"
+    src.mkdir()
+    (src / "l.txt").write_bytes(b"good line\ncaf\xe9 cr\xe8me\n")
+    lmforge.prep(src, tree / "out", **FAST)
+    problems = json.loads((tree / "out" / "report.json").read_text())["problem_list"]
+    assert problems == [
+        f"{src / 'l.txt'}:2: invalid UTF-8 (first at byte 13; 1 line(s) repaired with U+FFFD)"
+    ]
+
+
+def test_empty_corpus_is_one_line(tree: Path) -> None:
+    empty = tree / "empty"
+    empty.mkdir()
+    (empty / "a.txt").write_text("")
+    _refused(lambda: lmforge.prep(empty, tree / "out", **FAST), tree, str(empty), "empty")
+
+
+def test_corrupt_shard_is_named(tree: Path) -> None:
+    out = tree / "shards"
+    lmforge.prep(tree / "raw", out, val_fraction=0.3, **FAST)
+    train = out / "train_00000.bin"
+    train.write_bytes(train.read_bytes()[:-2])  # one whole token short: the size is still even
+    _refused(lambda: open_split(out, "train"), tree, str(train), "meta.json says")
+    meta = json.loads((out / "meta.json").read_text())
+    meta["shards"]["val"] = ["../notes.txt"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    _refused(lambda: open_split(out, "val"), tree, "'../notes.txt'", "not a file name")
+
+
+# --- unknown characters -----------------------------------------------------------------------
+def test_unknown_characters_are_counted_and_warned_once(tree: Path, capsys: pytest.CaptureFixture) -> None:
+    tok = Tokenizer.train_char(["abc "])
+    assert tok.decode(tok.encode("ab é€ é")) == "ab  "
+    err = capsys.readouterr().err
+    assert "3 character(s) not in the character vocabulary became <|unk|>" in err
+    assert "'é', '€'" in err
+    tok.encode("€")
+    Tokenizer.train_char(["abc"]).encode("a<|unk|>")  # the special token's text is no unknown character
+    assert capsys.readouterr().err == ""  # and the first tokenizer warns once only
+    lmforge.prep(tree / "raw", tree / "out", tokenizer=Tokenizer.train_char(["the king "]), **FAST)
+    report = json.loads((tree / "out" / "report.json").read_text())
+    assert report["unknown_characters"] > 0
+    assert f"{tree / 'out'}: {report['unknown_characters']:,} character(s)" in capsys.readouterr().err
+
+
+# --- export / import --out --------------------------------------------------------------------
+def _model_dir(path: Path, seed: int = 0) -> Path:
+    tok = Tokenizer.train_char(["hello world, the king"])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=tok.vocab_size)
+    torch.manual_seed(seed)
+    write_model_dir(path, config, GPT(config).state_dict(), tok)
+    return path
+
+
+def _shard_in_place(hf_dir: Path) -> None:
+    """Turn an exported model.safetensors into two shards + index, as save_pretrained writes."""
+    state = load_file(str(hf_dir / "model.safetensors"))
+    names = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for shard, keys in halves.items():
+        save_file({k: state[k] for k in keys}, str(hf_dir / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(keys, shard))
+    (hf_dir / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+    (hf_dir / "model.safetensors").unlink()
+
+
+def test_export_over_a_sharded_model_leaves_no_stale_index(tmp_path: Path) -> None:
+    a, b, hf = _model_dir(tmp_path / "a", seed=1), _model_dir(tmp_path / "b", seed=2), tmp_path / "hf"
+    export_hf(b, hf)
+    _shard_in_place(hf)  # hf now holds model b, sharded
+    export_hf(a, hf)
+    assert sorted(p.name for p in hf.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    loaded, _ = lmforge.load(hf)
+    expected, _ = lmforge.load(a)
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "hf"]  # no old or temp folder left
+
+
+def test_export_and_import_refuse_folders_they_did_not_write(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path / "model")
+    export_hf(model, tmp_path / "hf")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("my project\n")
+    (repo / "config.json").write_text('{"app": 1}\n')
+    _refused(lambda: export_hf(model, repo), tmp_path, "README.md", "export did not write")
+    _refused(lambda: import_hf(tmp_path / "hf", repo), tmp_path, "README.md", "import did not write")
+    _refused(lambda: export_hf(model, model), tmp_path, "is the input")
+    _refused(lambda: export_hf(model, tmp_path), tmp_path, "contains the input")
+    other = _model_dir(tmp_path / "trained")  # an lmforge model: not an earlier export
+    _refused(lambda: export_hf(model, other), tmp_path, "model_type 'lmforge-gpt'", "export did not write")
+    _refused(lambda: import_hf(tmp_path / "hf", tmp_path / "hf"), tmp_path, "is the input")
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    import_hf(tmp_path / "hf", tmp_path / "ours")  # its own earlier output: replaced
+    export_hf(model, tmp_path / "hf")  # likewise
+    assert lmforge.load(tmp_path / "ours")[0].config == lmforge.load(model)[0].config
+
+
+# --- untrusted and damaged model files --------------------------------------------------------
+@pytest.mark.parametrize("index", ["model.safetensors.index.json", "pytorch_model.bin.index.json"])
+@pytest.mark.parametrize("name", ["../../etc/hostname", "/etc/hostname", "sub/../../secret.bin"])
+def test_a_shard_index_cannot_name_files_outside_the_model(tmp_path: Path, index: str, name: str) -> None:
+    hf = tmp_path / "hf"
+    export_hf(_model_dir(tmp_path / "m"), hf)
+    (hf / "model.safetensors").unlink()
+    (hf / index).write_text(json.dumps({"weight_map": {"transformer.wte.weight": name}}))
+    _refused(lambda: lmforge.load(hf), tmp_path, str(hf / index), repr(name), "outside the model folder")
+
+
+def test_an_unpicklable_bin_is_one_line_naming_it(tmp_path: Path) -> None:
+    hf = tmp_path / "hf"
+    export_hf(_model_dir(tmp_path / "m"), hf)
+    state = load_file(str(hf / "model.safetensors"))
+    (hf / "model.safetensors").unlink()
+    torch.save({**state, "when": datetime.datetime(2020, 1, 1)}, hf / "pytorch_model.bin")
+    message = _refused(
+        lambda: lmforge.load(hf), tmp_path, str(hf / "pytorch_model.bin"), "not a plain state dict"
+    )
+    assert "weights_only=False" not in message
+    shard = "pytorch_model-00001-of-00001.bin"
+    (hf / "pytorch_model.bin").rename(hf / shard)
+    (hf / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": dict.fromkeys(state, shard)}))
+    _refused(lambda: lmforge.load(hf), tmp_path, str(hf / shard), "not a plain state dict")
+
+
+def test_truncated_weights_and_invalid_configs_are_named(tmp_path: Path) -> None:
+    model = _model_dir(tmp_path / "m")
+    hf = tmp_path / "hf"
+    export_hf(model, hf)
+    for directory in (model, hf):
+        weights = directory / "model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+        _refused(lambda d=directory: lmforge.load(d), tmp_path, str(weights), "unreadable safetensors")
+        weights.write_bytes(data)
+        config = directory / "config.json"
+        for bad in (b"{not json", b"[1, 2]", b'{"model_type": "\xff"}'):
+            config.write_bytes(bad)
+            _refused(lambda d=directory: lmforge.load(d), tmp_path, str(config))
+    (hf / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    _refused(lambda: lmforge.load(hf), tmp_path, str(hf / "config.json"), "missing config key")
+    _refused(lambda: export_hf(hf, tmp_path / "out"), tmp_path, str(hf / "config.json"))
+
+
+# --- hardware: MFU's peak ---------------------------------------------------------------------
+def test_bf16_flags_are_read_from_the_flags_line() -> None:
+    assert hardware.bf16_in_cpuinfo("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert hardware.bf16_in_cpuinfo("flags : fpu amx_bf16\n")
+    assert not hardware.bf16_in_cpuinfo("flags\t\t: fpu sse avx2 avx512f\nmodel name : avx512_bf16-ish\n")
+
+
+@pytest.mark.parametrize(("has_bf16", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_mfu_peak_is_fp32_on_a_cpu_without_bf16_units(
+    monkeypatch: pytest.MonkeyPatch, has_bf16: bool, expected: torch.dtype
+) -> None:
+    measured = []
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr(hardware, "_measure_peak", lambda dtype, device, size: measured.append(dtype) or 1.0)
+    hardware.matmul_peak_flops(torch.bfloat16, torch.device("cpu"))
+    hardware.matmul_peak_flops(torch.float32, torch.device("cpu"))
+    assert measured == [expected, torch.float32]
+    reason = hardware.resolve_dtype("bf16", ModelConfig())[1]
+    assert ("emulated" in reason) == (not has_bf16)
+
+
+# --- launch -----------------------------------------------------------------------------------
+def test_launch_refuses_copies_of_a_one_process_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+    monkeypatch.setattr("lmforge.launch.subprocess.run", lambda cmd, check: started.append(cmd) or _Done())
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[engine]\nname = "fsdp"\n')
+    local = tmp_path / "local.toml"
+    local.write_text("[train]\nmax_steps = 2\n")
+    with pytest.raises(LmforgeError, match=r"engine.name='local' trains in one process, so 2 processes"):
+        launch(2, ["train", str(local)])
+    with pytest.raises(LmforgeError, match="only `train` runs in several processes"):
+        launch(2, ["prep", "raw", "--out", "x"])
+    assert engine_of(["train", str(recipe)]) == "fsdp"
+    assert engine_of(["train", str(local), "--engine.name=ddp"]) == "ddp"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('[engine]\nname = "deepspeed"\n')
+    assert engine_of(["train", "--resume", str(run)]) == "deepspeed"
+    assert not started
+    assert launch(2, ["train", str(recipe)]) == 0 and launch(1, ["train", str(local)]) == 0
+    assert len(started) == 2
+
+
+class _Done:
+    returncode = 0
+
+
+# --- the command line: exit code 2, one line, nothing touched ----------------------------------
+def test_cli_prep_over_its_input_exits_2_with_one_line(tree: Path) -> None:
+    before = snapshot(tree)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [sys.executable, "-m", "lmforge", "prep", "raw", "--out", "raw", "--quiet"],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lmforge: error: raw: the output folder is the input raw; give another --out"
+    ]
+    assert snapshot(tree) == before
