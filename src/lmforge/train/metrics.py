@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +38,23 @@ class MetricsLog:
     """Appends one JSON object per logged step to metrics.jsonl and mirrors it to TensorBoard.
 
     On resume from step s, records after s (written by the interrupted run) are dropped first,
-    so the file reads as one uninterrupted run.
+    so the file reads as one uninterrupted run; so is a torn last line (a kill mid-write), with a
+    note through `say`. A damaged line before the last is an error naming file:line.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int = 0, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int = 0,
+        tensorboard: bool = True,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
         self.path = run_dir / "metrics.jsonl"
         if resume_step and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
+            records = read_metrics(run_dir, say)
+            kept = [r for r in records if r.get("step", 0) <= resume_step]
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
             tmp.replace(self.path)
         elif self.path.exists():
             self.path.unlink()
@@ -76,14 +81,29 @@ class MetricsLog:
             self.writer.close()
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def read_metrics(run_dir: Path, say: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """The records of run_dir/metrics.jsonl. A last line that does not parse is torn (the writer
+    was killed mid-line): dropped, with a note; any other bad line is an error naming file:line."""
     path = run_dir / "metrics.jsonl"
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as e:
+        raise LmforgeError(f"{path}: cannot read metrics: {e.strerror}") from None
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise LmforgeError(f"{path}:{number}: not valid JSON") from None
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if number - 1 == last:
+                say(f"{path}:{number}: dropped a torn last line (the run was stopped mid-write)")
+                continue
+            raise LmforgeError(f"{path}:{number}: not a JSON object (a damaged metrics log)") from None
+        records.append(record)
     return records
 
 

@@ -4,9 +4,11 @@ the prepared data (raw input is prepared into RUN/data once, by one rank) and tr
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
-import shutil
+import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,45 @@ from lmforge.config import Config, load_config
 from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError
 from lmforge.model.gpt import GPT
+from lmforge.tokenization.marian import load_translation_tokenizer
+from lmforge.train import checkpoint as ckpt
+
+# What a resumed run may change (`--resume RUN --key=value`): how long it trains, what it logs,
+# evaluates and keeps, how it is distributed, and dropout. Everything else (the model's shape and
+# architecture, the data, the tokenizer, the optimizer, the seed) is refused before anything is
+# written: the checkpoint could not honour it. docs/training.md "What may change on resume".
+RESUMABLE = (
+    "train.max_steps",
+    "train.epochs",
+    "train.max_minutes",
+    "train.min_lr",
+    "train.log_interval",
+    "train.eval_interval",
+    "train.eval_batches",
+    "train.eval_bleu_sentences",
+    "train.checkpoint_interval",
+    "train.keep_checkpoints",
+    "train.max_bad_steps",
+    "train.micro_batch_size",
+    "model.dropout",
+    "engine.*",
+)
+# A run with a time budget keeps the plan its checkpoint holds (loop._restore): these then stay.
+BUDGET_PLANNED = ("train.max_steps", "train.max_minutes", "train.epochs")
+# What `train` writes into a run directory: --overwrite moves these aside, and a new run refuses
+# a directory that holds any of them.
+RUN_FILES = (
+    "config.toml",
+    "data",
+    "checkpoints",
+    "metrics.jsonl",
+    "tb",
+    "loss.png",
+    "summary.json",
+    "model",
+    "best",
+    ".best-tmp",
+)
 
 
 def resolve_run(
@@ -23,12 +64,13 @@ def resolve_run(
     out: str | Path | None,
     resume: str | Path | None,
     overwrite: bool,
+    say: Callable[[str], None] = lambda _: None,
 ) -> tuple[Path, Config]:
+    """(run directory, config) for a new, overwritten or resumed run; refuses, before anything is
+    written, what would lose a file or what a resumed run cannot honour. Only rank 0 (launchers
+    set RANK) creates or moves anything; every rank makes the same checks."""
     if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "config.toml").is_file():
-            raise LmforgeError(f"{run_dir}: not a run directory (no config.toml)")
-        return run_dir, load_config(run_dir / "config.toml", overrides)
+        return _resume(config, overrides, out, Path(resume), overwrite)
     if isinstance(config, Config):
         cfg = config.validate()
         name = "run"
@@ -36,18 +78,188 @@ def resolve_run(
         cfg = load_config(config, overrides)
         name = Path(config).stem if config is not None else "run"
     run_dir = Path(out) if out is not None else Path("runs") / name
-    if (run_dir / "checkpoints").exists():
-        if not overwrite:
-            raise LmforgeError(
-                f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
-            )
-        # only the first rank clears (the process group is not up yet; launchers set RANK)
-        for child in ("checkpoints", "model", "best", "tb", "metrics.jsonl", "summary.json", "loss.png"):
-            path = run_dir / child
-            if os.environ.get("RANK", "0") == "0":
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmforgeError(f"{run_dir}: is a file; --out needs a folder for the run")
+    kind, present = run_kind(run_dir)
+    if kind == "foreign":
+        raise LmforgeError(
+            f"{run_dir}: holds {present[0]} but is not an lmforge run directory (config.toml and"
+            " checkpoints/step_*/trainer.json); train would write over it: choose another --out"
+        )
+    if kind == "run" and not overwrite:
+        raise LmforgeError(
+            f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
+        )
+    if kind == "unfinished" and not overwrite:
+        raise LmforgeError(
+            f"{run_dir}: holds {', '.join(present)} of a run that stopped before its first checkpoint;"
+            " use --overwrite to start it again, or another --out"
+        )
+    main = os.environ.get("RANK", "0") == "0"
+    if kind != "empty":
+        check_inputs(cfg, [run_dir / n for n in present])
+        if main:
+            aside = move_aside(run_dir, present)
+            say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
+    if main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LmforgeError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
     return run_dir, cfg
+
+
+def run_kind(run_dir: Path) -> tuple[str, list[str]]:
+    """("empty" | "run" | "unfinished" | "foreign", names). A run: a resolved config.toml (every
+    section, as train writes it) and a checkpoint with trainer.json; names: the RUN_FILES it holds.
+    Unfinished: only what a start that stopped before its first checkpoint leaves (that config.toml,
+    data/ prepared by train, metrics.jsonl, tb/, temporary checkpoint folders). Foreign: anything
+    else; names: the files that are not lmforge's."""
+    present = [n for n in RUN_FILES if (run_dir / n).exists() or (run_dir / n).is_symlink()]
+    if not present:
+        return "empty", present
+    config_ok = _resolved_config(run_dir / "config.toml")
+    checkpoints = run_dir / "checkpoints"
+    if config_ok and any((s / "trainer.json").is_file() for s in ckpt.list_checkpoints(checkpoints)):
+        return "run", present
+    data = run_dir / "data"
+    leftovers = {
+        "config.toml": config_ok,
+        "data": (data / "source.json").is_file() or is_prepared(data),
+        "checkpoints": checkpoints.is_dir()
+        and all(p.is_dir() and p.name.startswith(".tmp-") for p in checkpoints.iterdir()),
+        "metrics.jsonl": config_ok,
+        "tb": config_ok,
+    }
+    strangers = [n for n in present if not leftovers.get(n, False)]
+    return ("foreign", strangers) if strangers else ("unfinished", present)
+
+
+def _resolved_config(path: Path) -> bool:
+    """A config.toml as train writes it (every section; keys not validated, so that a run of an
+    older version is still recognised), not a hand-written recipe that happens to share the name."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return {"data", "model", "train", "engine"} <= {k for k, v in raw.items() if isinstance(v, dict)}
+
+
+def check_inputs(cfg: Config, replaced: list[Path]) -> None:
+    """What --overwrite checks before it moves the old run aside: the data and the starting model
+    exist, and neither lies inside what is about to be moved."""
+    if not cfg.data.input:
+        raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
+    if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
+        raise LmforgeError(f"data.input={cfg.data.input!r}: no such file, folder or glob match")
+    if cfg.train.init_from:
+        from lmforge.formats.directory import resolve_model_dir
+
+        resolve_model_dir(cfg.train.init_from)
+    for key, value in (("data.input", cfg.data.input), ("train.init_from", cfg.train.init_from)):
+        if value and Path(value).exists():
+            inside = [p for p in replaced if Path(value).resolve().is_relative_to(p.resolve())]
+            if inside:
+                raise LmforgeError(
+                    f"{key}={value!r} lies inside {inside[0]}, which --overwrite would replace"
+                )
+
+
+def move_aside(run_dir: Path, present: list[str]) -> Path:
+    """Rename the run's files into run_dir/.replaced-<time>/ (same file system: each rename is
+    atomic, nothing is copied or deleted); checkpoint.drop_replaced deletes it later."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        aside = run_dir / f"{ckpt.REPLACED}{stamp}{f'-{n}' if n else ''}"
+        try:
+            aside.mkdir()
+            break
+        except FileExistsError:
+            continue
+    marker = {"replaced_by": "lmforge train --overwrite", "at": stamp, "files": present}
+    (aside / ckpt.REPLACED_MARKER).write_text(json.dumps(marker) + "\n")
+    for name in present:
+        try:
+            os.rename(run_dir / name, aside / name)
+        except OSError as e:  # what was moved is in `aside`, the rest in place: nothing lost
+            raise LmforgeError(f"{run_dir / name}: cannot move it aside to {aside} ({e.strerror})") from None
+    return aside
+
+
+def _resume(
+    config: str | Path | Config | None,
+    overrides: list[str] | None,
+    out: str | Path | None,
+    run_dir: Path,
+    overwrite: bool,
+) -> tuple[Path, Config]:
+    if overwrite:
+        raise LmforgeError(f"--resume {run_dir} and --overwrite exclude each other")
+    if config is not None:
+        given = "a Config" if isinstance(config, Config) else f"the recipe {config}"
+        raise LmforgeError(
+            f"--resume {run_dir} continues with the run's own config.toml; {given} would be ignored"
+            " (give allowed changes as --section.key=value)"
+        )
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise LmforgeError(
+            f"--out {out} differs from --resume {run_dir}: a resumed run stays in its directory"
+        )
+    if not (run_dir / "config.toml").is_file():
+        raise LmforgeError(f"{run_dir}: not a run directory (no config.toml){ckpt.replaced_hint(run_dir)}")
+    saved = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / "config.toml", overrides)
+    refused = [
+        f"{key}={new!r} (the run has {key}={old!r})"
+        for key, old, new in config_changes(saved, cfg)
+        if not resumable(key)
+    ]
+    if refused:
+        raise LmforgeError(
+            f"{run_dir}: --resume cannot change {'; '.join(refused)}; see"
+            " 'What may change on resume' in docs/training.md"
+        )
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
+    planned = ckpt.read_trainer_state(last).get("planned")  # [max_steps, warmup] a budget fixed
+    length = [f"{k}={new!r}" for k, _, new in config_changes(saved, cfg) if k in BUDGET_PLANNED]
+    if planned and length:
+        raise LmforgeError(
+            f"{run_dir}: --resume cannot change {', '.join(length)}: the run's time budget"
+            f" (train.max_minutes={saved.train.max_minutes:g}) planned max_steps={planned[0]}, and a"
+            " resumed run keeps that plan"
+        )
+    if cfg.data.task in ("lm", "translation") and cfg.data.input:
+        data_dir = ensure_data(cfg, run_dir, lambda _: None, prepare=False)
+        if is_prepared(data_dir):
+            ckpt.check_tokenizer(last, load_translation_tokenizer(data_dir))
+    return run_dir, cfg
+
+
+def resumable(key: str) -> bool:
+    return key in RESUMABLE or f"{key.partition('.')[0]}.*" in RESUMABLE
+
+
+def config_changes(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(section.key, old value, new value) for every key that differs; paths that name the same
+    file count as equal."""
+    changes = []
+    for section, values in old.to_dict().items():
+        for key, before in values.items():
+            after = getattr(getattr(new, section), key)
+            if before != after and not _same_path(before, after):
+                changes.append((f"{section}.{key}", before, after))
+    return changes
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return (
+        isinstance(a, str)
+        and isinstance(b, str)
+        and bool(a)
+        and bool(b)
+        and Path(a).exists()
+        and Path(a).resolve() == Path(b).resolve()
+    )
 
 
 def prep_options(cfg: Config) -> dict[str, Any]:
@@ -98,6 +310,9 @@ def ensure_data(
         wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
     if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
         return target
+    ours = source.is_file() or is_prepared(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not ours:
+        raise LmforgeError(f"{target}: exists and was not prepared by lmforge train; choose another --out")
     if cfg.data.task == "translation":
         from lmforge.data.pairs import prepare_pairs
 

@@ -1,0 +1,471 @@
+"""Nothing lost, nothing silent: damaged checkpoints are skipped, resume refuses what it cannot
+honour, --overwrite keeps the old run until the new one has a checkpoint (issue 19)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+from safetensors.torch import load_file
+
+from lmforge.config import load_config
+from lmforge.errors import LmforgeError
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.metrics import MetricsLog, read_metrics
+from lmforge.train.run_dir import RUN_FILES, ensure_data, move_aside, resolve_run
+
+
+def _train(*args: object, **kwargs: object) -> dict:
+    from lmforge.train.loop import train
+
+    return train(*args, quiet=True, **kwargs)  # type: ignore[arg-type]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under root."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_kept(root: Path, before: dict[str, str]) -> None:
+    after = snapshot(root)
+    assert {k: after.get(k) for k in before} == before, "a file that existed before changed or vanished"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """A tiny run of 4 steps with checkpoints at steps 2 and 4."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    overrides = [f"--data.input={corpus}", *TINY, "--train.max_steps=4", "--train.checkpoint_interval=2"]
+    _train(None, [*overrides, "--train.keep_checkpoints=3", "--model.dropout=0.1"], run)
+    return run
+
+
+@pytest.fixture
+def run(finished_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished run, free to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    return copy
+
+
+def _step(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step_{step:08d}"
+
+
+# --- checkpoints: verified, and skipped when damaged ---------------------------------------
+
+
+def test_every_checkpoint_has_a_manifest_of_its_files(run: Path) -> None:
+    step = _step(run, 4)
+    manifest = json.loads((step / "manifest.json").read_text())["files"]
+    on_disk = {p.name for p in step.iterdir()} - {"manifest.json"}
+    assert set(manifest) == on_disk and {"model.safetensors", "rng.safetensors", "trainer.json"} <= on_disk
+    for name, entry in manifest.items():
+        data = (step / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert ckpt.latest_checkpoint(run / "checkpoints") == step
+
+
+def _truncate_model(step: Path) -> None:
+    path = step / "model.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _empty_optimizer(step: Path) -> None:
+    (step / "optimizer.safetensors").write_bytes(b"")
+
+
+def _corrupt_scheduler(step: Path) -> None:  # same length, other bytes
+    path = step / "optimizer.json"
+    text = path.read_text()
+    path.write_text(text.replace("{", "[", 1))
+
+
+def _drop_rng(step: Path) -> None:
+    (step / "rng.safetensors").unlink()
+
+
+def _break_manifest(step: Path) -> None:
+    (step / "manifest.json").write_text('{"files": {"model.safetensors": ')
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_truncate_model, "model.safetensors has"),
+        (_empty_optimizer, "optimizer.safetensors has 0 bytes"),
+        (_corrupt_scheduler, "optimizer.json does not match its sha256"),
+        (_drop_rng, "rng.safetensors is missing"),
+        (_break_manifest, "manifest.json is unreadable"),
+    ],
+)
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_one(
+    run: Path, damage: Callable[[Path], None], why: str
+) -> None:
+    damage(_step(run, 4))
+    said: list[str] = []
+    assert ckpt.latest_checkpoint(run / "checkpoints", say=said.append) == _step(run, 2)
+    assert len(said) == 1 and "step_00000004" in said[0] and why in said[0]
+
+
+def test_resume_from_behind_a_damaged_checkpoint_is_exact(run: Path) -> None:
+    _truncate_model(_step(run, 4))
+    expected = {r["step"]: r["loss"] for r in read_metrics(run)}
+    summary = _train(resume=run)
+    assert summary["steps"] == 4
+    assert {r["step"]: r["loss"] for r in read_metrics(run)} == expected  # steps 3, 4 again, equal
+    assert ckpt.latest_checkpoint(run / "checkpoints") == _step(run, 4)  # rewritten whole
+
+
+def test_folders_not_named_step_digits_are_ignored(run: Path) -> None:
+    shutil.copytree(_step(run, 4), run / "checkpoints" / "step_00000009.bak")
+    shutil.copytree(_step(run, 4), run / "checkpoints" / "step_latest")
+    (run / "checkpoints" / "step_00000011").write_text("a file, not a folder")
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step_00000002", "step_00000004"]
+    assert ckpt.latest_checkpoint(run / "checkpoints") == _step(run, 4)
+
+
+def test_no_usable_checkpoint_is_one_line_naming_each(run: Path) -> None:
+    _truncate_model(_step(run, 4))
+    _drop_rng(_step(run, 2))
+    before = snapshot(run)
+    with pytest.raises(LmforgeError) as e:
+        _train(resume=run)
+    message = str(e.value)
+    assert "\n" not in message and "no usable checkpoint" in message
+    assert (
+        "step_00000004: model.safetensors has" in message
+        and "step_00000002: rng.safetensors is missing" in message
+    )
+    assert_kept(run, before)  # config.toml included: refused before anything was written
+
+
+def test_checkpoints_without_manifest_are_used_only_when_none_verifies(run: Path) -> None:
+    (_step(run, 4) / "manifest.json").unlink()  # as an older lmforge wrote them
+    said: list[str] = []
+    assert ckpt.latest_checkpoint(run / "checkpoints", say=said.append) == _step(run, 2)
+    assert "no manifest.json (unverified), and step_00000002 verifies" in said[0]
+
+    (_step(run, 2) / "manifest.json").unlink()
+    said.clear()
+    assert ckpt.latest_checkpoint(run / "checkpoints", say=said.append) == _step(run, 4)
+    assert said == [f"{_step(run, 4)}: no manifest.json (an older lmforge): using it unverified"]
+
+    _truncate_model(_step(run, 4))  # without a manifest, a whole-file check still catches this
+    said.clear()
+    assert ckpt.latest_checkpoint(run / "checkpoints", say=said.append) == _step(run, 2)
+    assert "model.safetensors is damaged" in said[0]
+
+
+def test_an_unverified_checkpoint_resumes(run: Path) -> None:
+    for step in (2, 4):
+        (_step(run, step) / "manifest.json").unlink()
+    assert _train(resume=run, overrides=["--train.max_steps=5"])["steps"] == 5
+    assert (_step(run, 5) / "manifest.json").is_file()
+
+
+def test_verdicts_are_remembered_until_a_file_changes(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = run / "checkpoints"
+    ckpt.latest_checkpoint(root)
+    calls: list[Path] = []
+    monkeypatch.setattr(ckpt, "manifest_problem", lambda p: calls.append(p) or "")
+    said: list[str] = []
+    assert ckpt.latest_checkpoint(root, say=said.append) == _step(run, 4) and not calls
+    _empty_optimizer(_step(run, 4))
+    ckpt.latest_checkpoint(root)
+    assert calls  # checked again
+
+
+# --- RNG ---------------------------------------------------------------------------------------
+
+
+def _write_model(directory: Path) -> None:
+    (directory / "model.safetensors").write_bytes(b"weights")
+
+
+def test_cpu_checkpoints_hold_no_cuda_state(tmp_path: Path) -> None:
+    final = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, _write_model, {}, keep=1)
+    assert set(load_file(str(final / "rng.safetensors"))) == {"torch_cpu"}
+
+
+def test_cuda_rng_is_saved_and_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda_state = torch.arange(16, dtype=torch.uint8)
+    restored: list[torch.Tensor] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": cuda_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state))
+    final = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, _write_model, {}, keep=1)
+    assert torch.equal(load_file(str(final / "rng.safetensors"))["torch_cuda"], cuda_state)
+    ckpt.restore_rng(final, ckpt.read_trainer_state(final))
+    assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
+
+    older = tmp_path / "older"  # a checkpoint from before CUDA states were saved
+    shutil.copytree(final, older)
+    from safetensors.torch import save_file
+
+    save_file({"torch_cpu": torch.get_rng_state()}, str(older / "rng.safetensors"))
+    ckpt.restore_rng(older, ckpt.read_trainer_state(older))
+    assert len(restored) == 1
+
+
+# --- resume refuses what it cannot honour ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("--model.n_layer=3", "model.n_layer=3 (the run has model.n_layer=2)"),
+        ("--model.pos=rope", "model.pos='rope' (the run has model.pos='learned')"),
+        ("--data.tokenizer=bpe", "data.tokenizer='bpe' (the run has data.tokenizer='char')"),
+        ("--train.lr=0.01", "train.lr=0.01 (the run has train.lr=0.001)"),
+        ("--train.seed=1", "train.seed=1 (the run has train.seed=1337)"),
+    ],
+)
+def test_resume_refuses_a_changed_key(run: Path, override: str, expected: str) -> None:
+    before = snapshot(run)
+    with pytest.raises(LmforgeError, match="--resume cannot change") as e:
+        _train(resume=run, overrides=[override])
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    assert_kept(run, before)
+
+
+def test_resume_refuses_another_data_set(run: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.txt"
+    other.write_text("quite another text, with other letters: xyzXYZ 0123\n" * 200)
+    before = snapshot(run)
+    with pytest.raises(LmforgeError) as e:
+        _train(resume=run, overrides=[f"--data.input={other}"])
+    old = load_config(run / "config.toml").data.input
+    assert f"data.input={str(other)!r} (the run has data.input={old!r})" in str(e.value)
+    assert_kept(run, before)
+
+
+def test_resume_refuses_a_recipe_another_out_and_overwrite(run: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("[train]\nmax_steps = 9\n")
+    before = snapshot(run)
+    with pytest.raises(
+        LmforgeError, match=r"continues with the run's own config.toml; the recipe .*recipe.toml"
+    ):
+        _train(recipe, resume=run)
+    with pytest.raises(LmforgeError, match=r"--out .*elsewhere differs from --resume"):
+        _train(resume=run, out=tmp_path / "elsewhere")
+    with pytest.raises(LmforgeError, match="exclude each other"):
+        _train(resume=run, overwrite=True)
+    assert not (tmp_path / "elsewhere").exists()
+    assert_kept(run, before)
+    assert _train(resume=run, out=run)["steps"] == 4  # --out naming the run itself is fine
+
+
+def test_resume_refuses_a_changed_tokenizer(tmp_path: Path, corpus: Path) -> None:
+    from lmforge.data.prep import prep
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    prep(corpus, data, quiet=True)
+    (tmp_path / "other.txt").write_text("quite another text, with other letters: xyzXYZ 0123\n" * 200)
+    prep(tmp_path / "other.txt", other, quiet=True)
+    run = tmp_path / "run"
+    _train(None, [f"--data.input={data}", *TINY, "--train.max_steps=2"], run)
+    shutil.copy(other / "tokenizer.json", data / "tokenizer.json")  # the data re-prepared in place
+    before = snapshot(run)
+    with pytest.raises(LmforgeError, match=r"the data's tokenizer \(sha256 \w+\) is not the run's"):
+        _train(resume=run, overrides=["--train.max_steps=3"])
+    assert_kept(run, before)
+
+
+def test_resume_may_extend_training_and_lower_the_schedule_end(run: Path) -> None:
+    _train(resume=run, overrides=["--train.max_steps=6", "--train.min_lr=5e-5", "--train.log_interval=1",
+                                  "--train.checkpoint_interval=3", "--model.dropout=0.0"])  # fmt: skip
+    records = {r["step"]: r for r in read_metrics(run)}
+    assert sorted(records) == [1, 2, 3, 4, 5, 6]
+    assert records[6]["lr"] == pytest.approx(5e-5)  # the cosine now ends at the new min_lr
+    saved = load_config(run / "config.toml")
+    assert (saved.train.max_steps, saved.train.min_lr) == (6, 5e-5)
+
+
+def test_a_time_budget_plan_keeps_the_run_length(run: Path) -> None:
+    for step in (2, 4):  # as a run with train.max_minutes leaves them
+        state = ckpt.read_trainer_state(_step(run, step))
+        (_step(run, step) / "trainer.json").write_text(json.dumps({**state, "planned": [4, 5]}))
+        ckpt.write_manifest(_step(run, step))
+    before = snapshot(run)
+    with pytest.raises(
+        LmforgeError, match=r"cannot change train.max_steps=9: the run's time budget .* planned max_steps=4"
+    ):
+        _train(resume=run, overrides=["--train.max_steps=9"])
+    assert_kept(run, before)
+    assert _train(resume=run, overrides=["--train.eval_interval=7"])["steps"] == 4
+
+
+# --- --overwrite moves the old run aside, deletes it after the new run's first checkpoint --------
+
+
+def test_overwrite_checks_the_data_before_touching_the_run(run: Path, tiny_overrides: list[str]) -> None:
+    before = snapshot(run)
+    with pytest.raises(LmforgeError, match=r"data.input='/no/such/corpus.txt': no such file"):
+        _train(None, [*tiny_overrides, "--data.input=/no/such/corpus.txt"], run, overwrite=True)
+    assert_kept(run, before)
+    assert sorted(p.name for p in run.iterdir()) == sorted(n for n in RUN_FILES if (run / n).exists())
+
+
+def test_overwrite_refuses_data_inside_the_run_it_replaces(run: Path, tiny_overrides: list[str]) -> None:
+    before = snapshot(run)
+    with pytest.raises(
+        LmforgeError, match=r"data.input=.*run/data' lies inside .*run/data, which --overwrite"
+    ):
+        _train(None, [*tiny_overrides, f"--data.input={run / 'data'}"], run, overwrite=True)
+    with pytest.raises(LmforgeError, match=r"train.init_from=.* lies inside .*run/model"):
+        _train(None, [*tiny_overrides, f"--train.init_from={run / 'model'}"], run, overwrite=True)
+    assert_kept(run, before)
+
+
+def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_overrides: list[str]) -> None:
+    before = snapshot(run)
+    # fails after the old run was moved aside: the vocabulary is only known once the data is read
+    with pytest.raises(LmforgeError, match="model.vocab_size=5"):
+        _train(None, [*tiny_overrides, "--model.vocab_size=5"], run, overwrite=True)
+    (aside,) = run.glob(".replaced-*")
+    assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
+    with pytest.raises(LmforgeError, match=r"holds the run that --overwrite replaced"):
+        _train(resume=run)
+
+    said: list[str] = []
+    resolve_run(None, [*tiny_overrides, "--train.max_steps=2"], run, None, True, say=said.append)
+    assert len(list(run.glob(".replaced-*"))) == 2 and "moved the previous run aside" in said[0]
+    _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
+    assert not list(run.glob(".replaced-*"))  # deleted once the new run had a checkpoint
+    assert load_config(run / "config.toml").train.max_steps == 2
+
+
+def test_overwrite_never_touches_a_folder_it_did_not_create(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    folder = tmp_path / "project"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "model").mkdir()
+    (folder / "model" / "weights.bin").write_bytes(b"precious")
+    (folder / "notes.txt").write_text("mine")
+    before = snapshot(folder)
+    for overwrite in (False, True):
+        with pytest.raises(LmforgeError, match="holds model but is not an lmforge run directory"):
+            _train(None, tiny_overrides, folder, overwrite=overwrite)
+    assert_kept(folder, before)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "model", "notes.txt"]
+
+
+def test_a_recipe_named_config_toml_is_not_a_run(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.toml").write_text("# my recipe\n[train]\nmax_steps = 3\n")
+    before = snapshot(folder)
+    for overwrite in (False, True):
+        with pytest.raises(LmforgeError, match="holds config.toml but is not an lmforge run directory"):
+            _train(None, tiny_overrides, folder, overwrite=overwrite)
+    assert_kept(folder, before)
+
+
+def test_an_unfinished_run_is_replaced_only_with_overwrite(run: Path, tiny_overrides: list[str]) -> None:
+    shutil.rmtree(run / "checkpoints")  # what a start that died in its first steps leaves
+    shutil.rmtree(run / "model")
+    for name in ("summary.json", "loss.png"):
+        (run / name).unlink()
+    before = snapshot(run)
+    with pytest.raises(
+        LmforgeError, match="of a run that stopped before its first checkpoint; use --overwrite"
+    ):
+        _train(None, tiny_overrides, run)
+    assert_kept(run, before)
+    _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
+    assert ckpt.latest_checkpoint(run / "checkpoints").name == "step_00000002"
+    assert not list(run.glob(".replaced-*"))
+
+
+def test_out_that_is_a_file_is_refused(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(LmforgeError, match=r"notes.txt: is a file; --out needs a folder"):
+        _train(None, tiny_overrides, tmp_path / "notes.txt")
+    with pytest.raises(LmforgeError, match=r"notes.txt: not a run directory"):
+        _train(resume=tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_only_rank_0_moves_the_old_run(
+    run: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = snapshot(run)
+    monkeypatch.setenv("RANK", "1")
+    assert resolve_run(None, tiny_overrides, run, None, True)[0] == run
+    assert_kept(run, before)
+    assert not list(run.glob(".replaced-*"))
+
+
+def test_drop_replaced_deletes_only_what_overwrite_moved(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / ".replaced-mine").mkdir()  # no marker: not lmforge's
+    aside = move_aside(run, ["model"])
+    assert json.loads((aside / "replaced.json").read_text())["files"] == ["model"]
+    ckpt.drop_replaced(run)
+    ckpt.drop_replaced(run)
+    assert sorted(p.name for p in run.iterdir()) == [".replaced-mine"]
+
+
+def test_run_data_not_prepared_by_train_is_refused(tmp_path: Path, corpus: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw.txt").write_text("mine")
+    cfg = load_config(None, [f"--data.input={corpus}"])
+    with pytest.raises(LmforgeError, match=r"data: exists and was not prepared by lmforge train"):
+        ensure_data(cfg, tmp_path, lambda _: None)
+    assert (tmp_path / "data" / "raw.txt").read_text() == "mine"
+
+
+# --- metrics.jsonl ------------------------------------------------------------------------------
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path: Path) -> None:
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 4, "lo')
+    said: list[str] = []
+    MetricsLog(tmp_path, resume_step=3, tensorboard=False, say=said.append).close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    assert len(said) == 1 and "metrics.jsonl:4: dropped a torn last line" in said[0]
+
+
+def test_a_damaged_metrics_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    before = snapshot(tmp_path)
+    with pytest.raises(LmforgeError, match=r"metrics.jsonl:2: not a JSON object"):
+        MetricsLog(tmp_path, resume_step=3, tensorboard=False)
+    assert_kept(tmp_path, before)
+
+
+# --- permissions follow the umask ---------------------------------------------------------------
+
+
+def test_created_files_follow_the_umask(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    old = os.umask(0o027)
+    try:
+        run = tmp_path / "run"
+        _train(None, [*tiny_overrides, "--train.max_steps=2"], run)
+        (run / "model").mkdir(exist_ok=True)
+        aside = move_aside(run, ["model"])
+    finally:
+        os.umask(old)
+    mine = [run, aside, aside / "replaced.json", run / "checkpoints", run / "metrics.jsonl"]
+    mine += list((run / "checkpoints").rglob("*"))
+    modes = {str(p): oct(p.stat().st_mode & 0o777) for p in mine}
+    wanted = {str(p): oct(0o750 if p.is_dir() else 0o640) for p in mine}
+    assert modes == wanted
