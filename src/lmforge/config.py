@@ -299,6 +299,8 @@ class Config:
             f"data.task={self.data.task!r} does not fit model.arch={m.arch!r}"
             " (translation needs seq2seq, lm needs gpt)",
         )
+        if not t.init_from:  # train.init_from's model replaces [model]
+            check_supported(m, m.arch)
         _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
         _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
         return self
@@ -412,6 +414,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, "command line", from_text=True)
     return config.validate()
+
+
+# Keys a model family cannot honour: they must keep their default, or building it is an error
+# (a recipe that sets them would otherwise train something other than it says).
+UNSUPPORTED = {
+    "gpt": ("post_norm", "final_norm", "logits_bias", "scale_embedding", "type_vocab_size"),
+    "seq2seq": ("type_vocab_size",),
+    "encoder": ("pos", "final_norm", "logits_bias", "scale_embedding"),
+}
+
+
+def check_buildable(m: ModelConfig, family: str) -> None:
+    """A model of `family` (gpt, seq2seq, encoder) can be built from `m` exactly as it says: the
+    vocabulary is set and no key it cannot honour differs from its default. Every model's
+    constructor calls this, so a recipe, a model directory and an import meet the same check."""
+    if m.vocab_size <= 0:
+        raise LmforgeError("model.vocab_size must be set (the tokenizer's size) before building a model")
+    check_supported(m, family)
+
+
+def check_supported(m: ModelConfig, family: str) -> None:
+    default = ModelConfig()
+    for key in UNSUPPORTED[family]:
+        value = getattr(m, key)
+        if value != getattr(default, key):
+            raise LmforgeError(
+                f"model.{key}={value!r} is not supported by the {family} model"
+                f" (it must stay {getattr(default, key)!r})"
+            )
 
 
 def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:

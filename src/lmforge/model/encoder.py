@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmforge.config import ModelConfig
+from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.gpt import GPT, block_options
 from lmforge.model.layers import Block, make_norm
 
@@ -18,8 +18,7 @@ from lmforge.model.layers import Block, make_norm
 class Encoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.vocab_size <= 0:
-            raise ValueError("model.vocab_size must be set (the tokenizer's size) before building")
+        check_buildable(config, "encoder")
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmforge.config import ModelConfig
+from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
 from lmforge.model.layers import Block, Rotary, make_norm
 
@@ -33,8 +33,7 @@ def block_options(c: ModelConfig) -> dict[str, Any]:
 class GPT(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.vocab_size <= 0:
-            raise ValueError("model.vocab_size must be set (the tokenizer's size) before building")
+        check_buildable(config, "gpt")
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None

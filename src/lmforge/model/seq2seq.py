@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmforge.config import ModelConfig
+from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
+from lmforge.model.gpt import block_options
 from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
@@ -58,7 +59,10 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.post_norm = c.post_norm
         self.ln_1 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
-        self.attn = SelfAttention(c.n_embd, c.n_head, c.bias, c.dropout, rotary, causal=True)
+        # n_kv_head and qkv_bias shape the self-attention; cross-attention keeps every head
+        self.attn = SelfAttention(
+            c.n_embd, c.n_head, c.bias, c.dropout, rotary, True, c.n_kv_head, c.qkv_bias
+        )
         self.ln_2 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
         self.cross = CrossAttention(c.n_embd, c.n_head, c.bias, c.dropout)
         self.ln_3 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
@@ -94,14 +98,9 @@ class Stack(nn.Module):
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
         table = sinusoidal_table(c.block_size, c.n_embd) if c.pos == "sinusoidal" else None
         self.register_buffer("sinusoid", table, persistent=False)  # (block_size, C), not a weight
-        rotary = Rotary(c.n_embd // c.n_head, c.block_size) if c.pos == "rope" else None
+        rotary = Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta) if c.pos == "rope" else None
         self.drop = nn.Dropout(c.dropout)
-        options = {
-            "norm": c.norm,
-            "norm_eps": c.norm_eps,
-            "mlp_hidden": c.mlp_hidden,
-            "post_norm": c.post_norm,
-        }
+        options = dict(block_options(c), post_norm=c.post_norm)
         blocks = (
             DecoderBlock(c, rotary)
             if decoder
@@ -129,8 +128,7 @@ class Seq2Seq(nn.Module):
         num_beams: int = 1,
     ) -> None:
         super().__init__()
-        if config.vocab_size <= 0:
-            raise ValueError("model.vocab_size must be set (the tokenizer's size) before building")
+        check_buildable(config, "seq2seq")
         self.config = c = config
         self.pad_id = pad_id
         self.start_id = start_id  # the decoder's first input; None: EOS, as lmforge trains it
