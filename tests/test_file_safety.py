@@ -303,9 +303,22 @@ def test_truncated_weights_and_invalid_configs_are_named(tmp_path: Path) -> None
         _refused(lambda d=directory: lmforge.load(d), tmp_path, str(weights), "unreadable safetensors")
         weights.write_bytes(data)
         config = directory / "config.json"
+        good = config.read_bytes()
         for bad in (b"{not json", b"[1, 2]", b'{"model_type": "\xff"}'):
             config.write_bytes(bad)
             _refused(lambda d=directory: lmforge.load(d), tmp_path, str(config))
+        config.write_bytes(good)
+    for directory, key, value, says in (
+        (model, "n_layer", "x", "must be an integer"),
+        (model, "vocab_size", 3, "size mismatch for wte.weight"),
+        (hf, "n_layer", "two", "must be an integer"),
+        (hf, "n_embd", 7, "not divisible"),
+    ):
+        config = directory / "config.json"
+        good = config.read_text()
+        config.write_text(json.dumps({**json.loads(good), key: value}))
+        _refused(lambda d=directory: lmforge.load(d), tmp_path, str(directory), says)
+        config.write_text(good)
     (hf / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     _refused(lambda: lmforge.load(hf), tmp_path, str(hf / "config.json"), "missing config key")
     _refused(lambda: export_hf(hf, tmp_path / "out"), tmp_path, str(hf / "config.json"))

@@ -45,7 +45,11 @@ def load_weights(model: torch.nn.Module, file: Path) -> None:
         state = load_file(str(file))
     except Exception as e:  # safetensors' SafetensorError: a truncated or foreign file
         raise LmforgeError(f"{file}: unreadable safetensors file ({str(e).splitlines()[0]})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that do not fit config.json (a hand-edited vocab_size, ...)
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))
+        raise LmforgeError(f"{file}: does not fit {file.parent / 'config.json'} ({detail})") from None
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {params[k].data_ptr() for k in state if k in params}
     missing = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]

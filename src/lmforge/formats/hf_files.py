@@ -17,6 +17,7 @@ replaced, so no stale shard or index of the old model survives; anything else is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
+from lmforge.config import model_config_from
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import (
     LOADERS,
@@ -186,7 +188,8 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     raw = read_config(directory)
     file = str(directory / "config.json")
     family = family_for(raw.get("model_type"), file)
-    config = family.config_in(raw, file)
+    # type-checked and validated as lmforge's own config.json is (a string n_layer, 0 heads, ...)
+    config = model_config_from(dataclasses.asdict(family.config_in(raw, file)), file)
     model: Model
     if family.kind == "seq2seq":
         model = _seq2seq(directory, raw, config, file)
