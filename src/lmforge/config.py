@@ -147,9 +147,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     """translation: label smoothing of the training cross-entropy (0.1 in Vaswani et al.)."""
     max_minutes: float = 0.0
-    """A wall-clock training budget: when > 0, a short calibration times the first steps and
-    max_steps becomes what fits the budget (the schedule, warmup included, scales with it, so
-    the cosine still ends at min_lr); never more than max_steps. 0: train max_steps."""
+    """A wall-clock training budget in minutes: when > 0, the first 10 steps are timed and
+    max_steps becomes what fits the budget, evaluations included (never more than max_steps);
+    the decay follows, so the cosine still ends at min_lr. 0: train max_steps."""
     epochs: int = 0
     """When > 0, max_steps = epochs x the task's steps per epoch (classification, translation)."""
     head_only: bool = False

@@ -103,7 +103,8 @@ def generate_ids(
     """
     check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     model.eval()
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    device = next(model.parameters()).device  # decode where the model is (a GPU after training)
+    generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
     context = model.config.block_size
     prompts = [
         check_prompt(p, context, truncate, "the prompt" if len(prompts) == 1 else f"prompt {n}")
@@ -116,7 +117,7 @@ def generate_ids(
         return outputs
     for length in sorted({len(p) for p in prompts}):
         group = [i for i, p in enumerate(prompts) if len(p) == length]
-        batch = torch.tensor([prompts[i] for i in group], dtype=torch.long)
+        batch = torch.tensor([prompts[i] for i in group], dtype=torch.long, device=device)
         done = torch.zeros(len(group), dtype=torch.bool)
         for tokens in stream_ids(
             model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator

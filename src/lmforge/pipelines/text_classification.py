@@ -56,6 +56,7 @@ class TextClassificationPipeline:
         """(len(texts), labels) softmax probabilities."""
         step = batch_size or self.batch_size
         out = []
+        device = next(self.model.parameters()).device  # wherever the caller put the model
         for i in range(0, len(texts), step):
             ids, mask = encode_batch(
                 self.tokenizer,
@@ -63,5 +64,5 @@ class TextClassificationPipeline:
                 self.model.config.block_size,
                 self.model.encoder,
             )
-            out.append(self.model(ids, mask).float().softmax(-1))
+            out.append(self.model(ids.to(device), mask.to(device)).float().softmax(-1).cpu())
         return torch.cat(out)

@@ -54,7 +54,9 @@ def train(
     config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
-    run_dir, cfg = resolve_run(config, overrides, out, resume, overwrite)
+    run_dir, cfg = resolve_run(
+        config, overrides, out, resume, overwrite, (lambda _: None) if quiet else tqdm.write
+    )
     engine = build_engine(cfg.engine, cfg.train)
     say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
     run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
@@ -114,6 +116,8 @@ def _set_up(
             f" x micro_batch_size={micro} x accumulation steps"
         )
     task = build_task(Setup(cfg, run_dir, engine, micro, resuming, say))
+    if resuming:  # data prepared during this start must match what the checkpoint was trained on
+        ckpt.check_tokenizer(ckpt.latest_checkpoint(run_dir / "checkpoints"), task.tokenizer)
     if t.epochs:
         t.max_steps = t.epochs * task.loader.steps_per_epoch
     if engine.rank == 0:
@@ -177,7 +181,9 @@ def _restore(run: Run) -> None:
 
 def _steps(run: Run) -> None:
     t, engine, task = run.cfg.train, run.engine, run.task
-    run.log = MetricsLog(run.run_dir, resume_step=run.step, tensorboard=True) if run.main else None
+    run.log = (
+        MetricsLog(run.run_dir, resume_step=run.step, tensorboard=True, say=run.say) if run.main else None
+    )
     run.bar = tqdm(total=t.max_steps, initial=run.step, disable=None if run.main and not run.quiet else True,
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
     window = {"loss": 0.0, "steps": 0, "s": 0.0, "tokens": 0}
