@@ -13,14 +13,14 @@ from lmforge.config import TrainConfig
 CALIBRATION_STEPS = 10
 
 
-def plan_steps(t: TrainConfig, done: int, seconds_per_step: float, steps_per_epoch: int) -> tuple[int, int]:
+def plan_steps(t: TrainConfig, done: int, seconds_per_step: float) -> tuple[int, int]:
     """(max_steps, warmup_steps) that fit t.max_minutes, given `done` steps taken and the measured
     seconds per step. Evaluation takes time too: each evaluation runs about eval_batches global
     batches forward only, about a third of a training step each."""
     eval_cost = seconds_per_step * t.eval_batches / 3  # per evaluation; 0 batches = whole split: unknown
     per_step = seconds_per_step + eval_cost / t.eval_interval
     budget_s = t.max_minutes * 60 - done * seconds_per_step
-    fits = done + max(0, int(budget_s / per_step))
+    fits = done + max(0, int(budget_s / per_step + 1e-9))  # 1e-9: 55 / 0.55 is 99.999...
     steps = max(done, min(t.max_steps, fits))
     # the warmup stays as set unless it no longer fits: then a tenth of the run
     warmup = t.warmup_steps if t.warmup_steps <= steps // 4 else max(done, steps // 10)

@@ -208,7 +208,7 @@ def _steps(run: Run) -> None:
             run.memory = engine.memory()
             run.say("  memory  per rank after the first step: " + _memory_line(run.memory))
         if t.max_minutes and "planned" not in run.state and run.step - first_step == CALIBRATION_STEPS:
-            _apply_budget(run, first_step, wall_before + time.perf_counter() - started)
+            _apply_budget(run, first_step)
         record: dict[str, float] = {}
         if run.step % t.log_interval == 0 or run.step == t.max_steps:
             record.update(_log_line(run, window, grad_norm, peak))
@@ -267,12 +267,12 @@ def _check_finite(run: Run, step_loss: float, grad_norm: float, stepped: bool) -
         )
 
 
-def _apply_budget(run: Run, first_step: int, elapsed_s: float) -> None:
+def _apply_budget(run: Run, first_step: int) -> None:
     """train.max_minutes: after the calibration steps, fit max_steps (and the schedule) to it."""
     t = run.cfg.train
     per_step = run.engine.all_reduce(torch.tensor(run.state["train_s"] / max(run.step, 1)))
     per_step = float(per_step) / run.engine.world_size  # every rank plans the same steps
-    t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step, run.task.loader.steps_per_epoch)
+    t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step)
     run.state["planned"] = [t.max_steps, t.warmup_steps]
     run.bar.total = t.max_steps
     run.say(

@@ -1,0 +1,53 @@
+"""train.max_minutes: the steps that fit a wall-clock budget, measured, with the schedule ending at
+its floor on the last of them; and a budget that fits leaves the run unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmforge import train
+from lmforge.config import TrainConfig
+from lmforge.train.budget import plan_steps
+from lmforge.train.metrics import read_metrics
+
+
+def test_plan_counts_steps_and_evaluations() -> None:
+    t = TrainConfig(max_steps=1000, max_minutes=1.0, warmup_steps=20, eval_interval=100, eval_batches=30)
+    # 0.1 s a step + an evaluation (30 batches at a third of a step: 1 s) every 100 steps: 0.11 s
+    steps, warmup = plan_steps(t, done=10, seconds_per_step=0.1)
+    assert steps == 10 + int((60 - 10 * 0.1) / 0.11) and warmup == 20
+    assert plan_steps(t, 10, 0.001) == (1000, 20)  # never more than max_steps
+    assert plan_steps(t, 10, 10.0) == (10, 10)  # nothing more fits: stop where it is
+    assert plan_steps(t, 10, 0.5) == (110, 20)  # the warmup of 20 still fits (<= a quarter)
+    assert plan_steps(t, 10, 1.0) == (55, 10)  # a warmup of 20 would not: a tenth of the run
+
+
+def _run(tmp: Path, corpus: Path, *extra: str) -> tuple[dict, list[dict]]:
+    overrides = [f"--data.input={corpus}", "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32",
+                 "--model.block_size=32", "--train.batch_size=8", "--train.dtype=fp32",
+                 "--train.log_interval=1", "--train.warmup_steps=2", "--train.eval_batches=1",
+                 "--train.checkpoint_interval=25", *extra]  # fmt: skip
+    summary = train(None, overrides, out=tmp, quiet=True)
+    return summary, read_metrics(tmp)
+
+
+def test_a_tight_budget_shrinks_the_run_and_the_cosine_still_ends_at_its_floor(
+    tmp_path: Path, corpus: Path
+) -> None:
+    summary, records = _run(tmp_path / "run", corpus, "--train.max_steps=100000", "--train.max_minutes=0.05")
+    steps = summary["steps"]
+    assert 10 < steps < 100000  # calibrated: 3 s of tiny steps, far fewer than asked
+    assert summary["train_s"] < 3 * 1.5  # the budget held (evaluations included)
+    last = next(r for r in records if r["step"] == steps)
+    assert last["lr"] == pytest.approx(TrainConfig().min_lr, rel=1e-6)  # the schedule reached its floor
+    saved = json.loads(next((tmp_path / "run" / "checkpoints").glob("step_*/trainer.json")).read_text())
+    assert saved["planned"][0] == steps  # resume keeps the calibrated plan
+
+
+def test_a_budget_that_fits_changes_nothing(tmp_path: Path, corpus: Path) -> None:
+    _, plain = _run(tmp_path / "plain", corpus, "--train.max_steps=30")
+    _, budget = _run(tmp_path / "budget", corpus, "--train.max_steps=30", "--train.max_minutes=10")
+    assert [r["loss"] for r in plain if "loss" in r] == [r["loss"] for r in budget if "loss" in r]
