@@ -1,31 +1,93 @@
 """lmforge: from raw text to a trained Transformer language model, in one small codebase.
 
 Every CLI verb is a function here with the same arguments: `lmforge train X.toml` is
-`lmforge.train("X.toml")`.
+`lmforge.train("X.toml")`. `import lmforge` is cheap: each name is imported from its module
+the first time it is used (module `__getattr__`), so `lmforge --help` does not load torch.
 """
 
-from lmforge.config import Config, load_config
-from lmforge.data.prep import prep
-from lmforge.errors import LmforgeError
-from lmforge.formats.directory import load_model as load
-from lmforge.formats.hf_files import export_hf, import_hf
-from lmforge.inference.generate import generate
-from lmforge.inference.translate import eval_translate, translate
-from lmforge.pipelines import pipeline
-from lmforge.train.loop import train
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
+    from lmforge.config import Config, load_config
+    from lmforge.data.pairs import prepare_pairs
+    from lmforge.data.prep import prep
+    from lmforge.errors import LmforgeError
+    from lmforge.formats.directory import load_model as load
+    from lmforge.formats.hf_files import export_hf, import_hf
+    from lmforge.inference.generate import generate
+    from lmforge.inference.translate import eval_translate, translate
+    from lmforge.pipelines import pipeline
+    from lmforge.train.classify import finetune_classify
+    from lmforge.train.loop import train
+
+# public name -> "module:attribute"
+_API: dict[str, str] = {
+    "Config": "lmforge.config:Config",
+    "LmforgeError": "lmforge.errors:LmforgeError",
+    "eval_translate": "lmforge.inference.translate:eval_translate",
+    "export_hf": "lmforge.formats.hf_files:export_hf",
+    "finetune_classify": "lmforge.train.classify:finetune_classify",
+    "generate": "lmforge.inference.generate:generate",
+    "import_hf": "lmforge.formats.hf_files:import_hf",
+    "load": "lmforge.formats.directory:load_model",
+    "load_config": "lmforge.config:load_config",
+    "pipeline": "lmforge.pipelines:pipeline",
+    "prep": "lmforge.data.prep:prep",
+    "prepare_pairs": "lmforge.data.pairs:prepare_pairs",
+    "train": "lmforge.train.loop:train",
+    "translate": "lmforge.inference.translate:translate",
+}
 
 __all__ = [
     "Config",
     "LmforgeError",
     "eval_translate",
     "export_hf",
+    "finetune_classify",
     "generate",
     "import_hf",
     "load",
     "load_config",
     "pipeline",
     "prep",
+    "prepare_pairs",
     "train",
     "translate",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'lmforge' has no attribute {name!r}")
+    module, _, attribute = _API[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute)
+    if name != "train":  # cached; `train` stays with the property below
+        globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]
+
+
+class _Package(types.ModuleType):
+    """`lmforge.train` is the function although lmforge/train/ is a subpackage: importing any
+    lmforge.train.* module binds the subpackage as an attribute of this package, which would hide
+    `__getattr__`. A property on the module's class wins over that binding (and ignores it)."""
+
+    @property
+    def train(self) -> Any:
+        return __getattr__("train")
+
+    @train.setter
+    def train(self, _subpackage: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,304 +1,268 @@
-"""Command line: each verb calls the Python function of the same name; no logic of its own."""
+"""Command line: a table of verbs, each the Python function of the same name called with keyword
+arguments (`lmforge prep X --out D` is `lmforge.prep(inputs=["X"], out="D")`).
+
+Defaults live in one place, the functions' signatures: an option the user does not give is not
+passed, and `lmforge VERB --help` reads the defaults (and the docstring) from the function, which
+is imported only then or when the verb runs, so `lmforge --help` loads no torch.
+
+Errors: an LmforgeError, or an OSError about a path (missing, not permitted, a folder, disk full),
+prints one line `lmforge: error: ...` and exits 2, as argparse's usage errors do; Ctrl-C exits 130.
+Anything else is a bug and shows its traceback (exit 1). `--debug` or LMFORGE_DEBUG=1 shows the
+traceback of every error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import traceback
+from typing import Any
 
+from lmforge import __version__
+from lmforge.cli_parser import Switch, Verb, build_parser, opt, run
 from lmforge.errors import LmforgeError
 
+USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
+INTERRUPTED = 130
+# OSErrors that are about the user's paths or disk, not bugs: one line, no traceback
+PATH_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+               errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}  # fmt: skip
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmforge", description="From raw text to a trained Transformer.")
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("launch", help="run a verb in N processes: lmforge launch --nproc N train ...")
 
-    p = verbs.add_parser(
-        "prep",
-        help="clean raw text, train a tokenizer and write token shards (+ report.json)",
-        epilog="Any [data]/[prep] key can be set as --section.key=value, e.g. --prep.min_chars=200.",
-    )
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        help="a TOML recipe, or files, folders, globs (.txt .md .jsonl .csv .parquet; .gz .xz .bz2 .zst)",
-    )
-    p.add_argument("--out", help="output directory for shards, meta.json, tokenizer.json, report.json")
-    p.add_argument("--tokenizer", choices=["char", "bpe"], help="default: char")
-    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size (default 4096)")
-    p.add_argument("--val-fraction", type=float, help="share of documents for validation (default 0.1)")
-    p.add_argument("--text-field", help="field or column holding the text in .jsonl/.csv/.parquet")
-    p.add_argument("--stages", help="cleaning stages in order, comma-separated, or 'none' (see README)")
-    p.add_argument("--split", choices=["hash", "tail"], help="train/val split (default: by document hash)")
-    p.add_argument("--workers", type=int, help="cleaning processes (default: one per core)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or report")
-    p.add_argument(
-        "--pairs",
-        action="store_true",
-        help="inputs are sentence pairs (.jsonl, .tsv, aligned NAME.SRC + NAME.TGT): prepare for translation",
-    )
-    p.add_argument("--src-lang", default="en", help="--pairs: source language (JSONL field, file suffix)")
-    p.add_argument("--tgt-lang", default="fr", help="--pairs: target language")
-    p.add_argument("--max-tokens", type=int, default=128, help="--pairs: drop pairs with a longer side")
-    p.add_argument(
-        "--max-ratio", type=float, default=2.5, help="--pairs: drop pairs with a longer length ratio"
-    )
-    p.add_argument(
-        "--test-fraction", type=float, default=0.02, help="--pairs: share of documents held out for test"
+def _show_prep(meta: dict[str, Any], _: dict[str, Any]) -> None:
+    t = meta["tokens"]
+    print(
+        f"{meta['out']}: {meta['documents']} documents -> {t['train']:,} train / {t['val']:,} val tokens,"
+        f" vocab {meta['vocab_size']} ({meta['tokenizer']})"
     )
 
-    t = verbs.add_parser(
-        "train",
-        help="train a model from a TOML recipe",
-        epilog="Any config key can be overridden as --section.key=value, e.g. --train.max_steps=500.",
-    )
-    t.add_argument("config", nargs="?", help="TOML recipe (default: built-in defaults + overrides)")
-    t.add_argument("--out", help="run directory (default runs/<recipe name>)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its latest checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--quiet", action="store_true")
-    t.add_argument(
-        "--init-from", metavar="MODEL_DIR", help="start from a model's weights (lmforge or HF dir)"
+
+def _show_pairs(meta: dict[str, Any], kw: dict[str, Any]) -> None:
+    p, d = meta["pairs"], meta["dropped"]
+    print(
+        f"{kw['out']}: {meta['read']:,} pairs read -> {p['train']:,} train / {p['val']:,} val /"
+        f" {p['test']:,} test; dropped {', '.join(f'{v:,} {k}' for k, v in d.items())};"
+        f" vocab {meta['vocab_size']} (shared bpe)"
     )
 
-    g = verbs.add_parser("generate", help="generate text from a run, checkpoint or model directory")
-    g.add_argument("model", help="run directory, checkpoint or model directory")
-    g.add_argument("--prompt", action="append", help="prompt text (repeat for a batch); default: none")
-    g.add_argument("--max-new-tokens", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
-    g.add_argument("--top-k", type=int, default=50, help="0 disables")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--no-cache", action="store_true", help="decode without the KV cache")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="weights dtype")
-    g.add_argument("--truncate-prompt", action="store_true", help="keep the last tokens of a too-long prompt")
 
-    i = verbs.add_parser(
-        "import", help="convert a Hugging Face model directory into an lmforge model directory"
+def _show_texts(texts: list[str], _: dict[str, Any]) -> None:
+    if len(texts) > 1:  # one prompt was streamed as it was generated
+        for text in texts:
+            print(text + "\n" + "-" * 40)
+
+
+def _show_classify(r: dict[str, Any], _: dict[str, Any]) -> None:
+    print(
+        f"held-out accuracy {r['accuracy']:.4f} | macro F1 {r['f1']:.4f}"
+        f" | {r['heldout_examples']} examples | {r['seconds']:.0f}s training"
     )
-    i.add_argument("hf_dir", help="HF directory: config.json + model.safetensors (or .bin) + tokenizer files")
-    i.add_argument("--out", required=True, help="lmforge model directory to write")
 
-    x = verbs.add_parser("export", help="write a run, checkpoint or model directory in Hugging Face's layout")
-    x.add_argument("model", help="run, checkpoint or model directory")
-    x.add_argument("--out", required=True, help="HF directory to write (loads with from_pretrained)")
 
-    c = verbs.add_parser(
-        "finetune-classify",
-        help="fine-tune a classification head (or the whole model) on labelled JSON lines; report held-out"
+def _show_scores(r: dict[str, Any], _: dict[str, Any]) -> None:
+    print(f"{r['sentences']} sentences")
+    print(f"{r['bleu_text']}\n  signature: {r['bleu_signature']}")
+    print(f"{r['chrf_text']}\n  signature: {r['chrf_signature']}")
+
+
+MODEL = "run directory, checkpoint or model directory"
+DTYPE = {"choices": ["auto", "fp32", "bf16"]}
+TRANSLATE_OPTIONS = (
+    opt("--beam", "beam size, 1 = greedy (default: the model's: 1 for lmforge's, 4 for opus-mt)", type=int),
+    opt("--length-penalty", "beam score = log p / length**this", type=float),
+    opt("--batch-size", "sentences per batch", type=int),
+    opt("--dtype", "weights dtype", **DTYPE),
+)
+
+# fmt: off
+VERBS: dict[str, Verb] = {
+    "prep": Verb(
+        "lmforge.data.prep:prep",
+        "clean raw text, train a tokenizer and write token shards (+ report.json)",
+        (
+            opt("inputs", "a TOML recipe, or files, folders, globs (.txt .md .jsonl .csv .parquet;"
+                " .gz .xz .bz2 .zst)", nargs="+"),
+            opt("--out", "output directory for shards, meta.json, tokenizer.json, report.json"),
+            opt("--tokenizer", "tokenizer to train", alt=False, config="data.tokenizer",
+                choices=["char", "bpe"]),
+            opt("--vocab-size", "BPE vocabulary size", config="data.vocab_size", type=int),
+            opt("--val-fraction", "share of documents for validation", config="data.val_fraction",
+                type=float),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet", alt=False,
+                config="data.text_field"),
+            opt("--stages", "cleaning stages in order, comma-separated, or 'none'", alt=False,
+                config="prep.stages"),
+            opt("--split", "train/val split", alt=False, config="prep.split", choices=["hash", "tail"]),
+            opt("--workers", "cleaning processes (0: one per core)", alt=False, config="prep.workers",
+                type=int),
+            opt("--overwrite", "replace an earlier prep output in --out", action="store_true"),
+            opt("--quiet", "no progress bars or report", alt=False, action="store_true"),
+            opt("--src-lang", "source language (JSONL field, file suffix)", alt=True),
+            opt("--tgt-lang", "target language", alt=True),
+            opt("--max-tokens", "drop pairs with a side longer than this (tokens)", alt=True, type=int),
+            opt("--max-ratio", "drop pairs whose token-length ratio is above this", alt=True, type=float),
+            opt("--test-fraction", "share of documents held out for test", alt=True, type=float),
+            opt("--seed", "seed of the train/val/test split", alt=True, type=int),
+        ),
+        _show_prep,
+        overrides=True,
+        config_sections=("data", "prep"),
+        switch=Switch(
+            "--pairs",
+            "lmforge.data.pairs:prepare_pairs",
+            "inputs are sentence pairs (.jsonl, .tsv, aligned NAME.SRC + NAME.TGT): prepare them for"
+            " translation (prepare_pairs)",
+            _show_pairs,
+        ),
+    ),
+    "train": Verb(
+        "lmforge.train.loop:train",
+        "train a model from a TOML recipe",
+        (
+            opt("config", "TOML recipe (default: built-in defaults + overrides)", nargs="?"),
+            opt("--out", "run directory (default runs/<recipe name>)"),
+            opt("--resume", "continue a run exactly from its latest checkpoint", metavar="RUN_DIR"),
+            opt("--overwrite", "replace an existing run in --out", action="store_true"),
+            opt("--quiet", "no progress bars or step lines", action="store_true"),
+            opt("--init-from", "start from a model's weights (lmforge or HF dir)", override="train.init_from",
+                metavar="MODEL_DIR"),
+        ),
+        overrides=True,
+        config_sections=("data", "model", "train", "engine", "prep"),
+    ),
+    "generate": Verb(
+        "lmforge.inference.generate:generate",
+        "generate text from a run, checkpoint or model directory",
+        (
+            opt("model", MODEL),
+            opt("--prompt", "prompt text (repeat for a batch)", action="append"),
+            opt("--max-new-tokens", "tokens to generate", type=int),
+            opt("--temperature", "0 for greedy", type=float),
+            opt("--top-k", "0 disables", type=int),
+            opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
+            opt("--seed", "sampling seed", type=int),
+            opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false"),
+            opt("--dtype", "weights dtype", **DTYPE),
+            opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
+        ),
+        _show_texts,
+        fixed={"stream": True},  # streams a single prompt to stdout
+    ),
+    "import": Verb(
+        "lmforge.formats.hf_files:import_hf",
+        "convert a Hugging Face model directory into an lmforge model directory",
+        (
+            opt("hf_dir", "HF directory: config.json + model.safetensors (or .bin) + tokenizer files"),
+            opt("--out", "lmforge model directory to write", required=True),
+        ),
+        lambda path, kw: print(f"{kw['hf_dir']} -> {path}"),
+    ),
+    "export": Verb(
+        "lmforge.formats.hf_files:export_hf",
+        "write a run, checkpoint or model directory in Hugging Face's layout",
+        (
+            opt("model", MODEL, dest="model_path"),
+            opt("--out", "HF directory to write (loads with from_pretrained)", required=True),
+        ),
+        lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+    ),
+    "finetune-classify": Verb(
+        "lmforge.train.classify:finetune_classify",
+        "fine-tune a classification head (or the whole model) on labelled JSON lines; report held-out"
         " accuracy and F1",
-    )
-    c.add_argument("model", help="lmforge or Hugging Face model directory")
-    c.add_argument("--train", required=True, help=".jsonl(.gz/.xz) with text and label fields")
-    c.add_argument("--labels", required=True, help="comma-separated label names, e.g. negative,positive")
-    c.add_argument("--out", help="classifier directory to write (for pipeline('text-classification'))")
-    c.add_argument("--text-field", default="text")
-    c.add_argument("--label-field", default="label")
-    c.add_argument("--val-fraction", type=float, default=0.1, help="share held out for the report")
-    c.add_argument("--epochs", type=int, default=2)
-    c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--lr", type=float, default=5e-5)
-    c.add_argument("--head-only", action="store_true", help="freeze the model; train the head only")
-    c.add_argument("--from-scratch", action="store_true", help="same-size model with random weights")
-    c.add_argument("--pooling", default="", choices=["", "mean", "cls", "last"], help="default: mean or last")
-    c.add_argument("--max-len", type=int, default=128, help="tokens kept per text")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
-    c.add_argument("--quiet", action="store_true")
+        (
+            opt("model", "lmforge or Hugging Face model directory"),
+            opt("--train", ".jsonl(.gz/.xz) with text and label fields", required=True),
+            opt("--labels", "comma-separated label names, e.g. negative,positive", required=True),
+            opt("--out", "run directory to write (its classifier in OUT/model)"),
+            opt("--text-field", "field holding the text"),
+            opt("--label-field", "field holding the label"),
+            opt("--val-fraction", "share held out for the report", type=float),
+            opt("--epochs", "passes over the training examples", type=int),
+            opt("--batch-size", "examples per optimizer step", type=int),
+            opt("--lr", "peak learning rate", type=float),
+            opt("--head-only", "freeze the model; train the head only", action="store_true"),
+            opt("--from-scratch", "same-size model with random weights", action="store_true"),
+            opt("--pooling", "'' picks mean for encoders, last for decoders",
+                choices=["", "mean", "cls", "last"]),
+            opt("--max-len", "tokens kept per text", type=int),
+            opt("--seed", "seed of the split, the head and the data order", type=int),
+            opt("--dtype", "training dtype", **DTYPE),
+            opt("--quiet", "no progress bars or step lines", action="store_true"),
+        ),
+        _show_classify,
+    ),
+    "translate": Verb(
+        "lmforge.inference.translate:translate",
+        "translate text with an encoder-decoder run or model directory",
+        (
+            opt("model", MODEL),
+            opt("text", "sentences to translate", dest="texts", nargs="*"),
+            opt("--file", "translate every line of this file"),
+            *TRANSLATE_OPTIONS,
+        ),
+        lambda lines, _: print(*lines, sep="\n") if lines else None,
+    ),
+    "eval-translate": Verb(
+        "lmforge.inference.translate:eval_translate",
+        "sacreBLEU and chrF of a translation model on a test set",
+        (
+            opt("model", MODEL),
+            opt("--src", "source sentences, one per line", required=True),
+            opt("--ref", "reference translations, one per line", required=True),
+            *TRANSLATE_OPTIONS,
+            opt("--out", "write the translations to this file"),
+        ),
+        _show_scores,
+    ),
+    "launch": Verb(
+        "lmforge.launch:launch",
+        "run a verb in N processes (torchrun): lmforge launch --nproc N train ...",
+        (
+            opt("--nproc", "processes per node (one per GPU)", type=int, required=True),
+            opt("--nnodes", "nodes", type=int),
+            opt("--node-rank", "this node's rank", type=int),
+            opt("--master-addr", "address of node 0"),
+            opt("--master-port", "port on node 0 (0: a free port, one node)", type=int),
+            opt("args", "the verb and its arguments", nargs=argparse.REMAINDER, metavar="VERB ..."),
+        ),
+        lambda status, _: status,
+    ),
+}
+# fmt: on
 
-    tr = verbs.add_parser("translate", help="translate text with an encoder-decoder run or model directory")
-    tr.add_argument("model", help="run directory, checkpoint or model directory")
-    tr.add_argument("text", nargs="*", help="sentences to translate")
-    tr.add_argument("--file", help="translate every line of this file")
-    tr.add_argument(
-        "--beam",
-        type=int,
-        help="beam size, 1 = greedy (default: the model's; 1 for lmforge's, 4 for opus-mt)",
-    )
-    tr.add_argument("--length-penalty", type=float, default=1.0, help="beam score = log p / length**this")
-    tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"], help="weights dtype")
 
-    e = verbs.add_parser("eval-translate", help="sacreBLEU and chrF of a translation model on a test set")
-    e.add_argument("model", help="run directory, checkpoint or model directory")
-    e.add_argument("--src", required=True, help="source sentences, one per line")
-    e.add_argument("--ref", required=True, help="reference translations, one per line")
-    e.add_argument("--beam", type=int, help="beam size (default: the model's, see translate --beam)")
-    e.add_argument("--length-penalty", type=float, default=1.0)
-    e.add_argument("--batch-size", type=int, default=32)
-    e.add_argument("--out", help="write the translations to this file")
-    e.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"], help="weights dtype")
-    return parser
-
-
-def _launch(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lmforge launch",
-        description="Run an lmforge verb in several processes (torchrun), e.g. for --engine.name=ddp.",
-    )
-    parser.add_argument("--nproc", type=int, required=True, help="processes per node (one per GPU)")
-    parser.add_argument("--nnodes", type=int, default=1)
-    parser.add_argument("--node-rank", type=int, default=0)
-    parser.add_argument("--master-addr", default="127.0.0.1", help="address of node 0")
-    parser.add_argument("--master-port", type=int, default=0, help="default: a free port (one node)")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="the verb and its arguments")
-    a = parser.parse_args(argv)
-    from lmforge.launch import launch
-
-    return launch(a.nproc, a.args, a.nnodes, a.node_rank, a.master_addr, a.master_port)
+def _fail(message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"lmforge: error: {message}", file=sys.stderr)
+    return USER_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """`lmforge ...` (and `python -m lmforge ...`): the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     # the deepspeed launcher appends --local_rank=N; the same number is in $LOCAL_RANK
     argv = [a for a in argv if not a.startswith(("--local_rank=", "--local-rank="))]
-    if argv[:1] == ["launch"]:
-        try:
-            return _launch(argv[1:])
-        except LmforgeError as e:
-            print(f"lmforge: error: {e}", file=sys.stderr)
-            return 2
-    parser = _parser()
+    parser, subs = build_parser(VERBS, __version__)
     args, extra = parser.parse_known_args(argv)
-    if args.verb == "translate":  # argparse leaves sentences given after an option in `extra`
-        args.text += [a for a in extra if not a.startswith("--")]
-        extra = [a for a in extra if a.startswith("--")]
-    overrides = [a for a in extra if a.startswith("--") and "." in a.split("=")[0]]
-    unknown = [a for a in extra if a not in overrides]
-    if unknown or (overrides and args.verb not in ("train", "prep")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    debug = args.debug or os.environ.get("LMFORGE_DEBUG", "") not in ("", "0")
     try:
-        if args.verb == "prep" and args.pairs:
-            from lmforge.data.pairs import prepare_pairs
-
-            if not args.out:
-                raise LmforgeError("prep --pairs: give the output directory with --out")
-            meta = prepare_pairs(
-                args.inputs,
-                args.out,
-                args.src_lang,
-                args.tgt_lang,
-                args.vocab_size or 4096,
-                args.max_tokens,
-                args.max_ratio,
-                args.val_fraction or 0.02,
-                args.test_fraction,
-            )
-            p, d = meta["pairs"], meta["dropped"]
-            print(
-                f"{args.out}: {meta['read']:,} pairs read -> {p['train']:,} train / {p['val']:,} val /"
-                f" {p['test']:,} test; dropped {', '.join(f'{v:,} {k}' for k, v in d.items())};"
-                f" vocab {meta['vocab_size']} (shared bpe)"
-            )
-        elif args.verb == "prep":
-            from lmforge.data.prep import prep
-
-            options = {"stages": args.stages, "split": args.split, "workers": args.workers}
-            meta = prep(
-                args.inputs,
-                args.out,
-                args.tokenizer,
-                args.vocab_size,
-                args.val_fraction,
-                args.text_field,
-                quiet=args.quiet,
-                overrides=overrides,
-                **options,
-            )
-            print(
-                f"{meta['out']}: {meta['documents']} documents -> {meta['tokens']['train']:,} train /"
-                f" {meta['tokens']['val']:,} val tokens, vocab {meta['vocab_size']} ({meta['tokenizer']})"
-            )
-        elif args.verb == "train":
-            from lmforge.train.loop import train
-
-            if args.init_from:
-                overrides = [*overrides, f"--train.init_from={args.init_from}"]
-            train(args.config, overrides, args.out, args.resume, args.overwrite, args.quiet)
-        elif args.verb == "generate":
-            from lmforge.inference.generate import generate
-
-            prompts = args.prompt or [""]
-            texts = generate(
-                args.model,
-                prompts,
-                args.max_new_tokens,
-                args.temperature,
-                args.top_k,
-                args.top_p,
-                args.seed,
-                stream=len(prompts) == 1,
-                truncate_prompt=args.truncate_prompt,
-                use_cache=not args.no_cache,
-                dtype=args.dtype,
-            )
-            if len(prompts) > 1:
-                for text in texts:
-                    print(text + "\n" + "-" * 40)
-        elif args.verb == "import":
-            from lmforge.formats.hf_files import import_hf
-
-            print(f"{args.hf_dir} -> {import_hf(args.hf_dir, args.out)}")
-        elif args.verb == "export":
-            from lmforge.formats.hf_files import export_hf
-
-            print(f"{args.model} -> {export_hf(args.model, args.out)}")
-        elif args.verb == "finetune-classify":
-            from lmforge.train.classify import finetune_classify
-
-            result = finetune_classify(
-                args.model,
-                args.train,
-                args.labels,
-                args.out,
-                args.text_field,
-                args.label_field,
-                args.val_fraction,
-                args.epochs,
-                args.batch_size,
-                args.lr,
-                args.head_only,
-                args.from_scratch,
-                args.pooling,
-                args.max_len,
-                args.seed,
-                args.dtype,
-                args.quiet,
-            )
-            print(
-                f"held-out accuracy {result['accuracy']:.4f} | macro F1 {result['f1']:.4f}"
-                f" | {result['heldout_examples']} examples | {result['seconds']:.0f}s training"
-            )
-        elif args.verb == "translate":
-            from lmforge.inference.translate import translate
-
-            for line in translate(
-                args.model, args.text, args.file, args.beam, args.batch_size, args.length_penalty, args.dtype
-            ):
-                print(line)
-        elif args.verb == "eval-translate":
-            from lmforge.inference.translate import eval_translate
-
-            r = eval_translate(
-                args.model,
-                args.src,
-                args.ref,
-                args.beam,
-                args.batch_size,
-                args.length_penalty,
-                args.out,
-                args.dtype,
-            )
-            print(f"{r['sentences']} sentences")
-            print(f"{r['bleu_text']}\n  signature: {r['bleu_signature']}")
-            print(f"{r['chrf_text']}\n  signature: {r['chrf_signature']}")
+        return run(VERBS[args.verb], subs[args.verb], args, extra)
     except LmforgeError as e:
-        print(f"lmforge: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), debug)
+    except OSError as e:
+        if e.errno not in PATH_ERRNOS:
+            raise  # not about a path the user gave: a bug, with its traceback
+        where = ": ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        return _fail(f"{where}: {e.strerror}" if where else str(e.strerror or e), debug)
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("lmforge: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""The config reference, generated from config.py's dataclasses: each key's type and default come
+from the dataclass, its description from the docstring under the field. Python keeps no
+attribute docstrings, so they are read from the source with `ast`.
+
+`python -m lmforge.config_doc` prints docs/config.md; `--out docs/config.md` writes it.
+`lmforge train --help` and `lmforge prep --help` list the same keys (`keys`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config
+
+REGENERATE = "python -m lmforge.config_doc --out docs/config.md"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key as the reference shows it."""
+
+    section: str
+    name: str
+    type: str
+    default: Any
+    doc: str
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def toml_value(value: Any) -> str:
+    """A default as a recipe would spell it: "char", 4096, 0.1, true."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for these plain values
+    return repr(value)
+
+
+@cache
+def _docstrings(cls: type) -> tuple[str, dict[str, str]]:
+    """(the class's docstring, {field: the docstring under it}), whitespace collapsed to one line."""
+    node = ast.parse(inspect.getsource(cls)).body[0]
+    assert isinstance(node, ast.ClassDef), cls
+    docs: dict[str, str] = {}
+    for field, after in zip(node.body, node.body[1:], strict=False):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[field.target.id] = " ".join(after.value.value.split())
+    return " ".join((ast.get_docstring(node) or "").split()), docs
+
+
+def section_classes() -> dict[str, type]:
+    """[section] name -> its dataclass, in Config's order."""
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def section_doc(section: str) -> str:
+    return _docstrings(section_classes()[section])[0]
+
+
+def keys(sections: tuple[str, ...] | None = None) -> list[Key]:
+    """Every key of the given sections (default: all), in the dataclasses' order."""
+    classes = section_classes()
+    found = []
+    for section in sections or tuple(classes):
+        cls = classes[section]
+        docs, instance = _docstrings(cls)[1], cls()
+        for f in dataclasses.fields(cls):
+            found.append(Key(section, f.name, str(f.type), getattr(instance, f.name), docs.get(f.name, "")))
+    return found
+
+
+def default_of(dotted: str) -> Any:
+    """The default of `section.key`, e.g. default_of("data.vocab_size") == 4096."""
+    section, _, name = dotted.partition(".")
+    return getattr(section_classes()[section](), name)
+
+
+INTRO = """\
+Recipes are TOML files in `configs/`; each key below can be overridden with `--section.key=value`.
+An unknown key, a wrong type or an impossible combination stops with one line naming it, e.g.
+`lmforge: error: configs/x.toml: unknown config key 'train.max_step' (known in [train]: ...)`.
+`lmforge train --help` lists the same keys.
+
+Recipes: `configs/shakespeare-char.toml` (nanoGPT's CPU shape), `configs/demo.toml` (the demo),
+`configs/translate-demo.toml` and `configs/translate-base.toml` ([translation.md](translation.md)).
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """docs/config.md: one table per section."""
+    lines = [
+        "# Config reference",
+        "",
+        f"Generated from the dataclass docstrings in `src/lmforge/config.py` by `{REGENERATE}`;"
+        " do not edit by hand (a test fails when it is out of date).",
+        "",
+        INTRO,
+    ]
+    for section in section_classes():
+        lines += [f"## [{section}]", ""]
+        if doc := section_doc(section):
+            lines += [doc, ""]
+        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        for key in keys((section,)):
+            default = _cell(toml_value(key.default))
+            lines.append(f"| `{key.name}` | {key.type} | `{default}` | {_cell(key.doc)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lmforge.config_doc", description=__doc__)
+    parser.add_argument("--out", help="write the reference here (docs/config.md) instead of printing it")
+    args = parser.parse_args(argv)
+    if args.out:
+        Path(args.out).write_text(markdown(), encoding="utf-8")
+    else:
+        sys.stdout.write(markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
