@@ -19,7 +19,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print('#', torch.cuda.get_device_name(), 'torch', torch.__version__)"
 "$PY" -m lmforge prep data/shakespeare.jsonl.xz --out "$WORK/data" --tokenizer char >/dev/null
-"$PY" -m lmforge prep --pairs data/en-fr.jsonl.xz --out "$WORK/pairs" --vocab-size 8000 --quiet >/dev/null
+"$PY" -m lmforge prep --pairs data/en-fr.jsonl.xz --out "$WORK/pairs" --vocab-size 8000 >/dev/null
 
 COMMON=(--quiet "--data.input=$WORK/data" --train.dtype=bf16 --train.eval_batches=20)
 SHAKESPEARE=(configs/shakespeare-char.toml "${COMMON[@]}" --train.max_steps=1000 --train.eval_interval=1000)
