@@ -145,22 +145,27 @@ def _set_up(
         run.state.update(best_score=-math.inf, best_step=0)
     if resuming:
         _restore(run)
-    say(f"lmforge train -> {run_dir}")
-    say(f"  data    {task.describe()}")
-    c = cfg.model
+    _say_start(run, model_name, plan, dtype_reason)
+    return run
+
+
+def _say_start(run: Run, model_name: str, plan: Plan, dtype_reason: str) -> None:
+    """The start-up lines: what trains, on what, how."""
+    t, c, engine, say = run.cfg.train, run.cfg.model, run.engine, run.say
+    say(f"lmforge train -> {run.run_dir}")
+    say(f"  data    {run.task.describe()}")
     say(
         f"  model   {model_name} {c.n_layer}L x {c.n_head}H x {c.n_embd}, context {c.block_size}:"
-        f" {n_params:,} parameters ({task.name})"
+        f" {run.n_params:,} parameters ({run.task.name})"
     )
     say(
         f"  engine  {engine.describe()}, world size {engine.world_size}\n"
-        f"  batch   global {t.batch_size} examples = micro-batch {micro} x {plan.accumulation}"
+        f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
         f" accumulation x {engine.world_size} rank(s)"
     )
     say(f"  dtype   {dtype_reason}")
     budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
     say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
-    return run
 
 
 def _restore(run: Run) -> None:
