@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from run_helpers import kill_mid_run
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
@@ -37,17 +36,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_o
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(_train_cmd(overrides, whole, "--quiet"), check=True, env=env)
 
-    proc = subprocess.Popen(_train_cmd(overrides, killed, "--quiet"), env=env)
-    metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 45:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "training ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    resumed_from = int(latest_checkpoint(killed / "checkpoints").name.split("_")[1])
+    resumed_from = kill_mid_run(_train_cmd(overrides, killed, "--quiet"), killed)
     assert 20 <= resumed_from < 300
 
     subprocess.run(_train_cmd([], killed, "--quiet", "--resume", str(killed)), check=True, env=env)

@@ -10,23 +10,20 @@ for translation and classification, through `lmforge train` in subprocesses as a
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from hf_helpers import VOCAB, tiny_bpe
+from run_helpers import kill_mid_run
 
 from lmforge.config import ModelConfig
 from lmforge.data.pairs import prepare_pairs
 from lmforge.formats.directory import write_model_dir
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
-from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.metrics import read_metrics
 
 WORDS = {"good": "bon", "bad": "mauvais", "cat": "chat", "dog": "chien", "red": "rouge", "the": "le",
@@ -116,21 +113,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     args = [*recipe(task, data, steps), "--train.checkpoint_interval=20", "--train.eval_interval=100"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     lmforge("train", "--quiet", *args, out=whole)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "lmforge", "train", "--quiet", *args, "--out", str(killed)]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path)
-    metrics, deadline = killed / "metrics.jsonl", time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and metrics.read_text().count("\n") >= 45:
-            break
-        time.sleep(0.002)
-    assert proc.poll() is None, "training ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    resumed_from = int(latest_checkpoint(killed / "checkpoints").name.split("_")[1])
+    resumed_from = kill_mid_run(cmd, killed, cwd=tmp_path)
     assert 20 <= resumed_from < steps
     result = subprocess.run([sys.executable, "-m", "lmforge", "train", "--quiet", "--resume", str(killed)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     expected = {r["step"]: r for r in read_metrics(whole)}
     got = {r["step"]: r for r in read_metrics(killed)}

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, load_config
+from lmforge.config import load_config
 from lmforge.data.labelled import read_labelled
 from lmforge.train import loop
 
@@ -32,10 +32,11 @@ def scores(predicted: list[int], gold: list[int], n_labels: int) -> dict[str, fl
     return {"accuracy": accuracy, "f1": sum(f1s) / n_labels}
 
 
-def classify_recipe(
+def finetune_classify(
     model: str | Path,
     train: str | Path,
     labels: list[str] | str,
+    out: str | Path | None = None,
     text_field: str = "text",
     label_field: str = "label",
     val_fraction: float = 0.1,
@@ -48,8 +49,14 @@ def classify_recipe(
     max_len: int = 128,
     seed: int = 0,
     dtype: str = "auto",
-) -> Config:
-    """The `lmforge train` recipe that finetune_classify runs (see its arguments)."""
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
+    `labels`; train in the run directory `out` (its classifier in OUT/model, when given) and
+    return the held-out metrics.
+
+    head_only freezes the backbone; from_scratch re-initialises it (same size, random weights): the
+    baseline that shows what pretraining brings."""
     labels = labels if isinstance(labels, str) else ",".join(labels)
     n = len(read_labelled(train, labels.split(","), text_field, label_field))
     steps = epochs * -(-(n - int(n * val_fraction)) // batch_size)
@@ -78,36 +85,7 @@ def classify_recipe(
         "train.seed": seed,
         "train.dtype": dtype,
     }
-    return load_config(None, [f"{k}={v}" for k, v in overrides.items()])
-
-
-def finetune_classify(
-    model: str | Path,
-    train: str | Path,
-    labels: list[str] | str,
-    out: str | Path | None = None,
-    text_field: str = "text",
-    label_field: str = "label",
-    val_fraction: float = 0.1,
-    epochs: int = 2,
-    batch_size: int = 32,
-    lr: float = 5e-5,
-    head_only: bool = False,
-    from_scratch: bool = False,
-    pooling: str = "",
-    max_len: int = 128,
-    seed: int = 0,
-    dtype: str = "auto",
-    quiet: bool = False,
-) -> dict[str, Any]:
-    """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
-    `labels`; train in the run directory `out` (its classifier in OUT/model, when given) and
-    return the held-out metrics.
-
-    head_only freezes the backbone; from_scratch re-initialises it (same size, random weights): the
-    baseline that shows what pretraining brings."""
-    cfg = classify_recipe(model, train, labels, text_field, label_field, val_fraction, epochs, batch_size,
-                          lr, head_only, from_scratch, pooling, max_len, seed, dtype)  # fmt: skip
+    cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lmforge-classify-"))
     try:
         summary = loop.train(cfg, out=run_dir, quiet=quiet)
