@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(DEMO_DATA)/meta.json: $(VENV)/.installed data/shakespeare.jsonl.xz configs/demo.toml
-	$(PY) -m lmforge prep configs/demo.toml
+	$(PY) -m lmforge prep configs/demo.toml --overwrite
 
 demo: $(VENV)/.installed $(DEMO_DATA)/meta.json
 	$(PY) -m lmforge train configs/demo.toml --out runs/demo --overwrite
@@ -32,7 +32,7 @@ PAIRS_DATA := data/prepared/en-fr
 TRANSLATE_RUN := runs/demo-translate
 
 $(PAIRS_DATA)/meta.json: $(VENV)/.installed data/en-fr.jsonl.xz
-	$(PY) -m lmforge prep --pairs data/en-fr.jsonl.xz --out $(PAIRS_DATA) --vocab-size 8000
+	$(PY) -m lmforge prep --pairs data/en-fr.jsonl.xz --out $(PAIRS_DATA) --vocab-size 8000 --overwrite
 
 demo-translate: $(VENV)/.installed $(PAIRS_DATA)/meta.json
 	$(PY) -m lmforge train configs/translate-demo.toml --out $(TRANSLATE_RUN) --overwrite

@@ -322,9 +322,10 @@ def ensure_data(
         say(f"preparing sentence pairs {cfg.data.input} -> {target}")
         d = cfg.data
         longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
-        meta = prepare_pairs(
-            d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest, tokenizer=tokenizer
-        )
+        meta = prepare_pairs(  # RUN/data is the trainer's own: replacing an older preparation is safe
+            d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest, tokenizer=tokenizer,
+            overwrite=True,
+        )  # fmt: skip
         source.write_text(json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
         return target
