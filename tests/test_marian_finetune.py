@@ -30,9 +30,7 @@ def test_finetune_marian_dir_matches_transformers_loss_and_exports(tmp_path: Pat
     # one document per pair: the 2% validation split by document hash then holds a few pairs
     data = tmp_path / "pairs.jsonl"
     data.write_text(
-        "".join(
-            json.dumps({"doc": f"d{i}", "en": en, "fr": fr}) + "\n" for i, (en, fr) in enumerate(short)
-        )
+        "".join(json.dumps({"doc": f"d{i}", "en": en, "fr": fr}) + "\n" for i, (en, fr) in enumerate(short))
     )
     cfg = Config()
     cfg.data.input, cfg.data.task = str(data), "translation"
