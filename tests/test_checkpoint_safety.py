@@ -333,17 +333,20 @@ def test_overwrite_refuses_data_inside_the_run_it_replaces(run: Path, tiny_overr
 
 def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_overrides: list[str]) -> None:
     before = snapshot(run)
-    # fails after the old run was moved aside: the vocabulary is only known once the data is read
+    # fails after the old run was moved aside (the vocabulary is only known once the data is
+    # read): the old run is put back, and nothing the failed start wrote is left
     with pytest.raises(LmforgeError, match="model.vocab_size=5"):
         _train(None, [*tiny_overrides, "--model.vocab_size=5"], run, overwrite=True)
-    (aside,) = run.glob(".replaced-*")
-    assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
-    with pytest.raises(LmforgeError, match=r"holds the run that --overwrite replaced"):
-        _train(resume=run)
+    assert snapshot(run) == before and not list(run.glob(".replaced-*"))
 
+    # a start killed before its first checkpoint leaves the old run aside, and resume says where
     said: list[str] = []
     resolve_run(None, [*tiny_overrides, "--train.max_steps=2"], run, None, True, say=said.append)
-    assert len(list(run.glob(".replaced-*"))) == 2 and "moved the previous run aside" in said[0]
+    (aside,) = run.glob(".replaced-*")
+    assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
+    assert "moved the previous run aside" in said[0]
+    with pytest.raises(LmforgeError, match=r"holds the run that --overwrite replaced"):
+        _train(resume=run)
     _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
     assert not list(run.glob(".replaced-*"))  # deleted once the new run had a checkpoint
     assert load_config(run / "config.toml").train.max_steps == 2

@@ -261,6 +261,11 @@ class Config:
             "train.*_interval must be > 0",
         )
         _check(t.eval_batches >= 0, "train.eval_batches must be >= 0")
+        for key in ("beta1", "beta2"):  # AdamW raises a bare ValueError only once the run has started
+            _check(0 <= getattr(t, key) < 1, f"train.{key}={getattr(t, key)} must be in [0, 1)")
+        _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
+        _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
+        _check(0 <= t.seed < 2**63, f"train.seed={t.seed} must be in [0, 2**63)")
         _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
         e = self.engine
         _check(
@@ -280,6 +285,11 @@ class Config:
         )
         _check(self.prep.split in ("hash", "tail"), f"prep.split={self.prep.split!r}: 'hash' or 'tail'")
         _check(self.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
+        p = self.prep
+        for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words"):
+            _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")
+        for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes"):
+            _check(getattr(p, key) > 0, f"prep.{key}={getattr(p, key)} must be > 0")
         _check(self.data.task in TASKS, f"data.task={self.data.task!r} must be one of {', '.join(TASKS)}")
         _check(
             self.data.task != "classification" or bool(t.init_from),
@@ -314,6 +324,7 @@ class Config:
             m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}"
         )
         _check(m.block_size > 0, "model.block_size must be > 0")
+        _check(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0: the tokenizer's)")
         _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
         _check(
             m.pos in ("learned", "rope", "sinusoidal"),
@@ -392,13 +403,22 @@ def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool =
     setattr(section, key, _coerce(dotted, value, kind, source, from_text))
 
 
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LmforgeError(f"{path}:{line}: not valid UTF-8 (byte {e.start} of the file)") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Build a validated Config from an optional TOML recipe and `section.key=value` overrides."""
     config = Config()
     if path is not None:
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(_read_utf8(path))
         except FileNotFoundError:
             raise LmforgeError(f"{path}: config file not found") from None
         except tomllib.TOMLDecodeError as e:

@@ -8,8 +8,10 @@ in N processes would run N identical jobs into the same run directory.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from lmforge.config import load_config
@@ -49,6 +51,10 @@ def launch(
     """Run `lmforge ARGS...` in nproc processes per node; returns the exit status."""
     if nproc < 1 or nnodes < 1:
         raise LmforgeError("launch: --nproc and --nnodes must be >= 1")
+    if not 0 <= node_rank < nnodes:
+        raise LmforgeError(f"launch: --node-rank {node_rank} must be in [0, --nnodes {nnodes})")
+    if not 0 <= master_port <= 65535:
+        raise LmforgeError(f"launch: --master-port {master_port} must be in [0, 65535] (0: a free port)")
     if not args:
         raise LmforgeError("launch: give the verb to run, e.g. `lmforge launch --nproc 2 train X.toml`")
     world = nproc * nnodes
@@ -67,8 +73,8 @@ def launch(
             )
     command = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
+        "-c",
+        RUNNER,
         f"--nproc_per_node={nproc}",
         f"--nnodes={nnodes}",
         f"--node_rank={node_rank}",
@@ -79,3 +85,33 @@ def launch(
         *args,
     ]
     return subprocess.run(command, check=False).returncode
+
+
+# torchrun (torch.distributed.run) in the child process, through `torchrun` below
+RUNNER = "import sys; from lmforge.launch import torchrun; sys.exit(torchrun(sys.argv[1:]))"
+
+
+class _NoFailedLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("failed (exitcode")
+
+
+def torchrun(argv: list[str]) -> int:
+    """torch.distributed.run's main, returning the first failed rank's exit status rather than
+    raising ChildFailedError: its traceback and report would follow the one line that a rank
+    prints for a user's mistake (exit status 2), which is kept as the only message."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_NoFailedLine())
+    try:  # torchrun's log folders (empty unless asked for) would otherwise stay in the temp folder
+        with tempfile.TemporaryDirectory(prefix="lmforge-launch-") as logs:
+            run(parse_args(["--log-dir", logs, *argv]))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if failure.exitcode == 2:
+            return 2
+        why = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit status {failure.exitcode}"
+        print(f"lmforge: error: launch: rank {rank} failed ({why})", file=sys.stderr)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import tempfile
@@ -134,6 +135,8 @@ def staged_folder(
     is one line naming the path."""
     inputs = list(inputs)
     target = check_target(out, inputs, owner, overwrite, verb)
+    # the folders made for the output, deepest first: removed again if the verb fails
+    made = list(itertools.takewhile(lambda p: not p.exists(), [target.parent, *target.parent.parents]))
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +144,7 @@ def staged_folder(
         yield tmp
         check_target(out, inputs, owner, overwrite, verb)
         install(tmp, target)
+        made = []
     except OSError as e:
         if e.errno not in _DISK_ERRORS:
             raise
@@ -148,3 +152,6 @@ def staged_folder(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()

@@ -27,6 +27,8 @@ def read_labelled(
     path: str | Path, labels: list[str], text_field: str = "text", label_field: str = "label"
 ) -> list[tuple[str, int]]:
     """[(text, label index)] from a .jsonl file (optionally .gz/.xz/.bz2)."""
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise LmforgeError(f"labels={','.join(labels)!r}: name at least two labels, each once")
     path = Path(path)
     rows = []
     try:

@@ -65,7 +65,9 @@ def _pair_files(inputs: str | Path | list[str | Path], src_lang: str, tgt_lang: 
         else:
             raise LmforgeError(f"{item}: no such file or folder")
     if not files:
-        raise LmforgeError(f"{inputs}: no .jsonl, .tsv or .{src_lang}/.{tgt_lang} files found")
+        raise LmforgeError(
+            f"{', '.join(map(str, items))}: no .jsonl, .tsv or .{src_lang}/.{tgt_lang} files found"
+        )
     # NAME.fr given alone stands for the aligned pair NAME.en + NAME.fr
     out: list[Path] = []
     for f in files:
@@ -184,8 +186,12 @@ def prepare_pairs(
         raise LmforgeError(f"src_lang and tgt_lang are both {src_lang!r}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise LmforgeError("val_fraction and test_fraction must be in (0, 1) with a sum below 1")
+    if max_tokens < 1 or not max_ratio >= 1:  # else every pair is dropped
+        raise LmforgeError(f"max_tokens={max_tokens} must be >= 1 and max_ratio={max_ratio} >= 1")
     files = _pair_files(inputs, src_lang, tgt_lang)
-    sources = [*([inputs] if isinstance(inputs, str | Path) else inputs), *files]
+    given = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    named = ", ".join(map(str, given))  # the inputs, as error messages name them
+    sources = [*given, *files]
     sources += [_sibling(f, src_lang, tgt_lang) for f in files if suffixes(f)[0] == f".{src_lang}"]
     check_target(out, sources, earlier_prep_output, overwrite, "prep")  # before the slow part
     start = time.time()
@@ -208,7 +214,7 @@ def prepare_pairs(
         dropped["in_train"] += len(splits[split]) - len(kept)
         splits[split] = kept
     if not splits["train"]:
-        raise LmforgeError(f"{inputs}: no training pairs left after cleaning ({total} read)")
+        raise LmforgeError(f"{named}: no training pairs left after cleaning ({total} read)")
 
     tok = tokenizer or Tokenizer.train_bpe((t for p in splits["train"] for t in (p.src, p.tgt)), vocab_size)
     counts: dict[str, int] = {}
@@ -231,6 +237,11 @@ def prepare_pairs(
                          [tgt_ids[i] for i in keep], src_lang, tgt_lang)  # fmt: skip
             counts[split] = len(keep)
             tokens[split] = sum(len(src_ids[i]) + len(tgt_ids[i]) for i in keep)
+            if split == "train" and not keep:
+                raise LmforgeError(
+                    f"{named}: no training pairs within max_tokens={max_tokens} and"
+                    f" max_ratio={max_ratio} ({dropped['too_long']} too long, {dropped['ratio']} by ratio)"
+                )
         tok.save_dir(tmp)
         meta = {
             "format": FORMAT,

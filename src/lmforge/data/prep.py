@@ -142,10 +142,12 @@ def _prep_into(
             yield doc.text
 
     cleaned = tmp / "cleaned.bin"
-    n_docs, n_bytes = write_docs(
-        cleaned, clean_documents(texts(), stage_names, dataclasses.asdict(p), report, tmp, p.workers)
-    )
-    bar.close()
+    try:  # closed on an error too, so that the error's line is not glued onto the bar
+        n_docs, n_bytes = write_docs(
+            cleaned, clean_documents(texts(), stage_names, dataclasses.asdict(p), report, tmp, p.workers)
+        )
+    finally:
+        bar.close()
     (tmp / "before_boilerplate.bin").unlink(missing_ok=True)
     t_clean = time.time() - start
     if n_docs == 0:

@@ -77,7 +77,7 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
                 raise LmforgeError(f"{item}: no such file, folder or glob match")
             files += [p for p in matches if p.is_file()]
     if not files:
-        raise LmforgeError(f"{inputs}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
+        raise LmforgeError(f"{', '.join(map(str, items))}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
     return files
 
 

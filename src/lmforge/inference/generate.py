@@ -175,7 +175,8 @@ def generate(
     prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
     if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model (try translate)")
+        hint = " (try translate)" if type(net).__name__ == "Seq2Seq" else ""
+        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model{hint}")
     net = net.to(resolve_dtype(dtype, net.config)[0])
     ids = encode_prompts(tokenizer, prompts)
     printed = [""]
@@ -190,7 +191,8 @@ def generate(
             printed[0] = text
 
     streaming = stream and len(prompts) == 1
-    if streaming:
+    if streaming:  # a prompt too long for the context fails before it is echoed
+        check_prompt(ids[0], net.config.block_size, truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
     outs = generate_ids(
         net,

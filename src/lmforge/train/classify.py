@@ -17,6 +17,7 @@ from typing import Any
 
 from lmforge.config import load_config
 from lmforge.data.labelled import read_labelled
+from lmforge.errors import LmforgeError
 from lmforge.train import loop
 
 
@@ -58,6 +59,9 @@ def finetune_classify(
     head_only freezes the backbone; from_scratch re-initialises it (same size, random weights): the
     baseline that shows what pretraining brings."""
     labels = labels if isinstance(labels, str) else ",".join(labels)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise LmforgeError(f"{name}={value!r} must be an integer >= 1")
     n = len(read_labelled(train, labels.split(","), text_field, label_field))
     steps = epochs * -(-(n - int(n * val_fraction)) // batch_size)
     overrides = {

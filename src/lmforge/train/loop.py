@@ -37,7 +37,7 @@ from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, peak_rss_gb, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
-from lmforge.train.run_dir import resolve_run
+from lmforge.train.run_dir import resolve_run, undo_start
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
 
@@ -54,12 +54,18 @@ def train(
     config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
+    made: list[Path] = []
     run_dir, cfg = resolve_run(
-        config, overrides, out, resume, overwrite, (lambda _: None) if quiet else tqdm.write
+        config, overrides, out, resume, overwrite, (lambda _: None) if quiet else tqdm.write, made
     )
-    engine = build_engine(cfg.engine, cfg.train)
-    say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
-    run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
+    try:  # a run that fails before its first step leaves the folder as it found it
+        engine = build_engine(cfg.engine, cfg.train)
+        say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
+        run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
+            undo_start(run_dir, made)
+        raise
     try:
         _steps(run)
     finally:

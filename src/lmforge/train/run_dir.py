@@ -3,10 +3,13 @@ the prepared data (raw input is prepared into RUN/data once, by one rank) and tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import itertools
 import json
 import os
+import shutil
 import time
 import tomllib
 from collections.abc import Callable
@@ -65,10 +68,14 @@ def resolve_run(
     resume: str | Path | None,
     overwrite: bool,
     say: Callable[[str], None] = lambda _: None,
+    made: list[Path] | None = None,
 ) -> tuple[Path, Config]:
     """(run directory, config) for a new, overwritten or resumed run; refuses, before anything is
     written, what would lose a file or what a resumed run cannot honour. Only rank 0 (launchers
-    set RANK) creates or moves anything; every rank makes the same checks."""
+    set RANK) creates or moves anything; every rank makes the same checks. `made` receives what
+    it changed on disk (the folders it created, the folder the old run was moved into), so that
+    undo_start can put it back when the run fails before it starts."""
+    made = [] if made is None else made
     if resume is not None:
         return _resume(config, overrides, out, Path(resume), overwrite)
     if isinstance(config, Config):
@@ -96,17 +103,42 @@ def resolve_run(
             " use --overwrite to start it again, or another --out"
         )
     main = os.environ.get("RANK", "0") == "0"
-    if kind != "empty":
-        check_inputs(cfg, [run_dir / n for n in present])
-        if main:
-            aside = move_aside(run_dir, present)
-            say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
+    check_inputs(cfg, [run_dir / n for n in present])
+    if kind != "empty" and main:
+        aside = move_aside(run_dir, present)
+        made.append(aside)
+        say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
     if main:
+        made += itertools.takewhile(lambda p: not p.exists(), [run_dir, *run_dir.parents])
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise LmforgeError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
     return run_dir, cfg
+
+
+def undo_start(run_dir: Path, made: list[Path]) -> None:
+    """Put back what resolve_run changed (`made`) for a run that failed before it started: the
+    folders it created go, with what set-up wrote in them; the run that --overwrite moved aside
+    comes back in place of what set-up wrote (every RUN_FILES name had been moved aside)."""
+    for path in made:
+        if path.name.startswith(ckpt.REPLACED):
+            moved = json.loads((path / ckpt.REPLACED_MARKER).read_text())["files"]
+            for name in RUN_FILES:
+                new = run_dir / name
+                if new.is_dir() and not new.is_symlink():
+                    shutil.rmtree(new)
+                elif new.exists() or new.is_symlink():
+                    new.unlink()
+            for name in moved:
+                os.rename(path / name, run_dir / name)
+            (path / ckpt.REPLACED_MARKER).unlink()
+            path.rmdir()
+        elif path == run_dir:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # a parent made for the run: only if empty
 
 
 def run_kind(run_dir: Path) -> tuple[str, list[str]]:
