@@ -1,0 +1,302 @@
+"""The robustness suite's catalogue (tests/test_robustness.py runs it): wrong commands for every
+verb, one a line, each with the error line it must give. In `argv` and `culprit`, {t} stands for
+the case's folder (also the working directory) and {s} for the shared models, runs and data that
+the suite builds once (test_robustness.shared)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+Step = Callable[[Path, Path], None]  # (the case's folder, the shared folder)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: str  # {t}: the case's folder (the working directory), {s}: the shared folder
+    culprit: str  # a regex the error line must match; {t} and {s} stand for the folders
+    setup: tuple[Step, ...] = ()
+    code: int = 2
+    usage: bool = False  # an argparse usage error (its usage block comes first)
+    process: bool = False  # run as `python -m lmforge ...`
+
+    @property
+    def verb(self) -> str:
+        words = self.argv.split()
+        verb = next((w for w in words if not w.startswith("-")), "(none)")
+        return f"{verb} --pairs" if "--pairs" in words else verb
+
+
+# --- setup steps ----------------------------------------------------------------------------------
+def write(name: str, data: str | bytes) -> Step:
+    def step(t: Path, s: Path) -> None:
+        (t / name).parent.mkdir(parents=True, exist_ok=True)
+        (t / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return step
+
+
+def mkdir(name: str) -> Step:
+    return lambda t, s: (t / name).mkdir(parents=True)
+
+
+def copy(name: str, to: str = "") -> Step:
+    def step(t: Path, s: Path) -> None:
+        source, target = s / name, t / (to or name)
+        shutil.copytree(source, target) if source.is_dir() else shutil.copy(source, target)
+
+    return step
+
+
+def cut(pattern: str, size: int) -> Step:
+    """Truncate every file matching `pattern` (a glob under the case's folder) to `size` bytes."""
+
+    def step(t: Path, s: Path) -> None:
+        for path in t.glob(pattern):
+            path.write_bytes(path.read_bytes()[:size])
+
+    return step
+
+
+def set_json(name: str, **values: object) -> Step:
+    def step(t: Path, s: Path) -> None:
+        path = t / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+    return step
+
+
+def remove(name: str) -> Step:
+    return lambda t, s: shutil.rmtree(t / name) if (t / name).is_dir() else (t / name).unlink()
+
+
+PAIRS = "".join(json.dumps({"en": f"hello number {i}", "fr": f"bonjour numero {i}", "doc": f"d{i % 7}"}) + "\n"
+                for i in range(60))  # fmt: skip
+BAD_UTF8 = b"\xff\xfe\xfa\xfb" * 40 + b"\n"  # undecodable throughout: nothing to keep
+LONG = "ROMEO: the king and the queen speak of love and death"  # 53 characters, the context is 16
+MODEL_DIR = "not a model directory, run directory or checkpoint"
+R = "{t}/r"  # a run folder that does not exist yet
+DATA = "--data.input={s}/corpus.txt"
+SRC_REF = (write("src.txt", "a b\nc d\n"), write("ref.txt", "x\ny\n"))
+
+# fmt: off
+CASES = [
+    # --- the command line itself
+    Case("no-verb", "", r"required: VERB", usage=True),
+    Case("unknown-verb", "bogus", r"invalid choice: 'bogus'", usage=True),
+    # --- prep
+    Case("prep-missing-input", "prep {t}/missing.txt --out {t}/o", r"{t}/missing\.txt: no such file"),
+    Case("prep-empty-corpus", "prep {t}/e.txt --out {t}/o", r"{t}/e\.txt: the corpus is empty", (write("e.txt", ""),)),
+    Case("prep-undecodable", "prep {t}/bad.txt --out {t}/o", r"bad\.txt: the corpus is empty.*invalid UTF-8", (write("bad.txt", BAD_UTF8),)),
+    Case("prep-empty-folder", "prep {t}/d --out {t}/o", r"^lmforge: error: {t}/d: no \.csv.*files found", (mkdir("d"),)),
+    Case("prep-out-is-input", "prep {t}/d --out {t}/d", r"{t}/d: the output folder is the input", (mkdir("d"), copy("corpus.txt", "d/c.txt"))),
+    Case("prep-out-inside-input", "prep {t}/d --out {t}/d/o", r"{t}/d/o: the output folder lies inside the input", (mkdir("d"), copy("corpus.txt", "d/c.txt"))),
+    Case("prep-out-holds-input", "prep {t}/p/c.txt --out {t}/p", r"{t}/p: the output folder contains the input", (mkdir("p"), copy("corpus.txt", "p/c.txt"))),
+    Case("prep-out-dot", "prep {s}/corpus.txt --out .", r"\.: is the working directory"),
+    Case("prep-out-parent-of-cwd", "prep {s}/corpus.txt --out ..", r"\.\.: is a folder above the working directory"),
+    Case("prep-out-foreign", "prep {s}/corpus.txt --out {t}/p", r"{t}/p: holds files prep did not write \(plan\.md\)", (write("p/plan.md", "keep\n"),)),
+    Case("prep-out-is-file", "prep {s}/corpus.txt --out {t}/f", r"{t}/f: exists and is not a folder", (write("f", "x"),)),
+    Case("prep-out-under-file", "prep {s}/corpus.txt --out {t}/f/o", r"{t}/f is a file", (write("f", "x"),)),
+    Case("prep-earlier-output", "prep {s}/corpus.txt --out {t}/shards", r"{t}/shards: holds an earlier prep output; pass --overwrite", (copy("shards"),)),
+    Case("prep-bpe-vocab-0", "prep {s}/corpus.txt --out {t}/o --tokenizer bpe --vocab-size 0", r"data\.vocab_size=0 must be at least"),
+    Case("prep-val-fraction", "prep {s}/corpus.txt --out {t}/o --val-fraction 1.5", r"data\.val_fraction must be in \(0, 1\)"),
+    Case("prep-tokenizer-choice", "prep {s}/corpus.txt --out {t}/o --tokenizer xyz", r"argument --tokenizer: invalid choice: 'xyz'", usage=True),
+    Case("prep-unknown-stage", "prep {s}/corpus.txt --out {t}/o --stages normalize,bogus", r"prep\.stages: unknown stage 'bogus'"),
+    Case("prep-workers-negative", "prep {s}/corpus.txt --out {t}/o --workers -1", r"prep\.workers=-1 must be >= 0"),
+    Case("prep-min-chars-negative", "prep {s}/corpus.txt --out {t}/o --prep.min_chars=-3", r"prep\.min_chars=-3 must be >= 0"),
+    Case("prep-near-dup-bands-0", "prep {s}/corpus.txt --out {t}/o --prep.near_dup_bands=0", r"prep\.near_dup_bands=0 must be > 0"),
+    Case("prep-bad-toml", "prep {t}/r.toml", r"{t}/r\.toml: invalid TOML", (write("r.toml", "data = [\n"),)),
+    Case("prep-recipe-unknown-key", "prep {t}/r.toml", r"{t}/r\.toml: unknown config key 'data\.inputt'", (write("r.toml", '[data]\ninputt = "x"\n'),)),
+    Case("prep-recipe-folder", "prep {t}/r.toml --out {t}/o", r"{t}/r\.toml: Is a directory", (mkdir("r.toml"),)),
+    Case("prep-recipe-not-utf8", "prep {t}/r.toml --out {t}/o", r"{t}/r\.toml:2: not valid UTF-8 \(byte 16 of the file\)", (write("r.toml", b'[data]\ninput = "\xe9"\n'),)),
+    Case("prep-recipe-glob-no-match", "prep {t}/r.toml", r"nothing\*\.txt: no such file, folder or glob match", (write("r.toml", '[prep]\ninputs = "nothing*.txt"\nout = "o"\n'),)),
+    Case("prep-override-type", "prep {s}/corpus.txt --out {t}/o --data.vocab_size=abc", r"data\.vocab_size='abc' is not an integer"),
+    Case("prep-no-out", "prep {s}/corpus.txt", r"no output directory \(pass --out"),
+    Case("prep-pairs-option-alone", "prep {s}/corpus.txt --out {t}/o --src-lang en", r"--src-lang needs --pairs", usage=True),
+    Case("prep-stopwords-file-missing", "prep {s}/corpus.txt --out {t}/o --stages stopwords --prep.stopwords_file={t}/sw.txt", r"{t}/sw\.txt: No such file"),
+    Case("prep-fails-under-new-folders", "prep {t}/e.txt --out {t}/new/deep/o", r"e\.txt: the corpus is empty", (write("e.txt", ""),)),
+    Case("prep-empty-corpus-real-stderr", "prep {t}/e.txt --out {t}/o", r"{t}/e\.txt: the corpus is empty", (write("e.txt", ""),), process=True),
+    # --- prep --pairs
+    Case("pairs-bad-json", "prep --pairs {t}/x.jsonl --out {t}/o", r"{t}/x\.jsonl:2: not valid JSON", (write("x.jsonl", '{"en": "a", "fr": "b"}\n{oops\n'),)),
+    Case("pairs-missing-field", "prep --pairs {t}/x.jsonl --out {t}/o", r"{t}/x\.jsonl:2: needs string fields 'en' and 'fr'", (write("x.jsonl", '{"en": "a", "fr": "b"}\n{"en": "a"}\n'),)),
+    Case("pairs-tsv-one-column", "prep --pairs {t}/x.tsv --out {t}/o", r"{t}/x\.tsv:2: expected 2 or 3 tab-separated columns", (write("x.tsv", "a\tb\nonly one\n"),)),
+    Case("pairs-not-utf8", "prep --pairs {t}/b.en --out {t}/o", r"{t}/b\.en:2: not valid UTF-8 \(byte 6", (write("b.en", b"hello\n\xff bad\n"), write("b.fr", "bonjour\nmal\n"))),
+    Case("pairs-partner-missing", "prep --pairs {t}/b.en --out {t}/o", r"{t}/b\.en: its aligned file {t}/b\.fr is missing", (write("b.en", "hello\n"),)),
+    Case("pairs-out-is-input", "prep --pairs {t}/p.jsonl --out {t}/p.jsonl", r"{t}/p\.jsonl: the output folder is the input", (write("p.jsonl", PAIRS),)),
+    Case("pairs-out-dot", "prep --pairs {t}/p.jsonl --out .", r"\.: is the working directory", (write("p.jsonl", PAIRS),)),
+    Case("pairs-out-foreign", "prep --pairs {t}/p.jsonl --out {t}/p", r"{t}/p: holds files prep did not write \(keep\.txt\)", (write("p.jsonl", PAIRS), write("p/keep.txt", "x"))),
+    Case("pairs-vocab-0", "prep --pairs {t}/p.jsonl --out {t}/o --vocab-size 0", r"vocab_size=0 must be at least", (write("p.jsonl", PAIRS),)),
+    Case("pairs-val-fraction-1", "prep --pairs {t}/p.jsonl --out {t}/o --val-fraction 1", r"val_fraction and test_fraction must be in \(0, 1\)", (write("p.jsonl", PAIRS),)),
+    Case("pairs-max-tokens-0", "prep --pairs {t}/p.jsonl --out {t}/o --max-tokens 0", r"max_tokens=0 must be >= 1", (write("p.jsonl", PAIRS),)),
+    Case("pairs-all-dropped", "prep --pairs {t}/p.jsonl --out {t}/o --vocab-size 300 --max-ratio 1", r"{t}/p\.jsonl: no training pairs within max_tokens=128 and max_ratio=1\.0", (write("p.jsonl", '{"en": "one two three four five six", "fr": "un"}\n'),)),
+    Case("pairs-same-languages", "prep --pairs {t}/p.jsonl --out {t}/o --src-lang fr", r"src_lang and tgt_lang are both 'fr'", (write("p.jsonl", PAIRS),)),
+    Case("pairs-empty-file", "prep --pairs {t}/e.jsonl --out {t}/o", r"{t}/e\.jsonl: no training pairs left after cleaning \(0 read\)", (write("e.jsonl", ""),)),
+    Case("pairs-missing-file", "prep --pairs {t}/none.jsonl --out {t}/o", r"{t}/none\.jsonl: no such file"),
+    Case("pairs-empty-folder", "prep --pairs {t}/d --out {t}/o", r"^lmforge: error: {t}/d: no \.jsonl, \.tsv or \.en/\.fr files found", (mkdir("d"),)),
+    Case("pairs-not-a-pair-file", "prep --pairs {t}/p.toml --out {t}/o", r"{t}/p\.toml: not a pair file", (write("p.toml", "x = 1\n"),)),
+    Case("pairs-with-override", "prep --pairs {t}/p.jsonl --out {t}/o --data.vocab_size=300", r"overrides do not go with --pairs", usage=True),
+    Case("pairs-with-tokenizer", "prep --pairs {t}/p.jsonl --out {t}/o --tokenizer bpe", r"--tokenizer does not go with --pairs", usage=True),
+    Case("pairs-no-out", "prep --pairs {t}/p.jsonl", r"--out is required with --pairs", usage=True),
+    # --- train: the recipe and its keys
+    Case("train-unknown-key", f"train --out {R} {DATA} --model.nlayer=2", r"unknown config key 'model\.nlayer'"),
+    Case("train-wrong-type", f"train --out {R} {DATA} --train.batch_size=abc", r"train\.batch_size='abc' is not an integer"),
+    Case("train-batch-size-0", f"train --out {R} {DATA} --train.batch_size=0", r"train\.batch_size must be > 0"),
+    Case("train-n-layer-negative", f"train --out {R} {DATA} --model.n_layer=-1", r"model\.n_layer.* must be > 0"),
+    Case("train-block-size-0", f"train --out {R} {DATA} --model.block_size=0", r"model\.block_size must be > 0"),
+    Case("train-heads-do-not-divide", f"train --out {R} {DATA} --model.n_embd=30 --model.n_head=4", r"model\.n_embd=30 is not divisible by model\.n_head=4"),
+    Case("train-beta1", f"train --out {R} {DATA} --train.beta1=2", r"train\.beta1=2\.0 must be in \[0, 1\)"),
+    Case("train-seed-negative", f"train --out {R} {DATA} --train.seed=-1", r"train\.seed=-1 must be in"),
+    Case("train-grad-clip-nan", f"train --out {R} {DATA} --train.grad_clip=nan", r"train\.grad_clip=nan must be >= 0"),
+    Case("train-vocab-size-negative", f"train --out {R} {DATA} --model.vocab_size=-5", r"model\.vocab_size=-5 must be >= 0"),
+    Case("train-engine", f"train --out {R} {DATA} --engine.name=bogus", r"engine\.name='bogus' must be"),
+    Case("train-dtype", f"train --out {R} {DATA} --train.dtype=fp16", r"train\.dtype='fp16' must be"),
+    Case("train-micro-batch", f"train --out {R} {DATA} --train.micro_batch_size=5", r"train\.batch_size=12 is not divisible by train\.micro_batch_size=5"),
+    Case("train-override-no-value", f"train --out {R} {DATA} --train.max_steps", r"override '--train\.max_steps' must look like --section\.key=value"),
+    Case("train-unknown-option", f"train --out {R} {DATA} --foo", r"unrecognized arguments: --foo", usage=True),
+    Case("train-bad-toml", "train {t}/r.toml --out {t}/r", r"{t}/r\.toml: invalid TOML", (write("r.toml", "[train\n"),)),
+    Case("train-missing-recipe", "train {t}/nope.toml --out {t}/r", r"{t}/nope\.toml: config file not found"),
+    Case("train-recipe-folder", "train {t}/r.toml --out {t}/r", r"{t}/r\.toml: Is a directory", (mkdir("r.toml"),)),
+    Case("train-recipe-not-utf8", "train {t}/r.toml --out {t}/r", r"{t}/r\.toml:2: not valid UTF-8 \(byte 22 of the file\)", (write("r.toml", b"[train]\nlr = 0.1 # caf\xe9\n"),)),
+    Case("train-recipe-bare-key", "train {t}/r.toml --out {t}/r", r"{t}/r\.toml: top-level key 'max_steps' must be a \[section\]", (write("r.toml", "max_steps = 3\n"),)),
+    Case("train-task-bogus", f"train --out {R} {DATA} --data.task=bogus", r"data\.task='bogus' must be one of"),
+    Case("train-translation-on-gpt", f"train --out {R} {DATA} --data.task=translation", r"data\.task='translation' does not fit model\.arch='gpt'"),
+    Case("train-classification-alone", f"train --out {R} {DATA} --data.task=classification", r"needs train\.init_from"),
+    # --- train: the data and the starting model
+    Case("train-no-data", f"train --out {R}", r"data\.input is not set"),
+    Case("train-missing-data", f"train --out {R} --data.input={{t}}/nothing.txt", r"data\.input='{t}/nothing\.txt': no such file"),
+    Case("train-missing-data-new-folders", "train --out {t}/new/deep/r --data.input={t}/nothing.txt", r"nothing\.txt'?: no such file"),
+    Case("train-empty-corpus", f"train --out {R} --data.input={{t}}/e.txt", r"{t}/e\.txt: the corpus is empty", (write("e.txt", ""),)),
+    Case("train-undecodable-corpus", f"train --out {R} --data.input={{t}}/bad.txt", r"bad\.txt: the corpus is empty.*invalid UTF-8", (write("bad.txt", BAD_UTF8),)),
+    Case("train-empty-folder", f"train --out {R} --data.input={{t}}/d", r"{t}/d: no \.csv.*files found", (mkdir("d"),)),
+    Case("train-data-is-a-model", f"train --out {R} --data.input={{s}}/gpt", r"{s}/gpt: no \.csv.*files found"),
+    Case("train-vocab-below-data", f"train --out {R} {DATA} --model.vocab_size=5", r"model\.vocab_size=5 < the data's vocabulary"),
+    Case("train-context-above-data", f"train --out {R} {DATA} --model.block_size=100000", r"fewer than block_size\+1=100001"),
+    Case("train-bpe-vocab-0", f"train --out {R} {DATA} --data.tokenizer=bpe --data.vocab_size=0", r"data\.vocab_size=0 must be at least"),
+    Case("train-init-from-missing", f"train --out {R} {DATA} --init-from {{t}}/nomodel", rf"{{t}}/nomodel: {MODEL_DIR}"),
+    Case("train-init-from-seq2seq", f"train --out {R} {DATA} --init-from {{s}}/s2s", r"train\.init_from='{s}/s2s' is not a decoder language model"),
+    Case("train-init-from-a-file", f"train --out {R} {DATA} --init-from {{s}}/corpus.txt", rf"{{s}}/corpus\.txt: {MODEL_DIR}"),
+    Case("train-translation-on-text", f"train --out {R} {DATA} --data.task=translation --model.arch=seq2seq", r"{s}/corpus\.txt: not a pair file"),
+    Case("train-translation-no-val", f"train --out {R} --data.input={{t}}/p.jsonl --data.task=translation --model.arch=seq2seq --data.vocab_size=300", r"{t}/r/data: no validation pairs", (write("p.jsonl", PAIRS),)),
+    Case("train-classification-one-label", f"train --out {R} --data.input={{s}}/l.jsonl --data.task=classification --init-from {{s}}/gpt --data.labels=neg", r"data\.labels='neg': name at least two labels"),
+    # --- train: existing run folders, --overwrite and --resume
+    Case("train-out-is-file", f"train --out {{t}}/f {DATA}", r"{t}/f: is a file", (write("f", "x"),)),
+    Case("train-existing-run", f"train --out {{s}}/run {DATA}", r"{s}/run: already holds a run; use --resume"),
+    Case("train-overwrite-foreign", f"train --out {{t}}/p --overwrite {DATA}", r"{t}/p: holds model but is not an lmforge run directory", (write("p/model/weights.bin", "mine"), write("p/notes.txt", "mine"))),
+    Case("train-overwrite-empty-corpus", "train --out {t}/run --overwrite --data.input={t}/e.txt", r"{t}/e\.txt: the corpus is empty", (copy("run"), write("e.txt", ""))),
+    Case("train-overwrite-data-inside", "train --out {t}/run --overwrite --data.input={t}/run/data", r"data\.input='{t}/run/data' lies inside {t}/run/data, which --overwrite would replace", (copy("run"),)),
+    Case("resume-not-a-run", "train --resume {t}/x", r"{t}/x: not a run directory \(no config\.toml\)", (write("x/a", "hi"),)),
+    Case("resume-missing", "train --resume {t}/missing", r"{t}/missing: not a run directory"),
+    Case("resume-model-key", "train --resume {t}/run --model.n_layer=3", r"cannot change model\.n_layer=3 \(the run has model\.n_layer=2\)", (copy("run"),)),
+    Case("resume-position-kind", "train --resume {t}/run --model.pos=rope", r"cannot change model\.pos='rope' \(the run has model\.pos='learned'\)", (copy("run"),)),
+    Case("resume-other-data", "train --resume {t}/run --data.input={s}/l.jsonl", r"cannot change data\.input='{s}/l\.jsonl'", (copy("run"),)),
+    Case("resume-with-recipe", "train {t}/r.toml --resume {t}/run", r"the recipe {t}/r\.toml would be ignored", (copy("run"), write("r.toml", ""))),
+    Case("resume-other-out", "train --resume {t}/run --out {t}/other", r"--out {t}/other differs from --resume {t}/run", (copy("run"),)),
+    Case("resume-and-overwrite", "train --resume {t}/run --overwrite", r"--resume {t}/run and --overwrite exclude each other", (copy("run"),)),
+    Case("resume-all-damaged", "train --resume {t}/run", r"{t}/run/checkpoints: no usable checkpoint.*step_00000004: model\.safetensors has 100 bytes.*step_00000002", (copy("run"), cut("run/checkpoints/*/model.safetensors", 100))),
+    Case("resume-no-checkpoints", "train --resume {t}/run", r"{t}/run/checkpoints: no checkpoint to resume from", (copy("run"), remove("run/checkpoints"))),
+    Case("resume-damaged-config", "train --resume {t}/run", r"{t}/run/config\.toml: invalid TOML", (copy("run"), write("run/config.toml", "garbage\n"))),
+    Case("resume-damaged-metrics", "train --resume {t}/run", r"{t}/run/metrics\.jsonl:1: not a JSON object", (copy("run"), lambda t, s: (t / "run/metrics.jsonl").write_text("garbage\n" + (s / "run/metrics.jsonl").read_text()))),
+    # --- generate
+    Case("generate-missing-model", "generate {t}/nomodel --prompt hi", rf"{{t}}/nomodel: {MODEL_DIR}"),
+    Case("generate-empty-folder", "generate {t}/m --prompt hi", rf"{{t}}/m: {MODEL_DIR}", (mkdir("m"),)),
+    Case("generate-a-file", "generate {s}/corpus.txt --prompt hi", rf"{{s}}/corpus\.txt: {MODEL_DIR}"),
+    Case("generate-invalid-config", "generate {t}/m --prompt hi", r"{t}/m/config\.json: unreadable model config", (copy("gpt", "m"), write("m/config.json", '{"n_layer": \n'))),
+    Case("generate-config-wrong-type", "generate {t}/m --prompt hi", r"{t}/m/config\.json: model\.n_layer='two' must be an integer", (copy("gpt", "m"), set_json("m/config.json", n_layer="two"))),
+    Case("generate-config-unknown-type", "generate {t}/m --prompt hi", r"{t}/m/config\.json: unknown model_type 'mamba'", (copy("gpt", "m"), set_json("m/config.json", model_type="mamba"))),
+    Case("generate-config-misfit", "generate {t}/m --prompt hi", r"{t}/m/model\.safetensors: does not fit {t}/m/config\.json \(size mismatch", (copy("gpt", "m"), set_json("m/config.json", vocab_size=7))),
+    Case("generate-truncated-weights", "generate {t}/m --prompt hi", r"{t}/m/model\.safetensors: unreadable safetensors file", (copy("gpt", "m"), cut("m/model.safetensors", 200))),
+    Case("generate-no-tokenizer", "generate {t}/m --prompt hi", r"{t}/m/tokenizer\.json: cannot load tokenizer", (copy("gpt", "m"), remove("m/tokenizer.json"))),
+    Case("generate-damaged-run", "generate {t}/run --prompt hi", r"{t}/run/checkpoints/step_00000004/model\.safetensors: unreadable", (copy("run"), remove("run/model"), cut("run/checkpoints/*/model.safetensors", 100))),
+    Case("generate-seq2seq", "generate {s}/s2s --prompt hi", r"{s}/s2s: a Seq2Seq, not a decoder language model \(try translate\)"),
+    Case("generate-classifier", "generate {s}/clf --prompt hi", r"{s}/clf: a Classifier, not a decoder language model$"),
+    Case("generate-temperature", "generate {s}/gpt --prompt hi --temperature -1", r"temperature=-1\.0: must be a finite number >= 0"),
+    Case("generate-temperature-nan", "generate {s}/gpt --prompt hi --temperature nan", r"temperature=nan: must be a finite number"),
+    Case("generate-top-p", "generate {s}/gpt --prompt hi --top-p 0", r"top_p=0\.0: must be a number in \(0, 1\]"),
+    Case("generate-top-k", "generate {s}/gpt --prompt hi --top-k -3", r"top_k=-3: must be an integer >= 0"),
+    Case("generate-max-new-tokens", "generate {s}/gpt --prompt hi --max-new-tokens -5", r"max_new_tokens=-5: must be an integer >= 0"),
+    Case("generate-long-prompt", f"generate {{s}}/gpt --prompt '{LONG}'", r"the prompt is 53 tokens, longer than the model's context of 16"),
+    Case("generate-long-prompt-real-stdout", f"generate {{s}}/gpt --prompt '{LONG}'", r"the prompt is 53 tokens", process=True),
+    Case("generate-dtype", "generate {s}/gpt --prompt hi --dtype fp16", r"argument --dtype: invalid choice: 'fp16'", usage=True),
+    Case("generate-not-an-int", "generate {s}/gpt --prompt hi --max-new-tokens abc", r"argument --max-new-tokens: invalid int value: 'abc'", usage=True),
+    # --- import
+    Case("import-no-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (write("h/model.safetensors", "x"),)),
+    Case("import-missing", "import {t}/missing --out {t}/o", r"{t}/missing/config\.json"),
+    Case("import-unknown-type", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unknown architecture model_type='mamba'", (copy("hf", "h"), set_json("h/config.json", model_type="mamba"))),
+    Case("import-lmforge-dir", "import {s}/gpt --out {t}/o", r"{s}/gpt/config\.json: unknown architecture model_type='lmforge-gpt'"),
+    Case("import-invalid-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (copy("hf", "h"), write("h/config.json", "{bad"))),
+    Case("import-shard-outside", "import {t}/h --out {t}/o", r"{t}/h/model\.safetensors\.index\.json: shard name '\.\./w\.safetensors' lies outside the model folder", (copy("hf", "h"), lambda t, s: (t / "h/model.safetensors").rename(t / "w.safetensors"), write("h/model.safetensors.index.json", '{"weight_map": {"transformer.wte.weight": "../w.safetensors"}}'))),
+    Case("import-truncated", "import {t}/h --out {t}/o", r"{t}/h/model\.safetensors: unreadable safetensors file", (copy("hf", "h"), cut("h/model.safetensors", 300))),
+    Case("import-no-weights", "import {t}/h --out {t}/o", r"{t}/h: no model\.safetensors or pytorch_model\.bin", (copy("hf", "h"), remove("h/model.safetensors"))),
+    Case("import-no-tokenizer", "import {t}/h --out {t}/o", r"{t}/h: no tokenizer\.json", (copy("hf", "h"), remove("h/tokenizer.json"))),
+    Case("import-out-is-input", "import {t}/h --out {t}/h", r"{t}/h: the output folder is the input", (copy("hf", "h"),)),
+    Case("import-out-foreign", "import {s}/hf --out {t}/o", r"{t}/o: holds files import did not write \(README\.md\)", (write("o/README.md", "mine"),)),
+    Case("import-no-out", "import {s}/hf", r"required: --out", usage=True),
+    # --- export
+    Case("export-out-foreign", "export {s}/gpt --out {t}/p", r"{t}/p: holds files export did not write \(README\.md\)", (write("p/README.md", "mine"),)),
+    Case("export-out-other-model", "export {s}/gpt --out {t}/m", r"{t}/m: holds a model \(model_type 'lmforge-gpt'\) that export did not write", (copy("gpt", "m"),)),
+    Case("export-not-a-model", "export {t}/x --out {t}/o", rf"{{t}}/x: {MODEL_DIR}", (write("x/a.txt", "hi"),)),
+    Case("export-missing", "export {t}/missing --out {t}/o", rf"{{t}}/missing: {MODEL_DIR}"),
+    Case("export-out-is-model", "export {t}/m --out {t}/m", r"{t}/m: the output folder is the input", (copy("gpt", "m"),)),
+    Case("export-out-inside-model", "export {t}/m --out {t}/m/hf", r"{t}/m/hf: the output folder lies inside the input", (copy("gpt", "m"),)),
+    Case("export-out-is-file", "export {s}/gpt --out {t}/f", r"{t}/f: exists and is not a folder", (write("f", "x"),)),
+    Case("export-out-dot", "export {s}/gpt --out .", r"\.: is the working directory"),
+    Case("export-classifier", "export {s}/clf --out {t}/new/deep/o", r"{s}/clf: only decoder, encoder and encoder-decoder models export"),
+    # --- finetune-classify
+    Case("classify-labels-no-value", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels", r"argument --labels: expected one argument", usage=True),
+    Case("classify-no-train", "finetune-classify {s}/gpt --labels neg,pos", r"required: --train", usage=True),
+    Case("classify-unknown-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,positive", r"{s}/l\.jsonl:\d+: label 'pos' is not one of"),
+    Case("classify-one-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg", r"labels='neg': name at least two labels"),
+    Case("classify-label-twice", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,neg", r"labels='neg,neg': name at least two labels, each once"),
+    Case("classify-val-fraction-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 0", r"data\.val_fraction must be in \(0, 1\)"),
+    Case("classify-val-fraction-1", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 1", r"data\.val_fraction must be in \(0, 1\)"),
+    Case("classify-seq2seq", "finetune-classify {s}/s2s --train {s}/l.jsonl --labels neg,pos --out {t}/o", r"train\.init_from='{s}/s2s': not a decoder or encoder model"),
+    Case("classify-missing-model", "finetune-classify {t}/nomodel --train {s}/l.jsonl --labels neg,pos", rf"{{t}}/nomodel: {MODEL_DIR}"),
+    Case("classify-missing-data", "finetune-classify {s}/gpt --train {t}/none.jsonl --labels neg,pos", r"{t}/none\.jsonl: unreadable"),
+    Case("classify-text-field", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --text-field body", r"{s}/l\.jsonl:1: needs JSON with 'body' and 'label'"),
+    Case("classify-epochs-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --epochs 0", r"epochs=0 must be an integer >= 1"),
+    Case("classify-batch-size-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --batch-size 0", r"batch_size=0 must be an integer >= 1"),
+    Case("classify-max-len-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --max-len 0", r"data\.max_len=0 must be > 0"),
+    Case("classify-lr-negative", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --lr -1", r"train\.lr must be > 0"),
+    Case("classify-too-few-to-train", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 0.99 --out {t}/o", r"1 training examples, fewer than train\.batch_size=32"),
+    Case("classify-out-foreign", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --out {t}/o", r"{t}/o: holds model but is not an lmforge run directory", (write("o/notes.txt", "mine"), mkdir("o/model"))),
+    # --- translate
+    Case("translate-gpt", "translate {s}/gpt hello", r"{s}/gpt: not a translation \(encoder-decoder\) model"),
+    Case("translate-classifier", "translate {s}/clf hello", r"{s}/clf: not a translation"),
+    Case("translate-missing-model", "translate {t}/nomodel hello", rf"{{t}}/nomodel: {MODEL_DIR}"),
+    Case("translate-file-missing", "translate {s}/s2s --file {t}/none.txt", r"{t}/none\.txt: no such file"),
+    Case("translate-file-folder", "translate {s}/s2s --file {t}/d", r"{t}/d: a folder, not a file of sentences", (mkdir("d"),)),
+    Case("translate-file-empty", "translate {s}/s2s --file {t}/e.txt", r"{t}/e\.txt: empty, no sentences", (write("e.txt", ""),)),
+    Case("translate-file-not-utf8", "translate {s}/s2s --file {t}/b.txt", r"{t}/b\.txt:2: not valid UTF-8 \(byte 3", (write("b.txt", b"ok\n\xff bad\n"),)),
+    Case("translate-nothing", "translate {s}/s2s", r"nothing to translate"),
+    Case("translate-beam-0", "translate {s}/s2s hello --beam 0", r"beam=0: must be an integer >= 1"),
+    Case("translate-batch-size-0", "translate {s}/s2s hello --batch-size 0", r"batch_size=0: must be an integer >= 1"),
+    Case("translate-length-penalty", "translate {s}/s2s hello --length-penalty nan", r"length_penalty=nan: must be a finite number"),
+    Case("translate-beam-text", "translate {s}/s2s hello --beam abc", r"argument --beam: invalid int value: 'abc'", usage=True),
+    # --- eval-translate
+    Case("eval-out-is-src", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/src.txt", r"out={t}/src\.txt is src={t}/src\.txt: writing it would overwrite an input", SRC_REF),
+    Case("eval-out-is-ref", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/ref.txt", r"out={t}/ref\.txt is ref=", SRC_REF),
+    Case("eval-out-is-model-file", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {s}/s2s/config.json", r"is the model's file {s}/s2s/config\.json", SRC_REF),
+    Case("eval-out-folder", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/o", r"out={t}/o: a folder", (*SRC_REF, mkdir("o"))),
+    Case("eval-out-missing-folder", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/no/h.txt", r"folder {t}/no does not exist", SRC_REF),
+    Case("eval-line-counts", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt", r"{t}/src\.txt has 2 lines but {t}/ref\.txt has 1", (write("src.txt", "a b\nc d\n"), write("ref.txt", "x\n"))),
+    Case("eval-src-missing", "eval-translate {s}/s2s --src {t}/none.txt --ref {t}/ref.txt", r"{t}/none\.txt: no such file", SRC_REF),
+    Case("eval-src-empty", "eval-translate {s}/s2s --src {t}/e.txt --ref {t}/ref.txt", r"{t}/e\.txt: empty", (*SRC_REF, write("e.txt", ""))),
+    Case("eval-gpt", "eval-translate {s}/gpt --src {t}/src.txt --ref {t}/ref.txt", r"{s}/gpt: not a translation", SRC_REF),
+    Case("eval-beam", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --beam -1", r"beam=-1: must be an integer >= 1", SRC_REF),
+    Case("eval-no-ref", "eval-translate {s}/s2s --src {t}/src.txt", r"required: --ref", SRC_REF, usage=True),
+    # --- launch
+    Case("launch-local-engine", f"launch --nproc 2 train {DATA} --out {R}", r"engine\.name='local' trains in one process, so 2 processes would run 2 identical jobs"),
+    Case("launch-no-verb", "launch --nproc 2", r"launch: give the verb to run"),
+    Case("launch-nproc-0", "launch --nproc 0 train", r"--nproc and --nnodes must be >= 1"),
+    Case("launch-copies-of-generate", "launch --nproc 2 generate {s}/gpt", r"only `train` runs in several processes; 2 processes of `generate`"),
+    Case("launch-missing-recipe", "launch --nproc 2 train {t}/none.toml", r"{t}/none\.toml: config file not found"),
+    Case("launch-master-port", "launch --nproc 1 --master-port -5 train", r"--master-port -5 must be in \[0, 65535\]"),
+    Case("launch-node-rank", "launch --nproc 1 --node-rank 3 train", r"--node-rank 3 must be in \[0, --nnodes 1\)"),
+    Case("launch-no-nproc", "launch train", r"required: --nproc", usage=True),
+    Case("launch-verb-fails", "launch --nproc 1 generate {t}/nomodel --prompt hi", rf"{{t}}/nomodel: {MODEL_DIR}", process=True),
+]
+# fmt: on
