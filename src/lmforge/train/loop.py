@@ -121,7 +121,7 @@ def _set_up(
             f"train.batch_size={t.batch_size} must split into world_size={engine.world_size}"
             f" x micro_batch_size={micro} x accumulation steps"
         )
-    task = build_task(Setup(cfg, run_dir, engine, micro, resuming, say))
+    task = build_task(Setup(cfg, run_dir, engine, micro, say))
     if resuming:  # data prepared during this start must match what the checkpoint was trained on
         ckpt.check_tokenizer(ckpt.latest_checkpoint(run_dir / "checkpoints"), task.tokenizer)
     if t.epochs:

@@ -64,7 +64,6 @@ class Setup:
     run_dir: Path
     engine: Engine
     micro: int  # examples per micro-batch on each rank
-    resuming: bool
     say: Callable[[str], None]
 
 
