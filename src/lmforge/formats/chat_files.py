@@ -1,0 +1,74 @@
+"""What makes a model directory a chat model: its chat template and its generation defaults.
+
+The files are Hugging Face's, so lmforge and transformers read each other's directories:
+`chat_template.jinja` (transformers >= 4.50 writes it; older directories keep the template as
+tokenizer_config.json's "chat_template", a string or a list of named templates) and
+`generation_config.json` (eos_token_id may be a list: every end-of-turn token; sampling defaults
+such as temperature, top_p, top_k, do_sample, max_new_tokens).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import read_json
+
+CHAT_TEMPLATE = "chat_template.jinja"
+GENERATION_CONFIG = "generation_config.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+# generation_config.json keys that are sampling defaults lmforge honours
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty")
+
+
+def read_chat_template(directory: Path) -> str | None:
+    """The directory's chat template source, or None when it has none."""
+    file = directory / CHAT_TEMPLATE
+    if file.is_file():
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise LmforgeError(f"{file}: unreadable chat template: {e}") from None
+    config = directory / TOKENIZER_CONFIG
+    template = read_json(config, "tokenizer config").get("chat_template") if config.is_file() else None
+    if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if template is not None and not isinstance(template, str):
+        raise LmforgeError(f"{config}: 'chat_template' must be a string")
+    return template
+
+
+def read_generation_config(directory: Path) -> dict[str, Any]:
+    """generation_config.json as a dict ({} when absent)."""
+    file = directory / GENERATION_CONFIG
+    return read_json(file, "generation config") if file.is_file() else {}
+
+
+def stop_ids(directory: Path, eos_id: int | None) -> list[int]:
+    """Every token that ends a turn: generation_config.json's eos_token_id (an int or a list),
+    else config.json's, else the tokenizer's EOS."""
+    source = read_generation_config(directory).get("eos_token_id")
+    if source is None:
+        source = read_json(directory / "config.json", "model config").get("eos_token_id")
+    ids = source if isinstance(source, list) else [source]
+    out = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    if not out and eos_id is not None:
+        out = [eos_id]
+    return out
+
+
+def write_chat_files(directory: Path, template: str | None, generation: dict[str, Any]) -> None:
+    """Write chat_template.jinja (when there is a template) and generation_config.json (when there
+    are defaults) into a model directory being written."""
+    if template is not None:
+        (directory / CHAT_TEMPLATE).write_text(template, encoding="utf-8")
+    if generation:
+        (directory / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def copy_chat_files(source: Path, out: Path) -> None:
+    """Carry a model directory's chat template and generation defaults into another (import, export)."""
+    write_chat_files(out, read_chat_template(source), read_generation_config(source))
