@@ -472,3 +472,12 @@ def test_created_files_follow_the_umask(tmp_path: Path, tiny_overrides: list[str
     modes = {str(p): oct(p.stat().st_mode & 0o777) for p in mine}
     wanted = {str(p): oct(0o750 if p.is_dir() else 0o640) for p in mine}
     assert modes == wanted
+
+
+def test_loading_a_run_still_training_takes_its_newest_real_checkpoint(tmp_path: Path) -> None:
+    from lmforge.formats.directory import resolve_model_dir
+
+    for name in ("step_00000010", "step_00000020", "step_00000030.bak", "step_latest"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_00000040").write_text("a file, not a folder")
+    assert resolve_model_dir(tmp_path) == tmp_path / "checkpoints" / "step_00000020"

@@ -99,7 +99,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         return path
     if (path / "model" / "config.json").is_file():
         return path / "model"
-    found = sorted((path / "checkpoints").glob("step_*"))  # a run still training; zero-padded steps
+    # a run still training: its newest checkpoint (zero-padded steps; step_00000040.bak is not one)
+    found = sorted(p for p in (path / "checkpoints").glob("step_*") if p.name[5:].isdigit() and p.is_dir())
     if found:
         return found[-1]
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint")
