@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 import traceback
@@ -65,6 +66,14 @@ def _show_scores(r: dict[str, Any], _: dict[str, Any]) -> None:
     print(f"{r['sentences']} sentences")
     print(f"{r['bleu_text']}\n  signature: {r['bleu_signature']}")
     print(f"{r['chrf_text']}\n  signature: {r['chrf_signature']}")
+
+
+def _show_eval(r: dict[str, Any], _: dict[str, Any]) -> None:
+    print(
+        f"{r['model']}: perplexity {r['ppl']:.4f} | {r['bpb']:.4f} bits per byte | {r['tokens']:,} tokens,"
+        f" {r['bytes']:,} bytes | context {r['context']} stride {r['stride']} | {r['seconds']:.0f}s"
+    )
+    print(json.dumps(r))
 
 
 MODEL = "run directory, checkpoint or model directory"
@@ -150,21 +159,50 @@ VERBS: dict[str, Verb] = {
         _show_texts,
         fixed={"stream": True},  # streams a single prompt to stdout
     ),
+    "chat": Verb(
+        "lmforge.inference.chat:chat",
+        "chat with a model that has a chat template (stdin lines when not a terminal; /reset, /exit)",
+        (
+            opt("model", MODEL),
+            opt("--system", "system prompt"),
+            opt("--max-new-tokens", "tokens per reply at most", type=int),
+            opt("--do-sample", "sample, or --no-do-sample: greedy (default: generation_config.json's,"
+                " else sample)", action=argparse.BooleanOptionalAction),
+            opt("--temperature", "sampling temperature", type=float),
+            opt("--top-k", "0 disables", type=int),
+            opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
+            opt("--seed", "sampling seed", type=int),
+            opt("--dtype", "weights dtype", **DTYPE),
+        ),
+    ),
     "import": Verb(
         "lmforge.formats.hf_files:import_hf",
-        "convert a Hugging Face model directory into an lmforge model directory",
+        "convert a Hugging Face model directory or a GGUF file into an lmforge model directory",
         (
-            opt("hf_dir", "HF directory: config.json + model.safetensors (or .bin) + tokenizer files"),
+            opt(
+                "hf_dir",
+                "HF directory (config.json + model.safetensors or .bin + tokenizer files), or FILE.gguf",
+            ),
             opt("--out", "lmforge model directory to write", required=True),
         ),
         lambda path, kw: print(f"{kw['hf_dir']} -> {path}"),
     ),
     "export": Verb(
         "lmforge.formats.hf_files:export_hf",
-        "write a run, checkpoint or model directory in Hugging Face's layout",
+        "write a run, checkpoint or model directory in Hugging Face's layout (a LoRA run: its adapter"
+        " in PEFT's layout)",
         (
             opt("model", MODEL, dest="model_path"),
             opt("--out", "HF directory to write (loads with from_pretrained)", required=True),
+        ),
+        lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+    ),
+    "merge-lora": Verb(
+        "lmforge.formats.peft:merge_lora",
+        "merge a LoRA run's adapters into its base model's weights; write an ordinary model directory",
+        (
+            opt("model", "LoRA run, checkpoint or model directory", dest="model_path"),
+            opt("--out", "model directory to write", required=True),
         ),
         lambda path, kw: print(f"{kw['model_path']} -> {path}"),
     ),
@@ -216,6 +254,25 @@ VERBS: dict[str, Verb] = {
             opt("--out", "write the translations to this file"),
         ),
         _show_scores,
+    ),
+    "eval": Verb(
+        "lmforge.inference.perplexity:evaluate",
+        "perplexity and bits per byte of a decoder model on text (sliding windows); a summary line,"
+        " then the figures as JSON",
+        (
+            opt("model", MODEL),
+            opt("--data", "files, folders or globs as prep reads them (.txt .jsonl ...; .gz .xz)",
+                nargs="+", required=True),
+            opt("--context", "tokens per window (default: the model's block_size)", type=int),
+            opt("--stride", "new tokens scored per window, below --context (default: context // 2)",
+                type=int),
+            opt("--max-tokens", "score only the first this many tokens", type=int),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
+            opt("--batch-size", "windows per forward pass", type=int),
+            opt("--dtype", "weights dtype (default fp32)", **DTYPE),
+            opt("--quiet", "no progress bar", action="store_true"),
+        ),
+        _show_eval,
     ),
     "launch": Verb(
         "lmforge.launch:launch",

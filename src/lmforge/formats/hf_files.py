@@ -33,6 +33,12 @@ from tokenizers import decoders, models, pre_tokenizers, processors
 
 from lmforge.config import model_config_from
 from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import (
+    copy_chat_files,
+    read_chat_template,
+    read_generation_config,
+    write_chat_files,
+)
 from lmforge.formats.directory import (
     LOADERS,
     load_model,
@@ -215,6 +221,7 @@ def load_hf_dir(directory: Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
 # The files of a model directory, HF's or lmforge's: what export and import may replace.
 MODEL_FILES = {
     "config.json",
+    "chat_template.jinja",
     "generation_config.json",
     "model.safetensors",
     "model.safetensors.index.json",
@@ -252,14 +259,20 @@ def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
 
 
 def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
-    """`lmforge import`: convert an HF directory into an lmforge model directory (see the module
-    doc for what may already be at `out`)."""
+    """`lmforge import`: convert an HF directory, or a GGUF file (formats/gguf.py), into an lmforge
+    model directory, with its chat template and generation defaults (see the module doc for what
+    may already be at `out`)."""
+    owner = _earlier_output("import", hf=False)
+    if Path(hf_dir).is_file() or Path(hf_dir).suffix == ".gguf":  # llama.cpp's single-file model
+        from lmforge.formats.gguf import import_gguf
+
+        return import_gguf(hf_dir, out, owner)
     model, tokenizer = convert_hf(hf_dir)
     model_type = ENCODER_TYPE if isinstance(model, Encoder) else None
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
-    owner = _earlier_output("import", hf=False)
     with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import") as tmp:
         write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
+        copy_chat_files(Path(hf_dir), tmp)
     return Path(out)
 
 
@@ -267,6 +280,10 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
     """`lmforge export`: write a run, checkpoint or model directory in HF's layout (see the module
     doc for what may already be at `out`)."""
     source = resolve_model_dir(model_path)
+    if (source / "lora.json").is_file():  # a LoRA run: its adapter in PEFT's layout (formats/peft.py)
+        from lmforge.formats.peft import export_peft
+
+        return export_peft(source, out)
     owner = _earlier_output("export", hf=True)
     with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export") as tmp:
         _export_into(tmp, model_path)
@@ -275,6 +292,7 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
 
 def _export_into(out: Path, model_path: str | Path) -> None:
     model, tokenizer = load_model(model_path)
+    source = resolve_model_dir(model_path)
     if not isinstance(model, GPT | Encoder | Seq2Seq):
         raise LmforgeError(
             f"{model_path}: only decoder, encoder and encoder-decoder models export to HF"
@@ -286,7 +304,8 @@ def _export_into(out: Path, model_path: str | Path) -> None:
     body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
     state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer)
+    raw = read_config_json(source)
+    specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer, raw)
     hf_config = {
         "architectures": [family.architecture],
         "model_type": model_type,
@@ -301,11 +320,11 @@ def _export_into(out: Path, model_path: str | Path) -> None:
         return
     tokenizer.save(out / "tokenizer.json")
     (out / "tokenizer_config.json").write_text(
-        json.dumps(_tokenizer_config(tokenizer, config), indent=2) + "\n"
+        json.dumps(_tokenizer_config(tokenizer, config, specials), indent=2) + "\n"
     )
-    if kind == "gpt":
+    if kind == "gpt":  # the source's chat template and generation defaults (eos may be a list) win
         generation = {k: v for k, v in specials.items() if v is not None}
-        (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        write_chat_files(out, read_chat_template(source), {**generation, **read_generation_config(source)})
 
 
 def _seq2seq_ids(model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer) -> dict[str, int | None]:
@@ -341,16 +360,22 @@ def _write_seq2seq_files(
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _special_ids(tokenizer: Tokenizer) -> dict[str, int | None]:
+def _special_ids(tokenizer: Tokenizer, raw: dict[str, Any]) -> dict[str, int | None]:
+    """BOS is the EOS, as GPT-2's, unless config.json names its own BOS / padding (imported models)."""
+    bos, pad = raw.get("bos_token_id"), raw.get("pad_token_id")
     return {
-        "bos_token_id": tokenizer.eos_id,
+        "bos_token_id": bos if isinstance(bos, int) else tokenizer.eos_id,
         "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": tokenizer.pad_id,
+        "pad_token_id": pad if isinstance(pad, int) else tokenizer.pad_id,
     }
 
 
-def _tokenizer_config(tokenizer: Tokenizer, config: Any) -> dict[str, Any]:
-    names = {"eos_token": tokenizer.eos_id, "bos_token": tokenizer.eos_id, "pad_token": tokenizer.pad_id}
+def _tokenizer_config(
+    tokenizer: Tokenizer, config: Any, specials: dict[str, int | None] | None = None
+) -> dict[str, Any]:
+    ids = specials or {"eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.eos_id}
+    pad = ids.get("pad_token_id", tokenizer.pad_id)
+    names = {"eos_token": ids["eos_token_id"], "bos_token": ids["bos_token_id"], "pad_token": pad}
     out: dict[str, Any] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": config.block_size,

@@ -1,0 +1,212 @@
+"""GGUF files (llama.cpp's single-file models) as lmforge models: `lmforge import FILE.gguf --out DIR`.
+
+The file is read with the `gguf` package (memory-mapped, never executed). Its metadata becomes the
+config (`{arch}.block_count`, `embedding_length`, `feed_forward_length`, `attention.head_count`,
+`head_count_kv`, `rope.freq_base`, `attention.layer_norm_rms_epsilon`, `context_length`,
+`vocab_size`; tied embeddings when there is no `output.weight`), its tensors are dequantized to
+fp32 by `gguf.quants.dequantize` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K- and
+I-quants; any other type is an error naming the tensor), renamed to Hugging Face's Llama layout
+and converted by the LLAMA family (formats/hf.py), so a GGUF model is exactly the model
+transformers' own GGUF loader builds. llama.cpp stores Llama's q and k projections with the rows
+of each head permuted for its rotary layout; they are permuted back as transformers does
+(modeling_gguf_pytorch_utils.LlamaTensorProcessor). Qwen2 files are not permuted.
+
+The tokenizer comes from the metadata (formats/gguf_tokenizer.py); the chat template
+(`tokenizer.chat_template`) is written as chat_template.jinja and the special ids as
+generation_config.json, as transformers lays out a chat model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.config import ModelConfig, model_config_from
+from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import write_chat_files
+from lmforge.formats.directory import write_model_dir
+from lmforge.formats.gguf_tokenizer import gguf_tokenizer
+from lmforge.formats.hf import LLAMA
+from lmforge.formats.hf_convert import hf_to_lmforge
+from lmforge.model.gpt import GPT
+from lmforge.outputs import staged_folder
+from lmforge.tokenization.tokenizer import Tokenizer
+
+ARCHITECTURES = ("llama", "mistral", "qwen2")
+PERMUTED = ("llama", "mistral")  # llama.cpp permutes q/k rows of these for its rotary layout
+_TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_LAYER = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+
+
+def read_gguf(file: Path) -> Any:
+    """A GGUFReader over the file; anything that is not a whole GGUF file is one line naming it."""
+    from gguf import GGUFReader
+
+    if not file.is_file():
+        raise LmforgeError(f"{file}: no such GGUF file")
+    try:
+        return GGUFReader(file)
+    except Exception as e:  # ValueError (bad magic, short read), KeyError (unknown type), ...
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LmforgeError(f"{file}: not a readable GGUF file ({detail})") from None
+
+
+def read_metadata(reader: Any, file: Path) -> dict[str, Any]:
+    """The key/value metadata as Python values (strings, numbers, lists)."""
+    try:
+        return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    except Exception as e:  # a damaged field
+        raise LmforgeError(f"{file}: unreadable GGUF metadata ({type(e).__name__}: {e})") from None
+
+
+def _key(meta: dict[str, Any], name: str, file: Path, default: Any = None, kind: type = int) -> Any:
+    value = meta.get(name, default)
+    if value is None:
+        raise LmforgeError(f"{file}: missing GGUF key {name!r}")
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise LmforgeError(f"{file}: GGUF key {name!r} is {value!r}, expected {kind.__name__}")
+    return value
+
+
+def config_from_metadata(meta: dict[str, Any], names: set[str], file: Path) -> ModelConfig:
+    """The ModelConfig the metadata describes, built as HF's config.json would be and checked by
+    the LLAMA family (so the same limits apply: plain rotary, SwiGLU, RMSNorm)."""
+    arch = meta.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise LmforgeError(
+            f"{file}: GGUF architecture {arch!r} is not supported"
+            f" (lmforge imports {', '.join(ARCHITECTURES)})"
+        )
+    n_embd = _key(meta, f"{arch}.embedding_length", file)
+    n_head = _key(meta, f"{arch}.attention.head_count", file)
+    head_dim = n_embd // n_head
+    for name in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
+        value = meta.get(f"{arch}.{name}")
+        if value is not None and value != head_dim:
+            raise LmforgeError(
+                f"{file}: {arch}.{name}={value} (lmforge needs embedding_length / head_count = {head_dim})"
+            )
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+    if scaling != "none" or "rope_freqs.weight" in names:
+        raise LmforgeError(f"{file}: rope scaling {scaling!r} is not supported (only plain rotary positions)")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
+    raw = {
+        "model_type": arch,
+        "num_hidden_layers": _key(meta, f"{arch}.block_count", file),
+        "hidden_size": n_embd,
+        "intermediate_size": _key(meta, f"{arch}.feed_forward_length", file),
+        "num_attention_heads": n_head,
+        "num_key_value_heads": _key(meta, f"{arch}.attention.head_count_kv", file, n_head),
+        "head_dim": head_dim,
+        "max_position_embeddings": _key(meta, f"{arch}.context_length", file),
+        "vocab_size": _key(meta, f"{arch}.vocab_size", file, vocab),
+        "rms_norm_eps": _key(meta, f"{arch}.attention.layer_norm_rms_epsilon", file, kind=float),
+        "rope_theta": _key(meta, f"{arch}.rope.freq_base", file, 10000.0, kind=float),
+        "tie_word_embeddings": "output.weight" not in names,
+        "attention_bias": arch != "qwen2" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
+    }
+    return model_config_from(dataclasses.asdict(LLAMA.config_in(raw, str(file))), file)
+
+
+def hf_name(name: str) -> str | None:
+    """The Hugging Face Llama name of a GGUF tensor (`blk.3.attn_q.weight` ->
+    `model.layers.3.self_attn.q_proj.weight`), or None if it has no place there."""
+    top, _, param = name.rpartition(".")
+    if top in _TOP and param in ("weight", "bias"):
+        return f"{_TOP[top]}.{param}"
+    match = _LAYER_TENSOR.fullmatch(name)
+    if match and match[2] in _LAYER:
+        return f"model.layers.{match[1]}.{_LAYER[match[2]]}.{match[3]}"
+    return None
+
+
+def dequantize(tensor: Any, file: Path) -> torch.Tensor:
+    """One reader tensor as fp32, in PyTorch's (rows, columns) order."""
+    from gguf.quants import dequantize as gguf_dequantize
+
+    try:
+        values = gguf_dequantize(tensor.data, tensor.tensor_type)
+    except NotImplementedError:
+        raise LmforgeError(
+            f"{file}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which lmforge cannot"
+            " dequantize (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, K- and I-quants)"
+        ) from None
+    shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists the fastest dimension first
+    return torch.from_numpy(np.array(values, dtype=np.float32)).reshape(shape)
+
+
+def unpermute(weight: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's rotary permutation of a q or k projection (rows of each head: pairs
+    interleaved -> halves), as transformers' `_reverse_permute_weights`."""
+    half = weight.shape[0] // n_head // 2
+    return weight.reshape(n_head, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
+
+
+def read_weights(reader: Any, arch: str, config: ModelConfig, file: Path) -> dict[str, torch.Tensor]:
+    """HF name -> fp32 tensor for every tensor of the file."""
+    out: dict[str, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        name = hf_name(tensor.name)
+        if name is None:
+            raise LmforgeError(f"{file}: tensor {tensor.name!r} has no place in a {arch} model")
+        weight = dequantize(tensor, file)
+        if arch in PERMUTED and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = config.n_head if ".q_proj." in name else config.n_kv_head or config.n_head
+            if weight.ndim != 2 or weight.shape[0] % (2 * heads):
+                raise LmforgeError(f"{file}: tensor {tensor.name!r} has shape {tuple(weight.shape)}")
+            weight = unpermute(weight, heads)
+        out[name] = weight
+    return out
+
+
+def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
+    """(model in eval mode, fp32; tokenizer; metadata) for a GGUF file."""
+    file = Path(file)
+    reader = read_gguf(file)
+    meta = read_metadata(reader, file)
+    names = {t.name for t in reader.tensors}
+    config = config_from_metadata(meta, names, file)
+    tokenizer = gguf_tokenizer(meta, str(file))
+    if tokenizer.vocab_size > config.vocab_size:
+        raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")
+    model = GPT(config)
+    hf = read_weights(reader, meta["general.architecture"], config, file)
+    state, unused = hf_to_lmforge(LLAMA, config, hf, model.state_dict(), str(file))
+    if unused:
+        raise LmforgeError(f"{file}: tensor {unused[0]!r} has no place in this model")
+    model.load_state_dict(state, strict=False)  # only a tied lm_head is left to the model
+    return model.float().eval(), tokenizer, meta
+
+
+def import_gguf(file: str | Path, out: str | Path, owner: Any) -> Path:
+    """Write the GGUF model as an lmforge model directory at `out` (`owner`: import's check of
+    what may already be there; see hf_files.py)."""
+    with staged_folder(out, inputs=[file], owner=owner, overwrite=None, verb="import") as tmp:
+        model, tokenizer, meta = convert_gguf(file)
+        ids = {
+            "bos_token_id": tokenizer.bos_id,
+            "eos_token_id": tokenizer.eos_id,
+            "pad_token_id": tokenizer.pad_id,
+        }
+        ids = {k: v for k, v in ids.items() if v is not None}
+        write_model_dir(tmp, model.config, model.state_dict(), tokenizer, None, ids)
+        template = meta.get("tokenizer.chat_template")
+        write_chat_files(tmp, template if isinstance(template, str) else None, ids)
+    return Path(out)

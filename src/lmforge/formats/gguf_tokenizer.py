@@ -1,0 +1,161 @@
+"""The tokenizer a GGUF file describes in its metadata, rebuilt as an HF `tokenizers` tokenizer.
+
+A GGUF has no tokenizer.json: llama.cpp stores the vocabulary (`tokenizer.ggml.tokens`), the
+merges, each token's type and the special ids as metadata. This rebuilds byte-level BPE
+(`tokenizer.ggml.model` 'gpt2') exactly as transformers' own GGUF loader does
+(transformers/integrations/gguf/gguf_tokenizer_mapping.py), so both give the same ids:
+
+- tokens outside GPT-2's byte alphabet are respelled byte by byte;
+- CONTROL tokens become special added tokens (not normalized), except, in a byte-level vocabulary,
+  ones using characters outside the byte alphabet (a llama.cpp mislabel transformers also skips);
+  USER_DEFINED tokens become plain added tokens;
+- text is split by the regex `tokenizer.ggml.pre` names (Llama 3's, Qwen2's, GPT-4o's), else by
+  GPT-2's own (SmolLM2's 'smollm' among them: its merges never join digits, so its digit split
+  changes nothing).
+
+SentencePiece-style vocabularies ('llama', 't5', ...) are refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import Tokenizer as HFTokenizer
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import Tokenizer
+
+CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types (1 is NORMAL)
+
+_LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_TEKKEN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# tokenizer.ggml.pre -> split regex (transformers' GGUF_PRE_TOKENIZER_SPLITS); others: GPT-2's
+SPLITS = {
+    **dict.fromkeys(
+        (
+            "llama3",
+            "llama-v3",
+            "llama-bpe",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+            "dbrx",
+            "smaug-bpe",
+        ),
+        _LLAMA3,
+    ),  # fmt: skip
+    **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"), _QWEN2),
+    "tekken": _TEKKEN,
+    **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), _GPT4O),
+}
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte -> printable character table (bytes_to_unicode)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {b: chr(b) for b in keep}, 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _ids(meta: dict[str, Any], n_tokens: int, file: str) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for name, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id")):
+        value = meta.get(f"tokenizer.ggml.{key}")
+        if value is not None and not (isinstance(value, int) and 0 <= value < n_tokens):
+            raise LmforgeError(f"{file}: tokenizer.ggml.{key}={value!r} is not a token id")
+        out[name] = value
+    return out
+
+
+def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
+    """The lmforge Tokenizer for a GGUF file's metadata (eos/bos/pad ids set from it)."""
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise LmforgeError(
+            f"{file}: unsupported tokenizer model tokenizer.ggml.model={kind!r} (lmforge rebuilds"
+            " byte-level BPE, 'gpt2')"
+        )
+    tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens or [])
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise LmforgeError(f"{file}: tokenizer.ggml.tokens must be a non-empty list of strings")
+    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
+        raise LmforgeError(f"{file}: tokenizer.ggml.merges must be a list of 'left right' strings")
+    if len(types) != len(tokens):
+        raise LmforgeError(
+            f"{file}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
+        )
+    alphabet = _byte_alphabet()
+    spelled = set(alphabet.values())
+    vocab = {
+        t if set(t) <= spelled else "".join(alphabet[b] for b in t.encode("utf-8")): i
+        for i, t in enumerate(tokens)
+    }
+    pairs = [tuple(m.split(" ")) for m in merges]
+    try:
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False))
+    except Exception as e:  # tokenizers: a merge naming a token outside the vocabulary
+        raise LmforgeError(f"{file}: tokenizer.ggml.merges do not fit the vocabulary ({e})") from None
+    split = SPLITS.get(meta.get("tokenizer.ggml.pre", ""))
+    if split is None:
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    hf.decoder = decoders.ByteLevel()
+    control = [
+        AddedToken(t, normalized=False, special=True)
+        for t, kind_ in zip(tokens, types, strict=True)
+        if kind_ == CONTROL and set(t) <= spelled
+    ]
+    hf.add_special_tokens(control)
+    user = [
+        AddedToken(t, normalized=False, special=False)
+        for t, kind_ in zip(tokens, types, strict=True)
+        if kind_ == USER_DEFINED and t in vocab
+    ]
+    hf.add_tokens(user)
+    ids = _ids(meta, len(tokens), file)
+    bos = ids["bos"] if meta.get("tokenizer.ggml.add_bos_token") else None
+    hf.post_processor = _post_processor(tokens, bos)
+    tokenizer = Tokenizer(hf)
+    tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id = ids["eos"], ids["bos"], ids["pad"]
+    return tokenizer
+
+
+def _post_processor(tokens: list[str], bos: int | None) -> processors.PostProcessor:
+    """transformers' template: the text alone, or BOS first when the file asks for one."""
+    head = [f"{tokens[bos]}"] if bos is not None else []
+    return processors.TemplateProcessing(
+        single=[*head, "$A:0"],
+        pair=[*head, "$A:0", *head, "$B:1"],
+        special_tokens=[(tokens[bos], bos)] if bos is not None else [],
+    )
