@@ -229,6 +229,47 @@ class PrepConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+# LoRA targets: a Hugging Face name (PEFT's target_modules) or lmforge's -> (lmforge module inside
+# a block, the slices of its output rows it adapts); lmforge fuses q, k, v into one attn.qkv.
+LORA_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "q_proj": ("attn.qkv", ("q",)),
+    "k_proj": ("attn.qkv", ("k",)),
+    "v_proj": ("attn.qkv", ("v",)),
+    "o_proj": ("attn.proj", ("all",)),
+    "gate_proj": ("mlp.gate", ("all",)),
+    "up_proj": ("mlp.up", ("all",)),
+    "down_proj": ("mlp.down", ("all",)),
+    "attn.qkv": ("attn.qkv", ("q", "k", "v")),
+    "attn.proj": ("attn.proj", ("all",)),
+    "mlp.gate": ("mlp.gate", ("all",)),
+    "mlp.up": ("mlp.up", ("all",)),
+    "mlp.down": ("mlp.down", ("all",)),
+}
+
+
+@dataclass
+class LoraConfig:
+    """[lora]: low-rank adapters (LoRA, Hu et al. 2021) on train.init_from's model, as PEFT makes
+    them; off by default. See docs/lora.md."""
+
+    enabled: bool = False
+    """Train LoRA adapters instead of the whole model: the base weights are frozen, only the
+    adapters (and lora.also_train) train, and checkpoints hold only those. Needs train.init_from."""
+    rank: int = 8
+    """Rank r of each adapter pair (A: r x in, B: out x r)."""
+    alpha: float = 16.0
+    """Scaling numerator: the adapter's output is multiplied by alpha / rank (PEFT's lora_alpha)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input (PEFT's lora_dropout)."""
+    targets: str = "q_proj,v_proj"
+    """Comma-separated modules to adapt in every block: Hugging Face names (q_proj, k_proj, v_proj,
+    o_proj, gate_proj, up_proj, down_proj) or lmforge's (attn.qkv = q, k and v; attn.proj,
+    mlp.gate, mlp.up, mlp.down)."""
+    also_train: str = ""
+    """Comma-separated modules trained whole beside the adapters (PEFT's modules_to_save), e.g.
+    `head` for classification's new head; "" trains the adapters only."""
+
+
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -236,6 +277,7 @@ class Config:
 
     def validate(self) -> Config:
         self.validate_model()
+    lora: LoraConfig = field(default_factory=LoraConfig)
         m, t = self.model, self.train
         _check(
             self.data.tokenizer in ("char", "bpe"),
@@ -320,6 +362,7 @@ class Config:
         _check(
             m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0"
         )
+        _check_lora(self)
         _check(
             m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}"
         )
@@ -363,6 +406,28 @@ def _check(ok: bool, message: str) -> None:
 
 def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
     """Convert a TOML or command-line value to the field's type, or fail naming the key."""
+def _check_lora(c: Config) -> None:
+    lo = c.lora
+    _check(lo.rank >= 1, f"lora.rank={lo.rank} must be >= 1")
+    _check(lo.alpha > 0, f"lora.alpha={lo.alpha} must be > 0")
+    _check(0.0 <= lo.dropout < 1.0, f"lora.dropout={lo.dropout} must be in [0, 1)")
+    targets = [n.strip() for n in lo.targets.split(",") if n.strip()]
+    _check(bool(targets), "lora.targets is empty: name the modules to adapt (e.g. q_proj,v_proj)")
+    for name in targets:
+        _check(
+            name in LORA_TARGETS, f"lora.targets: unknown module {name!r} (known: {', '.join(LORA_TARGETS)})"
+        )
+    if lo.enabled:
+        _check(
+            bool(c.train.init_from), "lora.enabled needs train.init_from (the base model the adapters sit on)"
+        )
+        _check(
+            c.engine.name != "deepspeed" or c.engine.zero_stage != 3,
+            "lora.enabled does not run on DeepSpeed ZeRO-3 (its frozen base is partitioned);"
+            " use engine.zero_stage=1 or 2",
+        )
+
+
     if from_text and kind is not str:
         text = value.strip()
         try:

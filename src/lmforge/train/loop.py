@@ -29,7 +29,9 @@ from tqdm import tqdm
 from lmforge.config import Config, config_to_toml
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
+from lmforge.formats.peft import base_identity, check_base, write_lora_file
 from lmforge.hardware import matmul_peak_flops, resolve_dtype
+from lmforge.model import lora
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.budget import CALIBRATION_STEPS, plan_steps
 from lmforge.train.engines import build_engine
@@ -98,6 +100,9 @@ class Run:
     memory: dict[str, int] = field(default_factory=dict)
     log: MetricsLog | None = None
     bar: Any = None
+    lora_base: dict[str, Any] | None = None  # [lora]: the base model the adapters sit on
+    trainable: set[str] = field(default_factory=set)  # [lora]: what model/, best/ and checkpoints hold
+    n_trainable: int = 0
 
     @property
     def main(self) -> bool:
@@ -131,12 +136,16 @@ def _set_up(
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = task.build_model()
+    if cfg.lora.enabled:  # freeze the model, add adapters: only they (and lora.also_train) train
+        lora.inject(model, cfg.lora)
     # models without their own count (classifier, encoder): every parameter, 6N FLOPs per token
     n_params = getattr(model, "num_params", lambda: sum(p.numel() for p in model.parameters()))()
     flops = model.flops_per_token() if hasattr(model, "flops_per_token") else 6.0 * n_params
+    n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
     dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
-    plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=per_rank // micro)
+    plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=per_rank // micro,
+                save_frozen=not cfg.lora.enabled)  # fmt: skip
     module, scheduler = engine.prepare(
         model, lambda m: build_optimizer(m, t), lambda o: build_scheduler(o, t), plan
     )
@@ -146,6 +155,9 @@ def _set_up(
         else contextlib.nullcontext
     )
     run = Run(cfg, run_dir, engine, task, module, scheduler, autocast, dtype, say, quiet, n_params, flops)
+    if cfg.lora.enabled:
+        run.lora_base, run.trainable = base_identity(t.init_from), set(lora.trainable_names(model))
+    run.n_trainable = n_trainable
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}
     if task.best_metric:
         run.state.update(best_score=-math.inf, best_step=0)
@@ -170,6 +182,12 @@ def _say_start(run: Run, model_name: str, plan: Plan, dtype_reason: str) -> None
         f" accumulation x {engine.world_size} rank(s)"
     )
     say(f"  dtype   {dtype_reason}")
+    if run.lora_base:
+        lo, trained = run.cfg.lora, run.n_trainable
+        say(
+            f"  lora    rank {lo.rank}, alpha {lo.alpha:g} on {lo.targets}: {trained:,} trainable parameters"
+            f" ({100 * trained / run.n_params:.2f}%), base {run.lora_base['path']}"
+        )
     budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
     say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
 
@@ -178,6 +196,8 @@ def _restore(run: Run) -> None:
     """Continue exactly from the newest intact checkpoint: weights, optimizer, schedule, RNG,
     data position, counters and a time budget's plan."""
     last = ckpt.latest_checkpoint(run.run_dir / "checkpoints", say=run.say)
+    if run.lora_base:  # the adapters only fit the base they were trained on
+        check_base(last, run.lora_base)
     run.engine.load(last)
     saved = ckpt.read_trainer_state(last)
     ckpt.restore_rng(last, saved)
@@ -322,15 +342,18 @@ def _write_best(run: Run, state: dict[str, torch.Tensor]) -> None:
     """run_dir/best: the model with the best validation score so far, replaced atomically."""
     tmp, best = run.run_dir / ".best-tmp", run.run_dir / "best"
     shutil.rmtree(tmp, ignore_errors=True)
-    _write_model_dir(run.task, tmp, state)
+    _write_model_dir(run, tmp, state)
     shutil.rmtree(best, ignore_errors=True)
     os.replace(tmp, best)
 
 
-def _write_model_dir(task: Task, directory: Path, state: dict[str, torch.Tensor]) -> None:
+def _write_model_dir(run: Run, directory: Path, state: dict[str, torch.Tensor]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    if run.lora_base:  # adapters only, and the base they sit on
+        state = {k: v for k, v in state.items() if k in run.trainable}
+        write_lora_file(directory, run.cfg.lora, run.lora_base)
     save_weights(directory / WEIGHTS, state)
-    task.write_model_files(directory)
+    run.task.write_model_files(directory)
 
 
 def _save(run: Run) -> None:
@@ -338,6 +361,8 @@ def _save(run: Run) -> None:
         run.engine.save(directory)
         if run.main:
             run.task.write_model_files(directory)  # every checkpoint is a loadable model directory
+            if run.lora_base:  # ... of the adapters, with the base they sit on
+                write_lora_file(directory, run.cfg.lora, run.lora_base)
 
     ckpt.save_checkpoint(
         run.run_dir / "checkpoints",
@@ -370,6 +395,7 @@ def _finish(run: Run) -> dict[str, Any]:
         "engine": run.cfg.engine.name,
         "world_size": engine.world_size,
         "parameters": run.n_params,
+        "trainable_parameters": run.n_trainable,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "mfu": run.flops_per_token * state["tokens"] / train_s / (peak * engine.world_size),
@@ -386,7 +412,7 @@ def _finish(run: Run) -> dict[str, Any]:
         if best.is_file():
             final = load_file(str(best))
     if run.main:
-        _write_model_dir(task, run.run_dir / "model", final)
+        _write_model_dir(run, run.run_dir / "model", final)
         (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_loss(run.run_dir)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())

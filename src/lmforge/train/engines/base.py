@@ -28,6 +28,9 @@ class Plan:
     global_batch: int
     micro_batch: int
     accumulation: int
+    save_frozen: bool = True
+    """Checkpoints hold the frozen parameters too. False (LoRA): only the trainable ones; the frozen
+    ones are what the model was built from (train.init_from), and load leaves them as built."""
 
 
 class Engine(ABC):
@@ -90,6 +93,11 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release process groups and other resources."""
+
+
+def saved_names(model: nn.Module, plan: Plan) -> set[str] | None:
+    """The parameter names a checkpoint holds: None for all, else the trainable ones."""
+    return None if plan.save_frozen else {n for n, p in model.named_parameters() if p.requires_grad}
 
 
 def tensor_bytes(tensors: Iterator[torch.Tensor] | list[torch.Tensor]) -> int:

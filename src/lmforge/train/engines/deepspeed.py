@@ -25,7 +25,7 @@ from torch import nn
 from lmforge.config import EngineConfig, TrainConfig
 from lmforge.errors import LmforgeError
 from lmforge.train.engines import state
-from lmforge.train.engines.base import Engine, MakeOptimizer, MakeScheduler, Plan, tensor_bytes
+from lmforge.train.engines.base import Engine, MakeOptimizer, MakeScheduler, Plan, saved_names, tensor_bytes
 from lmforge.train.engines.deepspeed_config import deepspeed_config
 from lmforge.train.engines.distributed import (
     all_reduce_sum,
@@ -126,20 +126,30 @@ class DeepSpeedEngine(Engine):
     def _basic_optimizer(self) -> torch.optim.Optimizer:
         return self.ds.optimizer.optimizer  # the torch AdamW over DeepSpeed's flat fp32 partitions
 
+    def _trained(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The parameters DeepSpeed's optimizer holds (frozen ones, LoRA's base, have no fp32 master)."""
+        return ((name, p) for name, p in self._parameters() if p.requires_grad)
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         from deepspeed.utils import safe_get_full_fp32_param
 
-        weights = {name: safe_get_full_fp32_param(p).detach().cpu() for name, p in self._parameters()}
+        # ZeRO 1-2 keep a frozen parameter whole on every rank (config.py refuses frozen ones at ZeRO-3)
+        weights = {
+            name: (safe_get_full_fp32_param(p) if p.requires_grad else p).detach().float().cpu()
+            for name, p in self._parameters()
+        }
         return weights if self.rank == 0 else {}
 
     def save(self, directory: Path) -> None:
         from deepspeed.utils import safe_get_full_optimizer_state
 
         weights = self.full_state_dict()
+        keep = saved_names(self.ds.module, self.plan)  # LoRA: the adapters only
+        weights = weights if keep is None else {k: v for k, v in weights.items() if k in keep}
         self._link_optimizer_state()
         moments = {
             name: {key: safe_get_full_optimizer_state(p, key).detach().cpu() for key in state.MOMENTS}
-            for name, p in self._parameters()
+            for name, p in self._trained()
         }
         if self.rank == 0:
             step = float(next(iter(self._basic_optimizer().state.values()))["step"])
@@ -151,17 +161,22 @@ class DeepSpeedEngine(Engine):
 
         weights, moments, step = state.read_state(directory)
         aliases = state.alias_map(self.ds.module)
-        missing = [name for name, _ in self._parameters() if aliases[name] not in weights]
+        keep = saved_names(self.ds.module, self.plan)  # LoRA: the frozen base stays as built
+        missing = [
+            n for n, _ in self._parameters() if aliases[n] not in weights and (keep is None or n in keep)
+        ]
         if missing:
             raise LmforgeError(f"{directory}: checkpoint lacks parameters {missing}")
         self._materialize_optimizer_state()
-        params = list(self._parameters())
+        params = [(name, p) for name, p in self._parameters() if aliases[name] in weights]
         # the compute copies (bf16 or fp32, partitioned at ZeRO-3) ...
         with deepspeed.zero.GatheredParameters([p for _, p in params], modifier_rank=0):
             for name, p in params:
                 p.data.copy_(weights[aliases[name]])
         # ... and DeepSpeed's fp32 masters and AdamW moments
         for name, p in params:
+            if not p.requires_grad:
+                continue
             safe_set_full_fp32_param(p, weights[aliases[name]])
             for key in state.MOMENTS:
                 safe_set_full_optimizer_state(p, moments[aliases[name]][key], key)
@@ -202,7 +217,7 @@ class DeepSpeedEngine(Engine):
         params = [getattr(p, "ds_tensor", p) for _, p in self._parameters()]  # ZeRO-3: own partition
         moments = [t for s in self._basic_optimizer().state.values() for t in s.values() if t.dim() > 0]
         width = 4 if self.plan.dtype == torch.float32 else 2
-        numel = sum(getattr(p, "ds_numel", p.numel()) for _, p in self._parameters())
+        numel = sum(getattr(p, "ds_numel", p.numel()) for _, p in self._trained())
         grads = numel * width // (1 if self.config.zero_stage == 1 else self.world_size)  # reduced, split
         optimizer = tensor_bytes(self._flat_masters() + moments)  # fp32 masters + AdamW moments
         return {"params": tensor_bytes(params), "grads": grads, "optimizer": optimizer}

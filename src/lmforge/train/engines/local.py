@@ -22,8 +22,9 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 
 from lmforge.config import EngineConfig, TrainConfig
+from lmforge.errors import LmforgeError
 from lmforge.train.engines import state
-from lmforge.train.engines.base import Engine, MakeOptimizer, MakeScheduler, Plan, tensor_bytes
+from lmforge.train.engines.base import Engine, MakeOptimizer, MakeScheduler, Plan, saved_names, tensor_bytes
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -46,7 +47,7 @@ class LocalEngine(Engine):
     def prepare(
         self, model: nn.Module, make_optimizer: MakeOptimizer, make_scheduler: MakeScheduler, plan: Plan
     ) -> tuple[nn.Module, torch.optim.lr_scheduler.LRScheduler]:
-        self.model = model
+        self.model, self.plan = model, plan
         self.module = self.wrap(model, plan)
         self.optimizer = make_optimizer(model)  # after wrapping: FSDP2 replaces the parameters
         self.scheduler = make_scheduler(self.optimizer)
@@ -68,6 +69,8 @@ class LocalEngine(Engine):
 
     def save(self, directory: Path) -> None:
         weights = get_model_state_dict(self.model, options=FULL)
+        keep = saved_names(self.model, self.plan)  # LoRA: the adapters only
+        weights = weights if keep is None else {k: v for k, v in weights.items() if k in keep}
         optim = get_optimizer_state_dict(self.model, self.optimizer, options=FULL)
         if self.rank == 0:
             moments = {k: {m: v[m] for m in state.MOMENTS} for k, v in optim["state"].items()}
@@ -78,7 +81,12 @@ class LocalEngine(Engine):
         weights, moments, step = state.read_state(directory)
         aliases = state.alias_map(self.model)
         full = {name: weights[first] for name, first in aliases.items() if first in weights}
-        set_model_state_dict(self.model, full, options=StateDictOptions(full_state_dict=True))
+        keep = saved_names(self.model, self.plan)  # LoRA: the frozen base stays as built
+        missing = sorted(n for n in keep or () if aliases[n] not in weights)
+        if missing:
+            raise LmforgeError(f"{directory}: checkpoint lacks parameters {missing[:3]}")
+        options = StateDictOptions(full_state_dict=True, strict=keep is None)
+        set_model_state_dict(self.model, full, options=options)
         every_rank = StateDictOptions(full_state_dict=True)  # FULL leaves ranks other than 0 empty
         groups = get_optimizer_state_dict(self.model, self.optimizer, options=every_rank)["param_groups"]
         optim = {

@@ -1,0 +1,217 @@
+"""LoRA adapter directories: lmforge's own (what a LoRA run's checkpoints and model/ hold), PEFT's
+export, and the merged model.
+
+A LoRA run's checkpoint (and RUN/model) is a model directory of the task's model whose
+model.safetensors holds only the trained tensors (the adapters, lora.also_train's modules), plus
+`lora.json`: the [lora] settings and the base model it sits on (train.init_from's directory and
+the sha256 of its config and weight files). Everything that reads one checks that base first, so
+adapters are never put on another model.
+
+`export_peft` writes PEFT's layout (adapter_config.json + adapter_model.safetensors, Hugging Face
+module names: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight) for
+`peft.PeftModel.from_pretrained` on the base exported with `lmforge export BASE`; lmforge's fused
+qkv adapters export as q_proj / k_proj / v_proj pairs. `merge_lora` writes the task's model with
+the adapters folded into its weights, as an ordinary model directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmforge.config import LoraConfig
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import WEIGHTS, load_model, read_json, resolve_model_dir, save_weights
+from lmforge.model import lora
+from lmforge.model.gpt import GPT
+from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
+
+LORA_FILE = "lora.json"
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+_BASE_FILES = re.compile(
+    r"config\.json|(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?"
+)
+# what a checkpoint holds beside the model files: not copied into a merged model
+_TRAINING_FILES = {WEIGHTS, LORA_FILE, "optimizer.safetensors", "optimizer.json", "trainer.json",
+                   "rng.safetensors", "manifest.json"}  # fmt: skip
+
+
+def is_adapter_dir(directory: Path) -> bool:
+    return (directory / LORA_FILE).is_file()
+
+
+def base_identity(init_from: str | Path) -> dict[str, Any]:
+    """The base model a LoRA run trains on: its directory and the sha256 of its config and weights."""
+    directory = resolve_model_dir(init_from).resolve()
+    files = {}
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and _BASE_FILES.fullmatch(p.name)):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+        files[path.name] = digest.hexdigest()
+    return {"path": str(directory), "sha256": files}
+
+
+def write_lora_file(directory: Path, spec: LoraConfig, base: dict[str, Any]) -> None:
+    meta = {"lora": dataclasses.asdict(spec), "base": base}
+    (directory / LORA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def read_lora_file(directory: Path) -> tuple[LoraConfig, dict[str, Any]]:
+    file = directory / LORA_FILE
+    raw = read_json(file, "LoRA description")
+    try:
+        spec = LoraConfig(**raw["lora"])
+        base = {"path": str(raw["base"]["path"]), "sha256": dict(raw["base"]["sha256"])}
+    except (KeyError, TypeError) as e:
+        raise LmforgeError(f"{file}: not a LoRA description ({type(e).__name__}: {e})") from None
+    return spec, base
+
+
+def check_base(directory: Path, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Refuse an adapter directory whose base model is gone or changed (`base`: the one in use
+    now, default: the one lora.json names, re-hashed). Returns the recorded base."""
+    _, recorded = read_lora_file(directory)
+    if base is None:
+        if not Path(recorded["path"]).is_dir():
+            raise LmforgeError(f"{directory / LORA_FILE}: its base model {recorded['path']} is gone")
+        base = base_identity(recorded["path"])
+    if base["sha256"] != recorded["sha256"]:
+        changed = sorted(set(base["sha256"].items()) ^ set(recorded["sha256"].items()))
+        raise LmforgeError(
+            f"{directory}: trained on the base model {recorded['path']}, but {base['path']} differs"
+            f" ({changed[0][0]} sha256 is not the one recorded in {LORA_FILE}): the adapters belong to"
+            " the other base"
+        )
+    return recorded
+
+
+def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
+    """(the task's model with its LoRA adapters in place, unmerged; tokenizer; adapter directory)
+    from a LoRA run, checkpoint or model directory."""
+    source = resolve_model_dir(model_path)
+    if not is_adapter_dir(source):
+        raise LmforgeError(f"{model_path}: not a LoRA adapter directory (no {LORA_FILE})")
+    spec, _ = read_lora_file(source)
+    base = check_base(source)
+    base_model, _ = load_model(base["path"])
+    trained = load_file(str(source / WEIGHTS))
+    adapters = {k: v for k, v in trained.items() if ".lora_" in k}
+    prefix = _prefix(adapters, base_model)
+    with tempfile.TemporaryDirectory() as tmp:  # the task's model directory, base weights and all
+        for path in source.iterdir():
+            if path.is_file() and path.name not in _TRAINING_FILES:
+                shutil.copy2(path, tmp)
+        whole = {prefix + k: v for k, v in base_model.state_dict().items()}
+        whole.update({k: v for k, v in trained.items() if ".lora_" not in k})  # lora.also_train's
+        save_weights(Path(tmp) / WEIGHTS, whole)
+        model, tokenizer = load_model(tmp)
+    lora.inject(model, spec)
+    missing, unexpected = model.load_state_dict(adapters, strict=False)
+    absent = [k for k in missing if ".lora_" in k]
+    if absent or unexpected:
+        raise LmforgeError(
+            f"{source / WEIGHTS}: adapters do not fit (missing {absent[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.requires_grad_(False).eval(), tokenizer, source
+
+
+def _prefix(adapters: dict[str, torch.Tensor], base: torch.nn.Module) -> str:
+    """Where the base sits in the task's model: "" (a language model), `backbone.` (a classifier)."""
+    modules = {name for name, _ in base.named_modules() if name}
+    for name in adapters:
+        path = name.split(".lora_")[0]
+        for i in range(len(path.split("."))):
+            tail = ".".join(path.split(".")[i:])
+            if tail in modules:
+                return path[: len(path) - len(tail)]
+    raise LmforgeError("the adapters name no module of their base model")
+
+
+def _owner(verb: str, files: set[str]) -> Any:
+    def check(folder: Path) -> str | None:
+        foreign = foreign_entries(folder, lambda n: n in files)
+        return describe_foreign(foreign, verb) if foreign else None
+
+    return check
+
+
+def merge_lora(model_path: str | Path, out: str | Path) -> Path:
+    """`lmforge merge-lora`: a LoRA run's model with its adapters merged into the weights, written
+    as an ordinary model directory (loads, generates and exports as any other)."""
+    model, _, source = load_adapted(model_path)
+    lora.strip(model)  # merged into the base weights, then plain Linears
+    files = {p.name for p in source.iterdir() if p.is_file() and p.name not in _TRAINING_FILES}
+    owner = _owner("merge-lora", files | {WEIGHTS})
+    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="merge-lora") as tmp:
+        for name in files:
+            shutil.copy2(source / name, tmp)
+        save_weights(tmp / WEIGHTS, model.state_dict())
+    return Path(out)
+
+
+def export_peft(source: Path, out: str | Path) -> Path:
+    """`lmforge export` of a LoRA run: PEFT's adapter_config.json + adapter_model.safetensors."""
+    from lmforge.formats.hf import export_family
+    from lmforge.formats.hf_convert import lmforge_to_hf
+
+    spec, base = read_lora_file(source)
+    check_base(source)
+    if spec.also_train.strip():
+        raise LmforgeError(f"{source}: lora.also_train={spec.also_train!r}: PEFT export covers adapters only")
+    model, _, _ = load_adapted(source)
+    if not isinstance(model, GPT):
+        raise LmforgeError(f"{source}: PEFT export is for decoder language models ({type(model).__name__})")
+    _, family = export_family(model.config, "gpt")
+    tensors: dict[str, torch.Tensor] = {}
+    targets: list[str] = []
+    for path, module in lora.lora_modules(model).items():
+        rows = torch.empty(module.out_features, 1)
+        names = [
+            n.removesuffix(".weight") for n in lmforge_to_hf(family, model.config, {path + ".weight": rows})
+        ]
+        if len(names) != len(module.slices):
+            raise LmforgeError(
+                f"{source}: {path} is one fused module in {family.architecture} ({names[0]}): its q, k, v"
+                " adapters have no exact PEFT equivalent"
+            )
+        for s, name in zip(module.slices, names, strict=True):
+            if s.name in module.lora_A:
+                targets.append(name)
+                tensors[f"base_model.model.{name}.lora_A.weight"] = module.lora_A[s.name].detach().float()
+                tensors[f"base_model.model.{name}.lora_B.weight"] = module.lora_B[s.name].detach().float()
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base["path"],
+        "r": spec.rank,
+        "lora_alpha": spec.alpha,
+        "lora_dropout": spec.dropout,
+        "target_modules": sorted(targets),  # full module names: PEFT matches them exactly
+        "bias": "none",
+        "fan_in_fan_out": bool(family.transposed),  # GPT-2's Conv1D stores weights (in, out)
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    owner = _owner("export", {PEFT_CONFIG, PEFT_WEIGHTS})
+    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export") as tmp:
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(tmp / PEFT_WEIGHTS),
+            metadata={"format": "pt"},
+        )
+        (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return Path(out)
