@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.formats.directory import load_model as load
     from lmforge.formats.hf_files import export_hf, import_hf
     from lmforge.inference.generate import generate
+    from lmforge.inference.perplexity import evaluate
     from lmforge.inference.translate import eval_translate, translate
     from lmforge.pipelines import pipeline
     from lmforge.train.classify import finetune_classify
@@ -30,6 +31,7 @@ _API: dict[str, str] = {
     "Config": "lmforge.config:Config",
     "LmforgeError": "lmforge.errors:LmforgeError",
     "eval_translate": "lmforge.inference.translate:eval_translate",
+    "evaluate": "lmforge.inference.perplexity:evaluate",
     "export_hf": "lmforge.formats.hf_files:export_hf",
     "finetune_classify": "lmforge.train.classify:finetune_classify",
     "generate": "lmforge.inference.generate:generate",
@@ -47,6 +49,7 @@ __all__ = [
     "Config",
     "LmforgeError",
     "eval_translate",
+    "evaluate",
     "export_hf",
     "finetune_classify",
     "generate",

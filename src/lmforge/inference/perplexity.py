@@ -1,0 +1,199 @@
+"""`lmforge eval`: perplexity and bits per byte of a decoder language model on text.
+
+The text is any input `lmforge prep` reads (.txt, .md, .jsonl, .csv, .parquet, compressed,
+folders, globs), as one token stream: each document follows an EOS token, as prep's shards
+separate documents, so every text token is scored and the first document is scored from its
+first token. Scoring slides windows of `context` tokens forward by `stride` tokens, as in
+Hugging Face's perplexity guide (https://huggingface.co/docs/transformers/perplexity): the
+first window scores its tokens after the first; each later window scores only the `stride`
+tokens past the previous window's end, with the `context - stride` tokens before them as left
+context. Every token is scored exactly once; a smaller stride gives more context and costs more.
+One difference from the guide: the last window starts `context` tokens before the stream's end
+(the guide starts it a stride after the previous one), so its tokens get a full left context.
+
+perplexity = exp(total nll / scored tokens); bits per byte = total nll / ln 2 / UTF-8 bytes of
+the scored text (EOS predictions count in the nll and have no bytes), so bpb compares models
+with different tokenizers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lmforge.data.report import Report
+from lmforge.data.sources import read_documents
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.inference.options import check_options, is_int
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+
+Window = tuple[int, int, int]
+"""(begin, first scored, end): inputs ids[begin:end]; targets ids[first:end] are scored."""
+
+
+def windows(n: int, context: int, stride: int) -> list[Window]:
+    """The sliding windows over a stream of n tokens (n >= 2). Targets are positions 1..n-1;
+    a window predicts its tokens after the first, so stride must be below context."""
+    end = min(context, n)
+    out = [(0, 1, end)]
+    while end < n:
+        new_end = min(end + stride, n)
+        out.append((max(0, new_end - context), end, new_end))
+        end = new_end
+    return out
+
+
+def _check(context: int | None, stride: int | None, max_tokens: int | None, batch_size: int) -> None:
+    for name, value in (("context", context), ("stride", stride), ("max_tokens", max_tokens)):
+        if value is not None and not (is_int(value) and value >= 1):
+            raise LmforgeError(f"{name}={value!r}: must be an integer >= 1")
+    if context is not None and context < 2:
+        raise LmforgeError(f"context={context}: must be at least 2 (a token and one to predict)")
+    check_options(batch_size=batch_size)
+
+
+def _settings(model: GPT, context: int | None, stride: int | None) -> tuple[int, int]:
+    block = model.config.block_size
+    context = block if context is None else context
+    if context > block:
+        raise LmforgeError(f"context={context}: longer than the model's context of {block}")
+    stride = context // 2 if stride is None else stride
+    if stride >= context:
+        raise LmforgeError(
+            f"stride={stride}: must be below context={context} (each window needs at least one token"
+            f" of left context before the tokens it scores; stride {context - 1} gives the least overlap)"
+        )
+    return context, stride
+
+
+def token_stream(
+    tokenizer: Tokenizer, documents: Iterator[str], max_tokens: int | None
+) -> tuple[list[int], int, int]:
+    """(ids, UTF-8 bytes of the scored text, documents used): EOS before each document, the stream
+    cut after `max_tokens` scored tokens. A cut inside a document counts that document's bytes up
+    to the end of its last kept token (the tokenizer's offsets)."""
+    eos = tokenizer.eos_id
+    ids: list[int] = []
+    nbytes = used = 0
+    for text in documents:
+        if not text:
+            continue
+        doc = tokenizer.encode(text)
+        if eos is not None:
+            ids.append(eos)
+        elif not ids:  # no EOS: the first token is context only, and its bytes are not scored
+            nbytes -= len(text[: _char_end(tokenizer, text, 1)].encode("utf-8"))
+        room = None if max_tokens is None else max_tokens + 1 - len(ids)
+        if room is not None and room < len(doc):
+            if room > 0:  # room 0: the stream ends on the EOS that closes the previous document
+                ids += doc[:room]
+                nbytes += len(text[: _char_end(tokenizer, text, room)].encode("utf-8"))
+                used += 1
+            break
+        used += 1
+        ids += doc
+        nbytes += len(text.encode("utf-8"))
+        if max_tokens is not None and len(ids) > max_tokens:
+            break
+    return ids, nbytes, used
+
+
+def _char_end(tokenizer: Tokenizer, text: str, count: int) -> int:
+    """The character offset where the first `count` tokens of `text` end."""
+    encoding = tokenizer.hf.encode(text, add_special_tokens=False)
+    return encoding.offsets[count - 1][1]
+
+
+@torch.inference_mode()
+def score(
+    model: GPT, ids: list[int], context: int, stride: int, batch_size: int = 1, progress: bool = False
+) -> tuple[float, int, int]:
+    """(total nll in nats, tokens scored, windows) of the stream `ids` under `model`."""
+    model.eval()
+    device = next(model.parameters()).device
+    stream = torch.tensor(ids, dtype=torch.long, device=device)
+    spans = windows(len(ids), context, stride)
+    total, count = 0.0, 0
+    bar = tqdm(total=len(ids) - 1, unit="tok", desc="eval", disable=not progress, file=sys.stderr)
+    for i in range(0, len(spans), batch_size):
+        group = spans[i : i + batch_size]  # every window has min(context, len(ids)) tokens
+        inputs = torch.stack([stream[b:e] for b, _, e in group])  # (B, T)
+        hidden = model.hidden_states(inputs)  # (B, T, C)
+        for row, (b, first, e) in enumerate(group):
+            # position p predicts token p + 1: only the scored targets go through the head
+            logits = model.lm_head(hidden[row, first - 1 - b : e - 1 - b]).float()  # (n, vocab)
+            nll = F.cross_entropy(logits, stream[first:e], reduction="sum")
+            total += float(nll.double())
+            count += e - first
+            bar.update(e - first)
+    bar.close()
+    return total, count, len(spans)
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path | list[str | Path],
+    context: int | None = None,
+    stride: int | None = None,
+    max_tokens: int | None = None,
+    text_field: str = "text",
+    batch_size: int = 1,
+    dtype: str = "fp32",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Perplexity and bits per byte of a decoder model on text, with sliding windows.
+
+    model: run, checkpoint or model directory (lmforge's, imported, or Hugging Face's).
+    data: files, folders or globs that `lmforge prep` reads (.txt .md .jsonl .csv .parquet;
+    .gz .xz .bz2 .zst); text_field names the field of .jsonl/.csv/.parquet. context: tokens per
+    window (default: the model's block_size); stride: new tokens scored per window (default
+    context // 2; must be below context); max_tokens: score only the first this many tokens.
+    dtype fp32 by default: a metric should not move with the CPU's bf16 units.
+    Returns tokens, bytes, nll (total nats), nll_per_token, ppl, bpb and the settings.
+    """
+    _check(context, stride, max_tokens, batch_size)
+    check_options(dtype=dtype)
+    start = time.perf_counter()
+    net, tokenizer = load_model(model)
+    if not isinstance(net, GPT):
+        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model")
+    context, stride = _settings(net, context, stride)
+    if dtype != "fp32":
+        from lmforge.hardware import resolve_dtype
+
+        net = net.to(resolve_dtype(dtype, net.config)[0])
+    report = Report()
+    docs = (d.text for d in read_documents(data, text_field, report))
+    ids, nbytes, used = token_stream(tokenizer, docs, max_tokens)
+    for problem in report.problems[:5]:
+        print(f"lmforge: warning: skipped {problem}", file=sys.stderr)
+    if len(ids) < 2 or nbytes <= 0:
+        where = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
+        raise LmforgeError(f"{where}: no text to score (empty documents, or none with field {text_field!r})")
+    nll, tokens, nwindows = score(net, ids, context, stride, batch_size, progress=not quiet)
+    per_token = nll / tokens
+    return {
+        "model": str(model),
+        "documents": used,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "nll": nll,
+        "nll_per_token": per_token,
+        "ppl": math.exp(per_token),
+        "bpb": nll / math.log(2) / nbytes,
+        "context": context,
+        "stride": stride,
+        "windows": nwindows,
+        "dtype": str(next(net.parameters()).dtype).removeprefix("torch."),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
