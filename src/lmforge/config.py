@@ -15,7 +15,7 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 
-TASKS = ("lm", "translation", "classification")
+TASKS = ("lm", "translation", "classification", "chat")
 
 
 @dataclass
@@ -31,8 +31,10 @@ class DataConfig:
     text_field: str = "text"
     """Field holding the text in .jsonl inputs."""
     task: str = "lm"
-    """`lm` (next-token language modelling), `translation` (sentence pairs, seq2seq model) or
-    `classification` (labelled text, a classification head on train.init_from's model)."""
+    """`lm` (next-token language modelling), `translation` (sentence pairs, seq2seq model),
+    `classification` (labelled text, a classification head on train.init_from's model) or `chat`
+    (instruction tuning: JSON lines of message lists, loss on the assistant's tokens, rendered with
+    train.init_from's chat template)."""
     src_lang: str = "en"
     """translation: source language code (the field / file suffix of the source side)."""
     tgt_lang: str = "fr"
@@ -42,7 +44,8 @@ class DataConfig:
     label_field: str = "label"
     """classification: field holding the label in .jsonl inputs."""
     max_len: int = 128
-    """classification: tokens kept per text (at most the model's context)."""
+    """classification: tokens kept per text; chat: tokens kept per conversation (both at most the
+    model's context)."""
 
 
 @dataclass
@@ -226,9 +229,6 @@ class PrepConfig:
     """Tokens per shard file."""
 
 
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
 # LoRA targets: a Hugging Face name (PEFT's target_modules) or lmforge's -> (lmforge module inside
 # a block, the slices of its output rows it adapts); lmforge fuses q, k, v into one attn.qkv.
 LORA_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -270,14 +270,17 @@ class LoraConfig:
     `head` for classification's new head; "" trains the adapters only."""
 
 
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     prep: PrepConfig = field(default_factory=PrepConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def validate(self) -> Config:
         self.validate_model()
-    lora: LoraConfig = field(default_factory=LoraConfig)
         m, t = self.model, self.train
         _check(
             self.data.tokenizer in ("char", "bpe"),
@@ -337,6 +340,10 @@ class LoraConfig:
             self.data.task != "classification" or bool(t.init_from),
             "data.task='classification' needs train.init_from (the model to put a head on)",
         )
+        _check(
+            self.data.task != "chat" or bool(t.init_from),
+            "data.task='chat' needs train.init_from (a chat model: its weights and its chat template)",
+        )
         _check(t.max_minutes >= 0 and t.epochs >= 0, "train.max_minutes and train.epochs must be >= 0")
         _check(self.data.max_len > 0, f"data.max_len={self.data.max_len} must be > 0")
         _check(
@@ -355,6 +362,7 @@ class LoraConfig:
             check_supported(m, m.arch)
         _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
         _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
+        _check_lora(self)
         return self
 
     def validate_model(self) -> None:
@@ -362,7 +370,6 @@ class LoraConfig:
         _check(
             m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0"
         )
-        _check_lora(self)
         _check(
             m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}"
         )
@@ -399,13 +406,6 @@ def _check_hf_options(m: ModelConfig) -> None:
     _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise LmforgeError(message)
-
-
-def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
-    """Convert a TOML or command-line value to the field's type, or fail naming the key."""
 def _check_lora(c: Config) -> None:
     lo = c.lora
     _check(lo.rank >= 1, f"lora.rank={lo.rank} must be >= 1")
@@ -428,6 +428,13 @@ def _check_lora(c: Config) -> None:
         )
 
 
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise LmforgeError(message)
+
+
+def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
+    """Convert a TOML or command-line value to the field's type, or fail naming the key."""
     if from_text and kind is not str:
         text = value.strip()
         try:

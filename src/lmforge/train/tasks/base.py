@@ -116,6 +116,7 @@ TASKS: dict[str, str] = {
     "lm": "lmforge.train.tasks.lm:LanguageModelling",
     "translation": "lmforge.train.tasks.translation:TranslationTask",
     "classification": "lmforge.train.tasks.classification:ClassificationTask",
+    "chat": "lmforge.train.tasks.chat:ChatTask",
 }
 
 

@@ -1,0 +1,159 @@
+"""Conversations for instruction tuning: JSON lines of message lists in, length-grouped batches out.
+
+Each line is `{"messages": [{"role": ..., "content": ...}, ...]}`, optionally with a `split`
+("train" or "test": test conversations are held out for evaluation and never trained on) and any
+other fields (kept, ignored here). Files may be .gz, .xz or .bz2 compressed.
+
+Batching groups conversations of similar length rather than packing them. Packing several
+conversations into one row would let each attend to the ones before it (the model takes no
+per-document mask); grouping keeps every conversation its own row, and sorting each shuffled
+window of `batch_size x GROUP` conversations by length before cutting it into batches keeps the
+padding small. The batches' order is shuffled again, so lengths do not drift over an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.data.loader import IGNORE
+from lmforge.data.sources import open_text
+from lmforge.errors import LmforgeError
+
+SPLITS = ("train", "test")
+GROUP = 16  # global batches per sorting window: larger pads less, smaller mixes lengths more
+
+
+@dataclass
+class Conversation:
+    messages: list[dict[str, Any]]
+    split: str
+    line: int  # where it is in the file, for error messages
+
+
+def read_chats(path: str | Path) -> list[Conversation]:
+    """Every conversation in a .jsonl file; a malformed line is a one-line error naming it."""
+    path = Path(path)
+    out = []
+    try:
+        with open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    out.append(_parse(line, f"{path}:{n}", n))
+    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as e:
+        raise LmforgeError(f"{path}: unreadable: {e}") from None
+    if not out:
+        raise LmforgeError(f"{path}: no conversations")
+    return out
+
+
+def _parse(line: str, where: str, n: int) -> Conversation:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{where}: not JSON ({e})") from None
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise LmforgeError(f'{where}: needs {{"messages": [{{"role": ..., "content": ...}}, ...]}}')
+    for i, m in enumerate(messages):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise LmforgeError(f"{where}: messages[{i}] needs a string 'role' and a string 'content'")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise LmforgeError(f"{where}: no assistant message, so nothing to learn from")
+    split = record.get("split", "train")
+    if split not in SPLITS:
+        raise LmforgeError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    return Conversation(messages, split, n)
+
+
+Example = tuple[list[int], list[bool]]  # token ids, True where the token is a target
+
+
+def collate(examples: list[Example], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs (B, T), attention mask (B, T), targets (B, T)), right-padded: position t predicts
+    token t+1, which counts only where it is the assistant's. Right padding needs no mask in a
+    causal model (no real token sees a pad); the mask counts real tokens for tokens/s."""
+    width = max(len(ids) for ids, _ in examples) - 1
+    inputs = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    targets = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for i, (ids, mask) in enumerate(examples):
+        row = torch.tensor(ids, dtype=torch.long)
+        keep = torch.tensor(mask[1:], dtype=torch.bool)
+        inputs[i, : len(ids) - 1] = row[:-1]
+        attention[i, : len(ids) - 1] = 1
+        targets[i, : len(ids) - 1] = torch.where(keep, row[1:], IGNORE)
+    return inputs, attention, targets
+
+
+def eval_batches(examples: list[Example], micro: int, pad_id: int) -> list[tuple[torch.Tensor, ...]]:
+    """Fixed validation batches, sorted by length so they pad little."""
+    ordered = sorted(examples, key=lambda e: len(e[0]))
+    return [collate(ordered[i : i + micro], pad_id) for i in range(0, len(ordered), micro)]
+
+
+class ChatLoader:
+    """Length-grouped global batches of `batch_size` conversations, dealt out to the ranks and cut
+    into micro-batches. The plan of an epoch comes from (seed, epoch), so the position is the
+    whole state (exact resume). The few conversations left over after the last full batch of an
+    epoch wait for a later epoch's shuffle."""
+
+    def __init__(self, examples: list[Example], batch_size: int, micro_batch_size: int, pad_id: int,
+                 rank: int = 0, world_size: int = 1, seed: int = 0) -> None:  # fmt: skip
+        if len(examples) < batch_size:
+            raise LmforgeError(
+                f"{len(examples)} training conversations, fewer than train.batch_size={batch_size}"
+            )
+        self.examples, self.pad_id = examples, pad_id
+        self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch, self.cursor = 0, 0
+        self._batches = self._plan(0)
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}:{epoch}")
+        order = list(range(len(self.examples)))
+        rng.shuffle(order)
+        order = order[: len(order) - len(order) % self.batch_size]
+        window = self.batch_size * GROUP
+        for start in range(0, len(order), window):
+            order[start : start + window] = sorted(order[start : start + window], key=self._length)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def _length(self, i: int) -> int:
+        return len(self.examples[i][0])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.examples) // self.batch_size
+
+    def next_step(self) -> list[tuple[torch.Tensor, ...]]:
+        if self.cursor == len(self._batches):
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._batches = self._plan(self.epoch)
+        picks = self._batches[self.cursor]
+        self.cursor += 1
+        mine = picks[self.rank :: self.world_size]
+        m = self.micro_batch_size
+        return [
+            collate([self.examples[i] for i in mine[j : j + m]], self.pad_id) for j in range(0, len(mine), m)
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
+        self._batches = self._plan(self.epoch)

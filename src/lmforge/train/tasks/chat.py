@@ -1,0 +1,178 @@
+"""Instruction tuning: next-token loss on the assistant's tokens of conversations, a pretrained
+chat model (train.init_from) and its own chat template.
+
+Data is JSON lines of message lists (data/chat_data.py); conversations marked `"split": "test"`
+are left out (they are for `lmforge eval-instruct`), and a seeded shuffle holds out
+data.val_fraction of the rest for validation loss. Each conversation is rendered with the
+model's chat template and only the tokens the assistant wrote, each turn's end-of-turn token
+included, are targets (inference/chat_masks.py); the system prompt, the user's turns and the
+template's own markup count for nothing. Conversations longer than data.max_len tokens (at most
+the model's context) are cut there. Batches group conversations of similar length (no packing:
+see data/chat_data.py). The export is the last step's model, with the chat template, generation
+defaults and special tokens of train.init_from, so it chats like the model it started from.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge.data.chat_data import ChatLoader, Conversation, Example, eval_batches, read_chats
+from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import (
+    TOKENIZER_CONFIG,
+    read_chat_template,
+    read_generation_config,
+    write_chat_files,
+)
+from lmforge.formats.directory import resolve_model_dir, write_model_files
+from lmforge.inference.chat import special_tokens
+from lmforge.inference.chat_masks import encode_chat
+from lmforge.model.gpt import GPT
+from lmforge.train.engines.base import Engine
+from lmforge.train.evaluate import rank_share
+from lmforge.train.losses import lm_loss, lm_token_losses
+from lmforge.train.run_dir import init_model
+from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
+
+
+def chat_template_of(directory: Path) -> str:
+    """The model directory's chat template, or a one-line error naming the directory."""
+    template = read_chat_template(directory)
+    if template is None:
+        raise LmforgeError(
+            f"{directory}: has no chat template (no chat_template.jinja, no 'chat_template' in"
+            " tokenizer_config.json); instruction tuning and eval-instruct need a chat model"
+        )
+    return template
+
+
+class ChatTask(Task):
+    name = "chat"
+
+    def __init__(self, setup: Setup) -> None:
+        cfg, d, t, engine = setup.cfg, setup.cfg.data, setup.cfg.train, setup.engine
+        self.cfg = cfg
+        model_dir = resolve_model_dir(t.init_from)
+        self.template = chat_template_of(model_dir)
+        self.init = init_model(cfg)  # replaces cfg.model with the model's own architecture
+        self.tokenizer = self.init[1]
+        self.generation = read_generation_config(model_dir)
+        self.variables = special_tokens(model_dir, self.tokenizer)
+        chats = read_chats(d.input)
+        rows = [c for c in chats if c.split == "train"]
+        self.n_test = len(chats) - len(rows)
+        random.Random(t.seed).shuffle(rows)
+        n_val = int(len(rows) * d.val_fraction)
+        if n_val < 1 or len(rows) - n_val < 1:
+            raise LmforgeError(
+                f"{d.input}: {len(rows)} training conversations with data.val_fraction={d.val_fraction}"
+                f" leave {n_val} held out and {len(rows) - n_val} to train on; both need at least one"
+            )
+        self.context = min(cfg.model.block_size, d.max_len)  # tokens kept per conversation
+        self.cut = self.dropped = 0
+        self.train_examples = self._encode(rows[:-n_val], d.input)
+        self.val_examples = self._encode(rows[-n_val:], d.input)
+        if not self.val_examples:
+            raise LmforgeError(
+                f"{d.input}: no held-out conversation has an assistant token within data.max_len"
+            )
+        self.pad_id = next(i for i in (self.tokenizer.pad_id, self.tokenizer.eos_id, 0) if i is not None)
+        self.loader = ChatLoader(
+            self.train_examples,
+            t.batch_size,
+            setup.micro,
+            self.pad_id,
+            engine.rank,
+            engine.world_size,
+            t.seed + 1,
+        )
+        val = eval_batches(self.val_examples, setup.micro, self.pad_id)
+        self.val, self.val_per_rank = rank_share(val, engine)
+        self.val_spare = val[0]
+        self.micro = setup.micro
+
+    def _encode(self, rows: list[Conversation], source: str) -> list[Example]:
+        """Token ids and target flags per conversation, cut to the context (+1: the last target);
+        conversations left without a target by the cut are dropped and counted."""
+        out = []
+        for c in rows:
+            ids, mask = encode_chat(
+                self.tokenizer, self.template, c.messages, self.variables, f"{source}:{c.line}"
+            )
+            if len(ids) > self.context + 1:
+                ids, mask = ids[: self.context + 1], mask[: self.context + 1]
+                self.cut += 1
+            if any(mask[1:]):
+                out.append((ids, mask))
+            else:
+                self.dropped += 1
+        return out
+
+    def build_model(self) -> nn.Module:
+        model = GPT(self.cfg.model)
+        model.load_state_dict(self.init[0].state_dict())
+        return model
+
+    def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
+        inputs, _, targets = batch
+        return lm_loss(model, inputs, targets)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
+        """val_loss: nats per assistant token of the held-out conversations."""
+        was_training = model.training
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)  # summed loss, target tokens
+        for _ in range(self.val_per_rank - len(self.val)):  # sharded engines: equal forwards
+            with autocast():
+                model(self.val_spare[0].to(engine.device))
+        for inputs, _, targets in self.val:
+            with autocast():
+                losses = lm_token_losses(model, inputs.to(engine.device), targets.to(engine.device))
+            totals += torch.tensor(
+                [float(losses.double().sum()), float(count_targets(targets))], dtype=torch.float64
+            )
+        totals = engine.all_reduce(totals)
+        model.train(was_training)
+        return {"val_loss": float(totals[0] / totals[1].clamp(min=1.0))}
+
+    def write_model_files(self, directory: Path) -> None:
+        write_model_files(directory, self.cfg.model, self.tokenizer)
+        write_chat_files(directory, self.template, self.generation)
+        if self.variables:  # the template's bos_token / eos_token, as transformers reads them
+            (directory / TOKENIZER_CONFIG).write_text(json.dumps(self.variables, indent=2) + "\n")
+
+    def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
+        return sum(int(attention.sum()) for _, attention, _ in micro_batches)  # real tokens, no padding
+
+    def micro_batch_tokens(self) -> int:
+        sample = self.train_examples[:200]
+        return int(self.micro * sum(len(ids) for ids, _ in sample) / max(len(sample), 1))
+
+    def _targets(self) -> int:
+        return sum(sum(mask[1:]) for _, mask in self.train_examples)
+
+    def describe(self) -> str:
+        d = self.cfg.data
+        return (
+            f"{d.input}: {len(self.train_examples)} train / {len(self.val_examples)} held-out conversations"
+            f" ({self.n_test} test ones left out), {self._targets():,} assistant target tokens,"
+            f" at most {self.context} tokens each ({self.cut} cut, {self.dropped} dropped)"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "train_conversations": len(self.train_examples),
+            "heldout_conversations": len(self.val_examples),
+            "test_conversations_left_out": self.n_test,
+            "cut_to_context": self.cut,
+            "dropped": self.dropped,
+            "assistant_target_tokens": self._targets(),
+        }

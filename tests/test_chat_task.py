@@ -1,0 +1,202 @@
+"""Instruction tuning (data.task = "chat"): which tokens are targets, what the data reader refuses,
+the length-grouped loader, and a short run on a tiny random Llama with a chat template. The
+engines and kill -9 resume: tests/test_tasks_on_engines.py."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from hf_helpers import make_hf_model
+
+from lmforge.data.chat_data import ChatLoader, collate, read_chats
+from lmforge.data.loader import IGNORE
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.inference.chat_masks import assistant_spans, encode_chat
+from lmforge.train.loop import train
+from lmforge.train.losses import lm_loss
+
+# SmolLM2's template shape with the tiny tokenizer's one special token as <|im_start|>/<|im_end|>
+TEMPLATE = (
+    "{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}<|endoftext|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|endoftext|>assistant\n{% endif %}"
+)
+# the same with the assistant's turns marked, as transformers' return_assistant_tokens_mask wants
+TAGGED = (
+    "{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}"
+    "{% generation %}{{ m['content'] }}<|endoftext|>{% endgeneration %}{% else %}{{ m['content'] }}"
+    "<|endoftext|>{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|endoftext|>assistant\n{% endif %}"
+)
+WORDS = {"good": "bon", "bad": "mauvais", "cat": "chat", "dog": "chien", "red": "rouge", "the": "le"}
+CHAT = [
+    {"role": "system", "content": "You translate."},
+    {"role": "user", "content": "the red cat"},
+    {"role": "assistant", "content": "le chat rouge"},
+    {"role": "user", "content": "the dog"},
+    {"role": "assistant", "content": "le chien"},
+]
+
+
+def tiny_chat_model(directory: Path, template: str = TEMPLATE) -> Path:
+    """A random Llama (hf_helpers) with a chat template: a chat model in miniature."""
+    make_hf_model("llama", directory)
+    (directory / "chat_template.jinja").write_text(template)
+    return directory
+
+
+def write_chats(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        en = [rng.choice(list(WORDS)) for _ in range(rng.randint(1, 4))]
+        rows.append({"messages": [{"role": "user", "content": "fr: " + " ".join(en)},
+                                  {"role": "assistant", "content": " ".join(WORDS[w] for w in en)}],
+                     "split": "test" if i % 10 == 0 else "train"})  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_chat_model(tmp_path_factory.mktemp("chat") / "llama")
+
+
+def test_prefix_rendering_finds_what_generation_blocks_mark(model_dir: Path) -> None:
+    """Without {% generation %} blocks the assistant's turns are found by rendering prefixes; they
+    are the same spans the blocks mark: each reply and its end-of-turn token, not the newline."""
+    _, tokenizer = load_model(model_dir)
+    text, spans = assistant_spans(TEMPLATE, CHAT, {})
+    tagged_text, tagged = assistant_spans(TAGGED, CHAT, {})
+    assert text == tagged_text and spans == tagged
+    assert [text[s:e] for s, e in spans] == ["le chat rouge<|endoftext|>", "le chien<|endoftext|>"]
+    ids, mask = encode_chat(tokenizer, TEMPLATE, CHAT, {})
+    eot = tokenizer.hf.token_to_id("<|endoftext|>")
+    marked = [i for i, m in zip(ids, mask, strict=True) if m]
+    assert marked.count(eot) == 2 and tokenizer.hf.decode(marked, skip_special_tokens=False) == (
+        "le chat rouge<|endoftext|>le chien<|endoftext|>"
+    )
+
+
+def test_mask_is_transformers_assistant_tokens_mask(model_dir: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    hf.chat_template = TAGGED
+    out = hf.apply_chat_template(CHAT, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    _, tokenizer = load_model(model_dir)
+    ids, mask = encode_chat(tokenizer, TEMPLATE, CHAT, {})
+    assert ids == list(out["input_ids"]) and [int(m) for m in mask] == list(out["assistant_masks"])
+
+
+def _grads(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    model.zero_grad()
+    lm_loss(model, inputs, targets).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_only_assistant_tokens_carry_gradient(model_dir: Path) -> None:
+    """The same context (inputs) with one token of the conversation changed as a target: a user's
+    token changes no gradient, an assistant's does."""
+    model, tokenizer = load_model(model_dir)
+    ids, mask = encode_chat(tokenizer, TEMPLATE, CHAT[1:3], {})  # within the 64-token context
+    inputs, _, targets = collate([(ids, mask)], 0)
+    text, _ = assistant_spans(TEMPLATE, CHAT[1:3], {})
+    user = tokenizer.hf.encode(text, add_special_tokens=False).char_to_token(text.index("red"))
+    assert not mask[user]
+    reply = next(i for i, m in enumerate(mask) if m)
+    base = _grads(model, inputs, targets)
+    for position, changes in ((user, False), (reply, True)):
+        changed = list(ids)
+        changed[position] = (changed[position] + 7) % tokenizer.vocab_size
+        new_targets = collate([(changed, mask)], 0)[2]
+        assert torch.equal(_grads(model, inputs, new_targets), base) is not changes, position
+    assert (targets != IGNORE).sum() == sum(mask[1:])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"text": "x"}', 'needs {"messages"'),
+        ('{"messages": [{"role": "user"}]}', "messages[0] needs a string 'role' and a string 'content'"),
+        ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],'
+            ' "split": "dev"}',
+            "split 'dev'",
+        ),  # fmt: skip
+    ],
+)
+def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    good = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
+    path = tmp_path / "chats.jsonl"
+    path.write_text(f"{good}\n{line}\n")
+    with pytest.raises(LmforgeError, match=rf"^{path}:2: .*") as e:
+        read_chats(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_role_names_file_and_line(tmp_path: Path, model_dir: Path) -> None:
+    path = tmp_path / "chats.jsonl"
+    write_chats(path, 40)
+    with path.open("a") as f:
+        f.write('{"messages": [{"role": "robot", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
+    with pytest.raises(LmforgeError, match=rf"{path}:41\[0\]: unknown role 'robot'"):
+        train(None, _recipe(path, model_dir, 2), out=tmp_path / "run", quiet=True)
+
+
+def test_loader_groups_lengths_and_resumes_exactly() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 60) for _ in range(300)]
+    examples = [([1] * n, [True] * n) for n in lengths]
+    loader = ChatLoader(examples, batch_size=4, micro_batch_size=2, pad_id=0, seed=3)
+    assert loader.steps_per_epoch == 75
+    widths = []
+    seen = []
+    for _ in range(loader.steps_per_epoch):
+        step = loader.next_step()
+        assert len(step) == 2
+        widths += [b[0].shape[1] for b in step]
+        seen += [int(b[1].sum()) for b in step]
+    padded = sum(w * 2 for w in widths)
+    assert sum(seen) == sum(len(ids) - 1 for ids, _ in examples)  # one epoch: every example once
+    assert padded < 1.1 * sum(seen)  # grouped: little padding (random batches pad ~40%)
+    state = loader.state_dict()
+    ahead = [loader.next_step() for _ in range(3)]
+    again = ChatLoader(examples, batch_size=4, micro_batch_size=2, pad_id=0, seed=0)
+    again.load_state_dict(state)
+    for a, b in zip(ahead, [again.next_step() for _ in range(3)], strict=True):
+        assert all(torch.equal(x, y) for m, n in zip(a, b, strict=True) for x, y in zip(m, n, strict=True))
+
+
+def _recipe(data: Path, model: Path, steps: int) -> list[str]:
+    return ["--data.task=chat", f"--data.input={data}", f"--train.init_from={model}",
+            f"--train.max_steps={steps}", "--train.batch_size=8", "--train.lr=3e-3", "--train.warmup_steps=2",
+            "--train.eval_interval=10", "--train.dtype=fp32"]  # fmt: skip
+
+
+def test_fine_tune_learns_and_exports_a_chat_model(tmp_path: Path, model_dir: Path) -> None:
+    data = write_chats(tmp_path / "chats.jsonl", 200)
+    summary = train(None, _recipe(data, model_dir, 30), out=tmp_path / "run", quiet=True)
+    assert summary["test_conversations_left_out"] == 20  # never trained on
+    assert summary["train_conversations"] + summary["heldout_conversations"] == 180
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in lines if "val_loss" in r]
+    assert val[-1] < val[0] - 1.0
+    exported = tmp_path / "run" / "model"
+    assert (exported / "chat_template.jinja").read_text() == TEMPLATE
+    model, _ = load_model(exported)
+    assert model.config.n_layer == 2
+
+
+def test_a_model_without_chat_template_is_one_error(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    make_hf_model("llama", plain)
+    data = write_chats(tmp_path / "chats.jsonl", 40)
+    with pytest.raises(LmforgeError, match=rf"^{plain}: has no chat template"):
+        train(None, _recipe(data, plain, 2), out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
