@@ -1,0 +1,249 @@
+"""LoRA: adapters on a tiny random Llama (saved by transformers, loaded by lmforge), checked against
+PEFT as the reference: the export loads with peft.PeftModel.from_pretrained on the exported base
+with the same logits; merge and unmerge are exact; only the adapters train; checkpoints hold only
+the adapters and name their base; kill -9 then --resume gives the same losses; DDP and ZeRO-2 give
+the local engine's losses."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_text
+from hf_helpers import VOCAB, make_hf_model
+from run_helpers import kill_mid_run
+from safetensors.torch import load_file, save_file
+
+from lmforge.config import LoraConfig, TrainConfig, load_config
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.formats.peft import load_adapted, merge_lora
+from lmforge.model import lora
+from lmforge.train.loop import train
+from lmforge.train.metrics import read_metrics
+from lmforge.train.optim import build_optimizer
+
+ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random Llama (grouped-query attention) as transformers saves it, imported by lmforge,
+    and a small text corpus."""
+    root = tmp_path_factory.mktemp("lora")
+    make_hf_model("llama", root / "hf")
+    import_hf(root / "hf", root / "base")
+    (root / "text.txt").write_text(make_text(lines=400))
+    return {"root": root, "hf": root / "hf", "base": root / "base", "text": root / "text.txt"}
+
+
+def recipe(base: dict[str, Path], steps: int, *more: str) -> list[str]:
+    return [
+        f"--data.input={base['text']}",
+        f"--train.init_from={base['base']}",
+        "--lora.enabled=true",
+        f"--lora.targets={ALL}",
+        f"--train.max_steps={steps}",
+        "--train.batch_size=4",
+        "--train.dtype=fp32",
+        "--train.log_interval=1",
+        "--train.eval_interval=1000",
+        "--train.eval_batches=1",
+        "--train.lr=1e-2",
+        "--train.warmup_steps=0",
+        *more,
+    ]
+
+
+@pytest.fixture(scope="module")
+def run(base: dict[str, Path]) -> Path:
+    out = base["root"] / "run"
+    train(overrides=recipe(base, 6, "--train.checkpoint_interval=3"), out=out, quiet=True)
+    return out
+
+
+def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(ids)
+    return (out[0] if isinstance(out, tuple) else out).float()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--lora.rank=0", "lora.rank=0 must be >= 1"),
+        ("--lora.targets=q_proj,qq_proj", "lora.targets: unknown module 'qq_proj'"),
+        ("--lora.alpha=0", "lora.alpha=0.0 must be > 0"),
+        ("--lora.dropout=1", "lora.dropout=1.0 must be in [0, 1)"),
+        ("--train.init_from=", "lora.enabled needs train.init_from"),
+        ("--engine.zero_stage=3", "does not run on DeepSpeed ZeRO-3"),
+    ],
+)
+def test_config_validation_is_one_line(override: str, message: str) -> None:
+    args = ["--data.input=x", "--train.init_from=m", "--lora.enabled=true", "--engine.name=deepspeed"]
+    with pytest.raises(LmforgeError, match=re.escape(message)) as e:
+        load_config(None, [*args, override])
+    assert "\n" not in str(e.value)
+
+
+def test_a_target_the_model_lacks_is_named(base: dict[str, Path]) -> None:
+    model, _ = load_model(base["base"])
+    with pytest.raises(LmforgeError, match="'gate_proj' matches no module"):
+        gpt2_like = torch.nn.ModuleDict({"attn": torch.nn.Module()})
+        gpt2_like.attn.qkv = torch.nn.Linear(4, 12)
+        lora.inject(gpt2_like, LoraConfig(targets="gate_proj"))
+    lora.inject(model, LoraConfig(targets="q_proj"))  # a Llama has it
+
+
+def test_injected_model_starts_as_its_base_and_only_adapters_train(base: dict[str, Path]) -> None:
+    model, _ = load_model(base["base"])
+    ids = torch.randint(0, VOCAB, (2, 12))
+    before = _logits(model, ids)
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    lora.inject(model.train(), LoraConfig(targets=ALL, rank=4))
+    assert torch.equal(_logits(model.eval(), ids), before)  # B starts at zero
+    trainable = lora.trainable_names(model)
+    assert trainable and all(".lora_" in n for n in trainable)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if ".lora_" not in n)
+    qkv = model.blocks[0].attn.qkv
+    assert set(qkv.lora_A) == {"q", "k", "v"} and qkv.lora_B["k"].shape == (32, 4)  # 2 kv heads of 16
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2))
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for n, p in model.named_parameters() if p.requires_grad}
+    model.train()
+    out = model(ids)
+    (out[0] if isinstance(out, tuple) else out).float().pow(2).mean().backward()
+    optimizer.step()
+    state = model.state_dict()
+    for name, tensor in frozen.items():
+        assert torch.equal(state[name], tensor), name  # the base is untouched
+    assert all(m.lora_B["q"].abs().sum() > 0 for m in lora.lora_modules(model).values() if "q" in m.lora_B)
+
+
+def test_merge_and_unmerge_are_exact(base: dict[str, Path]) -> None:
+    model, _ = load_model(base["base"])
+    lora.inject(model, LoraConfig(targets="k_proj,o_proj,up_proj", rank=4, alpha=8))
+    with torch.no_grad():
+        for module in lora.lora_modules(model).values():
+            for b in module.lora_B.values():
+                b.normal_(0, 0.2)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if ".lora_" not in k}
+    ids = torch.randint(0, VOCAB, (2, 12))
+    adapted = _logits(model, ids)
+    lora.merge(model)
+    assert (_logits(model, ids) - adapted).abs().max() < 1e-4
+    assert not torch.equal(model.blocks[0].attn.qkv.weight, weights["blocks.0.attn.qkv.weight"])
+    assert torch.equal(model.blocks[0].attn.qkv.weight[:64], weights["blocks.0.attn.qkv.weight"][:64])  # q
+    lora.unmerge(model)
+    for name, tensor in weights.items():
+        assert (model.state_dict()[name] - tensor).abs().max() < 1e-6, name
+    assert (_logits(model, ids) - adapted).abs().max() < 1e-5
+    lora.strip(model)
+    assert not lora.lora_modules(model) and (_logits(model, ids) - adapted).abs().max() < 1e-4
+
+
+def test_checkpoints_hold_the_adapters_and_name_their_base(run: Path, base: dict[str, Path]) -> None:
+    for directory in (run / "checkpoints" / "step_00000006", run / "model"):
+        names = list(load_file(str(directory / "model.safetensors")))
+        assert names and all(".lora_" in n for n in names), directory
+        meta = json.loads((directory / "lora.json").read_text())
+        assert meta["base"]["path"] == str(base["base"].resolve())
+        assert set(meta["base"]["sha256"]) == {"config.json", "model.safetensors"}
+    moments = load_file(str(run / "checkpoints" / "step_00000006" / "optimizer.safetensors"))
+    assert all(".lora_" in n for n in moments if n != "step")
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 < summary["trainable_parameters"] < summary["parameters"] / 5
+
+
+def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, Path]) -> None:
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    root = base["root"]
+    export_hf(run, root / "adapter")
+    export_hf(base["base"], root / "base-hf")
+    assert {p.name for p in (root / "adapter").iterdir()} == {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    }
+    keys = load_file(str(root / "adapter" / "adapter_model.safetensors"))
+    assert "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight" in keys
+    hf = transformers.AutoModelForCausalLM.from_pretrained(root / "base-hf", dtype=torch.float32)
+    reference = peft.PeftModel.from_pretrained(hf.eval(), root / "adapter").eval()
+    model, _, _ = load_adapted(run)
+    ids = torch.randint(0, VOCAB, (2, 16))
+    ours = _logits(model, ids)
+    theirs = reference(ids).logits
+    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours - _logits(load_model(base["base"])[0], ids)).abs().max() > 1e-3  # the adapters matter
+    merged = reference.merge_and_unload()
+    merge_lora(run, root / "merged")
+    assert (_logits(load_model(root / "merged")[0], ids) - merged(ids).logits).abs().max() < 1e-4
+
+
+def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: Path) -> None:
+    own = tmp_path / "base"
+    import_hf(base["hf"], own)
+    args = [*recipe(base, 4, "--train.checkpoint_interval=2"), f"--train.init_from={own}"]
+    train(overrides=[*args, "--train.max_steps=2"], out=tmp_path / "run", quiet=True)
+    weights = load_file(str(own / "model.safetensors"))
+    weights["wte.weight"] = weights["wte.weight"] + 1e-3
+    save_file(weights, str(own / "model.safetensors"))
+    with pytest.raises(LmforgeError, match="model.safetensors sha256 is not the one recorded"):
+        train(resume=tmp_path / "run", overrides=["--train.max_steps=4"], quiet=True)
+    with pytest.raises(LmforgeError, match="the adapters belong to the other base"):
+        merge_lora(tmp_path / "run", tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def _lmforge(*args: str, cwd: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "lmforge", *args, "--engine.timeout_s=60"],
+                            capture_output=True, text=True, cwd=cwd, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(base: dict[str, Path], tmp_path: Path) -> None:
+    """Adapter dropout on, so the RNG must come back too; the adapters and their moments from the
+    adapter-only checkpoint, the frozen base from train.init_from."""
+    args = recipe(
+        base, 200, "--train.checkpoint_interval=20", "--lora.dropout=0.1", "--lora.targets=q_proj,v_proj"
+    )
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train(overrides=args, out=whole, quiet=True)
+    cmd = [sys.executable, "-m", "lmforge", "train", "--quiet", *args, "--out", str(killed)]
+    assert 20 <= kill_mid_run(cmd, killed, cwd=tmp_path) < 200
+    _lmforge("train", "--quiet", "--resume", str(killed), cwd=tmp_path)
+    expected = {r["step"]: r for r in read_metrics(whole)}
+    got = {r["step"]: r for r in read_metrics(killed)}
+    assert sorted(got) == sorted(expected)
+    for step, record in expected.items():
+        assert got[step]["loss"] == record["loss"], step
+
+
+ENGINES = {"ddp": ["--engine.name=ddp"], "zero2": ["--engine.name=deepspeed", "--engine.zero_stage=2"]}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_two_ranks_match_local(base: dict[str, Path], tmp_path: Path, engine: str) -> None:
+    """Global batch 4 = 2 ranks x 1 x 2 accumulation against 4 in one pass, adapters on every
+    target; the adapters they export agree too."""
+    if engine == "zero2":
+        pytest.importorskip("deepspeed")
+    args = recipe(base, 6, "--train.micro_batch_size=1", "--train.checkpoint_interval=3")
+    train(overrides=args, out=tmp_path / "local", quiet=True)
+    launch = ["launch", "--nproc=2", "train", "--quiet", *args, *ENGINES[engine]]
+    _lmforge(*launch, "--out", str(tmp_path / engine), cwd=tmp_path)
+    local, other = read_metrics(tmp_path / "local"), read_metrics(tmp_path / engine)
+    assert [r["step"] for r in other] == list(range(1, 7))
+    for a, b in zip(local, other, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), a["step"]
+    ours = load_file(str(tmp_path / engine / "model" / "model.safetensors"))
+    reference = load_file(str(tmp_path / "local" / "model" / "model.safetensors"))
+    assert sorted(ours) == sorted(reference)
+    for name, tensor in reference.items():
+        assert torch.allclose(ours[name], tensor, rtol=1e-4, atol=1e-6), name
