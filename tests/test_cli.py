@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 # verb -> the name of its function in the Python API (launch's lives in lmforge.launch)
 NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "import_hf",
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
-         "eval-translate": "eval_translate", "launch": "launch"}  # fmt: skip
+         "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
 

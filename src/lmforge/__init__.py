@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.errors import LmforgeError
     from lmforge.formats.directory import load_model as load
     from lmforge.formats.hf_files import export_hf, import_hf
+    from lmforge.formats.peft import merge_lora
     from lmforge.inference.generate import generate
     from lmforge.inference.perplexity import evaluate
     from lmforge.inference.translate import eval_translate, translate
@@ -38,6 +39,7 @@ _API: dict[str, str] = {
     "import_hf": "lmforge.formats.hf_files:import_hf",
     "load": "lmforge.formats.directory:load_model",
     "load_config": "lmforge.config:load_config",
+    "merge_lora": "lmforge.formats.peft:merge_lora",
     "pipeline": "lmforge.pipelines:pipeline",
     "prep": "lmforge.data.prep:prep",
     "prepare_pairs": "lmforge.data.pairs:prepare_pairs",
@@ -56,6 +58,7 @@ __all__ = [
     "import_hf",
     "load",
     "load_config",
+    "merge_lora",
     "pipeline",
     "prep",
     "prepare_pairs",
