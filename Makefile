@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DATA := data/prepared/shakespeare-char
 
-.PHONY: demo test lint bench clean demo-translate bench-translate
+.PHONY: demo test lint bench clean demo-translate bench-translate bench-smollm2
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: $(VENV)/.installed
 
 bench-translate: $(VENV)/.installed
 	$(PY) -m benchmarks.bench_translate
+
+# SmolLM2-135M decoding: lmforge vs transformers (and llama.cpp where LLAMA_CPP_PYTHON has llama_cpp)
+LLAMA_CPP_PYTHON ?= /tmp/llamacpp/venv/bin/python
+bench-smollm2: $(VENV)/.installed
+	$(PY) -m benchmarks.bench_smollm2 --llama-cpp-python "$(LLAMA_CPP_PYTHON)"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks data

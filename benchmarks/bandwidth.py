@@ -1,0 +1,54 @@
+"""Memory bandwidth, measured STREAM-style, for the bound on memory-bound decoding.
+
+    python -m benchmarks.bandwidth [--mib 512] [--rounds 5]
+
+Decoding one token reads every weight once (batch 1), so tokens/s can be no more than
+bandwidth / bytes of weights. Two probes on arrays far larger than the caches, with torch's
+threads: `copy` (STREAM's Copy, a[:] = b: counts bytes read + bytes written, as STREAM does) and
+`read` (a sum over one array: bytes read only, which is what a matrix-vector product does with
+its weights). Each is the best of `rounds` runs, as STREAM reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def _best(fn: object, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(mib: int = 512, rounds: int = 5) -> dict[str, float]:
+    """{'copy': GB/s, 'read': GB/s} (1 GB = 1e9 bytes) over float32 arrays of `mib` MiB each."""
+    n = mib * (1 << 20) // 4
+    a = torch.empty(n, dtype=torch.float32)
+    b = torch.ones(n, dtype=torch.float32)
+    a.copy_(b)  # touch every page before timing
+    nbytes = n * 4
+    copy = _best(lambda: a.copy_(b), rounds)
+    read = _best(lambda: b.sum(), rounds)
+    return {"copy": 2 * nbytes / copy / 1e9, "read": nbytes / read / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mib", type=int, default=512, help="size of each array")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    result = measure(args.mib, args.rounds)
+    print(
+        f"memory bandwidth, {torch.get_num_threads()} threads, {args.mib} MiB arrays:"
+        f" copy {result['copy']:.1f} GB/s, read {result['read']:.1f} GB/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
