@@ -107,21 +107,9 @@ def smollm2_reference(smollm2_gguf: Path) -> tuple:
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(smollm2_reference: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2 as an lmforge model directory (with its chat template and generation defaults)."""
+def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 as an lmforge model directory (with its chat template and generation defaults),
+    written by `lmforge import <gguf> --out ...` (formats/gguf.py; ~5 s)."""
     from lmforge.formats.hf_files import import_hf
 
-    hf_model, tokenizer = smollm2_reference
-    hf_dir = tmp_path_factory.mktemp("smollm2-hf")
-    config = hf_model.config.to_dict()
-    config.pop("quantization_config", None)  # transformers refuses to save a GGUF-loaded model
-    (hf_dir / "config.json").write_text(__import__("json").dumps(config))
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in hf_model.state_dict().items() if k != "lm_head.weight"},
-              str(hf_dir / "model.safetensors"))  # fmt: skip
-    tokenizer.save_pretrained(hf_dir)
-    hf_model.generation_config.save_pretrained(hf_dir)
-    out = tmp_path_factory.mktemp("smollm2") / "model"
-    import_hf(hf_dir, out)
-    return out
+    return import_hf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "model")

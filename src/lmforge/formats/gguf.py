@@ -64,7 +64,8 @@ def read_gguf(file: Path) -> Any:
         return GGUFReader(file)
     except Exception as e:  # ValueError (bad magic, short read), KeyError (unknown type), ...
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise LmforgeError(f"{file}: not a readable GGUF file ({detail})") from None
+        why = "no GGUF magic" if "magic" in detail else f"truncated or damaged: {detail}"
+        raise LmforgeError(f"{file}: not a readable GGUF file ({why})") from None
 
 
 def read_metadata(reader: Any, file: Path) -> dict[str, Any]:
@@ -103,8 +104,10 @@ def config_from_metadata(meta: dict[str, Any], names: set[str], file: Path) -> M
                 f"{file}: {arch}.{name}={value} (lmforge needs embedding_length / head_count = {head_dim})"
             )
     scaling = meta.get(f"{arch}.rope.scaling.type", "none")
-    if scaling != "none" or "rope_freqs.weight" in names:
+    if scaling != "none":
         raise LmforgeError(f"{file}: rope scaling {scaling!r} is not supported (only plain rotary positions)")
+    if "rope_freqs.weight" in names:  # Llama 3.1's frequency factors
+        raise LmforgeError(f"{file}: tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
     raw = {

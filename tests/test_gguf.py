@@ -1,0 +1,303 @@
+"""GGUF import (formats/gguf.py, formats/gguf_tokenizer.py): tiny GGUF files written with
+gguf.GGUFWriter check dequantization, the q/k unpermutation, the config, the tokenizer and every
+bad input against transformers' own GGUF loader; the real SmolLM2 checks parity at full size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+transformers = pytest.importorskip("transformers")
+
+from gguf import GGMLQuantizationType as Q  # noqa: E402
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
+
+from lmforge.cli import main  # noqa: E402
+from lmforge.errors import LmforgeError  # noqa: E402
+from lmforge.formats.directory import load_model  # noqa: E402
+from lmforge.formats.hf_files import export_hf, import_hf  # noqa: E402
+
+TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "Ġ Ġ", "ĠĠ ĠĠ", "o n", "Ġ s"]
+TEXT = "the cat in the hat\n\n  sat   on, the mat. Café 😀 <|im_start|>user\nhi<|im_end|> 12345 don't"
+N_EMBD, N_HEAD, N_KV, FFN, N_LAYER = 64, 4, 2, 96, 2
+
+
+def vocabulary() -> tuple[list[str], list[int]]:
+    """SmolLM2-like: control tokens first, the 256 byte symbols, merged tokens, one user-defined."""
+    merged = ["".join(m.split(" ")) for m in MERGES]
+    tokens = [*SPECIALS, *bytes_to_unicode().values(), *merged, "<think>"]
+    types = [3] * len(SPECIALS) + [1] * (256 + len(merged)) + [4]
+    return tokens, types
+
+
+def write_gguf(
+    path: Path,
+    qtype: Q = Q.Q8_0,
+    *,
+    arch: str = "llama",
+    tied: bool = False,
+    tokenizer_model: str = "gpt2",
+    extra: dict[str, tuple[np.ndarray, Q | None]] | None = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
+    float weights before quantization, by GGUF name."""
+    rng = np.random.default_rng(seed)
+    tokens, types = vocabulary()
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(N_LAYER)
+    writer.add_context_length(64)
+    writer.add_embedding_length(N_EMBD)
+    writer.add_feed_forward_length(FFN)
+    writer.add_head_count(N_HEAD)
+    writer.add_head_count_kv(N_KV)
+    writer.add_rope_freq_base(50000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model(tokenizer_model)
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(MERGES)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_pad_token_id(2)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(TEMPLATE)
+    kv = N_KV * N_EMBD // N_HEAD
+    shapes = {"token_embd.weight": (len(tokens), N_EMBD), "output_norm.weight": (N_EMBD,)}
+    if not tied:
+        shapes["output.weight"] = (len(tokens), N_EMBD)
+    for i in range(N_LAYER):
+        for name, shape in (
+            ("attn_norm", (N_EMBD,)),
+            ("attn_q", (N_EMBD, N_EMBD)),
+            ("attn_k", (kv, N_EMBD)),
+            ("attn_v", (kv, N_EMBD)),
+            ("attn_output", (N_EMBD, N_EMBD)),
+            ("ffn_norm", (N_EMBD,)),
+            ("ffn_gate", (FFN, N_EMBD)),
+            ("ffn_up", (FFN, N_EMBD)),
+            ("ffn_down", (N_EMBD, FFN)),
+        ):
+            shapes[f"blk.{i}.{name}.weight"] = shape
+        if arch == "qwen2":
+            for name, rows in (("attn_q", N_EMBD), ("attn_k", kv), ("attn_v", kv)):
+                shapes[f"blk.{i}.{name}.bias"] = (rows,)
+    values = {}
+    extra = extra or {}
+    for name, shape in shapes.items():
+        if name in extra:  # stored as the caller says instead
+            continue
+        scale = 1.0 if len(shape) == 1 else 0.2
+        value = (rng.standard_normal(shape) * scale + (1.0 if len(shape) == 1 else 0.0)).astype(np.float32)
+        values[name] = value
+        if len(shape) == 1 or qtype == Q.F32:
+            writer.add_tensor(name, value)
+        elif qtype == Q.F16:
+            writer.add_tensor(name, value.astype(np.float16))
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
+    for name, (value, raw) in extra.items():
+        writer.add_tensor(name, value, raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return values
+
+
+def hf_reference(path: Path) -> tuple:
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return model.eval(), tokenizer
+
+
+@pytest.mark.parametrize(
+    "qtype", [Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0], ids=lambda q: q.name
+)
+def test_tensor_types_dequantize_as_gguf_does(tmp_path: Path, qtype: Q) -> None:
+    values = write_gguf(tmp_path / "m.gguf", qtype)
+    import_hf(tmp_path / "m.gguf", tmp_path / "out")
+    model, _ = load_model(tmp_path / "out")
+    state = model.state_dict()
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    stored = {t.name: gguf.quants.dequantize(t.data, t.tensor_type) for t in reader.tensors}
+    for ours, theirs in (
+        ("wte.weight", "token_embd.weight"),
+        ("lm_head.weight", "output.weight"),
+        ("blocks.1.mlp.down.weight", "blk.1.ffn_down.weight"),
+        ("blocks.0.mlp.gate.weight", "blk.0.ffn_gate.weight"),
+        ("blocks.0.ln_1.weight", "blk.0.attn_norm.weight"),
+    ):
+        expected = torch.from_numpy(np.array(stored[theirs], dtype=np.float32))
+        assert torch.equal(state[ours], expected.reshape(state[ours].shape)), ours
+        error = (state[ours] - torch.from_numpy(values[theirs])).abs().max().item()
+        assert error < {Q.F32: 1e-9, Q.F16: 2e-3, Q.BF16: 8e-3, Q.Q8_0: 2e-2}.get(qtype, 0.25), ours
+    # v is not permuted; q is (checked against transformers below), so compare it row-set-wise
+    v = state["blocks.0.attn.qkv.weight"][N_EMBD + N_KV * N_EMBD // N_HEAD :]
+    assert torch.equal(v, torch.from_numpy(np.array(stored["blk.0.attn_v.weight"])).reshape(v.shape))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_tiny_llama_matches_transformers_gguf_load(tmp_path: Path, tied: bool) -> None:
+    path = tmp_path / "m.gguf"
+    write_gguf(path, Q.Q8_0, tied=tied)
+    import_hf(path, tmp_path / "out")
+    model, tokenizer = load_model(tmp_path / "out")
+    reference, hf_tokenizer = hf_reference(path)
+    assert model.config.tie_embeddings == tied == reference.config.tie_word_embeddings
+    assert (model.config.n_head, model.config.n_kv_head, model.config.rope_theta) == (N_HEAD, N_KV, 50000.0)
+    ids = hf_tokenizer(TEXT, add_special_tokens=False).input_ids
+    assert tokenizer.encode(TEXT) == ids
+    assert tokenizer.decode(ids) == hf_tokenizer.decode(ids, skip_special_tokens=True)
+    batch = torch.tensor([ids[:40]])
+    with torch.no_grad():
+        ours, theirs = model(batch), reference(batch).logits
+    assert (ours - theirs).abs().max().item() < 1e-5
+
+
+def test_qwen2_has_biases_and_no_permutation(tmp_path: Path) -> None:
+    path = tmp_path / "q.gguf"
+    write_gguf(path, Q.F32, arch="qwen2")
+    import_hf(path, tmp_path / "out")
+    model, _ = load_model(tmp_path / "out")
+    assert model.config.qkv_bias
+    reference, _ = hf_reference(path)
+    batch = torch.tensor([[5, 70, 100, 3, 260, 9, 44]])
+    with torch.no_grad():
+        assert (model(batch) - reference(batch).logits).abs().max().item() < 1e-5
+
+
+def test_directory_carries_chat_files_and_exports_to_transformers(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    write_gguf(path, Q.Q4_1, tied=True)
+    out = import_hf(path, tmp_path / "lm")
+    assert (out / "chat_template.jinja").read_text() == TEMPLATE
+    assert json.loads((out / "generation_config.json").read_text()) == {
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+    }
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == 2
+    # export: transformers loads every tensor and sees the template, EOS and generation defaults
+    hf_dir = export_hf(out, tmp_path / "hf")
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    assert (tokenizer.eos_token, tokenizer.bos_token, tokenizer.pad_token) == tuple(
+        SPECIALS[i] for i in (2, 1, 2)
+    )
+    assert tokenizer.chat_template == TEMPLATE
+    assert (model.generation_config.eos_token_id, model.generation_config.bos_token_id) == (2, 1)
+    lm_model, lm_tokenizer = load_model(out)
+    assert tokenizer(TEXT, add_special_tokens=False).input_ids == lm_tokenizer.encode(TEXT)
+    batch = torch.tensor([lm_tokenizer.encode(TEXT)[:30]])
+    with torch.no_grad():
+        assert (model.eval()(batch).logits - lm_model(batch)).abs().max().item() < 5e-5
+    # an HF directory with a list of stop ids: import keeps it, export writes it back
+    generation = {"bos_token_id": 1, "eos_token_id": [2, 0], "temperature": 0.3, "do_sample": True}
+    (hf_dir / "generation_config.json").write_text(json.dumps(generation))
+    (hf_dir / "chat_template.jinja").write_text(TEMPLATE + "{# v2 #}")
+    again = import_hf(hf_dir, tmp_path / "lm2")
+    assert json.loads((again / "generation_config.json").read_text()) == generation
+    assert (again / "chat_template.jinja").read_text() == TEMPLATE + "{# v2 #}"
+    back = export_hf(again, tmp_path / "hf2")
+    assert json.loads((back / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
+    assert transformers.GenerationConfig.from_pretrained(back).eos_token_id == [2, 0]
+    assert (back / "chat_template.jinja").read_text() == TEMPLATE + "{# v2 #}"
+    # a second import over the first (its own earlier output, chat files included) is allowed
+    import_hf(path, tmp_path / "lm")
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, what the error says)."""
+    cases = {}
+    for arch in ("bert", "mamba"):
+        path = tmp_path / f"{arch}.gguf"
+        writer = gguf.GGUFWriter(str(path), arch)
+        writer.add_block_count(1)
+        writer.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        cases[arch] = (path, f"GGUF architecture '{arch}' is not supported")
+    whole = tmp_path / "whole.gguf"
+    write_gguf(whole)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    cases["truncated"] = (truncated, "not a readable GGUF file (truncated or damaged")
+    header = tmp_path / "header.gguf"
+    header.write_bytes(whole.read_bytes()[:20])
+    cases["header only"] = (header, "not a readable GGUF file")
+    text = tmp_path / "notes.gguf"
+    text.write_text("these are notes, not a model\n")
+    cases["not gguf"] = (text, "not a readable GGUF file (no GGUF magic)")
+    f64 = tmp_path / "f64.gguf"
+    write_gguf(f64, extra={"blk.1.ffn_up.weight": (np.zeros((FFN, N_EMBD), np.float64), None)})
+    cases["F64 tensor"] = (f64, "tensor 'blk.1.ffn_up.weight' has type F64, which lmforge cannot dequantize")
+    q81 = tmp_path / "q8_1.gguf"
+    q8_1 = np.zeros((FFN, N_EMBD // 32 * 40), np.uint8)  # Q8_1 blocks: 32 values in 40 bytes
+    write_gguf(q81, extra={"blk.0.ffn_gate.weight": (q8_1, Q.Q8_1)})
+    cases["Q8_1 tensor"] = (q81, "tensor 'blk.0.ffn_gate.weight' has type Q8_1")
+    spm = tmp_path / "spm.gguf"
+    write_gguf(spm, tokenizer_model="llama")
+    cases["sentencepiece"] = (spm, "unsupported tokenizer model tokenizer.ggml.model='llama'")
+    stray = tmp_path / "stray.gguf"
+    write_gguf(stray, extra={"rope_freqs.weight": (np.ones(8, np.float32), None)})
+    cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
+    cases["missing"] = (tmp_path / "absent.gguf", "no such GGUF file")
+    return cases
+
+
+def test_bad_gguf_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for name, (path, message) in _bad_inputs(tmp_path).items():
+        with pytest.raises(LmforgeError) as error:
+            import_hf(path, tmp_path / "out")
+        text = str(error.value)
+        assert text.startswith(f"{path}: ") and message in text and "\n" not in text, (name, text)
+        assert not (tmp_path / "out").exists(), name
+    # through the CLI: exit 2, one line, no traceback
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "notes.gguf"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "notes.gguf" in err and "Traceback" not in err
+
+
+# --- the real SmolLM2-135M-Instruct (Q4_1/Q8_0) ---------------------------------------------------
+VARIED = (
+    "def fib(n: int) -> int:\n\tif n < 2:\n\t\treturn n  # base case\n    return fib(n-1)+fib(n-2)\n\n\n"
+    "Crème brûlée, naïve façade, Ærøskøbing; ¿Qué tal? 你好，世界 🤖🎉👍🏽 "
+    "<|im_start|>user\nWhat's 1234+5678?<|im_end|>\n<|im_start|>assistant\n"
+    "   spaced     out\r\n<repo_name>x<file_sep>y<|endoftext|> I'M SHOUTING don't they'll"
+)
+
+
+def test_smollm2_import_matches_transformers(smollm2_dir: Path, smollm2_reference: tuple) -> None:
+    reference, hf_tokenizer = smollm2_reference
+    model, tokenizer = load_model(smollm2_dir)
+    ids = hf_tokenizer(VARIED, add_special_tokens=False).input_ids
+    assert tokenizer.encode(VARIED) == ids
+    assert tokenizer.decode(ids) == hf_tokenizer.decode(ids, skip_special_tokens=True)
+    batch = torch.tensor(
+        [hf_tokenizer("The capital of France is Paris, and the capital of Italy is").input_ids]
+    )
+    with torch.no_grad():
+        diff = (model(batch) - reference(batch).logits).abs().max().item()
+    assert diff < 1e-4
+    assert (smollm2_dir / "chat_template.jinja").read_text() == hf_tokenizer.chat_template
+    assert json.loads((smollm2_dir / "generation_config.json").read_text())["eos_token_id"] == 2
