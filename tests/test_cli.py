@@ -28,7 +28,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 # verb -> the name of its function in the Python API (launch's lives in lmforge.launch)
 NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "import_hf",
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
-         "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora"}  # fmt: skip
+         "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
+         "chat": "chat", "eval": "evaluate"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
 
@@ -109,7 +110,9 @@ MINIMAL = {
     "finetune-classify": ["finetune-classify", "m", "--train", "t.jsonl", "--labels", "a,b"],
     "translate": ["translate", "m", "hello"],
     "eval-translate": ["eval-translate", "m", "--src", "s", "--ref", "r"],
+    "eval": ["eval", "m", "--data", "d.txt"],
     "launch": ["launch", "--nproc", "2", "train", "x.toml"],
+    "chat": ["chat", "m"],
 }
 
 
@@ -123,7 +126,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "prep": {"inputs"}, "train": set(), "generate": {"model"}, "import": {"hf_dir", "out"},
         "export": {"model_path", "out"}, "finetune-classify": {"model", "train", "labels"},
         "translate": {"model", "texts"}, "eval-translate": {"model", "src", "ref"},
-        "launch": {"nproc", "args"},
+        "launch": {"nproc", "args"}, "eval": {"model", "data"}, "chat": {"model"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)
 

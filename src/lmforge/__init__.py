@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.formats.directory import load_model as load
     from lmforge.formats.hf_files import export_hf, import_hf
     from lmforge.formats.peft import merge_lora
+    from lmforge.inference.chat import chat
     from lmforge.inference.generate import generate
     from lmforge.inference.perplexity import evaluate
     from lmforge.inference.translate import eval_translate, translate
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
 # public name -> "module:attribute"
 _API: dict[str, str] = {
     "Config": "lmforge.config:Config",
+    "chat": "lmforge.inference.chat:chat",
     "LmforgeError": "lmforge.errors:LmforgeError",
     "eval_translate": "lmforge.inference.translate:eval_translate",
     "evaluate": "lmforge.inference.perplexity:evaluate",
@@ -50,6 +52,7 @@ _API: dict[str, str] = {
 __all__ = [
     "Config",
     "LmforgeError",
+    "chat",
     "eval_translate",
     "evaluate",
     "export_hf",

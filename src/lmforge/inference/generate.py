@@ -9,8 +9,9 @@ always condition on the same tokens and give the same output.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -90,13 +91,14 @@ def generate_ids(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    eos_id: int | None = None,
+    eos_id: int | Iterable[int] | None = None,
     use_cache: bool = True,
     seed: int | None = None,
     truncate: bool = False,
     on_token: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
-    """New token ids for each prompt (stopping at eos_id, which is not returned).
+    """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
+    ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
 
     Prompts of equal length decode together as one batch. on_token(prompt index, token id) is
     called as each token is chosen (for streaming).
@@ -112,6 +114,7 @@ def generate_ids(
     ]
     if any(not p for p in prompts):
         raise LmforgeError("empty prompt: give at least one token (e.g. the EOS id)")
+    stops = stop_set(eos_id)
     outputs: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens == 0:
         return outputs
@@ -124,7 +127,7 @@ def generate_ids(
         ):
             for row, i in enumerate(group):
                 token = int(tokens[row])
-                if done[row] or (eos_id is not None and token == eos_id):
+                if done[row] or token in stops:
                     done[row] = True
                     continue
                 outputs[i].append(token)
@@ -133,6 +136,34 @@ def generate_ids(
             if bool(done.all()):
                 break
     return outputs
+
+
+def stop_set(eos_id: int | Iterable[int] | None) -> frozenset[int]:
+    """The ids that end decoding: none, one, or several."""
+    if eos_id is None:
+        return frozenset()
+    return frozenset([int(eos_id)] if isinstance(eos_id, int) else (int(i) for i in eos_id))
+
+
+class TextStream:
+    """Writes a continuation's text as its tokens arrive. It decodes the whole continuation each
+    time, since a BPE token may be part of a UTF-8 character, and holds back text that ends
+    mid-character."""
+
+    def __init__(self, tokenizer: Tokenizer, out: TextIO | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.out = out  # None: sys.stdout at the time of writing
+        self.ids: list[int] = []
+        self.text = ""
+
+    def __call__(self, _: int, token: int) -> None:  # generate_ids' on_token(prompt index, token)
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        if not text.endswith("\ufffd"):
+            out = self.out or sys.stdout
+            out.write(text[len(self.text) :])
+            out.flush()
+            self.text = text
 
 
 def encode_prompts(tokenizer: Tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -179,17 +210,7 @@ def generate(
         raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model{hint}")
     net = net.to(resolve_dtype(dtype, net.config)[0])
     ids = encode_prompts(tokenizer, prompts)
-    printed = [""]
-    new_ids: list[int] = []
-
-    def echo(_: int, token: int) -> None:  # decode the whole continuation: BPE pieces may be partial UTF-8
-        new_ids.append(token)
-        text = tokenizer.decode(new_ids)
-        if not text.endswith("\ufffd"):
-            sys.stdout.write(text[len(printed[0]) :])
-            sys.stdout.flush()
-            printed[0] = text
-
+    echo = TextStream(tokenizer)
     streaming = stream and len(prompts) == 1
     if streaming:  # a prompt too long for the context fails before it is echoed
         check_prompt(ids[0], net.config.block_size, truncate_prompt, "the prompt")

@@ -3,84 +3,131 @@
 Keywords are transformers' where they mean the same (max_new_tokens, do_sample, temperature, top_k,
 top_p, return_full_text, num_beams=1) plus lmforge's seed and truncate_prompt; any other keyword
 is an error naming it (transformers' `max_length` counts the prompt: use max_new_tokens).
+
+A list of messages ({"role", "content"} dicts), or a list of such lists, is a chat, as in
+transformers: rendered with the model's chat template, decoded until an end-of-turn token, and
+returned as `[{"generated_text": [...messages, {"role": "assistant", "content": reply}]}]`. Chat
+sampling defaults are transformers' pipeline's, then generation_config.json's (inference/chat.py);
+explicit keywords win. A plain-text prompt keeps lmforge's defaults (50 new tokens, sampling at
+temperature 1, top_k 50) and stops at the tokenizer's EOS.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import load_model
+from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
+from lmforge.inference.chat import ChatSpec, continuation
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
 from lmforge.model.gpt import GPT
+
+TEXT_DEFAULTS: dict[str, Any] = {
+    "max_new_tokens": 50,
+    "do_sample": True,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+}
+
+
+def _chats(text: Any) -> list[list[Any]] | None:
+    """The conversations in `text` (one, or a batch), or None when it is plain text."""
+    if not isinstance(text, (list, tuple)) or not text:
+        return None
+    if any(isinstance(m, Mapping) for m in text):
+        return [list(text)]  # one conversation (check_messages names any item that is no message)
+    if all(isinstance(c, (list, tuple)) for c in text):
+        return [list(c) for c in text]
+    return None
 
 
 class TextGenerationPipeline:
     def __init__(self, model: str | Path, dtype: str = "auto") -> None:
         check_options(dtype=dtype)
-        self.model, self.tokenizer = load_model(model)
+        self.directory = resolve_model_dir(model)
+        self.model, self.tokenizer = load_model(self.directory)
         if not isinstance(self.model, GPT):
             raise LmforgeError(f"{model}: a {type(self.model).__name__}, not a decoder for text-generation")
         self.model.to(resolve_dtype(dtype, self.model.config)[0])
+        self._chat: ChatSpec | None = None
+
+    @property
+    def chat(self) -> ChatSpec:
+        """The model's chat template, generation defaults and end-of-turn ids (read on first use)."""
+        if self._chat is None:
+            self._chat = ChatSpec.read(self.directory, self.tokenizer)
+        return self._chat
 
     def __call__(
         self,
-        text: str | list[str],
+        text: str | list[str] | list[dict[str, str]] | list[list[dict[str, str]]],
         *,
-        max_new_tokens: int = 50,
-        do_sample: bool = True,
-        temperature: float = 1.0,
-        top_k: int = 50,
-        top_p: float = 1.0,
+        max_new_tokens: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
         return_full_text: bool = True,
         seed: int | None = None,
         truncate_prompt: bool = False,
         num_beams: int | None = 1,
         **unknown: Any,
-    ) -> list[dict[str, str]] | list[list[dict[str, str]]]:
-        """One prompt gives a list of one dict; a list of prompts gives one such list per prompt.
-        do_sample=False decodes greedily (temperature 0); a prompt longer than the model's context
-        is an error unless truncate_prompt keeps its last tokens."""
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """One prompt or conversation gives a list of one dict; a list of them gives one such list
+        each. do_sample=False decodes greedily (temperature 0); a prompt longer than the model's
+        context is an error unless truncate_prompt keeps its last tokens."""
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
-        check_options(
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            return_full_text=return_full_text,
-            seed=seed,
-            truncate_prompt=truncate_prompt,
-            num_beams=num_beams,
-        )
+        given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
+                 "top_k": top_k, "top_p": top_p}  # fmt: skip
+        check_options(**{k: v for k, v in given.items() if v is not None})
+        check_options(return_full_text=return_full_text, seed=seed, truncate_prompt=truncate_prompt,
+                      num_beams=num_beams)  # fmt: skip
         if num_beams not in (None, 1):
             raise LmforgeError(
                 f"num_beams={num_beams!r}: text-generation decodes greedily or by sampling (num_beams=1);"
                 " beam search is for translation"
             )
-        prompts = check_texts(text)
-        ids = encode_prompts(self.tokenizer, prompts)
+        chats = _chats(text)
+        if chats is None:
+            prompts = check_texts(text)
+            options = TEXT_DEFAULTS | {k: v for k, v in given.items() if v is not None}
+            ids = encode_prompts(self.tokenizer, prompts)
+            stops: int | list[int] | None = self.tokenizer.eos_id
+        else:
+            where = ["messages" if len(chats) == 1 else f"conversation {n}" for n in range(1, len(chats) + 1)]
+            ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]
+            options = self.chat.sampling(**given)
+            stops = self.chat.stops
         with torch.inference_mode():
             outs = generate_ids(
                 self.model,
                 ids,
-                max_new_tokens,
-                temperature if do_sample else 0.0,
-                top_k,
-                top_p,
-                self.tokenizer.eos_id,
+                options["max_new_tokens"],
+                options["temperature"] if options["do_sample"] else 0.0,
+                options["top_k"],
+                options["top_p"],
+                stops,
                 True,
                 seed,
                 truncate_prompt,
                 None,
             )
+        replies = [self.tokenizer.decode(o) for o in outs]
+        if chats is None:
+            results: list[list[dict[str, Any]]] = [
+                [{"generated_text": (p if return_full_text else "") + r}]
+                for p, r in zip(prompts, replies, strict=True)
+            ]
+            return results[0] if isinstance(text, str) else results
         results = [
-            [{"generated_text": (p if return_full_text else "") + self.tokenizer.decode(o)}]
-            for p, o in zip(prompts, outs, strict=True)
+            [{"generated_text": continuation(r, c) if return_full_text else r}]
+            for c, r in zip(chats, replies, strict=True)
         ]
-        return results[0] if isinstance(text, str) else results
+        return results[0] if len(chats) == 1 and isinstance(text[0], Mapping) else results

@@ -1,0 +1,235 @@
+"""Chat: a model directory's own chat template, generation defaults and end-of-turn tokens, and
+`lmforge chat`, the interactive loop over them.
+
+A conversation is rendered as transformers' `apply_chat_template(messages,
+add_generation_prompt=True)` renders it (inference/chat_template.py), with the tokenizer's special
+tokens (bos_token, eos_token, ...) as template variables; a conversation ending in an assistant
+message is continued, as transformers' pipeline does (continue_final_message). Sampling defaults
+are transformers' text-generation pipeline's (max_new_tokens 256, do_sample, temperature 0.7,
+top_k 50, top_p 1), overridden by the directory's generation_config.json, overridden by the
+caller's keywords. Decoding stops at any end-of-turn id (formats/chat_files.stop_ids).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import (
+    GENERATION_CONFIG,
+    SAMPLING_KEYS,
+    TOKENIZER_CONFIG,
+    read_chat_template,
+    read_generation_config,
+    stop_ids,
+)
+from lmforge.formats.directory import load_model, read_json, resolve_model_dir
+from lmforge.hardware import resolve_dtype
+from lmforge.inference.chat_template import Message, check_messages, render
+from lmforge.inference.generate import TextStream, generate_ids
+from lmforge.inference.options import check_options
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+
+# transformers' TextGenerationPipeline._default_generation_config, on top of GenerationConfig's
+PIPELINE_DEFAULTS: dict[str, Any] = {
+    "max_new_tokens": 256,
+    "do_sample": True,
+    "temperature": 0.7,
+    "top_k": 50,
+    "top_p": 1.0,
+}
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of a continued message
+
+
+def _token_text(value: Any) -> str | None:
+    """A tokenizer_config.json special token: a string or an AddedToken dict {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
+    """The template variables transformers passes (its special_tokens_map): from
+    tokenizer_config.json, else special_tokens_map.json, else the ids in config.json / the tokenizer."""
+    out: dict[str, str] = {}
+    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
+        file = directory / name
+        raw = read_json(file, "tokenizer config") if file.is_file() else {}
+        for key in SPECIAL_TOKENS:
+            text = _token_text(raw.get(key))
+            if key not in out and text is not None:
+                out[key] = text
+    config = read_json(directory / "config.json", "model config")
+    ids = {"bos_token": config.get("bos_token_id", tokenizer.bos_id), "eos_token": tokenizer.eos_id}
+    for key, i in ids.items():
+        text = tokenizer.hf.id_to_token(i) if isinstance(i, int) else None
+        if key not in out and text is not None:
+            out[key] = text
+    return out
+
+
+@dataclass
+class ChatSpec:
+    """What a model directory says about chatting with it."""
+
+    directory: Path
+    template: str | None
+    generation: dict[str, Any]
+    stops: list[int]
+    variables: dict[str, str]
+
+    @classmethod
+    def read(cls, directory: Path, tokenizer: Tokenizer) -> ChatSpec:
+        return cls(
+            directory,
+            read_chat_template(directory),
+            read_generation_config(directory),
+            stop_ids(directory, tokenizer.eos_id),
+            special_tokens(directory, tokenizer),
+        )
+
+    def render(self, messages: Sequence[Message], where: str = "messages") -> str:
+        """The prompt for the model's next turn: a new assistant message, or the continuation of a
+        final assistant message (transformers' continue_final_message)."""
+        if self.template is None:
+            raise LmforgeError(
+                f"{self.directory}: has no chat template (no chat_template.jinja, no 'chat_template' in"
+                f" tokenizer_config.json), so it cannot chat; give it plain text to continue instead"
+            )
+        checked = check_messages(messages, where)
+        if checked[-1]["role"] != "assistant":
+            return render(self.template, checked, add_generation_prompt=True, **self._variables())
+        final = checked[-1]["content"]
+        checked[-1] = {**checked[-1], "content": final + _CONTINUE_TAG}
+        text = render(self.template, checked, add_generation_prompt=False, **self._variables())
+        if final.strip() not in text or _CONTINUE_TAG.strip() not in text:
+            raise LmforgeError(
+                f"{where}: the chat template drops part of the final assistant message to continue"
+            )
+        at = text.rindex(_CONTINUE_TAG.strip())
+        return text[:at] if text[at : at + len(_CONTINUE_TAG)] == _CONTINUE_TAG else text[:at].rstrip()
+
+    def _variables(self) -> dict[str, Any]:
+        # transformers passes tools and documents even when None: `tools is none` holds there
+        return {"tools": None, "documents": None, **self.variables}
+
+    def sampling(self, **given: Any) -> dict[str, Any]:
+        """max_new_tokens, do_sample, temperature, top_k, top_p: the caller's (not None) over
+        generation_config.json's over transformers' pipeline defaults, each checked."""
+        out = dict(PIPELINE_DEFAULTS)
+        for key in PIPELINE_DEFAULTS:
+            value = self.generation.get(key)
+            if value is not None:
+                try:
+                    check_options(**{key: value})
+                except LmforgeError as e:
+                    raise LmforgeError(f"{self.directory / GENERATION_CONFIG}: {e}") from None
+                out[key] = value
+        unused = {
+            k: self.generation[k]
+            for k in SAMPLING_KEYS
+            if k not in out and self.generation.get(k) not in (None, 1.0)
+        }
+        if unused:
+            print(
+                f"lmforge: note: {self.directory / GENERATION_CONFIG}: {unused} not applied", file=sys.stderr
+            )
+        given = {k: v for k, v in given.items() if v is not None}
+        check_options(**given)
+        out.update(given)
+        return out
+
+
+def continuation(reply: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The conversation after the model's turn, in transformers' pipeline shape: a new assistant
+    message, or the final assistant message continued."""
+    history = [dict(m) for m in messages]
+    if history and history[-1].get("role") == "assistant":
+        return history[:-1] + [{**history[-1], "content": history[-1]["content"] + reply}]
+    return history + [{"role": "assistant", "content": reply}]
+
+
+def chat(
+    model: str | Path,
+    system: str | None = None,
+    max_new_tokens: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    dtype: str = "auto",
+) -> None:
+    """Chat with a model directory that has a chat template. Replies stream to stdout; the
+    history is kept; `/reset` clears it (the system prompt stays), `/exit` quits. When stdin is not
+    a terminal, each line is one user message and stdout holds only the replies, one after the
+    other, each ending in a newline. Sampling defaults: transformers' (256 new tokens, sampling at
+    temperature 0.7, top_k 50), then the model's generation_config.json, then these options."""
+    check_options(dtype=dtype, seed=seed)
+    directory = resolve_model_dir(model)
+    net, tokenizer = load_model(directory)
+    if not isinstance(net, GPT):
+        raise LmforgeError(
+            f"{model}: a {type(net).__name__}, not a decoder language model, so it cannot chat"
+        )
+    spec = ChatSpec.read(directory, tokenizer)
+    start: list[dict[str, Any]] = [{"role": "system", "content": system}] if system is not None else []
+    spec.render(
+        [*start, {"role": "user", "content": "hello"}]
+    )  # no template, or one refusing a system prompt
+    options = spec.sampling(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    net = net.to(resolve_dtype(dtype, net.config)[0])
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"chatting with {directory} (/reset clears the history, /exit quits)", file=sys.stderr)
+    history = list(start)
+    turn = 0
+    while True:
+        try:
+            line = input("> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and not line:
+            break
+        text = line.rstrip("\r\n")
+        if text.strip() == "/exit":
+            break
+        if text.strip() == "/reset":
+            history = list(start)
+            print("(history cleared)", file=sys.stderr)
+            continue
+        if not text.strip():
+            continue
+        messages = [*history, {"role": "user", "content": text}]
+        try:
+            prompt = tokenizer.encode(spec.render(messages))
+            stream = TextStream(tokenizer)
+            generate_ids(
+                net,
+                [prompt],
+                options["max_new_tokens"],
+                options["temperature"] if options["do_sample"] else 0.0,
+                options["top_k"],
+                options["top_p"],
+                spec.stops,
+                seed=None if seed is None else seed + turn,
+                on_token=stream,
+            )
+        except LmforgeError as e:
+            if not interactive:
+                raise
+            print(f"lmforge: error: {e} (/reset starts over)", file=sys.stderr)
+            continue
+        reply = tokenizer.decode(stream.ids)
+        sys.stdout.write(reply[len(stream.text) :] + "\n")  # any held-back partial character
+        sys.stdout.flush()
+        history = [*messages, {"role": "assistant", "content": reply}]
+        turn += 1
