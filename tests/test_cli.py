@@ -113,6 +113,7 @@ MINIMAL = {
     "eval": ["eval", "m", "--data", "d.txt"],
     "launch": ["launch", "--nproc", "2", "train", "x.toml"],
     "chat": ["chat", "m"],
+    "merge-lora": ["merge-lora", "m", "--out", "o"],
 }
 
 

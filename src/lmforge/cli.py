@@ -139,7 +139,7 @@ VERBS: dict[str, Verb] = {
                 metavar="MODEL_DIR"),
         ),
         overrides=True,
-        config_sections=("data", "model", "train", "engine", "prep"),
+        config_sections=("data", "model", "train", "engine", "prep", "lora"),
     ),
     "generate": Verb(
         "lmforge.inference.generate:generate",
