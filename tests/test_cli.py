@@ -128,6 +128,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "export": {"model_path", "out"}, "finetune-classify": {"model", "train", "labels"},
         "translate": {"model", "texts"}, "eval-translate": {"model", "src", "ref"},
         "launch": {"nproc", "args"}, "eval": {"model", "data"}, "chat": {"model"},
+        "merge-lora": {"model_path", "out"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)
 
