@@ -184,6 +184,8 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     merged = reference.merge_and_unload()
     merge_lora(run, root / "merged")
     assert (_logits(load_model(root / "merged")[0], ids) - merged(ids).logits).abs().max() < 1e-4
+    # generate, eval, pipelines: load_model of the run itself gives the merged model
+    assert (_logits(load_model(run)[0], ids) - merged(ids).logits).abs().max() < 1e-4
 
 
 def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: Path) -> None:

@@ -164,7 +164,13 @@ def load_tokenizer(directory: Path) -> Tokenizer:
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Tokenizer]:
     """Load (model in eval mode, tokenizer) from a model, checkpoint or run directory of any
-    registered family (see LOADERS)."""
+    registered family (see LOADERS); a LoRA run loads as its base with the adapters merged in."""
     directory = resolve_model_dir(path)
+    if (directory / "lora.json").is_file():  # a LoRA run: its base with the adapters folded in
+        from lmforge.formats.peft import load_adapted
+        from lmforge.model.lora import strip
+
+        model, tokenizer, _ = load_adapted(directory)
+        return strip(model), tokenizer
     module, function = LOADERS[read_model_type(directory)].split(":")
     return getattr(importlib.import_module(module), function)(directory)
