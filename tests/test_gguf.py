@@ -49,12 +49,14 @@ def write_gguf(
     tokenizer_model: str = "gpt2",
     extra: dict[str, tuple[np.ndarray, Q | None]] | None = None,
     seed: int = 0,
+    name: str = "tiny",
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
     rng = np.random.default_rng(seed)
     tokens, types = vocabulary()
     writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(name)
     writer.add_block_count(N_LAYER)
     writer.add_context_length(64)
     writer.add_embedding_length(N_EMBD)

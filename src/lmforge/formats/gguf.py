@@ -37,8 +37,8 @@ from lmforge.model.gpt import GPT
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
-ARCHITECTURES = ("llama", "mistral", "qwen2")
-PERMUTED = ("llama", "mistral")  # llama.cpp permutes q/k rows of these for its rotary layout
+ARCHITECTURES = ("llama", "qwen2")  # llama.cpp writes Mistral models as "llama"
+PERMUTED = ("llama",)  # llama.cpp permutes q/k rows of these for its rotary layout
 _TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _LAYER = {
     "attn_norm": "input_layernorm",
