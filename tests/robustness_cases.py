@@ -82,6 +82,8 @@ MODEL_DIR = "not a model directory, run directory or checkpoint"
 R = "{t}/r"  # a run folder that does not exist yet
 DATA = "--data.input={s}/corpus.txt"
 SRC_REF = (write("src.txt", "a b\nc d\n"), write("ref.txt", "x\ny\n"))
+CHAT_LINE = ('{"kind": "sentiment", "split": "test", "messages": [{"role": "user", "content": "Is it good?"},'
+             ' {"role": "assistant", "content": "positive"}]}\n')
 
 # fmt: off
 CASES = [
@@ -288,6 +290,14 @@ CASES = [
     Case("eval-gpt", "eval-translate {s}/gpt --src {t}/src.txt --ref {t}/ref.txt", r"{s}/gpt: not a translation", SRC_REF),
     Case("eval-beam", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --beam -1", r"beam=-1: must be an integer >= 1", SRC_REF),
     Case("eval-no-ref", "eval-translate {s}/s2s --src {t}/src.txt", r"required: --ref", SRC_REF, usage=True),
+    # --- eval-instruct
+    Case("instruct-no-template", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{s}/gpt: has no chat template", (write("c.jsonl", CHAT_LINE),)),
+    Case("instruct-bad-line", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:2: not JSON", (write("c.jsonl", CHAT_LINE + "{oops\n"),)),
+    Case("instruct-no-test", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl: no test conversations", (write("c.jsonl", CHAT_LINE.replace("test", "train")),)),
+    Case("instruct-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:1: kind 'poem'", (write("c.jsonl", CHAT_LINE.replace("sentiment", "poem")),)),
+    Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
+    Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),
+    Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: unreadable"),
     # --- launch
     Case("launch-local-engine", f"launch --nproc 2 train {DATA} --out {R}", r"engine\.name='local' trains in one process, so 2 processes would run 2 identical jobs"),
     Case("launch-no-verb", "launch --nproc 2", r"launch: give the verb to run"),

@@ -17,6 +17,7 @@ from lmforge.data.loader import IGNORE
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.chat_masks import assistant_spans, encode_chat
+from lmforge.inference.instruct_eval import eval_instruct, sentiment_scores
 from lmforge.train.loop import train
 from lmforge.train.losses import lm_loss
 
@@ -200,3 +201,51 @@ def test_a_model_without_chat_template_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(LmforgeError, match=rf"^{plain}: has no chat template"):
         train(None, _recipe(data, plain, 2), out=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_sentiment_counts_the_first_word_only() -> None:
+    answers = ["Positive.", "The review is positive", "negative, clearly", "positive or negative"]
+    scores = sentiment_scores(answers, ["positive", "positive", "negative", "positive"])
+    assert scores == {"accuracy": 0.75, "label_mentioned": 0.75}
+
+
+def test_eval_instruct_answers_as_transformers_greedy_does(tmp_path: Path, model_dir: Path) -> None:
+    """The prompt is the chat template's with add_generation_prompt; greedy decoding to the
+    end-of-turn token gives transformers' generate() answer on the same model."""
+    transformers = pytest.importorskip("transformers")
+    rows = [{"kind": kind, "split": split, "messages": [{"role": "user", "content": f"{kind} {i}"},
+                                                        {"role": "assistant", "content": "positive"}]}
+            for i, (kind, split) in enumerate([("translation", "test"), ("sentiment", "test"),
+                                               ("sentiment", "train"), ("sentiment", "test")])]  # fmt: skip
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = eval_instruct(
+        model_dir, data, max_new_tokens=6, dtype="fp32", out=tmp_path / "r.json", quiet=True
+    )
+    assert json.loads((tmp_path / "r.json").read_text()) == result
+    assert result["translation"]["items"] == 1 and result["sentiment"]["items"] == 2
+    assert {"bleu", "chrf", "bleu_signature"} <= set(result["translation"])
+    hf = transformers.LlamaForCausalLM.from_pretrained(model_dir).eval()
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    tok.chat_template = TEMPLATE
+    for kind, sample in (("translation", result["translation"]["samples"][0]),
+                         ("sentiment", result["sentiment"]["samples"][1])):  # fmt: skip
+        messages = [{"role": "user", "content": sample["prompt"]}]
+        prompt = tok.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        out = hf.generate(**prompt, max_new_tokens=6, do_sample=False, eos_token_id=0, pad_token_id=0)
+        expected = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        assert sample["answer"] == expected, kind
+
+
+def test_the_shipped_instruction_set_rebuilds_and_keeps_test_apart() -> None:
+    from data.build_instructions import OUTPUT, build, norm
+
+    data, records = build()
+    assert data == OUTPUT.read_bytes()  # data/build_instructions.py reproduces the shipped file
+    chats = read_chats(OUTPUT)
+    assert [c.split for c in chats] == [r["split"] for r in records] and len(chats) == 3400
+    test = {norm(c.messages[0]["content"]) for c in chats if c.split == "test"}
+    train = [norm(c.messages[0]["content"]) for c in chats if c.split == "train"]
+    assert len(test) == 400 and not test & set(train) and len(set(train)) == len(train)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.formats.peft import merge_lora
     from lmforge.inference.chat import chat
     from lmforge.inference.generate import generate
+    from lmforge.inference.instruct_eval import eval_instruct
     from lmforge.inference.perplexity import evaluate
     from lmforge.inference.translate import eval_translate, translate
     from lmforge.pipelines import pipeline
@@ -33,6 +34,7 @@ _API: dict[str, str] = {
     "Config": "lmforge.config:Config",
     "chat": "lmforge.inference.chat:chat",
     "LmforgeError": "lmforge.errors:LmforgeError",
+    "eval_instruct": "lmforge.inference.instruct_eval:eval_instruct",
     "eval_translate": "lmforge.inference.translate:eval_translate",
     "evaluate": "lmforge.inference.perplexity:evaluate",
     "export_hf": "lmforge.formats.hf_files:export_hf",
@@ -53,6 +55,7 @@ __all__ = [
     "Config",
     "LmforgeError",
     "chat",
+    "eval_instruct",
     "eval_translate",
     "evaluate",
     "export_hf",

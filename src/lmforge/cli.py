@@ -274,6 +274,22 @@ VERBS: dict[str, Verb] = {
         ),
         _show_eval,
     ),
+    "eval-instruct": Verb(
+        "lmforge.inference.instruct_eval:eval_instruct",
+        "answer a chat JSONL file's test split greedily with the model's chat template: BLEU/chrF on"
+        " translation items, first-word accuracy on sentiment items; JSON out",
+        (
+            opt("model", MODEL),
+            opt("--data", "chat .jsonl(.gz/.xz) with kind and split fields (data/instructions.jsonl.xz)",
+                required=True),
+            opt("--max-items", "test items per kind (0: all)", type=int),
+            opt("--max-new-tokens", "tokens per answer at most", type=int),
+            opt("--dtype", "weights dtype", **DTYPE),
+            opt("--out", "also write the JSON to this file"),
+            opt("--quiet", "no progress bar", action="store_true"),
+        ),
+        lambda r, _: print(json.dumps(r, indent=2, ensure_ascii=False)),
+    ),
     "launch": Verb(
         "lmforge.launch:launch",
         "run a verb in N processes (torchrun): lmforge launch --nproc N train ...",

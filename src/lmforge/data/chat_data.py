@@ -1,8 +1,8 @@
 """Conversations for instruction tuning: JSON lines of message lists in, length-grouped batches out.
 
 Each line is `{"messages": [{"role": ..., "content": ...}, ...]}`, optionally with a `split`
-("train" or "test": test conversations are held out for evaluation and never trained on) and any
-other fields (kept, ignored here). Files may be .gz, .xz or .bz2 compressed.
+("train" or "test": test conversations are held out for evaluation and never trained on), a `kind`
+(what eval-instruct scores them as) and any other fields (ignored). Files may be .gz, .xz or .bz2 compressed.
 
 Batching groups conversations of similar length rather than packing them. Packing several
 conversations into one row would let each attend to the ones before it (the model takes no
@@ -35,6 +35,7 @@ class Conversation:
     messages: list[dict[str, Any]]
     split: str
     line: int  # where it is in the file, for error messages
+    kind: str = ""  # the record's "kind" field, if any (eval-instruct scores each kind its way)
 
 
 def read_chats(path: str | Path) -> list[Conversation]:
@@ -73,7 +74,8 @@ def _parse(line: str, where: str, n: int) -> Conversation:
     split = record.get("split", "train")
     if split not in SPLITS:
         raise LmforgeError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-    return Conversation(messages, split, n)
+    kind = record.get("kind", "")
+    return Conversation(messages, split, n, kind if isinstance(kind, str) else str(kind))
 
 
 Example = tuple[list[int], list[bool]]  # token ids, True where the token is a target

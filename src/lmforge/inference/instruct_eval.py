@@ -1,0 +1,132 @@
+"""`lmforge eval-instruct`: how well a chat model follows the instructions of a test split.
+
+Each test conversation (`"split": "test"` in a chat JSONL file, data/chat_data.py) ends with the
+gold assistant message; the conversation before it is rendered with the model's own chat template
+(add_generation_prompt) and answered greedily until an end-of-turn token. Scores by `kind`:
+
+- `translation`: sacreBLEU corpus BLEU and chrF (default settings, signatures reported) of the
+  answers, stripped of surrounding whitespace, against the gold messages;
+- `sentiment`: accuracy, where an answer counts when its first word, lower-cased and stripped of
+  punctuation, is the gold label ("Positive." counts for positive; "The review is positive" does
+  not). `label_mentioned` is a looser figure beside it: the answer names the gold label and no
+  other label of the set. Sentiment answers are cut at 16 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lmforge.data.chat_data import Conversation, read_chats
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.formats.peft import is_adapter_dir, load_adapted
+from lmforge.hardware import resolve_dtype
+from lmforge.inference.chat import ChatSpec
+from lmforge.inference.generate import generate_ids
+from lmforge.inference.options import check_options
+from lmforge.inference.translate import check_out, score
+from lmforge.model import lora
+from lmforge.model.gpt import GPT
+
+KINDS = ("translation", "sentiment")
+SAMPLES = 3  # answers shown per kind in the output, to read beside the figures
+SENTIMENT_TOKENS = 16  # a sentiment answer's first words decide it: no need to decode a ramble
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def sentiment_scores(answers: list[str], gold: list[str]) -> dict[str, float]:
+    """accuracy (the first word is the gold label) and label_mentioned (the gold label and no
+    other label of the set appears among the answer's words)."""
+    labels = {g.casefold() for g in gold}
+    first = [(words(a) or [""])[0] for a in answers]
+    named = [labels & set(words(a)) for a in answers]
+    n = max(len(gold), 1)
+    return {
+        "accuracy": sum(f == g.casefold() for f, g in zip(first, gold, strict=True)) / n,
+        "label_mentioned": sum(m == {g.casefold()} for m, g in zip(named, gold, strict=True)) / n,
+    }
+
+
+def test_items(data: str | Path, max_items: int) -> dict[str, list[Conversation]]:
+    """The test split by kind, the first `max_items` of each (0: all), in file order."""
+    by_kind: dict[str, list[Conversation]] = {k: [] for k in KINDS}
+    for c in read_chats(data):
+        if c.split != "test":
+            continue
+        if c.kind not in KINDS:
+            raise LmforgeError(
+                f"{data}:{c.line}: kind {c.kind!r}; eval-instruct scores {' and '.join(KINDS)}"
+            )
+        if c.messages[-1]["role"] != "assistant":
+            raise LmforgeError(f"{data}:{c.line}: the last message must be the gold assistant answer")
+        if not max_items or len(by_kind[c.kind]) < max_items:
+            by_kind[c.kind].append(c)
+    if not any(by_kind.values()):
+        raise LmforgeError(f'{data}: no test conversations ("split": "test")')
+    return by_kind
+
+
+def eval_instruct(
+    model: str | Path,
+    data: str | Path,
+    max_items: int = 0,
+    max_new_tokens: int = 128,
+    dtype: str = "auto",
+    out: str | Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Answer the test split of `data` greedily with the model's chat template; BLEU and chrF on
+    `translation` items, first-word accuracy on `sentiment` items. `model` may be a LoRA run (its
+    adapters are merged in memory). max_items: test items per kind (0: all). Returns the figures
+    (also written as JSON to `out`)."""
+    check_options(max_new_tokens=max_new_tokens, dtype=dtype)
+    if max_items < 0:
+        raise LmforgeError(f"max_items={max_items} must be >= 0 (0: every test item)")
+    out_file = check_out(out, {"data": data}) if out is not None else None
+    by_kind = test_items(data, max_items)
+    directory = resolve_model_dir(model)
+    if is_adapter_dir(directory):  # a LoRA run: its adapters merged into the base for decoding
+        net, tokenizer, _ = load_adapted(directory)
+        lora.strip(net)
+    else:
+        net, tokenizer = load_model(directory)
+    if not isinstance(net, GPT):
+        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model")
+    spec = ChatSpec.read(directory, tokenizer)
+    prompts = {
+        k: [tokenizer.encode(spec.render(c.messages[:-1], f"{data}:{c.line}")) for c in items]
+        for k, items in by_kind.items()
+    }  # fmt: skip  (checks the template before decoding)
+    compute = resolve_dtype(dtype, net.config)[0]
+    net = net.to(compute)
+    started = time.perf_counter()
+    result: dict[str, Any] = {"model": str(directory), "data": str(data), "max_items": max_items}
+    for kind, items in by_kind.items():
+        if not items:
+            continue
+        answers = []
+        limit = min(max_new_tokens, SENTIMENT_TOKENS) if kind == "sentiment" else max_new_tokens
+        for ids in tqdm(prompts[kind], desc=kind, disable=quiet, leave=False):
+            with torch.inference_mode():
+                new = generate_ids(net, [ids], limit, temperature=0.0, eos_id=spec.stops)[0]
+            answers.append(tokenizer.decode(new).strip())
+        gold = [c.messages[-1]["content"].strip() for c in items]
+        figures = score(answers, gold) if kind == "translation" else sentiment_scores(answers, gold)
+        shown = [{"prompt": c.messages[-2]["content"], "answer": a, "gold": g}
+                 for c, a, g in zip(items[:SAMPLES], answers, gold, strict=False)]  # fmt: skip
+        result[kind] = {"items": len(items), **figures, "samples": shown}
+    result["seconds"] = time.perf_counter() - started
+    result["threads"], result["dtype"] = torch.get_num_threads(), str(compute).removeprefix("torch.")
+    if out_file is not None:
+        out_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return result
