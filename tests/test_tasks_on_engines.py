@@ -3,8 +3,9 @@ the local engine's losses in fp32, and `kill -9` then `--resume` gives the unint
 losses exactly.
 
 Language modelling is covered by tests/test_engines.py and tests/test_resume.py, translation's
-engines by tests/test_translation.py; this file adds classification on the engines, and kill -9
-for translation and classification, through `lmforge train` in subprocesses as a user runs it.
+engines by tests/test_translation.py; this file adds classification and chat (instruction tuning,
+on a tiny random Llama with a chat template) on the engines, and kill -9 for translation,
+classification and chat, through `lmforge train` in subprocesses as a user runs it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from hf_helpers import VOCAB, tiny_bpe
 from run_helpers import kill_mid_run
+from test_chat_task import tiny_chat_model, write_chats
 
 from lmforge.config import ModelConfig
 from lmforge.data.pairs import prepare_pairs
@@ -52,7 +54,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tiny_bpe(root)
     gpt = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=VOCAB))
     write_model_dir(root / "gpt", gpt.config, gpt.state_dict(), Tokenizer.load(root / "tokenizer.json"))
-    return {"labelled": root / "labelled.jsonl", "pairs": root / "pairs", "gpt": root / "gpt"}
+    tiny_chat_model(root / "llama")
+    write_chats(root / "chats.jsonl", 200)
+    return {"labelled": root / "labelled.jsonl", "pairs": root / "pairs", "gpt": root / "gpt",
+            "chats": root / "chats.jsonl", "llama": root / "llama"}  # fmt: skip
 
 
 def recipe(task: str, data: dict[str, Path], steps: int) -> list[str]:
@@ -62,6 +67,9 @@ def recipe(task: str, data: dict[str, Path], steps: int) -> list[str]:
         return [*common, "--data.task=classification", f"--data.input={data['labelled']}",
                 "--data.labels=negative,positive", f"--train.init_from={data['gpt']}",
                 "--train.batch_size=8", "--train.pooling=mean"]  # fmt: skip
+    if task == "chat":
+        return [*common, "--data.task=chat", f"--data.input={data['chats']}",
+                f"--train.init_from={data['llama']}", "--train.batch_size=8"]  # fmt: skip
     return [*common, "--data.task=translation", "--model.arch=seq2seq", f"--data.input={data['pairs']}",
             "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32", "--model.block_size=32",
             "--train.batch_size=8", "--train.eval_bleu_sentences=4"]  # fmt: skip
@@ -82,28 +90,30 @@ ENGINES = {
 
 
 @pytest.mark.parametrize("engine", list(ENGINES))
-def test_classification_on_two_ranks_matches_local(
-    data: dict[str, Path], tmp_path: Path, engine: str
+@pytest.mark.parametrize("task", ["classification", "chat"])
+def test_task_on_two_ranks_matches_local(
+    data: dict[str, Path], tmp_path: Path, engine: str, task: str
 ) -> None:
     """Global batch 8 = 2 ranks x 2 x 2 accumulation against 8 in one pass; dropout off so the
-    ranks' RNG streams cannot differ; the validation split (40 examples) is dealt unevenly."""
+    ranks' RNG streams cannot differ; the validation split (40 examples; chat: 18 conversations,
+    9 batches) is dealt unevenly."""
     if engine == "zero2":
         pytest.importorskip("deepspeed")
-    base = [*recipe("classification", data, 8), "--model.dropout=0.0", "--train.classifier_dropout=0",
+    base = [*recipe(task, data, 8), "--model.dropout=0.0", "--train.classifier_dropout=0",
             "--train.eval_interval=4",
             "--train.micro_batch_size=2", "--train.checkpoint_interval=8"]  # fmt: skip
     lmforge("train", "--quiet", *base, out=tmp_path / "local")
     lmforge("launch", "--nproc=2", "train", "--quiet", *base, *ENGINES[engine], out=tmp_path / engine)
     local, other = read_metrics(tmp_path / "local"), read_metrics(tmp_path / engine)
     assert [r["step"] for r in local] == [r["step"] for r in other] == list(range(1, 9))
-    assert "val_accuracy" in local[3] and "val_f1" in local[-1]
+    assert "val_loss" in local[3] and (task == "chat" or "val_f1" in local[-1])
     for a, b in zip(local, other, strict=True):
         for key in ("loss", "val_loss", "val_accuracy", "val_f1"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
 
 
-@pytest.mark.parametrize("task", ["translation", "classification"])
+@pytest.mark.parametrize("task", ["translation", "classification", "chat"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
     data: dict[str, Path], tmp_path: Path, task: str
 ) -> None:
