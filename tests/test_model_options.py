@@ -70,3 +70,18 @@ def test_model_config_json_is_type_checked_and_validated() -> None:
         model_config_from(dict(raw, n_layer="2"), "config.json")
     with pytest.raises(LmforgeError, match=r"config.json: .*n_embd=30 is not divisible by model.n_head=4"):
         model_config_from(dict(raw, n_embd=30), "config.json")
+
+
+def test_rmsnorm_in_bf16_equals_llamas_reference() -> None:
+    """bf16 weights (inference): the statistics stay in fp32 as in transformers' LlamaRMSNorm."""
+    transformers = pytest.importorskip("transformers")
+    from lmforge.model.layers import make_norm
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 7, 64) * 4).bfloat16()
+    ours = make_norm("rmsnorm", 64, False, 1e-5)
+    ours.weight.data = torch.rand(64) * 2
+    theirs = transformers.models.llama.modeling_llama.LlamaRMSNorm(64, eps=1e-5)
+    theirs.weight.data = ours.weight.data.clone()
+    assert torch.equal(ours.bfloat16()(x), theirs.bfloat16()(x))
+    assert torch.allclose(ours.float()(x.float()), theirs.float()(x.float()), atol=1e-6)

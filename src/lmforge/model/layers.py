@@ -26,18 +26,33 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """x (B, nh, T, hs) at positions start..start+T-1."""
+    def forward(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, nh, T, hs) at positions start..start+T-1, or at per-row positions (B, T) (a
+        left-padded batch: each row counts from its first real token)."""
         t = x.size(-2)
-        cos, sin = self.cos[start : start + t].to(x.dtype), self.sin[start : start + t].to(x.dtype)
+        if positions is None:
+            cos, sin = self.cos[start : start + t].to(x.dtype), self.sin[start : start + t].to(x.dtype)
+        else:  # (B, 1, T, hs): broadcast over the heads
+            cos, sin = self.cos[positions][:, None].to(x.dtype), self.sin[positions][:, None].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm as Llama's reference computes it: the statistics in fp32 even when the weights are
+    bf16 (in bf16 throughout, SmolLM2's answers degrade), then the weight in the input's dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        normed = F.rms_norm(x.float(), self.normalized_shape, None, self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 def make_norm(kind: str, n_embd: int, bias: bool, eps: float = 1e-5) -> nn.Module:
     """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama: no mean, no bias)."""
     if kind == "rmsnorm":
-        return nn.RMSNorm(n_embd, eps=eps)
+        return RMSNorm(n_embd, eps=eps)
     return nn.LayerNorm(n_embd, eps=eps, bias=bias)
 
 
@@ -67,8 +82,15 @@ class SelfAttention(nn.Module):
         self.impl = "auto"  # attention route: auto | sdpa | bmm | reference (see attention())
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """mask: bool, True = attend, broadcastable to (B, nh, T, T_keys); positions (B, T) for
+        rotary when rows do not all start at position 0 (left padding)."""
         b, t, c = x.shape
         hs = c // self.n_head
         if self.n_kv_head == self.n_head:
@@ -81,7 +103,7 @@ class SelfAttention(nn.Module):
         # q: (B, nh, T, hs); k, v: (B, n_kv, T, hs)
         start = cache.length if cache is not None else 0
         if self.rotary is not None:
-            q, k = self.rotary(q, start), self.rotary(k, start)
+            q, k = self.rotary(q, start, positions), self.rotary(k, start, positions)
         if cache is not None:
             k, v = cache.update(layer, k, v)
         if self.n_kv_head != self.n_head:  # the cache keeps n_kv heads; attention sees n_head
@@ -144,13 +166,19 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """mask: bool, True = attend, broadcastable to (B, nh, T, T) (padding in an encoder batch)."""
+        """mask: bool, True = attend, broadcastable to (B, nh, T, T_keys) (padding in an encoder
+        batch, or a left-padded decoder batch with its per-row positions)."""
         if self.post_norm:
-            x = self.ln_1(x + self.drop(self.attn(x, cache, layer, mask)))
+            x = self.ln_1(x + self.drop(self.attn(x, cache, layer, mask, positions)))
             return self.ln_2(x + self.drop(self.mlp(x)))
-        x = x + self.drop(self.attn(self.ln_1(x), cache, layer, mask))
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer, mask, positions))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
