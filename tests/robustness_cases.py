@@ -86,6 +86,11 @@ CHAT_LINE = ('{"kind": "sentiment", "split": "test", "messages": [{"role": "user
              ' {"role": "assistant", "content": "positive"}]}\n')
 
 # fmt: off
+CHATML = (  # SmolLM2's template, shortened
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
 CASES = [
     # --- the command line itself
     Case("no-verb", "", r"required: VERB", usage=True),
@@ -298,6 +303,32 @@ CASES = [
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: unreadable"),
+    # --- chat (a tiny GPT given SmolLM2's ChatML template)
+    Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
+    Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),
+    Case("chat-bad-template", "chat {t}/m", r"{t}/m: chat template, line 1: unexpected '}'", (copy("gpt", "m"), write("m/chat_template.jinja", "{% for m in messages %}{{ m.content }"))),
+    Case("chat-template-not-str", "chat {t}/m", r"{t}/m/tokenizer_config\.json: 'chat_template' must be a string", (copy("gpt", "m"), write("m/tokenizer_config.json", '{"chat_template": 3}'))),
+    Case("chat-temperature", "chat {t}/m --temperature -1", r"temperature=-1\.0: must be a finite number >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
+    Case("chat-top-p", "chat {t}/m --top-p 0", r"top_p=0\.0: must be a number in \(0, 1\]", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
+    Case("chat-top-k", "chat {t}/m --top-k -1", r"top_k=-1: must be an integer >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
+    Case("chat-max-new-tokens", "chat {t}/m --max-new-tokens -2", r"max_new_tokens=-2: must be an integer >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
+    Case("chat-dtype", "chat {s}/gpt --dtype fp16", r"argument --dtype: invalid choice: 'fp16'", usage=True),
+    # --- eval (perplexity)
+    Case("ppl-missing-data", "eval {s}/gpt --data {t}/none.txt", r"{t}/none\.txt: no such file"),
+    Case("ppl-missing-model", "eval {t}/none --data {s}/corpus.txt", rf"{{t}}/none: {MODEL_DIR}"),
+    Case("ppl-stride", "eval {s}/gpt --data {s}/corpus.txt --context 10 --stride 20", r"stride=20: must be below context=10"),
+    Case("ppl-context", "eval {s}/gpt --data {s}/corpus.txt --context 100", r"context=100: longer than the model's context of 16"),
+    Case("ppl-max-tokens", "eval {s}/gpt --data {s}/corpus.txt --max-tokens 0", r"max_tokens=0: must be an integer >= 1"),
+    Case("ppl-seq2seq", "eval {s}/s2s --data {s}/corpus.txt", r"{s}/s2s: a Seq2Seq"),
+    # --- merge-lora
+    Case("merge-not-lora", "merge-lora {s}/gpt --out {t}/o", r"{s}/gpt: not a LoRA adapter directory \(no lora\.json\)"),
+    Case("merge-not-lora-run", "merge-lora {s}/run --out {t}/o", r"{s}/run.*: not a LoRA adapter directory"),
+    Case("merge-missing", "merge-lora {t}/none --out {t}/o", rf"{{t}}/none: {MODEL_DIR}"),
+    Case("merge-empty-folder", "merge-lora {t}/m --out {t}/o", rf"{{t}}/m: {MODEL_DIR}", (mkdir("m"),)),
+    Case("merge-no-out", "merge-lora {s}/gpt", r"required: --out", usage=True),
+    # --- import of GGUF files
+    Case("gguf-not-gguf", "import {t}/x.gguf --out {t}/o", r"{t}/x\.gguf: not a readable GGUF file \(no GGUF magic\)", (write("x.gguf", "hello"),)),
+    Case("gguf-truncated", "import {t}/x.gguf --out {t}/o", r"{t}/x\.gguf: not a readable GGUF file \(truncated or damaged", (write("x.gguf", b"GGUF\x03\x00"),)),
     # --- launch
     Case("launch-local-engine", f"launch --nproc 2 train {DATA} --out {R}", r"engine\.name='local' trains in one process, so 2 processes would run 2 identical jobs"),
     Case("launch-no-verb", "launch --nproc 2", r"launch: give the verb to run"),

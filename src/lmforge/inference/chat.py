@@ -29,7 +29,7 @@ from lmforge.formats.chat_files import (
 )
 from lmforge.formats.directory import load_model, read_json, resolve_model_dir
 from lmforge.hardware import resolve_dtype
-from lmforge.inference.chat_template import Message, check_messages, render
+from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.generate import TextStream, generate_ids
 from lmforge.inference.options import check_options
 from lmforge.model.gpt import GPT
@@ -86,9 +86,15 @@ class ChatSpec:
 
     @classmethod
     def read(cls, directory: Path, tokenizer: Tokenizer) -> ChatSpec:
+        template = read_chat_template(directory)
+        if template is not None:
+            try:  # a template that does not compile is the directory's fault: name it
+                compile_template(template)
+            except LmforgeError as e:
+                raise LmforgeError(f"{directory}: {e}") from None
         return cls(
             directory,
-            read_chat_template(directory),
+            template,
             read_generation_config(directory),
             stop_ids(directory, tokenizer.eos_id),
             special_tokens(directory, tokenizer),
