@@ -113,3 +113,22 @@ def test_auto_dtype_needs_width_and_work(monkeypatch) -> None:
     assert hardware.resolve_dtype("fp32", wide, 12 * 64)[0] == torch.float32
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
     assert hardware.resolve_dtype("auto", wide, 12 * 64)[0] == torch.float32
+
+
+def test_flops_per_token_counts_frozen_weights_and_the_trained_length() -> None:
+    """MFU's numerator: 6 per trained matmul weight, 4 per frozen one (LoRA's base), attention at
+    the length trained on, not the model's context (a chat fine-tune read 134% MFU before)."""
+    from lmforge.config import LoraConfig, ModelConfig
+    from lmforge.model import lora
+    from lmforge.model.gpt import GPT
+    from lmforge.train.report import flops_per_token
+
+    c = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=1024, vocab_size=50)
+    model = GPT(c)
+    matmuls = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert flops_per_token(model, 1024) == 6 * matmuls + 12 * 2 * 32 * 1024
+    assert flops_per_token(model, 64) == 6 * matmuls + 12 * 2 * 32 * 64
+    assert flops_per_token(model, 0) == flops_per_token(model, 4096) == flops_per_token(model, 1024)
+    lora.inject(model, LoraConfig(enabled=True, rank=4, targets="attn.qkv"))
+    adapters = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    assert flops_per_token(model, 64) == 4 * matmuls + 6 * adapters + 12 * 2 * 32 * 64

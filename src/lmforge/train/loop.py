@@ -33,11 +33,12 @@ from lmforge.formats.peft import base_identity, check_base, write_lora_file
 from lmforge.hardware import matmul_peak_flops, resolve_dtype
 from lmforge.model import lora
 from lmforge.train import checkpoint as ckpt
+from lmforge.train import report
 from lmforge.train.budget import CALIBRATION_STEPS, plan_steps
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
-from lmforge.train.metrics import MetricsLog, format_duration, peak_rss_gb, plot_loss, step_line
+from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.run_dir import resolve_run, undo_start
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
@@ -138,9 +139,8 @@ def _set_up(
     model = task.build_model()
     if cfg.lora.enabled:  # freeze the model, add adapters: only they (and lora.also_train) train
         lora.inject(model, cfg.lora)
-    # models without their own count (classifier, encoder): every parameter, 6N FLOPs per token
     n_params = getattr(model, "num_params", lambda: sum(p.numel() for p in model.parameters()))()
-    flops = model.flops_per_token() if hasattr(model, "flops_per_token") else 6.0 * n_params
+    flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)
     n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
     dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
@@ -163,33 +163,8 @@ def _set_up(
         run.state.update(best_score=-math.inf, best_step=0)
     if resuming:
         _restore(run)
-    _say_start(run, model_name, plan, dtype_reason)
+    report.say_start(run, model_name, plan, dtype_reason)
     return run
-
-
-def _say_start(run: Run, model_name: str, plan: Plan, dtype_reason: str) -> None:
-    """The start-up lines: what trains, on what, how."""
-    t, c, engine, say = run.cfg.train, run.cfg.model, run.engine, run.say
-    say(f"lmforge train -> {run.run_dir}")
-    say(f"  data    {run.task.describe()}")
-    say(
-        f"  model   {model_name} {c.n_layer}L x {c.n_head}H x {c.n_embd}, context {c.block_size}:"
-        f" {run.n_params:,} parameters ({run.task.name})"
-    )
-    say(
-        f"  engine  {engine.describe()}, world size {engine.world_size}\n"
-        f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
-        f" accumulation x {engine.world_size} rank(s)"
-    )
-    say(f"  dtype   {dtype_reason}")
-    if run.lora_base:
-        lo, trained = run.cfg.lora, run.n_trainable
-        say(
-            f"  lora    rank {lo.rank}, alpha {lo.alpha:g} on {lo.targets}: {trained:,} trainable parameters"
-            f" ({100 * trained / run.n_params:.2f}%), base {run.lora_base['path']}"
-        )
-    budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
-    say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
 
 
 def _restore(run: Run) -> None:
@@ -237,7 +212,7 @@ def _steps(run: Run) -> None:
         run.bar.update(1)
         if not run.memory:
             run.memory = engine.memory()
-            run.say("  memory  per rank after the first step: " + _memory_line(run.memory))
+            run.say("  memory  per rank after the first step: " + report.memory_line(run.memory))
         if t.max_minutes and "planned" not in run.state and run.step - first_step == CALIBRATION_STEPS:
             _apply_budget(run, first_step)
         record: dict[str, float] = {}
@@ -381,29 +356,7 @@ def _finish(run: Run) -> dict[str, Any]:
     engine, state, task = run.engine, run.state, run.task
     if not run.metrics:  # resumed a run that had already finished: evaluate it once
         run.metrics = task.evaluate(run.module, engine, run.autocast)
-    peak = matmul_peak_flops(run.dtype, engine.device)
-    train_s = max(state["train_s"], 1e-9)
-    summary = {
-        **run.metrics,
-        "steps": run.step,
-        "skipped_steps": state["skipped"],
-        "tokens": state["tokens"],
-        "tokens_per_s": state["tokens"] / train_s,
-        "wall_s": state["wall_s"],
-        "train_s": state["train_s"],
-        "dtype": str(run.dtype).removeprefix("torch."),
-        "engine": run.cfg.engine.name,
-        "world_size": engine.world_size,
-        "parameters": run.n_params,
-        "trainable_parameters": run.n_trainable,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "mfu": run.flops_per_token * state["tokens"] / train_s / (peak * engine.world_size),
-        "peak_flops": peak,
-        "memory_per_rank": run.memory,  # bytes held for params, grads, optimizer state (rank 0)
-        "peak_rss_gb_per_rank": _per_rank(engine, peak_rss_gb()),
-        **task.summary(),
-    }
+    summary = report.summary(run, matmul_peak_flops(run.dtype, engine.device))
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
     best = run.run_dir / "best" / WEIGHTS
     if task.best_metric:
@@ -421,17 +374,3 @@ def _finish(run: Run) -> dict[str, Any]:
             f" | model in {run.run_dir / 'model'}"
         )
     return summary
-
-
-def _per_rank(engine: Engine, value: float) -> list[float]:
-    slots = torch.zeros(engine.world_size, dtype=torch.float64)
-    slots[engine.rank] = value
-    return [round(v, 3) for v in engine.all_reduce(slots).tolist()]
-
-
-def _memory_line(memory: dict[str, int]) -> str:
-    mib = {k: v / 2**20 for k, v in memory.items()}
-    return (
-        f"params {mib['params']:.1f} MiB, grads {mib['grads']:.1f} MiB,"
-        f" optimizer state {mib['optimizer']:.1f} MiB"
-    )

@@ -1,0 +1,106 @@
+"""What a training run says about itself: its start-up lines, its FLOPs per token (for MFU) and
+summary.json. Kept apart from train/loop.py, which only runs the steps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lmforge.train.engines.base import Engine, Plan
+from lmforge.train.metrics import peak_rss_gb
+
+if TYPE_CHECKING:
+    from lmforge.train.loop import Run
+
+
+def flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token (PaLM, app. B): 6 per weight of a matmul that trains (forward 2,
+    backward 4: the input's gradient and the weight's), 4 per frozen one (no weight gradient:
+    LoRA's base), plus attention's 12 L d T at the length trained on (not the model's context:
+    a fine-tune of an 8k-context model on 192-token chats would count 40x too much). Embedding
+    lookups are free; a tied output layer is a matmul and counts. The encoder-decoder keeps its
+    own count (models/seq2seq.py), as each token passes one of its two stacks."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "arch", "gpt") == "seq2seq":
+        return float(model.flops_per_token())
+    weights = 0.0
+    for module in model.modules():
+        if isinstance(module, nn.Linear):  # LoRALinear too: its frozen weight and its adapters
+            weights += sum(
+                (6 if p.requires_grad else 4) * p.numel() for p in module.parameters() if p.dim() > 1
+            )
+    if config is None:  # a classifier: its body's config
+        config = getattr(getattr(model, "body", None), "config", None)
+    if config is None:
+        return weights
+    return weights + 12 * config.n_layer * config.n_embd * min(
+        seq_len or config.block_size, config.block_size
+    )
+
+
+def say_start(run: Run, model_name: str, plan: Plan, dtype_reason: str) -> None:
+    """The start-up lines: what trains, on what, how."""
+    t, c, engine, say = run.cfg.train, run.cfg.model, run.engine, run.say
+    say(f"lmforge train -> {run.run_dir}")
+    say(f"  data    {run.task.describe()}")
+    say(
+        f"  model   {model_name} {c.n_layer}L x {c.n_head}H x {c.n_embd}, context {c.block_size}:"
+        f" {run.n_params:,} parameters ({run.task.name})"
+    )
+    say(
+        f"  engine  {engine.describe()}, world size {engine.world_size}\n"
+        f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
+        f" accumulation x {engine.world_size} rank(s)"
+    )
+    say(f"  dtype   {dtype_reason}")
+    if run.lora_base:
+        lo, trained = run.cfg.lora, run.n_trainable
+        say(
+            f"  lora    rank {lo.rank}, alpha {lo.alpha:g} on {lo.targets}: {trained:,} trainable parameters"
+            f" ({100 * trained / run.n_params:.2f}%), base {run.lora_base['path']}"
+        )
+    budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
+    say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
+
+
+def summary(run: Run, peak: float) -> dict[str, Any]:
+    """summary.json's figures (the task's own keys last)."""
+    engine, state = run.engine, run.state
+    train_s = max(state["train_s"], 1e-9)
+    return {
+        **run.metrics,
+        "steps": run.step,
+        "skipped_steps": state["skipped"],
+        "tokens": state["tokens"],
+        "tokens_per_s": state["tokens"] / train_s,
+        "wall_s": state["wall_s"],
+        "train_s": state["train_s"],
+        "dtype": str(run.dtype).removeprefix("torch."),
+        "engine": run.cfg.engine.name,
+        "world_size": engine.world_size,
+        "parameters": run.n_params,
+        "trainable_parameters": run.n_trainable,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "mfu": run.flops_per_token * state["tokens"] / train_s / (peak * engine.world_size),
+        "peak_flops": peak,
+        "memory_per_rank": run.memory,  # bytes held for params, grads, optimizer state (rank 0)
+        "peak_rss_gb_per_rank": per_rank(engine, peak_rss_gb()),
+        **run.task.summary(),
+    }
+
+
+def per_rank(engine: Engine, value: float) -> list[float]:
+    slots = torch.zeros(engine.world_size, dtype=torch.float64)
+    slots[engine.rank] = value
+    return [round(v, 3) for v in engine.all_reduce(slots).tolist()]
+
+
+def memory_line(memory: dict[str, int]) -> str:
+    mib = {k: v / 2**20 for k, v in memory.items()}
+    return (
+        f"params {mib['params']:.1f} MiB, grads {mib['grads']:.1f} MiB,"
+        f" optimizer state {mib['optimizer']:.1f} MiB"
+    )
