@@ -55,21 +55,40 @@ def stream_ids(
     top_p: float = 1.0,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next token ids (B,) one step at a time for prompts (B, T) of equal length."""
+    """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
+    lengths come left-padded with mask (B, T) bool, True on real tokens; without one every row
+    is real (the fast path: no mask, positions from 0)."""
     context = model.config.block_size
-    seq = prompt
+    seq, real = prompt, mask
     cache = model.new_cache(prompt.size(0)) if use_cache else None
-    logits = model(seq[:, -context:], cache, last_only=True)[:, -1]
+    logits = model(seq[:, -context:], cache, True, None if real is None else real[:, -context:])[:, -1]
     for _ in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)
         yield token
         seq = torch.cat([seq, token[:, None]], dim=1)
+        if real is not None:
+            real = torch.cat([real, real.new_ones(real.size(0), 1)], dim=1)
         if cache is not None and cache.length < context:
-            logits = model(token[:, None], cache, last_only=True)[:, -1]
+            logits = model(token[:, None], cache, True, real)[:, -1]
         else:  # no cache, or the window slides: recompute over the last `context` tokens
             cache = model.new_cache(seq.size(0)) if use_cache else None
-            logits = model(seq[:, -context:], cache, last_only=True)[:, -1]
+            logits = model(seq[:, -context:], cache, True, None if real is None else real[:, -context:])[
+                :, -1
+            ]
+
+
+def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ids (B, longest), mask (B, longest) True on real tokens, or None when all lengths agree).
+    Padding goes on the left so every row's next token is in the last column; its id (0) is
+    never attended to."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], dtype=torch.long, device=device)
+    if all(len(p) == width for p in prompts):
+        return ids, None
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    return ids, torch.arange(width, device=device)[None, :] >= (width - lengths)[:, None]
 
 
 def check_prompt(ids: list[int], context: int, truncate: bool, name: str = "prompt") -> list[int]:
@@ -100,8 +119,9 @@ def generate_ids(
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
 
-    Prompts of equal length decode together as one batch. on_token(prompt index, token id) is
-    called as each token is chosen (for streaming).
+    All prompts decode together as one batch, left-padded when their lengths differ (each row
+    gives the tokens it would alone, up to floating-point summation order). on_token(prompt index,
+    token id) is called as each token is chosen (for streaming).
     """
     check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     model.eval()
@@ -118,23 +138,20 @@ def generate_ids(
     outputs: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens == 0:
         return outputs
-    for length in sorted({len(p) for p in prompts}):
-        group = [i for i, p in enumerate(prompts) if len(p) == length]
-        batch = torch.tensor([prompts[i] for i in group], dtype=torch.long, device=device)
-        done = torch.zeros(len(group), dtype=torch.bool)
-        for tokens in stream_ids(
-            model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator
-        ):
-            for row, i in enumerate(group):
-                token = int(tokens[row])
-                if done[row] or token in stops:
-                    done[row] = True
-                    continue
-                outputs[i].append(token)
-                if on_token is not None:
-                    on_token(i, token)
-            if bool(done.all()):
-                break
+    batch, mask = left_pad(prompts, device)
+    done = [False] * len(prompts)
+    for tokens in stream_ids(
+        model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask
+    ):
+        for i, token in enumerate(tokens.tolist()):
+            if done[i] or token in stops:  # a finished row decodes on, unread, until all finish
+                done[i] = True
+                continue
+            outputs[i].append(token)
+            if on_token is not None:
+                on_token(i, token)
+        if all(done):
+            break
     return outputs
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
-from lmforge.model.layers import Block, Rotary, make_norm
+from lmforge.model.layers import Block, Rotary, linear, make_norm
 
 
 def block_options(c: ModelConfig) -> dict[str, Any]:
@@ -63,28 +63,46 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(
-        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab), or (B, 1, vocab) with last_only (decoding
-        needs no more). With a cache, idx continues the cached sequence; the cache advances by T."""
-        return self.lm_head(self.hidden_states(idx, cache, last_only))  # (B, T, vocab)
+        needs no more). With a cache, idx continues the cached sequence; the cache advances by T.
+        mask (B, cached + T) bool, True on real tokens, for a left-padded batch (see hidden_states)."""
+        return linear(self.lm_head, self.hidden_states(idx, cache, last_only, mask))  # (B, T, vocab)
 
     def hidden_states(
-        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """idx (B, T) -> the final normed hidden states (B, T, C): what a classification head pools."""
+        """idx (B, T) -> the final normed hidden states (B, T, C): what a classification head pools.
+
+        mask (B, cached + T), True on real tokens, False on left padding: each row's positions
+        count from its first real token and no token attends to padding, so a padded row computes
+        what it would alone. Without a mask (equal lengths) rows start at position 0."""
         b, t = idx.shape
         start = cache.length if cache is not None else 0
         if start + t > self.config.block_size:
             raise ValueError(
                 f"sequence of {start + t} tokens exceeds the context of {self.config.block_size}"
             )
+        positions = attn_mask = None
+        if mask is not None:
+            positions, attn_mask = padding_positions(mask, t)
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(start, start + t, device=idx.device))
+            x = x + self.wpe(
+                torch.arange(start, start + t, device=idx.device) if positions is None else positions
+            )
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i)
+            x = block(x, cache, i, attn_mask, positions)
         if cache is not None:
             cache.advance(t)
         if last_only:
@@ -122,3 +140,15 @@ class GPT(nn.Module):
         if not c.tie_embeddings:
             n -= self.wte.weight.numel()  # the lookup is free; only the head's matmul costs
         return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def padding_positions(mask: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mask (B, T_keys) bool, True on real tokens, the last t being the new ones -> (positions
+    (B, t): each real token's index among its row's real tokens, the attention mask (B, 1, t, T_keys)).
+    A padding query attends to itself alone, so its softmax has a finite entry (no NaN to spread)."""
+    t_k = mask.size(1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, t_k - t :]
+    attn = mask[:, None, None, :].expand(-1, 1, t, -1).clone()
+    own = torch.arange(t_k - t, t_k, device=mask.device)
+    attn[:, 0, torch.arange(t, device=mask.device), own] = True
+    return positions, attn
