@@ -329,6 +329,15 @@ CASES = [
     # --- import of GGUF files
     Case("gguf-not-gguf", "import {t}/x.gguf --out {t}/o", r"{t}/x\.gguf: not a readable GGUF file \(no GGUF magic\)", (write("x.gguf", "hello"),)),
     Case("gguf-truncated", "import {t}/x.gguf --out {t}/o", r"{t}/x\.gguf: not a readable GGUF file \(truncated or damaged", (write("x.gguf", b"GGUF\x03\x00"),)),
+    # --- serve (each fails before the server binds its port)
+    Case("serve-missing-model", "serve {t}/none", rf"{{t}}/none: {MODEL_DIR}"),
+    Case("serve-not-a-model", "serve {s}/gpt {t}/d", rf"{{t}}/d: {MODEL_DIR}", (mkdir("d"),)),
+    Case("serve-port", "serve {s}/gpt --port 70000", r"port=70000: must be an integer in \[1, 65535\]"),
+    Case("serve-max-queue", "serve {s}/gpt --max-queue 0", r"max_queue=0: must be an integer >= 1"),
+    Case("serve-max-tokens-limit", "serve {s}/gpt --max-tokens-limit -5", r"max_tokens_limit=-5: must be an integer >= 1"),
+    Case("serve-timeout", "serve {s}/gpt --timeout nan", r"timeout=nan: must be a finite number of seconds > 0"),
+    Case("serve-port-text", "serve {s}/gpt --port http", r"argument --port: invalid int value: 'http'", usage=True),
+    Case("serve-no-model", "serve", r"required: models", usage=True),
     # --- launch
     Case("launch-local-engine", f"launch --nproc 2 train {DATA} --out {R}", r"engine\.name='local' trains in one process, so 2 processes would run 2 identical jobs"),
     Case("launch-no-verb", "launch --nproc 2", r"launch: give the verb to run"),

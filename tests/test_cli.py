@@ -29,7 +29,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "import_hf",
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
          "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
-         "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct"}  # fmt: skip
+         "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
 
@@ -115,6 +115,7 @@ MINIMAL = {
     "chat": ["chat", "m"],
     "merge-lora": ["merge-lora", "m", "--out", "o"],
     "eval-instruct": ["eval-instruct", "m", "--data", "d.jsonl"],
+    "serve": ["serve", "m"],
 }
 
 
@@ -129,7 +130,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "export": {"model_path", "out"}, "finetune-classify": {"model", "train", "labels"},
         "translate": {"model", "texts"}, "eval-translate": {"model", "src", "ref"},
         "launch": {"nproc", "args"}, "eval": {"model", "data"}, "chat": {"model"},
-        "merge-lora": {"model_path", "out"}, "eval-instruct": {"model", "data"},
+        "merge-lora": {"model_path", "out"}, "eval-instruct": {"model", "data"}, "serve": {"models"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)
 

@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "train": BASE | {"tokenization", "data", "model", "formats", "inference"},
     "launch": BASE | {"train"},
     "pipelines": BASE | {"tokenization", "data", "model", "formats", "inference"},
+    "server": BASE | {"tokenization", "data", "model", "formats", "inference", "pipelines"},
     "cli": None,  # the top: the CLI and the Python API may import anything (lazily)
     "cli_parser": BASE | {"config_doc"},
     "__init__": None,

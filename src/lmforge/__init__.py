@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.inference.perplexity import evaluate
     from lmforge.inference.translate import eval_translate, translate
     from lmforge.pipelines import pipeline
+    from lmforge.server.serve import serve
     from lmforge.train.classify import finetune_classify
     from lmforge.train.loop import train
 
@@ -47,6 +48,7 @@ _API: dict[str, str] = {
     "pipeline": "lmforge.pipelines:pipeline",
     "prep": "lmforge.data.prep:prep",
     "prepare_pairs": "lmforge.data.pairs:prepare_pairs",
+    "serve": "lmforge.server.serve:serve",
     "train": "lmforge.train.loop:train",
     "translate": "lmforge.inference.translate:translate",
 }
@@ -68,6 +70,7 @@ __all__ = [
     "pipeline",
     "prep",
     "prepare_pairs",
+    "serve",
     "train",
     "translate",
 ]

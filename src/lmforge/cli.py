@@ -290,6 +290,22 @@ VERBS: dict[str, Verb] = {
         ),
         lambda r, _: print(json.dumps(r, indent=2, ensure_ascii=False)),
     ),
+    "serve": Verb(
+        "lmforge.server.serve:serve",
+        "serve model directories over an OpenAI-compatible HTTP API (chat, completions, translation,"
+        " classification); loopback by default",
+        (
+            opt("models", "model, run or checkpoint directories; each is served under its folder's name",
+                nargs="+"),
+            opt("--host", "address to bind (default loopback; anything else: set --api-key)"),
+            opt("--port", "TCP port", type=int),
+            opt("--api-key", "require 'Authorization: Bearer KEY' on /v1 routes (default: $LMFORGE_API_KEY)"),
+            opt("--max-queue", "requests admitted at once (decoding + waiting); past it: 503", type=int),
+            opt("--max-tokens-limit", "the most tokens a request may ask to generate", type=int),
+            opt("--timeout", "seconds a request may take, waiting included", type=float),
+            opt("--dtype", "weights dtype", **DTYPE),
+        ),
+    ),
     "launch": Verb(
         "lmforge.launch:launch",
         "run a verb in N processes (torchrun): lmforge launch --nproc N train ...",

@@ -1,0 +1,320 @@
+"""The routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
+POST /v1/translations, POST /v1/classifications. Bodies are checked by schemas.py; every failure
+is OpenAI's error object (errors.py); decoding runs in decoding.py's worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+from lmforge.errors import LmforgeError
+from lmforge.inference.generate import encode_prompts
+from lmforge.server import sse
+from lmforge.server.decoding import Decoder, Job, Row
+from lmforge.server.errors import ApiError, install
+from lmforge.server.models import ServedModel
+from lmforge.server.schemas import (
+    ChatRequest,
+    ClassificationRequest,
+    CompletionRequest,
+    TranslationRequest,
+    _Sampling,
+)
+
+COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
+
+
+@dataclass
+class Settings:
+    max_queue: int = 16
+    max_tokens_limit: int = 1024
+    timeout: float = 300.0
+    api_key: str | None = None
+
+
+@dataclass
+class State:
+    models: dict[str, ServedModel]
+    settings: Settings
+    decoder: Decoder
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def create_app(models: dict[str, ServedModel], settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = State(models, settings, Decoder(settings.max_queue, settings.timeout))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.decoder.close()  # at shutdown: queued work is dropped, the running decode is cancelled
+
+    app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.lmforge = state
+    install(app)
+
+    def authorize(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.api_key.encode()
+        ):
+            raise ApiError(
+                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", None, "invalid_api_key"
+            )
+
+    auth = [Depends(authorize)]
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": sorted(models), "admitted": state.decoder.admitted}
+
+    @app.get("/v1/models", dependencies=auth)
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [m.card(state.created) for m in models.values()]}
+
+    @app.post("/v1/completions", dependencies=auth, response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        served = _model(state, body.model, "text-generation")
+        texts = body.prompts()
+        try:
+            ids = encode_prompts(served.tokenizer, texts)
+        except LmforgeError as e:
+            raise ApiError(400, str(e), "prompt") from None
+        limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
+        echo = texts if body.echo else None
+        return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
+
+    @app.post("/v1/chat/completions", dependencies=auth, response_model=None)
+    async def chat_completions(body: ChatRequest, request: Request) -> Any:
+        served = _model(state, body.model, "text-generation")
+        if served.chat is None:
+            raise ApiError(
+                400,
+                f"model {served.id!r} has no chat template, so it cannot chat; use"
+                " /v1/completions with plain text",
+                "model",
+                "no_chat_template",
+            )
+        try:
+            prompt = served.chat.render([m.as_dict() for m in body.messages])
+        except LmforgeError as e:
+            raise ApiError(400, str(e), "messages") from None
+        ids = [served.tokenizer.encode(prompt)]
+        limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
+        return await _generate(state, served, body, ids, limit, request, chat=True)
+
+    @app.post("/v1/translations", dependencies=auth)
+    async def translations(body: TranslationRequest) -> dict[str, Any]:
+        served = _model(state, body.model, "translation")
+        given = {"num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens}
+        options = {k: v for k, v in given.items() if v is not None}
+        results = await _task(state, lambda: served.pipeline(body.input, **options))
+        return {"object": "translation", "model": served.id, "results": results}
+
+    @app.post("/v1/classifications", dependencies=auth)
+    async def classifications(body: ClassificationRequest) -> dict[str, Any]:
+        served = _model(state, body.model, "text-classification")
+        results = await _task(state, lambda: served.pipeline(body.input, top_k=body.top_k))
+        return {"object": "classification", "model": served.id, "results": results}
+
+    return app
+
+
+def _model(state: State, name: str, kind: str) -> ServedModel:
+    served = state.models.get(name)
+    if served is None:
+        raise ApiError(
+            404,
+            f"the model {name!r} does not exist (served: {', '.join(sorted(state.models))})",
+            "model",
+            "model_not_found",
+        )
+    if served.kind != kind:
+        raise ApiError(
+            400, f"model {name!r} is a {served.kind} model, not {kind}", "model", "wrong_model_kind"
+        )
+    return served
+
+
+async def _task(state: State, work: Any) -> Any:
+    """A translation or classification: a pipeline call in the decoding thread."""
+    try:
+        return await state.decoder.submit(work)
+    except LmforgeError as e:
+        raise ApiError(400, str(e), "input") from None
+
+
+async def _generate(
+    state: State,
+    served: ServedModel,
+    body: _Sampling,
+    prompts: list[list[int]],
+    limit: int,
+    request: Request,
+    chat: bool,
+    echo: list[str] | None = None,
+) -> Any:
+    settings = state.settings
+    if limit > settings.max_tokens_limit:
+        raise ApiError(
+            400,
+            f"max_tokens={limit} is above this server's limit of {settings.max_tokens_limit}"
+            " (--max-tokens-limit)",
+            "max_tokens",
+            "invalid_value",
+        )
+    for p in prompts:
+        if len(p) > served.context:
+            raise ApiError(
+                400,
+                f"the prompt is {len(p)} tokens, longer than the model's context of {served.context}",
+                "messages" if chat else "prompt",
+                "context_length_exceeded",
+            )
+    if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
+        eos = frozenset(served.chat.stops)
+    else:  # plain continuation stops at EOS, as lmforge.generate does
+        eos = frozenset([] if served.tokenizer.eos_id is None else [served.tokenizer.eos_id])
+    job = Job(
+        served.net,
+        served.tokenizer,
+        prompts,
+        body.n,
+        limit,
+        float(body.temperature),
+        float(body.top_p),
+        body.seed,
+        eos,
+        body.stops(),
+        time.monotonic() + settings.timeout,
+    )
+    head = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": served.id,
+    }
+
+    def usage(rows: list[Row]) -> dict[str, int]:  # exact: the tokens encoded and the tokens generated
+        given, made = sum(map(len, prompts)), sum(len(r.ids) for r in rows)
+        return {"prompt_tokens": given, "completion_tokens": made, "total_tokens": given + made}
+
+    if body.stream:
+        events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        job.emit = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)
+        future = state.decoder.submit(job.run)
+        state.decoder.last = job
+        future.add_done_callback(lambda _: events.put_nowait(("end",)))
+        stream = _stream(
+            job, future, events, head, chat, body.include_usage(), usage, echo, len(job.prompts) * job.n
+        )
+        return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+    future = state.decoder.submit(job.run)
+    state.decoder.last = job
+    try:
+        while not future.done():  # watch the client and the clock while the worker decodes
+            await asyncio.wait([future], timeout=0.25)
+            if not future.done() and await request.is_disconnected():
+                job.cancel.set()
+                return None
+            if time.monotonic() > job.deadline + 1:
+                job.cancel.set()
+                raise ApiError(504, "the request took longer than the server's --timeout", None, "timeout")
+        rows: list[Row] = future.result()
+    finally:
+        if not future.done():
+            job.cancel.set()
+    choices = []
+    for i, row in enumerate(rows):
+        text = (echo[i // job.n] if echo else "") + row.text
+        if chat:
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": row.finish,
+                }
+            )
+        else:
+            choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": row.finish})
+    obj = "chat.completion" if chat else "text_completion"
+    return {**head, "object": obj, "choices": choices, "usage": usage(rows)}
+
+
+async def _stream(
+    job: Job,
+    future: asyncio.Future,
+    events: asyncio.Queue,
+    head: dict[str, Any],
+    chat: bool,
+    include_usage: bool,
+    usage: Any,
+    echo: list[str] | None,
+    count: int,
+) -> AsyncIterator[str]:
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    extra = {"usage": None} if include_usage else {}
+
+    def chunk(index: int, text: str | None, finish: str | None = None, role: bool = False) -> str:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return sse.event({**head, "object": obj, "choices": [choice], **extra})
+
+    try:
+        for i in range(count):
+            if chat:
+                yield chunk(i, None, role=True)
+            elif echo:
+                yield chunk(i, echo[i // job.n])
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), max(0.0, job.deadline + 1 - time.monotonic()))
+            except TimeoutError:
+                job.cancel.set()
+                yield sse.event(
+                    ApiError(
+                        504, "the request took longer than the server's --timeout", None, "timeout"
+                    ).body()
+                )
+                yield sse.DONE
+                return
+            if event[0] == "end":
+                break
+            yield chunk(event[1], event[2])
+        try:
+            rows: list[Row] = future.result()
+        except ApiError as e:
+            yield sse.event(e.body())
+            yield sse.DONE
+            return
+        except Exception as e:  # a bug mid-stream: still an error event, not a dropped connection
+            yield sse.event(
+                ApiError(500, f"generation failed: {type(e).__name__}: {e}", None, "server_error").body()
+            )
+            yield sse.DONE
+            return
+        for i, row in enumerate(rows):
+            yield chunk(i, None, row.finish)
+        if include_usage:
+            yield sse.event({**head, "object": obj, "choices": [], "usage": usage(rows)})
+        yield sse.DONE
+    finally:
+        job.cancel.set()  # the client went away (or the stream ended): stop decoding within a token

@@ -1,0 +1,68 @@
+"""OpenAI's error object, `{"error": {"message", "type", "param", "code"}}`, for every failure, and
+the handlers that turn FastAPI's own failures (bad JSON, wrong types) into it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+         405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+         503: "server_busy", 504: "timeout"}  # fmt: skip
+
+
+FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TAGS = {"body", "str", "int", "float", "bool", "list", "dict", "none"}
+
+
+class ApiError(Exception):
+    """A request the server refuses or could not finish: sent as OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict[str, Any]:
+        kind = TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def _validation(exc: RequestValidationError) -> ApiError:
+    """The first problem pydantic found, as one line naming the field (OpenAI answers 400)."""
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    # a field's path: names and list indices, without the body prefix or pydantic's union tags
+    loc = [str(p) for p in first.get("loc", ()) if isinstance(p, int) or (FIELD.match(p) and p not in TAGS)]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "the request body is not valid JSON", None, "invalid_json")
+    if first.get("type") == "missing":
+        return ApiError(400, f"missing required parameter '{param}'", param, "missing_required_parameter")
+    message = str(first.get("msg", "invalid value"))
+    if "input" in first and not isinstance(first["input"], dict | list):
+        message += f" (got {first['input']!r})"[:200]
+    return ApiError(400, f"{param}: {message}" if param else message, param, "invalid_value")
+
+
+def install(app: FastAPI) -> None:
+    """Every error the app can give leaves as OpenAI's error object."""
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation(exc).response()
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return ApiError(exc.status_code, str(exc.detail)).response()

@@ -1,0 +1,82 @@
+"""The served models, loaded once at start and looked up by id (the directory's name). A request
+names a model by id only; no path from a request is ever opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.hardware import resolve_dtype
+from lmforge.inference.chat import ChatSpec
+from lmforge.model.classifier import Classifier
+from lmforge.model.gpt import GPT
+from lmforge.model.seq2seq import Seq2Seq
+from lmforge.tokenization.tokenizer import Tokenizer
+
+KINDS = {GPT: "text-generation", Seq2Seq: "translation", Classifier: "text-classification"}
+
+
+@dataclass
+class ServedModel:
+    id: str
+    directory: Path
+    kind: str  # text-generation, translation, text-classification
+    net: torch.nn.Module
+    tokenizer: Tokenizer
+    chat: ChatSpec | None = None  # text-generation models with a chat template
+    pipeline: Any = None  # translation and classification: lmforge's pipeline object
+
+    @property
+    def context(self) -> int:
+        return int(self.net.config.block_size)
+
+    def card(self, created: int) -> dict[str, Any]:
+        """The /v1/models entry: OpenAI's fields, and what the model can do."""
+        return {"id": self.id, "object": "model", "created": created, "owned_by": "lmforge",
+                "task": self.kind, "chat": self.chat is not None, "context_length": self.context}  # fmt: skip
+
+
+def load_one(path: str | Path, dtype: str) -> ServedModel:
+    directory = resolve_model_dir(path)
+    net, tokenizer = load_model(directory)
+    kind = next((k for cls, k in KINDS.items() if isinstance(net, cls)), None)
+    if kind is None:
+        raise LmforgeError(f"{path}: a {type(net).__name__}, which serve does not know how to serve")
+    name = Path(path).resolve().name or str(path)
+    served = ServedModel(name, directory, kind, net, tokenizer)
+    if isinstance(net, GPT):
+        served.net = net.to(resolve_dtype(dtype, net.config)[0])
+        spec = ChatSpec.read(directory, tokenizer)
+        served.chat = spec if spec.template is not None else None
+    elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's
+        from lmforge.pipelines.translation import TranslationPipeline
+
+        served.pipeline = TranslationPipeline(directory, dtype=dtype)
+        served.net = served.pipeline.model
+    else:
+        from lmforge.pipelines.text_classification import TextClassificationPipeline
+
+        served.pipeline = TextClassificationPipeline(directory)
+        served.net = served.pipeline.model
+    return served
+
+
+def load_models(paths: list[str | Path], dtype: str = "auto") -> dict[str, ServedModel]:
+    """id -> model for every directory; two directories with the same name are an error."""
+    if not paths:
+        raise LmforgeError("serve: give at least one model directory")
+    out: dict[str, ServedModel] = {}
+    for path in paths:
+        served = load_one(path, dtype)
+        if served.id in out:
+            raise LmforgeError(
+                f"{path}: its id {served.id!r} is already {out[served.id].directory}; serve directories"
+                " with different names"
+            )
+        out[served.id] = served
+    return out

@@ -1,0 +1,119 @@
+"""Request bodies with OpenAI's field names, types and ranges. Strict types: a string where a
+number belongs is a 400, never coerced. Unknown fields are ignored, as most OpenAI-compatible
+servers do, except `logprobs`, which is refused when asked for (not served yet)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
+TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
+Count = Annotated[StrictInt, Field(ge=1)]
+MAX_N = 16  # choices per request
+MAX_STOPS = 4  # as OpenAI
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StreamOptions(_Body):
+    include_usage: StrictBool = False
+
+
+class _Sampling(_Body):
+    """The fields completions and chat completions share."""
+
+    model: StrictStr
+    max_tokens: Count | None = None
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOPS)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    logprobs: StrictBool | StrictInt | None = None
+    user: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _supported(self) -> _Sampling:
+        if self.logprobs:
+            raise ValueError("logprobs are not served yet; leave it out or false")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        if any(s == "" for s in self.stops()):
+            raise ValueError("stop: an empty stop sequence would stop at once")
+        return self
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class CompletionRequest(_Sampling):
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_N)]
+    echo: StrictBool = False
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+
+class TextPart(_Body):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class Message(_Body):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart]
+    name: StrictStr | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """{"role", "content"} as chat templates take it; text parts joined, developer = system."""
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ChatRequest(_Sampling):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_completion_tokens: Count | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> ChatRequest:
+        both = self.max_tokens is not None and self.max_completion_tokens is not None
+        if both and self.max_tokens != self.max_completion_tokens:
+            raise ValueError("max_tokens and max_completion_tokens disagree; give one")
+        return self
+
+    def limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+Texts = StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
+
+
+class TranslationRequest(_Body):
+    model: StrictStr
+    input: Texts
+    num_beams: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
+    max_new_tokens: Count | None = None
+
+
+class ClassificationRequest(_Body):
+    model: StrictStr
+    input: Texts
+    top_k: Annotated[StrictInt, Field(ge=1)] | None = 1

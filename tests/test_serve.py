@@ -1,0 +1,381 @@
+"""`lmforge serve`: every endpoint on tiny random models (a char GPT, a random Llama with a chat
+template, an encoder-decoder, a classifier), through FastAPI's TestClient, and the official
+`openai` client against a real uvicorn server on a free port: temperature-0 output equals
+lmforge's own decoding, usage is exact, streams are OpenAI's chunk format, stop strings cut,
+n > 1, every bad request is a 4xx with OpenAI's error object, a full queue answers 503 at once,
+and a client that disconnects stops its generation."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lmforge.config import ModelConfig  # noqa: E402
+from lmforge.formats.directory import load_model, write_model_dir  # noqa: E402
+from lmforge.formats.lmforge_dirs import save_classifier  # noqa: E402
+from lmforge.inference.chat import ChatSpec  # noqa: E402
+from lmforge.inference.generate import generate_ids  # noqa: E402
+from lmforge.model.classifier import Classifier  # noqa: E402
+from lmforge.model.gpt import GPT  # noqa: E402
+from lmforge.model.seq2seq import Seq2Seq  # noqa: E402
+from lmforge.pipelines import pipeline  # noqa: E402
+from lmforge.server.app import Settings, create_app  # noqa: E402
+from lmforge.server.models import load_models  # noqa: E402
+from lmforge.tokenization.tokenizer import Tokenizer  # noqa: E402
+
+PROMPT = "ROMEO:\nthe king"
+HELLO = [{"role": "user", "content": "Who is the king?"}]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from conftest import make_text
+    from test_chat import make_chat_llama
+
+    root = tmp_path_factory.mktemp("serve")
+    text = make_text(lines=200)
+    tok = Tokenizer.train_char([text])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
+    s2s = Seq2Seq(ModelConfig(**{**config.__dict__, "arch": "seq2seq"}), tok.pad_id or 0)
+    write_model_dir(root / "s2s", s2s.config, s2s.state_dict(), tok)
+    save_classifier(Classifier(GPT(config), ["neg", "pos"]), root / "clf", tok)
+    make_chat_llama(root / "llama")
+    return {name: root / name for name in ("gpt", "s2s", "clf", "llama")}
+
+
+@pytest.fixture(scope="module")
+def models(dirs: dict[str, Path]) -> dict[str, Any]:
+    return load_models(list(dirs.values()), dtype="fp32")
+
+
+def client(models: dict[str, Any], **settings: Any) -> TestClient:
+    return TestClient(create_app(models, Settings(**{"max_tokens_limit": 300, **settings})))
+
+
+@pytest.fixture(scope="module")
+def api(models: dict[str, Any]) -> Iterator[TestClient]:
+    with client(models) as c:
+        yield c
+
+
+def sse_payloads(text: str) -> list[Any]:
+    """The `data:` payloads of an event stream ("[DONE]" kept as a string)."""
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    assert all(b.startswith("data: ") for b in blocks), blocks
+    return [b[6:] if b[6:] == "[DONE]" else json.loads(b[6:]) for b in blocks]
+
+
+def reference(directory: Path, prompt_ids: list[int], new: int, eos: Any) -> list[int]:
+    net, _ = load_model(directory)
+    return generate_ids(net, [prompt_ids], new, 0.0, eos_id=eos)[0]
+
+
+def test_health_and_models(api: TestClient) -> None:
+    assert api.get("/health").json() == {
+        "status": "ok",
+        "models": ["clf", "gpt", "llama", "s2s"],
+        "admitted": 0,
+    }
+    data = api.get("/v1/models").json()
+    assert data["object"] == "list"
+    cards = {m["id"]: m for m in data["data"]}
+    assert {k: (v["task"], v["chat"]) for k, v in cards.items()} == {
+        "gpt": ("text-generation", False),
+        "llama": ("text-generation", True),
+        "s2s": ("translation", False),
+        "clf": ("text-classification", False),
+    }
+    assert cards["gpt"]["object"] == "model" and cards["gpt"]["context_length"] == 32
+
+
+def test_completion_equals_lmforge_decoding_and_counts_tokens(api: TestClient, dirs: dict[str, Path]) -> None:
+    from lmforge import generate
+
+    r = api.post(
+        "/v1/completions", json={"model": "gpt", "prompt": PROMPT, "max_tokens": 12, "temperature": 0}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    _, tok = load_model(dirs["gpt"])
+    ids = reference(dirs["gpt"], tok.encode(PROMPT), 12, tok.eos_id)
+    choice = body["choices"][0]
+    assert choice["text"] == tok.decode(ids)
+    assert PROMPT + choice["text"] == generate(dirs["gpt"], PROMPT, 12, temperature=0, dtype="fp32")[0]
+    assert choice["finish_reason"] == ("length" if len(ids) == 12 else "stop")
+    assert body["object"] == "text_completion" and body["model"] == "gpt" and body["id"].startswith("cmpl-")
+    n_prompt = len(tok.encode(PROMPT))
+    assert body["usage"] == {
+        "prompt_tokens": n_prompt,
+        "completion_tokens": len(ids),
+        "total_tokens": n_prompt + len(ids),
+    }
+    echo = api.post(
+        "/v1/completions",
+        json={"model": "gpt", "prompt": PROMPT, "max_tokens": 12, "temperature": 0, "echo": True},
+    )
+    assert echo.json()["choices"][0]["text"] == PROMPT + choice["text"]
+
+
+def chat_stream(api: TestClient, **fields: Any) -> list[Any]:
+    body = {"model": "llama", "messages": HELLO, "max_tokens": 20, "temperature": 0, "stream": True, **fields}
+    r = api.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text
+    return sse_payloads(r.text)
+
+
+def test_chat_streamed_equals_not_streamed_and_equals_lmforge(api: TestClient, dirs: dict[str, Path]) -> None:
+    plain = api.post(
+        "/v1/chat/completions",
+        json={"model": "llama", "messages": HELLO, "max_completion_tokens": 20, "temperature": 0},
+    )
+    assert plain.status_code == 200, plain.text
+    body = plain.json()
+    net, tok = load_model(dirs["llama"])
+    spec = ChatSpec.read(dirs["llama"], tok)
+    prompt = tok.encode(spec.render(HELLO))
+    ids = generate_ids(net, [prompt], 20, 0.0, eos_id=spec.stops)[0]
+    message = body["choices"][0]["message"]
+    assert (
+        message == {"role": "assistant", "content": tok.decode(ids)} and body["object"] == "chat.completion"
+    )
+    assert body["usage"] == {
+        "prompt_tokens": len(prompt),
+        "completion_tokens": len(ids),
+        "total_tokens": len(prompt) + len(ids),
+    }
+
+    events = chat_stream(api, stream_options={"include_usage": True})
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert all(c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"] for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    choice_chunks = [c for c in chunks if c["choices"]]
+    assert [c["choices"][0]["finish_reason"] for c in choice_chunks[:-1]] == [None] * (len(choice_chunks) - 1)
+    assert choice_chunks[-1]["choices"][0]["finish_reason"] == body["choices"][0]["finish_reason"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in choice_chunks)
+    assert text == message["content"]
+    assert len(choice_chunks) >= 3  # streamed in pieces, not in one block
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == body["usage"]
+    assert all(c["usage"] is None for c in chunks[:-1])
+
+
+def test_stop_strings_cut_the_text(api: TestClient) -> None:
+    base = {"model": "gpt", "prompt": PROMPT, "max_tokens": 20, "temperature": 0}
+    full = api.post("/v1/completions", json=base).json()["choices"][0]["text"]
+    assert len(full) >= 8
+    stop = full[4:6]
+    want = full[: full.index(stop)]
+    got = api.post("/v1/completions", json={**base, "stop": [stop, "\u00e9\u00e9"]}).json()
+    assert got["choices"][0]["text"] == want and got["choices"][0]["finish_reason"] == "stop"
+    assert got["usage"]["completion_tokens"] == len(want) + len(stop)  # char tokens up to the stop
+    r = api.post("/v1/completions", json={**base, "stop": stop, "stream": True})
+    events = sse_payloads(r.text)
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == want
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_n_choices_and_seed(api: TestClient, dirs: dict[str, Path]) -> None:
+    body = {
+        "model": "gpt",
+        "prompt": ["ROMEO:", "KING:"],
+        "max_tokens": 10,
+        "n": 3,
+        "temperature": 1.0,
+        "seed": 7,
+    }
+    a = api.post("/v1/completions", json=body).json()
+    assert [c["index"] for c in a["choices"]] == list(range(6))
+    assert a == {**api.post("/v1/completions", json=body).json(), "id": a["id"], "created": a["created"]}
+    net, tok = load_model(dirs["gpt"])
+    rows = [
+        r
+        for p in body["prompt"]
+        for r in generate_ids(net, [tok.encode(p)] * 3, 10, 1.0, eos_id=tok.eos_id, seed=7)
+    ]
+    assert [c["text"] for c in a["choices"]] == [tok.decode(r) for r in rows]  # n rows: one sampled batch
+    assert len({c["text"] for c in a["choices"][:3]}) > 1
+    assert a["usage"]["completion_tokens"] == sum(map(len, rows))
+    events = sse_payloads(api.post("/v1/completions", json={**body, "stream": True}).text)
+    streamed = [
+        "".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"][0]["index"] == i)
+        for i in range(6)
+    ]
+    assert streamed == [c["text"] for c in a["choices"]]
+
+
+def test_translation_and_classification_mirror_the_pipelines(api: TestClient, dirs: dict[str, Path]) -> None:
+    r = api.post(
+        "/v1/translations", json={"model": "s2s", "input": ["the king", "a queen"], "max_new_tokens": 5}
+    )
+    assert r.status_code == 200, r.text
+    want = pipeline("translation", model=dirs["s2s"])(["the king", "a queen"], max_new_tokens=5)
+    assert r.json() == {"object": "translation", "model": "s2s", "results": want}
+    r = api.post("/v1/classifications", json={"model": "clf", "input": "the king is good", "top_k": None})
+    got = r.json()["results"]
+    want = pipeline("text-classification", model=dirs["clf"])("the king is good", top_k=None)
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+
+
+LONG = "the king " * 10  # 90 characters: the context is 32
+BAD = [
+    ("/v1/completions", b"{not json", 400, None),
+    ("/v1/completions", b"[1, 2]", 400, None),
+    ("/v1/completions", {"model": "gpt"}, 400, "prompt"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": "5"}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": -1}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": 10**9}, 400, "max_tokens"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "temperature": -0.5}, 400, "temperature"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "temperature": 1e9}, 400, "temperature"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "top_p": 0}, 400, "top_p"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "n": 0}, 400, "n"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "n": 1000}, 400, "n"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "stop": ["a", 3]}, 400, "stop"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "logprobs": 2}, 400, None),
+    ("/v1/completions", {"model": "gpt", "prompt": LONG}, 400, "prompt"),
+    ("/v1/completions", {"model": "../gpt", "prompt": "hi"}, 404, "model"),
+    ("/v1/completions", {"model": "s2s", "prompt": "hi"}, 400, "model"),
+    ("/v1/chat/completions", {"model": "gpt", "messages": HELLO}, 400, "model"),
+    ("/v1/chat/completions", {"model": "llama", "messages": "hi"}, 400, "messages"),
+    ("/v1/chat/completions", {"model": "llama", "messages": []}, 400, "messages"),
+    (
+        "/v1/chat/completions",
+        {"model": "llama", "messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        "messages.0.role",
+    ),
+    ("/v1/chat/completions", {"model": "nope", "messages": HELLO}, 404, "model"),
+    ("/v1/translations", {"model": "gpt", "input": "x"}, 400, "model"),
+    ("/v1/classifications", {"model": "clf", "input": 5}, 400, "input"),
+]
+
+
+@pytest.mark.parametrize("route,body,status,param", BAD, ids=[f"{i}" for i in range(len(BAD))])
+def test_bad_requests_get_openai_errors(
+    api: TestClient, route: str, body: Any, status: int, param: str | None
+) -> None:
+    r = api.post(route, content=body) if isinstance(body, bytes) else api.post(route, json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert error["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
+    if param is not None:
+        assert error["param"] == param
+    assert api.get("/health").status_code == 200  # still serving
+
+
+def test_the_chat_template_error_names_the_way_out(api: TestClient) -> None:
+    error = api.post("/v1/chat/completions", json={"model": "gpt", "messages": HELLO}).json()["error"]
+    assert "has no chat template" in error["message"] and error["code"] == "no_chat_template"
+
+
+def test_api_key(models: dict[str, Any]) -> None:
+    with client(models, api_key="s3cret") as c:
+        assert c.get("/v1/models").status_code == 401
+        r = c.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/health").status_code == 200  # for load balancers: no secrets in it
+
+
+def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:
+    with client(models, timeout=0.3, max_tokens_limit=10**6) as c:
+        body = {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
+        r = c.post("/v1/completions", json=body)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+        events = sse_payloads(c.post("/v1/completions", json={**body, "stream": True}).text)
+        assert (
+            events[-1] == "[DONE]" and events[-2]["error"]["code"] == "timeout"
+        )  # an error event mid-stream
+        assert events[0]["choices"][0]["text"]  # it had started streaming
+        assert c.get("/health").json()["admitted"] == 0
+
+
+# --- a real server on a free port ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(models: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(models, Settings(max_queue=1, max_tokens_limit=10**6))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}", app.state.lmforge
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_openai_client_chat_and_streaming(server: tuple[str, Any]) -> None:
+    openai = pytest.importorskip("openai")
+    url, _ = server
+    c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in c.models.list()] == ["gpt", "s2s", "clf", "llama"]
+    plain = c.chat.completions.create(model="llama", messages=HELLO, max_tokens=15, temperature=0)
+    options = {"include_usage": True}
+    stream = c.chat.completions.create(
+        model="llama", messages=HELLO, max_tokens=15, temperature=0, stream=True, stream_options=options
+    )
+    chunks = list(stream)
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        == plain.choices[0].message.content
+    )
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+    one = c.completions.create(model="gpt", prompt=PROMPT, max_tokens=5, temperature=0)
+    many = c.completions.create(model="gpt", prompt=PROMPT, max_tokens=5, n=2, temperature=0)
+    assert [ch.text for ch in many.choices] == [one.choices[0].text] * 2
+    assert many.usage.completion_tokens == 2 * one.usage.completion_tokens
+    with pytest.raises(openai.NotFoundError):
+        c.completions.create(model="missing", prompt="hi")
+
+
+def test_full_queue_is_503_and_a_disconnect_stops_generation(server: tuple[str, Any]) -> None:
+    url, state = server
+    body = {
+        "model": "gpt",
+        "prompt": "a",
+        "max_tokens": 10**6,
+        "temperature": 0,
+        "stream": True,
+        "stop": "\u00e9\u00e9",
+    }
+    with httpx.Client(base_url=url, timeout=10) as h:
+        with h.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]  # a few tokens in: the decode is running
+            assert any(line.startswith("data: ") for line in got)
+            busy = h.post("/v1/completions", json={**body, "stream": False, "max_tokens": 1})
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "queue_full"
+            job = state.decoder.last
+        deadline = time.monotonic() + 5  # the stream is closed: the decode must stop soon
+        while state.decoder.admitted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state.decoder.admitted == 0 and job.cancel.is_set()
+        stopped_at = job.tokens
+        assert stopped_at < 10**6
+        time.sleep(0.2)
+        assert job.tokens == stopped_at
+        assert h.get("/health").json()["admitted"] == 0
