@@ -7,9 +7,8 @@ same weights (and llama.cpp on the same GGUF where its Python binding is install
 The GGUF comes from `python -m data.smollm2`. transformers loads it (dequantized to fp32); lmforge
 converts the same file (formats/gguf.py where present, else from transformers' load), so both
 run the same fp32 weights, and both in bf16 (weights cast). Greedy, exactly N new tokens (EOS
-ignored), from a ~100-token prompt. Batch 8: prompts of 8 different lengths (transformers pads
-them on the left; lmforge decodes equal-length prompts together, so different lengths run as
-8 groups of one), and 8 prompts of equal length (a true batch on both sides).
+ignored), from a ~100-token prompt. Batch 8: prompts of 8 different lengths (both pad them on
+the left with an attention mask and decode one batch), and 8 prompts of equal length.
 
 Each figure is a median over rounds, the contenders interleaved. Printed beside each: the
 memory-bandwidth bound, batch x bandwidth / bytes read per step (every weight once, plus the KV
