@@ -234,6 +234,7 @@ def test_translation_and_classification_mirror_the_pipelines(api: TestClient, di
 LONG = "the king " * 10  # 90 characters: the context is 32
 BAD = [
     ("/v1/completions", b"{not json", 400, None),
+    ("/v1/chat/completions", b'{"model": "llama", "messages": [}', 400, None),
     ("/v1/completions", b"[1, 2]", 400, None),
     ("/v1/completions", {"model": "gpt"}, 400, "prompt"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": "5"}, 400, "max_tokens"),
@@ -275,6 +276,8 @@ def test_bad_requests_get_openai_errors(
     assert error["type"] == ("not_found_error" if status == 404 else "invalid_request_error")
     if param is not None:
         assert error["param"] == param
+    else:
+        assert error["code"] in ("invalid_json", "invalid_value")
     assert api.get("/health").status_code == 200  # still serving
 
 

@@ -44,6 +44,9 @@ def _validation(exc: RequestValidationError) -> ApiError:
     param = ".".join(loc) or None
     if first.get("type") == "json_invalid":
         return ApiError(400, "the request body is not valid JSON", None, "invalid_json")
+    if not loc:  # the body itself: bytes that are not JSON, or JSON that is not an object
+        return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)", None,
+                        "invalid_json")  # fmt: skip
     if first.get("type") == "missing":
         return ApiError(400, f"missing required parameter '{param}'", param, "missing_required_parameter")
     message = str(first.get("msg", "invalid value"))
