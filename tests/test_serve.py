@@ -281,6 +281,11 @@ def test_bad_requests_get_openai_errors(
     assert api.get("/health").status_code == 200  # still serving
 
 
+def test_a_huge_body_is_refused_unread(api: TestClient) -> None:
+    r = api.post("/v1/completions", json={"model": "gpt", "prompt": "x" * (5 * 2**20)})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
 def test_the_chat_template_error_names_the_way_out(api: TestClient) -> None:
     error = api.post("/v1/chat/completions", json={"model": "gpt", "messages": HELLO}).json()["error"]
     assert "has no chat template" in error["message"] and error["code"] == "no_chat_template"

@@ -30,6 +30,7 @@ from lmforge.server.schemas import (
     _Sampling,
 )
 
+MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a served context can hold
 COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 
 
@@ -61,6 +62,15 @@ def create_app(models: dict[str, ServedModel], settings: Settings | None = None)
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.lmforge = state
     install(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        size = request.headers.get("content-length", "0")
+        if not size.isdigit() or int(size) > MAX_BODY_BYTES:  # refused before it is read
+            return ApiError(
+                413, f"the request body is over {MAX_BODY_BYTES} bytes", None, "body_too_large"
+            ).response()
+        return await call_next(request)
 
     def authorize(request: Request) -> None:
         if settings.api_key is None:
