@@ -387,3 +387,50 @@ def test_full_queue_is_503_and_a_disconnect_stops_generation(server: tuple[str, 
         time.sleep(0.2)
         assert job.tokens == stopped_at
         assert h.get("/health").json()["admitted"] == 0
+
+
+def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
+    dirs: dict[str, Path], api: TestClient
+) -> None:
+    """`lmforge serve` as a process: the banner, a request (decoded in the main thread there), Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "LMFORGE_API_KEY": "k"}
+    argv = [
+        sys.executable,
+        "-m",
+        "lmforge",
+        "serve",
+        str(dirs["gpt"]),
+        str(dirs["llama"]),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen([*argv, "--dtype", "fp32"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        body = {"model": "llama", "messages": HELLO, "max_tokens": 12, "temperature": 0}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        assert httpx.post(url, json=body, timeout=30).status_code == 401
+        got = httpx.post(url, json=body, headers={"Authorization": "Bearer k"}, timeout=30).json()
+        assert got["choices"] == api.post("/v1/chat/completions", json=body).json()["choices"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"listening on http://127.0.0.1:{port}" in err
+    assert "  gpt: text-generation (" in err and "  llama: text-generation, chat (" in err
+    assert "curl http://127.0.0.1:" in err and "Bearer $LMFORGE_API_KEY" in err

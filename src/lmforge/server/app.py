@@ -9,6 +9,7 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +51,12 @@ class State:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def create_app(models: dict[str, ServedModel], settings: Settings | None = None) -> FastAPI:
+def create_app(
+    models: dict[str, ServedModel], settings: Settings | None = None, executor: Executor | None = None
+) -> FastAPI:
+    """The app; decoding runs in `executor` (default: a thread of its own)."""
     settings = settings or Settings()
-    state = State(models, settings, Decoder(settings.max_queue, settings.timeout))
+    state = State(models, settings, Decoder(settings.max_queue, settings.timeout, executor))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""Decoding for the server: one request at a time in a worker thread (the event loop stays free),
+"""Decoding for the server: one request at a time in a decoding thread (the event loop stays free),
 a bound on admitted requests, cancellation within a token, a deadline, and stop strings.
 
 A Job holds one request's prompts (token ids) and options. The worker runs generate_ids with n
@@ -12,10 +12,11 @@ batch) is not done yet: admitted requests wait for the one decoding.
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,13 +122,50 @@ class Job:
             self.emit(("delta", index, text))
 
 
+class MainThreadExecutor(Executor):
+    """Runs submitted work in the thread that calls run(): `lmforge serve` decodes in the main
+    thread, with uvicorn in a thread of its own, because on this CPU torch decodes ~1.6x faster in
+    the main thread than in any other (OpenMP; docs/serving.md has the figures)."""
+
+    def __init__(self) -> None:
+        self.work: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self.work.put((lambda: fn(*args, **kwargs), future))
+        return future
+
+    def run(self, until: Callable[[], bool]) -> None:
+        """Do the work as it comes, until until() holds."""
+        while not until():
+            try:
+                fn, future = self.work.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # Ctrl-C too: the request gets an error, then it propagates
+                future.set_exception(e)
+                if not isinstance(e, Exception):
+                    raise
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        while cancel_futures:
+            try:
+                self.work.get_nowait()[1].cancel()
+            except queue.Empty:
+                break
+
+
 class Decoder:
     """The single decoding thread and the bound on requests admitted to it."""
 
-    def __init__(self, max_queue: int, timeout: float) -> None:
+    def __init__(self, max_queue: int, timeout: float, executor: Executor | None = None) -> None:
         self.max_queue, self.timeout = max_queue, timeout
         self.admitted = 0
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="lmforge-decode")
+        self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="lmforge-decode")
         self.last: Job | None = None  # the most recent job (tests and /health read it)
 
     def submit(self, work: Callable[[], Any]) -> asyncio.Future:

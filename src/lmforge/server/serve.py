@@ -8,6 +8,7 @@ import math
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
@@ -66,6 +67,7 @@ def serve(
     import uvicorn
 
     from lmforge.server.app import Settings, create_app
+    from lmforge.server.decoding import MainThreadExecutor
     from lmforge.server.models import load_models
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
@@ -77,7 +79,8 @@ def serve(
         resolve_model_dir(path)
     _check_port_free(host, port)
     served = load_models(list(models), dtype)
-    app = create_app(served, Settings(max_queue, max_tokens_limit, float(timeout), key))
+    executor = MainThreadExecutor()  # decoding runs in this thread, uvicorn in another
+    app = create_app(served, Settings(max_queue, max_tokens_limit, float(timeout), key), executor)
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"lmforge serve: listening on {where}", file=sys.stderr)
     for m in served.values():
@@ -101,4 +104,16 @@ def serve(
             " this port can use the models",
             file=sys.stderr,
         )
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    )
+    http = threading.Thread(target=server.run, name="lmforge-http", daemon=True)
+    http.start()
+    try:
+        executor.run(until=lambda: not http.is_alive())
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn stops taking requests and lets in-flight ones end
+        print("lmforge serve: stopping", file=sys.stderr)
+        server.should_exit = True
+        executor.run(until=lambda: not http.is_alive())
+    if not server.started:
+        raise LmforgeError(f"the server could not start on {host}:{port} (see uvicorn's lines above)")
