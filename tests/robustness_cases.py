@@ -82,8 +82,10 @@ MODEL_DIR = "not a model directory, run directory or checkpoint"
 R = "{t}/r"  # a run folder that does not exist yet
 DATA = "--data.input={s}/corpus.txt"
 SRC_REF = (write("src.txt", "a b\nc d\n"), write("ref.txt", "x\ny\n"))
-CHAT_LINE = ('{"kind": "sentiment", "split": "test", "messages": [{"role": "user", "content": "Is it good?"},'
-             ' {"role": "assistant", "content": "positive"}]}\n')
+CHAT_LINE = (
+    '{"kind": "sentiment", "split": "test", "messages": [{"role": "user", "content": "Is it good?"},'
+    ' {"role": "assistant", "content": "positive"}]}\n'
+)
 
 # fmt: off
 CHATML = (  # SmolLM2's template, shortened
