@@ -23,6 +23,7 @@ from lmforge.server import sse
 from lmforge.server.decoding import Decoder, Job, Row
 from lmforge.server.errors import ApiError, install
 from lmforge.server.models import ServedModel
+from lmforge.server.playground import install_playground
 from lmforge.server.schemas import (
     ChatRequest,
     ClassificationRequest,
@@ -66,6 +67,7 @@ def create_app(
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.lmforge = state
     install(app)
+    install_playground(app)  # GET /: the web playground (static files)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:

@@ -1,0 +1,449 @@
+// The lmforge playground: plain JavaScript, no build step. It talks only to the server's own
+// OpenAI-compatible API (/v1/...). Model text is only ever written with textContent, never as HTML.
+"use strict";
+
+const TASKS = {
+  chat: { accepts: (m) => m.task === "text-generation" && m.chat, none: "no served model has a chat template" },
+  completion: { accepts: (m) => m.task === "text-generation", none: "no served text-generation model" },
+  translation: { accepts: (m) => m.task === "translation", none: "no served translation model" },
+  classification: { accepts: (m) => m.task === "text-classification", none: "no served classifier" },
+};
+
+const state = {
+  task: "chat",
+  models: [],
+  apiKey: "",
+  history: [], // the conversation sent to /v1/chat/completions: [{role, content}]
+  busy: null, // the AbortController of the request in flight
+};
+
+const $ = (id) => document.getElementById(id);
+
+// --- talking to the server --------------------------------------------------------------------
+
+class ApiError extends Error {}
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  if (state.apiKey) h.Authorization = `Bearer ${state.apiKey}`;
+  return h;
+}
+
+// OpenAI's error object -> one line; anything else -> the status line.
+async function errorOf(response) {
+  let text = "";
+  try {
+    text = await response.text();
+    const body = JSON.parse(text);
+    if (body && body.error && body.error.message) return new ApiError(`${response.status}: ${body.error.message}`);
+  } catch (_) {
+    // not JSON: fall through
+  }
+  return new ApiError(`${response.status} ${response.statusText}${text ? `: ${text.slice(0, 200)}` : ""}`);
+}
+
+async function post(path, body, signal) {
+  const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+  if (!response.ok) throw await errorOf(response);
+  return response;
+}
+
+// Server-Sent Events as OpenAI sends them: `data: {json}` blocks, then `data: [DONE]`.
+// onEvent gets each parsed payload as it arrives; an error event is thrown.
+async function readStream(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") return;
+      const payload = JSON.parse(data);
+      if (payload.error) throw new ApiError(payload.error.message || "the stream failed");
+      onEvent(payload);
+    }
+  }
+  throw new ApiError("the stream ended before [DONE]");
+}
+
+// --- errors and status ------------------------------------------------------------------------
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").textContent = "";
+  $("error").hidden = true;
+}
+
+async function guarded(work) {
+  clearError();
+  try {
+    await work();
+  } catch (e) {
+    if (e.name === "AbortError") return; // the Stop button
+    showError(e instanceof ApiError || e instanceof SettingError ? e.message : `${e.name}: ${e.message}`);
+  }
+}
+
+// --- models -------------------------------------------------------------------------------------
+
+async function loadModels() {
+  clearError();
+  const response = await fetch("v1/models", { headers: headers() });
+  if (response.status === 401) {
+    $("key-form").hidden = false;
+    $("connection").textContent = "this server needs an API key";
+    if (state.apiKey) showError((await errorOf(response)).message);
+    $("api-key").focus();
+    return;
+  }
+  if (!response.ok) throw await errorOf(response);
+  state.models = (await response.json()).data;
+  $("key-form").hidden = !state.apiKey;
+  $("connection").textContent = `connected: ${state.models.length} model${state.models.length === 1 ? "" : "s"}`;
+  fillModels();
+}
+
+function fillModels() {
+  const select = $("model");
+  const previous = select.value;
+  const task = TASKS[state.task];
+  const usable = state.models.filter(task.accepts);
+  select.replaceChildren(
+    ...usable.map((m) => {
+      const option = document.createElement("option");
+      option.value = m.id;
+      option.textContent = `${m.id} (context ${m.context_length})`;
+      return option;
+    })
+  );
+  if (usable.some((m) => m.id === previous)) select.value = previous;
+  select.disabled = usable.length === 0;
+  $("model-note").textContent = usable.length === 0 ? task.none : "";
+  for (const button of document.querySelectorAll("main form button[type=submit]")) {
+    button.disabled = usable.length === 0 || state.busy !== null;
+  }
+}
+
+// --- settings -----------------------------------------------------------------------------------
+
+class SettingError extends Error {}
+
+// A number field: empty -> undefined (the server's default); not a number -> a clear error.
+function numberSetting(id, name, integer) {
+  const input = $(id);
+  if (input.value.trim() === "") {
+    if (input.validity.badInput) throw new SettingError(`${name}: not a number`);
+    return undefined;
+  }
+  const value = Number(input.value);
+  if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) {
+    throw new SettingError(`${name}: ${input.value} is not ${integer ? "an integer" : "a number"}`);
+  }
+  return value;
+}
+
+function sampling() {
+  const body = {
+    temperature: numberSetting("temperature", "Temperature", false),
+    top_p: numberSetting("top-p", "Top p", false),
+    max_tokens: numberSetting("max-tokens", "Max tokens", true),
+    seed: numberSetting("seed", "Seed", true),
+  };
+  for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key];
+  return body;
+}
+
+function requireModel() {
+  const model = $("model").value;
+  if (!model) throw new SettingError(TASKS[state.task].none);
+  return model;
+}
+
+function lines(id) {
+  const texts = $(id)
+    .value.split("\n")
+    .map((t) => t.trim())
+    .filter((t) => t);
+  if (texts.length === 0) throw new SettingError("type some text first");
+  return texts;
+}
+
+// --- busy state: one request at a time ------------------------------------------------------------
+
+function begin(stopId) {
+  state.busy = new AbortController();
+  if (stopId) $(stopId).disabled = false;
+  fillModels();
+  return state.busy.signal;
+}
+
+function finish(stopId) {
+  state.busy = null;
+  if (stopId) $(stopId).disabled = true;
+  fillModels();
+}
+
+function stats(id, usage, finishReason, started) {
+  const parts = [];
+  if (usage) {
+    const seconds = (performance.now() - started) / 1000;
+    parts.push(`${usage.completion_tokens} tokens in ${seconds.toFixed(1)} s`);
+    parts.push(`${(usage.completion_tokens / seconds).toFixed(1)} tokens/s`);
+    parts.push(`prompt ${usage.prompt_tokens} tokens`);
+  }
+  if (finishReason) parts.push(`finish: ${finishReason}`);
+  $(id).textContent = parts.join(" · ");
+}
+
+// --- chat -----------------------------------------------------------------------------------------
+
+function addMessage(role, text) {
+  const item = document.createElement("div");
+  item.className = `message ${role}`;
+  item.setAttribute("role", "article");
+  item.setAttribute("aria-label", role === "user" ? "You" : role === "assistant" ? "Assistant" : "System");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = item.getAttribute("aria-label");
+  const content = document.createElement("div");
+  content.className = "content";
+  content.textContent = text;
+  item.append(who, content);
+  $("transcript").append(item);
+  item.scrollIntoView({ block: "end" });
+  return content;
+}
+
+async function sendChat() {
+  const text = $("message").value.trim();
+  if (!text) throw new SettingError("type a message first");
+  const model = requireModel();
+  const settings = sampling();
+  const system = $("system-prompt").value.trim();
+  const turns = [...state.history, { role: "user", content: text }];
+  const messages = system ? [{ role: "system", content: system }, ...turns] : turns;
+  const signal = begin("stop-chat");
+  const userView = addMessage("user", text);
+  const replyView = addMessage("assistant", "");
+  replyView.parentElement.classList.add("streaming");
+  $("message").value = "";
+  $("chat-stats").textContent = "";
+  let reply = "";
+  let finishReason = null;
+  let usage = null;
+  const started = performance.now();
+  try {
+    const body = { model, messages, stream: true, stream_options: { include_usage: true }, ...settings };
+    const response = await post("v1/chat/completions", body, signal);
+    await readStream(response, (chunk) => {
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices) {
+        if (choice.delta && choice.delta.content) {
+          reply += choice.delta.content;
+          replyView.textContent = reply; // text, never HTML
+        }
+        if (choice.finish_reason) finishReason = choice.finish_reason;
+      }
+    });
+    state.history = [...turns, { role: "assistant", content: reply }];
+    stats("chat-stats", usage, finishReason, started);
+  } catch (e) {
+    if (e.name === "AbortError" && reply) {
+      state.history = [...turns, { role: "assistant", content: reply }]; // Stop keeps what came
+      $("chat-stats").textContent = "stopped";
+    } else {
+      // nothing usable: the turn is undone and the message goes back into the box
+      userView.parentElement.remove();
+      replyView.parentElement.remove();
+      $("message").value = text;
+    }
+    throw e;
+  } finally {
+    replyView.parentElement.classList.remove("streaming");
+    finish("stop-chat");
+  }
+}
+
+function clearChat() {
+  if (state.busy) state.busy.abort();
+  state.history = [];
+  $("transcript").replaceChildren();
+  $("chat-stats").textContent = "";
+  clearError();
+  $("message").focus();
+}
+
+// --- completion -----------------------------------------------------------------------------------
+
+async function sendCompletion() {
+  const prompt = $("prompt").value;
+  if (!prompt.trim()) throw new SettingError("type a prompt first");
+  const model = requireModel();
+  const settings = sampling();
+  const signal = begin("stop-completion");
+  const out = $("completion-output");
+  out.querySelector(".prompt-echo").textContent = prompt;
+  const generated = out.querySelector(".generated");
+  generated.textContent = "";
+  $("completion-stats").textContent = "";
+  let text = "";
+  let finishReason = null;
+  let usage = null;
+  const started = performance.now();
+  try {
+    const body = { model, prompt, stream: true, stream_options: { include_usage: true }, ...settings };
+    const response = await post("v1/completions", body, signal);
+    await readStream(response, (chunk) => {
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices) {
+        text += choice.text || "";
+        generated.textContent = text;
+        if (choice.finish_reason) finishReason = choice.finish_reason;
+      }
+    });
+    stats("completion-stats", usage, finishReason, started);
+  } finally {
+    finish("stop-completion");
+  }
+}
+
+// --- translation and classification -----------------------------------------------------------------
+
+async function sendTranslation() {
+  const body = {
+    model: requireModel(),
+    input: lines("translation-input"),
+    num_beams: numberSetting("num-beams", "Beams", true),
+    max_new_tokens: numberSetting("translation-max", "Max new tokens", true),
+  };
+  const signal = begin(null);
+  const out = $("translation-output");
+  out.replaceChildren();
+  try {
+    const { results } = await (await post("v1/translations", body, signal)).json();
+    out.replaceChildren(
+      ...results.map((r) => {
+        const item = document.createElement("li");
+        item.textContent = r.translation_text;
+        return item;
+      })
+    );
+  } finally {
+    finish(null);
+  }
+}
+
+async function sendClassification() {
+  const texts = lines("classification-input");
+  const topK = numberSetting("top-k", "Labels shown", true);
+  const body = { model: requireModel(), input: texts, top_k: topK === undefined ? null : topK };
+  const signal = begin(null);
+  const out = $("classification-output");
+  out.replaceChildren();
+  try {
+    const { results } = await (await post("v1/classifications", body, signal)).json();
+    out.replaceChildren(
+      ...results.map((result, i) => {
+        const item = document.createElement("li");
+        const quote = document.createElement("q");
+        quote.textContent = texts[i];
+        const labels = document.createElement("ul");
+        labels.className = "labels";
+        for (const { label, score } of Array.isArray(result) ? result : [result]) {
+          const row = document.createElement("li");
+          const name = document.createElement("span");
+          name.className = "label";
+          name.textContent = label;
+          const bar = document.createElement("meter");
+          bar.min = 0;
+          bar.max = 1;
+          bar.value = score;
+          bar.setAttribute("aria-label", `${label} score`);
+          const value = document.createElement("span");
+          value.className = "score";
+          value.textContent = score.toFixed(3);
+          row.append(name, bar, value);
+          labels.append(row);
+        }
+        item.append(quote, labels);
+        return item;
+      })
+    );
+  } finally {
+    finish(null);
+  }
+}
+
+// --- tabs and wiring ----------------------------------------------------------------------------------
+
+function selectTab(task) {
+  state.task = task;
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    const selected = tab.dataset.task === task;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    $(tab.getAttribute("aria-controls")).hidden = !selected;
+  }
+  $("sampling").hidden = task === "translation" || task === "classification";
+  $("system-prompt").disabled = task !== "chat";
+  clearError();
+  fillModels();
+}
+
+function onSubmit(id, work) {
+  $(id).addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!state.busy) guarded(work);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const tabs = [...document.querySelectorAll("[role=tab]")];
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => selectTab(tab.dataset.task));
+    tab.addEventListener("keydown", (event) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!step) return;
+      const next = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
+      selectTab(next.dataset.task);
+      next.focus();
+    });
+  }
+  onSubmit("chat-form", sendChat);
+  onSubmit("completion-form", sendCompletion);
+  onSubmit("translation-form", sendTranslation);
+  onSubmit("classification-form", sendClassification);
+  $("message").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("chat-form").requestSubmit();
+    }
+  });
+  $("clear").addEventListener("click", clearChat);
+  for (const id of ["stop-chat", "stop-completion"]) {
+    $(id).addEventListener("click", () => state.busy && state.busy.abort());
+  }
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.apiKey = $("api-key").value.trim();
+    guarded(loadModels);
+  });
+  selectTab("chat");
+  guarded(loadModels);
+});
