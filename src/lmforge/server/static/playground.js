@@ -401,7 +401,7 @@ function selectTab(task) {
     $(tab.getAttribute("aria-controls")).hidden = !selected;
   }
   $("sampling").hidden = task === "translation" || task === "classification";
-  $("system-prompt").disabled = task !== "chat";
+  $("system-box").hidden = task !== "chat";
   clearError();
   fillModels();
 }

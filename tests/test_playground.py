@@ -1,0 +1,368 @@
+"""The web playground at `/` in a real headless browser (Debian's chromium driven by Playwright):
+a real uvicorn server on a free port serves tiny random models (a char GPT, a random Llama with a
+chat template, an encoder-decoder, a classifier). Chat tokens appear in the page as they stream
+and the final text equals the API's temperature-0 answer; history is sent and Clear forgets it;
+the model picker offers only the models that can do the selected task; the completion,
+translation and classification tabs show the API's answers; a bad setting and a missing API key
+show the server's error in the page; model and user text are never parsed as HTML.
+
+Also a tool: `python tests/test_playground.py URL OUT.png MESSAGE...` sends each message in the
+playground of a running `lmforge serve` (temperature 0) and takes a screenshot of the page."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]' (or make test)"
+)
+expect = sync_api.expect
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "lmforge" / "server" / "static"
+KEY = "s3cret-key"
+TOKEN_DELAY = 0.015  # seconds added to each decoding step of the chat model, so a stream takes time
+
+
+def chromium_path() -> str:
+    """Debian's chromium (Playwright's own browser download is not used); $CHROMIUM overrides.
+    Raises FileNotFoundError saying what is missing."""
+    given = os.environ.get("CHROMIUM")
+    if given:
+        if not (os.path.isfile(given) and os.access(given, os.X_OK)):
+            raise FileNotFoundError(f"CHROMIUM={given} is not an executable file")
+        return given
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        raise FileNotFoundError("chromium is not installed: apt-get install chromium (make test does it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        path = chromium_path()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The four tiny random models tests/test_serve.py serves."""
+    from conftest import make_text
+    from test_chat import make_chat_llama
+
+    from lmforge.config import ModelConfig
+    from lmforge.formats.directory import write_model_dir
+    from lmforge.formats.lmforge_dirs import save_classifier
+    from lmforge.model.classifier import Classifier
+    from lmforge.model.gpt import GPT
+    from lmforge.model.seq2seq import Seq2Seq
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("playground")
+    tok = Tokenizer.train_char([make_text(lines=200)])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
+    s2s = Seq2Seq(ModelConfig(**{**config.__dict__, "arch": "seq2seq"}), tok.pad_id or 0)
+    write_model_dir(root / "s2s", s2s.config, s2s.state_dict(), tok)
+    save_classifier(Classifier(GPT(config), ["neg", "pos"]), root / "clf", tok)
+    make_chat_llama(root / "llama")
+    return {name: root / name for name in ("gpt", "s2s", "clf", "llama")}
+
+
+@pytest.fixture(scope="module")
+def models(dirs: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    from lmforge.server.models import load_models
+
+    served = load_models([dirs[k] for k in ("gpt", "llama", "s2s", "clf")], dtype="fp32")
+    # every decoding step embeds its tokens once: a short sleep there makes a stream last long
+    # enough to see it arrive piece by piece, whatever the decoder does
+    hook = served["llama"].net.wte.register_forward_hook(lambda *_: time.sleep(TOKEN_DELAY))
+    yield served
+    hook.remove()
+
+
+def start_server(models: dict[str, Any], api_key: str | None = None) -> tuple[str, Any, threading.Thread]:
+    import uvicorn
+
+    from lmforge.server.app import Settings, create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(models, Settings(max_tokens_limit=200, api_key=api_key))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+@pytest.fixture(scope="module")
+def url(models: dict[str, Any]) -> Iterator[str]:
+    where, server, thread = start_server(models)
+    yield where
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def keyed_url(models: dict[str, Any]) -> Iterator[str]:
+    where, server, thread = start_server(models, api_key=KEY)
+    yield where
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(browser: Any, url: str) -> Iterator[Any]:
+    context = browser.new_context()
+    opened = context.new_page()
+    opened.set_default_timeout(30_000)  # two CPU cores shared with other work
+    opened.goto(url)
+    expect(opened.get_by_role("status", name="Connection")).to_have_text(
+        "connected: 4 models", timeout=30_000
+    )
+    yield opened
+    context.close()
+
+
+def api(url: str, route: str, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = httpx.post(f"{url}/v1/{route}", json=body, headers=headers, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def set_sampling(page: Any, temperature: str = "0", max_tokens: str = "24", system: str | None = "") -> None:
+    page.get_by_label("Temperature").fill(temperature)
+    page.get_by_label("Max tokens").fill(max_tokens)
+    if system is not None:  # chat only
+        page.get_by_label("System prompt").fill(system)
+
+
+def watch_reply(page: Any) -> None:
+    """Record (time, text) of the newest assistant message at every change the page makes."""
+    page.evaluate(
+        """() => {
+        window.snapshots = [];
+        const log = document.getElementById("transcript");
+        new MutationObserver(() => {
+            const all = log.querySelectorAll(".message.assistant .content");
+            if (all.length) window.snapshots.push([performance.now(), all[all.length - 1].textContent]);
+        }).observe(log, {childList: true, subtree: true, characterData: true});
+    }"""
+    )
+
+
+def send(page: Any, message: str) -> str:
+    """Type a message, send it, wait for the reply to finish; the reply's text."""
+    page.get_by_label("Message", exact=True).fill(message)
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_label("Chat statistics")).to_contain_text("finish:")
+    return page.get_by_role("article", name="Assistant").last.locator(".content").text_content()
+
+
+def chat_answer(url: str, messages: list[dict[str, str]], max_tokens: int = 24) -> dict[str, Any]:
+    body = {"model": "llama", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "top_p": 1}
+    return api(url, "chat/completions", body)
+
+
+def options(page: Any) -> list[str]:
+    return (
+        page.get_by_label("Model", exact=True)
+        .locator("option")
+        .evaluate_all("options => options.map(o => o.value)")
+    )
+
+
+def test_chat_streams_tokens_and_equals_the_api(page: Any, url: str) -> None:
+    system = "You are a terse assistant."
+    set_sampling(page, system=system)
+    first = [{"role": "system", "content": system}, {"role": "user", "content": "Who is the king?"}]
+    want = chat_answer(url, first)
+    assert want["usage"]["completion_tokens"] >= 8, want  # long enough to stream in pieces
+
+    watch_reply(page)
+    started = time.monotonic()
+    reply = send(page, "Who is the king?")
+    assert reply == want["choices"][0]["message"]["content"]
+    assert time.monotonic() - started >= 8 * TOKEN_DELAY
+
+    # the reply grew in the page while it streamed: several growing prefixes, spread over time
+    snapshots = page.evaluate("window.snapshots")
+    texts = [text for _, text in snapshots if text]
+    distinct = [t for i, t in enumerate(texts) if i == 0 or t != texts[i - 1]]
+    assert len(distinct) >= 4, distinct
+    assert all(b.startswith(a) for a, b in zip(distinct, distinct[1:], strict=False)), distinct
+    assert distinct[-1] == reply
+    first_seen = next(t for t, text in snapshots if text)
+    last_change = max(t for t, text in snapshots if text == reply and text)
+    assert last_change - first_seen >= 4 * TOKEN_DELAY * 1000, snapshots  # ms: not one block at the end
+    stats = page.get_by_label("Chat statistics").text_content()
+    assert f"{want['usage']['completion_tokens']} tokens" in stats
+    assert f"finish: {want['choices'][0]['finish_reason']}" in stats
+
+    # the second turn carries the history
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "And the queen?"}]
+    assert send(page, "And the queen?") == chat_answer(url, second)["choices"][0]["message"]["content"]
+    assert page.get_by_role("article").count() == 4
+
+    # Clear forgets it: the same message again gives the first answer
+    page.get_by_role("button", name="Clear conversation").click()
+    assert page.get_by_role("article").count() == 0
+    assert send(page, "Who is the king?") == reply
+
+
+def test_model_picker_offers_the_models_of_the_task(page: Any) -> None:
+    assert options(page) == ["llama"]  # the char GPT has no chat template
+    for tab, ids in (("Completion", ["gpt", "llama"]), ("Translation", ["s2s"]), ("Classification", ["clf"])):
+        page.get_by_role("tab", name=tab).click()
+        expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
+        assert options(page) == ids, tab
+    expect(page.get_by_label("Temperature")).to_be_hidden()  # no sampling settings for a classifier
+
+
+def test_completion_tab_streams_the_api_answer(page: Any, url: str) -> None:
+    page.get_by_role("tab", name="Completion").click()
+    page.get_by_label("Model", exact=True).select_option("gpt")
+    expect(page.get_by_label("System prompt")).to_be_hidden()
+    set_sampling(page, max_tokens="12", system=None)
+    page.get_by_label("Prompt", exact=True).fill("ROMEO:")
+    page.get_by_role("button", name="Complete").click()
+    expect(page.get_by_label("Completion statistics")).to_contain_text("finish:")
+    body = {"model": "gpt", "prompt": "ROMEO:", "max_tokens": 12, "temperature": 0, "top_p": 1}
+    want = api(url, "completions", body)["choices"][0]["text"]
+    output = page.get_by_label("Completion output")
+    assert output.locator(".generated").text_content() == want
+    assert output.text_content() == "ROMEO:" + want
+
+
+def test_translation_tab_gives_the_translations(page: Any, url: str) -> None:
+    page.get_by_role("tab", name="Translation").click()
+    page.get_by_label("Text to translate (one sentence a line)").fill("the king\n\nthe queen is fair")
+    page.get_by_role("button", name="Translate").click()
+    items = page.get_by_role("list", name="Translations").get_by_role("listitem")
+    expect(items).to_have_count(2)
+    want = api(url, "translations", {"model": "s2s", "input": ["the king", "the queen is fair"]})["results"]
+    assert items.all_text_contents() == [r["translation_text"] for r in want]
+    assert any(r["translation_text"] for r in want)  # something to see
+
+
+def test_classification_tab_shows_every_label_with_its_score(page: Any, url: str) -> None:
+    page.get_by_role("tab", name="Classification").click()
+    evil = "<img src=x onerror=\"document.title='pwned'\">"
+    page.get_by_label("Text to classify (one text a line)").fill(f"the king is good\n{evil}")
+    page.get_by_role("button", name="Classify").click()
+    texts = page.get_by_role("list", name="Labels", exact=True).locator(":scope > li")
+    expect(texts).to_have_count(2)
+    body = {"model": "clf", "input": ["the king is good", evil], "top_k": None}
+    want = api(url, "classifications", body)["results"]
+    for item, ranked in zip(texts.all(), want, strict=True):
+        rows = item.locator(".labels li")
+        assert rows.locator(".label").all_text_contents() == [r["label"] for r in ranked]
+        assert rows.locator(".score").all_text_contents() == [f"{r['score']:.3f}" for r in ranked]
+    # the user's text is shown as text, never parsed as HTML
+    assert texts.nth(1).locator("q").text_content() == evil
+    assert page.locator("main img").count() == 0 and page.title() == "lmforge playground"
+
+    page.get_by_label("Labels shown").fill("1")
+    page.get_by_role("button", name="Classify").click()
+    expect(texts.first.locator(".labels li")).to_have_count(1)
+    assert texts.first.locator(".label").text_content() == want[0][0]["label"]
+
+
+def test_a_bad_setting_shows_the_servers_error(page: Any) -> None:
+    error = page.get_by_role("alert", name="Error")
+    expect(error).to_be_hidden()
+    set_sampling(page, temperature="5")
+    page.get_by_label("Message", exact=True).fill("Who is the king?")
+    page.get_by_role("button", name="Send").click()
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("400: temperature: Input should be less than or equal to 2")
+    assert page.get_by_role("article").count() == 0  # the failed turn is undone
+    expect(page.get_by_label("Message", exact=True)).to_have_value("Who is the king?")  # and the text kept
+
+    set_sampling(page, max_tokens="100000")
+    page.get_by_role("button", name="Send").click()
+    expect(error).to_contain_text("above this server's limit of 200")
+    set_sampling(page)  # fixed: the error goes, the reply comes
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_label("Chat statistics")).to_contain_text("finish:")
+    expect(error).to_be_hidden()
+
+
+def test_a_server_with_an_api_key_asks_for_it(browser: Any, keyed_url: str) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(keyed_url)
+    status = page.get_by_role("status", name="Connection")
+    expect(status).to_have_text("this server needs an API key")
+    key = page.get_by_label("API key", exact=True)
+    expect(key).to_be_visible()
+    assert options(page) == []
+    key.fill("wrong")
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_role("alert", name="Error")).to_contain_text("missing or wrong API key")
+    key.fill(KEY)
+    page.get_by_role("button", name="Connect").click()
+    expect(status).to_have_text("connected: 4 models")
+    assert options(page) == ["llama"]
+    set_sampling(page, max_tokens="8")
+    hi = [{"role": "user", "content": "Hi"}]
+    body = {"model": "llama", "messages": hi, "max_tokens": 8, "temperature": 0, "top_p": 1}
+    want = api(keyed_url, "chat/completions", body, key=KEY)
+    assert send(page, "Hi") == want["choices"][0]["message"]["content"]
+    context.close()
+
+
+def test_the_page_never_writes_html() -> None:
+    """Model and user text go into the page with textContent only."""
+    script = (STATIC / "playground.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script, sink
+
+
+def screenshot(url: str, out: Path, messages: list[str], max_tokens: int = 120) -> None:
+    """Chat with a running server's playground at temperature 0 and save a screenshot."""
+    path = chromium_path()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path)
+        page = browser.new_page(viewport={"width": 1100, "height": 760}, device_scale_factor=1)
+        page.set_default_timeout(300_000)
+        page.goto(url)
+        expect(page.get_by_role("status", name="Connection")).to_contain_text("connected")
+        set_sampling(page, max_tokens=str(max_tokens), system="You are a helpful assistant. Answer briefly.")
+        for message in messages:
+            send(page, message)
+        page.screenshot(path=str(out), full_page=False)
+        browser.close()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 4:
+        raise SystemExit("usage: python tests/test_playground.py URL OUT.png MESSAGE [MESSAGE ...]")
+    screenshot(sys.argv[1], Path(sys.argv[2]), sys.argv[3:])
