@@ -28,11 +28,16 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.Tensor:
-    """logits (B, vocab) -> next token ids (B,). temperature 0 is greedy."""
+    """logits (B, vocab) -> next token ids (B,). temperature 0 is greedy. A list of generators
+    (one per row) samples each row from its own stream."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
+    if isinstance(generator, list):
+        return torch.cat(
+            [sample_next(logits[i : i + 1], temperature, top_k, top_p, g) for i, g in enumerate(generator)]
+        )
     logits = logits.float() / temperature
     if 0 < top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -54,7 +59,7 @@ def stream_ids(
     top_k: int = 0,
     top_p: float = 1.0,
     use_cache: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     mask: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
@@ -120,13 +125,15 @@ def generate_ids(
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
 
     All prompts decode together as one batch, left-padded when their lengths differ (each row
-    gives the tokens it would alone, up to floating-point summation order). on_token(prompt index,
-    token id) is called as each token is chosen (for streaming).
+    gives the tokens it would alone, up to floating-point summation order). With a seed, row i
+    samples from its own generator (row_generator), so it draws what it would in any other batch
+    where it is row i. on_token(prompt index, token id) is called as each token is chosen (for
+    streaming).
     """
     check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
-    generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
+    generator = None if seed is None else [row_generator(seed, i, device) for i in range(len(prompts))]
     context = model.config.block_size
     prompts = [
         check_prompt(p, context, truncate, "the prompt" if len(prompts) == 1 else f"prompt {n}")
@@ -153,6 +160,14 @@ def generate_ids(
         if all(done):
             break
     return outputs
+
+
+def row_generator(seed: int, row: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Row `row`'s random stream for a seed: row 0's is torch's for the seed itself, so one prompt
+    samples as it always has; the others are spread over the 64-bit seed space."""
+    return torch.Generator(device).manual_seed(
+        seed if row == 0 else (seed + row * 0x9E3779B97F4A7C15) % 2**64
+    )
 
 
 def stop_set(eos_id: int | Iterable[int] | None) -> frozenset[int]:

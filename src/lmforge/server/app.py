@@ -1,6 +1,6 @@
 """The routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
 POST /v1/translations, POST /v1/classifications. Bodies are checked by schemas.py; every failure
-is OpenAI's error object (errors.py); decoding runs in decoding.py's worker thread."""
+is OpenAI's error object (errors.py); requests decode together in batcher.py's loop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,8 @@ from fastapi.responses import StreamingResponse
 from lmforge.errors import LmforgeError
 from lmforge.inference.generate import encode_prompts
 from lmforge.server import sse
-from lmforge.server.decoding import Decoder, Job, Row
+from lmforge.server.batcher import Batcher, Decoder
+from lmforge.server.decoding import Job, Row
 from lmforge.server.errors import ApiError, install
 from lmforge.server.models import ServedModel
 from lmforge.server.playground import install_playground
@@ -53,16 +53,16 @@ class State:
 
 
 def create_app(
-    models: dict[str, ServedModel], settings: Settings | None = None, executor: Executor | None = None
+    models: dict[str, ServedModel], settings: Settings | None = None, batcher: Batcher | None = None
 ) -> FastAPI:
-    """The app; decoding runs in `executor` (default: a thread of its own)."""
+    """The app; decoding runs in `batcher`'s loop (default: in a thread of its own)."""
     settings = settings or Settings()
-    state = State(models, settings, Decoder(settings.max_queue, settings.timeout, executor))
+    state = State(models, settings, Decoder(settings.max_queue, settings.timeout, batcher))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        state.decoder.close()  # at shutdown: queued work is dropped, the running decode is cancelled
+        state.decoder.close()  # at shutdown: queued work is dropped, running decodes are cancelled
 
     app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.lmforge = state
@@ -165,7 +165,7 @@ def _model(state: State, name: str, kind: str) -> ServedModel:
 
 
 async def _task(state: State, work: Any) -> Any:
-    """A translation or classification: a pipeline call in the decoding thread."""
+    """A translation or classification: a pipeline call in the decoding loop, between steps."""
     try:
         return await state.decoder.submit(work)
     except LmforgeError as e:
@@ -230,17 +230,17 @@ async def _generate(
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         job.emit = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)
-        future = state.decoder.submit(job.run)
+        future = state.decoder.submit(job)
         state.decoder.last = job
         future.add_done_callback(lambda _: events.put_nowait(("end",)))
         stream = _stream(
             job, future, events, head, chat, body.include_usage(), usage, echo, len(job.prompts) * job.n
         )
         return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-    future = state.decoder.submit(job.run)
+    future = state.decoder.submit(job)
     state.decoder.last = job
     try:
-        while not future.done():  # watch the client and the clock while the worker decodes
+        while not future.done():  # watch the client and the clock while the batcher decodes
             await asyncio.wait([future], timeout=0.25)
             if not future.done() and await request.is_disconnected():
                 job.cancel.set()

@@ -63,11 +63,12 @@ def serve(
     """Serve model directories over an OpenAI-compatible HTTP API (docs/serving.md). Each model's
     id is its directory's name. Binds to loopback unless told otherwise; api_key (or the
     LMFORGE_API_KEY environment variable) makes every /v1 route require `Authorization: Bearer`.
-    Requests decode one at a time; past max_queue admitted requests the server answers 503 at once."""
+    Concurrent requests decode together (continuous batching); past max_queue admitted requests the
+    server answers 503 at once."""
     import uvicorn
 
     from lmforge.server.app import Settings, create_app
-    from lmforge.server.decoding import MainThreadExecutor
+    from lmforge.server.batcher import Batcher
     from lmforge.server.models import load_models
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
@@ -79,8 +80,8 @@ def serve(
         resolve_model_dir(path)
     _check_port_free(host, port)
     served = load_models(list(models), dtype)
-    executor = MainThreadExecutor()  # decoding runs in this thread, uvicorn in another
-    app = create_app(served, Settings(max_queue, max_tokens_limit, float(timeout), key), executor)
+    batcher = Batcher()  # decoding runs in this thread, uvicorn in another
+    app = create_app(served, Settings(max_queue, max_tokens_limit, float(timeout), key), batcher)
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"lmforge serve: listening on {where}", file=sys.stderr)
     for m in served.values():
@@ -110,10 +111,10 @@ def serve(
     http = threading.Thread(target=server.run, name="lmforge-http", daemon=True)
     http.start()
     try:
-        executor.run(until=lambda: not http.is_alive())
+        batcher.run(until=lambda: not http.is_alive())
     except KeyboardInterrupt:  # Ctrl-C: uvicorn stops taking requests and lets in-flight ones end
         print("lmforge serve: stopping", file=sys.stderr)
         server.should_exit = True
-        executor.run(until=lambda: not http.is_alive())
+        batcher.run(until=lambda: not http.is_alive())
     if not server.started:
         raise LmforgeError(f"the server could not start on {host}:{port} (see uvicorn's lines above)")

@@ -1,0 +1,186 @@
+"""Continuous batching: rows joining and leaving a running batch decode what they would alone.
+
+The engine (inference/batching.py) on a tiny random GPT and a tiny random Llama-style model:
+sequences with different prompt lengths and max_tokens join at different steps, leave when done,
+some run past the context; each equals generate_ids on its prompt alone, greedy and seeded. Then
+the server: 8 parallel streams against a real uvicorn server, started together so they share
+the batch, each equal to the same request served alone, seeded sampling included.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.inference.batching import DecodeBatch, Sequence
+from lmforge.inference.generate import generate_ids, row_generator
+from lmforge.model.gpt import GPT
+
+LLAMA = {"pos": "rope", "mlp": "swiglu", "norm": "rmsnorm", "bias": False, "n_kv_head": 1, "n_head": 4}
+
+
+@pytest.fixture(scope="module", params=["gpt", "llama"])
+def model(request: pytest.FixtureRequest) -> GPT:
+    torch.manual_seed(0)
+    extra = LLAMA if request.param == "llama" else {}
+    config = ModelConfig(
+        **{"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 24, "vocab_size": 50, **extra}
+    )
+    return GPT(config).eval()
+
+
+def run(model: GPT, plan: list[tuple[int, Sequence, int]]) -> dict[int, list[int]]:
+    """Decode a schedule of (step it joins at, sequence, tokens it wants); returns new tokens by row."""
+    batch = DecodeBatch(model)
+    out: dict[int, list[int]] = {}
+    step = 0
+    while plan or len(batch):
+        for _, seq, _ in [p for p in plan if p[0] <= step]:
+            batch.add([seq])
+        plan = [p for p in plan if p[0] > step]
+        if len(batch):
+            tokens = batch.sample()
+            keep = []
+            for seq, token in zip(batch.rows, tokens, strict=True):
+                row, want = seq.tag
+                out.setdefault(row, []).append(token)
+                keep.append(len(out[row]) < want)
+            batch.advance(tokens, keep)
+        step += 1
+    return out
+
+
+def test_rows_joining_and_leaving_decode_as_alone(model: GPT) -> None:
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 50, (n,), generator=gen).tolist() for n in (1, 5, 12, 3, 20, 8, 24, 2)]
+    wants = [10, 4, 16, 30, 9, 1, 6, 20]  # rows 2, 3, 4, 6 and 7 run past the 24-token context
+    joins = [0, 0, 1, 3, 3, 4, 8, 12]
+    plan = [
+        (j, Sequence(list(p), tag=(i, w)), w)
+        for i, (j, p, w) in enumerate(zip(joins, prompts, wants, strict=True))
+    ]
+    got = run(model, plan)
+    for i, (p, w) in enumerate(zip(prompts, wants, strict=True)):
+        assert got[i] == generate_ids(model, [p], w, temperature=0)[0], f"row {i}"
+
+
+def test_seeded_rows_sample_as_alone(model: GPT) -> None:
+    prompts = [[3, 1, 4, 1, 5], [9, 2], [6, 5, 3, 5, 8, 9, 7], [2, 7, 1]]
+    plan = []
+    for i, p in enumerate(prompts):  # rows 0 and 2 sample with seeds; the others are greedy
+        sampled = i % 2 == 0
+        seq = Sequence(
+            list(p), 1.0 if sampled else 0.0, 0, 0.9, row_generator(40 + i, 0) if sampled else None
+        )
+        seq.tag = (i, 12)
+        plan.append((i, seq, 12))
+    got = run(model, plan)
+    for i, p in enumerate(prompts):
+        temperature, seed = (1.0, 40 + i) if i % 2 == 0 else (0.0, None)
+        assert got[i] == generate_ids(model, [p], 12, temperature, 0, 0.9, seed=seed)[0], f"row {i}"
+
+
+def test_generate_ids_rows_sample_independently(model: GPT) -> None:
+    """With a seed, row i draws the same tokens whatever the other rows are."""
+    a = generate_ids(model, [[1, 2, 3], [4, 5]], 8, temperature=1.0, seed=3)
+    b = generate_ids(model, [[1, 2, 3], [7, 7, 7, 7]], 8, temperature=1.0, seed=3)
+    assert a[0] == b[0] == generate_ids(model, [[1, 2, 3]], 8, temperature=1.0, seed=3)[0]
+
+
+# --- the server: 8 parallel streams ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    pytest.importorskip("fastapi")
+    import uvicorn
+    from conftest import make_text
+    from test_chat import make_chat_llama
+
+    from lmforge.formats.directory import write_model_dir
+    from lmforge.server.app import Settings, create_app
+    from lmforge.server.models import load_models
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    root = tmp_path_factory.mktemp("batching")
+    tok = Tokenizer.train_char([make_text(lines=200)])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=48, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
+    make_chat_llama(root / "llama")
+    app = create_app(load_models([root / "gpt", root / "llama"], dtype="fp32"), Settings(max_queue=16))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}", app.state.lmforge
+    srv.should_exit = True
+    thread.join(10)
+
+
+def stream(url: str, body: dict[str, Any]) -> list[str]:
+    """A streamed request's text per choice."""
+    import httpx
+
+    route = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    texts = [""] * body.get("n", 1)
+    with httpx.stream("POST", url + route, json={**body, "stream": True}, timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                choice = json.loads(line[6:])["choices"][0]
+                texts[choice["index"]] += choice.get("text") or choice.get("delta", {}).get("content") or ""
+    return texts
+
+
+REQUESTS: list[dict[str, Any]] = [
+    {"model": "gpt", "prompt": "ROMEO:", "max_tokens": 30, "temperature": 0},
+    {"model": "gpt", "prompt": "the king is dead, long live", "max_tokens": 7, "temperature": 0},
+    {"model": "gpt", "prompt": "a", "max_tokens": 60, "temperature": 0},  # past the 48-token context
+    {"model": "gpt", "prompt": "KING:\nwhat", "max_tokens": 20, "temperature": 1.0, "seed": 5, "n": 2},
+    {"model": "llama", "messages": [{"role": "user", "content": "Who is the king?"}], "max_tokens": 25},
+    {"model": "llama", "messages": [{"role": "user", "content": "the queen"}], "max_tokens": 9},
+    {"model": "llama", "prompt": "the", "max_tokens": 40, "temperature": 0},
+    {"model": "llama", "prompt": "ROMEO: the", "max_tokens": 16, "temperature": 0.8, "top_p": 0.9, "seed": 1},
+]
+for _body in REQUESTS:
+    _body.setdefault("temperature", 0)  # greedy unless the request samples with a seed
+
+
+def test_parallel_streams_equal_their_sequential_answers(server: tuple[str, Any]) -> None:
+    url, state = server
+    alone = [stream(url, body) for body in REQUESTS]
+    assert state.decoder.batcher.peak == 2  # n=2 is the widest a request alone made the batch
+    gate = threading.Event()  # hold the decode loop so that all 8 join the same batch
+    state.decoder.batcher.submit(gate.wait, 30)
+    results: list[Any] = [None] * len(REQUESTS)
+
+    def client(i: int) -> None:
+        results[i] = stream(url, REQUESTS[i])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(REQUESTS))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while state.decoder.admitted < len(REQUESTS) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gate.set()
+    for t in threads:
+        t.join(60)
+    assert results == alone
+    assert state.decoder.batcher.peak == 5  # the gpt's 5 rows (one request has n=2) in one batch
+    while state.decoder.admitted and time.monotonic() < deadline + 60:
+        time.sleep(0.01)
+    assert state.decoder.admitted == 0
