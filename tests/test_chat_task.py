@@ -239,6 +239,29 @@ def test_eval_instruct_answers_as_transformers_greedy_does(tmp_path: Path, model
         assert sample["answer"] == expected, kind
 
 
+def test_eval_instruct_batches_answer_as_one_at_a_time(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompts of different lengths (longest first in the file) decoded 3 at a time, left-padded,
+    give the answers of one at a time, in the file's order."""
+    from lmforge.inference import instruct_eval
+
+    monkeypatch.setattr(instruct_eval, "SAMPLES", 7)  # show every answer
+    rows = [{"kind": "translation", "split": "test",
+             "messages": [{"role": "user", "content": "ab " * (6 - i) + str(i)},
+                          {"role": "assistant", "content": "x"}]} for i in range(7)]  # fmt: skip
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    one, three = (
+        eval_instruct(model_dir, data, max_new_tokens=8, dtype="fp32", quiet=True, batch_size=b)
+        for b in (1, 3)
+    )
+    assert one["translation"]["bleu"] == three["translation"]["bleu"]
+    assert one["translation"]["samples"] == three["translation"]["samples"]
+    with pytest.raises(LmforgeError, match="batch_size=0 must be >= 1"):
+        eval_instruct(model_dir, data, batch_size=0)
+
+
 def test_the_shipped_instruction_set_rebuilds_and_keeps_test_apart() -> None:
     from data.build_instructions import OUTPUT, build, norm
 

@@ -84,14 +84,18 @@ def eval_instruct(
     dtype: str = "auto",
     out: str | Path | None = None,
     quiet: bool = False,
+    batch_size: int = 8,
 ) -> dict[str, Any]:
     """Answer the test split of `data` greedily with the model's chat template; BLEU and chrF on
     `translation` items, first-word accuracy on `sentiment` items. `model` may be a LoRA run (its
     adapters are merged in memory). max_items: test items per kind (0: all). Returns the figures
-    (also written as JSON to `out`)."""
+    (also written as JSON to `out`). batch_size: conversations decoded together, grouped by
+    prompt length (left-padded; each answers as it would alone)."""
     check_options(max_new_tokens=max_new_tokens, dtype=dtype)
     if max_items < 0:
         raise LmforgeError(f"max_items={max_items} must be >= 0 (0: every test item)")
+    if batch_size < 1:
+        raise LmforgeError(f"batch_size={batch_size} must be >= 1")
     out_file = check_out(out, {"data": data}) if out is not None else None
     by_kind = test_items(data, max_items)
     directory = resolve_model_dir(model)
@@ -114,12 +118,11 @@ def eval_instruct(
     for kind, items in by_kind.items():
         if not items:
             continue
-        answers = []
         limit = min(max_new_tokens, SENTIMENT_TOKENS) if kind == "sentiment" else max_new_tokens
-        for ids in tqdm(prompts[kind], desc=kind, disable=quiet, leave=False):
-            with torch.inference_mode():
-                new = generate_ids(net, [ids], limit, temperature=0.0, eos_id=spec.stops)[0]
-            answers.append(tokenizer.decode(new).strip())
+        answers = answer_all(
+            net, prompts[kind], limit, spec.stops, batch_size, f"{kind}" if not quiet else None
+        )
+        answers = [tokenizer.decode(new).strip() for new in answers]
         gold = [c.messages[-1]["content"].strip() for c in items]
         figures = score(answers, gold) if kind == "translation" else sentiment_scores(answers, gold)
         shown = [{"prompt": c.messages[-2]["content"], "answer": a, "gold": g}
@@ -130,3 +133,21 @@ def eval_instruct(
     if out_file is not None:
         out_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def answer_all(
+    net: GPT, prompts: list[list[int]], limit: int, stops: Any, batch_size: int, desc: str | None
+) -> list[list[int]]:
+    """Greedy answers (new token ids) to every prompt, in order. Prompts of similar length decode
+    together, so a batch pads little and rarely waits long for its longest answer."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[list[int]] = [[] for _ in prompts]
+    with tqdm(total=len(prompts), desc=desc, disable=desc is None, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            with torch.inference_mode():
+                new = generate_ids(net, [prompts[i] for i in rows], limit, temperature=0.0, eos_id=stops)
+            for i, ids in zip(rows, new, strict=True):
+                answers[i] = ids
+            bar.update(len(rows))
+    return answers
