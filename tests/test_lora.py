@@ -159,6 +159,8 @@ def test_checkpoints_hold_the_adapters_and_name_their_base(run: Path, base: dict
     assert all(".lora_" in n for n in moments if n != "step")
     summary = json.loads((run / "summary.json").read_text())
     assert 0 < summary["trainable_parameters"] < summary["parameters"] / 5
+    # only adapters have gradients: fp32 bytes of the trainable parameters, not of the whole model
+    assert summary["memory_per_rank"]["grads"] == 4 * summary["trainable_parameters"]
 
 
 def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, Path]) -> None:

@@ -103,9 +103,11 @@ class LocalEngine(Engine):
     def memory(self) -> dict[str, int]:
         params = [_local(p) for p in self.model.parameters()]
         moments = [_local(t) for s in self.optimizer.state.values() for t in s.values() if t.dim() > 0]
-        # gradients exist, in the parameters' (sharded) shapes, from backward to zero_grad
+        # gradients exist, in the trained parameters' (sharded) shapes, from backward to zero_grad;
+        # frozen ones (LoRA's base) have none
+        trained = [_local(p) for p in self.model.parameters() if p.requires_grad]
         return {
             "params": tensor_bytes(params),
-            "grads": tensor_bytes(params),
+            "grads": tensor_bytes(trained),
             "optimizer": tensor_bytes(moments),
         }
