@@ -216,6 +216,14 @@ class PrepConfig:
     """`near_dedup` stage: hashes per band; the threshold is about (1/bands)^(1/rows)."""
     stopwords_file: str = ""
     """Whitespace-separated stop words for the `stopwords` stage (default: a short English list)."""
+    pii_kinds: str = "email,iban,card,ssn,ip,phone"
+    """`pii` stage: the kinds replaced, comma-separated (see docs/data.md)."""
+    pii_ip: str = "all"
+    """`pii` stage: `all` replaces every IP address but loopback, unspecified, multicast and
+    reserved ones (private and documentation ranges too); `public` only global ones, as datatrove."""
+    pii_phone_regions: str = "US,GB,FR,DE,ES,IT,NL,BE,CH,IN,AU,BR"
+    """`pii` stage: regions (ISO 3166 codes) whose national phone formats are read; numbers with a
+    +country code are found for every country."""
     split: str = "hash"
     """`hash` (a document goes to val when its text hash falls in val_fraction) or `tail` (the last
     val_fraction of the token stream). `hash` falls back to `tail` when one split would be empty."""
@@ -330,6 +338,7 @@ class Config:
         )
         _check(self.prep.split in ("hash", "tail"), f"prep.split={self.prep.split!r}: 'hash' or 'tail'")
         _check(self.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
+        _check(self.prep.pii_ip in ("all", "public"), f"prep.pii_ip={self.prep.pii_ip!r}: 'all' or 'public'")
         p = self.prep
         for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words"):
             _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")

@@ -1,79 +1,244 @@
-"""PII scrubbing: e-mail addresses, phone numbers, IP addresses and payment card numbers are
-replaced by placeholders (`<EMAIL>`, `<PHONE>`, `<IP>`, `<CARD>`).
+"""PII scrubbing: e-mail addresses, phone numbers, IP addresses, payment card numbers, IBANs and
+US social security numbers are replaced by placeholders (`<EMAIL>`, `<PHONE>`, `<IP>`, `<CARD>`,
+`<IBAN>`, `<SSN>`).
 
-Built on datatrove's `PIIReplacer` (regex + validator, as its `PIIFormatter` uses for e-mails
-and IPs); the phone and card patterns are ours, since datatrove's formatter has none. Cards are
-validated with the Luhn checksum, IPs with `ipaddress` (public addresses only, as datatrove:
-127.0.0.1 or 192.168.x.x identify nobody).
+Each kind is found by a cheap candidate pattern and confirmed by a check that random numbers
+rarely pass: phone numbers by `phonenumbers` (Google's libphonenumber: the number must be valid
+for its region, national formats tried for each of `regions`, international ones for any
+country), cards by the Luhn checksum and an issuer prefix, IBANs by ISO 7064 mod-97 and the
+country's layout, SSNs by the SSA's rules (both from `python-stdnum`), IPs by `ipaddress`.
+Where spans of two kinds overlap, the kind earlier in KINDS wins (a card number also passes as a
+phone number). Recall and precision are measured by benchmarks/bench_pii.py on
+data/pii-eval.jsonl.xz (docs/data.md).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterator
 
-from datatrove.pipeline.formatters.pii import PIIReplacer
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+from stdnum.us import ssn as stdnum_ssn
 
 from lmforge.data.report import StageStats
+from lmforge.errors import LmforgeError
 
-EMAIL = r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}\b"  # noqa: E501
-IPV4 = r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"
-IPV6 = r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b"
-# 13-19 digits in groups separated by single spaces or dashes.
-CARD = r"\b\d(?:[ -]?\d){12,18}\b"
-# International (+CC ...) or North-American / European style numbers with at least 9 digits.
-PHONE = r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?!\w)"
+KINDS = ("email", "iban", "card", "ssn", "ip", "phone")  # also the priority order on overlaps
+PLACEHOLDER = {kind: f"<{kind.upper()}>" for kind in KINDS}
+IP_POLICIES = ("all", "public")
+DEFAULT_REGIONS = "US,GB,FR,DE,ES,IT,NL,BE,CH,IN,AU,BR"
+
+Span = tuple[int, int, str]  # (start, end, kind), end exclusive
+
+EMAIL = re.compile(
+    r"(?<![\w.+-])[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+    r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,}\b"
+)
+IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
+# Hex groups and colons (at least two), maybe a dotted IPv4 tail and a zone; ipaddress decides.
+IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+    r"(?:%[\w.]+)?(?![\w:]|\.\w)"
+)
+# A version number is not an address: "version 10.2.3.4", "build 7.0.0.1".
+VERSION_BEFORE = re.compile(r"\b(?:version|release|build|firmware|ver\.?|rev\.?|v)\s?\Z", re.IGNORECASE)
+# 13-19 digits, in groups separated by one space or dash (checked by _card_ok).
+CARD = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d]|-\d)")  # "+": a phone number
+# Issuer prefixes (Visa, Mastercard, Amex, Diners, JCB, Discover, UnionPay, Maestro): an ISBN-13
+# (978...) or another long Luhn-valid number is not a card.
+CARD_PREFIX = re.compile(r"4|5[0-8]|222[1-9]|22[3-9]\d|2[3-6]|27[01]|2720|3[04-9]|6")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?\b")
+SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
+# At least 6 digits with phone punctuation between them: where the phone matcher is run.
+PHONE_CANDIDATE = re.compile(r"\d(?:[ \t().\-/]{0,3}\d){5,}")
+PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher ("+", "tel:", "(")
+# What the matcher accepts as a valid number in some region but is not one: dates (05.12.2021,
+# 1885-06-08), year ranges (1641-1665), dotted quads (255.255.255.0), thousands (2 147 483 647,
+# 726.124.770), the SSN layout (666-12-3456: one the SSA never issues) and dashed ISBNs
+# (0-306-40615-2: a last group of one digit), decimals (0.7768698399).
+NOT_PHONE = re.compile(
+    r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4,}-\d{2}-\d{2}|1[0-9]\d\d-(?:1[0-9]|20)\d\d|\d{1,3}(?:\.\d{1,3}){3}"
+    r"|\d{1,3}([ .,])\d{3}(?:\2\d{3})*|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+"
+)
+ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s?\Z")
+# Part of a longer number or name: after "12.", "-" or "/", before ".5", ",00" or ".xhp"
+# (decimals, negatives, prices, file names).
+IN_NUMBER_BEFORE = re.compile(r"(?:\d[ .,:]|[-/\u2212])\Z")
+IN_NUMBER_AFTER = re.compile(r"[.,]?\d|\.[^\W\d]")
+# A short number with no "+", "0" or "(" in front (April 13 1999) is a phone number only after a
+# word that says so.
+PHONE_CUE = re.compile(
+    r"(?i)(?:phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|number|no\.|t[ée]l[ée]phone"
+    r"|appel|portable|num[ée]ro|tel[ée]fono|llam|telefon|anruf|ruf|nummer|handy|cellulare|chiam)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
+)
 
 
-def _luhn(number: str) -> bool:
-    digits = [int(c) for c in number if c.isdigit()]
-    if not 13 <= len(digits) <= 19:
+def _in_number(text: str, start: int, end: int) -> bool:
+    return bool(IN_NUMBER_BEFORE.search(text, max(0, start - 2), start)) or bool(
+        IN_NUMBER_AFTER.match(text, end, end + 2)
+    )
+
+
+def _phone_ok(text: str, start: int, end: int) -> bool:
+    """Rules for what the matcher finds valid but prose uses for other numbers."""
+    number = text[start:end]
+    if NOT_PHONE.fullmatch(number) or _in_number(text, start + (number[0] == "+"), end):
+        return False  # ("+" starts a new number even right after another)
+    if number.startswith("(") and ")" not in number:  # "(-32768 - 32767)", "(0-65535)"
         return False
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _public_ip(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).is_global
-    except ValueError:
+    if set(number) <= set("01"):  # a binary number
         return False
+    if ISBN_BEFORE.search(text, max(0, start - 10), start):
+        return False
+    marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
+    digits = sum(c.isdigit() for c in number)
+    if not marked and digits < 8:
+        return bool(PHONE_CUE.search(text, max(0, start - 24), start))
+    return True
 
 
-def _phone(text: str) -> bool:
-    return 9 <= sum(c.isdigit() for c in text) <= 15
+def _card_ok(text: str) -> bool:
+    seps = {c for c in text if not c.isdigit()}
+    digits = re.sub(r"\D", "", text)
+    if len(seps) > 1 or not CARD_PREFIX.match(digits):
+        return False
+    # Grouped numbers are printed in groups of 4 (4-6-5 / 4-6-4 for Amex and Diners).
+    groups = [len(g) for g in re.split(r"[ -]", text)] if seps else []
+    if groups and (groups[0] != 4 or any(n < 3 or n > 6 for n in groups[1:-1])):
+        return False
+    return luhn.is_valid(digits)
 
 
 class PII:
     name = "pii"
 
-    def __init__(self) -> None:
-        # Order matters: cards before phones (a card number also looks like a phone number).
-        self.replacers = {
-            "email": PIIReplacer(EMAIL, "<EMAIL>"),
-            "card": PIIReplacer(CARD, "<CARD>", validator=_luhn),
-            "ip": PIIReplacer(f"{IPV4}|{IPV6}", "<IP>", validator=_public_ip),
-            "phone": PIIReplacer(PHONE, "<PHONE>", validator=_phone),
+    def __init__(
+        self, kinds: str = ",".join(KINDS), ip_policy: str = "all", regions: str = DEFAULT_REGIONS
+    ) -> None:
+        self.kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+        for kind in self.kinds:
+            if kind not in KINDS:
+                raise LmforgeError(f"prep.pii_kinds: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        if ip_policy not in IP_POLICIES:
+            raise LmforgeError(f"prep.pii_ip={ip_policy!r} must be 'all' or 'public'")
+        self.ip_policy = ip_policy
+        self.regions = [r.strip().upper() for r in regions.split(",") if r.strip()]
+        for region in self.regions:
+            if region not in phonenumbers.SUPPORTED_REGIONS:
+                raise LmforgeError(f"prep.pii_phone_regions: {region!r} is not a region phonenumbers knows")
+        finders: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
+            "email": self._emails,
+            "iban": self._ibans,
+            "card": self._cards,
+            "ssn": self._ssns,
+            "ip": self._ips,
+            "phone": self._phones,
         }
-        # Cheap tests that a pattern can match at all: the full patterns are slow on long texts.
-        self.candidates = {
-            "email": lambda t: "@" in t,
-            "card": re.compile(r"\d(?:[ -]?\d){12}").search,
-            "ip": re.compile(r"\d\.\d{1,3}\.\d|[0-9a-fA-F]:[0-9a-fA-F]{1,4}:[0-9a-fA-F]").search,
-            "phone": re.compile(r"\d(?:[ .()+-]{0,2}\d){8}").search,
-        }
+        self.finders = {kind: finders[kind] for kind in KINDS if kind in self.kinds}
+
+    # -- finding --------------------------------------------------------------------------------
+
+    def find(self, text: str) -> list[Span]:
+        """The PII spans of `text`, sorted, none overlapping (the earlier kind in KINDS wins)."""
+        taken: list[Span] = []
+        for kind, finder in self.finders.items():
+            for start, end in finder(text):
+                if not any(start < e and s < end for s, e, _ in taken):
+                    taken.append((start, end, kind))
+        return sorted(taken)
+
+    def _emails(self, text: str) -> Iterator[tuple[int, int]]:
+        if "@" in text:
+            yield from (m.span() for m in EMAIL.finditer(text))
+
+    def _ibans(self, text: str) -> Iterator[tuple[int, int]]:
+        for m in IBAN.finditer(text):
+            # The pattern may run on into a following word or group: shorten until it checks out.
+            value = m.group()
+            while len(value) >= 15:
+                if stdnum_iban.is_valid(value):
+                    yield m.start(), m.start() + len(value)
+                    break
+                value = value[:-1].rstrip()
+
+    def _cards(self, text: str) -> Iterator[tuple[int, int]]:
+        for m in CARD.finditer(text):
+            if _card_ok(m.group()) and not _in_number(text, *m.span()):
+                yield m.span()
+
+    def _ssns(self, text: str) -> Iterator[tuple[int, int]]:
+        for m in SSN.finditer(text):
+            if stdnum_ssn.is_valid(re.sub(r"\D", "", m.group())):
+                yield m.span()
+
+    def _ips(self, text: str) -> Iterator[tuple[int, int]]:
+        if "::" in text or re.search(r"[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:", text):  # first: ::ffff:1.2.3.4
+            for m in IPV6.finditer(text):
+                if any(c.isdigit() for c in m.group()) and self._ip_counts(m.group()):
+                    yield m.span()
+        if "." in text:
+            for m in IPV4.finditer(text):
+                version = VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start())
+                if not version and self._ip_counts(m.group()):
+                    yield m.span()
+
+    def _ip_counts(self, value: str) -> bool:
+        """Whether the address is scrubbed under the policy: `public`, as datatrove, only global
+        addresses; `all`, every one that can name a host (not loopback, unspecified, multicast
+        or reserved, such as the netmask 255.255.255.0)."""
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:a.b.c.d is a.b.c.d
+            ip = ip.ipv4_mapped
+        if self.ip_policy == "public":
+            return ip.is_global
+        return not (ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved)
+
+    def _phones(self, text: str) -> Iterator[tuple[int, int]]:
+        # The matcher is slow on long texts: run it only on windows around digit runs.
+        for c in PHONE_CANDIDATE.finditer(text):
+            lo, hi = max(0, c.start() - PHONE_CONTEXT), min(len(text), c.end() + PHONE_CONTEXT)
+            window = text[lo:hi]
+            spans: list[tuple[int, int]] = []
+            for region in self.regions:
+                for m in phonenumbers.PhoneNumberMatcher(window, region, phonenumbers.Leniency.VALID):
+                    spans.append((lo + m.start, lo + m.end))
+            for start, end in _union(spans):
+                if not (start < c.end() and c.start() < end) or not _phone_ok(text, start, end):
+                    continue
+                if text[max(0, start - 4) : start].lower() == "tel:":  # the whole URI goes
+                    start -= 4
+                yield start, end
+
+    # -- the stage ------------------------------------------------------------------------------
+
+    def scrub(self, text: str) -> tuple[str, list[Span]]:
+        """`text` with every span found replaced by its kind's placeholder, and the spans."""
+        spans = self.find(text)
+        parts, at = [], 0
+        for start, end, kind in spans:
+            parts += [text[at:start], PLACEHOLDER[kind]]
+            at = end
+        return "".join(parts) + text[at:], spans
 
     def apply(self, text: str, stats: StageStats) -> str | None:
-        for kind, replacer in self.replacers.items():
-            if not self.candidates[kind](text):
-                continue
-            placeholder = replacer.replacements[0]
-            before = text.count(placeholder)
-            text = replacer.replace(text)
-            if found := text.count(placeholder) - before:
-                stats.edits[kind] += found
+        text, spans = self.scrub(text)
+        for _, _, kind in spans:
+            stats.edits[kind] += 1
         return text
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping spans (one number matched for several regions) merged into one."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start < out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out

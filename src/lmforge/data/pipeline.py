@@ -74,7 +74,7 @@ def build_stage(name: str, options: dict[str, Any]) -> Any:
         words = Path(o["stopwords_file"]).read_text().split() if o["stopwords_file"] else None
         return clean.Stopwords(words)
     if name == "pii":
-        return pii.PII()
+        return pii.PII(o["pii_kinds"], o["pii_ip"], o["pii_phone_regions"])
     if name == "exact_dedup":
         return dedup.ExactDedup()
     if name == "near_dedup":
