@@ -24,12 +24,35 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from datatrove.pipeline.formatters.pii import PIIFormatter
+
 from benchmarks.common import cpu_name, interleaved
 from lmforge.data.pii import KINDS, PII, Span
 from lmforge.data.report import StageStats
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "data" / "pii-eval.jsonl.xz"
+
+
+class Datatrove:
+    """datatrove's `PIIFormatter` (e-mails and IPv4 addresses, public only by default): its two
+    `PIIReplacer`s, whose patterns and validator `find` applies to give spans."""
+
+    def __init__(self, public_only: bool = True) -> None:
+        self.formatter = PIIFormatter(only_remove_public_ips=public_only)
+        self.replacers = [("email", self.formatter.emails_replacer), ("ip", self.formatter.ip_replacer)]
+
+    def find(self, text: str) -> list[Span]:
+        taken: list[Span] = []
+        for kind, r in self.replacers:
+            for m in r.regex.finditer(text):
+                valid = r.validator is None or r.validator(m.group())
+                if valid and not any(m.start() < e and s < m.end() for s, e, _ in taken):
+                    taken.append((m.start(), m.end(), kind))
+        return sorted(taken)
+
+    def scrub(self, text: str) -> str:
+        return self.formatter.format(text)
 
 
 class Before:
@@ -191,15 +214,18 @@ def main() -> None:
     build = builder()
     docs, known = list(build.clean_documents()), build.KNOWN_IN_CLEAN
     after, before = PII(ip_policy=args.ip_policy), Before()
+    peer = Datatrove(public_only=args.ip_policy == "public")
     results: dict[str, Any] = {"cpu": cpu_name(), "ip_policy": args.ip_policy}
-    for name, scrubber in (("before", before), ("after", after)):
+    for name, scrubber in (("before", before), ("datatrove", peer), ("after", after)):
         results[name] = {
             "labelled": evaluate(scrubber, records, args.show),
             "clean": clean_text(scrubber, docs, known, args.show),
         }
     stats = StageStats()
     results["words_per_s"] = speed(
-        {"before": before.scrub, "after": lambda t: after.apply(t, stats)}, docs, args.rounds
+        {"before": before.scrub, "datatrove": peer.scrub, "after": lambda t: after.apply(t, stats)},
+        docs,
+        args.rounds,
     )
     report(results)
     if args.json:
@@ -212,17 +238,22 @@ def pct(x: float | None) -> str:
 
 def report(results: dict[str, Any]) -> None:
     print(f"{results['cpu']}; ip policy {results['ip_policy']}")
-    head = f"{'kind':<7}{'items':>7}  {'recall before':>14}{'after':>8}"
-    print(f"{head}  {'precision before':>17}{'after':>8}  removed after")
-    b, a = results["before"]["labelled"], results["after"]["labelled"]
+    names = ("before", "datatrove", "after")
+    labelled = {n: results[n]["labelled"] for n in names}
+    print(
+        f"{'kind':<7}{'items':>7}  recall: {'  '.join(f'{n:>9}' for n in names)}   precision: "
+        f"{'  '.join(f'{n:>9}' for n in names)}   removed (after)"
+    )
     for kind in KINDS:
-        recall = f"{pct(b['recall'].get(kind)):>14}{pct(a['recall'].get(kind)):>8}"
+        recall = "  ".join(f"{pct(labelled[n]['recall'].get(kind)):>9}" for n in names)
+        precision = "  ".join(f"{pct(labelled[n]['precision'].get(kind)):>9}" for n in names)
+        removed = pct(labelled["after"]["removed"].get(kind))
         print(
-            f"{kind:<7}{a['items'].get(kind, 0):>7}  {recall}"
-            f"  {pct(b['precision'][kind]):>17}{pct(a['precision'][kind]):>8}  {pct(a['removed'].get(kind))}"
+            f"{kind:<7}{labelled['after']['items'].get(kind, 0):>7}{' ' * 10}{recall}{' ' * 14}{precision}"
+            f"   {removed}"
         )
-    for name in ("before", "after"):
-        lab, clean = results[name]["labelled"], results[name]["clean"]
+    for name in names:
+        lab, clean = labelled[name], results[name]["clean"]
         print(f"\n{name}: traps touched {lab['traps_hit']}/{lab['traps']} {lab['trap_formats_hit']}")
         print(
             f"{name}: clean text {clean['words']:,} words, false positives {clean['false_positives']} "
@@ -237,9 +268,10 @@ def report(results: dict[str, Any]) -> None:
             for line in lab["false_examples"]:
                 print("   false:", line)
     w = results["words_per_s"]
+    rates = ", ".join(f"{n} {w[n]:,.0f}" for n in names)
     print(
-        f"\nwords/s on the clean text (median of rounds): before {w['before']:,.0f}, after {w['after']:,.0f} "
-        f"({w['after'] / w['before']:.2f}x)"
+        f"\nwords/s on the clean text (median of rounds): {rates}; "
+        f"after/before {w['after'] / w['before']:.2f}x"
     )
 
 

@@ -367,20 +367,31 @@ SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
 
 
 def _passages(rng: random.Random) -> list[tuple[str, str]]:
-    """Real paragraphs of 80-600 characters from every shipped text, in a seeded order."""
-    out = []
+    """Real passages of 80-600 characters (a paragraph, or consecutive lines of a longer one: verses,
+    help lines, reviews), the sources taken in turn (each shuffled with the seed), so that every
+    source, English and French, carries as many items."""
+    by_source: dict[str, list[tuple[str, str]]] = {}
     for source, text in clean_documents():
         for para in re.split(r"\n\s*\n", text):
-            if 80 <= len(para.strip()) <= 600:
-                out.append((source, para.strip()))
-    rng.shuffle(out)
-    return out
+            chunk = ""
+            for line in para.strip().split("\n"):
+                if chunk and len(chunk) + len(line) > 500:
+                    if len(chunk) >= 80:
+                        by_source.setdefault(source, []).append((source, chunk))
+                    chunk = ""
+                chunk = f"{chunk}\n{line}" if chunk else line
+            if 80 <= len(chunk) <= 600:
+                by_source.setdefault(source, []).append((source, chunk))
+    for passages in by_source.values():
+        rng.shuffle(passages)
+    return [p for group in zip(*by_source.values(), strict=False) for p in group]
 
 
 def _plant(rng: random.Random, passage: str, pieces: list[tuple[str, str, str, dict]]) -> tuple[str, list]:
-    """Insert `(context template, item, kind, label)` pieces at sentence ends of `passage`;
-    returns the text and each item's label with its start and end."""
-    cuts = sorted({m.end() for m in SENTENCE_END.finditer(passage)} | {0, len(passage)})
+    """Insert `(context template, item, kind, label)` pieces at sentence and line ends of `passage`
+    (after the full stop, before the space or newline); returns the text and each item's label
+    with its start and end."""
+    cuts = sorted({m.start() for m in SENTENCE_END.finditer(passage)} - {0} | {len(passage)})
     # Different sentence ends where there are enough: two numbers with only a space between are
     # one number as often as two.
     at = sorted(
@@ -390,7 +401,7 @@ def _plant(rng: random.Random, passage: str, pieces: list[tuple[str, str, str, d
     for cut, (template, item, kind, label) in zip(at, pieces, strict=True):
         before, after = label.pop("before", ""), label.pop("after", "")
         head, tail = template.split("{}")
-        text += passage[last:cut]
+        text += passage[last:cut] + (";" if items and cut == last else "")  # two at one place
         text += ("" if not text or text[-1].isspace() else " ") + head + before
         items.append({"start": len(text), "end": len(text) + len(item), "kind": kind, **label})
         text += item + after + tail + ("" if cut == len(passage) or passage[cut].isspace() else " ")

@@ -68,11 +68,11 @@ ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s?\Z")
 # (decimals, negatives, prices, file names).
 IN_NUMBER_BEFORE = re.compile(r"(?:\d[ .,:]|[-/\u2212])\Z")
 IN_NUMBER_AFTER = re.compile(r"[.,]?\d|\.[^\W\d]")
-# A short number with no "+", "0" or "(" in front (April 13 1999) is a phone number only after a
-# word that says so.
+# A number of fewer than 9 digits with no "+", "0" or "(" in front (April 13 1999, order no.
+# 20860147) is a phone number only after a word that says so.
 PHONE_CUE = re.compile(
-    r"(?i)(?:phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|number|no\.|t[ée]l[ée]phone"
-    r"|appel|portable|num[ée]ro|tel[ée]fono|llam|telefon|anruf|ruf|nummer|handy|cellulare|chiam)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
+    r"(?i)(?:phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|t[ée]l[ée]phone"
+    r"|appel|portable|tel[ée]fono|llam|telefon|anruf|ruf|handy|cellulare|chiam)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
 )
 
 
@@ -95,7 +95,7 @@ def _phone_ok(text: str, start: int, end: int) -> bool:
         return False
     marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
     digits = sum(c.isdigit() for c in number)
-    if not marked and digits < 8:
+    if not marked and digits < 9:
         return bool(PHONE_CUE.search(text, max(0, start - 24), start))
     return True
 
