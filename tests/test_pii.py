@@ -35,6 +35,7 @@ FOUND = {
         "0049 30 901820",  # 00 prefix
         "tel:+81-3-1234-5678",
         "+91 81234 56789",
+        "+48 512 385 786",  # grouped like thousands, but "+" says phone
     ],
     "ip": [
         "8.8.4.4",

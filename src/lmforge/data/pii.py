@@ -129,7 +129,7 @@ class PII:
         for region in self.regions:
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise LmforgeError(f"prep.pii_phone_regions: {region!r} is not a region phonenumbers knows")
-        finders: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
+        finders: dict[str, Callable[..., Iterator[tuple[int, int]]]] = {
             "email": self._emails,
             "iban": self._ibans,
             "card": self._cards,
@@ -145,7 +145,8 @@ class PII:
         """The PII spans of `text`, sorted, none overlapping (the earlier kind in KINDS wins)."""
         taken: list[Span] = []
         for kind, finder in self.finders.items():
-            for start, end in finder(text):
+            found = finder(text, taken) if kind == "phone" else finder(text)
+            for start, end in found:
                 if not any(start < e and s < end for s, e, _ in taken):
                     taken.append((start, end, kind))
         return sorted(taken)
@@ -199,15 +200,24 @@ class PII:
             return ip.is_global
         return not (ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved)
 
-    def _phones(self, text: str) -> Iterator[tuple[int, int]]:
-        # The matcher is slow on long texts: run it only on windows around digit runs.
+    def _phones(self, text: str, taken: list[Span]) -> Iterator[tuple[int, int]]:
+        """The matcher is slow (a parse per region and possible number): it runs only on windows
+        around digit runs that no other kind has taken and no rule rejects outright, and stops
+        at the first region that finds a number covering the whole run."""
         for c in PHONE_CANDIDATE.finditer(text):
+            plus = c.start() > 0 and text[c.start() - 1] == "+"  # +48 512 385 786 is no thousands
+            if (NOT_PHONE.fullmatch(c.group()) and not plus) or any(
+                c.start() < e and s < c.end() for s, e, _ in taken
+            ):
+                continue
             lo, hi = max(0, c.start() - PHONE_CONTEXT), min(len(text), c.end() + PHONE_CONTEXT)
             window = text[lo:hi]
             spans: list[tuple[int, int]] = []
             for region in self.regions:
                 for m in phonenumbers.PhoneNumberMatcher(window, region, phonenumbers.Leniency.VALID):
                     spans.append((lo + m.start, lo + m.end))
+                if any(s <= c.start() and c.end() <= e for s, e in spans):
+                    break
             for start, end in _union(spans):
                 if not (start < c.end() and c.start() < end) or not _phone_ok(text, start, end):
                     continue
