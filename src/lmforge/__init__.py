@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.formats.directory import load_model as load
     from lmforge.formats.hf_files import export_hf, import_hf
     from lmforge.formats.peft import merge_lora
+    from lmforge.inference.ask import ask
     from lmforge.inference.chat import chat
     from lmforge.inference.generate import generate
     from lmforge.inference.instruct_eval import eval_instruct
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
 # public name -> "module:attribute"
 _API: dict[str, str] = {
     "Config": "lmforge.config:Config",
+    "ask": "lmforge.inference.ask:ask",
     "chat": "lmforge.inference.chat:chat",
     "LmforgeError": "lmforge.errors:LmforgeError",
     "eval_instruct": "lmforge.inference.instruct_eval:eval_instruct",
@@ -56,6 +58,7 @@ _API: dict[str, str] = {
 __all__ = [
     "Config",
     "LmforgeError",
+    "ask",
     "chat",
     "eval_instruct",
     "eval_translate",

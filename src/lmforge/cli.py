@@ -76,6 +76,15 @@ def _show_eval(r: dict[str, Any], _: dict[str, Any]) -> None:
     print(json.dumps(r))
 
 
+def _show_ask(r: dict[str, Any], _: dict[str, Any]) -> None:
+    print(r["answer"] or "(no answer)")
+    for p in r["passages"]:
+        where = f"{p['source']} chars {p['start']}-{p['end']}"
+        print(f"  [{p['n']}] {where} (bm25 {p['score']:.2f})" + (" holds the answer" if p["cited"] else ""))
+    if not r["passages"]:
+        print("  (no passage shares a word with the question: answered without documents)")
+
+
 MODEL = "run directory, checkpoint or model directory"
 DTYPE = {"choices": ["auto", "fp32", "bf16"]}
 TRANSLATE_OPTIONS = (
@@ -174,6 +183,26 @@ VERBS: dict[str, Verb] = {
             opt("--seed", "sampling seed", type=int),
             opt("--dtype", "weights dtype", **DTYPE),
         ),
+    ),
+    "ask": Verb(
+        "lmforge.inference.ask:ask",
+        "answer a question from a folder of documents: BM25 finds passages, an instruct model reads"
+        " them in its chat template; the passages are cited",
+        (
+            opt("model", MODEL),
+            opt("question", "the question"),
+            opt("--docs", "files, folders or globs as prep reads them (.txt .md .jsonl ...; .gz .xz)",
+                required=True),
+            opt("--k", "passages given to the model at most", type=int),
+            opt("--index", "index folder (default: DOCS.lmforge-index beside DOCS)"),
+            opt("--passage-words", "words per passage at most", type=int),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
+            opt("--max-new-tokens", "tokens per answer at most", type=int),
+            opt("--system", "system prompt"),
+            opt("--dtype", "weights dtype", **DTYPE),
+            opt("--quiet", "no lines about skipped files", action="store_true"),
+        ),
+        _show_ask,
     ),
     "import": Verb(
         "lmforge.formats.hf_files:import_hf",

@@ -1,0 +1,122 @@
+"""`lmforge ask`: answer a question from a folder of documents with an instruct model.
+
+The documents are indexed into passages and searched with BM25 (inference/retrieval.py; the index
+is saved beside them and reused). The best `k` passages go, numbered, into one user message in
+the model's own chat template (inference/chat.py), with the question; the model answers greedily.
+The reply comes back with the passages it was given (source, offsets, BM25 score), each marked
+`cited` when the answer appears in it word for word (after SQuAD's normalisation: case,
+punctuation, articles), which is how a short extractive answer can be checked by hand. Passages
+that do not fit the model's context with the answer's tokens are left out, lowest-ranked first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.hardware import resolve_dtype
+from lmforge.inference.chat import ChatSpec
+from lmforge.inference.generate import generate_ids
+from lmforge.inference.options import check_options
+from lmforge.inference.retrieval import Passage, PassageIndex
+from lmforge.inference.squad_metric import normalize_answer
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+
+OPEN_BOOK = (
+    "Answer the question using the passages below. Reply with the answer only: a few words copied"
+    " from the passages.\n\n{passages}\n\nQuestion: {question}"
+)
+CLOSED_BOOK = "Answer the question. Reply with the answer only: a few words.\n\nQuestion: {question}"
+
+
+def open_book_message(question: str, passages: list[Passage]) -> str:
+    """The user message: the numbered passages, then the question."""
+    shown = "\n\n".join(f"[{n}] {p.text}" for n, p in enumerate(passages, start=1))
+    return OPEN_BOOK.format(passages=shown, question=question)
+
+
+def closed_book_message(question: str) -> str:
+    return CLOSED_BOOK.format(question=question)
+
+
+def fit_prompt(
+    spec: ChatSpec,
+    tokenizer: Tokenizer,
+    question: str,
+    passages: list[Passage],
+    limit: int,
+    system: str | None,
+) -> tuple[list[int], list[Passage]]:
+    """The prompt's token ids with as many of the best passages as fit in `limit` tokens."""
+    start = [{"role": "system", "content": system}] if system is not None else []
+    while True:
+        text = open_book_message(question, passages) if passages else closed_book_message(question)
+        ids = tokenizer.encode(spec.render([*start, {"role": "user", "content": text}]))
+        if len(ids) <= limit or not passages:
+            return ids, passages
+        passages = passages[:-1]
+
+
+def cited(answer: str, passages: list[Passage]) -> list[bool]:
+    """Whether each passage holds the answer word for word (SQuAD-normalised); all False for an
+    empty answer."""
+    words = normalize_answer(answer)
+    return [bool(words) and f" {words} " in f" {normalize_answer(p.text)} " for p in passages]
+
+
+def ask(
+    model: str | Path,
+    question: str,
+    docs: str | Path,
+    k: int = 3,
+    index: str | Path | None = None,
+    passage_words: int = 200,
+    text_field: str = "text",
+    max_new_tokens: int = 64,
+    system: str | None = None,
+    dtype: str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Answer `question` from the documents in `docs` (files, folders, globs as `lmforge prep`
+    reads them) with an instruct model: BM25 finds the best `k` passages of at most
+    `passage_words` words, the model reads them in its chat template and answers greedily.
+    The index is kept in `index` (default: DOCS.lmforge-index beside DOCS), reused while the
+    documents are unchanged and updated when one changes. Returns the answer, the passages given
+    (source, character offsets, BM25 score, whether the answer appears in it) and what indexing did."""
+    check_options(max_new_tokens=max_new_tokens, dtype=dtype)
+    if not question.strip():
+        raise LmforgeError("the question is empty")
+    directory = resolve_model_dir(model)
+    net, tokenizer = load_model(directory)
+    if not isinstance(net, GPT):
+        raise LmforgeError(
+            f"{model}: a {type(net).__name__}, not a decoder language model, so it cannot answer"
+        )
+    spec = ChatSpec.read(directory, tokenizer)
+    store = PassageIndex.build(docs, index, passage_words, text_field, quiet)
+    found = store.search(question, k)
+    limit = net.config.block_size - max_new_tokens
+    prompt, given = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
+    net = net.to(resolve_dtype(dtype, net.config)[0])
+    with torch.inference_mode():
+        new = generate_ids(net, [prompt], max_new_tokens, temperature=0.0, eos_id=spec.stops)[0]
+    answer = tokenizer.decode(new).strip()
+    marks = cited(answer, given)
+    passages = [
+        {
+            "n": n,
+            "source": p.source,
+            "start": p.start,
+            "end": p.end,
+            "score": score,
+            "cited": mark,
+            "text": p.text,
+        }
+        for n, ((p, score), mark) in enumerate(zip(found, marks, strict=False), start=1)
+    ]
+    return {"answer": answer, "passages": passages, "index": str(store.directory), "indexing": store.stats}

@@ -1,0 +1,231 @@
+"""A saved BM25 index of a folder of documents, cut into passages, for `lmforge ask`.
+
+Documents are read as `lmforge prep` reads them (data/sources.py: .txt .md .jsonl .csv .parquet,
+compressed, folders, globs); a .jsonl/.csv/.parquet record is one document, named `path:line`.
+Each document is cut into passages of at most `passage_words` words: whole paragraphs (blank-line
+separated) packed together, a longer paragraph cut at word boundaries. Passages keep their
+character offsets in the document, so a citation names where the text is.
+
+Retrieval is BM25 (bm25s, Lucene's variant, k1 = 1.5, b = 0.75) over lower-cased words without
+English stop words, stemmed by Snowball's English stemmer (PyStemmer).
+
+The index is a folder of plain files, nothing pickled: `manifest.json` (the settings and, per
+file, its size, mtime and sha256 and its passages' range), `passages.jsonl` (source, offsets,
+text) and `bm25/` (bm25s' own .npy arrays and JSON vocabulary, loaded with allow_pickle=False).
+It is reused while every file is unchanged; a changed, new or removed file is re-read (the others'
+passages are reused) and the BM25 matrix is rebuilt, as its weights depend on every passage. It is
+written to a temporary folder and renamed into place, so an interrupted run leaves the previous
+index whole. A file that is not valid UTF-8 is skipped with one line naming the file, line and
+byte (its passages would be repaired text otherwise); nothing of it is lost or changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+import Stemmer
+
+from lmforge.data.report import Report
+from lmforge.data.sources import list_files, read_documents, utf8_error
+from lmforge.errors import LmforgeError
+from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
+
+FORMAT = 1  # manifest "format": bump when the files' meaning changes
+MANIFEST, PASSAGES, BM25_DIR = "manifest.json", "passages.jsonl", "bm25"
+OURS = {MANIFEST, PASSAGES}
+
+
+@dataclass
+class Passage:
+    source: str  # `path` or `path:line`
+    start: int  # character offsets of the passage in its document's text
+    end: int
+    text: str
+
+
+def split_passages(text: str, max_words: int) -> list[tuple[int, int]]:
+    """(start, end) character spans of passages of at most `max_words` words: paragraphs packed
+    together, a longer paragraph cut at word boundaries."""
+    spans: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None  # the passage being packed
+    count = 0
+    for paragraph in re.finditer(r"\S(?:.*?\S)?(?=\s*\n\s*\n|\s*$)", text, re.DOTALL):
+        words = [m.span() for m in re.finditer(r"\S+", paragraph.group())]
+        base = paragraph.start()
+        if current is not None and count + len(words) > max_words:
+            spans.append(current)
+            current, count = None, 0
+        if len(words) > max_words:  # a long paragraph: its own windows
+            for i in range(0, len(words), max_words):
+                chunk = words[i : i + max_words]
+                spans.append((base + chunk[0][0], base + chunk[-1][1]))
+            continue
+        current = (current[0] if current else paragraph.start(), paragraph.end())
+        count += len(words)
+    if current is not None:
+        spans.append(current)
+    return spans
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tokens(texts: list[str]) -> list[list[str]]:
+    stemmer = Stemmer.Stemmer("english")
+    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+
+
+def _owner(folder: Path) -> str | None:
+    foreign = foreign_entries(folder, lambda name: name in OURS)
+    if foreign != [BM25_DIR] or not (folder / MANIFEST).is_file():
+        return describe_foreign([f for f in foreign if f != BM25_DIR] or foreign, "ask")
+    return None
+
+
+def default_index_dir(docs: str | Path) -> Path:
+    """`DOCS.lmforge-index` beside the documents' folder (or file)."""
+    path = Path(docs).resolve()
+    if path == path.parent:
+        raise LmforgeError(f"{docs}: give --index for an index of the root folder")
+    return path.parent / f"{path.name}.lmforge-index"
+
+
+class PassageIndex:
+    """Passages and their BM25 matrix; `search` gives the best passages for a question."""
+
+    def __init__(self, directory: Path, passages: list[Passage], bm25: bm25s.BM25 | None) -> None:
+        self.directory = directory
+        self.passages = passages
+        self.bm25 = bm25
+        self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def build(
+        cls,
+        docs: str | Path,
+        index: str | Path | None = None,
+        passage_words: int = 200,
+        text_field: str = "text",
+        quiet: bool = False,
+    ) -> PassageIndex:
+        """The index of `docs`, read from `index` when it is up to date, else (re)built there."""
+        if passage_words < 1:
+            raise LmforgeError(f"passage_words={passage_words} must be >= 1")
+        directory = Path(index) if index is not None else default_index_dir(docs)
+        settings = {"format": FORMAT, "passage_words": passage_words, "text_field": text_field}
+        old = _read_manifest(directory)
+        old_files = old.get("files", {}) if old.get("settings") == settings else {}
+        old_passages = _read_passages(directory) if old_files else []
+        if len(old_passages) != sum(e.get("count", 0) for e in old_files.values()):
+            old_files = {}  # the passages file does not match its manifest: read every file again
+        files: dict[str, Any] = {}
+        passages: list[Passage] = []
+        stats: dict[str, Any] = {"files": 0, "reused": 0, "read": 0, "skipped": [], "problems": []}
+        skipped: set[str] = set()
+        for path in list_files(docs):
+            key = str(path)
+            stat = path.stat()
+            entry = old_files.get(key)
+            same = entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns
+            digest = entry["sha256"] if same else _sha256(path)
+            if entry and entry["sha256"] == digest:
+                kept = old_passages[entry["first"] : entry["first"] + entry["count"]]
+                stats["reused"] += 1
+            else:
+                bad = utf8_error(path)
+                if bad is not None:
+                    skipped.add(key)
+                    stats["skipped"].append(f"{bad}; skipped (convert it to UTF-8 to index it)")
+                    if not quiet:
+                        print(f"lmforge: {stats['skipped'][-1]}", file=sys.stderr)
+                    continue
+                kept = _read_file(path, passage_words, text_field, stats, quiet)
+                stats["read"] += 1
+            files[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest,
+                          "first": len(passages), "count": len(kept)}  # fmt: skip
+            passages += kept
+            stats["files"] += 1
+        stats["removed"] = len(set(old_files) - set(files) - skipped)
+        if not passages:
+            raise LmforgeError(f"{docs}: no text to index (no passages in {stats['files']} readable files)")
+        bm25 = _load_bm25(directory) if old_files == files else None
+        if bm25 is not None and bm25.scores.get("num_docs") != len(passages):
+            bm25 = None  # not the matrix of these passages
+        out = cls(directory, passages, bm25)
+        if bm25 is None:
+            out._write(docs, {"settings": settings, "files": files})
+        stats["rebuilt"] = bm25 is None
+        out.stats = stats
+        return out
+
+    def _write(self, docs: str | Path, manifest: dict[str, Any]) -> None:
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(_tokens([p.text for p in self.passages]), show_progress=False)
+        with staged_folder(self.directory, inputs=[docs], owner=_owner, overwrite=None, verb="ask") as tmp:
+            self.bm25.save(tmp / BM25_DIR, show_progress=False)
+            with open(tmp / PASSAGES, "w", encoding="utf-8") as f:
+                for p in self.passages:
+                    f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+    def search(self, question: str, k: int) -> list[tuple[Passage, float]]:
+        """The `k` best passages with their BM25 scores, best first; none that shares no word."""
+        if k < 1:
+            raise LmforgeError(f"k={k} must be >= 1")
+        tokens = _tokens([question])[0]
+        if not tokens or self.bm25 is None:
+            return []
+        scores = self.bm25.get_scores(tokens)  # (passages,)
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.passages[i], float(scores[i])) for i in order if scores[i] > 0]
+
+
+def _read_file(path: Path, passage_words: int, text_field: str, stats: dict, quiet: bool) -> list[Passage]:
+    report = Report()
+    out = []
+    for doc in read_documents(path, text_field=text_field, report=report):
+        for start, end in split_passages(doc.text, passage_words):
+            out.append(Passage(doc.source, start, end, doc.text[start:end]))
+    for line in report.problems:  # a binary or empty file, a bad jsonl line: skipped, one line each
+        stats["problems"].append(line)
+        if not quiet:
+            print(f"lmforge: {line}; skipped", file=sys.stderr)
+    return out
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    """The saved manifest, or {} when there is none or it cannot be read (then it is rebuilt)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _read_passages(directory: Path) -> list[Passage]:
+    try:
+        with open(directory / PASSAGES, encoding="utf-8") as f:
+            return [Passage(**json.loads(line)) for line in f]
+    except (OSError, ValueError, TypeError):
+        return []  # unreadable: every file is re-read
+
+
+def _load_bm25(directory: Path) -> bm25s.BM25 | None:
+    """The saved BM25 matrix, or None when it is missing or unreadable (then it is rebuilt)."""
+    try:
+        return bm25s.BM25.load(directory / BM25_DIR, allow_pickle=False, show_progress=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

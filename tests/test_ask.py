@@ -1,0 +1,179 @@
+"""`lmforge ask`: passages, the saved BM25 index (reused, updated, never pickled), bad files
+skipped with one line, and answers equal to transformers' greedy decoding of the same chat prompt
+(a tiny random Llama with SmolLM2's template)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmforge.cli import main
+from lmforge.errors import LmforgeError
+from lmforge.inference.ask import ask, cited, open_book_message
+from lmforge.inference.retrieval import Passage, PassageIndex, default_index_dir, split_passages
+
+transformers = pytest.importorskip("transformers")
+
+DOCS = {
+    "whales.txt": "The Pequod sailed from Nantucket in winter.\n\nCaptain Ahab hunted the white whale.",
+    "notes/austen.md": "Elizabeth Bennet lived at Longbourn with her sisters.\n\nMr. Darcy owned Pemberley.",
+    "facts.jsonl": json.dumps({"text": "The harpooneer Queequeg came from Kokovoko."})
+    + "\n"
+    + json.dumps({"text": "Ishmael signed on to the Pequod."})
+    + "\n",
+}
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    for name, text in DOCS.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_chat import make_chat_llama
+
+    directory = tmp_path_factory.mktemp("ask-llama")
+    make_chat_llama(directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["max_position_embeddings"] = 1024  # a prompt with passages: ~1 token a character here
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_split_passages_packs_paragraphs_and_cuts_long_ones() -> None:
+    text = "one two three\n\nfour five\n\n  six seven eight nine ten eleven twelve  \n"
+    spans = split_passages(text, max_words=5)
+    assert [text[a:b] for a, b in spans] == [
+        "one two three\n\nfour five",  # two paragraphs packed: 5 words
+        "six seven eight nine ten",  # a 7-word paragraph cut into windows
+        "eleven twelve",
+    ]
+    assert split_passages("", 5) == []
+
+
+def test_index_searches_is_saved_without_pickle_and_reused(docs: Path, tmp_path: Path) -> None:
+    index = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert index.directory == tmp_path / "docs.lmforge-index" == default_index_dir(docs)
+    assert index.stats == {"files": 3, "reused": 0, "read": 3, "skipped": [], "problems": [],
+                           "removed": 0, "rebuilt": True}  # fmt: skip
+    best, score = index.search("Where did Queequeg come from?", k=2)[0]
+    assert (
+        best.source == f"{docs / 'facts.jsonl'}:1"
+        and best.text == "The harpooneer Queequeg came from Kokovoko."
+    )
+    assert score > 0
+    whale = index.search("the white whale", k=1)[0][0]
+    assert (
+        (docs / "whales.txt").read_text()[whale.start : whale.end]
+        == whale.text
+        == ("Captain Ahab hunted the white whale.")
+    )
+    assert index.search("zebra xylophone", k=3) == []  # no shared word: nothing
+    for f in (index.directory / "bm25").glob("*.npy"):
+        np.load(f, allow_pickle=False)  # plain arrays
+    assert {p.name for p in index.directory.iterdir()} == {"manifest.json", "passages.jsonl", "bm25"}
+    again = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert again.stats["reused"] == 3 and again.stats["read"] == 0 and not again.stats["rebuilt"]
+    assert again.search("Where did Queequeg come from?", k=1)[0][0] == best
+
+
+def test_a_changed_new_or_removed_document_is_reindexed(docs: Path) -> None:
+    PassageIndex.build(docs, passage_words=8, quiet=True)
+    whales = docs / "whales.txt"
+    whales.write_text("Starbuck was the chief mate of the Pequod.", encoding="utf-8")
+    os.utime(whales, ns=(1, 1))  # a new mtime: the sha256 decides
+    (docs / "new.txt").write_text("Stubb was the second mate.", encoding="utf-8")
+    (docs / "facts.jsonl").unlink()
+    index = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert (index.stats["read"], index.stats["reused"], index.stats["removed"]) == (2, 1, 1)
+    assert index.search("chief mate", k=1)[0][0].text == "Starbuck was the chief mate of the Pequod."
+    assert index.search("Queequeg", k=3) == []
+    # a file touched but not changed is not re-read
+    os.utime(docs / "new.txt", ns=(2, 2))
+    assert PassageIndex.build(docs, passage_words=8, quiet=True).stats["read"] == 0
+    # other settings: every file is read again
+    assert PassageIndex.build(docs, passage_words=4, quiet=True).stats["read"] == 3
+
+
+def test_a_non_utf8_file_is_one_line_and_skipped(docs: Path, capsys: pytest.CaptureFixture) -> None:
+    latin = docs / "latin1.txt"
+    latin.write_bytes("Queequeg's caf\u00e9 in Kokovoko".encode("latin-1"))
+    before = latin.read_bytes()
+    index = PassageIndex.build(docs, passage_words=8)
+    err = capsys.readouterr().err.strip().splitlines()
+    why = "not valid UTF-8 (byte 14 of the file); skipped (convert it to UTF-8 to index it)"
+    assert err == [f"lmforge: {latin}:1: {why}"]
+    assert index.stats["files"] == 3 and all(p.source != str(latin) for p in index.passages)
+    assert latin.read_bytes() == before  # nothing changed or lost
+    latin.write_text("Queequeg's caf\u00e9 in Kokovoko", encoding="utf-8")  # fixed: now indexed
+    assert PassageIndex.build(docs, passage_words=8, quiet=True).stats["read"] == 1
+
+
+def test_the_index_never_overwrites_what_it_did_not_write(docs: Path, tmp_path: Path) -> None:
+    with pytest.raises(LmforgeError, match="lies inside the input"):
+        PassageIndex.build(docs, docs / "index")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(LmforgeError, match=r"holds files ask did not write \(keep.txt\)"):
+        PassageIndex.build(docs, mine)
+    assert (mine / "keep.txt").read_text() == "mine"
+    with pytest.raises(LmforgeError, match="no such file"):
+        PassageIndex.build(tmp_path / "missing")
+
+
+def test_cited_marks_passages_holding_the_answer() -> None:
+    passages = [Passage("a", 0, 0, "Captain Ahab hunted the white whale."), Passage("b", 0, 0, "Ahabs ship")]
+    assert cited("the White Whale", passages) == [True, False]
+    assert cited("Ahab", passages) == [True, False]  # whole words only
+    assert cited("", passages) == [False, False]
+
+
+def test_ask_answers_as_transformers_decodes_the_same_prompt(llama: Path, docs: Path) -> None:
+    question = "Where did Queequeg come from?"
+    out = ask(llama, question, docs, k=2, passage_words=8, max_new_tokens=8, quiet=True)
+    assert [p["n"] for p in out["passages"]] == [1, 2]
+    assert out["passages"][0]["source"].endswith("facts.jsonl:1")
+    given = [Passage(p["source"], p["start"], p["end"], p["text"]) for p in out["passages"]]
+    assert out["passages"][0]["cited"] == cited(out["answer"], given)[0]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama)
+    model = transformers.AutoModelForCausalLM.from_pretrained(llama, dtype=torch.float32).eval()
+    messages = [{"role": "user", "content": open_book_message(question, given)}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]  # fmt: skip
+    new = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=[2, 0])[0, ids.shape[1] :]
+    assert out["answer"] == tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert "Kokovoko" in tokenizer.decode(ids[0])  # the passage is in the prompt
+
+
+def test_passages_that_do_not_fit_are_left_out(llama: Path, docs: Path) -> None:
+    (docs / "long.txt").write_text(" ".join(["Queequeg"] + ["harpoon"] * 300), encoding="utf-8")
+    out = ask(llama, "Queequeg harpoon", docs, k=3, passage_words=500, max_new_tokens=4, quiet=True)
+    found = PassageIndex.build(docs, passage_words=500, quiet=True).search("Queequeg harpoon", k=3)
+    assert [Path(p.source).name for p, _ in found] == ["facts.jsonl:1", "long.txt"]
+    # long.txt's 2,400 characters do not fit in 1,024 tokens: it is left out, the better one given
+    assert [Path(p["source"]).name for p in out["passages"]] == ["facts.jsonl:1"]
+
+
+def test_ask_command_line(llama: Path, docs: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["ask", str(llama), "Who hunted the white whale?", "--docs", str(docs), "--k", "1",
+                 "--passage-words", "8", "--max-new-tokens", "4"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"  [1] {docs / 'whales.txt'} chars 45-81 (bm25 ")
+    assert main(["ask", str(llama), "  ", "--docs", str(docs)]) == 2
+    assert "the question is empty" in capsys.readouterr().err
+    shutil.rmtree(docs)
+    docs.mkdir()
+    assert main(["ask", str(llama), "Who?", "--docs", str(docs)]) == 2
+    assert "no .csv, .jsonl" in capsys.readouterr().err
