@@ -29,7 +29,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "import_hf",
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
          "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
-         "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve"}  # fmt: skip
+         "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve",
+         "inspect": "inspect"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
 

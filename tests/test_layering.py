@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "launch": BASE | {"train"},
     "pipelines": BASE | {"tokenization", "data", "model", "formats", "inference"},
     "server": BASE | {"tokenization", "data", "model", "formats", "inference", "pipelines"},
+    "tools": BASE | {"tokenization", "data", "model", "formats", "inference"},
     "cli": None,  # the top: the CLI and the Python API may import anything (lazily)
     "cli_parser": BASE | {"config_doc"},
     "__init__": None,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.inference.translate import eval_translate, translate
     from lmforge.pipelines import pipeline
     from lmforge.server.serve import serve
+    from lmforge.tools.inspect import inspect
     from lmforge.train.classify import finetune_classify
     from lmforge.train.loop import train
 
@@ -44,6 +45,7 @@ _API: dict[str, str] = {
     "finetune_classify": "lmforge.train.classify:finetune_classify",
     "generate": "lmforge.inference.generate:generate",
     "import_hf": "lmforge.formats.hf_files:import_hf",
+    "inspect": "lmforge.tools.inspect:inspect",
     "load": "lmforge.formats.directory:load_model",
     "load_config": "lmforge.config:load_config",
     "merge_lora": "lmforge.formats.peft:merge_lora",
@@ -67,6 +69,7 @@ __all__ = [
     "finetune_classify",
     "generate",
     "import_hf",
+    "inspect",
     "load",
     "load_config",
     "merge_lora",

@@ -85,6 +85,12 @@ def _show_ask(r: dict[str, Any], _: dict[str, Any]) -> None:
         print("  (no passage shares a word with the question: answered without documents)")
 
 
+def _show_inspect(result: Any, _: dict[str, Any]) -> None:
+    maps = ", ".join(f"{name} {tuple(p.shape)}" for name, p in result.attention.items())
+    print(f"{result.kind}: {len(result.tokens)} tokens; attention (layers, heads, queries, keys): {maps}")
+    print(*result.files, sep="\n")
+
+
 MODEL = "run directory, checkpoint or model directory"
 DTYPE = {"choices": ["auto", "fp32", "bf16"]}
 TRANSLATE_OPTIONS = (
@@ -302,6 +308,20 @@ VERBS: dict[str, Verb] = {
             opt("--quiet", "no progress bar", action="store_true"),
         ),
         _show_eval,
+    ),
+    "inspect": Verb(
+        "lmforge.tools.inspect:inspect",
+        "attention maps (every layer x head: PNG grid, hover page) and the logit lens (PNG, JSON) of"
+        " one text through a model",
+        (
+            opt("model", MODEL),
+            opt("text", "the text to look at (an encoder-decoder's source sentence)"),
+            opt("--out", "folder to write (default ./inspect; an earlier inspect there is replaced)"),
+            opt("--target", "encoder-decoder: the translation to align (default: its own greedy one)"),
+            opt("--max-tokens", "refuse texts longer than this (maps grow as tokens squared)", type=int),
+            opt("--top-k", "top tokens per layer and position in lens.json", type=int),
+        ),
+        _show_inspect,
     ),
     "eval-instruct": Verb(
         "lmforge.inference.instruct_eval:eval_instruct",

@@ -3,12 +3,17 @@
 `reference_attention` is the formula written out; `attention` dispatches to PyTorch's fused
 `scaled_dot_product_attention` (same maths, tested equal) unless the reference is asked for.
 `KVCache` keeps past keys and values so generation costs one token's work per step.
+`capture_attention()` records the probabilities (interpretability, tools/inspect.py); outside it
+the fast routes run and no probability matrix is formed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import threading
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +25,21 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
     q_pos = torch.arange(t_k - t_q, t_k, device=device)[:, None]
     k_pos = torch.arange(t_k, device=device)[None, :]
     return k_pos <= q_pos
+
+
+_captured = threading.local()  # .probs: the list capture_attention() fills, on this thread only
+
+
+@contextlib.contextmanager
+def capture_attention() -> Iterator[list[torch.Tensor]]:
+    """Within the block, every attention call on this thread runs the reference formula and
+    appends its probabilities, (B, nh, Tq, Tk) fp32, to the list yielded, in call order."""
+    previous = getattr(_captured, "probs", None)
+    _captured.probs = probs = []
+    try:
+        yield probs
+    finally:
+        _captured.probs = previous
 
 
 def reference_attention(
@@ -36,8 +56,11 @@ def reference_attention(
         scores = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-    return F.dropout(probs, dropout) @ v
+    probs = torch.softmax(scores.float(), dim=-1)
+    record = getattr(_captured, "probs", None)
+    if record is not None:
+        record.append(probs.detach())
+    return F.dropout(probs.to(v.dtype), dropout) @ v
 
 
 def attention(
@@ -59,7 +82,9 @@ def attention(
     `auto` is `bmm` on the CPU over whole sequences (training, prefill) and `sdpa` elsewhere,
     including decoding from a KV cache, where `bmm` would copy the cache's strided slices.
     """
-    if impl == "auto":
+    if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
+        impl = "reference"
+    elif impl == "auto":
         impl = "bmm" if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
     if impl == "reference":
         return reference_attention(q, k, v, causal, mask, dropout)
