@@ -1,0 +1,151 @@
+"""`lmforge ask` on the held-out reading-comprehension set: retrieval recall and answer EM/F1,
+against closed-book answering by the same model.
+
+    python -m benchmarks.bench_ask --model /tmp/q2-smollm2 [--data data/qa-test.json.xz]
+        [--max-questions 200] [--k 3] [--passage-words 200] [--max-new-tokens 24] [--out FILE]
+
+The documents are the test split's contexts, one per line of a JSONL file (so a question's own
+context is `contexts.jsonl:N`), indexed by inference/retrieval.py as `lmforge ask` indexes a
+folder. Only answerable questions are asked (unanswerable ones have no passage to find).
+
+- recall@k: the share of questions where one of the k best passages holds the gold answer's
+  span (the passage of the question's own context that covers answer_start); `answer in top k`
+  is looser: any of the k passages holds the answer's words (SQuAD-normalised).
+- answers, greedy, in the model's chat template, scored by the official SQuAD v2.0 EM/F1
+  (inference/squad_metric.py) on the reply's first line:
+  `closed-book` (the question alone), `open-book` (the k best passages, as `lmforge ask` gives
+  them) and `gold passage` (the question's own context alone: what reading costs when retrieval is
+  perfect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import hardware_line
+from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.hardware import resolve_dtype
+from lmforge.inference.ask import cited, fit_prompt
+from lmforge.inference.chat import ChatSpec
+from lmforge.inference.instruct_eval import answer_all
+from lmforge.inference.retrieval import Passage, PassageIndex
+from lmforge.inference.squad_metric import exact_match, f1
+
+RECALL_KS = (1, 3, 5, 10)
+
+
+def questions(data: Path, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """The contexts, and the answerable questions (the first `limit`, in file order)."""
+    dataset = json.loads(lzma.decompress(data.read_bytes()) if data.suffix == ".xz" else data.read_bytes())
+    contexts: list[str] = []
+    asked: list[dict[str, Any]] = []
+    for article in dataset["data"]:
+        kind = article["title"].split(":")[0]
+        for paragraph in article["paragraphs"]:
+            contexts.append(paragraph["context"])
+            for qa in paragraph["qas"]:
+                if qa["answers"]:
+                    asked.append({"kind": kind, "context": len(contexts) - 1, **qa})
+    return contexts, asked[:limit] if limit else asked
+
+
+def holds_gold(passage: Passage, docs: Path, q: dict[str, Any]) -> bool:
+    gold = q["answers"][0]
+    start, end = gold["answer_start"], gold["answer_start"] + len(gold["text"])
+    return passage.source == f"{docs}:{q['context'] + 1}" and passage.start <= start and end <= passage.end
+
+
+def first_line(reply: str) -> str:
+    return (reply.strip().splitlines() or [""])[0].strip()
+
+
+def score(replies: list[str], asked: list[dict[str, Any]]) -> dict[str, Any]:
+    """EM and F1 (percent) overall and by kind."""
+    out: dict[str, Any] = {}
+    for kind in ["all", *sorted({q["kind"] for q in asked})]:
+        rows = [(r, q) for r, q in zip(replies, asked, strict=True) if kind in ("all", q["kind"])]
+        golds = [[a["text"] for a in q["answers"]] for _, q in rows]
+        answers = [first_line(r) for r, _ in rows]
+        out[kind] = {
+            "n": len(rows),
+            "exact": 100 * sum(exact_match(a, g) for a, g in zip(answers, golds, strict=True)) / len(rows),
+            "f1": 100 * sum(f1(a, g) for a, g in zip(answers, golds, strict=True)) / len(rows),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, help="an instruct model directory (SmolLM2 imported)")
+    parser.add_argument("--data", default="data/qa-test.json.xz")
+    parser.add_argument("--max-questions", type=int, default=200, help="answerable questions (0: all)")
+    parser.add_argument("--k", type=int, default=3, help="passages given to the model")
+    parser.add_argument("--passage-words", type=int, default=200)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", help="also write the figures and every reply as JSON here")
+    args = parser.parse_args()
+
+    contexts, asked = questions(Path(args.data), args.max_questions)
+    directory = resolve_model_dir(args.model)
+    net, tokenizer = load_model(directory)
+    net = net.to(resolve_dtype("auto", net.config)[0])
+    spec = ChatSpec.read(directory, tokenizer)
+    limit = net.config.block_size - args.max_new_tokens
+    result: dict[str, Any] = {"hardware": hardware_line(), "model": str(directory), "data": args.data}
+    result |= {"questions": len(asked), "k": args.k, "passage_words": args.passage_words}
+    with tempfile.TemporaryDirectory() as tmp:
+        docs = Path(tmp) / "docs" / "contexts.jsonl"
+        docs.parent.mkdir()
+        docs.write_text("".join(json.dumps({"text": c}) + "\n" for c in contexts), encoding="utf-8")
+        started = time.perf_counter()
+        index = PassageIndex.build(docs.parent, Path(tmp) / "index", args.passage_words, quiet=True)
+        result["index"] = {"passages": len(index.passages), "seconds": time.perf_counter() - started}
+        found = [[p for p, _ in index.search(q["question"], max(RECALL_KS))] for q in asked]
+        gold_passage = [Passage(f"{docs}:{q['context'] + 1}", 0, 0, contexts[q["context"]]) for q in asked]
+        recall = {}
+        for k in RECALL_KS:
+            hits = [any(holds_gold(p, docs, q) for p in ps[:k]) for ps, q in zip(found, asked, strict=True)]
+            named = [any(cited(q["answers"][0]["text"], ps[:k])) for ps, q in zip(found, asked, strict=True)]
+            recall[f"recall@{k}"] = 100 * sum(hits) / len(asked)
+            recall[f"answer in top {k}"] = 100 * sum(named) / len(asked)
+        result["retrieval"] = recall
+        conditions = {
+            "closed-book": [fit_prompt(spec, tokenizer, q["question"], [], limit, None)[0] for q in asked],
+            "open-book": [
+                fit_prompt(spec, tokenizer, q["question"], ps[: args.k], limit, None)[0]
+                for ps, q in zip(found, asked, strict=True)
+            ],  # fmt: skip
+            "gold passage": [
+                fit_prompt(spec, tokenizer, q["question"], [g], limit, None)[0]
+                for g, q in zip(gold_passage, asked, strict=True)
+            ],  # fmt: skip
+        }
+        replies: dict[str, list[str]] = {}
+        for name, prompts in conditions.items():
+            started = time.perf_counter()
+            new = answer_all(net, prompts, args.max_new_tokens, spec.stops, args.batch_size, name)
+            replies[name] = [tokenizer.decode(ids) for ids in new]
+            result[name] = score(replies[name], asked)
+            result[name]["seconds"] = time.perf_counter() - started
+            result[name]["prompt_tokens_mean"] = sum(map(len, prompts)) / len(prompts)
+            print(name, json.dumps(result[name]), flush=True)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        rows = [{"id": q["id"], "question": q["question"], "gold": q["answers"][0]["text"],
+                 **{name: replies[name][i] for name in replies}} for i, q in enumerate(asked)]  # fmt: skip
+        Path(args.out).write_text(
+            json.dumps({**result, "replies": rows}, indent=1, ensure_ascii=False) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
