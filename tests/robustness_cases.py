@@ -315,6 +315,15 @@ CASES = [
     Case("chat-top-k", "chat {t}/m --top-k -1", r"top_k=-1: must be an integer >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("chat-max-new-tokens", "chat {t}/m --max-new-tokens -2", r"max_new_tokens=-2: must be an integer >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("chat-dtype", "chat {s}/gpt --dtype fp16", r"argument --dtype: invalid choice: 'fp16'", usage=True),
+    # --- ask (the tiny GPT given SmolLM2's ChatML template; documents in the case's folder)
+    Case("ask-empty-question", "ask {t}/m '  ' --docs {t}/d", r"the question is empty", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
+    Case("ask-no-template", "ask {s}/gpt Who? --docs {t}/d", r"{s}/gpt: has no chat template", (write("d/a.txt", "Captain Ahab hunted the white whale."),)),
+    Case("ask-seq2seq", "ask {s}/s2s Who? --docs {t}/d", r"{s}/s2s: a Seq2Seq", (write("d/a.txt", "Captain Ahab hunted the white whale."),)),
+    Case("ask-missing-docs", "ask {t}/m Who? --docs {t}/none", r"{t}/none: no such file", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
+    Case("ask-k", "ask {t}/m Who? --docs {t}/d --k 0", r"k=0 must be >= 1", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
+    Case("ask-passage-words", "ask {t}/m Who? --docs {t}/d --passage-words 0", r"passage_words=0 must be >= 1", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
+    Case("ask-index-in-docs", "ask {t}/m Who? --docs {t}/d --index {t}/d/idx", r"{t}/d/idx: the output folder lies inside the input {t}/d", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
+    Case("ask-index-foreign", "ask {t}/m Who? --docs {t}/d --index {t}/mine", r"{t}/mine: holds files ask did not write \(keep\.txt\)", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."), write("mine/keep.txt", "mine"))),
     # --- eval (perplexity)
     Case("ppl-missing-data", "eval {s}/gpt --data {t}/none.txt", r"{t}/none\.txt: no such file"),
     Case("ppl-missing-model", "eval {t}/none --data {s}/corpus.txt", rf"{{t}}/none: {MODEL_DIR}"),

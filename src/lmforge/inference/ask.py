@@ -91,6 +91,8 @@ def ask(
     check_options(max_new_tokens=max_new_tokens, dtype=dtype)
     if not question.strip():
         raise LmforgeError("the question is empty")
+    if k < 1:
+        raise LmforgeError(f"k={k} must be >= 1")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
     if not isinstance(net, GPT):
@@ -98,6 +100,8 @@ def ask(
             f"{model}: a {type(net).__name__}, not a decoder language model, so it cannot answer"
         )
     spec = ChatSpec.read(directory, tokenizer)
+    system_message = [{"role": "system", "content": system}] if system is not None else []
+    spec.render([*system_message, {"role": "user", "content": question}])  # no template: say so now
     store = PassageIndex.build(docs, index, passage_words, text_field, quiet)
     found = store.search(question, k)
     limit = net.config.block_size - max_new_tokens
