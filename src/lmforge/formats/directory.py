@@ -118,6 +118,7 @@ LOADERS["marian"] = "lmforge.formats.hf_files:load_hf_dir"
 LOADERS["lmforge-encoder"] = "lmforge.formats.lmforge_dirs:load_encoder_dir"
 LOADERS["lmforge-classifier"] = "lmforge.formats.lmforge_dirs:load_classifier_dir"
 LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.formats.lmforge_dirs:load_seq2seq_dir"
+LOADERS["lmforge-qa"] = "lmforge.formats.hf_qa:load_qa_dir"
 
 
 def read_json(file: Path, what: str = "JSON file") -> dict[str, Any]:

@@ -49,10 +49,12 @@ from lmforge.formats.directory import (
 )
 from lmforge.formats.hf import FAMILIES, export_family, family_for
 from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
+from lmforge.formats.hf_qa import QA_ARCHITECTURE, QA_TYPE, span_state_to_hf, wants_span_head, with_span_head
 from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
+from lmforge.model.span import SpanModel
 from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
 from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -169,7 +171,7 @@ def _eos_id(directory: Path, raw: dict[str, Any]) -> int | None:
     return eos[0] if isinstance(eos, list) and eos else eos
 
 
-Model = GPT | Encoder | Seq2Seq
+Model = GPT | Encoder | Seq2Seq | SpanModel
 
 
 def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
@@ -204,6 +206,8 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     hf, weights_file = read_hf_weights(directory)
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
     model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain
+    if isinstance(model, Encoder) and wants_span_head(raw):  # BertForQuestionAnswering (formats/hf_qa.py)
+        model, unused = with_span_head(model, hf, unused, weights_file)
     if unused:
         print(
             f"lmforge: note: {weights_file}: {len(unused)} tensors outside the {family.architecture} body"
@@ -268,7 +272,9 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
 
         return import_gguf(hf_dir, out, owner)
     model, tokenizer = convert_hf(hf_dir)
-    model_type = ENCODER_TYPE if isinstance(model, Encoder) else None
+    model_type = (
+        QA_TYPE if isinstance(model, SpanModel) else ENCODER_TYPE if isinstance(model, Encoder) else None
+    )
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
     with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import") as tmp:
         write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
@@ -293,21 +299,25 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
 def _export_into(out: Path, model_path: str | Path) -> None:
     model, tokenizer = load_model(model_path)
     source = resolve_model_dir(model_path)
-    if not isinstance(model, GPT | Encoder | Seq2Seq):
+    if not isinstance(model, GPT | Encoder | Seq2Seq | SpanModel):
         raise LmforgeError(
             f"{model_path}: only decoder, encoder and encoder-decoder models export to HF"
             f" ({type(model).__name__})"
         )
     config = model.config
-    kind = "encoder" if isinstance(model, Encoder) else "seq2seq" if isinstance(model, Seq2Seq) else "gpt"
+    kind = "gpt" if isinstance(model, GPT) else "seq2seq" if isinstance(model, Seq2Seq) else "encoder"
     model_type, family = export_family(config, kind)
     body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
-    state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
+    if isinstance(model, SpanModel):  # BertForQuestionAnswering (formats/hf_qa.py)
+        state, architecture = span_state_to_hf(model), QA_ARCHITECTURE
+    else:
+        state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
+        architecture = family.architecture
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     raw = read_config_json(source)
     specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer, raw)
     hf_config = {
-        "architectures": [family.architecture],
+        "architectures": [architecture],
         "model_type": model_type,
         **body,
         **specials,

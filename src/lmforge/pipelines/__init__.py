@@ -24,6 +24,7 @@ TASKS: dict[str, str] = {
     "text-classification": "lmforge.pipelines.text_classification:TextClassificationPipeline",
     "translation": "lmforge.pipelines.translation:TranslationPipeline",
     "translation_en_to_fr": "lmforge.pipelines.translation:TranslationPipeline",
+    "question-answering": "lmforge.pipelines.question_answering:QuestionAnsweringPipeline",
 }
 
 

@@ -1,0 +1,79 @@
+"""Question-answering features: a question and a context as model inputs, windowed with a doc stride.
+
+As transformers' question-answering pipeline and its `run_qa.py` example do it with a fast
+tokenizer: `[CLS] question [SEP] context [SEP]`, the context cut to fit `max_seq_len` tokens and,
+when it is longer, continued in further windows that overlap the previous one by `doc_stride`
+tokens (the tokenizer's own truncation with stride, so the windows are transformers' windows). Each
+window keeps its `tokenizers.Encoding`: its offsets map tokens back to characters of the original
+context, which is how answers come back as character spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenizers import Encoding
+from tokenizers import Tokenizer as HFTokenizer
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import Tokenizer
+
+NO_ANSWER = (0, 0)  # training target of a window without the answer: the [CLS] token
+
+
+@dataclass
+class Window:
+    """One model input of one example."""
+
+    example: int
+    encoding: Encoding
+    ids: list[int]
+    type_ids: list[int]
+    answerable: list[bool]  # the token may be part of an answer: a context token, or [CLS]
+
+
+class WindowMaker:
+    """Windows of (question, context) pairs for one tokenizer (a private copy: truncation is set on it)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+        self.hf.no_padding()
+        self.cls_id = self.hf.token_to_id("[CLS]")
+        self.specials = self.hf.num_special_tokens_to_add(is_pair=True)
+
+    def windows(
+        self, example: int, question: str, context: str, max_seq_len: int, doc_stride: int
+    ) -> list[Window]:
+        question_tokens = len(self.hf.encode(question, add_special_tokens=False).ids)
+        room = max_seq_len - question_tokens - self.specials  # context tokens per window
+        if room <= 0:
+            raise LmforgeError(
+                f"question {example + 1} has {question_tokens} tokens: no room for the context in"
+                f" max_seq_len={max_seq_len}"
+            )
+        if doc_stride >= room:
+            raise LmforgeError(
+                f"doc_stride={doc_stride} must be smaller than the {room} context tokens a window of"
+                f" max_seq_len={max_seq_len} holds beside question {example + 1}"
+            )
+        self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
+        first = self.hf.encode(question, context)
+        out = []
+        for enc in (first, *first.overflowing):
+            answerable = [s == 1 or i == self.cls_id for s, i in zip(enc.sequence_ids, enc.ids, strict=True)]
+            out.append(Window(example, enc, enc.ids, enc.type_ids, answerable))
+        return out
+
+
+def span_targets(window: Window, answer_start: int, answer_end: int) -> tuple[int, int]:
+    """Token (start, end) of the characters [answer_start, answer_end) of the context in this window,
+    or NO_ANSWER when the window does not hold the whole answer (as transformers' run_qa.py)."""
+    tokens = [i for i, s in enumerate(window.encoding.sequence_ids) if s == 1]
+    if not tokens or answer_end <= answer_start:
+        return NO_ANSWER
+    offsets = window.encoding.offsets
+    if offsets[tokens[0]][0] > answer_start or offsets[tokens[-1]][1] < answer_end:
+        return NO_ANSWER
+    start = next(i for i in tokens if offsets[i][1] > answer_start)
+    end = next(i for i in reversed(tokens) if offsets[i][0] < answer_end)
+    return start, end
