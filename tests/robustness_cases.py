@@ -31,9 +31,6 @@ class Case:
         return f"{verb} --pairs" if "--pairs" in words else verb
 
 
-SQUAD = '{"data": [{"paragraphs": [{"context": "Ada sells wine.", "qas": [{"id": "1", "question": "Who?", "answers": [{"text": "Ada", "answer_start": 0}]}]}]}]}'
-
-
 # --- setup steps ----------------------------------------------------------------------------------
 def write(name: str, data: str | bytes) -> Step:
     def step(t: Path, s: Path) -> None:
@@ -311,10 +308,6 @@ CASES = [
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: unreadable"),
-    # --- eval-qa
-    Case("qa-no-data", "eval-qa {s}/gpt --data {t}/none.json", r"{t}/none\.json: no such file"),
-    Case("qa-not-squad", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: SQuAD JSON needs a top-level object with a 'data' list", (write("q.json", "[]"),)),
-    Case("qa-not-qa-model", "eval-qa {s}/gpt --data {t}/q.json", r"{s}/gpt: a GPT, not a question-answering model", (write("q.json", SQUAD),)),
     # --- chat (a tiny GPT given SmolLM2's ChatML template)
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),
@@ -341,13 +334,6 @@ CASES = [
     Case("ppl-context", "eval {s}/gpt --data {s}/corpus.txt --context 100", r"context=100: longer than the model's context of 16"),
     Case("ppl-max-tokens", "eval {s}/gpt --data {s}/corpus.txt --max-tokens 0", r"max_tokens=0: must be an integer >= 1"),
     Case("ppl-seq2seq", "eval {s}/s2s --data {s}/corpus.txt", r"{s}/s2s: a Seq2Seq"),
-    # --- inspect
-    Case("inspect-long-text", f"inspect {{s}}/gpt '{LONG}'", r"text is 53 tokens; inspect takes at most 16 \(the model's context of 16;"),
-    Case("inspect-long-source", f"inspect {{s}}/s2s '{LONG}'", r"source \(with its EOS\) is 54 tokens; inspect takes at most 16"),
-    Case("inspect-missing-model", "inspect {t}/none hello", rf"{{t}}/none: {MODEL_DIR}"),
-    Case("inspect-target-on-gpt", "inspect {s}/gpt hi --target x", r"--target is for encoder-decoder \(translation\) models"),
-    Case("inspect-max-tokens", "inspect {s}/gpt hi --max-tokens 1", r"max_tokens=1: must be an integer >= 2"),
-    Case("inspect-out-holds-files", "inspect {s}/gpt hi --out {t}/o", r"{t}/o: holds files inspect did not write \(notes\.txt\)", (write("o/notes.txt", "keep"),)),
     # --- merge-lora
     Case("merge-not-lora", "merge-lora {s}/gpt --out {t}/o", r"{s}/gpt: not a LoRA adapter directory \(no lora\.json\)"),
     Case("merge-not-lora-run", "merge-lora {s}/run --out {t}/o", r"{s}/run.*: not a LoRA adapter directory"),
