@@ -30,7 +30,7 @@ NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "im
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
          "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
          "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve",
-         "inspect": "inspect"}  # fmt: skip
+         "inspect": "inspect", "ask": "ask"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
 
@@ -117,6 +117,7 @@ MINIMAL = {
     "merge-lora": ["merge-lora", "m", "--out", "o"],
     "eval-instruct": ["eval-instruct", "m", "--data", "d.jsonl"],
     "serve": ["serve", "m"],
+    "ask": ["ask", "m", "q", "--docs", "d"],
 }
 
 
@@ -132,6 +133,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "translate": {"model", "texts"}, "eval-translate": {"model", "src", "ref"},
         "launch": {"nproc", "args"}, "eval": {"model", "data"}, "chat": {"model"},
         "merge-lora": {"model_path", "out"}, "eval-instruct": {"model", "data"}, "serve": {"models"},
+        "ask": {"model", "question", "docs"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)
 
