@@ -334,6 +334,13 @@ CASES = [
     Case("ppl-context", "eval {s}/gpt --data {s}/corpus.txt --context 100", r"context=100: longer than the model's context of 16"),
     Case("ppl-max-tokens", "eval {s}/gpt --data {s}/corpus.txt --max-tokens 0", r"max_tokens=0: must be an integer >= 1"),
     Case("ppl-seq2seq", "eval {s}/s2s --data {s}/corpus.txt", r"{s}/s2s: a Seq2Seq"),
+    # --- inspect
+    Case("inspect-long-text", f"inspect {{s}}/gpt '{LONG}'", r"text is 53 tokens; inspect takes at most 16 \(the model's context of 16;"),
+    Case("inspect-long-source", f"inspect {{s}}/s2s '{LONG}'", r"source \(with its EOS\) is 54 tokens; inspect takes at most 16"),
+    Case("inspect-missing-model", "inspect {t}/none hello", rf"{{t}}/none: {MODEL_DIR}"),
+    Case("inspect-target-on-gpt", "inspect {s}/gpt hi --target x", r"--target is for encoder-decoder \(translation\) models"),
+    Case("inspect-max-tokens", "inspect {s}/gpt hi --max-tokens 1", r"max_tokens=1: must be an integer >= 2"),
+    Case("inspect-out-holds-files", "inspect {s}/gpt hi --out {t}/o", r"{t}/o: holds files inspect did not write \(notes\.txt\)", (write("o/notes.txt", "keep"),)),
     # --- merge-lora
     Case("merge-not-lora", "merge-lora {s}/gpt --out {t}/o", r"{s}/gpt: not a LoRA adapter directory \(no lora\.json\)"),
     Case("merge-not-lora-run", "merge-lora {s}/run --out {t}/o", r"{s}/run.*: not a LoRA adapter directory"),

@@ -25,7 +25,7 @@ from lmforge.inference.translate import translate_ids
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
-from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
+from lmforge.outputs import check_target, describe_foreign, foreign_entries, staged_folder
 from lmforge.tools.capture import capture, unembedding
 from lmforge.tools.lens import LogitLens, lens_table, logit_lens
 
@@ -78,13 +78,18 @@ def inspect(
     Texts over `max_tokens` tokens (or the model's context) are refused: the maps grow as T^2."""
     if not isinstance(text, str) or not text.strip():
         raise LmforgeError("inspect needs a non-empty text")
-    if max_tokens < 2 or top_k < 1:
-        raise LmforgeError(f"max_tokens={max_tokens} must be >= 2 and top_k={top_k} >= 1")
+    if max_tokens < 2:
+        raise LmforgeError(f"max_tokens={max_tokens}: must be an integer >= 2")
+    if top_k < 1:
+        raise LmforgeError(f"top_k={top_k}: must be an integer >= 1")
+    model_dir = resolve_model_dir(model)
+    if out is not None:  # refuse a folder of someone else's files before the work, not after
+        check_target(out, [model_dir], _earlier_inspect, None, "inspect")
     net, tokenizer = load_model(model)
     net.float()
     result = inspect_model(net, tokenizer, text, target, max_tokens, top_k)
     if out is not None:
-        result.files = write_files(result, out, resolve_model_dir(model), tokenizer)
+        result.files = write_files(result, out, model_dir, tokenizer)
     return result
 
 
