@@ -15,7 +15,9 @@ folder. Only answerable questions are asked (unanswerable ones have no passage t
   (inference/squad_metric.py) on the reply's first line:
   `closed-book` (the question alone), `open-book` (the k best passages, as `lmforge ask` gives
   them) and `gold passage` (the question's own context alone: what reading costs when retrieval is
-  perfect).
+  perfect). `blank filled` scores a cloze reply that rewrites the sentence (the usual reply of a
+  small model) by the words it put where the blank was, found between the three words before the
+  blank and the two after it; other replies are scored by their first line as above.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +41,7 @@ from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import exact_match, f1
 
 RECALL_KS = (1, 3, 5, 10)
+BLANK = "____"  # data/build_qa.py's blank
 
 
 def questions(data: Path, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
@@ -65,19 +69,51 @@ def first_line(reply: str) -> str:
     return (reply.strip().splitlines() or [""])[0].strip()
 
 
-def score(replies: list[str], asked: list[dict[str, Any]]) -> dict[str, Any]:
+def filled_blank(question: str, reply: str) -> str | None:
+    """The words a reply that rewrites a cloze sentence puts where the blank was: the text between
+    the (up to) three words before the blank and the two after it, or None if it does not."""
+    sentence = question.removeprefix("Fill in the blank: ")
+    if BLANK not in sentence:
+        return None
+    before, after = sentence.split(BLANK, 1)
+    left = r"\W+".join(map(re.escape, re.findall(r"\w+", before)[-3:]))
+    right = r"\W+".join(map(re.escape, re.findall(r"\w+", after)[:2]))
+    match = re.search(rf"{left}\W*(.+?)\W*{right}" if right else rf"{left}\W*(.+?)\W*$", reply, re.IGNORECASE)
+    return match.group(1) if match and left else None
+
+
+def extract(reply: str, q: dict[str, Any], fill: bool) -> str:
+    """The answer scored: the reply's first line, or (fill) the words it put in a cloze blank."""
+    filled = filled_blank(q["question"], reply) if fill and q["kind"] == "cloze" else None
+    return filled if filled is not None else first_line(reply)
+
+
+def score(replies: list[str], asked: list[dict[str, Any]], fill: bool = False) -> dict[str, Any]:
     """EM and F1 (percent) overall and by kind."""
     out: dict[str, Any] = {}
     for kind in ["all", *sorted({q["kind"] for q in asked})]:
         rows = [(r, q) for r, q in zip(replies, asked, strict=True) if kind in ("all", q["kind"])]
         golds = [[a["text"] for a in q["answers"]] for _, q in rows]
-        answers = [first_line(r) for r, _ in rows]
+        answers = [extract(r, q, fill) for r, q in rows]
         out[kind] = {
             "n": len(rows),
             "exact": 100 * sum(exact_match(a, g) for a, g in zip(answers, golds, strict=True)) / len(rows),
             "f1": 100 * sum(f1(a, g) for a, g in zip(answers, golds, strict=True)) / len(rows),
         }
     return out
+
+
+def rescore(earlier: Path, data: Path) -> None:
+    """Print the scores of an earlier run's replies (this script's --out) under today's scoring."""
+    saved = json.loads(earlier.read_text(encoding="utf-8"))
+    _, asked = questions(data, saved["questions"])
+    by_id = {row["id"]: row for row in saved["replies"]}
+    for name in ("closed-book", "open-book", "gold passage"):
+        replies = [by_id[q["id"]][name] for q in asked]
+        print(
+            name,
+            json.dumps({"first line": score(replies, asked), "blank filled": score(replies, asked, True)}),
+        )
 
 
 def main() -> None:
@@ -92,7 +128,11 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", help="also write the figures and every reply as JSON here")
+    parser.add_argument("--rescore", help="score the replies of an earlier --out file again (no model)")
     args = parser.parse_args()
+    if args.rescore:
+        rescore(Path(args.rescore), Path(args.data))
+        return
 
     contexts, asked = questions(Path(args.data), args.max_questions)
     directory = resolve_model_dir(args.model)
@@ -135,6 +175,7 @@ def main() -> None:
             new = answer_all(net, prompts, args.max_new_tokens, spec.stops, args.batch_size, name)
             replies[name] = [tokenizer.decode(ids) for ids in new]
             result[name] = score(replies[name], asked)
+            result[name]["blank filled"] = score(replies[name], asked, fill=True)
             result[name]["seconds"] = time.perf_counter() - started
             result[name]["prompt_tokens_mean"] = sum(map(len, prompts)) / len(prompts)
             print(name, json.dumps(result[name]), flush=True)
