@@ -184,3 +184,34 @@ def test_parallel_streams_equal_their_sequential_answers(server: tuple[str, Any]
     while state.decoder.admitted and time.monotonic() < deadline + 60:
         time.sleep(0.01)
     assert state.decoder.admitted == 0
+
+
+def test_a_client_that_leaves_stops_its_rows_and_spares_the_others(server: tuple[str, Any]) -> None:
+    import httpx
+
+    url, state = server
+    want = stream(url, REQUESTS[0])
+    gate = threading.Event()  # both requests join one batch
+    state.decoder.batcher.submit(gate.wait, 30)
+    endless = {"model": "gpt", "prompt": "a", "max_tokens": 1000, "temperature": 0, "stop": "\u00e9\u00e9"}
+    other: list[Any] = []
+    with httpx.stream("POST", url + "/v1/completions", json={**endless, "stream": True}, timeout=30) as r:
+        deadline = time.monotonic() + 10
+        while getattr(state.decoder.last, "max_new_tokens", 0) != 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        job = state.decoder.last
+        thread = threading.Thread(target=lambda: other.append(stream(url, REQUESTS[0])))
+        thread.start()
+        while state.decoder.admitted < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        lines = r.iter_lines()
+        assert any(next(lines).startswith("data: ") for _ in range(6))  # it is decoding
+    while not job.future.done() and time.monotonic() < deadline:  # closed: its rows leave
+        time.sleep(0.01)
+    stopped_at = job.tokens
+    assert job.future.done() and job.cancel.is_set() and stopped_at < 1000
+    time.sleep(0.2)
+    assert job.tokens == stopped_at
+    thread.join(30)
+    assert other == [want]
