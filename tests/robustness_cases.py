@@ -31,6 +31,9 @@ class Case:
         return f"{verb} --pairs" if "--pairs" in words else verb
 
 
+SQUAD = '{"data": [{"paragraphs": [{"context": "Ada sells wine.", "qas": [{"id": "1", "question": "Who?", "answers": [{"text": "Ada", "answer_start": 0}]}]}]}]}'
+
+
 # --- setup steps ----------------------------------------------------------------------------------
 def write(name: str, data: str | bytes) -> Step:
     def step(t: Path, s: Path) -> None:
@@ -308,6 +311,10 @@ CASES = [
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: unreadable"),
+    # --- eval-qa
+    Case("qa-no-data", "eval-qa {s}/gpt --data {t}/none.json", r"{t}/none\.json: no such file"),
+    Case("qa-not-squad", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: SQuAD JSON needs a top-level object with a 'data' list", (write("q.json", "[]"),)),
+    Case("qa-not-qa-model", "eval-qa {s}/gpt --data {t}/q.json", r"{s}/gpt: a GPT, not a question-answering model", (write("q.json", SQUAD),)),
     # --- chat (a tiny GPT given SmolLM2's ChatML template)
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),

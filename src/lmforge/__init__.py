@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.inference.generate import generate
     from lmforge.inference.instruct_eval import eval_instruct
     from lmforge.inference.perplexity import evaluate
+    from lmforge.inference.qa_eval import eval_qa
     from lmforge.inference.translate import eval_translate, translate
     from lmforge.pipelines import pipeline
     from lmforge.server.serve import serve
@@ -39,6 +40,7 @@ _API: dict[str, str] = {
     "chat": "lmforge.inference.chat:chat",
     "LmforgeError": "lmforge.errors:LmforgeError",
     "eval_instruct": "lmforge.inference.instruct_eval:eval_instruct",
+    "eval_qa": "lmforge.inference.qa_eval:eval_qa",
     "eval_translate": "lmforge.inference.translate:eval_translate",
     "evaluate": "lmforge.inference.perplexity:evaluate",
     "export_hf": "lmforge.formats.hf_files:export_hf",
@@ -63,6 +65,7 @@ __all__ = [
     "ask",
     "chat",
     "eval_instruct",
+    "eval_qa",
     "eval_translate",
     "evaluate",
     "export_hf",

@@ -340,6 +340,23 @@ VERBS: dict[str, Verb] = {
         ),
         lambda r, _: print(json.dumps(r, indent=2, ensure_ascii=False)),
     ),
+    "eval-qa": Verb(
+        "lmforge.inference.qa_eval:eval_qa",
+        "exact match and F1 of an extractive question-answering model on a SQuAD v1.1/v2.0 JSON file,"
+        " as the official scripts score them; JSON out",
+        (
+            opt("model", MODEL),
+            opt("--data", "SQuAD v1.1/v2.0 .json(.gz/.xz/.bz2)", required=True),
+            opt("--max-answer-len", "tokens per answer at most", type=int),
+            opt("--max-seq-len", "tokens per window (default: min(384, the model's context))", type=int),
+            opt("--doc-stride", "tokens a window shares with the previous one", type=int),
+            opt("--handle-impossible-answer", "allow the empty answer (default: on v2.0 files)",
+                action=argparse.BooleanOptionalAction),
+            opt("--batch-size", "windows per forward pass", type=int),
+            opt("--out", "also write the predictions {id: answer} to this file"),
+        ),
+        lambda r, _: print(json.dumps(r, indent=2)),
+    ),
     "serve": Verb(
         "lmforge.server.serve:serve",
         "serve model directories over an OpenAI-compatible HTTP API (chat, completions, translation,"

@@ -15,7 +15,7 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 
-TASKS = ("lm", "translation", "classification", "chat")
+TASKS = ("lm", "translation", "classification", "chat", "qa")
 
 
 @dataclass
@@ -32,9 +32,10 @@ class DataConfig:
     """Field holding the text in .jsonl inputs."""
     task: str = "lm"
     """`lm` (next-token language modelling), `translation` (sentence pairs, seq2seq model),
-    `classification` (labelled text, a classification head on train.init_from's model) or `chat`
+    `classification` (labelled text, a classification head on train.init_from's model), `chat`
     (instruction tuning: JSON lines of message lists, loss on the assistant's tokens, rendered with
-    train.init_from's chat template)."""
+    train.init_from's chat template) or `qa` (extractive question answering: SQuAD v1.1/v2.0 JSON,
+    a span head on train.init_from's encoder)."""
     src_lang: str = "en"
     """translation: source language code (the field / file suffix of the source side)."""
     tgt_lang: str = "fr"
@@ -44,8 +45,10 @@ class DataConfig:
     label_field: str = "label"
     """classification: field holding the label in .jsonl inputs."""
     max_len: int = 128
-    """classification: tokens kept per text; chat: tokens kept per conversation (both at most the
-    model's context)."""
+    """classification: tokens kept per text; chat: tokens kept per conversation; qa: tokens per window,
+    question and context together (all at most the model's context)."""
+    doc_stride: int = 128
+    """qa: tokens each window of a long context shares with the previous one."""
 
 
 @dataclass
@@ -349,6 +352,11 @@ class Config:
             self.data.task != "classification" or bool(t.init_from),
             "data.task='classification' needs train.init_from (the model to put a head on)",
         )
+        _check(
+            self.data.task != "qa" or bool(t.init_from),
+            "data.task='qa' needs train.init_from (the encoder to put a span head on)",
+        )
+        _check(self.data.doc_stride >= 0, f"data.doc_stride={self.data.doc_stride} must be >= 0")
         _check(
             self.data.task != "chat" or bool(t.init_from),
             "data.task='chat' needs train.init_from (a chat model: its weights and its chat template)",

@@ -19,6 +19,9 @@ class SpanModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config
+        # BERT's pooler is not used (BertForQuestionAnswering has none): frozen, so DDP and the
+        # optimizer's state (checkpoints, resume) see only weights that get gradients
+        backbone.pooler.requires_grad_(False)
         self.qa_outputs = nn.Linear(backbone.config.n_embd, 2)
         nn.init.normal_(self.qa_outputs.weight, std=0.02)
         nn.init.zeros_(self.qa_outputs.bias)

@@ -117,6 +117,7 @@ TASKS: dict[str, str] = {
     "translation": "lmforge.train.tasks.translation:TranslationTask",
     "classification": "lmforge.train.tasks.classification:ClassificationTask",
     "chat": "lmforge.train.tasks.chat:ChatTask",
+    "qa": "lmforge.train.tasks.qa:QATask",
 }
 
 

@@ -1,0 +1,106 @@
+"""SQuAD v1.1 / v2.0 JSON (Rajpurkar et al., 2016, 2018): the reading-comprehension format people have.
+
+    {"version": "v2.0", "data": [{"title": ..., "paragraphs": [{"context": ...,
+      "qas": [{"id": ..., "question": ..., "answers": [{"text": ..., "answer_start": 17}],
+               "is_impossible": false}]}]}]}
+
+`read_squad` reads a .json file (or .json.gz/.xz/.bz2) into one QAExample per question. An answer
+whose `answer_start` does not point at its text in the context is skipped and counted, never
+moved or guessed; a question left with no answer (and not marked impossible) is skipped too. A
+file that is not this shape is a one-line error naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.data.labelled import _open
+from lmforge.errors import LmforgeError
+
+
+@dataclass
+class QAExample:
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]]  # (text, character start in the context), checked
+    impossible: bool  # SQuAD v2: the context does not answer the question
+    paragraph: int  # index of its paragraph in the file (held-out splits keep paragraphs whole)
+
+
+@dataclass
+class SquadFile:
+    examples: list[QAExample]
+    skipped_answers: int = 0
+    skipped_questions: int = 0
+    first_skipped: list[str] = field(default_factory=list)  # question ids, for the message
+
+    def report(self, path: str | Path) -> str | None:
+        """The line saying what was skipped, or None."""
+        if not self.skipped_answers:
+            return None
+        return (
+            f"{path}: skipped {self.skipped_answers} answers whose answer_start does not match their text"
+            f" ({self.skipped_questions} questions left without an answer dropped; e.g. question id"
+            f" {', '.join(self.first_skipped[:3])})"
+        )
+
+
+def load_squad_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with _open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise LmforgeError(f"{path}: no such file") from None
+    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError, json.JSONDecodeError) as e:
+        raise LmforgeError(f"{path}: not readable SQuAD JSON: {e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+        raise LmforgeError(f"{path}: SQuAD JSON needs a top-level object with a 'data' list")
+    return raw
+
+
+def _get(obj: Any, key: str, kind: type, where: str) -> Any:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise LmforgeError(f"{where}: needs {key!r} ({kind.__name__})")
+    return value
+
+
+def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
+    """The questions of a SQuAD file; `keep_unanswered` keeps those left without a usable answer
+    (for evaluation, which scores the answers' texts and needs no answer_start)."""
+    raw = load_squad_json(path)
+    out = SquadFile([])
+    paragraph_index = 0
+    for a, article in enumerate(raw["data"]):
+        for p, paragraph in enumerate(_get(article, "paragraphs", list, f"{path}: data[{a}]")):
+            where = f"{path}: data[{a}].paragraphs[{p}]"
+            context = _get(paragraph, "context", str, where)
+            for q, qa in enumerate(_get(paragraph, "qas", list, where)):
+                here = f"{where}.qas[{q}]"
+                qid, question = str(qa.get("id", here)), _get(qa, "question", str, here)
+                impossible = bool(qa.get("is_impossible", False))
+                answers, bad = [], 0
+                for n, answer in enumerate(qa.get("answers") or []):
+                    text = _get(answer, "text", str, f"{here}.answers[{n}]")
+                    start = _get(answer, "answer_start", int, f"{here}.answers[{n}]")
+                    if text and start >= 0 and context[start : start + len(text)] == text:
+                        answers.append((text, start))
+                    else:
+                        bad += 1
+                out.skipped_answers += bad
+                if bad:
+                    out.first_skipped.append(qid)
+                if not answers and not impossible and not keep_unanswered:
+                    out.skipped_questions += 1
+                    continue
+                out.examples.append(QAExample(qid, question, context, answers, impossible, paragraph_index))
+            paragraph_index += 1
+    if not out.examples:
+        raise LmforgeError(f"{path}: no questions" + ("" if keep_unanswered else " with a usable answer"))
+    return out

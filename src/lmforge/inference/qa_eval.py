@@ -1,0 +1,67 @@
+"""`lmforge eval-qa`: exact match and F1 of an extractive QA model on a SQuAD v1.1/v2.0 file.
+
+Every question of the file is answered as the question-answering pipeline answers it
+(inference/qa.py: windows with a doc stride, the best span, words kept whole), and scored by
+inference/squad_metric.py exactly as the official evaluation scripts score it. On a v2.0 file the
+null answer is allowed (`handle_impossible_answer`) unless told otherwise. `out` writes the
+predictions as the official scripts read them: {question id: answer text}.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.data.qa_squad import load_squad_json, read_squad
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options
+from lmforge.inference.squad_metric import dataset_version, squad_scores
+from lmforge.inference.translate import check_out
+from lmforge.model.span import SpanModel
+
+
+def eval_qa(
+    model: str | Path,
+    data: str | Path,
+    max_answer_len: int = 15,
+    max_seq_len: int | None = None,
+    doc_stride: int | None = None,
+    handle_impossible_answer: bool | None = None,
+    batch_size: int = 32,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Answer every question of the SQuAD file `data` with the QA model and score the answers:
+    {"exact", "f1", "total", ...} in percent, as the official v1.1/v2.0 scripts report them.
+    handle_impossible_answer: allow the empty answer (default: when the file is SQuAD v2.0)."""
+    out_file = check_out(out, {"data": data}) if out is not None else None
+    raw = load_squad_json(data)
+    version = dataset_version(raw)
+    if handle_impossible_answer is None:
+        handle_impossible_answer = version == "v2.0"
+    options = QAOptions(
+        1, max_answer_len, handle_impossible_answer, max_seq_len, doc_stride, True, batch_size
+    )
+    check_qa_options(options)
+    net, tokenizer = load_model(model)
+    if not isinstance(net, SpanModel):
+        raise LmforgeError(f"{model}: a {type(net).__name__}, not a question-answering model")
+    examples = read_squad(data, keep_unanswered=True).examples
+    started = time.perf_counter()
+    answers = answer_questions(net, tokenizer, [(e.question, e.context) for e in examples], options)
+    predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(examples, answers, strict=True)}
+    result: dict[str, Any] = {
+        "model": str(resolve_model_dir(model)),
+        "data": str(data),
+        **squad_scores(predictions, raw, version=version),
+        "handle_impossible_answer": handle_impossible_answer,
+        "seconds": round(time.perf_counter() - started, 1),
+        "threads": torch.get_num_threads(),
+    }
+    if out_file is not None:
+        out_file.write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+    return result

@@ -1,0 +1,192 @@
+"""Extractive question answering: a span head (model/span.py) on train.init_from's encoder.
+
+Data is SQuAD v1.1/v2.0 JSON (data.input; data/qa_squad.py): answers whose answer_start does not
+match their text are skipped and counted in one line. A seeded shuffle of the paragraphs holds
+out data.val_fraction of them (questions on one paragraph stay on one side). Each question becomes
+windows of data.max_len tokens ([CLS] question [SEP] context [SEP]) overlapping by data.doc_stride
+(data/qa_features.py); a window's targets are the token positions of the question's first answer,
+or [CLS] when the window does not hold it whole or the question is unanswerable (SQuAD v2), as in
+transformers' run_qa.py. The loss is cross-entropy of the start and of the end over the window's
+real tokens, summed; the loop divides by the targets (two per window), which makes it
+BertForQuestionAnswering's (start + end) / 2.
+
+Validation: loss per target, and SQuAD exact match and F1 (inference/squad_metric.py) of the
+answers the pipeline would give (inference/qa.py; the null answer allowed when the file is v2).
+Every rank decodes every held-out question, so every rank runs the same forwards. The export is
+the best step by val_f1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.data.labelled import LabelledLoader
+from lmforge.data.qa_features import Window, WindowMaker, span_targets
+from lmforge.data.qa_squad import QAExample, read_squad
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model, write_model_files
+from lmforge.formats.hf_qa import QA_TYPE
+from lmforge.inference.qa import QAOptions, decode_example, window_logits
+from lmforge.inference.squad_metric import exact_match, f1
+from lmforge.model.encoder import Encoder
+from lmforge.model.span import SpanModel
+from lmforge.train.engines.base import Engine
+from lmforge.train.tasks.base import Autocast, Setup, Task
+
+Feature = tuple[Window, tuple[int, int]]  # a window and its (start, end) target
+
+
+def collate(features: list[Feature]) -> tuple[torch.Tensor, ...]:
+    """(ids, token_type_ids, attention_mask) each (B, T), right-padded, and targets (B, 2)."""
+    width = max(len(w.ids) for w, _ in features)
+    ids = torch.zeros(len(features), width, dtype=torch.long)
+    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for row, (w, _) in enumerate(features):
+        n = len(w.ids)
+        ids[row, :n], types[row, :n], mask[row, :n] = torch.tensor(w.ids), torch.tensor(w.type_ids), 1
+    return ids, types, mask, torch.tensor([target for _, target in features])
+
+
+class FeatureLoader(LabelledLoader):
+    """The classification loader's shuffle, dealing and exact-resume position, over windows."""
+
+    def collate(self, rows: list[Any]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        return collate(rows)
+
+
+def span_loss(logits: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits (B, T, 2), mask (B, T), targets (B, 2) -> start + end cross-entropy summed over B.
+    Padding is masked out, so a window's loss does not depend on what it is batched with."""
+    logits = logits.float().masked_fill(~mask.bool().unsqueeze(-1), float("-inf"))
+    start = F.cross_entropy(logits[..., 0], targets[:, 0], reduction="sum")
+    return start + F.cross_entropy(logits[..., 1], targets[:, 1], reduction="sum")
+
+
+class QATask(Task):
+    name = "qa"
+    best_metric = "val_f1"
+
+    def __init__(self, setup: Setup) -> None:
+        cfg, d, t, engine = setup.cfg, setup.cfg.data, setup.cfg.train, setup.engine
+        squad = read_squad(d.input)
+        skipped = squad.report(d.input)
+        if skipped and engine.rank == 0:  # shown even with --quiet: data was left out
+            print(f"lmforge: warning: {skipped}", file=sys.stderr)
+        self.skipped = squad.skipped_answers
+        paragraphs = sorted({e.paragraph for e in squad.examples})
+        random.Random(t.seed).shuffle(paragraphs)
+        n_val = int(len(paragraphs) * d.val_fraction)
+        if n_val < 1 or len(paragraphs) - n_val < 1:
+            raise LmforgeError(
+                f"{d.input}: {len(paragraphs)} paragraphs with data.val_fraction={d.val_fraction} leave"
+                f" {n_val} held out and {len(paragraphs) - n_val} to train on; both need at least one"
+            )
+        held_out = set(paragraphs[-n_val:])
+        self.train_examples = [e for e in squad.examples if e.paragraph not in held_out]
+        self.val_examples = [e for e in squad.examples if e.paragraph in held_out]
+        self.v2 = any(e.impossible for e in squad.examples)
+        model, self.tokenizer = load_model(t.init_from)
+        self.backbone = model.backbone if isinstance(model, SpanModel) else model
+        self.head = model.qa_outputs.state_dict() if isinstance(model, SpanModel) else None
+        if not isinstance(self.backbone, Encoder):
+            raise LmforgeError(f"train.init_from={t.init_from!r}: not an encoder (BERT, MiniLM) model")
+        cfg.model = dataclasses.replace(self.backbone.config, dropout=cfg.model.dropout)
+        self.cfg, self.micro = cfg, setup.micro
+        self.max_len = min(d.max_len, cfg.model.block_size)
+        self.maker = WindowMaker(self.tokenizer)
+        train = self._features(self.train_examples)
+        self.loader = FeatureLoader(
+            train, None, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
+        )  # type: ignore[arg-type]
+        self.val = self._features(self.val_examples)
+        self.n_train_windows = len(train)
+
+    def _features(self, examples: list[QAExample]) -> list[Feature]:
+        out = []
+        for n, e in enumerate(examples):
+            for w in self.maker.windows(n, e.question, e.context, self.max_len, self.cfg.data.doc_stride):
+                text, start = e.answers[0] if e.answers and not e.impossible else ("", 0)
+                out.append((w, span_targets(w, start, start + len(text))))
+        return out
+
+    def build_model(self) -> SpanModel:
+        backbone = Encoder(self.cfg.model)
+        if not self.cfg.train.from_scratch:  # from_scratch: the same architecture, random weights
+            backbone.load_state_dict(self.backbone.state_dict())
+        model = SpanModel(backbone)
+        if self.head is not None and not self.cfg.train.from_scratch:  # a QA model goes on training
+            model.qa_outputs.load_state_dict(self.head)
+        return model
+
+    def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
+        ids, types, mask, targets = batch
+        return span_loss(model(ids, mask, types), mask, targets)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
+        """val_loss (nats per target), val_exact and val_f1 (percent, SQuAD's) on every held-out question."""
+        was_training = model.training
+        model.eval()
+        windows = [w for w, _ in self.val]
+        with autocast():
+            logits = window_logits(model, windows, self.micro, engine.device)
+        loss = 0.0
+        for (_, target), (start, end) in zip(self.val, logits, strict=True):
+            loss -= float(torch.from_numpy(start).log_softmax(-1)[target[0]])
+            loss -= float(torch.from_numpy(end).log_softmax(-1)[target[1]])
+        options = QAOptions(handle_impossible_answer=self.v2)
+        grouped: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            grouped.setdefault(w.example, []).append(i)
+        exact = f1s = 0.0
+        version = "v2.0" if self.v2 else "1.1"
+        for n, e in enumerate(self.val_examples):
+            picked = grouped[n]
+            answers = decode_example(
+                e.context, [windows[i] for i in picked], [logits[i] for i in picked], options
+            )
+            prediction = answers[0]["answer"] if answers else ""
+            golds = [] if e.impossible else [text for text, _ in e.answers]
+            exact += exact_match(prediction, golds, version=version)
+            f1s += f1(prediction, golds, version=version)
+        model.train(was_training)
+        n = max(len(self.val_examples), 1)
+        return {
+            "val_loss": loss / max(2 * len(self.val), 1),
+            "val_exact": 100.0 * exact / n,
+            "val_f1": 100.0 * f1s / n,
+        }
+
+    def write_model_files(self, directory: Path) -> None:
+        write_model_files(directory, self.cfg.model, self.tokenizer, QA_TYPE)
+
+    def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
+        return sum(int(b[2].sum()) for b in micro_batches)  # real tokens, no padding
+
+    def micro_batch_tokens(self) -> int:
+        return self.micro * self.max_len
+
+    def describe(self) -> str:
+        return (
+            f"{self.cfg.data.input}: {len(self.train_examples)} train questions ({self.n_train_windows}"
+            f" windows) / {len(self.val_examples)} held-out, SQuAD {'v2.0' if self.v2 else 'v1.1'},"
+            f" {self.max_len} tokens per window, doc stride {self.cfg.data.doc_stride}"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "task": self.name,
+            "train_questions": len(self.train_examples),
+            "heldout_questions": len(self.val_examples),
+            "train_windows": self.n_train_windows,
+            "skipped_answers": self.skipped,
+            "from_scratch": self.cfg.train.from_scratch,
+        }

@@ -1,0 +1,184 @@
+"""data.task = "qa" on the one loop: SQuAD JSON in (bad answer_starts skipped and counted), windows
+with a doc stride, a span model out that the pipeline and `lmforge eval-qa` read; every engine and
+kill -9 then --resume (as tests/test_tasks_on_engines.py does for the other tasks)."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from run_helpers import kill_mid_run
+from test_tasks_on_engines import ENGINES, lmforge
+
+from lmforge import eval_qa, pipeline
+from lmforge.data.qa_features import NO_ANSWER, WindowMaker, span_targets
+from lmforge.data.qa_squad import read_squad
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.train.loop import train
+from lmforge.train.metrics import read_metrics
+
+FIXTURE = Path(__file__).parent / "fixtures" / "bert-qa"
+NAMES = ["Tobias", "Marta", "Ivan", "Greta", "Hugo", "Nora", "Felix", "Ada", "Otto", "Lena"]
+PLACES = ["Harrow", "Dunmore", "Fenwick", "Ashford", "Orrin", "Aubrac", "Ives", "Cape"]
+GOODS = ["salt", "wool", "copper", "bread", "wine", "pots", "books", "sheep"]
+
+
+def write_squad(path: Path, paragraphs: int = 60, bad: int = 3, seed: int = 0, v2: bool = True) -> Path:
+    """A SQuAD file: each paragraph says where someone lives and what someone sells, asks both and
+    (v2.0) one unanswerable question; `bad` answers have an answer_start that misses their text."""
+    rng = random.Random(seed)
+    data = []
+    for p in range(paragraphs):
+        a, b, c = rng.sample(NAMES, 3)
+        place, goods = rng.choice(PLACES), rng.choice(GOODS)
+        filler = " ".join(
+            rng.choice(["the", "old", "market", "by", "river", "in", "spring"]) for _ in range(4)
+        )
+        context = f"{filler}. {a} lives in {place}. {b} sells {goods} at the market. {filler}."
+        qas = [
+            {"id": f"{p}-live", "question": f"Where does {a} live?",
+             "answers": [{"text": place, "answer_start": context.index(f"in {place}") + 3}]},
+            {"id": f"{p}-sell", "question": f"What does {b} sell?",
+             "answers": [{"text": goods, "answer_start": context.index(f"sells {goods}") + 6}]},
+            {"id": f"{p}-none", "question": f"What does {c} sell?", "answers": [], "is_impossible": True},
+        ][: 3 if v2 else 2]  # fmt: skip
+        if p < bad:
+            qas[0]["answers"][0]["answer_start"] += 1  # misses its text: skipped, counted
+        data.append({"title": f"t{p}", "paragraphs": [{"context": context, "qas": qas}]})
+    raw = json.dumps({"version": "v2.0" if v2 else "1.1", "data": data})
+    if path.suffix == ".xz":
+        path.write_bytes(lzma.compress(raw.encode()))
+    else:
+        path.write_text(raw)
+    return path
+
+
+def recipe(data: Path, steps: int) -> list[str]:
+    return ["--data.task=qa", f"--data.input={data}", f"--train.init_from={FIXTURE}",
+            f"--train.max_steps={steps}", "--train.batch_size=8", "--train.lr=3e-3", "--train.warmup_steps=2",
+            "--data.max_len=64", "--data.doc_stride=16", "--data.val_fraction=0.2", "--train.dtype=fp32",
+            "--train.log_interval=1", "--model.dropout=0.1"]  # fmt: skip
+
+
+def test_reading_squad_skips_and_counts_bad_answer_starts(tmp_path: Path) -> None:
+    squad = read_squad(write_squad(tmp_path / "squad.json.xz", paragraphs=10, bad=2))
+    assert squad.skipped_answers == 2 and squad.skipped_questions == 2
+    assert len(squad.examples) == 28 and sum(e.impossible for e in squad.examples) == 10
+    report = squad.report("squad.json.xz")
+    assert report is not None and "skipped 2 answers whose answer_start does not match" in report
+    for e in squad.examples:
+        for text, start in e.answers:
+            assert e.context[start : start + len(text)] == text
+    assert len(read_squad(tmp_path / "squad.json.xz", keep_unanswered=True).examples) == 30
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not readable SQuAD JSON"),
+        ('{"version": "1.1"}', "needs a top-level object with a 'data' list"),
+        ('{"data": [{"title": "x"}]}', r"data\[0\]: needs 'paragraphs'"),
+        ('{"data": [{"paragraphs": [{"qas": []}]}]}', r"data\[0\].paragraphs\[0\]: needs 'context'"),
+        ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q"}]}]}]}',
+         r"qas\[0\]: needs 'question'"),
+        ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q", "question": "w",'
+         ' "answers": [{"text": "c"}]}]}]}]}', r"answers\[0\]: needs 'answer_start'"),
+    ],
+)  # fmt: skip
+def test_a_bad_squad_file_is_one_line_naming_the_key(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(LmforgeError, match=message) as e:
+        read_squad(path)
+    assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_window_targets_find_the_answer_in_the_window_that_holds_it() -> None:
+    tokenizer = load_model(FIXTURE)[1]
+    context = " ".join(f"In year {1100 + i} the council met." for i in range(20))
+    start = context.index("1113")
+    windows = WindowMaker(tokenizer).windows(0, "Which year?", context, 32, 8)
+    assert len(windows) > 3
+    hits = []
+    for w in windows:
+        s, e = span_targets(w, start, start + 4)
+        if (s, e) != NO_ANSWER:
+            offsets = w.encoding.offsets
+            assert context[offsets[s][0] : offsets[e][1]] == "1113"
+            hits.append(w)
+    assert 1 <= len(hits) <= 2  # in the window(s) that hold it whole, [CLS] in the others
+
+
+def test_fine_tune_learns_exports_and_evaluates(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    data = write_squad(tmp_path / "squad.json", v2=False)
+    summary = train(None, [*recipe(data, 150), "--train.eval_interval=50"], out=tmp_path / "run", quiet=True)
+    assert "skipped 3 answers whose answer_start does not match their text" in capfd.readouterr().err
+    assert summary["skipped_answers"] == 3
+    assert summary["train_questions"] + summary["heldout_questions"] == 117
+    metrics = [r for r in read_metrics(tmp_path / "run") if "val_f1" in r]
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] - 0.5 and metrics[-1]["val_f1"] > 40
+    qa = pipeline("question-answering", model=tmp_path / "run")
+    context = "the old market by. Hugo lives in Fenwick. Ada sells wine at the market. the river."
+    answers = qa(question="Where does Hugo live?", context=context, top_k=3)
+    assert all(context[a["start"] : a["end"]] == a["answer"] for a in answers)
+    test = write_squad(tmp_path / "test.json", paragraphs=15, bad=0, seed=1, v2=False)
+    scores = eval_qa(tmp_path / "run", test, out=tmp_path / "predictions.json")
+    assert scores["total"] == 30 and scores["f1"] > 30 and scores["version"] == "1.1"
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    assert len(predictions) == 30 and predictions["0-live"]
+
+
+def test_eval_qa_cli_prints_json(tmp_path: Path) -> None:
+    test = write_squad(tmp_path / "test.json", paragraphs=4, bad=0)
+    result = subprocess.run(
+        [sys.executable, "-m", "lmforge", "eval-qa", str(FIXTURE), "--data", str(test),
+         "--no-handle-impossible-answer"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["total"] == 12 and scores["handle_impossible_answer"] is False
+    assert scores["NoAns_exact"] == 0.0  # a random model that must answer never gives ""
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_qa_on_two_ranks_matches_local(tmp_path: Path, engine: str) -> None:
+    if engine == "zero2":
+        pytest.importorskip("deepspeed")
+    data = write_squad(tmp_path / "squad.json", paragraphs=30)
+    base = [*recipe(data, 6), "--model.dropout=0.0", "--train.eval_interval=3", "--train.micro_batch_size=2",
+            "--train.checkpoint_interval=6"]  # fmt: skip
+    lmforge("train", "--quiet", *base, out=tmp_path / "local")
+    lmforge("launch", "--nproc=2", "train", "--quiet", *base, *ENGINES[engine], out=tmp_path / engine)
+    local, other = read_metrics(tmp_path / "local"), read_metrics(tmp_path / engine)
+    assert [r["step"] for r in local] == [r["step"] for r in other] == list(range(1, 7))
+    assert "val_f1" in local[2]
+    for a, b in zip(local, other, strict=True):
+        for key in ("loss", "val_loss", "val_exact", "val_f1"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    steps = 200
+    data = write_squad(tmp_path / "squad.json", paragraphs=30)
+    args = [*recipe(data, steps), "--train.checkpoint_interval=20", "--train.eval_interval=100"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    lmforge("train", "--quiet", *args, out=whole)
+    cmd = [sys.executable, "-m", "lmforge", "train", "--quiet", *args, "--out", str(killed)]
+    resumed_from = kill_mid_run(cmd, killed, cwd=tmp_path)
+    assert 20 <= resumed_from < steps
+    result = subprocess.run([sys.executable, "-m", "lmforge", "train", "--quiet", "--resume", str(killed)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = {r["step"]: r for r in read_metrics(whole)}
+    got = {r["step"]: r for r in read_metrics(killed)}
+    assert sorted(got) == sorted(expected)
+    for step, record in expected.items():
+        assert got[step] == record | {k: got[step][k] for k in ("tok_s", "mfu") if k in record}, step
