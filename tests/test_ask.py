@@ -138,6 +138,8 @@ def test_cited_marks_passages_holding_the_answer() -> None:
     assert cited("the White Whale", passages) == [True, False]
     assert cited("Ahab", passages) == [True, False]  # whole words only
     assert cited("", passages) == [False, False]
+    assert cited("The answer is: the white whale.", passages) == [True, False]  # after the colon
+    assert cited("The answer is the white whale.", passages) == [False, False]
 
 
 def test_ask_answers_as_transformers_decodes_the_same_prompt(llama: Path, docs: Path) -> None:
@@ -169,11 +171,30 @@ def test_passages_that_do_not_fit_are_left_out(llama: Path, docs: Path) -> None:
 def test_ask_command_line(llama: Path, docs: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["ask", str(llama), "Who hunted the white whale?", "--docs", str(docs), "--k", "1",
                  "--passage-words", "8", "--max-new-tokens", "4"]) == 0  # fmt: skip
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith(f"  [1] {docs / 'whales.txt'} chars 45-81 (bm25 ")
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1].startswith(f"  [1] {docs / 'whales.txt'} chars 45-81 (bm25 ")
+    index = f"{docs}.lmforge-index"
+    assert err == f"lmforge: index {index}: 6 passages (3 read, 0 unchanged, 0 removed)\n"
     assert main(["ask", str(llama), "  ", "--docs", str(docs)]) == 2
     assert "the question is empty" in capsys.readouterr().err
     shutil.rmtree(docs)
     docs.mkdir()
     assert main(["ask", str(llama), "Who?", "--docs", str(docs)]) == 2
     assert "no .csv, .jsonl" in capsys.readouterr().err
+
+
+def test_smollm2_answers_from_the_passage_it_is_given(smollm2_dir: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ship.txt").write_text(
+        "The whaling ship Pequod sailed from Nantucket in December.\n\n"
+        "Her captain was Ahab, a grim old man with a leg of whale ivory.",
+        encoding="utf-8",
+    )
+    (docs / "austen.txt").write_text(
+        "Elizabeth Bennet lived at Longbourn with her four sisters.", encoding="utf-8"
+    )
+    out = ask(smollm2_dir, "Who was the captain of the Pequod?", docs, k=2, max_new_tokens=16, quiet=True)
+    assert out["passages"][0]["source"] == str(docs / "ship.txt")
+    assert len(out["passages"]) == 1  # the Austen file shares no word with the question
+    assert "Ahab" in out["answer"] and out["passages"][0]["cited"], out["answer"]

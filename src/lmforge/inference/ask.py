@@ -4,13 +4,15 @@ The documents are indexed into passages and searched with BM25 (inference/retrie
 is saved beside them and reused). The best `k` passages go, numbered, into one user message in
 the model's own chat template (inference/chat.py), with the question; the model answers greedily.
 The reply comes back with the passages it was given (source, offsets, BM25 score), each marked
-`cited` when the answer appears in it word for word (after SQuAD's normalisation: case,
-punctuation, articles), which is how a short extractive answer can be checked by hand. Passages
-that do not fit the model's context with the answer's tokens are left out, lowest-ranked first.
+`cited` when the answer (or what follows its last colon, as in "The answer is: Ahab.") appears in
+it word for word (after SQuAD's normalisation: case, punctuation, articles): a check anyone can
+repeat. Passages that do not fit the model's context with the answer's tokens are left out,
+lowest-ranked first.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +65,10 @@ def fit_prompt(
 
 
 def cited(answer: str, passages: list[Passage]) -> list[bool]:
-    """Whether each passage holds the answer word for word (SQuAD-normalised); all False for an
-    empty answer."""
-    words = normalize_answer(answer)
-    return [bool(words) and f" {words} " in f" {normalize_answer(p.text)} " for p in passages]
+    """Whether each passage holds the answer word for word (SQuAD-normalised), or what follows its
+    last colon ("The answer is: Ahab."); all False for an empty answer."""
+    spans = {normalize_answer(answer), normalize_answer(answer.rsplit(":", 1)[-1])} - {""}
+    return [any(f" {s} " in f" {normalize_answer(p.text)} " for s in spans) for p in passages]
 
 
 def ask(
@@ -103,6 +105,10 @@ def ask(
     system_message = [{"role": "system", "content": system}] if system is not None else []
     spec.render([*system_message, {"role": "user", "content": question}])  # no template: say so now
     store = PassageIndex.build(docs, index, passage_words, text_field, quiet)
+    if not quiet:
+        st = store.stats
+        counts = f"{st['read']} read, {st['reused']} unchanged, {st['removed']} removed"
+        print(f"lmforge: index {store.directory}: {len(store.passages)} passages ({counts})", file=sys.stderr)
     found = store.search(question, k)
     limit = net.config.block_size - max_new_tokens
     prompt, given = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
