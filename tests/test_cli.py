@@ -117,6 +117,7 @@ MINIMAL = {
     "merge-lora": ["merge-lora", "m", "--out", "o"],
     "eval-instruct": ["eval-instruct", "m", "--data", "d.jsonl"],
     "serve": ["serve", "m"],
+    "inspect": ["inspect", "m", "hello"],
     "ask": ["ask", "m", "q", "--docs", "d"],
 }
 
@@ -133,6 +134,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "translate": {"model", "texts"}, "eval-translate": {"model", "src", "ref"},
         "launch": {"nproc", "args"}, "eval": {"model", "data"}, "chat": {"model"},
         "merge-lora": {"model_path", "out"}, "eval-instruct": {"model", "data"}, "serve": {"models"},
+        "inspect": {"model", "text"},
         "ask": {"model", "question", "docs"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)
