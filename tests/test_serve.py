@@ -389,10 +389,12 @@ def test_full_queue_is_503_and_a_disconnect_stops_generation(server: tuple[str, 
         assert h.get("/health").json()["admitted"] == 0
 
 
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
-    dirs: dict[str, Path], api: TestClient
+    dirs: dict[str, Path], api: TestClient, stop: str
 ) -> None:
-    """`lmforge serve` as a process: the banner, a request (decoded in the main thread there), Ctrl-C."""
+    """`lmforge serve` as a process: the banner, a request (decoded in the main thread there), then
+    Ctrl-C, or SIGTERM as kill and service managers send it: either stops it cleanly (exit 0)."""
     import os
     import signal
     import subprocess
@@ -428,9 +430,10 @@ def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
         got = httpx.post(url, json=body, headers={"Authorization": "Bearer k"}, timeout=30).json()
         assert got["choices"] == api.post("/v1/chat/completions", json=body).json()["choices"]
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop))
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    assert "lmforge serve: stopping" in err
     assert f"listening on http://127.0.0.1:{port}" in err
     assert "  gpt: text-generation (" in err and "  llama: text-generation, chat (" in err
     assert "curl http://127.0.0.1:" in err and "Bearer $LMFORGE_API_KEY" in err

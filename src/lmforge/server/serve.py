@@ -1,11 +1,12 @@
 """`lmforge serve`: check every option, load the models, print where the server listens, run
-uvicorn until Ctrl-C (in-flight requests get a few seconds to finish, then are cancelled)."""
+uvicorn until Ctrl-C or SIGTERM (in-flight requests get a few seconds to finish, then are cancelled)."""
 
 from __future__ import annotations
 
 import ipaddress
 import math
 import os
+import signal
 import socket
 import sys
 import threading
@@ -16,6 +17,10 @@ from lmforge.formats.directory import resolve_model_dir
 from lmforge.inference.options import check_options
 
 API_KEY_ENV = "LMFORGE_API_KEY"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def check_serve_options(host: str, port: int, max_queue: int, max_tokens_limit: int, timeout: float) -> None:
@@ -110,6 +115,7 @@ def serve(
     )
     http = threading.Thread(target=server.run, name="lmforge-http", daemon=True)
     http.start()
+    signal.signal(signal.SIGTERM, _interrupt)  # kill, systemd, docker stop: stop as Ctrl-C does
     try:
         batcher.run(until=lambda: not http.is_alive())
     except KeyboardInterrupt:  # Ctrl-C: uvicorn stops taking requests and lets in-flight ones end
