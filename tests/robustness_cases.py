@@ -315,6 +315,9 @@ CASES = [
     Case("qa-no-data", "eval-qa {s}/gpt --data {t}/none.json", r"{t}/none\.json: no such file"),
     Case("qa-not-squad", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: SQuAD JSON needs a top-level object with a 'data' list", (write("q.json", "[]"),)),
     Case("qa-not-qa-model", "eval-qa {s}/gpt --data {t}/q.json", r"{s}/gpt: a GPT, not a question-answering model", (write("q.json", SQUAD),)),
+    Case("qa-no-answers-key", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] needs \"answers\"", (write("q.json", SQUAD.replace(', "answers": [{"text": "Ada", "answer_start": 0}]', "")),)),
+    Case("qa-max-answer-len", "eval-qa {s}/gpt --data {t}/q.json --max-answer-len 0", r"max_answer_len=0: must be an integer >= 1", (write("q.json", SQUAD),)),
+    Case("qa-out-is-data", "eval-qa {s}/gpt --data {t}/q.json --out {t}/q.json", r"out={t}/q\.json is data: writing it would overwrite an input", (write("q.json", SQUAD),)),
     # --- chat (a tiny GPT given SmolLM2's ChatML template)
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),

@@ -30,7 +30,7 @@ NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "im
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
          "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
          "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve",
-         "inspect": "inspect", "ask": "ask"}  # fmt: skip
+         "inspect": "inspect", "ask": "ask", "eval-qa": "eval_qa"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
 
@@ -119,6 +119,7 @@ MINIMAL = {
     "serve": ["serve", "m"],
     "inspect": ["inspect", "m", "hello"],
     "ask": ["ask", "m", "q", "--docs", "d"],
+    "eval-qa": ["eval-qa", "m", "--data", "d.json"],
 }
 
 
@@ -136,6 +137,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "merge-lora": {"model_path", "out"}, "eval-instruct": {"model", "data"}, "serve": {"models"},
         "inspect": {"model", "text"},
         "ask": {"model", "question", "docs"},
+        "eval-qa": {"model", "data"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)
 

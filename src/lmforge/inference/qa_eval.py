@@ -40,7 +40,7 @@ def eval_qa(
     handle_impossible_answer: allow the empty answer (default: when the file is SQuAD v2.0)."""
     out_file = check_out(out, {"data": data}) if out is not None else None
     raw = load_squad_json(data)
-    version = dataset_version(raw)
+    version = dataset_version(raw, str(data))
     if handle_impossible_answer is None:
         handle_impossible_answer = version == "v2.0"
     options = QAOptions(
@@ -57,7 +57,7 @@ def eval_qa(
     result: dict[str, Any] = {
         "model": str(resolve_model_dir(model)),
         "data": str(data),
-        **squad_scores(predictions, raw, version=version),
+        **squad_scores(predictions, raw, version=version, source=str(data)),
         "handle_impossible_answer": handle_impossible_answer,
         "seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),

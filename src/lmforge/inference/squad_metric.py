@@ -93,38 +93,39 @@ def _is_v2_version(version: str) -> bool:
     raise LmforgeError(f"SQuAD metric: unknown version {version!r} (expected 1.1 or v2.0)")
 
 
-def _questions(dataset_json: Any) -> list[dict[str, Any]]:
-    """Every question dict of a SQuAD file (the parsed JSON, or its "data" list)."""
+def _questions(dataset_json: Any, source: str = "SQuAD data") -> list[dict[str, Any]]:
+    """Every question dict of a SQuAD file (the parsed JSON, or its "data" list); `source` names
+    it in errors (the file's path)."""
     articles = dataset_json.get("data") if isinstance(dataset_json, dict) else dataset_json
     if not isinstance(articles, list):
-        raise LmforgeError('SQuAD data: expected {"data": [articles...]} or a list of articles')
+        raise LmforgeError(f'{source}: expected {{"data": [articles...]}} or a list of articles')
     questions = []
     for i, article in enumerate(articles):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
-            raise LmforgeError(f'SQuAD data: data[{i}] has no "paragraphs" list')
+            raise LmforgeError(f'{source}: data[{i}] has no "paragraphs" list')
         for j, paragraph in enumerate(paragraphs):
             qas = paragraph.get("qas") if isinstance(paragraph, dict) else None
             if not isinstance(qas, list):
-                raise LmforgeError(f'SQuAD data: data[{i}].paragraphs[{j}] has no "qas" list')
+                raise LmforgeError(f'{source}: data[{i}].paragraphs[{j}] has no "qas" list')
             for k, qa in enumerate(qas):
                 where = f"data[{i}].paragraphs[{j}].qas[{k}]"
                 if not isinstance(qa, dict) or "id" not in qa:
-                    raise LmforgeError(f'SQuAD data: {where} has no "id"')
+                    raise LmforgeError(f'{source}: {where} has no "id"')
                 answers = qa.get("answers")
                 if not isinstance(answers, list) or not all(
                     isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers
                 ):
-                    raise LmforgeError(f'SQuAD data: {where} needs "answers": [{{"text": ...}}]')
+                    raise LmforgeError(f'{source}: {where} needs "answers": [{{"text": ...}}]')
                 questions.append(qa)
     return questions
 
 
-def dataset_version(dataset_json: Any) -> str:
+def dataset_version(dataset_json: Any, source: str = "SQuAD data") -> str:
     """ "v2.0" or "1.1": the file's "version" field, else v2.0 if any question may be unanswerable."""
     if isinstance(dataset_json, dict) and "version" in dataset_json:
         return "v2.0" if _is_v2_version(dataset_json["version"]) else "1.1"
-    v2 = any(qa.get("is_impossible") or not qa["answers"] for qa in _questions(dataset_json))
+    v2 = any(qa.get("is_impossible") or not qa["answers"] for qa in _questions(dataset_json, source))
     return "v2.0" if v2 else "1.1"
 
 
@@ -136,15 +137,19 @@ def _summary(exact: list[float], f1s: list[float]) -> dict[str, float | int]:
 
 
 def squad_scores(
-    predictions: dict[str, str], dataset_json: Any, *, version: str | None = None
+    predictions: dict[str, str],
+    dataset_json: Any,
+    *,
+    version: str | None = None,
+    source: str = "SQuAD data",
 ) -> dict[str, Any]:
     """EM and F1 (percent) of `predictions` (question id -> answer text) on a SQuAD data set.
 
     Returns {"exact", "f1", "total", "missing", "version"}; for v2.0 also HasAns_exact,
     HasAns_f1, HasAns_total and NoAns_* where such questions exist, as evaluate-v2.0.py prints.
     """
-    questions = _questions(dataset_json)
-    version = version or dataset_version(dataset_json)
+    questions = _questions(dataset_json, source)
+    version = version or dataset_version(dataset_json, source)
     v2 = _is_v2_version(version)
     rows: list[tuple[bool, float, float]] = []  # (has answer, EM, F1) per scored question
     missing = 0
