@@ -249,5 +249,8 @@ def test_two_ranks_match_local(base: dict[str, Path], tmp_path: Path, engine: st
     ours = load_file(str(tmp_path / engine / "model" / "model.safetensors"))
     reference = load_file(str(tmp_path / "local" / "model" / "model.safetensors"))
     assert sorted(ours) == sorted(reference)
+    # AdamW moves each weight by up to lr (1e-2) a step whatever its gradient's size, so summation
+    # order can move a weight whose gradient is near 0 by ~1e-5 in 6 steps: on an AVX-512 Xeon, ZeRO-2
+    # left 1 of 14,848 adapter weights 1.6e-5 from local. atol is 1% of one step.
     for name, tensor in reference.items():
-        assert torch.allclose(ours[name], tensor, rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(ours[name], tensor, rtol=1e-4, atol=1e-4), name
