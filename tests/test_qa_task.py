@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from run_helpers import kill_mid_run
-from test_tasks_on_engines import ENGINES, lmforge
+from test_tasks_on_engines import ENGINES, kill_resume_and_compare, lmforge
 
 from lmforge import eval_qa, pipeline
 from lmforge.data.qa_features import NO_ANSWER, WindowMaker, span_targets
@@ -169,16 +168,4 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     steps = 200
     data = write_squad(tmp_path / "squad.json", paragraphs=30)
     args = [*recipe(data, steps), "--train.checkpoint_interval=20", "--train.eval_interval=100"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    lmforge("train", "--quiet", *args, out=whole)
-    cmd = [sys.executable, "-m", "lmforge", "train", "--quiet", *args, "--out", str(killed)]
-    resumed_from = kill_mid_run(cmd, killed, cwd=tmp_path)
-    assert 20 <= resumed_from < steps
-    result = subprocess.run([sys.executable, "-m", "lmforge", "train", "--quiet", "--resume", str(killed)],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    expected = {r["step"]: r for r in read_metrics(whole)}
-    got = {r["step"]: r for r in read_metrics(killed)}
-    assert sorted(got) == sorted(expected)
-    for step, record in expected.items():
-        assert got[step] == record | {k: got[step][k] for k in ("tok_s", "mfu") if k in record}, step
+    kill_resume_and_compare(args, steps, tmp_path)

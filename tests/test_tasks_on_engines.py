@@ -125,6 +125,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     (translation) the best-BLEU bookkeeping as well."""
     steps = 300
     args = [*recipe(task, data, steps), "--train.checkpoint_interval=20", "--train.eval_interval=100"]
+    whole, killed = kill_resume_and_compare(args, steps, tmp_path)
+    a, b = (json.loads((run / "summary.json").read_text()) for run in (whole, killed))
+    assert a["val_loss"] == b["val_loss"] and a.get("best_step") == b.get("best_step")
+
+
+def kill_resume_and_compare(args: list[str], steps: int, tmp_path: Path) -> tuple[Path, Path]:
+    """Train `args` whole, and again killed (-9) after a checkpoint then resumed: every logged value
+    of the resumed run equals the uninterrupted one's. Returns the two run directories."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     lmforge("train", "--quiet", *args, out=whole)
     cmd = [sys.executable, "-m", "lmforge", "train", "--quiet", *args, "--out", str(killed)]
@@ -138,5 +146,4 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(
     assert sorted(got) == sorted(expected)  # the resumed log reads as one run
     for step, record in expected.items():
         assert got[step] == record | {k: got[step][k] for k in ("tok_s", "mfu") if k in record}, step
-    a, b = (json.loads((run / "summary.json").read_text()) for run in (whole, killed))
-    assert a["val_loss"] == b["val_loss"] and a.get("best_step") == b.get("best_step")
+    return whole, killed
