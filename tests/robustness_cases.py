@@ -318,6 +318,9 @@ CASES = [
     Case("qa-no-answers-key", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] needs \"answers\"", (write("q.json", SQUAD.replace(', "answers": [{"text": "Ada", "answer_start": 0}]', "")),)),
     Case("qa-max-answer-len", "eval-qa {s}/gpt --data {t}/q.json --max-answer-len 0", r"max_answer_len=0: must be an integer >= 1", (write("q.json", SQUAD),)),
     Case("qa-out-is-data", "eval-qa {s}/gpt --data {t}/q.json --out {t}/q.json", r"out={t}/q\.json is data: writing it would overwrite an input", (write("q.json", SQUAD),)),
+    Case("qa-model-and-baseline", "eval-qa {s}/gpt --baseline sliding-window --data {t}/q.json", r"eval-qa needs a model or --baseline sliding-window, not both", (write("q.json", SQUAD),)),
+    Case("qa-no-model", "eval-qa --data {t}/q.json", r"eval-qa needs a model or --baseline sliding-window$", (write("q.json", SQUAD),)),
+    Case("qa-baseline-choice", "eval-qa --baseline bm25 --data {t}/q.json", r"argument --baseline: invalid choice: 'bm25'", usage=True),
     # --- chat (a tiny GPT given SmolLM2's ChatML template)
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),

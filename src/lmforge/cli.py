@@ -342,11 +342,13 @@ VERBS: dict[str, Verb] = {
     ),
     "eval-qa": Verb(
         "lmforge.inference.qa_eval:eval_qa",
-        "exact match and F1 of an extractive question-answering model on a SQuAD v1.1/v2.0 JSON file,"
-        " as the official scripts score them; JSON out",
+        "exact match and F1 of an extractive question-answering model (or of a baseline) on a SQuAD"
+        " v1.1/v2.0 JSON file, as the official scripts score them; JSON out",
         (
-            opt("model", MODEL),
+            opt("model", MODEL + " (or give --baseline)", nargs="?"),
             opt("--data", "SQuAD v1.1/v2.0 .json(.gz/.xz/.bz2)", required=True),
+            opt("--baseline", "score a baseline instead of a model: the SQuAD paper's word-overlap"
+                " sliding window", choices=["sliding-window"]),
             opt("--max-answer-len", "tokens per answer at most", type=int),
             opt("--max-seq-len", "tokens per window (default: min(384, the model's context))", type=int),
             opt("--doc-stride", "tokens a window shares with the previous one", type=int),

@@ -4,7 +4,8 @@ Every question of the file is answered as the question-answering pipeline answer
 (inference/qa.py: windows with a doc stride, the best span, words kept whole), and scored by
 inference/squad_metric.py exactly as the official evaluation scripts score it. On a v2.0 file the
 null answer is allowed (`handle_impossible_answer`) unless told otherwise. `out` writes the
-predictions as the official scripts read them: {question id: answer text}.
+predictions as the official scripts read them: {question id: answer text}. `baseline` scores a
+baseline that needs no model instead (inference/qa_baseline.py: the SQuAD paper's sliding window).
 """
 
 from __future__ import annotations
@@ -20,24 +21,34 @@ from lmforge.data.qa_squad import load_squad_json, read_squad
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options
+from lmforge.inference.qa_baseline import BASELINES, sliding_window_answer
 from lmforge.inference.squad_metric import dataset_version, squad_scores
 from lmforge.inference.translate import check_out
 from lmforge.model.span import SpanModel
 
 
 def eval_qa(
-    model: str | Path,
-    data: str | Path,
+    model: str | Path | None = None,
+    data: str | Path | None = None,
     max_answer_len: int = 15,
     max_seq_len: int | None = None,
     doc_stride: int | None = None,
     handle_impossible_answer: bool | None = None,
     batch_size: int = 32,
     out: str | Path | None = None,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Answer every question of the SQuAD file `data` with the QA model and score the answers:
     {"exact", "f1", "total", ...} in percent, as the official v1.1/v2.0 scripts report them.
-    handle_impossible_answer: allow the empty answer (default: when the file is SQuAD v2.0)."""
+    handle_impossible_answer: allow the empty answer (default: when the file is SQuAD v2.0).
+    baseline: "sliding-window" answers with the SQuAD paper's word-overlap baseline, no model."""
+    if data is None:
+        raise LmforgeError("eval-qa needs data (--data FILE: a SQuAD v1.1/v2.0 JSON file)")
+    if (model is None) == (baseline is None):
+        both = ", not both" if model is not None else ""
+        raise LmforgeError(f"eval-qa needs a model or --baseline {BASELINES[0]}{both}")
+    if baseline is not None and baseline not in BASELINES:
+        raise LmforgeError(f"baseline={baseline!r}: not one of {', '.join(BASELINES)}")
     out_file = check_out(out, {"data": data}) if out is not None else None
     raw = load_squad_json(data)
     version = dataset_version(raw, str(data))
@@ -47,15 +58,19 @@ def eval_qa(
         1, max_answer_len, handle_impossible_answer, max_seq_len, doc_stride, True, batch_size
     )
     check_qa_options(options)
-    net, tokenizer = load_model(model)
-    if not isinstance(net, SpanModel):
-        raise LmforgeError(f"{model}: a {type(net).__name__}, not a question-answering model")
     examples = read_squad(data, keep_unanswered=True).examples
     started = time.perf_counter()
-    answers = answer_questions(net, tokenizer, [(e.question, e.context) for e in examples], options)
-    predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(examples, answers, strict=True)}
+    if model is None:  # the baseline never abstains, whatever handle_impossible_answer says
+        predictions = {e.id: sliding_window_answer(e.question, e.context) for e in examples}
+        handle_impossible_answer = False
+    else:
+        net, tokenizer = load_model(model)
+        if not isinstance(net, SpanModel):
+            raise LmforgeError(f"{model}: a {type(net).__name__}, not a question-answering model")
+        answers = answer_questions(net, tokenizer, [(e.question, e.context) for e in examples], options)
+        predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(examples, answers, strict=True)}
     result: dict[str, Any] = {
-        "model": str(resolve_model_dir(model)),
+        "model": str(resolve_model_dir(model)) if model is not None else f"{baseline} baseline",
         "data": str(data),
         **squad_scores(predictions, raw, version=version, source=str(data)),
         "handle_impossible_answer": handle_impossible_answer,
@@ -63,5 +78,6 @@ def eval_qa(
         "threads": torch.get_num_threads(),
     }
     if out_file is not None:
+        result["predictions"] = str(out_file)
         out_file.write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
     return result
