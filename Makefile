@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DATA := data/prepared/shakespeare-char
 
-.PHONY: demo test lint bench clean demo-translate bench-translate bench-smollm2 demo-chat demo-qa
+.PHONY: demo test test-all lint bench clean demo-translate bench-translate bench-smollm2 demo-chat demo-qa
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +52,12 @@ demo-translate: $(VENV)/.installed $(PAIRS_DATA)/meta.json
 	  "The Lord is my shepherd." "Choose Tools - Options - LibreOffice Writer." \
 	  "Click the Save button to save the current document." "The house is small."
 
+# `make test` is what CI runs (.ci/run); tests marked slow (the rest of the task x engine cross
+# product) run in `make test-all` too.
 test: $(VENV)/.installed lint
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(VENV)/.installed lint
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

@@ -110,7 +110,7 @@ def test_python_api_on_prepared_data_with_bpe(tmp_path: Path, corpus: Path) -> N
 
 
 def test_text_generation_pipeline_matches_generate(tmp_path: Path, tiny_overrides: list[str]) -> None:
-    train(None, tiny_overrides, tmp_path / "run", quiet=True)
+    train(None, [*tiny_overrides, "--train.max_steps=10"], tmp_path / "run", quiet=True)
     pipe = pipeline("text-generation", model=tmp_path / "run", dtype="fp32")
     one = pipe("the king", max_new_tokens=8, do_sample=False)
     assert list(one[0]) == ["generated_text"] and one[0]["generated_text"].startswith("the king")

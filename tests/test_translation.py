@@ -250,8 +250,11 @@ def test_eval_translate_bleu_equals_sacrebleu(
 
 
 @pytest.mark.parametrize(
-    "engine",
-    ["ddp", "fsdp", "deepspeed-2", "deepspeed-3"],
+    "engine",  # `make test` runs ZeRO-2; the others are slow (test_tasks_on_engines.py says why)
+    [
+        pytest.param(e, marks=() if e == "deepspeed-2" else pytest.mark.slow)
+        for e in ("ddp", "fsdp", "deepspeed-2", "deepspeed-3")
+    ],
 )
 def test_distributed_engines_train_translation_like_local(
     prepared: Path, tmp_path: Path, engine: str
