@@ -282,6 +282,30 @@ class LoraConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    """[privacy]: differentially private training (DP-SGD, Abadi et al. 2016): each example's
+    gradient clipped, Gaussian noise added once per optimizer step, epsilon at delta reported as
+    training goes. Off by default; the local engine only. See docs/privacy.md."""
+
+    enabled: bool = False
+    """Train with DP-SGD. train.grad_clip is then not applied: privacy.max_grad_norm clips each
+    example's gradient instead."""
+    noise_multiplier: float = 0.0
+    """Noise standard deviation as a multiple of max_grad_norm; 0: computed from target_epsilon."""
+    max_grad_norm: float = 1.0
+    """Each example's gradient (all trained parameters together) is scaled down to this L2 norm."""
+    target_epsilon: float = 0.0
+    """The epsilon to reach at train.max_steps: sets the noise multiplier (give this or
+    noise_multiplier, not both)."""
+    delta: float = 0.0
+    """The delta of (epsilon, delta)-DP; 0: min(1e-5, 1/N), N the training examples (delta should
+    stay below 1/N)."""
+    accountant: str = "rdp"
+    """Privacy accounting: `rdp` (Renyi DP, Mironov 2017) or `prv` (privacy random variables,
+    Gopi et al. 2021: tighter, slower), both Opacus'."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -289,6 +313,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     prep: PrepConfig = field(default_factory=PrepConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self) -> Config:
         self.validate_model()
@@ -380,6 +405,7 @@ class Config:
         _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
         _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
         _check_lora(self)
+        _check_privacy(self)
         return self
 
     def validate_model(self) -> None:
@@ -442,6 +468,30 @@ def _check_lora(c: Config) -> None:
             c.engine.name != "deepspeed" or c.engine.zero_stage != 3,
             "lora.enabled does not run on DeepSpeed ZeRO-3 (its frozen base is partitioned);"
             " use engine.zero_stage=1 or 2",
+        )
+
+
+def _check_privacy(c: Config) -> None:
+    p = c.privacy
+    inf = float("inf")
+    _check(0 <= p.noise_multiplier < inf, f"privacy.noise_multiplier={p.noise_multiplier} must be >= 0")
+    _check(0 < p.max_grad_norm < inf, f"privacy.max_grad_norm={p.max_grad_norm} must be > 0")
+    _check(0 <= p.target_epsilon < inf, f"privacy.target_epsilon={p.target_epsilon} must be >= 0")
+    _check(0 <= p.delta < 1, f"privacy.delta={p.delta} must be in [0, 1) (0: min(1e-5, 1/N))")
+    _check(p.accountant in ("rdp", "prv"), f"privacy.accountant={p.accountant!r} must be 'rdp' or 'prv'")
+    if p.enabled:
+        _check(
+            c.engine.name == "local",
+            f"privacy.enabled runs on engine.name=local only, not {c.engine.name!r}"
+            " (per-sample gradients and noise are not implemented across ranks)",
+        )
+        _check(
+            (p.noise_multiplier > 0) != (p.target_epsilon > 0),
+            "privacy.enabled needs privacy.noise_multiplier or privacy.target_epsilon (one of them, > 0)",
+        )
+        _check(
+            c.data.task == "lm",
+            f"privacy.enabled is implemented for data.task='lm' only, not {c.data.task!r}",
         )
 
 

@@ -40,6 +40,7 @@ from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
+from lmforge.train.privacy import DPSGD, build_privacy
 from lmforge.train.run_dir import resolve_run, undo_start
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
@@ -104,6 +105,7 @@ class Run:
     lora_base: dict[str, Any] | None = None  # [lora]: the base model the adapters sit on
     trainable: set[str] = field(default_factory=set)  # [lora]: what model/, best/ and checkpoints hold
     n_trainable: int = 0
+    privacy: DPSGD | None = None  # [privacy]: DP-SGD computes the gradients and counts epsilon
 
     @property
     def main(self) -> bool:
@@ -161,9 +163,12 @@ def _set_up(
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}
     if task.best_metric:
         run.state.update(best_score=-math.inf, best_step=0)
+    run.privacy = build_privacy(cfg, task, engine)
     if resuming:
         _restore(run)
     report.say_start(run, model_name, plan, dtype_reason)
+    if run.privacy:
+        say(run.privacy.describe())
     return run
 
 
@@ -177,6 +182,8 @@ def _restore(run: Run) -> None:
     saved = ckpt.read_trainer_state(last)
     ckpt.restore_rng(last, saved)
     run.task.loader.load_state_dict(saved["loader"])
+    if run.privacy:  # the accountant continues where it stopped: epsilon as if never interrupted
+        run.privacy.load_state_dict(saved.get("privacy"), str(last))
     run.step = saved["step"]
     run.state.update({k: saved[k] for k in run.state if k in saved})
     if "planned" in saved:  # a time budget's calibrated schedule
@@ -196,10 +203,11 @@ def _steps(run: Run) -> None:
     grad_norm, first_step = 0.0, run.step
     wall_before, started = run.state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     peak = matmul_peak_flops(run.dtype, engine.device)
+    gradients = run.privacy.forward_backward if run.privacy else forward_backward
     while run.step < t.max_steps:
         tick = time.perf_counter()
         batches = task.loader.next_step()
-        step_loss = forward_backward(run.module, engine, batches, run.autocast, task.loss)
+        step_loss = gradients(run.module, engine, batches, run.autocast, task.loss)
         step_tokens = int(engine.all_reduce(torch.tensor(float(task.step_tokens(batches)))))
         grad_norm, stepped = engine.step()
         run.step += 1
@@ -294,8 +302,12 @@ def _log_line(run: Run, window: dict[str, float], grad_norm: float, peak: float)
     mfu = run.flops_per_token * tok_s / (peak * run.engine.world_size)
     loss = window["loss"] / window["steps"]
     eta = (t.max_steps - run.step) * window["s"] / window["steps"]
-    run.say(step_line(run.step, t.max_steps, loss, lr, grad_norm, tok_s, mfu, eta))
-    return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tok_s": tok_s, "mfu": mfu}
+    line, record = step_line(run.step, t.max_steps, loss, lr, grad_norm, tok_s, mfu, eta), {}
+    if run.privacy:
+        record["epsilon"] = run.privacy.epsilon()
+        line += f" | eps {record['epsilon']:.2f}"
+    run.say(line)
+    return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tok_s": tok_s, "mfu": mfu, **record}
 
 
 def _evaluate(run: Run) -> dict[str, float]:
@@ -343,7 +355,8 @@ def _save(run: Run) -> None:
         run.run_dir / "checkpoints",
         run.step,
         write,
-        {"loader": run.task.loader.state_dict(), **run.state},
+        {"loader": run.task.loader.state_dict(), **run.state}
+        | ({"privacy": run.privacy.state_dict()} if run.privacy else {}),
         keep=run.cfg.train.keep_checkpoints,
         main=run.main,
         barrier=run.engine.barrier,
@@ -357,6 +370,8 @@ def _finish(run: Run) -> dict[str, Any]:
     if not run.metrics:  # resumed a run that had already finished: evaluate it once
         run.metrics = task.evaluate(run.module, engine, run.autocast)
     summary = report.summary(run, matmul_peak_flops(run.dtype, engine.device))
+    if run.privacy:
+        summary.update(run.privacy.summary())
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
     best = run.run_dir / "best" / WEIGHTS
     if task.best_metric:

@@ -1,0 +1,253 @@
+"""Differentially private training: DP-SGD (Abadi et al. 2016) on THE loop, with Opacus' accountants.
+
+With `[privacy] enabled = true` the loop computes each optimizer step's gradient here instead of
+by one backward over the batch:
+
+1. per-example gradients with `torch.func` (`vmap` over `grad` of the task's own loss on one
+   example; tied embeddings, rotary tables, norms and LoRA's frozen base need nothing special:
+   `functional_call` keeps tied weights tied and only trained parameters get gradients);
+2. each example's gradient (all trained parameters as one vector) scaled down to L2 norm
+   `max_grad_norm` = C, and the clipped gradients summed over every micro-batch of the step
+   (gradient accumulation makes one logical batch: the global batch);
+3. Gaussian noise N(0, (sigma C)^2) added once per step, the sum divided by the global batch B,
+   and written to `.grad` for the engine's optimizer step (which then does not clip again);
+4. the step recorded in an Opacus accountant (RDP or PRV) at sampling rate q = B / N.
+
+Sampling: the loaders deal shuffled fixed-size batches (each example once per epoch); the
+accountant assumes Poisson sampling at the same rate, the approximation most DP-SGD results use.
+The formal guarantee is for Poisson sampling; docs/privacy.md says what that means.
+
+A unit of privacy is one training example: for language modelling one window of
+block_size + 1 tokens. The noise comes from torch's seeded generator (exact resume), not a
+cryptographic one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from lmforge.config import Config, PrivacyConfig
+from lmforge.data.loader import IGNORE
+from lmforge.errors import LmforgeError
+from lmforge.train.engines.base import Engine
+from lmforge.train.tasks.base import Autocast, Task
+
+Batch = tuple[torch.Tensor, ...]
+LossFn = Callable[..., torch.Tensor]
+
+
+def _opacus() -> Any:
+    try:
+        import opacus.accountants as accountants
+        import opacus.accountants.utils as utils
+    except ImportError:
+        raise LmforgeError(
+            "[privacy] needs Opacus' accountants: pip install 'lmforge[privacy]' (or opacus)"
+        ) from None
+    return accountants, utils
+
+
+class _Loss(nn.Module):
+    """The task's loss as a module, so functional_call can swap the model's parameters."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, *batch: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model, *batch)
+
+
+def per_sample_grads(
+    model: nn.Module, loss_fn: LossFn, batch: Batch
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """(gradients by trained parameter name, each (B, *shape), summed losses (B,), targets (B,)).
+
+    Example i's gradient is that of its loss per target (its summed loss over its own target
+    count), so clipping bounds an example's influence whatever its length. batch: tensors (B, ...)
+    whose last holds the targets, as the task's loss takes them."""
+    wrapper = _Loss(model, loss_fn)
+    trained = {f"model.{n}": p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    fixed = {f"model.{n}": p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    fixed.update({f"model.{n}": b for n, b in model.named_buffers()})
+
+    def one(params: dict[str, torch.Tensor], *example: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        batch1 = tuple(t.unsqueeze(0) for t in example)  # a batch of one example
+        summed = functional_call(wrapper, {**fixed, **params}, batch1)
+        count = (example[-1] != IGNORE).sum()
+        return summed / count.clamp(min=1), (summed.detach(), count)
+
+    in_dims = (None,) + (0,) * len(batch)
+    grads, (summed, counts) = vmap(grad(one, has_aux=True), in_dims=in_dims, randomness="different")(
+        trained, *batch
+    )
+    return {n.removeprefix("model."): g for n, g in grads.items()}, summed, counts
+
+
+def clip_and_sum(
+    grads: dict[str, torch.Tensor], max_norm: float
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Scale each example's gradient to L2 norm <= max_norm (over all parameters together, as
+    Opacus does) and sum over examples; returns (sums by name, the per-example norms (B,))."""
+    norms = torch.stack([g.flatten(1).float().norm(dim=1) for g in grads.values()]).norm(dim=0)  # (B,)
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # (B,)
+    sums = {n: torch.einsum("b,b...->...", factor.to(g.dtype), g) for n, g in grads.items()}
+    return sums, norms
+
+
+class DPSGD:
+    """One run's DP-SGD: the gradient of each step, and the privacy spent so far."""
+
+    def __init__(
+        self,
+        cfg: PrivacyConfig,
+        batch_size: int,
+        n_examples: int,
+        planned_steps: int,
+    ) -> None:
+        accountants, utils = _opacus()
+        self.cfg, self.batch_size, self.n_examples = cfg, batch_size, n_examples
+        self.sample_rate = min(1.0, batch_size / n_examples)
+        self.delta = cfg.delta or min(1e-5, 1.0 / n_examples)
+        self.planned_steps = planned_steps
+        self.noise_multiplier = cfg.noise_multiplier
+        if cfg.target_epsilon > 0:
+            try:
+                self.noise_multiplier = utils.get_noise_multiplier(
+                    target_epsilon=cfg.target_epsilon,
+                    target_delta=self.delta,
+                    sample_rate=self.sample_rate,
+                    steps=planned_steps,
+                    accountant=cfg.accountant,
+                )
+            except ValueError as e:  # Opacus: "The privacy budget is too low."
+                raise LmforgeError(
+                    f"privacy.target_epsilon={cfg.target_epsilon}: no noise multiplier reaches it at"
+                    f" delta {self.delta:g} over {planned_steps} steps at sampling rate"
+                    f" {self.sample_rate:.4g} ({e})"
+                ) from None
+        self.accountant = accountants.create_accountant(cfg.accountant)
+        self._epsilon: tuple[int, float] = (0, 0.0)  # (steps, epsilon): a cache, PRV takes ~1 s
+
+    @property
+    def steps(self) -> int:
+        return sum(n for _, _, n in self.accountant.history)
+
+    def forward_backward(
+        self,
+        module: nn.Module,
+        engine: Engine,
+        micro_batches: list[Batch],
+        autocast: Autocast,
+        loss_fn: LossFn,
+    ) -> float:
+        """The loop's forward_backward under DP-SGD: leaves the noised mean of clipped per-example
+        gradients in `.grad` and returns the step's loss per target (as the plain one does)."""
+        trained = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        total = {n: torch.zeros_like(p) for n, p in trained.items()}
+        loss_sum, targets = 0.0, 0
+        for batch in micro_batches:
+            batch = tuple(t.to(engine.device) for t in batch)
+            with autocast():
+                grads, summed, counts = per_sample_grads(module, loss_fn, batch)
+            sums, _ = clip_and_sum(grads, self.cfg.max_grad_norm)
+            for name, s in sums.items():
+                total[name] += s
+            loss_sum += float(summed.double().sum())
+            targets += int(counts.sum())
+        std = self.noise_multiplier * self.cfg.max_grad_norm
+        for name, p in trained.items():
+            noise = torch.normal(0.0, std, size=p.shape, device=p.device) if std > 0 else 0.0
+            p.grad = ((total[name] + noise) / self.batch_size).to(p.dtype)  # B: the logical batch
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        return loss_sum / max(targets, 1)
+
+    def epsilon(self) -> float:
+        """Epsilon at self.delta spent by the steps taken so far (inf without noise)."""
+        if self._epsilon[0] != self.steps:
+            if self.steps == 0:
+                value = 0.0
+            elif self.noise_multiplier == 0:
+                value = math.inf
+            else:
+                value = float(self.accountant.get_epsilon(delta=self.delta))
+            self._epsilon = (self.steps, value)
+        return self._epsilon[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the accountant needs to continue exactly: plain JSON (trainer.json)."""
+        return {
+            "accountant": self.cfg.accountant,
+            "history": [list(h) for h in self.accountant.history],
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "delta": self.delta,
+            "planned_steps": self.planned_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any] | None, source: str) -> None:
+        if not state:
+            raise LmforgeError(f"{source}: checkpoint was trained without [privacy]; its epsilon is unknown")
+        if state.get("accountant") != self.cfg.accountant:
+            raise LmforgeError(
+                f"{source}: checkpoint's privacy accountant is {state.get('accountant')!r},"
+                f" privacy.accountant={self.cfg.accountant!r}"
+            )
+        try:
+            history = [(float(s), float(q), int(n)) for s, q, n in state["history"]]
+            self.noise_multiplier = float(state["noise_multiplier"])
+            self.sample_rate, self.delta = float(state["sample_rate"]), float(state["delta"])
+            self.planned_steps = int(state["planned_steps"])
+        except (KeyError, TypeError, ValueError):
+            raise LmforgeError(f"{source}: trainer.json: malformed 'privacy' state") from None
+        self.accountant.history = history
+
+    def describe(self) -> str:
+        c = self.cfg
+        source = (
+            f"for epsilon {c.target_epsilon:g} after {self.planned_steps} steps"
+            if c.target_epsilon
+            else "given"
+        )
+        return (
+            f"  privacy DP-SGD: each example clipped to {c.max_grad_norm:g}, noise multiplier"
+            f" {self.noise_multiplier:.4g} ({source}), sampling rate {self.sample_rate:.4g}"
+            f" ({self.batch_size} of {self.n_examples:,} examples, shuffled batches accounted as"
+            f" Poisson), delta {self.delta:.3g}, {c.accountant} accountant; train.grad_clip not applied"
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json's privacy figures."""
+        return {
+            "epsilon": self.epsilon(),
+            "privacy": {
+                "delta": self.delta,
+                "accountant": self.cfg.accountant,
+                "noise_multiplier": self.noise_multiplier,
+                "max_grad_norm": self.cfg.max_grad_norm,
+                "sample_rate": self.sample_rate,
+                "batch_size": self.batch_size,
+                "examples": self.n_examples,
+                "steps": self.steps,
+            },
+        }
+
+
+def build_privacy(cfg: Config, task: Task, engine: Engine) -> DPSGD | None:
+    """The run's DP-SGD when [privacy] is enabled (config validation has refused other engines)."""
+    if not cfg.privacy.enabled:
+        return None
+    from lmforge.train.engines.local import LocalEngine
+
+    if type(engine) is not LocalEngine:  # DDP and FSDP subclass it but reduce across ranks
+        raise LmforgeError(f"privacy.enabled runs on engine.name=local only, not {engine.name!r}")
+    engine.grad_clip = 0.0  # each example is clipped; clipping the noised mean again would shrink steps
+    t = cfg.train
+    n_examples = task.loader.steps_per_epoch * t.batch_size  # one epoch visits each example once
+    return DPSGD(cfg.privacy, t.batch_size, n_examples, t.max_steps)

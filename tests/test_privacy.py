@@ -1,0 +1,246 @@
+"""DP-SGD ([privacy]): per-example clipping, noise once per step, Opacus' accounting, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+from opacus.accountants import create_accountant
+from opacus.accountants.utils import get_noise_multiplier
+
+from lmforge.config import LoraConfig, ModelConfig, PrivacyConfig, load_config
+from lmforge.errors import LmforgeError
+from lmforge.model import lora
+from lmforge.model.gpt import GPT
+from lmforge.train.engines.local import LocalEngine
+from lmforge.train.losses import lm_loss
+from lmforge.train.metrics import read_metrics
+from lmforge.train.privacy import DPSGD, clip_and_sum, per_sample_grads
+
+C = 0.5  # max_grad_norm
+OUTLIER = 7  # an example whose first token is this one has a huge loss
+
+
+def outlier_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """lm_loss, times 10,000 for examples that start with OUTLIER: one example with a huge loss."""
+    weight = 1 + 1e4 * (inputs[:, :1] == OUTLIER).float()  # (B, 1)
+    logits = model(inputs)  # (B, T, V)
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+    return (losses * weight).sum()
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    torch.manual_seed(0)  # rotary positions and tied embeddings: what the per-example machinery must handle
+    config = ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11, pos="rope")
+    return GPT(config)
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.randint(0, 11, (4, 9), generator=torch.Generator().manual_seed(1))
+    data[:, 0] = torch.tensor([1, OUTLIER, 2, 3])  # example 1 is the outlier
+    return data[:, :-1], data[:, 1:]
+
+
+def cpu_engine() -> LocalEngine:
+    """What DPSGD asks of an engine: its device."""
+    engine = LocalEngine.__new__(LocalEngine)
+    engine.device = torch.device("cpu")
+    return engine
+
+
+def grads_by_hand(model: GPT, loss_fn, inputs: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+    """Each example's gradient of its loss per target, one ordinary backward at a time: (P,) each."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = []
+    for i in range(len(inputs)):
+        loss = loss_fn(model, inputs[i : i + 1], targets[i : i + 1]) / targets[i].numel()
+        out.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+    return out
+
+
+def test_each_example_is_clipped_and_the_outlier_bounded(model: GPT) -> None:
+    inputs, targets = batch()
+    grads, summed, counts = per_sample_grads(model, outlier_loss, (inputs, targets))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert list(grads) == names  # the tied head shares wte's tensor: one gradient for both uses
+    flat = torch.cat([grads[n].flatten(1) for n in names], dim=1)  # (B, P)
+    by_hand = torch.stack(grads_by_hand(model, outlier_loss, inputs, targets))
+    torch.testing.assert_close(flat, by_hand, rtol=1e-4, atol=1e-6)
+    assert counts.tolist() == [8, 8, 8, 8]
+    norms = flat.norm(dim=1)
+    assert norms[1] > 1000 * C > norms.max() / 1000  # the outlier's raw gradient is huge
+    sums, reported = clip_and_sum(grads, C)
+    torch.testing.assert_close(reported, norms)
+    clipped = by_hand * (C / (by_hand.norm(dim=1, keepdim=True) + 1e-6)).clamp(max=1.0)
+    assert float(clipped[1].norm()) <= C * (1 + 1e-5)  # the outlier counts no more than C
+    assert all(float(c.norm()) <= C * (1 + 1e-5) for c in clipped)
+    torch.testing.assert_close(
+        torch.cat([sums[n].flatten() for n in names]), clipped.sum(0), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_lora_examples_get_adapter_gradients_only() -> None:
+    """A frozen base (LoRA) is passed through; only the adapters get per-example gradients."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11))
+    lora.inject(model, LoraConfig(enabled=True, rank=2, alpha=4, targets="attn.qkv,attn.proj"))
+    inputs, targets = batch()
+    grads, _, _ = per_sample_grads(model, lm_loss, (inputs, targets))
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert list(grads) == trained and all("lora" in n for n in trained)
+    flat = torch.cat([grads[n].flatten(1) for n in trained], dim=1)
+    torch.testing.assert_close(flat, torch.stack(grads_by_hand(model, lm_loss, inputs, targets)))
+
+
+def test_update_without_noise_is_the_mean_of_clipped_example_grads(model: GPT) -> None:
+    """Two micro-batches of 2 make one logical batch of 4: each example clipped, divided by 4."""
+    inputs, targets = batch()
+    dp = DPSGD(PrivacyConfig(enabled=True, max_grad_norm=C, noise_multiplier=0.0), 4, 100, 10)
+    engine = cpu_engine()
+    micro = [(inputs[:2], targets[:2]), (inputs[2:], targets[2:])]
+    model.zero_grad(set_to_none=True)
+    loss = dp.forward_backward(model, engine, micro, nullcontext, lm_loss)
+    by_hand = torch.stack(grads_by_hand(model, lm_loss, inputs, targets))
+    expected = (by_hand * (C / (by_hand.norm(dim=1, keepdim=True) + 1e-6)).clamp(max=1.0)).mean(0)
+    update = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-7)
+    assert loss == pytest.approx(float(lm_loss(model, inputs, targets).detach()) / targets.numel(), rel=1e-5)
+    assert dp.steps == 1 and dp.epsilon() == math.inf  # no noise: no privacy
+
+
+def test_noise_is_added_once_per_step_with_std_sigma_times_c(model: GPT) -> None:
+    inputs, targets = batch()
+    sigma, engine = 2.0, cpu_engine()
+    dp = DPSGD(PrivacyConfig(enabled=True, max_grad_norm=C, noise_multiplier=sigma), 4, 100, 10)
+    micro = [(inputs[:2], targets[:2]), (inputs[2:], targets[2:])]
+    model.zero_grad(set_to_none=True)
+    dp.forward_backward(model, engine, micro, nullcontext, lm_loss)
+    by_hand = torch.stack(grads_by_hand(model, lm_loss, inputs, targets))
+    clipped_sum = (by_hand * (C / (by_hand.norm(dim=1, keepdim=True) + 1e-6)).clamp(max=1.0)).sum(0)
+    noise = torch.cat([p.grad.flatten() for p in model.parameters()]) * 4 - clipped_sum  # (P,)
+    assert noise.numel() > 5000
+    assert float(noise.std()) == pytest.approx(sigma * C, rel=0.05)
+    assert abs(float(noise.mean())) < 0.1 * sigma * C
+
+
+def test_target_epsilon_sets_opacus_noise_and_prv_counts_like_opacus(model: GPT) -> None:
+    cfg = PrivacyConfig(enabled=True, target_epsilon=3.0, accountant="rdp")
+    dp = DPSGD(cfg, 8, 800, 50)
+    assert dp.delta == 1e-5 and dp.sample_rate == 0.01
+    assert dp.noise_multiplier == get_noise_multiplier(
+        target_epsilon=3.0, target_delta=1e-5, sample_rate=0.01, steps=50, accountant="rdp"
+    )
+    dp.accountant.history = [(dp.noise_multiplier, 0.01, 50)]
+    assert 2.99 <= dp.epsilon() <= 3.0
+    # delta defaults to 1/N when that is below 1e-5; the PRV accountant, step by step
+    inputs, targets = batch()
+    engine = cpu_engine()
+    dp = DPSGD(PrivacyConfig(enabled=True, noise_multiplier=1.1, accountant="prv"), 4, 200_000, 3)
+    assert dp.delta == 1 / 200_000
+    for _ in range(3):
+        dp.forward_backward(model, engine, [(inputs, targets)], nullcontext, lm_loss)
+    opacus = create_accountant("prv")
+    for _ in range(3):
+        opacus.step(noise_multiplier=1.1, sample_rate=4 / 200_000)
+    assert dp.epsilon() == opacus.get_epsilon(delta=1 / 200_000)
+
+
+PRIVATE = [
+    "--privacy.enabled=true",
+    "--privacy.noise_multiplier=1.0",
+    "--privacy.max_grad_norm=1.0",
+    "--train.schedule=constant",  # the schedule must not depend on max_steps for the resume test
+    "--train.warmup_steps=0",
+    "--train.eval_interval=100",
+]
+
+
+def _train(tiny_overrides: list[str], out: Path, *extra: str, resume: bool = False) -> dict:
+    from lmforge.train.loop import train
+
+    overrides = list(extra) if resume else [*tiny_overrides, *PRIVATE, *extra]
+    return train(None, overrides, resume=out if resume else None, out=None if resume else out, quiet=True)
+
+
+def test_training_reports_epsilon_as_opacus_counts_it(
+    tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lmforge.train.loop import train
+
+    run = tmp_path / "run"
+    summary = train(None, [*tiny_overrides, *PRIVATE, "--train.max_steps=5"], out=run)
+    meta = json.loads((run / "data" / "meta.json").read_text())
+    windows = meta["tokens"]["train"] // 33  # block_size 32 + 1
+    rate = 8 / ((windows // 8) * 8)  # the global batch over one epoch's examples
+    assert summary["privacy"]["sample_rate"] == pytest.approx(rate)
+    opacus = create_accountant("rdp")
+    for record in read_metrics(run):
+        opacus.step(noise_multiplier=1.0, sample_rate=summary["privacy"]["sample_rate"])
+        assert record["epsilon"] == opacus.get_epsilon(delta=summary["privacy"]["delta"])
+    assert summary["epsilon"] == record["epsilon"] > 0
+    assert summary["privacy"]["delta"] == 1e-5 and summary["privacy"]["steps"] == 5
+    out = capsys.readouterr().out
+    assert "privacy DP-SGD: each example clipped to 1" in out
+    assert f"| eps {record['epsilon']:.2f}" in out
+
+
+def test_resume_restores_the_accountant_exactly(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    whole = _train(tiny_overrides, tmp_path / "whole", "--train.max_steps=6", "--train.checkpoint_interval=3")
+    parts = tmp_path / "parts"
+    _train(tiny_overrides, parts, "--train.max_steps=3")
+    state = json.loads((parts / "checkpoints" / "step_00000003" / "trainer.json").read_text())["privacy"]
+    assert state["history"] == [[1.0, pytest.approx(whole["privacy"]["sample_rate"]), 3]]  # JSON, no pickle
+    resumed = _train(tiny_overrides, parts, "--train.max_steps=6", resume=True)
+    assert resumed["epsilon"] == whole["epsilon"]
+    assert resumed["privacy"]["steps"] == 6
+    losses = {r["step"]: r["loss"] for r in read_metrics(parts)}
+    assert losses == {r["step"]: r["loss"] for r in read_metrics(tmp_path / "whole")}  # noise RNG too
+    assert resumed["val_loss"] == whole["val_loss"]
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp", "deepspeed"])
+def test_other_engines_refuse_privacy(engine: str) -> None:
+    with pytest.raises(LmforgeError, match=f"privacy.enabled runs on engine.name=local only, not '{engine}'"):
+        load_config(None, ["--privacy.enabled=true", "--privacy.target_epsilon=8", f"--engine.name={engine}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--privacy.enabled=true"], "needs privacy.noise_multiplier or privacy.target_epsilon"),
+        (
+            ["--privacy.enabled=true", "--privacy.noise_multiplier=1", "--privacy.target_epsilon=8"],
+            "one of them",
+        ),
+        (["--privacy.accountant=gdp"], "privacy.accountant='gdp' must be 'rdp' or 'prv'"),
+        (
+            [
+                "--privacy.enabled=true",
+                "--privacy.noise_multiplier=1",
+                "--data.task=chat",
+                "--train.init_from=m",
+            ],
+            "privacy.enabled is implemented for data.task='lm' only, not 'chat'",
+        ),
+        (["--privacy.noise_multiplier=inf"], "privacy.noise_multiplier=inf must be >= 0"),
+        (["--privacy.max_grad_norm=0"], "privacy.max_grad_norm=0.0 must be > 0"),
+        (["--privacy.delta=1"], r"privacy.delta=1.0 must be in \[0, 1\)"),
+    ],
+)
+def test_bad_privacy_settings_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(LmforgeError, match=message):
+        load_config(None, overrides)
+
+
+def test_an_unreachable_target_epsilon_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def too_low(**_: object) -> float:  # what Opacus says once sigma passes 1e6 (minutes of search)
+        raise ValueError("The privacy budget is too low.")
+
+    monkeypatch.setattr("opacus.accountants.utils.get_noise_multiplier", too_low)
+    with pytest.raises(LmforgeError, match="privacy.target_epsilon=1e-09: no noise multiplier reaches it"):
+        DPSGD(PrivacyConfig(enabled=True, target_epsilon=1e-9), 8, 16, 1000)
