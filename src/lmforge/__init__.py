@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.inference.translate import eval_translate, translate
     from lmforge.pipelines import pipeline
     from lmforge.server.serve import serve
+    from lmforge.tools.audit import audit
     from lmforge.tools.inspect import inspect
     from lmforge.train.classify import finetune_classify
     from lmforge.train.loop import train
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
 _API: dict[str, str] = {
     "Config": "lmforge.config:Config",
     "ask": "lmforge.inference.ask:ask",
+    "audit": "lmforge.tools.audit:audit",
     "chat": "lmforge.inference.chat:chat",
     "LmforgeError": "lmforge.errors:LmforgeError",
     "eval_instruct": "lmforge.inference.instruct_eval:eval_instruct",
@@ -63,6 +65,7 @@ __all__ = [
     "Config",
     "LmforgeError",
     "ask",
+    "audit",
     "chat",
     "eval_instruct",
     "eval_qa",

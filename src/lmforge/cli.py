@@ -91,6 +91,13 @@ def _show_inspect(result: Any, _: dict[str, Any]) -> None:
     print(*result.files, sep="\n")
 
 
+def _show_audit(result: dict[str, Any], _: dict[str, Any]) -> None:
+    from lmforge.tools.audit import format_table
+
+    print(format_table(result))
+    print(json.dumps(result))
+
+
 MODEL = "run directory, checkpoint or model directory"
 DTYPE = {"choices": ["auto", "fp32", "bf16"]}
 TRANSLATE_OPTIONS = (
@@ -121,6 +128,12 @@ VERBS: dict[str, Verb] = {
             opt("--split", "train/val split", alt=False, config="prep.split", choices=["hash", "tail"]),
             opt("--workers", "cleaning processes (0: one per core)", alt=False, config="prep.workers",
                 type=int),
+            opt("--canaries", "random secrets planted per repeat count in train, for lmforge audit",
+                alt=False, config="prep.canaries", type=int),
+            opt("--canary-repeats", "copies of each canary, comma-separated", alt=False,
+                config="prep.canary_repeats"),
+            opt("--canary-seed", "seed of the canaries' secrets and places", alt=False,
+                config="prep.canary_seed", type=int),
             opt("--overwrite", "replace an earlier prep output in --out", action="store_true"),
             opt("--quiet", "no progress bars or report", alt=False, action="store_true"),
             opt("--src-lang", "source language (JSONL field, file suffix)", alt=True),
@@ -322,6 +335,30 @@ VERBS: dict[str, Verb] = {
             opt("--top-k", "top tokens per layer and position in lens.json", type=int),
         ),
         _show_inspect,
+    ),
+    "audit": Verb(
+        "lmforge.tools.audit:audit",
+        "memorization: exposure of the canaries prep planted (Carlini et al. 2019) and verbatim"
+        " extraction of training text against held-out text; a table, then the figures as JSON",
+        (
+            opt("model", MODEL),
+            opt("--data", "a prepared directory (train, val, canaries.json), or files, folders, globs of"
+                " training text", nargs="+", required=True),
+            opt("--heldout", "held-out text for the extraction baseline (default: a prepared --data's"
+                " val split)", nargs="+"),
+            opt("--canaries", "canaries.json (default: the one in a prepared --data)"),
+            opt("--prefix-tokens", "prompt length of the extraction windows", type=int),
+            opt("--k", "true tokens greedy decoding must reproduce", type=int),
+            opt("--samples", "extraction windows per side", type=int),
+            opt("--candidates", "candidate secrets sampled when the space is over --exact-limit", type=int),
+            opt("--exact-limit", "score every candidate when the space is at most this", type=int),
+            opt("--batch-size", "rows per forward pass", type=int),
+            opt("--seed", "seed of the windows and sampled candidates", type=int),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
+            opt("--out", "also write the JSON to this file"),
+            opt("--quiet", "no progress lines", action="store_true"),
+        ),
+        _show_audit,
     ),
     "eval-instruct": Verb(
         "lmforge.inference.instruct_eval:eval_instruct",

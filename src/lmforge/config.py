@@ -238,6 +238,16 @@ class PrepConfig:
     """Train the tokenizer on the first N MB of cleaned text (0: all of it)."""
     shard_tokens: int = 100_000_000
     """Tokens per shard file."""
+    canaries: int = 0
+    """Random secrets ("my secret code is 7 3 9 1 5 0") planted per repeat count among the training
+    documents, for `lmforge audit` to measure memorization (Carlini et al. 2019); 0: none. Recorded
+    in canaries.json; see docs/privacy.md."""
+    canary_repeats: str = "1,4,16"
+    """Comma-separated: how many copies of each canary go into the training split."""
+    canary_seed: int = 0
+    """Seed of the canaries' secrets and places."""
+    canary_length: int = 6
+    """Digits per secret: 10^length candidate secrets."""
 
 
 # LoRA targets: a Hugging Face name (PEFT's target_modules) or lmforge's -> (lmforge module inside
@@ -368,9 +378,10 @@ class Config:
         _check(self.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
         _check(self.prep.pii_ip in ("all", "public"), f"prep.pii_ip={self.prep.pii_ip!r}: 'all' or 'public'")
         p = self.prep
-        for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words"):
+        for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words",
+                    "canaries"):  # fmt: skip
             _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")
-        for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes"):
+        for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes", "canary_length"):
             _check(getattr(p, key) > 0, f"prep.{key}={getattr(p, key)} must be > 0")
         _check(self.data.task in TASKS, f"data.task={self.data.task!r} must be one of {', '.join(TASKS)}")
         _check(

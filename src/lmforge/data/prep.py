@@ -5,6 +5,8 @@ Three streaming passes over disk, so memory does not grow with the corpus:
 2. train the tokenizer on that file (HF `tokenizers`, multi-threaded);
 3. encode it with the fastest exact encoder (encode.py) and write EOS-separated documents to
    train/val shards, a document going to val when its text hash falls below val_fraction.
+With prep.canaries (canaries.py), random secrets are written into the train shards in pass 3
+and recorded in canaries.json, for `lmforge audit`.
 meta.json, tokenizer.json and report.json are written beside the shards; the directory appears
 atomically (temp dir + rename), and only where it loses nothing (lmforge/outputs.py).
 """
@@ -23,6 +25,8 @@ import xxhash
 from tqdm import tqdm
 
 from lmforge.config import Config, load_config
+from lmforge.data.canaries import FILE as CANARIES_FILE
+from lmforge.data.canaries import Planter, make_canaries
 from lmforge.data.encode import make_encoder, verify
 from lmforge.data.pipeline import _batches, clean_documents, parse_stages, read_docs, write_docs
 from lmforge.data.report import Report
@@ -127,6 +131,9 @@ def _prep_into(
     """prep's three passes, writing everything into the temporary folder `tmp`."""
     data, p = cfg.data, cfg.prep
     stage_names = parse_stages(p.stages)
+    canaries = None  # drawn first: a bad setting stops prep before any work
+    if p.canaries:
+        canaries = make_canaries(p.canaries, p.canary_repeats, p.canary_seed, p.canary_length)
     start = time.time()
     report = Report()
     report.stage("read")  # first in the report
@@ -157,7 +164,8 @@ def _prep_into(
 
     t0 = time.time()
     budget = p.tokenizer_train_mb * 1_000_000 or None
-    tok = given or _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget)
+    extra = [c.text for c in canaries.canaries] if canaries else []  # their characters in the vocabulary
+    tok = given or _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget, extra)
     t_train = time.time() - t0
 
     t0 = time.time()
@@ -173,19 +181,35 @@ def _prep_into(
     writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens)
     unknown = UnknownChars(tok)  # a given tokenizer, or one trained on the first MB only, may lack some
     eos = tok.eos_id
+    planter = Planter(canaries, n_docs, encode, tok.decode) if canaries else None
+    doc = 0
     bar = tqdm(
         total=n_bytes, unit="B", unit_scale=True, desc=f"tokenize ({name})", disable=quiet, file=sys.stderr
     )
     for batch in _batches(read_docs(cleaned)):
         for text, ids in zip(batch, encode(batch), strict=True):
+            if planter:  # canary copies go to train, before document `doc` when drawn there
+                planter.at(doc, writer, eos)
+            doc += 1
             size = len(text.encode("utf-8"))
             split = "val" if p.split == "hash" and is_val(text, data.val_fraction) else "train"
             writer.add(split, ids, eos, size)
             unknown.add(text, ids)
             bar.update(size)
+    if planter:
+        planter.at(doc, writer, eos)
     bar.close()
     sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
     split_kind = writer.finish(data.val_fraction, sizes, tail=p.split == "tail")
+    if planter:
+        if split_kind == "tail":  # the tail of the stream may hold copies: they would be validation
+            raise LmforgeError(
+                f"{out}: prep.canaries needs the hash split (prep.split='hash' and a corpus with"
+                " documents on both sides); the tail split could put a canary in validation"
+            )
+        planter.canaries.save(tmp / CANARIES_FILE)
+        report.extra["canaries"] = len(planter.canaries.canaries)
+        report.extra["canary_copies_in_train"] = planter.inserted
     t_tok = time.time() - t0
     cleaned.unlink()
     if unknown.count:
@@ -215,6 +239,7 @@ def _prep_into(
         "documents_per_split": dict(writer.docs),
         "stages": stage_names,
         "sources": [_manifest(f) for f in files],
+        "canaries": planter.inserted if planter else 0,
         "seconds": round(seconds, 2),
     }
     report.extra.update(
@@ -249,8 +274,11 @@ def make_encoder_hf(tok: Tokenizer) -> tuple[str, Any]:
     return "tokenizers", encode_hf
 
 
-def _train_tokenizer(cleaned: Path, kind: str, vocab_size: int, budget: int | None) -> Tokenizer:
+def _train_tokenizer(
+    cleaned: Path, kind: str, vocab_size: int, budget: int | None, extra: list[str] | None = None
+) -> Tokenizer:
     def texts() -> Any:
+        yield from extra or []
         used = 0
         for text in read_docs(cleaned):
             yield text

@@ -1,0 +1,192 @@
+"""`lmforge audit`: exposure is log2 |R| for a memorized canary and about 1/ln 2 bits on average for
+an untrained model; extraction counts a true continuation and not a false one; the verb runs on a
+tiny GPT overfit on a canary and a passage in a few seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lmforge
+from lmforge import LmforgeError, cli
+from lmforge.config import ModelConfig
+from lmforge.data.canaries import Canary, CanarySet, make_canaries
+from lmforge.formats.directory import write_model_dir
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tools.audit_exposure import exposures, model_scorer
+from lmforge.tools.audit_extract import Documents, extraction, model_greedy, windows
+
+PASSAGE = "the quick brown fox jumps over the lazy dog while seven wise owls hum a tune"
+OTHER = "a lazy brown owl hums seven quick tunes over the wise fox and the dog jumps"
+SECRET = "4 1 7"
+
+
+def _hand_scorer(secret_text: str, seed: int = 0) -> object:
+    """nll: 0 for the secret, a fixed pseudo-random value in [5, 15) for every other text."""
+
+    def score(texts: list[str]) -> np.ndarray:
+        def one(t: str) -> float:
+            return (
+                0.0
+                if t == secret_text
+                else 5 + 10 * np.random.default_rng([seed, zlib.crc32(t.encode())]).random()
+            )
+
+        return np.asarray([one(t) for t in texts])
+
+    return score
+
+
+def test_a_secret_ranked_first_has_the_largest_exposure() -> None:
+    canaries = CanarySet(length=3, canaries=[Canary(SECRET, f"my secret code is {SECRET}", 1)])
+    result = exposures(_hand_scorer(canaries.canaries[0].text), canaries, exact_limit=1000)
+    assert result["method"] == "exact" and result["scored"] == 1000
+    [row] = result["canaries"]
+    assert row["rank"] == 1 and row["exposure"] == pytest.approx(math.log2(1000), abs=1e-3)
+    assert result["per_repeat"] == [
+        {"repeats": 1, "canaries": 1, "mean": round(math.log2(1000), 3), "max": round(math.log2(1000), 3),
+         "min": round(math.log2(1000), 3)}
+    ]  # fmt: skip
+
+
+def test_the_sampled_estimate_extrapolates_past_the_samples() -> None:
+    """A space of 10^6 with 500 sampled candidates: the memorized secret beats all of them, so the
+    sampled figure stops at log2(501) while the skew-normal fit reaches further."""
+    canaries = CanarySet(length=6, canaries=[Canary("4 1 7 0 0 9", "my secret code is 4 1 7 0 0 9", 16)])
+    result = exposures(_hand_scorer(canaries.canaries[0].text), canaries, exact_limit=1000, samples=500)
+    assert result["method"].startswith("estimated") and result["scored"] == 500
+    [row] = result["canaries"]
+    assert row["exposure_sampled"] == pytest.approx(math.log2(501), abs=1e-3)
+    assert math.log2(501) < row["exposure"] <= math.log2(10**6)
+
+
+@pytest.fixture(scope="module")
+def char_tokenizer() -> Tokenizer:
+    return Tokenizer.train_char([PASSAGE, OTHER, "my secret code is 0 1 2 3 4 5 6 7 8 9"])
+
+
+def _gpt(vocab: int, seed: int) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=vocab))
+
+
+def test_an_untrained_model_gives_about_one_and_a_half_bits(char_tokenizer: Tokenizer) -> None:
+    """Unseen secrets sit at uniform random ranks: exposure averages 1/ln 2 = 1.44 bits (P(>= x) =
+    2^-x), far below log2 |R| = 9.97, whatever the model's random weights."""
+    canaries = make_canaries(20, "1,2", seed=1, length=3)
+    model = _gpt(char_tokenizer.vocab_size, seed=0)
+    result = exposures(model_scorer(model, char_tokenizer, canaries), canaries, exact_limit=1000)
+    values = [row["exposure"] for row in result["canaries"]]
+    assert len(values) == 40 and result["max_exposure"] == round(math.log2(1000), 3)
+    assert 0.7 < np.mean(values) < 2.3
+    assert max(values) < math.log2(1000) - 1
+
+
+def test_the_model_scorer_is_the_secret_tokens_nll(char_tokenizer: Tokenizer) -> None:
+    canaries = make_canaries(1, "1", seed=0, length=3)
+    model = _gpt(char_tokenizer.vocab_size, seed=0).eval()
+    text = canaries.canaries[0].text
+    ids = [char_tokenizer.eos_id, *char_tokenizer.encode(text)]
+    n_ctx = 1 + len(char_tokenizer.encode("my secret code is"))
+    with torch.no_grad():
+        logp = F.log_softmax(model(torch.tensor([ids]))[0, :-1], dim=-1)
+    expected = -sum(float(logp[i - 1, ids[i]]) for i in range(n_ctx, len(ids)))
+    got = model_scorer(model, char_tokenizer, canaries, batch_size=1)([text, canaries.text([0, 0, 0])])
+    assert got[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_extraction_counts_a_true_continuation_and_not_a_false_one() -> None:
+    docs = Documents.from_lists([list(range(10, 40)), list(range(50, 80))], eos=0)
+    picked = windows(docs, p=5, k=10, samples=1000, seed=0)
+    assert len(picked) == 2 * (31 - 15 + 1)  # every window fits inside one document (EOS included)
+    assert all(np.all(np.diff(w[1:]) == 1) for w in picked)  # none crosses into the next document
+
+    def greedy(prompts: np.ndarray) -> np.ndarray:  # knows the first document only
+        last = prompts[:, -1:]
+        right = last + np.arange(1, 11)[None, :]
+        return np.where(prompts[:, -1:] < 40, right, right + 1)
+
+    result = extraction(greedy, picked, p=5, batch_size=7)
+    assert result["samples"] == 34 and result["extracted"] == 17 and result["rate"] == 0.5
+    assert result["mean_matched"] == 5.0  # 10 tokens agree on half the windows, none on the rest
+
+
+@pytest.fixture(scope="module")
+def memorized(char_tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT overfit on (EOS, canary, EOS, PASSAGE) for 300 steps (~ seconds), saved."""
+    tok = char_tokenizer
+    eos = [tok.eos_id]
+    stream = torch.tensor((eos + tok.encode(f"my secret code is {SECRET}") + eos + tok.encode(PASSAGE)) * 4)
+    model = _gpt(tok.vocab_size, seed=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        starts = torch.randint(0, len(stream) - 65, (16,), generator=gen)
+        batch = torch.stack([stream[s : s + 65] for s in starts.tolist()])  # (16, 65)
+        loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    folder = tmp_path_factory.mktemp("memorized")
+    write_model_dir(folder / "model", model.config, model.state_dict(), tok)
+    (folder / "train.txt").write_text(PASSAGE)
+    (folder / "heldout.txt").write_text(OTHER)
+    canaries = CanarySet(length=3, canaries=[Canary(SECRET, f"my secret code is {SECRET}", 4)])
+    canaries.canaries.append(Canary("9 9 0", "my secret code is 9 9 0", 1))  # never trained on
+    canaries.save(folder / "canaries.json")
+    return folder
+
+
+def test_a_memorized_canary_and_passage_are_found(memorized: Path) -> None:
+    result = lmforge.audit(
+        memorized / "model", memorized / "train.txt", heldout=memorized / "heldout.txt",
+        canaries=memorized / "canaries.json", prefix_tokens=10, k=20, samples=20, quiet=True,
+    )  # fmt: skip
+    ex = result["exposure"]
+    assert ex["method"] == "exact" and ex["candidates"] == 1000
+    by_secret = {row["secret"]: row for row in ex["canaries"]}
+    assert by_secret[SECRET]["rank"] == 1 and by_secret[SECRET]["exposure"] == pytest.approx(
+        math.log2(1000), abs=1e-3
+    )
+    assert by_secret["9 9 0"]["exposure"] < 8
+    e = result["extraction"]
+    assert e["train"]["extracted"] == e["train"]["samples"] == 20 and e["train"]["rate"] == 1.0
+    assert e["heldout"]["extracted"] == 0 and e["heldout"]["samples"] == 20
+
+
+def test_model_greedy_is_generate(memorized: Path) -> None:
+    model, tok = lmforge.load(memorized / "model")
+    prompt = np.asarray([[tok.eos_id, *tok.encode(PASSAGE[:9])]])
+    out = model_greedy(model, 20)(prompt)
+    assert tok.decode(out[0].tolist()) == PASSAGE[9:29]
+
+
+def test_the_cli_prints_a_table_then_json(
+    memorized: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "audit.json"
+    argv = ["audit", str(memorized / "model"), "--data", str(memorized / "train.txt"), "--canaries",
+            str(memorized / "canaries.json"), "--prefix-tokens", "10", "--k", "20", "--samples", "5",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("canary exposure, bits (of 9.966: 1,000 candidates; every candidate scored)")
+    assert any("held-out: no held-out text" in line for line in printed)
+    assert json.loads(printed[-1]) == json.loads(out.read_text())
+
+
+def test_bad_settings_are_one_line(memorized: Path) -> None:
+    with pytest.raises(LmforgeError, match="prefix_tokens=50 \\+ k=50 is over the model's context of 64"):
+        lmforge.audit(memorized / "model", memorized / "train.txt", quiet=True)
+    with pytest.raises(LmforgeError, match="samples=0: must be an integer >= 1"):
+        lmforge.audit(memorized / "model", memorized / "train.txt", samples=0, quiet=True)
+    with pytest.raises(LmforgeError, match="is data .*: writing it would overwrite an input"):
+        lmforge.audit(memorized / "model", memorized / "train.txt", out=memorized / "train.txt", quiet=True)

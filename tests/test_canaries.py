@@ -1,0 +1,130 @@
+"""`lmforge prep --canaries`: secrets planted in the training split only, the stated number of
+times, recorded in canaries.json, the same for the same seed; bad settings give one clear line."""
+
+from __future__ import annotations
+
+import json
+import lzma
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmforge import LmforgeError, cli
+from lmforge.data.canaries import CanarySet, make_canaries, parse_repeats, placements
+from lmforge.data.prep import prep
+from lmforge.data.shards import open_split
+from lmforge.tokenization.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 distinct paragraphs of shipped Shakespeare, as JSON lines."""
+    with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
+        text = json.loads(f.readline())["text"]
+    paragraphs = [p for p in text.split("\n\n") if len(p) > 80][:60]
+    path = tmp_path_factory.mktemp("canary-corpus") / "plays.jsonl"
+    path.write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("canary-prep") / "out"
+    argv = ["prep", str(corpus), "--out", str(out), "--stages", "none", "--workers", "1", "--quiet"]
+    argv += ["--canaries", "2", "--canary-repeats", "1,3", "--canary-seed", "7", "--val-fraction", "0.3"]
+    assert cli.main(argv) == 0
+    return out
+
+
+def _documents(out: Path, split: str) -> list[str]:
+    tok = Tokenizer.load(out / "tokenizer.json")
+    ids = np.concatenate(open_split(out, split)).tolist()
+    docs, start = [], 0
+    for i, t in enumerate(ids):
+        if t == tok.eos_id:
+            docs.append(tok.decode(ids[start:i]))
+            start = i + 1
+    return docs
+
+
+def test_canaries_go_to_train_only_the_stated_number_of_times(prepared: Path) -> None:
+    canaries = CanarySet.load(prepared / "canaries.json")
+    assert sorted(c.repeats for c in canaries.canaries) == [1, 1, 3, 3]
+    assert canaries.candidates == 10**6 and canaries.seed == 7
+    train, val = _documents(prepared, "train"), _documents(prepared, "val")
+    assert val, "the hash split left validation empty"
+    for c in canaries.canaries:
+        assert c.text == f"my secret code is {c.secret}" and len(c.secret.split()) == 6
+        assert train.count(c.text) == c.repeats
+        assert not any(c.secret in doc for doc in val)
+    meta = json.loads((prepared / "meta.json").read_text())
+    assert meta["canaries"] == 8 and "canaries.json" in meta["files"]
+    assert meta["documents_per_split"]["train"] + meta["documents_per_split"]["val"] == meta["documents"] + 8
+    report = json.loads((prepared / "report.json").read_text())
+    assert report["canaries"] == 4 and report["canary_copies_in_train"] == 8
+
+
+def test_copies_are_scattered_among_the_documents(prepared: Path) -> None:
+    canaries = CanarySet.load(prepared / "canaries.json")
+    texts = {c.text for c in canaries.canaries}
+    train = _documents(prepared, "train")
+    places = [i for i, doc in enumerate(train) if doc in texts]
+    assert len(places) == 8 and places != list(range(places[0], places[0] + 8))  # not one block
+
+
+def test_the_same_seed_gives_the_same_canaries_and_places() -> None:
+    a, b = make_canaries(5, "1,4", seed=3), make_canaries(5, "1,4", seed=3)
+    assert a.canaries == b.canaries
+    assert make_canaries(5, "1,4", seed=4).canaries != a.canaries
+    assert placements(a, 100, 3) == placements(b, 100, 3)
+    slots = placements(a, 100, 3)
+    assert sum(map(len, slots.values())) == 5 * 1 + 5 * 4 and all(0 <= s <= 100 for s in slots)
+
+
+def test_secrets_are_distinct_and_drawn_from_the_space() -> None:
+    canaries = make_canaries(100, [1, 2, 3], seed=0, length=3)
+    secrets = [c.secret for c in canaries.canaries]
+    assert len(set(secrets)) == 300 and canaries.candidates == 1000
+    assert all(len(s.split(" ")) == 3 and s.replace(" ", "").isdigit() for s in secrets)
+    assert canaries.text([1, 2, 3]) == "my secret code is 1 2 3" and canaries.prefix == "my secret code is "
+
+
+@pytest.mark.parametrize("value", ["1,x", "0", "1,1", "", "-2"])
+def test_bad_repeats_are_named(value: str) -> None:
+    with pytest.raises(LmforgeError, match="prep.canary_repeats="):
+        parse_repeats(value)
+
+
+def test_more_canaries_than_the_space_allows_is_refused() -> None:
+    with pytest.raises(LmforgeError, match="prep.canaries=5 x 2 repeat counts"):
+        make_canaries(5, "1,2", length=1)
+
+
+def test_canaries_need_the_hash_split(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(LmforgeError, match="prep.canaries needs the hash split"):
+        prep(corpus, out, stages="none", workers=1, quiet=True, split="tail", canaries=1, canary_repeats="2")
+    assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("content", "culprit"),
+    [
+        ("{", "invalid JSON"),
+        ('{"format": "x"}', "not a canaries file"),
+        ('{"format": "lmforge-canaries-1", "template": "t {secret}"}', "key 'alphabet' missing"),
+        (
+            '{"format": "lmforge-canaries-1", "template": "t {secret}", "alphabet": "01", "separator": " ",'
+            ' "length": 2, "seed": 0, "canaries": [{"secret": "0 2", "text": "t 0 2", "repeats": 1}]}',
+            r"canaries\[0\]: secret '0 2' is not in the space",
+        ),
+    ],
+)
+def test_a_bad_canaries_file_is_named(tmp_path: Path, content: str, culprit: str) -> None:
+    path = tmp_path / "canaries.json"
+    path.write_text(content)
+    with pytest.raises(LmforgeError, match=f"{path}: .*{culprit}"):
+        CanarySet.load(path)
