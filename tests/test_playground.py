@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -31,6 +28,7 @@ sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]' (or make test)"
 )
 expect = sync_api.expect
+from serve_helpers import QA_FIXTURE, make_model_dirs, running  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[1] / "src" / "lmforge" / "server" / "static"
 KEY = "s3cret-key"
@@ -65,35 +63,15 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The four tiny random models tests/test_serve.py serves."""
-    from conftest import make_text
-    from test_chat import make_chat_llama
-
-    from lmforge.config import ModelConfig
-    from lmforge.formats.directory import write_model_dir
-    from lmforge.formats.lmforge_dirs import save_classifier
-    from lmforge.model.classifier import Classifier
-    from lmforge.model.gpt import GPT
-    from lmforge.model.seq2seq import Seq2Seq
-    from lmforge.tokenization.tokenizer import Tokenizer
-
-    root = tmp_path_factory.mktemp("playground")
-    tok = Tokenizer.train_char([make_text(lines=200)])
-    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
-    torch.manual_seed(0)
-    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
-    s2s = Seq2Seq(ModelConfig(**{**config.__dict__, "arch": "seq2seq"}), tok.pad_id or 0)
-    write_model_dir(root / "s2s", s2s.config, s2s.state_dict(), tok)
-    save_classifier(Classifier(GPT(config), ["neg", "pos"]), root / "clf", tok)
-    make_chat_llama(root / "llama")
-    return {name: root / name for name in ("gpt", "s2s", "clf", "llama")}
+    """The tiny random models tests/test_serve.py serves."""
+    return {**make_model_dirs(tmp_path_factory.mktemp("playground")), "bert-qa": QA_FIXTURE}
 
 
 @pytest.fixture(scope="module")
 def models(dirs: dict[str, Path]) -> Iterator[dict[str, Any]]:
     from lmforge.server.models import load_models
 
-    served = load_models([dirs[k] for k in ("gpt", "llama", "s2s", "clf")], dtype="fp32")
+    served = load_models([dirs[k] for k in ("gpt", "llama", "s2s", "clf", "bert-qa")], dtype="fp32")
     # every decoding step embeds its tokens once: a short sleep there makes a stream last long
     # enough to see it arrive piece by piece, whatever the decoder does
     hook = served["llama"].net.wte.register_forward_hook(lambda *_: time.sleep(TOKEN_DELAY))
@@ -101,39 +79,20 @@ def models(dirs: dict[str, Path]) -> Iterator[dict[str, Any]]:
     hook.remove()
 
 
-def start_server(models: dict[str, Any], api_key: str | None = None) -> tuple[str, Any, threading.Thread]:
-    import uvicorn
-
-    from lmforge.server.app import Settings, create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(models, Settings(max_tokens_limit=200, api_key=api_key))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    return f"http://127.0.0.1:{port}", server, thread
-
-
 @pytest.fixture(scope="module")
 def url(models: dict[str, Any]) -> Iterator[str]:
-    where, server, thread = start_server(models)
-    yield where
-    server.should_exit = True
-    thread.join(10)
+    from lmforge.server.app import Settings, create_app
+
+    with running(create_app(models, Settings(max_tokens_limit=200))) as where:
+        yield where
 
 
 @pytest.fixture(scope="module")
 def keyed_url(models: dict[str, Any]) -> Iterator[str]:
-    where, server, thread = start_server(models, api_key=KEY)
-    yield where
-    server.should_exit = True
-    thread.join(10)
+    from lmforge.server.app import Settings, create_app
+
+    with running(create_app(models, Settings(max_tokens_limit=200, api_key=KEY))) as where:
+        yield where
 
 
 @pytest.fixture
@@ -143,7 +102,7 @@ def page(browser: Any, url: str) -> Iterator[Any]:
     opened.set_default_timeout(30_000)  # two CPU cores shared with other work
     opened.goto(url)
     expect(opened.get_by_role("status", name="Connection")).to_have_text(
-        "connected: 4 models", timeout=30_000
+        "connected: 5 models", timeout=30_000
     )
     yield opened
     context.close()
@@ -238,7 +197,8 @@ def test_chat_streams_tokens_and_equals_the_api(page: Any, url: str) -> None:
 
 def test_model_picker_offers_the_models_of_the_task(page: Any) -> None:
     assert options(page) == ["llama"]  # the char GPT has no chat template
-    for tab, ids in (("Completion", ["gpt", "llama"]), ("Translation", ["s2s"]), ("Classification", ["clf"])):
+    tabs = [("Completion", ["gpt", "llama"]), ("Translation", ["s2s"]), ("Classification", ["clf"])]
+    for tab, ids in [*tabs, ("Question answering", ["bert-qa"])]:
         page.get_by_role("tab", name=tab).click()
         expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
         assert options(page) == ids, tab
@@ -294,6 +254,32 @@ def test_classification_tab_shows_every_label_with_its_score(page: Any, url: str
     assert texts.first.locator(".label").text_content() == want[0][0]["label"]
 
 
+def test_question_answering_tab_shows_the_answers_in_the_context(page: Any, url: str) -> None:
+    page.get_by_role("tab", name="Question answering").click()
+    question, context = "Who kept the crown?", "The old king kept his <b>crown</b> in a tower by the sea."
+    page.get_by_label("Question", exact=True).fill(question)
+    page.get_by_label("Context (the text that holds the answer)").fill(context)
+    page.get_by_label("Answers shown").fill("3")
+    page.get_by_role("button", name="Answer", exact=True).click()
+    items = page.get_by_role("list", name="Answers").get_by_role("listitem")
+    expect(items).to_have_count(3)
+    body = {"model": "bert-qa", "question": question, "context": context, "top_k": 3}
+    want = api(url, "answers", {**body, "handle_impossible_answer": False})["results"]
+    assert items.locator(".answer").all_text_contents() == [w["answer"] or "(no answer)" for w in want]
+    assert items.locator(".score").all_text_contents() == [f"{w['score']:.3f}" for w in want]
+    view = page.get_by_label("Answer in the context")
+    assert view.text_content() == context  # the context as text, its <b> never parsed
+    assert view.locator("mark").text_content() == context[want[0]["start"] : want[0]["end"]]
+    assert page.locator("main b").count() == 0
+
+    page.get_by_label("Answers shown").fill("")  # the server's default: the best answer alone
+    page.get_by_label("may have no answer").check()
+    page.get_by_role("button", name="Answer", exact=True).click()
+    best = api(url, "answers", {**body, "top_k": 1, "handle_impossible_answer": True})["results"]
+    expect(items).to_have_count(1)
+    expect(items.locator(".answer")).to_have_text(best["answer"] or "(no answer)")
+
+
 def test_a_bad_setting_shows_the_servers_error(page: Any) -> None:
     error = page.get_by_role("alert", name="Error")
     expect(error).to_be_hidden()
@@ -329,7 +315,7 @@ def test_a_server_with_an_api_key_asks_for_it(browser: Any, keyed_url: str) -> N
     expect(page.get_by_role("alert", name="Error")).to_contain_text("missing or wrong API key")
     key.fill(KEY)
     page.get_by_role("button", name="Connect").click()
-    expect(status).to_have_text("connected: 4 models")
+    expect(status).to_have_text("connected: 5 models")
     assert options(page) == ["llama"]
     set_sampling(page, max_tokens="8")
     hi = [{"role": "user", "content": "Hi"}]
@@ -341,9 +327,12 @@ def test_a_server_with_an_api_key_asks_for_it(browser: Any, keyed_url: str) -> N
 
 def test_the_page_never_writes_html() -> None:
     """Model and user text go into the page with textContent only."""
-    script = (STATIC / "playground.js").read_text()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in script, sink
+    scripts = sorted(STATIC.glob("*.js"))
+    assert [p.name for p in scripts] == ["playground.js", "tasks.js"]
+    for path in scripts:
+        script = path.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in script, (path.name, sink)
 
 
 def screenshot(url: str, out: Path, messages: list[str], max_tokens: int = 120) -> None:

@@ -10,7 +10,6 @@ the batch, each equal to the same request served alone, seeded sampling included
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -99,35 +98,15 @@ def test_generate_ids_rows_sample_independently(model: GPT) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     pytest.importorskip("fastapi")
-    import uvicorn
-    from conftest import make_text
-    from test_chat import make_chat_llama
+    from serve_helpers import make_model_dirs, running
 
-    from lmforge.formats.directory import write_model_dir
     from lmforge.server.app import Settings, create_app
     from lmforge.server.models import load_models
-    from lmforge.tokenization.tokenizer import Tokenizer
 
-    root = tmp_path_factory.mktemp("batching")
-    tok = Tokenizer.train_char([make_text(lines=200)])
-    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=48, vocab_size=tok.vocab_size)
-    torch.manual_seed(0)
-    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
-    make_chat_llama(root / "llama")
-    app = create_app(load_models([root / "gpt", root / "llama"], dtype="fp32"), Settings(max_queue=16))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}", app.state.lmforge
-    srv.should_exit = True
-    thread.join(10)
+    dirs = make_model_dirs(tmp_path_factory.mktemp("batching"), block_size=48)
+    app = create_app(load_models([dirs["gpt"], dirs["llama"]], dtype="fp32"), Settings(max_queue=16))
+    with running(app) as url:
+        yield url, app.state.lmforge
 
 
 def stream(url: str, body: dict[str, Any]) -> list[str]:

@@ -12,7 +12,9 @@ alone, up to floating-point summation order.
 A sequence that fills the model's context leaves the cache and slides a window over its last
 block_size tokens, recomputed each step, as `generate_ids` does. Each sequence samples with its own
 temperature, top-p and random generator, so a seeded sequence draws the same tokens whatever else
-is in the batch.
+is in the batch. A sequence that asks for log-probabilities gets, each step, its token's and the top
+k tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before
+temperature and top-p, as vLLM's default `logprobs_mode`).
 
 Used by the server's scheduler (`server/batcher.py`); it knows nothing of requests or HTTP.
 """
@@ -41,6 +43,7 @@ class Sequence:
     top_p: float = 1.0
     generator: torch.Generator | None = None
     tag: Any = None  # the caller's: which request and choice this row is
+    logprobs: int | None = None  # top alternatives to report with each token; None: no logprobs
     prompt_len: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +111,26 @@ class DecodeBatch:
             else int(sample_next(self.logits[i : i + 1], s.temperature, s.top_k, s.top_p, s.generator))
             for i, s in enumerate(self.rows)
         ]
+
+    @torch.inference_mode()
+    def logprobs(self, tokens: list[int]) -> list[tuple[float, list[tuple[int, float]]] | None]:
+        """For each row that asks (Sequence.logprobs = k): (log p(token), the k most likely
+        (id, log p)), from this step's logits; None for the other rows. Call before `advance`."""
+        want = [i for i, s in enumerate(self.rows) if s.logprobs is not None]
+        out: list[tuple[float, list[tuple[int, float]]] | None] = [None] * len(self.rows)
+        if not want or self.logits is None:
+            return out
+        logp = torch.log_softmax(self.logits[want].float(), dim=-1)  # (W, vocab), float32 for any dtype
+        chosen = logp.gather(1, torch.tensor([[tokens[i]] for i in want], device=self.device))  # (W, 1)
+        k = max(self.rows[i].logprobs or 0 for i in want)
+        top = logp.topk(k, dim=-1) if k else None  # values and ids (W, k), most likely first
+        picked = chosen[:, 0].tolist()
+        ids = top.indices.tolist() if top is not None else [[] for _ in want]
+        values = top.values.tolist() if top is not None else [[] for _ in want]
+        for j, i in enumerate(want):
+            n = self.rows[i].logprobs or 0
+            out[i] = (picked[j], list(zip(ids[j][:n], values[j][:n], strict=True)))
+        return out
 
     @torch.inference_mode()
     def advance(self, tokens: list[int], keep: list[bool]) -> None:

@@ -1,6 +1,7 @@
 """The routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
-POST /v1/translations, POST /v1/classifications. Bodies are checked by schemas.py; every failure
-is OpenAI's error object (errors.py); requests decode together in batcher.py's loop."""
+POST /v1/translations, POST /v1/classifications, POST /v1/answers. Bodies are checked by
+schemas.py; every failure is OpenAI's error object (errors.py); requests decode together in
+batcher.py's loop."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row
 from lmforge.server.errors import ApiError, install
+from lmforge.server.logprobs import chat_logprobs, completion_logprobs
 from lmforge.server.models import ServedModel
 from lmforge.server.playground import install_playground
 from lmforge.server.schemas import (
+    AnswerRequest,
     ChatRequest,
     ClassificationRequest,
     CompletionRequest,
@@ -145,6 +148,14 @@ def create_app(
         results = await _task(state, lambda: served.pipeline(body.input, top_k=body.top_k))
         return {"object": "classification", "model": served.id, "results": results}
 
+    @app.post("/v1/answers", dependencies=auth)
+    async def answers(body: AnswerRequest) -> dict[str, Any]:
+        served = _model(state, body.model, "question-answering")
+        options = body.options()
+        work = lambda: served.pipeline(question=body.question, context=body.context, **options)  # noqa: E731
+        results = await _task(state, work, None)
+        return {"object": "answer", "model": served.id, "results": results}
+
     return app
 
 
@@ -164,12 +175,12 @@ def _model(state: State, name: str, kind: str) -> ServedModel:
     return served
 
 
-async def _task(state: State, work: Any) -> Any:
-    """A translation or classification: a pipeline call in the decoding loop, between steps."""
+async def _task(state: State, work: Any, param: str | None = "input") -> Any:
+    """A translation, classification or question: a pipeline call in the decoding loop, between steps."""
     try:
         return await state.decoder.submit(work)
     except LmforgeError as e:
-        raise ApiError(400, str(e), "input") from None
+        raise ApiError(400, str(e), param, "invalid_value") from None
 
 
 async def _generate(
@@ -215,6 +226,7 @@ async def _generate(
         eos,
         body.stops(),
         time.monotonic() + settings.timeout,
+        body.wanted_logprobs(),
     )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
@@ -226,6 +238,15 @@ async def _generate(
         given, made = sum(map(len, prompts)), sum(len(r.ids) for r in rows)
         return {"prompt_tokens": given, "completion_tokens": made, "total_tokens": given + made}
 
+    def logprobs(entries: list[Any]) -> dict[str, Any] | None:  # OpenAI's object, when asked for
+        if job.logprobs is None:
+            return None
+        return (
+            chat_logprobs(served.tokenizer, entries)
+            if chat
+            else completion_logprobs(served.tokenizer, entries)
+        )
+
     if body.stream:
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -234,7 +255,16 @@ async def _generate(
         state.decoder.last = job
         future.add_done_callback(lambda _: events.put_nowait(("end",)))
         stream = _stream(
-            job, future, events, head, chat, body.include_usage(), usage, echo, len(job.prompts) * job.n
+            job,
+            future,
+            events,
+            head,
+            chat,
+            body.include_usage(),
+            usage,
+            logprobs,
+            echo,
+            len(job.prompts) * job.n,
         )
         return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     future = state.decoder.submit(job)
@@ -260,12 +290,14 @@ async def _generate(
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
+                    "logprobs": logprobs(row.logprobs),
                     "finish_reason": row.finish,
                 }
             )
         else:
-            choices.append({"index": i, "text": text, "logprobs": None, "finish_reason": row.finish})
+            choices.append(
+                {"index": i, "text": text, "logprobs": logprobs(row.logprobs), "finish_reason": row.finish}
+            )
     obj = "chat.completion" if chat else "text_completion"
     return {**head, "object": obj, "choices": choices, "usage": usage(rows)}
 
@@ -278,20 +310,24 @@ async def _stream(
     chat: bool,
     include_usage: bool,
     usage: Any,
+    logprobs: Any,
     echo: list[str] | None,
     count: int,
 ) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     extra = {"usage": None} if include_usage else {}
 
-    def chunk(index: int, text: str | None, finish: str | None = None, role: bool = False) -> str:
+    def chunk(
+        index: int, text: str | None, finish: str | None = None, role: bool = False, entries: Any = None
+    ) -> str:
+        scores = None if entries is None else logprobs(entries)  # the log-probabilities of this text's tokens
         if chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text is not None:
                 delta["content"] = text
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": index, "delta": delta, "logprobs": scores, "finish_reason": finish}
         else:
-            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": index, "text": text or "", "logprobs": scores, "finish_reason": finish}
         return sse.event({**head, "object": obj, "choices": [choice], **extra})
 
     try:
@@ -314,7 +350,7 @@ async def _stream(
                 return
             if event[0] == "end":
                 break
-            yield chunk(event[1], event[2])
+            yield chunk(event[1], event[2], entries=event[3])
         try:
             rows: list[Row] = future.result()
         except ApiError as e:

@@ -151,14 +151,15 @@ class Batcher(Executor):
         try:
             self.peak = max(self.peak, len(batch))
             tokens = batch.sample()
+            logprobs = batch.logprobs(tokens)
         except Exception as e:
             self._abandon(key, e)
             return
         ended = []
-        for seq, token in zip(batch.rows, tokens, strict=True):
+        for seq, token, logprob in zip(batch.rows, tokens, logprobs, strict=True):
             job, index = seq.tag
             try:
-                ended.append(id(job) in gone or job.take(index, token))
+                ended.append(id(job) in gone or job.take(index, token, logprob))
             except Exception as e:  # its stream could not take the text: this job alone fails
                 _fail(job, e)
                 gone.add(id(job))

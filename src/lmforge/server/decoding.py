@@ -5,7 +5,9 @@ rows (n per prompt) in the running batch of its model, alongside other requests'
 each token to `take`: a row ends at an end-of-turn id, a stop string or max_tokens; text is sent as
 it becomes safe to show (whole UTF-8 characters, never the start of a stop string). When every row
 has ended the job's future gets its rows; a cancelled job (the client went away) or a late one (past
---timeout) is dropped from the batch at the next step and its future gets the error.
+--timeout) is dropped from the batch at the next step and its future gets the error. A job that
+asks for log-probabilities keeps each counted token's (TokenLogprob); a stream sends them with the
+text they made (or, while text is held back, with the next piece sent).
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ class Stopped(Exception):
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token's log-probability, its top alternatives and where its text starts."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]  # (id, log p), most likely first
+    offset: int  # characters into the row's text
+
+
+@dataclass
 class Row:
     """One choice being decoded."""
 
@@ -34,6 +46,8 @@ class Row:
     text: str = ""  # the text so far, cut at a stop string
     sent: int = 0  # characters already streamed
     finish: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # when the job asks for them
+    logprobs_sent: int = 0  # entries already streamed
 
     def pending(self, tokenizer: Tokenizer, stops: list[str]) -> str:
         """Decode after a new token: end the row at a stop string; the new text safe to send."""
@@ -70,7 +84,8 @@ class Job:
     eos: frozenset[int]
     stops: list[str]
     deadline: float
-    emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text) events
+    logprobs: int | None = None  # top alternatives per token; None: no log-probabilities
+    emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
     tokens: int = 0  # generated so far, all rows (tests watch it stop)
@@ -90,19 +105,24 @@ class Job:
                     self.top_p,
                     None if self.seed is None else row_generator(self.seed, c, device),
                     (self, p * self.n + c),
+                    self.logprobs,
                 )
                 for c in range(self.n)
             ]
             for p, prompt in enumerate(self.prompts)
         ]
 
-    def take(self, index: int, token: int) -> bool:
-        """Row `index`'s next token; True when the row has ended."""
+    def take(
+        self, index: int, token: int, logprob: tuple[float, list[tuple[int, float]]] | None = None
+    ) -> bool:
+        """Row `index`'s next token (and its log-probabilities, when asked); True when the row has ended."""
         row = self.rows[index]
         if token in self.eos:
             row.finish = "stop"
         else:
             self.tokens += 1
+            if logprob is not None:
+                row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
             row.ids.append(token)
             self._send(index, row.pending(self.tokenizer, self.stops))
             if row.finish is None and len(row.ids) >= self.max_new_tokens:
@@ -125,5 +145,10 @@ class Job:
         return None
 
     def _send(self, index: int, text: str) -> None:
-        if text and self.emit is not None:
-            self.emit(("delta", index, text))
+        if self.emit is None:
+            return
+        row = self.rows[index]
+        if text or (row.logprobs_sent < len(row.logprobs) and row.finish is not None):
+            entries = row.logprobs[row.logprobs_sent :]
+            row.logprobs_sent = len(row.logprobs)
+            self.emit(("delta", index, text, entries))

@@ -16,20 +16,26 @@ from lmforge.inference.chat import ChatSpec
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
+from lmforge.model.span import SpanModel
 from lmforge.tokenization.tokenizer import Tokenizer
 
-KINDS = {GPT: "text-generation", Seq2Seq: "translation", Classifier: "text-classification"}
+KINDS = {
+    GPT: "text-generation",
+    Seq2Seq: "translation",
+    Classifier: "text-classification",
+    SpanModel: "question-answering",
+}
 
 
 @dataclass
 class ServedModel:
     id: str
     directory: Path
-    kind: str  # text-generation, translation, text-classification
+    kind: str  # text-generation, translation, text-classification, question-answering
     net: torch.nn.Module
     tokenizer: Tokenizer
     chat: ChatSpec | None = None  # text-generation models with a chat template
-    pipeline: Any = None  # translation and classification: lmforge's pipeline object
+    pipeline: Any = None  # the other tasks: lmforge's pipeline object
 
     @property
     def context(self) -> int:
@@ -58,10 +64,15 @@ def load_one(path: str | Path, dtype: str) -> ServedModel:
 
         served.pipeline = TranslationPipeline(directory, dtype=dtype)
         served.net = served.pipeline.model
-    else:
+    elif isinstance(net, Classifier):
         from lmforge.pipelines.text_classification import TextClassificationPipeline
 
         served.pipeline = TextClassificationPipeline(directory)
+        served.net = served.pipeline.model
+    else:
+        from lmforge.pipelines.question_answering import QuestionAnsweringPipeline
+
+        served.pipeline = QuestionAnsweringPipeline(directory)
         served.net = served.pipeline.model
     return served
 

@@ -1,10 +1,10 @@
 """Request bodies with OpenAI's field names, types and ranges. Strict types: a string where a
 number belongs is a 400, never coerced. Unknown fields are ignored, as most OpenAI-compatible
-servers do, except `logprobs`, which is refused when asked for (not served yet)."""
+servers do."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,9 @@ TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)
 Count = Annotated[StrictInt, Field(ge=1)]
 MAX_N = 16  # choices per request
 MAX_STOPS = 4  # as OpenAI
+MAX_LOGPROBS = 5  # /v1/completions' logprobs, as OpenAI
+MAX_TOP_LOGPROBS = 20  # /v1/chat/completions' top_logprobs, as OpenAI
+MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, seconds of work on a CPU
 
 
 class _Body(BaseModel):
@@ -44,13 +47,10 @@ class _Sampling(_Body):
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    logprobs: StrictBool | StrictInt | None = None
     user: StrictStr | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> _Sampling:
-        if self.logprobs:
-            raise ValueError("logprobs are not served yet; leave it out or false")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         if any(s == "" for s in self.stops()):
@@ -63,10 +63,24 @@ class _Sampling(_Body):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
+    def wanted_logprobs(self) -> int | None:
+        """Alternatives to report with each token's log-probability; None: no log-probabilities."""
+        return None
+
 
 class CompletionRequest(_Sampling):
     prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_N)]
     echo: StrictBool = False
+    logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+
+    @model_validator(mode="after")
+    def _echo_alone(self) -> CompletionRequest:
+        if self.echo and self.logprobs is not None:
+            raise ValueError("logprobs with echo (the prompt's log-probabilities) is not served; drop one")
+        return self
+
+    def wanted_logprobs(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -91,13 +105,20 @@ class Message(_Body):
 class ChatRequest(_Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Count | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChatRequest:
         both = self.max_tokens is not None and self.max_completion_tokens is not None
         if both and self.max_tokens != self.max_completion_tokens:
             raise ValueError("max_tokens and max_completion_tokens disagree; give one")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    def wanted_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -117,3 +138,25 @@ class ClassificationRequest(_Body):
     model: StrictStr
     input: Texts
     top_k: Annotated[StrictInt, Field(ge=1)] | None = 1
+
+
+Context = Annotated[StrictStr, Field(max_length=MAX_CONTEXT_CHARS)]
+
+
+class AnswerRequest(_Body):
+    """The question-answering pipeline's call: one question and context, or lists (one context
+    for every question, or one per question)."""
+
+    model: StrictStr
+    question: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
+    context: Context | Annotated[list[Context], Field(min_length=1, max_length=256)]
+    top_k: Annotated[StrictInt, Field(ge=1, le=100)] | None = None
+    max_answer_len: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
+    handle_impossible_answer: StrictBool | None = None
+    max_seq_len: StrictInt | None = None
+    doc_stride: StrictInt | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The pipeline options given (the others keep the pipeline's defaults)."""
+        names = ("top_k", "max_answer_len", "handle_impossible_answer", "max_seq_len", "doc_stride")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}

@@ -114,13 +114,20 @@ def serve(
         uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     )
     http = threading.Thread(target=server.run, name="lmforge-http", daemon=True)
-    http.start()
-    signal.signal(signal.SIGTERM, _interrupt)  # kill, systemd, docker stop: stop as Ctrl-C does
+    # SIGTERM (kill, systemd, docker stop) stops it as Ctrl-C does. SIGINT gets the handler too: a
+    # process started in the background by a script (`cmd &`) inherits SIGINT *ignored*, and Python
+    # then never raises KeyboardInterrupt, so `kill -INT` did nothing (uvicorn, run on its own,
+    # also installs its handlers whatever it inherited)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        http.start()
         batcher.run(until=lambda: not http.is_alive())
     except KeyboardInterrupt:  # Ctrl-C: uvicorn stops taking requests and lets in-flight ones end
         print("lmforge serve: stopping", file=sys.stderr)
         server.should_exit = True
         batcher.run(until=lambda: not http.is_alive())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise LmforgeError(f"the server could not start on {host}:{port} (see uvicorn's lines above)")

@@ -1,4 +1,5 @@
-// The lmforge playground: plain JavaScript, no build step. It talks only to the server's own
+// The lmforge playground: plain JavaScript, no build step. This file: the API, settings, chat,
+// completion and the tabs; tasks.js: the translation, classification and question-answering tabs. It talks only to the server's own
 // OpenAI-compatible API (/v1/...). Model text is only ever written with textContent, never as HTML.
 "use strict";
 
@@ -7,6 +8,7 @@ const TASKS = {
   completion: { accepts: (m) => m.task === "text-generation", none: "no served text-generation model" },
   translation: { accepts: (m) => m.task === "translation", none: "no served translation model" },
   classification: { accepts: (m) => m.task === "text-classification", none: "no served classifier" },
+  qa: { accepts: (m) => m.task === "question-answering", none: "no served question-answering model" },
 };
 
 const state = {
@@ -323,73 +325,6 @@ async function sendCompletion() {
   }
 }
 
-// --- translation and classification -----------------------------------------------------------------
-
-async function sendTranslation() {
-  const body = {
-    model: requireModel(),
-    input: lines("translation-input"),
-    num_beams: numberSetting("num-beams", "Beams", true),
-    max_new_tokens: numberSetting("translation-max", "Max new tokens", true),
-  };
-  const signal = begin(null);
-  const out = $("translation-output");
-  out.replaceChildren();
-  try {
-    const { results } = await (await post("v1/translations", body, signal)).json();
-    out.replaceChildren(
-      ...results.map((r) => {
-        const item = document.createElement("li");
-        item.textContent = r.translation_text;
-        return item;
-      })
-    );
-  } finally {
-    finish(null);
-  }
-}
-
-async function sendClassification() {
-  const texts = lines("classification-input");
-  const topK = numberSetting("top-k", "Labels shown", true);
-  const body = { model: requireModel(), input: texts, top_k: topK === undefined ? null : topK };
-  const signal = begin(null);
-  const out = $("classification-output");
-  out.replaceChildren();
-  try {
-    const { results } = await (await post("v1/classifications", body, signal)).json();
-    out.replaceChildren(
-      ...results.map((result, i) => {
-        const item = document.createElement("li");
-        const quote = document.createElement("q");
-        quote.textContent = texts[i];
-        const labels = document.createElement("ul");
-        labels.className = "labels";
-        for (const { label, score } of Array.isArray(result) ? result : [result]) {
-          const row = document.createElement("li");
-          const name = document.createElement("span");
-          name.className = "label";
-          name.textContent = label;
-          const bar = document.createElement("meter");
-          bar.min = 0;
-          bar.max = 1;
-          bar.value = score;
-          bar.setAttribute("aria-label", `${label} score`);
-          const value = document.createElement("span");
-          value.className = "score";
-          value.textContent = score.toFixed(3);
-          row.append(name, bar, value);
-          labels.append(row);
-        }
-        item.append(quote, labels);
-        return item;
-      })
-    );
-  } finally {
-    finish(null);
-  }
-}
-
 // --- tabs and wiring ----------------------------------------------------------------------------------
 
 function selectTab(task) {
@@ -400,7 +335,7 @@ function selectTab(task) {
     tab.tabIndex = selected ? 0 : -1;
     $(tab.getAttribute("aria-controls")).hidden = !selected;
   }
-  $("sampling").hidden = task === "translation" || task === "classification";
+  $("sampling").hidden = task !== "chat" && task !== "completion";
   $("system-box").hidden = task !== "chat";
   clearError();
   fillModels();
@@ -429,6 +364,7 @@ document.addEventListener("DOMContentLoaded", () => {
   onSubmit("completion-form", sendCompletion);
   onSubmit("translation-form", sendTranslation);
   onSubmit("classification-form", sendClassification);
+  onSubmit("qa-form", sendQuestion); // tasks.js
   $("message").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) {
       event.preventDefault();

@@ -1,0 +1,67 @@
+"""What the serving tests share (test_serve*.py, test_playground.py): the tiny random models they
+serve, and a real uvicorn server on a free port, started in a thread and stopped at the end."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+QA_FIXTURE = Path(__file__).parent / "fixtures" / "bert-qa"  # a tiny random BertForQuestionAnswering
+
+
+def make_model_dirs(root: Path, block_size: int = 32) -> dict[str, Path]:
+    """A char GPT ("gpt"), an encoder-decoder ("s2s"), a classifier ("clf") and a random Llama with
+    a ChatML template ("llama"), written under root."""
+    from conftest import make_text
+    from test_chat import make_chat_llama
+
+    from lmforge.config import ModelConfig
+    from lmforge.formats.directory import write_model_dir
+    from lmforge.formats.lmforge_dirs import save_classifier
+    from lmforge.model.classifier import Classifier
+    from lmforge.model.gpt import GPT
+    from lmforge.model.seq2seq import Seq2Seq
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    tok = Tokenizer.train_char([make_text(lines=200)])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=block_size, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
+    s2s = Seq2Seq(ModelConfig(**{**config.__dict__, "arch": "seq2seq"}), tok.pad_id or 0)
+    write_model_dir(root / "s2s", s2s.config, s2s.state_dict(), tok)
+    save_classifier(Classifier(GPT(config), ["neg", "pos"]), root / "clf", tok)
+    make_chat_llama(root / "llama")
+    return {name: root / name for name in ("gpt", "s2s", "clf", "llama")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve app with uvicorn on a free loopback port; yields its URL, stops it on exit."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
