@@ -106,7 +106,7 @@ demo-chat: $(VENV)/.installed
 	[print(f\"{k:>18}: {b[s][k]:.3f} -> {a[s][k]:.3f}\") for s, ks in (('translation', ('bleu', 'chrf')), ('sentiment', ('accuracy',))) for k in ks]"
 
 # demo-qa: extractive question answering. The pretrained MiniLM (installed with .venv) fine-tuned on
-# the shipped reading-comprehension set (data/qa-train.json.xz) within an 8-minute budget, scored on
+# the shipped reading-comprehension set (data/qa-train.json.xz) within an 11-minute budget, scored on
 # its held-out test split beside the SQuAD paper's sliding-window baseline, then a few answers of
 # pipeline("question-answering") (docs/question-answering.md). The model: runs/demo-qa/model.
 QA_RUN := runs/demo-qa

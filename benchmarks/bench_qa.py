@@ -60,7 +60,8 @@ def row(scores: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     summary = Path(scores["model"]).parent / "summary.json"  # a run's model/: how it was trained
     if summary.is_file():
         s = json.loads(summary.read_text())
-        out["steps"], out["train min"] = s.get("step"), round(s.get("wall_s", 0) / 60, 1)
+        out["steps"], out["best step"] = s.get("steps"), s.get("best_step")
+        out["train min"] = round(s.get("wall_s", 0) / 60, 1)
     return out
 
 
