@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from benchmarks.common import hardware_line
+
 
 def _best(fn: object, rounds: int) -> float:
     best = float("inf")
@@ -44,6 +46,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     result = measure(args.mib, args.rounds)
+    print(hardware_line())
     print(
         f"memory bandwidth, {torch.get_num_threads()} threads, {args.mib} MiB arrays:"
         f" copy {result['copy']:.1f} GB/s, read {result['read']:.1f} GB/s"

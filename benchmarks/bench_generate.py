@@ -1,39 +1,53 @@
-"""Generation speed at batch 1: lmforge with its KV cache vs without, and vs HF `generate`.
+"""Generation speed at batch 1: lmforge with its KV cache vs without, vs HF `generate` and nanoGPT,
+and against the memory-bandwidth bound.
 
-    python benchmarks/bench_generate.py [--new-tokens 256] [--rounds 3]
+    python -m benchmarks.bench_generate [--new-tokens 128] [--rounds 3] [--slow-rounds 1]
+        [--shapes 6x384 gpt2]
 
-Random weights; greedy decoding of exactly N new tokens; both sides in fp32, and both in bf16
-where the CPU has bf16 units (lmforge's default there: `lmforge generate --dtype auto`).
+Random weights; greedy decoding of exactly N new tokens; every side in fp32, and lmforge and HF
+in bf16 too where the CPU has bf16 units (lmforge's default there: `lmforge generate --dtype
+auto`). nanoGPT's `generate` (benchmarks/nanogpt.py, top_k=1: greedy) has no KV cache: like
+lmforge without its cache it recomputes the whole sequence each token, so both are "slow"
+contenders measured over --slow-rounds. The bound is bandwidth / bytes read per token (every
+weight once, plus K and V at their mean length), with the bandwidth measured here by
+benchmarks/bandwidth.py's read probe.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import hardware_line, hf_gpt2, interleaved, timed
+from benchmarks import nanogpt
+from benchmarks.bandwidth import measure
+from benchmarks.common import hardware_line, hf_gpt2, interleaved, kv_bytes, timed, weight_bytes
 from lmforge.config import ModelConfig
 from lmforge.hardware import cpu_has_bf16
 from lmforge.inference.generate import generate_ids
+from lmforge.model import kernels
 from lmforge.model.gpt import GPT
 
 SHAPES = {
-    "shakespeare 6x384 (vocab 65)": ModelConfig(
-        n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65
+    "6x384": (
+        "shakespeare 6x384 (vocab 65)",
+        ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, vocab_size=65),
     ),
-    "gpt2-small 12x768 (vocab 50257)": ModelConfig(
-        n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257
+    "gpt2": (
+        "gpt2-small 12x768 (vocab 50257)",
+        ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
     ),
 }
 
 
 @torch.inference_mode()
-def bench_shape(label: str, cfg: ModelConfig, n: int, prompt_tokens: int, rounds: int) -> None:
+def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidth: float) -> None:
+    n = args.new_tokens
     torch.manual_seed(0)
     ours = GPT(cfg).eval()
     theirs = hf_gpt2(cfg).eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, prompt_tokens))
+    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens))
     ids = prompt[0].tolist()
 
     def run_ours(model: GPT = ours, cache: bool = True) -> float:
@@ -43,24 +57,43 @@ def bench_shape(label: str, cfg: ModelConfig, n: int, prompt_tokens: int, rounds
         kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "use_cache": True}
         return n / timed(lambda: hf.generate(prompt, pad_token_id=0, **kwargs))
 
-    runs = {
+    fast: dict[str, Callable[[], float]] = {
         "lmforge cache fp32": run_ours,
-        "lmforge no-cache fp32": lambda: run_ours(cache=False),
         "HF generate cache fp32": run_hf,
     }
     if cpu_has_bf16():
         ours_bf16 = GPT(cfg).eval().to(torch.bfloat16)
         theirs_bf16 = hf_gpt2(cfg).eval().to(torch.bfloat16)
-        runs["lmforge cache bf16"] = lambda: run_ours(ours_bf16)
-        runs["HF generate cache bf16"] = lambda: run_hf(theirs_bf16)
-    run_ours(), run_hf()  # warm up
-    rates = interleaved(runs, rounds)
-    print(f"\n{label}")
+        fast["lmforge cache bf16"] = lambda: run_ours(ours_bf16)
+        fast["HF generate cache bf16"] = lambda: run_hf(theirs_bf16)
+    slow: dict[str, Callable[[], float]] = {"lmforge no-cache fp32": lambda: run_ours(cache=False)}
+    peer = nanogpt.load()
+    if peer is not None:
+        torch.manual_seed(0)
+        theirs_nano = nanogpt.nanogpt_model(peer, cfg).eval()
+        slow["nanoGPT generate (no cache) fp32"] = lambda: (
+            n
+            / timed(
+                lambda: theirs_nano.generate(prompt, n, top_k=1)  # type: ignore[operator]
+            )
+        )
+    for run in fast.values():
+        run()  # warm up
+    rates = interleaved(fast, args.rounds)
+    rates |= interleaved(slow, args.slow_rounds) if args.slow_rounds > 0 else {}
+    mean_len = args.prompt_tokens + n / 2
+    bound = {
+        dt: bandwidth / (weight_bytes(ours) * size // 4 + kv_bytes(cfg, mean_len, size))
+        for dt, size in (("fp32", 4), ("bf16", 2))
+    }
+    print(f"\n{label}: bound fp32 {bound['fp32']:.0f} tok/s, bf16 {bound['bf16']:.0f} tok/s")
     for name, rate in rates.items():
-        print(f"  {name:<24} {rate:8.1f} tok/s")
+        print(f"  {name:<34} {rate:8.1f} tok/s  {rate / bound[name.split()[-1]]:5.0%} of bound")
     cache, base = rates["lmforge cache fp32"], rates["HF generate cache fp32"]
-    print(f"  cache vs no-cache (fp32):   {cache / rates['lmforge no-cache fp32']:.2f}x")
     print(f"  cache vs HF (fp32 both):    {cache / base:.2f}x")
+    for name in slow:
+        if name in rates:
+            print(f"  cache vs {name}: {cache / rates[name]:.2f}x")
     if "lmforge cache bf16" in rates:
         bf16 = rates["lmforge cache bf16"]
         print(f"  cache bf16 vs HF fp32:      {bf16 / base:.2f}x   (lmforge's default vs HF's default)")
@@ -69,16 +102,21 @@ def bench_shape(label: str, cfg: ModelConfig, n: int, prompt_tokens: int, rounds
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slow-rounds", type=int, default=1, help="rounds of the cacheless contenders")
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     args = parser.parse_args()
     print(
         f"generation, batch 1, prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, greedy"
         f" | {hardware_line()}"
     )
-    for label, cfg in SHAPES.items():
-        bench_shape(label, cfg, args.new_tokens, args.prompt_tokens, args.rounds)
+    print(kernels.describe())
+    bw = measure(rounds=3)["read"] * 1e9
+    print(f"memory bandwidth (benchmarks/bandwidth.py, read): {bw / 1e9:.1f} GB/s")
+    for key in args.shapes:
+        bench_shape(*SHAPES[key], args, bw)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,10 @@ from typing import Any
 import torch
 
 from benchmarks.bandwidth import measure
-from benchmarks.common import hardware_line, interleaved, timed
+from benchmarks.common import hardware_line, interleaved, kv_bytes, timed, weight_bytes
 from lmforge.hardware import cpu_has_bf16
 from lmforge.inference.generate import generate_ids
+from lmforge.model import kernels
 from lmforge.model.gpt import GPT
 
 LLAMA_WORKER = r"""
@@ -134,17 +135,6 @@ def agree(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the weights a decoding step reads: every parameter once (tied ones once)."""
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def kv_bytes(cfg: Any, tokens: float, element: int) -> float:
-    """Bytes of K and V read per sequence at a mean length of `tokens`."""
-    head = cfg.n_embd // cfg.n_head
-    return 2 * cfg.n_layer * (cfg.n_kv_head or cfg.n_head) * head * tokens * element
-
-
 def gguf_bytes(gguf: Path) -> int:
     from gguf import GGUFReader
 
@@ -170,7 +160,9 @@ def main() -> None:
     eos = hf.generation_config.eos_token_id
     print(f"SmolLM2-135M-Instruct ({gguf.name}), greedy, {n} new tokens, prompt {len(one)} tokens"
           f" | {hardware_line()}")  # fmt: skip
-    print(f"lmforge model from {how}; bf16 units: {cpu_has_bf16()}")
+    skip = "" if cpu_has_bf16() else " (bf16 rows left out: emulated bf16 crawls)"
+    print(f"lmforge model from {how}; bf16 units: {cpu_has_bf16()}{skip}")
+    print(kernels.describe())
     bw = measure(rounds=3)
     print(
         f"memory bandwidth (benchmarks/bandwidth.py): read {bw['read']:.1f} GB/s, copy {bw['copy']:.1f} GB/s"

@@ -1,37 +1,49 @@
-"""Training speed: lmforge's GPT vs HF transformers' GPT2LMHeadModel, same shape, batch, dtype.
+"""Training speed: lmforge's GPT vs nanoGPT's model.py and HF transformers' GPT2LMHeadModel, same
+shape, batch and dtype.
 
-    python benchmarks/bench_train.py [--steps 8] [--rounds 3]
+    python -m benchmarks.bench_train [--steps 8] [--rounds 3] [--shapes 6x384 4x128 gpt2]
 
-A plain loop on both sides: forward, cross-entropy, backward, clip, AdamW step. lmforge runs
-its real training step (the loop's forward_backward + the local engine); "default" is what
-`lmforge train` picks with train.dtype=auto. MFU is against this CPU's measured matmul peak.
+A plain loop on every side: forward, cross-entropy, backward, clip, AdamW step. lmforge runs
+its real training step (the loop's forward_backward + the local engine); nanoGPT its own model
+and `configure_optimizers` (benchmarks/nanogpt.py). "default" is what `lmforge train` picks with
+train.dtype=auto. bf16 autocast rows run only on CPUs with bf16 units (elsewhere it is emulated
+and crawls). MFU is against this CPU's measured matmul peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks import nanogpt
 from benchmarks.common import hardware_line, hf_gpt2, interleaved, timed
 from lmforge.config import EngineConfig, ModelConfig, TrainConfig
-from lmforge.hardware import matmul_peak_flops, resolve_dtype
+from lmforge.hardware import cpu_has_bf16, matmul_peak_flops, resolve_dtype
 from lmforge.model.gpt import GPT
 from lmforge.train.engines.base import Plan
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
 from lmforge.train.optim import build_optimizer, build_scheduler
 
-SHAPES = {
-    "shakespeare 6x384, context 256, batch 8": (
+SHAPES = {  # key: (label, shape, batch)
+    "6x384": (
+        "shakespeare 6x384, context 256, batch 8",
         ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65),
         8,
     ),
-    "tiny 4x128, context 64, batch 12": (
+    "4x128": (
+        "tiny 4x128, context 64, batch 12",
         ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65),
         12,
+    ),
+    "gpt2": (
+        "gpt2-small 12x768, context 256, batch 2 (vocab 50257)",
+        ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=256, vocab_size=50257),
+        2,
     ),
 }
 
@@ -84,41 +96,66 @@ def hf_runner(cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int):
     return run
 
 
+def nanogpt_runner(module: ModuleType, cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int):
+    torch.manual_seed(0)
+    model = nanogpt.nanogpt_model(module, cfg).train()
+    optimizer = nanogpt.nanogpt_optimizer(model)
+    data = [(torch.randint(0, cfg.vocab_size, (batch, cfg.block_size)),) * 2 for _ in range(steps)]
+
+    def run() -> float:
+        def loop() -> None:
+            for x, y in data:  # nanoGPT's train.py: loss from the model, clip 1.0, step
+                with autocast(dtype):
+                    _, loss = model(x, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+        return steps * batch * cfg.block_size / timed(loop)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     args = parser.parse_args()
     bf16, fp32 = torch.bfloat16, torch.float32
+    dtypes = {"fp32": fp32, "bf16 autocast": bf16} if cpu_has_bf16() else {"fp32": fp32}
     print(f"training tokens/s (forward+backward+AdamW) | {hardware_line()}")
     print(
-        f"measured matmul peak: fp32 {matmul_peak_flops(fp32) / 1e9:.0f} GFLOP/s,"
-        f" bf16 {matmul_peak_flops(bf16) / 1e9:.0f} GFLOP/s"
+        f"measured matmul peak: fp32 {matmul_peak_flops(fp32) / 1e9:.0f} GFLOP/s"
+        + (f", bf16 {matmul_peak_flops(bf16) / 1e9:.0f} GFLOP/s" if len(dtypes) > 1 else "")
+        + ("" if len(dtypes) > 1 else " (no bf16 units: bf16 rows left out)")
     )
-    for label, (cfg, batch) in SHAPES.items():
+    peer = nanogpt.load()
+    for key in args.shapes:
+        label, cfg, batch = SHAPES[key]
         default_dtype, reason = resolve_dtype("auto", cfg, batch * cfg.block_size)
-        runs = {
-            "HF fp32": hf_runner(cfg, batch, fp32, args.steps),
-            "HF bf16 autocast": hf_runner(cfg, batch, bf16, args.steps),
-            "lmforge fp32": lmforge_runner(cfg, batch, fp32, args.steps),
-            "lmforge bf16 autocast": lmforge_runner(cfg, batch, bf16, args.steps),
-        }
+        runs = {}
+        for name, dtype in dtypes.items():
+            if peer is not None:
+                runs[f"nanoGPT {name}"] = nanogpt_runner(peer, cfg, batch, dtype, args.steps)
+            runs[f"HF {name}"] = hf_runner(cfg, batch, dtype, args.steps)
+            runs[f"lmforge {name}"] = lmforge_runner(cfg, batch, dtype, args.steps)
         for run in runs.values():
             run()  # warm up
         rates = interleaved(runs, args.rounds)
-        default = rates["lmforge bf16 autocast" if default_dtype == bf16 else "lmforge fp32"]
         flops = GPT(cfg).flops_per_token()
         print(f"\n{label} (lmforge default: {reason})")
         for name, rate in rates.items():
             peak = matmul_peak_flops(bf16 if "bf16" in name else fp32)
             print(f"  {name:<24} {rate:9,.0f} tok/s   mfu {100 * flops * rate / peak:5.1f}%")
-        print(f"  lmforge default vs HF fp32:           {default / rates['HF fp32']:.2f}x")
-        print(f"  lmforge default vs HF bf16 autocast:  {default / rates['HF bf16 autocast']:.2f}x")
-        print(f"  lmforge fp32 vs HF fp32:              {rates['lmforge fp32'] / rates['HF fp32']:.2f}x")
-        print(
-            f"  lmforge bf16 vs HF bf16 (both autocast): "
-            f"{rates['lmforge bf16 autocast'] / rates['HF bf16 autocast']:.2f}x"
-        )
+        default = rates["lmforge bf16 autocast" if default_dtype == bf16 else "lmforge fp32"]
+        for name in rates:
+            if not name.startswith("lmforge"):
+                print(f"  lmforge default vs {name + ':':<22} {default / rates[name]:.2f}x")
+        for name in dtypes:
+            best = max(v for k, v in rates.items() if k.endswith(name) and not k.startswith("lmforge"))
+            print(f"  lmforge {name} vs best peer {name}: {rates[f'lmforge {name}'] / best:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,25 @@
-"""Helpers shared by the benchmarks: side-by-side timing and the HF twin of an lmforge GPT."""
+"""Helpers shared by the benchmarks: where they run, side-by-side timing, and the peers (the HF
+twin of an lmforge GPT, nanoGPT's model.py from a cache outside the project)."""
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from lmforge.config import ModelConfig
+from lmforge.hardware import cpu_model, cpu_summary
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return cpu_model()
 
 
 def hardware_line() -> str:
-    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """Where a benchmark ran: the CPU and its vector units, torch's threads and version."""
+    return f"{cpu_summary()} | {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
@@ -41,6 +36,17 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights a decoding step reads: every parameter once (tied ones once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def kv_bytes(cfg: ModelConfig, tokens: float, element: int) -> float:
+    """Bytes of K and V read per sequence at a mean length of `tokens`."""
+    head = cfg.n_embd // cfg.n_head
+    return 2 * cfg.n_layer * (cfg.n_kv_head or cfg.n_head) * head * tokens * element
 
 
 def hf_gpt2(cfg: ModelConfig) -> torch.nn.Module:

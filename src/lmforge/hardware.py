@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import platform
 import time
 from pathlib import Path
 
@@ -20,24 +21,65 @@ BF16_MIN_WORK = 16384
 
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+# The vector units that decide which kernels are fastest, by their /proc/cpuinfo flag names.
+CPU_FEATURES = {
+    "AVX2": "avx2",
+    "AVX-512": "avx512f",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX": "amx_tile",
+}
+
+
+def flags_in_cpuinfo(cpuinfo: str) -> frozenset[str]:
+    """The flags of /proc/cpuinfo's first `flags` line (every core lists the same ones)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
 
 
 def bf16_in_cpuinfo(cpuinfo: str) -> bool:
     """True when /proc/cpuinfo's `flags` lines name a native bf16 unit (AVX512_BF16 or AMX)."""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags" and BF16_FLAGS & set(value.split()):
-            return True
-    return False
+    return bool(BF16_FLAGS & flags_in_cpuinfo(cpuinfo))
 
 
 @functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no flags known, so no bf16 assumed
+        return ""
+
+
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bf16 matmul units (AVX512_BF16 or AMX)."""
-    try:
-        return bf16_in_cpuinfo(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return False
+    return bf16_in_cpuinfo(_cpuinfo())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. 'Intel(R) Xeon(R) Processor @ 2.00GHz'."""
+    for line in _cpuinfo().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_features() -> dict[str, bool]:
+    """{'AVX2': True, 'AVX-512': True, 'AVX512_BF16': False, ...} for this CPU (CPU_FEATURES)."""
+    flags = flags_in_cpuinfo(_cpuinfo())
+    return {name: flag in flags for name, flag in CPU_FEATURES.items()}
+
+
+def cpu_summary() -> str:
+    """One line naming the CPU and which of CPU_FEATURES it has, e.g. 'Intel(R) Xeon(R) ...;
+    AVX2 AVX-512, no AVX512_VNNI/AVX512_BF16/AMX'."""
+    features = cpu_features()
+    has = " ".join(name for name, present in features.items() if present) or "none of AVX2/AVX-512"
+    lacks = "/".join(name for name, present in features.items() if not present)
+    return f"{cpu_model()}; {has}" + (f", no {lacks}" if lacks else "")
 
 
 def resolve_dtype(

@@ -12,27 +12,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.model.attention import KVCache, attention
-
-_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+from lmforge.model.kernels import linear_route, onednn_linear
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x), through oneDNN for fp32 on the CPU without autograd (decoding, evaluation).
-
-    PyTorch sends fp32 CPU matmuls to MKL, whose one-row product (a decoding step) runs on one
-    thread at about a third of the memory bandwidth on AMD EPYC; oneDNN's kernel (the one bf16
-    already uses) reads the weights 2.7x faster at one row and 2x at 8-100 rows (measured,
-    benchmarks/README.md). The sums differ only in order (~1e-6 relative). Training (autograd on)
-    and subclasses (LoRALinear) keep nn.Linear's own forward.
+    """layer(x), through the faster of MKL and oneDNN for fp32 on the CPU without autograd
+    (decoding, evaluation), measured on this machine (model/kernels.py): the one-row product of a
+    decoding step is 1.2-2.7x faster on one or the other depending on the CPU. Training
+    (autograd on), other dtypes and subclasses (LoRALinear) keep nn.Linear's own forward.
     """
     if (
-        _ONEDNN_LINEAR
-        and x.dtype == torch.float32
+        x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and type(layer) is nn.Linear
+        and linear_route() == "onednn"
     ):
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+        return onednn_linear(x, layer.weight, layer.bias)
     return layer(x)
 
 

@@ -1,0 +1,73 @@
+"""The inference kernels chosen by measurement change speed only: either linear route gives the
+same logits (to summation order) and the same greedy tokens; a bad override is one clear error;
+the CPU's vector units are read from /proc/cpuinfo's flags."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from lmforge import hardware
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.inference.generate import generate_ids
+from lmforge.model import kernels
+from lmforge.model.gpt import GPT
+
+
+@pytest.fixture
+def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Set LMFORGE_LINEAR through the returned monkeypatch; the process's choice is restored after."""
+    kernels.choose_linear_route.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    kernels.choose_linear_route.cache_clear()
+
+
+@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
+def test_both_routes_give_the_same_tokens(route: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50)).eval()
+    idx = torch.randint(0, 50, (2, 12))
+    results = {}
+    for name in kernels.ROUTES:
+        route.setenv("LMFORGE_LINEAR", name)
+        kernels.choose_linear_route.cache_clear()
+        assert kernels.describe() == f"fp32 inference linear: {name} (LMFORGE_LINEAR)"
+        with torch.no_grad():
+            logits = model(idx)
+        results[name] = (logits, generate_ids(model, [[1, 2, 3], [4, 5]], 20, temperature=0))
+    (a, tokens_a), (b, tokens_b) = results.values()
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert tokens_a == tokens_b
+
+
+def test_probe_times_both_routes() -> None:
+    times = kernels.probe(rounds=1)
+    assert set(times) == set(kernels.ROUTES) and all(t > 0 for t in times.values())
+    assert kernels.linear_route() in kernels.ROUTES
+
+
+def test_bad_override_is_one_clear_error(route: pytest.MonkeyPatch) -> None:
+    route.setenv("LMFORGE_LINEAR", "blas")
+    with pytest.raises(LmforgeError, match="LMFORGE_LINEAR='blas': expected one of mkl, onednn"):
+        kernels.linear_route()
+
+
+def test_training_keeps_autograd(route: pytest.MonkeyPatch) -> None:
+    """With autograd on (training) the layer's own forward runs, whatever the route."""
+    route.setenv("LMFORGE_LINEAR", "onednn" if kernels.ONEDNN_AVAILABLE else "mkl")
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20))
+    model(torch.randint(0, 20, (1, 8))).sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_cpu_features_from_cpuinfo() -> None:
+    info = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512bw\nprocessor\t: 1\n"
+    flags = hardware.flags_in_cpuinfo(info)
+    assert {"avx2", "avx512f"} <= flags and "avx512_bf16" not in flags
+    assert hardware.flags_in_cpuinfo("model name : x\n") == frozenset()
+    summary = hardware.cpu_summary()
+    assert hardware.cpu_model() in summary and ("AVX2" in summary or "none of" in summary)
