@@ -1,0 +1,191 @@
+"""Does dedup lower memorization of repeated text? Two short runs on one real corpus, audited:
+
+    python -m benchmarks.bench_memorization [--minutes 2] [--copies 96] [--passages 4] [--chapters 40]
+                                            [--out DIR]
+
+The corpus: the first `chapters` chapters of Moby Dick (data/moby_dick.jsonl.xz) as documents,
+with passages of Jane Austen (data/austen.jsonl.xz) planted among them at random places:
+- `exact`: `passages` passages of 600-1,200 characters, each copied `copies` times verbatim (only
+  passages that prep's hash split sends to train: all copies of one text go to the same side);
+- `near`: as many other passages, each copied `copies` times with 2 words replaced per copy (a
+  near-duplicate: exact dedup keeps every copy, MinHash near dedup finds them);
+- `held-out`: twice as many other passages never in the corpus (the extraction baseline: same
+  author and style, never seen).
+Each corpus is prepared twice with the same `lmforge prep` settings (char tokenizer, canaries
+8 per repeat count 1, 4, 16, seed 0) but for the stages: `whitespace` (no dedup) and
+`whitespace,exact_dedup,near_dedup` (dedup). A 4x128 char GPT (block 128, 0.8 M parameters) trains
+on each for `minutes` of wall time (train.max_minutes), then `lmforge audit` measures on each model:
+extraction of the exact and near passages (windows of the original text: 50-token prefix, 50 greedy
+tokens) against the held-out passages, extraction of the Moby Dick train split against its val split,
+and canary exposure (5,000 sampled candidates of 10^6). Results: a table, and DIR/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import hardware_line
+from lmforge import audit, prep, train
+from lmforge.data.clean import Whitespace
+from lmforge.data.prep import is_val
+from lmforge.data.report import StageStats
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = {"no dedup": "whitespace", "dedup": "whitespace,exact_dedup,near_dedup"}
+MODEL = [
+    "model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=128", "model.pos=rope",
+    "train.batch_size=32", "train.lr=3e-3", "train.min_lr=3e-4", "train.warmup_steps=30",
+    "train.max_steps=20000", "train.eval_interval=100000", "train.eval_batches=8",
+    "train.checkpoint_interval=100000", "train.log_interval=100", "train.seed=0",
+]  # fmt: skip
+
+
+def _read(name: str) -> list[str]:
+    with lzma.open(ROOT / "data" / f"{name}.jsonl.xz", "rt") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+def passages(n: int, size: int = 600) -> list[str]:
+    """n distinct ~size-character passages of Austen, cut at paragraph ends, one per chapter, each
+    as the whitespace stage leaves it (what the model trains on is what the audit probes)."""
+    out = []
+    for chapter in _read("austen")[5:]:
+        cut = ""
+        for para in (p.strip() for p in chapter.split("\n\n") if len(p.strip()) > 40):  # no headings
+            cut = f"{cut}\n\n{para}" if cut else para
+            if len(cut) >= size:
+                break
+        if size <= len(cut) <= 2 * size:
+            out.append(Whitespace().apply(cut.replace("_", ""), StageStats()))  # _italics_ marks
+        if len(out) == n:
+            return out
+    raise SystemExit("not enough Austen passages")
+
+
+def near_copy(text: str, rng: random.Random) -> str:
+    """The passage with 2 of its words replaced by other words of it (a near-duplicate)."""
+    words = text.split(" ")
+    for _ in range(2):
+        words[rng.randrange(len(words))] = rng.choice(words)
+    return " ".join(words)
+
+
+def build(folder: Path, copies: int, n: int, chapters: int) -> dict[str, Path]:
+    rng = random.Random(0)
+    base = _read("moby_dick")[:chapters]
+    # exact copies share a text hash, so prep's split sends all of them to train or all to val:
+    # only passages whose hash puts them in train are planted exact (data.val_fraction 0.1)
+    pool = passages(6 * n)
+    exact = [p for p in pool if not is_val(p, 0.1)][:n]
+    rest = [p for p in pool if p not in exact]
+    near, held = rest[:n], rest[n : 3 * n]
+    docs = (
+        base
+        + [p for p in exact for _ in range(copies)]
+        + [near_copy(p, rng) for p in near for _ in range(copies)]
+    )
+    rng.shuffle(docs)
+    files = {
+        "corpus": folder / "corpus.jsonl",
+        "exact": folder / "exact.jsonl",
+        "near": folder / "near.jsonl",
+    }
+    files["held-out"] = folder / "heldout.jsonl"
+    for key, texts in (("corpus", docs), ("exact", exact), ("near", near), ("held-out", held)):
+        files[key].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return files
+
+
+def run(folder: Path, files: dict[str, Path], name: str, stages: str, minutes: float) -> dict[str, Any]:
+    data, model = folder / f"data-{name.replace(' ', '-')}", folder / f"run-{name.replace(' ', '-')}"
+    t0 = time.perf_counter()
+    meta = prep(files["corpus"], data, "char", stages=stages, workers=2, quiet=True, overwrite=True,
+                canaries=8, canary_repeats="1,4,16", canary_seed=0)  # fmt: skip
+    t_prep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    summary = train(None, [f"data.input={data}", f"train.max_minutes={minutes}", *MODEL], out=model,
+                    overwrite=True, quiet=True)  # fmt: skip
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    common = {"samples": 120, "quiet": True}
+    own = audit(model, data, **common)
+    planted = {
+        key: audit(model, files[key], heldout=files["held-out"], **common)["extraction"]
+        for key in ("exact", "near")
+    }
+    t_audit = time.perf_counter() - t0
+    return {
+        "stages": stages,
+        "documents": meta["documents"],
+        "train_tokens": meta["tokens"]["train"],
+        "steps": summary["steps"],
+        "val_loss": summary.get("val_loss"),
+        "tokens_per_s": round(summary["tokens_per_s"]),
+        "seconds": {"prep": round(t_prep, 1), "train": round(t_train, 1), "audit": round(t_audit, 1)},
+        "extraction": {"exact": planted["exact"], "near": planted["near"], "corpus": own["extraction"]},
+        "exposure": own["exposure"]["per_repeat"],
+        "exposure_method": own["exposure"]["method"],
+        "summary": {k: v for k, v in summary.items() if isinstance(v, int | float | str)},
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    names = list(results["runs"])
+    rows = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+
+    def line(label: str, get: Any) -> None:
+        rows.append(f"| {label} | " + " | ".join(get(results["runs"][n]) for n in names) + " |")
+
+    def pct(part: dict[str, Any]) -> str:
+        rate = f"{100 * part['rate']:.1f}%"
+        return f"{rate} ({part['extracted']}/{part['samples']}, {part['mean_matched']:.1f} agree)"
+
+    line("documents after prep", lambda r: f"{r['documents']:,}")
+    line("train tokens (chars)", lambda r: f"{r['train_tokens']:,}")
+    line("steps in the budget (tokens/s)", lambda r: f"{r['steps']:,} ({r['tokens_per_s']:,})")
+    line("val loss (Moby Dick val)", lambda r: f"{r['val_loss']:.3f}" if r["val_loss"] else "-")
+    line("extraction: exact-repeated passages", lambda r: pct(r["extraction"]["exact"]["train"]))
+    line("extraction: near-repeated passages", lambda r: pct(r["extraction"]["near"]["train"]))
+    line("extraction: held-out passages", lambda r: pct(r["extraction"]["exact"]["heldout"]))
+    line("extraction: corpus train split", lambda r: pct(r["extraction"]["corpus"]["train"]))
+    line("extraction: corpus val split", lambda r: pct(r["extraction"]["corpus"]["heldout"]))
+    for i, rep in enumerate(results["runs"][names[0]]["exposure"]):
+        line(
+            f"canary exposure, {rep['repeats']} cop{'y' if rep['repeats'] == 1 else 'ies'} (mean / max bits)",
+            lambda r, i=i: f"{r['exposure'][i]['mean']:.1f} / {r['exposure'][i]['max']:.1f}",
+        )
+    line("seconds: prep / train / audit", lambda r: " / ".join(f"{v:.0f}" for v in r["seconds"].values()))
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=2.0, help="training budget of each run")
+    parser.add_argument("--copies", type=int, default=96, help="copies of each planted passage")
+    parser.add_argument("--passages", type=int, default=4, help="passages of each kind (exact, near)")
+    parser.add_argument("--chapters", type=int, default=40, help="chapters of Moby Dick in the corpus")
+    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a new temporary one)")
+    args = parser.parse_args()
+    folder = args.out or Path(tempfile.mkdtemp(prefix="bench-memorization-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    files = build(folder, args.copies, args.passages, args.chapters)
+    start = time.perf_counter()
+    results: dict[str, Any] = {"hardware": hardware_line(), "minutes": args.minutes, "copies": args.copies}
+    results |= {"passages": args.passages, "chapters": args.chapters}
+    results["runs"] = {name: run(folder, files, name, stages, args.minutes) for name, stages in RUNS.items()}
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(results["hardware"])
+    print(table(results))
+    print(f"total {results['seconds']:.0f} s; {folder / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
