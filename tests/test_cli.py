@@ -30,7 +30,7 @@ NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "im
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
          "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
          "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve",
-         "inspect": "inspect", "ask": "ask", "eval-qa": "eval_qa",
+         "inspect": "inspect", "ask": "ask", "eval-qa": "eval_qa", "plan": "plan",
          "audit": "audit"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
 PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
@@ -121,6 +121,7 @@ MINIMAL = {
     "inspect": ["inspect", "m", "hello"],
     "ask": ["ask", "m", "q", "--docs", "d"],
     "eval-qa": ["eval-qa", "m", "--data", "d.json"],
+    "plan": ["plan"],
     "audit": ["audit", "m", "--data", "d"],
 }
 
@@ -140,6 +141,7 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "inspect": {"model", "text"},
         "ask": {"model", "question", "docs"},
         "eval-qa": {"model", "data"},
+        "plan": set(),
         "audit": {"model", "data"},
     }[name]  # fmt: skip
     assert set(kwargs) == given | set(cli.VERBS[name].fixed)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.server.serve import serve
     from lmforge.tools.audit import audit
     from lmforge.tools.inspect import inspect
+    from lmforge.tools.plan import plan
     from lmforge.train.classify import finetune_classify
     from lmforge.train.loop import train
 
@@ -54,6 +55,7 @@ _API: dict[str, str] = {
     "load_config": "lmforge.config:load_config",
     "merge_lora": "lmforge.formats.peft:merge_lora",
     "pipeline": "lmforge.pipelines:pipeline",
+    "plan": "lmforge.tools.plan:plan",
     "prep": "lmforge.data.prep:prep",
     "prepare_pairs": "lmforge.data.pairs:prepare_pairs",
     "serve": "lmforge.server.serve:serve",
@@ -80,6 +82,7 @@ __all__ = [
     "load_config",
     "merge_lora",
     "pipeline",
+    "plan",
     "prep",
     "prepare_pairs",
     "serve",

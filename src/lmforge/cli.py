@@ -98,6 +98,12 @@ def _show_audit(result: dict[str, Any], _: dict[str, Any]) -> None:
     print(json.dumps(result))
 
 
+def _show_plan(plan: dict[str, Any], kw: dict[str, Any]) -> None:
+    from lmforge.tools.plan_report import format_plan
+
+    print(json.dumps(plan, indent=2) if kw.get("json") else format_plan(plan))
+
+
 MODEL = "run directory, checkpoint or model directory"
 DTYPE = {"choices": ["auto", "fp32", "bf16"]}
 TRANSLATE_OPTIONS = (
@@ -321,6 +327,24 @@ VERBS: dict[str, Verb] = {
             opt("--quiet", "no progress bar", action="store_true"),
         ),
         _show_eval,
+    ),
+    "plan": Verb(
+        "lmforge.tools.plan:plan",
+        "compute, memory per rank (every engine, ZeRO stage, offload) and time of a recipe on N devices,"
+        " before training it",
+        (
+            opt("config", "TOML recipe (default: built-in defaults + overrides)", nargs="?"),
+            opt("--world-size", "ranks (several nodes: their total)", type=int),
+            opt("--device", "h100, h100-pcie, h200, a100-40, a100-80, l4, rtx4090, mi300x or cpu (this"
+                " machine): what each rank runs on"),
+            opt("--mfu", "model FLOPs utilisation the time assumes", type=float),
+            opt("--calibrate", "measure the MFU: a few real steps of the recipe here", action="store_true"),
+            opt("--calibrate-steps", "steps of the calibration run (the first is not timed)", type=int),
+            opt("--json", "print the plan as JSON", action="store_true"),
+        ),
+        _show_plan,
+        overrides=True,
+        config_sections=("data", "model", "train", "engine", "lora"),
     ),
     "inspect": Verb(
         "lmforge.tools.inspect:inspect",

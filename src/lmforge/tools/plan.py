@@ -1,0 +1,325 @@
+"""`lmforge plan`: the compute and memory a recipe needs, before it trains. From the recipe and its
+overrides (as `lmforge train` reads them), for a world size and a device: parameters, FLOPs per
+token, tokens to train, memory per rank for every engine and ZeRO stage (with and without
+offload, with and without activation checkpointing), the largest micro-batch that fits, and the
+time to train at a stated MFU or one measured by a short calibration run.
+
+The arithmetic lives in plan_model.py (shapes, FLOPs, activations), plan_memory.py (what each
+engine holds) and plan_devices.py (the device table); docs/plan.md states every formula.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json as jsonlib
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, ModelConfig, load_config
+from lmforge.errors import LmforgeError
+from lmforge.tools import plan_devices, plan_memory, plan_model
+from lmforge.tools.plan_devices import Device, GiB
+from lmforge.tools.plan_memory import Setup
+
+CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens ~ 20 x parameters
+DEFAULT_MFU = 0.4
+
+
+def plan(
+    config: str | Path | Config | None = None,
+    overrides: list[str] | None = None,
+    world_size: int = 1,
+    device: str = "cpu",
+    mfu: float = DEFAULT_MFU,
+    calibrate: bool = False,
+    calibrate_steps: int = 5,
+    json: bool = False,
+) -> dict[str, Any]:
+    """Plan a training run; returns the plan as a dict (what `--json` prints).
+
+    config: a TOML recipe or a Config; overrides: `section.key=value` strings, as for `train`
+    (the engine, ZeRO stage and offload come from them); world_size: ranks (several nodes: their
+    total); device: h100, h100-pcie, h200, a100-40, a100-80, l4, rtx4090, mi300x or cpu (this
+    machine); mfu: the model FLOPs utilisation the time assumes; calibrate: measure it instead,
+    with `calibrate_steps` real steps of the recipe on this machine (its data must exist);
+    json: the command line prints the plan as JSON rather than as a table.
+    """
+    del json  # the command line's output format (cli.py); the function always returns the dict
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    _check(world_size >= 1, f"world_size={world_size}: must be >= 1")
+    _check(0 < mfu <= 1, f"mfu={mfu}: must be in (0, 1]")
+    model = planned_model(cfg)
+    seq_len, seq_tokens = sequence(cfg, model)
+    counts = plan_model.count(model, cfg.lora, seq_len)
+    t = cfg.train
+    per_rank, rest = divmod(t.batch_size, world_size)
+    micro = t.micro_batch_size or per_rank
+    _check(
+        rest == 0 and per_rank % micro == 0,
+        f"train.batch_size={t.batch_size} must split into world_size={world_size}"
+        f" x micro_batch_size={micro} x accumulation steps",
+    )
+    calibration = None
+    if calibrate:
+        from lmforge.tools.plan_calibrate import calibrate as run_calibration
+
+        ranks = cfg
+        if cfg.engine.name == "local" and world_size > 1:  # as planned: DDP (local is one process)
+            ranks = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, name="ddp"))
+        calibration = run_calibration(ranks, world_size, calibrate_steps)
+    dev = _device(device, cfg, model, seq_tokens * micro, calibration, world_size)
+    width = _width(cfg, dev, model, seq_tokens * micro)
+    mine = _recipe_setup(cfg, world_size, width)
+    rows = [
+        _row(s, counts, model, dev, seq_len, seq_tokens, micro) for s in plan_memory.setups(world_size, width)
+    ]
+    recipe_row = next(r for r in rows if r["engine"] == mine.label)
+    tokens = t.max_steps * t.batch_size * seq_tokens
+    train_flops = counts.flops_per_token * tokens
+    used_mfu = calibration["mfu"] if calibration else mfu
+    result = {
+        "recipe": str(config) if isinstance(config, str | Path) else None,
+        "task": cfg.data.task,
+        "model": _shape(model),
+        "parameters": counts.params,
+        "trainable_parameters": counts.trainable,
+        "flops_per_token": counts.flops_per_token,
+        "flops_formula": "6 N + 12 L d T (PaLM, Chowdhery et al. 2022, app. B); frozen weights 4 N",
+        "tokens_per_sequence": seq_tokens,
+        "tokens_to_train": tokens,
+        "compute_optimal_tokens": CHINCHILLA_TOKENS_PER_PARAM * counts.params,
+        "train_flops": train_flops,
+        "world_size": world_size,
+        "device": dataclasses.asdict(dev),
+        "dtype": "bf16" if width == 2 else "fp32",
+        "batch": {"global": t.batch_size, "micro": micro, "accumulation": per_rank // micro},
+        "engine": mine.label,
+        "memory_per_rank": recipe_row["memory_per_rank"],
+        "peak_per_rank": recipe_row["peak"],
+        "setups": rows,
+        "devices": _device_fit(mine, counts, model, seq_len, seq_tokens, cfg),
+        "mfu": used_mfu,
+        "mfu_source": "calibrated" if calibration else "stated",
+        "time_s": train_flops / (world_size * dev.peak_flops * used_mfu),
+        "advice": _advice(rows, recipe_row, micro, per_rank, counts, model, dev, cfg, seq_len, seq_tokens),
+    }
+    if calibration:
+        result["calibration"] = calibration
+    return result
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise LmforgeError(message)
+
+
+def planned_model(cfg: Config) -> ModelConfig:
+    """The recipe's model: train.init_from's architecture when set (as `train` takes it), else
+    [model], with the vocabulary the tokenizer would give it."""
+    _check(
+        cfg.data.task in ("lm", "translation", "chat"),
+        f"data.task={cfg.data.task!r}: lmforge plan covers lm, translation and chat recipes",
+    )
+    if cfg.train.init_from:
+        return _init_from_model(Path(cfg.train.init_from))
+    m = dataclasses.replace(cfg.model)
+    if not m.vocab_size:
+        m.vocab_size = _vocab_size(cfg)
+    return m
+
+
+def _init_from_model(path: Path) -> ModelConfig:
+    from lmforge.formats.directory import MODEL_TYPE, read_config_json, read_model_config, resolve_model_dir
+    from lmforge.formats.hf import FAMILIES
+
+    directory = resolve_model_dir(path)
+    raw = read_config_json(directory)
+    kind = raw.get("model_type")
+    if kind == MODEL_TYPE:
+        return read_model_config(directory)
+    if kind in FAMILIES and FAMILIES[kind].kind == "gpt":
+        return FAMILIES[kind].config_in(raw, str(directory / "config.json"))
+    raise LmforgeError(
+        f"{directory / 'config.json'}: model_type {kind!r} is not a decoder lmforge plan covers"
+    )
+
+
+def _vocab_size(cfg: Config) -> int:
+    """What the tokenizer `train` would build gives: a prepared directory's meta.json, the BPE
+    target size, or a character vocabulary read from a plain text file (its characters + 3 specials)."""
+    source = Path(cfg.data.input)
+    if (source / "meta.json").is_file():
+        return int(jsonlib.loads((source / "meta.json").read_text())["vocab_size"])
+    if cfg.data.tokenizer == "bpe":
+        return cfg.data.vocab_size
+    if source.is_file() and source.suffix in (".txt", ".md"):
+        return len(set(source.read_text(encoding="utf-8", errors="replace"))) + 3
+    raise LmforgeError(
+        f"model.vocab_size=0 and data.input={cfg.data.input!r} is not a prepared directory or a text"
+        " file to count characters in: give --model.vocab_size=N"
+    )
+
+
+def sequence(cfg: Config, m: ModelConfig) -> tuple[int, int]:
+    """(tokens per sequence attention sees, tokens per training example): the context for lm; for
+    translation both sides padded to the context (an upper bound); data.max_len for chat."""
+    if cfg.data.task == "chat":
+        n = min(cfg.data.max_len, m.block_size)
+        return n, n
+    if m.arch == "seq2seq":
+        return m.block_size, 2 * m.block_size
+    return m.block_size, m.block_size
+
+
+def _device(name: str, cfg: Config, m: ModelConfig, micro_tokens: int, calibration: dict | None,
+            world_size: int) -> Device:  # fmt: skip
+    if name != "cpu":
+        return plan_devices.device(name)
+    if calibration:  # the peak the calibration run's MFU was measured against
+        peak = calibration["peak_flops"]
+    else:
+        import torch
+
+        from lmforge.hardware import matmul_peak_flops, resolve_dtype
+
+        dtype, _ = resolve_dtype(cfg.train.dtype, m, micro_tokens, torch.device("cpu"))
+        peak = matmul_peak_flops(dtype)
+    cpu = plan_devices.device("cpu", peak)
+    # the ranks of a CPU run share this machine's RAM (and lmforge's MFU counts each rank's share)
+    return dataclasses.replace(cpu, memory=cpu.memory // world_size)
+
+
+def _width(cfg: Config, dev: Device, m: ModelConfig, micro_tokens: int) -> int:
+    """Bytes per element of the compute dtype, as `train` resolves train.dtype on that device."""
+    if cfg.train.dtype != "auto":
+        return 2 if cfg.train.dtype == "bf16" else 4
+    if dev.name != "cpu":
+        return 2  # every GPU in the table has bf16
+    from lmforge.hardware import resolve_dtype
+
+    dtype, _ = resolve_dtype("auto", m, micro_tokens)
+    return dtype.itemsize
+
+
+def _recipe_setup(cfg: Config, world_size: int, width: int) -> Setup:
+    e = cfg.engine
+    if e.name == "deepspeed":
+        return Setup(f"zero{e.zero_stage}", e.offload, world_size, width)
+    # engine.name=local is one process: several ranks are planned as DDP, what they would run
+    name = "ddp" if e.name == "local" and world_size > 1 else e.name
+    return Setup(name, "none", world_size, width)
+
+
+def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, dev: Device, seq_len: int, seq_tokens: int,
+         micro: int) -> dict[str, Any]:  # fmt: skip
+    """One engine's memory per rank: model states, buffers, activations, peak, largest micro-batch."""
+    states = plan_memory.model_states(counts, s)
+    host = plan_memory.on_host(s)
+    gpu = dev.name != "cpu"
+    buffers = plan_memory.buffers(counts, plan_model.modules(m), s, gpu)
+    # on a CPU the device is the host: every byte is RAM
+    fixed = dev.runtime + sum(v for k, v in states.items() if k not in host or not gpu)
+    fixed += sum(b for b, on_host in buffers.values() if not on_host or not gpu)
+    if not gpu and s.stage:
+        fixed += plan_devices.CPU_RUNTIME_DEEPSPEED
+    one = plan_model.activation_bytes(m, seq_tokens, seq_len, s.width, not gpu)
+    act = {k: v * micro for k, v in one.items()}
+    peak = {"step": fixed + act["activations"], "step_checkpointed": fixed + act["activations_checkpointed"]}
+    room = dev.memory - fixed
+    offloaded = sum(v for k, v in states.items() if k in host) + sum(b for b, h in buffers.values() if h)
+    return {
+        "engine": s.label,
+        "world_size": s.world_size,
+        "memory_per_rank": states,
+        "on_host": sorted(host) if gpu else [],
+        "buffers": {k: b for k, (b, _) in buffers.items()},
+        "runtime": dev.runtime,
+        "host": offloaded if gpu else 0,  # bytes an offloading engine keeps in the host's RAM
+        **act,
+        "peak": peak,
+        "fits": peak["step"] <= dev.memory,
+        "max_micro_batch": max(room // one["activations"], 0),
+        "max_micro_batch_checkpointed": max(room // one["activations_checkpointed"], 0),
+    }
+
+
+def _device_fit(mine: Setup, counts: plan_model.Counts, m: ModelConfig, seq_len: int, seq_tokens: int,
+                cfg: Config) -> dict[str, int]:  # fmt: skip
+    """The largest micro-batch the recipe's engine fits on each GPU of the table, at this world size."""
+    out = {}
+    for name in plan_devices.GPUS:
+        dev = plan_devices.device(name)
+        width = 4 if cfg.train.dtype == "fp32" else 2
+        s = dataclasses.replace(mine, width=width)
+        out[name] = _row(s, counts, m, dev, seq_len, seq_tokens, 1)["max_micro_batch"]
+    return out
+
+
+def _advice(rows: list[dict], mine: dict, micro: int, per_rank: int, counts: plan_model.Counts,
+            m: ModelConfig, dev: Device, cfg: Config, seq_len: int, seq_tokens: int) -> str:  # fmt: skip
+    """'' when the recipe fits as it is; else one line on what would."""
+    if mine["max_micro_batch"] >= micro:
+        return ""
+    if mine["max_micro_batch"] >= 1:
+        fit = max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= mine["max_micro_batch"])
+        steps = per_rank // fit
+        return f"micro-batch {micro} does not fit; train.micro_batch_size={fit} does ({steps} accumulations)"
+    options = [
+        f"{r['engine']} (micro-batch <= {r['max_micro_batch']}{_host(r)})"
+        for r in rows
+        if r["max_micro_batch"] >= 1
+    ]
+    options += [
+        f"{r['engine']} with activation checkpointing (micro-batch <= {r['max_micro_batch_checkpointed']}"
+        f"{_host(r)}; not in lmforge's engines yet)"
+        for r in rows
+        if r["max_micro_batch"] < 1 <= r["max_micro_batch_checkpointed"]
+    ]
+    if options:
+        return f"{mine['engine']} does not fit one sequence per rank; fits with: " + ", ".join(options[:4])
+    raise LmforgeError(_nowhere(rows, counts, m, dev, cfg, seq_len, seq_tokens))
+
+
+def _host(row: dict) -> str:
+    return f", {row['host'] / GiB:,.1f} GiB of host RAM per rank" if row["host"] else ""
+
+
+def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, dev: Device, cfg: Config,
+             seq_len: int, seq_tokens: int) -> str:  # fmt: skip
+    """The one-line answer for a recipe that fits no engine on this many devices: how many would do."""
+    least = min(r["peak"]["step_checkpointed"] - r["activations_checkpointed"] for r in rows)
+    head = (
+        f"{counts.params:,} parameters do not fit on {rows[0]['world_size']} x {dev.name}"
+        f" ({dev.memory / GiB:.0f} GiB per rank) with any engine, offload or checkpointing"
+        f" (the least needs {least / GiB:.1f} GiB before activations)"
+    )
+    width = 4 if cfg.train.dtype == "fp32" else 2
+    for n in (2**k for k in range(1, 17)):
+        for s in (Setup("zero3", "none", n, width), Setup("zero3", "all", n, width)):
+            r = _row(s, counts, m, dev, seq_len, seq_tokens, 1)
+            if r["max_micro_batch"] >= 1:
+                return (
+                    f"{head}; {s.label} on {n} x {dev.name} would fit"
+                    f" (micro-batch <= {r['max_micro_batch']}{_host(r)})"
+                )
+            if r["max_micro_batch_checkpointed"] >= 1:
+                return (
+                    f"{head}; {s.label} on {n} x {dev.name} with activation checkpointing would fit"
+                    f" (not in lmforge's engines yet{_host(r)})"
+                )
+    return f"{head}; no world size up to 65,536 helps: one sequence's activations exceed it (shorten it)"
+
+
+def _shape(m: ModelConfig) -> dict[str, Any]:
+    keys = (
+        "arch",
+        "n_layer",
+        "n_head",
+        "n_kv_head",
+        "n_embd",
+        "block_size",
+        "vocab_size",
+        "mlp",
+        "tie_embeddings",
+    )
+    return {k: getattr(m, k) for k in keys}

@@ -1,0 +1,120 @@
+"""Memory per rank for `lmforge plan`: what each engine and ZeRO stage really holds, read from the
+engines (train/engines/), with the keys of summary.json's `memory_per_rank` for the model states.
+
+The dtype rules the engines follow (P parameters, T trainable, N ranks, w = 2 bytes under bf16
+autocast, else 4):
+
+| engine | params | grads | optimizer (AdamW) |
+|---|---|---|---|
+| local, ddp | 4 P (fp32; autocast casts on the fly) | 4 T | 8 T (two fp32 moments) |
+| fsdp (FSDP2) | 4 P / N (fp32 shards) | 4 T / N | 8 T / N |
+| ZeRO-1 | w P (DeepSpeed keeps the module in bf16) | w T | 12 T / N (fp32 masters + moments) |
+| ZeRO-2 | w P | w T / N | 12 T / N |
+| ZeRO-3 | w P / N | w T / N | 12 T / N |
+
+DeepSpeed keeps an fp32 master copy even when training in fp32. Offload (DeepSpeed only) moves
+the optimizer state, the gradient partitions and the fp32 gradients to the host (`optimizer`),
+and at ZeRO-3 the parameter partitions too (`all`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.tools.plan_model import Counts, Module
+
+# DeepSpeed's defaults (deepspeed/runtime/zero/config.py), which lmforge's generated config keeps
+REDUCE_BUCKET = 500_000_000  # elements: the gradient bucket reduced at once (ZeRO 1-3)
+PREFETCH_BUCKET = 50_000_000  # elements: ZeRO-3 gathers this many parameters ahead
+
+ENGINES = ("local", "ddp", "fsdp", "zero1", "zero2", "zero3")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way to run: engine (one of ENGINES), offload (none | optimizer | all), ranks, bytes per
+    element of the compute dtype."""
+
+    engine: str
+    offload: str
+    world_size: int
+    width: int
+
+    @property
+    def stage(self) -> int:
+        return int(self.engine[-1]) if self.engine.startswith("zero") else 0
+
+    @property
+    def label(self) -> str:
+        name = f"ZeRO-{self.stage}" if self.stage else self.engine
+        return name + ("" if self.offload == "none" else f" + offload {self.offload}")
+
+
+def setups(world_size: int, width: int) -> list[Setup]:
+    """Every engine and stage, with and without offload (DeepSpeed's alone offloads)."""
+    out = [Setup(e, "none", world_size, width) for e in ENGINES]
+    out += [Setup(f"zero{s}", "optimizer", world_size, width) for s in (1, 2, 3)]
+    return out + [Setup("zero3", "all", world_size, width)]
+
+
+def model_states(counts: Counts, s: Setup) -> dict[str, int]:
+    """Bytes one rank holds for params, grads and optimizer state: what the engine's memory()
+    reports after the first step (summary.json's memory_per_rank)."""
+    p, t, n, w = counts.params, counts.trainable, s.world_size, s.width
+    if s.engine in ("local", "ddp"):
+        return {"params": 4 * p, "grads": 4 * t, "optimizer": 8 * t}
+    if s.engine == "fsdp":
+        return {"params": 4 * -(-p // n), "grads": 4 * -(-t // n), "optimizer": 8 * -(-t // n)}
+    return {
+        "params": w * (p if s.stage < 3 else -(-p // n)),
+        "grads": w * t // (1 if s.stage == 1 else n),
+        "optimizer": 12 * -(-t // n),
+    }
+
+
+def on_host(s: Setup) -> set[str]:
+    """The model states an offloading DeepSpeed keeps in host RAM rather than on the device."""
+    if s.offload == "none":
+        return set()
+    return {"grads", "optimizer"} | ({"params"} if s.offload == "all" else set())
+
+
+def fsdp_units(modules: list[Module]) -> list[int]:
+    """Parameters per FSDP2 unit: each block (engines/fsdp.py shards every ModuleList entry) and
+    the root (embeddings, final norm, output layer)."""
+    units: dict[str, int] = {}
+    for m in modules:
+        if m.shared:
+            continue
+        parts = m.name.split(".")
+        key = ".".join(parts[: parts.index("blocks") + 2]) if "blocks" in parts else "root"
+        units[key] = units.get(key, 0) + m.params
+    return list(units.values())
+
+
+def buffers(counts: Counts, modules: list[Module], s: Setup, gpu: bool) -> dict[str, tuple[int, bool]]:
+    """Temporary buffers one rank allocates during a step: name -> (bytes, on the host)."""
+    p, t, n, w = counts.params, counts.trainable, s.world_size, s.width
+    out: dict[str, tuple[int, bool]] = {}
+    if s.engine == "ddp":  # the reducer's buckets: a second copy of the fp32 gradients
+        out["ddp_buckets"] = (4 * t, False)
+    if s.engine == "fsdp":  # a unit gathered (and the next prefetched) in the compute dtype,
+        unit = max(fsdp_units(modules))  # and its unsharded gradient in fp32 before reduce-scatter
+        out["gathered_units"] = (2 * unit * w + unit * 4, False)
+    if s.stage:
+        # the fp32 gradient partition the optimizer steps on; on a GPU DeepSpeed allocates the whole
+        # reduce bucket up front, on a CPU only its touched pages count
+        out["fp32_grads"] = (4 * -(-t // n), s.offload != "none")
+        out["reduce_bucket"] = ((REDUCE_BUCKET if gpu else min(REDUCE_BUCKET, t)) * w, False)
+    if s.stage == 3:
+        # the largest module gathered with its gradient (DeepSpeed's "4 x largest layer" in bf16),
+        # and the parameters prefetched ahead of it
+        out["gathered_layer"] = (2 * counts.largest_module * w, False)
+        out["prefetch"] = (min(PREFETCH_BUCKET, p) * w, False)
+    return out
+
+
+def checkpoint_bytes(counts: Counts) -> int:
+    """Rank 0 gathers the full fp32 weights and AdamW moments on the host to write a checkpoint
+    (engines/state.py)."""
+    return 4 * counts.params + 8 * counts.trainable

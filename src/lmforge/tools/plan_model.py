@@ -1,0 +1,199 @@
+"""The arithmetic of one model shape for `lmforge plan`: parameters, FLOPs per token and activation
+bytes, from a ModelConfig alone (no tensor is built).
+
+The shape is listed module by module as lmforge's model code builds it (model/gpt.py,
+model/seq2seq.py, model/layers.py, model/lora.py), so the parameter count equals the built
+model's `sum(p.numel() for p in model.parameters())` (tied weights counted once) and the largest
+module equals DeepSpeed's `largest_layer_params` (tests/test_plan.py builds both and compares).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmforge.config import LORA_TARGETS, LoraConfig, ModelConfig
+from lmforge.errors import LmforgeError
+
+
+@dataclass(frozen=True)
+class Module:
+    """One module's own parameters (not its children's)."""
+
+    name: str
+    params: int
+    linear: tuple[int, int] | None = None  # (in, out) of an nn.Linear: its weight is a matmul
+    shared: bool = False  # its weight is another module's (a tied output layer): counted once
+
+
+@dataclass(frozen=True)
+class Counts:
+    params: int  # unique parameters: the built model's numel, tied weights once
+    trainable: int  # what gets gradients and optimizer state (LoRA: the adapters)
+    largest_module: int  # the most parameters held directly by one module (DeepSpeed's largest layer)
+    flops_per_token: float  # training FLOPs per token (see flops_per_token)
+    matmul_trained: int  # weights of matmuls that train (6 FLOPs each per token)
+    matmul_frozen: int  # weights of frozen matmuls (4 FLOPs each: no weight gradient)
+
+
+def mlp_hidden(c: ModelConfig) -> int:
+    if c.mlp_hidden:
+        return c.mlp_hidden
+    return 64 * -(-(8 * c.n_embd // 3) // 64) if c.mlp == "swiglu" else 4 * c.n_embd
+
+
+def _norm(name: str, c: ModelConfig) -> Module:
+    # LayerNorm: gain + bias (when model.bias); RMSNorm: gain only
+    return Module(name, c.n_embd * (2 if c.norm == "layernorm" and c.bias else 1))
+
+
+def _linear(name: str, n_in: int, n_out: int, bias: bool) -> Module:
+    return Module(name, n_in * n_out + (n_out if bias else 0), (n_in, n_out))
+
+
+def _attention(p: str, c: ModelConfig) -> list[Module]:
+    hs = c.n_embd // c.n_head
+    rows = (c.n_head + 2 * (c.n_kv_head or c.n_head)) * hs
+    return [
+        _linear(p + "attn.qkv", c.n_embd, rows, c.bias or c.qkv_bias),
+        _linear(p + "attn.proj", c.n_embd, c.n_embd, c.bias),
+    ]
+
+
+def _mlp(p: str, c: ModelConfig) -> list[Module]:
+    f = mlp_hidden(c)
+    gate = [_linear(p + "mlp.gate", c.n_embd, f, c.bias)] if c.mlp == "swiglu" else []
+    return [*gate, _linear(p + "mlp.up", c.n_embd, f, c.bias), _linear(p + "mlp.down", f, c.n_embd, c.bias)]
+
+
+def _block(p: str, c: ModelConfig, cross: bool) -> list[Module]:
+    middle: list[Module] = []
+    if cross:  # the decoder block of an encoder-decoder: cross-attention, then its own norm
+        middle = [
+            _linear(p + "cross.q", c.n_embd, c.n_embd, c.bias),
+            _linear(p + "cross.kv", c.n_embd, 2 * c.n_embd, c.bias),
+            _linear(p + "cross.proj", c.n_embd, c.n_embd, c.bias),
+            _norm(p + "ln_3", c),
+        ]
+    return [_norm(p + "ln_1", c), *_attention(p, c), _norm(p + "ln_2", c), *middle, *_mlp(p, c)]
+
+
+def modules(c: ModelConfig) -> list[Module]:
+    """Every module with parameters, as model/gpt.py or model/seq2seq.py builds them."""
+    out = [Module("wte", c.vocab_size * c.n_embd)]
+    stacks = [("", False)] if c.arch == "gpt" else [("encoder.", False), ("decoder.", True)]
+    for prefix, cross in stacks:
+        if c.pos == "learned":
+            out.append(Module(prefix + "wpe", c.block_size * c.n_embd))
+        for i in range(c.n_layer):
+            out += _block(f"{prefix}blocks.{i}.", c, cross)
+        if c.arch == "gpt" or c.final_norm:
+            out.append(_norm(prefix + "ln_f", c))
+    head = _linear("lm_head", c.n_embd, c.vocab_size, False)
+    out.append(Module(head.name, head.params, head.linear, shared=c.tie_embeddings))
+    return out
+
+
+def lora_adapters(c: ModelConfig, spec: LoraConfig) -> list[Module]:
+    """The A (rank x in) and B (rows x rank) matrices model/lora.py adds on each targeted slice."""
+    hs = c.n_embd // c.n_head
+    kv = (c.n_kv_head or c.n_head) * hs
+    wanted: dict[str, set[str]] = {}
+    for name in (n.strip() for n in spec.targets.split(",") if n.strip()):
+        local, slices = LORA_TARGETS[name]
+        wanted.setdefault(local, set()).update(slices)
+    out = []
+    for m in modules(c):
+        local = ".".join(m.name.split(".")[-2:])  # blocks.3.attn.qkv -> attn.qkv
+        if m.linear is None or local not in wanted:
+            continue
+        n_in, n_out = m.linear
+        rows = {"q": c.n_head * hs, "k": kv, "v": kv, "all": n_out}
+        for s in sorted(wanted[local]):
+            out.append(Module(f"{m.name}.lora.{s}", spec.rank * (n_in + rows[s]), (n_in, rows[s])))
+    return out
+
+
+def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0) -> Counts:
+    """Parameters, trainable parameters and FLOPs per token of model `c` (with LoRA adapters when
+    `lora.enabled`), at `seq_len` tokens per sequence (0: the context)."""
+    base = modules(c)
+    if c.arch == "seq2seq" and lora is not None and lora.enabled:
+        raise LmforgeError("lmforge plan: LoRA on an encoder-decoder is not planned (gpt models only)")
+    adapters = lora_adapters(c, lora) if lora is not None and lora.enabled else []
+    params = sum(m.params for m in base if not m.shared)
+    extra = sum(m.params for m in adapters)
+    matmul = sum(m.linear[0] * m.linear[1] for m in base if m.linear)
+    adapter_matmul = sum(m.params for m in adapters)
+    trained, frozen = (adapter_matmul, matmul) if adapters else (matmul, 0)
+    return Counts(
+        params=params + extra,
+        trainable=extra if adapters else params,
+        largest_module=max(m.params for m in base),
+        flops_per_token=_seq2seq_flops(c, base)
+        if c.arch == "seq2seq"
+        else flops_per_token(c, trained, frozen, seq_len),
+        matmul_trained=trained,
+        matmul_frozen=frozen,
+    )
+
+
+def flops_per_token(c: ModelConfig, trained: int, frozen: int, seq_len: int = 0) -> float:
+    """Training FLOPs per token as PaLM's appendix B counts them (Chowdhery et al. 2022):
+    6 N + 12 L d T, where N is the weights of the matmuls (embedding lookups are free, a tied
+    output layer is a matmul and counts), L the layers, d the width and T the sequence length
+    (Kaplan et al. 2020 count the attention term as 6 L d T, forward + backward of QK^T only).
+    A frozen weight (LoRA's base) costs 4, not 6: no weight gradient. lmforge's training log
+    counts the same (train/report.py). An encoder-decoder passes each token through one stack:
+    half the weights, and its attention term is 1.5x (self-attention in both, cross in one):
+    see _seq2seq_flops."""
+    t = min(seq_len or c.block_size, c.block_size)
+    return 6 * trained + 4 * frozen + 12 * c.n_layer * c.n_embd * t
+
+
+def _seq2seq_flops(c: ModelConfig, base: list[Module]) -> float:
+    """model/seq2seq.py's count, which the training log uses: 3 N + 18 L d T, N every weight but
+    the position tables (and the untied input embedding: only the output matmul costs)."""
+    skip = ("encoder.wpe", "decoder.wpe") + (() if c.tie_embeddings else ("wte",))
+    n = sum(m.params for m in base if not m.shared and m.name not in skip)
+    return 3 * n + 18 * c.n_layer * c.n_embd * c.block_size
+
+
+def activation_bytes(
+    c: ModelConfig, tokens: int, seq_len: int, width: int, attention_matrix: bool
+) -> dict[str, int]:
+    """Bytes autograd keeps for backward in one micro-batch of `tokens` tokens (sequences of
+    `seq_len`), with `width` bytes per element, counted from what each op saves in lmforge's
+    blocks (as Korthikanti et al. 2022, sec. 4.1, count them; no dropout masks, as lmforge's
+    recipes use none):
+
+    per token and block: the block input, both norms' inputs and outputs, q/k/v, the attention
+    output (5 C + the q,k,v rows), and the MLP's hidden activations (2 F; SwiGLU 4 F); the
+    decoder of an encoder-decoder adds its cross-attention (4 C, and 2 C per source token).
+    `attention_matrix`: the attention probabilities (heads x T x T per sequence) are kept too,
+    as in lmforge's CPU route (bmm); GPU SDPA (flash) keeps none.
+    Logits: the vocabulary row in `width` plus cross-entropy's fp32 log-softmax.
+    With activation checkpointing per block only each block's input is kept, and one block's
+    activations are rebuilt at a time during backward.
+    """
+    hs = c.n_embd // c.n_head
+    qkv = (c.n_head + 2 * (c.n_kv_head or c.n_head)) * hs
+    f = mlp_hidden(c)
+    per_token = 5 * c.n_embd + qkv + (4 if c.mlp == "swiglu" else 2) * f
+    sequences = max(tokens // max(seq_len, 1), 1)
+    matrix = c.n_head * seq_len * seq_len * sequences if attention_matrix else 0
+    block = (per_token * tokens + matrix) * width
+    layers = c.n_layer
+    if c.arch == "seq2seq":  # the encoder's blocks on the sources, the decoder's on the targets
+        cross = (4 * c.n_embd + 2 * c.n_embd) * tokens * width + matrix * width
+        total_blocks = layers * block + layers * (block + cross)
+        biggest = block + cross
+        layers *= 2
+    else:
+        total_blocks = layers * block
+        biggest = block
+    logits = tokens * c.vocab_size * (width + 4)
+    inputs = tokens * c.n_embd * width  # each block's input, all that checkpointing keeps
+    return {
+        "activations": total_blocks + logits,
+        "activations_checkpointed": layers * inputs + biggest + logits,
+    }

@@ -1,0 +1,87 @@
+"""The plan as the command line prints it: a few lines and one table (`--json` prints the dict)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MiB = 2**20
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in (
+        (1e24, "Y"),
+        (1e21, "Z"),
+        (1e18, "E"),
+        (1e15, "P"),
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+    ):
+        if value >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _mib(n: float) -> str:
+    return f"{n / MiB:,.1f}"
+
+
+def format_plan(p: dict[str, Any]) -> str:
+    m, b, dev = p["model"], p["batch"], p["device"]
+    lines = [
+        f"plan: {p['recipe'] or 'the given config'} on {p['world_size']} x {dev['name']} ({p['dtype']}),"
+        f" engine {p['engine']}",
+        f"  model    {m['arch']} {m['n_layer']}L x {m['n_head']}H x {m['n_embd']}, context {m['block_size']},"
+        f" vocab {m['vocab_size']}: {p['parameters']:,} parameters ({p['trainable_parameters']:,} trainable)",
+        f"  compute  {_si(p['flops_per_token'], 'FLOP')}/token ({p['flops_formula']})",
+        f"           x {p['tokens_to_train']:,} tokens to train ({_si(p['train_flops'], 'FLOP')});"
+        f" compute-optimal: {p['compute_optimal_tokens']:,} tokens (20 per parameter)",
+        f"  batch    global {b['global']} = micro-batch {b['micro']} x {b['accumulation']} accumulation x"
+        f" {p['world_size']} rank(s), {p['tokens_per_sequence']} tokens per example",
+        f"  time     {duration(p['time_s'])} at MFU {100 * p['mfu']:.1f}% ({p['mfu_source']}) of"
+        f" {_si(dev['peak_flops'], 'FLOP/s')} per rank ({dev['source']})",
+        f"  memory   per rank, MiB (device: {dev['memory'] / 2**30:,.1f} GiB per rank; runtime"
+        f" {_mib(dev['runtime'])} included in peak):",
+    ]
+    head = (
+        f"  {'engine':<28} {'params':>9} {'grads':>9} {'optim':>9} {'buffers':>9} {'activ.':>9}"
+        f" {'ckpt':>9} {'peak':>10} {'max micro':>9} {'ckpt':>6}"
+    )
+    lines.append(head)
+    for r in p["setups"]:
+        s = r["memory_per_rank"]
+        mark = "*" if r["engine"] == p["engine"] else " "
+        lines.append(
+            f" {mark}{r['engine']:<28} {_mib(s['params']):>9} {_mib(s['grads']):>9} {_mib(s['optimizer']):>9}"
+            f" {_mib(sum(r['buffers'].values())):>9} {_mib(r['activations']):>9}"
+            f" {_mib(r['activations_checkpointed']):>9} {_mib(r['peak']['step']):>10}"
+            f" {r['max_micro_batch']:>9,} {r['max_micro_batch_checkpointed']:>6,}"
+        )
+    lines.append(
+        "  (* the recipe's engine; activations for its micro-batch, ckpt = with activation checkpointing;"
+        " offloaded states count in host RAM, not the device)"
+    )
+    fits = ", ".join(f"{name} {n:,}" for name, n in p["devices"].items())
+    lines.append(f"  fits     largest micro-batch of {p['engine']} per GPU: {fits}")
+    if "calibration" in p:
+        c = p["calibration"]
+        rss = max(c["peak_rss_gb_per_rank"]) * 1024
+        measured = ", ".join(f"{k} {_mib(v)}" for k, v in c["memory_per_rank"].items())
+        lines.append(
+            f"  measured {c['steps']} calibration steps: {c['step_s']:.3f} s/step, MFU {100 * c['mfu']:.1f}%,"
+            f" memory_per_rank MiB: {measured}, peak RSS {rss:,.0f} MiB"
+        )
+    if p["advice"]:
+        lines.append(f"  advice   {p['advice']}")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""`lmforge plan`: parameters and FLOPs equal the built model's, per-rank model states equal what
+a real run's summary.json measures (memory_per_rank, key by key), DeepSpeed's own estimators agree
+where their assumptions are lmforge's, and a recipe that fits nowhere gets one line on what would.
+The multi-rank validation against every engine is benchmarks/bench_plan.py (docs/plan.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import lmforge
+from lmforge import cli
+from lmforge.config import LoraConfig, ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.model import lora
+from lmforge.model.gpt import GPT
+from lmforge.model.seq2seq import Seq2Seq
+from lmforge.tools import plan_memory, plan_model
+from lmforge.tools.plan_memory import Setup
+from lmforge.train.report import flops_per_token
+
+TINY = ["--model.n_layer=2", "--model.n_head=2", "--model.n_embd=32", "--model.block_size=16"]
+SHAPES = {
+    "gpt2-like": {},
+    "llama-like": dict(
+        pos="rope", mlp="swiglu", bias=False, norm="rmsnorm", n_kv_head=2, tie_embeddings=False
+    ),
+    "qwen-like": dict(pos="rope", bias=False, qkv_bias=True, mlp="gelu_tanh", mlp_hidden=100),
+    "seq2seq": dict(arch="seq2seq", pos="rope"),
+    "seq2seq-untied": dict(arch="seq2seq", tie_embeddings=False, bias=False),
+}
+
+
+def _build(c: ModelConfig) -> torch.nn.Module:
+    return Seq2Seq(c, pad_id=0) if c.arch == "seq2seq" else GPT(c)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_counts_equal_the_built_model(name: str) -> None:
+    from deepspeed.runtime.zero.stage3 import model_to_params
+
+    c = ModelConfig(vocab_size=97, n_layer=2, n_head=4, n_embd=32, block_size=16, **SHAPES[name])
+    model = _build(c)
+    counts = plan_model.count(c)
+    assert counts.params == sum(p.numel() for p in model.parameters())  # tied weights once
+    assert (counts.params, counts.largest_module) == model_to_params(model)  # DeepSpeed's own count
+    assert counts.flops_per_token == flops_per_token(model, c.block_size)  # what the step log uses
+
+
+def test_lora_counts_equal_the_injected_model() -> None:
+    c = ModelConfig(
+        vocab_size=97, n_layer=2, n_head=4, n_embd=32, block_size=16, pos="rope", mlp="swiglu", n_kv_head=2
+    )
+    spec = LoraConfig(enabled=True, rank=4, targets="q_proj,v_proj,o_proj,up_proj,down_proj")
+    model = lora.inject(GPT(c), spec)
+    counts = plan_model.count(c, spec, seq_len=12)
+    assert counts.params == sum(p.numel() for p in model.parameters())
+    assert counts.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts.flops_per_token == flops_per_token(model, 12)
+
+
+def test_llama_7b_and_gpt2_shapes() -> None:
+    """The published sizes: Llama-7B 6,738,415,616 (Touvron et al. 2023, HF's count), GPT-2 124M."""
+    llama = ModelConfig(n_layer=32, n_head=32, n_embd=4096, block_size=4096, vocab_size=32000,
+                        mlp="swiglu", mlp_hidden=11008, pos="rope", bias=False, norm="rmsnorm",
+                        tie_embeddings=False)  # fmt: skip
+    assert plan_model.count(llama).params == 6_738_415_616
+    gpt2 = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, mlp="gelu_tanh")
+    assert plan_model.count(gpt2).params == 124_439_808
+
+
+@pytest.fixture(scope="module")
+def gpt2_two_layers() -> tuple[ModelConfig, torch.nn.Module]:
+    """52.8M parameters: enough that DeepSpeed's printed GB (2 decimals) resolve 1%."""
+    c = ModelConfig(vocab_size=50257, n_layer=2, n_head=12, n_embd=768, block_size=64)
+    return c, GPT(c)
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 8])
+def test_deepspeed_estimators_agree(
+    ranks: int, gpt2_two_layers: tuple[ModelConfig, torch.nn.Module], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DeepSpeed's estimators assume bf16 compute with fp32 masters, as lmforge's ZeRO in bf16, and
+    count an fp32 gradient partition and (ZeRO-3) the largest layer gathered with its gradient. They
+    leave out the reduce bucket and ZeRO-3's prefetch (lmforge's other buffers), and ZeRO-3's bf16
+    gradient partition (stage3.py's grad_partitions_flat_buffer, which memory_per_rank counts)."""
+    from deepspeed.runtime.zero.offload_config import OffloadDeviceEnum
+    from deepspeed.runtime.zero.stage3 import (
+        estimate_zero3_model_states_mem_needs,
+        estimate_zero3_model_states_mem_needs_all_live,
+        model_to_params,
+    )
+    from deepspeed.runtime.zero.stage_1_and_2 import (
+        estimate_zero2_model_states_mem_needs,
+        estimate_zero2_model_states_mem_needs_all_live,
+    )
+
+    c, model = gpt2_two_layers
+    counts, modules = plan_model.count(c), plan_model.modules(c)
+    total, largest = model_to_params(model)  # what the _all_live estimators read from the model
+    assert (counts.params, counts.largest_module) == (total, largest)
+
+    def device_bytes(engine: str, offload: str, skip: tuple[str, ...] = ()) -> int:
+        s = Setup(engine, offload, ranks, 2)
+        host = plan_memory.on_host(s)
+        states = plan_memory.model_states(counts, s)
+        buffers = plan_memory.buffers(counts, modules, s, gpu=True)
+        kept = ("fp32_grads", "gathered_layer")
+        return sum(v for k, v in states.items() if k not in host and k not in skip) + sum(
+            b for k, (b, on_host) in buffers.items() if k in kept and not on_host
+        )
+
+    def zero2(offload: bool) -> int:
+        return estimate_zero2_model_states_mem_needs(total, ranks, cpu_offload=offload)[1]
+
+    def zero3(offload: bool, params: bool) -> int:
+        return estimate_zero3_model_states_mem_needs(total, largest, ranks, 1, offload, params)[1]
+
+    # (DeepSpeed's per-GPU bytes, lmforge's, the options as DeepSpeed prints them)
+    cpu = f"{OffloadDeviceEnum.cpu:4}"  # as DeepSpeed prints an offload device
+    cases = [
+        (zero2(False), device_bytes("zero2", "none"), "offload_optimizer=none"),
+        (zero2(True), device_bytes("zero2", "optimizer"), f"offload_optimizer={cpu}"),
+        (
+            zero3(False, False),
+            device_bytes("zero3", "none", ("grads",)),
+            "offload_param=none, offload_optimizer=none",
+        ),
+        (
+            zero3(True, False),
+            device_bytes("zero3", "optimizer"),
+            f"offload_param=none, offload_optimizer={cpu}",
+        ),
+        (zero3(True, True), device_bytes("zero3", "all"), f"offload_param={cpu}, offload_optimizer={cpu}"),
+    ]
+    estimate_zero2_model_states_mem_needs_all_live(model, num_gpus_per_node=ranks)
+    estimate_zero3_model_states_mem_needs_all_live(model, num_gpus_per_node=ranks)
+    printed = capsys.readouterr().out
+    for theirs, ours, options in cases:
+        assert ours == pytest.approx(theirs, abs=64), options  # partitions round up, DeepSpeed's down
+        assert f"| {ours / 2**30:6.2f}GB | {options}" in printed, (options, printed)
+
+
+def test_a_short_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
+    """--calibrate runs real steps of the recipe: its summary.json's memory_per_rank equals the
+    plan's, key by key, and the JSON the command line prints uses the same keys."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    args = [*TINY, f"--data.input={corpus}", "--train.batch_size=4", "--train.dtype=fp32"]
+    result = lmforge.plan(overrides=args, calibrate=True, calibrate_steps=2)
+    measured = result["calibration"]["memory_per_rank"]
+    assert set(measured) == set(result["memory_per_rank"]) == {"params", "grads", "optimizer"}
+    for key, value in measured.items():
+        assert result["memory_per_rank"][key] == pytest.approx(value, rel=0.05), key
+    assert result["mfu_source"] == "calibrated" and 0 < result["mfu"] <= 1
+    assert result["time_s"] == pytest.approx(
+        result["train_flops"] / (result["device"]["peak_flops"] * result["mfu"])
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["plan", *args, "--json"]) == 0
+    printed = json.loads(out.getvalue())
+    assert printed["memory_per_rank"] == result["memory_per_rank"]
+
+
+def test_what_would_fit() -> None:
+    big = ["--model.n_layer=32", "--model.n_head=32", "--model.n_embd=4096", "--model.block_size=2048",
+           "--model.vocab_size=32000", "--train.batch_size=8"]  # fmt: skip
+    ddp = lmforge.plan(overrides=[*big, "--engine.name=ddp"], world_size=8, device="h100")
+    assert ddp["engine"] == "ddp" and ddp["peak_per_rank"]["step"] > 80 * 2**30
+    assert ddp["advice"].startswith(
+        "ddp does not fit one sequence per rank; fits with: fsdp (micro-batch <= "
+    )
+    zero3 = lmforge.plan(
+        overrides=[*big, "--engine.name=deepspeed", "--engine.zero_stage=3"], world_size=8, device="h100"
+    )
+    assert zero3["advice"] == "" and zero3["memory_per_rank"]["params"] == 2 * -(-zero3["parameters"] // 8)
+    with pytest.raises(LmforgeError, match=r"do not fit on 1 x l4 .* ZeRO-3 on \d+ x l4 would fit"):
+        lmforge.plan(overrides=[*big, "--train.dtype=fp32"], device="l4")
