@@ -3,6 +3,7 @@ the same HTTP API, on the same SmolLM2-135M-Instruct weights, driven by one load
 
     python -m lmforge import "$(python -m data.smollm2)" --out /tmp/s1-smollm2
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 [--clients 1,4,8,16] [--max-tokens 48]
+    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --profile [--rounds 3]   # one stream, no HTTP
 
 Both servers run as processes of their own, fp32, decoding in their main thread with uvicorn in
 another. The peer (`--peer-server`, below) loads the same GGUF with transformers (dequantized to
@@ -176,6 +177,86 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+# --- one stream, in process: where a decode step's time goes (--profile) -------------------------
+def profile(model_dir: Path, gguf: Path, max_tokens: int, rounds: int) -> None:
+    """ms per token at batch 1, no HTTP: the server's decode loop (Batcher + DecodeBatch) against
+    lmforge's generate_ids and transformers' generate on the same weights, alternating; then the
+    loop's own steps (sample, logprobs) against the model's (advance: the forward)."""
+    import time as clock
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import lmforge.inference.batching as batching
+    from lmforge.formats.directory import load_model
+    from lmforge.inference.chat import ChatSpec
+    from lmforge.inference.generate import generate_ids
+    from lmforge.server.batcher import Batcher
+    from lmforge.server.decoding import Job
+
+    net, tokenizer = load_model(model_dir)
+    net = net.float().eval()
+    prompt = tokenizer.encode(
+        ChatSpec.read(model_dir, tokenizer).render([{"role": "user", "content": PROMPTS[0]}])
+    )
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+
+    def server_loop() -> int:
+        job = Job(
+            net, tokenizer, [prompt], 1, max_tokens, 0.0, 1.0, None, frozenset(), [], clock.monotonic() + 600
+        )
+        job.emit = lambda _: None  # a stream that takes every piece at once
+        batcher = Batcher()
+        batcher.add(job)
+        batcher.run(until=job.future.done)
+        return job.tokens
+
+    def lmforge_generate() -> int:
+        return len(generate_ids(net, [prompt], max_tokens, 0.0, eos_id=[])[0])
+
+    def transformers_generate() -> int:
+        ids = torch.tensor([prompt])
+        out = hf.generate(ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
+        return out.size(1) - ids.size(1)
+
+    runs = {
+        "server loop": server_loop,
+        "generate_ids": lmforge_generate,
+        "transformers": transformers_generate,
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():  # warm-up
+        run()
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = clock.perf_counter()
+            tokens = run()
+            times[name].append(1000 * (clock.perf_counter() - start) / tokens)
+    print(
+        f"# batch 1, {len(prompt)}-token prompt, {max_tokens} tokens, ms/token (prefill included),",
+        rounds,
+        "rounds",
+    )
+    for name, values in times.items():
+        print(f"{name}: median {statistics.median(values):.1f}  ({', '.join(f'{v:.1f}' for v in values)})")
+    spent: dict[str, list[float]] = {"sample": [], "logprobs": [], "advance": []}
+    for name in spent:  # time DecodeBatch's steps inside the loop
+        method = getattr(batching.DecodeBatch, name)
+
+        def timed(*args: Any, _method: Any = method, _name: str = name, **kwargs: Any) -> Any:
+            start = clock.perf_counter()
+            out = _method(*args, **kwargs)
+            spent[_name].append(1000 * (clock.perf_counter() - start))
+            return out
+
+        setattr(batching.DecodeBatch, name, timed)
+    server_loop()
+    print(
+        "server loop, per step (ms, median): "
+        + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in spent.items())
+    )
+
+
 # --- the two servers ------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -212,6 +293,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1, help="requests each client sends in a row")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--no-peer", action="store_true", help="lmforge alone")
+    parser.add_argument("--profile", action="store_true", help="one stream in process: where the time goes")
+    parser.add_argument("--rounds", type=int, default=3, help="--profile: rounds of each decoder")
     parser.add_argument("--peer-server", type=int, default=0, help=argparse.SUPPRESS)  # run the peer on PORT
     args = parser.parse_args()
     if args.gguf is None:
@@ -220,6 +303,9 @@ def main() -> None:
         args.gguf = smollm2_gguf()
     if args.peer_server:
         peer_server(args.gguf, args.model, args.peer_server)
+        return
+    if args.profile:
+        profile(args.model, args.gguf, args.max_tokens, args.rounds)
         return
     import torch
 
