@@ -97,6 +97,16 @@ def test_lora_examples_get_adapter_gradients_only() -> None:
     torch.testing.assert_close(flat, torch.stack(grads_by_hand(model, lm_loss, inputs, targets)))
 
 
+def test_bf16_autocast_gives_fp32_example_grads_close_to_fp32_ones(model: GPT) -> None:
+    inputs, targets = batch()
+    exact, _, _ = per_sample_grads(model, lm_loss, (inputs, targets))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _, _ = per_sample_grads(model, lm_loss, (inputs, targets))
+    for name, g in mixed.items():
+        assert g.dtype == torch.float32  # the gradients of the fp32 parameters: clipped in fp32
+        assert float((g - exact[name]).norm()) <= 0.05 * float(exact[name].norm()) + 1e-6
+
+
 def test_update_without_noise_is_the_mean_of_clipped_example_grads(model: GPT) -> None:
     """Two micro-batches of 2 make one logical batch of 4: each example clipped, divided by 4."""
     inputs, targets = batch()
