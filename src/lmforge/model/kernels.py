@@ -3,9 +3,9 @@
 PyTorch sends fp32 CPU matmuls to MKL; oneDNN's kernel (`mkldnn._linear_pointwise`, the one bf16
 uses) is the other route. Neither wins everywhere (benchmarks/README.md): on a 2-core AMD EPYC
 MKL's one-row product ran on one thread and oneDNN read the weights 2.7x faster; on a 2-core
-Intel Xeon (AVX-512) MKL was 1.2-1.9x faster than oneDNN at decoding's shapes. So the first fp32
-linear without autograd times both on one-row and 16-row products (about 30 ms) and keeps the
-faster for the process; `LMFORGE_LINEAR=mkl|onednn` skips the probe. A close call (within
+Intel Xeon (AVX-512) MKL decoded 1.3x faster. So the first fp32 linear without autograd times
+both on one-row products through 47 MB of weights (well under a second) and keeps the faster for
+the process; `LMFORGE_LINEAR=mkl|onednn` skips the probe. A close call (within
 MARGIN) keeps MKL, PyTorch's own route, so a noisy probe does not flip the choice run to run.
 The routes' sums differ only in order (~1e-6 relative).
 """
@@ -18,42 +18,39 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
 
 ROUTES = ("mkl", "onednn")
 MARGIN = 1.15  # oneDNN must be this much faster to be chosen
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-# (rows, out, in): a decoding step's product (one row) and a short prefill's, over a weight
-# larger than L2 caches (12 MiB) and a small one (1.5 MiB), as decoding meets both.
-PROBE_SHAPES = ((1, 3072, 1024), (1, 1024, 384), (16, 3072, 1024))
+# A decoding step's products: one row through each of a stack of distinct weights (two GPT
+# blocks' MLPs at 384 and 768 wide, 47 MB), so the weights stream from memory as in decoding
+# rather than sitting in a cache. (A probe over one weight, or over 16-row products, picked the
+# route that decoded slower.)
+PROBE_SHAPES = ((1536, 384), (384, 1536), (3072, 768), (768, 3072)) * 2
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def _best(fn: Callable[[], object], rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def probe(rounds: int = 5) -> dict[str, float]:
-    """Seconds each route takes over PROBE_SHAPES (sum of best-of-`rounds` times), fp32."""
-    generator = torch.Generator().manual_seed(0)  # never touch the global RNG a run depends on
-    times = dict.fromkeys(ROUTES, 0.0)
+def probe(rounds: int = 3) -> dict[str, float]:
+    """Seconds each route takes for one row through PROBE_SHAPES' weights, fp32: the best of
+    `rounds`, the routes taking turns so that load from elsewhere hits both alike."""
+    x = {n_in: torch.full((1, n_in), 0.5) for _, n_in in PROBE_SHAPES}
+    weights = [(torch.full((n_out, n_in), 0.01), torch.zeros(n_out)) for n_out, n_in in PROBE_SHAPES]
+    kernels: dict[str, Callable[..., torch.Tensor]] = {"mkl": F.linear, "onednn": onednn_linear}
+    times = dict.fromkeys(kernels, float("inf"))
     with torch.inference_mode():
-        for rows, n_out, n_in in PROBE_SHAPES:
-            x = torch.randn(rows, n_in, generator=generator)
-            w = torch.randn(n_out, n_in, generator=generator)
-            b = torch.randn(n_out, generator=generator)
-            for route, kernel in (("mkl", torch.nn.functional.linear), ("onednn", onednn_linear)):
-                kernel(x, w, b)  # warm up: thread pool, oneDNN's primitive cache
-                times[route] += _best(lambda k=kernel: k(x, w, b), rounds)  # noqa: B023 (called here)
+        for turn in range(rounds + 1):  # turn 0 warms up: thread pool, oneDNN's primitive cache
+            for route, kernel in kernels.items():
+                start = time.perf_counter()
+                for w, b in weights:
+                    kernel(x[w.size(1)], w, b)
+                if turn:
+                    times[route] = min(times[route], time.perf_counter() - start)
     return times
 
 
