@@ -84,7 +84,7 @@ def sliding_window_answer(question: str, context: str, max_words: int = DEFAULT_
         return ""
     q_words = [w.text for w in words(question)]
     q_grams = _grams(q_words)
-    # (overlap, start, end) of every candidate; [start, end) indexes `passage`
+    # the candidates of the largest overlap, as (start, end): [start, end) indexes `passage`
     sentences: dict[int, list[int]] = {}
     for i, w in enumerate(passage):
         sentences.setdefault(w.sentence, []).append(i)
