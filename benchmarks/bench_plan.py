@@ -39,7 +39,9 @@ def measure(steps: int, calibrate_steps: int, dtype: str, only: list[str]) -> li
         for name, nproc, flags in CASES:
             if "offload" in name or (only and name not in only):
                 continue  # offload: the engine benchmark's extra row; on a CPU it moves nothing
+            vocab = json.loads((data / "meta.json").read_text())["vocab_size"]  # for --rescore, data gone
             overrides = [*MODEL, *BATCH, f"--data.input={data}", f"--train.dtype={dtype}", *flags]
+            overrides.append(f"--model.vocab_size={vocab}")
             calibration = lmforge.plan(
                 overrides=overrides, world_size=nproc, calibrate=True, calibrate_steps=calibrate_steps
             )["calibration"]

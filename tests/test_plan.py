@@ -180,5 +180,7 @@ def test_what_would_fit() -> None:
         overrides=[*big, "--engine.name=deepspeed", "--engine.zero_stage=3"], world_size=8, device="h100"
     )
     assert zero3["advice"] == "" and zero3["memory_per_rank"]["params"] == 2 * -(-zero3["parameters"] // 8)
-    with pytest.raises(LmforgeError, match=r"do not fit on 1 x l4 .* ZeRO-3 on \d+ x l4 would fit"):
-        lmforge.plan(overrides=[*big, "--train.dtype=fp32"], device="l4")
+    with pytest.raises(
+        LmforgeError, match=r"do not fit on 1 x l4 .* more ranks do not help; model\.block_size=\d+"
+    ):
+        lmforge.plan(overrides=["--model.vocab_size=50257", "--model.block_size=131072"], device="l4")

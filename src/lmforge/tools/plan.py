@@ -230,6 +230,7 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, dev: Device, seq_l
     return {
         "engine": s.label,
         "world_size": s.world_size,
+        "micro_batch": micro,
         "memory_per_rank": states,
         "on_host": sorted(host) if gpu else [],
         "buffers": {k: b for k, (b, _) in buffers.items()},
@@ -286,28 +287,34 @@ def _host(row: dict) -> str:
 
 def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, dev: Device, cfg: Config,
              seq_len: int, seq_tokens: int) -> str:  # fmt: skip
-    """The one-line answer for a recipe that fits no engine on this many devices: how many would do."""
-    least = min(r["peak"]["step_checkpointed"] - r["activations_checkpointed"] for r in rows)
-    head = (
-        f"{counts.params:,} parameters do not fit on {rows[0]['world_size']} x {dev.name}"
-        f" ({dev.memory / GiB:.0f} GiB per rank) with any engine, offload or checkpointing"
-        f" (the least needs {least / GiB:.1f} GiB before activations)"
+    """The one-line answer for a recipe that fits no engine: ZeRO-3 with everything offloaded keeps
+    only one gathered layer and the activations on a device, so more ranks cannot help (lmforge
+    has no tensor or sequence parallelism); a shorter sequence can, and the answer names one."""
+    # one example with checkpointing, the least any engine needs
+    least = min(
+        r["peak"]["step_checkpointed"] - r["activations_checkpointed"] * (1 - 1 / r["micro_batch"])
+        for r in rows
     )
+    head = (
+        f"{counts.params:,} parameters at {seq_tokens:,} tokens per example do not fit on"
+        f" {rows[0]['world_size']} x {dev.name} ({dev.memory / GiB:.0f} GiB per rank) with any engine,"
+        f" offload or checkpointing (the least needs {least / GiB:.1f} GiB); more ranks do not help"
+    )
+    key = "data.max_len" if cfg.data.task == "chat" else "model.block_size"
     width = 4 if cfg.train.dtype == "fp32" else 2
-    for n in (2**k for k in range(1, 17)):
-        for s in (Setup("zero3", "none", n, width), Setup("zero3", "all", n, width)):
-            r = _row(s, counts, m, dev, seq_len, seq_tokens, 1)
-            if r["max_micro_batch"] >= 1:
-                return (
-                    f"{head}; {s.label} on {n} x {dev.name} would fit"
-                    f" (micro-batch <= {r['max_micro_batch']}{_host(r)})"
-                )
-            if r["max_micro_batch_checkpointed"] >= 1:
-                return (
-                    f"{head}; {s.label} on {n} x {dev.name} with activation checkpointing would fit"
-                    f" (not in lmforge's engines yet{_host(r)})"
-                )
-    return f"{head}; no world size up to 65,536 helps: one sequence's activations exceed it (shorten it)"
+    offloaded = Setup("zero3", "all", rows[0]["world_size"], width)
+    length = m.block_size // 2
+    while length >= 1:
+        shorter = dataclasses.replace(m, block_size=length)
+        n, n_tokens = sequence(cfg, shorter)
+        r = _row(offloaded, plan_model.count(shorter, cfg.lora, n), shorter, dev, n, n_tokens, 1)
+        if r["max_micro_batch_checkpointed"] >= 1:
+            return (
+                f"{head}; {key}={length} would fit with {offloaded.label} and activation checkpointing"
+                f" (not in lmforge's engines yet{_host(r)})"
+            )
+        length //= 2
+    return f"{head}, and no shorter sequence either"
 
 
 def _shape(m: ModelConfig) -> dict[str, Any]:
