@@ -19,11 +19,13 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.errors import LmforgeError
     from lmforge.formats.directory import load_model as load
     from lmforge.formats.hf_files import export_hf, import_hf
+    from lmforge.formats.onnx_export import export_onnx
     from lmforge.formats.peft import merge_lora
     from lmforge.inference.ask import ask
     from lmforge.inference.chat import chat
     from lmforge.inference.generate import generate
     from lmforge.inference.instruct_eval import eval_instruct
+    from lmforge.inference.onnx_runner import generate_onnx
     from lmforge.inference.perplexity import evaluate
     from lmforge.inference.qa_eval import eval_qa
     from lmforge.inference.translate import eval_translate, translate
@@ -47,8 +49,10 @@ _API: dict[str, str] = {
     "eval_translate": "lmforge.inference.translate:eval_translate",
     "evaluate": "lmforge.inference.perplexity:evaluate",
     "export_hf": "lmforge.formats.hf_files:export_hf",
+    "export_onnx": "lmforge.formats.onnx_export:export_onnx",
     "finetune_classify": "lmforge.train.classify:finetune_classify",
     "generate": "lmforge.inference.generate:generate",
+    "generate_onnx": "lmforge.inference.onnx_runner:generate_onnx",
     "import_hf": "lmforge.formats.hf_files:import_hf",
     "inspect": "lmforge.tools.inspect:inspect",
     "load": "lmforge.formats.directory:load_model",
@@ -74,8 +78,10 @@ __all__ = [
     "eval_translate",
     "evaluate",
     "export_hf",
+    "export_onnx",
     "finetune_classify",
     "generate",
+    "generate_onnx",
     "import_hf",
     "inspect",
     "load",

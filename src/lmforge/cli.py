@@ -186,12 +186,16 @@ VERBS: dict[str, Verb] = {
             opt("--top-k", "0 disables", type=int),
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
             opt("--seed", "sampling seed", type=int),
-            opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false"),
-            opt("--dtype", "weights dtype", **DTYPE),
+            opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false",
+                alt=False),
+            opt("--dtype", "weights dtype", alt=False, **DTYPE),
             opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
         ),
         _show_texts,
         fixed={"stream": True},  # streams a single prompt to stdout
+        switch=Switch("--runtime", "lmforge.inference.onnx_runner:generate_onnx",
+                      "torch: the PyTorch model (generate); onnx: an `export --format onnx` folder in"
+                      " ONNX Runtime (generate_onnx)", _show_texts, choices=("torch", "onnx")),
     ),
     "chat": Verb(
         "lmforge.inference.chat:chat",
@@ -247,9 +251,15 @@ VERBS: dict[str, Verb] = {
         " in PEFT's layout)",
         (
             opt("model", MODEL, dest="model_path"),
-            opt("--out", "HF directory to write (loads with from_pretrained)", required=True),
+            opt("--out", "folder to write: an HF directory (loads with from_pretrained), or with"
+                " --format onnx the ONNX graphs, tokenizer and onnx.json", required=True),
         ),
         lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+        switch=Switch("--format", "lmforge.formats.onnx_export:export_onnx",
+                      "hf: Hugging Face's layout (export_hf); onnx: ONNX graphs for ONNX Runtime, checked"
+                      " against PyTorch (export_onnx)",
+                      lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+                      choices=("hf", "onnx")),
     ),
     "merge-lora": Verb(
         "lmforge.formats.peft:merge_lora",

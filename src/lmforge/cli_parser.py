@@ -44,12 +44,25 @@ Show = Callable[[Any, dict[str, Any]], int | None]  # prints a result; may retur
 
 @dataclass(frozen=True)
 class Switch:
-    """A flag that runs another function for the same verb: `prep --pairs` is prepare_pairs."""
+    """A flag that runs another function for the same verb: `prep --pairs` is prepare_pairs. With
+    `choices` (the verb's own value, the switch's) the flag takes a value: `export --format onnx`
+    is export_onnx, `--format hf` (the default) export_hf."""
 
     flag: str
     target: str
     help: str
     show: Show | None = None
+    choices: tuple[str, str] | tuple[()] = ()
+
+    @property
+    def label(self) -> str:
+        """How messages name the switch: `--pairs`, `--format onnx`."""
+        return f"{self.flag} {self.choices[1]}" if self.choices else self.flag
+
+    def given(self, kwargs: dict[str, Any]) -> bool:
+        """Whether the user chose the switch's function (its flag's value leaves `kwargs`)."""
+        value = kwargs.pop(self.flag.lstrip("-").replace("-", "_"), None)
+        return value == self.choices[1] if self.choices else bool(value)
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,7 @@ class VerbParser(argparse.ArgumentParser):
         )
         if switch and alt:
             self.description += (
-                f"\n\n`lmforge {name} {switch.flag}` calls {alt.__name__}():\n{inspect.getdoc(alt)}"
+                f"\n\n`lmforge {name} {switch.label}` calls {alt.__name__}():\n{inspect.getdoc(alt)}"
             )
         for action in self._actions:
             spec = next((o for o in self.verb.options if o.dest == action.dest), None)
@@ -136,7 +149,7 @@ def _defaults(
             value = f"{config_doc.toml_value(config_doc.default_of(spec.config))} from {spec.config}"
         elif value in (None, "") or isinstance(value, list):
             continue
-        parts.append(f"with {switch.flag}: {value}" if with_switch and switch else f"{value}")
+        parts.append(f"with {switch.label}: {value}" if with_switch and switch else f"{value}")
     return f" (default: {'; '.join(parts)})" if parts else ""
 
 
@@ -169,7 +182,12 @@ def build_parser(
                 sub.add_argument(o.dest, **(where | o.kw), help=o.help, default=argparse.SUPPRESS)
             else:
                 sub.add_argument(o.flag, **o.kw, dest=o.dest, help=o.help, default=argparse.SUPPRESS)
-        if verb.switch:
+        if verb.switch and verb.switch.choices:
+            choices = list(verb.switch.choices)
+            sub.add_argument(
+                verb.switch.flag, choices=choices, default=argparse.SUPPRESS, help=verb.switch.help
+            )
+        elif verb.switch:
             sub.add_argument(verb.switch.flag, action="store_true", help=verb.switch.help)
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         subs[name] = sub
@@ -189,14 +207,14 @@ def _keywords(
     unknown = [a for a in extra if a not in overrides]
     if unknown or (overrides and not verb.overrides):
         sub.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-    switched = bool(verb.switch and kwargs.pop(verb.switch.flag.lstrip("-"), False))
+    switched = bool(verb.switch and verb.switch.given(kwargs))
     for o in verb.options:
         if o.dest in kwargs and o.alt is not None and o.alt != switched and verb.switch:
-            sub.error(f"{o.flag} {'needs' if o.alt else 'does not go with'} {verb.switch.flag}")
+            sub.error(f"{o.flag} {'needs' if o.alt else 'does not go with'} {verb.switch.label}")
         if o.override and o.dest in kwargs:
             overrides.append(f"--{o.override}={kwargs.pop(o.dest)}")
     if overrides and verb.switch and switched:
-        sub.error(f"--section.key=value overrides do not go with {verb.switch.flag}")
+        sub.error(f"--section.key=value overrides do not go with {verb.switch.label}")
     if overrides:
         kwargs["overrides"] = overrides
     target = verb.switch.target if verb.switch and switched else verb.target
@@ -211,7 +229,7 @@ def run(verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str])
               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip
     missing = [next((o.flag for o in verb.options if o.dest == n), n) for n in needed if n not in kwargs]
     if missing:
-        switched = f" with {verb.switch.flag}" if verb.switch and target == verb.switch.target else ""
+        switched = f" with {verb.switch.label}" if verb.switch and target == verb.switch.target else ""
         sub.error(f"{', '.join(missing)} is required{switched}")
     result = function(**kwargs)
     show = verb.switch.show if verb.switch and target == verb.switch.target else verb.show

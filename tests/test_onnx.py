@@ -1,0 +1,249 @@
+"""ONNX export (`lmforge export --format onnx`) run in ONNX Runtime: for a GPT, an imported
+Llama-family model, an encoder, a classifier, an encoder-decoder and an imported Marian model the
+outputs equal PyTorch's within 1e-4 at several batch sizes, sequence lengths and past lengths (the
+dynamic axes really are dynamic), and 32 greedy tokens are identical; `generate --runtime onnx`;
+bad input is one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hf_helpers import make_hf_model
+from marian_helpers import make_marian_model
+
+pytest.importorskip("onnxruntime")
+
+from lmforge.cli import main  # noqa: E402
+from lmforge.config import ModelConfig  # noqa: E402
+from lmforge.errors import LmforgeError  # noqa: E402
+from lmforge.formats.directory import load_model, write_model_dir  # noqa: E402
+from lmforge.formats.lmforge_dirs import save_classifier  # noqa: E402
+from lmforge.formats.onnx_export import _earlier_export, export_onnx, model_kind  # noqa: E402
+from lmforge.inference.generate import generate, generate_ids  # noqa: E402
+from lmforge.inference.onnx_runner import (  # noqa: E402
+    OnnxModel,
+    generate_ids_onnx,
+    generate_onnx,
+    translate_ids_onnx,
+)
+from lmforge.inference.translate import translate_ids  # noqa: E402
+from lmforge.model.classifier import Classifier  # noqa: E402
+from lmforge.model.gpt import GPT  # noqa: E402
+from lmforge.model.seq2seq import Seq2Seq  # noqa: E402
+from lmforge.tokenization.tokenizer import Tokenizer  # noqa: E402
+
+Exported = Callable[[str], tuple[Path, Path]]
+TEXT = "the king doth love the fair lady, and the queen shall speak of it"
+ATOL = 1e-4
+
+
+def _spread(model: torch.nn.Module, std: float = 0.3) -> None:
+    """Random weights with well-separated logits, so greedy choices are not near-ties."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def gpt_export(root: Path) -> tuple[Path, Path]:
+    """An lmforge GPT (context 48) and its export, made through the CLI: (model dir, export)."""
+    tok = Tokenizer.train_char([TEXT + " ABCDEFGHIJKLMNOPQRSTUVWXYZ.!?"])
+    config = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=48, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    gpt = GPT(config)
+    _spread(gpt)
+    write_model_dir(root / "gpt", config, gpt.state_dict(), tok)
+    assert main(["export", str(root / "gpt"), "--out", str(root / "gpt-onnx"), "--format", "onnx"]) == 0
+    return root / "gpt", root / "gpt-onnx"
+
+
+def _make(kind: str, directory: Path) -> None:
+    tok = Tokenizer.train_char([TEXT + " ABCDEFGHIJKLMNOPQRSTUVWXYZ.!?"])
+    config = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=48, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    if kind == "s2s":
+        s2s = Seq2Seq(ModelConfig(**{**config.__dict__, "arch": "seq2seq"}), tok.pad_id or 0)
+        _spread(s2s)
+        write_model_dir(directory, s2s.config, s2s.state_dict(), tok)
+    elif kind == "classifier":
+        save_classifier(Classifier(GPT(config), ["no", "yes", "maybe"]).eval(), directory, tok)
+    elif kind == "marian":  # sinusoidal positions, post-norm, logits bias, a suppressed pad token
+        make_marian_model(directory)
+    else:  # llama (rotary, RMSNorm, SwiGLU, grouped-query attention), bert (token types)
+        make_hf_model(kind, directory)
+
+
+@pytest.fixture(scope="module")
+def exported(root: Path, gpt_export: tuple[Path, Path]) -> Callable[[str], tuple[Path, Path]]:
+    """kind -> (model directory, its ONNX export), each made when first asked for."""
+    made = {"gpt": gpt_export}
+
+    def get(kind: str) -> tuple[Path, Path]:
+        if kind not in made:
+            _make(kind, root / kind)
+            made[kind] = (root / kind, export_onnx(root / kind, root / f"{kind}-onnx"))
+        return made[kind]
+
+    return get
+
+
+# Each export takes ~10 s here (torch.export, then onnxscript): make test exports the GPT once;
+# the other kinds (two more decoders, an encoder, a classifier, two encoder-decoders) are `slow`.
+SLOW = pytest.mark.slow
+DECODERS = ["gpt", pytest.param("llama", marks=SLOW)]
+
+
+def _decoder_logits(model: GPT, ids: torch.Tensor, mask: torch.Tensor, past_len: int) -> torch.Tensor:
+    """PyTorch's logits for the last T = ids.size(1) - past_len positions, the prefix cached."""
+    cache = model.new_cache(ids.size(0))
+    with torch.no_grad():
+        if past_len:
+            model(ids[:, :past_len], cache, mask=mask[:, :past_len])
+        return model(ids[:, past_len:], cache, mask=mask)
+
+
+@pytest.mark.parametrize("kind", DECODERS)
+def test_decoder_logits_and_cache_match_pytorch_at_several_shapes(kind: str, exported: Exported) -> None:
+    source, out = exported(kind)
+    model, _ = load_model(source)
+    onnx = OnnxModel(out)
+    assert onnx.meta["graphs"]["model"]["max_abs_diff"] <= ATOL  # checked at export too
+    vocab = model.config.vocab_size
+    for batch, past_len, t in [(1, 0, 9), (4, 0, 3), (3, 6, 1), (2, 5, 4)]:
+        ids = torch.randint(0, vocab, (batch, past_len + t))
+        mask = torch.ones_like(ids)
+        mask[0, :2] = 0  # row 0 left-padded
+        past = onnx.empty_past(batch)
+        if past_len:  # the graph's own present keys/values become the next call's past
+            _, past = onnx.decoder_step(ids[:, :past_len].numpy(), mask[:, :past_len].numpy(), past)
+        got = onnx.call("model", ids[:, past_len:].numpy(), mask.numpy(), *past)
+        want = _decoder_logits(model, ids, mask.bool(), past_len)
+        assert got[0].shape == tuple(want.shape) and got[1].shape[2] == past_len + t
+        np.testing.assert_allclose(got[0], want.numpy(), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("kind", DECODERS)
+def test_32_greedy_tokens_are_identical(kind: str, exported: Exported) -> None:
+    source, out = exported(kind)
+    model, _ = load_model(source)
+    prompts = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]  # different lengths: a left-padded batch
+    for batch in (prompts[:1], prompts):
+        want = generate_ids(model, batch, 32, temperature=0)
+        got = generate_ids_onnx(OnnxModel(out), batch, 32, temperature=0, stop_at_eos=False)
+        assert got == want and all(len(g) == 32 for g in got)
+
+
+def test_decoding_slides_past_the_context_as_pytorch_does(gpt_export: tuple[Path, Path]) -> None:
+    source, out = gpt_export
+    model, _ = load_model(source)
+    prompt = [[5] * 40]  # 40 + 20 tokens > the context of 48
+    assert generate_ids_onnx(OnnxModel(out), prompt, 20, temperature=0, stop_at_eos=False) == generate_ids(
+        model, prompt, 20, temperature=0
+    )
+
+
+def test_sampling_with_a_seed_matches_pytorch(gpt_export: tuple[Path, Path]) -> None:
+    source, out = gpt_export
+    kw = {"max_new_tokens": 24, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}
+    assert generate_onnx(out, ["the ki", "a"], **kw) == generate(source, ["the ki", "a"], dtype="fp32", **kw)
+
+
+@SLOW
+@pytest.mark.parametrize("kind", ["bert", "classifier"])
+def test_encoder_and_classifier_outputs_match_pytorch(kind: str, exported: Exported) -> None:
+    source, out = exported(kind)
+    model, _ = load_model(source)
+    onnx = OnnxModel(out)
+    inputs = onnx.meta["graphs"]["model"]["inputs"]
+    for batch, t in [(1, 5), (3, 11)]:
+        ids = torch.randint(0, model.config.vocab_size, (batch, t))
+        mask = torch.ones_like(ids)
+        mask[-1, -3:] = 0  # right padding
+        types = (torch.arange(t) >= t // 2).long().expand(batch, t)
+        arrays = [ids.numpy(), mask.numpy(), types.numpy()][: len(inputs)]
+        with torch.no_grad():
+            want = model(ids, mask, types) if "token_type_ids" in inputs else model(ids, mask)
+        [got] = onnx.call("model", *arrays)
+        assert got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got, want.numpy(), atol=ATOL, rtol=0)
+    if kind == "classifier":
+        assert onnx.meta["labels"] == ["no", "yes", "maybe"]
+
+
+@SLOW
+@pytest.mark.parametrize("kind", ["s2s", "marian"])
+def test_encoder_decoder_logits_and_32_greedy_tokens(kind: str, exported: Exported) -> None:
+    source, out = exported(kind)
+    model, _ = load_model(source)
+    onnx = OnnxModel(out)
+    sources = [list(range(5, 16)), [12, 13, 14]]  # limits 34 and 18 tokens (2 x source + 10)
+    want = translate_ids(model, sources, onnx.meta["eos_token_id"], beam=1, max_new_tokens=32)
+    assert translate_ids_onnx(onnx, sources, 32) == want
+    if kind == "s2s":  # random weights never pick EOS: 32 tokens compared, 18 for the short one
+        assert [len(w) for w in want] == [32, 18]
+    # teacher-forced logits over a cached prefix, at two batch sizes
+    for batch, s, past_len, t in [(1, 4, 0, 6), (3, 9, 5, 2)]:
+        src = torch.randint(1, model.config.vocab_size - 1, (batch, s))
+        src_mask = torch.ones_like(src)
+        src_mask[0, -2:] = 0
+        enc = onnx.run("encoder", input_ids=src.numpy(), attention_mask=src_mask.numpy())
+        names = onnx.meta["graphs"]["encoder"]["outputs"]
+        cross = [enc[n] for n in names[1:]]
+        tgt = torch.randint(1, model.config.vocab_size - 1, (batch, past_len + t))
+        past = onnx.empty_past(batch)
+        if past_len:
+            past = onnx.call("decoder", tgt[:, :past_len].numpy(), src_mask.numpy(), *cross, *past)[1:]
+        got = onnx.call("decoder", tgt[:, past_len:].numpy(), src_mask.numpy(), *cross, *past)[0]
+        mask = src_mask.bool()[:, None, None, :]
+        with torch.no_grad():
+            memory = model.encode(src, mask)
+            np.testing.assert_allclose(enc["last_hidden_state"], memory.numpy(), atol=ATOL, rtol=0)
+            want_logits = model.decode(tgt, memory, mask)[:, past_len:]
+        np.testing.assert_allclose(got, want_logits.numpy(), atol=ATOL, rtol=0)
+
+
+def test_export_folder_and_cli(gpt_export: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    source, out = gpt_export
+    meta = json.loads((out / "onnx.json").read_text())
+    assert meta["kind"] == "decoder" and meta["cache"] == {"n_layer": 2, "n_kv_head": 2, "head_size": 16}
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "onnx.json", "tokenizer.json"]
+    assert _earlier_export(out) is None  # an export may replace its own earlier output
+    capsys.readouterr()
+    cmd = ["generate", str(out), "--runtime", "onnx", "--prompt", "the k", "--max-new-tokens", "8"]
+    assert main([*cmd, "--temperature", "0"]) == 0
+    text = capsys.readouterr().out.strip()
+    assert text == generate(source, "the k", max_new_tokens=8, temperature=0, dtype="fp32")[0]
+    with pytest.raises(SystemExit, match="2"):  # argparse's usage error
+        main([*cmd, "--no-cache"])
+    assert "--no-cache does not go with --runtime onnx" in capsys.readouterr().err
+
+
+def test_bad_input_is_one_line(
+    gpt_export: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source, out = gpt_export
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    assert main(["export", str(source), "--out", str(tmp_path / "notes"), "--format", "onnx"]) == 2
+    assert "holds files export did not write (mine.txt)" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "onnx.json").write_text('{"format": "lmforge-onnx", "kind": "encoder", "graphs": {}}')
+    with pytest.raises(LmforgeError, match="an ONNX export of kind 'encoder'; this needs 'decoder'"):
+        generate_onnx(tmp_path / "enc", "hi")
+    with pytest.raises(LmforgeError, match="onnx.json: missing"):
+        generate_onnx(source, "hi")
+    with pytest.raises(LmforgeError, match="longer than the model's context of 48"):
+        generate_onnx(out, "x" * 60)
+    with pytest.raises(LmforgeError, match=r"m: a Linear has no ONNX export \(covered: decoder"):
+        model_kind(torch.nn.Linear(2, 2), "m")
