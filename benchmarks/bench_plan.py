@@ -30,7 +30,7 @@ BATCH = ["--train.batch_size=8", "--train.eval_batches=1"]
 AIMS = {"states": 0.05, "rss": 0.25, "step": 0.15}
 
 
-def measure(steps: int, calibrate_steps: int, dtype: str, only: list[str]) -> list[dict[str, Any]]:
+def measure(steps: int, calibrate_steps: int, dtype: str, only: list[str], save: str) -> list[dict[str, Any]]:
     """Calibrate and run every case; the raw figures (no prediction yet besides the calibration)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,6 +64,8 @@ def measure(steps: int, calibrate_steps: int, dtype: str, only: list[str]) -> li
                     "step_s": statistics.median(times),
                 }  # fmt: skip
             )
+            if save:  # after every case: a run cut short keeps what it measured
+                Path(save).write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 
 
@@ -95,9 +97,7 @@ def main() -> None:
     if args.rescore:
         rows = json.loads(Path(args.rescore).read_text())
     else:
-        rows = measure(args.steps, args.calibrate_steps, args.dtype, args.only)
-        if args.save:
-            Path(args.save).write_text(json.dumps(rows, indent=1) + "\n")
+        rows = measure(args.steps, args.calibrate_steps, args.dtype, args.only, args.save)
     print(f"# plan vs measured: GPT 6x384, context 256, global batch 8, {args.dtype}, {args.steps} steps"
           f" (calibration {args.calibrate_steps})")  # fmt: skip
     print(f"# {hardware_line()}")
