@@ -23,8 +23,8 @@ class Device:
 
 CUDA_RUNTIME = 1 * GiB  # CUDA context, cuBLAS workspace, allocator slack: a rule of thumb
 # Peak RSS of `lmforge train` on this CPU before its tensors count: the interpreter, torch,
-# lmforge, tensorboard and matplotlib (which the run imports), measured by benchmarks/bench_plan.py
-# as a local run's peak RSS minus its predicted tensors; DeepSpeed's import adds to it.
+# lmforge, tensorboard and matplotlib (which the run imports): an estimate from the imports' RSS
+# (230-275 MiB) and one local run's peak; DeepSpeed's import adds to it. To be checked by bench_plan.
 CPU_RUNTIME = int(0.5 * GiB)
 CPU_RUNTIME_DEEPSPEED = int(0.1 * GiB)
 
