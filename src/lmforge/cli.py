@@ -173,7 +173,7 @@ VERBS: dict[str, Verb] = {
                 metavar="MODEL_DIR"),
         ),
         overrides=True,
-        config_sections=("data", "model", "train", "engine", "prep", "lora"),
+        config_sections=("data", "model", "train", "engine", "prep", "lora", "privacy"),
     ),
     "generate": Verb(
         "lmforge.inference.generate:generate",
