@@ -135,21 +135,39 @@ def generate_ids(
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
     generator = None if seed is None else [row_generator(seed, i, device) for i in range(len(prompts))]
     context = model.config.block_size
+    prompts = check_prompts(prompts, context, truncate)
+    stops = stop_set(eos_id)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    if max_new_tokens == 0:
+        return outputs
+    batch, mask = left_pad(prompts, device)
+    steps = stream_ids(model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask)
+    return collect_tokens(steps, len(prompts), stops, on_token)
+
+
+def check_prompts(prompts: list[list[int]], context: int, truncate: bool) -> list[list[int]]:
+    """Each prompt checked against the context (kept to its last tokens when truncate); an empty
+    one is an error."""
     prompts = [
         check_prompt(p, context, truncate, "the prompt" if len(prompts) == 1 else f"prompt {n}")
         for n, p in enumerate(prompts, start=1)
     ]
     if any(not p for p in prompts):
         raise LmforgeError("empty prompt: give at least one token (e.g. the EOS id)")
-    stops = stop_set(eos_id)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    if max_new_tokens == 0:
-        return outputs
-    batch, mask = left_pad(prompts, device)
-    done = [False] * len(prompts)
-    for tokens in stream_ids(
-        model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask
-    ):
+    return prompts
+
+
+def collect_tokens(
+    steps: Iterable[torch.Tensor],
+    rows: int,
+    stops: frozenset[int],
+    on_token: Callable[[int, int], None] | None,
+) -> list[list[int]]:
+    """Each row's tokens from a stream of per-step (rows,) token tensors, up to its first stop id
+    (not kept); stops reading once every row has stopped."""
+    outputs: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    for tokens in steps:
         for i, token in enumerate(tokens.tolist()):
             if done[i] or token in stops:  # a finished row decodes on, unread, until all finish
                 done[i] = True

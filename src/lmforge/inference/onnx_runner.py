@@ -23,6 +23,8 @@ from lmforge.errors import LmforgeError
 from lmforge.inference.generate import (
     TextStream,
     check_prompt,
+    check_prompts,
+    collect_tokens,
     encode_prompts,
     row_generator,
     sample_next,
@@ -143,12 +145,7 @@ def generate_ids_onnx(
     generate.generate_ids on ONNX Runtime."""
     check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     context = model.meta["block_size"]
-    prompts = [
-        check_prompt(p, context, truncate, "the prompt" if len(prompts) == 1 else f"prompt {n}")
-        for n, p in enumerate(prompts, start=1)
-    ]
-    if any(not p for p in prompts):
-        raise LmforgeError("empty prompt: give at least one token (e.g. the EOS id)")
+    prompts = check_prompts(prompts, context, truncate)
     outputs: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens == 0:
         return outputs
@@ -157,18 +154,8 @@ def generate_ids_onnx(
     mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=np.int64)
     generator = None if seed is None else [row_generator(seed, i) for i in range(len(prompts))]
     stops = stop_set(model.meta.get("eos_token_id") if stop_at_eos else None)
-    done = [False] * len(prompts)
-    for tokens in stream_ids_onnx(model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask):
-        for i, token in enumerate(tokens.tolist()):
-            if done[i] or token in stops:
-                done[i] = True
-                continue
-            outputs[i].append(token)
-            if on_token is not None:
-                on_token(i, token)
-        if all(done):
-            break
-    return outputs
+    steps = stream_ids_onnx(model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask)
+    return collect_tokens(steps, len(prompts), stops, on_token)
 
 
 def generate_onnx(
