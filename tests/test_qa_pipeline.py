@@ -92,6 +92,7 @@ def test_defaults_at_construction_and_per_call() -> None:
         ({"question": "Who?", "context": "x", "max_seq_len": 500}, "longer than the model's context of 64"),
         ({"question": "Who?", "context": "x y " * 100, "doc_stride": 38, "max_seq_len": 40}, "doc_stride=38"),
         ({"question": "who " * 80, "context": "x"}, "no room for the context"),
+        ({"question": ["Who?", "who " * 80], "context": "x"}, r"question 2 has \d+ tokens: no room"),
         ({"question": "Who?", "context": "x", "max_length": 3}, "unknown keyword max_length"),
     ],
 )

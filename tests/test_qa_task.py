@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import lzma
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,21 @@ def test_a_bad_squad_file_is_one_line_naming_the_key(tmp_path: Path, content: st
     with pytest.raises(LmforgeError, match=message) as e:
         read_squad(path)
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_a_question_too_long_for_a_window_names_the_file_and_its_id(tmp_path: Path) -> None:
+    data = write_squad(tmp_path / "squad.json", paragraphs=10, bad=0)
+    raw = json.loads(data.read_text())
+    raw["data"][4]["paragraphs"][0]["qas"][1]["question"] = "Who " * 70 + "sells wine?"
+    data.write_text(json.dumps(raw))
+    with pytest.raises(LmforgeError) as e:
+        train(None, recipe(data, 1), out=tmp_path / "run", quiet=True)
+    # the error comes after other questions' windows (the tokenizer truncating pairs by then)
+    assert re.fullmatch(
+        rf"{re.escape(str(data))}: question '4-sell' has \d+ tokens: no room for the context in"
+        r" max_seq_len=64",
+        str(e.value),
+    )
 
 
 def test_window_targets_find_the_answer_in_the_window_that_holds_it() -> None:

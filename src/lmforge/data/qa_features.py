@@ -42,19 +42,27 @@ class WindowMaker:
         self.specials = self.hf.num_special_tokens_to_add(is_pair=True)
 
     def windows(
-        self, example: int, question: str, context: str, max_seq_len: int, doc_stride: int
+        self,
+        example: int,
+        question: str,
+        context: str,
+        max_seq_len: int,
+        doc_stride: int,
+        name: str | None = None,
     ) -> list[Window]:
+        """name: how an error names the question (default "question N", N = example + 1)."""
+        name = name or f"question {example + 1}"
+        self.hf.no_truncation()  # the previous call's only_second truncation fails on a question alone
         question_tokens = len(self.hf.encode(question, add_special_tokens=False).ids)
         room = max_seq_len - question_tokens - self.specials  # context tokens per window
         if room <= 0:
             raise LmforgeError(
-                f"question {example + 1} has {question_tokens} tokens: no room for the context in"
-                f" max_seq_len={max_seq_len}"
+                f"{name} has {question_tokens} tokens: no room for the context in max_seq_len={max_seq_len}"
             )
         if doc_stride >= room:
             raise LmforgeError(
                 f"doc_stride={doc_stride} must be smaller than the {room} context tokens a window of"
-                f" max_seq_len={max_seq_len} holds beside question {example + 1}"
+                f" max_seq_len={max_seq_len} holds beside {name}"
             )
         self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
         first = self.hf.encode(question, context)

@@ -111,8 +111,10 @@ class QATask(Task):
 
     def _features(self, examples: list[QAExample]) -> list[Feature]:
         out = []
+        d = self.cfg.data
         for n, e in enumerate(examples):
-            for w in self.maker.windows(n, e.question, e.context, self.max_len, self.cfg.data.doc_stride):
+            name = f"{d.input}: question {e.id!r}"  # an error names the file and the question's id
+            for w in self.maker.windows(n, e.question, e.context, self.max_len, d.doc_stride, name):
                 text, start = e.answers[0] if e.answers and not e.impossible else ("", 0)
                 out.append((w, span_targets(w, start, start + len(text))))
         return out
