@@ -194,7 +194,17 @@ def test_smollm2_answers_from_the_passage_it_is_given(smollm2_dir: Path, tmp_pat
     (docs / "austen.txt").write_text(
         "Elizabeth Bennet lived at Longbourn with her four sisters.", encoding="utf-8"
     )
-    out = ask(smollm2_dir, "Who was the captain of the Pequod?", docs, k=2, max_new_tokens=16, quiet=True)
+    # fp32: with dtype "auto" a CPU with bf16 units decodes in bf16, and there this 135M model
+    # wanders off ("The Pequod was a ship named the Pequod, which was a", AMX Xeon, 2026-12-01)
+    out = ask(
+        smollm2_dir,
+        "Who was the captain of the Pequod?",
+        docs,
+        k=2,
+        max_new_tokens=16,
+        dtype="fp32",
+        quiet=True,
+    )
     assert out["passages"][0]["source"] == str(docs / "ship.txt")
     assert len(out["passages"]) == 1  # the Austen file shares no word with the question
     assert "Ahab" in out["answer"] and out["passages"][0]["cited"], out["answer"]

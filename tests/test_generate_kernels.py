@@ -15,6 +15,7 @@ from lmforge.errors import LmforgeError
 from lmforge.inference.generate import generate_ids
 from lmforge.model import kernels
 from lmforge.model.gpt import GPT
+from lmforge.model.layers import linear
 
 
 @pytest.fixture
@@ -62,6 +63,19 @@ def test_training_keeps_autograd(route: pytest.MonkeyPatch) -> None:
     model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20))
     model(torch.randint(0, 20, (1, 8))).sum().backward()
     assert model.blocks[0].attn.qkv.weight.grad is not None
+
+
+@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
+def test_a_layer_with_hooks_is_called_as_a_module(route: pytest.MonkeyPatch) -> None:
+    """DeepSpeed ZeRO-3 gathers a partitioned weight in the layer's forward hooks: the oneDNN route
+    must not go around them (it did, and ZeRO-3's evaluation desynchronised the ranks)."""
+    route.setenv("LMFORGE_LINEAR", "onednn")
+    layer, calls = torch.nn.Linear(8, 4), []
+    layer.register_forward_pre_hook(lambda module, args: calls.append("pre"))
+    layer.register_forward_hook(lambda module, args, out: calls.append("post"))
+    with torch.no_grad():
+        linear(layer, torch.ones(2, 8))
+    assert calls == ["pre", "post"]
 
 
 def test_cpu_features_from_cpuinfo() -> None:
