@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -71,3 +73,41 @@ def test_a_token_never_sees_the_future() -> None:
         a, b = model(idx), model(changed)
         torch.testing.assert_close(a[:, :7], b[:, :7])
         assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "bmm", "reference"])
+def test_grouped_key_value_heads_match_the_repeated_heads(impl: str) -> None:
+    """Grouped-query attention: 6 query heads over 2 key/value heads (query heads 0-2 read head 0,
+    3-5 head 1) equal ordinary attention over the heads repeated, whole sequences, a cached
+    prefix with a padding mask, and one decoding query over a strided slice of a cache."""
+    q, k, v = torch.randn(2, 6, 10, 8), torch.randn(2, 2, 10, 8), torch.randn(2, 2, 10, 8)
+    k6, v6 = k.repeat_interleave(3, dim=1), v.repeat_interleave(3, dim=1)
+    assert not torch.allclose(k6[:, 0], k6[:, 3])  # the two groups differ: a wrong pairing would show
+    expected = reference_attention(q, k6, v6, causal=True)
+    torch.testing.assert_close(attention(q, k, v, causal=True, impl=impl), expected)
+    mask = torch.ones(2, 1, 4, 10, dtype=torch.bool)
+    mask[0, :, :, :3] = False
+    expected = reference_attention(q[:, :, -4:], k6, v6, causal=True, mask=mask)
+    torch.testing.assert_close(attention(q[:, :, -4:], k, v, causal=True, mask=mask, impl=impl), expected)
+    cache = torch.zeros(2, 2, 16, 8)  # a preallocated cache holding 10 positions
+    cache[:, :, :10] = k
+    one = q[:, :, -1:]
+    expected = reference_attention(one, k6, v6, causal=True, mask=mask[:, :, -1:])
+    got = attention(one, cache[:, :, :10], v, causal=True, mask=mask[:, :, -1:], impl=impl)
+    torch.testing.assert_close(got, expected)
+
+
+def test_a_grouped_query_model_gives_the_same_logits_on_every_route() -> None:
+    config = ModelConfig(n_layer=2, n_head=6, n_kv_head=2, n_embd=48, block_size=12, vocab_size=20)
+    model = GPT(dataclasses.replace(config, pos="rope", mlp="swiglu", norm="rmsnorm")).eval()
+    idx = torch.randint(0, 20, (2, 12))
+    model.set_attention("reference")
+    expected = model(idx)
+    for impl in ("sdpa", "bmm", "auto"):
+        model.set_attention(impl)
+        torch.testing.assert_close(model(idx), expected)
+    with torch.no_grad():  # decoding through the cache, one token at a time, on the default route
+        model.set_attention("auto")
+        cache = model.new_cache(2)
+        steps = [model(idx[:, :5], cache)] + [model(idx[:, t : t + 1], cache) for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), expected)

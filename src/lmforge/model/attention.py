@@ -27,6 +27,8 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
     return k_pos <= q_pos
 
 
+# scaled_dot_product_attention(enable_gqa=True): PyTorch 2.5 and later
+SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 _captured = threading.local()  # .probs: the list capture_attention() fills, on this thread only
 
 
@@ -72,7 +74,8 @@ def attention(
     dropout: float = 0.0,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """Attention by one of three equal routes (tested to agree):
+    """Attention by one of three equal routes (tested to agree). k and v may have fewer heads than
+    q (grouped-query attention): query heads g*j .. g*j + g-1 read key/value head j, g = the ratio.
 
     - `sdpa`: PyTorch's fused scaled_dot_product_attention (flash / memory-efficient kernels);
     - `bmm`: the formula as two batched matmuls with an additive mask: on CPUs this trains
@@ -81,22 +84,35 @@ def attention(
     - `reference`: the formula written out with a boolean mask, for reading and testing.
     `auto` is `bmm` on the CPU over whole sequences (training, prefill) and `sdpa` elsewhere,
     including decoding from a KV cache, where `bmm` would copy the cache's strided slices.
+    Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 2.7x faster than
+    repeating them per step at a decoding step's shapes, benchmarks/README.md); the other routes
+    repeat them.
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"
     elif impl == "auto":
         impl = "bmm" if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
+    grouped = q.size(1) != k.size(1)
+    if grouped and not (impl == "sdpa" and q.device.type == "cpu" and SDPA_GQA):
+        k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))
+        grouped = False
     if impl == "reference":
         return reference_attention(q, k, v, causal, mask, dropout)
     t_q, t_k = q.size(-2), k.size(-2)
     if impl == "bmm":
         return _bmm_attention(q, k, v, _additive_mask(t_q, t_k, causal, mask, q.device), dropout)
+    gqa = {"enable_gqa": True} if grouped else {}
     if causal and mask is None and t_q == t_k:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, **gqa)
     if causal and t_q > 1:  # queries after a cached prefix: build the offset causal mask
         offset = causal_mask(t_q, t_k, q.device)
         mask = offset if mask is None else mask & offset
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, **gqa)
+
+
+def repeat_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, n_kv, T, hs) -> (B, n_head, T, hs): each key/value head repeated for its query heads."""
+    return x if x.size(1) == n_head else x.repeat_interleave(n_head // x.size(1), dim=1)
 
 
 @functools.lru_cache(maxsize=16)

@@ -126,10 +126,7 @@ class SelfAttention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q, start, positions), self.rotary(k, start, positions)
         if cache is not None:
-            k, v = cache.update(layer, k, v)
-        if self.n_kv_head != self.n_head:  # the cache keeps n_kv heads; attention sees n_head
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
         y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
         return linear(self.proj, y.transpose(1, 2).reshape(b, t, c))
 
