@@ -84,9 +84,8 @@ def attention(
     - `reference`: the formula written out with a boolean mask, for reading and testing.
     `auto` is `bmm` on the CPU over whole sequences (training, prefill) and `sdpa` elsewhere,
     including decoding from a KV cache, where `bmm` would copy the cache's strided slices.
-    Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 2.7x faster than
-    repeating them per step at a decoding step's shapes, benchmarks/README.md); the other routes
-    repeat them.
+    Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 1.7-2.9x faster than
+    repeating them at a decoding step's shapes, benchmarks/README.md); the other routes repeat them.
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"

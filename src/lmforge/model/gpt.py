@@ -101,8 +101,10 @@ class GPT(nn.Module):
                 torch.arange(start, start + t, device=idx.device) if positions is None else positions
             )
         x = self.drop(x)
+        rotary = self.blocks[0].attn.rotary if len(self.blocks) else None  # one, shared by every block
+        angles = None if rotary is None else rotary.angles(start, t, positions, x.dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i, attn_mask, positions)
+            x = block(x, cache, i, attn_mask, positions, angles)
         if cache is not None:
             cache.advance(t)
         if last_only:

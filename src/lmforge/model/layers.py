@@ -50,11 +50,20 @@ class Rotary(nn.Module):
     def forward(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, nh, T, hs) at positions start..start+T-1, or at per-row positions (B, T) (a
         left-padded batch: each row counts from its first real token)."""
-        t = x.size(-2)
+        return self.rotate(x, self.angles(start, x.size(-2), positions, x.dtype))
+
+    def angles(
+        self, start: int, t: int, positions: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) for `rotate`: (T, hs), or (B, 1, T, hs) for per-row positions. A model
+        computes them once per forward; every layer's queries and keys share them."""
         if positions is None:
-            cos, sin = self.cos[start : start + t].to(x.dtype), self.sin[start : start + t].to(x.dtype)
-        else:  # (B, 1, T, hs): broadcast over the heads
-            cos, sin = self.cos[positions][:, None].to(x.dtype), self.sin[positions][:, None].to(x.dtype)
+            return self.cos[start : start + t].to(dtype), self.sin[start : start + t].to(dtype)
+        return self.cos[positions][:, None].to(dtype), self.sin[positions][:, None].to(dtype)
+
+    @staticmethod
+    def rotate(x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        cos, sin = angles
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
@@ -109,22 +118,25 @@ class SelfAttention(nn.Module):
         layer: int = 0,
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        angles: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """mask: bool, True = attend, broadcastable to (B, nh, T, T_keys); positions (B, T) for
-        rotary when rows do not all start at position 0 (left padding)."""
+        rotary when rows do not all start at position 0 (left padding); angles: the rotary
+        (cos, sin) for these positions, computed once for every layer (`Rotary.angles`)."""
         b, t, c = x.shape
-        hs = c // self.n_head
-        if self.n_kv_head == self.n_head:
-            q, k, v = linear(self.qkv, x).view(b, t, 3, self.n_head, hs).permute(2, 0, 3, 1, 4)
+        hs, nh, n_kv = c // self.n_head, self.n_head, self.n_kv_head
+        # rows of the projection: nh query heads, n_kv key heads, n_kv value heads
+        heads = linear(self.qkv, x).view(b, t, nh + 2 * n_kv, hs).transpose(1, 2)  # (B, heads, T, hs)
+        if self.rotary is not None:  # queries and keys rotated in one go
+            if angles is None:
+                start = cache.length if cache is not None else 0
+                angles = self.rotary.angles(start, t, positions, heads.dtype)
+            elif angles[0].dtype != heads.dtype:  # autocast: the projection's dtype, as per layer before
+                angles = (angles[0].to(heads.dtype), angles[1].to(heads.dtype))
+            q, k = Rotary.rotate(heads[:, : nh + n_kv], angles).split([nh, n_kv], dim=1)
         else:
-            q, k, v = linear(self.qkv, x).split([c, self.n_kv_head * hs, self.n_kv_head * hs], dim=-1)
-            q = q.view(b, t, self.n_head, hs).transpose(1, 2)
-            k = k.view(b, t, self.n_kv_head, hs).transpose(1, 2)
-            v = v.view(b, t, self.n_kv_head, hs).transpose(1, 2)
-        # q: (B, nh, T, hs); k, v: (B, n_kv, T, hs)
-        start = cache.length if cache is not None else 0
-        if self.rotary is not None:
-            q, k = self.rotary(q, start, positions), self.rotary(k, start, positions)
+            q, k = heads[:, :nh], heads[:, nh : nh + n_kv]
+        v = heads[:, nh + n_kv :]  # q: (B, nh, T, hs); k, v: (B, n_kv, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
         y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
@@ -191,14 +203,21 @@ class Block(nn.Module):
         layer: int = 0,
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        angles: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """mask: bool, True = attend, broadcastable to (B, nh, T, T_keys) (padding in an encoder
-        batch, or a left-padded decoder batch with its per-row positions)."""
+        batch, or a left-padded decoder batch with its per-row positions); angles: see
+        SelfAttention. Dropout runs only in training (in eval it is the identity anyway)."""
+        drop = self.drop if self.training else _identity
         if self.post_norm:
-            x = self.ln_1(x + self.drop(self.attn(x, cache, layer, mask, positions)))
-            return self.ln_2(x + self.drop(self.mlp(x)))
-        x = x + self.drop(self.attn(self.ln_1(x), cache, layer, mask, positions))
-        return x + self.drop(self.mlp(self.ln_2(x)))
+            x = self.ln_1(x + drop(self.attn(x, cache, layer, mask, positions, angles)))
+            return self.ln_2(x + drop(self.mlp(x)))
+        x = x + drop(self.attn(self.ln_1(x), cache, layer, mask, positions, angles))
+        return x + drop(self.mlp(self.ln_2(x)))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class CrossAttention(nn.Module):
