@@ -3,11 +3,13 @@ the same HTTP API, on the same SmolLM2-135M-Instruct weights, driven by one load
 
     python -m lmforge import "$(python -m data.smollm2)" --out /tmp/s1-smollm2
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 [--clients 1,4,8,16] [--max-tokens 48]
+    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --dtype bf16 --peer-dtype bf16
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --profile [--rounds 3]   # one stream, no HTTP
 
-Both servers run as processes of their own, fp32, decoding in their main thread with uvicorn in
-another. The peer (`--peer-server`, below) loads the same GGUF with transformers (dequantized to
-fp32, as `lmforge import` does) and answers `/v1/chat/completions` with `model.generate` and a
+Both servers run as processes of their own, fp32 unless `--dtype` (lmforge's `serve --dtype`) and
+`--peer-dtype` say otherwise, decoding in their main thread with uvicorn in another. The peer
+(`--peer-server`, below) loads the same GGUF with transformers (dequantized, as `lmforge import`
+does, to fp32, or bf16) and answers `/v1/chat/completions` with `model.generate` and a
 streamer, one request at a time: `generate` takes a fixed batch, so requests that arrive while
 it decodes wait for it. The load generator (httpx, asyncio) runs C clients at once, each sending
 `--requests` streamed chat requests in a row (greedy, `max_tokens`), and measures from the client:
@@ -47,7 +49,7 @@ PROMPTS = [
 
 
 # --- the peer: transformers' generate behind a minimal OpenAI-style endpoint -------------------------
-def peer_server(gguf: Path, model_dir: Path, port: int) -> None:
+def peer_server(gguf: Path, model_dir: Path, port: int, dtype: str) -> None:
     """One request at a time: the main thread runs model.generate; uvicorn runs in a thread."""
     import queue
 
@@ -59,7 +61,8 @@ def peer_server(gguf: Path, model_dir: Path, port: int) -> None:
     from transformers.generation.streamers import BaseStreamer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    weights = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=weights).eval()
     if not tokenizer.chat_template:  # the same template lmforge serves (import wrote it from the GGUF)
         tokenizer.chat_template = (model_dir / "chat_template.jinja").read_text()
     work: queue.Queue = queue.Queue()
@@ -293,6 +296,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1, help="requests each client sends in a row")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--no-peer", action="store_true", help="lmforge alone")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="lmforge's")
+    parser.add_argument("--peer-dtype", default="fp32", choices=["fp32", "bf16"], help="the peer's")
     parser.add_argument("--profile", action="store_true", help="one stream in process: where the time goes")
     parser.add_argument("--rounds", type=int, default=3, help="--profile: rounds of each decoder")
     parser.add_argument("--peer-server", type=int, default=0, help=argparse.SUPPRESS)  # run the peer on PORT
@@ -302,7 +307,7 @@ def main() -> None:
 
         args.gguf = smollm2_gguf()
     if args.peer_server:
-        peer_server(args.gguf, args.model, args.peer_server)
+        peer_server(args.gguf, args.model, args.peer_server, args.peer_dtype)
         return
     if args.profile:
         profile(args.model, args.gguf, args.max_tokens, args.rounds)
@@ -314,16 +319,16 @@ def main() -> None:
     ports = {"lmforge": free_port(), "transformers": free_port()}
     argv = {
         "lmforge": [sys.executable, "-m", "lmforge", "serve", str(args.model)]
-        + ["--port", str(ports["lmforge"]), "--dtype", "fp32", "--max-queue", "64"],
+        + ["--port", str(ports["lmforge"]), "--dtype", args.dtype, "--max-queue", "64"],
         "transformers": [sys.executable, "-m", "benchmarks.bench_serve", "--gguf", str(args.gguf), "--model"]
         + [str(args.model)]
-        + ["--peer-server", str(ports["transformers"])],
+        + ["--peer-server", str(ports["transformers"]), "--peer-dtype", args.peer_dtype],
     }
     names = ["lmforge"] if args.no_peer else ["lmforge", "transformers"]
     procs = {name: start(argv[name], ports[name]) for name in names}
     print(f"# {hardware_line()} (servers: torch {torch.get_num_threads()} threads each)")
-    print(f"# SmolLM2-135M-Instruct fp32, greedy chat, max_tokens {args.max_tokens}, "
-          f"{args.requests} request(s) per client")  # fmt: skip
+    print(f"# SmolLM2-135M-Instruct, lmforge --dtype {args.dtype}, transformers {args.peer_dtype}, "
+          f"greedy chat, max_tokens {args.max_tokens}, {args.requests} request(s) per client")  # fmt: skip
     print("| server | clients | output tok/s | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) | tokens | wall (s) |")
     print("|---|---|---|---|---|---|---|")
     try:
