@@ -1,7 +1,7 @@
 """Does dedup lower memorization of repeated text? Two short runs on one real corpus, audited:
 
-    python -m benchmarks.bench_memorization [--minutes 2] [--copies 96] [--passages 4] [--chapters 40]
-                                            [--out DIR]
+    python -m benchmarks.bench_memorization [--minutes 2 | --steps N] [--copies 96] [--passages 4]
+                                            [--chapters 40] [--out DIR]
 
 The corpus: the first `chapters` chapters of Moby Dick (data/moby_dick.jsonl.xz) as documents,
 with passages of Jane Austen (data/austen.jsonl.xz) planted among them at random places:
@@ -14,7 +14,8 @@ with passages of Jane Austen (data/austen.jsonl.xz) planted among them at random
 Each corpus is prepared twice with the same `lmforge prep` settings (char tokenizer, canaries
 8 per repeat count 1, 4, 16, seed 0) but for the stages: `whitespace` (no dedup) and
 `whitespace,exact_dedup,near_dedup` (dedup). A 4x128 char GPT (block 128, 0.8 M parameters) trains
-on each for `minutes` of wall time (train.max_minutes), then `lmforge audit` measures on each model:
+on each for `minutes` of wall time (train.max_minutes), or for `--steps` optimizer steps (the same
+number in both runs, whatever the machine's load), then `lmforge audit` measures on each model:
 extraction of the exact and near passages (windows of the original text: 50-token prefix, 50 greedy
 tokens) against the held-out passages, extraction of the Moby Dick train split against its val split,
 and canary exposure (5,000 sampled candidates of 10^6). Results: a table, and DIR/results.json.
@@ -103,15 +104,14 @@ def build(folder: Path, copies: int, n: int, chapters: int) -> dict[str, Path]:
     return files
 
 
-def run(folder: Path, files: dict[str, Path], name: str, stages: str, minutes: float) -> dict[str, Any]:
+def run(folder: Path, files: dict[str, Path], name: str, stages: str, budget: list[str]) -> dict[str, Any]:
     data, model = folder / f"data-{name.replace(' ', '-')}", folder / f"run-{name.replace(' ', '-')}"
     t0 = time.perf_counter()
     meta = prep(files["corpus"], data, "char", stages=stages, workers=2, quiet=True, overwrite=True,
                 canaries=8, canary_repeats="1,4,16", canary_seed=0)  # fmt: skip
     t_prep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    summary = train(None, [f"data.input={data}", f"train.max_minutes={minutes}", *MODEL], out=model,
-                    overwrite=True, quiet=True)  # fmt: skip
+    summary = train(None, [f"data.input={data}", *MODEL, *budget], out=model, overwrite=True, quiet=True)
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
     common = {"samples": 120, "quiet": True}
@@ -168,6 +168,7 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=2.0, help="training budget of each run")
+    parser.add_argument("--steps", type=int, default=0, help="train this many steps instead of --minutes")
     parser.add_argument("--copies", type=int, default=96, help="copies of each planted passage")
     parser.add_argument("--passages", type=int, default=4, help="passages of each kind (exact, near)")
     parser.add_argument("--chapters", type=int, default=40, help="chapters of Moby Dick in the corpus")
@@ -177,9 +178,10 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     files = build(folder, args.copies, args.passages, args.chapters)
     start = time.perf_counter()
-    results: dict[str, Any] = {"hardware": hardware_line(), "minutes": args.minutes, "copies": args.copies}
+    budget = [f"train.max_steps={args.steps}"] if args.steps else [f"train.max_minutes={args.minutes}"]
+    results: dict[str, Any] = {"hardware": hardware_line(), "budget": budget, "copies": args.copies}
     results |= {"passages": args.passages, "chapters": args.chapters}
-    results["runs"] = {name: run(folder, files, name, stages, args.minutes) for name, stages in RUNS.items()}
+    results["runs"] = {name: run(folder, files, name, stages, budget) for name, stages in RUNS.items()}
     results["seconds"] = round(time.perf_counter() - start, 1)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results["hardware"])
