@@ -6,7 +6,8 @@ memory_per_rank (aim: within 5%), the planned peak RSS against the measured one 
 step time from the calibrated MFU against the run's median step time after its first step (15%).
 
     python -m benchmarks.bench_plan [--steps 10] [--calibrate-steps 3] [--save results.json]
-    python -m benchmarks.bench_plan --rescore results.json   # re-plan saved runs, no training
+    python -m benchmarks.bench_plan --only local ddp fsdp --save a.json   # a part of the cases
+    python -m benchmarks.bench_plan --rescore a.json b.json  # re-plan saved runs, no training
 
 The model states and peak RSS are predicted without looking at the run (the RSS with
 plan_devices.CPU_RUNTIME, the process before its tensors); the step time needs the calibration.
@@ -92,10 +93,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--save", help="write the measured figures to this JSON file")
     parser.add_argument("--only", nargs="*", default=[], help="these cases only (local, ddp, zero2, ...)")
-    parser.add_argument("--rescore", help="re-plan the figures saved by --save; train nothing")
+    parser.add_argument(
+        "--rescore", nargs="+", help="re-plan the figures saved by --save (one or more files); train nothing"
+    )
     args = parser.parse_args()
     if args.rescore:
-        rows = json.loads(Path(args.rescore).read_text())
+        rows = [row for name in args.rescore for row in json.loads(Path(name).read_text())]
     else:
         rows = measure(args.steps, args.calibrate_steps, args.dtype, args.only, args.save)
     print(f"# plan vs measured: GPT 6x384, context 256, global batch 8, {args.dtype}, {args.steps} steps"

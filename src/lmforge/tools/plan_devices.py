@@ -24,7 +24,8 @@ class Device:
 CUDA_RUNTIME = 1 * GiB  # CUDA context, cuBLAS workspace, allocator slack: a rule of thumb
 # Peak RSS of `lmforge train` on this CPU before its tensors count: the interpreter, torch,
 # lmforge, tensorboard and matplotlib (which the run imports): an estimate from the imports' RSS
-# (230-275 MiB) and one local run's peak; DeepSpeed's import adds to it. To be checked by bench_plan.
+# (230-275 MiB) and one local run's peak; DeepSpeed's import adds to it. benchmarks/bench_plan.py
+# checked it on every engine (docs/plan.md): planned peaks 0.2% below to 15% above the measured.
 CPU_RUNTIME = int(0.5 * GiB)
 CPU_RUNTIME_DEEPSPEED = int(0.1 * GiB)
 
