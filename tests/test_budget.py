@@ -10,7 +10,7 @@ import pytest
 
 from lmforge import train
 from lmforge.config import TrainConfig
-from lmforge.train.budget import plan_steps
+from lmforge.train.budget import plan_steps, replan_point, replan_steps
 from lmforge.train.metrics import read_metrics
 
 
@@ -23,6 +23,15 @@ def test_plan_counts_steps_and_evaluations() -> None:
     assert plan_steps(t, 10, 10.0) == (10, 10)  # nothing more fits: stop where it is
     assert plan_steps(t, 10, 0.5) == (110, 20)  # the warmup of 20 still fits (<= a quarter)
     assert plan_steps(t, 10, 1.0) == (55, 10)  # a warmup of 20 would not: a tenth of the run
+
+
+def test_the_halfway_replan_only_shortens_the_run() -> None:
+    t = TrainConfig(max_steps=300, max_minutes=1.0)  # planned: 300 steps in 60 s
+    assert replan_point(10, 300) == 155
+    assert replan_steps(t, 155, wall_s=31.0) == 300  # on time (0.2 s a step): the plan stands
+    assert replan_steps(t, 155, wall_s=46.5) == 200  # 0.3 s a step: 200 steps fill the minute
+    assert replan_steps(t, 155, wall_s=15.5) == 300  # faster than planned: never more steps
+    assert replan_steps(t, 155, wall_s=600.0) == 155  # far over already: stop where it is
 
 
 def _run(tmp: Path, corpus: Path, *extra: str) -> tuple[dict, list[dict]]:
@@ -45,6 +54,7 @@ def test_a_tight_budget_shrinks_the_run_and_the_cosine_still_ends_at_its_floor(
     assert last["lr"] == pytest.approx(TrainConfig().min_lr, rel=1e-6)  # the schedule reached its floor
     saved = json.loads(next((tmp_path / "run" / "checkpoints").glob("step_*/trainer.json")).read_text())
     assert saved["planned"][0] == steps  # resume keeps the calibrated plan
+    assert "replan_at" in saved  # and whether the halfway replan is still to come
 
 
 def test_a_budget_that_fits_changes_nothing(tmp_path: Path, corpus: Path) -> None:

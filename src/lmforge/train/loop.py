@@ -34,7 +34,7 @@ from lmforge.hardware import matmul_peak_flops, resolve_dtype
 from lmforge.model import lora
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import report
-from lmforge.train.budget import CALIBRATION_STEPS, plan_steps
+from lmforge.train.budget import CALIBRATION_STEPS, plan_steps, replan_point, replan_steps
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
@@ -187,7 +187,7 @@ def _restore(run: Run) -> None:
     run.step = saved["step"]
     run.state.update({k: saved[k] for k in run.state if k in saved})
     if "planned" in saved:  # a time budget's calibrated schedule
-        run.state["planned"] = saved["planned"]
+        run.state["planned"], run.state["replan_at"] = saved["planned"], saved.get("replan_at", 0)
         run.cfg.train.max_steps, run.cfg.train.warmup_steps = saved["planned"]
     run.say(f"resumed from {last} (step {run.step})")
 
@@ -223,6 +223,8 @@ def _steps(run: Run) -> None:
             run.say("  memory  per rank after the first step: " + report.memory_line(run.memory))
         if t.max_minutes and "planned" not in run.state and run.step - first_step == CALIBRATION_STEPS:
             _apply_budget(run, first_step)
+        elif t.max_minutes and run.state.get("replan_at") == run.step:
+            _replan_budget(run, wall_before + time.perf_counter() - started)
         record: dict[str, float] = {}
         if run.step % t.log_interval == 0 or run.step == t.max_steps:
             record.update(_log_line(run, window, grad_norm, peak))
@@ -288,11 +290,28 @@ def _apply_budget(run: Run, first_step: int) -> None:
     per_step = float(per_step) / run.engine.world_size  # every rank plans the same steps
     t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step)
     run.state["planned"] = [t.max_steps, t.warmup_steps]
+    run.state["replan_at"] = replan_point(run.step, t.max_steps)
     run.bar.total = t.max_steps
     run.say(
         f"  budget  {t.max_minutes:g} min at {per_step:.3f} s/step (measured over {run.step - first_step}"
         f" steps): max_steps {t.max_steps}, warmup {t.warmup_steps}"
     )
+
+
+def _replan_budget(run: Run, wall_s: float) -> None:
+    """Halfway through a budget's plan: shorten it if the steps so far were slower than measured."""
+    t = run.cfg.train
+    wall_s = float(run.engine.all_reduce(torch.tensor(wall_s))) / run.engine.world_size  # one plan
+    steps = replan_steps(t, run.step, wall_s)
+    run.state["replan_at"] = 0
+    if steps < t.max_steps:
+        t.max_steps, t.warmup_steps = steps, min(t.warmup_steps, steps)
+        run.state["planned"] = [t.max_steps, t.warmup_steps]
+        run.bar.total = t.max_steps
+        run.say(
+            f"  budget  re-planned at step {run.step} ({wall_s / run.step:.3f} s/step so far, evaluations"
+            f" included): max_steps {t.max_steps}"
+        )
 
 
 def _log_line(run: Run, window: dict[str, float], grad_norm: float, peak: float) -> dict[str, float]:
