@@ -53,15 +53,20 @@ def test_causal_mask_offsets() -> None:
     assert causal_mask(2, 4).tolist() == [[True, True, True, False], [True, True, True, True]]
 
 
+def assert_every_route_gives_the_reference(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The model's logits on every attention route equal the reference route's; returns those."""
+    model.set_attention("reference")
+    expected = model(idx)
+    for impl in ("sdpa", "bmm", "auto"):
+        model.set_attention(impl)
+        torch.testing.assert_close(model(idx), expected)
+    return expected
+
+
 def test_model_outputs_same_with_reference_attention() -> None:
     for pos in ("learned", "rope"):
         model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=12, vocab_size=20, pos=pos)).eval()
-        idx = torch.randint(0, 20, (2, 12))
-        model.set_attention("reference")
-        expected = model(idx)
-        for impl in ("sdpa", "bmm", "auto"):
-            model.set_attention(impl)
-            torch.testing.assert_close(model(idx), expected)
+        assert_every_route_gives_the_reference(model, torch.randint(0, 20, (2, 12)))
 
 
 def test_a_token_never_sees_the_future() -> None:
@@ -101,11 +106,7 @@ def test_a_grouped_query_model_gives_the_same_logits_on_every_route() -> None:
     config = ModelConfig(n_layer=2, n_head=6, n_kv_head=2, n_embd=48, block_size=12, vocab_size=20)
     model = GPT(dataclasses.replace(config, pos="rope", mlp="swiglu", norm="rmsnorm")).eval()
     idx = torch.randint(0, 20, (2, 12))
-    model.set_attention("reference")
-    expected = model(idx)
-    for impl in ("sdpa", "bmm", "auto"):
-        model.set_attention(impl)
-        torch.testing.assert_close(model(idx), expected)
+    expected = assert_every_route_gives_the_reference(model, idx)
     with torch.no_grad():  # decoding through the cache, one token at a time, on the default route
         model.set_attention("auto")
         cache = model.new_cache(2)
