@@ -137,9 +137,8 @@ def generate_ids(
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)
     stops = stop_set(eos_id)
-    outputs: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens == 0:
-        return outputs
+        return [[] for _ in prompts]
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask)
     return collect_tokens(steps, len(prompts), stops, on_token)
