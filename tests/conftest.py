@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# Measured kernel choices (src/lmforge/tuning.py) go to a cache of this test session, not the
+# user's: runs within the session share it (and subprocesses inherit it), so runs a test compares
+# train with the same kernels.
+os.environ["LMFORGE_CACHE"] = tempfile.mkdtemp(prefix="lmforge-test-cache-")
 
 WORDS = [
     "the",

@@ -14,12 +14,13 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
-BASE = {"errors", "config", "hardware", "outputs"}
+BASE = {"errors", "config", "hardware", "outputs", "tuning"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "config_doc": {"errors", "config"},
     "hardware": {"errors", "config"},
+    "tuning": {"errors", "config", "hardware"},
     "outputs": {"errors"},
     "tokenization": BASE,
     "data": BASE | {"tokenization"},

@@ -20,7 +20,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
-from lmforge.hardware import resolve_dtype
+from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options
@@ -112,7 +112,7 @@ def ask(
     found = store.search(question, k)
     limit = net.config.block_size - max_new_tokens
     prompt, given = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
-    net = net.to(resolve_dtype(dtype, net.config)[0])
+    net = to_inference_dtype(net, dtype)[0]
     with torch.inference_mode():
         new = generate_ids(net, [prompt], max_new_tokens, temperature=0.0, eos_id=spec.stops)[0]
     answer = tokenizer.decode(new).strip()

@@ -28,7 +28,7 @@ from lmforge.formats.chat_files import (
     stop_ids,
 )
 from lmforge.formats.directory import load_model, read_json, resolve_model_dir
-from lmforge.hardware import resolve_dtype
+from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.generate import TextStream, generate_ids
 from lmforge.inference.options import check_options
@@ -192,7 +192,7 @@ def chat(
     options = spec.sampling(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
     )
-    net = net.to(resolve_dtype(dtype, net.config)[0])
+    net = to_inference_dtype(net, dtype)[0]
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"chatting with {directory} (/reset clears the history, /exit quits)", file=sys.stderr)

@@ -17,7 +17,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
-from lmforge.hardware import resolve_dtype
+from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.options import check_options, check_texts
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -257,7 +257,7 @@ def generate(
     if not isinstance(net, GPT):
         hint = " (try translate)" if type(net).__name__ == "Seq2Seq" else ""
         raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model{hint}")
-    net = net.to(resolve_dtype(dtype, net.config)[0])
+    net = to_inference_dtype(net, dtype)[0]
     ids = encode_prompts(tokenizer, prompts)
     echo = TextStream(tokenizer)
     streaming = stream and len(prompts) == 1

@@ -27,7 +27,7 @@ from lmforge.data.chat_data import Conversation, read_chats
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.formats.peft import is_adapter_dir, load_adapted
-from lmforge.hardware import resolve_dtype
+from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options
@@ -111,8 +111,8 @@ def eval_instruct(
         k: [tokenizer.encode(spec.render(c.messages[:-1], f"{data}:{c.line}")) for c in items]
         for k, items in by_kind.items()
     }  # fmt: skip  (checks the template before decoding)
-    compute = resolve_dtype(dtype, net.config)[0]
-    net = net.to(compute)
+    net = to_inference_dtype(net, dtype)[0]
+    compute = next(net.parameters()).dtype
     started = time.perf_counter()
     result: dict[str, Any] = {"model": str(directory), "data": str(data), "max_items": max_items}
     for kind, items in by_kind.items():

@@ -30,6 +30,21 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
 # scaled_dot_product_attention(enable_gqa=True): PyTorch 2.5 and later
 SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 _captured = threading.local()  # .probs: the list capture_attention() fills, on this thread only
+SEQUENCE_ROUTES = ("bmm", "sdpa")
+# The CPU's route for whole sequences under impl="auto"; training measures both and sets the faster
+# (train/autotune.py). bmm is the default: it trained faster on every CPU measured before the probe.
+_sequence_route = {"cpu": "bmm"}
+
+
+def set_sequence_route(route: str) -> None:
+    """Make `route` (bmm or sdpa) what impl="auto" runs on the CPU over whole sequences."""
+    if route not in SEQUENCE_ROUTES:
+        raise ValueError(f"attention route {route!r}: expected one of {SEQUENCE_ROUTES}")
+    _sequence_route["cpu"] = route
+
+
+def sequence_route() -> str:
+    return _sequence_route["cpu"]
 
 
 @contextlib.contextmanager
@@ -82,15 +97,16 @@ def attention(
       about 1.5x faster than `sdpa` in bf16 (see benchmarks/), since oneDNN's bmm beats the CPU
       flash kernel at these head sizes;
     - `reference`: the formula written out with a boolean mask, for reading and testing.
-    `auto` is `bmm` on the CPU over whole sequences (training, prefill) and `sdpa` elsewhere,
-    including decoding from a KV cache, where `bmm` would copy the cache's strided slices.
+    `auto` is `sequence_route()` on the CPU over whole sequences (training, prefill: `bmm` unless
+    training measured `sdpa` faster, see `set_sequence_route`) and `sdpa` elsewhere, including
+    decoding from a KV cache, where `bmm` would copy the cache's strided slices.
     Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 1.7-2.9x faster than
     repeating them at a decoding step's shapes, benchmarks/README.md); the other routes repeat them.
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"
     elif impl == "auto":
-        impl = "bmm" if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
+        impl = _sequence_route["cpu"] if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
     grouped = q.size(1) != k.size(1)
     if grouped and not (impl == "sdpa" and q.device.type == "cpu" and SDPA_GQA):
         k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))

@@ -22,7 +22,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
-from lmforge.hardware import resolve_dtype
+from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec, continuation
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
@@ -55,7 +55,7 @@ class TextGenerationPipeline:
         self.model, self.tokenizer = load_model(self.directory)
         if not isinstance(self.model, GPT):
             raise LmforgeError(f"{model}: a {type(self.model).__name__}, not a decoder for text-generation")
-        self.model.to(resolve_dtype(dtype, self.model.config)[0])
+        self.model = to_inference_dtype(self.model, dtype)[0]
         self._chat: ChatSpec | None = None
 
     @property

@@ -11,7 +11,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
-from lmforge.hardware import resolve_dtype
+from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
@@ -56,7 +56,7 @@ def load_one(path: str | Path, dtype: str) -> ServedModel:
     name = Path(path).resolve().name or str(path)
     served = ServedModel(name, directory, kind, net, tokenizer)
     if isinstance(net, GPT):
-        served.net = net.to(resolve_dtype(dtype, net.config)[0])
+        served.net = to_inference_dtype(net, dtype)[0]
         spec = ChatSpec.read(directory, tokenizer)
         served.chat = spec if spec.template is not None else None
     elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's

@@ -30,10 +30,11 @@ from lmforge.config import Config, config_to_toml
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import base_identity, check_base, write_lora_file
-from lmforge.hardware import matmul_peak_flops, resolve_dtype
+from lmforge.hardware import matmul_peak_flops
 from lmforge.model import lora
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import report
+from lmforge.train.autotune import choose_kernels, kernels_from_state
 from lmforge.train.budget import CALIBRATION_STEPS, plan_steps, replan_point, replan_steps
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
@@ -145,11 +146,15 @@ def _set_up(
     flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)
     n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
-    dtype, dtype_reason = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
+    saved = ckpt.read_trainer_state(ckpt.latest_checkpoint(run_dir / "checkpoints")) if resuming else None
+    kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved))
+    kernels.apply()
+    dtype = kernels.torch_dtype
     plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=per_rank // micro,
                 save_frozen=not cfg.lora.enabled)  # fmt: skip
+    fused = kernels.adamw == "fused"
     module, scheduler = engine.prepare(
-        model, lambda m: build_optimizer(m, t), lambda o: build_scheduler(o, t), plan
+        model, lambda m: build_optimizer(m, t, fused), lambda o: build_scheduler(o, t), plan
     )
     autocast: Autocast = (
         (lambda: torch.autocast(engine.device.type, dtype=dtype))
@@ -160,13 +165,14 @@ def _set_up(
     if cfg.lora.enabled:
         run.lora_base, run.trainable = base_identity(t.init_from), set(lora.trainable_names(model))
     run.n_trainable = n_trainable
-    run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0}
+    run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
+                 "kernels": kernels.saved()}  # fmt: skip
     if task.best_metric:
         run.state.update(best_score=-math.inf, best_step=0)
     run.privacy = build_privacy(cfg, task, engine)
     if resuming:
         _restore(run)
-    report.say_start(run, model_name, plan, dtype_reason)
+    report.say_start(run, model_name, plan, kernels.describe())
     if run.privacy:
         say(run.privacy.describe())
     return run

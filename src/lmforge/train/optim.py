@@ -11,8 +11,9 @@ from torch import nn
 from lmforge.config import TrainConfig
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices (Linear, Embedding); none on biases and norm gains."""
+def build_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.AdamW:
+    """Weight decay on matrices (Linear, Embedding); none on biases and norm gains. fused: one
+    kernel per step (else foreach, one per op over all tensors); train/autotune.py picks by timing."""
     params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -21,7 +22,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]  # LoRA: all matrices; DeepSpeed drops empty groups
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                             fused=fused, foreach=not fused)  # fmt: skip
 
 
 def lr_multiplier(cfg: TrainConfig) -> Callable[[int], float]:

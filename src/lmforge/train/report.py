@@ -40,7 +40,7 @@ def flops_per_token(model: nn.Module, seq_len: int) -> float:
     )
 
 
-def say_start(run: Run, model_name: str, plan: Plan, dtype_reason: str) -> None:
+def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
     """The start-up lines: what trains, on what, how."""
     t, c, engine, say = run.cfg.train, run.cfg.model, run.engine, run.say
     say(f"lmforge train -> {run.run_dir}")
@@ -54,7 +54,7 @@ def say_start(run: Run, model_name: str, plan: Plan, dtype_reason: str) -> None:
         f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
         f" accumulation x {engine.world_size} rank(s)"
     )
-    say(f"  dtype   {dtype_reason}")
+    say(f"  kernels {kernels}")
     if run.lora_base:
         lo, trained = run.cfg.lora, run.n_trainable
         say(
@@ -78,6 +78,7 @@ def summary(run: Run, peak: float) -> dict[str, Any]:
         "wall_s": state["wall_s"],
         "train_s": state["train_s"],
         "dtype": str(run.dtype).removeprefix("torch."),
+        "kernels": state["kernels"],  # dtype, attention route and AdamW, as train/autotune.py chose
         "engine": run.cfg.engine.name,
         "world_size": engine.world_size,
         "parameters": run.n_params,

@@ -1,0 +1,80 @@
+"""The dtype a decoder generates in, chosen by measurement on this machine.
+
+Decoding reads every weight once per token, so bf16 halves the bytes read; but at small widths its
+casts and kernels cost more than that saves, and where the break-even lies differs by CPU: on a
+Xeon with AMX a 6x384 model decoded at 345 tok/s in bf16 and 453 in fp32 (benchmarks/README.md),
+while on an EPYC with AVX512_BF16 bf16 won from 64 wide. So with dtype `auto` on a CPU with bf16
+units, a decoder times a decoding step (one token from a KV cache, after a 16-token prompt) in
+fp32 and in a bf16 copy, taking turns, and keeps bf16 only when it is MARGIN faster. The answer
+is cached per machine and model shape (tuning.py). Other models (encoders, encoder-decoders) and
+explicit `fp32`/`bf16` follow `hardware.resolve_dtype`'s rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import nn
+
+from lmforge import tuning
+from lmforge.hardware import cpu_has_bf16, resolve_dtype
+from lmforge.model.gpt import GPT
+
+MARGIN = 1.05  # bf16 must decode this much faster than fp32 to be chosen (it rounds the weights)
+PROMPT, STEPS = 16, 8
+
+
+def to_inference_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
+    """(net in the dtype to run it in, why): `requested` is auto, fp32 or bf16."""
+    dtype, why = resolve_dtype(requested, net.config)
+    device = next(net.parameters()).device
+    measurable = isinstance(net, GPT) and net.config.block_size > PROMPT + STEPS
+    if requested != "auto" or device.type != "cpu" or not cpu_has_bf16() or not measurable:
+        return net.to(dtype), why
+    if not tuning.enabled():
+        return net.to(dtype), f"{why}; fixed rule, LMFORGE_AUTOTUNE=0"
+    shape = _shape_key(net)
+    cached = tuning.lookup("decode", shape)
+    if cached and cached.get("dtype") in ("fp32", "bf16") and isinstance(cached.get("measured"), str):
+        chosen, how = cached["dtype"], f"measured earlier on this machine: {cached['measured']}"
+    else:
+        net = net.float()
+        bf16 = copy.deepcopy(net).to(torch.bfloat16)
+        fp32_s, bf16_s = _time_decoding([net, bf16])
+        chosen = "bf16" if bf16_s * MARGIN < fp32_s else "fp32"
+        measured = f"fp32 {1e3 * fp32_s:.2f} ms, bf16 {1e3 * bf16_s:.2f} ms per token"
+        how = f"measured: {measured}"
+        tuning.remember("decode", shape, {"dtype": chosen, "measured": measured})
+        if chosen == "bf16":
+            return bf16, f"bf16 (auto, {how})"
+    return net.to(torch.bfloat16 if chosen == "bf16" else torch.float32), f"{chosen} (auto, {how})"
+
+
+def _shape_key(net: GPT) -> str:
+    c = net.config
+    n_params = sum(p.numel() for p in net.parameters())
+    return (
+        f"GPT {n_params} params, {c.n_layer}L x {c.n_head}H/{c.n_kv_head or c.n_head}kv x {c.n_embd},"
+        f" mlp {c.mlp}, vocab {c.vocab_size}"
+    )
+
+
+def _time_decoding(nets: list[GPT], rounds: int = 2) -> list[float]:
+    """Seconds per decoding step of each net (batch 1, from a KV cache): the best of `rounds`
+    after a warm-up, the nets taking turns so that load from elsewhere hits them alike."""
+    best = [float("inf")] * len(nets)
+    prompt = torch.zeros(1, PROMPT, dtype=torch.long)
+    with torch.inference_mode():
+        for turn in range(rounds + 1):
+            for i, net in enumerate(nets):
+                cache = net.new_cache(1, PROMPT + STEPS)
+                net(prompt, cache, last_only=True)
+                token = prompt[:, :1]
+                start = time.perf_counter()
+                for _ in range(STEPS):
+                    net(token, cache, last_only=True)
+                if turn:
+                    best[i] = min(best[i], (time.perf_counter() - start) / STEPS)
+    return best

@@ -1,0 +1,202 @@
+"""The training step's kernels, chosen by measurement on this machine.
+
+Three choices change a CPU's training speed and none has a rule that holds on every CPU
+(benchmarks/README.md): the compute dtype (fp32, or bf16 autocast where the CPU has bf16 units),
+the attention route over whole sequences (two batched matmuls with an additive mask, or PyTorch's
+fused `scaled_dot_product_attention`) and AdamW's implementation (one fused kernel, or foreach).
+At start each candidate dtype x route runs the forward and backward of the run's own first
+micro-batch (a warm-up round, then the best of one or two timed rounds, the candidates taking
+turns so that load from elsewhere hits them alike), and both AdamWs step copies of the trainable
+tensors. A candidate replaces the fixed rule's choice only when it is MARGIN faster, so noise does
+not flip choices run to run. The probe restores the random state and the data position: the run
+trains as if it had not happened.
+
+Ranks sum their timings, so every rank makes the same choice. The answer is cached (tuning.py)
+and saved in checkpoints: a resumed run keeps the kernels it started with, so it continues exactly.
+`LMFORGE_AUTOTUNE=0`, or a GPU, keeps the fixed rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from lmforge import tuning
+from lmforge.config import Config
+from lmforge.hardware import cpu_has_bf16, resolve_dtype
+from lmforge.model.attention import SEQUENCE_ROUTES, set_sequence_route
+from lmforge.train.engines.base import Engine
+from lmforge.train.tasks.base import Task
+
+MARGIN = 1.05  # a candidate must be this much faster than the rule's choice to replace it
+SLOW_STEP_S = 2.0  # above this a micro-batch is timed once, not twice
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class StepKernels:
+    dtype: str  # fp32 | bf16
+    attention: str  # bmm | sdpa: the CPU route over whole sequences
+    adamw: str  # fused | foreach
+    why: str  # how they were chosen, for the start-up lines
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def apply(self) -> None:
+        set_sequence_route(self.attention)
+
+    def describe(self) -> str:
+        autocast = "bf16 autocast" if self.dtype == "bf16" else "fp32"
+        return f"{autocast}, {self.attention} attention, {self.adamw} AdamW ({self.why})"
+
+    def saved(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if k != "why"}
+
+
+def choose_kernels(
+    cfg: Config, model: nn.Module, task: Task, engine: Engine, saved: dict | None
+) -> StepKernels:
+    """The kernels this run trains with: a resumed run's saved ones, else the cache's, else measured."""
+    t = cfg.train
+    rule_dtype, rule_why = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
+    rule = StepKernels("bf16" if rule_dtype == torch.bfloat16 else "fp32", "bmm", "fused", rule_why)
+    if saved and (t.dtype == "auto" or saved.get("dtype") == rule.dtype):
+        return StepKernels(**saved, why="as the checkpoint this run resumes")
+    if engine.device.type != "cpu":
+        return StepKernels(rule.dtype, "sdpa", "fused", rule_why)
+    if not tuning.enabled():
+        return StepKernels(rule.dtype, "bmm", "fused", f"fixed rules, LMFORGE_AUTOTUNE=0; dtype: {rule_why}")
+    dtypes = ["fp32", "bf16"] if t.dtype == "auto" and cpu_has_bf16() else [rule.dtype]
+    batch = _first_micro_batch(task)
+    shape = _shape_key(model, batch, dtypes)
+    cached = tuning.lookup("train", shape)
+    misses = engine.all_reduce(torch.tensor(0.0 if cached else 1.0))  # probe together or not at all
+    if cached and not misses and _valid(cached, dtypes):
+        return StepKernels(**{k: cached[k] for k in ("dtype", "attention", "adamw")},
+                           why=f"measured earlier on this machine: {cached['measured']}")  # fmt: skip
+    candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
+    with _untouched():
+        step_s = _time_steps(model, batch, task, candidates, engine)
+        adam_s = _time_adamw(model, engine)
+    best = min(step_s, key=step_s.__getitem__)
+    prior = (rule.dtype, rule.attention)
+    dtype, attention = best if step_s[best] * MARGIN < step_s[prior] else prior
+    adamw = "foreach" if adam_s["foreach"] * MARGIN < adam_s["fused"] else "fused"
+    steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
+    adams = ", ".join(f"{name} {1e3 * s:.1f} ms" for name, s in adam_s.items())
+    measured = f"{steps} per micro-batch; AdamW {adams}"
+    if engine.rank == 0:
+        tuning.remember("train", shape, {"dtype": dtype, "attention": attention, "adamw": adamw,
+                                         "measured": measured})  # fmt: skip
+    return StepKernels(dtype, attention, adamw, f"measured at start: {measured}")
+
+
+def _valid(cached: dict, dtypes: list[str]) -> bool:
+    return (
+        cached.get("dtype") in dtypes
+        and cached.get("attention") in SEQUENCE_ROUTES
+        and cached.get("adamw") in ("fused", "foreach")
+        and isinstance(cached.get("measured"), str)
+    )
+
+
+def _first_micro_batch(task: Task) -> tuple[torch.Tensor, ...]:
+    """The run's first micro-batch, the loader left where it was (loaders draw from (seed, epoch))."""
+    position = task.loader.state_dict()
+    batch = task.loader.next_step()[0]
+    task.loader.load_state_dict(position)
+    return batch
+
+
+def _shape_key(model: nn.Module, batch: tuple[torch.Tensor, ...], dtypes: list[str]) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    shapes = " ".join("x".join(map(str, x.shape)) for x in batch)
+    return f"{type(model).__name__} {total}/{trainable} params, batch {shapes}, dtypes {'/'.join(dtypes)}"
+
+
+@contextlib.contextmanager
+def _untouched():  # noqa: ANN202 - a context manager
+    """Random state (torch and Python) as it was: dropout in the probe draws nothing from the run's."""
+    python_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+
+
+def _time_steps(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, ...],
+    task: Task,
+    candidates: list[tuple[str, str]],
+    engine: Engine,
+) -> dict[tuple[str, str], float]:
+    """Seconds of one micro-batch's forward and backward under each (dtype, route), summed over ranks."""
+    was_training = model.training
+    model.train()
+
+    def run(dtype: str, route: str) -> float:
+        set_sequence_route(route)
+        bf16 = dtype == "bf16"
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        start = time.perf_counter()
+        with autocast:
+            loss = task.loss(model, *batch)
+        loss.backward()
+        elapsed = time.perf_counter() - start
+        for p in model.parameters():
+            p.grad = None
+        return elapsed
+
+    for c in candidates:  # warm-up: thread pool, oneDNN primitives, autocast's first casts
+        run(*c)
+    best = {c: run(*c) for c in candidates}
+    if max(best.values()) <= SLOW_STEP_S:
+        best = {c: min(best[c], run(*c)) for c in candidates}
+    set_sequence_route("bmm")
+    model.train(was_training)
+    return _summed(best, engine)
+
+
+def _time_adamw(model: nn.Module, engine: Engine, rounds: int = 3) -> dict[str, float]:
+    """Seconds of one AdamW step, fused and foreach, over copies of the trainable tensors."""
+    params = [p.detach().clone().requires_grad_(True) for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.full_like(p, 1e-3)
+    steppers: dict[str, Callable[[], None]] = {
+        name: torch.optim.AdamW(params, lr=1e-4, fused=name == "fused", foreach=name == "foreach").step
+        for name in ("fused", "foreach")
+    }
+    best = dict.fromkeys(steppers, float("inf"))
+    for turn in range(rounds + 1):  # turn 0 warms up (and allocates the moments)
+        for name, step in steppers.items():
+            start = time.perf_counter()
+            step()
+            if turn:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return _summed(best, engine)
+
+
+def _summed(times: dict, engine: Engine) -> dict:
+    """The same keys, each time summed over ranks (one process: unchanged)."""
+    keys = list(times)
+    total = engine.all_reduce(torch.tensor([float(times[k]) for k in keys], dtype=torch.float64))
+    return {k: float(v) for k, v in zip(keys, total.tolist(), strict=True)}
+
+
+def kernels_from_state(saved: dict | None) -> dict | None:
+    """The kernels a checkpoint's trainer state names, or None for checkpoints from before them."""
+    kernels = (saved or {}).get("kernels")
+    if isinstance(kernels, dict) and {"dtype", "attention", "adamw"} <= kernels.keys():
+        return {k: kernels[k] for k in ("dtype", "attention", "adamw")}
+    return None

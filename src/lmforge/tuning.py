@@ -1,0 +1,87 @@
+"""Choices measured on this machine, remembered: a small JSON file keyed by what decides them.
+
+Which dtype or kernel is fastest depends on the CPU's vector units, the torch build, the thread
+count and the shapes (benchmarks/README.md has one table per CPU kind, and no rule fits them all).
+So training and decoding time their candidates once (train/autotune.py, inference/autotune.py) and
+keep the answer here, under a key naming all of these: a second run on the same machine and shapes
+starts without probing, and a run resumed from a checkpoint reuses what it started with.
+
+The file is `$LMFORGE_CACHE/autotune.json` (default `~/.cache/lmforge/autotune.json`); deleting it
+forgets every choice. `LMFORGE_AUTOTUNE=0` turns measurement off: the fixed rules apply
+(`hardware.resolve_dtype`, the bmm attention route, fused AdamW).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.hardware import cpu_features, cpu_model
+
+FILE_NAME = "autotune.json"
+
+
+def enabled() -> bool:
+    """False when LMFORGE_AUTOTUNE is 0/off/false/no: use the fixed rules, measure nothing."""
+    return os.environ.get("LMFORGE_AUTOTUNE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def cache_path() -> Path:
+    root = os.environ.get("LMFORGE_CACHE") or Path.home() / ".cache" / "lmforge"
+    return Path(root) / FILE_NAME
+
+
+def machine_key() -> str:
+    """What a measurement depends on besides shapes: CPU model and vector units, torch, threads."""
+    units = "+".join(name for name, present in cpu_features().items() if present) or "no AVX2"
+    return f"{cpu_model()} [{units}] torch {torch.__version__} threads {torch.get_num_threads()}"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """The cache's entries; {} when there is no file; None when it is unreadable (then left alone)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        _warn_once(f"lmforge: {path} is not a readable autotune cache; measuring without it")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def lookup(kind: str, shape: str) -> dict[str, Any] | None:
+    """The choice remembered for (this machine, kind, shape), or None."""
+    if not enabled():
+        return None
+    entries = _read(cache_path()) or {}
+    found = entries.get(f"{machine_key()} | {kind} | {shape}")
+    return found if isinstance(found, dict) else None
+
+
+def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
+    """Add a choice to the cache (atomically: a crash or a second writer never leaves half a file).
+    A cache that cannot be written only costs the next run a probe."""
+    path = cache_path()
+    entries = _read(path)
+    if entries is None:
+        return
+    entries[f"{machine_key()} | {kind} | {shape}"] = choice
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".autotune-", delete=False) as f:
+            json.dump(entries, f, indent=1, sort_keys=True)
+        os.replace(f.name, path)
+    except OSError as err:
+        _warn_once(f"lmforge: could not write the autotune cache {path}: {err}")

@@ -1,0 +1,188 @@
+"""Kernels chosen by measurement (train/autotune.py, inference/autotune.py, tuning.py): what is
+chosen from which timings, that the probe changes nothing else, and that choices are remembered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmforge import tuning
+from lmforge.config import ModelConfig, TrainConfig
+from lmforge.inference import autotune as decode_tune
+from lmforge.model.attention import set_sequence_route
+from lmforge.model.gpt import GPT
+from lmforge.train import autotune
+from lmforge.train.optim import build_optimizer
+
+STEPS = ["--train.max_steps=4", "--train.checkpoint_interval=2", "--train.eval_interval=4"]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    yield tmp_path / "cache" / tuning.FILE_NAME
+    set_sequence_route("bmm")  # the process-wide default, for the tests that follow
+
+
+def _train(overrides: list[str], out: Path | None, **kwargs: object) -> dict:
+    from lmforge.train.loop import train
+
+    return train(None, overrides, out, quiet=True, **kwargs)  # type: ignore[arg-type]
+
+
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, steps: dict, adamw: dict) -> list[int]:
+    """Make the probe report these seconds (and bf16 units exist); returns a list counting probes."""
+    calls: list[int] = []
+
+    def time_steps(model, batch, task, candidates, engine):  # noqa: ANN001, ANN202
+        calls.append(1)
+        assert sorted(candidates) == sorted(steps)
+        return dict(steps)
+
+    monkeypatch.setattr(autotune, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(autotune, "_time_steps", time_steps)
+    monkeypatch.setattr(autotune, "_time_adamw", lambda model, engine: dict(adamw))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("steps", "adamw", "chosen"),
+    [  # the tiny model's fixed rule is fp32 (too narrow for bf16), bmm, fused
+        ({("fp32", "bmm"): 1.0, ("fp32", "sdpa"): 0.9, ("bf16", "bmm"): 0.6, ("bf16", "sdpa"): 0.5},
+         {"fused": 0.010, "foreach": 0.005}, {"dtype": "bf16", "attention": "sdpa", "adamw": "foreach"}),
+        ({("fp32", "bmm"): 1.0, ("fp32", "sdpa"): 0.97, ("bf16", "bmm"): 0.99, ("bf16", "sdpa"): 0.98},
+         {"fused": 0.010, "foreach": 0.0099}, {"dtype": "fp32", "attention": "bmm", "adamw": "fused"}),
+        ({("fp32", "bmm"): 1.0, ("fp32", "sdpa"): 0.5, ("bf16", "bmm"): 2.0, ("bf16", "sdpa"): 2.0},
+         {"fused": 0.002, "foreach": 0.009}, {"dtype": "fp32", "attention": "sdpa", "adamw": "fused"}),
+    ],
+)  # fmt: skip
+def test_the_fastest_kernels_win_by_a_margin(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, steps: dict, adamw: dict,
+    chosen: dict,
+) -> None:  # fmt: skip
+    _fake_timings(monkeypatch, steps, adamw)
+    summary = _train([*tiny_overrides, *STEPS], tmp_path / "run")
+    assert summary["kernels"] == chosen
+    assert summary["dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[chosen["dtype"]]
+    assert summary["val_loss"] == summary["val_loss"]  # trained to the end with them: finite
+
+
+def test_a_choice_is_measured_once_then_remembered_and_resumed(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    steps = {("fp32", "bmm"): 1.0, ("fp32", "sdpa"): 0.5, ("bf16", "bmm"): 2.0, ("bf16", "sdpa"): 2.0}
+    calls = _fake_timings(monkeypatch, steps, {"fused": 0.01, "foreach": 0.01})
+    first = _train([*tiny_overrides, *STEPS], tmp_path / "a")
+    assert calls == [1] and first["kernels"]["attention"] == "sdpa"
+    entries = json.loads(own_cache.read_text())
+    assert len(entries) == 1 and tuning.machine_key() in next(iter(entries))
+
+    second = _train([*tiny_overrides, *STEPS], tmp_path / "b")  # same machine and shapes: cached
+    assert calls == [1] and second["kernels"] == first["kernels"]
+
+    own_cache.unlink()  # a resumed run takes its kernels from the checkpoint, not a new probe
+    resumed = _train(["--train.max_steps=6"], None, resume=tmp_path / "a")
+    assert calls == [1] and resumed["kernels"] == first["kernels"] and resumed["steps"] == 6
+
+
+def test_the_probe_leaves_the_run_as_it_was(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that probes (really timing, with dropout drawing random numbers) and keeps the fixed
+    rule's kernels trains exactly as a run that never probed: random state and data position kept."""
+    overrides = [*tiny_overrides, *STEPS, "--model.dropout=0.1", "--train.dtype=fp32"]
+    monkeypatch.setattr(autotune, "MARGIN", 1e9)  # measure for real, but keep the rule's choice
+    probed = _train(overrides, tmp_path / "probed")
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")
+    plain = _train(overrides, tmp_path / "plain")
+    assert probed["kernels"] == plain["kernels"] == {"dtype": "fp32", "attention": "bmm", "adamw": "fused"}
+
+    def losses(run: Path) -> list[float]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if "loss" in json.loads(line)]
+
+    assert losses(tmp_path / "probed") == losses(tmp_path / "plain")
+    assert probed["val_loss"] == plain["val_loss"]
+
+
+def test_an_unreadable_cache_is_left_alone(
+    tmp_path: Path, tiny_overrides: list[str], own_cache: Path, capsys: pytest.CaptureFixture
+) -> None:
+    own_cache.parent.mkdir(parents=True)
+    own_cache.write_text("not json")
+    _train([*tiny_overrides, *STEPS], tmp_path / "run")
+    assert own_cache.read_text() == "not json"
+    assert "is not a readable autotune cache" in capsys.readouterr().err
+
+
+def test_routes_and_optimizers_compute_the_same_step() -> None:
+    """What the probe chooses between are equal computations (sums in another order)."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=50))
+    x = torch.randint(0, 50, (4, 16))
+    grads = {}
+    for route in ("bmm", "sdpa"):
+        set_sequence_route(route)
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
+        grads[route] = [p.grad.clone() for p in model.parameters()]
+    for a, b in zip(grads["bmm"], grads["sdpa"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    states = {}
+    for fused in (True, False):
+        copy = GPT(model.config)
+        copy.load_state_dict(model.state_dict())
+        for p, g in zip(copy.parameters(), grads["bmm"], strict=True):
+            p.grad = g.clone()
+        optimizer = build_optimizer(copy, TrainConfig(lr=1e-2), fused)
+        for _ in range(3):
+            optimizer.step()
+        states[fused] = copy.state_dict()
+    for key, value in states[True].items():
+        torch.testing.assert_close(value, states[False][key], rtol=1e-5, atol=1e-6)
+
+
+def _gpt(n_embd: int = 64) -> GPT:
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=n_embd, block_size=64, vocab_size=100)).eval()
+
+
+@pytest.mark.parametrize(
+    ("fp32_s", "bf16_s", "dtype"), [(1.0, 0.5, torch.bfloat16), (1.0, 0.97, torch.float32)]
+)
+def test_decoding_dtype_is_the_faster_by_a_margin(
+    monkeypatch: pytest.MonkeyPatch, fp32_s: float, bf16_s: float, dtype: torch.dtype
+) -> None:
+    monkeypatch.setattr(decode_tune, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(decode_tune, "_time_decoding", lambda nets: [fp32_s, bf16_s])
+    net, why = decode_tune.to_inference_dtype(_gpt(), "auto")
+    assert next(net.parameters()).dtype == dtype and "measured" in why
+
+
+def test_decoding_dtype_is_measured_for_real_then_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_tune, "cpu_has_bf16", lambda: True)
+    net, why = decode_tune.to_inference_dtype(_gpt(), "auto")
+    assert why.startswith(("fp32 (auto, measured: fp32 ", "bf16 (auto, measured: fp32 "))
+    first = next(net.parameters()).dtype
+
+    def no_probe(nets: list) -> list[float]:
+        raise AssertionError("the cached choice should have been used")
+
+    monkeypatch.setattr(decode_tune, "_time_decoding", no_probe)
+    again, why = decode_tune.to_inference_dtype(_gpt(), "auto")
+    assert next(again.parameters()).dtype == first and "measured earlier" in why
+    assert next(decode_tune.to_inference_dtype(_gpt(), "fp32")[0].parameters()).dtype == torch.float32
+
+
+def test_without_bf16_units_or_with_autotune_off_the_rule_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_tune, "_time_decoding", lambda nets: pytest.fail("no probe expected"))
+    monkeypatch.setattr(decode_tune, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("lmforge.hardware.cpu_has_bf16", lambda: False)
+    net, why = decode_tune.to_inference_dtype(_gpt(), "auto")
+    assert next(net.parameters()).dtype == torch.float32
+    monkeypatch.setattr(decode_tune, "cpu_has_bf16", lambda: True)
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")
+    _, why = decode_tune.to_inference_dtype(_gpt(), "auto")
+    assert "LMFORGE_AUTOTUNE=0" in why
