@@ -133,6 +133,11 @@ class TrainConfig:
     dtype: str = "auto"
     """`auto` (bf16 autocast where the CPU has bf16 units and the model is wide enough), `fp32`
     or `bf16`."""
+    activation_checkpointing: bool = False
+    """Keep only each Transformer block's input for backward and recompute the rest there
+    (torch.utils.checkpoint): much less activation memory for about 1/3 more compute per step; the
+    same losses and gradients, dropout included. Every model family and engine; not with
+    privacy.enabled."""
     eval_interval: int = 250
     """Evaluate on the validation split every this many steps (and at the end)."""
     eval_batches: int = 20
@@ -503,6 +508,11 @@ def _check_privacy(c: Config) -> None:
         _check(
             c.data.task == "lm",
             f"privacy.enabled is implemented for data.task='lm' only, not {c.data.task!r}",
+        )
+        _check(  # torch.func raises on the saved-tensor hooks checkpointing is built on
+            not c.train.activation_checkpointing,
+            "train.activation_checkpointing does not combine with privacy.enabled (DP-SGD's"
+            " per-example gradients come from torch.func, which cannot recompute blocks)",
         )
 
 

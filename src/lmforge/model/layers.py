@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.model.attention import KVCache, attention
+from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import linear_route, onednn_linear
 
 
@@ -195,6 +196,7 @@ class Block(nn.Module):
         self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
         self.mlp = MLP(n_embd, mlp, bias, mlp_hidden)
         self.drop = nn.Dropout(dropout)
+        self.checkpoint_activations = False  # recompute in backward (model/checkpointing.py)
 
     def forward(
         self,
@@ -208,6 +210,17 @@ class Block(nn.Module):
         """mask: bool, True = attend, broadcastable to (B, nh, T, T_keys) (padding in an encoder
         batch, or a left-padded decoder batch with its per-row positions); angles: see
         SelfAttention. Dropout runs only in training (in eval it is the identity anyway)."""
+        return run_block(self, self._forward, x, cache, layer, mask, positions, angles)
+
+    def _forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None,
+        layer: int,
+        mask: torch.Tensor | None,
+        positions: torch.Tensor | None,
+        angles: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
         drop = self.drop if self.training else _identity
         if self.post_norm:
             x = self.ln_1(x + drop(self.attn(x, cache, layer, mask, positions, angles)))

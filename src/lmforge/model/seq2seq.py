@@ -32,6 +32,7 @@ from torch import nn
 
 from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
+from lmforge.model.checkpointing import run_block
 from lmforge.model.gpt import block_options
 from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
 
@@ -68,6 +69,7 @@ class DecoderBlock(nn.Module):
         self.ln_3 = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
         self.mlp = MLP(c.n_embd, c.mlp, c.bias, c.mlp_hidden)
         self.drop = nn.Dropout(c.dropout)
+        self.checkpoint_activations = False  # recompute in backward (model/checkpointing.py)
 
     def forward(
         self,
@@ -77,8 +79,19 @@ class DecoderBlock(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
     ) -> torch.Tensor:
-        """memory: the encoder output (B, S, C), projected here, or its keys/values from
-        `cross.memory` (decoding computes them once per source)."""
+        """memory: the encoder output (B, S, C), projected here (so a checkpointed block keeps
+        only the memory, not its keys and values), or its keys/values from `cross.memory`
+        (decoding computes them once per source)."""
+        return run_block(self, self._forward, x, memory, src_mask, cache, layer)
+
+    def _forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        src_mask: torch.Tensor,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
         if isinstance(memory, torch.Tensor):
             memory = self.cross.memory(memory)
         if self.post_norm:

@@ -32,6 +32,7 @@ from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import base_identity, check_base, write_lora_file
 from lmforge.hardware import matmul_peak_flops
 from lmforge.model import lora
+from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import report
 from lmforge.train.autotune import choose_kernels, kernels_from_state
@@ -142,6 +143,7 @@ def _set_up(
     model = task.build_model()
     if cfg.lora.enabled:  # freeze the model, add adapters: only they (and lora.also_train) train
         lora.inject(model, cfg.lora)
+    set_activation_checkpointing(model, t.activation_checkpointing)  # before engines wrap the blocks
     n_params = getattr(model, "num_params", lambda: sum(p.numel() for p in model.parameters()))()
     flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)
     n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
