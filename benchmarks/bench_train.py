@@ -5,9 +5,10 @@ shape, batch and dtype.
 
 A plain loop on every side: forward, cross-entropy, backward, clip, AdamW step. lmforge runs
 its real training step (the loop's forward_backward + the local engine); nanoGPT its own model
-and `configure_optimizers` (benchmarks/nanogpt.py). "default" is what `lmforge train` picks with
-train.dtype=auto. bf16 autocast rows run only on CPUs with bf16 units (elsewhere it is emulated
-and crawls). MFU is against this CPU's measured matmul peak.
+and `configure_optimizers` (benchmarks/nanogpt.py). lmforge's rows use the attention route and
+AdamW that `lmforge train`'s start-up probe (train/autotune.py) chooses for the shape, and
+"default" is the dtype it chooses with train.dtype=auto. bf16 autocast rows run only on CPUs with
+bf16 units (elsewhere it is emulated and crawls). MFU is against this CPU's measured matmul peak.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from benchmarks import nanogpt
 from benchmarks.common import hardware_line, hf_gpt2, interleaved, timed
 from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.hardware import cpu_has_bf16, matmul_peak_flops, resolve_dtype
+from lmforge.model.attention import set_sequence_route
 from lmforge.model.gpt import GPT
+from lmforge.train import autotune
 from lmforge.train.engines.base import Plan
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
+from lmforge.train.losses import lm_loss
 from lmforge.train.optim import build_optimizer, build_scheduler
 
 SHAPES = {  # key: (label, shape, batch)
@@ -52,18 +56,32 @@ def autocast(dtype: torch.dtype) -> contextlib.AbstractContextManager:
     return torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 
-def lmforge_runner(cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int):
+def probe(cfg: ModelConfig, batch: int, dtypes: list[str]) -> autotune.StepKernels:
+    """What `lmforge train`'s start-up probe chooses for this shape (train/autotune.py)."""
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
+    prior = "bf16" if resolve_dtype("auto", cfg, batch * cfg.block_size)[0] == torch.bfloat16 else "fp32"
+    return autotune.measure(model, (x, x), lm_loss, dtypes, prior, LocalEngine(EngineConfig(), TrainConfig()))
+
+
+def lmforge_runner(
+    cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int, kernels: autotune.StepKernels
+):
     torch.manual_seed(0)
     train_cfg = TrainConfig(warmup_steps=0)
     model = GPT(cfg)
     engine = LocalEngine(EngineConfig(), train_cfg)
     plan = Plan(dtype, batch, batch, 1)
+    fused = kernels.adamw == "fused"
     module, _ = engine.prepare(
-        model, lambda m: build_optimizer(m, train_cfg), lambda o: build_scheduler(o, train_cfg), plan
+        model, lambda m: build_optimizer(m, train_cfg, fused), lambda o: build_scheduler(o, train_cfg), plan
     )
     data = [(torch.randint(0, cfg.vocab_size, (batch, cfg.block_size)),) * 2 for _ in range(steps)]
 
     def run() -> float:
+        set_sequence_route(kernels.attention)
+
         def loop() -> None:
             for x, y in data:
                 forward_backward(module, engine, [(x, y)], lambda: autocast(dtype))
@@ -125,6 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     bf16, fp32 = torch.bfloat16, torch.float32
     dtypes = {"fp32": fp32, "bf16 autocast": bf16} if cpu_has_bf16() else {"fp32": fp32}
+    short = {fp32: "fp32", bf16: "bf16"}
     print(f"training tokens/s (forward+backward+AdamW) | {hardware_line()}")
     print(
         f"measured matmul peak: fp32 {matmul_peak_flops(fp32) / 1e9:.0f} GFLOP/s"
@@ -134,18 +153,24 @@ def main() -> None:
     peer = nanogpt.load()
     for key in args.shapes:
         label, cfg, batch = SHAPES[key]
-        default_dtype, reason = resolve_dtype("auto", cfg, batch * cfg.block_size)
+        kernels = probe(cfg, batch, ["fp32", "bf16"] if len(dtypes) > 1 else ["fp32"])
+        default_dtype = autotune.DTYPES[kernels.dtype]
+        # a row at the other dtype runs what the probe picks when that dtype is asked for
+        chosen = {d: kernels if autotune.DTYPES[kernels.dtype] == d else probe(cfg, batch, [short[d]])
+                  for d in dtypes.values()}  # fmt: skip
         runs = {}
         for name, dtype in dtypes.items():
             if peer is not None:
                 runs[f"nanoGPT {name}"] = nanogpt_runner(peer, cfg, batch, dtype, args.steps)
             runs[f"HF {name}"] = hf_runner(cfg, batch, dtype, args.steps)
-            runs[f"lmforge {name}"] = lmforge_runner(cfg, batch, dtype, args.steps)
+            runs[f"lmforge {name}"] = lmforge_runner(cfg, batch, dtype, args.steps, chosen[dtype])
         for run in runs.values():
             run()  # warm up
         rates = interleaved(runs, args.rounds)
         flops = GPT(cfg).flops_per_token()
-        print(f"\n{label} (lmforge default: {reason})")
+        print(f"\n{label} (lmforge's probe: {kernels.describe()})")
+        for d, k in chosen.items():
+            print(f"  lmforge {short[d]} rows: {k.attention} attention, {k.adamw} AdamW")
         for name, rate in rates.items():
             peak = matmul_peak_flops(bf16 if "bf16" in name else fp32)
             print(f"  {name:<24} {rate:9,.0f} tok/s   mfu {100 * flops * rate / peak:5.1f}%")

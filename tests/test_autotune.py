@@ -37,7 +37,7 @@ def _fake_timings(monkeypatch: pytest.MonkeyPatch, steps: dict, adamw: dict) -> 
     """Make the probe report these seconds (and bf16 units exist); returns a list counting probes."""
     calls: list[int] = []
 
-    def time_steps(model, batch, task, candidates, engine):  # noqa: ANN001, ANN202
+    def time_steps(model, batch, loss, candidates, engine):  # noqa: ANN001, ANN202
         calls.append(1)
         assert sorted(candidates) == sorted(steps)
         return dict(steps)

@@ -19,6 +19,7 @@ and saved in checkpoints: a resumed run keeps the kernels it started with, so it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -82,21 +83,33 @@ def choose_kernels(
     if cached and not misses and _valid(cached, dtypes):
         return StepKernels(**{k: cached[k] for k in ("dtype", "attention", "adamw")},
                            why=f"measured earlier on this machine: {cached['measured']}")  # fmt: skip
-    candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     with _untouched():
-        step_s = _time_steps(model, batch, task, candidates, engine)
-        adam_s = _time_adamw(model, engine)
+        chosen = measure(model, batch, task.loss, dtypes, rule.dtype, engine)
+    if engine.rank == 0:
+        tuning.remember("train", shape, {**chosen.saved(), "measured": chosen.why})
+    return dataclasses.replace(chosen, why=f"measured at start: {chosen.why}")
+
+
+def measure(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, ...],
+    loss: Callable[..., torch.Tensor],
+    dtypes: list[str],
+    prior_dtype: str,
+    engine: Engine,
+) -> StepKernels:
+    """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
+    the fastest replace (prior_dtype, bmm, fused) when MARGIN faster. `why` lists the timings."""
+    candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
+    step_s = _time_steps(model, batch, loss, candidates, engine)
+    adam_s = _time_adamw(model, engine)
     best = min(step_s, key=step_s.__getitem__)
-    prior = (rule.dtype, rule.attention)
+    prior = (prior_dtype if prior_dtype in dtypes else dtypes[0], "bmm")
     dtype, attention = best if step_s[best] * MARGIN < step_s[prior] else prior
     adamw = "foreach" if adam_s["foreach"] * MARGIN < adam_s["fused"] else "fused"
     steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
     adams = ", ".join(f"{name} {1e3 * s:.1f} ms" for name, s in adam_s.items())
-    measured = f"{steps} per micro-batch; AdamW {adams}"
-    if engine.rank == 0:
-        tuning.remember("train", shape, {"dtype": dtype, "attention": attention, "adamw": adamw,
-                                         "measured": measured})  # fmt: skip
-    return StepKernels(dtype, attention, adamw, f"measured at start: {measured}")
+    return StepKernels(dtype, attention, adamw, f"{steps} per micro-batch; AdamW {adams}")
 
 
 def _valid(cached: dict, dtypes: list[str]) -> bool:
@@ -137,7 +150,7 @@ def _untouched():  # noqa: ANN202 - a context manager
 def _time_steps(
     model: nn.Module,
     batch: tuple[torch.Tensor, ...],
-    task: Task,
+    loss_fn: Callable[..., torch.Tensor],
     candidates: list[tuple[str, str]],
     engine: Engine,
 ) -> dict[tuple[str, str], float]:
@@ -151,7 +164,7 @@ def _time_steps(
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         start = time.perf_counter()
         with autocast:
-            loss = task.loss(model, *batch)
+            loss = loss_fn(model, *batch)
         loss.backward()
         elapsed = time.perf_counter() - start
         for p in model.parameters():
