@@ -131,8 +131,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Max global gradient norm; 0 disables clipping."""
     dtype: str = "auto"
-    """`auto` (bf16 autocast where the CPU has bf16 units and the model is wide enough), `fp32`
-    or `bf16`."""
+    """`auto` (fp32 or, where the CPU has bf16 units, bf16 autocast: whichever trains this run's
+    micro-batch faster, measured at start and cached, see docs/speed.md), `fp32` or `bf16`."""
     activation_checkpointing: bool = False
     """Keep only each Transformer block's input for backward and recompute the rest there
     (torch.utils.checkpoint): much less activation memory for about 1/3 more compute per step; the
