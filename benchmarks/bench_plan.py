@@ -8,15 +8,21 @@ step time from the calibrated MFU against the run's median step time after its f
     python -m benchmarks.bench_plan [--steps 10] [--calibrate-steps 3] [--save results.json]
     python -m benchmarks.bench_plan --only local ddp fsdp --save a.json   # a part of the cases
     python -m benchmarks.bench_plan --rescore a.json b.json  # re-plan saved runs, no training
+    python -m benchmarks.bench_plan --checkpointing --only local ddp [--batch 32]  # each case also with
+        # train.activation_checkpointing: its peak RSS against the plan's checkpointed peak, and
+        # step time and peak RSS with it over without, the two runs side by side
 
 The model states and peak RSS are predicted without looking at the run (the RSS with
 plan_devices.CPU_RUNTIME, the process before its tensors); the step time needs the calibration.
+The runs keep the fixed kernel rules (LMFORGE_AUTOTUNE=0): the plan counts the CPU's bmm attention
+route, and an autotune's probe steps would run other routes and dtypes before the measured steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -27,12 +33,16 @@ from benchmarks.bench_engines import CASES, MODEL, ROOT, run_case
 from benchmarks.common import hardware_line
 from lmforge.data.shards import prepare_corpus
 
-BATCH = ["--train.batch_size=8", "--train.eval_batches=1"]
+BATCH = ["--train.batch_size=8", "--train.eval_batches=1"]  # --batch N overrides the 8
 AIMS = {"states": 0.05, "rss": 0.25, "step": 0.15}
+CHECKPOINTING = "--train.activation_checkpointing=true"
 
 
-def measure(steps: int, calibrate_steps: int, dtype: str, only: list[str], save: str) -> list[dict[str, Any]]:
-    """Calibrate and run every case; the raw figures (no prediction yet besides the calibration)."""
+def measure(
+    steps: int, calibrate_steps: int, dtype: str, only: list[str], save: str, checkpointing: bool, batch: int
+) -> list[dict[str, Any]]:
+    """Calibrate and run every case (and, with `checkpointing`, each again with activation
+    checkpointing right after it); the raw figures (no prediction yet besides the calibration)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work, data = Path(tmp), Path(tmp) / "data"
@@ -40,34 +50,39 @@ def measure(steps: int, calibrate_steps: int, dtype: str, only: list[str], save:
         for name, nproc, flags in CASES:
             if "offload" in name or (only and name not in only):
                 continue  # offload: the engine benchmark's extra row; on a CPU it moves nothing
-            vocab = json.loads((data / "meta.json").read_text())["vocab_size"]  # for --rescore, data gone
-            overrides = [*MODEL, *BATCH, f"--data.input={data}", f"--train.dtype={dtype}", *flags]
-            overrides.append(f"--model.vocab_size={vocab}")
-            calibration = lmforge.plan(
-                overrides=overrides, world_size=nproc, calibrate=True, calibrate_steps=calibrate_steps
-            )["calibration"]
-            summary = run_case(
-                work, data, name, nproc, [*flags, "--train.log_interval=1"], steps, dtype, "lm"
-            )
-            metrics = (work / f"{name}-{nproc}" / "metrics.jsonl").read_text().splitlines()
-            per_step = summary["tokens"] / summary["steps"]
-            times = [
-                per_step / r["tok_s"] for r in map(json.loads, metrics) if "tok_s" in r and r["step"] > 1
-            ]
-            rows.append(
-                {
-                    "case": name,
-                    "ranks": nproc,
-                    "overrides": overrides,
-                    "calibration": calibration,
-                    "memory_per_rank": summary["memory_per_rank"],
-                    "peak_rss_gb": max(summary["peak_rss_gb_per_rank"]),
-                    "step_s": statistics.median(times),
-                }  # fmt: skip
-            )
-            if save:  # after every case: a run cut short keeps what it measured
-                Path(save).write_text(json.dumps(rows, indent=1) + "\n")
+            if batch != 8:  # after BATCH and run_case's own batch_size=8, so it wins in both
+                flags = [*flags, f"--train.batch_size={batch}"]
+            for variant in [[], [CHECKPOINTING]] if checkpointing else [[]]:
+                rows.append(
+                    _measure_case(work, data, name, nproc, [*flags, *variant], steps, calibrate_steps, dtype)
+                )
+                if save:  # after every case: a run cut short keeps what it measured
+                    Path(save).write_text(json.dumps(rows, indent=1) + "\n")
     return rows
+
+
+def _measure_case(work: Path, data: Path, name: str, nproc: int, flags: list[str], steps: int,
+                  calibrate_steps: int, dtype: str) -> dict[str, Any]:  # fmt: skip
+    vocab = json.loads((data / "meta.json").read_text())["vocab_size"]  # for --rescore, data gone
+    overrides = [*MODEL, *BATCH, f"--data.input={data}", f"--train.dtype={dtype}", *flags]
+    overrides.append(f"--model.vocab_size={vocab}")
+    calibration = lmforge.plan(
+        overrides=overrides, world_size=nproc, calibrate=True, calibrate_steps=calibrate_steps
+    )["calibration"]
+    summary = run_case(work, data, name, nproc, [*flags, "--train.log_interval=1"], steps, dtype, "lm")
+    metrics = (work / f"{name}-{nproc}" / "metrics.jsonl").read_text().splitlines()
+    per_step = summary["tokens"] / summary["steps"]
+    times = [per_step / r["tok_s"] for r in map(json.loads, metrics) if "tok_s" in r and r["step"] > 1]
+    return {
+        "case": name,
+        "ranks": nproc,
+        "checkpointing": CHECKPOINTING in flags,
+        "overrides": overrides,
+        "calibration": calibration,
+        "memory_per_rank": summary["memory_per_rank"],
+        "peak_rss_gb": max(summary["peak_rss_gb_per_rank"]),
+        "step_s": statistics.median(times),
+    }
 
 
 def score(row: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +94,7 @@ def score(row: dict[str, Any]) -> dict[str, Any]:
         "states": sum(plan["memory_per_rank"].values()),
         "states_measured": sum(row["memory_per_rank"].values()),
         "keys": {k: (plan["memory_per_rank"][k], v) for k, v in row["memory_per_rank"].items()},
-        "rss": plan["peak_per_rank"]["step"],
+        "rss": plan["peak_per_rank"]["step_checkpointed" if row.get("checkpointing") else "step"],
         "rss_measured": row["peak_rss_gb"] * 2**30,
         "step": flops_per_step / (row["ranks"] * c["peak_flops"] * c["mfu"]),
         "step_measured": row["step_s"],
@@ -96,21 +111,30 @@ def main() -> None:
     parser.add_argument(
         "--rescore", nargs="+", help="re-plan the figures saved by --save (one or more files); train nothing"
     )
+    parser.add_argument(
+        "--checkpointing", action="store_true", help="each case also with train.activation_checkpointing"
+    )
+    parser.add_argument("--batch", type=int, default=8, help="global batch (sequences of 256 tokens)")
     args = parser.parse_args()
+    os.environ["LMFORGE_AUTOTUNE"] = "0"  # the fixed kernel rules the plan counts (module docstring)
     if args.rescore:
         rows = [row for name in args.rescore for row in json.loads(Path(name).read_text())]
     else:
-        rows = measure(args.steps, args.calibrate_steps, args.dtype, args.only, args.save)
-    print(f"# plan vs measured: GPT 6x384, context 256, global batch 8, {args.dtype}, {args.steps} steps"
+        rows = measure(
+            args.steps, args.calibrate_steps, args.dtype, args.only, args.save, args.checkpointing, args.batch
+        )
+    batches = sorted({int(o.split("=")[1]) for r in rows for o in r["overrides"] if "batch_size" in o}) or [8]
+    print(f"# plan vs measured: GPT 6x384, context 256, global batch {'/'.join(map(str, batches))},"
+          f" {args.dtype}, {args.steps} steps"
           f" (calibration {args.calibrate_steps})")  # fmt: skip
     print(f"# {hardware_line()}")
     print(
-        f"{'engine':<8} {'ranks':>5} | {'states MiB plan/run':>20} {'worst key':>9} |"
+        f"{'engine':<13} {'ranks':>5} | {'states MiB plan/run':>20} {'worst key':>9} |"
         f" {'peak RSS MiB plan/run':>22} {'diff':>6} | {'step s plan/run':>16} {'diff':>6}"
     )
     worst = dict.fromkeys(AIMS, 0.0)
-    for row in rows:
-        s = score(row)
+    scores = [score(row) for row in rows]
+    for row, s in zip(rows, scores, strict=True):
         diffs = {k: s[k] / s[f"{k}_measured"] - 1 for k in AIMS}
         # model states: the key (params, grads, optimizer) furthest from its measured bytes
         diffs["states"] = max((p / m - 1 for p, m in s["keys"].values()), key=abs)
@@ -118,8 +142,9 @@ def main() -> None:
             worst[k] = max(worst[k], abs(d))
         mib = 2**20
         states = f"{s['states'] / mib:>9.1f} / {s['states_measured'] / mib:>8.1f}"
+        name = row["case"] + ("+ckpt" if row.get("checkpointing") else "")
         print(
-            f"{row['case']:<8} {row['ranks']:>5} | {states}"
+            f"{name:<13} {row['ranks']:>5} | {states}"
             f" {100 * diffs['states']:>+8.1f}% | {s['rss'] / mib:>10,.0f} / {s['rss_measured'] / mib:>9,.0f}"
             f" {100 * diffs['rss']:>+5.1f}% | {s['step']:>7.3f} / {s['step_measured']:>6.3f}"
             f" {100 * diffs['step']:>+5.1f}%"
@@ -129,6 +154,32 @@ def main() -> None:
         for k, aim in AIMS.items()
     )
     print(f"# worst: {verdict}")
+    _with_and_without(rows, scores)
+
+
+def _with_and_without(rows: list[dict[str, Any]], scores: list[dict[str, Any]]) -> None:
+    """Each case run both ways: step time and peak RSS with activation checkpointing over without,
+    and the peak RSS it saved against what the plan says it saves (the activations it drops)."""
+    plain = {
+        (r["case"], r["ranks"], tuple(r["overrides"])): s
+        for r, s in zip(rows, scores, strict=True)
+        if not r.get("checkpointing")
+    }
+    print(
+        f"{'with / without checkpointing':<28} {'ranks':>5} | {'step time':>9} | {'peak RSS':>8} |"
+        f" {'MiB saved run / plan':>20}"
+    )
+    for row, on in zip(rows, scores, strict=True):
+        key = (row["case"], row["ranks"], tuple(o for o in row["overrides"] if o != CHECKPOINTING))
+        if not row.get("checkpointing") or key not in plain:
+            continue
+        off = plain[key]
+        saved, planned = off["rss_measured"] - on["rss_measured"], off["rss"] - on["rss"]
+        print(
+            f"{row['case']:<28} {row['ranks']:>5} | {on['step_measured'] / off['step_measured']:>8.2f}x |"
+            f" {on['rss_measured'] / off['rss_measured']:>7.2f}x |"
+            f" {saved / 2**20:>9,.0f} / {planned / 2**20:>6,.0f}"
+        )
 
 
 if __name__ == "__main__":

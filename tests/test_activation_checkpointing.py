@@ -239,3 +239,25 @@ def test_privacy_refuses_checkpointing() -> None:
         )
     with pytest.raises(LmforgeError, match="activation_checkpointing"):
         load_config(None, ["--train.activation_checkpointing=maybe"])
+
+
+def test_plan_counts_the_recipes_checkpointing() -> None:
+    """A micro-batch that fits only with checkpointing: the plan names the option, and a recipe
+    that sets it fits (its peak is the checkpointed one)."""
+    import lmforge
+
+    shape = ["--model.n_layer=12", "--model.n_head=12", "--model.n_embd=768", "--model.block_size=1024",
+             "--model.vocab_size=50257"]  # fmt: skip
+    one = lmforge.plan(overrides=[*shape, "--train.batch_size=1"], device="l4")["setups"][0]
+    micro = one["max_micro_batch"] + 1
+    assert one["max_micro_batch_checkpointed"] >= micro
+    batch = [*shape, f"--train.batch_size={micro}"]
+    plain = lmforge.plan(overrides=batch, device="l4")
+    assert (
+        plain["advice"]
+        == f"micro-batch {micro} does not fit; it does with train.activation_checkpointing=true"
+    )
+    assert not plain["activation_checkpointing"]
+    ckpt = lmforge.plan(overrides=[*batch, "--train.activation_checkpointing=true"], device="l4")
+    assert ckpt["advice"] == "" and ckpt["activation_checkpointing"]
+    assert ckpt["peak_per_rank"]["step_checkpointed"] < ckpt["peak_per_rank"]["step"]

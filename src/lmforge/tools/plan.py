@@ -96,6 +96,7 @@ def plan(
         "engine": mine.label,
         "memory_per_rank": recipe_row["memory_per_rank"],
         "peak_per_rank": recipe_row["peak"],
+        "activation_checkpointing": cfg.train.activation_checkpointing,  # peak: step_checkpointed
         "setups": rows,
         "devices": _device_fit(mine, counts, model, seq_len, seq_tokens, cfg),
         "mfu": used_mfu,
@@ -259,10 +260,14 @@ def _device_fit(mine: Setup, counts: plan_model.Counts, m: ModelConfig, seq_len:
 def _advice(rows: list[dict], mine: dict, micro: int, per_rank: int, counts: plan_model.Counts,
             m: ModelConfig, dev: Device, cfg: Config, seq_len: int, seq_tokens: int) -> str:  # fmt: skip
     """'' when the recipe fits as it is; else one line on what would."""
-    if mine["max_micro_batch"] >= micro:
+    checkpointing = cfg.train.activation_checkpointing  # the recipe's own: its activations are those
+    most = mine["max_micro_batch_checkpointed" if checkpointing else "max_micro_batch"]
+    if most >= micro:
         return ""
-    if mine["max_micro_batch"] >= 1:
-        fit = max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= mine["max_micro_batch"])
+    if not checkpointing and mine["max_micro_batch_checkpointed"] >= micro:
+        return f"micro-batch {micro} does not fit; it does with train.activation_checkpointing=true"
+    if most >= 1:
+        fit = max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= most)
         steps = per_rank // fit
         return f"micro-batch {micro} does not fit; train.micro_batch_size={fit} does ({steps} accumulations)"
     options = [
@@ -272,7 +277,7 @@ def _advice(rows: list[dict], mine: dict, micro: int, per_rank: int, counts: pla
     ]
     options += [
         f"{r['engine']} with activation checkpointing (micro-batch <= {r['max_micro_batch_checkpointed']}"
-        f"{_host(r)}; not in lmforge's engines yet)"
+        f"{_host(r)}: train.activation_checkpointing=true)"
         for r in rows
         if r["max_micro_batch"] < 1 <= r["max_micro_batch_checkpointed"]
     ]
@@ -311,7 +316,7 @@ def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, dev: D
         if r["max_micro_batch_checkpointed"] >= 1:
             return (
                 f"{head}; {key}={length} would fit with {offloaded.label} and activation checkpointing"
-                f" (not in lmforge's engines yet{_host(r)})"
+                f" (train.activation_checkpointing=true{_host(r)})"
             )
         length //= 2
     return f"{head}, and no shorter sequence either"

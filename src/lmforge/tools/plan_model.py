@@ -172,8 +172,9 @@ def activation_bytes(
     `attention_matrix`: the attention probabilities (heads x T x T per sequence) are kept too,
     as in lmforge's CPU route (bmm); GPU SDPA (flash) keeps none.
     Logits: the vocabulary row in `width` plus cross-entropy's fp32 log-softmax.
-    With activation checkpointing per block only each block's input is kept, and one block's
-    activations are rebuilt at a time during backward.
+    With activation checkpointing per block (train.activation_checkpointing) only each block's
+    input is kept, and one block's activations are rebuilt at a time during backward, beside the
+    gradients of its backward.
     """
     hs = c.n_embd // c.n_head
     qkv = (c.n_head + 2 * (c.n_kv_head or c.n_head)) * hs
@@ -193,7 +194,14 @@ def activation_bytes(
         biggest = block
     logits = tokens * c.vocab_size * (width + 4)
     inputs = tokens * c.n_embd * width  # each block's input, all that checkpointing keeps
+    # With checkpointing the peak comes in the backward of a rebuilt block, where its activations
+    # meet the gradients flowing through it: d(MLP hidden) before and after the activation (2 F;
+    # SwiGLU 3 F), d(q, k, v) and the residual's (C), and on the bmm route d(probabilities) and
+    # d(scores) (the compute dtype, then softmax's fp32). Left out, the plan fell 7% (55 MiB) short
+    # of a local run's measured peak RSS (benchmarks/bench_plan.py --checkpointing); without
+    # checkpointing the same buffers are small next to every block's activations, so not added.
+    rebuilt = ((3 if c.mlp == "swiglu" else 2) * f + qkv + c.n_embd) * tokens * width + matrix * (width + 4)
     return {
         "activations": total_blocks + logits,
-        "activations_checkpointed": layers * inputs + biggest + logits,
+        "activations_checkpointed": layers * inputs + biggest + rebuilt + logits,
     }
