@@ -32,6 +32,8 @@ class Classifier(nn.Module):
             raise LmforgeError(f"labels {labels} must be at least two distinct names")
         self.backbone, self.labels, self.pooling = backbone, list(labels), pooling
         self.config = backbone.config
+        # what forward never runs (the pooling reads hidden states): no FLOPs (train/report.py)
+        self.unused_modules = ("backbone.pooler",) if self.encoder else ("backbone.lm_head",)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.config.n_embd, len(labels))
         nn.init.normal_(self.head.weight, std=0.02)

@@ -22,6 +22,7 @@ class SpanModel(nn.Module):
         # BERT's pooler is not used (BertForQuestionAnswering has none): frozen, so DDP and the
         # optimizer's state (checkpoints, resume) see only weights that get gradients
         backbone.pooler.requires_grad_(False)
+        self.unused_modules = ("backbone.pooler",)  # forward never runs it: no FLOPs (train/report.py)
         self.qa_outputs = nn.Linear(backbone.config.n_embd, 2)
         nn.init.normal_(self.qa_outputs.weight, std=0.02)
         nn.init.zeros_(self.qa_outputs.bias)

@@ -4,14 +4,14 @@ token, tokens to train, memory per rank for every engine and ZeRO stage (with an
 offload, with and without activation checkpointing), the largest micro-batch that fits, and the
 time to train at a stated MFU or one measured by a short calibration run.
 
-The arithmetic lives in plan_model.py (shapes, FLOPs, activations), plan_memory.py (what each
-engine holds) and plan_devices.py (the device table); docs/plan.md states every formula.
+What the recipe trains is read in plan_recipe.py (the model, its task's head, tokens per
+example); the arithmetic lives in plan_model.py (shapes, FLOPs, activations), plan_memory.py
+(what each engine holds) and plan_devices.py (the device table); docs/plan.md states every formula.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json as jsonlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from lmforge.errors import LmforgeError
 from lmforge.tools import plan_devices, plan_memory, plan_model
 from lmforge.tools.plan_devices import Device, GiB
 from lmforge.tools.plan_memory import Setup
+from lmforge.tools.plan_model import Head
+from lmforge.tools.plan_recipe import planned, sequence
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens ~ 20 x parameters
 DEFAULT_MFU = 0.4
@@ -48,9 +50,9 @@ def plan(
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     _check(world_size >= 1, f"world_size={world_size}: must be >= 1")
     _check(0 < mfu <= 1, f"mfu={mfu}: must be in (0, 1]")
-    model = planned_model(cfg)
-    seq_len, seq_tokens = sequence(cfg, model)
-    counts = plan_model.count(model, cfg.lora, seq_len)
+    model, head = planned(cfg)
+    seq_len, seq_tokens = sequence(cfg, model, head)
+    counts = plan_model.count(model, cfg.lora, seq_len, head)
     t = cfg.train
     per_rank, rest = divmod(t.batch_size, world_size)
     micro = t.micro_batch_size or per_rank
@@ -71,7 +73,8 @@ def plan(
     width = _width(cfg, dev, model, seq_tokens * micro)
     mine = _recipe_setup(cfg, world_size, width)
     rows = [
-        _row(s, counts, model, dev, seq_len, seq_tokens, micro) for s in plan_memory.setups(world_size, width)
+        _row(s, counts, model, head, dev, seq_len, seq_tokens, micro)
+        for s in plan_memory.setups(world_size, width)
     ]
     recipe_row = next(r for r in rows if r["engine"] == mine.label)
     tokens = t.max_steps * t.batch_size * seq_tokens
@@ -80,7 +83,7 @@ def plan(
     result = {
         "recipe": str(config) if isinstance(config, str | Path) else None,
         "task": cfg.data.task,
-        "model": _shape(model),
+        "model": _shape(model, head),
         "parameters": counts.params,
         "trainable_parameters": counts.trainable,
         "flops_per_token": counts.flops_per_token,
@@ -98,11 +101,13 @@ def plan(
         "peak_per_rank": recipe_row["peak"],
         "activation_checkpointing": cfg.train.activation_checkpointing,  # peak: step_checkpointed
         "setups": rows,
-        "devices": _device_fit(mine, counts, model, seq_len, seq_tokens, cfg),
+        "devices": _device_fit(mine, counts, model, head, seq_len, seq_tokens, cfg),
         "mfu": used_mfu,
         "mfu_source": "calibrated" if calibration else "stated",
         "time_s": train_flops / (world_size * dev.peak_flops * used_mfu),
-        "advice": _advice(rows, recipe_row, micro, per_rank, counts, model, dev, cfg, seq_len, seq_tokens),
+        "advice": _advice(
+            rows, recipe_row, micro, per_rank, counts, model, head, dev, cfg, seq_len, seq_tokens
+        ),  # fmt: skip
     }
     if calibration:
         result["calibration"] = calibration
@@ -112,64 +117,6 @@ def plan(
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise LmforgeError(message)
-
-
-def planned_model(cfg: Config) -> ModelConfig:
-    """The recipe's model: train.init_from's architecture when set (as `train` takes it), else
-    [model], with the vocabulary the tokenizer would give it."""
-    _check(
-        cfg.data.task in ("lm", "translation", "chat"),
-        f"data.task={cfg.data.task!r}: lmforge plan covers lm, translation and chat recipes",
-    )
-    if cfg.train.init_from:
-        return _init_from_model(Path(cfg.train.init_from))
-    m = dataclasses.replace(cfg.model)
-    if not m.vocab_size:
-        m.vocab_size = _vocab_size(cfg)
-    return m
-
-
-def _init_from_model(path: Path) -> ModelConfig:
-    from lmforge.formats.directory import MODEL_TYPE, read_config_json, read_model_config, resolve_model_dir
-    from lmforge.formats.hf import FAMILIES
-
-    directory = resolve_model_dir(path)
-    raw = read_config_json(directory)
-    kind = raw.get("model_type")
-    if kind == MODEL_TYPE:
-        return read_model_config(directory)
-    if kind in FAMILIES and FAMILIES[kind].kind == "gpt":
-        return FAMILIES[kind].config_in(raw, str(directory / "config.json"))
-    raise LmforgeError(
-        f"{directory / 'config.json'}: model_type {kind!r} is not a decoder lmforge plan covers"
-    )
-
-
-def _vocab_size(cfg: Config) -> int:
-    """What the tokenizer `train` would build gives: a prepared directory's meta.json, the BPE
-    target size, or a character vocabulary read from a plain text file (its characters + 3 specials)."""
-    source = Path(cfg.data.input)
-    if (source / "meta.json").is_file():
-        return int(jsonlib.loads((source / "meta.json").read_text())["vocab_size"])
-    if cfg.data.tokenizer == "bpe":
-        return cfg.data.vocab_size
-    if source.is_file() and source.suffix in (".txt", ".md"):
-        return len(set(source.read_text(encoding="utf-8", errors="replace"))) + 3
-    raise LmforgeError(
-        f"model.vocab_size=0 and data.input={cfg.data.input!r} is not a prepared directory or a text"
-        " file to count characters in: give --model.vocab_size=N"
-    )
-
-
-def sequence(cfg: Config, m: ModelConfig) -> tuple[int, int]:
-    """(tokens per sequence attention sees, tokens per training example): the context for lm; for
-    translation both sides padded to the context (an upper bound); data.max_len for chat."""
-    if cfg.data.task == "chat":
-        n = min(cfg.data.max_len, m.block_size)
-        return n, n
-    if m.arch == "seq2seq":
-        return m.block_size, 2 * m.block_size
-    return m.block_size, m.block_size
 
 
 def _device(name: str, cfg: Config, m: ModelConfig, micro_tokens: int, calibration: dict | None,
@@ -211,19 +158,19 @@ def _recipe_setup(cfg: Config, world_size: int, width: int) -> Setup:
     return Setup(name, "none", world_size, width)
 
 
-def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, dev: Device, seq_len: int, seq_tokens: int,
-         micro: int) -> dict[str, Any]:  # fmt: skip
+def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: Device, seq_len: int,
+         seq_tokens: int, micro: int) -> dict[str, Any]:  # fmt: skip
     """One engine's memory per rank: model states, buffers, activations, peak, largest micro-batch."""
     states = plan_memory.model_states(counts, s)
     host = plan_memory.on_host(s)
     gpu = dev.name != "cpu"
-    buffers = plan_memory.buffers(counts, plan_model.modules(m), s, gpu)
+    buffers = plan_memory.buffers(counts, plan_model.modules(m, head), s, gpu)
     # on a CPU the device is the host: every byte is RAM
     fixed = dev.runtime + sum(v for k, v in states.items() if k not in host or not gpu)
     fixed += sum(b for b, on_host in buffers.values() if not on_host or not gpu)
     if not gpu and s.stage:
         fixed += plan_devices.CPU_RUNTIME_DEEPSPEED
-    one = plan_model.activation_bytes(m, seq_tokens, seq_len, s.width, not gpu)
+    one = plan_model.activation_bytes(m, seq_tokens, seq_len, s.width, not gpu, head)
     act = {k: v * micro for k, v in one.items()}
     peak = {"step": fixed + act["activations"], "step_checkpointed": fixed + act["activations_checkpointed"]}
     room = dev.memory - fixed
@@ -245,20 +192,21 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, dev: Device, seq_l
     }
 
 
-def _device_fit(mine: Setup, counts: plan_model.Counts, m: ModelConfig, seq_len: int, seq_tokens: int,
-                cfg: Config) -> dict[str, int]:  # fmt: skip
+def _device_fit(mine: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, seq_len: int,
+                seq_tokens: int, cfg: Config) -> dict[str, int]:  # fmt: skip
     """The largest micro-batch the recipe's engine fits on each GPU of the table, at this world size."""
     out = {}
     for name in plan_devices.GPUS:
         dev = plan_devices.device(name)
         width = 4 if cfg.train.dtype == "fp32" else 2
         s = dataclasses.replace(mine, width=width)
-        out[name] = _row(s, counts, m, dev, seq_len, seq_tokens, 1)["max_micro_batch"]
+        out[name] = _row(s, counts, m, head, dev, seq_len, seq_tokens, 1)["max_micro_batch"]
     return out
 
 
 def _advice(rows: list[dict], mine: dict, micro: int, per_rank: int, counts: plan_model.Counts,
-            m: ModelConfig, dev: Device, cfg: Config, seq_len: int, seq_tokens: int) -> str:  # fmt: skip
+            m: ModelConfig, head: Head, dev: Device, cfg: Config, seq_len: int,
+            seq_tokens: int) -> str:  # fmt: skip
     """'' when the recipe fits as it is; else one line on what would."""
     checkpointing = cfg.train.activation_checkpointing  # the recipe's own: its activations are those
     most = mine["max_micro_batch_checkpointed" if checkpointing else "max_micro_batch"]
@@ -283,15 +231,15 @@ def _advice(rows: list[dict], mine: dict, micro: int, per_rank: int, counts: pla
     ]
     if options:
         return f"{mine['engine']} does not fit one sequence per rank; fits with: " + ", ".join(options[:4])
-    raise LmforgeError(_nowhere(rows, counts, m, dev, cfg, seq_len, seq_tokens))
+    raise LmforgeError(_nowhere(rows, counts, m, head, dev, cfg, seq_tokens))
 
 
 def _host(row: dict) -> str:
     return f", {row['host'] / GiB:,.1f} GiB of host RAM per rank" if row["host"] else ""
 
 
-def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, dev: Device, cfg: Config,
-             seq_len: int, seq_tokens: int) -> str:  # fmt: skip
+def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, head: Head, dev: Device,
+             cfg: Config, seq_tokens: int) -> str:  # fmt: skip
     """The one-line answer for a recipe that fits no engine: ZeRO-3 with everything offloaded keeps
     only one gathered layer and the activations on a device, so more ranks cannot help (lmforge
     has no tensor or sequence parallelism); a shorter sequence can, and the answer names one."""
@@ -300,29 +248,30 @@ def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, dev: D
         r["peak"]["step_checkpointed"] - r["activations_checkpointed"] * (1 - 1 / r["micro_batch"])
         for r in rows
     )
-    head = (
+    answer = (
         f"{counts.params:,} parameters at {seq_tokens:,} tokens per example do not fit on"
         f" {rows[0]['world_size']} x {dev.name} ({dev.memory / GiB:.0f} GiB per rank) with any engine,"
         f" offload or checkpointing (the least needs {least / GiB:.1f} GiB); more ranks do not help"
     )
-    key = "data.max_len" if cfg.data.task == "chat" else "model.block_size"
+    key = "data.max_len" if cfg.data.task in ("chat", "classification", "qa") else "model.block_size"
     width = 4 if cfg.train.dtype == "fp32" else 2
     offloaded = Setup("zero3", "all", rows[0]["world_size"], width)
-    length = m.block_size // 2
+    length = (seq_tokens if key == "data.max_len" else m.block_size) // 2
     while length >= 1:
-        shorter = dataclasses.replace(m, block_size=length)
-        n, n_tokens = sequence(cfg, shorter)
-        r = _row(offloaded, plan_model.count(shorter, cfg.lora, n), shorter, dev, n, n_tokens, 1)
+        # a shorter data.max_len keeps the model (its position table); a shorter context does not
+        shorter = dataclasses.replace(m, block_size=length) if key == "model.block_size" else m
+        n, n_tokens = (length, length) if key == "data.max_len" else sequence(cfg, shorter, head)
+        r = _row(offloaded, plan_model.count(shorter, cfg.lora, n, head), shorter, head, dev, n, n_tokens, 1)
         if r["max_micro_batch_checkpointed"] >= 1:
             return (
-                f"{head}; {key}={length} would fit with {offloaded.label} and activation checkpointing"
+                f"{answer}; {key}={length} would fit with {offloaded.label} and activation checkpointing"
                 f" (train.activation_checkpointing=true{_host(r)})"
             )
         length //= 2
-    return f"{head}, and no shorter sequence either"
+    return f"{answer}, and no shorter sequence either"
 
 
-def _shape(m: ModelConfig) -> dict[str, Any]:
+def _shape(m: ModelConfig, head: Head) -> dict[str, Any]:
     keys = (
         "arch",
         "n_layer",
@@ -334,4 +283,5 @@ def _shape(m: ModelConfig) -> dict[str, Any]:
         "mlp",
         "tie_embeddings",
     )
-    return {k: getattr(m, k) for k in keys}
+    body = "encoder" if head.encoder else m.arch
+    return {**{k: getattr(m, k) for k in keys}, "arch": body, "head": head.task, "labels": head.labels}

@@ -6,13 +6,16 @@ autocast, else 4):
 
 | engine | params | grads | optimizer (AdamW) |
 |---|---|---|---|
-| local, ddp | 4 P (fp32; autocast casts on the fly) | 4 T | 8 T (two fp32 moments) |
-| fsdp (FSDP2) | 4 P / N (fp32 shards) | 4 T / N | 8 T / N |
+| local, ddp | 4 P (fp32; autocast casts on the fly) | 4 T | 8 S (two fp32 moments) |
+| fsdp (FSDP2) | 4 P / N (fp32 shards) | 4 T / N | 8 S / N |
 | ZeRO-1 | w P (DeepSpeed keeps the module in bf16) | w T | 12 T / N (fp32 masters + moments) |
 | ZeRO-2 | w P | w T / N | 12 T / N |
 | ZeRO-3 | w P / N | w T / N | 12 T / N |
 
-DeepSpeed keeps an fp32 master copy even when training in fp32. Offload (DeepSpeed only) moves
+S is the trainable parameters a step gives a gradient: torch's AdamW makes moments for those
+only, so a classifier's unused lm_head or pooler has a gradient slot but no state; DeepSpeed's
+flat partitions hold every trainable parameter. DeepSpeed keeps an fp32 master copy even when
+training in fp32. Offload (DeepSpeed only) moves
 the optimizer state, the gradient partitions and the fp32 gradients to the host (`optimizer`),
 and at ZeRO-3 the parameter partitions too (`all`).
 """
@@ -62,9 +65,9 @@ def model_states(counts: Counts, s: Setup) -> dict[str, int]:
     reports after the first step (summary.json's memory_per_rank)."""
     p, t, n, w = counts.params, counts.trainable, s.world_size, s.width
     if s.engine in ("local", "ddp"):
-        return {"params": 4 * p, "grads": 4 * t, "optimizer": 8 * t}
+        return {"params": 4 * p, "grads": 4 * t, "optimizer": 8 * counts.stepped}
     if s.engine == "fsdp":
-        return {"params": 4 * -(-p // n), "grads": 4 * -(-t // n), "optimizer": 8 * -(-t // n)}
+        return {"params": 4 * -(-p // n), "grads": 4 * -(-t // n), "optimizer": 8 * -(-counts.stepped // n)}
     return {
         "params": w * (p if s.stage < 3 else -(-p // n)),
         "grads": w * t // (1 if s.stage == 1 else n),

@@ -2,14 +2,15 @@
 bytes, from a ModelConfig alone (no tensor is built).
 
 The shape is listed module by module as lmforge's model code builds it (model/gpt.py,
-model/seq2seq.py, model/layers.py, model/lora.py), so the parameter count equals the built
-model's `sum(p.numel() for p in model.parameters())` (tied weights counted once) and the largest
-module equals DeepSpeed's `largest_layer_params` (tests/test_plan.py builds both and compares).
+model/seq2seq.py, model/encoder.py, model/layers.py, model/lora.py, and the task heads of
+model/classifier.py and model/span.py), so the parameter count equals the built model's
+`sum(p.numel() for p in model.parameters())` (tied weights counted once) and the largest module
+equals DeepSpeed's `largest_layer_params` (tests/test_plan.py builds both and compares).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lmforge.config import LORA_TARGETS, LoraConfig, ModelConfig
 from lmforge.errors import LmforgeError
@@ -23,12 +24,30 @@ class Module:
     params: int
     linear: tuple[int, int] | None = None  # (in, out) of an nn.Linear: its weight is a matmul
     shared: bool = False  # its weight is another module's (a tied output layer): counted once
+    frozen: bool = False  # requires_grad off (a span model's unused pooler): no gradient, no state
+    idle: bool = False  # never run while training (a classifier's lm_head): no FLOPs, no AdamW state
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the task trains on the body: `lm` (the output layer over the vocabulary; gpt and
+    seq2seq), `classification` (model/classifier.py: a linear map to `labels` on a pooled gpt or
+    encoder) or `span` (model/span.py: start and end logits per token on an encoder, for QA)."""
+
+    task: str = "lm"
+    encoder: bool = False
+    labels: int = 0
+    frozen_body: bool = False  # classification's train.head_only: the body gets no gradients
+
+
+LM = Head()
 
 
 @dataclass(frozen=True)
 class Counts:
     params: int  # unique parameters: the built model's numel, tied weights once
-    trainable: int  # what gets gradients and optimizer state (LoRA: the adapters)
+    trainable: int  # what has requires_grad (LoRA: the adapters): gradient buffers
+    stepped: int  # trainable and run, so it gets a gradient: torch's AdamW keeps moments for these
     largest_module: int  # the most parameters held directly by one module (DeepSpeed's largest layer)
     flops_per_token: float  # training FLOPs per token (see flops_per_token)
     matmul_trained: int  # weights of matmuls that train (6 FLOPs each per token)
@@ -77,8 +96,40 @@ def _block(p: str, c: ModelConfig, cross: bool) -> list[Module]:
     return [_norm(p + "ln_1", c), *_attention(p, c), _norm(p + "ln_2", c), *middle, *_mlp(p, c)]
 
 
-def modules(c: ModelConfig) -> list[Module]:
-    """Every module with parameters, as model/gpt.py or model/seq2seq.py builds them."""
+def modules(c: ModelConfig, head: Head = LM) -> list[Module]:
+    """Every module with parameters, as model/gpt.py, model/seq2seq.py or model/encoder.py builds
+    them, with the task's head (a classifier or span model holds its body as `backbone`)."""
+    if head.task == "lm":
+        return _decoder(c)
+    body = _encoder(c) if head.encoder else _decoder(c)
+    # what the task's forward never calls: the encoder's pooler (the span model also freezes it:
+    # model/span.py) and a decoder's output layer (a classifier pools the hidden states)
+    unused = "pooler" if head.encoder else "lm_head"
+    frozen = {unused} if head.task == "span" else set()
+    body = [
+        replace(
+            m, name="backbone." + m.name, idle=m.name == unused, frozen=head.frozen_body or m.name in frozen
+        )
+        for m in body
+    ]
+    if head.task == "span":
+        return [*body, _linear("qa_outputs", c.n_embd, 2, True)]
+    return [*body, _linear("head", c.n_embd, head.labels, True)]
+
+
+def _encoder(c: ModelConfig) -> list[Module]:
+    """model/encoder.py: token, position (always learned) and token-type embeddings, their norm,
+    the post-norm blocks (the decoder's parameters), BERT's pooler."""
+    out = [Module("wte", c.vocab_size * c.n_embd), Module("wpe", c.block_size * c.n_embd)]
+    if c.type_vocab_size:
+        out.append(Module("wtt", c.type_vocab_size * c.n_embd))
+    out.append(_norm("ln_e", c))
+    for i in range(c.n_layer):
+        out += _block(f"blocks.{i}.", c, False)
+    return [*out, _linear("pooler", c.n_embd, c.n_embd, True)]
+
+
+def _decoder(c: ModelConfig) -> list[Module]:
     out = [Module("wte", c.vocab_size * c.n_embd)]
     stacks = [("", False)] if c.arch == "gpt" else [("encoder.", False), ("decoder.", True)]
     for prefix, cross in stacks:
@@ -93,8 +144,9 @@ def modules(c: ModelConfig) -> list[Module]:
     return out
 
 
-def lora_adapters(c: ModelConfig, spec: LoraConfig) -> list[Module]:
-    """The A (rank x in) and B (rows x rank) matrices model/lora.py adds on each targeted slice."""
+def lora_adapters(c: ModelConfig, spec: LoraConfig, base: list[Module] | None = None) -> list[Module]:
+    """The A (rank x in) and B (rows x rank) matrices model/lora.py adds on each targeted slice
+    of `base` (default: the language model's modules)."""
     hs = c.n_embd // c.n_head
     kv = (c.n_kv_head or c.n_head) * hs
     wanted: dict[str, set[str]] = {}
@@ -102,9 +154,9 @@ def lora_adapters(c: ModelConfig, spec: LoraConfig) -> list[Module]:
         local, slices = LORA_TARGETS[name]
         wanted.setdefault(local, set()).update(slices)
     out = []
-    for m in modules(c):
+    for m in modules(c) if base is None else base:
         local = ".".join(m.name.split(".")[-2:])  # blocks.3.attn.qkv -> attn.qkv
-        if m.linear is None or local not in wanted:
+        if m.linear is None or local not in wanted or "blocks." not in m.name:
             continue
         n_in, n_out = m.linear
         rows = {"q": c.n_head * hs, "k": kv, "v": kv, "all": n_out}
@@ -113,21 +165,29 @@ def lora_adapters(c: ModelConfig, spec: LoraConfig) -> list[Module]:
     return out
 
 
-def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0) -> Counts:
-    """Parameters, trainable parameters and FLOPs per token of model `c` (with LoRA adapters when
-    `lora.enabled`), at `seq_len` tokens per sequence (0: the context)."""
-    base = modules(c)
+def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head: Head = LM) -> Counts:
+    """Parameters, trainable parameters and FLOPs per token of model `c` with the task's `head`
+    (and LoRA adapters when `lora.enabled`), at `seq_len` tokens per sequence (0: the context)."""
+    base = modules(c, head)
     if c.arch == "seq2seq" and lora is not None and lora.enabled:
         raise LmforgeError("lmforge plan: LoRA on an encoder-decoder is not planned (gpt models only)")
-    adapters = lora_adapters(c, lora) if lora is not None and lora.enabled else []
-    params = sum(m.params for m in base if not m.shared)
+    adapters = lora_adapters(c, lora, base) if lora is not None and lora.enabled else []
+    also = [n.strip() for n in lora.also_train.split(",") if n.strip()] if adapters and lora else []
+
+    def trains(m: Module) -> bool:  # LoRA freezes the model but for lora.also_train's modules
+        if adapters:
+            return any(m.name == n or m.name.startswith(n + ".") for n in also)
+        return not m.frozen
+
+    own = [m for m in base if not m.shared]
     extra = sum(m.params for m in adapters)
-    matmul = sum(m.linear[0] * m.linear[1] for m in base if m.linear)
-    adapter_matmul = sum(m.params for m in adapters)
-    trained, frozen = (adapter_matmul, matmul) if adapters else (matmul, 0)
+    run = [m for m in base if m.linear and not m.idle]  # the matmuls a training step computes
+    trained = sum(m.params for m in adapters) + sum(m.linear[0] * m.linear[1] for m in run if trains(m))
+    frozen = sum(m.linear[0] * m.linear[1] for m in run if not trains(m))
     return Counts(
-        params=params + extra,
-        trainable=extra if adapters else params,
+        params=sum(m.params for m in own) + extra,
+        trainable=extra + sum(m.params for m in own if trains(m)),
+        stepped=extra + sum(m.params for m in own if trains(m) and not m.idle),
         largest_module=max(m.params for m in base),
         flops_per_token=_seq2seq_flops(c, base)
         if c.arch == "seq2seq"
@@ -159,19 +219,24 @@ def _seq2seq_flops(c: ModelConfig, base: list[Module]) -> float:
 
 
 def activation_bytes(
-    c: ModelConfig, tokens: int, seq_len: int, width: int, attention_matrix: bool
+    c: ModelConfig, tokens: int, seq_len: int, width: int, attention_matrix: bool, head: Head = LM
 ) -> dict[str, int]:
     """Bytes autograd keeps for backward in one micro-batch of `tokens` tokens (sequences of
     `seq_len`), with `width` bytes per element, counted from what each op saves in lmforge's
-    blocks (as Korthikanti et al. 2022, sec. 4.1, count them; no dropout masks, as lmforge's
-    recipes use none):
+    blocks (as Korthikanti et al. 2022, sec. 4.1, count them):
 
     per token and block: the block input, both norms' inputs and outputs, q/k/v, the attention
     output (5 C + the q,k,v rows), and the MLP's hidden activations (2 F; SwiGLU 4 F); the
     decoder of an encoder-decoder adds its cross-attention (4 C, and 2 C per source token).
     `attention_matrix`: the attention probabilities (heads x T x T per sequence) are kept too,
-    as in lmforge's CPU route (bmm); GPU SDPA (flash) keeps none.
-    Logits: the vocabulary row in `width` plus cross-entropy's fp32 log-softmax.
+    as in lmforge's CPU route (bmm): softmax's fp32 output, and under bf16 autocast the bf16
+    copy the second matmul saves (4 bytes each in fp32, 6 in bf16); GPU SDPA (flash) keeps none.
+    With model.dropout > 0 (the QA recipes' 0.1) each dropout keeps a one-byte mask: two per
+    block and token (C each) and the embeddings' (C); on the bmm route also one per attention
+    probability, and the second matmul saves the dropped probabilities (4 + 1 + width bytes).
+    The output: for a language model the vocabulary row in `width` plus cross-entropy's fp32
+    log-softmax; for a span model (QA) two logits per token (`width`, then fp32 and masked);
+    for a classifier the pooled hidden states (C per token) and the label logits.
     With activation checkpointing per block (train.activation_checkpointing) only each block's
     input is kept, and one block's activations are rebuilt at a time during backward, beside the
     gradients of its backward.
@@ -182,17 +247,30 @@ def activation_bytes(
     per_token = 5 * c.n_embd + qkv + (4 if c.mlp == "swiglu" else 2) * f
     sequences = max(tokens // max(seq_len, 1), 1)
     matrix = c.n_head * seq_len * seq_len * sequences if attention_matrix else 0
-    block = (per_token * tokens + matrix) * width
+    # per probability: softmax's fp32 output, the dropout mask, and what the second bmm saves (a
+    # new tensor when dropped or cast to bf16; in plain fp32 it is softmax's output itself)
+    dropout = c.dropout > 0
+    per_probability = 4 + dropout + (width if dropout or width != 4 else 0)
+    block = per_token * tokens * width + matrix * per_probability + (2 * c.n_embd * tokens if dropout else 0)
     layers = c.n_layer
     if c.arch == "seq2seq":  # the encoder's blocks on the sources, the decoder's on the targets
-        cross = (4 * c.n_embd + 2 * c.n_embd) * tokens * width + matrix * width
+        cross = (4 * c.n_embd + 2 * c.n_embd) * tokens * width + matrix * per_probability
         total_blocks = layers * block + layers * (block + cross)
         biggest = block + cross
         layers *= 2
     else:
         total_blocks = layers * block
         biggest = block
-    logits = tokens * c.vocab_size * (width + 4)
+    if head.task == "span":
+        out = tokens * 2 * (width + 8)
+    elif head.task == "classification":
+        out = tokens * c.n_embd * width + sequences * head.labels * (width + 4)
+    else:
+        out = tokens * c.vocab_size * (width + 4)
+    if head.encoder:  # the embeddings' LayerNorm input (its output is the first block's input)
+        out += tokens * c.n_embd * width
+    if c.dropout > 0:
+        out += tokens * c.n_embd
     inputs = tokens * c.n_embd * width  # each block's input, all that checkpointing keeps
     # With checkpointing the peak comes in the backward of a rebuilt block, where its activations
     # meet the gradients flowing through it: d(MLP hidden) before and after the activation (2 F;
@@ -202,6 +280,6 @@ def activation_bytes(
     # checkpointing the same buffers are small next to every block's activations, so not added.
     rebuilt = ((3 if c.mlp == "swiglu" else 2) * f + qkv + c.n_embd) * tokens * width + matrix * (width + 4)
     return {
-        "activations": total_blocks + logits,
-        "activations_checkpointed": layers * inputs + biggest + rebuilt + logits,
+        "activations": total_blocks + out,
+        "activations_checkpointed": layers * inputs + biggest + rebuilt + out,
     }

@@ -37,13 +37,22 @@ def _mib(n: float) -> str:
     return f"{n / MiB:,.1f}"
 
 
+def _head(m: dict[str, Any]) -> str:
+    """The task's head on the body, when it is not the language model's output layer."""
+    head = m.get("head", "lm")
+    if head == "span":
+        return " + span head (QA)"
+    return f" + classification head ({m['labels']} labels)" if head == "classification" else ""
+
+
 def format_plan(p: dict[str, Any]) -> str:
     m, b, dev = p["model"], p["batch"], p["device"]
     lines = [
         f"plan: {p['recipe'] or 'the given config'} on {p['world_size']} x {dev['name']} ({p['dtype']}),"
         f" engine {p['engine']}",
-        f"  model    {m['arch']} {m['n_layer']}L x {m['n_head']}H x {m['n_embd']}, context {m['block_size']},"
-        f" vocab {m['vocab_size']}: {p['parameters']:,} parameters ({p['trainable_parameters']:,} trainable)",
+        f"  model    {m['arch']}{_head(m)} {m['n_layer']}L x {m['n_head']}H x {m['n_embd']},"
+        f" context {m['block_size']}, vocab {m['vocab_size']}: {p['parameters']:,} parameters"
+        f" ({p['trainable_parameters']:,} trainable)",
         f"  compute  {_si(p['flops_per_token'], 'FLOP')}/token ({p['flops_formula']})",
         f"           x {p['tokens_to_train']:,} tokens to train ({_si(p['train_flops'], 'FLOP')});"
         f" compute-optimal: {p['compute_optimal_tokens']:,} tokens (20 per parameter)",

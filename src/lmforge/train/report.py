@@ -20,13 +20,18 @@ def flops_per_token(model: nn.Module, seq_len: int) -> float:
     backward 4: the input's gradient and the weight's), 4 per frozen one (no weight gradient:
     LoRA's base), plus attention's 12 L d T at the length trained on (not the model's context:
     a fine-tune of an 8k-context model on 192-token chats would count 40x too much). Embedding
-    lookups are free; a tied output layer is a matmul and counts. The encoder-decoder keeps its
-    own count (models/seq2seq.py), as each token passes one of its two stacks."""
+    lookups are free; a tied output layer is a matmul and counts, but not where the task's model
+    never runs it (`unused_modules`: a classifier's lm_head, an encoder's pooler). The
+    encoder-decoder keeps its own count (models/seq2seq.py), as each token passes one of its two
+    stacks."""
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "arch", "gpt") == "seq2seq":
         return float(model.flops_per_token())
     weights = 0.0
-    for module in model.modules():
+    unused = set(getattr(model, "unused_modules", ()))  # a task model's idle parts (a classifier's lm_head)
+    for name, module in model.named_modules():
+        if name in unused or any(name.startswith(u + ".") for u in unused):
+            continue
         if isinstance(module, nn.Linear):  # LoRALinear too: its frozen weight and its adapters
             weights += sum(
                 (6 if p.requires_grad else 4) * p.numel() for p in module.parameters() if p.dim() > 1

@@ -1,0 +1,125 @@
+"""What a recipe trains, for `lmforge plan`: the model's shape, the head its task puts on it and
+the tokens per example, read as `lmforge train` reads them (train/tasks/) without loading weights.
+
+lm, translation and chat train [model] or train.init_from's decoder; classification puts a
+linear head on train.init_from's decoder or encoder (an lmforge model, an imported GPT-2, Llama
+or BERT/MiniLM, or an earlier classifier, whose head is replaced); qa puts a span head on
+train.init_from's encoder (an lmforge or imported encoder, or an earlier QA model). As in
+`train`, the architecture is train.init_from's, the dropout the recipe's, and train.from_scratch
+changes the weights, not the shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, ModelConfig, model_config_from
+from lmforge.errors import LmforgeError
+from lmforge.tools.plan_model import LM, Head
+
+TASKS = ("lm", "translation", "chat", "classification", "qa")
+
+
+def planned(cfg: Config) -> tuple[ModelConfig, Head]:
+    """The recipe's model and its task's head."""
+    task = cfg.data.task
+    if task not in TASKS:
+        raise LmforgeError(f"data.task={task!r}: lmforge plan covers {', '.join(TASKS)} recipes")
+    if task in ("classification", "qa"):
+        return _task_model(cfg)
+    if cfg.train.init_from:
+        return _init_from_model(Path(cfg.train.init_from)), LM
+    m = dataclasses.replace(cfg.model)
+    if not m.vocab_size:
+        m.vocab_size = _vocab_size(cfg)
+    return m, LM
+
+
+def sequence(cfg: Config, m: ModelConfig, head: Head = LM) -> tuple[int, int]:
+    """(tokens per sequence attention sees, tokens per training example): the context for lm; for
+    translation both sides padded to the context (an upper bound); data.max_len for chat,
+    classification (texts are cut there; shorter ones are padded per batch, so this is an upper
+    bound) and qa (the window, question and context together)."""
+    if cfg.data.task == "chat" or head.task != "lm":
+        n = min(cfg.data.max_len, m.block_size)
+        return n, n
+    if m.arch == "seq2seq":
+        return m.block_size, 2 * m.block_size
+    return m.block_size, m.block_size
+
+
+def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
+    """classification and qa: train.init_from's body (as ClassificationTask and QATask load it)."""
+    from lmforge.formats.directory import MODEL_TYPE, read_config_json, resolve_model_dir
+    from lmforge.formats.hf import FAMILIES
+    from lmforge.formats.hf_qa import QA_TYPE, wants_span_head
+    from lmforge.formats.lmforge_dirs import CLASSIFIER_TYPE, ENCODER_TYPE
+
+    task, source = cfg.data.task, cfg.train.init_from
+    if not source:
+        needs = "the model to put a head on" if task == "classification" else "the encoder for a span head"
+        raise LmforgeError(f"data.task={task!r} needs train.init_from ({needs}), for plan as for train")
+    directory = resolve_model_dir(source)
+    file = directory / "config.json"
+    if (directory / "lora.json").is_file():
+        raise LmforgeError(f"{directory}: lmforge plan cannot plan from a LoRA run; export it first")
+    raw: dict[str, Any] = read_config_json(directory)
+    kind = raw.get("model_type")
+    span = False  # the directory holds a span model (QA): its body is an encoder
+    if kind == CLASSIFIER_TYPE and isinstance(raw.get("backbone"), dict):  # a new head on its body
+        raw = raw["backbone"]
+        kind = raw.get("model_type")
+    if kind in (MODEL_TYPE, ENCODER_TYPE, QA_TYPE):
+        m, encoder, span = model_config_from(raw, file), kind != MODEL_TYPE, kind == QA_TYPE
+    elif kind in FAMILIES and FAMILIES[kind].kind in ("gpt", "encoder"):
+        m = FAMILIES[kind].config_in(raw, str(file))
+        encoder = FAMILIES[kind].kind == "encoder"
+        span = encoder and wants_span_head(raw)
+    else:
+        raise LmforgeError(f"{file}: model_type {kind!r} is not a decoder or encoder lmforge plan covers")
+    m = dataclasses.replace(m, dropout=cfg.model.dropout)  # the recipe's dropout, as train takes it
+    if task == "qa":
+        if not encoder:
+            raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
+        return m, Head("span", encoder=True)
+    if span:  # ClassificationTask takes a decoder, an encoder or a classifier, not a span model
+        raise LmforgeError(f"train.init_from={source!r}: not a decoder or encoder model")
+    labels = [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
+    if len(labels) < 2:
+        raise LmforgeError(f"data.labels={cfg.data.labels!r}: name at least two labels, comma-separated")
+    return m, Head("classification", encoder=encoder, labels=len(labels), frozen_body=cfg.train.head_only)
+
+
+def _init_from_model(path: Path) -> ModelConfig:
+    from lmforge.formats.directory import MODEL_TYPE, read_config_json, read_model_config, resolve_model_dir
+    from lmforge.formats.hf import FAMILIES
+
+    directory = resolve_model_dir(path)
+    raw = read_config_json(directory)
+    kind = raw.get("model_type")
+    if kind == MODEL_TYPE:
+        return read_model_config(directory)
+    if kind in FAMILIES and FAMILIES[kind].kind == "gpt":
+        return FAMILIES[kind].config_in(raw, str(directory / "config.json"))
+    raise LmforgeError(
+        f"{directory / 'config.json'}: model_type {kind!r} is not a decoder lmforge plan covers"
+    )
+
+
+def _vocab_size(cfg: Config) -> int:
+    """What the tokenizer `train` would build gives: a prepared directory's meta.json, the BPE
+    target size, or a character vocabulary read from a plain text file (its characters + 3 specials)."""
+    source = Path(cfg.data.input)
+    if (source / "meta.json").is_file():
+        return int(json.loads((source / "meta.json").read_text())["vocab_size"])
+    if cfg.data.tokenizer == "bpe":
+        return cfg.data.vocab_size
+    if source.is_file() and source.suffix in (".txt", ".md"):
+        return len(set(source.read_text(encoding="utf-8", errors="replace"))) + 3
+    raise LmforgeError(
+        f"model.vocab_size=0 and data.input={cfg.data.input!r} is not a prepared directory or a text"
+        " file to count characters in: give --model.vocab_size=N"
+    )

@@ -1,0 +1,143 @@
+"""`lmforge plan` for classification and question-answering recipes: the counts equal the built
+task model's (a classifier on a decoder or an encoder, a span model on an encoder, head-only and
+LoRA), the per-rank model states equal what a real run's summary.json measures, to the byte, and
+recipes it cannot plan get one line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hf_helpers import make_hf_model, tiny_bpe
+from test_classify import _data
+from test_qa_task import FIXTURE, write_squad
+
+import lmforge
+from lmforge import cli
+from lmforge.config import LoraConfig, ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
+from lmforge.model import lora
+from lmforge.model.classifier import Classifier
+from lmforge.model.encoder import Encoder
+from lmforge.model.gpt import GPT
+from lmforge.model.span import SpanModel
+from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tools import plan_model
+from lmforge.tools.plan_model import Head
+from lmforge.train.report import flops_per_token
+
+SMALL = dict(vocab_size=97, n_layer=2, n_head=4, n_embd=32, block_size=16)
+BERT = ModelConfig(**SMALL, type_vocab_size=2, mlp_hidden=64)
+LLAMA = ModelConfig(**SMALL, pos="rope", mlp="swiglu", bias=False, norm="rmsnorm", n_kv_head=2,
+                    tie_embeddings=False)  # fmt: skip
+GPT2 = ModelConfig(**SMALL)
+
+
+def _models() -> dict[str, tuple[ModelConfig, Head, torch.nn.Module]]:
+    head_only = Classifier(GPT(GPT2), ["a", "b"])
+    head_only.backbone.requires_grad_(False)  # what train.head_only does (train/tasks/classification.py)
+    cls = "classification"
+    return {
+        "span on an encoder": (BERT, Head("span", encoder=True), SpanModel(Encoder(BERT))),
+        "classifier on an encoder": (BERT, Head(cls, True, 3), Classifier(Encoder(BERT), list("abc"))),
+        "classifier on a tied gpt": (GPT2, Head(cls, False, 2), Classifier(GPT(GPT2), ["a", "b"])),
+        "classifier on an untied llama": (LLAMA, Head(cls, False, 4), Classifier(GPT(LLAMA), list("abcd"))),
+        "head-only classifier": (GPT2, Head(cls, False, 2, frozen_body=True), head_only),
+    }
+
+
+def _gradients(model: torch.nn.Module) -> int:
+    """Parameters that get a gradient in one training step: what torch's AdamW keeps moments for."""
+    ids = torch.randint(0, 97, (2, 12))
+    out = model(ids, torch.ones_like(ids))
+    out.float().sum().backward()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad and p.grad is not None)
+
+
+@pytest.mark.parametrize("name", sorted(_models()))
+def test_counts_equal_the_built_task_model(name: str) -> None:
+    from deepspeed.runtime.zero.stage3 import model_to_params
+
+    c, head, model = _models()[name]
+    counts = plan_model.count(c, seq_len=12, head=head)
+    assert counts.params == sum(p.numel() for p in model.parameters())
+    assert counts.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert (counts.params, counts.largest_module) == model_to_params(model)
+    assert counts.flops_per_token == flops_per_token(model, 12)  # the step log's count
+    assert counts.stepped == _gradients(model)
+
+
+def test_lora_on_a_classifier() -> None:
+    spec = LoraConfig(enabled=True, rank=4, targets="q_proj,v_proj,down_proj", also_train="head")
+    model = lora.inject(Classifier(GPT(LLAMA), ["a", "b"]), spec)
+    counts = plan_model.count(LLAMA, spec, 12, Head("classification", False, 2))
+    assert counts.params == sum(p.numel() for p in model.parameters())
+    assert counts.trainable == counts.stepped == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts.flops_per_token == flops_per_token(model, 12)
+
+
+def test_the_unused_head_costs_no_flops() -> None:
+    """A classifier on GPT-2 small never runs its 38.6 M-weight output layer: the step log and the
+    plan count the body and the head only."""
+    gpt2 = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257, mlp="gelu_tanh")
+    lm = plan_model.count(gpt2, seq_len=128)
+    cls = plan_model.count(gpt2, seq_len=128, head=Head("classification", False, 2))
+    assert lm.flops_per_token - cls.flops_per_token == 6 * (50257 * 768 - 768 * 2)
+
+
+def _plan_run(overrides: list[str]) -> dict:
+    result = lmforge.plan(overrides=overrides, calibrate=True, calibrate_steps=2)
+    measured = result["calibration"]["memory_per_rank"]
+    assert set(measured) == {"params", "grads", "optimizer"}
+    assert result["memory_per_rank"] == measured  # to the byte, key by key
+    return result
+
+
+def test_a_short_qa_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
+    data = write_squad(tmp_path / "squad.json", paragraphs=20)
+    args = ["--data.task=qa", f"--data.input={data}", f"--train.init_from={FIXTURE}", "--train.batch_size=4",
+            "--data.max_len=48", "--data.doc_stride=16", "--data.val_fraction=0.2", "--train.dtype=fp32",
+            "--model.dropout=0.1"]  # fmt: skip
+    result = _plan_run(args)
+    assert result["model"]["arch"] == "encoder" and result["model"]["head"] == "span"
+    assert result["tokens_per_sequence"] == 48  # the window, not the model's 64 positions
+    # the frozen pooler: a parameter, no gradient slot, no optimizer state
+    assert result["parameters"] - result["trainable_parameters"] == 32 * 32 + 32
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["plan", *args, "--json"]) == 0
+    assert json.loads(out.getvalue())["memory_per_rank"] == result["memory_per_rank"]
+
+
+def test_a_short_classification_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
+    """An imported BERT: its pooler is trainable but unused, so it has a gradient slot and no AdamW state."""
+    make_hf_model("bert", tmp_path / "bert")
+    data = _data(tmp_path / "train.jsonl", n=80)
+    args = ["--data.task=classification", f"--data.input={data}", "--data.labels=negative,positive",
+            f"--train.init_from={tmp_path / 'bert'}", "--train.batch_size=8", "--data.max_len=24",
+            "--train.dtype=fp32"]  # fmt: skip
+    result = _plan_run(args)
+    states = result["memory_per_rank"]
+    assert states["optimizer"] < 2 * states["grads"]  # the pooler's moments are missing
+    assert result["model"]["head"] == "classification" and result["tokens_per_sequence"] == 24
+
+
+def test_recipes_it_cannot_plan_get_one_line(tmp_path: Path) -> None:
+    gpt = GPT(GPT2)
+    tiny_bpe(tmp_path)
+    tokenizer = Tokenizer.load(tmp_path / "tokenizer.json")
+    write_model_dir(tmp_path / "gpt", gpt.config, gpt.state_dict(), tokenizer)
+    qa = ["--data.task=qa", "--data.input=x.json", f"--train.init_from={tmp_path / 'gpt'}"]
+    with pytest.raises(LmforgeError, match=r"^train.init_from=.*gpt': not an encoder \(BERT, MiniLM\) model"):
+        lmforge.plan(overrides=qa)
+    cls = ["--data.task=classification", "--data.input=x.jsonl", f"--train.init_from={FIXTURE}"]
+    with pytest.raises(LmforgeError, match=r"^train.init_from=.*bert-qa': not a decoder or encoder model$"):
+        lmforge.plan(overrides=[*cls, "--data.labels=a,b"])  # a span model is no classifier's body
+    cls[-1] = f"--train.init_from={tmp_path / 'gpt'}"
+    with pytest.raises(LmforgeError, match=r"^data.labels='a': name at least two labels, comma-separated$"):
+        lmforge.plan(overrides=[*cls, "--data.labels=a"])
