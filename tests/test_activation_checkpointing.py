@@ -65,9 +65,25 @@ def _run(model: nn.Module, idx: torch.Tensor, on: bool) -> tuple[float, dict[str
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _lora() -> nn.Module:
+    """Frozen base, adapters with dropout: no block input needs a gradient, the adapters' weights do
+    (the case a reentrant checkpoint would silently give no gradients for)."""
+    from lmforge.config import LoraConfig
+    from lmforge.model import lora
+
+    model = _llama()
+    torch.manual_seed(1)
+    lora.inject(model, LoraConfig(enabled=True, targets="q_proj,v_proj", dropout=0.1))
+    for p in model.parameters():  # B starts at zero: give the adapters something to pass on
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.02)
+    return model
+
+
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "gpt": _gpt,
     "llama": _llama,
+    "llama-lora": _lora,
     "encoder-classifier": lambda: Classifier(_bert(), ["a", "b"], "cls", dropout=0.2),
     "encoder-span": lambda: SpanModel(_bert()),
     "gpt-classifier": lambda: Classifier(_gpt(), ["a", "b"]),
