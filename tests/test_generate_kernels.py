@@ -21,10 +21,10 @@ from lmforge.model.layers import linear
 @pytest.fixture
 def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Set LMFORGE_LINEAR through the returned monkeypatch; the process's choice is restored after."""
-    kernels.choose_linear_route.cache_clear()
+    kernels.choose_linear_routes.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
-    kernels.choose_linear_route.cache_clear()
+    kernels.choose_linear_routes.cache_clear()
 
 
 @pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
@@ -35,7 +35,7 @@ def test_both_routes_give_the_same_tokens(route: pytest.MonkeyPatch) -> None:
     results = {}
     for name in kernels.ROUTES:
         route.setenv("LMFORGE_LINEAR", name)
-        kernels.choose_linear_route.cache_clear()
+        kernels.choose_linear_routes.cache_clear()
         assert kernels.describe() == f"fp32 inference linear: {name} (LMFORGE_LINEAR)"
         with torch.no_grad():
             logits = model(idx)
@@ -46,9 +46,23 @@ def test_both_routes_give_the_same_tokens(route: pytest.MonkeyPatch) -> None:
 
 
 def test_probe_times_both_routes() -> None:
-    times = kernels.probe(rounds=1)
-    assert set(times) == set(kernels.ROUTES) and all(t > 0 for t in times.values())
+    for rows in kernels.PROBED_ROWS:
+        times = kernels.probe(rows, rounds=1)
+        assert set(times) == set(kernels.ROUTES) and all(t > 0 for t in times.values())
     assert kernels.linear_route() in kernels.ROUTES
+
+
+def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
+    """One row, a few rows and many rows may take different routes (a probe per row count)."""
+    route.setattr(kernels, "ONEDNN_AVAILABLE", True)
+    route.setattr(kernels, "probe", lambda rows: {"mkl": 1.0, "onednn": 0.5 if rows > 1 else 2.0})
+    kernels.choose_linear_routes.cache_clear()
+    assert [kernels.linear_route(rows) for rows in (1, 2, 8, 15, 16, 512)] == ["mkl"] + ["onednn"] * 3 + [
+        "mkl"
+    ] * 2
+    assert kernels.describe().startswith(
+        "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, mkl from 16"
+    )
 
 
 def test_bad_override_is_one_clear_error(route: pytest.MonkeyPatch) -> None:

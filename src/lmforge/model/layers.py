@@ -18,8 +18,8 @@ from lmforge.model.kernels import linear_route, onednn_linear
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """layer(x), through the faster of MKL and oneDNN for fp32 on the CPU without autograd
-    (decoding, evaluation), measured on this machine (model/kernels.py): the one-row product of a
-    decoding step is 1.2-2.7x faster on one or the other depending on the CPU. Training
+    (decoding, evaluation), measured on this machine for one row and for a few (model/kernels.py):
+    a decoding step's product is 1.2-2.7x faster on one or the other depending on the CPU. Training
     (autograd on), other dtypes and subclasses (LoRALinear) keep nn.Linear's own forward, and so
     does a layer with forward hooks: DeepSpeed ZeRO-3 gathers a layer's partitioned weight in its
     hook, so going around it would read an empty shard and desynchronise the ranks' collectives.
@@ -30,7 +30,7 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         and not torch.is_grad_enabled()
         and type(layer) is nn.Linear
         and not (layer._forward_pre_hooks or layer._forward_hooks)
-        and linear_route() == "onednn"
+        and linear_route(x.numel() // x.size(-1)) == "onednn"
     ):
         return onednn_linear(x, layer.weight, layer.bias)
     return layer(x)
