@@ -123,7 +123,8 @@ def main() -> None:
         rows = measure(
             args.steps, args.calibrate_steps, args.dtype, args.only, args.save, args.checkpointing, args.batch
         )
-    batches = sorted({int(o.split("=")[1]) for r in rows for o in r["overrides"] if "batch_size" in o}) or [8]
+    # each row's last batch_size override is the one that counts (--batch comes after BATCH)
+    batches = sorted({[int(o.split("=")[1]) for o in r["overrides"] if "batch_size=" in o][-1] for r in rows})
     print(f"# plan vs measured: GPT 6x384, context 256, global batch {'/'.join(map(str, batches))},"
           f" {args.dtype}, {args.steps} steps"
           f" (calibration {args.calibrate_steps})")  # fmt: skip
