@@ -82,10 +82,12 @@ def test_a_choice_is_measured_once_then_remembered_and_resumed(
 
     second = _train([*tiny_overrides, *STEPS], tmp_path / "b")  # same machine and shapes: cached
     assert calls == [1] and second["kernels"] == first["kernels"]
+    _train([*tiny_overrides, *STEPS, "--train.activation_checkpointing=true"], tmp_path / "c")
+    assert calls == [1, 1]  # recomputing activations changes the step's cost: measured again
 
     own_cache.unlink()  # a resumed run takes its kernels from the checkpoint, not a new probe
     resumed = _train(["--train.max_steps=6"], None, resume=tmp_path / "a")
-    assert calls == [1] and resumed["kernels"] == first["kernels"] and resumed["steps"] == 6
+    assert calls == [1, 1] and resumed["kernels"] == first["kernels"] and resumed["steps"] == 6
 
 
 def test_the_probe_leaves_the_run_as_it_was(

@@ -77,7 +77,7 @@ def choose_kernels(
         return StepKernels(rule.dtype, "bmm", "fused", f"fixed rules, LMFORGE_AUTOTUNE=0; dtype: {rule_why}")
     dtypes = ["fp32", "bf16"] if t.dtype == "auto" and cpu_has_bf16() else [rule.dtype]
     batch = _first_micro_batch(task)
-    shape = _shape_key(model, batch, dtypes)
+    shape = _shape_key(model, batch, dtypes) + (", checkpointed" if t.activation_checkpointing else "")
     cached = tuning.lookup("train", shape)
     misses = engine.all_reduce(torch.tensor(0.0 if cached else 1.0))  # probe together or not at all
     if cached and not misses and _valid(cached, dtypes):
