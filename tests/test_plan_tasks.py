@@ -115,15 +115,17 @@ def test_a_short_qa_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
 
 
 def test_a_short_classification_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
-    """An imported BERT: its pooler is trainable but unused, so it has a gradient slot and no AdamW state."""
+    """An imported BERT: the classifier never runs its pooler and freezes it (DDP fails on a trainable
+    weight without a gradient): a parameter with no gradient and no AdamW state."""
     make_hf_model("bert", tmp_path / "bert")
     data = _data(tmp_path / "train.jsonl", n=80)
     args = ["--data.task=classification", f"--data.input={data}", "--data.labels=negative,positive",
             f"--train.init_from={tmp_path / 'bert'}", "--train.batch_size=8", "--data.max_len=24",
             "--train.dtype=fp32"]  # fmt: skip
     result = _plan_run(args)
-    states = result["memory_per_rank"]
-    assert states["optimizer"] < 2 * states["grads"]  # the pooler's moments are missing
+    states, width = result["memory_per_rank"], result["model"]["n_embd"]
+    assert states["optimizer"] == 2 * states["grads"]
+    assert result["parameters"] - result["trainable_parameters"] == width * width + width  # the pooler
     assert result["model"]["head"] == "classification" and result["tokens_per_sequence"] == 24
 
 

@@ -32,8 +32,13 @@ class Classifier(nn.Module):
             raise LmforgeError(f"labels {labels} must be at least two distinct names")
         self.backbone, self.labels, self.pooling = backbone, list(labels), pooling
         self.config = backbone.config
-        # what forward never runs (the pooling reads hidden states): no FLOPs (train/report.py)
+        # what forward never runs (the pooling reads hidden states): no FLOPs (train/report.py), and
+        # frozen, so DDP (which fails on a trainable weight that gets no gradient) and the optimizer
+        # see only weights that train; a tied lm_head is the token embedding, which does train
         self.unused_modules = ("backbone.pooler",) if self.encoder else ("backbone.lm_head",)
+        unused = backbone.pooler if isinstance(backbone, Encoder) else backbone.lm_head
+        if not (isinstance(backbone, GPT) and backbone.lm_head.weight is backbone.wte.weight):
+            unused.requires_grad_(False)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.config.n_embd, len(labels))
         nn.init.normal_(self.head.weight, std=0.02)

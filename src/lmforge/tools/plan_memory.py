@@ -13,11 +13,11 @@ autocast, else 4):
 | ZeRO-3 | w P / N | w T / N | 12 T / N |
 
 S is the trainable parameters a step gives a gradient: torch's AdamW makes moments for those
-only, so a classifier's unused lm_head or pooler has a gradient slot but no state; DeepSpeed's
-flat partitions hold every trainable parameter. DeepSpeed keeps an fp32 master copy even when
-training in fp32. Offload (DeepSpeed only) moves
-the optimizer state, the gradient partitions and the fp32 gradients to the host (`optimizer`),
-and at ZeRO-3 the parameter partitions too (`all`).
+only (a trainable weight the step never runs would have a gradient slot and no state; lmforge's
+task models freeze theirs, so S = T); DeepSpeed's flat partitions hold every trainable
+parameter. DeepSpeed keeps an fp32 master copy even when training in fp32. Offload (DeepSpeed
+only) moves the optimizer state, the gradient partitions and the fp32 gradients to the host
+(`optimizer`), and at ZeRO-3 the parameter partitions too (`all`).
 """
 
 from __future__ import annotations

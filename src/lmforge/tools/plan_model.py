@@ -24,8 +24,8 @@ class Module:
     params: int
     linear: tuple[int, int] | None = None  # (in, out) of an nn.Linear: its weight is a matmul
     shared: bool = False  # its weight is another module's (a tied output layer): counted once
-    frozen: bool = False  # requires_grad off (a span model's unused pooler): no gradient, no state
-    idle: bool = False  # never run while training (a classifier's lm_head): no FLOPs, no AdamW state
+    frozen: bool = False  # requires_grad off (a task model's unused pooler or lm_head): no gradient
+    idle: bool = False  # never run while training (a classifier's lm_head): no FLOPs, no gradient
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,16 @@ def modules(c: ModelConfig, head: Head = LM) -> list[Module]:
     if head.task == "lm":
         return _decoder(c)
     body = _encoder(c) if head.encoder else _decoder(c)
-    # what the task's forward never calls: the encoder's pooler (the span model also freezes it:
-    # model/span.py) and a decoder's output layer (a classifier pools the hidden states)
+    # what the task's forward never calls, and so freezes (model/span.py, model/classifier.py): the
+    # encoder's pooler, a decoder's output layer (the classifier pools hidden states; tied, it is
+    # the embedding, counted once as `wte`)
     unused = "pooler" if head.encoder else "lm_head"
-    frozen = {unused} if head.task == "span" else set()
     body = [
         replace(
-            m, name="backbone." + m.name, idle=m.name == unused, frozen=head.frozen_body or m.name in frozen
+            m,
+            name="backbone." + m.name,
+            idle=m.name == unused,
+            frozen=head.frozen_body or (m.name == unused and not m.shared),
         )
         for m in body
     ]
