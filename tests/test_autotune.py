@@ -4,6 +4,9 @@ chosen from which timings, that the probe changes nothing else, and that choices
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ STEPS = ["--train.max_steps=4", "--train.checkpoint_interval=2", "--train.eval_i
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LMFORGE_AUTOTUNE", raising=False)  # conftest turns it off for other tests
     yield tmp_path / "cache" / tuning.FILE_NAME
     set_sequence_route("bmm")  # the process-wide default, for the tests that follow
 
@@ -188,3 +192,19 @@ def test_without_bf16_units_or_with_autotune_off_the_rule_decides(monkeypatch: p
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")
     _, why = decode_tune.to_inference_dtype(_gpt(), "auto")
     assert "LMFORGE_AUTOTUNE=0" in why
+
+
+def test_two_ranks_measure_together_and_agree(
+    tmp_path: Path, tiny_overrides: list[str], own_cache: Path
+) -> None:
+    """Ranks sum their timings, so a DDP run's ranks make one choice; rank 0 caches it."""
+    env = {k: v for k, v in os.environ.items() if k != "LMFORGE_AUTOTUNE"}
+    cmd = [sys.executable, "-m", "lmforge", "launch", "--nproc=2", "train", "--quiet", "--out",
+           str(tmp_path / "run"), *tiny_overrides, *STEPS, "--engine.name=ddp", "--engine.backend=gloo",
+           "--engine.timeout_s=60"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["kernels"]["adamw"] in ("fused", "foreach")
+    [(key, entry)] = json.loads(own_cache.read_text()).items()
+    assert {k: entry[k] for k in ("dtype", "attention", "adamw")} == summary["kernels"]
