@@ -65,22 +65,22 @@ def probe(rows: int = 1, rounds: int = 3) -> dict[str, float]:
 
 
 @functools.cache
-def choose_linear_routes() -> tuple[dict[int, str], str]:
-    """({probed row count: 'mkl' or 'onednn'}, why): the faster fp32 inference route here for one
-    row and for a few (see the module docstring)."""
+def choose_linear_routes() -> tuple[dict[str, str], str]:
+    """({'one', 'few', 'many' rows: 'mkl' or 'onednn'}, why): the faster fp32 inference route
+    here for one row and for a few, PyTorch's own (MKL) for many (see the module docstring)."""
     forced = os.environ.get("LMFORGE_LINEAR", "")
     if forced:
         if forced not in ROUTES:
             raise LmforgeError(f"LMFORGE_LINEAR={forced!r}: expected one of {', '.join(ROUTES)}")
         if forced == "onednn" and not ONEDNN_AVAILABLE:
             raise LmforgeError("LMFORGE_LINEAR=onednn: this torch build has no oneDNN linear kernel")
-        return dict.fromkeys(PROBED_ROWS, forced), "LMFORGE_LINEAR"
+        return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_LINEAR"
     if not ONEDNN_AVAILABLE:
-        return dict.fromkeys(PROBED_ROWS, "mkl"), "no oneDNN linear kernel in this torch build"
-    routes, measured = {}, []
-    for rows in PROBED_ROWS:
+        return dict.fromkeys(("one", "few", "many"), "mkl"), "no oneDNN linear kernel in this torch build"
+    routes, measured = {"many": "mkl"}, []
+    for bucket, rows in zip(("one", "few"), PROBED_ROWS, strict=True):
         times = probe(rows)
-        routes[rows] = "onednn" if times["mkl"] > MARGIN * times["onednn"] else "mkl"
+        routes[bucket] = "onednn" if times["mkl"] > MARGIN * times["onednn"] else "mkl"
         mkl, onednn = 1e3 * times["mkl"], 1e3 * times["onednn"]
         measured.append(f"{rows} row{'s' * (rows > 1)} mkl {mkl:.2f} ms, onednn {onednn:.2f} ms")
     return routes, "measured: " + "; ".join(measured)
@@ -88,19 +88,17 @@ def choose_linear_routes() -> tuple[dict[int, str], str]:
 
 def linear_route(rows: int = 1) -> str:
     """The route for a product of `rows` rows: one row (a decoding step), a few (a batch of decoding
-    steps), or FEW_ROWS_MAX + 1 and more (prefill, evaluation), where MKL, PyTorch's own, is kept."""
-    routes, why = choose_linear_routes()
-    if rows > FEW_ROWS_MAX:
-        return routes[PROBED_ROWS[-1]] if why == "LMFORGE_LINEAR" else "mkl"
-    return routes[1] if rows == 1 else routes[PROBED_ROWS[-1]]
+    steps), or FEW_ROWS_MAX + 1 and more (prefill, evaluation)."""
+    bucket = "one" if rows == 1 else "few" if rows <= FEW_ROWS_MAX else "many"
+    return choose_linear_routes()[0][bucket]
 
 
 def describe() -> str:
     """One line for start-up logs and benchmarks: the routes chosen and why."""
     routes, why = choose_linear_routes()
-    if why == "LMFORGE_LINEAR" or len(set(routes.values())) == 1 and routes[1] == "mkl":
-        return f"fp32 inference linear: {routes[1]} ({why})"
+    if len(set(routes.values())) == 1:
+        return f"fp32 inference linear: {routes['one']} ({why})"
     return (
-        f"fp32 inference linear: {routes[1]} for 1 row, {routes[PROBED_ROWS[-1]]} for 2-{FEW_ROWS_MAX} rows,"
-        f" mkl from {FEW_ROWS_MAX + 1} ({why})"
+        f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{FEW_ROWS_MAX} rows,"
+        f" {routes['many']} from {FEW_ROWS_MAX + 1} ({why})"
     )
