@@ -23,7 +23,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from lmforge.train.tasks.base import Task
 MARGIN = 1.05  # a candidate must be this much faster than the rule's choice to replace it
 SLOW_STEP_S = 2.0  # above this a micro-batch is timed once, not twice
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CHOICES = ("dtype", "attention", "adamw")  # what a checkpoint and the cache keep of StepKernels
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class StepKernels:
         return f"{autocast}, {self.attention} attention, {self.adamw} AdamW ({self.why})"
 
     def saved(self) -> dict[str, str]:
-        return {k: v for k, v in asdict(self).items() if k != "why"}
+        return {k: getattr(self, k) for k in CHOICES}
 
 
 def choose_kernels(
@@ -81,7 +82,7 @@ def choose_kernels(
     cached = tuning.lookup("train", shape)
     misses = engine.all_reduce(torch.tensor(0.0 if cached else 1.0))  # probe together or not at all
     if cached and not misses and _valid(cached, dtypes):
-        return StepKernels(**{k: cached[k] for k in ("dtype", "attention", "adamw")},
+        return StepKernels(**{k: cached[k] for k in CHOICES},
                            why=f"measured earlier on this machine: {cached['measured']}")  # fmt: skip
     with _untouched():
         chosen = measure(model, batch, task.loss, dtypes, rule.dtype, engine)
@@ -210,6 +211,6 @@ def _summed(times: dict, engine: Engine) -> dict:
 def kernels_from_state(saved: dict | None) -> dict | None:
     """The kernels a checkpoint's trainer state names, or None for checkpoints from before them."""
     kernels = (saved or {}).get("kernels")
-    if isinstance(kernels, dict) and {"dtype", "attention", "adamw"} <= kernels.keys():
-        return {k: kernels[k] for k in ("dtype", "attention", "adamw")}
+    if isinstance(kernels, dict) and set(CHOICES) <= kernels.keys():
+        return {k: kernels[k] for k in CHOICES}
     return None
