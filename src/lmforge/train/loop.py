@@ -132,8 +132,10 @@ def _set_up(
             f" x micro_batch_size={micro} x accumulation steps"
         )
     task = build_task(Setup(cfg, run_dir, engine, micro, say))
-    if resuming:  # data prepared during this start must match what the checkpoint was trained on
-        ckpt.check_tokenizer(ckpt.latest_checkpoint(run_dir / "checkpoints"), task.tokenizer)
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints", say=say) if resuming else None
+    saved = ckpt.read_trainer_state(last) if last is not None else None
+    if last is not None:  # data prepared during this start must match what the checkpoint was trained on
+        ckpt.check_tokenizer(last, task.tokenizer)
     if t.epochs:
         t.max_steps = t.epochs * task.loader.steps_per_epoch
     if engine.rank == 0:
@@ -148,7 +150,6 @@ def _set_up(
     flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)
     n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
-    saved = ckpt.read_trainer_state(ckpt.latest_checkpoint(run_dir / "checkpoints")) if resuming else None
     kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved))
     kernels.apply()
     dtype = kernels.torch_dtype
@@ -172,22 +173,20 @@ def _set_up(
     if task.best_metric:
         run.state.update(best_score=-math.inf, best_step=0)
     run.privacy = build_privacy(cfg, task, engine)
-    if resuming:
-        _restore(run)
+    if last is not None and saved is not None:
+        _restore(run, last, saved)
     report.say_start(run, model_name, plan, kernels.describe())
     if run.privacy:
         say(run.privacy.describe())
     return run
 
 
-def _restore(run: Run) -> None:
-    """Continue exactly from the newest intact checkpoint: weights, optimizer, schedule, RNG,
-    data position, counters and a time budget's plan."""
-    last = ckpt.latest_checkpoint(run.run_dir / "checkpoints", say=run.say)
+def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
+    """Continue exactly from the newest intact checkpoint `last` (its trainer state `saved`):
+    weights, optimizer, schedule, RNG, data position, counters and a time budget's plan."""
     if run.lora_base:  # the adapters only fit the base they were trained on
         check_base(last, run.lora_base)
     run.engine.load(last)
-    saved = ckpt.read_trainer_state(last)
     ckpt.restore_rng(last, saved)
     run.task.loader.load_state_dict(saved["loader"])
     if run.privacy:  # the accountant continues where it stopped: epsilon as if never interrupted
