@@ -3,9 +3,11 @@ GPT 6x384, context 256, global batch 8, fp32, the shipped Shakespeare; local, DD
 at 1 and 2 ranks), each planned with `--calibrate` (a few real steps of the same recipe) and then
 run for --steps steps. Per case: the planned model states per rank against summary.json's
 memory_per_rank (aim: within 5%), the planned peak RSS against the measured one (25%), and the
-step time from the calibrated MFU against the run's median step time after its first step (15%).
+step time from the calibrated MFU against the run's step time (15%). Both step times are the same
+statistic, the fastest step after the first (plan_calibrate.step_figures: what a quiet machine
+gives; this shared machine's other work only slows steps); the medians are printed beside them.
 
-    python -m benchmarks.bench_plan [--steps 10] [--calibrate-steps 3] [--save results.json]
+    python -m benchmarks.bench_plan [--steps 10] [--calibrate-steps 10] [--save results.json]
     python -m benchmarks.bench_plan --only local ddp fsdp --save a.json   # a part of the cases
     python -m benchmarks.bench_plan --rescore a.json b.json  # re-plan saved runs, no training
     python -m benchmarks.bench_plan --checkpointing --only local ddp [--batch 32]  # each case also with
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import lmforge
 from benchmarks.bench_engines import CASES, MODEL, ROOT, run_case
 from benchmarks.common import hardware_line
 from lmforge.data.shards import prepare_corpus
+from lmforge.tools.plan_calibrate import step_figures
 
 BATCH = ["--train.batch_size=8", "--train.eval_batches=1"]  # --batch N overrides the 8
 AIMS = {"states": 0.05, "rss": 0.25, "step": 0.15}
@@ -71,8 +73,7 @@ def _measure_case(work: Path, data: Path, name: str, nproc: int, flags: list[str
     )["calibration"]
     summary = run_case(work, data, name, nproc, [*flags, "--train.log_interval=1"], steps, dtype, "lm")
     metrics = (work / f"{name}-{nproc}" / "metrics.jsonl").read_text().splitlines()
-    per_step = summary["tokens"] / summary["steps"]
-    times = [per_step / r["tok_s"] for r in map(json.loads, metrics) if "tok_s" in r and r["step"] > 1]
+    steps_run = step_figures(map(json.loads, metrics), summary["tokens"] / summary["steps"])
     return {
         "case": name,
         "ranks": nproc,
@@ -81,12 +82,15 @@ def _measure_case(work: Path, data: Path, name: str, nproc: int, flags: list[str
         "calibration": calibration,
         "memory_per_rank": summary["memory_per_rank"],
         "peak_rss_gb": max(summary["peak_rss_gb_per_rank"]),
-        "step_s": statistics.median(times),
+        "step_s": steps_run["step_s"],  # the fastest step after the first, as the calibration's
+        "step_s_median": steps_run["step_s_median"],
+        "step_times": steps_run["step_times"],
     }
 
 
 def score(row: dict[str, Any]) -> dict[str, Any]:
-    """The plan of one saved case (model states and RSS predicted, step time from its calibration)."""
+    """The plan of one saved case (model states and RSS predicted, step time from its calibration:
+    from its fastest step, and for comparison from its median step)."""
     plan = lmforge.plan(overrides=row["overrides"], world_size=row["ranks"])
     c = row["calibration"]
     flops_per_step = plan["flops_per_token"] * plan["batch"]["global"] * plan["tokens_per_sequence"]
@@ -98,13 +102,15 @@ def score(row: dict[str, Any]) -> dict[str, Any]:
         "rss_measured": row["peak_rss_gb"] * 2**30,
         "step": flops_per_step / (row["ranks"] * c["peak_flops"] * c["mfu"]),
         "step_measured": row["step_s"],
+        "median": flops_per_step / (row["ranks"] * c["peak_flops"] * c["mfu_median"]),
+        "median_measured": row["step_s_median"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--calibrate-steps", type=int, default=3)
+    parser.add_argument("--calibrate-steps", type=int, default=10)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--save", help="write the measured figures to this JSON file")
     parser.add_argument("--only", nargs="*", default=[], help="these cases only (local, ddp, zero2, ...)")
@@ -131,9 +137,10 @@ def main() -> None:
     print(f"# {hardware_line()}")
     print(
         f"{'engine':<13} {'ranks':>5} | {'states MiB plan/run':>20} {'worst key':>9} |"
-        f" {'peak RSS MiB plan/run':>22} {'diff':>6} | {'step s plan/run':>16} {'diff':>6}"
+        f" {'peak RSS MiB plan/run':>22} {'diff':>6} | {'fastest step s plan/run':>23} {'diff':>6}"
+        f" | {'median step s plan/run':>22} {'diff':>6}"
     )
-    worst = dict.fromkeys(AIMS, 0.0)
+    worst, within = dict.fromkeys(AIMS, 0.0), dict.fromkeys(AIMS, 0)
     scores = [score(row) for row in rows]
     for row, s in zip(rows, scores, strict=True):
         diffs = {k: s[k] / s[f"{k}_measured"] - 1 for k in AIMS}
@@ -141,17 +148,20 @@ def main() -> None:
         diffs["states"] = max((p / m - 1 for p, m in s["keys"].values()), key=abs)
         for k, d in diffs.items():
             worst[k] = max(worst[k], abs(d))
+            within[k] += abs(d) <= AIMS[k]
+        median = s["median"] / s["median_measured"] - 1  # printed, not scored: it carries the noise
         mib = 2**20
         states = f"{s['states'] / mib:>9.1f} / {s['states_measured'] / mib:>8.1f}"
         name = row["case"] + ("+ckpt" if row.get("checkpointing") else "")
         print(
             f"{name:<13} {row['ranks']:>5} | {states}"
             f" {100 * diffs['states']:>+8.1f}% | {s['rss'] / mib:>10,.0f} / {s['rss_measured'] / mib:>9,.0f}"
-            f" {100 * diffs['rss']:>+5.1f}% | {s['step']:>7.3f} / {s['step_measured']:>6.3f}"
-            f" {100 * diffs['step']:>+5.1f}%"
+            f" {100 * diffs['rss']:>+5.1f}% | {s['step']:>14.3f} / {s['step_measured']:>6.3f}"
+            f" {100 * diffs['step']:>+5.1f}% | {s['median']:>13.3f} / {s['median_measured']:>6.3f}"
+            f" {100 * median:>+5.1f}%"
         )
     verdict = ", ".join(
-        f"{k} {100 * worst[k]:.1f}% ({'within' if worst[k] <= aim else 'OVER'} {100 * aim:.0f}%)"
+        f"{k} {100 * worst[k]:.1f}% ({within[k]}/{len(rows)} within {100 * aim:.0f}%)"
         for k, aim in AIMS.items()
     )
     print(f"# worst: {verdict}")

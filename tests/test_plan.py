@@ -21,6 +21,7 @@ from lmforge.model import lora
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.tools import plan_memory, plan_model
+from lmforge.tools.plan_calibrate import step_figures
 from lmforge.tools.plan_memory import Setup
 from lmforge.train.report import flops_per_token
 
@@ -166,6 +167,28 @@ def test_a_short_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
         assert cli.main(["plan", *args, "--json"]) == 0
     printed = json.loads(out.getvalue())
     assert printed["memory_per_rank"] == result["memory_per_rank"]
+    c = result["calibration"]
+    assert c["step_s"] == min(c["step_times"]) <= c["step_s_median"] and len(c["step_times"]) == 1
+
+
+def test_calibration_takes_the_fastest_step() -> None:
+    """The calibrated step is the fastest after the first (a quiet machine's): a warm-up step and
+    a stretch of slow steps (another process on the machine) do not move it; its MFU is that step's."""
+    tokens = 1000
+
+    def row(step: int, seconds: float) -> dict[str, float]:
+        return {"step": step, "tok_s": tokens / seconds, "mfu": 0.3 * 0.5 / seconds, "loss": 1.0}
+
+    quiet = [row(1, 4.0)] + [row(i, 0.5 + 0.01 * (i % 3)) for i in range(2, 9)]
+    noisy = quiet[:4] + [row(i, 0.9) for i in range(5, 9)] + [{"step": 8, "val_loss": 1.0}]
+    for rows in (quiet, noisy):
+        got = step_figures(rows, tokens)
+        assert got["step_s"] == pytest.approx(0.5) and got["mfu"] == pytest.approx(0.3)
+        assert len(got["step_times"]) == 7  # the first step is warm-up, the eval row has no time
+    assert step_figures(noisy, tokens)["step_s_median"] == pytest.approx(0.9)
+    assert step_figures(quiet, tokens)["step_s_median"] == pytest.approx(0.51)
+    with pytest.raises(LmforgeError, match="no step after the first"):
+        step_figures(quiet[:1], tokens)
 
 
 def test_what_would_fit() -> None:

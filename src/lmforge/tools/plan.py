@@ -34,7 +34,7 @@ def plan(
     device: str = "cpu",
     mfu: float = DEFAULT_MFU,
     calibrate: bool = False,
-    calibrate_steps: int = 5,
+    calibrate_steps: int = 10,
     json: bool = False,
 ) -> dict[str, Any]:
     """Plan a training run; returns the plan as a dict (what `--json` prints).
@@ -43,7 +43,8 @@ def plan(
     (the engine, ZeRO stage and offload come from them); world_size: ranks (several nodes: their
     total); device: h100, h100-pcie, h200, a100-40, a100-80, l4, rtx4090, mi300x or cpu (this
     machine); mfu: the model FLOPs utilisation the time assumes; calibrate: measure it instead,
-    with `calibrate_steps` real steps of the recipe on this machine (its data must exist);
+    with `calibrate_steps` real steps of the recipe on this machine (its data must exist): the
+    MFU of the fastest step after the first, what a quiet machine gives (plan_calibrate.py);
     json: the command line prints the plan as JSON rather than as a table.
     """
     del json  # the command line's output format (cli.py); the function always returns the dict

@@ -88,7 +88,8 @@ def format_plan(p: dict[str, Any]) -> str:
         rss = max(c["peak_rss_gb_per_rank"]) * 1024
         measured = ", ".join(f"{k} {_mib(v)}" for k, v in c["memory_per_rank"].items())
         lines.append(
-            f"  measured {c['steps']} calibration steps: {c['step_s']:.3f} s/step, MFU {100 * c['mfu']:.1f}%,"
+            f"  measured {c['steps']} calibration steps: fastest {c['step_s']:.3f} s/step,"
+            f" MFU {100 * c['mfu']:.1f}% (median {c['step_s_median']:.3f} s, {100 * c['mfu_median']:.1f}%),"
             f" memory_per_rank MiB: {measured}, peak RSS {rss:,.0f} MiB"
         )
     if p["advice"]:
