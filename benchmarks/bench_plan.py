@@ -5,7 +5,8 @@ run for --steps steps. Per case: the planned model states per rank against summa
 memory_per_rank (aim: within 5%), the planned peak RSS against the measured one (25%), and the
 step time from the calibrated MFU against the run's step time (15%). Both step times are the same
 statistic, the fastest step after the first (plan_calibrate.step_figures: what a quiet machine
-gives; this shared machine's other work only slows steps); the medians are printed beside them.
+gives; this shared machine's other work only slows steps); the medians are printed beside them,
+and the share of the machine's CPU time other processes took during the calibration and the run.
 
     python -m benchmarks.bench_plan [--steps 10] [--calibrate-steps 10] [--save results.json]
     python -m benchmarks.bench_plan --only local ddp fsdp --save a.json   # a part of the cases
@@ -33,7 +34,7 @@ import lmforge
 from benchmarks.bench_engines import CASES, MODEL, ROOT, run_case
 from benchmarks.common import hardware_line
 from lmforge.data.shards import prepare_corpus
-from lmforge.tools.plan_calibrate import step_figures
+from lmforge.tools.plan_calibrate import OthersCpu, step_figures
 
 BATCH = ["--train.batch_size=8", "--train.eval_batches=1"]  # --batch N overrides the 8
 AIMS = {"states": 0.05, "rss": 0.25, "step": 0.15}
@@ -71,7 +72,8 @@ def _measure_case(work: Path, data: Path, name: str, nproc: int, flags: list[str
     calibration = lmforge.plan(
         overrides=overrides, world_size=nproc, calibrate=True, calibrate_steps=calibrate_steps
     )["calibration"]
-    summary = run_case(work, data, name, nproc, [*flags, "--train.log_interval=1"], steps, dtype, "lm")
+    with OthersCpu() as others:
+        summary = run_case(work, data, name, nproc, [*flags, "--train.log_interval=1"], steps, dtype, "lm")
     metrics = (work / f"{name}-{nproc}" / "metrics.jsonl").read_text().splitlines()
     steps_run = step_figures(map(json.loads, metrics), summary["tokens"] / summary["steps"])
     return {
@@ -85,6 +87,7 @@ def _measure_case(work: Path, data: Path, name: str, nproc: int, flags: list[str
         "step_s": steps_run["step_s"],  # the fastest step after the first, as the calibration's
         "step_s_median": steps_run["step_s_median"],
         "step_times": steps_run["step_times"],
+        "others_cpu_share": others.share,
     }
 
 
@@ -138,7 +141,7 @@ def main() -> None:
     print(
         f"{'engine':<13} {'ranks':>5} | {'states MiB plan/run':>20} {'worst key':>9} |"
         f" {'peak RSS MiB plan/run':>22} {'diff':>6} | {'fastest step s plan/run':>23} {'diff':>6}"
-        f" | {'median step s plan/run':>22} {'diff':>6}"
+        f" | {'median step s plan/run':>22} {'diff':>6} | others' CPU cal/run"
     )
     worst, within = dict.fromkeys(AIMS, 0.0), dict.fromkeys(AIMS, 0)
     scores = [score(row) for row in rows]
@@ -158,7 +161,7 @@ def main() -> None:
             f" {100 * diffs['states']:>+8.1f}% | {s['rss'] / mib:>10,.0f} / {s['rss_measured'] / mib:>9,.0f}"
             f" {100 * diffs['rss']:>+5.1f}% | {s['step']:>14.3f} / {s['step_measured']:>6.3f}"
             f" {100 * diffs['step']:>+5.1f}% | {s['median']:>13.3f} / {s['median_measured']:>6.3f}"
-            f" {100 * median:>+5.1f}%"
+            f" {100 * median:>+5.1f}% | {_share(row['calibration'])} / {_share(row)}"
         )
     verdict = ", ".join(
         f"{k} {100 * worst[k]:.1f}% ({within[k]}/{len(rows)} within {100 * aim:.0f}%)"
@@ -166,6 +169,12 @@ def main() -> None:
     )
     print(f"# worst: {verdict}")
     _with_and_without(rows, scores)
+
+
+def _share(figures: dict[str, Any]) -> str:
+    """Other processes' share of the machine's CPU time during a run (plan_calibrate.OthersCpu)."""
+    share = figures.get("others_cpu_share")
+    return "?" if share is None else f"{100 * share:.0f}%"
 
 
 def _with_and_without(rows: list[dict[str, Any]], scores: list[dict[str, Any]]) -> None:

@@ -20,8 +20,8 @@ from lmforge.errors import LmforgeError
 from lmforge.model import lora
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
-from lmforge.tools import plan_memory, plan_model
-from lmforge.tools.plan_calibrate import step_figures
+from lmforge.tools import plan_calibrate, plan_memory, plan_model
+from lmforge.tools.plan_calibrate import OthersCpu, step_figures
 from lmforge.tools.plan_memory import Setup
 from lmforge.train.report import flops_per_token
 
@@ -189,6 +189,23 @@ def test_calibration_takes_the_fastest_step() -> None:
     assert step_figures(quiet, tokens)["step_s_median"] == pytest.approx(0.51)
     with pytest.raises(LmforgeError, match="no step after the first"):
         step_figures(quiet[:1], tokens)
+
+
+def test_others_cpu_share_leaves_out_our_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over 2 s on 2 CPUs the machine was busy 3 CPU-seconds, 1 of them ours: others took 2 of 4."""
+    clock = iter([10.0, 12.0])
+    busy, own = iter([100.0, 103.0]), iter([5.0, 6.0])
+    monkeypatch.setattr(plan_calibrate, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(plan_calibrate, "_machine_busy_s", lambda: next(busy))
+    monkeypatch.setattr(plan_calibrate, "_own_cpu_s", lambda: next(own))
+    monkeypatch.setattr(plan_calibrate.os, "cpu_count", lambda: 2)
+    with OthersCpu() as others:
+        pass
+    assert others.share == pytest.approx(0.5)
+    monkeypatch.undo()
+    with OthersCpu() as real:  # this machine's counters: a share, or None off Linux
+        sum(range(10**5))
+    assert real.share is None or 0 <= real.share <= 1
 
 
 def test_what_would_fit() -> None:

@@ -6,6 +6,8 @@ shows the measured memory_per_rank and peak RSS beside its predictions.
 The MFU is that of the fastest timed step (`step_figures`), the step time a quiet machine gives:
 other work on the machine only ever adds time to a step, so the minimum is the estimate that noise
 moves least (timeit's rule); the median is reported beside it, for what this machine gave now.
+A stretch of contention as long as the calibration moves the minimum too, so the calibration also
+measures how much CPU other processes took meanwhile (`OthersCpu`) and the plan says so.
 
 It runs in a child process because tools sit below train in lmforge's layers (docs/design.md),
 and because more than one rank needs a launcher anyway."""
@@ -13,12 +15,14 @@ and because more than one rank needs a launcher anyway."""
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from lmforge.config import Config, config_to_toml
@@ -38,7 +42,8 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
         command += ["--quiet", f"--train.max_steps={steps}", "--train.max_minutes=0", "--train.epochs=0"]
         command += ["--train.log_interval=1", f"--train.eval_interval={steps}", "--train.eval_batches=1"]
         command += [f"--train.checkpoint_interval={steps}"]
-        done = subprocess.run(command, capture_output=True, text=True)
+        with OthersCpu() as others:
+            done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise LmforgeError(f"calibration run failed: {last}")
@@ -51,6 +56,7 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
         "dtype": summary["dtype"],
         "memory_per_rank": summary["memory_per_rank"],
         "peak_rss_gb_per_rank": summary["peak_rss_gb_per_rank"],
+        "others_cpu_share": others.share,
     }
 
 
@@ -74,3 +80,43 @@ def step_figures(rows: Iterable[dict[str, Any]], tokens_per_step: float) -> dict
         "mfu_median": statistics.median(r["mfu"] for r in timed),
         "step_times": seconds,
     }
+
+
+class OthersCpu:
+    """The share of this machine's CPU time that processes other than this one and its children
+    used while the block ran (0: a quiet machine, 0.5: half the cores busy with other work), from
+    /proc/stat's busy time (VM steal included) less our own; `share` is None where there is no
+    /proc/stat (not Linux)."""
+
+    share: float | None = None
+
+    def __enter__(self) -> OthersCpu:
+        self._start = (perf_counter(), _machine_busy_s(), _own_cpu_s())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall0, machine0, own0 = self._start
+        machine1 = _machine_busy_s()
+        if machine0 is None or machine1 is None:
+            return
+        wall = perf_counter() - wall0
+        others = (machine1 - machine0) - (_own_cpu_s() - own0)
+        self.share = min(max(others / ((os.cpu_count() or 1) * wall), 0.0), 1.0) if wall > 0 else 0.0
+
+
+def _machine_busy_s() -> float | None:
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have finished (a launcher waits for
+    its ranks, so theirs are in it)."""
+    import resource  # Unix only, as /proc/stat
+
+    me, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime

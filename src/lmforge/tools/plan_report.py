@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 MiB = 2**20
+BUSY = 0.1  # others' share of the CPU during a calibration above which the plan warns
 
 
 def _si(value: float, unit: str) -> str:
@@ -92,6 +93,11 @@ def format_plan(p: dict[str, Any]) -> str:
             f" MFU {100 * c['mfu']:.1f}% (median {c['step_s_median']:.3f} s, {100 * c['mfu_median']:.1f}%),"
             f" memory_per_rank MiB: {measured}, peak RSS {rss:,.0f} MiB"
         )
+        if (busy := c.get("others_cpu_share")) is not None and busy >= BUSY:
+            lines.append(
+                f"  warning  other processes used {100 * busy:.0f}% of this machine's CPU time during the"
+                " calibration: a quiet machine's steps are likely faster than it measured"
+            )
     if p["advice"]:
         lines.append(f"  advice   {p['advice']}")
     return "\n".join(lines)
