@@ -348,7 +348,8 @@ VERBS: dict[str, Verb] = {
             opt("--device", "h100, h100-pcie, h200, a100-40, a100-80, l4, rtx4090, mi300x or cpu (this"
                 " machine): what each rank runs on"),
             opt("--mfu", "model FLOPs utilisation the time assumes", type=float),
-            opt("--calibrate", "measure the MFU: a few real steps of the recipe here", action="store_true"),
+            opt("--calibrate", "measure the MFU: real steps of the recipe here, the fastest after the first"
+                " (a quiet machine's step)", action="store_true"),
             opt("--calibrate-steps", "steps of the calibration run (the first is not timed)", type=int),
             opt("--json", "print the plan as JSON", action="store_true"),
         ),
