@@ -25,13 +25,15 @@ def test_plan_counts_steps_and_evaluations() -> None:
     assert plan_steps(t, 10, 1.0) == (55, 10)  # a warmup of 20 would not: a tenth of the run
 
 
-def test_the_halfway_replan_only_shortens_the_run() -> None:
-    t = TrainConfig(max_steps=300, max_minutes=1.0)  # planned: 300 steps in 60 s
+def test_the_halfway_replan_fits_the_rest_of_the_budget_at_the_pace_since_the_calibration() -> None:
+    t = TrainConfig(max_steps=300, max_minutes=1.0)  # the plan: 300 steps in 60 s
     assert replan_point(10, 300) == 155
-    assert replan_steps(t, 155, wall_s=31.0) == 300  # on time (0.2 s a step): the plan stands
-    assert replan_steps(t, 155, wall_s=46.5) == 200  # 0.3 s a step: 200 steps fill the minute
-    assert replan_steps(t, 155, wall_s=15.5) == 300  # faster than planned: never more steps
-    assert replan_steps(t, 155, wall_s=600.0) == 155  # far over already: stop where it is
+    since = (10, 4.0)  # the 10 calibration steps took 4 s: 0.4 s a step, slower than what follows
+    assert replan_steps(t, 155, 33.0, since, ceiling=1000) == 155 + 135  # 0.2 s a step: 27 s left
+    assert replan_steps(t, 155, 47.5, since, ceiling=1000) == 155 + 41  # 0.3 s a step: 12.5 s left
+    assert replan_steps(t, 155, 18.5, since, ceiling=1000) == 155 + 415  # 0.1 s: longer than planned
+    assert replan_steps(t, 155, 18.5, since, ceiling=400) == 400  # never past the recipe's max_steps
+    assert replan_steps(t, 155, 600.0, since, ceiling=1000) == 155  # far over already: stop where it is
 
 
 def _run(tmp: Path, corpus: Path, *extra: str) -> tuple[dict, list[dict]]:
@@ -54,7 +56,9 @@ def test_a_tight_budget_shrinks_the_run_and_the_cosine_still_ends_at_its_floor(
     assert last["lr"] == pytest.approx(TrainConfig().min_lr, rel=1e-6)  # the schedule reached its floor
     saved = json.loads(next((tmp_path / "run" / "checkpoints").glob("step_*/trainer.json")).read_text())
     assert saved["planned"][0] == steps  # resume keeps the calibrated plan
-    assert "replan_at" in saved  # and whether the halfway replan is still to come
+    assert "replan_at" in saved  # and whether the halfway replan is still to come,
+    assert saved["ceiling"] == 100000  # how far it may lengthen the run,
+    assert saved["calibrated"][0] == 10  # and the pace it measures from
 
 
 def test_a_budget_that_fits_changes_nothing(tmp_path: Path, corpus: Path) -> None:

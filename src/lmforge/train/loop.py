@@ -36,7 +36,14 @@ from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import report
 from lmforge.train.autotune import choose_kernels, kernels_from_state
-from lmforge.train.budget import CALIBRATION_STEPS, plan_steps, replan_point, replan_steps
+from lmforge.train.budget import (
+    BUDGET_KEYS,
+    CALIBRATION_STEPS,
+    plan_steps,
+    replan_point,
+    replan_steps,
+    seconds_per_step,
+)
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
@@ -194,7 +201,9 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
     run.step = saved["step"]
     run.state.update({k: saved[k] for k in run.state if k in saved})
     if "planned" in saved:  # a time budget's calibrated schedule
-        run.state["planned"], run.state["replan_at"] = saved["planned"], saved.get("replan_at", 0)
+        for key in BUDGET_KEYS:
+            if key in saved:
+                run.state[key] = saved[key]
         run.cfg.train.max_steps, run.cfg.train.warmup_steps = saved["planned"]
     run.say(f"resumed from {last} (step {run.step})")
 
@@ -229,7 +238,7 @@ def _steps(run: Run) -> None:
             run.memory = engine.memory()
             run.say("  memory  per rank after the first step: " + report.memory_line(run.memory))
         if t.max_minutes and "planned" not in run.state and run.step - first_step == CALIBRATION_STEPS:
-            _apply_budget(run, first_step)
+            _apply_budget(run, first_step, wall_before + time.perf_counter() - started)
         elif t.max_minutes and run.state.get("replan_at") == run.step:
             _replan_budget(run, wall_before + time.perf_counter() - started)
         record: dict[str, float] = {}
@@ -290,11 +299,12 @@ def _check_finite(run: Run, step_loss: float, grad_norm: float, stepped: bool) -
         )
 
 
-def _apply_budget(run: Run, first_step: int) -> None:
+def _apply_budget(run: Run, first_step: int, wall_s: float) -> None:
     """train.max_minutes: after the calibration steps, fit max_steps (and the schedule) to it."""
     t = run.cfg.train
-    per_step = run.engine.all_reduce(torch.tensor(run.state["train_s"] / max(run.step, 1)))
-    per_step = float(per_step) / run.engine.world_size  # every rank plans the same steps
+    run.state["ceiling"] = t.max_steps  # the recipe's: a re-plan may lengthen the run up to it
+    run.state["calibrated"] = [run.step, _same_on_every_rank(run, wall_s)]
+    per_step = _same_on_every_rank(run, run.state["train_s"] / max(run.step, 1))
     t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step)
     run.state["planned"] = [t.max_steps, t.warmup_steps]
     run.state["replan_at"] = replan_point(run.step, t.max_steps)
@@ -306,19 +316,27 @@ def _apply_budget(run: Run, first_step: int) -> None:
 
 
 def _replan_budget(run: Run, wall_s: float) -> None:
-    """Halfway through a budget's plan: shorten it if the steps so far were slower than measured."""
+    """Halfway through a budget's plan: fit the rest of the budget at the pace since the calibration
+    (shorter if the steps slowed down, longer, up to the recipe's max_steps, if they sped up)."""
     t = run.cfg.train
-    wall_s = float(run.engine.all_reduce(torch.tensor(wall_s))) / run.engine.world_size  # one plan
-    steps = replan_steps(t, run.step, wall_s)
+    wall_s = _same_on_every_rank(run, wall_s)
+    step0, wall0 = run.state.get("calibrated", (0, 0.0))  # a checkpoint from before: from step 0
+    since = (int(step0), float(wall0))
+    steps = replan_steps(t, run.step, wall_s, since, run.state.get("ceiling", t.max_steps))
     run.state["replan_at"] = 0
-    if steps < t.max_steps:
+    if steps != t.max_steps:
         t.max_steps, t.warmup_steps = steps, min(t.warmup_steps, steps)
         run.state["planned"] = [t.max_steps, t.warmup_steps]
         run.bar.total = t.max_steps
         run.say(
-            f"  budget  re-planned at step {run.step} ({wall_s / run.step:.3f} s/step so far, evaluations"
-            f" included): max_steps {t.max_steps}"
+            f"  budget  re-planned at step {run.step} ({seconds_per_step(run.step, wall_s, since):.3f} s/step"
+            f" since step {since[0]}, evaluations included): max_steps {t.max_steps}"
         )
+
+
+def _same_on_every_rank(run: Run, seconds: float) -> float:
+    """The ranks' mean of a time, so that every rank plans the same steps."""
+    return float(run.engine.all_reduce(torch.tensor(seconds))) / run.engine.world_size
 
 
 def _log_line(run: Run, window: dict[str, float], grad_norm: float, peak: float) -> dict[str, float]:
