@@ -115,6 +115,19 @@ def test_auto_dtype_needs_width_and_work(monkeypatch) -> None:
     assert hardware.resolve_dtype("auto", wide, 12 * 64)[0] == torch.float32
 
 
+def test_a_onednn_cap_below_bf16_units_counts_as_no_bf16(monkeypatch) -> None:
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 CPU runs its AVX2 kernels: bf16 matmuls are emulated
+    there, so dtype=auto must pick fp32 as on an AVX2-only CPU."""
+    from lmforge import hardware
+
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: "flags\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    for ceiling, bf16 in (("", True), ("AVX2", False), ("avx512_core_vnni", False),
+                          ("AVX512_CORE_BF16", True), ("AVX512_CORE_AMX", True), ("ALL", True)):  # fmt: skip
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", ceiling)
+        assert hardware.cpu_has_bf16() is bf16, ceiling
+
+
 def test_flops_per_token_counts_frozen_weights_and_the_trained_length() -> None:
     """MFU's numerator: 6 per trained matmul weight, 4 per frozen one (LoRA's base), attention at
     the length trained on, not the model's context (a chat fine-tune read 134% MFU before)."""

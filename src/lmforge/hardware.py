@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import time
 from pathlib import Path
@@ -31,6 +32,24 @@ CPU_FEATURES = {
 }
 
 
+# oneDNN's instruction-set ceilings (ONEDNN_MAX_CPU_ISA, formerly DNNL_MAX_CPU_ISA) below
+# AVX512_CORE_BF16, the first with bf16 dot products (oneDNN's "CPU Dispatcher Control" page).
+ONEDNN_ISAS_WITHOUT_BF16 = {
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"
+}  # fmt: skip
+
+
+# what caps the kernels below the CPU's own (benchmarks run an AVX-512 CPU as an AVX2 one with them)
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def onednn_allows_bf16() -> bool:
+    """False when ONEDNN_MAX_CPU_ISA caps oneDNN below bf16 units (say AVX2, to run a bf16 CPU as
+    an AVX2 one): its bf16 matmuls are then emulated, so bf16 is as slow as on a CPU without them."""
+    ceiling = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+    return ceiling.strip().upper() not in ONEDNN_ISAS_WITHOUT_BF16
+
+
 def flags_in_cpuinfo(cpuinfo: str) -> frozenset[str]:
     """The flags of /proc/cpuinfo's first `flags` line (every core lists the same ones)."""
     for line in cpuinfo.splitlines():
@@ -54,8 +73,8 @@ def _cpuinfo() -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """True when the CPU has native bf16 matmul units (AVX512_BF16 or AMX)."""
-    return bf16_in_cpuinfo(_cpuinfo())
+    """True when the CPU has native bf16 matmul units (AVX512_BF16 or AMX) and oneDNN may use them."""
+    return bf16_in_cpuinfo(_cpuinfo()) and onednn_allows_bf16()
 
 
 def cpu_model() -> str:
@@ -79,7 +98,12 @@ def cpu_summary() -> str:
     features = cpu_features()
     has = " ".join(name for name, present in features.items() if present) or "none of AVX2/AVX-512"
     lacks = "/".join(name for name, present in features.items() if not present)
-    return f"{cpu_model()}; {has}" + (f", no {lacks}" if lacks else "")
+    caps = [f"{k}={os.environ[k]}" for k in KERNEL_CAPS if os.environ.get(k)]
+    return (
+        f"{cpu_model()}; {has}"
+        + (f", no {lacks}" if lacks else "")
+        + (f" (kernels capped: {' '.join(caps)})" if caps else "")
+    )
 
 
 def resolve_dtype(
