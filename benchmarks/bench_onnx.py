@@ -34,7 +34,10 @@ from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
 
 SHAPES = {
-    "6x384": ("shakespeare 6x384 (vocab 65)", ModelConfig(n_layer=6, n_head=6, n_embd=384, vocab_size=65)),
+    "6x384": (
+        "shakespeare 6x384, context 256 (vocab 65)",
+        ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65),
+    ),
     "gpt2": (
         "gpt2-small 12x768 (vocab 50257)",
         ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),

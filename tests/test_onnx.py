@@ -152,6 +152,15 @@ def test_decoding_slides_past_the_context_as_pytorch_does(gpt_export: tuple[Path
     )
 
 
+def test_idle_runtime_threads_do_not_spin(gpt_export: tuple[Path, Path]) -> None:
+    """ORT's workers spin between runs by default, taking the cores from what the process does next
+    (PyTorch decoded several times slower beside a spinning session in bench_onnx)."""
+    _, out = gpt_export
+    for session in OnnxModel(out).sessions.values():
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_sampling_with_a_seed_matches_pytorch(gpt_export: tuple[Path, Path]) -> None:
     source, out = gpt_export
     kw = {"max_new_tokens": 24, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}
