@@ -3,6 +3,7 @@ chosen from which timings, that the probe changes nothing else, and that choices
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -86,12 +87,18 @@ def test_a_choice_is_measured_once_then_remembered_and_resumed(
 
     second = _train([*tiny_overrides, *STEPS], tmp_path / "b")  # same machine and shapes: cached
     assert calls == [1] and second["kernels"] == first["kernels"]
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "refresh")  # measure again, and remember the new answer
+    _train([*tiny_overrides, *STEPS], tmp_path / "b2")
+    assert calls == [1, 1] and len(json.loads(own_cache.read_text())) == 1
+    monkeypatch.delenv("LMFORGE_AUTOTUNE")
+    calls.clear()
+    assert next(iter(json.loads(own_cache.read_text()).values()))["when"] == datetime.date.today().isoformat()
     _train([*tiny_overrides, *STEPS, "--train.activation_checkpointing=true"], tmp_path / "c")
-    assert calls == [1, 1]  # recomputing activations changes the step's cost: measured again
+    assert calls == [1]  # recomputing activations changes the step's cost: measured again
 
     own_cache.unlink()  # a resumed run takes its kernels from the checkpoint, not a new probe
     resumed = _train(["--train.max_steps=6"], None, resume=tmp_path / "a")
-    assert calls == [1, 1] and resumed["kernels"] == first["kernels"] and resumed["steps"] == 6
+    assert calls == [1] and resumed["kernels"] == first["kernels"] and resumed["steps"] == 6
 
 
 def test_the_probe_leaves_the_run_as_it_was(
@@ -178,7 +185,8 @@ def test_decoding_dtype_is_measured_for_real_then_remembered(monkeypatch: pytest
 
     monkeypatch.setattr(decode_tune, "_time_decoding", no_probe)
     again, why = decode_tune.to_inference_dtype(_gpt(), "auto")
-    assert next(again.parameters()).dtype == first and "measured earlier" in why
+    assert next(again.parameters()).dtype == first
+    assert f"measured on {datetime.date.today().isoformat()} on this machine" in why
     assert next(decode_tune.to_inference_dtype(_gpt(), "fp32")[0].parameters()).dtype == torch.float32
 
 

@@ -8,11 +8,14 @@ starts without probing, and a run resumed from a checkpoint reuses what it start
 
 The file is `$LMFORGE_CACHE/autotune.json` (default `~/.cache/lmforge/autotune.json`); deleting it
 forgets every choice. `LMFORGE_AUTOTUNE=0` turns measurement off: the fixed rules apply
-(`hardware.resolve_dtype`, the bmm attention route, fused AdamW).
+(`hardware.resolve_dtype`, the bmm attention route, fused AdamW). `LMFORGE_AUTOTUNE=refresh`
+measures again and replaces what was remembered: a probe taken while the machine was busy would
+otherwise stand until the file is deleted. Each entry keeps the date it was measured.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
@@ -28,9 +31,13 @@ from lmforge.hardware import cpu_features, cpu_model
 FILE_NAME = "autotune.json"
 
 
+def _setting() -> str:
+    return os.environ.get("LMFORGE_AUTOTUNE", "1").strip().lower()
+
+
 def enabled() -> bool:
     """False when LMFORGE_AUTOTUNE is 0/off/false/no: use the fixed rules, measure nothing."""
-    return os.environ.get("LMFORGE_AUTOTUNE", "1").strip().lower() not in ("0", "off", "false", "no")
+    return _setting() not in ("0", "off", "false", "no")
 
 
 def cache_path() -> Path:
@@ -62,8 +69,9 @@ def _warn_once(message: str) -> None:
 
 
 def lookup(kind: str, shape: str) -> dict[str, Any] | None:
-    """The choice remembered for (this machine, kind, shape), or None."""
-    if not enabled():
+    """The choice remembered for (this machine, kind, shape), or None (also when LMFORGE_AUTOTUNE
+    is refresh: measure again)."""
+    if not enabled() or _setting() == "refresh":
         return None
     entries = _read(cache_path()) or {}
     found = entries.get(f"{machine_key()} | {kind} | {shape}")
@@ -77,7 +85,7 @@ def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
     entries = _read(path)
     if entries is None:
         return
-    entries[f"{machine_key()} | {kind} | {shape}"] = choice
+    entries[f"{machine_key()} | {kind} | {shape}"] = {**choice, "when": datetime.date.today().isoformat()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".autotune-", delete=False) as f:
@@ -85,3 +93,9 @@ def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
         os.replace(f.name, path)
     except OSError as err:
         _warn_once(f"lmforge: could not write the autotune cache {path}: {err}")
+
+
+def earlier(entry: dict[str, Any]) -> str:
+    """How a start-up line names a remembered choice: when, and how to measure it again."""
+    when = f" on {entry['when']}" if isinstance(entry.get("when"), str) else " earlier"
+    return f"measured{when} on this machine, LMFORGE_AUTOTUNE=refresh measures again: {entry['measured']}"

@@ -41,7 +41,7 @@ def to_inference_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
     shape = _shape_key(net)
     cached = tuning.lookup("decode", shape)
     if cached and cached.get("dtype") in ("fp32", "bf16") and isinstance(cached.get("measured"), str):
-        chosen, how = cached["dtype"], f"measured earlier on this machine: {cached['measured']}"
+        chosen, how = cached["dtype"], tuning.earlier(cached)
     else:
         net = net.float()
         bf16 = copy.deepcopy(net).to(torch.bfloat16)

@@ -82,8 +82,7 @@ def choose_kernels(
     cached = tuning.lookup("train", shape)
     misses = engine.all_reduce(torch.tensor(0.0 if cached else 1.0))  # probe together or not at all
     if cached and not misses and _valid(cached, dtypes):
-        return StepKernels(**{k: cached[k] for k in CHOICES},
-                           why=f"measured earlier on this machine: {cached['measured']}")  # fmt: skip
+        return StepKernels(**{k: cached[k] for k in CHOICES}, why=tuning.earlier(cached))
     with _untouched():
         chosen = measure(model, batch, task.loss, dtypes, rule.dtype, engine)
     if engine.rank == 0:
