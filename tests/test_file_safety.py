@@ -368,6 +368,16 @@ def test_launch_refuses_copies_of_a_one_process_job(tmp_path: Path, monkeypatch:
     assert len(started) == 2
 
 
+def test_launch_reads_a_recipe_that_needs_its_command_line() -> None:
+    """A QA recipe is valid only with the train.init_from the command line gives it: launch must
+    read its engine with every override, not the engine's alone (it refused qa-demo.toml)."""
+    qa = ["train", str(ROOT / "configs" / "qa-demo.toml"), "--out", "runs/x.toml", "--engine.name=ddp"]
+    with pytest.raises(LmforgeError, match=r"data.task='qa' needs train.init_from"):
+        engine_of(qa)
+    assert engine_of([*qa, "--train.init_from=minilm"]) == "ddp"
+    assert engine_of([*qa, "--init-from", "minilm"]) == engine_of([*qa, "--init-from=minilm"]) == "ddp"
+
+
 class _Done:
     returncode = 0
 

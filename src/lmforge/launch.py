@@ -25,7 +25,6 @@ def engine_of(args: list[str]) -> str:
     """The engine name a `train` command line asks for (the last --engine.name=, else its recipe's or
     resumed run's, else the default)."""
     rest = args[1:]
-    names = [a.split("=", 1)[1] for a in rest if a.startswith("--engine.name=")]
     recipe = None
     for i, arg in enumerate(rest):
         if arg == "--resume" and i + 1 < len(rest):
@@ -33,11 +32,29 @@ def engine_of(args: list[str]) -> str:
         elif arg.startswith("--resume="):
             recipe = Path(arg.split("=", 1)[1]) / "config.toml"
     positional = [
-        a for i, a in enumerate(rest) if not a.startswith("-") and (i == 0 or rest[i - 1] != "--resume")
+        a for i, a in enumerate(rest) if not a.startswith("-") and (i == 0 or rest[i - 1] not in VALUED)
     ]
     recipe = recipe or next((Path(a) for a in positional if a.endswith(".toml")), None)
-    overrides = [f"--engine.name={names[-1]}"] if names else []
-    return load_config(recipe, overrides).engine.name
+    # every override, not only --engine.name: the recipe is validated whole, and one that needs a key
+    # from the command line (a QA or classification recipe's train.init_from) is valid only with it
+    return load_config(recipe, _overrides(rest)).engine.name
+
+
+# train's options that take a value (not a recipe), and the one that is an override's alias
+VALUED = ("--resume", "--out", "--init-from")
+
+
+def _overrides(rest: list[str]) -> list[str]:
+    """The `--section.key=value` overrides of a `train` command line, --init-from as its key."""
+    found = []
+    for i, arg in enumerate(rest):
+        if arg.startswith("--init-from="):
+            found.append("--train.init_from=" + arg.split("=", 1)[1])
+        elif arg == "--init-from" and i + 1 < len(rest):
+            found.append(f"--train.init_from={rest[i + 1]}")
+        elif arg.startswith("--") and "." in arg.partition("=")[0] and "=" in arg:
+            found.append(arg)
+    return found
 
 
 def launch(
