@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_tasks_on_engines import ENGINES, kill_resume_and_compare, lmforge
 
 from lmforge import eval_qa, pipeline
@@ -22,6 +23,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.train.loop import train
 from lmforge.train.metrics import read_metrics
+from lmforge.train.tasks.qa import collate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bert-qa"
 NAMES = ["Tobias", "Marta", "Ivan", "Greta", "Hugo", "Nora", "Felix", "Ada", "Otto", "Lena"]
@@ -128,6 +130,24 @@ def test_window_targets_find_the_answer_in_the_window_that_holds_it() -> None:
             assert context[offsets[s][0] : offsets[e][1]] == "1113"
             hits.append(w)
     assert 1 <= len(hits) <= 2  # in the window(s) that hold it whole, [CLS] in the others
+
+
+def test_batches_pad_to_a_multiple_of_16_within_the_limit_and_padding_changes_no_logit() -> None:
+    model, tokenizer = load_model(FIXTURE)
+    model.eval()
+    maker = WindowMaker(tokenizer)
+    windows = [maker.windows(0, "Who?", "Ada lives by the river. " * k, 64, 16)[0] for k in (1, 2, 3)]
+    features = [(w, NO_ANSWER) for w in windows]
+    longest = max(len(w.ids) for w in windows)
+    assert longest % 16 and longest < 48  # rounding has something to do
+    wide = collate(features)[0].shape[1]
+    assert wide % 16 == 0 and longest < wide < longest + 16
+    assert collate(features, limit=longest)[0].shape[1] == longest  # never past the window length
+    with torch.no_grad():
+        exact, padded = (model(*(x[0], x[2], x[1])) for x in (collate(features, longest), collate(features)))
+    for row, w in enumerate(windows):
+        n = len(w.ids)
+        assert torch.allclose(exact[row, :n], padded[row, :n], atol=1e-5)
 
 
 def test_fine_tune_learns_exports_and_evaluates(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ A batch is (src, tgt_in, tgt_out), all (B, T) int64: src = source + EOS, right-p
 tgt_in = START + target (START is EOS for lmforge's models, the pad token for Marian's),
 right-padded with PAD;
 tgt_out = target + EOS, right-padded with IGNORE so padding counts in neither loss nor tokens.
-Widths are rounded up to a multiple of PAD_TO.
+Widths are rounded up to a multiple of PAD_TO (data/loader.py).
 """
 
 from __future__ import annotations
@@ -19,22 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.data.loader import IGNORE
+from lmforge.data.loader import IGNORE, padded_width
 from lmforge.errors import LmforgeError
 
 PairBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 POOL = 64  # global batches sorted together by length
-# Widths are rounded up to a multiple of this: on the CPU every new (batch, length) shape costs
-# oneDNN a kernel set-up. With exact lengths (2..130) a 3x256 model in bf16 ran at 2,100 and then
-# 4,100 tok/s for its first 100 steps and reached its 9,000 only after ~150; rounded to 16, the
-# first 100 steps ran at 6,900 and the rest at 9,200.
-PAD_TO = 16
 
 
 def _pad(rows: list[list[int]], value: int, limit: int = 0) -> torch.Tensor:
     """Right-pad to the longest row rounded up to PAD_TO, but never past `limit` (positions)."""
-    longest = max(len(r) for r in rows)
-    width = max(longest, min(-(-longest // PAD_TO) * PAD_TO, limit or 1 << 30))
+    width = padded_width(max(len(r) for r in rows), limit)
     out = torch.full((len(rows), width), value, dtype=torch.int64)
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.tensor(r, dtype=torch.int64)

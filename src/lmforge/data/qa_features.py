@@ -10,8 +10,11 @@ context, which is how answers come back as character spans.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import torch
 from tokenizers import Encoding
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -30,6 +33,20 @@ class Window:
     ids: list[int]
     type_ids: list[int]
     answerable: list[bool]  # the token may be part of an answer: a context token, or [CLS]
+
+
+@dataclass
+class Inputs:
+    """A window's model inputs alone, all a training batch needs: a Window of 384 tokens holds
+    ~45 KB (its Encoding keeps the tokens' strings, offsets and words for decoding answers), these
+    ~2 KB, which is 0.2 GB instead of 4 GB for SQuAD v1.1's 88k training questions."""
+
+    ids: np.ndarray  # (T,) int32
+    type_ids: np.ndarray  # (T,) int8
+
+    @classmethod
+    def of(cls, window: Window) -> Inputs:
+        return cls(np.array(window.ids, dtype=np.int32), np.array(window.type_ids, dtype=np.int8))
 
 
 class WindowMaker:
@@ -85,3 +102,15 @@ def span_targets(window: Window, answer_start: int, answer_end: int) -> tuple[in
     start = next(i for i in tokens if offsets[i][1] > answer_start)
     end = next(i for i in reversed(tokens) if offsets[i][0] < answer_end)
     return start, end
+
+
+def pad_windows(
+    windows: Sequence[Window] | Sequence[Inputs], width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, token_type_ids, attention_mask) of the windows, each (B, width), right-padded with 0."""
+    ids = torch.zeros(len(windows), width, dtype=torch.long)
+    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+    for row, w in enumerate(windows):
+        n = len(w.ids)
+        ids[row, :n], types[row, :n], mask[row, :n] = torch.as_tensor(w.ids), torch.as_tensor(w.type_ids), 1
+    return ids, types, mask

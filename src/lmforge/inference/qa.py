@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmforge.data.qa_features import Window, WindowMaker
+from lmforge.data.qa_features import Window, WindowMaker, pad_windows
 from lmforge.errors import LmforgeError
 from lmforge.inference.options import is_int
 from lmforge.model.span import SpanModel
@@ -77,13 +77,7 @@ def window_logits(
     out: list[np.ndarray] = []
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
-        width = max(len(w.ids) for w in chunk)
-        ids = torch.zeros(len(chunk), width, dtype=torch.long)
-        types = torch.zeros_like(ids)
-        mask = torch.zeros_like(ids)
-        for row, w in enumerate(chunk):
-            n = len(w.ids)
-            ids[row, :n], types[row, :n], mask[row, :n] = torch.tensor(w.ids), torch.tensor(w.type_ids), 1
+        ids, types, mask = pad_windows(chunk, max(len(w.ids) for w in chunk))
         logits = model(ids.to(device), mask.to(device), types.to(device)).float().cpu()  # (B, T, 2)
         out.extend(logits[row, : len(w.ids)].T.numpy() for row, w in enumerate(chunk))
     return out

@@ -63,7 +63,8 @@ class ClassificationTask(Task):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
         # the architecture comes with the model, the dropout with the recipe (as train.init_from for LM)
         cfg.model = dataclasses.replace(backbone.config, dropout=cfg.model.dropout)
-        self.backbone, self.cfg = backbone, cfg
+        self.backbone: GPT | Encoder | None = backbone
+        self.cfg = cfg
         self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text
         self.encoder = isinstance(backbone, Encoder)
         encode = partial(encode_batch, self.tokenizer, context=self.context, encoder=self.encoder)
@@ -78,10 +79,13 @@ class ClassificationTask(Task):
         self.pooling = t.pooling
 
     def build_model(self) -> Classifier:
+        """The model to train, built once: the loaded weights go into it and the task lets go of
+        them (else the backbone stays in memory twice for the whole run)."""
         t = self.cfg.train
-        backbone = type(self.backbone)(self.cfg.model)
+        loaded, self.backbone = self.backbone, None
+        backbone = type(loaded)(self.cfg.model)
         if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
-            backbone.load_state_dict(self.backbone.state_dict())
+            backbone.load_state_dict(loaded.state_dict())
         model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout)
         self.pooling = model.pooling  # "" resolved to the backbone's default
         if t.head_only:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.data.labelled import LabelledLoader
-from lmforge.data.qa_features import Window, WindowMaker, span_targets
+from lmforge.data.loader import padded_width
+from lmforge.data.qa_features import Inputs, Window, WindowMaker, pad_windows, span_targets
 from lmforge.data.qa_squad import QAExample, read_squad
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, write_model_files
@@ -42,24 +44,27 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.tasks.base import Autocast, Setup, Task
 
 Feature = tuple[Window, tuple[int, int]]  # a window and its (start, end) target
+TrainFeature = tuple[Inputs, tuple[int, int]]  # the same without what decoding needs
 
 
-def collate(features: list[Feature]) -> tuple[torch.Tensor, ...]:
-    """(ids, token_type_ids, attention_mask) each (B, T), right-padded, and targets (B, 2)."""
-    width = max(len(w.ids) for w, _ in features)
-    ids = torch.zeros(len(features), width, dtype=torch.long)
-    types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
-    for row, (w, _) in enumerate(features):
-        n = len(w.ids)
-        ids[row, :n], types[row, :n], mask[row, :n] = torch.tensor(w.ids), torch.tensor(w.type_ids), 1
-    return ids, types, mask, torch.tensor([target for _, target in features])
+def collate(features: list[TrainFeature] | list[Feature], limit: int = 0) -> tuple[torch.Tensor, ...]:
+    """(ids, token_type_ids, attention_mask) each (B, T), right-padded to a multiple of PAD_TO
+    (data/loader.py) but not past `limit` tokens, and targets (B, 2)."""
+    windows = [w for w, _ in features]
+    width = padded_width(max(len(w.ids) for w in windows), limit)
+    return *pad_windows(windows, width), torch.tensor([target for _, target in features])
 
 
 class FeatureLoader(LabelledLoader):
-    """The classification loader's shuffle, dealing and exact-resume position, over windows."""
+    """The classification loader's shuffle, dealing and exact-resume position, over windows of at
+    most `limit` tokens."""
+
+    def __init__(self, features: list[TrainFeature], limit: int, *args: Any) -> None:
+        super().__init__(features, None, *args)  # type: ignore[arg-type]
+        self.limit = limit
 
     def collate(self, rows: list[Any]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        return collate(rows)
+        return collate(rows, self.limit)
 
 
 def span_loss(logits: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -94,7 +99,7 @@ class QATask(Task):
         self.val_examples = [e for e in squad.examples if e.paragraph in held_out]
         self.v2 = any(e.impossible for e in squad.examples)
         model, self.tokenizer = load_model(t.init_from)
-        self.backbone = model.backbone if isinstance(model, SpanModel) else model
+        self.backbone: Encoder | None = model.backbone if isinstance(model, SpanModel) else model
         self.head = model.qa_outputs.state_dict() if isinstance(model, SpanModel) else None
         if not isinstance(self.backbone, Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not an encoder (BERT, MiniLM) model")
@@ -102,27 +107,28 @@ class QATask(Task):
         self.cfg, self.micro = cfg, setup.micro
         self.max_len = min(d.max_len, cfg.model.block_size)
         self.maker = WindowMaker(self.tokenizer)
-        train = self._features(self.train_examples)
+        train = [(Inputs.of(w), target) for w, target in self._features(self.train_examples)]
         self.loader = FeatureLoader(
-            train, None, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
-        )  # type: ignore[arg-type]
-        self.val = self._features(self.val_examples)
+            train, self.max_len, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
+        )
+        self.val = list(self._features(self.val_examples))  # decoding needs the whole Windows
         self.n_train_windows = len(train)
 
-    def _features(self, examples: list[QAExample]) -> list[Feature]:
-        out = []
+    def _features(self, examples: list[QAExample]) -> Iterator[Feature]:
         d = self.cfg.data
         for n, e in enumerate(examples):
             name = f"{d.input}: question {e.id!r}"  # an error names the file and the question's id
             for w in self.maker.windows(n, e.question, e.context, self.max_len, d.doc_stride, name):
                 text, start = e.answers[0] if e.answers and not e.impossible else ("", 0)
-                out.append((w, span_targets(w, start, start + len(text))))
-        return out
+                yield w, span_targets(w, start, start + len(text))
 
     def build_model(self) -> SpanModel:
+        """The model to train, built once: the loaded weights go into it and the task lets go of
+        them (else the encoder stays in memory twice for the whole run)."""
+        loaded, self.backbone = self.backbone, None
         backbone = Encoder(self.cfg.model)
-        if not self.cfg.train.from_scratch:  # from_scratch: the same architecture, random weights
-            backbone.load_state_dict(self.backbone.state_dict())
+        if not self.cfg.train.from_scratch and loaded is not None:  # from_scratch: random weights
+            backbone.load_state_dict(loaded.state_dict())
         model = SpanModel(backbone)
         if self.head is not None and not self.cfg.train.from_scratch:  # a QA model goes on training
             model.qa_outputs.load_state_dict(self.head)
