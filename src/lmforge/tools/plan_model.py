@@ -234,9 +234,12 @@ def activation_bytes(
     `attention_matrix`: the attention probabilities (heads x T x T per sequence) are kept too,
     as in lmforge's CPU route (bmm): softmax's fp32 output, and under bf16 autocast the bf16
     copy the second matmul saves (4 bytes each in fp32, 6 in bf16); GPU SDPA (flash) keeps none.
-    With model.dropout > 0 (the QA recipes' 0.1) each dropout keeps a one-byte mask: two per
-    block and token (C each) and the embeddings' (C); on the bmm route also one per attention
-    probability, and the second matmul saves the dropped probabilities (4 + 1 + width bytes).
+    With model.dropout > 0 (the QA recipes' 0.1) each dropout keeps its mask: two per block and
+    token (C each) and the embeddings' (C); on the bmm route also one per attention probability,
+    and the second matmul saves the dropped probabilities. A GPU's fused dropout keeps one byte
+    per element; a CPU's multiplies by a noise tensor of its input's dtype and keeps that: fp32
+    for the probabilities (4 + 4 + width bytes each: measured on MiniLM, 8 x 384 in bf16, autograd
+    saved 1,112 MiB, 54 MiB of noise per layer), `width` in the blocks, fp32 for the embeddings.
     The output: for a language model the vocabulary row in `width` plus cross-entropy's fp32
     log-softmax; for a span model (QA) two logits per token (`width`, then fp32 and masked);
     for a classifier the pooled hidden states (C per token) and the label logits.
@@ -250,11 +253,14 @@ def activation_bytes(
     per_token = 5 * c.n_embd + qkv + (4 if c.mlp == "swiglu" else 2) * f
     sequences = max(tokens // max(seq_len, 1), 1)
     matrix = c.n_head * seq_len * seq_len * sequences if attention_matrix else 0
-    # per probability: softmax's fp32 output, the dropout mask, and what the second bmm saves (a
-    # new tensor when dropped or cast to bf16; in plain fp32 it is softmax's output itself)
+    # per probability (the bmm route, a CPU's): softmax's fp32 output, the dropout's fp32 noise,
+    # and what the second bmm saves (a new tensor when dropped or cast to bf16; in plain fp32 it
+    # is softmax's output itself)
     dropout = c.dropout > 0
-    per_probability = 4 + dropout + (width if dropout or width != 4 else 0)
-    block = per_token * tokens * width + matrix * per_probability + (2 * c.n_embd * tokens if dropout else 0)
+    per_probability = 4 + 4 * dropout + (width if dropout or width != 4 else 0)
+    cpu = attention_matrix  # only a CPU takes the bmm route
+    residual_mask = (width if cpu else 1) * 2 * c.n_embd * tokens if dropout else 0
+    block = per_token * tokens * width + matrix * per_probability + residual_mask
     layers = c.n_layer
     if c.arch == "seq2seq":  # the encoder's blocks on the sources, the decoder's on the targets
         cross = (4 * c.n_embd + 2 * c.n_embd) * tokens * width + matrix * per_probability
@@ -272,8 +278,8 @@ def activation_bytes(
         out = tokens * c.vocab_size * (width + 4)
     if head.encoder:  # the embeddings' LayerNorm input (its output is the first block's input)
         out += tokens * c.n_embd * width
-    if c.dropout > 0:
-        out += tokens * c.n_embd
+    if c.dropout > 0:  # the embeddings' dropout (its input is fp32)
+        out += tokens * c.n_embd * (4 if cpu else 1)
     inputs = tokens * c.n_embd * width  # each block's input, all that checkpointing keeps
     # With checkpointing the peak comes in the backward of a rebuilt block, where its activations
     # meet the gradients flowing through it: d(MLP hidden) before and after the activation (2 F;
