@@ -19,8 +19,9 @@ from test_qa_task import FIXTURE, write_squad
 import lmforge
 from lmforge import cli
 from lmforge.config import LoraConfig, ModelConfig
+from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import write_model_dir
+from lmforge.formats.directory import load_model, write_model_dir
 from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
@@ -126,7 +127,13 @@ def test_a_short_classification_run_measures_what_the_plan_predicts(tmp_path: Pa
     states, width = result["memory_per_rank"], result["model"]["n_embd"]
     assert states["optimizer"] == 2 * states["grads"]
     assert result["parameters"] - result["trainable_parameters"] == width * width + width  # the pooler
-    assert result["model"]["head"] == "classification" and result["tokens_per_sequence"] == 24
+    assert result["model"]["head"] == "classification"
+    # tokens per example: the longest text as the task encodes it, or max_len where that is shorter
+    texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
+    longest = encode_batch(load_model(tmp_path / "bert")[1], texts, 1000, encoder=True)[0].shape[1]
+    assert longest > 24 and result["tokens_per_sequence"] == 24  # cut at data.max_len
+    wide = lmforge.plan(overrides=[*args, "--data.max_len=1000"])
+    assert longest < result["model"]["block_size"] and wide["tokens_per_sequence"] == longest
 
 
 def test_recipes_it_cannot_plan_get_one_line(tmp_path: Path) -> None:

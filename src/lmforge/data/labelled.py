@@ -78,6 +78,13 @@ def encode_batch(
     return ids, mask
 
 
+def token_counts(tokenizer: Tokenizer, texts: list[str], context: int, encoder: bool) -> list[int]:
+    """How many tokens encode_batch gives each text (at least 1, at most `context`), counted in
+    one batch call to the tokenizer (`lmforge plan` reads a whole training file this way)."""
+    encodings = tokenizer.hf.encode_batch(texts, add_special_tokens=encoder)
+    return [min(max(len(e.ids), 1), context) for e in encodings]
+
+
 class LabelledLoader:
     """Global batches of labelled texts for classification: a seeded shuffle per epoch, the batch
     dealt out to the ranks in turn, each rank's share cut into micro-batches of
