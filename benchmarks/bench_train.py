@@ -1,7 +1,7 @@
 """Training speed: lmforge's GPT vs nanoGPT's model.py and HF transformers' GPT2LMHeadModel, same
 shape, batch and dtype.
 
-    python -m benchmarks.bench_train [--steps 8] [--rounds 3] [--shapes 6x384 4x128 gpt2]
+    python -m benchmarks.bench_train [--steps 8] [--rounds 3] [--shapes 6x384 4x128 gpt2] [--compile]
 
 A plain loop on every side: forward, cross-entropy, backward, clip, AdamW step. lmforge runs
 its real training step (the loop's forward_backward + the local engine); nanoGPT its own model
@@ -9,12 +9,15 @@ and `configure_optimizers` (benchmarks/nanogpt.py). lmforge's rows use the atten
 AdamW that `lmforge train`'s start-up probe (train/autotune.py) chooses for the shape, and
 "default" is the dtype it chooses with train.dtype=auto. bf16 autocast rows run only on CPUs with
 bf16 units (elsewhere it is emulated and crawls). MFU is against this CPU's measured matmul peak.
+--compile adds lmforge and nanoGPT at the default dtype with the model under `torch.compile`
+(inductor; the first compile on a machine takes tens of seconds, printed, and is not timed).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 from types import ModuleType
 
 import torch
@@ -66,11 +69,16 @@ def probe(cfg: ModelConfig, batch: int, dtypes: list[str]) -> autotune.StepKerne
 
 
 def lmforge_runner(
-    cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int, kernels: autotune.StepKernels
+    cfg: ModelConfig,
+    batch: int,
+    dtype: torch.dtype,
+    steps: int,
+    kernels: autotune.StepKernels,
+    compiled: bool = False,
 ):
     torch.manual_seed(0)
     train_cfg = TrainConfig(warmup_steps=0)
-    model = GPT(cfg)
+    model = torch.compile(GPT(cfg)) if compiled else GPT(cfg)
     engine = LocalEngine(EngineConfig(), train_cfg)
     plan = Plan(dtype, batch, batch, 1)
     fused = kernels.adamw == "fused"
@@ -114,10 +122,14 @@ def hf_runner(cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int):
     return run
 
 
-def nanogpt_runner(module: ModuleType, cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int):
+def nanogpt_runner(
+    module: ModuleType, cfg: ModelConfig, batch: int, dtype: torch.dtype, steps: int, compiled: bool = False
+):
     torch.manual_seed(0)
     model = nanogpt.nanogpt_model(module, cfg).train()
     optimizer = nanogpt.nanogpt_optimizer(model)
+    if compiled:  # as nanoGPT's train.py does with compile=True, after building the optimizer
+        model = torch.compile(model)
     data = [(torch.randint(0, cfg.vocab_size, (batch, cfg.block_size)),) * 2 for _ in range(steps)]
 
     def run() -> float:
@@ -140,6 +152,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows at the default dtype")
     args = parser.parse_args()
     bf16, fp32 = torch.bfloat16, torch.float32
     dtypes = {"fp32": fp32, "bf16 autocast": bf16} if cpu_has_bf16() else {"fp32": fp32}
@@ -164,8 +177,19 @@ def main() -> None:
                 runs[f"nanoGPT {name}"] = nanogpt_runner(peer, cfg, batch, dtype, args.steps)
             runs[f"HF {name}"] = hf_runner(cfg, batch, dtype, args.steps)
             runs[f"lmforge {name}"] = lmforge_runner(cfg, batch, dtype, args.steps, chosen[dtype])
-        for run in runs.values():
-            run()  # warm up
+            if args.compile and dtype == default_dtype:
+                if peer is not None:
+                    runs[f"nanoGPT {name} compiled"] = nanogpt_runner(
+                        peer, cfg, batch, dtype, args.steps, compiled=True
+                    )
+                runs[f"lmforge {name} compiled"] = lmforge_runner(
+                    cfg, batch, dtype, args.steps, chosen[dtype], compiled=True
+                )
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()  # warm up (and compile)
+            if name.endswith("compiled"):
+                print(f"  {name}: compiled and warmed up in {time.perf_counter() - start:.1f} s", flush=True)
         rates = interleaved(runs, args.rounds)
         flops = GPT(cfg).flops_per_token()
         print(f"\n{label} (lmforge's probe: {kernels.describe()})")
@@ -181,6 +205,12 @@ def main() -> None:
         for name in dtypes:
             best = max(v for k, v in rates.items() if k.endswith(name) and not k.startswith("lmforge"))
             print(f"  lmforge {name} vs best peer {name}: {rates[f'lmforge {name}'] / best:.2f}x")
+            if f"lmforge {name} compiled" in rates:
+                mine = rates[f"lmforge {name} compiled"]
+                print(f"  lmforge {name} compiled vs eager: {mine / rates[f'lmforge {name}']:.2f}x")
+                if f"nanoGPT {name} compiled" in rates:
+                    peer_rate = rates[f"nanoGPT {name} compiled"]
+                    print(f"  lmforge {name} compiled vs nanoGPT compiled: {mine / peer_rate:.2f}x")
 
 
 if __name__ == "__main__":
