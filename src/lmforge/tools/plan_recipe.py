@@ -67,8 +67,7 @@ def longest_text(cfg: Config, context: int, encoder: bool) -> int:
     raw = read_config_json(directory)
     imported = raw.get("model_type") in FAMILIES
     tokenizer = load_hf_tokenizer(directory, raw) if imported else load_tokenizer(directory)
-    labels = [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
-    rows = read_labelled(cfg.data.input, labels, cfg.data.text_field, cfg.data.label_field)
+    rows = read_labelled(cfg.data.input, _labels(cfg), cfg.data.text_field, cfg.data.label_field)
     return max(token_counts(tokenizer, [text for text, _ in rows], context, encoder))  # type: ignore[arg-type]
 
 
@@ -108,10 +107,15 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
         return m, Head("span", encoder=True)
     if span:  # ClassificationTask takes a decoder, an encoder or a classifier, not a span model
         raise LmforgeError(f"train.init_from={source!r}: not a decoder or encoder model")
-    labels = [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
+    labels = _labels(cfg)
     if len(labels) < 2:
         raise LmforgeError(f"data.labels={cfg.data.labels!r}: name at least two labels, comma-separated")
     return m, Head("classification", encoder=encoder, labels=len(labels), frozen_body=cfg.train.head_only)
+
+
+def _labels(cfg: Config) -> list[str]:
+    """data.labels as ClassificationTask reads it: comma-separated, blanks dropped."""
+    return [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
 
 
 def _init_from_model(path: Path) -> ModelConfig:
