@@ -130,9 +130,17 @@ def repeat_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
     return x if x.size(1) == n_head else x.repeat_interleave(n_head // x.size(1), dim=1)
 
 
-@functools.lru_cache(maxsize=16)
 def _causal_bias(t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
+    if torch.compiler.is_compiling():  # traced into the graph: dynamo would skip the cache, warning
+        return _new_causal_bias(t_q, t_k, device)
+    return _cached_causal_bias(t_q, t_k, device)
+
+
+def _new_causal_bias(t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(t_q, t_k, device=device).masked_fill(~causal_mask(t_q, t_k, device), float("-inf"))
+
+
+_cached_causal_bias = functools.lru_cache(maxsize=16)(_new_causal_bias)
 
 
 def _additive_mask(

@@ -11,6 +11,9 @@ tensors. A candidate replaces the fixed rule's choice only when it is MARGIN fas
 not flip choices run to run. The probe restores the random state and the data position: the run
 trains as if it had not happened.
 
+A fourth, compiling the forward with torch.compile, is measured in the same way where it can
+serve the run and the run is long enough to pay for it (train/compiling.py).
+
 Ranks sum their timings, so every rank makes the same choice. The answer is cached (tuning.py)
 and saved in checkpoints: a resumed run keeps the kernels it started with, so it continues exactly.
 `LMFORGE_AUTOTUNE=0`, or a GPU, keeps the fixed rules.
@@ -32,6 +35,7 @@ from lmforge import tuning
 from lmforge.config import Config
 from lmforge.hardware import cpu_has_bf16, resolve_dtype
 from lmforge.model.attention import SEQUENCE_ROUTES, set_sequence_route
+from lmforge.train import compiling
 from lmforge.train.engines.base import Engine
 from lmforge.train.tasks.base import Task
 
@@ -39,6 +43,7 @@ MARGIN = 1.05  # a candidate must be this much faster than the rule's choice to 
 SLOW_STEP_S = 2.0  # above this a micro-batch is timed once, not twice
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CHOICES = ("dtype", "attention", "adamw")  # what a checkpoint and the cache keep of StepKernels
+# ... and `compile`, which checkpoints and cache entries from before it lack (then: not compiled)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class StepKernels:
     attention: str  # bmm | sdpa: the CPU route over whole sequences
     adamw: str  # fused | foreach
     why: str  # how they were chosen, for the start-up lines
+    compile: bool = False  # the training forward under torch.compile (train/compiling.py)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -57,37 +63,91 @@ class StepKernels:
 
     def describe(self) -> str:
         autocast = "bf16 autocast" if self.dtype == "bf16" else "fp32"
-        return f"{autocast}, {self.attention} attention, {self.adamw} AdamW ({self.why})"
+        compiled = ", torch.compile" if self.compile else ""
+        return f"{autocast}, {self.attention} attention, {self.adamw} AdamW{compiled} ({self.why})"
 
-    def saved(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in CHOICES}
+    def saved(self) -> dict[str, str | bool]:
+        return {**{k: getattr(self, k) for k in CHOICES}, "compile": self.compile}
 
 
 def choose_kernels(
-    cfg: Config, model: nn.Module, task: Task, engine: Engine, saved: dict | None
+    cfg: Config, model: nn.Module, task: Task, engine: Engine, saved: dict | None, compilable: bool = False
 ) -> StepKernels:
-    """The kernels this run trains with: a resumed run's saved ones, else the cache's, else measured."""
+    """The kernels this run trains with: a resumed run's saved ones, else the cache's, else measured.
+    compilable: one compiled graph could serve the run (train/compiling.py says where)."""
     t = cfg.train
     rule_dtype, rule_why = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
     rule = StepKernels("bf16" if rule_dtype == torch.bfloat16 else "fp32", "bmm", "fused", rule_why)
     if saved and (t.dtype == "auto" or saved.get("dtype") == rule.dtype):
-        return StepKernels(**saved, why="as the checkpoint this run resumes")
+        compiled = saved.get("compile", False) and compilable
+        return StepKernels(**(saved | {"compile": compiled}), why="as the checkpoint this run resumes")
     if engine.device.type != "cpu":
         return StepKernels(rule.dtype, "sdpa", "fused", rule_why)
     if not tuning.enabled():
         return StepKernels(rule.dtype, "bmm", "fused", f"fixed rules, LMFORGE_AUTOTUNE=0; dtype: {rule_why}")
     dtypes = ["fp32", "bf16"] if t.dtype == "auto" and cpu_has_bf16() else [rule.dtype]
-    batch = _first_micro_batch(task)
+    batch, micro_batches = _first_micro_batch(task)
     shape = _shape_key(model, batch, dtypes) + (", checkpointed" if t.activation_checkpointing else "")
     cached = tuning.lookup("train", shape)
     misses = engine.all_reduce(torch.tensor(0.0 if cached else 1.0))  # probe together or not at all
     if cached and not misses and _valid(cached, dtypes):
-        return StepKernels(**{k: cached[k] for k in CHOICES}, why=tuning.earlier(cached))
+        entry = dict(cached)
+        kernels = StepKernels(**{k: cached[k] for k in CHOICES}, why=tuning.earlier(cached))
+    else:
+        with _untouched():
+            chosen, step_s = _measure(model, batch, task.loss, dtypes, rule.dtype, engine)
+        entry = {**chosen.saved(), "measured": chosen.why, "micro_batch_s": step_s}
+        del entry["compile"]  # not measured yet
+        kernels = dataclasses.replace(chosen, why=f"measured at start: {chosen.why}")
+    if compilable:
+        kernels = _choose_compile(cfg, model, batch, task.loss, kernels, entry, micro_batches)
+    if engine.rank == 0 and entry != cached:
+        tuning.remember("train", shape, entry)
+    return kernels
+
+
+def _choose_compile(
+    cfg: Config,
+    model: nn.Module,
+    batch: tuple[torch.Tensor, ...],
+    loss: Callable[..., torch.Tensor],
+    kernels: StepKernels,
+    entry: dict,
+    micro_batches: int,
+) -> StepKernels:
+    """kernels, compiled when that was measured MARGIN faster here, now or before (`entry`, the
+    cache's, updated with what is measured now), and the run is expected to take
+    compiling.MIN_RUN_S or more of eager steps (train/compiling.py)."""
+    t = cfg.train
+    if not isinstance(entry.get("micro_batch_s"), float):  # a cache entry from before compile was tried
+        with _untouched():
+            times = [compiling.micro_batch_s(model, batch, loss, kernels.dtype, kernels.attention)]
+            times.append(compiling.micro_batch_s(model, batch, loss, kernels.dtype, kernels.attention))
+        entry["micro_batch_s"] = min(times)  # the first warmed up
+    run_s = compiling.expected_run_s(entry["micro_batch_s"], micro_batches, t.max_steps, t.max_minutes)
+    if run_s < compiling.MIN_RUN_S:
+        return dataclasses.replace(kernels, why=f"{kernels.why}; not compiled: a {run_s:.0f} s run")
+    if isinstance(entry.get("compile"), bool) and isinstance(entry.get("compiled"), str):
+        why = f"{kernels.why}; {'' if entry['compile'] else 'not '}compiled: {entry['compiled']}"
+        return dataclasses.replace(kernels, compile=entry["compile"], why=why)
     with _untouched():
-        chosen = measure(model, batch, task.loss, dtypes, rule.dtype, engine)
-    if engine.rank == 0:
-        tuning.remember("train", shape, {**chosen.saved(), "measured": chosen.why})
-    return dataclasses.replace(chosen, why=f"measured at start: {chosen.why}")
+        try:
+            faster, timings = compiling.measure(model, batch, loss, kernels.dtype, kernels.attention)
+        except Exception as err:  # noqa: BLE001 - inductor's errors share no base class; eager still works
+            faster, timings = False, f"torch.compile failed here ({type(err).__name__})"
+    entry.update(compile=faster, compiled=timings)
+    why = f"{kernels.why}; {'' if faster else 'not '}compiled, measured at start: {timings}"
+    return dataclasses.replace(kernels, compile=faster, why=why)
+
+
+def compiled_module(model: nn.Module, task: Task, kernels: StepKernels) -> nn.Module:
+    """The module the training loss calls: torch.compile(model) compiled now on the first
+    micro-batch, the random state and data position untouched, when kernels.compile; else model."""
+    if not kernels.compile:
+        return model
+    batch = _first_micro_batch(task)[0]
+    with _untouched():
+        return compiling.compiled_step(model, batch, task.loss, kernels.dtype, kernels.attention)
 
 
 def measure(
@@ -100,6 +160,18 @@ def measure(
 ) -> StepKernels:
     """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
     the fastest replace (prior_dtype, bmm, fused) when MARGIN faster. `why` lists the timings."""
+    return _measure(model, batch, loss, dtypes, prior_dtype, engine)[0]
+
+
+def _measure(
+    model: nn.Module,
+    batch: tuple[torch.Tensor, ...],
+    loss: Callable[..., torch.Tensor],
+    dtypes: list[str],
+    prior_dtype: str,
+    engine: Engine,
+) -> tuple[StepKernels, float]:
+    """measure's kernels, and the seconds of one micro-batch with them (summed over ranks)."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     step_s = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
@@ -109,7 +181,8 @@ def measure(
     adamw = "foreach" if adam_s["foreach"] * MARGIN < adam_s["fused"] else "fused"
     steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
     adams = ", ".join(f"{name} {1e3 * s:.1f} ms" for name, s in adam_s.items())
-    return StepKernels(dtype, attention, adamw, f"{steps} per micro-batch; AdamW {adams}")
+    kernels = StepKernels(dtype, attention, adamw, f"{steps} per micro-batch; AdamW {adams}")
+    return kernels, float(step_s[(dtype, attention)])
 
 
 def _valid(cached: dict, dtypes: list[str]) -> bool:
@@ -121,12 +194,13 @@ def _valid(cached: dict, dtypes: list[str]) -> bool:
     )
 
 
-def _first_micro_batch(task: Task) -> tuple[torch.Tensor, ...]:
-    """The run's first micro-batch, the loader left where it was (loaders draw from (seed, epoch))."""
+def _first_micro_batch(task: Task) -> tuple[tuple[torch.Tensor, ...], int]:
+    """The run's first micro-batch and how many make a step, the loader left where it was
+    (loaders draw from (seed, epoch))."""
     position = task.loader.state_dict()
-    batch = task.loader.next_step()[0]
+    step = task.loader.next_step()
     task.loader.load_state_dict(position)
-    return batch
+    return step[0], len(step)
 
 
 def _shape_key(model: nn.Module, batch: tuple[torch.Tensor, ...], dtypes: list[str]) -> str:
@@ -211,5 +285,5 @@ def kernels_from_state(saved: dict | None) -> dict | None:
     """The kernels a checkpoint's trainer state names, or None for checkpoints from before them."""
     kernels = (saved or {}).get("kernels")
     if isinstance(kernels, dict) and set(CHOICES) <= kernels.keys():
-        return {k: kernels[k] for k in CHOICES}
+        return {k: kernels[k] for k in CHOICES} | {"compile": kernels.get("compile") is True}
     return None

@@ -35,7 +35,7 @@ from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import report
-from lmforge.train.autotune import choose_kernels, kernels_from_state
+from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
 from lmforge.train.budget import (
     BUDGET_KEYS,
     CALIBRATION_STEPS,
@@ -44,6 +44,7 @@ from lmforge.train.budget import (
     replan_steps,
     seconds_per_step,
 )
+from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
@@ -71,19 +72,20 @@ def train(
     run_dir, cfg = resolve_run(
         config, overrides, out, resume, overwrite, (lambda _: None) if quiet else tqdm.write, made
     )
-    try:  # a run that fails before its first step leaves the folder as it found it
-        engine = build_engine(cfg.engine, cfg.train)
-        say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
-        run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
-            undo_start(run_dir, made)
-        raise
-    try:
-        _steps(run)
-    finally:
-        run.close()
-    summary = _finish(run)
+    with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
+        try:  # a run that fails before its first step leaves the folder as it found it
+            engine = build_engine(cfg.engine, cfg.train)
+            say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
+            run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
+        except BaseException:
+            with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
+                undo_start(run_dir, made)
+            raise
+        try:
+            _steps(run)
+        finally:
+            run.close()
+        summary = _finish(run)
     engine.close()
     return summary
 
@@ -115,6 +117,7 @@ class Run:
     trainable: set[str] = field(default_factory=set)  # [lora]: what model/, best/ and checkpoints hold
     n_trainable: int = 0
     privacy: DPSGD | None = None  # [privacy]: DP-SGD computes the gradients and counts epsilon
+    step_module: torch.nn.Module | None = None  # what the training loss calls: module, or it compiled
 
     @property
     def main(self) -> bool:
@@ -157,7 +160,9 @@ def _set_up(
     flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)
     n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
-    kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved))
+    compilable = engine.name == "local" and task.fixed_shapes and not cfg.privacy.enabled
+    kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved), compilable)
+    compiled = compiled_module(model, task, kernels)  # the model itself unless kernels.compile
     kernels.apply()
     dtype = kernels.torch_dtype
     plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=per_rank // micro,
@@ -172,6 +177,7 @@ def _set_up(
         else contextlib.nullcontext
     )
     run = Run(cfg, run_dir, engine, task, module, scheduler, autocast, dtype, say, quiet, n_params, flops)
+    run.step_module = compiled if kernels.compile else module
     if cfg.lora.enabled:
         run.lora_base, run.trainable = base_identity(t.init_from), set(lora.trainable_names(model))
     run.n_trainable = n_trainable
@@ -220,10 +226,11 @@ def _steps(run: Run) -> None:
     wall_before, started = run.state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     peak = matmul_peak_flops(run.dtype, engine.device)
     gradients = run.privacy.forward_backward if run.privacy else forward_backward
+    step_module = run.module if run.step_module is None else run.step_module
     while run.step < t.max_steps:
         tick = time.perf_counter()
         batches = task.loader.next_step()
-        step_loss = gradients(run.module, engine, batches, run.autocast, task.loss)
+        step_loss = gradients(step_module, engine, batches, run.autocast, task.loss)
         step_tokens = int(engine.all_reduce(torch.tensor(float(task.step_tokens(batches)))))
         grad_norm, stepped = engine.step()
         run.step += 1

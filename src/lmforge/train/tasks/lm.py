@@ -64,6 +64,7 @@ def data_line(data_dir: Path, meta: dict[str, Any]) -> str:
 
 class LanguageModelling(Task):
     name = "lm"
+    fixed_shapes = True  # windows of block_size tokens
 
     def __init__(self, setup: Setup) -> None:
         cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine

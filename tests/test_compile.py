@@ -1,0 +1,137 @@
+"""The training forward under torch.compile, chosen by measurement (train/compiling.py): where it is
+tried, that the choice is remembered and resumed, and that a compiled run trains as an eager one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmforge import tuning
+from lmforge.model.attention import set_sequence_route
+from lmforge.train import autotune, compiling
+
+STEPS = ["--train.max_steps=6", "--train.checkpoint_interval=3", "--train.eval_interval=6"]
+STEPS += ["--train.dtype=fp32"]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LMFORGE_AUTOTUNE", raising=False)  # conftest turns it off for other tests
+    monkeypatch.setattr(autotune, "MARGIN", 1e9)  # time the kernels for real, keep the fixed rule's
+    yield tmp_path / "cache" / tuning.FILE_NAME
+    set_sequence_route("bmm")
+
+
+def _train(overrides: list[str], out: Path | None = None, **kwargs: object) -> dict:
+    from lmforge.train.loop import train
+
+    return train(None, overrides, out, quiet=True, **kwargs)  # type: ignore[arg-type]
+
+
+def _losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
+
+
+def _fake_measure(monkeypatch: pytest.MonkeyPatch, outcome: bool | Exception) -> list[int]:
+    """compiling.measure reports `outcome` (or raises it), and nothing compiles; counts the calls."""
+    calls: list[int] = []
+
+    def measure(*args: object) -> tuple[bool, str]:
+        calls.append(1)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome, "1 ms per micro-batch against 2 ms eager, compiled in 30 s"
+
+    monkeypatch.setattr(compiling, "measure", measure)
+    monkeypatch.setattr(compiling, "compiled_step", lambda model, *args: model)
+    return calls
+
+
+def test_compile_is_tried_on_long_runs_only_then_remembered(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    calls = _fake_measure(monkeypatch, True)
+    short = _train([*tiny_overrides, *STEPS], tmp_path / "short")  # seconds of steps: not worth a compile
+    assert calls == [] and short["kernels"]["compile"] is False
+    entry = next(iter(json.loads(own_cache.read_text()).values()))
+    assert "compile" not in entry and entry["micro_batch_s"] > 0  # unknown yet, not "slower"
+
+    monkeypatch.setattr(compiling, "MIN_RUN_S", 0.0)  # now the run counts as long
+    first = _train([*tiny_overrides, *STEPS], tmp_path / "a")
+    assert calls == [1] and first["kernels"]["compile"] is True
+    entry = next(iter(json.loads(own_cache.read_text()).values()))
+    assert entry["compile"] is True and "compiled in 30 s" in entry["compiled"]
+    second = _train([*tiny_overrides, *STEPS], tmp_path / "b")  # remembered
+    assert calls == [1] and second["kernels"] == first["kernels"]
+
+    monkeypatch.setattr(compiling, "MIN_RUN_S", 1e9)  # a remembered "faster" does not pay on a short run
+    assert _train([*tiny_overrides, *STEPS], tmp_path / "c")["kernels"]["compile"] is False
+    monkeypatch.setattr(compiling, "MIN_RUN_S", 0.0)
+    own_cache.unlink()  # a resumed run compiles as it started, without measuring
+    resumed = _train(["--train.max_steps=8"], None, resume=tmp_path / "a")
+    assert calls == [1] and resumed["kernels"]["compile"] is True and resumed["steps"] == 8
+
+
+def test_an_entry_from_before_compile_is_completed_and_a_failure_means_eager(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    monkeypatch.setattr(compiling, "MIN_RUN_S", 0.0)
+    calls = _fake_measure(monkeypatch, RuntimeError("inductor: no C++ compiler"))
+    _train([*tiny_overrides, *STEPS], tmp_path / "a")
+    entries = json.loads(own_cache.read_text())
+    key, entry = next(iter(entries.items()))
+    assert calls == [1] and entry["compile"] is False and "failed here (RuntimeError)" in entry["compiled"]
+
+    for name in ("compile", "compiled", "micro_batch_s"):  # as an entry written before compile was tried
+        del entry[name]
+    own_cache.write_text(json.dumps({key: entry}))
+    calls = _fake_measure(monkeypatch, False)
+    summary = _train([*tiny_overrides, *STEPS], tmp_path / "b")
+    entry = json.loads(own_cache.read_text())[key]
+    assert calls == [1] and summary["kernels"]["compile"] is False
+    assert entry["compile"] is False and entry["micro_batch_s"] > 0 and entry["dtype"] == "fp32"
+
+
+def test_a_checkpoint_from_before_compile_resumes_eager() -> None:
+    saved = {"kernels": {"dtype": "bf16", "attention": "sdpa", "adamw": "fused"}}
+    assert autotune.kernels_from_state(saved) == {**saved["kernels"], "compile": False}
+    saved["kernels"]["compile"] = True
+    assert autotune.kernels_from_state(saved)["compile"] is True
+
+
+def test_a_compiled_run_trains_as_eager_and_resumes_exactly(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For real: inductor compiles the tiny GPT's forward, which the probe then keeps (MARGIN 0)."""
+    monkeypatch.setattr(compiling, "MIN_RUN_S", 0.0)
+    monkeypatch.setattr(compiling, "MARGIN", 0.0)
+    compiled = _train([*tiny_overrides, *STEPS], tmp_path / "compiled")
+    assert compiled["kernels"] == {"dtype": "fp32", "attention": "bmm", "adamw": "fused", "compile": True}
+    assert not torch.are_deterministic_algorithms_enabled()  # the compiled run's setting, undone
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")
+    eager = _train([*tiny_overrides, *STEPS], tmp_path / "eager")
+    assert eager["kernels"]["compile"] is False
+    assert _losses(tmp_path / "compiled") == pytest.approx(_losses(tmp_path / "eager"), rel=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
+
+    monkeypatch.delenv("LMFORGE_AUTOTUNE")  # with dropout the random state matters: resume from step 3
+    run = tmp_path / "dropout"
+    _train([*tiny_overrides, *STEPS, "--model.dropout=0.1"], run)
+    other = tmp_path / "resumed"
+    shutil.copytree(run, other)
+    for name in ("checkpoints/step_00000006", "model", "summary.json"):
+        path = other / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    resumed = _train([], None, resume=other)
+    assert resumed["kernels"]["compile"] is True
+    a = load_file(str(run / "checkpoints" / "step_00000006" / "model.safetensors"))
+    b = load_file(str(other / "checkpoints" / "step_00000006" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert _losses(other)[-3:] == _losses(run)[-3:]
