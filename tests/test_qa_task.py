@@ -205,7 +205,9 @@ def test_qa_on_two_ranks_matches_local(
     if engine.startswith("zero"):
         pytest.importorskip("deepspeed")
     local_dir, base = local_run
-    lmforge("launch", "--nproc=2", "train", "--quiet", *base, *ENGINES[engine], out=tmp_path / engine)
+    launch = ["launch", "--nproc=2", "train", "--quiet", *base, *ENGINES[engine]]
+    stderr = lmforge(*launch, out=tmp_path / engine)
+    assert "returned a view tensor" not in stderr  # FSDP2's warning about the span head: noise here
     local, other = read_metrics(local_dir), read_metrics(tmp_path / engine)
     assert [r["step"] for r in local] == [r["step"] for r in other] == list(range(1, 7))
     assert "val_f1" in local[2]

@@ -75,12 +75,14 @@ def recipe(task: str, data: dict[str, Path], steps: int) -> list[str]:
             "--train.batch_size=8", "--train.eval_bleu_sentences=4"]  # fmt: skip
 
 
-def lmforge(*args: str, out: Path, timeout: int = 300) -> None:
+def lmforge(*args: str, out: Path, timeout: int = 300) -> str:
+    """Run the CLI; returns its stderr."""
     result = subprocess.run(
         [sys.executable, "-m", "lmforge", *args, "--engine.timeout_s=60", "--out", str(out)],
         capture_output=True, text=True, cwd=out.parent, timeout=timeout,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
 
 
 ENGINES = {

@@ -10,6 +10,7 @@ sharded master weights and AdamW stay fp32.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -34,6 +35,10 @@ class FSDPEngine(DistributedEngine):
                 for block in child:
                     fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
+        # FSDP2 warns when a module returns a view (a 3-D nn.Linear's output is one, as the span
+        # head's logits): an in-place op on it would skip the all-gather. Neither the loop nor a
+        # task's loss changes a model's output in place, so the warning is only noise here.
+        warnings.filterwarnings("ignore", r"FSDP2-wrapped module \(.*\) returned a view tensor", UserWarning)
         return model
 
     def describe(self) -> str:
