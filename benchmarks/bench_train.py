@@ -65,7 +65,9 @@ def probe(cfg: ModelConfig, batch: int, dtypes: list[str]) -> autotune.StepKerne
     model = GPT(cfg)
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
     prior = "bf16" if resolve_dtype("auto", cfg, batch * cfg.block_size)[0] == torch.bfloat16 else "fp32"
-    return autotune.measure(model, (x, x), lm_loss, dtypes, prior, LocalEngine(EngineConfig(), TrainConfig()))
+    return autotune.measure(
+        model, (x, x), lm_loss, dtypes, prior, LocalEngine(EngineConfig(), TrainConfig())
+    )[0]
 
 
 def lmforge_runner(

@@ -95,7 +95,7 @@ def choose_kernels(
         kernels = StepKernels(**{k: cached[k] for k in CHOICES}, why=tuning.earlier(cached))
     else:
         with _untouched():
-            chosen, step_s = _measure(model, batch, task.loss, dtypes, rule.dtype, engine)
+            chosen, step_s = measure(model, batch, task.loss, dtypes, rule.dtype, engine)
         entry = {**chosen.saved(), "measured": chosen.why, "micro_batch_s": step_s}
         del entry["compile"]  # not measured yet
         kernels = dataclasses.replace(chosen, why=f"measured at start: {chosen.why}")
@@ -157,21 +157,10 @@ def measure(
     dtypes: list[str],
     prior_dtype: str,
     engine: Engine,
-) -> StepKernels:
-    """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
-    the fastest replace (prior_dtype, bmm, fused) when MARGIN faster. `why` lists the timings."""
-    return _measure(model, batch, loss, dtypes, prior_dtype, engine)[0]
-
-
-def _measure(
-    model: nn.Module,
-    batch: tuple[torch.Tensor, ...],
-    loss: Callable[..., torch.Tensor],
-    dtypes: list[str],
-    prior_dtype: str,
-    engine: Engine,
 ) -> tuple[StepKernels, float]:
-    """measure's kernels, and the seconds of one micro-batch with them (summed over ranks)."""
+    """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
+    the fastest replace (prior_dtype, bmm, fused) when MARGIN faster. Returns them (`why` lists the
+    timings) and the seconds of one micro-batch with them, summed over ranks."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     step_s = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
@@ -229,29 +218,15 @@ def _time_steps(
     engine: Engine,
 ) -> dict[tuple[str, str], float]:
     """Seconds of one micro-batch's forward and backward under each (dtype, route), summed over ranks."""
-    was_training = model.training
-    model.train()
 
     def run(dtype: str, route: str) -> float:
-        set_sequence_route(route)
-        bf16 = dtype == "bf16"
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        start = time.perf_counter()
-        with autocast:
-            loss = loss_fn(model, *batch)
-        loss.backward()
-        elapsed = time.perf_counter() - start
-        for p in model.parameters():
-            p.grad = None
-        return elapsed
+        return compiling.micro_batch_s(model, batch, loss_fn, dtype, route)
 
     for c in candidates:  # warm-up: thread pool, oneDNN primitives, autocast's first casts
         run(*c)
     best = {c: run(*c) for c in candidates}
     if max(best.values()) <= SLOW_STEP_S:
         best = {c: min(best[c], run(*c)) for c in candidates}
-    set_sequence_route("bmm")
-    model.train(was_training)
     return _summed(best, engine)
 
 
