@@ -10,7 +10,9 @@ AdamW that `lmforge train`'s start-up probe (train/autotune.py) chooses for the 
 "default" is the dtype it chooses with train.dtype=auto. bf16 autocast rows run only on CPUs with
 bf16 units (elsewhere it is emulated and crawls). MFU is against this CPU's measured matmul peak.
 --compile adds lmforge and nanoGPT at the default dtype with the model under `torch.compile`
-(inductor; the first compile on a machine takes tens of seconds, printed, and is not timed).
+(inductor; the first compile on a machine takes tens of seconds, printed, and is not timed), with
+deterministic algorithms on for the whole process, as `lmforge train` runs compiled code
+(train/compiling.py; eager CPU ops are deterministic already).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.hardware import cpu_has_bf16, matmul_peak_flops, resolve_dtype
 from lmforge.model.attention import set_sequence_route
 from lmforge.model.gpt import GPT
-from lmforge.train import autotune
+from lmforge.train import autotune, compiling
 from lmforge.train.engines.base import Plan
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
@@ -156,6 +158,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows at the default dtype")
     args = parser.parse_args()
+    if args.compile:
+        compiling.use_deterministic()
     bf16, fp32 = torch.bfloat16, torch.float32
     dtypes = {"fp32": fp32, "bf16 autocast": bf16} if cpu_has_bf16() else {"fp32": fp32}
     short = {fp32: "fp32", bf16: "bf16"}

@@ -64,7 +64,7 @@ def kept_settings() -> Iterator[None]:
         torch.utils.deterministic.fill_uninitialized_memory = before[2]
 
 
-def _deterministic() -> None:
+def use_deterministic() -> None:
     """Compile (and run) with deterministic kernels: see the module docstring."""
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False  # no NaN-filling of empty tensors
@@ -80,7 +80,7 @@ def measure(
     """(compiled is MARGIN faster, the timings in words): the model's forward compiled, then eager
     and compiled micro-batches timed in turns. Raises what inductor raises where it cannot compile."""
     with kept_settings():
-        _deterministic()
+        use_deterministic()
         return _measure(model, batch, loss_fn, dtype, attention)
 
 
@@ -104,7 +104,7 @@ def compiled_step(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, att
     budget's calibration steps must not time a compile. Free after `measure` in this process,
     whose compiled graph it reuses; a few seconds from inductor's on-disk cache otherwise.
     Deterministic algorithms stay on: call it inside `kept_settings`."""
-    _deterministic()
+    use_deterministic()
     compiled = torch.compile(model)
     micro_batch_s(compiled, batch, loss_fn, dtype, attention)
     return compiled
