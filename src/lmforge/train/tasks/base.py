@@ -6,7 +6,8 @@ its loss and what a good model is. The loop never asks which task it runs.
 Adding a task (question answering, instruction tuning, ...) is one new file in train/tasks/:
 
 1. Subclass `Task`, set `name` (the `data.task` value) and, when a validation score should pick
-   the exported model, `best_metric` (a key of `evaluate`'s dict; higher is better).
+   the exported model, `best_metric` (a key of `evaluate`'s dict; higher is better). Set
+   `fixed_shapes` when every micro-batch has one shape: long runs may then compile the forward.
 2. In `__init__(self, setup)` read `setup.cfg`, load `train.init_from` if the task starts from a
    model, prepare the data on rank 0 only (`setup.engine.barrier()` after), and set
    `self.tokenizer` and `self.loader`: an object with `next_step() -> list[batch]` (this rank's
