@@ -142,7 +142,8 @@ def _choose_compile(
 
 def compiled_module(model: nn.Module, task: Task, kernels: StepKernels) -> nn.Module:
     """The module the training loss calls: torch.compile(model) compiled now on the first
-    micro-batch, the random state and data position untouched, when kernels.compile; else model."""
+    micro-batch, the random state and data position untouched, when kernels.compile (only ever on
+    the local engine, whose module is the model); else model."""
     if not kernels.compile:
         return model
     batch = _first_micro_batch(task)[0]

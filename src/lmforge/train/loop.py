@@ -162,7 +162,6 @@ def _set_up(
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
     compilable = engine.name == "local" and task.fixed_shapes and not cfg.privacy.enabled
     kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved), compilable)
-    compiled = compiled_module(model, task, kernels)  # the model itself unless kernels.compile
     kernels.apply()
     dtype = kernels.torch_dtype
     plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=per_rank // micro,
@@ -177,7 +176,7 @@ def _set_up(
         else contextlib.nullcontext
     )
     run = Run(cfg, run_dir, engine, task, module, scheduler, autocast, dtype, say, quiet, n_params, flops)
-    run.step_module = compiled if kernels.compile else module
+    run.step_module = compiled_module(module, task, kernels)  # the module itself unless kernels.compile
     if cfg.lora.enabled:
         run.lora_base, run.trainable = base_identity(t.init_from), set(lora.trainable_names(model))
     run.n_trainable = n_trainable
