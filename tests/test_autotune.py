@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmforge import tuning
+from lmforge import hardware, tuning
 from lmforge.config import ModelConfig, TrainConfig
 from lmforge.inference import autotune as decode_tune
 from lmforge.model.attention import set_sequence_route
@@ -36,6 +36,11 @@ def _train(overrides: list[str], out: Path | None, **kwargs: object) -> dict:
     from lmforge.train.loop import train
 
     return train(None, overrides, out, quiet=True, **kwargs)  # type: ignore[arg-type]
+
+
+def _train_entries(cache: Path) -> dict:
+    """The cache's training-kernel entries (it also keeps the matmul peak, hardware.py)."""
+    return {k: v for k, v in json.loads(cache.read_text()).items() if " | train | " in k}
 
 
 def _fake_timings(monkeypatch: pytest.MonkeyPatch, steps: dict, adamw: dict) -> list[int]:
@@ -82,17 +87,17 @@ def test_a_choice_is_measured_once_then_remembered_and_resumed(
     calls = _fake_timings(monkeypatch, steps, {"fused": 0.01, "foreach": 0.01})
     first = _train([*tiny_overrides, *STEPS], tmp_path / "a")
     assert calls == [1] and first["kernels"]["attention"] == "sdpa"
-    entries = json.loads(own_cache.read_text())
+    entries = _train_entries(own_cache)
     assert len(entries) == 1 and tuning.machine_key() in next(iter(entries))
 
     second = _train([*tiny_overrides, *STEPS], tmp_path / "b")  # same machine and shapes: cached
     assert calls == [1] and second["kernels"] == first["kernels"]
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "refresh")  # measure again, and remember the new answer
     _train([*tiny_overrides, *STEPS], tmp_path / "b2")
-    assert calls == [1, 1] and len(json.loads(own_cache.read_text())) == 1
+    assert calls == [1, 1] and len(_train_entries(own_cache)) == 1
     monkeypatch.delenv("LMFORGE_AUTOTUNE")
     calls.clear()
-    assert next(iter(json.loads(own_cache.read_text()).values()))["when"] == datetime.date.today().isoformat()
+    assert next(iter(_train_entries(own_cache).values()))["when"] == datetime.date.today().isoformat()
     _train([*tiny_overrides, *STEPS, "--train.activation_checkpointing=true"], tmp_path / "c")
     assert calls == [1]  # recomputing activations changes the step's cost: measured again
 
@@ -215,5 +220,17 @@ def test_two_ranks_measure_together_and_agree(
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["kernels"]["adamw"] in ("fused", "foreach")
-    [(key, entry)] = json.loads(own_cache.read_text()).items()
+    [(key, entry)] = _train_entries(own_cache).items()
     assert {k: entry[k] for k in ("dtype", "attention", "adamw")} | {"compile": False} == summary["kernels"]
+
+
+def test_the_matmul_peak_is_the_best_this_machine_has_shown(
+    monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    """MFU's denominator: a slow moment at start does not lower it once a faster one was seen."""
+    readings = iter([100e9, 40e9, 250e9, 60e9])
+    monkeypatch.setattr(hardware, "_measure_peak", lambda dtype, device, size: next(readings))
+    peaks = [hardware.matmul_peak_flops(torch.float32) for _ in range(3)]
+    assert peaks == [100e9, 100e9, 250e9]
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")  # nothing remembered: the reading itself
+    assert hardware.matmul_peak_flops(torch.float32) == 60e9

@@ -3,7 +3,8 @@
 Which dtype or kernel is fastest depends on the CPU's vector units, the torch build, the thread
 count and the shapes (benchmarks/README.md has one table per CPU kind, and no rule fits them all).
 So training and decoding time their candidates once (train/autotune.py, inference/autotune.py) and
-keep the answer here, under a key naming all of these: a second run on the same machine and shapes
+keep the answer here, under a key naming all of these (and the highest matmul peak seen, MFU's
+denominator, hardware.py): a second run on the same machine and shapes
 starts without probing, and a run resumed from a checkpoint reuses what it started with.
 
 The file is `$LMFORGE_CACHE/autotune.json` (default `~/.cache/lmforge/autotune.json`); deleting it
@@ -99,3 +100,18 @@ def earlier(entry: dict[str, Any]) -> str:
     """How a start-up line names a remembered choice: when, and how to measure it again."""
     when = f" on {entry['when']}" if isinstance(entry.get("when"), str) else " earlier"
     return f"measured{when} on this machine, LMFORGE_AUTOTUNE=refresh measures again: {entry['measured']}"
+
+
+def best_peak(shape: str, measured: float) -> float:
+    """The highest matmul FLOP/s this machine has shown for `shape` ("bfloat16 1024x1024"): the
+    one `measured` now, or a higher one remembered, which then stays. MFU's denominator
+    (hardware.matmul_peak_flops). LMFORGE_AUTOTUNE=0 keeps `measured`; =refresh replaces the
+    remembered one with it."""
+    if not enabled():
+        return measured
+    found = lookup("matmul peak", shape)
+    remembered = found.get("flops") if found else None
+    if isinstance(remembered, float) and remembered >= measured:
+        return remembered
+    remember("matmul peak", shape, {"flops": measured, "measured": f"{measured / 1e9:.0f} GFLOP/s"})
+    return measured
