@@ -8,7 +8,8 @@ its real training step (the loop's forward_backward + the local engine); nanoGPT
 and `configure_optimizers` (benchmarks/nanogpt.py). lmforge's rows use the attention route and
 AdamW that `lmforge train`'s start-up probe (train/autotune.py) chooses for the shape, and
 "default" is the dtype it chooses with train.dtype=auto. bf16 autocast rows run only on CPUs with
-bf16 units (elsewhere it is emulated and crawls). MFU is against this CPU's measured matmul peak.
+bf16 units (elsewhere it is emulated and crawls). MFU is against this CPU's matmul peak (the best
+it has shown, hardware.py).
 --compile adds lmforge and nanoGPT at the default dtype with the model under `torch.compile`
 (inductor; the first compile on a machine takes tens of seconds, printed, and is not timed).
 lmforge's compiled row runs with deterministic algorithms on, as `lmforge train` runs compiled
@@ -166,7 +167,7 @@ def main() -> None:
     short = {fp32: "fp32", bf16: "bf16"}
     print(f"training tokens/s (forward+backward+AdamW) | {hardware_line()}")
     print(
-        f"measured matmul peak: fp32 {matmul_peak_flops(fp32) / 1e9:.0f} GFLOP/s"
+        f"matmul peak (the best this machine has shown): fp32 {matmul_peak_flops(fp32) / 1e9:.0f} GFLOP/s"
         + (f", bf16 {matmul_peak_flops(bf16) / 1e9:.0f} GFLOP/s" if len(dtypes) > 1 else "")
         + ("" if len(dtypes) > 1 else " (no bf16 units: bf16 rows left out)")
     )
