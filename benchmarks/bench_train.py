@@ -9,7 +9,7 @@ and `configure_optimizers` (benchmarks/nanogpt.py). lmforge's rows use the atten
 AdamW that `lmforge train`'s start-up probe (train/autotune.py) chooses for the shape, and
 "default" is the dtype it chooses with train.dtype=auto. bf16 autocast rows run only on CPUs with
 bf16 units (elsewhere it is emulated and crawls). MFU is against this CPU's matmul peak (the best
-it has shown, hardware.py).
+it has shown, tuning.py).
 --compile adds lmforge and nanoGPT at the default dtype with the model under `torch.compile`
 (inductor; the first compile on a machine takes tens of seconds, printed, and is not timed).
 lmforge's compiled row runs with deterministic algorithms on, as `lmforge train` runs compiled
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from benchmarks import nanogpt
 from benchmarks.common import hardware_line, hf_gpt2, interleaved, timed
 from lmforge.config import EngineConfig, ModelConfig, TrainConfig
-from lmforge.hardware import cpu_has_bf16, matmul_peak_flops, resolve_dtype
+from lmforge.hardware import cpu_has_bf16, resolve_dtype
 from lmforge.model.attention import set_sequence_route
 from lmforge.model.gpt import GPT
 from lmforge.train import autotune, compiling
@@ -38,6 +38,7 @@ from lmforge.train.engines.local import LocalEngine
 from lmforge.train.loop import forward_backward
 from lmforge.train.losses import lm_loss
 from lmforge.train.optim import build_optimizer, build_scheduler
+from lmforge.tuning import matmul_peak
 
 SHAPES = {  # key: (label, shape, batch)
     "6x384": (
@@ -167,8 +168,8 @@ def main() -> None:
     short = {fp32: "fp32", bf16: "bf16"}
     print(f"training tokens/s (forward+backward+AdamW) | {hardware_line()}")
     print(
-        f"matmul peak (the best this machine has shown): fp32 {matmul_peak_flops(fp32) / 1e9:.0f} GFLOP/s"
-        + (f", bf16 {matmul_peak_flops(bf16) / 1e9:.0f} GFLOP/s" if len(dtypes) > 1 else "")
+        f"matmul peak (the best this machine has shown): fp32 {matmul_peak(fp32) / 1e9:.0f} GFLOP/s"
+        + (f", bf16 {matmul_peak(bf16) / 1e9:.0f} GFLOP/s" if len(dtypes) > 1 else "")
         + ("" if len(dtypes) > 1 else " (no bf16 units: bf16 rows left out)")
     )
     peer = nanogpt.load()
@@ -204,7 +205,7 @@ def main() -> None:
         for d, k in chosen.items():
             print(f"  lmforge {short[d]} rows: {k.attention} attention, {k.adamw} AdamW")
         for name, rate in rates.items():
-            peak = matmul_peak_flops(bf16 if "bf16" in name else fp32)
+            peak = matmul_peak(bf16 if "bf16" in name else fp32)
             print(f"  {name:<24} {rate:9,.0f} tok/s   mfu {100 * flops * rate / peak:5.1f}%")
         default = rates["lmforge bf16 autocast" if default_dtype == bf16 else "lmforge fp32"]
         for name in rates:

@@ -39,7 +39,7 @@ def _train(overrides: list[str], out: Path | None, **kwargs: object) -> dict:
 
 
 def _train_entries(cache: Path) -> dict:
-    """The cache's training-kernel entries (it also keeps the matmul peak, hardware.py)."""
+    """The cache's training-kernel entries (it also keeps the matmul peak, tuning.matmul_peak)."""
     return {k: v for k, v in json.loads(cache.read_text()).items() if " | train | " in k}
 
 
@@ -230,7 +230,7 @@ def test_the_matmul_peak_is_the_best_this_machine_has_shown(
     """MFU's denominator: a slow moment at start does not lower it once a faster one was seen."""
     readings = iter([100e9, 40e9, 250e9, 60e9])
     monkeypatch.setattr(hardware, "_measure_peak", lambda dtype, device, size: next(readings))
-    peaks = [hardware.matmul_peak_flops(torch.float32) for _ in range(3)]
+    peaks = [tuning.matmul_peak(torch.float32) for _ in range(3)]
     assert peaks == [100e9, 100e9, 250e9]
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")  # nothing remembered: the reading itself
-    assert hardware.matmul_peak_flops(torch.float32) == 60e9
+    assert tuning.matmul_peak(torch.float32) == 60e9

@@ -40,7 +40,7 @@ def _losses(run: Path) -> list[float]:
 
 
 def _train_entries(cache: Path) -> dict:
-    """The cache's training-kernel entries (it also keeps the matmul peak, hardware.py)."""
+    """The cache's training-kernel entries (it also keeps the matmul peak, tuning.matmul_peak)."""
     return {k: v for k, v in json.loads(cache.read_text()).items() if " | train | " in k}
 
 

@@ -146,19 +146,11 @@ def peak_dtype(dtype: torch.dtype, device: torch.device, has_bf16: bool) -> torc
 def matmul_peak_flops(
     dtype: torch.dtype = torch.float32, device: torch.device | None = None, size: int = 1024
 ) -> float:
-    """Best observed FLOP/s of a square matmul in `dtype` on `device` (see `peak_dtype`): the
-    denominator of MFU. On the CPU, the best this machine has shown in any run (tuning.py keeps
-    it): a shared CPU's bf16 peak swung 355-1,109 GFLOP/s within one process, and a run that met
-    a slow moment at start printed MFU above 100%."""
+    """Best observed FLOP/s of a square matmul in `dtype` on `device` (see `peak_dtype`) in this
+    process. MFU's denominator is `tuning.matmul_peak`: on the CPU, the best of all runs."""
     device = device or torch.device("cpu")
     has_bf16 = cpu_has_bf16() if device.type == "cpu" else True
-    dtype = peak_dtype(dtype, device, has_bf16)
-    measured = _measure_peak(dtype, device, size)
-    if device.type != "cpu":
-        return measured
-    from lmforge import tuning  # here: tuning imports this module
-
-    return tuning.best_peak(f"{str(dtype).removeprefix('torch.')} {size}x{size}", measured)
+    return _measure_peak(peak_dtype(dtype, device, has_bf16), device, size)
 
 
 @functools.cache

@@ -4,7 +4,7 @@ Which dtype or kernel is fastest depends on the CPU's vector units, the torch bu
 count and the shapes (benchmarks/README.md has one table per CPU kind, and no rule fits them all).
 So training and decoding time their candidates once (train/autotune.py, inference/autotune.py) and
 keep the answer here, under a key naming all of these (and the highest matmul peak seen, MFU's
-denominator, hardware.py): a second run on the same machine and shapes
+denominator: `matmul_peak`): a second run on the same machine and shapes
 starts without probing, and a run resumed from a checkpoint reuses what it started with.
 
 The file is `$LMFORGE_CACHE/autotune.json` (default `~/.cache/lmforge/autotune.json`); deleting it
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lmforge.hardware import cpu_features, cpu_model
+from lmforge.hardware import cpu_features, cpu_has_bf16, cpu_model, matmul_peak_flops, peak_dtype
 
 FILE_NAME = "autotune.json"
 
@@ -102,13 +102,15 @@ def earlier(entry: dict[str, Any]) -> str:
     return f"measured{when} on this machine, LMFORGE_AUTOTUNE=refresh measures again: {entry['measured']}"
 
 
-def best_peak(shape: str, measured: float) -> float:
-    """The highest matmul FLOP/s this machine has shown for `shape` ("bfloat16 1024x1024"): the
-    one `measured` now, or a higher one remembered, which then stays. MFU's denominator
-    (hardware.matmul_peak_flops). LMFORGE_AUTOTUNE=0 keeps `measured`; =refresh replaces the
-    remembered one with it."""
-    if not enabled():
+def matmul_peak(dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> float:
+    """MFU's denominator: hardware.matmul_peak_flops, and on the CPU the best this machine has shown
+    in any run. A shared CPU's bf16 peak swung 355-1,109 GFLOP/s within one process, and a run that
+    met a slow moment at start printed MFU above 100%. LMFORGE_AUTOTUNE=0 keeps this process's
+    reading; =refresh replaces the remembered one with it."""
+    measured = matmul_peak_flops(dtype, device)
+    if (device is not None and device.type != "cpu") or not enabled():
         return measured
+    shape = str(peak_dtype(dtype, torch.device("cpu"), cpu_has_bf16())).removeprefix("torch.")
     found = lookup("matmul peak", shape)
     remembered = found.get("flops") if found else None
     if isinstance(remembered, float) and remembered >= measured:

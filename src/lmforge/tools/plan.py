@@ -129,10 +129,11 @@ def _device(name: str, cfg: Config, m: ModelConfig, micro_tokens: int, calibrati
     else:
         import torch
 
-        from lmforge.hardware import matmul_peak_flops, resolve_dtype
+        from lmforge.hardware import resolve_dtype
+        from lmforge.tuning import matmul_peak
 
         dtype, _ = resolve_dtype(cfg.train.dtype, m, micro_tokens, torch.device("cpu"))
-        peak = matmul_peak_flops(dtype)
+        peak = matmul_peak(dtype)
     cpu = plan_devices.device("cpu", peak)
     # the ranks of a CPU run share this machine's RAM (and lmforge's MFU counts each rank's share)
     return dataclasses.replace(cpu, memory=cpu.memory // world_size)

@@ -126,7 +126,8 @@ def _choose_compile(
         entry["micro_batch_s"] = min(times)  # the first warmed up
     run_s = compiling.expected_run_s(entry["micro_batch_s"], micro_batches, t.max_steps, t.max_minutes)
     if run_s < compiling.MIN_RUN_S:
-        return dataclasses.replace(kernels, why=f"{kernels.why}; not compiled: a {run_s:.0f} s run")
+        short = f"not compiled: {run_s:.0f} s of eager steps expected, under {compiling.MIN_RUN_S:.0f}"
+        return dataclasses.replace(kernels, why=f"{kernels.why}; {short}")
     if isinstance(entry.get("compile"), bool) and isinstance(entry.get("compiled"), str):
         why = f"{kernels.why}; {'' if entry['compile'] else 'not '}compiled: {entry['compiled']}"
         return dataclasses.replace(kernels, compile=entry["compile"], why=why)

@@ -26,11 +26,11 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from lmforge import tuning
 from lmforge.config import Config, config_to_toml
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import base_identity, check_base, write_lora_file
-from lmforge.hardware import matmul_peak_flops
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.train import checkpoint as ckpt
@@ -223,7 +223,7 @@ def _steps(run: Run) -> None:
     window = {"loss": 0.0, "steps": 0, "s": 0.0, "tokens": 0}
     grad_norm, first_step = 0.0, run.step
     wall_before, started = run.state["wall_s"], time.perf_counter()  # wall time adds up across resumes
-    peak = matmul_peak_flops(run.dtype, engine.device)
+    peak = tuning.matmul_peak(run.dtype, engine.device)
     gradients = run.privacy.forward_backward if run.privacy else forward_backward
     step_module = run.module if run.step_module is None else run.step_module
     while run.step < t.max_steps:
@@ -419,7 +419,7 @@ def _finish(run: Run) -> dict[str, Any]:
     engine, state, task = run.engine, run.state, run.task
     if not run.metrics:  # resumed a run that had already finished: evaluate it once
         run.metrics = task.evaluate(run.module, engine, run.autocast)
-    summary = report.summary(run, matmul_peak_flops(run.dtype, engine.device))
+    summary = report.summary(run, tuning.matmul_peak(run.dtype, engine.device))
     if run.privacy:
         summary.update(run.privacy.summary())
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
