@@ -118,6 +118,7 @@ class Run:
     n_trainable: int = 0
     privacy: DPSGD | None = None  # [privacy]: DP-SGD computes the gradients and counts epsilon
     step_module: torch.nn.Module | None = None  # what the training loss calls: module, or it compiled
+    peak_flops: float = 0.0  # MFU's denominator, read once at the first step (tuning.matmul_peak)
 
     @property
     def main(self) -> bool:
@@ -223,7 +224,7 @@ def _steps(run: Run) -> None:
     window = {"loss": 0.0, "steps": 0, "s": 0.0, "tokens": 0}
     grad_norm, first_step = 0.0, run.step
     wall_before, started = run.state["wall_s"], time.perf_counter()  # wall time adds up across resumes
-    peak = tuning.matmul_peak(run.dtype, engine.device)
+    run.peak_flops = tuning.matmul_peak(run.dtype, engine.device)
     gradients = run.privacy.forward_backward if run.privacy else forward_backward
     step_module = run.module if run.step_module is None else run.step_module
     while run.step < t.max_steps:
@@ -249,7 +250,7 @@ def _steps(run: Run) -> None:
             _replan_budget(run, wall_before + time.perf_counter() - started)
         record: dict[str, float] = {}
         if run.step % t.log_interval == 0 or run.step == t.max_steps:
-            record.update(_log_line(run, window, grad_norm, peak))
+            record.update(_log_line(run, window, grad_norm))
             window = dict.fromkeys(window, 0)
         if run.step % t.eval_interval == 0 or run.step == t.max_steps:
             record.update(_evaluate(run))
@@ -345,11 +346,11 @@ def _same_on_every_rank(run: Run, seconds: float) -> float:
     return float(run.engine.all_reduce(torch.tensor(seconds))) / run.engine.world_size
 
 
-def _log_line(run: Run, window: dict[str, float], grad_norm: float, peak: float) -> dict[str, float]:
+def _log_line(run: Run, window: dict[str, float], grad_norm: float) -> dict[str, float]:
     t = run.cfg.train
     tok_s = window["tokens"] / window["s"]
     lr = run.scheduler.get_last_lr()[0]
-    mfu = run.flops_per_token * tok_s / (peak * run.engine.world_size)
+    mfu = run.flops_per_token * tok_s / (run.peak_flops * run.engine.world_size)
     loss = window["loss"] / window["steps"]
     eta = (t.max_steps - run.step) * window["s"] / window["steps"]
     line, record = step_line(run.step, t.max_steps, loss, lr, grad_norm, tok_s, mfu, eta), {}
@@ -419,7 +420,7 @@ def _finish(run: Run) -> dict[str, Any]:
     engine, state, task = run.engine, run.state, run.task
     if not run.metrics:  # resumed a run that had already finished: evaluate it once
         run.metrics = task.evaluate(run.module, engine, run.autocast)
-    summary = report.summary(run, tuning.matmul_peak(run.dtype, engine.device))
+    summary = report.summary(run, run.peak_flops)  # the logged MFU's peak
     if run.privacy:
         summary.update(run.privacy.summary())
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
