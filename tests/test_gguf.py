@@ -169,7 +169,8 @@ def test_tiny_llama_matches_transformers_gguf_load(tmp_path: Path, tied: bool) -
     batch = torch.tensor([ids[:40]])
     with torch.no_grad():
         ours, theirs = model(batch), reference(batch).logits
-    assert (ours - theirs).abs().max().item() < 1e-5
+    # fp32 logits of up to ~5 after two layers, summed in other orders: 2e-5 apart on AVX2 kernels
+    assert (ours - theirs).abs().max().item() < 5e-5
 
 
 def test_qwen2_has_biases_and_no_permutation(tmp_path: Path) -> None:

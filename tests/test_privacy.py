@@ -70,7 +70,10 @@ def test_each_example_is_clipped_and_the_outlier_bounded(model: GPT) -> None:
     assert list(grads) == names  # the tied head shares wte's tensor: one gradient for both uses
     flat = torch.cat([grads[n].flatten(1) for n in names], dim=1)  # (B, P)
     by_hand = torch.stack(grads_by_hand(model, outlier_loss, inputs, targets))
-    torch.testing.assert_close(flat, by_hand, rtol=1e-4, atol=1e-6)
+    # the outlier's gradient is ~1e4 times the others': compare each example's at its own scale
+    # (its elements near 0 differed by 8e-6 on AVX2 kernels, a part in 1e8 of its norm)
+    scale = by_hand.norm(dim=1, keepdim=True)  # (B, 1)
+    torch.testing.assert_close(flat / scale, by_hand / scale, rtol=1e-4, atol=1e-6)
     assert counts.tolist() == [8, 8, 8, 8]
     norms = flat.norm(dim=1)
     assert norms[1] > 1000 * C > norms.max() / 1000  # the outlier's raw gradient is huge
