@@ -4,7 +4,10 @@ tried, that the choice is remembered and resumed, and that a compiled run trains
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,11 +51,12 @@ def _fake_measure(monkeypatch: pytest.MonkeyPatch, outcome: bool | Exception) ->
     """compiling.measure reports `outcome` (or raises it), and nothing compiles; counts the calls."""
     calls: list[int] = []
 
-    def measure(*args: object) -> tuple[bool, str]:
+    def measure(*args: object) -> dict[str, float]:
         calls.append(1)
         if isinstance(outcome, Exception):
             raise outcome
-        return outcome, "1 ms per micro-batch against 2 ms eager, compiled in 30 s"
+        fast, slow = 1e-3, 2e-3
+        return {"eager": slow if outcome else fast, "compiled": fast if outcome else slow, "compile": 30.0}
 
     monkeypatch.setattr(compiling, "measure", measure)
     monkeypatch.setattr(compiling, "compiled_step", lambda model, *args: model)
@@ -139,3 +143,32 @@ def test_a_compiled_run_trains_as_eager_and_resumes_exactly(
     b = load_file(str(other / "checkpoints" / "step_00000006" / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert _losses(other)[-3:] == _losses(run)[-3:]
+
+
+def test_ddp_ranks_compile_together_and_train_as_eager(
+    tmp_path: Path, tiny_overrides: list[str], own_cache: Path
+) -> None:
+    """Two DDP ranks for real: once their cache says the run is long and compiled steps faster,
+    both compile the DDP module (dynamo splits it at DDP's buckets) and train as eager ranks do,
+    two micro-batches a step (the first under DDP's no_sync)."""
+    env = {k: v for k, v in os.environ.items() if k != "LMFORGE_AUTOTUNE"}
+
+    def launch(name: str, **extra: str) -> dict:
+        cmd = [sys.executable, "-m", "lmforge", "launch", "--nproc=2", "train", "--quiet", "--out",
+               str(tmp_path / name), *tiny_overrides, *STEPS, "--engine.name=ddp", "--engine.backend=gloo",
+               "--engine.timeout_s=120", "--train.micro_batch_size=2"]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env | extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((tmp_path / name / "summary.json").read_text())
+
+    assert launch("short")["kernels"]["compile"] is False  # seconds of steps: not tried
+    [(key, entry)] = _train_entries(own_cache).items()
+    assert "compile" not in entry and 0 < entry["micro_batch_s"] < 1  # the ranks' mean micro-batch
+    entry |= {"micro_batch_s": 1e3, "compile": True, "compiled": "1 ms against 2 ms eager"}
+    own_cache.write_text(json.dumps({key: entry}))  # a long run, measured faster before
+    compiled = launch("compiled")
+    assert compiled["kernels"]["compile"] is True
+    eager = launch("eager", LMFORGE_AUTOTUNE="0")
+    assert eager["kernels"]["compile"] is False
+    assert _losses(tmp_path / "compiled") == pytest.approx(_losses(tmp_path / "eager"), rel=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)

@@ -101,7 +101,7 @@ def choose_kernels(
         del entry["compile"]  # not measured yet
         kernels = dataclasses.replace(chosen, why=f"measured at start: {chosen.why}")
     if compilable:
-        kernels = _choose_compile(cfg, model, batch, task.loss, kernels, entry, micro_batches)
+        kernels = _choose_compile(cfg, model, batch, task.loss, kernels, entry, micro_batches, engine)
     if engine.rank == 0 and entry != cached:
         tuning.remember("train", shape, entry)
     return kernels
@@ -115,41 +115,58 @@ def _choose_compile(
     kernels: StepKernels,
     entry: dict,
     micro_batches: int,
+    engine: Engine,
 ) -> StepKernels:
     """kernels, compiled when that was measured MARGIN faster here, now or before (`entry`, the
     cache's, updated with what is measured now), and the run is expected to take
-    compiling.MIN_RUN_S or more of eager steps (train/compiling.py)."""
+    compiling.MIN_RUN_S or more of eager steps (train/compiling.py). Every branch is taken by
+    every rank together: each question is answered by a sum over ranks."""
     t = cfg.train
     if not isinstance(entry.get("micro_batch_s"), float):  # a cache entry from before compile was tried
         timed = functools.partial(compiling.micro_batch_s, model, batch, loss, kernels.dtype)
         with _untouched():  # the better of two: the first warms up
-            entry["micro_batch_s"] = min(timed(kernels.attention), timed(kernels.attention))
+            own = min(timed(kernels.attention), timed(kernels.attention))
+        entry["micro_batch_s"] = _summed({"s": own}, engine)["s"] / engine.world_size
     run_s = compiling.expected_run_s(entry["micro_batch_s"], micro_batches, t.max_steps, t.max_minutes)
+    run_s = _summed({"s": run_s}, engine)["s"] / engine.world_size  # ranks of other caches agree
     if run_s < compiling.MIN_RUN_S:
         short = f"not compiled: {run_s:.0f} s of eager steps expected, under {compiling.MIN_RUN_S:.0f}"
         return dataclasses.replace(kernels, why=f"{kernels.why}; {short}")
-    if isinstance(entry.get("compile"), bool) and isinstance(entry.get("compiled"), str):
-        why = f"{kernels.why}; {'' if entry['compile'] else 'not '}compiled: {entry['compiled']}"
-        return dataclasses.replace(kernels, compile=entry["compile"], why=why)
+    known = isinstance(entry.get("compile"), bool) and isinstance(entry.get("compiled"), str)
+    if _count(known, engine) == engine.world_size:  # every rank remembers: compile where all say faster
+        faster = _count(entry["compile"], engine) == engine.world_size
+        why = f"{kernels.why}; {'' if faster else 'not '}compiled: {entry['compiled']}"
+        return dataclasses.replace(kernels, compile=faster, why=why)
+    failure = ""
     with _untouched():
         try:
-            faster, timings = compiling.measure(model, batch, loss, kernels.dtype, kernels.attention)
+            times = compiling.measure(model, batch, loss, kernels.dtype, kernels.attention)
         except Exception as err:  # noqa: BLE001 - inductor's errors share no base class; eager still works
-            faster, timings = False, f"torch.compile failed here ({type(err).__name__})"
+            times, failure = {}, f"torch.compile failed here ({type(err).__name__})"
+    if _count(bool(failure), engine):  # one rank's failure keeps every rank eager
+        faster, timings = False, failure or "torch.compile failed on another rank"
+    else:
+        mean = {k: v / engine.world_size for k, v in _summed(times, engine).items()}
+        faster, timings = compiling.verdict(mean)
     entry.update(compile=faster, compiled=timings)
     why = f"{kernels.why}; {'' if faster else 'not '}compiled, measured at start: {timings}"
     return dataclasses.replace(kernels, compile=faster, why=why)
 
 
-def compiled_module(model: nn.Module, task: Task, kernels: StepKernels) -> nn.Module:
-    """The module the training loss calls: torch.compile(model) compiled now on the first
+def _count(flag: bool, engine: Engine) -> int:
+    """How many ranks say `flag` (one process: 1 or 0)."""
+    return round(float(engine.all_reduce(torch.tensor(float(flag), dtype=torch.float64))))
+
+
+def compiled_module(module: nn.Module, task: Task, kernels: StepKernels) -> nn.Module:
+    """The module the training loss calls: torch.compile(module) compiled now on the first
     micro-batch, the random state and data position untouched, when kernels.compile (only ever on
-    the local engine, whose module is the model); else model."""
+    compiling.ENGINES: the model itself, or its DDP wrapper); else module."""
     if not kernels.compile:
-        return model
+        return module
     batch = _first_micro_batch(task)[0]
     with _untouched():
-        return compiling.compiled_step(model, batch, task.loss, kernels.dtype, kernels.attention)
+        return compiling.compiled_step(module, batch, task.loss, kernels.dtype, kernels.attention)
 
 
 def measure(
@@ -162,7 +179,7 @@ def measure(
 ) -> tuple[StepKernels, float]:
     """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
     the fastest replace (prior_dtype, bmm, fused) when MARGIN faster. Returns them (`why` lists the
-    timings) and the seconds of one micro-batch with them, summed over ranks."""
+    timings, summed over ranks) and the seconds of one micro-batch with them, the ranks' mean."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     step_s = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
@@ -173,7 +190,7 @@ def measure(
     steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
     adams = ", ".join(f"{name} {1e3 * s:.1f} ms" for name, s in adam_s.items())
     kernels = StepKernels(dtype, attention, adamw, f"{steps} per micro-batch; AdamW {adams}")
-    return kernels, float(step_s[(dtype, attention)])
+    return kernels, float(step_s[(dtype, attention)]) / engine.world_size
 
 
 def _valid(cached: dict, dtypes: list[str]) -> bool:

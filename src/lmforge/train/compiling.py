@@ -14,11 +14,13 @@ inductor's CPU kernels otherwise sum the embedding's gradient with atomic adds, 
 varies run to run, and a resumed run would not continue exactly. `kept_settings` restores the
 process's own setting when the run ends.
 
-Only where one compiled graph serves the whole run: the local engine on the CPU (one process),
-a task whose micro-batches all have one shape (language modelling; padded batches would
-recompile per width), and no DP-SGD (its per-sample gradients hook the module). The compiled
-module shares the model's parameters and is used for the training loss only: evaluation,
-checkpoints and the exported weights use the model itself, whose parameter names are unchanged.
+Only where one compiled graph serves the whole run: the local engine or DDP on the CPU (each
+rank holds the whole model; FSDP2 and DeepSpeed shard it), a task whose micro-batches all have one
+shape (language modelling; padded batches would recompile per width), and no DP-SGD (its
+per-sample gradients hook the module). The ranks of a DDP run time their own micro-batches and
+decide on the sum, so they compile together or not at all. The compiled module shares the model's
+parameters and is used for the training loss only: evaluation, checkpoints and the exported
+weights use the model itself, whose parameter names are unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lmforge.model.attention import sequence_route, set_sequence_route
 # Eager training time below which compiling is not tried. At the 1.15-1.2x that compiled steps
 # gained here, 10 minutes save 80-100 s: twice a first compile, so even a run that pays one gains.
 MIN_RUN_S = 600.0
+ENGINES = ("local", "ddp")  # the engines whose module can be compiled whole (module docstring)
 MARGIN = 1.05  # compiled must be this much faster per micro-batch to be chosen
 ROUNDS = 3  # timed turns each, after the compile and a warm-up
 Batch = tuple[torch.Tensor, ...]
@@ -70,31 +73,31 @@ def use_deterministic() -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False  # no NaN-filling of empty tensors
 
 
-def measure(
-    model: nn.Module,
-    batch: Batch,
-    loss_fn: Loss,
-    dtype: str,
-    attention: str,
-) -> tuple[bool, str]:
-    """(compiled is MARGIN faster, the timings in words): the model's forward compiled, then eager
-    and compiled micro-batches timed in turns. Raises what inductor raises where it cannot compile."""
+def measure(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, attention: str) -> dict[str, float]:
+    """Seconds: the best eager and compiled micro-batch ("eager", "compiled") and the compile
+    ("compile"), the model's forward compiled, then eager and compiled micro-batches timed in
+    turns. Raises what inductor raises where it cannot compile."""
     with kept_settings():
         use_deterministic()
         return _measure(model, batch, loss_fn, dtype, attention)
 
 
-def _measure(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, attention: str) -> tuple[bool, str]:
+def _measure(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, attention: str) -> dict[str, float]:
     compiled = torch.compile(model)
     eager_s = micro_batch_s(model, batch, loss_fn, dtype, attention)  # warm-up
     compile_s = micro_batch_s(compiled, batch, loss_fn, dtype, attention)  # compiles
-    times = {"eager": float("inf"), "compiled": float("inf")}
+    times = {"eager": float("inf"), "compiled": float("inf"), "compile": max(compile_s - eager_s, 0.0)}
     for _ in range(ROUNDS):
         for name, module in (("eager", model), ("compiled", compiled)):
             times[name] = min(times[name], micro_batch_s(module, batch, loss_fn, dtype, attention))
+    return times
+
+
+def verdict(times: dict[str, float]) -> tuple[bool, str]:
+    """(compiled is MARGIN faster, the timings in words) from `measure`'s times (or the ranks' mean)."""
     why = (
         f"{1e3 * times['compiled']:.0f} ms per micro-batch against {1e3 * times['eager']:.0f} ms eager,"
-        f" compiled in {max(compile_s - eager_s, 0.0):.0f} s"
+        f" compiled in {times['compile']:.0f} s"
     )
     return times["compiled"] * MARGIN < times["eager"], why
 
@@ -102,8 +105,10 @@ def _measure(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, attentio
 def compiled_step(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, attention: str) -> nn.Module:
     """torch.compile(model), compiled now on `batch` (the caller restores the random state): the
     budget's calibration steps must not time a compile. Free after `measure` in this process,
-    whose compiled graph it reuses; a few seconds from inductor's on-disk cache otherwise.
-    Deterministic algorithms stay on: call it inside `kept_settings`."""
+    whose compiled graph it reuses; a few seconds from inductor's on-disk cache otherwise. A DDP
+    module compiles anew (dynamo splits its graph where DDP's gradient buckets end), and this
+    first step all-reduces its gradients on every rank. Deterministic algorithms stay on: call it
+    inside `kept_settings`."""
     use_deterministic()
     compiled = torch.compile(model)
     micro_batch_s(compiled, batch, loss_fn, dtype, attention)

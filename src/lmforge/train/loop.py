@@ -34,7 +34,7 @@ from lmforge.formats.peft import base_identity, check_base, write_lora_file
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.train import checkpoint as ckpt
-from lmforge.train import report
+from lmforge.train import compiling, report
 from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
 from lmforge.train.budget import (
     BUDGET_KEYS,
@@ -161,7 +161,7 @@ def _set_up(
     flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)
     n_trainable = lora.count(model)[0]  # before engines shard or partition the parameters
     model_name = type(model).__name__  # before FSDP2 renames the class it shards (FSDPGPT)
-    compilable = engine.name == "local" and task.fixed_shapes and not cfg.privacy.enabled
+    compilable = engine.name in compiling.ENGINES and task.fixed_shapes and not cfg.privacy.enabled
     kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved), compilable)
     kernels.apply()
     dtype = kernels.torch_dtype
