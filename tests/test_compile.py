@@ -148,9 +148,10 @@ def test_a_compiled_run_trains_as_eager_and_resumes_exactly(
 def test_ddp_ranks_compile_together_and_train_as_eager(
     tmp_path: Path, tiny_overrides: list[str], own_cache: Path
 ) -> None:
-    """Two DDP ranks for real: once their cache says the run is long and compiled steps faster,
-    both compile the DDP module (dynamo splits it at DDP's buckets) and train as eager ranks do,
-    two micro-batches a step (the first under DDP's no_sync)."""
+    """Two DDP ranks for real: they time the kernels together and make one choice (their timings
+    summed), and the cached micro-batch is their mean. Once their cache says the run is long and
+    compiled steps faster, both compile the DDP module (dynamo splits it at DDP's buckets) and
+    train as eager ranks do, two micro-batches a step (the first under DDP's no_sync)."""
     env = {k: v for k, v in os.environ.items() if k != "LMFORGE_AUTOTUNE"}
 
     def launch(name: str, **extra: str) -> dict:
@@ -161,9 +162,11 @@ def test_ddp_ranks_compile_together_and_train_as_eager(
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((tmp_path / name / "summary.json").read_text())
 
-    assert launch("short")["kernels"]["compile"] is False  # seconds of steps: not tried
+    short = launch("short")  # the ranks measure the kernels together and agree; rank 0 caches them
     [(key, entry)] = _train_entries(own_cache).items()
-    assert "compile" not in entry and 0 < entry["micro_batch_s"] < 1  # the ranks' mean micro-batch
+    assert short["world_size"] == 2 and short["kernels"]["adamw"] in ("fused", "foreach")
+    assert {k: entry[k] for k in ("dtype", "attention", "adamw")} | {"compile": False} == short["kernels"]
+    assert "compile" not in entry and 0 < entry["micro_batch_s"] < 1  # seconds of steps: not tried
     entry |= {"micro_batch_s": 1e3, "compile": True, "compiled": "1 ms against 2 ms eager"}
     own_cache.write_text(json.dumps({key: entry}))  # a long run, measured faster before
     compiled = launch("compiled")
