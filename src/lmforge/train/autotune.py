@@ -178,8 +178,9 @@ def measure(
     engine: Engine,
 ) -> tuple[StepKernels, float]:
     """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
-    the fastest replace (prior_dtype, bmm, fused) when MARGIN faster. Returns them (`why` lists the
-    timings, summed over ranks) and the seconds of one micro-batch with them, the ranks' mean."""
+    the fastest replace (prior_dtype, bmm, fused) when MARGIN faster, the ranks' timings summed.
+    Returns them (`why` lists the timings, the ranks' mean) and the seconds of one micro-batch
+    with them, the ranks' mean."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     step_s = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
@@ -187,8 +188,9 @@ def measure(
     prior = (prior_dtype if prior_dtype in dtypes else dtypes[0], "bmm")
     dtype, attention = best if step_s[best] * MARGIN < step_s[prior] else prior
     adamw = "foreach" if adam_s["foreach"] * MARGIN < adam_s["fused"] else "fused"
-    steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
-    adams = ", ".join(f"{name} {1e3 * s:.1f} ms" for name, s in adam_s.items())
+    n = engine.world_size  # the sums decide; the line shows the ranks' mean
+    steps = ", ".join(f"{d}/{a} {1e3 * s / n:.0f} ms" for (d, a), s in step_s.items())
+    adams = ", ".join(f"{name} {1e3 * s / n:.1f} ms" for name, s in adam_s.items())
     kernels = StepKernels(dtype, attention, adamw, f"{steps} per micro-batch; AdamW {adams}")
     return kernels, float(step_s[(dtype, attention)]) / engine.world_size
 
