@@ -145,19 +145,21 @@ def test_a_compiled_run_trains_as_eager_and_resumes_exactly(
     assert _losses(other)[-3:] == _losses(run)[-3:]
 
 
-def test_ddp_ranks_compile_together_and_train_as_eager(
-    tmp_path: Path, tiny_overrides: list[str], own_cache: Path
+@pytest.mark.parametrize("engine", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_two_ranks_compile_together_and_train_as_eager(
+    tmp_path: Path, tiny_overrides: list[str], own_cache: Path, engine: str
 ) -> None:
-    """Two DDP ranks for real: they time the kernels together and make one choice (their timings
+    """Two ranks for real: they time the kernels together and make one choice (their timings
     summed), and the cached micro-batch is their mean. Once their cache says the run is long and
-    compiled steps faster, both compile the DDP module (dynamo splits it at DDP's buckets) and
-    train as eager ranks do, two micro-batches a step (the first under DDP's no_sync)."""
+    compiled steps faster, both compile the engine's module (DDP's graph split at its buckets,
+    FSDP2's at its per-block hooks) and train as eager ranks do, two micro-batches a step (the
+    first without a gradient sync)."""
     env = {k: v for k, v in os.environ.items() if k != "LMFORGE_AUTOTUNE"}
 
     def launch(name: str, **extra: str) -> dict:
         cmd = [sys.executable, "-m", "lmforge", "launch", "--nproc=2", "train", "--quiet", "--out",
-               str(tmp_path / name), *tiny_overrides, *STEPS, "--engine.name=ddp", "--engine.backend=gloo",
-               "--engine.timeout_s=120", "--train.micro_batch_size=2"]  # fmt: skip
+               str(tmp_path / name), *tiny_overrides, *STEPS, f"--engine.name={engine}",
+               "--engine.backend=gloo", "--engine.timeout_s=120", "--train.micro_batch_size=2"]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env | extra)
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((tmp_path / name / "summary.json").read_text())

@@ -161,7 +161,7 @@ def _count(flag: bool, engine: Engine) -> int:
 def compiled_module(module: nn.Module, task: Task, kernels: StepKernels) -> nn.Module:
     """The module the training loss calls: torch.compile(module) compiled now on the first
     micro-batch, the random state and data position untouched, when kernels.compile (only ever on
-    compiling.ENGINES: the model itself, or its DDP wrapper); else module."""
+    compiling.ENGINES: the model itself, its DDP wrapper, or the FSDP2-sharded model); else module."""
     if not kernels.compile:
         return module
     batch = _first_micro_batch(task)[0]

@@ -14,11 +14,12 @@ inductor's CPU kernels otherwise sum the embedding's gradient with atomic adds, 
 varies run to run, and a resumed run would not continue exactly. `kept_settings` restores the
 process's own setting when the run ends.
 
-Only where one compiled graph serves the whole run: the local engine or DDP on the CPU (each
-rank holds the whole model; FSDP2 and DeepSpeed shard it), a task whose micro-batches all have one
-shape (language modelling; padded batches would recompile per width), and no DP-SGD (its
-per-sample gradients hook the module). The ranks of a DDP run time their own micro-batches and
-decide on the sum, so they compile together or not at all. The compiled module shares the model's
+Only where one compiled graph serves the whole run: the local engine, DDP or FSDP2 on the CPU
+(DeepSpeed's engine, with its own hooks and ZeRO-3 partitioning, stays eager), a task whose
+micro-batches all have one shape (language modelling; padded batches would recompile per width),
+and no DP-SGD (its per-sample gradients hook the module). The ranks of a run time their own
+micro-batches on the model before the engine wraps it and decide on the sum, so they compile
+together or not at all. The compiled module shares the model's
 parameters and is used for the training loss only: evaluation, checkpoints and the exported
 weights use the model itself, whose parameter names are unchanged.
 """
@@ -38,7 +39,7 @@ from lmforge.model.attention import sequence_route, set_sequence_route
 # Eager training time below which compiling is not tried. At the 1.15-1.2x that compiled steps
 # gained here, 10 minutes save 80-100 s: twice a first compile, so even a run that pays one gains.
 MIN_RUN_S = 600.0
-ENGINES = ("local", "ddp")  # the engines whose module can be compiled whole (module docstring)
+ENGINES = ("local", "ddp", "fsdp")  # the engines whose module is compiled whole (module docstring)
 MARGIN = 1.05  # compiled must be this much faster per micro-batch to be chosen
 ROUNDS = 3  # timed turns each, after the compile and a warm-up
 Batch = tuple[torch.Tensor, ...]
@@ -106,9 +107,9 @@ def compiled_step(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, att
     """torch.compile(model), compiled now on `batch` (the caller restores the random state): the
     budget's calibration steps must not time a compile. Free after `measure` in this process,
     whose compiled graph it reuses; a few seconds from inductor's on-disk cache otherwise. A DDP
-    module compiles anew (dynamo splits its graph where DDP's gradient buckets end), and this
-    first step all-reduces its gradients on every rank. Deterministic algorithms stay on: call it
-    inside `kept_settings`."""
+    or FSDP2 module compiles anew (dynamo splits its graph where DDP's gradient buckets end, or
+    at FSDP2's per-block hooks), and this first step syncs its gradients on every rank.
+    Deterministic algorithms stay on: call it inside `kept_settings`."""
     use_deterministic()
     compiled = torch.compile(model)
     micro_batch_s(compiled, batch, loss_fn, dtype, attention)
