@@ -47,6 +47,15 @@ def _train_entries(cache: Path) -> dict:
     return {k: v for k, v in json.loads(cache.read_text()).items() if " | train | " in k}
 
 
+def _copy_at_step_3(run: Path, to: Path) -> Path:
+    """A copy of a 6-step run as it was at its step-3 checkpoint (STEPS checkpoint every 3)."""
+    shutil.copytree(run, to)
+    for name in ("checkpoints/step_00000006", "model", "summary.json"):
+        path = to / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return to
+
+
 def _fake_measure(monkeypatch: pytest.MonkeyPatch, outcome: bool | Exception) -> list[int]:
     """compiling.measure reports `outcome` (or raises it), and nothing compiles; counts the calls."""
     calls: list[int] = []
@@ -132,11 +141,7 @@ def test_a_compiled_run_trains_as_eager_and_resumes_exactly(
     monkeypatch.delenv("LMFORGE_AUTOTUNE")  # with dropout the random state matters: resume from step 3
     run = tmp_path / "dropout"
     _train([*tiny_overrides, *STEPS, "--model.dropout=0.1"], run)
-    other = tmp_path / "resumed"
-    shutil.copytree(run, other)
-    for name in ("checkpoints/step_00000006", "model", "summary.json"):
-        path = other / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    other = _copy_at_step_3(run, tmp_path / "resumed")
     resumed = _train([], None, resume=other)
     assert resumed["kernels"]["compile"] is True
     a = load_file(str(run / "checkpoints" / "step_00000006" / "model.safetensors"))
@@ -153,13 +158,14 @@ def test_two_ranks_compile_together_and_train_as_eager(
     summed), and the cached micro-batch is their mean. Once their cache says the run is long and
     compiled steps faster, both compile the engine's module (DDP's graph split at its buckets,
     FSDP2's at its per-block hooks) and train as eager ranks do, two micro-batches a step (the
-    first without a gradient sync)."""
+    first without a gradient sync); resumed from step 3, they compile again and end as they did."""
     env = {k: v for k, v in os.environ.items() if k != "LMFORGE_AUTOTUNE"}
 
-    def launch(name: str, **extra: str) -> dict:
-        cmd = [sys.executable, "-m", "lmforge", "launch", "--nproc=2", "train", "--quiet", "--out",
-               str(tmp_path / name), *tiny_overrides, *STEPS, f"--engine.name={engine}",
-               "--engine.backend=gloo", "--engine.timeout_s=120", "--train.micro_batch_size=2"]  # fmt: skip
+    def launch(name: str, resume: bool = False, **extra: str) -> dict:
+        args = ["--resume", str(tmp_path / name)] if resume else [
+            "--out", str(tmp_path / name), *tiny_overrides, *STEPS, f"--engine.name={engine}",
+            "--engine.backend=gloo", "--engine.timeout_s=120", "--train.micro_batch_size=2"]  # fmt: skip
+        cmd = [sys.executable, "-m", "lmforge", "launch", "--nproc=2", "train", "--quiet", *args]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env | extra)
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((tmp_path / name / "summary.json").read_text())
@@ -177,3 +183,8 @@ def test_two_ranks_compile_together_and_train_as_eager(
     assert eager["kernels"]["compile"] is False
     assert _losses(tmp_path / "compiled") == pytest.approx(_losses(tmp_path / "eager"), rel=1e-4)
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
+
+    _copy_at_step_3(tmp_path / "compiled", tmp_path / "resumed")
+    assert launch("resumed", resume=True)["kernels"]["compile"] is True
+    a, b = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("compiled", "resumed"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
