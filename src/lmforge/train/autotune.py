@@ -126,9 +126,9 @@ def _choose_compile(
         timed = functools.partial(compiling.micro_batch_s, model, batch, loss, kernels.dtype)
         with _untouched():  # the better of two: the first warms up
             own = min(timed(kernels.attention), timed(kernels.attention))
-        entry["micro_batch_s"] = _summed({"s": own}, engine)["s"] / engine.world_size
+        entry["micro_batch_s"] = _mean({"s": own}, engine)["s"]
     run_s = compiling.expected_run_s(entry["micro_batch_s"], micro_batches, t.max_steps, t.max_minutes)
-    run_s = _summed({"s": run_s}, engine)["s"] / engine.world_size  # ranks of other caches agree
+    run_s = _mean({"s": run_s}, engine)["s"]  # ranks with other caches agree
     if run_s < compiling.MIN_RUN_S:
         short = f"not compiled: {run_s:.0f} s of eager steps expected, under {compiling.MIN_RUN_S:.0f}"
         return dataclasses.replace(kernels, why=f"{kernels.why}; {short}")
@@ -146,11 +146,15 @@ def _choose_compile(
     if _count(bool(failure), engine):  # one rank's failure keeps every rank eager
         faster, timings = False, failure or "torch.compile failed on another rank"
     else:
-        mean = {k: v / engine.world_size for k, v in _summed(times, engine).items()}
-        faster, timings = compiling.verdict(mean)
+        faster, timings = compiling.verdict(_mean(times, engine))
     entry.update(compile=faster, compiled=timings)
     why = f"{kernels.why}; {'' if faster else 'not '}compiled, measured at start: {timings}"
     return dataclasses.replace(kernels, compile=faster, why=why)
+
+
+def _mean(times: dict[str, float], engine: Engine) -> dict[str, float]:
+    """The same keys, each the ranks' mean (one process: unchanged)."""
+    return {k: v / engine.world_size for k, v in _summed(times, engine).items()}
 
 
 def _count(flag: bool, engine: Engine) -> int:
