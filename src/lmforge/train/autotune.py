@@ -90,8 +90,9 @@ def choose_kernels(
     batch, micro_batches = _first_micro_batch(task)
     shape = _shape_key(model, batch, dtypes) + (", checkpointed" if t.activation_checkpointing else "")
     cached = tuning.lookup("train", shape)
-    misses = engine.all_reduce(torch.tensor(0.0 if cached else 1.0))  # probe together or not at all
-    if cached and not misses and _valid(cached, dtypes):
+    # every rank takes the cache or every rank probes: a rank with no valid entry probes with the rest
+    usable = _count(cached is not None and _valid(cached, dtypes), engine) == engine.world_size
+    if cached is not None and usable:
         entry = dict(cached)
         kernels = StepKernels(**{k: cached[k] for k in CHOICES}, why=tuning.earlier(cached))
     else:

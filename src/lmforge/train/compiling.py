@@ -19,9 +19,9 @@ Only where one compiled graph serves the whole run: the local engine, DDP or FSD
 micro-batches all have one shape (language modelling; padded batches would recompile per width),
 and no DP-SGD (its per-sample gradients hook the module). The ranks of a run time their own
 micro-batches on the model before the engine wraps it and decide on the sum, so they compile
-together or not at all. The compiled module shares the model's
-parameters and is used for the training loss only: evaluation, checkpoints and the exported
-weights use the model itself, whose parameter names are unchanged.
+together or not at all. The compiled module shares the model's parameters and is used for the
+training loss only: evaluation, checkpoints and the exported weights use the model itself, whose
+parameter names are unchanged.
 """
 
 from __future__ import annotations
