@@ -133,7 +133,7 @@ class DeepSpeedEngine(Engine):
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         from deepspeed.utils import safe_get_full_fp32_param
 
-        # ZeRO 1-2 keep a frozen parameter whole on every rank (config.py refuses frozen ones at ZeRO-3)
+        # ZeRO 1-2 keep a frozen parameter whole on every rank (config/checks.py refuses them at ZeRO-3)
         weights = {
             name: (safe_get_full_fp32_param(p) if p.requires_grad else p).detach().float().cpu()
             for name, p in self._parameters()

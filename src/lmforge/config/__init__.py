@@ -1,0 +1,43 @@
+"""Typed run configuration: TOML recipes plus `--section.key=value` overrides.
+
+A recipe is a TOML file with the sections below; every key is optional and falls back to the
+dataclass default. Unknown sections or keys, wrong types and impossible combinations raise
+`LmforgeError` with a one-line message naming the key (and the file).
+
+- `sections.py`: the dataclasses, one per [section] (docs/config.md is generated from them);
+- `checks.py`: what makes a value wrong or a combination impossible;
+- `files.py`: recipes and overrides in, TOML out, a model directory's config.json in.
+"""
+
+from lmforge.config.checks import check_buildable, check_supported
+from lmforge.config.files import config_to_toml, load_config, model_config_from
+from lmforge.config.sections import (
+    LORA_TARGETS,
+    TASKS,
+    Config,
+    DataConfig,
+    EngineConfig,
+    LoraConfig,
+    ModelConfig,
+    PrepConfig,
+    PrivacyConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "LORA_TARGETS",
+    "TASKS",
+    "Config",
+    "DataConfig",
+    "EngineConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "PrepConfig",
+    "PrivacyConfig",
+    "TrainConfig",
+    "check_buildable",
+    "check_supported",
+    "config_to_toml",
+    "load_config",
+    "model_config_from",
+]

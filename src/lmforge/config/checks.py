@@ -1,0 +1,217 @@
+"""Checks on a run configuration: each wrong value or impossible combination raises LmforgeError
+with a one-line message naming the key. `Config.validate` runs `check_config`; every model's
+constructor runs `check_buildable`.
+"""
+
+from __future__ import annotations
+
+from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
+from lmforge.errors import LmforgeError
+
+
+def check_config(c: Config) -> None:
+    """Raise LmforgeError, naming the key, at the first value that is wrong or impossible."""
+    check_model(c.model)
+    m, t = c.model, c.train
+    _check(
+        c.data.tokenizer in ("char", "bpe"),
+        f"data.tokenizer={c.data.tokenizer!r} must be 'char' or 'bpe'",
+    )
+    _check(0.0 < c.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
+    _check(t.max_steps > 0 and t.batch_size > 0, "train.max_steps and train.batch_size must be > 0")
+    _check(t.micro_batch_size >= 0, "train.micro_batch_size must be >= 0")
+    _check(
+        t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0,
+        f"train.batch_size={t.batch_size} is not divisible by train.micro_batch_size={t.micro_batch_size}",
+    )
+    _check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+    _check(
+        t.schedule in ("cosine", "linear", "constant"),
+        f"train.schedule={t.schedule!r} must be cosine, linear or constant",
+    )
+    _check(t.dtype in ("auto", "fp32", "bf16"), f"train.dtype={t.dtype!r} must be auto, fp32 or bf16")
+    _check(t.lr > 0 and 0 <= t.min_lr <= t.lr, "train.lr must be > 0 and 0 <= train.min_lr <= train.lr")
+    _check(
+        t.eval_interval > 0 and t.log_interval > 0 and t.checkpoint_interval > 0,
+        "train.*_interval must be > 0",
+    )
+    _check(t.eval_batches >= 0, "train.eval_batches must be >= 0")
+    for key in ("beta1", "beta2"):  # AdamW raises a bare ValueError only once the run has started
+        _check(0 <= getattr(t, key) < 1, f"train.{key}={getattr(t, key)} must be in [0, 1)")
+    _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
+    _check(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0 (0 disables clipping)")
+    _check(0 <= t.seed < 2**63, f"train.seed={t.seed} must be in [0, 2**63)")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+    e = c.engine
+    _check(
+        e.name in ("local", "ddp", "fsdp", "deepspeed"),
+        f"engine.name={e.name!r} must be local, ddp, fsdp or deepspeed",
+    )
+    _check(
+        e.zero_stage in (1, 2, 3),
+        f"engine.zero_stage={e.zero_stage} must be 1, 2 or 3 (stage 0 is engine.name=ddp)",
+    )
+    _check(e.offload in ("none", "optimizer", "all"), f"engine.offload={e.offload!r}: none|optimizer|all")
+    _check(e.backend in ("auto", "gloo", "nccl"), f"engine.backend={e.backend!r}: auto|gloo|nccl")
+    _check(e.timeout_s > 0, f"engine.timeout_s={e.timeout_s}: must be > 0")
+    _check(
+        e.offload != "all" or e.zero_stage == 3,
+        "engine.offload='all' offloads parameters too, which needs engine.zero_stage=3",
+    )
+    _check(c.prep.split in ("hash", "tail"), f"prep.split={c.prep.split!r}: 'hash' or 'tail'")
+    _check(c.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
+    _check(c.prep.pii_ip in ("all", "public"), f"prep.pii_ip={c.prep.pii_ip!r}: 'all' or 'public'")
+    p = c.prep
+    for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words",
+                "canaries"):  # fmt: skip
+        _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")
+    for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes", "canary_length"):
+        _check(getattr(p, key) > 0, f"prep.{key}={getattr(p, key)} must be > 0")
+    _check(c.data.task in TASKS, f"data.task={c.data.task!r} must be one of {', '.join(TASKS)}")
+    _check(
+        c.data.task != "classification" or bool(t.init_from),
+        "data.task='classification' needs train.init_from (the model to put a head on)",
+    )
+    _check(
+        c.data.task != "qa" or bool(t.init_from),
+        "data.task='qa' needs train.init_from (the encoder to put a span head on)",
+    )
+    _check(c.data.doc_stride >= 0, f"data.doc_stride={c.data.doc_stride} must be >= 0")
+    _check(
+        c.data.task != "chat" or bool(t.init_from),
+        "data.task='chat' needs train.init_from (a chat model: its weights and its chat template)",
+    )
+    _check(t.max_minutes >= 0 and t.epochs >= 0, "train.max_minutes and train.epochs must be >= 0")
+    _check(c.data.max_len > 0, f"data.max_len={c.data.max_len} must be > 0")
+    _check(
+        0.0 <= t.classifier_dropout < 1.0,
+        f"train.classifier_dropout={t.classifier_dropout} must be in [0, 1)",
+    )
+    _check(t.pooling in ("", "mean", "cls", "last"), f"train.pooling={t.pooling!r} must be mean, cls or last")
+    _check(  # train.init_from replaces [model] with the model's own (checked when it loads)
+        bool(t.init_from) or (c.data.task == "translation") == (m.arch == "seq2seq"),
+        f"data.task={c.data.task!r} does not fit model.arch={m.arch!r}"
+        " (translation needs seq2seq, lm needs gpt)",
+    )
+    if not t.init_from:  # train.init_from's model replaces [model]
+        check_supported(m, m.arch)
+    _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
+    _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
+    _check_lora(c)
+    _check_privacy(c)
+
+
+def check_model(m: ModelConfig) -> None:
+    _check(m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0")
+    _check(m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}")
+    _check(m.block_size > 0, "model.block_size must be > 0")
+    _check(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0: the tokenizer's)")
+    _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
+    _check(
+        m.pos in ("learned", "rope", "sinusoidal"),
+        f"model.pos={m.pos!r} must be 'learned', 'rope' or 'sinusoidal'",
+    )
+    _check(m.pos != "sinusoidal" or m.arch == "seq2seq", "model.pos='sinusoidal' is for model.arch=seq2seq")
+    _check(
+        m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
+        f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
+    )
+    _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
+    _check_hf_options(m)
+    _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
+
+
+def _check_hf_options(m: ModelConfig) -> None:
+    _check(m.norm in ("layernorm", "rmsnorm"), f"model.norm={m.norm!r} must be 'layernorm' or 'rmsnorm'")
+    _check(m.norm_eps > 0, f"model.norm_eps={m.norm_eps} must be > 0")
+    _check(
+        m.n_kv_head == 0 or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0),
+        f"model.n_kv_head={m.n_kv_head} must divide model.n_head={m.n_head}",
+    )
+    _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
+    _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
+
+
+def _check_lora(c: Config) -> None:
+    lo = c.lora
+    _check(lo.rank >= 1, f"lora.rank={lo.rank} must be >= 1")
+    _check(lo.alpha > 0, f"lora.alpha={lo.alpha} must be > 0")
+    _check(0.0 <= lo.dropout < 1.0, f"lora.dropout={lo.dropout} must be in [0, 1)")
+    targets = [n.strip() for n in lo.targets.split(",") if n.strip()]
+    _check(bool(targets), "lora.targets is empty: name the modules to adapt (e.g. q_proj,v_proj)")
+    for name in targets:
+        _check(
+            name in LORA_TARGETS, f"lora.targets: unknown module {name!r} (known: {', '.join(LORA_TARGETS)})"
+        )
+    if lo.enabled:
+        _check(
+            bool(c.train.init_from), "lora.enabled needs train.init_from (the base model the adapters sit on)"
+        )
+        _check(
+            c.engine.name != "deepspeed" or c.engine.zero_stage != 3,
+            "lora.enabled does not run on DeepSpeed ZeRO-3 (its frozen base is partitioned);"
+            " use engine.zero_stage=1 or 2",
+        )
+
+
+def _check_privacy(c: Config) -> None:
+    p = c.privacy
+    inf = float("inf")
+    _check(0 <= p.noise_multiplier < inf, f"privacy.noise_multiplier={p.noise_multiplier} must be >= 0")
+    _check(0 < p.max_grad_norm < inf, f"privacy.max_grad_norm={p.max_grad_norm} must be > 0")
+    _check(0 <= p.target_epsilon < inf, f"privacy.target_epsilon={p.target_epsilon} must be >= 0")
+    _check(0 <= p.delta < 1, f"privacy.delta={p.delta} must be in [0, 1) (0: min(1e-5, 1/N))")
+    _check(p.accountant in ("rdp", "prv"), f"privacy.accountant={p.accountant!r} must be 'rdp' or 'prv'")
+    if p.enabled:
+        _check(
+            c.engine.name == "local",
+            f"privacy.enabled runs on engine.name=local only, not {c.engine.name!r}"
+            " (per-sample gradients and noise are not implemented across ranks)",
+        )
+        _check(
+            (p.noise_multiplier > 0) != (p.target_epsilon > 0),
+            "privacy.enabled needs privacy.noise_multiplier or privacy.target_epsilon (one of them, > 0)",
+        )
+        _check(
+            c.data.task == "lm",
+            f"privacy.enabled is implemented for data.task='lm' only, not {c.data.task!r}",
+        )
+        _check(  # torch.func raises on the saved-tensor hooks checkpointing is built on
+            not c.train.activation_checkpointing,
+            "train.activation_checkpointing does not combine with privacy.enabled (DP-SGD's"
+            " per-example gradients come from torch.func, which cannot recompute blocks)",
+        )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise LmforgeError(message)
+
+
+# Keys a model family cannot honour: they must keep their default, or building it is an error
+# (a recipe that sets them would otherwise train something other than it says).
+UNSUPPORTED = {
+    "gpt": ("post_norm", "final_norm", "logits_bias", "scale_embedding", "type_vocab_size"),
+    "seq2seq": ("type_vocab_size",),
+    "encoder": ("pos", "final_norm", "logits_bias", "scale_embedding"),
+}
+
+
+def check_buildable(m: ModelConfig, family: str) -> None:
+    """A model of `family` (gpt, seq2seq, encoder) can be built from `m` exactly as it says: the
+    vocabulary is set and no key it cannot honour differs from its default. Every model's
+    constructor calls this, so a recipe, a model directory and an import meet the same check."""
+    if m.vocab_size <= 0:
+        raise LmforgeError("model.vocab_size must be set (the tokenizer's size) before building a model")
+    check_supported(m, family)
+
+
+def check_supported(m: ModelConfig, family: str) -> None:
+    default = ModelConfig()
+    for key in UNSUPPORTED[family]:
+        value = getattr(m, key)
+        if value != getattr(default, key):
+            raise LmforgeError(
+                f"model.{key}={value!r} is not supported by the {family} model"
+                f" (it must stay {getattr(default, key)!r})"
+            )

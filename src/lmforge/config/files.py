@@ -1,0 +1,121 @@
+"""Reading a run configuration: a TOML recipe, then `--section.key=value` overrides, into a checked
+Config; a model directory's config.json into a ModelConfig; and a Config back to TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from lmforge.config.checks import check_model
+from lmforge.config.sections import Config, ModelConfig
+from lmforge.errors import LmforgeError
+
+
+def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
+    """Convert a TOML or command-line value to the field's type, or fail naming the key."""
+    if from_text and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            return kind(text)
+        except ValueError:
+            raise LmforgeError(f"{source}: {key}={value!r} is not {_TYPE_NAMES[kind]}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise LmforgeError(
+            f"{source}: {key}={value!r} must be {_TYPE_NAMES[kind]}, not {type(value).__name__}"
+        )
+    return value
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool = False) -> None:
+    section_name, _, key = dotted.partition(".")
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if section_name not in sections or not key:
+        raise LmforgeError(
+            f"{source}: unknown config key {dotted!r} (sections: {', '.join(sorted(sections))})"
+        )
+    section = getattr(config, section_name)
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if key not in fields:
+        raise LmforgeError(
+            f"{source}: unknown config key {dotted!r} (known in [{section_name}]: {', '.join(fields)})"
+        )
+    kind = _TYPES[str(fields[key].type)]
+    setattr(section, key, _coerce(dotted, value, kind, source, from_text))
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LmforgeError(f"{path}:{line}: not valid UTF-8 (byte {e.start} of the file)") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a validated Config from an optional TOML recipe and `section.key=value` overrides."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(_read_utf8(path))
+        except FileNotFoundError:
+            raise LmforgeError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise LmforgeError(f"{path}: invalid TOML: {e}") from None
+        for section_name, values in raw.items():
+            if not isinstance(values, dict):
+                raise LmforgeError(f"{path}: top-level key {section_name!r} must be a [section]")
+            for key, value in values.items():
+                _set(config, f"{section_name}.{key}", value, str(path))
+    for item in overrides or []:
+        dotted, eq, value = item.removeprefix("--").partition("=")
+        if not eq:
+            raise LmforgeError(f"override {item!r} must look like --section.key=value")
+        _set(config, dotted, value, "command line", from_text=True)
+    return config.validate()
+
+
+def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:
+    """The ModelConfig in a model directory's config.json (or a classifier's backbone entry):
+    its ModelConfig keys, type-checked and validated; other keys (model_type, token ids) are the
+    caller's. The one place a model directory's architecture is read."""
+    config = Config()
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in raw:
+            _set(config, f"model.{f.name}", raw[f.name], str(source))
+    try:
+        check_model(config.model)
+    except LmforgeError as e:
+        raise LmforgeError(f"{source}: {e}") from None
+    return config.model
+
+
+def config_to_toml(config: Config) -> str:
+    """Serialise a Config as a TOML recipe (scalars only, so a tiny writer suffices)."""
+    lines: list[str] = []
+    for section, values in config.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str):
+                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            else:
+                text = repr(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)
