@@ -116,6 +116,32 @@ def test_an_entry_from_before_compile_is_completed_and_a_failure_means_eager(
     assert entry["compile"] is False and entry["micro_batch_s"] > 0 and entry["dtype"] == "fp32"
 
 
+def test_train_compile_on_and_off_override_the_measurement(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    calls = _fake_measure(monkeypatch, True)
+    forced = _train([*tiny_overrides, *STEPS, "--train.compile=on"], tmp_path / "on")  # short, yet compiled
+    assert calls == [] and forced["kernels"]["compile"] is True
+    assert "compile" not in next(iter(_train_entries(own_cache).values()))  # nothing measured, nothing cached
+
+    monkeypatch.setattr(compiling, "MIN_RUN_S", 0.0)
+    assert _train([*tiny_overrides, *STEPS], tmp_path / "auto")["kernels"]["compile"] is True
+    off = _train([*tiny_overrides, *STEPS, "--train.compile=off"], tmp_path / "off")  # measured faster
+    assert calls == [1] and off["kernels"]["compile"] is False
+    resumed = _train(["--train.max_steps=8", "--train.compile=off"], None, resume=tmp_path / "on")
+    assert resumed["kernels"]["compile"] is False and resumed["steps"] == 8  # the setting, not the checkpoint
+
+
+def test_train_compile_on_refuses_batches_of_varying_width(tiny_overrides: list[str]) -> None:
+    from lmforge.config import load_config
+    from lmforge.errors import LmforgeError
+
+    translation = ["--data.task=translation", "--model.arch=seq2seq"]
+    cfg = load_config(None, [*tiny_overrides, "--train.compile=on", *translation])
+    with pytest.raises(LmforgeError, match=r"train.compile='on': data.task='translation' pads its batches"):
+        autotune.choose_kernels(cfg, None, None, None, None, compilable=False)  # type: ignore[arg-type]
+
+
 def test_a_checkpoint_from_before_compile_resumes_eager() -> None:
     saved = {"kernels": {"dtype": "bf16", "attention": "sdpa", "adamw": "fused"}}
     assert autotune.kernels_from_state(saved) == {**saved["kernels"], "compile": False}

@@ -47,6 +47,14 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         ("", ["--train.micro_batch_size=5"], r"batch_size=12 is not divisible by train.micro_batch_size=5"),
         ("[train\n", [], r"r.toml: invalid TOML"),
         ("", ["train.lr"], r"must look like --section.key=value"),
+        ("[train]\ncompile = true\n", [], r"r.toml: train.compile=True must be a string, not bool"),
+        ("", ["--train.compile=yes"], r"train.compile='yes' must be auto, on or off"),
+        ("", ["--train.compile=on", "--engine.name=deepspeed"], r"train.compile='on' runs on engine.name="),
+        (
+            "",
+            ["--train.compile=on", "--privacy.enabled=true", "--privacy.noise_multiplier=1"],
+            r"train.compile='on' does not combine with privacy.enabled",
+        ),
     ],
 )
 def test_bad_config(tmp_path: Path, recipe: str, overrides: list[str], message: str) -> None:

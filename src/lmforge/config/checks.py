@@ -30,6 +30,14 @@ def check_config(c: Config) -> None:
         f"train.schedule={t.schedule!r} must be cosine, linear or constant",
     )
     _check(t.dtype in ("auto", "fp32", "bf16"), f"train.dtype={t.dtype!r} must be auto, fp32 or bf16")
+    _check(t.compile in ("auto", "on", "off"), f"train.compile={t.compile!r} must be auto, on or off")
+    _check(  # DeepSpeed's engine has its own hooks, and ZeRO-3 partitions the parameters (docs/speed.md)
+        t.compile != "on" or c.engine.name in ("local", "ddp", "fsdp"),
+        f"train.compile='on' runs on engine.name=local, ddp or fsdp, not {c.engine.name!r}",
+    )
+    _check(  # DP-SGD's per-example gradients (torch.func) run the model itself, not a compiled one
+        t.compile != "on" or not c.privacy.enabled, "train.compile='on' does not combine with privacy.enabled"
+    )
     _check(t.lr > 0 and 0 <= t.min_lr <= t.lr, "train.lr must be > 0 and 0 <= train.min_lr <= train.lr")
     _check(
         t.eval_interval > 0 and t.log_interval > 0 and t.checkpoint_interval > 0,

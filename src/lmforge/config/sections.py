@@ -128,6 +128,11 @@ class TrainConfig:
     dtype: str = "auto"
     """`auto` (fp32 or, where the CPU has bf16 units, bf16 autocast: whichever trains this run's
     micro-batch faster, measured at start and cached, see docs/speed.md), `fp32` or `bf16`."""
+    compile: str = "auto"
+    """Run the training forward under torch.compile: `auto` (on a CPU, where the run is long enough
+    to pay for a compile, measured at start and cached; on a GPU, never: see docs/speed.md), `on`
+    (always, without measuring: language modelling on the local, DDP or FSDP2 engine, without
+    privacy.enabled) or `off`."""
     activation_checkpointing: bool = False
     """Keep only each Transformer block's input for backward and recompute the rest there
     (torch.utils.checkpoint): much less activation memory for about 1/3 more compute per step; the

@@ -34,6 +34,7 @@ from torch import nn
 
 from lmforge import tuning
 from lmforge.config import Config
+from lmforge.errors import LmforgeError
 from lmforge.hardware import cpu_has_bf16, resolve_dtype
 from lmforge.model.attention import SEQUENCE_ROUTES, set_sequence_route
 from lmforge.train import compiling
@@ -74,8 +75,25 @@ class StepKernels:
 def choose_kernels(
     cfg: Config, model: nn.Module, task: Task, engine: Engine, saved: dict | None, compilable: bool = False
 ) -> StepKernels:
-    """The kernels this run trains with: a resumed run's saved ones, else the cache's, else measured.
-    compilable: one compiled graph could serve the run (train/compiling.py says where)."""
+    """The kernels this run trains with: a resumed run's saved ones, else the cache's, else measured;
+    compiled as train.compile says (`auto`: as measured or resumed). compilable: one compiled graph
+    could serve the run (train/compiling.py says where)."""
+    setting = cfg.train.compile
+    if setting == "on" and not compilable:  # the config refuses the other reasons (engine, privacy)
+        raise LmforgeError(
+            f"train.compile='on': data.task={cfg.data.task!r} pads its batches to varying widths,"
+            " and each width would compile anew (use train.compile=auto or off)"
+        )
+    kernels = _choose_kernels(cfg, model, task, engine, saved, compilable and setting == "auto")
+    if setting == "auto" or kernels.compile == (setting == "on"):
+        return kernels
+    why = f"{kernels.why}; {'' if setting == 'on' else 'not '}compiled: train.compile={setting}"
+    return dataclasses.replace(kernels, compile=setting == "on", why=why)
+
+
+def _choose_kernels(
+    cfg: Config, model: nn.Module, task: Task, engine: Engine, saved: dict | None, compilable: bool
+) -> StepKernels:
     t = cfg.train
     rule_dtype, rule_why = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
     rule = StepKernels("bf16" if rule_dtype == torch.bfloat16 else "fp32", "bmm", "fused", rule_why)
@@ -169,8 +187,9 @@ def compiled_module(module: nn.Module, task: Task, kernels: StepKernels) -> nn.M
     compiling.ENGINES: the model itself, its DDP wrapper, or the FSDP2-sharded model); else module."""
     if not kernels.compile:
         return module
-    batch = _first_micro_batch(task)[0]
-    with _untouched():
+    device = next(module.parameters()).device
+    batch = tuple(tensor.to(device) for tensor in _first_micro_batch(task)[0])
+    with _untouched(device):
         return compiling.compiled_step(module, batch, task.loss, kernels.dtype, kernels.attention)
 
 
@@ -226,10 +245,11 @@ def _shape_key(model: nn.Module, batch: tuple[torch.Tensor, ...], dtypes: list[s
 
 
 @contextlib.contextmanager
-def _untouched():  # noqa: ANN202 - a context manager
-    """Random state (torch and Python) as it was: dropout in the probe draws nothing from the run's."""
+def _untouched(device: torch.device | None = None):  # noqa: ANN202 - a context manager
+    """Random state (torch's, Python's and a GPU `device`'s) as it was: dropout in the probe draws
+    nothing from the run's."""
     python_state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
         try:
             yield
         finally:

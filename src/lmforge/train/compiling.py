@@ -14,14 +14,15 @@ inductor's CPU kernels otherwise sum the embedding's gradient with atomic adds, 
 varies run to run, and a resumed run would not continue exactly. `kept_settings` restores the
 process's own setting when the run ends.
 
-Only where one compiled graph serves the whole run: the local engine, DDP or FSDP2 on the CPU
-(DeepSpeed's engine, with its own hooks and ZeRO-3 partitioning, stays eager), a task whose
+Only where one compiled graph serves the whole run: the local engine, DDP or FSDP2 (DeepSpeed's
+engine, with its own hooks and ZeRO-3 partitioning, stays eager), a task whose
 micro-batches all have one shape (language modelling; padded batches would recompile per width),
 and no DP-SGD (its per-sample gradients hook the module). The ranks of a run time their own
 micro-batches on the model before the engine wraps it and decide on the sum, so they compile
 together or not at all. The compiled module shares the model's parameters and is used for the
 training loss only: evaluation, checkpoints and the exported weights use the model itself, whose
-parameter names are unchanged.
+parameter names are unchanged. `train.compile=on` or `off` replaces the measurement (`on` is the
+only way to compile on a GPU, where nothing is measured).
 """
 
 from __future__ import annotations
@@ -117,16 +118,20 @@ def compiled_step(model: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, att
 
 
 def micro_batch_s(module: nn.Module, batch: Batch, loss_fn: Loss, dtype: str, attention: str) -> float:
-    """Seconds of one forward and backward (gradients dropped), in training mode, as the loop runs it."""
+    """Seconds of one forward and backward (gradients dropped), in training mode, as the loop runs it
+    (on a GPU, to the end of its queued kernels)."""
     was_training = module.training
     module.train()
     route = sequence_route()
     set_sequence_route(attention)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+    device = batch[0].device
+    bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
     start = time.perf_counter()
-    with autocast:
+    with bf16:
         loss = loss_fn(module, *batch)
     loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     for p in module.parameters():
         p.grad = None

@@ -205,7 +205,8 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
     if run.privacy:  # the accountant continues where it stopped: epsilon as if never interrupted
         run.privacy.load_state_dict(saved.get("privacy"), str(last))
     run.step = saved["step"]
-    run.state.update({k: saved[k] for k in run.state if k in saved})
+    # the counters go on; "kernels" stays what this run chose (train.compile may differ from the checkpoint's)
+    run.state.update({k: saved[k] for k in run.state if k in saved and k != "kernels"})
     if "planned" in saved:  # a time budget's calibrated schedule
         for key in BUDGET_KEYS:
             if key in saved:

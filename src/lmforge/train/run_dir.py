@@ -40,6 +40,7 @@ RESUMABLE = (
     "train.keep_checkpoints",
     "train.max_bad_steps",
     "train.micro_batch_size",
+    "train.compile",
     "model.dropout",
     "engine.*",
 )
