@@ -145,3 +145,14 @@ def test_flops_per_token_counts_frozen_weights_and_the_trained_length() -> None:
     lora.inject(model, LoraConfig(enabled=True, rank=4, targets="attn.qkv"))
     adapters = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
     assert flops_per_token(model, 64) == 4 * matmuls + 6 * adapters + 12 * 2 * 32 * 64
+
+
+def test_the_step_log_shows_gpu_memory_on_a_gpu_and_rss_elsewhere(monkeypatch) -> None:
+    from lmforge.train import metrics
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3 * 2**30)
+    assert metrics.peak_gpu_gb(torch.device("cpu")) is None
+    assert metrics.peak_gpu_gb(torch.device("cuda", 0)) == 3.0
+    line = metrics.step_line(5, 10, 1.0, 1e-3, 0.5, 100.0, 0.1, 30.0, torch.device("cuda", 0))
+    assert "| mem 3.00GB GPU |" in line
+    assert "GB GPU" not in metrics.step_line(5, 10, 1.0, 1e-3, 0.5, 100.0, 0.1, 30.0, torch.device("cpu"))

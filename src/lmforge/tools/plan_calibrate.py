@@ -56,6 +56,7 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
         "dtype": summary["dtype"],
         "memory_per_rank": summary["memory_per_rank"],
         "peak_rss_gb_per_rank": summary["peak_rss_gb_per_rank"],
+        **{k: summary[k] for k in ("peak_gpu_gb_per_rank",) if k in summary},  # a GPU run's
         "others_cpu_share": others.share,
     }
 

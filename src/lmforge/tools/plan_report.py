@@ -87,11 +87,13 @@ def format_plan(p: dict[str, Any]) -> str:
     if "calibration" in p:
         c = p["calibration"]
         rss = max(c["peak_rss_gb_per_rank"]) * 1024
+        gpu = max(c.get("peak_gpu_gb_per_rank") or [0.0]) * 1024
         measured = ", ".join(f"{k} {_mib(v)}" for k, v in c["memory_per_rank"].items())
         lines.append(
             f"  measured {c['steps']} calibration steps: fastest {c['step_s']:.3f} s/step,"
             f" MFU {100 * c['mfu']:.1f}% (median {c['step_s_median']:.3f} s, {100 * c['mfu_median']:.1f}%),"
             f" memory_per_rank MiB: {measured}, peak RSS {rss:,.0f} MiB"
+            + (f", peak GPU {gpu:,.0f} MiB" if gpu else "")
         )
         if (busy := c.get("others_cpu_share")) is not None and busy >= BUSY:
             lines.append(

@@ -354,7 +354,8 @@ def _log_line(run: Run, window: dict[str, float], grad_norm: float) -> dict[str,
     mfu = run.flops_per_token * tok_s / (run.peak_flops * run.engine.world_size)
     loss = window["loss"] / window["steps"]
     eta = (t.max_steps - run.step) * window["s"] / window["steps"]
-    line, record = step_line(run.step, t.max_steps, loss, lr, grad_norm, tok_s, mfu, eta), {}
+    line = step_line(run.step, t.max_steps, loss, lr, grad_norm, tok_s, mfu, eta, run.engine.device)
+    record: dict[str, float] = {}
     if run.privacy:
         record["epsilon"] = run.privacy.epsilon()
         line += f" | eps {record['epsilon']:.2f}"

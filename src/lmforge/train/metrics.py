@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmforge.errors import LmforgeError
 
 
@@ -24,13 +26,29 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def peak_gpu_gb(device: torch.device) -> float | None:
+    """Peak GPU memory this process's tensors took on `device` (the caching allocator's
+    max_memory_allocated), or None off CUDA."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
 def step_line(
-    step: int, total: int, loss: float, lr: float, grad_norm: float, tok_s: float, mfu: float, eta_s: float
+    step: int,
+    total: int,
+    loss: float,
+    lr: float,
+    grad_norm: float,
+    tok_s: float,
+    mfu: float,
+    eta_s: float,
+    device: torch.device | None = None,
 ) -> str:
+    """The step log's line; `mem` is the process's peak RSS, or on a GPU its peak tensor memory."""
+    gpu = peak_gpu_gb(device) if device is not None else None
+    mem = f"{peak_rss_gb():.2f}GB" if gpu is None else f"{gpu:.2f}GB GPU"
     return (
         f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | grad_norm {grad_norm:.3f}"
-        f" | tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}% | mem {peak_rss_gb():.2f}GB"
-        f" | eta {format_duration(eta_s)}"
+        f" | tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}% | mem {mem} | eta {format_duration(eta_s)}"
     )
 
 

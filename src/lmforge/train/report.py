@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lmforge.train.engines.base import Engine, Plan
-from lmforge.train.metrics import peak_rss_gb
+from lmforge.train.metrics import peak_gpu_gb, peak_rss_gb
 
 if TYPE_CHECKING:
     from lmforge.train.loop import Run
@@ -94,8 +94,15 @@ def summary(run: Run, peak: float) -> dict[str, Any]:
         "peak_flops": peak,
         "memory_per_rank": run.memory,  # bytes held for params, grads, optimizer state (rank 0)
         "peak_rss_gb_per_rank": per_rank(engine, peak_rss_gb()),
+        **_gpu_memory(engine),
         **run.task.summary(),
     }
+
+
+def _gpu_memory(engine: Engine) -> dict[str, list[float]]:
+    """On CUDA: each rank's peak tensor memory on its GPU (what a plan's per-rank peak predicts)."""
+    gpu = peak_gpu_gb(engine.device)
+    return {} if gpu is None else {"peak_gpu_gb_per_rank": per_rank(engine, gpu)}
 
 
 def per_rank(engine: Engine, value: float) -> list[float]:
