@@ -2,7 +2,7 @@
 and against the memory-bandwidth bound.
 
     python -m benchmarks.bench_generate [--new-tokens 128] [--rounds 3] [--slow-rounds 1]
-        [--shapes 6x384 gpt2]
+        [--shapes 6x384 gpt2] [--device cuda]
 
 Random weights; greedy decoding of exactly N new tokens; every side in fp32, and lmforge and HF
 in bf16 too where the CPU has bf16 units (lmforge's default there: `lmforge generate --dtype
@@ -10,7 +10,8 @@ auto`). nanoGPT's `generate` (benchmarks/nanogpt.py, top_k=1: greedy) has no KV 
 lmforge without its cache it recomputes the whole sequence each token, so both are "slow"
 contenders measured over --slow-rounds. The bound is bandwidth / bytes read per token (every
 weight once, plus K and V at their mean length), with the bandwidth measured here by
-benchmarks/bandwidth.py's read probe.
+benchmarks/bandwidth.py's read probe (on a GPU, of its memory; every call is timed to the end of
+its queued kernels).
 """
 
 from __future__ import annotations
@@ -45,36 +46,39 @@ SHAPES = {
 def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidth: float) -> None:
     n = args.new_tokens
     torch.manual_seed(0)
-    ours = GPT(cfg).eval()
-    theirs = hf_gpt2(cfg).eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens))
+    device = torch.device(args.device)
+    ours = GPT(cfg).eval().to(device)
+    theirs = hf_gpt2(cfg).eval().to(device)
+    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens)).to(device)
     ids = prompt[0].tolist()
 
     def run_ours(model: GPT = ours, cache: bool = True) -> float:
-        return n / timed(lambda: generate_ids(model, [ids], n, temperature=0, use_cache=cache))
+        return n / timed(lambda: generate_ids(model, [ids], n, temperature=0, use_cache=cache), device)
 
     def run_hf(hf: torch.nn.Module = theirs) -> float:
         kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "use_cache": True}
-        return n / timed(lambda: hf.generate(prompt, pad_token_id=0, **kwargs))
+        return n / timed(lambda: hf.generate(prompt, pad_token_id=0, **kwargs), device)
 
     fast: dict[str, Callable[[], float]] = {
         "lmforge cache fp32": run_ours,
         "HF generate cache fp32": run_hf,
     }
-    if cpu_has_bf16():
-        ours_bf16 = GPT(cfg).eval().to(torch.bfloat16)
-        theirs_bf16 = hf_gpt2(cfg).eval().to(torch.bfloat16)
+    bf16_units = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    if bf16_units:
+        ours_bf16 = GPT(cfg).eval().to(device, torch.bfloat16)
+        theirs_bf16 = hf_gpt2(cfg).eval().to(device, torch.bfloat16)
         fast["lmforge cache bf16"] = lambda: run_ours(ours_bf16)
         fast["HF generate cache bf16"] = lambda: run_hf(theirs_bf16)
     slow: dict[str, Callable[[], float]] = {"lmforge no-cache fp32": lambda: run_ours(cache=False)}
     peer = nanogpt.load()
     if peer is not None:
         torch.manual_seed(0)
-        theirs_nano = nanogpt.nanogpt_model(peer, cfg).eval()
+        theirs_nano = nanogpt.nanogpt_model(peer, cfg).eval().to(device)
         slow["nanoGPT generate (no cache) fp32"] = lambda: (
             n
             / timed(
-                lambda: theirs_nano.generate(prompt, n, top_k=1)  # type: ignore[operator]
+                lambda: theirs_nano.generate(prompt, n, top_k=1),  # type: ignore[operator]
+                device,
             )
         )
     for run in fast.values():
@@ -107,14 +111,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--slow-rounds", type=int, default=1, help="rounds of the cacheless contenders")
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: both libraries decode on the GPU")
     args = parser.parse_args()
     print(
         f"generation, batch 1, prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, greedy"
-        f" | {hardware_line()}"
+        f" | {hardware_line(args.device)}"
     )
-    print(kernels.describe())
-    bw = measure(rounds=3)["read"] * 1e9
-    print(f"memory bandwidth (benchmarks/bandwidth.py, read): {bw / 1e9:.1f} GB/s")
+    if args.device == "cpu":
+        print(kernels.describe())
+    bw = measure(rounds=3, device=args.device)["read"] * 1e9
+    print(f"memory bandwidth (benchmarks/bandwidth.py, read, {args.device}): {bw / 1e9:.1f} GB/s")
     for key in args.shapes:
         bench_shape(*SHAPES[key], args, bw)
 

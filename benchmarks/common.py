@@ -17,9 +17,11 @@ def cpu_name() -> str:
     return cpu_model()
 
 
-def hardware_line() -> str:
-    """Where a benchmark ran: the CPU and its vector units, torch's threads and version."""
-    return f"{cpu_summary()} | {torch.get_num_threads()} threads, torch {torch.__version__}"
+def hardware_line(device: str = "cpu") -> str:
+    """Where a benchmark ran: the CPU and its vector units, torch's threads and version (and the GPU
+    when it runs on one)."""
+    gpu = f" | GPU {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
+    return f"{cpu_summary()} | {torch.get_num_threads()} threads, torch {torch.__version__}{gpu}"
 
 
 def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
@@ -32,9 +34,12 @@ def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, 
     return {name: statistics.median(values) for name, values in results.items()}
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Seconds fn() takes; on a GPU, to the end of the kernels it queued."""
     start = time.perf_counter()
     fn()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 

@@ -16,6 +16,8 @@ from lmforge.data.shards import open_split, prepare_corpus
 from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _recipe(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "r.toml"
@@ -112,3 +114,11 @@ def test_corrupt_shard_is_named(tmp_path: Path, corpus: Path) -> None:
     np.array([1, 2], dtype="<u2").tofile(out / "val_00000.bin")
     with pytest.raises(LmforgeError, match=r"val shards hold 2 tokens, meta.json says"):
         open_split(out, "val")
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_reads_and_validates(recipe: Path) -> None:
+    # a recipe whose model comes from a package names it on the command line, as its header shows
+    given = ["--train.init_from=MODEL"] if "--train.init_from=" in recipe.read_text() else []
+    config = load_config(recipe, given)
+    assert config.train.max_steps > 0 and config.data.input
