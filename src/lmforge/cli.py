@@ -19,9 +19,10 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
-from lmforge import __version__
+from lmforge import __version__, malloc
 from lmforge.cli_parser import Switch, Verb, build_parser, opt, run
 from lmforge.errors import LmforgeError
 
@@ -96,6 +97,21 @@ def _show_audit(result: dict[str, Any], _: dict[str, Any]) -> None:
 
     print(format_table(result))
     print(json.dumps(result))
+
+
+def _train_on_tcmalloc(kw: dict[str, Any]) -> None:
+    """Restart `lmforge train` on tcmalloc (lmforge/malloc.py), before torch is imported or a file
+    touched; not for DeepSpeed, nor when the recipe cannot be read (train then says why)."""
+    from lmforge.config import load_config
+
+    resume = kw.get("resume")
+    try:
+        recipe = Path(resume) / "config.toml" if resume else kw.get("config")
+        engine = load_config(recipe, kw.get("overrides")).engine.name
+    except (LmforgeError, OSError):
+        return
+    if engine != "deepspeed":
+        malloc.restart_with_tcmalloc()
 
 
 def _show_plan(plan: dict[str, Any], kw: dict[str, Any]) -> None:
@@ -174,6 +190,7 @@ VERBS: dict[str, Verb] = {
         ),
         overrides=True,
         config_sections=("data", "model", "train", "engine", "prep", "lora", "privacy"),
+        before=_train_on_tcmalloc,
     ),
     "generate": Verb(
         "lmforge.inference.generate:generate",
@@ -473,6 +490,7 @@ def _fail(message: str, debug: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`lmforge ...` (and `python -m lmforge ...`): the exit status."""
+    malloc.command = argv is None  # `lmforge train` may restart on tcmalloc; main(argv) from Python may not
     argv = list(sys.argv[1:] if argv is None else argv)
     # the deepspeed launcher appends --local_rank=N; the same number is in $LOCAL_RANK
     argv = [a for a in argv if not a.startswith(("--local_rank=", "--local-rank="))]

@@ -75,6 +75,7 @@ class Verb:
     config_sections: tuple[str, ...] = ()  # the config keys `--help` lists
     switch: Switch | None = None
     fixed: dict[str, Any] = field(default_factory=dict)  # keywords the CLI always passes
+    before: Callable[[dict[str, Any]], None] | None = None  # called with the keywords before the import
 
 
 def load(target: str) -> Callable[..., Any]:
@@ -224,6 +225,8 @@ def _keywords(
 def run(verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str]) -> int:
     """Import the verb's function, call it with keywords, show the result; the exit status."""
     target, kwargs = _keywords(verb, sub, args, extra)
+    if verb.before:
+        verb.before(kwargs)
     function = load(target)
     needed = [p.name for p in inspect.signature(function).parameters.values()
               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # fmt: skip

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lmforge import malloc
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.metrics import peak_gpu_gb, peak_rss_gb
 
@@ -60,6 +61,7 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
         f" accumulation x {engine.world_size} rank(s)"
     )
     say(f"  kernels {kernels}")
+    say(f"  malloc  {malloc.describe()}")
     if run.lora_base:
         lo, trained = run.cfg.lora, run.n_trainable
         say(
@@ -90,6 +92,7 @@ def summary(run: Run, peak: float) -> dict[str, Any]:
         "trainable_parameters": run.n_trainable,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "malloc": malloc.in_use(),  # tcmalloc or glibc: steps and RSS differ (lmforge/malloc.py)
         "mfu": run.flops_per_token * state["tokens"] / train_s / (peak * engine.world_size),
         "peak_flops": peak,
         "memory_per_rank": run.memory,  # bytes held for params, grads, optimizer state (rank 0)
