@@ -12,22 +12,15 @@ its weights). Each is the best of `rounds` runs, as STREAM reports.
 from __future__ import annotations
 
 import argparse
-import time
+from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import hardware_line
+from benchmarks.common import hardware_line, timed
 
 
-def _best(fn: object, rounds: int, device: torch.device) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()  # type: ignore[operator]
-        if device.type == "cuda":  # the kernel has only been queued
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+def _best(fn: Callable[[], object], rounds: int, device: torch.device) -> float:
+    return min(timed(fn, device) for _ in range(rounds))  # on a GPU, to the end of the kernel
 
 
 def measure(mib: int = 512, rounds: int = 5, device: str = "cpu") -> dict[str, float]:
