@@ -132,6 +132,20 @@ def test_train_compile_on_and_off_override_the_measurement(
     assert resumed["kernels"]["compile"] is False and resumed["steps"] == 8  # the setting, not the checkpoint
 
 
+@pytest.mark.parametrize("engine", ["local", "ddp", "fsdp", "deepspeed"])
+def test_compile_on_is_allowed_on_the_compiled_engines_only(tiny_overrides: list[str], engine: str) -> None:
+    """config/checks.py cannot import train/ (the layering), so it names the engines itself."""
+    from lmforge.config import load_config
+    from lmforge.errors import LmforgeError
+
+    overrides = [*tiny_overrides, "--train.compile=on", f"--engine.name={engine}"]
+    if engine in compiling.ENGINES:
+        assert load_config(None, overrides).train.compile == "on"
+    else:
+        with pytest.raises(LmforgeError, match=r"train.compile='on' runs on engine.name="):
+            load_config(None, overrides)
+
+
 def test_train_compile_on_refuses_batches_of_varying_width(tiny_overrides: list[str]) -> None:
     from lmforge.config import load_config
     from lmforge.errors import LmforgeError
