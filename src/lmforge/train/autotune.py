@@ -145,9 +145,9 @@ def _choose_compile(
         timed = functools.partial(compiling.micro_batch_s, model, batch, loss, kernels.dtype)
         with _untouched():  # the better of two: the first warms up
             own = min(timed(kernels.attention), timed(kernels.attention))
-        entry["micro_batch_s"] = _mean({"s": own}, engine)["s"]
+        entry["micro_batch_s"] = engine.mean({"s": own})["s"]
     run_s = compiling.expected_run_s(entry["micro_batch_s"], micro_batches, t.max_steps, t.max_minutes)
-    run_s = _mean({"s": run_s}, engine)["s"]  # ranks with other caches agree
+    run_s = engine.mean({"s": run_s})["s"]  # ranks with other caches agree
     if run_s < compiling.MIN_RUN_S:
         short = f"not compiled: {run_s:.0f} s of eager steps expected, under {compiling.MIN_RUN_S:.0f}"
         return dataclasses.replace(kernels, why=f"{kernels.why}; {short}")
@@ -165,15 +165,10 @@ def _choose_compile(
     if _count(bool(failure), engine):  # one rank's failure keeps every rank eager
         faster, timings = False, failure or "torch.compile failed on another rank"
     else:
-        faster, timings = compiling.verdict(_mean(times, engine))
+        faster, timings = compiling.verdict(engine.mean(times))
     entry.update(compile=faster, compiled=timings)
     why = f"{kernels.why}; {'' if faster else 'not '}compiled, measured at start: {timings}"
     return dataclasses.replace(kernels, compile=faster, why=why)
-
-
-def _mean(times: dict[str, float], engine: Engine) -> dict[str, float]:
-    """The same keys, each the ranks' mean (one process: unchanged)."""
-    return {k: v / engine.world_size for k, v in _summed(times, engine).items()}
 
 
 def _count(flag: bool, engine: Engine) -> int:
@@ -273,7 +268,7 @@ def _time_steps(
     best = {c: run(*c) for c in candidates}
     if max(best.values()) <= SLOW_STEP_S:
         best = {c: min(best[c], run(*c)) for c in candidates}
-    return _summed(best, engine)
+    return engine.summed(best)
 
 
 def _time_adamw(model: nn.Module, engine: Engine, rounds: int = 3) -> dict[str, float]:
@@ -292,14 +287,7 @@ def _time_adamw(model: nn.Module, engine: Engine, rounds: int = 3) -> dict[str, 
             step()
             if turn:
                 best[name] = min(best[name], time.perf_counter() - start)
-    return _summed(best, engine)
-
-
-def _summed(times: dict, engine: Engine) -> dict:
-    """The same keys, each time summed over ranks (one process: unchanged)."""
-    keys = list(times)
-    total = engine.all_reduce(torch.tensor([float(times[k]) for k in keys], dtype=torch.float64))
-    return {k: float(v) for k, v in zip(keys, total.tolist(), strict=True)}
+    return engine.summed(best)
 
 
 def kernels_from_state(saved: dict | None) -> dict | None:

@@ -311,8 +311,9 @@ def _apply_budget(run: Run, first_step: int, wall_s: float) -> None:
     """train.max_minutes: after the calibration steps, fit max_steps (and the schedule) to it."""
     t = run.cfg.train
     run.state["ceiling"] = t.max_steps  # the recipe's: a re-plan may lengthen the run up to it
-    run.state["calibrated"] = [run.step, _same_on_every_rank(run, wall_s)]
-    per_step = _same_on_every_rank(run, run.state["train_s"] / max(run.step, 1))
+    agreed = run.engine.mean({"wall": wall_s, "step": run.state["train_s"] / max(run.step, 1)})
+    run.state["calibrated"] = [run.step, agreed["wall"]]  # every rank plans the same steps
+    per_step = agreed["step"]
     t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step)
     run.state["planned"] = [t.max_steps, t.warmup_steps]
     run.state["replan_at"] = replan_point(run.step, t.max_steps)
@@ -327,7 +328,7 @@ def _replan_budget(run: Run, wall_s: float) -> None:
     """Halfway through a budget's plan: fit the rest of the budget at the pace since the calibration
     (shorter if the steps slowed down, longer, up to the recipe's max_steps, if they sped up)."""
     t = run.cfg.train
-    wall_s = _same_on_every_rank(run, wall_s)
+    wall_s = run.engine.mean({"s": wall_s})["s"]
     step0, wall0 = run.state.get("calibrated", (0, 0.0))  # a checkpoint from before: from step 0
     since = (int(step0), float(wall0))
     steps = replan_steps(t, run.step, wall_s, since, run.state.get("ceiling", t.max_steps))
@@ -340,11 +341,6 @@ def _replan_budget(run: Run, wall_s: float) -> None:
             f"  budget  re-planned at step {run.step} ({seconds_per_step(run.step, wall_s, since):.3f} s/step"
             f" since step {since[0]}, evaluations included): max_steps {t.max_steps}"
         )
-
-
-def _same_on_every_rank(run: Run, seconds: float) -> float:
-    """The ranks' mean of a time, so that every rank plans the same steps."""
-    return float(run.engine.all_reduce(torch.tensor(seconds))) / run.engine.world_size
 
 
 def _log_line(run: Run, window: dict[str, float], grad_norm: float) -> dict[str, float]:

@@ -77,6 +77,16 @@ class Engine(ABC):
         """Sum over ranks (identity in one process)."""
         return value
 
+    def summed(self, values: dict[str, float]) -> dict[str, float]:
+        """The same keys, each summed over ranks in one collective (one process: unchanged)."""
+        keys = list(values)
+        total = self.all_reduce(torch.tensor([float(values[k]) for k in keys], dtype=torch.float64))
+        return {k: float(v) for k, v in zip(keys, total.tolist(), strict=True)}
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """The same keys, each the ranks' mean: what every rank must agree on (a time to plan by)."""
+        return {k: v / self.world_size for k, v in self.summed(values).items()}
+
     def barrier(self) -> None:  # noqa: B027 - a no-op in one process
         """Wait for every rank."""
 
