@@ -45,7 +45,8 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         ("[train]\nmax_steps = 'many'\n", [], r"r.toml: train.max_steps='many' must be an integer, not str"),
         ("", ["--train.lr=fast"], r"command line: train.lr='fast' is not a number"),
         ("", ["--model.n_head=5"], r"n_embd=128 is not divisible by model.n_head=5"),
-        ("", ["--train.min_lr=0.1"], r"0 <= train.min_lr <= train.lr"),
+        ("", ["--train.min_lr=0.1"], r"train.min_lr=0.1 is above train.lr=0.001, where the cosine would end"),
+        ("", ["--train.min_lr=-1"], r"train.min_lr=-1 >= 0"),
         ("", ["--train.micro_batch_size=5"], r"batch_size=12 is not divisible by train.micro_batch_size=5"),
         ("[train\n", [], r"r.toml: invalid TOML"),
         ("", ["train.lr"], r"must look like --section.key=value"),
@@ -63,6 +64,13 @@ def test_bad_config(tmp_path: Path, recipe: str, overrides: list[str], message: 
     with pytest.raises(LmforgeError, match=message) as info:
         load_config(_recipe(tmp_path, recipe), overrides)
     assert "\n" not in str(info.value)
+
+
+def test_a_fine_tuning_lr_below_the_default_min_lr_needs_min_lr_only_for_the_cosine() -> None:
+    # min_lr is where the cosine ends: linear ends at 0 and constant stays at lr, so neither asks for it
+    for schedule in ("linear", "constant"):
+        assert load_config(None, ["--train.lr=2e-5", f"--train.schedule={schedule}"]).train.lr == 2e-5
+    assert load_config(None, ["--train.lr=2e-5", "--train.min_lr=2e-6"]).train.min_lr == 2e-6
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ class TrainConfig:
     lr: float = 1e-3
     """Peak learning rate, reached at the end of warmup."""
     min_lr: float = 1e-4
-    """Learning rate the `cosine` schedule ends at."""
+    """Learning rate the `cosine` schedule ends at (at most lr; unused by `linear` and `constant`)."""
     warmup_steps: int = 100
     """Steps of linear warmup from 0 to lr."""
     schedule: str = "cosine"
