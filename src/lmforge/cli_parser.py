@@ -195,7 +195,7 @@ def build_parser(
     return parser, subs
 
 
-def _keywords(
+def keywords(
     verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str]
 ) -> tuple[str, dict[str, Any]]:
     """The function to call and its keyword arguments, from what the user gave (nothing else)."""
@@ -224,7 +224,7 @@ def _keywords(
 
 def run(verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str]) -> int:
     """Import the verb's function, call it with keywords, show the result; the exit status."""
-    target, kwargs = _keywords(verb, sub, args, extra)
+    target, kwargs = keywords(verb, sub, args, extra)
     if verb.before:
         verb.before(kwargs)
     function = load(target)
