@@ -280,7 +280,7 @@ CASES = [
     Case("classify-epochs-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --epochs 0", r"epochs=0 must be an integer >= 1"),
     Case("classify-batch-size-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --batch-size 0", r"batch_size=0 must be an integer >= 1"),
     Case("classify-max-len-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --max-len 0", r"data\.max_len=0 must be > 0"),
-    Case("classify-lr-negative", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --lr -1", r"train\.lr must be > 0"),
+    Case("classify-lr-negative", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --lr -1", r"train\.lr=-1 must be > 0"),
     Case("classify-too-few-to-train", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 0.99 --out {t}/o", r"1 training examples, fewer than train\.batch_size=32"),
     Case("classify-out-foreign", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --out {t}/o", r"{t}/o: holds model but is not an lmforge run directory", (write("o/notes.txt", "mine"), mkdir("o/model"))),
     # --- translate

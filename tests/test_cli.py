@@ -221,6 +221,15 @@ def test_every_verb_has_help(name: str, capsys: pytest.CaptureFixture) -> None:
     assert stop.value.code == 0 and f"`lmforge {name}` calls {NAMES[name]}()" in capsys.readouterr().out
 
 
+def test_an_override_may_give_its_value_after_a_space(capsys: pytest.CaptureFixture) -> None:
+    given = ["train", "--data.input", "my.txt", "--lora.enabled", "--lora.rank", "8", "--out", "o"]
+    joined = ["train", "--data.input=my.txt", "--lora.enabled", "--lora.rank=8", "--out", "o"]
+    assert cli_parser.joined_overrides([*given, "--train.min_lr", "-1"]) == [*joined, "--train.min_lr=-1"]
+    # the value is the override's, not the recipe positional's ("fast: config file not found")
+    assert cli.main(["train", "--train.lr", "fast"]) == 2
+    assert "train.lr='fast' is not a number" in capsys.readouterr().err
+
+
 def test_docs_config_md_is_up_to_date() -> None:
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == config_doc.markdown(), (
         f"docs/config.md is out of date: run `{config_doc.REGENERATE}`"

@@ -46,7 +46,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         ("", ["--train.lr=fast"], r"command line: train.lr='fast' is not a number"),
         ("", ["--model.n_head=5"], r"n_embd=128 is not divisible by model.n_head=5"),
         ("", ["--train.min_lr=0.1"], r"train.min_lr=0.1 is above train.lr=0.001, where the cosine would end"),
-        ("", ["--train.min_lr=-1"], r"train.min_lr=-1 >= 0"),
+        ("", ["--train.min_lr=-1"], r"train.min_lr=-1 must be >= 0"),
         ("", ["--train.micro_batch_size=5"], r"batch_size=12 is not divisible by train.micro_batch_size=5"),
         ("[train\n", [], r"r.toml: invalid TOML"),
         ("", ["train.lr"], r"must look like --section.key=value"),

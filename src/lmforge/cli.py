@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import __version__, malloc
-from lmforge.cli_parser import Switch, Verb, build_parser, opt, run
+from lmforge.cli_parser import Switch, Verb, build_parser, joined_overrides, opt, run
 from lmforge.errors import LmforgeError
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
@@ -494,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the deepspeed launcher appends --local_rank=N; the same number is in $LOCAL_RANK
     argv = [a for a in argv if not a.startswith(("--local_rank=", "--local-rank="))]
+    argv = joined_overrides(argv)  # --train.lr 3e-4 is --train.lr=3e-4
     parser, subs = build_parser(VERBS, __version__)
     args, extra = parser.parse_known_args(argv)
     debug = args.debug or os.environ.get("LMFORGE_DEBUG", "") not in ("", "0")

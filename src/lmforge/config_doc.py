@@ -94,7 +94,8 @@ def default_of(dotted: str) -> Any:
 
 
 INTRO = """\
-Recipes are TOML files in `configs/`; each key below can be overridden with `--section.key=value`.
+Recipes are TOML files in `configs/`; each key below can be overridden with `--section.key=value`
+(or `--section.key value`).
 An unknown key, a wrong type or an impossible combination stops with one line naming it, e.g.
 `lmforge: error: configs/x.toml: unknown config key 'train.max_step' (known in [train]: ...)`.
 `lmforge train --help` lists the same keys.

@@ -38,7 +38,8 @@ def check_config(c: Config) -> None:
     _check(  # DP-SGD's per-example gradients (torch.func) run the model itself, not a compiled one
         t.compile != "on" or not c.privacy.enabled, "train.compile='on' does not combine with privacy.enabled"
     )
-    _check(t.lr > 0 and t.min_lr >= 0, f"train.lr={t.lr:g} must be > 0 and train.min_lr={t.min_lr:g} >= 0")
+    _check(t.lr > 0, f"train.lr={t.lr:g} must be > 0")
+    _check(t.min_lr >= 0, f"train.min_lr={t.min_lr:g} must be >= 0")
     _check(  # only the cosine ends at min_lr; linear ends at 0 and constant stays at lr
         t.schedule != "cosine" or t.min_lr <= t.lr,
         f"train.min_lr={t.min_lr:g} is above train.lr={t.lr:g}, where the cosine would end:"
