@@ -65,3 +65,15 @@ def test_a_budget_that_fits_changes_nothing(tmp_path: Path, corpus: Path) -> Non
     _, plain = _run(tmp_path / "plain", corpus, "--train.max_steps=30")
     _, budget = _run(tmp_path / "budget", corpus, "--train.max_steps=30", "--train.max_minutes=10")
     assert [r["loss"] for r in plain if "loss" in r] == [r["loss"] for r in budget if "loss" in r]
+
+
+def test_a_warmup_as_long_as_the_run_is_said_at_start(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = [f"--data.input={corpus}", "--model.n_layer=1", "--model.n_head=2", "--model.n_embd=32",
+                 "--model.block_size=32", "--train.batch_size=8", "--train.dtype=fp32",
+                 "--train.log_interval=1", "--train.max_steps=4", "--train.warmup_steps=8"]  # fmt: skip
+    train(None, overrides, out=tmp_path / "run")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  steps "))
+    assert "warmup 8 (the whole run: the lr peaks at 0.0005, no decay)" in line
+    assert max(r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r) == pytest.approx(1e-3 * 4 / 8)

@@ -69,7 +69,10 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
             f" ({100 * trained / run.n_params:.2f}%), base {run.lora_base['path']}"
         )
     budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
-    say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, warmup {t.warmup_steps}")
+    warmup = f"warmup {t.warmup_steps}"
+    if not t.max_minutes and t.warmup_steps >= t.max_steps > 0:  # a budget fits it (train/budget.py)
+        warmup += f" (the whole run: the lr peaks at {t.lr * t.max_steps / t.warmup_steps:.2g}, no decay)"
+    say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, {warmup}")
 
 
 def summary(run: Run, peak: float) -> dict[str, Any]:
