@@ -199,7 +199,8 @@ def joined_overrides(argv: list[str]) -> list[str]:
     """`--section.key value` as `--section.key=value`, the form the recipe overrides take: argparse
     would otherwise take the value for the verb's positional (`train --data.input my.txt` read
     my.txt as the recipe). A dotted flag followed by another flag, or by nothing, stays as it is."""
-    joined, i = [], 0
+    joined: list[str] = []
+    i = 0
     while i < len(argv):
         word = argv[i]
         dotted = word.startswith("--") and "=" not in word and "." in word and word[2:3].isalpha()

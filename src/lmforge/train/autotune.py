@@ -173,7 +173,7 @@ def _choose_compile(
 
 def _count(flag: bool, engine: Engine) -> int:
     """How many ranks say `flag` (one process: 1 or 0)."""
-    return round(float(engine.all_reduce(torch.tensor(float(flag), dtype=torch.float64))))
+    return round(engine.summed({"ranks": float(flag)})["ranks"])
 
 
 def compiled_module(module: nn.Module, task: Task, kernels: StepKernels) -> nn.Module:
