@@ -13,7 +13,12 @@ shortens the run or lengthens it, up to the recipe's max_steps.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lmforge.config import TrainConfig
+
+if TYPE_CHECKING:
+    from lmforge.train.loop import Run
 
 CALIBRATION_STEPS = 10
 # what a checkpoint keeps of the plan: [max_steps, warmup_steps], the re-plan's step, the recipe's
@@ -53,3 +58,39 @@ def replan_steps(t: TrainConfig, done: int, wall_s: float, since: tuple[int, flo
     pace = seconds_per_step(done, wall_s, since)
     fits = done + int((t.max_minutes * 60 - wall_s) / pace + 1e-9) if pace > 0 else ceiling
     return max(done, min(ceiling, fits))
+
+
+def apply_budget(run: Run, first_step: int, wall_s: float) -> None:
+    """train.max_minutes: after the calibration steps, fit max_steps (and the schedule) to it."""
+    t = run.cfg.train
+    run.state["ceiling"] = t.max_steps  # the recipe's: a re-plan may lengthen the run up to it
+    agreed = run.engine.mean({"wall": wall_s, "step": run.state["train_s"] / max(run.step, 1)})
+    run.state["calibrated"] = [run.step, agreed["wall"]]  # every rank plans the same steps
+    per_step = agreed["step"]
+    t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step)
+    run.state["planned"] = [t.max_steps, t.warmup_steps]
+    run.state["replan_at"] = replan_point(run.step, t.max_steps)
+    run.bar.total = t.max_steps
+    run.say(
+        f"  budget  {t.max_minutes:g} min at {per_step:.3f} s/step (measured over {run.step - first_step}"
+        f" steps): max_steps {t.max_steps}, warmup {t.warmup_steps}"
+    )
+
+
+def replan_budget(run: Run, wall_s: float) -> None:
+    """Halfway through a budget's plan: fit the rest of the budget at the pace since the calibration
+    (shorter if the steps slowed down, longer, up to the recipe's max_steps, if they sped up)."""
+    t = run.cfg.train
+    wall_s = run.engine.mean({"s": wall_s})["s"]
+    step0, wall0 = run.state.get("calibrated", (0, 0.0))  # a checkpoint from before: from step 0
+    since = (int(step0), float(wall0))
+    steps = replan_steps(t, run.step, wall_s, since, run.state.get("ceiling", t.max_steps))
+    run.state["replan_at"] = 0
+    if steps != t.max_steps:
+        t.max_steps, t.warmup_steps = steps, min(t.warmup_steps, steps)
+        run.state["planned"] = [t.max_steps, t.warmup_steps]
+        run.bar.total = t.max_steps
+        run.say(
+            f"  budget  re-planned at step {run.step} ({seconds_per_step(run.step, wall_s, since):.3f} s/step"
+            f" since step {since[0]}, evaluations included): max_steps {t.max_steps}"
+        )

@@ -36,14 +36,7 @@ from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import compiling, report
 from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
-from lmforge.train.budget import (
-    BUDGET_KEYS,
-    CALIBRATION_STEPS,
-    plan_steps,
-    replan_point,
-    replan_steps,
-    seconds_per_step,
-)
+from lmforge.train.budget import BUDGET_KEYS, CALIBRATION_STEPS, apply_budget, replan_budget
 from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
@@ -246,9 +239,9 @@ def _steps(run: Run) -> None:
             run.memory = engine.memory()
             run.say("  memory  per rank after the first step: " + report.memory_line(run.memory))
         if t.max_minutes and "planned" not in run.state and run.step - first_step == CALIBRATION_STEPS:
-            _apply_budget(run, first_step, wall_before + time.perf_counter() - started)
+            apply_budget(run, first_step, wall_before + time.perf_counter() - started)
         elif t.max_minutes and run.state.get("replan_at") == run.step:
-            _replan_budget(run, wall_before + time.perf_counter() - started)
+            replan_budget(run, wall_before + time.perf_counter() - started)
         record: dict[str, float] = {}
         if run.step % t.log_interval == 0 or run.step == t.max_steps:
             record.update(_log_line(run, window, grad_norm))
@@ -304,42 +297,6 @@ def _check_finite(run: Run, step_loss: float, grad_norm: float, stepped: bool) -
         raise LmforgeError(
             f"aborting: {run.state['bad_streak']} non-finite steps in a row"
             f" (train.max_bad_steps={run.cfg.train.max_bad_steps}); lower train.lr?"
-        )
-
-
-def _apply_budget(run: Run, first_step: int, wall_s: float) -> None:
-    """train.max_minutes: after the calibration steps, fit max_steps (and the schedule) to it."""
-    t = run.cfg.train
-    run.state["ceiling"] = t.max_steps  # the recipe's: a re-plan may lengthen the run up to it
-    agreed = run.engine.mean({"wall": wall_s, "step": run.state["train_s"] / max(run.step, 1)})
-    run.state["calibrated"] = [run.step, agreed["wall"]]  # every rank plans the same steps
-    per_step = agreed["step"]
-    t.max_steps, t.warmup_steps = plan_steps(t, run.step, per_step)
-    run.state["planned"] = [t.max_steps, t.warmup_steps]
-    run.state["replan_at"] = replan_point(run.step, t.max_steps)
-    run.bar.total = t.max_steps
-    run.say(
-        f"  budget  {t.max_minutes:g} min at {per_step:.3f} s/step (measured over {run.step - first_step}"
-        f" steps): max_steps {t.max_steps}, warmup {t.warmup_steps}"
-    )
-
-
-def _replan_budget(run: Run, wall_s: float) -> None:
-    """Halfway through a budget's plan: fit the rest of the budget at the pace since the calibration
-    (shorter if the steps slowed down, longer, up to the recipe's max_steps, if they sped up)."""
-    t = run.cfg.train
-    wall_s = run.engine.mean({"s": wall_s})["s"]
-    step0, wall0 = run.state.get("calibrated", (0, 0.0))  # a checkpoint from before: from step 0
-    since = (int(step0), float(wall0))
-    steps = replan_steps(t, run.step, wall_s, since, run.state.get("ceiling", t.max_steps))
-    run.state["replan_at"] = 0
-    if steps != t.max_steps:
-        t.max_steps, t.warmup_steps = steps, min(t.warmup_steps, steps)
-        run.state["planned"] = [t.max_steps, t.warmup_steps]
-        run.bar.total = t.max_steps
-        run.say(
-            f"  budget  re-planned at step {run.step} ({seconds_per_step(run.step, wall_s, since):.3f} s/step"
-            f" since step {since[0]}, evaluations included): max_steps {t.max_steps}"
         )
 
 
