@@ -42,6 +42,16 @@ def test_bmm_path_in_bf16_stays_close() -> None:
     torch.testing.assert_close(bf16.float(), expected, atol=3e-2, rtol=3e-2)
 
 
+def test_a_bf16_softmax_is_the_fp32_softmax_rounded_once() -> None:
+    # what lets the bmm route take its softmax in bf16: the probabilities it multiplies V by are the
+    # same bits as a softmax in fp32 rounded to bf16 (the CPU kernel sums in fp32)
+    future = ~causal_mask(64, 64, torch.device("cpu"))
+    scores = (torch.randn(48, 64, 64) * 4).bfloat16().masked_fill(future, float("-inf"))
+    torch.testing.assert_close(
+        torch.softmax(scores, -1), torch.softmax(scores, -1, dtype=torch.float32).bfloat16(), atol=0, rtol=0
+    )
+
+
 def test_reference_formula_by_hand() -> None:
     q, k, v = torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4)
     scores = (q[0, 0] @ k[0, 0].T) / 2.0  # sqrt(d_k) = 2
