@@ -9,6 +9,13 @@ from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
 from lmforge.errors import LmforgeError
 
 
+def _positive(section: object, name: str, *keys: str) -> None:
+    """Each of `keys` of the [name] section > 0, else a line naming the first that is not."""
+    for key in keys:
+        value = getattr(section, key)
+        _check(value > 0, f"{name}.{key}={value} must be > 0")
+
+
 def check_config(c: Config) -> None:
     """Raise LmforgeError, naming the key, at the first value that is wrong or impossible."""
     check_model(c.model)
@@ -17,9 +24,9 @@ def check_config(c: Config) -> None:
         c.data.tokenizer in ("char", "bpe"),
         f"data.tokenizer={c.data.tokenizer!r} must be 'char' or 'bpe'",
     )
-    _check(0.0 < c.data.val_fraction < 1.0, "data.val_fraction must be in (0, 1)")
-    _check(t.max_steps > 0 and t.batch_size > 0, "train.max_steps and train.batch_size must be > 0")
-    _check(t.micro_batch_size >= 0, "train.micro_batch_size must be >= 0")
+    _check(0.0 < c.data.val_fraction < 1.0, f"data.val_fraction={c.data.val_fraction:g} must be in (0, 1)")
+    _positive(t, "train", "max_steps", "batch_size")
+    _check(t.micro_batch_size >= 0, f"train.micro_batch_size={t.micro_batch_size} must be >= 0")
     _check(
         t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0,
         f"train.batch_size={t.batch_size} is not divisible by train.micro_batch_size={t.micro_batch_size}",
@@ -45,11 +52,8 @@ def check_config(c: Config) -> None:
         f"train.min_lr={t.min_lr:g} is above train.lr={t.lr:g}, where the cosine would end:"
         f" set train.min_lr too (say lr/10), or train.schedule=linear",
     )
-    _check(
-        t.eval_interval > 0 and t.log_interval > 0 and t.checkpoint_interval > 0,
-        "train.*_interval must be > 0",
-    )
-    _check(t.eval_batches >= 0, "train.eval_batches must be >= 0")
+    _positive(t, "train", "eval_interval", "log_interval", "checkpoint_interval")
+    _check(t.eval_batches >= 0, f"train.eval_batches={t.eval_batches} must be >= 0")
     for key in ("beta1", "beta2"):  # AdamW raises a bare ValueError only once the run has started
         _check(0 <= getattr(t, key) < 1, f"train.{key}={getattr(t, key)} must be in [0, 1)")
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
@@ -73,7 +77,7 @@ def check_config(c: Config) -> None:
         "engine.offload='all' offloads parameters too, which needs engine.zero_stage=3",
     )
     _check(c.prep.split in ("hash", "tail"), f"prep.split={c.prep.split!r}: 'hash' or 'tail'")
-    _check(c.prep.shard_tokens > 0, "prep.shard_tokens must be > 0")
+    _positive(c.prep, "prep", "shard_tokens")
     _check(c.prep.pii_ip in ("all", "public"), f"prep.pii_ip={c.prep.pii_ip!r}: 'all' or 'public'")
     p = c.prep
     for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words",
@@ -116,9 +120,8 @@ def check_config(c: Config) -> None:
 
 
 def check_model(m: ModelConfig) -> None:
-    _check(m.n_layer > 0 and m.n_head > 0 and m.n_embd > 0, "model.n_layer, n_head and n_embd must be > 0")
+    _positive(m, "model", "n_layer", "n_head", "n_embd", "block_size")
     _check(m.n_embd % m.n_head == 0, f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}")
-    _check(m.block_size > 0, "model.block_size must be > 0")
     _check(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0: the tokenizer's)")
     _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
     _check(
@@ -130,7 +133,10 @@ def check_model(m: ModelConfig) -> None:
         m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
         f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
     )
-    _check(m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0, "model.pos='rope' needs an even head size")
+    _check(
+        m.pos != "rope" or (m.n_embd // m.n_head) % 2 == 0,
+        f"model.pos='rope' needs an even head size, not model.n_embd / model.n_head = {m.n_embd // m.n_head}",
+    )
     _check_hf_options(m)
     _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
 
