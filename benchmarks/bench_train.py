@@ -2,6 +2,7 @@
 shape, batch and dtype.
 
     python -m benchmarks.bench_train [--steps 8] [--rounds 3] [--shapes 6x384 4x128 gpt2] [--compile]
+                                     [--dtypes fp32 bf16]
 
 A plain loop on every side: forward, cross-entropy, backward, clip, AdamW step. lmforge runs
 its real training step (the loop's forward_backward + the local engine); nanoGPT its own model
@@ -162,20 +163,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--compile", action="store_true", help="add torch.compile rows at the default dtype")
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
+                        help="the rows' dtypes (bf16 only on a CPU with bf16 units)")  # fmt: skip
     args = parser.parse_args()
     bf16, fp32 = torch.bfloat16, torch.float32
-    dtypes = {"fp32": fp32, "bf16 autocast": bf16} if cpu_has_bf16() else {"fp32": fp32}
+    has_bf16 = cpu_has_bf16()
+    dtypes = {"fp32": fp32, "bf16 autocast": bf16} if has_bf16 else {"fp32": fp32}
+    dtypes = {name: d for name, d in dtypes.items() if name.split()[0] in args.dtypes}
+    if not dtypes:
+        parser.error("--dtypes bf16 needs a CPU with bf16 units")
     short = {fp32: "fp32", bf16: "bf16"}
     print(f"training tokens/s (forward+backward+AdamW) | {hardware_line()}")
     print(
         f"matmul peak (the best this machine has shown): fp32 {matmul_peak(fp32) / 1e9:.0f} GFLOP/s"
-        + (f", bf16 {matmul_peak(bf16) / 1e9:.0f} GFLOP/s" if len(dtypes) > 1 else "")
-        + ("" if len(dtypes) > 1 else " (no bf16 units: bf16 rows left out)")
+        + (f", bf16 {matmul_peak(bf16) / 1e9:.0f} GFLOP/s" if has_bf16 else "")
+        + ("" if has_bf16 else " (no bf16 units: bf16 rows left out)")
     )
     peer = nanogpt.load()
     for key in args.shapes:
         label, cfg, batch = SHAPES[key]
-        kernels = probe(cfg, batch, ["fp32", "bf16"] if len(dtypes) > 1 else ["fp32"])
+        kernels = probe(cfg, batch, ["fp32", "bf16"] if has_bf16 else ["fp32"])
         default_dtype = autotune.DTYPES[kernels.dtype]
         # a row at the other dtype runs what the probe picks when that dtype is asked for
         chosen = {d: kernels if autotune.DTYPES[kernels.dtype] == d else probe(cfg, batch, [short[d]])
@@ -207,8 +214,8 @@ def main() -> None:
         for name, rate in rates.items():
             peak = matmul_peak(bf16 if "bf16" in name else fp32)
             print(f"  {name:<24} {rate:9,.0f} tok/s   mfu {100 * flops * rate / peak:5.1f}%")
-        default = rates["lmforge bf16 autocast" if default_dtype == bf16 else "lmforge fp32"]
-        for name in rates:
+        default = rates.get("lmforge bf16 autocast" if default_dtype == bf16 else "lmforge fp32")
+        for name in rates if default else []:  # not when --dtypes leaves the default's row out
             if not name.startswith("lmforge"):
                 print(f"  lmforge default vs {name + ':':<22} {default / rates[name]:.2f}x")
         for name in dtypes:
