@@ -19,6 +19,7 @@ import pytest
 
 import lmforge
 from lmforge import cli, cli_parser, config_doc
+from lmforge.config import joined_overrides, load_config
 from lmforge.errors import LmforgeError
 
 load = cli_parser.load  # the real one, for the stand-ins below
@@ -224,7 +225,8 @@ def test_every_verb_has_help(name: str, capsys: pytest.CaptureFixture) -> None:
 def test_an_override_may_give_its_value_after_a_space(capsys: pytest.CaptureFixture) -> None:
     given = ["train", "--data.input", "my.txt", "--lora.enabled", "--lora.rank", "8", "--out", "o"]
     joined = ["train", "--data.input=my.txt", "--lora.enabled", "--lora.rank=8", "--out", "o"]
-    assert cli_parser.joined_overrides([*given, "--train.min_lr", "-1"]) == [*joined, "--train.min_lr=-1"]
+    assert joined_overrides([*given, "--train.min_lr", "-1"]) == [*joined, "--train.min_lr=-1"]
+    assert load_config(None, ["--train.lr", "3e-4"]).train.lr == 3e-4  # lmforge.train(..., overrides) too
     # the value is the override's, not the recipe positional's ("fast: config file not found")
     assert cli.main(["train", "--train.lr", "fast"]) == 2
     assert "train.lr='fast' is not a number" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import pytest
 
 import lmforge
 from lmforge import __version__, cli, cli_parser
-from lmforge.config import load_config
+from lmforge.config import joined_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -80,7 +80,7 @@ def test_a_documented_command_is_one_the_cli_takes(argv: list[str]) -> None:
         argv = argv[next(i for i, word in enumerate(argv) if i and word in cli.VERBS) :]
     parser, subs = cli_parser.build_parser(cli.VERBS, __version__)
     # argparse exits (a failed test) on an unknown verb or flag
-    args, extra = parser.parse_known_args(cli_parser.joined_overrides(argv))
+    args, extra = parser.parse_known_args(joined_overrides(argv))
     _, keywords = cli_parser.keywords(cli.VERBS[args.verb], subs[args.verb], args, extra)
     if "overrides" in keywords:
         recipe = keywords.get("config") or keywords.get("recipe")

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import __version__, malloc
-from lmforge.cli_parser import Switch, Verb, build_parser, joined_overrides, opt, run
+from lmforge.cli_parser import Switch, Verb, build_parser, opt, run
+from lmforge.config import joined_overrides
 from lmforge.errors import LmforgeError
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line

@@ -195,24 +195,6 @@ def build_parser(
     return parser, subs
 
 
-def joined_overrides(argv: list[str]) -> list[str]:
-    """`--section.key value` as `--section.key=value`, the form the recipe overrides take: argparse
-    would otherwise take the value for the verb's positional (`train --data.input my.txt` read
-    my.txt as the recipe). A dotted flag followed by another flag, or by nothing, stays as it is."""
-    joined: list[str] = []
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        dotted = word.startswith("--") and "=" not in word and "." in word and word[2:3].isalpha()
-        if dotted and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            joined.append(f"{word}={argv[i + 1]}")
-            i += 2
-        else:
-            joined.append(word)
-            i += 1
-    return joined
-
-
 def keywords(
     verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str]
 ) -> tuple[str, dict[str, Any]]:

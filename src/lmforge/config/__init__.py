@@ -10,7 +10,7 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 """
 
 from lmforge.config.checks import check_buildable, check_supported
-from lmforge.config.files import config_to_toml, load_config, model_config_from
+from lmforge.config.files import config_to_toml, joined_overrides, load_config, model_config_from
 from lmforge.config.sections import (
     LORA_TARGETS,
     TASKS,
@@ -38,6 +38,7 @@ __all__ = [
     "check_buildable",
     "check_supported",
     "config_to_toml",
+    "joined_overrides",
     "load_config",
     "model_config_from",
 ]

@@ -65,6 +65,25 @@ def _read_utf8(path: Path) -> str:
         raise LmforgeError(f"{path}:{line}: not valid UTF-8 (byte {e.start} of the file)") from None
 
 
+def joined_overrides(argv: list[str]) -> list[str]:
+    """`--section.key value` as `--section.key=value`, the form an override takes, in a list of
+    overrides or a whole command line (where argparse would otherwise give the value to the verb's
+    positional: `train --data.input my.txt` read my.txt as the recipe). A dotted flag followed by
+    another flag, or by nothing, stays as it is."""
+    joined: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        dotted = word.startswith("--") and "=" not in word and "." in word and word[2:3].isalpha()
+        if dotted and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            joined.append(f"{word}={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(word)
+            i += 1
+    return joined
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Build a validated Config from an optional TOML recipe and `section.key=value` overrides."""
     config = Config()
@@ -81,7 +100,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise LmforgeError(f"{path}: top-level key {section_name!r} must be a [section]")
             for key, value in values.items():
                 _set(config, f"{section_name}.{key}", value, str(path))
-    for item in overrides or []:
+    for item in joined_overrides(overrides or []):
         dotted, eq, value = item.removeprefix("--").partition("=")
         if not eq:
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
