@@ -83,7 +83,7 @@ def test_a_documented_command_is_one_the_cli_takes(argv: list[str]) -> None:
     args, extra = parser.parse_known_args(joined_overrides(argv))
     _, keywords = cli_parser.keywords(cli.VERBS[args.verb], subs[args.verb], args, extra)
     if "overrides" in keywords:
-        recipe = keywords.get("config") or keywords.get("recipe")
+        recipe = keywords.get("config")  # train and plan name their recipe so
         path = ROOT / recipe if isinstance(recipe, str) and (ROOT / recipe).is_file() else None
         load_config(path, keywords["overrides"])
 
