@@ -170,7 +170,7 @@ def _bmm_attention(
         scores = scores.view(b * nh, t_q, t_k)
     # softmax in the scores' dtype: in bf16 the kernel sums in fp32 and rounds once, so the probabilities
     # are fp32's rounded for the bf16 bmm below (tests/test_attention.py), without casting the
-    # (B*nh, Tq, Tk) scores and probabilities up and down, forward and backward (1.05-1.08x a bf16 step)
+    # (B*nh, Tq, Tk) scores and probabilities up and down, forward and backward (1.02-1.08x a bf16 step)
     probs = F.dropout(torch.softmax(scores, dim=-1), dropout)  # (B*nh, Tq, Tk)
     return torch.bmm(probs.to(v3.dtype), v3).view(b, nh, t_q, hs)
 
