@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from lmforge import hardware, tuning
-from lmforge.config import ModelConfig, TrainConfig
+from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.inference import autotune as decode_tune
 from lmforge.model.attention import set_sequence_route
 from lmforge.model.gpt import GPT
 from lmforge.train import autotune
+from lmforge.train.engines.local import LocalEngine
 from lmforge.train.optim import build_optimizer
 
 STEPS = ["--train.max_steps=4", "--train.checkpoint_interval=2", "--train.eval_interval=4"]
@@ -47,7 +48,7 @@ def _fake_timings(monkeypatch: pytest.MonkeyPatch, steps: dict, adamw: dict) -> 
     def time_steps(model, batch, loss, candidates, engine):  # noqa: ANN001, ANN202
         calls.append(1)
         assert sorted(candidates) == sorted(steps)
-        return dict(steps)
+        return {c: [s] for c, s in steps.items()}  # one timed round
 
     monkeypatch.setattr(autotune, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(autotune, "_time_steps", time_steps)
@@ -101,6 +102,45 @@ def test_a_choice_is_measured_once_then_remembered_and_resumed(
     own_cache.unlink()  # a resumed run takes its kernels from the checkpoint, not a new probe
     resumed = _train(["--train.max_steps=6"], None, resume=tmp_path / "a")
     assert calls == [1] and resumed["kernels"] == first["kernels"] and resumed["steps"] == 6
+
+
+def _probe(monkeypatch: pytest.MonkeyPatch, rounds: dict) -> autotune.StepKernels:
+    """What autotune.measure chooses for the tiny GPT from these rounds of seconds (fp32 only)."""
+    monkeypatch.setattr(autotune, "_time_steps", lambda *args: rounds)
+    monkeypatch.setattr(autotune, "_time_adamw", lambda model, engine: {"fused": 0.01, "foreach": 0.01})
+    engine = LocalEngine(EngineConfig(), TrainConfig())
+    batch = (torch.zeros(1, 8, dtype=torch.long),) * 2
+    return autotune.measure(_gpt(), batch, None, ["fp32"], "fp32", engine)[0]
+
+
+def test_one_lucky_round_does_not_flip_the_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sdpa's best round is 2x bmm's, but bmm, timed beside it, was as fast in the other four:
+    the median round decides, and a consistent 10% gain wins."""
+    bmm = [1.0, 1.0, 0.98, 1.02, 1.0]
+    lucky = {("fp32", "bmm"): bmm, ("fp32", "sdpa"): [0.5, 1.01, 1.0, 1.03, 0.99]}
+    kernels = _probe(monkeypatch, lucky)
+    assert kernels.attention == "bmm" and "(best of 5 rounds)" in kernels.why
+    steady = {("fp32", "bmm"): bmm, ("fp32", "sdpa"): [0.9, 0.92, 0.88, 0.93, 0.91]}
+    assert _probe(monkeypatch, steady).attention == "sdpa"
+
+
+@pytest.mark.parametrize(("micro_batch_s", "timed_rounds"), [(0.1, autotune.ROUNDS), (0.8, 3), (5.0, 1)])
+def test_the_probe_takes_as_many_rounds_as_fit(
+    monkeypatch: pytest.MonkeyPatch, micro_batch_s: float, timed_rounds: int
+) -> None:
+    """PROBE_S of timed rounds (a warm-up before them), at least one and at most ROUNDS."""
+    calls: list[tuple[str, str]] = []
+
+    def timed(model, batch, loss, dtype, route):  # noqa: ANN001, ANN202
+        calls.append((dtype, route))
+        return micro_batch_s
+
+    monkeypatch.setattr(autotune.compiling, "micro_batch_s", timed)
+    candidates = [("fp32", "bmm"), ("fp32", "sdpa"), ("bf16", "bmm"), ("bf16", "sdpa")]
+    engine = LocalEngine(EngineConfig(), TrainConfig())
+    rounds = autotune._time_steps(None, (), None, candidates, engine)
+    assert rounds == {c: [micro_batch_s] * timed_rounds for c in candidates}
+    assert len(calls) == 4 * (1 + timed_rounds) and calls[:4] == candidates  # taking turns
 
 
 def test_the_probe_leaves_the_run_as_it_was(

@@ -5,11 +5,13 @@ Three choices change a CPU's training speed and none has a rule that holds on ev
 the attention route over whole sequences (two batched matmuls with an additive mask, or PyTorch's
 fused `scaled_dot_product_attention`) and AdamW's implementation (one fused kernel, or foreach).
 At start each candidate dtype x route runs the forward and backward of the run's own first
-micro-batch (a warm-up round, then the best of one or two timed rounds, the candidates taking
-turns so that load from elsewhere hits them alike), and both AdamWs step copies of the trainable
-tensors. A candidate replaces the fixed rule's choice only when it is MARGIN faster, so noise does
-not flip choices run to run. The probe restores the random state and the data position: the run
-trains as if it had not happened.
+micro-batch (a warm-up round, then up to ROUNDS timed rounds as PROBE_S allows, the candidates
+taking turns so that load from elsewhere hits them alike), and both AdamWs step copies of the
+trainable tensors. A candidate replaces the fixed rule's choice only when, in the median round, it
+is MARGIN faster than the rule's choice timed beside it: a shared machine's throughput swings 2x
+from one second to the next, and one lucky round must not decide a choice the cache then keeps
+for every later run. The probe restores the random state and the data position: the run trains
+as if it had not happened.
 
 A fourth, compiling the forward with torch.compile, is measured in the same way where it can
 serve the run and the run is long enough to pay for it (train/compiling.py).
@@ -25,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +45,8 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.tasks.base import Task
 
 MARGIN = 1.05  # a candidate must be this much faster than the rule's choice to replace it
-SLOW_STEP_S = 2.0  # above this a micro-batch is timed once, not twice
+ROUNDS = 5  # timed rounds at most: the median of five paired ratios outvotes two lucky rounds
+PROBE_S = 10.0  # seconds of timed rounds aimed at (at least one round)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CHOICES = ("dtype", "attention", "adamw")  # what a checkpoint and the cache keep of StepKernels
 # ... and `compile`, which checkpoints and cache entries from before it lack (then: not compiled)
@@ -201,17 +205,25 @@ def measure(
     Returns them (`why` lists the timings, the ranks' mean) and the seconds of one micro-batch
     with them, the ranks' mean."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
-    step_s = _time_steps(model, batch, loss, candidates, engine)
+    rounds = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
-    best = min(step_s, key=step_s.__getitem__)
     prior = (prior_dtype if prior_dtype in dtypes else dtypes[0], "bmm")
-    dtype, attention = best if step_s[best] * MARGIN < step_s[prior] else prior
+    gain = {c: _median_gain(rounds[prior], rounds[c]) for c in candidates}
+    best = max(candidates, key=gain.__getitem__)
+    dtype, attention = best if gain[best] >= MARGIN else prior
     adamw = "foreach" if adam_s["foreach"] * MARGIN < adam_s["fused"] else "fused"
     n = engine.world_size  # the sums decide; the line shows the ranks' mean
-    steps = ", ".join(f"{d}/{a} {1e3 * s / n:.0f} ms" for (d, a), s in step_s.items())
+    step_s = {c: min(times) / n for c, times in rounds.items()}
+    steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
     adams = ", ".join(f"{name} {1e3 * s / n:.1f} ms" for name, s in adam_s.items())
-    kernels = StepKernels(dtype, attention, adamw, f"{steps} per micro-batch; AdamW {adams}")
-    return kernels, float(step_s[(dtype, attention)]) / engine.world_size
+    taken = f"best of {len(rounds[prior])} round{'s' * (len(rounds[prior]) > 1)}"
+    kernels = StepKernels(dtype, attention, adamw, f"{steps} per micro-batch ({taken}); AdamW {adams}")
+    return kernels, step_s[(dtype, attention)]
+
+
+def _median_gain(prior: list[float], candidate: list[float]) -> float:
+    """How many times faster `candidate` ran than `prior` in the median round (rounds timed in turn)."""
+    return statistics.median(p / c for p, c in zip(prior, candidate, strict=True))
 
 
 def _valid(cached: dict, dtypes: list[str]) -> bool:
@@ -257,18 +269,19 @@ def _time_steps(
     loss_fn: Callable[..., torch.Tensor],
     candidates: list[tuple[str, str]],
     engine: Engine,
-) -> dict[tuple[str, str], float]:
-    """Seconds of one micro-batch's forward and backward under each (dtype, route), summed over ranks."""
+) -> dict[tuple[str, str], list[float]]:
+    """Seconds of one micro-batch's forward and backward under each (dtype, route), round by
+    round (the candidates taking turns within each), summed over ranks. As many rounds as fit in
+    PROBE_S by the first, ROUNDS at most: every rank counts them from the same sums."""
 
-    def run(dtype: str, route: str) -> float:
-        return compiling.micro_batch_s(model, batch, loss_fn, dtype, route)
+    def run_round() -> dict[tuple[str, str], float]:
+        return engine.summed({c: compiling.micro_batch_s(model, batch, loss_fn, *c) for c in candidates})
 
-    for c in candidates:  # warm-up: thread pool, oneDNN primitives, autocast's first casts
-        run(*c)
-    best = {c: run(*c) for c in candidates}
-    if max(best.values()) <= SLOW_STEP_S:
-        best = {c: min(best[c], run(*c)) for c in candidates}
-    return engine.summed(best)
+    run_round()  # warm-up: thread pool, oneDNN primitives, autocast's first casts
+    rounds = [run_round()]
+    round_s = sum(rounds[0].values()) / engine.world_size
+    rounds += [run_round() for _ in range(min(ROUNDS, round(PROBE_S / round_s)) - 1)]
+    return {c: [r[c] for r in rounds] for c in candidates}
 
 
 def _time_adamw(model: nn.Module, engine: Engine, rounds: int = 3) -> dict[str, float]:
