@@ -109,6 +109,32 @@ def test_bad_pair_input_is_named(tmp_path: Path, name: str, text: str, message: 
         prepare_pairs(tmp_path / name, tmp_path / "out", vocab_size=300)
 
 
+@pytest.mark.parametrize(("src_lines", "tgt_lines"), [(3, 2), (2, 3), (4, 2)])
+def test_aligned_files_of_different_lengths_are_refused(
+    tmp_path: Path, src_lines: int, tgt_lines: int
+) -> None:
+    """One line more on either side is caught, not dropped (zip alone reads it and stops)."""
+    (tmp_path / "x.en").write_text("".join(f"s{i}\n" for i in range(src_lines)))
+    (tmp_path / "x.fr").write_text("".join(f"t{i}\n" for i in range(tgt_lines)))
+    with pytest.raises(LmforgeError, match="different numbers of lines"):
+        list(read_pairs([tmp_path / "x.en"]))
+
+
+def test_too_few_documents_are_split_by_source_sentence(tmp_path: Path) -> None:
+    """One document cannot be split three ways: its pairs are, by source, and meta.json says so."""
+    lines = "".join(
+        json.dumps({"en": f"sentence {i}", "fr": f"phrase {i}", "doc": "one"}) + "\n" for i in range(300)
+    )
+    (tmp_path / "one.jsonl").write_text(lines)
+    meta = prepare_pairs(
+        tmp_path / "one.jsonl", tmp_path / "out", vocab_size=300, val_fraction=0.1, test_fraction=0.1
+    )
+    assert meta["split"]["by"].startswith("source sentence (1 document") and all(meta["pairs"].values())
+    assert sum(meta["pairs"].values()) == 300
+    train = set((tmp_path / "out" / "train.en").read_text().splitlines())
+    assert not train & set((tmp_path / "out" / "val.en").read_text().splitlines())
+
+
 def test_loader_groups_by_length_and_resumes(prepared: Path) -> None:
     src, tgt = load_split(prepared, "train")
     a = PairLoader(src, tgt, 16, 8, 0, 1, seed=3)

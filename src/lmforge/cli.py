@@ -49,6 +49,8 @@ def _show_pairs(meta: dict[str, Any], kw: dict[str, Any]) -> None:
         f" {p['test']:,} test; dropped {', '.join(f'{v:,} {k}' for k, v in d.items())};"
         f" vocab {meta['vocab_size']} (shared bpe)"
     )
+    if meta["split"]["by"] != "document":
+        print(f"  split by {meta['split']['by']}")
 
 
 def _show_texts(texts: list[str], _: dict[str, Any]) -> None:

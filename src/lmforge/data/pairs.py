@@ -144,10 +144,13 @@ def _read_aligned(src_path: Path, tgt_path: Path) -> Iterator[Pair]:
     if not tgt_path.is_file():
         raise LmforgeError(f"{src_path}: its aligned file {tgt_path} is missing")
     with open_text(src_path) as fs, open_text(tgt_path) as ft:
-        for number, (s, t) in enumerate(zip(fs, ft, strict=False)):
-            yield Pair(_norm(s), _norm(t), f"{src_path.name}#{number // LINES_PER_DOC}")
-        if fs.readline() or ft.readline():
-            raise LmforgeError(f"{src_path} and {tgt_path}: different numbers of lines")
+        try:  # strict: a source with one line more is caught too (a plain zip reads it, then stops)
+            for number, (s, t) in enumerate(zip(fs, ft, strict=True)):
+                yield Pair(_norm(s), _norm(t), f"{src_path.name}#{number // LINES_PER_DOC}")
+        except UnicodeDecodeError:  # a ValueError too: reported by the caller with its position
+            raise
+        except ValueError:
+            raise LmforgeError(f"{src_path} and {tgt_path}: different numbers of lines") from None
 
 
 def split_of(doc: str, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
@@ -197,7 +200,7 @@ def prepare_pairs(
     start = time.time()
     dropped = dict.fromkeys(("empty", "duplicate", "in_train", "too_long", "ratio"), 0)
     seen: set[tuple[str, str]] = set()
-    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    kept: list[Pair] = []
     total = 0
     for pair in read_pairs(inputs, src_lang, tgt_lang):
         total += 1
@@ -207,7 +210,8 @@ def prepare_pairs(
             dropped["duplicate"] += 1
         else:
             seen.add((pair.src, pair.tgt))
-            splits[split_of(pair.doc, val_fraction, test_fraction, seed)].append(pair)
+            kept.append(pair)
+    splits, split_by = _split(kept, val_fraction, test_fraction, seed)
     train_sources = {p.src for p in splits["train"]}
     for split in ("val", "test"):
         kept = [p for p in splits[split] if p.src not in train_sources]
@@ -260,13 +264,36 @@ def prepare_pairs(
             "read": total,
             "dropped": dropped,
             "filters": {"max_tokens": max_tokens, "max_ratio": max_ratio},
-            "split": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed},
+            "split": {
+                "val_fraction": val_fraction,
+                "test_fraction": test_fraction,
+                "seed": seed,
+                "by": split_by,
+            },
             "sources": [str(p) for p in files],
             "files": sorted([*(f.name for f in tmp.iterdir()), "meta.json"]),  # a later prep's check
             "seconds": round(time.time() - start, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _split(
+    pairs: list[Pair], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[dict[str, list[Pair]], str]:
+    """The pairs by split, and how they were split: by document, so that no document's sentences
+    sit on both sides; or, where the documents are too few for that to give val and test a pair
+    each, by source sentence (a repeated source still lands in one split)."""
+    by_doc: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    for pair in pairs:
+        by_doc[split_of(pair.doc, val_fraction, test_fraction, seed)].append(pair)
+    if all(by_doc.values()) or not pairs:
+        return by_doc, "document"
+    by_source: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    for pair in pairs:
+        by_source[split_of(pair.src, val_fraction, test_fraction, seed)].append(pair)
+    documents = len({p.doc for p in pairs})
+    return by_source, f"source sentence ({documents:,} document{'s' * (documents != 1)}: too few to split by)"
 
 
 def _encode_all(tok: Any, texts: list[str], target: bool) -> list[list[int]]:
