@@ -122,6 +122,23 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     assert 500 < len(gz_docs) < 3000  # what came before the truncation is kept
 
 
+def test_byte_order_marks_and_oversized_csv_rows(tmp_path: Path) -> None:
+    """A UTF-8 BOM (Excel, PowerShell) is not part of the first record; UTF-16 is named, not
+    called binary; a CSV row over the size limit is skipped and the rows after it kept."""
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.jsonl").write_bytes(bom + b'{"text": "first record"}\n{"text": "second record"}\n')
+    (tmp_path / "b.csv").write_bytes(bom + b"text,id\r\ncsv row\r\n")
+    (tmp_path / "c.txt").write_bytes(bom + b"plain text\n")
+    (tmp_path / "d.txt").write_bytes("utf-16 text\n".encode("utf-16"))
+    (tmp_path / "e.csv").write_text("text\nalpha\n" + "word " * 600 + "\ngamma\n")
+    report = Report()
+    docs = {d.text.strip() for d in read_documents(tmp_path, report=report, max_line_bytes=1000)}
+    assert docs == {"first record", "second record", "csv row", "plain text", "alpha", "gamma"}
+    assert f"{tmp_path / 'd.txt'}: UTF-16 text, not UTF-8" in "\n".join(report.problems)
+    assert any(p.startswith(f"{tmp_path / 'e.csv'}:3: unreadable (field larger") for p in report.problems)
+    assert len(report.problems) == 2
+
+
 def test_all_formats_and_compressions(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

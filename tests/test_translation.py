@@ -109,6 +109,11 @@ def test_bad_pair_input_is_named(tmp_path: Path, name: str, text: str, message: 
         prepare_pairs(tmp_path / name, tmp_path / "out", vocab_size=300)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_pair(tmp_path: Path) -> None:
+    (tmp_path / "a.tsv").write_bytes(b"\xef\xbb\xbfHello\tBonjour\n")
+    assert [(p.src, p.tgt) for p in read_pairs([tmp_path / "a.tsv"])] == [("Hello", "Bonjour")]
+
+
 @pytest.mark.parametrize(("src_lines", "tgt_lines"), [(3, 2), (2, 3), (4, 2)])
 def test_aligned_files_of_different_lengths_are_refused(
     tmp_path: Path, src_lines: int, tgt_lines: int

@@ -20,7 +20,7 @@ _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 
 
 def _open(path: Path) -> IO[str]:
-    return _OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8")  # type: ignore[operator]
+    return _OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8-sig")  # type: ignore[operator]
 
 
 def read_labelled(

@@ -34,6 +34,8 @@ from lmforge.errors import LmforgeError
 
 TEXT_SUFFIXES = {".txt", ".md", ".jsonl", ".csv", ".parquet"}
 COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open, ".zst": zstandard.open}
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError, csv.Error)
 MAX_LINE_BYTES = 1 << 24  # 16 MiB: longer lines are skipped (a 100 MB single line is not a document)
 MAX_DOC_BYTES = 1 << 26  # 64 MiB: a longer text file is cut into several documents at line ends
@@ -91,7 +93,7 @@ def _open_binary(path: Path) -> IO[bytes]:
 def open_text(path: Path) -> IO[str]:
     """A (possibly compressed) file as strict UTF-8 text, for readers that want a bad byte to be an
     error rather than a repair (the sentence-pair reader)."""
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="strict", newline="")
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="strict", newline="")
 
 
 def utf8_error(path: Path) -> str | None:
@@ -143,6 +145,8 @@ def _lines(f: IO[bytes], path: Path, report: Report, max_line: int) -> Iterator[
         number += 1
         start = offset
         offset += len(line)
+        if number == 1 and line.startswith(UTF8_BOM):  # Excel's and PowerShell's UTF-8 starts so
+            line, start = line[len(UTF8_BOM) :], start + len(UTF8_BOM)
         if len(line) > max_line and not line.endswith(b"\n"):
             skipped = len(line)
             while line and not line.endswith(b"\n"):
@@ -183,8 +187,17 @@ def read_documents(
     stats.docs_in = stats.docs_out
 
 
-def _looks_binary(f: IO[bytes]) -> bool:
-    return b"\x00" in f.peek(8192)[:8192]  # type: ignore[attr-defined] - BufferedReader.peek
+def _not_text(f: IO[bytes], path: Path, report: Report) -> bool:
+    """True (and reported) for a file that is not UTF-8 text: UTF-16 (named, since a converter
+    fixes it) or binary."""
+    head = f.peek(8192)[:8192]  # type: ignore[attr-defined] - BufferedReader.peek
+    if head.startswith(UTF16_BOMS):
+        report.problem(str(path), "UTF-16 text, not UTF-8", f"convert it: iconv -f UTF-16 -t UTF-8 {path}")
+    elif b"\x00" in head:
+        report.problem(str(path), "binary file")
+    else:
+        return False
+    return True
 
 
 def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Iterator[Document]:
@@ -193,8 +206,7 @@ def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Itera
     decode = _Decoder()
     try:
         with _open_binary(path) as f:
-            if _looks_binary(f):
-                report.problem(str(path), "binary file")
+            if _not_text(f, path, report):
                 return
             for number, offset, line in _lines(f, path, report, max_line):
                 lines.append(decode(line, number, offset))
@@ -219,8 +231,7 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
     decode = _Decoder()
     try:
         with _open_binary(path) as f:
-            if _looks_binary(f):
-                report.problem(str(path), "binary file")
+            if _not_text(f, path, report):
                 return
             for number, offset, line in _lines(f, path, report, max_line):
                 if not line.strip():
@@ -247,7 +258,9 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
     csv.field_size_limit(max_line)
     reader = None
     try:
-        with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8", errors="replace", newline="") as f:
+        with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8-sig", errors="replace", newline="") as f:
+            if _not_text(raw, path, report):
+                return
             reader = csv.DictReader(f)
             if reader.fieldnames is None:
                 report.problem(str(path), "empty file")
@@ -255,7 +268,7 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
             if field not in reader.fieldnames:
                 report.problem(str(path), "no column", f"{field!r} not in {reader.fieldnames[:10]}")
                 return
-            for row in reader:
+            for row in _csv_rows(reader, path, report):
                 text = row.get(field)
                 if not isinstance(text, str):
                     report.problem(f"{path}:{reader.line_num}", "no string field", repr(field))
@@ -266,6 +279,18 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
     except READ_ERRORS as e:
         where = f"{path}:{reader.line_num}" if reader is not None else str(path)
         report.problem(where, _error_kind(e), str(e))
+
+
+def _csv_rows(reader: csv.DictReader, path: Path, report: Report) -> Iterator[dict]:
+    """The reader's rows, a row it cannot parse (a field over the size limit) reported and
+    skipped: the reader goes on at the next record, so the rest of the file is kept."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:  # line_num is the last line read before the failing record
+            report.problem(f"{path}:{reader.line_num + 1}", "unreadable", str(e))
 
 
 def _read_parquet(path: Path, field: str, report: Report) -> Iterator[Document]:
