@@ -17,7 +17,7 @@ import pytest
 import zstandard
 
 from lmforge import LmforgeError
-from lmforge.data.encode import make_encoder
+from lmforge.data.encode import make_encoder, ordinary_hf
 from lmforge.data.loader import BatchLoader
 from lmforge.data.prep import is_val, prep
 from lmforge.data.report import Report, StageStats
@@ -207,8 +207,26 @@ def test_fast_encoders_equal_hf(plays: list[str]) -> None:
         tok = Tokenizer.train_bpe(corpus, 600) if kind == "bpe" else Tokenizer.train_char(plays)
         name, encode = make_encoder(tok)
         assert name == ("tiktoken" if kind == "bpe" else "numpy char table")
+        hf = ordinary_hf(tok)  # special-token strings in documents are ordinary text
         for text, ids in zip(corpus, encode(corpus), strict=True):
-            assert [int(i) for i in ids] == tok.encode(text)
+            assert [int(i) for i in ids] == hf.encode(text, add_special_tokens=False).ids
+            assert tok.eos_id not in ids
+            if "<|" not in text:
+                assert [int(i) for i in ids] == tok.encode(text)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_special_token_text_in_documents_stays_text(tmp_path: Path, kind: str) -> None:
+    """A literal <|endoftext|> or <|pad|> in a document is not a boundary or padding: the
+    shards hold one EOS per document and no pad, and the text decodes back."""
+    texts = ["hello <|endoftext|> world <|pad|> and <|unk|> more " * 3, "second document " * 5]
+    _write_jsonl(tmp_path / "s.jsonl", texts)
+    out = tmp_path / "out"
+    prep(tmp_path / "s.jsonl", out, kind, quiet=True, stages="none", vocab_size=300, val_fraction=0.5)
+    tok = Tokenizer.load(out)
+    ids = np.concatenate([np.fromfile(f, dtype=np.uint16) for f in sorted(out.glob("*.bin"))])
+    assert int((ids == tok.eos_id).sum()) == 2 and int((ids == tok.pad_id).sum()) == 0
+    assert "<|endoftext|> world <|pad|>" in tok.decode([int(i) for i in ids if i != tok.eos_id])
 
 
 def test_empty_result_is_a_clear_error(tmp_path: Path) -> None:

@@ -7,17 +7,22 @@
 - character level -> a numpy lookup table from code points to ids (unknown -> UNK).
 - anything else -> HF `tokenizers` itself.
 
+Documents are encoded as ordinary text, as nanoGPT's `encode_ordinary`: a `<|endoftext|>` typed
+in a scraped page is its characters, not a document boundary or padding the trainer would act on
+(the ids HF gives with `encode_special_tokens`). Prompts and chat templates, which mean their
+special tokens, are encoded by `Tokenizer.encode`.
+
 `verify` checks an encoder against HF on sample texts; `prep` falls back to HF when it differs.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.tokenization.tokenizer import SPECIALS, UNK, Tokenizer
 
@@ -90,47 +95,48 @@ def char_table(tok: Tokenizer) -> np.ndarray | None:
 
 
 def make_encoder(tok: Tokenizer, threads: int = 2) -> tuple[str, Encoder]:
-    """(name, encode) where encode(list of texts) -> list of id lists, exactly as HF would."""
+    """(name, encode) where encode(list of texts) -> list of id lists, exactly as HF would with
+    special-token strings read as ordinary text."""
     enc = tiktoken_encoding(tok)
     if enc is not None:
-        allowed = set(enc.special_tokens_set)  # type: ignore[attr-defined]
 
         def encode_tiktoken(texts: list[str]) -> list[list[int]]:
-            # HF matches added tokens inside text too, so special strings are allowed here.
-            return enc.encode_batch(texts, num_threads=threads, allowed_special=allowed)  # type: ignore[attr-defined]
+            return enc.encode_ordinary_batch(texts, num_threads=threads)  # type: ignore[attr-defined]
 
         return "tiktoken", encode_tiktoken
     table = char_table(tok)
     if table is not None:
         unk = tok.hf.token_to_id(UNK)
-        specials = {s: tok.hf.token_to_id(s) for s in SPECIALS if tok.hf.token_to_id(s) is not None}
-        split = re.compile("(" + "|".join(re.escape(s) for s in specials) + ")")
-
-        def lookup(text: str) -> np.ndarray:
-            points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-            return np.where(points < len(table), table[np.minimum(points, len(table) - 1)], unk)
 
         def encode_chars(texts: list[str]) -> list[Any]:
             out = []
             for text in texts:
-                if "<|" not in text:
-                    out.append(lookup(text))
-                    continue
-                # HF matches added tokens inside text: so do we.
-                parts = [
-                    np.asarray([specials[p]]) if p in specials else lookup(p) for p in split.split(text) if p
-                ]
-                out.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+                points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+                out.append(np.where(points < len(table), table[np.minimum(points, len(table) - 1)], unk))
             return out
 
         return "numpy char table", encode_chars
+    return hf_encoder(tok)
+
+
+def ordinary_hf(tok: Tokenizer) -> HFTokenizer:
+    """A copy of the tokenizer's HF tokenizer that reads special-token strings as ordinary text."""
+    hf = HFTokenizer.from_str(tok.hf.to_str())
+    hf.encode_special_tokens = True
+    return hf
+
+
+def hf_encoder(tok: Tokenizer) -> tuple[str, Encoder]:
+    """HF `tokenizers` itself: the reference, slower than the encoders above."""
+    hf = ordinary_hf(tok)
 
     def encode_hf(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
+        return [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
 
     return "tokenizers", encode_hf
 
 
 def verify(tok: Tokenizer, encode: Encoder, texts: list[str]) -> bool:
-    """True when `encode` gives HF's ids on every text."""
-    return [[int(i) for i in ids] for ids in encode(texts)] == [tok.encode(t) for t in texts]
+    """True when `encode` gives HF's ids (special-token strings as ordinary text) on every text."""
+    reference = [e.ids for e in ordinary_hf(tok).encode_batch(texts, add_special_tokens=False)]
+    return [[int(i) for i in ids] for ids in encode(texts)] == reference

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from lmforge.config import Config, load_config
 from lmforge.data.canaries import FILE as CANARIES_FILE
 from lmforge.data.canaries import Planter, make_canaries
-from lmforge.data.encode import make_encoder, verify
+from lmforge.data.encode import hf_encoder, make_encoder, verify
 from lmforge.data.pipeline import _batches, clean_documents, parse_stages, read_docs, write_docs
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
@@ -172,11 +172,9 @@ def _prep_into(
     name, encode = make_encoder(tok, threads=max(2, os.cpu_count() or 1))
     # Pieces of the first documents: HF itself is slow, so the check is kept to ~1 MB.
     sample = [t[:VERIFY_CHARS] for _, t in zip(range(VERIFY_DOCS), read_docs(cleaned), strict=False)]
-    warn, tok.warn_unknown = tok.warn_unknown, False  # prep counts unknown characters itself, below
     same = name == "tokenizers" or verify(tok, encode, sample)
-    tok.warn_unknown = warn
     if not same:
-        name, encode = make_encoder_hf(tok)
+        name, encode = hf_encoder(tok)
         report.extra["encoder_note"] = "fast encoder differed from tokenizer.json; used HF tokenizers"
     writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens)
     unknown = UnknownChars(tok)  # a given tokenizer, or one trained on the first MB only, may lack some
@@ -265,13 +263,6 @@ def _prep_into(
     meta["files"] = sorted([*(f.name for f in tmp.iterdir()), META])
     (tmp / META).write_text(_json(meta))
     return meta, report
-
-
-def make_encoder_hf(tok: Tokenizer) -> tuple[str, Any]:
-    def encode_hf(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
-
-    return "tokenizers", encode_hf
 
 
 def _train_tokenizer(
