@@ -328,3 +328,12 @@ def test_lmforge_error_from_the_shell(tmp_path: Path) -> None:
     assert debug.stderr.splitlines()[-1] == plain.stderr.splitlines()[0]
     flag = subprocess.run([*argv, "--debug"], capture_output=True, text=True, env=ENV, timeout=120)
     assert flag.returncode == 2 and "Traceback" in flag.stderr
+
+
+def test_a_reader_gone_away_is_no_traceback() -> None:
+    """`lmforge ... | head`: the pipe closes before lmforge writes; it stops quietly."""
+    argv = [sys.executable, "-m", "lmforge", "plan", "configs/demo.toml", "--device", "h100"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
+    proc.stdout.close()  # type: ignore[union-attr] - the reader leaves at once
+    err = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert proc.wait(timeout=120) == 1 and err == ""

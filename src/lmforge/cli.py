@@ -502,9 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     debug = args.debug or os.environ.get("LMFORGE_DEBUG", "") not in ("", "0")
     try:
-        return run(VERBS[args.verb], subs[args.verb], args, extra)
+        status = run(VERBS[args.verb], subs[args.verb], args, extra)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
+        return status
     except LmforgeError as e:
         return _fail(str(e), debug)
+    except BrokenPipeError:  # `lmforge ... | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 1
     except OSError as e:
         if e.errno not in PATH_ERRNOS:
             raise  # not about a path the user gave: a bug, with its traceback
