@@ -102,3 +102,16 @@ def test_resuming_a_finished_run_reports_its_loss(tmp_path: Path, tiny_overrides
     assert again["steps"] == 3 and again["val_loss"] == first["val_loss"]
     saved = json.loads((latest_checkpoint(run / "checkpoints") / "trainer.json").read_text())
     assert again["wall_s"] > saved["wall_s"] > 0  # wall time carries over from the checkpoint
+
+
+def test_resume_to_fewer_steps_than_done_is_refused(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """max_steps below the checkpoint's step trains nothing: one line, config.toml untouched."""
+    from lmforge.train.loop import train
+
+    run = tmp_path / "r"
+    train(None, [*tiny_overrides, "--train.max_steps=4", "--train.checkpoint_interval=2"], run, quiet=True)
+    config = (run / "config.toml").read_text()
+    with pytest.raises(LmforgeError, match=r"max_steps=3 would train nothing: .* at step 4"):
+        train(None, ["--train.max_steps=3"], resume=run, quiet=True)
+    assert (run / "config.toml").read_text() == config
+    assert train(None, ["--train.max_steps=5"], resume=run, quiet=True)["steps"] == 5

@@ -253,7 +253,14 @@ def _resume(
             " 'What may change on resume' in docs/training.md"
         )
     last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
-    planned = ckpt.read_trainer_state(last).get("planned")  # [max_steps, warmup] a budget fixed
+    state = ckpt.read_trainer_state(last)
+    step = state.get("step", 0)
+    if cfg.train.max_steps != saved.train.max_steps and cfg.train.max_steps <= step:
+        raise LmforgeError(
+            f"{run_dir}: --train.max_steps={cfg.train.max_steps} would train nothing: the run's last"
+            f" checkpoint ({last.name}) is at step {step}"
+        )
+    planned = state.get("planned")  # [max_steps, warmup] a budget fixed
     length = [f"{k}={new!r}" for k, _, new in config_changes(saved, cfg) if k in BUDGET_PLANNED]
     if planned and length:
         raise LmforgeError(
