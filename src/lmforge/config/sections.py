@@ -22,7 +22,8 @@ class DataConfig:
     vocab_size: int = 4096
     """Target vocabulary size for `bpe`."""
     val_fraction: float = 0.1
-    """Share of the token stream held out for validation: the last `val_fraction` of it."""
+    """Share held out for validation: documents whose text hash falls in it (`prep.split = "hash"`, the
+    default), or the last `val_fraction` of the token stream (`tail`)."""
     text_field: str = "text"
     """Field holding the text in .jsonl inputs."""
     task: str = "lm"
