@@ -280,6 +280,15 @@ def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
     assert (tmp_path / "shards" / "report.json").is_file()
 
 
+
+def test_a_recipe_among_other_inputs_is_refused(tmp_path: Path, plays: list[str]) -> None:
+    """It would be read as a document and its settings ignored."""
+    _write_jsonl(tmp_path / "p.jsonl", plays)
+    (tmp_path / "r.toml").write_text('[prep]\nout = "x"\n')
+    with pytest.raises(LmforgeError, match=r"r\.toml looks like a recipe: give it as the only input"):
+        prep([tmp_path / "r.toml", tmp_path / "p.jsonl"], tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
 def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[str]) -> None:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.readers import JsonlReader

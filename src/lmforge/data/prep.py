@@ -57,6 +57,12 @@ def _settings(
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs or [])
     if config is None and len(items) == 1 and str(items[0]).endswith(".toml"):
         config, items = items[0], []
+    recipes = [str(i) for i in items if str(i).endswith(".toml")]
+    if recipes:  # it would be read as a document, and its settings ignored
+        raise LmforgeError(
+            f"prep: {recipes[0]} looks like a recipe: give it as the only input (its prep.inputs"
+            " name the inputs) and the other settings as --section.key=value overrides"
+        )
     cfg = load_config(config, overrides) if config is not None or overrides else Config()
     for key, value in args.items():
         if value is not None:
