@@ -280,7 +280,6 @@ def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
     assert (tmp_path / "shards" / "report.json").is_file()
 
 
-
 def test_a_recipe_among_other_inputs_is_refused(tmp_path: Path, plays: list[str]) -> None:
     """It would be read as a document and its settings ignored."""
     _write_jsonl(tmp_path / "p.jsonl", plays)
@@ -288,6 +287,27 @@ def test_a_recipe_among_other_inputs_is_refused(tmp_path: Path, plays: list[str]
     with pytest.raises(LmforgeError, match=r"r\.toml looks like a recipe: give it as the only input"):
         prep([tmp_path / "r.toml", tmp_path / "p.jsonl"], tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_tail_split_keeps_shards_of_shard_tokens(tmp_path: Path, plays: list[str]) -> None:
+    """prep.split=tail re-cuts the stream a chunk at a time (never all in memory), into shards of
+    at most shard_tokens, its last val_fraction the validation split."""
+    _write_jsonl(tmp_path / "p.jsonl", plays)
+    common = {"quiet": True, "stages": "none", "shard_tokens": 3000, "val_fraction": 0.1}
+    prep(tmp_path / "p.jsonl", tmp_path / "tail", "char", split="tail", **common)
+    meta = read_meta(tmp_path / "tail")
+    assert meta["split"] == "tail" and max(meta["shard_tokens"].values()) <= 3000
+    assert len([n for n in meta["shard_tokens"] if n.startswith("train_")]) > 2
+
+    def stream(out: Path, splits: tuple[str, ...]) -> np.ndarray:
+        files = [f for s in splits for f in sorted(out.glob(f"{s}_*.bin"))]
+        return np.concatenate([np.fromfile(f, dtype=np.uint16) for f in files])
+
+    tail = stream(tmp_path / "tail", ("train", "val"))
+    assert len(stream(tmp_path / "tail", ("val",))) == max(1, int(len(tail) * 0.1))
+    assert sum(meta["shard_tokens"].values()) == len(tail) == meta["tokens"]["train"] + meta["tokens"]["val"]
+    assert not list((tmp_path / "tail").glob("*.old"))
+
 
 def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[str]) -> None:
     from datatrove.executor import LocalPipelineExecutor

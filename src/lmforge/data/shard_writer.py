@@ -13,6 +13,7 @@ from typing import IO, Any
 import numpy as np
 
 SPLITS = ("train", "val")
+TAIL_CHUNK = 1 << 22  # tokens re-cut at a time by the tail split
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -67,21 +68,45 @@ class ShardWriter:
         self._files.clear()
         if not tail and self.tokens["train"] and self.tokens["val"]:
             return "hash"
+        # The stream is re-cut from the shards on disk, a chunk at a time: never all in memory.
         source = "train" if self.tokens["train"] else "val"
-        stream = np.concatenate(
-            [np.fromfile(self.directory / n, dtype=self.dtype) for n in self.shards[source]]
-        )
+        moved = []  # the shards' names are reused: each moves aside until the new ones are written
         for name in self.shards["train"] + self.shards["val"]:
-            (self.directory / name).unlink()
-        self.sizes.clear()
-        n_val = max(1, int(len(stream) * val_fraction))
+            (self.directory / name).rename(self.directory / f"{name}.old")
+            moved.append((name, self.directory / f"{name}.old"))
+        streams = [np.memmap(path, dtype=self.dtype, mode="r") for name, path in moved
+                   if name in self.shards[source] and self.sizes[name]]  # fmt: skip
+        total = sum(len(stream) for stream in streams)
+        n_val = max(1, int(total * val_fraction))
         total_docs = self.docs["train"] + self.docs["val"]
-        for split, part in (("train", stream[: len(stream) - n_val]), ("val", stream[len(stream) - n_val :])):
-            name = f"{split}_00000.bin"
-            part.tofile(self.directory / name)
-            self.shards[split] = [name]
-            self.sizes[name] = len(part)
-            self.tokens[split] = len(part)
-            self.bytes[split] = int(token_bytes[part].sum())  # UTF-8 bytes the tokens stand for
+        self.shards = {s: [] for s in SPLITS}
+        self.sizes.clear()
+        self.tokens, self.bytes = Counter({s: 0 for s in SPLITS}), Counter({s: 0 for s in SPLITS})
+        position = 0
+        for stream in streams:
+            for at in range(0, len(stream), TAIL_CHUNK):
+                chunk = np.asarray(stream[at : at + TAIL_CHUNK])
+                cut = min(len(chunk), max(0, total - n_val - position))  # where val begins in it
+                self._write("train", chunk[:cut], token_bytes)
+                self._write("val", chunk[cut:], token_bytes)
+                position += len(chunk)
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        del streams
+        for _, path in moved:
+            path.unlink()
         self.docs = Counter({"train": total_docs, "val": 0})
         return "tail"
+
+    def _write(self, split: str, ids: np.ndarray, token_bytes: np.ndarray) -> None:
+        """Append ids to the split's shards, a new shard every shard_tokens tokens."""
+        while len(ids):
+            f = self._file(split)  # a new shard when this one is full
+            room = self.shard_tokens - self._in_shard[split]
+            piece, ids = ids[:room], ids[room:]
+            piece.tofile(f)
+            self._in_shard[split] += len(piece)
+            self.sizes[self.shards[split][-1]] += len(piece)
+            self.tokens[split] += len(piece)
+            self.bytes[split] += int(token_bytes[piece].sum())  # UTF-8 bytes the tokens stand for
