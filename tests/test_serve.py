@@ -81,6 +81,9 @@ def test_health_and_models(api: TestClient) -> None:
         "bert-qa": ("question-answering", False),
     }
     assert cards["gpt"]["object"] == "model" and cards["gpt"]["context_length"] == 32
+    assert api.get("/v1/models/llama").json() == cards["llama"]  # OpenAI's retrieve model
+    r = api.get("/v1/models/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
 def test_completion_equals_lmforge_decoding_and_counts_tokens(api: TestClient, dirs: dict[str, Path]) -> None:
@@ -258,7 +261,7 @@ BAD = [
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "top_p": 0}, 400, "top_p"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "n": 0}, 400, "n"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "n": 1000}, 400, "n"),
-    ("/v1/completions", {"model": "gpt", "prompt": "hi", "stop": ["a", 3]}, 400, "stop"),
+    ("/v1/completions", {"model": "gpt", "prompt": "hi", "stop": ["a", 3]}, 400, "stop.1"),
     ("/v1/completions", {"model": "gpt", "prompt": LONG}, 400, "prompt"),
     ("/v1/completions", {"model": "../gpt", "prompt": "hi"}, 404, "model"),
     ("/v1/completions", {"model": "s2s", "prompt": "hi"}, 400, "model"),
@@ -301,9 +304,108 @@ def test_bad_requests_get_openai_errors(
     assert api.get("/health").status_code == 200  # still serving
 
 
-def test_a_huge_body_is_refused_unread(api: TestClient) -> None:
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ({"stop": list("abcde")}, "stop: List should have at most 4 items, not 5"),
+        ({"prompt": ["hi"] * 17}, "prompt: List should have at most 16 items, not 17"),
+        ({"stop": ["a", 3]}, "stop.1: Input should be a valid string (got 3)"),
+    ],
+)
+def test_a_list_is_judged_as_a_list(api: TestClient, body: dict[str, Any], message: str) -> None:
+    """`str | list[str]` fields given a list: the list's problem, not "should be a valid string"."""
+    r = api.post("/v1/completions", json={"model": "gpt", "prompt": "hi", **body})
+    assert r.status_code == 400 and r.json()["error"]["message"] == message
+
+
+def test_null_means_the_default(api: TestClient) -> None:
+    """OpenAI's API (and clients that send every field) take null for an optional field as unset."""
+    for route, body, nulls in (
+        ("/v1/completions", {"model": "gpt", "prompt": PROMPT}, ["echo", "stop", "logprobs"]),
+        ("/v1/chat/completions", {"model": "llama", "messages": HELLO}, ["logprobs", "top_logprobs"]),
+    ):
+        nulls += ["temperature", "top_p", "n", "stream", "stream_options", "seed", "user", "max_tokens"]
+        given = {**body, "seed": 7, "max_tokens": 6}
+        want = api.post(route, json=given).json()
+        got = api.post(route, json={**given, **dict.fromkeys(nulls), "seed": 7, "max_tokens": 6}).json()
+        assert got["choices"] == want["choices"] and len(got["choices"]) == 1, got
+        r = api.post(route, json={**body, **dict.fromkeys(nulls), "max_tokens": 2})  # seed null too
+        assert r.status_code == 200, r.text
+    options = {"include_usage": None}  # nested bodies too
+    chunks = chat_stream(api, stream_options=options)
+    assert chunks[-1] == "[DONE]" and all("usage" not in c for c in chunks[:-1])
+    r = api.post("/v1/chat/completions", json={"model": "llama", "messages": None})  # required: no default
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+def post_raw_json(api: TestClient, route: str, body: Any) -> Any:
+    """`body` as JSON with \\u escapes: httpx's json= cannot encode a lone surrogate."""
+    return api.post(route, content=json.dumps(body), headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "route,body,param",
+    [
+        ("/v1/completions", {"model": "gpt", "prompt": "\ud800"}, "prompt"),
+        ("/v1/completions", {"model": "gpt", "prompt": ["ok", "a\udcff"]}, "prompt"),
+        ("/v1/chat/completions", {"model": "llama", "messages": [{"role": "user", "content": "\ud800"}]},
+         "messages.0.content"),
+        ("/v1/chat/completions",
+         {"model": "llama", "messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+         "messages.0.content.0.text"),
+        ("/v1/translations", {"model": "s2s", "input": "\ud800"}, "input"),
+        ("/v1/classifications", {"model": "clf", "input": ["\ud800"]}, "input"),
+        ("/v1/answers", {"model": "bert-qa", "question": "Who?", "context": "\ud800"}, "context"),
+    ],
+)  # fmt: skip
+def test_text_that_is_not_unicode_is_a_400(api: TestClient, route: str, body: Any, param: str) -> None:
+    """A lone surrogate in any text (JSON allows "\\ud800"): 400 naming the field, not a 500."""
+    r = post_raw_json(api, route, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["code"] == "invalid_value"
+    assert (
+        error["message"].startswith(f"{param}: ")
+        and "is not valid UTF-8 (a lone surrogate U+D" in error["message"]
+    )
+
+
+def test_a_bug_is_a_500_in_openai_shape(models: dict[str, Any]) -> None:
+    from dataclasses import replace
+
+    class Broken:
+        eos_id = None
+
+        def encode(self, text: str) -> list[int]:
+            raise RuntimeError("a bug")
+
+    broken = {"gpt": replace(models["gpt"], tokenizer=Broken())}
+    with TestClient(create_app(broken), raise_server_exceptions=False) as c:
+        r = c.post("/v1/completions", json={"model": "gpt", "prompt": "hi"})
+    assert r.status_code == 500
+    assert r.json()["error"] == {
+        "message": "the server failed (RuntimeError); its log has the details",
+        "type": "server_error",
+        "param": None,
+        "code": "server_error",
+    }
+
+
+def test_a_huge_body_is_refused(api: TestClient) -> None:
     r = api.post("/v1/completions", json={"model": "gpt", "prompt": "x" * (5 * 2**20)})
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+    def chunked(prompt_kib: int) -> Iterator[bytes]:  # no Content-Length: the bytes received count
+        yield b'{"model": "gpt", "prompt": "'
+        yield from (b"x" * 1024 for _ in range(prompt_kib))
+        yield b'hi", "max_tokens": 2}'
+
+    headers = {"content-type": "application/json"}
+    r = api.post("/v1/completions", content=chunked(5 * 1024), headers=headers)
+    assert r.request.headers["transfer-encoding"] == "chunked" and "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    assert r.headers["connection"] == "close"
+    assert api.post("/v1/completions", content=chunked(0), headers=headers).status_code == 200
 
 
 def test_the_chat_template_error_names_the_way_out(api: TestClient) -> None:
@@ -318,6 +420,26 @@ def test_api_key(models: dict[str, Any]) -> None:
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/health").status_code == 200  # for load balancers: no secrets in it
+
+
+def test_the_banners_try_line_works_for_every_kind(models: dict[str, Any]) -> None:
+    """`lmforge serve` prints a curl line for its first model: one that model's route answers, with
+    the key as given (from $LMFORGE_API_KEY: the variable; from --api-key: a placeholder)."""
+    import shlex
+
+    from lmforge.server.serve import try_command
+
+    with client(models, api_key="k") as c:
+        for name, route in (("gpt", "completions"), ("llama", "chat/completions"), ("s2s", "translations"),
+                            ("clf", "classifications"), ("bert-qa", "answers")):  # fmt: skip
+            line = try_command("http://testserver", models[name], "env")
+            argv = shlex.split(line.replace("$LMFORGE_API_KEY", "k"))  # as the shell expands it
+            assert argv[:2] == ["curl", f"http://testserver/v1/{route}"]
+            headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
+            r = c.post(argv[1], content=argv[argv.index("-d") + 1], headers=headers)
+            assert r.status_code == 200, (line, r.text)
+    assert "-H 'Authorization: Bearer <your --api-key>'" in try_command("http://h", models["gpt"], "flag")
+    assert "Authorization" not in try_command("http://h", models["gpt"], None)
 
 
 def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:
@@ -364,6 +486,9 @@ def test_openai_client_chat_and_streaming(server: tuple[str, Any]) -> None:
     assert many.usage.completion_tokens == 2 * one.usage.completion_tokens
     with pytest.raises(openai.NotFoundError):
         c.completions.create(model="missing", prompt="hi")
+    assert c.models.retrieve("gpt").id == "gpt"
+    with pytest.raises(openai.NotFoundError):
+        c.models.retrieve("missing")
 
 
 def test_full_queue_is_503_and_a_disconnect_stops_generation(server: tuple[str, Any]) -> None:
@@ -393,6 +518,33 @@ def test_full_queue_is_503_and_a_disconnect_stops_generation(server: tuple[str, 
         time.sleep(0.2)
         assert job.tokens == stopped_at
         assert h.get("/health").json()["admitted"] == 0
+
+
+def test_a_plain_request_whose_client_leaves_stops_decoding(server: tuple[str, Any]) -> None:
+    """Not streamed: the connection is polled every 0.25 s while the batcher decodes; a closed one
+    frees the request (it was never noticed behind Starlette's BaseHTTPMiddleware)."""
+    import socket
+
+    url, state = server
+    body = json.dumps(
+        {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
+    ).encode()
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.monotonic() + 10
+        while not (state.decoder.admitted and state.decoder.last.tokens > 5) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job = state.decoder.last
+        assert state.decoder.admitted == 1 and job.tokens > 5  # decoding
+    deadline = time.monotonic() + 5  # closed: within a poll or two, its rows are dropped
+    while state.decoder.admitted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert state.decoder.admitted == 0 and job.cancel.is_set()
+    stopped_at = job.tokens
+    time.sleep(0.2)
+    assert job.tokens == stopped_at < 10**6
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])

@@ -1,7 +1,7 @@
-"""The routes: GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions,
-POST /v1/translations, POST /v1/classifications, POST /v1/answers. Bodies are checked by
-schemas.py; every failure is OpenAI's error object (errors.py); requests decode together in
-batcher.py's loop."""
+"""The routes: GET /health, GET /v1/models, GET /v1/models/{id}, POST /v1/completions,
+POST /v1/chat/completions, POST /v1/translations, POST /v1/classifications, POST /v1/answers.
+Bodies are checked by schemas.py (their size by limits.py); every failure is OpenAI's error object
+(errors.py); requests decode together in batcher.py's loop."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row
 from lmforge.server.errors import ApiError, install
+from lmforge.server.limits import BodyLimit
 from lmforge.server.logprobs import chat_logprobs, completion_logprobs
 from lmforge.server.models import ServedModel
 from lmforge.server.playground import install_playground
@@ -72,14 +73,7 @@ def create_app(
     install(app)
     install_playground(app)  # GET /: the web playground (static files)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        size = request.headers.get("content-length", "0")
-        if not size.isdigit() or int(size) > MAX_BODY_BYTES:  # refused before it is read
-            return ApiError(
-                413, f"the request body is over {MAX_BODY_BYTES} bytes", None, "body_too_large"
-            ).response()
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # plain ASGI: see limits.py for why
 
     def authorize(request: Request) -> None:
         if settings.api_key is None:
@@ -103,6 +97,10 @@ def create_app(
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [m.card(state.created) for m in models.values()]}
 
+    @app.get("/v1/models/{model_id}", dependencies=auth)
+    async def retrieve_model(model_id: str) -> dict[str, Any]:  # the openai client's models.retrieve
+        return _served(state, model_id).card(state.created)
+
     @app.post("/v1/completions", dependencies=auth, response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         served = _model(state, body.model, "text-generation")
@@ -110,7 +108,7 @@ def create_app(
         try:
             ids = encode_prompts(served.tokenizer, texts)
         except LmforgeError as e:
-            raise ApiError(400, str(e), "prompt") from None
+            raise ApiError(400, str(e), "prompt", "invalid_value") from None
         limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
         echo = texts if body.echo else None
         return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
@@ -128,9 +126,9 @@ def create_app(
             )
         try:
             prompt = served.chat.render([m.as_dict() for m in body.messages])
+            ids = [served.tokenizer.encode(prompt)]
         except LmforgeError as e:
-            raise ApiError(400, str(e), "messages") from None
-        ids = [served.tokenizer.encode(prompt)]
+            raise ApiError(400, str(e), "messages", "invalid_value") from None
         limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
         return await _generate(state, served, body, ids, limit, request, chat=True)
 
@@ -159,7 +157,7 @@ def create_app(
     return app
 
 
-def _model(state: State, name: str, kind: str) -> ServedModel:
+def _served(state: State, name: str) -> ServedModel:
     served = state.models.get(name)
     if served is None:
         raise ApiError(
@@ -168,6 +166,11 @@ def _model(state: State, name: str, kind: str) -> ServedModel:
             "model",
             "model_not_found",
         )
+    return served
+
+
+def _model(state: State, name: str, kind: str) -> ServedModel:
+    served = _served(state, name)
     if served.kind != kind:
         raise ApiError(
             400, f"model {name!r} is a {served.kind} model, not {kind}", "model", "wrong_model_kind"

@@ -4,6 +4,7 @@ the handlers that turn FastAPI's own failures (bad JSON, wrong types) into it.""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,9 +37,25 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
+def _first(errors: Sequence[Any]) -> dict[str, Any]:
+    """The problem to report: the first, except that a list given for a `str | list[...]` field is
+    judged by the list branch (e.g. "at most 4 items"), not by the str one ("a valid string")."""
+    if not errors:
+        return {"loc": (), "msg": "invalid request"}
+    first, loc = errors[0], tuple(errors[0].get("loc", ()))
+    if first.get("type") == "string_type" and isinstance(first.get("input"), list) and loc:
+        branch = len(loc) - 1  # where the union's tag sits: ("stop", "str"), ("stop", "list[str]")
+        for e in errors[1:]:
+            other = tuple(e.get("loc", ()))
+            same_field = len(other) > branch and other[:branch] == loc[:branch]
+            if same_field and str(other[branch]).startswith("list["):
+                return e
+    return first
+
+
 def _validation(exc: RequestValidationError) -> ApiError:
     """The first problem pydantic found, as one line naming the field (OpenAI answers 400)."""
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    first = _first(exc.errors())
     # a field's path: names and list indices, without the body prefix or pydantic's union tags
     loc = [str(p) for p in first.get("loc", ()) if isinstance(p, int) or (FIELD.match(p) and p not in TAGS)]
     param = ".".join(loc) or None
@@ -51,8 +68,11 @@ def _validation(exc: RequestValidationError) -> ApiError:
                         "invalid_json")  # fmt: skip
     if first.get("type") == "missing":
         return ApiError(400, f"missing required parameter '{param}'", param, "missing_required_parameter")
-    message = str(first.get("msg", "invalid value"))
-    if "input" in first and not isinstance(first["input"], dict | list):
+    # pydantic's wording, less "Value error, " (schemas' own checks) and "after validation"
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    message = message.replace(" after validation", "")
+    shown = "input" in first and not isinstance(first["input"], dict | list)
+    if shown and first.get("type") != "value_error":  # schemas' own messages say what was wrong
         message += f" (got {first['input']!r})"[:200]
     return ApiError(400, f"{param}: {message}" if param else message, param, "invalid_value")
 
@@ -71,3 +91,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return ApiError(exc.status_code, str(exc.detail)).response()
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        # a bug: still OpenAI's shape, not a bare "Internal Server Error"; Starlette then re-raises
+        # it, so the traceback is in the server's log, not the client's reply
+        message = f"the server failed ({type(exc).__name__}); its log has the details"
+        return ApiError(500, message, None, "server_error").response()

@@ -1,10 +1,10 @@
 """Request bodies with OpenAI's field names, types and ranges. Strict types: a string where a
 number belongs is a 400, never coerced. Unknown fields are ignored, as most OpenAI-compatible
-servers do."""
+servers do; null for an optional field means its default, as in OpenAI's API."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -14,8 +14,13 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import check_text
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -27,8 +32,37 @@ MAX_TOP_LOGPROBS = 20  # /v1/chat/completions' top_logprobs, as OpenAI
 MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, seconds of work on a CPU
 
 
+def _null_is_unset(field: FieldInfo) -> bool:
+    """An optional field whose type has no null: a null given for it means "use the default"."""
+    return not field.is_required() and type(None) not in get_args(field.annotation)
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        """Drop a null given for an optional field whose type has no null (temperature, n, stream...):
+        OpenAI's clients send `"temperature": null` for "not set". Where null is a value of its own
+        (classifications' top_k: every label), it is kept."""
+        if not isinstance(data, dict):
+            return data
+        unset = {k for k, f in cls.model_fields.items() if _null_is_unset(f) and data.get(k, 0) is None}
+        return {k: v for k, v in data.items() if k not in unset}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        """JSON can carry a lone surrogate ("\\ud800"), which no tokenizer takes and no reply can echo."""
+        texts = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for i, text in texts:
+            if isinstance(text, str):
+                try:
+                    check_text(text)
+                except LmforgeError as e:  # pydantic reports a ValueError as the field's error
+                    raise ValueError(str(e) if i is None else f"item {i}: {e}") from None
+        return value
 
 
 class StreamOptions(_Body):

@@ -11,12 +11,27 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import resolve_model_dir
 from lmforge.inference.options import check_options
 
+if TYPE_CHECKING:
+    from lmforge.server.models import ServedModel
+
 API_KEY_ENV = "LMFORGE_API_KEY"
+# the route and body of a request each kind of model answers ("chat": a model with a chat template)
+EXAMPLES = {
+    "chat": ("chat/completions", '"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20'),
+    "text-generation": ("completions", '"prompt": "Hello", "max_tokens": 20'),
+    "translation": ("translations", '"input": "Hello."'),
+    "text-classification": ("classifications", '"input": "What a lovely day."'),
+    "question-answering": (
+        "answers",
+        '"question": "Who kept the crown?", "context": "The old king kept his crown."',
+    ),
+}
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -46,6 +61,22 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as e:
             raise LmforgeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def try_command(where: str, model: ServedModel, key: Literal["env", "flag"] | None) -> str:
+    """A curl line the server answers: a request `model`'s kind takes, with the API key's header.
+    key: None (no key), "env" (from $LMFORGE_API_KEY: the shell has it) or "flag" (--api-key,
+    not echoed into logs: a placeholder)."""
+    route, body = EXAMPLES["chat" if model.chat is not None else model.kind]
+    auth = {
+        None: "",
+        "env": f' -H "Authorization: Bearer ${API_KEY_ENV}"',
+        "flag": " -H 'Authorization: Bearer <your --api-key>'",
+    }[key]
+    return (
+        f"curl {where}/v1/{route}{auth} -H 'Content-Type: application/json'"
+        f' -d \'{{"model": "{model.id}", {body}}}\''
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -92,18 +123,8 @@ def serve(
     for m in served.values():
         chat = ", chat" if m.chat is not None else ""
         print(f"  {m.id}: {m.kind}{chat} ({m.directory})", file=sys.stderr)
-    first = next(iter(served.values()))
-    auth = ' -H "Authorization: Bearer $LMFORGE_API_KEY"' if key else ""
-    route, body = (
-        ("chat/completions", '"messages": [{"role": "user", "content": "Hello"}]')
-        if first.chat
-        else ("completions", '"prompt": "Hello"')
-    )
-    print(
-        f"  try: curl {where}/v1/{route}{auth} -H 'Content-Type: application/json'"
-        f' -d \'{{"model": "{first.id}", {body}, "max_tokens": 20}}\'',
-        file=sys.stderr,
-    )
+    given = None if key is None else "flag" if api_key is not None else "env"
+    print(f"  try: {try_command(where, next(iter(served.values())), given)}", file=sys.stderr)
     if not _loopback(host) and key is None:
         print(
             f"lmforge serve: warning: {host} is not loopback and no --api-key is set: anyone who can reach"

@@ -24,7 +24,7 @@ from typing import Any
 import sentencepiece as spm
 
 from lmforge.errors import LmforgeError
-from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer, check_text
 
 FILES = ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json", "special_tokens_map.json")
 SPIECE_UNDERLINE = "\u2581"
@@ -102,9 +102,14 @@ class MarianTokenizer:
 
     def _ids(self, model: spm.SentencePieceProcessor, text: str) -> list[int]:
         code: list[str] = []
+        rest = text
         if text.startswith(">>") and (end := text.find("<<")) != -1:  # a target-language code
-            code, text = [text[: end + 2]], text[end + 2 :]
-        pieces = code + model.encode(text, out_type=str)
+            code, rest = [text[: end + 2]], text[end + 2 :]
+        try:
+            pieces = code + model.encode(rest, out_type=str)
+        except RuntimeError:  # sentencepiece's "Unable to cast" for text that is not valid Unicode
+            check_text(text)
+            raise
         return [self.vocab.get(p, self.unk_id) for p in pieces]
 
     def _text(self, model: spm.SentencePieceProcessor, ids: Iterable[int]) -> str:

@@ -31,6 +31,21 @@ BPE_SPECIALS = [*SPECIALS, BOS]  # byte-level BPE also has a BOS (ids 0-3); char
 _CHUNK = 1 << 16  # characters per piece when encoding char-level text in parallel
 
 
+def check_text(text: str) -> None:
+    """A one-line error for a str that is not valid Unicode, so not UTF-8: a lone surrogate, as
+    Python makes of undecodable bytes (argv, stdin: surrogateescape) or JSON's "\\ud800". The
+    tokenizer libraries refuse such text with a bare TypeError or RuntimeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        byte = f", the undecodable byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else ""
+        # U+XXXX, never the character itself: it cannot be printed or sent as UTF-8 either
+        raise LmforgeError(
+            f"the text is not valid UTF-8 (a lone surrogate U+{code:04X}{byte}, at character {e.start})"
+        ) from None
+
+
 class Tokenizer:
     """A thin, typed wrapper over `tokenizers.Tokenizer` with the ids lmforge needs."""
 
@@ -108,12 +123,16 @@ class Tokenizer:
 
     # --- encoding -----------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        if self.kind == "char" and len(text) > _CHUNK:
-            # No merges, so pieces encode independently; encode_batch runs them on every core.
-            pieces = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)]
-            ids = [i for enc in self.hf.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
-        else:
-            ids = self.hf.encode(text, add_special_tokens=False).ids
+        try:
+            if self.kind == "char" and len(text) > _CHUNK:
+                # No merges, so pieces encode independently; encode_batch runs them on every core.
+                pieces = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)]
+                ids = [i for enc in self.hf.encode_batch(pieces, add_special_tokens=False) for i in enc.ids]
+            else:
+                ids = self.hf.encode(text, add_special_tokens=False).ids
+        except TypeError:  # checked only on failure: valid text pays nothing for the check
+            check_text(text)
+            raise
         if self.unk_id is not None and self.warn_unknown and self.unk_id in ids:
             unknown = UnknownChars(self)
             unknown.add(text, ids)
