@@ -15,7 +15,9 @@ import torch
 
 from lmforge.cli import main
 from lmforge.errors import LmforgeError
-from lmforge.inference.ask import ask, cited, open_book_message
+from lmforge.formats.directory import load_model
+from lmforge.inference.ask import ask, cited, open_book_message, prompt_ids
+from lmforge.inference.chat import ChatSpec
 from lmforge.inference.retrieval import Passage, PassageIndex, default_index_dir, split_passages
 
 transformers = pytest.importorskip("transformers")
@@ -120,9 +122,50 @@ def test_a_non_utf8_file_is_one_line_and_skipped(docs: Path, capsys: pytest.Capt
     assert PassageIndex.build(docs, passage_words=8, quiet=True).stats["read"] == 1
 
 
-def test_the_index_never_overwrites_what_it_did_not_write(docs: Path, tmp_path: Path) -> None:
-    with pytest.raises(LmforgeError, match="lies inside the input"):
+def test_index_folders_are_never_read_as_documents(docs: Path, tmp_path: Path) -> None:
+    """The index of a file or glob lies among the documents; a later index of the folder skips it
+    (and any other index folder, whatever its name: known by its manifest), so each passage is
+    there once. It was there three times: the folder's own, and each index's passages.jsonl."""
+    alone = PassageIndex.build(docs, tmp_path / "elsewhere", passage_words=8, quiet=True)
+    whales = PassageIndex.build(docs / "whales.txt", passage_words=8, quiet=True)
+    assert whales.directory == docs / "whales.txt.lmforge-index"
+    facts = PassageIndex.build(docs / "facts.jsonl", docs / "notes" / "my-index", passage_words=8, quiet=True)
+    assert (facts.directory / "passages.jsonl").is_file()
+    pattern = PassageIndex.build(f"{docs}/*.txt", passage_words=8, quiet=True)
+    assert pattern.directory == docs / "_.txt.lmforge-index" and pattern.stats["files"] == 1
+    assert not any("*" in p.name for p in docs.rglob("*"))  # no folder named after the wildcard
+    again = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert again.stats["files"] == 3 and again.passages == alone.passages
+    assert again.search("Ishmael Pequod", k=5) == alone.search("Ishmael Pequod", k=5)
+    # a folder of nothing but index folders has no documents
+    only = tmp_path / "only"
+    PassageIndex.build(docs / "whales.txt", only / "idx", passage_words=8, quiet=True)
+    with pytest.raises(LmforgeError, match="every file found lies in an lmforge index folder"):
+        PassageIndex.build(only, passage_words=8, quiet=True)
+
+
+def test_the_default_index_folder(docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_index_dir(docs) == tmp_path / "docs.lmforge-index"  # beside the folder
+    assert default_index_dir(docs / "whales.txt") == docs / "whales.txt.lmforge-index"  # beside the file
+    # a glob: in its fixed folder, `_` for each wildcard
+    assert default_index_dir(f"{docs}/*.txt") == docs / "_.txt.lmforge-index"
+    assert default_index_dir(f"{docs}/**/note?.[mt][dx]*") == docs / "_-note_._.lmforge-index"
+    monkeypatch.chdir(docs)
+    assert default_index_dir("*.jsonl") == docs / "_.jsonl.lmforge-index"
+
+
+def test_the_index_never_overwrites_what_it_did_not_write(
+    docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(
+        LmforgeError, match=r"index folder lies inside the documents .*; choose another --index$"
+    ):
         PassageIndex.build(docs, docs / "index")
+    with pytest.raises(LmforgeError, match="index folder holds the documents"):
+        PassageIndex.build(docs / "notes", docs)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LmforgeError, match=r"^\.: is the working directory; give a new folder with --index$"):
+        PassageIndex.build(docs, ".")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
@@ -166,6 +209,30 @@ def test_passages_that_do_not_fit_are_left_out(llama: Path, docs: Path) -> None:
     assert [Path(p.source).name for p, _ in found] == ["facts.jsonl:1", "long.txt"]
     # long.txt's 2,400 characters do not fit in 1,024 tokens: it is left out, the better one given
     assert [Path(p["source"]).name for p in out["passages"]] == ["facts.jsonl:1"]
+
+
+def test_a_question_without_room_is_refused_and_no_room_for_passages_is_said(llama: Path, docs: Path) -> None:
+    """The context (1,024 tokens) holds the prompt and --max-new-tokens: a question that leaves no
+    room is one line naming --max-new-tokens (ask has no --truncate-prompt), and when the question
+    fits but no passage does, `note` says so (it said no passage shared a word with the question)."""
+    question = "Where did Queequeg come from?"
+    net, tokenizer = load_model(llama)
+    closed = len(prompt_ids(ChatSpec.read(llama, tokenizer), tokenizer, question, [], None))
+    for new, left in ((1024, "leaves none"), (1024 - closed + 1, f"leaves {closed - 1}")):
+        with pytest.raises(LmforgeError, match=f"of 1024 {left} after --max-new-tokens {new}: shorten") as e:
+            ask(llama, question, docs, max_new_tokens=new, quiet=True)
+        assert "truncate" not in str(e.value)
+    with pytest.raises(LmforgeError, match=r"the question takes \d+ tokens .* lower --max-new-tokens$"):
+        ask(llama, "Queequeg? " * 200, docs, max_new_tokens=4, quiet=True)
+    out = ask(llama, question, docs, passage_words=8, max_new_tokens=1024 - closed, quiet=True)
+    assert out["passages"] == []
+    assert out["note"] == (
+        "no passage fits in the 0 tokens of the model's context left after the question and"
+        f" --max-new-tokens {1024 - closed}: answered without documents"
+    )
+    none = ask(llama, "zebra xylophone?", docs, passage_words=8, max_new_tokens=2, quiet=True)
+    assert none["note"] == "no passage shares a word with the question: answered without documents"
+    assert ask(llama, question, docs, passage_words=8, max_new_tokens=2, quiet=True)["note"] is None
 
 
 def test_ask_command_line(llama: Path, docs: Path, capsys: pytest.CaptureFixture) -> None:

@@ -86,7 +86,7 @@ def _show_ask(r: dict[str, Any], _: dict[str, Any]) -> None:
         where = f"{p['source']} chars {p['start']}-{p['end']}"
         print(f"  [{p['n']}] {where} (bm25 {p['score']:.2f})" + (" holds the answer" if p["cited"] else ""))
     if not r["passages"]:
-        print("  (no passage shares a word with the question: answered without documents)")
+        print(f"  ({r['note']})")  # why none: no word in common, or no room left in the context
 
 
 def _show_inspect(result: Any, _: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ The reply comes back with the passages it was given (source, offsets, BM25 score
 `cited` when the answer (or what follows its last colon, as in "The answer is: Ahab.") appears in
 it word for word (after SQuAD's normalisation: case, punctuation, articles): a check anyone can
 repeat. Passages that do not fit the model's context with the answer's tokens are left out,
-lowest-ranked first.
+lowest-ranked first; a question that leaves no room for the answer's tokens is refused. When no
+passage is given, the result's `note` says why.
 """
 
 from __future__ import annotations
@@ -46,6 +47,27 @@ def closed_book_message(question: str) -> str:
     return CLOSED_BOOK.format(question=question)
 
 
+def prompt_ids(
+    spec: ChatSpec, tokenizer: Tokenizer, question: str, passages: list[Passage], system: str | None
+) -> list[int]:
+    """The prompt's token ids: the question with these passages (or none) in the chat template."""
+    start = [{"role": "system", "content": system}] if system is not None else []
+    text = open_book_message(question, passages) if passages else closed_book_message(question)
+    return tokenizer.encode(spec.render([*start, {"role": "user", "content": text}]))
+
+
+def check_room(closed_book: list[int], context: int, max_new_tokens: int) -> None:
+    """Refuse a question that, without any passage, leaves no room for max_new_tokens."""
+    room = context - max_new_tokens
+    if len(closed_book) > room:
+        left = f"leaves {room}" if room > 0 else "leaves none"
+        raise LmforgeError(
+            f"the question takes {len(closed_book)} tokens in the chat template, but the model's context"
+            f" of {context} {left} after --max-new-tokens {max_new_tokens}: shorten the question or lower"
+            " --max-new-tokens"
+        )
+
+
 def fit_prompt(
     spec: ChatSpec,
     tokenizer: Tokenizer,
@@ -54,11 +76,10 @@ def fit_prompt(
     limit: int,
     system: str | None,
 ) -> tuple[list[int], list[Passage]]:
-    """The prompt's token ids with as many of the best passages as fit in `limit` tokens."""
-    start = [{"role": "system", "content": system}] if system is not None else []
+    """The prompt's token ids with as many of the best passages as fit in `limit` tokens (the
+    question alone when none does)."""
     while True:
-        text = open_book_message(question, passages) if passages else closed_book_message(question)
-        ids = tokenizer.encode(spec.render([*start, {"role": "user", "content": text}]))
+        ids = prompt_ids(spec, tokenizer, question, passages, system)
         if len(ids) <= limit or not passages:
             return ids, passages
         passages = passages[:-1]
@@ -89,7 +110,9 @@ def ask(
     `passage_words` words, the model reads them in its chat template and answers greedily.
     The index is kept in `index` (default: DOCS.lmforge-index beside DOCS), reused while the
     documents are unchanged and updated when one changes. Returns the answer, the passages given
-    (source, character offsets, BM25 score, whether the answer appears in it) and what indexing did."""
+    (source, character offsets, BM25 score, whether the answer appears in it), what indexing did,
+    and `note`: why no passage was given (None when one was). A question that, even without
+    passages, leaves no room for `max_new_tokens` in the model's context is refused."""
     check_options(max_new_tokens=max_new_tokens, dtype=dtype)
     if not question.strip():
         raise LmforgeError("the question is empty")
@@ -102,16 +125,25 @@ def ask(
             f"{model}: a {type(net).__name__}, not a decoder language model, so it cannot answer"
         )
     spec = ChatSpec.read(directory, tokenizer)
-    system_message = [{"role": "system", "content": system}] if system is not None else []
-    spec.render([*system_message, {"role": "user", "content": question}])  # no template: say so now
+    context = net.config.block_size
+    # no template, or a question too long for the context: say so before any indexing
+    check_room(prompt_ids(spec, tokenizer, question, [], system), context, max_new_tokens)
     store = PassageIndex.build(docs, index, passage_words, text_field, quiet)
     if not quiet:
         st = store.stats
         counts = f"{st['read']} read, {st['reused']} unchanged, {st['removed']} removed"
         print(f"lmforge: index {store.directory}: {len(store.passages)} passages ({counts})", file=sys.stderr)
     found = store.search(question, k)
-    limit = net.config.block_size - max_new_tokens
+    limit = context - max_new_tokens
     prompt, given = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
+    note = None
+    if not found:
+        note = "no passage shares a word with the question: answered without documents"
+    elif not given:
+        note = (
+            f"no passage fits in the {limit - len(prompt)} tokens of the model's context left after the"
+            f" question and --max-new-tokens {max_new_tokens}: answered without documents"
+        )
     net = to_inference_dtype(net, dtype)[0]
     with torch.inference_mode():
         new = generate_ids(net, [prompt], max_new_tokens, temperature=0.0, eos_id=spec.stops)[0]
@@ -129,4 +161,10 @@ def ask(
         }
         for n, ((p, score), mark) in enumerate(zip(found, marks, strict=False), start=1)
     ]
-    return {"answer": answer, "passages": passages, "index": str(store.directory), "indexing": store.stats}
+    return {
+        "answer": answer,
+        "passages": passages,
+        "note": note,
+        "index": str(store.directory),
+        "indexing": store.stats,
+    }

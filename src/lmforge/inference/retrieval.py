@@ -17,6 +17,11 @@ passages are reused) and the BM25 matrix is rebuilt, as its weights depend on ev
 written to a temporary folder and renamed into place, so an interrupted run leaves the previous
 index whole. A file that is not valid UTF-8 is skipped with one line naming the file, line and
 byte (its passages would be repaired text otherwise); nothing of it is lost or changed.
+
+An index folder is never read as documents: a folder among the documents whose manifest.json is an
+index manifest (this index, another one, or one being written: the manifest is written first) is
+skipped with everything in it, whatever its name. Otherwise the index of `docs/a.txt`, kept in
+`docs/a.txt.lmforge-index`, would give its own passages.jsonl as documents to `ask --docs docs`.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
 FORMAT = 1  # manifest "format": bump when the files' meaning changes
 MANIFEST, PASSAGES, BM25_DIR = "manifest.json", "passages.jsonl", "bm25"
 OURS = {MANIFEST, PASSAGES}
+SUFFIX = ".lmforge-index"
+GLOB = re.compile(r"[*?[]")  # what makes a path a glob for glob.glob (and so list_files)
 
 
 @dataclass
@@ -95,12 +102,81 @@ def _owner(folder: Path) -> str | None:
     return None
 
 
+def is_glob(docs: str | Path) -> bool:
+    """Whether list_files reads `docs` as a glob: no such file or folder, and a wildcard in it."""
+    path = Path(docs)
+    return not (path.exists() or path.is_symlink()) and bool(GLOB.search(str(docs)))
+
+
+def _glob_base(docs: str | Path) -> tuple[Path, list[str]]:
+    """A glob's fixed folder (the parts before the first wildcard) and the parts from there on."""
+    parts = Path(docs).parts
+    first = next(n for n, part in enumerate(parts) if GLOB.search(part))
+    return Path(*parts[:first]) if first else Path("."), list(parts[first:])
+
+
 def default_index_dir(docs: str | Path) -> Path:
-    """`DOCS.lmforge-index` beside the documents' folder (or file)."""
+    """`DOCS.lmforge-index` beside the documents' folder or file; for a glob, in its fixed folder,
+    named after the pattern with `_` for each wildcard (`docs/*.txt`: `docs/_.txt.lmforge-index`),
+    as a folder name with `*` in it is a trap for every shell."""
+    if is_glob(docs):
+        base, pattern = _glob_base(docs)
+        name = "-".join(re.sub(r"(?:[*?]|\[[^]]*\]?)+", "_", part) for part in pattern)
+        return base.resolve() / f"{name}{SUFFIX}"
     path = Path(docs).resolve()
     if path == path.parent:
         raise LmforgeError(f"{docs}: give --index for an index of the root folder")
-    return path.parent / f"{path.name}.lmforge-index"
+    return path.parent / f"{path.name}{SUFFIX}"
+
+
+def is_index_dir(folder: Path) -> bool:
+    """Whether `folder` holds an index's manifest (by its content, not the folder's name)."""
+    manifest = _read_manifest(folder)
+    settings = manifest.get("settings")
+    return isinstance(settings, dict) and "passage_words" in settings and "files" in manifest
+
+
+def document_files(docs: str | Path) -> list[Path]:
+    """list_files(docs) less the files inside an index folder among the documents (below the folder
+    or the glob's fixed folder given: a file named on its own is read whatever it is)."""
+    root = _glob_base(docs)[0] if is_glob(docs) else Path(docs)
+    seen: dict[Path, bool] = {}  # folder -> is an index folder, each folder read once
+
+    def in_index(path: Path) -> bool:
+        try:
+            parts = path.relative_to(root).parts
+        except ValueError:
+            return False
+        for folder in (root.joinpath(*parts[:n]) for n in range(1, len(parts))):  # root < folder < file
+            if folder not in seen:
+                seen[folder] = is_index_dir(folder)
+            if seen[folder]:
+                return True
+        return False
+
+    files = list_files(docs)
+    kept = [p for p in files if not in_index(p)]
+    if not kept:
+        raise LmforgeError(f"{docs}: no documents: every file found lies in an lmforge index folder")
+    return kept
+
+
+def _check_place(directory: Path, docs: str | Path) -> None:
+    """Refuse an index folder that is, holds or lies inside the documents, or is the working
+    directory (then it would replace what it holds), naming --index, the option to change."""
+    index, cwd = directory.resolve(), Path.cwd().resolve()
+    if index == cwd or index in cwd.parents:
+        where = "the working directory" if index == cwd else "a folder above the working directory"
+        raise LmforgeError(f"{directory}: is {where}; give a new folder with --index")
+    if is_glob(docs):
+        return  # a pattern is no folder to lie in; its matches are checked as files
+    source = Path(docs).resolve()
+    relation = "is" if index == source else "holds" if index in source.parents else None
+    relation = "lies inside" if source in index.parents else relation
+    if relation:
+        raise LmforgeError(
+            f"{directory}: the index folder {relation} the documents {docs}; choose another --index"
+        )
 
 
 class PassageIndex:
@@ -125,6 +201,7 @@ class PassageIndex:
         if passage_words < 1:
             raise LmforgeError(f"passage_words={passage_words} must be >= 1")
         directory = Path(index) if index is not None else default_index_dir(docs)
+        _check_place(directory, docs)
         settings = {"format": FORMAT, "passage_words": passage_words, "text_field": text_field}
         old = _read_manifest(directory)
         old_files = old.get("files", {}) if old.get("settings") == settings else {}
@@ -135,7 +212,7 @@ class PassageIndex:
         passages: list[Passage] = []
         stats: dict[str, Any] = {"files": 0, "reused": 0, "read": 0, "skipped": [], "problems": []}
         skipped: set[str] = set()
-        for path in list_files(docs):
+        for path in document_files(docs):
             key = str(path)
             stat = path.stat()
             entry = old_files.get(key)
@@ -174,12 +251,14 @@ class PassageIndex:
     def _write(self, docs: str | Path, manifest: dict[str, Any]) -> None:
         self.bm25 = bm25s.BM25()
         self.bm25.index(_tokens([p.text for p in self.passages]), show_progress=False)
-        with staged_folder(self.directory, inputs=[docs], owner=_owner, overwrite=None, verb="ask") as tmp:
+        inputs = [] if is_glob(docs) else [docs]
+        with staged_folder(self.directory, inputs=inputs, owner=_owner, overwrite=None, verb="ask") as tmp:
+            # the manifest first: a folder being written is known as an index (never read as documents)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
             self.bm25.save(tmp / BM25_DIR, show_progress=False)
             with open(tmp / PASSAGES, "w", encoding="utf-8") as f:
                 for p in self.passages:
                     f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
     def search(self, question: str, k: int) -> list[tuple[Passage, float]]:
         """The `k` best passages with their BM25 scores, best first; none that shares no word."""
