@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,79 @@ def test_chat_command_line(llama: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout == "".join(r + "\n" for r in expected_replies(llama, "Be brief.", lines, 6))
+
+
+def test_a_message_that_cannot_be_answered_is_one_line_and_the_session_goes_on(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message longer than the context (256 tokens) is refused in one line naming no option chat
+    lacks, is not in the history, and the next one is answered; from stdin the end is an error
+    counting the refused ones (the exit status: 2). It ended the session, naming --truncate-prompt."""
+    lines = ["Who is the king?", "word " * 300, "And the queen?"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    with pytest.raises(LmforgeError, match=r"^1 message not answered \(see above\)$"):
+        chat(llama, system="Be brief.", do_sample=False, max_new_tokens=8, dtype="fp32")
+    out = capsys.readouterr()
+    assert out.out == "".join(r + "\n" for r in expected_replies(llama, "Be brief.", [lines[0], lines[2]], 8))
+    refused = [line for line in out.err.splitlines() if "not answered" in line]
+    assert len(refused) == 1 and "truncate" not in out.err
+    assert re.fullmatch(
+        r"lmforge: not answered: the message is \d+ tokens in the chat template, more than the model's"
+        r" context of 256: shorten it",
+        refused[0],
+    )
+
+
+def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three messages of ~90 tokens and 8-token replies do not fit 256 tokens: the first turn goes
+    (the system prompt stays), one line says so, and the third reply is the model's answer to the
+    conversation without it."""
+    lines = [f"{who} and the queen walked to the tower, the king and the queen walked to the tower {n}"
+             for n, who in enumerate(["the king", "a knight", "the bishop"])]  # fmt: skip
+    system = [{"role": "system", "content": "Be brief."}]
+    generate = pipeline("text-generation", llama, dtype="fp32")
+    turn1 = generate([*system, {"role": "user", "content": lines[0]}], do_sample=False, max_new_tokens=8)
+    turn2 = generate([*turn1[0]["generated_text"], {"role": "user", "content": lines[1]}], do_sample=False,
+                     max_new_tokens=8)  # fmt: skip
+    whole = [*turn2[0]["generated_text"], {"role": "user", "content": lines[2]}]
+    kept = [*system, *whole[3:]]  # without the first user message and its reply
+    spec = ChatSpec.read(llama, generate.tokenizer)
+    assert len(generate.tokenizer.encode(spec.render(whole))) + 8 > 256  # does not fit: a turn goes
+    assert len(generate.tokenizer.encode(spec.render(kept))) + 8 <= 256
+    turn3 = generate(kept, do_sample=False, max_new_tokens=8)[0]["generated_text"][-1]["content"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    chat(llama, system="Be brief.", do_sample=False, max_new_tokens=8, dtype="fp32")
+    out = capsys.readouterr()
+    replies = [t[0]["generated_text"][-1]["content"] for t in (turn1, turn2)]
+    assert out.out == "".join(r + "\n" for r in [*replies, turn3])
+    assert out.err.splitlines() == [
+        "lmforge: note: the conversation outgrew the model's context of 256 tokens: dropped its 1 oldest turn"
+    ]
+
+
+def test_chat_answers_the_next_line_after_one_not_valid_utf8(llama: Path) -> None:
+    """A Latin-1 byte on stdin: the tokenizer names it (a one-line LmforgeError), chat says it did
+    not answer that line, and answers the next one."""
+    # stdin strict, as in a UTF-8 locale other than C.UTF-8: chat reads it with surrogateescape
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+        "PYTHONIOENCODING": "utf-8:strict",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "lmforge", "chat", str(llama), "--system", "Be brief.", "--no-do-sample",
+         "--max-new-tokens", "6", "--dtype", "fp32"],
+        input="Who is the caf\xe9 king?\nAnd the queen?\n".encode("latin-1"), capture_output=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.decode().splitlines()
+    assert err[0].startswith("lmforge: not answered: ") and "UTF-8" in err[0], err
+    assert err[1:] == ["lmforge: error: 1 message not answered (see above)"]
+    expected = expected_replies(llama, "Be brief.", ["And the queen?"], 6)
+    assert done.stdout.decode() == "".join(r + "\n" for r in expected)
 
 
 def test_chat_refuses_bad_models_and_options(

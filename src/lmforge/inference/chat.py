@@ -8,10 +8,16 @@ message is continued, as transformers' pipeline does (continue_final_message). S
 are transformers' text-generation pipeline's (max_new_tokens 256, do_sample, temperature 0.7,
 top_k 50, top_p 1), overridden by the directory's generation_config.json, overridden by the
 caller's keywords. Decoding stops at any end-of-turn id (formats/chat_files.stop_ids).
+
+In `lmforge chat` a message that cannot be answered (longer than the model's context, not valid
+UTF-8, ...) is one line on stderr and is left out of the history; the session goes on. When the
+conversation outgrows the context, its oldest turns are dropped (the system prompt stays) so that
+the prompt leaves room for max_new_tokens, and one line says so.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,6 +167,37 @@ def continuation(reply: str, messages: Sequence[Message]) -> list[dict[str, Any]
     return history + [{"role": "assistant", "content": reply}]
 
 
+def fit_context(
+    spec: ChatSpec,
+    tokenizer: Tokenizer,
+    start: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    message: dict[str, Any],
+    context: int,
+    max_new_tokens: int,
+) -> tuple[list[dict[str, Any]], list[int], int]:
+    """(the conversation to answer, its prompt ids, how many old turns were dropped): the oldest
+    turns (a user message and the replies after it; `start`, the system prompt, stays) dropped
+    until the prompt leaves max_new_tokens of the context free, or none is left. An error when the
+    new message alone does not fit in the context."""
+    turns = history[len(start) :]
+    dropped = 0
+    while True:
+        messages = [*start, *turns, message]
+        ids = tokenizer.encode(spec.render(messages))
+        if len(ids) + max_new_tokens <= context or not turns:
+            break
+        after = next((n for n in range(1, len(turns)) if turns[n]["role"] == "user"), len(turns))
+        turns = turns[after:]
+        dropped += 1
+    if len(ids) > context:
+        raise LmforgeError(
+            f"the message is {len(ids)} tokens in the chat template, more than the model's context of"
+            f" {context}: shorten it"
+        )
+    return messages, ids, dropped
+
+
 def chat(
     model: str | Path,
     system: str | None = None,
@@ -176,7 +213,10 @@ def chat(
     history is kept; `/reset` clears it (the system prompt stays), `/exit` quits. When stdin is not
     a terminal, each line is one user message and stdout holds only the replies, one after the
     other, each ending in a newline. Sampling defaults: transformers' (256 new tokens, sampling at
-    temperature 0.7, top_k 50), then the model's generation_config.json, then these options."""
+    temperature 0.7, top_k 50), then the model's generation_config.json, then these options.
+    A message that cannot be answered is one line on stderr, left out of the history, and the
+    session goes on (from stdin, the exit status is then 2: an error at the end counts them); a
+    conversation longer than the context loses its oldest turns, with one line saying so."""
     check_options(dtype=dtype, seed=seed)
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
@@ -194,10 +234,14 @@ def chat(
     )
     net = to_inference_dtype(net, dtype)[0]
     interactive = sys.stdin.isatty()
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte reaches the tokenizer, which names it
+        sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
         print(f"chatting with {directory} (/reset clears the history, /exit quits)", file=sys.stderr)
     history = list(start)
+    context = net.config.block_size
     turn = 0
+    unanswered = 0  # messages refused, from stdin: counted in the exit status
     while True:
         try:
             line = input("> ") if interactive else sys.stdin.readline()
@@ -214,9 +258,17 @@ def chat(
             continue
         if not text.strip():
             continue
-        messages = [*history, {"role": "user", "content": text}]
         try:
-            prompt = tokenizer.encode(spec.render(messages))
+            message = {"role": "user", "content": text}
+            messages, prompt, dropped = fit_context(
+                spec, tokenizer, start, history, message, context, options["max_new_tokens"]
+            )
+            if dropped:
+                print(
+                    f"lmforge: note: the conversation outgrew the model's context of {context} tokens:"
+                    f" dropped its {dropped} oldest turn{'s' if dropped > 1 else ''}",
+                    file=sys.stderr,
+                )
             stream = TextStream(tokenizer)
             generate_ids(
                 net,
@@ -229,13 +281,14 @@ def chat(
                 seed=None if seed is None else seed + turn,
                 on_token=stream,
             )
-        except LmforgeError as e:
-            if not interactive:
-                raise
-            print(f"lmforge: error: {e} (/reset starts over)", file=sys.stderr)
+        except LmforgeError as e:  # this message only: the session and its history go on
+            print(f"lmforge: not answered: {e}", file=sys.stderr)
+            unanswered += 1
             continue
         reply = tokenizer.decode(stream.ids)
         sys.stdout.write(reply[len(stream.text) :] + "\n")  # any held-back partial character
         sys.stdout.flush()
         history = [*messages, {"role": "assistant", "content": reply}]
         turn += 1
+    if unanswered and not interactive:  # a script learns that not every line was answered
+        raise LmforgeError(f"{unanswered} message{'s' if unanswered > 1 else ''} not answered (see above)")
