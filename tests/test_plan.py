@@ -98,6 +98,35 @@ def test_lora_counts_equal_the_injected_model() -> None:
     assert counts.flops_per_token == flops_per_token(model, 12)
 
 
+@pytest.mark.parametrize("also", ["blocks.1", "blocks.0.mlp,lm_head", "blocks", "blocks.0,blocks.1.ln_1"])
+def test_lora_also_train_one_block_or_part_of_one(also: str) -> None:
+    c = ModelConfig(vocab_size=97, n_layer=3, n_head=4, n_embd=32, block_size=16, tie_embeddings=False)
+    spec = LoraConfig(enabled=True, rank=4, targets="q_proj,v_proj", also_train=also)
+    model = lora.inject(GPT(c), spec)
+    counts = plan_model.count(c, spec, seq_len=12)
+    assert counts.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts.flops_per_token == flops_per_token(model, 12)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_a_huge_layer_count_is_one_block_times_n_layer(name: str) -> None:
+    """Blocks are identical: one is counted and multiplied, so 10**20 layers take no time or memory
+    (each block was listed: n_layer=10**8 took 6 GB and never returned)."""
+
+    def counts(n_layer: int) -> plan_model.Counts:
+        return plan_model.count(ModelConfig(vocab_size=97, n_layer=n_layer, n_head=4, n_embd=32,
+                                            block_size=16, **SHAPES[name]))  # fmt: skip
+
+    huge = 10**20
+    one, two, many = counts(1), counts(2), counts(huge)
+    assert many.params == one.params + (huge - 1) * (two.params - one.params)
+    flops = two.flops_per_token - one.flops_per_token
+    assert many.flops_per_token == one.flops_per_token + (huge - 1) * flops
+    assert many.largest_module == one.largest_module
+    with pytest.raises(LmforgeError, match=r"parameters at .* do not fit on 1 x h100"):
+        lmforge.plan(overrides=["--model.vocab_size=100", f"--model.n_layer={huge}"], device="h100")
+
+
 def test_llama_7b_and_gpt2_shapes() -> None:
     """The published sizes: Llama-7B 6,738,415,616 (Touvron et al. 2023, HF's count), GPT-2 124M."""
     llama = ModelConfig(n_layer=32, n_head=32, n_embd=4096, block_size=4096, vocab_size=32000,

@@ -253,7 +253,7 @@ def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, head: 
     answer = (
         f"{counts.params:,} parameters at {seq_tokens:,} tokens per example do not fit on"
         f" {rows[0]['world_size']} x {dev.name} ({dev.memory / GiB:.0f} GiB per rank) with any engine,"
-        f" offload or checkpointing (the least needs {least / GiB:.1f} GiB); more ranks do not help"
+        f" offload or checkpointing (the least needs {least / GiB:,.1f} GiB); more ranks do not help"
     )
     key = "data.max_len" if cfg.data.task in ("chat", "classification", "qa") else "model.block_size"
     width = 4 if cfg.train.dtype == "fp32" else 2

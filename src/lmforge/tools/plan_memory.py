@@ -83,8 +83,9 @@ def on_host(s: Setup) -> set[str]:
 
 
 def fsdp_units(modules: list[Module]) -> list[int]:
-    """Parameters per FSDP2 unit: each block (engines/fsdp.py shards every ModuleList entry) and
-    the root (embeddings, final norm, output layer)."""
+    """Parameters per FSDP2 unit: a block (engines/fsdp.py shards every ModuleList entry; the
+    blocks are identical, listed once as `blocks.*`) and the root (embeddings, final norm, output
+    layer)."""
     units: dict[str, int] = {}
     for m in modules:
         if m.shared:

@@ -5,7 +5,9 @@ The shape is listed module by module as lmforge's model code builds it (model/gp
 model/seq2seq.py, model/encoder.py, model/layers.py, model/lora.py, and the task heads of
 model/classifier.py and model/span.py), so the parameter count equals the built model's
 `sum(p.numel() for p in model.parameters())` (tied weights counted once) and the largest module
-equals DeepSpeed's `largest_layer_params` (tests/test_plan.py builds both and compares).
+equals DeepSpeed's `largest_layer_params` (tests/test_plan.py builds both and compares). The blocks
+are identical, so one block is listed (`blocks.*.`) with `repeat` = the layer count: the work is
+the same for 2 layers or 10**20, and a huge shape is answered at once ("does not fit").
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Module:
     shared: bool = False  # its weight is another module's (a tied output layer): counted once
     frozen: bool = False  # requires_grad off (a task model's unused pooler or lm_head): no gradient
     idle: bool = False  # never run while training (a classifier's lm_head): no FLOPs, no gradient
+    repeat: int = 1  # identical copies, one per block (`blocks.*.` in the name)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ def _mlp(p: str, c: ModelConfig) -> list[Module]:
     return [*gate, _linear(p + "mlp.up", c.n_embd, f, c.bias), _linear(p + "mlp.down", f, c.n_embd, c.bias)]
 
 
+def _blocks(p: str, c: ModelConfig, cross: bool) -> list[Module]:
+    """The n_layer identical blocks as one block repeated (`{p}blocks.*.`)."""
+    return [replace(m, repeat=c.n_layer) for m in _block(p + "blocks.*.", c, cross)]
+
+
 def _block(p: str, c: ModelConfig, cross: bool) -> list[Module]:
     middle: list[Module] = []
     if cross:  # the decoder block of an encoder-decoder: cross-attention, then its own norm
@@ -127,8 +135,7 @@ def _encoder(c: ModelConfig) -> list[Module]:
     if c.type_vocab_size:
         out.append(Module("wtt", c.type_vocab_size * c.n_embd))
     out.append(_norm("ln_e", c))
-    for i in range(c.n_layer):
-        out += _block(f"blocks.{i}.", c, False)
+    out += _blocks("", c, False)
     return [*out, _linear("pooler", c.n_embd, c.n_embd, True)]
 
 
@@ -138,8 +145,7 @@ def _decoder(c: ModelConfig) -> list[Module]:
     for prefix, cross in stacks:
         if c.pos == "learned":
             out.append(Module(prefix + "wpe", c.block_size * c.n_embd))
-        for i in range(c.n_layer):
-            out += _block(f"{prefix}blocks.{i}.", c, cross)
+        out += _blocks(prefix, c, cross)
         if c.arch == "gpt" or c.final_norm:
             out.append(_norm(prefix + "ln_f", c))
     head = _linear("lm_head", c.n_embd, c.vocab_size, False)
@@ -158,13 +164,14 @@ def lora_adapters(c: ModelConfig, spec: LoraConfig, base: list[Module] | None = 
         wanted.setdefault(local, set()).update(slices)
     out = []
     for m in modules(c) if base is None else base:
-        local = ".".join(m.name.split(".")[-2:])  # blocks.3.attn.qkv -> attn.qkv
+        local = ".".join(m.name.split(".")[-2:])  # blocks.*.attn.qkv -> attn.qkv
         if m.linear is None or local not in wanted or "blocks." not in m.name:
             continue
         n_in, n_out = m.linear
         rows = {"q": c.n_head * hs, "k": kv, "v": kv, "all": n_out}
         for s in sorted(wanted[local]):
-            out.append(Module(f"{m.name}.lora.{s}", spec.rank * (n_in + rows[s]), (n_in, rows[s])))
+            params = spec.rank * (n_in + rows[s])
+            out.append(Module(f"{m.name}.lora.{s}", params, (n_in, rows[s]), repeat=m.repeat))
     return out
 
 
@@ -177,20 +184,23 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
     adapters = lora_adapters(c, lora, base) if lora is not None and lora.enabled else []
     also = [n.strip() for n in lora.also_train.split(",") if n.strip()] if adapters and lora else []
 
-    def trains(m: Module) -> bool:  # LoRA freezes the model but for lora.also_train's modules
+    def trains(m: Module) -> int:  # copies that train: LoRA freezes all but lora.also_train's
         if adapters:
-            return any(m.name == n or m.name.startswith(n + ".") for n in also)
-        return not m.frozen
+            return trained_copies(m, also)
+        return 0 if m.frozen else m.repeat
+
+    def weights(m: Module) -> int:  # one copy's matmul weights
+        return m.linear[0] * m.linear[1] if m.linear else 0
 
     own = [m for m in base if not m.shared]
-    extra = sum(m.params for m in adapters)
+    extra = sum(m.params * m.repeat for m in adapters)
     run = [m for m in base if m.linear and not m.idle]  # the matmuls a training step computes
-    trained = sum(m.params for m in adapters) + sum(m.linear[0] * m.linear[1] for m in run if trains(m))
-    frozen = sum(m.linear[0] * m.linear[1] for m in run if not trains(m))
+    trained = extra + sum(weights(m) * trains(m) for m in run)
+    frozen = sum(weights(m) * (m.repeat - trains(m)) for m in run)
     return Counts(
-        params=sum(m.params for m in own) + extra,
-        trainable=extra + sum(m.params for m in own if trains(m)),
-        stepped=extra + sum(m.params for m in own if trains(m) and not m.idle),
+        params=sum(m.params * m.repeat for m in own) + extra,
+        trainable=extra + sum(m.params * trains(m) for m in own),
+        stepped=extra + sum(m.params * trains(m) for m in own if not m.idle),
         largest_module=max(m.params for m in base),
         flops_per_token=_seq2seq_flops(c, base)
         if c.arch == "seq2seq"
@@ -198,6 +208,23 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
         matmul_trained=trained,
         matmul_frozen=frozen,
     )
+
+
+def trained_copies(m: Module, names: list[str]) -> int:
+    """How many of `m`'s copies lie in the modules `names` (lora.also_train: `head`, `blocks`,
+    `blocks.3`, `blocks.3.mlp`, ...)."""
+    if "*" not in m.name:
+        return m.repeat if any(m.name == n or m.name.startswith(n + ".") for n in names) else 0
+    before, _, after = m.name.partition("*")  # "blocks.", ".attn.qkv"
+    picked: set[int] = set()
+    for n in names:
+        if before.startswith(n + "."):  # `blocks` (or a parent): every block
+            return m.repeat
+        index, _, rest = n.removeprefix(before).partition(".") if n.startswith(before) else ("", "", "")
+        inside = not rest or after[1:] == rest or after[1:].startswith(rest + ".")
+        if index.isdigit() and int(index) < m.repeat and inside:  # one block, or a part of it
+            picked.add(int(index))
+    return len(picked)
 
 
 def flops_per_token(c: ModelConfig, trained: int, frozen: int, seq_len: int = 0) -> float:
@@ -217,7 +244,7 @@ def _seq2seq_flops(c: ModelConfig, base: list[Module]) -> float:
     """model/seq2seq.py's count, which the training log uses: 3 N + 18 L d T, N every weight but
     the position tables (and the untied input embedding: only the output matmul costs)."""
     skip = ("encoder.wpe", "decoder.wpe") + (() if c.tie_embeddings else ("wte",))
-    n = sum(m.params for m in base if not m.shared and m.name not in skip)
+    n = sum(m.params * m.repeat for m in base if not m.shared and m.name not in skip)
     return 3 * n + 18 * c.n_layer * c.n_embd * c.block_size
 
 
