@@ -236,6 +236,15 @@ def test_edge_values_work_through_every_entry_point(dirs: dict[str, Path]) -> No
     assert clf([]) == []
 
 
+def test_an_empty_list_gives_an_empty_list_everywhere(dirs: dict[str, Path]) -> None:
+    """As transformers' pipelines do: no inputs, no outputs (it was `max() arg is an empty sequence`)."""
+    assert generate(dirs["gpt"], [], max_new_tokens=3) == []
+    assert generate_ids(GPT(_config(vocab_size=12)), [], 3) == []
+    assert lmforge.pipeline("text-generation", model=dirs["gpt"])([], max_new_tokens=3) == []
+    assert lmforge.pipeline("translation", model=dirs["s2s"])([]) == []
+    assert lmforge.pipeline("text-classification", model=dirs["clf"])([]) == []
+
+
 def test_translate_ids_max_new_tokens_caps_each_sentence() -> None:
     torch.manual_seed(0)
     model = Seq2Seq(_config(vocab_size=12, arch="seq2seq"), 1).eval()

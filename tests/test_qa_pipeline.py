@@ -102,6 +102,12 @@ def test_bad_input_is_one_clear_line(call: dict[str, Any], message: str) -> None
         qa(**call)
 
 
+def test_no_inputs_give_no_answers() -> None:
+    """An empty list is an empty result, as for the other pipelines (tests/test_generation_options.py)."""
+    qa = pipeline("question-answering", model=FIXTURE)
+    assert qa([]) == [] == qa(question=[], context=[]) == qa(question=[], context="Some text.")
+
+
 def test_dict_inputs_need_both_keys_and_other_models_are_refused(tmp_path: Path) -> None:
     qa = pipeline("question-answering", model=FIXTURE)
     with pytest.raises(LmforgeError, match="input 1 must be a dict with 'question' and 'context'"):

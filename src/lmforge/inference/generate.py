@@ -137,7 +137,7 @@ def generate_ids(
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)
     stops = stop_set(eos_id)
-    if max_new_tokens == 0:
+    if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
         return [[] for _ in prompts]
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask)

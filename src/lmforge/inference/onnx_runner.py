@@ -149,7 +149,7 @@ def generate_ids_onnx(
     check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     context = model.meta["block_size"]
     prompts = check_prompts(prompts, context, truncate)
-    if max_new_tokens == 0:
+    if max_new_tokens == 0 or not prompts:  # no prompts: no outputs, as generate_ids
         return [[] for _ in prompts]
     width = max(map(len, prompts))
     ids = np.array([[0] * (width - len(p)) + p for p in prompts], dtype=np.int64)  # left padding
