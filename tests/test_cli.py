@@ -332,7 +332,17 @@ def test_lmforge_error_from_the_shell(tmp_path: Path) -> None:
 
 def test_a_reader_gone_away_is_no_traceback() -> None:
     """`lmforge ... | head`: the pipe closes before lmforge writes; it stops quietly."""
-    argv = [sys.executable, "-m", "lmforge", "plan", "configs/demo.toml", "--device", "h100"]
+    # the vocabulary given: a fresh clone has no prepared data to count it in
+    argv = [
+        sys.executable,
+        "-m",
+        "lmforge",
+        "plan",
+        "configs/demo.toml",
+        "--model.vocab_size=68",
+        "--device",
+        "h100",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=ROOT)
     proc.stdout.close()  # type: ignore[union-attr] - the reader leaves at once
     err = proc.stderr.read().decode()  # type: ignore[union-attr]
