@@ -191,7 +191,7 @@ def _not_text(f: IO[bytes], path: Path, report: Report) -> bool:
     """True (and reported) for a file that is not UTF-8 text: UTF-16 (named, since a converter
     fixes it) or binary."""
     head = f.peek(8192)[:8192]  # type: ignore[attr-defined] - BufferedReader.peek
-    if head.startswith(UTF16_BOMS):
+    if head.startswith(UTF16_BOMS) and b"\x00" in head:  # its ASCII is half NULs; else a Latin-1 "ÿþ"
         report.problem(str(path), "UTF-16 text, not UTF-8", f"convert it: iconv -f UTF-16 -t UTF-8 {path}")
     elif b"\x00" in head:
         report.problem(str(path), "binary file")

@@ -126,9 +126,9 @@ def ask(
         )
     spec = ChatSpec.read(directory, tokenizer)
     context = net.config.block_size
-    # no template, or a question too long for the context: say so before any indexing
+    spec.render([{"role": "user", "content": question}])  # no chat template: said before indexing
+    store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
     check_room(prompt_ids(spec, tokenizer, question, [], system), context, max_new_tokens)
-    store = PassageIndex.build(docs, index, passage_words, text_field, quiet)
     if not quiet:
         st = store.stats
         counts = f"{st['read']} read, {st['reused']} unchanged, {st['removed']} removed"
