@@ -201,9 +201,10 @@ def measure(
     engine: Engine,
 ) -> tuple[StepKernels, float]:
     """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
-    the fastest replace (prior_dtype, bmm, fused) when MARGIN faster, the ranks' timings summed.
-    Returns them (`why` lists the timings, the ranks' mean) and the seconds of one micro-batch
-    with them, the ranks' mean."""
+    a route and dtype replace (prior_dtype, bmm) when MARGIN faster in the median round, each
+    round timed beside it, the ranks' timings summed; foreach replaces fused AdamW when MARGIN
+    faster. Returns them (`why` lists each candidate's best round, the ranks' mean) and the
+    seconds of one micro-batch with them, the ranks' mean."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     rounds = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
