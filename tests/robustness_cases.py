@@ -343,7 +343,7 @@ CASES = [
     Case("ask-missing-docs", "ask {t}/m Who? --docs {t}/none", r"{t}/none: no such file", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("ask-k", "ask {t}/m Who? --docs {t}/d --k 0", r"k=0 must be >= 1", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
     Case("ask-passage-words", "ask {t}/m Who? --docs {t}/d --passage-words 0", r"passage_words=0 must be >= 1", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
-    Case("ask-index-in-docs", "ask {t}/m Who? --docs {t}/d --index {t}/d/idx", r"{t}/d/idx: the index folder lies inside the documents {t}/d; choose another --index", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
+    Case("ask-index-in-docs", "ask {t}/m Who? --docs {t}/d --index {t}/d/idx", r"{t}/d/idx: the index folder lies inside the documents {t}/d; give another --index", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
     Case("ask-index-foreign", "ask {t}/m Who? --docs {t}/d --index {t}/mine", r"{t}/mine: holds files ask did not write \(keep\.txt\)", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."), write("mine/keep.txt", "mine"))),
     # --- eval (perplexity)
     Case("ppl-missing-data", "eval {s}/gpt --data {t}/none.txt", r"{t}/none\.txt: no such file"),

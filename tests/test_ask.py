@@ -158,13 +158,14 @@ def test_the_index_never_overwrites_what_it_did_not_write(
     docs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(
-        LmforgeError, match=r"index folder lies inside the documents .*; choose another --index$"
+        LmforgeError, match=r"index folder lies inside the documents .*; give another --index$"
     ):
         PassageIndex.build(docs, docs / "index")
-    with pytest.raises(LmforgeError, match="index folder holds the documents"):
+    with pytest.raises(LmforgeError, match="index folder contains the documents"):
         PassageIndex.build(docs / "notes", docs)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(LmforgeError, match=r"^\.: is the working directory; give a new folder with --index$"):
+    whole = "ask replaces its whole index folder, so give a new folder with --index"
+    with pytest.raises(LmforgeError, match=rf"^\.: is the working directory; {whole}$"):
         PassageIndex.build(docs, ".")
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -51,6 +51,29 @@ def _relation(target: Path, other: Path) -> str | None:
     return None
 
 
+def check_place(
+    out: str | Path,
+    inputs: Iterable[str | Path],
+    verb: str,
+    option: str = "--out",
+    folder: str = "output folder",
+    source: str = "input",
+) -> None:
+    """Refuse, in one line naming `option`, a folder that `verb` replaces whole when it is or lies
+    above the working directory, or is, contains or lies inside one of its inputs."""
+    real = Path(out).resolve()
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise LmforgeError(
+            f"{out}: is {'' if real == cwd else 'a folder above '}the working directory; {verb} replaces"
+            f" its whole {folder}, so give a new folder with {option}"
+        )
+    for item in inputs:
+        relation = _relation(real, Path(item).resolve())
+        if relation:
+            raise LmforgeError(f"{out}: the {folder} {relation} the {source} {item}; give another {option}")
+
+
 def check_target(
     out: str | Path,
     inputs: Iterable[str | Path],
@@ -63,16 +86,7 @@ def check_target(
     out = Path(out)
     target = out.resolve() if out.is_symlink() else out
     real = target.resolve()
-    cwd = Path.cwd().resolve()
-    if real == cwd or real in cwd.parents:
-        raise LmforgeError(
-            f"{out}: is {'' if real == cwd else 'a folder above '}the working directory; {verb} replaces"
-            " its whole output folder, so give a new folder with --out"
-        )
-    for item in inputs:
-        relation = _relation(real, Path(item).resolve())
-        if relation:
-            raise LmforgeError(f"{out}: the output folder {relation} the input {item}; give another --out")
+    check_place(out, inputs, verb)
     above = next((p for p in real.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise LmforgeError(f"{out}: {above} is a file, not a folder")

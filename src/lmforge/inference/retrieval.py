@@ -41,7 +41,7 @@ import Stemmer
 from lmforge.data.report import Report
 from lmforge.data.sources import list_files, read_documents, utf8_error
 from lmforge.errors import LmforgeError
-from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
+from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder
 
 FORMAT = 1  # manifest "format": bump when the files' meaning changes
 MANIFEST, PASSAGES, BM25_DIR = "manifest.json", "passages.jsonl", "bm25"
@@ -161,24 +161,6 @@ def document_files(docs: str | Path) -> list[Path]:
     return kept
 
 
-def _check_place(directory: Path, docs: str | Path) -> None:
-    """Refuse an index folder that is, holds or lies inside the documents, or is the working
-    directory (then it would replace what it holds), naming --index, the option to change."""
-    index, cwd = directory.resolve(), Path.cwd().resolve()
-    if index == cwd or index in cwd.parents:
-        where = "the working directory" if index == cwd else "a folder above the working directory"
-        raise LmforgeError(f"{directory}: is {where}; give a new folder with --index")
-    if is_glob(docs):
-        return  # a pattern is no folder to lie in; its matches are checked as files
-    source = Path(docs).resolve()
-    relation = "is" if index == source else "holds" if index in source.parents else None
-    relation = "lies inside" if source in index.parents else relation
-    if relation:
-        raise LmforgeError(
-            f"{directory}: the index folder {relation} the documents {docs}; choose another --index"
-        )
-
-
 class PassageIndex:
     """Passages and their BM25 matrix; `search` gives the best passages for a question."""
 
@@ -201,7 +183,9 @@ class PassageIndex:
         if passage_words < 1:
             raise LmforgeError(f"passage_words={passage_words} must be >= 1")
         directory = Path(index) if index is not None else default_index_dir(docs)
-        _check_place(directory, docs)
+        # the index folder is replaced whole: not the working directory, not among the documents
+        documents = [] if is_glob(docs) else [docs]  # a pattern's matches are checked as files
+        check_place(directory, documents, "ask", "--index", "index folder", "documents")
         settings = {"format": FORMAT, "passage_words": passage_words, "text_field": text_field}
         old = _read_manifest(directory)
         old_files = old.get("files", {}) if old.get("settings") == settings else {}
