@@ -352,6 +352,42 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_
     assert load_config(run / "config.toml").train.max_steps == 2
 
 
+def test_overwrite_refuses_a_file_train_did_not_write_inside_the_old_run(
+    run: Path, tiny_overrides: list[str]
+) -> None:
+    """--overwrite moves the old run's folders aside and deletes them at the first checkpoint: a
+    user's file put into one of them would go too, so it is refused and the run kept."""
+    strangers = {
+        "model/README.md": "train did not write",
+        "best/notes.txt": "train did not write",
+        "tb/scores.csv": "train did not write",
+        "data/notes.txt": "prep did not write",
+    }
+    for relative, who in strangers.items():
+        path = run / relative
+        made_folder = not path.parent.exists()
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+        before = snapshot(run)
+        with pytest.raises(
+            LmforgeError, match=rf"{path.parent}: holds files {who} \({path.name}\); --overwrite would delete"
+        ):
+            _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
+        assert_kept(run, before)
+        assert not list(run.glob(".replaced-*"))
+        path.unlink()
+        if made_folder:
+            path.parent.rmdir()
+    backup = run / "checkpoints" / "step_00000002.bak"  # a copy the user kept: not a checkpoint
+    shutil.copytree(ckpt.list_checkpoints(run / "checkpoints")[-1], backup)
+    with pytest.raises(LmforgeError, match=r"holds files train did not write \(step_00000002.bak\)"):
+        _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
+    shutil.rmtree(backup)
+    # what train wrote, and only that: replaced
+    _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
+    assert load_config(run / "config.toml").train.max_steps == 2
+
+
 def test_overwrite_never_touches_a_folder_it_did_not_create(
     tmp_path: Path, tiny_overrides: list[str]
 ) -> None:

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, load_config
-from lmforge.data.shards import is_prepared, prepare_corpus
+from lmforge.data.shards import earlier_prep_output, is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import WEIGHTS
+from lmforge.formats.peft import LORA_FILE
 from lmforge.model.gpt import GPT
+from lmforge.outputs import describe_foreign
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train import checkpoint as ckpt
 
@@ -105,6 +108,7 @@ def resolve_run(
         )
     main = os.environ.get("RANK", "0") == "0"
     check_inputs(cfg, [run_dir / n for n in present])
+    check_own_files(run_dir, present)
     if kind != "empty" and main:
         aside = move_aside(run_dir, present)
         made.append(aside)
@@ -196,6 +200,38 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
                 raise LmforgeError(
                     f"{key}={value!r} lies inside {inside[0]}, which --overwrite would replace"
                 )
+
+
+def check_own_files(run_dir: Path, present: list[str]) -> None:
+    """Refuse --overwrite when a folder of the old run holds a file that train did not write (a
+    README.md put into model/, a step_40.bak in checkpoints/): moved aside with the run, it would
+    be deleted at the new run's first checkpoint."""
+    checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints")
+    # every checkpoint is a model directory written as model/ and best/ are (loop._write_model_dir)
+    model_files = {WEIGHTS, LORA_FILE} | {p.name for step in checkpoints for p in step.iterdir()}
+    ours: dict[str, Callable[[Path], bool]] = {
+        "model": lambda p: p.name in model_files,
+        "best": lambda p: p.name in model_files,
+        "tb": lambda p: p.is_file() and p.name.startswith("events.out.tfevents."),
+        "checkpoints": lambda p: (
+            p.is_dir() and bool(ckpt.STEP_NAME.fullmatch(p.name) or p.name.startswith(f".tmp-{ckpt.PREFIX}"))
+        ),
+        "data": lambda p: p.name == "source.json",  # a prep that had not finished
+    }
+    for name in present:
+        folder = run_dir / name
+        if name not in ours or folder.is_symlink() or not folder.is_dir():
+            continue  # a link is moved aside and deleted as a link: what it points to stays
+        if name == "data" and is_prepared(folder):
+            why = earlier_prep_output(folder)
+        else:
+            foreign = sorted(p.name for p in folder.iterdir() if not ours[name](p))
+            why = describe_foreign(foreign, "train") if foreign else None
+        if why:
+            raise LmforgeError(
+                f"{folder}: {why}; --overwrite would delete them with the old run: move them out,"
+                " or choose another --out"
+            )
 
 
 def move_aside(run_dir: Path, present: list[str]) -> Path:
