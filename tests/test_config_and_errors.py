@@ -133,3 +133,42 @@ def test_every_shipped_recipe_reads_and_validates(recipe: Path) -> None:
     given = ["--train.init_from=MODEL"] if "--train.init_from=" in recipe.read_text() else []
     config = load_config(recipe, given)
     assert config.train.max_steps > 0 and config.data.input
+
+
+def test_train_refuses_a_tokenizer_or_split_its_prepared_data_was_not_made_with(
+    tmp_path: Path, corpus: Path
+) -> None:
+    # A prepared directory fixes the tokenizer and the split: a different data.tokenizer or
+    # data.val_fraction would be ignored while config.toml recorded it, so it is refused before
+    # the run directory is made or an earlier run is moved aside. The same value, or a key left
+    # at its default, trains.
+    from conftest import TINY
+
+    from lmforge import train
+
+    prepared = tmp_path / "prepared"
+    prepare_corpus(corpus, prepared, val_fraction=0.2)  # the char tokenizer, the default
+    tiny = [f"--data.input={prepared}", *TINY, "--train.max_steps=2"]
+    run = tmp_path / "run"
+    refused = {
+        "--data.tokenizer=bpe": r"^data\.tokenizer='bpe' differs from the 'char' that",
+        "--data.val_fraction=0.3": r"^data\.val_fraction=0\.3 differs from the 0\.2 that",
+    }
+    named = r" data\.input='[^']*prepared' was prepared with \(its meta\.json\)"
+    for given, message in refused.items():
+        with pytest.raises(LmforgeError, match=message + named) as error:
+            train(None, [*tiny, given], run, quiet=True)
+        assert "\n" not in str(error.value) and not run.exists()
+    recipe = _recipe(tmp_path, f'[data]\ninput = "{prepared}"\ntokenizer = "bpe"\n')
+    with pytest.raises(LmforgeError, match=r"^data\.tokenizer='bpe' differs"):  # in the recipe too
+        train(recipe, [*TINY, "--train.max_steps=2"], run, quiet=True)
+    assert not run.exists()
+
+    train(None, tiny, run, quiet=True)  # the keys left at their defaults
+    assert load_config(run / "config.toml").data.val_fraction == 0.1  # the default, as before
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(LmforgeError, match=r"^data\.val_fraction=0\.3 differs"):
+        train(None, [*tiny, "--data.val_fraction=0.3"], run, overwrite=True, quiet=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing moved aside
+    train(None, [*tiny, "--data.val_fraction=0.2", "--data.tokenizer=char"], run, overwrite=True, quiet=True)
+    assert load_config(run / "config.toml").data.val_fraction == 0.2

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lmforge.config import DataConfig
 from lmforge.errors import LmforgeError
 from lmforge.outputs import describe_foreign, foreign_entries
 
@@ -34,6 +35,29 @@ _OLD_PREP_FILES = re.compile(
 
 def is_prepared(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
+
+
+def check_prepared_settings(data: DataConfig) -> None:
+    """Refuse data.tokenizer or data.val_fraction set to another value than the prepared directory
+    data.input was made with (its meta.json): that directory fixes the tokenizer and the split, so
+    the setting would be ignored while the run's config.toml records it. A key left at its default
+    is not a setting, and older meta.json files without the value are not checked."""
+    if not data.input or not is_prepared(data.input):
+        return
+    meta = read_meta(data.input)
+    split = meta.get("split")  # prep: its kind (hash, tail); prep --pairs: a table with val_fraction
+    pairs = split.get("val_fraction") if isinstance(split, dict) else None
+    made = {"tokenizer": meta.get("tokenizer"), "val_fraction": meta.get("val_fraction", pairs)}
+    default = DataConfig()
+    for key, prepared in made.items():
+        given = getattr(data, key)
+        if prepared is None or given == getattr(default, key) or given == prepared:
+            continue
+        raise LmforgeError(
+            f"data.{key}={given!r} differs from the {prepared!r} that data.input={data.input!r} was"
+            f" prepared with (its meta.json): a prepared directory fixes the tokenizer and split;"
+            f" leave data.{key} unset, set it to {prepared!r}, or prepare the data again"
+        )
 
 
 def earlier_prep_output(folder: Path) -> str | None:
