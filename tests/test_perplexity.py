@@ -166,3 +166,32 @@ def test_smollm2_matches_transformers(smollm2_reference: tuple, smollm2_dir: Pat
     # the model reads its left context: 8-token windows leave it less to go on (the text repeats)
     short = evaluate(smollm2_dir, data, context=8, stride=7, quiet=True)
     assert short["tokens"] == count and short["nll"] > ours["nll"] * 1.2
+
+
+def test_a_special_token_string_in_the_text_is_scored_as_prep_encodes_it(tmp_path: Path) -> None:
+    # prep encodes documents as ordinary text (data/encode.py): a literal <|endoftext|> in a page
+    # is its characters, not the EOS id. eval scores raw text with the same ids prep would write.
+    from lmforge.data.prep import prep
+    from lmforge.data.shards import open_split
+    from lmforge.inference.perplexity import token_stream
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    hf_dir = tmp_path / "hf"
+    make_hf_model("gpt2", hf_dir)  # its tokenizer has <|endoftext|> as a special token
+    tokenizer = Tokenizer.load(hf_dir)
+    text = "good night, sweet prince <|endoftext|> and flights of angels sing thee to thy rest"
+    data = tmp_path / "page.txt"
+    data.write_text(text)
+    prep(data, tmp_path / "prepared", tokenizer, stages="none", val_fraction=0.5, quiet=True)
+    shards = [a for split in ("train", "val") for a in open_split(tmp_path / "prepared", split)]
+    prepared = [int(i) for a in shards for i in a]
+    assert prepared.count(tokenizer.eos_id) == 1  # the document boundary only (prep puts it after)
+    ids, nbytes, used = token_stream(tokenizer, iter([text]), None)
+    assert ids == [prepared[-1], *prepared[:-1]]  # eval's EOS goes before the document
+    result = evaluate(hf_dir, data, quiet=True)
+    assert (result["tokens"], result["bytes"]) == (len(prepared) - 1, len(text.encode("utf-8")))
+    # a cap inside the document counts its bytes up to the last kept token of the same encoding
+    cap = prepared.index(tokenizer.hf.token_to_id("<")) + 2  # past the first pieces of the string
+    part = evaluate(hf_dir, data, max_tokens=cap, quiet=True)
+    kept = tokenizer.decode(prepared[:cap])
+    assert part["tokens"] == cap and part["bytes"] == len(kept.encode("utf-8"))

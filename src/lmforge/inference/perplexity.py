@@ -25,17 +25,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from lmforge.data.encode import make_encoder, ordinary_hf
 from lmforge.data.report import Report
 from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_options, is_int
 from lmforge.model.gpt import GPT
-from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
 
 Window = tuple[int, int, int]
 """(begin, first scored, end): inputs ids[begin:end]; targets ids[first:end] are scored."""
@@ -81,14 +83,19 @@ def token_stream(
 ) -> tuple[list[int], int, int]:
     """(ids, UTF-8 bytes of the scored text, documents used): EOS before each document, the stream
     cut after `max_tokens` scored tokens. A cut inside a document counts that document's bytes up
-    to the end of its last kept token (the tokenizer's offsets)."""
+    to the end of its last kept token (the tokenizer's offsets). Documents are encoded as prep
+    encodes them (data/encode.py), as ordinary text: a `<|endoftext|>` in the text is its
+    characters, not the EOS id."""
     eos = tokenizer.eos_id
+    _, encode = make_encoder(tokenizer)
+    unknown = UnknownChars(tokenizer)  # a character vocabulary may lack some, as in prep
     ids: list[int] = []
     nbytes = used = 0
     for text in documents:
         if not text:
             continue
-        doc = tokenizer.encode(text)
+        doc = np.asarray(encode([text])[0], dtype=np.int64).tolist()
+        unknown.add(text, doc)
         if eos is not None:
             ids.append(eos)
         elif not ids:  # no EOS: the first token is context only, and its bytes are not scored
@@ -105,12 +112,15 @@ def token_stream(
         nbytes += len(text.encode("utf-8"))
         if max_tokens is not None and len(ids) > max_tokens:
             break
+    if unknown.count:
+        print(f"lmforge: warning: {unknown.message()}", file=sys.stderr)
     return ids, nbytes, used
 
 
 def _char_end(tokenizer: Tokenizer, text: str, count: int) -> int:
-    """The character offset where the first `count` tokens of `text` end."""
-    encoding = tokenizer.hf.encode(text, add_special_tokens=False)
+    """The character offset where the first `count` tokens of `text` end, in the ordinary-text
+    encoding token_stream uses (HF's, which make_encoder's encoders equal)."""
+    encoding = ordinary_hf(tokenizer).encode(text, add_special_tokens=False)
     return encoding.offsets[count - 1][1]
 
 
