@@ -243,6 +243,8 @@ def test_an_empty_list_gives_an_empty_list_everywhere(dirs: dict[str, Path]) -> 
     assert lmforge.pipeline("text-generation", model=dirs["gpt"])([], max_new_tokens=3) == []
     assert lmforge.pipeline("translation", model=dirs["s2s"])([]) == []
     assert lmforge.pipeline("text-classification", model=dirs["clf"])([]) == []
+    assert lmforge.translate(dirs["s2s"], []) == []  # it was "nothing to translate"
+    _refused(lambda: translate(dirs["gpt"], []), "not a translation")  # the model is still checked
 
 
 def test_translate_ids_max_new_tokens_caps_each_sentence() -> None:
@@ -268,7 +270,7 @@ def test_prompt_longer_than_the_context(dirs: dict[str, Path]) -> None:
 
 
 def test_translate_inputs_are_named(dirs: dict[str, Path], tmp_path: Path) -> None:
-    _refused(lambda: translate(dirs["s2s"], []), "nothing to translate")
+    _refused(lambda: translate(dirs["s2s"]), "nothing to translate")  # neither texts nor file
     _refused(lambda: translate(dirs["s2s"], ["abc", None]), "item 2")  # type: ignore[list-item]
     _refused(lambda: translate(dirs["s2s"], file=tmp_path / "missing.txt"), "missing.txt")
     (tmp_path / "empty.txt").write_text("")
@@ -328,3 +330,5 @@ def test_the_cli_reports_the_same_errors(
     assert "overwrite an input" in capsys.readouterr().err and src.read_text() == "abc\n"
     assert main(["translate", str(dirs["s2s"]), "abc", "--beam", "0"]) == 2
     assert "beam=0: must be an integer >= 1" in capsys.readouterr().err
+    assert main(["translate", str(dirs["s2s"])]) == 2  # no sentences: still an error on the command line
+    assert capsys.readouterr().err.strip() == "lmforge: error: nothing to translate: give some text or --file"

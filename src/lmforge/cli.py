@@ -102,6 +102,13 @@ def _show_audit(result: dict[str, Any], _: dict[str, Any]) -> None:
     print(json.dumps(result))
 
 
+def _no_words_no_texts(kw: dict[str, Any]) -> None:
+    """`lmforge translate MODEL` with no sentences passes no texts (argparse gives an empty list),
+    so that translate() says there is nothing to translate; lmforge.translate(model, []) is []."""
+    if not kw.get("texts"):
+        kw.pop("texts", None)
+
+
 def _train_on_tcmalloc(kw: dict[str, Any]) -> None:
     """Restart `lmforge train` on tcmalloc (lmforge/malloc.py), before torch is imported or a file
     touched; not for DeepSpeed, nor when the recipe cannot be read (train then says why)."""
@@ -326,6 +333,7 @@ VERBS: dict[str, Verb] = {
             *TRANSLATE_OPTIONS,
         ),
         lambda lines, _: print(*lines, sep="\n") if lines else None,
+        before=_no_words_no_texts,
     ),
     "eval-translate": Verb(
         "lmforge.inference.translate:eval_translate",

@@ -115,17 +115,20 @@ def translate(
     dtype: str = "fp32",
 ) -> list[str]:
     """Translate `texts` (a string or a list) or every line of `file` with a run, checkpoint or
-    model directory; greedy with beam=1, else beam search (None: the model's default)."""
+    model directory; greedy with beam=1, else beam search (None: the model's default). An empty
+    list gives an empty list, as generate and the pipelines do; neither texts nor file is an error."""
     check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
+    if texts is None and file is None:
+        raise LmforgeError("nothing to translate: give some text or --file")
     lines = [] if texts is None else check_texts(texts)
     if file is not None:
         from_file = read_sentences(file)
         if not from_file:
             raise LmforgeError(f"{file}: empty, no sentences to translate")
         lines += from_file
+    net, tokenizer = load_translator(model, dtype)  # checked even for no sentences, as generate does
     if not lines:
-        raise LmforgeError("nothing to translate: give some text or --file")
-    net, tokenizer = load_translator(model, dtype)
+        return []
     return translate_texts(
         net, tokenizer, lines, beam=beam, batch_size=batch_size, length_penalty=length_penalty
     )
