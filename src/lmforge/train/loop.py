@@ -27,8 +27,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from lmforge import tuning
-from lmforge.config import Config, config_to_toml, load_config
-from lmforge.data.shards import check_prepared_settings
+from lmforge.config import Config, config_to_toml
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import base_identity, check_base, write_lora_file
@@ -63,9 +62,6 @@ def train(
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
     made: list[Path] = []
-    if resume is None:  # before resolve_run creates or moves anything; a resumed run keeps its data keys
-        given = config.validate() if isinstance(config, Config) else load_config(config, overrides)
-        check_prepared_settings(given.data)
     run_dir, cfg = resolve_run(
         config, overrides, out, resume, overwrite, (lambda _: None) if quiet else tqdm.write, made
     )

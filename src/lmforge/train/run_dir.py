@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, load_config
-from lmforge.data.shards import earlier_prep_output, is_prepared, prepare_corpus
+from lmforge.data.shards import check_prepared_settings, earlier_prep_output, is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS
 from lmforge.formats.peft import LORA_FILE
@@ -183,12 +183,14 @@ def _resolved_config(path: Path) -> bool:
 
 
 def check_inputs(cfg: Config, replaced: list[Path]) -> None:
-    """What --overwrite checks before it moves the old run aside: the data and the starting model
-    exist, and neither lies inside what is about to be moved."""
+    """What a new run checks before it creates or moves anything: the data and the starting model
+    exist, the data agrees with data.tokenizer and data.val_fraction, and neither lies inside what
+    --overwrite is about to move aside."""
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
         raise LmforgeError(f"data.input={cfg.data.input!r}: no such file, folder or glob match")
+    check_prepared_settings(cfg.data)  # a prepared directory fixes the tokenizer and split
     if cfg.train.init_from:
         from lmforge.formats.directory import resolve_model_dir
 
