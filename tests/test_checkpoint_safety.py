@@ -470,6 +470,29 @@ def test_run_data_not_prepared_by_train_is_refused(tmp_path: Path, corpus: Path)
     assert (tmp_path / "data" / "raw.txt").read_text() == "mine"
 
 
+def test_raw_translation_pairs_take_an_explicit_val_fraction(tmp_path: Path) -> None:
+    """train prepares raw pairs into RUN/data with data.val_fraction when it is set (it was
+    ignored: pairs always held out 2%), and with the pairs' 2% when it is left at its default."""
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"en": f"hello number {i}", "fr": f"bonjour numero {i}"}) + "\n" for i in range(400)
+        )
+    )
+    translation = [
+        f"--data.input={pairs}",
+        "--data.task=translation",
+        "--model.arch=seq2seq",
+        "--data.vocab_size=300",
+    ]
+    for given, expected in (([], 0.02), (["--data.val_fraction=0.25"], 0.25)):
+        run = tmp_path / f"run{len(given)}"
+        ensure_data(load_config(None, [*translation, *given]), run, lambda _: None)
+        meta = json.loads((run / "data" / "meta.json").read_text())
+        assert meta["split"]["val_fraction"] == expected
+        assert abs(meta["pairs"]["val"] / sum(meta["pairs"].values()) - expected) < 0.05
+
+
 # --- metrics.jsonl ------------------------------------------------------------------------------
 
 

@@ -23,7 +23,8 @@ class DataConfig:
     """Target vocabulary size for `bpe`."""
     val_fraction: float = 0.1
     """Share held out for validation: documents whose text hash falls in it (`prep.split = "hash"`, the
-    default), or the last `val_fraction` of the token stream (`tail`)."""
+    default), or the last `val_fraction` of the token stream (`tail`). Translation pairs prepared by
+    `train` hold out 0.02 for validation (and 0.02 for test) unless this is set."""
     text_field: str = "text"
     """Field holding the text in .jsonl inputs."""
     task: str = "lm"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, load_config
+from lmforge.config import Config, DataConfig, load_config
 from lmforge.data.shards import check_prepared_settings, earlier_prep_output, is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS
@@ -400,9 +400,11 @@ def ensure_data(
         say(f"preparing sentence pairs {cfg.data.input} -> {target}")
         d = cfg.data
         longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
+        # pairs hold out 2% unless data.val_fraction is set (its 0.1 default is for documents)
+        split = {} if d.val_fraction == DataConfig.val_fraction else {"val_fraction": d.val_fraction}
         meta = prepare_pairs(  # RUN/data is the trainer's own: replacing an older preparation is safe
             d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest, tokenizer=tokenizer,
-            overwrite=True,
+            overwrite=True, **split,
         )  # fmt: skip
         source.write_text(json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
