@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from lmforge.model import decode_attention
+
 
 def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch.Tensor:
     """(t_q, t_k) bool, True where attention is allowed. The queries are the last t_q positions
@@ -102,11 +104,15 @@ def attention(
     decoding from a KV cache, where `bmm` would copy the cache's strided slices.
     Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 1.7-2.9x faster than
     repeating them at a decoding step's shapes, benchmarks/README.md); the other routes repeat them.
+    A bf16 decoding step on the CPU runs whichever of `sdpa` and grouped matmuls it measured
+    faster for its shape (model/decode_attention.py).
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"
     elif impl == "auto":
         impl = _sequence_route["cpu"] if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
+    if impl == "sdpa" and dropout == 0.0 and decode_attention.applies(q, k, mask):
+        return decode_attention.attend(q, k, v, mask)  # bf16 decoding step: the faster route here
     grouped = q.size(1) != k.size(1)
     if grouped and not (impl == "sdpa" and q.device.type == "cpu" and SDPA_GQA):
         k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))
