@@ -1,6 +1,6 @@
-"""bf16 decoding steps' attention: the grouped-heads route equals the formula, the route is chosen
-by timing both (grouped only when clearly faster), and a decoding step gives the same logits on
-either route."""
+"""bf16 decoding steps' attention: the grouped-heads and fp32 routes equal the formula, the route
+is chosen by timing all three (another than sdpa only when clearly faster), and a decoding step
+gives the same logits on every route."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def test_grouped_route_equals_the_formula(h: int, kv: int) -> None:
     assert torch.allclose(da.grouped_attention(q, k, v, mask), expected, atol=1e-6)
     assert torch.allclose(da.grouped_attention(q, k, v, None), reference_attention(
         q, repeat_heads(k, h), repeat_heads(v, h), False), atol=1e-6)  # fmt: skip
-    bf16 = da.grouped_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
-    assert (bf16.float() - expected).abs().max() < 0.03
+    for route in (da.grouped_attention, da.fp32_attention):
+        bf16 = route(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+        assert bf16.dtype == torch.bfloat16 and (bf16.float() - expected).abs().max() < 0.03
 
 
 def test_applies_only_to_a_bf16_single_query_step() -> None:
@@ -59,13 +60,16 @@ def test_the_route_is_measured_per_shape_and_grouped_must_win_clearly(
     monkeypatch.setattr(da, "_chosen", {})
     q, k, v, mask = _step(2, 4, 2, 5, torch.bfloat16)
     monkeypatch.setattr(da, "_sdpa", _slow(0.02))
+    monkeypatch.setattr(da, "fp32_attention", _slow(0.01))
     monkeypatch.setattr(da, "grouped_attention", _slow(0.005))
-    assert da.route_for(q, k, v, mask) == "grouped"
+    assert da.route_for(q, k, v, mask) == "grouped"  # the fastest of the three
     monkeypatch.setattr(da, "grouped_attention", _slow(0.05))
     assert da.route_for(q, k, v, mask) == "grouped"  # remembered for this shape
     q8, k8, v8, mask8 = _step(8, 4, 2, 5, torch.bfloat16)
-    monkeypatch.setattr(da, "grouped_attention", _slow(0.019))  # faster, but within MARGIN
-    assert da.route_for(q8, k8, v8, mask8) == "sdpa"
+    assert da.route_for(q8, k8, v8, mask8) == "fp32"
+    q4, k4, v4, mask4 = _step(4, 4, 2, 5, torch.bfloat16)
+    monkeypatch.setattr(da, "fp32_attention", _slow(0.019))  # faster, but within MARGIN
+    assert da.route_for(q4, k4, v4, mask4) == "sdpa"
 
 
 def test_the_route_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +78,7 @@ def test_the_route_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
     assert da.route_for(q, k, v, mask) == "grouped"
     monkeypatch.setenv("LMFORGE_DECODE_ATTENTION", "flash")
     with pytest.raises(
-        LmforgeError, match=r"^LMFORGE_DECODE_ATTENTION='flash': expected one of sdpa, grouped$"
+        LmforgeError, match=r"^LMFORGE_DECODE_ATTENTION='flash': expected one of sdpa, fp32, grouped$"
     ):
         da.route_for(q, k, v, mask)
 
@@ -94,6 +98,7 @@ def test_a_bf16_decoding_step_gives_the_same_logits_on_either_route(monkeypatch:
         model(prompts, cache, mask=mask[:, :7])
         logits[route] = model(prompts[:, -1:], cache, mask=mask).float()
     assert (logits["grouped"] - logits["sdpa"]).abs().max() < 0.05
+    assert (logits["fp32"] - logits["sdpa"]).abs().max() < 0.05
     # and the route is what attention() runs for such a step
     monkeypatch.setenv("LMFORGE_DECODE_ATTENTION", "grouped")
     q, k, v, step_mask = _step(2, 4, 2, 5, torch.bfloat16)

@@ -29,8 +29,7 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
     return k_pos <= q_pos
 
 
-# scaled_dot_product_attention(enable_gqa=True): PyTorch 2.5 and later
-SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
+SDPA_GQA = decode_attention.SDPA_GQA  # scaled_dot_product_attention(enable_gqa=True), torch >= 2.5
 _captured = threading.local()  # .probs: the list capture_attention() fills, on this thread only
 SEQUENCE_ROUTES = ("bmm", "sdpa")
 # The CPU's route for whole sequences under impl="auto"; training measures both and sets the faster
@@ -104,8 +103,8 @@ def attention(
     decoding from a KV cache, where `bmm` would copy the cache's strided slices.
     Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 1.7-2.9x faster than
     repeating them at a decoding step's shapes, benchmarks/README.md); the other routes repeat them.
-    A bf16 decoding step on the CPU runs whichever of `sdpa` and grouped matmuls it measured
-    faster for its shape (model/decode_attention.py).
+    A bf16 decoding step on the CPU runs whichever of `sdpa` in bf16, `sdpa` on fp32 casts and
+    grouped matmuls it measured fastest for its shape (model/decode_attention.py).
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"

@@ -1,17 +1,18 @@
 """Which kernel runs bf16 attention for one new query per row (a decoding step) on this CPU,
 chosen by measurement.
 
-PyTorch's CPU flash-attention kernel is fast in fp32 but, in bf16, for a single query it ran 4-5x
+PyTorch's CPU flash-attention kernel is fast in fp32 but, in bf16, for a single query it ran 3-5x
 slower than in fp32 on a 2-core AMD EPYC with AVX512_BF16 (batch 8 of SmolLM2's 9 query and 3
-key/value heads, 130 keys: 434 us against 85), so bf16 decoding spent a quarter of its time
-there. The other route is the formula as two batched matmuls over the grouped heads (`grouped`):
-a query head's group shares its key/value head, so (B, H, 1, hs) is viewed as (B, KV, H/KV, hs)
-and multiplied with the cache as it is, with no repeated heads. Neither wins everywhere (on that
-EPYC: grouped 133 against 434 us at batch 8, but 106 against 56 us for 6 heads at batch 1), so
-the first bf16 single-query call of each shape (batch, heads, key/value heads, head size) times
-both on its own tensors and keeps the faster for the process; `grouped` must be MARGIN faster.
-fp32 and every other case stay on `scaled_dot_product_attention`. `LMFORGE_DECODE_ATTENTION=sdpa`
-or `grouped` skips the probe. The routes' sums differ only in order (bf16 rounding).
+key/value heads, 130 keys: 456 us against 125 with the casts), so bf16 decoding spent a quarter of
+its time there. Two other routes: `fp32` casts q, k and v to fp32 for the fused kernel and the
+result back; `grouped` is the formula as two batched matmuls over the grouped heads (a query
+head's group shares its key/value head, so (B, H, 1, hs) is viewed as (B, KV, H/KV, hs) and
+multiplied with the cache as it is). None wins everywhere (on that EPYC `fp32` was fastest at 5 of
+6 shapes, `grouped` at the sixth, and `sdpa` beat `grouped` at batch 1), so the first bf16
+single-query call of each shape (batch, heads, key/value heads, head size) times all three on its
+own tensors and keeps the fastest for the process, if it is MARGIN faster than `sdpa`. fp32 models
+and every other case stay on `scaled_dot_product_attention`. `LMFORGE_DECODE_ATTENTION=sdpa`,
+`fp32` or `grouped` skips the probe. The routes differ only in rounding (bf16 or fp32 sums).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import torch.nn.functional as F
 
 from lmforge.errors import LmforgeError
 
-ROUTES = ("sdpa", "grouped")
-MARGIN = 1.15  # grouped must be this much faster to be chosen: sdpa is PyTorch's own route
+ROUTES = ("sdpa", "fp32", "grouped")
+MARGIN = 1.15  # another route must be this much faster to be chosen: sdpa is PyTorch's own
 ROUNDS = 3
+# scaled_dot_product_attention(enable_gqa=True): PyTorch 2.5 and later
+SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 _chosen: dict[tuple[int, ...], str] = {}  # (B, H, KV, hs) -> route, for this process
 
 
@@ -49,8 +52,15 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
 
 
+def fp32_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """The fused kernel in fp32, the inputs cast up and the result back down."""
+    return _sdpa(q.float(), k.float(), v.float(), mask).to(q.dtype)
+
+
 def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> str:
-    kernels = {"sdpa": _sdpa, "grouped": grouped_attention}
+    kernels = {"sdpa": _sdpa, "fp32": fp32_attention, "grouped": grouped_attention}
     best = dict.fromkeys(kernels, float("inf"))
     for turn in range(ROUNDS + 1):  # turn 0 warms up; the routes take turns
         for route, kernel in kernels.items():
@@ -58,7 +68,8 @@ def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tens
             kernel(q, k, v, mask)
             if turn:
                 best[route] = min(best[route], time.perf_counter() - start)
-    return "grouped" if best["sdpa"] > MARGIN * best["grouped"] else "sdpa"
+    fastest = min(best, key=best.__getitem__)
+    return fastest if best["sdpa"] > MARGIN * best[fastest] else "sdpa"
 
 
 def route_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> str:
@@ -83,6 +94,7 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> bool
         and q.size(-2) == 1
         and k.size(-2) > 1
         and q.size(1) % k.size(1) == 0
+        and (q.size(1) == k.size(1) or SDPA_GQA)
         and (mask is None or (mask.dtype == torch.bool and mask.dim() == 4 and mask.size(-2) == 1))
     )
 
@@ -90,6 +102,7 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> bool
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Attention of one query per row over all of k and v (no causal mask needed: the query is the
     last position), by the route measured fastest for this shape."""
-    if route_for(q, k, v, mask) == "grouped":
+    route = route_for(q, k, v, mask)
+    if route == "grouped":
         return grouped_attention(q, k, v, mask)
-    return _sdpa(q, k, v, mask)
+    return fp32_attention(q, k, v, mask) if route == "fp32" else _sdpa(q, k, v, mask)
