@@ -103,3 +103,5 @@ def test_a_bf16_decoding_step_gives_the_same_logits_on_either_route(monkeypatch:
     monkeypatch.setenv("LMFORGE_DECODE_ATTENTION", "grouped")
     q, k, v, step_mask = _step(2, 4, 2, 5, torch.bfloat16)
     assert torch.equal(attention(q, k, v, True, step_mask), da.grouped_attention(q, k, v, step_mask))
+    # an explicit impl="sdpa" is the fused kernel as asked, not the measured route
+    assert torch.equal(attention(q, k, v, True, step_mask, impl="sdpa"), da._sdpa(q, k, v, step_mask))

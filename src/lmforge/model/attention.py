@@ -109,9 +109,9 @@ def attention(
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"
     elif impl == "auto":
+        if dropout == 0.0 and decode_attention.applies(q, k, mask):
+            return decode_attention.attend(q, k, v, mask)  # bf16 decoding step: the faster route here
         impl = _sequence_route["cpu"] if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
-    if impl == "sdpa" and dropout == 0.0 and decode_attention.applies(q, k, mask):
-        return decode_attention.attend(q, k, v, mask)  # bf16 decoding step: the faster route here
     grouped = q.size(1) != k.size(1)
     if grouped and not (impl == "sdpa" and q.device.type == "cpu" and SDPA_GQA):
         k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))
