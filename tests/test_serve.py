@@ -9,8 +9,9 @@ generation."""
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import QA_FIXTURE, free_port, make_model_dirs, running  # noqa: E402
 
+from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
 from lmforge.inference.chat import ChatSpec  # noqa: E402
 from lmforge.inference.generate import generate_ids  # noqa: E402
@@ -442,6 +444,123 @@ def test_the_banners_try_line_works_for_every_kind(models: dict[str, Any]) -> No
     assert "Authorization" not in try_command("http://h", models["gpt"], None)
 
 
+def test_the_api_key_comes_from_the_option_else_the_file_else_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmforge.server.serve import API_KEY_ENV, read_api_key, start_warnings
+
+    key_file = tmp_path / "key"
+    key_file.write_bytes("\ufeff  s3cret \r\n\n".encode())  # a BOM, spaces, CRLF: only the key is kept
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert read_api_key(None, None) == (None, None)
+    assert read_api_key(None, key_file) == read_api_key(None, str(key_file)) == ("s3cret", "file")
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert read_api_key(None, None) == ("from-env", "env")
+    assert read_api_key(None, key_file) == ("s3cret", "file")  # the file before the variable
+    assert read_api_key("typed", None) == ("typed", "flag")  # the option before both
+    monkeypatch.setenv(API_KEY_ENV, "")
+    assert read_api_key(None, None) == (None, None)  # set but empty: no key
+    monkeypatch.setenv(API_KEY_ENV, "  ")
+    with pytest.raises(LmforgeError, match=r"^\$LMFORGE_API_KEY holds only whitespace"):
+        read_api_key(None, None)
+    # only a key typed on the command line is warned of; no warning holds a key
+    (typed,) = start_warnings("127.0.0.1", "flag")
+    assert "--api-key" in typed and "process list" in typed and "--api-key-file" in typed
+    assert "$LMFORGE_API_KEY" in typed
+    assert start_warnings("127.0.0.1", "file") == start_warnings("127.0.0.1", "env") == []
+    assert start_warnings("0.0.0.0", "file") == [] and "not loopback" in start_warnings("0.0.0.0", None)[0]
+
+
+def _key_file(data: bytes) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        (folder / "the key").write_bytes(data)
+        return folder / "the key"
+
+    return make
+
+
+def _folder(folder: Path) -> Path:
+    (folder / "the key").mkdir()
+    return folder / "the key"
+
+
+def _unreadable(folder: Path) -> Path:
+    _key_file(b"k")(folder).chmod(0)
+    return folder / "the key"
+
+
+ROOT_READS_ANY_FILE = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root")
+F = "api_key_file={p}: "  # {p}: the file's path
+KEY_FILE_ERRORS = [  # (makes the --api-key-file PATH, the options besides it, the error)
+    pytest.param(lambda folder: folder / "none", [], F + "no such file", id="missing"),
+    pytest.param(_folder, [], F + "is a folder, not a file holding the key", id="folder"),
+    pytest.param(_key_file(b"\xffk\n"), [], F + r"not valid UTF-8 \(byte 0 of the file\)", id="utf8"),
+    pytest.param(_key_file(b""), [], F + "the file is empty", id="empty"),
+    pytest.param(_key_file(b" \n\t\r\n"), [], F + "the file is empty", id="blank"),
+    pytest.param(_key_file(b"k1\nk2\n"), [], F + "the key spans more than one line", id="two-lines"),
+    pytest.param(_key_file(b"k" * (64 * 1024 + 1)), [], F + "larger than 64 KiB", id="huge"),
+    pytest.param(_unreadable, [], F + r"cannot read it \(Permission denied\)", id="unreadable",
+                 marks=ROOT_READS_ANY_FILE),
+    pytest.param(lambda folder: _key_file(b"k")(folder) / "key", [],
+                 F + r"cannot read it \(Not a directory\)", id="under-a-file"),
+    pytest.param(_key_file(b"k"), ["--api-key", "k2"], "api_key and api_key_file are both given: give one",
+                 id="both"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make,more,culprit", KEY_FILE_ERRORS)
+def test_a_bad_api_key_file_is_one_line_before_any_model_loads(
+    make: Callable[[Path], Path],
+    more: list[str],
+    culprit: str,
+    dirs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+
+    from lmforge.cli import main
+
+    def no_load(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded before the key file was checked")
+
+    path = make(tmp_path)
+    monkeypatch.setattr("lmforge.server.models.load_models", no_load)
+    capsys.readouterr()
+    code = main(["serve", str(dirs["gpt"]), "--api-key-file", str(path), *more])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "k2" not in err  # a key is never printed
+    want = culprit.replace("{p}", re.escape(str(path)))
+    assert len(err.splitlines()) == 1 and re.match(f"lmforge: error: {want}", err), err
+
+
+def test_the_try_line_of_a_key_file_reads_it_in_the_shell(models: dict[str, Any], tmp_path: Path) -> None:
+    """With --api-key-file the banner's curl line has `$(cat PATH)` (the path, not the key), quoted
+    for the shell: run by bash, it sends the key."""
+    import shlex
+    import shutil
+    import subprocess
+
+    from lmforge.server.serve import try_command
+
+    bash = shutil.which("bash") or pytest.skip("no bash")
+    path = tmp_path / "it's a key"
+    path.write_text("k\n")
+    line = try_command("http://testserver", models["llama"], "file", path)
+    assert f'-H "Authorization: Bearer $(cat {shlex.quote(str(path))})"' in line
+    assert "Bearer k" not in line
+    run = subprocess.run(
+        [bash, "-c", "curl() { printf '%s\\0' \"$@\"; }; " + line], capture_output=True, check=True
+    )
+    argv = run.stdout.decode().split("\0")[:-1]  # curl's arguments, as the shell expanded them
+    headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
+    assert headers["Authorization"] == "Bearer k"
+    with client(models, api_key="k") as c:
+        r = c.post(argv[0], content=argv[argv.index("-d") + 1], headers=headers)
+        assert r.status_code == 200, (line, r.text)
+
+
 def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:
     with client(models, timeout=0.3, max_tokens_limit=10**6) as c:
         body = {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
@@ -600,3 +719,64 @@ def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
     assert f"listening on http://127.0.0.1:{port}" in err
     assert "  gpt: text-generation (" in err and "  llama: text-generation, chat (" in err
     assert "curl http://127.0.0.1:" in err and "Bearer $LMFORGE_API_KEY" in err
+
+
+@pytest.mark.parametrize("given", ["--api-key-file", "--api-key"])
+def test_the_command_takes_its_key_from_a_file_and_warns_of_one_on_its_command_line(
+    dirs: dict[str, Path], tmp_path: Path, given: str
+) -> None:
+    """`lmforge serve --api-key-file PATH` as a process: the file's key is the one asked for (before
+    $LMFORGE_API_KEY), the banner shows `$(cat PATH)`, no warning. `--api-key KEY`: one warning line,
+    that other users can read the key in the process list. Neither ever prints the key."""
+    import shlex
+    import signal
+    import subprocess
+    import sys
+
+    key = "s3cret-9f2c1d"
+    path = tmp_path / "secrets" / "api key"
+    path.parent.mkdir()
+    path.write_text(key + "\n")
+    port = free_port()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src"), "LMFORGE_API_KEY": "from-env"}
+    option = [given, str(path) if given == "--api-key-file" else key]
+    argv = [
+        sys.executable,
+        "-m",
+        "lmforge",
+        "serve",
+        str(dirs["gpt"]),
+        "--port",
+        str(port),
+        "--dtype",
+        "fp32",
+    ]
+    proc = subprocess.Popen([*argv, *option], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        body = {"model": "gpt", "prompt": "a", "max_tokens": 2}
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        for wrong in (None, "from-env"):
+            headers = {} if wrong is None else {"Authorization": f"Bearer {wrong}"}
+            assert httpx.post(url, json=body, headers=headers, timeout=30).status_code == 401
+        r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert key not in err
+    warnings = [line for line in err.splitlines() if line.startswith("lmforge serve: warning: ")]
+    if given == "--api-key-file":
+        assert f'-H "Authorization: Bearer $(cat {shlex.quote(str(path))})"' in err
+        assert warnings == [], warnings
+    else:
+        assert "-H 'Authorization: Bearer <your --api-key>'" in err
+        assert len(warnings) == 1 and "process list" in warnings[0] and "--api-key-file" in warnings[0]

@@ -466,9 +466,13 @@ VERBS: dict[str, Verb] = {
         (
             opt("models", "model, run or checkpoint directories; each is served under its folder's name",
                 nargs="+"),
-            opt("--host", "address to bind (default loopback; anything else: set --api-key)"),
+            opt("--host", "address to bind (default loopback; anything else: set a key)"),
             opt("--port", "TCP port", type=int),
-            opt("--api-key", "require 'Authorization: Bearer KEY' on /v1 routes (default: $LMFORGE_API_KEY)"),
+            opt("--api-key", "require 'Authorization: Bearer KEY' on /v1 routes (default: $LMFORGE_API_KEY);"
+                " other users can read a key given here in the process list: prefer the variable or"
+                " --api-key-file", metavar="KEY"),
+            opt("--api-key-file", "read the key from this UTF-8 file instead (surrounding whitespace"
+                " stripped), out of the process list; not with --api-key", metavar="PATH"),
             opt("--max-queue", "requests admitted at once (decoding + waiting); past it: 503", type=int),
             opt("--max-tokens-limit", "the most tokens a request may ask to generate", type=int),
             opt("--timeout", "seconds a request may take, waiting included", type=float),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from lmforge.server.models import ServedModel
 
 API_KEY_ENV = "LMFORGE_API_KEY"
+KEY_FILE_MAX_BYTES = 64 * 1024  # far more than any key; a bigger file is the wrong file
+KeyKind = Literal["env", "flag", "file"]
 # the route and body of a request each kind of model answers ("chat": a model with a chat template)
 EXAMPLES = {
     "chat": ("chat/completions", '"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 20'),
@@ -63,15 +66,66 @@ def _check_port_free(host: str, port: int) -> None:
             raise LmforgeError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
-def try_command(where: str, model: ServedModel, key: Literal["env", "flag"] | None) -> str:
+def read_api_key(api_key: str | None, api_key_file: str | Path | None) -> tuple[str | None, KeyKind | None]:
+    """The API key and where it came from: api_key (--api-key), else the text of api_key_file
+    (UTF-8, surrounding whitespace stripped), else $LMFORGE_API_KEY; (None, None) without one.
+    One-line errors, naming the file, before any model loads."""
+    if api_key is not None and api_key_file is not None:
+        raise LmforgeError(
+            "api_key and api_key_file are both given: give one (the key, or the file that holds it)"
+        )
+    if api_key is not None:
+        if not api_key.strip():
+            raise LmforgeError("api_key is empty: give a non-empty key, or none")
+        return api_key, "flag"
+    if api_key_file is not None:
+        return _key_from_file(api_key_file), "file"
+    key = os.environ.get(API_KEY_ENV) or None
+    if key is not None and not key.strip():
+        raise LmforgeError(f"${API_KEY_ENV} holds only whitespace: give a non-empty key, or unset it")
+    return key, None if key is None else "env"
+
+
+def _key_from_file(path: str | Path) -> str:
+    where = f"api_key_file={path}"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(KEY_FILE_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise LmforgeError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise LmforgeError(f"{where}: is a folder, not a file holding the key") from None
+    except OSError as e:
+        raise LmforgeError(f"{where}: cannot read it ({e.strerror or e})") from None
+    if len(data) > KEY_FILE_MAX_BYTES:
+        raise LmforgeError(f"{where}: larger than {KEY_FILE_MAX_BYTES // 1024} KiB, so not a key file")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not the key
+    except UnicodeDecodeError as e:
+        raise LmforgeError(f"{where}: not valid UTF-8 (byte {e.start} of the file)") from None
+    key = text.strip()
+    if not key:
+        raise LmforgeError(f"{where}: the file is empty (or only whitespace): put the key in it")
+    if "\n" in key or "\r" in key:  # an HTTP header cannot carry a line break: no client could send it
+        raise LmforgeError(f"{where}: the key spans more than one line: put only the key in the file")
+    return key
+
+
+def try_command(
+    where: str, model: ServedModel, key: KeyKind | None, key_file: str | Path | None = None
+) -> str:
     """A curl line the server answers: a request `model`'s kind takes, with the API key's header.
-    key: None (no key), "env" (from $LMFORGE_API_KEY: the shell has it) or "flag" (--api-key,
-    not echoed into logs: a placeholder)."""
+    key: None (no key), "env" (from $LMFORGE_API_KEY: the shell has it), "flag" (--api-key, not
+    echoed into logs: a placeholder) or "file" (--api-key-file key_file: `$(cat key_file)`, the
+    path only, which is no secret)."""
     route, body = EXAMPLES["chat" if model.chat is not None else model.kind]
+    if key == "file" and key_file is None:
+        raise ValueError("try_command: key='file' needs key_file")
     auth = {
         None: "",
         "env": f' -H "Authorization: Bearer ${API_KEY_ENV}"',
         "flag": " -H 'Authorization: Bearer <your --api-key>'",
+        "file": f' -H "Authorization: Bearer $(cat {shlex.quote(str(key_file))})"',
     }[key]
     return (
         f"curl {where}/v1/{route}{auth} -H 'Content-Type: application/json'"
@@ -86,19 +140,38 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def start_warnings(host: str, key: KeyKind | None) -> list[str]:
+    """What `lmforge serve` warns about at start (never the key itself)."""
+    out: list[str] = []
+    if key == "flag":
+        out.append(
+            "--api-key puts the key on the command line, where other users of this machine can read it"
+            f" in the process list (ps); prefer ${API_KEY_ENV} or --api-key-file"
+        )
+    if not _loopback(host) and key is None:
+        out.append(
+            f"{host} is not loopback and no API key is set (--api-key-file, ${API_KEY_ENV}): anyone who"
+            " can reach this port can use the models"
+        )
+    return out
+
+
 def serve(
     models: list[str | Path],
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    api_key_file: str | Path | None = None,
     max_queue: int = 16,
     max_tokens_limit: int = 1024,
     timeout: float = 300.0,
     dtype: str = "auto",
 ) -> None:
     """Serve model directories over an OpenAI-compatible HTTP API (docs/serving.md). Each model's
-    id is its directory's name. Binds to loopback unless told otherwise; api_key (or the
-    LMFORGE_API_KEY environment variable) makes every /v1 route require `Authorization: Bearer`.
+    id is its directory's name. Binds to loopback unless told otherwise; a key makes every /v1 route
+    require `Authorization: Bearer`: api_key, else the one in api_key_file (UTF-8, surrounding
+    whitespace stripped), else the LMFORGE_API_KEY environment variable. On a command line
+    (--api-key) a key is visible to other users in the process list: prefer the variable or a file.
     Concurrent requests decode together (continuous batching); past max_queue admitted requests the
     server answers 503 at once."""
     import uvicorn
@@ -109,9 +182,7 @@ def serve(
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
     check_options(dtype=dtype)
-    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-    if key is not None and not key.strip():
-        raise LmforgeError("api_key is empty: give a non-empty key, or none")
+    key, given = read_api_key(api_key, api_key_file)
     for path in models:  # a missing or foreign directory fails before any model loads
         resolve_model_dir(path)
     _check_port_free(host, port)
@@ -123,14 +194,11 @@ def serve(
     for m in served.values():
         chat = ", chat" if m.chat is not None else ""
         print(f"  {m.id}: {m.kind}{chat} ({m.directory})", file=sys.stderr)
-    given = None if key is None else "flag" if api_key is not None else "env"
-    print(f"  try: {try_command(where, next(iter(served.values())), given)}", file=sys.stderr)
-    if not _loopback(host) and key is None:
-        print(
-            f"lmforge serve: warning: {host} is not loopback and no --api-key is set: anyone who can reach"
-            " this port can use the models",
-            file=sys.stderr,
-        )
+    # absolute: the try line works from any folder
+    key_file = None if api_key_file is None else Path(api_key_file).absolute()
+    print(f"  try: {try_command(where, next(iter(served.values())), given, key_file)}", file=sys.stderr)
+    for line in start_warnings(host, given):
+        print(f"lmforge serve: warning: {line}", file=sys.stderr)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
     )
