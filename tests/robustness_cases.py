@@ -157,7 +157,7 @@ CASES = [
     Case("pairs-empty-folder", "prep --pairs {t}/d --out {t}/o", r"^lmforge: error: {t}/d: no \.jsonl, \.tsv or \.en/\.fr files found", (mkdir("d"),)),
     Case("pairs-not-a-pair-file", "prep --pairs {t}/p.toml --out {t}/o", r"{t}/p\.toml: not a pair file", (write("p.toml", "x = 1\n"),)),
     Case("pairs-with-override", "prep --pairs {t}/p.jsonl --out {t}/o --data.vocab_size=300", r"overrides do not go with --pairs", usage=True),
-    Case("pairs-with-tokenizer", "prep --pairs {t}/p.jsonl --out {t}/o --tokenizer bpe", r"--tokenizer does not go with --pairs", usage=True),
+    Case("pairs-with-stages", "prep --pairs {t}/p.jsonl --out {t}/o --stages none", r"--stages does not go with --pairs", usage=True),
     Case("pairs-no-out", "prep --pairs {t}/p.jsonl", r"--out is required with --pairs", usage=True),
     # --- train: the recipe and its keys
     Case("train-unknown-key", f"train --out {R} {DATA} --model.nlayer=2", r"unknown config key 'model\.nlayer'"),

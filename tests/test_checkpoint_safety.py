@@ -19,7 +19,7 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.metrics import MetricsLog, read_metrics
-from lmforge.train.run_dir import RUN_FILES, ensure_data, move_aside, resolve_run
+from lmforge.train.run_dir import RUN_FILES, check_inputs, ensure_data, move_aside, resolve_run
 
 
 def _train(*args: object, **kwargs: object) -> dict:
@@ -470,9 +470,10 @@ def test_run_data_not_prepared_by_train_is_refused(tmp_path: Path, corpus: Path)
     assert (tmp_path / "data" / "raw.txt").read_text() == "mine"
 
 
-def test_raw_translation_pairs_take_an_explicit_val_fraction(tmp_path: Path) -> None:
-    """train prepares raw pairs into RUN/data with data.val_fraction when it is set (it was
-    ignored: pairs always held out 2%), and with the pairs' 2% when it is left at its default."""
+def test_raw_translation_pairs_take_an_explicit_tokenizer_and_val_fraction(tmp_path: Path) -> None:
+    """train prepares raw pairs into RUN/data with data.val_fraction and data.tokenizer when they
+    are chosen (both were ignored: pairs always held out 2% and trained BPE), and with the pairs'
+    own defaults (BPE, 2%) when they are left unset; the run's config records what it used."""
     pairs = tmp_path / "p.jsonl"
     pairs.write_text(
         "".join(
@@ -485,12 +486,21 @@ def test_raw_translation_pairs_take_an_explicit_val_fraction(tmp_path: Path) -> 
         "--model.arch=seq2seq",
         "--data.vocab_size=300",
     ]
-    for given, expected in (([], 0.02), (["--data.val_fraction=0.25"], 0.25)):
-        run = tmp_path / f"run{len(given)}"
-        ensure_data(load_config(None, [*translation, *given]), run, lambda _: None)
+    cases = (
+        ([], 0.02, "bpe"),
+        (["--data.val_fraction=0.25"], 0.25, "bpe"),
+        (["--data.tokenizer=char", "--data.val_fraction=0.1"], 0.1, "char"),  # the [data] defaults, named
+    )
+    for n, (given, fraction, kind) in enumerate(cases):
+        run = tmp_path / f"run{n}"
+        cfg = load_config(None, [*translation, *given])
+        check_inputs(cfg, [])  # a new run settles the keys left unset
+        assert (cfg.data.val_fraction, cfg.data.tokenizer) == (fraction, kind)
+        ensure_data(cfg, run, lambda _: None)
         meta = json.loads((run / "data" / "meta.json").read_text())
-        assert meta["split"]["val_fraction"] == expected
-        assert abs(meta["pairs"]["val"] / sum(meta["pairs"].values()) - expected) < 0.05
+        assert meta["split"]["val_fraction"] == fraction and meta["tokenizer"] == kind
+        assert abs(meta["pairs"]["val"] / sum(meta["pairs"].values()) - fraction) < 0.05
+        assert (meta["vocab_size"] < 40) == (kind == "char")
 
 
 # --- metrics.jsonl ------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "im
          "inspect": "inspect", "ask": "ask", "eval-qa": "eval_qa", "plan": "plan",
          "audit": "audit"}  # fmt: skip
 # keywords of the Python API that take Python objects, not command-line text
-PYTHON_ONLY = {"prep": {"config"}, "prepare_pairs": {"tokenizer"}}
+PYTHON_ONLY = {"prep": {"config"}}
 
 
 def functions(verb: cli_parser.Verb, spec: cli_parser.Opt) -> list[Any]:

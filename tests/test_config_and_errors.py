@@ -12,7 +12,7 @@ import pytest
 
 from lmforge.config import config_to_toml, load_config
 from lmforge.data.report import Report
-from lmforge.data.shards import open_split, prepare_corpus
+from lmforge.data.shards import open_split, prepare_corpus, read_meta
 from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
 
@@ -164,11 +164,46 @@ def test_train_refuses_a_tokenizer_or_split_its_prepared_data_was_not_made_with(
         train(recipe, [*TINY, "--train.max_steps=2"], run, quiet=True)
     assert not run.exists()
 
-    train(None, tiny, run, quiet=True)  # the keys left at their defaults
-    assert load_config(run / "config.toml").data.val_fraction == 0.1  # the default, as before
+    train(None, tiny, run, quiet=True)  # the keys left unset: config.toml records the prepared ones
+    assert load_config(run / "config.toml").data.val_fraction == 0.2
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(LmforgeError, match=r"^data\.val_fraction=0\.3 differs"):
         train(None, [*tiny, "--data.val_fraction=0.3"], run, overwrite=True, quiet=True)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing moved aside
     train(None, [*tiny, "--data.val_fraction=0.2", "--data.tokenizer=char"], run, overwrite=True, quiet=True)
     assert load_config(run / "config.toml").data.val_fraction == 0.2
+
+
+def test_a_key_set_to_its_default_is_still_a_choice_a_prepared_directory_can_refuse(
+    tmp_path: Path, corpus: Path
+) -> None:
+    # data.tokenizer="char" and data.vocab_size=4096 are the defaults, but naming them is a choice:
+    # on data prepared with a 300-token BPE they would be ignored, so they are refused, on the
+    # command line and in a recipe alike. Left unset, the run trains and its config.toml records
+    # what it trained on.
+    from conftest import TINY
+
+    from lmforge import train
+
+    prepared = tmp_path / "prepared"
+    prepare_corpus(corpus, prepared, tokenizer="bpe", vocab_size=300)
+    assert read_meta(prepared)["vocab_target"] == 300
+    tiny = [f"--data.input={prepared}", *TINY, "--train.max_steps=2"]
+    run = tmp_path / "run"
+    refused = {
+        "--data.tokenizer=char": r"^data\.tokenizer='char' differs from the 'bpe' that",
+        "--data.vocab_size=4096": r"^data\.vocab_size=4096 differs from the 300 that",
+        "--data.val_fraction=0.1": None,  # the value it was prepared with: accepted
+    }
+    for given, message in refused.items():
+        if message is not None:
+            with pytest.raises(LmforgeError, match=message):
+                train(None, [*tiny, given], run, quiet=True)
+            assert not run.exists()
+    recipe = _recipe(tmp_path, f'[data]\ninput = "{prepared}"\nvocab_size = 4096\n')
+    with pytest.raises(LmforgeError, match=r"^data\.vocab_size=4096 differs"):
+        train(recipe, [*TINY, "--train.max_steps=2"], run, quiet=True)
+    train(None, [*tiny, "--data.val_fraction=0.1", "--data.vocab_size=300"], run, quiet=True)
+    recorded = load_config(run / "config.toml").data
+    assert (recorded.tokenizer, recorded.vocab_size, recorded.val_fraction) == ("bpe", 300, 0.1)
+    train(None, ["--train.max_steps=3"], resume=run, quiet=True)  # the recorded keys resume as they are

@@ -125,6 +125,21 @@ def test_aligned_files_of_different_lengths_are_refused(
         list(read_pairs([tmp_path / "x.en"]))
 
 
+def test_prep_pairs_trains_the_tokenizer_it_is_told(
+    pairs_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prep --pairs` trains a BPE of --vocab-size unless --tokenizer says char (it was refused)."""
+    kinds = {"char": ["--tokenizer", "char"], "bpe": ["--vocab-size", "300"]}
+    for kind, given in kinds.items():
+        out = tmp_path / kind
+        assert main(["prep", "--pairs", str(pairs_file), "--out", str(out), *given]) == 0
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["tokenizer"] == kind and f"(shared {kind})" in capsys.readouterr().out
+        assert meta.get("vocab_target") == (300 if kind == "bpe" else None)  # train checks against it
+        chars = set("".join(json.loads(line)["en"] + json.loads(line)["fr"] for line in pairs_file.open()))
+        assert (meta["vocab_size"] < len(chars) + 8) == (kind == "char")
+
+
 def test_too_few_documents_are_split_by_source_sentence(tmp_path: Path) -> None:
     """One document cannot be split three ways: its pairs are, by source, and meta.json says so."""
     lines = "".join(

@@ -47,7 +47,7 @@ def _show_pairs(meta: dict[str, Any], kw: dict[str, Any]) -> None:
     print(
         f"{kw['out']}: {meta['read']:,} pairs read -> {p['train']:,} train / {p['val']:,} val /"
         f" {p['test']:,} test; dropped {', '.join(f'{v:,} {k}' for k, v in d.items())};"
-        f" vocab {meta['vocab_size']} (shared bpe)"
+        f" vocab {meta['vocab_size']} (shared {meta['tokenizer']})"
     )
     if meta["split"]["by"] != "document":
         print(f"  split by {meta['split']['by']}")
@@ -148,7 +148,7 @@ VERBS: dict[str, Verb] = {
             opt("inputs", "a TOML recipe, or files, folders, globs (.txt .md .jsonl .csv .parquet;"
                 " .gz .xz .bz2 .zst)", nargs="+"),
             opt("--out", "output directory for shards, meta.json, tokenizer.json, report.json"),
-            opt("--tokenizer", "tokenizer to train", alt=False, config="data.tokenizer",
+            opt("--tokenizer", "tokenizer to train (--pairs: bpe unless told)", config="data.tokenizer",
                 choices=["char", "bpe"]),
             opt("--vocab-size", "BPE vocabulary size", config="data.vocab_size", type=int),
             opt("--val-fraction", "share of documents for validation", config="data.val_fraction",

@@ -54,6 +54,7 @@ def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool =
         )
     kind = _TYPES[str(fields[key].type)]
     setattr(section, key, _coerce(dotted, value, kind, source, from_text))
+    config.given.add(dotted)
 
 
 def _read_utf8(path: Path) -> str:

@@ -18,7 +18,8 @@ class DataConfig:
     input: str = ""
     """Text file, folder or glob of .txt/.md/.jsonl(.gz/.xz/.bz2), or a prepared shard directory."""
     tokenizer: str = "char"
-    """`char` (one token per character) or `bpe` (byte-level BPE)."""
+    """`char` (one token per character) or `bpe` (byte-level BPE). Translation pairs prepared by
+    `train` get `bpe` unless this is set."""
     vocab_size: int = 4096
     """Target vocabulary size for `bpe`."""
     val_fraction: float = 0.1
@@ -331,6 +332,19 @@ class Config:
     prep: PrepConfig = field(default_factory=PrepConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+    def __post_init__(self) -> None:
+        # "section.key" named by a recipe or an override (files.py), even at its default value: the
+        # difference between choosing data.tokenizer="char" and leaving it unset. Not a field, so
+        # not in to_dict() or config.toml (where a resumed run's keys are all named).
+        self.given: set[str] = set()
+
+    def is_set(self, dotted: str) -> bool:
+        """Whether `section.key` was chosen: named by a recipe or an override, or holding another
+        value than its default (a Config built in Python names nothing)."""
+        section_name, _, key = dotted.partition(".")
+        section = getattr(self, section_name)
+        return dotted in self.given or getattr(section, key) != getattr(type(section)(), key)
 
     def validate(self) -> Config:
         """This config, checked (checks.py): a wrong value raises LmforgeError naming its key."""

@@ -41,6 +41,7 @@ from lmforge.tokenization.tokenizer import Tokenizer
 
 SPLITS = ("train", "val", "test")
 FORMAT = "lmforge-pairs-1"
+PAIRS_VAL_FRACTION = 0.02  # held out for validation (and as much for test) unless told otherwise
 LINES_PER_DOC = 50  # aligned text files: consecutive lines grouped into one document
 _SPACES = re.compile(r"\s+")
 
@@ -167,15 +168,16 @@ def prepare_pairs(
     vocab_size: int = 8000,
     max_tokens: int = 128,
     max_ratio: float = 2.5,
-    val_fraction: float = 0.02,
-    test_fraction: float = 0.02,
+    val_fraction: float = PAIRS_VAL_FRACTION,
+    test_fraction: float = PAIRS_VAL_FRACTION,
     seed: int = 0,
-    tokenizer: Any = None,
+    tokenizer: Any = "bpe",
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Clean, dedup, split and tokenize sentence pairs into `out` (atomically); returns meta.json.
-    `tokenizer` (a model's, for train.init_from) replaces training a new BPE; a Marian tokenizer
-    segments targets with its target model (`encode_target`).
+    `tokenizer`: the kind to train on both sides of the training split, `bpe` (byte-level, of
+    `vocab_size`) or `char`; or a model's tokenizer (train.init_from) to use as it is; a Marian
+    tokenizer segments targets with its target model (`encode_target`).
 
     `out` must be a new or empty folder, or an earlier prep output that `overwrite` (`--overwrite`)
     allows replacing; a folder with other files, one that is, holds or lies inside an input, and
@@ -185,6 +187,10 @@ def prepare_pairs(
     a val/test pair whose source occurs in train; a side longer than `max_tokens` tokens; a
     token-length ratio above `max_ratio` (one side more than that many times the other).
     """
+    if tokenizer is None:
+        tokenizer = "bpe"
+    if isinstance(tokenizer, str) and tokenizer not in ("bpe", "char"):
+        raise LmforgeError(f"tokenizer={tokenizer!r} must be 'bpe' or 'char' (or a model's tokenizer)")
     if src_lang == tgt_lang:
         raise LmforgeError(f"src_lang and tgt_lang are both {src_lang!r}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -220,7 +226,11 @@ def prepare_pairs(
     if not splits["train"]:
         raise LmforgeError(f"{named}: no training pairs left after cleaning ({total} read)")
 
-    tok = tokenizer or Tokenizer.train_bpe((t for p in splits["train"] for t in (p.src, p.tgt)), vocab_size)
+    texts = (t for p in splits["train"] for t in (p.src, p.tgt))
+    if tokenizer == "bpe":
+        tok, target = Tokenizer.train_bpe(texts, vocab_size), {"vocab_target": vocab_size}
+    else:
+        tok, target = Tokenizer.train_char(texts) if tokenizer == "char" else tokenizer, {}
     counts: dict[str, int] = {}
     tokens: dict[str, int] = {}
     with staged_folder(
@@ -257,6 +267,7 @@ def prepare_pairs(
             "pad_id": tok.pad_id,
             "tokenizer": tok.kind,
             "tokenizer_sha256": tok.sha256(),
+            **target,  # the vocabulary asked of a trained BPE (train checks data.vocab_size against it)
             "dtype": "int32",
             "shards": {},
             "pairs": counts,

@@ -232,6 +232,8 @@ def _prep_into(
         "pad_id": tok.pad_id,
         "tokenizer": tok.kind,
         "tokenizer_sha256": tok.sha256(),
+        # the vocabulary asked of a trained BPE (train checks data.vocab_size against it)
+        **({"vocab_target": data.vocab_size} if given is None and data.tokenizer == "bpe" else {}),
         "encoder": name,
         "documents": n_docs,
         "split": split_kind,

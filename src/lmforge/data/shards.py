@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmforge.config import DataConfig
+from lmforge.config import Config
 from lmforge.errors import LmforgeError
 from lmforge.outputs import describe_foreign, foreign_entries
 
@@ -37,27 +37,34 @@ def is_prepared(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
-def check_prepared_settings(data: DataConfig) -> None:
-    """Refuse data.tokenizer or data.val_fraction set to another value than the prepared directory
-    data.input was made with (its meta.json): that directory fixes the tokenizer and the split, so
-    the setting would be ignored while the run's config.toml records it. A key left at its default
-    is not a setting, and older meta.json files without the value are not checked."""
+def adopt_prepared_settings(cfg: Config) -> None:
+    """A prepared data.input fixes the tokenizer, its vocabulary and the split (its meta.json):
+    refuse data.tokenizer, data.vocab_size or data.val_fraction chosen otherwise (Config.is_set: a
+    recipe or override that names the key, even at its default), and take the prepared values into
+    `cfg`, so that the run's config.toml records what it trains on. Values an older meta.json lacks
+    (vocab_target, val_fraction) are neither checked nor taken."""
+    data = cfg.data
     if not data.input or not is_prepared(data.input):
         return
     meta = read_meta(data.input)
     split = meta.get("split")  # prep: its kind (hash, tail); prep --pairs: a table with val_fraction
     pairs = split.get("val_fraction") if isinstance(split, dict) else None
     made = {"tokenizer": meta.get("tokenizer"), "val_fraction": meta.get("val_fraction", pairs)}
-    default = DataConfig()
+    if made["tokenizer"] == "bpe":  # a trained BPE's target (an init_from tokenizer has none)
+        made["vocab_size"] = meta.get("vocab_target")
     for key, prepared in made.items():
         given = getattr(data, key)
-        if prepared is None or given == getattr(default, key) or given == prepared:
+        if prepared is None or given == prepared:
             continue
-        raise LmforgeError(
-            f"data.{key}={given!r} differs from the {prepared!r} that data.input={data.input!r} was"
-            f" prepared with (its meta.json): a prepared directory fixes the tokenizer and split;"
-            f" leave data.{key} unset, set it to {prepared!r}, or prepare the data again"
-        )
+        if cfg.is_set(f"data.{key}"):
+            raise LmforgeError(
+                f"data.{key}={given!r} differs from the {prepared!r} that data.input={data.input!r}"
+                f" was prepared with (its meta.json): a prepared directory fixes the tokenizer, its"
+                f" vocabulary and the split; leave data.{key} unset, set it to {prepared!r}, or"
+                " prepare the data again"
+            )
+        if key != "tokenizer" or prepared in ("char", "bpe"):  # not an imported model's own
+            setattr(data, key, prepared)
 
 
 def earlier_prep_output(folder: Path) -> str | None:

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, DataConfig, load_config
-from lmforge.data.shards import check_prepared_settings, earlier_prep_output, is_prepared, prepare_corpus
+from lmforge.config import Config, load_config
+from lmforge.data.pairs import PAIRS_VAL_FRACTION
+from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS
 from lmforge.formats.peft import LORA_FILE
@@ -184,13 +185,20 @@ def _resolved_config(path: Path) -> bool:
 
 def check_inputs(cfg: Config, replaced: list[Path]) -> None:
     """What a new run checks before it creates or moves anything: the data and the starting model
-    exist, the data agrees with data.tokenizer and data.val_fraction, and neither lies inside what
-    --overwrite is about to move aside."""
+    exist, the data agrees with data.tokenizer, data.vocab_size and data.val_fraction, and neither
+    lies inside what --overwrite is about to move aside. Settles what the run will use in `cfg`
+    (recorded in its config.toml): a prepared directory's settings, and raw translation pairs'
+    own defaults (a BPE tokenizer, 2% held out) for the keys not chosen."""
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
         raise LmforgeError(f"data.input={cfg.data.input!r}: no such file, folder or glob match")
-    check_prepared_settings(cfg.data)  # a prepared directory fixes the tokenizer and split
+    adopt_prepared_settings(cfg)  # a prepared directory fixes the tokenizer and split
+    if cfg.data.task == "translation" and not is_prepared(cfg.data.input):
+        # pairs default to BPE and 2% held out; the [data] defaults (char, 0.1) are for documents
+        for key, value in (("tokenizer", "bpe"), ("val_fraction", PAIRS_VAL_FRACTION)):
+            if not cfg.is_set(f"data.{key}"):
+                setattr(cfg.data, key, value)
     if cfg.train.init_from:
         from lmforge.formats.directory import resolve_model_dir
 
@@ -400,11 +408,9 @@ def ensure_data(
         say(f"preparing sentence pairs {cfg.data.input} -> {target}")
         d = cfg.data
         longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
-        # pairs hold out 2% unless data.val_fraction is set (its 0.1 default is for documents)
-        split = {} if d.val_fraction == DataConfig.val_fraction else {"val_fraction": d.val_fraction}
         meta = prepare_pairs(  # RUN/data is the trainer's own: replacing an older preparation is safe
-            d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest, tokenizer=tokenizer,
-            overwrite=True, **split,
+            d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest,
+            val_fraction=d.val_fraction, tokenizer=tokenizer or d.tokenizer, overwrite=True,
         )  # fmt: skip
         source.write_text(json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
