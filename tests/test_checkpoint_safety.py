@@ -503,6 +503,32 @@ def test_raw_translation_pairs_take_an_explicit_tokenizer_and_val_fraction(tmp_p
         assert (meta["vocab_size"] < 40) == (kind == "char")
 
 
+def test_a_new_best_keeps_a_file_train_did_not_write_in_best(tmp_path: Path) -> None:
+    """Each new best score replaced best/ as a whole, deleting a file a user had put there during
+    the run; now train's own files are replaced one by one and the rest stays."""
+    from types import SimpleNamespace
+
+    from lmforge.train.loop import _write_best
+
+    def model_files(directory: Path) -> None:
+        (directory / "config.json").write_text("{}")
+
+    run = SimpleNamespace(
+        run_dir=tmp_path, lora_base=None, task=SimpleNamespace(write_model_files=model_files)
+    )
+    _write_best(run, {"w": torch.zeros(2)})  # type: ignore[arg-type]
+    (tmp_path / "best" / "NOTES.md").write_text("mine")
+    _write_best(run, {"w": torch.ones(2)})  # type: ignore[arg-type]
+    assert load_file(str(tmp_path / "best" / "model.safetensors"))["w"].tolist() == [1.0, 1.0]
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [
+        "NOTES.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    assert (tmp_path / "best" / "NOTES.md").read_text() == "mine"
+    assert not (tmp_path / ".best-tmp").exists()
+
+
 # --- metrics.jsonl ------------------------------------------------------------------------------
 
 

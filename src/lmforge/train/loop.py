@@ -332,12 +332,17 @@ def _evaluate(run: Run) -> dict[str, float]:
 
 
 def _write_best(run: Run, state: dict[str, torch.Tensor]) -> None:
-    """run_dir/best: the model with the best validation score so far, replaced atomically."""
+    """run_dir/best: the model with the best validation score so far. Its files are written into
+    .best-tmp, then each renamed over its old copy (atomic per file, and within a run only the
+    weights change), so best/ always holds a whole model, and a file train did not write there (a
+    user's notes) stays."""
     tmp, best = run.run_dir / ".best-tmp", run.run_dir / "best"
     shutil.rmtree(tmp, ignore_errors=True)
     _write_model_dir(run, tmp, state)
-    shutil.rmtree(best, ignore_errors=True)
-    os.replace(tmp, best)
+    best.mkdir(exist_ok=True)
+    for path in sorted(tmp.iterdir()):
+        os.replace(path, best / path.name)
+    tmp.rmdir()
 
 
 def _write_model_dir(run: Run, directory: Path, state: dict[str, torch.Tensor]) -> None:
