@@ -393,6 +393,11 @@ CASES = [
     Case("serve-timeout", "serve {s}/gpt --timeout nan", r"timeout=nan: must be a finite number of seconds > 0"),
     Case("serve-port-text", "serve {s}/gpt --port http", r"argument --port: invalid int value: 'http'", usage=True),
     Case("serve-no-model", "serve", r"required: models", usage=True),
+    Case("serve-key-file-missing", "serve {s}/gpt --api-key-file {t}/key", r"api_key_file={t}/key: no such file"),
+    Case("serve-key-file-folder", "serve {s}/gpt --api-key-file {t}", r"api_key_file={t}: is a folder"),
+    Case("serve-key-file-utf8", "serve {s}/gpt --api-key-file {t}/key", r"api_key_file={t}/key: not valid UTF-8 \(byte 0 ", (write("key", b"\xffk\n"),)),
+    Case("serve-key-file-empty", "serve {s}/gpt --api-key-file {t}/key", r"api_key_file={t}/key: the file is empty", (write("key", " \n"),)),
+    Case("serve-key-and-key-file", "serve {s}/gpt --api-key k --api-key-file {t}/key", r"api_key and api_key_file are both given", (write("key", "k"),)),
     # --- launch
     Case("launch-local-engine", f"launch --nproc 2 train {DATA} --out {R}", r"engine\.name='local' trains in one process, so 2 processes would run 2 identical jobs"),
     Case("launch-no-verb", "launch --nproc 2", r"launch: give the verb to run"),
