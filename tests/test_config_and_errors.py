@@ -33,8 +33,11 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
-    cfg = load_config(None, ['--data.input=a "quoted" path', "--model.pos=rope"])
+    cfg = load_config(None, ['--data.input=a "quoted" path', "--model.pos=rope", "--train.lr=0.001"])
     assert load_config(_recipe(tmp_path, config_to_toml(cfg))) == cfg
+    # the keys chosen, even at their default (train.lr), and only those: a recipe of the command
+    chosen = load_config(_recipe(tmp_path, config_to_toml(cfg, chosen_only=True)))
+    assert chosen == cfg and chosen.given == {"data.input", "model.pos", "train.lr"}
 
 
 @pytest.mark.parametrize(
@@ -207,3 +210,25 @@ def test_a_key_set_to_its_default_is_still_a_choice_a_prepared_directory_can_ref
     recorded = load_config(run / "config.toml").data
     assert (recorded.tokenizer, recorded.vocab_size, recorded.val_fraction) == ("bpe", 300, 0.1)
     train(None, ["--train.max_steps=3"], resume=run, quiet=True)  # the recorded keys resume as they are
+
+
+def test_a_model_key_train_init_from_would_override_is_refused(tmp_path: Path, corpus: Path) -> None:
+    # train.init_from brings its architecture: --model.n_layer=6 on a 2-layer model was dropped
+    # without a word. A [model] key chosen otherwise is refused before training; the same value,
+    # dropout, or the key left unset trains.
+    from conftest import TINY
+
+    from lmforge import train
+
+    base = tmp_path / "base"
+    train(None, [f"--data.input={corpus}", *TINY, "--train.max_steps=2"], base, quiet=True)
+    tuned = [f"--data.input={corpus}", f"--train.init_from={base}", "--train.max_steps=2"]
+    run = tmp_path / "run"
+    for given in ("--model.n_layer=6", "--model.block_size=64", "--model.pos=rope"):
+        key, _, value = given.removeprefix("--").partition("=")
+        message = rf"^{key}='?{value}'? differs from the .* of train\.init_from="
+        with pytest.raises(LmforgeError, match=message):
+            train(None, [*tuned, given], run, quiet=True)
+        assert not run.exists()
+    train(None, [*tuned, "--model.n_layer=2", "--model.dropout=0.1"], run, quiet=True)
+    assert load_config(run / "config.toml").model.dropout == 0.1

@@ -124,12 +124,17 @@ def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:
     return config.model
 
 
-def config_to_toml(config: Config) -> str:
-    """Serialise a Config as a TOML recipe (scalars only, so a tiny writer suffices)."""
+def config_to_toml(config: Config, chosen_only: bool = False) -> str:
+    """Serialise a Config as a TOML recipe (scalars only, so a tiny writer suffices). chosen_only:
+    only the keys a recipe, an override or code chose (Config.is_set), so that the recipe leaves
+    the rest to what the run settles (train.init_from's architecture, a prepared directory's
+    tokenizer), as the command it stands for would."""
     lines: list[str] = []
     for section, values in config.to_dict().items():
         lines.append(f"[{section}]")
         for key, value in values.items():
+            if chosen_only and not config.is_set(f"{section}.{key}"):
+                continue
             if isinstance(value, bool):
                 text = "true" if value else "false"
             elif isinstance(value, str):

@@ -157,7 +157,8 @@ class TrainConfig:
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
     init_from: str = ""
     """Start from this model, run or Hugging Face directory's weights: its architecture replaces
-    [model] (dropout aside) and raw-text data is tokenized with its tokenizer."""
+    [model] (dropout aside; a [model] key set to another value is refused) and raw-text data is
+    tokenized with its tokenizer."""
     label_smoothing: float = 0.0
     """translation: label smoothing of the training cross-entropy (0.1 in Vaswani et al.)."""
     max_minutes: float = 0.0

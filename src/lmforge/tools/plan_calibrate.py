@@ -36,7 +36,7 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
         raise LmforgeError(f"calibrate_steps={steps}: must be >= 2 (the first step is warm-up, not timed)")
     with tempfile.TemporaryDirectory(prefix="lmforge-plan-") as tmp:
         recipe, out = Path(tmp) / "recipe.toml", Path(tmp) / "run"
-        recipe.write_text(config_to_toml(cfg))
+        recipe.write_text(config_to_toml(cfg, chosen_only=True))  # what the user's command chose
         launcher = ["launch", f"--nproc={world_size}"] if world_size > 1 else []
         command = [sys.executable, "-m", "lmforge", *launcher, "train", str(recipe), "--out", str(out)]
         command += ["--quiet", f"--train.max_steps={steps}", "--train.max_minutes=0", "--train.epochs=0"]

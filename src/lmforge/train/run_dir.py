@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, load_config
+from lmforge.config import Config, ModelConfig, load_config
 from lmforge.data.pairs import PAIRS_VAL_FRACTION
 from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError
@@ -365,8 +365,25 @@ def init_model(cfg: Config) -> tuple[Any, Any]:
         raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not an encoder-decoder (translation)")
     if cfg.data.task != "translation" and not isinstance(model, GPT):
         raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
-    cfg.model = dataclasses.replace(model.config, dropout=cfg.model.dropout)
+    adopt_model_config(cfg, model.config)
     return model, tokenizer
+
+
+def adopt_model_config(cfg: Config, own: ModelConfig) -> None:
+    """train.init_from's architecture (`own`) replaces [model], keeping the recipe's dropout. A
+    [model] key chosen otherwise (Config.is_set; vocab_size 0 means "the tokenizer's") would be
+    ignored, so it is refused."""
+    for f in dataclasses.fields(ModelConfig):
+        given, theirs = getattr(cfg.model, f.name), getattr(own, f.name)
+        if f.name == "dropout" or given == theirs or (f.name == "vocab_size" and given == 0):
+            continue
+        if cfg.is_set(f"model.{f.name}"):
+            raise LmforgeError(
+                f"model.{f.name}={given!r} differs from the {theirs!r} of train.init_from="
+                f"{cfg.train.init_from!r}: the starting model brings its architecture, so leave"
+                " [model] keys other than dropout unset"
+            )
+    cfg.model = dataclasses.replace(own, dropout=cfg.model.dropout)
 
 
 def ensure_data(
@@ -405,7 +422,8 @@ def ensure_data(
         wanted.update(task=cfg.data.task, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)
         if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
             return target
-        say(f"preparing sentence pairs {cfg.data.input} -> {target}")
+        kind = "train.init_from's" if tokenizer is not None else cfg.data.tokenizer
+        say(f"preparing sentence pairs {cfg.data.input} -> {target} ({kind} tokenizer)")
         d = cfg.data
         longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
         meta = prepare_pairs(  # RUN/data is the trainer's own: replacing an older preparation is safe

@@ -9,7 +9,6 @@ split is also what the run reports, so choosing the best step on it would flatte
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from functools import partial
 from pathlib import Path
@@ -28,6 +27,7 @@ from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
+from lmforge.train.run_dir import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
 
 
@@ -62,7 +62,7 @@ class ClassificationTask(Task):
         if not isinstance(backbone, GPT | Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
         # the architecture comes with the model, the dropout with the recipe (as train.init_from for LM)
-        cfg.model = dataclasses.replace(backbone.config, dropout=cfg.model.dropout)
+        adopt_model_config(cfg, backbone.config)
         self.backbone: GPT | Encoder | None = backbone
         self.cfg = cfg
         self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text

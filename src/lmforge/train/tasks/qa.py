@@ -18,7 +18,6 @@ the best step by val_f1.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import sys
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from lmforge.inference.squad_metric import exact_match, f1
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
+from lmforge.train.run_dir import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
 
 Feature = tuple[Window, tuple[int, int]]  # a window and its (start, end) target
@@ -103,7 +103,7 @@ class QATask(Task):
         self.head = model.qa_outputs.state_dict() if isinstance(model, SpanModel) else None
         if not isinstance(self.backbone, Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not an encoder (BERT, MiniLM) model")
-        cfg.model = dataclasses.replace(self.backbone.config, dropout=cfg.model.dropout)
+        adopt_model_config(cfg, self.backbone.config)
         self.cfg, self.micro = cfg, setup.micro
         self.max_len = min(d.max_len, cfg.model.block_size)
         self.maker = WindowMaker(self.tokenizer)
