@@ -41,6 +41,26 @@ def make_model_dirs(root: Path, block_size: int = 32) -> dict[str, Path]:
     return {name: root / name for name in ("gpt", "s2s", "clf", "llama")}
 
 
+def serve_argv(*args: str | Path) -> list[str]:
+    """`python -m lmforge serve ARGS...` as a child process runs it."""
+    import sys
+
+    return [sys.executable, "-m", "lmforge", "serve", *map(str, args)]
+
+
+def wait_healthy(port: int, proc: Any = None, seconds: float = 60) -> None:
+    """Poll a served process's /health until it answers 200 (or `proc` exits, or time is up)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while (proc is None or proc.poll() is None) and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

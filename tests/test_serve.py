@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import QA_FIXTURE, free_port, make_model_dirs, running  # noqa: E402
+from serve_helpers import QA_FIXTURE, free_port, make_model_dirs, running, serve_argv, wait_healthy  # noqa: E402
 
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
@@ -676,21 +676,11 @@ def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
     import os
     import signal
     import subprocess
-    import sys
 
     port = free_port()
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "LMFORGE_API_KEY": "k"}
-    argv = [
-        sys.executable,
-        "-m",
-        "lmforge",
-        "serve",
-        str(dirs["gpt"]),
-        str(dirs["llama"]),
-        "--port",
-        str(port),
-    ]
+    argv = serve_argv(dirs["gpt"], dirs["llama"], "--port", port)
     # started as a script's background job (`cmd &`) starts it: with SIGINT ignored, which the
     # child inherits (the cause of this test's failures in suites run that way)
     inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -699,13 +689,7 @@ def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
     finally:
         signal.signal(signal.SIGINT, inherited)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(port)
         body = {"model": "llama", "messages": HELLO, "max_tokens": 12, "temperature": 0}
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         assert httpx.post(url, json=body, timeout=30).status_code == 401
@@ -731,7 +715,6 @@ def test_the_command_takes_its_key_from_a_file_and_warns_of_one_on_its_command_l
     import shlex
     import signal
     import subprocess
-    import sys
 
     key = "s3cret-9f2c1d"
     path = tmp_path / "secrets" / "api key"
@@ -741,26 +724,10 @@ def test_the_command_takes_its_key_from_a_file_and_warns_of_one_on_its_command_l
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "LMFORGE_API_KEY": "from-env"}
     option = [given, str(path) if given == "--api-key-file" else key]
-    argv = [
-        sys.executable,
-        "-m",
-        "lmforge",
-        "serve",
-        str(dirs["gpt"]),
-        "--port",
-        str(port),
-        "--dtype",
-        "fp32",
-    ]
+    argv = serve_argv(dirs["gpt"], "--port", port, "--dtype", "fp32")
     proc = subprocess.Popen([*argv, *option], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(port, proc)
         body = {"model": "gpt", "prompt": "a", "max_tokens": 2}
         url = f"http://127.0.0.1:{port}/v1/completions"
         for wrong in (None, "from-env"):
