@@ -97,7 +97,7 @@ def main() -> None:
     sides: dict[str, Any] = {"lmforge": Lmforge(net, True), "transformers": Transformers(hf)}
     if hasattr(attention, "SDPA_GQA"):
         sides["lmforge, K/V heads repeated"] = Lmforge(net, False)
-    print(f"# {hardware_line()}; {kernels.describe()}")
+    print(f"# {hardware_line()}; {kernels.describe() if args.dtype == 'fp32' else kernels.describe_bf16()}")
     print(f"# SmolLM2-135M-Instruct {args.dtype}, batch 1, {len(PROMPT)}-token prompt, "
           f"{args.steps} steps x {args.rounds} rounds in lockstep; {attention.__file__}")  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name in sides}

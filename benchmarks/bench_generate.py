@@ -119,6 +119,8 @@ def main() -> None:
     )
     if args.device == "cpu":
         print(kernels.describe())
+        if cpu_has_bf16():
+            print(kernels.describe_bf16())
     bw = measure(rounds=3, device=args.device)["read"] * 1e9
     print(f"memory bandwidth (benchmarks/bandwidth.py, read, {args.device}): {bw / 1e9:.1f} GB/s")
     for key in args.shapes:

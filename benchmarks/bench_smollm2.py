@@ -163,6 +163,8 @@ def main() -> None:
     skip = "" if cpu_has_bf16() else " (bf16 rows left out: emulated bf16 crawls)"
     print(f"lmforge model from {how}; bf16 units: {cpu_has_bf16()}{skip}")
     print(kernels.describe())
+    if cpu_has_bf16():
+        print(kernels.describe_bf16())
     bw = measure(rounds=3)
     print(
         f"memory bandwidth (benchmarks/bandwidth.py): read {bw['read']:.1f} GB/s, copy {bw['copy']:.1f} GB/s"

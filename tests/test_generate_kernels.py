@@ -20,11 +20,14 @@ from lmforge.model.layers import linear
 
 @pytest.fixture
 def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Set LMFORGE_LINEAR through the returned monkeypatch; the process's choice is restored after."""
+    """Set LMFORGE_LINEAR / LMFORGE_BF16_LINEAR through the returned monkeypatch; the process's
+    choices are restored after."""
     kernels.choose_linear_routes.cache_clear()
+    kernels.choose_bf16_routes.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
     kernels.choose_linear_routes.cache_clear()
+    kernels.choose_bf16_routes.cache_clear()
 
 
 @pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
@@ -90,6 +93,69 @@ def test_a_layer_with_hooks_is_called_as_a_module(route: pytest.MonkeyPatch) -> 
     with torch.no_grad():
         linear(layer, torch.ones(2, 8))
     assert calls == ["pre", "post"]
+
+
+@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
+def test_packed_bf16_weights_give_the_same_bits_and_tokens(route: pytest.MonkeyPatch) -> None:
+    """A bf16 model's products on weights packed once for oneDNN: the same kernel as F.linear's
+    (which reorders the weight at every call), so the same logits bit for bit, at one row, a few
+    and many, and the same greedy tokens."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=100)).eval()
+    model = model.to(torch.bfloat16)
+    results = {}
+    for name in kernels.BF16_ROUTES:
+        route.setenv("LMFORGE_BF16_LINEAR", name)
+        kernels.choose_bf16_routes.cache_clear()
+        assert kernels.describe_bf16() == f"bf16 inference linear: {name} (LMFORGE_BF16_LINEAR)"
+        with torch.no_grad():
+            logits = [model(torch.randint(0, 100, (b, t), generator=torch.Generator().manual_seed(b)))
+                      for b, t in ((1, 1), (3, 5), (4, 40))]  # fmt: skip
+        results[name] = (logits, generate_ids(model, [[1, 2, 3], [4, 5]], 20, temperature=0))
+    (a, tokens_a), (b, tokens_b) = results.values()
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and tokens_a == tokens_b
+
+
+@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
+def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
+    """The packed copy is made again when the weight changes in place or is replaced, and never
+    travels with a deep copy or into state_dict."""
+    import copy
+
+    route.setenv("LMFORGE_BF16_LINEAR", "packed")
+    layer = torch.nn.Linear(16, 8).to(torch.bfloat16)
+    x = torch.randn(1, 16).to(torch.bfloat16)
+
+    def check() -> None:
+        with torch.no_grad():
+            assert torch.equal(linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+    check()
+    with torch.no_grad():
+        layer.weight.mul_(2)  # in place: its version counter moves
+    check()
+    layer.weight = torch.nn.Parameter(torch.randn(8, 16).to(torch.bfloat16))
+    check()
+    twin = copy.deepcopy(layer)
+    assert set(twin.state_dict()) == {"weight", "bias"} and twin not in kernels._PACKED
+
+
+def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None:
+    route.setattr(kernels, "ONEDNN_AVAILABLE", True)
+    route.setattr(kernels, "probe_bf16", lambda rows: {"plain": 1.0, "packed": 0.5 if rows > 1 else 0.95})
+    assert [kernels.bf16_route(rows) for rows in (1, 2, 15, 16, 512)] == ["plain"] + ["packed"] * 4
+    assert kernels.describe_bf16().startswith("bf16 inference linear: plain for 1 row, packed from 2 rows")
+    route.setenv("LMFORGE_BF16_LINEAR", "fast")
+    kernels.choose_bf16_routes.cache_clear()
+    with pytest.raises(LmforgeError, match="LMFORGE_BF16_LINEAR='fast': expected one of plain, packed"):
+        kernels.bf16_route()
+
+
+def test_probe_times_both_bf16_routes() -> None:
+    if not kernels.ONEDNN_AVAILABLE:
+        pytest.skip("no oneDNN linear kernel in this torch build")
+    times = kernels.probe_bf16(1, rounds=1)
+    assert set(times) == set(kernels.BF16_ROUTES) and all(t > 0 for t in times.values())
 
 
 def test_cpu_features_from_cpuinfo() -> None:
