@@ -92,7 +92,7 @@ def main() -> None:
 
         args.gguf = smollm2_gguf()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    net = load_model(args.model)[0].to(dtype).eval()
+    net = kernels.for_inference(load_model(args.model)[0].to(dtype).eval())
     hf = AutoModelForCausalLM.from_pretrained(args.gguf.parent, gguf_file=args.gguf.name, dtype=dtype).eval()
     sides: dict[str, Any] = {"lmforge": Lmforge(net, True), "transformers": Transformers(hf)}
     if hasattr(attention, "SDPA_GQA"):

@@ -47,7 +47,7 @@ def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidt
     n = args.new_tokens
     torch.manual_seed(0)
     device = torch.device(args.device)
-    ours = GPT(cfg).eval().to(device)
+    ours = kernels.for_inference(GPT(cfg).eval().to(device))  # as lmforge generate marks its model
     theirs = hf_gpt2(cfg).eval().to(device)
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens)).to(device)
     ids = prompt[0].tolist()
@@ -65,7 +65,7 @@ def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidt
     }
     bf16_units = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
     if bf16_units:
-        ours_bf16 = GPT(cfg).eval().to(device, torch.bfloat16)
+        ours_bf16 = kernels.for_inference(GPT(cfg).eval().to(device, torch.bfloat16))
         theirs_bf16 = hf_gpt2(cfg).eval().to(device, torch.bfloat16)
         fast["lmforge cache bf16"] = lambda: run_ours(ours_bf16)
         fast["HF generate cache bf16"] = lambda: run_hf(theirs_bf16)

@@ -102,7 +102,7 @@ def test_packed_bf16_weights_give_the_same_bits_and_tokens(route: pytest.MonkeyP
     and many, and the same greedy tokens."""
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=100)).eval()
-    model = model.to(torch.bfloat16)
+    model = kernels.for_inference(model.to(torch.bfloat16))  # as generate, chat, serve... mark theirs
     results = {}
     for name in kernels.BF16_ROUTES:
         route.setenv("LMFORGE_BF16_LINEAR", name)
@@ -119,7 +119,8 @@ def test_packed_bf16_weights_give_the_same_bits_and_tokens(route: pytest.MonkeyP
 @pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
 def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
     """The packed copy is made again when the weight changes in place or is replaced, and never
-    travels with a deep copy or into state_dict."""
+    travels with a deep copy or into state_dict. A layer no inference entry point marked (a model
+    in training, whose engine may rewrite weights through .data, unseen) is never packed."""
     import copy
 
     route.setenv("LMFORGE_BF16_LINEAR", "packed")
@@ -131,6 +132,13 @@ def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
             assert torch.equal(linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))
 
     check()
+    assert layer not in kernels._PACKED  # not marked: F.linear, nothing kept
+    with torch.no_grad():
+        layer.weight.data.copy_(torch.randn(8, 16))  # as DeepSpeed refreshes its bf16 copies
+    check()
+    kernels.for_inference(layer)
+    check()
+    assert layer in kernels._PACKED
     with torch.no_grad():
         layer.weight.mul_(2)  # in place: its version counter moves
     check()
@@ -165,3 +173,16 @@ def test_cpu_features_from_cpuinfo() -> None:
     assert hardware.flags_in_cpuinfo("model name : x\n") == frozenset()
     summary = hardware.cpu_summary()
     assert hardware.cpu_model() in summary and ("AVX2" in summary or "none of" in summary)
+
+
+def test_the_inference_entry_points_mark_their_models() -> None:
+    """generate, chat, serve, ask and the pipelines put a model in its dtype through
+    to_inference_dtype, translate and eval through their own loaders: each marks it for the packed
+    route; a model built or trained elsewhere is not marked."""
+    from lmforge.inference.autotune import to_inference_dtype
+
+    net = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20))
+    assert not kernels.packable(net.lm_head)
+    for dtype in ("fp32", "bf16"):
+        marked = to_inference_dtype(GPT(net.config), dtype)[0]
+        assert all(kernels.packable(m) for m in marked.modules() if type(m) is torch.nn.Linear)

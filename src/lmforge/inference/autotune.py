@@ -31,7 +31,13 @@ PROMPT, STEPS = 16, 16
 
 
 def to_inference_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
-    """(net in the dtype to run it in, why): `requested` is auto, fp32 or bf16."""
+    """(net in the dtype to run it in, why): `requested` is auto, fp32 or bf16. The net's bf16
+    products may then run on packed weights (model/kernels.py)."""
+    net, why = _to_dtype(net, requested)
+    return kernels.for_inference(net), why
+
+
+def _to_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
     dtype, why = resolve_dtype(requested, net.config)
     device = next(net.parameters()).device
     measurable = isinstance(net, GPT) and net.config.block_size > PROMPT + STEPS
@@ -45,7 +51,7 @@ def to_inference_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
         chosen, how = cached["dtype"], tuning.earlier(cached)
     else:
         net = net.float()
-        bf16 = copy.deepcopy(net).to(torch.bfloat16)
+        bf16 = kernels.for_inference(copy.deepcopy(net).to(torch.bfloat16))  # timed as it would run
         fp32_s, bf16_s = _time_decoding([net, bf16])
         chosen = "bf16" if bf16_s * MARGIN < fp32_s else "fp32"
         measured = f"fp32 {1e3 * fp32_s:.2f} ms, bf16 {1e3 * bf16_s:.2f} ms per token"

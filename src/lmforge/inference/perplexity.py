@@ -180,8 +180,9 @@ def evaluate(
     context, stride = _settings(net, context, stride)
     if dtype != "fp32":
         from lmforge.hardware import resolve_dtype
+        from lmforge.model import kernels
 
-        net = net.to(resolve_dtype(dtype, net.config)[0])
+        net = kernels.for_inference(net.to(resolve_dtype(dtype, net.config)[0]))
     report = Report()
     docs = (d.text for d in read_documents(data, text_field, report))
     ids, nbytes, used = token_stream(tokenizer, docs, max_tokens)

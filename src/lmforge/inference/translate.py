@@ -19,6 +19,7 @@ from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode, length_limits
+from lmforge.model import kernels
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -27,7 +28,7 @@ def load_translator(model: str | Path, dtype: str = "fp32") -> tuple[Seq2Seq, To
     net, tokenizer = load_model(model)
     if not isinstance(net, Seq2Seq):
         raise LmforgeError(f"{model}: not a translation (encoder-decoder) model")
-    net.to(resolve_dtype(dtype, net.config)[0])
+    kernels.for_inference(net.to(resolve_dtype(dtype, net.config)[0]))
     return net, tokenizer
 
 

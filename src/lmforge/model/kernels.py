@@ -17,8 +17,8 @@ weight in PyTorch's layout, which oneDNN reorders into its own blocked one at ev
 once (`mkldnn._reorder_linear_weight`) and kept beside the layer, the same kernel skips that: the
 same sums, bit for bit, and on an AMD EPYC with AVX512_BF16 1.4-1.7x faster from 1 to 16 rows
 (1.2x at 64-1024). The packed copy is a second copy of the weight in memory while the model runs
-in bf16. It too is chosen by measurement (one row, eight rows) and `LMFORGE_BF16_LINEAR=plain|packed`
-skips the probe.
+in bf16, and only models an inference entry point marked (`for_inference`) take the route. It too
+is chosen by measurement (one row, eight rows); `LMFORGE_BF16_LINEAR=plain|packed` skips the probe.
 """
 
 from __future__ import annotations
@@ -145,6 +145,23 @@ def describe() -> str:
 _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+# The layers allowed the packed route: those of models an inference entry point (generate, chat,
+# serve, ask, the pipelines, translate, eval) put in their dtype with for_inference. A model being
+# trained never is: an engine may rewrite a weight through .data (DeepSpeed's bf16 compute copies
+# after each step), which moves no version counter, so a packed copy would go stale.
+_FOR_INFERENCE: weakref.WeakSet[nn.Linear] = weakref.WeakSet()
+
+
+def for_inference(net: nn.Module) -> nn.Module:
+    """Let `net`'s linear layers take the packed bf16 route (when bf16 and measured faster); `net`."""
+    _FOR_INFERENCE.update(m for m in net.modules() if type(m) is nn.Linear)
+    return net
+
+
+def packable(layer: nn.Linear) -> bool:
+    return layer in _FOR_INFERENCE
 
 
 def packed_weight(layer: nn.Linear) -> torch.Tensor:
