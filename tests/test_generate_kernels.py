@@ -95,7 +95,7 @@ def test_a_layer_with_hooks_is_called_as_a_module(route: pytest.MonkeyPatch) -> 
     assert calls == ["pre", "post"]
 
 
-@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
+@pytest.mark.skipif(not kernels.PACKING_AVAILABLE, reason="oneDNN cannot pack bf16 weights here")
 def test_packed_bf16_weights_give_the_same_bits_and_tokens(route: pytest.MonkeyPatch) -> None:
     """A bf16 model's products on weights packed once for oneDNN: the same kernel as F.linear's
     (which reorders the weight at every call), so the same logits bit for bit, at one row, a few
@@ -116,7 +116,7 @@ def test_packed_bf16_weights_give_the_same_bits_and_tokens(route: pytest.MonkeyP
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and tokens_a == tokens_b
 
 
-@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
+@pytest.mark.skipif(not kernels.PACKING_AVAILABLE, reason="oneDNN cannot pack bf16 weights here")
 def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
     """The packed copy is made again when the weight changes in place or is replaced, and never
     travels with a deep copy or into state_dict. A layer no inference entry point marked (a model
@@ -149,7 +149,7 @@ def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
 
 
 def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None:
-    route.setattr(kernels, "ONEDNN_AVAILABLE", True)
+    route.setattr(kernels, "PACKING_AVAILABLE", True)
     route.setattr(kernels, "probe_bf16", lambda rows: {"plain": 1.0, "packed": 0.5 if rows > 1 else 0.95})
     assert [kernels.bf16_route(rows) for rows in (1, 2, 15, 16, 512)] == ["plain"] + ["packed"] * 4
     assert kernels.describe_bf16().startswith("bf16 inference linear: plain for 1 row, packed from 2 rows")
@@ -160,8 +160,8 @@ def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None
 
 
 def test_probe_times_both_bf16_routes() -> None:
-    if not kernels.ONEDNN_AVAILABLE:
-        pytest.skip("no oneDNN linear kernel in this torch build")
+    if not kernels.PACKING_AVAILABLE:
+        pytest.skip("oneDNN cannot pack bf16 weights here")
     times = kernels.probe_bf16(1, rounds=1)
     assert set(times) == set(kernels.BF16_ROUTES) and all(t > 0 for t in times.values())
 
@@ -186,3 +186,14 @@ def test_the_inference_entry_points_mark_their_models() -> None:
     for dtype in ("fp32", "bf16"):
         marked = to_inference_dtype(GPT(net.config), dtype)[0]
         assert all(kernels.packable(m) for m in marked.modules() if type(m) is torch.nn.Linear)
+
+
+def test_a_cpu_that_cannot_pack_bf16_keeps_f_linear(route: pytest.MonkeyPatch) -> None:
+    """On an AVX2-only CPU oneDNN refuses to pack bf16 weights (it raised in the middle of a
+    decode): there the route is plain without a probe, and forcing `packed` is one clear error."""
+    route.setattr(kernels, "PACKING_AVAILABLE", False)
+    assert kernels.bf16_route(1) == "plain" and "cannot pack bf16" in kernels.describe_bf16()
+    route.setenv("LMFORGE_BF16_LINEAR", "packed")
+    kernels.choose_bf16_routes.cache_clear()
+    with pytest.raises(LmforgeError, match="LMFORGE_BF16_LINEAR=packed: oneDNN cannot pack bf16 weights"):
+        kernels.bf16_route()

@@ -39,6 +39,9 @@ ROUTES = ("mkl", "onednn")
 BF16_ROUTES = ("plain", "packed")
 MARGIN = 1.15  # oneDNN must be this much faster to be chosen
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN packs bf16 weights only where the CPU has the instructions for them (AVX512-BW/VL/DQ or
+# AVX-NE-CONVERT); elsewhere (an AVX2-only CPU, or one capped by ONEDNN_MAX_CPU_ISA) it raises.
+PACKING_AVAILABLE = ONEDNN_AVAILABLE and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 # A decoding step's products: rows through each of a stack of distinct weights (GPT blocks' MLPs
 # at 384 and 768 wide), so the weights stream from memory as in decoding rather than sitting in
 # a cache. (A probe over one weight, or over 16-row products, picked the route that decoded
@@ -180,6 +183,9 @@ def packed_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return onednn_linear(x, packed_weight(layer), layer.bias)
 
 
+_NO_PACKING = "oneDNN cannot pack bf16 weights with this torch build on this CPU"
+
+
 @functools.cache
 def choose_bf16_routes() -> tuple[dict[str, str], str]:
     """({'one', 'few', 'many' rows: 'plain' or 'packed'}, why) for bf16 inference products: one row
@@ -188,11 +194,11 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
     if forced:
         if forced not in BF16_ROUTES:
             raise LmforgeError(f"LMFORGE_BF16_LINEAR={forced!r}: expected one of {', '.join(BF16_ROUTES)}")
-        if forced == "packed" and not ONEDNN_AVAILABLE:
-            raise LmforgeError("LMFORGE_BF16_LINEAR=packed: this torch build has no oneDNN linear kernel")
+        if forced == "packed" and not PACKING_AVAILABLE:
+            raise LmforgeError(f"LMFORGE_BF16_LINEAR=packed: {_NO_PACKING}")
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_BF16_LINEAR"
-    if not ONEDNN_AVAILABLE:
-        return dict.fromkeys(("one", "few", "many"), "plain"), "no oneDNN linear kernel in this torch build"
+    if not PACKING_AVAILABLE:
+        return dict.fromkeys(("one", "few", "many"), "plain"), _NO_PACKING
     routes, measured = {}, []
     for bucket, rows in zip(("one", "few"), PROBED_ROWS, strict=True):
         times = probe_bf16(rows)
