@@ -40,8 +40,13 @@ BF16_ROUTES = ("plain", "packed")
 MARGIN = 1.15  # oneDNN must be this much faster to be chosen
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN packs bf16 weights only where the CPU has the instructions for them (AVX512-BW/VL/DQ or
-# AVX-NE-CONVERT); elsewhere (an AVX2-only CPU, or one capped by ONEDNN_MAX_CPU_ISA) it raises.
-PACKING_AVAILABLE = ONEDNN_AVAILABLE and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+# AVX-NE-CONVERT); elsewhere (an AVX2-only CPU, or one capped by ONEDNN_MAX_CPU_ISA) it raises. The
+# ops are torch's private ones (those inductor packs weights with), so their presence is checked.
+PACKING_AVAILABLE = (
+    ONEDNN_AVAILABLE
+    and all(hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_is_mkldnn_bf16_supported"))
+    and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+)
 # A decoding step's products: rows through each of a stack of distinct weights (GPT blocks' MLPs
 # at 384 and 768 wide), so the weights stream from memory as in decoding rather than sitting in
 # a cache. (A probe over one weight, or over 16-row products, picked the route that decoded
