@@ -121,20 +121,31 @@ def choose_linear_routes() -> tuple[dict[str, str], str]:
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_LINEAR"
     if not ONEDNN_AVAILABLE:
         return dict.fromkeys(("one", "few", "many"), "mkl"), "no oneDNN linear kernel in this torch build"
-    routes, measured = {"many": "mkl"}, []
+    routes, why = _measure(lambda rows: probe(rows), "mkl", "onednn")
+    return {**routes, "many": "mkl"}, why
+
+
+def _measure(timings: Callable[[int], dict[str, float]], base: str, other: str) -> tuple[dict[str, str], str]:
+    """({'one', 'few': base or other}, why): `other` for a probed row count where it beats `base`
+    by MARGIN, so that a close call keeps `base` and a noisy probe does not flip it run to run."""
+    routes, measured = {}, []
     for bucket, rows in zip(("one", "few"), PROBED_ROWS, strict=True):
-        times = probe(rows)
-        routes[bucket] = "onednn" if times["mkl"] > MARGIN * times["onednn"] else "mkl"
-        mkl, onednn = 1e3 * times["mkl"], 1e3 * times["onednn"]
-        measured.append(f"{rows} row{'s' * (rows > 1)} mkl {mkl:.2f} ms, onednn {onednn:.2f} ms")
+        times = timings(rows)
+        routes[bucket] = other if times[base] > MARGIN * times[other] else base
+        ms = {route: f"{1e3 * times[route]:.2f}" for route in (base, other)}
+        measured.append(f"{rows} row{'s' * (rows > 1)} {base} {ms[base]} ms, {other} {ms[other]} ms")
     return routes, "measured: " + "; ".join(measured)
 
 
+def _bucket(rows: int) -> str:
+    """One row (a decoding step), a few (a batch of decoding steps), or FEW_ROWS_MAX + 1 and more
+    (prefill, evaluation)."""
+    return "one" if rows == 1 else "few" if rows <= FEW_ROWS_MAX else "many"
+
+
 def linear_route(rows: int = 1) -> str:
-    """The route for a product of `rows` rows: one row (a decoding step), a few (a batch of decoding
-    steps), or FEW_ROWS_MAX + 1 and more (prefill, evaluation)."""
-    bucket = "one" if rows == 1 else "few" if rows <= FEW_ROWS_MAX else "many"
-    return choose_linear_routes()[0][bucket]
+    """'mkl' or 'onednn' for an fp32 product of `rows` rows."""
+    return choose_linear_routes()[0][_bucket(rows)]
 
 
 def describe() -> str:
@@ -204,20 +215,13 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_BF16_LINEAR"
     if not PACKING_AVAILABLE:
         return dict.fromkeys(("one", "few", "many"), "plain"), _NO_PACKING
-    routes, measured = {}, []
-    for bucket, rows in zip(("one", "few"), PROBED_ROWS, strict=True):
-        times = probe_bf16(rows)
-        routes[bucket] = "packed" if times["plain"] > MARGIN * times["packed"] else "plain"
-        plain, packed = 1e3 * times["plain"], 1e3 * times["packed"]
-        measured.append(f"{rows} row{'s' * (rows > 1)} plain {plain:.2f} ms, packed {packed:.2f} ms")
-    routes["many"] = routes["few"]
-    return routes, "measured: " + "; ".join(measured)
+    routes, why = _measure(lambda rows: probe_bf16(rows), "plain", "packed")
+    return {**routes, "many": routes["few"]}, why
 
 
 def bf16_route(rows: int = 1) -> str:
     """'packed' or 'plain' (F.linear) for a bf16 product of `rows` rows."""
-    bucket = "one" if rows == 1 else "few" if rows <= FEW_ROWS_MAX else "many"
-    return choose_bf16_routes()[0][bucket]
+    return choose_bf16_routes()[0][_bucket(rows)]
 
 
 def describe_bf16() -> str:
