@@ -13,6 +13,7 @@ import torch
 from lmforge import hardware, tuning
 from lmforge.config import EngineConfig, ModelConfig, TrainConfig
 from lmforge.inference import autotune as decode_tune
+from lmforge.model import kernels
 from lmforge.model.attention import set_sequence_route
 from lmforge.model.gpt import GPT
 from lmforge.train import autotune
@@ -231,6 +232,21 @@ def test_decoding_dtype_is_measured_for_real_then_remembered(monkeypatch: pytest
     assert next(again.parameters()).dtype == first
     assert f"measured on {datetime.date.today().isoformat()} on this machine" in why
     assert next(decode_tune.to_inference_dtype(_gpt(), "fp32")[0].parameters()).dtype == torch.float32
+
+
+def test_a_remembered_decoding_dtype_costs_no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither the decoding step nor the bf16 product route is timed again once fp32 is remembered."""
+    monkeypatch.setattr(decode_tune, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(decode_tune, "_time_decoding", lambda nets: [1.0, 0.95])
+    assert "measured: fp32" in decode_tune.to_inference_dtype(_gpt(), "auto")[1]
+
+    def no_probe(*args: object) -> None:
+        raise AssertionError("the remembered choice should need no probe")
+
+    monkeypatch.setattr(decode_tune, "_time_decoding", no_probe)
+    monkeypatch.setattr(kernels, "choose_bf16_routes", no_probe)
+    net, why = decode_tune.to_inference_dtype(_gpt(), "auto")
+    assert next(net.parameters()).dtype == torch.float32 and "on this machine" in why
 
 
 def test_without_bf16_units_or_with_autotune_off_the_rule_decides(monkeypatch: pytest.MonkeyPatch) -> None:

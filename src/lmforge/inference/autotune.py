@@ -63,13 +63,15 @@ def _to_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
 
 
 def _shape_key(net: GPT) -> str:
-    """The model's shape, and the bf16 product route the timing ran on (model/kernels.py): a choice
-    measured on the other route (packing made bf16 decoding 1.4-1.6x faster) is measured again."""
+    """The model's shape, and how bf16 products were routed when it was timed (model/kernels.py): a
+    choice timed before packing (which made bf16 decoding 1.4-1.6x faster), or with the route
+    forced otherwise, is measured again. The setting, not the route the probe picks, so that a
+    remembered choice costs no probe of the bf16 products."""
     c = net.config
     n_params = sum(p.numel() for p in net.parameters())
     return (
         f"GPT {n_params} params, {c.n_layer}L x {c.n_head}H/{c.n_kv_head or c.n_head}kv x {c.n_embd},"
-        f" mlp {c.mlp}, vocab {c.vocab_size}; bf16 linear {kernels.bf16_route(1)}"
+        f" mlp {c.mlp}, vocab {c.vocab_size}; bf16 linear {kernels.bf16_setting()}"
     )
 
 

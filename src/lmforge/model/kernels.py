@@ -219,6 +219,12 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
     return {**routes, "many": routes["few"]}, why
 
 
+def bf16_setting() -> str:
+    """How bf16 products are routed, known without the probe: the route LMFORGE_BF16_LINEAR forces,
+    'plain' where packing is unavailable, else 'measured' (the probe decides when first needed)."""
+    return os.environ.get("LMFORGE_BF16_LINEAR") or ("measured" if PACKING_AVAILABLE else "plain")
+
+
 def bf16_route(rows: int = 1) -> str:
     """'packed' or 'plain' (F.linear) for a bf16 product of `rows` rows."""
     return choose_bf16_routes()[0][_bucket(rows)]
