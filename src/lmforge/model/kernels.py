@@ -80,6 +80,16 @@ def probe_bf16(rows: int = 1, rounds: int = 3) -> dict[str, float]:
     return _time_routes(routes, rows, PROBES[rows] * 2, torch.bfloat16, rounds)
 
 
+def _constant_linear(n_in: int, n_out: int, dtype: torch.dtype) -> nn.Linear:
+    """A layer of constant weights: random ones would take longer to make than to time, and
+    nn.utils.skip_init's first call (through the meta device) took 0.3-0.4 s of imports."""
+    layer = nn.Linear(1, 1, dtype=dtype)
+    layer.in_features, layer.out_features = n_in, n_out
+    layer.weight = nn.Parameter(torch.full((n_out, n_in), 0.01, dtype=dtype), requires_grad=False)
+    layer.bias = nn.Parameter(torch.zeros(n_out, dtype=dtype), requires_grad=False)
+    return layer
+
+
 def _time_routes(
     routes: dict[str, Callable[[torch.Tensor, nn.Linear], torch.Tensor]],
     rows: int,
@@ -90,12 +100,7 @@ def _time_routes(
     """The best of `rounds` seconds each route takes through layers of `shapes`, the routes taking
     turns so that load from elsewhere hits them alike."""
     x = {n_in: torch.full((rows, n_in), 0.5, dtype=dtype) for _, n_in in shapes}
-    layers = []
-    for n_out, n_in in shapes:  # constant weights: random ones would take longer to make than to time
-        layer = nn.utils.skip_init(nn.Linear, n_in, n_out, dtype=dtype)
-        nn.init.constant_(layer.weight, 0.01)
-        nn.init.zeros_(layer.bias)
-        layers.append(layer)
+    layers = [_constant_linear(n_in, n_out, dtype) for n_out, n_in in shapes]
     times = dict.fromkeys(routes, float("inf"))
     with torch.inference_mode():
         for turn in range(rounds + 1):  # turn 0 warms up: thread pool, oneDNN's caches, packing
