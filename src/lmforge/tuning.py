@@ -37,7 +37,8 @@ def _setting() -> str:
 
 
 def enabled() -> bool:
-    """False when LMFORGE_AUTOTUNE is 0/off/false/no: use the fixed rules, measure nothing."""
+    """False when LMFORGE_AUTOTUNE is 0/off/false/no: the fixed rules, nothing measured or
+    remembered (the inference kernel routes of model/kernels.py have their own switches)."""
     return _setting() not in ("0", "off", "false", "no")
 
 
