@@ -68,6 +68,16 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_the_probes_leave_the_random_generator_alone() -> None:
+    """They run at a training run's first evaluation: a draw there would make a run resumed with
+    dropout part from an unbroken one."""
+    before = torch.get_rng_state()
+    kernels.probe(1, rounds=1)
+    if kernels.PACKING_AVAILABLE:
+        kernels.probe_bf16(1, rounds=1)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_bad_override_is_one_clear_error(route: pytest.MonkeyPatch) -> None:
     route.setenv("LMFORGE_LINEAR", "blas")
     with pytest.raises(LmforgeError, match="LMFORGE_LINEAR='blas': expected one of mkl, onednn"):

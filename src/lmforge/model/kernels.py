@@ -82,8 +82,11 @@ def probe_bf16(rows: int = 1, rounds: int = 3) -> dict[str, float]:
 
 def _constant_linear(n_in: int, n_out: int, dtype: torch.dtype) -> nn.Linear:
     """A layer of constant weights: random ones would take longer to make than to time, and
-    nn.utils.skip_init's first call (through the meta device) took 0.3-0.4 s of imports."""
-    layer = nn.Linear(1, 1, dtype=dtype)
+    nn.utils.skip_init's first call (through the meta device) took 0.3-0.4 s of imports. The 1x1
+    layer's initialisation must not draw from the global generator: the probe runs at a training
+    run's first evaluation, and a resumed run with dropout would part from an unbroken one."""
+    with torch.random.fork_rng(devices=[]):
+        layer = nn.Linear(1, 1, dtype=dtype)
     layer.in_features, layer.out_features = n_in, n_out
     layer.weight = nn.Parameter(torch.full((n_out, n_in), 0.01, dtype=dtype), requires_grad=False)
     layer.bias = nn.Parameter(torch.zeros(n_out, dtype=dtype), requires_grad=False)
