@@ -270,6 +270,8 @@ CASES = [
     Case("classify-no-train", "finetune-classify {s}/gpt --labels neg,pos", r"required: --train", usage=True),
     Case("classify-unknown-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,positive", r"{s}/l\.jsonl:\d+: label 'pos' is not one of"),
     Case("classify-one-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg", r"labels='neg': name at least two labels"),
+    Case("classify-existing-run", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --out {s}/run", r"{s}/run: already holds a run; use --resume {s}/run, --overwrite or another --out"),
+    Case("classify-overwrite-is-an-option", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,positive --overwrite", r"{s}/l\.jsonl:\d+: label 'pos' is not one of"),
     Case("classify-label-twice", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,neg", r"labels='neg,neg': name at least two labels, each once"),
     Case("classify-val-fraction-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 0", r"data\.val_fraction=[\d.]+ must be in \(0, 1\)"),
     Case("classify-val-fraction-1", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 1", r"data\.val_fraction=[\d.]+ must be in \(0, 1\)"),

@@ -306,6 +306,7 @@ VERBS: dict[str, Verb] = {
             opt("--train", ".jsonl(.gz/.xz) with text and label fields", required=True),
             opt("--labels", "comma-separated label names, e.g. negative,positive", required=True),
             opt("--out", "run directory to write (its classifier in OUT/model)"),
+            opt("--overwrite", "replace an earlier run in --out", action="store_true"),
             opt("--text-field", "field holding the text"),
             opt("--label-field", "field holding the label"),
             opt("--val-fraction", "share held out for the report", type=float),

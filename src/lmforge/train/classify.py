@@ -38,6 +38,7 @@ def finetune_classify(
     train: str | Path,
     labels: list[str] | str,
     out: str | Path | None = None,
+    overwrite: bool = False,
     text_field: str = "text",
     label_field: str = "label",
     val_fraction: float = 0.1,
@@ -54,7 +55,8 @@ def finetune_classify(
 ) -> dict[str, Any]:
     """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
     `labels`; train in the run directory `out` (its classifier in OUT/model, when given) and
-    return the held-out metrics.
+    return the held-out metrics. An earlier run in `out` is kept unless `overwrite` (as `train`
+    does; `lmforge train --resume OUT` continues it).
 
     head_only freezes the backbone; from_scratch re-initialises it (same size, random weights): the
     baseline that shows what pretraining brings."""
@@ -92,7 +94,7 @@ def finetune_classify(
     cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lmforge-classify-"))
     try:
-        summary = loop.train(cfg, out=run_dir, quiet=quiet)
+        summary = loop.train(cfg, out=run_dir, overwrite=overwrite, quiet=quiet)
     finally:
         if out is None:
             shutil.rmtree(run_dir, ignore_errors=True)
