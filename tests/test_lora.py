@@ -256,3 +256,15 @@ def test_two_ranks_match_local(base: dict[str, Path], tmp_path: Path, engine: st
     # left 1 of 14,848 adapter weights 1.6e-5 from local. atol is 1% of one step.
     for name, tensor in reference.items():
         assert torch.allclose(ours[name], tensor, rtol=1e-4, atol=1e-4), name
+
+
+def test_a_new_task_head_must_train_beside_the_adapters() -> None:
+    """Adapters-only training would leave a task's new head as drawn (PEFT's task types save it)."""
+    from lmforge.model.lora import require_trained
+
+    with pytest.raises(
+        LmforgeError, match=r"the answer-span head \(qa_outputs\) is new .*--lora\.also_train=qa_outputs"
+    ):
+        require_trained(LoraConfig(enabled=True), "qa_outputs", "the answer-span head (qa_outputs)")
+    require_trained(LoraConfig(enabled=True, also_train="blocks.0, qa_outputs"), "qa_outputs", "the head")
+    require_trained(LoraConfig(enabled=False), "head", "the head")

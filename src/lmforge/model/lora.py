@@ -153,6 +153,17 @@ def inject(model: nn.Module, spec: LoraConfig) -> nn.Module:
     return model
 
 
+def require_trained(spec: LoraConfig, module: str, what: str) -> None:
+    """Refuse adapters-only training where `module` is a task's new head: frozen, it would stay as
+    drawn, and the run would train adapters against a random projection (PEFT's task types put
+    such heads in modules_to_save for the same reason)."""
+    if spec.enabled and module not in (n.strip() for n in spec.also_train.split(",")):
+        raise LmforgeError(
+            f"lora.enabled: {what} is new and would stay random and frozen;"
+            f" add it to lora.also_train (--lora.also_train={module})"
+        )
+
+
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
     return {path: m for path, m in model.named_modules() if isinstance(m, LoRALinear)}
 

@@ -22,6 +22,7 @@ from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.formats.lmforge_dirs import write_classifier_files
+from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
@@ -63,6 +64,7 @@ class ClassificationTask(Task):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
         # the architecture comes with the model, the dropout with the recipe (as train.init_from for LM)
         adopt_model_config(cfg, backbone.config)
+        lora.require_trained(cfg.lora, "head", "the classification head")
         self.backbone: GPT | Encoder | None = backbone
         self.cfg = cfg
         self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text

@@ -37,6 +37,7 @@ from lmforge.formats.directory import load_model, write_model_files
 from lmforge.formats.hf_qa import QA_TYPE
 from lmforge.inference.qa import QAOptions, decode_example, window_logits
 from lmforge.inference.squad_metric import exact_match, f1
+from lmforge.model import lora
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
@@ -104,6 +105,8 @@ class QATask(Task):
         if not isinstance(self.backbone, Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not an encoder (BERT, MiniLM) model")
         adopt_model_config(cfg, self.backbone.config)
+        if self.head is None:  # a QA model's own head goes on training; an encoder gets a new one
+            lora.require_trained(cfg.lora, "qa_outputs", "the answer-span head (qa_outputs)")
         self.cfg, self.micro = cfg, setup.micro
         self.max_len = min(d.max_len, cfg.model.block_size)
         self.maker = WindowMaker(self.tokenizer)
