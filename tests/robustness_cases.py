@@ -372,6 +372,7 @@ CASES = [
     Case("audit-out-is-data", "audit {s}/gpt --data {t}/d.txt --prefix-tokens 4 --k 4 --out {t}/d.txt", r"out={t}/d\.txt is data {t}/d\.txt: writing it would overwrite an input", (write("d.txt", "to be or not to be"),)),
     Case("audit-no-data", "audit {s}/gpt", r"required: --data", usage=True),
     # --- plan
+    Case("plan-vocab-below-the-data", "plan --data.input={s}/shards --model.vocab_size=2", r"model\.vocab_size=2 < the data's vocabulary of \d+"),
     Case("plan-unknown-device", "plan --model.vocab_size=10 --device tpu", r"--device 'tpu' is not known \(known: h100,"),
     Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be >= 1"),
     Case("plan-batch-split", "plan --model.vocab_size=10 --world-size 5", r"train\.batch_size=12 must split into world_size=5"),

@@ -33,8 +33,11 @@ def planned(cfg: Config) -> tuple[ModelConfig, Head]:
     if cfg.train.init_from:
         return _init_from_model(Path(cfg.train.init_from)), LM
     m = dataclasses.replace(cfg.model)
+    prepared = _prepared_vocab_size(cfg)
     if not m.vocab_size:
-        m.vocab_size = _vocab_size(cfg)
+        m.vocab_size = prepared or _vocab_size(cfg)
+    elif prepared and m.vocab_size < prepared:  # as train refuses it (train/tasks/lm.py)
+        raise LmforgeError(f"model.vocab_size={m.vocab_size} < the data's vocabulary of {prepared}")
     return m, LM
 
 
@@ -134,12 +137,16 @@ def _init_from_model(path: Path) -> ModelConfig:
     )
 
 
+def _prepared_vocab_size(cfg: Config) -> int:
+    """The vocabulary of data.input's prepared shards (meta.json), or 0 when it is not prepared."""
+    meta = Path(cfg.data.input) / "meta.json"
+    return int(json.loads(meta.read_text())["vocab_size"]) if meta.is_file() else 0
+
+
 def _vocab_size(cfg: Config) -> int:
-    """What the tokenizer `train` would build gives: a prepared directory's meta.json, the BPE
-    target size, or a character vocabulary read from a plain text file (its characters + 3 specials)."""
+    """What the tokenizer `train` would build gives: the BPE target size, or a character vocabulary
+    read from a plain text file (its characters + 3 specials)."""
     source = Path(cfg.data.input)
-    if (source / "meta.json").is_file():
-        return int(json.loads((source / "meta.json").read_text())["vocab_size"])
     if cfg.data.tokenizer == "bpe":
         return cfg.data.vocab_size
     if source.is_file() and source.suffix in (".txt", ".md"):
