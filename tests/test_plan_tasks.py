@@ -150,3 +150,6 @@ def test_recipes_it_cannot_plan_get_one_line(tmp_path: Path) -> None:
     cls[-1] = f"--train.init_from={tmp_path / 'gpt'}"
     with pytest.raises(LmforgeError, match=r"^data.labels='a': name at least two labels, comma-separated$"):
         lmforge.plan(overrides=[*cls, "--data.labels=a"])
+    (tmp_path / "gpt" / "lora.json").write_text("{}")  # as a LoRA run's model folder holds
+    with pytest.raises(LmforgeError, match=r"plan from a LoRA run; merge it first \(lmforge merge-lora"):
+        lmforge.plan(overrides=[*cls, "--data.labels=a,b"])

@@ -88,7 +88,10 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
     directory = resolve_model_dir(source)
     file = directory / "config.json"
     if (directory / "lora.json").is_file():
-        raise LmforgeError(f"{directory}: lmforge plan cannot plan from a LoRA run; export it first")
+        raise LmforgeError(
+            f"{directory}: lmforge plan cannot plan from a LoRA run; merge it first"
+            f" (lmforge merge-lora {directory} --out DIR)"
+        )
     raw: dict[str, Any] = read_config_json(directory)
     kind = raw.get("model_type")
     span = False  # the directory holds a span model (QA): its body is an encoder
