@@ -116,6 +116,7 @@ CASES = [
     Case("prep-earlier-output", "prep {s}/corpus.txt --out {t}/shards", r"{t}/shards: holds an earlier prep output; pass --overwrite", (copy("shards"),)),
     Case("prep-bpe-vocab-0", "prep {s}/corpus.txt --out {t}/o --tokenizer bpe --vocab-size 0", r"data\.vocab_size=0 must be at least"),
     Case("prep-val-fraction", "prep {s}/corpus.txt --out {t}/o --val-fraction 1.5", r"data\.val_fraction=[\d.]+ must be in \(0, 1\)"),
+    Case("prep-option-for-a-stage-not-run", "prep {s}/corpus.txt --out {t}/o --stages whitespace --prep.min_chars=200", r"prep\.min_chars=200 is for the length stage, which prep\.stages does not run \(whitespace\): add length to the stages, or leave the key out"),
     Case("prep-tokenizer-choice", "prep {s}/corpus.txt --out {t}/o --tokenizer xyz", r"argument --tokenizer: invalid choice: 'xyz'", usage=True),
     Case("prep-unknown-stage", "prep {s}/corpus.txt --out {t}/o --stages normalize,bogus", r"prep\.stages: unknown stage 'bogus'"),
     Case("prep-workers-negative", "prep {s}/corpus.txt --out {t}/o --workers -1", r"prep\.workers=-1 must be >= 0"),

@@ -267,7 +267,7 @@ def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
     recipe = tmp_path / "r.toml"
     recipe.write_text(
         f'[data]\ntokenizer = "bpe"\nvocab_size = 300\n[prep]\ninputs = "{tmp_path / "p.jsonl"}"\n'
-        f'out = "{tmp_path / "shards"}"\nstages = "whitespace,exact_dedup"\n'
+        f'out = "{tmp_path / "shards"}"\nstages = "whitespace,length,exact_dedup"\n'
     )
     proc = subprocess.run(
         [sys.executable, "-m", "lmforge", "prep", str(recipe), "--quiet", "--prep.min_chars=10"],
@@ -276,7 +276,7 @@ def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     meta = read_meta(tmp_path / "shards")
-    assert meta["vocab_size"] == 300 and meta["stages"] == ["whitespace", "exact_dedup"]
+    assert meta["vocab_size"] == 300 and meta["stages"] == ["whitespace", "length", "exact_dedup"]
     assert (tmp_path / "shards" / "report.json").is_file()
 
 

@@ -55,6 +55,32 @@ def parse_stages(stages: str | list[str]) -> list[str]:
     return names
 
 
+# The [prep] keys each stage reads (build_stage): set for a stage that does not run, they would
+# change nothing, so check_stage_options refuses them.
+STAGE_OPTIONS = {
+    "length": ("min_chars", "max_chars"),
+    "quality": ("quality_min_words",),
+    "stopwords": ("stopwords_file",),
+    "pii": ("pii_kinds", "pii_ip", "pii_phone_regions"),
+    "near_dedup": ("near_dup_bands", "near_dup_rows"),
+    "boilerplate": ("boilerplate_min_docs", "boilerplate_fraction", "boilerplate_min_chars"),
+}
+
+
+def check_stage_options(names: list[str], options: Any) -> None:
+    """One line for a [prep] key given another value than its default for a stage not in `names`
+    (`options`: the PrepConfig): `--prep.min_chars=200` without the length stage dropped nothing."""
+    defaults = type(options)()
+    for stage, keys in STAGE_OPTIONS.items():
+        for key in keys:
+            value = getattr(options, key)
+            if stage not in names and value != getattr(defaults, key):
+                raise LmforgeError(
+                    f"prep.{key}={value!r} is for the {stage} stage, which prep.stages does not run"
+                    f" ({','.join(names) or 'none'}): add {stage} to the stages, or leave the key out"
+                )
+
+
 def build_stage(name: str, options: dict[str, Any]) -> Any:
     """One stage object from its name and the [prep] options."""
     o = options

@@ -28,7 +28,14 @@ from lmforge.config import Config, load_config
 from lmforge.data.canaries import FILE as CANARIES_FILE
 from lmforge.data.canaries import Planter, make_canaries
 from lmforge.data.encode import hf_encoder, make_encoder, verify
-from lmforge.data.pipeline import _batches, clean_documents, parse_stages, read_docs, write_docs
+from lmforge.data.pipeline import (
+    _batches,
+    check_stage_options,
+    clean_documents,
+    parse_stages,
+    read_docs,
+    write_docs,
+)
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
 from lmforge.data.shards import META, SHARDS_FORMAT, earlier_prep_output
@@ -137,6 +144,7 @@ def _prep_into(
     """prep's three passes, writing everything into the temporary folder `tmp`."""
     data, p = cfg.data, cfg.prep
     stage_names = parse_stages(p.stages)
+    check_stage_options(stage_names, p)
     canaries = None  # drawn first: a bad setting stops prep before any work
     if p.canaries:
         canaries = make_canaries(p.canaries, p.canary_repeats, p.canary_seed, p.canary_length)
