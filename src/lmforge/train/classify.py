@@ -38,7 +38,6 @@ def finetune_classify(
     train: str | Path,
     labels: list[str] | str,
     out: str | Path | None = None,
-    overwrite: bool = False,
     text_field: str = "text",
     label_field: str = "label",
     val_fraction: float = 0.1,
@@ -52,6 +51,7 @@ def finetune_classify(
     seed: int = 0,
     dtype: str = "auto",
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
     `labels`; train in the run directory `out` (its classifier in OUT/model, when given) and
