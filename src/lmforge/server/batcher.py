@@ -30,6 +30,11 @@ from lmforge.server.errors import ApiError
 MAX_ROWS = 64  # rows decoded together per model; past it jobs wait (a CPU gains nothing more)
 
 
+def stopping() -> ApiError:
+    """The error of work the server drops because it is stopping: 503, so a client may retry."""
+    return ApiError(503, "the server is stopping; retry on another server or later", None, "server_stopping")
+
+
 class Batcher(Executor):
     """Continuous batching for every served decoder, in the thread that calls `run`."""
 
@@ -61,8 +66,8 @@ class Batcher(Executor):
         self.closing = True
 
     def run(self, until: Callable[[], bool]) -> None:
-        """Decode until until() holds. On Ctrl-C (or any escape) every job in flight gets the
-        error, then it propagates."""
+        """Decode until until() holds. On any escape (a bug, a third Ctrl-C) every job in flight
+        gets the error, then it propagates."""
         try:
             while not until():
                 self._collect(wait=not (self.jobs or self.waiting))
@@ -75,8 +80,8 @@ class Batcher(Executor):
                 for key in [k for k, b in self.batches.items() if len(b)]:
                     self._step(key)
         except BaseException as e:
-            for job in [*self.jobs, *self.waiting]:  # Ctrl-C reaches the requests as a cancel
-                _fail(job, e if isinstance(e, Exception) else Stopped())
+            for job in [*self.jobs, *self.waiting]:
+                _fail(job, e if isinstance(e, Exception) else stopping())
             self.jobs, self.batches = [], {}
             self.waiting.clear()
             raise
@@ -99,8 +104,9 @@ class Batcher(Executor):
                 self.waiting.append(item)
             else:
                 fn, future = item
-                if self.closing:
-                    future.cancel()
+                if self.closing:  # an error the request can send, not a cancelled await (a bare 500)
+                    if future.set_running_or_notify_cancel():
+                        future.set_exception(stopping())
                 elif future.set_running_or_notify_cancel():
                     try:
                         future.set_result(fn())
@@ -190,7 +196,7 @@ class Batcher(Executor):
 
     def _cancel_all(self) -> None:
         for job in [*self.jobs, *self.waiting]:
-            _fail(job, Stopped())
+            _fail(job, stopping())
         self.jobs, self.batches = [], {}
         self.waiting.clear()
 
@@ -220,11 +226,14 @@ class Decoder:
         self.admitted += 1
         done = self.batcher.add(work) if isinstance(work, Job) else self.batcher.submit(work)
         future = asyncio.wrap_future(done)
-        future.add_done_callback(lambda _: self._release())
+        future.add_done_callback(self._release)
         return future
 
-    def _release(self) -> None:
+    def _release(self, future: asyncio.Future) -> None:
         self.admitted -= 1
+        if not future.cancelled():
+            future.exception()  # read: a request whose client left never reads it, and asyncio
+            # would log "Future exception was never retrieved" for each
 
     def close(self) -> None:
         """Cancel running and queued work (uvicorn has already let requests finish)."""

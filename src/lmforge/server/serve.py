@@ -1,5 +1,5 @@
 """`lmforge serve`: check every option, load the models, print where the server listens, run
-uvicorn until Ctrl-C or SIGTERM (in-flight requests get a few seconds to finish, then are cancelled)."""
+uvicorn until Ctrl-C or SIGTERM (in-flight requests get a few seconds to finish, then a 503)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import resolve_model_dir
 from lmforge.inference.options import check_options
 
 if TYPE_CHECKING:
+    from lmforge.server.batcher import Batcher
     from lmforge.server.models import ServedModel
 
 API_KEY_ENV = "LMFORGE_API_KEY"
+SHUTDOWN_GRACE_S = 5.0  # after Ctrl-C or SIGTERM, the time requests in flight get to finish
 KEY_FILE_MAX_BYTES = 64 * 1024  # far more than any key; a bigger file is the wrong file
 KeyKind = Literal["env", "flag", "file"]
 # the route and body of a request each kind of model answers ("chat": a model with a chat template)
@@ -37,8 +39,39 @@ EXAMPLES = {
 }
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class _Stopper:
+    """The SIGINT/SIGTERM handler. The first signal stops taking requests and gives those in flight
+    SHUTDOWN_GRACE_S to finish, then ends them with a 503 (`server_stopping`); a second ends them at
+    once; a third quits without waiting for anything. It never raises mid-decode before that: doing
+    so failed every request in flight at once with a 500."""
+
+    def __init__(self, server: Any, batcher: Batcher) -> None:
+        self.server, self.batcher = server, batcher
+        self.signals = 0
+        self.timer: threading.Timer | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            print(
+                f"lmforge serve: stopping (requests in flight get {SHUTDOWN_GRACE_S:g} s to finish;"
+                " Ctrl-C again ends them now)",
+                file=sys.stderr,
+            )
+            self.server.should_exit = True
+            self.timer = threading.Timer(SHUTDOWN_GRACE_S, self.batcher.shutdown)
+            self.timer.daemon = True
+            self.timer.start()
+        elif self.signals == 2:  # not uvicorn's force_exit: that skips the app's shutdown
+            print("lmforge serve: ending the requests in flight", file=sys.stderr)
+            self.batcher.shutdown()
+        else:
+            self.server.force_exit = True
+            raise KeyboardInterrupt
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def check_serve_options(host: str, port: int, max_queue: int, max_tokens_limit: int, timeout: float) -> None:
@@ -199,23 +232,23 @@ def serve(
     print(f"  try: {try_command(where, next(iter(served.values())), given, key_file)}", file=sys.stderr)
     for line in start_warnings(host, given):
         print(f"lmforge serve: warning: {line}", file=sys.stderr)
+    # uvicorn's own limit is a backstop: past it, it cancels a request's task (a bare 500)
+    limit = int(SHUTDOWN_GRACE_S) + 5
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+        uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=limit)
     )
     http = threading.Thread(target=server.run, name="lmforge-http", daemon=True)
     # SIGTERM (kill, systemd, docker stop) stops it as Ctrl-C does. SIGINT gets the handler too: a
     # process started in the background by a script (`cmd &`) inherits SIGINT *ignored*, and Python
     # then never raises KeyboardInterrupt, so `kill -INT` did nothing (uvicorn, run on its own,
     # also installs its handlers whatever it inherited)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopper = _Stopper(server, batcher)
+    previous = {sig: signal.signal(sig, stopper) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         http.start()
-        batcher.run(until=lambda: not http.is_alive())
-    except KeyboardInterrupt:  # Ctrl-C: uvicorn stops taking requests and lets in-flight ones end
-        print("lmforge serve: stopping", file=sys.stderr)
-        server.should_exit = True
-        batcher.run(until=lambda: not http.is_alive())
+        batcher.run(until=lambda: not http.is_alive())  # until uvicorn has stopped
     finally:
+        stopper.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not server.started:

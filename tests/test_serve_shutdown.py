@@ -1,0 +1,93 @@
+"""`lmforge serve` stopping with requests in flight: the first Ctrl-C (or SIGTERM) gives them
+SHUTDOWN_GRACE_S to finish and then ends them with a 503 `server_stopping`, not a 500; a second
+ends them at once. The log stays free of tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+
+from serve_helpers import free_port, make_model_dirs, serve_argv, wait_healthy  # noqa: E402
+
+from lmforge.server.serve import SHUTDOWN_GRACE_S  # noqa: E402
+
+ENDLESS = {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
+
+
+@pytest.fixture(scope="module")
+def gpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_model_dirs(tmp_path_factory.mktemp("shutdown"))["gpt"]
+
+
+def _start(model: Path, port: int) -> subprocess.Popen:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    argv = serve_argv(model, "--port", port, "--dtype", "fp32", "--max-tokens-limit", 10**6)
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's background job starts it
+    try:
+        return subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _leave_mid_decode(port: int) -> None:
+    body = json.dumps(ENDLESS).encode()
+    head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(1)
+    time.sleep(0.6)  # the server polls the connection every 0.25 s
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_requests_in_flight_get_their_grace_then_a_503(gpt: Path, presses: int) -> None:
+    port = free_port()
+    proc = _start(gpt, port)
+    plain: dict[str, Any] = {}
+    try:
+        wait_healthy(port, proc)
+        url = f"http://127.0.0.1:{port}/v1/completions"
+        _leave_mid_decode(port)  # its dropped result must not be logged as "never retrieved"
+
+        def post_plain() -> None:  # a request that is not streamed, running beside the stream
+            r = httpx.post(url, json=ENDLESS, timeout=60)
+            plain.update(status=r.status_code, body=r.json(), at=time.monotonic())
+
+        other = threading.Thread(target=post_plain)
+        other.start()
+        with httpx.stream("POST", url, json={**ENDLESS, "stream": True}, timeout=60) as r:
+            lines = r.iter_lines()
+            assert any(next(lines).startswith("data: ") for _ in range(8))  # decoding
+            signalled = time.monotonic()
+            for _ in range(presses):
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.3)
+            after = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+        ended = time.monotonic() - signalled
+        other.join(timeout=60)
+        _, err = proc.communicate(timeout=30)  # it exits by itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert after[-1]["error"]["code"] == "server_stopping", after[-1]  # an error event, then [DONE]
+    assert plain["status"] == 503 and plain["body"]["error"]["code"] == "server_stopping", plain
+    tokens = sum(1 for event in after if "choices" in event)
+    if presses == 1:  # decoding went on through the grace
+        assert ended >= SHUTDOWN_GRACE_S - 0.5 and tokens > 10, (ended, tokens)
+    else:  # the second press ended them at once
+        assert ended < SHUTDOWN_GRACE_S - 1, ended
+    assert "lmforge serve: stopping" in err
+    assert "Traceback" not in err and "never retrieved" not in err, err
