@@ -153,3 +153,32 @@ def test_recipes_it_cannot_plan_get_one_line(tmp_path: Path) -> None:
     (tmp_path / "gpt" / "lora.json").write_text("{}")  # as a LoRA run's model folder holds
     with pytest.raises(LmforgeError, match=r"plan from a LoRA run; merge it first \(lmforge merge-lora"):
         lmforge.plan(overrides=[*cls, "--data.labels=a,b"])
+
+
+def test_a_translation_fine_tune_from_marian_measures_what_the_plan_predicts(tmp_path: Path) -> None:
+    """train.init_from an encoder-decoder (an imported Marian) for translation: plan said it was no
+    decoder it covers. A decoder for translation, or an encoder-decoder for lm, is refused as train
+    refuses it."""
+    pytest.importorskip("sentencepiece")
+    from marian_helpers import make_marian_model, pairs
+
+    make_marian_model(tmp_path / "opus-mt", eos_bias=0.0)
+    short = [(en, fr) for en, fr in pairs(600) if len(en) < 90 and len(fr) < 90][:120]
+    data = tmp_path / "pairs.jsonl"
+    rows = [json.dumps({"doc": f"d{i}", "en": en, "fr": fr}) for i, (en, fr) in enumerate(short)]
+    data.write_text("\n".join(rows) + "\n")
+    args = ["--data.task=translation", f"--data.input={data}", f"--train.init_from={tmp_path / 'opus-mt'}",
+            "--train.batch_size=8", "--train.dtype=fp32"]  # fmt: skip
+    result = _plan_run(args)
+    assert result["model"]["arch"] == "seq2seq" and result["model"]["vocab_size"] == 427
+    with pytest.raises(LmforgeError, match=r"^train.init_from=.*opus-mt' is not a decoder language model$"):
+        lmforge.plan(overrides=["--data.input=x.txt", f"--train.init_from={tmp_path / 'opus-mt'}"])
+    gpt = GPT(GPT2)
+    tiny_bpe(tmp_path)
+    write_model_dir(
+        tmp_path / "gpt", gpt.config, gpt.state_dict(), Tokenizer.load(tmp_path / "tokenizer.json")
+    )
+    with pytest.raises(
+        LmforgeError, match=r"^train.init_from=.*gpt' is not an encoder-decoder \(translation\)$"
+    ):
+        lmforge.plan(overrides=[*args[:2], f"--train.init_from={tmp_path / 'gpt'}"])

@@ -1,7 +1,8 @@
 """What a recipe trains, for `lmforge plan`: the model's shape, the head its task puts on it and
 the tokens per example, read as `lmforge train` reads them (train/tasks/) without loading weights.
 
-lm, translation and chat train [model] or train.init_from's decoder; classification puts a
+lm, translation and chat train [model] or train.init_from's decoder (for translation its
+encoder-decoder: lmforge's or an imported Marian); classification puts a
 linear head on train.init_from's decoder or encoder (an lmforge model, an imported GPT-2, Llama
 or BERT/MiniLM, or an earlier classifier, whose head is replaced); qa puts a span head on
 train.init_from's encoder (an lmforge or imported encoder, or an earlier QA model). As in
@@ -31,7 +32,7 @@ def planned(cfg: Config) -> tuple[ModelConfig, Head]:
     if task in ("classification", "qa"):
         return _task_model(cfg)
     if cfg.train.init_from:
-        return _init_from_model(Path(cfg.train.init_from)), LM
+        return _init_from_model(cfg), LM
     m = dataclasses.replace(cfg.model)
     prepared = _prepared_vocab_size(cfg)
     if not m.vocab_size:
@@ -124,20 +125,42 @@ def _labels(cfg: Config) -> list[str]:
     return [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
 
 
-def _init_from_model(path: Path) -> ModelConfig:
-    from lmforge.formats.directory import MODEL_TYPE, read_config_json, read_model_config, resolve_model_dir
+def _init_from_model(cfg: Config) -> ModelConfig:
+    """lm, chat and translation from train.init_from: its architecture, the recipe's dropout; a
+    decoder for lm and chat, an encoder-decoder (lmforge's or Marian) for translation, as
+    train/run_dir.py's init_model takes them."""
+    from lmforge.formats.directory import (
+        MODEL_TYPE,
+        SEQ2SEQ_MODEL_TYPE,
+        read_config_json,
+        read_model_config,
+        resolve_model_dir,
+    )
     from lmforge.formats.hf import FAMILIES
 
-    directory = resolve_model_dir(path)
+    source = cfg.train.init_from
+    directory = resolve_model_dir(source)
+    if (directory / "lora.json").is_file():
+        raise LmforgeError(
+            f"{directory}: lmforge plan cannot plan from a LoRA run; merge it first"
+            f" (lmforge merge-lora {directory} --out DIR)"
+        )
     raw = read_config_json(directory)
     kind = raw.get("model_type")
-    if kind == MODEL_TYPE:
-        return read_model_config(directory)
-    if kind in FAMILIES and FAMILIES[kind].kind == "gpt":
-        return FAMILIES[kind].config_in(raw, str(directory / "config.json"))
-    raise LmforgeError(
-        f"{directory / 'config.json'}: model_type {kind!r} is not a decoder lmforge plan covers"
-    )
+    if kind in (MODEL_TYPE, SEQ2SEQ_MODEL_TYPE):
+        m = read_model_config(directory, kind)
+    elif kind in FAMILIES and FAMILIES[kind].kind in ("gpt", "seq2seq"):
+        m = FAMILIES[kind].config_in(raw, str(directory / "config.json"))
+    else:
+        raise LmforgeError(
+            f"{directory / 'config.json'}: model_type {kind!r} is not a decoder or encoder-decoder"
+            " lmforge plan covers"
+        )
+    if cfg.data.task == "translation" and m.arch != "seq2seq":
+        raise LmforgeError(f"train.init_from={source!r} is not an encoder-decoder (translation)")
+    if cfg.data.task != "translation" and m.arch == "seq2seq":
+        raise LmforgeError(f"train.init_from={source!r} is not a decoder language model")
+    return dataclasses.replace(m, dropout=cfg.model.dropout)  # the recipe's dropout, as train takes it
 
 
 def _prepared_vocab_size(cfg: Config) -> int:
