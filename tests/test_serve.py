@@ -559,6 +559,10 @@ def test_the_try_line_of_a_key_file_reads_it_in_the_shell(models: dict[str, Any]
     with client(models, api_key="k") as c:
         r = c.post(argv[0], content=argv[argv.index("-d") + 1], headers=headers)
         assert r.status_code == 200, (line, r.text)
+    for written in ("\ufeffk\r\n", " k\n"):  # a BOM and CRLF (Windows), a space: cat would send them
+        path.write_text(written, newline="")
+        line = try_command("http://testserver", models["llama"], "file", path)
+        assert f"-H 'Authorization: Bearer <the key in {path}>'".replace("'s", "'\"'\"'s") in line, line
 
 
 def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:

@@ -160,10 +160,20 @@ def try_command(
         "flag": " -H 'Authorization: Bearer <your --api-key>'",
         "file": f' -H "Authorization: Bearer $(cat {shlex.quote(str(key_file))})"',
     }[key]
+    if key == "file" and not _cat_gives_the_key(Path(key_file)):  # type: ignore[arg-type]
+        auth = f" -H {shlex.quote(f'Authorization: Bearer <the key in {key_file}>')}"
     return (
         f"curl {where}/v1/{route}{auth} -H 'Content-Type: application/json'"
         f' -d \'{{"model": "{model.id}", {body}}}\''
     )
+
+
+def _cat_gives_the_key(path: Path) -> bool:
+    """Whether `$(cat path)` is the key the server read: the shell drops trailing newlines only,
+    the server also a byte-order mark, carriage returns and other surrounding whitespace."""
+    raw = path.read_bytes()
+    text = raw.rstrip(b"\n")
+    return not raw.startswith(b"\xef\xbb\xbf") and text == text.strip()
 
 
 def _loopback(host: str) -> bool:
