@@ -197,7 +197,12 @@ def _check_privacy(c: Config) -> None:
             " (per-sample gradients and noise are not implemented across ranks)",
         )
         _check(
-            (p.noise_multiplier > 0) != (p.target_epsilon > 0),
+            p.noise_multiplier == 0 or p.target_epsilon == 0,
+            f"privacy.noise_multiplier={p.noise_multiplier} and privacy.target_epsilon={p.target_epsilon}"
+            " are both set: give one (the noise, or the epsilon to reach, which sets the noise)",
+        )
+        _check(
+            p.noise_multiplier > 0 or p.target_epsilon > 0,
             "privacy.enabled needs privacy.noise_multiplier or privacy.target_epsilon (one of them, > 0)",
         )
         _check(
