@@ -114,6 +114,8 @@ def ask(
     and `note`: why no passage was given (None when one was). A question that, even without
     passages, leaves no room for `max_new_tokens` in the model's context is refused."""
     check_options(max_new_tokens=max_new_tokens, dtype=dtype)
+    if max_new_tokens < 1:
+        raise LmforgeError(f"max_new_tokens={max_new_tokens} must be >= 1: the answer is what is generated")
     if not question.strip():
         raise LmforgeError("the question is empty")
     if k < 1:
@@ -126,7 +128,7 @@ def ask(
         )
     spec = ChatSpec.read(directory, tokenizer)
     context = net.config.block_size
-    spec.render([{"role": "user", "content": question}])  # no chat template: said before indexing
+    spec.require_template("so it cannot answer: lmforge ask needs an instruct model")  # before indexing
     store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
     check_room(prompt_ids(spec, tokenizer, question, [], system), context, max_new_tokens)
     if not quiet:

@@ -106,14 +106,18 @@ class ChatSpec:
             special_tokens(directory, tokenizer),
         )
 
-    def render(self, messages: Sequence[Message], where: str = "messages") -> str:
-        """The prompt for the model's next turn: a new assistant message, or the continuation of a
-        final assistant message (transformers' continue_final_message)."""
+    def require_template(self, consequence: str) -> None:
+        """One line when the model has no chat template; `consequence` says what that rules out."""
         if self.template is None:
             raise LmforgeError(
                 f"{self.directory}: has no chat template (no chat_template.jinja, no 'chat_template' in"
-                f" tokenizer_config.json), so it cannot chat; give it plain text to continue instead"
+                f" tokenizer_config.json), {consequence}"
             )
+
+    def render(self, messages: Sequence[Message], where: str = "messages") -> str:
+        """The prompt for the model's next turn: a new assistant message, or the continuation of a
+        final assistant message (transformers' continue_final_message)."""
+        self.require_template("so it cannot chat; give it plain text to continue instead")
         checked = check_messages(messages, where)
         if checked[-1]["role"] != "assistant":
             return render(self.template, checked, add_generation_prompt=True, **self._variables())

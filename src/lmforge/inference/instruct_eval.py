@@ -107,6 +107,7 @@ def eval_instruct(
     if not isinstance(net, GPT):
         raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model")
     spec = ChatSpec.read(directory, tokenizer)
+    spec.require_template("so it cannot follow instructions: eval-instruct needs an instruct model")
     prompts = {
         k: [tokenizer.encode(spec.render(c.messages[:-1], f"{data}:{c.line}")) for c in items]
         for k, items in by_kind.items()

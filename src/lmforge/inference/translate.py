@@ -152,9 +152,10 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
 
 
 def check_out(out: str | Path, inputs: dict[str, str | Path]) -> Path:
-    """eval-translate's --out: a file it may write. An existing file is replaced (the translations
-    are what the user asked for there) unless it is one of the `inputs` (label -> path; the same
-    file by any path, links included); a folder, a missing folder or a read-only file is refused."""
+    """An evaluation's --out (eval-translate, eval-qa, eval-instruct, audit): a file it may write.
+    An existing file is replaced (its output is what the user asked for there) unless it is one of
+    the `inputs` (label -> path; the same file by any path, links included); a folder, a missing
+    folder or a read-only file is refused."""
     out = Path(out)
     for label, path in inputs.items():
         path = Path(path)
@@ -162,7 +163,7 @@ def check_out(out: str | Path, inputs: dict[str, str | Path]) -> Path:
         if same or out.resolve() == path.resolve():
             raise LmforgeError(f"out={out} is {label}: writing it would overwrite an input")
     if out.is_dir():
-        raise LmforgeError(f"out={out}: a folder; give a file name for the translations")
+        raise LmforgeError(f"out={out}: a folder; give the name of a file to write")
     if not out.parent.is_dir():
         raise LmforgeError(f"out={out}: folder {out.parent} does not exist")
     if (out.exists() and not os.access(out, os.W_OK)) or not os.access(out.parent, os.W_OK):
