@@ -201,3 +201,19 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
     extra.write_text('{"scheduler": {"type": "WarmupLR"}}')
     with pytest.raises(LmforgeError, match="scheduler"):
         deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
+
+
+def test_deepspeed_keys_on_another_engine_are_said_at_start(
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DeepSpeed recipe run with --engine.name=local (or resumed there) trains without its ZeRO
+    keys: the engine line says which it ignores, rather than dropping them silently."""
+    from lmforge.train.loop import train
+
+    given = ["--engine.offload=optimizer", "--train.max_steps=1"]
+    train(None, [*tiny_overrides, *given], out=tmp_path / "run", quiet=False)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  engine  "))
+    ignored = "ignores engine.offload='optimizer': DeepSpeed only"
+    assert line.startswith(f"  engine  local ({ignored}), world size 1"), line
+    assert EngineConfig(name="deepspeed", offload="optimizer").ignored() == []
+    assert EngineConfig(name="ddp", zero_stage=3).ignored() == ["engine.zero_stage=3"]

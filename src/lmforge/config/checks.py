@@ -5,7 +5,7 @@ constructor runs `check_buildable`.
 
 from __future__ import annotations
 
-from lmforge.config.sections import LORA_TARGETS, TASKS, Config, EngineConfig, ModelConfig
+from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
 from lmforge.errors import LmforgeError
 
 
@@ -76,14 +76,6 @@ def check_config(c: Config) -> None:
         e.offload != "all" or e.zero_stage == 3,
         "engine.offload='all' offloads parameters too, which needs engine.zero_stage=3",
     )
-    if e.name != "deepspeed":  # another engine would ignore them: say so rather than run without
-        for key in ("zero_stage", "offload", "deepspeed_config"):
-            value = getattr(e, key)
-            _check(
-                value == getattr(EngineConfig(), key),
-                f"engine.{key}={value!r} is for engine.name=deepspeed, not {e.name!r}, which would ignore"
-                " it: leave the key out, or set --engine.name=deepspeed",
-            )
     _check(c.prep.split in ("hash", "tail"), f"prep.split={c.prep.split!r}: 'hash' or 'tail'")
     _positive(c.prep, "prep", "shard_tokens")
     _check(c.prep.pii_ip in ("all", "public"), f"prep.pii_ip={c.prep.pii_ip!r}: 'all' or 'public'")

@@ -198,6 +198,15 @@ class EngineConfig:
     """Seconds a rank waits in a collective for the others before the run fails (torch's default);
     a rank that skips a collective then ends the run with an error instead of a silent hang."""
 
+    def ignored(self) -> list[str]:
+        """The DeepSpeed keys given another value than their default on another engine, which runs
+        without them (a recipe for DeepSpeed run with --engine.name=local, or resumed on it)."""
+        if self.name == "deepspeed":
+            return []
+        default = EngineConfig()
+        keys = ("zero_stage", "offload", "deepspeed_config")
+        return [f"engine.{k}={getattr(self, k)!r}" for k in keys if getattr(self, k) != getattr(default, k)]
+
 
 @dataclass
 class PrepConfig:

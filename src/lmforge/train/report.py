@@ -55,8 +55,10 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
         f"  model   {model_name} {c.n_layer}L x {c.n_head}H x {c.n_embd}, context {c.block_size}:"
         f" {run.n_params:,} parameters ({run.task.name})"
     )
+    ignored = run.cfg.engine.ignored()  # said, not silently dropped
+    unused = f" (ignores {', '.join(ignored)}: DeepSpeed only)" if ignored else ""
     say(
-        f"  engine  {engine.describe()}, world size {engine.world_size}\n"
+        f"  engine  {engine.describe()}{unused}, world size {engine.world_size}\n"
         f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
         f" accumulation x {engine.world_size} rank(s)"
     )
