@@ -332,3 +332,12 @@ def test_the_cli_reports_the_same_errors(
     assert "beam=0: must be an integer >= 1" in capsys.readouterr().err
     assert main(["translate", str(dirs["s2s"])]) == 2  # no sentences: still an error on the command line
     assert capsys.readouterr().err.strip() == "lmforge: error: nothing to translate: give some text or --file"
+
+
+def test_a_model_of_another_kind_is_named_in_words() -> None:
+    """The message names what the directory holds: 'a question-answering model (SpanModel)', not
+    'a SpanModel' (nor 'a Encoder')."""
+    from serve_helpers import QA_FIXTURE
+
+    with pytest.raises(LmforgeError, match=r"bert-qa: a question-answering model \(SpanModel\), not a"):
+        generate(QA_FIXTURE, "hi", max_new_tokens=1)

@@ -44,6 +44,7 @@ from lmforge.formats.onnx_graphs import (
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.model.span import SpanModel
 from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
@@ -87,7 +88,7 @@ def model_kind(model: nn.Module, where: str | Path) -> str:
         if isinstance(model, cls):
             return kind
     names = "decoder (GPT), encoder, classifier, question-answering and encoder-decoder"
-    raise LmforgeError(f"{where}: a {type(model).__name__} has no ONNX export (covered: {names} models)")
+    raise LmforgeError(f"{where}: {describe(model)} has no ONNX export (covered: {names} models)")
 
 
 def _export_graphs(model: nn.Module, kind: str, out: Path) -> dict[str, Any]:

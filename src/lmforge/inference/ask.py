@@ -28,6 +28,7 @@ from lmforge.inference.options import check_options
 from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import normalize_answer
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 from lmforge.tokenization.tokenizer import Tokenizer
 
 OPEN_BOOK = (
@@ -123,9 +124,7 @@ def ask(
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
     if not isinstance(net, GPT):
-        raise LmforgeError(
-            f"{model}: a {type(net).__name__}, not a decoder language model, so it cannot answer"
-        )
+        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model, so it cannot answer")
     spec = ChatSpec.read(directory, tokenizer)
     context = net.config.block_size
     spec.require_template("so it cannot answer: lmforge ask needs an instruct model")  # before indexing

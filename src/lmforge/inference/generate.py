@@ -20,6 +20,7 @@ from lmforge.formats.directory import load_model
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.options import check_options, check_texts
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 from lmforge.tokenization.tokenizer import Tokenizer
 
 
@@ -256,7 +257,7 @@ def generate(
     net, tokenizer = load_model(model)
     if not isinstance(net, GPT):
         hint = " (try translate)" if type(net).__name__ == "Seq2Seq" else ""
-        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model{hint}")
+        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model{hint}")
     net = to_inference_dtype(net, dtype)[0]
     ids = encode_prompts(tokenizer, prompts)
     echo = TextStream(tokenizer)

@@ -34,6 +34,7 @@ from lmforge.inference.options import check_options
 from lmforge.inference.translate import check_out, score
 from lmforge.model import lora
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 
 KINDS = ("translation", "sentiment")
 SAMPLES = 3  # answers shown per kind in the output, to read beside the figures
@@ -105,7 +106,7 @@ def eval_instruct(
     else:
         net, tokenizer = load_model(directory)
     if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model")
+        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model")
     spec = ChatSpec.read(directory, tokenizer)
     spec.require_template("so it cannot follow instructions: eval-instruct needs an instruct model")
     prompts = {

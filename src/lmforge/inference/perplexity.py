@@ -37,6 +37,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_options, is_int
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
 
 Window = tuple[int, int, int]
@@ -176,7 +177,7 @@ def evaluate(
     start = time.perf_counter()
     net, tokenizer = load_model(model)
     if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: a {type(net).__name__}, not a decoder language model")
+        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model")
     context, stride = _settings(net, context, stride)
     if dtype != "fp32":
         from lmforge.hardware import resolve_dtype

@@ -24,6 +24,7 @@ from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options
 from lmforge.inference.qa_baseline import BASELINES, sliding_window_answer
 from lmforge.inference.squad_metric import dataset_version, squad_scores
 from lmforge.inference.translate import check_out
+from lmforge.model.kinds import describe
 from lmforge.model.span import SpanModel
 
 
@@ -66,7 +67,7 @@ def eval_qa(
     else:
         net, tokenizer = load_model(model)
         if not isinstance(net, SpanModel):
-            raise LmforgeError(f"{model}: a {type(net).__name__}, not a question-answering model")
+            raise LmforgeError(f"{model}: {describe(net)}, not a question-answering model")
         answers = answer_questions(net, tokenizer, [(e.question, e.context) for e in examples], options)
         predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(examples, answers, strict=True)}
     result: dict[str, Any] = {

@@ -27,6 +27,7 @@ from lmforge.inference.chat import ChatSpec, continuation
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 
 TEXT_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 50,
@@ -54,7 +55,7 @@ class TextGenerationPipeline:
         self.directory = resolve_model_dir(model)
         self.model, self.tokenizer = load_model(self.directory)
         if not isinstance(self.model, GPT):
-            raise LmforgeError(f"{model}: a {type(self.model).__name__}, not a decoder for text-generation")
+            raise LmforgeError(f"{model}: {describe(self.model)}, not a decoder for text-generation")
         self.model = to_inference_dtype(self.model, dtype)[0]
         self._chat: ChatSpec | None = None
 

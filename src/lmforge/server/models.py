@@ -15,6 +15,7 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
+from lmforge.model.kinds import describe
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.model.span import SpanModel
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -52,7 +53,7 @@ def load_one(path: str | Path, dtype: str) -> ServedModel:
     net, tokenizer = load_model(directory)
     kind = next((k for cls, k in KINDS.items() if isinstance(net, cls)), None)
     if kind is None:
-        raise LmforgeError(f"{path}: a {type(net).__name__}, which serve does not know how to serve")
+        raise LmforgeError(f"{path}: {describe(net)}, which serve does not know how to serve")
     name = Path(path).resolve().name or str(path)
     served = ServedModel(name, directory, kind, net, tokenizer)
     if isinstance(net, GPT):
