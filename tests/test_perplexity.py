@@ -195,3 +195,18 @@ def test_a_special_token_string_in_the_text_is_scored_as_prep_encodes_it(tmp_pat
     part = evaluate(hf_dir, data, max_tokens=cap, quiet=True)
     kept = tokenizer.decode(prepared[:cap])
     assert part["tokens"] == cap and part["bytes"] == len(kept.encode("utf-8"))
+
+
+def test_skipped_inputs_are_listed_then_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Eight bad lines: the first five named, then one line with the total (it stopped at five)."""
+    hf_dir = tmp_path / "hf"
+    make_hf_model("gpt2", hf_dir)
+    data = tmp_path / "docs.jsonl"
+    good = json.dumps({"text": make_text(seed=1, lines=4)})
+    data.write_text("\n".join([good, *["{oops"] * 8, good]) + "\n")
+    capsys.readouterr()
+    result = evaluate(hf_dir, data, quiet=True)
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert result["documents"] == 2 and len(warnings) == 6, warnings
+    assert all(w.startswith(f"lmforge: warning: skipped {data}:") for w in warnings[:5])
+    assert warnings[5].startswith("lmforge: warning: skipped 8 inputs in all (8 "), warnings[5]

@@ -70,6 +70,16 @@ class Report:
         if len(self.problems) < MAX_LISTED:
             self.problems.append(f"{where}: {kind}" + (f" ({detail})" if detail else ""))
 
+    def skipped(self, shown: int = 5) -> list[str]:
+        """Warning lines for the inputs skipped: the first `shown`, then, when there were more, one
+        line with the total by kind (a long list would bury the result)."""
+        lines = [f"skipped {p}" for p in self.problems[:shown]]
+        total = sum(self.problem_counts.values())
+        if total > shown:
+            kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self.problem_counts.items()))
+            lines.append(f"skipped {total:,} inputs in all ({kinds}); the first {shown} are above")
+        return lines
+
     def merge_stages(self, stages: dict[str, StageStats]) -> None:
         for name, stats in stages.items():
             self.stage(name).merge(stats)

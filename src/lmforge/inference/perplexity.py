@@ -187,8 +187,8 @@ def evaluate(
     report = Report()
     docs = (d.text for d in read_documents(data, text_field, report))
     ids, nbytes, used = token_stream(tokenizer, docs, max_tokens)
-    for problem in report.problems[:5]:
-        print(f"lmforge: warning: skipped {problem}", file=sys.stderr)
+    for line in report.skipped():
+        print(f"lmforge: warning: {line}", file=sys.stderr)
     if len(ids) < 2 or nbytes <= 0:
         where = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
         raise LmforgeError(f"{where}: no text to score (empty documents, or none with field {text_field!r})")

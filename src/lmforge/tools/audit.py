@@ -62,8 +62,8 @@ def _prepared(path: Path, tokenizer: Tokenizer, split: str) -> Documents:
 def _files(data: Any, tokenizer: Tokenizer, text_field: str) -> Documents:
     report = Report()
     docs = [tokenizer.encode(d.text) for d in read_documents(data, text_field, report) if d.text]
-    for problem in report.problems[:5]:
-        print(f"lmforge: warning: skipped {problem}", file=sys.stderr)
+    for line in report.skipped():
+        print(f"lmforge: warning: {line}", file=sys.stderr)
     return Documents.from_lists(docs, tokenizer.eos_id)
 
 
