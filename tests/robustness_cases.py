@@ -104,6 +104,8 @@ CASES = [
     Case("prep-missing-input", "prep {t}/missing.txt --out {t}/o", r"{t}/missing\.txt: no such file"),
     Case("prep-empty-corpus", "prep {t}/e.txt --out {t}/o", r"{t}/e\.txt: the corpus is empty", (write("e.txt", ""),)),
     Case("prep-undecodable", "prep {t}/bad.txt --out {t}/o", r"bad\.txt: the corpus is empty.*invalid UTF-8", (write("bad.txt", BAD_UTF8),)),
+    Case("prep-wrong-field", "prep {t}/a.jsonl --out {t}/o", r"a\.jsonl: the corpus is empty .*; the first: {t}/a\.jsonl:1: no string field \('text'; the line has 'body'\)$", (write("a.jsonl", '{"body": "hello there"}\n'),)),
+    Case("prep-wrong-column", "prep {t}/b.csv --out {t}/o", r"b\.csv: the corpus is empty .*; the first: {t}/b\.csv: no column \('text' not in \['body'\]\)$", (write("b.csv", "body\nhello\n"),)),
     Case("prep-empty-folder", "prep {t}/d --out {t}/o", r"^lmforge: error: {t}/d: no \.csv.*files found", (mkdir("d"),)),
     Case("prep-out-is-input", "prep {t}/d --out {t}/d", r"{t}/d: the output folder is the input", (mkdir("d"), copy("corpus.txt", "d/c.txt"))),
     Case("prep-out-inside-input", "prep {t}/d --out {t}/d/o", r"{t}/d/o: the output folder lies inside the input", (mkdir("d"), copy("corpus.txt", "d/c.txt"))),

@@ -103,7 +103,7 @@ def test_bad_jsonl_line_is_skipped_and_named(tmp_path: Path) -> None:
         f.write('{"text": "fine"}\n{"txt": "no field"}\n')
     report = Report()
     assert [d.text for d in read_documents(path, report=report)] == ["fine"]
-    assert report.problems == [f"{path}:2: no string field ('text')"]
+    assert report.problems == [f"{path}:2: no string field ('text'; the line has 'txt')"]
 
 
 def test_empty_corpus_is_an_error(tmp_path: Path) -> None:

@@ -172,8 +172,9 @@ def _prep_into(
     (tmp / "before_boilerplate.bin").unlink(missing_ok=True)
     t_clean = time.time() - start
     if n_docs == 0:
+        first = f"; the first: {report.problems[0]}" if report.problems else ""
         raise LmforgeError(
-            f"{', '.join(items)}: the corpus is empty after reading and cleaning ({report.summary()})"
+            f"{', '.join(items)}: the corpus is empty after reading and cleaning ({report.summary()}){first}"
         )
 
     t0 = time.time()

@@ -243,7 +243,7 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
                     continue
                 text = record.get(field) if isinstance(record, dict) else None
                 if not isinstance(text, str):
-                    report.problem(f"{path}:{number}", "no string field", repr(field))
+                    report.problem(f"{path}:{number}", "no string field", _field_detail(record, field))
                     continue
                 yield Document(text, f"{path}:{number}")
     except READ_ERRORS as e:
@@ -279,6 +279,16 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
     except READ_ERRORS as e:
         where = f"{path}:{reader.line_num}" if reader is not None else str(path)
         report.problem(where, _error_kind(e), str(e))
+
+
+def _field_detail(record: object, field: str) -> str:
+    """Why a JSON line has no text: the field asked for, and the keys the line has instead."""
+    if not isinstance(record, dict):
+        return f"{field!r}; the line is a JSON {type(record).__name__}, not an object"
+    if field in record:
+        return f"{field!r} is a {type(record[field]).__name__}, not a string"
+    keys = ", ".join(map(repr, list(record)[:10]))
+    return f"{field!r}; the line has {keys or 'no keys'}"
 
 
 def _csv_rows(reader: csv.DictReader, path: Path, report: Report) -> Iterator[dict]:
