@@ -173,12 +173,15 @@ def test_eval_qa_cli_prints_json(tmp_path: Path) -> None:
     test = write_squad(tmp_path / "test.json", paragraphs=4, bad=0)
     result = subprocess.run(
         [sys.executable, "-m", "lmforge", "eval-qa", str(FIXTURE), "--data", str(test),
-         "--no-handle-impossible-answer"],
+         "--no-handle-impossible-answer", "--doc-stride", "16"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout)
     assert scores["total"] == 12 and scores["handle_impossible_answer"] is False
+    # the settings the answers were read with, defaults resolved as transformers resolves them
+    assert (scores["max_answer_len"], scores["doc_stride"], scores["batch_size"]) == (15, 16, 32)
+    assert scores["max_seq_len"] == 64  # the fixture's context, below transformers' 384
     assert scores["NoAns_exact"] == 0.0  # a random model that must answer never gives ""
 
 

@@ -20,7 +20,7 @@ import torch
 from lmforge.data.qa_squad import load_squad_json, read_squad
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
-from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options
+from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options, window_sizes
 from lmforge.inference.qa_baseline import BASELINES, sliding_window_answer
 from lmforge.inference.squad_metric import dataset_version, squad_scores
 from lmforge.inference.translate import check_out
@@ -61,6 +61,7 @@ def eval_qa(
     check_qa_options(options)
     examples = read_squad(data, keep_unanswered=True).examples
     started = time.perf_counter()
+    settings: dict[str, Any] = {}  # what the answers were read with, so that a figure can be rerun
     if model is None:  # the baseline never abstains, whatever handle_impossible_answer says
         predictions = {e.id: sliding_window_answer(e.question, e.context) for e in examples}
         handle_impossible_answer = False
@@ -68,6 +69,9 @@ def eval_qa(
         net, tokenizer = load_model(model)
         if not isinstance(net, SpanModel):
             raise LmforgeError(f"{model}: {describe(net)}, not a question-answering model")
+        max_seq_len, doc_stride = window_sizes(net, options)
+        settings = {"max_answer_len": max_answer_len, "max_seq_len": max_seq_len, "doc_stride": doc_stride,
+                    "batch_size": batch_size}  # fmt: skip
         answers = answer_questions(net, tokenizer, [(e.question, e.context) for e in examples], options)
         predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(examples, answers, strict=True)}
     result: dict[str, Any] = {
@@ -75,6 +79,7 @@ def eval_qa(
         "data": str(data),
         **squad_scores(predictions, raw, version=version, source=str(data)),
         "handle_impossible_answer": handle_impossible_answer,
+        **settings,
         "seconds": round(time.perf_counter() - started, 1),
         "threads": torch.get_num_threads(),
     }
