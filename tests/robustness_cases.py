@@ -21,7 +21,7 @@ class Case:
     culprit: str  # a regex the error line must match; {t} and {s} stand for the folders
     setup: tuple[Step, ...] = ()
     code: int = 2
-    usage: bool = False  # an argparse usage error (its usage block comes first)
+    usage: bool = False  # an argparse usage error (SystemExit(2) from the parser)
     process: bool = False  # run as `python -m lmforge ...`
 
     @property

@@ -13,7 +13,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,16 @@ def load(target: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
-class VerbParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line, as every other bad input is: `lmforge: error:
+    MESSAGE (lmforge VERB --help lists the options)`, exit 2 (argparse's own printed its usage
+    block first, which pushed the error itself to the end)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"lmforge: error: {message} ({self.prog} --help lists the options)\n")
+
+
+class VerbParser(OneLineParser):
     """A verb's parser; its help, written only when asked for, imports the function for its
     docstring and defaults and lists the config keys of the verb's recipe sections."""
 
@@ -161,7 +170,7 @@ def build_parser(
     verbs: dict[str, Verb], version: str
 ) -> tuple[argparse.ArgumentParser, dict[str, VerbParser]]:
     """The `lmforge` parser and each verb's."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lmforge",
         description="From raw text to a trained Transformer. Each verb is the Python function of the"
         " same name with the same arguments: `lmforge prep X --out D` is `lmforge.prep(X, out=D)`.",
