@@ -236,6 +236,10 @@ def test_docs_config_md_is_up_to_date() -> None:
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == config_doc.markdown(), (
         f"docs/config.md is out of date: run `{config_doc.REGENERATE}`"
     )
+    listed = config_doc.markdown().split("\n## ")[0]
+    recipes = sorted(p.name for p in (ROOT / "configs").glob("*.toml"))
+    missing = [name for name in recipes if f"`configs/{name}`" not in listed]
+    assert not missing, f"config_doc.py's list of recipes lacks {missing}"
 
 
 def test_import_lmforge_and_help_load_no_torch() -> None:

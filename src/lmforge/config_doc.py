@@ -100,8 +100,11 @@ An unknown key, a wrong type or an impossible combination stops with one line na
 `lmforge: error: configs/x.toml: unknown config key 'train.max_step' (known in [train]: ...)`.
 `lmforge train --help` lists the same keys.
 
-Recipes: `configs/shakespeare-char.toml` (nanoGPT's CPU shape), `configs/demo.toml` (the demo),
-`configs/translate-demo.toml` and `configs/translate-base.toml` ([translation.md](translation.md)).
+Recipes: `configs/demo.toml` (the demo), `configs/shakespeare-char.toml` (nanoGPT's CPU shape),
+`configs/shakespeare-char-gpu.toml` (nanoGPT's GPU recipe), `configs/translate-demo.toml` and
+`configs/translate-base.toml` ([translation.md](translation.md)), `configs/chat-demo.toml`
+([instruction-tuning.md](instruction-tuning.md)), `configs/qa-demo.toml` and `configs/qa-scratch.toml`
+([question-answering.md](question-answering.md)).
 """
 
 

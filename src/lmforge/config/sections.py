@@ -16,7 +16,9 @@ TASKS = ("lm", "translation", "classification", "chat", "qa")
 @dataclass
 class DataConfig:
     input: str = ""
-    """Text file, folder or glob of .txt/.md/.jsonl(.gz/.xz/.bz2), or a prepared shard directory."""
+    """Text file, folder or glob of .txt/.md/.jsonl/.csv/.parquet (plain or .gz/.xz/.bz2/.zst), or a
+    prepared shard directory; for other tasks, their files (translation pairs, labelled .jsonl,
+    chat .jsonl, SQuAD .json)."""
     tokenizer: str = "char"
     """`char` (one token per character) or `bpe` (byte-level BPE). Translation pairs prepared by
     `train` get `bpe` unless this is set."""
@@ -27,7 +29,7 @@ class DataConfig:
     default), or the last `val_fraction` of the token stream (`tail`). Translation pairs prepared by
     `train` hold out 0.02 for validation (and 0.02 for test) unless this is set."""
     text_field: str = "text"
-    """Field holding the text in .jsonl inputs."""
+    """Field holding the text in .jsonl inputs (the column in .csv and .parquet ones)."""
     task: str = "lm"
     """`lm` (next-token language modelling), `translation` (sentence pairs, seq2seq model),
     `classification` (labelled text, a classification head on train.init_from's model), `chat`
