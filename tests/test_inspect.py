@@ -215,3 +215,18 @@ def test_long_text_and_bad_input_are_one_line(tiny_dirs: Path, capsys: pytest.Ca
         inspect(tiny_dirs / "gpt", "the king", out=None, target="x")
     assert main(["inspect", str(tiny_dirs / "gpt"), "   "]) == 2
     assert capsys.readouterr().err.strip() == "lmforge: error: inspect needs a non-empty text"
+
+
+def test_a_translation_cut_by_max_tokens_gets_no_eos_it_did_not_choose(
+    tiny_dirs: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The greedy translation stopped by --max-tokens before its EOS: inspected as cut (its last
+    position predicts its own last token, not an EOS appended to it), and a warning says so."""
+    full = inspect(tiny_dirs / "s2s", "the king", out=None)
+    _, tokenizer = load_model(tiny_dirs / "s2s")
+    assert full.ids[-1] == tokenizer.eos_id and len(full.ids) > 9  # ends, after more than 8 tokens
+    capsys.readouterr()
+    cut = inspect(tiny_dirs / "s2s", "the king", out=None, max_tokens=9)  # the source's 8 + EOS fit
+    assert cut.ids == full.ids[:8] and cut.input_tokens is not None and len(cut.input_tokens) == 8
+    assert cut.attention["cross"].shape[2] == 8
+    assert "did not end within 8 tokens" in capsys.readouterr().err

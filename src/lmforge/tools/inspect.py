@@ -11,6 +11,7 @@ come from the reference formula inside `capture_attention()`; ordinary inference
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,13 @@ def _inspect_seq2seq(
     _check_length(len(tgt) + 1, limit, limit, model.config.block_size, "target (with its EOS)")
     inputs = [start_token(model, eos), *tgt]  # decoder inputs; position i predicts outputs[i]
     outputs = [*tgt, eos]
+    if target is None and len(tgt) == limit - 1:  # cut, not ended: no EOS the model did not choose
+        print(
+            f"lmforge: warning: the greedy translation did not end within {limit - 1} tokens (--max-tokens"
+            f" {limit}, or the model's context): inspecting its first {limit - 1}, without an EOS",
+            file=sys.stderr,
+        )
+        inputs, outputs = inputs[:-1], tgt
     got = capture(model, inputs, src)
     unembed = unembedding(model)
     lens = logit_lens(got.residual, unembed, torch.tensor(outputs), top_k)
@@ -199,7 +207,11 @@ def write_files(result: Inspection, out: str | Path, model_dir: Path, tokenizer:
         out, inputs=[model_dir], owner=_earlier_inspect, overwrite=None, verb="inspect"
     ) as tmp:
         for name, probs in result.attention.items():
-            attention_grid(probs, tmp / f"attention-{name}.png", f"{name} attention: {_title(result)}")
+            title, png = f"{name} attention: {_title(result)}", tmp / f"attention-{name}.png"
+            if name == "cross":  # queries and keys come from different texts: say which is which
+                attention_grid(probs, png, title, "target token (query) down, source token (key) across")
+            else:
+                attention_grid(probs, png, title)
             names.append(f"attention-{name}.png")
         (tmp / "attention.html").write_text(attention_page(result), encoding="utf-8")
         names.append("attention.html")

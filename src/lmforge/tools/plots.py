@@ -21,7 +21,9 @@ def _pyplot():  # noqa: ANN202 (matplotlib's module)
     return plt
 
 
-def attention_grid(probs: torch.Tensor, path: Path, title: str) -> None:
+def attention_grid(
+    probs: torch.Tensor, path: Path, title: str, axes: str = "query token down, key token across"
+) -> None:
     """probs (L, nh, Tq, Tk) -> one image: row = layer, column = head, each panel the Tq x Tk
     matrix (query down, key across), white 0 to dark 1. Drawn as one mosaic so 30 x 9 panels
     cost one imshow, not 270 axes."""
@@ -49,7 +51,7 @@ def attention_grid(probs: torch.Tensor, path: Path, title: str) -> None:
     ax.tick_params(length=0, labelsize=8)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"{title}\n(each panel: query token down, key token across)", fontsize=9)
+    ax.set_title(f"{title}\n(each panel: {axes})", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01, label="attention probability")
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
