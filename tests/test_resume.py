@@ -30,6 +30,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_o
         *tiny_overrides,
         "--train.max_steps=100",  # killed after 45 logged steps
         "--train.checkpoint_interval=20",
+        "--train.eval_interval=15",  # the resumed process's first evaluation comes after the
+        # uninterrupted run's: whatever runs once per process there (kernel probes) must not draw
+        # from the generator (32232f9: a probe's nn.Linear init did, and this passed without evals)
         "--model.dropout=0.1",
     ]  # dropout: the RNG state must be restored too
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -43,6 +46,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_o
     expected, got = _losses(whole), _losses(killed)
     assert sorted(got) == sorted(expected)  # the resumed log reads as one run
     assert all(got[s] == expected[s] for s in expected), "losses differ after resume"
+    evals = {r["step"]: r["val_loss"] for r in read_metrics(whole) if "val_loss" in r}
+    assert {r["step"]: r["val_loss"] for r in read_metrics(killed) if "val_loss" in r} == evals
+    assert len(evals) >= 6
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["val_loss"] == json.loads((whole / "summary.json").read_text())["val_loss"]
 
