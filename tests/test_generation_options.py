@@ -308,10 +308,12 @@ def test_eval_translate_out_never_overwrites_an_input(dirs: dict[str, Path], tmp
     assert {p: p.read_bytes() for p in (src, ref)} == before
     _refused(lambda: eval_translate(dirs["s2s"], src, ref, out=tmp_path), "a folder")
     _refused(lambda: eval_translate(dirs["s2s"], src, ref, out=tmp_path / "no" / "hyp"), "does not exist")
-    # any other existing file is the user's chosen output: replaced by the translations
+    # any other existing file is the user's: replaced by the translations only with overwrite
     hyp = tmp_path / "hyp.fr"
     hyp.write_text("old\n")
-    result = eval_translate(dirs["s2s"], src, ref, out=hyp)
+    _refused(lambda: eval_translate(dirs["s2s"], src, ref, out=hyp), "exists: give --overwrite")
+    assert hyp.read_text() == "old\n"
+    result = eval_translate(dirs["s2s"], src, ref, out=hyp, overwrite=True)
     assert result["sentences"] == 2 and len(hyp.read_text().splitlines()) == 2
     assert hyp.read_text() != "old\n"
 
