@@ -228,7 +228,7 @@ def test_other_engines_refuse_privacy(engine: str) -> None:
         (["--privacy.enabled=true"], "needs privacy.noise_multiplier or privacy.target_epsilon"),
         (
             ["--privacy.enabled=true", "--privacy.noise_multiplier=1", "--privacy.target_epsilon=8"],
-            "one of them",
+            "are both set: give one",
         ),
         (["--privacy.accountant=gdp"], "privacy.accountant='gdp' must be 'rdp' or 'prv'"),
         (
