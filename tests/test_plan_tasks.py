@@ -150,9 +150,6 @@ def test_recipes_it_cannot_plan_get_one_line(tmp_path: Path) -> None:
     cls[-1] = f"--train.init_from={tmp_path / 'gpt'}"
     with pytest.raises(LmforgeError, match=r"^data.labels='a': name at least two labels, comma-separated$"):
         lmforge.plan(overrides=[*cls, "--data.labels=a"])
-    (tmp_path / "gpt" / "lora.json").write_text("{}")  # as a LoRA run's model folder holds
-    with pytest.raises(LmforgeError, match=r"plan from a LoRA run; merge it first \(lmforge merge-lora"):
-        lmforge.plan(overrides=[*cls, "--data.labels=a,b"])
 
 
 def test_a_translation_fine_tune_from_marian_measures_what_the_plan_predicts(tmp_path: Path) -> None:
@@ -182,3 +179,29 @@ def test_a_translation_fine_tune_from_marian_measures_what_the_plan_predicts(tmp
         LmforgeError, match=r"^train.init_from=.*gpt' is not an encoder-decoder \(translation\)$"
     ):
         lmforge.plan(overrides=[*args[:2], f"--train.init_from={tmp_path / 'gpt'}"])
+
+
+def test_a_lora_run_as_init_from_is_planned_as_the_model_it_merges_into(tmp_path: Path) -> None:
+    """train takes a LoRA run as train.init_from (its adapters merged in), so plan does too: a
+    classifier on a LoRA run's model, measured by a real run to the byte, the same plan as from
+    the merged copy (plan told to merge first)."""
+    from conftest import make_text
+    from hf_helpers import make_hf_model
+
+    from lmforge.formats.hf_files import import_hf
+
+    make_hf_model("llama", tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "base")
+    (tmp_path / "text.txt").write_text(make_text(lines=200))
+    lora_run = [f"--data.input={tmp_path / 'text.txt'}", f"--train.init_from={tmp_path / 'base'}",
+                "--lora.enabled=true", "--train.max_steps=2", "--train.batch_size=4", "--train.dtype=fp32",
+                "--train.eval_interval=1000", "--train.eval_batches=1"]  # fmt: skip
+    lmforge.train(overrides=lora_run, out=tmp_path / "lora", quiet=True)
+    lmforge.merge_lora(tmp_path / "lora", out=tmp_path / "merged")
+    data = _data(tmp_path / "train.jsonl", n=80)
+    args = ["--data.task=classification", f"--data.input={data}", "--data.labels=negative,positive",
+            "--train.batch_size=8", "--data.max_len=24", "--train.dtype=fp32"]  # fmt: skip
+    result = _plan_run([*args, f"--train.init_from={tmp_path / 'lora'}"])
+    merged = lmforge.plan(overrides=[*args, f"--train.init_from={tmp_path / 'merged'}"])
+    assert result["memory_per_rank"] == merged["memory_per_rank"]
+    assert result["parameters"] == merged["parameters"] and result["model"] == merged["model"]

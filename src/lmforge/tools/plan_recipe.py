@@ -7,7 +7,8 @@ linear head on train.init_from's decoder or encoder (an lmforge model, an import
 or BERT/MiniLM, or an earlier classifier, whose head is replaced); qa puts a span head on
 train.init_from's encoder (an lmforge or imported encoder, or an earlier QA model). As in
 `train`, the architecture is train.init_from's, the dropout the recipe's, and train.from_scratch
-changes the weights, not the shape.
+changes the weights, not the shape. A LoRA run as train.init_from is read as the model its
+adapters merge into (train loads it so): its config.json has that model's shape.
 """
 
 from __future__ import annotations
@@ -88,11 +89,6 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
         raise LmforgeError(f"data.task={task!r} needs train.init_from ({needs}), for plan as for train")
     directory = resolve_model_dir(source)
     file = directory / "config.json"
-    if (directory / "lora.json").is_file():
-        raise LmforgeError(
-            f"{directory}: lmforge plan cannot plan from a LoRA run; merge it first"
-            f" (lmforge merge-lora {directory} --out DIR)"
-        )
     raw: dict[str, Any] = read_config_json(directory)
     kind = raw.get("model_type")
     span = False  # the directory holds a span model (QA): its body is an encoder
@@ -140,11 +136,6 @@ def _init_from_model(cfg: Config) -> ModelConfig:
 
     source = cfg.train.init_from
     directory = resolve_model_dir(source)
-    if (directory / "lora.json").is_file():
-        raise LmforgeError(
-            f"{directory}: lmforge plan cannot plan from a LoRA run; merge it first"
-            f" (lmforge merge-lora {directory} --out DIR)"
-        )
     raw = read_config_json(directory)
     kind = raw.get("model_type")
     if kind in (MODEL_TYPE, SEQ2SEQ_MODEL_TYPE):
