@@ -174,6 +174,8 @@ CASES = [
     Case("train-grad-clip-nan", f"train --out {R} {DATA} --train.grad_clip=nan", r"train\.grad_clip=nan must be >= 0"),
     Case("train-vocab-size-negative", f"train --out {R} {DATA} --model.vocab_size=-5", r"model\.vocab_size=-5 must be >= 0"),
     Case("train-engine", f"train --out {R} {DATA} --engine.name=bogus", r"engine\.name='bogus' must be"),
+    Case("train-seq-len-translation", f"train --out {R} {DATA} --data.task=translation --model.arch=seq2seq --data.seq_len=16", r"data\.seq_len is for data\.task='lm', not 'translation'"),
+    Case("train-seq-len-above-context", f"train --out {R} {DATA} --data.seq_len=4096", r"data\.seq_len=4096 is above the model's context of \d+ tokens$"),
     Case("train-dtype", f"train --out {R} {DATA} --train.dtype=fp16", r"train\.dtype='fp16' must be"),
     Case("train-privacy-ddp", f"train --out {R} {DATA} --privacy.enabled=true --privacy.target_epsilon=8 --engine.name=ddp", r"privacy\.enabled runs on engine\.name=local only, not 'ddp'"),
     Case("train-privacy-no-noise", f"train --out {R} {DATA} --privacy.enabled=true", r"privacy\.enabled needs privacy\.noise_multiplier or privacy\.target_epsilon"),

@@ -101,6 +101,11 @@ def check_config(c: Config) -> None:
     )
     _check(t.max_minutes >= 0 and t.epochs >= 0, "train.max_minutes and train.epochs must be >= 0")
     _check(c.data.max_len > 0, f"data.max_len={c.data.max_len} must be > 0")
+    _check(c.data.seq_len >= 0, f"data.seq_len={c.data.seq_len} must be >= 0 (0: the model's context)")
+    _check(
+        c.data.seq_len == 0 or c.data.task == "lm",
+        f"data.seq_len is for data.task='lm', not {c.data.task!r} (data.max_len sets the others' lengths)",
+    )
     _check(
         0.0 <= t.classifier_dropout < 1.0,
         f"train.classifier_dropout={t.classifier_dropout} must be in [0, 1)",

@@ -49,6 +49,10 @@ class DataConfig:
     question and context together (all at most the model's context)."""
     doc_stride: int = 128
     """qa: tokens each window of a long context shares with the previous one."""
+    seq_len: int = 0
+    """lm: tokens per training window (0: the model's context, model.block_size). Below the context
+    of a train.init_from model, it fine-tunes on shorter windows, as transformers' run_clm.py
+    block_size does (SmolLM2's context is 8,192 tokens)."""
 
 
 @dataclass
@@ -350,6 +354,16 @@ class Config:
         # difference between choosing data.tokenizer="char" and leaving it unset. Not a field, so
         # not in to_dict() or config.toml (where a resumed run's keys are all named).
         self.given: set[str] = set()
+
+    def lm_window(self, model: ModelConfig | None = None) -> int:
+        """Tokens per lm training window: data.seq_len, else the context of `model` (default
+        [model]; train.init_from's once it has brought its own)."""
+        from lmforge.errors import LmforgeError
+
+        context, n = (model or self.model).block_size, self.data.seq_len
+        if n > context:
+            raise LmforgeError(f"data.seq_len={n} is above the model's context of {context} tokens")
+        return n or context
 
     def is_set(self, dotted: str) -> bool:
         """Whether `section.key` was chosen: named by a recipe or an override, or holding another

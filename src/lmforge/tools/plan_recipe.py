@@ -44,10 +44,10 @@ def planned(cfg: Config) -> tuple[ModelConfig, Head]:
 
 
 def sequence(cfg: Config, m: ModelConfig, head: Head = LM) -> tuple[int, int]:
-    """(tokens per sequence attention sees, tokens per training example): the context for lm; for
-    translation both sides padded to the context (an upper bound); data.max_len for chat (an upper
-    bound) and qa (the window, question and context together); for classification the longest
-    text of data.input, cut at data.max_len (longest_text)."""
+    """(tokens per sequence attention sees, tokens per training example): for lm data.seq_len (by
+    default the context); for translation both sides padded to the context (an upper bound);
+    data.max_len for chat (an upper bound) and qa (the window, question and context together);
+    for classification the longest text of data.input, cut at data.max_len (longest_text)."""
     if cfg.data.task == "chat" or head.task != "lm":
         n = min(cfg.data.max_len, m.block_size)
         if head.task == "classification":
@@ -55,7 +55,8 @@ def sequence(cfg: Config, m: ModelConfig, head: Head = LM) -> tuple[int, int]:
         return n, n
     if m.arch == "seq2seq":
         return m.block_size, 2 * m.block_size
-    return m.block_size, m.block_size
+    n = cfg.lm_window(m)  # data.seq_len, as the lm task cuts its windows
+    return n, n
 
 
 def longest_text(cfg: Config, context: int, encoder: bool) -> int:

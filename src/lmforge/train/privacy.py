@@ -18,8 +18,8 @@ accountant assumes Poisson sampling at the same rate, the approximation most DP-
 The formal guarantee is for Poisson sampling; docs/privacy.md says what that means.
 
 A unit of privacy is one training example: for language modelling one window of
-block_size + 1 tokens. The noise comes from torch's seeded generator (exact resume), not a
-cryptographic one.
+data.seq_len (default block_size) + 1 tokens. The noise comes from torch's seeded generator
+(exact resume), not a cryptographic one.
 """
 
 from __future__ import annotations

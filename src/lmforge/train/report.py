@@ -61,6 +61,7 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
         f"  engine  {engine.describe()}{unused}, world size {engine.world_size}\n"
         f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
         f" accumulation x {engine.world_size} rank(s)"
+        + (f", windows of {run.cfg.data.seq_len} tokens (data.seq_len)" if run.cfg.data.seq_len else "")
     )
     say(f"  kernels {kernels}")
     say(f"  malloc  {malloc.describe()}")

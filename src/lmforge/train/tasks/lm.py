@@ -64,7 +64,7 @@ def data_line(data_dir: Path, meta: dict[str, Any]) -> str:
 
 class LanguageModelling(Task):
     name = "lm"
-    fixed_shapes = True  # windows of block_size tokens
+    fixed_shapes = True  # windows of data.seq_len (default block_size) tokens
 
     def __init__(self, setup: Setup) -> None:
         cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
@@ -73,7 +73,7 @@ class LanguageModelling(Task):
         self.data_dir, self.meta, self.tokenizer = prepared_data(setup, self.init)
         if self.init is not None:
             self.tokenizer = self.init[1]  # keeps the model's own EOS id
-        n = cfg.model.block_size
+        n = self.seq_len = cfg.lm_window()
         self.loader = BatchLoader(
             open_split(self.data_dir, "train"), n, t.batch_size, setup.micro, engine.rank, engine.world_size,
             t.seed,
@@ -103,4 +103,4 @@ class LanguageModelling(Task):
         return data_line(self.data_dir, self.meta)
 
     def micro_batch_tokens(self) -> int:
-        return self.micro * self.cfg.model.block_size
+        return self.micro * self.seq_len
