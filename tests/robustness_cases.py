@@ -252,7 +252,7 @@ CASES = [
     Case("import-no-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (write("h/model.safetensors", "x"),)),
     Case("import-missing", "import {t}/missing --out {t}/o", r"{t}/missing/config\.json"),
     Case("import-unknown-type", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unknown architecture model_type='mamba'", (copy("hf", "h"), set_json("h/config.json", model_type="mamba"))),
-    Case("import-lmforge-dir", "import {s}/gpt --out {t}/o", r"{s}/gpt/config\.json: unknown architecture model_type='lmforge-gpt'"),
+    Case("import-lmforge-dir", "import {s}/gpt --out {t}/o", r"{s}/gpt/config\.json: already an lmforge model \(lmforge-gpt\): load, train or serve its folder as it is"),
     Case("import-invalid-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (copy("hf", "h"), write("h/config.json", "{bad"))),
     Case("import-shard-outside", "import {t}/h --out {t}/o", r"{t}/h/model\.safetensors\.index\.json: shard name '\.\./w\.safetensors' lies outside the model folder", (copy("hf", "h"), lambda t, s: (t / "h/model.safetensors").rename(t / "w.safetensors"), write("h/model.safetensors.index.json", '{"weight_map": {"transformer.wte.weight": "../w.safetensors"}}'))),
     Case("import-truncated", "import {t}/h --out {t}/o", r"{t}/h/model\.safetensors: unreadable safetensors file", (copy("hf", "h"), cut("h/model.safetensors", 300))),

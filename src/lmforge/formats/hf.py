@@ -383,6 +383,11 @@ FAMILIES["marian"] = MARIAN
 
 
 def family_for(model_type: Any, file: str) -> Family:
+    if isinstance(model_type, str) and model_type.startswith("lmforge-"):  # nothing to convert
+        raise LmforgeError(
+            f"{file}: already an lmforge model ({model_type}): load, train or serve its folder as it is;"
+            " `lmforge export` writes it in transformers' layout"
+        )
     if model_type not in FAMILIES:
         known = ", ".join(sorted(FAMILIES))
         raise LmforgeError(f"{file}: unknown architecture model_type={model_type!r} (supported: {known})")
