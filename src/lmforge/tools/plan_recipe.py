@@ -126,28 +126,21 @@ def _init_from_model(cfg: Config) -> ModelConfig:
     """lm, chat and translation from train.init_from: its architecture, the recipe's dropout; a
     decoder for lm and chat, an encoder-decoder (lmforge's or Marian) for translation, as
     train/run_dir.py's init_model takes them."""
-    from lmforge.formats.directory import (
-        MODEL_TYPE,
-        SEQ2SEQ_MODEL_TYPE,
-        read_config_json,
-        read_model_config,
-        resolve_model_dir,
-    )
+    from lmforge.formats.directory import MODEL_TYPE, SEQ2SEQ_MODEL_TYPE, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
 
     source = cfg.train.init_from
     directory = resolve_model_dir(source)
-    raw = read_config_json(directory)
+    file = directory / "config.json"
+    raw = read_config_json(directory)  # read once, as _task_model does
     kind = raw.get("model_type")
     if kind in (MODEL_TYPE, SEQ2SEQ_MODEL_TYPE):
-        m = read_model_config(directory, kind)
+        m = model_config_from(raw, file)
     elif kind in FAMILIES and FAMILIES[kind].kind in ("gpt", "seq2seq"):
-        m = FAMILIES[kind].config_in(raw, str(directory / "config.json"))
+        m = FAMILIES[kind].config_in(raw, str(file))
     else:
-        raise LmforgeError(
-            f"{directory / 'config.json'}: model_type {kind!r} is not a decoder or encoder-decoder"
-            " lmforge plan covers"
-        )
+        covers = "a decoder or encoder-decoder lmforge plan covers"
+        raise LmforgeError(f"{file}: model_type {kind!r} is not {covers}")
     if cfg.data.task == "translation" and m.arch != "seq2seq":
         raise LmforgeError(f"train.init_from={source!r} is not an encoder-decoder (translation)")
     if cfg.data.task != "translation" and m.arch == "seq2seq":
