@@ -5,6 +5,7 @@ allowed range, unknown pipeline keywords are errors, and the edge values that ar
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,20 @@ def test_a_model_of_another_kind_is_named_in_words() -> None:
 
     with pytest.raises(LmforgeError, match=r"bert-qa: a question-answering model \(SpanModel\), not a"):
         generate(QA_FIXTURE, "hi", max_new_tokens=1)
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "tail"),
+    [
+        (lambda d: generate(d["clf"], "ab", max_new_tokens=1), r"a classifier \(Classifier\)", "$"),
+        (lambda d: generate(d["s2s"], "ab", max_new_tokens=1), r"an encoder-decoder", r" \(try translate\)$"),
+        (lambda d: lmforge.pipeline("text-generation", model=d["s2s"]), "encoder-decoder", "text-generation"),
+        (lambda d: lmforge.chat(d["clf"]), r"a classifier", ", so it cannot chat$"),
+    ],
+)
+def test_every_decoding_entry_point_refuses_another_kind_alike(
+    dirs: dict[str, Path], call: Any, kind: str, tail: str
+) -> None:
+    """One message for every verb that decodes: 'DIR: KIND, not a decoder language model[, why]'."""
+    message = _refused(lambda: call(dirs), "not a decoder language model")
+    assert re.search(kind, message) and re.search(tail, message), message

@@ -27,8 +27,7 @@ from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options
 from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import normalize_answer
-from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
 
 OPEN_BOOK = (
@@ -123,8 +122,7 @@ def ask(
         raise LmforgeError(f"k={k} must be >= 1")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
-    if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model, so it cannot answer")
+    net = require_decoder(net, model, "so it cannot answer")
     spec = ChatSpec.read(directory, tokenizer)
     context = net.config.block_size
     spec.require_template("so it cannot answer: lmforge ask needs an instruct model")  # before indexing

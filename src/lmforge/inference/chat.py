@@ -38,8 +38,7 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.generate import TextStream, generate_ids
 from lmforge.inference.options import check_options
-from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
 
 # transformers' TextGenerationPipeline._default_generation_config, on top of GenerationConfig's
@@ -225,8 +224,7 @@ def chat(
     check_options(dtype=dtype, seed=seed)
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
-    if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model, so it cannot chat")
+    net = require_decoder(net, model, "so it cannot chat")
     spec = ChatSpec.read(directory, tokenizer)
     start: list[dict[str, Any]] = [{"role": "system", "content": system}] if system is not None else []
     spec.render(

@@ -20,7 +20,7 @@ from lmforge.formats.directory import load_model
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.options import check_options, check_texts
 from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
 
 
@@ -255,10 +255,7 @@ def generate(
     )
     prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
-    if not isinstance(net, GPT):
-        hint = " (try translate)" if type(net).__name__ == "Seq2Seq" else ""
-        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model{hint}")
-    net = to_inference_dtype(net, dtype)[0]
+    net = to_inference_dtype(require_decoder(net, model), dtype)[0]
     ids = encode_prompts(tokenizer, prompts)
     echo = TextStream(tokenizer)
     streaming = stream and len(prompts) == 1

@@ -34,7 +34,7 @@ from lmforge.inference.options import check_options
 from lmforge.inference.translate import check_out, score
 from lmforge.model import lora
 from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 
 KINDS = ("translation", "sentiment")
 SAMPLES = 3  # answers shown per kind in the output, to read beside the figures
@@ -106,8 +106,7 @@ def eval_instruct(
         lora.strip(net)
     else:
         net, tokenizer = load_model(directory)
-    if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model")
+    net = require_decoder(net, model)
     spec = ChatSpec.read(directory, tokenizer)
     spec.require_template("so it cannot follow instructions: eval-instruct needs an instruct model")
     prompts = {

@@ -37,7 +37,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_options, is_int
 from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
 
 Window = tuple[int, int, int]
@@ -176,8 +176,7 @@ def evaluate(
     check_options(dtype=dtype)
     start = time.perf_counter()
     net, tokenizer = load_model(model)
-    if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model")
+    net = require_decoder(net, model)
     context, stride = _settings(net, context, stride)
     if dtype != "fp32":
         from lmforge.hardware import resolve_dtype

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from lmforge.errors import LmforgeError
+from lmforge.model.gpt import GPT
+
 KINDS = {
     "GPT": "a decoder (GPT)",
     "Seq2Seq": "an encoder-decoder (Seq2Seq)",
@@ -15,3 +18,13 @@ def describe(model: object) -> str:
     """'an encoder (Encoder)' for an Encoder: the article and the kind, then the class."""
     name = type(model).__name__
     return KINDS.get(name, f"a {name}")
+
+
+def require_decoder(model: object, source: object, consequence: str = "") -> GPT:
+    """`model` itself when it is a GPT; otherwise the one-line error every decoding verb gives:
+    'SOURCE: an encoder (Encoder), not a decoder language model, so it cannot chat'."""
+    if isinstance(model, GPT):
+        return model
+    tail = f", {consequence}" if consequence else ""
+    hint = " (try translate)" if type(model).__name__ == "Seq2Seq" else ""
+    raise LmforgeError(f"{source}: {describe(model)}, not a decoder language model{tail}{hint}")

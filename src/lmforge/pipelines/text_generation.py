@@ -26,8 +26,7 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec, continuation
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
-from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 
 TEXT_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 50,
@@ -53,10 +52,10 @@ class TextGenerationPipeline:
     def __init__(self, model: str | Path, dtype: str = "auto") -> None:
         check_options(dtype=dtype)
         self.directory = resolve_model_dir(model)
-        self.model, self.tokenizer = load_model(self.directory)
-        if not isinstance(self.model, GPT):
-            raise LmforgeError(f"{model}: {describe(self.model)}, not a decoder for text-generation")
-        self.model = to_inference_dtype(self.model, dtype)[0]
+        net, self.tokenizer = load_model(self.directory)
+        self.model = to_inference_dtype(
+            require_decoder(net, model, "so text-generation cannot use it"), dtype
+        )[0]
         self._chat: ChatSpec | None = None
 
     @property

@@ -31,8 +31,7 @@ from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.translate import check_out
-from lmforge.model.gpt import GPT
-from lmforge.model.kinds import describe
+from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.tools.audit_exposure import exposures, model_scorer
 from lmforge.tools.audit_extract import Documents, extraction, model_greedy, windows
@@ -106,8 +105,7 @@ def audit(
     out_file = check_out(out, given, overwrite) if out is not None else None
     start = time.perf_counter()
     net, tokenizer = load_model(model)
-    if not isinstance(net, GPT):
-        raise LmforgeError(f"{model}: {describe(net)}, not a decoder language model")
+    net = require_decoder(net, model)
     if prefix_tokens + k > net.config.block_size:
         raise LmforgeError(
             f"prefix_tokens={prefix_tokens} + k={k} is over the model's context of {net.config.block_size}"
