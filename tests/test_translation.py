@@ -278,6 +278,21 @@ def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.Cap
     assert shape(many) == shape(hf(["The cat sleeps.", "The dog is big."], max_new_tokens=3))
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_blank_line_translates_to_a_blank_line(run: Path, tmp_path: Path, beam: int) -> None:
+    """From EOS alone the model would invent a sentence; a blank source keeps its line, blank."""
+    from lmforge import translate
+
+    alone = translate(run, ["The cat sleeps."], beam=beam)
+    assert translate(run, ["", "The cat sleeps.", " \t"], beam=beam) == ["", *alone, ""]
+    src, ref, hyp = tmp_path / "src.en", tmp_path / "ref.fr", tmp_path / "hyp.fr"
+    src.write_text("The cat sleeps.\n\nThe dog is big.\n")
+    ref.write_text("Le chat dort.\n\nLe chien est grand.\n")
+    assert main(["eval-translate", str(run), "--src", str(src), "--ref", str(ref), "--beam", str(beam),
+                 "--out", str(hyp)]) == 0  # fmt: skip
+    assert hyp.read_text().split("\n")[1] == ""
+
+
 def test_eval_translate_bleu_equals_sacrebleu(
     run: Path, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

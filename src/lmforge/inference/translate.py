@@ -46,7 +46,9 @@ def translate_ids(
 ) -> list[list[int]]:
     """Token ids in, token ids out (same order), decoded in length-sorted batches; beam None:
     the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config).
-    max_new_tokens caps each translation (EOS included, as in transformers) below its own limit."""
+    max_new_tokens caps each translation (EOS included, as in transformers) below its own limit.
+    An empty source gives an empty translation without decoding: from EOS alone a model invents a
+    sentence, and a blank line of a file should stay blank in its translation."""
     check_options(
         beam=beam,
         batch_size=batch_size,
@@ -67,7 +69,7 @@ def translate_ids(
             )
     if max_new_tokens == 0:
         return [[] for _ in sources]
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
     out: list[list[int]] = [[] for _ in sources]
     device = model.wte.weight.device
     for start in range(0, len(order), batch_size):
@@ -88,6 +90,7 @@ def translate_ids(
 
 
 def translate_texts(model: Seq2Seq, tokenizer: Tokenizer, texts: list[str], **options: Any) -> list[str]:
+    """One translation per text; a blank text (empty or only whitespace) gives "" (translate_ids)."""
     eos = tokenizer.eos_id
     if eos is None:
         raise LmforgeError("the model's tokenizer has no EOS token (config.json eos_token_id)")
