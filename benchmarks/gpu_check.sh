@@ -20,6 +20,7 @@
 #   bash benchmarks/gpu_check.sh --cpu [parts]   # a dry run on the CPU: tiny shapes, a few steps
 #
 # PYTHON must have a CUDA torch, deepspeed, transformers and lmforge (`pip install -e .[dev]`).
+# On a lent device machine without network: benchmarks/device_prep.sh here, then gpu_device.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
