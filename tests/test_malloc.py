@@ -62,16 +62,16 @@ def test_the_command_runs_on_tcmalloc_where_installed_and_computes_the_same(
 def test_train_restarts_before_the_import_except_for_deepspeed_or_a_bad_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lmforge import cli
+    from lmforge import cli_show
 
     calls: list[int] = []
     monkeypatch.setattr(malloc, "restart_with_tcmalloc", lambda: calls.append(1))
-    cli._train_on_tcmalloc({"config": None, "overrides": ["--engine.name=ddp"]})
+    cli_show.train_on_tcmalloc({"config": None, "overrides": ["--engine.name=ddp"]})
     assert calls == [1]
-    cli._train_on_tcmalloc({"config": None, "overrides": ["--engine.name=deepspeed"]})
-    cli._train_on_tcmalloc({"config": str(tmp_path / "missing.toml")})  # train says why, unrestarted
-    cli._train_on_tcmalloc({"resume": str(tmp_path)})  # no config.toml there
+    cli_show.train_on_tcmalloc({"config": None, "overrides": ["--engine.name=deepspeed"]})
+    cli_show.train_on_tcmalloc({"config": str(tmp_path / "missing.toml")})  # train says why, unrestarted
+    cli_show.train_on_tcmalloc({"resume": str(tmp_path)})  # no config.toml there
     assert calls == [1]
     (tmp_path / "config.toml").write_text('[engine]\nname = "deepspeed"\n')
-    cli._train_on_tcmalloc({"resume": str(tmp_path), "overrides": ["--train.max_steps=9"]})
+    cli_show.train_on_tcmalloc({"resume": str(tmp_path), "overrides": ["--train.max_steps=9"]})
     assert calls == [1]

@@ -1,0 +1,381 @@
+"""The verb table: every `lmforge` command, the function it calls, its options, and how its
+result prints (cli_show.py). cli.py parses a command line against it; cli_parser.py builds the
+parser and the help."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lmforge import cli_show as show
+from lmforge.cli_parser import Switch, Verb, opt
+
+MODEL = "run directory, checkpoint or model directory"
+DTYPE = {"choices": ["auto", "fp32", "bf16"]}
+TRANSLATE_OPTIONS = (
+    opt("--beam", "beam size, 1 = greedy (default: the model's: 1 for lmforge's, 4 for opus-mt)", type=int),
+    opt("--length-penalty", "beam score = log p / length**this", type=float),
+    opt("--batch-size", "sentences per batch", type=int),
+    opt("--dtype", "weights dtype", **DTYPE),
+)
+
+# fmt: off
+VERBS: dict[str, Verb] = {
+    "prep": Verb(
+        "lmforge.data.prep:prep",
+        "clean raw text, train a tokenizer and write token shards (+ report.json)",
+        (
+            opt("inputs", "a TOML recipe, or files, folders, globs (.txt .md .jsonl .csv .parquet;"
+                " .gz .xz .bz2 .zst)", nargs="+"),
+            opt("--out", "output directory for shards, meta.json, tokenizer.json, report.json"),
+            opt("--tokenizer", "tokenizer to train (--pairs: bpe unless told)", config="data.tokenizer",
+                choices=["char", "bpe"]),
+            opt("--vocab-size", "BPE vocabulary size", config="data.vocab_size", type=int),
+            opt("--val-fraction", "share of documents for validation", config="data.val_fraction",
+                type=float),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet", alt=False,
+                config="data.text_field"),
+            opt("--stages", "cleaning stages in order, comma-separated, or 'none'", alt=False,
+                config="prep.stages"),
+            opt("--split", "train/val split", alt=False, config="prep.split", choices=["hash", "tail"]),
+            opt("--workers", "cleaning processes (0: one per core)", alt=False, config="prep.workers",
+                type=int),
+            opt("--canaries", "random secrets planted per repeat count in train, for lmforge audit",
+                alt=False, config="prep.canaries", type=int),
+            opt("--canary-repeats", "copies of each canary, comma-separated", alt=False,
+                config="prep.canary_repeats"),
+            opt("--canary-seed", "seed of the canaries' secrets and places", alt=False,
+                config="prep.canary_seed", type=int),
+            opt("--overwrite", "replace an earlier prep output in --out", action="store_true"),
+            opt("--quiet", "no progress bars or report", alt=False, action="store_true"),
+            opt("--src-lang", "source language (JSONL field, file suffix)", alt=True),
+            opt("--tgt-lang", "target language", alt=True),
+            opt("--max-tokens", "drop pairs with a side longer than this (tokens)", alt=True, type=int),
+            opt("--max-ratio", "drop pairs whose token-length ratio is above this", alt=True, type=float),
+            opt("--test-fraction", "share of documents held out for test", alt=True, type=float),
+            opt("--seed", "seed of the train/val/test split", alt=True, type=int),
+        ),
+        show.show_prep,
+        overrides=True,
+        config_sections=("data", "prep"),
+        switch=Switch(
+            "--pairs",
+            "lmforge.data.pairs:prepare_pairs",
+            "inputs are sentence pairs (.jsonl, .tsv, aligned NAME.SRC + NAME.TGT): prepare them for"
+            " translation (prepare_pairs)",
+            show.show_pairs,
+        ),
+    ),
+    "train": Verb(
+        "lmforge.train.loop:train",
+        "train a model from a TOML recipe",
+        (
+            opt("config", "TOML recipe (default: built-in defaults + overrides)", nargs="?"),
+            opt("--out", "run directory (default runs/<recipe name>)"),
+            opt("--resume", "continue a run exactly from its latest checkpoint", metavar="RUN_DIR"),
+            opt("--overwrite", "replace an existing run in --out", action="store_true"),
+            opt("--quiet", "no progress bars or step lines", action="store_true"),
+            opt("--init-from", "start from a model's weights (lmforge or HF dir)", override="train.init_from",
+                metavar="MODEL_DIR"),
+        ),
+        overrides=True,
+        config_sections=("data", "model", "train", "engine", "prep", "lora", "privacy"),
+        before=show.train_on_tcmalloc,
+    ),
+    "generate": Verb(
+        "lmforge.inference.generate:generate",
+        "generate text from a run, checkpoint or model directory",
+        (
+            opt("model", MODEL),
+            opt("--prompt", "prompt text (repeat for a batch)", action="append"),
+            opt("--max-new-tokens", "tokens to generate", type=int),
+            opt("--temperature", "0 for greedy", type=float),
+            opt("--top-k", "0 disables", type=int),
+            opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
+            opt("--seed", "sampling seed", type=int),
+            opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false",
+                alt=False),
+            opt("--dtype", "weights dtype", alt=False, **DTYPE),
+            opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
+        ),
+        show.show_texts,
+        fixed={"stream": True},  # streams a single prompt to stdout
+        switch=Switch("--runtime", "lmforge.inference.onnx_runner:generate_onnx",
+                      "torch: the PyTorch model (generate); onnx: an `export --format onnx` folder in"
+                      " ONNX Runtime (generate_onnx)", show.show_texts, choices=("torch", "onnx")),
+    ),
+    "chat": Verb(
+        "lmforge.inference.chat:chat",
+        "chat with a model that has a chat template (stdin lines when not a terminal; /reset, /exit)",
+        (
+            opt("model", MODEL),
+            opt("--system", "system prompt"),
+            opt("--max-new-tokens", "tokens per reply at most", type=int),
+            opt("--do-sample", "sample, or --no-do-sample: greedy (default: generation_config.json's,"
+                " else sample)", action=argparse.BooleanOptionalAction),
+            opt("--temperature", "sampling temperature", type=float),
+            opt("--top-k", "0 disables", type=int),
+            opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
+            opt("--seed", "sampling seed", type=int),
+            opt("--dtype", "weights dtype", **DTYPE),
+        ),
+    ),
+    "ask": Verb(
+        "lmforge.inference.ask:ask",
+        "answer a question from a folder of documents: BM25 finds passages, an instruct model reads"
+        " them in its chat template; the passages are cited",
+        (
+            opt("model", MODEL),
+            opt("question", "the question"),
+            opt("--docs", "files, folders or globs as prep reads them (.txt .md .jsonl ...; .gz .xz)",
+                required=True),
+            opt("--k", "passages given to the model at most", type=int),
+            opt("--index", "index folder (default: DOCS.lmforge-index beside DOCS)"),
+            opt("--passage-words", "words per passage at most", type=int),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
+            opt("--max-new-tokens", "tokens per answer at most", type=int),
+            opt("--system", "system prompt"),
+            opt("--dtype", "weights dtype", **DTYPE),
+            opt("--quiet", "no lines about skipped files", action="store_true"),
+        ),
+        show.show_ask,
+    ),
+    "import": Verb(
+        "lmforge.formats.hf_files:import_hf",
+        "convert a Hugging Face model directory or a GGUF file into an lmforge model directory",
+        (
+            opt(
+                "hf_dir",
+                "HF directory (config.json + model.safetensors or .bin + tokenizer files), or FILE.gguf",
+            ),
+            opt("--out", "lmforge model directory to write", required=True),
+        ),
+        lambda path, kw: print(f"{kw['hf_dir']} -> {path}"),
+    ),
+    "export": Verb(
+        "lmforge.formats.hf_files:export_hf",
+        "write a run, checkpoint or model directory in Hugging Face's layout (a LoRA run: its adapter"
+        " in PEFT's layout)",
+        (
+            opt("model", MODEL, dest="model_path"),
+            opt("--out", "folder to write: an HF directory (loads with from_pretrained), or with"
+                " --format onnx the ONNX graphs, tokenizer and onnx.json", required=True),
+        ),
+        lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+        switch=Switch("--format", "lmforge.formats.onnx_export:export_onnx",
+                      "hf: Hugging Face's layout (export_hf); onnx: ONNX graphs for ONNX Runtime, checked"
+                      " against PyTorch (export_onnx)",
+                      lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+                      choices=("hf", "onnx")),
+    ),
+    "merge-lora": Verb(
+        "lmforge.formats.peft:merge_lora",
+        "merge a LoRA run's adapters into its base model's weights; write an ordinary model directory",
+        (
+            opt("model", "LoRA run, checkpoint or model directory", dest="model_path"),
+            opt("--out", "model directory to write", required=True),
+        ),
+        lambda path, kw: print(f"{kw['model_path']} -> {path}"),
+    ),
+    "finetune-classify": Verb(
+        "lmforge.train.classify:finetune_classify",
+        "fine-tune a classification head (or the whole model) on labelled JSON lines; report held-out"
+        " accuracy and F1",
+        (
+            opt("model", "lmforge or Hugging Face model directory"),
+            opt("--train", ".jsonl(.gz/.xz) with text and label fields", required=True),
+            opt("--labels", "comma-separated label names, e.g. negative,positive", required=True),
+            opt("--out", "run directory to write (its classifier in OUT/model)"),
+            opt("--overwrite", "replace an earlier run in --out", action="store_true"),
+            opt("--text-field", "field holding the text"),
+            opt("--label-field", "field holding the label"),
+            opt("--val-fraction", "share held out for the report", type=float),
+            opt("--epochs", "passes over the training examples", type=int),
+            opt("--batch-size", "examples per optimizer step", type=int),
+            opt("--lr", "peak learning rate", type=float),
+            opt("--head-only", "freeze the model; train the head only", action="store_true"),
+            opt("--from-scratch", "same-size model with random weights", action="store_true"),
+            opt("--pooling", "'' picks mean for encoders, last for decoders",
+                choices=["", "mean", "cls", "last"]),
+            opt("--max-len", "tokens kept per text", type=int),
+            opt("--seed", "seed of the split, the head and the data order", type=int),
+            opt("--dtype", "training dtype", **DTYPE),
+            opt("--quiet", "no progress bars or step lines", action="store_true"),
+        ),
+        show.show_classify,
+    ),
+    "translate": Verb(
+        "lmforge.inference.translate:translate",
+        "translate text with an encoder-decoder run or model directory",
+        (
+            opt("model", MODEL),
+            opt("text", "sentences to translate", dest="texts", nargs="*"),
+            opt("--file", "translate every line of this file"),
+            *TRANSLATE_OPTIONS,
+        ),
+        lambda lines, _: print(*lines, sep="\n") if lines else None,
+        before=show.no_words_no_texts,
+    ),
+    "eval-translate": Verb(
+        "lmforge.inference.translate:eval_translate",
+        "sacreBLEU and chrF of a translation model on a test set",
+        (
+            opt("model", MODEL),
+            opt("--src", "source sentences, one per line", required=True),
+            opt("--ref", "reference translations, one per line", required=True),
+            *TRANSLATE_OPTIONS,
+            opt("--out", "write the translations to this file"),
+            opt("--overwrite", "replace an existing --out file", action="store_true"),
+        ),
+        show.show_scores,
+    ),
+    "eval": Verb(
+        "lmforge.inference.perplexity:evaluate",
+        "perplexity and bits per byte of a decoder model on text (sliding windows); a summary line,"
+        " then the figures as JSON",
+        (
+            opt("model", MODEL),
+            opt("--data", "files, folders or globs as prep reads them (.txt .jsonl ...; .gz .xz)",
+                nargs="+", required=True),
+            opt("--context", "tokens per window (default: the model's block_size)", type=int),
+            opt("--stride", "new tokens scored per window, below --context (default: context // 2)",
+                type=int),
+            opt("--max-tokens", "score only the first this many tokens", type=int),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
+            opt("--batch-size", "windows per forward pass", type=int),
+            opt("--dtype", "weights dtype (default fp32)", **DTYPE),
+            opt("--quiet", "no progress bar", action="store_true"),
+        ),
+        show.show_eval,
+    ),
+    "plan": Verb(
+        "lmforge.tools.plan:plan",
+        "compute, memory per rank (every engine, ZeRO stage, offload) and time of a recipe on N devices,"
+        " before training it",
+        (
+            opt("config", "TOML recipe (default: built-in defaults + overrides)", nargs="?"),
+            opt("--world-size", "ranks (several nodes: their total)", type=int),
+            opt("--device", "h100, h100-pcie, h200, a100-40, a100-80, l4, rtx4090, mi300x or cpu (this"
+                " machine): what each rank runs on"),
+            opt("--mfu", "model FLOPs utilisation the time assumes", type=float),
+            opt("--calibrate", "measure the MFU: real steps of the recipe here, the fastest after the first"
+                " (a quiet machine's step)", action="store_true"),
+            opt("--calibrate-steps", "steps of the calibration run (the first is not timed)", type=int),
+            opt("--json", "print the plan as JSON", action="store_true"),
+        ),
+        show.show_plan,
+        overrides=True,
+        config_sections=("data", "model", "train", "engine", "lora"),
+    ),
+    "inspect": Verb(
+        "lmforge.tools.inspect:inspect",
+        "attention maps (every layer x head: PNG grid, hover page) and the logit lens (PNG, JSON) of"
+        " one text through a model",
+        (
+            opt("model", MODEL),
+            opt("text", "the text to look at (an encoder-decoder's source sentence)"),
+            opt("--out", "folder to write (default ./inspect; an earlier inspect there is replaced)"),
+            opt("--target", "encoder-decoder: the translation to align (default: its own greedy one)"),
+            opt("--max-tokens", "refuse texts longer than this (maps grow as tokens squared)", type=int),
+            opt("--top-k", "top tokens per layer and position in lens.json", type=int),
+        ),
+        show.show_inspect,
+    ),
+    "audit": Verb(
+        "lmforge.tools.audit:audit",
+        "memorization: exposure of the canaries prep planted (Carlini et al. 2019) and verbatim"
+        " extraction of training text against held-out text; a table, then the figures as JSON",
+        (
+            opt("model", MODEL),
+            opt("--data", "a prepared directory (train, val, canaries.json), or files, folders, globs of"
+                " training text", nargs="+", required=True),
+            opt("--heldout", "held-out text for the extraction baseline (default: a prepared --data's"
+                " val split)", nargs="+"),
+            opt("--canaries", "canaries.json (default: the one in a prepared --data)"),
+            opt("--prefix-tokens", "prompt length of the extraction windows", type=int),
+            opt("--k", "true tokens greedy decoding must reproduce", type=int),
+            opt("--samples", "extraction windows per side", type=int),
+            opt("--candidates", "candidate secrets sampled when the space is over --exact-limit", type=int),
+            opt("--exact-limit", "score every candidate when the space is at most this", type=int),
+            opt("--batch-size", "rows per forward pass", type=int),
+            opt("--seed", "seed of the windows and sampled candidates", type=int),
+            opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
+            opt("--out", "also write the JSON to this file"),
+            opt("--overwrite", "replace an existing --out file", action="store_true"),
+            opt("--quiet", "no progress lines", action="store_true"),
+        ),
+        show.show_audit,
+    ),
+    "eval-instruct": Verb(
+        "lmforge.inference.instruct_eval:eval_instruct",
+        "answer a chat JSONL file's test split greedily with the model's chat template: BLEU/chrF on"
+        " translation items, first-word accuracy on sentiment items; JSON out",
+        (
+            opt("model", MODEL),
+            opt("--data", "chat .jsonl(.gz/.xz) with kind and split fields (data/instructions.jsonl.xz)",
+                required=True),
+            opt("--max-items", "test items per kind (0: all)", type=int),
+            opt("--max-new-tokens", "tokens per answer at most", type=int),
+            opt("--batch-size", "conversations decoded together (default 8)", type=int),
+            opt("--dtype", "weights dtype", **DTYPE),
+            opt("--out", "also write the JSON to this file"),
+            opt("--overwrite", "replace an existing --out file", action="store_true"),
+            opt("--quiet", "no progress bar", action="store_true"),
+        ),
+        lambda r, _: print(json.dumps(r, indent=2, ensure_ascii=False)),
+    ),
+    "eval-qa": Verb(
+        "lmforge.inference.qa_eval:eval_qa",
+        "exact match and F1 of an extractive question-answering model (or of a baseline) on a SQuAD"
+        " v1.1/v2.0 JSON file, as the official scripts score them; JSON out",
+        (
+            opt("model", MODEL + " (or give --baseline)", nargs="?"),
+            opt("--data", "SQuAD v1.1/v2.0 .json(.gz/.xz/.bz2)", required=True),
+            opt("--baseline", "score a baseline instead of a model: the SQuAD paper's word-overlap"
+                " sliding window", choices=["sliding-window"]),
+            opt("--max-answer-len", "tokens per answer at most", type=int),
+            opt("--max-seq-len", "tokens per window (default: min(384, the model's context))", type=int),
+            opt("--doc-stride", "tokens a window shares with the previous one", type=int),
+            opt("--handle-impossible-answer", "allow the empty answer (default: on v2.0 files)",
+                action=argparse.BooleanOptionalAction),
+            opt("--batch-size", "windows per forward pass", type=int),
+            opt("--out", "also write the predictions {id: answer} to this file"),
+            opt("--overwrite", "replace an existing --out file", action="store_true"),
+        ),
+        lambda r, _: print(json.dumps(r, indent=2)),
+    ),
+    "serve": Verb(
+        "lmforge.server.serve:serve",
+        "serve model directories over an OpenAI-compatible HTTP API (chat, completions, translation,"
+        " classification); loopback by default",
+        (
+            opt("models", "model, run or checkpoint directories; each is served under its folder's name",
+                nargs="+"),
+            opt("--host", "address to bind (default loopback; anything else: set a key)"),
+            opt("--port", "TCP port", type=int),
+            opt("--api-key", "require 'Authorization: Bearer KEY' on /v1 routes (default: $LMFORGE_API_KEY);"
+                " other users can read a key given here in the process list: prefer the variable or"
+                " --api-key-file", metavar="KEY"),
+            opt("--api-key-file", "read the key from this UTF-8 file instead (surrounding whitespace"
+                " stripped), out of the process list; not with --api-key", metavar="PATH"),
+            opt("--max-queue", "requests admitted at once (decoding + waiting); past it: 503", type=int),
+            opt("--max-tokens-limit", "the most tokens a request may ask to generate", type=int),
+            opt("--timeout", "seconds a request may take, waiting included", type=float),
+            opt("--dtype", "weights dtype", **DTYPE),
+        ),
+    ),
+    "launch": Verb(
+        "lmforge.launch:launch",
+        "run a verb in N processes (torchrun): lmforge launch --nproc N train ...",
+        (
+            opt("--nproc", "processes per node (one per GPU)", type=int, required=True),
+            opt("--nnodes", "nodes", type=int),
+            opt("--node-rank", "this node's rank", type=int),
+            opt("--master-addr", "address of node 0"),
+            opt("--master-port", "port on node 0 (0: a free port, one node)", type=int),
+            opt("args", "the verb and its arguments", nargs=argparse.REMAINDER, metavar="VERB ..."),
+        ),
+        lambda status, _: status,
+    ),
+}
+# fmt: on
