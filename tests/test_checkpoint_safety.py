@@ -19,7 +19,8 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.metrics import MetricsLog, read_metrics
-from lmforge.train.run_dir import RUN_FILES, check_inputs, ensure_data, move_aside, resolve_run
+from lmforge.train.run_dir import RUN_FILES, check_inputs, move_aside, resolve_run
+from lmforge.train.run_inputs import ensure_data
 
 
 def _train(*args: object, **kwargs: object) -> dict:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 META = "meta.json"
 SHARDS_FORMAT = "lmforge-shards-1"
 PREP_FORMATS = (SHARDS_FORMAT, "lmforge-pairs-1")  # the latter: pairs.FORMAT (prep --pairs)
-# Beside prep's files: the note the trainer keeps of what it prepared RUN/data from (run_dir.py).
+# Beside prep's files: the note the trainer keeps of what it prepared RUN/data from (train/run_inputs.py).
 COMPANIONS = {META, "source.json"}
 # What prep wrote before meta.json listed its files.
 _OLD_PREP_FILES = re.compile(

@@ -125,7 +125,7 @@ def _labels(cfg: Config) -> list[str]:
 def _init_from_model(cfg: Config) -> ModelConfig:
     """lm, chat and translation from train.init_from: its architecture, the recipe's dropout; a
     decoder for lm and chat, an encoder-decoder (lmforge's or Marian) for translation, as
-    train/run_dir.py's init_model takes them."""
+    train/run_inputs.py's init_model takes them."""
     from lmforge.formats.directory import MODEL_TYPE, SEQ2SEQ_MODEL_TYPE, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
 

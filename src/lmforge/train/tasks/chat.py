@@ -37,7 +37,7 @@ from lmforge.model.gpt import GPT
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import lm_loss, lm_token_losses
-from lmforge.train.run_dir import init_model
+from lmforge.train.run_inputs import init_model
 from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
 
 

@@ -28,7 +28,7 @@ from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
-from lmforge.train.run_dir import adopt_model_config
+from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
 
 

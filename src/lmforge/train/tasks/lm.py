@@ -22,7 +22,7 @@ from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import evaluate, rank_share
 from lmforge.train.losses import lm_loss
-from lmforge.train.run_dir import ensure_data, init_model
+from lmforge.train.run_inputs import ensure_data, init_model
 from lmforge.train.tasks.base import Autocast, Setup, Task
 
 

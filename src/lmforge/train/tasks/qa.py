@@ -41,7 +41,7 @@ from lmforge.model import lora
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
-from lmforge.train.run_dir import adopt_model_config
+from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
 
 Feature = tuple[Window, tuple[int, int]]  # a window and its (start, end) target

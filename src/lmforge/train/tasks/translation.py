@@ -26,7 +26,7 @@ from lmforge.formats.directory import write_model_files
 from lmforge.model.seq2seq import Seq2Seq, decoding_extra
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
-from lmforge.train.run_dir import init_model
+from lmforge.train.run_inputs import init_model
 from lmforge.train.tasks.base import Autocast, Setup, Task
 from lmforge.train.tasks.lm import data_line, prepared_data
 

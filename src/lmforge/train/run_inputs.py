@@ -1,0 +1,118 @@
+"""What a run starts from: its prepared data (data.input itself, or raw input prepared into
+RUN/data once, by one rank) and train.init_from's model, whose architecture replaces [model]."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, ModelConfig
+from lmforge.data.shards import is_prepared, prepare_corpus
+from lmforge.errors import LmforgeError
+from lmforge.model.gpt import GPT
+
+
+def prep_options(cfg: Config) -> dict[str, Any]:
+    """The recipe's [prep] cleaning settings (its inputs/out keys belong to `lmforge prep X.toml`)."""
+    return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
+
+
+def init_model(cfg: Config) -> tuple[Any, Any]:
+    """train.init_from: the starting model (an lmforge or HF decoder directory; for translation an
+    encoder-decoder: lmforge's or Marian's); its architecture replaces cfg.model, keeping the
+    recipe's dropout."""
+    from lmforge.formats.directory import load_model
+    from lmforge.model.seq2seq import Seq2Seq
+
+    model, tokenizer = load_model(cfg.train.init_from)
+    if cfg.data.task == "translation" and not isinstance(model, Seq2Seq):
+        raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not an encoder-decoder (translation)")
+    if cfg.data.task != "translation" and not isinstance(model, GPT):
+        raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
+    adopt_model_config(cfg, model.config)
+    return model, tokenizer
+
+
+def adopt_model_config(cfg: Config, own: ModelConfig) -> None:
+    """train.init_from's architecture (`own`) replaces [model], keeping the recipe's dropout. A
+    [model] key chosen otherwise (Config.is_set; vocab_size 0 means "the tokenizer's") would be
+    ignored, so it is refused."""
+    for f in dataclasses.fields(ModelConfig):
+        given, theirs = getattr(cfg.model, f.name), getattr(own, f.name)
+        if f.name == "dropout" or given == theirs or (f.name == "vocab_size" and given == 0):
+            continue
+        if cfg.is_set(f"model.{f.name}"):
+            raise LmforgeError(
+                f"model.{f.name}={given!r} differs from the {theirs!r} of train.init_from="
+                f"{cfg.train.init_from!r}: the starting model brings its architecture, so leave"
+                " [model] keys other than dropout unset"
+            )
+    cfg.model = dataclasses.replace(own, dropout=cfg.model.dropout)
+
+
+def ensure_data(
+    cfg: Config,
+    run_dir: Path,
+    say: Callable[[str], None],
+    tokenizer: Any = None,
+    prepare: bool = True,
+) -> Path:
+    """The prepared shard directory: data.input itself, or run_dir/data built from raw text
+    (with prepare=False, only its path); `tokenizer` (train.init_from's) replaces a new one."""
+    if not cfg.data.input:
+        raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
+    if is_prepared(cfg.data.input):
+        return Path(cfg.data.input)
+    target = run_dir / "data"
+    source = target / "source.json"
+    wanted = {
+        "input": cfg.data.input,
+        "tokenizer": cfg.data.tokenizer,
+        "vocab_size": cfg.data.vocab_size,
+        "val_fraction": cfg.data.val_fraction,
+        "text_field": cfg.data.text_field,
+        "prep": prep_options(cfg),
+    }
+    if tokenizer is not None:
+        wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
+    if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
+        return target
+    ours = source.is_file() or is_prepared(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not ours:
+        raise LmforgeError(f"{target}: exists and was not prepared by lmforge train; choose another --out")
+    if cfg.data.task == "translation":
+        from lmforge.data.pairs import prepare_pairs
+
+        wanted.update(task=cfg.data.task, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)
+        if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
+            return target
+        kind = "train.init_from's" if tokenizer is not None else cfg.data.tokenizer
+        say(f"preparing sentence pairs {cfg.data.input} -> {target} ({kind} tokenizer)")
+        d = cfg.data
+        longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
+        meta = prepare_pairs(  # RUN/data is the trainer's own: replacing an older preparation is safe
+            d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest,
+            val_fraction=d.val_fraction, tokenizer=tokenizer or d.tokenizer, overwrite=True,
+        )  # fmt: skip
+        source.write_text(json.dumps(wanted) + "\n")
+        say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
+        return target
+    say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
+    meta = prepare_corpus(
+        cfg.data.input,
+        target,
+        tokenizer or cfg.data.tokenizer,
+        cfg.data.vocab_size,
+        cfg.data.val_fraction,
+        cfg.data.text_field,
+        **prep_options(cfg),
+    )
+    source.write_text(json.dumps(wanted) + "\n")
+    say(
+        f"  {meta['documents']} documents, {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
+        f" in {meta['seconds']}s"
+    )
+    return target
