@@ -210,6 +210,9 @@ def test_translation_and_classification_mirror_the_pipelines(api: TestClient, di
     assert r.status_code == 200, r.text
     want = pipeline("translation", model=dirs["s2s"])(["the king", "a queen"], max_new_tokens=5)
     assert r.json() == {"object": "translation", "model": "s2s", "results": want}
+    body = {"model": "s2s", "input": ["", "the king"], "max_new_tokens": 5}
+    blank = api.post("/v1/translations", json=body)
+    assert blank.json()["results"] == [{"translation_text": ""}, want[0]]  # a blank line stays blank
     r = api.post("/v1/classifications", json={"model": "clf", "input": "the king is good", "top_k": None})
     got = r.json()["results"]
     want = pipeline("text-classification", model=dirs["clf"])("the king is good", top_k=None)
