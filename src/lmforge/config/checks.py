@@ -5,6 +5,9 @@ constructor runs `check_buildable`.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
 from lmforge.errors import LmforgeError
 
@@ -85,6 +88,13 @@ def check_config(c: Config) -> None:
         _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")
     for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes", "canary_length"):
         _check(getattr(p, key) > 0, f"prep.{key}={getattr(p, key)} must be > 0")
+    defaults = type(p)()
+    for key in ("canary_repeats", "canary_seed", "canary_length"):  # read only when canaries are planted
+        _check(
+            p.canaries > 0 or getattr(p, key) == getattr(defaults, key),
+            f"prep.{key}={getattr(p, key)!r} is set but prep.canaries is 0, so no canary is planted:"
+            " give prep.canaries (--canaries N), or leave the key out",
+        )
     _check(c.data.task in TASKS, f"data.task={c.data.task!r} must be one of {', '.join(TASKS)}")
     _check(
         c.data.task != "classification" or bool(t.init_from),
@@ -157,6 +167,21 @@ def _check_hf_options(m: ModelConfig) -> None:
     _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
 
 
+def _check_switched_off(section: Any, name: str, why: str) -> None:
+    """A [section] key given another value than its default while section.enabled is false would
+    change nothing, silently (a run meant to be private, or low-rank, that is neither): refused."""
+    if section.enabled:
+        return
+    defaults = type(section)()
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.name != "enabled" and value != getattr(defaults, f.name):
+            raise LmforgeError(
+                f"{name}.{f.name}={value!r} is set but {name}.enabled is false, so it would change"
+                f" nothing ({why}): add --{name}.enabled=true, or leave the key out"
+            )
+
+
 def _check_lora(c: Config) -> None:
     lo = c.lora
     _check(lo.rank >= 1, f"lora.rank={lo.rank} must be >= 1")
@@ -168,6 +193,7 @@ def _check_lora(c: Config) -> None:
         _check(
             name in LORA_TARGETS, f"lora.targets: unknown module {name!r} (known: {', '.join(LORA_TARGETS)})"
         )
+    _check_switched_off(lo, "lora", "the run would fine-tune every weight")
     if lo.enabled:
         _check(
             bool(c.train.init_from), "lora.enabled needs train.init_from (the base model the adapters sit on)"
@@ -187,6 +213,7 @@ def _check_privacy(c: Config) -> None:
     _check(0 <= p.target_epsilon < inf, f"privacy.target_epsilon={p.target_epsilon} must be >= 0")
     _check(0 <= p.delta < 1, f"privacy.delta={p.delta} must be in [0, 1) (0: min(1e-5, 1/N))")
     _check(p.accountant in ("rdp", "prv"), f"privacy.accountant={p.accountant!r} must be 'rdp' or 'prv'")
+    _check_switched_off(p, "privacy", "the run would train without differential privacy")
     if p.enabled:
         _check(
             c.engine.name == "local",

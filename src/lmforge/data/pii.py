@@ -119,6 +119,11 @@ class PII:
         self, kinds: str = ",".join(KINDS), ip_policy: str = "all", regions: str = DEFAULT_REGIONS
     ) -> None:
         self.kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+        if not self.kinds:  # the stage would run and scrub nothing
+            raise LmforgeError(
+                f"prep.pii_kinds is empty: name the kinds to scrub ({', '.join(KINDS)}),"
+                " or drop the pii stage"
+            )
         for kind in self.kinds:
             if kind not in KINDS:
                 raise LmforgeError(f"prep.pii_kinds: unknown kind {kind!r} (known: {', '.join(KINDS)})")
