@@ -268,3 +268,23 @@ def test_a_new_task_head_must_train_beside_the_adapters() -> None:
         require_trained(LoraConfig(enabled=True), "qa_outputs", "the answer-span head (qa_outputs)")
     require_trained(LoraConfig(enabled=True, also_train="blocks.0, qa_outputs"), "qa_outputs", "the head")
     require_trained(LoraConfig(enabled=False), "head", "the head")
+
+
+def test_peft_export_refuses_a_base_transformers_cannot_load(base: dict[str, Path], tmp_path: Path) -> None:
+    """A rotary GPT with GELU and LayerNorm has no transformers class, so a PEFT adapter of it
+    would name Llama modules of a model nobody can load: refused, nothing written."""
+    from lmforge.config import ModelConfig
+    from lmforge.formats.directory import write_model_dir
+    from lmforge.model.gpt import GPT
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    tok = Tokenizer.train_char([make_text(lines=40)])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, pos="rope", vocab_size=tok.vocab_size)
+    gpt = GPT(config)
+    write_model_dir(tmp_path / "rope-gelu", gpt.config, gpt.state_dict(), tok)
+    args = recipe(base, 2, f"--train.init_from={tmp_path / 'rope-gelu'}", "--lora.targets=q_proj,v_proj")
+    train(overrides=args, out=tmp_path / "run", quiet=True)
+    refusal = r"no PEFT export, as its base has no transformers model: .*no Llama"
+    with pytest.raises(LmforgeError, match=refusal):
+        export_hf(tmp_path / "run", tmp_path / "peft")  # lmforge export: a LoRA run exports for PEFT
+    assert not (tmp_path / "peft").exists()

@@ -173,6 +173,10 @@ def export_peft(source: Path, out: str | Path) -> Path:
     if not isinstance(model, GPT):
         raise LmforgeError(f"{source}: PEFT export is for decoder language models ({type(model).__name__})")
     _, family = export_family(model.config, "gpt")
+    try:  # the adapters sit on the base: without a transformers equivalent of it PEFT cannot load them
+        family.config_out(model.config)
+    except LmforgeError as e:
+        raise LmforgeError(f"{source}: no PEFT export, as its base has no transformers model: {e}") from None
     tensors: dict[str, torch.Tensor] = {}
     targets: list[str] = []
     for path, module in lora.lora_modules(model).items():
