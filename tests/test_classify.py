@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,15 @@ def test_last_token_pooling_ignores_right_padding(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(model(ids), model(padded, mask), atol=1e-6)
         assert not torch.allclose(model(ids), model(padded), atol=1e-3)  # unmasked: the pad is "last"
+
+
+def test_without_out_the_run_says_its_model_is_not_kept(
+    labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The loop's last line names the temporary run folder; the line after it says it is gone."""
+    make_hf_model("bert", tmp_path / "bert")
+    result = finetune_classify(tmp_path / "bert", labelled, "negative,positive", epochs=1, dtype="fp32")
+    assert set(result) >= {"accuracy", "f1"}
+    said = capsys.readouterr().out
+    gone = re.search(r"not kept: (\S+) is removed, as no out \(--out DIR\) was given", said)
+    assert gone and not Path(gone.group(1)).exists(), said

@@ -185,7 +185,8 @@ VERBS: dict[str, Verb] = {
             opt("model", "lmforge or Hugging Face model directory"),
             opt("--train", ".jsonl(.gz/.xz) with text and label fields", required=True),
             opt("--labels", "comma-separated label names, e.g. negative,positive", required=True),
-            opt("--out", "run directory to write (its classifier in OUT/model)"),
+            opt("--out", "run directory to write (its classifier in OUT/model); without it the"
+                " model is not kept, only the metrics"),
             opt("--overwrite", "replace an earlier run in --out", action="store_true"),
             opt("--text-field", "field holding the text"),
             opt("--label-field", "field holding the label"),

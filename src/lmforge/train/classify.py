@@ -54,8 +54,9 @@ def finetune_classify(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
-    `labels`; train in the run directory `out` (its classifier in OUT/model, when given) and
-    return the held-out metrics. An earlier run in `out` is kept unless `overwrite` (as `train`
+    `labels`; train in the run directory `out` (its classifier in OUT/model) and return the
+    held-out metrics. Without `out` it trains in a temporary folder, removed at the end: only the
+    metrics remain. An earlier run in `out` is kept unless `overwrite` (as `train`
     does; `lmforge train --resume OUT` continues it).
 
     head_only freezes the backbone; from_scratch re-initialises it (same size, random weights): the
@@ -98,6 +99,8 @@ def finetune_classify(
     finally:
         if out is None:
             shutil.rmtree(run_dir, ignore_errors=True)
+    if out is None and not quiet:  # the loop's last line named the temporary folder, now gone
+        print(f"not kept: {run_dir} is removed, as no out (--out DIR) was given; only these metrics remain")
     result = {
         "accuracy": summary["val_accuracy"],
         "f1": summary["val_f1"],
