@@ -361,3 +361,22 @@ def test_every_decoding_entry_point_refuses_another_kind_alike(
     """One message for every verb that decodes: 'DIR: KIND, not a decoder language model[, why]'."""
     message = _refused(lambda: call(dirs), "not a decoder language model")
     assert re.search(kind, message) and re.search(tail, message), message
+
+
+def test_a_hint_names_only_a_keyword_the_pipeline_takes(dirs: dict[str, Path]) -> None:
+    """max_length -> max_new_tokens is a pointer for the decoders; a classifier takes neither."""
+    pipe = lmforge.pipeline("text-classification", model=dirs["clf"])
+    message = _refused(lambda: pipe("abc", max_length=3), "unknown keyword max_length", "accepted: top_k")
+    assert "max_new_tokens" not in message
+    message = _refused(lambda: lmforge.pipeline("translation", model=dirs["s2s"])("abc", max_length=3))
+    assert "(for max_length use max_new_tokens, which counts only new tokens)" in message
+
+
+def test_not_a_classifier_suggests_finetune_classify_only_where_it_starts_from(dirs: dict[str, Path]) -> None:
+    _refused(
+        lambda: lmforge.pipeline("text-classification", model=dirs["gpt"]), "a decoder", "finetune-classify"
+    )
+    message = _refused(
+        lambda: lmforge.pipeline("text-classification", model=dirs["s2s"]), "an encoder-decoder"
+    )
+    assert message.endswith("not a classifier"), message

@@ -327,7 +327,7 @@ def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[
     texts = [json.loads(line)["text"] for f in (tmp_path / "clean").iterdir() for line in f.open()]
     assert len(texts) == 3 and texts[0] == plays[0]
     assert "<EMAIL>" in texts[1] and "juliet.capulet@" not in texts[1] and "<p>" not in texts[2]
-    with pytest.raises(LmforgeError, match="near_dedup need the whole corpus"):
+    with pytest.raises(LmforgeError, match="near_dedup needs the whole corpus"):
         CleaningStep("whitespace,near_dedup")
 
 

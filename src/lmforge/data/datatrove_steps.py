@@ -37,8 +37,9 @@ class CleaningStep(PipelineStep):
         names = parse_stages(stages)
         refused = [n for n in names if n in CORPUS_STAGES or n == "boilerplate"]
         if refused:
+            verb = "needs" if len(refused) == 1 else "need"
             raise LmforgeError(
-                f"CleaningStep: {', '.join(refused)} need the whole corpus (use datatrove's dedup)"
+                f"CleaningStep: {', '.join(refused)} {verb} the whole corpus (use datatrove's dedup)"
             )
         settings = PrepConfig(**options).__dict__
         self.stages = [build_stage(n, settings) for n in names]

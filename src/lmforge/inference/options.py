@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral, Real
 from typing import Any
@@ -65,7 +66,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 # transformers' keywords lmforge does not take, and what to use instead
 HINTS: dict[str, str] = {
-    "max_length": "max_new_tokens (max_length counts the prompt too)",
+    "max_length": "max_new_tokens, which counts only new tokens",
     "torch_dtype": "dtype ('auto', 'fp32' or 'bf16')",
     "truncation": "truncate_prompt=True (keeps a prompt's last tokens)",
 }
@@ -92,7 +93,9 @@ def check_keywords(given: Mapping[str, Any] | Iterable[str], accepted: Iterable[
     if not unknown:
         return
     names = ", ".join(unknown)
-    hints = "; ".join(f"for {k} use {HINTS[k]}" for k in unknown if k in HINTS)
+    # a hint only where the keyword it points to is accepted here
+    hinted = [k for k in unknown if k in HINTS and re.split(r"\W", HINTS[k], maxsplit=1)[0] in accepted]
+    hints = "; ".join(f"for {k} use {HINTS[k]}" for k in hinted)
     raise LmforgeError(
         f"{where}: unknown keyword{'s' if len(unknown) > 1 else ''} {names}"
         + (f" ({hints})" if hints else "")
@@ -108,5 +111,5 @@ def check_texts(text: Any, what: str = "text") -> list[str]:
         raise LmforgeError(f"{what} must be a string or a list of strings, not {type(text).__name__}")
     for n, item in enumerate(text, start=1):
         if not isinstance(item, str):
-            raise LmforgeError(f"{what} item {n} is a {type(item).__name__}, not a string")
+            raise LmforgeError(f"{what} item {n} is of type {type(item).__name__}, not a string")
     return list(text)

@@ -21,9 +21,11 @@ class TextClassificationPipeline:
         check_options(batch_size=batch_size)
         self.model, self.tokenizer = load_model(model)
         if not isinstance(self.model, Classifier):
-            raise LmforgeError(
-                f"{model}: not a classifier (train one with `lmforge finetune-classify {model} ...`)"
-            )
+            from lmforge.model.kinds import describe
+
+            base = type(self.model).__name__ in ("GPT", "Encoder")  # what finetune-classify starts from
+            hint = f" (train one from it with `lmforge finetune-classify {model} ...`)" if base else ""
+            raise LmforgeError(f"{model}: {describe(self.model)}, not a classifier{hint}")
         self.batch_size = batch_size
 
     def __call__(
