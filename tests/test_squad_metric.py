@@ -6,6 +6,7 @@ import pytest
 
 from lmforge.errors import LmforgeError
 from lmforge.inference.squad_metric import (
+    check_dataset,
     dataset_version,
     exact_match,
     f1,
@@ -131,3 +132,40 @@ def test_bad_data_names_the_place() -> None:
         squad_scores({}, {"data": [_article([{"id": "a", "answers": "x"}])]})
     with pytest.raises(LmforgeError, match="not a string"):
         squad_scores({"q1": 3}, V2)  # type: ignore[dict-item]
+
+
+def test_an_id_used_twice_is_refused_naming_both_places() -> None:
+    # predictions are keyed by id: both questions would be scored against one answer
+    data = {
+        "data": [
+            _article([{"id": "q1", "answers": [{"text": "x"}]}]),
+            _article([{"id": "q1", "answers": []}]),
+        ]
+    }
+    message = (
+        r"^dev\.json: data\[1\]\.paragraphs\[0\]\.qas\[0\]: id 'q1' is also the id of"
+        r" data\[0\]\.paragraphs\[0\]\.qas\[0\] "
+    )
+    with pytest.raises(LmforgeError, match=message):
+        squad_scores({"q1": "x"}, data, source="dev.json")
+    with pytest.raises(LmforgeError, match=message):
+        check_dataset(data, "v2.0", "dev.json")
+    with pytest.raises(LmforgeError, match="id '7' is also"):  # ids are compared as predictions key them
+        squad_scores({}, [_article([{"id": 7, "answers": []}, {"id": "7", "answers": []}])])
+
+
+def test_a_v11_question_without_gold_answers_names_the_file_and_the_question() -> None:
+    data = {
+        "version": "1.1",
+        "data": [_article([{"id": "a", "answers": [{"text": "x"}]}, {"id": "b", "answers": []}])],
+    }
+    message = (
+        r"^dev\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\] \(id 'b'\): no gold answers,"
+        r" which SQuAD v1\.1 needs"
+    )
+    with pytest.raises(LmforgeError, match=message):
+        squad_scores({"a": "x", "b": "y"}, data, source="dev.json")
+    with pytest.raises(LmforgeError, match=message):  # unanswered too: the file cannot be scored as v1.1
+        squad_scores({"a": "x"}, data, source="dev.json")
+    check_dataset(data, "v2.0")  # as v2.0 the question is unanswerable, which is fine
+    assert squad_scores({"a": "x", "b": ""}, data, version="v2.0")["exact"] == 100.0

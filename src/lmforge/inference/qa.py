@@ -62,9 +62,15 @@ def check_qa_options(options: QAOptions) -> None:
 
 
 def window_sizes(model: SpanModel, options: QAOptions) -> tuple[int, int]:
-    """(max_seq_len, doc_stride) after defaults, as transformers chooses them."""
-    max_seq_len = options.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, model.config.block_size)
+    """(max_seq_len, doc_stride) after defaults, as transformers chooses them; one-line errors for
+    sizes the model cannot run (every caller, the pipeline and eval-qa, checks here before work)."""
+    context = model.config.block_size
+    max_seq_len = options.max_seq_len or min(DEFAULT_MAX_SEQ_LEN, context)
     doc_stride = options.doc_stride if options.doc_stride is not None else min(max_seq_len // 2, 128)
+    if max_seq_len > context:  # else the encoder fails mid-run with a traceback
+        raise LmforgeError(f"max_seq_len={max_seq_len}: longer than the model's context of {context} tokens")
+    if doc_stride > max_seq_len:
+        raise LmforgeError(f"doc_stride={doc_stride} is larger than max_seq_len={max_seq_len}")
     return max_seq_len, doc_stride
 
 

@@ -22,7 +22,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options, window_sizes
 from lmforge.inference.qa_baseline import BASELINES, sliding_window_answer
-from lmforge.inference.squad_metric import dataset_version, squad_scores
+from lmforge.inference.squad_metric import check_dataset, dataset_version, squad_scores
 from lmforge.inference.translate import check_out
 from lmforge.model.kinds import describe
 from lmforge.model.span import SpanModel
@@ -54,6 +54,7 @@ def eval_qa(
     out_file = check_out(out, {"data": data}, overwrite) if out is not None else None
     raw = load_squad_json(data)
     version = dataset_version(raw, str(data))
+    check_dataset(raw, version, str(data))  # a duplicate id or a v1.1 question with no gold, before work
     if handle_impossible_answer is None:
         handle_impossible_answer = version == "v2.0"
     options = QAOptions(
@@ -70,7 +71,7 @@ def eval_qa(
         net, tokenizer = load_model(model)
         if not isinstance(net, SpanModel):
             raise LmforgeError(f"{model}: {describe(net)}, not a question-answering model")
-        max_seq_len, doc_stride = window_sizes(net, options)
+        max_seq_len, doc_stride = window_sizes(net, options)  # one line if the model cannot run them
         settings = {"max_answer_len": max_answer_len, "max_seq_len": max_seq_len, "doc_stride": doc_stride,
                     "batch_size": batch_size}  # fmt: skip
         answers = answer_questions(net, tokenizer, [(e.question, e.context) for e in examples], options)

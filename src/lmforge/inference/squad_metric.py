@@ -95,11 +95,18 @@ def _is_v2_version(version: str) -> bool:
 
 def _questions(dataset_json: Any, source: str = "SQuAD data") -> list[dict[str, Any]]:
     """Every question dict of a SQuAD file (the parsed JSON, or its "data" list); `source` names
-    it in errors (the file's path)."""
+    it in errors (the file's path). Ids must be unique: predictions are keyed by id, so two
+    questions sharing one would both be scored against one answer."""
+    return [qa for _, qa in _placed_questions(dataset_json, source)]
+
+
+def _placed_questions(dataset_json: Any, source: str) -> list[tuple[str, dict[str, Any]]]:
+    """(key path, question dict) of every question, checked as `_questions` says."""
     articles = dataset_json.get("data") if isinstance(dataset_json, dict) else dataset_json
     if not isinstance(articles, list):
         raise LmforgeError(f'{source}: expected {{"data": [articles...]}} or a list of articles')
-    questions = []
+    questions: list[tuple[str, dict[str, Any]]] = []
+    seen: dict[str, str] = {}  # question id -> the key path of the question that has it
     for i, article in enumerate(articles):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
@@ -117,8 +124,28 @@ def _questions(dataset_json: Any, source: str = "SQuAD data") -> list[dict[str, 
                     isinstance(a, dict) and isinstance(a.get("text"), str) for a in answers
                 ):
                     raise LmforgeError(f'{source}: {where} needs "answers": [{{"text": ...}}]')
-                questions.append(qa)
+                qid = str(qa["id"])  # as predictions key it
+                if qid in seen:
+                    raise LmforgeError(
+                        f"{source}: {where}: id {qid!r} is also the id of {seen[qid]}"
+                        " (each question needs its own id: predictions are keyed by id)"
+                    )
+                seen[qid] = where
+                questions.append((where, qa))
     return questions
+
+
+def check_dataset(dataset_json: Any, version: str, source: str = "SQuAD data") -> None:
+    """One-line errors, naming `source` and the question, for a file that cannot be scored as
+    `version`: a bad shape, an id used twice, a v1.1 question without a gold answer. Callers run it
+    before answering anything; squad_scores runs it too."""
+    v2 = _is_v2_version(version)
+    for where, qa in _placed_questions(dataset_json, source):
+        if not v2 and not qa["answers"]:  # v1.1 has no unanswerable questions: max() over nothing
+            raise LmforgeError(
+                f"{source}: {where} (id {str(qa['id'])!r}): no gold answers, which SQuAD v1.1 needs"
+                ' (a file with unanswerable questions is "version": "v2.0")'
+            )
 
 
 def dataset_version(dataset_json: Any, source: str = "SQuAD data") -> str:
@@ -148,8 +175,9 @@ def squad_scores(
     Returns {"exact", "f1", "total", "missing", "version"}; for v2.0 also HasAns_exact,
     HasAns_f1, HasAns_total and NoAns_* where such questions exist, as evaluate-v2.0.py prints.
     """
-    questions = _questions(dataset_json, source)
     version = version or dataset_version(dataset_json, source)
+    check_dataset(dataset_json, version, source)
+    questions = _questions(dataset_json, source)
     v2 = _is_v2_version(version)
     rows: list[tuple[bool, float, float]] = []  # (has answer, EM, F1) per scored question
     missing = 0

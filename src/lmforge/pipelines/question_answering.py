@@ -100,14 +100,7 @@ class QuestionAnsweringPipeline:
         self._check_sizes(self.defaults)
 
     def _check_sizes(self, options: QAOptions) -> None:
-        max_seq_len, doc_stride = window_sizes(self.model, options)
-        if max_seq_len > self.model.config.block_size:
-            raise LmforgeError(
-                f"max_seq_len={max_seq_len}: longer than the model's context"
-                f" of {self.model.config.block_size} tokens"
-            )
-        if doc_stride > max_seq_len:
-            raise LmforgeError(f"doc_stride={doc_stride} is larger than max_seq_len={max_seq_len}")
+        window_sizes(self.model, options)  # raises for sizes the model cannot run
 
     def __call__(
         self, *args: Any, question: Any = None, context: Any = None, **options: Any
