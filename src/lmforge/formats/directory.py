@@ -103,7 +103,14 @@ def resolve_model_dir(path: str | Path) -> Path:
     found = sorted(p for p in (path / "checkpoints").glob("step_*") if p.name[5:].isdigit() and p.is_dir())
     if found:
         return found[-1]
-    raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint")
+    why = ""
+    if not path.exists():
+        why = " (no such file or folder)"
+    elif path.is_file() and path.suffix.lower() == ".gguf":
+        why = f" (a GGUF file: `lmforge import {path} --out DIR` makes a model directory of it)"
+    elif path.is_file() and (path.parent / "config.json").is_file():
+        why = f" (a file of the model directory {path.parent}: give the folder)"
+    raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")
 
 
 # model_type in config.json -> "module:function" taking the directory, returning (model, tokenizer).
