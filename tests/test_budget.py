@@ -23,6 +23,8 @@ def test_plan_counts_steps_and_evaluations() -> None:
     assert plan_steps(t, 10, 10.0) == (10, 10)  # nothing more fits: stop where it is
     assert plan_steps(t, 10, 0.5) == (110, 20)  # the warmup of 20 still fits (<= a quarter)
     assert plan_steps(t, 10, 1.0) == (55, 10)  # a warmup of 20 would not: a tenth of the run
+    long = TrainConfig(max_steps=20, max_minutes=5.0, warmup_steps=50)  # the warmup is the whole run
+    assert plan_steps(long, 10, 0.1) == (20, 50)  # all 20 steps fit: as without a budget, no lr jump
 
 
 def test_the_halfway_replan_fits_the_rest_of_the_budget_at_the_pace_since_the_calibration() -> None:

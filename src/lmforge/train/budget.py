@@ -35,8 +35,10 @@ def plan_steps(t: TrainConfig, done: int, seconds_per_step: float) -> tuple[int,
     budget_s = t.max_minutes * 60 - done * seconds_per_step
     fits = done + max(0, int(budget_s / per_step + 1e-9))  # 1e-9: 55 / 0.55 is 99.999...
     steps = max(done, min(t.max_steps, fits))
-    # the warmup stays as set unless it no longer fits: then a tenth of the run
-    warmup = t.warmup_steps if t.warmup_steps <= steps // 4 else max(done, steps // 10)
+    # the warmup stays as set unless it no longer fits: then a tenth of the run. A budget that keeps
+    # the recipe's length changes nothing, not even a warmup as long as the run (lr would jump)
+    fitted = t.warmup_steps <= steps // 4 or steps == t.max_steps
+    warmup = t.warmup_steps if fitted else max(done, steps // 10)
     return steps, warmup
 
 
