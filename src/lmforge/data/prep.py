@@ -14,6 +14,7 @@ atomically (temp dir + rename), and only where it loses nothing (lmforge/outputs
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import sys
 import time
@@ -82,8 +83,16 @@ def _settings(
             setattr(cfg.prep, key, value)
     cfg.validate()
     if not items:
+        key = "prep.inputs" if cfg.prep.inputs else "data.input"
         source = cfg.prep.inputs or cfg.data.input
         items = [s.strip() for s in source.split(",") if s.strip()]
+        for item in items:  # a recipe's relative path is the working directory's, not the recipe's
+            if not Path(item).is_absolute() and not glob.glob(item, recursive=True):
+                where = f"{key} of {config}" if config is not None else key
+                raise LmforgeError(
+                    f"{item}: no such file, folder or glob match ({where}; a relative path is read"
+                    f" from the working directory, {Path.cwd()})"
+                )
     if not items:
         raise LmforgeError("prep: no inputs (pass INPUT... or set prep.inputs in the recipe)")
     return [str(i) for i in items], cfg

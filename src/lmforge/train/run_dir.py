@@ -191,7 +191,8 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
-        raise LmforgeError(f"data.input={cfg.data.input!r}: no such file, folder or glob match")
+        relative = "" if Path(cfg.data.input).is_absolute() else f" in the working directory, {Path.cwd()}"
+        raise LmforgeError(f"data.input={cfg.data.input!r}: no such file, folder or glob match{relative}")
     adopt_prepared_settings(cfg)  # a prepared directory fixes the tokenizer and split
     if cfg.data.task == "translation" and not is_prepared(cfg.data.input):
         # pairs default to BPE and 2% held out; the [data] defaults (char, 0.1) are for documents
