@@ -120,6 +120,8 @@ CASES = [
     Case("prep-val-fraction", "prep {s}/corpus.txt --out {t}/o --val-fraction 1.5", r"data\.val_fraction=[\d.]+ must be in \(0, 1\)"),
     Case("prep-option-for-a-stage-not-run", "prep {s}/corpus.txt --out {t}/o --stages whitespace --prep.min_chars=200", r"prep\.min_chars=200 is for the length stage, which prep\.stages does not run \(whitespace\): add length to the stages, or leave the key out"),
     Case("prep-tokenizer-choice", "prep {s}/corpus.txt --out {t}/o --tokenizer xyz", r"argument --tokenizer: invalid choice: 'xyz'", usage=True),
+    Case("prep-canary-keys-without-canaries", "prep {s}/corpus.txt --out {t}/o --canary-repeats 1,2", r"prep\.canary_repeats='1,2' is set but prep\.canaries is 0, so no canary is planted"),
+    Case("prep-pii-kinds-empty", "prep {s}/corpus.txt --out {t}/o --stages pii --prep.pii_kinds=", r"prep\.pii_kinds is empty: name the kinds to scrub \(email, iban, card, ssn, ip, phone\), or drop the pii stage"),
     Case("prep-unknown-stage", "prep {s}/corpus.txt --out {t}/o --stages normalize,bogus", r"prep\.stages: unknown stage 'bogus'"),
     Case("prep-workers-negative", "prep {s}/corpus.txt --out {t}/o --workers -1", r"prep\.workers=-1 must be >= 0"),
     Case("prep-min-chars-negative", "prep {s}/corpus.txt --out {t}/o --prep.min_chars=-3", r"prep\.min_chars=-3 must be >= 0"),
@@ -131,6 +133,7 @@ CASES = [
     Case("prep-recipe-unknown-key", "prep {t}/r.toml", r"{t}/r\.toml: unknown config key 'data\.inputt'", (write("r.toml", '[data]\ninputt = "x"\n'),)),
     Case("prep-recipe-folder", "prep {t}/r.toml --out {t}/o", r"{t}/r\.toml: Is a directory", (mkdir("r.toml"),)),
     Case("prep-recipe-not-utf8", "prep {t}/r.toml --out {t}/o", r"{t}/r\.toml:2: not valid UTF-8 \(byte 16 of the file\)", (write("r.toml", b'[data]\ninput = "\xe9"\n'),)),
+    Case("prep-recipe-relative-input", "prep {t}/r.toml", r"missing\.txt: no such file, folder or glob match \(prep\.inputs of {t}/r\.toml; a relative path is read from the working directory, {t}\)$", (write("r.toml", '[prep]\ninputs = "missing.txt"\nout = "o"\n'),)),
     Case("prep-recipe-glob-no-match", "prep {t}/r.toml", r"nothing\*\.txt: no such file, folder or glob match", (write("r.toml", '[prep]\ninputs = "nothing*.txt"\nout = "o"\n'),)),
     Case("prep-override-type", "prep {s}/corpus.txt --out {t}/o --data.vocab_size=abc", r"data\.vocab_size='abc' is not an integer"),
     Case("prep-no-out", "prep {s}/corpus.txt", r"no output directory \(pass --out"),
@@ -177,6 +180,8 @@ CASES = [
     Case("train-seq-len-translation", f"train --out {R} {DATA} --data.task=translation --model.arch=seq2seq --data.seq_len=16", r"data\.seq_len is for data\.task='lm', not 'translation'"),
     Case("train-seq-len-above-context", f"train --out {R} {DATA} --data.seq_len=4096", r"data\.seq_len=4096 is above the model's context of \d+ tokens$"),
     Case("train-dtype", f"train --out {R} {DATA} --train.dtype=fp16", r"train\.dtype='fp16' must be"),
+    Case("train-privacy-key-not-enabled", f"train --out {R} {DATA} --privacy.target_epsilon=3", r"privacy\.target_epsilon=3\.0 is set but privacy\.enabled is false, so it would change nothing \(the run would train without differential privacy\): add --privacy\.enabled=true"),
+    Case("train-lora-key-not-enabled", f"train --out {R} {DATA} --lora.rank=4", r"lora\.rank=4 is set but lora\.enabled is false, so it would change nothing \(the run would fine-tune every weight\)"),
     Case("train-privacy-ddp", f"train --out {R} {DATA} --privacy.enabled=true --privacy.target_epsilon=8 --engine.name=ddp", r"privacy\.enabled runs on engine\.name=local only, not 'ddp'"),
     Case("train-privacy-no-noise", f"train --out {R} {DATA} --privacy.enabled=true", r"privacy\.enabled needs privacy\.noise_multiplier or privacy\.target_epsilon"),
     Case("train-privacy-both", f"train --out {R} {DATA} --privacy.enabled=true --privacy.target_epsilon=8 --privacy.noise_multiplier=1", r"privacy\.noise_multiplier=1\.0 and privacy\.target_epsilon=8\.0 are both set: give one"),
@@ -227,7 +232,7 @@ CASES = [
     Case("resume-damaged-config", "train --resume {t}/run", r"{t}/run/config\.toml: invalid TOML", (copy("run"), write("run/config.toml", "garbage\n"))),
     Case("resume-damaged-metrics", "train --resume {t}/run", r"{t}/run/metrics\.jsonl:1: not a JSON object", (copy("run"), lambda t, s: (t / "run/metrics.jsonl").write_text("garbage\n" + (s / "run/metrics.jsonl").read_text()))),
     # --- generate
-    Case("generate-missing-model", "generate {t}/nomodel --prompt hi", rf"{{t}}/nomodel: {MODEL_DIR}"),
+    Case("generate-missing-model", "generate {t}/nomodel --prompt hi", rf"{{t}}/nomodel: {MODEL_DIR} \(no such file or folder\)$"),
     Case("generate-empty-folder", "generate {t}/m --prompt hi", rf"{{t}}/m: {MODEL_DIR}", (mkdir("m"),)),
     Case("generate-a-file", "generate {s}/corpus.txt --prompt hi", rf"{{s}}/corpus\.txt: {MODEL_DIR}"),
     Case("generate-invalid-config", "generate {t}/m --prompt hi", r"{t}/m/config\.json: unreadable model config", (copy("gpt", "m"), write("m/config.json", '{"n_layer": \n'))),
@@ -339,6 +344,9 @@ CASES = [
     Case("qa-model-and-baseline", "eval-qa {s}/gpt --baseline sliding-window --data {t}/q.json", r"eval-qa needs a model or --baseline sliding-window, not both", (write("q.json", SQUAD),)),
     Case("qa-no-model", "eval-qa --data {t}/q.json", r"eval-qa needs a model or --baseline sliding-window$", (write("q.json", SQUAD),)),
     Case("qa-baseline-choice", "eval-qa --baseline bm25 --data {t}/q.json", r"argument --baseline: invalid choice: 'bm25'", usage=True),
+    Case("qa-max-seq-len-above-context", f"eval-qa {Path(__file__).parent / 'fixtures' / 'bert-qa'} --data {{t}}/q.json --max-seq-len 600", r"max_seq_len=600: longer than the model's context of 64 tokens$", (write("q.json", SQUAD),)),
+    Case("qa-duplicate-id", "eval-qa --baseline sliding-window --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[1\]\.qas\[0\]: id '1' is also the id of data\[0\]\.paragraphs\[0\]\.qas\[0\]", (write("q.json", SQUAD.replace("]}]}]}]}", ']}]}, {"context": "Bo sells salt.", "qas": [{"id": "1", "question": "Who?", "answers": [{"text": "Bo", "answer_start": 0}]}]}]}]}')),)),
+    Case("qa-v11-no-gold-answer", "eval-qa --baseline sliding-window --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] \(id '1'\): no gold answers, which SQuAD v1\.1 needs", (write("q.json", '{"version": "1.1", ' + SQUAD[1:].replace('[{"text": "Ada", "answer_start": 0}]', "[]")),)),
     # --- chat (a tiny GPT given SmolLM2's ChatML template)
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),
@@ -392,6 +400,8 @@ CASES = [
     Case("plan-fits-nowhere", "plan --model.vocab_size=50257 --model.block_size=131072 --device l4", r"do not fit on 1 x l4 \(24 GiB per rank\) with any engine, offload or checkpointing .*; model\.block_size=\d+ would fit"),
     Case("plan-missing-config", "plan {t}/none.toml", r"{t}/none\.toml: config file not found"),
     # --- merge-lora
+    Case("eval-a-gguf-file", "eval {t}/model.gguf --data {s}/corpus.txt", r"{t}/model\.gguf: not a model directory, run directory or checkpoint \(a GGUF file: `lmforge import {t}/model\.gguf --out DIR` makes a model directory of it\)$", (write("model.gguf", "GGUF"),)),
+    Case("generate-a-weights-file", "generate {s}/gpt/model.safetensors --prompt hi", r"{s}/gpt/model\.safetensors: not a model directory, run directory or checkpoint \(a file of the model directory {s}/gpt: give the folder\)$"),
     Case("merge-not-lora", "merge-lora {s}/gpt --out {t}/o", r"{s}/gpt: not a LoRA adapter directory \(no lora\.json\)"),
     Case("merge-not-lora-run", "merge-lora {s}/run --out {t}/o", r"{s}/run.*: not a LoRA adapter directory"),
     Case("merge-missing", "merge-lora {t}/none --out {t}/o", rf"{{t}}/none: {MODEL_DIR}"),
@@ -426,3 +436,5 @@ CASES = [
     Case("launch-verb-fails", "launch --nproc 1 generate {t}/nomodel --prompt hi", rf"{{t}}/nomodel: {MODEL_DIR}", process=True),
 ]
 # fmt: on
+
+CASES.append(Case("audit-empty-data", "audit {s}/gpt --data {t}/e.jsonl --prefix-tokens 4 --k 4", r"data {t}/e\.jsonl: no documents to audit \(skipped {t}/e\.jsonl: empty file\)", (write("e.jsonl", ""),)))  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from lmforge.data.canaries import Canary, CanarySet, make_canaries
 from lmforge.formats.directory import write_model_dir
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tools.audit import format_table
 from lmforge.tools.audit_exposure import exposures, model_scorer
 from lmforge.tools.audit_extract import Documents, extraction, model_greedy, windows
 
@@ -119,6 +121,24 @@ def test_extraction_counts_a_true_continuation_and_not_a_false_one() -> None:
     assert result["mean_matched"] == 5.0  # 10 tokens agree on half the windows, none on the rest
 
 
+def test_a_prepared_stream_has_one_document_per_eos() -> None:
+    """prep writes each document then EOS: that final EOS closes the last document and starts none,
+    so the count is meta.json's (an extra empty one was counted on each side)."""
+    docs = Documents.from_stream(np.asarray([5, 6, 0, 7, 0, 8, 9, 0]), eos=0)
+    assert len(docs) == 3
+    assert [docs.stream[a:b].tolist() for a, b in zip(docs.starts, docs.ends, strict=True)] == [
+        [0, 5, 6], [0, 7], [0, 8, 9]
+    ]  # fmt: skip
+    assert len(Documents.from_stream(np.zeros(0, np.int64), eos=0)) == 0  # an empty split
+    assert len(Documents.from_stream(np.asarray([5, 0, 6]), eos=0)) == 2  # a stream cut mid-document
+
+
+def test_an_empty_split_says_no_documents() -> None:
+    part = {"documents": 0, "samples": 0, "extracted": 0, "rate": None, "mean_matched": None}
+    result = {"extraction": {"prefix_tokens": 4, "k": 4, "train": part, "heldout": part}}
+    assert format_table(result).splitlines()[2:] == ["     train: no documents", "  held-out: no documents"]
+
+
 @pytest.fixture(scope="module")
 def memorized(char_tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT overfit on (EOS, canary, EOS, PASSAGE) for 300 steps (~ seconds), saved."""
@@ -190,3 +210,25 @@ def test_bad_settings_are_one_line(memorized: Path) -> None:
         lmforge.audit(memorized / "model", memorized / "train.txt", samples=0, quiet=True)
     with pytest.raises(LmforgeError, match="is data .*: writing it would overwrite an input"):
         lmforge.audit(memorized / "model", memorized / "train.txt", out=memorized / "train.txt", quiet=True)
+
+
+def test_an_input_without_documents_is_one_line_naming_it(
+    memorized: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Not a table saying that no document is long enough, with documents 0 in the JSON."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    argv = ["audit", str(memorized / "model"), "--data", str(empty), "--prefix-tokens", "10", "--k", "20"]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"lmforge: error: data {empty}: no documents to audit (skipped {empty}: empty file)"
+    ]
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"text": ""}\n')
+    why = re.escape(f"heldout {blank}: no documents to audit (every document's 'text' is empty)")
+    with pytest.raises(LmforgeError, match=f"^{why}$"):
+        lmforge.audit(
+            memorized / "model", memorized / "train.txt", heldout=blank, prefix_tokens=10, k=20, quiet=True
+        )

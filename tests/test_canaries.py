@@ -9,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import lmforge
 from lmforge import LmforgeError, cli
+from lmforge.config import ModelConfig
 from lmforge.data.canaries import CanarySet, make_canaries, parse_repeats, placements
 from lmforge.data.prep import prep
 from lmforge.data.shards import open_split
+from lmforge.formats.directory import write_model_dir
+from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +70,21 @@ def test_canaries_go_to_train_only_the_stated_number_of_times(prepared: Path) ->
     assert meta["documents_per_split"]["train"] + meta["documents_per_split"]["val"] == meta["documents"] + 8
     report = json.loads((prepared / "report.json").read_text())
     assert report["canaries"] == 4 and report["canary_copies_in_train"] == 8
+
+
+def test_the_audit_counts_the_documents_meta_json_counts(prepared: Path, tmp_path: Path) -> None:
+    """The audit of a prepared directory reads as many documents per side as prep wrote (canary
+    copies included: they are train documents), not one more (the trailing EOS is no document)."""
+    tok = Tokenizer.load(prepared / "tokenizer.json")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=16, block_size=32, vocab_size=tok.vocab_size))
+    write_model_dir(tmp_path / "model", model.config, model.state_dict(), tok)
+    result = lmforge.audit(
+        tmp_path / "model", prepared, prefix_tokens=4, k=4, samples=4, candidates=50, quiet=True
+    )
+    per_split = json.loads((prepared / "meta.json").read_text())["documents_per_split"]
+    assert result["extraction"]["train"]["documents"] == per_split["train"]
+    assert result["extraction"]["heldout"]["documents"] == per_split["val"]
 
 
 def test_copies_are_scattered_among_the_documents(prepared: Path) -> None:

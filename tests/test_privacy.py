@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lmforge.model.gpt import GPT
 from lmforge.train.engines.local import LocalEngine
 from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import read_metrics
-from lmforge.train.privacy import DPSGD, clip_and_sum, per_sample_grads
+from lmforge.train.privacy import DPSGD, _no_alpha_warning, clip_and_sum, per_sample_grads
 
 C = 0.5  # max_grad_norm
 OUTLIER = 7  # an example whose first token is this one has a huge loss
@@ -145,9 +146,11 @@ def test_target_epsilon_sets_opacus_noise_and_prv_counts_like_opacus(model: GPT)
     cfg = PrivacyConfig(enabled=True, target_epsilon=3.0, accountant="rdp")
     dp = DPSGD(cfg, 8, 800, 50)
     assert dp.delta == 1e-5 and dp.sample_rate == 0.01
-    assert dp.noise_multiplier == get_noise_multiplier(
-        target_epsilon=3.0, target_delta=1e-5, sample_rate=0.01, steps=50, accountant="rdp"
-    )
+    with _no_alpha_warning():  # Opacus' own search warns on its trial noise levels
+        expected = get_noise_multiplier(
+            target_epsilon=3.0, target_delta=1e-5, sample_rate=0.01, steps=50, accountant="rdp"
+        )
+    assert dp.noise_multiplier == expected
     dp.accountant.history = [(dp.noise_multiplier, 0.01, 50)]
     assert 2.99 <= dp.epsilon() <= 3.0
     # delta defaults to 1/N when that is below 1e-5; the PRV accountant, step by step
@@ -257,3 +260,24 @@ def test_an_unreachable_target_epsilon_is_one_clear_error(monkeypatch: pytest.Mo
     monkeypatch.setattr("opacus.accountants.utils.get_noise_multiplier", too_low)
     with pytest.raises(LmforgeError, match="privacy.target_epsilon=1e-09: no noise multiplier reaches it"):
         DPSGD(PrivacyConfig(enabled=True, target_epsilon=1e-9), 8, 16, 1000)
+
+
+def test_opacus_alpha_warning_is_hidden_and_said_in_our_words_when_it_matters() -> None:
+    """get_noise_multiplier's search made Opacus print a raw "Optimal order is the largest alpha"
+    UserWarning before the start-up lines; only that warning is hidden."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dp = DPSGD(PrivacyConfig(enabled=True, target_epsilon=8.0), 32, 36_800, 3)
+        dp.accountant.history = [(dp.noise_multiplier, dp.sample_rate, 1)]
+        assert dp.epsilon() > 0
+        loud = DPSGD(PrivacyConfig(enabled=True, noise_multiplier=20.0), 8, 800, 10)
+        loud.accountant.history = [(20.0, 0.01, 10)]
+        assert loud.epsilon() < 0.5
+        with _no_alpha_warning():
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["another warning"]
+    assert "alpha" not in dp.describe()  # the chosen noise's best order is inside the range
+    assert loud.describe().endswith(
+        "; RDP's best order is alpha 63, the end of the range tried, so epsilon is an upper bound"
+        " looser than need be (privacy.accountant=prv is tighter)"
+    )

@@ -58,9 +58,17 @@ def _prepared(path: Path, tokenizer: Tokenizer, split: str) -> Documents:
     return Documents.from_stream(ids, eos)
 
 
-def _files(data: Any, tokenizer: Tokenizer, text_field: str) -> Documents:
+def _files(data: Any, tokenizer: Tokenizer, text_field: str, label: str) -> Documents:
     report = Report()
     docs = [tokenizer.encode(d.text) for d in read_documents(data, text_field, report) if d.text]
+    if not docs:  # else the table would only say no document is long enough
+        names = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
+        why = (
+            f"skipped {report.problems[0]}"
+            if report.problems
+            else f"every document's {text_field!r} is empty"
+        )
+        raise LmforgeError(f"{label} {names}: no documents to audit ({why})")
     for line in report.skipped():
         print(f"lmforge: warning: {line}", file=sys.stderr)
     return Documents.from_lists(docs, tokenizer.eos_id)
@@ -116,13 +124,13 @@ def audit(
         held = (
             _prepared(Path(single), tokenizer, "val")
             if heldout is None
-            else _files(heldout, tokenizer, text_field)
+            else _files(heldout, tokenizer, text_field, "heldout")
         )
         found = Path(single) / CANARIES_FILE
         canaries = canaries if canaries is not None else (found if found.is_file() else None)
     else:
-        train = _files(data, tokenizer, text_field)
-        held = _files(heldout, tokenizer, text_field) if heldout is not None else None
+        train = _files(data, tokenizer, text_field, "data")
+        held = _files(heldout, tokenizer, text_field, "heldout") if heldout is not None else None
     canary_set = CanarySet.load(canaries) if canaries is not None else None  # a bad file: before the work
     result: dict[str, Any] = {"model": str(model), "data": str(single)}
 
@@ -178,6 +186,8 @@ def format_table(result: dict[str, Any]) -> str:
         part = e.get(name)
         if part is None:
             lines.append(f"{label:>10}: no held-out text (pass heldout / --heldout)")
+        elif not part["documents"]:  # a prepared split can be empty
+            lines.append(f"{label:>10}: no documents")
         elif not part["samples"]:
             lines.append(f"{label:>10}: no document is {e['prefix_tokens'] + e['k']} tokens long")
         else:

@@ -41,10 +41,13 @@ class Documents:
     @classmethod
     def from_stream(cls, ids: np.ndarray, eos: int) -> Documents:
         """prep's shards: each document followed by EOS. An EOS is put in front, so each
-        document is (EOS, its tokens) as the model saw it after the previous one."""
+        document is (EOS, its tokens) as the model saw it after the previous one; the stream's
+        final EOS ends the last document, so N documents give N, as meta.json counts them."""
         stream = np.concatenate([np.asarray([eos], dtype=np.int64), np.asarray(ids, dtype=np.int64)])
         marks = np.flatnonzero(stream == eos)
         ends = np.append(marks[1:], len(stream))
+        if stream[-1] == eos:  # the EOS closing the last document starts no new one (count as prep does)
+            marks, ends = marks[:-1], ends[:-1]
         return cls(stream, marks, ends)
 
     @classmethod

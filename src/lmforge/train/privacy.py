@@ -24,8 +24,10 @@ data.seq_len (default block_size) + 1 tokens. The noise comes from torch's seede
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -51,6 +53,20 @@ def _opacus() -> Any:
             "[privacy] needs Opacus' accountants: pip install 'lmforge[privacy]' (or opacus)"
         ) from None
     return accountants, utils
+
+
+# Opacus' RDP analysis warns (UserWarning) when its best order is the first or last of its alphas.
+# get_noise_multiplier's search trips it on every trial noise far from the one it picks, and early
+# steps trip it too: noise for the user, so it is hidden; `_alpha_note` says it in our words when it
+# matters (the chosen noise's epsilon at the planned steps).
+_ALPHA_WARNING = r"Optimal order is the (smallest|largest) alpha"
+
+
+@contextlib.contextmanager
+def _no_alpha_warning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_ALPHA_WARNING, category=UserWarning)
+        yield
 
 
 class _Loss(nn.Module):
@@ -119,13 +135,14 @@ class DPSGD:
         self.noise_multiplier = cfg.noise_multiplier
         if cfg.target_epsilon > 0:
             try:
-                self.noise_multiplier = utils.get_noise_multiplier(
-                    target_epsilon=cfg.target_epsilon,
-                    target_delta=self.delta,
-                    sample_rate=self.sample_rate,
-                    steps=planned_steps,
-                    accountant=cfg.accountant,
-                )
+                with _no_alpha_warning():
+                    self.noise_multiplier = utils.get_noise_multiplier(
+                        target_epsilon=cfg.target_epsilon,
+                        target_delta=self.delta,
+                        sample_rate=self.sample_rate,
+                        steps=planned_steps,
+                        accountant=cfg.accountant,
+                    )
             except ValueError as e:  # Opacus: "The privacy budget is too low."
                 raise LmforgeError(
                     f"privacy.target_epsilon={cfg.target_epsilon}: no noise multiplier reaches it at"
@@ -176,7 +193,8 @@ class DPSGD:
             elif self.noise_multiplier == 0:
                 value = math.inf
             else:
-                value = float(self.accountant.get_epsilon(delta=self.delta))
+                with _no_alpha_warning():
+                    value = float(self.accountant.get_epsilon(delta=self.delta))
             self._epsilon = (self.steps, value)
         return self._epsilon[1]
 
@@ -208,6 +226,24 @@ class DPSGD:
             raise LmforgeError(f"{source}: trainer.json: malformed 'privacy' state") from None
         self.accountant.history = history
 
+    def _alpha_note(self) -> str:
+        """What Opacus' hidden warning would say, for the noise chosen at the planned steps: "" unless
+        RDP's best order is an end of its alpha range, where the epsilon is looser than need be."""
+        if self.cfg.accountant != "rdp" or self.noise_multiplier == 0:
+            return ""
+        accountants, _ = _opacus()
+        probe = accountants.RDPAccountant()
+        probe.history = [(self.noise_multiplier, self.sample_rate, max(self.planned_steps, 1))]
+        with _no_alpha_warning():
+            _, best = probe.get_privacy_spent(delta=self.delta)
+        alphas = probe.DEFAULT_ALPHAS
+        if best not in (min(alphas), max(alphas)):
+            return ""
+        return (
+            f"; RDP's best order is alpha {best:g}, the end of the range tried, so epsilon is an upper"
+            " bound looser than need be (privacy.accountant=prv is tighter)"
+        )
+
     def describe(self) -> str:
         c = self.cfg
         source = (
@@ -220,6 +256,7 @@ class DPSGD:
             f" {self.noise_multiplier:.4g} ({source}), sampling rate {self.sample_rate:.4g}"
             f" ({self.batch_size} of {self.n_examples:,} examples, shuffled batches accounted as"
             f" Poisson), delta {self.delta:.3g}, {c.accountant} accountant; train.grad_clip not applied"
+            f"{self._alpha_note()}"
         )
 
     def summary(self) -> dict[str, Any]:
