@@ -33,6 +33,26 @@ def scores(predicted: list[int], gold: list[int], n_labels: int) -> dict[str, fl
     return {"accuracy": accuracy, "f1": sum(f1s) / n_labels}
 
 
+# the recipe keys finetune-classify sets from its options, for messages that name the keys
+OPTION_OF = {
+    "train.batch_size": "--batch-size",
+    "data.val_fraction": "--val-fraction",
+    "train.lr": "--lr",
+    "data.max_len": "--max-len",
+    "train.pooling": "--pooling",
+    "data.text_field": "--text-field",
+    "data.label_field": "--label-field",
+}
+
+
+def _in_our_words(message: str) -> str:
+    """train's message, for the options finetune-classify was given: the key's option beside it,
+    and `lmforge train --resume` (finetune-classify has no --resume)."""
+    message = message.replace("use --resume", "use lmforge train --resume")
+    key = next((k for k in OPTION_OF if k in message), None)
+    return f"{message} ({key} is finetune-classify's {OPTION_OF[key]})" if key else message
+
+
 def finetune_classify(
     model: str | Path,
     train: str | Path,
@@ -92,10 +112,12 @@ def finetune_classify(
         "train.seed": seed,
         "train.dtype": dtype,
     }
-    cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lmforge-classify-"))
     try:
+        cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
         summary = loop.train(cfg, out=run_dir, overwrite=overwrite, quiet=quiet)
+    except LmforgeError as e:
+        raise LmforgeError(_in_our_words(str(e))) from None
     finally:
         if out is None:
             shutil.rmtree(run_dir, ignore_errors=True)
