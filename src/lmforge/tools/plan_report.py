@@ -80,7 +80,8 @@ def format_plan(p: dict[str, Any]) -> str:
         )
     lines.append(
         "  (* the recipe's engine; activations for its micro-batch, ckpt = with activation checkpointing;"
-        " offloaded states count in host RAM, not the device)"
+        " params/grads/optim: each state's bytes per rank wherever it lives, as summary.json's"
+        " memory_per_rank; peak: the device's, without what an offload keeps in host RAM)"
     )
     fits = ", ".join(f"{name} {n:,}" for name, n in p["devices"].items())
     lines.append(f"  fits     largest micro-batch of {p['engine']} per GPU: {fits}")
