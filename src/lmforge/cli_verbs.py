@@ -244,7 +244,7 @@ VERBS: dict[str, Verb] = {
             opt("--max-tokens", "score only the first this many tokens", type=int),
             opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
             opt("--batch-size", "windows per forward pass", type=int),
-            opt("--dtype", "weights dtype (default fp32)", **DTYPE),
+            opt("--dtype", "weights dtype", **DTYPE),
             opt("--quiet", "no progress bar", action="store_true"),
         ),
         show.show_eval,

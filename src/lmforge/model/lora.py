@@ -147,8 +147,10 @@ def inject(model: nn.Module, spec: LoraConfig) -> nn.Module:
         try:
             model.get_submodule(name).requires_grad_(True)
         except AttributeError:
+            top = ", ".join(n for n, _ in model.named_children())  # what a user can name at the top
             raise LmforgeError(
-                f"lora.also_train: no module {name!r} in this {type(model).__name__}"
+                f"lora.also_train: no module {name!r} in this {type(model).__name__} (its modules: {top};"
+                " deeper ones by dotted path)"
             ) from None
     return model
 
