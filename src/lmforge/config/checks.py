@@ -193,6 +193,8 @@ def _check_lora(c: Config) -> None:
         _check(
             name in LORA_TARGETS, f"lora.targets: unknown module {name!r} (known: {', '.join(LORA_TARGETS)})"
         )
+    twice = next((n for n in targets if targets.count(n) > 1), None)
+    _check(twice is None, f"lora.targets: {twice!r} is named twice")
     _check_switched_off(lo, "lora", "the run would fine-tune every weight")
     if lo.enabled:
         _check(
