@@ -22,6 +22,7 @@ from lmforge.config.sections import (
     PrepConfig,
     PrivacyConfig,
     TrainConfig,
+    changed_keys,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "PrepConfig",
     "PrivacyConfig",
     "TrainConfig",
+    "changed_keys",
     "check_buildable",
     "check_supported",
     "config_to_toml",

@@ -5,10 +5,9 @@ constructor runs `check_buildable`.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
+from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig, changed_keys
 from lmforge.errors import LmforgeError
 
 
@@ -88,11 +87,10 @@ def check_config(c: Config) -> None:
         _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")
     for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes", "canary_length"):
         _check(getattr(p, key) > 0, f"prep.{key}={getattr(p, key)} must be > 0")
-    defaults = type(p)()
-    for key in ("canary_repeats", "canary_seed", "canary_length"):  # read only when canaries are planted
-        _check(
-            p.canaries > 0 or getattr(p, key) == getattr(defaults, key),
-            f"prep.{key}={getattr(p, key)!r} is set but prep.canaries is 0, so no canary is planted:"
+    for key, value in changed_keys(p, ("canary_repeats", "canary_seed", "canary_length")):
+        _check(  # read only when canaries are planted
+            p.canaries > 0,
+            f"prep.{key}={value!r} is set but prep.canaries is 0, so no canary is planted:"
             " give prep.canaries (--canaries N), or leave the key out",
         )
     _check(c.data.task in TASKS, f"data.task={c.data.task!r} must be one of {', '.join(TASKS)}")
@@ -170,16 +168,13 @@ def _check_hf_options(m: ModelConfig) -> None:
 def _check_switched_off(section: Any, name: str, why: str) -> None:
     """A [section] key given another value than its default while section.enabled is false would
     change nothing, silently (a run meant to be private, or low-rank, that is neither): refused."""
-    if section.enabled:
-        return
-    defaults = type(section)()
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if f.name != "enabled" and value != getattr(defaults, f.name):
-            raise LmforgeError(
-                f"{name}.{f.name}={value!r} is set but {name}.enabled is false, so it would change"
-                f" nothing ({why}): add --{name}.enabled=true, or leave the key out"
-            )
+    changed = [] if section.enabled else changed_keys(section)  # `enabled` is at its default, false
+    if changed:
+        key, value = changed[0]
+        raise LmforgeError(
+            f"{name}.{key}={value!r} is set but {name}.enabled is false, so it would change"
+            f" nothing ({why}): add --{name}.enabled=true, or leave the key out"
+        )
 
 
 def _check_lora(c: Config) -> None:

@@ -339,6 +339,14 @@ class PrivacyConfig:
     Gopi et al. 2021: tighter, slower), both Opacus'."""
 
 
+def changed_keys(section: Any, keys: tuple[str, ...] | None = None) -> list[tuple[str, Any]]:
+    """(key, value) of each of `keys` (default: every field) that holds another value than the
+    section's default: what a feature that is off would silently ignore."""
+    defaults = type(section)()
+    names = keys if keys is not None else tuple(f.name for f in dataclasses.fields(section))
+    return [(k, getattr(section, k)) for k in names if getattr(section, k) != getattr(defaults, k)]
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)

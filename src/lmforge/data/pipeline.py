@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from lmforge.config import changed_keys
 from lmforge.data import clean, dedup, pii
 from lmforge.data.report import Report, StageStats
 from lmforge.errors import LmforgeError
@@ -70,15 +71,14 @@ STAGE_OPTIONS = {
 def check_stage_options(names: list[str], options: Any) -> None:
     """One line for a [prep] key given another value than its default for a stage not in `names`
     (`options`: the PrepConfig): `--prep.min_chars=200` without the length stage dropped nothing."""
-    defaults = type(options)()
     for stage, keys in STAGE_OPTIONS.items():
-        for key in keys:
-            value = getattr(options, key)
-            if stage not in names and value != getattr(defaults, key):
-                raise LmforgeError(
-                    f"prep.{key}={value!r} is for the {stage} stage, which prep.stages does not run"
-                    f" ({','.join(names) or 'none'}): add {stage} to the stages, or leave the key out"
-                )
+        changed = [] if stage in names else changed_keys(options, keys)
+        if changed:
+            key, value = changed[0]
+            raise LmforgeError(
+                f"prep.{key}={value!r} is for the {stage} stage, which prep.stages does not run"
+                f" ({','.join(names) or 'none'}): add {stage} to the stages, or leave the key out"
+            )
 
 
 def build_stage(name: str, options: dict[str, Any]) -> Any:
