@@ -135,17 +135,19 @@ def _placed_questions(dataset_json: Any, source: str) -> list[tuple[str, dict[st
     return questions
 
 
-def check_dataset(dataset_json: Any, version: str, source: str = "SQuAD data") -> None:
-    """One-line errors, naming `source` and the question, for a file that cannot be scored as
-    `version`: a bad shape, an id used twice, a v1.1 question without a gold answer. Callers run it
-    before answering anything; squad_scores runs it too."""
+def check_dataset(dataset_json: Any, version: str, source: str = "SQuAD data") -> list[dict[str, Any]]:
+    """The file's question dicts, or one-line errors naming `source` and the question for a file
+    that cannot be scored as `version`: a bad shape, an id used twice, a v1.1 question without a
+    gold answer. Callers run it before answering anything; squad_scores runs it too."""
     v2 = _is_v2_version(version)
-    for where, qa in _placed_questions(dataset_json, source):
+    placed = _placed_questions(dataset_json, source)
+    for where, qa in placed:
         if not v2 and not qa["answers"]:  # v1.1 has no unanswerable questions: max() over nothing
             raise LmforgeError(
                 f"{source}: {where} (id {str(qa['id'])!r}): no gold answers, which SQuAD v1.1 needs"
                 ' (a file with unanswerable questions is "version": "v2.0")'
             )
+    return [qa for _, qa in placed]
 
 
 def dataset_version(dataset_json: Any, source: str = "SQuAD data") -> str:
@@ -176,8 +178,7 @@ def squad_scores(
     HasAns_f1, HasAns_total and NoAns_* where such questions exist, as evaluate-v2.0.py prints.
     """
     version = version or dataset_version(dataset_json, source)
-    check_dataset(dataset_json, version, source)
-    questions = _questions(dataset_json, source)
+    questions = check_dataset(dataset_json, version, source)
     v2 = _is_v2_version(version)
     rows: list[tuple[bool, float, float]] = []  # (has answer, EM, F1) per scored question
     missing = 0

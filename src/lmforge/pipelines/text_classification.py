@@ -14,6 +14,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
 from lmforge.model.classifier import Classifier
+from lmforge.model.kinds import describe
 
 
 class TextClassificationPipeline:
@@ -21,8 +22,6 @@ class TextClassificationPipeline:
         check_options(batch_size=batch_size)
         self.model, self.tokenizer = load_model(model)
         if not isinstance(self.model, Classifier):
-            from lmforge.model.kinds import describe
-
             base = type(self.model).__name__ in ("GPT", "Encoder")  # what finetune-classify starts from
             hint = f" (train one from it with `lmforge finetune-classify {model} ...`)" if base else ""
             raise LmforgeError(f"{model}: {describe(self.model)}, not a classifier{hint}")
