@@ -262,6 +262,23 @@ def test_quality_and_stopword_stages() -> None:
         parse_stages("normalize,dedupe")
 
 
+def test_counts_in_messages_agree_with_their_noun(tmp_path: Path, plays: list[str]) -> None:
+    """'1 document read', not '1 documents read'; larger counts get thousands separators."""
+    report = Report()
+    report.stage("read").docs_out = 1
+    assert report.summary().startswith("1 document read;")
+    report.stage("read").docs_out = 2481
+    assert report.summary().startswith("2,481 documents read;")
+    (tmp_path / "one.txt").write_text(plays[0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmforge", "prep", str(tmp_path / "one.txt"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{tmp_path / 'o'}: 1 document ->" in proc.stdout
+
+
 def test_cli_runs_a_recipe(tmp_path: Path, plays: list[str]) -> None:
     _write_jsonl(tmp_path / "p.jsonl", plays)
     recipe = tmp_path / "r.toml"

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lmforge import malloc
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 
 
 def show_prep(meta: dict[str, Any], _: dict[str, Any]) -> None:
     t = meta["tokens"]
     print(
-        f"{meta['out']}: {meta['documents']} documents -> {t['train']:,} train / {t['val']:,} val tokens,"
+        f"{meta['out']}: {counted(meta['documents'], 'document')} ->"
+        f" {t['train']:,} train / {t['val']:,} val tokens,"
         f" vocab {meta['vocab_size']} ({meta['tokenizer']})"
     )
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lmforge.data.loader import IGNORE, padded_width
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 
 PairBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 POOL = 64  # global batches sorted together by length
@@ -70,7 +70,7 @@ class PairLoader:
     ) -> None:
         if len(src) < batch_size:
             raise LmforgeError(
-                f"training split has {len(src)} pairs, fewer than train.batch_size={batch_size}"
+                f"training split has {counted(len(src), 'pair')}, fewer than train.batch_size={batch_size}"
             )
         if batch_size % (micro_batch_size * world_size):
             raise LmforgeError(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.errors import counted
+
 MAX_LISTED = 200  # problems named one by one in the report; the rest are only counted
 
 
@@ -104,7 +106,9 @@ class Report:
             for why, count in sorted(s.dropped.items())
         )
         read = self.stages["read"].docs_out if "read" in self.stages else 0
-        return f"{read} documents read; bad input: {problems or 'none'}; dropped: {dropped or 'none'}"
+        return (
+            f"{counted(read, 'document')} read; bad input: {problems or 'none'}; dropped: {dropped or 'none'}"
+        )
 
     def format(self) -> str:
         """A human-readable table of the run."""

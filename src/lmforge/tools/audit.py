@@ -28,7 +28,7 @@ from lmforge.data.canaries import CanarySet
 from lmforge.data.report import Report
 from lmforge.data.shards import is_prepared, open_split, read_meta
 from lmforge.data.sources import read_documents
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model
 from lmforge.inference.translate import check_out
 from lmforge.model.kinds import require_decoder
@@ -139,7 +139,7 @@ def audit(
     for name, docs in (("train", train), ("heldout", held)):
         if docs is None:
             continue
-        _say(quiet, f"extraction: {name}: up to {samples} windows of {len(docs):,} documents")
+        _say(quiet, f"extraction: {name}: up to {samples} windows of {counted(len(docs), 'document')}")
         picked = windows(docs, prefix_tokens, k, samples, seed)
         result["extraction"][name] = {"documents": len(docs)} | extraction(
             greedy, picked, prefix_tokens, batch_size

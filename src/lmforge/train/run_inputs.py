@@ -11,7 +11,7 @@ from typing import Any
 
 from lmforge.config import Config, ModelConfig
 from lmforge.data.shards import is_prepared, prepare_corpus
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
 
 
@@ -112,7 +112,8 @@ def ensure_data(
     )
     source.write_text(json.dumps(wanted) + "\n")
     say(
-        f"  {meta['documents']} documents, {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
+        f"  {counted(meta['documents'], 'document')},"
+        f" {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
         f" in {meta['seconds']}s"
     )
     return target

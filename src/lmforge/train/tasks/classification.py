@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model
 from lmforge.formats.lmforge_dirs import write_classifier_files
 from lmforge.model import lora
@@ -53,7 +53,7 @@ class ClassificationTask(Task):
         n_val = int(len(rows) * d.val_fraction)
         if n_val < 1 or len(rows) - n_val < 1:
             raise LmforgeError(
-                f"{d.input}: {len(rows)} examples with data.val_fraction={d.val_fraction} leave"
+                f"{d.input}: {counted(len(rows), 'example')} with data.val_fraction={d.val_fraction} leave"
                 f" {n_val} held out and {len(rows) - n_val} to train on; both need at least one"
             )
         self.train_rows, self.val_rows = rows[:-n_val], rows[-n_val:]
