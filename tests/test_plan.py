@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import lzma
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,24 @@ def test_what_would_fit() -> None:
         LmforgeError, match=r"do not fit on 1 x l4 .* more ranks do not help; model\.block_size=\d+"
     ):
         lmforge.plan(overrides=["--model.vocab_size=50257", "--model.block_size=131072"], device="l4")
+
+
+def test_a_char_recipe_not_yet_prepared_counts_its_prep_inputs(tmp_path: Path) -> None:
+    """Before `lmforge prep RECIPE`, the plan reads the characters of prep.inputs (any format, here
+    compressed JSONL), and the vocabulary it plans is the one prep then builds."""
+    texts = ["To be, or not to be: that is the question.", "Ay, there's the rub; ¿qué? Ça va."]
+    src = tmp_path / "works.jsonl.xz"
+    src.write_bytes(lzma.compress("".join(json.dumps({"text": t}) + "\n" for t in texts).encode()))
+    recipe = tmp_path / "r.toml"
+    out = tmp_path / "prepared"
+    recipe.write_text(
+        f'[data]\ninput = "{out}"\ntokenizer = "char"\n[prep]\ninputs = "{src}"\nout = "{out}"\n'
+        'stages = "none"\n' + "[model]\n" + "".join(f"{o[2:].split('.')[1]}\n" for o in TINY)
+    )
+    planned = lmforge.plan(str(recipe))["model"]["vocab_size"]
+    assert planned == len(set("".join(texts))) + 3
+    assert lmforge.prep(config=recipe, quiet=True)["vocab_size"] == planned
+    missing = recipe.read_text().replace(str(src), str(tmp_path / "gone.txt"))
+    (tmp_path / "r2.toml").write_text(missing.replace(str(out), str(tmp_path / "p2")))
+    with pytest.raises(LmforgeError, match=r"prep\.inputs=.*gone\.txt.* give --model\.vocab_size=N"):
+        lmforge.plan(str(tmp_path / "r2.toml"))

@@ -14,12 +14,15 @@ adapters merge into (train loads it so): its config.json has that model's shape.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, ModelConfig, model_config_from
+from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import SPECIALS
 from lmforge.tools.plan_model import LM, Head
 
 TASKS = ("lm", "translation", "chat", "classification", "qa")
@@ -154,15 +157,32 @@ def _prepared_vocab_size(cfg: Config) -> int:
     return int(json.loads(meta.read_text())["vocab_size"]) if meta.is_file() else 0
 
 
+CHARS_COUNTED = 1 << 26  # characters read to find a char vocabulary: past 64 M, new ones are rare
+
+
 def _vocab_size(cfg: Config) -> int:
-    """What the tokenizer `train` would build gives: the BPE target size, or a character vocabulary
-    read from a plain text file (its characters + 3 specials)."""
-    source = Path(cfg.data.input)
+    """What the tokenizer `train` (or `lmforge prep RECIPE`) would build gives: the BPE target
+    size, or a character vocabulary counted in the raw text (its characters + 3 specials; prep's
+    cleaning may leave a few fewer). The text is data.input, or prep.inputs where data.input is
+    the recipe's prep.out, not yet prepared."""
     if cfg.data.tokenizer == "bpe":
         return cfg.data.vocab_size
-    if source.is_file() and source.suffix in (".txt", ".md"):
-        return len(set(source.read_text(encoding="utf-8", errors="replace"))) + 3
-    raise LmforgeError(
-        f"model.vocab_size=0 and data.input={cfg.data.input!r} is not a prepared directory or a text"
-        " file to count characters in: give --model.vocab_size=N"
-    )
+    key, source = "data.input", cfg.data.input
+    if cfg.prep.inputs and cfg.prep.out and Path(cfg.prep.out) == Path(cfg.data.input):
+        key, source = "prep.inputs", cfg.prep.inputs
+    items = [s.strip() for s in source.split(",") if s.strip()]
+    if not items or not all(Path(i).exists() or glob.glob(i, recursive=True) for i in items):
+        raise LmforgeError(
+            f"model.vocab_size=0 and {key}={source!r} is neither a prepared directory nor text"
+            " to count characters in: give --model.vocab_size=N, or prepare the data first"
+        )
+    chars: set[str] = set()
+    read = 0
+    for doc in read_documents(items, cfg.data.text_field):
+        chars.update(doc.text)
+        read += len(doc.text)
+        if read >= CHARS_COUNTED:
+            break
+    if not chars:
+        raise LmforgeError(f"{key}={source!r}: no text to count characters in; give --model.vocab_size=N")
+    return len(chars) + len(SPECIALS)
