@@ -293,6 +293,8 @@ CASES = [
     Case("classify-missing-model", "finetune-classify {t}/nomodel --train {s}/l.jsonl --labels neg,pos", rf"{{t}}/nomodel: {MODEL_DIR}"),
     Case("classify-missing-data", "finetune-classify {s}/gpt --train {t}/none.jsonl --labels neg,pos", r"{t}/none\.jsonl: unreadable"),
     Case("classify-text-field", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --text-field body", r"{s}/l\.jsonl:1: needs JSON with 'body' and 'label'"),
+    Case("classify-empty-text", "finetune-classify {s}/gpt --train {t}/e.jsonl --labels neg,pos", r"{t}/e\.jsonl:2: 'text' is \"  \", not a text$", (write("e.jsonl", '{"text": "fine", "label": "pos"}\n{"text": "  ", "label": "neg"}\n'),)),
+    Case("classify-null-text", "finetune-classify {s}/gpt --train {t}/e.jsonl --labels neg,pos", r"{t}/e\.jsonl:1: 'text' is null, not a text$", (write("e.jsonl", '{"text": null, "label": "pos"}\n'),)),
     Case("classify-epochs-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --epochs 0", r"epochs=0 must be an integer >= 1"),
     Case("classify-batch-size-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --batch-size 0", r"batch_size=0 must be an integer >= 1"),
     Case("classify-max-len-0", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --max-len 0", r"data\.max_len=0 must be > 0"),

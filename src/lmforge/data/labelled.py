@@ -43,10 +43,12 @@ def read_labelled(
                     raise LmforgeError(
                         f"{path}:{n}: needs JSON with {text_field!r} and {label_field!r} ({e})"
                     ) from None
+                if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
+                    raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
                 if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
-                    rows.append((str(text), label))
+                    rows.append((text, label))
                 elif label in labels:
-                    rows.append((str(text), labels.index(label)))
+                    rows.append((text, labels.index(label)))
                 else:
                     raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
     except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as e:
