@@ -282,6 +282,7 @@ CASES = [
     Case("classify-unknown-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,positive", r"{s}/l\.jsonl:\d+: label 'pos' is not one of"),
     Case("classify-one-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg", r"labels='neg': name at least two labels"),
     Case("lora-target-twice", "train --data.input={s}/corpus.txt --train.init_from={s}/gpt --lora.enabled=true --lora.targets=q_proj,v_proj,q_proj --out {t}/o", r"lora\.targets: 'q_proj' is named twice$"),
+    Case("lora-rank-above-width", "train --data.input={s}/corpus.txt --train.init_from={s}/gpt --lora.enabled=true --lora.rank=4096 --out {t}/o", r"lora\.rank=4096 is above the full rank of blocks\.0\.attn\.qkv \(\d+: .*use at most \d+$"),
     Case("lora-also-train-unknown", "train --data.input={s}/corpus.txt --train.init_from={s}/gpt --lora.enabled=true --lora.also_train=head --out {t}/o", r"lora\.also_train: no module 'head' in this GPT \(its modules: .*lm_head.*; deeper ones by dotted path\)$"),
     Case("classify-lora-frozen-head", "train --data.task=classification --data.input={s}/l.jsonl --data.labels=neg,pos --train.init_from={s}/gpt --lora.enabled=true --out {t}/o", r"lora\.enabled: the classification head is new and would stay random and frozen; add it to lora\.also_train \(--lora\.also_train=head\)"),
     Case("classify-existing-run", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --out {s}/run", r"{s}/run: already holds a run; use lmforge train --resume {s}/run, --overwrite or another --out"),

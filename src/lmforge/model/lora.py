@@ -135,14 +135,24 @@ def inject(model: nn.Module, spec: LoraConfig) -> nn.Module:
     Modules named in spec.also_train (e.g. `head`) stay trainable whole. A is drawn from torch's
     global RNG: seed before calling for a reproducible start."""
     targets = plan(model, spec)
-    model.requires_grad_(False)
+    placed = []  # (parent, leaf, linear, slices, adapted), all checked before the model changes
     for path, adapted in targets.items():
         parent_path, _, leaf = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         linear = getattr(parent, leaf)
         if isinstance(linear, LoRALinear):
             raise LmforgeError(f"{path}: already has LoRA adapters")
-        setattr(parent, leaf, LoRALinear(linear, _slices(parent, path, linear), adapted, spec))
+        slices = _slices(parent, path, linear)
+        full = min([linear.in_features] + [s.rows for s in slices if s.name in adapted])
+        if spec.rank > full:  # B A cannot exceed that rank: a larger r only adds parameters
+            raise LmforgeError(
+                f"lora.rank={spec.rank} is above the full rank of {path} ({full}: min of its inputs and"
+                f" adapted outputs), so the extra rank adds parameters and nothing else; use at most {full}"
+            )
+        placed.append((parent, leaf, linear, slices, adapted))
+    model.requires_grad_(False)
+    for parent, leaf, linear, slices, adapted in placed:
+        setattr(parent, leaf, LoRALinear(linear, slices, adapted, spec))
     for name in (n.strip() for n in spec.also_train.split(",") if n.strip()):
         try:
             model.get_submodule(name).requires_grad_(True)
