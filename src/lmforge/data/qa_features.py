@@ -66,8 +66,10 @@ class WindowMaker:
         max_seq_len: int,
         doc_stride: int,
         name: str | None = None,
+        stride_note: str = "",
     ) -> list[Window]:
-        """name: how an error names the question (default "question N", N = example + 1)."""
+        """name: how an error names the question (default "question N", N = example + 1);
+        stride_note: said after doc_stride's value (where the caller derived it)."""
         name = name or f"question {example + 1}"
         self.hf.no_truncation()  # the previous call's only_second truncation fails on a question alone
         question_tokens = len(self.hf.encode(question, add_special_tokens=False).ids)
@@ -78,8 +80,8 @@ class WindowMaker:
             )
         if doc_stride >= room:
             raise LmforgeError(
-                f"doc_stride={doc_stride} must be smaller than the {room} context tokens a window of"
-                f" max_seq_len={max_seq_len} holds beside {name}"
+                f"doc_stride={doc_stride}{stride_note} must be smaller than the {room} context tokens"
+                f" a window of max_seq_len={max_seq_len} holds beside {name}"
             )
         self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
         first = self.hf.encode(question, context)

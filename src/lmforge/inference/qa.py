@@ -167,7 +167,13 @@ def answer_questions(
     """For each (question, context): its answers, best first (see the module doc)."""
     max_seq_len, doc_stride = window_sizes(model, options)
     maker = WindowMaker(tokenizer)
-    windows = [w for n, (q, c) in enumerate(pairs) for w in maker.windows(n, q, c, max_seq_len, doc_stride)]
+    # a derived stride says so: the user gave max_seq_len only
+    note = "" if options.doc_stride is not None else " (not given: min(max_seq_len // 2, 128))"
+    windows = [
+        w
+        for n, (q, c) in enumerate(pairs)
+        for w in maker.windows(n, q, c, max_seq_len, doc_stride, stride_note=note)
+    ]
     logits = window_logits(model, windows, options.batch_size)
     grouped: list[list[int]] = [[] for _ in pairs]
     for i, w in enumerate(windows):
