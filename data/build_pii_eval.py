@@ -1,12 +1,15 @@
-"""Build data/pii-eval.jsonl.xz: a labelled set for measuring PII scrubbing (benchmarks/bench_pii.py).
+"""Build pii-eval.jsonl.xz: a labelled set for measuring PII scrubbing (benchmarks/bench_pii.py).
 
-Offline and deterministic (seeded; byte-identical output on re-runs):
+Offline (from the shipped files of data/) and deterministic (seeded):
 
-    .venv/bin/python data/build_pii_eval.py
+    .venv/bin/python data/build_pii_eval.py [--out DIR]    # or: python -m data.build_pii_eval
 
-Each line is `{"id", "set", "text", "items"}`: a stretch of real shipped text (Shakespeare, Moby
-Dick, Austen, the Bible and LibreOffice help of en-fr.jsonl.xz, English and French, review
-snippets) into which this script planted
+Byte-identical re-runs need the same phonenumbers and python-stdnum versions (their metadata
+shapes the numbers drawn): phonenumbers 9.0.43 and python-stdnum 2.2 gave the shipped file.
+
+Each line is `{"id", "set", "source", "text", "items"}`: a stretch of real shipped text
+(Shakespeare, Moby Dick, Austen, the Bible and LibreOffice help of en-fr.jsonl.xz, English and
+French, review snippets; `source` names which) into which this script planted
 - `set: "pii"`: 1-3 personal data items, each `{"start", "end", "kind", "format", "locale"}`
   (kind: email, phone, ip, card, iban, ssn; an ip item also has `"scope"`: public or private);
 - `set: "trap"`: 1-3 numbers that are not personal data and that a scrubber may mistake for some
@@ -18,11 +21,10 @@ The untouched real text, the other half of the false-positive measure, is not co
 
 from __future__ import annotations
 
-import json
-import lzma
 import random
 import re
 import string
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,8 +35,13 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn, numdb
 from stdnum.us import ssn as stdnum_ssn
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "pii-eval.jsonl.xz"
+if __package__:  # python -m data.build_pii_eval, or imported as data.build_pii_eval
+    from . import fetch
+else:  # python data/build_pii_eval.py, or loaded from its path: fetch.py is the file beside this one
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fetch
+
+OUT = fetch.HERE / "pii-eval.jsonl.xz"  # the shipped file
 PER_KIND = 500  # planted items of each kind: a 1% miss rate is then 5 items
 TRAPS = 1500
 SEED = 17
@@ -71,8 +78,7 @@ KNOWN_IN_CLEAN = {
 
 
 def _texts(name: str, field: str = "text") -> list[str]:
-    with lzma.open(HERE / name, "rt", encoding="utf-8") as f:
-        return [json.loads(line)[field] for line in f]
+    return [record[field] for record in fetch.read(name)]
 
 
 def clean_documents() -> Iterator[tuple[str, str]]:
@@ -84,12 +90,10 @@ def clean_documents() -> Iterator[tuple[str, str]]:
             yield name, text
     yield "rt_sentiment.jsonl.xz", "\n".join(_texts("rt_sentiment.jsonl.xz"))
     pages: dict[str, dict[str, list[str]]] = {}
-    with lzma.open(HERE / "en-fr.jsonl.xz", "rt", encoding="utf-8") as f:
-        for line in f:
-            pair = json.loads(line)
-            page = pages.setdefault(pair["doc"], {"en": [], "fr": []})
-            page["en"].append(pair["en"])
-            page["fr"].append(pair["fr"])
+    for pair in fetch.read("en-fr.jsonl.xz"):
+        page = pages.setdefault(pair["doc"], {"en": [], "fr": []})
+        page["en"].append(pair["en"])
+        page["fr"].append(pair["fr"])
     for doc, page in pages.items():
         for lang in ("en", "fr"):
             if doc.startswith("bible/"):
@@ -444,16 +448,15 @@ def build() -> list[dict]:
     return records
 
 
-def main() -> None:
+def main(out: Path) -> None:
     records = build()
-    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
-    OUT.write_bytes(lzma.compress(data.encode("utf-8"), preset=9))
     counts: dict[str, int] = {}
     for r in records:
         for item in r["items"]:
             counts[item["kind"]] = counts.get(item["kind"], 0) + 1
-    print(f"{OUT.name}: {len(records)} documents, items {counts}, {OUT.stat().st_size:,} bytes")
+    print(f"{len(records)} documents, items {counts}")
+    fetch.write_xz(out / OUT.name, fetch.pack(records, sort_keys=True))
 
 
 if __name__ == "__main__":
-    main()
+    fetch.run(main, __doc__)

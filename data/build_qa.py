@@ -1,64 +1,56 @@
-"""Build ``data/qa-train.json.xz`` and ``data/qa-test.json.xz``: reading comprehension, SQuAD v2.0 JSON.
+"""Build ``qa-train.json.xz`` and ``qa-test.json.xz``: reading comprehension, SQuAD v2.0 JSON.
 
 Made offline from three corpora the project ships (see data/README.md), in two kinds:
 
 - ``cloze`` (in the manner of the Children's Book Test): from each chapter of Austen's six novels
-  and of Moby-Dick, runs of consecutive paragraphs of 120-300 words are the contexts. Each question
-  is one of the first two sentences (of 8-60 words, with a proper name) of the paragraph that
-  *follows* the context, with a proper name blanked
-  ("____"): "Fill in the blank: ...". The answer is that name where it first occurs, as a whole
-  word, in the context; when it does not occur there the question is unanswerable
+  and of Moby-Dick, runs of consecutive paragraphs of 100-300 words are the contexts (a run grows
+  a paragraph at a time until it has 100 words; one that then has more than 300 is not used). The
+  questions come from the paragraph that *follows* the context: its first two qualifying
+  sentences (of 8-60 words, with a proper name), each with a proper name blanked ("____"):
+  "Fill in the blank: ...". The answer is that name where it first occurs, as a whole word, in the
+  context; when it does not occur there the question is unanswerable
   (``is_impossible``; half of those are kept). A proper name is a capitalised word (or run of
   them) not at the start of a sentence, none of whose words appears in lower case anywhere in its
   book, and not a title (Mr, Mrs, Miss, Sir, Lady...). The question's paragraph is in no context.
 - ``cast`` (questions from structured facts): the cast lists ("PERSONS REPRESENTED" / "DRAMATIS
-  PERSONAE") of Shakespeare's plays are the contexts, with the play's title line. A line
-  ``NAME, description`` gives "In <play>, who is <description>?" -> NAME and
+  PERSONAE", with "." or ":" or nothing after it) of Shakespeare's plays are the contexts, with the
+  play's title line (context only: "KING HENRY IV, THE FIRST PART" is no cast entry). A line below
+  the heading ``NAME, description`` gives "In <play>, who is <description>?" -> NAME and
   "Who is <Name> in <play>?" -> description (the span on that line), when the name is unique in
   the list and the description is no part of another line's; a description pointing elsewhere
-  (his, her, the former...) is not asked about, nor a group (Lords, Attendants...).
+  (his, her, the former...) is not asked about, nor a group (Lords, Attendants...), nor a line
+  holding two people ("CINNA, a poet. Another Poet.").
   Each play also gets one unanswerable question: another play's description asked of this list.
 
 The test split is fixed by hashing: a chapter or play is test when the sha256 of its id falls in
 the first tenth, so a document is wholly train or wholly test. Output: pretty-free JSON with
 sorted keys, xz preset 9; byte-for-byte reproducible.
 
-Rebuild (offline, from the shipped files): ``.venv/bin/python data/build_qa.py``
+Rebuild (offline, from the shipped files of data/): ``.venv/bin/python data/build_qa.py [--out DIR]``
+(or ``python -m data.build_qa``); ``build()`` returns both files' contents without writing them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import lzma
 import re
 import string
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-TEST_TENTH = 0.1
+if __package__:  # python -m data.build_qa, or imported as data.build_qa
+    from . import fetch
+else:  # python data/build_qa.py, or loaded from its path: fetch.py is the file beside this one
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fetch
+
 MIN_WORDS, MAX_WORDS = 100, 300  # words in a cloze context
 Q_WORDS = (8, 60)  # words in a cloze question sentence
 TITLES = {"Mr", "Mrs", "Miss", "Sir", "Lady", "Lord", "Dr", "Colonel", "Captain", "Admiral", "St", "I"}
 POINTERS = re.compile(r"\b(his|her|their|its|the former|the same|the above|said)\b", re.IGNORECASE)
 BLANK = "____"
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def is_test(key: str) -> bool:
-    return int(sha(key)[:8], 16) / 2**32 < TEST_TENTH
-
-
-def read(name: str) -> Iterator[dict[str, Any]]:
-    with lzma.open(HERE / name, "rt", encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
 
 
 # ---- cloze ---------------------------------------------------------------------------------
@@ -135,15 +127,15 @@ def cloze_items(doc: dict[str, Any], common: set[str]) -> Iterator[tuple[str, di
 
 def cloze_question(doc_id: str, context: str, sentence: str, names: list[tuple[int, int]]) -> dict | None:
     """One name of the sentence blanked; None for an unanswerable question not kept."""
-    start, end = names[int(sha(sentence)[:8], 16) % len(names)]
+    start, end = names[int(fetch.sha(sentence)[:8], 16) % len(names)]
     name = sentence[start:end]
     question = f"Fill in the blank: {sentence[:start]}{BLANK}{sentence[end:]}"
     at = find_word(context, name)
-    qid = f"{doc_id}-{sha(context + question)[:10]}"
+    qid = f"{doc_id}-{fetch.sha(context + question)[:10]}"
     if at >= 0:
         answers = [{"text": name, "answer_start": at}]
         return {"id": qid, "question": question, "answers": answers, "is_impossible": False}
-    if int(sha(qid)[:8], 16) % 2 == 0:  # keep half of the unanswerable ones
+    if int(fetch.sha(qid)[:8], 16) % 2 == 0:  # keep half of the unanswerable ones
         return {"id": qid, "question": question, "answers": [], "is_impossible": True}
     return None
 
@@ -151,11 +143,12 @@ def cloze_question(doc_id: str, context: str, sentence: str, names: list[tuple[i
 # ---- cast ----------------------------------------------------------------------------------
 
 
+HEADING = re.compile(r"^(PERSONS REPRESENTED|DRAMATIS PERSONAE)[.:]?\s*$", re.MULTILINE | re.IGNORECASE)
+
+
 def cast_list(text: str) -> str:
     """The title line and the cast list of a play, up to the first SCENE/ACT line ("" if none)."""
-    heading = re.search(
-        r"^(PERSONS REPRESENTED|DRAMATIS PERSONAE)\.?\s*$", text, re.MULTILINE | re.IGNORECASE
-    )
+    heading = HEADING.search(text)
     if heading is None:
         return ""
     end = re.search(
@@ -174,11 +167,14 @@ GROUPS = re.compile(
 def cast_entries(block: str) -> list[tuple[str, int, str, int]]:
     """(name, its offset, description, its offset) per line `NAME, description` of a cast list.
 
-    Skipped: a line the next line continues, a group ("Lords, Officers, and other Attendants").
+    Only the lines below the heading are read: the play's title line above it ("KING HENRY IV, THE
+    FIRST PART") is no entry. Skipped: a line the next line continues, a group ("Lords, Officers,
+    and other Attendants"), a line of two people ("CINNA, a poet. Another Poet.").
     """
     entries = []
-    offset = 0
-    lines = block.split("\n")
+    heading = HEADING.search(block)
+    offset = heading.end() if heading else 0
+    lines = block[offset:].split("\n")
     for k, line in enumerate(lines):
         at, offset = offset, offset + len(line) + 1
         m = re.match(r"^([A-Z][A-Za-z'.]*(?: [A-Z][A-Za-z'.]*){0,3}),\s+(\S.*?)\.?\s*$", line)
@@ -188,6 +184,8 @@ def cast_entries(block: str) -> list[tuple[str, int, str, int]]:
         description = m.group(2)
         if "  " in description or description.lower().startswith(("and ", "& ")):
             continue  # columns of names, or a list rather than one person
+        if re.search(r"\. [A-Z]", description):
+            continue  # a second person after the full stop
         if description.split()[-1].lower() in {"the", "of", "and", "to", "a", "an", "in", "with", "by"}:
             continue  # cut off: continued on the next line
         entries.append((m.group(1), at + m.start(1), description, at + m.start(2)))
@@ -210,14 +208,14 @@ def cast_items(doc: dict[str, Any], other_descriptions: list[str]) -> Iterator[t
         if not POINTERS.search(description):
             asks.append((f"In {play}, who is {description}?", name, name_at))
         for question, answer, at in asks:
-            qid = f"{doc['id']}-{sha(question)[:10]}"
+            qid = f"{doc['id']}-{fetch.sha(question)[:10]}"
             answers = [{"text": answer, "answer_start": at}]
             yield context, {"id": qid, "question": question, "answers": answers, "is_impossible": False}
     pool = [d for d in other_descriptions if not POINTERS.search(d) and d.lower() not in context.lower()]
     if pool:
-        description = pool[int(sha(doc["id"])[:8], 16) % len(pool)]
+        description = pool[int(fetch.sha(doc["id"])[:8], 16) % len(pool)]
         question = f"In {play}, who is {description}?"
-        qid = f"{doc['id']}-{sha(question)[:10]}"
+        qid = f"{doc['id']}-{fetch.sha(question)[:10]}"
         yield context, {"id": qid, "question": question, "answers": [], "is_impossible": True}
 
 
@@ -233,47 +231,52 @@ def article(title: str, source: str, items: list[tuple[str, dict[str, Any]]]) ->
     return {"title": title, "source": source, "paragraphs": paragraphs}
 
 
-def write(path: Path, articles: list[dict[str, Any]]) -> None:
-    payload = json.dumps({"version": "v2.0", "data": articles}, ensure_ascii=False, sort_keys=True)
-    packed = lzma.compress(payload.encode("utf-8"), format=lzma.FORMAT_XZ, preset=9)
-    path.write_bytes(packed)
-    qas = [qa for a in articles for p in a["paragraphs"] for qa in p["qas"]]
-    kinds = Counter(a["title"].split(":")[0] for a in articles for p in a["paragraphs"] for _ in p["qas"])
-    none = sum(qa["is_impossible"] for qa in qas)
-    print(
-        f"{path.name}: {len(articles)} documents, {len(qas)} questions ({none} unanswerable; "
-        f"{dict(sorted(kinds.items()))}), json {len(payload.encode())} bytes, xz {len(packed)} bytes, "
-        f"sha256 {hashlib.sha256(packed).hexdigest()}"
-    )
-
-
-def main() -> None:
+def build() -> dict[str, dict[str, Any]]:
+    """Both files' contents, ``{"train": squad, "test": squad}`` (SQuAD v2.0 JSON); nothing written."""
     splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
     for book, source in (
         ("austen.jsonl.xz", "Jane Austen"),
         ("moby_dick.jsonl.xz", "Herman Melville, Moby-Dick"),
     ):
-        docs = [d for d in read(book) if d["id"] not in {"contents", "etymology", "extracts"}]
+        docs = [d for d in fetch.read(book) if d["id"] not in {"contents", "etymology", "extracts"}]
         common = lower_words(docs)
         for doc in docs:
             items = list(cloze_items(doc, common))
             if items:
                 title = f"cloze:{doc['id']}"
-                splits["test" if is_test(doc["id"]) else "train"].append(
+                splits["test" if fetch.is_test(doc["id"]) else "train"].append(
                     article(title, f"{book} id {doc['id']} ({source})", items)
                 )
-    plays = list(read("shakespeare.jsonl.xz"))
+    plays = list(fetch.read("shakespeare.jsonl.xz"))
     descriptions = sorted({e[2] for p in plays for e in cast_entries(cast_list(p["text"]))})
     for play in plays:
         items = list(cast_items(play, descriptions))
         if items:
             title = f"cast:{play['id']}"
-            splits["test" if is_test(play["id"]) else "train"].append(
+            splits["test" if fetch.is_test(play["id"]) else "train"].append(
                 article(title, f"shakespeare.jsonl.xz id {play['id']}", items)
             )
-    for split, articles in splits.items():
-        write(HERE / f"qa-{split}.json.xz", articles)
+    return {split: {"version": "v2.0", "data": articles} for split, articles in splits.items()}
+
+
+def counts(squad: dict[str, Any]) -> Counter[str]:
+    """Questions by kind and answerability ("cloze answerable"...), plus documents and contexts."""
+    found: Counter[str] = Counter()
+    for a in squad["data"]:
+        kind = a["title"].split(":")[0]
+        found[f"{kind} documents"] += 1
+        found[f"{kind} contexts"] += len(a["paragraphs"])
+        for p in a["paragraphs"]:
+            for qa in p["qas"]:
+                found[f"{kind} {'unanswerable' if qa['is_impossible'] else 'answerable'}"] += 1
+    return found
+
+
+def main(out: Path) -> None:
+    for split, squad in build().items():
+        print(f"{split}: {dict(sorted(counts(squad).items()))}")
+        fetch.write_xz(out / f"qa-{split}.json.xz", fetch.pack(squad, sort_keys=True))
 
 
 if __name__ == "__main__":
-    main()
+    fetch.run(main, __doc__)

