@@ -5,9 +5,12 @@ is one line naming the culprit. Each refusal also checks that every file is stil
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lmforge
-from lmforge import hardware
+from lmforge import hardware, outputs
 from lmforge.config import ModelConfig
 from lmforge.data.pairs import prepare_pairs, read_lines
 from lmforge.data.shards import open_split
@@ -322,6 +325,130 @@ def test_truncated_weights_and_invalid_configs_are_named(tmp_path: Path) -> None
     (hf / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     _refused(lambda: lmforge.load(hf), tmp_path, str(hf / "config.json"), "missing config key")
     _refused(lambda: export_hf(hf, tmp_path / "out"), tmp_path, str(hf / "config.json"))
+
+
+# --- what a killed run leaves beside its output -----------------------------------------------
+# A child runs one statement and dies (os._exit, as a kill -9 would) at the rename of a finished
+# temporary: before a new output's only rename, between install's two, at write_file's.
+_DIES_AT_RENAME = """
+import os, sys
+import lmforge
+from lmforge.outputs import write_file
+
+rename = os.replace
+
+
+def replace(src, dst):
+    if ".tmp-" in os.path.basename(src):
+        os._exit(9)
+    rename(src, dst)
+
+
+os.replace = replace
+exec(sys.argv[1])
+"""
+
+
+def _killed(statement: str) -> int:
+    """The pid (no process any more) of a child killed while `statement` wrote its output."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    child = subprocess.Popen([sys.executable, "-c", _DIES_AT_RENAME, statement], env=env)
+    assert child.wait(timeout=120) == 9
+    return child.pid
+
+
+def _prep_call(raw: Path, out: Path, overwrite: bool = False) -> str:
+    return f"lmforge.prep({str(raw)!r}, {str(out)!r}, overwrite={overwrite}, **{FAST!r})"
+
+
+def _scratch(folder: Path, name: str) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_the_next_prep_removes_and_names_what_a_killed_one_left(
+    tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tree / "shards"
+    pid = _killed(_prep_call(tree / "raw", out))
+    [left] = _scratch(tree, "shards")
+    assert left.name.startswith(".shards.tmp-") and f"-{pid}-" in left.name and not out.exists()
+    live = tree / left.name.replace(f"-{pid}-", f"-{os.getpid()}-")  # a run still writing
+    live.mkdir()
+    mine = tree / f"{left.name}-mine"  # not a name lmforge makes
+    mine.mkdir()
+    lmforge.prep(tree / "raw", out, **FAST)
+    err = capsys.readouterr().err
+    assert f"lmforge: note: removed {left}, left by an interrupted run (pid {pid})\n" in err
+    assert _scratch(tree, "shards") == sorted([live, mine]) and (out / "meta.json").is_file()
+    assert str(live) not in err and str(mine) not in err
+
+
+def test_an_install_cut_between_its_renames_is_put_back_and_replaced_only_with_overwrite(
+    tree: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tree / "shards"
+    first = lmforge.prep(tree / "raw", out, **FAST)
+    before = snapshot(out)
+    (tree / "raw" / "doc9.txt").write_text("a new document about the crown.\n")
+    pid = _killed(_prep_call(tree / "raw", out, overwrite=True))
+    aside, new = _scratch(tree, "shards")  # the earlier output moved aside, the new one not yet in
+    assert aside.name.startswith(".shards.old-") and new.name.startswith(".shards.tmp-") and not out.exists()
+    with pytest.raises(LmforgeError, match="--overwrite"):  # back, and not replaced unasked
+        lmforge.prep(tree / "raw", out, **FAST)
+    err = capsys.readouterr().err
+    restored = f"restored {out} from {aside.name}, where an interrupted run (pid {pid}) had moved it"
+    assert restored in err and f"removed {new}, left by an interrupted run (pid {pid})" in err
+    assert snapshot(out) == before and _scratch(tree, "shards") == []
+    shutil.copytree(out, aside)  # as a kill during install's cleanup leaves the earlier output
+    meta = lmforge.prep(tree / "raw", out, overwrite=True, **FAST)
+    assert meta["documents"] == first["documents"] + 1
+    assert f"removed {aside}, left by an interrupted run (pid {pid})" in capsys.readouterr().err
+    assert _scratch(tree, "shards") == []
+
+
+class _DiskFull(io.FileIO):
+    def write(self, data: bytes) -> int:  # half of it, then a full disk
+        super().write(bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_write_file_is_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    result = tmp_path / "p.json"
+    result.write_text("earlier\n")
+    with monkeypatch.context() as m:
+        m.setattr(outputs.os, "fdopen", lambda fd, mode: _DiskFull(fd, "w"))
+        with pytest.raises(OSError, match="No space left"):
+            outputs.write_file(result, "x" * 1000)
+    assert result.read_text() == "earlier\n" and sorted(tmp_path.iterdir()) == [result]
+    pid = _killed(f"write_file({str(result)!r}, 'killed\\n')")
+    [left] = _scratch(tmp_path, "p.json")
+    assert result.read_text() == "earlier\n" and left.read_text() == "killed\n"
+    link = tmp_path / "link.json"
+    link.symlink_to(result.name)
+    old = os.umask(0o027)
+    try:
+        outputs.write_file(link, "new\n")  # the file the link names is replaced; the link stays
+    finally:
+        os.umask(old)
+    assert link.is_symlink() and result.read_text() == "new\n" and result.stat().st_mode & 0o777 == 0o640
+    assert f"removed {left}, left by an interrupted run (pid {pid})" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [link, result]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_model_files_follow_the_umask(tmp_path: Path, mask: int) -> None:
+    """safetensors writes 0600 whatever the umask: a model directory, an export and an import
+    must not keep that."""
+    old = os.umask(mask)
+    try:
+        export_hf(_model_dir(tmp_path / "m"), tmp_path / "hf")
+        import_hf(tmp_path / "hf", tmp_path / "back")
+    finally:
+        os.umask(old)
+    for folder in ("m", "hf", "back"):
+        assert (tmp_path / folder / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask, folder
 
 
 # --- hardware: MFU's peak ---------------------------------------------------------------------

@@ -6,7 +6,14 @@ empty, or when it holds nothing but an earlier output of the same verb (the verb
 and, where the verb asks for it, `overwrite` is given; the old folder is moved aside and deleted
 only once the new one is in place. A target that is, contains or lies inside one of the verb's
 inputs, or that is or contains the working directory, is refused before any work starts.
-Folders made here follow the user's umask (mkdtemp creates them 0700).
+Outputs made here follow the user's umask, folders and files alike (mkdtemp creates folders 0700,
+safetensors its files 0600).
+
+A temporary folder, a folder moved aside and write_file's temporary file carry the writer's host
+and pid in their names (`.NAME.tmp-HOST-PID-XXXXXXXX`, `.NAME.old-HOST-PID-XXXXXXXX`), so the next
+write to NAME can tell what a killed run left from what a running one is still writing: it
+removes the former, or, when NAME itself is missing, puts back the earlier output the killed run
+had moved aside, and says so in one line on stderr.
 """
 
 from __future__ import annotations
@@ -15,7 +22,10 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -37,8 +47,102 @@ def current_umask() -> int:
 
 
 def follow_umask(path: Path) -> None:
-    """Give a folder made by mkdtemp (0700) the mode an ordinary mkdir would have given it."""
-    path.chmod(0o777 & ~current_umask())
+    """Give a folder made by mkdtemp (0700), or a file made by mkstemp or safetensors (0600), the
+    mode an ordinary mkdir or open would have given it."""
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~current_umask())
+
+
+def _follow_umask_tree(folder: Path) -> None:
+    """follow_umask for `folder` and everything in it; links are left alone (chmod would follow
+    them out of the folder)."""
+    follow_umask(folder)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root, name)
+            if not path.is_symlink():
+                follow_umask(path)
+
+
+# --- what a killed run leaves beside its target -------------------------------------------------
+# The host too: a pid says nothing about a process of another machine (or container) writing to the
+# same shared folder.
+_HOST = socket.gethostname().split(".")[0]
+
+
+def _scratch_prefix(name: str, kind: str) -> str:
+    """The start of the name of a temporary ("tmp") or moved-aside ("old") sibling of `name`."""
+    return f".{name}.{kind}-{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` may still be running (another user's process counts as running)."""
+    if os.name != "posix":  # on Windows os.kill(pid, 0) would end the process: never guess there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _leftovers(target: Path, kinds: str, folders: bool) -> list[tuple[Path, str, int]]:
+    """(path, kind, pid) for each sibling of `target` named exactly as _scratch_prefix + mkdtemp
+    (folders) or mkstemp (files) name them, on this host, whose pid has no process any more."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.({kinds})-{re.escape(_HOST)}-([0-9]+)-[a-z0-9_]{{8}}")
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:  # no parent yet (nothing left there), or not readable: nothing to tidy
+        return []
+    found = []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if not match or not (entry.is_dir if folders else entry.is_file)(follow_symlinks=False):
+            continue
+        if not _alive(int(match[2])):
+            found.append((Path(entry.path), match[1], int(match[2])))
+    return sorted(found)
+
+
+def _note(line: str) -> None:
+    # not warnings.warn: the CLI prints notes as plain lines, and warnings shows one per place once
+    print(f"lmforge: note: {line}", file=sys.stderr, flush=True)
+
+
+def _remove_leftover(path: Path, pid: int) -> None:
+    try:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    except FileNotFoundError:
+        return  # another run tidied it first, and said so
+    except OSError as e:
+        _note(f"{path}: left by an interrupted run (pid {pid}); could not remove it: {e.strerror}")
+        return
+    _note(f"removed {path}, left by an interrupted run (pid {pid})")
+
+
+def recover(target: Path) -> None:
+    """Tidy what killed runs left beside the folder `target`. A missing target with a folder moved
+    aside by install (a kill between its two renames) gets that earlier output back; then their
+    temporary folders, and moved-aside folders whose target exists (a kill during install's
+    cleanup), are removed. Each is one line on stderr; what a live process owns is never touched."""
+    stale = _leftovers(target, "tmp|old", folders=True)
+    aside = [s for s in stale if s[1] == "old"]
+    if aside and not (target.exists() or target.is_symlink()):
+        path, _, pid = max(aside, key=lambda s: s[0].lstat().st_ctime)  # the latest one moved aside
+        try:
+            os.rename(path, target)
+        except OSError as e:  # keep every earlier output then: one of them is the user's last
+            _note(
+                f"{target}: missing; an interrupted run (pid {pid}) left the earlier output in {path},"
+                f" which could not be put back ({e.strerror})"
+            )
+            stale = [s for s in stale if s[1] == "tmp"]
+        else:
+            _note(f"restored {target} from {path.name}, where an interrupted run (pid {pid}) had moved it")
+            stale.remove((path, "old", pid))
+    for path, _, pid in stale:
+        _remove_leftover(path, pid)
 
 
 def _relation(target: Path, other: Path) -> str | None:
@@ -74,6 +178,11 @@ def check_place(
             raise LmforgeError(f"{out}: the {folder} {relation} the {source} {item}; give another {option}")
 
 
+def link_target(out: Path) -> Path:
+    """The folder an output named `out` goes into: a link's target, else `out` itself."""
+    return out.resolve() if out.is_symlink() else out
+
+
 def check_target(
     out: str | Path,
     inputs: Iterable[str | Path],
@@ -84,7 +193,7 @@ def check_target(
     """The folder to write `out` into (a link's target), or a one-line error when writing there
     could lose a file. `overwrite=None`: the verb replaces its own earlier output without asking."""
     out = Path(out)
-    target = out.resolve() if out.is_symlink() else out
+    target = link_target(out)
     real = target.resolve()
     check_place(out, inputs, verb)
     above = next((p for p in real.parents if p.exists()), None)
@@ -118,12 +227,32 @@ def describe_foreign(names: list[str], verb: str) -> str:
     return f"holds files {verb} did not write ({shown})"
 
 
+def write_file(path: str | Path, data: str | bytes) -> None:
+    """Write one file whole or not at all: into a temporary file beside it, renamed over it, so a
+    kill mid-write leaves the earlier file (a result, a run's config.toml) rather than an empty one.
+    A link stays: the file it names is replaced. A temporary file a killed write left is removed."""
+    path = link_target(Path(path))
+    for stale, _, pid in _leftovers(path, "tmp", folders=False):
+        _remove_leftover(stale, pid)
+    fd, tmp = tempfile.mkstemp(prefix=_scratch_prefix(path.name, "tmp"), dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def install(tmp: Path, target: Path) -> None:
-    """Rename the finished `tmp` folder to `target`; an existing target is moved aside first and
-    deleted only once the new folder is in place (put back if the rename fails)."""
-    follow_umask(tmp)
+    """Rename the finished `tmp` folder, its modes made the umask's, to `target`; an existing target
+    is moved aside first and deleted only once the new folder is in place (put back if the rename
+    fails; after a kill between the two renames, the next staged_folder for `target` puts it back)."""
+    _follow_umask_tree(tmp)
     if target.is_dir() and any(target.iterdir()):
-        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        aside = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name, "old"), dir=target.parent))
         os.replace(target, aside)  # onto an empty folder: allowed by rename(2)
         try:
             os.replace(tmp, target)
@@ -145,16 +274,18 @@ def staged_folder(
     verb: str,
 ) -> Iterator[Path]:
     """A temporary folder to write the output into; on a clean exit it becomes `out` (checked
-    again first, as the folder may have changed while the verb worked). A full or read-only disk
-    is one line naming the path."""
+    again first, as the folder may have changed while the verb worked). What killed runs left
+    beside `out` is tidied before the checks (recover). A full or read-only disk is one line
+    naming the path."""
     inputs = list(inputs)
+    recover(link_target(Path(out)))
     target = check_target(out, inputs, owner, overwrite, verb)
     # the folders made for the output, deepest first: removed again if the verb fails
     made = list(itertools.takewhile(lambda p: not p.exists(), [target.parent, *target.parent.parents]))
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name, "tmp"), dir=target.parent))
         yield tmp
         check_target(out, inputs, owner, overwrite, verb)
         install(tmp, target)

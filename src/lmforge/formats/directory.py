@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from lmforge.config import ModelConfig, model_config_from
 from lmforge.errors import LmforgeError
+from lmforge.outputs import follow_umask
 from lmforge.tokenization.tokenizer import Tokenizer
 
 MODEL_TYPE = "lmforge-gpt"
@@ -26,7 +27,8 @@ WEIGHTS = "model.safetensors"
 
 def save_weights(file: Path, state: dict[str, torch.Tensor]) -> None:
     """Save a state dict; a tensor shared under several names (tied embeddings) is stored once,
-    under its first name, since safetensors refuses aliases."""
+    under its first name, since safetensors refuses aliases. The file gets the umask's mode, as
+    the directory's other files do (safetensors makes it 0600)."""
     seen: set[tuple[int, int]] = set()
     unique = {}
     for name, tensor in state.items():
@@ -35,6 +37,7 @@ def save_weights(file: Path, state: dict[str, torch.Tensor]) -> None:
             seen.add(key)
             unique[name] = tensor.detach().cpu().contiguous()
     save_file(unique, str(file))
+    follow_umask(file)
 
 
 def load_weights(model: torch.nn.Module, file: Path) -> None:

@@ -35,6 +35,7 @@ from lmforge.inference.translate import check_out, score
 from lmforge.model import lora
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import require_decoder
+from lmforge.outputs import write_file
 
 KINDS = ("translation", "sentiment")
 SAMPLES = 3  # answers shown per kind in the output, to read beside the figures
@@ -133,7 +134,7 @@ def eval_instruct(
     result["seconds"] = time.perf_counter() - started
     result["threads"], result["dtype"] = torch.get_num_threads(), str(compute).removeprefix("torch.")
     if out_file is not None:
-        out_file.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        write_file(out_file, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return result
 
 

@@ -26,6 +26,7 @@ from lmforge.inference.squad_metric import check_dataset, dataset_version, squad
 from lmforge.inference.translate import check_out
 from lmforge.model.kinds import describe
 from lmforge.model.span import SpanModel
+from lmforge.outputs import write_file
 
 
 def eval_qa(
@@ -87,5 +88,5 @@ def eval_qa(
     }
     if out_file is not None:
         result["predictions"] = str(out_file)
-        out_file.write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+        write_file(out_file, json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
     return result

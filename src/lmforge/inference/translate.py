@@ -21,6 +21,7 @@ from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode, length_limits
 from lmforge.model import kernels
 from lmforge.model.seq2seq import Seq2Seq
+from lmforge.outputs import write_file
 from lmforge.tokenization.tokenizer import Tokenizer
 
 
@@ -206,7 +207,7 @@ def eval_translate(
     )
     if out is not None:
         try:
-            out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+            write_file(out, "".join(h + "\n" for h in hyps))
         except OSError as e:
             raise LmforgeError(f"out={out}: cannot write: {e.strerror or e}") from None
     return {**score(hyps, references), "sentences": len(hyps)}

@@ -32,6 +32,7 @@ from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model
 from lmforge.inference.translate import check_out
 from lmforge.model.kinds import require_decoder
+from lmforge.outputs import write_file
 from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.tools.audit_exposure import exposures, model_scorer
 from lmforge.tools.audit_extract import Documents, extraction, model_greedy, windows
@@ -153,7 +154,7 @@ def audit(
         )
     result["seconds"] = round(time.perf_counter() - start, 2)
     if out_file is not None:
-        out_file.write_text(json.dumps(result, indent=2) + "\n")
+        write_file(out_file, json.dumps(result, indent=2) + "\n")
     return result
 
 
