@@ -348,6 +348,10 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_
     assert "moved the previous run aside" in said[0]
     with pytest.raises(LmforgeError, match=r"holds the run that --overwrite replaced"):
         _train(resume=run)
+    # a new start without --overwrite would delete it at its first checkpoint: refused
+    with pytest.raises(LmforgeError, match=r"holds a run that an interrupted --overwrite set aside"):
+        _train(None, [*tiny_overrides, "--train.max_steps=2"], run)
+    assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
     _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
     assert not list(run.glob(".replaced-*"))  # deleted once the new run had a checkpoint
     assert load_config(run / "config.toml").train.max_steps == 2
@@ -509,7 +513,7 @@ def test_a_new_best_keeps_a_file_train_did_not_write_in_best(tmp_path: Path) -> 
     the run; now train's own files are replaced one by one and the rest stays."""
     from types import SimpleNamespace
 
-    from lmforge.train.loop import _write_best
+    from lmforge.train.loop import _install_model_dir
 
     def model_files(directory: Path) -> None:
         (directory / "config.json").write_text("{}")
@@ -517,9 +521,10 @@ def test_a_new_best_keeps_a_file_train_did_not_write_in_best(tmp_path: Path) -> 
     run = SimpleNamespace(
         run_dir=tmp_path, lora_base=None, task=SimpleNamespace(write_model_files=model_files)
     )
-    _write_best(run, {"w": torch.zeros(2)})  # type: ignore[arg-type]
+    best = tmp_path / "best"
+    _install_model_dir(run, best, {"w": torch.zeros(2)})  # type: ignore[arg-type]
     (tmp_path / "best" / "NOTES.md").write_text("mine")
-    _write_best(run, {"w": torch.ones(2)})  # type: ignore[arg-type]
+    _install_model_dir(run, best, {"w": torch.ones(2)})  # type: ignore[arg-type]
     assert load_file(str(tmp_path / "best" / "model.safetensors"))["w"].tolist() == [1.0, 1.0]
     assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [
         "NOTES.md",

@@ -13,7 +13,7 @@ from hf_helpers import VOCAB, make_hf_model, tiny_bpe
 
 import lmforge
 from lmforge.cli import main
-from lmforge.config import ModelConfig
+from lmforge.config import ModelConfig, load_config
 from lmforge.data.labelled import read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_dir
@@ -73,6 +73,9 @@ def test_encoder_classifier_learns_and_pipeline_has_hf_shapes(labelled: Path, tm
         quiet=True,
     )
     assert result["accuracy"] >= 0.85 and result["f1"] >= 0.85, result
+    # a checkpoint each epoch (or every 100 steps), so a kill does not cost the whole run
+    every = load_config(out / "config.toml").train.checkpoint_interval
+    assert every == result["steps"] // 4 and every <= 100
     model, _ = lmforge.load(out)
     assert isinstance(model, Classifier) and model.pooling == "mean"
     classify = lmforge.pipeline("text-classification", model=out)

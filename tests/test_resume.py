@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,24 +24,25 @@ def _train_cmd(overrides: list[str], out: Path, *extra: str) -> list[str]:
 
 
 def _losses(run: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in read_metrics(run)}
+    return {r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r}  # eval-only records too
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_overrides: list[str]) -> None:
     overrides = [
         *tiny_overrides,
-        "--train.max_steps=100",  # killed after 45 logged steps
+        "--train.max_steps=100",  # killed after 10 records (about step 50)
         "--train.checkpoint_interval=20",
         "--train.eval_interval=15",  # the resumed process's first evaluation comes after the
         # uninterrupted run's: whatever runs once per process there (kernel probes) must not draw
         # from the generator (32232f9: a probe's nn.Linear init did, and this passed without evals)
         "--model.dropout=0.1",
+        "--train.log_interval=7",  # not a divisor of 20: a log line's window spans the checkpoint
     ]  # dropout: the RNG state must be restored too
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     subprocess.run(_train_cmd(overrides, whole, "--quiet"), check=True, env=env)
 
-    resumed_from = kill_mid_run(_train_cmd(overrides, killed, "--quiet"), killed)
+    resumed_from = kill_mid_run(_train_cmd(overrides, killed, "--quiet"), killed, lines=10)  # ~step 50
     assert 20 <= resumed_from < 100
 
     subprocess.run(_train_cmd([], killed, "--quiet", "--resume", str(killed)), check=True, env=env)
@@ -97,6 +100,46 @@ def test_resume_without_checkpoint_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(LmforgeError, match="not a run directory"):
         train(resume=tmp_path)
+
+
+def test_a_start_stopped_before_its_first_checkpoint_says_how_to_start_again(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    from lmforge.train.loop import train
+
+    run = tmp_path / "run"
+    train(overrides=[*tiny_overrides, "--train.max_steps=2"], out=run, quiet=True)
+    for step in list_checkpoints(run / "checkpoints"):
+        shutil.rmtree(step)  # as a kill before the first checkpoint leaves it
+    again = f"; to start it again: lmforge train {run}/config.toml --out {run} --overwrite"
+    with pytest.raises(
+        LmforgeError, match=re.escape(f"{run}/checkpoints: no checkpoint to resume from{again}")
+    ):
+        train(resume=run)
+
+
+def test_resume_removes_what_a_kill_left_half_written(
+    tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    """A kill mid-write leaves write_file's temporary files and a checkpoint's .tmp-step folder;
+    the next start removes them and says so, and the run's own files are whole."""
+    from lmforge.train.loop import train
+
+    run = tmp_path / "run"
+    overrides = [*tiny_overrides, "--train.max_steps=4", "--train.checkpoint_interval=2"]
+    train(overrides=overrides, out=run, quiet=True)
+    left = [run / ".config.toml.tmp-x1", run / ".summary.json.tmp-x2", run / ".model-tmp" / "w"]
+    for path in left:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("")
+    (run / "checkpoints" / ".tmp-step_00000003").mkdir()
+    capsys.readouterr()
+    train(resume=run, overrides=["--train.max_steps=6"])
+    said = "".join(capsys.readouterr())
+    assert "left half-written by an interrupted run" in said and ".tmp-step_00000003" in said
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name or p.name == ".model-tmp"]
+    assert (run / "config.toml").read_text().startswith("[data]")
+    assert {p.name for p in (run / "model").iterdir()} >= {"model.safetensors", "config.json"}
 
 
 def test_resuming_a_finished_run_reports_its_loss(tmp_path: Path, tiny_overrides: list[str]) -> None:

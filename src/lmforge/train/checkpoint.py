@@ -94,7 +94,9 @@ def latest_checkpoint(root: Path, say: Callable[[str], None] = lambda _: None) -
     a second call (the run-directory check, then the loop) costs only a stat per file."""
     found = list_checkpoints(root)
     if not found:
-        raise LmforgeError(f"{root}: no checkpoint to resume from{replaced_hint(root.parent)}")
+        run = root.parent
+        again = f"; to start it again: lmforge train {run}/config.toml --out {run} --overwrite"
+        raise LmforgeError(f"{root}: no checkpoint to resume from{replaced_hint(run) or again}")
     key = root.resolve()
     fingerprint = _fingerprint(found)
     cached = _VERDICTS.get(key)
@@ -258,8 +260,14 @@ def drop_replaced(run_dir: Path) -> None:
             shutil.rmtree(aside, ignore_errors=True)
 
 
+def replaced_runs(run_dir: Path) -> list[Path]:
+    """The runs `train --overwrite` moved aside in run_dir and has not yet deleted, oldest first:
+    the new run was stopped before its first checkpoint."""
+    return sorted(p for p in run_dir.glob(f"{REPLACED}*") if (p / REPLACED_MARKER).is_file())
+
+
 def replaced_hint(run_dir: Path) -> str:
-    aside = sorted(p for p in run_dir.glob(f"{REPLACED}*") if (p / REPLACED_MARKER).is_file())
+    aside = replaced_runs(run_dir)
     if not aside:
         return ""
     return f" ({aside[-1]} holds the run that --overwrite replaced: move its files back to resume it)"

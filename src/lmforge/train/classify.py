@@ -18,6 +18,7 @@ from typing import Any
 from lmforge.config import load_config
 from lmforge.data.labelled import read_labelled
 from lmforge.errors import LmforgeError
+from lmforge.outputs import write_file
 from lmforge.train import loop
 
 
@@ -107,7 +108,8 @@ def finetune_classify(
         "train.schedule": "linear",
         "train.weight_decay": 0.01,
         "train.eval_interval": max(steps // max(epochs, 1), 1),  # once per epoch
-        "train.checkpoint_interval": max(steps, 1),
+        # at least each epoch and every 100 steps: a kill loses minutes, not the run
+        "train.checkpoint_interval": min(max(steps // max(epochs, 1), 1), 100),
         "train.keep_checkpoints": 1,
         "train.seed": seed,
         "train.dtype": dtype,
@@ -137,5 +139,5 @@ def finetune_classify(
         "threads": summary["threads"],
     }
     if out is not None:
-        (Path(out) / "classify_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_file(Path(out) / "classify_metrics.json", json.dumps(result, indent=2) + "\n")
     return result

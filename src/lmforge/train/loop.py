@@ -33,6 +33,7 @@ from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import base_identity, check_base, write_lora_file
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
+from lmforge.outputs import write_file
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import compiling, report
 from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
@@ -44,7 +45,7 @@ from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
-from lmforge.train.run_dir import resolve_run, undo_start
+from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
 
@@ -143,7 +144,8 @@ def _set_up(
     if t.epochs:
         t.max_steps = t.epochs * task.loader.steps_per_epoch
     if engine.rank == 0:
-        (run_dir / "config.toml").write_text(config_to_toml(cfg))
+        drop_leftovers(run_dir, say)
+        write_file(run_dir / "config.toml", config_to_toml(cfg))  # a kill must not leave it empty
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = task.build_model()
@@ -175,7 +177,7 @@ def _set_up(
         run.lora_base, run.trainable = base_identity(t.init_from), set(lora.trainable_names(model))
     run.n_trainable = n_trainable
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
-                 "kernels": kernels.saved()}  # fmt: skip
+                 "kernels": kernels.saved(), "log_window": _empty_window()}  # fmt: skip
     if task.best_metric:
         run.state.update(best_score=-math.inf, best_step=0)
     run.privacy = build_privacy(cfg, task, engine)
@@ -215,7 +217,7 @@ def _steps(run: Run) -> None:
     )
     run.bar = tqdm(total=t.max_steps, initial=run.step, disable=None if run.main and not run.quiet else True,
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
-    window = {"loss": 0.0, "steps": 0, "s": 0.0, "tokens": 0}
+    window = run.state["log_window"]  # checkpointed: a resumed run logs the same averages
     grad_norm, first_step = 0.0, run.step
     wall_before, started = run.state["wall_s"], time.perf_counter()  # wall time adds up across resumes
     run.peak_flops = tuning.matmul_peak(run.dtype, engine.device)
@@ -245,7 +247,7 @@ def _steps(run: Run) -> None:
         record: dict[str, float] = {}
         if run.step % t.log_interval == 0 or run.step == t.max_steps:
             record.update(_log_line(run, window, grad_norm))
-            window = dict.fromkeys(window, 0)
+            window = run.state["log_window"] = _empty_window()
         if run.step % t.eval_interval == 0 or run.step == t.max_steps:
             record.update(_evaluate(run))
         if run.log is not None and record:
@@ -254,6 +256,11 @@ def _steps(run: Run) -> None:
             run.state["wall_s"] = wall_before + time.perf_counter() - started
             _save(run)
     run.state["wall_s"] = wall_before + time.perf_counter() - started
+
+
+def _empty_window() -> dict[str, float]:
+    """The steps since the last log line: their summed loss, count, seconds and tokens."""
+    return {"loss": 0.0, "steps": 0, "s": 0.0, "tokens": 0}
 
 
 def forward_backward(
@@ -327,21 +334,21 @@ def _evaluate(run: Run) -> dict[str, float]:
         run.state.update(best_score=metrics[best], best_step=run.step)
         state = run.engine.full_state_dict()  # collective: every rank takes part
         if run.main:
-            _write_best(run, state)
+            _install_model_dir(run, run.run_dir / "best", state)
     return metrics
 
 
-def _write_best(run: Run, state: dict[str, torch.Tensor]) -> None:
-    """run_dir/best: the model with the best validation score so far. Its files are written into
-    .best-tmp, then each renamed over its old copy (atomic per file, and within a run only the
-    weights change), so best/ always holds a whole model, and a file train did not write there (a
-    user's notes) stays."""
-    tmp, best = run.run_dir / ".best-tmp", run.run_dir / "best"
+def _install_model_dir(run: Run, target: Path, state: dict[str, torch.Tensor]) -> None:
+    """run_dir/best (the best validation score so far) or run_dir/model (the export). Its files are
+    written into run_dir/.NAME-tmp, then each renamed over its old copy (atomic per file, and within
+    a run only the weights change), so a kill leaves a whole model there, never a half-written
+    file or a writer's temporary one, and a file train did not write there (a user's notes) stays."""
+    tmp = run.run_dir / f".{target.name}-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     _write_model_dir(run, tmp, state)
-    best.mkdir(exist_ok=True)
+    target.mkdir(exist_ok=True)
     for path in sorted(tmp.iterdir()):
-        os.replace(path, best / path.name)
+        os.replace(path, target / path.name)
     tmp.rmdir()
 
 
@@ -391,8 +398,8 @@ def _finish(run: Run) -> dict[str, Any]:
         if best.is_file():
             final = load_file(str(best))
     if run.main:
-        _write_model_dir(run, run.run_dir / "model", final)
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _install_model_dir(run, run.run_dir / "model", final)
+        write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_loss(run.run_dir)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
         run.say(

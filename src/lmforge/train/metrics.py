@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import resource
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.outputs import write_file
 
 
 def format_duration(seconds: float) -> str:
@@ -71,9 +73,7 @@ class MetricsLog:
         if resume_step and self.path.exists():
             records = read_metrics(run_dir, say)
             kept = [r for r in records if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)
+            write_file(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif self.path.exists():
             self.path.unlink()
         self.file = open(self.path, "a")  # noqa: SIM115 - held open for the run
@@ -147,6 +147,8 @@ def plot_loss(run_dir: Path) -> Path:
     ax.legend()
     out = run_dir / "loss.png"
     fig.tight_layout()
-    fig.savefig(out)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
+    write_file(out, image.getvalue())  # whole or not at all
     return out

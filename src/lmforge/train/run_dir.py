@@ -62,6 +62,7 @@ RUN_FILES = (
     "model",
     "best",
     ".best-tmp",
+    ".model-tmp",
 )
 
 
@@ -106,6 +107,12 @@ def resolve_run(
             f"{run_dir}: holds {', '.join(present)} of a run that stopped before its first checkpoint;"
             " use --overwrite to start it again, or another --out"
         )
+    set_aside = ckpt.replaced_runs(run_dir)
+    if set_aside and not overwrite:  # else this run's first checkpoint would delete it unasked
+        raise LmforgeError(
+            f"{run_dir}: {set_aside[-1].name} holds a run that an interrupted --overwrite set aside;"
+            " move its files back to resume it, or use --overwrite to replace it"
+        )
     main = os.environ.get("RANK", "0") == "0"
     check_inputs(cfg, [run_dir / n for n in present])
     check_own_files(run_dir, present)
@@ -144,6 +151,20 @@ def undo_start(run_dir: Path, made: list[Path]) -> None:
         else:
             with contextlib.suppress(OSError):
                 path.rmdir()  # a parent made for the run: only if empty
+
+
+def drop_leftovers(run_dir: Path, say: Callable[[str], None]) -> None:
+    """Remove what a killed run left half-written: a file being replaced (outputs.write_file's
+    .NAME.tmp-*, for train's own files) and checkpoint folders being written (.tmp-step_*). Only
+    the run writes in its directory, and the files they would have replaced are whole."""
+    stale = [p for n in RUN_FILES for p in run_dir.glob(f".{n}.tmp-*") if p.is_file()]
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir():
+        stale += [p for p in checkpoints.glob(f".tmp-{ckpt.PREFIX}*") if p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if stale:
+        say(f"removed {', '.join(p.name for p in stale)}: left half-written by an interrupted run")
 
 
 def run_kind(run_dir: Path) -> tuple[str, list[str]]:

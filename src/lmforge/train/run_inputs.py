@@ -13,6 +13,7 @@ from lmforge.config import Config, ModelConfig
 from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
+from lmforge.outputs import write_file
 
 
 def prep_options(cfg: Config) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def ensure_data(
             d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest,
             val_fraction=d.val_fraction, tokenizer=tokenizer or d.tokenizer, overwrite=True,
         )  # fmt: skip
-        source.write_text(json.dumps(wanted) + "\n")
+        write_file(source, json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
         return target
     say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
@@ -110,7 +111,7 @@ def ensure_data(
         cfg.data.text_field,
         **prep_options(cfg),
     )
-    source.write_text(json.dumps(wanted) + "\n")
+    write_file(source, json.dumps(wanted) + "\n")
     say(
         f"  {counted(meta['documents'], 'document')},"
         f" {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
