@@ -10,6 +10,7 @@ import lzma
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +358,26 @@ def test_boilerplate_counts_only_documents_that_survive_dedup(tmp_path: Path, pl
     prep(tmp_path / "d.jsonl", out, "char", quiet=True, stages=stages, boilerplate_min_docs=3)
     docs = _docs(out)
     assert len(docs) == 3 and sum(line in d for d in docs) == 2  # in 2 distinct documents: kept
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_prep_workers_end_when_prep_is_killed(tmp_path: Path) -> None:
+    """kill -9 of prep left its cleaning workers orphaned: each finished its batch, then printed a
+    BrokenPipeError traceback on the user's terminal. Now they end with prep, silently."""
+    with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
+        works = [json.loads(line)["text"] for line in f]
+    corpus = tmp_path / "big.jsonl"
+    _write_jsonl(corpus, [f"{n} {w}" for n in range(4) for w in works])  # about 20 MB
+    cmd = [sys.executable, "-m", "lmforge", "prep", str(corpus), "--out", str(tmp_path / "o"), "--quiet"]
+    proc = subprocess.Popen([*cmd, "--prep.workers=2"], stderr=subprocess.PIPE, text=True)
+    children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if children_file.exists() and len(children_file.read_text().split()) >= 2:
+            break
+        time.sleep(0.01)
+    time.sleep(1.5)  # into the cleaning: the workers hold batches
+    assert proc.poll() is None, "prep ended before it could be killed"
+    proc.kill()
+    _, err = proc.communicate(timeout=30)  # EOF once every process holding the pipe has ended
+    assert "Traceback" not in err, err[-2000:]

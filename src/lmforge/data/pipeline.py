@@ -11,9 +11,13 @@ output goes to a temporary file while its lines are counted, and the rest runs f
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +46,7 @@ ALL_STAGES = [
 ]
 CORPUS_STAGES = {"exact_dedup", "near_dedup"}
 BATCH_BYTES = 1 << 20
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 BATCH_DOCS = 1024
 
 
@@ -275,7 +280,7 @@ def clean_documents(
         _OBSERVER.clear()
         if first_of_two:
             _OBSERVER["boilerplate"] = stages[cut]  # type: ignore[index]
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             stream = _run_groups(pool, _GROUPS, _batches(source), report, 2 * workers, _count_lines)
             if not first_of_two:
                 for batch in stream:
@@ -289,6 +294,17 @@ def clean_documents(
         limit = stages[cut].freeze()  # type: ignore[index]
         report.extra["boilerplate_min_docs"] = limit
         source = read_docs(spill)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker ends when prep does: after a kill -9 of prep, orphaned workers would go on
+    cleaning (and print broken-pipe tracebacks) into a temporary folder the next prep removes.
+    Linux's PR_SET_PDEATHSIG; elsewhere the pool's own shutdown is all there is."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # prep died before the line above took effect
+        os._exit(1)
 
 
 def _count_lines(keys: Any, docs: int) -> None:
