@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -419,8 +420,8 @@ def test_write_file_is_whole_or_not_at_all(
     result.write_text("earlier\n")
     with monkeypatch.context() as m:
         m.setattr(outputs.os, "fdopen", lambda fd, mode: _DiskFull(fd, "w"))
-        with pytest.raises(OSError, match="No space left"):
-            outputs.write_file(result, "x" * 1000)
+        with pytest.raises(LmforgeError, match=rf"^{re.escape(str(result))}: cannot write: No space left"):
+            outputs.write_file(result, "x" * 1000)  # names the file, not its temporary
     assert result.read_text() == "earlier\n" and sorted(tmp_path.iterdir()) == [result]
     pid = _killed(f"write_file({str(result)!r}, 'killed\\n')")
     [left] = _scratch(tmp_path, "p.json")

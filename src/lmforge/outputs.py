@@ -234,15 +234,19 @@ def write_file(path: str | Path, data: str | bytes) -> None:
     path = link_target(Path(path))
     for stale, _, pid in _leftovers(path, "tmp", folders=False):
         _remove_leftover(stale, pid)
-    fd, tmp = tempfile.mkstemp(prefix=_scratch_prefix(path.name, "tmp"), dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=_scratch_prefix(path.name, "tmp"), dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:  # the disk's or the user's, not a bug
+            raise LmforgeError(f"{path}: cannot write: {e.strerror}") from None
         raise
 
 
