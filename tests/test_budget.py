@@ -79,3 +79,10 @@ def test_a_warmup_as_long_as_the_run_is_said_at_start(
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  steps "))
     assert "warmup 8 (the whole run: the lr peaks at 0.0005, no decay)" in line
     assert max(r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r) == pytest.approx(1e-3 * 4 / 8)
+    # with a time budget too (configs/demo.toml --train.max_steps=30): one that fits keeps the
+    # warmup, so the start-up line says so rather than nothing
+    train(None, [*overrides, "--train.max_minutes=10"], out=tmp_path / "budget")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  steps "))
+    assert "(the whole run: the lr peaks at 0.0005, no decay, unless the time budget shortens the run)" in (
+        line
+    )

@@ -73,8 +73,10 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
         )
     budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
     warmup = f"warmup {t.warmup_steps}"
-    if not t.max_minutes and t.warmup_steps >= t.max_steps > 0:  # a budget fits it (train/budget.py)
-        warmup += f" (the whole run: the lr peaks at {t.lr * t.max_steps / t.warmup_steps:.2g}, no decay)"
+    if t.warmup_steps >= t.max_steps > 0:  # a budget that shortens the run refits it (train/budget.py)
+        unless = ", unless the time budget shortens the run" if t.max_minutes else ""
+        peak = t.lr * t.max_steps / t.warmup_steps
+        warmup += f" (the whole run: the lr peaks at {peak:.2g}, no decay{unless})"
     say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, {warmup}")
 
 
