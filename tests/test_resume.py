@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from run_helpers import kill_mid_run
 
+from lmforge import outputs
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.train.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
@@ -128,7 +129,10 @@ def test_resume_removes_what_a_kill_left_half_written(
     run = tmp_path / "run"
     overrides = [*tiny_overrides, "--train.max_steps=4", "--train.checkpoint_interval=2"]
     train(overrides=overrides, out=run, quiet=True)
-    left = [run / ".config.toml.tmp-x1", run / ".summary.json.tmp-x2", run / ".model-tmp" / "w"]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # the writer that was killed: its pid has no process any more
+    scratch = f"tmp-{outputs._HOST}-{gone.pid}-abcd1234"  # as outputs.write_file names its temporary
+    left = [run / f".config.toml.{scratch}", run / f".summary.json.{scratch}", run / ".model-tmp" / "w"]
     for path in left:
         path.parent.mkdir(exist_ok=True)
         path.write_text("")
@@ -137,6 +141,7 @@ def test_resume_removes_what_a_kill_left_half_written(
     train(resume=run, overrides=["--train.max_steps=6"])
     said = "".join(capsys.readouterr())
     assert "left half-written by an interrupted run" in said and ".tmp-step_00000003" in said
+    assert f"removed {left[0]}, left by an interrupted run (pid {gone.pid})" in said
     assert not [p for p in run.rglob("*") if ".tmp-" in p.name or p.name == ".model-tmp"]
     assert (run / "config.toml").read_text().startswith("[data]")
     assert {p.name for p in (run / "model").iterdir()} >= {"model.safetensors", "config.json"}

@@ -154,15 +154,13 @@ def undo_start(run_dir: Path, made: list[Path]) -> None:
 
 
 def drop_leftovers(run_dir: Path, say: Callable[[str], None]) -> None:
-    """Remove what a killed run left half-written: a file being replaced (outputs.write_file's
-    .NAME.tmp-*, for train's own files) and checkpoint folders being written (.tmp-step_*). Only
-    the run writes in its directory, and the files they would have replaced are whole."""
-    stale = [p for n in RUN_FILES for p in run_dir.glob(f".{n}.tmp-*") if p.is_file()]
+    """Remove the checkpoint folders a killed run left half-written (.tmp-step_*): only the run
+    writes in its directory, and a step it does not save again would keep its folder for good.
+    (The run's files are written by outputs.write_file, which tidies its own leftovers.)"""
     checkpoints = run_dir / "checkpoints"
-    if checkpoints.is_dir():
-        stale += [p for p in checkpoints.glob(f".tmp-{ckpt.PREFIX}*") if p.is_dir()]
+    stale = sorted(p for p in checkpoints.glob(f".tmp-{ckpt.PREFIX}*") if p.is_dir())
     for path in stale:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        shutil.rmtree(path)
     if stale:
         say(f"removed {', '.join(p.name for p in stale)}: left half-written by an interrupted run")
 
