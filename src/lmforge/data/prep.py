@@ -40,7 +40,7 @@ from lmforge.data.pipeline import (
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
 from lmforge.data.shards import META, SHARDS_FORMAT, earlier_prep_output
-from lmforge.data.sources import list_files, read_documents
+from lmforge.data.sources import list_files, read_documents, split_inputs
 from lmforge.errors import LmforgeError
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
@@ -85,7 +85,7 @@ def _settings(
     if not items:
         key = "prep.inputs" if cfg.prep.inputs else "data.input"
         source = cfg.prep.inputs or cfg.data.input
-        items = [s.strip() for s in source.split(",") if s.strip()]
+        items = split_inputs(source)
         for item in items:  # a recipe's relative path is the working directory's, not the recipe's
             if not Path(item).is_absolute() and not glob.glob(item, recursive=True):
                 where = f"{key} of {config}" if config is not None else key

@@ -56,6 +56,11 @@ def suffixes(path: Path) -> tuple[str, str]:
     return (suffixes[-1] if suffixes else "", "")
 
 
+def split_inputs(value: str) -> list[str]:
+    """A recipe's comma-separated files, folders or globs (prep.inputs, data.input) as a list."""
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
 def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
     """Expand files, folders (recursively) and globs into a sorted list of input files.
 

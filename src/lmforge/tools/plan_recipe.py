@@ -14,13 +14,12 @@ adapters merge into (train loads it so): its config.json has that model's shape.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, ModelConfig, model_config_from
-from lmforge.data.sources import read_documents
+from lmforge.data.sources import read_documents, split_inputs
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import SPECIALS
 from lmforge.tools.plan_model import LM, Head
@@ -170,19 +169,19 @@ def _vocab_size(cfg: Config) -> int:
     key, source = "data.input", cfg.data.input
     if cfg.prep.inputs and cfg.prep.out and Path(cfg.prep.out) == Path(cfg.data.input):
         key, source = "prep.inputs", cfg.prep.inputs
-    items = [s.strip() for s in source.split(",") if s.strip()]
-    if not items or not all(Path(i).exists() or glob.glob(i, recursive=True) for i in items):
+    chars: set[str] = set()
+    read = 0
+    try:
+        for doc in read_documents(split_inputs(source), cfg.data.text_field):
+            chars.update(doc.text)
+            read += len(doc.text)
+            if read >= CHARS_COUNTED:
+                break
+    except LmforgeError:  # list_files: a missing input, or a folder with no text files
         raise LmforgeError(
             f"model.vocab_size=0 and {key}={source!r} is neither a prepared directory nor text"
             " to count characters in: give --model.vocab_size=N, or prepare the data first"
-        )
-    chars: set[str] = set()
-    read = 0
-    for doc in read_documents(items, cfg.data.text_field):
-        chars.update(doc.text)
-        read += len(doc.text)
-        if read >= CHARS_COUNTED:
-            break
+        ) from None
     if not chars:
         raise LmforgeError(f"{key}={source!r}: no text to count characters in; give --model.vocab_size=N")
     return len(chars) + len(SPECIALS)
