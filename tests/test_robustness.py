@@ -90,7 +90,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(None, [*overrides, "--train.keep_checkpoints=3"], s / "run", quiet=True)
     prep(s / "corpus.txt", s / "shards", stages="none", workers=1, quiet=True)
     rows = [
-        {"text": f"the king is {w}", "label": "pos" if i % 3 else "neg"}
+        {"text": f"the king is {w} on day {i}", "label": "pos" if i % 3 else "neg"}
         for i, w in enumerate(["good", "bad"] * 20)
     ]
     (s / "l.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -15,7 +15,6 @@ defaults and special tokens of train.init_from, so it chats like the model it st
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import lm_loss, lm_token_losses
 from lmforge.train.run_inputs import init_model
 from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
+from lmforge.train.tasks.holdout import hold_out
 
 
 def chat_template_of(directory: Path) -> str:
@@ -67,17 +67,14 @@ class ChatTask(Task):
         chats = read_chats(d.input)
         rows = [c for c in chats if c.split == "train"]
         self.n_test = len(chats) - len(rows)
-        random.Random(t.seed).shuffle(rows)
-        n_val = int(len(rows) * d.val_fraction)
-        if n_val < 1 or len(rows) - n_val < 1:
-            raise LmforgeError(
-                f"{d.input}: {len(rows)} training conversations with data.val_fraction={d.val_fraction}"
-                f" leave {n_val} held out and {len(rows) - n_val} to train on; both need at least one"
-            )
+        train_rows, val_rows = hold_out(
+            rows, key=lambda c: json.dumps(c.messages, sort_keys=True), fraction=d.val_fraction,
+            seed=t.seed, source=str(d.input), noun="conversation", say=setup.say,
+        )  # fmt: skip
         self.context = min(cfg.model.block_size, d.max_len)  # tokens kept per conversation
         self.cut = self.dropped = 0
-        self.train_examples = self._encode(rows[:-n_val], d.input)
-        self.val_examples = self._encode(rows[-n_val:], d.input)
+        self.train_examples = self._encode(train_rows, d.input)
+        self.val_examples = self._encode(val_rows, d.input)
         if not self.val_examples:
             raise LmforgeError(
                 f"{d.input}: no held-out conversation has an assistant token within data.max_len"

@@ -1,15 +1,15 @@
 """Text classification: a pooled linear head on train.init_from's decoder or encoder.
 
 Data is JSON lines with a text and a label field (data.input, data.labels, data.text_field,
-data.label_field); a seeded shuffle holds out data.val_fraction of it. The loss is cross-entropy
-summed over examples (the loop divides by the examples of the whole step). Validation: loss,
-accuracy and macro F1 on the held-out split. The export is the last step's model: the held-out
+data.label_field); a seeded shuffle holds out data.val_fraction of it, a text also on the
+training side staying there (tasks/holdout.py). The loss is cross-entropy summed over examples
+(the loop divides by the examples of the whole step). Validation: loss, accuracy and macro F1 on
+the held-out split. The export is the last step's model: the held-out
 split is also what the run reports, so choosing the best step on it would flatter the report.
 """
 
 from __future__ import annotations
 
-import random
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
-from lmforge.errors import LmforgeError, counted
+from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.formats.lmforge_dirs import write_classifier_files
 from lmforge.model import lora
@@ -30,6 +30,7 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
+from lmforge.train.tasks.holdout import hold_out
 
 
 def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
@@ -49,14 +50,10 @@ class ClassificationTask(Task):
         if len(self.labels) < 2:
             raise LmforgeError(f"data.labels={d.labels!r}: name at least two labels, comma-separated")
         rows = read_labelled(d.input, self.labels, d.text_field, d.label_field)
-        random.Random(t.seed).shuffle(rows)
-        n_val = int(len(rows) * d.val_fraction)
-        if n_val < 1 or len(rows) - n_val < 1:
-            raise LmforgeError(
-                f"{d.input}: {counted(len(rows), 'example')} with data.val_fraction={d.val_fraction} leave"
-                f" {n_val} held out and {len(rows) - n_val} to train on; both need at least one"
-            )
-        self.train_rows, self.val_rows = rows[:-n_val], rows[-n_val:]
+        self.train_rows, self.val_rows = hold_out(
+            rows, key=lambda row: row[0], fraction=d.val_fraction, seed=t.seed, source=str(d.input),
+            noun="example", say=setup.say,
+        )  # fmt: skip
         backbone, self.tokenizer = load_model(t.init_from)
         if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
             backbone = backbone.backbone

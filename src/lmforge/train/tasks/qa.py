@@ -18,7 +18,6 @@ the best step by val_f1.
 
 from __future__ import annotations
 
-import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
+from lmforge.train.tasks.holdout import hold_out
 
 Feature = tuple[Window, tuple[int, int]]  # a window and its (start, end) target
 TrainFeature = tuple[Inputs, tuple[int, int]]  # the same without what decoding needs
@@ -87,15 +87,11 @@ class QATask(Task):
         if skipped and engine.rank == 0:  # shown even with --quiet: data was left out
             print(f"lmforge: warning: {skipped}", file=sys.stderr)
         self.skipped = squad.skipped_answers
-        paragraphs = sorted({e.paragraph for e in squad.examples})
-        random.Random(t.seed).shuffle(paragraphs)
-        n_val = int(len(paragraphs) * d.val_fraction)
-        if n_val < 1 or len(paragraphs) - n_val < 1:
-            raise LmforgeError(
-                f"{d.input}: {len(paragraphs)} paragraphs with data.val_fraction={d.val_fraction} leave"
-                f" {n_val} held out and {len(paragraphs) - n_val} to train on; both need at least one"
-            )
-        held_out = set(paragraphs[-n_val:])
+        paragraphs = sorted({e.paragraph for e in squad.examples})  # distinct: none repeats
+        held_out = set(hold_out(
+            paragraphs, key=lambda p: p, fraction=d.val_fraction, seed=t.seed, source=str(d.input),
+            noun="paragraph", say=setup.say,
+        )[1])  # fmt: skip
         self.train_examples = [e for e in squad.examples if e.paragraph not in held_out]
         self.val_examples = [e for e in squad.examples if e.paragraph in held_out]
         self.v2 = any(e.impossible for e in squad.examples)
