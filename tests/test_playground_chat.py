@@ -106,7 +106,7 @@ def test_clear_while_a_reply_streams_forgets_it(page: Any) -> None:
 
 def test_the_transcript_follows_a_growing_reply_unless_scrolled_up(page: Any) -> None:
     """A long reply stays in view as it grows while the user is at the bottom; a user who
-    scrolled up to read is left there."""
+    scrolled up to read is left there. The log is aria-busy until the reply ends."""
     fake_stream(page)
     start_chat(page, "count")
     feed(page, *(delta(f"line {i}\n") for i in range(60)))
@@ -125,6 +125,9 @@ def test_the_transcript_follows_a_growing_reply_unless_scrolled_up(page: Any) ->
     feed(page, *(delta(f"end {i}\n") for i in range(20)))
     expect(reply_text(page)).to_contain_text("end 19")
     assert log.evaluate(distance) <= 1
+    expect(log).to_have_attribute("aria-busy", "true")  # a screen reader waits for the whole reply
+    finish_stream(page)
+    expect(log).not_to_have_attribute("aria-busy", "true")
 
 
 def test_enter_that_ends_an_ime_composition_does_not_send(page: Any) -> None:
@@ -247,7 +250,7 @@ def test_the_keyboard_stops_and_keeps_the_focus(page: Any) -> None:
 
 def test_completion_keys_and_stop(page: Any) -> None:
     """Ctrl+Enter (Cmd+Enter on a Mac) completes the prompt; a completion stopped says so and
-    keeps what came."""
+    keeps what came. The output is aria-busy while it streams: a screen reader reads it once."""
     fake_stream(page)
     page.get_by_role("tab", name="Completion").click()
     prompt = page.get_by_label("Prompt", exact=True)
@@ -258,8 +261,10 @@ def test_completion_keys_and_stop(page: Any) -> None:
         expect(stop).to_be_enabled()
         feed(page, event({"choices": [{"index": 0, "text": " O", "finish_reason": None}]}))
         expect(page.get_by_label("Completion output")).to_have_text("ROMEO: O")
+        expect(page.get_by_label("Completion output")).to_have_attribute("aria-busy", "true")
         stop.click()
         expect(page.get_by_label("Completion statistics")).to_have_text("stopped")
+        expect(page.get_by_label("Completion output")).not_to_have_attribute("aria-busy", "true")
         expect(prompt).to_be_focused()
     assert len(page.evaluate("window.sent")) == 2
 

@@ -57,6 +57,7 @@ async function sendChat() {
   const userView = addMessage("user", text);
   const replyView = addMessage("assistant", "");
   replyView.parentElement.classList.add("streaming");
+  $("transcript").setAttribute("aria-busy", "true"); // a screen reader reads the reply once, when done
   $("message").value = "";
   $("chat-stats").textContent = "";
   let reply = "";
@@ -95,6 +96,7 @@ async function sendChat() {
     throw e;
   } finally {
     replyView.parentElement.classList.remove("streaming");
+    $("transcript").removeAttribute("aria-busy");
     finish("stop-chat");
   }
 }

@@ -275,6 +275,7 @@ async function sendCompletion() {
   out.querySelector(".prompt-echo").textContent = prompt;
   const generated = out.querySelector(".generated");
   generated.textContent = "";
+  out.setAttribute("aria-busy", "true"); // a screen reader reads the completion once, when done
   $("completion-stats").textContent = "";
   let text = "";
   let finishReason = null;
@@ -299,6 +300,7 @@ async function sendCompletion() {
     else if (text) $("completion-stats").textContent = "interrupted";
     throw e;
   } finally {
+    out.removeAttribute("aria-busy");
     finish("stop-completion");
   }
 }
