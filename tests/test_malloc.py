@@ -75,3 +75,18 @@ def test_train_restarts_before_the_import_except_for_deepspeed_or_a_bad_recipe(
     (tmp_path / "config.toml").write_text('[engine]\nname = "deepspeed"\n')
     cli_show.train_on_tcmalloc({"resume": str(tmp_path), "overrides": ["--train.max_steps=9"]})
     assert calls == [1]
+
+
+def test_the_start_up_line_says_deepspeed_keeps_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command never restarts a DeepSpeed run on tcmalloc, so its line must not say it does."""
+    monkeypatch.delenv(malloc.ENV, raising=False)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: LIB)  # tcmalloc installed
+    monkeypatch.setattr(malloc, "in_use", lambda: "glibc")
+    assert "runs on it" in malloc.describe("ddp")
+    line = malloc.describe("deepspeed")
+    assert line.startswith("glibc's (kept for DeepSpeed") and "runs on it" not in line, line
+    monkeypatch.setattr(malloc, "in_use", lambda: "tcmalloc")  # LD_PRELOAD'ed by the user
+    assert malloc.describe("deepspeed").startswith(
+        "tcmalloc (preloaded; DeepSpeed runs otherwise keep glibc's"
+    )
+    assert malloc.describe("local") == f"tcmalloc ({malloc.ENV}=system keeps the system's)"

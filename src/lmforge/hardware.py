@@ -86,6 +86,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cores_in_cpuinfo(cpuinfo: str, allowed: set[int]) -> int:
+    """The physical cores among the logical CPUs `allowed`, from /proc/cpuinfo's processor,
+    physical id and core id lines (a core's hyperthreads count once); len(allowed) where it names
+    no cores."""
+    cores, cpu, package = set(), -1, ""
+    for line in cpuinfo.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            cpu, package = int(value) if value.isdigit() else -1, ""
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and cpu in allowed:
+            cores.add((package, value))
+    return len(cores) or len(allowed)
+
+
+def physical_cores() -> int:
+    """The physical cores this process may run on (its CPU affinity): torch's own default thread
+    count on an MKL build such as lmforge's."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    return max(1, cores_in_cpuinfo(_cpuinfo(), allowed))
+
+
 def cpu_features() -> dict[str, bool]:
     """{'AVX2': True, 'AVX-512': True, 'AVX512_BF16': False, ...} for this CPU (CPU_FEATURES)."""
     flags = flags_in_cpuinfo(_cpuinfo())

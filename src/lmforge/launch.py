@@ -3,7 +3,9 @@
 
 More than one process is refused unless the verb is `train` with a distributed engine (from
 `--engine.name=...`, the recipe's [engine] name, or a resumed run's config.toml): the local engine
-in N processes would run N identical jobs into the same run directory.
+in N processes would run N identical jobs into the same run directory (engines.check_world, which
+each rank asks again under any launcher). Each rank's threads are set where its engine starts
+(engines/distributed.py rank_threads), as under torchrun or the deepspeed launcher.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from pathlib import Path
 
 from lmforge.config import load_config
 from lmforge.errors import LmforgeError
+from lmforge.train.engines import check_world
 from lmforge.train.engines.distributed import free_port
-
-DISTRIBUTED = ("ddp", "fsdp", "deepspeed")
 
 
 def engine_of(args: list[str]) -> str:
@@ -81,13 +82,10 @@ def launch(
                 f"launch: only `train` runs in several processes; {world} processes of `{args[0]}` would"
                 f" do the same work {world} times"
             )
-        engine = engine_of(args)
-        if engine not in DISTRIBUTED:
-            raise LmforgeError(
-                f"launch: engine.name={engine!r} trains in one process, so {world} processes would run"
-                f" {world} identical jobs into the same run directory; pass --engine.name=ddp, fsdp or"
-                " deepspeed (or set [engine] name in the recipe)"
-            )
+        try:  # the ranks ask the same when they build the engine, under any launcher
+            check_world(engine_of(args), world)
+        except LmforgeError as e:
+            raise LmforgeError(f"launch: {e}") from None
     command = [
         sys.executable,
         "-c",

@@ -67,15 +67,19 @@ def in_use() -> str:
     return next((name for name in OTHERS if f"lib{name}" in maps), system)
 
 
-def describe() -> str:
-    """One start-up line: the allocator, and how to change it."""
+def describe(engine: str = "local") -> str:
+    """One start-up line: the allocator, and how to change it, for a run on `engine`."""
     name = in_use()
+    if name == "tcmalloc" and engine == "deepspeed":  # the command never preloads it for DeepSpeed
+        return "tcmalloc (preloaded; DeepSpeed runs otherwise keep glibc's: docs/speed.md)"
     if name == "tcmalloc":
         return f"tcmalloc ({ENV}=system keeps the system's)"
     if name != "glibc":
         return f"{name} (preloaded)"
     if os.environ.get(ENV, "") == "system":
         return f"glibc's ({ENV}=system)"
+    if engine == "deepspeed":
+        return "glibc's (kept for DeepSpeed, whose ranks peaked up to 2.6x higher on tcmalloc: docs/speed.md)"
     if ctypes.util.find_library(LIBRARY):
         return "glibc's (tcmalloc is installed: the `lmforge train` command runs on it, docs/speed.md)"
     return "glibc's (with libtcmalloc-minimal4 installed, `lmforge train` runs on tcmalloc: docs/speed.md)"

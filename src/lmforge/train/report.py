@@ -64,7 +64,7 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
         + (f", windows of {run.cfg.data.seq_len} tokens (data.seq_len)" if run.cfg.data.seq_len else "")
     )
     say(f"  kernels {kernels}")
-    say(f"  malloc  {malloc.describe()}")
+    say(f"  malloc  {malloc.describe(run.cfg.engine.name)}")
     if run.lora_base:
         lo, trained = run.cfg.lora, run.n_trainable
         say(

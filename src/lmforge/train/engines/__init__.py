@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import os
+
 from lmforge.config import EngineConfig, TrainConfig
+from lmforge.errors import LmforgeError
 from lmforge.train.engines.base import Engine
+
+DISTRIBUTED = ("ddp", "fsdp", "deepspeed")  # the engines that train in several processes
+
+
+def check_world(name: str, world: int) -> None:
+    """Refuse `world` > 1 processes of an engine that trains in one: they would run `world`
+    identical jobs into the same run directory. `lmforge launch` asks before it starts them; a
+    rank started by another launcher (torchrun, deepspeed) asks when its engine is built."""
+    if world > 1 and name not in DISTRIBUTED:
+        raise LmforgeError(
+            f"engine.name={name!r} trains in one process, so {world} processes would run {world}"
+            " identical jobs into the same run directory; pass --engine.name=ddp, fsdp or deepspeed"
+            " (or set [engine] name in the recipe)"
+        )
+
+
+def launched_world() -> int:
+    """The number of processes a launcher started (its WORLD_SIZE; 1 without a launcher)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise LmforgeError(f"WORLD_SIZE={value!r} (set by the launcher): not an integer") from None
 
 
 def build_engine(engine: EngineConfig, train: TrainConfig) -> Engine:
     """The engine named by engine.name; distributed ones join their process group here."""
+    check_world(engine.name, launched_world())
     if engine.name == "ddp":
         from lmforge.train.engines.ddp import DDPEngine
 
