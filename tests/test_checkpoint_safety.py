@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -267,7 +268,8 @@ def test_resume_refuses_a_recipe_another_out_and_overwrite(run: Path, tmp_path: 
         _train(resume=run, overwrite=True)
     assert not (tmp_path / "elsewhere").exists()
     assert_kept(run, before)
-    assert _train(resume=run, out=run)["steps"] == 4  # --out naming the run itself is fine
+    # --out naming the run itself is fine
+    assert _train(None, ["--train.max_steps=5"], resume=run, out=run)["steps"] == 5
 
 
 def test_resume_refuses_a_changed_tokenizer(tmp_path: Path, corpus: Path) -> None:
@@ -302,11 +304,17 @@ def test_a_time_budget_plan_keeps_the_run_length(run: Path) -> None:
         (_step(run, step) / "trainer.json").write_text(json.dumps({**state, "planned": [4, 5]}))
         ckpt.write_manifest(_step(run, step))
     before = snapshot(run)
-    with pytest.raises(
-        LmforgeError, match=r"cannot change train.max_steps=9: the run's time budget .* planned max_steps=4"
-    ):
+    new_run = rf"start a new run from its weights instead \(--init-from {re.escape(str(run))}\)$"
+    further = "; to train it further, " + new_run
+    planned = r"cannot change train.max_steps=9: the run's time budget .* planned max_steps=4, and a"
+    planned += " resumed run keeps that plan"
+    with pytest.raises(LmforgeError, match=planned + further):
         _train(resume=run, overrides=["--train.max_steps=9"])
+    finished = r"the run finished at step 4 \(its summary.json\): nothing to resume"
+    with pytest.raises(LmforgeError, match=finished + further):
+        _train(resume=run, overrides=["--train.eval_interval=7"])
     assert_kept(run, before)
+    (run / "summary.json").unlink()  # as a kill in the final export leaves it: resume finishes it
     assert _train(resume=run, overrides=["--train.eval_interval=7"])["steps"] == 4
 
 
@@ -341,11 +349,9 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_
     assert snapshot(run) == before and not list(run.glob(".replaced-*"))
 
     # a start killed before its first checkpoint leaves the old run aside, and resume says where
-    said: list[str] = []
-    resolve_run(None, [*tiny_overrides, "--train.max_steps=2"], run, None, True, say=said.append)
+    resolve_run(None, [*tiny_overrides, "--train.max_steps=2"], run, None, True)
     (aside,) = run.glob(".replaced-*")
     assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
-    assert "moved the previous run aside" in said[0]
     with pytest.raises(LmforgeError, match=r"holds the run that --overwrite replaced"):
         _train(resume=run)
     # a new start without --overwrite would delete it at its first checkpoint: refused
@@ -355,6 +361,20 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_
     _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
     assert not list(run.glob(".replaced-*"))  # deleted once the new run had a checkpoint
     assert load_config(run / "config.toml").train.max_steps == 2
+
+
+def test_overwrite_says_it_moved_the_run_aside_only_once_the_run_starts(
+    run: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A start that fails puts the old run back: saying it was moved aside would send the user
+    looking for it in .replaced-*."""
+    from lmforge.train.loop import train
+
+    with pytest.raises(LmforgeError, match="model.vocab_size=5"):
+        train(None, [*tiny_overrides, "--model.vocab_size=5"], run, overwrite=True)
+    assert "aside" not in capsys.readouterr().out
+    train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
+    assert "moved the previous run aside to" in capsys.readouterr().out
 
 
 def test_overwrite_refuses_a_file_train_did_not_write_inside_the_old_run(

@@ -196,7 +196,8 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
     merged = deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
     assert merged["zero_optimization"]["overlap_comm"] is True and merged["wall_clock_breakdown"] is True
     extra.write_text('{"zero_optimization": {"stage": 2}}')
-    with pytest.raises(LmforgeError, match="zero_optimization.stage"):
+    conflict = rf"^{extra}: DeepSpeed config key 'zero_optimization.stage'=2 conflicts"  # names the file
+    with pytest.raises(LmforgeError, match=conflict):
         deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
     extra.write_text('{"scheduler": {"type": "WarmupLR"}}')
     with pytest.raises(LmforgeError, match="scheduler"):

@@ -147,11 +147,21 @@ def test_resume_removes_what_a_kill_left_half_written(
     assert {p.name for p in (run / "model").iterdir()} >= {"model.safetensors", "config.json"}
 
 
-def test_resuming_a_finished_run_reports_its_loss(tmp_path: Path, tiny_overrides: list[str]) -> None:
+def test_a_finished_run_is_not_resumed_and_a_killed_export_is_finished(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    """A finished run (its summary.json at the last checkpoint's step) has nothing to resume:
+    refused, rather than evaluated again and its results rewritten. Killed in the final export
+    (no summary.json yet), resume finishes it with the same loss."""
     from lmforge.train.loop import train
 
     run = tmp_path / "r"
     first = train(None, [*tiny_overrides, "--train.max_steps=3"], run, quiet=True)
+    summary = (run / "summary.json").read_text()
+    with pytest.raises(LmforgeError, match=r"finished at step 3 \(its summary.json\): nothing to resume"):
+        train(resume=run, quiet=True)
+    assert (run / "summary.json").read_text() == summary
+    (run / "summary.json").unlink()
     again = train(resume=run, quiet=True)
     assert again["steps"] == 3 and again["val_loss"] == first["val_loss"]
     saved = json.loads((latest_checkpoint(run / "checkpoints") / "trainer.json").read_text())

@@ -270,7 +270,10 @@ def replaced_hint(run_dir: Path) -> str:
     aside = replaced_runs(run_dir)
     if not aside:
         return ""
-    return f" ({aside[-1]} holds the run that --overwrite replaced: move its files back to resume it)"
+    return (
+        f" ({aside[-1]} holds the run that --overwrite replaced: move its files back to resume it;"
+        " docs/training.md, '--overwrite', says how)"
+    )
 
 
 def _fingerprint(found: list[Path]) -> tuple[Any, ...]:

@@ -40,7 +40,7 @@ from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from
 from lmforge.train.budget import BUDGET_KEYS, CALIBRATION_STEPS, apply_budget, replan_budget
 from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
-from lmforge.train.engines.base import Engine, Plan
+from lmforge.train.engines.base import Engine, Plan, split_batch
 from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
@@ -63,9 +63,7 @@ def train(
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
     made: list[Path] = []
-    run_dir, cfg = resolve_run(
-        config, overrides, out, resume, overwrite, (lambda _: None) if quiet else tqdm.write, made
-    )
+    run_dir, cfg = resolve_run(config, overrides, out, resume, overwrite, made)
     with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
         try:  # a run that fails before its first step leaves the folder as it found it
             engine = build_engine(cfg.engine, cfg.train)
@@ -75,6 +73,8 @@ def train(
             with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
                 undo_start(run_dir, made)
             raise
+        for aside in (p for p in made if p.name.startswith(ckpt.REPLACED)):
+            say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
         try:
             _steps(run)
         finally:
@@ -111,6 +111,7 @@ class Run:
     trainable: set[str] = field(default_factory=set)  # [lora]: what model/, best/ and checkpoints hold
     n_trainable: int = 0
     privacy: DPSGD | None = None  # [privacy]: DP-SGD computes the gradients and counts epsilon
+    config_text: str = ""  # config.toml as the run was set up (before a budget's plan is restored)
     step_module: torch.nn.Module | None = None  # what the training loss calls: module, or it compiled
     peak_flops: float = 0.0  # MFU's denominator, read once at the first step (tuning.matmul_peak)
 
@@ -129,13 +130,7 @@ def _set_up(
     cfg: Config, run_dir: Path, engine: Engine, resuming: bool, say: Callable[[str], None], quiet: bool
 ) -> Run:
     t = cfg.train
-    per_rank, rest = divmod(t.batch_size, engine.world_size)
-    micro = t.micro_batch_size or per_rank
-    if rest or per_rank % micro:
-        raise LmforgeError(
-            f"train.batch_size={t.batch_size} must split into world_size={engine.world_size}"
-            f" x micro_batch_size={micro} x accumulation steps"
-        )
+    micro, accumulation = split_batch(t.batch_size, engine.world_size, t.micro_batch_size)
     task = build_task(Setup(cfg, run_dir, engine, micro, say))
     last = ckpt.latest_checkpoint(run_dir / "checkpoints", say=say) if resuming else None
     saved = ckpt.read_trainer_state(last) if last is not None else None
@@ -145,7 +140,7 @@ def _set_up(
         t.max_steps = t.epochs * task.loader.steps_per_epoch
     if engine.rank == 0:
         drop_leftovers(run_dir, say)
-        write_file(run_dir / "config.toml", config_to_toml(cfg))  # a kill must not leave it empty
+    config_text = config_to_toml(cfg)  # written once the inputs have all been read (_steps)
     random.seed(t.seed)
     torch.manual_seed(t.seed)
     model = task.build_model()
@@ -160,7 +155,7 @@ def _set_up(
     kernels = choose_kernels(cfg, model, task, engine, kernels_from_state(saved), compilable)
     kernels.apply()
     dtype = kernels.torch_dtype
-    plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=per_rank // micro,
+    plan = Plan(dtype=dtype, global_batch=t.batch_size, micro_batch=micro, accumulation=accumulation,
                 save_frozen=not cfg.lora.enabled)  # fmt: skip
     fused = kernels.adamw == "fused"
     module, scheduler = engine.prepare(
@@ -176,6 +171,7 @@ def _set_up(
     if cfg.lora.enabled:
         run.lora_base, run.trainable = base_identity(t.init_from), set(lora.trainable_names(model))
     run.n_trainable = n_trainable
+    run.config_text = config_text
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
                  "kernels": kernels.saved(), "log_window": _empty_window()}  # fmt: skip
     if task.best_metric:
@@ -215,6 +211,8 @@ def _steps(run: Run) -> None:
     run.log = (
         MetricsLog(run.run_dir, resume_step=run.step, tensorboard=True, say=run.say) if run.main else None
     )
+    if run.main:  # after the last input (metrics.jsonl): a resume refused keeps the run's config
+        write_file(run.run_dir / "config.toml", run.config_text)  # a kill never leaves it empty
     run.bar = tqdm(total=t.max_steps, initial=run.step, disable=None if run.main and not run.quiet else True,
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
     window = run.state["log_window"]  # checkpointed: a resumed run logs the same averages

@@ -24,6 +24,7 @@ from lmforge.formats.peft import LORA_FILE
 from lmforge.outputs import describe_foreign
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.engines.deepspeed_config import read_user_config
 from lmforge.train.run_inputs import ensure_data
 
 # What a resumed run may change (`--resume RUN --key=value`): how long it trains, what it logs,
@@ -72,7 +73,6 @@ def resolve_run(
     out: str | Path | None,
     resume: str | Path | None,
     overwrite: bool,
-    say: Callable[[str], None] = lambda _: None,
     made: list[Path] | None = None,
 ) -> tuple[Path, Config]:
     """(run directory, config) for a new, overwritten or resumed run; refuses, before anything is
@@ -111,15 +111,14 @@ def resolve_run(
     if set_aside and not overwrite:  # else this run's first checkpoint would delete it unasked
         raise LmforgeError(
             f"{run_dir}: {set_aside[-1].name} holds a run that an interrupted --overwrite set aside;"
-            " move its files back to resume it, or use --overwrite to replace it"
+            " move its files back to resume it (docs/training.md, '--overwrite', says how), or use"
+            " --overwrite to replace it"
         )
     main = os.environ.get("RANK", "0") == "0"
     check_inputs(cfg, [run_dir / n for n in present])
     check_own_files(run_dir, present)
-    if kind != "empty" and main:
-        aside = move_aside(run_dir, present)
-        made.append(aside)
-        say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
+    if kind != "empty" and main:  # said once the run has started (loop.train): a failed start puts it back
+        made.append(move_aside(run_dir, present))
     if main:
         made += itertools.takewhile(lambda p: not p.exists(), [run_dir, *run_dir.parents])
         try:
@@ -211,7 +210,11 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
         relative = "" if Path(cfg.data.input).is_absolute() else f" in the working directory, {Path.cwd()}"
-        raise LmforgeError(f"data.input={cfg.data.input!r}: no such file, folder or glob match{relative}")
+        built = cfg.prep.inputs and Path(cfg.prep.out or cfg.data.input) == Path(cfg.data.input)
+        hint = "; the recipe's [prep] section builds it: lmforge prep RECIPE.toml" if built else ""
+        raise LmforgeError(
+            f"data.input={cfg.data.input!r}: no such file, folder or glob match{relative}{hint}"
+        )
     adopt_prepared_settings(cfg)  # a prepared directory fixes the tokenizer and split
     if cfg.data.task == "translation" and not is_prepared(cfg.data.input):
         # pairs default to BPE and 2% held out; the [data] defaults (char, 0.1) are for documents
@@ -222,6 +225,8 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
         from lmforge.formats.directory import resolve_model_dir
 
         resolve_model_dir(cfg.train.init_from)
+    if cfg.engine.name == "deepspeed" and cfg.engine.deepspeed_config:  # read again at the engine's start
+        read_user_config(Path(cfg.engine.deepspeed_config))
     for key, value in (("data.input", cfg.data.input), ("train.init_from", cfg.train.init_from)):
         if value and Path(value).exists():
             inside = [p for p in replaced if Path(value).resolve().is_relative_to(p.resolve())]
@@ -303,6 +308,8 @@ def _resume(
         raise LmforgeError(
             f"--out {out} differs from --resume {run_dir}: a resumed run stays in its directory"
         )
+    if not run_dir.exists():
+        raise LmforgeError(f"--resume {run_dir}: no such directory")
     if not (run_dir / "config.toml").is_file():
         raise LmforgeError(f"{run_dir}: not a run directory (no config.toml){ckpt.replaced_hint(run_dir)}")
     saved = load_config(run_dir / "config.toml")
@@ -326,18 +333,35 @@ def _resume(
             f" checkpoint ({last.name}) is at step {step}"
         )
     planned = state.get("planned")  # [max_steps, warmup] a budget fixed
+    new_run = f"start a new run from its weights instead (--init-from {run_dir})"
+    if step >= cfg.train.max_steps and _finished_at(run_dir) == step:
+        longer = new_run if planned else f"resume with a larger --train.max_steps (above {step})"
+        raise LmforgeError(
+            f"{run_dir}: the run finished at step {step} (its summary.json): nothing to resume; to"
+            f" train it further, {longer}"
+        )
     length = [f"{k}={new!r}" for k, _, new in config_changes(saved, cfg) if k in BUDGET_PLANNED]
     if planned and length:
         raise LmforgeError(
             f"{run_dir}: --resume cannot change {', '.join(length)}: the run's time budget"
             f" (train.max_minutes={saved.train.max_minutes:g}) planned max_steps={planned[0]}, and a"
-            " resumed run keeps that plan"
+            f" resumed run keeps that plan; to train it further, {new_run}"
         )
     if cfg.data.task in ("lm", "translation") and cfg.data.input:
         data_dir = ensure_data(cfg, run_dir, lambda _: None, prepare=False)
         if is_prepared(data_dir):
             ckpt.check_tokenizer(last, load_translation_tokenizer(data_dir))
     return run_dir, cfg
+
+
+def _finished_at(run_dir: Path) -> int | None:
+    """The step a finished run's summary.json records (written last, after model/), else None: a
+    run killed before it finished its export resumes to finish it."""
+    try:
+        steps = json.loads((run_dir / "summary.json").read_text()).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
 
 
 def resumable(key: str) -> bool:

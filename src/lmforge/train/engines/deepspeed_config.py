@@ -38,7 +38,12 @@ def deepspeed_config(engine: EngineConfig, train: TrainConfig, plan: Plan) -> di
         "steps_per_print": 2**31 - 1,
     }
     if engine.deepspeed_config:
-        return merge(generated, read_user_config(Path(engine.deepspeed_config)))
+        file = Path(engine.deepspeed_config)
+        theirs = read_user_config(file)
+        try:
+            return merge(generated, theirs)
+        except LmforgeError as e:  # a conflict: name the file, as read_user_config's errors do
+            raise LmforgeError(f"{file}: {e}") from None
     return generated
 
 
