@@ -256,3 +256,16 @@ def test_bad_input_is_one_line(
         generate_onnx(out, "x" * 60)
     with pytest.raises(LmforgeError, match=r"m: a Linear has no ONNX export \(covered: decoder"):
         model_kind(torch.nn.Linear(2, 2), "m")
+
+
+def test_the_export_check_scales_with_the_logits() -> None:
+    """Rounding differences grow with the activations' scale: a real model's logits reach ~30 and
+    differ by up to ~1.3e-3 (SmolLM2-135M), near-zero ones included; a random model's reach ~1 and
+    differ by ~1e-6. The check is 1e-4 x (1 + the output's largest |value|), not 1e-4 flat."""
+    from lmforge.formats.onnx_export import beyond_tolerance
+
+    logits = np.array([30.0, 0.01, -28.0], dtype=np.float32)
+    assert beyond_tolerance(logits + np.float32(1.3e-3), logits)[1] <= 0  # refused under a flat 1e-4
+    small = np.array([0.5, -0.2], dtype=np.float32)
+    diff, beyond = beyond_tolerance(small + np.float32(5e-4), small)
+    assert beyond > 0 and diff == pytest.approx(5e-4, rel=1e-3)
