@@ -389,6 +389,7 @@ CASES = [
     Case("inspect-missing-model", "inspect {t}/none hello", rf"{{t}}/none: {MODEL_DIR}"),
     Case("inspect-target-on-gpt", "inspect {s}/gpt hi --target x", r"--target is for encoder-decoder \(translation\) models"),
     Case("inspect-max-tokens", "inspect {s}/gpt hi --max-tokens 1", r"max_tokens=1: must be an integer >= 2"),
+    Case("inspect-top-k-huge", "inspect {s}/gpt hi --top-k 100000", r"top_k=100000: must be an integer from 1 to 100$"),
     Case("inspect-out-holds-files", "inspect {s}/gpt hi --out {t}/o", r"{t}/o: holds files inspect did not write \(notes\.txt\)", (write("o/notes.txt", "keep"),)),
     # --- audit
     Case("audit-missing-data", "audit {s}/gpt --data {t}/none.txt --prefix-tokens 4 --k 4", r"{t}/none\.txt: no such file"),

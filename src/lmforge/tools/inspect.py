@@ -63,6 +63,9 @@ class Inspection:
             return self._unembed(self.residual[layer])
 
 
+MAX_TOP_K = 100  # 100 x 30 layers x 128 positions: 384,000 entries, ~16 MB of lens.json (~42 bytes each)
+
+
 def inspect(
     model: str | Path,
     text: str,
@@ -81,8 +84,8 @@ def inspect(
         raise LmforgeError("inspect needs a non-empty text")
     if max_tokens < 2:
         raise LmforgeError(f"max_tokens={max_tokens}: must be an integer >= 2")
-    if top_k < 1:
-        raise LmforgeError(f"top_k={top_k}: must be an integer >= 1")
+    if not 1 <= top_k <= MAX_TOP_K:  # lens.json holds layers x positions x top_k entries
+        raise LmforgeError(f"top_k={top_k}: must be an integer from 1 to {MAX_TOP_K}")
     model_dir = resolve_model_dir(model)
     if out is not None:  # refuse a folder of someone else's files before the work, not after
         check_target(out, [model_dir], _earlier_inspect, None, "inspect")
