@@ -405,7 +405,7 @@ CASES = [
     Case("plan-vocab-below-the-data", "plan --data.input={s}/shards --model.vocab_size=2", r"model\.vocab_size=2 < the data's vocabulary of \d+"),
     Case("plan-unknown-device", "plan --model.vocab_size=10 --device tpu", r"--device 'tpu' is not known \(known: h100,"),
     Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be >= 1"),
-    Case("plan-batch-split", "plan --model.vocab_size=10 --world-size 5", r"train\.batch_size=12 must split into world_size=5"),
+    Case("plan-batch-split", "plan --model.vocab_size=10 --world-size 5", r"train\.batch_size=12 does not split evenly over world_size=5 ranks: set train\.batch_size to a multiple of 5 \(10 or 15\)"),
     Case("plan-no-vocab", "plan --data.input={t}/missing.jsonl", r"model\.vocab_size=0 and data\.input='{t}/missing\.jsonl' is neither a prepared directory nor text to count characters in: give --model\.vocab_size=N, or prepare the data first$"),
     Case("plan-no-text", "plan --data.input={t}/corpus.jsonl", r"data\.input='{t}/corpus\.jsonl': no text to count characters in; give --model\.vocab_size=N$", (write("corpus.jsonl", '{"body": "a"}\n'),)),
     Case("plan-fits-nowhere", "plan --model.vocab_size=50257 --model.block_size=131072 --device l4", r"do not fit on 1 x l4 \(24 GiB per rank\) with any engine, offload or checkpointing .*; model\.block_size=\d+ would fit"),

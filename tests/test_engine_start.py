@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from lmforge.config import EngineConfig, TrainConfig, load_config
+from lmforge.config.checks import split_batch
 from lmforge.errors import LmforgeError
 from lmforge.hardware import cores_in_cpuinfo, physical_cores
 from lmforge.train import loop
 from lmforge.train.engines import build_engine
-from lmforge.train.engines.base import split_batch
 from lmforge.train.engines.distributed import free_port, rank_threads
 from lmforge.train.engines.local import LocalEngine
 

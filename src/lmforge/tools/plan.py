@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, ModelConfig, load_config
+from lmforge.config.checks import split_batch
 from lmforge.errors import LmforgeError
 from lmforge.tools import plan_devices, plan_memory, plan_model
 from lmforge.tools.plan_devices import Device, GiB
@@ -55,13 +56,7 @@ def plan(
     seq_len, seq_tokens = sequence(cfg, model, head)
     counts = plan_model.count(model, cfg.lora, seq_len, head)
     t = cfg.train
-    per_rank, rest = divmod(t.batch_size, world_size)
-    micro = t.micro_batch_size or per_rank
-    _check(
-        rest == 0 and per_rank % micro == 0,
-        f"train.batch_size={t.batch_size} must split into world_size={world_size}"
-        f" x micro_batch_size={micro} x accumulation steps",
-    )
+    micro, accumulation = split_batch(t.batch_size, world_size, t.micro_batch_size)
     calibration = None
     if calibrate:
         from lmforge.tools.plan_calibrate import calibrate as run_calibration
@@ -96,7 +91,7 @@ def plan(
         "world_size": world_size,
         "device": dataclasses.asdict(dev),
         "dtype": "bf16" if width == 2 else "fp32",
-        "batch": {"global": t.batch_size, "micro": micro, "accumulation": per_rank // micro},
+        "batch": {"global": t.batch_size, "micro": micro, "accumulation": accumulation},
         "engine": mine.label,
         "memory_per_rank": recipe_row["memory_per_rank"],
         "peak_per_rank": recipe_row["peak"],
@@ -107,7 +102,7 @@ def plan(
         "mfu_source": "calibrated" if calibration else "stated",
         "time_s": train_flops / (world_size * dev.peak_flops * used_mfu),
         "advice": _advice(
-            rows, recipe_row, micro, per_rank, counts, model, head, dev, cfg, seq_len, seq_tokens
+            rows, recipe_row, micro, micro * accumulation, counts, model, head, dev, cfg, seq_len, seq_tokens
         ),  # fmt: skip
     }
     if calibration:

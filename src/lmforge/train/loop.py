@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from lmforge import tuning
 from lmforge.config import Config, config_to_toml
+from lmforge.config.checks import split_batch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import base_identity, check_base, write_lora_file
@@ -40,7 +41,7 @@ from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from
 from lmforge.train.budget import BUDGET_KEYS, CALIBRATION_STEPS, apply_budget, replan_budget
 from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
-from lmforge.train.engines.base import Engine, Plan, split_batch
+from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler

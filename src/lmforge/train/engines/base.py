@@ -16,8 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmforge.errors import LmforgeError
-
 MakeOptimizer = Callable[[nn.Module], torch.optim.Optimizer]
 MakeScheduler = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -33,28 +31,6 @@ class Plan:
     save_frozen: bool = True
     """Checkpoints hold the frozen parameters too. False (LoRA): only the trainable ones; the frozen
     ones are what the model was built from (train.init_from), and load leaves them as built."""
-
-
-def split_batch(batch_size: int, world_size: int, micro_batch_size: int) -> tuple[int, int]:
-    """(micro-batch, accumulation steps) of the global batch over world_size ranks; micro_batch_size
-    0 is one micro-batch per rank. Raises LmforgeError, saying what to set, where it does not split."""
-    per_rank, rest = divmod(batch_size, world_size)
-    if rest:
-        unit = world_size * (micro_batch_size or 1)
-        low, high = batch_size // unit * unit, (batch_size // unit + 1) * unit
-        what = f"world_size x train.micro_batch_size = {unit}" if micro_batch_size else str(world_size)
-        ranks = "" if micro_batch_size else f", or run a number of ranks that divides {batch_size}"
-        raise LmforgeError(
-            f"train.batch_size={batch_size} does not split evenly over world_size={world_size} ranks:"
-            f" set train.batch_size to a multiple of {what} ({f'{low} or ' if low else ''}{high}){ranks}"
-        )
-    micro = micro_batch_size or per_rank
-    if per_rank % micro:  # only a micro_batch_size the user set can fail here
-        raise LmforgeError(
-            f"train.batch_size={batch_size} must split into world_size={world_size}"
-            f" x micro_batch_size={micro} x accumulation steps"
-        )
-    return micro, per_rank // micro
 
 
 class Engine(ABC):
