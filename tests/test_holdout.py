@@ -71,8 +71,15 @@ def test_finetune_classify_validates_on_unseen_texts(
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     make_hf_model("bert", tmp_path / "bert")
     out = tmp_path / "clf"
-    finetune_classify(
-        tmp_path / "bert", data, "negative,positive", out, epochs=1, val_fraction=0.25, dtype="fp32"
+    result = finetune_classify(
+        tmp_path / "bert",
+        data,
+        "negative,positive",
+        out,
+        epochs=1,
+        batch_size=5,
+        val_fraction=0.25,
+        dtype="fp32",
     )
     said = capsys.readouterr()
     assert f"lmforge: note: {data}: 20 examples repeat an earlier one;" in said.out + said.err
@@ -81,3 +88,4 @@ def test_finetune_classify_validates_on_unseen_texts(
     assert not set(train) & set(val) and len(set(val)) == 10 and len(val) != int(len(rows) * 0.25)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["train_examples"], summary["heldout_examples"]) == (len(train), len(val))
+    assert result["steps"] == -(-len(train) // 5)  # an epoch of the rows the task trains on (48: 10 steps)

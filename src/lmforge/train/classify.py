@@ -20,6 +20,7 @@ from lmforge.data.labelled import read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.outputs import write_file
 from lmforge.train import loop
+from lmforge.train.tasks.classification import split_labelled
 
 
 def scores(predicted: list[int], gold: list[int], n_labels: int) -> dict[str, float]:
@@ -86,8 +87,14 @@ def finetune_classify(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise LmforgeError(f"{name}={value!r} must be an integer >= 1")
-    n = len(read_labelled(train, labels.split(","), text_field, label_field))
-    steps = epochs * -(-(n - int(n * val_fraction)) // batch_size)
+    rows = read_labelled(train, labels.split(","), text_field, label_field)
+    n = len(rows) - int(len(rows) * val_fraction)  # the config check refuses a fraction outside (0, 1)
+    if 0 < val_fraction < 1:  # the task's own split: a repeated text keeps its copies on one side
+        try:
+            n = len(split_labelled(rows, val_fraction, seed, str(train), lambda _: None)[0])
+        except LmforgeError as e:
+            raise LmforgeError(_in_our_words(str(e))) from None
+    steps = epochs * -(-n // batch_size)
     overrides = {
         "data.task": "classification",
         "data.input": str(train),

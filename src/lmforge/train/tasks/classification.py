@@ -10,6 +10,7 @@ split is also what the run reports, so choosing the best step on it would flatte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
     return {"accuracy": float(tp.sum() / confusion.sum().clamp(min=1)), "f1": float(f1.mean())}
 
 
+def split_labelled(
+    rows: list[tuple[str, int]], fraction: float, seed: int, source: str, say: Callable[[str], None]
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(train, held-out) (text, label) rows: a text's copies on one side (tasks/holdout.py)."""
+    return hold_out(rows, key=lambda row: row[0], fraction=fraction, seed=seed, source=source, noun="example",
+                    say=say)  # fmt: skip
+
+
 class ClassificationTask(Task):
     name = "classification"
 
@@ -50,10 +59,7 @@ class ClassificationTask(Task):
         if len(self.labels) < 2:
             raise LmforgeError(f"data.labels={d.labels!r}: name at least two labels, comma-separated")
         rows = read_labelled(d.input, self.labels, d.text_field, d.label_field)
-        self.train_rows, self.val_rows = hold_out(
-            rows, key=lambda row: row[0], fraction=d.val_fraction, seed=t.seed, source=str(d.input),
-            noun="example", say=setup.say,
-        )  # fmt: skip
+        self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
         backbone, self.tokenizer = load_model(t.init_from)
         if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
             backbone = backbone.backbone
