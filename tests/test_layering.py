@@ -14,10 +14,11 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
-BASE = {"errors", "config", "hardware", "outputs", "tuning", "malloc"}
+BASE = {"errors", "config", "hardware", "outputs", "tuning", "malloc", "processes"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "malloc": set(),
+    "processes": set(),
     "config": {"errors"},
     "config_doc": {"errors", "config"},
     "hardware": {"errors", "config"},

@@ -11,6 +11,7 @@ each rank asks again under any launcher). Each rank's threads are set where its 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,7 @@ def launch(
         sys.executable,
         "-c",
         RUNNER,
+        str(os.getpid()),
         f"--nproc_per_node={nproc}",
         f"--nnodes={nnodes}",
         f"--node_rank={node_rank}",
@@ -103,7 +105,13 @@ def launch(
 
 
 # torchrun (torch.distributed.run) in the child process, through `torchrun` below
-RUNNER = "import sys; from lmforge.launch import torchrun; sys.exit(torchrun(sys.argv[1:]))"
+# torchrun's agent, in a process of its own that ends with launch (a kill -9 of launch would leave
+# the agent and its ranks training on): argv[1] is launch's pid
+RUNNER = (
+    "import signal, sys; from lmforge.processes import die_with_parent;"
+    " die_with_parent(int(sys.argv[1]), signal.SIGTERM);"
+    " from lmforge.launch import torchrun; sys.exit(torchrun(sys.argv[2:]))"
+)
 
 
 class _NoFailedLine(logging.Filter):

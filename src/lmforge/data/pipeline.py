@@ -11,13 +11,10 @@ output goes to a temporary file while its lines are counted, and the rest runs f
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import multiprocessing as mp
 import os
 import signal
 import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +27,7 @@ from lmforge.config import changed_keys
 from lmforge.data import clean, dedup, pii
 from lmforge.data.report import Report, StageStats
 from lmforge.errors import LmforgeError
+from lmforge.processes import die_with_parent
 
 ALL_STAGES = [
     "normalize",
@@ -46,7 +44,6 @@ ALL_STAGES = [
 ]
 CORPUS_STAGES = {"exact_dedup", "near_dedup"}
 BATCH_BYTES = 1 << 20
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 BATCH_DOCS = 1024
 
 
@@ -297,14 +294,9 @@ def clean_documents(
 
 
 def _die_with_parent(parent: int) -> None:
-    """A worker ends when prep does: after a kill -9 of prep, orphaned workers would go on
-    cleaning (and print broken-pipe tracebacks) into a temporary folder the next prep removes.
-    Linux's PR_SET_PDEATHSIG; elsewhere the pool's own shutdown is all there is."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # prep died before the line above took effect
-        os._exit(1)
+    """A worker ends when prep does (processes.py): after a kill -9 of prep, orphaned workers would
+    go on cleaning, and print broken-pipe tracebacks, into a folder the next prep removes."""
+    die_with_parent(parent, signal.SIGKILL)
 
 
 def _count_lines(keys: Any, docs: int) -> None:

@@ -1,0 +1,26 @@
+"""A child process that ends with its parent: prep's pool workers, the ranks of a launcher.
+
+After a kill -9 of the parent (prep, torchrun, `lmforge launch`, the deepspeed launcher) the
+children would otherwise go on alone: prep's workers cleaning into a folder the next prep removes,
+training ranks writing checkpoints into a run nobody watches. Linux's PR_SET_PDEATHSIG; elsewhere a
+parent's own shutdown is all there is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def die_with_parent(parent: int, sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent (pid `parent`) dies; exit at
+    once if the parent died before the request took effect."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:
+        os._exit(1)
