@@ -230,3 +230,34 @@ def test_a_translation_cut_by_max_tokens_gets_no_eos_it_did_not_choose(
     assert cut.ids == full.ids[:8] and cut.input_tokens is not None and len(cut.input_tokens) == 8
     assert cut.attention["cross"].shape[2] == 8
     assert "did not end within 8 tokens" in capsys.readouterr().err
+
+
+def test_a_translation_cut_by_translates_length_limit_gets_no_eos_it_did_not_choose(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A model that never ends (EOS's logit bias -30) is cut by translate's own length limit (2 x the
+    source with its EOS + 10, 38 tokens here), far below --max-tokens and the context of 64: the
+    warning names that limit and no EOS is appended (its last position predicts its own last token)."""
+    from marian_helpers import make_marian_model
+
+    from lmforge.inference.translate import translate_ids
+
+    make_marian_model(tmp_path, eos_bias=-30.0)
+    model, tokenizer = load_model(tmp_path)
+    src = tokenizer.encode("The house is small.")
+    ours = translate_ids(model, [src], tokenizer.eos_id, beam=1)[0]  # what lmforge translate decodes
+    most = 2 * (len(src) + 1) + 10
+    assert len(ours) == most < 64 - 1 and tokenizer.eos_id not in ours
+    capsys.readouterr()
+    got = inspect(tmp_path, "The house is small.", out=None)
+    assert got.ids == ours and got.input_tokens is not None and len(got.input_tokens) == most
+    assert got.attention["cross"].shape[2] == most and got.lens is not None
+    err = capsys.readouterr().err
+    assert f"did not end within {most} tokens (lmforge translate's length limit, 2 x the source's" in err
+    assert "without an EOS the model did not choose" in err
+
+
+def test_headline_counts_tokens_with_the_noun_agreeing(tiny_dirs: Path) -> None:
+    one = inspect(tiny_dirs / "gpt", "t", out=None)
+    assert one.headline() == "gpt: 1 token; attention (layers, heads, queries, keys): self (2, 2, 1, 1)"
+    assert inspect(tiny_dirs / "gpt", "th", out=None).headline().startswith("gpt: 2 tokens; ")

@@ -33,6 +33,23 @@ def load_translator(model: str | Path, dtype: str = "fp32") -> tuple[Seq2Seq, To
     return net, tokenizer
 
 
+MAX_LEN_A, MAX_LEN_B = 2.0, 10  # a translation's length limit: a x its source's tokens (EOS included) + b
+
+
+def translation_limits(
+    model: Seq2Seq,
+    source_lens: list[int],
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
+    max_new_tokens: int | None = None,
+) -> list[int]:
+    """Most target tokens (EOS included) translate_ids decodes for sources of these lengths (their
+    EOS not counted): min(context, ceil(a x (source + EOS) + b)), and at most max_new_tokens. A
+    translation as long as its limit was cut there: the model chose no EOS within it."""
+    limits = length_limits([n + 1 for n in source_lens], model.config.block_size, max_len_a, max_len_b)
+    return limits if max_new_tokens is None else [min(n, max_new_tokens) for n in limits]
+
+
 def translate_ids(
     model: Seq2Seq,
     sources: list[list[int]],
@@ -40,8 +57,8 @@ def translate_ids(
     beam: int | None = None,
     batch_size: int = 32,
     length_penalty: float = 1.0,
-    max_len_a: float = 2.0,
-    max_len_b: int = 10,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
     use_cache: bool = True,
     max_new_tokens: int | None = None,
 ) -> list[list[int]]:
@@ -76,11 +93,9 @@ def translate_ids(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         src = encode_sources([sources[i] for i in idx], eos, model.pad_id, model.config.block_size).to(device)
-        limits = length_limits(
-            [len(sources[i]) + 1 for i in idx], model.config.block_size, max_len_a, max_len_b
+        limits = translation_limits(
+            model, [len(sources[i]) for i in idx], max_len_a, max_len_b, max_new_tokens
         )
-        if max_new_tokens is not None:
-            limits = [min(n, max_new_tokens) for n in limits]
         if beam > 1:
             hyps = beam_decode(model, src, limits, eos, beam, length_penalty, use_cache)
         else:

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.seq2seq_decode import start_token
-from lmforge.inference.translate import translate_ids
+from lmforge.inference.translate import MAX_LEN_A, MAX_LEN_B, translate_ids, translation_limits
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
@@ -53,6 +53,12 @@ class Inspection:
     files: list[Path] = field(default_factory=list)
     input_tokens: list[str] | None = None  # an encoder-decoder's decoder inputs: <start>, then tokens[:-1]
     _unembed: Any = field(default=None, repr=False)
+
+    def headline(self) -> str:
+        """The line `lmforge inspect` prints first: the kind, the token count, each map's shape."""
+        maps = ", ".join(f"{name} {tuple(p.shape)}" for name, p in self.attention.items())
+        count = counted(len(self.tokens), "token")
+        return f"{self.kind}: {count}; attention (layers, heads, queries, keys): {maps}"
 
     def lens_logits(self, layer: int) -> torch.Tensor:
         """(T, vocab): the final norm and unembedding applied to the residual after `layer`
@@ -134,18 +140,27 @@ def _inspect_seq2seq(
         raise LmforgeError("the model's tokenizer has no EOS token (config.json eos_token_id)")
     src = [*tokenizer.encode(text.strip()), eos]
     _check_length(len(src), limit, limit, model.config.block_size, "source (with its EOS)")
-    if target is None:
+    cut = None  # the greedy translation's limit, when it stopped there without an EOS
+    if target is None:  # translate's own limit (the same function), and room for --max-tokens
+        most = translation_limits(model, [len(src) - 1], max_new_tokens=limit - 1)[0]
         tgt = translate_ids(model, [src[:-1]], eos, beam=1, max_new_tokens=limit - 1)[0]
+        cut = most if len(tgt) == most else None
     else:
         encode = getattr(tokenizer, "encode_target", tokenizer.encode)
         tgt = encode(target.strip())
     _check_length(len(tgt) + 1, limit, limit, model.config.block_size, "target (with its EOS)")
     inputs = [start_token(model, eos), *tgt]  # decoder inputs; position i predicts outputs[i]
     outputs = [*tgt, eos]
-    if target is None and len(tgt) == limit - 1:  # cut, not ended: no EOS the model did not choose
+    if cut is not None:  # cut, not ended: no EOS the model did not choose
+        why = (
+            f"--max-tokens {limit}, or the model's context"
+            if cut == limit - 1
+            else f"lmforge translate's length limit, {MAX_LEN_A:g} x the source's {len(src)} tokens"
+            f" with its EOS + {MAX_LEN_B}"
+        )
         print(
-            f"lmforge: warning: the greedy translation did not end within {limit - 1} tokens (--max-tokens"
-            f" {limit}, or the model's context): inspecting its first {limit - 1}, without an EOS",
+            f"lmforge: warning: the greedy translation did not end within {cut} tokens ({why}):"
+            f" inspecting its first {cut}, without an EOS the model did not choose",
             file=sys.stderr,
         )
         inputs, outputs = inputs[:-1], tgt
