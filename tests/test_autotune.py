@@ -271,3 +271,27 @@ def test_the_matmul_peak_is_the_best_this_machine_has_shown(
     assert peaks == [100e9, 100e9, 250e9]
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")  # nothing remembered: the reading itself
     assert tuning.matmul_peak(torch.float32) == 60e9
+
+
+def test_privacy_never_takes_sdpa_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DP-SGD's per-example gradients run under torch.func.vmap, which batches bmm but has no rule for
+    sdpa's CPU kernel (a slow per-example loop, with a raw PyTorch warning): with [privacy] enabled
+    the route is bmm, unmeasured (a probe that would pick sdpa is not run), also when a checkpoint
+    names sdpa, and the kernels line says why."""
+    from types import SimpleNamespace
+
+    from lmforge.config import load_config
+
+    steps = {("fp32", "bmm"): 1.0, ("fp32", "sdpa"): 0.5, ("bf16", "bmm"): 2.0, ("bf16", "sdpa"): 0.4}
+    calls = _fake_timings(monkeypatch, steps, {"fused": 0.01, "foreach": 0.001})
+    cfg = load_config(None, ["--privacy.enabled=true", "--privacy.target_epsilon=8", "--train.dtype=fp32"])
+    engine = LocalEngine(EngineConfig(), TrainConfig())
+    task = SimpleNamespace(micro_batch_tokens=lambda: 8 * 32)  # the probe would read task.loader
+    fresh = autotune.choose_kernels(cfg, _gpt(), task, engine, None)  # type: ignore[arg-type]
+    saved = {"dtype": "fp32", "attention": "sdpa", "adamw": "foreach", "compile": False}
+    resumed = autotune.choose_kernels(cfg, _gpt(), task, engine, saved)  # type: ignore[arg-type]
+    assert calls == [] and fresh.attention == resumed.attention == "bmm"
+    assert fresh.describe().startswith("fp32, bmm attention, fused AdamW (fixed rules, privacy.enabled:")
+    assert "vmap" in fresh.why and "no vmap batching rule" in fresh.why
+    assert resumed.adamw == "foreach"  # the rest of the checkpoint's choice stands
+    assert resumed.why.startswith("as the checkpoint this run resumes, but bmm attention: privacy.enabled")

@@ -281,3 +281,34 @@ def test_opacus_alpha_warning_is_hidden_and_said_in_our_words_when_it_matters() 
         "; RDP's best order is alpha 63, the end of the range tried, so epsilon is an upper bound"
         " looser than need be (privacy.accountant=prv is tighter)"
     )
+
+
+def test_a_private_run_takes_an_attention_route_vmap_batches(
+    tmp_path: Path,
+    tiny_overrides: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With kernel autotuning on and a probe that would find sdpa faster, a DP run trains on bmm:
+    vmap has no batching rule for sdpa's CPU kernel, which ran example by example behind a raw
+    "There is a performance drop because we have not yet implemented the batching rule" warning."""
+    from lmforge.model.attention import set_sequence_route
+    from lmforge.train import autotune
+    from lmforge.train.loop import train
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LMFORGE_AUTOTUNE", raising=False)  # conftest turns it off
+
+    def sdpa_faster(model, batch, loss, candidates, engine):  # noqa: ANN001, ANN202
+        return {c: [0.5 if c[1] == "sdpa" else 1.0] for c in candidates}
+
+    monkeypatch.setattr(autotune, "_time_steps", sdpa_faster)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = train(None, [*tiny_overrides, *PRIVATE, "--train.max_steps=2"], out=tmp_path / "run")
+    finally:
+        set_sequence_route("bmm")  # the process-wide default, for the tests that follow
+    assert summary["kernels"]["attention"] == "bmm" and summary["steps"] == 2
+    assert [str(w.message) for w in caught if "batching rule" in str(w.message)] == []
+    assert "bmm attention, fused AdamW (fixed rules, privacy.enabled: DP-SGD's" in capsys.readouterr().out

@@ -18,7 +18,10 @@ serve the run and the run is long enough to pay for it (train/compiling.py).
 
 Ranks sum their timings, so every rank makes the same choice. The answer is cached (tuning.py)
 and saved in checkpoints: a resumed run keeps the kernels it started with, so it continues exactly.
-`LMFORGE_AUTOTUNE=0`, or a GPU, keeps the fixed rules.
+`LMFORGE_AUTOTUNE=0`, or a GPU, keeps the fixed rules; so does `[privacy] enabled` on the CPU, with
+the bmm route: DP-SGD's per-example gradients run under torch.func.vmap (train/privacy.py), which
+has no batching rule for the CPU's fused sdpa kernel (it falls back to a slow loop, with a warning),
+and the probe's plain forward and backward would not time the step the run takes.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ MARGIN = 1.05  # a candidate must be this much faster than the rule's choice to 
 ROUNDS = 5  # timed rounds at most: the median of five paired ratios outvotes two lucky rounds
 PROBE_S = 10.0  # seconds of timed rounds aimed at (at least one round)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRIVATE_WHY = (
+    "privacy.enabled: DP-SGD's per-example gradients (torch.func.vmap) batch the bmm route; sdpa's"
+    " CPU kernel has no vmap batching rule and would run example by example, so nothing is measured"
+)
 CHOICES = ("dtype", "attention", "adamw")  # what a checkpoint and the cache keep of StepKernels
 # ... and `compile`, which checkpoints and cache entries from before it lack (then: not compiled)
 
@@ -101,11 +108,18 @@ def _choose_kernels(
     t = cfg.train
     rule_dtype, rule_why = resolve_dtype(t.dtype, cfg.model, task.micro_batch_tokens(), engine.device)
     rule = StepKernels("bf16" if rule_dtype == torch.bfloat16 else "fp32", "bmm", "fused", rule_why)
+    private = cfg.privacy.enabled and engine.device.type == "cpu"
     if saved and (t.dtype == "auto" or saved.get("dtype") == rule.dtype):
         compiled = saved.get("compile", False) and compilable
-        return StepKernels(**(saved | {"compile": compiled}), why="as the checkpoint this run resumes")
+        kernels = StepKernels(**(saved | {"compile": compiled}), why="as the checkpoint this run resumes")
+        if private and kernels.attention != "bmm":  # saved before privacy runs kept to bmm
+            why = f"{kernels.why}, but bmm attention: {PRIVATE_WHY}"
+            return dataclasses.replace(kernels, attention="bmm", why=why)
+        return kernels
     if engine.device.type != "cpu":
         return StepKernels(rule.dtype, "sdpa", "fused", rule_why)
+    if private:  # no probe, no cache: the probe times the plain step, and the cache serves plain runs
+        return StepKernels(rule.dtype, "bmm", "fused", f"fixed rules, {PRIVATE_WHY}; dtype: {rule_why}")
     if not tuning.enabled():
         return StepKernels(rule.dtype, "bmm", "fused", f"fixed rules, LMFORGE_AUTOTUNE=0; dtype: {rule_why}")
     dtypes = ["fp32", "bf16"] if t.dtype == "auto" and cpu_has_bf16() else [rule.dtype]
