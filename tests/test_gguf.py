@@ -281,6 +281,39 @@ def test_bad_gguf_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.Capt
     assert len(err.splitlines()) == 1 and "notes.gguf" in err and "Traceback" not in err
 
 
+def test_short_and_cut_gguf_files_are_named_in_plain_words(tmp_path: Path) -> None:
+    """The magic and the header's length are checked before the reader runs: never numpy's words
+    from inside it ("When changing to a larger dtype ...", "index 0 is out of bounds ...")."""
+    whole = tmp_path / "whole.gguf"
+    write_gguf(whole)
+    data = whole.read_bytes()
+    expected = {
+        0: "not a readable GGUF file (an empty file)",
+        3: "not a readable GGUF file (3 bytes, too short for a GGUF header)",
+        20: "not a readable GGUF file (truncated or damaged: 20 bytes, too short for a GGUF header of 24)",
+        100: "not a readable GGUF file (truncated or damaged: its 100 bytes do not hold the metadata and"
+        " tensors its header describes)",
+        len(data) - 1: f"truncated or damaged: its {len(data) - 1:,} bytes do not hold the metadata",
+    }
+    for size, message in expected.items():
+        cut = tmp_path / f"cut{size}.gguf"
+        cut.write_bytes(data[:size])
+        with pytest.raises(LmforgeError) as error:
+            import_hf(cut, tmp_path / "out")
+        assert str(error.value).startswith(f"{cut}: ") and message in str(error.value), (size, error.value)
+    for size in range(1, 64):  # every cut inside the header and the first metadata: our words only
+        cut = tmp_path / "cut.gguf"
+        cut.write_bytes(data[:size])
+        with pytest.raises(LmforgeError, match=r"\((1 byte|\d+ bytes), too short|truncated or damaged"):
+            import_hf(cut, tmp_path / "out")
+    version = tmp_path / "v1.gguf"
+    version.write_bytes(b"GGUF" + (1).to_bytes(4, "little") + bytes(40))
+    old = r"v1\.gguf: GGUF version 1, which lmforge does not read \(it reads 2 and 3\)$"
+    with pytest.raises(LmforgeError, match=old):
+        import_hf(version, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # --- the real SmolLM2-135M-Instruct (Q4_1/Q8_0) ---------------------------------------------------
 VARIED = (
     "def fib(n: int) -> int:\n\tif n < 2:\n\t\treturn n  # base case\n    return fib(n-1)+fib(n-2)\n\n\n"

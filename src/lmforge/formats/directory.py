@@ -113,7 +113,27 @@ def resolve_model_dir(path: str | Path) -> Path:
         why = f" (a GGUF file: `lmforge import {path} --out DIR` makes a model directory of it)"
     elif path.is_file() and (path.parent / "config.json").is_file():
         why = f" (a file of the model directory {path.parent}: give the folder)"
+    elif (path / "onnx.json").is_file():
+        why = f" ({_onnx_export_hint(path)})"
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")
+
+
+def _onnx_export_hint(path: Path) -> str:
+    """Where an ONNX export (`lmforge export --format onnx`, formats/onnx_export.py) runs instead:
+    ONNX Runtime, not the PyTorch loaders; and the model it was exported from, which they take."""
+    try:
+        manifest = json.loads((path / "onnx.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = {}
+    manifest = manifest if isinstance(manifest, dict) else {}
+    kind, source = manifest.get("kind"), manifest.get("source")
+    if not isinstance(kind, str) or kind == "decoder":
+        runs = f"an ONNX export, which `lmforge generate {path} --runtime onnx` or lmforge.generate_onnx runs"
+    else:
+        runs = f"an ONNX export of a {kind} model, which lmforge.inference.onnx_runner.OnnxModel runs"
+    if source:
+        return f"{runs}; the other verbs and pipeline() take the model it was exported from, {source}"
+    return runs
 
 
 # model_type in config.json -> "module:function" taking the directory, returning (model, tokenizer).

@@ -52,20 +52,53 @@ _LAYER = {
     "ffn_down": "mlp.down_proj",
 }
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+MAGIC = b"GGUF"
+HEADER_BYTES = 24  # the magic, the version (uint32), the tensor and metadata counts (uint64 each)
 
 
 def read_gguf(file: Path) -> Any:
-    """A GGUFReader over the file; anything that is not a whole GGUF file is one line naming it."""
+    """A GGUFReader over the file; anything that is not a whole GGUF file is one line naming it.
+    The magic, version and header length are checked here first, so that a short or foreign file
+    is named in plain words rather than by numpy's complaint from inside the reader."""
     from gguf import GGUFReader
+    from gguf.gguf_reader import READER_SUPPORTED_VERSIONS
 
     if not file.is_file():
         raise LmforgeError(f"{file}: no such GGUF file")
     try:
+        with file.open("rb") as f:
+            head = f.read(HEADER_BYTES)
+        size = file.stat().st_size
+    except OSError as e:
+        raise LmforgeError(f"{file}: cannot read: {e.strerror}") from None
+    if len(head) < len(MAGIC):
+        why = f"{_bytes(size)}, too short for a GGUF header" if head else "an empty file"
+    elif not head.startswith(MAGIC):
+        why = "no GGUF magic"
+    elif len(head) < HEADER_BYTES:
+        why = f"truncated or damaged: {_bytes(size)}, too short for a GGUF header of {HEADER_BYTES}"
+    else:
+        why = None
+    if why and not head.startswith(MAGIC) and file.suffix.lower() != ".gguf":  # a text file, ...
+        raise LmforgeError(f"{file}: neither a model directory nor a GGUF file ({why})")
+    if why:
+        raise LmforgeError(f"{file}: not a readable GGUF file ({why})")
+    version = int.from_bytes(head[4:8], "little")
+    version = version if version & 0xFFFF else int.from_bytes(head[4:8], "big")  # a big-endian file
+    if version not in READER_SUPPORTED_VERSIONS:
+        known = " and ".join(map(str, READER_SUPPORTED_VERSIONS))
+        raise LmforgeError(f"{file}: GGUF version {version}, which lmforge does not read (it reads {known})")
+    try:
         return GGUFReader(file)
-    except Exception as e:  # ValueError (bad magic, short read), KeyError (unknown type), ...
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        why = "no GGUF magic" if "magic" in detail else f"truncated or damaged: {detail}"
-        raise LmforgeError(f"{file}: not a readable GGUF file ({why})") from None
+    except Exception:  # numpy's errors from inside the reader (short reads, bad counts), KeyError, ...
+        raise LmforgeError(
+            f"{file}: not a readable GGUF file (truncated or damaged: its {_bytes(size)} do not hold the"
+            " metadata and tensors its header describes)"
+        ) from None
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n:,} bytes"
 
 
 def read_metadata(reader: Any, file: Path) -> dict[str, Any]:

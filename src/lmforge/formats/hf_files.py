@@ -249,6 +249,12 @@ def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
 
     def check(folder: Path) -> str | None:
         foreign = foreign_entries(folder, lambda n: n in MODEL_FILES or bool(_WEIGHT_SHARD.fullmatch(n)))
+        if foreign and hf:  # an earlier `export --format onnx` is named as such, not file by file
+            from lmforge.formats.onnx_export import held_onnx_export
+
+            held = held_onnx_export(folder)
+            if held:
+                return held
         if foreign:
             return describe_foreign(foreign, verb)
         try:

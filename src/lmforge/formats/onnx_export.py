@@ -280,7 +280,17 @@ def _require_onnx() -> None:
 
 
 def _earlier_export(folder: Path) -> str | None:
-    """An earlier ONNX export may be replaced: only its own files, and its onnx.json says so."""
+    """An earlier ONNX export may be replaced: only its own files, and its onnx.json says so. An
+    earlier HF export (export's too) is named as such: --format onnx does not replace it."""
+    why = _not_onnx_export(folder)
+    if why is not None and _holds_hf_export(folder):
+        return _other_format("HF", "config.json", "onnx")
+    return why
+
+
+def _not_onnx_export(folder: Path) -> str | None:
+    """None when `folder` holds an ONNX export (only its files, and an onnx.json that says so),
+    else why not."""
     foreign = foreign_entries(
         folder, lambda n: n == MANIFEST or n in _TOKENIZER_FILES or n.endswith((".onnx", ".onnx.data"))
     )
@@ -291,3 +301,26 @@ def _earlier_export(folder: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         fmt = None
     return None if fmt == FORMAT else f"holds files without an {MANIFEST} of an ONNX export"
+
+
+def _holds_hf_export(folder: Path) -> bool:
+    """Whether `folder` holds what `export --format hf` writes: a config.json of an HF model type."""
+    from lmforge.formats.hf_files import is_hf_type
+
+    try:
+        return is_hf_type(json.loads((folder / "config.json").read_text()).get("model_type"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def held_onnx_export(folder: Path) -> str | None:
+    """For `export --format hf` (formats/hf_files.py's owner check): why it does not replace an
+    earlier ONNX export at its --out, or None when `folder` holds none."""
+    return _other_format("ONNX", MANIFEST, "hf") if _not_onnx_export(folder) is None else None
+
+
+def _other_format(held: str, file: str, wanted: str) -> str:
+    return (
+        f"holds an earlier {held} export ({file}), which export --format {wanted} does not replace:"
+        " give another --out, or remove that folder first"
+    )
