@@ -192,7 +192,9 @@ def test_cli_writes_pictures_page_and_tables(
     assert first["token"] == "t" and first["next_token"] == "h" and first["next_rank"] >= 0
     assert 0 < first["next_prob"] < 1 and len(first["top"]) == 5
     assert lens["layers"][-1]["positions"][-1]["next_token"] is None
-    assert str(out) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.startswith("gpt: 18 tokens; attention (layers, heads, queries, keys): self (2, 2, 18, 18)")
+    assert str(out) in printed
     # an earlier inspect is replaced; a folder of someone else's files is not touched
     assert main(["inspect", str(tiny_dirs / "s2s"), "the king", "--out", str(out)]) == 0
     assert "attention-cross.png" in {p.name for p in out.iterdir()}

@@ -68,8 +68,7 @@ def show_ask(r: dict[str, Any], _: dict[str, Any]) -> None:
 
 
 def show_inspect(result: Any, _: dict[str, Any]) -> None:
-    maps = ", ".join(f"{name} {tuple(p.shape)}" for name, p in result.attention.items())
-    print(f"{result.kind}: {len(result.tokens)} tokens; attention (layers, heads, queries, keys): {maps}")
+    print(result.headline())
     print(*result.files, sep="\n")
 
 
