@@ -754,3 +754,20 @@ def test_the_command_takes_its_key_from_a_file_and_warns_of_one_on_its_command_l
     else:
         assert "-H 'Authorization: Bearer <your --api-key>'" in err
         assert len(warnings) == 1 and "process list" in warnings[0] and "--api-key-file" in warnings[0]
+
+
+def test_serve_without_its_extra_is_one_line(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`pip install -e .` has no fastapi/uvicorn (the [serve] extra): one line naming what to install."""
+    import sys
+
+    from lmforge.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
+    assert main(["serve", str(dirs["gpt"])]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "lmforge: error: lmforge serve needs fastapi and uvicorn (uvicorn is missing): pip install fastapi"
+        " uvicorn (in a checkout of lmforge: pip install -e '.[serve]')\n"
+    )

@@ -275,7 +275,7 @@ def _require_onnx() -> None:
     except ImportError as e:
         raise LmforgeError(
             f"ONNX export needs onnx, onnxruntime and onnxscript ({e.name} is missing):"
-            " pip install 'lmforge[onnx]'"
+            " pip install onnx onnxruntime onnxscript (in a checkout of lmforge: pip install -e '.[onnx]')"
         ) from None
 
 

@@ -46,7 +46,7 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise LmforgeError("running ONNX needs onnxruntime: pip install 'lmforge[onnx]'") from None
+            raise LmforgeError("running ONNX needs onnxruntime: pip install onnxruntime") from None
         self.directory = Path(directory)
         file = self.directory / MANIFEST
         if not file.is_file():

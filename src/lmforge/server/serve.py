@@ -217,8 +217,14 @@ def serve(
     (--api-key) a key is visible to other users in the process list: prefer the variable or a file.
     Concurrent requests decode together (continuous batching); past max_queue admitted requests the
     server answers 503 at once."""
-    import uvicorn
-
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise LmforgeError(
+            f"lmforge serve needs fastapi and uvicorn ({e.name} is missing): pip install fastapi uvicorn"
+            " (in a checkout of lmforge: pip install -e '.[serve]')"
+        ) from None
     from lmforge.server.app import Settings, create_app
     from lmforge.server.batcher import Batcher
     from lmforge.server.models import load_models

@@ -50,7 +50,8 @@ def _opacus() -> Any:
         import opacus.accountants.utils as utils
     except ImportError:
         raise LmforgeError(
-            "[privacy] needs Opacus' accountants: pip install 'lmforge[privacy]' (or opacus)"
+            "[privacy] needs Opacus' accountants: pip install opacus"
+            " (in a checkout of lmforge: pip install -e '.[privacy]')"
         ) from None
     return accountants, utils
 
