@@ -221,7 +221,7 @@ CASES = [
     Case("train-overwrite-data-inside", "train --out {t}/run --overwrite --data.input={t}/run/data", r"data\.input='{t}/run/data' lies inside {t}/run/data, which --overwrite would replace", (copy("run"),)),
     Case("resume-not-a-run", "train --resume {t}/x", r"{t}/x: not a run directory \(no config\.toml\)", (write("x/a", "hi"),)),
     Case("resume-missing", "train --resume {t}/missing", r"--resume {t}/missing: no such directory$"),
-    Case("train-recipe-not-prepared", "train {t}/r.toml --out {t}/new", r"data\.input='nowhere/prepared': no such file, folder or glob match in the working directory, .+; the recipe's \[prep\] section builds it: lmforge prep RECIPE\.toml$", (write("r.toml", '[data]\ninput = "nowhere/prepared"\n[prep]\ninputs = "c.txt"\nout = "nowhere/prepared"\n'),)),
+    Case("train-recipe-not-prepared", "train {t}/r.toml --out {t}/new", r"data\.input='nowhere/prepared': no such file, folder or glob match in the working directory, .+; the recipe's \[prep\] section builds it: lmforge prep \S+/r\.toml$", (write("r.toml", '[data]\ninput = "nowhere/prepared"\n[prep]\ninputs = "c.txt"\nout = "nowhere/prepared"\n'),)),
     Case("resume-finished", "train --resume {t}/run", r"{t}/run: the run finished at step 4 \(its summary\.json\): nothing to resume; to train it further, resume with a larger --train\.max_steps \(above 4\)$", (copy("run"),)),
     Case("train-overwrite-bad-deepspeed-json", f"train --out {{t}}/run --overwrite --engine.name=deepspeed --engine.deepspeed_config={{t}}/ds.json {DATA}", r"{t}/ds\.json: invalid JSON", (copy("run"), write("ds.json", "{"))),
     Case("resume-model-key", "train --resume {t}/run --model.n_layer=3", r"cannot change model\.n_layer=3 \(the run has model\.n_layer=2\)", (copy("run"),)),

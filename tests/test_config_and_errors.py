@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert load_config(_recipe(tmp_path, config_to_toml(cfg))) == cfg
     # the keys chosen, even at their default (train.lr), and only those: a recipe of the command
     chosen = load_config(_recipe(tmp_path, config_to_toml(cfg, chosen_only=True)))
-    assert chosen == cfg and chosen.given == {"data.input", "model.pos", "train.lr"}
+    assert chosen == cfg and set(chosen.given) == {"data.input", "model.pos", "train.lr"}
 
 
 @pytest.mark.parametrize(
@@ -226,9 +227,35 @@ def test_a_model_key_train_init_from_would_override_is_refused(tmp_path: Path, c
     run = tmp_path / "run"
     for given in ("--model.n_layer=6", "--model.block_size=64", "--model.pos=rope"):
         key, _, value = given.removeprefix("--").partition("=")
-        message = rf"^{key}='?{value}'? differs from the .* of train\.init_from="
+        message = rf"^{key}='?{value}'? \(on the command line\) differs from the .* of train\.init_from="
         with pytest.raises(LmforgeError, match=message):
             train(None, [*tuned, given], run, quiet=True)
         assert not run.exists()
     train(None, [*tuned, "--model.n_layer=2", "--model.dropout=0.1"], run, quiet=True)
     assert load_config(run / "config.toml").model.dropout == 0.1
+
+
+def test_a_recipes_model_yields_to_init_from_on_the_command_line(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`lmforge train recipe.toml --init-from DIR` (docs/huggingface.md): the command line outranks
+    the recipe, as every override does, so the recipe's [model] gives way, with a note naming it.
+    Both in one recipe contradict each other: refused, naming the file."""
+    from conftest import TINY
+
+    from lmforge import train
+
+    base = tmp_path / "base"
+    train(None, [f"--data.input={corpus}", *TINY, "--train.max_steps=2"], base, quiet=True)
+    recipe = _recipe(tmp_path, f'[data]\ninput = "{corpus}"\n[model]\nn_layer = 6\nn_embd = 64\n')
+    capsys.readouterr()
+    train(recipe, [f"--train.init_from={base}", "--train.max_steps=2"], tmp_path / "run")
+    out = capsys.readouterr().out
+    assert f"train.init_from='{base}' (on the command line) brings its own architecture, so {recipe}'s" in out
+    assert "[model] n_layer=6, n_embd=64 do not apply" in out
+    assert load_config(tmp_path / "run" / "config.toml").model.n_layer == 2
+    text = f'[data]\ninput = "{corpus}"\n[model]\nn_layer = 6\n[train]\ninit_from = "{base}"\n'
+    both = _recipe(tmp_path, text)
+    with pytest.raises(LmforgeError, match=rf"^model\.n_layer=6 \(in {re.escape(str(both))}\) differs"):
+        train(both, ["--train.max_steps=2"], tmp_path / "run2", quiet=True)
+    assert not (tmp_path / "run2").exists()

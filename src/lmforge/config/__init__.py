@@ -12,6 +12,7 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 from lmforge.config.checks import check_buildable, check_supported
 from lmforge.config.files import config_to_toml, joined_overrides, load_config, model_config_from
 from lmforge.config.sections import (
+    COMMAND_LINE,
     LORA_TARGETS,
     TASKS,
     Config,
@@ -26,6 +27,7 @@ from lmforge.config.sections import (
 )
 
 __all__ = [
+    "COMMAND_LINE",
     "LORA_TARGETS",
     "TASKS",
     "Config",

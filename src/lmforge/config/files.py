@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config.checks import check_model
-from lmforge.config.sections import Config, ModelConfig
+from lmforge.config.sections import COMMAND_LINE, Config, ModelConfig
 from lmforge.errors import LmforgeError
 
 
@@ -54,7 +54,7 @@ def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool =
         )
     kind = _TYPES[str(fields[key].type)]
     setattr(section, key, _coerce(dotted, value, kind, source, from_text))
-    config.given.add(dotted)
+    config.given[dotted] = source
 
 
 def _read_utf8(path: Path) -> str:
@@ -101,11 +101,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise LmforgeError(f"{path}: top-level key {section_name!r} must be a [section]")
             for key, value in values.items():
                 _set(config, f"{section_name}.{key}", value, str(path))
+        config.recipe = path
     for item in joined_overrides(overrides or []):
         dotted, eq, value = item.removeprefix("--").partition("=")
         if not eq:
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
-        _set(config, dotted, value, "command line", from_text=True)
+        _set(config, dotted, value, COMMAND_LINE, from_text=True)
     return config.validate()
 
 

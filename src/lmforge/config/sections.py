@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 TASKS = ("lm", "translation", "classification", "chat", "qa")
@@ -163,8 +164,9 @@ class TrainConfig:
     """Abort after this many consecutive steps with a non-finite loss or gradient."""
     init_from: str = ""
     """Start from this model, run or Hugging Face directory's weights: its architecture replaces
-    [model] (dropout aside; a [model] key set to another value is refused) and raw-text data is
-    tokenized with its tokenizer."""
+    [model] (dropout aside; a [model] key set to another value is refused, but a recipe's yields,
+    with a note, to an init_from given on the command line) and raw-text data is tokenized with its
+    tokenizer."""
     label_smoothing: float = 0.0
     """translation: label smoothing of the training cross-entropy (0.1 in Vaswani et al.)."""
     max_minutes: float = 0.0
@@ -347,6 +349,9 @@ def changed_keys(section: Any, keys: tuple[str, ...] | None = None) -> list[tupl
     return [(k, getattr(section, k)) for k in names if getattr(section, k) != getattr(defaults, k)]
 
 
+COMMAND_LINE = "command line"  # Config.given's source of an override (else a recipe's path)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -361,7 +366,8 @@ class Config:
         # "section.key" named by a recipe or an override (files.py), even at its default value: the
         # difference between choosing data.tokenizer="char" and leaving it unset. Not a field, so
         # not in to_dict() or config.toml (where a resumed run's keys are all named).
-        self.given: set[str] = set()
+        self.given: dict[str, str] = {}  # "section.key" -> where: the recipe's path or COMMAND_LINE
+        self.recipe: Path | None = None  # the TOML file it was loaded from, for messages
 
     def lm_window(self, model: ModelConfig | None = None) -> int:
         """Tokens per lm training window: data.seq_len, else the context of `model` (default

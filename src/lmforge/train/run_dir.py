@@ -8,6 +8,7 @@ import glob
 import itertools
 import json
 import os
+import shlex
 import shutil
 import time
 import tomllib
@@ -211,7 +212,8 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
     if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
         relative = "" if Path(cfg.data.input).is_absolute() else f" in the working directory, {Path.cwd()}"
         built = cfg.prep.inputs and Path(cfg.prep.out or cfg.data.input) == Path(cfg.data.input)
-        hint = "; the recipe's [prep] section builds it: lmforge prep RECIPE.toml" if built else ""
+        recipe = shlex.quote(str(cfg.recipe)) if cfg.recipe else "RECIPE.toml"
+        hint = f"; the recipe's [prep] section builds it: lmforge prep {recipe}" if built else ""
         raise LmforgeError(
             f"data.input={cfg.data.input!r}: no such file, folder or glob match{relative}{hint}"
         )

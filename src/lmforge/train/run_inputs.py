@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, ModelConfig
+from lmforge.config import COMMAND_LINE, Config, ModelConfig
 from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
@@ -21,7 +21,7 @@ def prep_options(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg.prep).items() if k not in ("inputs", "out")}
 
 
-def init_model(cfg: Config) -> tuple[Any, Any]:
+def init_model(cfg: Config, say: Callable[[str], None] | None = None) -> tuple[Any, Any]:
     """train.init_from: the starting model (an lmforge or HF decoder directory; for translation an
     encoder-decoder: lmforge's or Marian's); its architecture replaces cfg.model, keeping the
     recipe's dropout."""
@@ -33,24 +33,36 @@ def init_model(cfg: Config) -> tuple[Any, Any]:
         raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not an encoder-decoder (translation)")
     if cfg.data.task != "translation" and not isinstance(model, GPT):
         raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
-    adopt_model_config(cfg, model.config)
+    adopt_model_config(cfg, model.config, say)
     return model, tokenizer
 
 
-def adopt_model_config(cfg: Config, own: ModelConfig) -> None:
+def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None] | None = None) -> None:
     """train.init_from's architecture (`own`) replaces [model], keeping the recipe's dropout. A
     [model] key chosen otherwise (Config.is_set; vocab_size 0 means "the tokenizer's") would be
-    ignored, so it is refused."""
+    ignored, so it is refused; except a recipe's, when train.init_from came from the command line:
+    the later, more specific choice, as every override beats its recipe (told to `say`)."""
+    init_source = cfg.given.get("train.init_from")
+    yielded = []
     for f in dataclasses.fields(ModelConfig):
         given, theirs = getattr(cfg.model, f.name), getattr(own, f.name)
         if f.name == "dropout" or given == theirs or (f.name == "vocab_size" and given == 0):
             continue
-        if cfg.is_set(f"model.{f.name}"):
+        where = cfg.given.get(f"model.{f.name}")
+        if where is not None and where != COMMAND_LINE and init_source == COMMAND_LINE:
+            yielded.append(f"{f.name}={given!r}")
+        elif cfg.is_set(f"model.{f.name}"):
+            where = f" ({'on the' if where == COMMAND_LINE else 'in'} {where})" if where else ""
             raise LmforgeError(
-                f"model.{f.name}={given!r} differs from the {theirs!r} of train.init_from="
+                f"model.{f.name}={given!r}{where} differs from the {theirs!r} of train.init_from="
                 f"{cfg.train.init_from!r}: the starting model brings its architecture, so leave"
                 " [model] keys other than dropout unset"
             )
+    if yielded and say is not None:
+        say(
+            f"lmforge: note: train.init_from={cfg.train.init_from!r} (on the command line) brings its"
+            f" own architecture, so {cfg.recipe}'s [model] {', '.join(yielded)} do not apply"
+        )
     cfg.model = dataclasses.replace(own, dropout=cfg.model.dropout)
 
 

@@ -60,7 +60,7 @@ class ChatTask(Task):
         self.cfg = cfg
         model_dir = resolve_model_dir(t.init_from)
         self.template = chat_template_of(model_dir)
-        self.init = init_model(cfg)  # replaces cfg.model with the model's own architecture
+        self.init = init_model(cfg, setup.say)  # replaces cfg.model with the model's own architecture
         self.tokenizer = self.init[1]
         self.generation = read_generation_config(model_dir)
         self.variables = special_tokens(model_dir, self.tokenizer)

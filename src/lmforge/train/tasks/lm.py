@@ -69,7 +69,7 @@ class LanguageModelling(Task):
     def __init__(self, setup: Setup) -> None:
         cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
         self.cfg = cfg
-        self.init = init_model(cfg) if t.init_from else None
+        self.init = init_model(cfg, setup.say) if t.init_from else None
         self.data_dir, self.meta, self.tokenizer = prepared_data(setup, self.init)
         if self.init is not None:
             self.tokenizer = self.init[1]  # keeps the model's own EOS id

@@ -100,7 +100,7 @@ class QATask(Task):
         self.head = model.qa_outputs.state_dict() if isinstance(model, SpanModel) else None
         if not isinstance(self.backbone, Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not an encoder (BERT, MiniLM) model")
-        adopt_model_config(cfg, self.backbone.config)
+        adopt_model_config(cfg, self.backbone.config, setup.say)
         if self.head is None:  # a QA model's own head goes on training; an encoder gets a new one
             lora.require_trained(cfg.lora, "qa_outputs", "the answer-span head (qa_outputs)")
         self.cfg, self.micro = cfg, setup.micro

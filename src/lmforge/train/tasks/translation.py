@@ -67,7 +67,7 @@ class TranslationTask(Task):
     def __init__(self, setup: Setup) -> None:
         cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
         self.cfg = cfg
-        init = init_model(cfg) if t.init_from else None
+        init = init_model(cfg, setup.say) if t.init_from else None
         self.data_dir, self.meta, tokenizer = prepared_data(setup, init)
         self.init_model = init[0] if init is not None else None
         self.tokenizer = init[1] if init is not None else tokenizer  # keeps the model's own EOS id
