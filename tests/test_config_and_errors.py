@@ -259,3 +259,25 @@ def test_a_recipes_model_yields_to_init_from_on_the_command_line(
     with pytest.raises(LmforgeError, match=rf"^model\.n_layer=6 \(in {re.escape(str(both))}\) differs"):
         train(both, ["--train.max_steps=2"], tmp_path / "run2", quiet=True)
     assert not (tmp_path / "run2").exists()
+
+
+def test_a_recipes_data_settings_yield_to_prepared_data_on_the_command_line(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The README's "your own text": prep with BPE, then `lmforge train configs/shakespeare-char.toml
+    --data.input=PREPARED`. The recipe's tokenizer='char' was chosen for its own data.input, so it
+    yields to the command line's prepared directory, with a note (it was refused)."""
+    from conftest import TINY
+
+    from lmforge import train
+
+    prepared = tmp_path / "prepared"
+    prepare_corpus(corpus, prepared, tokenizer="bpe", vocab_size=300)
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "shakespeare-char.toml"
+    assert load_config(shipped).data.tokenizer == "char"
+    capsys.readouterr()
+    train(shipped, [f"--data.input={prepared}", *TINY, "--train.max_steps=2"], tmp_path / "run")
+    out = capsys.readouterr().out
+    assert f"note: data.input='{prepared}' (on the command line) was prepared with its own settings" in out
+    assert f"so {shipped}'s [data] tokenizer='char' does not apply" in out
+    assert load_config(tmp_path / "run" / "config.toml").data.tokenizer == "bpe"

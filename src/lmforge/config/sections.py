@@ -368,6 +368,7 @@ class Config:
         # not in to_dict() or config.toml (where a resumed run's keys are all named).
         self.given: dict[str, str] = {}  # "section.key" -> where: the recipe's path or COMMAND_LINE
         self.recipe: Path | None = None  # the TOML file it was loaded from, for messages
+        self.notes: list[str] = []  # what checks settled for the user to hear (train says them)
 
     def lm_window(self, model: ModelConfig | None = None) -> int:
         """Tokens per lm training window: data.seq_len, else the context of `model` (default
@@ -378,6 +379,11 @@ class Config:
         if n > context:
             raise LmforgeError(f"data.seq_len={n} is above the model's context of {context} tokens")
         return n or context
+
+    def outranked(self, dotted: str, by: str) -> bool:
+        """Whether `dotted` came from a recipe while `by` came from the command line, which
+        outranks it: the recipe's choice was made for its own value of `by`."""
+        return self.given.get(dotted, COMMAND_LINE) != COMMAND_LINE and self.given.get(by) == COMMAND_LINE
 
     def is_set(self, dotted: str) -> bool:
         """Whether `section.key` was chosen: named by a recipe or an override, or holding another

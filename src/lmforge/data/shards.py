@@ -40,8 +40,9 @@ def is_prepared(path: str | Path) -> bool:
 def adopt_prepared_settings(cfg: Config) -> None:
     """A prepared data.input fixes the tokenizer, its vocabulary and the split (its meta.json):
     refuse data.tokenizer, data.vocab_size or data.val_fraction chosen otherwise (Config.is_set: a
-    recipe or override that names the key, even at its default), and take the prepared values into
-    `cfg`, so that the run's config.toml records what it trains on. Values an older meta.json lacks
+    recipe or override that names the key, even at its default; but a recipe's yields, with a note,
+    to a data.input given on the command line), and take the prepared values into `cfg`, so that
+    the run's config.toml records what it trains on. Values an older meta.json lacks
     (vocab_target, val_fraction) are neither checked nor taken."""
     data = cfg.data
     if not data.input or not is_prepared(data.input):
@@ -52,11 +53,14 @@ def adopt_prepared_settings(cfg: Config) -> None:
     made = {"tokenizer": meta.get("tokenizer"), "val_fraction": meta.get("val_fraction", pairs)}
     if made["tokenizer"] == "bpe":  # a trained BPE's target (an init_from tokenizer has none)
         made["vocab_size"] = meta.get("vocab_target")
+    yielded = []
     for key, prepared in made.items():
         given = getattr(data, key)
         if prepared is None or given == prepared:
             continue
-        if cfg.is_set(f"data.{key}"):
+        if cfg.outranked(f"data.{key}", by="data.input"):
+            yielded.append(f"{key}={given!r}")
+        elif cfg.is_set(f"data.{key}"):
             raise LmforgeError(
                 f"data.{key}={given!r} differs from the {prepared!r} that data.input={data.input!r}"
                 f" was prepared with (its meta.json): a prepared directory fixes the tokenizer, its"
@@ -65,6 +69,12 @@ def adopt_prepared_settings(cfg: Config) -> None:
             )
         if key != "tokenizer" or prepared in ("char", "bpe"):  # not an imported model's own
             setattr(data, key, prepared)
+    if yielded:
+        cfg.notes.append(
+            f"lmforge: note: data.input={data.input!r} (on the command line) was prepared with its own"
+            f" settings (its meta.json), so {cfg.recipe}'s [data] {', '.join(yielded)}"
+            f" {'does' if len(yielded) == 1 else 'do'} not apply"
+        )
 
 
 def earlier_prep_output(folder: Path) -> str | None:

@@ -69,6 +69,8 @@ def train(
         try:  # a run that fails before its first step leaves the folder as it found it
             engine = build_engine(cfg.engine, cfg.train)
             say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
+            for note in cfg.notes:  # what resolve_run's checks settled
+                say(note)
             run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
         except BaseException:
             with contextlib.suppress(OSError):  # the error that stopped the run is the one to show

@@ -42,14 +42,13 @@ def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None]
     [model] key chosen otherwise (Config.is_set; vocab_size 0 means "the tokenizer's") would be
     ignored, so it is refused; except a recipe's, when train.init_from came from the command line:
     the later, more specific choice, as every override beats its recipe (told to `say`)."""
-    init_source = cfg.given.get("train.init_from")
     yielded = []
     for f in dataclasses.fields(ModelConfig):
         given, theirs = getattr(cfg.model, f.name), getattr(own, f.name)
         if f.name == "dropout" or given == theirs or (f.name == "vocab_size" and given == 0):
             continue
         where = cfg.given.get(f"model.{f.name}")
-        if where is not None and where != COMMAND_LINE and init_source == COMMAND_LINE:
+        if cfg.outranked(f"model.{f.name}", by="train.init_from"):
             yielded.append(f"{f.name}={given!r}")
         elif cfg.is_set(f"model.{f.name}"):
             where = f" ({'on the' if where == COMMAND_LINE else 'in'} {where})" if where else ""
@@ -61,7 +60,8 @@ def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None]
     if yielded and say is not None:
         say(
             f"lmforge: note: train.init_from={cfg.train.init_from!r} (on the command line) brings its"
-            f" own architecture, so {cfg.recipe}'s [model] {', '.join(yielded)} do not apply"
+            f" own architecture, so {cfg.recipe}'s [model] {', '.join(yielded)}"
+            f" {'does' if len(yielded) == 1 else 'do'} not apply"
         )
     cfg.model = dataclasses.replace(own, dropout=cfg.model.dropout)
 
