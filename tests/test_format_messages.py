@@ -129,3 +129,16 @@ def test_export_hf_over_an_earlier_onnx_export_is_refused_by_name(
     err = capsys.readouterr().err
     assert "holds an earlier ONNX export (onnx.json), which export --format hf does not replace" in err
     assert sorted(p.name for p in export.iterdir()) == before  # nothing lost
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_named(tmp_path: Path) -> None:
+    run = tmp_path / "run"  # what train has written when it is stopped within its first steps
+    run.mkdir()
+    (run / "config.toml").write_text("[data]\n")
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(LmforgeError) as error:
+        resolve_model_dir(run)
+    assert str(error.value) == (
+        f"{run}: not a model directory, run directory or checkpoint (a run that stopped before its"
+        " first checkpoint: it holds no model yet)"
+    )

@@ -115,6 +115,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         why = f" (a file of the model directory {path.parent}: give the folder)"
     elif (path / "onnx.json").is_file():
         why = f" ({_onnx_export_hint(path)})"
+    elif (path / "config.toml").is_file() and (path / "metrics.jsonl").is_file():
+        why = " (a run that stopped before its first checkpoint: it holds no model yet)"
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")
 
 
