@@ -303,13 +303,16 @@ def test_a_time_budget_plan_keeps_the_run_length(run: Path) -> None:
         state = ckpt.read_trainer_state(_step(run, step))
         (_step(run, step) / "trainer.json").write_text(json.dumps({**state, "planned": [4, 5]}))
         ckpt.write_manifest(_step(run, step))
+    config = run / "config.toml"  # the recipe's max_steps, above the plan (as a budget run leaves it)
+    assert "max_steps = 4\n" in config.read_text()
+    config.write_text(config.read_text().replace("max_steps = 4\n", "max_steps = 1200\n"))
     before = snapshot(run)
     new_run = rf"start a new run from its weights instead \(--init-from {re.escape(str(run))}\)$"
     further = "; to train it further, " + new_run
-    planned = r"cannot change train.max_steps=9: the run's time budget .* planned max_steps=4, and a"
+    planned = r"cannot change train.max_steps=1300: the run's time budget .* planned max_steps=4, and a"
     planned += " resumed run keeps that plan"
     with pytest.raises(LmforgeError, match=planned + further):
-        _train(resume=run, overrides=["--train.max_steps=9"])
+        _train(resume=run, overrides=["--train.max_steps=1300"])
     finished = r"the run finished at step 4 \(its summary.json\): nothing to resume"
     with pytest.raises(LmforgeError, match=finished + further):
         _train(resume=run, overrides=["--train.eval_interval=7"])

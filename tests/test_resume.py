@@ -168,6 +168,22 @@ def test_a_finished_run_is_not_resumed_and_a_killed_export_is_finished(
     assert again["wall_s"] > saved["wall_s"] > 0  # wall time carries over from the checkpoint
 
 
+def test_a_finished_epoch_run_resumes_with_more_epochs(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """train.epochs sets max_steps at start (config.toml records the steps): a finished run resumed
+    as it is is refused, naming --train.epochs; with more epochs it trains on (it was refused, with
+    a hint to raise max_steps, which epochs overrides)."""
+    from lmforge.train.loop import train
+
+    run = tmp_path / "r"
+    first = train(None, [*tiny_overrides, "--train.epochs=1", "--train.eval_interval=1000"], run, quiet=True)
+    with pytest.raises(
+        LmforgeError, match=r"to train it further, resume with a larger --train.epochs \(above 1\)$"
+    ):
+        train(resume=run, quiet=True)
+    again = train(None, ["--train.epochs=2"], resume=run, quiet=True)
+    assert again["steps"] == 2 * first["steps"]
+
+
 def test_resume_to_fewer_steps_than_done_is_refused(tmp_path: Path, tiny_overrides: list[str]) -> None:
     """max_steps below the checkpoint's step trains nothing: one line, config.toml untouched."""
     from lmforge.train.loop import train

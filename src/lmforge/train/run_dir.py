@@ -336,12 +336,6 @@ def _resume(
         )
     planned = state.get("planned")  # [max_steps, warmup] a budget fixed
     new_run = f"start a new run from its weights instead (--init-from {run_dir})"
-    if step >= cfg.train.max_steps and _finished_at(run_dir) == step:
-        longer = new_run if planned else f"resume with a larger --train.max_steps (above {step})"
-        raise LmforgeError(
-            f"{run_dir}: the run finished at step {step} (its summary.json): nothing to resume; to"
-            f" train it further, {longer}"
-        )
     length = [f"{k}={new!r}" for k, _, new in config_changes(saved, cfg) if k in BUDGET_PLANNED]
     if planned and length:
         raise LmforgeError(
@@ -349,6 +343,21 @@ def _resume(
             f" (train.max_minutes={saved.train.max_minutes:g}) planned max_steps={planned[0]}, and a"
             f" resumed run keeps that plan; to train it further, {new_run}"
         )
+    if _finished_at(run_dir) == step:  # a finished run resumes only to train longer
+        t, more_epochs = cfg.train, cfg.train.epochs != saved.train.epochs  # epochs: steps come later
+        if planned:  # a budget's run ended at its plan, below config.toml's max_steps
+            longer = new_run
+        elif t.epochs and not more_epochs:
+            longer = f"resume with a larger --train.epochs (above {t.epochs})"
+        elif not t.epochs and step >= t.max_steps:
+            longer = f"resume with a larger --train.max_steps (above {step})"
+        else:
+            longer = None
+        if longer:
+            raise LmforgeError(
+                f"{run_dir}: the run finished at step {step} (its summary.json): nothing to resume;"
+                f" to train it further, {longer}"
+            )
     if cfg.data.task in ("lm", "translation") and cfg.data.input:
         data_dir = ensure_data(cfg, run_dir, lambda _: None, prepare=False)
         if is_prepared(data_dir):
