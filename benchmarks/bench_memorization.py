@@ -19,6 +19,10 @@ number in both runs, whatever the machine's load), then `lmforge audit` measures
 extraction of the exact and near passages (windows of the original text: 50-token prefix, 50 greedy
 tokens) against the held-out passages, extraction of the Moby Dick train split against its val split,
 and canary exposure (5,000 sampled candidates of 10^6). Results: a table, and DIR/results.json.
+
+The corpus needs a Moby Dick chapter in prep's val split (the baseline of the val loss and of the
+corpus's extraction; the canaries need documents on both sides): with the shipped file that takes
+`--chapters 5` or more, and fewer end, before any work, in one line saying so.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from lmforge import audit, prep, train
 from lmforge.data.clean import Whitespace
 from lmforge.data.prep import is_val
 from lmforge.data.report import StageStats
+from lmforge.errors import LmforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
+VAL_FRACTION = 0.1  # prep's default data.val_fraction
 RUNS = {"no dedup": "whitespace", "dedup": "whitespace,exact_dedup,near_dedup"}
 MODEL = [
     "model.n_layer=4", "model.n_head=4", "model.n_embd=128", "model.block_size=128", "model.pos=rope",
@@ -48,14 +54,44 @@ MODEL = [
 ]  # fmt: skip
 
 
+def _file(name: str) -> Path:
+    return ROOT / "data" / f"{name}.jsonl.xz"
+
+
 def _read(name: str) -> list[str]:
-    with lzma.open(ROOT / "data" / f"{name}.jsonl.xz", "rt") as f:
+    with lzma.open(_file(name), "rt") as f:
         return [json.loads(line)["text"] for line in f]
 
 
+def _clean(text: str) -> str:
+    """The text as prep's whitespace stage leaves it (what the split hashes, the model trains on)."""
+    return Whitespace().apply(text, StageStats())
+
+
+def chapters_of(book: list[str], asked: int) -> list[str]:
+    """The first `asked` chapters, if one of them goes to val; else one line saying what to give."""
+    where = _file("moby_dick").relative_to(ROOT)
+    if asked > len(book):
+        raise SystemExit(
+            f"bench_memorization: {where} has {len(book)} chapters: use --chapters {len(book)} or fewer"
+        )
+    first = next((i for i, text in enumerate(book) if is_val(_clean(text), VAL_FRACTION)), None)
+    if first is None or first >= asked:
+        need = f"use --chapters {first + 1} or more" if first is not None else "no chapter falls in it"
+        which = (
+            "the first chapter does not fall" if asked == 1 else f"none of the first {asked} chapters falls"
+        )
+        raise SystemExit(
+            f"bench_memorization: {where}: {which} in prep's val split (text hash, val_fraction"
+            f" {VAL_FRACTION}), which the val loss, the corpus's held-out extraction and the canaries"
+            f" need: {need}"
+        )
+    return book[:asked]
+
+
 def passages(n: int, size: int = 600) -> list[str]:
-    """n distinct ~size-character passages of Austen, cut at paragraph ends, one per chapter, each
-    as the whitespace stage leaves it (what the model trains on is what the audit probes)."""
+    """Up to n distinct ~size-character passages of Austen, cut at paragraph ends, one per chapter,
+    each as the whitespace stage leaves it (what the model trains on is what the audit probes)."""
     out = []
     for chapter in _read("austen")[5:]:
         cut = ""
@@ -64,10 +100,35 @@ def passages(n: int, size: int = 600) -> list[str]:
             if len(cut) >= size:
                 break
         if size <= len(cut) <= 2 * size:
-            out.append(Whitespace().apply(cut.replace("_", ""), StageStats()))  # _italics_ marks
+            out.append(_clean(cut.replace("_", "")))  # _italics_ marks
         if len(out) == n:
-            return out
-    raise SystemExit("not enough Austen passages")
+            break
+    return out
+
+
+def choose(pool: list[str], n: int) -> tuple[list[str], list[str], list[str]] | None:
+    """n exact, n near and 2n held-out passages from the pool, or None where it has too few. Exact
+    copies share a text hash, so prep's split sends all of them to train or all to val: only
+    passages whose hash puts them in train are planted exact."""
+    exact = [p for p in pool if not is_val(p, VAL_FRACTION)][:n]
+    rest = [p for p in pool if p not in exact]
+    if len(exact) < n or len(rest) < 3 * n:
+        return None
+    return exact, rest[:n], rest[n : 3 * n]
+
+
+def passage_sets(n: int) -> tuple[list[str], list[str], list[str]]:
+    """choose() from the first 6n passages; too few is one line with the most --passages can be."""
+    chosen = choose(passages(6 * n), n)
+    if chosen is None:
+        every = passages(1 << 30)
+        most = max((m for m in range(len(every) // 4 + 1) if choose(every[: 6 * m], m)), default=0)
+        raise SystemExit(
+            f"bench_memorization: {_file('austen').relative_to(ROOT)}: {len(every)} passages of 600-1,200"
+            f" characters, too few for --passages {n} (each needs an exact, a near and 2 held-out"
+            f" ones): use --passages {most} or fewer"
+        )
+    return chosen
 
 
 def near_copy(text: str, rng: random.Random) -> str:
@@ -78,29 +139,25 @@ def near_copy(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def build(folder: Path, copies: int, n: int, chapters: int) -> dict[str, Path]:
+def build(copies: int, n: int, chapters: int) -> dict[str, list[str]]:
+    """The texts of each file: the corpus (chapters and planted copies, shuffled) and the passages."""
     rng = random.Random(0)
-    base = _read("moby_dick")[:chapters]
-    # exact copies share a text hash, so prep's split sends all of them to train or all to val:
-    # only passages whose hash puts them in train are planted exact (data.val_fraction 0.1)
-    pool = passages(6 * n)
-    exact = [p for p in pool if not is_val(p, 0.1)][:n]
-    rest = [p for p in pool if p not in exact]
-    near, held = rest[:n], rest[n : 3 * n]
+    base = chapters_of(_read("moby_dick"), chapters)
+    exact, near, held = passage_sets(n)
     docs = (
         base
         + [p for p in exact for _ in range(copies)]
         + [near_copy(p, rng) for p in near for _ in range(copies)]
     )
     rng.shuffle(docs)
-    files = {
-        "corpus": folder / "corpus.jsonl",
-        "exact": folder / "exact.jsonl",
-        "near": folder / "near.jsonl",
-    }
-    files["held-out"] = folder / "heldout.jsonl"
-    for key, texts in (("corpus", docs), ("exact", exact), ("near", near), ("held-out", held)):
-        files[key].write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return {"corpus": docs, "exact": exact, "near": near, "held-out": held}
+
+
+def write(folder: Path, texts: dict[str, list[str]]) -> dict[str, Path]:
+    names = {"corpus": "corpus", "exact": "exact", "near": "near", "held-out": "heldout"}
+    files = {key: folder / f"{names[key]}.jsonl" for key in texts}
+    for key, path in files.items():
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[key]))
     return files
 
 
@@ -165,18 +222,41 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _at_least(low: float, kind: type = int) -> Any:
+    """An argparse type: a number >= low (argparse names the option in its one-line error)."""
+
+    def number(text: str) -> Any:
+        value = kind(text)  # a ValueError: argparse's "invalid number value: 'x'"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: must be at least {low}")
+        return value
+
+    return number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=2.0, help="training budget of each run")
-    parser.add_argument("--steps", type=int, default=0, help="train this many steps instead of --minutes")
-    parser.add_argument("--copies", type=int, default=96, help="copies of each planted passage")
-    parser.add_argument("--passages", type=int, default=4, help="passages of each kind (exact, near)")
-    parser.add_argument("--chapters", type=int, default=40, help="chapters of Moby Dick in the corpus")
-    parser.add_argument("--out", type=Path, default=None, help="work folder (default: a new temporary one)")
+    add = parser.add_argument
+    add("--minutes", type=_at_least(0.01, float), default=2.0, help="training budget of each run")
+    add("--steps", type=_at_least(0), default=0, help="train this many steps instead of --minutes")
+    add("--copies", type=_at_least(1), default=96, help="copies of each planted passage")
+    add("--passages", type=_at_least(1), default=4, help="passages of each kind (exact, near)")
+    add("--chapters", type=_at_least(1), default=40, help="chapters of Moby Dick in the corpus")
+    add("--out", type=Path, default=None, help="work folder (default: a new temporary one)")
     args = parser.parse_args()
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: not a folder")
+    try:
+        bench(args)
+    except LmforgeError as e:  # bad input lmforge found (e.g. an --out it will not write into)
+        raise SystemExit(f"bench_memorization: {e}") from None
+
+
+def bench(args: argparse.Namespace) -> None:
+    texts = build(args.copies, args.passages, args.chapters)  # a bad choice is refused before any file
     folder = args.out or Path(tempfile.mkdtemp(prefix="bench-memorization-"))
     folder.mkdir(parents=True, exist_ok=True)
-    files = build(folder, args.copies, args.passages, args.chapters)
+    files = write(folder, texts)
     start = time.perf_counter()
     budget = [f"train.max_steps={args.steps}"] if args.steps else [f"train.max_minutes={args.minutes}"]
     results: dict[str, Any] = {"hardware": hardware_line(), "budget": budget, "copies": args.copies}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -232,3 +234,30 @@ def test_an_input_without_documents_is_one_line_naming_it(
         lmforge.audit(
             memorized / "model", memorized / "train.txt", heldout=blank, prefix_tokens=10, k=20, quiet=True
         )
+
+
+def _bench_memorization(*args: str) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-m", "benchmarks.bench_memorization", *args, "--steps", "1"]
+    return subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_bench_memorization_without_a_val_chapter_is_one_line_before_any_work(tmp_path: Path) -> None:
+    """3 chapters of Moby Dick: none goes to val, so the dedup run's val split held no Moby Dick
+    (or nothing: then prep refused the canaries with a traceback). The line names the file and the
+    chapters that do; with those, the corpus is accepted (the next check, --passages, is reached)."""
+    few = _bench_memorization("--chapters", "3", "--out", str(tmp_path / "a"))
+    assert few.returncode == 1 and few.stdout == "" and not (tmp_path / "a").exists()
+    [line] = few.stderr.splitlines()
+    found = re.fullmatch(
+        r"bench_memorization: data/moby_dick\.jsonl\.xz: none of the first 3 chapters falls in prep's val"
+        r" split \(text hash, val_fraction 0\.1\), which .* need: use --chapters (\d+) or more",
+        line,
+    )
+    assert found, line
+    enough = _bench_memorization("--chapters", found[1], "--passages", "1000", "--out", str(tmp_path / "b"))
+    assert enough.returncode == 1 and "Traceback" not in enough.stderr
+    assert re.fullmatch(
+        r"bench_memorization: data/austen\.jsonl\.xz: \d+ passages .* use --passages \d+ or fewer\n",
+        enough.stderr,
+    ), enough.stderr

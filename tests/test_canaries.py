@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import lmforge
 from lmforge import LmforgeError, cli
 from lmforge.config import ModelConfig
 from lmforge.data.canaries import CanarySet, make_canaries, parse_repeats, placements
-from lmforge.data.prep import prep
+from lmforge.data.prep import is_val, prep
 from lmforge.data.shards import open_split
 from lmforge.formats.directory import write_model_dir
 from lmforge.model.gpt import GPT
@@ -125,9 +126,55 @@ def test_more_canaries_than_the_space_allows_is_refused() -> None:
 
 def test_canaries_need_the_hash_split(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with pytest.raises(LmforgeError, match="prep.canaries needs the hash split"):
+    with pytest.raises(
+        LmforgeError, match="needs the hash split, and prep.split is 'tail'.*leave prep.split at"
+    ):
         prep(corpus, out, stages="none", workers=1, quiet=True, split="tail", canaries=1, canary_repeats="2")
     assert not out.exists()  # nothing half-written
+
+
+def _paragraphs(corpus: Path, val: bool, n: int) -> list[str]:
+    """The corpus's first n paragraphs whose text hash puts them in val (or in train), at 0.1."""
+    texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
+    return [t for t in texts if is_val(t, 0.1) == val][:n]
+
+
+@pytest.mark.parametrize("val", [False, True], ids=["hashed-to-train", "hashed-to-val"])
+def test_a_one_document_corpus_is_one_line_naming_it(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture, val: bool
+) -> None:
+    """Not an error naming the output and a split the user never chose (hashed to train: the tail
+    fallback), nor a train split of canary copies alone (hashed to val); refused before the
+    tokenizer is trained."""
+    one, out = tmp_path / "one.txt", tmp_path / "out"
+    one.write_text(_paragraphs(corpus, val, 1)[0])
+    assert (
+        cli.main(["prep", str(one), "--out", str(out), "--stages", "none", "--quiet", "--canaries", "1"]) == 2
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        f"lmforge: error: {one}: 1 document after cleaning, and prep.canaries needs documents in both"
+        " train and val (copies go to train only): give more documents (a .txt or .md file is one, each"
+        " .jsonl line one), or leave out prep.canaries (--canaries)"
+    ]
+    assert not out.exists()
+    assert prep(one, out, stages="none", workers=1, quiet=True)["split"] == "tail"  # without canaries: fine
+
+
+@pytest.mark.parametrize(("val", "change"), [(False, "raise"), (True, "lower")])
+def test_documents_all_on_one_side_are_one_line_saying_what_to_change(
+    corpus: Path, tmp_path: Path, val: bool, change: str
+) -> None:
+    few, out = tmp_path / "few.jsonl", tmp_path / "out"
+    few.write_text("".join(json.dumps({"text": t}) + "\n" for t in _paragraphs(corpus, val, 3)))
+    side = "val" if val else "train"
+    why = re.escape(
+        f"{few}: all 3 documents fell in {side} (hash split, data.val_fraction=0.1), and prep.canaries"
+        f" needs documents in both train and val (copies go to train only): give more documents or"
+        f" {change} data.val_fraction (--val-fraction), or leave out prep.canaries (--canaries)"
+    )
+    with pytest.raises(LmforgeError, match=f"^{why}$"):
+        prep(few, out, stages="none", workers=1, quiet=True, canaries=1, canary_repeats="2")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ Python API (stable; `lmforge audit` and the benchmarks use it):
   `save(path)` and `CanarySet.load(path)` (canaries.json; a bad file is named with its key).
 - `placements(canary_set, n_docs, seed) -> {slot: [canary index, ...]}`: copies go before
   document `slot` (slot n_docs: after the last).
+- `check_split(out, split)` and `check_documents(inputs, n_docs, val_docs, val_fraction)`: prep's
+  refusals of a split that could put a copy in validation, each one line saying what to change.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 
 FORMAT = "lmforge-canaries-1"
 FILE = "canaries.json"
@@ -156,6 +158,37 @@ def make_canaries(count: int, repeats: str | list[int], seed: int = 0, length: i
             out.canaries.append(Canary(secret, text, r))
             made += 1
     return out
+
+
+def check_split(out: str | Path, split: str) -> None:
+    """Before any work: the tail split makes the end of the token stream validation, and copies
+    are placed anywhere in the stream, so one could land there."""
+    if split == "tail":
+        raise LmforgeError(
+            f"{out}: prep.canaries needs the hash split, and prep.split is 'tail': the end of the token"
+            " stream becomes validation and canary copies could fall there; leave prep.split at 'hash'"
+            " (the default) or leave out prep.canaries"
+        )
+
+
+def check_documents(inputs: str, n_docs: int, val_docs: int | None = None, val_fraction: float = 0.1) -> None:
+    """Copies need corpus documents on both sides of the hash split: with one side empty prep cuts
+    validation off the end of the stream (where copies can fall), and with no document in train
+    the model would train on the copies alone. After cleaning only `n_docs` is known (val_docs
+    None); after the split, `val_docs` of them went to val."""
+    if n_docs >= 2 and (val_docs is None or 0 < val_docs < n_docs):
+        return
+    if n_docs < 2:
+        found = f"{counted(n_docs, 'document')} after cleaning"
+        fix = "give more documents (a .txt or .md file is one, each .jsonl line one)"
+    else:
+        side, change = ("val", "lower") if val_docs else ("train", "raise")
+        found = f"all {n_docs:,} documents fell in {side} (hash split, data.val_fraction={val_fraction:g})"
+        fix = f"give more documents or {change} data.val_fraction (--val-fraction)"
+    raise LmforgeError(
+        f"{inputs}: {found}, and prep.canaries needs documents in both train and val (copies go to"
+        f" train only): {fix}, or leave out prep.canaries (--canaries)"
+    )
 
 
 def placements(canaries: CanarySet, n_docs: int, seed: int) -> dict[int, list[int]]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from lmforge.config import Config, load_config
 from lmforge.data.canaries import FILE as CANARIES_FILE
-from lmforge.data.canaries import Planter, make_canaries
+from lmforge.data.canaries import Planter, check_documents, check_split, make_canaries
 from lmforge.data.encode import hf_encoder, make_encoder, verify
 from lmforge.data.pipeline import (
     _batches,
@@ -157,6 +157,7 @@ def _prep_into(
     canaries = None  # drawn first: a bad setting stops prep before any work
     if p.canaries:
         canaries = make_canaries(p.canaries, p.canary_repeats, p.canary_seed, p.canary_length)
+        check_split(out, p.split)
     start = time.time()
     report = Report()
     report.stage("read")  # first in the report
@@ -185,6 +186,8 @@ def _prep_into(
         raise LmforgeError(
             f"{', '.join(items)}: the corpus is empty after reading and cleaning ({report.summary()}){first}"
         )
+    if canaries:  # one document cannot be on both sides of the split
+        check_documents(", ".join(items), n_docs)
 
     t0 = time.time()
     budget = p.tokenizer_train_mb * 1_000_000 or None
@@ -221,14 +224,11 @@ def _prep_into(
     if planter:
         planter.at(doc, writer, eos)
     bar.close()
+    if planter:  # before the writer falls back to the tail split, which could put a copy in val
+        check_documents(", ".join(items), n_docs, writer.docs["val"], data.val_fraction)
     sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
     split_kind = writer.finish(data.val_fraction, sizes, tail=p.split == "tail")
     if planter:
-        if split_kind == "tail":  # the tail of the stream may hold copies: they would be validation
-            raise LmforgeError(
-                f"{out}: prep.canaries needs the hash split (prep.split='hash' and a corpus with"
-                " documents on both sides); the tail split could put a canary in validation"
-            )
         planter.canaries.save(tmp / CANARIES_FILE)
         report.extra["canaries"] = len(planter.canaries.canaries)
         report.extra["canary_copies_in_train"] = planter.inserted
