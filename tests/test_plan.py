@@ -234,6 +234,27 @@ def test_a_short_run_measures_what_the_plan_predicts(tmp_path: Path) -> None:
     assert c["step_s"] == min(c["step_times"]) <= c["step_s_median"] and len(c["step_times"]) == 1
 
 
+def test_calibration_keeps_the_command_lines_rank_over_the_recipe(tmp_path: Path) -> None:
+    """The calibration run gets the recipe's keys as a recipe and the command line's as overrides:
+    as in `train`, a recipe's tokenizer='char' yields to BPE shards given by --data.input (one
+    recipe of every key made the child refuse them, and calibration failed)."""
+    from lmforge.config import command_line_overrides, config_to_toml, load_config
+    from lmforge.data.shards import prepare_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    prepared = tmp_path / "bpe"
+    prepare_corpus(corpus, prepared, tokenizer="bpe", vocab_size=300)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\ntokenizer = "char"\n[train]\nbatch_size = 4\ndtype = "fp32"\n')
+    args = [*TINY, f"--data.input={prepared}"]
+    cfg = load_config(recipe, args)
+    assert command_line_overrides(cfg) == [*TINY, f"--data.input={prepared}"]
+    assert "input" not in config_to_toml(cfg, chosen_only=True, exclude={"data.input"})
+    result = lmforge.plan(recipe, args, calibrate=True, calibrate_steps=2)
+    assert result["calibration"]["steps"] == 2 and result["mfu_source"] == "calibrated"
+
+
 def test_calibration_takes_the_fastest_step() -> None:
     """The calibrated step is the fastest after the first (a quiet machine's): a warm-up step and
     a stretch of slow steps (another process on the machine) do not move it; its MFU is that step's."""

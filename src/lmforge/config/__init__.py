@@ -9,8 +9,14 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 - `files.py`: recipes and overrides in, TOML out, a model directory's config.json in.
 """
 
-from lmforge.config.checks import check_buildable, check_supported
-from lmforge.config.files import config_to_toml, joined_overrides, load_config, model_config_from
+from lmforge.config.checks import changed_keys, check_buildable, check_supported
+from lmforge.config.files import (
+    command_line_overrides,
+    config_to_toml,
+    joined_overrides,
+    load_config,
+    model_config_from,
+)
 from lmforge.config.sections import (
     COMMAND_LINE,
     LORA_TARGETS,
@@ -23,7 +29,6 @@ from lmforge.config.sections import (
     PrepConfig,
     PrivacyConfig,
     TrainConfig,
-    changed_keys,
 )
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "TrainConfig",
     "changed_keys",
     "check_buildable",
+    "command_line_overrides",
     "check_supported",
     "config_to_toml",
     "joined_overrides",

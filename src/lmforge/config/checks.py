@@ -5,9 +5,10 @@ constructor runs `check_buildable`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig, changed_keys
+from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
 from lmforge.errors import LmforgeError
 
 
@@ -291,3 +292,11 @@ def split_batch(batch_size: int, world_size: int, micro_batch_size: int) -> tupl
             f" x micro_batch_size={micro} x accumulation steps"
         )
     return micro, per_rank // micro
+
+
+def changed_keys(section: Any, keys: tuple[str, ...] | None = None) -> list[tuple[str, Any]]:
+    """(key, value) of each of `keys` (default: every field) that holds another value than the
+    section's default: what a feature that is off would silently ignore."""
+    defaults = type(section)()
+    names = keys if keys is not None else tuple(f.name for f in dataclasses.fields(section))
+    return [(k, getattr(section, k)) for k in names if getattr(section, k) != getattr(defaults, k)]

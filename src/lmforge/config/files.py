@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -125,23 +126,39 @@ def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:
     return config.model
 
 
-def config_to_toml(config: Config, chosen_only: bool = False) -> str:
+def config_to_toml(config: Config, chosen_only: bool = False, exclude: Collection[str] = ()) -> str:
     """Serialise a Config as a TOML recipe (scalars only, so a tiny writer suffices). chosen_only:
     only the keys a recipe, an override or code chose (Config.is_set), so that the recipe leaves
     the rest to what the run settles (train.init_from's architecture, a prepared directory's
-    tokenizer), as the command it stands for would."""
+    tokenizer), as the command it stands for would. exclude: "section.key"s left out."""
     lines: list[str] = []
     for section, values in config.to_dict().items():
         lines.append(f"[{section}]")
         for key, value in values.items():
-            if chosen_only and not config.is_set(f"{section}.{key}"):
+            dotted = f"{section}.{key}"
+            if dotted in exclude or (chosen_only and not config.is_set(dotted)):
                 continue
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
+            lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def command_line_overrides(config: Config) -> list[str]:
+    """The `--section.key=value`s that came from the command line (Config.given), to hand on to a
+    child `lmforge train` beside a recipe of the rest, so that what outranks the recipe still does."""
+    values = {f"{s}.{k}": v for s, keys in config.to_dict().items() for k, v in keys.items()}
+    return [f"--{k}={_text(values[k])}" for k, where in config.given.items() if where == COMMAND_LINE]
+
+
+def _text(value: Any) -> str:
+    """A scalar as an override's value: the command line's spelling."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)
+
+
+def _toml_value(value: Any) -> str:
+    """A scalar as TOML writes it: a string quoted, with its backslashes and quotes escaped."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _text(value)

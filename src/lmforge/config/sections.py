@@ -341,14 +341,6 @@ class PrivacyConfig:
     Gopi et al. 2021: tighter, slower), both Opacus'."""
 
 
-def changed_keys(section: Any, keys: tuple[str, ...] | None = None) -> list[tuple[str, Any]]:
-    """(key, value) of each of `keys` (default: every field) that holds another value than the
-    section's default: what a feature that is off would silently ignore."""
-    defaults = type(section)()
-    names = keys if keys is not None else tuple(f.name for f in dataclasses.fields(section))
-    return [(k, getattr(section, k)) for k in names if getattr(section, k) != getattr(defaults, k)]
-
-
 COMMAND_LINE = "command line"  # Config.given's source of an override (else a recipe's path)
 
 
@@ -398,11 +390,6 @@ class Config:
 
         check_config(self)
         return self
-
-    def validate_model(self) -> None:
-        from lmforge.config.checks import check_model
-
-        check_model(self.model)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -11,6 +11,7 @@ example); the arithmetic lives in plan_model.py (shapes, FLOPs, activations), pl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,8 @@ def plan(
 
         ranks = cfg
         if cfg.engine.name == "local" and world_size > 1:  # as planned: DDP (local is one process)
-            ranks = dataclasses.replace(cfg, engine=dataclasses.replace(cfg.engine, name="ddp"))
+            ranks = copy.deepcopy(cfg)  # a deep copy keeps Config.given (replace() would reset it)
+            ranks.engine.name = "ddp"
         calibration = run_calibration(ranks, world_size, calibrate_steps)
     dev = _device(device, cfg, model, seq_tokens * micro, calibration, world_size)
     width = _width(cfg, dev, model, seq_tokens * micro)

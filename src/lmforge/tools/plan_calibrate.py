@@ -25,7 +25,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from lmforge.config import Config, config_to_toml
+from lmforge.config import Config, command_line_overrides, config_to_toml
 from lmforge.errors import LmforgeError
 
 
@@ -36,9 +36,14 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
         raise LmforgeError(f"calibrate_steps={steps}: must be >= 2 (the first step is warm-up, not timed)")
     with tempfile.TemporaryDirectory(prefix="lmforge-plan-") as tmp:
         recipe, out = Path(tmp) / "recipe.toml", Path(tmp) / "run"
-        recipe.write_text(config_to_toml(cfg, chosen_only=True))  # what the user's command chose
+        # what the user's command chose: its recipe's keys as a recipe, its overrides as overrides,
+        # so that they outrank the recipe as they do in train (train/run_inputs.py, data/shards.py)
+        overrides = command_line_overrides(cfg)
+        overridden = {o.removeprefix("--").partition("=")[0] for o in overrides}
+        recipe.write_text(config_to_toml(cfg, chosen_only=True, exclude=overridden))
         launcher = ["launch", f"--nproc={world_size}"] if world_size > 1 else []
         command = [sys.executable, "-m", "lmforge", *launcher, "train", str(recipe), "--out", str(out)]
+        command += overrides
         command += ["--quiet", f"--train.max_steps={steps}", "--train.max_minutes=0", "--train.epochs=0"]
         command += ["--train.log_interval=1", f"--train.eval_interval={steps}", "--train.eval_batches=1"]
         command += [f"--train.checkpoint_interval={steps}"]

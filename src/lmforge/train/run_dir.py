@@ -207,6 +207,7 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
     lies inside what --overwrite is about to move aside. Settles what the run will use in `cfg`
     (recorded in its config.toml): a prepared directory's settings, and raw translation pairs'
     own defaults (a BPE tokenizer, 2% held out) for the keys not chosen."""
+    cfg.notes.clear()  # what these checks settle, said once per run (a Config may train twice)
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
