@@ -211,11 +211,15 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
 
 def _steps(run: Run) -> None:
     t, engine, task = run.cfg.train, run.engine, run.task
+    # config.toml marks a run: a new run writes it first (a kill in MetricsLog leaves a run, not a
+    # foreign folder), a resume after its last input, metrics.jsonl (a refused one keeps the old)
+    if run.main and run.step == 0:
+        write_file(run.run_dir / "config.toml", run.config_text)
     run.log = (
         MetricsLog(run.run_dir, resume_step=run.step, tensorboard=True, say=run.say) if run.main else None
     )
-    if run.main:  # after the last input (metrics.jsonl): a resume refused keeps the run's config
-        write_file(run.run_dir / "config.toml", run.config_text)  # a kill never leaves it empty
+    if run.main and run.step > 0:
+        write_file(run.run_dir / "config.toml", run.config_text)
     run.bar = tqdm(total=t.max_steps, initial=run.step, disable=None if run.main and not run.quiet else True,
                    unit="step", dynamic_ncols=True, leave=False)  # fmt: skip
     window = run.state["log_window"]  # checkpointed: a resumed run logs the same averages
