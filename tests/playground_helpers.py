@@ -1,7 +1,8 @@
 """What the playground's browser tests share (test_playground.py, test_playground_chat.py):
 Debian's chromium driven by Playwright, a real uvicorn server on a free port serving tiny random
 models (a char GPT, a random Llama with a chat template, an encoder-decoder, a classifier, a QA
-encoder), a fresh page per test, and the steps a user takes (send a message, set the sampling)."""
+encoder; and a server of two chat models), a fresh page per test, and the steps a user takes (send
+a message, set the sampling, reload the page)."""
 
 from __future__ import annotations
 
@@ -88,17 +89,59 @@ def keyed_url(models: dict[str, Any]) -> Iterator[str]:
         yield where
 
 
-@pytest.fixture
-def page(browser: Any, url: str) -> Iterator[Any]:
-    context = browser.new_context()
-    opened = context.new_page()
+@pytest.fixture(scope="module")
+def two_chats_url(dirs: dict[str, Path], models: dict[str, Any]) -> Iterator[str]:
+    """A server of two chat models: "llama" and "tutor" (a copy of it under another name)."""
+    from lmforge.server.app import Settings, create_app
+    from lmforge.server.models import load_models
+
+    tutor = dirs["llama"].parent / "tutor"
+    if not tutor.exists():
+        shutil.copytree(dirs["llama"], tutor)
+    served = {"llama": models["llama"], **load_models([tutor], dtype="fp32")}
+    with running(create_app(served, Settings(max_tokens_limit=200))) as where:
+        yield where
+
+
+def connected(page: Any, n: int = 5) -> None:
+    """Wait until the page has the server's list of models."""
+    said = f"connected: {n} model{'' if n == 1 else 's'}"
+    expect(page.get_by_role("status", name="Connection")).to_have_text(said, timeout=30_000)
+
+
+def open_page(browser: Any, url: str, n: int = 5) -> Any:
+    """A page of the playground at url in a context of its own (its own sessionStorage)."""
+    opened = browser.new_context().new_page()
     opened.set_default_timeout(30_000)  # two CPU cores shared with other work
     opened.goto(url)
-    expect(opened.get_by_role("status", name="Connection")).to_have_text(
-        "connected: 5 models", timeout=30_000
-    )
+    connected(opened, n)
+    return opened
+
+
+def reload(page: Any, n: int = 5) -> None:
+    """F5, and wait until the page has the models again."""
+    page.reload()
+    connected(page, n)
+
+
+def serve_only(page: Any, ids: list[str]) -> None:
+    """The page is told the server serves only these models (its /v1/models answer filtered), as
+    if the server had been restarted without the others."""
+
+    def only(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        body["data"] = [m for m in body["data"] if m["id"] in ids]
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/models", only)
+
+
+@pytest.fixture
+def page(browser: Any, url: str) -> Iterator[Any]:
+    opened = open_page(browser, url)
     yield opened
-    context.close()
+    opened.context.close()
 
 
 def api(url: str, route: str, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 the server and models: tests/playground_helpers.py). Chat tokens appear in the page as they
 stream and the final text equals the API's temperature-0 answer; history is sent and Clear
 forgets it; the model picker offers only the models that can do the selected task; the
-completion, translation, classification and question-answering tabs show the API's answers; a
+completion, translation, classification and question-answering tabs show the API's answers; only
+the tabs a served model can do are offered; each reply names its model; a reload keeps the
+conversation, drafts, tab, models and settings, and ignores a stored state that no longer fits; a
 bad setting and a missing API key show the server's error in the page; model and user text are
 never parsed as HTML. What depends on the moment a token arrives: tests/test_playground_chat.py.
 
@@ -12,6 +14,8 @@ playground of a running `lmforge serve` (temperature 0) and takes a screenshot o
 # ruff: noqa: F811 - the shared fixtures are imported by name and requested as parameters
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,18 +29,25 @@ from playground_helpers import (  # noqa: F401 (fixtures are found by name)
     browser,
     chat_answer,
     chromium_path,
+    connected,
     dirs,
     expect,
     keyed_url,
     models,
+    open_page,
     options,
     page,
+    reload,
     send,
+    serve_only,
     set_sampling,
     sync_api,
+    two_chats_url,
     url,
     watch_reply,
 )
+
+TABS = ["Chat", "Completion", "Translation", "Classification", "Question answering"]
 
 
 def test_chat_streams_tokens_and_equals_the_api(page: Any, url: str) -> None:
@@ -85,6 +96,39 @@ def test_model_picker_offers_the_models_of_the_task(page: Any) -> None:
         expect(page.get_by_role("tab", name=tab)).to_have_attribute("aria-selected", "true")
         assert options(page) == ids, tab
     expect(page.get_by_label("Temperature")).to_be_hidden()  # no sampling settings for a classifier
+
+
+def test_only_the_tabs_a_served_model_can_do_are_offered(page: Any) -> None:
+    """A tab that could do nothing is not offered; a note says which tasks are left out and what
+    model each needs. A server of one char GPT (no chat template) opens on Completion."""
+    assert page.get_by_role("tab").all_text_contents() == TABS
+    missing = page.get_by_role("note", name="Tasks not offered")
+    expect(missing).to_be_hidden()
+
+    serve_only(page, ["gpt"])
+    reload(page, 1)
+    assert page.get_by_role("tab").all_text_contents() == ["Completion"]
+    expect(page.get_by_role("tab", name="Completion")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_label("Prompt", exact=True)).to_be_visible()
+    assert options(page) == ["gpt"]
+    expect(missing).to_have_text(
+        "Not offered, as no served model can do them: Chat needs a text-generation model with a chat"
+        " template; Translation needs a translation (encoder-decoder) model; Classification needs a"
+        " text-classification model; Question answering needs a question-answering (span) model."
+        " Give lmforge serve such a model's directory to get the tab."
+    )
+
+    serve_only(page, ["llama", "s2s"])  # the arrow keys go round the tabs offered
+    reload(page, 2)
+    assert page.get_by_role("tab").all_text_contents() == ["Chat", "Completion", "Translation"]
+    page.get_by_role("tab", name="Chat").focus()
+    page.keyboard.press("ArrowLeft")  # from the first tab round to the last one offered
+    translation = page.get_by_role("tab", name="Translation")
+    expect(translation).to_be_focused()
+    expect(translation).to_have_attribute("aria-selected", "true")
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("tab", name="Chat")).to_be_focused()
+    expect(missing).to_have_text(re.compile(r"^Not offered, as no served model can do them: Classification"))
 
 
 def test_completion_tab_streams_the_api_answer(page: Any, url: str) -> None:
@@ -192,6 +236,7 @@ def test_a_server_with_an_api_key_asks_for_it(browser: Any, keyed_url: str) -> N
     key = page.get_by_label("API key", exact=True)
     expect(key).to_be_visible()
     assert options(page) == []
+    expect(page.get_by_role("tab")).to_have_count(0)  # no tab before the server says what it serves
     key.fill("wrong")
     page.get_by_role("button", name="Connect").click()
     expect(page.get_by_role("alert", name="Error")).to_contain_text("missing or wrong API key")
@@ -204,13 +249,129 @@ def test_a_server_with_an_api_key_asks_for_it(browser: Any, keyed_url: str) -> N
     body = {"model": "llama", "messages": hi, "max_tokens": 8, "temperature": 0, "top_p": 1}
     want = api(keyed_url, "chat/completions", body, key=KEY)
     assert send(page, "Hi") == want["choices"][0]["message"]["content"]
+    page.reload()  # the key is kept in the page only, never stored: a reload asks for it again
+    expect(status).to_have_text("this server needs an API key")
+    assert KEY not in page.evaluate("JSON.stringify(sessionStorage)")
+    key.fill(KEY)
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_role("article", name="Assistant")).to_have_count(1)  # the conversation is back
     context.close()
+
+
+def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> None:
+    """F5 brings back the conversation, the message and prompt drafts, the tab, each tab's model
+    and the settings; the next turn carries the conversation. Clear forgets the stored conversation
+    (the settings stay); Reset settings puts the defaults back, for good."""
+    system = "You are a terse assistant."
+    set_sampling(page, system=system)
+    page.get_by_label("Top p").fill("0.9")
+    page.get_by_label("Seed").fill("7")
+    reply = send(page, "Who is the king?")
+    stats = page.get_by_label("Chat statistics").text_content()
+    message = page.get_by_label("Message", exact=True)
+    message.fill("And the queen?")
+    page.get_by_role("tab", name="Completion").click()
+    page.get_by_label("Model", exact=True).select_option("gpt")
+    page.get_by_label("Prompt", exact=True).fill("ROMEO:")
+
+    reload(page)
+    expect(page.get_by_role("tab", name="Completion")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_label("Model", exact=True)).to_have_value("gpt")
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("ROMEO:")
+    settings = {"Temperature": "0", "Top p": "0.9", "Max tokens": "24", "Seed": "7"}
+    for label, value in settings.items():
+        expect(page.get_by_label(label)).to_have_value(value)
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.get_by_label("Model", exact=True)).to_have_value("llama")
+    expect(page.get_by_label("System prompt")).to_have_value(system)
+    expect(message).to_have_value("And the queen?")
+    assert page.get_by_role("article").locator(".content").all_text_contents() == ["Who is the king?", reply]
+    expect(page.get_by_label("Chat statistics")).to_have_text(stats)
+
+    with page.expect_request("**/v1/chat/completions") as request:
+        send(page, "And the queen?")
+    sent = request.value.post_data_json
+    assert sent["messages"] == [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Who is the king?"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "And the queen?"},
+    ]
+    assert (sent["top_p"], sent["seed"]) == (0.9, 7)
+
+    page.get_by_role("button", name="Clear conversation").click()
+    reload(page)
+    expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
+    assert page.get_by_role("article").count() == 0
+    expect(page.get_by_label("Chat statistics")).to_have_text("")
+    expect(page.get_by_label("System prompt")).to_have_value(system)
+
+    page.get_by_role("button", name="Reset settings").click()
+    reload(page)
+    defaults = {"Temperature": "0.7", "Top p": "1", "Max tokens": "256", "Seed": "", "System prompt": ""}
+    for label, value in defaults.items():
+        expect(page.get_by_label(label)).to_have_value(value)
+
+
+def test_a_stored_state_that_no_longer_fits_is_ignored(page: Any, url: str) -> None:
+    """Corrupt JSON, another version or a wrong shape in storage: the page starts fresh and works.
+    A stored tab no served model can do now, a stored model no longer served: passed over."""
+    store = "s => sessionStorage.setItem('lmforge-playground', s)"  # from /health: the page leaving
+    # the playground would write its own state over it
+    fits = {"version": 1, "task": "chat", "models": {}, "fields": {}, "stats": "", "history": []}
+    wrong = [json.dumps({**fits, "version": 2}), json.dumps({**fits, "history": [{"role": "robot"}]})]
+    for broken in ["{not json", *wrong]:
+        page.goto(f"{url}/health")
+        page.evaluate(store, broken)
+        page.goto(url)
+        connected(page)
+        expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
+        expect(page.get_by_role("alert", name="Error")).to_be_hidden()
+        assert page.get_by_role("article").count() == 0
+        assert page.evaluate("sessionStorage.getItem('lmforge-playground')") is None  # dropped
+    set_sampling(page, max_tokens="4")
+    reply = send(page, "Hi")  # the page works
+
+    page.get_by_role("tab", name="Completion").click()
+    page.get_by_label("Model", exact=True).select_option("gpt")
+    page.get_by_role("tab", name="Translation").click()
+    serve_only(page, ["llama", "clf", "bert-qa"])  # restarted without the GPT and the translator
+    reload(page, 3)
+    expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("article", name="Assistant").locator(".content")).to_have_text(reply)
+    page.get_by_role("tab", name="Completion").click()
+    expect(page.get_by_label("Model", exact=True)).to_have_value("llama")
+    expect(page.get_by_role("alert", name="Error")).to_be_hidden()
+
+
+def test_each_reply_names_its_model(browser: Any, two_chats_url: str) -> None:
+    """A conversation that changes model between turns says which model wrote which reply, on the
+    page and in each reply's accessible name, and still does after a reload."""
+    page = open_page(browser, two_chats_url, 2)
+    set_sampling(page, max_tokens="6")
+    send(page, "Hi")
+    page.get_by_label("Model", exact=True).select_option("tutor")
+    with page.expect_request("**/v1/chat/completions") as request:
+        send(page, "Again")
+    assert request.value.post_data_json["model"] == "tutor"
+    for reloaded in (False, True):
+        if reloaded:
+            reload(page, 2)
+        replies = page.get_by_role("article", name="Assistant")
+        assert replies.locator(".model").all_text_contents() == ["llama", "tutor"]
+        expect(replies.first).to_have_accessible_name("Assistant, llama")
+        expect(replies.last).to_have_accessible_name("Assistant, tutor")
+        expect(page.get_by_role("article", name="You").first).to_have_accessible_name("You")
+    expect(page.get_by_label("Model", exact=True)).to_have_value("tutor")
+    size = "e => parseFloat(getComputedStyle(e).fontSize)"  # small beside the reply's text
+    assert replies.first.locator(".model").evaluate(size) < replies.first.locator(".content").evaluate(size)
+    page.context.close()
 
 
 def test_the_page_never_writes_html() -> None:
     """Model and user text go into the page with textContent only."""
     scripts = sorted(STATIC.glob("*.js"))
-    assert [p.name for p in scripts] == ["chat.js", "playground.js", "tasks.js"]
+    assert [p.name for p in scripts] == ["api.js", "chat.js", "playground.js", "store.js", "tasks.js"]
     for path in scripts:
         script = path.read_text()
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):

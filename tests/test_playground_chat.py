@@ -1,13 +1,15 @@
 """The playground's chat where the moment a token arrives matters: Stop or Clear before or after
 the first token, a lost connection or a server's error event mid-reply, following a growing reply,
-keys (IME composition, Escape, Ctrl+Enter), a draft typed meanwhile, and tokens/s from the first
-token. The page's fetch of the streaming routes is replaced by a stream the test writes
-(FAKE_STREAM), so timing is the test's, not the CPU's. Server and models: playground_helpers.py."""
+keys (IME composition, Escape, Ctrl+Enter), a draft typed meanwhile, tokens/s from the first
+token, a reload while a reply streams. The page's fetch of the streaming routes is replaced by a
+stream the test writes (FAKE_STREAM), so timing is the test's, not the CPU's. Server and models:
+playground_helpers.py."""
 
 # ruff: noqa: F811 - the shared fixtures are imported by name and requested as parameters
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from playground_helpers import (  # noqa: F401 (fixtures are found by name)
@@ -16,6 +18,7 @@ from playground_helpers import (  # noqa: F401 (fixtures are found by name)
     expect,
     models,
     page,
+    reload,
     send,
     set_sampling,
     url,
@@ -299,3 +302,38 @@ def test_tokens_per_second_count_from_the_first_token(page: Any) -> None:
     expect(page.get_by_label("Chat statistics")).to_have_text(
         "11 tokens in 3.0 s · first after 2.0 s · 10.0 tokens/s after the first · prompt 5 tokens"
     )
+
+
+def test_a_reply_streaming_at_a_reload_comes_back_interrupted(page: Any) -> None:
+    """F5 while a reply streams: it comes back cut short, marked "interrupted" (not as a whole
+    reply; shown at its end), and stays in the conversation sent next; a turn with no reply yet
+    comes back undone, its message in the box."""
+    partial = "".join(f"line {i}\n" for i in range(60))  # longer than the transcript's height
+    fake_stream(page)
+    start_chat(page, "one")
+    feed(page, delta(partial))
+    expect(reply_text(page)).to_contain_text("line 59")
+    reload(page)
+    reply = page.get_by_role("article", name="Assistant")
+    expect(reply.locator(".cut")).to_have_text("interrupted")
+    assert reply.locator(".content").text_content() == partial
+    log = page.get_by_role("log", name="Conversation")
+    assert log.evaluate("log => log.scrollHeight - log.scrollTop - log.clientHeight") <= 1
+    expect(reply).not_to_have_class(re.compile("streaming"))
+    expect(page.get_by_label("Chat statistics")).to_have_text("interrupted")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    fake_stream(page)
+    start_chat(page, "two")  # reloaded before its first token
+    reload(page)
+    expect(page.get_by_label("Message", exact=True)).to_have_value("two")
+    assert page.get_by_role("article").count() == 2
+
+    fake_stream(page)
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    assert page.evaluate("window.sent")[0]["messages"] == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": partial},
+        {"role": "user", "content": "two"},
+    ]

@@ -17,14 +17,22 @@ function showText(view, text) {
   if (follow) log.scrollTop = log.scrollHeight;
 }
 
-function addMessage(role, text) {
+// A message in the transcript; a reply names the model that wrote it (the model may change between
+// turns), in its heading and its accessible name ("Assistant, MODEL").
+function addMessage(role, text, model) {
   const item = document.createElement("div");
   item.className = `message ${role}`;
   item.setAttribute("role", "article");
-  item.setAttribute("aria-label", role === "user" ? "You" : role === "assistant" ? "Assistant" : "System");
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = item.getAttribute("aria-label");
+  who.textContent = role === "user" ? "You" : "Assistant";
+  item.setAttribute("aria-label", model ? `${who.textContent}, ${model}` : who.textContent);
+  if (model) {
+    const name = document.createElement("span");
+    name.className = "model";
+    name.textContent = model;
+    who.append(" ", name);
+  }
   const content = document.createElement("div");
   content.className = "content";
   content.dir = "auto"; // its own direction, isolated: right-to-left text or controls stay inside
@@ -41,7 +49,6 @@ function markCut(replyView, why) {
   note.className = "cut";
   note.textContent = why;
   replyView.parentElement.append(note);
-  $("chat-stats").textContent = why;
 }
 
 async function sendChat() {
@@ -51,16 +58,22 @@ async function sendChat() {
   const settings = sampling();
   const system = $("system-prompt").value.trim();
   const conversation = state.conversation;
-  const turns = [...state.history, { role: "user", content: text }];
+  const turns = [...state.history.map(({ role, content }) => ({ role, content })), { role: "user", content: text }];
   const messages = system ? [{ role: "system", content: system }, ...turns] : turns;
+  const turn = { text, model, reply: "" };
+  state.pending = turn; // what a reload in mid-reply keeps (store.js)
   const signal = begin("stop-chat");
   const userView = addMessage("user", text);
-  const replyView = addMessage("assistant", "");
+  const replyView = addMessage("assistant", "", model);
   replyView.parentElement.classList.add("streaming");
   $("transcript").setAttribute("aria-busy", "true"); // a screen reader reads the reply once, when done
   $("message").value = "";
   $("chat-stats").textContent = "";
-  let reply = "";
+  // the turn joins the history: the reply with its model and, if cut short, how
+  const keep = (cut) => {
+    const reply = { role: "assistant", content: turn.reply, model, ...(cut ? { cut } : {}) };
+    state.history = [...state.history, { role: "user", content: text }, reply];
+  };
   let finishReason = null;
   let usage = null;
   let first = null;
@@ -73,19 +86,21 @@ async function sendChat() {
       for (const choice of chunk.choices) {
         if (choice.delta && choice.delta.content) {
           if (first === null) first = performance.now();
-          reply += choice.delta.content;
-          showText(replyView, reply);
+          turn.reply += choice.delta.content;
+          showText(replyView, turn.reply);
         }
         if (choice.finish_reason) finishReason = choice.finish_reason;
       }
     });
-    if (state.conversation === conversation) state.history = [...turns, { role: "assistant", content: reply }];
+    if (state.conversation === conversation) keep(null);
     stats("chat-stats", usage, finishReason, started, first);
   } catch (e) {
     if (state.conversation !== conversation) throw e; // cleared meanwhile: nothing to keep or put back
-    if (reply) {
-      state.history = [...turns, { role: "assistant", content: reply }]; // what came is kept
-      markCut(replyView, e.name === "AbortError" ? "stopped" : "interrupted");
+    if (turn.reply) {
+      const why = e.name === "AbortError" ? "stopped" : "interrupted";
+      keep(why); // what came is kept
+      markCut(replyView, why);
+      $("chat-stats").textContent = why;
     } else {
       // nothing came: the turn is undone and the message goes back into the box, unless the user
       // has typed a new one there meanwhile
@@ -95,18 +110,23 @@ async function sendChat() {
     }
     throw e;
   } finally {
+    if (state.pending === turn) state.pending = null;
     replyView.parentElement.classList.remove("streaming");
     $("transcript").removeAttribute("aria-busy");
     finish("stop-chat");
+    save(); // store.js
   }
 }
 
+// Clear forgets the conversation, the stored one too (the settings and the draft stay).
 function clearChat() {
   state.conversation += 1;
+  state.pending = null;
   if (state.busy && !$("stop-chat").disabled) state.busy.abort(); // a chat reply, not another tab's work
   state.history = [];
   $("transcript").replaceChildren();
   $("chat-stats").textContent = "";
   clearError();
+  save();
   $("message").focus();
 }

@@ -1,107 +1,35 @@
-// The lmforge playground: plain JavaScript, no build step. This file: the API, settings, completion
-// and the tabs; chat.js: the chat tab; tasks.js: the translation, classification and
-// question-answering tabs. It talks only to the server's own OpenAI-compatible API (/v1/...).
+// The lmforge playground: plain JavaScript, no build step. This file: the state, settings, tabs
+// and completion; api.js: the calls to the server; chat.js: the chat tab; tasks.js: the
+// translation, classification and question-answering tabs; store.js: what a reload keeps. It talks
+// only to the server's own OpenAI-compatible API (/v1/...).
 // Model text is only ever written with textContent, never as HTML.
 "use strict";
 
+// Each tab's task: the models that can do it, and what model to serve for it when none can.
 const TASKS = {
-  chat: { accepts: (m) => m.task === "text-generation" && m.chat, none: "no served model has a chat template" },
-  completion: { accepts: (m) => m.task === "text-generation", none: "no served text-generation model" },
-  translation: { accepts: (m) => m.task === "translation", none: "no served translation model" },
-  classification: { accepts: (m) => m.task === "text-classification", none: "no served classifier" },
-  qa: { accepts: (m) => m.task === "question-answering", none: "no served question-answering model" },
+  chat: {
+    accepts: (m) => m.task === "text-generation" && m.chat,
+    needs: "a text-generation model with a chat template",
+  },
+  completion: { accepts: (m) => m.task === "text-generation", needs: "a text-generation model" },
+  translation: { accepts: (m) => m.task === "translation", needs: "a translation (encoder-decoder) model" },
+  classification: { accepts: (m) => m.task === "text-classification", needs: "a text-classification model" },
+  qa: { accepts: (m) => m.task === "question-answering", needs: "a question-answering (span) model" },
 };
 
 const state = {
   task: "chat",
-  models: [],
+  models: [], // /v1/models' entries; none until the server answered
+  chosen: {}, // each tab's model: {task: model id}
   apiKey: "",
-  history: [], // the conversation sent to /v1/chat/completions: [{role, content}]
+  history: [], // the conversation: [{role, content}], a reply with its model and, cut short, its cut
+  pending: null, // the chat turn in flight: {text, model, reply so far}
   conversation: 0, // counts Clears: a reply in flight for a cleared conversation changes nothing
   busy: null, // the AbortController of the request in flight
   offline: false, // the last request could not reach the server
 };
 
 const $ = (id) => document.getElementById(id);
-
-// --- talking to the server --------------------------------------------------------------------
-
-class ApiError extends Error {}
-// fetch's bare TypeError ("Failed to fetch", "network error") said plainly
-class NetworkError extends ApiError {}
-
-function headers() {
-  const h = { "Content-Type": "application/json" };
-  if (state.apiKey) h.Authorization = `Bearer ${state.apiKey}`;
-  return h;
-}
-
-// OpenAI's error object -> one line; anything else -> the status line.
-async function errorOf(response) {
-  let text = "";
-  try {
-    text = await response.text();
-    const body = JSON.parse(text);
-    if (body && body.error && body.error.message) return new ApiError(`${response.status}: ${body.error.message}`);
-  } catch (_) {
-    // not JSON: fall through
-  }
-  return new ApiError(`${response.status} ${response.statusText}${text ? `: ${text.slice(0, 200)}` : ""}`);
-}
-
-async function reach(path, init) {
-  let response;
-  try {
-    response = await fetch(path, { ...init, headers: headers() });
-  } catch (e) {
-    if (e.name === "AbortError") throw e;
-    throw new NetworkError("cannot reach the server (is it running?)");
-  }
-  if (state.offline) showConnected(); // back
-  return response;
-}
-
-async function post(path, body, signal) {
-  const response = await reach(path, { method: "POST", body: JSON.stringify(body), signal });
-  if (!response.ok) throw await errorOf(response);
-  return response;
-}
-
-// Server-Sent Events as OpenAI sends them: `data: {json}` blocks, then `data: [DONE]`.
-// onEvent gets each parsed payload as it arrives; an error event is thrown.
-async function readStream(response, onEvent) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    let read;
-    try {
-      read = await reader.read();
-    } catch (e) {
-      if (e.name === "AbortError") throw e;
-      throw new NetworkError("the connection to the server was lost");
-    }
-    const { value, done } = read;
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block
-        .split("\n")
-        .filter((line) => line.startsWith("data:"))
-        .map((line) => line.slice(5).replace(/^ /, ""))
-        .join("\n");
-      if (!data) continue;
-      if (data === "[DONE]") return;
-      const payload = JSON.parse(data);
-      if (payload.error) throw new ApiError(payload.error.message || "the stream failed");
-      onEvent(payload);
-    }
-  }
-  throw new ApiError("the stream ended before [DONE]");
-}
 
 // --- errors and status ------------------------------------------------------------------------
 
@@ -146,7 +74,10 @@ async function loadModels() {
   state.models = (await response.json()).data;
   $("key-form").hidden = !state.apiKey;
   showConnected();
-  fillModels();
+  noteMissingTasks();
+  // the tab kept from before a reload, unless no served model can do its task now
+  selectTab(available(state.task) ? state.task : (Object.keys(TASKS).find(available) ?? state.task));
+  $("transcript").scrollTop = $("transcript").scrollHeight; // a kept conversation, shown at its end
 }
 
 function showConnected() {
@@ -158,8 +89,7 @@ function showConnected() {
 function fillModels() {
   const select = $("model");
   const previous = select.value;
-  const task = TASKS[state.task];
-  const usable = state.models.filter(task.accepts);
+  const usable = state.models.filter(TASKS[state.task].accepts);
   select.replaceChildren(
     ...usable.map((m) => {
       const option = document.createElement("option");
@@ -168,9 +98,11 @@ function fillModels() {
       return option;
     })
   );
-  if (usable.some((m) => m.id === previous)) select.value = previous;
+  // the tab's own choice, else the model of the tab before; one no longer served is passed over
+  const wanted = [state.chosen[state.task], previous].find((id) => usable.some((m) => m.id === id));
+  if (wanted) select.value = wanted;
+  if (usable.length) state.chosen[state.task] = select.value;
   select.disabled = usable.length === 0;
-  $("model-note").textContent = usable.length === 0 ? task.none : "";
   for (const button of document.querySelectorAll("main form button[type=submit]")) {
     button.disabled = usable.length === 0 || state.busy !== null;
   }
@@ -207,7 +139,7 @@ function sampling() {
 
 function requireModel() {
   const model = $("model").value;
-  if (!model) throw new SettingError(TASKS[state.task].none);
+  if (!model) throw new SettingError(`no served model can do this: it needs ${TASKS[state.task].needs}`);
   return model;
 }
 
@@ -307,13 +239,31 @@ async function sendCompletion() {
 
 // --- tabs and wiring ----------------------------------------------------------------------------------
 
+// A tab is offered only when a served model can do its task: none is shown before the server
+// has said what it serves, and a tab that could do nothing is not shown at all.
+function available(task) {
+  return state.models.some(TASKS[task].accepts);
+}
+
+// The tabs left out, said under the tabs with the model each would need.
+function noteMissingTasks() {
+  const missing = Object.keys(TASKS).filter((task) => !available(task));
+  const named = missing.map((task) => `${$(`tab-${task}`).textContent} needs ${TASKS[task].needs}`);
+  const note = $("missing-tasks");
+  note.hidden = missing.length === 0;
+  note.textContent =
+    `Not offered, as no served model can do them: ${named.join("; ")}. ` +
+    "Give lmforge serve such a model's directory to get the tab.";
+}
+
 function selectTab(task) {
   state.task = task;
   for (const tab of document.querySelectorAll("[role=tab]")) {
     const selected = tab.dataset.task === task;
+    tab.hidden = !available(tab.dataset.task);
     tab.setAttribute("aria-selected", String(selected));
     tab.tabIndex = selected ? 0 : -1;
-    $(tab.getAttribute("aria-controls")).hidden = !selected;
+    $(tab.getAttribute("aria-controls")).hidden = !selected || tab.hidden;
   }
   $("sampling").hidden = task !== "chat" && task !== "completion";
   $("system-box").hidden = task !== "chat";
@@ -335,7 +285,8 @@ document.addEventListener("DOMContentLoaded", () => {
     tab.addEventListener("keydown", (event) => {
       const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
       if (!step) return;
-      const next = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
+      const shown = tabs.filter((t) => !t.hidden);
+      const next = shown[(shown.indexOf(tab) + step + shown.length) % shown.length];
       selectTab(next.dataset.task);
       next.focus();
     });
@@ -364,6 +315,14 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.key === "Escape" && !composing(event) && stop) stop.click(); // stops what streams
   });
   $("clear").addEventListener("click", clearChat);
+  $("reset-settings").addEventListener("click", resetSettings); // store.js
+  $("model").addEventListener("change", () => {
+    state.chosen[state.task] = $("model").value;
+  });
+  // what a reload keeps is written at each change, each chat turn's end, and when the page goes
+  document.addEventListener("change", save);
+  document.addEventListener("visibilitychange", () => document.visibilityState === "hidden" && save());
+  window.addEventListener("pagehide", save);
   for (const id of ["stop-chat", "stop-completion"]) {
     $(id).addEventListener("click", () => state.busy && state.busy.abort());
   }
@@ -372,6 +331,7 @@ document.addEventListener("DOMContentLoaded", () => {
     state.apiKey = $("api-key").value.trim();
     guarded(loadModels);
   });
-  selectTab("chat");
+  restore(); // store.js
+  selectTab(state.task);
   guarded(loadModels);
 });

@@ -1,0 +1,81 @@
+// The playground's calls to the server: fetch with the API key, OpenAI's error object said in one
+// line, and the Server-Sent Events of a streamed reply. Plain JavaScript loaded before
+// playground.js, whose state (the API key, "offline") it reads when called.
+"use strict";
+
+class ApiError extends Error {}
+// fetch's bare TypeError ("Failed to fetch", "network error") said plainly
+class NetworkError extends ApiError {}
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  if (state.apiKey) h.Authorization = `Bearer ${state.apiKey}`;
+  return h;
+}
+
+// OpenAI's error object -> one line; anything else -> the status line.
+async function errorOf(response) {
+  let text = "";
+  try {
+    text = await response.text();
+    const body = JSON.parse(text);
+    if (body && body.error && body.error.message) return new ApiError(`${response.status}: ${body.error.message}`);
+  } catch (_) {
+    // not JSON: fall through
+  }
+  return new ApiError(`${response.status} ${response.statusText}${text ? `: ${text.slice(0, 200)}` : ""}`);
+}
+
+async function reach(path, init) {
+  let response;
+  try {
+    response = await fetch(path, { ...init, headers: headers() });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new NetworkError("cannot reach the server (is it running?)");
+  }
+  if (state.offline) showConnected(); // back
+  return response;
+}
+
+async function post(path, body, signal) {
+  const response = await reach(path, { method: "POST", body: JSON.stringify(body), signal });
+  if (!response.ok) throw await errorOf(response);
+  return response;
+}
+
+// Server-Sent Events as OpenAI sends them: `data: {json}` blocks, then `data: [DONE]`.
+// onEvent gets each parsed payload as it arrives; an error event is thrown.
+async function readStream(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    let read;
+    try {
+      read = await reader.read();
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new NetworkError("the connection to the server was lost");
+    }
+    const { value, done } = read;
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") return;
+      const payload = JSON.parse(data);
+      if (payload.error) throw new ApiError(payload.error.message || "the stream failed");
+      onEvent(payload);
+    }
+  }
+  throw new ApiError("the stream ended before [DONE]");
+}
