@@ -383,7 +383,7 @@ def screenshot(url: str, out: Path, messages: list[str], max_tokens: int = 120) 
     path = chromium_path()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=path)
-        page = browser.new_page(viewport={"width": 1100, "height": 600}, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": 1100, "height": 680}, device_scale_factor=1)
         page.set_default_timeout(300_000)
         page.goto(url)
         expect(page.get_by_role("status", name="Connection")).to_contain_text("connected")
