@@ -253,6 +253,7 @@ def test_a_recipes_model_yields_to_init_from_on_the_command_line(
     out = capsys.readouterr().out
     assert f"train.init_from='{base}' (on the command line) brings its own architecture, so {recipe}'s" in out
     assert "[model] n_layer=6, n_embd=64 do not apply" in out
+    assert f"preparing {corpus} -> {tmp_path / 'run' / 'data'} (train.init_from's tokenizer)" in out
     assert load_config(tmp_path / "run" / "config.toml").model.n_layer == 2
     text = f'[data]\ninput = "{corpus}"\n[model]\nn_layer = 6\n[train]\ninit_from = "{base}"\n'
     both = _recipe(tmp_path, text)

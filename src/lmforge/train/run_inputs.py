@@ -93,6 +93,7 @@ def ensure_data(
         wanted["tokenizer"] = f"init_from:{tokenizer.sha256()}"
     if not prepare or (is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted):
         return target
+    kind = "train.init_from's" if tokenizer is not None else cfg.data.tokenizer  # the one it uses
     ours = source.is_file() or is_prepared(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not ours:
         raise LmforgeError(f"{target}: exists and was not prepared by lmforge train; choose another --out")
@@ -102,7 +103,6 @@ def ensure_data(
         wanted.update(task=cfg.data.task, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)
         if is_prepared(target) and source.is_file() and json.loads(source.read_text()) == wanted:
             return target
-        kind = "train.init_from's" if tokenizer is not None else cfg.data.tokenizer
         say(f"preparing sentence pairs {cfg.data.input} -> {target} ({kind} tokenizer)")
         d = cfg.data
         longest = min(128, cfg.model.block_size - 1)  # + EOS; an imported model's positions may be fewer
@@ -113,7 +113,7 @@ def ensure_data(
         write_file(source, json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
         return target
-    say(f"preparing {cfg.data.input} -> {target} ({cfg.data.tokenizer} tokenizer)")
+    say(f"preparing {cfg.data.input} -> {target} ({kind} tokenizer)")
     meta = prepare_corpus(
         cfg.data.input,
         target,
