@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from lmforge import processes
 from lmforge.train.engines import distributed
 
 PARENT = """
@@ -53,7 +54,7 @@ def test_a_child_ends_when_its_parent_is_killed() -> None:
 
 def test_a_launched_rank_asks_to_end_with_its_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[tuple[int, int]] = []
-    monkeypatch.setattr(distributed, "die_with_parent", lambda parent, sig: asked.append((parent, sig)))
+    monkeypatch.setattr(processes, "die_with_parent", lambda parent, sig: asked.append((parent, sig)))
     monkeypatch.setattr(distributed, "rank_threads", lambda *_: None)
     env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
     for key, value in env.items():
@@ -88,3 +89,29 @@ def test_a_kill_of_lmforge_launch_ends_its_agent_and_ranks(tmp_path, tiny_overri
     while ours() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not ours()
+
+
+def test_a_rank_whose_launcher_is_gone_ends_at_once() -> None:
+    """Re-parented to init before it could ask (the launcher killed during the rank's start): the
+    request would never fire, so the rank ends itself."""
+    code = (
+        "import os; from lmforge import processes; os.getppid = lambda: 1;"
+        " processes.end_with_launcher(); print('trained on')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+
+
+def test_the_command_line_asks_before_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lmforge train` as a rank asks at once (before its imports and checks, minutes on a big
+    run); other verbs, or one process, do not."""
+    from lmforge import cli
+
+    asked: list[str] = []
+    monkeypatch.setattr(cli, "end_with_launcher", lambda: asked.append("asked"))
+    monkeypatch.setattr(cli, "run", lambda *_: 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["train", "--data.input=x"]) == 0 and asked == ["asked"]
+    assert cli.main(["plan", "--data.input=x"]) == 0 and asked == ["asked"]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli.main(["train", "--data.input=x"]) == 0 and asked == ["asked"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
@@ -24,3 +25,12 @@ def die_with_parent(parent: int, sig: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def end_with_launcher(sig: int = signal.SIGTERM) -> None:
+    """A launched rank (WORLD_SIZE > 1) ends with its launcher (torchrun's agent, the deepspeed
+    launcher), its parent; one whose launcher is already gone (re-parented to init) ends now."""
+    parent = os.getppid()
+    if parent == 1:
+        os._exit(1)
+    die_with_parent(parent, sig)

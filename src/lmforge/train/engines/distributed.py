@@ -9,7 +9,6 @@ same under every launcher: torchrun gives each rank 1 thread, the deepspeed laun
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
@@ -20,7 +19,7 @@ import torch.distributed as dist
 
 from lmforge.errors import LmforgeError
 from lmforge.hardware import physical_cores
-from lmforge.processes import die_with_parent
+from lmforge.processes import end_with_launcher
 
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -73,7 +72,7 @@ def ensure_launch_env() -> None:
         if threads is not None:
             torch.set_num_threads(threads)
         if int(os.environ["WORLD_SIZE"]) > 1:  # a rank ends with its launcher, even after a kill -9
-            die_with_parent(os.getppid(), signal.SIGTERM)
+            end_with_launcher()  # (cli.py asks at once; this covers lmforge.train() under torchrun)
         return
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
     os.environ["MASTER_PORT"] = str(free_port())
