@@ -5,6 +5,7 @@ bad input against transformers' own GGUF loader; the real SmolLM2 checks parity 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +313,25 @@ def test_short_and_cut_gguf_files_are_named_in_plain_words(tmp_path: Path) -> No
     with pytest.raises(LmforgeError, match=old):
         import_hf(version, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_type_the_gguf_package_does_not_know_is_not_called_truncated(tmp_path: Path) -> None:
+    """A whole file with a metadata value type newer than the installed gguf knows: named as such,
+    with the upgrade, not as a truncated file."""
+    whole = tmp_path / "whole.gguf"
+    write_gguf(whole)
+    data = bytearray(whole.read_bytes())
+    key_length = int.from_bytes(data[24:32], "little")  # the first key/value: its key, then its type
+    data[32 + key_length : 36 + key_length] = (99).to_bytes(4, "little")
+    newer = tmp_path / "newer.gguf"
+    newer.write_bytes(bytes(data))
+    with pytest.raises(LmforgeError) as error:
+        import_hf(newer, tmp_path / "out")
+    assert re.fullmatch(
+        r".*newer\.gguf: not a readable GGUF file \(GGUFValueType 99, unknown to gguf [\d.]+: a newer"
+        r" file; pip install -U gguf\)",
+        str(error.value),
+    )
 
 
 # --- the real SmolLM2-135M-Instruct (Q4_1/Q8_0) ---------------------------------------------------

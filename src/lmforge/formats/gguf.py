@@ -90,11 +90,24 @@ def read_gguf(file: Path) -> Any:
         raise LmforgeError(f"{file}: GGUF version {version}, which lmforge does not read (it reads {known})")
     try:
         return GGUFReader(file)
-    except Exception:  # numpy's errors from inside the reader (short reads, bad counts), KeyError, ...
-        raise LmforgeError(
-            f"{file}: not a readable GGUF file (truncated or damaged: its {_bytes(size)} do not hold the"
-            " metadata and tensors its header describes)"
-        ) from None
+    except Exception as e:  # numpy's errors from inside the reader (short reads, bad counts), gguf's own
+        raise LmforgeError(f"{file}: not a readable GGUF file ({_reader_failure(e, size)})") from None
+
+
+def _reader_failure(error: Exception, size: int) -> str:
+    """Why GGUFReader failed, in plain words: a type newer than the installed gguf package knows, a
+    fault gguf names itself (duplicates, alignment), else numpy's errors of a short file."""
+    from importlib.metadata import version
+
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    unknown = re.search(r"(\d+)\)? is not a valid (GGUFValueType|GGMLQuantizationType)", detail)
+    if unknown or "Unknown/unhandled" in detail:
+        what = f"{unknown[2]} {unknown[1]}" if unknown else detail
+        return f"{what}, unknown to gguf {version('gguf')}: a newer file; pip install -U gguf"
+    if any(word in detail for word in ("Duplicate", "duplicated", "alignment")):
+        return f"damaged: {detail}"
+    held = "do not hold the metadata and tensors its header describes"
+    return f"truncated or damaged: its {_bytes(size)} {held}"
 
 
 def _bytes(n: int) -> str:
