@@ -263,3 +263,20 @@ def test_headline_counts_tokens_with_the_noun_agreeing(tiny_dirs: Path) -> None:
     one = inspect(tiny_dirs / "gpt", "t", out=None)
     assert one.headline() == "gpt: 1 token; attention (layers, heads, queries, keys): self (2, 2, 1, 1)"
     assert inspect(tiny_dirs / "gpt", "th", out=None).headline().startswith("gpt: 2 tokens; ")
+
+
+def test_a_translation_cut_by_the_models_context_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A context of 20 positions, below --max-tokens (128) and translate's limit (2 x 7 + 10): the
+    warning names the context, not --max-tokens the user did not give."""
+    from marian_helpers import make_marian_model
+
+    make_marian_model(tmp_path, eos_bias=-30.0)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 20}))
+    capsys.readouterr()
+    got = inspect(tmp_path, "The house is small.", out=None)
+    assert len(got.tokens) == 19
+    err = capsys.readouterr().err
+    assert "did not end within 19 tokens (the model's context of 20 tokens, with the start token)" in err

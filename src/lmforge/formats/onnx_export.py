@@ -308,7 +308,7 @@ def _holds_hf_export(folder: Path) -> bool:
     from lmforge.formats.hf_files import is_hf_type
 
     try:
-        return is_hf_type(json.loads((folder / "config.json").read_text()).get("model_type"))
+        return is_hf_type(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type"))
     except (OSError, ValueError, AttributeError, TypeError):
         return False
 

@@ -152,12 +152,15 @@ def _inspect_seq2seq(
     inputs = [start_token(model, eos), *tgt]  # decoder inputs; position i predicts outputs[i]
     outputs = [*tgt, eos]
     if cut is not None:  # cut, not ended: no EOS the model did not choose
-        why = (
-            f"--max-tokens {limit}, or the model's context"
-            if cut == limit - 1
-            else f"lmforge translate's length limit, {MAX_LEN_A:g} x the source's {len(src)} tokens"
-            f" with its EOS + {MAX_LEN_B}"
-        )
+        if cut < limit - 1:
+            why = (
+                f"lmforge translate's length limit, {MAX_LEN_A:g} x the source's {len(src)} tokens"
+                f" with its EOS + {MAX_LEN_B}"
+            )
+        elif limit == model.config.block_size:  # limit: min(--max-tokens, the context)
+            why = f"the model's context of {limit} tokens, with the start token"
+        else:
+            why = f"--max-tokens {limit}"
         print(
             f"lmforge: warning: the greedy translation did not end within {cut} tokens ({why}):"
             f" inspecting its first {cut}, without an EOS the model did not choose",
