@@ -138,14 +138,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     print(hardware_line(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), flush=True)
+    try:
+        epsilons = [(text, float(text)) for text in args.epsilons.split(",")]
+    except ValueError:
+        raise SystemExit(f"bench_dp: --epsilons {args.epsilons!r}: comma-separated numbers or inf") from None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = prepare(work, args.chars, canaries=not args.no_audit)
         meta = json.loads((data / "meta.json").read_text())
         print(f"data: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} val characters")
-        for text in args.epsilons.split(","):
-            epsilon = float(text)
+        for text, epsilon in epsilons:
             summary = train_one(data, work / f"run-{text}", epsilon, args)
             audited = None if args.no_audit else audit_one(work / f"run-{text}" / "model", data)
             rows.append(row(epsilon, summary, audited))

@@ -212,6 +212,10 @@ def test_bad_settings_are_one_line(memorized: Path) -> None:
         lmforge.audit(memorized / "model", memorized / "train.txt", samples=0, quiet=True)
     with pytest.raises(LmforgeError, match="is data .*: writing it would overwrite an input"):
         lmforge.audit(memorized / "model", memorized / "train.txt", out=memorized / "train.txt", quiet=True)
+    train = memorized / "train.txt"
+    same = re.escape(f"heldout {train}: also given as data; the held-out baseline must be text the model")
+    with pytest.raises(LmforgeError, match=f"^{same}"):  # every gap would vanish
+        lmforge.audit(memorized / "model", [train], heldout=str(train), prefix_tokens=10, k=20, quiet=True)
 
 
 def test_an_input_without_documents_is_one_line_naming_it(

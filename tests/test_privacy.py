@@ -312,3 +312,16 @@ def test_a_private_run_takes_an_attention_route_vmap_batches(
     assert summary["kernels"]["attention"] == "bmm" and summary["steps"] == 2
     assert [str(w.message) for w in caught if "batching rule" in str(w.message)] == []
     assert "bmm attention, fused AdamW (fixed rules, privacy.enabled: DP-SGD's" in capsys.readouterr().out
+
+
+def test_bench_dp_with_a_bad_epsilon_is_one_line_before_any_work() -> None:
+    """--epsilons is read before the data is prepared: a typo is one line, not a traceback after
+    the first run."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-m", "benchmarks.bench_dp", "--epsilons", "inf,eight", "--steps", "1"]
+    done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == "bench_dp: --epsilons 'inf,eight': comma-separated numbers or inf\n"

@@ -75,6 +75,21 @@ def _files(data: Any, tokenizer: Tokenizer, text_field: str, label: str) -> Docu
     return Documents.from_lists(docs, tokenizer.eos_id)
 
 
+def _check_held_out_is_other_text(data: Any, heldout: Any) -> None:
+    """The held-out baseline is what the model did not train on: the same file or folder given as
+    both would make memorised text look like the baseline, and every gap vanish."""
+    if heldout is None:
+        return
+    listed = lambda paths: paths if isinstance(paths, list) else [paths]  # noqa: E731
+    trained = {Path(p).resolve() for p in listed(data)}
+    both = [p for p in listed(heldout) if Path(p).resolve() in trained]
+    if both:
+        raise LmforgeError(
+            f"heldout {both[0]}: also given as data; the held-out baseline must be text the model did"
+            " not train on"
+        )
+
+
 def audit(
     model: str | Path,
     data: str | Path | list[str | Path],
@@ -107,6 +122,7 @@ def audit(
     _positive(prefix_tokens=prefix_tokens, k=k, samples=samples, candidates=candidates, batch_size=batch_size)
     if isinstance(exact_limit, bool) or not isinstance(exact_limit, int) or exact_limit < 0:
         raise LmforgeError(f"exact_limit={exact_limit!r}: must be an integer >= 0")
+    _check_held_out_is_other_text(data, heldout)
     inputs = {"model": model, "canaries": canaries}
     for label, paths in (("data", data), ("heldout", heldout)):
         inputs |= {f"{label} {p}": p for p in (paths if isinstance(paths, list) else [paths])}
