@@ -90,7 +90,7 @@ CHAT_ITEMS := 80
 
 demo-chat: $(VENV)/.installed
 	$(PY) -m lmforge import "$$($(PY) -m data.smollm2)" --out $(SMOLLM2)
-	@echo "--- perplexity on shipped text (the first 8,000 tokens of Pride and Prejudice) ---"
+	@echo "--- perplexity on shipped text (the first 8,000 tokens of data/austen.jsonl.xz: Sense and Sensibility) ---"
 	$(PY) -m lmforge eval $(SMOLLM2) --data data/austen.jsonl.xz --max-tokens 8000 --context 1024 --quiet
 	@echo "--- a scripted chat (greedy; /reset clears the history) ---"
 	printf 'What is the capital of France?\nAnd of Italy?\n/reset\nWrite a haiku about the sea.\n' | \

@@ -293,7 +293,7 @@ def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(
     replies = [t[0]["generated_text"][-1]["content"] for t in (turn1, turn2)]
     assert out.out == "".join(r + "\n" for r in [*replies, turn3])
     assert out.err.splitlines() == [
-        "lmforge: note: the conversation outgrew the model's context of 256 tokens: dropped its 1 oldest turn"
+        "lmforge: note: the conversation outgrew the model's context of 256 tokens: dropped its oldest turn"
     ]
 
 

@@ -141,6 +141,17 @@ def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path: Path, line: str,
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_bad_byte_and_a_missing_file_are_named_by_line_and_plainly(tmp_path: Path) -> None:
+    """The line of the bad byte, not the decoder's offset into a read-ahead chunk."""
+    good = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
+    path = tmp_path / "chats.jsonl"
+    path.write_bytes((good * 5).encode() + good.replace('"b"', '"caf\xe9"').encode("latin-1") + good.encode())
+    with pytest.raises(LmforgeError, match=rf"^{path}:6: not valid UTF-8 \(byte \d+ of the file\)$"):
+        read_chats(path)
+    with pytest.raises(LmforgeError, match=rf"^{tmp_path / 'none.jsonl'}: no such file$"):
+        read_chats(tmp_path / "none.jsonl")
+
+
 def test_unknown_role_names_file_and_line(tmp_path: Path, model_dir: Path) -> None:
     path = tmp_path / "chats.jsonl"
     write_chats(path, 40)

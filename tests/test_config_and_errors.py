@@ -96,6 +96,9 @@ def test_non_utf8_file_is_repaired_and_named(tmp_path: Path) -> None:
     report = Report()
     assert [d.text for d in read_documents(bad, report=report)] == ["hello \ufffd\ufffd world"]
     assert report.problems == [f"{bad}:1: invalid UTF-8 (first at byte 6; 1 line(s) repaired with U+FFFD)"]
+    assert report.skipped() == [f"repaired {report.problems[0]}"]  # kept, not skipped, as warned
+    report.problem(f"{bad}:2", "not valid JSON")
+    assert report.skipped()[1] == f"skipped {bad}:2: not valid JSON"
 
 
 def test_bad_jsonl_line_is_skipped_and_named(tmp_path: Path) -> None:

@@ -317,7 +317,7 @@ VERBS: dict[str, Verb] = {
                 required=True),
             opt("--max-items", "test items per kind (0: all)", type=int),
             opt("--max-new-tokens", "tokens per answer at most", type=int),
-            opt("--batch-size", "conversations decoded together (default 8)", type=int),
+            opt("--batch-size", "conversations decoded together", type=int),
             opt("--dtype", "weights dtype", **DTYPE),
             opt("--out", "also write the JSON to this file"),
             opt("--overwrite", "replace an existing --out file", action="store_true"),

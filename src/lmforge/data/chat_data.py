@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from lmforge.data.loader import IGNORE
-from lmforge.data.sources import open_text
+from lmforge.data.sources import open_text, utf8_error
 from lmforge.errors import LmforgeError
 
 SPLITS = ("train", "test")
@@ -42,12 +42,16 @@ def read_chats(path: str | Path) -> list[Conversation]:
     """Every conversation in a .jsonl file; a malformed line is a one-line error naming it."""
     path = Path(path)
     out = []
+    if not path.exists():
+        raise LmforgeError(f"{path}: no such file")
     try:
         with open_text(path) as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     out.append(_parse(line, f"{path}:{n}", n))
-    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as e:
+    except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
+        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
+    except (OSError, EOFError, lzma.LZMAError) as e:
         raise LmforgeError(f"{path}: unreadable: {e}") from None
     if not out:
         raise LmforgeError(f"{path}: no conversations")

@@ -73,13 +73,15 @@ class Report:
             self.problems.append(f"{where}: {kind}" + (f" ({detail})" if detail else ""))
 
     def skipped(self, shown: int = 5) -> list[str]:
-        """Warning lines for the inputs skipped: the first `shown`, then, when there were more, one
-        line with the total by kind (a long list would bury the result)."""
-        lines = [f"skipped {p}" for p in self.problems[:shown]]
+        """Warning lines for the inputs skipped (or repaired and kept: invalid UTF-8): the first
+        `shown`, then, when there were more, one line with the total by kind (a long list would
+        bury the result)."""
+        lines = [f"{'repaired' if _repaired(p) else 'skipped'} {p}" for p in self.problems[:shown]]
         total = sum(self.problem_counts.values())
         if total > shown:
             kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self.problem_counts.items()))
-            lines.append(f"skipped {total:,} inputs in all ({kinds}); the first {shown} are above")
+            what = "skipped or repaired" if any(k in REPAIRED for k in self.problem_counts) else "skipped"
+            lines.append(f"{what} {total:,} inputs in all ({kinds}); the first {shown} are above")
         return lines
 
     def merge_stages(self, stages: dict[str, StageStats]) -> None:
@@ -133,3 +135,11 @@ class Report:
             if not isinstance(value, dict | list):
                 rows.append(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")
         return "\n".join(rows)
+
+
+REPAIRED = {"invalid UTF-8"}  # problem kinds whose text is kept, repaired (U+FFFD), not skipped
+
+
+def _repaired(problem: str) -> bool:
+    """Whether a `path[:line]: kind (detail)` line is of a repaired kind."""
+    return any(f": {kind}" in problem for kind in REPAIRED)

@@ -117,7 +117,10 @@ class ChatSpec:
     def render(self, messages: Sequence[Message], where: str = "messages") -> str:
         """The prompt for the model's next turn: a new assistant message, or the continuation of a
         final assistant message (transformers' continue_final_message)."""
-        self.require_template("so it cannot chat; give it plain text to continue instead")
+        self.require_template(
+            "so it cannot chat; give it plain text to continue instead (lmforge generate, or a string to"
+            " pipeline('text-generation'))"
+        )
         checked = check_messages(messages, where)
         if checked[-1]["role"] != "assistant":
             return render(self.template, checked, add_generation_prompt=True, **self._variables())
@@ -267,7 +270,7 @@ def chat(
             if dropped:
                 print(
                     f"lmforge: note: the conversation outgrew the model's context of {context} tokens:"
-                    f" dropped its {dropped} oldest turn{'s' if dropped > 1 else ''}",
+                    f" dropped its {'oldest turn' if dropped == 1 else f'{dropped} oldest turns'}",
                     file=sys.stderr,
                 )
             stream = TextStream(tokenizer)
