@@ -340,9 +340,11 @@ CASES = [
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-out-exists", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/r.json", r"out={t}/r\.json exists: give --overwrite", (write("c.jsonl", CHAT_LINE), write("r.json", "{}"))),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),
-    Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: unreadable"),
+    Case("instruct-no-data", "eval-instruct {s}/gpt --data {t}/none.jsonl", r"{t}/none\.jsonl: no such file$"),
+    Case("instruct-out-is-model-file", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {s}/gpt/config.json --overwrite", r"is the model's file {s}/gpt/config\.json: writing it would overwrite an input$", (write("c.jsonl", CHAT_LINE),)),
     # --- eval-qa
     Case("qa-no-data", "eval-qa {s}/gpt --data {t}/none.json", r"{t}/none\.json: no such file"),
+    Case("qa-out-is-model-file", "eval-qa {s}/gpt --data {t}/q.json --out {s}/gpt/config.json --overwrite", r"is the model's file {s}/gpt/config\.json: writing it would overwrite an input$", (write("q.json", SQUAD),)),
     Case("qa-not-squad", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: SQuAD JSON needs a top-level object with a 'data' list", (write("q.json", "[]"),)),
     Case("qa-not-qa-model", "eval-qa {s}/gpt --data {t}/q.json", r"{s}/gpt: a decoder \(GPT\), not a question-answering model", (write("q.json", SQUAD),)),
     Case("qa-no-answers-key", "eval-qa {s}/gpt --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] needs \"answers\"", (write("q.json", SQUAD.replace(', "answers": [{"text": "Ada", "answer_start": 0}]', "")),)),

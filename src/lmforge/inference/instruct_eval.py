@@ -99,7 +99,7 @@ def eval_instruct(
         raise LmforgeError(f"max_items={max_items} must be >= 0 (0: every test item)")
     if batch_size < 1:
         raise LmforgeError(f"batch_size={batch_size} must be >= 1")
-    out_file = check_out(out, {"data": data}, overwrite) if out is not None else None
+    out_file = check_out(out, {"data": data}, overwrite, model) if out is not None else None
     by_kind = test_items(data, max_items)
     directory = resolve_model_dir(model)
     if is_adapter_dir(directory):  # a LoRA run: its adapters merged into the base for decoding

@@ -52,7 +52,7 @@ def eval_qa(
         raise LmforgeError(f"eval-qa needs a model or --baseline {BASELINES[0]}{both}")
     if baseline is not None and baseline not in BASELINES:
         raise LmforgeError(f"baseline={baseline!r}: not one of {', '.join(BASELINES)}")
-    out_file = check_out(out, {"data": data}, overwrite) if out is not None else None
+    out_file = check_out(out, {"data": data}, overwrite, model) if out is not None else None
     raw = load_squad_json(data)
     version = dataset_version(raw, str(data))
     check_dataset(raw, version, str(data))  # a duplicate id or a v1.1 question with no gold, before work

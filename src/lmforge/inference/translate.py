@@ -170,13 +170,19 @@ def score(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
     }
 
 
-def check_out(out: str | Path, inputs: dict[str, str | Path], overwrite: bool = False) -> Path:
+def check_out(
+    out: str | Path, inputs: dict[str, str | Path], overwrite: bool = False, model: str | Path | None = None
+) -> Path:
     """An evaluation's --out (eval-translate, eval-qa, eval-instruct, audit): a file it may write.
     An existing file is refused unless `overwrite` (--overwrite: the command did not write it, so it
     does not replace it unasked), and never replaced when it is one of the `inputs` (label -> path;
-    the same file by any path, links included); a folder, a missing folder or a read-only file is
-    refused."""
+    the same file by any path, links included) or a file of `model`'s directory; a folder, a missing
+    folder or a read-only file is refused."""
     out = Path(out)
+    if model is not None:
+        inputs = inputs | {
+            f"the model's file {f}": f for f in resolve_model_dir(model).iterdir() if f.is_file()
+        }
     for label, path in inputs.items():
         path = Path(path)
         same = out.exists() and path.exists() and os.path.samefile(out, path)
@@ -209,9 +215,7 @@ def eval_translate(
     Everything is checked before the model loads. Returns score()'s dict plus the sentence count."""
     check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
     if out is not None:
-        inputs: dict[str, str | Path] = {f"src={src}": src, f"ref={ref}": ref}
-        inputs.update({f"the model's file {f}": f for f in resolve_model_dir(model).iterdir() if f.is_file()})
-        out = check_out(out, inputs, overwrite)
+        out = check_out(out, {f"src={src}": src, f"ref={ref}": ref}, overwrite, model)
     sources, references = read_sentences(src), read_sentences(ref)
     if not sources:
         raise LmforgeError(f"{src}: empty, no sentences to translate")

@@ -127,7 +127,7 @@ def audit(
     for label, paths in (("data", data), ("heldout", heldout)):
         inputs |= {f"{label} {p}": p for p in (paths if isinstance(paths, list) else [paths])}
     given = {k: v for k, v in inputs.items() if v is not None}
-    out_file = check_out(out, given, overwrite) if out is not None else None
+    out_file = check_out(out, given, overwrite, model) if out is not None else None
     start = time.perf_counter()
     net, tokenizer = load_model(model)
     net = require_decoder(net, model)
