@@ -111,7 +111,7 @@ def test_a_question_too_long_for_a_window_names_the_file_and_its_id(tmp_path: Pa
     # the error comes after other questions' windows (the tokenizer truncating pairs by then)
     assert re.fullmatch(
         rf"{re.escape(str(data))}: question '4-sell' has \d+ tokens: no room for the context in"
-        r" max_seq_len=64",
+        r" data.max_len=64",
         str(e.value),
     )
 
@@ -225,3 +225,18 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     data = write_squad(tmp_path / "squad.json", paragraphs=30)
     args = [*recipe(data, steps), "--train.checkpoint_interval=20", "--train.eval_interval=50"]
     kill_resume_and_compare(args, steps, tmp_path)
+
+
+def test_the_default_stride_is_derived_from_the_window_and_recorded(tmp_path: Path) -> None:
+    """data.doc_stride left unset is min(data.max_len // 2, 128), as transformers' pipeline derives
+    it (the old default of 128 equalled max_len's 128, so every default QA run was refused), and the
+    run's config.toml records the value it used, so a resume windows the same way."""
+    from lmforge.config import load_config
+
+    data = write_squad(tmp_path / "squad.json", paragraphs=10, bad=0)
+    args = [a for a in recipe(data, 2) if not a.startswith(("--data.doc_stride", "--data.max_len"))]
+    train(None, args, out=tmp_path / "run", quiet=True)  # max_len 128, the model's 64 positions: 32
+    assert load_config(tmp_path / "run" / "config.toml").data.doc_stride == 32
+    too_wide = r"data\.doc_stride=16 must be smaller than the \d+ context tokens"
+    with pytest.raises(LmforgeError, match=too_wide):
+        train(None, [*args, "--data.max_len=24", "--data.doc_stride=16"], out=tmp_path / "r2", quiet=True)

@@ -48,8 +48,9 @@ class DataConfig:
     max_len: int = 128
     """classification: tokens kept per text; chat: tokens kept per conversation; qa: tokens per window,
     question and context together (all at most the model's context)."""
-    doc_stride: int = 128
-    """qa: tokens each window of a long context shares with the previous one."""
+    doc_stride: int = 0
+    """qa: tokens each window of a long context shares with the previous one (0: min(max_len // 2,
+    128), as transformers' question-answering pipeline chooses)."""
     seq_len: int = 0
     """lm: tokens per training window (0: the model's context, model.block_size). Below the context
     of a train.init_from model, it fine-tunes on shorter windows, as transformers' run_clm.py

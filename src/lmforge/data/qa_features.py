@@ -67,21 +67,24 @@ class WindowMaker:
         doc_stride: int,
         name: str | None = None,
         stride_note: str = "",
+        keys: tuple[str, str] = ("doc_stride", "max_seq_len"),
     ) -> list[Window]:
         """name: how an error names the question (default "question N", N = example + 1);
-        stride_note: said after doc_stride's value (where the caller derived it)."""
+        stride_note: said after doc_stride's value (where the caller derived it); keys: the
+        caller's names of doc_stride and max_seq_len (training's are data.doc_stride, data.max_len)."""
+        stride_key, len_key = keys
         name = name or f"question {example + 1}"
         self.hf.no_truncation()  # the previous call's only_second truncation fails on a question alone
         question_tokens = len(self.hf.encode(question, add_special_tokens=False).ids)
         room = max_seq_len - question_tokens - self.specials  # context tokens per window
         if room <= 0:
             raise LmforgeError(
-                f"{name} has {question_tokens} tokens: no room for the context in max_seq_len={max_seq_len}"
+                f"{name} has {question_tokens} tokens: no room for the context in {len_key}={max_seq_len}"
             )
         if doc_stride >= room:
             raise LmforgeError(
-                f"doc_stride={doc_stride}{stride_note} must be smaller than the {room} context tokens"
-                f" a window of max_seq_len={max_seq_len} holds beside {name}"
+                f"{stride_key}={doc_stride}{stride_note} must be smaller than the {room} context tokens"
+                f" a window of {len_key}={max_seq_len} holds beside {name}"
             )
         self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
         first = self.hf.encode(question, context)

@@ -105,6 +105,10 @@ class QATask(Task):
             lora.require_trained(cfg.lora, "qa_outputs", "the answer-span head (qa_outputs)")
         self.cfg, self.micro = cfg, setup.micro
         self.max_len = min(d.max_len, cfg.model.block_size)
+        self.stride_note = (
+            "" if d.doc_stride else f" (not given: min(data.max_len // 2, 128) of {self.max_len})"
+        )
+        d.doc_stride = d.doc_stride or min(self.max_len // 2, 128)  # settled: config.toml records it
         self.maker = WindowMaker(self.tokenizer)
         train = [(Inputs.of(w), target) for w, target in self._features(self.train_examples)]
         self.loader = FeatureLoader(
@@ -117,7 +121,11 @@ class QATask(Task):
         d = self.cfg.data
         for n, e in enumerate(examples):
             name = f"{d.input}: question {e.id!r}"  # an error names the file and the question's id
-            for w in self.maker.windows(n, e.question, e.context, self.max_len, d.doc_stride, name):
+            keys = ("data.doc_stride", "data.max_len")
+            windows = self.maker.windows(
+                n, e.question, e.context, self.max_len, d.doc_stride, name, self.stride_note, keys
+            )
+            for w in windows:
                 text, start = e.answers[0] if e.answers and not e.impossible else ("", 0)
                 yield w, span_targets(w, start, start + len(text))
 
