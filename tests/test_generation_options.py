@@ -380,3 +380,20 @@ def test_not_a_classifier_suggests_finetune_classify_only_where_it_starts_from(d
         lambda: lmforge.pipeline("text-classification", model=dirs["s2s"]), "an encoder-decoder"
     )
     assert message.endswith("not a classifier"), message
+
+
+def test_an_evaluations_out_never_replaces_a_runs_own_files(tmp_path: Path) -> None:
+    """eval-qa/eval-instruct/audit RUN --out RUN/config.toml --overwrite would break the run's
+    resume: the run's own files are inputs too, as its model directory's are."""
+    from lmforge.inference.translate import check_out
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    for name in ("config.toml", "summary.json"):
+        (run / name).write_text("x")
+        own = rf"is the model's file {re.escape(str(run / name))}: writing it"
+        with pytest.raises(LmforgeError, match=own):
+            check_out(run / name, {}, overwrite=True, model=run)
+    new = run / "eval.json"  # a new file beside them: fine
+    assert check_out(new, {}, overwrite=True, model=run) == new

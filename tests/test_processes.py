@@ -92,14 +92,17 @@ def test_a_kill_of_lmforge_launch_ends_its_agent_and_ranks(tmp_path, tiny_overri
 
 
 def test_a_rank_whose_launcher_is_gone_ends_at_once() -> None:
-    """Re-parented to init before it could ask (the launcher killed during the rank's start): the
-    request would never fire, so the rank ends itself."""
-    code = (
-        "import os; from lmforge import processes; os.getppid = lambda: 1;"
-        " processes.end_with_launcher(); print('trained on')"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    """Under lmforge launch the agent's pid is known: a rank whose parent is another process (the
+    agent died while the rank started) ends, saying so; without it, a parent of pid 1 is no proof
+    (torchrun as a container's first process), so the rank only asks to end with it."""
+    code = "from lmforge import processes; processes.end_with_launcher(); print('trained on')"
+    env = {**os.environ, "LMFORGE_AGENT_PID": "999999999"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "lmforge: error: the launcher (pid 999999999) is gone; this rank stops\n"
+    env["LMFORGE_AGENT_PID"] = str(os.getpid())  # the test process is the rank's parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout == "trained on\n"
 
 
 def test_the_command_line_asks_before_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -180,8 +180,12 @@ def test_a_finished_epoch_run_resumes_with_more_epochs(tmp_path: Path, tiny_over
         LmforgeError, match=r"to train it further, resume with a larger --train.epochs \(above 1\)$"
     ):
         train(resume=run, quiet=True)
+    with pytest.raises(LmforgeError, match=r"the run finished at step \d+ \(its summary.json\)"):
+        train(None, ["--train.epochs=0"], resume=run, quiet=True)  # epochs off: max_steps, reached
     again = train(None, ["--train.epochs=2"], resume=run, quiet=True)
     assert again["steps"] == 2 * first["steps"]
+    with pytest.raises(LmforgeError, match=r"a larger --train.epochs \(above 2\)$"):  # fewer than done
+        train(None, ["--train.epochs=1"], resume=run, quiet=True)
 
 
 def test_resume_to_fewer_steps_than_done_is_refused(tmp_path: Path, tiny_overrides: list[str]) -> None:

@@ -108,8 +108,8 @@ def launch(
 # torchrun's agent, in a process of its own that ends with launch (a kill -9 of launch would leave
 # the agent and its ranks training on): argv[1] is launch's pid
 RUNNER = (
-    "import signal, sys; from lmforge.processes import die_with_parent;"
-    " die_with_parent(int(sys.argv[1]), signal.SIGTERM);"
+    "import os, signal, sys; from lmforge.processes import AGENT_PID, die_with_parent;"
+    " die_with_parent(int(sys.argv[1]), signal.SIGTERM); os.environ[AGENT_PID] = str(os.getpid());"
     " from lmforge.launch import torchrun; sys.exit(torchrun(sys.argv[2:]))"
 )
 

@@ -15,6 +15,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+AGENT_PID = "LMFORGE_AGENT_PID"  # set by `lmforge launch`'s torchrun agent for its ranks
 
 
 def die_with_parent(parent: int, sig: int) -> None:
@@ -29,8 +30,11 @@ def die_with_parent(parent: int, sig: int) -> None:
 
 def end_with_launcher(sig: int = signal.SIGTERM) -> None:
     """A launched rank (WORLD_SIZE > 1) ends with its launcher (torchrun's agent, the deepspeed
-    launcher), its parent; one whose launcher is already gone (re-parented to init) ends now."""
-    parent = os.getppid()
-    if parent == 1:
+    launcher), its parent. Under `lmforge launch` the agent's pid is known (AGENT_PID): a rank whose
+    parent is already another process (the agent died while it started) ends now, saying so. A
+    parent of pid 1 is no proof of that elsewhere: torchrun can be a container's first process."""
+    parent, agent = os.getppid(), os.environ.get(AGENT_PID, "")
+    if agent.isdigit() and parent != int(agent):
+        print(f"lmforge: error: the launcher (pid {agent}) is gone; this rank stops", file=sys.stderr)
         os._exit(1)
     die_with_parent(parent, sig)

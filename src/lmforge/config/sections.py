@@ -50,7 +50,8 @@ class DataConfig:
     question and context together (all at most the model's context)."""
     doc_stride: int = 0
     """qa: tokens each window of a long context shares with the previous one (0: min(max_len // 2,
-    128), as transformers' question-answering pipeline chooses)."""
+    128), max_len at most the model's context, as transformers' question-answering pipeline
+    chooses; the run's config.toml records the value used)."""
     seq_len: int = 0
     """lm: tokens per training window (0: the model's context, model.block_size). Below the context
     of a train.init_from model, it fine-tunes on shorter windows, as transformers' run_clm.py

@@ -229,6 +229,11 @@ def _prep_into(
     sizes = np.asarray(tok.token_bytes(), dtype=np.int64)
     split_kind = writer.finish(data.val_fraction, sizes, tail=p.split == "tail")
     if planter:
+        if split_kind == "tail":  # a backstop: documents on both sides, yet a side with no tokens
+            raise LmforgeError(
+                f"{out}: prep.canaries needs the hash split; it fell back to the tail split (a side held no"
+                " tokens), which could put a canary in validation: give more documents"
+            )
         planter.canaries.save(tmp / CANARIES_FILE)
         report.extra["canaries"] = len(planter.canaries.canaries)
         report.extra["canary_copies_in_train"] = planter.inserted

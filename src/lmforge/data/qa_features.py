@@ -84,7 +84,8 @@ class WindowMaker:
         if doc_stride >= room:
             raise LmforgeError(
                 f"{stride_key}={doc_stride}{stride_note} must be smaller than the {room} context tokens"
-                f" a window of {len_key}={max_seq_len} holds beside {name}"
+                f" a window of {len_key}={max_seq_len} holds beside {name}: give a larger {len_key}"
+                f" or a smaller {stride_key}"
             )
         self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
         first = self.hf.encode(question, context)

@@ -97,13 +97,17 @@ def read_gguf(file: Path) -> Any:
 def _reader_failure(error: Exception, size: int) -> str:
     """Why GGUFReader failed, in plain words: a type newer than the installed gguf package knows, a
     fault gguf names itself (duplicates, alignment), else numpy's errors of a short file."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        installed = f"gguf {version('gguf')}"
+    except PackageNotFoundError:  # gguf-py from a llama.cpp checkout on PYTHONPATH
+        installed = "the gguf package found"
     detail = str(error).splitlines()[0] if str(error) else type(error).__name__
     unknown = re.search(r"(\d+)\)? is not a valid (GGUFValueType|GGMLQuantizationType)", detail)
     if unknown or "Unknown/unhandled" in detail:
         what = f"{unknown[2]} {unknown[1]}" if unknown else detail
-        return f"{what}, unknown to gguf {version('gguf')}: a newer file; pip install -U gguf"
+        return f"{what}, unknown to {installed}: a newer file; pip install -U gguf"
     if any(word in detail for word in ("Duplicate", "duplicated", "alignment")):
         return f"damaged: {detail}"
     held = "do not hold the metadata and tensors its header describes"

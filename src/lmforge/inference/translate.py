@@ -179,9 +179,10 @@ def check_out(
     the same file by any path, links included) or a file of `model`'s directory; a folder, a missing
     folder or a read-only file is refused."""
     out = Path(out)
-    if model is not None:
+    if model is not None:  # the model directory's files, and a run's own (config.toml, summary.json)
+        folders = {resolve_model_dir(model), Path(model)}
         inputs = inputs | {
-            f"the model's file {f}": f for f in resolve_model_dir(model).iterdir() if f.is_file()
+            f"the model's file {f}": f for d in folders if d.is_dir() for f in d.iterdir() if f.is_file()
         }
     for label, path in inputs.items():
         path = Path(path)

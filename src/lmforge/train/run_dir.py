@@ -345,11 +345,11 @@ def _resume(
             f" resumed run keeps that plan; to train it further, {new_run}"
         )
     if _finished_at(run_dir) == step:  # a finished run resumes only to train longer
-        t, more_epochs = cfg.train, cfg.train.epochs != saved.train.epochs  # epochs: steps come later
+        t, more_epochs = cfg.train, cfg.train.epochs > saved.train.epochs  # epochs: steps come later
         if planned:  # a budget's run ended at its plan, below config.toml's max_steps
             longer = new_run
         elif t.epochs and not more_epochs:
-            longer = f"resume with a larger --train.epochs (above {t.epochs})"
+            longer = f"resume with a larger --train.epochs (above {saved.train.epochs})"
         elif not t.epochs and step >= t.max_steps:
             longer = f"resume with a larger --train.max_steps (above {step})"
         else:

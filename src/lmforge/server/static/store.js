@@ -36,7 +36,13 @@ function save() {
   try {
     sessionStorage.setItem(STORE_KEY, JSON.stringify(snapshot()));
   } catch (_) {
-    // storage full or turned off: the page works on, and a reload starts fresh
+    // storage full or turned off: the page works on, and a reload starts fresh, not from an
+    // older state that this one could not replace
+    try {
+      sessionStorage.removeItem(STORE_KEY);
+    } catch (_) {
+      // no storage at all
+    }
   }
 }
 
