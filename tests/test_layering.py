@@ -18,7 +18,7 @@ BASE = {"errors", "config", "hardware", "outputs", "tuning", "malloc", "processe
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "malloc": set(),
-    "processes": set(),
+    "processes": {"errors"},
     "config": {"errors"},
     "config_doc": {"errors", "config"},
     "hardware": {"errors", "config"},

@@ -23,7 +23,7 @@ from lmforge.cli_parser import build_parser, run
 from lmforge.cli_verbs import VERBS
 from lmforge.config import joined_overrides
 from lmforge.errors import LmforgeError
-from lmforge.processes import end_with_launcher
+from lmforge.processes import end_with_launcher, launched_world
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
 INTERRUPTED = 130
@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = joined_overrides(argv)  # --train.lr 3e-4 is --train.lr=3e-4
     parser, subs = build_parser(VERBS, __version__)
     args, extra = parser.parse_known_args(argv)
-    if args.verb == "train" and os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
-        end_with_launcher()  # a rank: before its imports and checks, where a kill -9 would orphan it
     debug = args.debug or os.environ.get("LMFORGE_DEBUG", "") not in ("", "0")
     try:
+        if args.verb == "train" and launched_world() > 1:
+            end_with_launcher()  # a rank: before its imports and checks, where a kill -9 would orphan it
         status = run(VERBS[args.verb], subs[args.verb], args, extra)
         sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
         return status

@@ -14,8 +14,19 @@ import os
 import signal
 import sys
 
+from lmforge.errors import LmforgeError
+
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 AGENT_PID = "LMFORGE_AGENT_PID"  # set by `lmforge launch`'s torchrun agent for its ranks
+
+
+def launched_world() -> int:
+    """The number of processes a launcher started (its WORLD_SIZE; 1 without a launcher)."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(value)
+    except ValueError:
+        raise LmforgeError(f"WORLD_SIZE={value!r} (set by the launcher): not an integer") from None
 
 
 def die_with_parent(parent: int, sig: int) -> None:

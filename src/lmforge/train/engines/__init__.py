@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from lmforge.config import EngineConfig, TrainConfig
 from lmforge.errors import LmforgeError
+from lmforge.processes import launched_world
 from lmforge.train.engines.base import Engine
 
 DISTRIBUTED = ("ddp", "fsdp", "deepspeed")  # the engines that train in several processes
@@ -21,15 +20,6 @@ def check_world(name: str, world: int) -> None:
             " identical jobs into the same run directory; pass --engine.name=ddp, fsdp or deepspeed"
             " (or set [engine] name in the recipe)"
         )
-
-
-def launched_world() -> int:
-    """The number of processes a launcher started (its WORLD_SIZE; 1 without a launcher)."""
-    value = os.environ.get("WORLD_SIZE", "1")
-    try:
-        return int(value)
-    except ValueError:
-        raise LmforgeError(f"WORLD_SIZE={value!r} (set by the launcher): not an integer") from None
 
 
 def build_engine(engine: EngineConfig, train: TrainConfig) -> Engine:

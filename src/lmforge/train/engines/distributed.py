@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from lmforge.errors import LmforgeError
 from lmforge.hardware import physical_cores
-from lmforge.processes import end_with_launcher
+from lmforge.processes import end_with_launcher, launched_world
 
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -71,7 +71,7 @@ def ensure_launch_env() -> None:
         threads = rank_threads(os.environ, physical_cores(), launcher_environ())
         if threads is not None:
             torch.set_num_threads(threads)
-        if int(os.environ["WORLD_SIZE"]) > 1:  # a rank ends with its launcher, even after a kill -9
+        if launched_world() > 1:  # a rank ends with its launcher, even after a kill -9
             end_with_launcher()  # (cli.py asks at once; this covers lmforge.train() under torchrun)
         return
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
