@@ -9,7 +9,7 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 - `files.py`: recipes and overrides in, TOML out, a model directory's config.json in.
 """
 
-from lmforge.config.checks import changed_keys, check_buildable, check_supported
+from lmforge.config.checks import changed_keys, check_buildable, check_supported, yield_note
 from lmforge.config.files import (
     command_line_overrides,
     config_to_toml,
@@ -51,4 +51,5 @@ __all__ = [
     "joined_overrides",
     "load_config",
     "model_config_from",
+    "yield_note",
 ]

@@ -300,3 +300,14 @@ def changed_keys(section: Any, keys: tuple[str, ...] | None = None) -> list[tupl
     defaults = type(section)()
     names = keys if keys is not None else tuple(f.name for f in dataclasses.fields(section))
     return [(k, getattr(section, k)) for k in names if getattr(section, k) != getattr(defaults, k)]
+
+
+def yield_note(cfg: Config, by: str, why: str, section: str, keys: list[str]) -> str:
+    """The note of a recipe's keys giving way to `by` from the command line (Config.outranked):
+    `keys` ("name=value") of the recipe's [section] do not apply, `why` says what `by` brings."""
+    value = getattr(getattr(cfg, by.partition(".")[0]), by.partition(".")[2])
+    verb = "does" if len(keys) == 1 else "do"
+    return (
+        f"lmforge: note: {by}={value!r} (on the command line) {why}, so {cfg.recipe}'s [{section}]"
+        f" {', '.join(keys)} {verb} not apply"
+    )

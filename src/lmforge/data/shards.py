@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lmforge.config import Config
+from lmforge.config import Config, yield_note
 from lmforge.errors import LmforgeError
 from lmforge.outputs import describe_foreign, foreign_entries
 
@@ -70,11 +70,8 @@ def adopt_prepared_settings(cfg: Config) -> None:
         if key != "tokenizer" or prepared in ("char", "bpe"):  # not an imported model's own
             setattr(data, key, prepared)
     if yielded:
-        cfg.notes.append(
-            f"lmforge: note: data.input={data.input!r} (on the command line) was prepared with its own"
-            f" settings (its meta.json), so {cfg.recipe}'s [data] {', '.join(yielded)}"
-            f" {'does' if len(yielded) == 1 else 'do'} not apply"
-        )
+        why = "was prepared with its own settings (its meta.json)"
+        cfg.notes.append(yield_note(cfg, "data.input", why, "data", yielded))
 
 
 def earlier_prep_output(folder: Path) -> str | None:

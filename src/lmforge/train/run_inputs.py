@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import COMMAND_LINE, Config, ModelConfig
+from lmforge.config import COMMAND_LINE, Config, ModelConfig, yield_note
 from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
@@ -58,11 +58,7 @@ def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None]
                 " [model] keys other than dropout unset"
             )
     if yielded and say is not None:
-        say(
-            f"lmforge: note: train.init_from={cfg.train.init_from!r} (on the command line) brings its"
-            f" own architecture, so {cfg.recipe}'s [model] {', '.join(yielded)}"
-            f" {'does' if len(yielded) == 1 else 'do'} not apply"
-        )
+        say(yield_note(cfg, "train.init_from", "brings its own architecture", "model", yielded))
     cfg.model = dataclasses.replace(own, dropout=cfg.model.dropout)
 
 
