@@ -288,3 +288,84 @@ def test_peft_export_refuses_a_base_transformers_cannot_load(base: dict[str, Pat
     with pytest.raises(LmforgeError, match=refusal):
         export_hf(tmp_path / "run", tmp_path / "peft")  # lmforge export: a LoRA run exports for PEFT
     assert not (tmp_path / "peft").exists()
+
+
+def _marian_pair_file(path: Path) -> Path:
+    from marian_helpers import pairs
+
+    short = [(en, fr) for en, fr in pairs(600) if len(en) < 80 and len(fr) < 80][:120]
+    path.write_text(
+        "".join(json.dumps({"doc": f"d{i}", "en": en, "fr": fr}) + "\n" for i, (en, fr) in enumerate(short))
+    )
+    return path
+
+
+def test_an_encoder_decoder_adapts_cross_attention_as_peft_does_on_marian(tmp_path: Path) -> None:
+    """q_proj,v_proj on a Marian reach the decoder's encoder_attn too in PEFT (a suffix match):
+    lmforge puts the same pairs on cross.q and cross.kv's v rows, so with PEFT's adapters copied
+    in, the logits are PEFT's."""
+    peft = pytest.importorskip("peft")
+    from marian_helpers import make_marian_model
+
+    hf = make_marian_model(tmp_path / "hf")
+    import_hf(tmp_path / "hf", tmp_path / "base")
+    ours, _ = load_model(tmp_path / "base")
+    lora.inject(ours, LoraConfig(enabled=True, rank=4, alpha=8, targets="q_proj,v_proj"))
+    spec = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    reference = peft.get_peft_model(hf, spec).eval()
+    assert lora.count(ours)[0] == reference.get_nb_trainable_parameters()[0]
+    copied = 0
+    for name, module in reference.named_modules():
+        found = re.search(r"(encoder|decoder)\.layers\.(\d+)\.(self_attn|encoder_attn)\.(q|v)_proj$", name)
+        if found is None:
+            continue
+        stack, layer, kind, proj = found.groups()
+        path, rows = (
+            ("attn.qkv", proj)
+            if kind == "self_attn"
+            else ("cross.q", "all")
+            if proj == "q"
+            else ("cross.kv", "v")
+        )
+        target = ours.get_submodule(f"{stack}.blocks.{layer}.{path}")
+        with torch.no_grad():
+            target.lora_A[rows].copy_(module.lora_A["default"].weight)
+            target.lora_B[rows].copy_(module.lora_B["default"].weight)
+        copied += 1
+    assert copied == 12  # self q, v in 2 + 2 layers; cross q, v in the decoder's 2
+    assert {"decoder.blocks.0.cross.q", "decoder.blocks.1.cross.kv"} <= set(lora.lora_modules(ours))
+    src = torch.randint(0, hf.config.vocab_size - 1, (2, 7), generator=torch.Generator().manual_seed(0))
+    tgt = torch.randint(0, hf.config.vocab_size - 1, (2, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(input_ids=src, decoder_input_ids=tgt).logits
+        got = ours.eval()(src, tgt)
+    assert (got - expected).abs().max().item() < 1e-4
+
+
+def test_a_translation_lora_run_trains_cross_attention_and_merges(tmp_path: Path) -> None:
+    from marian_helpers import make_marian_model
+
+    make_marian_model(tmp_path / "opus-mt", eos_bias=0.0)
+    overrides = [
+        f"--data.input={_marian_pair_file(tmp_path / 'pairs.jsonl')}",
+        "--data.task=translation",
+        f"--train.init_from={tmp_path / 'opus-mt'}",
+        "--lora.enabled=true",
+        "--train.max_steps=3",
+        "--train.batch_size=8",
+        "--train.dtype=fp32",
+        "--train.lr=1e-2",
+        "--train.warmup_steps=0",
+        "--train.eval_interval=1000",
+        "--train.eval_bleu_sentences=0",
+    ]
+    train(overrides=overrides, out=tmp_path / "run", quiet=True)
+    saved = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    assert all(".lora_" in k for k in saved)
+    assert saved["decoder.blocks.0.cross.q.lora_B.all"].abs().sum() > 0  # it trained
+    assert saved["decoder.blocks.1.cross.kv.lora_B.v"].abs().sum() > 0
+    merged = merge_lora(tmp_path / "run", tmp_path / "merged")
+    model, _ = load_model(merged)
+    base, _ = load_model(tmp_path / "opus-mt")
+    assert not torch.equal(model.decoder.blocks[0].cross.q.weight, base.decoder.blocks[0].cross.q.weight)
+    assert torch.equal(model.decoder.blocks[0].cross.proj.weight, base.decoder.blocks[0].cross.proj.weight)

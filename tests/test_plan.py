@@ -99,6 +99,21 @@ def test_lora_counts_equal_the_injected_model() -> None:
     assert counts.flops_per_token == flops_per_token(model, 12)
 
 
+@pytest.mark.parametrize(
+    "targets", ["q_proj,v_proj", "q_proj,k_proj,v_proj,o_proj,up_proj", "cross.kv,attn.qkv"]
+)
+def test_lora_counts_of_an_encoder_decoder_equal_the_injected_model(targets: str) -> None:
+    """Cross-attention's adapters included; a frozen base weight costs 4 FLOPs, not 6, in the
+    encoder-decoder's own count too."""
+    c = ModelConfig(vocab_size=97, n_layer=2, n_head=4, n_embd=32, block_size=16, arch="seq2seq", pos="rope")
+    spec = LoraConfig(enabled=True, rank=4, targets=targets)
+    model = lora.inject(Seq2Seq(c, pad_id=0), spec)
+    counts = plan_model.count(c, spec, seq_len=12)
+    assert counts.params == sum(p.numel() for p in model.parameters())
+    assert counts.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts.flops_per_token == flops_per_token(model, 12) < plan_model.count(c).flops_per_token
+
+
 @pytest.mark.parametrize("also", ["blocks.1", "blocks.0.mlp,lm_head", "blocks", "blocks.0,blocks.1.ln_1"])
 def test_lora_also_train_one_block_or_part_of_one(also: str) -> None:
     c = ModelConfig(vocab_size=97, n_layer=3, n_head=4, n_embd=32, block_size=16, tie_embeddings=False)

@@ -278,21 +278,26 @@ class PrepConfig:
     """Digits per secret: 10^length candidate secrets."""
 
 
-# LoRA targets: a Hugging Face name (PEFT's target_modules) or lmforge's -> (lmforge module inside
-# a block, the slices of its output rows it adapts); lmforge fuses q, k, v into one attn.qkv.
-LORA_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "q_proj": ("attn.qkv", ("q",)),
-    "k_proj": ("attn.qkv", ("k",)),
-    "v_proj": ("attn.qkv", ("v",)),
-    "o_proj": ("attn.proj", ("all",)),
-    "gate_proj": ("mlp.gate", ("all",)),
-    "up_proj": ("mlp.up", ("all",)),
-    "down_proj": ("mlp.down", ("all",)),
-    "attn.qkv": ("attn.qkv", ("q", "k", "v")),
-    "attn.proj": ("attn.proj", ("all",)),
-    "mlp.gate": ("mlp.gate", ("all",)),
-    "mlp.up": ("mlp.up", ("all",)),
-    "mlp.down": ("mlp.down", ("all",)),
+# LoRA targets: a Hugging Face name (PEFT's target_modules) or lmforge's -> the (lmforge module
+# inside a block, slices of its output rows) it adapts; lmforge fuses q, k, v into one attn.qkv and
+# k, v of cross-attention into one cross.kv. As PEFT's suffix match on an encoder-decoder (Marian's
+# q_proj is also encoder_attn.q_proj), a Hugging Face name reaches cross-attention too.
+LORA_TARGETS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "q_proj": (("attn.qkv", ("q",)), ("cross.q", ("all",))),
+    "k_proj": (("attn.qkv", ("k",)), ("cross.kv", ("k",))),
+    "v_proj": (("attn.qkv", ("v",)), ("cross.kv", ("v",))),
+    "o_proj": (("attn.proj", ("all",)), ("cross.proj", ("all",))),
+    "gate_proj": (("mlp.gate", ("all",)),),
+    "up_proj": (("mlp.up", ("all",)),),
+    "down_proj": (("mlp.down", ("all",)),),
+    "attn.qkv": (("attn.qkv", ("q", "k", "v")),),
+    "attn.proj": (("attn.proj", ("all",)),),
+    "cross.q": (("cross.q", ("all",)),),
+    "cross.kv": (("cross.kv", ("k", "v")),),
+    "cross.proj": (("cross.proj", ("all",)),),
+    "mlp.gate": (("mlp.gate", ("all",)),),
+    "mlp.up": (("mlp.up", ("all",)),),
+    "mlp.down": (("mlp.down", ("all",)),),
 }
 
 
@@ -312,8 +317,9 @@ class LoraConfig:
     """Dropout on the adapters' input (PEFT's lora_dropout)."""
     targets: str = "q_proj,v_proj"
     """Comma-separated modules to adapt in every block: Hugging Face names (q_proj, k_proj, v_proj,
-    o_proj, gate_proj, up_proj, down_proj) or lmforge's (attn.qkv = q, k and v; attn.proj,
-    mlp.gate, mlp.up, mlp.down)."""
+    o_proj, gate_proj, up_proj, down_proj; in an encoder-decoder q/k/v/o_proj also adapt
+    cross-attention, as PEFT's do on Marian) or lmforge's (attn.qkv = q, k and v; attn.proj,
+    cross.q, cross.kv = k and v, cross.proj, mlp.gate, mlp.up, mlp.down)."""
     also_train: str = ""
     """Comma-separated modules trained whole beside the adapters (PEFT's modules_to_save), e.g.
     `head` for classification's new head; "" trains the adapters only."""

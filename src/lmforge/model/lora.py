@@ -99,7 +99,11 @@ def target_names(spec: LoraConfig) -> list[str]:
 
 
 def _slices(parent: nn.Module, module_path: str, linear: nn.Linear) -> list[Slice]:
-    """The output-row slices of a targeted Linear: q, k, v for a fused qkv (grouped-query aware)."""
+    """The output-row slices of a targeted Linear: q, k, v for a fused qkv (grouped-query aware),
+    k, v for cross-attention's fused kv."""
+    if module_path.endswith("cross.kv"):
+        half = linear.out_features // 2
+        return [Slice("k", 0, half), Slice("v", half, half)]
     if not module_path.endswith("attn.qkv"):
         return [Slice("all", 0, linear.out_features)]
     hs = linear.in_features // parent.n_head
@@ -109,23 +113,23 @@ def _slices(parent: nn.Module, module_path: str, linear: nn.Linear) -> list[Slic
 
 def plan(model: nn.Module, spec: LoraConfig) -> dict[str, list[str]]:
     """Module path -> the slices to adapt, for every block of the model; an unknown or unmatched
-    target is a one-line error naming it."""
+    target is a one-line error naming it. A Hugging Face name matches self-attention everywhere
+    and, in an encoder-decoder, cross-attention too."""
     wanted: dict[str, set[str]] = {}
     for name in target_names(spec):
         if name not in LORA_TARGETS:
             raise LmforgeError(f"lora.targets: unknown module {name!r} (known: {', '.join(LORA_TARGETS)})")
-        local, slices = LORA_TARGETS[name]
-        matched = [
-            path
-            for path, module in model.named_modules()
-            if isinstance(module, nn.Linear) and (path == local or path.endswith("." + local))
-        ]
-        if not matched:
+        found = False
+        for local, slices in LORA_TARGETS[name]:
+            for path, module in model.named_modules():
+                if isinstance(module, nn.Linear) and (path == local or path.endswith("." + local)):
+                    wanted.setdefault(path, set()).update(slices)
+                    found = True
+        if not found:
+            where = " or ".join(local for local, _ in LORA_TARGETS[name])
             raise LmforgeError(
-                f"lora.targets: {name!r} matches no module of this {type(model).__name__} (no {local})"
+                f"lora.targets: {name!r} matches no module of this {type(model).__name__} (no {where})"
             )
-        for path in matched:
-            wanted.setdefault(path, set()).update(slices)
     order = ("q", "k", "v", "all")
     return {path: sorted(s, key=order.index) for path, s in wanted.items()}
 

@@ -252,12 +252,15 @@ class Seq2Seq(nn.Module):
 
     def flops_per_token(self) -> float:
         """Training FLOPs per (source + target) token, roughly: 6N/2 for each side's weights it
-        passes through (N counts both stacks) plus attention's 12 L d T per attention layer."""
+        passes through (N counts both stacks; 4N/2 for frozen ones, LoRA's base: no weight
+        gradient) plus attention's 12 L d T per attention layer."""
         c = self.config
-        n = self.num_params(embeddings=False)
-        if not c.tie_embeddings:
-            n -= self.wte.weight.numel()
-        return 3 * n + 12 * c.n_layer * c.n_embd * c.block_size * 1.5
+        skip = {"encoder.wpe.weight", "decoder.wpe.weight"} | (set() if c.tie_embeddings else {"wte.weight"})
+        n = {True: 0, False: 0}  # requires_grad -> parameters
+        for name, p in self.named_parameters():
+            if name not in skip:
+                n[p.requires_grad] += p.numel()
+        return 3 * n[True] + 2 * n[False] + 12 * c.n_layer * c.n_embd * c.block_size * 1.5
 
 
 def decoding_extra(start_id: int | None, suppress_ids: list[int], num_beams: int) -> dict[str, Any]:

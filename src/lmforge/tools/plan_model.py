@@ -12,10 +12,10 @@ the same for 2 layers or 10**20, and a huge shape is answered at once ("does not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from lmforge.config import LORA_TARGETS, LoraConfig, ModelConfig
-from lmforge.errors import LmforgeError
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,18 @@ def lora_adapters(c: ModelConfig, spec: LoraConfig, base: list[Module] | None = 
     kv = (c.n_kv_head or c.n_head) * hs
     wanted: dict[str, set[str]] = {}
     for name in (n.strip() for n in spec.targets.split(",") if n.strip()):
-        local, slices = LORA_TARGETS[name]
-        wanted.setdefault(local, set()).update(slices)
+        for local, slices in LORA_TARGETS[name]:
+            wanted.setdefault(local, set()).update(slices)
     out = []
     for m in modules(c) if base is None else base:
         local = ".".join(m.name.split(".")[-2:])  # blocks.*.attn.qkv -> attn.qkv
         if m.linear is None or local not in wanted or "blocks." not in m.name:
             continue
         n_in, n_out = m.linear
-        rows = {"q": c.n_head * hs, "k": kv, "v": kv, "all": n_out}
+        if local == "cross.kv":  # cross-attention's k and v: halves of its rows
+            rows = {"k": n_out // 2, "v": n_out // 2}
+        else:
+            rows = {"q": c.n_head * hs, "k": kv, "v": kv, "all": n_out}
         for s in sorted(wanted[local]):
             params = spec.rank * (n_in + rows[s])
             out.append(Module(f"{m.name}.lora.{s}", params, (n_in, rows[s]), repeat=m.repeat))
@@ -179,8 +182,6 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
     """Parameters, trainable parameters and FLOPs per token of model `c` with the task's `head`
     (and LoRA adapters when `lora.enabled`), at `seq_len` tokens per sequence (0: the context)."""
     base = modules(c, head)
-    if c.arch == "seq2seq" and lora is not None and lora.enabled:
-        raise LmforgeError("lmforge plan: LoRA on an encoder-decoder is not planned (gpt models only)")
     adapters = lora_adapters(c, lora, base) if lora is not None and lora.enabled else []
     also = [n.strip() for n in lora.also_train.split(",") if n.strip()] if adapters and lora else []
 
@@ -202,7 +203,7 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
         trainable=extra + sum(m.params * trains(m) for m in own),
         stepped=extra + sum(m.params * trains(m) for m in own if not m.idle),
         largest_module=max(m.params for m in base),
-        flops_per_token=_seq2seq_flops(c, base)
+        flops_per_token=_seq2seq_flops(c, base, trains, extra)
         if c.arch == "seq2seq"
         else flops_per_token(c, trained, frozen, seq_len),
         matmul_trained=trained,
@@ -240,12 +241,15 @@ def flops_per_token(c: ModelConfig, trained: int, frozen: int, seq_len: int = 0)
     return 6 * trained + 4 * frozen + 12 * c.n_layer * c.n_embd * t
 
 
-def _seq2seq_flops(c: ModelConfig, base: list[Module]) -> float:
-    """model/seq2seq.py's count, which the training log uses: 3 N + 18 L d T, N every weight but
-    the position tables (and the untied input embedding: only the output matmul costs)."""
+def _seq2seq_flops(c: ModelConfig, base: list[Module], trains: Callable[[Module], int], extra: int) -> float:
+    """model/seq2seq.py's count, which the training log uses: 3 N + 2 N_frozen + 18 L d T, N every
+    trained weight but the position tables (and the untied input embedding: only the output matmul
+    costs) with `extra` adapter weights, N_frozen the frozen rest (LoRA's base)."""
     skip = ("encoder.wpe", "decoder.wpe") + (() if c.tie_embeddings else ("wte",))
-    n = sum(m.params * m.repeat for m in base if not m.shared and m.name not in skip)
-    return 3 * n + 18 * c.n_layer * c.n_embd * c.block_size
+    counted = [m for m in base if not m.shared and m.name not in skip]
+    trained = extra + sum(m.params * trains(m) for m in counted)
+    frozen = sum(m.params * (m.repeat - trains(m)) for m in counted)
+    return 3 * trained + 2 * frozen + 18 * c.n_layer * c.n_embd * c.block_size
 
 
 def activation_bytes(
