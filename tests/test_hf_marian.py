@@ -155,6 +155,8 @@ def test_pipeline_and_cli_translate_marian_dir(
     ]
     assert len(short) >= 3
     got = lmforge.pipeline("translation_en_to_fr", model=hf_dir)(sentences)
+    with pytest.raises(LmforgeError, match="translates en to fr, not fr to en"):  # tokenizer_config.json's
+        lmforge.pipeline("translation_fr_to_en", model=hf_dir)
     assert all(set(g) == {"translation_text"} for g in got)
     assert [got[i]["translation_text"] for i in short] == [expected[i] for i in short]
 

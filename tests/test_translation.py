@@ -238,6 +238,26 @@ def test_resume_continues_exactly(run: Path, tmp_path: Path) -> None:
     assert summary["best_step"] == json.loads((run / "summary.json").read_text())["best_step"]
 
 
+def test_a_translation_pipeline_names_its_direction(run: Path) -> None:
+    """transformers' translation_XX_to_YY: the run records en->fr (data.src_lang/tgt_lang), so
+    that direction and plain "translation" run it, and another is refused in one line."""
+    from lmforge import pipeline
+
+    assert json.loads((run / "model" / "config.json").read_text())["source_lang"] == "en"
+    same = pipeline("translation", model=run)("The cat sleeps.")
+    assert pipeline("translation_en_to_fr", model=run)("The cat sleeps.") == same
+    assert pipeline("translation", model=run, src_lang="en")("The cat sleeps.") == same
+    refusal = r"translates en to fr, not fr to en \(pipeline\(\"translation_en_to_fr\"\), or \"translation\""
+    with pytest.raises(LmforgeError, match=refusal):
+        pipeline("translation_fr_to_en", model=run)
+    with pytest.raises(LmforgeError, match="not en to de"):
+        pipeline("translation", model=run, tgt_lang="de")
+    with pytest.raises(LmforgeError, match="two tgt_langs; give one"):
+        pipeline("translation_en_to_fr", model=run, tgt_lang="de")
+    with pytest.raises(LmforgeError, match=r"unknown pipeline task 'translation_en'.*translation_XX_to_YY"):
+        pipeline("translation_en", model=run)
+
+
 def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["translate", str(run), "The cat sleeps.", "The dog is big.", "--beam", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -6,6 +6,7 @@ input order; scores are sacreBLEU's corpus BLEU and chrF, printed with their sig
 
 from __future__ import annotations
 
+import json
 import lzma
 import os
 import zlib
@@ -31,6 +32,22 @@ def load_translator(model: str | Path, dtype: str = "fp32") -> tuple[Seq2Seq, To
         raise LmforgeError(f"{model}: not a translation (encoder-decoder) model")
     kernels.for_inference(net.to(resolve_dtype(dtype, net.config)[0]))
     return net, tokenizer
+
+
+def model_languages(model: str | Path) -> tuple[str, str] | None:
+    """The (source, target) languages a translation model names, or None: config.json's
+    source_lang/target_lang (lmforge's translation runs write data.src_lang/tgt_lang there), else
+    a Marian's tokenizer_config.json (opus-mt's)."""
+    directory = resolve_model_dir(model)
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            raw = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent or unreadable: the loader has already judged it
+            continue
+        src, tgt = (raw.get("source_lang"), raw.get("target_lang")) if isinstance(raw, dict) else (None, None)
+        if isinstance(src, str) and isinstance(tgt, str) and src and tgt:
+            return src, tgt
+    return None
 
 
 MAX_LEN_A, MAX_LEN_B = 2.0, 10  # a translation's length limit: a x its source's tokens (EOS included) + b

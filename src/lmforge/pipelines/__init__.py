@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,25 @@ TASKS: dict[str, str] = {
     "text-generation": "lmforge.pipelines.text_generation:TextGenerationPipeline",
     "text-classification": "lmforge.pipelines.text_classification:TextClassificationPipeline",
     "translation": "lmforge.pipelines.translation:TranslationPipeline",
-    "translation_en_to_fr": "lmforge.pipelines.translation:TranslationPipeline",
     "question-answering": "lmforge.pipelines.question_answering:QuestionAnsweringPipeline",
 }
 
 
+# transformers' task name for a direction: translation_XX_to_YY (its languages go to the pipeline)
+DIRECTION = re.compile(r"translation_([^_\s]+)_to_([^_\s]+)")
+
+
 def pipeline(task: str, model: str | Path, **kwargs: Any) -> Any:
     """Build the pipeline for `task` around a model, run or checkpoint directory."""
+    direction = DIRECTION.fullmatch(task)
+    if direction:  # as transformers: translation_en_to_fr is translation with src_lang, tgt_lang
+        for key, lang in zip(("src_lang", "tgt_lang"), direction.groups(), strict=True):
+            if kwargs.setdefault(key, lang) != lang:
+                raise LmforgeError(f"pipeline({task!r}, {key}={kwargs[key]!r}): two {key}s; give one")
+        task = "translation"
     if task not in TASKS:
-        raise LmforgeError(f"unknown pipeline task {task!r} (known: {', '.join(sorted(TASKS))})")
+        known = ", ".join(sorted([*TASKS, "translation_XX_to_YY"]))
+        raise LmforgeError(f"unknown pipeline task {task!r} (known: {known})")
     module, name = TASKS[task].split(":")
     cls = getattr(importlib.import_module(module), name)
     accepted = [p for p in inspect.signature(cls).parameters if p != "model"]

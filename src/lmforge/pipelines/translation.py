@@ -1,9 +1,12 @@
 """The translation pipeline: HF's `[{"translation_text": ...}]` over lmforge's seq2seq decoding.
 
 As in HF, one string gives a list of one dict and a list of strings gives one dict per string
-(a flat list). `translation_en_to_fr` and plain `translation` are the same pipeline: the model
-translates the one direction it was trained for. Keywords are transformers' where they mean the
-same (num_beams, length_penalty, batch_size, max_new_tokens, do_sample=False); any other is an error.
+(a flat list). `translation_XX_to_YY` is `translation` with src_lang=XX, tgt_lang=YY, as in
+transformers: the model translates the one direction it was trained for, and where it names that
+direction (lmforge's translation runs record data.src_lang/tgt_lang; opus-mt's
+tokenizer_config.json has source_lang/target_lang) another is refused rather than silently
+ignored. Keywords are transformers' where they mean the same (num_beams, length_penalty,
+batch_size, max_new_tokens, do_sample=False); any other is an error.
 """
 
 from __future__ import annotations
@@ -13,13 +16,24 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
-from lmforge.inference.translate import load_translator, translate_texts
+from lmforge.inference.translate import load_translator, model_languages, translate_texts
 
 
 class TranslationPipeline:
-    def __init__(self, model: str | Path, dtype: str = "fp32") -> None:
+    def __init__(
+        self, model: str | Path, dtype: str = "fp32", src_lang: str | None = None, tgt_lang: str | None = None
+    ) -> None:
         check_options(dtype=dtype)
         self.model, self.tokenizer = load_translator(model, dtype)
+        self.languages = model_languages(model)  # (source, target), or None where the model names none
+        if self.languages:
+            src, tgt = src_lang or self.languages[0], tgt_lang or self.languages[1]
+            if (src, tgt) != self.languages:
+                own = "_to_".join(self.languages)
+                raise LmforgeError(
+                    f"{model} translates {self.languages[0]} to {self.languages[1]}, not {src} to {tgt}"
+                    f' (pipeline("translation_{own}"), or "translation" for the model\'s own direction)'
+                )
 
     def __call__(
         self,

@@ -116,6 +116,7 @@ class TranslationTask(Task):
 
     def write_model_files(self, directory: Path) -> None:
         extra = decoding_extra(self.start, self.suppress, self.num_beams)  # a Marian start token, beams
+        extra.update(source_lang=self.cfg.data.src_lang, target_lang=self.cfg.data.tgt_lang)  # its direction
         write_model_files(directory, self.cfg.model, self.tokenizer, extra=extra)
 
     def describe(self) -> str:
