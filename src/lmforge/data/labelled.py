@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
 import lzma
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from lmforge.data.sources import open_text, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
-
-_OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
-
-
-def _open(path: Path) -> IO[str]:
-    return _OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8-sig")  # type: ignore[operator]
 
 
 def read_labelled(
@@ -30,9 +23,11 @@ def read_labelled(
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise LmforgeError(f"labels={','.join(labels)!r}: name at least two labels, each once")
     path = Path(path)
+    if not path.is_file():
+        raise LmforgeError(f"{path}: {'a folder, not a .jsonl file' if path.is_dir() else 'no such file'}")
     rows = []
     try:
-        with _open(path) as f:
+        with open_text(path) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -51,7 +46,9 @@ def read_labelled(
                     rows.append((text, labels.index(label)))
                 else:
                     raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
-    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as e:
+    except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
+        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
+    except (OSError, EOFError, lzma.LZMAError) as e:
         raise LmforgeError(f"{path}: unreadable: {e}") from None
     if not rows:
         raise LmforgeError(f"{path}: no labelled examples")

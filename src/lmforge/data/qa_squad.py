@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.labelled import _open
+from lmforge.data.sources import open_text
 from lmforge.errors import LmforgeError
 
 
@@ -53,7 +53,7 @@ class SquadFile:
 def load_squad_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        with _open(path) as f:
+        with open_text(path) as f:
             raw = json.load(f)
     except FileNotFoundError:
         raise LmforgeError(f"{path}: no such file") from None
