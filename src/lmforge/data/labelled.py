@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import lzma
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lmforge.data.sources import open_text, utf8_error
+from lmforge.data.sources import READ_ERRORS, open_text, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -48,7 +47,7 @@ def read_labelled(
                     raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
     except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
         raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except READ_ERRORS as e:  # a damaged .gz/.xz/.zst too
         raise LmforgeError(f"{path}: unreadable: {e}") from None
     if not rows:
         raise LmforgeError(f"{path}: no labelled examples")

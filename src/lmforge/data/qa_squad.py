@@ -13,12 +13,11 @@ file that is not this shape is a one-line error naming the file and the key path
 from __future__ import annotations
 
 import json
-import lzma
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.sources import open_text
+from lmforge.data.sources import READ_ERRORS, open_text
 from lmforge.errors import LmforgeError
 
 
@@ -57,7 +56,7 @@ def load_squad_json(path: str | Path) -> dict[str, Any]:
             raw = json.load(f)
     except FileNotFoundError:
         raise LmforgeError(f"{path}: no such file") from None
-    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError, json.JSONDecodeError) as e:
+    except READ_ERRORS as e:  # ValueError: bad UTF-8 and bad JSON too
         raise LmforgeError(f"{path}: not readable SQuAD JSON: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise LmforgeError(f"{path}: SQuAD JSON needs a top-level object with a 'data' list")
