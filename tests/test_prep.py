@@ -25,6 +25,7 @@ from lmforge.data.report import Report, StageStats
 from lmforge.data.shards import open_split, read_meta
 from lmforge.data.sources import read_documents
 from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tools.audit_extract import Documents
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -325,6 +326,13 @@ def test_the_tail_split_keeps_shards_of_shard_tokens(tmp_path: Path, plays: list
     assert len(stream(tmp_path / "tail", ("val",))) == max(1, int(len(tail) * 0.1))
     assert sum(meta["shard_tokens"].values()) == len(tail) == meta["tokens"]["train"] + meta["tokens"]["val"]
     assert not list((tmp_path / "tail").glob("*.old"))
+    # documents per side as audit reads them (split at EOS): the document the cut runs through
+    # counts on both sides (it was val = 0, while audit found the tail's pieces)
+    per_split = meta["documents_per_split"]
+    eos = meta["eos_id"]
+    for split in ("train", "val"):
+        assert per_split[split] == len(Documents.from_stream(stream(tmp_path / "tail", (split,)), eos)) > 0
+    assert per_split["train"] + per_split["val"] in (meta["documents"], meta["documents"] + 1)
 
 
 def test_cleaning_step_runs_in_a_datatrove_executor(tmp_path: Path, plays: list[str]) -> None:

@@ -32,6 +32,7 @@ class ShardWriter:
         """Tokens in each shard file (meta.json's shard_tokens: a damaged shard is named)."""
         self._files: dict[str, IO[bytes]] = {}
         self._in_shard: Counter[str] = Counter()
+        self._eos: int | None = None  # the documents' end mark (the tail split counts pieces by it)
 
     def _file(self, split: str) -> IO[bytes]:
         f = self._files.get(split)
@@ -54,6 +55,7 @@ class ShardWriter:
         if eos is not None:
             np.asarray([eos], dtype=self.dtype).tofile(f)
             n += 1
+            self._eos = eos
         self._in_shard[split] += n
         self.sizes[self.shards[split][-1]] += n
         self.tokens[split] += n
@@ -62,7 +64,9 @@ class ShardWriter:
 
     def finish(self, val_fraction: float, token_bytes: np.ndarray, tail: bool = False) -> str:
         """Close the shards. When asked (`tail`) or when the hash split left one side empty (a corpus
-        of very few documents), the last `val_fraction` of the stream becomes val. Returns the kind."""
+        of very few documents), the last `val_fraction` of the stream becomes val. Returns the kind.
+        After a tail split `docs` counts each side's pieces as `lmforge audit` reads them (split at
+        EOS): the document the cut runs through counts on both sides."""
         for f in self._files.values():
             f.close()
         self._files.clear()
@@ -83,12 +87,18 @@ class ShardWriter:
         self.sizes.clear()
         self.tokens, self.bytes = Counter({s: 0 for s in SPLITS}), Counter({s: 0 for s in SPLITS})
         position = 0
+        ends: Counter[str] = Counter()  # EOS marks on each side
+        last: dict[str, int] = {}  # each side's last token
+        mark = -1 if self._eos is None else self._eos  # -1: no token id
         for stream in streams:
             for at in range(0, len(stream), TAIL_CHUNK):
                 chunk = np.asarray(stream[at : at + TAIL_CHUNK])
                 cut = min(len(chunk), max(0, total - n_val - position))  # where val begins in it
-                self._write("train", chunk[:cut], token_bytes)
-                self._write("val", chunk[cut:], token_bytes)
+                for split, part in (("train", chunk[:cut]), ("val", chunk[cut:])):
+                    self._write(split, part, token_bytes)
+                    if len(part):
+                        ends[split] += int(np.count_nonzero(part == mark))
+                        last[split] = int(part[-1])
                 position += len(chunk)
         for f in self._files.values():
             f.close()
@@ -96,7 +106,10 @@ class ShardWriter:
         del streams
         for _, path in moved:
             path.unlink()
-        self.docs = Counter({"train": total_docs, "val": 0})
+        if self._eos is None:  # no marks to count pieces by: the documents, all in train
+            self.docs = Counter({"train": total_docs, "val": 0})
+        else:  # a side's pieces: its EOS marks, plus one for a last piece the cut left open
+            self.docs = Counter({s: ends[s] + (s in last and last[s] != self._eos) for s in SPLITS})
         return "tail"
 
     def _write(self, split: str, ids: np.ndarray, token_bytes: np.ndarray) -> None:
