@@ -79,3 +79,24 @@ async function readStream(response, onEvent) {
   }
   throw new ApiError("the stream ended before [DONE]");
 }
+
+// A streamed generation: POSTs body to path with streaming and usage asked for, and calls onText
+// with each piece of text, which pick(choice) takes from a choice (a chat delta's content, a
+// completion's text). Returns { usage, finishReason, first }: first is when the first text came
+// (performance.now()), for the stats line.
+async function stream(path, body, signal, pick, onText) {
+  const out = { usage: null, finishReason: null, first: null };
+  const asked = { ...body, stream: true, stream_options: { include_usage: true } };
+  await readStream(await post(path, asked, signal), (chunk) => {
+    if (chunk.usage) out.usage = chunk.usage;
+    for (const choice of chunk.choices) {
+      const text = pick(choice);
+      if (text) {
+        if (out.first === null) out.first = performance.now();
+        onText(text);
+      }
+      if (choice.finish_reason) out.finishReason = choice.finish_reason;
+    }
+  });
+  return out;
+}

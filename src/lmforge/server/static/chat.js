@@ -74,23 +74,13 @@ async function sendChat() {
     const reply = { role: "assistant", content: turn.reply, model, ...(cut ? { cut } : {}) };
     state.history = [...state.history, { role: "user", content: text }, reply];
   };
-  let finishReason = null;
-  let usage = null;
-  let first = null;
   const started = performance.now();
   try {
-    const body = { model, messages, stream: true, stream_options: { include_usage: true }, ...settings };
-    const response = await post("v1/chat/completions", body, signal);
-    await readStream(response, (chunk) => {
-      if (chunk.usage) usage = chunk.usage;
-      for (const choice of chunk.choices) {
-        if (choice.delta && choice.delta.content) {
-          if (first === null) first = performance.now();
-          turn.reply += choice.delta.content;
-          showText(replyView, turn.reply);
-        }
-        if (choice.finish_reason) finishReason = choice.finish_reason;
-      }
+    const pick = (choice) => choice.delta && choice.delta.content;
+    const body = { model, messages, ...settings };
+    const { usage, finishReason, first } = await stream("v1/chat/completions", body, signal, pick, (piece) => {
+      turn.reply += piece;
+      showText(replyView, turn.reply);
     });
     if (state.conversation === conversation) keep(null);
     stats("chat-stats", usage, finishReason, started, first);

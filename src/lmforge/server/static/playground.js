@@ -210,21 +210,13 @@ async function sendCompletion() {
   out.setAttribute("aria-busy", "true"); // a screen reader reads the completion once, when done
   $("completion-stats").textContent = "";
   let text = "";
-  let finishReason = null;
-  let usage = null;
-  let first = null;
   const started = performance.now();
   try {
-    const body = { model, prompt, stream: true, stream_options: { include_usage: true }, ...settings };
-    const response = await post("v1/completions", body, signal);
-    await readStream(response, (chunk) => {
-      if (chunk.usage) usage = chunk.usage;
-      for (const choice of chunk.choices) {
-        if (choice.text && first === null) first = performance.now();
-        text += choice.text || "";
-        generated.textContent = text;
-        if (choice.finish_reason) finishReason = choice.finish_reason;
-      }
+    const pick = (choice) => choice.text;
+    const body = { model, prompt, ...settings };
+    const { usage, finishReason, first } = await stream("v1/completions", body, signal, pick, (piece) => {
+      text += piece;
+      generated.textContent = text;
     });
     stats("completion-stats", usage, finishReason, started, first);
   } catch (e) {
