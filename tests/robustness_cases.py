@@ -176,6 +176,7 @@ CASES = [
     Case("train-seed-negative", f"train --out {R} {DATA} --train.seed=-1", r"train\.seed=-1 must be in"),
     Case("train-grad-clip-nan", f"train --out {R} {DATA} --train.grad_clip=nan", r"train\.grad_clip=nan must be >= 0"),
     Case("train-vocab-size-negative", f"train --out {R} {DATA} --model.vocab_size=-5", r"model\.vocab_size=-5 must be >= 0"),
+    Case("train-doc-stride-negative", f"train --out {R} {DATA} --data.doc_stride=-2", r"data\.doc_stride=-2 must be >= 0 \(or -1: min\(data\.max_len // 2, 128\)\)$"),
     Case("train-engine", f"train --out {R} {DATA} --engine.name=bogus", r"engine\.name='bogus' must be"),
     Case("train-seq-len-translation", f"train --out {R} {DATA} --data.task=translation --model.arch=seq2seq --data.seq_len=16", r"data\.seq_len is for data\.task='lm', not 'translation'"),
     Case("train-seq-len-above-context", f"train --out {R} {DATA} --data.seq_len=4096", r"data\.seq_len=4096 is above the model's context of \d+ tokens$"),

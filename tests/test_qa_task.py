@@ -240,3 +240,7 @@ def test_the_default_stride_is_derived_from_the_window_and_recorded(tmp_path: Pa
     too_wide = r"data\.doc_stride=16 must be smaller than the \d+ context tokens"
     with pytest.raises(LmforgeError, match=too_wide):
         train(None, [*args, "--data.max_len=24", "--data.doc_stride=16"], out=tmp_path / "r2", quiet=True)
+    # 0 is windows without overlap, as in transformers (it was taken for "not given")
+    train(None, [*args, "--data.doc_stride=0"], out=tmp_path / "r3", quiet=True)
+    assert load_config(tmp_path / "r3" / "config.toml").data.doc_stride == 0
+    assert load_config(tmp_path / "run" / "config.toml").data.doc_stride == 32  # resumes as it ran

@@ -103,7 +103,10 @@ def check_config(c: Config) -> None:
         c.data.task != "qa" or bool(t.init_from),
         "data.task='qa' needs train.init_from (the encoder to put a span head on)",
     )
-    _check(c.data.doc_stride >= 0, f"data.doc_stride={c.data.doc_stride} must be >= 0")
+    _check(
+        c.data.doc_stride >= -1,
+        f"data.doc_stride={c.data.doc_stride} must be >= 0 (or -1: min(data.max_len // 2, 128))",
+    )
     _check(
         c.data.task != "chat" or bool(t.init_from),
         "data.task='chat' needs train.init_from (a chat model: its weights and its chat template)",

@@ -48,9 +48,9 @@ class DataConfig:
     max_len: int = 128
     """classification: tokens kept per text; chat: tokens kept per conversation; qa: tokens per window,
     question and context together (all at most the model's context)."""
-    doc_stride: int = 0
-    """qa: tokens each window of a long context shares with the previous one (0: min(max_len // 2,
-    128), max_len at most the model's context, as transformers' question-answering pipeline
+    doc_stride: int = -1
+    """qa: tokens each window of a long context shares with the previous one (0: none; -1: min(max_len
+    // 2, 128), max_len at most the model's context, as transformers' question-answering pipeline
     chooses; the run's config.toml records the value used)."""
     seq_len: int = 0
     """lm: tokens per training window (0: the model's context, model.block_size). Below the context

@@ -105,10 +105,10 @@ class QATask(Task):
             lora.require_trained(cfg.lora, "qa_outputs", "the answer-span head (qa_outputs)")
         self.cfg, self.micro = cfg, setup.micro
         self.max_len = min(d.max_len, cfg.model.block_size)
-        self.stride_note = (
-            "" if d.doc_stride else f" (not given: min(data.max_len // 2, 128) of {self.max_len})"
-        )
-        d.doc_stride = d.doc_stride or min(self.max_len // 2, 128)  # settled: config.toml records it
+        derived = d.doc_stride < 0  # not given (-1)
+        self.stride_note = f" (not given: min(data.max_len // 2, 128) of {self.max_len})" if derived else ""
+        if derived:  # settled: config.toml records it
+            d.doc_stride = min(self.max_len // 2, 128)
         self.maker = WindowMaker(self.tokenizer)
         train = [(Inputs.of(w), target) for w, target in self._features(self.train_examples)]
         self.loader = FeatureLoader(
