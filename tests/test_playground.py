@@ -313,6 +313,70 @@ def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> N
         expect(page.get_by_label(label)).to_have_value(value)
 
 
+def test_a_reload_keeps_each_tabs_last_result(page: Any, url: str) -> None:
+    """The completion, the translations, the labels and the answers in their context come back
+    after F5, as they were shown; a stored result of the wrong shape is passed over."""
+    page.get_by_role("tab", name="Completion").click()
+    page.get_by_label("Model", exact=True).select_option("gpt")
+    set_sampling(page, max_tokens="6", system=None)
+    page.get_by_label("Prompt", exact=True).fill("ROMEO:")
+    page.get_by_role("button", name="Complete").click()
+    completion_stats = page.get_by_label("Completion statistics")
+    expect(completion_stats).to_contain_text("finish:")
+    completion = page.get_by_label("Completion output").text_content()
+    page.get_by_role("tab", name="Translation").click()
+    page.get_by_label("Text to translate (one sentence a line)").fill("the king\nthe queen is fair")
+    page.get_by_role("button", name="Translate").click()
+    translations = page.get_by_role("list", name="Translations").get_by_role("listitem")
+    expect(translations).to_have_count(2)
+    page.get_by_role("tab", name="Classification").click()
+    page.get_by_label("Text to classify (one text a line)").fill("the king is good")
+    page.get_by_role("button", name="Classify").click()
+    labels = page.get_by_role("list", name="Labels", exact=True).locator(".labels li")
+    expect(labels).not_to_have_count(0)
+    page.get_by_role("tab", name="Question answering").click()
+    page.get_by_label("Question", exact=True).fill("Who kept the crown?")
+    page.get_by_label("Context (the text that holds the answer)").fill("The old king kept his crown.")
+    page.get_by_role("button", name="Answer", exact=True).click()
+    answers = page.get_by_role("list", name="Answers").get_by_role("listitem")
+    expect(answers).to_have_count(1)
+    seen = {
+        "completion": (completion, completion_stats.text_content()),
+        "translations": translations.all_text_contents(),
+        "labels": (
+            labels.locator(".label").all_text_contents(),
+            labels.locator(".score").all_text_contents(),
+        ),
+        "answers": (answers.all_text_contents(), page.get_by_label("Answer in the context").inner_html()),
+    }
+
+    reload(page)
+    expect(page.get_by_role("tab", name="Question answering")).to_have_attribute("aria-selected", "true")
+    assert seen == {
+        "completion": (
+            page.get_by_label("Completion output").text_content(),
+            completion_stats.text_content(),
+        ),
+        "translations": translations.all_text_contents(),
+        "labels": (
+            labels.locator(".label").all_text_contents(),
+            labels.locator(".score").all_text_contents(),
+        ),
+        "answers": (answers.all_text_contents(), page.get_by_label("Answer in the context").inner_html()),
+    }
+
+    # a result of the wrong shape (a score that is text) is passed over; the others come back
+    stored = json.loads(page.evaluate("sessionStorage.getItem('lmforge-playground')"))
+    stored["shown"]["qa"]["answers"][0]["score"] = "high"
+    page.goto(f"{url}/health")  # away first: the playground writes its own state as it leaves
+    page.evaluate("s => sessionStorage.setItem('lmforge-playground', s)", json.dumps(stored))
+    page.goto(url)
+    connected(page)
+    expect(answers).to_have_count(0)
+    expect(page.get_by_role("alert", name="Error")).to_be_hidden()
+    assert translations.all_text_contents() == seen["translations"]
+
+
 def test_a_stored_state_that_no_longer_fits_is_ignored(page: Any, url: str) -> None:
     """Corrupt JSON, another version or a wrong shape in storage: the page starts fresh and works.
     A stored tab no served model can do now, a stored model no longer served: passed over."""

@@ -27,6 +27,7 @@ const state = {
   conversation: 0, // counts Clears: a reply in flight for a cleared conversation changes nothing
   busy: null, // the AbortController of the request in flight
   offline: false, // the last request could not reach the server
+  shown: {}, // each one-shot tab's last result, as shown (completion, translation, classification, qa)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -204,29 +205,36 @@ async function sendCompletion() {
   const settings = sampling();
   const signal = begin("stop-completion");
   const out = $("completion-output");
-  out.querySelector(".prompt-echo").textContent = prompt;
-  const generated = out.querySelector(".generated");
-  generated.textContent = "";
+  // what the tab shows, kept for a reload (store.js); live while it streams
+  const shown = (state.shown.completion = { prompt, text: "", stats: "", live: true });
+  showCompletion(shown);
   out.setAttribute("aria-busy", "true"); // a screen reader reads the completion once, when done
-  $("completion-stats").textContent = "";
-  let text = "";
   const started = performance.now();
   try {
     const pick = (choice) => choice.text;
     const body = { model, prompt, ...settings };
     const { usage, finishReason, first } = await stream("v1/completions", body, signal, pick, (piece) => {
-      text += piece;
-      generated.textContent = text;
+      shown.text += piece;
+      out.querySelector(".generated").textContent = shown.text;
     });
     stats("completion-stats", usage, finishReason, started, first);
   } catch (e) {
     if (e.name === "AbortError") $("completion-stats").textContent = "stopped"; // what came stays
-    else if (text) $("completion-stats").textContent = "interrupted";
+    else if (shown.text) $("completion-stats").textContent = "interrupted";
     throw e;
   } finally {
+    shown.live = false;
+    shown.stats = $("completion-stats").textContent;
     out.removeAttribute("aria-busy");
     finish("stop-completion");
   }
+}
+
+function showCompletion({ prompt, text, stats }) {
+  const out = $("completion-output");
+  out.querySelector(".prompt-echo").textContent = prompt;
+  out.querySelector(".generated").textContent = text;
+  $("completion-stats").textContent = stats;
 }
 
 // --- tabs and wiring ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // What a reload of the playground keeps: the conversation (each reply with its model, a reply cut
-// short marked so), the drafts and settings typed in the tabs and the sidebar, the tab and each
-// tab's model. Plain JavaScript loaded after playground.js and chat.js, whose state it reads.
+// short marked so), the other tabs' last results, the drafts and settings typed in the tabs and the
+// sidebar, the tab and each tab's model. Plain JavaScript loaded after playground.js, chat.js and
+// tasks.js, whose state it reads and whose functions show the results again.
 //
 // It is kept in sessionStorage, not localStorage: that lives as long as the browser tab, so a
 // reload (F5) brings everything back while a new tab starts fresh, two tabs on one server do not
@@ -29,7 +30,14 @@ function snapshot() {
   } else if (turn && !fields.message) {
     fields.message = turn.text;
   }
-  return { version: STORE_VERSION, task: state.task, models: state.chosen, fields, history, stats };
+  const shown = { ...state.shown };
+  const completion = shown.completion;
+  if (completion && completion.live) {
+    // still streaming: what came so far, cut short (nothing yet: nothing to keep)
+    if (completion.text) shown.completion = { ...completion, live: false, stats: "interrupted" };
+    else delete shown.completion;
+  }
+  return { version: STORE_VERSION, task: state.task, models: state.chosen, fields, history, stats, shown };
 }
 
 function save() {
@@ -59,6 +67,35 @@ function isMessage(m) {
   );
 }
 
+const isScore = (value) => typeof value === "number" && Number.isFinite(value);
+const listOf = (value, check) => Array.isArray(value) && value.every(check);
+const isLabel = (r) => isObject(r) && isText(r.label) && isScore(r.score);
+const isAnswer = (a) => isObject(a) && isText(a.answer) && isScore(a.score) && isScore(a.start) && isScore(a.end);
+
+// Each one-shot tab's stored result: the shape it must have, and how it is shown again.
+const SHOWN = {
+  completion: {
+    fits: (v) => isObject(v) && isText(v.prompt) && isText(v.text) && isText(v.stats),
+    show: showCompletion,
+  },
+  translation: { fits: (v) => isObject(v) && listOf(v.texts, isText), show: showTranslations },
+  classification: {
+    fits: (v) =>
+      isObject(v) &&
+      listOf(v.texts, isText) &&
+      listOf(v.results, (ranked) => listOf(ranked, isLabel)) &&
+      v.results.length === v.texts.length,
+    show: showClassifications,
+  },
+  qa: {
+    fits: (v) =>
+      isObject(v) &&
+      isText(v.context) &&
+      listOf(v.answers, isAnswer),
+    show: showAnswers,
+  },
+};
+
 // The stored state, or null: none, corrupt JSON, another version or shape (then it is removed).
 function stored() {
   let saved = null;
@@ -75,7 +112,8 @@ function stored() {
     isObject(saved.fields) &&
     Array.isArray(saved.history) &&
     saved.history.every(isMessage) &&
-    isText(saved.stats);
+    isText(saved.stats) &&
+    (saved.shown === undefined || isObject(saved.shown));
   if (fits) return saved;
   if (saved !== null) {
     try {
@@ -108,6 +146,13 @@ function restore() {
     if (cut) markCut(view, cut);
   }
   $("chat-stats").textContent = saved.stats;
+  for (const [task, shown] of Object.entries(saved.shown || {})) {
+    const kind = Object.hasOwn(SHOWN, task) ? SHOWN[task] : null;
+    if (kind && kind.fits(shown)) {
+      state.shown[task] = shown;
+      kind.show(shown);
+    } // a result of another shape is passed over: its tab starts empty
+  }
 }
 
 // The sidebar's settings back to the page's defaults (the model, the conversation and drafts stay).

@@ -11,20 +11,24 @@ async function sendTranslation() {
     max_new_tokens: numberSetting("translation-max", "Max new tokens", true),
   };
   const signal = begin(null);
-  const out = $("translation-output");
-  out.replaceChildren();
+  $("translation-output").replaceChildren();
   try {
     const { results } = await (await post("v1/translations", body, signal)).json();
-    out.replaceChildren(
-      ...results.map((r) => {
-        const item = document.createElement("li");
-        item.textContent = r.translation_text;
-        return item;
-      })
-    );
+    state.shown.translation = { texts: results.map((r) => r.translation_text) };
+    showTranslations(state.shown.translation);
   } finally {
     finish(null);
   }
+}
+
+function showTranslations({ texts }) {
+  $("translation-output").replaceChildren(
+    ...texts.map((text) => {
+      const item = document.createElement("li");
+      item.textContent = text;
+      return item;
+    })
+  );
 }
 
 async function sendClassification() {
@@ -32,40 +36,45 @@ async function sendClassification() {
   const topK = numberSetting("top-k", "Labels shown", true);
   const body = { model: requireModel(), input: texts, top_k: topK === undefined ? null : topK };
   const signal = begin(null);
-  const out = $("classification-output");
-  out.replaceChildren();
+  $("classification-output").replaceChildren();
   try {
     const { results } = await (await post("v1/classifications", body, signal)).json();
-    out.replaceChildren(
-      ...results.map((result, i) => {
-        const item = document.createElement("li");
-        const quote = document.createElement("q");
-        quote.textContent = texts[i];
-        const labels = document.createElement("ul");
-        labels.className = "labels";
-        for (const { label, score } of Array.isArray(result) ? result : [result]) {
-          const row = document.createElement("li");
-          const name = document.createElement("span");
-          name.className = "label";
-          name.textContent = label;
-          const bar = document.createElement("meter");
-          bar.min = 0;
-          bar.max = 1;
-          bar.value = score;
-          bar.setAttribute("aria-label", `${label} score`);
-          const value = document.createElement("span");
-          value.className = "score";
-          value.textContent = score.toFixed(3);
-          row.append(name, bar, value);
-          labels.append(row);
-        }
-        item.append(quote, labels);
-        return item;
-      })
-    );
+    state.shown.classification = { texts, results: results.map((r) => (Array.isArray(r) ? r : [r])) };
+    showClassifications(state.shown.classification);
   } finally {
     finish(null);
   }
+}
+
+// Each text with its labels, best first: results[i] is text i's [{label, score}].
+function showClassifications({ texts, results }) {
+  $("classification-output").replaceChildren(
+    ...results.map((ranked, i) => {
+      const item = document.createElement("li");
+      const quote = document.createElement("q");
+      quote.textContent = texts[i];
+      const labels = document.createElement("ul");
+      labels.className = "labels";
+      for (const { label, score } of ranked) {
+        const row = document.createElement("li");
+        const name = document.createElement("span");
+        name.className = "label";
+        name.textContent = label;
+        const bar = document.createElement("meter");
+        bar.min = 0;
+        bar.max = 1;
+        bar.value = score;
+        bar.setAttribute("aria-label", `${label} score`);
+        const value = document.createElement("span");
+        value.className = "score";
+        value.textContent = score.toFixed(3);
+        row.append(name, bar, value);
+        labels.append(row);
+      }
+      item.append(quote, labels);
+      return item;
+    })
+  );
 }
 
 // --- question answering --------------------------------------------------------------------------
@@ -96,27 +105,31 @@ async function sendQuestion() {
     handle_impossible_answer: $("qa-impossible").checked,
   };
   const signal = begin(null);
-  const out = $("qa-output");
-  out.replaceChildren();
+  $("qa-output").replaceChildren();
   showInContext(context, null);
   try {
     const { results } = await (await post("v1/answers", body, signal)).json();
-    const answers = Array.isArray(results) ? results : [results];
-    out.replaceChildren(
-      ...answers.map(({ answer, score }) => {
-        const item = document.createElement("li");
-        const text = document.createElement("span");
-        text.className = "answer";
-        text.textContent = answer === "" ? "(no answer)" : answer;
-        const value = document.createElement("span");
-        value.className = "score";
-        value.textContent = score.toFixed(3);
-        item.append(text, value);
-        return item;
-      })
-    );
-    showInContext(context, answers[0]);
+    state.shown.qa = { context, answers: Array.isArray(results) ? results : [results] };
+    showAnswers(state.shown.qa);
   } finally {
     finish(null);
   }
+}
+
+// The answers, best first, and the best one marked in its context.
+function showAnswers({ context, answers }) {
+  $("qa-output").replaceChildren(
+    ...answers.map(({ answer, score }) => {
+      const item = document.createElement("li");
+      const text = document.createElement("span");
+      text.className = "answer";
+      text.textContent = answer === "" ? "(no answer)" : answer;
+      const value = document.createElement("span");
+      value.className = "score";
+      value.textContent = score.toFixed(3);
+      item.append(text, value);
+      return item;
+    })
+  );
+  showInContext(context, answers[0]);
 }
