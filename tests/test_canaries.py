@@ -124,6 +124,17 @@ def test_more_canaries_than_the_space_allows_is_refused() -> None:
         make_canaries(5, "1,2", length=1)
 
 
+def test_canaries_as_an_option_with_their_keys_as_overrides(corpus: Path, tmp_path: Path) -> None:
+    """`prep --canaries 3 --prep.canary_length=4`: the check waits for every setting (it refused
+    the override as set while prep.canaries was still 0)."""
+    meta = prep(corpus, tmp_path / "out", stages="none", workers=1, quiet=True, canaries=3,
+                canary_repeats="2", overrides=["--prep.canary_length=4"])  # fmt: skip
+    secrets = json.loads((tmp_path / "out" / "canaries.json").read_text())
+    assert meta["canaries"] == 6 and all(len(c["secret"].split()) == 4 for c in secrets["canaries"])
+    with pytest.raises(LmforgeError, match=r"prep\.canary_length=4 is set but prep\.canaries is 0"):
+        prep(corpus, tmp_path / "o2", stages="none", quiet=True, overrides=["--prep.canary_length=4"])
+
+
 def test_canaries_need_the_hash_split(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(

@@ -86,8 +86,11 @@ def joined_overrides(argv: list[str]) -> list[str]:
     return joined
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a validated Config from an optional TOML recipe and `section.key=value` overrides."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, validate: bool = True
+) -> Config:
+    """Build a validated Config from an optional TOML recipe and `section.key=value` overrides
+    (`validate=False`: unchecked, for a caller that sets more keys, then calls validate())."""
     config = Config()
     if path is not None:
         path = Path(path)
@@ -108,7 +111,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not eq:
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, COMMAND_LINE, from_text=True)
-    return config.validate()
+    return config.validate() if validate else config
 
 
 def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:

@@ -71,7 +71,8 @@ def _settings(
             f"prep: {recipes[0]} looks like a recipe: give it as the only input (its prep.inputs"
             " name the inputs) and the other settings as --section.key=value overrides"
         )
-    cfg = load_config(config, overrides) if config is not None or overrides else Config()
+    # checked once every setting is in: --canaries N with a --prep.canary_length override is fine
+    cfg = load_config(config, overrides, validate=False) if config is not None or overrides else Config()
     for key, value in args.items():
         if value is not None:
             setattr(cfg.data, key, value)
