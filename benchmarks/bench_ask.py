@@ -141,6 +141,7 @@ def main() -> None:
     spec = ChatSpec.read(directory, tokenizer)
     limit = net.config.block_size - args.max_new_tokens
     result: dict[str, Any] = {"hardware": hardware_line(), "model": str(directory), "data": args.data}
+    print(result["hardware"], flush=True)
     result |= {"questions": len(asked), "k": args.k, "passage_words": args.passage_words}
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs" / "contexts.jsonl"

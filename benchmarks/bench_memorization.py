@@ -260,6 +260,7 @@ def bench(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     budget = [f"train.max_steps={args.steps}"] if args.steps else [f"train.max_minutes={args.minutes}"]
     results: dict[str, Any] = {"hardware": hardware_line(), "budget": budget, "copies": args.copies}
+    print(results["hardware"], flush=True)  # first, as every benchmark does; again above the table
     results |= {"passages": args.passages, "chapters": args.chapters}
     results["runs"] = {name: run(folder, files, name, stages, budget) for name, stages in RUNS.items()}
     results["seconds"] = round(time.perf_counter() - start, 1)

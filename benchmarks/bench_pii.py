@@ -26,7 +26,7 @@ from typing import Any
 
 from datatrove.pipeline.formatters.pii import PIIFormatter
 
-from benchmarks.common import cpu_name, interleaved
+from benchmarks.common import hardware_line, interleaved
 from lmforge.data.pii import KINDS, PII, Span
 from lmforge.data.report import StageStats
 
@@ -215,7 +215,7 @@ def main() -> None:
     docs, known = list(build.clean_documents()), build.KNOWN_IN_CLEAN
     after, before = PII(ip_policy=args.ip_policy), Before()
     peer = Datatrove(public_only=args.ip_policy == "public")
-    results: dict[str, Any] = {"cpu": cpu_name(), "ip_policy": args.ip_policy}
+    results: dict[str, Any] = {"cpu": hardware_line(), "ip_policy": args.ip_policy}
     for name, scrubber in (("before", before), ("datatrove", peer), ("after", after)):
         results[name] = {
             "labelled": evaluate(scrubber, records, args.show),

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import cpu_name
+from benchmarks.common import hardware_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ["shakespeare.jsonl.xz", "moby_dick.jsonl.xz", "austen.jsonl.xz"]
@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=8192)
     ap.add_argument("--encode-mb", type=int, default=30, help="MB for the side-by-side encoder rates")
     args = ap.parse_args()
+    print(hardware_line(), f"| {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         corpus, out = Path(tmp) / "corpus", Path(tmp) / "shards"
         corpus.mkdir()
@@ -130,7 +131,6 @@ def main() -> None:
         seconds, peak = run_prep(corpus, out, args.vocab_size)
         report = json.loads((out / "report.json").read_text())
         rates = encode_rates(corpus, out, args.encode_mb)
-    print(f"--- {cpu_name()}, {os.cpu_count()} cores ---")
     print(f"lmforge prep end to end: {seconds:.1f} s wall, {size / 1e6 / seconds:.2f} MB/s of input text")
     clean_tok = report["seconds_clean"] + report["seconds_tokenize"]
     r = report

@@ -19,6 +19,7 @@ import importlib.util
 import io
 import os
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -113,7 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Place nanoGPT's model.py in the peers cache.")
     parser.add_argument("--from-git", type=Path, help="a nanoGPT git directory holding the commit")
     args = parser.parse_args()
-    print(f"nanoGPT {COMMIT[:7]} (MIT licence) in {fetch(args.from_git)}")
+    try:
+        print(f"nanoGPT {COMMIT[:7]} (MIT licence) in {fetch(args.from_git)}")
+    except subprocess.CalledProcessError:
+        sys.exit(f"nanogpt: {args.from_git} is not a nanoGPT git directory holding commit {COMMIT[:7]}")
+    except (OSError, RuntimeError) as e:
+        sys.exit(f"nanogpt: {e}")
 
 
 if __name__ == "__main__":
