@@ -295,3 +295,19 @@ def test_privacy_never_takes_sdpa_and_says_why(monkeypatch: pytest.MonkeyPatch) 
     assert "vmap" in fresh.why and "no vmap batching rule" in fresh.why
     assert resumed.adamw == "foreach"  # the rest of the checkpoint's choice stands
     assert resumed.why.startswith("as the checkpoint this run resumes, but bmm attention: privacy.enabled")
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("1", True), ("Refresh", True), ("", True), ("off", False), ("0", False)]
+)
+def test_the_autotune_switch_takes_its_words_and_refuses_others(
+    monkeypatch: pytest.MonkeyPatch, value: str, on: bool
+) -> None:
+    """A typo such as LMFORGE_AUTOTUNE=of is one line, not silently "on"."""
+    from lmforge.errors import LmforgeError
+
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", value)
+    assert tuning.enabled() is on
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "of")
+    with pytest.raises(LmforgeError, match=r"LMFORGE_AUTOTUNE='of': expected 1 .*, 0 .* or refresh"):
+        tuning.enabled()

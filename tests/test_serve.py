@@ -323,6 +323,15 @@ def test_a_list_is_judged_as_a_list(api: TestClient, body: dict[str, Any], messa
     assert r.status_code == 400 and r.json()["error"]["message"] == message
 
 
+def test_a_long_bad_value_is_shortened_whole(api: TestClient) -> None:
+    """A 100,001-character context: the message quotes its start and says how long it was (the
+    quote was cut mid-value at 200 characters, without its closing quote)."""
+    body = {"model": "bert-qa", "question": "Who?", "context": "a" * 100_001}
+    message = api.post("/v1/answers", json=body).json()["error"]["message"]
+    assert message.startswith("context: String should have at most 100000 characters (got 'aaa")
+    assert message.endswith("... (100,003 characters))") and len(message) < 220
+
+
 def test_null_means_the_default(api: TestClient) -> None:
     """OpenAI's API (and clients that send every field) take null for an optional field as unset."""
     for route, body, nulls in (

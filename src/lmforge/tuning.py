@@ -27,19 +27,30 @@ from typing import Any
 
 import torch
 
+from lmforge.errors import LmforgeError
 from lmforge.hardware import cpu_features, cpu_has_bf16, cpu_model, matmul_peak_flops, peak_dtype
 
 FILE_NAME = "autotune.json"
 
 
+OFF, ON = ("0", "off", "false", "no"), ("", "1", "on", "true", "yes", "refresh")
+
+
 def _setting() -> str:
-    return os.environ.get("LMFORGE_AUTOTUNE", "1").strip().lower()
+    """LMFORGE_AUTOTUNE, lower-cased; a value that is none of these is an error, not "on"."""
+    value = os.environ.get("LMFORGE_AUTOTUNE", "1").strip().lower()
+    if value not in OFF + ON:
+        raise LmforgeError(
+            f"LMFORGE_AUTOTUNE={os.environ['LMFORGE_AUTOTUNE']!r}: expected 1 (measure once and"
+            " remember, the default), 0 (the fixed rules) or refresh (measure again)"
+        )
+    return value
 
 
 def enabled() -> bool:
     """False when LMFORGE_AUTOTUNE is 0/off/false/no: the fixed rules, nothing measured or
     remembered (the inference kernel routes of model/kernels.py have their own switches)."""
-    return _setting() not in ("0", "off", "false", "no")
+    return _setting() not in OFF
 
 
 def cache_path() -> Path:

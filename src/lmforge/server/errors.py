@@ -73,7 +73,8 @@ def _validation(exc: RequestValidationError) -> ApiError:
     message = message.replace(" after validation", "")
     shown = "input" in first and not isinstance(first["input"], dict | list)
     if shown and first.get("type") != "value_error":  # schemas' own messages say what was wrong
-        message += f" (got {first['input']!r})"[:200]
+        got = repr(first["input"])
+        message += f" (got {got if len(got) <= 120 else got[:100] + '... (' + f'{len(got):,} characters)'})"
     return ApiError(400, f"{param}: {message}" if param else message, param, "invalid_value")
 
 

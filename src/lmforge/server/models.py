@@ -87,8 +87,8 @@ def load_models(paths: list[str | Path], dtype: str = "auto") -> dict[str, Serve
         served = load_one(path, dtype)
         if served.id in out:
             raise LmforgeError(
-                f"{path}: its id {served.id!r} is already {out[served.id].directory}; serve directories"
-                " with different names"
+                f"{path}: its id {served.id!r} is already taken by {out[served.id].directory}; serve"
+                " directories with different names"
             )
         out[served.id] = served
     return out
