@@ -260,6 +260,8 @@ CASES = [
     # --- import
     Case("import-no-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (write("h/model.safetensors", "x"),)),
     Case("import-missing", "import {t}/missing --out {t}/o", r"{t}/missing/config\.json"),
+    Case("import-empty-path", "import '' --out {t}/o", r"the model path is empty \(a \$\(\.\.\.\) or variable that gave nothing\?\)$"),
+    Case("generate-empty-path", "generate '' --prompt hi", r"the model path is empty \(a \$\(\.\.\.\) or variable that gave nothing\?\)$"),
     Case("import-unknown-type", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unknown architecture model_type='mamba'", (copy("hf", "h"), set_json("h/config.json", model_type="mamba"))),
     Case("import-lmforge-dir", "import {s}/gpt --out {t}/o", r"{s}/gpt/config\.json: already an lmforge model \(lmforge-gpt\): load, train or serve its folder as it is"),
     Case("import-invalid-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (copy("hf", "h"), write("h/config.json", "{bad"))),

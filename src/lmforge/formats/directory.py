@@ -95,8 +95,16 @@ def write_model_dir(
     write_model_files(directory, config, tokenizer, model_type, extra)
 
 
+def check_named(path: str | Path) -> None:
+    """An empty path is refused, not read as the working directory: it is most often a shell
+    substitution, `$(...)`, that printed nothing."""
+    if not str(path).strip():
+        raise LmforgeError("the model path is empty (a $(...) or variable that gave nothing?)")
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """A model directory for `path`: itself, a run's `model/`, or a run's latest checkpoint."""
+    check_named(path)
     path = Path(path)
     if (path / "config.json").is_file():
         return path
@@ -120,6 +128,17 @@ def resolve_model_dir(path: str | Path) -> Path:
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")
 
 
+def onnx_runs(path: Path, kind: str) -> str:
+    """What runs an ONNX export of this kind (the manifest's: decoder, seq2seq, encoder, ...)."""
+    if kind == "decoder":
+        return f"an ONNX export, which `lmforge generate {path} --runtime onnx` or lmforge.generate_onnx runs"
+    where = "lmforge.inference.onnx_runner"
+    if kind == "seq2seq":
+        return f"an ONNX export of a seq2seq model: {where}.translate_ids_onnx translates with it"
+    article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+    return f"an ONNX export of {article} {kind} model: {where}.OnnxModel runs it"
+
+
 def _onnx_export_hint(path: Path) -> str:
     """Where an ONNX export (`lmforge export --format onnx`, formats/onnx_export.py) runs instead:
     ONNX Runtime, not the PyTorch loaders; and the model it was exported from, which they take."""
@@ -129,10 +148,7 @@ def _onnx_export_hint(path: Path) -> str:
         manifest = {}
     manifest = manifest if isinstance(manifest, dict) else {}
     kind, source = manifest.get("kind"), manifest.get("source")
-    if not isinstance(kind, str) or kind == "decoder":
-        runs = f"an ONNX export, which `lmforge generate {path} --runtime onnx` or lmforge.generate_onnx runs"
-    else:
-        runs = f"an ONNX export of a {kind} model, which lmforge.inference.onnx_runner.OnnxModel runs"
+    runs = onnx_runs(path, kind if isinstance(kind, str) else "decoder")
     if source:
         return f"{runs}; the other verbs and pipeline() take the model it was exported from, {source}"
     return runs

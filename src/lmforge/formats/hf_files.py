@@ -41,6 +41,7 @@ from lmforge.formats.chat_files import (
 )
 from lmforge.formats.directory import (
     LOADERS,
+    check_named,
     load_model,
     read_config_json,
     read_json,
@@ -272,6 +273,7 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     """`lmforge import`: convert an HF directory, or a GGUF file (formats/gguf.py), into an lmforge
     model directory, with its chat template and generation defaults (see the module doc for what
     may already be at `out`)."""
+    check_named(hf_dir)
     owner = _earlier_output("import", hf=False)
     if Path(hf_dir).is_file() or Path(hf_dir).suffix == ".gguf":  # llama.cpp's single-file model
         from lmforge.formats.gguf import import_gguf

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import onnx_runs
 from lmforge.inference.generate import (
     TextStream,
     check_prompt,
@@ -58,7 +59,7 @@ class OnnxModel:
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise LmforgeError(f"{file}: not an ONNX export's manifest ({e!r})") from None
         if kind is not None and self.kind != kind:
-            raise LmforgeError(f"{directory}: an ONNX export of kind {self.kind!r}; this needs {kind!r}")
+            raise LmforgeError(f"{directory}: {onnx_runs(self.directory, self.kind)}, not a {kind} model")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per core
         # Idle workers would otherwise spin between runs, taking the cores from whatever the

@@ -51,7 +51,7 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
             done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise LmforgeError(f"calibration run failed: {last}")
+            raise LmforgeError(f"calibration run failed: {last.removeprefix('lmforge: error: ')}")
         summary = json.loads((out / "summary.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {
