@@ -450,7 +450,9 @@ CASES = [
     Case("launch-missing-recipe", "launch --nproc 2 train {t}/none.toml", r"{t}/none\.toml: config file not found"),
     Case("launch-master-port", "launch --nproc 1 --master-port -5 train", r"--master-port -5 must be in \[0, 65535\]"),
     Case("launch-node-rank", "launch --nproc 1 --node-rank 3 train", r"--node-rank 3 must be in \[0, --nnodes 1\)"),
-    Case("launch-no-nproc", "launch train", r"required: --nproc", usage=True),
+    Case("launch-no-nproc", "launch train", r"launch: --nproc N is required \(lmforge launch --nproc 2 train \.\.\.\)$"),
+    Case("launch-nproc-after-verb", f"launch train {DATA} --nproc 2", r"launch: --nproc N goes before the verb, not after it"),
+    Case("launch-nodes-without-port", f"launch --nnodes 2 --nproc 1 train {DATA}", r"launch: --nnodes 2 needs --master-addr \(node 0's address\) and --master-port"),
     Case("launch-verb-fails", "launch --nproc 1 generate {t}/nomodel --prompt hi", rf"{{t}}/nomodel: {MODEL_DIR}", process=True),
 ]
 # fmt: on

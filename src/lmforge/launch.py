@@ -60,20 +60,31 @@ def _overrides(rest: list[str]) -> list[str]:
 
 
 def launch(
-    nproc: int,
-    args: list[str],
+    nproc: int | None = None,
+    args: list[str] | None = None,
     nnodes: int = 1,
     node_rank: int = 0,
-    master_addr: str = "127.0.0.1",
+    master_addr: str | None = None,
     master_port: int = 0,
 ) -> int:
-    """Run `lmforge ARGS...` in nproc processes per node; returns the exit status."""
+    """Run `lmforge ARGS...` in nproc processes per node; returns the exit status. Several nodes
+    need the same master_addr (node 0's address) and master_port on each."""
+    args = list(args or [])
+    if nproc is None:  # launch's own options go before the verb (after it they are the verb's)
+        after = any(a.split("=")[0] in ("--nproc", "--nproc_per_node", "--nproc-per-node") for a in args)
+        where = " goes before the verb, not after it" if after else " is required"
+        raise LmforgeError(f"launch: --nproc N{where} (lmforge launch --nproc 2 train ...)")
     if nproc < 1 or nnodes < 1:
         raise LmforgeError("launch: --nproc and --nnodes must be >= 1")
     if not 0 <= node_rank < nnodes:
         raise LmforgeError(f"launch: --node-rank {node_rank} must be in [0, --nnodes {nnodes})")
     if not 0 <= master_port <= 65535:
         raise LmforgeError(f"launch: --master-port {master_port} must be in [0, 65535] (0: a free port)")
+    if nnodes > 1 and (master_port == 0 or master_addr is None):
+        raise LmforgeError(
+            f"launch: --nnodes {nnodes} needs --master-addr (node 0's address) and --master-port (a free"
+            " port there), the same on every node: each node would pick its own and never meet"
+        )
     if not args:
         raise LmforgeError("launch: give the verb to run, e.g. `lmforge launch --nproc 2 train X.toml`")
     world = nproc * nnodes
@@ -95,7 +106,7 @@ def launch(
         f"--nproc_per_node={nproc}",
         f"--nnodes={nnodes}",
         f"--node_rank={node_rank}",
-        f"--master_addr={master_addr}",
+        f"--master_addr={master_addr or '127.0.0.1'}",
         f"--master_port={master_port or free_port()}",
         "-m",
         "lmforge",

@@ -83,6 +83,7 @@ def train(
         finally:
             run.close()
         summary = _finish(run)
+        del run  # its model before the engine's process group (engines/ddp.py's close)
     engine.close()
     return summary
 
