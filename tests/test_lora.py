@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -369,3 +370,12 @@ def test_a_translation_lora_run_trains_cross_attention_and_merges(tmp_path: Path
     base, _ = load_model(tmp_path / "opus-mt")
     assert not torch.equal(model.decoder.blocks[0].cross.q.weight, base.decoder.blocks[0].cross.q.weight)
     assert torch.equal(model.decoder.blocks[0].cross.proj.weight, base.decoder.blocks[0].cross.proj.weight)
+
+    # adapters saved before q_proj/v_proj reached cross-attention (same lora.json, no cross.* tensors)
+    # still load, as they were trained: on self-attention alone
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "run" / "model", old)
+    save_file({k: v for k, v in saved.items() if ".cross." not in k}, str(old / "model.safetensors"))
+    adapted, _, _ = load_adapted(old)
+    assert not any(".cross." in path for path in lora.lora_modules(adapted))
+    assert "decoder.blocks.0.attn.qkv" in lora.lora_modules(adapted)

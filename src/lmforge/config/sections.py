@@ -281,7 +281,8 @@ class PrepConfig:
 # LoRA targets: a Hugging Face name (PEFT's target_modules) or lmforge's -> the (lmforge module
 # inside a block, slices of its output rows) it adapts; lmforge fuses q, k, v into one attn.qkv and
 # k, v of cross-attention into one cross.kv. As PEFT's suffix match on an encoder-decoder (Marian's
-# q_proj is also encoder_attn.q_proj), a Hugging Face name reaches cross-attention too.
+# q_proj is also encoder_attn.q_proj), q/k/v_proj reach cross-attention too; o_proj (Marian's
+# out_proj) is lmforge's name for both output projections.
 LORA_TARGETS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "q_proj": (("attn.qkv", ("q",)), ("cross.q", ("all",))),
     "k_proj": (("attn.qkv", ("k",)), ("cross.kv", ("k",))),
@@ -317,9 +318,10 @@ class LoraConfig:
     """Dropout on the adapters' input (PEFT's lora_dropout)."""
     targets: str = "q_proj,v_proj"
     """Comma-separated modules to adapt in every block: Hugging Face names (q_proj, k_proj, v_proj,
-    o_proj, gate_proj, up_proj, down_proj; in an encoder-decoder q/k/v/o_proj also adapt
-    cross-attention, as PEFT's do on Marian) or lmforge's (attn.qkv = q, k and v; attn.proj,
-    cross.q, cross.kv = k and v, cross.proj, mlp.gate, mlp.up, mlp.down)."""
+    o_proj, gate_proj, up_proj, down_proj; in an encoder-decoder q/k/v_proj also adapt
+    cross-attention, as PEFT's do on Marian, and o_proj both output projections) or lmforge's
+    (attn.qkv = q, k and v; attn.proj, cross.q, cross.kv = k and v, cross.proj, mlp.gate, mlp.up,
+    mlp.down)."""
     also_train: str = ""
     """Comma-separated modules trained whole beside the adapters (PEFT's modules_to_save), e.g.
     `head` for classification's new head; "" trains the adapters only."""

@@ -116,7 +116,7 @@ def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
         whole.update({k: v for k, v in trained.items() if ".lora_" not in k})  # lora.also_train's
         save_weights(Path(tmp) / WEIGHTS, whole)
         model, tokenizer = load_model(tmp)
-    lora.inject(model, spec)
+    lora.inject(model, spec, cross=lora.saved_with_cross(adapters))
     missing, unexpected = model.load_state_dict(adapters, strict=False)
     absent = [k for k in missing if ".lora_" in k]
     if absent or unexpected:

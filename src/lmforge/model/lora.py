@@ -16,6 +16,7 @@ back into plain Linears. The model code knows nothing of this module.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -111,16 +112,19 @@ def _slices(parent: nn.Module, module_path: str, linear: nn.Linear) -> list[Slic
     return [Slice("q", 0, q), Slice("k", q, kv), Slice("v", q + kv, kv)]
 
 
-def plan(model: nn.Module, spec: LoraConfig) -> dict[str, list[str]]:
+def plan(model: nn.Module, spec: LoraConfig, cross: bool = True) -> dict[str, list[str]]:
     """Module path -> the slices to adapt, for every block of the model; an unknown or unmatched
     target is a one-line error naming it. A Hugging Face name matches self-attention everywhere
-    and, in an encoder-decoder, cross-attention too."""
+    and, in an encoder-decoder, cross-attention too, unless `cross` is False: adapters saved
+    before lmforge put any on cross-attention (see `saved_with_cross`) are loaded as they were."""
     wanted: dict[str, set[str]] = {}
     for name in target_names(spec):
         if name not in LORA_TARGETS:
             raise LmforgeError(f"lora.targets: unknown module {name!r} (known: {', '.join(LORA_TARGETS)})")
         found = False
         for local, slices in LORA_TARGETS[name]:
+            if not cross and local.startswith("cross."):
+                continue
             for path, module in model.named_modules():
                 if isinstance(module, nn.Linear) and (path == local or path.endswith("." + local)):
                     wanted.setdefault(path, set()).update(slices)
@@ -134,11 +138,19 @@ def plan(model: nn.Module, spec: LoraConfig) -> dict[str, list[str]]:
     return {path: sorted(s, key=order.index) for path, s in wanted.items()}
 
 
-def inject(model: nn.Module, spec: LoraConfig) -> nn.Module:
+def saved_with_cross(names: Iterable[str]) -> bool:
+    """Whether adapters saved under these tensor names may have cross-attention ones: False for a
+    translation run's adapters from before 2026-12-03, when q_proj/v_proj stopped at
+    self-attention (their lora.json names the same targets, so the weights tell)."""
+    names = list(names)
+    return not any(".lora_" in n for n in names) or any(".cross." in n for n in names if ".lora_" in n)
+
+
+def inject(model: nn.Module, spec: LoraConfig, cross: bool = True) -> nn.Module:
     """Freeze `model` and put LoRA pairs on spec.targets in every block (in place; returns it).
     Modules named in spec.also_train (e.g. `head`) stay trainable whole. A is drawn from torch's
-    global RNG: seed before calling for a reproducible start."""
-    targets = plan(model, spec)
+    global RNG: seed before calling for a reproducible start. `cross`: see `plan`."""
+    targets = plan(model, spec, cross)
     placed = []  # (parent, leaf, linear, slices, adapted), all checked before the model changes
     for path, adapted in targets.items():
         parent_path, _, leaf = path.rpartition(".")

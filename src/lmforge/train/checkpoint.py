@@ -217,6 +217,18 @@ def check_tokenizer(checkpoint: Path, tokenizer: Any) -> None:
         )
 
 
+def weight_names(checkpoint: Path) -> list[str]:
+    """The tensor names in a checkpoint's model.safetensors (read from its header, not loaded);
+    [] when it has none (an engine's other layout)."""
+    from safetensors import safe_open
+
+    path = checkpoint / "model.safetensors"
+    if not path.is_file():
+        return []
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     file = checkpoint / "trainer.json"
     try:
