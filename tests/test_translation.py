@@ -258,6 +258,20 @@ def test_a_translation_pipeline_names_its_direction(run: Path) -> None:
         pipeline("translation_en", model=run)
 
 
+def test_a_tsv_trained_model_names_no_direction(pairs_file: Path, tmp_path: Path) -> None:
+    """A .tsv's columns carry no language names (data.src_lang/tgt_lang default to en/fr), so the
+    run records none, and any translation_XX_to_YY is taken rather than refused wrongly."""
+    from lmforge import pipeline
+
+    rows = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+    tsv = tmp_path / "toy.tsv"
+    tsv.write_text("".join(f"{r['en']}\t{r['fr']}\t{r['doc']}\n" for r in rows if r["en"].strip()))
+    prepare_pairs(tsv, tmp_path / "prep", vocab_size=300, max_tokens=64, val_fraction=0.1, test_fraction=0.1)
+    train(None, _overrides(tmp_path / "prep", 2), out=tmp_path / "run", quiet=True)
+    assert "source_lang" not in json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert pipeline("translation_de_to_en", model=tmp_path / "run")("The cat sleeps.")
+
+
 def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["translate", str(run), "The cat sleeps.", "The dog is big.", "--beam", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -37,7 +37,9 @@ def pipeline(task: str, model: str | Path, **kwargs: Any) -> Any:
     direction = DIRECTION.fullmatch(task)
     if direction:  # as transformers: translation_en_to_fr is translation with src_lang, tgt_lang
         for key, lang in zip(("src_lang", "tgt_lang"), direction.groups(), strict=True):
-            if kwargs.setdefault(key, lang) != lang:
+            if kwargs.get(key) is None:  # None: not given
+                kwargs[key] = lang
+            if kwargs[key] != lang:
                 raise LmforgeError(f"pipeline({task!r}, {key}={kwargs[key]!r}): two {key}s; give one")
         task = "translation"
     if task not in TASKS:

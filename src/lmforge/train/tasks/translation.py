@@ -21,6 +21,7 @@ from torch import nn
 from lmforge.data.loader import IGNORE
 from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
+from lmforge.data.sources import suffixes
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_files
 from lmforge.model.seq2seq import Seq2Seq, decoding_extra
@@ -116,7 +117,10 @@ class TranslationTask(Task):
 
     def write_model_files(self, directory: Path) -> None:
         extra = decoding_extra(self.start, self.suppress, self.num_beams)  # a Marian start token, beams
-        extra.update(source_lang=self.cfg.data.src_lang, target_lang=self.cfg.data.tgt_lang)  # its direction
+        sources = [Path(str(p)) for p in self.meta.get("sources", [])]
+        if sources and all(suffixes(p)[0] != ".tsv" for p in sources):  # the direction, where the data
+            # names its languages (.jsonl keys, NAME.xx files); a .tsv's columns have no names
+            extra.update(source_lang=self.cfg.data.src_lang, target_lang=self.cfg.data.tgt_lang)
         write_model_files(directory, self.cfg.model, self.tokenizer, extra=extra)
 
     def describe(self) -> str:
