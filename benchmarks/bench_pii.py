@@ -211,11 +211,12 @@ def main() -> None:
     if args.ip_policy == "public":  # private addresses are then not to be found
         for r in records:
             r["items"] = [i for i in r["items"] if i.get("scope") != "private"]
+    print(hardware_line(), flush=True)  # first, as every benchmark does (again above the table)
     build = builder()
     docs, known = list(build.clean_documents()), build.KNOWN_IN_CLEAN
     after, before = PII(ip_policy=args.ip_policy), Before()
     peer = Datatrove(public_only=args.ip_policy == "public")
-    results: dict[str, Any] = {"cpu": hardware_line(), "ip_policy": args.ip_policy}
+    results: dict[str, Any] = {"hardware": hardware_line(), "ip_policy": args.ip_policy}
     for name, scrubber in (("before", before), ("datatrove", peer), ("after", after)):
         results[name] = {
             "labelled": evaluate(scrubber, records, args.show),
@@ -237,7 +238,7 @@ def pct(x: float | None) -> str:
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"{results['cpu']}; ip policy {results['ip_policy']}")
+    print(f"{results['hardware']}; ip policy {results['ip_policy']}")
     names = ("before", "datatrove", "after")
     labelled = {n: results[n]["labelled"] for n in names}
     print(

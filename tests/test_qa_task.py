@@ -243,4 +243,3 @@ def test_the_default_stride_is_derived_from_the_window_and_recorded(tmp_path: Pa
     # 0 is windows without overlap, as in transformers (it was taken for "not given")
     train(None, [*args, "--data.doc_stride=0"], out=tmp_path / "r3", quiet=True)
     assert load_config(tmp_path / "r3" / "config.toml").data.doc_stride == 0
-    assert load_config(tmp_path / "run" / "config.toml").data.doc_stride == 32  # resumes as it ran

@@ -56,6 +56,8 @@ class OnnxModel:
             self.meta: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
             self.kind: str = self.meta["kind"]
             graphs = {name: g["file"] for name, g in self.meta["graphs"].items()}
+            if not isinstance(self.kind, str) or not self.kind:
+                raise TypeError(f"kind {self.kind!r} is not a model kind")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise LmforgeError(f"{file}: not an ONNX export's manifest ({e!r})") from None
         if kind is not None and self.kind != kind:

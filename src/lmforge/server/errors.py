@@ -73,8 +73,12 @@ def _validation(exc: RequestValidationError) -> ApiError:
     message = message.replace(" after validation", "")
     shown = "input" in first and not isinstance(first["input"], dict | list)
     if shown and first.get("type") != "value_error":  # schemas' own messages say what was wrong
-        got = repr(first["input"])
-        message += f" (got {got if len(got) <= 120 else got[:100] + '... (' + f'{len(got):,} characters)'})"
+        value = first["input"]
+        got = repr(value)
+        if len(got) > 120:  # a long value: its start and its own length
+            size = len(value) if isinstance(value, str) else len(got)
+            got = f"{got[:100]}... ({size:,} characters)"
+        message += f" (got {got})"
     return ApiError(400, f"{param}: {message}" if param else message, param, "invalid_value")
 
 

@@ -63,6 +63,7 @@ def train(
     config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
+    tuning.enabled()  # a mistyped LMFORGE_AUTOTUNE is one line before anything is made
     made: list[Path] = []
     run_dir, cfg = resolve_run(config, overrides, out, resume, overwrite, made)
     with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
@@ -79,10 +80,16 @@ def train(
         for aside in (p for p in made if p.name.startswith(ckpt.REPLACED)):
             say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
         try:
-            _steps(run)
-        finally:
-            run.close()
-        summary = _finish(run)
+            try:
+                _steps(run)
+            finally:
+                run.close()
+            summary = _finish(run)
+        except BaseException:  # the model goes before the process group, here at the exit
+            del run
+            with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
+                engine.release()
+            raise
         del run  # its model before the engine's process group (engines/ddp.py's close)
     engine.close()
     return summary
@@ -149,7 +156,7 @@ def _set_up(
     torch.manual_seed(t.seed)
     model = task.build_model()
     if cfg.lora.enabled:  # freeze the model, add adapters: only they (and lora.also_train) train
-        lora.inject(model, cfg.lora)
+        lora.inject(model, cfg.lora, cross=last is None or lora.saved_with_cross(ckpt.weight_names(last)))
     set_activation_checkpointing(model, t.activation_checkpointing)  # before engines wrap the blocks
     n_params = getattr(model, "num_params", lambda: sum(p.numel() for p in model.parameters()))()
     flops = report.flops_per_token(model, task.micro_batch_tokens() // micro)

@@ -12,6 +12,7 @@ async function sendTranslation() {
   };
   const signal = begin(null);
   $("translation-output").replaceChildren();
+  delete state.shown.translation; // cleared: a reload does not bring the old result back
   try {
     const { results } = await (await post("v1/translations", body, signal)).json();
     state.shown.translation = { texts: results.map((r) => r.translation_text) };
@@ -37,6 +38,7 @@ async function sendClassification() {
   const body = { model: requireModel(), input: texts, top_k: topK === undefined ? null : topK };
   const signal = begin(null);
   $("classification-output").replaceChildren();
+  delete state.shown.classification; // cleared: a reload does not bring the old result back
   try {
     const { results } = await (await post("v1/classifications", body, signal)).json();
     state.shown.classification = { texts, results: results.map((r) => (Array.isArray(r) ? r : [r])) };
@@ -106,6 +108,7 @@ async function sendQuestion() {
   };
   const signal = begin(null);
   $("qa-output").replaceChildren();
+  delete state.shown.qa; // cleared: a reload does not bring the old result back
   showInContext(context, null);
   try {
     const { results } = await (await post("v1/answers", body, signal)).json();

@@ -104,6 +104,9 @@ class Engine(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release process groups and other resources."""
 
+    def release(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
+        """After a failed run: let go of the model without waiting for the other ranks."""
+
 
 def saved_names(model: nn.Module, plan: Plan) -> set[str] | None:
     """The parameter names a checkpoint holds: None for all, else the trainable ones."""

@@ -33,13 +33,16 @@ class DistributedEngine(LocalEngine):
         dist.barrier()
 
     def close(self) -> None:
-        # The wrapped model goes first: freed after the group, DDP's reducer held the group's last
-        # reference, and its destructor joined gloo's threads under the GIL while one of them waited
-        # for the GIL (a finished 2-rank run hung at exit, about 1 in 8).
+        self.release()
+        destroy_process_group()
+
+    def release(self) -> None:
+        # The wrapped model goes before the group: freed after it, DDP's reducer held the group's
+        # last reference, and its destructor joined gloo's threads under the GIL while one of them
+        # waited for the GIL (a finished 2-rank run hung at exit, about 1 in 8).
         for name in ("model", "module", "optimizer", "scheduler"):
             self.__dict__.pop(name, None)
         gc.collect()
-        destroy_process_group()
 
 
 class DDPEngine(DistributedEngine):
