@@ -3,6 +3,8 @@ transformers' MarianMTModel, export back, bit-exact round trip, and the translat
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,11 @@ def test_pipeline_and_cli_translate_marian_dir(
     got = lmforge.pipeline("translation_en_to_fr", model=hf_dir)(sentences)
     with pytest.raises(LmforgeError, match="translates en to fr, not fr to en"):  # tokenizer_config.json's
         lmforge.pipeline("translation_fr_to_en", model=hf_dir)
+    three = tmp_path / "eng-fra"  # some opus-mt name ISO 639-3 codes: not comparable with en, fr
+    shutil.copytree(hf_dir, three)
+    names = json.loads((three / "tokenizer_config.json").read_text()) | {"source_lang": "eng"}
+    (three / "tokenizer_config.json").write_text(json.dumps(names | {"target_lang": "fra"}))
+    assert lmforge.pipeline("translation_en_to_fr", model=three)(sentences[:1])
     assert all(set(g) == {"translation_text"} for g in got)
     assert [got[i]["translation_text"] for i in short] == [expected[i] for i in short]
 

@@ -28,7 +28,9 @@ class TranslationPipeline:
         self.languages = model_languages(model)  # (source, target), or None where the model names none
         if self.languages:
             src, tgt = src_lang or self.languages[0], tgt_lang or self.languages[1]
-            if (src, tgt) != self.languages:
+            # codes of different kinds (some opus-mt name eng/zho, ISO 639-3) cannot be compared
+            clash = [a != b and len(a) == len(b) for a, b in zip((src, tgt), self.languages, strict=True)]
+            if any(clash):
                 own = "_to_".join(self.languages)
                 raise LmforgeError(
                     f"{model} translates {self.languages[0]} to {self.languages[1]}, not {src} to {tgt}"
