@@ -379,3 +379,14 @@ def test_a_translation_lora_run_trains_cross_attention_and_merges(tmp_path: Path
     adapted, _, _ = load_adapted(old)
     assert not any(".cross." in path for path in lora.lora_modules(adapted))
     assert "decoder.blocks.0.attn.qkv" in lora.lora_modules(adapted)
+    # ... and such a run resumes, training on without adding cross-attention adapters
+    resumed = tmp_path / "old-run"
+    shutil.copytree(tmp_path / "run", resumed)
+    (last,) = sorted((resumed / "checkpoints").iterdir())[-1:]
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        tensors = load_file(str(last / name))
+        save_file({k: v for k, v in tensors.items() if ".cross." not in k}, str(last / name))
+    (last / "manifest.json").unlink(missing_ok=True)  # the files changed on purpose
+    train(resume=resumed, overrides=["--train.max_steps=5"], quiet=True)
+    more = load_file(str(resumed / "model" / "model.safetensors"))
+    assert not any(".cross." in k for k in more) and more.keys() == {k for k in saved if ".cross." not in k}

@@ -337,3 +337,26 @@ def test_a_reply_streaming_at_a_reload_comes_back_interrupted(page: Any) -> None
         {"role": "assistant", "content": partial},
         {"role": "user", "content": "two"},
     ]
+
+
+def test_a_completion_streaming_at_a_reload_comes_back_interrupted(page: Any) -> None:
+    """F5 while a completion streams: what came is back, marked "interrupted"; a completion with
+    nothing yet is not kept (the tab comes back empty)."""
+    fake_stream(page)
+    page.get_by_role("tab", name="Completion").click()
+    page.get_by_label("Prompt", exact=True).fill("ROMEO:")
+    page.get_by_role("button", name="Complete").click()
+    feed(page, event({"choices": [{"index": 0, "text": " O Juliet", "finish_reason": None}]}))
+    output = page.get_by_label("Completion output")
+    expect(output).to_have_text("ROMEO: O Juliet")
+    reload(page)
+    expect(output).to_have_text("ROMEO: O Juliet")
+    expect(page.get_by_label("Completion statistics")).to_have_text("interrupted")
+    expect(output).not_to_have_attribute("aria-busy", "true")
+
+    fake_stream(page)
+    page.get_by_role("button", name="Complete").click()  # reloaded before its first token
+    expect(page.get_by_role("button", name="Stop")).to_be_enabled()
+    reload(page)
+    expect(output.locator(".generated")).to_have_text("")
+    expect(page.get_by_label("Completion statistics")).to_have_text("")
