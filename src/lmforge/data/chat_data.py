@@ -14,7 +14,6 @@ padding small. The batches' order is shuffled again, so lengths do not drift ove
 from __future__ import annotations
 
 import json
-import lzma
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from lmforge.data.loader import IGNORE
-from lmforge.data.sources import open_text, utf8_error
+from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 
 SPLITS = ("train", "test")
@@ -41,18 +40,7 @@ class Conversation:
 def read_chats(path: str | Path) -> list[Conversation]:
     """Every conversation in a .jsonl file; a malformed line is a one-line error naming it."""
     path = Path(path)
-    out = []
-    if not path.exists():
-        raise LmforgeError(f"{path}: no such file")
-    try:
-        with open_text(path) as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    out.append(_parse(line, f"{path}:{n}", n))
-    except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
-        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
-    except (OSError, EOFError, lzma.LZMAError) as e:
-        raise LmforgeError(f"{path}: unreadable: {e}") from None
+    out = [_parse(line, f"{path}:{n}", n) for n, line in strict_lines(path, "a .jsonl file") if line.strip()]
     if not out:
         raise LmforgeError(f"{path}: no conversations")
     return out

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lmforge.data.sources import READ_ERRORS, open_text, utf8_error
+from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -22,33 +22,24 @@ def read_labelled(
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise LmforgeError(f"labels={','.join(labels)!r}: name at least two labels, each once")
     path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"{path}: {'a folder, not a .jsonl file' if path.is_dir() else 'no such file'}")
     rows = []
-    try:
-        with open_text(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    text, label = record[text_field], record[label_field]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise LmforgeError(
-                        f"{path}:{n}: needs JSON with {text_field!r} and {label_field!r} ({e})"
-                    ) from None
-                if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
-                    raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
-                if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
-                    rows.append((text, label))
-                elif label in labels:
-                    rows.append((text, labels.index(label)))
-                else:
-                    raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
-    except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
-        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
-    except READ_ERRORS as e:  # a damaged .gz/.xz/.zst too
-        raise LmforgeError(f"{path}: unreadable: {e}") from None
+    for n, line in strict_lines(path, "a .jsonl file"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text, label = record[text_field], record[label_field]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            needs = f"needs JSON with {text_field!r} and {label_field!r}"
+            raise LmforgeError(f"{path}:{n}: {needs} ({e})") from None
+        if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
+            raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
+            rows.append((text, label))
+        elif label in labels:
+            rows.append((text, labels.index(label)))
+        else:
+            raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
     if not rows:
         raise LmforgeError(f"{path}: no labelled examples")
     return rows

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from lmforge.data.shards import earlier_prep_output
-from lmforge.data.sources import open_text, suffixes, utf8_error
+from lmforge.data.sources import open_text, strict_lines, suffixes, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.outputs import check_target, staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -361,13 +361,4 @@ def load_split(directory: str | Path, split: str) -> tuple[list[np.ndarray], lis
 
 def read_lines(path: str | Path) -> list[str]:
     """Lines of a text file (plain or compressed), for translate --file and eval-translate."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"{path}: no such file")
-    try:
-        with open_text(path) as f:
-            return [line.rstrip("\r\n") for line in f]
-    except UnicodeDecodeError:
-        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
-    except (OSError, EOFError) as e:
-        raise LmforgeError(f"{path}: cannot read: {e}") from None
+    return [line.rstrip("\r\n") for _, line in strict_lines(Path(path))]

@@ -101,6 +101,22 @@ def open_text(path: Path) -> IO[str]:
     return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="strict", newline="")
 
 
+def strict_lines(path: Path, what: str = "a text file") -> Iterator[tuple[int, str]]:
+    """(line number, line) of a (possibly compressed) file read as strict UTF-8, for the readers
+    that refuse bad bytes: a missing file, a folder (`what` says what was wanted), a bad byte (its
+    line named) or a damaged stream is a one-line error. What the caller raises while reading the
+    lines is its own and goes through untouched."""
+    if not path.is_file():
+        raise LmforgeError(f"{path}: {f'a folder, not {what}' if path.is_dir() else 'no such file'}")
+    try:
+        with open_text(path) as f:
+            yield from enumerate(f, 1)
+    except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
+        raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None
+    except READ_ERRORS as e:  # a damaged .gz/.xz/.zst too
+        raise LmforgeError(f"{path}: unreadable: {e}") from None
+
+
 def utf8_error(path: Path) -> str | None:
     """Where a file's first invalid UTF-8 byte is, as `path:line: not valid UTF-8 (byte N)` with N
     counted from the file's start (of its decompressed text), or None if it has none: for readers
