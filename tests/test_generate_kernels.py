@@ -5,17 +5,20 @@ the CPU's vector units are read from /proc/cpuinfo's flags."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
-from lmforge import hardware
+from lmforge import cli, hardware
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
 from lmforge.inference.generate import generate_ids
 from lmforge.model import kernels
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import linear
+from lmforge.tokenization.tokenizer import Tokenizer
 
 
 @pytest.fixture
@@ -82,6 +85,24 @@ def test_bad_override_is_one_clear_error(route: pytest.MonkeyPatch) -> None:
     route.setenv("LMFORGE_LINEAR", "blas")
     with pytest.raises(LmforgeError, match="LMFORGE_LINEAR='blas': expected one of mkl, onednn"):
         kernels.linear_route()
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [("LMFORGE_LINEAR", "blas"), ("LMFORGE_BF16_LINEAR", "packd"), ("LMFORGE_DECODE_ATTENTION", "x")],
+)
+def test_a_bad_override_stops_generate_before_it_prints(
+    route: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], env: str, value: str
+) -> None:
+    """The routes are chosen at the first product, after the prompt is streamed: the setting is
+    checked when the model is made ready, so the error is not glued to the prompt ('hilmforge: ...')."""
+    tok = Tokenizer.train_char(["hi there"])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=tok.vocab_size)
+    write_model_dir(tmp_path / "gpt", config, GPT(config).state_dict(), tok)
+    route.setenv(env, value)
+    assert cli.main(["generate", str(tmp_path / "gpt"), "--prompt", "hi", "--max-new-tokens", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"lmforge: error: {env}='{value}': expected one of"), (out, err)
 
 
 def test_training_keeps_autograd(route: pytest.MonkeyPatch) -> None:

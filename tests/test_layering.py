@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 BASE = {"errors", "config", "hardware", "outputs", "tuning", "malloc", "processes"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "malloc": set(),
+    "malloc": {"errors"},
     "processes": {"errors"},
     "config": {"errors"},
     "config_doc": {"errors", "config"},

@@ -90,3 +90,25 @@ def test_the_start_up_line_says_deepspeed_keeps_glibc(monkeypatch: pytest.Monkey
         "tcmalloc (preloaded; DeepSpeed runs otherwise keep glibc's"
     )
     assert malloc.describe("local") == f"tcmalloc ({malloc.ENV}=system keeps the system's)"
+
+
+@pytest.mark.parametrize("value", ["glibc", "tcmalloc", "sytem"])
+def test_a_mistyped_setting_is_one_line_not_a_silent_tcmalloc(value: str) -> None:
+    with pytest.raises(malloc.LmforgeError, match=rf"LMFORGE_MALLOC='{value}': expected system"):
+        malloc.restart_env({"LMFORGE_MALLOC": value}, "linux", LIB)
+    assert malloc.keeps_system({"LMFORGE_MALLOC": " System "})
+    assert not malloc.keeps_system({"LMFORGE_MALLOC": ""}) and not malloc.keeps_system({})
+
+
+def test_the_command_refuses_a_mistyped_setting_before_it_makes_anything(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lmforge", "train", *tiny_overrides, "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LMFORGE_MALLOC": "glibc"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        "lmforge: error: LMFORGE_MALLOC='glibc': expected system (keep the system's malloc), or leave"
+        " it unset (tcmalloc where installed)"
+    ]
+    assert not out.exists()

@@ -24,10 +24,24 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from lmforge.errors import LmforgeError
+
 ENV = "LMFORGE_MALLOC"  # "system": keep the system's malloc
 LIBRARY = "tcmalloc_minimal"  # gperftools' tcmalloc without the profiler: libtcmalloc_minimal.so.4
 OTHERS = ("tcmalloc", "jemalloc", "mimalloc")  # a preload naming one of these is the user's choice
 command = False  # set by the `lmforge` command (cli.main), never by a call from Python
+
+
+def keeps_system(environ: Mapping[str, str]) -> bool:
+    """True for LMFORGE_MALLOC=system; unset (or empty) is the default. Anything else is a typo
+    to name in one line, not a silent tcmalloc."""
+    value = environ.get(ENV, "").strip()
+    if value.lower() not in ("", "system"):
+        raise LmforgeError(
+            f"{ENV}={value!r}: expected system (keep the system's malloc), or leave it unset"
+            " (tcmalloc where installed)"
+        )
+    return value.lower() == "system"
 
 
 def restart_env(environ: Mapping[str, str], platform: str, library: str | None) -> dict[str, str] | None:
@@ -35,7 +49,7 @@ def restart_env(environ: Mapping[str, str], platform: str, library: str | None) 
     carry on as is: not Linux, LMFORGE_MALLOC=system, an allocator already preloaded (also after
     the restart: no loop), or no tcmalloc on the system."""
     preload = environ.get("LD_PRELOAD", "")
-    if platform != "linux" or environ.get(ENV, "") == "system" or library is None:
+    if keeps_system(environ) or platform != "linux" or library is None:
         return None
     if any(name in preload for name in OTHERS):
         return None
@@ -69,6 +83,7 @@ def in_use() -> str:
 
 def describe(engine: str = "local") -> str:
     """One start-up line: the allocator, and how to change it, for a run on `engine`."""
+    system = keeps_system(os.environ)
     name = in_use()
     if name == "tcmalloc" and engine == "deepspeed":  # the command never preloads it for DeepSpeed
         return "tcmalloc (preloaded; DeepSpeed runs otherwise keep glibc's: docs/speed.md)"
@@ -76,7 +91,7 @@ def describe(engine: str = "local") -> str:
         return f"tcmalloc ({ENV}=system keeps the system's)"
     if name != "glibc":
         return f"{name} (preloaded)"
-    if os.environ.get(ENV, "") == "system":
+    if system:
         return f"glibc's ({ENV}=system)"
     if engine == "deepspeed":
         return "glibc's (kept for DeepSpeed, whose ranks peaked up to 2.6x higher on tcmalloc: docs/speed.md)"

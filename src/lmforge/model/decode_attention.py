@@ -72,12 +72,18 @@ def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tens
     return fastest if best["sdpa"] > MARGIN * best[fastest] else "sdpa"
 
 
+def forced_route() -> str:
+    """The route LMFORGE_DECODE_ATTENTION forces ('' when unset); a typo is one line."""
+    forced = os.environ.get("LMFORGE_DECODE_ATTENTION", "")
+    if forced and forced not in ROUTES:
+        raise LmforgeError(f"LMFORGE_DECODE_ATTENTION={forced!r}: expected one of {', '.join(ROUTES)}")
+    return forced
+
+
 def route_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> str:
     """The route for this single-query bf16 call on the CPU, measured at its shape's first call."""
-    forced = os.environ.get("LMFORGE_DECODE_ATTENTION", "")
+    forced = forced_route()
     if forced:
-        if forced not in ROUTES:
-            raise LmforgeError(f"LMFORGE_DECODE_ATTENTION={forced!r}: expected one of {', '.join(ROUTES)}")
         return forced
     key = (q.size(0), q.size(1), k.size(1), q.size(-1))
     if key not in _chosen:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.model import decode_attention
 
 ROUTES = ("mkl", "onednn")
 BF16_ROUTES = ("plain", "packed")
@@ -116,16 +117,30 @@ def _time_routes(
     return times
 
 
+_NO_PACKING = "oneDNN cannot pack bf16 weights with this torch build on this CPU"
+
+
+def forced_route(env: str) -> str:
+    """The route LMFORGE_LINEAR or LMFORGE_BF16_LINEAR forces ('' when unset), checked: a typo or a
+    route this build lacks is one line."""
+    forced = os.environ.get(env, "")
+    routes, available, missing = {
+        "LMFORGE_LINEAR": (ROUTES, ONEDNN_AVAILABLE, "this torch build has no oneDNN linear kernel"),
+        "LMFORGE_BF16_LINEAR": (BF16_ROUTES, PACKING_AVAILABLE, _NO_PACKING),
+    }[env]
+    if forced and forced not in routes:
+        raise LmforgeError(f"{env}={forced!r}: expected one of {', '.join(routes)}")
+    if forced in ("onednn", "packed") and not available:
+        raise LmforgeError(f"{env}={forced}: {missing}")
+    return forced
+
+
 @functools.cache
 def choose_linear_routes() -> tuple[dict[str, str], str]:
     """({'one', 'few', 'many' rows: 'mkl' or 'onednn'}, why): the faster fp32 inference route
     here for one row and for a few, PyTorch's own (MKL) for many (see the module docstring)."""
-    forced = os.environ.get("LMFORGE_LINEAR", "")
+    forced = forced_route("LMFORGE_LINEAR")
     if forced:
-        if forced not in ROUTES:
-            raise LmforgeError(f"LMFORGE_LINEAR={forced!r}: expected one of {', '.join(ROUTES)}")
-        if forced == "onednn" and not ONEDNN_AVAILABLE:
-            raise LmforgeError("LMFORGE_LINEAR=onednn: this torch build has no oneDNN linear kernel")
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_LINEAR"
     if not ONEDNN_AVAILABLE:
         return dict.fromkeys(("one", "few", "many"), "mkl"), "no oneDNN linear kernel in this torch build"
@@ -182,7 +197,11 @@ _FOR_INFERENCE: weakref.WeakSet[nn.Linear] = weakref.WeakSet()
 
 
 def for_inference(net: nn.Module) -> nn.Module:
-    """Let `net`'s linear layers take the packed bf16 route (when bf16 and measured faster); `net`."""
+    """Let `net`'s linear layers take the packed bf16 route (when bf16 and measured faster); `net`.
+    A mistyped route setting is refused here, before an entry point prints anything."""
+    forced_route("LMFORGE_LINEAR")
+    forced_route("LMFORGE_BF16_LINEAR")
+    decode_attention.forced_route()
     _FOR_INFERENCE.update(m for m in net.modules() if type(m) is nn.Linear)
     return net
 
@@ -207,19 +226,12 @@ def packed_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     return onednn_linear(x, packed_weight(layer), layer.bias)
 
 
-_NO_PACKING = "oneDNN cannot pack bf16 weights with this torch build on this CPU"
-
-
 @functools.cache
 def choose_bf16_routes() -> tuple[dict[str, str], str]:
     """({'one', 'few', 'many' rows: 'plain' or 'packed'}, why) for bf16 inference products: one row
     probed, eight rows probed, and from 16 rows as at eight (packed led there too where measured)."""
-    forced = os.environ.get("LMFORGE_BF16_LINEAR", "")
+    forced = forced_route("LMFORGE_BF16_LINEAR")
     if forced:
-        if forced not in BF16_ROUTES:
-            raise LmforgeError(f"LMFORGE_BF16_LINEAR={forced!r}: expected one of {', '.join(BF16_ROUTES)}")
-        if forced == "packed" and not PACKING_AVAILABLE:
-            raise LmforgeError(f"LMFORGE_BF16_LINEAR=packed: {_NO_PACKING}")
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_BF16_LINEAR"
     if not PACKING_AVAILABLE:
         return dict.fromkeys(("one", "few", "many"), "plain"), _NO_PACKING

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from lmforge import tuning
+from lmforge import malloc, tuning
 from lmforge.config import Config, config_to_toml
 from lmforge.config.checks import split_batch
 from lmforge.errors import LmforgeError
@@ -63,7 +63,8 @@ def train(
     config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
-    tuning.enabled()  # a mistyped LMFORGE_AUTOTUNE is one line before anything is made
+    tuning.enabled()  # a mistyped LMFORGE_AUTOTUNE or LMFORGE_MALLOC is one line before anything is made
+    malloc.keeps_system(os.environ)
     made: list[Path] = []
     run_dir, cfg = resolve_run(config, overrides, out, resume, overwrite, made)
     with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
