@@ -108,18 +108,22 @@ def row(epsilon: float, summary: dict[str, Any], audited: dict[str, Any] | None)
 
 def table(rows: list[dict[str, Any]]) -> str:
     repeats = sorted(rows[0].get("exposure", {}))
-    head = "| epsilon (target) | reached | noise multiplier | val loss | s/step | time vs no DP |"
+    # time against the no-DP run; without one in --epsilons, the column is left out, not measured
+    # against whichever run came first
+    base = next((r["s_per_step"] for r in rows if not math.isfinite(r["target_epsilon"])), None)
+    head = "| epsilon (target) | reached | noise multiplier | val loss | s/step |"
+    head += " time vs no DP |" if base else ""
     head += "".join(f" exposure x{r} |" for r in repeats)
     head += " extracted train / held-out |" if repeats else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    base = rows[0]["s_per_step"]
     for r in rows:
         name = "inf (no DP)" if not math.isfinite(r["target_epsilon"]) else f"{r['target_epsilon']:g}"
         reached = "inf" if not math.isfinite(r["epsilon"]) else f"{r['epsilon']:.2f}"
         line = (
             f"| {name} | {reached} | {r['noise_multiplier']:.3f} | {r['val_loss']:.3f} |"
-            f" {r['s_per_step']:.3f} | {r['s_per_step'] / base:.1f}x |"
+            f" {r['s_per_step']:.3f} |"
         )
+        line += f" {r['s_per_step'] / base:.1f}x |" if base else ""
         line += "".join(f" {r['exposure'][k]:.2f} |" for k in repeats)
         if repeats:
             line += f" {r['extracted_train']:.3f} / {r['extracted_heldout']:.3f} |"

@@ -325,3 +325,23 @@ def test_bench_dp_with_a_bad_epsilon_is_one_line_before_any_work() -> None:
     done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr == "bench_dp: --epsilons 'inf,eight': comma-separated numbers or inf\n"
+
+
+def test_bench_dp_compares_time_with_the_no_dp_run_only() -> None:
+    """Without a no-DP run in --epsilons the table has no 'time vs no DP' column; it used to divide
+    by the first row's time and print 1.0x for a DP run."""
+    from benchmarks.bench_dp import table
+
+    def row(epsilon: float, seconds: float) -> dict:
+        return {
+            "target_epsilon": epsilon,
+            "epsilon": epsilon,
+            "noise_multiplier": 1.0,
+            "val_loss": 2.0,
+            "s_per_step": seconds,
+        }
+
+    with_base = table([row(float("inf"), 0.1), row(8, 0.3)]).splitlines()
+    assert with_base[0].endswith("| time vs no DP |") and with_base[3].endswith("| 0.300 | 3.0x |")
+    without = table([row(8, 0.3), row(3, 0.35)]).splitlines()
+    assert "time vs no DP" not in without[0] and without[2].endswith("| 0.300 |")
