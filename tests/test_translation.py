@@ -327,6 +327,42 @@ def test_a_blank_line_translates_to_a_blank_line(run: Path, tmp_path: Path, beam
     assert hyp.read_text().split("\n")[1] == ""
 
 
+def test_a_sentence_over_the_limit_is_named_or_cut_when_asked(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source longer than the context (less its EOS) stops with its line named; --truncate
+    (truncate=True, the pipeline's truncation=True) translates its first tokens and says so."""
+    from lmforge import pipeline, translate
+    from lmforge.inference.translate import load_translator, translate_ids
+
+    net, tok = load_translator(run, "fp32")
+    limit = net.config.block_size - 1
+    long = " ".join(["The cat sleeps."] * 12)
+    ids = tok.encode(long)
+    assert len(ids) > limit
+    expected = tok.decode(translate_ids(net, [ids[:limit]], tok.eos_id)[0]).strip()
+    short = translate(run, ["The dog is big."])[0]
+    with pytest.raises(
+        LmforgeError, match=rf"sentence 2 is {len(ids)} tokens, longer than the model's limit of {limit}"
+    ):
+        translate(run, ["The dog is big.", long])
+    capsys.readouterr()
+    assert translate(run, ["The dog is big.", long, long], truncate=True) == [short, expected, expected]
+    warned = f"lmforge: warning: 2 sentences longer than the model's limit of {limit} tokens cut to it"
+    assert capsys.readouterr().err == f"{warned} (the first: sentence 2, {len(ids)} tokens)\n"
+    assert pipeline("translation", model=run)(long, truncation=True) == [{"translation_text": expected}]
+    src, ref = tmp_path / "src.en", tmp_path / "ref.fr"
+    src.write_text(f"The dog is big.\n{long}\n")
+    ref.write_text("Le chien est grand.\nLe chat dort.\n")
+    argv = ["eval-translate", str(run), "--src", str(src), "--ref", str(ref)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"sentence 2 is {len(ids)} tokens" in err and "(--truncate) cuts such sentences" in err
+    assert main([*argv, "--truncate", "--out", str(tmp_path / "hyp.fr")]) == 0
+    assert (tmp_path / "hyp.fr").read_text() == f"{short}\n{expected}\n"
+
+
 def test_eval_translate_bleu_equals_sacrebleu(
     run: Path, prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,11 @@ TRANSLATE_OPTIONS = (
     opt("--length-penalty", "beam score = log p / length**this", type=float),
     opt("--batch-size", "sentences per batch", type=int),
     opt("--dtype", "weights dtype", **DTYPE),
+    opt(
+        "--truncate",
+        "cut a sentence over the model's limit to it (default: stop, naming it)",
+        action="store_true",
+    ),
 )
 
 # fmt: off

@@ -61,6 +61,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "use_cache": (lambda v: isinstance(v, bool), "True or False"),
     "do_sample": (lambda v: isinstance(v, bool), "True or False"),
     "truncate_prompt": (lambda v: isinstance(v, bool), "True or False"),
+    "truncate": (lambda v: isinstance(v, bool), "True or False"),
+    "truncation": (lambda v: isinstance(v, bool), "True or False"),
     "return_full_text": (lambda v: isinstance(v, bool), "True or False"),
 }
 

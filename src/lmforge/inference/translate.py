@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 from lmforge.data.pair_loader import encode_sources
 from lmforge.data.pairs import read_lines
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
 from lmforge.inference.options import check_options, check_texts
@@ -78,10 +79,13 @@ def translate_ids(
     max_len_b: int = MAX_LEN_B,
     use_cache: bool = True,
     max_new_tokens: int | None = None,
+    truncate: bool = False,
 ) -> list[list[int]]:
     """Token ids in, token ids out (same order), decoded in length-sorted batches; beam None:
     the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config).
     max_new_tokens caps each translation (EOS included, as in transformers) below its own limit.
+    A source longer than the model's context (less its EOS) is an error, or with `truncate` is cut
+    to it, with one warning line on stderr (transformers' truncation=True cuts without a word).
     An empty source gives an empty translation without decoding: from EOS alone a model invents a
     sentence, and a blank line of a file should stay blank in its translation."""
     check_options(
@@ -91,17 +95,12 @@ def translate_ids(
         max_len_a=max_len_a,
         max_len_b=max_len_b,
         use_cache=use_cache,
+        truncate=truncate,
     )
     if max_new_tokens is not None:
         check_options(max_new_tokens=max_new_tokens)
     beam = model.num_beams if beam is None else beam
-    limit = model.config.block_size - 1  # room for the EOS appended to every source
-    for n, ids in enumerate(sources, start=1):
-        if len(ids) > limit:
-            raise LmforgeError(
-                f"sentence {n} is {len(ids)} tokens, longer than the model's limit of {limit}"
-                f" (its context of {limit + 1} less the EOS)"
-            )
+    sources = fit_sources(sources, model.config.block_size - 1, truncate)  # room for each source's EOS
     if max_new_tokens == 0:
         return [[] for _ in sources]
     order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
@@ -120,6 +119,26 @@ def translate_ids(
         for i, h in zip(idx, hyps, strict=True):
             out[i] = h
     return out
+
+
+def fit_sources(sources: list[list[int]], limit: int, truncate: bool) -> list[list[int]]:
+    """`sources`, each at most `limit` tokens: a longer one is an error naming it, or with
+    `truncate` is cut to its first `limit` tokens, said once on stderr."""
+    long = [n for n, ids in enumerate(sources, start=1) if len(ids) > limit]
+    if not long:
+        return sources
+    first, size = long[0], len(sources[long[0] - 1])
+    if not truncate:
+        raise LmforgeError(
+            f"sentence {first} is {size} tokens, longer than the model's limit of {limit} (its context"
+            f" of {limit + 1} less the EOS): shorten it, or truncate=True (--truncate) cuts such sentences"
+        )
+    print(
+        f"lmforge: warning: {counted(len(long), 'sentence')} longer than the model's limit of {limit}"
+        f" tokens cut to it (the first: sentence {first}, {size} tokens)",
+        file=sys.stderr,
+    )
+    return [ids[:limit] for ids in sources]
 
 
 def translate_texts(model: Seq2Seq, tokenizer: Tokenizer, texts: list[str], **options: Any) -> list[str]:
@@ -150,11 +169,15 @@ def translate(
     batch_size: int = 32,
     length_penalty: float = 1.0,
     dtype: str = "fp32",
+    truncate: bool = False,
 ) -> list[str]:
     """Translate `texts` (a string or a list) or every line of `file` with a run, checkpoint or
     model directory; greedy with beam=1, else beam search (None: the model's default). An empty
-    list gives an empty list, as generate and the pipelines do; neither texts nor file is an error."""
-    check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
+    list gives an empty list, as generate and the pipelines do; neither texts nor file is an error.
+    A sentence over the model's limit is an error, or with `truncate` is cut to it (translate_ids)."""
+    check_options(
+        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
+    )
     if texts is None and file is None:
         raise LmforgeError("nothing to translate: give some text or --file")
     lines = [] if texts is None else check_texts(texts)
@@ -167,7 +190,13 @@ def translate(
     if not lines:
         return []
     return translate_texts(
-        net, tokenizer, lines, beam=beam, batch_size=batch_size, length_penalty=length_penalty
+        net,
+        tokenizer,
+        lines,
+        beam=beam,
+        batch_size=batch_size,
+        length_penalty=length_penalty,
+        truncate=truncate,
     )
 
 
@@ -227,11 +256,15 @@ def eval_translate(
     out: str | Path | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
+    truncate: bool = False,
 ) -> dict[str, Any]:
     """Translate every line of `src`, score against `ref` (same line count); optionally write the
     hypotheses to `out` (an existing file only with `overwrite`; never `src`, `ref` or a model file).
-    Everything is checked before the model loads. Returns score()'s dict plus the sentence count."""
-    check_options(beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype)
+    Everything is checked before the model loads. Returns score()'s dict plus the sentence count.
+    `truncate` cuts a source over the model's limit instead of stopping (translate_ids)."""
+    check_options(
+        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
+    )
     if out is not None:
         out = check_out(out, {f"src={src}": src, f"ref={ref}": ref}, overwrite, model)
     sources, references = read_sentences(src), read_sentences(ref)
@@ -240,7 +273,13 @@ def eval_translate(
     if len(sources) != len(references):
         raise LmforgeError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
     hyps = translate(
-        model, sources, beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype
+        model,
+        sources,
+        beam=beam,
+        batch_size=batch_size,
+        length_penalty=length_penalty,
+        dtype=dtype,
+        truncate=truncate,
     )
     if out is not None:
         try:

@@ -6,7 +6,7 @@ transformers: the model translates the one direction it was trained for, and whe
 direction (lmforge's translation runs record data.src_lang/tgt_lang; opus-mt's
 tokenizer_config.json has source_lang/target_lang) another is refused rather than silently
 ignored. Keywords are transformers' where they mean the same (num_beams, length_penalty,
-batch_size, max_new_tokens, do_sample=False); any other is an error.
+batch_size, max_new_tokens, do_sample=False, truncation); any other is an error.
 """
 
 from __future__ import annotations
@@ -46,11 +46,16 @@ class TranslationPipeline:
         batch_size: int = 32,
         max_new_tokens: int | None = None,  # None: the length limit alone (see seq2seq_decode)
         do_sample: bool = False,
+        truncation: bool = False,  # cut a text over the model's limit (with a warning), else an error
         **unknown: Any,
     ) -> list[dict[str, str]]:
         check_keywords(unknown, keyword_names(TranslationPipeline.__call__), "translation")
         check_options(
-            num_beams=num_beams, length_penalty=length_penalty, batch_size=batch_size, do_sample=do_sample
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            batch_size=batch_size,
+            do_sample=do_sample,
+            truncation=truncation,
         )
         if max_new_tokens is not None:
             check_options(max_new_tokens=max_new_tokens)
@@ -64,5 +69,6 @@ class TranslationPipeline:
             length_penalty=length_penalty,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
+            truncate=truncation,
         )
         return [{"translation_text": t} for t in outs]
