@@ -87,7 +87,7 @@ def test_an_onnx_export_given_as_a_model_says_how_to_run_it(
     s2s = fake_onnx_export(tmp_path / "s2s", kind="seq2seq", source="/models/s2s")
     with pytest.raises(
         LmforgeError,
-        match=r"\(an ONNX export of a seq2seq model: lmforge\.inference\.onnx_runner\.translate_ids_onnx",
+        match=r"\(an ONNX export of a seq2seq model, which `lmforge translate .*s2s --runtime onnx` runs",
     ):
         resolve_model_dir(s2s)
     # a damaged manifest still gets the hint, without what it cannot read

@@ -30,6 +30,7 @@ from lmforge.inference.onnx_runner import (  # noqa: E402
     generate_ids_onnx,
     generate_onnx,
     translate_ids_onnx,
+    translate_onnx,
 )
 from lmforge.inference.translate import translate_ids  # noqa: E402
 from lmforge.model.classifier import Classifier  # noqa: E402
@@ -272,3 +273,30 @@ def test_the_export_check_scales_with_the_logits() -> None:
     small = np.array([0.5, -0.2], dtype=np.float32)
     diff, beyond = beyond_tolerance(small + np.float32(5e-4), small)
     assert beyond > 0 and diff == pytest.approx(5e-4, rel=1e-3)
+
+
+def test_translate_cli_runs_an_encoder_decoder_export(
+    exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`lmforge translate EXPORT --runtime onnx` gives PyTorch's greedy translations, in batches
+    of any size, a blank line kept blank; beam search and dtypes are the PyTorch path's."""
+    from lmforge import translate
+
+    source, out = exported("s2s")
+    texts = ["the king", "", "fair lady, and the queen shall speak"]
+    want = translate(source, texts, beam=1)
+    assert want[0] and want[1] == "" and want[2]
+    (tmp_path / "in.txt").write_text("the king\n\n")
+    capsys.readouterr()
+    argv = ["translate", str(out), "--runtime", "onnx", "--batch-size", "1", texts[2], "--file"]
+    assert main([*argv, str(tmp_path / "in.txt")]) == 0
+    assert capsys.readouterr().out.split("\n") == [want[2], want[0], "", ""]
+    assert translate_onnx(out, texts, batch_size=2) == want
+    with pytest.raises(LmforgeError, match=r"sentence 1 is 60 tokens, longer than the model's limit of 47"):
+        translate_onnx(out, "x" * 60)
+    assert translate_onnx(out, "x" * 60, truncate=True) == translate(source, "x" * 60, beam=1, truncate=True)
+    with pytest.raises(SystemExit, match="2"):
+        main(["translate", str(out), "--runtime", "onnx", "--beam", "4", "hi"])
+    assert "--beam does not go with --runtime onnx" in capsys.readouterr().err
+    with pytest.raises(LmforgeError, match=r"an ONNX export, which `lmforge generate .* not a seq2seq model"):
+        translate_onnx(exported("gpt")[1], "hi")

@@ -13,10 +13,15 @@ from lmforge.cli_parser import Switch, Verb, opt
 MODEL = "run directory, checkpoint or model directory"
 DTYPE = {"choices": ["auto", "fp32", "bf16"]}
 TRANSLATE_OPTIONS = (
-    opt("--beam", "beam size, 1 = greedy (default: the model's: 1 for lmforge's, 4 for opus-mt)", type=int),
-    opt("--length-penalty", "beam score = log p / length**this", type=float),
+    opt(
+        "--beam",
+        "beam size, 1 = greedy (default: the model's: 1 for lmforge's, 4 for opus-mt)",
+        type=int,
+        alt=False,
+    ),
+    opt("--length-penalty", "beam score = log p / length**this", type=float, alt=False),
     opt("--batch-size", "sentences per batch", type=int),
-    opt("--dtype", "weights dtype", **DTYPE),
+    opt("--dtype", "weights dtype", alt=False, **DTYPE),
     opt(
         "--truncate",
         "cut a sentence over the model's limit to it (default: stop, naming it)",
@@ -221,6 +226,10 @@ VERBS: dict[str, Verb] = {
         ),
         lambda lines, _: print(*lines, sep="\n") if lines else None,
         before=show.no_words_no_texts,
+        switch=Switch("--runtime", "lmforge.inference.onnx_runner:translate_onnx",
+                      "torch: the PyTorch model (translate); onnx: an `export --format onnx` folder of an"
+                      " encoder-decoder in ONNX Runtime, greedy (translate_onnx)",
+                      lambda lines, _: print(*lines, sep="\n") if lines else None, choices=("torch", "onnx")),
     ),
     "eval-translate": Verb(
         "lmforge.inference.translate:eval_translate",

@@ -134,7 +134,7 @@ def onnx_runs(path: Path, kind: str) -> str:
         return f"an ONNX export, which `lmforge generate {path} --runtime onnx` or lmforge.generate_onnx runs"
     where = "lmforge.inference.onnx_runner"
     if kind == "seq2seq":
-        return f"an ONNX export of a seq2seq model: {where}.translate_ids_onnx translates with it"
+        return f"an ONNX export of a seq2seq model, which `lmforge translate {path} --runtime onnx` runs"
     article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
     return f"an ONNX export of {article} {kind} model: {where}.OnnxModel runs it"
 

@@ -4,8 +4,9 @@
 `generate_onnx` is `lmforge generate DIR --runtime onnx`: the decoding of inference/generate.py
 (greedy, temperature, top-k, top-p, per-row seeds, left-padded batches, a window sliding past the
 context) with each step one run of the decoder graph, its present keys/values fed back as the next
-step's past. `translate_ids_onnx` decodes an encoder-decoder greedily, and `OnnxModel.run` runs any
-graph on numpy arrays (an encoder's hidden states, a classifier's logits).
+step's past. `translate_ids_onnx` decodes an encoder-decoder greedily (`translate_onnx` is `lmforge
+translate DIR --runtime onnx`), and `OnnxModel.run` runs any graph on numpy arrays (an encoder's
+hidden states, a classifier's logits).
 """
 
 from __future__ import annotations
@@ -243,3 +244,30 @@ def translate_ids_onnx(
             done[i] = done[i] or token == eos or step >= limits[i]
         tokens = np.where(done, eos, nxt)[:, None].astype(np.int64)
     return out
+
+
+def translate_onnx(
+    model: str | Path,
+    texts: str | list[str] | None = None,
+    file: str | Path | None = None,
+    batch_size: int = 32,
+    truncate: bool = False,
+) -> list[str]:
+    """`lmforge translate DIR --runtime onnx`: translate `texts` or every line of `file` greedily
+    (beam 1) with an encoder-decoder exported by `lmforge export --format onnx`, in length-sorted
+    batches, as translate() does with beam=1: a blank line stays blank, and a sentence over the
+    model's limit is an error, or with `truncate` is cut to it."""
+    from lmforge.inference.translate import fit_sources, gather_sentences  # the PyTorch path's rules
+
+    check_options(batch_size=batch_size, truncate=truncate)
+    lines = gather_sentences(texts, file)
+    onnx = OnnxModel(model, "seq2seq")
+    tokenizer = onnx.tokenizer
+    sources = fit_sources([tokenizer.encode(t.strip()) for t in lines], onnx.meta["block_size"] - 1, truncate)
+    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
+    out: list[list[int]] = [[] for _ in sources]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        for i, ids in zip(idx, translate_ids_onnx(onnx, [sources[i] for i in idx]), strict=True):
+            out[i] = ids
+    return [tokenizer.decode(ids).strip() for ids in out]

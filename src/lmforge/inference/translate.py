@@ -161,6 +161,20 @@ def read_sentences(path: str | Path) -> list[str]:
         raise LmforgeError(f"{path}: cannot read: {e}") from None
 
 
+def gather_sentences(texts: str | list[str] | None, file: str | Path | None) -> list[str]:
+    """The texts, then every line of `file`: what `lmforge translate` translates. Neither is an
+    error, and so is an empty file; an empty list of texts is an empty list."""
+    if texts is None and file is None:
+        raise LmforgeError("nothing to translate: give some text or --file")
+    lines = [] if texts is None else check_texts(texts)
+    if file is not None:
+        from_file = read_sentences(file)
+        if not from_file:
+            raise LmforgeError(f"{file}: empty, no sentences to translate")
+        lines += from_file
+    return lines
+
+
 def translate(
     model: str | Path,
     texts: str | list[str] | None = None,
@@ -178,14 +192,7 @@ def translate(
     check_options(
         beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
     )
-    if texts is None and file is None:
-        raise LmforgeError("nothing to translate: give some text or --file")
-    lines = [] if texts is None else check_texts(texts)
-    if file is not None:
-        from_file = read_sentences(file)
-        if not from_file:
-            raise LmforgeError(f"{file}: empty, no sentences to translate")
-        lines += from_file
+    lines = gather_sentences(texts, file)
     net, tokenizer = load_translator(model, dtype)  # checked even for no sentences, as generate does
     if not lines:
         return []
