@@ -323,6 +323,9 @@ CASES = [
     Case("translate-batch-size-0", "translate {s}/s2s hello --batch-size 0", r"batch_size=0: must be an integer >= 1"),
     Case("translate-length-penalty", "translate {s}/s2s hello --length-penalty nan", r"length_penalty=nan: must be a finite number"),
     Case("translate-beam-text", "translate {s}/s2s hello --beam abc", r"argument --beam: invalid int value: 'abc'", usage=True),
+    Case("translate-long-sentence", f"translate {{s}}/s2s hello '{LONG}'", r"sentence 2 is 53 tokens, longer than the model's limit of 15 \(its context of 16 less the EOS\): shorten it, or truncate=True \(--truncate\)"),
+    Case("translate-onnx-not-an-export", "translate {s}/s2s hello --runtime onnx", r"{s}/s2s/onnx\.json: missing \(not an `lmforge export --format onnx` folder\)"),
+    Case("translate-onnx-beam", "translate {s}/s2s hello --runtime onnx --beam 4", r"--beam does not go with --runtime onnx", usage=True),
     # --- eval-translate
     Case("eval-out-is-src", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/src.txt", r"out={t}/src\.txt is src={t}/src\.txt: writing it would overwrite an input", SRC_REF),
     Case("eval-out-is-ref", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/ref.txt", r"out={t}/ref\.txt is ref=", SRC_REF),
