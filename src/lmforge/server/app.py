@@ -18,7 +18,6 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
-from lmforge.inference.generate import encode_prompts
 from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row
@@ -27,6 +26,7 @@ from lmforge.server.limits import BodyLimit
 from lmforge.server.logprobs import chat_logprobs, completion_logprobs
 from lmforge.server.models import ServedModel
 from lmforge.server.playground import install_playground
+from lmforge.server.prompt_logprobs import echo_logprobs, read_prompts
 from lmforge.server.schemas import (
     AnswerRequest,
     ChatRequest,
@@ -104,11 +104,8 @@ def create_app(
     @app.post("/v1/completions", dependencies=auth, response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         served = _model(state, body.model, "text-generation")
-        texts = body.prompts()
-        try:
-            ids = encode_prompts(served.tokenizer, texts)
-        except LmforgeError as e:
-            raise ApiError(400, str(e), "prompt", "invalid_value") from None
+        # token-id prompts are checked against the vocabulary and echo their decoded text
+        ids, texts = read_prompts(served.tokenizer, served.net.config.vocab_size, body)
         limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
         echo = texts if body.echo else None
         return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
@@ -230,6 +227,8 @@ async def _generate(
         body.stops(),
         time.monotonic() + settings.timeout,
         body.wanted_logprobs(),
+        score_prompts=echo is not None and body.wanted_logprobs() is not None,
+        eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
     )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
@@ -241,13 +240,13 @@ async def _generate(
         given, made = sum(map(len, prompts)), sum(len(r.ids) for r in rows)
         return {"prompt_tokens": given, "completion_tokens": made, "total_tokens": given + made}
 
-    def logprobs(entries: list[Any]) -> dict[str, Any] | None:  # OpenAI's object, when asked for
+    def logprobs(entries: list[Any], base: int = 0) -> dict[str, Any] | None:  # OpenAI's object, if asked
         if job.logprobs is None:
             return None
         return (
             chat_logprobs(served.tokenizer, entries)
             if chat
-            else completion_logprobs(served.tokenizer, entries)
+            else completion_logprobs(served.tokenizer, entries, base)
         )
 
     if body.stream:
@@ -287,20 +286,21 @@ async def _generate(
             job.cancel.set()
     choices = []
     for i, row in enumerate(rows):
-        text = (echo[i // job.n] if echo else "") + row.text
+        prefix = echo[i // job.n] if echo else ""
+        text, scores = prefix + row.text, logprobs(row.logprobs, len(prefix))
+        if scores is not None and job.prompt_logprobs is not None:  # echo: the prompt's tokens first
+            scores = echo_logprobs(served.tokenizer, job.prompt_logprobs[i // job.n], scores)
         if chat:
             choices.append(
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": text},
-                    "logprobs": logprobs(row.logprobs),
+                    "logprobs": scores,
                     "finish_reason": row.finish,
                 }
             )
         else:
-            choices.append(
-                {"index": i, "text": text, "logprobs": logprobs(row.logprobs), "finish_reason": row.finish}
-            )
+            choices.append({"index": i, "text": text, "logprobs": scores, "finish_reason": row.finish})
     obj = "chat.completion" if chat else "text_completion"
     return {**head, "object": obj, "choices": choices, "usage": usage(rows)}
 
@@ -321,9 +321,16 @@ async def _stream(
     extra = {"usage": None} if include_usage else {}
 
     def chunk(
-        index: int, text: str | None, finish: str | None = None, role: bool = False, entries: Any = None
+        index: int,
+        text: str | None,
+        finish: str | None = None,
+        role: bool = False,
+        entries: Any = None,
+        prompt: bool = False,
     ) -> str:
-        scores = None if entries is None else logprobs(entries)  # the log-probabilities of this text's tokens
+        # the log-probabilities of this text's tokens; a completion's offsets count the echoed prompt
+        base = len(echo[index // job.n]) if echo and not chat and not prompt else 0
+        scores = None if entries is None else logprobs(entries, base)
         if chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text is not None:
@@ -337,7 +344,7 @@ async def _stream(
         for i in range(count):
             if chat:
                 yield chunk(i, None, role=True)
-            elif echo:
+            elif echo and not job.score_prompts:  # else sent once scored, with its log-probabilities
                 yield chunk(i, echo[i // job.n])
         while True:
             try:
@@ -353,6 +360,11 @@ async def _stream(
                 return
             if event[0] == "end":
                 break
+            if event[0] == "prompt":  # scored: the echo with the prompt's logprobs, as vLLM sends it
+                for i in range(count):
+                    scores = job.prompt_logprobs[i // job.n] if job.prompt_logprobs else None
+                    yield chunk(i, echo[i // job.n] if echo else "", entries=scores, prompt=True)
+                continue
             yield chunk(event[1], event[2], entries=event[3])
         try:
             rows: list[Row] = future.result()

@@ -26,6 +26,7 @@ from typing import Any
 from lmforge.inference.batching import DecodeBatch
 from lmforge.server.decoding import Job, Stopped
 from lmforge.server.errors import ApiError
+from lmforge.server.prompt_logprobs import score_prompt
 
 MAX_ROWS = 64  # rows decoded together per model; past it jobs wait (a CPU gains nothing more)
 
@@ -132,8 +133,15 @@ class Batcher(Executor):
             if error is not None:
                 _fail(job, error)
                 continue
+            if job.score_prompts:  # echo with logprobs: the prompts' forward passes, with the model work
+                k = job.logprobs or 0
+                try:
+                    job.scored([score_prompt(job.net, job.tokenizer, p, k) for p in job.prompts])
+                except Exception as e:  # a bug, or memory: this job fails, the others go on
+                    _fail(job, ApiError(500, f"scoring the prompt failed: {e!r}", None, "server_error"))
+                    continue
             groups = job.sequences()
-            if job.max_new_tokens <= 0:
+            if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompt alone
                 job.finish()
                 continue
             self.jobs.append(job)

@@ -30,12 +30,12 @@ class Stopped(Exception):
 
 @dataclass
 class TokenLogprob:
-    """One generated token's log-probability, its top alternatives and where its text starts."""
+    """One token's log-probability, its top alternatives and where its text starts."""
 
     token: int
-    logprob: float
-    top: list[tuple[int, float]]  # (id, log p), most likely first
-    offset: int  # characters into the row's text
+    logprob: float | None  # None: a prompt's first token, which nothing predicts
+    top: list[tuple[int, float]] | None  # (id, log p), most likely first
+    offset: int  # characters into the row's text (a prompt's token: into the prompt's text)
 
 
 @dataclass
@@ -85,6 +85,9 @@ class Job:
     stops: list[str]
     deadline: float
     logprobs: int | None = None  # top alternatives per token; None: no log-probabilities
+    score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
+    eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
+    prompt_logprobs: list[list[TokenLogprob]] | None = None  # per prompt, once scored (batcher.py)
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
@@ -119,6 +122,8 @@ class Job:
         row = self.rows[index]
         if token in self.eos:
             row.finish = "stop"
+            if logprob is not None and self.eos_logprob:  # lm-eval drops a completion's last entry
+                row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
         else:
             self.tokens += 1
             if logprob is not None:
@@ -128,6 +133,13 @@ class Job:
             if row.finish is None and len(row.ids) >= self.max_new_tokens:
                 row.finish = "length"
         return row.finish is not None
+
+    def scored(self, scores: list[list[TokenLogprob]]) -> None:
+        """The prompts' log-probabilities (batcher.py scores them at admission); a stream sends
+        them with the echoed prompt, before any generated text."""
+        self.prompt_logprobs = scores
+        if self.emit is not None:
+            self.emit(("prompt",))
 
     def done(self) -> bool:
         return all(r.finish is not None for r in self.rows)

@@ -83,16 +83,20 @@ def _value(logprob: float) -> float:
 
 def completion_logprobs(tokenizer: Tokenizer, entries: list[Any], base: int = 0) -> dict[str, Any]:
     """/v1/completions' object for entries (TokenLogprob, decoding.py); offsets shifted by `base`
-    (the echoed prompt's length)."""
+    (the echoed prompt's length). An entry without a log-probability (a prompt's first token,
+    which nothing predicts) gives null for it and for its alternatives, as OpenAI sends it."""
     text = pieces(tokenizer)
-    tops = []
+    tops: list[dict[str, float] | None] = []
     for e in entries:
+        if e.logprob is None:
+            tops.append(None)
+            continue
         top = {text(t)[0]: _value(v) for t, v in e.top}
         top.setdefault(text(e.token)[0], _value(e.logprob))  # the chosen token is always there
         tops.append(top)
     return {
         "tokens": [text(e.token)[0] for e in entries],
-        "token_logprobs": [_value(e.logprob) for e in entries],
+        "token_logprobs": [None if e.logprob is None else _value(e.logprob) for e in entries],
         "top_logprobs": tops,
         "text_offset": [base + e.offset for e in entries],
     }

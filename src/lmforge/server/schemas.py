@@ -102,22 +102,67 @@ class _Sampling(_Body):
         return None
 
 
+Prompt = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+
+
 class CompletionRequest(_Sampling):
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_N)]
+    prompt: Prompt  # text, texts, token ids, or lists of token ids (checked by _prompt_shape)
+    max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None  # 0: the echoed prompt alone
     echo: StrictBool = False
     logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        """One line naming the place that is wrong: pydantic's union errors list every branch."""
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError(
+                "must be a string, a list of strings, a list of token ids or a list of such lists"
+            )
+        if not value:
+            raise ValueError("an empty list; give a string or at least one token id")
+        kind = type(value[0])  # type(), not isinstance: a JSON true is no token id
+        bad = next(
+            (i for i, v in enumerate(value) if type(v) is not kind or kind not in (str, int, list)), None
+        )
+        if bad is not None:
+            got = type(value[bad]).__name__
+            raise ValueError(
+                f"item {bad} is {got}: give all strings, all token ids or all lists of token ids"
+            )
+        if kind is int:  # one prompt of token ids
+            return value
+        if len(value) > MAX_N:
+            raise ValueError(f"List should have at most {MAX_N} items, not {len(value)}")  # pydantic's words
+        for p, ids in enumerate(value if isinstance(value[0], list) else []):
+            if not ids:
+                raise ValueError(f"item {p} is an empty list of token ids")
+            bad = next((i for i, t in enumerate(ids) if type(t) is not int), None)
+            if bad is not None:
+                raise ValueError(f"item {p}, position {bad}: not a token id (got {ids[bad]!r})")
+        return value
+
     @model_validator(mode="after")
-    def _echo_alone(self) -> CompletionRequest:
-        if self.echo and self.logprobs is not None:
-            raise ValueError("logprobs with echo (the prompt's log-probabilities) is not served; drop one")
+    def _nothing_to_do(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens: 0 generates nothing; it needs echo: true (the prompt, and with"
+                             " logprobs its log-probabilities)")  # fmt: skip
         return self
 
     def wanted_logprobs(self) -> int | None:
         return self.logprobs
 
     def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        """The text prompts (token-id prompts: token_prompts)."""
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)  # type: ignore[arg-type]
+
+    def token_prompts(self) -> list[list[int]] | None:
+        """The prompts given as token ids, one list per prompt; None when they are text."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], str):
+            return None
+        return [list(p) for p in self.prompt] if isinstance(self.prompt[0], list) else [list(self.prompt)]  # type: ignore[arg-type]
 
 
 class TextPart(_Body):
