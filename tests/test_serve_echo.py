@@ -193,9 +193,11 @@ def test_a_completion_that_ends_at_eos_lists_it_last() -> None:
 BAD = [
     ({"prompt": []}, "prompt: an empty list"),
     ({"prompt": [[3, 4], []]}, "prompt: item 1 is an empty list of token ids"),
-    ({"prompt": [3, "a"]}, "prompt: item 1 is str"),
-    ({"prompt": [True, 3]}, "prompt: item 0 is bool"),
-    ({"prompt": [[3, 4], [5, "x"]]}, "prompt: item 1, position 1: not a token id (got 'x')"),
+    ({"prompt": [3, "a"]}, "prompt: item 1 is a string"),
+    ({"prompt": [True, 3]}, "prompt: item 0 is a boolean"),
+    ({"prompt": [None, 3]}, "prompt: item 0 is null"),
+    ({"prompt": [[3, 4], [5, "x"]]}, "prompt: item 1, position 1: not a token id (got a string)"),
+    ({"prompt": [[3, 4], [5, 1.5]]}, "prompt: item 1, position 1: not a token id (got a number)"),
     ({"prompt": {"text": "hi"}}, "prompt: must be a string"),
     (
         {"prompt": [3, 99999]},
@@ -215,6 +217,7 @@ def test_bad_prompts_are_400(api: TestClient, fields: dict[str, Any], message: s
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["code"] == "invalid_value" and error["message"].startswith(message), error
+    assert error["param"] == message.split(":")[0], error  # the field named, also by a cross-field check
 
 
 @pytest.mark.parametrize("prompt", ["a" * 40, [3] * 40])

@@ -351,6 +351,10 @@ def test_a_sentence_over_the_limit_is_named_or_cut_when_asked(
     warned = f"lmforge: warning: 2 sentences longer than the model's limit of {limit} tokens cut to it"
     assert capsys.readouterr().err == f"{warned} (the first: sentence 2, {len(ids)} tokens)\n"
     assert pipeline("translation", model=run)(long, truncation=True) == [{"translation_text": expected}]
+    with pytest.raises(LmforgeError, match=r"shorten it, or truncation=True cuts"):  # the pipeline's own name
+        pipeline("translation", model=run)(long)
+    beamed = tok.decode(translate_ids(net, [ids[:limit]], tok.eos_id, beam=2)[0]).strip()
+    assert translate(run, long, beam=2, truncate=True) == [beamed]
     src, ref = tmp_path / "src.en", tmp_path / "ref.fr"
     src.write_text(f"The dog is big.\n{long}\n")
     ref.write_text("Le chien est grand.\nLe chat dort.\n")

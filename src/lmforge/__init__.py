@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.inference.chat import chat
     from lmforge.inference.generate import generate
     from lmforge.inference.instruct_eval import eval_instruct
-    from lmforge.inference.onnx_runner import generate_onnx
+    from lmforge.inference.onnx_runner import generate_onnx, translate_onnx
     from lmforge.inference.perplexity import evaluate
     from lmforge.inference.qa_eval import eval_qa
     from lmforge.inference.translate import eval_translate, translate
@@ -53,6 +53,7 @@ _API: dict[str, str] = {
     "finetune_classify": "lmforge.train.classify:finetune_classify",
     "generate": "lmforge.inference.generate:generate",
     "generate_onnx": "lmforge.inference.onnx_runner:generate_onnx",
+    "translate_onnx": "lmforge.inference.onnx_runner:translate_onnx",
     "import_hf": "lmforge.formats.hf_files:import_hf",
     "inspect": "lmforge.tools.inspect:inspect",
     "load": "lmforge.formats.directory:load_model",
@@ -82,6 +83,7 @@ __all__ = [
     "finetune_classify",
     "generate",
     "generate_onnx",
+    "translate_onnx",
     "import_hf",
     "inspect",
     "load",

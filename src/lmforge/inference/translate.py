@@ -52,6 +52,7 @@ def model_languages(model: str | Path) -> tuple[str, str] | None:
 
 
 MAX_LEN_A, MAX_LEN_B = 2.0, 10  # a translation's length limit: a x its source's tokens (EOS included) + b
+CUT_OPTION = "truncate=True (--truncate)"  # how the error names the option; the pipeline's is truncation
 
 
 def translation_limits(
@@ -80,6 +81,7 @@ def translate_ids(
     use_cache: bool = True,
     max_new_tokens: int | None = None,
     truncate: bool = False,
+    truncate_option: str = CUT_OPTION,
 ) -> list[list[int]]:
     """Token ids in, token ids out (same order), decoded in length-sorted batches; beam None:
     the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config).
@@ -100,7 +102,9 @@ def translate_ids(
     if max_new_tokens is not None:
         check_options(max_new_tokens=max_new_tokens)
     beam = model.num_beams if beam is None else beam
-    sources = fit_sources(sources, model.config.block_size - 1, truncate)  # room for each source's EOS
+    sources = fit_sources(
+        sources, model.config.block_size - 1, truncate, truncate_option
+    )  # room for each source's EOS
     if max_new_tokens == 0:
         return [[] for _ in sources]
     order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
@@ -121,9 +125,11 @@ def translate_ids(
     return out
 
 
-def fit_sources(sources: list[list[int]], limit: int, truncate: bool) -> list[list[int]]:
-    """`sources`, each at most `limit` tokens: a longer one is an error naming it, or with
-    `truncate` is cut to its first `limit` tokens, said once on stderr."""
+def fit_sources(
+    sources: list[list[int]], limit: int, truncate: bool, option: str = CUT_OPTION
+) -> list[list[int]]:
+    """`sources`, each at most `limit` tokens: a longer one is an error naming it and the caller's
+    `option` that cuts it, or with `truncate` is cut to its first `limit` tokens, said on stderr."""
     long = [n for n, ids in enumerate(sources, start=1) if len(ids) > limit]
     if not long:
         return sources
@@ -131,7 +137,7 @@ def fit_sources(sources: list[list[int]], limit: int, truncate: bool) -> list[li
     if not truncate:
         raise LmforgeError(
             f"sentence {first} is {size} tokens, longer than the model's limit of {limit} (its context"
-            f" of {limit + 1} less the EOS): shorten it, or truncate=True (--truncate) cuts such sentences"
+            f" of {limit + 1} less the EOS): shorten it, or {option} cuts such sentences"
         )
     print(
         f"lmforge: warning: {counted(len(long), 'sentence')} longer than the model's limit of {limit}"

@@ -70,5 +70,6 @@ class TranslationPipeline:
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             truncate=truncation,
+            truncate_option="truncation=True",
         )
         return [{"translation_text": t} for t in outs]

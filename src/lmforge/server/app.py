@@ -132,7 +132,11 @@ def create_app(
     @app.post("/v1/translations", dependencies=auth)
     async def translations(body: TranslationRequest) -> dict[str, Any]:
         served = _model(state, body.model, "translation")
-        given = {"num_beams": body.num_beams, "max_new_tokens": body.max_new_tokens}
+        given = {
+            "num_beams": body.num_beams,
+            "max_new_tokens": body.max_new_tokens,
+            "truncation": body.truncation,
+        }
         options = {k: v for k, v in given.items() if v is not None}
         results = await _task(state, lambda: served.pipeline(body.input, **options))
         return {"object": "translation", "model": served.id, "results": results}

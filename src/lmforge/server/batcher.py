@@ -138,7 +138,12 @@ class Batcher(Executor):
                 try:
                     job.scored([score_prompt(job.net, job.tokenizer, p, k) for p in job.prompts])
                 except Exception as e:  # a bug, or memory: this job fails, the others go on
-                    _fail(job, ApiError(500, f"scoring the prompt failed: {e!r}", None, "server_error"))
+                    _fail(
+                        job,
+                        ApiError(
+                            500, f"scoring the prompt failed: {type(e).__name__}: {e}", None, "server_error"
+                        ),
+                    )
                     continue
             groups = job.sequences()
             if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompt alone

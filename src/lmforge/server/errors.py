@@ -62,7 +62,9 @@ def _validation(exc: RequestValidationError) -> ApiError:
     if first.get("type") == "json_invalid":
         return ApiError(400, "the request body is not valid JSON", None, "invalid_json")
     if not loc and first.get("type") == "value_error":  # a check across fields (schemas' validators)
-        return ApiError(400, str(first.get("msg", "")).removeprefix("Value error, "), None, "invalid_value")
+        message = str(first.get("msg", "")).removeprefix("Value error, ")
+        named = message.split(":", 1)[0]  # "max_tokens: 0 generates nothing ...": that field is the param
+        return ApiError(400, message, named if FIELD.fullmatch(named) else None, "invalid_value")
     if not loc:  # the body itself: bytes that are not JSON, or JSON that is not an object
         return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)", None,
                         "invalid_json")  # fmt: skip

@@ -103,6 +103,13 @@ class _Sampling(_Body):
 
 
 Prompt = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+JSON_KINDS = {str: "a string", int: "a token id", float: "a number", bool: "a boolean", list: "a list",
+              dict: "an object", type(None): "null"}  # fmt: skip
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind as the client wrote it (not Python's NoneType or dict)."""
+    return JSON_KINDS.get(type(value), type(value).__name__)
 
 
 class CompletionRequest(_Sampling):
@@ -128,7 +135,7 @@ class CompletionRequest(_Sampling):
             (i for i, v in enumerate(value) if type(v) is not kind or kind not in (str, int, list)), None
         )
         if bad is not None:
-            got = type(value[bad]).__name__
+            got = _json_kind(value[bad])
             raise ValueError(
                 f"item {bad} is {got}: give all strings, all token ids or all lists of token ids"
             )
@@ -141,7 +148,7 @@ class CompletionRequest(_Sampling):
                 raise ValueError(f"item {p} is an empty list of token ids")
             bad = next((i for i, t in enumerate(ids) if type(t) is not int), None)
             if bad is not None:
-                raise ValueError(f"item {p}, position {bad}: not a token id (got {ids[bad]!r})")
+                raise ValueError(f"item {p}, position {bad}: not a token id (got {_json_kind(ids[bad])})")
         return value
 
     @model_validator(mode="after")
@@ -211,6 +218,7 @@ class TranslationRequest(_Body):
     input: Texts
     num_beams: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
     max_new_tokens: Count | None = None
+    truncation: StrictBool | None = None  # cut a text over the model's limit, as the pipeline's keyword
 
 
 class ClassificationRequest(_Body):
