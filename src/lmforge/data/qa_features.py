@@ -55,7 +55,8 @@ class WindowMaker:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.hf = HFTokenizer.from_str(tokenizer.hf.to_str())
         self.hf.no_padding()
-        self.cls_id = self.hf.token_to_id("[CLS]")
+        # the null answer's token, which transformers' pipeline keeps answerable: BERT's [CLS], RoBERTa's <s>
+        self.cls_id = next((i for t in ("[CLS]", "<s>") if (i := self.hf.token_to_id(t)) is not None), None)
         self.specials = self.hf.num_special_tokens_to_add(is_pair=True)
 
     def windows(

@@ -160,7 +160,10 @@ LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.formats.lmforge_dirs:load_gpt_di
 # Hugging Face directories load directly (converted in memory; see model/hf.py), as do the
 # encoder and classifier directories lmforge writes.
 LOADERS.update(
-    {t: "lmforge.formats.hf_files:load_hf_dir" for t in ("gpt2", "llama", "mistral", "qwen2", "bert")}
+    {
+        t: "lmforge.formats.hf_files:load_hf_dir"
+        for t in ("gpt2", "llama", "mistral", "qwen2", "bert", "distilbert", "roberta")
+    }
 )
 LOADERS["marian"] = "lmforge.formats.hf_files:load_hf_dir"
 LOADERS["lmforge-encoder"] = "lmforge.formats.lmforge_dirs:load_encoder_dir"

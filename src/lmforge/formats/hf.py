@@ -7,80 +7,34 @@ modules is fused along the output rows (HF's separate q, k, v projections -> lmf
 one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Seq (its Marian
 options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
-model/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); model/hf_files.py
-reads and writes the directories.
+The encoder families (BERT, DistilBERT, RoBERTa) are in formats/hf_encoders.py, the `Family` record in
+formats/hf_family.py. formats/hf_convert.py converts state dicts (`hf_to_lmforge` /
+`lmforge_to_hf`); formats/hf_files.py reads and writes the directories.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-
-Modules = dict[str, str | tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class Family:
-    architecture: str
-    """HF class written to config.json `architectures` on export."""
-    kind: str
-    """lmforge model class: `gpt` (decoder), `encoder` or `seq2seq` (encoder-decoder)."""
-    top: Modules
-    """lmforge module -> HF module, outside the layers."""
-    layer: Modules
-    """lmforge module inside `blocks.{i}.` -> HF module inside `layer_prefix`."""
-    layer_prefix: str
-    config_in: Callable[[dict[str, Any], str], ModelConfig]
-    config_out: Callable[[ModelConfig], dict[str, Any]]
-    transposed: frozenset[str] = frozenset()
-    alt_prefix: tuple[str, str] = ("", "")
-    """(prefix of our exported names, what other checkpoints put there instead): GPT-2's original
-    files lack `transformer.`, BertFor* models add `bert.`."""
-    ignored: tuple[str, ...] = ()
-    """Suffixes of HF tensors that are buffers, not weights (safe to skip on import)."""
-    optional: frozenset[str] = field(default_factory=frozenset)
-    """lmforge modules an HF checkpoint may lack (left at their initialisation)."""
-    layer_ours: str = "blocks.{i}."
-    """Where `layer` sits in lmforge's model."""
-    stacks: tuple[tuple[str, Modules, str], ...] = ()
-    """More layer stacks as (lmforge prefix, modules, HF prefix): Marian's decoder."""
-    tied: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """HF tensor -> the names its tied copies may be saved under instead (or as well)."""
-
-
-def _get(raw: dict[str, Any], key: str, file: str, default: Any = None) -> Any:
-    value = raw.get(key, default)
-    if value is None:
-        raise LmforgeError(f"{file}: missing config key {key!r}")
-    return value
-
-
-def _require(ok: bool, file: str, what: str) -> None:
-    if not ok:
-        raise LmforgeError(f"{file}: unsupported {what}")
-
-
-_ACT_IN = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
-_ACT_OUT = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
+from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require
 
 
 # --- GPT-2 ------------------------------------------------------------------------------------
 def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
     act = raw.get("activation_function", "gelu_new")
-    _require(act in _ACT_IN, file, f"activation_function={act!r}")
-    _require(not raw.get("scale_attn_by_inverse_layer_idx"), file, "scale_attn_by_inverse_layer_idx=true")
-    _require(raw.get("scale_attn_weights", True), file, "scale_attn_weights=false")
+    require(act in ACT_IN, file, f"activation_function={act!r}")
+    require(not raw.get("scale_attn_by_inverse_layer_idx"), file, "scale_attn_by_inverse_layer_idx=true")
+    require(raw.get("scale_attn_weights", True), file, "scale_attn_weights=false")
     return ModelConfig(
-        n_layer=_get(raw, "n_layer", file),
-        n_head=_get(raw, "n_head", file),
-        n_embd=_get(raw, "n_embd", file),
-        block_size=_get(raw, "n_positions", file),
-        vocab_size=_get(raw, "vocab_size", file),
-        mlp=_ACT_IN[act],
+        n_layer=config_key(raw, "n_layer", file),
+        n_head=config_key(raw, "n_head", file),
+        n_embd=config_key(raw, "n_embd", file),
+        block_size=config_key(raw, "n_positions", file),
+        vocab_size=config_key(raw, "vocab_size", file),
+        mlp=ACT_IN[act],
         mlp_hidden=raw.get("n_inner") or 0,
         norm_eps=raw.get("layer_norm_epsilon", 1e-5),
         tie_embeddings=raw.get("tie_word_embeddings", True),
@@ -88,7 +42,7 @@ def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
 
 
 def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
-    ok = c.pos == "learned" and c.bias and c.norm == "layernorm" and c.mlp in _ACT_OUT and not c.n_kv_head
+    ok = c.pos == "learned" and c.bias and c.norm == "layernorm" and c.mlp in ACT_OUT and not c.n_kv_head
     if not ok:
         raise LmforgeError(
             "this model has no GPT-2 equivalent (needs learned positions, biases, LayerNorm, gelu)"
@@ -100,7 +54,7 @@ def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
         "n_positions": c.block_size,
         "vocab_size": c.vocab_size,
         "n_inner": c.mlp_hidden or None,
-        "activation_function": _ACT_OUT[c.mlp],
+        "activation_function": ACT_OUT[c.mlp],
         "layer_norm_epsilon": c.norm_eps,
         "tie_word_embeddings": c.tie_embeddings,
         "resid_pdrop": c.dropout,
@@ -114,33 +68,33 @@ def _rope_theta(raw: dict[str, Any], file: str) -> float:
     params = raw.get("rope_parameters") or {}
     scaling = raw.get("rope_scaling") or {}
     kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    _require(kind == "default", file, f"rope type {kind!r} (only plain rotary positions)")
+    require(kind == "default", file, f"rope type {kind!r} (only plain rotary positions)")
     return float(params.get("rope_theta") or raw.get("rope_theta") or 10000.0)
 
 
 def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    n_embd, n_head = _get(raw, "hidden_size", file), _get(raw, "num_attention_heads", file)
-    _require(raw.get("hidden_act", "silu") == "silu", file, f"hidden_act={raw.get('hidden_act')!r}")
-    _require(not raw.get("attention_bias") and not raw.get("mlp_bias"), file, "attention_bias/mlp_bias")
+    n_embd, n_head = config_key(raw, "hidden_size", file), config_key(raw, "num_attention_heads", file)
+    require(raw.get("hidden_act", "silu") == "silu", file, f"hidden_act={raw.get('hidden_act')!r}")
+    require(not raw.get("attention_bias") and not raw.get("mlp_bias"), file, "attention_bias/mlp_bias")
     head_dim = raw.get("head_dim") or n_embd // n_head
-    _require(head_dim * n_head == n_embd, file, f"head_dim={head_dim} != hidden_size / heads")
-    context = _get(raw, "max_position_embeddings", file)
+    require(head_dim * n_head == n_embd, file, f"head_dim={head_dim} != hidden_size / heads")
+    context = config_key(raw, "max_position_embeddings", file)
     window = raw.get("sliding_window") if raw.get("use_sliding_window", True) else None
     if window:  # within the window, sliding-window attention is plain causal attention
         context = min(context, window)
     return ModelConfig(
-        n_layer=_get(raw, "num_hidden_layers", file),
+        n_layer=config_key(raw, "num_hidden_layers", file),
         n_head=n_head,
         n_embd=n_embd,
         n_kv_head=raw.get("num_key_value_heads") or n_head,
         block_size=context,
-        vocab_size=_get(raw, "vocab_size", file),
+        vocab_size=config_key(raw, "vocab_size", file),
         bias=False,
         qkv_bias=raw.get("model_type") == "qwen2",
         pos="rope",
         rope_theta=_rope_theta(raw, file),
         mlp="swiglu",
-        mlp_hidden=_get(raw, "intermediate_size", file),
+        mlp_hidden=config_key(raw, "intermediate_size", file),
         norm="rmsnorm",
         norm_eps=raw.get("rms_norm_eps", 1e-6),
         tie_embeddings=raw.get("tie_word_embeddings", False),
@@ -173,45 +127,6 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
     }
 
 
-# --- BERT -------------------------------------------------------------------------------------
-def _bert_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    act = raw.get("hidden_act", "gelu")
-    _require(act in _ACT_IN, file, f"hidden_act={act!r}")
-    kind = raw.get("position_embedding_type", "absolute")
-    _require(kind == "absolute", file, f"position_embedding_type={kind!r}")
-    return ModelConfig(
-        n_layer=_get(raw, "num_hidden_layers", file),
-        n_head=_get(raw, "num_attention_heads", file),
-        n_embd=_get(raw, "hidden_size", file),
-        block_size=_get(raw, "max_position_embeddings", file),
-        vocab_size=_get(raw, "vocab_size", file),
-        type_vocab_size=raw.get("type_vocab_size", 2),
-        mlp=_ACT_IN[act],
-        mlp_hidden=_get(raw, "intermediate_size", file),
-        norm_eps=raw.get("layer_norm_eps", 1e-12),
-        tie_embeddings=False,
-    )
-
-
-def _bert_out(c: ModelConfig) -> dict[str, Any]:
-    if not (c.bias and c.norm == "layernorm" and c.mlp in _ACT_OUT and c.type_vocab_size):
-        raise LmforgeError("this encoder has no BERT equivalent (needs biases, LayerNorm, gelu, token types)")
-    return {
-        "hidden_size": c.n_embd,
-        "num_hidden_layers": c.n_layer,
-        "num_attention_heads": c.n_head,
-        "intermediate_size": c.mlp_hidden or 4 * c.n_embd,
-        "max_position_embeddings": c.block_size,
-        "vocab_size": c.vocab_size,
-        "type_vocab_size": c.type_vocab_size,
-        "hidden_act": _ACT_OUT[c.mlp],
-        "layer_norm_eps": c.norm_eps,
-        "hidden_dropout_prob": c.dropout,
-        "attention_probs_dropout_prob": c.dropout,
-        "position_embedding_type": "absolute",
-    }
-
-
 # --- Marian (opus-mt) ---------------------------------------------------------------------------
 _MARIAN_ACT = {"swish": "silu", "silu": "silu", "gelu": "gelu"}
 
@@ -219,24 +134,22 @@ _MARIAN_ACT = {"swish": "silu", "silu": "silu", "gelu": "gelu"}
 def _marian_in(raw: dict[str, Any], file: str) -> ModelConfig:
     for key in ("layers", "attention_heads", "ffn_dim"):  # lmforge's two stacks share one shape
         a, b = raw.get(f"encoder_{key}"), raw.get(f"decoder_{key}")
-        _require(a == b, file, f"encoder_{key}={a} != decoder_{key}={b}")
-    _require(
-        raw.get("share_encoder_decoder_embeddings", True), file, "share_encoder_decoder_embeddings=false"
-    )
-    _require(raw.get("tie_word_embeddings", True), file, "tie_word_embeddings=false")
-    vocab = _get(raw, "vocab_size", file)
-    _require(raw.get("decoder_vocab_size") in (None, vocab), file, "decoder_vocab_size != vocab_size")
+        require(a == b, file, f"encoder_{key}={a} != decoder_{key}={b}")
+    require(raw.get("share_encoder_decoder_embeddings", True), file, "share_encoder_decoder_embeddings=false")
+    require(raw.get("tie_word_embeddings", True), file, "tie_word_embeddings=false")
+    vocab = config_key(raw, "vocab_size", file)
+    require(raw.get("decoder_vocab_size") in (None, vocab), file, "decoder_vocab_size != vocab_size")
     act = raw.get("activation_function", "gelu")
-    _require(act in _MARIAN_ACT, file, f"activation_function={act!r}")
+    require(act in _MARIAN_ACT, file, f"activation_function={act!r}")
     return ModelConfig(
         arch="seq2seq",
-        n_layer=_get(raw, "encoder_layers", file),
-        n_head=_get(raw, "encoder_attention_heads", file),
-        n_embd=_get(raw, "d_model", file),
+        n_layer=config_key(raw, "encoder_layers", file),
+        n_head=config_key(raw, "encoder_attention_heads", file),
+        n_embd=config_key(raw, "d_model", file),
         block_size=raw.get("max_position_embeddings", 1024),
         vocab_size=vocab,
         mlp=_MARIAN_ACT[act],
-        mlp_hidden=_get(raw, "encoder_ffn_dim", file),
+        mlp_hidden=config_key(raw, "encoder_ffn_dim", file),
         pos="sinusoidal",
         post_norm=True,
         final_norm=False,
@@ -313,31 +226,6 @@ LLAMA = Family(
     config_out=_llama_out,
     ignored=(".rotary_emb.inv_freq",),
 )
-BERT = Family(
-    architecture="BertModel",
-    kind="encoder",
-    top={
-        "wte": "embeddings.word_embeddings",
-        "wpe": "embeddings.position_embeddings",
-        "wtt": "embeddings.token_type_embeddings",
-        "ln_e": "embeddings.LayerNorm",
-        "pooler": "pooler.dense",
-    },
-    layer={
-        "attn.qkv": ("attention.self.query", "attention.self.key", "attention.self.value"),
-        "attn.proj": "attention.output.dense",
-        "ln_1": "attention.output.LayerNorm",
-        "mlp.up": "intermediate.dense",
-        "mlp.down": "output.dense",
-        "ln_2": "output.LayerNorm",
-    },
-    layer_prefix="encoder.layer.{i}.",
-    config_in=_bert_in,
-    config_out=_bert_out,
-    alt_prefix=("", "bert."),
-    ignored=("embeddings.position_ids",),
-    optional=frozenset({"pooler"}),  # BertModel(add_pooling_layer=False) checkpoints have none
-)
 _ATTN = {
     "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "attn.proj": "self_attn.out_proj",
@@ -379,7 +267,7 @@ MARIAN = Family(
 )
 # HF model_type -> family. Mistral and Qwen2 are Llama shapes (Qwen2: q/k/v biases, from config_in).
 FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "bert": BERT}
-FAMILIES["marian"] = MARIAN
+FAMILIES.update(marian=MARIAN, distilbert=DISTILBERT, roberta=ROBERTA)  # encoders: formats/hf_encoders.py
 
 
 def family_for(model_type: Any, file: str) -> Family:
@@ -396,7 +284,9 @@ def family_for(model_type: Any, file: str) -> Family:
 
 def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
     """(HF model_type, family) an lmforge model exports as."""
-    if kind == "encoder":
+    if kind == "encoder":  # DistilBERT: no token types, its fixed LayerNorm epsilon
+        if not config.type_vocab_size and config.norm_eps == DISTILBERT_EPS:
+            return "distilbert", DISTILBERT
         return "bert", BERT
     if kind == "seq2seq":
         return "marian", MARIAN

@@ -13,7 +13,7 @@ import torch
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf import Family
+from lmforge.formats.hf_family import Family
 
 
 def _plan(family: Family, config: ModelConfig) -> dict[str, str | tuple[str, ...]]:
@@ -75,6 +75,8 @@ def hf_to_lmforge(
         if module == "lm_head" and config.tie_embeddings:
             continue  # tied to wte; HF checkpoints store it once
         if module not in plan:
+            if module.split(".")[0] in family.optional:  # a module the family lacks (DistilBERT's pooler)
+                continue
             raise LmforgeError(f"{file}: no HF tensor maps to lmforge's {name!r}")
         theirs = plan[module]
         names = [_name(t, param) for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
@@ -86,6 +88,8 @@ def hf_to_lmforge(
             raise LmforgeError(f"{file}: missing tensor {gone[0]!r}")
         used.update(id(p) for p in parts)
         tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+        if module == "wpe" and family.padded_positions and tensor.size(0) > target.size(0):
+            tensor = tensor[tensor.size(0) - target.size(0) :]  # RoBERTa's rows before its first position
         if _local(module) in family.transposed and param == "weight":
             tensor = tensor.t()
         if tensor.shape != target.shape:
@@ -111,6 +115,8 @@ def lmforge_to_hf(
         if module == "lm_head" and config.tie_embeddings:
             continue
         if module not in plan:
+            if module.split(".")[0] in family.optional:  # not written (DistilBERT has no pooler)
+                continue
             raise LmforgeError(f"lmforge tensor {name!r} has no place in the HF {family.architecture} layout")
         if _local(module) in family.transposed and param == "weight":
             tensor = tensor.t()

@@ -5,7 +5,8 @@ Weights come from model.safetensors (sharded or not), or pytorch_model.bin throu
 torch.load(weights_only=True): nothing is ever unpickled, and a shard index may only name files
 inside the model folder. A damaged file is a one-line error naming it. The tokenizer comes from
 tokenizer.json, or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm +
-target.spm + vocab.json (tokenization/marian.py). A Marian model is a Seq2Seq that starts decoding from the
+target.spm + vocab.json (formats/hf_tokenizers.py). Task heads on an encoder (a sequence
+classifier, a span model) are formats/hf_heads.py's. A Marian model is a Seq2Seq that starts decoding from the
 pad token and never generates it (HF: decoder_start_token_id = pad, bad_words_ids = [[pad]]).
 
 `export_hf` and `import_hf` write their `--out` atomically (lmforge/outputs.py) into a new or empty
@@ -28,8 +29,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, processors
 
 from lmforge.config import model_config_from
 from lmforge.errors import LmforgeError
@@ -50,17 +49,18 @@ from lmforge.formats.directory import (
 )
 from lmforge.formats.hf import FAMILIES, export_family, family_for
 from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.formats.hf_qa import QA_ARCHITECTURE, QA_TYPE, span_state_to_hf, wants_span_head, with_span_head
-from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams
+from lmforge.formats.hf_heads import check_head, with_head
+from lmforge.formats.hf_qa import QA_TYPE, span_state_to_hf
+from lmforge.formats.hf_tokenizers import load_hf_tokenizer
+from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams, save_classifier
+from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.model.span import SpanModel
 from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
-from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
+from lmforge.tokenization.marian import MarianTokenizer
 from lmforge.tokenization.tokenizer import Tokenizer
-
-GPT2_EOS = "<|endoftext|>"
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -123,56 +123,7 @@ def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
     raise LmforgeError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
-def gpt2_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
-    """GPT-2's byte-level BPE from its vocab.json + merges.txt, set up as transformers' GPT2TokenizerFast."""
-    hf = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.decoder = decoders.ByteLevel()
-    hf.post_processor = processors.ByteLevel(trim_offsets=False)
-    hf.add_special_tokens([GPT2_EOS])
-    return hf
-
-
-def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | MarianTokenizer:
-    if is_marian_dir(directory):
-        return MarianTokenizer(directory)
-    if (directory / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(directory / "tokenizer.json")
-    elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        tokenizer = Tokenizer(gpt2_tokenizer(directory / "vocab.json", directory / "merges.txt"))
-    elif (directory / "vocab.txt").is_file():
-        from tokenizers.implementations import BertWordPieceTokenizer
-
-        lower = (
-            read_json(directory / "tokenizer_config.json").get("do_lower_case", True)
-            if (directory / "tokenizer_config.json").is_file()
-            else True
-        )
-        try:
-            wordpiece = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)
-        except (TypeError, ValueError, OSError) as e:  # e.g. "sep_token not found in the vocabulary"
-            raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: {e}") from None
-        tokenizer = Tokenizer(wordpiece._tokenizer)
-    else:
-        raise LmforgeError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt")
-    # Padding and truncation saved in tokenizer.json (MiniLM pads to 128) are batching choices;
-    # lmforge pads its own batches.
-    tokenizer.hf.no_padding()
-    tokenizer.hf.no_truncation()
-    eos = _eos_id(directory, raw)
-    if eos is not None:
-        tokenizer.eos_id = eos
-    return tokenizer
-
-
-def _eos_id(directory: Path, raw: dict[str, Any]) -> int | None:
-    generation = directory / "generation_config.json"
-    source = read_json(generation) if generation.is_file() else {}
-    eos = source.get("eos_token_id", raw.get("eos_token_id"))
-    return eos[0] if isinstance(eos, list) and eos else eos
-
-
-Model = GPT | Encoder | Seq2Seq | SpanModel
+Model = GPT | Encoder | Seq2Seq | SpanModel | Classifier
 
 
 def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
@@ -197,6 +148,7 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     raw = read_config(directory)
     file = str(directory / "config.json")
     family = family_for(raw.get("model_type"), file)
+    check_head(raw, file)  # a task head lmforge has no model for: refused before reading weights
     # type-checked and validated as lmforge's own config.json is (a string n_layer, 0 heads, ...)
     config = model_config_from(dataclasses.asdict(family.config_in(raw, file)), file)
     model: Model
@@ -207,8 +159,8 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     hf, weights_file = read_hf_weights(directory)
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
     model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain
-    if isinstance(model, Encoder) and wants_span_head(raw):  # BertForQuestionAnswering (formats/hf_qa.py)
-        model, unused = with_span_head(model, hf, unused, weights_file)
+    if isinstance(model, Encoder):  # ...ForSequenceClassification, ...ForQuestionAnswering
+        model, unused = with_head(model, raw, hf, unused, (file, weights_file))
     if unused:
         print(
             f"lmforge: note: {weights_file}: {len(unused)} tensors outside the {family.architecture} body"
@@ -285,7 +237,10 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     )
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
     with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import") as tmp:
-        write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
+        if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
+            save_classifier(model, tmp, tokenizer)
+        else:
+            write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
         copy_chat_files(Path(hf_dir), tmp)
     return Path(out)
 
@@ -316,8 +271,8 @@ def _export_into(out: Path, model_path: str | Path) -> None:
     kind = "gpt" if isinstance(model, GPT) else "seq2seq" if isinstance(model, Seq2Seq) else "encoder"
     model_type, family = export_family(config, kind)
     body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
-    if isinstance(model, SpanModel):  # BertForQuestionAnswering (formats/hf_qa.py)
-        state, architecture = span_state_to_hf(model), QA_ARCHITECTURE
+    if isinstance(model, SpanModel):  # Bert/DistilBertForQuestionAnswering (formats/hf_qa.py)
+        state, architecture = span_state_to_hf(model, family)
     else:
         state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
         architecture = family.architecture

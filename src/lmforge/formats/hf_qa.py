@@ -2,9 +2,10 @@
 (`lmforge-qa`).
 
 HF's BertForQuestionAnswering is BERT's body under `bert.` (no pooler) and a `qa_outputs` linear
-map to two logits per token. Import reads the body with the BERT family (formats/hf.py) and takes
-`qa_outputs` as it is; export writes the body with the same family under `bert.` and leaves the
-pooler out, so transformers loads the directory without a warning.
+map to two logits per token; DistilBertForQuestionAnswering and RobertaForQuestionAnswering are the
+same under `distilbert.` and `roberta.`. Import reads the body with its family (formats/hf.py) and
+takes `qa_outputs` as it is; export writes the body as BERT or DistilBERT (RoBERTa is not written)
+and leaves the pooler out, so transformers loads the directory without a warning.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, load_tokenizer, load_weights, read_model_config
-from lmforge.formats.hf import BERT
 from lmforge.formats.hf_convert import lmforge_to_hf
+from lmforge.formats.hf_family import Family
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 from lmforge.tokenization.tokenizer import Tokenizer
 
 QA_TYPE = "lmforge-qa"
-QA_ARCHITECTURE = "BertForQuestionAnswering"
 HEAD = "qa_outputs"
 
 
@@ -55,16 +55,19 @@ def with_span_head(
     return model, [n for n in unused if not n.startswith(f"{HEAD}.")]
 
 
-def span_state_to_hf(model: SpanModel) -> dict[str, torch.Tensor]:
-    """BertForQuestionAnswering's tensors: the body under `bert.` without the pooler, and the head."""
+def span_state_to_hf(model: SpanModel, family: Family) -> tuple[dict[str, torch.Tensor], str]:
+    """(tensors, architecture) of transformers' ...ForQuestionAnswering for the family the body
+    exports as (formats/hf.py's export_family): the body under `bert.` / `distilbert.` without the
+    pooler, and the head."""
     body = {
         k: v.float()
         for k, v in model.backbone.state_dict().items()
         if not k.startswith("pooler.")  # BertForQuestionAnswering has none
     }
-    out = {f"bert.{k}": v for k, v in lmforge_to_hf(BERT, model.config, body).items()}
+    prefix = family.alt_prefix[1]
+    out = {f"{prefix}{k}": v for k, v in lmforge_to_hf(family, model.config, body).items()}
     out.update({f"{HEAD}.{k}": v.float().contiguous() for k, v in model.qa_outputs.state_dict().items()})
-    return out
+    return out, family.architecture.removesuffix("Model") + "ForQuestionAnswering"
 
 
 def load_qa_dir(directory: Path) -> tuple[SpanModel, Tokenizer]:

@@ -70,14 +70,22 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
 
 
 def write_classifier_files(
-    directory: Path, labels: list[str], pooling: str, encoder: bool, config: ModelConfig, tokenizer: Tokenizer
+    directory: Path,
+    labels: list[str],
+    pooling: str,
+    encoder: bool,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    dense: str = "",
 ) -> None:
-    """config.json (the labels, the pooling and the backbone's config) and tokenizer.json: what
-    makes a directory of classifier weights (`backbone.*`, `head.*`) a model directory."""
+    """config.json (the labels, the pooling, the dense layer's activation if any, and the
+    backbone's config) and tokenizer.json: what makes a directory of classifier weights
+    (`backbone.*`, `dense.*`, `head.*`) a model directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
         "labels": list(labels),
         "pooling": pooling,
+        **({"dense": dense} if dense else {}),  # imported HF classifiers (formats/hf_heads.py)
         "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
     }
@@ -90,7 +98,9 @@ def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokeniz
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(directory / WEIGHTS, model.state_dict())
-    write_classifier_files(directory, model.labels, model.pooling, model.encoder, model.config, tokenizer)
+    write_classifier_files(
+        directory, model.labels, model.pooling, model.encoder, model.config, tokenizer, model.dense_act
+    )
     return directory
 
 
@@ -104,6 +114,9 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
     config = model_config_from(backbone_raw, file)
     kind = backbone_raw.get("model_type")
     backbone: GPT | Encoder = Encoder(config) if kind == ENCODER_TYPE else GPT(config)
-    model = Classifier(backbone, raw["labels"], raw.get("pooling", ""))
+    try:
+        model = Classifier(backbone, raw["labels"], raw.get("pooling", ""), dense=raw.get("dense", ""))
+    except LmforgeError as e:  # a hand-edited label list, pooling or dense
+        raise LmforgeError(f"{file}: {e}") from None
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_tokenizer(directory)

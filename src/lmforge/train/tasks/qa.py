@@ -37,6 +37,7 @@ from lmforge.formats.hf_qa import QA_TYPE
 from lmforge.inference.qa import QAOptions, decode_example, window_logits
 from lmforge.inference.squad_metric import exact_match, f1
 from lmforge.model import lora
+from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
@@ -96,7 +97,8 @@ class QATask(Task):
         self.val_examples = [e for e in squad.examples if e.paragraph in held_out]
         self.v2 = any(e.impossible for e in squad.examples)
         model, self.tokenizer = load_model(t.init_from)
-        self.backbone: Encoder | None = model.backbone if isinstance(model, SpanModel) else model
+        # a span model's or a classifier's body (an imported ...ForSequenceClassification) gets a span head
+        self.backbone: Encoder | None = model.backbone if isinstance(model, SpanModel | Classifier) else model
         self.head = model.qa_outputs.state_dict() if isinstance(model, SpanModel) else None
         if not isinstance(self.backbone, Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not an encoder (BERT, MiniLM) model")

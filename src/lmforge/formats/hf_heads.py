@@ -1,0 +1,142 @@
+"""Task heads of Hugging Face encoder checkpoints, put on the imported body (formats/hf_files.py).
+
+- `...ForSequenceClassification` (BERT, DistilBERT, RoBERTa) -> lmforge's `Classifier`
+  (model/classifier.py) on the first token ([CLS], <s>), with transformers' head shape: BERT's
+  pooler (dense + tanh), DistilBERT's pre_classifier (dense + ReLU) or RoBERTa's
+  classifier.dense (dense + tanh), then the label layer. The labels are config.json's `id2label`; only
+  single-label classification (a softmax over the labels) is read.
+- `...ForQuestionAnswering` -> `SpanModel` (formats/hf_qa.py).
+- Heads lmforge has no model for (token classification, multiple choice, next-sentence prediction)
+  are refused with the architecture's name, not read as a bare body. Pretraining heads
+  (`...ForMaskedLM`, `...ForPreTraining`) are dropped with a note: the body is what a fine-tune
+  starts from (bert-base-uncased's config.json names BertForMaskedLM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.hf_qa import wants_span_head, with_span_head
+from lmforge.model.classifier import Classifier
+from lmforge.model.encoder import Encoder
+from lmforge.model.span import SpanModel
+
+# model_type -> (the dense layer's HF names, tried in order; its activation; the label layer's module)
+CLASSIFIER_HEADS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "bert": (("bert.pooler.dense", "pooler.dense"), "tanh", "classifier"),
+    "distilbert": (("pre_classifier",), "relu", "classifier"),
+    "roberta": (("classifier.dense",), "tanh", "classifier.out_proj"),  # dropout, dense, tanh, dropout, out
+}
+REFUSED = {
+    "ForTokenClassification": "a label per token",
+    "ForMultipleChoice": "multiple choice",
+    "ForNextSentencePrediction": "next-sentence prediction",
+}
+SINGLE_LABEL = (None, "single_label_classification")
+
+
+def architecture_of(raw: dict[str, Any]) -> str:
+    """config.json's first `architectures` entry, or "" when it names none."""
+    names = raw.get("architectures")
+    first = names[0] if isinstance(names, list) and names else ""
+    return first if isinstance(first, str) else ""
+
+
+def check_head(raw: dict[str, Any], file: str) -> None:
+    """Refuse, in one line, a task head lmforge cannot run (before any weight is read)."""
+    arch = architecture_of(raw)
+    for suffix, what in REFUSED.items():
+        if arch.endswith(suffix):
+            raise LmforgeError(
+                f"{file}: architectures={arch!r} ({what}) is a head lmforge does not read; it reads"
+                " the base model, ...ForSequenceClassification and ...ForQuestionAnswering"
+            )
+    if arch.endswith("ForSequenceClassification"):
+        model_type = raw.get("model_type")
+        if model_type not in CLASSIFIER_HEADS:
+            known = ", ".join(sorted(CLASSIFIER_HEADS))
+            raise LmforgeError(f"{file}: {arch} is not read (classifier heads of: {known})")
+        problem = raw.get("problem_type")
+        if problem not in SINGLE_LABEL:
+            raise LmforgeError(
+                f"{file}: problem_type={problem!r} is not read: lmforge's classifier gives one label per"
+                " text (single_label_classification)"
+            )
+
+
+def with_head(
+    encoder: Encoder,
+    raw: dict[str, Any],
+    hf: dict[str, torch.Tensor],
+    unused: list[str],
+    files: tuple[str, str],
+) -> tuple[Encoder | Classifier | SpanModel, list[str]]:
+    """The imported body with the head config.json's architecture names (the body itself when it
+    names none lmforge reads); `files` are (config.json, the weights) for messages. Returns
+    (model, HF names still unused)."""
+    if wants_span_head(raw):
+        return with_span_head(encoder, hf, unused, files[1])
+    if architecture_of(raw).endswith("ForSequenceClassification"):
+        return with_classifier_head(encoder, raw, hf, unused, files)
+    return encoder, unused
+
+
+def _tensor(
+    hf: dict[str, torch.Tensor], names: tuple[str, ...], shape: tuple[int, ...], file: str
+) -> torch.Tensor:
+    found = next((n for n in names if n in hf), None)
+    if found is None:
+        raise LmforgeError(f"{file}: missing tensor {names[0]!r} (a sequence classifier's head)")
+    if tuple(hf[found].shape) != shape:
+        raise LmforgeError(f"{file}: tensor {found!r} has shape {tuple(hf[found].shape)}, expected {shape}")
+    return hf[found]
+
+
+def _shapes(rows: int, n: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """A linear map's parameters and their shapes, (rows, n) and (rows,)."""
+    return (("weight", (rows, n)), ("bias", (rows,)))
+
+
+def labels_of(raw: dict[str, Any], rows: int, file: str) -> list[str]:
+    """The label of each output row: config.json's id2label ({"0": "NEGATIVE", ...}), or
+    transformers' default names LABEL_0, LABEL_1, ... when it has none."""
+    if rows < 2:  # transformers reads one output as a regression (or a sigmoid score)
+        raise LmforgeError(f"{file}: a classifier with {rows} output is not read (lmforge needs 2+ labels)")
+    id2label = raw.get("id2label")
+    if not id2label:
+        return [f"LABEL_{i}" for i in range(rows)]
+    if not isinstance(id2label, dict) or set(id2label) != {str(i) for i in range(rows)}:  # JSON keys
+        raise LmforgeError(
+            f"{file}: 'id2label' must name each of the classifier's {rows} outputs, 0 to {rows - 1}"
+        )
+    labels = [id2label[str(i)] for i in range(rows)]
+    if not all(isinstance(label, str) for label in labels) or len(set(labels)) != rows:
+        raise LmforgeError(f"{file}: 'id2label' must give {rows} distinct label names, got {labels}")
+    return labels
+
+
+def with_classifier_head(
+    encoder: Encoder,
+    raw: dict[str, Any],
+    hf: dict[str, torch.Tensor],
+    unused: list[str],
+    files: tuple[str, str],
+) -> tuple[Classifier, list[str]]:
+    """A Classifier on [CLS] with transformers' dense layer and labels (see the module doc)."""
+    dense_names, activation, head = CLASSIFIER_HEADS[raw["model_type"]]
+    config_file, file = files
+    n = encoder.config.n_embd
+    weight_name = f"{head}.weight"
+    if weight_name not in hf:
+        raise LmforgeError(f"{file}: missing tensor {weight_name!r} (a sequence classifier's head)")
+    rows = hf[weight_name].shape[0]
+    labels = labels_of(raw, rows, config_file)
+    model = Classifier(encoder, labels, pooling="cls", dense=activation)
+    dense = {p: _tensor(hf, tuple(f"{d}.{p}" for d in dense_names), s, file) for p, s in _shapes(n, n)}
+    model.get_submodule("dense").load_state_dict(dense)
+    model.head.load_state_dict({p: _tensor(hf, (f"{head}.{p}",), s, file) for p, s in _shapes(rows, n)})
+    taken = {f"{m}.{p}" for m in (*dense_names, head) for p in ("weight", "bias")}
+    return model, [name for name in unused if name not in taken]
