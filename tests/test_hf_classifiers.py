@@ -377,3 +377,45 @@ def test_cli_import_and_its_refusals(
     assert main(["import", str(tmp_path / "tokens"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "BertForTokenClassification" in err, err
+
+
+@pytest.mark.parametrize("task", ["classification", "qa"])
+def test_a_lora_run_from_an_hf_classifier_loads_and_merges(
+    task: str, classifiers: dict[str, tuple[torch.nn.Module, Path]], tmp_path: Path
+) -> None:
+    """Both tasks train on the classifier's body; the run's model must load without the base's
+    dense layer and head (it was refused as 'unexpected dense.weight' once trained)."""
+    if task == "classification":
+        data = tmp_path / "l.jsonl"
+        rows = [{"text": t, "label": ["no", "yes"][i % 2]} for i, t in enumerate(TEXTS * 4)]
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        extra, head = ["--data.labels=no,yes"], "head"
+    else:
+        data = tmp_path / "squad.json"
+        start = TEXTS[1].index("tobias")
+        answers = [{"text": "tobias", "answer_start": start}]
+        qas = [{"id": str(i), "question": "Who sold salt?", "answers": answers} for i in range(8)]
+        articles = [
+            {"title": t, "paragraphs": [{"context": TEXTS[1], "qas": qas[n::2]}]} for n, t in enumerate("ab")
+        ]
+        data.write_text(json.dumps({"data": articles}))
+        extra, head = [], "qa_outputs"
+    overrides = [
+        f"--data.task={task}",
+        f"--data.input={data}",
+        f"--train.init_from={classifiers['distilbert'][1]}",
+        "--lora.enabled=true",
+        f"--lora.also_train={head}",
+        "--train.max_steps=2",
+        "--train.batch_size=2",
+        "--train.eval_batches=1",
+        "--train.warmup_steps=0",
+        "--train.max_minutes=0",
+        "--data.val_fraction=0.5",
+        *extra,
+    ]
+    lmforge.train(None, overrides, out=tmp_path / "run", quiet=True)
+    model, _ = lmforge.load(tmp_path / "run")
+    assert isinstance(model, Classifier if task == "classification" else SpanModel)
+    merged = lmforge.merge_lora(tmp_path / "run", out=tmp_path / "merged")
+    assert isinstance(lmforge.load(merged)[0], type(model))

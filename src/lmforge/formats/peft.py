@@ -32,6 +32,7 @@ from lmforge.config import LoraConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, load_model, read_json, resolve_model_dir, save_weights
 from lmforge.model import lora
+from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
 
@@ -105,6 +106,8 @@ def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
     spec, _ = read_lora_file(source)
     base = check_base(source)
     base_model, _ = load_model(base["path"])
+    if isinstance(base_model, Classifier):  # every task trains on a classifier's body alone (a new head)
+        base_model = base_model.backbone
     trained = load_file(str(source / WEIGHTS))
     adapters = {k: v for k, v in trained.items() if ".lora_" in k}
     prefix = _prefix(adapters, base_model)
