@@ -269,28 +269,48 @@ def test_qa_pipeline_equals_transformers(fixture: str, source: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("family", "cls_name", "extra", "message"),
+    ("family", "cls_name", "extra", "why"),
     [
         ("bert", "BertForSequenceClassification", {"problem_type": "multi_label_classification"},
-         r"config.json: problem_type='multi_label_classification' is not read"),
+         "BertForSequenceClassification with problem_type='multi_label_classification' (one label per text"),
         ("bert", "BertForSequenceClassification", {"problem_type": "regression"},
-         r"config.json: problem_type='regression' is not read"),
+         "BertForSequenceClassification with problem_type='regression'"),
         ("distilbert", "DistilBertForSequenceClassification", {"names": {0: "score"}},
-         r"config.json: a classifier with 1 output is not read"),
-        ("bert", "BertForTokenClassification", {},
-         r"config.json: architectures='BertForTokenClassification' \(a label per token\) is a head lmforge"),
-        ("bert", "BertForMultipleChoice", {},
-         r"config.json: architectures='BertForMultipleChoice' \(multiple choice\) is a head lmforge"),
-        ("distilbert", "DistilBertModel", {"sinusoidal_pos_embds": True},
-         r"config.json: unsupported sinusoidal_pos_embds=true"),
+         "DistilBertForSequenceClassification with 1 output"),  # a cross-encoder's shape
+        ("bert", "BertForTokenClassification", {}, "BertForTokenClassification (a label per token)"),
+        ("bert", "BertForMultipleChoice", {}, "BertForMultipleChoice (multiple choice)"),
     ],
 )  # fmt: skip
-def test_refusals_are_one_line(
-    family: str, cls_name: str, extra: dict[str, Any], message: str, tmp_path: Path
+def test_a_head_lmforge_does_not_read_leaves_its_body_with_a_note(
+    family: str, cls_name: str, extra: dict[str, Any], why: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    save_hf(family, cls_name, tmp_path, **extra)
+    """What a fine-tune starts from (finetune-classify, QA training) is the body; the pipelines that
+    need the head say it is not a classifier."""
+    hf = save_hf(family, cls_name, tmp_path / "hf", **extra)
+    capsys.readouterr()
+    model, _ = lmforge.load(tmp_path / "hf")
+    assert type(model) is Encoder
+    note = f"lmforge: note: {tmp_path / 'hf' / 'config.json'}: {why}"
+    assert note in capsys.readouterr().err
+    body = getattr(hf, hf.base_model_prefix)
+    batch = _batch(tmp_path / "hf")
+    with torch.no_grad():
+        expected = body(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        got = model(batch["input_ids"], batch["attention_mask"])
+    real = batch["attention_mask"].bool()
+    assert _max_diff(got[real], expected[real]) < TOL
+    with pytest.raises(LmforgeError, match="not a classifier"):
+        lmforge.pipeline("text-classification", model=tmp_path / "hf")
+
+
+def test_sinusoidal_distilbert_is_refused_in_one_line(tmp_path: Path) -> None:
+    save_hf("distilbert", "DistilBertModel", tmp_path, sinusoidal_pos_embds=True)
     for call in (lambda: lmforge.load(tmp_path), lambda: lmforge.import_hf(tmp_path, tmp_path / "out")):
-        with pytest.raises(LmforgeError, match=message) as caught:
+        with pytest.raises(
+            LmforgeError, match=r"config.json: unsupported sinusoidal_pos_embds=true"
+        ) as caught:
             call()
         assert "\n" not in str(caught.value)
     assert not (tmp_path / "out").exists()
@@ -364,7 +384,7 @@ def test_roberta_exports_as_the_same_network_in_bert_layout(tmp_path: Path) -> N
     assert _max_diff(got[real], expected[real]) < TOL
 
 
-def test_cli_import_and_its_refusals(
+def test_cli_import_of_a_classifier_and_of_an_unread_head(
     classifiers: dict[str, tuple[torch.nn.Module, Path]], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from lmforge.cli import main
@@ -374,9 +394,9 @@ def test_cli_import_and_its_refusals(
     assert main(["export", str(tmp_path / "clf"), "--out", str(tmp_path / "hf")]) == 2
     save_hf("bert", "BertForTokenClassification", tmp_path / "tokens")
     capsys.readouterr()
-    assert main(["import", str(tmp_path / "tokens"), "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "BertForTokenClassification" in err, err
+    assert main(["import", str(tmp_path / "tokens"), "--out", str(tmp_path / "x")]) == 0  # the body
+    assert "BertForTokenClassification (a label per token)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["model_type"] == "lmforge-encoder"
 
 
 @pytest.mark.parametrize("task", ["classification", "qa"])

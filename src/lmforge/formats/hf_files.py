@@ -49,7 +49,7 @@ from lmforge.formats.directory import (
 )
 from lmforge.formats.hf import FAMILIES, export_family, family_for
 from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.formats.hf_heads import check_head, with_head
+from lmforge.formats.hf_heads import with_head
 from lmforge.formats.hf_qa import QA_TYPE, span_state_to_hf
 from lmforge.formats.hf_tokenizers import load_hf_tokenizer
 from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams, save_classifier
@@ -148,7 +148,6 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     raw = read_config(directory)
     file = str(directory / "config.json")
     family = family_for(raw.get("model_type"), file)
-    check_head(raw, file)  # a task head lmforge has no model for: refused before reading weights
     # type-checked and validated as lmforge's own config.json is (a string n_layer, 0 heads, ...)
     config = model_config_from(dataclasses.asdict(family.config_in(raw, file)), file)
     model: Model

@@ -6,14 +6,17 @@
   classifier.dense (dense + tanh), then the label layer. The labels are config.json's `id2label`; only
   single-label classification (a softmax over the labels) is read.
 - `...ForQuestionAnswering` -> `SpanModel` (formats/hf_qa.py).
-- Heads lmforge has no model for (token classification, multiple choice, next-sentence prediction)
-  are refused with the architecture's name, not read as a bare body. Pretraining heads
-  (`...ForMaskedLM`, `...ForPreTraining`) are dropped with a note: the body is what a fine-tune
-  starts from (bert-base-uncased's config.json names BertForMaskedLM).
+- Heads lmforge has no model for (token classification, multiple choice, next-sentence prediction,
+  a regression or multi-label classifier, a classifier of another family) and pretraining heads
+  (`...ForMaskedLM`, `...ForPreTraining`) are dropped with a note naming the head: the body is what
+  a fine-tune starts from (bert-base-uncased's config.json names BertForMaskedLM; a cross-encoder
+  is a BertForSequenceClassification with one output), and a pipeline that needs the head says
+  the body is not a classifier.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -45,26 +48,24 @@ def architecture_of(raw: dict[str, Any]) -> str:
     return first if isinstance(first, str) else ""
 
 
-def check_head(raw: dict[str, Any], file: str) -> None:
-    """Refuse, in one line, a task head lmforge cannot run (before any weight is read)."""
+def unread_head(raw: dict[str, Any]) -> str:
+    """Why config.json's task head is not read ("" when it is, or when it names none): its body
+    loads alone, with a note (see the module doc)."""
     arch = architecture_of(raw)
     for suffix, what in REFUSED.items():
         if arch.endswith(suffix):
-            raise LmforgeError(
-                f"{file}: architectures={arch!r} ({what}) is a head lmforge does not read; it reads"
-                " the base model, ...ForSequenceClassification and ...ForQuestionAnswering"
-            )
+            return f"{arch} ({what})"
     if arch.endswith("ForSequenceClassification"):
-        model_type = raw.get("model_type")
-        if model_type not in CLASSIFIER_HEADS:
-            known = ", ".join(sorted(CLASSIFIER_HEADS))
-            raise LmforgeError(f"{file}: {arch} is not read (classifier heads of: {known})")
-        problem = raw.get("problem_type")
-        if problem not in SINGLE_LABEL:
-            raise LmforgeError(
-                f"{file}: problem_type={problem!r} is not read: lmforge's classifier gives one label per"
-                " text (single_label_classification)"
-            )
+        if raw.get("model_type") not in CLASSIFIER_HEADS:
+            return f"{arch} (classifier heads are read for {', '.join(sorted(CLASSIFIER_HEADS))})"
+        if raw.get("problem_type") not in SINGLE_LABEL:
+            return f"{arch} with problem_type={raw.get('problem_type')!r} (one label per text is read)"
+    return ""
+
+
+def _body_alone(encoder: Encoder, why: str, file: str, unused: list[str]) -> tuple[Encoder, list[str]]:
+    print(f"lmforge: note: {file}: {why}: a head lmforge does not read; its body is loaded", file=sys.stderr)
+    return encoder, unused
 
 
 def with_head(
@@ -79,6 +80,9 @@ def with_head(
     (model, HF names still unused)."""
     if wants_span_head(raw):
         return with_span_head(encoder, hf, unused, files[1])
+    why = unread_head(raw)
+    if why:
+        return _body_alone(encoder, why, files[0], unused)
     if architecture_of(raw).endswith("ForSequenceClassification"):
         return with_classifier_head(encoder, raw, hf, unused, files)
     return encoder, unused
@@ -103,8 +107,6 @@ def _shapes(rows: int, n: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
 def labels_of(raw: dict[str, Any], rows: int, file: str) -> list[str]:
     """The label of each output row: config.json's id2label ({"0": "NEGATIVE", ...}), or
     transformers' default names LABEL_0, LABEL_1, ... when it has none."""
-    if rows < 2:  # transformers reads one output as a regression (or a sigmoid score)
-        raise LmforgeError(f"{file}: a classifier with {rows} output is not read (lmforge needs 2+ labels)")
     id2label = raw.get("id2label")
     if not id2label:
         return [f"LABEL_{i}" for i in range(rows)]
@@ -124,7 +126,7 @@ def with_classifier_head(
     hf: dict[str, torch.Tensor],
     unused: list[str],
     files: tuple[str, str],
-) -> tuple[Classifier, list[str]]:
+) -> tuple[Classifier | Encoder, list[str]]:
     """A Classifier on [CLS] with transformers' dense layer and labels (see the module doc)."""
     dense_names, activation, head = CLASSIFIER_HEADS[raw["model_type"]]
     config_file, file = files
@@ -133,6 +135,8 @@ def with_classifier_head(
     if weight_name not in hf:
         raise LmforgeError(f"{file}: missing tensor {weight_name!r} (a sequence classifier's head)")
     rows = hf[weight_name].shape[0]
+    if rows < 2:  # transformers reads one output as a regression or a relevance score (cross-encoders)
+        return _body_alone(encoder, f"{architecture_of(raw)} with {rows} output", config_file, unused)
     labels = labels_of(raw, rows, config_file)
     model = Classifier(encoder, labels, pooling="cls", dense=activation)
     dense = {p: _tensor(hf, tuple(f"{d}.{p}" for d in dense_names), s, file) for p, s in _shapes(n, n)}
