@@ -225,6 +225,12 @@ def test_roberta_tokenizer_from_vocab_and_merges(
         assert tokenizer.hf.encode(text).ids == theirs(text)["input_ids"]
     pair = tokenizer.hf.encode(TEXTS[0], TEXTS[1])
     assert pair.ids == theirs(TEXTS[0], TEXTS[1])["input_ids"] and set(pair.type_ids) == {0}
+    # offsets, which place QA answers: a context that starts with a space keeps it out of its first token
+    pair, expected = (
+        tokenizer.hf.encode("Who?", " " + TEXTS[1]),
+        theirs("Who?", " " + TEXTS[1], return_offsets_mapping=True),
+    )
+    assert pair.offsets == [tuple(o) for o in expected["offset_mapping"]]
 
 
 @pytest.mark.parametrize("fixture", QA_FIXTURES)

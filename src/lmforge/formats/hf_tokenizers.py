@@ -45,7 +45,10 @@ def roberta_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
     ids = {t: hf.token_to_id(t) for t in ("<s>", "</s>")}
     if None in ids.values():
         raise LmforgeError(f"{vocab}: a RoBERTa vocabulary needs <s> and </s>")
-    hf.post_processor = processors.RobertaProcessing(("</s>", ids["</s>"]), ("<s>", ids["<s>"]))
+    # transformers: trim_offsets, and no prefix space (a context that starts with one keeps it out)
+    hf.post_processor = processors.RobertaProcessing(
+        ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True, add_prefix_space=False
+    )
     return hf
 
 
