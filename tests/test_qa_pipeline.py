@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from qa_answers import assert_like
 
 import lmforge
 from lmforge import pipeline
@@ -22,26 +23,6 @@ GOLDEN = json.loads((FIXTURE / "golden.json").read_text())["cases"]
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return lmforge.import_hf(FIXTURE, tmp_path_factory.mktemp("qa") / "model")
-
-
-def assert_like(got: Any, expected: Any, where: str) -> None:
-    """Equal answers and character offsets; scores to 1e-5 (float32 arithmetic, another order)."""
-    if isinstance(expected, list):
-        assert isinstance(got, list) and len(got) == len(expected), (where, got, expected)
-        for n, (g, e) in enumerate(zip(got, expected, strict=True)):
-            assert_like(g, e, f"{where}[{n}]")
-        return
-    assert isinstance(got, dict) and set(got) == {"score", "start", "end", "answer"}, (where, got)
-    assert (got["answer"], got["start"], got["end"]) == (
-        expected["answer"],
-        expected["start"],
-        expected["end"],
-    ), (
-        where,
-        got,
-        expected,
-    )
-    assert got["score"] == pytest.approx(expected["score"], rel=1e-4, abs=1e-6), (where, got, expected)
 
 
 @pytest.mark.parametrize("source", ["hf", "imported"])

@@ -353,15 +353,17 @@ def _tokenizer_config(
         "model_max_length": config.block_size,
     }
     out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
-    for key, token in (
-        ("cls_token", "[CLS]"),
-        ("sep_token", "[SEP]"),
-        ("mask_token", "[MASK]"),
-        ("unk_token", "[UNK]"),
-        ("pad_token", "[PAD]"),
+    # BERT's names, else RoBERTa's: transformers' QA pipeline keeps cls_token answerable (the null answer)
+    for key, tokens in (
+        ("cls_token", ("[CLS]", "<s>")),
+        ("sep_token", ("[SEP]", "</s>")),
+        ("mask_token", ("[MASK]", "<mask>")),
+        ("unk_token", ("[UNK]", "<unk>")),
+        ("pad_token", ("[PAD]",)),
     ):
-        if tokenizer.hf.token_to_id(token) is not None:
-            out[key] = token
+        found = next((t for t in tokens if tokenizer.hf.token_to_id(t) is not None), None)
+        if found is not None:
+            out[key] = found
     return out
 
 
