@@ -439,3 +439,11 @@ def test_a_lora_run_from_an_hf_classifier_loads_and_merges(
     assert isinstance(model, Classifier if task == "classification" else SpanModel)
     merged = lmforge.merge_lora(tmp_path / "run", out=tmp_path / "merged")
     assert isinstance(lmforge.load(merged)[0], type(model))
+
+
+@pytest.mark.parametrize("fixture", QA_FIXTURES)
+def test_an_import_is_the_same_bytes_every_time(fixture: str, tmp_path: Path) -> None:
+    """DistilBERT and RoBERTa QA checkpoints have no pooler: the unused one is zeros, not a random init."""
+    first, second = (lmforge.import_hf(FIXTURES / fixture, tmp_path / name) for name in ("a", "b"))
+    weights = sorted(p.name for p in first.iterdir() if p.suffix == ".safetensors")
+    assert weights and all((first / w).read_bytes() == (second / w).read_bytes() for w in weights)

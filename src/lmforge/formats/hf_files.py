@@ -158,6 +158,10 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     hf, weights_file = read_hf_weights(directory)
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
     model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain
+    with torch.no_grad():  # an absent optional module (DistilBERT's, RoBERTa's pooler): zeros, not a
+        for name, tensor in model.state_dict().items():  # random init, so an import's bytes are the same
+            if name not in state and name.split(".")[0] in family.optional:
+                tensor.zero_()
     if isinstance(model, Encoder):  # ...ForSequenceClassification, ...ForQuestionAnswering
         model, unused = with_head(model, raw, hf, unused, (file, weights_file))
     if unused:
