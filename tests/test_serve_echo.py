@@ -190,6 +190,32 @@ def test_a_completion_that_ends_at_eos_lists_it_last() -> None:
         assert job.rows[0].ids == [1] and job.rows[0].finish == "stop"  # not counted, not in the text
 
 
+@pytest.mark.parametrize("kind", ["bpe", "wordpiece"])
+def test_text_offsets_are_the_lengths_of_the_decoded_prefixes(kind: str) -> None:
+    """The streamed offsets (one pass) equal their definition, len(decode(ids[:i])) held at the last
+    whole character, on any id sequence: split characters, specials, WordPiece's '##' pieces."""
+    import random
+
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from lmforge.server.prompt_logprobs import text_offsets
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    if kind == "bpe":
+        tok = Tokenizer.train_bpe(["the café ünd 日本語 🎉 naïve\n\n  x"] * 20, 300)
+    else:
+        tok = Tokenizer(HFTokenizer.from_file(str(Path(__file__).parent / "fixtures/bert-qa/tokenizer.json")))
+    rng = random.Random(0)
+    for _ in range(200):
+        ids = [rng.randrange(tok.vocab_size) for _ in range(rng.randrange(1, 24))]
+        prefixes = [tok.hf.decode(ids[:i], skip_special_tokens=True) for i in range(len(ids))]
+        expected, last = [], 0
+        for text in prefixes:
+            last = last if text.endswith("\ufffd") else len(text)
+            expected.append(last)
+        assert text_offsets(tok, ids) == expected, [tok.hf.id_to_token(i) for i in ids]
+
+
 BAD = [
     ({"prompt": []}, "prompt: an empty list"),
     ({"prompt": [[3, 4], []]}, "prompt: item 1 is an empty list of token ids"),

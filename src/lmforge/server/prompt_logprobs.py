@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from tokenizers.decoders import DecodeStream
 
 from lmforge.errors import LmforgeError
 from lmforge.inference.generate import encode_prompts
@@ -79,14 +80,14 @@ def score_prompt(net: GPT, tokenizer: Tokenizer, prompt: list[int], k: int) -> l
 
 def text_offsets(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
     """Where each token's text starts in decode(ids): the length of the text decoded before it,
-    held at the last whole character while a byte-level token leaves one unfinished."""
-    offsets, last = [], 0
-    for start in range(0, len(ids), CHUNK):  # prefixes decoded together (in Rust), a chunk at a time
-        prefixes = [ids[:i] for i in range(start, min(start + CHUNK, len(ids)))]
-        for text in tokenizer.hf.decode_batch(prefixes, skip_special_tokens=True):
-            if not text.endswith("\ufffd"):
-                last = len(text)
-            offsets.append(last)
+    held at the last whole character while a byte-level token leaves one unfinished. tokenizers'
+    DecodeStream gives each token's new text from a few tokens around it, so a prompt of T tokens
+    costs O(T), where decoding every prefix cost O(T^2) (5 s for 8,000 tokens)."""
+    stream, offsets, length = DecodeStream(skip_special_tokens=True), [], 0
+    for token in ids:
+        offsets.append(length)
+        piece = stream.step(tokenizer.hf, token)  # None while a character is unfinished
+        length += len(piece or "")
     return offsets
 
 
