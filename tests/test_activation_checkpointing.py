@@ -195,7 +195,7 @@ ZERO3 = (
     "--engine.zero_stage=3",
     f"--engine.deepspeed_config={ROOT / 'tests' / 'fixtures' / 'zero3-partition-all.json'}",
 )
-ENGINES = {  # DDP in the quick suite; the sharded engines in `make test-all` (slow)
+ENGINES = {  # the local engine in the quick suite; DDP and the sharded ones in `make test-all` (slow)
     "local-1": (1,),
     "ddp-2": (2, "--engine.name=ddp"),
     "fsdp-2": (2, "--engine.name=fsdp"),
@@ -205,7 +205,7 @@ ENGINES = {  # DDP in the quick suite; the sharded engines in `make test-all` (s
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.slow if "zero" in n or "fsdp" in n else ()) for n in ENGINES]
+    "name", [pytest.param(n, marks=pytest.mark.slow if n != "local-1" else ()) for n in ENGINES]
 )
 def test_training_gives_the_same_losses_and_weights(data: Path, tmp_path: Path, name: str) -> None:
     if "zero" in name:

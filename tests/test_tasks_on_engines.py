@@ -135,7 +135,11 @@ def test_task_on_two_ranks_matches_local(
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
 
 
-@pytest.mark.parametrize("task", ["translation", "classification", "chat"])
+# translation (its length-grouped loader and best-BLEU bookkeeping) in `make test`; classification and
+# chat, whose loaders resume as the language model's and QA's do (test_resume.py, test_qa_task.py), slow
+@pytest.mark.parametrize(
+    "task", ["translation", *(pytest.param(t, marks=pytest.mark.slow) for t in ("classification", "chat"))]
+)
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
     data: dict[str, Path], tmp_path: Path, task: str
 ) -> None:
