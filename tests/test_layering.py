@@ -14,19 +14,20 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
-BASE = {"errors", "config", "hardware", "outputs", "tuning", "malloc", "processes"}
+BASE = {"errors", "env_switch", "config", "hardware", "outputs", "tuning", "malloc", "processes"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "malloc": {"errors"},
+    "env_switch": {"errors"},
+    "malloc": {"errors", "env_switch"},
     "processes": {"errors"},
     "config": {"errors"},
     "config_doc": {"errors", "config"},
     "hardware": {"errors", "config"},
-    "tuning": {"errors", "config", "hardware"},
+    "tuning": {"errors", "env_switch", "config", "hardware"},
     "outputs": {"errors"},
     "tokenization": BASE,
     "data": BASE | {"tokenization"},
-    "model": {"errors", "config"},
+    "model": {"errors", "env_switch", "config"},
     "formats": BASE | {"tokenization", "model"},
     "inference": BASE | {"tokenization", "data", "model", "formats"},
     "train": BASE | {"tokenization", "data", "model", "formats", "inference"},

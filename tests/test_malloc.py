@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lmforge import malloc
+from lmforge.errors import LmforgeError
 
 LIB = "libtcmalloc_minimal.so.4"
 
@@ -94,7 +95,7 @@ def test_the_start_up_line_says_deepspeed_keeps_glibc(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("value", ["glibc", "tcmalloc", "sytem"])
 def test_a_mistyped_setting_is_one_line_not_a_silent_tcmalloc(value: str) -> None:
-    with pytest.raises(malloc.LmforgeError, match=rf"LMFORGE_MALLOC='{value}': expected system"):
+    with pytest.raises(LmforgeError, match=rf"LMFORGE_MALLOC='{value}': expected system"):
         malloc.restart_env({"LMFORGE_MALLOC": value}, "linux", LIB)
     assert malloc.keeps_system({"LMFORGE_MALLOC": " System "})
     assert not malloc.keeps_system({"LMFORGE_MALLOC": ""}) and not malloc.keeps_system({})

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from lmforge.errors import LmforgeError
+from lmforge.env_switch import switch
 
 ENV = "LMFORGE_MALLOC"  # "system": keep the system's malloc
 LIBRARY = "tcmalloc_minimal"  # gperftools' tcmalloc without the profiler: libtcmalloc_minimal.so.4
@@ -35,13 +35,8 @@ command = False  # set by the `lmforge` command (cli.main), never by a call from
 def keeps_system(environ: Mapping[str, str]) -> bool:
     """True for LMFORGE_MALLOC=system; unset (or empty) is the default. Anything else is a typo
     to name in one line, not a silent tcmalloc."""
-    value = environ.get(ENV, "").strip()
-    if value.lower() not in ("", "system"):
-        raise LmforgeError(
-            f"{ENV}={value!r}: expected system (keep the system's malloc), or leave it unset"
-            " (tcmalloc where installed)"
-        )
-    return value.lower() == "system"
+    expected = "expected system (keep the system's malloc), or leave it unset (tcmalloc where installed)"
+    return switch(ENV, ("system",), expected, environ) == "system"
 
 
 def restart_env(environ: Mapping[str, str], platform: str, library: str | None) -> dict[str, str] | None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lmforge.errors import LmforgeError
+from lmforge.env_switch import switch
 from lmforge.hardware import cpu_features, cpu_has_bf16, cpu_model, matmul_peak_flops, peak_dtype
 
 FILE_NAME = "autotune.json"
@@ -38,13 +38,10 @@ OFF, ON = ("0", "off", "false", "no"), ("", "1", "on", "true", "yes", "refresh")
 
 def _setting() -> str:
     """LMFORGE_AUTOTUNE, lower-cased; a value that is none of these is an error, not "on"."""
-    value = os.environ.get("LMFORGE_AUTOTUNE", "1").strip().lower()
-    if value not in OFF + ON:
-        raise LmforgeError(
-            f"LMFORGE_AUTOTUNE={os.environ['LMFORGE_AUTOTUNE']!r}: expected 1 (measure once and"
-            " remember, the default), 0 (the fixed rules) or refresh (measure again)"
-        )
-    return value
+    expected = (
+        "expected 1 (measure once and remember, the default), 0 (the fixed rules) or refresh (measure again)"
+    )
+    return switch("LMFORGE_AUTOTUNE", OFF + ON, expected)
 
 
 def enabled() -> bool:

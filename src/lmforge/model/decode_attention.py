@@ -17,13 +17,12 @@ and every other case stay on `scaled_dot_product_attention`. `LMFORGE_DECODE_ATT
 
 from __future__ import annotations
 
-import os
 import time
 
 import torch
 import torch.nn.functional as F
 
-from lmforge.errors import LmforgeError
+from lmforge.env_switch import switch
 
 ROUTES = ("sdpa", "fp32", "grouped")
 MARGIN = 1.15  # another route must be this much faster to be chosen: sdpa is PyTorch's own
@@ -74,10 +73,7 @@ def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tens
 
 def forced_route() -> str:
     """The route LMFORGE_DECODE_ATTENTION forces ('' when unset); a typo is one line."""
-    forced = os.environ.get("LMFORGE_DECODE_ATTENTION", "")
-    if forced and forced not in ROUTES:
-        raise LmforgeError(f"LMFORGE_DECODE_ATTENTION={forced!r}: expected one of {', '.join(ROUTES)}")
-    return forced
+    return switch("LMFORGE_DECODE_ATTENTION", ROUTES)
 
 
 def route_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> str:

@@ -24,7 +24,6 @@ is chosen by measurement (one row, eight rows); `LMFORGE_BF16_LINEAR=plain|packe
 from __future__ import annotations
 
 import functools
-import os
 import time
 import weakref
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
 from lmforge.model import decode_attention
 
@@ -123,13 +123,11 @@ _NO_PACKING = "oneDNN cannot pack bf16 weights with this torch build on this CPU
 def forced_route(env: str) -> str:
     """The route LMFORGE_LINEAR or LMFORGE_BF16_LINEAR forces ('' when unset), checked: a typo or a
     route this build lacks is one line."""
-    forced = os.environ.get(env, "")
     routes, available, missing = {
         "LMFORGE_LINEAR": (ROUTES, ONEDNN_AVAILABLE, "this torch build has no oneDNN linear kernel"),
         "LMFORGE_BF16_LINEAR": (BF16_ROUTES, PACKING_AVAILABLE, _NO_PACKING),
     }[env]
-    if forced and forced not in routes:
-        raise LmforgeError(f"{env}={forced!r}: expected one of {', '.join(routes)}")
+    forced = switch(env, routes)
     if forced in ("onednn", "packed") and not available:
         raise LmforgeError(f"{env}={forced}: {missing}")
     return forced
@@ -242,7 +240,7 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
 def bf16_setting() -> str:
     """How bf16 products are routed, known without the probe: the route LMFORGE_BF16_LINEAR forces,
     'plain' where packing is unavailable, else 'measured' (the probe decides when first needed)."""
-    return os.environ.get("LMFORGE_BF16_LINEAR") or ("measured" if PACKING_AVAILABLE else "plain")
+    return forced_route("LMFORGE_BF16_LINEAR") or ("measured" if PACKING_AVAILABLE else "plain")
 
 
 def bf16_route(rows: int = 1) -> str:
