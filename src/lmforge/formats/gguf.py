@@ -33,6 +33,7 @@ from lmforge.formats.directory import write_model_dir
 from lmforge.formats.gguf_tokenizer import gguf_tokenizer
 from lmforge.formats.hf import LLAMA
 from lmforge.formats.hf_convert import hf_to_lmforge
+from lmforge.model.empty import empty
 from lmforge.model.gpt import GPT
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -239,7 +240,7 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     tokenizer = gguf_tokenizer(meta, str(file))
     if tokenizer.vocab_size > config.vocab_size:
         raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")
-    model = GPT(config)
+    model = empty(lambda: GPT(config))
     hf = read_weights(reader, meta["general.architecture"], config, file)
     state, unused = hf_to_lmforge(LLAMA, config, hf, model.state_dict(), str(file))
     if unused:

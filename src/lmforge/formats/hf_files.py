@@ -54,6 +54,7 @@ from lmforge.formats.hf_qa import QA_TYPE, span_state_to_hf
 from lmforge.formats.hf_tokenizers import load_hf_tokenizer
 from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams, save_classifier
 from lmforge.model.classifier import Classifier
+from lmforge.model.empty import empty
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
@@ -139,7 +140,7 @@ def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Se
     bad = generation.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
     beams = checked_num_beams(generation.get("num_beams", raw.get("num_beams", 1)), file)
-    return Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress, beams)
+    return empty(lambda: Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress, beams))
 
 
 def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
@@ -154,7 +155,7 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     if family.kind == "seq2seq":
         model = _seq2seq(directory, raw, config, file)
     else:
-        model = GPT(config) if family.kind == "gpt" else Encoder(config)
+        model = empty(lambda: GPT(config) if family.kind == "gpt" else Encoder(config))
     hf, weights_file = read_hf_weights(directory)
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
     model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain

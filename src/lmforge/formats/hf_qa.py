@@ -19,6 +19,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, load_tokenizer, load_weights, read_model_config
 from lmforge.formats.hf_convert import lmforge_to_hf
 from lmforge.formats.hf_family import Family
+from lmforge.model.empty import empty
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -72,6 +73,7 @@ def span_state_to_hf(model: SpanModel, family: Family) -> tuple[dict[str, torch.
 
 def load_qa_dir(directory: Path) -> tuple[SpanModel, Tokenizer]:
     """The LOADERS entry for `lmforge-qa` directories (written by import, training and export)."""
-    model = SpanModel(Encoder(read_model_config(directory, QA_TYPE)))
+    config = read_model_config(directory, QA_TYPE)
+    model = empty(lambda: SpanModel(Encoder(config)))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_tokenizer(directory)

@@ -24,6 +24,7 @@ from lmforge.formats.directory import (
     save_weights,
 )
 from lmforge.model.classifier import Classifier
+from lmforge.model.empty import empty
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
@@ -35,13 +36,15 @@ CLASSIFIER_TYPE = "lmforge-classifier"
 
 
 def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
-    model = GPT(read_model_config(directory))
+    config = read_model_config(directory)
+    model = empty(lambda: GPT(config))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_tokenizer(directory)
 
 
 def load_encoder_dir(directory: Path) -> tuple[Encoder, Tokenizer]:
-    model = Encoder(read_model_config(directory, ENCODER_TYPE))
+    config = read_model_config(directory, ENCODER_TYPE)
+    model = empty(lambda: Encoder(config))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_tokenizer(directory)
 
@@ -64,7 +67,7 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
     if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
         raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
     beams = checked_num_beams(raw.get("num_beams", 1), file)
-    model = Seq2Seq(config, raw["pad_token_id"], start, suppress, beams)
+    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_translation_tokenizer(directory)
 
@@ -113,9 +116,10 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
         raise LmforgeError(f"{file}: a classifier config needs 'backbone' and 'labels'")
     config = model_config_from(backbone_raw, file)
     kind = backbone_raw.get("model_type")
-    backbone: GPT | Encoder = Encoder(config) if kind == ENCODER_TYPE else GPT(config)
+    backbone = Encoder if kind == ENCODER_TYPE else GPT
     try:
-        model = Classifier(backbone, raw["labels"], raw.get("pooling", ""), dense=raw.get("dense", ""))
+        pooling, dense = raw.get("pooling", ""), raw.get("dense", "")
+        model = empty(lambda: Classifier(backbone(config), raw["labels"], pooling, dense=dense))
     except LmforgeError as e:  # a hand-edited label list, pooling or dense
         raise LmforgeError(f"{file}: {e}") from None
     load_weights(model, directory / WEIGHTS)

@@ -47,12 +47,21 @@ class Rotary(nn.Module):
 
     def __init__(self, head_size: int, max_len: int, base: float = 10000.0) -> None:
         super().__init__()
+        self.head_size, self.max_len, self.base = head_size, max_len, base
+        self.register_buffer("cos", torch.empty(max_len, head_size), persistent=False)  # (T, hs)
+        self.register_buffer("sin", torch.empty(max_len, head_size), persistent=False)
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        """Compute the angles' cos and sin (also after model/empty.py builds the model empty)."""
         # The same float32 arithmetic as HF's LlamaRotaryEmbedding, so imported models match it.
-        inv_freq = 1.0 / base ** (torch.arange(0, head_size, 2).float() / head_size)
-        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (T, hs/2)
+        device = self.cos.device
+        inv_freq = 1.0 / self.base ** (
+            torch.arange(0, self.head_size, 2, device=device).float() / self.head_size
+        )
+        angles = torch.outer(torch.arange(self.max_len, device=device).float(), inv_freq)  # (T, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.cos, self.sin = angles.cos(), angles.sin()
 
     def forward(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, nh, T, hs) at positions start..start+T-1, or at per-row positions (B, T) (a

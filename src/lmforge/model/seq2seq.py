@@ -123,6 +123,11 @@ class Stack(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.ln_f = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps) if c.final_norm else nn.Identity()
 
+    def reset_buffers(self) -> None:
+        """Compute the sinusoidal table again (after model/empty.py builds the model empty)."""
+        if self.sinusoid is not None:
+            self.sinusoid = sinusoidal_table(*self.sinusoid.shape).to(self.sinusoid.device)
+
     def embed(self, x: torch.Tensor, start: int) -> torch.Tensor:
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(start, start + x.size(1), device=x.device))
