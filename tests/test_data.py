@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from lmforge.data.labelled import LabelledLoader
 from lmforge.data.loader import BatchLoader, eval_batches
 from lmforge.data.shards import open_split, prepare_corpus
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -74,6 +76,26 @@ def test_loader_resumes_from_its_state() -> None:
     for _ in range(15):
         for (xa, ya), (xb, yb) in zip(a.next_step(), b.next_step(), strict=True):
             assert xa.equal(xb) and ya.equal(yb)
+
+
+def test_labelled_loader_resumes_from_its_state() -> None:
+    """Classification's and QA's loader (train/tasks/qa.py's FeatureLoader is one): a loader given
+    another's state mid-epoch deals the same batches after it, past the next epoch's reshuffle."""
+
+    def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.tensor([[int(t)] for t in texts])
+        return ids, torch.ones_like(ids)
+
+    def dealt(loader: LabelledLoader, steps: int) -> list[list[list[list[int]]]]:
+        return [[[t.tolist() for t in micro] for micro in loader.next_step()] for _ in range(steps)]
+
+    rows = [(str(i), i % 3) for i in range(23)]
+    a, b, fresh = (LabelledLoader(rows, encode, 6, 2, rank=1, world_size=2, seed=4) for _ in range(3))
+    dealt(a, 5)  # 23 rows, 6 a step: into the second epoch
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    after = dealt(a, 9)
+    assert dealt(b, 9) == after
+    assert dealt(fresh, 9) != after  # the state decides what comes next
 
 
 def test_loader_targets_are_inputs_shifted() -> None:

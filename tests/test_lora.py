@@ -212,6 +212,10 @@ def _lmforge(*args: str, cwd: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+# slow (make test-all): kill -9 and resume is `make test`'s for the language model and translation
+# (test_resume.py, test_tasks_on_engines.py); a LoRA run's resume is checked in process below
+# (test_a_translation_lora_run_trains_cross_attention_and_merges) and by the refusals above
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(base: dict[str, Path], tmp_path: Path) -> None:
     """Adapter dropout on, so the RNG must come back too; the adapters and their moments from the
     adapter-only checkpoint, the frozen base from train.init_from."""

@@ -220,6 +220,10 @@ def test_qa_on_two_ranks_matches_local(
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
 
 
+# slow (make test-all): kill -9 and resume is `make test`'s for the language model and translation;
+# QA's loader (the classification loader's shuffle and position) resumes exactly in
+# tests/test_data.py::test_labelled_loader_resumes_from_its_state
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     steps = 100  # killed after 45 logged steps, resumed from step 40; evaluations at 50 and 100
     data = write_squad(tmp_path / "squad.json", paragraphs=30)
