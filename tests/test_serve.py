@@ -224,6 +224,14 @@ def test_translation_and_classification_mirror_the_pipelines(api: TestClient, di
     want = pipeline("text-classification", model=dirs["clf"])("the king is good", top_k=None)
     assert [g["label"] for g in got] == [w["label"] for w in want]
     assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+    texts = ["the king is good", "a queen"]  # top_k given or not: the pipeline's shapes, as transformers'
+    for given in ({}, {"top_k": 1}):
+        body = {"model": "clf", "input": texts, **given}
+        got = api.post("/v1/classifications", json=body).json()["results"]
+        want = pipeline("text-classification", model=dirs["clf"])(texts, **given)
+        assert [isinstance(g, list) for g in got] == [isinstance(w, list) for w in want] == [bool(given)] * 2
+        labels = [[r["label"]] if isinstance(r, dict) else [x["label"] for x in r] for r in got]
+        assert labels == [[r["label"]] if isinstance(r, dict) else [x["label"] for x in r] for r in want]
 
 
 QUESTIONS = ["Who kept the crown?", "Where was the crown kept?"]

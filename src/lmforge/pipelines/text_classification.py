@@ -17,6 +17,16 @@ from lmforge.model.classifier import Classifier
 from lmforge.model.kinds import describe
 
 
+class _Default:
+    """top_k not given: transformers then gives a list of texts one dict each, not a list each."""
+
+    def __repr__(self) -> str:
+        return "1"
+
+
+DEFAULT = _Default()
+
+
 class TextClassificationPipeline:
     def __init__(self, model: str | Path, batch_size: int = 32) -> None:
         check_options(batch_size=batch_size)
@@ -28,11 +38,19 @@ class TextClassificationPipeline:
         self.batch_size = batch_size
 
     def __call__(
-        self, text: str | list[str], *, top_k: int | None = 1, batch_size: int | None = None, **unknown: Any
+        self,
+        text: str | list[str],
+        *,
+        top_k: int | None | _Default = DEFAULT,
+        batch_size: int | None = None,
+        **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """A string gives [{"label", "score"}] (the best label; top_k=None gives every label, best
-        first, as a list of dicts); a list of strings gives one result per string, as HF does."""
+        first, as a list of dicts); a list of strings gives one result per string, as HF does: a
+        dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1)."""
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
+        given = not isinstance(top_k, _Default)
+        top_k = top_k if given else 1  # type: ignore[assignment]
         if top_k is not None and not (is_int(top_k) and top_k >= 1):
             raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 1 (labels per text) or None (all)")
         if batch_size is not None:
@@ -46,11 +64,9 @@ class TextClassificationPipeline:
             ranked = sorted(zip(self.model.labels, row.tolist(), strict=True), key=lambda x: -x[1])
             entries = [{"label": label, "score": score} for label, score in ranked]
             results.append(entries if top_k is None else entries[:top_k])
-        if top_k == 1:
-            results = [r[0] for r in results]
         if isinstance(text, str):
-            return results if top_k == 1 else results[0]
-        return results
+            return results[0]
+        return results if given else [r[0] for r in results]  # transformers' shapes, both
 
     @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:

@@ -144,7 +144,8 @@ def create_app(
     @app.post("/v1/classifications", dependencies=auth)
     async def classifications(body: ClassificationRequest) -> dict[str, Any]:
         served = _model(state, body.model, "text-classification")
-        results = await _task(state, lambda: served.pipeline(body.input, top_k=body.top_k))
+        given = {"top_k": body.top_k} if "top_k" in body.model_fields_set else {}  # as the pipeline's
+        results = await _task(state, lambda: served.pipeline(body.input, **given))
         return {"object": "classification", "model": served.id, "results": results}
 
     @app.post("/v1/answers", dependencies=auth)
