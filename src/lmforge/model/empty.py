@@ -20,18 +20,21 @@ from torch import nn
 M = TypeVar("M", bound=nn.Module)
 
 
-def empty(build: Callable[[], M], device: str | torch.device = "cpu") -> M:
-    """`build()`'s module on `device` with uninitialised parameters, ties and computed buffers kept."""
+def empty(build: Callable[[], M]) -> M:
+    """`build()`'s module on the CPU with uninitialised parameters, ties and computed buffers kept."""
     with torch.device("meta"):
         model = build()
     first: dict[int, tuple[nn.Module, str]] = {}  # a parameter's id -> where it is first held
     aliases = []  # (module, name, (owner, owner's name)): the same parameter held twice
     for module in model.modules():
         for name, param in module._parameters.items():
-            if param is not None:
-                aliases += [(module, name, first[id(param)])] if id(param) in first else []
-                first.setdefault(id(param), (module, name))
-    model.to_empty(device=device)
+            if param is None:
+                continue
+            if id(param) in first:
+                aliases.append((module, name, first[id(param)]))
+            else:
+                first[id(param)] = (module, name)
+    model.to_empty(device="cpu")
     for module, name, (owner, owner_name) in aliases:
         setattr(module, name, getattr(owner, owner_name))
     for module in model.modules():

@@ -20,7 +20,7 @@ from lmforge.model.kinds import describe
 class _Default:
     """top_k not given: transformers then gives a list of texts one dict each, not a list each."""
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # what help() shows as the default: it acts as 1
         return "1"
 
 
