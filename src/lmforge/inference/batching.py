@@ -33,6 +33,21 @@ from lmforge.model.gpt import GPT
 ROOM = 64  # positions a rebuilt cache keeps free beyond its length: a rebuild per 64 steps at most
 
 
+Scored = tuple[float, list[tuple[int, float]]]  # log p of a token, and the k likeliest (id, log p)
+
+
+def token_logprobs(logits: torch.Tensor, targets: list[int], k: int) -> list[Scored]:
+    """For each row of logits (n, vocab), any dtype: (log p(its target), its k most likely
+    (id, log p), most likely first), in float32: a decoding step's tokens and a prompt's alike."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (n, vocab)
+    chosen = logp.gather(1, torch.tensor(targets, device=logits.device)[:, None])[:, 0].tolist()
+    if not k:
+        return [(value, []) for value in chosen]
+    top = logp.topk(k, dim=-1)  # values and ids (n, k)
+    rows = zip(chosen, top.indices.tolist(), top.values.tolist(), strict=True)
+    return [(value, list(zip(ids, values, strict=True))) for value, ids, values in rows]
+
+
 @dataclass(eq=False)
 class Sequence:
     """One row being decoded: its tokens (prompt, then each token chosen) and how it samples."""
@@ -113,23 +128,17 @@ class DecodeBatch:
         ]
 
     @torch.inference_mode()
-    def logprobs(self, tokens: list[int]) -> list[tuple[float, list[tuple[int, float]]] | None]:
+    def logprobs(self, tokens: list[int]) -> list[Scored | None]:
         """For each row that asks (Sequence.logprobs = k): (log p(token), the k most likely
         (id, log p)), from this step's logits; None for the other rows. Call before `advance`."""
         want = [i for i, s in enumerate(self.rows) if s.logprobs is not None]
-        out: list[tuple[float, list[tuple[int, float]]] | None] = [None] * len(self.rows)
+        out: list[Scored | None] = [None] * len(self.rows)
         if not want or self.logits is None:
             return out
-        logp = torch.log_softmax(self.logits[want].float(), dim=-1)  # (W, vocab), float32 for any dtype
-        chosen = logp.gather(1, torch.tensor([[tokens[i]] for i in want], device=self.device))  # (W, 1)
         k = max(self.rows[i].logprobs or 0 for i in want)
-        top = logp.topk(k, dim=-1) if k else None  # values and ids (W, k), most likely first
-        picked = chosen[:, 0].tolist()
-        ids = top.indices.tolist() if top is not None else [[] for _ in want]
-        values = top.values.tolist() if top is not None else [[] for _ in want]
-        for j, i in enumerate(want):
-            n = self.rows[i].logprobs or 0
-            out[i] = (picked[j], list(zip(ids[j][:n], values[j][:n], strict=True)))
+        scored = token_logprobs(self.logits[want], [tokens[i] for i in want], k)
+        for i, (value, top) in zip(want, scored, strict=True):
+            out[i] = (value, top[: self.rows[i].logprobs or 0])
         return out
 
     @torch.inference_mode()

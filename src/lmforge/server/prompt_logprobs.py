@@ -20,6 +20,7 @@ import torch
 from tokenizers.decoders import DecodeStream
 
 from lmforge.errors import LmforgeError
+from lmforge.inference.batching import token_logprobs
 from lmforge.inference.generate import encode_prompts
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import linear
@@ -65,16 +66,9 @@ def score_prompt(net: GPT, tokenizer: Tokenizer, prompt: list[int], k: int) -> l
     out = [TokenLogprob(prompt[0], None, None, 0)]
     for start in range(0, len(prompt) - 1, CHUNK):
         end = min(start + CHUNK, len(prompt) - 1)
-        logp = torch.log_softmax(linear(net.lm_head, hidden[start:end]).float(), dim=-1)  # (n, vocab)
-        targets = torch.tensor(prompt[start + 1 : end + 1], device=device)
-        chosen = logp.gather(1, targets[:, None])[:, 0].tolist()
-        top = logp.topk(k, dim=-1) if k else None
-        ids = top.indices.tolist() if top is not None else [[] for _ in chosen]
-        values = top.values.tolist() if top is not None else [[] for _ in chosen]
-        for j, value in enumerate(chosen):
-            i = start + 1 + j  # the token scored
-            top_j = list(zip(ids[j], values[j], strict=True))
-            out.append(TokenLogprob(prompt[i], value, top_j, offsets[i]))
+        scored = token_logprobs(linear(net.lm_head, hidden[start:end]), prompt[start + 1 : end + 1], k)
+        for i, (value, top) in enumerate(scored, start=start + 1):  # i: the token scored
+            out.append(TokenLogprob(prompt[i], value, top, offsets[i]))
     return out
 
 
