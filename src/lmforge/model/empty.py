@@ -27,9 +27,7 @@ def empty(build: Callable[[], M]) -> M:
     first: dict[int, tuple[nn.Module, str]] = {}  # a parameter's id -> where it is first held
     aliases = []  # (module, name, (owner, owner's name)): the same parameter held twice
     for module in model.modules():
-        for name, param in module._parameters.items():
-            if param is None:
-                continue
+        for name, param in module.named_parameters(recurse=False, remove_duplicate=False):
             if id(param) in first:
                 aliases.append((module, name, first[id(param)]))
             else:
