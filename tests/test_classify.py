@@ -17,10 +17,11 @@ from lmforge.config import ModelConfig, load_config
 from lmforge.data.labelled import read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_dir
+from lmforge.inference.classify import macro_scores
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
-from lmforge.train.classify import finetune_classify, scores
+from lmforge.train.classify import finetune_classify
 
 GOOD = ["good", "great", "fine", "sweet", "noble", "fair"]
 BAD = ["bad", "awful", "vile", "foul", "base", "grim"]
@@ -44,8 +45,9 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _data(tmp_path_factory.mktemp("cls") / "train.jsonl")
 
 
-def test_scores() -> None:
-    result = scores([0, 0, 1, 1], [0, 1, 1, 1], 2)
+def test_macro_scores() -> None:
+    confusion = torch.tensor([[1.0, 0.0], [1.0, 2.0]])  # [gold, predicted]: predicted 0 0 1 1, gold 0 1 1 1
+    result = macro_scores(confusion)
     assert result["accuracy"] == 0.75
     assert result["f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # F1(0) = 2/3, F1(1) = 4/5
 
@@ -119,6 +121,20 @@ def test_decoder_head_only_from_cli(labelled: Path, tmp_path: Path, capsys: pyte
         assert (p == q).all(), name
     metrics = json.loads((tmp_path / "clf" / "classify_metrics.json").read_text())
     assert metrics["head_only"] and metrics["accuracy"] > 0.75, metrics
+    # the trained classifier through the verbs: eval-classify's figures are the pipeline's predictions
+    texts, gold = zip(*read_labelled(labelled, ["negative", "positive"]), strict=True)
+    predicted = [
+        r["label"] == "positive"
+        for r in lmforge.pipeline("text-classification", model=tmp_path / "clf")(list(texts))
+    ]
+    accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
+    assert main(["eval-classify", str(tmp_path / "clf"), "--data", str(labelled)]) == 0
+    summary, figures = capsys.readouterr().out.splitlines()
+    result = json.loads(figures)
+    assert result["accuracy"] == pytest.approx(accuracy) and result["accuracy"] > 0.75, summary
+    assert result["examples"] == len(gold) == sum(map(sum, result["confusion"]))
+    assert [sum(row) for row in result["confusion"]] == [gold.count(0), gold.count(1)]
+    assert summary.startswith(f"{tmp_path / 'clf'}: accuracy {result['accuracy']:.4f} | macro F1")
 
 
 def test_last_token_pooling_ignores_right_padding(tmp_path: Path) -> None:

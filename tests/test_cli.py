@@ -29,7 +29,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 # verb -> the name of its function in the Python API (launch's lives in lmforge.launch)
 NAMES = {"prep": "prep", "train": "train", "generate": "generate", "import": "import_hf",
          "export": "export_hf", "finetune-classify": "finetune_classify", "translate": "translate",
-         "eval-translate": "eval_translate", "launch": "launch", "merge-lora": "merge_lora",
+         "eval-translate": "eval_translate", "classify": "classify", "eval-classify": "eval_classify",
+         "launch": "launch", "merge-lora": "merge_lora",
          "chat": "chat", "eval": "evaluate", "eval-instruct": "eval_instruct", "serve": "serve",
          "inspect": "inspect", "ask": "ask", "eval-qa": "eval_qa", "plan": "plan",
          "audit": "audit"}  # fmt: skip
@@ -113,6 +114,8 @@ MINIMAL = {
     "finetune-classify": ["finetune-classify", "m", "--train", "t.jsonl", "--labels", "a,b"],
     "translate": ["translate", "m", "hello"],
     "eval-translate": ["eval-translate", "m", "--src", "s", "--ref", "r"],
+    "classify": ["classify", "m", "hello"],
+    "eval-classify": ["eval-classify", "m", "--data", "d.jsonl"],
     "eval": ["eval", "m", "--data", "d.txt"],
     "launch": ["launch", "--nproc", "2", "train", "x.toml"],
     "chat": ["chat", "m"],
@@ -142,6 +145,8 @@ def test_an_option_not_given_is_not_passed(name: str, calls: Calls) -> None:
         "inspect": {"model", "text"},
         "ask": {"model", "question", "docs"},
         "eval-qa": {"model", "data"},
+        "classify": {"model", "texts"},
+        "eval-classify": {"model", "data"},
         "plan": set(),
         "audit": {"model", "data"},
     }[name]  # fmt: skip

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.formats.peft import merge_lora
     from lmforge.inference.ask import ask
     from lmforge.inference.chat import chat
+    from lmforge.inference.classify import classify, eval_classify
     from lmforge.inference.generate import generate
     from lmforge.inference.instruct_eval import eval_instruct
     from lmforge.inference.onnx_runner import generate_onnx, translate_onnx
@@ -43,7 +44,9 @@ _API: dict[str, str] = {
     "ask": "lmforge.inference.ask:ask",
     "audit": "lmforge.tools.audit:audit",
     "chat": "lmforge.inference.chat:chat",
+    "classify": "lmforge.inference.classify:classify",
     "LmforgeError": "lmforge.errors:LmforgeError",
+    "eval_classify": "lmforge.inference.classify:eval_classify",
     "eval_instruct": "lmforge.inference.instruct_eval:eval_instruct",
     "eval_qa": "lmforge.inference.qa_eval:eval_qa",
     "eval_translate": "lmforge.inference.translate:eval_translate",
@@ -74,6 +77,8 @@ __all__ = [
     "ask",
     "audit",
     "chat",
+    "classify",
+    "eval_classify",
     "eval_instruct",
     "eval_qa",
     "eval_translate",

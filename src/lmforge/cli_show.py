@@ -44,8 +44,22 @@ def show_classify(r: dict[str, Any], _: dict[str, Any]) -> None:
     )
 
 
+def show_labels(rows: list[dict[str, Any]], _: dict[str, Any]) -> None:
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
+
+
+def show_eval_classify(r: dict[str, Any], _: dict[str, Any]) -> None:
+    print(
+        f"{r['model']}: accuracy {r['accuracy']:.4f} | macro F1 {r['f1']:.4f} | {r['examples']} examples"
+        f" of {r['data']} | {r['seconds']:.0f}s"
+    )
+    print(json.dumps(r))
+
+
 def show_scores(r: dict[str, Any], _: dict[str, Any]) -> None:
-    print(f"{r['sentences']} sentences")
+    cut = f" ({r['truncated']} cut to the model's limit by --truncate)" if r.get("truncated") else ""
+    print(f"{r['sentences']} sentences{cut}")
     print(f"{r['bleu_text']}\n  signature: {r['bleu_signature']}")
     print(f"{r['chrf_text']}\n  signature: {r['chrf_signature']}")
 

@@ -215,6 +215,35 @@ VERBS: dict[str, Verb] = {
         ),
         show.show_classify,
     ),
+    "classify": Verb(
+        "lmforge.inference.classify:classify",
+        "label texts with a classifier (a finetune-classify run, an HF ...ForSequenceClassification);"
+        " a JSON line per text",
+        (
+            opt("model", MODEL),
+            opt("text", "texts to classify", dest="texts", nargs="*"),
+            opt("--file", "classify every line of this file (a .jsonl: each record's --text-field)"),
+            opt("--text-field", "field holding the text in a .jsonl --file"),
+            opt("--top-k", "labels per text, best first (0: every label)", type=int),
+            opt("--batch-size", "texts per forward pass", type=int),
+        ),
+        show.show_labels,
+        before=show.no_words_no_texts,
+    ),
+    "eval-classify": Verb(
+        "lmforge.inference.classify:eval_classify",
+        "accuracy, macro F1 and the confusion matrix of a classifier on labelled JSON lines; a summary"
+        " line, then the figures as JSON",
+        (
+            opt("model", MODEL),
+            opt("--data", "labelled .jsonl (also .gz/.xz/.bz2): a text and one of the model's labels per"
+                " line", required=True),
+            opt("--text-field", "field holding the text"),
+            opt("--label-field", "field holding the label"),
+            opt("--batch-size", "texts per forward pass", type=int),
+        ),
+        show.show_eval_classify,
+    ),
     "translate": Verb(
         "lmforge.inference.translate:translate",
         "translate text with an encoder-decoder run or model directory",

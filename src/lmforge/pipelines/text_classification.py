@@ -9,12 +9,9 @@ from typing import Any
 
 import torch
 
-from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import load_model
+from lmforge.inference.classify import label_probabilities, load_classifier, ranked_labels
 from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
-from lmforge.model.classifier import Classifier
-from lmforge.model.kinds import describe
 
 
 class _Default:
@@ -30,11 +27,7 @@ DEFAULT = _Default()
 class TextClassificationPipeline:
     def __init__(self, model: str | Path, batch_size: int = 32) -> None:
         check_options(batch_size=batch_size)
-        self.model, self.tokenizer = load_model(model)
-        if not isinstance(self.model, Classifier):
-            base = type(self.model).__name__ in ("GPT", "Encoder")  # what finetune-classify starts from
-            hint = f" (train one from it with `lmforge finetune-classify {model} ...`)" if base else ""
-            raise LmforgeError(f"{model}: {describe(self.model)}, not a classifier{hint}")
+        self.model, self.tokenizer = load_classifier(model)
         self.batch_size = batch_size
 
     def __call__(
@@ -58,28 +51,12 @@ class TextClassificationPipeline:
         texts = check_texts(text)
         if not texts:
             return []
-        scores = self.probabilities(texts, batch_size or self.batch_size)
-        results: list[Any] = []
-        for row in scores:
-            ranked = sorted(zip(self.model.labels, row.tolist(), strict=True), key=lambda x: -x[1])
-            entries = [{"label": label, "score": score} for label, score in ranked]
-            results.append(entries if top_k is None else entries[:top_k])
+        scores = self.probabilities(texts, batch_size)
+        results: list[Any] = [ranked_labels(self.model.labels, row, top_k) for row in scores]  # type: ignore[arg-type]
         if isinstance(text, str):
             return results[0]
         return results if given else [r[0] for r in results]  # transformers' shapes, both
 
-    @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
         """(len(texts), labels) softmax probabilities."""
-        step = batch_size or self.batch_size
-        out = []
-        device = next(self.model.parameters()).device  # wherever the caller put the model
-        for i in range(0, len(texts), step):
-            ids, mask = encode_batch(
-                self.tokenizer,
-                texts[i : i + step],
-                self.model.config.block_size,
-                self.model.encoder,
-            )
-            out.append(self.model(ids.to(device), mask.to(device)).float().softmax(-1).cpu())
-        return torch.cat(out)
+        return label_probabilities(self.model, self.tokenizer, texts, batch_size or self.batch_size)

@@ -22,19 +22,6 @@ from lmforge.outputs import write_file
 from lmforge.train import loop
 from lmforge.train.tasks.classification import split_labelled
 
-
-def scores(predicted: list[int], gold: list[int], n_labels: int) -> dict[str, float]:
-    """Accuracy and macro F1 (the mean over labels of 2PR / (P + R)); written out, it is four lines."""
-    accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
-    f1s = []
-    for c in range(n_labels):
-        tp = sum(p == c and g == c for p, g in zip(predicted, gold, strict=True))
-        fp = sum(p == c and g != c for p, g in zip(predicted, gold, strict=True))
-        fn = sum(p != c and g == c for p, g in zip(predicted, gold, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return {"accuracy": accuracy, "f1": sum(f1s) / n_labels}
-
-
 # the recipe keys finetune-classify sets from its options, for messages that name the keys
 OPTION_OF = {
     "train.batch_size": "--batch-size",

@@ -23,6 +23,7 @@ from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.formats.lmforge_dirs import write_classifier_files
+from lmforge.inference.classify import macro_scores
 from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
@@ -32,14 +33,6 @@ from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
 from lmforge.train.tasks.holdout import hold_out
-
-
-def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
-    """Accuracy and macro F1 (the mean over labels of 2TP / (2TP + FP + FN)) from a confusion
-    matrix, confusion[gold, predicted]."""
-    tp = confusion.diag()
-    f1 = torch.where(tp > 0, 2 * tp / (confusion.sum(0) + confusion.sum(1)).clamp(min=1), 0.0)
-    return {"accuracy": float(tp.sum() / confusion.sum().clamp(min=1)), "f1": float(f1.mean())}
 
 
 def split_labelled(

@@ -1,0 +1,145 @@
+"""Classifying texts with a classifier directory (`lmforge classify`) and scoring it on a labelled
+file (`lmforge eval-classify`): the label probabilities behind the text-classification pipeline,
+and the accuracy and macro F1 that training's validation reports too.
+
+A classifier directory is what `lmforge finetune-classify` or a classification run writes, or a
+Hugging Face `...ForSequenceClassification` folder (formats/hf_heads.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.data.labelled import encode_batch, read_labelled
+from lmforge.data.sources import strict_lines
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.inference.options import check_options, check_texts, is_int
+from lmforge.model.classifier import Classifier
+from lmforge.model.kinds import describe
+from lmforge.tokenization.tokenizer import Tokenizer
+
+
+def load_classifier(model: str | Path) -> tuple[Classifier, Tokenizer]:
+    """The classifier in `model` (run, checkpoint or model directory), or a one-line error that
+    says what the directory holds instead."""
+    net, tokenizer = load_model(model)
+    if not isinstance(net, Classifier):
+        base = type(net).__name__ in ("GPT", "Encoder")  # what finetune-classify starts from
+        hint = f" (train one from it with `lmforge finetune-classify {model} ...`)" if base else ""
+        raise LmforgeError(f"{model}: {describe(net)}, not a classifier{hint}")
+    return net.eval(), tokenizer
+
+
+@torch.inference_mode()
+def label_probabilities(
+    model: Classifier, tokenizer: Tokenizer, texts: list[str], batch_size: int
+) -> torch.Tensor:
+    """(len(texts), labels) softmax probabilities, `batch_size` texts per forward, each cut to the
+    model's context."""
+    out = []
+    device = next(model.parameters()).device  # wherever the caller put the model
+    for i in range(0, len(texts), batch_size):
+        ids, mask = encode_batch(tokenizer, texts[i : i + batch_size], model.config.block_size, model.encoder)
+        out.append(model(ids.to(device), mask.to(device)).float().softmax(-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(model.labels))
+
+
+def ranked_labels(labels: list[str], row: torch.Tensor, top_k: int | None) -> list[dict[str, Any]]:
+    """[{"label", "score"}], best first: the top_k of them, or all with None."""
+    ranked = sorted(zip(labels, row.tolist(), strict=True), key=lambda pair: -pair[1])
+    return [{"label": label, "score": score} for label, score in ranked][:top_k]
+
+
+def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
+    """Accuracy and macro F1 (the mean over labels of 2TP / (2TP + FP + FN)) from a confusion
+    matrix, confusion[gold, predicted]."""
+    tp = confusion.diag()
+    f1 = torch.where(tp > 0, 2 * tp / (confusion.sum(0) + confusion.sum(1)).clamp(min=1), 0.0)
+    return {"accuracy": float(tp.sum() / confusion.sum().clamp(min=1)), "f1": float(f1.mean())}
+
+
+def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
+    """The texts of a file: each record's `text_field` in JSON lines (.jsonl, also compressed),
+    every line of any other text file. Blank lines are skipped; a bad record is named by line."""
+    path = Path(path)
+    jsonl = ".jsonl" in path.suffixes
+    texts = []
+    for n, line in strict_lines(path):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if not jsonl:
+            texts.append(line)
+            continue
+        try:
+            text = json.loads(line)[text_field]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise LmforgeError(f"{path}:{n}: needs JSON with {text_field!r} ({e})") from None
+        if not isinstance(text, str):
+            raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
+        texts.append(text)
+    if not texts:
+        raise LmforgeError(f"{path}: empty, no texts to classify")
+    return texts
+
+
+def classify(
+    model: str | Path,
+    texts: str | list[str] | None = None,
+    file: str | Path | None = None,
+    text_field: str = "text",
+    top_k: int = 1,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """Label `texts` (a string or a list), then the texts of `file` (a .jsonl's `text_field`, or
+    one per line), with a classifier directory: [{"text", "labels": [{"label", "score"}, ...]}],
+    one per text in order, its top_k labels best first (0: every label)."""
+    check_options(batch_size=batch_size)
+    if not (is_int(top_k) and top_k >= 0):
+        raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 0 (labels per text; 0 = all)")
+    if texts is None and file is None:
+        raise LmforgeError("nothing to classify: give some text or --file")
+    given = [] if texts is None else check_texts(texts)
+    net, tokenizer = load_classifier(model)  # checked even for no texts, as translate does
+    given += [] if file is None else read_texts(file, text_field)
+    probabilities = label_probabilities(net, tokenizer, given, batch_size)
+    return [
+        {"text": text, "labels": ranked_labels(net.labels, row, top_k or None)}
+        for text, row in zip(given, probabilities, strict=True)
+    ]
+
+
+def eval_classify(
+    model: str | Path,
+    data: str | Path,
+    text_field: str = "text",
+    label_field: str = "label",
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Accuracy, macro F1 and the confusion matrix (rows: the gold label, columns: the predicted)
+    of a classifier on a labelled .jsonl file, whose labels are the model's names (or their
+    indices), as finetune-classify reads its training data."""
+    check_options(batch_size=batch_size)
+    net, tokenizer = load_classifier(model)
+    rows = read_labelled(data, net.labels, text_field, label_field)
+    started = time.perf_counter()
+    predicted = label_probabilities(net, tokenizer, [text for text, _ in rows], batch_size).argmax(-1)
+    gold = torch.tensor([label for _, label in rows])
+    n = len(net.labels)
+    confusion = torch.zeros(n, n, dtype=torch.float64)
+    confusion.index_put_((gold, predicted), torch.ones(len(rows), dtype=torch.float64), accumulate=True)
+    return {
+        "model": str(model),
+        "data": str(data),
+        "examples": len(rows),
+        **macro_scores(confusion),
+        "labels": list(net.labels),
+        "confusion": confusion.long().tolist(),
+        "seconds": time.perf_counter() - started,
+    }

@@ -1,0 +1,116 @@
+"""`lmforge classify` and `lmforge eval-classify` on a small random classifier: what they read,
+the shapes they give, and their one-line errors. Their figures on a trained classifier are
+checked in test_classify.py."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_text
+
+import lmforge
+from lmforge.cli import main
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
+from lmforge.formats.lmforge_dirs import save_classifier
+from lmforge.inference.classify import classify, eval_classify, read_texts
+from lmforge.model.classifier import Classifier
+from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
+
+LABELS = ["no", "yes", "maybe"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("clf")
+    tok = Tokenizer.train_char([make_text(lines=200)])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    save_classifier(Classifier(GPT(config), LABELS).eval(), root / "clf", tok)
+    write_model_dir(root / "gpt", config, GPT(config).state_dict(), tok)
+    return {"clf": root / "clf", "gpt": root / "gpt"}
+
+
+def test_classify_gives_the_pipelines_labels_for_texts_and_files(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    pipe = lmforge.pipeline("text-classification", model=models["clf"])
+    texts = ["the king", "a night of swords", "ROMEO: hark"]
+    (tmp_path / "lines.txt").write_text("\n".join(texts[1:]) + "\n\n")  # a blank line is skipped
+    rows = classify(models["clf"], texts[:1], file=tmp_path / "lines.txt")
+    assert [r["text"] for r in rows] == texts
+    assert [r["labels"] for r in rows] == pipe(texts, top_k=1)
+    every = classify(models["clf"], texts, top_k=0)
+    assert [r["labels"] for r in every] == pipe(texts, top_k=None)
+    assert all(
+        len(r["labels"]) == 3 and sum(x["score"] for x in r["labels"]) == pytest.approx(1) for r in every
+    )
+    assert classify(models["clf"], []) == []
+
+
+def test_a_jsonl_file_gives_its_text_field(models: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write('{"body": "the king", "label": "yes"}\n\n{"body": "the queen"}\n')
+    assert read_texts(path, "body") == ["the king", "the queen"]
+    with pytest.raises(LmforgeError, match=r"t.jsonl.gz:1: needs JSON with 'text'"):
+        read_texts(path)
+    (tmp_path / "n.jsonl").write_text('{"text": "a"}\n{"text": 3}\n')
+    with pytest.raises(LmforgeError, match=r"n.jsonl:2: 'text' is 3, not a text"):
+        classify(models["clf"], file=tmp_path / "n.jsonl")
+
+
+def test_cli_prints_a_json_line_per_text(models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", str(models["clf"]), "the king", "the queen", "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == ["the king", "the queen"]
+    assert all(len(x["labels"]) == 2 and x["labels"][0]["score"] >= x["labels"][1]["score"] for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["classify", "{clf}"], "nothing to classify: give some text or --file"),
+        (["classify", "{gpt}", "hi"], "not a classifier (train one from it with `lmforge finetune-classify"),
+        (["classify", "{clf}", "hi", "--top-k", "-1"], "top_k=-1: must be an integer >= 0"),
+        (["classify", "{clf}", "--file", "{clf}/missing.txt"], "missing.txt: no such file"),
+        (
+            ["eval-classify", "{clf}", "--data", "{bad}"],
+            "bad.jsonl:2: label 'pos' is not one of ['no', 'yes', 'maybe']",
+        ),
+    ],
+)
+def test_bad_input_is_one_line(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], error: str
+) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"text": "a", "label": "yes"}\n{"text": "b", "label": "pos"}\n')
+    paths = {"clf": models["clf"], "gpt": models["gpt"], "bad": tmp_path / "bad.jsonl"}
+    assert main([a.format(**paths) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert error in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_eval_classify_counts_every_example(models: dict[str, Path], tmp_path: Path) -> None:
+    """Labels by name or index; the confusion matrix's rows are the gold labels."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"t": t, "y": y}) + "\n"
+            for t, y in [("a", "no"), ("b", 1), ("c", "maybe"), ("d", "no")]
+        )
+    )
+    pipe = lmforge.pipeline("text-classification", model=models["clf"])
+    predicted = [LABELS.index(r["label"]) for r in pipe(["a", "b", "c", "d"])]
+    result = eval_classify(models["clf"], path, text_field="t", label_field="y", batch_size=3)
+    expected = torch.zeros(3, 3, dtype=torch.long)
+    for gold, guess in zip([0, 1, 2, 0], predicted, strict=True):
+        expected[gold, guess] += 1
+    assert result["confusion"] == expected.tolist() and result["labels"] == LABELS
+    assert result["accuracy"] == sum(g == p for g, p in zip([0, 1, 2, 0], predicted, strict=True)) / 4
+    assert result["examples"] == 4
