@@ -365,6 +365,12 @@ def test_a_sentence_over_the_limit_is_named_or_cut_when_asked(
     assert f"sentence 2 is {len(ids)} tokens" in err and "(--truncate) cuts such sentences" in err
     assert main([*argv, "--truncate", "--out", str(tmp_path / "hyp.fr")]) == 0
     assert (tmp_path / "hyp.fr").read_text() == f"{short}\n{expected}\n"
+    assert "2 sentences (1 cut to the model's limit by --truncate)" in capsys.readouterr().out
+    from lmforge import eval_translate
+
+    assert eval_translate(run, src, ref, truncate=True)["truncated"] == 1
+    src.write_text(f"The dog is big.\n{short}\n")
+    assert eval_translate(run, src, ref)["truncated"] == 0
 
 
 def test_eval_translate_bleu_equals_sacrebleu(

@@ -273,8 +273,9 @@ def eval_translate(
 ) -> dict[str, Any]:
     """Translate every line of `src`, score against `ref` (same line count); optionally write the
     hypotheses to `out` (an existing file only with `overwrite`; never `src`, `ref` or a model file).
-    Everything is checked before the model loads. Returns score()'s dict plus the sentence count.
-    `truncate` cuts a source over the model's limit instead of stopping (translate_ids)."""
+    Everything is checked before the model loads. Returns score()'s dict plus the sentence count
+    and how many sources `truncate` cut to the model's limit (without it a longer one stops the
+    evaluation, naming it: translate_ids), so the score says when it is of cut sentences."""
     check_options(
         beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
     )
@@ -285,18 +286,14 @@ def eval_translate(
         raise LmforgeError(f"{src}: empty, no sentences to translate")
     if len(sources) != len(references):
         raise LmforgeError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
-    hyps = translate(
-        model,
-        sources,
-        beam=beam,
-        batch_size=batch_size,
-        length_penalty=length_penalty,
-        dtype=dtype,
-        truncate=truncate,
-    )
+    net, tokenizer = load_translator(model, dtype)
+    options = {"beam": beam, "batch_size": batch_size, "length_penalty": length_penalty, "truncate": truncate}
+    hyps = translate_texts(net, tokenizer, sources, **options)
+    limit = net.config.block_size - 1  # as translate_ids cuts them (room for the EOS)
+    truncated = sum(len(tokenizer.encode(s.strip())) > limit for s in sources)
     if out is not None:
         try:
             write_file(out, "".join(h + "\n" for h in hyps))
         except OSError as e:
             raise LmforgeError(f"out={out}: cannot write: {e.strerror or e}") from None
-    return {**score(hyps, references), "sentences": len(hyps)}
+    return {**score(hyps, references), "sentences": len(hyps), "truncated": truncated}
