@@ -11,7 +11,8 @@ folder. Only answerable questions are asked (unanswerable ones have no passage t
 - recall@k: the share of questions where one of the k best passages holds the gold answer's
   span (the passage of the question's own context that covers answer_start); `answer in top k`
   is looser: any of the k passages holds the answer's words (SQuAD-normalised).
-- answers, greedy, in the model's chat template, scored by the official SQuAD v2.0 EM/F1
+- answers, greedy, in the model's chat template (an extractive model: the best span, as `lmforge
+  ask` reads one; no closed-book row, since it can only copy), scored by the official SQuAD v2.0 EM/F1
   (inference/squad_metric.py) on the reply's first line:
   `closed-book` (the question alone), `open-book` (the k best passages, as `lmforge ask` gives
   them) and `gold passage` (the question's own context alone: what reading costs when retrieval is
@@ -34,11 +35,12 @@ from typing import Any
 from benchmarks.common import hardware_line
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
-from lmforge.inference.ask import cited, fit_prompt
+from lmforge.inference.ask import cited, fit_prompt, read_spans
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.instruct_eval import answer_all
 from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import exact_match, f1
+from lmforge.model.span import SpanModel
 
 RECALL_KS = (1, 3, 5, 10)
 BLANK = "____"  # data/build_qa.py's blank
@@ -120,7 +122,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", required=True, help="an instruct model directory (SmolLM2 imported)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an instruct model directory (SmolLM2 imported), or an extractive QA one",
+    )
     parser.add_argument("--data", default="data/qa-test.json.xz")
     parser.add_argument("--max-questions", type=int, default=200, help="answerable questions (0: all)")
     parser.add_argument("--k", type=int, default=3, help="passages given to the model")
@@ -137,8 +143,9 @@ def main() -> None:
     contexts, asked = questions(Path(args.data), args.max_questions)
     directory = resolve_model_dir(args.model)
     net, tokenizer = load_model(directory)
-    net = net.to(resolve_dtype("auto", net.config)[0])
-    spec = ChatSpec.read(directory, tokenizer)
+    extractive = isinstance(net, SpanModel)  # reads spans in fp32, as lmforge ask runs it
+    net = net.eval() if extractive else net.to(resolve_dtype("auto", net.config)[0])
+    spec = None if extractive else ChatSpec.read(directory, tokenizer)
     limit = net.config.block_size - args.max_new_tokens
     result: dict[str, Any] = {"hardware": hardware_line(), "model": str(directory), "data": args.data}
     print(result["hardware"], flush=True)
@@ -159,26 +166,30 @@ def main() -> None:
             recall[f"recall@{k}"] = 100 * sum(hits) / len(asked)
             recall[f"answer in top {k}"] = 100 * sum(named) / len(asked)
         result["retrieval"] = recall
-        conditions = {
-            "closed-book": [fit_prompt(spec, tokenizer, q["question"], [], limit, None)[0] for q in asked],
-            "open-book": [
-                fit_prompt(spec, tokenizer, q["question"], ps[: args.k], limit, None)[0]
-                for ps, q in zip(found, asked, strict=True)
-            ],  # fmt: skip
-            "gold passage": [
-                fit_prompt(spec, tokenizer, q["question"], [g], limit, None)[0]
-                for g, q in zip(gold_passage, asked, strict=True)
-            ],  # fmt: skip
+        given = {
+            "open-book": [ps[: args.k] for ps in found],
+            "gold passage": [[g] for g in gold_passage],
         }
         replies: dict[str, list[str]] = {}
-        for name, prompts in conditions.items():
+        for name, passages in (({} if extractive else {"closed-book": [[] for _ in asked]}) | given).items():
             started = time.perf_counter()
-            new = answer_all(net, prompts, args.max_new_tokens, spec.stops, args.batch_size, name)
-            replies[name] = [tokenizer.decode(ids) for ids in new]
-            result[name] = score(replies[name], asked)
-            result[name]["blank filled"] = score(replies[name], asked, fill=True)
+            if extractive:  # lmforge ask's extractive reader: the best span of the passages
+                replies[name] = [
+                    read_spans(net, tokenizer, q["question"], ps)[0]
+                    for ps, q in zip(passages, asked, strict=True)
+                ]
+                result[name] = score(replies[name], asked)
+            else:
+                prompts = [
+                    fit_prompt(spec, tokenizer, q["question"], ps, limit, None)[0]
+                    for ps, q in zip(passages, asked, strict=True)
+                ]
+                new = answer_all(net, prompts, args.max_new_tokens, spec.stops, args.batch_size, name)
+                replies[name] = [tokenizer.decode(ids) for ids in new]
+                result[name] = score(replies[name], asked)
+                result[name]["blank filled"] = score(replies[name], asked, fill=True)
+                result[name]["prompt_tokens_mean"] = sum(map(len, prompts)) / len(prompts)
             result[name]["seconds"] = time.perf_counter() - started
-            result[name]["prompt_tokens_mean"] = sum(map(len, prompts)) / len(prompts)
             print(name, json.dumps(result[name]), flush=True)
     print(json.dumps(result, indent=2))
     if args.out:

@@ -276,3 +276,33 @@ def test_smollm2_answers_from_the_passage_it_is_given(smollm2_dir: Path, tmp_pat
     assert out["passages"][0]["source"] == str(docs / "ship.txt")
     assert len(out["passages"]) == 1  # the Austen file shares no word with the question
     assert "Ahab" in out["answer"] and out["passages"][0]["cited"], out["answer"]
+
+
+QA_FIXTURE = Path(__file__).parent / "fixtures" / "bert-qa"  # a tiny random BertForQuestionAnswering
+
+
+def test_an_extractive_model_copies_the_best_span_of_the_passages(docs: Path) -> None:
+    """The answer is the span `pipeline("question-answering")` scores highest in the passages found,
+    read as one context, of those within one passage, and lies in a passage it cites; it takes no
+    generation option, and without a passage it gives no answer and says why."""
+    from lmforge import pipeline
+
+    question = "Who sailed on the Pequod?"
+    out = ask(QA_FIXTURE, question, docs, k=3, passage_words=8, quiet=True)
+    assert out["reader"] == "extractive" and len(out["passages"]) == 2 and out["note"] is None
+    qa = pipeline("question-answering", model=QA_FIXTURE)
+    texts = [p["text"] for p in out["passages"]]
+    best = qa(question=question, context="\n\n".join(texts))
+    if "\n\n" in best["answer"].strip():  # it runs across the join: the best within one passage
+        spans = qa(question=question, context="\n\n".join(texts), top_k=20)
+        best = next(a for a in spans if "\n\n" not in a["answer"].strip())
+    assert out["score"] == pytest.approx(best["score"]) and out["answer"] == best["answer"].strip()
+    assert any(p["cited"] and out["answer"] in p["text"] for p in out["passages"])
+    none = ask(QA_FIXTURE, "zebra xylophone?", docs, quiet=True)
+    assert (none["answer"], none["score"], none["passages"]) == ("", None, [])
+    assert none["note"] == "no passage shares a word with the question: nothing to copy an answer from"
+    for option in ({"max_new_tokens": 8}, {"system": "Be brief."}, {"dtype": "bf16"}):
+        with pytest.raises(
+            LmforgeError, match=r"copies its answer from a passage, in fp32: --max-new-tokens"
+        ):
+            ask(QA_FIXTURE, question, docs, quiet=True, **option)  # type: ignore[arg-type]

@@ -133,7 +133,7 @@ VERBS: dict[str, Verb] = {
     "ask": Verb(
         "lmforge.inference.ask:ask",
         "answer a question from a folder of documents: BM25 finds passages, an instruct model reads"
-        " them in its chat template; the passages are cited",
+        " them in its chat template or an extractive QA model copies a span; the passages are cited",
         (
             opt("model", MODEL),
             opt("question", "the question"),
@@ -143,8 +143,8 @@ VERBS: dict[str, Verb] = {
             opt("--index", "index folder (default: DOCS.lmforge-index beside DOCS)"),
             opt("--passage-words", "words per passage at most", type=int),
             opt("--text-field", "field or column holding the text in .jsonl/.csv/.parquet"),
-            opt("--max-new-tokens", "tokens per answer at most", type=int),
-            opt("--system", "system prompt"),
+            opt("--max-new-tokens", "tokens per answer at most (instruct models; default 64)", type=int),
+            opt("--system", "system prompt (instruct models)"),
             opt("--dtype", "weights dtype", **DTYPE),
             opt("--quiet", "no lines about skipped files", action="store_true"),
         ),

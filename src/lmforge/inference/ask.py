@@ -1,4 +1,5 @@
-"""`lmforge ask`: answer a question from a folder of documents with an instruct model.
+"""`lmforge ask`: answer a question from a folder of documents with an instruct model, or with an
+extractive question-answering model.
 
 The documents are indexed into passages and searched with BM25 (inference/retrieval.py; the index
 is saved beside them and reused). The best `k` passages go, numbered, into one user message in
@@ -8,7 +9,9 @@ The reply comes back with the passages it was given (source, offsets, BM25 score
 it word for word (after SQuAD's normalisation: case, punctuation, articles): a check anyone can
 repeat. Passages that do not fit the model's context with the answer's tokens are left out,
 lowest-ranked first; a question that leaves no room for the answer's tokens is refused. When no
-passage is given, the result's `note` says why.
+passage is given, the result's `note` says why. An extractive model (model/span.py) reads the
+passages together as the question-answering pipeline reads one long context and answers with its
+best span (`read_spans`): it can only copy, so it never answers without a passage.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options
+from lmforge.inference.qa import QAOptions, answer_questions
 from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import normalize_answer
 from lmforge.model.kinds import require_decoder
+from lmforge.model.span import SpanModel
 from lmforge.tokenization.tokenizer import Tokenizer
 
 OPEN_BOOK = (
@@ -92,6 +97,36 @@ def cited(answer: str, passages: list[Passage]) -> list[bool]:
     return [any(f" {s} " in f" {normalize_answer(p.text)} " for s in spans) for p in passages]
 
 
+JOIN = "\n\n"  # between passages read by an extractive model as one context
+CANDIDATES = 20  # spans considered, best first, for one that lies within a single passage
+
+
+def read_spans(
+    net: SpanModel, tokenizer: Tokenizer, question: str, passages: list[Passage]
+) -> tuple[str, float | None]:
+    """(answer, score): an extractive model's best span in the passages, read as one context (joined
+    by a blank line) as `pipeline("question-answering")` reads a long document: windows, their
+    spans' scores (p_start * p_end) compared across them; when its best runs from one passage into
+    the next, the best of its top CANDIDATES that lies within one passage. ("", None) with no
+    passage or no such span.
+    On the held-out set this answered more questions than reading each passage alone and taking
+    the best of their spans (benchmarks/README.md, `lmforge ask`)."""
+    if not passages:
+        return "", None
+    bounds, at = [], 0  # each passage's (start, end) in the joined text
+    for passage in passages:
+        bounds.append((at, at + len(passage.text)))
+        at += len(passage.text) + len(JOIN)
+    context = JOIN.join(p.text for p in passages)
+    # the pipeline's own best first (top_k changes which spans' scores add up); more only if it crosses
+    for top_k in (1, CANDIDATES):
+        [answers] = answer_questions(net, tokenizer, [(question, context)], QAOptions(top_k=top_k))
+        for answer in answers:
+            if any(start <= answer["start"] and answer["end"] <= end for start, end in bounds):
+                return answer["answer"].strip(), answer["score"]
+    return "", None
+
+
 def ask(
     model: str | Path,
     question: str,
@@ -100,45 +135,65 @@ def ask(
     index: str | Path | None = None,
     passage_words: int = 200,
     text_field: str = "text",
-    max_new_tokens: int = 64,
+    max_new_tokens: int | None = None,
     system: str | None = None,
     dtype: str = "auto",
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Answer `question` from the documents in `docs` (files, folders, globs as `lmforge prep`
-    reads them) with an instruct model: BM25 finds the best `k` passages of at most
-    `passage_words` words, the model reads them in its chat template and answers greedily.
+    reads them): BM25 finds the best `k` passages of at most `passage_words` words, and the model
+    reads them. An instruct model reads them in its chat template and answers greedily (at most
+    `max_new_tokens`, default 64, after an optional `system` prompt); an extractive
+    question-answering model (a `data.task = "qa"` run, an HF ...ForQuestionAnswering) copies the
+    best-scoring span of them (`read_spans`) in fp32, and takes neither option.
     The index is kept in `index` (default: DOCS.lmforge-index beside DOCS), reused while the
-    documents are unchanged and updated when one changes. Returns the answer, the passages given
-    (source, character offsets, BM25 score, whether the answer appears in it), what indexing did,
-    and `note`: why no passage was given (None when one was). A question that, even without
+    documents are unchanged and updated when one changes. Returns the answer, the reader
+    (`instruct` or `extractive`) and the span's `score` (None for an instruct model), the passages
+    given (source, character offsets, BM25 score, whether the answer appears in it), what indexing
+    did, and `note`: why no passage was given (None when one was). A question that, even without
     passages, leaves no room for `max_new_tokens` in the model's context is refused."""
-    check_options(max_new_tokens=max_new_tokens, dtype=dtype)
-    if max_new_tokens < 1:
-        raise LmforgeError(f"max_new_tokens={max_new_tokens} must be >= 1: the answer is what is generated")
+    check_options(dtype=dtype)
+    if max_new_tokens is not None:
+        check_options(max_new_tokens=max_new_tokens)
+        if max_new_tokens < 1:
+            raise LmforgeError(
+                f"max_new_tokens={max_new_tokens} must be >= 1: the answer is what is generated"
+            )
     if not question.strip():
         raise LmforgeError("the question is empty")
     if k < 1:
         raise LmforgeError(f"k={k} must be >= 1")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
+    if isinstance(net, SpanModel):
+        if max_new_tokens is not None or system is not None or dtype == "bf16":
+            raise LmforgeError(
+                f"{model}: an extractive question-answering model copies its answer from a passage, in"
+                " fp32: --max-new-tokens, --system and --dtype bf16 are for instruct models"
+            )
+        store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
+        say_index(store, quiet)
+        found = store.search(question, k)
+        answer, score = read_spans(net.eval(), tokenizer, question, [p for p, _ in found])
+        note = None if found else "no passage shares a word with the question: nothing to copy an answer from"
+        return answered(answer, "extractive", score, found, len(found), note, store)
     net = require_decoder(net, model, "so it cannot answer")
+    max_new_tokens = 64 if max_new_tokens is None else max_new_tokens
     spec = ChatSpec.read(directory, tokenizer)
     context = net.config.block_size
-    spec.require_template("so it cannot answer: lmforge ask needs an instruct model")  # before indexing
+    spec.require_template(
+        "so it cannot answer: lmforge ask needs an instruct model or an extractive question-answering one"
+    )  # before indexing
     store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
     check_room(prompt_ids(spec, tokenizer, question, [], system), context, max_new_tokens)
-    if not quiet:
-        st = store.stats
-        counts = f"{st['read']} read, {st['reused']} unchanged, {st['removed']} removed"
-        print(f"lmforge: index {store.directory}: {len(store.passages)} passages ({counts})", file=sys.stderr)
+    say_index(store, quiet)
     found = store.search(question, k)
     limit = context - max_new_tokens
-    prompt, given = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
+    prompt, given_passages = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
     note = None
     if not found:
         note = "no passage shares a word with the question: answered without documents"
-    elif not given:
+    elif not given_passages:
         note = (
             f"no passage fits in the {limit - len(prompt)} tokens of the model's context left after the"
             f" question and --max-new-tokens {max_new_tokens}: answered without documents"
@@ -147,21 +202,45 @@ def ask(
     with torch.inference_mode():
         new = generate_ids(net, [prompt], max_new_tokens, temperature=0.0, eos_id=spec.stops)[0]
     answer = tokenizer.decode(new).strip()
-    marks = cited(answer, given)
+    return answered(answer, "instruct", None, found, len(given_passages), note, store)
+
+
+def say_index(store: PassageIndex, quiet: bool) -> None:
+    """What indexing did, on stderr (once the question is known to be answerable)."""
+    if not quiet:
+        st = store.stats
+        counts = f"{st['read']} read, {st['reused']} unchanged, {st['removed']} removed"
+        print(f"lmforge: index {store.directory}: {len(store.passages)} passages ({counts})", file=sys.stderr)
+
+
+def answered(
+    answer: str,
+    reader: str,
+    score: float | None,
+    found: list[tuple[Passage, float]],
+    given: int,
+    note: str | None,
+    store: PassageIndex,
+) -> dict[str, Any]:
+    """ask's result: the answer and the passages the reader saw (the first `given` found; the rest
+    did not fit), each marked where it holds the answer."""
+    marks = cited(answer, [p for p, _ in found[:given]])
     passages = [
         {
             "n": n,
             "source": p.source,
             "start": p.start,
             "end": p.end,
-            "score": score,
+            "score": bm25,
             "cited": mark,
             "text": p.text,
         }
-        for n, ((p, score), mark) in enumerate(zip(found, marks, strict=False), start=1)
+        for n, ((p, bm25), mark) in enumerate(zip(found, marks, strict=False), start=1)
     ]
     return {
         "answer": answer,
+        "reader": reader,
+        "score": score,
         "passages": passages,
         "note": note,
         "index": str(store.directory),
