@@ -257,17 +257,18 @@ def translate_onnx(
     (beam 1) with an encoder-decoder exported by `lmforge export --format onnx`, in length-sorted
     batches, as translate() does with beam=1: a blank line stays blank, and a sentence over the
     model's limit is an error, or with `truncate` is cut to it."""
-    from lmforge.inference.translate import fit_sources, gather_sentences  # the PyTorch path's rules
+    from lmforge.inference.translate import (  # the PyTorch path's rules
+        fit_sources,
+        gather_sentences,
+        in_length_batches,
+    )
 
     check_options(batch_size=batch_size, truncate=truncate)
     lines = gather_sentences(texts, file)
     onnx = OnnxModel(model, "seq2seq")
     tokenizer = onnx.tokenizer
     sources = fit_sources([tokenizer.encode(t.strip()) for t in lines], onnx.meta["block_size"] - 1, truncate)
-    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
-    out: list[list[int]] = [[] for _ in sources]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        for i, ids in zip(idx, translate_ids_onnx(onnx, [sources[i] for i in idx]), strict=True):
-            out[i] = ids
+    out = in_length_batches(
+        sources, batch_size, lambda idx: translate_ids_onnx(onnx, [sources[i] for i in idx])
+    )
     return [tokenizer.decode(ids).strip() for ids in out]

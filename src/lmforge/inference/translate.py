@@ -11,6 +11,7 @@ import lzma
 import os
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,21 +108,32 @@ def translate_ids(
     )  # room for each source's EOS
     if max_new_tokens == 0:
         return [[] for _ in sources]
-    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
-    out: list[list[int]] = [[] for _ in sources]
     device = model.wte.weight.device
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+
+    def decode(idx: list[int]) -> list[list[int]]:
         src = encode_sources([sources[i] for i in idx], eos, model.pad_id, model.config.block_size).to(device)
         limits = translation_limits(
             model, [len(sources[i]) for i in idx], max_len_a, max_len_b, max_new_tokens
         )
         if beam > 1:
-            hyps = beam_decode(model, src, limits, eos, beam, length_penalty, use_cache)
-        else:
-            hyps = greedy_decode(model, src, limits, eos, use_cache)
-        for i, h in zip(idx, hyps, strict=True):
-            out[i] = h
+            return beam_decode(model, src, limits, eos, beam, length_penalty, use_cache)
+        return greedy_decode(model, src, limits, eos, use_cache)
+
+    return in_length_batches(sources, batch_size, decode)
+
+
+def in_length_batches(
+    sources: list[list[int]], batch_size: int, decode: Callable[[list[int]], list[list[int]]]
+) -> list[list[int]]:
+    """Each source's output, in the sources' order: decode(indices) runs on batches of up to
+    `batch_size` sources sorted by length (so a batch pads little); an empty source is never
+    decoded and gives []. translate_ids and the ONNX runner (translate_onnx) batch alike."""
+    order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
+    out: list[list[int]] = [[] for _ in sources]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        for i, ids in zip(idx, decode(idx), strict=True):
+            out[i] = ids
     return out
 
 
