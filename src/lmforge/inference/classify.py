@@ -64,6 +64,12 @@ def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
     return {"accuracy": float(tp.sum() / confusion.sum().clamp(min=1)), "f1": float(f1.mean())}
 
 
+def count_into(confusion: torch.Tensor, gold: torch.Tensor, predicted: torch.Tensor) -> None:
+    """Add each (gold, predicted) pair of label indices to confusion[gold, predicted] (float64)."""
+    ones = torch.ones(len(predicted), dtype=torch.float64)
+    confusion.index_put_((gold, predicted), ones, accumulate=True)
+
+
 def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
     """The texts of a file: each record's `text_field` in JSON lines (.jsonl, also compressed),
     every line of any other text file. Blank lines are skipped; a bad record is named by line."""
@@ -133,7 +139,7 @@ def eval_classify(
     gold = torch.tensor([label for _, label in rows])
     n = len(net.labels)
     confusion = torch.zeros(n, n, dtype=torch.float64)
-    confusion.index_put_((gold, predicted), torch.ones(len(rows), dtype=torch.float64), accumulate=True)
+    count_into(confusion, gold, predicted)
     return {
         "model": str(model),
         "data": str(data),

@@ -161,11 +161,22 @@ def fit_sources(
 
 def translate_texts(model: Seq2Seq, tokenizer: Tokenizer, texts: list[str], **options: Any) -> list[str]:
     """One translation per text; a blank text (empty or only whitespace) gives "" (translate_ids)."""
+    return translate_encoded(model, tokenizer, encode_texts(tokenizer, texts), **options)
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Each text's source ids, as translation encodes them (surrounding whitespace dropped)."""
+    return [tokenizer.encode(t.strip()) for t in texts]
+
+
+def translate_encoded(
+    model: Seq2Seq, tokenizer: Tokenizer, sources: list[list[int]], **options: Any
+) -> list[str]:
+    """The translation text of each source's ids (encode_texts), through translate_ids."""
     eos = tokenizer.eos_id
     if eos is None:
         raise LmforgeError("the model's tokenizer has no EOS token (config.json eos_token_id)")
-    ids = translate_ids(model, [tokenizer.encode(t.strip()) for t in texts], eos, **options)
-    return [tokenizer.decode(i).strip() for i in ids]
+    return [tokenizer.decode(i).strip() for i in translate_ids(model, sources, eos, **options)]
 
 
 def read_sentences(path: str | Path) -> list[str]:
@@ -300,9 +311,9 @@ def eval_translate(
         raise LmforgeError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
     net, tokenizer = load_translator(model, dtype)
     options = {"beam": beam, "batch_size": batch_size, "length_penalty": length_penalty, "truncate": truncate}
-    hyps = translate_texts(net, tokenizer, sources, **options)
-    limit = net.config.block_size - 1  # as translate_ids cuts them (room for the EOS)
-    truncated = sum(len(tokenizer.encode(s.strip())) > limit for s in sources)
+    ids = encode_texts(tokenizer, sources)
+    hyps = translate_encoded(net, tokenizer, ids, **options)
+    truncated = sum(len(i) > net.config.block_size - 1 for i in ids)  # as translate_ids cuts (room for EOS)
     if out is not None:
         try:
             write_file(out, "".join(h + "\n" for h in hyps))

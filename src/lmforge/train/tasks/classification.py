@@ -23,7 +23,7 @@ from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.formats.lmforge_dirs import write_classifier_files
-from lmforge.inference.classify import macro_scores
+from lmforge.inference.classify import count_into, macro_scores
 from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
@@ -110,9 +110,7 @@ class ClassificationTask(Task):
             with autocast():
                 logits = model(ids, mask).float()
             loss += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
-            predicted = logits.argmax(-1).cpu()
-            ones = torch.ones(len(predicted), dtype=torch.float64)
-            confusion.index_put_((labels.cpu(), predicted), ones, accumulate=True)
+            count_into(confusion, labels.cpu(), logits.argmax(-1).cpu())
         confusion = engine.all_reduce(confusion)
         total = float(engine.all_reduce(loss))
         model.train(was_training)
