@@ -34,10 +34,10 @@ def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 
 @pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="no oneDNN linear kernel in this torch build")
-def test_both_routes_give_the_same_tokens(route: pytest.MonkeyPatch) -> None:
+def test_every_route_gives_the_same_tokens(route: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=50)).eval()
-    idx = torch.randint(0, 50, (2, 12))
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=51)).eval()
+    idx = torch.randint(0, 51, (2, 12))
     results = {}
     for name in kernels.ROUTES:
         route.setenv("LMFORGE_LINEAR", name)
@@ -46,9 +46,35 @@ def test_both_routes_give_the_same_tokens(route: pytest.MonkeyPatch) -> None:
         with torch.no_grad():
             logits = model(idx)
         results[name] = (logits, generate_ids(model, [[1, 2, 3], [4, 5]], 20, temperature=0))
-    (a, tokens_a), (b, tokens_b) = results.values()
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert tokens_a == tokens_b
+    logits, tokens = results.pop("mkl")
+    for other_logits, other_tokens in results.values():
+        torch.testing.assert_close(other_logits, logits, atol=1e-5, rtol=1e-5)
+        assert other_tokens == tokens
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n_out", [1, 2, 7, 96])
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_split_route_is_f_linear(threads: int, n_out: int, bias: bool) -> None:
+    """Rows cut into one block per thread, the left-over rows (n_out not a multiple of the threads,
+    or fewer rows than threads), a bias, weights that are views into larger tensors: the same
+    product, for one row and for several."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, n_out, bias=bias)
+    if n_out == 96:  # a weight and bias that are slices of larger tensors (offset storage)
+        layer.weight.data = torch.randn(2 * 96, 24)[96:]
+        if bias:
+            layer.bias.data = torch.randn(2 * 96)[96:]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            inputs = (torch.randn(1, 1, 24), torch.randn(3, 5, 24), torch.randn(24))
+            for x in (*inputs, torch.randn(24, 5).t()):  # the last is not contiguous
+                got = kernels.split_linear(x, layer.weight, layer.bias)
+                torch.testing.assert_close(got, layer(x), atol=1e-5, rtol=1e-5)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_probe_times_both_routes() -> None:

@@ -1,15 +1,18 @@
 """Which kernel runs an fp32 linear layer at inference on this CPU, chosen by measurement.
 
 PyTorch sends fp32 CPU matmuls to MKL; oneDNN's kernel (`mkldnn._linear_pointwise`, the one bf16
-uses) is the other route. Neither wins everywhere (benchmarks/README.md): on a 2-core AMD EPYC
-MKL's one-row product ran on one thread and oneDNN read the weights 2.7x faster; on a 2-core
-Intel Xeon (AVX-512) MKL decoded 1.3x faster; and on one CPU the winner at one row (a decoding
-step) lost at eight (a batch of them). So the first fp32 linear without autograd times both on
+uses) is the second route, and `split` the third: the weight's rows cut into one block per thread
+(views, no copy) and the blocks' products run as one batched matmul, so every thread streams its
+share of the weight (MKL runs a one-row product on one thread). None wins everywhere
+(benchmarks/README.md): on a 2-core AMD EPYC with AVX512_BF16 oneDNN read the weights 2.7x faster
+than MKL; on a 2-core Intel Xeon (AVX-512) MKL decoded 1.3x faster; on a 2-core AVX2-only EPYC
+`split` read them 1.1-1.4x faster than oneDNN; and on one CPU the winner at one row (a decoding
+step) lost at eight (a batch of them). So the first fp32 linear without autograd times them on
 one-row and on eight-row products through 47 MB of weights (well under a second) and keeps the
-faster of each for the process: one for single rows, the other for 2-15 rows; from 16 rows
-(prefill, evaluation) MKL runs. `LMFORGE_LINEAR=mkl|onednn` skips the probe and sets every case.
-A close call (within MARGIN) keeps MKL, PyTorch's own route, so a noisy probe does not flip the
-choice run to run.
+fastest of each for the process: one for single rows, one for 2-15 rows; from 16 rows (prefill,
+evaluation) MKL runs. `LMFORGE_LINEAR=mkl|onednn|split` skips the probe and sets every case.
+A close call (within MARGIN of MKL) keeps MKL, PyTorch's own route, so a noisy probe does not
+flip the choice run to run.
 The routes' sums differ only in order (~1e-6 relative).
 
 A bf16 product (a model in bf16 for inference) always runs in oneDNN, but F.linear hands it the
@@ -36,9 +39,9 @@ from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
 from lmforge.model import decode_attention
 
-ROUTES = ("mkl", "onednn")
+ROUTES = ("mkl", "onednn", "split")
 BF16_ROUTES = ("plain", "packed")
-MARGIN = 1.15  # oneDNN must be this much faster to be chosen
+MARGIN = 1.15  # another route must be this much faster than MKL to be chosen
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 # oneDNN packs bf16 weights only where the CPU has the instructions for them (AVX512-BW/VL/DQ or
 # AVX-NE-CONVERT); elsewhere (an AVX2-only CPU, or one capped by ONEDNN_MAX_CPU_ISA) it raises. The
@@ -65,12 +68,45 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
+def split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) with the weight's rows in one block per thread, the blocks'
+    products one batched matmul, so each thread reads its block. x (..., in), weight (out, in).
+    The blocks are strided views of the weight (no copy); as_strided makes each in one call, since
+    at a decoding step's small products the per-call overhead of a chain of views counts."""
+    parts = torch.get_num_threads()
+    n_out, n_in = weight.shape
+    block = n_out // parts
+    if parts < 2 or block == 0 or not (x.is_contiguous() and weight.is_contiguous()):
+        return F.linear(x, weight, bias)
+    rows, main = x.numel() // n_in, parts * block
+    xs = x.as_strided((parts, rows, n_in), (0, n_in, 1))  # (P, R, in): x for every block
+    blocks = weight.as_strided((parts, n_in, block), (block * n_in, 1, n_in))  # (P, in, block)
+    if bias is None:
+        y = torch.bmm(xs, blocks)
+    else:  # bias (P, 1, block), broadcast over the rows
+        y = torch.baddbmm(
+            bias.as_strided((parts, 1, block), (block * bias.stride(0), 0, bias.stride(0))), xs, blocks
+        )
+    if rows > 1:
+        y = y.transpose(0, 1)  # (R, P, block)
+    if main < n_out:  # the rows left over when out is not a multiple of the threads
+        rest = F.linear(x.view(rows, n_in), weight[main:], None if bias is None else bias[main:])
+        return torch.cat([y.reshape(rows, main), rest], dim=1).view(*x.shape[:-1], n_out)
+    return y.reshape(*x.shape[:-1], n_out)
+
+
+def fp32_kernel(route: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    return {"mkl": F.linear, "onednn": onednn_linear, "split": split_linear}[route]
+
+
+def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn.Linear], torch.Tensor]:
+    return lambda x, layer: kernel(x, layer.weight, layer.bias)
+
+
 def probe(rows: int = 1, rounds: int = 3) -> dict[str, float]:
     """Seconds each fp32 route takes for `rows` rows (1 or 8) through PROBES[rows]' weights."""
-    routes = {
-        "mkl": lambda x, layer: F.linear(x, layer.weight, layer.bias),
-        "onednn": lambda x, layer: onednn_linear(x, layer.weight, layer.bias),
-    }
+    names = ROUTES if ONEDNN_AVAILABLE else ("mkl", "split")
+    routes = {name: _on_layer(fp32_kernel(name)) for name in names}
     return _time_routes(routes, rows, PROBES[rows], torch.float32, rounds)
 
 
@@ -140,21 +176,20 @@ def choose_linear_routes() -> tuple[dict[str, str], str]:
     forced = forced_route("LMFORGE_LINEAR")
     if forced:
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_LINEAR"
-    if not ONEDNN_AVAILABLE:
-        return dict.fromkeys(("one", "few", "many"), "mkl"), "no oneDNN linear kernel in this torch build"
-    routes, why = _measure(lambda rows: probe(rows), "mkl", "onednn")
+    routes, why = _measure(lambda rows: probe(rows), "mkl")
     return {**routes, "many": "mkl"}, why
 
 
-def _measure(timings: Callable[[int], dict[str, float]], base: str, other: str) -> tuple[dict[str, str], str]:
-    """({'one', 'few': base or other}, why): `other` for a probed row count where it beats `base`
-    by MARGIN, so that a close call keeps `base` and a noisy probe does not flip it run to run."""
+def _measure(timings: Callable[[int], dict[str, float]], base: str) -> tuple[dict[str, str], str]:
+    """({'one', 'few': a route}, why): for each probed row count the fastest route if it beats
+    `base` by MARGIN, else `base`, so that a close call does not flip the choice run to run."""
     routes, measured = {}, []
     for bucket, rows in zip(("one", "few"), PROBED_ROWS, strict=True):
         times = timings(rows)
-        routes[bucket] = other if times[base] > MARGIN * times[other] else base
-        ms = {route: f"{1e3 * times[route]:.2f}" for route in (base, other)}
-        measured.append(f"{rows} row{'s' * (rows > 1)} {base} {ms[base]} ms, {other} {ms[other]} ms")
+        fastest = min(times, key=times.__getitem__)
+        routes[bucket] = fastest if times[base] > MARGIN * times[fastest] else base
+        ms = ", ".join(f"{route} {1e3 * took:.2f} ms" for route, took in times.items())
+        measured.append(f"{rows} row{'s' * (rows > 1)} {ms}")
     return routes, "measured: " + "; ".join(measured)
 
 
@@ -165,7 +200,7 @@ def _bucket(rows: int) -> str:
 
 
 def linear_route(rows: int = 1) -> str:
-    """'mkl' or 'onednn' for an fp32 product of `rows` rows."""
+    """'mkl', 'onednn' or 'split' for an fp32 product of `rows` rows."""
     return choose_linear_routes()[0][_bucket(rows)]
 
 
@@ -233,7 +268,7 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
         return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_BF16_LINEAR"
     if not PACKING_AVAILABLE:
         return dict.fromkeys(("one", "few", "many"), "plain"), _NO_PACKING
-    routes, why = _measure(lambda rows: probe_bf16(rows), "plain", "packed")
+    routes, why = _measure(lambda rows: probe_bf16(rows), "plain")
     return {**routes, "many": routes["few"]}, why
 
 
