@@ -34,7 +34,7 @@ from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
 from lmforge.model.checkpointing import run_block
 from lmforge.model.gpt import block_options
-from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, make_norm
+from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, linear, make_norm
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
 
@@ -226,7 +226,7 @@ class Seq2Seq(nn.Module):
             cache.advance(tgt.size(1))
         if last_only:
             x = x[:, -1:]
-        logits = self.lm_head(self.decoder.ln_f(x))
+        logits = linear(self.lm_head, self.decoder.ln_f(x))  # (B, T, vocab)
         return logits if self.final_logits_bias is None else logits + self.final_logits_bias
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
