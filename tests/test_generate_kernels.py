@@ -97,6 +97,19 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
     )
 
 
+def test_the_fastest_of_three_routes_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch) -> None:
+    """The fastest route wins where it beats MKL by MARGIN; a close call keeps MKL. Without
+    oneDNN in the build the probe times MKL and split alone."""
+    times = {1: {"mkl": 1.0, "onednn": 0.8, "split": 0.5}, 8: {"mkl": 1.0, "onednn": 0.9, "split": 0.95}}
+    route.setattr(kernels, "probe", lambda rows: times[rows])
+    kernels.choose_linear_routes.cache_clear()
+    assert [kernels.linear_route(rows) for rows in (1, 8, 16)] == ["split", "mkl", "mkl"]
+    assert "1 row mkl 1000.00 ms, onednn 800.00 ms, split 500.00 ms" in kernels.describe()
+    route.undo()
+    route.setattr(kernels, "ONEDNN_AVAILABLE", False)
+    assert set(kernels.probe(1, rounds=1)) == {"mkl", "split"}
+
+
 def test_the_probes_leave_the_random_generator_alone() -> None:
     """They run at a training run's first evaluation: a draw there would make a run resumed with
     dropout part from an unbroken one."""

@@ -113,7 +113,7 @@ def probe(rows: int = 1, rounds: int = 3) -> dict[str, float]:
 def probe_bf16(rows: int = 1, rounds: int = 3) -> dict[str, float]:
     """Seconds F.linear ("plain") and the packed weights take for `rows` rows in bf16, through
     twice PROBES[rows]' weights (half the bytes each: as many read from memory as fp32's)."""
-    routes = {"plain": lambda x, layer: F.linear(x, layer.weight, layer.bias), "packed": packed_linear}
+    routes = {"plain": _on_layer(F.linear), "packed": packed_linear}
     return _time_routes(routes, rows, PROBES[rows] * 2, torch.bfloat16, rounds)
 
 
