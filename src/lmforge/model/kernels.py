@@ -95,8 +95,16 @@ def split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return y.reshape(*x.shape[:-1], n_out)
 
 
-def fp32_kernel(route: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
-    return {"mkl": F.linear, "onednn": onednn_linear, "split": split_linear}[route]
+FP32_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    "mkl": F.linear,
+    "onednn": onednn_linear,
+    "split": split_linear,
+}
+
+
+def available_routes() -> tuple[str, ...]:
+    """The fp32 routes this torch build has (oneDNN's kernel may be missing)."""
+    return ROUTES if ONEDNN_AVAILABLE else ("mkl", "split")
 
 
 def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn.Linear], torch.Tensor]:
@@ -105,8 +113,7 @@ def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn
 
 def probe(rows: int = 1, rounds: int = 3) -> dict[str, float]:
     """Seconds each fp32 route takes for `rows` rows (1 or 8) through PROBES[rows]' weights."""
-    names = ROUTES if ONEDNN_AVAILABLE else ("mkl", "split")
-    routes = {name: _on_layer(fp32_kernel(name)) for name in names}
+    routes = {name: _on_layer(FP32_KERNELS[name]) for name in available_routes()}
     return _time_routes(routes, rows, PROBES[rows], torch.float32, rounds)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
-from lmforge.model.kernels import bf16_route, fp32_kernel, linear_route, packable, packed_linear
+from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, packable, packed_linear
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -22,10 +22,10 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     a few (model/kernels.py): a decoding step's product is 1.1-2.7x faster on one or another
     depending on the CPU. A bf16 layer of a model put in its inference dtype
     (kernels.for_inference) runs on its weight packed once for oneDNN where that measures faster
-    (the same bits). Training (autograd on) and
-    subclasses (LoRALinear) keep nn.Linear's own forward, and so does a layer with forward hooks:
-    DeepSpeed ZeRO-3 gathers a layer's partitioned weight in its hook, so going around it would
-    read an empty shard and desynchronise the ranks' collectives.
+    (the same bits). Training (autograd on) and subclasses (LoRALinear) keep nn.Linear's own
+    forward, and so does a layer with forward hooks: DeepSpeed ZeRO-3 gathers a layer's
+    partitioned weight in its hook, so going around it would read an empty shard and
+    desynchronise the ranks' collectives.
     """
     if (
         x.device.type != "cpu"
@@ -37,7 +37,7 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return layer(x)
     rows = x.numel() // x.size(-1)
     if x.dtype == torch.float32 and layer.weight.dtype == torch.float32:
-        return fp32_kernel(linear_route(rows))(x, layer.weight, layer.bias)
+        return FP32_KERNELS[linear_route(rows)](x, layer.weight, layer.bias)
     if x.dtype == layer.weight.dtype == torch.bfloat16 and packable(layer) and bf16_route(rows) == "packed":
         return packed_linear(x, layer)  # the weight packed once for oneDNN (model/kernels.py)
     return layer(x)
