@@ -25,11 +25,11 @@ from lmforge.tokenization.tokenizer import Tokenizer
 def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Set LMFORGE_LINEAR / LMFORGE_BF16_LINEAR through the returned monkeypatch; the process's
     choices are restored after."""
-    kernels.choose_linear_routes.cache_clear()
+    kernels.bucket_route.cache_clear()
     kernels.choose_bf16_routes.cache_clear()
     yield monkeypatch
     monkeypatch.undo()
-    kernels.choose_linear_routes.cache_clear()
+    kernels.bucket_route.cache_clear()
     kernels.choose_bf16_routes.cache_clear()
 
 
@@ -40,7 +40,7 @@ def test_every_route_gives_the_same_tokens(route: pytest.MonkeyPatch) -> None:
     results = {}
     for name in kernels.available_routes():
         route.setenv("LMFORGE_LINEAR", name)
-        kernels.choose_linear_routes.cache_clear()
+        kernels.bucket_route.cache_clear()
         assert kernels.describe() == f"fp32 inference linear: {name} (LMFORGE_LINEAR)"
         with torch.no_grad():
             logits = model(idx)
@@ -51,13 +51,15 @@ def test_every_route_gives_the_same_tokens(route: pytest.MonkeyPatch) -> None:
         assert other_tokens == tokens
 
 
+@pytest.mark.parametrize("kernel", ["split", "swapped"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("n_out", [1, 2, 7, 96])
 @pytest.mark.parametrize("bias", [True, False])
-def test_the_split_route_is_f_linear(threads: int, n_out: int, bias: bool) -> None:
-    """Rows cut into one block per thread, the left-over rows (n_out not a multiple of the threads,
-    or fewer rows than threads), a bias, weights that are views into larger tensors: the same
-    product, for one row and for several."""
+def test_the_split_and_swapped_routes_are_f_linear(kernel: str, threads: int, n_out: int, bias: bool) -> None:
+    """split: rows cut into one block per thread, the left-over rows (n_out not a multiple of the
+    threads, or fewer rows than threads); swapped: weight @ x^T transposed back. With a bias or
+    not, weights that are views into larger tensors, inputs of 1, 15 and 40 rows, a vector, a
+    non-contiguous input: the same product, contiguous, of F.linear's shape."""
     torch.manual_seed(0)
     layer = torch.nn.Linear(24, n_out, bias=bias)
     if n_out == 96:  # a weight and bias that are slices of larger tensors (offset storage)
@@ -68,10 +70,11 @@ def test_the_split_route_is_f_linear(threads: int, n_out: int, bias: bool) -> No
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            inputs = (torch.randn(1, 1, 24), torch.randn(3, 5, 24), torch.randn(24))
+            inputs = (torch.randn(1, 1, 24), torch.randn(3, 5, 24), torch.randn(40, 24), torch.randn(24))
             for x in (*inputs, torch.randn(24, 5).t()):  # the last is not contiguous
-                got = kernels.split_linear(x, layer.weight, layer.bias)
+                got = kernels.FP32_KERNELS[kernel](x, layer.weight, layer.bias)
                 torch.testing.assert_close(got, layer(x), atol=1e-5, rtol=1e-5)
+                assert got.is_contiguous()
     finally:
         torch.set_num_threads(before)
 
@@ -84,29 +87,41 @@ def test_probe_times_every_route() -> None:
 
 
 def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
-    """One row, a few rows and many rows may take different routes (a probe per row count)."""
-    route.setattr(kernels, "ONEDNN_AVAILABLE", True)
-    route.setattr(kernels, "probe", lambda rows: {"mkl": 1.0, "onednn": 0.5 if rows > 1 else 2.0})
-    kernels.choose_linear_routes.cache_clear()
-    assert [kernels.linear_route(rows) for rows in (1, 2, 8, 15, 16, 512)] == ["mkl"] + ["onednn"] * 3 + [
-        "mkl"
-    ] * 2
+    """One row, a few rows, dozens and many rows may take different routes (a probe per row count,
+    run at that count's first product: decoding one row never times 32)."""
+    probed = []
+
+    def probe(rows: int) -> dict[str, float]:
+        probed.append(rows)
+        return {"mkl": 1.0, "onednn": 0.5 if rows == 8 else 2.0, "swapped": 0.5 if rows == 32 else 2.0}
+
+    route.setattr(kernels, "probe", probe)
+    kernels.bucket_route.cache_clear()
+    assert kernels.linear_route(1) == "mkl" and probed == [1]
+    rows = (1, 2, 8, 15, 16, 32, 63, 64, 512)
+    assert [kernels.linear_route(n) for n in rows] == ["mkl"] + ["onednn"] * 3 + ["swapped"] * 3 + ["mkl"] * 2
+    assert probed == [1, 8, 32]
     assert kernels.describe().startswith(
-        "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, mkl from 16"
+        "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, swapped for 16-63, mkl from 64"
+        " (measured: 1 row"
     )
 
 
-def test_the_fastest_of_three_routes_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch) -> None:
+def test_the_fastest_route_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch) -> None:
     """The fastest route wins where it beats MKL by MARGIN; a close call keeps MKL. Without
-    oneDNN in the build the probe times MKL and split alone."""
-    times = {1: {"mkl": 1.0, "onednn": 0.8, "split": 0.5}, 8: {"mkl": 1.0, "onednn": 0.9, "split": 0.95}}
+    oneDNN in the build the probe times the other routes."""
+    times = {
+        1: {"mkl": 1.0, "onednn": 0.8, "split": 0.5, "swapped": 0.9},
+        8: {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
+        32: {"mkl": 1.0, "onednn": 0.7, "split": 0.8, "swapped": 0.6},
+    }
     route.setattr(kernels, "probe", lambda rows: times[rows])
-    kernels.choose_linear_routes.cache_clear()
-    assert [kernels.linear_route(rows) for rows in (1, 8, 16)] == ["split", "mkl", "mkl"]
-    assert "1 row mkl 1000.00 ms, onednn 800.00 ms, split 500.00 ms" in kernels.describe()
+    kernels.bucket_route.cache_clear()
+    assert [kernels.linear_route(rows) for rows in (1, 8, 32, 64)] == ["split", "mkl", "swapped", "mkl"]
+    assert "1 row mkl 1000.00 ms, onednn 800.00 ms, split 500.00 ms, swapped 900.00 ms" in kernels.describe()
     route.undo()
     route.setattr(kernels, "ONEDNN_AVAILABLE", False)
-    assert set(kernels.probe(1, rounds=1)) == {"mkl", "split"}
+    assert set(kernels.probe(1, rounds=1)) == {"mkl", "split", "swapped"}
 
 
 def test_the_probes_leave_the_random_generator_alone() -> None:

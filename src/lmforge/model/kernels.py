@@ -1,18 +1,21 @@
 """Which kernel runs an fp32 linear layer at inference on this CPU, chosen by measurement.
 
 PyTorch sends fp32 CPU matmuls to MKL; oneDNN's kernel (`mkldnn._linear_pointwise`, the one bf16
-uses) is the second route, and `split` the third: the weight's rows cut into one block per thread
+uses) is the second route; `split` the third: the weight's rows cut into one block per thread
 (views, no copy) and the blocks' products run as one batched matmul, so every thread streams its
-share of the weight (MKL runs a one-row product on one thread). None wins everywhere
-(benchmarks/README.md): on a 2-core AMD EPYC with AVX512_BF16 oneDNN read the weights 2.7x faster
-than MKL; on a 2-core Intel Xeon (AVX-512) MKL decoded 1.3x faster; on a 2-core AVX2-only EPYC
-`split` read them 1.1-1.4x faster than oneDNN; and on one CPU the winner at one row (a decoding
-step) lost at eight (a batch of them). So the first fp32 linear without autograd times them on
-one-row and on eight-row products through 47 MB of weights (well under a second) and keeps the
-fastest of each for the process: one for single rows, one for 2-15 rows; from 16 rows (prefill,
-evaluation) MKL runs. `LMFORGE_LINEAR=mkl|onednn|split` skips the probe and sets every case.
-A close call (within MARGIN of MKL) keeps MKL, PyTorch's own route, so a noisy probe does not
-flip the choice run to run.
+share of the weight (MKL runs a one-row product on one thread); `swapped` the fourth: the same
+product taken the other way round, weight @ x^T, then transposed back (MKL packs it differently).
+None wins everywhere (benchmarks/README.md): on a 2-core AMD EPYC with AVX512_BF16 oneDNN read the
+weights 2.7x faster than MKL; on a 2-core Intel Xeon (AVX-512) MKL decoded 1.3x faster; on a 2-core
+AVX2-only EPYC `split` read them 1.1-1.4x faster than oneDNN at one row, and at 32 rows MKL reached
+76-92 GFLOP/s where `swapped` and oneDNN reached 100-137; and on one CPU the winner at one row (a
+decoding step) lost at eight (a batch of them). So an fp32 linear without autograd times the
+routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
+weights, 32 rows through 47 MB (each well under a second), and keeps the fastest for the process:
+one for single rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps each); from
+64 rows (prefill, evaluation) MKL runs. `LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe
+and sets every case. A close call (within MARGIN of MKL) keeps MKL, PyTorch's own route, so a noisy
+probe does not flip the choice run to run.
 The routes' sums differ only in order (~1e-6 relative).
 
 A bf16 product (a model in bf16 for inference) always runs in oneDNN, but F.linear hands it the
@@ -39,7 +42,7 @@ from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
 from lmforge.model import decode_attention
 
-ROUTES = ("mkl", "onednn", "split")
+ROUTES = ("mkl", "onednn", "split", "swapped")
 BF16_ROUTES = ("plain", "packed")
 MARGIN = 1.15  # another route must be this much faster than MKL to be chosen
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
@@ -57,11 +60,13 @@ PACKING_AVAILABLE = (
 # slower.) Row counts probed, with the stack each needs: one row (a decoding step) through 47 MB;
 # eight (a batch of decoding steps) through 189 MB, since at 47 MB they still ran from cache: on
 # an AMX Xeon MKL took 1.09x oneDNN's time there but 1.34x at 189 MB and 1.37x through GPT-2
-# small's blocks, while one row was MKL's at every size. From 16 rows the two were level.
+# small's blocks, while one row was MKL's at every size. From 16 rows the two were level; at 32
+# rows the products are bound by arithmetic more than by bytes, so 47 MB serve.
 STACK = ((1536, 384), (384, 1536), (3072, 768), (768, 3072))
-PROBES = {1: STACK * 2, 8: STACK * 8}  # rows -> weight shapes (out, in)
+PROBES = {1: STACK * 2, 8: STACK * 8, 32: STACK * 2}  # rows -> weight shapes (out, in)
 PROBED_ROWS = tuple(PROBES)
-FEW_ROWS_MAX = 15
+# Row-count buckets: (the most rows in it, the rows its probe times); past the last, MKL runs.
+BUCKETS = {"one": (1, 1), "few": (15, 8), "dozens": (63, 32)}
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -88,23 +93,34 @@ def split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
             bias.as_strided((parts, 1, block), (block * bias.stride(0), 0, bias.stride(0))), xs, blocks
         )
     if rows > 1:
-        y = y.transpose(0, 1)  # (R, P, block)
+        y = y.transpose(0, 1).contiguous()  # (R, P, block), rows apart in memory as F.linear's
     if main < n_out:  # the rows left over when out is not a multiple of the threads
         rest = F.linear(x.view(rows, n_in), weight[main:], None if bias is None else bias[main:])
         return torch.cat([y.reshape(rows, main), rest], dim=1).view(*x.shape[:-1], n_out)
     return y.reshape(*x.shape[:-1], n_out)
 
 
+def swapped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) computed as weight @ x^T (out, rows), then transposed back into a
+    contiguous (..., out): MKL takes this product with the weight as the left operand, which on an
+    AVX2-only EPYC ran 1.2-1.5x faster than F.linear's from 16 to 64 rows."""
+    flat_t = x.reshape(-1, weight.size(1)).t()  # (in, R)
+    # (out, R), a bias broadcast over the rows
+    y = torch.mm(weight, flat_t) if bias is None else torch.addmm(bias[:, None], weight, flat_t)
+    return y.t().contiguous().view(*x.shape[:-1], weight.size(0))
+
+
 FP32_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
     "mkl": F.linear,
     "onednn": onednn_linear,
     "split": split_linear,
+    "swapped": swapped_linear,
 }
 
 
 def available_routes() -> tuple[str, ...]:
     """The fp32 routes this torch build has (oneDNN's kernel may be missing)."""
-    return ROUTES if ONEDNN_AVAILABLE else ("mkl", "split")
+    return ROUTES if ONEDNN_AVAILABLE else tuple(r for r in ROUTES if r != "onednn")
 
 
 def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn.Linear], torch.Tensor]:
@@ -112,7 +128,7 @@ def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn
 
 
 def probe(rows: int = 1, rounds: int = 3) -> dict[str, float]:
-    """Seconds each fp32 route takes for `rows` rows (1 or 8) through PROBES[rows]' weights."""
+    """Seconds each fp32 route takes for `rows` rows (1, 8 or 32) through PROBES[rows]' weights."""
     routes = {name: _on_layer(FP32_KERNELS[name]) for name in available_routes()}
     return _time_routes(routes, rows, PROBES[rows], torch.float32, rounds)
 
@@ -177,48 +193,58 @@ def forced_route(env: str) -> str:
 
 
 @functools.cache
-def choose_linear_routes() -> tuple[dict[str, str], str]:
-    """({'one', 'few', 'many' rows: 'mkl' or 'onednn'}, why): the faster fp32 inference route
-    here for one row and for a few, PyTorch's own (MKL) for many (see the module docstring)."""
+def bucket_route(bucket: str) -> tuple[str, str]:
+    """(route, the probe's timings or '') for fp32 products of a row-count bucket ('one', 'few',
+    'dozens', 'many'), probed at the bucket's first product: a batch-1 decoder times no 32 rows."""
     forced = forced_route("LMFORGE_LINEAR")
-    if forced:
-        return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_LINEAR"
-    routes, why = _measure(lambda rows: probe(rows), "mkl")
-    return {**routes, "many": "mkl"}, why
+    if forced or bucket not in BUCKETS:
+        return forced or "mkl", ""
+    rows = BUCKETS[bucket][1]
+    times = probe(rows)
+    return _fastest(times, "mkl"), _timings(rows, times)
 
 
-def _measure(timings: Callable[[int], dict[str, float]], base: str) -> tuple[dict[str, str], str]:
-    """({'one', 'few': a route}, why): for each probed row count the fastest route if it beats
-    `base` by MARGIN, else `base`, so that a close call does not flip the choice run to run."""
-    routes, measured = {}, []
-    for bucket, rows in zip(("one", "few"), PROBED_ROWS, strict=True):
-        times = timings(rows)
-        fastest = min(times, key=times.__getitem__)
-        routes[bucket] = fastest if times[base] > MARGIN * times[fastest] else base
-        ms = ", ".join(f"{route} {1e3 * took:.2f} ms" for route, took in times.items())
-        measured.append(f"{rows} row{'s' * (rows > 1)} {ms}")
-    return routes, "measured: " + "; ".join(measured)
+def choose_linear_routes() -> tuple[dict[str, str], str]:
+    """({bucket: route}, why) for every bucket, each probed if it was not yet (see bucket_route)."""
+    chosen = {bucket: bucket_route(bucket) for bucket in (*BUCKETS, "many")}
+    routes = {bucket: route for bucket, (route, _) in chosen.items()}
+    if forced_route("LMFORGE_LINEAR"):
+        return routes, "LMFORGE_LINEAR"
+    return routes, "measured: " + "; ".join(timings for _, timings in chosen.values() if timings)
+
+
+def _fastest(times: dict[str, float], base: str) -> str:
+    """The fastest route if it beats `base` by MARGIN, else `base`, so that a close call does not
+    flip the choice run to run."""
+    fastest = min(times, key=times.__getitem__)
+    return fastest if times[base] > MARGIN * times[fastest] else base
+
+
+def _timings(rows: int, times: dict[str, float]) -> str:
+    ms = ", ".join(f"{route} {1e3 * took:.2f} ms" for route, took in times.items())
+    return f"{rows} row{'s' * (rows > 1)} {ms}"
 
 
 def _bucket(rows: int) -> str:
-    """One row (a decoding step), a few (a batch of decoding steps), or FEW_ROWS_MAX + 1 and more
-    (prefill, evaluation)."""
-    return "one" if rows == 1 else "few" if rows <= FEW_ROWS_MAX else "many"
+    """One row (a decoding step), a few (a batch of decoding steps), dozens (a larger batch of
+    them), or more (prefill, evaluation)."""
+    return next((bucket for bucket, (most, _) in BUCKETS.items() if rows <= most), "many")
 
 
 def linear_route(rows: int = 1) -> str:
-    """'mkl', 'onednn' or 'split' for an fp32 product of `rows` rows."""
-    return choose_linear_routes()[0][_bucket(rows)]
+    """'mkl', 'onednn', 'split' or 'swapped' for an fp32 product of `rows` rows."""
+    return bucket_route(_bucket(rows))[0]
 
 
 def describe() -> str:
-    """One line for start-up logs and benchmarks: the routes chosen and why."""
+    """One line for start-up logs and benchmarks: the routes chosen and why (probing every bucket)."""
     routes, why = choose_linear_routes()
     if len(set(routes.values())) == 1:
         return f"fp32 inference linear: {routes['one']} ({why})"
+    few, dozens = BUCKETS["few"][0], BUCKETS["dozens"][0]
     return (
-        f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{FEW_ROWS_MAX} rows,"
-        f" {routes['many']} from {FEW_ROWS_MAX + 1} ({why})"
+        f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{few} rows,"
+        f" {routes['dozens']} for {few + 1}-{dozens}, {routes['many']} from {dozens + 1} ({why})"
     )
 
 
@@ -268,15 +294,17 @@ def packed_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 
 @functools.cache
 def choose_bf16_routes() -> tuple[dict[str, str], str]:
-    """({'one', 'few', 'many' rows: 'plain' or 'packed'}, why) for bf16 inference products: one row
-    probed, eight rows probed, and from 16 rows as at eight (packed led there too where measured)."""
+    """({bucket: 'plain' or 'packed'}, why) for bf16 inference products: one row probed, eight rows
+    probed, and from 16 rows as at eight (packed led there too where measured)."""
     forced = forced_route("LMFORGE_BF16_LINEAR")
     if forced:
-        return dict.fromkeys(("one", "few", "many"), forced), "LMFORGE_BF16_LINEAR"
+        return dict.fromkeys((*BUCKETS, "many"), forced), "LMFORGE_BF16_LINEAR"
     if not PACKING_AVAILABLE:
-        return dict.fromkeys(("one", "few", "many"), "plain"), _NO_PACKING
-    routes, why = _measure(lambda rows: probe_bf16(rows), "plain")
-    return {**routes, "many": routes["few"]}, why
+        return dict.fromkeys((*BUCKETS, "many"), "plain"), _NO_PACKING
+    times = {rows: probe_bf16(rows) for rows in (1, 8)}
+    one, few = (_fastest(times[rows], "plain") for rows in (1, 8))
+    why = "measured: " + "; ".join(_timings(rows, t) for rows, t in times.items())
+    return {"one": one, "few": few, "dozens": few, "many": few}, why
 
 
 def bf16_setting() -> str:
