@@ -18,7 +18,8 @@ def model(request: pytest.FixtureRequest) -> GPT:
     return GPT(cfg).eval()
 
 
-@pytest.mark.parametrize("new", [5, 30])  # 30 runs past the 16-token context: the window slides
+# 12 fills the 16-token context exactly (a 4-token prompt); 30 runs past it: the window slides
+@pytest.mark.parametrize("new", [5, 12, 30])
 def test_cache_gives_the_same_tokens(model: GPT, new: int) -> None:
     prompts = [[1, 2, 3, 4], [5, 6, 7, 8], [9]]
     greedy = [generate_ids(model, prompts, new, temperature=0, use_cache=c) for c in (True, False)]
@@ -26,6 +27,19 @@ def test_cache_gives_the_same_tokens(model: GPT, new: int) -> None:
     sampled = [generate_ids(model, prompts, new, top_k=10, seed=3, use_cache=c) for c in (True, False)]
     assert sampled[0] == sampled[1]
     assert all(len(o) == new for o in greedy[0])
+
+
+def test_the_cache_holds_what_the_call_decodes(model: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for the prompt and the new tokens, not the whole context (a batch at a long context
+    would reserve gigabytes); the whole context once the window must slide."""
+    sizes = []
+    new_cache = model.new_cache
+    monkeypatch.setattr(model, "new_cache", lambda b, n=None: sizes.append(n) or new_cache(b, n))
+    generate_ids(model, [[1, 2, 3, 4], [5]], 6, temperature=0)
+    assert sizes == [10]
+    sizes.clear()
+    generate_ids(model, [[1, 2, 3, 4]], 20, temperature=0)
+    assert sizes[0] == 16
 
 
 def test_batched_prompts_equal_single_prompts(model: GPT) -> None:

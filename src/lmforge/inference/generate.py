@@ -68,7 +68,10 @@ def stream_ids(
     is real (the fast path: no mask, positions from 0)."""
     context = model.config.block_size
     seq, real = prompt, mask
-    cache = model.new_cache(prompt.size(0)) if use_cache else None
+    # room for what this call decodes, not the whole context: a batch of 32 at SmolLM2's 8,192
+    # positions would reserve 12 GB of keys and values
+    room = min(context, prompt.size(1) + max_new_tokens)
+    cache = model.new_cache(prompt.size(0), room) if use_cache else None
     logits = model(seq[:, -context:], cache, True, None if real is None else real[:, -context:])[:, -1]
     for _ in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)
