@@ -36,10 +36,26 @@ def test_the_cache_holds_what_the_call_decodes(model: GPT, monkeypatch: pytest.M
     new_cache = model.new_cache
     monkeypatch.setattr(model, "new_cache", lambda b, n=None: sizes.append(n) or new_cache(b, n))
     generate_ids(model, [[1, 2, 3, 4], [5]], 6, temperature=0)
-    assert sizes == [10]
+    assert sizes[0] == 10  # then one cache per prefill group (below)
     sizes.clear()
     generate_ids(model, [[1, 2, 3, 4]], 20, temperature=0)
     assert sizes[0] == 16
+
+
+def test_prompts_prefilled_in_groups_equal_each_alone(model: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts of different lengths prefill in groups of similar length (each padded to its own
+    longest), not all to the longest: each row still gives what it gives alone, greedy and sampled."""
+    prompts = [[3] * n for n in (1, 12, 9, 10, 5, 10, 2)]
+    sizes = []
+    new_cache = model.new_cache
+    monkeypatch.setattr(model, "new_cache", lambda b, n=None: sizes.append((b, n)) or new_cache(b, n))
+    batched = generate_ids(model, prompts, 4, temperature=0)
+    # the batch's cache, then groups: 12, 10, 10 (10 >= 0.8 x 12); 9; 5; 2; 1
+    assert sizes == [(7, 16), (3, 12), (1, 9), (1, 5), (1, 2), (1, 1)]
+    monkeypatch.undo()
+    assert batched == [generate_ids(model, [p], 4, temperature=0)[0] for p in prompts]
+    sampled = [generate_ids(model, prompts, 4, top_k=10, seed=3, use_cache=c) for c in (True, False)]
+    assert sampled[0] == sampled[1]  # without a cache nothing is prefilled: one padded batch a step
 
 
 def test_batched_prompts_equal_single_prompts(model: GPT) -> None:

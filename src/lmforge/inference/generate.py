@@ -19,6 +19,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.options import check_options, check_texts
+from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -72,7 +73,7 @@ def stream_ids(
     # positions would reserve 12 GB of keys and values
     room = min(context, prompt.size(1) + max_new_tokens)
     cache = model.new_cache(prompt.size(0), room) if use_cache else None
-    logits = model(seq[:, -context:], cache, True, None if real is None else real[:, -context:])[:, -1]
+    logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
     for _ in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)
         yield token
@@ -83,9 +84,43 @@ def stream_ids(
             logits = model(token[:, None], cache, True, real)[:, -1]
         else:  # no cache, or the window slides: recompute over the last `context` tokens
             cache = model.new_cache(seq.size(0)) if use_cache else None
-            logits = model(seq[:, -context:], cache, True, None if real is None else real[:, -context:])[
-                :, -1
-            ]
+            logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
+
+
+GROUP_SPREAD = 0.8  # a prefill group's shortest prompt is at least this share of its longest
+
+
+def prefill(model: GPT, ids: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
+    """The last position's logits (B, vocab) for prompts ids (B, T), left-padded where mask (B, T)
+    says, filling the cache. Prompts of different lengths run in groups of similar length, each
+    left-padded only to its own longest, and land right-aligned in the cache with zeros (finite,
+    masked) on their left: one long prompt among short ones no longer makes every row pay for its
+    length (prompts of 8-128 tokens: 47% of a padded batch's prefill was padding). Each row
+    computes what it computes alone, as in one padded batch."""
+    if cache is None or mask is None:
+        return model(ids, cache, True, mask)[:, -1]
+    width = ids.size(1)
+    lengths = mask.sum(dim=1).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    logits: torch.Tensor | None = None
+    for buf in (cache.k, cache.v):  # (layers, B, n_kv, room, hs): zeros where padding stays
+        buf[:, :, :, :width].zero_()
+    while order:
+        longest = lengths[order[0]]
+        group = [i for i in order if lengths[i] >= GROUP_SPREAD * longest]
+        order = order[len(group) :]
+        rows = torch.tensor(group, device=ids.device)
+        part_mask = mask[rows, width - longest :]
+        part = model.new_cache(len(group), longest)
+        out = model(ids[rows, width - longest :], part, True, None if bool(part_mask.all()) else part_mask)
+        if logits is None:
+            logits = out.new_empty(ids.size(0), out.size(-1))
+        logits[rows] = out[:, -1]
+        cache.k[:, rows, :, width - longest : width] = part.k
+        cache.v[:, rows, :, width - longest : width] = part.v
+    cache.length = width
+    assert logits is not None
+    return logits
 
 
 def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
