@@ -5,8 +5,9 @@
 
 Each batch holds prompts of as many different lengths as it has rows (spread evenly between
 --min-len and --max-len, in a shuffled order), decoded as ONE batch: both sides pad on the left
-with an attention mask (lmforge's `generate_ids` does so itself; transformers gets the padded ids
-and the mask), not as groups of equal length. fp32 on both sides, the same weights: the random
+with an attention mask (lmforge's `generate_ids` does so itself, after prefilling the prompts in
+groups of similar length; transformers gets the padded ids and the mask), not as groups of equal
+length. fp32 on both sides, the same weights: the random
 6x384 and GPT-2-small shapes are built by lmforge and copied into transformers'
 `GPT2LMHeadModel` (`formats/hf_convert.lmforge_to_hf`); SmolLM2-135M-Instruct is its GGUF (`python
 -m data.smollm2`) loaded by both, as benchmarks/bench_smollm2.py does. Greedy, exactly N new
