@@ -65,8 +65,8 @@ PACKING_AVAILABLE = (
 STACK = ((1536, 384), (384, 1536), (3072, 768), (768, 3072))
 PROBES = {1: STACK * 2, 8: STACK * 8, 32: STACK * 2}  # rows -> weight shapes (out, in)
 PROBED_ROWS = tuple(PROBES)
-# Row-count buckets: (the most rows in it, the rows its probe times); past the last, MKL runs.
-BUCKETS = {"one": (1, 1), "few": (15, 8), "dozens": (63, 32)}
+FEW_ROWS_MAX, DOZENS_ROWS_MAX = 15, 63  # the row-count buckets' upper ends; past the last, MKL runs
+BUCKETS = {"one": 1, "few": 8, "dozens": 32}  # bucket -> the rows its probe times
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -199,7 +199,7 @@ def bucket_route(bucket: str) -> tuple[str, str]:
     forced = forced_route("LMFORGE_LINEAR")
     if forced or bucket not in BUCKETS:
         return forced or "mkl", ""
-    rows = BUCKETS[bucket][1]
+    rows = BUCKETS[bucket]
     times = probe(rows)
     return _fastest(times, "mkl"), _timings(rows, times)
 
@@ -227,8 +227,12 @@ def _timings(rows: int, times: dict[str, float]) -> str:
 
 def _bucket(rows: int) -> str:
     """One row (a decoding step), a few (a batch of decoding steps), dozens (a larger batch of
-    them), or more (prefill, evaluation)."""
-    return next((bucket for bucket, (most, _) in BUCKETS.items() if rows <= most), "many")
+    them), or more (prefill, evaluation). Called at every product: plain comparisons."""
+    if rows == 1:
+        return "one"
+    if rows <= FEW_ROWS_MAX:
+        return "few"
+    return "dozens" if rows <= DOZENS_ROWS_MAX else "many"
 
 
 def linear_route(rows: int = 1) -> str:
@@ -241,7 +245,7 @@ def describe() -> str:
     routes, why = choose_linear_routes()
     if len(set(routes.values())) == 1:
         return f"fp32 inference linear: {routes['one']} ({why})"
-    few, dozens = BUCKETS["few"][0], BUCKETS["dozens"][0]
+    few, dozens = FEW_ROWS_MAX, DOZENS_ROWS_MAX
     return (
         f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{few} rows,"
         f" {routes['dozens']} for {few + 1}-{dozens}, {routes['many']} from {dozens + 1} ({why})"
