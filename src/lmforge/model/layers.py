@@ -17,14 +17,14 @@ from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, packab
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x), through the fastest of MKL, oneDNN and a thread-split batched matmul for fp32 on
-    the CPU without autograd (decoding, evaluation), measured on this machine for one row and for
-    a few (model/kernels.py): a decoding step's product is 1.1-2.7x faster on one or another
-    depending on the CPU. A bf16 layer of a model put in its inference dtype
-    (kernels.for_inference) runs on its weight packed once for oneDNN where that measures faster
-    (the same bits). Training (autograd on) and subclasses (LoRALinear) keep nn.Linear's own
-    forward, and so does a layer with forward hooks: DeepSpeed ZeRO-3 gathers a layer's
-    partitioned weight in its hook, so going around it would read an empty shard and
+    """layer(x), through the fastest of MKL, oneDNN, a thread-split batched matmul and the product
+    with its operands swapped for fp32 on the CPU without autograd (decoding, evaluation), measured
+    on this machine for one row, a few and a few dozen (model/kernels.py): a decoding step's product
+    is 1.1-2.7x faster on one or another depending on the CPU. A bf16 layer of a model put in its
+    inference dtype (kernels.for_inference) runs on its weight packed once for oneDNN where that
+    measures faster (the same bits). Training (autograd on) and subclasses (LoRALinear) keep
+    nn.Linear's own forward, and so does a layer with forward hooks: DeepSpeed ZeRO-3 gathers a
+    layer's partitioned weight in its hook, so going around it would read an empty shard and
     desynchronise the ranks' collectives.
     """
     if (
