@@ -51,6 +51,15 @@ def _leave_mid_decode(port: int) -> None:
     time.sleep(0.6)  # the server polls the connection every 0.25 s
 
 
+def _wait_admitted(port: int, count: int) -> None:
+    """Until the server holds `count` requests: a request still connecting when the signal comes
+    is refused, not ended with a 503 (CI saw this once, on a loaded machine)."""
+    deadline = time.monotonic() + 30
+    while httpx.get(f"http://127.0.0.1:{port}/health").json()["admitted"] != count:
+        assert time.monotonic() < deadline, f"the server never held {count} requests"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("presses", [1, 2])
 def test_requests_in_flight_get_their_grace_then_a_503(gpt: Path, presses: int) -> None:
     port = free_port()
@@ -60,6 +69,7 @@ def test_requests_in_flight_get_their_grace_then_a_503(gpt: Path, presses: int) 
         wait_healthy(port, proc)
         url = f"http://127.0.0.1:{port}/v1/completions"
         _leave_mid_decode(port)  # its dropped result must not be logged as "never retrieved"
+        _wait_admitted(port, 0)
 
         def post_plain() -> None:  # a request that is not streamed, running beside the stream
             r = httpx.post(url, json=ENDLESS, timeout=60)
@@ -67,6 +77,7 @@ def test_requests_in_flight_get_their_grace_then_a_503(gpt: Path, presses: int) 
 
         other = threading.Thread(target=post_plain)
         other.start()
+        _wait_admitted(port, 1)
         with httpx.stream("POST", url, json={**ENDLESS, "stream": True}, timeout=60) as r:
             lines = r.iter_lines()
             assert any(next(lines).startswith("data: ") for _ in range(8))  # decoding
