@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+import torch.nn.utils.parametrize
+import torch.nn.utils.prune
 
 from lmforge import cli, hardware
 from lmforge.config import ModelConfig
@@ -177,6 +180,25 @@ def test_a_layer_with_hooks_is_called_as_a_module(route: pytest.MonkeyPatch) -> 
     with torch.no_grad():
         linear(layer, torch.ones(2, 8))
     assert calls == ["pre", "post"]
+
+
+@pytest.mark.parametrize("change", ["pruned", "parametrized"])
+def test_a_layer_whose_weight_is_computed_uses_it(route: pytest.MonkeyPatch, change: str) -> None:
+    """linear() reads a plain layer's parameters from its own table; pruning (the weight an
+    attribute made by a hook) and parametrization (a property on a new class) still give the
+    weight they compute, not the stored one."""
+    route.setenv("LMFORGE_LINEAR", "split")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 6)
+    if change == "pruned":
+        torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.5)
+    else:
+        torch.nn.utils.parametrize.register_parametrization(layer, "weight", torch.nn.Tanh())
+    stored = layer.weight_orig if change == "pruned" else layer.parametrizations.weight.original
+    x = torch.randn(1, 8)
+    with torch.no_grad():
+        assert torch.allclose(linear(layer, x), F.linear(x, layer.weight, layer.bias), atol=1e-6)
+        assert not torch.allclose(linear(layer, x), F.linear(x, stored, layer.bias), atol=1e-3)
 
 
 @pytest.mark.skipif(not kernels.PACKING_AVAILABLE, reason="oneDNN cannot pack bf16 weights here")
