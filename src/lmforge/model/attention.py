@@ -111,9 +111,9 @@ def attention(
     elif impl == "auto":
         if dropout == 0.0 and decode_attention.applies(q, k, mask):
             return decode_attention.attend(q, k, v, mask)  # bf16 decoding step: the faster route here
-        impl = _sequence_route["cpu"] if q.device.type == "cpu" and q.size(-2) == k.size(-2) else "sdpa"
+        impl = _sequence_route["cpu"] if q.is_cpu and q.size(-2) == k.size(-2) else "sdpa"
     grouped = q.size(1) != k.size(1)
-    if grouped and not (impl == "sdpa" and q.device.type == "cpu" and SDPA_GQA):
+    if grouped and not (impl == "sdpa" and q.is_cpu and SDPA_GQA):
         k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))
         grouped = False
     if impl == "reference":

@@ -91,8 +91,8 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> bool
     """A decoding step in bf16 on the CPU: one query per row after cached keys, a padding mask of
     (B, 1, 1, T) or none, and key/value heads that divide the query heads."""
     return (
-        q.device.type == "cpu"
-        and q.dtype == torch.bfloat16
+        q.dtype == torch.bfloat16  # first: an fp32 step stops here
+        and q.is_cpu
         and q.size(-2) == 1
         and k.size(-2) > 1
         and q.size(1) % k.size(1) == 0
