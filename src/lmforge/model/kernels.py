@@ -8,7 +8,7 @@ product taken the other way round, weight @ x^T, then transposed back (MKL packs
 None wins everywhere (benchmarks/README.md): on a 2-core AMD EPYC with AVX512_BF16 oneDNN read the
 weights 2.7x faster than MKL; on a 2-core Intel Xeon (AVX-512) MKL decoded 1.3x faster; on a 2-core
 AVX2-only EPYC `split` read them 1.1-1.4x faster than oneDNN at one row, and at 32 rows MKL reached
-76-92 GFLOP/s where `swapped` and oneDNN reached 100-137; and on one CPU the winner at one row (a
+76-100 GFLOP/s where `swapped` and oneDNN reached 100-137; and on one CPU the winner at one row (a
 decoding step) lost at eight (a batch of them). So an fp32 linear without autograd times the
 routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
 weights, 32 rows through 47 MB (each well under a second), and keeps the fastest for the process:
