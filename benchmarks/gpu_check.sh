@@ -8,8 +8,9 @@
 #   on Tiny Shakespeare: its validation loss and time against nanoGPT's 1.4697 in about 3 minutes
 #   on an A100. Needs the data: TINYSHAKESPEARE=path (default ../shared/data/tinyshakespeare.txt).
 # - decode: benchmarks/bench_generate on the GPU, lmforge against transformers' generate.
-# - plan: `lmforge plan --calibrate` for GPT-2 small on this GPU: the planned per-rank model states
-#   and peak against the calibration run's memory_per_rank and peak GPU memory.
+# - plan: `lmforge plan --calibrate` for GPT-2 small on this GPU, local and DeepSpeed ZeRO-2: the
+#   planned per-rank model states and peak against the calibration run's memory_per_rank and peak
+#   GPU memory.
 # - tasks: the shakespeare recipe, translation (300 steps, BLEU) and classification, each on the
 #   local engine and DeepSpeed, then benchmarks/gpu_tasks.py decodes, scores, exports and loads
 #   back each task's model on the GPU.
@@ -29,8 +30,13 @@ if [ "${1:-}" = "--cpu" ]; then DRY=1; shift; fi
 PARTS=("$@")
 [ ${#PARTS[@]} -eq 0 ] && PARTS=(speed shakespeare decode plan tasks)
 TINY=${TINYSHAKESPEARE:-../shared/data/tinyshakespeare.txt}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# GPU_CHECK_WORK keeps the runs in a folder that outlives the script (gpu_device.sh shares one
+# across its parts); otherwise they go into a temporary folder, removed at the end
+if [ -n "${GPU_CHECK_WORK:-}" ]; then
+  WORK=$GPU_CHECK_WORK; mkdir -p "$WORK"
+else
+  WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+fi
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
 
 if [ $DRY = 1 ]; then
@@ -93,6 +99,8 @@ plan() {
   # a recipe file: plan reads the engine and shapes from it, as train does
   printf '[data]\ninput = "%s"\n' "$WORK/data" > "$WORK/gpt2.toml"
   "$PY" -m lmforge plan "$WORK/gpt2.toml" "${GPT2_KEYS[@]}" --device "$device" --calibrate --calibrate-steps 6
+  "$PY" -m lmforge plan "$WORK/gpt2.toml" "${GPT2_KEYS[@]}" --engine.name=deepspeed --engine.zero_stage=2 \
+    --device "$device" --calibrate --calibrate-steps 6
 }
 
 tasks() {
@@ -122,10 +130,13 @@ tasks() {
 for part in "${PARTS[@]}"; do
   case $part in
     speed|shakespeare|decode|plan|tasks) echo "## $part"; "$part" ;;
-    *) echo "gpu_check.sh: unknown part '$part' (speed, shakespeare, decode, plan, tasks)" >&2; exit 2 ;;
+    table) ;;  # only the table of the runs in GPU_CHECK_WORK, below
+    *) echo "gpu_check.sh: unknown part '$part' (speed, shakespeare, decode, plan, tasks, table)" >&2; exit 2 ;;
   esac
 done
 
+# summary.json's tokens/s and MFU count every step, the first's compile too; the last logged window
+# (metrics.jsonl, every train.log_interval steps) is the steady speed that MFU aims are about
 "$PY" - "$WORK" <<'PYEOF'
 import json, sys
 from pathlib import Path
@@ -134,17 +145,25 @@ DATASHEET_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, 
 name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 sheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
 summaries = sorted(Path(sys.argv[1]).glob("*/summary.json"))
+def last_window(run):
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    windows = [r for r in map(json.loads, lines) if "tok_s" in r]
+    return windows[-1] if windows else {}
 if summaries:
-    print(f"{'run':<26} {'tok/s':>10} {'val loss':>9} {'MFU (measured peak)':>20} {'MFU (datasheet)':>16}"
-          f" {'peak GPU GB':>12} {'wall s':>8} compiled")
+    print(f"{'run':<26} {'tok/s':>10} {'MFU':>6} | {'last window: step':>17} {'tok/s':>10} {'MFU':>6} {'datasheet':>9}"
+          f" | {'val loss':>8} {'peak GPU GB':>11} {'wall s':>7} compiled")
 for path in summaries:
     s = json.loads(path.read_text())
-    flops = s["mfu"] * s["peak_flops"]
-    mfu_sheet = f"{100 * flops / sheet:.1f}%" if sheet else "n/a"
+    w = last_window(path.parent)
+    steady = w.get("mfu", float("nan")) * s["peak_flops"] * s["world_size"]  # FLOP/s, all ranks
+    mfu_sheet = f"{100 * steady / sheet:.1f}%" if sheet else "n/a"
     gpu = max(s.get("peak_gpu_gb_per_rank") or [float("nan")])
     extra = {k: round(s[k], 3) for k in ("val_bleu", "val_accuracy") if k in s}
-    print(f"{path.parent.name:<26} {s['tokens_per_s']:>10,.0f} {s['val_loss']:>9.4f} {100 * s['mfu']:>19.1f}%"
-          f" {mfu_sheet:>16} {gpu:>12.2f} {s['wall_s']:>8.0f} {s['kernels'].get('compile')} {extra or ''}")
+    print(f"{path.parent.name:<26} {s['tokens_per_s']:>10,.0f} {100 * s['mfu']:>5.1f}% | {w.get('step', '-'):>17}"
+          f" {w.get('tok_s', float('nan')):>10,.0f} {100 * w.get('mfu', float('nan')):>5.1f}% {mfu_sheet:>9}"
+          f" | {s['val_loss']:>8.4f} {gpu:>11.2f} {s['wall_s']:>7.0f} {s['kernels'].get('compile')} {extra or ''}")
 if summaries:
-    print(f"measured bf16 matmul peak {s['peak_flops'] / 1e12:.0f} TFLOP/s; datasheet {sheet and sheet / 1e12} TFLOP/s")
+    print(f"MFU against the bf16 matmul peak lmforge measured here, {s['peak_flops'] / 1e12:.0f} TFLOP/s;"
+          f" datasheet: {sheet and sheet / 1e12} TFLOP/s")
 PYEOF
