@@ -9,6 +9,8 @@ import contextlib
 import io
 import json
 import lzma
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,19 @@ def test_activations_equal_what_autograd_saves_on_the_cpu(dtype: torch.dtype, dr
     width = 4 if dtype == torch.float32 else 2
     planned = plan_model.activation_bytes(c, 4 * 256, 256, width, True, plan_model.Head("span", encoder=True))
     assert 0.9 < planned["activations"] / saved < 1.1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_a_spawned_processs_peak_rss_is_its_own() -> None:
+    # summary.json's peak_rss_gb_per_rank, which plans are checked against: ru_maxrss starts a
+    # spawned process at its parent's resident size, so a run launched from a big process (a
+    # benchmark, a notebook) reported the parent's memory as its own
+    held = bytearray(1 << 30)
+    held[:: 1 << 12] = b"\1" * len(held[:: 1 << 12])  # touch every page: 1 GiB resident here
+    code = "from lmforge.train.metrics import peak_rss_gb; print(peak_rss_gb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 0.75  # lmforge's imports take about 0.3 GiB
+    del held
 
 
 def test_lora_counts_equal_the_injected_model() -> None:

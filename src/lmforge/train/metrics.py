@@ -6,6 +6,7 @@ import io
 import json
 import math
 import resource
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,18 @@ def format_duration(seconds: float) -> str:
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """Peak resident memory of this process, GiB. Linux's VmHWM where there is one: ru_maxrss
+    starts a spawned process at its parent's resident size (a trainer launched from a 2 GiB
+    process reported 2 GiB before its first tensor)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        status = ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20  # kB
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    return kib / 2**20  # macOS reports bytes, Linux KiB
 
 
 def peak_gpu_gb(device: torch.device) -> float | None:
