@@ -77,7 +77,9 @@ def plan(
     recipe_row = next(r for r in rows if r["engine"] == mine.label)
     tokens = t.max_steps * t.batch_size * seq_tokens
     train_flops = counts.flops_per_token * tokens
-    used_mfu = calibration["mfu"] if calibration else mfu
+    # the calibration's MFU is of the matmul peak its run measured; a GPU's plan uses the datasheet's
+    # peak, so the same FLOP/s is that peak's smaller share (an H200 measured 694-788 of 989 TFLOP/s)
+    used_mfu = calibration["mfu"] * calibration["peak_flops"] / dev.peak_flops if calibration else mfu
     result = {
         "recipe": str(config) if isinstance(config, str | Path) else None,
         "task": cfg.data.task,

@@ -257,7 +257,8 @@ def activation_bytes(
 ) -> dict[str, int]:
     """Bytes autograd keeps for backward in one micro-batch of `tokens` tokens (sequences of
     `seq_len`), with `width` bytes per element, counted from what each op saves in lmforge's
-    blocks (as Korthikanti et al. 2022, sec. 4.1, count them):
+    blocks (as Korthikanti et al. 2022, sec. 4.1, count them), and the gradients a language
+    model's loss holds beside them at the start of backward:
 
     per token and block: the block input, both norms' inputs and outputs, q/k/v, the attention
     output (5 C + the q,k,v rows), and the MLP's hidden activations (2 F; SwiGLU 4 F); the
@@ -271,9 +272,12 @@ def activation_bytes(
     per element; a CPU's multiplies by a noise tensor of its input's dtype and keeps that: fp32
     for the probabilities (4 + 4 + width bytes each: measured on MiniLM, 8 x 384 in bf16, autograd
     saved 1,112 MiB, 54 MiB of noise per layer), `width` in the blocks, fp32 for the embeddings.
-    The output: for a language model the vocabulary row in `width` plus cross-entropy's fp32
-    log-softmax; for a span model (QA) two logits per token (`width`, then fp32 and masked);
-    for a classifier the pooled hidden states (C per token) and the label logits.
+    The output: for a language model cross-entropy's fp32 log-softmax (4 bytes per logit), and the
+    two fp32 gradients its backward holds beside it before any block's backward has freed anything
+    (8 more: the step's peak; measured 12 bytes per logit in fp32 and bf16, and without them the
+    plan fell 25% short of GPT-2 small's peak on an H200); for a span model (QA) two logits per
+    token (`width`, then fp32 and masked); for a classifier the pooled hidden states (C per token)
+    and the label logits.
     With activation checkpointing per block (train.activation_checkpointing) only each block's
     input is kept, and one block's activations are rebuilt at a time during backward, beside the
     gradients of its backward.
@@ -301,12 +305,14 @@ def activation_bytes(
     else:
         total_blocks = layers * block
         biggest = block
+    loss_backward = 0  # gradients that exist only in the loss's backward, before the blocks'
     if head.task == "span":
         out = tokens * 2 * (width + 8)
     elif head.task == "classification":
         out = tokens * c.n_embd * width + sequences * head.labels * (width + 4)
-    else:
-        out = tokens * c.vocab_size * (width + 4)
+    else:  # the logits in the compute dtype are not kept: log-softmax keeps its own fp32 output
+        out = tokens * c.vocab_size * 4
+        loss_backward = tokens * c.vocab_size * 8
     if head.encoder:  # the embeddings' LayerNorm input (its output is the first block's input)
         out += tokens * c.n_embd * width
     if c.dropout > 0:  # the embeddings' dropout (its input is fp32)
@@ -320,6 +326,7 @@ def activation_bytes(
     # checkpointing the same buffers are small next to every block's activations, so not added.
     rebuilt = ((3 if c.mlp == "swiglu" else 2) * f + qkv + c.n_embd) * tokens * width + matrix * (width + 4)
     return {
-        "activations": total_blocks + out,
-        "activations_checkpointed": layers * inputs + biggest + rebuilt + out,
+        "activations": total_blocks + out + loss_backward,
+        # the loss's gradients are gone before the first block is rebuilt
+        "activations_checkpointed": layers * inputs + out + max(loss_backward, biggest + rebuilt),
     }

@@ -92,7 +92,8 @@ def format_plan(p: dict[str, Any]) -> str:
         measured = ", ".join(f"{k} {_mib(v)}" for k, v in c["memory_per_rank"].items())
         lines.append(
             f"  measured {c['steps']} calibration steps: fastest {c['step_s']:.3f} s/step,"
-            f" MFU {100 * c['mfu']:.1f}% (median {c['step_s_median']:.3f} s, {100 * c['mfu_median']:.1f}%),"
+            f" MFU {100 * c['mfu']:.1f}% (median {c['step_s_median']:.3f} s, {100 * c['mfu_median']:.1f}%)"
+            f" of the {_si(c['peak_flops'], 'FLOP/s')} matmul peak its run measured,"
             f" memory_per_rank MiB: {measured}, peak RSS {rss:,.0f} MiB"
             + (f", peak GPU {gpu:,.0f} MiB" if gpu else "")
         )
