@@ -159,7 +159,7 @@ for path in summaries:
     steady = w.get("mfu", float("nan")) * s["peak_flops"] * s["world_size"]  # FLOP/s, all ranks
     mfu_sheet = f"{100 * steady / sheet:.1f}%" if sheet else "n/a"
     gpu = max(s.get("peak_gpu_gb_per_rank") or [float("nan")])
-    extra = {k: round(s[k], 3) for k in ("val_bleu", "val_accuracy") if k in s}
+    extra = {k: round(s[k], 4) for k in ("val_bleu", "val_accuracy", "best_loss", "best_step") if k in s}
     print(f"{path.parent.name:<26} {s['tokens_per_s']:>10,.0f} {100 * s['mfu']:>5.1f}% | {w.get('step', '-'):>17}"
           f" {w.get('tok_s', float('nan')):>10,.0f} {100 * w.get('mfu', float('nan')):>5.1f}% {mfu_sheet:>9}"
           f" | {s['val_loss']:>8.4f} {gpu:>11.2f} {s['wall_s']:>7.0f} {s['kernels'].get('compile')} {extra or ''}")

@@ -19,6 +19,15 @@ def _positive(section: object, name: str, *keys: str) -> None:
         _check(value > 0, f"{name}.{key}={value} must be > 0")
 
 
+# why train.keep_best is only for tasks whose export is otherwise the last step's
+_NO_BEST = {
+    "translation": "translation always exports its best val_bleu step",
+    "qa": "qa always exports its best val_f1 step",
+    "classification": "classification reports its validation split's accuracy, which picking a step"
+    " on would flatter; train a fixed number of steps",
+}
+
+
 def check_config(c: Config) -> None:
     """Raise LmforgeError, naming the key, at the first value that is wrong or impossible."""
     check_model(c.model)
@@ -57,6 +66,9 @@ def check_config(c: Config) -> None:
     )
     _positive(t, "train", "eval_interval", "log_interval", "checkpoint_interval")
     _check(t.eval_batches >= 0, f"train.eval_batches={t.eval_batches} must be >= 0")
+    _check(
+        not t.keep_best or c.data.task in ("lm", "chat"), f"train.keep_best=true: {_NO_BEST.get(c.data.task)}"
+    )
     for key in ("beta1", "beta2"):  # AdamW raises a bare ValueError only once the run has started
         _check(0 <= getattr(t, key) < 1, f"train.{key}={getattr(t, key)} must be in [0, 1)")
     _check(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")

@@ -160,6 +160,10 @@ class TrainConfig:
     """Write a checkpoint every this many steps (and at the end)."""
     keep_checkpoints: int = 2
     """Checkpoints kept on disk: the newest ones; older ones are deleted."""
+    keep_best: bool = False
+    """lm and chat: keep the model of the evaluation with the lowest val_loss in RUN/best and
+    export it, not the last step's (nanoGPT's always_save_checkpoint=False, for a run that
+    overfits). Translation and QA always export their best BLEU or F1 step."""
     seed: int = 1337
     """Seed of the weight initialisation, data order and dropout."""
     max_bad_steps: int = 5

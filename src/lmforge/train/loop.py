@@ -126,6 +126,7 @@ class Run:
     config_text: str = ""  # config.toml as the run was set up (before a budget's plan is restored)
     step_module: torch.nn.Module | None = None  # what the training loss calls: module, or it compiled
     peak_flops: float = 0.0  # MFU's denominator, read once at the first step (tuning.matmul_peak)
+    best: tuple[str, int] | None = None  # the metric that picks the export, and +1 (higher wins) or -1
 
     @property
     def main(self) -> bool:
@@ -186,8 +187,9 @@ def _set_up(
     run.config_text = config_text
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
                  "kernels": kernels.saved(), "log_window": _empty_window()}  # fmt: skip
-    if task.best_metric:
-        run.state.update(best_score=-math.inf, best_step=0)
+    run.best = (task.best_metric, 1) if task.best_metric else ("val_loss", -1) if t.keep_best else None
+    if run.best:
+        run.state.update(best_score=-math.inf, best_step=0)  # the metric times its sign: higher wins
     run.privacy = build_privacy(cfg, task, engine)
     if last is not None and saved is not None:
         _restore(run, last, saved)
@@ -338,14 +340,14 @@ def _log_line(run: Run, window: dict[str, float], grad_norm: float) -> dict[str,
 
 
 def _evaluate(run: Run) -> dict[str, float]:
-    """The task's validation metrics; a new best (when the task has a best_metric) is saved."""
+    """The task's validation metrics; a new best (the task's best_metric, or with train.keep_best
+    the lowest val_loss) is saved."""
     metrics = run.task.evaluate(run.module, run.engine, run.autocast)
     run.metrics = metrics
     t = run.cfg.train
     run.say(f"step {run.step:>6}/{t.max_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    best = run.task.best_metric
-    if best and metrics[best] > run.state["best_score"]:
-        run.state.update(best_score=metrics[best], best_step=run.step)
+    if run.best and (score := run.best[1] * metrics[run.best[0]]) > run.state["best_score"]:
+        run.state.update(best_score=score, best_step=run.step)
         state = run.engine.full_state_dict()  # collective: every rank takes part
         if run.main:
             _install_model_dir(run, run.run_dir / "best", state)
@@ -396,8 +398,7 @@ def _save(run: Run) -> None:
 
 
 def _finish(run: Run) -> dict[str, Any]:
-    """Export the model (the best step's when the task has a best_metric), write summary.json and
-    loss.png."""
+    """Export the model (the best step's when the run keeps one), write summary.json and loss.png."""
     engine, state, task = run.engine, run.state, run.task
     if not run.metrics:  # resumed a run that had already finished: evaluate it once
         run.metrics = task.evaluate(run.module, engine, run.autocast)
@@ -406,9 +407,10 @@ def _finish(run: Run) -> dict[str, Any]:
         summary.update(run.privacy.summary())
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
     best = run.run_dir / "best" / WEIGHTS
-    if task.best_metric:
-        name = task.best_metric.removeprefix("val_")
-        summary.update({f"best_{name}": state["best_score"], "best_step": state["best_step"]})
+    if run.best:
+        metric, sign = run.best
+        name = metric.removeprefix("val_")
+        summary.update({f"best_{name}": sign * state["best_score"], "best_step": state["best_step"]})
         if best.is_file():
             final = load_file(str(best))
     if run.main:

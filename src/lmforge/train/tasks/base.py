@@ -70,7 +70,7 @@ class Setup:
 
 class Task(ABC):
     name: ClassVar[str]
-    best_metric: ClassVar[str | None] = None  # None: the export is the last step's model
+    best_metric: ClassVar[str | None] = None  # None: the last step's model (lowest val_loss: train.keep_best)
     # Every micro-batch has one shape, so one compiled graph serves the run (train/compiling.py);
     # padded batches vary in width and would recompile.
     fixed_shapes: ClassVar[bool] = False

@@ -1,0 +1,58 @@
+"""train.keep_best: a language model's export is its evaluation with the lowest val_loss, as
+nanoGPT's recipe keeps its best checkpoint of a run that overfits; without it, the last step's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import lmforge
+from lmforge.config import load_config
+from lmforge.errors import LmforgeError
+from lmforge.train.tasks.lm import LanguageModelling
+
+STEPS = ["--train.max_steps=6", "--train.eval_interval=2", "--train.checkpoint_interval=2",
+         "--train.keep_checkpoints=3"]  # fmt: skip
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_the_export_is_the_lowest_val_loss_step(
+    keep_best: bool, tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = iter([3.0, 1.0, 2.0])  # the evaluations at steps 2, 4 and 6: step 4 is the best
+    real = LanguageModelling.evaluate
+
+    def evaluate(self: LanguageModelling, *args: object) -> dict[str, float]:
+        return {**real(self, *args), "val_loss": next(scripted)}
+
+    monkeypatch.setattr(LanguageModelling, "evaluate", evaluate)
+    run = tmp_path / "run"
+    summary = lmforge.train(
+        None, [*tiny_overrides, *STEPS, f"--train.keep_best={keep_best}"], out=run, quiet=True
+    )
+    exported, checkpoints = _weights(run / "model"), run / "checkpoints"
+    if keep_best:
+        assert (summary["best_loss"], summary["best_step"]) == (1.0, 4)
+        assert _same(exported, _weights(run / "best"))
+        assert _same(exported, _weights(checkpoints / "step_00000004"))
+        assert not _same(exported, _weights(checkpoints / "step_00000006"))
+    else:
+        assert "best_loss" not in summary and not (run / "best").exists()
+        assert _same(exported, _weights(checkpoints / "step_00000006"))
+
+
+@pytest.mark.parametrize("task", ["translation", "qa", "classification"])
+def test_keep_best_is_refused_where_it_would_change_nothing_or_flatter(task: str) -> None:
+    with pytest.raises(LmforgeError, match=rf"train\.keep_best=true: {task} "):
+        load_config(None, [f"--data.task={task}", "--train.keep_best=true"])
