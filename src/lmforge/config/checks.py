@@ -67,7 +67,8 @@ def check_config(c: Config) -> None:
     _positive(t, "train", "eval_interval", "log_interval", "checkpoint_interval")
     _check(t.eval_batches >= 0, f"train.eval_batches={t.eval_batches} must be >= 0")
     _check(
-        not t.keep_best or c.data.task in ("lm", "chat"), f"train.keep_best=true: {_NO_BEST.get(c.data.task)}"
+        not t.keep_best or c.data.task in ("lm", "chat"),
+        f"train.keep_best=true: {_NO_BEST.get(c.data.task, 'only lm and chat runs keep a lowest val_loss')}",
     )
     for key in ("beta1", "beta2"):  # AdamW raises a bare ValueError only once the run has started
         _check(0 <= getattr(t, key) < 1, f"train.{key}={getattr(t, key)} must be in [0, 1)")

@@ -406,13 +406,13 @@ def _finish(run: Run) -> dict[str, Any]:
     if run.privacy:
         summary.update(run.privacy.summary())
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
-    best = run.run_dir / "best" / WEIGHTS
+    best_file = run.run_dir / "best" / WEIGHTS
     if run.best:
         metric, sign = run.best
         name = metric.removeprefix("val_")
         summary.update({f"best_{name}": sign * state["best_score"], "best_step": state["best_step"]})
-        if best.is_file():
-            final = load_file(str(best))
+        if best_file.is_file():
+            final = load_file(str(best_file))
     if run.main:
         _install_model_dir(run, run.run_dir / "model", final)
         write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
