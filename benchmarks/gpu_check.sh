@@ -14,10 +14,13 @@
 # - tasks: the shakespeare recipe, translation (300 steps, BLEU) and classification, each on the
 #   local engine and DeepSpeed, then benchmarks/gpu_tasks.py decodes, scores, exports and loads
 #   back each task's model on the GPU.
+# - profile (not in the default set; name it): benchmarks/gpu_profile on the speed part's GPT-2 small,
+#   eager and compiled: where a step's time goes (kernels by kind, and the GPU's idle share), each
+#   Chrome trace gzipped into $OUT (or the work folder).
 # A table of every run's summary.json ends it. Times on an H200 (2026-12-04): speed 137 s,
 # shakespeare 96, decode 65, plan 64, tasks 168.
 #
-#   PYTHON=/path/to/python bash benchmarks/gpu_check.sh [speed] [shakespeare] [decode] [plan] [tasks]
+#   PYTHON=/path/to/python bash benchmarks/gpu_check.sh [speed] [shakespeare] [decode] [plan] [tasks] [profile]
 #   bash benchmarks/gpu_check.sh --cpu [parts]   # a dry run on the CPU: tiny shapes, a few steps
 #
 # PYTHON must have a CUDA torch, deepspeed, transformers and lmforge (`pip install -e .[dev]`).
@@ -103,6 +106,16 @@ plan() {
     --device "$device" --calibrate --calibrate-steps 6
 }
 
+profile() {
+  need_char
+  local compile
+  for compile in off on; do
+    echo "# GPT-2 small, train.compile=$compile"
+    "$PY" -m benchmarks.gpu_profile --trace "${OUT:-$WORK}/gpt2-profile-compile-$compile.json.gz" -- \
+      "${GPT2_KEYS[@]}" "--data.input=$WORK/data" "--train.compile=$compile"
+  done
+}
+
 tasks() {
   need_char
   "$PY" -m lmforge prep --pairs data/en-fr.jsonl.xz --out "$WORK/pairs" --vocab-size 8000 >/dev/null
@@ -129,9 +142,10 @@ tasks() {
 
 for part in "${PARTS[@]}"; do
   case $part in
-    speed|shakespeare|decode|plan|tasks) echo "## $part"; "$part" ;;
+    speed|shakespeare|decode|plan|tasks|profile) echo "## $part"; "$part" ;;
     table) ;;  # only the table of the runs in GPU_CHECK_WORK, below
-    *) echo "gpu_check.sh: unknown part '$part' (speed, shakespeare, decode, plan, tasks, table)" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown part '$part' (speed, shakespeare, decode, plan, tasks, profile, table)" >&2
+       exit 2 ;;
   esac
 done
 
