@@ -186,6 +186,7 @@ def _set_up(
     run.n_trainable = n_trainable
     run.config_text = config_text
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
+                 "first_steps_s": 0.0, "first_steps_tokens": 0,  # each process's first step: report.summary
                  "kernels": kernels.saved(), "log_window": _empty_window()}  # fmt: skip
     run.best = (task.best_metric, 1) if task.best_metric else ("val_loss", -1) if t.keep_best else None
     if run.best:
@@ -250,6 +251,9 @@ def _steps(run: Run) -> None:
         elapsed = time.perf_counter() - tick
         run.state["train_s"] += elapsed
         run.state["tokens"] += step_tokens
+        if run.step == first_step + 1:  # this process's first: CUDA and cuBLAS start, the allocator fills
+            run.state["first_steps_s"] += elapsed
+            run.state["first_steps_tokens"] += step_tokens
         for key, value in (("loss", step_loss), ("steps", 1), ("s", elapsed), ("tokens", step_tokens)):
             window[key] += value
         run.bar.update(1)

@@ -84,12 +84,18 @@ def summary(run: Run, peak: float) -> dict[str, Any]:
     """summary.json's figures (the task's own keys last)."""
     engine, state = run.engine, run.state
     train_s = max(state["train_s"], 1e-9)
+    # the steps after each process's first: a short run's first step (on a GPU, seconds of CUDA and
+    # cuBLAS start-up) would otherwise halve its speed; a run of one step per process has only that
+    steady_tokens = state["tokens"] - state["first_steps_tokens"]
+    steady_s = state["train_s"] - state["first_steps_s"]
+    steady = steady_tokens / steady_s if steady_tokens > 0 and steady_s > 0 else state["tokens"] / train_s
     return {
         **run.metrics,
         "steps": run.step,
         "skipped_steps": state["skipped"],
         "tokens": state["tokens"],
         "tokens_per_s": state["tokens"] / train_s,
+        "tokens_per_s_steady": steady,
         "wall_s": state["wall_s"],
         "train_s": state["train_s"],
         "dtype": str(run.dtype).removeprefix("torch."),
@@ -102,6 +108,7 @@ def summary(run: Run, peak: float) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "malloc": malloc.in_use(),  # tcmalloc or glibc: steps and RSS differ (lmforge/malloc.py)
         "mfu": run.flops_per_token * state["tokens"] / train_s / (peak * engine.world_size),
+        "mfu_steady": run.flops_per_token * steady / (peak * engine.world_size),
         "peak_flops": peak,
         "memory_per_rank": run.memory,  # bytes held for params, grads, optimizer state (rank 0)
         "peak_rss_gb_per_rank": per_rank(engine, peak_rss_gb()),
