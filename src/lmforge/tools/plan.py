@@ -168,12 +168,18 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: D
     buffers = plan_memory.buffers(counts, plan_model.modules(m, head), s, gpu)
     # on a CPU the device is the host: every byte is RAM
     fixed = dev.runtime + sum(v for k, v in states.items() if k not in host or not gpu)
-    fixed += sum(b for b, on_host in buffers.values() if not on_host or not gpu)
+    on_device = {k: b for k, (b, on_host) in buffers.items() if not on_host or not gpu}
+    late = plan_memory.after_the_loss(s)
+    later = sum(b for k, b in on_device.items() if k in late)  # made after the loss's gradients are gone
+    fixed += sum(b for k, b in on_device.items() if k not in late)
     if not gpu and s.stage:
         fixed += plan_devices.CPU_RUNTIME_DEEPSPEED
     one = plan_model.activation_bytes(m, seq_tokens, seq_len, s.width, not gpu, head)
     act = {k: v * micro for k, v in one.items()}
-    peak = {"step": fixed + act["activations"], "step_checkpointed": fixed + act["activations_checkpointed"]}
+    peak = {
+        "step": fixed + _peak(one, micro, later, False),
+        "step_checkpointed": fixed + _peak(one, micro, later, True),
+    }
     room = dev.memory - fixed
     offloaded = sum(v for k, v in states.items() if k in host) + sum(b for b, h in buffers.values() if h)
     return {
@@ -185,12 +191,43 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: D
         "buffers": {k: b for k, (b, _) in buffers.items()},
         "runtime": dev.runtime,
         "host": offloaded if gpu else 0,  # bytes an offloading engine keeps in the host's RAM
+        "buffers_after_loss": later,  # of `buffers`: made after the loss's gradients are gone
         **act,
         "peak": peak,
         "fits": peak["step"] <= dev.memory,
-        "max_micro_batch": max(room // one["activations"], 0),
-        "max_micro_batch_checkpointed": max(room // one["activations_checkpointed"], 0),
+        "max_micro_batch": _most(one, room, later, False),
+        "max_micro_batch_checkpointed": _most(one, room, later, True),
     }
+
+
+def _one_example_checkpointed(row: dict[str, Any]) -> int:
+    """A row's peak with activation checkpointing at a micro-batch of one example."""
+    keys = ("activations", "activations_checkpointed", "loss_backward", "rebuilt")
+    one = {k: row[k] // row["micro_batch"] for k in keys}
+    later = row["buffers_after_loss"]
+    fixed = row["peak"]["step_checkpointed"] - _peak(one, row["micro_batch"], later, True)
+    return fixed + _peak(one, 1, later, True)
+
+
+def _moments(one: dict[str, int], checkpointed: bool) -> tuple[int, int]:
+    """Per example: (activations at the loss's backward, activations when the later buffers exist):
+    the loss's gradients are gone by then, and with checkpointing a rebuilt block is there instead."""
+    if checkpointed:
+        base = one["activations_checkpointed"] - max(one["loss_backward"], one["rebuilt"])
+        return base + one["loss_backward"], base + one["rebuilt"]
+    return one["activations"], one["activations"] - one["loss_backward"]
+
+
+def _peak(one: dict[str, int], micro: int, later: int, checkpointed: bool) -> int:
+    """Activations and the buffers made after the loss (`later`) at the step's fullest moment."""
+    at_loss, afterwards = _moments(one, checkpointed)
+    return max(micro * at_loss, micro * afterwards + later)
+
+
+def _most(one: dict[str, int], room: int, later: int, checkpointed: bool) -> int:
+    """The largest micro-batch whose _peak fits in `room`: both moments must."""
+    at_loss, afterwards = _moments(one, checkpointed)
+    return max(min(room // max(at_loss, 1), (room - later) // max(afterwards, 1)), 0)
 
 
 def _device_fit(mine: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, seq_len: int,
@@ -245,10 +282,7 @@ def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, head: 
     only one gathered layer and the activations on a device, so more ranks cannot help (lmforge
     has no tensor or sequence parallelism); a shorter sequence can, and the answer names one."""
     # one example with checkpointing, the least any engine needs
-    least = min(
-        r["peak"]["step_checkpointed"] - r["activations_checkpointed"] * (1 - 1 / r["micro_batch"])
-        for r in rows
-    )
+    least = min(_one_example_checkpointed(r) for r in rows)
     answer = (
         f"{counts.params:,} parameters at {seq_tokens:,} tokens per example do not fit on"
         f" {rows[0]['world_size']} x {dev.name} ({dev.memory / GiB:.0f} GiB per rank) with any engine,"

@@ -118,6 +118,17 @@ def buffers(counts: Counts, modules: list[Module], s: Setup, gpu: bool) -> dict[
     return out
 
 
+def after_the_loss(s: Setup) -> set[str]:
+    """Buffers that never meet the loss's backward gradients: DeepSpeed allocates ZeRO-1/2's reduce
+    bucket at the first parameter's gradient and frees it after backward (`setup_buckets`,
+    `_release_ipg_buffers` in runtime/zero/stage_1_and_2.py; ZeRO-3 allocates its own at start), and
+    every stage's fp32 gradient partition in the step. On an H200, adding them to the loss's
+    gradients planned a ZeRO-2 GPT-2 16% over its measured peak (docs/plan.md)."""
+    if not s.stage:
+        return set()
+    return {"fp32_grads"} | ({"reduce_bucket"} if s.stage in (1, 2) else set())
+
+
 def checkpoint_bytes(counts: Counts) -> int:
     """Rank 0 gathers the full fp32 weights and AdamW moments on the host to write a checkpoint
     (engines/state.py)."""

@@ -329,4 +329,6 @@ def activation_bytes(
         "activations": total_blocks + out + loss_backward,
         # the loss's gradients are gone before the first block is rebuilt
         "activations_checkpointed": layers * inputs + out + max(loss_backward, biggest + rebuilt),
+        "loss_backward": loss_backward,  # the two moments' own parts, for buffers that meet only one
+        "rebuilt": biggest + rebuilt,
     }
