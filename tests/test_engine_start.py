@@ -110,7 +110,9 @@ def test_the_deepspeed_launcher_shares_the_cores_as_torchrun_ranks_do(tmp_path: 
         "import os, torch\n"
         "from lmforge.train.engines.distributed import ensure_launch_env\n"
         "ensure_launch_env()\n"
-        "print('rank', os.environ['RANK'], 'threads', torch.get_num_threads(), flush=True)\n"
+        # one write of under PIPE_BUF bytes is atomic: the launcher runs ranks unbuffered (-u), where
+        # print's pieces are separate writes and two ranks' lines interleaved ("rank 0rank 1 ...")
+        "os.write(1, f\"rank {os.environ['RANK']} threads {torch.get_num_threads()}\\n\".encode())\n"
     )
     runner = [
         sys.executable,
