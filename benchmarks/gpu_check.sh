@@ -8,9 +8,9 @@
 #   on Tiny Shakespeare: its validation loss and time against nanoGPT's 1.4697 in about 3 minutes
 #   on an A100. Needs the data: TINYSHAKESPEARE=path (default ../shared/data/tinyshakespeare.txt).
 # - decode: benchmarks/bench_generate on the GPU, lmforge against transformers' generate.
-# - plan: `lmforge plan --calibrate` for GPT-2 small on this GPU, local and DeepSpeed ZeRO-2: the
-#   planned per-rank model states and peak against the calibration run's memory_per_rank and peak
-#   GPU memory.
+# - plan: `lmforge plan --calibrate` for GPT-2 small on this GPU, local and DeepSpeed ZeRO-2 (or
+#   PLAN_ENGINES="local fsdp zero1 zero2 zero3"): the planned per-rank model states and peak against
+#   the calibration run's memory_per_rank and peak GPU memory.
 # - tasks: the shakespeare recipe, translation (300 steps, BLEU) and classification, each on the
 #   local engine and DeepSpeed, then benchmarks/gpu_tasks.py decodes, scores, exports and loads
 #   back each task's model on the GPU.
@@ -101,9 +101,15 @@ plan() {
   fi
   # a recipe file: plan reads the engine and shapes from it, as train does
   printf '[data]\ninput = "%s"\n' "$WORK/data" > "$WORK/gpt2.toml"
-  "$PY" -m lmforge plan "$WORK/gpt2.toml" "${GPT2_KEYS[@]}" --device "$device" --calibrate --calibrate-steps 6
-  "$PY" -m lmforge plan "$WORK/gpt2.toml" "${GPT2_KEYS[@]}" --engine.name=deepspeed --engine.zero_stage=2 \
-    --device "$device" --calibrate --calibrate-steps 6
+  local engine
+  # PLAN_ENGINES: which engines calibrate (default local and ZeRO-2, about 40 s each on an H200)
+  for engine in ${PLAN_ENGINES:-local zero2}; do
+    case $engine in
+      zero*) set -- --engine.name=deepspeed "--engine.zero_stage=${engine#zero}" ;;
+      *) set -- "--engine.name=$engine" ;;
+    esac
+    "$PY" -m lmforge plan "$WORK/gpt2.toml" "${GPT2_KEYS[@]}" "$@" --device "$device" --calibrate --calibrate-steps 6
+  done
 }
 
 profile() {
