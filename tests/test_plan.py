@@ -91,9 +91,10 @@ def test_activations_equal_what_autograd_saves_on_the_cpu(dtype: torch.dtype, dr
 
 
 LOSS_PEAK = """
-import re, sys, torch, torch.nn.functional as F
+import sys, torch, torch.nn.functional as F
+from lmforge.processes import own_status
 def high_water():  # this process's peak RSS in bytes; ru_maxrss would start at the parent's
-    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024
+    return int(own_status("VmHWM")) * 1024
 tokens, vocab = 1024, 50304
 head = torch.randn(vocab, 64, requires_grad=True)
 hidden = torch.randn(tokens, 64, requires_grad=True)

@@ -3,7 +3,7 @@
 After a kill -9 of the parent (prep, torchrun, `lmforge launch`, the deepspeed launcher) the
 children would otherwise go on alone: prep's workers cleaning into a folder the next prep removes,
 training ranks writing checkpoints into a run nobody watches. Linux's PR_SET_PDEATHSIG; elsewhere a
-parent's own shutdown is all there is.
+parent's own shutdown is all there is. Also what Linux's /proc/self/status says of this process.
 """
 
 from __future__ import annotations
@@ -13,11 +13,22 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 from lmforge.errors import LmforgeError
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 AGENT_PID = "LMFORGE_AGENT_PID"  # set by `lmforge launch`'s torchrun agent for its ranks
+
+
+def own_status(field: str) -> str | None:
+    """A field of /proc/self/status ("VmHWM", "Umask"): its value's first word, or None where there
+    is no such file (not Linux) or field."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split()[1] for line in lines if line.startswith(f"{field}:")), None)
 
 
 def launched_world() -> int:

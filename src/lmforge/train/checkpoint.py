@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmforge.errors import LmforgeError
+from lmforge.processes import own_status
 from lmforge.tokenization.marian import load_translation_tokenizer
 
 PREFIX = "step_"
@@ -311,12 +312,8 @@ def _hash_and_sync(path: Path, sync: bool = True) -> tuple[int, str]:
 
 def umask() -> int:
     """The process's umask (read without changing it where /proc allows)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
+    if (mask := own_status("Umask")) is not None:
+        return int(mask, 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

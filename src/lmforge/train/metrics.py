@@ -15,6 +15,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.outputs import write_file
+from lmforge.processes import own_status
 
 
 def format_duration(seconds: float) -> str:
@@ -28,13 +29,8 @@ def peak_rss_gb() -> float:
     """Peak resident memory of this process, GiB. Linux's VmHWM where there is one: ru_maxrss
     starts a spawned process at its parent's resident size (a trainer launched from a 2 GiB
     process reported 2 GiB before its first tensor)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        status = ""
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20  # kB
+    if (high_water := own_status("VmHWM")) is not None:
+        return int(high_water) / 2**20  # kB
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
     return kib / 2**20  # macOS reports bytes, Linux KiB
 
