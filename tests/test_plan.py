@@ -90,6 +90,7 @@ def test_activations_equal_what_autograd_saves_on_the_cpu(dtype: torch.dtype, dr
     assert 0.9 < planned["activations"] / saved < 1.1
 
 
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
 LOSS_PEAK = """
 import sys, torch, torch.nn.functional as F
 from lmforge.processes import own_status
@@ -107,7 +108,7 @@ print((high_water() - before) / (tokens * vocab))
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+@LINUX_PROC
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_a_language_models_loss_peak_is_planned(dtype: str) -> None:
     # GPT-2 small on an H200 peaked 25% above the plan when it counted only the kept log-softmax:
@@ -130,7 +131,7 @@ def test_a_language_models_loss_peak_is_planned(dtype: str) -> None:
         assert 0.9 < planned / measured < 1.1, (key, planned, measured)
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+@LINUX_PROC
 def test_a_spawned_processs_peak_rss_is_its_own() -> None:
     # summary.json's peak_rss_gb_per_rank, which plans are checked against: ru_maxrss starts a
     # spawned process at its parent's resident size, so a run launched from a big process (a
