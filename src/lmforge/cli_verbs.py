@@ -105,6 +105,8 @@ VERBS: dict[str, Verb] = {
             opt("--seed", "sampling seed", type=int),
             opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false",
                 alt=False),
+            opt("--compile", "decode through a compiled step (CPU; faster per token after a compile of"
+                " seconds to a minute: for long outputs)", action="store_true", alt=False),
             opt("--dtype", "weights dtype", alt=False, **DTYPE),
             opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
         ),

@@ -8,6 +8,7 @@ always condition on the same tokens and give the same output.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.autotune import to_inference_dtype
+from lmforge.inference.compiled_decode import check_compilable, compiled_step, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -63,16 +65,22 @@ def stream_ids(
     use_cache: bool = True,
     generator: torch.Generator | list[torch.Generator] | None = None,
     mask: torch.Tensor | None = None,
+    compile: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
     lengths come left-padded with mask (B, T) bool, True on real tokens; without one every row
-    is real (the fast path: no mask, positions from 0)."""
+    is real (the fast path: no mask, positions from 0). compile: one prompt's steps after the
+    prefill run compiled (inference/compiled_decode.py)."""
     context = model.config.block_size
     seq, real = prompt, mask
+    if compile:
+        check_compilable(model, prompt.size(0), mask, use_cache)
+    new_cache = functools.partial(layer_cache, model) if compile else model.new_cache
+    step = functools.partial(compiled_step() if compile else next_logits, model)
     # room for what this call decodes, not the whole context: a batch of 32 at SmolLM2's 8,192
     # positions would reserve 12 GB of keys and values
     room = min(context, prompt.size(1) + max_new_tokens)
-    cache = model.new_cache(prompt.size(0), room) if use_cache else None
+    cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
     for _ in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)
@@ -81,9 +89,12 @@ def stream_ids(
         if real is not None:
             real = torch.cat([real, real.new_ones(real.size(0), 1)], dim=1)
         if cache is not None and cache.length < context:
-            logits = model(token[:, None], cache, True, real)[:, -1]
+            if real is None:
+                logits = step(token[:, None], cache)
+            else:
+                logits = model(token[:, None], cache, True, real)[:, -1]
         else:  # no cache, or the window slides: recompute over the last `context` tokens
-            cache = model.new_cache(seq.size(0)) if use_cache else None
+            cache = new_cache(seq.size(0)) if use_cache else None
             logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
 
 
@@ -159,6 +170,7 @@ def generate_ids(
     seed: int | None = None,
     truncate: bool = False,
     on_token: Callable[[int, int], None] | None = None,
+    compile: bool = False,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
@@ -167,9 +179,12 @@ def generate_ids(
     gives the tokens it would alone, up to floating-point summation order). With a seed, row i
     samples from its own generator (row_generator), so it draws what it would in any other batch
     where it is row i. on_token(prompt index, token id) is called as each token is chosen (for
-    streaming).
+    streaming). compile: each prompt in turn, its steps compiled (inference/compiled_decode.py).
     """
-    check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    check_options(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        compile=compile,
+    )  # fmt: skip
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
     generator = None if seed is None else [row_generator(seed, i, device) for i in range(len(prompts))]
@@ -178,9 +193,23 @@ def generate_ids(
     stops = stop_set(eos_id)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
         return [[] for _ in prompts]
+    if compile:  # a compiled step decodes one sequence: the prompts in turn, row i with its generator
+        outputs: list[list[int]] = []
+        for i, ids in enumerate(prompts):
+            steps = stream_ids(
+                model, torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, top_p,
+                use_cache, None if generator is None else [generator[i]], None, compile=True,
+            )  # fmt: skip
+            tell = None if on_token is None else functools.partial(_as_row, on_token, i)
+            outputs += collect_tokens(steps, 1, stops, tell)
+        return outputs
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask)
     return collect_tokens(steps, len(prompts), stops, on_token)
+
+
+def _as_row(on_token: Callable[[int, int], None], row: int, _: int, token: int) -> None:
+    on_token(row, token)
 
 
 def check_prompts(prompts: list[list[int]], context: int, truncate: bool) -> list[list[int]]:
@@ -273,13 +302,16 @@ def generate(
     truncate_prompt: bool = False,
     use_cache: bool = True,
     dtype: str = "auto",
+    compile: bool = False,
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
     With stream=True (one prompt) text goes to stdout as it is produced. dtype `auto` runs the
     weights in bf16 where training would (decoding is memory-bound: half the bytes per token).
     Arguments are checked (inference/options.py) before the model loads; a prompt longer than the
-    model's context is an error unless truncate_prompt keeps its last tokens.
+    model's context is an error unless truncate_prompt keeps its last tokens. compile=True decodes
+    each prompt through a compiled step (inference/compiled_decode.py): faster per token on the
+    CPU, after a compile of seconds to a minute, so for long outputs.
     """
     check_options(
         max_new_tokens=max_new_tokens,
@@ -290,6 +322,7 @@ def generate(
         truncate_prompt=truncate_prompt,
         use_cache=use_cache,
         dtype=dtype,
+        compile=compile,
     )
     prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
@@ -312,6 +345,7 @@ def generate(
         seed,
         truncate_prompt,
         echo if streaming else None,
+        compile,
     )
     if streaming:
         sys.stdout.write("\n")

@@ -93,6 +93,7 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> bool
     return (
         q.dtype == torch.bfloat16  # first: an fp32 step stops here
         and q.is_cpu
+        and not torch.compiler.is_compiling()  # a compiled step: the probe's timing cannot be traced
         and q.size(-2) == 1
         and k.size(-2) > 1
         and q.size(1) % k.size(1) == 0

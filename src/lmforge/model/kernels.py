@@ -110,6 +110,15 @@ def swapped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return y.t().contiguous().view(*x.shape[:-1], weight.size(0))
 
 
+def traced_one_row(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for one row, written as the sum it is, for torch.compile to trace
+    (inference/compiled_decode.py): inductor turns it into its own loop over the weight's rows, which
+    on a 2-core AMD EPYC with AVX512_BF16 read 6x384's weights at 50 GB/s where MKL's and oneDNN's
+    matrix-vector kernels read 10-19 (benchmarks/README.md). x (..., in) with one row, weight (out, in)."""
+    y = (x.unsqueeze(-2) * weight).sum(-1)  # (..., 1, in) * (out, in) summed over in: (..., out)
+    return y if bias is None else y + bias
+
+
 FP32_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
     "mkl": F.linear,
     "onednn": onednn_linear,

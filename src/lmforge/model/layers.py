@@ -13,7 +13,14 @@ from torch import nn
 
 from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
-from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, packable, packed_linear
+from lmforge.model.kernels import (
+    FP32_KERNELS,
+    bf16_route,
+    linear_route,
+    packable,
+    packed_linear,
+    traced_one_row,
+)
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -39,6 +46,9 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     ):
         return layer(x)
     weight, bias = layer._parameters["weight"], layer._parameters["bias"]
+    if torch.compiler.is_compiling():  # traced: no route lookup (its probe times kernels)
+        one_row = x.numel() == x.size(-1)  # a compiled decoding step (inference/compiled_decode.py)
+        return traced_one_row(x, weight, bias) if one_row else F.linear(x, weight, bias)
     dtype = x.dtype
     if dtype == torch.float32 and weight.dtype == dtype:
         return FP32_KERNELS[linear_route(x.numel() // x.size(-1))](x, weight, bias)
