@@ -2,7 +2,7 @@
 and against the memory-bandwidth bound.
 
     python -m benchmarks.bench_generate [--new-tokens 128] [--rounds 3] [--slow-rounds 1]
-        [--shapes 6x384 gpt2] [--device cuda]
+        [--shapes 6x384 gpt2] [--device cuda] [--no-compiled]
 
 Random weights; greedy decoding of exactly N new tokens; every side in fp32, and lmforge and HF
 in bf16 too where the CPU has bf16 units (lmforge's default there: `lmforge generate --dtype
@@ -11,12 +11,14 @@ lmforge without its cache it recomputes the whole sequence each token, so both a
 contenders measured over --slow-rounds. The bound is bandwidth / bytes read per token (every
 weight once, plus K and V at their mean length), with the bandwidth measured here by
 benchmarks/bandwidth.py's read probe (on a GPU, of its memory; every call is timed to the end of
-its queued kernels).
+its queued kernels). On the CPU lmforge's compiled decoding (`generate --compile`) runs too; its
+warm-up compiles, and the time it took is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 
 import torch
@@ -52,8 +54,10 @@ def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidt
     prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_tokens)).to(device)
     ids = prompt[0].tolist()
 
-    def run_ours(model: GPT = ours, cache: bool = True) -> float:
-        return n / timed(lambda: generate_ids(model, [ids], n, temperature=0, use_cache=cache), device)
+    def run_ours(model: GPT = ours, cache: bool = True, compile: bool = False) -> float:
+        return n / timed(
+            lambda: generate_ids(model, [ids], n, temperature=0, use_cache=cache, compile=compile), device
+        )
 
     def run_hf(hf: torch.nn.Module = theirs) -> float:
         kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "use_cache": True}
@@ -69,6 +73,10 @@ def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidt
         theirs_bf16 = hf_gpt2(cfg).eval().to(device, torch.bfloat16)
         fast["lmforge cache bf16"] = lambda: run_ours(ours_bf16)
         fast["HF generate cache bf16"] = lambda: run_hf(theirs_bf16)
+    if args.compiled and device.type == "cpu":  # compiled steps (inference/compiled_decode.py)
+        fast["lmforge compiled fp32"] = lambda: run_ours(compile=True)
+        if bf16_units:
+            fast["lmforge compiled bf16"] = lambda: run_ours(ours_bf16, compile=True)
     slow: dict[str, Callable[[], float]] = {"lmforge no-cache fp32": lambda: run_ours(cache=False)}
     peer = nanogpt.load()
     if peer is not None:
@@ -81,8 +89,11 @@ def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidt
                 device,
             )
         )
-    for run in fast.values():
-        run()  # warm up
+    for name, run in fast.items():
+        start = time.perf_counter()
+        run()  # warm up (and compile)
+        if "compiled" in name:
+            print(f"  {name}: first call (compiles) {time.perf_counter() - start:.1f} s")
     rates = interleaved(fast, args.rounds)
     rates |= interleaved(slow, args.slow_rounds) if args.slow_rounds > 0 else {}
     mean_len = args.prompt_tokens + n / 2
@@ -98,6 +109,13 @@ def bench_shape(label: str, cfg: ModelConfig, args: argparse.Namespace, bandwidt
     for name in slow:
         if name in rates:
             print(f"  cache vs {name}: {cache / rates[name]:.2f}x")
+    for dt in ("fp32", "bf16"):
+        if f"lmforge compiled {dt}" in rates:
+            compiled = rates[f"lmforge compiled {dt}"]
+            print(
+                f"  compiled vs cache ({dt}): {compiled / rates[f'lmforge cache {dt}']:.2f}x,"
+                f" vs HF {dt}: {compiled / rates[f'HF generate cache {dt}']:.2f}x"
+            )
     if "lmforge cache bf16" in rates:
         bf16 = rates["lmforge cache bf16"]
         print(f"  cache bf16 vs HF fp32:      {bf16 / base:.2f}x   (lmforge's default vs HF's default)")
@@ -112,6 +130,12 @@ def main() -> None:
     parser.add_argument("--slow-rounds", type=int, default=1, help="rounds of the cacheless contenders")
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: both libraries decode on the GPU")
+    parser.add_argument(
+        "--compiled",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add lmforge's compiled decoding (CPU; each shape compiles at its warm-up)",
+    )
     args = parser.parse_args()
     print(
         f"generation, batch 1, prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, greedy"

@@ -2,13 +2,14 @@
 same weights (and llama.cpp on the same GGUF where its Python binding is installed).
 
     python -m benchmarks.bench_smollm2 [--rounds 3] [--new-tokens 128]
-        [--llama-cpp-python /tmp/llamacpp/venv/bin/python]
+        [--llama-cpp-python /tmp/llamacpp/venv/bin/python] [--no-compiled]
 
 The GGUF comes from `python -m data.smollm2`. transformers loads it (dequantized to fp32); lmforge
 converts the same file (formats/gguf.py where present, else from transformers' load), so both
 run the same fp32 weights, and both in bf16 (weights cast). Greedy, exactly N new tokens (EOS
 ignored), from a ~100-token prompt. Batch 8: prompts of 8 different lengths (both pad them on
-the left with an attention mask and decode one batch), and 8 prompts of equal length.
+the left with an attention mask and decode one batch), and 8 prompts of equal length. At batch 1
+lmforge also decodes through its compiled step (`generate --compile`; compiled at the warm-up).
 
 Each figure is a median over rounds, the contenders interleaved. Printed beside each: the
 memory-bandwidth bound, batch x bandwidth / bytes read per step (every weight once, plus the KV
@@ -25,6 +26,7 @@ import json
 import lzma
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--llama-cpp-python", default="/tmp/llamacpp/venv/bin/python",
                         help="a Python with llama_cpp installed ('' to skip)")  # fmt: skip
+    parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True,
+                        help="add lmforge's compiled decoding at batch 1 (generate --compile)")  # fmt: skip
     args = parser.parse_args()
     from data.smollm2 import smollm2_gguf
 
@@ -186,8 +190,12 @@ def main() -> None:
         ids, mask = hf_batch(batch)
         return len(batch) * n / timed(lambda: model.generate(ids, attention_mask=mask, generation_config=gen))
 
-    def run_ours(model: GPT, batch: list[list[int]]) -> float:
-        return len(batch) * n / timed(lambda: generate_ids(model, batch, n, temperature=0, eos_id=None))
+    def run_ours(model: GPT, batch: list[list[int]], compile: bool = False) -> float:
+        return (
+            len(batch)
+            * n
+            / timed(lambda: generate_ids(model, batch, n, temperature=0, eos_id=None, compile=compile))
+        )
 
     def prefill_hf(model: torch.nn.Module) -> float:
         ids = torch.tensor([one])
@@ -203,6 +211,13 @@ def main() -> None:
     print(f"greedy fp32, batch 1: lmforge and transformers agree on the first {agree(ours_tokens, hf_tokens)}"
           f" of {n} tokens")  # fmt: skip
 
+    if args.compiled:  # its first call compiles
+        start = time.perf_counter()
+        compiled_tokens = generate_ids(ours, [one], n, temperature=0, eos_id=None, compile=True)[0]
+        took, same = time.perf_counter() - start, agree(compiled_tokens, ours_tokens)
+        print(f"greedy fp32, batch 1: lmforge compiled (its first call compiles: {took:.0f} s) and eager"
+              f" agree on the first {same} of {n} tokens")  # fmt: skip
+
     models: dict[str, tuple[torch.nn.Module, GPT]] = {"fp32": (hf, ours)}
     if cpu_has_bf16():
         ours_bf16 = kernels.for_inference(copy.deepcopy(ours).to(torch.bfloat16))  # as generate marks it
@@ -211,6 +226,8 @@ def main() -> None:
     for dt, (h, o) in models.items():
         runs[f"b1 {dt} lmforge"] = lambda o=o: run_ours(o, [one])
         runs[f"b1 {dt} transformers"] = lambda h=h: run_hf(h, [one])
+        if args.compiled:
+            runs[f"b1 {dt} lmforge-compiled"] = lambda o=o: run_ours(o, [one], compile=True)
         runs[f"b8 ragged {dt} lmforge"] = lambda o=o: run_ours(o, ragged)
         runs[f"b8 ragged {dt} transformers"] = lambda h=h: run_hf(h, ragged)
         runs[f"b8 equal {dt} lmforge"] = lambda o=o: run_ours(o, equal)
