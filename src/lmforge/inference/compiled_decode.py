@@ -42,20 +42,13 @@ class LayerCache(KVCache):
     with index_copy_, which a compiled step does in place. `k` and `v` hold the per-layer lists."""
 
     def __init__(
-        self,
-        n_layer: int,
-        batch: int,
-        n_head: int,
-        max_len: int,
-        head_size: int,
-        dtype: torch.dtype,
-        device: torch.device | str = "cpu",
+        self, n_layer: int, shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device
     ) -> None:
-        shape = (batch, n_head, max_len, head_size)
+        """shape (B, n_kv, max_len, hs): each layer's keys, and its values."""
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]  # type: ignore[assignment]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]  # type: ignore[assignment]
         self.length = 0
-        self.max_len = max_len
+        self.max_len = shape[2]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.size(-2)
@@ -70,14 +63,11 @@ class LayerCache(KVCache):
 def layer_cache(model: GPT, batch: int, max_len: int | None = None) -> LayerCache:
     """A LayerCache shaped like model.new_cache(batch, max_len)."""
     c = model.config
-    weight = model.wte.weight
-    return LayerCache(
-        c.n_layer, batch, c.n_kv_head or c.n_head, max_len or c.block_size, c.n_embd // c.n_head,
-        weight.dtype, weight.device,
-    )  # fmt: skip
+    shape = (batch, c.n_kv_head or c.n_head, max_len or c.block_size, c.n_embd // c.n_head)
+    return LayerCache(c.n_layer, shape, model.wte.weight.dtype, model.wte.weight.device)
 
 
-def next_logits(model: GPT, token: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+def next_logits(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """token (1, 1) after the cached sequence -> its logits (1, vocab); the cache advances by one."""
     return model(token, cache, True)[:, -1]
 
