@@ -114,9 +114,11 @@ def test_pipeline_chat_matches_transformers(llama: Path, reference: Any, name: s
     assert new_only == reference(messages, do_sample=False, max_new_tokens=NEW, return_full_text=False)
 
 
-def test_a_batch_of_conversations(llama: Path, reference: Any) -> None:
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_a_batch_of_conversations(llama: Path, reference: Any, compile: bool) -> None:
     batch = [CONVERSATIONS["user"], CONVERSATIONS["multi-turn"]]
-    ours = pipeline("text-generation", llama, dtype="fp32")(batch, do_sample=False, max_new_tokens=8)
+    generate = pipeline("text-generation", llama, dtype="fp32")
+    ours = generate(batch, do_sample=False, max_new_tokens=8, compile=compile)
     assert ours == reference(batch, do_sample=False, max_new_tokens=8)
     assert len(ours) == 2 and all(len(r) == 1 for r in ours)
 
@@ -222,12 +224,14 @@ def expected_replies(llama: Path, system: str, lines: list[str], new: int) -> li
     return replies
 
 
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_chat_scripted_from_stdin(
-    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], compile: bool
 ) -> None:
+    """Compiled, every reply (one compile, then prompts of other lengths) is the eager pipeline's."""
     lines = ["Who is the king?", "And the queen?", "/reset", "Who is the king?", "", "/exit", "never read"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
-    chat(llama, system="Be brief.", do_sample=False, max_new_tokens=8, dtype="fp32")
+    chat(llama, system="Be brief.", do_sample=False, max_new_tokens=8, dtype="fp32", compile=compile)
     out = capsys.readouterr()
     replies = expected_replies(llama, "Be brief.", lines[:4], 8)
     assert out.out == "".join(r + "\n" for r in replies)

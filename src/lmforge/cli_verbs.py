@@ -130,6 +130,8 @@ VERBS: dict[str, Verb] = {
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
             opt("--seed", "sampling seed", type=int),
             opt("--dtype", "weights dtype", **DTYPE),
+            opt("--compile", "decode replies through a compiled step (CPU; compiled at the first reply,"
+                " then reused)", action="store_true"),
         ),
     ),
     "ask": Verb(

@@ -215,6 +215,7 @@ def chat(
     top_p: float | None = None,
     seed: int | None = None,
     dtype: str = "auto",
+    compile: bool = False,
 ) -> None:
     """Chat with a model directory that has a chat template. Replies stream to stdout; the
     history is kept; `/reset` clears it (the system prompt stays), `/exit` quits. When stdin is not
@@ -223,8 +224,10 @@ def chat(
     temperature 0.7, top_k 50), then the model's generation_config.json, then these options.
     A message that cannot be answered is one line on stderr, left out of the history, and the
     session goes on (from stdin, the exit status is then 2: an error at the end counts them); a
-    conversation longer than the context loses its oldest turns, with one line saying so."""
-    check_options(dtype=dtype, seed=seed)
+    conversation longer than the context loses its oldest turns, with one line saying so.
+    compile: replies decode through a compiled step (inference/compiled_decode.py), compiled at the
+    first reply and reused by every later one."""
+    check_options(dtype=dtype, seed=seed, compile=compile)
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
     net = require_decoder(net, model, "so it cannot chat")
@@ -284,6 +287,7 @@ def chat(
                 spec.stops,
                 seed=None if seed is None else seed + turn,
                 on_token=stream,
+                compile=compile,
             )
         except LmforgeError as e:  # this message only: the session and its history go on
             print(f"lmforge: not answered: {e}", file=sys.stderr)

@@ -78,17 +78,19 @@ class TextGenerationPipeline:
         seed: int | None = None,
         truncate_prompt: bool = False,
         num_beams: int | None = 1,
+        compile: bool = False,
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """One prompt or conversation gives a list of one dict; a list of them gives one such list
         each. do_sample=False decodes greedily (temperature 0); a prompt longer than the model's
-        context is an error unless truncate_prompt keeps its last tokens."""
+        context is an error unless truncate_prompt keeps its last tokens. compile=True decodes each
+        prompt through a compiled step (inference/compiled_decode.py; CPU, for long outputs)."""
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
         given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
                  "top_k": top_k, "top_p": top_p}  # fmt: skip
         check_options(**{k: v for k, v in given.items() if v is not None})
         check_options(return_full_text=return_full_text, seed=seed, truncate_prompt=truncate_prompt,
-                      num_beams=num_beams)  # fmt: skip
+                      num_beams=num_beams, compile=compile)  # fmt: skip
         if num_beams not in (None, 1):
             raise LmforgeError(
                 f"num_beams={num_beams!r}: text-generation decodes greedily or by sampling (num_beams=1);"
@@ -118,6 +120,7 @@ class TextGenerationPipeline:
                 seed,
                 truncate_prompt,
                 None,
+                compile,
             )
         replies = [self.tokenizer.decode(o) for o in outs]
         if chats is None:
