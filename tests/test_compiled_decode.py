@@ -3,14 +3,19 @@ and a one-line error where it does not apply. Each model shape compiles once (10
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from lmforge import cli
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
 from lmforge.inference.compiled_decode import LayerCache, compiled_step, layer_cache, next_logits
 from lmforge.inference.generate import generate_ids, prefill
 from lmforge.model.gpt import GPT
+from lmforge.tokenization.tokenizer import Tokenizer
 
 GPT2_LIKE = ModelConfig(n_layer=2, n_head=4, n_embd=64, block_size=48, vocab_size=97)
 LLAMA_LIKE = ModelConfig(
@@ -95,3 +100,18 @@ def test_compiled_decoding_refuses_what_it_cannot_do_in_one_line() -> None:
     with pytest.raises(LmforgeError, match="compile=.yes.: must be True or False"):
         generate_ids(model, [[1, 2]], 3, compile="yes")  # type: ignore[arg-type]
     assert isinstance(layer_cache(model, 1), LayerCache)
+
+
+def test_generate_refuses_compile_without_the_cache_before_it_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tok = Tokenizer.train_char(["hi there"])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=tok.vocab_size)
+    write_model_dir(tmp_path / "gpt", config, GPT(config).state_dict(), tok)
+    argv = ["generate", str(tmp_path / "gpt"), "--prompt", "hi", "--compile", "--no-cache"]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert (
+        out == ""
+        and err == "lmforge: error: compiled decoding needs the KV cache: drop --no-cache (use_cache=False)\n"
+    )

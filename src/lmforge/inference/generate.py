@@ -327,6 +327,8 @@ def generate(
     prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
     net = to_inference_dtype(require_decoder(net, model), dtype)[0]
+    if compile:  # before a streamed prompt is echoed
+        check_compilable(net, 1, None, use_cache)
     ids = encode_prompts(tokenizer, prompts)
     echo = TextStream(tokenizer)
     streaming = stream and len(prompts) == 1
