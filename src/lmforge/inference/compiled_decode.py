@@ -24,6 +24,7 @@ agree with eager decoding but for near-ties, as between MKL and oneDNN.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -72,14 +73,10 @@ def next_logits(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor
     return model(token, cache, True)[:, -1]
 
 
-_compiled: list[Callable[[GPT, torch.Tensor, LayerCache], torch.Tensor]] = []
-
-
+@functools.cache
 def compiled_step() -> Callable[[GPT, torch.Tensor, LayerCache], torch.Tensor]:
     """The compiled decoding step, made once per process (dynamo keeps a graph per model shape)."""
-    if not _compiled:
-        _compiled.append(torch.compile(next_logits, fullgraph=True, dynamic=True, options=OPTIONS))
-    return _compiled[0]
+    return torch.compile(next_logits, fullgraph=True, dynamic=True, options=OPTIONS)
 
 
 def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cache: bool) -> None:
