@@ -115,3 +115,9 @@ def test_generate_refuses_compile_without_the_cache_before_it_prints(
         out == ""
         and err == "lmforge: error: compiled decoding needs the KV cache: drop --no-cache (use_cache=False)\n"
     )
+
+
+def test_compiled_decoding_without_a_cpp_compiler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler++")
+    with pytest.raises(LmforgeError, match=r"needs a C\+\+ compiler: no-such-compiler\+\+ was not found"):
+        generate_ids(_model(GPT2_LIKE), [[1, 2]], 3, compile=True)

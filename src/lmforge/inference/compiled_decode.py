@@ -26,6 +26,9 @@ agree with eager decoding but for near-ties, as between MKL and oneDNN.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
+import sys
 from collections.abc import Callable
 
 import torch
@@ -89,3 +92,13 @@ def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cach
         raise LmforgeError(f"compiled decoding runs on the CPU only (measured there), not on {device}")
     if batch != 1 or mask is not None:
         raise LmforgeError(f"compiled decoding takes one sequence at a time; got a batch of {batch}")
+    cxx = cpp_compiler()
+    if shutil.which(cxx) is None:  # inductor writes C++ for the CPU and builds it with this compiler
+        raise LmforgeError(
+            f"compiled decoding needs a C++ compiler: {cxx} was not found (install it, or set CXX)"
+        )
+
+
+def cpp_compiler() -> str:
+    """The compiler inductor builds CPU code with: $CXX, else its default (g++; clang++ on macOS)."""
+    return os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
