@@ -325,7 +325,7 @@ def test_chat_answers_the_next_line_after_one_not_valid_utf8(llama: Path) -> Non
 
 
 def test_chat_refuses_bad_models_and_options(
-    llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    llama: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = copy(llama, tmp_path)
     (model / "chat_template.jinja").unlink(missing_ok=True)
@@ -336,7 +336,9 @@ def test_chat_refuses_bad_models_and_options(
         (["chat", str(model)], "has no chat template"),
         (["chat", str(llama), "--temperature", "-2"], "temperature=-2.0: must be"),
         (["chat", str(tmp_path / "nothing")], "not a model directory"),
+        (["chat", str(llama), "--compile"], "needs a C++ compiler: no-such-compiler++ was not found"),
     ):
+        monkeypatch.setenv("CXX", "no-such-compiler++")  # only --compile looks for one
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("lmforge: error: ") and error in err and err.count("\n") == 1

@@ -36,6 +36,7 @@ from lmforge.formats.chat_files import (
 from lmforge.formats.directory import load_model, read_json, resolve_model_dir
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
+from lmforge.inference.compiled_decode import check_compilable
 from lmforge.inference.generate import TextStream, generate_ids
 from lmforge.inference.options import check_options
 from lmforge.model.kinds import require_decoder
@@ -240,6 +241,8 @@ def chat(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
     )
     net = to_inference_dtype(net, dtype)[0]
+    if compile:  # refused before a line is read, not at every reply
+        check_compilable(net, 1, None, True)
     interactive = sys.stdin.isatty()
     if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte reaches the tokenizer, which names it
         sys.stdin.reconfigure(errors="surrogateescape")
