@@ -16,24 +16,27 @@ around it. Two things make that fast, each measured:
   norm into the sum, computing it again for every output row (4.3 against 2.3 ms a step), so
   OPTIONS makes it keep every intermediate in its own buffer.
 
-The first step compiles (15-70 s on 2 cores; once inductor's cache in the temp directory holds the
-kernels, 5 s for a 6-layer model and 17-20 s for SmolLM2's 30 layers, which dynamo traces again in
-every process), so this pays back only on long outputs; it is asked for, never automatic.
+The first step on a machine compiles (15-70 s on 2 cores) and keeps the compiled step in lmforge's
+cache (inference/compiled_store.py); a later process loads it in a few seconds, so this pays back on
+long outputs and long chats. It is asked for, never automatic. A step whose inputs the graph was
+not compiled for (its guards) runs eagerly, never recompiles in the middle of a reply.
 The step computes the same sums in another order (~1e-6 relative in fp32), so greedy tokens
 agree with eager decoding but for near-ties, as between MKL and oneDNN.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.inference import compiled_store
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 
@@ -50,8 +53,11 @@ class LayerCache(KVCache):
         self, n_layer: int, shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device
     ) -> None:
         """shape (B, n_kv, max_len, hs): each layer's keys, and its values."""
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]  # type: ignore[assignment]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]  # type: ignore[assignment]
+        # one position to spare: a compiled step that filled the cache exactly would fail guards
+        # traced with room left (the last step of every reply recompiled)
+        room = (*shape[:2], shape[2] + 1, shape[3])
+        self.k = [torch.zeros(room, dtype=dtype, device=device) for _ in range(n_layer)]  # type: ignore[assignment]
+        self.v = [torch.zeros(room, dtype=dtype, device=device) for _ in range(n_layer)]  # type: ignore[assignment]
         self.length = 0
         self.max_len = shape[2]
 
@@ -77,10 +83,72 @@ def next_logits(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor
     return model(token, cache, True)[:, -1]
 
 
-@functools.cache
-def compiled_step() -> Callable[[GPT, torch.Tensor, LayerCache], torch.Tensor]:
-    """The compiled decoding step, made once per process (dynamo keeps a graph per model shape)."""
-    return torch.compile(next_logits, fullgraph=True, dynamic=True, options=OPTIONS)
+class CompiledStep:
+    """next_logits compiled for one model shape (loaded from the store, or compiled and kept there).
+
+    Each call checks the graph's guards, what it was compiled for (the model's modules, shapes and
+    dtypes, the cache's layout, the range of cache lengths), and runs a step that fails them
+    eagerly: the same logits, never a recompile in the middle of a reply. `eager_steps` counts those.
+    """
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        compiled.disable_guard_check()  # checked in __call__, where a miss runs eagerly, not raises
+        self.eager_steps = 0
+
+    def __call__(self, model: GPT, token: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        if self.compiled.guard_check(model, token, cache):
+            return self.compiled(model, token, cache)
+        self.eager_steps += 1
+        return next_logits(model, token, cache)
+
+    def fits(self, model: GPT) -> bool:
+        """Whether the graph's guards take model with the example cache it is compiled on."""
+        return bool(self.compiled.guard_check(model, *_example(model)))
+
+
+_steps: dict[Path, CompiledStep] = {}  # this process's steps, by their file in the store
+
+
+@torch.inference_mode()
+def compiled_step(model: GPT) -> CompiledStep:
+    """model's compiled decoding step: this process's, else the store's (a few seconds), else
+    compiled now (15-70 s on 2 cores) and kept in the store for the next process."""
+    path = compiled_store.step_path(model)
+    if path in _steps:
+        return _steps[path]
+    kept = compiled_store.load(path)
+    step = CompiledStep(kept) if kept is not None else None
+    if step is None or not step.fits(model):
+        step = CompiledStep(_compile(model))
+        compiled_store.save(path, step.compiled)
+    _steps[path] = step
+    return step
+
+
+def _example(model: GPT) -> tuple[torch.Tensor, LayerCache]:
+    """A token and a cache to trace a step on, sized so that no dimension is specialised: the cache
+    length (and length + 1), the room (and room + 1, the spare) equal none of the model's sizes
+    and are not 0 or 1. One equal to a size was fixed to it: GPT-2 small's 12 heads fixed a cache
+    of 11 + 1 positions, and every other cache's steps failed the guards."""
+    sizes = {n for p in model.parameters() for n in p.shape} | {0, 1, 2}
+    sizes |= {model.config.n_head, model.config.n_kv_head}
+
+    def free(start: int) -> int:
+        return next(n for n in itertools.count(start) if n not in sizes and n + 1 not in sizes)
+
+    length = free(5)
+    cache = layer_cache(model, 1, free(length + 6))
+    cache.length = length
+    return torch.zeros(1, 1, dtype=torch.long, device=model.wte.weight.device), cache
+
+
+def _compile(model: GPT) -> Any:
+    """An AOTCompiledFunction of next_logits for model's shape. Floats (norm eps, scales) are
+    specialised: precompiling cannot restart a trace to turn them into inputs, as torch.compile does."""
+    fn = torch.compile(next_logits, fullgraph=True, dynamic=True)
+    with torch._dynamo.config.patch(specialize_float=True), torch._inductor.config.patch(OPTIONS):
+        return fn.aot_compile(((model, *_example(model)), {}))
 
 
 def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cache: bool) -> None:

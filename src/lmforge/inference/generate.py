@@ -76,7 +76,7 @@ def stream_ids(
     if compile:
         check_compilable(model, prompt.size(0), mask, use_cache)
     new_cache = functools.partial(layer_cache, model) if compile else model.new_cache
-    step = functools.partial(compiled_step() if compile else next_logits, model)
+    step = functools.partial(compiled_step(model) if compile else next_logits, model)
     # room for what this call decodes, not the whole context: a batch of 32 at SmolLM2's 8,192
     # positions would reserve 12 GB of keys and values
     room = min(context, prompt.size(1) + max_new_tokens)
