@@ -105,8 +105,9 @@ VERBS: dict[str, Verb] = {
             opt("--seed", "sampling seed", type=int),
             opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false",
                 alt=False),
-            opt("--compile", "decode through a compiled step (CPU; faster per token after a compile of"
-                " seconds to a minute: for long outputs)", action="store_true", alt=False),
+            opt("--compile", "decode through a compiled step (CPU; faster per token after a wait to"
+                " compile or load it); default: where this machine measured that it pays back",
+                action=argparse.BooleanOptionalAction, alt=False),
             opt("--dtype", "weights dtype", alt=False, **DTYPE),
             opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
         ),
@@ -130,8 +131,9 @@ VERBS: dict[str, Verb] = {
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
             opt("--seed", "sampling seed", type=int),
             opt("--dtype", "weights dtype", **DTYPE),
-            opt("--compile", "decode replies through a compiled step (CPU; compiled at the first reply,"
-                " then reused)", action="store_true"),
+            opt("--compile", "decode replies through a compiled step (CPU; compiled or loaded at the"
+                " first reply, then reused); default: where this machine measured that it pays back",
+                action=argparse.BooleanOptionalAction),
         ),
     ),
     "ask": Verb(

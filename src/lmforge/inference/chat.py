@@ -216,7 +216,7 @@ def chat(
     top_p: float | None = None,
     seed: int | None = None,
     dtype: str = "auto",
-    compile: bool = False,
+    compile: bool | str = "auto",
 ) -> None:
     """Chat with a model directory that has a chat template. Replies stream to stdout; the
     history is kept; `/reset` clears it (the system prompt stays), `/exit` quits. When stdin is not
@@ -226,8 +226,9 @@ def chat(
     A message that cannot be answered is one line on stderr, left out of the history, and the
     session goes on (from stdin, the exit status is then 2: an error at the end counts them); a
     conversation longer than the context loses its oldest turns, with one line saying so.
-    compile: replies decode through a compiled step (inference/compiled_decode.py), compiled at the
-    first reply and reused by every later one."""
+    compile: replies decode through a compiled step (inference/compiled_decode.py), compiled or
+    loaded at the first reply and reused by every later one; "auto" (the default): each reply
+    where this machine measured that it pays back (inference/compile_choice.py)."""
     check_options(dtype=dtype, seed=seed, compile=compile)
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
@@ -241,7 +242,7 @@ def chat(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
     )
     net = to_inference_dtype(net, dtype)[0]
-    if compile:  # refused before a line is read, not at every reply
+    if compile is True:  # refused before a line is read, not at every reply
         check_compilable(net, 1, None, True)
     interactive = sys.stdin.isatty()
     if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte reaches the tokenizer, which names it

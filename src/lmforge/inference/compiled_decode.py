@@ -91,9 +91,10 @@ class CompiledStep:
     eagerly: the same logits, never a recompile in the middle of a reply. `eager_steps` counts those.
     """
 
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, loaded: bool) -> None:
         self.compiled = compiled
         compiled.disable_guard_check()  # checked in __call__, where a miss runs eagerly, not raises
+        self.loaded = loaded  # from the store, rather than compiled by this process
         self.eager_steps = 0
 
     def __call__(self, model: GPT, token: torch.Tensor, cache: LayerCache) -> torch.Tensor:
@@ -118,12 +119,17 @@ def compiled_step(model: GPT) -> CompiledStep:
     if path in _steps:
         return _steps[path]
     kept = compiled_store.load(path)
-    step = CompiledStep(kept) if kept is not None else None
+    step = CompiledStep(kept, loaded=True) if kept is not None else None
     if step is None or not step.fits(model):
-        step = CompiledStep(_compile(model))
+        step = CompiledStep(_compile(model), loaded=False)
         compiled_store.save(path, step.compiled)
     _steps[path] = step
     return step
+
+
+def holds(model: GPT) -> bool:
+    """Whether this process has model's compiled step at hand (no wait for it)."""
+    return compiled_store.step_path(model) in _steps
 
 
 def _example(model: GPT) -> tuple[torch.Tensor, LayerCache]:

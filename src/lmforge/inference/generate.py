@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
@@ -18,8 +19,9 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
+from lmforge.inference import compile_choice
 from lmforge.inference.autotune import to_inference_dtype
-from lmforge.inference.compiled_decode import check_compilable, compiled_step, layer_cache, next_logits
+from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -65,32 +67,44 @@ def stream_ids(
     use_cache: bool = True,
     generator: torch.Generator | list[torch.Generator] | None = None,
     mask: torch.Tensor | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
     lengths come left-padded with mask (B, T) bool, True on real tokens; without one every row
     is real (the fast path: no mask, positions from 0). compile: one prompt's steps after the
-    prefill run compiled (inference/compiled_decode.py)."""
+    prefill run compiled (inference/compiled_decode.py); "auto": eager until this machine's
+    measurements say the compiled step pays back (inference/compile_choice.py)."""
     context = model.config.block_size
     seq, real = prompt, mask
+    auto = None
+    if compile == "auto":
+        auto, compile = compile_choice.AutoSwitch.start(model, prompt.size(0), mask, use_cache), False
     if compile:
         check_compilable(model, prompt.size(0), mask, use_cache)
     new_cache = functools.partial(layer_cache, model) if compile else model.new_cache
-    step = functools.partial(compiled_step(model) if compile else next_logits, model)
+    step: Callable[..., torch.Tensor] = compile_choice.compiled_step(model) if compile else next_logits
     # room for what this call decodes, not the whole context: a batch of 32 at SmolLM2's 8,192
     # positions would reserve 12 GB of keys and values
     room = min(context, prompt.size(1) + max_new_tokens)
     cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
-    for _ in range(max_new_tokens):
+    for n in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)
         yield token
+        if n + 1 == max_new_tokens:  # no step for a token nobody will read
+            return
         seq = torch.cat([seq, token[:, None]], dim=1)
         if real is not None:
             real = torch.cat([real, real.new_ones(real.size(0), 1)], dim=1)
         if cache is not None and cache.length < context:
             if real is None:
-                logits = step(token[:, None], cache)
+                if auto is not None and auto.due(min(max_new_tokens - n - 1, context - cache.length)):
+                    step, cache = auto.switch(cache)
+                    new_cache, auto = functools.partial(layer_cache, model), None
+                start = time.perf_counter()
+                logits = step(model, token[:, None], cache)
+                if auto is not None:
+                    auto.spent(time.perf_counter() - start)
             else:
                 logits = model(token[:, None], cache, True, real)[:, -1]
         else:  # no cache, or the window slides: recompute over the last `context` tokens
@@ -170,7 +184,7 @@ def generate_ids(
     seed: int | None = None,
     truncate: bool = False,
     on_token: Callable[[int, int], None] | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
@@ -179,7 +193,9 @@ def generate_ids(
     gives the tokens it would alone, up to floating-point summation order). With a seed, row i
     samples from its own generator (row_generator), so it draws what it would in any other batch
     where it is row i. on_token(prompt index, token id) is called as each token is chosen (for
-    streaming). compile: each prompt in turn, its steps compiled (inference/compiled_decode.py).
+    streaming). compile: each prompt in turn, its steps compiled (inference/compiled_decode.py);
+    "auto": one prompt switches to the compiled step once this machine's measurements say it pays
+    back (inference/compile_choice.py), several decode eagerly as one batch.
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
@@ -193,7 +209,7 @@ def generate_ids(
     stops = stop_set(eos_id)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
         return [[] for _ in prompts]
-    if compile:  # a compiled step decodes one sequence: the prompts in turn, row i with its generator
+    if compile is True:  # a compiled step decodes one sequence: the prompts in turn, row i with its generator
         outputs: list[list[int]] = []
         for i, ids in enumerate(prompts):
             steps = stream_ids(
@@ -204,7 +220,9 @@ def generate_ids(
             outputs += collect_tokens(steps, 1, stops, tell)
         return outputs
     batch, mask = left_pad(prompts, device)
-    steps = stream_ids(model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask)
+    steps = stream_ids(
+        model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask, compile
+    )
     return collect_tokens(steps, len(prompts), stops, on_token)
 
 
@@ -302,7 +320,7 @@ def generate(
     truncate_prompt: bool = False,
     use_cache: bool = True,
     dtype: str = "auto",
-    compile: bool = False,
+    compile: bool | str = "auto",
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
@@ -311,7 +329,9 @@ def generate(
     Arguments are checked (inference/options.py) before the model loads; a prompt longer than the
     model's context is an error unless truncate_prompt keeps its last tokens. compile=True decodes
     each prompt through a compiled step (inference/compiled_decode.py): faster per token on the
-    CPU, after a compile of seconds to a minute, so for long outputs.
+    CPU, after a wait for its compile or load; "auto" (the default) switches to it when this
+    machine's measurements say the wait pays back (inference/compile_choice.py), and says so on
+    stderr after the text.
     """
     check_options(
         max_new_tokens=max_new_tokens,
@@ -327,9 +347,10 @@ def generate(
     prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
     net = to_inference_dtype(require_decoder(net, model), dtype)[0]
-    if compile:  # before a streamed prompt is echoed
+    if compile is True:  # before a streamed prompt is echoed
         check_compilable(net, 1, None, use_cache)
     ids = encode_prompts(tokenizer, prompts)
+    compile_choice.switches.clear()
     echo = TextStream(tokenizer)
     streaming = stream and len(prompts) == 1
     if streaming:  # a prompt too long for the context fails before it is echoed
@@ -351,4 +372,6 @@ def generate(
     )
     if streaming:
         sys.stdout.write("\n")
+    for said in compile_choice.switches:  # after the text, which a line in its middle would break
+        print(f"lmforge: decoding {said}", file=sys.stderr)
     return [p + tokenizer.decode(o) for p, o in zip(prompts, outs, strict=True)]

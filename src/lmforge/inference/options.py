@@ -59,7 +59,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_len_a": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     "max_len_b": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "use_cache": (lambda v: isinstance(v, bool), "True or False"),
-    "compile": (lambda v: isinstance(v, bool), "True or False"),
+    "compile": (lambda v: isinstance(v, bool) or v == "auto", "True, False or 'auto'"),
     "do_sample": (lambda v: isinstance(v, bool), "True or False"),
     "truncate_prompt": (lambda v: isinstance(v, bool), "True or False"),
     "truncate": (lambda v: isinstance(v, bool), "True or False"),

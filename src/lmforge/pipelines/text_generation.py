@@ -78,13 +78,14 @@ class TextGenerationPipeline:
         seed: int | None = None,
         truncate_prompt: bool = False,
         num_beams: int | None = 1,
-        compile: bool = False,
+        compile: bool | str = "auto",
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """One prompt or conversation gives a list of one dict; a list of them gives one such list
         each. do_sample=False decodes greedily (temperature 0); a prompt longer than the model's
         context is an error unless truncate_prompt keeps its last tokens. compile=True decodes each
-        prompt through a compiled step (inference/compiled_decode.py; CPU, for long outputs)."""
+        prompt through a compiled step (inference/compiled_decode.py; CPU, for long outputs); "auto"
+        (the default) where this machine measured that it pays back (inference/compile_choice.py)."""
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
         given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
                  "top_k": top_k, "top_p": top_p}  # fmt: skip

@@ -1,0 +1,191 @@
+"""`compile="auto"`, the default of `generate`, `chat` and the text-generation pipeline: decode
+eagerly, and switch to the compiled step once this machine's measurements say it pays back.
+
+A compiled step (inference/compiled_decode.py) saves time on every token but makes the first one
+wait: a compile the first time on a machine (15-70 s on 2 cores), a load of the kept step in a
+later process (2.4-3.3 s, inference/compiled_store.py), nothing once this process holds it. How
+long a reply will be is unknown (a chat model stops at its end token, often far short of
+max_new_tokens), so the switch follows the ski-rental rule: decode eagerly, timing each step,
+and switch once this process has spent as long decoding that model eagerly as the switch will
+take, and the steps left to this decode can repay it. In hindsight this never costs more than
+twice the better of the two choices, whatever the lengths. The time spent adds up across calls
+(a chat's replies, a pipeline called in a loop), and the cache built so far moves into the
+compiled step's, so the switch can come at any step.
+
+What it relies on is measured on this machine: whenever lmforge compiles or loads a step it
+remembers how long that took, and, once per model, the eager and compiled step times (16 steps
+each, taking turns) and the time a new process takes to load the kept step, in the autotune
+cache (tuning.py). A model never compiled here stays eager until a `--compile` run measures it.
+Only fp32 models switch, since a switch must not change what is decoded: in fp32 the compiled
+step's greedy tokens were eager decoding's for SmolLM2-135M (640 of 640, 10 chat prompts x 64),
+while in bf16, where the compiled step rounds the products' sums differently, 6 of the 10 replies
+parted from eager bf16's (after 2-59 tokens; both parted from fp32's about as soon). Several
+prompts decode eagerly, as one batch (SmolLM2: 98 tok/s for a batch of 8 against 45 compiled one
+at a time), and so does anything a compiled step cannot do (no KV cache, a GPU, no C++ compiler)
+and everything with LMFORGE_AUTOTUNE=0.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge import tuning
+from lmforge.errors import LmforgeError
+from lmforge.inference import compiled_decode, compiled_store
+from lmforge.inference.compiled_decode import CompiledStep, LayerCache, layer_cache, next_logits
+from lmforge.model.attention import KVCache
+from lmforge.model.gpt import GPT
+
+KIND = "compiled decode"
+PROMPT, STEPS, ROUNDS = 16, 16, 2
+WAITS = (("compile_s", "compiled in"), ("load_s", "loaded in"))
+
+_eager_seconds: dict[Path, float] = {}  # per model (its kept step's file): eager decoding in auto
+switches: list[str] = []  # what each switch said, for `generate` to print after its output
+
+
+class AutoSwitch:
+    """One sequence's decoding under `auto`: `due` says when to switch, `switch` does it."""
+
+    def __init__(self, model: GPT, entry: dict[str, Any]) -> None:
+        self.model = model
+        self.path = compiled_store.step_path(model)
+        self.saves = (entry["eager_ms"] - entry["compiled_ms"]) / 1e3  # seconds a compiled step saves
+        self.wait, self.wait_words = expected_wait(model, entry)
+
+    @classmethod
+    def start(cls, model: GPT, batch: int, mask: torch.Tensor | None, use_cache: bool) -> AutoSwitch | None:
+        """An AutoSwitch, or None where auto decodes eagerly throughout."""
+        if batch != 1 or mask is not None or not use_cache or not tuning.enabled() or not _compilable(model):
+            return None
+        if model.wte.weight.dtype != torch.float32:  # see the module's docstring: bf16 tokens change
+            return None
+        entry = tuning.lookup(KIND, _shape(model))
+        if not entry or not all(isinstance(entry.get(k), float) for k in ("eager_ms", "compiled_ms")):
+            return None
+        return cls(model, entry) if entry["eager_ms"] > entry["compiled_ms"] else None
+
+    def spent(self, seconds: float) -> None:
+        """Count an eager step's time."""
+        _eager_seconds[self.path] = _eager_seconds.get(self.path, 0.0) + seconds
+
+    def due(self, steps_left: int) -> bool:
+        """Whether to switch before the next step: eager time spent has reached the wait, and the
+        steps left (at most) save more than it."""
+        return _eager_seconds.get(self.path, 0.0) >= self.wait and steps_left * self.saves > self.wait
+
+    def switch(self, cache: KVCache) -> tuple[CompiledStep, LayerCache]:
+        """(the compiled step, a LayerCache holding what cache holds)."""
+        spent = _eager_seconds.get(self.path, 0.0)
+        step = compiled_step(self.model)
+        moved = layer_cache(self.model, cache.k.size(1), cache.max_len)
+        for layer in range(len(moved.k)):
+            moved.k[layer][:, :, : cache.length] = cache.k[layer, :, :, : cache.length]
+            moved.v[layer][:, :, : cache.length] = cache.v[layer, :, :, : cache.length]
+        moved.length = cache.length
+        switches.append(
+            f"switched to the compiled step after {spent:.1f} s of eager decoding (auto: it saves"
+            f" {1e3 * self.saves:.2f} ms a step, after {self.wait_words})"
+        )
+        return step, moved
+
+
+def expected_wait(model: GPT, entry: dict[str, Any]) -> tuple[float, str]:
+    """(seconds before the first compiled step, in words) from what was remembered."""
+    if compiled_decode.holds(model):
+        return 0.0, "no wait: this process holds it"
+    compile_s, load_s = entry.get("compile_s"), entry.get("load_s")
+    if compiled_store.step_path(model).is_file() and isinstance(load_s, float):
+        return load_s, f"a {load_s:.1f} s load"
+    if isinstance(compile_s, float):
+        return compile_s, f"a {compile_s:.1f} s compile"
+    return float("inf"), "a wait never measured"
+
+
+def compiled_step(model: GPT) -> CompiledStep:
+    """compiled_decode.compiled_step, remembering the wait and, once per model, the step times."""
+    held = compiled_decode.holds(model)
+    start = time.perf_counter()
+    step = compiled_decode.compiled_step(model)
+    if not held and tuning.enabled():
+        _remember(model, step, time.perf_counter() - start)
+    return step
+
+
+def _remember(model: GPT, step: CompiledStep, wait: float) -> None:
+    shape = _shape(model)
+    entry = dict(tuning.lookup(KIND, shape) or {})
+    entry["load_s" if step.loaded else "compile_s"] = round(wait, 2)
+    if not step.loaded:  # what the next process will wait: timed in one, as it will run
+        load_s = _time_a_load(compiled_store.step_path(model))
+        if load_s is not None:
+            entry["load_s"] = round(load_s, 2)
+    if not isinstance(entry.get("eager_ms"), float):
+        eager, compiled = _time_steps(model, step)
+        entry.update(eager_ms=round(1e3 * eager, 3), compiled_ms=round(1e3 * compiled, 3))
+    waits = ", ".join(f"{how} {entry[k]} s" for k, how in WAITS if k in entry)
+    entry["measured"] = f"eager {entry['eager_ms']} ms, compiled {entry['compiled_ms']} ms a step; {waits}"
+    tuning.remember(KIND, shape, entry)
+
+
+LOAD = """import sys, time
+from pathlib import Path
+from lmforge.inference import compiled_store
+start = time.perf_counter()
+loaded = compiled_store.load(Path(sys.argv[1]))
+print(time.perf_counter() - start if loaded is not None else "did not load")
+"""
+
+
+def _time_a_load(path: Path) -> float | None:
+    """Seconds a new process takes to load the kept step at path (inductor's imports and its probe
+    of the compiler included), or None when it could not."""
+    if not path.is_file():
+        return None
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    argv = [sys.executable, "-c", LOAD, str(path)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):  # it failed, or did not load: the first real load will tell
+        return None
+
+
+def _time_steps(model: GPT, step: CompiledStep) -> tuple[float, float]:
+    """Seconds per eager and per compiled step at batch 1: the best of ROUNDS, taking turns."""
+    prompt = min(PROMPT, model.config.block_size // 2)
+    steps = max(1, min(STEPS, model.config.block_size - prompt - 1))
+    best = [float("inf"), float("inf")]
+    device = model.wte.weight.device
+    with torch.inference_mode():
+        for _ in range(ROUNDS):
+            for i, fn in enumerate((next_logits, step)):
+                cache = layer_cache(model, 1, prompt + steps)
+                model(torch.zeros(1, prompt, dtype=torch.long, device=device), cache, True)
+                token = torch.zeros(1, 1, dtype=torch.long, device=device)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    fn(model, token, cache)
+                best[i] = min(best[i], (time.perf_counter() - start) / steps)
+    return best[0], best[1]
+
+
+def _shape(model: GPT) -> str:
+    """The cache entry's name: the kept step's file, whose digest names machine, model and code."""
+    n_params = sum(p.numel() for p in model.parameters())
+    return f"GPT {n_params} params, {model.wte.weight.dtype}, step {compiled_store.step_path(model).stem}"
+
+
+def _compilable(model: GPT) -> bool:
+    try:
+        compiled_decode.check_compilable(model, 1, None, True)
+    except LmforgeError:  # what --compile refuses, auto decodes eagerly
+        return False
+    return True
