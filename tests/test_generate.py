@@ -42,6 +42,17 @@ def test_the_cache_holds_what_the_call_decodes(model: GPT, monkeypatch: pytest.M
     assert sizes[0] == 16
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_no_step_runs_for_a_token_nobody_reads(model: GPT, cache: bool) -> None:
+    """N new tokens take the prefill and N - 1 steps: the step after the last token is not run."""
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    generate_ids(model, [[1, 2, 3]], 1, temperature=0, use_cache=cache)
+    assert len(calls) == 1
+    generate_ids(model, [[1, 2, 3]], 5, temperature=0, use_cache=cache)
+    assert len(calls) == 1 + 5
+
+
 def test_prompts_prefilled_in_groups_equal_each_alone(model: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompts of different lengths prefill in groups of similar length (each padded to its own
     longest), not all to the longest: each row still gives what it gives alone, greedy and sampled."""
