@@ -18,10 +18,11 @@ around it. Two things make that fast, each measured:
 
 The first step on a machine compiles (15-70 s on 2 cores) and keeps the compiled step in lmforge's
 cache (inference/compiled_store.py); a later process loads it in a few seconds, so this pays back on
-long outputs and long chats. It is asked for, never automatic. A step whose inputs the graph was
-not compiled for (its guards) runs eagerly, never recompiles in the middle of a reply.
-The step computes the same sums in another order (~1e-6 relative in fp32), so greedy tokens
-agree with eager decoding but for near-ties, as between MKL and oneDNN.
+long outputs and long chats: `--compile` asks for it, and `auto` switches to it where it pays
+back (inference/compile_choice.py). A step whose inputs the graph was not compiled for (its
+guards) runs eagerly, never recompiles in the middle of a reply. The step computes the same sums
+in another order (~1e-6 relative in fp32), so greedy tokens agree with eager decoding but for
+near-ties, as between MKL and oneDNN; in bf16, whose logits round coarsely, near-ties are common.
 """
 
 from __future__ import annotations
