@@ -114,10 +114,14 @@ def test_a_switch_moves_the_cache_and_gives_the_eager_tokens(
         return len(calls) > after
 
     monkeypatch.setattr(compile_choice.AutoSwitch, "due", due)
+    compile_choice.switches.clear()
     got = generate_ids(model, [PROMPT], 30, temperature=0, compile="auto")
     assert asked == [model] and len(calls) == after + 1 and calls[0] == 29
     assert got == generate_ids(model, [PROMPT], 30, temperature=0)
-    assert compile_choice.switches[-1].startswith("switched to the compiled step after")
+    said = compile_choice.switches
+    assert len(said) == 1 and said[0].startswith("switched to the compiled step after")
+    generate_ids(model, [PROMPT], 30, temperature=0, compile="auto")  # the step is held now
+    assert len(compile_choice.switches) == 1
 
 
 def test_a_compiled_run_remembers_its_wait_and_the_step_times(

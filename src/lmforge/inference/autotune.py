@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from lmforge import tuning
 from lmforge.hardware import cpu_has_bf16, resolve_dtype
+from lmforge.inference.compiled_decode import next_logits
 from lmforge.model import kernels
+from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 
 # bf16 must decode this much faster than fp32 to be chosen: it rounds the weights (a 135M chat
@@ -76,19 +79,29 @@ def _shape_key(net: GPT) -> str:
 
 
 def _time_decoding(nets: list[GPT], rounds: int = 3) -> list[float]:
-    """Seconds per decoding step of each net (batch 1, from a KV cache): the best of `rounds`
-    after a warm-up, the nets taking turns so that load from elsewhere hits them alike."""
-    best = [float("inf")] * len(nets)
-    prompt = torch.zeros(1, PROMPT, dtype=torch.long)
+    """Seconds per eager decoding step of each net, from its own cache (time_steps)."""
+    return time_steps([(net, next_logits, net.new_cache) for net in nets], rounds)
+
+
+Step = Callable[[GPT, torch.Tensor, KVCache], torch.Tensor]  # (model, token (1, 1), cache) -> logits
+
+
+def time_steps(runs: list[tuple[GPT, Step, Callable[[int, int], KVCache]]], rounds: int = 3) -> list[float]:
+    """Seconds per decoding step of each run, a model with its step and its cache maker (batch 1,
+    STEPS steps after a PROMPT-token prefill, fewer in a short context): the best of `rounds`
+    after a warm-up, the runs taking turns so that load from elsewhere hits them alike."""
+    best = [float("inf")] * len(runs)
     with torch.inference_mode():
         for turn in range(rounds + 1):
-            for i, net in enumerate(nets):
-                cache = net.new_cache(1, PROMPT + STEPS)
-                net(prompt, cache, last_only=True)
-                token = prompt[:, :1]
+            for i, (model, step, new_cache) in enumerate(runs):
+                prompt = min(PROMPT, model.config.block_size // 2)
+                steps = max(1, min(STEPS, model.config.block_size - prompt - 1))
+                cache = new_cache(1, prompt + steps)
+                ids = torch.zeros(1, prompt, dtype=torch.long, device=model.wte.weight.device)
+                model(ids, cache, True)
                 start = time.perf_counter()
-                for _ in range(STEPS):
-                    net(token, cache, last_only=True)
+                for _ in range(steps):
+                    step(model, ids[:, :1], cache)
                 if turn:
-                    best[i] = min(best[i], (time.perf_counter() - start) / STEPS)
+                    best[i] = min(best[i], (time.perf_counter() - start) / steps)
     return best

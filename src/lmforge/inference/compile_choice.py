@@ -14,8 +14,9 @@ compiled step's, so the switch can come at any step.
 
 What it relies on is measured on this machine: whenever lmforge compiles or loads a step it
 remembers how long that took, and, once per model, the eager and compiled step times (16 steps
-each, taking turns) and the time a new process takes to load the kept step, in the autotune
-cache (tuning.py). A model never compiled here stays eager until a `--compile` run measures it.
+each after a warm-up, taking turns: autotune.time_steps) and the time a new process takes to
+load the kept step, in the autotune cache (tuning.py). A model never compiled here stays eager
+until a `--compile` run measures it.
 Only fp32 models switch, since a switch must not change what is decoded: in fp32 the compiled
 step's greedy tokens were eager decoding's for SmolLM2-135M (640 of 640, 10 chat prompts x 64),
 while in bf16, where the compiled step rounds the products' sums differently, 6 of the 10 replies
@@ -27,6 +28,7 @@ and everything with LMFORGE_AUTOTUNE=0.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -39,16 +41,17 @@ import torch
 from lmforge import tuning
 from lmforge.errors import LmforgeError
 from lmforge.inference import compiled_decode, compiled_store
+from lmforge.inference.autotune import time_steps
 from lmforge.inference.compiled_decode import CompiledStep, LayerCache, layer_cache, next_logits
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 
 KIND = "compiled decode"
-PROMPT, STEPS, ROUNDS = 16, 16, 2
+ROUNDS = 1  # timed after a warm-up round
 WAITS = (("compile_s", "compiled in"), ("load_s", "loaded in"))
 
 _eager_seconds: dict[Path, float] = {}  # per model (its kept step's file): eager decoding in auto
-switches: list[str] = []  # what each switch said, for `generate` to print after its output
+switches: list[str] = []  # what each switch that waited said, for `generate` to print after its output
 
 
 class AutoSwitch:
@@ -83,17 +86,18 @@ class AutoSwitch:
 
     def switch(self, cache: KVCache) -> tuple[CompiledStep, LayerCache]:
         """(the compiled step, a LayerCache holding what cache holds)."""
-        spent = _eager_seconds.get(self.path, 0.0)
+        spent, waits = _eager_seconds.get(self.path, 0.0), not compiled_decode.holds(self.model)
         step = compiled_step(self.model)
         moved = layer_cache(self.model, cache.k.size(1), cache.max_len)
         for layer in range(len(moved.k)):
             moved.k[layer][:, :, : cache.length] = cache.k[layer, :, :, : cache.length]
             moved.v[layer][:, :, : cache.length] = cache.v[layer, :, :, : cache.length]
         moved.length = cache.length
-        switches.append(
-            f"switched to the compiled step after {spent:.1f} s of eager decoding (auto: it saves"
-            f" {1e3 * self.saves:.2f} ms a step, after {self.wait_words})"
-        )
+        if waits:  # once per model and process: later calls switch at once, unremarked
+            switches.append(
+                f"switched to the compiled step after {spent:.1f} s of eager decoding (auto: it saves"
+                f" {1e3 * self.saves:.2f} ms a step, after {self.wait_words})"
+            )
         return step, moved
 
 
@@ -128,7 +132,8 @@ def _remember(model: GPT, step: CompiledStep, wait: float) -> None:
         if load_s is not None:
             entry["load_s"] = round(load_s, 2)
     if not isinstance(entry.get("eager_ms"), float):
-        eager, compiled = _time_steps(model, step)
+        in_layers = functools.partial(layer_cache, model)  # both on the compiled step's cache
+        eager, compiled = time_steps([(model, next_logits, in_layers), (model, step, in_layers)], ROUNDS)
         entry.update(eager_ms=round(1e3 * eager, 3), compiled_ms=round(1e3 * compiled, 3))
     waits = ", ".join(f"{how} {entry[k]} s" for k, how in WAITS if k in entry)
     entry["measured"] = f"eager {entry['eager_ms']} ms, compiled {entry['compiled_ms']} ms a step; {waits}"
@@ -156,25 +161,6 @@ def _time_a_load(path: Path) -> float | None:
         return float(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):  # it failed, or did not load: the first real load will tell
         return None
-
-
-def _time_steps(model: GPT, step: CompiledStep) -> tuple[float, float]:
-    """Seconds per eager and per compiled step at batch 1: the best of ROUNDS, taking turns."""
-    prompt = min(PROMPT, model.config.block_size // 2)
-    steps = max(1, min(STEPS, model.config.block_size - prompt - 1))
-    best = [float("inf"), float("inf")]
-    device = model.wte.weight.device
-    with torch.inference_mode():
-        for _ in range(ROUNDS):
-            for i, fn in enumerate((next_logits, step)):
-                cache = layer_cache(model, 1, prompt + steps)
-                model(torch.zeros(1, prompt, dtype=torch.long, device=device), cache, True)
-                token = torch.zeros(1, 1, dtype=torch.long, device=device)
-                start = time.perf_counter()
-                for _ in range(steps):
-                    fn(model, token, cache)
-                best[i] = min(best[i], (time.perf_counter() - start) / steps)
-    return best[0], best[1]
 
 
 def _shape(model: GPT) -> str:
