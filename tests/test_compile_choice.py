@@ -133,6 +133,7 @@ def test_a_compiled_run_remembers_its_wait_and_the_step_times(
     entry = tuning.lookup(compile_choice.KIND, compile_choice._shape(model))
     assert entry is not None and entry["compile_s"] > 0 and entry["load_s"] > 0
     assert entry["eager_ms"] > 0 and entry["compiled_ms"] > 0
+    assert compiled_decode.compiled_step(model).eager_steps == 0  # the compiled steps were timed
     times = f"eager {entry['eager_ms']} ms, compiled {entry['compiled_ms']} ms a step; compiled in"
     assert entry["measured"].startswith(times) and "loaded in" in entry["measured"]
     tuning.remember(compile_choice.KIND, compile_choice._shape(model), {**entry, "load_s": 999.0})

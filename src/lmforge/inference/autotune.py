@@ -86,22 +86,28 @@ def _time_decoding(nets: list[GPT], rounds: int = 3) -> list[float]:
 Step = Callable[[GPT, torch.Tensor, KVCache], torch.Tensor]  # (model, token (1, 1), cache) -> logits
 
 
-def time_steps(runs: list[tuple[GPT, Step, Callable[[int, int], KVCache]]], rounds: int = 3) -> list[float]:
+def time_steps(
+    runs: list[tuple[GPT, Step, Callable[[int, int], KVCache]]],
+    rounds: int = 3,
+    prompt_tokens: int = PROMPT,
+    new_tokens: int = STEPS,
+) -> list[float]:
     """Seconds per decoding step of each run, a model with its step and its cache maker (batch 1,
-    STEPS steps after a PROMPT-token prefill, fewer in a short context): the best of `rounds`
+    new_tokens steps after a prompt_tokens prefill, fewer in a short context): the best of `rounds`
     after a warm-up, the runs taking turns so that load from elsewhere hits them alike."""
     best = [float("inf")] * len(runs)
     with torch.inference_mode():
         for turn in range(rounds + 1):
             for i, (model, step, new_cache) in enumerate(runs):
-                prompt = min(PROMPT, model.config.block_size // 2)
-                steps = max(1, min(STEPS, model.config.block_size - prompt - 1))
+                prompt = min(prompt_tokens, model.config.block_size // 2)
+                steps = max(1, min(new_tokens, model.config.block_size - prompt - 1))
                 cache = new_cache(1, prompt + steps)
                 ids = torch.zeros(1, prompt, dtype=torch.long, device=model.wte.weight.device)
                 model(ids, cache, True)
-                start = time.perf_counter()
+                token = torch.zeros(1, 1, dtype=torch.long, device=ids.device)  # not a view of ids:
+                start = time.perf_counter()  # its strides would fail a compiled step's guards
                 for _ in range(steps):
-                    step(model, ids[:, :1], cache)
+                    step(model, token, cache)
                 if turn:
                     best[i] = min(best[i], (time.perf_counter() - start) / steps)
     return best
