@@ -4,7 +4,8 @@
 
 Each row is a fresh Python process that builds the model (random weights; SmolLM2-135M from the
 GGUF of `python -m data.smollm2`), then times `compiled_step(model)` (inference/compiled_decode.py)
-and `--steps` decoding steps eager and compiled at batch 1 in fp32. Three starts, in this order:
+and `--steps` decoding steps eager and compiled at batch 1 in fp32 (inference/autotune.time_steps:
+after a 32-token prompt, the best of two rounds after a warm-up, taking turns). Three starts, in this order:
 
 - cold: an empty lmforge cache and an empty inductor cache: everything compiles;
 - kernels kept: inductor's cache from the cold start, an empty lmforge cache: what a new process
@@ -18,6 +19,7 @@ wait / (eager step - compiled step). The caches live in a temporary directory, d
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -61,25 +63,17 @@ def build(shape: str) -> torch.nn.Module:
 def child(shape: str, steps: int) -> None:
     """One start: prints a JSON line with the wait and the step times."""
     started = time.perf_counter()
+    from lmforge.inference.autotune import time_steps
     from lmforge.inference.compiled_decode import compiled_step, layer_cache, next_logits
 
     model = build(shape)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        step = compiled_step(model)
-        wait = time.perf_counter() - start
-        imported = start - started
-        times: dict[str, float] = {}
-        for name, fn in [("eager", next_logits), ("compiled", step)] * 2:  # taking turns; the best of two
-            cache = layer_cache(model, 1, 32 + steps)
-            model(torch.zeros(1, 32, dtype=torch.long), cache, True)
-            token = torch.zeros(1, 1, dtype=torch.long)
-            start = time.perf_counter()
-            for _ in range(steps):
-                fn(model, token, cache)
-            times[name] = min(times.get(name, float("inf")), (time.perf_counter() - start) / steps)
-    print(json.dumps({"wait": wait, "before": imported, "eager_ms": 1e3 * times["eager"],
-                      "compiled_ms": 1e3 * times["compiled"], "eager_steps": step.eager_steps}))  # fmt: skip
+    start = time.perf_counter()
+    step = compiled_step(model)
+    wait = time.perf_counter() - start
+    in_layers = functools.partial(layer_cache, model)
+    eager, compiled = time_steps([(model, next_logits, in_layers), (model, step, in_layers)], 2, 32, steps)
+    print(json.dumps({"wait": wait, "before": start - started, "eager_ms": 1e3 * eager,
+                      "compiled_ms": 1e3 * compiled, "eager_steps": step.eager_steps}))  # fmt: skip
 
 
 def start(shape: str, steps: int, lmforge_cache: Path, inductor_cache: Path) -> dict[str, float]:
