@@ -4,6 +4,7 @@ the same HTTP API, on the same SmolLM2-135M-Instruct weights, driven by one load
     python -m lmforge import "$(python -m data.smollm2)" --out /tmp/s1-smollm2
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 [--clients 1,4,8,16] [--max-tokens 48]
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --dtype bf16 --peer-dtype bf16
+    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --compiled   # + `serve --compile`
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --profile [--rounds 3]   # one stream, no HTTP
 
 Both servers run as processes of their own, fp32 unless `--dtype` (lmforge's `serve --dtype`) and
@@ -15,7 +16,9 @@ it decodes wait for it. The load generator (httpx, asyncio) runs C clients at on
 `--requests` streamed chat requests in a row (greedy, `max_tokens`), and measures from the client:
 aggregate output tokens/s (all completion tokens / wall time from the first request to the last
 reply), time to first token (request sent -> first text), inter-token latency (gaps between text
-chunks). Concurrency levels run lmforge then the peer, one level at a time.
+chunks). Concurrency levels run lmforge then the peer, one level at a time. lmforge decodes
+eagerly (`--no-compile`); `--compiled` adds a third server, `serve --compile`, whose lone requests
+decode through the compiled step (compiled or loaded at its start, before the warm-up).
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ async def one_request(client: Any, url: str, model: str, prompt: str, max_tokens
             "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
     sent = time.perf_counter()
     arrivals: list[float] = []
-    tokens = 0
+    tokens, text = 0, ""
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -149,7 +152,8 @@ async def one_request(client: Any, url: str, model: str, prompt: str, max_tokens
             for choice in payload.get("choices", []):
                 if choice.get("delta", {}).get("content"):
                     arrivals.append(time.perf_counter())
-    return {"sent": sent, "arrivals": arrivals, "tokens": tokens, "done": time.perf_counter()}
+                    text += choice["delta"]["content"]
+    return {"sent": sent, "arrivals": arrivals, "tokens": tokens, "done": time.perf_counter(), "text": text}
 
 
 async def load(url: str, model: str, clients: int, requests: int, max_tokens: int) -> dict[str, float]:
@@ -169,7 +173,7 @@ async def load(url: str, model: str, clients: int, requests: int, max_tokens: in
     ttft = [r["arrivals"][0] - r["sent"] for r in runs if r["arrivals"]]
     gaps = [b - a for r in runs for a, b in zip(r["arrivals"], r["arrivals"][1:], strict=False)]
     tokens = sum(r["tokens"] for r in runs)
-    return {"tok_s": tokens / wall, "tokens": tokens, "wall": wall,
+    return {"tok_s": tokens / wall, "tokens": tokens, "wall": wall, "texts": [r["text"] for r in runs],
             "ttft_p50": pct(ttft, 50), "ttft_p95": pct(ttft, 95),
             "itl_p50": pct(gaps, 50), "itl_p95": pct(gaps, 95)}  # fmt: skip
 
@@ -296,6 +300,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1, help="requests each client sends in a row")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--no-peer", action="store_true", help="lmforge alone")
+    parser.add_argument("--compiled", action="store_true", help="also lmforge serve --compile")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="lmforge's")
     parser.add_argument("--peer-dtype", default="fp32", choices=["fp32", "bf16"], help="the peer's")
     parser.add_argument("--profile", action="store_true", help="one stream in process: where the time goes")
@@ -319,12 +324,17 @@ def main() -> None:
     ports = {"lmforge": free_port(), "transformers": free_port()}
     argv = {
         "lmforge": [sys.executable, "-m", "lmforge", "serve", str(args.model)]
-        + ["--port", str(ports["lmforge"]), "--dtype", args.dtype, "--max-queue", "64"],
+        + ["--port", str(ports["lmforge"]), "--dtype", args.dtype, "--max-queue", "64", "--no-compile"],
         "transformers": [sys.executable, "-m", "benchmarks.bench_serve", "--gguf", str(args.gguf), "--model"]
         + [str(args.model)]
         + ["--peer-server", str(ports["transformers"]), "--peer-dtype", args.peer_dtype],
     }
-    names = ["lmforge"] if args.no_peer else ["lmforge", "transformers"]
+    if args.compiled:
+        ports["lmforge compiled"] = free_port()
+        argv["lmforge compiled"] = [*argv["lmforge"][:-1], "--compile"]
+        argv["lmforge compiled"][argv["lmforge"].index("--port") + 1] = str(ports["lmforge compiled"])
+    names = ["lmforge", "lmforge compiled"] if args.compiled else ["lmforge"]
+    names += [] if args.no_peer else ["transformers"]
     procs = {name: start(argv[name], ports[name]) for name in names}
     print(f"# {hardware_line()} (servers: torch {torch.get_num_threads()} threads each)")
     print(f"# SmolLM2-135M-Instruct, lmforge --dtype {args.dtype}, transformers {args.peer_dtype}, "
@@ -335,6 +345,7 @@ def main() -> None:
         for name in names:  # warm-up: first-request costs stay out of the figures
             asyncio.run(load(f"http://127.0.0.1:{ports[name]}", args.model.name, 1, 1, 4))
         for clients in map(int, args.clients.split(",")):
+            texts = {}
             for name in names:
                 m = asyncio.run(load(f"http://127.0.0.1:{ports[name]}", args.model.name, clients,
                                      args.requests, args.max_tokens))  # fmt: skip
@@ -342,6 +353,14 @@ def main() -> None:
                 itl = f"{1000 * m['itl_p50']:.0f} / {1000 * m['itl_p95']:.0f}"
                 print(f"| {name} | {clients} | {m['tok_s']:.1f} | {ttft} | {itl} | {m['tokens']} |"
                       f" {m['wall']:.1f} |", flush=True)  # fmt: skip
+                texts[name] = m["texts"]
+            if "lmforge compiled" in texts:  # greedy: the compiled step must not change a reply
+                same = sum(a == b for a, b in zip(texts["lmforge"], texts["lmforge compiled"], strict=True))
+                print(
+                    f"# {clients} clients: {same} of {len(texts['lmforge'])} replies of lmforge compiled"
+                    " equal lmforge's",
+                    flush=True,
+                )
     finally:
         for proc in procs.values():
             proc.terminate()

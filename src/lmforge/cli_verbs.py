@@ -412,6 +412,9 @@ VERBS: dict[str, Verb] = {
             opt("--max-tokens-limit", "the most tokens a request may ask to generate", type=int),
             opt("--timeout", "seconds a request may take, waiting included", type=float),
             opt("--dtype", "weights dtype", **DTYPE),
+            opt("--compile", "decode a lone request through a compiled step (CPU; compiled or loaded"
+                " at start); default: where this machine measured that it is faster",
+                action=argparse.BooleanOptionalAction),
         ),
     ),
     "launch": Verb(

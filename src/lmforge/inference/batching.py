@@ -16,6 +16,12 @@ is in the batch. A sequence that asks for log-probabilities gets, each step, its
 k tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before
 temperature and top-p, as vLLM's default `logprobs_mode`).
 
+A batch given a compiled step (inference/compiled_decode.py; `lmforge serve` loads one where this
+machine measured it faster) decodes through it whenever one row decodes alone, the common case of a
+server with one user: its cache moves into the step's per-layer cache, and back into the batch's
+when a second sequence joins. The compiled step computes what the eager step does, up to summation
+order (fp32: the same greedy tokens as eager decoding, measured; docs/speed.md).
+
 Used by the server's scheduler (`server/batcher.py`); it knows nothing of requests or HTTP.
 """
 
@@ -26,6 +32,7 @@ from typing import Any
 
 import torch
 
+from lmforge.inference.compiled_decode import CompiledStep, LayerCache, recast
 from lmforge.inference.generate import sample_next
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -69,8 +76,10 @@ class DecodeBatch:
     """The running batch of one model. Call `add` for newcomers, then each step `sample` (a token
     for every row of `rows`, in order) and `advance` (drop the rows that ended, feed the others)."""
 
-    def __init__(self, model: GPT) -> None:
+    def __init__(self, model: GPT, step: CompiledStep | None = None) -> None:
         self.model = model.eval()
+        self.step = step  # decodes a row alone, if given
+        self.compiled_steps = 0  # steps it made (tests read it)
         self.context = model.config.block_size
         self.device = next(model.parameters()).device
         self.rows: list[Sequence] = []  # the cached rows first, then the sliding-window ones
@@ -90,6 +99,7 @@ class DecodeBatch:
         if not prompt or len(prompt) > self.context or any(s.ids != prompt for s in seqs):
             raise ValueError("add: sequences of one non-empty prompt within the context")
         p, k = len(prompt), len(seqs)
+        self._batched()
         alone = self.model.new_cache(1, p)
         logits = self.model(torch.tensor([prompt], device=self.device), alone, True)[:, -1]  # (1, V)
         old = self.cache.length if self.cache is not None else 0
@@ -153,12 +163,20 @@ class DecodeBatch:
         logits = []
         if stay:
             assert self.cache is not None and self.mask is not None
-            if self.cache.length == self.cache.max_len:  # full: rebuild with room to grow
+            alone = self.step is not None and len(stay) == 1 and not slide and bool(self.mask.all())
+            if alone and (not isinstance(self.cache, LayerCache) or self.cache.length == self.cache.max_len):
+                self.cache = recast(self.model, self.cache, self._capacity(self.cache.length), per_layer=True)
+            elif self.cache.length == self.cache.max_len:  # full: rebuild with room to grow
                 self._select(list(range(len(stay))), force=True)
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(stay), 1)], dim=1)  # (B, L + 1)
             feed = torch.tensor([[tokens[i]] for i in stay], device=self.device)  # (B, 1)
-            padded = None if bool(self.mask.all()) else self.mask
-            logits.append(self.model(feed, self.cache, True, padded)[:, -1])
+            if alone and self.step is not None:
+                logits.append(self.step(self.model, feed, self.cache))
+                self.compiled_steps += 1
+            else:
+                self._batched()
+                padded = None if bool(self.mask.all()) else self.mask
+                logits.append(self.model(feed, self.cache, True, padded)[:, -1])
         if slide:  # the window: the last `context` tokens, recomputed (positions from 0 again)
             window = torch.tensor([self.rows[i].ids[-self.context :] for i in slide], device=self.device)
             logits.append(self.model(window, None, True)[:, -1])
@@ -178,6 +196,7 @@ class DecodeBatch:
         start = int(mask.long().argmax(dim=1).min())  # the first column some row uses
         if not force and start == 0 and index == list(range(self.cached)):
             return
+        self._batched()
         length = self.cache.length - start
         cache = self.model.new_cache(len(index), self._capacity(length))
         rows = torch.tensor(index, device=self.device)
@@ -185,6 +204,11 @@ class DecodeBatch:
             dst[:, :, :, :length] = src[:, :, :, start : self.cache.length].index_select(1, rows)
         cache.length = length
         self.cache, self.mask = cache, mask[:, start:]
+
+    def _batched(self) -> None:
+        """Move a lone row's cache out of the compiled step's layout, back into the batch's."""
+        if isinstance(self.cache, LayerCache):
+            self.cache = recast(self.model, self.cache, self.cache.max_len, per_layer=False)
 
     def _capacity(self, length: int) -> int:
         return min(self.context, length + ROOM)

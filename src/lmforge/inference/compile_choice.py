@@ -42,7 +42,7 @@ from lmforge import tuning
 from lmforge.errors import LmforgeError
 from lmforge.inference import compiled_decode, compiled_store
 from lmforge.inference.autotune import time_steps
-from lmforge.inference.compiled_decode import CompiledStep, LayerCache, layer_cache, next_logits
+from lmforge.inference.compiled_decode import CompiledStep, layer_cache, next_logits, recast
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 
@@ -84,21 +84,36 @@ class AutoSwitch:
         steps left (at most) save more than it."""
         return _eager_seconds.get(self.path, 0.0) >= self.wait and steps_left * self.saves > self.wait
 
-    def switch(self, cache: KVCache) -> tuple[CompiledStep, LayerCache]:
+    def switch(self, cache: KVCache) -> tuple[CompiledStep, KVCache]:
         """(the compiled step, a LayerCache holding what cache holds)."""
         spent, waits = _eager_seconds.get(self.path, 0.0), not compiled_decode.holds(self.model)
         step = compiled_step(self.model)
-        moved = layer_cache(self.model, cache.k.size(1), cache.max_len)
-        for layer in range(len(moved.k)):
-            moved.k[layer][:, :, : cache.length] = cache.k[layer, :, :, : cache.length]
-            moved.v[layer][:, :, : cache.length] = cache.v[layer, :, :, : cache.length]
-        moved.length = cache.length
+        moved = recast(self.model, cache, cache.max_len, per_layer=True)
         if waits:  # once per model and process: later calls switch at once, unremarked
             switches.append(
                 f"switched to the compiled step after {spent:.1f} s of eager decoding (auto: it saves"
                 f" {1e3 * self.saves:.2f} ms a step, after {self.wait_words})"
             )
         return step, moved
+
+
+def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | None, str]:
+    """`lmforge serve`'s choice, made once at start for a long-running process: (the compiled step
+    a lone request decodes through, or None for eager decoding; what to say of it). True compiles or
+    loads it (a one-line error where it cannot apply) and measures it as `generate --compile` does;
+    "auto" loads it where this machine measured it faster and keeps it (as `auto` would switch to
+    it, but before the first request rather than in the middle of one); False: eager."""
+    if compile is True:
+        compiled_decode.check_compilable(model, 1, None, True)
+    elif compile != "auto" or AutoSwitch.start(model, 1, None, True) is None:
+        unmeasured = compile == "auto" and _unmeasured(model)
+        return None, "decoding eagerly" + (" (serve --compile measures the compiled step here)" * unmeasured)
+    elif not compiled_store.step_path(model).is_file():
+        return None, "decoding eagerly (the compiled step is not kept: serve --compile compiles it)"
+    held, start = compiled_decode.holds(model), time.perf_counter()
+    step = compiled_step(model)
+    took = f"{'loaded' if step.loaded else 'compiled'} in {time.perf_counter() - start:.1f} s"
+    return step, f"a lone request decodes through the compiled step ({'held already' if held else took})"
 
 
 def expected_wait(model: GPT, entry: dict[str, Any]) -> tuple[float, str]:
@@ -167,6 +182,12 @@ def _shape(model: GPT) -> str:
     """The cache entry's name: the kept step's file, whose digest names machine, model and code."""
     n_params = sum(p.numel() for p in model.parameters())
     return f"GPT {n_params} params, {model.wte.weight.dtype}, step {compiled_store.step_path(model).stem}"
+
+
+def _unmeasured(model: GPT) -> bool:
+    """Whether auto could switch model to the compiled step but this machine never measured it."""
+    fp32 = model.wte.weight.dtype == torch.float32
+    return tuning.enabled() and fp32 and _compilable(model) and tuning.lookup(KIND, _shape(model)) is None
 
 
 def _compilable(model: GPT) -> bool:

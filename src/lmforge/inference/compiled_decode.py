@@ -79,6 +79,19 @@ def layer_cache(model: GPT, batch: int, max_len: int | None = None) -> LayerCach
     return LayerCache(c.n_layer, shape, model.wte.weight.dtype, model.wte.weight.device)
 
 
+def recast(model: GPT, cache: KVCache, max_len: int, per_layer: bool) -> KVCache:
+    """What cache holds (either kind), copied into a fresh cache of max_len positions: a LayerCache
+    (per_layer: the compiled step's) or the model's own 5-D one (eager decoding's, and a batch's)."""
+    batch = cache.k[0].size(0)  # a layer's keys (B, n_kv, max_len, hs) in either kind
+    out = layer_cache(model, batch, max_len) if per_layer else model.new_cache(batch, max_len)
+    n = cache.length
+    for layer in range(model.config.n_layer):
+        out.k[layer][:, :, :n] = cache.k[layer][:, :, :n]
+        out.v[layer][:, :, :n] = cache.v[layer][:, :, :n]
+    out.length = n
+    return out
+
+
 def next_logits(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
     """token (1, 1) after the cached sequence -> its logits (1, vocab); the cache advances by one."""
     return model(token, cache, True)[:, -1]
@@ -98,7 +111,7 @@ class CompiledStep:
         self.loaded = loaded  # from the store, rather than compiled by this process
         self.eager_steps = 0
 
-    def __call__(self, model: GPT, token: torch.Tensor, cache: LayerCache) -> torch.Tensor:
+    def __call__(self, model: GPT, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         if self.compiled.guard_check(model, token, cache):
             return self.compiled(model, token, cache)
         self.eager_steps += 1

@@ -13,6 +13,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
+from lmforge.inference.compile_choice import step_for_serving
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import describe
@@ -37,6 +38,8 @@ class ServedModel:
     tokenizer: Tokenizer
     chat: ChatSpec | None = None  # text-generation models with a chat template
     pipeline: Any = None  # the other tasks: lmforge's pipeline object
+    step: Any = None  # text generation: the compiled step a lone request decodes through, if any
+    decoding: str = ""  # text generation: how it decodes, said at start
 
     @property
     def context(self) -> int:
@@ -48,7 +51,7 @@ class ServedModel:
                 "task": self.kind, "chat": self.chat is not None, "context_length": self.context}  # fmt: skip
 
 
-def load_one(path: str | Path, dtype: str) -> ServedModel:
+def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> ServedModel:
     directory = resolve_model_dir(path)
     net, tokenizer = load_model(directory)
     kind = next((k for cls, k in KINDS.items() if isinstance(net, cls)), None)
@@ -60,6 +63,7 @@ def load_one(path: str | Path, dtype: str) -> ServedModel:
         served.net = to_inference_dtype(net, dtype)[0]
         spec = ChatSpec.read(directory, tokenizer)
         served.chat = spec if spec.template is not None else None
+        served.step, served.decoding = step_for_serving(served.net, compile)
     elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's
         from lmforge.pipelines.translation import TranslationPipeline
 
@@ -78,13 +82,16 @@ def load_one(path: str | Path, dtype: str) -> ServedModel:
     return served
 
 
-def load_models(paths: list[str | Path], dtype: str = "auto") -> dict[str, ServedModel]:
-    """id -> model for every directory; two directories with the same name are an error."""
+def load_models(
+    paths: list[str | Path], dtype: str = "auto", compile: bool | str = False
+) -> dict[str, ServedModel]:
+    """id -> model for every directory; two directories with the same name are an error. compile:
+    text generation's compiled step (compile_choice.step_for_serving)."""
     if not paths:
         raise LmforgeError("serve: give at least one model directory")
     out: dict[str, ServedModel] = {}
     for path in paths:
-        served = load_one(path, dtype)
+        served = load_one(path, dtype, compile)
         if served.id in out:
             raise LmforgeError(
                 f"{path}: its id {served.id!r} is already taken by {out[served.id].directory}; serve"

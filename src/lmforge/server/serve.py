@@ -209,6 +209,7 @@ def serve(
     max_tokens_limit: int = 1024,
     timeout: float = 300.0,
     dtype: str = "auto",
+    compile: bool | str = "auto",
 ) -> None:
     """Serve model directories over an OpenAI-compatible HTTP API (docs/serving.md). Each model's
     id is its directory's name. Binds to loopback unless told otherwise; a key makes every /v1 route
@@ -216,7 +217,9 @@ def serve(
     whitespace stripped), else the LMFORGE_API_KEY environment variable. On a command line
     (--api-key) a key is visible to other users in the process list: prefer the variable or a file.
     Concurrent requests decode together (continuous batching); past max_queue admitted requests the
-    server answers 503 at once."""
+    server answers 503 at once. compile: whether a lone request decodes through a compiled step on
+    the CPU: True compiles or loads it at start, "auto" loads it where this machine measured it
+    faster, False never (compile_choice.step_for_serving)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -231,18 +234,21 @@ def serve(
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
     check_options(dtype=dtype)
+    if compile not in (True, False, "auto"):
+        raise LmforgeError(f"compile={compile!r}: must be True, False or 'auto'")
     key, given = read_api_key(api_key, api_key_file)
     for path in models:  # a missing or foreign directory fails before any model loads
         resolve_model_dir(path)
     _check_port_free(host, port)
-    served = load_models(list(models), dtype)
+    served = load_models(list(models), dtype, compile)
     batcher = Batcher()  # decoding runs in this thread, uvicorn in another
     app = create_app(served, Settings(max_queue, max_tokens_limit, float(timeout), key), batcher)
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"lmforge serve: listening on {where}", file=sys.stderr)
     for m in served.values():
         chat = ", chat" if m.chat is not None else ""
-        print(f"  {m.id}: {m.kind}{chat} ({m.directory})", file=sys.stderr)
+        decoding = f"; {m.decoding}" if m.decoding else ""
+        print(f"  {m.id}: {m.kind}{chat} ({m.directory}){decoding}", file=sys.stderr)
     # absolute: the try line works from any folder
     key_file = None if api_key_file is None else Path(api_key_file).absolute()
     print(f"  try: {try_command(where, next(iter(served.values())), given, key_file)}", file=sys.stderr)

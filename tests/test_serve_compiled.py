@@ -1,0 +1,114 @@
+"""The server's compiled decoding (compile_choice.step_for_serving, inference/batching.py): a row
+decoding alone goes through the compiled step, a batch eagerly, with the cache moving between the
+two layouts as sequences join and leave; each row's tokens are those it decodes alone, eagerly.
+`lmforge serve` chooses at start: --compile, --no-compile, or auto from this machine's record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_compile_choice import _measured
+from test_compiled_decode import LLAMA_LIKE, _model
+
+from lmforge.errors import LmforgeError
+from lmforge.inference import compile_choice, compiled_store
+from lmforge.inference.batching import DecodeBatch, Sequence
+from lmforge.inference.compile_choice import step_for_serving
+from lmforge.inference.compiled_decode import LayerCache, compiled_step
+from lmforge.inference.generate import generate_ids, row_generator
+
+
+def test_a_lone_row_decodes_compiled_and_a_batch_eagerly_each_as_alone() -> None:
+    """Row 0 decodes alone, rows 1 and 2 join it (the cache moves back to the batch's layout),
+    row 3 runs on alone past the 48-token context (the window slides, eagerly), a seeded row samples."""
+    model = _model(LLAMA_LIKE)
+    batch = DecodeBatch(model, compiled_step(model))
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 97, (n,), generator=gen).tolist() for n in (5, 9, 2, 30, 4)]
+    wants = [12, 6, 8, 25, 10]
+    joins = [0, 4, 5, 14, 45]
+    seeds = [None, None, None, None, 7]
+    plan = [
+        (j, Sequence(list(p), 1.0 if s else 0.0, 0, 0.9, None if s is None else row_generator(s, 0), (i, w)))
+        for i, (j, p, w, s) in enumerate(zip(joins, prompts, wants, seeds, strict=True))
+    ]
+    out: dict[int, list[int]] = {}
+    layouts: list[bool] = []  # per step: was the cache the compiled step's
+    step = 0
+    while plan or len(batch):
+        for _, seq in [p for p in plan if p[0] <= step]:
+            batch.add([seq])
+        plan = [p for p in plan if p[0] > step]
+        if len(batch):
+            tokens = batch.sample()
+            keep = []
+            for seq, token in zip(batch.rows, tokens, strict=True):
+                row, want = seq.tag
+                out.setdefault(row, []).append(token)
+                keep.append(len(out[row]) < want)
+            batch.advance(tokens, keep)
+            layouts.append(isinstance(batch.cache, LayerCache))
+        step += 1
+    for i, (p, w, s) in enumerate(zip(prompts, wants, seeds, strict=True)):
+        temperature = 0.0 if s is None else 1.0
+        assert out[i] == generate_ids(model, [p], w, temperature, 0, 0.9, seed=s)[0], f"row {i}"
+    assert batch.compiled_steps > 20 and batch.step is not None and batch.step.eager_steps == 0
+    assert True in layouts and False in layouts  # both layouts were used
+
+
+@pytest.fixture
+def tuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Measuring on, a cache of this test's own."""
+    monkeypatch.setenv("LMFORGE_AUTOTUNE", "1")
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+
+
+def test_serve_chooses_at_start_from_the_flag_and_this_machines_record(
+    tuned: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model(LLAMA_LIKE)
+    assert step_for_serving(model, False) == (None, "decoding eagerly")
+    step, said = step_for_serving(model, "auto")  # never measured here: eager, and how to measure
+    assert step is None and said == "decoding eagerly (serve --compile measures the compiled step here)"
+    _measured(model, eager_ms=10.0, compiled_ms=1.0, compile_s=20.0)  # measured, but not kept
+    said = step_for_serving(model, "auto")[1]
+    assert said.endswith("(the compiled step is not kept: serve --compile compiles it)")
+    monkeypatch.setattr(compile_choice, "_time_a_load", lambda _: None)  # no new process to time
+    step, said = step_for_serving(model, True)
+    assert step is not None and compiled_store.step_path(model).is_file()
+    assert said.startswith("a lone request decodes through the compiled step (")
+    held = "a lone request decodes through the compiled step (held already)"
+    assert step_for_serving(model, "auto") == (step, held)
+    _measured(model, eager_ms=1.0, compiled_ms=2.0)  # measured slower here: auto stays eager
+    assert step_for_serving(model, "auto") == (None, "decoding eagerly")
+    bf16 = _model(LLAMA_LIKE, torch.bfloat16)  # auto never switches bf16 (its tokens may change)
+    _measured(bf16, eager_ms=10.0, compiled_ms=1.0, compile_s=20.0)
+    assert step_for_serving(bf16, "auto") == (None, "decoding eagerly")
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.raises(LmforgeError, match="needs a C\\+\\+ compiler"):
+        step_for_serving(model, True)
+
+
+def test_a_served_request_decodes_compiled_and_answers_as_eager(tmp_path: Path) -> None:
+    """Over HTTP: --compile's server gives the eager server's text, token for token, and its lone
+    requests went through the compiled step."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from serve_helpers import make_model_dirs
+
+    from lmforge.server.app import Settings, create_app
+    from lmforge.server.models import load_models
+
+    dirs = make_model_dirs(tmp_path, block_size=48)
+    texts, batches = [], []
+    for compile in (False, True):
+        app = create_app(load_models([dirs["llama"]], "fp32", compile), Settings())
+        with TestClient(app) as api:
+            body = {"model": "llama", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 30}
+            got = api.post("/v1/chat/completions", json={**body, "temperature": 0}).json()
+            texts.append(got["choices"][0]["message"]["content"])
+            batches.append(next(iter(app.state.lmforge.decoder.batcher.batches.values())))
+    assert texts[0] == texts[1] and len(texts[0]) > 0
+    assert batches[0].compiled_steps == 0 and batches[1].compiled_steps > 0
