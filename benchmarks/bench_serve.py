@@ -4,7 +4,9 @@ the same HTTP API, on the same SmolLM2-135M-Instruct weights, driven by one load
     python -m lmforge import "$(python -m data.smollm2)" --out /tmp/s1-smollm2
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 [--clients 1,4,8,16] [--max-tokens 48]
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --dtype bf16 --peer-dtype bf16
-    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --compiled   # + `serve --compile`
+    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --variant='--dtype fp32 --compile'
+    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --variant='--dtype bf16 --no-compile' \
+        --variant='--dtype auto'   # serve's defaults against the old default and eager fp32
     python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --profile [--rounds 3]   # one stream, no HTTP
 
 Both servers run as processes of their own, fp32 unless `--dtype` (lmforge's `serve --dtype`) and
@@ -17,8 +19,10 @@ it decodes wait for it. The load generator (httpx, asyncio) runs C clients at on
 aggregate output tokens/s (all completion tokens / wall time from the first request to the last
 reply), time to first token (request sent -> first text), inter-token latency (gaps between text
 chunks). Concurrency levels run lmforge then the peer, one level at a time. lmforge decodes
-eagerly (`--no-compile`); `--compiled` adds a third server, `serve --compile`, whose lone requests
-decode through the compiled step (compiled or loaded at its start, before the warm-up).
+eagerly (`--dtype D --no-compile`); each `--variant ARGS` adds a server `serve ARGS` (its own
+options only: `--compile`, whose lone requests decode through the compiled step, compiled or
+loaded at its start; `--dtype auto`, serve's defaults), and the script counts the replies it
+gives that equal the first lmforge server's.
 """
 
 from __future__ import annotations
@@ -300,7 +304,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1, help="requests each client sends in a row")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--no-peer", action="store_true", help="lmforge alone")
-    parser.add_argument("--compiled", action="store_true", help="also lmforge serve --compile")
+    parser.add_argument("--variant", action="append", default=[], help="also lmforge serve ARGS")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="lmforge's")
     parser.add_argument("--peer-dtype", default="fp32", choices=["fp32", "bf16"], help="the peer's")
     parser.add_argument("--profile", action="store_true", help="one stream in process: where the time goes")
@@ -329,11 +333,11 @@ def main() -> None:
         + [str(args.model)]
         + ["--peer-server", str(ports["transformers"]), "--peer-dtype", args.peer_dtype],
     }
-    if args.compiled:
-        ports["lmforge compiled"] = free_port()
-        argv["lmforge compiled"] = [*argv["lmforge"][:-1], "--compile"]
-        argv["lmforge compiled"][argv["lmforge"].index("--port") + 1] = str(ports["lmforge compiled"])
-    names = ["lmforge", "lmforge compiled"] if args.compiled else ["lmforge"]
+    for variant in args.variant:  # serve's own options: the model, port and queue as the first's
+        name = f"lmforge {variant}"
+        ports[name] = free_port()
+        argv[name] = [*argv["lmforge"][:5], "--port", str(ports[name]), "--max-queue", "64", *variant.split()]
+    names = ["lmforge", *(f"lmforge {v}" for v in args.variant)]
     names += [] if args.no_peer else ["transformers"]
     procs = {name: start(argv[name], ports[name]) for name in names}
     print(f"# {hardware_line()} (servers: torch {torch.get_num_threads()} threads each)")
@@ -354,10 +358,10 @@ def main() -> None:
                 print(f"| {name} | {clients} | {m['tok_s']:.1f} | {ttft} | {itl} | {m['tokens']} |"
                       f" {m['wall']:.1f} |", flush=True)  # fmt: skip
                 texts[name] = m["texts"]
-            if "lmforge compiled" in texts:  # greedy: the compiled step must not change a reply
-                same = sum(a == b for a, b in zip(texts["lmforge"], texts["lmforge compiled"], strict=True))
+            for variant in args.variant:  # greedy: how many replies a variant changed
+                same = sum(a == b for a, b in zip(texts["lmforge"], texts[f"lmforge {variant}"], strict=True))
                 print(
-                    f"# {clients} clients: {same} of {len(texts['lmforge'])} replies of lmforge compiled"
+                    f"# {clients} clients: {same} of {len(texts['lmforge'])} replies of lmforge {variant}"
                     " equal lmforge's",
                     flush=True,
                 )

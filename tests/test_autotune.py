@@ -216,6 +216,8 @@ def test_decoding_dtype_is_the_faster_by_a_margin(
     monkeypatch.setattr(decode_tune, "_time_decoding", lambda nets: [fp32_s, bf16_s])
     net, why = decode_tune.to_inference_dtype(_gpt(), "auto")
     assert next(net.parameters()).dtype == dtype and "measured" in why
+    assert decode_tune.remembered_step_ms(_gpt(), "bf16") == 1e3 * bf16_s  # for serve's start line
+    assert decode_tune.remembered_step_ms(_gpt(128), "bf16") is None  # never measured
 
 
 def test_decoding_dtype_is_measured_for_real_then_remembered(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -732,7 +732,7 @@ def test_the_command_prints_where_it_listens_serves_and_stops_on_ctrl_c(
     assert "lmforge serve: stopping" in err
     assert f"listening on http://127.0.0.1:{port}" in err
     assert "  gpt: text-generation (" in err and "  llama: text-generation, chat (" in err
-    assert f"  gpt: text-generation ({dirs['gpt']}); decoding eagerly" in err  # the suite measures nothing
+    assert f"  gpt: text-generation ({dirs['gpt']}); float32, decoding eagerly" in err  # nothing measured
     assert "curl http://127.0.0.1:" in err and "Bearer $LMFORGE_API_KEY" in err
 
 

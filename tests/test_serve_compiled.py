@@ -112,3 +112,33 @@ def test_a_served_request_decodes_compiled_and_answers_as_eager(tmp_path: Path) 
             batches.append(next(iter(app.state.lmforge.decoder.batcher.batches.values())))
     assert texts[0] == texts[1] and len(texts[0]) > 0
     assert batches[0].compiled_steps == 0 and batches[1].compiled_steps > 0
+
+
+def test_serve_auto_says_when_fp32_through_the_step_beats_the_bf16_it_chose(
+    tuned: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--dtype auto picks bf16 where eager bf16 beats eager fp32 (batches decode eagerly), and auto
+    leaves bf16 eager; where the compiled fp32 step is faster still, the start line says so, and
+    --dtype fp32 then decodes a lone request through it."""
+    pytest.importorskip("fastapi")
+    from serve_helpers import make_model_dirs
+
+    from lmforge.inference import autotune
+    from lmforge.server.models import load_models
+
+    directory = make_model_dirs(tmp_path, block_size=48)["llama"]
+    monkeypatch.setattr(compile_choice, "_time_a_load", lambda _: None)
+    fp32 = load_models([directory], "fp32", True)["llama"]  # compiles and keeps the fp32 step
+    _measured(fp32.net, eager_ms=20.0, compiled_ms=8.0, compile_s=20.0, load_s=2.0)
+    monkeypatch.setattr(autotune, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(autotune, "_time_decoding", lambda nets: [0.020, 0.012])  # eager: bf16 wins
+    served = load_models([directory], "auto", "auto")["llama"]
+    assert served.net.wte.weight.dtype == torch.bfloat16 and served.step is None
+    assert served.decoding == (
+        "bfloat16, decoding eagerly (one request at a time decodes faster with --dtype fp32, through"
+        " the compiled step: 8.0 ms a token against 12.0 here; batches are faster in bf16)"
+    )
+    served = load_models([directory], "fp32", "auto")["llama"]
+    assert served.step is fp32.step and served.decoding.startswith("float32, a lone request decodes")
+    _measured(fp32.net, eager_ms=20.0, compiled_ms=13.0, compile_s=20.0, load_s=2.0)  # slower than bf16
+    assert load_models([directory], "auto", "auto")["llama"].decoding == "bfloat16, decoding eagerly"

@@ -59,10 +59,18 @@ def _to_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
         chosen = "bf16" if bf16_s * MARGIN < fp32_s else "fp32"
         measured = f"fp32 {1e3 * fp32_s:.2f} ms, bf16 {1e3 * bf16_s:.2f} ms per token"
         how = f"measured: {measured}"
-        tuning.remember("decode", shape, {"dtype": chosen, "measured": measured})
+        times = {"fp32_ms": round(1e3 * fp32_s, 3), "bf16_ms": round(1e3 * bf16_s, 3)}
+        tuning.remember("decode", shape, {"dtype": chosen, "measured": measured, **times})
         if chosen == "bf16":
             return bf16, f"bf16 (auto, {how})"
     return net.to(torch.bfloat16 if chosen == "bf16" else torch.float32), f"{chosen} (auto, {how})"
+
+
+def remembered_step_ms(net: GPT, dtype: str) -> float | None:
+    """ms per eager decoding step of net in dtype ("fp32", "bf16"), as the dtype probe measured it
+    on this machine; None if it never did."""
+    value = (tuning.lookup("decode", _shape_key(net)) or {}).get(f"{dtype}_ms")
+    return value if isinstance(value, float) else None
 
 
 def _shape_key(net: GPT) -> str:

@@ -41,7 +41,7 @@ import torch
 from lmforge import tuning
 from lmforge.errors import LmforgeError
 from lmforge.inference import compiled_decode, compiled_store
-from lmforge.inference.autotune import time_steps
+from lmforge.inference.autotune import remembered_step_ms, time_steps
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, next_logits, recast
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -97,6 +97,19 @@ class AutoSwitch:
         return step, moved
 
 
+def compiled_fp32_ms(model: GPT) -> float | None:
+    """ms per step of model's compiled step in fp32, where auto would switch an fp32 copy of model
+    to it on this machine (measured, and faster than eager fp32); else None."""
+    if not tuning.enabled() or not _compilable(model):
+        return None
+    with torch.device("meta"):  # a weightless fp32 twin: the step's key needs only its modules
+        twin = type(model)(model.config).float()
+    entry = tuning.lookup(KIND, _shape(twin))
+    if not entry or not all(isinstance(entry.get(k), float) for k in ("eager_ms", "compiled_ms")):
+        return None
+    return float(entry["compiled_ms"]) if entry["compiled_ms"] < entry["eager_ms"] else None
+
+
 def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | None, str]:
     """`lmforge serve`'s choice, made once at start for a long-running process: (the compiled step
     a lone request decodes through, or None for eager decoding; what to say of it). True compiles or
@@ -106,14 +119,28 @@ def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | No
     if compile is True:
         compiled_decode.check_compilable(model, 1, None, True)
     elif compile != "auto" or AutoSwitch.start(model, 1, None, True) is None:
-        unmeasured = compile == "auto" and _unmeasured(model)
-        return None, "decoding eagerly" + (" (serve --compile measures the compiled step here)" * unmeasured)
+        return None, "decoding eagerly" + (_eager_hint(model) if compile == "auto" else "")
     elif not compiled_store.step_path(model).is_file():
         return None, "decoding eagerly (the compiled step is not kept: serve --compile compiles it)"
     held, start = compiled_decode.holds(model), time.perf_counter()
     step = compiled_step(model)
     took = f"{'loaded' if step.loaded else 'compiled'} in {time.perf_counter() - start:.1f} s"
     return step, f"a lone request decodes through the compiled step ({'held already' if held else took})"
+
+
+def _eager_hint(model: GPT) -> str:
+    """What to add to "decoding eagerly" under auto: how to measure the compiled step, or, for a bf16
+    model (which auto leaves eager), that one request at a time decodes faster in fp32 through it."""
+    if _unmeasured(model):
+        return " (serve --compile measures the compiled step here)"
+    compiled_ms = compiled_fp32_ms(model) if model.wte.weight.dtype == torch.bfloat16 else None
+    eager_ms = remembered_step_ms(model, "bf16")
+    if compiled_ms is None or eager_ms is None or compiled_ms >= eager_ms:
+        return ""
+    return (
+        f" (one request at a time decodes faster with --dtype fp32, through the compiled step:"
+        f" {compiled_ms:.1f} ms a token against {eager_ms:.1f} here; batches are faster in bf16)"
+    )
 
 
 def expected_wait(model: GPT, entry: dict[str, Any]) -> tuple[float, str]:

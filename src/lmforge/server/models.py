@@ -39,7 +39,7 @@ class ServedModel:
     chat: ChatSpec | None = None  # text-generation models with a chat template
     pipeline: Any = None  # the other tasks: lmforge's pipeline object
     step: Any = None  # text generation: the compiled step a lone request decodes through, if any
-    decoding: str = ""  # text generation: how it decodes, said at start
+    decoding: str = ""  # text generation: its dtype and how it decodes, said at start
 
     @property
     def context(self) -> int:
@@ -63,7 +63,8 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
         served.net = to_inference_dtype(net, dtype)[0]
         spec = ChatSpec.read(directory, tokenizer)
         served.chat = spec if spec.template is not None else None
-        served.step, served.decoding = step_for_serving(served.net, compile)
+        served.step, said = step_for_serving(served.net, compile)
+        served.decoding = f"{str(served.net.wte.weight.dtype).removeprefix('torch.')}, {said}"
     elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's
         from lmforge.pipelines.translation import TranslationPipeline
 
