@@ -210,3 +210,32 @@ def test_the_kept_step_depends_on_the_dtype_and_the_machine(monkeypatch: pytest.
     assert compiled_store.step_path(_model(GPT2_LIKE, torch.bfloat16)) != fp32
     monkeypatch.setattr(torch, "get_num_threads", lambda: 99)  # part of tuning.machine_key
     assert compiled_store.step_path(model) != fp32
+
+
+def test_the_store_keeps_the_most_recently_used_steps_and_nothing_else_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saving a step deletes the steps past the KEEP most recently used; a load marks its file used;
+    files the store did not name (another suffix, another name) stay."""
+    import os
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(compiled_store, "KEEP", 3)
+    store = compiled_store.store_dir()
+    store.mkdir(parents=True)
+    steps = [store / f"{i:032x}.step" for i in range(4)]
+    others = [store / "notes.txt", store / "mine.step"]
+    for age, path in enumerate([*steps, *others]):  # steps[0] the newest
+        path.write_bytes(b"x")
+        os.utime(path, (1e9 - age * 100, 1e9 - age * 100))
+    monkeypatch.setattr(torch.compiler, "load_compiled_function", lambda f: "a compiled function")
+    assert compiled_store.load(steps[3]) == "a compiled function"  # the oldest, used now
+
+    class Fake:
+        def save_compiled_function(self, path: str) -> None:
+            Path(path).write_bytes(b"y")
+
+    new = store / f"{99:032x}.step"
+    compiled_store.save(new, Fake())
+    kept = [new, steps[3], steps[0], *others]
+    assert sorted(p.name for p in store.iterdir()) == sorted(p.name for p in kept)

@@ -13,13 +13,19 @@ traces (lmforge/model and compiled_decode.py), so an edited lmforge compiles aga
 pickle, as torch's own caches are: lmforge reads only the files it wrote there, never a path a user
 passes. Deleting the directory forgets every step. A file that does not load, or whose guards do
 not fit the model, is compiled again and replaced; one that cannot be written costs the next
-process a compile.
+process a compile. Each file is 1-4 MB, and every new key (a torch upgrade, an edit of lmforge's
+model code, another thread count) leaves the old file behind, so saving a step keeps the KEEP
+most recently used (a load marks its file used) and deletes the older steps; nothing else there
+is touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ from lmforge import tuning
 from lmforge.model.gpt import GPT
 
 SUFFIX = ".step"
+KEEP = 32  # steps kept in the store, the most recently used
+STEP_NAME = re.compile(r"[0-9a-f]{32}" + re.escape(SUFFIX))  # the files step_path names, and no other
 
 
 def store_dir() -> Path:
@@ -57,10 +65,13 @@ def load(path: Path) -> Any | None:
         return None
     try:
         with path.open("rb") as f, torch.inference_mode():  # its guards expect inference tensors
-            return torch.compiler.load_compiled_function(f)
+            loaded = torch.compiler.load_compiled_function(f)
     except Exception as err:  # noqa: BLE001 - any failure to load a cache entry means: compile again
         _warn_once(f"lmforge: compiling again: {path} did not load ({type(err).__name__}: {err})")
         return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # used now: the last to be pruned
+    return loaded
 
 
 def save(path: Path, compiled: Any) -> None:
@@ -71,6 +82,22 @@ def save(path: Path, compiled: Any) -> None:
         compiled.save_compiled_function(str(path))
     except (OSError, RuntimeError) as err:
         _warn_once(f"lmforge: could not keep the compiled step in {path}: {err}")
+        return
+    _prune(path.parent)
+
+
+def _prune(store: Path) -> None:
+    """Delete the steps in store past the KEEP most recently used (lmforge's files only)."""
+    steps = []
+    for step in store.iterdir():
+        try:
+            if STEP_NAME.fullmatch(step.name) and step.is_file():
+                steps.append((step.stat().st_mtime, step))
+        except OSError:  # gone meanwhile (another process pruned it)
+            continue
+    for _, old in sorted(steps, reverse=True)[KEEP:]:
+        with contextlib.suppress(OSError):  # gone, or not ours to delete: the next save tries again
+            old.unlink()
 
 
 @functools.cache
