@@ -160,3 +160,35 @@ def test_generate_says_after_the_text_when_auto_switched(
     assert cli.main([*argv, "--no-compile"]) == 0
     eager = capsys.readouterr()
     assert eager.err == "" and eager.out == compiled.out
+
+
+def test_an_interactive_chat_says_when_fp32_through_the_compiled_step_beats_the_bf16_it_chose(
+    tuned: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """dtype auto picks bf16 by eager steps and auto leaves bf16 eager; where this machine measured
+    the compiled fp32 step faster, the chat's first line says so; otherwise nothing is added."""
+    import builtins
+    import sys
+
+    from test_chat import make_chat_llama
+
+    from lmforge.inference import autotune
+    from lmforge.inference.chat import chat
+
+    make_chat_llama(tmp_path / "llama")
+    monkeypatch.setattr(autotune, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(autotune, "_time_decoding", lambda nets: [0.020, 0.012])  # eager: bf16 wins
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+
+    def no_more_input(prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(builtins, "input", no_more_input)
+    chat(tmp_path / "llama")
+    assert "--dtype fp32" not in capsys.readouterr().err  # nothing measured about the compiled step
+    _measured(load_model(tmp_path / "llama")[0].float(), eager_ms=20.0, compiled_ms=8.0, compile_s=9.0)
+    chat(tmp_path / "llama")
+    hint = "--dtype fp32 decodes faster here, through the compiled step once it pays back: 8.0 ms a token"
+    assert f"lmforge: {hint} against 12.0 eagerly in bf16" in capsys.readouterr().err
+    chat(tmp_path / "llama", compile=False)
+    assert "--dtype fp32" not in capsys.readouterr().err

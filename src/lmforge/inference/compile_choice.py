@@ -128,18 +128,29 @@ def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | No
     return step, f"a lone request decodes through the compiled step ({'held already' if held else took})"
 
 
+def faster_in_fp32(model: GPT) -> tuple[float, float] | None:
+    """(ms a compiled fp32 step, ms an eager bf16 step) where model is bf16, which auto decodes
+    eagerly, and this machine measured its compiled fp32 step faster; else None. `serve` and
+    `chat` say so at start: the dtype probe compares eager steps only."""
+    if model.wte.weight.dtype != torch.bfloat16:
+        return None
+    compiled_ms, eager_ms = compiled_fp32_ms(model), remembered_step_ms(model, "bf16")
+    if compiled_ms is None or eager_ms is None or compiled_ms >= eager_ms:
+        return None
+    return compiled_ms, eager_ms
+
+
 def _eager_hint(model: GPT) -> str:
-    """What to add to "decoding eagerly" under auto: how to measure the compiled step, or, for a bf16
-    model (which auto leaves eager), that one request at a time decodes faster in fp32 through it."""
+    """What to add to "decoding eagerly" under auto: how to measure the compiled step, or that one
+    request at a time decodes faster in fp32 through it."""
     if _unmeasured(model):
         return " (serve --compile measures the compiled step here)"
-    compiled_ms = compiled_fp32_ms(model) if model.wte.weight.dtype == torch.bfloat16 else None
-    eager_ms = remembered_step_ms(model, "bf16")
-    if compiled_ms is None or eager_ms is None or compiled_ms >= eager_ms:
+    faster = faster_in_fp32(model)
+    if faster is None:
         return ""
     return (
         f" (one request at a time decodes faster with --dtype fp32, through the compiled step:"
-        f" {compiled_ms:.1f} ms a token against {eager_ms:.1f} here; batches are faster in bf16)"
+        f" {faster[0]:.1f} ms a token against {faster[1]:.1f} here; batches are faster in bf16)"
     )
 
 
