@@ -12,8 +12,9 @@ import torch
 from test_compile_choice import _measured
 from test_compiled_decode import LLAMA_LIKE, _model
 
+from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.inference import compile_choice, compiled_store
+from lmforge.inference import compile_choice, compiled_decode, compiled_store
 from lmforge.inference.batching import DecodeBatch, Sequence
 from lmforge.inference.compile_choice import step_for_serving
 from lmforge.inference.compiled_decode import LayerCache, compiled_step
@@ -66,26 +67,37 @@ def tuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_serve_chooses_at_start_from_the_flag_and_this_machines_record(
-    tuned: None, monkeypatch: pytest.MonkeyPatch
+    tuned: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """auto: a model never measured here is compiled and measured at start, then used if faster;
+    measured faster, it is loaded (or compiled again if its file is gone); measured slower, or bf16,
+    eager. --compile always; --no-compile never; where it cannot apply, one line."""
     model = _model(LLAMA_LIKE)
     assert step_for_serving(model, False) == (None, "decoding eagerly")
-    step, said = step_for_serving(model, "auto")  # never measured here: eager, and how to measure
-    assert step is None and said == "decoding eagerly (serve --compile measures the compiled step here)"
-    _measured(model, eager_ms=10.0, compiled_ms=1.0, compile_s=20.0)  # measured, but not kept
-    said = step_for_serving(model, "auto")[1]
-    assert said.endswith("(the compiled step is not kept: serve --compile compiles it)")
     monkeypatch.setattr(compile_choice, "_time_a_load", lambda _: None)  # no new process to time
-    step, said = step_for_serving(model, True)
+    monkeypatch.setattr(compile_choice, "time_steps", lambda runs, rounds: [0.010, 0.004])  # faster
+    step, said = step_for_serving(model, "auto")  # never measured here: compiled and measured now
     assert step is not None and compiled_store.step_path(model).is_file()
-    assert said.startswith("a lone request decodes through the compiled step (")
+    assert said.startswith("a lone request decodes through the compiled step (compiled and measured in ")
+    assert "lmforge serve: compiling the decoding step (the first time" in capsys.readouterr().err
     held = "a lone request decodes through the compiled step (held already)"
-    assert step_for_serving(model, "auto") == (step, held)
+    assert step_for_serving(model, "auto") == (step, held) == step_for_serving(model, True)
     _measured(model, eager_ms=1.0, compiled_ms=2.0)  # measured slower here: auto stays eager
     assert step_for_serving(model, "auto") == (None, "decoding eagerly")
-    bf16 = _model(LLAMA_LIKE, torch.bfloat16)  # auto never switches bf16 (its tokens may change)
-    _measured(bf16, eager_ms=10.0, compiled_ms=1.0, compile_s=20.0)
+    assert step_for_serving(model, True) == (step, held)  # unless asked for
+    _measured(model, eager_ms=10.0, compiled_ms=1.0)  # faster, but its file is gone (pruned)
+    compiled_store.step_path(model).unlink()
+    monkeypatch.setattr(compiled_decode, "_steps", {})  # a new process
+    again, said = step_for_serving(model, "auto")
+    assert again is not None and "(compiled and measured in " in said
+    assert compiled_store.step_path(model).is_file()
+    bf16 = _model(LLAMA_LIKE, torch.bfloat16)  # auto never compiles bf16 (its tokens may change)
     assert step_for_serving(bf16, "auto") == (None, "decoding eagerly")
+    other = _model(ModelConfig(**{**LLAMA_LIKE.__dict__, "n_layer": 1}))
+    monkeypatch.setattr(compile_choice, "time_steps", lambda runs, rounds: [0.002, 0.004])  # slower
+    step, said = step_for_serving(other, "auto")
+    assert step is None and said.startswith("decoding eagerly (its compiled step, compiled and measured in ")
+    assert said.endswith(", measured slower here)")
     monkeypatch.setenv("CXX", "no-such-compiler-here")
     with pytest.raises(LmforgeError, match="needs a C\\+\\+ compiler"):
         step_for_serving(model, True)

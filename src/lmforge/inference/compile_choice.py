@@ -16,7 +16,7 @@ What it relies on is measured on this machine: whenever lmforge compiles or load
 remembers how long that took, and, once per model, the eager and compiled step times (16 steps
 each after a warm-up, taking turns: autotune.time_steps) and the time a new process takes to
 load the kept step, in the autotune cache (tuning.py). A model never compiled here stays eager
-until a `--compile` run measures it.
+until a `--compile` run measures it (`lmforge serve` compiles and measures it at its first start).
 Only fp32 models switch, since a switch must not change what is decoded: in fp32 the compiled
 step's greedy tokens were eager decoding's for SmolLM2-135M (640 of 640, 10 chat prompts x 64),
 while in bf16, where the compiled step rounds the products' sums differently, 6 of the 10 replies
@@ -113,18 +113,29 @@ def compiled_fp32_ms(model: GPT) -> float | None:
 def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | None, str]:
     """`lmforge serve`'s choice, made once at start for a long-running process: (the compiled step
     a lone request decodes through, or None for eager decoding; what to say of it). True compiles or
-    loads it (a one-line error where it cannot apply) and measures it as `generate --compile` does;
-    "auto" loads it where this machine measured it faster and keeps it (as `auto` would switch to
-    it, but before the first request rather than in the middle of one); False: eager."""
+    loads it (a one-line error where it cannot apply) and measures it as `generate --compile` does.
+    "auto", for an fp32 model: loads it where this machine measured it faster (as `auto` would
+    switch to it, but before the first request rather than in the middle of one), and compiles and
+    measures it where this machine never did, as vLLM compiles at start: a server's first start on
+    a machine waits for it (15-70 s on 2 cores), and every later start loads it in seconds or, if
+    it measured slower, decodes eagerly at once. False: eager."""
     if compile is True:
         compiled_decode.check_compilable(model, 1, None, True)
-    elif compile != "auto" or AutoSwitch.start(model, 1, None, True) is None:
-        return None, "decoding eagerly" + (_eager_hint(model) if compile == "auto" else "")
-    elif not compiled_store.step_path(model).is_file():
-        return None, "decoding eagerly (the compiled step is not kept: serve --compile compiles it)"
+    elif compile != "auto":
+        return None, "decoding eagerly"
+    elif not _unmeasured(model) and AutoSwitch.start(model, 1, None, True) is None:
+        return None, "decoding eagerly" + _eager_hint(model)
     held, start = compiled_decode.holds(model), time.perf_counter()
+    if not held and not compiled_store.step_path(model).is_file():
+        print(
+            "lmforge serve: compiling the decoding step (the first time on this machine for this model:"
+            " 15-70 s on 2 cores, kept for later starts; --no-compile skips it)",
+            file=sys.stderr,
+        )
     step = compiled_step(model)
-    took = f"{'loaded' if step.loaded else 'compiled'} in {time.perf_counter() - start:.1f} s"
+    took = f"{'loaded' if step.loaded else 'compiled and measured'} in {time.perf_counter() - start:.1f} s"
+    if compile == "auto" and AutoSwitch.start(model, 1, None, True) is None:  # measured slower now
+        return None, f"decoding eagerly (its compiled step, {took}, measured slower here)"
     return step, f"a lone request decodes through the compiled step ({'held already' if held else took})"
 
 
@@ -141,10 +152,8 @@ def faster_in_fp32(model: GPT) -> tuple[float, float] | None:
 
 
 def _eager_hint(model: GPT) -> str:
-    """What to add to "decoding eagerly" under auto: how to measure the compiled step, or that one
-    request at a time decodes faster in fp32 through it."""
-    if _unmeasured(model):
-        return " (serve --compile measures the compiled step here)"
+    """What to add to "decoding eagerly" under auto: that one request at a time decodes faster in
+    fp32 through the compiled step, where this machine measured that."""
     faster = faster_in_fp32(model)
     if faster is None:
         return ""
@@ -223,7 +232,7 @@ def _shape(model: GPT) -> str:
 
 
 def _unmeasured(model: GPT) -> bool:
-    """Whether auto could switch model to the compiled step but this machine never measured it."""
+    """Whether auto could use model's compiled step but this machine never measured it."""
     fp32 = model.wte.weight.dtype == torch.float32
     return tuning.enabled() and fp32 and _compilable(model) and tuning.lookup(KIND, _shape(model)) is None
 
