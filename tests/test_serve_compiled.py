@@ -21,11 +21,13 @@ from lmforge.inference.compiled_decode import LayerCache, compiled_step
 from lmforge.inference.generate import generate_ids, row_generator
 
 
-def test_a_lone_row_decodes_compiled_and_a_batch_eagerly_each_as_alone() -> None:
-    """Row 0 decodes alone, rows 1 and 2 join it (the cache moves back to the batch's layout),
-    row 3 runs on alone past the 48-token context (the window slides, eagerly), a seeded row samples."""
+@pytest.mark.parametrize("step_rows", [1, 2])
+def test_few_rows_decode_compiled_one_by_one_and_more_eagerly_each_as_alone(step_rows: int) -> None:
+    """Row 0 decodes alone, rows 1 and 2 join it (past step_rows the rows' own caches join into
+    one padded cache), rows leave (the padded cache splits again), row 3 runs past the 48-token
+    context (the window slides, eagerly), a seeded row samples."""
     model = _model(LLAMA_LIKE)
-    batch = DecodeBatch(model, compiled_step(model))
+    batch = DecodeBatch(model, compiled_step(model), step_rows)
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 97, (n,), generator=gen).tolist() for n in (5, 9, 2, 30, 4)]
     wants = [12, 6, 8, 25, 10]
@@ -36,7 +38,7 @@ def test_a_lone_row_decodes_compiled_and_a_batch_eagerly_each_as_alone() -> None
         for i, (j, p, w, s) in enumerate(zip(joins, prompts, wants, seeds, strict=True))
     ]
     out: dict[int, list[int]] = {}
-    layouts: list[bool] = []  # per step: was the cache the compiled step's
+    layouts: list[bool] = []  # per step: did the rows have caches of their own
     step = 0
     while plan or len(batch):
         for _, seq in [p for p in plan if p[0] <= step]:
@@ -50,13 +52,15 @@ def test_a_lone_row_decodes_compiled_and_a_batch_eagerly_each_as_alone() -> None
                 out.setdefault(row, []).append(token)
                 keep.append(len(out[row]) < want)
             batch.advance(tokens, keep)
-            layouts.append(isinstance(batch.cache, LayerCache))
+            layouts.append(batch.own is not None)
         step += 1
     for i, (p, w, s) in enumerate(zip(prompts, wants, seeds, strict=True)):
         temperature = 0.0 if s is None else 1.0
         assert out[i] == generate_ids(model, [p], w, temperature, 0, 0.9, seed=s)[0], f"row {i}"
     assert batch.compiled_steps > 20 and batch.step is not None and batch.step.eager_steps == 0
-    assert True in layouts and False in layouts  # both layouts were used
+    changes = sum(a != b for a, b in zip(layouts, layouts[1:]))
+    assert layouts[0] and changes >= 2  # own caches, joined into one padded cache, split again
+    assert all(isinstance(c, LayerCache) for c in batch.own or [])
 
 
 @pytest.fixture
@@ -80,11 +84,13 @@ def test_serve_chooses_at_start_from_the_flag_and_this_machines_record(
     assert step is not None and compiled_store.step_path(model).is_file()
     assert said.startswith("a lone request decodes through the compiled step (compiled and measured in ")
     assert "lmforge serve: compiling the decoding step (the first time" in capsys.readouterr().err
+    assert compile_choice.rows_through_step(model) == 2  # two 4 ms steps fit in one 10 ms eager step
     held = "a lone request decodes through the compiled step (held already)"
     assert step_for_serving(model, "auto") == (step, held) == step_for_serving(model, True)
     _measured(model, eager_ms=1.0, compiled_ms=2.0)  # measured slower here: auto stays eager
     assert step_for_serving(model, "auto") == (None, "decoding eagerly")
     assert step_for_serving(model, True) == (step, held)  # unless asked for
+    assert compile_choice.rows_through_step(model) == 1
     _measured(model, eager_ms=10.0, compiled_ms=1.0)  # faster, but its file is gone (pruned)
     compiled_store.step_path(model).unlink()
     monkeypatch.setattr(compiled_decode, "_steps", {})  # a new process

@@ -17,10 +17,13 @@ k tokens' log-probabilities under the model's distribution (log-softmax of the r
 temperature and top-p, as vLLM's default `logprobs_mode`).
 
 A batch given a compiled step (inference/compiled_decode.py; `lmforge serve` loads one where this
-machine measured it faster) decodes through it whenever one row decodes alone, the common case of a
-server with one user: its cache moves into the step's per-layer cache, and back into the batch's
-when a second sequence joins. The compiled step computes what the eager step does, up to summation
-order (fp32: the same greedy tokens as eager decoding, measured; docs/speed.md).
+machine measured it faster) decodes its rows one at a time through it while they are few: up to
+`step_rows` rows, as many as the step runs in the time of one eager step (so one eager batch step,
+which costs at least that, is never faster). One row alone is the common case, a server with one
+user. Each row then has a cache of its own in the step's layout, split from the padded cache when
+rows leave and joined back into it when more rows join than the step takes. The compiled step
+computes what the eager step does, up to summation order (fp32: the same greedy tokens as eager
+decoding, measured; docs/speed.md).
 
 Used by the server's scheduler (`server/batcher.py`); it knows nothing of requests or HTTP.
 """
@@ -32,7 +35,7 @@ from typing import Any
 
 import torch
 
-from lmforge.inference.compiled_decode import CompiledStep, LayerCache, recast
+from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
 from lmforge.inference.generate import sample_next
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -74,18 +77,24 @@ class Sequence:
 
 class DecodeBatch:
     """The running batch of one model. Call `add` for newcomers, then each step `sample` (a token
-    for every row of `rows`, in order) and `advance` (drop the rows that ended, feed the others)."""
+    for every row of `rows`, in order) and `advance` (drop the rows that ended, feed the others).
 
-    def __init__(self, model: GPT, step: CompiledStep | None = None) -> None:
+    Given a compiled step and step_rows >= 1, while at most step_rows rows have cache rows they
+    decode one at a time through the step, each with a cache of its own (`own`, no padding), and
+    `cache` and `mask` are None; past step_rows they go back into one padded cache."""
+
+    def __init__(self, model: GPT, step: CompiledStep | None = None, step_rows: int = 1) -> None:
         self.model = model.eval()
-        self.step = step  # decodes a row alone, if given
-        self.compiled_steps = 0  # steps it made (tests read it)
+        self.step = step
+        self.step_rows = step_rows if step is not None else 0  # rows the step decodes one by one
+        self.compiled_steps = 0  # rows it decoded (tests read it)
         self.context = model.config.block_size
         self.device = next(model.parameters()).device
         self.rows: list[Sequence] = []  # the cached rows first, then the sliding-window ones
         self.cached = 0  # how many of rows have cache rows
         self.cache: KVCache | None = None
         self.mask: torch.Tensor | None = None  # (cached, L) bool, True on real tokens
+        self.own: list[KVCache] | None = None  # per cached row, while they decode through the step
         self.logits: torch.Tensor | None = None  # (len(rows), vocab): each row's next-token logits
 
     def __len__(self) -> int:
@@ -99,24 +108,15 @@ class DecodeBatch:
         if not prompt or len(prompt) > self.context or any(s.ids != prompt for s in seqs):
             raise ValueError("add: sequences of one non-empty prompt within the context")
         p, k = len(prompt), len(seqs)
-        self._batched()
         alone = self.model.new_cache(1, p)
         logits = self.model(torch.tensor([prompt], device=self.device), alone, True)[:, -1]  # (1, V)
-        old = self.cache.length if self.cache is not None else 0
-        length = max(old, p)
-        cache = self.model.new_cache(self.cached + k, self._capacity(length))
-        mask = torch.zeros(self.cached + k, length, dtype=torch.bool, device=self.device)
-        for dst, src in ((cache.k, alone.k), (cache.v, alone.v)):  # (layers, B, n_kv, capacity, hs)
-            dst[:, self.cached :, :, : length - p] = 0  # padding: finite, so masked scores stay finite
-            dst[:, self.cached :, :, length - p : length] = src  # one prefilled row -> k rows
-        mask[self.cached :, length - p :] = True
-        if self.cache is not None and self.mask is not None:
-            for dst, src in ((cache.k, self.cache.k), (cache.v, self.cache.v)):
-                dst[:, : self.cached, :, : length - old] = 0
-                dst[:, : self.cached, :, length - old : length] = src[:, :, :, :old]
-            mask[: self.cached, length - old :] = self.mask
-        cache.length = length
-        self.cache, self.mask = cache, mask
+        if self.cached + k <= self.step_rows and self.cache is None:  # one by one, through the step
+            self.own = (self.own or []) + [
+                recast(self.model, alone, self._capacity(p), per_layer=True) for _ in range(k)
+            ]
+        else:
+            self._padded()
+            self._stack(alone, k, self.cached)
         parts = [] if self.logits is None else [self.logits[: self.cached]]
         parts.append(logits.expand(k, -1))
         if self.logits is not None:
@@ -124,6 +124,26 @@ class DecodeBatch:
         self.logits = torch.cat(parts)
         self.rows = self.rows[: self.cached] + seqs + self.rows[self.cached :]
         self.cached += k
+
+    def _stack(self, alone: KVCache, k: int, have: int) -> None:
+        """Join the padded cache, which holds `have` rows, with k rows of a prompt's cache (alone,
+        batch 1)."""
+        p = alone.length
+        old = self.cache.length if self.cache is not None else 0
+        length = max(old, p)
+        cache = self.model.new_cache(have + k, self._capacity(length))
+        mask = torch.zeros(have + k, length, dtype=torch.bool, device=self.device)
+        for dst, src in ((cache.k, alone.k), (cache.v, alone.v)):  # (layers, B, n_kv, capacity, hs)
+            dst[:, have:, :, : length - p] = 0  # padding: finite, so masked scores stay finite
+            dst[:, have:, :, length - p : length] = src[:, :, :, :p]  # one prefilled row -> k rows
+        mask[have:, length - p :] = True
+        if self.cache is not None and self.mask is not None:
+            for dst, src in ((cache.k, self.cache.k), (cache.v, self.cache.v)):
+                dst[:, :have, :, : length - old] = 0
+                dst[:, :have, :, length - old : length] = src[:, :, :, :old]
+            mask[:have, length - old :] = self.mask
+        cache.length = length
+        self.cache, self.mask = cache, mask
 
     def sample(self) -> list[int]:
         """The next token of every row, in the order of `rows`."""
@@ -161,22 +181,25 @@ class DecodeBatch:
                 (stay if i < self.cached and len(seq.ids) <= self.context else slide).append(i)
         self._select(stay)
         logits = []
-        if stay:
+        if stay and len(stay) <= self.step_rows:
+            self._one_by_one()
+            assert self.own is not None and self.step is not None
+            for n, i in enumerate(stay):  # each row through the compiled step, on its own cache
+                if self.own[n].length == self.own[n].max_len:  # full: room to grow
+                    grown = self._capacity(self.own[n].length)
+                    self.own[n] = recast(self.model, self.own[n], grown, per_layer=True)
+                feed = torch.tensor([[tokens[i]]], device=self.device)  # (1, 1)
+                logits.append(self.step(self.model, feed, self.own[n]))
+                self.compiled_steps += 1
+        elif stay:
+            self._padded()
             assert self.cache is not None and self.mask is not None
-            alone = self.step is not None and len(stay) == 1 and not slide and bool(self.mask.all())
-            if alone and (not isinstance(self.cache, LayerCache) or self.cache.length == self.cache.max_len):
-                self.cache = recast(self.model, self.cache, self._capacity(self.cache.length), per_layer=True)
-            elif self.cache.length == self.cache.max_len:  # full: rebuild with room to grow
+            if self.cache.length == self.cache.max_len:  # full: rebuild with room to grow
                 self._select(list(range(len(stay))), force=True)
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(stay), 1)], dim=1)  # (B, L + 1)
             feed = torch.tensor([[tokens[i]] for i in stay], device=self.device)  # (B, 1)
-            if alone and self.step is not None:
-                logits.append(self.step(self.model, feed, self.cache))
-                self.compiled_steps += 1
-            else:
-                self._batched()
-                padded = None if bool(self.mask.all()) else self.mask
-                logits.append(self.model(feed, self.cache, True, padded)[:, -1])
+            padded = None if bool(self.mask.all()) else self.mask
+            logits.append(self.model(feed, self.cache, True, padded)[:, -1])
         if slide:  # the window: the last `context` tokens, recomputed (positions from 0 again)
             window = torch.tensor([self.rows[i].ids[-self.context :] for i in slide], device=self.device)
             logits.append(self.model(window, None, True)[:, -1])
@@ -187,6 +210,9 @@ class DecodeBatch:
     def _select(self, index: list[int], force: bool = False) -> None:
         """Keep the cache rows `index` (positions into the cached rows) and trim the left padding
         they all share; copies into a fresh cache with ROOM free positions."""
+        if self.own is not None:
+            self.own = [self.own[i] for i in index] or None
+            return
         if self.cache is None or self.mask is None:
             return
         if not index:
@@ -196,7 +222,6 @@ class DecodeBatch:
         start = int(mask.long().argmax(dim=1).min())  # the first column some row uses
         if not force and start == 0 and index == list(range(self.cached)):
             return
-        self._batched()
         length = self.cache.length - start
         cache = self.model.new_cache(len(index), self._capacity(length))
         rows = torch.tensor(index, device=self.device)
@@ -205,10 +230,28 @@ class DecodeBatch:
         cache.length = length
         self.cache, self.mask = cache, mask[:, start:]
 
-    def _batched(self) -> None:
-        """Move a lone row's cache out of the compiled step's layout, back into the batch's."""
-        if isinstance(self.cache, LayerCache):
-            self.cache = recast(self.model, self.cache, self.cache.max_len, per_layer=False)
+    def _one_by_one(self) -> None:
+        """Split the padded cache into a cache of its own per row, for the compiled step."""
+        if self.own is not None or self.cache is None or self.mask is None:
+            return
+        own = []
+        for row, real in enumerate(self.mask):  # real: (L,) True on the row's tokens, after its padding
+            start, n = int(real.long().argmax()), int(real.sum())
+            mine = layer_cache(self.model, 1, self._capacity(n))
+            for layer in range(self.model.config.n_layer):
+                mine.k[layer][:, :, :n] = self.cache.k[layer, row : row + 1, :, start : start + n]
+                mine.v[layer][:, :, :n] = self.cache.v[layer, row : row + 1, :, start : start + n]
+            mine.length = n
+            own.append(mine)
+        self.own, self.cache, self.mask = own, None, None
+
+    def _padded(self) -> None:
+        """Join the rows' own caches into one padded cache (left-padded to the longest)."""
+        if self.own is None:
+            return
+        own, self.own = self.own, None
+        for have, mine in enumerate(own):  # each as a prompt of one row joining the padded cache
+            self._stack(recast(self.model, mine, mine.length, per_layer=False), 1, have)
 
     def _capacity(self, length: int) -> int:
         return min(self.context, length + ROOM)

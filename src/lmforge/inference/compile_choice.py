@@ -139,6 +139,17 @@ def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | No
     return step, f"a lone request decodes through the compiled step ({'held already' if held else took})"
 
 
+def rows_through_step(model: GPT) -> int:
+    """How many rows decode faster one at a time through model's compiled step than as one eager
+    batch, by this machine's record: as many as the step runs in one eager step's time (an eager
+    step of several rows costs at least one of one row), and at least 1."""
+    entry = tuning.lookup(KIND, _shape(model)) or {}
+    eager_ms, compiled_ms = entry.get("eager_ms"), entry.get("compiled_ms")
+    if not (isinstance(eager_ms, float) and isinstance(compiled_ms, float) and compiled_ms > 0):
+        return 1
+    return max(1, int(eager_ms // compiled_ms))
+
+
 def faster_in_fp32(model: GPT) -> tuple[float, float] | None:
     """(ms a compiled fp32 step, ms an eager bf16 step) where model is bf16, which auto decodes
     eagerly, and this machine measured its compiled fp32 step faster; else None. `serve` and

@@ -235,6 +235,7 @@ async def _generate(
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
         step=served.step,
+        step_rows=served.step_rows,
     )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",

@@ -123,7 +123,7 @@ class Batcher(Executor):
         while self.waiting:
             job = self.waiting[0]
             if id(job.net) not in self.batches:
-                self.batches[id(job.net)] = DecodeBatch(job.net, job.step)
+                self.batches[id(job.net)] = DecodeBatch(job.net, job.step, job.step_rows)
             batch = self.batches[id(job.net)]
             rows = len(job.prompts) * job.n
             if len(batch) and len(batch) + rows > MAX_ROWS:

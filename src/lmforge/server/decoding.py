@@ -88,7 +88,8 @@ class Job:
     score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
     prompt_logprobs: list[list[TokenLogprob]] | None = None  # per prompt, once scored (batcher.py)
-    step: Any = None  # the model's compiled decoding step, for when this job's row decodes alone
+    step: Any = None  # the model's compiled decoding step, for rows decoding one by one
+    step_rows: int = 1  # how many rows may decode one by one through it
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)

@@ -13,7 +13,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
-from lmforge.inference.compile_choice import step_for_serving
+from lmforge.inference.compile_choice import rows_through_step, step_for_serving
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import describe
@@ -39,6 +39,7 @@ class ServedModel:
     chat: ChatSpec | None = None  # text-generation models with a chat template
     pipeline: Any = None  # the other tasks: lmforge's pipeline object
     step: Any = None  # text generation: the compiled step a lone request decodes through, if any
+    step_rows: int = 1  # the most rows that decode one at a time through it (compile_choice)
     decoding: str = ""  # text generation: its dtype and how it decodes, said at start
 
     @property
@@ -64,6 +65,9 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
         spec = ChatSpec.read(directory, tokenizer)
         served.chat = spec if spec.template is not None else None
         served.step, said = step_for_serving(served.net, compile)
+        if served.step is not None:
+            served.step_rows = rows_through_step(served.net)
+            said += f"; so do up to {served.step_rows} rows at once, one by one" * (served.step_rows > 1)
         served.decoding = f"{str(served.net.wte.weight.dtype).removeprefix('torch.')}, {said}"
     elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's
         from lmforge.pipelines.translation import TranslationPipeline
