@@ -413,7 +413,8 @@ VERBS: dict[str, Verb] = {
             opt("--timeout", "seconds a request may take, waiting included", type=float),
             opt("--dtype", "weights dtype", **DTYPE),
             opt("--compile", "decode a lone request through a compiled step (CPU; compiled or loaded"
-                " at start); default: where this machine measured that it is faster",
+                " at start); default: fp32 models, where this machine measured it faster (measured at"
+                " the first start)",
                 action=argparse.BooleanOptionalAction),
         ),
     ),
