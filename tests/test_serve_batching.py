@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -36,9 +36,15 @@ def model(request: pytest.FixtureRequest) -> GPT:
     return GPT(config).eval()
 
 
-def run(model: GPT, plan: list[tuple[int, Sequence, int]]) -> dict[int, list[int]]:
-    """Decode a schedule of (step it joins at, sequence, tokens it wants); returns new tokens by row."""
-    batch = DecodeBatch(model)
+def run(
+    model: GPT,
+    plan: list[tuple[int, Sequence, int]],
+    batch: DecodeBatch | None = None,
+    watch: Callable[[DecodeBatch], None] | None = None,
+) -> dict[int, list[int]]:
+    """Decode a schedule of (step it joins at, sequence, tokens it wants) in batch (a fresh one by
+    default), calling watch after each step; returns new tokens by row."""
+    batch = DecodeBatch(model) if batch is None else batch
     out: dict[int, list[int]] = {}
     step = 0
     while plan or len(batch):
@@ -53,6 +59,8 @@ def run(model: GPT, plan: list[tuple[int, Sequence, int]]) -> dict[int, list[int
                 out.setdefault(row, []).append(token)
                 keep.append(len(out[row]) < want)
             batch.advance(tokens, keep)
+            if watch is not None:
+                watch(batch)
         step += 1
     return out
 

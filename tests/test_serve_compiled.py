@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_compile_choice import _measured
 from test_compiled_decode import LLAMA_LIKE, _model
+from test_serve_batching import run
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
@@ -33,34 +34,22 @@ def test_few_rows_decode_compiled_one_by_one_and_more_eagerly_each_as_alone(step
     wants = [12, 6, 8, 25, 10]
     joins = [0, 4, 5, 14, 45]
     seeds = [None, None, None, None, 7]
-    plan = [
-        (j, Sequence(list(p), 1.0 if s else 0.0, 0, 0.9, None if s is None else row_generator(s, 0), (i, w)))
-        for i, (j, p, w, s) in enumerate(zip(joins, prompts, wants, seeds, strict=True))
-    ]
-    out: dict[int, list[int]] = {}
-    layouts: list[bool] = []  # per step: did the rows have caches of their own
-    step = 0
-    while plan or len(batch):
-        for _, seq in [p for p in plan if p[0] <= step]:
-            batch.add([seq])
-        plan = [p for p in plan if p[0] > step]
-        if len(batch):
-            tokens = batch.sample()
-            keep = []
-            for seq, token in zip(batch.rows, tokens, strict=True):
-                row, want = seq.tag
-                out.setdefault(row, []).append(token)
-                keep.append(len(out[row]) < want)
-            batch.advance(tokens, keep)
-            layouts.append(batch.own is not None)
-        step += 1
+    plan = []
+    for i, (j, p, w, s) in enumerate(zip(joins, prompts, wants, seeds, strict=True)):
+        sampler = (1.0, 0, 0.9, row_generator(s, 0)) if s is not None else (0.0, 0, 0.9, None)
+        plan.append((j, Sequence(list(p), *sampler, tag=(i, w)), w))
+    layouts: list[bool] = []  # per step: did the rows have caches of their own (the step's layout)
+
+    def watch(b: DecodeBatch) -> None:
+        layouts.append(b.own is not None and all(isinstance(c, LayerCache) for c in b.own))
+
+    out = run(model, plan, batch, watch)
     for i, (p, w, s) in enumerate(zip(prompts, wants, seeds, strict=True)):
         temperature = 0.0 if s is None else 1.0
         assert out[i] == generate_ids(model, [p], w, temperature, 0, 0.9, seed=s)[0], f"row {i}"
     assert batch.compiled_steps > 20 and batch.step is not None and batch.step.eager_steps == 0
-    changes = sum(a != b for a, b in zip(layouts, layouts[1:]))
+    changes = sum(a != b for a, b in zip(layouts, layouts[1:], strict=False))
     assert layouts[0] and changes >= 2  # own caches, joined into one padded cache, split again
-    assert all(isinstance(c, LayerCache) for c in batch.own or [])
 
 
 @pytest.fixture
