@@ -217,9 +217,10 @@ def serve(
     whitespace stripped), else the LMFORGE_API_KEY environment variable. On a command line
     (--api-key) a key is visible to other users in the process list: prefer the variable or a file.
     Concurrent requests decode together (continuous batching); past max_queue admitted requests the
-    server answers 503 at once. compile: whether a lone request decodes through a compiled step on
-    the CPU: True compiles or loads it at start, "auto" loads it where this machine measured it
-    faster, False never (compile_choice.step_for_serving)."""
+    server answers 503 at once. compile: whether a lone request (or a few, one by one) decodes
+    through a compiled step on the CPU: True compiles or loads it at start; "auto", for fp32
+    models, loads it where this machine measured it faster, compiling and measuring it at the
+    first start; False never (compile_choice.step_for_serving)."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -233,9 +234,7 @@ def serve(
     from lmforge.server.models import load_models
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
-    check_options(dtype=dtype)
-    if compile not in (True, False, "auto"):
-        raise LmforgeError(f"compile={compile!r}: must be True, False or 'auto'")
+    check_options(dtype=dtype, compile=compile)
     key, given = read_api_key(api_key, api_key_file)
     for path in models:  # a missing or foreign directory fails before any model loads
         resolve_model_dir(path)
