@@ -109,6 +109,34 @@ def test_echo_then_generated_tokens_line_up(api: TestClient, dirs: dict[str, Pat
     assert lp["token_logprobs"][1:] == pytest.approx(want.tolist(), abs=1e-4)
 
 
+def test_lm_evals_request_runs_the_prompt_through_the_model_once(
+    api: TestClient, dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-eval's loglikelihood request (echo, logprobs, max_tokens 1): the prompt is scored from
+    its prefill's hidden states, not by a second forward pass over it; the same log-probabilities
+    as max_tokens 0 (its own forward pass, no cache)."""
+    from lmforge.model.gpt import GPT
+
+    _, tok = load_model(dirs["gpt"])
+    passes: list[int] = []
+    real = GPT.hidden_states
+
+    def counted(self: GPT, idx: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        passes.append(idx.size(1))
+        return real(self, idx, *args, **kwargs)
+
+    alone = post(api, logprobs=2)["choices"][0]["logprobs"]
+    monkeypatch.setattr(GPT, "hidden_states", counted)
+    got = post(api, max_tokens=1, logprobs=2)["choices"][0]["logprobs"]
+    assert passes.count(len(tok.encode(PROMPT))) == 1
+    p = len(tok.encode(PROMPT))
+    assert got["tokens"][:p] == alone["tokens"] and got["text_offset"][:p] == alone["text_offset"]
+    assert got["token_logprobs"][1:p] == pytest.approx(alone["token_logprobs"][1:], abs=1e-5)
+    for mine, theirs in zip(got["top_logprobs"][1:p], alone["top_logprobs"][1:], strict=True):
+        assert mine.keys() == theirs.keys()
+        assert list(mine.values()) == pytest.approx(list(theirs.values()), abs=1e-5)
+
+
 def test_a_continuations_sum_equals_lmforges_own_scoring(api: TestClient, dirs: dict[str, Path]) -> None:
     """What lm-eval computes for a choice: the sum of the continuation's log-probabilities after
     the context, here against `lmforge eval`'s scorer (inference/perplexity.py) on the same ids."""

@@ -39,6 +39,7 @@ from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
 from lmforge.inference.generate import sample_next
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
+from lmforge.model.layers import linear
 
 ROOM = 64  # positions a rebuilt cache keeps free beyond its length: a rebuild per 64 steps at most
 
@@ -101,15 +102,18 @@ class DecodeBatch:
         return len(self.rows)
 
     @torch.inference_mode()
-    def add(self, seqs: list[Sequence]) -> None:
+    def add(self, seqs: list[Sequence], hidden: bool = False) -> torch.Tensor | None:
         """Prefill one prompt alone and join the batch with a row per sequence (they share the
-        prompt: n choices of one request)."""
+        prompt: n choices of one request). hidden: return the prefill's final hidden states (T, C),
+        from which the prompt's own log-probabilities are scored without a second forward pass."""
         prompt = seqs[0].ids
         if not prompt or len(prompt) > self.context or any(s.ids != prompt for s in seqs):
             raise ValueError("add: sequences of one non-empty prompt within the context")
         p, k = len(prompt), len(seqs)
         alone = self.model.new_cache(1, p)
-        logits = self.model(torch.tensor([prompt], device=self.device), alone, True)[:, -1]  # (1, V)
+        ids = torch.tensor([prompt], device=self.device)
+        states = self.model.hidden_states(ids, alone, last_only=not hidden)  # (1, p or 1, C)
+        logits = linear(self.model.lm_head, states[:, -1])  # (1, V)
         if self.cached + k <= self.step_rows and self.cache is None:  # one by one, through the step
             self.own = (self.own or []) + [
                 recast(self.model, alone, self._capacity(p), per_layer=True) for _ in range(k)
@@ -124,6 +128,7 @@ class DecodeBatch:
         self.logits = torch.cat(parts)
         self.rows = self.rows[: self.cached] + seqs + self.rows[self.cached :]
         self.cached += k
+        return states[0] if hidden else None
 
     def _stack(self, alone: KVCache, k: int, have: int) -> None:
         """Join the padded cache, which holds `have` rows, with k rows of a prompt's cache (alone,

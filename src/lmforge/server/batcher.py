@@ -23,6 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
 
+import torch
+
 from lmforge.inference.batching import DecodeBatch
 from lmforge.server.decoding import Job, Stopped
 from lmforge.server.errors import ApiError
@@ -133,10 +135,23 @@ class Batcher(Executor):
             if error is not None:
                 _fail(job, error)
                 continue
-            if job.score_prompts:  # echo with logprobs: the prompts' forward passes, with the model work
-                k = job.logprobs or 0
+            groups = job.sequences()
+            hidden: list[torch.Tensor | None] = [None] * len(groups)  # each prompt's prefill, to score
+            if job.max_new_tokens > 0:
+                self.jobs.append(job)
                 try:
-                    job.scored([score_prompt(job.net, job.tokenizer, p, k) for p in job.prompts])
+                    hidden = [batch.add(group, hidden=job.score_prompts) for group in groups]
+                except Exception as e:  # a bug, or memory: this job fails, the others go on
+                    self._abandon(id(job.net), e)
+                    continue
+            if job.score_prompts:  # echo with logprobs: from the prefill (lm-eval's max_tokens 1), or
+                k = job.logprobs or 0  # a forward pass of their own (max_tokens 0)
+                try:
+                    scores = [
+                        score_prompt(job.net, job.tokenizer, p, k, h)
+                        for p, h in zip(job.prompts, hidden, strict=True)
+                    ]
+                    job.scored(scores)
                 except Exception as e:  # a bug, or memory: this job fails, the others go on
                     _fail(
                         job,
@@ -145,16 +160,8 @@ class Batcher(Executor):
                         ),
                     )
                     continue
-            groups = job.sequences()
             if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompt alone
                 job.finish()
-                continue
-            self.jobs.append(job)
-            try:
-                for group in groups:
-                    batch.add(group)
-            except Exception as e:  # a bug, or memory: this job fails, the others go on
-                self._abandon(id(job.net), e)
 
     def _step(self, key: int) -> None:
         """One token for every row of one model's batch; rows of ended, cancelled or late jobs leave."""

@@ -58,10 +58,14 @@ def read_prompts(
 
 
 @torch.inference_mode()
-def score_prompt(net: GPT, tokenizer: Tokenizer, prompt: list[int], k: int) -> list[TokenLogprob]:
-    """Each prompt token's log-probability and its k most likely alternatives (the first: None)."""
-    device = next(net.parameters()).device
-    hidden = net.hidden_states(torch.tensor([prompt], device=device))[0]  # (T, C), as forward computes it
+def score_prompt(
+    net: GPT, tokenizer: Tokenizer, prompt: list[int], k: int, hidden: torch.Tensor | None = None
+) -> list[TokenLogprob]:
+    """Each prompt token's log-probability and its k most likely alternatives (the first: None),
+    from the prompt's final hidden states (T, C): given (the prefill's), or computed here."""
+    if hidden is None:
+        device = next(net.parameters()).device
+        hidden = net.hidden_states(torch.tensor([prompt], device=device))[0]  # (T, C), as forward computes it
     offsets = text_offsets(tokenizer, prompt)
     out = [TokenLogprob(prompt[0], None, None, 0)]
     for start in range(0, len(prompt) - 1, CHUNK):
