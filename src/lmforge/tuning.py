@@ -2,14 +2,16 @@
 
 Which dtype or kernel is fastest depends on the CPU's vector units, the torch build, the thread
 count and the shapes (benchmarks/README.md has one table per CPU kind, and no rule fits them all).
-So training and decoding time their candidates once (train/autotune.py, inference/autotune.py) and
-keep the answer here, under a key naming all of these (and the highest matmul peak seen, MFU's
-denominator: `matmul_peak`): a second run on the same machine and shapes
-starts without probing, and a run resumed from a checkpoint reuses what it started with.
+So training and decoding time their candidates once (train/autotune.py, inference/autotune.py, and
+the inference kernel routes of model/kernels.py and model/decode_attention.py) and keep the
+answer here, under a key naming all of these (and the highest matmul peak seen, MFU's
+denominator: `matmul_peak`): a second run on the same machine and shapes starts without probing
+and computes as the first did, and a run resumed from a checkpoint reuses what it started with.
 
 The file is `$LMFORGE_CACHE/autotune.json` (default `~/.cache/lmforge/autotune.json`); deleting it
 forgets every choice. `LMFORGE_AUTOTUNE=0` turns measurement off: the fixed rules apply
-(`hardware.resolve_dtype`, the bmm attention route, fused AdamW). `LMFORGE_AUTOTUNE=refresh`
+(`hardware.resolve_dtype`, the bmm attention route, fused AdamW; the inference kernel routes,
+which have switches of their own, are probed in each process and not kept). `LMFORGE_AUTOTUNE=refresh`
 measures again and replaces what was remembered: a probe taken while the machine was busy would
 otherwise stand until the file is deleted. Each entry keeps the date it was measured.
 """
@@ -22,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,32 @@ def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
         os.replace(f.name, path)
     except OSError as err:
         _warn_once(f"lmforge: could not write the autotune cache {path}: {err}")
+
+
+def remembered_route(
+    kind: str, shape: str, routes: tuple[str, ...], measure: Callable[[], tuple[str, str]]
+) -> tuple[str, str, str]:
+    """(route, its timings, the date they were taken or '' for now) for a kernel choice that timing
+    makes: the route remembered for (this machine, kind, shape), else measure() -> (route, timings),
+    then remembered. Kept so that one command gives one result on one machine: bf16 attention routes
+    round differently, and a per-process probe whose candidates ran close flipped SmolLM2's greedy
+    reply in 1 of 4 runs. With LMFORGE_AUTOTUNE=0 each process measures for itself, keeping nothing."""
+    entry = lookup(kind, shape)
+    if entry and entry.get("route") in routes and isinstance(entry.get("measured"), str):
+        return entry["route"], entry["measured"], str(entry.get("when", "earlier"))
+    route, timings = measure()
+    if enabled():
+        remember(kind, shape, {"route": route, "measured": timings})
+    return route, timings, ""
+
+
+def said(chosen: list[tuple[str, str, str]]) -> str:
+    """How a start-up line names choices from remembered_route: their timings, and when they were
+    taken and how to take them again where all were remembered."""
+    timings = "; ".join(t for _, t, _ in chosen)
+    if any(not when for _, _, when in chosen):
+        return f"measured: {timings}"
+    return earlier({"when": chosen[0][2], "measured": timings})
 
 
 def earlier(entry: dict[str, Any]) -> str:

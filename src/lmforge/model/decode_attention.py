@@ -10,9 +10,13 @@ head's group shares its key/value head, so (B, H, 1, hs) is viewed as (B, KV, H/
 multiplied with the cache as it is). None wins everywhere (on that EPYC `fp32` was fastest at 5 of
 6 shapes, `grouped` at the sixth, and `sdpa` beat `grouped` at batch 1), so the first bf16
 single-query call of each shape (batch, heads, key/value heads, head size) times all three on its
-own tensors and keeps the fastest for the process, if it is MARGIN faster than `sdpa`. fp32 models
-and every other case stay on `scaled_dot_product_attention`. `LMFORGE_DECODE_ATTENTION=sdpa`,
-`fp32` or `grouped` skips the probe. The routes differ only in rounding (bf16 or fp32 sums).
+own tensors and keeps the fastest, if it is MARGIN faster than `sdpa`, in the autotune cache
+(tuning.py), so that later processes on the machine take the same route. The routes round
+differently (which sums and products are kept in fp32), so greedy tokens part at near-ties: chosen
+afresh in every process, SmolLM2's routes ran close enough that the same greedy `generate` told
+another story in 1 of 4 runs. fp32 models and every other case stay on
+`scaled_dot_product_attention`. `LMFORGE_DECODE_ATTENTION=sdpa`, `fp32` or `grouped` skips the
+probe; with `LMFORGE_AUTOTUNE=0` each process probes for itself.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lmforge import tuning
 from lmforge.env_switch import switch
 
 ROUTES = ("sdpa", "fp32", "grouped")
 MARGIN = 1.15  # another route must be this much faster to be chosen: sdpa is PyTorch's own
 ROUNDS = 3
+KIND = "bf16 decoding attention"  # its entries in the autotune cache (tuning.py)
 # scaled_dot_product_attention(enable_gqa=True): PyTorch 2.5 and later
 SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 _chosen: dict[tuple[int, ...], str] = {}  # (B, H, KV, hs) -> route, for this process
@@ -58,7 +64,8 @@ def fp32_attention(
     return _sdpa(q.float(), k.float(), v.float(), mask).to(q.dtype)
 
 
-def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> str:
+def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> tuple[str, str]:
+    """(the fastest route, if MARGIN faster than sdpa, else sdpa; the timings)."""
     kernels = {"sdpa": _sdpa, "fp32": fp32_attention, "grouped": grouped_attention}
     best = dict.fromkeys(kernels, float("inf"))
     for turn in range(ROUNDS + 1):  # turn 0 warms up; the routes take turns
@@ -68,7 +75,8 @@ def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tens
             if turn:
                 best[route] = min(best[route], time.perf_counter() - start)
     fastest = min(best, key=best.__getitem__)
-    return fastest if best["sdpa"] > MARGIN * best[fastest] else "sdpa"
+    timings = ", ".join(f"{route} {1e6 * took:.0f} us" for route, took in best.items())
+    return (fastest if best["sdpa"] > MARGIN * best[fastest] else "sdpa"), f"{timings} at {k.size(-2)} keys"
 
 
 def forced_route() -> str:
@@ -77,13 +85,15 @@ def forced_route() -> str:
 
 
 def route_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> str:
-    """The route for this single-query bf16 call on the CPU, measured at its shape's first call."""
+    """The route for this single-query bf16 call on the CPU: remembered for this machine, else
+    measured at its shape's first call (on its own tensors) and remembered."""
     forced = forced_route()
     if forced:
         return forced
     key = (q.size(0), q.size(1), k.size(1), q.size(-1))
     if key not in _chosen:
-        _chosen[key] = _measure(q, k, v, mask)
+        shape = "batch {}, heads {}, key/value heads {}, head size {}".format(*key)
+        _chosen[key] = tuning.remembered_route(KIND, shape, ROUTES, lambda: _measure(q, k, v, mask))[0]
     return _chosen[key]
 
 

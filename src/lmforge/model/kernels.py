@@ -11,12 +11,13 @@ AVX2-only EPYC `split` read them 1.1-1.4x faster than oneDNN at one row, and at 
 76-100 GFLOP/s where `swapped` and oneDNN reached 100-137; and on one CPU the winner at one row (a
 decoding step) lost at eight (a batch of them). So an fp32 linear without autograd times the
 routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
-weights, 32 rows through 47 MB (each well under a second), and keeps the fastest for the process:
-one for single rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps each); from
-64 rows (prefill, evaluation) MKL runs. `LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe
-and sets every case. A close call (within MARGIN of MKL) keeps MKL, PyTorch's own route, so a noisy
-probe does not flip the choice run to run.
-The routes' sums differ only in order (~1e-6 relative).
+weights, 32 rows through 47 MB (each well under a second), and keeps the fastest: one for single
+rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps each); from 64 rows
+(prefill, evaluation) MKL runs. The choices are remembered for the machine in the autotune cache
+(tuning.py): later processes skip the probe and take the same routes.
+`LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe and sets every case. A close call
+(within MARGIN of MKL) keeps MKL, PyTorch's own route. The routes' sums differ only in order
+(~1e-6 relative).
 
 A bf16 product (a model in bf16 for inference) always runs in oneDNN, but F.linear hands it the
 weight in PyTorch's layout, which oneDNN reorders into its own blocked one at every call. Packed
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge import tuning
 from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
 from lmforge.model import decode_attention
@@ -202,24 +204,30 @@ def forced_route(env: str) -> str:
 
 
 @functools.cache
-def bucket_route(bucket: str) -> tuple[str, str]:
-    """(route, the probe's timings or '') for fp32 products of a row-count bucket ('one', 'few',
-    'dozens', 'many'), probed at the bucket's first product: a batch-1 decoder times no 32 rows."""
+def bucket_route(bucket: str) -> tuple[str, str, str]:
+    """(route, its timings, when measured: as tuning.remembered_route gives them) for fp32 products
+    of a row-count bucket ('one', 'few', 'dozens', 'many'): remembered for this machine, else probed
+    at the bucket's first product (a batch-1 decoder times no 32 rows) and remembered. The timings
+    are '' where no probe decides: LMFORGE_LINEAR forces the route, or the bucket is 'many' (MKL)."""
     forced = forced_route("LMFORGE_LINEAR")
     if forced or bucket not in BUCKETS:
-        return forced or "mkl", ""
+        return forced or "mkl", "", ""
     rows = BUCKETS[bucket]
-    times = probe(rows)
-    return _fastest(times, "mkl"), _timings(rows, times)
+
+    def measure() -> tuple[str, str]:
+        times = probe(rows)
+        return _fastest(times, "mkl"), _timings(rows, times)
+
+    return tuning.remembered_route("fp32 inference linear", _rows(rows), ROUTES, measure)
 
 
 def choose_linear_routes() -> tuple[dict[str, str], str]:
     """({bucket: route}, why) for every bucket, each probed if it was not yet (see bucket_route)."""
     chosen = {bucket: bucket_route(bucket) for bucket in (*BUCKETS, "many")}
-    routes = {bucket: route for bucket, (route, _) in chosen.items()}
+    routes = {bucket: route for bucket, (route, _, _) in chosen.items()}
     if forced_route("LMFORGE_LINEAR"):
         return routes, "LMFORGE_LINEAR"
-    return routes, "measured: " + "; ".join(timings for _, timings in chosen.values() if timings)
+    return routes, tuning.said([c for c in chosen.values() if c[1]])
 
 
 def _fastest(times: dict[str, float], base: str) -> str:
@@ -229,9 +237,13 @@ def _fastest(times: dict[str, float], base: str) -> str:
     return fastest if times[base] > MARGIN * times[fastest] else base
 
 
+def _rows(rows: int) -> str:
+    return f"{rows} row{'s' * (rows > 1)}"
+
+
 def _timings(rows: int, times: dict[str, float]) -> str:
     ms = ", ".join(f"{route} {1e3 * took:.2f} ms" for route, took in times.items())
-    return f"{rows} row{'s' * (rows > 1)} {ms}"
+    return f"{_rows(rows)} {ms}"
 
 
 def _bucket(rows: int) -> str:
@@ -308,16 +320,25 @@ def packed_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
 @functools.cache
 def choose_bf16_routes() -> tuple[dict[str, str], str]:
     """({bucket: 'plain' or 'packed'}, why) for bf16 inference products: one row probed, eight rows
-    probed, and from 16 rows as at eight (packed led there too where measured)."""
+    probed, and from 16 rows as at eight (packed led there too where measured); remembered for this
+    machine (the routes give the same bits: this spares later processes the probe)."""
     forced = forced_route("LMFORGE_BF16_LINEAR")
     if forced:
         return dict.fromkeys((*BUCKETS, "many"), forced), "LMFORGE_BF16_LINEAR"
     if not PACKING_AVAILABLE:
         return dict.fromkeys((*BUCKETS, "many"), "plain"), _NO_PACKING
-    times = {rows: probe_bf16(rows) for rows in (1, 8)}
-    one, few = (_fastest(times[rows], "plain") for rows in (1, 8))
-    why = "measured: " + "; ".join(_timings(rows, t) for rows, t in times.items())
-    return {"one": one, "few": few, "dozens": few, "many": few}, why
+
+    def measure(rows: int) -> tuple[str, str]:
+        times = probe_bf16(rows)
+        return _fastest(times, "plain"), _timings(rows, times)
+
+    one, few = (
+        tuning.remembered_route(
+            "bf16 inference linear", f"{n} rows", BF16_ROUTES, functools.partial(measure, n)
+        )
+        for n in (1, 8)
+    )
+    return {"one": one[0], "few": few[0], "dozens": few[0], "many": few[0]}, tuning.said([one, few])
 
 
 def bf16_setting() -> str:
