@@ -162,3 +162,20 @@ def test_the_real_probe_chooses_and_remembers_a_route(
     (entry,) = _entries(own_cache, da.KIND).values()
     assert route in da.ROUTES and entry["route"] == route
     assert entry["measured"].startswith("sdpa ") and entry["measured"].endswith(" us at 5 keys")
+
+
+def test_a_route_measured_uncapped_is_not_taken_where_the_kernels_are_capped(
+    monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    """An AVX-512 CPU run as an AVX2 one (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA,
+    MKL_ENABLE_INSTRUCTIONS) is another machine for the cache."""
+    for cap in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(cap, raising=False)
+    monkeypatch.setattr(da, "_measure", lambda *step: ("grouped", "timings"))
+    assert da.route_for(*_step(2)) == "grouped"
+    _new_process(monkeypatch)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setattr(da, "_measure", lambda *step: ("fp32", "timings"))
+    assert da.route_for(*_step(2)) == "fp32"
+    capped = [k for k in json.loads(own_cache.read_text()) if " ONEDNN_MAX_CPU_ISA=AVX2 | " in k]
+    assert len(capped) == 1 and json.loads(own_cache.read_text())[capped[0]]["route"] == "fp32"

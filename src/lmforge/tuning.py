@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lmforge.env_switch import switch
-from lmforge.hardware import cpu_features, cpu_has_bf16, cpu_model, matmul_peak_flops, peak_dtype
+from lmforge.hardware import KERNEL_CAPS, cpu_features, cpu_has_bf16, cpu_model, matmul_peak_flops, peak_dtype
 
 FILE_NAME = "autotune.json"
 
@@ -59,9 +59,12 @@ def cache_path() -> Path:
 
 
 def machine_key() -> str:
-    """What a measurement depends on besides shapes: CPU model and vector units, torch, threads."""
+    """What a measurement depends on besides shapes: CPU model and vector units, torch, threads, and
+    the variables that cap the kernels below the CPU's units (an AVX-512 CPU run as an AVX2 one
+    must not take the routes or compiled steps measured uncapped)."""
     units = "+".join(name for name, present in cpu_features().items() if present) or "no AVX2"
-    return f"{cpu_model()} [{units}] torch {torch.__version__} threads {torch.get_num_threads()}"
+    caps = "".join(f" {k}={os.environ[k]}" for k in KERNEL_CAPS if os.environ.get(k))
+    return f"{cpu_model()} [{units}] torch {torch.__version__} threads {torch.get_num_threads()}{caps}"
 
 
 def _read(path: Path) -> dict[str, Any] | None:
