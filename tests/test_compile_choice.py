@@ -28,6 +28,8 @@ def tuned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "1")
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(compile_choice, "_eager_seconds", {})
+    monkeypatch.setattr(compile_choice, "_never_measured", set())
+    monkeypatch.setattr(compile_choice, "_hinted", [])
 
 
 def _model() -> GPT:
@@ -60,7 +62,10 @@ def test_auto_decodes_eagerly_until_this_machine_has_measured_the_step(
     asked = _counting(monkeypatch)
     got = generate_ids(model, [PROMPT], 30, temperature=0, compile="auto")
     assert got == generate_ids(model, [PROMPT], 30, temperature=0) and asked == []
-    assert compile_choice.AutoSwitch.start(model, 1, None, True) is None
+    auto = compile_choice.AutoSwitch.start(model, 1, None, True)
+    assert auto is not None  # it counts the eager time, for hint(), but never switches
+    auto.spent(1e9)
+    assert not auto.due(10**9)
 
 
 def test_the_switch_comes_once_eager_time_reaches_the_wait_and_the_steps_left_repay_it(
@@ -160,6 +165,38 @@ def test_generate_says_after_the_text_when_auto_switched(
     assert cli.main([*argv, "--no-compile"]) == 0
     eager = capsys.readouterr()
     assert eager.err == "" and eager.out == compiled.out
+
+
+def test_generate_says_once_that_a_long_eager_decode_could_switch_after_one_compile(
+    tuned: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model auto could switch but this machine never compiled: past HINT_S seconds of eager
+    decoding, generate says after the text that one --compile run would let later runs switch,
+    once per process; not for a short decode, --no-compile, or a model whose step was measured."""
+    tok = Tokenizer.train_char(["hi there, how are you"])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=tok.vocab_size)
+    write_model_dir(tmp_path / "gpt", config, GPT(config).state_dict(), tok)
+    argv = ["generate", str(tmp_path / "gpt"), "--prompt", "hi", "--max-new-tokens", "8"]
+    argv += ["--temperature", "0", "--dtype", "fp32"]
+    monkeypatch.setattr(compile_choice, "HINT_S", 0.0)
+    assert cli.main([*argv, "--no-compile"]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(compile_choice, "HINT_S", 1e9)
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().err == ""  # shorter than HINT_S
+    monkeypatch.setattr(compile_choice, "HINT_S", 0.0)
+    assert cli.main(argv) == 0
+    said = capsys.readouterr().err
+    assert said.startswith("lmforge: ") and said.count("\n") == 1
+    assert "s of eager decoding: this model has no compiled step on this machine; one --compile run" in said
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().err == ""  # said once per process
+    for name, empty in (("_hinted", []), ("_never_measured", set()), ("_eager_seconds", {})):
+        monkeypatch.setattr(compile_choice, name, empty)  # a new process
+    net = to_inference_dtype(load_model(tmp_path / "gpt")[0], "fp32")[0]
+    _measured(net, eager_ms=1.0, compiled_ms=2.0, compile_s=0.0)  # measured, and slower: eager
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_an_interactive_chat_says_when_fp32_through_the_compiled_step_beats_the_bf16_it_chose(

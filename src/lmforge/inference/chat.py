@@ -308,6 +308,9 @@ def chat(
         reply = tokenizer.decode(stream.ids)
         sys.stdout.write(reply[len(stream.text) :] + "\n")  # any held-back partial character
         sys.stdout.flush()
+        hint = compile_choice.hint()
+        if hint is not None:
+            print(f"lmforge: {hint}", file=sys.stderr)
         history = [*messages, {"role": "assistant", "content": reply}]
         turn += 1
     if unanswered and not interactive:  # a script learns that not every line was answered

@@ -51,15 +51,24 @@ ROUNDS = 1  # timed after a warm-up round
 WAITS = (("compile_s", "compiled in"), ("load_s", "loaded in"))
 
 _eager_seconds: dict[Path, float] = {}  # per model (its kept step's file): eager decoding in auto
+_never_measured: set[Path] = set()  # models auto decoded without a measured step (for hint)
+_hinted: list[bool] = []  # hint said in this process
+HINT_S = 5.0  # eager decoding of a never-compiled model after which generate and chat say --compile
 switches: list[str] = []  # what each switch that waited said, for `generate` to print after its output
 
 
 class AutoSwitch:
     """One sequence's decoding under `auto`: `due` says when to switch, `switch` does it."""
 
-    def __init__(self, model: GPT, entry: dict[str, Any]) -> None:
+    def __init__(self, model: GPT, entry: dict[str, Any] | None) -> None:
+        """entry: the machine's measurements of model's step; None where it has none (then this
+        decodes eagerly throughout, its time counted for `hint`)."""
         self.model = model
         self.path = compiled_store.step_path(model)
+        if entry is None:
+            self.saves, self.wait, self.wait_words = 0.0, float("inf"), ""
+            _never_measured.add(self.path)
+            return
         self.saves = (entry["eager_ms"] - entry["compiled_ms"]) / 1e3  # seconds a compiled step saves
         self.wait, self.wait_words = expected_wait(model, entry)
 
@@ -71,7 +80,9 @@ class AutoSwitch:
         if model.wte.weight.dtype != torch.float32:  # see the module's docstring: bf16 tokens change
             return None
         entry = tuning.lookup(KIND, _shape(model))
-        if not entry or not all(isinstance(entry.get(k), float) for k in ("eager_ms", "compiled_ms")):
+        if entry is None:  # never compiled here: eager, counting the time for hint()
+            return cls(model, None)
+        if not all(isinstance(entry.get(k), float) for k in ("eager_ms", "compiled_ms")):
             return None
         return cls(model, entry) if entry["eager_ms"] > entry["compiled_ms"] else None
 
@@ -95,6 +106,23 @@ class AutoSwitch:
                 f" {1e3 * self.saves:.2f} ms a step, after {self.wait_words})"
             )
         return step, moved
+
+
+def hint() -> str | None:
+    """What `generate` and `chat` say once this process has decoded a model HINT_S or more under
+    auto that could switch to a compiled step but has none on this machine (None otherwise): that
+    one `--compile` run makes later runs switch where it pays back. Said once per process."""
+    if not _never_measured or _hinted:
+        return None
+    spent = max(_eager_seconds.get(path, 0.0) for path in _never_measured)
+    if spent < HINT_S:
+        return None
+    _hinted.append(True)
+    return (
+        f"{spent:.1f} s of eager decoding: this model has no compiled step on this machine; one"
+        " --compile run compiles and measures it (15-70 s on 2 cores), and later runs switch to it"
+        " where it pays back (docs/models.md)"
+    )
 
 
 def compiled_fp32_ms(model: GPT) -> float | None:

@@ -374,4 +374,7 @@ def generate(
         sys.stdout.write("\n")
     for said in compile_choice.switches:  # after the text, which a line in its middle would break
         print(f"lmforge: decoding {said}", file=sys.stderr)
+    hint = compile_choice.hint()
+    if hint is not None:
+        print(f"lmforge: {hint}", file=sys.stderr)
     return [p + tokenizer.decode(o) for p, o in zip(prompts, outs, strict=True)]
