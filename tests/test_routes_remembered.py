@@ -1,6 +1,7 @@
 """Kernel routes chosen by timing (model/kernels.py, model/decode_attention.py) are remembered for
-the machine (tuning.remembered_route): a later process takes the route the first one measured,
-so that one command gives one result; LMFORGE_AUTOTUNE=refresh measures again, =0 keeps nothing."""
+the machine (model/route_memory.py, with the memory lmforge.formats installs:
+tuning.remembered_route): a later process takes the route the first one measured, so that one
+command gives one result; LMFORGE_AUTOTUNE=refresh measures again, =0 keeps nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import lmforge.formats  # noqa: F401 - installs the route memory
 from lmforge import tuning
 from lmforge.model import decode_attention as da
-from lmforge.model import kernels
+from lmforge.model import kernels, route_memory
 
 TODAY = datetime.date.today().isoformat()
 
@@ -179,3 +181,23 @@ def test_a_route_measured_uncapped_is_not_taken_where_the_kernels_are_capped(
     assert da.route_for(*_step(2)) == "fp32"
     capped = [k for k in json.loads(own_cache.read_text()) if " ONEDNN_MAX_CPU_ISA=AVX2 | " in k]
     assert len(capped) == 1 and json.loads(own_cache.read_text())[capped[0]]["route"] == "fp32"
+
+
+def test_the_memory_is_what_lmforge_formats_installs_and_the_model_alone_measures_each_time(
+    monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    """Importing lmforge.formats (every path that loads, trains or writes a model does) installs the
+    autotune cache as the memory; without it (the model package alone) every process measures."""
+    assert route_memory._memory[0] is tuning.remembered_route
+    monkeypatch.setattr(route_memory, "_memory", [route_memory.per_process])
+    calls: list[int] = []
+
+    def measure(*step: object) -> tuple[str, str]:
+        calls.append(1)
+        return "fp32", "timings"
+
+    monkeypatch.setattr(da, "_measure", measure)
+    da.route_for(*_step(2))
+    _new_process(monkeypatch)
+    da.route_for(*_step(2))
+    assert calls == [1, 1] and not own_cache.exists()

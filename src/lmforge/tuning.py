@@ -114,33 +114,29 @@ def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
 def remembered_route(
     kind: str, shape: str, routes: tuple[str, ...], measure: Callable[[], tuple[str, str]]
 ) -> tuple[str, str, str]:
-    """(route, its timings, the date they were taken or '' for now) for a kernel choice that timing
-    makes: the route remembered for (this machine, kind, shape), else measure() -> (route, timings),
-    then remembered. Kept so that one command gives one result on one machine: bf16 attention routes
+    """The model package's route memory (model/route_memory.py; lmforge.formats installs it): for a
+    kernel choice that timing makes, (route, its timings, how they were taken: '' for now) from the
+    route remembered for (this machine, kind, shape), else from measure() -> (route, timings), then
+    remembered. Kept so that one command gives one result on one machine: bf16 attention routes
     round differently, and a per-process probe whose candidates ran close flipped SmolLM2's greedy
     reply in 1 of 4 runs. With LMFORGE_AUTOTUNE=0 each process measures for itself, keeping nothing."""
     entry = lookup(kind, shape)
     if entry and entry.get("route") in routes and isinstance(entry.get("measured"), str):
-        return entry["route"], entry["measured"], str(entry.get("when", "earlier"))
+        return entry["route"], entry["measured"], _when(entry)
     route, timings = measure()
     if enabled():
         remember(kind, shape, {"route": route, "measured": timings})
     return route, timings, ""
 
 
-def said(chosen: list[tuple[str, str, str]]) -> str:
-    """How a start-up line names choices from remembered_route: their timings, and when they were
-    taken and how to take them again where all were remembered."""
-    timings = "; ".join(t for _, t, _ in chosen)
-    if any(not when for _, _, when in chosen):
-        return f"measured: {timings}"
-    return earlier({"when": chosen[0][2], "measured": timings})
-
-
 def earlier(entry: dict[str, Any]) -> str:
     """How a start-up line names a remembered choice: when, and how to measure it again."""
+    return f"{_when(entry)}: {entry['measured']}"
+
+
+def _when(entry: dict[str, Any]) -> str:
     when = f" on {entry['when']}" if isinstance(entry.get("when"), str) else " earlier"
-    return f"measured{when} on this machine, LMFORGE_AUTOTUNE=refresh measures again: {entry['measured']}"
+    return f"measured{when} on this machine, LMFORGE_AUTOTUNE=refresh measures again"
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> float:

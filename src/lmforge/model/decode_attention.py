@@ -10,11 +10,11 @@ head's group shares its key/value head, so (B, H, 1, hs) is viewed as (B, KV, H/
 multiplied with the cache as it is). None wins everywhere (on that EPYC `fp32` was fastest at 5 of
 6 shapes, `grouped` at the sixth, and `sdpa` beat `grouped` at batch 1), so the first bf16
 single-query call of each shape (batch, heads, key/value heads, head size) times all three on its
-own tensors and keeps the fastest, if it is MARGIN faster than `sdpa`, in the autotune cache
-(tuning.py), so that later processes on the machine take the same route. The routes round
-differently (which sums and products are kept in fp32), so greedy tokens part at near-ties: chosen
-afresh in every process, SmolLM2's routes ran close enough that the same greedy `generate` told
-another story in 1 of 4 runs. fp32 models and every other case stay on
+own tensors and keeps the fastest, if it is MARGIN faster than `sdpa`, remembered for the machine
+(model/route_memory.py: in the autotune cache), so that later processes take the same route. The
+routes round differently (which sums and products are kept in fp32), so greedy tokens part at
+near-ties: chosen afresh in every process, SmolLM2's routes ran close enough that the same greedy
+`generate` told another story in 1 of 4 runs. fp32 models and every other case stay on
 `scaled_dot_product_attention`. `LMFORGE_DECODE_ATTENTION=sdpa`, `fp32` or `grouped` skips the
 probe; with `LMFORGE_AUTOTUNE=0` each process probes for itself.
 """
@@ -26,13 +26,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lmforge import tuning
 from lmforge.env_switch import switch
+from lmforge.model import route_memory
 
 ROUTES = ("sdpa", "fp32", "grouped")
 MARGIN = 1.15  # another route must be this much faster to be chosen: sdpa is PyTorch's own
 ROUNDS = 3
-KIND = "bf16 decoding attention"  # its entries in the autotune cache (tuning.py)
+KIND = "bf16 decoding attention"  # its entries in the autotune cache (model/route_memory.py)
 # scaled_dot_product_attention(enable_gqa=True): PyTorch 2.5 and later
 SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)
 _chosen: dict[tuple[int, ...], str] = {}  # (B, H, KV, hs) -> route, for this process
@@ -93,7 +93,7 @@ def route_for(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     key = (q.size(0), q.size(1), k.size(1), q.size(-1))
     if key not in _chosen:
         shape = "batch {}, heads {}, key/value heads {}, head size {}".format(*key)
-        _chosen[key] = tuning.remembered_route(KIND, shape, ROUTES, lambda: _measure(q, k, v, mask))[0]
+        _chosen[key] = route_memory.choose(KIND, shape, ROUTES, lambda: _measure(q, k, v, mask))[0]
     return _chosen[key]
 
 

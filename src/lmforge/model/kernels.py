@@ -13,8 +13,8 @@ decoding step) lost at eight (a batch of them). So an fp32 linear without autogr
 routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
 weights, 32 rows through 47 MB (each well under a second), and keeps the fastest: one for single
 rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps each); from 64 rows
-(prefill, evaluation) MKL runs. The choices are remembered for the machine in the autotune cache
-(tuning.py): later processes skip the probe and take the same routes.
+(prefill, evaluation) MKL runs. The choices are remembered for the machine (model/route_memory.py:
+in the autotune cache), so later processes skip the probe and take the same routes.
 `LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe and sets every case. A close call
 (within MARGIN of MKL) keeps MKL, PyTorch's own route. The routes' sums differ only in order
 (~1e-6 relative).
@@ -39,10 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge import tuning
 from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
-from lmforge.model import decode_attention
+from lmforge.model import decode_attention, route_memory
 
 ROUTES = ("mkl", "onednn", "split", "swapped")
 BF16_ROUTES = ("plain", "packed")
@@ -205,7 +204,7 @@ def forced_route(env: str) -> str:
 
 @functools.cache
 def bucket_route(bucket: str) -> tuple[str, str, str]:
-    """(route, its timings, when measured: as tuning.remembered_route gives them) for fp32 products
+    """(route, its timings, how measured: as route_memory.choose gives them) for fp32 products
     of a row-count bucket ('one', 'few', 'dozens', 'many'): remembered for this machine, else probed
     at the bucket's first product (a batch-1 decoder times no 32 rows) and remembered. The timings
     are '' where no probe decides: LMFORGE_LINEAR forces the route, or the bucket is 'many' (MKL)."""
@@ -218,7 +217,7 @@ def bucket_route(bucket: str) -> tuple[str, str, str]:
         times = probe(rows)
         return _fastest(times, "mkl"), _timings(rows, times)
 
-    return tuning.remembered_route("fp32 inference linear", _rows(rows), ROUTES, measure)
+    return route_memory.choose("fp32 inference linear", _rows(rows), ROUTES, measure)
 
 
 def choose_linear_routes() -> tuple[dict[str, str], str]:
@@ -227,7 +226,7 @@ def choose_linear_routes() -> tuple[dict[str, str], str]:
     routes = {bucket: route for bucket, (route, _, _) in chosen.items()}
     if forced_route("LMFORGE_LINEAR"):
         return routes, "LMFORGE_LINEAR"
-    return routes, tuning.said([c for c in chosen.values() if c[1]])
+    return routes, route_memory.said([c for c in chosen.values() if c[1]])
 
 
 def _fastest(times: dict[str, float], base: str) -> str:
@@ -333,12 +332,10 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
         return _fastest(times, "plain"), _timings(rows, times)
 
     one, few = (
-        tuning.remembered_route(
-            "bf16 inference linear", f"{n} rows", BF16_ROUTES, functools.partial(measure, n)
-        )
+        route_memory.choose("bf16 inference linear", _rows(n), BF16_ROUTES, functools.partial(measure, n))
         for n in (1, 8)
     )
-    return {"one": one[0], "few": few[0], "dozens": few[0], "many": few[0]}, tuning.said([one, few])
+    return {"one": one[0], "few": few[0], "dozens": few[0], "many": few[0]}, route_memory.said([one, few])
 
 
 def bf16_setting() -> str:

@@ -1,0 +1,44 @@
+"""Where the model package's kernel probes (kernels.py, decode_attention.py) keep a route they
+chose by timing.
+
+The model package reads and writes no files, so by default each process measures for itself. The
+layer above installs a memory: importing `lmforge.formats`, which every path that loads, trains or
+writes a model goes through, installs `tuning.remembered_route`, which keeps the first measurement
+for the machine in the autotune cache. A route chosen afresh in each process can change results
+from run to run: the bf16 decoding attention routes round differently, and SmolLM2's ran close
+enough that the same greedy `generate` told another story in 1 of 4 runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Measure = Callable[[], tuple[str, str]]  # -> (route, its timings)
+# (kind, shape, the routes, measure) -> (route, its timings, how they were taken: '' for now)
+Memory = Callable[[str, str, tuple[str, ...], Measure], tuple[str, str, str]]
+
+
+def per_process(kind: str, shape: str, routes: tuple[str, ...], measure: Measure) -> tuple[str, str, str]:
+    """No memory: measure now."""
+    route, timings = measure()
+    return route, timings, ""
+
+
+_memory: list[Memory] = [per_process]
+
+
+def install(memory: Memory) -> None:
+    _memory[0] = memory
+
+
+def choose(kind: str, shape: str, routes: tuple[str, ...], measure: Measure) -> tuple[str, str, str]:
+    """(route, its timings, how they were taken) for (kind, shape), from the installed memory."""
+    return _memory[0](kind, shape, routes, measure)
+
+
+def said(chosen: list[tuple[str, str, str]]) -> str:
+    """How a start-up line names choices from `choose`: their timings, and, where all were
+    remembered, when they were taken and how to take them again."""
+    timings = "; ".join(t for _, t, _ in chosen)
+    fresh = any(not how for _, _, how in chosen)
+    return f"measured: {timings}" if fresh else f"{chosen[0][2]}: {timings}"
