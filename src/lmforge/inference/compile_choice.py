@@ -16,7 +16,8 @@ What it relies on is measured on this machine: whenever lmforge compiles or load
 remembers how long that took, and, once per model, the eager and compiled step times (16 steps
 each after a warm-up, taking turns: autotune.time_steps) and the time a new process takes to
 load the kept step, in the autotune cache (tuning.py). A model never compiled here stays eager
-until a `--compile` run measures it (`lmforge serve` compiles and measures it at its first start).
+until a `--compile` run measures it (`lmforge serve` compiles and measures it at its first start);
+after HINT_S of such eager decoding, `generate` and `chat` say so once (`hint`).
 Only fp32 models switch, since a switch must not change what is decoded: in fp32 the compiled
 step's greedy tokens were eager decoding's for SmolLM2-135M (640 of 640, 10 chat prompts x 64),
 while in bf16, where the compiled step rounds the products' sums differently, 6 of the 10 replies
