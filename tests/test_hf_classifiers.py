@@ -8,7 +8,8 @@ model, directly and after `lmforge import`; `pipeline("text-classification")` ag
 transformers' pipeline (same labels in the same order, scores within 1e-5, for the top_k options);
 `pipeline("question-answering")` against the golden answers (same answer, start and end, scores
 within 1e-5). And the one-line refusals: multi-label and regression classifiers, heads lmforge
-does not read, DistilBERT's sinusoidal positions, a classifier's export.
+does not read, DistilBERT's sinusoidal positions. A classifier's export back to transformers:
+tests/test_hf_classifier_export.py.
 """
 
 from __future__ import annotations
@@ -316,14 +317,6 @@ def test_masked_lm_checkpoint_loads_as_its_body(tmp_path: Path) -> None:
     assert isinstance(model, Encoder)
 
 
-def test_classifier_export_is_refused_in_one_line(
-    classifiers: dict[str, tuple[torch.nn.Module, Path]], tmp_path: Path
-) -> None:
-    imported = lmforge.import_hf(classifiers["bert"][1], tmp_path / "imported")
-    with pytest.raises(LmforgeError, match=r"only decoder, encoder and encoder-decoder models export to HF"):
-        lmforge.export_hf(imported, tmp_path / "hf")
-
-
 def test_misshapen_or_missing_head_tensor_is_one_line(
     classifiers: dict[str, tuple[torch.nn.Module, Path]], tmp_path: Path
 ) -> None:
@@ -387,7 +380,9 @@ def test_cli_import_of_a_classifier_and_of_an_unread_head(
 
     assert main(["import", str(classifiers["distilbert"][1]), "--out", str(tmp_path / "clf")]) == 0
     assert json.loads((tmp_path / "clf" / "config.json").read_text())["labels"] == list(LABELS.values())
-    assert main(["export", str(tmp_path / "clf"), "--out", str(tmp_path / "hf")]) == 2
+    assert main(["export", str(tmp_path / "clf"), "--out", str(tmp_path / "hf")]) == 0
+    exported = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert exported["architectures"] == ["DistilBertForSequenceClassification"]
     save_hf("bert", "BertForTokenClassification", tmp_path / "tokens")
     capsys.readouterr()
     assert main(["import", str(tmp_path / "tokens"), "--out", str(tmp_path / "x")]) == 0  # the body

@@ -49,7 +49,7 @@ from lmforge.formats.directory import (
 )
 from lmforge.formats.hf import FAMILIES, export_family, family_for
 from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.formats.hf_heads import with_head
+from lmforge.formats.hf_heads import classifier_state_to_hf, with_head
 from lmforge.formats.hf_qa import QA_TYPE, span_state_to_hf
 from lmforge.formats.hf_tokenizers import load_hf_tokenizer
 from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams, save_classifier
@@ -266,17 +266,29 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
 def _export_into(out: Path, model_path: str | Path) -> None:
     model, tokenizer = load_model(model_path)
     source = resolve_model_dir(model_path)
-    if not isinstance(model, GPT | Encoder | Seq2Seq | SpanModel):
+    if not isinstance(model, GPT | Encoder | Seq2Seq | SpanModel | Classifier):
         raise LmforgeError(
-            f"{model_path}: only decoder, encoder and encoder-decoder models export to HF"
-            f" ({type(model).__name__})"
+            f"{model_path}: only decoder, encoder, encoder-decoder, question-answering and"
+            f" classifier models export to HF ({type(model).__name__})"
         )
     config = model.config
     kind = "gpt" if isinstance(model, GPT) else "seq2seq" if isinstance(model, Seq2Seq) else "encoder"
+    if isinstance(model, Classifier) and not model.encoder:
+        kind = "gpt"  # refused below, naming the head transformers would need
     model_type, family = export_family(config, kind)
     body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
+    labels: dict[str, Any] = {}
     if isinstance(model, SpanModel):  # Bert/DistilBertForQuestionAnswering (formats/hf_qa.py)
         state, architecture = span_state_to_hf(model, family)
+    elif isinstance(model, Classifier):  # Bert/DistilBertForSequenceClassification (formats/hf_heads.py)
+        try:
+            state, architecture = classifier_state_to_hf(model, model_type, family)
+        except LmforgeError as err:
+            raise LmforgeError(f"{model_path}: {err}") from None
+        labels = {
+            "id2label": dict(enumerate(model.labels)),
+            "label2id": {label: i for i, label in enumerate(model.labels)},
+        }
     else:
         state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
         architecture = family.architecture
@@ -288,6 +300,7 @@ def _export_into(out: Path, model_path: str | Path) -> None:
         "model_type": model_type,
         **body,
         **specials,
+        **labels,
         "torch_dtype": "float32",
     }
     hf_config["model_type"] = model_type

@@ -6,6 +6,10 @@
   classifier.dense (dense + tanh), then the label layer. The labels are config.json's `id2label`; only
   single-label classification (a softmax over the labels) is read.
 - `...ForQuestionAnswering` -> `SpanModel` (formats/hf_qa.py).
+- Back (`lmforge export`, `classifier_state_to_hf`): a Classifier whose head transformers has, an
+  encoder pooling its first token through BERT's tanh or DistilBERT's ReLU dense layer, exports as
+  `BertForSequenceClassification` or `DistilBertForSequenceClassification` with its labels
+  (RoBERTa's head is BERT's: its body exports as BERT). Other classifiers are refused in one line.
 - Heads lmforge has no model for (token classification, multiple choice, next-sentence prediction,
   a regression or multi-label classifier, a classifier of another family) and pretraining heads
   (`...ForMaskedLM`, `...ForPreTraining`) are dropped with a note naming the head: the body is what
@@ -22,6 +26,8 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.hf_convert import lmforge_to_hf
+from lmforge.formats.hf_family import Family
 from lmforge.formats.hf_qa import wants_span_head, with_span_head
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
@@ -144,3 +150,32 @@ def with_classifier_head(
     model.head.load_state_dict({p: _tensor(hf, (f"{head}.{p}",), s, file) for p, s in _shapes(rows, n)})
     taken = {f"{m}.{p}" for m in (*dense_names, head) for p in ("weight", "bias")}
     return model, [name for name in unused if name not in taken]
+
+
+def classifier_state_to_hf(
+    model: Classifier, model_type: str, family: Family
+) -> tuple[dict[str, torch.Tensor], str]:
+    """(tensors, architecture) of transformers' ...ForSequenceClassification for the family the
+    body exports as (formats/hf.py's export_family): the body under `bert.` / `distilbert.`, the
+    dense layer where that class keeps it, and the label layer. A one-line error, before anything
+    is written, for a classifier no transformers class computes."""
+    if not model.encoder:  # GPT2ForSequenceClassification's score layer has no bias, lmforge's head has
+        raise LmforgeError(
+            "classifiers export to HF as Bert/DistilBertForSequenceClassification; this one has a"
+            " decoder body, whose head no transformers class computes"
+        )
+    dense_names, activation, head = CLASSIFIER_HEADS[model_type]
+    architecture = family.architecture.removesuffix("Model") + "ForSequenceClassification"
+    if model.pooling != "cls" or model.dense is None or model.dense_act != activation:
+        through = f"a {model.dense_act} dense layer" if model.dense is not None else "no dense layer"
+        raise LmforgeError(
+            f"a classifier exports to HF as {architecture}, which pools the first token through a"
+            f" {activation} dense layer; this one has {model.pooling!r} pooling through {through},"
+            " which no transformers class computes"
+        )
+    body = {k: v.float() for k, v in model.backbone.state_dict().items() if not k.startswith("pooler.")}
+    prefix = family.alt_prefix[1]
+    out = {f"{prefix}{k}": v for k, v in lmforge_to_hf(family, model.config, body).items()}
+    for module, name in ((model.dense, dense_names[0]), (model.head, head)):
+        out.update({f"{name}.{p}": t.detach().float().contiguous() for p, t in module.state_dict().items()})
+    return out, architecture
