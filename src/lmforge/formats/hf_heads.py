@@ -26,9 +26,8 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_convert import lmforge_to_hf
 from lmforge.formats.hf_family import Family
-from lmforge.formats.hf_qa import wants_span_head, with_span_head
+from lmforge.formats.hf_qa import body_to_hf, wants_span_head, with_span_head
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
@@ -173,9 +172,7 @@ def classifier_state_to_hf(
             f" {activation} dense layer; this one has {model.pooling!r} pooling through {through},"
             " which no transformers class computes"
         )
-    body = {k: v.float() for k, v in model.backbone.state_dict().items() if not k.startswith("pooler.")}
-    prefix = family.alt_prefix[1]
-    out = {f"{prefix}{k}": v for k, v in lmforge_to_hf(family, model.config, body).items()}
+    out = body_to_hf(model.backbone, family)  # type: ignore[arg-type]  # an encoder, checked above
     for module, name in ((model.dense, dense_names[0]), (model.head, head)):
         out.update({f"{name}.{p}": t.detach().float().contiguous() for p, t in module.state_dict().items()})
     return out, architecture

@@ -56,17 +56,20 @@ def with_span_head(
     return model, [n for n in unused if not n.startswith(f"{HEAD}.")]
 
 
+def body_to_hf(encoder: Encoder, family: Family) -> dict[str, torch.Tensor]:
+    """The encoder body of a task model (...ForQuestionAnswering, ...ForSequenceClassification) in
+    transformers' names, under the family's `bert.` / `distilbert.` prefix, without lmforge's
+    pooler (those classes have none, or keep the classifier's dense layer there)."""
+    body = {k: v.float() for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
+    prefix = family.alt_prefix[1]
+    return {f"{prefix}{k}": v for k, v in lmforge_to_hf(family, encoder.config, body).items()}
+
+
 def span_state_to_hf(model: SpanModel, family: Family) -> tuple[dict[str, torch.Tensor], str]:
     """(tensors, architecture) of transformers' ...ForQuestionAnswering for the family the body
     exports as (formats/hf.py's export_family): the body under `bert.` / `distilbert.` without the
     pooler, and the head."""
-    body = {
-        k: v.float()
-        for k, v in model.backbone.state_dict().items()
-        if not k.startswith("pooler.")  # BertForQuestionAnswering has none
-    }
-    prefix = family.alt_prefix[1]
-    out = {f"{prefix}{k}": v for k, v in lmforge_to_hf(family, model.config, body).items()}
+    out = body_to_hf(model.backbone, family)
     out.update({f"{HEAD}.{k}": v.float().contiguous() for k, v in model.qa_outputs.state_dict().items()})
     return out, family.architecture.removesuffix("Model") + "ForQuestionAnswering"
 
