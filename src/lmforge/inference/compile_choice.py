@@ -83,9 +83,8 @@ class AutoSwitch:
         entry = tuning.lookup(KIND, _shape(model))
         if entry is None:  # never compiled here: eager, counting the time for hint()
             return cls(model, None)
-        if not all(isinstance(entry.get(k), float) for k in ("eager_ms", "compiled_ms")):
-            return None
-        return cls(model, entry) if entry["eager_ms"] > entry["compiled_ms"] else None
+        times = _step_ms(entry)
+        return cls(model, entry) if times is not None and times[0] > times[1] else None
 
     def spent(self, seconds: float) -> None:
         """Count an eager step's time."""
@@ -133,10 +132,8 @@ def compiled_fp32_ms(model: GPT) -> float | None:
         return None
     with torch.device("meta"):  # a weightless fp32 twin: the step's key needs only its modules
         twin = type(model)(model.config).float()
-    entry = tuning.lookup(KIND, _shape(twin))
-    if not entry or not all(isinstance(entry.get(k), float) for k in ("eager_ms", "compiled_ms")):
-        return None
-    return float(entry["compiled_ms"]) if entry["compiled_ms"] < entry["eager_ms"] else None
+    times = _step_ms(tuning.lookup(KIND, _shape(twin)))
+    return times[1] if times is not None and times[1] < times[0] else None
 
 
 def step_for_serving(model: GPT, compile: bool | str) -> tuple[CompiledStep | None, str]:
@@ -172,11 +169,10 @@ def rows_through_step(model: GPT) -> int:
     """How many rows decode faster one at a time through model's compiled step than as one eager
     batch, by this machine's record: as many as the step runs in one eager step's time (an eager
     step of several rows costs at least one of one row), and at least 1."""
-    entry = tuning.lookup(KIND, _shape(model)) or {}
-    eager_ms, compiled_ms = entry.get("eager_ms"), entry.get("compiled_ms")
-    if not (isinstance(eager_ms, float) and isinstance(compiled_ms, float) and compiled_ms > 0):
+    times = _step_ms(tuning.lookup(KIND, _shape(model)))
+    if times is None or times[1] <= 0:
         return 1
-    return max(1, int(eager_ms // compiled_ms))
+    return max(1, int(times[0] // times[1]))
 
 
 def faster_in_fp32(model: GPT) -> tuple[float, float] | None:
@@ -269,6 +265,14 @@ def _shape(model: GPT) -> str:
     """The cache entry's name: the kept step's file, whose digest names machine, model and code."""
     n_params = sum(p.numel() for p in model.parameters())
     return f"GPT {n_params} params, {model.wte.weight.dtype}, step {compiled_store.step_path(model).stem}"
+
+
+def _step_ms(entry: dict[str, Any] | None) -> tuple[float, float] | None:
+    """(eager, compiled) ms a step from a model's cache entry, or None where it holds no times."""
+    eager_ms, compiled_ms = (entry or {}).get("eager_ms"), (entry or {}).get("compiled_ms")
+    if isinstance(eager_ms, float) and isinstance(compiled_ms, float):
+        return eager_ms, compiled_ms
+    return None
 
 
 def _unmeasured(model: GPT) -> bool:
