@@ -14,17 +14,25 @@ forgets every choice. `LMFORGE_AUTOTUNE=0` turns measurement off: the fixed rule
 which have switches of their own, are probed in each process and not kept). `LMFORGE_AUTOTUNE=refresh`
 measures again and replaces what was remembered: a probe taken while the machine was busy would
 otherwise stand until the file is deleted. Each entry keeps the date it was measured.
+
+Processes of one machine share the file (the ranks of a run, a server beside a `generate`), so
+writes and probes take turns under a lock beside it (`autotune.lock`): a write never drops another
+process's entry, and a probe that finds another process measuring the same choice waits and takes
+its answer. Two probes at once would slow each other and could choose differently, and then two
+ranks, or two commands started together, would compute differently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,7 @@ from lmforge.env_switch import switch
 from lmforge.hardware import KERNEL_CAPS, cpu_features, cpu_has_bf16, cpu_model, matmul_peak_flops, peak_dtype
 
 FILE_NAME = "autotune.json"
+LOCK_NAME = "autotune.lock"
 
 
 OFF, ON = ("0", "off", "false", "no"), ("", "1", "on", "true", "yes", "refresh")
@@ -95,20 +104,84 @@ def lookup(kind: str, shape: str) -> dict[str, Any] | None:
 
 
 def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
-    """Add a choice to the cache (atomically: a crash or a second writer never leaves half a file).
-    A cache that cannot be written only costs the next run a probe."""
+    """Add a choice to the cache (atomically: a crash never leaves half a file; under the lock, so
+    a second writer's entries are kept). A cache that cannot be written only costs the next run a
+    probe."""
     path = cache_path()
-    entries = _read(path)
-    if entries is None:
-        return
-    entries[f"{machine_key()} | {kind} | {shape}"] = {**choice, "when": datetime.date.today().isoformat()}
+    with taking_turns():
+        entries = _read(path)
+        if entries is None:
+            return
+        entries[f"{machine_key()} | {kind} | {shape}"] = {**choice, "when": datetime.date.today().isoformat()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".autotune-", delete=False) as f:
+                json.dump(entries, f, indent=1, sort_keys=True)
+            os.replace(f.name, path)
+        except OSError as err:
+            _warn_once(f"lmforge: could not write the autotune cache {path}: {err}")
+
+
+_turn = threading.RLock()  # this process's threads; the file lock below is for other processes
+_depth = [0]  # how deep this process is in taking_turns: the file is locked once, at the outermost
+
+
+@contextlib.contextmanager
+def taking_turns() -> Iterator[None]:
+    """Hold the cache's lock: one process of this machine at a time reads-and-writes the cache or
+    probes a choice. Re-entrant within a process (a dtype probe decodes, and decoding probes kernel
+    routes). Where the lock file cannot be made (a read-only cache), processes do not wait."""
+    with _turn:
+        held = None
+        if _depth[0] == 0:
+            held = _lock_file(cache_path().with_name(LOCK_NAME))
+        _depth[0] += 1
+        try:
+            yield
+        finally:
+            _depth[0] -= 1
+            if held is not None:
+                held.close()  # closing releases the lock
+
+
+def _lock_file(path: Path) -> Any:
+    """The open lock file, locked (blocking), or None where it cannot be made or locked."""
+    try:
+        import fcntl  # POSIX; elsewhere processes do not wait for each other
+    except ImportError:
+        return None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".autotune-", delete=False) as f:
-            json.dump(entries, f, indent=1, sort_keys=True)
-        os.replace(f.name, path)
-    except OSError as err:
-        _warn_once(f"lmforge: could not write the autotune cache {path}: {err}")
+        handle = open(path, "a")  # noqa: SIM115 - held until taking_turns closes it
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def measured_once(
+    kind: str, shape: str, usable: Callable[[dict[str, Any]], bool], measure: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], bool]:
+    """(entry, measured now): the entry remembered for (this machine, kind, shape) where
+    usable(entry), else measure()'s, remembered (with LMFORGE_AUTOTUNE=0, measured and not kept).
+    Probes take turns with other processes: one that waited for another probing the same choice
+    takes its answer instead of measuring again."""
+    if not enabled():
+        return measure(), True
+    entry = lookup(kind, shape)
+    if entry is not None and usable(entry):
+        return entry, False
+    with taking_turns():
+        entry = lookup(kind, shape)  # another process may have measured it while this one waited
+        if entry is not None and usable(entry):
+            return entry, False
+        chosen = measure()
+        remember(kind, shape, chosen)
+        return chosen, True
 
 
 def remembered_route(
@@ -120,13 +193,16 @@ def remembered_route(
     remembered. Kept so that one command gives one result on one machine: bf16 attention routes
     round differently, and a per-process probe whose candidates ran close flipped SmolLM2's greedy
     reply in 1 of 4 runs. With LMFORGE_AUTOTUNE=0 each process measures for itself, keeping nothing."""
-    entry = lookup(kind, shape)
-    if entry and entry.get("route") in routes and isinstance(entry.get("measured"), str):
-        return entry["route"], entry["measured"], _when(entry)
-    route, timings = measure()
-    if enabled():
-        remember(kind, shape, {"route": route, "measured": timings})
-    return route, timings, ""
+
+    def usable(entry: dict[str, Any]) -> bool:
+        return entry.get("route") in routes and isinstance(entry.get("measured"), str)
+
+    def measured() -> dict[str, Any]:
+        route, timings = measure()
+        return {"route": route, "measured": timings}
+
+    entry, now = measured_once(kind, shape, usable, measured)
+    return entry["route"], entry["measured"], "" if now else _when(entry)
 
 
 def earlier(entry: dict[str, Any]) -> str:

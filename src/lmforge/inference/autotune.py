@@ -48,21 +48,29 @@ def _to_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
         return net.to(dtype), why
     if not tuning.enabled():
         return net.to(dtype), f"{why}; fixed rule, LMFORGE_AUTOTUNE=0"
-    shape = _shape_key(net)
-    cached = tuning.lookup("decode", shape)
-    if cached and cached.get("dtype") in ("fp32", "bf16") and isinstance(cached.get("measured"), str):
-        chosen, how = cached["dtype"], tuning.earlier(cached)
-    else:
-        net = net.float()
-        bf16 = kernels.for_inference(copy.deepcopy(net).to(torch.bfloat16))  # timed as it would run
-        fp32_s, bf16_s = _time_decoding([net, bf16])
+    timed: list[nn.Module] = []  # the fp32 and bf16 nets a probe timed, if this process probed
+
+    def measure() -> dict:
+        fp32 = net.float()
+        bf16 = kernels.for_inference(copy.deepcopy(fp32).to(torch.bfloat16))  # timed as it would run
+        timed.extend([fp32, bf16])
+        fp32_s, bf16_s = _time_decoding(timed)
         chosen = "bf16" if bf16_s * MARGIN < fp32_s else "fp32"
         measured = f"fp32 {1e3 * fp32_s:.2f} ms, bf16 {1e3 * bf16_s:.2f} ms per token"
-        how = f"measured: {measured}"
-        times = {"fp32_ms": round(1e3 * fp32_s, 3), "bf16_ms": round(1e3 * bf16_s, 3)}
-        tuning.remember("decode", shape, {"dtype": chosen, "measured": measured, **times})
-        if chosen == "bf16":
-            return bf16, f"bf16 (auto, {how})"
+        return {
+            "dtype": chosen,
+            "measured": measured,
+            "fp32_ms": round(1e3 * fp32_s, 3),
+            "bf16_ms": round(1e3 * bf16_s, 3),
+        }
+
+    def usable(entry: dict) -> bool:
+        return entry.get("dtype") in ("fp32", "bf16") and isinstance(entry.get("measured"), str)
+
+    entry, now = tuning.measured_once("decode", _shape_key(net), usable, measure)
+    chosen, how = entry["dtype"], f"measured: {entry['measured']}" if now else tuning.earlier(entry)
+    if timed and chosen == "bf16":
+        return timed[1], f"bf16 (auto, {how})"
     return net.to(torch.bfloat16 if chosen == "bf16" else torch.float32), f"{chosen} (auto, {how})"
 
 
