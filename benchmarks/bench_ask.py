@@ -3,10 +3,14 @@ against closed-book answering by the same model.
 
     python -m benchmarks.bench_ask --model /tmp/q2-smollm2 [--data data/qa-test.json.xz]
         [--max-questions 200] [--k 3] [--passage-words 200] [--max-new-tokens 24] [--out FILE]
+        [--handle-impossible-answer]
 
 The documents are the test split's contexts, one per line of a JSONL file (so a question's own
 context is `contexts.jsonl:N`), indexed by inference/retrieval.py as `lmforge ask` indexes a
-folder. Only answerable questions are asked (unanswerable ones have no passage to find).
+folder. Only answerable questions are asked (unanswerable ones have no passage to find), unless
+`--handle-impossible-answer` (an extractive model only) lets the reader decline: then the
+unanswerable questions are asked too, scored as SQuAD v2.0 scores them (only no answer is right),
+and the figures are given for each group with the share declined; recall stays the answerable ones'.
 
 - recall@k: the share of questions where one of the k best passages holds the gold answer's
   span (the passage of the question's own context that covers answer_start); `answer in top k`
@@ -46,8 +50,9 @@ RECALL_KS = (1, 3, 5, 10)
 BLANK = "____"  # data/build_qa.py's blank
 
 
-def questions(data: Path, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
-    """The contexts, and the answerable questions (the first `limit`, in file order)."""
+def questions(data: Path, limit: int, unanswerable: bool = False) -> tuple[list[str], list[dict[str, Any]]]:
+    """The contexts, and the answerable questions (with `unanswerable`, every question; the first
+    `limit`, in file order)."""
     dataset = json.loads(lzma.decompress(data.read_bytes()) if data.suffix == ".xz" else data.read_bytes())
     contexts: list[str] = []
     asked: list[dict[str, Any]] = []
@@ -56,7 +61,7 @@ def questions(data: Path, limit: int) -> tuple[list[str], list[dict[str, Any]]]:
         for paragraph in article["paragraphs"]:
             contexts.append(paragraph["context"])
             for qa in paragraph["qas"]:
-                if qa["answers"]:
+                if qa["answers"] or unanswerable:
                     asked.append({"kind": kind, "context": len(contexts) - 1, **qa})
     return contexts, asked[:limit] if limit else asked
 
@@ -91,26 +96,37 @@ def extract(reply: str, q: dict[str, Any], fill: bool) -> str:
 
 
 def score(replies: list[str], asked: list[dict[str, Any]], fill: bool = False) -> dict[str, Any]:
-    """EM and F1 (percent) overall and by kind."""
+    """EM and F1 (percent, SQuAD v2.0: an unanswerable question is right only with no answer)
+    overall and by kind; where unanswerable questions were asked, also for each group, with the
+    share of questions given no answer."""
+    groups = {"all": lambda q: True} | {
+        k: (lambda q, k=k: q["kind"] == k) for k in sorted({q["kind"] for q in asked})
+    }
+    if any(not q["answers"] for q in asked):
+        groups |= {"answerable": lambda q: bool(q["answers"]), "unanswerable": lambda q: not q["answers"]}
     out: dict[str, Any] = {}
-    for kind in ["all", *sorted({q["kind"] for q in asked})]:
-        rows = [(r, q) for r, q in zip(replies, asked, strict=True) if kind in ("all", q["kind"])]
+    for name, member in groups.items():
+        rows = [(r, q) for r, q in zip(replies, asked, strict=True) if member(q)]
         golds = [[a["text"] for a in q["answers"]] for _, q in rows]
         answers = [extract(r, q, fill) for r, q in rows]
-        out[kind] = {
+        out[name] = {
             "n": len(rows),
             "exact": 100 * sum(exact_match(a, g) for a, g in zip(answers, golds, strict=True)) / len(rows),
             "f1": 100 * sum(f1(a, g) for a, g in zip(answers, golds, strict=True)) / len(rows),
         }
+        if "answerable" in groups:
+            out[name]["no answer"] = 100 * sum(not a.strip() for a in answers) / len(rows)
     return out
 
 
 def rescore(earlier: Path, data: Path) -> None:
     """Print the scores of an earlier run's replies (this script's --out) under today's scoring."""
     saved = json.loads(earlier.read_text(encoding="utf-8"))
-    _, asked = questions(data, saved["questions"])
+    _, asked = questions(data, saved["questions"], saved.get("handle_impossible_answer", False))
     by_id = {row["id"]: row for row in saved["replies"]}
     for name in ("closed-book", "open-book", "gold passage"):
+        if name not in saved["replies"][0]:  # an extractive reader has no closed-book replies
+            continue
         replies = [by_id[q["id"]][name] for q in asked]
         print(
             name,
@@ -135,21 +151,30 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", help="also write the figures and every reply as JSON here")
     parser.add_argument("--rescore", help="score the replies of an earlier --out file again (no model)")
+    parser.add_argument(
+        "--handle-impossible-answer",
+        action="store_true",
+        help="an extractive reader may decline (as `lmforge ask --handle-impossible-answer`); the"
+        " unanswerable questions are asked too",
+    )
     args = parser.parse_args()
     if args.rescore:
         rescore(Path(args.rescore), Path(args.data))
         return
 
-    contexts, asked = questions(Path(args.data), args.max_questions)
+    contexts, asked = questions(Path(args.data), args.max_questions, args.handle_impossible_answer)
     directory = resolve_model_dir(args.model)
     net, tokenizer = load_model(directory)
     extractive = isinstance(net, SpanModel)  # reads spans in fp32, as lmforge ask runs it
+    if args.handle_impossible_answer and not extractive:
+        parser.error("--handle-impossible-answer is for an extractive question-answering model")
     net = net.eval() if extractive else net.to(resolve_dtype("auto", net.config)[0])
     spec = None if extractive else ChatSpec.read(directory, tokenizer)
     limit = net.config.block_size - args.max_new_tokens
     result: dict[str, Any] = {"hardware": hardware_line(), "model": str(directory), "data": args.data}
     print(result["hardware"], flush=True)
     result |= {"questions": len(asked), "k": args.k, "passage_words": args.passage_words}
+    result["handle_impossible_answer"] = args.handle_impossible_answer
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs" / "contexts.jsonl"
         docs.parent.mkdir()
@@ -160,11 +185,12 @@ def main() -> None:
         found = [[p for p, _ in index.search(q["question"], max(RECALL_KS))] for q in asked]
         gold_passage = [Passage(f"{docs}:{q['context'] + 1}", 0, 0, contexts[q["context"]]) for q in asked]
         recall = {}
+        has = [(ps, q) for ps, q in zip(found, asked, strict=True) if q["answers"]]  # what there is to find
         for k in RECALL_KS:
-            hits = [any(holds_gold(p, docs, q) for p in ps[:k]) for ps, q in zip(found, asked, strict=True)]
-            named = [any(cited(q["answers"][0]["text"], ps[:k])) for ps, q in zip(found, asked, strict=True)]
-            recall[f"recall@{k}"] = 100 * sum(hits) / len(asked)
-            recall[f"answer in top {k}"] = 100 * sum(named) / len(asked)
+            hits = [any(holds_gold(p, docs, q) for p in ps[:k]) for ps, q in has]
+            named = [any(cited(q["answers"][0]["text"], ps[:k])) for ps, q in has]
+            recall[f"recall@{k}"] = 100 * sum(hits) / len(has)
+            recall[f"answer in top {k}"] = 100 * sum(named) / len(has)
         result["retrieval"] = recall
         given = {
             "open-book": [ps[: args.k] for ps in found],
@@ -175,7 +201,7 @@ def main() -> None:
             started = time.perf_counter()
             if extractive:  # lmforge ask's extractive reader: the best span of the passages
                 replies[name] = [
-                    read_spans(net, tokenizer, q["question"], ps)[0]
+                    read_spans(net, tokenizer, q["question"], ps, args.handle_impossible_answer)[0]
                     for ps, q in zip(passages, asked, strict=True)
                 ]
                 result[name] = score(replies[name], asked)
@@ -193,7 +219,8 @@ def main() -> None:
             print(name, json.dumps(result[name]), flush=True)
     print(json.dumps(result, indent=2))
     if args.out:
-        rows = [{"id": q["id"], "question": q["question"], "gold": q["answers"][0]["text"],
+        golds = [q["answers"][0]["text"] if q["answers"] else "" for q in asked]  # "": unanswerable
+        rows = [{"id": q["id"], "question": q["question"], "gold": golds[i],
                  **{name: replies[name][i] for name in replies}} for i, q in enumerate(asked)]  # fmt: skip
         Path(args.out).write_text(
             json.dumps({**result, "replies": rows}, indent=1, ensure_ascii=False) + "\n"

@@ -306,3 +306,41 @@ def test_an_extractive_model_copies_the_best_span_of_the_passages(docs: Path) ->
             LmforgeError, match=r"copies its answer from a passage, in fp32: --max-new-tokens"
         ):
             ask(QA_FIXTURE, question, docs, quiet=True, **option)  # type: ignore[arg-type]
+
+
+def test_an_extractive_model_declines_only_when_asked_and_its_null_answer_wins(
+    docs: Path, llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """With handle_impossible_answer the null answer ([CLS]) competes as the pipeline scores it: a
+    model sure that the passages hold no answer declines ("", the null's score, a note); without
+    the option the same model still gives its best span, the one it gives unpatched."""
+    from lmforge.model.span import SpanModel
+
+    question = "Who sailed on the Pequod?"
+    plain = ask(QA_FIXTURE, question, docs, k=3, passage_words=8, quiet=True)
+    same = ask(QA_FIXTURE, question, docs, k=3, passage_words=8, quiet=True, handle_impossible_answer=True)
+    assert (same["answer"], same["note"]) == (plain["answer"], None)  # the random model's null loses
+    forward = SpanModel.forward
+
+    def sure_of_no_answer(self: SpanModel, *args: object, **kwargs: object) -> torch.Tensor:
+        logits = forward(self, *args, **kwargs).clone()  # (B, T, 2)
+        logits[:, 0, :] += 30.0  # [CLS]: p_start and p_end near 1 in every window
+        return logits
+
+    monkeypatch.setattr(SpanModel, "forward", sure_of_no_answer)
+    declined = ask(
+        QA_FIXTURE, question, docs, k=3, passage_words=8, quiet=True, handle_impossible_answer=True
+    )
+    assert declined["answer"] == "" and declined["score"] > 0.99
+    assert declined["note"].startswith("the model declined: its null answer (score 1) outscored every span")
+    assert not any(p["cited"] for p in declined["passages"]) and len(declined["passages"]) == 2
+    # without the option the [CLS] logits only scale every span's score down: the same best span
+    assert ask(QA_FIXTURE, question, docs, k=3, passage_words=8, quiet=True)["answer"] == plain["answer"]
+    assert main(["ask", str(QA_FIXTURE), question, "--docs", str(docs), "--passage-words", "8",
+                 "--quiet", "--handle-impossible-answer"]) in (0, None)  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "(no answer)" and lines[-1].startswith("  (the model declined: its null answer")
+    with pytest.raises(LmforgeError, match="lets an extractive question-answering model decline"):
+        ask(llama, question, docs, quiet=True, handle_impossible_answer=True)
+    with pytest.raises(LmforgeError, match="handle_impossible_answer='yes': must be True or False"):
+        ask(QA_FIXTURE, question, docs, quiet=True, handle_impossible_answer="yes")  # type: ignore[arg-type]

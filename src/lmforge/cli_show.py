@@ -77,8 +77,8 @@ def show_ask(r: dict[str, Any], _: dict[str, Any]) -> None:
     for p in r["passages"]:
         where = f"{p['source']} chars {p['start']}-{p['end']}"
         print(f"  [{p['n']}] {where} (bm25 {p['score']:.2f})" + (" holds the answer" if p["cited"] else ""))
-    if not r["passages"]:
-        print(f"  ({r['note']})")  # why none: no word in common, or no room left in the context
+    if r["note"]:
+        print(f"  ({r['note']})")  # why none given (no word in common, no room), or why no answer
 
 
 def show_inspect(result: Any, _: dict[str, Any]) -> None:

@@ -153,6 +153,8 @@ VERBS: dict[str, Verb] = {
             opt("--system", "system prompt (instruct models)"),
             opt("--dtype", "weights dtype", **DTYPE),
             opt("--quiet", "no lines about skipped files", action="store_true"),
+            opt("--handle-impossible-answer", "let an extractive QA model decline: its null answer where"
+                " that outscores every span (models trained on SQuAD v2.0)", action="store_true"),
         ),
         show.show_ask,
     ),

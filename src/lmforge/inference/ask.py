@@ -11,7 +11,9 @@ repeat. Passages that do not fit the model's context with the answer's tokens ar
 lowest-ranked first; a question that leaves no room for the answer's tokens is refused. When no
 passage is given, the result's `note` says why. An extractive model (model/span.py) reads the
 passages together as the question-answering pipeline reads one long context and answers with its
-best span (`read_spans`): it can only copy, so it never answers without a passage.
+best span (`read_spans`): it can only copy, so it never answers without a passage. With
+`handle_impossible_answer` a model trained on unanswerable questions (SQuAD v2.0) may decline:
+its null answer, where that outscores every span in every window, is "" and a `note`.
 """
 
 from __future__ import annotations
@@ -102,17 +104,23 @@ CANDIDATES = 20  # spans considered, best first, for one that lies within a sing
 
 
 def read_spans(
-    net: SpanModel, tokenizer: Tokenizer, question: str, passages: list[Passage]
-) -> tuple[str, float | None]:
-    """(answer, score): an extractive model's best span in the passages, read as one context (joined
-    by a blank line) as `pipeline("question-answering")` reads a long document: windows, their
-    spans' scores (p_start * p_end) compared across them; when its best runs from one passage into
-    the next, the best of its top CANDIDATES that lies within one passage. ("", None) with no
-    passage or no such span.
+    net: SpanModel,
+    tokenizer: Tokenizer,
+    question: str,
+    passages: list[Passage],
+    handle_impossible_answer: bool = False,
+) -> tuple[str, float | None, bool]:
+    """(answer, score, declined): an extractive model's best span in the passages, read as one
+    context (joined by a blank line) as `pipeline("question-answering")` reads a long document:
+    windows, their spans' scores (p_start * p_end) compared across them; when its best runs from one
+    passage into the next, the best of its top CANDIDATES that lies within one passage. ("", None,
+    False) with no passage or no such span. With handle_impossible_answer the null answer competes
+    as the pipeline scores it (p_start * p_end of [CLS], its smallest over the windows), and when
+    it wins the model declines: ("", its score, True).
     On the held-out set this answered more questions than reading each passage alone and taking
     the best of their spans (benchmarks/README.md, `lmforge ask`)."""
     if not passages:
-        return "", None
+        return "", None, False
     bounds, at = [], 0  # each passage's (start, end) in the joined text
     for passage in passages:
         bounds.append((at, at + len(passage.text)))
@@ -120,11 +128,14 @@ def read_spans(
     context = JOIN.join(p.text for p in passages)
     # the pipeline's own best first (top_k changes which spans' scores add up); more only if it crosses
     for top_k in (1, CANDIDATES):
-        [answers] = answer_questions(net, tokenizer, [(question, context)], QAOptions(top_k=top_k))
+        options = QAOptions(top_k=top_k, handle_impossible_answer=handle_impossible_answer)
+        [answers] = answer_questions(net, tokenizer, [(question, context)], options)
         for answer in answers:
+            if answer["start"] == answer["end"] == 0 and not answer["answer"]:  # the null answer
+                return "", answer["score"], True
             if any(start <= answer["start"] and answer["end"] <= end for start, end in bounds):
-                return answer["answer"].strip(), answer["score"]
-    return "", None
+                return answer["answer"].strip(), answer["score"], False
+    return "", None, False
 
 
 def ask(
@@ -139,13 +150,16 @@ def ask(
     system: str | None = None,
     dtype: str = "auto",
     quiet: bool = False,
+    handle_impossible_answer: bool = False,
 ) -> dict[str, Any]:
     """Answer `question` from the documents in `docs` (files, folders, globs as `lmforge prep`
     reads them): BM25 finds the best `k` passages of at most `passage_words` words, and the model
     reads them. An instruct model reads them in its chat template and answers greedily (at most
     `max_new_tokens`, default 64, after an optional `system` prompt); an extractive
     question-answering model (a `data.task = "qa"` run, an HF ...ForQuestionAnswering) copies the
-    best-scoring span of them (`read_spans`) in fp32, and takes neither option.
+    best-scoring span of them (`read_spans`) in fp32, and takes neither option; with
+    `handle_impossible_answer` it may decline (answer "", and `note` says so) where its null
+    answer outscores every span, as a SQuAD v2.0 model does for an unanswerable question.
     The index is kept in `index` (default: DOCS.lmforge-index beside DOCS), reused while the
     documents are unchanged and updated when one changes. Returns the answer, the reader
     (`instruct` or `extractive`) and the span's `score` (None for an instruct model), the passages
@@ -163,8 +177,15 @@ def ask(
         raise LmforgeError("the question is empty")
     if k < 1:
         raise LmforgeError(f"k={k} must be >= 1")
+    if not isinstance(handle_impossible_answer, bool):
+        raise LmforgeError(f"handle_impossible_answer={handle_impossible_answer!r}: must be True or False")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
+    if handle_impossible_answer and not isinstance(net, SpanModel):
+        raise LmforgeError(
+            f"{model}: --handle-impossible-answer lets an extractive question-answering model decline;"
+            " an instruct model says so in its own words"
+        )
     if isinstance(net, SpanModel):
         if max_new_tokens is not None or system is not None or dtype == "bf16":
             raise LmforgeError(
@@ -174,8 +195,16 @@ def ask(
         store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
         say_index(store, quiet)
         found = store.search(question, k)
-        answer, score = read_spans(net.eval(), tokenizer, question, [p for p, _ in found])
+        passages = [p for p, _ in found]
+        answer, score, declined = read_spans(
+            net.eval(), tokenizer, question, passages, handle_impossible_answer
+        )
         note = None if found else "no passage shares a word with the question: nothing to copy an answer from"
+        if declined:
+            note = (
+                f"the model declined: its null answer (score {score:.3g}) outscored every span of the"
+                f" {len(found)} passages"
+            )
         return answered(answer, "extractive", score, found, len(found), note, store)
     net = require_decoder(net, model, "so it cannot answer")
     max_new_tokens = 64 if max_new_tokens is None else max_new_tokens
