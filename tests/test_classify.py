@@ -160,3 +160,56 @@ def test_without_out_the_run_says_its_model_is_not_kept(
     said = capsys.readouterr().out
     gone = re.search(r"not kept: (\S+) is removed, as no out \(--out DIR\) was given", said)
     assert gone and not Path(gone.group(1)).exists(), said
+
+
+def test_a_bert_fine_tuned_through_its_pooler_exports_to_transformers(
+    labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--pooling cls --dense tanh on an HF BERT is BertForSequenceClassification's recipe: the dense
+    layer starts from BERT's pretrained pooler (the start-up line says so), and the classifier
+    exports as BertForSequenceClassification, in which transformers computes lmforge's logits."""
+    transformers = pytest.importorskip("transformers")
+    make_hf_model("bert", tmp_path / "bert")
+    out = tmp_path / "clf"
+    result = finetune_classify(tmp_path / "bert", labelled, "negative,positive", out, epochs=2, batch_size=16,
+                               lr=1e-3, pooling="cls", dense="tanh", dtype="fp32", max_len=32)  # fmt: skip
+    assert result["accuracy"] >= 0.8, result
+    said = capsys.readouterr().out
+    assert "classifier: a dense layer with tanh before the head, from the encoder's pretrained pooler" in said
+    exported = lmforge.export_hf(out, tmp_path / "hf-clf")
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(exported).eval()
+    assert type(back).__name__ == "BertForSequenceClassification"
+    assert back.config.id2label == {0: "negative", 1: "positive"}
+    model, tokenizer = lmforge.load(out)
+    texts = ["the king good crown", "lady day grim sword", "night"]
+    ids = [tokenizer.encode(t) for t in texts]
+    width = max(map(len, ids))
+    batch = torch.tensor([i + [0] * (width - len(i)) for i in ids])
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])
+    with torch.no_grad():
+        ours = model.eval()(batch, mask)
+        theirs = back(input_ids=batch, attention_mask=mask).logits
+    assert float((ours - theirs).abs().max()) < 1e-5
+
+
+def test_where_the_dense_layer_starts(tmp_path: Path) -> None:
+    """tanh starts from an encoder's pretrained pooler, or from a classifier's own dense layer of
+    the same activation; relu, a pooler of zeros (an import without one) and a decoder start random."""
+    from lmforge.train.tasks.classification import dense_start
+
+    hf = make_hf_model("bert", tmp_path / "bert")
+    bert, _ = lmforge.load(tmp_path / "bert")
+    weights, said = dense_start(bert, "tanh")
+    assert torch.equal(weights["weight"], hf.pooler.dense.weight) and "pretrained pooler" in said
+    assert dense_start(bert, "relu") is None and dense_start(bert, "") is None
+    with torch.no_grad():
+        bert.pooler.weight.zero_()
+    assert dense_start(bert, "tanh") is None
+    clf = Classifier(bert, ["a", "b"], "cls", dense="tanh")
+    weights, said = dense_start(clf, "tanh")
+    assert torch.equal(weights["weight"], clf.dense.weight) and said == "train.init_from's own dense layer"
+    assert dense_start(clf, "relu") is None
+    gpt = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=64))
+    assert dense_start(gpt, "tanh") is None
+    with pytest.raises(LmforgeError, match=r"train.classifier_dense='gelu' must be tanh, relu or ''"):
+        load_config(None, ["train.classifier_dense=gelu"])

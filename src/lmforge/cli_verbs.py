@@ -216,6 +216,8 @@ VERBS: dict[str, Verb] = {
             opt("--from-scratch", "same-size model with random weights", action="store_true"),
             opt("--pooling", "'' picks mean for encoders, last for decoders",
                 choices=["", "mean", "cls", "last"]),
+            opt("--dense", "a dense layer before the head: tanh (BERT's pooler, started from an"
+                " imported BERT's) or relu (DistilBERT's)", choices=["", "tanh", "relu"]),
             opt("--max-len", "tokens kept per text", type=int),
             opt("--seed", "seed of the split, the head and the data order", type=int),
             opt("--dtype", "training dtype", **DTYPE),

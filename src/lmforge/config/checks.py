@@ -136,6 +136,10 @@ def check_config(c: Config) -> None:
         f"train.classifier_dropout={t.classifier_dropout} must be in [0, 1)",
     )
     _check(t.pooling in ("", "mean", "cls", "last"), f"train.pooling={t.pooling!r} must be mean, cls or last")
+    _check(
+        t.classifier_dense in ("", "tanh", "relu"),
+        f"train.classifier_dense={t.classifier_dense!r} must be tanh, relu or '' (none)",
+    )
     _check(  # train.init_from replaces [model] with the model's own (checked when it loads)
         bool(t.init_from) or (c.data.task == "translation") == (m.arch == "seq2seq"),
         f"data.task={c.data.task!r} does not fit model.arch={m.arch!r}"

@@ -188,6 +188,13 @@ class TrainConfig:
     pooling: str = ""
     """classification: `mean`, `cls` or `last` token pooling; "" picks mean for encoders, last
     for decoders."""
+    classifier_dense: str = ""
+    """classification: a dense layer and its activation between the pooling and the head, as
+    transformers' classifiers have: `tanh` (BERT's pooler; on an encoder whose pooler was
+    pretrained, an imported BERT, it starts from that pooler, and with `pooling = "cls"` the
+    classifier is a BertForSequenceClassification, which `lmforge export` writes), `relu`
+    (DistilBERT's pre_classifier, a random start); "" none. A classifier given as train.init_from
+    with the same dense layer starts from its own."""
     classifier_dropout: float = 0.1
     """classification: dropout before the head (HF's classifier_dropout); the backbone's is
     model.dropout."""

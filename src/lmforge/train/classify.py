@@ -29,6 +29,7 @@ OPTION_OF = {
     "train.lr": "--lr",
     "data.max_len": "--max-len",
     "train.pooling": "--pooling",
+    "train.classifier_dense": "--dense",
     "data.text_field": "--text-field",
     "data.label_field": "--label-field",
 }
@@ -56,6 +57,7 @@ def finetune_classify(
     head_only: bool = False,
     from_scratch: bool = False,
     pooling: str = "",
+    dense: str = "",
     max_len: int = 128,
     seed: int = 0,
     dtype: str = "auto",
@@ -69,7 +71,10 @@ def finetune_classify(
     does; `lmforge train --resume OUT` continues it).
 
     head_only freezes the backbone; from_scratch re-initialises it (same size, random weights): the
-    baseline that shows what pretraining brings."""
+    baseline that shows what pretraining brings. dense (`tanh`, `relu`) puts a dense layer before
+    the head, as transformers' classifiers have; `tanh` on an imported BERT starts from its
+    pretrained pooler, and with pooling `cls` that is BertForSequenceClassification's recipe, which
+    `lmforge export` writes back (train.classifier_dense)."""
     labels = labels if isinstance(labels, str) else ",".join(labels)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
@@ -94,6 +99,7 @@ def finetune_classify(
         "train.head_only": head_only,
         "train.from_scratch": from_scratch,
         "train.pooling": pooling,
+        "train.classifier_dense": dense,
         "train.max_steps": max(steps, 1),
         "train.batch_size": batch_size,
         "train.lr": lr,

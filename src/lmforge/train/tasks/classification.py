@@ -43,6 +43,24 @@ def split_labelled(
                     say=say)  # fmt: skip
 
 
+def dense_start(loaded: nn.Module, dense: str) -> tuple[dict[str, torch.Tensor], str] | None:
+    """(weights, where from) for the classifier's dense layer, or None for a random start: a
+    classifier's own dense layer of the same activation, or for `tanh` an encoder's pretrained
+    pooler (BERT's dense + tanh over [CLS], which BertForSequenceClassification fine-tunes). An
+    import without a pooler (DistilBERT, RoBERTa) has zeros there, which are no start."""
+    if isinstance(loaded, Classifier):
+        if dense and loaded.dense is not None and loaded.dense_act == dense:
+            return _copy(loaded.dense), "train.init_from's own dense layer"
+        loaded = loaded.backbone
+    if dense == "tanh" and isinstance(loaded, Encoder) and bool(loaded.pooler.weight.any()):
+        return _copy(loaded.pooler), "the encoder's pretrained pooler (BERT's)"
+    return None
+
+
+def _copy(layer: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in layer.state_dict().items()}
+
+
 class ClassificationTask(Task):
     name = "classification"
 
@@ -54,6 +72,7 @@ class ClassificationTask(Task):
         rows = read_labelled(d.input, self.labels, d.text_field, d.label_field)
         self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
         backbone, self.tokenizer = load_model(t.init_from)
+        self.dense_start = None if t.from_scratch else dense_start(backbone, t.classifier_dense)
         if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
             backbone = backbone.backbone
         if not isinstance(backbone, GPT | Encoder):
@@ -75,6 +94,9 @@ class ClassificationTask(Task):
         self.val_spare = val[0]
         self.micro = setup.micro
         self.pooling = t.pooling
+        if t.classifier_dense:
+            start = self.dense_start[1] if self.dense_start else "a random start"
+            setup.say(f"classifier: a dense layer with {t.classifier_dense} before the head, from {start}")
 
     def build_model(self) -> Classifier:
         """The model to train, built once: the loaded weights go into it and the task lets go of
@@ -84,8 +106,11 @@ class ClassificationTask(Task):
         backbone = type(loaded)(self.cfg.model)
         if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
             backbone.load_state_dict(loaded.state_dict())
-        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout)
+        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout, t.classifier_dense)
         self.pooling = model.pooling  # "" resolved to the backbone's default
+        if self.dense_start is not None and model.dense is not None:
+            model.dense.load_state_dict(self.dense_start[0])
+        self.dense_start = None  # let go of the copy
         if t.head_only:
             model.backbone.requires_grad_(False)
         return model
@@ -122,8 +147,8 @@ class ClassificationTask(Task):
         }
 
     def write_model_files(self, directory: Path) -> None:
-        c = self.cfg.model
-        write_classifier_files(directory, self.labels, self.pooling, self.encoder, c, self.tokenizer)
+        c, dense = self.cfg.model, self.cfg.train.classifier_dense
+        write_classifier_files(directory, self.labels, self.pooling, self.encoder, c, self.tokenizer, dense)
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
         return sum(int(mask.sum()) for _, mask, _ in micro_batches)  # real tokens, no padding
