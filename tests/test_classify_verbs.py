@@ -114,3 +114,30 @@ def test_eval_classify_counts_every_example(models: dict[str, Path], tmp_path: P
     assert result["confusion"] == expected.tolist() and result["labels"] == LABELS
     assert result["accuracy"] == sum(g == p for g, p in zip([0, 1, 2, 0], predicted, strict=True)) / 4
     assert result["examples"] == 4
+
+
+def test_labels_that_differ_only_in_case_are_read_and_named(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Data labelled `YES`/`No` scores against a model's `yes`/`no` (an HF model's POSITIVE against
+    data's positive), saying so once on stderr; a label matching two names by case only, or none,
+    is still an error naming its line."""
+    from lmforge.data.labelled import read_labelled
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"text": t, "label": y}) + "\n" for t, y in [("a", "YES"), ("b", "No"), ("c", "no")]
+        )
+    )
+    result = eval_classify(models["clf"], path)
+    assert result["examples"] == 3 and sum(map(sum, result["confusion"])) == 3
+    assert [sum(row) for row in result["confusion"]] == [2, 1, 0]  # gold no, yes, maybe
+    err = capsys.readouterr().err
+    assert err.strip() == f"lmforge: {path}: labels read ignoring case: 'No' as 'no', 'YES' as 'yes'"
+    read_labelled(path, LABELS)  # the same file again: said once
+    assert capsys.readouterr().err == ""
+    (tmp_path / "two.jsonl").write_text('{"text": "a", "label": "Ab"}\n')
+    with pytest.raises(LmforgeError, match=r"two.jsonl:1: label 'Ab' is not one of \['ab', 'AB'\]"):
+        read_labelled(tmp_path / "two.jsonl", ["ab", "AB"])
+    assert read_labelled(tmp_path / "two.jsonl", ["Ab", "AB"]) == [("a", 0)]  # an exact match first

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,16 @@ from lmforge.tokenization.tokenizer import Tokenizer
 def read_labelled(
     path: str | Path, labels: list[str], text_field: str = "text", label_field: str = "label"
 ) -> list[tuple[str, int]]:
-    """[(text, label index)] from a .jsonl file (optionally .gz/.xz/.bz2)."""
+    """[(text, label index)] from a .jsonl file (optionally .gz/.xz/.bz2). A label is a name in
+    `labels`, its index, or a name that differs from exactly one of them only in case (a model's
+    `POSITIVE` for data's `positive`), which a line on stderr names."""
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise LmforgeError(f"labels={','.join(labels)!r}: name at least two labels, each once")
     path = Path(path)
+    folded: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        folded.setdefault(name.casefold(), []).append(i)
+    by_case: dict[str, str] = {}  # a data label -> the model's label it matched ignoring case
     rows = []
     for n, line in strict_lines(path, "a .jsonl file"):
         if not line.strip():
@@ -38,11 +46,24 @@ def read_labelled(
             rows.append((text, label))
         elif label in labels:
             rows.append((text, labels.index(label)))
+        elif isinstance(label, str) and len(folded.get(label.casefold(), [])) == 1:
+            index = folded[label.casefold()][0]
+            by_case[label] = labels[index]
+            rows.append((text, index))
         else:
             raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
     if not rows:
         raise LmforgeError(f"{path}: no labelled examples")
+    if by_case:
+        matched = ", ".join(f"{k!r} as {v!r}" for k, v in sorted(by_case.items()))
+        _say_once(f"lmforge: {path}: labels read ignoring case: {matched}")
     return rows
+
+
+@functools.cache
+def _say_once(line: str) -> None:
+    """On stderr once a process (finetune-classify reads its file twice: to count, then to train)."""
+    print(line, file=sys.stderr)
 
 
 def encode_batch(
