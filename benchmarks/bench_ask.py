@@ -3,7 +3,7 @@ against closed-book answering by the same model.
 
     python -m benchmarks.bench_ask --model /tmp/q2-smollm2 [--data data/qa-test.json.xz]
         [--max-questions 200] [--k 3] [--passage-words 200] [--max-new-tokens 24] [--out FILE]
-        [--handle-impossible-answer]
+        [--handle-impossible-answer] [--retriever bm25|hybrid] [--embedder DIR]
 
 The documents are the test split's contexts, one per line of a JSONL file (so a question's own
 context is `contexts.jsonl:N`), indexed by inference/retrieval.py as `lmforge ask` indexes a
@@ -11,6 +11,8 @@ folder. Only answerable questions are asked (unanswerable ones have no passage t
 `--handle-impossible-answer` (an extractive model only) lets the reader decline: then the
 unanswerable questions are asked too, scored as SQuAD v2.0 scores them (only no answer is right),
 and the figures are given for each group with the share declined; recall stays the answerable ones'.
+`--retriever hybrid` ranks the passages as `lmforge ask --retriever hybrid` does (BM25 and sentence
+embeddings, fused; the time to embed the passages is `index.embed_seconds`).
 
 - recall@k: the share of questions where one of the k best passages holds the gold answer's
   span (the passage of the question's own context that covers answer_start); `answer in top k`
@@ -41,6 +43,7 @@ from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
 from lmforge.inference.ask import cited, fit_prompt, read_spans
 from lmforge.inference.chat import ChatSpec
+from lmforge.inference.embeddings import Embedder
 from lmforge.inference.instruct_eval import answer_all
 from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import exact_match, f1
@@ -151,6 +154,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", help="also write the figures and every reply as JSON here")
     parser.add_argument("--rescore", help="score the replies of an earlier --out file again (no model)")
+    parser.add_argument("--retriever", choices=["bm25", "hybrid"], default="bm25")
+    parser.add_argument("--embedder", help="--retriever hybrid's encoder (default: all-MiniLM-L6-v2)")
     parser.add_argument(
         "--handle-impossible-answer",
         action="store_true",
@@ -175,6 +180,8 @@ def main() -> None:
     print(result["hardware"], flush=True)
     result |= {"questions": len(asked), "k": args.k, "passage_words": args.passage_words}
     result["handle_impossible_answer"] = args.handle_impossible_answer
+    result["retriever"] = args.retriever
+    embedder = Embedder(args.embedder) if args.retriever == "hybrid" else None
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs" / "contexts.jsonl"
         docs.parent.mkdir()
@@ -182,7 +189,15 @@ def main() -> None:
         started = time.perf_counter()
         index = PassageIndex.build(docs.parent, Path(tmp) / "index", args.passage_words, quiet=True)
         result["index"] = {"passages": len(index.passages), "seconds": time.perf_counter() - started}
-        found = [[p for p, _ in index.search(q["question"], max(RECALL_KS))] for q in asked]
+        if embedder is not None:
+            started = time.perf_counter()
+            index.embeddings(embedder)  # made once, then reused by every search
+            result["index"]["embed_seconds"] = time.perf_counter() - started
+            found = [
+                [p for p, _ in index.search_hybrid(q["question"], max(RECALL_KS), embedder)] for q in asked
+            ]
+        else:
+            found = [[p for p, _ in index.search(q["question"], max(RECALL_KS))] for q in asked]
         gold_passage = [Passage(f"{docs}:{q['context'] + 1}", 0, 0, contexts[q["context"]]) for q in asked]
         recall = {}
         has = [(ps, q) for ps, q in zip(found, asked, strict=True) if q["answers"]]  # what there is to find

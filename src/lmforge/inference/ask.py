@@ -2,7 +2,8 @@
 extractive question-answering model.
 
 The documents are indexed into passages and searched with BM25 (inference/retrieval.py; the index
-is saved beside them and reused). The best `k` passages go, numbered, into one user message in
+is saved beside them and reused), or with `retriever="hybrid"` by BM25 and sentence embeddings
+together (inference/embeddings.py). The best `k` passages go, numbered, into one user message in
 the model's own chat template (inference/chat.py), with the question; the model answers greedily.
 The reply comes back with the passages it was given (source, offsets, BM25 score), each marked
 `cited` when the answer (or what follows its last colon, as in "The answer is: Ahab.") appears in
@@ -28,6 +29,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
+from lmforge.inference.embeddings import Embedder
 from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options
 from lmforge.inference.qa import QAOptions, answer_questions
@@ -99,6 +101,7 @@ def cited(answer: str, passages: list[Passage]) -> list[bool]:
     return [any(f" {s} " in f" {normalize_answer(p.text)} " for s in spans) for p in passages]
 
 
+RETRIEVERS = ("bm25", "hybrid")
 JOIN = "\n\n"  # between passages read by an extractive model as one context
 CANDIDATES = 20  # spans considered, best first, for one that lies within a single passage
 
@@ -151,6 +154,8 @@ def ask(
     dtype: str = "auto",
     quiet: bool = False,
     handle_impossible_answer: bool = False,
+    retriever: str = "bm25",
+    embedder: str | Path | None = None,
 ) -> dict[str, Any]:
     """Answer `question` from the documents in `docs` (files, folders, globs as `lmforge prep`
     reads them): BM25 finds the best `k` passages of at most `passage_words` words, and the model
@@ -160,6 +165,9 @@ def ask(
     best-scoring span of them (`read_spans`) in fp32, and takes neither option; with
     `handle_impossible_answer` it may decline (answer "", and `note` says so) where its null
     answer outscores every span, as a SQuAD v2.0 model does for an unanswerable question.
+    `retriever="hybrid"` ranks the passages by BM25 and by sentence embeddings (`embedder`, an
+    encoder directory; default all-MiniLM-L6-v2) and fuses the two rankings (the passages'
+    `score` is then the fused one); the embeddings are kept in the index.
     The index is kept in `index` (default: DOCS.lmforge-index beside DOCS), reused while the
     documents are unchanged and updated when one changes. Returns the answer, the reader
     (`instruct` or `extractive`) and the span's `score` (None for an instruct model), the passages
@@ -177,10 +185,15 @@ def ask(
         raise LmforgeError("the question is empty")
     if k < 1:
         raise LmforgeError(f"k={k} must be >= 1")
+    if retriever not in RETRIEVERS:
+        raise LmforgeError(f"retriever={retriever!r} must be one of {', '.join(RETRIEVERS)}")
+    if embedder is not None and retriever != "hybrid":
+        raise LmforgeError("--embedder is for --retriever hybrid: BM25 needs no model")
     if not isinstance(handle_impossible_answer, bool):
         raise LmforgeError(f"handle_impossible_answer={handle_impossible_answer!r}: must be True or False")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
+    embed = Embedder(embedder) if retriever == "hybrid" else None  # its errors before any indexing
     if handle_impossible_answer and not isinstance(net, SpanModel):
         raise LmforgeError(
             f"{model}: --handle-impossible-answer lets an extractive question-answering model decline;"
@@ -194,7 +207,7 @@ def ask(
             )
         store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
         say_index(store, quiet)
-        found = store.search(question, k)
+        found = search(store, question, k, embed)
         passages = [p for p, _ in found]
         answer, score, declined = read_spans(
             net.eval(), tokenizer, question, passages, handle_impossible_answer
@@ -205,7 +218,7 @@ def ask(
                 f"the model declined: its null answer (score {score:.3g}) outscored every span of the"
                 f" {len(found)} passages"
             )
-        return answered(answer, "extractive", score, found, len(found), note, store)
+        return answered(answer, "extractive", score, found, len(found), note, store, retriever)
     net = require_decoder(net, model, "so it cannot answer")
     max_new_tokens = 64 if max_new_tokens is None else max_new_tokens
     spec = ChatSpec.read(directory, tokenizer)
@@ -216,7 +229,7 @@ def ask(
     store = PassageIndex.build(docs, index, passage_words, text_field, quiet)  # checks its arguments
     check_room(prompt_ids(spec, tokenizer, question, [], system), context, max_new_tokens)
     say_index(store, quiet)
-    found = store.search(question, k)
+    found = search(store, question, k, embed)
     limit = context - max_new_tokens
     prompt, given_passages = fit_prompt(spec, tokenizer, question, [p for p, _ in found], limit, system)
     note = None
@@ -231,7 +244,14 @@ def ask(
     with torch.inference_mode():
         new = generate_ids(net, [prompt], max_new_tokens, temperature=0.0, eos_id=spec.stops)[0]
     answer = tokenizer.decode(new).strip()
-    return answered(answer, "instruct", None, found, len(given_passages), note, store)
+    return answered(answer, "instruct", None, found, len(given_passages), note, store, retriever)
+
+
+def search(
+    store: PassageIndex, question: str, k: int, embedder: Embedder | None
+) -> list[tuple[Passage, float]]:
+    """The k best passages: by BM25, or with an embedder by BM25 and embeddings fused."""
+    return store.search(question, k) if embedder is None else store.search_hybrid(question, k, embedder)
 
 
 def say_index(store: PassageIndex, quiet: bool) -> None:
@@ -250,6 +270,7 @@ def answered(
     given: int,
     note: str | None,
     store: PassageIndex,
+    retriever: str = "bm25",
 ) -> dict[str, Any]:
     """ask's result: the answer and the passages the reader saw (the first `given` found; the rest
     did not fit), each marked where it holds the answer."""
@@ -272,6 +293,7 @@ def answered(
         "score": score,
         "passages": passages,
         "note": note,
+        "retriever": retriever,
         "index": str(store.directory),
         "indexing": store.stats,
     }

@@ -7,7 +7,9 @@ separated) packed together, a longer paragraph cut at word boundaries. Passages 
 character offsets in the document, so a citation names where the text is.
 
 Retrieval is BM25 (bm25s, Lucene's variant, k1 = 1.5, b = 0.75) over lower-cased words without
-English stop words, stemmed by Snowball's English stemmer (PyStemmer).
+English stop words, stemmed by Snowball's English stemmer (PyStemmer); `search_hybrid` fuses it
+with sentence embeddings (inference/embeddings.py), kept in `embeddings.safetensors` beside the
+rest with the embedder's identity, and made again when the passages or the embedder change.
 
 The index is a folder of plain files, nothing pickled: `manifest.json` (the settings and, per
 file, its size, mtime and sha256 and its passages' range), `passages.jsonl` (source, offsets,
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +41,19 @@ from typing import Any
 import bm25s
 import numpy as np
 import Stemmer
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 from lmforge.data.report import Report
 from lmforge.data.sources import list_files, read_documents, utf8_error
 from lmforge.errors import LmforgeError
-from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder
+from lmforge.inference.embeddings import Embedder, fuse
+from lmforge.outputs import check_place, describe_foreign, follow_umask, foreign_entries, staged_folder
 
 FORMAT = 1  # manifest "format": bump when the files' meaning changes
-MANIFEST, PASSAGES, BM25_DIR = "manifest.json", "passages.jsonl", "bm25"
-OURS = {MANIFEST, PASSAGES}
+MANIFEST, PASSAGES, BM25_DIR, EMBEDDINGS = "manifest.json", "passages.jsonl", "bm25", "embeddings.safetensors"
+OURS = {MANIFEST, PASSAGES, EMBEDDINGS}
+EMBEDDING_TEMP = ".embeddings-"  # the prefix of an embeddings file being written
 SUFFIX = ".lmforge-index"
 GLOB = re.compile(r"[*?[]")  # what makes a path a glob for glob.glob (and so list_files)
 
@@ -96,7 +104,7 @@ def _tokens(texts: list[str]) -> list[list[str]]:
 
 
 def _owner(folder: Path) -> str | None:
-    foreign = foreign_entries(folder, lambda name: name in OURS)
+    foreign = foreign_entries(folder, lambda name: name in OURS or name.startswith(EMBEDDING_TEMP))
     if foreign != [BM25_DIR] or not (folder / MANIFEST).is_file():
         return describe_foreign([f for f in foreign if f != BM25_DIR] or foreign, "ask")
     return None
@@ -254,6 +262,43 @@ class PassageIndex:
         scores = self.bm25.get_scores(tokens)  # (passages,)
         order = np.argsort(-scores, kind="stable")[:k]
         return [(self.passages[i], float(scores[i])) for i in order if scores[i] > 0]
+
+    def search_hybrid(self, question: str, k: int, embedder: Embedder) -> list[tuple[Passage, float]]:
+        """The `k` best passages by BM25 and by cosine similarity to the question, fused by
+        reciprocal rank (embeddings.fuse), with their fused scores, best first. Every passage
+        has a similarity, so there are `k` (or all) whatever words the question shares."""
+        if k < 1:
+            raise LmforgeError(f"k={k} must be >= 1")
+        tokens = _tokens([question])[0]
+        by_words: list[int] = []
+        if tokens and self.bm25 is not None:
+            scores = self.bm25.get_scores(tokens)  # (passages,)
+            by_words = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > 0]
+        similarity = self.embeddings(embedder) @ embedder.embed([question])[0]  # (passages,)
+        by_meaning = [int(i) for i in np.argsort(-similarity, kind="stable")]
+        return [(self.passages[i], score) for i, score in fuse([by_words, by_meaning], k)]
+
+    def embeddings(self, embedder: Embedder) -> np.ndarray:
+        """(passages, width): the passages' embeddings, read from the index when this embedder
+        made them for these passages, else made and saved there (atomically)."""
+        path = self.directory / EMBEDDINGS
+        try:
+            with safe_open(path, framework="np") as f:
+                made_by, saved = (f.metadata() or {}).get("embedder"), f.get_tensor("embeddings")
+            if made_by == embedder.key and saved.shape[0] == len(self.passages):
+                return saved
+        except (OSError, SafetensorError, KeyError):
+            pass  # none yet, or unreadable: made again
+        made = embedder.embed([p.text for p in self.passages])
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=EMBEDDING_TEMP, delete=False) as f:
+                temp = f.name
+            save_file({"embeddings": made}, temp, metadata={"embedder": embedder.key})
+            follow_umask(Path(temp))  # a temporary file is private; the index's files are not
+            os.replace(temp, path)
+        except OSError as e:  # a read-only index: embedded again next time
+            print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
+        return made
 
 
 def _read_file(path: Path, passage_words: int, text_field: str, stats: dict, quiet: bool) -> list[Passage]:
