@@ -5,7 +5,7 @@ The documents are indexed into passages and searched with BM25 (inference/retrie
 is saved beside them and reused), or with `retriever="hybrid"` by BM25 and sentence embeddings
 together (inference/embeddings.py). The best `k` passages go, numbered, into one user message in
 the model's own chat template (inference/chat.py), with the question; the model answers greedily.
-The reply comes back with the passages it was given (source, offsets, BM25 score), each marked
+The reply comes back with the passages it was given (source, offsets, retrieval score), each marked
 `cited` when the answer (or what follows its last colon, as in "The answer is: Ahab.") appears in
 it word for word (after SQuAD's normalisation: case, punctuation, articles): a check anyone can
 repeat. Passages that do not fit the model's context with the answer's tokens are left out,
@@ -193,12 +193,12 @@ def ask(
         raise LmforgeError(f"handle_impossible_answer={handle_impossible_answer!r}: must be True or False")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
-    embed = Embedder(embedder) if retriever == "hybrid" else None  # its errors before any indexing
     if handle_impossible_answer and not isinstance(net, SpanModel):
         raise LmforgeError(
             f"{model}: --handle-impossible-answer lets an extractive question-answering model decline;"
             " an instruct model says so in its own words"
         )
+    embed = Embedder(embedder) if retriever == "hybrid" else None  # its errors before any indexing
     if isinstance(net, SpanModel):
         if max_new_tokens is not None or system is not None or dtype == "bf16":
             raise LmforgeError(
