@@ -32,13 +32,17 @@ DOCS = {
 }
 
 
-@pytest.fixture
-def docs(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
+def write_docs(folder: Path) -> Path:
+    """DOCS as files in `folder`."""
     for name, text in DOCS.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text, encoding="utf-8")
     return folder
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    return write_docs(tmp_path / "docs")
 
 
 @pytest.fixture(scope="module")

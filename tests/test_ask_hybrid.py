@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hf_helpers import make_hf_model
-from test_ask import DOCS, QA_FIXTURE
+from test_ask import QA_FIXTURE, write_docs
 
 from lmforge.cli import main
 from lmforge.errors import LmforgeError
@@ -27,11 +27,7 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture
 def docs(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    for name, text in DOCS.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+    return write_docs(tmp_path / "docs")
 
 
 @pytest.fixture(scope="module")
