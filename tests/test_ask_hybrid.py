@@ -144,7 +144,7 @@ def test_an_index_with_embeddings_or_a_leftover_temporary_file_is_still_ours(
 ) -> None:
     index = PassageIndex.build(docs, passage_words=8, quiet=True)
     index.embeddings(Embedder(bert[0]))
-    (index.directory / ".embeddings-abc123").write_bytes(b"")  # a write cut short
+    (index.directory / ".embeddings.safetensors.tmp-host-1-abc12345").write_bytes(b"")  # a write cut short
     (docs / "whales.txt").write_text("Starbuck was the chief mate.", encoding="utf-8")
     rebuilt = PassageIndex.build(docs, passage_words=8, quiet=True)  # replaces the folder: ours
     assert rebuilt.stats["rebuilt"] and not (rebuilt.directory / EMBEDDINGS).exists()

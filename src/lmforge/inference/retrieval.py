@@ -30,30 +30,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import numpy as np
+import safetensors.numpy
 import Stemmer
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 from lmforge.data.report import Report
 from lmforge.data.sources import list_files, read_documents, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.inference.embeddings import Embedder, fuse
-from lmforge.outputs import check_place, describe_foreign, follow_umask, foreign_entries, staged_folder
+from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder, write_file
 
 FORMAT = 1  # manifest "format": bump when the files' meaning changes
 MANIFEST, PASSAGES, BM25_DIR, EMBEDDINGS = "manifest.json", "passages.jsonl", "bm25", "embeddings.safetensors"
 OURS = {MANIFEST, PASSAGES, EMBEDDINGS}
-EMBEDDING_TEMP = ".embeddings-"  # the prefix of an embeddings file being written
+EMBEDDING_TEMP = f".{EMBEDDINGS}.tmp-"  # outputs.write_file's temporary file, if a write was cut short
 SUFFIX = ".lmforge-index"
 GLOB = re.compile(r"[*?[]")  # what makes a path a glob for glob.glob (and so list_files)
 
@@ -291,12 +289,10 @@ class PassageIndex:
             pass  # none yet, or unreadable: made again
         made = embedder.embed([p.text for p in self.passages])
         try:
-            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=EMBEDDING_TEMP, delete=False) as f:
-                temp = f.name
-            save_file({"embeddings": made}, temp, metadata={"embedder": embedder.key})
-            follow_umask(Path(temp))  # a temporary file is private; the index's files are not
-            os.replace(temp, path)
-        except OSError as e:  # a read-only index: embedded again next time
+            write_file(
+                path, safetensors.numpy.save({"embeddings": made}, metadata={"embedder": embedder.key})
+            )
+        except (OSError, LmforgeError) as e:  # a read-only index: embedded again next time
             print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
         return made
 
