@@ -23,6 +23,7 @@ import torch
 from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.model.classifier import mean_pool
 from lmforge.model.encoder import Encoder
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2: longer text is cut
@@ -64,9 +65,7 @@ class Embedder:
         rows = []
         for i in range(0, len(texts), BATCH):
             ids, mask = encode_batch(self.tokenizer, texts[i : i + BATCH], self.context, encoder=True)
-            hidden = self.net(ids, mask)  # (B, T, C)
-            weights = mask.unsqueeze(-1).float()  # (B, T, 1): real tokens only
-            mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            mean = mean_pool(self.net(ids, mask), mask)  # (B, C)
             rows.append(torch.nn.functional.normalize(mean, dim=-1))
         return torch.cat(rows).numpy() if rows else np.zeros((0, self.net.config.n_embd), np.float32)
 

@@ -23,6 +23,13 @@ POOLINGS = ("mean", "cls", "last")
 DENSE = {"": None, "tanh": torch.tanh, "relu": torch.relu}  # activation after the optional dense layer
 
 
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """hidden (B, T, C) averaged over the real tokens of mask (B, T), 1 = real -> (B, C): the
+    `mean` pooling here and sentence-transformers' (inference/embeddings.py)."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
 class Classifier(nn.Module):
     def __init__(
         self,
@@ -68,8 +75,7 @@ class Classifier(nn.Module):
         elif self.pooling == "last":
             pooled = hidden[torch.arange(idx.size(0)), mask.sum(1).long() - 1]
         else:
-            weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+            pooled = mean_pool(hidden, mask)
         if self.dense is not None:
             pooled = DENSE[self.dense_act](self.dense(pooled))
         return self.head(self.drop(pooled))
