@@ -175,6 +175,7 @@ class PassageIndex:
         self.passages = passages
         self.bm25 = bm25
         self.stats: dict[str, Any] = {}
+        self._embedded: tuple[str, np.ndarray] | None = None  # (embedder key, embeddings) once read
 
     @classmethod
     def build(
@@ -278,7 +279,14 @@ class PassageIndex:
 
     def embeddings(self, embedder: Embedder) -> np.ndarray:
         """(passages, width): the passages' embeddings, read from the index when this embedder
-        made them for these passages, else made and saved there (atomically)."""
+        made them for these passages, else made and saved there (atomically); held for the next
+        search."""
+        if self._embedded is not None and self._embedded[0] == embedder.key:
+            return self._embedded[1]
+        self._embedded = (embedder.key, self._read_or_embed(embedder))
+        return self._embedded[1]
+
+    def _read_or_embed(self, embedder: Embedder) -> np.ndarray:
         path = self.directory / EMBEDDINGS
         try:
             with safe_open(path, framework="np") as f:
