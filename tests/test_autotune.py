@@ -313,3 +313,12 @@ def test_the_autotune_switch_takes_its_words_and_refuses_others(
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "of")
     with pytest.raises(LmforgeError, match=r"LMFORGE_AUTOTUNE='of': expected 1 .*, 0 .* or refresh"):
         tuning.enabled()
+
+
+def test_a_run_keeps_another_runs_compile_verdict_only_for_the_same_kernels() -> None:
+    ours = {"dtype": "fp32", "attention": "sdpa", "adamw": "fused", "measured": "ours"}
+    theirs = {"dtype": "fp32", "attention": "sdpa", "adamw": "fused", "compile": True, "compiled": "1.3x"}
+    assert autotune._merged(ours, theirs) == {**ours, "compile": True, "compiled": "1.3x"}
+    other_kernels = {**theirs, "attention": "bmm"}  # its verdict was for bmm: not ours to keep
+    assert autotune._merged(ours, other_kernels) == ours
+    assert autotune._merged(ours, {}) == ours

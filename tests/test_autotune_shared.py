@@ -26,6 +26,18 @@ for n in range(40):
     tuning.remember("test", f"{name} {n}", {"measured": "x"})
 """
 
+UPDATER = """
+import sys, time
+from pathlib import Path
+from lmforge import tuning
+name, folder = sys.argv[1], Path(sys.argv[2])
+(folder / f"ready-{name}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.005)
+for n in range(40):
+    tuning.update("test", "one entry", lambda entry: {**entry, f"{name} {n}": n})
+"""
+
 PROBER = """
 import sys, time
 from pathlib import Path
@@ -65,6 +77,17 @@ def test_writers_at_once_keep_every_entry(cache: Path, tmp_path: Path) -> None:
     assert [w.wait(timeout=120) for w in writers] == [0] * len(names)
     shapes = {key.split(" | ")[-1] for key in json.loads(cache.read_text())}
     assert shapes == {f"{name} {n}" for name in names for n in range(40)}
+
+
+def test_updates_of_one_entry_at_once_keep_every_field(cache: Path, tmp_path: Path) -> None:
+    # a lookup then a remember would drop the fields another process added in between
+    names = ["a", "b", "c", "d"]
+    updaters = [_python(UPDATER, name, str(tmp_path)) for name in names]
+    _wait_for(*(tmp_path / f"ready-{name}" for name in names))
+    (tmp_path / "go").touch()
+    assert [u.wait(timeout=120) for u in updaters] == [0] * len(names)
+    (entry,) = json.loads(cache.read_text()).values()
+    assert set(entry) - {"when"} == {f"{name} {n}" for name in names for n in range(40)}
 
 
 def test_a_process_waits_for_anothers_probe_and_takes_its_route(cache: Path, tmp_path: Path) -> None:

@@ -122,6 +122,16 @@ def remember(kind: str, shape: str, choice: dict[str, Any]) -> None:
             _warn_once(f"lmforge: could not write the autotune cache {path}: {err}")
 
 
+def update(kind: str, shape: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """Remember change(the entry remembered now, or {}) and return it: read, changed and written
+    under the lock, so fields another process added between a lookup and a remember are not lost
+    (one process records a compile's wait while another records a load's)."""
+    with taking_turns():
+        entry = change(dict(lookup(kind, shape) or {}))
+        remember(kind, shape, entry)
+        return entry
+
+
 _turn = threading.RLock()  # this process's threads; the file lock below is for other processes
 _depth = [0]  # how deep this process is in taking_turns: the file is locked once, at the outermost
 

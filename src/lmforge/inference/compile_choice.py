@@ -222,20 +222,23 @@ def compiled_step(model: GPT) -> CompiledStep:
 
 
 def _remember(model: GPT, step: CompiledStep, wait: float) -> None:
-    shape = _shape(model)
-    entry = dict(tuning.lookup(KIND, shape) or {})
-    entry["load_s" if step.loaded else "compile_s"] = round(wait, 2)
-    if not step.loaded:  # what the next process will wait: timed in one, as it will run
-        load_s = _time_a_load(compiled_store.step_path(model))
-        if load_s is not None:
-            entry["load_s"] = round(load_s, 2)
-    if not isinstance(entry.get("eager_ms"), float):
-        in_layers = functools.partial(layer_cache, model)  # both on the compiled step's cache
-        eager, compiled = time_steps([(model, next_logits, in_layers), (model, step, in_layers)], ROUNDS)
-        entry.update(eager_ms=round(1e3 * eager, 3), compiled_ms=round(1e3 * compiled, 3))
-    waits = ", ".join(f"{how} {entry[k]} s" for k, how in WAITS if k in entry)
-    entry["measured"] = f"eager {entry['eager_ms']} ms, compiled {entry['compiled_ms']} ms a step; {waits}"
-    tuning.remember(KIND, shape, entry)
+    def change(entry: dict[str, Any]) -> dict[str, Any]:
+        entry["load_s" if step.loaded else "compile_s"] = round(wait, 2)
+        if not step.loaded:  # what the next process will wait: timed in one, as it will run
+            load_s = _time_a_load(compiled_store.step_path(model))
+            if load_s is not None:
+                entry["load_s"] = round(load_s, 2)
+        if not isinstance(entry.get("eager_ms"), float):
+            in_layers = functools.partial(layer_cache, model)  # both on the compiled step's cache
+            eager, compiled = time_steps([(model, next_logits, in_layers), (model, step, in_layers)], ROUNDS)
+            entry.update(eager_ms=round(1e3 * eager, 3), compiled_ms=round(1e3 * compiled, 3))
+        waits = ", ".join(f"{how} {entry[k]} s" for k, how in WAITS if k in entry)
+        steps = f"eager {entry['eager_ms']} ms, compiled {entry['compiled_ms']} ms a step"
+        entry["measured"] = f"{steps}; {waits}"
+        return entry
+
+    # read, changed and written in one turn: timings are probes, and another process's fields stay
+    tuning.update(KIND, _shape(model), change)
 
 
 LOAD = """import sys, time

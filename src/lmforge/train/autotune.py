@@ -140,8 +140,15 @@ def _choose_kernels(
     if compilable:
         kernels = _choose_compile(cfg, model, batch, task.loss, kernels, entry, micro_batches, engine)
     if engine.rank == 0 and entry != cached:
-        tuning.remember("train", shape, entry)
+        tuning.update("train", shape, functools.partial(_merged, entry))
     return kernels
+
+
+def _merged(entry: dict, now: dict) -> dict:
+    """entry, keeping what another run remembered meanwhile (its compile verdict) where that run's
+    kernels are entry's: a verdict measured on other kernels does not carry over."""
+    same_kernels = all(now.get(k) == entry[k] for k in CHOICES)
+    return {**now, **entry} if same_kernels else entry
 
 
 def _choose_compile(
