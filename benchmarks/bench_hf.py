@@ -6,6 +6,8 @@ Each shape is built with transformers (random weights), saved with save_pretrain
 twice: by transformers (`from_pretrained`) and by lmforge (`lmforge.load` of the HF directory, which
 converts it in memory). Both run the same batch of token ids in inference mode, interleaved; the
 figure is tokens per second of a full forward pass to logits (prefill/scoring, not decoding).
+A third contender is lmforge in fp32 with every product of 64 rows or more on MKL, the rule before
+the fp32 route of many rows and of a vocabulary's head was chosen by measurement (model/kernels.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +25,20 @@ from tokenizers import models
 import lmforge
 from benchmarks.common import hardware_line, interleaved, timed
 from lmforge.hardware import cpu_has_bf16
+from lmforge.model import kernels, layers
+
+
+def _many_rows_on_mkl(rows: int, out: int = 0) -> str:
+    """The fp32 route rule before 2026-12-05: MKL from 64 rows, whatever the probes say."""
+    return "mkl" if rows > kernels.DOZENS_ROWS_MAX else kernels.linear_route(rows, out)
+
+
+def _with_mkl_from_64(run: Callable[[], float]) -> float:
+    layers.linear_route = _many_rows_on_mkl
+    try:
+        return run()
+    finally:
+        layers.linear_route = kernels.linear_route
 
 
 def shapes() -> dict[str, object]:
@@ -59,6 +76,7 @@ def bench(label: str, config: object, batch: int, tokens: int, rounds: int) -> N
     n = batch * tokens
     runs = {
         "lmforge fp32": lambda: n / timed(lambda: ours(ids)),
+        "lmforge fp32, MKL from 64 rows": lambda: _with_mkl_from_64(lambda: n / timed(lambda: ours(ids))),
         "transformers fp32": lambda: n / timed(lambda: theirs(input_ids=ids)),
     }
     if cpu_has_bf16():
@@ -71,11 +89,13 @@ def bench(label: str, config: object, batch: int, tokens: int, rounds: int) -> N
     rates = interleaved(runs, rounds)
     print(f"\n{label} (max |logit diff| fp32 {diff:.1e})")
     for name, rate in rates.items():
-        print(f"  {name:<20} {rate:9,.0f} tok/s")
+        print(f"  {name:<30} {rate:9,.0f} tok/s")
     for dtype in ("fp32", "bf16"):
         if f"lmforge {dtype}" in rates:
             ratio = rates[f"lmforge {dtype}"] / rates[f"transformers {dtype}"]
             print(f"  lmforge / transformers ({dtype}): {ratio:.2f}x")
+    ratio = rates["lmforge fp32"] / rates["lmforge fp32, MKL from 64 rows"]
+    print(f"  lmforge fp32 / the same with MKL from 64 rows: {ratio:.2f}x")
 
 
 def main() -> None:
@@ -85,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"forward pass, batch {args.batch} x {args.tokens} tokens, inference mode | {hardware_line()}")
+    print(kernels.describe())
     for label, config in shapes().items():
         bench(label, config, args.batch, args.tokens, args.rounds)
 

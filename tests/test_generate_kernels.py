@@ -83,57 +83,86 @@ def test_the_split_and_swapped_routes_are_f_linear(kernel: str, threads: int, n_
 
 
 def test_probe_times_every_route() -> None:
-    for rows in kernels.PROBED_ROWS:
-        times = kernels.probe(rows, rounds=1)
-        assert set(times) == set(kernels.available_routes()) and all(t > 0 for t in times.values())
+    for bucket in kernels.BUCKETS:
+        times = kernels.probe(bucket, rounds=1)
+        competing = kernels.MANY_ROUTES if bucket in ("many", "head") else kernels.ROUTES
+        assert set(times) == set(competing) & set(kernels.available_routes())
+        assert all(t > 0 for t in times.values())
     assert kernels.linear_route() in kernels.ROUTES
 
 
 def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
-    """One row, a few rows, dozens and many rows may take different routes (a probe per row count,
-    run at that count's first product: decoding one row never times 32)."""
+    """One row, a few rows, dozens and many rows may take different routes, and a vocabulary's
+    head of many rows another (a probe per bucket, run at its first product: decoding one row
+    never times 32)."""
     probed = []
+    fastest = {"few": "onednn", "dozens": "swapped", "many": "split", "head": "onednn"}
 
-    def probe(rows: int) -> dict[str, float]:
-        probed.append(rows)
-        return {"mkl": 1.0, "onednn": 0.5 if rows == 8 else 2.0, "swapped": 0.5 if rows == 32 else 2.0}
+    def probe(bucket: str) -> dict[str, float]:
+        probed.append(bucket)
+        others = ("onednn", "split", "swapped")
+        return {"mkl": 1.0} | {r: 0.5 if fastest.get(bucket) == r else 2.0 for r in others}
 
     route.setattr(kernels, "probe", probe)
     kernels.bucket_route.cache_clear()
-    assert kernels.linear_route(1) == "mkl" and probed == [1]
+    assert kernels.linear_route(1) == "mkl" and probed == ["one"]
     rows = (1, 2, 8, 15, 16, 32, 63, 64, 512)
-    assert [kernels.linear_route(n) for n in rows] == ["mkl"] + ["onednn"] * 3 + ["swapped"] * 3 + ["mkl"] * 2
-    assert probed == [1, 8, 32]
+    expected = ["mkl"] + ["onednn"] * 3 + ["swapped"] * 3 + ["split"] * 2
+    assert [kernels.linear_route(n) for n in rows] == expected
+    assert probed == ["one", "few", "dozens", "many"]
+    wide = kernels.HEAD_OUT
+    heads = [kernels.linear_route(n, wide) for n in (1, 8, 32, 64, 512)]
+    assert heads == ["mkl", "onednn", "swapped", "onednn", "onednn"]
+    assert kernels.linear_route(512, wide - 1) == "split"
+    assert probed == ["one", "few", "dozens", "many", "head"]
     assert kernels.describe().startswith(
-        "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, swapped for 16-63, mkl from 64"
-        " (measured: 1 row"
+        "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, swapped for 16-63, split from 64"
+        f" (onednn for a head of {wide}+ outputs) (measured: 1 row"
     )
+    assert f"64 rows x {wide} out mkl 1000.00 ms, onednn 500.00 ms" in kernels.describe()
+
+
+def test_under_autocast_a_product_is_autocasts(route: pytest.MonkeyPatch) -> None:
+    """A training run evaluates under bf16 autocast without autograd: every route must compute
+    in bf16 there, as F.linear does, and oneDNN's kernel would compute in fp32."""
+    route.setenv("LMFORGE_LINEAR", "onednn")
+    if not kernels.ONEDNN_AVAILABLE:
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(80, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = linear(layer, x), F.linear(x, layer.weight, layer.bias)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+    with torch.no_grad():
+        assert linear(layer, x).dtype == torch.float32
 
 
 def test_the_fastest_route_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch) -> None:
     """The fastest route wins where it beats MKL by MARGIN; a close call keeps MKL. Without
     oneDNN in the build the probe times the other routes."""
     times = {
-        1: {"mkl": 1.0, "onednn": 0.8, "split": 0.5, "swapped": 0.9},
-        8: {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
-        32: {"mkl": 1.0, "onednn": 0.7, "split": 0.8, "swapped": 0.6},
+        "one": {"mkl": 1.0, "onednn": 0.8, "split": 0.5, "swapped": 0.9},
+        "few": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
+        "dozens": {"mkl": 1.0, "onednn": 0.7, "split": 0.8, "swapped": 0.6},
+        "many": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
+        "head": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
     }
-    route.setattr(kernels, "probe", lambda rows: times[rows])
+    route.setattr(kernels, "probe", lambda bucket: times[bucket])
     kernels.bucket_route.cache_clear()
     assert [kernels.linear_route(rows) for rows in (1, 8, 32, 64)] == ["split", "mkl", "swapped", "mkl"]
     assert "1 row mkl 1000.00 ms, onednn 800.00 ms, split 500.00 ms, swapped 900.00 ms" in kernels.describe()
     route.undo()
     route.setattr(kernels, "ONEDNN_AVAILABLE", False)
-    assert set(kernels.probe(1, rounds=1)) == {"mkl", "split", "swapped"}
+    assert set(kernels.probe("one", rounds=1)) == {"mkl", "split", "swapped"}
 
 
 def test_the_probes_leave_the_random_generator_alone() -> None:
     """They run at a training run's first evaluation: a draw there would make a run resumed with
     dropout part from an unbroken one."""
     before = torch.get_rng_state()
-    kernels.probe(1, rounds=1)
+    kernels.probe("one", rounds=1)
     if kernels.PACKING_AVAILABLE:
-        kernels.probe_bf16(1, rounds=1)
+        kernels.probe_bf16("one", rounds=1)
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -235,7 +264,7 @@ def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
 
     def check() -> None:
         with torch.no_grad():
-            assert torch.equal(linear(layer, x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+            assert torch.equal(linear(layer, x), F.linear(x, layer.weight, layer.bias))
 
     check()
     assert layer not in kernels._PACKED  # not marked: F.linear, nothing kept
@@ -256,7 +285,7 @@ def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
 
 def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None:
     route.setattr(kernels, "PACKING_AVAILABLE", True)
-    route.setattr(kernels, "probe_bf16", lambda rows: {"plain": 1.0, "packed": 0.5 if rows > 1 else 0.95})
+    route.setattr(kernels, "probe_bf16", lambda b: {"plain": 1.0, "packed": 0.5 if b != "one" else 0.95})
     assert [kernels.bf16_route(rows) for rows in (1, 2, 15, 16, 512)] == ["plain"] + ["packed"] * 4
     assert kernels.describe_bf16().startswith("bf16 inference linear: plain for 1 row, packed from 2 rows")
     route.setenv("LMFORGE_BF16_LINEAR", "fast")
@@ -268,7 +297,7 @@ def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None
 def test_probe_times_both_bf16_routes() -> None:
     if not kernels.PACKING_AVAILABLE:
         pytest.skip("oneDNN cannot pack bf16 weights here")
-    times = kernels.probe_bf16(1, rounds=1)
+    times = kernels.probe_bf16("one", rounds=1)
     assert set(times) == set(kernels.BF16_ROUTES) and all(t > 0 for t in times.values())
 
 

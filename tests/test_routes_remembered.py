@@ -54,32 +54,41 @@ def test_fp32_linear_routes_are_probed_once_per_machine(
     monkeypatch: pytest.MonkeyPatch, own_cache: Path
 ) -> None:
     times = {
-        1: {"mkl": 1.0, "onednn": 0.5, "split": 0.9, "swapped": 0.9},
-        8: {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.6},
-        32: {"mkl": 1.0, "onednn": 0.98, "split": 0.99, "swapped": 0.97},
+        "one": {"mkl": 1.0, "onednn": 0.5, "split": 0.9, "swapped": 0.9},
+        "few": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.6},
+        "dozens": {"mkl": 1.0, "onednn": 0.98, "split": 0.99, "swapped": 0.97},
+        "many": {"mkl": 1.0, "onednn": 0.95, "split": 0.99, "swapped": 0.97},
+        "head": {"mkl": 1.0, "onednn": 0.6, "split": 0.99, "swapped": 0.97},
     }
     monkeypatch.setattr(kernels, "available_routes", lambda: kernels.ROUTES)
-    monkeypatch.setattr(kernels, "probe", lambda rows: times[rows])
-    first = [kernels.linear_route(rows) for rows in (1, 8, 32, 64)]
-    assert first == ["onednn", "swapped", "mkl", "mkl"]
+    monkeypatch.setattr(kernels, "probe", lambda bucket: times[bucket])
+    head = kernels.HEAD_OUT
+    first = [kernels.linear_route(rows, out) for rows, out in ((1, 0), (8, 0), (32, 0), (64, 0), (64, head))]
+    assert first == ["onednn", "swapped", "mkl", "mkl", "onednn"]
     assert kernels.describe().endswith("(measured: 1 row mkl 1000.00 ms, onednn 500.00 ms, split 900.00 ms,"
                                        " swapped 900.00 ms; 8 rows mkl 1000.00 ms, onednn 900.00 ms,"
                                        " split 950.00 ms, swapped 600.00 ms; 32 rows mkl 1000.00 ms,"
-                                       " onednn 980.00 ms, split 990.00 ms, swapped 970.00 ms)")  # fmt: skip
+                                       " onednn 980.00 ms, split 990.00 ms, swapped 970.00 ms; 256 rows"
+                                       " mkl 1000.00 ms, onednn 950.00 ms, split 990.00 ms,"
+                                       " swapped 970.00 ms;"
+                                       f" 64 rows x {head} out mkl 1000.00 ms, onednn 600.00 ms,"
+                                       " split 990.00 ms, swapped 970.00 ms)")  # fmt: skip
     assert {shape: e["route"] for shape, e in _entries(own_cache, "fp32 inference linear").items()} == {
-        "1 row": "onednn", "8 rows": "swapped", "32 rows": "mkl",
+        "1 row": "onednn", "8 rows": "swapped", "32 rows": "mkl", "256 rows": "mkl",
+        f"64 rows x {head} out": "onednn",
     }  # fmt: skip
 
     _new_process(monkeypatch)
     monkeypatch.setattr(kernels, "probe", _no_probe)
-    assert [kernels.linear_route(rows) for rows in (1, 8, 32, 64)] == first
+    again = [kernels.linear_route(rows, out) for rows, out in ((1, 0), (8, 0), (32, 0), (64, 0), (64, head))]
+    assert again == first
     said = kernels.describe()
     assert f"(measured on {TODAY} on this machine, LMFORGE_AUTOTUNE=refresh measures again: 1 row mkl" in said
 
     _new_process(monkeypatch)
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "refresh")
-    times[1] = {"mkl": 1.0, "onednn": 0.9, "split": 0.5, "swapped": 0.9}
-    monkeypatch.setattr(kernels, "probe", lambda rows: times[rows])
+    times["one"] = {"mkl": 1.0, "onednn": 0.9, "split": 0.5, "swapped": 0.9}
+    monkeypatch.setattr(kernels, "probe", lambda bucket: times[bucket])
     assert kernels.linear_route(1) == "split"
     assert _entries(own_cache, "fp32 inference linear")["1 row"]["route"] == "split"
 
@@ -87,7 +96,7 @@ def test_fp32_linear_routes_are_probed_once_per_machine(
 def test_bf16_linear_routes_are_remembered(monkeypatch: pytest.MonkeyPatch, own_cache: Path) -> None:
     monkeypatch.setattr(kernels, "PACKING_AVAILABLE", True)
     monkeypatch.setattr(
-        kernels, "probe_bf16", lambda rows: {"plain": 1.0, "packed": 0.5 if rows == 1 else 0.95}
+        kernels, "probe_bf16", lambda bucket: {"plain": 1.0, "packed": 0.5 if bucket == "one" else 0.95}
     )
     assert [kernels.bf16_route(rows) for rows in (1, 8, 64)] == ["packed", "plain", "plain"]
     _new_process(monkeypatch)

@@ -11,10 +11,15 @@ AVX2-only EPYC `split` read them 1.1-1.4x faster than oneDNN at one row, and at 
 76-100 GFLOP/s where `swapped` and oneDNN reached 100-137; and on one CPU the winner at one row (a
 decoding step) lost at eight (a batch of them). So an fp32 linear without autograd times the
 routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
-weights, 32 rows through 47 MB (each well under a second), and keeps the fastest: one for single
-rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps each); from 64 rows
-(prefill, evaluation) MKL runs. The choices are remembered for the machine (model/route_memory.py:
-in the autotune cache), so later processes skip the probe and take the same routes.
+weights, 32 rows through 47 MB, 256 rows through 24 MB (each well under a second), and keeps the
+fastest: one for single rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps
+each), one from 64 rows (prefill, evaluation), where only MKL and oneDNN compete. There a
+vocabulary's head (16,384 outputs or more) has a probe and a route of its own: on the EPYC with
+AVX512_BF16 oneDNN ran GPT-2's head 1.6x faster than MKL from 64 to 1,024 rows and its blocks
+1.2x, and with the kernels capped at AVX2 the head 1.4-2x and the blocks about level. The choices
+are remembered for the machine (model/route_memory.py: in the autotune cache), so later processes
+skip the probe and take the same routes. Under autocast (a training run's evaluation) F.linear
+runs, which autocast casts to bf16 (oneDNN's kernel would compute in fp32).
 `LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe and sets every case. A close call
 (within MARGIN of MKL) keeps MKL, PyTorch's own route. The routes' sums differ only in order
 (~1e-6 relative).
@@ -64,10 +69,21 @@ PACKING_AVAILABLE = (
 # small's blocks, while one row was MKL's at every size. From 16 rows the two were level; at 32
 # rows the products are bound by arithmetic more than by bytes, so 47 MB serve.
 STACK = ((1536, 384), (384, 1536), (3072, 768), (768, 3072))
-PROBES = {1: STACK * 2, 8: STACK * 8, 32: STACK * 2}  # rows -> weight shapes (out, in)
-PROBED_ROWS = tuple(PROBES)
-FEW_ROWS_MAX, DOZENS_ROWS_MAX = 15, 63  # the row-count buckets' upper ends; past the last, MKL runs
-BUCKETS = {"one": 1, "few": 8, "dozens": 32}  # bucket -> the rows its probe times
+HEAD = ((16384, 768),)  # a vocabulary's head, one wide weight (GPT-2's: 50,257 x 768)
+FEW_ROWS_MAX, DOZENS_ROWS_MAX = 15, 63  # the row-count buckets' upper ends
+HEAD_OUT = 16384  # past DOZENS_ROWS_MAX, a layer with this many outputs or more takes the head's route
+# bucket -> (the rows its probe times, the weights (out, in) they go through). From 64 rows only
+# MKL and oneDNN compete: `swapped`, which a 256-row probe chose on AVX2 kernels, ran 6x384's
+# forward at 0.86x MKL's speed at 1,024 rows. And 128 rows chose oneDNN where it was no faster at
+# 1,024; 256 rows did not.
+MANY_ROUTES = ("mkl", "onednn")
+BUCKETS = {
+    "one": (1, STACK * 2),
+    "few": (8, STACK * 8),
+    "dozens": (32, STACK * 2),
+    "many": (256, STACK),
+    "head": (64, HEAD),
+}
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -137,17 +153,20 @@ def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn
     return lambda x, layer: kernel(x, layer.weight, layer.bias)
 
 
-def probe(rows: int = 1, rounds: int = 3) -> dict[str, float]:
-    """Seconds each fp32 route takes for `rows` rows (1, 8 or 32) through PROBES[rows]' weights."""
-    routes = {name: _on_layer(FP32_KERNELS[name]) for name in available_routes()}
-    return _time_routes(routes, rows, PROBES[rows], torch.float32, rounds)
+def probe(bucket: str = "one", rounds: int = 3) -> dict[str, float]:
+    """Seconds each fp32 route takes for a bucket's rows through its weights (BUCKETS); from 64
+    rows ('many', 'head') only MANY_ROUTES."""
+    names = [r for r in available_routes() if bucket not in ("many", "head") or r in MANY_ROUTES]
+    routes = {name: _on_layer(FP32_KERNELS[name]) for name in names}
+    return _time_routes(routes, *BUCKETS[bucket], torch.float32, rounds)
 
 
-def probe_bf16(rows: int = 1, rounds: int = 3) -> dict[str, float]:
-    """Seconds F.linear ("plain") and the packed weights take for `rows` rows in bf16, through
-    twice PROBES[rows]' weights (half the bytes each: as many read from memory as fp32's)."""
+def probe_bf16(bucket: str = "one", rounds: int = 3) -> dict[str, float]:
+    """Seconds F.linear ("plain") and the packed weights take for a bucket's rows in bf16, through
+    twice its weights (half the bytes each: as many read from memory as fp32's)."""
     routes = {"plain": _on_layer(F.linear), "packed": packed_linear}
-    return _time_routes(routes, rows, PROBES[rows] * 2, torch.bfloat16, rounds)
+    rows, shapes = BUCKETS[bucket]
+    return _time_routes(routes, rows, shapes * 2, torch.bfloat16, rounds)
 
 
 def _constant_linear(n_in: int, n_out: int, dtype: torch.dtype) -> nn.Linear:
@@ -205,24 +224,23 @@ def forced_route(env: str) -> str:
 @functools.cache
 def bucket_route(bucket: str) -> tuple[str, str, str]:
     """(route, its timings, how measured: as route_memory.choose gives them) for fp32 products
-    of a row-count bucket ('one', 'few', 'dozens', 'many'): remembered for this machine, else probed
-    at the bucket's first product (a batch-1 decoder times no 32 rows) and remembered. The timings
-    are '' where no probe decides: LMFORGE_LINEAR forces the route, or the bucket is 'many' (MKL)."""
+    of a bucket (BUCKETS: 'one', 'few', 'dozens', 'many' rows, or a 'head' of many rows):
+    remembered for this machine, else probed at the bucket's first product (a batch-1 decoder
+    times no 32 rows) and remembered. The timings are '' where LMFORGE_LINEAR forces the route."""
     forced = forced_route("LMFORGE_LINEAR")
-    if forced or bucket not in BUCKETS:
-        return forced or "mkl", "", ""
-    rows = BUCKETS[bucket]
+    if forced:
+        return forced, "", ""
 
     def measure() -> tuple[str, str]:
-        times = probe(rows)
-        return _fastest(times, "mkl"), _timings(rows, times)
+        times = probe(bucket)
+        return _fastest(times, "mkl"), _timings(_shape(bucket), times)
 
-    return route_memory.choose("fp32 inference linear", _rows(rows), ROUTES, measure)
+    return route_memory.choose("fp32 inference linear", _shape(bucket), ROUTES, measure)
 
 
 def choose_linear_routes() -> tuple[dict[str, str], str]:
     """({bucket: route}, why) for every bucket, each probed if it was not yet (see bucket_route)."""
-    chosen = {bucket: bucket_route(bucket) for bucket in (*BUCKETS, "many")}
+    chosen = {bucket: bucket_route(bucket) for bucket in BUCKETS}
     routes = {bucket: route for bucket, (route, _, _) in chosen.items()}
     if forced_route("LMFORGE_LINEAR"):
         return routes, "LMFORGE_LINEAR"
@@ -236,28 +254,34 @@ def _fastest(times: dict[str, float], base: str) -> str:
     return fastest if times[base] > MARGIN * times[fastest] else base
 
 
-def _rows(rows: int) -> str:
-    return f"{rows} row{'s' * (rows > 1)}"
+def _shape(bucket: str) -> str:
+    """How the cache and the start-up line name a bucket's probe: '8 rows', '64 rows x 16384 out'."""
+    rows, shapes = BUCKETS[bucket]
+    named = f"{rows} row{'s' * (rows > 1)}"
+    return f"{named} x {shapes[0][0]} out" if bucket == "head" else named
 
 
-def _timings(rows: int, times: dict[str, float]) -> str:
+def _timings(shape: str, times: dict[str, float]) -> str:
     ms = ", ".join(f"{route} {1e3 * took:.2f} ms" for route, took in times.items())
-    return f"{_rows(rows)} {ms}"
+    return f"{shape} {ms}"
 
 
-def _bucket(rows: int) -> str:
+def _bucket(rows: int, out: int = 0) -> str:
     """One row (a decoding step), a few (a batch of decoding steps), dozens (a larger batch of
-    them), or more (prefill, evaluation). Called at every product: plain comparisons."""
+    them), or more (prefill, evaluation), where a vocabulary's head (`out` outputs) is a bucket
+    of its own. Called at every product: plain comparisons."""
     if rows == 1:
         return "one"
     if rows <= FEW_ROWS_MAX:
         return "few"
-    return "dozens" if rows <= DOZENS_ROWS_MAX else "many"
+    if rows <= DOZENS_ROWS_MAX:
+        return "dozens"
+    return "head" if out >= HEAD_OUT else "many"
 
 
-def linear_route(rows: int = 1) -> str:
-    """'mkl', 'onednn', 'split' or 'swapped' for an fp32 product of `rows` rows."""
-    return bucket_route(_bucket(rows))[0]
+def linear_route(rows: int = 1, out: int = 0) -> str:
+    """'mkl', 'onednn', 'split' or 'swapped' for an fp32 product of `rows` rows into `out` outputs."""
+    return bucket_route(_bucket(rows, out))[0]
 
 
 def describe() -> str:
@@ -268,7 +292,8 @@ def describe() -> str:
     few, dozens = FEW_ROWS_MAX, DOZENS_ROWS_MAX
     return (
         f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{few} rows,"
-        f" {routes['dozens']} for {few + 1}-{dozens}, {routes['many']} from {dozens + 1} ({why})"
+        f" {routes['dozens']} for {few + 1}-{dozens}, {routes['many']} from {dozens + 1}"
+        f" ({routes['head']} for a head of {HEAD_OUT}+ outputs) ({why})"
     )
 
 
@@ -323,19 +348,20 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
     machine (the routes give the same bits: this spares later processes the probe)."""
     forced = forced_route("LMFORGE_BF16_LINEAR")
     if forced:
-        return dict.fromkeys((*BUCKETS, "many"), forced), "LMFORGE_BF16_LINEAR"
+        return dict.fromkeys(BUCKETS, forced), "LMFORGE_BF16_LINEAR"
     if not PACKING_AVAILABLE:
-        return dict.fromkeys((*BUCKETS, "many"), "plain"), _NO_PACKING
+        return dict.fromkeys(BUCKETS, "plain"), _NO_PACKING
 
-    def measure(rows: int) -> tuple[str, str]:
-        times = probe_bf16(rows)
-        return _fastest(times, "plain"), _timings(rows, times)
+    def measure(bucket: str) -> tuple[str, str]:
+        times = probe_bf16(bucket)
+        return _fastest(times, "plain"), _timings(_shape(bucket), times)
 
     one, few = (
-        route_memory.choose("bf16 inference linear", _rows(n), BF16_ROUTES, functools.partial(measure, n))
-        for n in (1, 8)
+        route_memory.choose("bf16 inference linear", _shape(b), BF16_ROUTES, functools.partial(measure, b))
+        for b in ("one", "few")
     )
-    return {"one": one[0], "few": few[0], "dozens": few[0], "many": few[0]}, route_memory.said([one, few])
+    routes = {"one": one[0], **dict.fromkeys(("few", "dozens", "many", "head"), few[0])}
+    return routes, route_memory.said([one, few])
 
 
 def bf16_setting() -> str:

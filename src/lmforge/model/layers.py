@@ -51,7 +51,9 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         return traced_one_row(x, weight, bias) if one_row else F.linear(x, weight, bias)
     dtype = x.dtype
     if dtype == torch.float32 and weight.dtype == dtype:
-        return FP32_KERNELS[linear_route(x.numel() // x.size(-1))](x, weight, bias)
+        if torch.is_autocast_enabled("cpu"):  # F.linear, which autocast casts (oneDNN's kernel would not)
+            return F.linear(x, weight, bias)
+        return FP32_KERNELS[linear_route(x.numel() // x.size(-1), weight.size(0))](x, weight, bias)
     if (
         dtype == torch.bfloat16
         and weight.dtype == dtype
