@@ -91,10 +91,12 @@ def test_probe_times_every_route() -> None:
     assert kernels.linear_route() in kernels.ROUTES
 
 
-def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
+def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """One row, a few rows, dozens and many rows may take different routes, and a vocabulary's
     head of many rows another (a probe per bucket, run at its first product: decoding one row
     never times 32)."""
+    route.setenv("LMFORGE_CACHE", str(tmp_path))
+    route.delenv("LMFORGE_AUTOTUNE")  # on: from 64 rows the routes are measured only for the machine
     probed = []
     fastest = {"few": "onednn", "dozens": "swapped", "many": "split", "head": "onednn"}
 
@@ -120,6 +122,17 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch) -> None:
         f" (onednn for a head of {wide}+ outputs) (measured: 1 row"
     )
     assert f"64 rows x {wide} out mkl 1000.00 ms, onednn 500.00 ms" in kernels.describe()
+
+
+def test_without_autotune_evaluation_products_keep_mkl(route: pytest.MonkeyPatch) -> None:
+    """With LMFORGE_AUTOTUNE=0 (conftest's) a process measures the decoding routes for itself, but
+    products of 64 rows or more (evaluation) take MKL unmeasured: a run's resumption, another
+    process, must evaluate as the unbroken run did, and a probe of its own might choose otherwise."""
+    route.setattr(kernels, "probe", lambda bucket: {"mkl": 1.0, "onednn": 0.5 if bucket != "one" else 2.0})
+    assert [kernels.linear_route(rows, out) for rows, out in ((8, 0), (64, 0), (64, kernels.HEAD_OUT))] == [
+        "onednn", "mkl", "mkl",
+    ]  # fmt: skip
+    assert "onednn for 2-15 rows, onednn for 16-63, mkl from 64 (mkl for a head" in kernels.describe()
 
 
 def test_under_autocast_a_product_is_autocasts(route: pytest.MonkeyPatch) -> None:

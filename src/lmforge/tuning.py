@@ -10,8 +10,9 @@ and computes as the first did, and a run resumed from a checkpoint reuses what i
 
 The file is `$LMFORGE_CACHE/autotune.json` (default `~/.cache/lmforge/autotune.json`); deleting it
 forgets every choice. `LMFORGE_AUTOTUNE=0` turns measurement off: the fixed rules apply
-(`hardware.resolve_dtype`, the bmm attention route, fused AdamW; the inference kernel routes,
-which have switches of their own, are probed in each process and not kept). `LMFORGE_AUTOTUNE=refresh`
+(`hardware.resolve_dtype`, the bmm attention route, fused AdamW, MKL for inference products of
+64 rows or more; the other inference kernel routes, which have switches of their own, are probed
+in each process and not kept). `LMFORGE_AUTOTUNE=refresh`
 measures again and replaces what was remembered: a probe taken while the machine was busy would
 otherwise stand until the file is deleted. Each entry keeps the date it was measured.
 
@@ -195,14 +196,18 @@ def measured_once(
 
 
 def remembered_route(
-    kind: str, shape: str, routes: tuple[str, ...], measure: Callable[[], tuple[str, str]]
+    kind: str, shape: str, routes: tuple[str, ...], measure: Callable[[], tuple[str, str]], fixed: str = ""
 ) -> tuple[str, str, str]:
     """The model package's route memory (model/route_memory.py; lmforge.formats installs it): for a
     kernel choice that timing makes, (route, its timings, how they were taken: '' for now) from the
     route remembered for (this machine, kind, shape), else from measure() -> (route, timings), then
     remembered. Kept so that one command gives one result on one machine: bf16 attention routes
     round differently, and a per-process probe whose candidates ran close flipped SmolLM2's greedy
-    reply in 1 of 4 runs. With LMFORGE_AUTOTUNE=0 each process measures for itself, keeping nothing."""
+    reply in 1 of 4 runs. With LMFORGE_AUTOTUNE=0 each process measures for itself, keeping
+    nothing, except for a choice with a fixed rule (`fixed`: evaluation's products), which takes
+    it, so that a run and its resumption compute alike (route_memory.per_process)."""
+    if fixed and not enabled():
+        return fixed, "", "fixed rule"  # route_memory.FIXED (this module may not import the model's)
 
     def usable(entry: dict[str, Any]) -> bool:
         return entry.get("route") in routes and isinstance(entry.get("measured"), str)

@@ -14,12 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 Measure = Callable[[], tuple[str, str]]  # -> (route, its timings)
-# (kind, shape, the routes, measure) -> (route, its timings, how they were taken: '' for now)
-Memory = Callable[[str, str, tuple[str, ...], Measure], tuple[str, str, str]]
+# (kind, shape, the routes, measure, the fixed rule's route or '') -> (route, its timings, how
+# they were taken: '' for now, FIXED where the fixed rule's route was taken)
+Memory = Callable[[str, str, tuple[str, ...], Measure, str], tuple[str, str, str]]
+FIXED = "fixed rule"
 
 
-def per_process(kind: str, shape: str, routes: tuple[str, ...], measure: Measure) -> tuple[str, str, str]:
-    """No memory: measure now."""
+def per_process(
+    kind: str, shape: str, routes: tuple[str, ...], measure: Measure, fixed: str = ""
+) -> tuple[str, str, str]:
+    """No memory: measure now, except a choice with a fixed rule, which takes it. Such a choice
+    (evaluation's products) must compute alike in a run and in its resumption, another process,
+    which a probe of its own might answer otherwise."""
+    if fixed:
+        return fixed, "", FIXED
     route, timings = measure()
     return route, timings, ""
 
@@ -31,9 +39,12 @@ def install(memory: Memory) -> None:
     _memory[0] = memory
 
 
-def choose(kind: str, shape: str, routes: tuple[str, ...], measure: Measure) -> tuple[str, str, str]:
-    """(route, its timings, how they were taken) for (kind, shape), from the installed memory."""
-    return _memory[0](kind, shape, routes, measure)
+def choose(
+    kind: str, shape: str, routes: tuple[str, ...], measure: Measure, fixed: str = ""
+) -> tuple[str, str, str]:
+    """(route, its timings, how they were taken) for (kind, shape), from the installed memory;
+    `fixed`: the route to take where nothing is measured for the machine (see per_process)."""
+    return _memory[0](kind, shape, routes, measure, fixed)
 
 
 def said(chosen: list[tuple[str, str, str]]) -> str:
