@@ -243,6 +243,38 @@ def test_resume_refuses_a_changed_key(run: Path, override: str, expected: str) -
     assert_kept(run, before)
 
 
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # the weights would not load into the edited model; with n_head they would, silently
+        (("n_layer = 2", "n_layer = 3"), "model.n_layer=3 (the run has model.n_layer=2"),
+        (("n_head = 2", "n_head = 1"), "model.n_head=1 (the run has model.n_head=2"),
+        (("lr = 0.001", "lr = 0.01"), "train.lr=0.01 (the run has train.lr=0.001"),
+    ],
+)
+def test_resume_refuses_an_edited_config_toml(run: Path, edit: tuple[str, str], expected: str) -> None:
+    """config.toml edited by hand meets the rules an override meets: the checkpoint keeps the
+    config it was trained with (trainer.json), and resume compares the file with it."""
+    toml = run / "config.toml"
+    text = toml.read_text()
+    assert edit[0] in text
+    toml.write_text(text.replace(edit[0], edit[1], 1))
+    before = snapshot(run)
+    with pytest.raises(LmforgeError, match="--resume cannot change") as e:
+        _train(resume=run)
+    last = ckpt.latest_checkpoint(run / "checkpoints").name
+    assert expected in str(e.value) and f"config.toml was edited since {last})" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert_kept(run, before)
+
+
+def test_an_edit_of_config_toml_that_may_change_on_resume_is_taken(run: Path) -> None:
+    toml = run / "config.toml"
+    steps = load_config(toml).train.max_steps
+    toml.write_text(toml.read_text().replace(f"max_steps = {steps}", f"max_steps = {steps + 2}", 1))
+    assert _train(resume=run)["steps"] == steps + 2
+
+
 def test_resume_refuses_another_data_set(run: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.txt"
     other.write_text("quite another text, with other letters: xyzXYZ 0123\n" * 200)

@@ -12,6 +12,7 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 from lmforge.config.checks import changed_keys, check_buildable, check_supported, yield_note
 from lmforge.config.files import (
     command_line_overrides,
+    config_from_text,
     config_to_toml,
     joined_overrides,
     load_config,
@@ -46,6 +47,7 @@ __all__ = [
     "changed_keys",
     "check_buildable",
     "command_line_overrides",
+    "config_from_text",
     "check_supported",
     "config_to_toml",
     "joined_overrides",

@@ -95,16 +95,10 @@ def load_config(
     if path is not None:
         path = Path(path)
         try:
-            raw = tomllib.loads(_read_utf8(path))
+            text = _read_utf8(path)
         except FileNotFoundError:
             raise LmforgeError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise LmforgeError(f"{path}: invalid TOML: {e}") from None
-        for section_name, values in raw.items():
-            if not isinstance(values, dict):
-                raise LmforgeError(f"{path}: top-level key {section_name!r} must be a [section]")
-            for key, value in values.items():
-                _set(config, f"{section_name}.{key}", value, str(path))
+        config = config_from_text(text, str(path))
         config.recipe = path
     for item in joined_overrides(overrides or []):
         dotted, eq, value = item.removeprefix("--").partition("=")
@@ -112,6 +106,21 @@ def load_config(
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, COMMAND_LINE, from_text=True)
     return config.validate() if validate else config
+
+
+def config_from_text(text: str, source: str) -> Config:
+    """An unvalidated Config from a recipe's TOML text; `source` names it in errors."""
+    config = Config()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise LmforgeError(f"{source}: invalid TOML: {e}") from None
+    for section_name, values in raw.items():
+        if not isinstance(values, dict):
+            raise LmforgeError(f"{source}: top-level key {section_name!r} must be a [section]")
+        for key, value in values.items():
+            _set(config, f"{section_name}.{key}", value, source)
+    return config
 
 
 def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:

@@ -393,7 +393,7 @@ def _save(run: Run) -> None:
         run.run_dir / "checkpoints",
         run.step,
         write,
-        {"loader": run.task.loader.state_dict(), **run.state}
+        {"loader": run.task.loader.state_dict(), **run.state, "config": run.config_text}
         | ({"privacy": run.privacy.state_dict()} if run.privacy else {}),
         keep=run.cfg.train.keep_checkpoints,
         main=run.main,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, load_config
+from lmforge.config import Config, config_from_text, load_config
 from lmforge.data.pairs import PAIRS_VAL_FRACTION
 from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared
 from lmforge.errors import LmforgeError
@@ -315,7 +315,9 @@ def _resume(
         raise LmforgeError(f"--resume {run_dir}: no such directory")
     if not (run_dir / "config.toml").is_file():
         raise LmforgeError(f"{run_dir}: not a run directory (no config.toml){ckpt.replaced_hint(run_dir)}")
-    saved = load_config(run_dir / "config.toml")
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
+    state = ckpt.read_trainer_state(last)
+    saved, edited = _trained_with(run_dir, last, state)
     cfg = load_config(run_dir / "config.toml", overrides)
     refused = [
         f"{key}={new!r} (the run has {key}={old!r})"
@@ -324,11 +326,9 @@ def _resume(
     ]
     if refused:
         raise LmforgeError(
-            f"{run_dir}: --resume cannot change {'; '.join(refused)}; see"
+            f"{run_dir}: --resume cannot change {'; '.join(refused)}{edited}; see"
             " 'What may change on resume' in docs/training.md"
         )
-    last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
-    state = ckpt.read_trainer_state(last)
     step = state.get("step", 0)
     if cfg.train.max_steps != saved.train.max_steps and cfg.train.max_steps <= step:
         raise LmforgeError(
@@ -374,6 +374,21 @@ def _finished_at(run_dir: Path) -> int | None:
     except (OSError, ValueError, AttributeError):
         return None
     return steps if isinstance(steps, int) else None
+
+
+def _trained_with(run_dir: Path, last: Path, state: dict[str, Any]) -> tuple[Config, str]:
+    """(the config the checkpoint `last` was trained with, a note for refusals where config.toml
+    was edited since). A checkpoint keeps its run's config (trainer.json's "config"): an edited
+    config.toml must pass the same rules as an override, not load weights into another model.
+    Checkpoints from before it kept one trust config.toml."""
+    toml = run_dir / "config.toml"
+    recorded = state.get("config")
+    if not isinstance(recorded, str):
+        return load_config(toml), ""
+    saved = config_from_text(recorded, f"{last / 'trainer.json'}'s config").validate()
+    if config_changes(saved, load_config(toml)):
+        return saved, f" (config.toml was edited since {last.name})"
+    return saved, ""
 
 
 def resumable(key: str) -> bool:
