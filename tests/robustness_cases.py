@@ -141,7 +141,7 @@ CASES = [
     Case("prep-canary-repeats", "prep {s}/corpus.txt --out {t}/o --canaries 2 --canary-repeats 1,x", r"prep\.canary_repeats='1,x': comma-separated whole numbers"),
     Case("prep-canaries-negative", "prep {s}/corpus.txt --out {t}/o --canaries -1", r"prep\.canaries=-1 must be >= 0"),
     Case("prep-canaries-tail-split", "prep {s}/corpus.txt --out {t}/o --canaries 1 --split tail", r"{t}/o: prep\.canaries needs the hash split"),
-    Case("prep-stopwords-file-missing", "prep {s}/corpus.txt --out {t}/o --stages stopwords --prep.stopwords_file={t}/sw.txt", r"{t}/sw\.txt: No such file"),
+    Case("prep-stopwords-file-missing", "prep {s}/corpus.txt --out {t}/o --stages stopwords --prep.stopwords_file={t}/sw.txt", r"prep\.stopwords_file='{t}/sw\.txt': cannot read it \(No such file or directory\)$"),
     Case("prep-fails-under-new-folders", "prep {t}/e.txt --out {t}/new/deep/o", r"e\.txt: the corpus is empty", (write("e.txt", ""),)),
     Case("prep-empty-corpus-real-stderr", "prep {t}/e.txt --out {t}/o", r"{t}/e\.txt: the corpus is empty", (write("e.txt", ""),), process=True),
     # --- prep --pairs
@@ -430,7 +430,7 @@ CASES = [
     Case("plan-unknown-device", "plan --model.vocab_size=10 --device tpu", r"--device 'tpu' is not known \(known: h100,"),
     Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be >= 1"),
     Case("plan-batch-split", "plan --model.vocab_size=10 --world-size 5", r"train\.batch_size=12 does not split evenly over world_size=5 ranks: set train\.batch_size to a multiple of 5 \(10 or 15\)"),
-    Case("plan-no-vocab", "plan --data.input={t}/missing.jsonl", r"model\.vocab_size=0 and data\.input='{t}/missing\.jsonl' is neither a prepared directory nor text to count characters in: give --model\.vocab_size=N, or prepare the data first$"),
+    Case("plan-no-vocab", "plan --data.input={t}/missing.jsonl", r"model\.vocab_size=0 and data\.input='{t}/missing\.jsonl' is neither a prepared directory nor text to count characters in \({t}/missing\.jsonl: no such file, folder or glob match, relative to the working directory .*\): give --model\.vocab_size=N, or prepare the data first$"),
     Case("plan-no-text", "plan --data.input={t}/corpus.jsonl", r"data\.input='{t}/corpus\.jsonl': no text to count characters in; give --model\.vocab_size=N$", (write("corpus.jsonl", '{"body": "a"}\n'),)),
     Case("plan-fits-nowhere", "plan --model.vocab_size=50257 --model.block_size=131072 --device l4", r"do not fit on 1 x l4 \(24 GiB per rank\) with any engine, offload or checkpointing .*; model\.block_size=\d+ would fit"),
     Case("plan-missing-config", "plan {t}/none.toml", r"{t}/none\.toml: config file not found"),

@@ -33,6 +33,12 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
     assert (cfg.train.lr, cfg.model.bias, cfg.train.max_steps, cfg.data.input) == (3e-4, False, 700, "x")
 
 
+def test_overrides_in_one_string_are_split_as_a_shell_would() -> None:
+    """From Python, lmforge.train(recipe, "--train.lr=3e-4 ...") once failed on "-", its first letter."""
+    cfg = load_config(None, "--train.lr=3e-4 --data.input='a path with spaces'")
+    assert (cfg.train.lr, cfg.data.input) == (3e-4, "a path with spaces")
+
+
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
     cfg = load_config(None, ['--data.input=a "quoted" path', "--model.pos=rope", "--train.lr=0.001"])
     assert load_config(_recipe(tmp_path, config_to_toml(cfg))) == cfg

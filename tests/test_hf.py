@@ -10,7 +10,9 @@ from hf_helpers import FAMILY_NAMES, make_hf_model
 from safetensors.torch import load_file
 
 import lmforge
+from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
+from lmforge.formats.hf import export_family
 from lmforge.formats.hf_files import export_hf, import_hf
 from lmforge.inference.generate import generate_ids
 from lmforge.model.encoder import Encoder
@@ -99,6 +101,18 @@ def test_lmforge_model_exports_to_transformers(tmp_path: Path, corpus: Path) -> 
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     ours, _ = lmforge.load(tmp_path / "run")
     _check_parity(hf.eval(), ours, ours.config.vocab_size)
+
+
+def test_a_model_of_no_hf_family_is_refused_naming_both_recipes() -> None:
+    """The demo's recipe (rope, gelu, LayerNorm) is neither GPT-2 nor Llama: the line says what
+    each needs, so a user knows what to train instead."""
+    config = ModelConfig(pos="rope", mlp="gelu", norm="layernorm")
+    _, family = export_family(config, "gpt")
+    with pytest.raises(LmforgeError) as e:
+        family.config_out(config)
+    said = str(e.value)
+    assert "it has gelu, layernorm, bias=True" in said and "GPT-2 needs learned positions" in said
+    assert "\n" not in said
 
 
 def test_missing_tensor_and_unknown_architecture(tmp_path: Path) -> None:

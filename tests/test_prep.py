@@ -141,6 +141,40 @@ def test_byte_order_marks_and_oversized_csv_rows(tmp_path: Path) -> None:
     assert len(report.problems) == 2
 
 
+def test_a_csv_quote_left_open_is_named_not_swallowing_the_rest(tmp_path: Path) -> None:
+    """Python's csv, unless strict, takes the end of the file as the end of an open quote: every
+    later row became one document, unreported. Text after a closing quote is named too."""
+    (tmp_path / "a.csv").write_text('id,text\n1,"kept"\n2,"left open\n3,lost\n4,lost too\n')
+    (tmp_path / "b.csv").write_text('id,text\n1,"quoted" then more\n2,after\n')
+    report = Report()
+    docs = [d.text for d in read_documents(tmp_path, report=report)]
+    assert docs == ["kept", "after"]
+    named = "\n".join(report.problems)
+    assert f"{tmp_path / 'a.csv'}:3: unreadable (unexpected end of data" in named
+    assert f"{tmp_path / 'b.csv'}:2: unreadable" in named
+
+
+def test_files_not_read_and_files_read_as_plain_text_are_named(
+    tmp_path: Path, plays: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not bad input, so not in the problem list, but not silent: a `data.json` in a corpus folder
+    is passed over, and one named is read as plain text, braces and all."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "plays.txt").write_text("\n\n".join(plays))
+    (corpus / "data.json").write_text('[{"text": "a JSON array"}]\n')
+    (corpus / "notes.rst").write_text("reStructuredText\n")
+    named = tmp_path / "one.json"
+    named.write_text('{"text": "one"}\n' * 50)
+    prep([str(corpus), str(named)], tmp_path / "out", "char", val_fraction=0.2, stages="none")
+    err = capsys.readouterr().err
+    listed = f"({corpus / 'data.json'}, {corpus / 'notes.rst'})"
+    assert f"not read: 2 files in the input folders are not .csv, .jsonl, .md, .parquet, .txt {listed}" in err
+    assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(report["input_notes"]) == 2 and not report["problem_list"]
+
+
 def test_all_formats_and_compressions(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -5,6 +5,7 @@ Config; a model directory's config.json into a ModelConfig; and a Config back to
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import tomllib
 from collections.abc import Collection
 from pathlib import Path
@@ -87,7 +88,7 @@ def joined_overrides(argv: list[str]) -> list[str]:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, validate: bool = True
+    path: str | Path | None = None, overrides: list[str] | str | None = None, validate: bool = True
 ) -> Config:
     """Build a validated Config from an optional TOML recipe and `section.key=value` overrides
     (`validate=False`: unchecked, for a caller that sets more keys, then calls validate())."""
@@ -100,6 +101,8 @@ def load_config(
             raise LmforgeError(f"{path}: config file not found") from None
         config = config_from_text(text, str(path))
         config.recipe = path
+    if isinstance(overrides, str):  # "--train.lr=3e-4 --train.max_steps=100" from Python: words, not letters
+        overrides = shlex.split(overrides)
     for item in joined_overrides(overrides or []):
         dotted, eq, value = item.removeprefix("--").partition("=")
         if not eq:

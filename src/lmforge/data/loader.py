@@ -119,7 +119,11 @@ def eval_batches(
     """A fixed, evenly spaced set of `n_windows` validation windows (all of them if 0 or fewer)."""
     index = WindowIndex(shards, block_size + 1)
     if index.count < 1:
-        raise LmforgeError(f"validation split is shorter than block_size+1={block_size + 1} tokens")
+        raise LmforgeError(
+            f"validation split is shorter than block_size+1={block_size + 1} tokens: hold out more"
+            " (a larger data.val_fraction; with few documents, --prep.split=tail takes the last"
+            " part of the token stream) or use a smaller model.block_size"
+        )
     picks = np.unique(
         np.linspace(0, index.count - 1, num=min(n_windows or index.count, index.count)).astype(np.int64)
     )

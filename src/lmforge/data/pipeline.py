@@ -83,6 +83,15 @@ def check_stage_options(names: list[str], options: Any) -> None:
             )
 
 
+def _stopwords(file: str) -> list[str]:
+    """prep.stopwords_file's words (whitespace-separated, UTF-8), or one line naming the key."""
+    try:
+        return Path(file).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise LmforgeError(f"prep.stopwords_file={file!r}: cannot read it ({why})") from None
+
+
 def build_stage(name: str, options: dict[str, Any]) -> Any:
     """One stage object from its name and the [prep] options."""
     o = options
@@ -99,8 +108,7 @@ def build_stage(name: str, options: dict[str, Any]) -> Any:
     if name == "repetition":
         return clean.Repetition()
     if name == "stopwords":
-        words = Path(o["stopwords_file"]).read_text().split() if o["stopwords_file"] else None
-        return clean.Stopwords(words)
+        return clean.Stopwords(_stopwords(o["stopwords_file"]) if o["stopwords_file"] else None)
     if name == "pii":
         return pii.PII(o["pii_kinds"], o["pii_ip"], o["pii_phone_regions"])
     if name == "exact_dedup":

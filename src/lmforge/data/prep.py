@@ -40,7 +40,7 @@ from lmforge.data.pipeline import (
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
 from lmforge.data.shards import META, SHARDS_FORMAT, earlier_prep_output
-from lmforge.data.sources import list_files, read_documents, split_inputs
+from lmforge.data.sources import input_notes, list_files, read_documents, split_inputs
 from lmforge.errors import LmforgeError
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
@@ -130,13 +130,18 @@ def prep(
     out = out or cfg.prep.out
     if not out:
         raise LmforgeError("prep: no output directory (pass --out or set prep.out in the recipe)")
-    files = list_files(items)
+    passed_over: list[Path] = []
+    files = list_files(items, passed_over)
+    notes = input_notes(files, passed_over)
+    if not quiet:
+        for line in notes:
+            print(f"lmforge prep: {line}", file=sys.stderr)
     sources = [*items, *files, *([config] if config is not None else [])]
     out = Path(out)
     with staged_folder(
         out, inputs=sources, owner=earlier_prep_output, overwrite=overwrite, verb="prep"
     ) as tmp:
-        meta, report = _prep_into(tmp, out, items, files, cfg, given, quiet)
+        meta, report = _prep_into(tmp, out, items, files, cfg, given, quiet, notes)
     if not quiet:
         print(report.format())
     return meta
@@ -150,8 +155,10 @@ def _prep_into(
     cfg: Config,
     given: Tokenizer | None,
     quiet: bool,
+    notes: list[str],
 ) -> tuple[dict[str, Any], Report]:
-    """prep's three passes, writing everything into the temporary folder `tmp`."""
+    """prep's three passes, writing everything into the temporary folder `tmp` (`notes`: what
+    the input listing said, kept in report.json)."""
     data, p = cfg.data, cfg.prep
     stage_names = parse_stages(p.stages)
     check_stage_options(stage_names, p)
@@ -162,6 +169,8 @@ def _prep_into(
     start = time.time()
     report = Report()
     report.stage("read")  # first in the report
+    if notes:
+        report.extra["input_notes"] = notes
     total = sum(f.stat().st_size for f in files if f.is_file())
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet, file=sys.stderr)
     compressed = any(f.suffix.lower() in (".gz", ".xz", ".bz2", ".zst", ".parquet") for f in files)

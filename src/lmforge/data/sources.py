@@ -61,11 +61,12 @@ def split_inputs(value: str) -> list[str]:
     return [s.strip() for s in value.split(",") if s.strip()]
 
 
-def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
+def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | None = None) -> list[Path]:
     """Expand files, folders (recursively) and globs into a sorted list of input files.
 
-    Folders contribute files with a known suffix; broken links among them are kept so that
-    reading reports them as unreadable rather than silently ignoring them.
+    Folders contribute files with a known suffix (the others go to `passed_over`, for the caller to
+    name); broken links among them are kept so that reading reports them as unreadable rather
+    than silently ignoring them.
     """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     files: list[Path] = []
@@ -76,6 +77,8 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
                 p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())
             )
             files += [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES]
+            if passed_over is not None:
+                passed_over += [p for p in candidates if suffixes(p)[0] not in TEXT_SUFFIXES]
         elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
             files.append(path)
         else:
@@ -86,6 +89,22 @@ def list_files(inputs: str | Path | list[str | Path]) -> list[Path]:
     if not files:
         raise LmforgeError(f"{', '.join(map(str, items))}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
     return files
+
+
+def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> list[str]:
+    """Lines naming what a folder's files of other suffixes were (not read) and which named files
+    of an unknown suffix are read as plain text: neither is bad input, but a `data.json` dropped
+    into a corpus folder, or named, should not go by unsaid."""
+    lines = []
+    if passed_over:
+        names = ", ".join(str(p) for p in passed_over[:shown]) + (", ..." if len(passed_over) > shown else "")
+        known = ", ".join(sorted(TEXT_SUFFIXES))
+        lines.append(f"not read: {len(passed_over):,} files in the input folders are not {known} ({names})")
+    plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
+    if plain:
+        names = ", ".join(str(p) for p in plain[:shown]) + (", ..." if len(plain) > shown else "")
+        lines.append(f"read as plain text, one document a file: {names} (named, of another suffix)")
+    return lines
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -282,7 +301,9 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
         with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8-sig", errors="replace", newline="") as f:
             if _not_text(raw, path, report):
                 return
-            reader = csv.DictReader(f)
+            # strict: a quote left open would otherwise swallow every later row into one field
+            # at the end of the file, unreported; and text after a closing quote is an error too
+            reader = csv.DictReader(f, strict=True)
             if reader.fieldnames is None:
                 report.problem(str(path), "empty file")
                 return

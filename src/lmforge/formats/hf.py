@@ -104,7 +104,12 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
 def _llama_out(c: ModelConfig) -> dict[str, Any]:
     ok = c.pos == "rope" and c.mlp == "swiglu" and c.norm == "rmsnorm" and not c.bias
     if not ok:
-        raise LmforgeError("this model has no Llama/Qwen2 equivalent (needs rope, swiglu, RMSNorm, no bias)")
+        raise LmforgeError(
+            "this model has no Hugging Face equivalent: with rope positions it would be Llama/Qwen2"
+            f" (needs swiglu, RMSNorm, no bias; it has {c.mlp}, {c.norm}, bias={c.bias}), and GPT-2"
+            " needs learned positions, biases, LayerNorm and gelu: train with one of these"
+            " recipes to export (docs/huggingface.md)"
+        )
     hidden = c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64)
     return {
         "model_type": "qwen2" if c.qkv_bias else "llama",

@@ -177,10 +177,11 @@ def _vocab_size(cfg: Config) -> int:
             read += len(doc.text)
             if read >= CHARS_COUNTED:
                 break
-    except LmforgeError:  # list_files: a missing input, or a folder with no text files
+    except LmforgeError as e:  # list_files: a missing input, or a folder with no text files
         raise LmforgeError(
             f"model.vocab_size=0 and {key}={source!r} is neither a prepared directory nor text"
-            " to count characters in: give --model.vocab_size=N, or prepare the data first"
+            f" to count characters in ({e}, relative to the working directory {Path.cwd()}):"
+            " give --model.vocab_size=N, or prepare the data first"
         ) from None
     if not chars:
         raise LmforgeError(f"{key}={source!r}: no text to count characters in; give --model.vocab_size=N")

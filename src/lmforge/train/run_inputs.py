@@ -123,6 +123,19 @@ def ensure_data(
     say(
         f"  {counted(meta['documents'], 'document')},"
         f" {meta['tokens']['train'] + meta['tokens']['val']:,} tokens"
-        f" in {meta['seconds']}s"
+        f" in {meta['seconds']}s{_passed_over(target)}"
     )
     return target
+
+
+def _passed_over(target: Path) -> str:
+    """What the quiet prep passed over, in brief: bad input skipped or repaired, files not read
+    or read as plain text (`lmforge prep` prints each; its report.json keeps them)."""
+    try:
+        report = json.loads((target / "report.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    bad = sum(report.get("problems", {}).values())
+    parts = [f"{counted(bad, 'bad input')} skipped or repaired"] if bad else []
+    parts += report.get("input_notes", [])
+    return f"; {'; '.join(parts)} (see {target / 'report.json'})" if parts else ""
