@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zstandard
+from conftest import TINY
 
+import lmforge
 from lmforge import LmforgeError
 from lmforge.data.encode import make_encoder, ordinary_hf
 from lmforge.data.loader import BatchLoader
@@ -169,10 +171,25 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     prep([str(corpus), str(named)], tmp_path / "out", "char", val_fraction=0.2, stages="none")
     err = capsys.readouterr().err
     listed = f"({corpus / 'data.json'}, {corpus / 'notes.rst'})"
-    assert f"not read: 2 files in the input folders are not .csv, .jsonl, .md, .parquet, .txt {listed}" in err
+    assert f"not read: 2 files in the input folders, not .csv, .jsonl, .md, .parquet, .txt {listed}" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["input_notes"]) == 2 and not report["problem_list"]
+
+
+def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "plays.txt").write_text(corpus.read_text())
+    (folder / "notes.jsonl").write_text('{"text": "a note"}\nnot json\n{"other": 1}\n')
+    (folder / "data.json").write_text("[]\n")
+    run = tmp_path / "run"
+    lmforge.train(None, [f"--data.input={folder}", *TINY, "--train.max_steps=1"], out=run)
+    out = capsys.readouterr().out
+    assert "; 2 bad inputs skipped or repaired; not read: 1 file in the input folders, not .csv" in out
+    assert f"(see {run / 'data' / 'report.json'})" in out
 
 
 def test_all_formats_and_compressions(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import IO
 import zstandard
 
 from lmforge.data.report import Report
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 
 TEXT_SUFFIXES = {".txt", ".md", ".jsonl", ".csv", ".parquet"}
 COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open, ".zst": zstandard.open}
@@ -99,7 +99,8 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> l
     if passed_over:
         names = ", ".join(str(p) for p in passed_over[:shown]) + (", ..." if len(passed_over) > shown else "")
         known = ", ".join(sorted(TEXT_SUFFIXES))
-        lines.append(f"not read: {len(passed_over):,} files in the input folders are not {known} ({names})")
+        many = counted(len(passed_over), "file")
+        lines.append(f"not read: {many} in the input folders, not {known} ({names})")
     plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
     if plain:
         names = ", ".join(str(p) for p in plain[:shown]) + (", ..." if len(plain) > shown else "")
