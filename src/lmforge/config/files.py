@@ -60,6 +60,10 @@ def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool =
 
 
 def _read_utf8(path: Path) -> str:
+    if path.is_dir():  # `lmforge plan runs/mine`: a run's recipe is its config.toml
+        own = path / "config.toml"
+        hint = f"; the run's recipe is {own}" if own.is_file() else ""
+        raise LmforgeError(f"{path}: Is a directory, not a TOML recipe{hint}")
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
