@@ -166,12 +166,17 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     (corpus / "plays.txt").write_text("\n\n".join(plays))
     (corpus / "data.json").write_text('[{"text": "a JSON array"}]\n')
     (corpus / "notes.rst").write_text("reStructuredText\n")
+    (corpus / ".#plays.txt").write_text("an editor's lock file\n")
+    (corpus / ".git").mkdir()
+    (corpus / ".git" / "notes.txt").write_text("not a corpus file\n")
     named = tmp_path / "one.json"
     named.write_text('{"text": "one"}\n' * 50)
     prep([str(corpus), str(named)], tmp_path / "out", "char", val_fraction=0.2, stages="none")
     err = capsys.readouterr().err
-    listed = f"({corpus / 'data.json'}, {corpus / 'notes.rst'})"
-    assert f"not read: 2 files in the input folders, not .csv, .jsonl, .md, .parquet, .txt {listed}" in err
+    names = (".#plays.txt", ".git/notes.txt", "data.json", "notes.rst")
+    listed = ", ".join(str(corpus / name) for name in names)
+    known = ".csv, .jsonl, .md, .parquet, .txt"
+    assert f"not read: 4 files in the input folders, hidden or not {known} ({listed})" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["input_notes"]) == 2 and not report["problem_list"]
@@ -188,7 +193,7 @@ def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(
     run = tmp_path / "run"
     lmforge.train(None, [f"--data.input={folder}", *TINY, "--train.max_steps=1"], out=run)
     out = capsys.readouterr().out
-    assert "; 2 bad inputs skipped or repaired; not read: 1 file in the input folders, not .csv" in out
+    assert "; 2 bad inputs skipped or repaired; not read: 1 file in the input folders, hidden or" in out
     assert f"(see {run / 'data' / 'report.json'})" in out
 
 

@@ -64,9 +64,9 @@ def split_inputs(value: str) -> list[str]:
 def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | None = None) -> list[Path]:
     """Expand files, folders (recursively) and globs into a sorted list of input files.
 
-    Folders contribute files with a known suffix (the others go to `passed_over`, for the caller to
-    name); broken links among them are kept so that reading reports them as unreadable rather
-    than silently ignoring them.
+    Folders contribute their files with a known suffix that are not hidden (the others go to
+    `passed_over`, for the caller to name); broken links among them are kept so that reading
+    reports them as unreadable rather than silently ignoring them.
     """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     files: list[Path] = []
@@ -76,9 +76,11 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
             candidates = sorted(
                 p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())
             )
-            files += [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES]
+            taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
+            files += taken
             if passed_over is not None:
-                passed_over += [p for p in candidates if suffixes(p)[0] not in TEXT_SUFFIXES]
+                kept = set(taken)
+                passed_over += [p for p in candidates if p not in kept]
         elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
             files.append(path)
         else:
@@ -91,8 +93,15 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
     return files
 
 
+def _hidden(file: Path, folder: Path) -> bool:
+    """Whether a file found in `folder` is hidden there, or lies in a hidden folder below it (an
+    editor's `.#notes.txt`, a `.git` or `.cache` folder): not a corpus file, as Hugging Face
+    datasets also leave them."""
+    return any(part.startswith(".") for part in file.relative_to(folder).parts)
+
+
 def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> list[str]:
-    """Lines naming what a folder's files of other suffixes were (not read) and which named files
+    """Lines naming a folder's files not read (hidden, or of other suffixes) and which named files
     of an unknown suffix are read as plain text: neither is bad input, but a `data.json` dropped
     into a corpus folder, or named, should not go by unsaid."""
     lines = []
@@ -100,7 +109,7 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> l
         names = ", ".join(str(p) for p in passed_over[:shown]) + (", ..." if len(passed_over) > shown else "")
         known = ", ".join(sorted(TEXT_SUFFIXES))
         many = counted(len(passed_over), "file")
-        lines.append(f"not read: {many} in the input folders, not {known} ({names})")
+        lines.append(f"not read: {many} in the input folders, hidden or not {known} ({names})")
     plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
     if plain:
         names = ", ".join(str(p) for p in plain[:shown]) + (", ..." if len(plain) > shown else "")
