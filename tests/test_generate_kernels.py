@@ -85,7 +85,7 @@ def test_the_split_and_swapped_routes_are_f_linear(kernel: str, threads: int, n_
 def test_probe_times_every_route() -> None:
     for bucket in kernels.BUCKETS:
         times = kernels.probe(bucket, rounds=1)
-        competing = kernels.MANY_ROUTES if bucket in ("many", "head") else kernels.ROUTES
+        competing = kernels.MANY_ROUTES if bucket in ("many", "many_head") else kernels.ROUTES
         assert set(times) == set(competing) & set(kernels.available_routes())
         assert all(t > 0 for t in times.values())
     assert kernels.linear_route() in kernels.ROUTES
@@ -93,12 +93,18 @@ def test_probe_times_every_route() -> None:
 
 def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """One row, a few rows, dozens and many rows may take different routes, and a vocabulary's
-    head of many rows another (a probe per bucket, run at its first product: decoding one row
-    never times 32)."""
+    head of a few or many rows others (a probe per bucket, run at its first product: decoding one
+    row never times 32)."""
     route.setenv("LMFORGE_CACHE", str(tmp_path))
     route.delenv("LMFORGE_AUTOTUNE")  # on: from 64 rows the routes are measured only for the machine
     probed = []
-    fastest = {"few": "onednn", "dozens": "swapped", "many": "split", "head": "onednn"}
+    fastest = {
+        "few": "onednn",
+        "dozens": "swapped",
+        "many": "split",
+        "few_head": "split",
+        "many_head": "onednn",
+    }
 
     def probe(bucket: str) -> dict[str, float]:
         probed.append(bucket)
@@ -113,14 +119,15 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch, tmp_path:
     assert [kernels.linear_route(n) for n in rows] == expected
     assert probed == ["one", "few", "dozens", "many"]
     wide = kernels.HEAD_OUT
-    heads = [kernels.linear_route(n, wide) for n in (1, 8, 32, 64, 512)]
-    assert heads == ["mkl", "onednn", "swapped", "onednn", "onednn"]
-    assert kernels.linear_route(512, wide - 1) == "split"
-    assert probed == ["one", "few", "dozens", "many", "head"]
+    heads = [kernels.linear_route(n, wide) for n in (1, 2, 8, 32, 63, 64, 512)]
+    assert heads == ["mkl", "split", "split", "split", "split", "onednn", "onednn"]
+    assert kernels.linear_route(512, wide - 1) == "split" and kernels.linear_route(8, wide - 1) == "onednn"
+    assert probed == ["one", "few", "dozens", "many", "few_head", "many_head"]
     assert kernels.describe().startswith(
         "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, swapped for 16-63, split from 64"
-        f" (onednn for a head of {wide}+ outputs) (measured: 1 row"
+        f" (a head of {wide}+ outputs: split for 2-63, onednn from 64) (measured: 1 row"
     )
+    assert f"8 rows x {wide} out mkl 1000.00 ms, onednn 2000.00 ms, split 500.00 ms" in kernels.describe()
     assert f"64 rows x {wide} out mkl 1000.00 ms, onednn 500.00 ms" in kernels.describe()
 
 
@@ -132,7 +139,10 @@ def test_without_autotune_evaluation_products_keep_mkl(route: pytest.MonkeyPatch
     assert [kernels.linear_route(rows, out) for rows, out in ((8, 0), (64, 0), (64, kernels.HEAD_OUT))] == [
         "onednn", "mkl", "mkl",
     ]  # fmt: skip
-    assert "onednn for 2-15 rows, onednn for 16-63, mkl from 64 (mkl for a head" in kernels.describe()
+    assert (
+        "onednn for 2-15 rows, onednn for 16-63, mkl from 64 (a head of 16384+ outputs: onednn for 2-63, mkl"
+        in kernels.describe()
+    )
 
 
 def test_under_autocast_a_product_is_autocasts(route: pytest.MonkeyPatch) -> None:
@@ -158,7 +168,8 @@ def test_the_fastest_route_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch)
         "few": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
         "dozens": {"mkl": 1.0, "onednn": 0.7, "split": 0.8, "swapped": 0.6},
         "many": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
-        "head": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
+        "few_head": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
+        "many_head": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
     }
     route.setattr(kernels, "probe", lambda bucket: times[bucket])
     kernels.bucket_route.cache_clear()

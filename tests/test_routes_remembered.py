@@ -58,29 +58,33 @@ def test_fp32_linear_routes_are_probed_once_per_machine(
         "few": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.6},
         "dozens": {"mkl": 1.0, "onednn": 0.98, "split": 0.99, "swapped": 0.97},
         "many": {"mkl": 1.0, "onednn": 0.95, "split": 0.99, "swapped": 0.97},
-        "head": {"mkl": 1.0, "onednn": 0.6, "split": 0.99, "swapped": 0.97},
+        "few_head": {"mkl": 1.0, "onednn": 0.7, "split": 0.99, "swapped": 0.97},
+        "many_head": {"mkl": 1.0, "onednn": 0.6, "split": 0.99, "swapped": 0.97},
     }
     monkeypatch.setattr(kernels, "available_routes", lambda: kernels.ROUTES)
     monkeypatch.setattr(kernels, "probe", lambda bucket: times[bucket])
     head = kernels.HEAD_OUT
-    first = [kernels.linear_route(rows, out) for rows, out in ((1, 0), (8, 0), (32, 0), (64, 0), (64, head))]
-    assert first == ["onednn", "swapped", "mkl", "mkl", "onednn"]
+    cases = ((1, 0), (8, 0), (32, 0), (64, 0), (8, head), (64, head))
+    first = [kernels.linear_route(rows, out) for rows, out in cases]
+    assert first == ["onednn", "swapped", "mkl", "mkl", "onednn", "onednn"]
     assert kernels.describe().endswith("(measured: 1 row mkl 1000.00 ms, onednn 500.00 ms, split 900.00 ms,"
                                        " swapped 900.00 ms; 8 rows mkl 1000.00 ms, onednn 900.00 ms,"
                                        " split 950.00 ms, swapped 600.00 ms; 32 rows mkl 1000.00 ms,"
                                        " onednn 980.00 ms, split 990.00 ms, swapped 970.00 ms; 256 rows"
                                        " mkl 1000.00 ms, onednn 950.00 ms, split 990.00 ms,"
                                        " swapped 970.00 ms;"
+                                       f" 8 rows x {head} out mkl 1000.00 ms, onednn 700.00 ms,"
+                                       " split 990.00 ms, swapped 970.00 ms;"
                                        f" 64 rows x {head} out mkl 1000.00 ms, onednn 600.00 ms,"
                                        " split 990.00 ms, swapped 970.00 ms)")  # fmt: skip
     assert {shape: e["route"] for shape, e in _entries(own_cache, "fp32 inference linear").items()} == {
         "1 row": "onednn", "8 rows": "swapped", "32 rows": "mkl", "256 rows": "mkl",
-        f"64 rows x {head} out": "onednn",
+        f"8 rows x {head} out": "onednn", f"64 rows x {head} out": "onednn",
     }  # fmt: skip
 
     _new_process(monkeypatch)
     monkeypatch.setattr(kernels, "probe", _no_probe)
-    again = [kernels.linear_route(rows, out) for rows, out in ((1, 0), (8, 0), (32, 0), (64, 0), (64, head))]
+    again = [kernels.linear_route(rows, out) for rows, out in cases]
     assert again == first
     said = kernels.describe()
     assert f"(measured on {TODAY} on this machine, LMFORGE_AUTOTUNE=refresh measures again: 1 row mkl" in said

@@ -13,10 +13,12 @@ decoding step) lost at eight (a batch of them). So an fp32 linear without autogr
 routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
 weights, 32 rows through 47 MB, 256 rows through 24 MB (each well under a second), and keeps the
 fastest: one for single rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps
-each), one from 64 rows (prefill, evaluation), where only MKL and oneDNN compete. There a
-vocabulary's head (16,384 outputs or more) has a probe and a route of its own: on the EPYC with
-AVX512_BF16 oneDNN ran GPT-2's head 1.6x faster than MKL from 64 to 1,024 rows and its blocks
-1.2x, and with the kernels capped at AVX2 the head 1.4-2x and the blocks about level. The choices
+each), one from 64 rows (prefill, evaluation), where only MKL and oneDNN compete. From 2 rows a
+vocabulary's head (16,384 outputs or more) has probes and routes of its own (8 rows for 2-63, 64
+rows from 64): on the EPYC with AVX512_BF16 oneDNN ran GPT-2's head 1.6x faster than MKL from 64
+to 1,024 rows and its blocks 1.2x, and with the kernels capped at AVX2 the head 1.4-2x and the
+blocks about level; at 8 rows oneDNN ran the head 1.8x faster than `split`, which the blocks'
+probe chose (1.3x capped). The choices
 are remembered for the machine (model/route_memory.py: in the autotune cache), so later processes
 skip the probe and take the same routes. Under autocast (a training run's evaluation) F.linear
 runs, which autocast casts to bf16 (oneDNN's kernel would compute in fp32).
@@ -71,7 +73,7 @@ PACKING_AVAILABLE = (
 STACK = ((1536, 384), (384, 1536), (3072, 768), (768, 3072))
 HEAD = ((16384, 768),)  # a vocabulary's head, one wide weight (GPT-2's: 50,257 x 768)
 FEW_ROWS_MAX, DOZENS_ROWS_MAX = 15, 63  # the row-count buckets' upper ends
-HEAD_OUT = 16384  # past DOZENS_ROWS_MAX, a layer with this many outputs or more takes the head's route
+HEAD_OUT = 16384  # from 2 rows, a layer with this many outputs or more takes a head's route
 # bucket -> (the rows its probe times, the weights (out, in) they go through). From 64 rows only
 # MKL and oneDNN compete: `swapped`, which a 256-row probe chose on AVX2 kernels, ran 6x384's
 # forward at 0.86x MKL's speed at 1,024 rows. And 128 rows chose oneDNN where it was no faster at
@@ -82,7 +84,8 @@ BUCKETS = {
     "few": (8, STACK * 8),
     "dozens": (32, STACK * 2),
     "many": (256, STACK),
-    "head": (64, HEAD),
+    "few_head": (8, HEAD),
+    "many_head": (64, HEAD),
 }
 
 
@@ -155,8 +158,8 @@ def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn
 
 def probe(bucket: str = "one", rounds: int = 3) -> dict[str, float]:
     """Seconds each fp32 route takes for a bucket's rows through its weights (BUCKETS); from 64
-    rows ('many', 'head') only MANY_ROUTES."""
-    names = [r for r in available_routes() if bucket not in ("many", "head") or r in MANY_ROUTES]
+    rows ('many', 'many_head') only MANY_ROUTES."""
+    names = [r for r in available_routes() if bucket not in ("many", "many_head") or r in MANY_ROUTES]
     routes = {name: _on_layer(FP32_KERNELS[name]) for name in names}
     return _time_routes(routes, *BUCKETS[bucket], torch.float32, rounds)
 
@@ -224,7 +227,7 @@ def forced_route(env: str) -> str:
 @functools.cache
 def bucket_route(bucket: str) -> tuple[str, str, str]:
     """(route, its timings, how measured: as route_memory.choose gives them) for fp32 products
-    of a bucket (BUCKETS: 'one', 'few', 'dozens', 'many' rows, or a 'head' of many rows):
+    of a bucket (BUCKETS: 'one', 'few', 'dozens', 'many' rows, or a head of a few or many rows):
     remembered for this machine, else probed at the bucket's first product (a batch-1 decoder
     times no 32 rows) and remembered. The timings are '' where LMFORGE_LINEAR forces the route."""
     forced = forced_route("LMFORGE_LINEAR")
@@ -236,7 +239,7 @@ def bucket_route(bucket: str) -> tuple[str, str, str]:
         return _fastest(times, "mkl"), _timings(_shape(bucket), times)
 
     # from 64 rows (evaluation), where nothing is measured for the machine, MKL: see per_process
-    fixed = "mkl" if bucket in ("many", "head") else ""
+    fixed = "mkl" if bucket in ("many", "many_head") else ""
     return route_memory.choose("fp32 inference linear", _shape(bucket), ROUTES, measure, fixed)
 
 
@@ -260,7 +263,7 @@ def _shape(bucket: str) -> str:
     """How the cache and the start-up line name a bucket's probe: '8 rows', '64 rows x 16384 out'."""
     rows, shapes = BUCKETS[bucket]
     named = f"{rows} row{'s' * (rows > 1)}"
-    return f"{named} x {shapes[0][0]} out" if bucket == "head" else named
+    return f"{named} x {shapes[0][0]} out" if bucket.endswith("_head") else named
 
 
 def _timings(shape: str, times: dict[str, float]) -> str:
@@ -270,15 +273,15 @@ def _timings(shape: str, times: dict[str, float]) -> str:
 
 def _bucket(rows: int, out: int = 0) -> str:
     """One row (a decoding step), a few (a batch of decoding steps), dozens (a larger batch of
-    them), or more (prefill, evaluation), where a vocabulary's head (`out` outputs) is a bucket
-    of its own. Called at every product: plain comparisons."""
+    them), or more (prefill, evaluation); from 2 rows a vocabulary's head (`out` outputs) has
+    buckets of its own. Called at every product: plain comparisons."""
     if rows == 1:
         return "one"
-    if rows <= FEW_ROWS_MAX:
-        return "few"
     if rows <= DOZENS_ROWS_MAX:
-        return "dozens"
-    return "head" if out >= HEAD_OUT else "many"
+        if out >= HEAD_OUT:
+            return "few_head"
+        return "few" if rows <= FEW_ROWS_MAX else "dozens"
+    return "many_head" if out >= HEAD_OUT else "many"
 
 
 def linear_route(rows: int = 1, out: int = 0) -> str:
@@ -295,7 +298,8 @@ def describe() -> str:
     return (
         f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{few} rows,"
         f" {routes['dozens']} for {few + 1}-{dozens}, {routes['many']} from {dozens + 1}"
-        f" ({routes['head']} for a head of {HEAD_OUT}+ outputs) ({why})"
+        f" (a head of {HEAD_OUT}+ outputs: {routes['few_head']} for 2-{dozens}, {routes['many_head']} from"
+        f" {dozens + 1}) ({why})"
     )
 
 
@@ -362,7 +366,7 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
         route_memory.choose("bf16 inference linear", _shape(b), BF16_ROUTES, functools.partial(measure, b))
         for b in ("one", "few")
     )
-    routes = {"one": one[0], **dict.fromkeys(("few", "dozens", "many", "head"), few[0])}
+    routes = {"one": one[0], **dict.fromkeys(("few", "dozens", "many", "few_head", "many_head"), few[0])}
     return routes, route_memory.said([one, few])
 
 
