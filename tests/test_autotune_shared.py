@@ -18,24 +18,15 @@ WRITER = """
 import sys, time
 from pathlib import Path
 from lmforge import tuning
-name, folder = sys.argv[1], Path(sys.argv[2])
+name, folder, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 (folder / f"ready-{name}").touch()
 while not (folder / "go").exists():
     time.sleep(0.005)
 for n in range(40):
-    tuning.remember("test", f"{name} {n}", {"measured": "x"})
-"""
-
-UPDATER = """
-import sys, time
-from pathlib import Path
-from lmforge import tuning
-name, folder = sys.argv[1], Path(sys.argv[2])
-(folder / f"ready-{name}").touch()
-while not (folder / "go").exists():
-    time.sleep(0.005)
-for n in range(40):
-    tuning.update("test", "one entry", lambda entry: {**entry, f"{name} {n}": n})
+    if how == "entries":  # an entry each
+        tuning.remember("test", f"{name} {n}", {"measured": "x"})
+    else:  # a field each, all in one entry
+        tuning.update("test", "one entry", lambda entry: {**entry, f"{name} {n}": n})
 """
 
 PROBER = """
@@ -71,7 +62,7 @@ def _wait_for(*paths: Path) -> None:
 
 def test_writers_at_once_keep_every_entry(cache: Path, tmp_path: Path) -> None:
     names = ["a", "b", "c", "d"]
-    writers = [_python(WRITER, name, str(tmp_path)) for name in names]
+    writers = [_python(WRITER, name, str(tmp_path), "entries") for name in names]
     _wait_for(*(tmp_path / f"ready-{name}" for name in names))
     (tmp_path / "go").touch()
     assert [w.wait(timeout=120) for w in writers] == [0] * len(names)
@@ -82,7 +73,7 @@ def test_writers_at_once_keep_every_entry(cache: Path, tmp_path: Path) -> None:
 def test_updates_of_one_entry_at_once_keep_every_field(cache: Path, tmp_path: Path) -> None:
     # a lookup then a remember would drop the fields another process added in between
     names = ["a", "b", "c", "d"]
-    updaters = [_python(UPDATER, name, str(tmp_path)) for name in names]
+    updaters = [_python(WRITER, name, str(tmp_path), "fields") for name in names]
     _wait_for(*(tmp_path / f"ready-{name}" for name in names))
     (tmp_path / "go").touch()
     assert [u.wait(timeout=120) for u in updaters] == [0] * len(names)
