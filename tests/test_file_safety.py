@@ -236,6 +236,7 @@ def test_export_over_a_sharded_model_leaves_no_stale_index(tmp_path: Path) -> No
     _shard_in_place(hf)  # hf now holds model b, sharded
     export_hf(a, hf)
     assert sorted(p.name for p in hf.iterdir()) == [
+        ".lmforge-output",  # export's marker: a later export may replace it, nothing else may
         "config.json",
         "generation_config.json",
         "model.safetensors",
@@ -267,6 +268,16 @@ def test_export_and_import_refuse_folders_they_did_not_write(tmp_path: Path) -> 
     import_hf(tmp_path / "hf", tmp_path / "ours")  # its own earlier output: replaced
     export_hf(model, tmp_path / "hf")  # likewise
     assert lmforge.load(tmp_path / "ours")[0].config == lmforge.load(model)[0].config
+    # a model folder alike in its files, but another's: a trained model, a copy of another verb's
+    _refused(lambda: import_hf(tmp_path / "hf", model), tmp_path, "no record that import wrote it")
+    copied = tmp_path / "copied"
+    shutil.copytree(tmp_path / "ours", copied)
+    (copied / ".lmforge-output").write_text('{"written_by": "merge-lora"}\n')
+    _refused(
+        lambda: import_hf(tmp_path / "hf", copied),
+        tmp_path,
+        "holds the output of lmforge merge-lora, not of import",
+    )
 
 
 # --- untrusted and damaged model files --------------------------------------------------------

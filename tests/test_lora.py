@@ -171,6 +171,7 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     export_hf(run, root / "adapter")
     export_hf(base["base"], root / "base-hf")
     assert {p.name for p in (root / "adapter").iterdir()} == {
+        ".lmforge-output",
         "adapter_config.json",
         "adapter_model.safetensors",
     }
@@ -187,6 +188,12 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     merged = reference.merge_and_unload()
     merge_lora(run, root / "merged")
     assert (_logits(load_model(root / "merged")[0], ids) - merged(ids).logits).abs().max() < 1e-4
+    merge_lora(run, root / "merged")  # its own earlier output: replaced
+    # the adapters' own base, alike in its files, is no output of merge-lora: it stays
+    before = (base["base"] / "model.safetensors").read_bytes()
+    with pytest.raises(LmforgeError, match="merge-lora writes only into a new or empty folder"):
+        merge_lora(run, base["base"])
+    assert (base["base"] / "model.safetensors").read_bytes() == before
     # generate, eval, pipelines: load_model of the run itself gives the merged model
     assert (_logits(load_model(run)[0], ids) - merged(ids).logits).abs().max() < 1e-4
 
@@ -289,7 +296,7 @@ def test_peft_export_refuses_a_base_transformers_cannot_load(base: dict[str, Pat
     write_model_dir(tmp_path / "rope-gelu", gpt.config, gpt.state_dict(), tok)
     args = recipe(base, 2, f"--train.init_from={tmp_path / 'rope-gelu'}", "--lora.targets=q_proj,v_proj")
     train(overrides=args, out=tmp_path / "run", quiet=True)
-    refusal = r"no PEFT export, as its base has no transformers model: .*no Llama"
+    refusal = r"no PEFT export, as its base has no transformers model: .*no Hugging Face equivalent"
     with pytest.raises(LmforgeError, match=refusal):
         export_hf(tmp_path / "run", tmp_path / "peft")  # lmforge export: a LoRA run exports for PEFT
     assert not (tmp_path / "peft").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import json
 import os
 import re
 import shutil
@@ -222,6 +223,32 @@ def foreign_entries(folder: Path, ours: Callable[[str], bool]) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() or not ours(p.name))
 
 
+# In a model folder `import`, `export` or `merge-lora` wrote: which of them wrote it. Their folders
+# all look alike (a config.json and weights), so only this tells a verb its own earlier output
+# from another's (a LoRA's base that merge-lora would replace) or from a trained run's model.
+MARKER = ".lmforge-output"
+
+
+def written_by(folder: Path) -> str | None:
+    """The verb whose output `folder` is, by its marker; None where there is none."""
+    try:
+        verb = json.loads((folder / MARKER).read_text()).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return verb if isinstance(verb, str) else None
+
+
+def not_written_by(folder: Path, verb: str) -> str | None:
+    """Why `folder`, which holds nothing but a model's files, is not `verb`'s earlier output (its
+    marker names another verb, or there is none), or None where it is."""
+    by = written_by(folder)
+    if by == verb:
+        return None
+    if by:
+        return f"holds the output of lmforge {by}, not of {verb}"
+    return f"holds a model with no record that {verb} wrote it (no {MARKER})"
+
+
 def describe_foreign(names: list[str], verb: str) -> str:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"holds files {verb} did not write ({shown})"
@@ -276,11 +303,12 @@ def staged_folder(
     owner: Owner,
     overwrite: bool | None,
     verb: str,
+    mark: bool = False,
 ) -> Iterator[Path]:
     """A temporary folder to write the output into; on a clean exit it becomes `out` (checked
-    again first, as the folder may have changed while the verb worked). What killed runs left
-    beside `out` is tidied before the checks (recover). A full or read-only disk is one line
-    naming the path."""
+    again first, as the folder may have changed while the verb worked), with MARKER naming the
+    verb where `mark`. What killed runs left beside `out` is tidied before the checks (recover).
+    A full or read-only disk is one line naming the path."""
     inputs = list(inputs)
     recover(link_target(Path(out)))
     target = check_target(out, inputs, owner, overwrite, verb)
@@ -291,6 +319,8 @@ def staged_folder(
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name, "tmp"), dir=target.parent))
         yield tmp
+        if mark:
+            (tmp / MARKER).write_text(json.dumps({"written_by": verb}) + "\n")
         check_target(out, inputs, owner, overwrite, verb)
         install(tmp, target)
         made = []

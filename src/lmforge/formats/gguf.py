@@ -252,7 +252,7 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
 def import_gguf(file: str | Path, out: str | Path, owner: Any) -> Path:
     """Write the GGUF model as an lmforge model directory at `out` (`owner`: import's check of
     what may already be there; see hf_files.py)."""
-    with staged_folder(out, inputs=[file], owner=owner, overwrite=None, verb="import") as tmp:
+    with staged_folder(out, inputs=[file], owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         model, tokenizer, meta = convert_gguf(file)
         ids = {
             "bos_token_id": tokenizer.bos_id,

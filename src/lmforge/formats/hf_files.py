@@ -12,8 +12,9 @@ pad token and never generates it (HF: decoder_start_token_id = pad, bad_words_id
 `export_hf` and `import_hf` write their `--out` atomically (lmforge/outputs.py) into a new or empty
 folder, or over an earlier output of the same verb: a folder holding nothing but a model's files
 (config.json, weights, shard indexes, tokenizer and generation files) whose config.json names a
-model type that verb writes (export: an HF type; import: an lmforge type). The whole folder is
-replaced, so no stale shard or index of the old model survives; anything else is refused.
+model type that verb writes (export: an HF type; import: an lmforge type) and whose marker
+(outputs.MARKER) names the verb. The whole folder is replaced, so no stale shard or index of the
+old model survives; anything else is refused.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.model.span import SpanModel
-from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
+from lmforge.outputs import MARKER, describe_foreign, foreign_entries, not_written_by, staged_folder
 from lmforge.tokenization.marian import MarianTokenizer
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -205,7 +206,9 @@ def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
     """The owner check of export (`hf`: HF model types) or import (lmforge's): see the module doc."""
 
     def check(folder: Path) -> str | None:
-        foreign = foreign_entries(folder, lambda n: n in MODEL_FILES or bool(_WEIGHT_SHARD.fullmatch(n)))
+        foreign = foreign_entries(
+            folder, lambda n: n in MODEL_FILES or n == MARKER or bool(_WEIGHT_SHARD.fullmatch(n))
+        )
         if foreign and hf:  # an earlier `export --format onnx` is named as such, not file by file
             from lmforge.formats.onnx_export import held_onnx_export
 
@@ -220,7 +223,7 @@ def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
             return f"holds model files without a readable config.json, so not an earlier {verb}"
         if model_type not in LOADERS or is_hf_type(model_type) != hf:
             return f"holds a model (model_type {model_type!r}) that {verb} did not write"
-        return None
+        return not_written_by(folder, verb)
 
     return check
 
@@ -240,7 +243,7 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
         QA_TYPE if isinstance(model, SpanModel) else ENCODER_TYPE if isinstance(model, Encoder) else None
     )
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
-    with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import") as tmp:
+    with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
             save_classifier(model, tmp, tokenizer)
         else:
@@ -258,7 +261,7 @@ def export_hf(model_path: str | Path, out: str | Path) -> Path:
 
         return export_peft(source, out)
     owner = _earlier_output("export", hf=True)
-    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export") as tmp:
+    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export", mark=True) as tmp:
         _export_into(tmp, model_path)
     return Path(out)
 

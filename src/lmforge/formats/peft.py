@@ -34,7 +34,7 @@ from lmforge.formats.directory import WEIGHTS, load_model, read_json, resolve_mo
 from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
-from lmforge.outputs import describe_foreign, foreign_entries, staged_folder
+from lmforge.outputs import MARKER, describe_foreign, foreign_entries, not_written_by, staged_folder
 
 LORA_FILE = "lora.json"
 PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -143,8 +143,8 @@ def _prefix(adapters: dict[str, torch.Tensor], base: torch.nn.Module) -> str:
 
 def _owner(verb: str, files: set[str]) -> Any:
     def check(folder: Path) -> str | None:
-        foreign = foreign_entries(folder, lambda n: n in files)
-        return describe_foreign(foreign, verb) if foreign else None
+        foreign = foreign_entries(folder, lambda n: n in files or n == MARKER)
+        return describe_foreign(foreign, verb) if foreign else not_written_by(folder, verb)
 
     return check
 
@@ -156,7 +156,8 @@ def merge_lora(model_path: str | Path, out: str | Path) -> Path:
     lora.strip(model)  # merged into the base weights, then plain Linears
     files = {p.name for p in source.iterdir() if p.is_file() and p.name not in _TRAINING_FILES}
     owner = _owner("merge-lora", files | {WEIGHTS})
-    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="merge-lora") as tmp:
+    staged = staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="merge-lora", mark=True)
+    with staged as tmp:
         for name in files:
             shutil.copy2(source / name, tmp)
         save_weights(tmp / WEIGHTS, model.state_dict())
@@ -214,7 +215,7 @@ def export_peft(source: Path, out: str | Path) -> Path:
         "use_dora": False,
     }
     owner = _owner("export", {PEFT_CONFIG, PEFT_WEIGHTS})
-    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export") as tmp:
+    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export", mark=True) as tmp:
         save_file(
             {k: v.contiguous() for k, v in tensors.items()},
             str(tmp / PEFT_WEIGHTS),
