@@ -25,7 +25,7 @@ from lmforge.data.loader import BatchLoader
 from lmforge.data.prep import is_val, prep
 from lmforge.data.report import Report, StageStats
 from lmforge.data.shards import open_split, read_meta
-from lmforge.data.sources import read_documents
+from lmforge.data.sources import read_documents, strict_lines
 from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.tools.audit_extract import Documents
 
@@ -195,6 +195,18 @@ def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(
     out = capsys.readouterr().out
     assert "; 2 bad inputs skipped or repaired; not read: 1 file in the input folders, hidden or" in out
     assert f"(see {run / 'data' / 'report.json'})" in out
+
+
+def test_a_missing_relative_file_names_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run resumed from another directory reads its recipe's relative paths from there: the
+    line says where it looked."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        LmforgeError, match=f"^data/x.jsonl: no such file in the working directory, {tmp_path}$"
+    ):
+        list(strict_lines(Path("data/x.jsonl")))
 
 
 def test_all_formats_and_compressions(tmp_path: Path) -> None:

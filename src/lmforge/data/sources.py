@@ -136,7 +136,11 @@ def strict_lines(path: Path, what: str = "a text file") -> Iterator[tuple[int, s
     line named) or a damaged stream is a one-line error. What the caller raises while reading the
     lines is its own and goes through untouched."""
     if not path.is_file():
-        raise LmforgeError(f"{path}: {f'a folder, not {what}' if path.is_dir() else 'no such file'}")
+        if path.is_dir():
+            raise LmforgeError(f"{path}: a folder, not {what}")
+        # a run resumed from another directory reads its recipe's relative paths from there
+        where = "" if path.is_absolute() else f" in the working directory, {Path.cwd()}"
+        raise LmforgeError(f"{path}: no such file{where}")
     try:
         with open_text(path) as f:
             yield from enumerate(f, 1)
