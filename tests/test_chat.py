@@ -272,6 +272,19 @@ def test_a_message_that_cannot_be_answered_is_one_line_and_the_session_goes_on(
     )
 
 
+def test_a_system_prompt_longer_than_the_context_is_refused_before_a_line_is_read(
+    llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was blamed on each message in turn ("the message is ... tokens: shorten it")."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hi\n"))
+    with pytest.raises(
+        LmforgeError, match=r"^--system: the system prompt takes \d+ tokens .* context of 256"
+    ) as e:
+        chat(llama, system="word " * 300, do_sample=False, max_new_tokens=4, dtype="fp32")
+    assert "\n" not in str(e.value)
+    assert sys.stdin.read() == "Hi\n"  # nothing read
+
+
 def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(
     llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -236,9 +236,13 @@ def chat(
     net = require_decoder(net, model, "so it cannot chat")
     spec = ChatSpec.read(directory, tokenizer)
     start: list[dict[str, Any]] = [{"role": "system", "content": system}] if system is not None else []
-    spec.render(
-        [*start, {"role": "user", "content": "hello"}]
-    )  # no template, or one refusing a system prompt
+    # no template, or one refusing a system prompt; or one too long for any message to fit
+    opening = len(tokenizer.encode(spec.render([*start, {"role": "user", "content": "hello"}])))
+    if system is not None and opening > net.config.block_size:
+        raise LmforgeError(
+            f"--system: the system prompt takes {opening} tokens in the chat template with a one-word"
+            f" message, more than the model's context of {net.config.block_size}: shorten it"
+        )
     options = spec.sampling(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
     )
