@@ -331,7 +331,11 @@ def test_chat_answers_the_next_line_after_one_not_valid_utf8(llama: Path) -> Non
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     err = done.stderr.decode().splitlines()
-    assert err[0].startswith("lmforge: not answered: ") and "UTF-8" in err[0], err
+    # where the user typed it ("Who is the caf" is 14 characters), not in the rendered template
+    assert err[0] == (
+        "lmforge: not answered: the text is not valid UTF-8 (a lone surrogate U+DCE9, the undecodable"
+        " byte 0xe9, at character 14)"
+    ), err
     assert err[1:] == ["lmforge: error: 1 message not answered (see above)"]
     expected = expected_replies(llama, "Be brief.", ["And the queen?"], 6)
     assert done.stdout.decode() == "".join(r + "\n" for r in expected)

@@ -41,7 +41,7 @@ from lmforge.inference.compiled_decode import check_compilable
 from lmforge.inference.generate import TextStream, generate_ids
 from lmforge.inference.options import check_options
 from lmforge.model.kinds import require_decoder
-from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import Tokenizer, check_text
 
 # transformers' TextGenerationPipeline._default_generation_config, on top of GenerationConfig's
 PIPELINE_DEFAULTS: dict[str, Any] = {
@@ -282,6 +282,7 @@ def chat(
         if not text.strip():
             continue
         try:
+            check_text(text)  # a bad byte named where the user typed it, not in the rendered template
             message = {"role": "user", "content": text}
             messages, prompt, dropped = fit_context(
                 spec, tokenizer, start, history, message, context, options["max_new_tokens"]
