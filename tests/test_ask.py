@@ -126,6 +126,20 @@ def test_a_non_utf8_file_is_one_line_and_skipped(docs: Path, capsys: pytest.Capt
     assert PassageIndex.build(docs, passage_words=8, quiet=True).stats["read"] == 1
 
 
+def test_a_bad_jsonl_line_is_said_again_when_the_index_is_reused(
+    docs: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """As a file that is not UTF-8 is: the index keeps each file's problems beside its passages."""
+    (docs / "notes.jsonl").write_text('{"text": "Freedonia exports cheese."}\nnot json\n')
+    first = PassageIndex.build(docs, passage_words=8)
+    said = [line for line in capsys.readouterr().err.splitlines() if "notes.jsonl" in line]
+    assert len(said) == 1 and said[0].startswith(f"lmforge: {docs / 'notes.jsonl'}:2: ")
+    again = PassageIndex.build(docs, passage_words=8)
+    assert again.stats["reused"] == again.stats["files"] and not again.stats["rebuilt"]
+    assert [line for line in capsys.readouterr().err.splitlines() if "notes.jsonl" in line] == said
+    assert again.stats["problems"] == first.stats["problems"]
+
+
 def test_index_folders_are_never_read_as_documents(docs: Path, tmp_path: Path) -> None:
     """The index of a file or glob lies among the documents; a later index of the folder skips it
     (and any other index folder, whatever its name: known by its manifest), so each passage is

@@ -212,6 +212,11 @@ class PassageIndex:
             if entry and entry["sha256"] == digest:
                 kept = old_passages[entry["first"] : entry["first"] + entry["count"]]
                 stats["reused"] += 1
+                problems = [p for p in entry.get("problems", []) if isinstance(p, str)]
+                for line in problems:  # said again on every run, as a file that is not UTF-8 is
+                    stats["problems"].append(line)
+                    if not quiet:
+                        print(f"lmforge: {line}; skipped", file=sys.stderr)
             else:
                 bad = utf8_error(path)
                 if bad is not None:
@@ -220,10 +225,12 @@ class PassageIndex:
                     if not quiet:
                         print(f"lmforge: {stats['skipped'][-1]}", file=sys.stderr)
                     continue
+                before = len(stats["problems"])
                 kept = _read_file(path, passage_words, text_field, stats, quiet)
+                problems = stats["problems"][before:]
                 stats["read"] += 1
             files[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest,
-                          "first": len(passages), "count": len(kept)}  # fmt: skip
+                          "first": len(passages), "count": len(kept), "problems": problems}  # fmt: skip
             passages += kept
             stats["files"] += 1
         stats["removed"] = len(set(old_files) - set(files) - skipped)
