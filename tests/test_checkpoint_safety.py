@@ -331,13 +331,15 @@ def test_resume_may_extend_training_and_lower_the_schedule_end(run: Path) -> Non
 
 
 def test_a_time_budget_plan_keeps_the_run_length(run: Path) -> None:
-    for step in (2, 4):  # as a run with train.max_minutes leaves them
-        state = ckpt.read_trainer_state(_step(run, step))
-        (_step(run, step) / "trainer.json").write_text(json.dumps({**state, "planned": [4, 5]}))
-        ckpt.write_manifest(_step(run, step))
-    config = run / "config.toml"  # the recipe's max_steps, above the plan (as a budget run leaves it)
+    # the recipe's max_steps, above the plan, in config.toml and in the config the checkpoints keep
+    config = run / "config.toml"
     assert "max_steps = 4\n" in config.read_text()
     config.write_text(config.read_text().replace("max_steps = 4\n", "max_steps = 1200\n"))
+    for step in (2, 4):  # as a run with train.max_minutes leaves them
+        state = ckpt.read_trainer_state(_step(run, step))
+        state = {**state, "planned": [4, 5], "config": config.read_text()}
+        (_step(run, step) / "trainer.json").write_text(json.dumps(state))
+        ckpt.write_manifest(_step(run, step))
     before = snapshot(run)
     new_run = rf"start a new run from its weights instead \(--init-from {re.escape(str(run))}\)$"
     further = "; to train it further, " + new_run

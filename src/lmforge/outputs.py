@@ -249,8 +249,12 @@ def not_written_by(folder: Path, verb: str) -> str | None:
     return f"holds a model with no record that {verb} wrote it (no {MARKER})"
 
 
-def describe_foreign(names: list[str], verb: str) -> str:
+def describe_foreign(names: list[str], verb: str, folder: Path | None = None) -> str:
+    """Why a folder holding `names` is not the verb's to replace; a folder the verb wrote (its
+    MARKER) with files of its other kind (an HF export where a PEFT one goes) is said as such."""
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    if folder is not None and written_by(folder) == verb:
+        return f"holds an earlier {verb} output of another kind ({shown}), which this one would not replace"
     return f"holds files {verb} did not write ({shown})"
 
 

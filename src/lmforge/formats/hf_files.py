@@ -216,7 +216,7 @@ def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
             if held:
                 return held
         if foreign:
-            return describe_foreign(foreign, verb)
+            return describe_foreign(foreign, verb, folder)
         try:
             model_type = json.loads((folder / "config.json").read_text()).get("model_type")
         except (OSError, ValueError, AttributeError):

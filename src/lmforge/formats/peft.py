@@ -144,7 +144,7 @@ def _prefix(adapters: dict[str, torch.Tensor], base: torch.nn.Module) -> str:
 def _owner(verb: str, files: set[str]) -> Any:
     def check(folder: Path) -> str | None:
         foreign = foreign_entries(folder, lambda n: n in files or n == MARKER)
-        return describe_foreign(foreign, verb) if foreign else not_written_by(folder, verb)
+        return describe_foreign(foreign, verb, folder) if foreign else not_written_by(folder, verb)
 
     return check
 
