@@ -236,16 +236,18 @@ def chat(
     net = require_decoder(net, model, "so it cannot chat")
     spec = ChatSpec.read(directory, tokenizer)
     start: list[dict[str, Any]] = [{"role": "system", "content": system}] if system is not None else []
-    # no template, or one refusing a system prompt; or one too long for any message to fit
-    opening = len(tokenizer.encode(spec.render([*start, {"role": "user", "content": "hello"}])))
-    if system is not None and opening > net.config.block_size:
-        raise LmforgeError(
-            f"--system: the system prompt takes {opening} tokens in the chat template with a one-word"
-            f" message, more than the model's context of {net.config.block_size}: shorten it"
-        )
+    opening = spec.render(
+        [*start, {"role": "user", "content": "hello"}]
+    )  # no template, or one refusing a system prompt
     options = spec.sampling(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
     )
+    taken = len(tokenizer.encode(opening)) if system is not None else 0
+    if taken > net.config.block_size:  # no message would fit
+        raise LmforgeError(
+            f"--system: the system prompt takes {taken} tokens in the chat template with a one-word"
+            f" message, more than the model's context of {net.config.block_size}: shorten it"
+        )
     net = to_inference_dtype(net, dtype)[0]
     if compile is True:  # refused before a line is read, not at every reply
         check_compilable(net, 1, None, True)
