@@ -18,10 +18,10 @@ vocabulary's head (16,384 outputs or more) has probes and routes of its own (8 r
 rows from 64): on the EPYC with AVX512_BF16 oneDNN ran GPT-2's head 1.6x faster than MKL from 64
 to 1,024 rows and its blocks 1.2x, and with the kernels capped at AVX2 the head 1.4-2x and the
 blocks about level; at 8 rows oneDNN ran the head 1.8x faster than `split`, which the blocks'
-probe chose (1.3x capped). The choices
-are remembered for the machine (model/route_memory.py: in the autotune cache), so later processes
-skip the probe and take the same routes. Under autocast (a training run's evaluation) F.linear
-runs, which autocast casts to bf16 (oneDNN's kernel would compute in fp32).
+probe chose (1.3x capped). The choices are remembered for the machine (model/route_memory.py: in
+the autotune cache), so later processes skip the probe and take the same routes. Under autocast
+(a training run's evaluation) F.linear runs, which autocast casts to bf16 (oneDNN's kernel would
+compute in fp32).
 `LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe and sets every case. A close call
 (within MARGIN of MKL) keeps MKL, PyTorch's own route. The routes' sums differ only in order
 (~1e-6 relative).
