@@ -104,16 +104,18 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> l
     """Lines naming a folder's files not read (hidden, or of other suffixes) and which named files
     of an unknown suffix are read as plain text: neither is bad input, but a `data.json` dropped
     into a corpus folder, or named, should not go by unsaid."""
+
+    def listed(paths: list[Path]) -> str:
+        return ", ".join(str(p) for p in paths[:shown]) + (", ..." if len(paths) > shown else "")
+
     lines = []
     if passed_over:
-        names = ", ".join(str(p) for p in passed_over[:shown]) + (", ..." if len(passed_over) > shown else "")
         known = ", ".join(sorted(TEXT_SUFFIXES))
         many = counted(len(passed_over), "file")
-        lines.append(f"not read: {many} in the input folders, hidden or not {known} ({names})")
+        lines.append(f"not read: {many} in the input folders, hidden or not {known} ({listed(passed_over)})")
     plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
     if plain:
-        names = ", ".join(str(p) for p in plain[:shown]) + (", ..." if len(plain) > shown else "")
-        lines.append(f"read as plain text, one document a file: {names} (named, of another suffix)")
+        lines.append(f"read as plain text, one document a file: {listed(plain)} (named, of another suffix)")
     return lines
 
 

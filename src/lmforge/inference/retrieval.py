@@ -213,10 +213,7 @@ class PassageIndex:
                 kept = old_passages[entry["first"] : entry["first"] + entry["count"]]
                 stats["reused"] += 1
                 problems = [p for p in entry.get("problems", []) if isinstance(p, str)]
-                for line in problems:  # said again on every run, as a file that is not UTF-8 is
-                    stats["problems"].append(line)
-                    if not quiet:
-                        print(f"lmforge: {line}; skipped", file=sys.stderr)
+                _say_skipped(problems, stats, quiet)  # again on every run, as a file not UTF-8 is
             else:
                 bad = utf8_error(path)
                 if bad is not None:
@@ -318,11 +315,16 @@ def _read_file(path: Path, passage_words: int, text_field: str, stats: dict, qui
     for doc in read_documents(path, text_field=text_field, report=report):
         for start, end in split_passages(doc.text, passage_words):
             out.append(Passage(doc.source, start, end, doc.text[start:end]))
-    for line in report.problems:  # a binary or empty file, a bad jsonl line: skipped, one line each
+    _say_skipped(report.problems, stats, quiet)  # a binary or empty file, a bad jsonl line
+    return out
+
+
+def _say_skipped(problems: list[str], stats: dict, quiet: bool) -> None:
+    """Count each skipped input in `stats` and, unless quiet, say it in one line."""
+    for line in problems:
         stats["problems"].append(line)
         if not quiet:
             print(f"lmforge: {line}; skipped", file=sys.stderr)
-    return out
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
