@@ -1,0 +1,165 @@
+"""What a resumed run may change (`--resume RUN --key=value`, or an edited config.toml), checked
+before anything is written: docs/training.md "What may change on resume"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.config import Config, config_from_text, load_config
+from lmforge.data.shards import is_prepared
+from lmforge.errors import LmforgeError
+from lmforge.tokenization.marian import load_translation_tokenizer
+from lmforge.train import checkpoint as ckpt
+from lmforge.train.run_inputs import ensure_data
+
+# What a resumed run may change (`--resume RUN --key=value`): how long it trains, what it logs,
+# evaluates and keeps, how it is distributed, and dropout. Everything else (the model's shape and
+# architecture, the data, the tokenizer, the optimizer, the seed) is refused before anything is
+# written: the checkpoint could not honour it. docs/training.md "What may change on resume".
+RESUMABLE = (
+    "train.max_steps",
+    "train.epochs",
+    "train.max_minutes",
+    "train.min_lr",
+    "train.log_interval",
+    "train.eval_interval",
+    "train.eval_batches",
+    "train.eval_bleu_sentences",
+    "train.checkpoint_interval",
+    "train.keep_checkpoints",
+    "train.max_bad_steps",
+    "train.micro_batch_size",
+    "train.compile",
+    "model.dropout",
+    "engine.*",
+)
+# A run with a time budget keeps the plan its checkpoint holds (loop._restore): these then stay.
+BUDGET_PLANNED = ("train.max_steps", "train.max_minutes", "train.epochs")
+
+
+def resume_run(
+    config: str | Path | Config | None,
+    overrides: list[str] | None,
+    out: str | Path | None,
+    run_dir: Path,
+    overwrite: bool,
+) -> tuple[Path, Config]:
+    if overwrite:
+        raise LmforgeError(f"--resume {run_dir} and --overwrite exclude each other")
+    if config is not None:
+        given = "a Config" if isinstance(config, Config) else f"the recipe {config}"
+        raise LmforgeError(
+            f"--resume {run_dir} continues with the run's own config.toml; {given} would be ignored"
+            " (give allowed changes as --section.key=value)"
+        )
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise LmforgeError(
+            f"--out {out} differs from --resume {run_dir}: a resumed run stays in its directory"
+        )
+    if not run_dir.exists():
+        raise LmforgeError(f"--resume {run_dir}: no such directory")
+    if not (run_dir / "config.toml").is_file():
+        raise LmforgeError(f"{run_dir}: not a run directory (no config.toml){ckpt.replaced_hint(run_dir)}")
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
+    state = ckpt.read_trainer_state(last)
+    saved, edited = _trained_with(run_dir, last, state)
+    cfg = load_config(run_dir / "config.toml", overrides)
+    refused = [
+        f"{key}={new!r} (the run has {key}={old!r})"
+        for key, old, new in config_changes(saved, cfg)
+        if not resumable(key)
+    ]
+    if refused:
+        raise LmforgeError(
+            f"{run_dir}: --resume cannot change {'; '.join(refused)}{edited}; see"
+            " 'What may change on resume' in docs/training.md"
+        )
+    step = state.get("step", 0)
+    if cfg.train.max_steps != saved.train.max_steps and cfg.train.max_steps <= step:
+        raise LmforgeError(
+            f"{run_dir}: --train.max_steps={cfg.train.max_steps} would train nothing: the run's last"
+            f" checkpoint ({last.name}) is at step {step}"
+        )
+    planned = state.get("planned")  # [max_steps, warmup] a budget fixed
+    new_run = f"start a new run from its weights instead (--init-from {run_dir})"
+    length = [f"{k}={new!r}" for k, _, new in config_changes(saved, cfg) if k in BUDGET_PLANNED]
+    if planned and length:
+        raise LmforgeError(
+            f"{run_dir}: --resume cannot change {', '.join(length)}: the run's time budget"
+            f" (train.max_minutes={saved.train.max_minutes:g}) planned max_steps={planned[0]}, and a"
+            f" resumed run keeps that plan; to train it further, {new_run}"
+        )
+    if _finished_at(run_dir) == step:  # a finished run resumes only to train longer
+        t, more_epochs = cfg.train, cfg.train.epochs > saved.train.epochs  # epochs: steps come later
+        if planned:  # a budget's run ended at its plan, below config.toml's max_steps
+            longer = new_run
+        elif t.epochs and not more_epochs:
+            longer = f"resume with a larger --train.epochs (above {saved.train.epochs})"
+        elif not t.epochs and step >= t.max_steps:
+            longer = f"resume with a larger --train.max_steps (above {step})"
+        else:
+            longer = None
+        if longer:
+            raise LmforgeError(
+                f"{run_dir}: the run finished at step {step} (its summary.json): nothing to resume;"
+                f" to train it further, {longer}"
+            )
+    if cfg.data.task in ("lm", "translation") and cfg.data.input:
+        data_dir = ensure_data(cfg, run_dir, lambda _: None, prepare=False)
+        if is_prepared(data_dir):
+            ckpt.check_tokenizer(last, load_translation_tokenizer(data_dir))
+    return run_dir, cfg
+
+
+def _finished_at(run_dir: Path) -> int | None:
+    """The step a finished run's summary.json records (written last, after model/), else None: a
+    run killed before it finished its export resumes to finish it."""
+    try:
+        steps = json.loads((run_dir / "summary.json").read_text()).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
+
+
+def _trained_with(run_dir: Path, last: Path, state: dict[str, Any]) -> tuple[Config, str]:
+    """(the config the checkpoint `last` was trained with, a note for refusals where config.toml
+    was edited since). A checkpoint keeps its run's config (trainer.json's "config"): an edited
+    config.toml must pass the same rules as an override, not load weights into another model.
+    Checkpoints from before it kept one trust config.toml."""
+    toml = run_dir / "config.toml"
+    recorded = state.get("config")
+    if not isinstance(recorded, str):
+        return load_config(toml), ""
+    saved = config_from_text(recorded, f"{last / 'trainer.json'}'s config").validate()
+    if config_changes(saved, load_config(toml)):
+        return saved, f" (config.toml was edited since {last.name})"
+    return saved, ""
+
+
+def resumable(key: str) -> bool:
+    return key in RESUMABLE or f"{key.partition('.')[0]}.*" in RESUMABLE
+
+
+def config_changes(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """(section.key, old value, new value) for every key that differs; paths that name the same
+    file count as equal."""
+    changes = []
+    for section, values in old.to_dict().items():
+        for key, before in values.items():
+            after = getattr(getattr(new, section), key)
+            if before != after and not _same_path(before, after):
+                changes.append((f"{section}.{key}", before, after))
+    return changes
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    return (
+        isinstance(a, str)
+        and isinstance(b, str)
+        and bool(a)
+        and bool(b)
+        and Path(a).exists()
+        and Path(a).resolve() == Path(b).resolve()
+    )
