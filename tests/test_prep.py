@@ -91,6 +91,21 @@ def test_cleaning_removes_duplicates_pii_and_markup(tmp_path: Path, plays: list[
     assert "café au lait, naïve fiancée" in joined  # mojibake repaired
 
 
+def test_html_files_in_a_folder_are_read_and_their_markup_stripped(tmp_path: Path, plays: list[str]) -> None:
+    corpus = tmp_path / "site"
+    corpus.mkdir()
+    (corpus / "plays.txt").write_text("\n\n".join(plays))
+    (corpus / "winter.html").write_text(HTML_DOC)
+    (corpus / "index.htm").write_text("<div>Good morrow, <b>cousin</b>.</div>\n")
+    out = tmp_path / "out"
+    prep(corpus, out, "char", val_fraction=0.2, quiet=True, stages="markup,whitespace")
+    joined = "\n".join(_docs(out))
+    assert "Now is the winter of our discontent\n\nMade glorious summer & sun\n" in joined
+    assert "Good morrow, cousin." in joined
+    assert "<" not in joined and "steal(" not in joined
+    assert "input_notes" not in json.loads((out / "report.json").read_text())
+
+
 def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[str]) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -175,7 +190,7 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     err = capsys.readouterr().err
     names = (".#plays.txt", ".git/notes.txt", "data.json", "notes.rst")
     listed = ", ".join(str(corpus / name) for name in names)
-    known = ".csv, .jsonl, .md, .parquet, .txt"
+    known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt"
     assert f"not read: 4 files in the input folders, hidden or not {known} ({listed})" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
     report = json.loads((tmp_path / "out" / "report.json").read_text())

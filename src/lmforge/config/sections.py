@@ -17,7 +17,7 @@ TASKS = ("lm", "translation", "classification", "chat", "qa")
 @dataclass
 class DataConfig:
     input: str = ""
-    """Text file, folder or glob of .txt/.md/.jsonl/.csv/.parquet (plain or .gz/.xz/.bz2/.zst), or a
+    """Text file, folder or glob of .txt/.md/.html/.jsonl/.csv/.parquet (plain or .gz/.xz/.bz2/.zst), or a
     prepared shard directory; for other tasks, their files (translation pairs, labelled .jsonl,
     chat .jsonl, SQuAD .json)."""
     tokenizer: str = "char"

@@ -1,10 +1,10 @@
 """Read text inputs (files, folders, globs; plain or compressed) as a stream of documents.
 
-Formats: a .txt or .md file is one document; each line of a .jsonl file is one document (its
-text field); each row of a .parquet (a named column) or .csv (a named column, header row) file
-is one document. Compression: .gz, .xz, .bz2, .zst. Everything is streamed line by line or
-batch by batch, never loaded whole; a text file larger than `max_doc_bytes` becomes several
-documents cut at line ends.
+Formats: a .txt, .md, .html or .htm file is one document (the markup stage strips tags); each
+line of a .jsonl file is one document (its text field); each row of a .parquet (a named column)
+or .csv (a named column, header row) file is one document. Compression: .gz, .xz, .bz2, .zst.
+Everything is streamed line by line or batch by batch, never loaded whole; a text file larger
+than `max_doc_bytes` becomes several documents cut at line ends.
 
 Bad input never stops a run: a binary file, an empty file, an unreadable or truncated file, a
 line longer than `max_line_bytes`, a jsonl line that is not JSON or lacks the field, each is
@@ -32,7 +32,7 @@ import zstandard
 from lmforge.data.report import Report
 from lmforge.errors import LmforgeError, counted
 
-TEXT_SUFFIXES = {".txt", ".md", ".jsonl", ".csv", ".parquet"}
+TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", ".jsonl", ".csv", ".parquet"}
 COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open, ".zst": zstandard.open}
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
