@@ -112,6 +112,15 @@ def test_a_changed_new_or_removed_document_is_reindexed(docs: Path) -> None:
     assert PassageIndex.build(docs, passage_words=4, quiet=True).stats["read"] == 3
 
 
+def test_a_web_page_is_indexed_for_its_text(docs: Path) -> None:
+    page = "<html><script>track()</script><p>Starbuck was the <b>chief mate</b>.</p></html>\n"
+    (docs / "crew.html").write_text(page, encoding="utf-8")
+    index = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert index.stats["files"] == 4
+    best = index.search("Who was the chief mate?", k=1)[0][0]
+    assert best.source == str(docs / "crew.html") and best.text == "Starbuck was the chief mate."
+
+
 def test_a_non_utf8_file_is_one_line_and_skipped(docs: Path, capsys: pytest.CaptureFixture) -> None:
     latin = docs / "latin1.txt"
     latin.write_bytes("Queequeg's caf\u00e9 in Kokovoko".encode("latin-1"))

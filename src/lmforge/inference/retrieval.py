@@ -42,8 +42,9 @@ import safetensors.numpy
 import Stemmer
 from safetensors import SafetensorError, safe_open
 
-from lmforge.data.report import Report
-from lmforge.data.sources import list_files, read_documents, utf8_error
+from lmforge.data.clean import Markup
+from lmforge.data.report import Report, StageStats
+from lmforge.data.sources import list_files, read_documents, suffixes, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.inference.embeddings import Embedder, fuse
 from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder, write_file
@@ -312,9 +313,11 @@ class PassageIndex:
 def _read_file(path: Path, passage_words: int, text_field: str, stats: dict, quiet: bool) -> list[Passage]:
     report = Report()
     out = []
+    web_page = suffixes(path)[0] in (".html", ".htm")  # read for its text, as prep's markup stage does
     for doc in read_documents(path, text_field=text_field, report=report):
-        for start, end in split_passages(doc.text, passage_words):
-            out.append(Passage(doc.source, start, end, doc.text[start:end]))
+        text = (Markup().apply(doc.text, StageStats()) or "") if web_page else doc.text
+        for start, end in split_passages(text, passage_words):
+            out.append(Passage(doc.source, start, end, text[start:end]))
     _say_skipped(report.problems, stats, quiet)  # a binary or empty file, a bad jsonl line
     return out
 
