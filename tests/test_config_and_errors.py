@@ -101,7 +101,10 @@ def test_non_utf8_file_is_repaired_and_named(tmp_path: Path) -> None:
     bad.write_bytes(b"hello \xff\xfe world")
     report = Report()
     assert [d.text for d in read_documents(bad, report=report)] == ["hello \ufffd\ufffd world"]
-    assert report.problems == [f"{bad}:1: invalid UTF-8 (first at byte 6; 1 line(s) repaired with U+FFFD)"]
+    convert = f"if it is Latin-1 or Windows-1252: iconv -f WINDOWS-1252 -t UTF-8 {bad}"
+    assert report.problems == [
+        f"{bad}:1: invalid UTF-8 (first at byte 6; 1 line(s) repaired with U+FFFD; {convert})"
+    ]
     assert report.skipped() == [f"repaired {report.problems[0]}"]  # kept, not skipped, as warned
     report.problem(f"{bad}:2", "not valid JSON")
     assert report.skipped()[1] == f"skipped {bad}:2: not valid JSON"

@@ -167,7 +167,8 @@ def test_non_utf8_input_is_named_with_line_and_byte(tree: Path) -> None:
     lmforge.prep(src, tree / "out", **FAST)
     problems = json.loads((tree / "out" / "report.json").read_text())["problem_list"]
     assert problems == [
-        f"{src / 'l.txt'}:2: invalid UTF-8 (first at byte 13; 1 line(s) repaired with U+FFFD)"
+        f"{src / 'l.txt'}:2: invalid UTF-8 (first at byte 13; 1 line(s) repaired with U+FFFD; if it is"
+        f" Latin-1 or Windows-1252: iconv -f WINDOWS-1252 -t UTF-8 {src / 'l.txt'})"
     ]
 
 

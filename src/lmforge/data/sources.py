@@ -189,7 +189,12 @@ class _Decoder:
 
     def report(self, path: Path, report: Report) -> None:
         if self.bad_lines:
-            detail = f"first at byte {self.first_byte}; {self.bad_lines} line(s) repaired with U+FFFD"
+            # the likeliest other encoding, as the UTF-16 hint names its converter (a guess could
+            # misread a damaged UTF-8 file, so the file is named rather than decoded as cp1252)
+            convert = f"if it is Latin-1 or Windows-1252: iconv -f WINDOWS-1252 -t UTF-8 {path}"
+            detail = (
+                f"first at byte {self.first_byte}; {self.bad_lines} line(s) repaired with U+FFFD; {convert}"
+            )
             report.problem(f"{path}:{self.first_bad}", "invalid UTF-8", detail)
 
 
