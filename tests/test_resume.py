@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 from run_helpers import kill_mid_run
 
 from lmforge import outputs
@@ -199,3 +200,35 @@ def test_resume_to_fewer_steps_than_done_is_refused(tmp_path: Path, tiny_overrid
         train(None, ["--train.max_steps=3"], resume=run, quiet=True)
     assert (run / "config.toml").read_text() == config
     assert train(None, ["--train.max_steps=5"], resume=run, quiet=True)["steps"] == 5
+
+
+def test_a_run_on_relative_paths_resumes_from_another_directory(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.toml records the inputs absolute: a resume from elsewhere reads the same prepared
+    data. A run recorded with a relative path (before) is told to resume from where it started."""
+    import lmforge
+    from lmforge.config import load_config
+    from lmforge.train.loop import train
+
+    start, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(start)
+    lmforge.prep(corpus, "prepared", "char", val_fraction=0.2, quiet=True)
+    train(None, ["--data.input=prepared", *TINY, "--train.max_steps=2"], "run", quiet=True)
+    assert load_config(start / "run" / "config.toml").data.input == str(start / "prepared")
+    monkeypatch.chdir(elsewhere)
+    assert train(None, ["--train.max_steps=3"], resume=start / "run", quiet=True)["steps"] == 3
+    monkeypatch.chdir(start)  # a run recorded with a relative path, as before
+    monkeypatch.setattr(sys.modules["lmforge.train.run_dir"], "make_inputs_absolute", lambda cfg: None)
+    train(None, ["--data.input=prepared", *TINY, "--train.max_steps=2"], "old", quiet=True)
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(
+        LmforgeError,
+        match=r"data\.input='prepared': no such .* in the working directory, .*"
+        r"elsewhere; the run's config.toml names it relative to the directory the run started in",
+    ):
+        train(None, ["--train.max_steps=3"], resume=start / "old", quiet=True)
+    monkeypatch.chdir(start)
+    assert train(None, ["--train.max_steps=3"], resume=start / "old", quiet=True)["steps"] == 3

@@ -12,7 +12,7 @@ from lmforge.data.shards import is_prepared
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train import checkpoint as ckpt
-from lmforge.train.run_inputs import ensure_data
+from lmforge.train.run_inputs import check_resumed_inputs, ensure_data
 
 # What a resumed run may change (`--resume RUN --key=value`): how long it trains, what it logs,
 # evaluates and keeps, how it is distributed, and dropout. Everything else (the model's shape and
@@ -106,6 +106,7 @@ def resume_run(
                 f"{run_dir}: the run finished at step {step} (its summary.json): nothing to resume;"
                 f" to train it further, {longer}"
             )
+    check_resumed_inputs(cfg, run_dir)
     if cfg.data.task in ("lm", "translation") and cfg.data.input:
         data_dir = ensure_data(cfg, run_dir, lambda _: None, prepare=False)
         if is_prepared(data_dir):

@@ -25,6 +25,7 @@ from lmforge.outputs import describe_foreign
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.engines.deepspeed_config import read_user_config
 from lmforge.train.resume import resume_run
+from lmforge.train.run_inputs import make_inputs_absolute
 
 # What `train` writes into a run directory: --overwrite moves these aside, and a new run refuses
 # a directory that holds any of them.
@@ -212,6 +213,7 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
                 raise LmforgeError(
                     f"{key}={value!r} lies inside {inside[0]}, which --overwrite would replace"
                 )
+    make_inputs_absolute(cfg)
 
 
 def check_own_files(run_dir: Path, present: list[str]) -> None:

@@ -4,7 +4,9 @@ RUN/data once, by one rank) and train.init_from's model, whose architecture repl
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,39 @@ from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
 from lmforge.outputs import write_file
+
+# the keys that name a file or folder the run reads (a resume may read them again)
+INPUT_PATHS = (
+    ("data", "input"),
+    ("train", "init_from"),
+    ("engine", "deepspeed_config"),
+    ("prep", "stopwords_file"),
+)
+
+
+def make_inputs_absolute(cfg: Config) -> None:
+    """Input paths as the run's config.toml records them: absolute, so that a resume from another
+    working directory reads the same files (a relative one would be read from there)."""
+    for section, key in INPUT_PATHS:
+        value = getattr(getattr(cfg, section), key)
+        if value and not Path(value).is_absolute():
+            setattr(getattr(cfg, section), key, os.path.abspath(value))
+
+
+def check_resumed_inputs(cfg: Config, run_dir: Path) -> None:
+    """A resumed run's relative input paths (runs from before make_inputs_absolute) that are not
+    found from this working directory: said as such, not read as missing data or raw text."""
+    for section, key in INPUT_PATHS:
+        value = getattr(getattr(cfg, section), key)
+        if not value or Path(value).is_absolute() or Path(value).exists() or glob.glob(value, recursive=True):
+            continue
+        if section in ("data", "prep") and is_prepared(run_dir / "data"):
+            continue  # raw text the run prepared into RUN/data (with prep's stop words): not read again
+        raise LmforgeError(
+            f"{run_dir}: {section}.{key}={value!r}: no such file, folder or glob match in the working"
+            f" directory, {Path.cwd()}; the run's config.toml names it relative to the directory the run"
+            " started in: resume from there"
+        )
 
 
 def prep_options(cfg: Config) -> dict[str, Any]:
