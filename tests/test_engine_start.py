@@ -139,9 +139,10 @@ UNEVEN = r"train\.batch_size=32 does not split evenly over world_size=3 ranks: s
     [
         (32, 2, 0, (16, 1)),
         (32, 2, 4, (4, 4)),
-        (32, 3, 0, rf"^{UNEVEN} to a multiple of 3 \(30 or 33\), or run a number of ranks that divides 32$"),
-        (32, 3, 4, rf"^{UNEVEN} to a multiple of world_size x train\.micro_batch_size = 12 \(24 or 36\)$"),
-        (2, 3, 0, r"a multiple of 3 \(3\), or run"),  # fewer examples than ranks
+        (32, 3, 0, rf"^{UNEVEN} to a multiple of 3 \(30 or 33\), or run 2 or 4 ranks$"),
+        (32, 3, 4, rf"^{UNEVEN} to a multiple of world_size x train\.micro_batch_size = 12 \(24 or 36\), or"),
+        (7, 2, 3, r"= 6 \(6 or 12\)$"),  # no number of ranks splits 7 into micro-batches of 3
+        (2, 3, 0, r"a multiple of 3 \(3\), or run 2 ranks$"),  # fewer examples than ranks
         # the ranks split it; the micro-batch the user set does not split a rank's share
         (24, 2, 8, r"^train\.batch_size=24 must split into world_size=2 x micro_batch_size=8 x accumulation"),
     ],
@@ -152,6 +153,15 @@ def test_the_batch_split_names_what_to_set(batch: int, world: int, micro: int, e
     else:
         with pytest.raises(LmforgeError, match=expected):
             split_batch(batch, world, micro)
+
+
+def test_a_resumed_run_is_told_the_numbers_of_ranks_that_split_its_batch() -> None:
+    """Its batch size cannot change on resume, so that is not what the line offers."""
+    kept = r"does not split evenly over world_size=3 ranks, and a resumed run keeps its batch size: run"
+    with pytest.raises(LmforgeError, match=rf"{kept} 2 or 4 ranks$"):
+        split_batch(16, 3, 0, resuming=True)
+    with pytest.raises(LmforgeError, match=rf"{kept} 2 or 4 ranks with --train\.micro_batch_size=0$"):
+        split_batch(16, 3, 3, resuming=True)  # 3 divides no rank's share
 
 
 def test_training_refuses_a_batch_the_ranks_cannot_split(tmp_path: Path, tiny_overrides: list[str]) -> None:

@@ -143,7 +143,7 @@ def _set_up(
     cfg: Config, run_dir: Path, engine: Engine, resuming: bool, say: Callable[[str], None], quiet: bool
 ) -> Run:
     t = cfg.train
-    micro, accumulation = split_batch(t.batch_size, engine.world_size, t.micro_batch_size)
+    micro, accumulation = split_batch(t.batch_size, engine.world_size, t.micro_batch_size, resuming)
     task = build_task(Setup(cfg, run_dir, engine, micro, say))
     last = ckpt.latest_checkpoint(run_dir / "checkpoints", say=say) if resuming else None
     saved = ckpt.read_trainer_state(last) if last is not None else None
