@@ -488,7 +488,7 @@ def test_mfu_peak_is_fp32_on_a_cpu_without_bf16_units(
 # --- launch -----------------------------------------------------------------------------------
 def test_launch_refuses_copies_of_a_one_process_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started = []
-    monkeypatch.setattr("lmforge.launch.subprocess.run", lambda cmd, check: started.append(cmd) or _Done())
+    monkeypatch.setattr("lmforge.launch.subprocess.Popen", lambda cmd: started.append(cmd) or _Done())
     recipe = tmp_path / "r.toml"
     recipe.write_text('[engine]\nname = "fsdp"\n')
     local = tmp_path / "local.toml"
@@ -519,7 +519,10 @@ def test_launch_reads_a_recipe_that_needs_its_command_line() -> None:
 
 
 class _Done:
-    returncode = 0
+    """An agent that ended at once, all well."""
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
 
 
 # --- the command line: exit code 2, one line, nothing touched ----------------------------------

@@ -118,3 +118,49 @@ def test_the_command_line_asks_before_anything_else(monkeypatch: pytest.MonkeyPa
     assert cli.main(["plan", "--data.input=x"]) == 0 and asked == ["asked"]
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert cli.main(["train", "--data.input=x"]) == 0 and asked == ["asked"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize(
+    ("sig", "group", "status"), [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)]
+)
+def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
+    tmp_path, tiny_overrides: list[str], sig: int, group: bool, status: int
+) -> None:
+    """Ctrl-C (SIGINT to the process group) and `kill` (SIGTERM to launch alone, as timeout and
+    Slurm send) end the ranks and exit 128 + the signal; torchrun's agent printed two chained
+    tracebacks, and a line from each rank (seen)."""
+    out = tmp_path / "run-stopped"
+    command = [sys.executable, "-m", "lmforge", "launch", "--nproc", "2", "train", *tiny_overrides]
+    command += ["--engine.name=ddp", "--train.max_steps=100000", "--train.max_minutes=0", f"--out={out}"]
+    launch = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:  # the ranks train
+        time.sleep(0.2)
+    os.killpg(launch.pid, sig) if group else launch.send_signal(sig)
+    _, err = launch.communicate(timeout=60)
+    assert launch.returncode == status, err
+    assert "Traceback" not in err and "signal" not in err
+    assert err.count("lmforge: interrupted") == (sig == signal.SIGINT)
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not [pid for pid in left if _alive(int(pid))]
+
+
+def test_under_lmforge_launch_only_rank_0_prints_a_line_every_rank_says(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every rank makes the same checks: 3 ranks printed the same error 3 times. Launch prints the
+    lines of other ranks that differ from rank 0's, once each, once the ranks have ended."""
+    from lmforge import cli, launch
+
+    monkeypatch.setenv(processes.RANK_LINES, str(tmp_path))
+    for rank, line in enumerate(["lmforge: error: same", "lmforge: error: same", "lmforge: error: own"] * 2):
+        monkeypatch.setenv("RANK", str(rank))
+        cli.say_last(line)
+    assert capsys.readouterr().err == "lmforge: error: same\n"  # rank 0's
+    launch._say_rank_lines(tmp_path)
+    assert capsys.readouterr().err == "lmforge: rank 2: error: own\n"  # rank 5's is the same: once
+    monkeypatch.delenv(processes.RANK_LINES)  # not under lmforge launch: every rank prints
+    cli.say_last("lmforge: error: same")
+    assert capsys.readouterr().err == "lmforge: error: same\n"

@@ -13,17 +13,19 @@ traceback of every error.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from lmforge import __version__, malloc
 from lmforge.cli_parser import build_parser, run
 from lmforge.cli_verbs import VERBS
 from lmforge.config import joined_overrides
 from lmforge.errors import LmforgeError
-from lmforge.processes import end_with_launcher, launched_world
+from lmforge.processes import RANK_LINES, end_with_launcher, launched_world
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
 INTERRUPTED = 130
@@ -35,8 +37,20 @@ PATH_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOT
 def _fail(message: str, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print(f"lmforge: error: {message}", file=sys.stderr)
+    say_last(f"lmforge: error: {message}")
     return USER_ERROR
+
+
+def say_last(line: str) -> None:
+    """A command's last line, to stderr. A rank under `lmforge launch` (RANK_LINES set) leaves it
+    in that folder too, and only rank 0 prints it: every rank makes the same checks, so N ranks
+    would print N copies; launch prints the other ranks' lines that differ from rank 0's."""
+    folder, rank = os.environ.get(RANK_LINES), os.environ.get("RANK", "0")
+    if folder:
+        with contextlib.suppress(OSError):
+            Path(folder, rank).write_text(line + "\n")
+    if not folder or rank == "0":
+        print(line, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print("lmforge: interrupted", file=sys.stderr)
+        say_last("lmforge: interrupted")
         return INTERRUPTED
 
 

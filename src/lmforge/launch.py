@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from lmforge.config import load_config
 from lmforge.errors import LmforgeError
+from lmforge.processes import RANK_LINES
 from lmforge.train.engines import check_world
 from lmforge.train.engines.distributed import free_port
 
@@ -112,7 +114,26 @@ def launch(
         "lmforge",
         *args,
     ]
-    return subprocess.run(command, check=False).returncode
+    agent = subprocess.Popen(command)
+    # a SIGTERM (kill, timeout, Slurm) is passed on: the agent stops its ranks and exits 143
+    before = signal.signal(signal.SIGTERM, lambda signum, _: agent.send_signal(signum))
+    try:
+        return _wait(agent)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _wait(agent: subprocess.Popen) -> int:
+    """The agent's exit status, once it has ended its ranks. A Ctrl-C reaches the agent too (one
+    process group), which stops the ranks and exits 130; a SIGINT sent to launch alone is passed on."""
+    try:
+        return agent.wait()
+    except KeyboardInterrupt:
+        try:
+            return agent.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            agent.send_signal(signal.SIGINT)
+            return agent.wait()
 
 
 # torchrun (torch.distributed.run) in the child process, through `torchrun` below
@@ -125,27 +146,59 @@ RUNNER = (
 )
 
 
-class _NoFailedLine(logging.Filter):
+class _Quiet(logging.Filter):
+    """torchrun's lines that lmforge says otherwise: a rank's failure (the rank's own line, and
+    launch's), a stop by signal (the ranks' `interrupted`), and the OMP_NUM_THREADS=1 banner (each
+    rank sets its own share of the cores: engines/distributed.py rank_threads)."""
+
+    NOISE = ("failed (exitcode", "Received ", "Sending process ", "\n****")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("failed (exitcode")
+        return not record.getMessage().startswith(self.NOISE)
 
 
 def torchrun(argv: list[str]) -> int:
     """torch.distributed.run's main, returning the first failed rank's exit status rather than
     raising ChildFailedError: its traceback and report would follow the one line that a rank
-    prints for a user's mistake (exit status 2), which is kept as the only message."""
+    prints for a user's mistake (exit status 2), which is kept as the only message. Every rank
+    checks the same and would say the same line, so only rank 0 prints its own (cli.say_last):
+    the others leave theirs in a folder, and the lines that differ from rank 0's are printed here
+    when the ranks have ended. A SIGINT or SIGTERM ends the ranks and exits 128 + its number."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    logging.getLogger("torch.distributed.elastic.multiprocessing.api").addFilter(_NoFailedLine())
-    try:  # torchrun's log folders (empty unless asked for) would otherwise stay in the temp folder
-        with tempfile.TemporaryDirectory(prefix="lmforge-launch-") as logs:
+    for name in ("torch.distributed.elastic.multiprocessing.api", "torch.distributed.run",
+                 "torch.distributed.elastic.agent.server.api"):  # fmt: skip
+        logging.getLogger(name).addFilter(_Quiet())
+    # torchrun's log folders (empty unless asked for) would otherwise stay in the temp folder
+    with tempfile.TemporaryDirectory(prefix="lmforge-launch-") as logs:
+        os.environ[RANK_LINES] = os.path.join(logs, "lines")
+        os.mkdir(os.environ[RANK_LINES])
+        failed = ""  # launch's line for a rank that failed without saying why (killed, a crash)
+        try:
             run(parse_args(["--log-dir", logs, *argv]))
-    except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        if failure.exitcode == 2:
-            return 2
-        why = f"signal {failure.signal_name()}" if failure.exitcode < 0 else f"exit status {failure.exitcode}"
-        print(f"lmforge: error: launch: rank {rank} failed ({why})", file=sys.stderr)
-        return failure.exitcode if failure.exitcode > 0 else 1
-    return 0
+            status = 0
+        except SignalException as e:
+            status = 128 + int(e.sigval)
+        except ChildFailedError as e:
+            rank, failure = e.get_first_failure()
+            status = failure.exitcode if failure.exitcode > 0 else 1
+            if status != 2:
+                code = failure.exitcode
+                why = f"signal {failure.signal_name()}" if code < 0 else f"exit status {code}"
+                failed = f"lmforge: error: launch: rank {rank} failed ({why})"
+        _say_rank_lines(Path(os.environ[RANK_LINES]))
+        if failed:
+            print(failed, file=sys.stderr)
+        return status
+
+
+def _say_rank_lines(folder: Path) -> None:
+    """The last lines the ranks left (cli.say_last) that rank 0 did not print, once each."""
+    lines = {int(p.name): p.read_text().strip() for p in folder.iterdir() if p.name.isdigit()}
+    said = {lines.get(0)}
+    for rank in sorted(lines):
+        if lines[rank] not in said:
+            said.add(lines[rank])
+            print(lines[rank].replace("lmforge: ", f"lmforge: rank {rank}: ", 1), file=sys.stderr)

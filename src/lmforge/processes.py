@@ -19,6 +19,7 @@ from lmforge.errors import LmforgeError
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 AGENT_PID = "LMFORGE_AGENT_PID"  # set by `lmforge launch`'s torchrun agent for its ranks
+RANK_LINES = "LMFORGE_RANK_LINES"  # `lmforge launch`: a folder where ranks leave their last line
 
 
 def own_status(field: str) -> str | None:
