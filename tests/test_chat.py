@@ -267,9 +267,41 @@ def test_a_message_that_cannot_be_answered_is_one_line_and_the_session_goes_on(
     assert len(refused) == 1 and "truncate" not in out.err
     assert re.fullmatch(
         r"lmforge: not answered: the message is \d+ tokens in the chat template, more than the model's"
-        r" context of 256: shorten it",
+        r" context of 256, leaving no room for a reply: shorten it",
         refused[0],
     )
+
+
+def test_a_reply_stops_where_the_context_is_full(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message that leaves 3 of the 256 positions gets a reply of at most 3 tokens, the pipeline's
+    with max_new_tokens=3, and a line saying why; past the context the reply slid, forgetting the
+    question and recomputing the whole window for every token (13 minutes at SmolLM2's 8,192)."""
+    generate = pipeline("text-generation", llama, dtype="fp32")
+    spec = ChatSpec.read(llama, generate.tokenizer)
+    system = [{"role": "system", "content": "Be brief."}]
+
+    def length(words: int) -> int:
+        return len(
+            generate.tokenizer.encode(spec.render([*system, {"role": "user", "content": "a " * words}]))
+        )
+
+    words = next(w for w in range(1, 256) if length(w) >= 253)
+    room = 256 - length(words)
+    expected = generate([*system, {"role": "user", "content": "a " * words}], do_sample=False,
+                        max_new_tokens=room)[0]["generated_text"][-1]["content"]  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a " * words + "\n"))
+    chat(llama, system="Be brief.", do_sample=False, max_new_tokens=8, dtype="fp32")
+    out = capsys.readouterr()
+    assert out.out == expected + "\n"
+    said = f"lmforge: note: the reply stopped after {room} tokens, where the conversation filled the model's"
+    assert said in out.err  # this model's reply runs to the end (no end-of-turn token in 2-3 tokens)
+    full = next(w for w in range(words, 300) if length(w) >= 256)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a " * full + "\n"))
+    with pytest.raises(LmforgeError, match="1 message not answered"):
+        chat(llama, system="Be brief.", do_sample=False, max_new_tokens=8, dtype="fp32")
+    assert "leaving no room for a reply: shorten it" in capsys.readouterr().err
 
 
 def test_a_system_prompt_longer_than_the_context_is_refused_before_a_line_is_read(

@@ -12,7 +12,8 @@ caller's keywords. Decoding stops at any end-of-turn id (formats/chat_files.stop
 In `lmforge chat` a message that cannot be answered (longer than the model's context, not valid
 UTF-8, ...) is one line on stderr and is left out of the history; the session goes on. When the
 conversation outgrows the context, its oldest turns are dropped (the system prompt stays) so that
-the prompt leaves room for max_new_tokens, and one line says so.
+the prompt leaves room for max_new_tokens, and one line says so; a reply stops where the context
+is full (with one line), never sliding past it.
 """
 
 from __future__ import annotations
@@ -199,10 +200,11 @@ def fit_context(
         after = next((n for n in range(1, len(turns)) if turns[n]["role"] == "user"), len(turns))
         turns = turns[after:]
         dropped += 1
-    if len(ids) > context:
+    if len(ids) >= context:  # a reply needs one position at least
+        fills = "more than" if len(ids) > context else "all of"
         raise LmforgeError(
-            f"the message is {len(ids)} tokens in the chat template, more than the model's context of"
-            f" {context}: shorten it"
+            f"the message is {len(ids)} tokens in the chat template, {fills} the model's context of"
+            f" {context}, leaving no room for a reply: shorten it"
         )
     return messages, ids, dropped
 
@@ -296,10 +298,13 @@ def chat(
                     file=sys.stderr,
                 )
             stream = TextStream(tokenizer)
+            # a reply stops where the context is full: sliding past it would forget the question
+            # and recompute the whole window for every token (minutes a token at 8,192 positions)
+            room = min(options["max_new_tokens"], context - len(prompt))
             generate_ids(
                 net,
                 [prompt],
-                options["max_new_tokens"],
+                room,
                 options["temperature"] if options["do_sample"] else 0.0,
                 options["top_k"],
                 options["top_p"],
@@ -315,6 +320,12 @@ def chat(
         reply = tokenizer.decode(stream.ids)
         sys.stdout.write(reply[len(stream.text) :] + "\n")  # any held-back partial character
         sys.stdout.flush()
+        if len(stream.ids) == room < options["max_new_tokens"]:
+            print(
+                f"lmforge: note: the reply stopped after {room} tokens, where the conversation filled the"
+                f" model's context of {context}",
+                file=sys.stderr,
+            )
         hint = compile_choice.hint()
         if hint is not None:
             print(f"lmforge: {hint}", file=sys.stderr)
