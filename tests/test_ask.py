@@ -72,7 +72,7 @@ def test_index_searches_is_saved_without_pickle_and_reused(docs: Path, tmp_path:
     index = PassageIndex.build(docs, passage_words=8, quiet=True)
     assert index.directory == tmp_path / "docs.lmforge-index" == default_index_dir(docs)
     assert index.stats == {"files": 3, "reused": 0, "read": 3, "skipped": [], "problems": [],
-                           "removed": 0, "rebuilt": True}  # fmt: skip
+                           "input_notes": [], "removed": 0, "rebuilt": True}  # fmt: skip
     best, score = index.search("Where did Queequeg come from?", k=2)[0]
     assert (
         best.source == f"{docs / 'facts.jsonl'}:1"
@@ -119,6 +119,17 @@ def test_a_web_page_is_indexed_for_its_text(docs: Path) -> None:
     assert index.stats["files"] == 4
     best = index.search("Who was the chief mate?", k=1)[0][0]
     assert best.source == str(docs / "crew.html") and best.text == "Starbuck was the chief mate."
+
+
+def test_files_of_a_folder_not_read_are_named(docs: Path, capsys: pytest.CaptureFixture) -> None:
+    """As prep names them: a mayor's page in .rst was passed over unsaid, and the model, finding no
+    passage, made up an answer."""
+    (docs / "mayor.rst").write_text("The mayor is Elena.\n", encoding="utf-8")
+    index = PassageIndex.build(docs, passage_words=8)
+    known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt"
+    line = f"not read: 1 file in the input folders, hidden or not {known} ({docs / 'mayor.rst'})"
+    assert index.stats["input_notes"] == [line]
+    assert capsys.readouterr().err.splitlines() == [f"lmforge: {line}"]
 
 
 def test_a_non_utf8_file_is_one_line_and_skipped(docs: Path, capsys: pytest.CaptureFixture) -> None:
@@ -275,7 +286,7 @@ def test_ask_command_line(llama: Path, docs: Path, capsys: pytest.CaptureFixture
     shutil.rmtree(docs)
     docs.mkdir()
     assert main(["ask", str(llama), "Who?", "--docs", str(docs)]) == 2
-    assert "no .csv, .jsonl" in capsys.readouterr().err
+    assert "no .csv, .htm, .html, .jsonl" in capsys.readouterr().err
 
 
 def test_smollm2_answers_from_the_passage_it_is_given(smollm2_dir: Path, tmp_path: Path) -> None:

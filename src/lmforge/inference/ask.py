@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
@@ -259,7 +259,10 @@ def say_index(store: PassageIndex, quiet: bool) -> None:
     if not quiet:
         st = store.stats
         counts = f"{st['read']} read, {st['reused']} unchanged, {st['removed']} removed"
-        print(f"lmforge: index {store.directory}: {len(store.passages)} passages ({counts})", file=sys.stderr)
+        print(
+            f"lmforge: index {store.directory}: {counted(len(store.passages), 'passage')} ({counts})",
+            file=sys.stderr,
+        )
 
 
 def answered(

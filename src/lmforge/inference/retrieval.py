@@ -44,7 +44,7 @@ from safetensors import SafetensorError, safe_open
 
 from lmforge.data.clean import Markup
 from lmforge.data.report import Report, StageStats
-from lmforge.data.sources import list_files, read_documents, suffixes, utf8_error
+from lmforge.data.sources import input_notes, list_files, read_documents, suffixes, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.inference.embeddings import Embedder, fuse
 from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder, write_file
@@ -143,9 +143,10 @@ def is_index_dir(folder: Path) -> bool:
     return isinstance(settings, dict) and "passage_words" in settings and "files" in manifest
 
 
-def document_files(docs: str | Path) -> list[Path]:
-    """list_files(docs) less the files inside an index folder among the documents (below the folder
-    or the glob's fixed folder given: a file named on its own is read whatever it is)."""
+def document_files(docs: str | Path) -> tuple[list[Path], list[str]]:
+    """(list_files(docs) less the files inside an index folder among the documents (below the folder
+    or the glob's fixed folder given: a file named on its own is read whatever it is), the lines
+    naming a folder's files not read and a named file read as plain text, as prep says them)."""
     root = _glob_base(docs)[0] if is_glob(docs) else Path(docs)
     seen: dict[Path, bool] = {}  # folder -> is an index folder, each folder read once
 
@@ -161,11 +162,12 @@ def document_files(docs: str | Path) -> list[Path]:
                 return True
         return False
 
-    files = list_files(docs)
+    passed_over: list[Path] = []
+    files = list_files(docs, passed_over)
     kept = [p for p in files if not in_index(p)]
     if not kept:
         raise LmforgeError(f"{docs}: no documents: every file found lies in an lmforge index folder")
-    return kept
+    return kept, input_notes(kept, [p for p in passed_over if not in_index(p)])
 
 
 class PassageIndex:
@@ -204,7 +206,12 @@ class PassageIndex:
         passages: list[Passage] = []
         stats: dict[str, Any] = {"files": 0, "reused": 0, "read": 0, "skipped": [], "problems": []}
         skipped: set[str] = set()
-        for path in document_files(docs):
+        found, notes = document_files(docs)
+        stats["input_notes"] = notes
+        if not quiet:
+            for line in notes:  # a folder's .rst or .json files: not bad input, but not silent
+                print(f"lmforge: {line}", file=sys.stderr)
+        for path in found:
             key = str(path)
             stat = path.stat()
             entry = old_files.get(key)
