@@ -275,6 +275,12 @@ BAD = [
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": "5"}, 400, "max_tokens"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": -1}, 400, "max_tokens"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "max_tokens": 10**9}, 400, "max_tokens"),
+    (
+        "/v1/chat/completions",
+        {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 10**9},
+        400,
+        "max_completion_tokens",
+    ),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "temperature": -0.5}, 400, "temperature"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "temperature": 1e9}, 400, "temperature"),
     ("/v1/completions", {"model": "gpt", "prompt": "hi", "top_p": 0}, 400, "top_p"),

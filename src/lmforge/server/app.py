@@ -200,11 +200,12 @@ async def _generate(
 ) -> Any:
     settings = state.settings
     if limit > settings.max_tokens_limit:
+        key = body.limit_key() if chat else "max_tokens"
         raise ApiError(
             400,
-            f"max_tokens={limit} is above this server's limit of {settings.max_tokens_limit}"
+            f"{key}={limit} is above this server's limit of {settings.max_tokens_limit}"
             " (--max-tokens-limit)",
-            "max_tokens",
+            key,
             "invalid_value",
         )
     for p in prompts:

@@ -209,6 +209,10 @@ class ChatRequest(_Sampling):
     def limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def limit_key(self) -> str:
+        """The field the limit came from, for an error about it."""
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
 
 Texts = StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
 
