@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -602,10 +603,12 @@ def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:
         body = {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
         r = c.post("/v1/completions", json=body)
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+        assert r.json()["error"]["message"] == "the request took longer than the server's --timeout of 0.3 s"
         events = sse_payloads(c.post("/v1/completions", json={**body, "stream": True}).text)
         assert (
             events[-1] == "[DONE]" and events[-2]["error"]["code"] == "timeout"
         )  # an error event mid-stream
+        assert events[-2]["error"]["message"].endswith("--timeout of 0.3 s")
         assert events[0]["choices"][0]["text"]  # it had started streaming
         assert c.get("/health").json()["admitted"] == 0
 
@@ -801,3 +804,13 @@ def test_serve_without_its_extra_is_one_line(
         "lmforge: error: lmforge serve needs fastapi and uvicorn (uvicorn is missing): pip install fastapi"
         " uvicorn (in a checkout of lmforge: pip install -e '.[serve]')\n"
     )
+
+
+def test_two_models_of_one_id_are_one_line_naming_which(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """The same directory twice was told its id 'is already taken' by itself."""
+    with pytest.raises(LmforgeError, match=r": given twice \(as .*\); serve each model once$"):
+        load_models([dirs["gpt"], dirs["gpt"]], dtype="fp32")
+    namesake = tmp_path / "other" / dirs["gpt"].name
+    shutil.copytree(dirs["gpt"], namesake)
+    with pytest.raises(LmforgeError, match=r"is already taken by .*; serve directories with different"):
+        load_models([dirs["gpt"], namesake], dtype="fp32")

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from lmforge.errors import LmforgeError
 from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
-from lmforge.server.decoding import Job, Row
+from lmforge.server.decoding import Job, Row, timed_out
 from lmforge.server.errors import ApiError, install
 from lmforge.server.limits import BodyLimit
 from lmforge.server.logprobs import chat_logprobs, completion_logprobs
@@ -203,8 +203,7 @@ async def _generate(
         key = body.limit_key() if chat else "max_tokens"
         raise ApiError(
             400,
-            f"{key}={limit} is above this server's limit of {settings.max_tokens_limit}"
-            " (--max-tokens-limit)",
+            f"{key}={limit} is above this server's limit of {settings.max_tokens_limit} (--max-tokens-limit)",
             key,
             "invalid_value",
         )
@@ -237,6 +236,7 @@ async def _generate(
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
         step=served.step,
         step_rows=served.step_rows,
+        timeout=settings.timeout,
     )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
@@ -287,7 +287,7 @@ async def _generate(
                 return None
             if time.monotonic() > job.deadline + 1:
                 job.cancel.set()
-                raise ApiError(504, "the request took longer than the server's --timeout", None, "timeout")
+                raise timed_out(settings.timeout)
         rows: list[Row] = future.result()
     finally:
         if not future.done():
@@ -359,11 +359,7 @@ async def _stream(
                 event = await asyncio.wait_for(events.get(), max(0.0, job.deadline + 1 - time.monotonic()))
             except TimeoutError:
                 job.cancel.set()
-                yield sse.event(
-                    ApiError(
-                        504, "the request took longer than the server's --timeout", None, "timeout"
-                    ).body()
-                )
+                yield sse.event(timed_out(job.timeout).body())
                 yield sse.DONE
                 return
             if event[0] == "end":

@@ -71,6 +71,12 @@ class Row:
         return out
 
 
+def timed_out(timeout: float) -> ApiError:
+    """The 504 of a request past the server's --timeout (`timeout` seconds)."""
+    message = f"the request took longer than the server's --timeout of {timeout:g} s"
+    return ApiError(504, message, None, "timeout")
+
+
 @dataclass(eq=False)
 class Job:
     net: Any
@@ -90,6 +96,7 @@ class Job:
     prompt_logprobs: list[list[TokenLogprob]] | None = None  # per prompt, once scored (batcher.py)
     step: Any = None  # the model's compiled decoding step, for rows decoding one by one
     step_rows: int = 1  # how many rows may decode one by one through it
+    timeout: float = 0.0  # the server's --timeout, for the 504's message (deadline is start + it)
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
@@ -155,7 +162,7 @@ class Job:
 
     def late(self, now: float) -> ApiError | None:
         if now > self.deadline:
-            return ApiError(504, "the request took longer than the server's --timeout", None, "timeout")
+            return timed_out(self.timeout)
         return None
 
     def _send(self, index: int, text: str) -> None:

@@ -97,6 +97,8 @@ def load_models(
     out: dict[str, ServedModel] = {}
     for path in paths:
         served = load_one(path, dtype, compile)
+        if served.id in out and Path(served.directory).resolve() == Path(out[served.id].directory).resolve():
+            raise LmforgeError(f"{path}: given twice (as {out[served.id].directory}); serve each model once")
         if served.id in out:
             raise LmforgeError(
                 f"{path}: its id {served.id!r} is already taken by {out[served.id].directory}; serve"
