@@ -145,8 +145,8 @@ def _defaults(
     """ " (default: ...)" from the signature of each function the option goes to."""
     from lmforge import config_doc
 
-    if spec.kw.get("action") in ("store_true", "store_false"):
-        return ""
+    if spec.kw.get("action") in ("store_true", "store_false") or "default:" in spec.help:
+        return ""  # a switch, or a help that says its default itself
     parts = []
     for function, with_switch in ((main, False), (alt, True)):
         if function is None or spec.alt not in (None, with_switch):
@@ -159,7 +159,10 @@ def _defaults(
             value = f"{config_doc.toml_value(config_doc.default_of(spec.config))} from {spec.config}"
         elif value in (None, "") or isinstance(value, list):
             continue
-        parts.append(f"with {switch.label}: {value}" if with_switch and switch else f"{value}")
+        if with_switch and switch and parts != [f"{value}"]:  # the same either way: said once
+            parts.append(f"with {switch.label}: {value}")
+        elif not with_switch:
+            parts.append(f"{value}")
     return f" (default: {'; '.join(parts)})" if parts else ""
 
 
