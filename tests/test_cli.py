@@ -163,6 +163,11 @@ def test_prep_pairs_defaults_are_prepare_pairs(calls: Calls, capsys: pytest.Capt
     text = " ".join(capsys.readouterr().out.split())
     assert "BPE vocabulary size (default: 4096 from data.vocab_size; with --pairs: 8000)" in text
     assert "(default: 0.1 from data.val_fraction; with --pairs: 0.02)" in text
+    with pytest.raises(SystemExit):  # the same with and without the switch: said once
+        cli.main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "tokens to generate (default: 200) " in text and "; with --runtime onnx: 200" not in text
+    assert "measured that it pays back --dtype" in text  # the help says the default: not again
 
 
 def test_arguments_become_keywords(calls: Calls) -> None:
