@@ -130,6 +130,7 @@ def prep(
     out = out or cfg.prep.out
     if not out:
         raise LmforgeError("prep: no output directory (pass --out or set prep.out in the recipe)")
+    check_stage_options(parse_stages(cfg.prep.stages), cfg.prep)  # before the inputs' notes
     passed_over: list[Path] = []
     files = list_files(items, passed_over)
     notes = input_notes(files, passed_over)
