@@ -304,12 +304,10 @@ def split_batch(
         low, high = batch_size // unit * unit, (batch_size // unit + 1) * unit
         what = f"world_size x train.micro_batch_size = {unit}" if micro_batch_size else str(world_size)
         ranks = _ranks_that_split(batch_size, world_size, micro_batch_size or 1)
-        run = f"run {ranks or _ranks_that_split(batch_size, world_size, 1)}" + (
-            "" if ranks else " with --train.micro_batch_size=0"  # `micro_batch_size` does not divide it
-        )
         uneven = f"train.batch_size={batch_size} does not split evenly over world_size={world_size} ranks"
-        if resuming:
-            raise LmforgeError(f"{uneven}, and a resumed run keeps its batch size: {run}")
+        if resuming:  # micro_batch_size may change: 0 where the one set divides no rank's share
+            run = ranks or f"{_ranks_that_split(batch_size, world_size, 1)} with --train.micro_batch_size=0"
+            raise LmforgeError(f"{uneven}, and a resumed run keeps its batch size: run {run}")
         raise LmforgeError(
             f"{uneven}: set train.batch_size to a multiple of {what} ({f'{low} or ' if low else ''}{high})"
             + (f", or run {ranks}" if ranks else "")
