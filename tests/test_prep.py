@@ -113,6 +113,7 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     (src / "binary.txt").write_bytes(os.urandom(4000) + b"\x00" * 10)
     (src / "latin1.txt").write_bytes(plays[2][:300].encode() + b"\ncaf\xe9 cr\xe8me\n")
     (src / "empty.md").write_text("")
+    (src / "blank.txt").write_text("  \n\n\t\n")
     (src / "huge_line.txt").write_bytes(b"x" * (3 << 20) + b"\n" + plays[3].encode())
     (src / "broken.txt").symlink_to(tmp_path / "nowhere.txt")  # unreadable
     lines = [json.dumps({"text": plays[4]}), "{not json", json.dumps({"body": "no text"})]
@@ -128,6 +129,7 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     assert f"{src / 'binary.txt'}: binary file" in problems
     assert f"{src / 'latin1.txt'}:" in problems and "invalid UTF-8" in problems
     assert f"{src / 'empty.md'}: empty file" in problems
+    assert f"{src / 'blank.txt'}: blank file (only whitespace)" in problems
     assert f"{src / 'huge_line.txt'}:1: line too long" in problems
     assert f"{src / 'broken.txt'}: unreadable" in problems
     assert f"{src / 'mixed.jsonl'}:2: not valid JSON" in problems

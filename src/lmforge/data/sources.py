@@ -284,7 +284,7 @@ def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Itera
     if text.strip():
         yield Document(text, f"{path}#{part + 1}" if part else str(path))
     elif not part and not failed:
-        report.problem(str(path), "empty file")
+        report.problem(str(path), "blank file (only whitespace)" if text else "empty file")
 
 
 def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
