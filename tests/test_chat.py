@@ -304,6 +304,12 @@ def test_a_reply_stops_where_the_context_is_full(
     assert "leaving no room for a reply: shorten it" in capsys.readouterr().err
 
 
+def test_no_new_tokens_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    """It printed an empty reply to every message; ask refused it already."""
+    with pytest.raises(LmforgeError, match=r"^max_new_tokens=0 must be >= 1: a reply is what is generated$"):
+        chat(tmp_path / "no-model", max_new_tokens=0)
+
+
 def test_a_system_prompt_longer_than_the_context_is_refused_before_a_line_is_read(
     llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -233,6 +233,9 @@ def chat(
     loaded at the first reply and reused by every later one; "auto" (the default): each reply
     where this machine measured that it pays back (inference/compile_choice.py)."""
     check_options(dtype=dtype, seed=seed, compile=compile)
+    if max_new_tokens is not None and max_new_tokens < 1:  # as ask refuses it (it printed empty replies)
+        check_options(max_new_tokens=max_new_tokens)
+        raise LmforgeError(f"max_new_tokens={max_new_tokens} must be >= 1: a reply is what is generated")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
     net = require_decoder(net, model, "so it cannot chat")
