@@ -109,6 +109,15 @@ def test_echo_then_generated_tokens_line_up(api: TestClient, dirs: dict[str, Pat
     assert lp["token_logprobs"][1:] == pytest.approx(want.tolist(), abs=1e-4)
 
 
+def test_offsets_index_an_echoed_prompt_with_characters_the_vocabulary_lacks(api: TestClient) -> None:
+    """A char model reads them as <|unk|>, which decodes to nothing: the offsets came from that
+    decoding ([0, 0, 0, 0, 1] for these five characters), not from the text echoed."""
+    prompt = "\u65e5\u672c\u8a9e \U0001f600ROMEO"  # 3 ideographs, a space, an emoji, then known text
+    got = post(api, prompt=prompt, logprobs=1)["choices"][0]
+    assert got["text"] == prompt
+    assert got["logprobs"]["text_offset"] == list(range(len(prompt)))  # one character a token
+
+
 def test_lm_evals_request_runs_the_prompt_through_the_model_once(
     api: TestClient, dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

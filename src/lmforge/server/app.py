@@ -233,6 +233,7 @@ async def _generate(
         time.monotonic() + settings.timeout,
         body.wanted_logprobs(),
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
+        texts=echo,
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
         step=served.step,
         step_rows=served.step_rows,

@@ -147,9 +147,10 @@ class Batcher(Executor):
             if job.score_prompts:  # echo with logprobs: from the prefill (lm-eval's max_tokens 1), or
                 k = job.logprobs or 0  # a forward pass of their own (max_tokens 0)
                 try:
+                    texts = job.texts or [None] * len(job.prompts)
                     scores = [
-                        score_prompt(job.net, job.tokenizer, p, k, h)
-                        for p, h in zip(job.prompts, hidden, strict=True)
+                        score_prompt(job.net, job.tokenizer, p, k, h, t)
+                        for p, h, t in zip(job.prompts, hidden, texts, strict=True)
                     ]
                     job.scored(scores)
                 except Exception as e:  # a bug, or memory: this job fails, the others go on

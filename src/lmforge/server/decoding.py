@@ -92,6 +92,7 @@ class Job:
     deadline: float
     logprobs: int | None = None  # top alternatives per token; None: no log-probabilities
     score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
+    texts: list[str] | None = None  # the prompts as echoed: their tokens' offsets count in these
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
     prompt_logprobs: list[list[TokenLogprob]] | None = None  # per prompt, once scored (batcher.py)
     step: Any = None  # the model's compiled decoding step, for rows decoding one by one

@@ -59,14 +59,20 @@ def read_prompts(
 
 @torch.inference_mode()
 def score_prompt(
-    net: GPT, tokenizer: Tokenizer, prompt: list[int], k: int, hidden: torch.Tensor | None = None
+    net: GPT,
+    tokenizer: Tokenizer,
+    prompt: list[int],
+    k: int,
+    hidden: torch.Tensor | None = None,
+    text: str | None = None,
 ) -> list[TokenLogprob]:
     """Each prompt token's log-probability and its k most likely alternatives (the first: None),
-    from the prompt's final hidden states (T, C): given (the prefill's), or computed here."""
+    from the prompt's final hidden states (T, C): given (the prefill's), or computed here; each
+    token's offset into `text`, the prompt as echoed (text_offsets)."""
     if hidden is None:
         device = next(net.parameters()).device
         hidden = net.hidden_states(torch.tensor([prompt], device=device))[0]  # (T, C), as forward computes it
-    offsets = text_offsets(tokenizer, prompt)
+    offsets = text_offsets(tokenizer, prompt, text)
     out = [TokenLogprob(prompt[0], None, None, 0)]
     for start in range(0, len(prompt) - 1, CHUNK):
         end = min(start + CHUNK, len(prompt) - 1)
@@ -76,11 +82,17 @@ def score_prompt(
     return out
 
 
-def text_offsets(tokenizer: Tokenizer, ids: list[int]) -> list[int]:
+def text_offsets(tokenizer: Tokenizer, ids: list[int], text: str | None = None) -> list[int]:
     """Where each token's text starts in decode(ids): the length of the text decoded before it,
     held at the last whole character while a byte-level token leaves one unfinished. tokenizers'
     DecodeStream gives each token's new text from a few tokens around it, so a prompt of T tokens
-    costs O(T), where decoding every prefix cost O(T^2) (5 s for 8,000 tokens)."""
+    costs O(T), where decoding every prefix cost O(T^2) (5 s for 8,000 tokens). `text`: the
+    prompt as echoed; where the ids do not decode back to it (a character vocabulary's <|unk|>,
+    which decodes to nothing), the offsets are the encoding's own, into `text`."""
+    if text is not None and tokenizer.decode(ids) != text:
+        encoding = tokenizer.hf.encode(text, add_special_tokens=False)
+        if encoding.ids == ids:
+            return [start for start, _ in encoding.offsets]
     stream, offsets, length = DecodeStream(skip_special_tokens=True), [], 0
     for token in ids:
         offsets.append(length)
