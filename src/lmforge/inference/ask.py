@@ -31,7 +31,7 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.embeddings import Embedder
 from lmforge.inference.generate import generate_ids
-from lmforge.inference.options import check_options
+from lmforge.inference.options import check_options, check_some_new_tokens
 from lmforge.inference.qa import QAOptions, answer_questions
 from lmforge.inference.retrieval import Passage, PassageIndex
 from lmforge.inference.squad_metric import normalize_answer
@@ -176,11 +176,7 @@ def ask(
     passages, leaves no room for `max_new_tokens` in the model's context is refused."""
     check_options(dtype=dtype)
     if max_new_tokens is not None:
-        check_options(max_new_tokens=max_new_tokens)
-        if max_new_tokens < 1:
-            raise LmforgeError(
-                f"max_new_tokens={max_new_tokens} must be >= 1: the answer is what is generated"
-            )
+        check_some_new_tokens(max_new_tokens, "the answer")
     if not question.strip():
         raise LmforgeError("the question is empty")
     if k < 1:

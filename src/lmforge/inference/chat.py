@@ -40,7 +40,7 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.compiled_decode import check_compilable
 from lmforge.inference.generate import TextStream, generate_ids
-from lmforge.inference.options import check_options
+from lmforge.inference.options import check_options, check_some_new_tokens
 from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer, check_text
 
@@ -233,9 +233,8 @@ def chat(
     loaded at the first reply and reused by every later one; "auto" (the default): each reply
     where this machine measured that it pays back (inference/compile_choice.py)."""
     check_options(dtype=dtype, seed=seed, compile=compile)
-    if max_new_tokens is not None and max_new_tokens < 1:  # as ask refuses it (it printed empty replies)
-        check_options(max_new_tokens=max_new_tokens)
-        raise LmforgeError(f"max_new_tokens={max_new_tokens} must be >= 1: a reply is what is generated")
+    if max_new_tokens is not None:  # 0 printed an empty reply to every message
+        check_some_new_tokens(max_new_tokens, "a reply")
     directory = resolve_model_dir(model)
     net, tokenizer = load_model(directory)
     net = require_decoder(net, model, "so it cannot chat")

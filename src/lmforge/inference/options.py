@@ -83,6 +83,14 @@ def check_options(**values: Any) -> None:
             raise LmforgeError(f"{name}={value!r}: must be {allowed}")
 
 
+def check_some_new_tokens(max_new_tokens: int, what: str) -> None:
+    """max_new_tokens where the output is only what is generated (`what`: a chat's reply, ask's
+    answer): an integer >= 1, 0 being no output at all."""
+    check_options(max_new_tokens=max_new_tokens)
+    if max_new_tokens < 1:
+        raise LmforgeError(f"max_new_tokens={max_new_tokens} must be >= 1: {what} is what is generated")
+
+
 def keyword_names(fn: Callable[..., Any]) -> list[str]:
     """fn's keyword-only parameters: what a pipeline's call accepts besides its text."""
     params = inspect.signature(fn).parameters.values()
