@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import json
 import os
@@ -25,7 +24,7 @@ from lmforge.outputs import describe_foreign
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.engines.deepspeed_config import read_user_config
 from lmforge.train.resume import resume_run
-from lmforge.train.run_inputs import make_inputs_absolute
+from lmforge.train.run_inputs import found, make_inputs_absolute
 
 # What `train` writes into a run directory: --overwrite moves these aside, and a new run refuses
 # a directory that holds any of them.
@@ -186,7 +185,7 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
     cfg.notes.clear()  # what these checks settle, said once per run (a Config may train twice)
     if not cfg.data.input:
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
-    if not Path(cfg.data.input).exists() and not glob.glob(cfg.data.input, recursive=True):
+    if not found(cfg.data.input):
         relative = "" if Path(cfg.data.input).is_absolute() else f" in the working directory, {Path.cwd()}"
         built = cfg.prep.inputs and Path(cfg.prep.out or cfg.data.input) == Path(cfg.data.input)
         recipe = shlex.quote(str(cfg.recipe)) if cfg.recipe else "RECIPE.toml"

@@ -26,6 +26,11 @@ INPUT_PATHS = (
 )
 
 
+def found(path: str) -> bool:
+    """Whether an input path names a file or folder, or a glob matches something, from here."""
+    return Path(path).exists() or bool(glob.glob(path, recursive=True))
+
+
 def make_inputs_absolute(cfg: Config) -> None:
     """Input paths as the run's config.toml records them: absolute, so that a resume from another
     working directory reads the same files (a relative one would be read from there)."""
@@ -40,7 +45,7 @@ def check_resumed_inputs(cfg: Config, run_dir: Path) -> None:
     found from this working directory: said as such, not read as missing data or raw text."""
     for section, key in INPUT_PATHS:
         value = getattr(getattr(cfg, section), key)
-        if not value or Path(value).is_absolute() or Path(value).exists() or glob.glob(value, recursive=True):
+        if not value or Path(value).is_absolute() or found(value):
             continue
         if section in ("data", "prep") and is_prepared(run_dir / "data"):
             continue  # raw text the run prepared into RUN/data (with prep's stop words): not read again
