@@ -41,6 +41,27 @@ def make_model_dirs(root: Path, block_size: int = 32) -> dict[str, Path]:
     return {name: root / name for name in ("gpt", "s2s", "clf", "llama")}
 
 
+def make_endless_gpt(root: Path, block_size: int = 2**16) -> Path:
+    """A char GPT ("endless", under root) whose completions run until max_tokens or its long
+    context: its vocabulary has no end-of-text token to stop at. For the tests that need a
+    decode still running (timeouts, a full queue, clients leaving, shutdown)."""
+    from conftest import make_text
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from lmforge.config import ModelConfig
+    from lmforge.formats.directory import write_model_dir
+    from lmforge.model.gpt import GPT
+    from lmforge.tokenization.tokenizer import EOS, Tokenizer
+
+    char = Tokenizer.train_char([make_text(lines=200)])
+    tok = Tokenizer(HFTokenizer.from_str(char.hf.to_str().replace(EOS, "<|not-an-end|>")))
+    assert tok.eos_id is None
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=block_size, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    write_model_dir(root / "endless", config, GPT(config).state_dict(), tok)
+    return root / "endless"
+
+
 def serve_argv(*args: str | Path) -> list[str]:
     """`python -m lmforge serve ARGS...` as a child process runs it."""
     import sys

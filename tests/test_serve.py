@@ -21,7 +21,15 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import QA_FIXTURE, free_port, make_model_dirs, running, serve_argv, wait_healthy  # noqa: E402
+from serve_helpers import (  # noqa: E402
+    QA_FIXTURE,
+    free_port,
+    make_endless_gpt,
+    make_model_dirs,
+    running,
+    serve_argv,
+    wait_healthy,
+)
 
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
@@ -43,6 +51,15 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def models(dirs: dict[str, Path]) -> dict[str, Any]:
     return load_models(list(dirs.values()), dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def endless(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A GPT whose completions run until max_tokens (or its 65,536 positions): a decode still going."""
+    return load_models([make_endless_gpt(tmp_path_factory.mktemp("endless"))], dtype="fp32")
+
+
+ENDLESS = {"model": "endless", "prompt": "a", "max_tokens": 10**6, "temperature": 0}
 
 
 def client(models: dict[str, Any], **settings: Any) -> TestClient:
@@ -202,6 +219,38 @@ def test_n_choices_and_seed(api: TestClient, dirs: dict[str, Path]) -> None:
         for i in range(6)
     ]
     assert streamed == [c["text"] for c in a["choices"]]
+
+
+def test_a_completion_ends_with_length_where_its_text_fills_the_context(
+    api: TestClient, dirs: dict[str, Path]
+) -> None:
+    """The gpt's context is 32: a 15-token prompt gets 18 tokens at most (the last one predicted
+    from all 32 positions), finish_reason "length", as OpenAI's API ends a reply at the context;
+    never a window sliding past it, which would forget the prompt's start."""
+    _, tok = load_model(dirs["gpt"])
+    prompt = tok.encode(PROMPT)
+    room = 32 - len(prompt) + 1
+    want = reference(dirs["gpt"], prompt, room + 20, tok.eos_id)  # slides past the context
+    assert len(want) > room, "the reference must run past the context for this test to mean anything"
+    body = {"model": "gpt", "prompt": PROMPT, "max_tokens": 200, "temperature": 0, "n": 2}
+    r = api.post("/v1/completions", json=body).json()
+    assert [c["finish_reason"] for c in r["choices"]] == ["length", "length"]
+    assert [c["text"] for c in r["choices"]] == [tok.decode(want[:room])] * 2
+    assert r["usage"] == {
+        "prompt_tokens": len(prompt),
+        "completion_tokens": 2 * room,
+        "total_tokens": len(prompt) + 2 * room,
+    }
+    events = sse_payloads(api.post("/v1/completions", json={**body, "stream": True}).text)
+    assert (
+        "".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"][0]["index"] == 0)
+        == r["choices"][0]["text"]
+    )
+    assert [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"][0]["finish_reason"]] == [
+        "length"
+    ] * 2
+    fits = api.post("/v1/completions", json={**body, "max_tokens": room - 1}).json()
+    assert fits["choices"][0]["text"] == tok.decode(want[: room - 1])  # max_tokens, when it comes first
 
 
 def test_translation_and_classification_mirror_the_pipelines(api: TestClient, dirs: dict[str, Path]) -> None:
@@ -598,9 +647,9 @@ def test_the_try_line_of_a_key_file_reads_it_in_the_shell(models: dict[str, Any]
         assert f"-H 'Authorization: Bearer <the key in {path}>'".replace("'s", "'\"'\"'s") in line, line
 
 
-def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:
-    with client(models, timeout=0.3, max_tokens_limit=10**6) as c:
-        body = {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
+def test_a_request_past_its_timeout_is_504(endless: dict[str, Any]) -> None:
+    with client(endless, timeout=0.3, max_tokens_limit=10**6) as c:
+        body = ENDLESS
         r = c.post("/v1/completions", json=body)
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         assert r.json()["error"]["message"] == "the request took longer than the server's --timeout of 0.3 s"
@@ -615,8 +664,8 @@ def test_a_request_past_its_timeout_is_504(models: dict[str, Any]) -> None:
 
 # --- a real server on a free port ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(models: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    app = create_app(models, Settings(max_queue=1, max_tokens_limit=10**6))
+def server(models: dict[str, Any], endless: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    app = create_app({**models, **endless}, Settings(max_queue=1, max_tokens_limit=10**6))
     with running(app) as url:
         yield url, app.state.lmforge
 
@@ -625,7 +674,7 @@ def test_openai_client_chat_and_streaming(server: tuple[str, Any]) -> None:
     openai = pytest.importorskip("openai")
     url, _ = server
     c = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-    assert [m.id for m in c.models.list()] == ["gpt", "s2s", "clf", "llama", "bert-qa"]
+    assert [m.id for m in c.models.list()] == ["gpt", "s2s", "clf", "llama", "bert-qa", "endless"]
     plain = c.chat.completions.create(model="llama", messages=HELLO, max_tokens=15, temperature=0)
     options = {"include_usage": True}
     stream = c.chat.completions.create(
@@ -651,14 +700,7 @@ def test_openai_client_chat_and_streaming(server: tuple[str, Any]) -> None:
 
 def test_full_queue_is_503_and_a_disconnect_stops_generation(server: tuple[str, Any]) -> None:
     url, state = server
-    body = {
-        "model": "gpt",
-        "prompt": "a",
-        "max_tokens": 10**6,
-        "temperature": 0,
-        "stream": True,
-        "stop": "\u00e9\u00e9",
-    }
+    body = {**ENDLESS, "stream": True}
     with httpx.Client(base_url=url, timeout=10) as h:
         with h.stream("POST", "/v1/completions", json=body) as r:
             lines = r.iter_lines()
@@ -684,9 +726,7 @@ def test_a_plain_request_whose_client_leaves_stops_decoding(server: tuple[str, A
     import socket
 
     url, state = server
-    body = json.dumps(
-        {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
-    ).encode()
+    body = json.dumps(ENDLESS).encode()
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -2,7 +2,8 @@
 
 The engine (inference/batching.py) on a tiny random GPT and a tiny random Llama-style model:
 sequences with different prompt lengths and max_tokens join at different steps, leave when done,
-some run past the context; each equals generate_ids on its prompt alone, greedy and seeded. Then
+some where their tokens fill the context; each equals generate_ids on its prompt alone, greedy and
+seeded; a row is never decoded past the context. Then
 the server: 8 parallel streams against a real uvicorn server, started together so they share
 the batch, each equal to the same request served alone, seeded sampling included.
 """
@@ -68,7 +69,9 @@ def run(
 def test_rows_joining_and_leaving_decode_as_alone(model: GPT) -> None:
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 50, (n,), generator=gen).tolist() for n in (1, 5, 12, 3, 20, 8, 24, 2)]
-    wants = [10, 4, 16, 30, 9, 1, 6, 20]  # rows 2, 3, 4, 6 and 7 run past the 24-token context
+    wants = [10, 4, 16, 30, 9, 1, 6, 20]  # rows 2, 3, 4, 6 and 7 end where they fill the context
+    wants = [min(w, 24 - len(p) + 1) for w, p in zip(wants, prompts, strict=True)]  # the last from all 24
+    assert wants == [10, 4, 13, 22, 5, 1, 1, 20]
     joins = [0, 0, 1, 3, 3, 4, 8, 12]
     plan = [
         (j, Sequence(list(p), tag=(i, w)), w)
@@ -77,6 +80,15 @@ def test_rows_joining_and_leaving_decode_as_alone(model: GPT) -> None:
     got = run(model, plan)
     for i, (p, w) in enumerate(zip(prompts, wants, strict=True)):
         assert got[i] == generate_ids(model, [p], w, temperature=0)[0], f"row {i}"
+
+
+def test_a_row_is_not_decoded_past_the_context(model: GPT) -> None:
+    batch = DecodeBatch(model)
+    batch.add([Sequence(list(range(23)))])
+    batch.advance(batch.sample(), [True])  # 24 tokens: the next one is predicted from all of them
+    with pytest.raises(ValueError, match="past the model's context"):
+        batch.advance(batch.sample(), [True])
+    assert [len(s.ids) for s in batch.rows] == [24]  # refused before anything changed
 
 
 def test_seeded_rows_sample_as_alone(model: GPT) -> None:

@@ -19,16 +19,16 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from serve_helpers import free_port, make_model_dirs, serve_argv, wait_healthy  # noqa: E402
+from serve_helpers import free_port, make_endless_gpt, serve_argv, wait_healthy  # noqa: E402
 
 from lmforge.server.serve import SHUTDOWN_GRACE_S  # noqa: E402
 
-ENDLESS = {"model": "gpt", "prompt": "a", "max_tokens": 10**6, "temperature": 0, "stop": "\u00e9\u00e9"}
+ENDLESS = {"model": "endless", "prompt": "a", "max_tokens": 10**6, "temperature": 0}
 
 
 @pytest.fixture(scope="module")
 def gpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_model_dirs(tmp_path_factory.mktemp("shutdown"))["gpt"]
+    return make_endless_gpt(tmp_path_factory.mktemp("shutdown"))
 
 
 def _start(model: Path, port: int) -> subprocess.Popen:

@@ -9,8 +9,9 @@ stays the longest row's length. Each decode step feeds one token per row with pe
 (`GPT.hidden_states` counts them from each row's first real token), so a row computes what it would
 alone, up to floating-point summation order.
 
-A sequence that fills the model's context leaves the cache and slides a window over its last
-block_size tokens, recomputed each step, as `generate_ids` does. Each sequence samples with its own
+A sequence never runs past the model's context: whoever decodes it ends it where its tokens fill
+the context (the server, with finish_reason "length"), and `advance` refuses one that would need a
+window sliding past it. Each sequence samples with its own
 temperature, top-p and random generator, so a seeded sequence draws the same tokens whatever else
 is in the batch. A sequence that asks for log-probabilities gets, each step, its token's and the top
 k tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before
@@ -91,11 +92,10 @@ class DecodeBatch:
         self.compiled_steps = 0  # rows it decoded (tests read it)
         self.context = model.config.block_size
         self.device = next(model.parameters()).device
-        self.rows: list[Sequence] = []  # the cached rows first, then the sliding-window ones
-        self.cached = 0  # how many of rows have cache rows
+        self.rows: list[Sequence] = []  # in the order of the cache's rows
         self.cache: KVCache | None = None
-        self.mask: torch.Tensor | None = None  # (cached, L) bool, True on real tokens
-        self.own: list[KVCache] | None = None  # per cached row, while they decode through the step
+        self.mask: torch.Tensor | None = None  # (len(rows), L) bool, True on real tokens
+        self.own: list[KVCache] | None = None  # per row, while they decode through the step
         self.logits: torch.Tensor | None = None  # (len(rows), vocab): each row's next-token logits
 
     def __len__(self) -> int:
@@ -114,20 +114,16 @@ class DecodeBatch:
         ids = torch.tensor([prompt], device=self.device)
         states = self.model.hidden_states(ids, alone, last_only=not hidden)  # (1, p or 1, C)
         logits = linear(self.model.lm_head, states[:, -1])  # (1, V)
-        if self.cached + k <= self.step_rows and self.cache is None:  # one by one, through the step
+        if len(self.rows) + k <= self.step_rows and self.cache is None:  # one by one, through the step
             self.own = (self.own or []) + [
                 recast(self.model, alone, self._capacity(p), per_layer=True) for _ in range(k)
             ]
         else:
             self._padded()
-            self._stack(alone, k, self.cached)
-        parts = [] if self.logits is None else [self.logits[: self.cached]]
-        parts.append(logits.expand(k, -1))
-        if self.logits is not None:
-            parts.append(self.logits[self.cached :])
-        self.logits = torch.cat(parts)
-        self.rows = self.rows[: self.cached] + seqs + self.rows[self.cached :]
-        self.cached += k
+            self._stack(alone, k, len(self.rows))
+        new = logits.expand(k, -1)
+        self.logits = new if self.logits is None else torch.cat([self.logits, new])
+        self.rows = self.rows + seqs
         return states[0] if hidden else None
 
     def _stack(self, alone: KVCache, k: int, have: int) -> None:
@@ -179,23 +175,25 @@ class DecodeBatch:
     @torch.inference_mode()
     def advance(self, tokens: list[int], keep: list[bool]) -> None:
         """Append tokens[i] to every row kept, drop the others, and compute the next logits."""
-        stay, slide = [], []  # indices into rows: fed through the cache, or past the context
-        for i, (seq, token, kept) in enumerate(zip(self.rows, tokens, keep, strict=True)):
-            if kept:
-                seq.ids.append(token)
-                (stay if i < self.cached and len(seq.ids) <= self.context else slide).append(i)
+        stay = [i for i, kept in enumerate(keep) if kept]
+        if any(len(self.rows[i].ids) >= self.context for i in stay):
+            raise ValueError("advance: a row past the model's context (end it where its tokens fill it)")
+        for i in stay:
+            self.rows[i].ids.append(tokens[i])
         self._select(stay)
-        logits = []
+        logits = None
         if stay and len(stay) <= self.step_rows:
             self._one_by_one()
             assert self.own is not None and self.step is not None
+            row_logits = []
             for n, i in enumerate(stay):  # each row through the compiled step, on its own cache
                 if self.own[n].length == self.own[n].max_len:  # full: room to grow
                     grown = self._capacity(self.own[n].length)
                     self.own[n] = recast(self.model, self.own[n], grown, per_layer=True)
                 feed = torch.tensor([[tokens[i]]], device=self.device)  # (1, 1)
-                logits.append(self.step(self.model, feed, self.own[n]))
+                row_logits.append(self.step(self.model, feed, self.own[n]))
                 self.compiled_steps += 1
+            logits = torch.cat(row_logits)
         elif stay:
             self._padded()
             assert self.cache is not None and self.mask is not None
@@ -204,16 +202,12 @@ class DecodeBatch:
             self.mask = torch.cat([self.mask, self.mask.new_ones(len(stay), 1)], dim=1)  # (B, L + 1)
             feed = torch.tensor([[tokens[i]] for i in stay], device=self.device)  # (B, 1)
             padded = None if bool(self.mask.all()) else self.mask
-            logits.append(self.model(feed, self.cache, True, padded)[:, -1])
-        if slide:  # the window: the last `context` tokens, recomputed (positions from 0 again)
-            window = torch.tensor([self.rows[i].ids[-self.context :] for i in slide], device=self.device)
-            logits.append(self.model(window, None, True)[:, -1])
-        self.rows = [self.rows[i] for i in stay + slide]
-        self.cached = len(stay)
-        self.logits = torch.cat(logits) if logits else None
+            logits = self.model(feed, self.cache, True, padded)[:, -1]
+        self.rows = [self.rows[i] for i in stay]
+        self.logits = logits
 
     def _select(self, index: list[int], force: bool = False) -> None:
-        """Keep the cache rows `index` (positions into the cached rows) and trim the left padding
+        """Keep the cache rows `index` (positions into rows, before they change) and trim the left padding
         they all share; copies into a fresh cache with ROOM free positions."""
         if self.own is not None:
             self.own = [self.own[i] for i in index] or None
@@ -225,7 +219,7 @@ class DecodeBatch:
             return
         mask = self.mask[index]  # (B', L)
         start = int(mask.long().argmax(dim=1).min())  # the first column some row uses
-        if not force and start == 0 and index == list(range(self.cached)):
+        if not force and start == 0 and index == list(range(len(self.rows))):
             return
         length = self.cache.length - start
         cache = self.model.new_cache(len(index), self._capacity(length))

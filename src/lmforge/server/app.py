@@ -238,6 +238,7 @@ async def _generate(
         step=served.step,
         step_rows=served.step_rows,
         timeout=settings.timeout,
+        context=served.context,
     )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",

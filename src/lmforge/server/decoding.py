@@ -2,7 +2,9 @@
 
 A Job holds one request's prompts (token ids) and options. The batcher (batcher.py) decodes its
 rows (n per prompt) in the running batch of its model, alongside other requests' rows, and hands
-each token to `take`: a row ends at an end-of-turn id, a stop string or max_tokens; text is sent as
+each token to `take`: a row ends at an end-of-turn id, a stop string, max_tokens or the model's
+context (its next token would be predicted from more than `context` positions: sliding a window
+past it would forget the prompt's start, and recompute the whole window for every token); text is sent as
 it becomes safe to show (whole UTF-8 characters, never the start of a stop string). When every row
 has ended the job's future gets its rows; a cancelled job (the client went away) or a late one (past
 --timeout) is dropped from the batch at the next step and its future gets the error. A job that
@@ -98,6 +100,7 @@ class Job:
     step: Any = None  # the model's compiled decoding step, for rows decoding one by one
     step_rows: int = 1  # how many rows may decode one by one through it
     timeout: float = 0.0  # the server's --timeout, for the 504's message (deadline is start + it)
+    context: int | None = None  # the model's block_size: a row ends where its text fills it
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
@@ -140,9 +143,16 @@ class Job:
                 row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
             row.ids.append(token)
             self._send(index, row.pending(self.tokenizer, self.stops))
-            if row.finish is None and len(row.ids) >= self.max_new_tokens:
+            if row.finish is None and (len(row.ids) >= self.max_new_tokens or self._full(index)):
                 row.finish = "length"
         return row.finish is not None
+
+    def _full(self, index: int) -> bool:
+        """Row `index`'s next token would be predicted from more positions than the model has."""
+        return (
+            self.context is not None
+            and len(self.prompts[index // self.n]) + len(self.rows[index].ids) > self.context
+        )
 
     def scored(self, scores: list[list[TokenLogprob]]) -> None:
         """The prompts' log-probabilities (batcher.py scores them at admission); a stream sends
