@@ -344,7 +344,7 @@ def test_quality_and_stopword_stages() -> None:
     assert quality.apply(prose, stats) == prose
     assert quality.apply("### $$$ ### %%% ### ^^^ ### &&& ###\n", stats) is None
     assert sum(stats.dropped.values()) == 1
-    assert stopwords.apply("The king and the queen of the land", StageStats()) == " king queen land"
+    assert stopwords.apply("The king and the queen of the land", StageStats()) == "king queen land"
     with pytest.raises(LmforgeError, match="unknown stage 'dedupe'"):
         parse_stages("normalize,dedupe")
 
@@ -474,3 +474,13 @@ def test_prep_workers_end_when_prep_is_killed(tmp_path: Path) -> None:
     proc.kill()
     _, err = proc.communicate(timeout=30)  # EOF once every process holding the pipe has ended
     assert "Traceback" not in err, err[-2000:]
+
+
+def test_a_bpe_vocabulary_smaller_than_asked_is_said(
+    tmp_path: Path, plays: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "small.txt").write_text(plays[0][:3000])
+    meta = prep(tmp_path / "small.txt", tmp_path / "out", "bpe", 100_000, 0.2)
+    said = capsys.readouterr().err
+    assert meta["vocab_size"] < 100_000 and meta["vocab_target"] == 100_000
+    assert f"the BPE vocabulary has {meta['vocab_size']:,} tokens, fewer than the 100,000 asked" in said

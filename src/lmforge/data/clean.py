@@ -32,8 +32,10 @@ class Normalize:
     name = "normalize"
 
     def __init__(self, max_replacement_ratio: float = 0.1) -> None:
-        # Curly quotes are real text, not damage: keep them.
-        self.config = ftfy.TextFixerConfig(uncurl_quotes=False, explain=False)
+        # Curly quotes, full-width forms (CJK's ，。：！) and ligatures are real text, not damage.
+        self.config = ftfy.TextFixerConfig(
+            uncurl_quotes=False, fix_character_width=False, fix_latin_ligatures=False, explain=False
+        )
         self.max_replacement_ratio = max_replacement_ratio
 
     def apply(self, text: str, stats: StageStats) -> str | None:
@@ -53,12 +55,29 @@ class Normalize:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]")
-_HTML_HINT = re.compile(r"</?(?:[a-z][a-z0-9]*)\b[^<>]*>|<!--|&(?:[a-z]+|#\d+|#x[0-9a-f]+);", re.I)
-_DROP_BLOCKS = re.compile(r"<(script|style|noscript|template)\b[^>]*>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
-_BREAK_TAGS = re.compile(
-    r"<(?:br|/?p|/?div|/?li|/?tr|/?h[1-6]|/?ul|/?ol|/?table|/?section|/?article)\b[^>]*>", re.I
+# HTML's elements (and SVG/MathML roots): a tag must name one, so code's `<vector>`, `List<String>`,
+# `<T: Clone>`, `<typename T>` and Markdown's autolinks `<https://...>` are not tags. One-letter
+# names only in lower case: `<A>`, `<B>` are type parameters far more often than 1990s HTML.
+_ELEMENTS = (
+    "abbr|acronym|address|area|article|aside|audio|base|bdi|bdo|big|blink|blockquote|body|br|button"
+    "|canvas|caption|center|cite|code|col|colgroup|data|datalist|dd|del|details|dfn|dialog|dir|div|dl|dt"
+    "|em|embed|fieldset|figcaption|figure|font|footer|form|frame|frameset|h[1-6]|head|header|hgroup|hr"
+    "|html|iframe|img|input|ins|kbd|label|legend|li|link|main|map|mark|marquee|math|menu|meta|meter"
+    "|nav|nobr|noframes|noscript|object|ol|optgroup|option|output|param|picture|pre|progress|rp|rt"
+    "|ruby|samp|script|search|section|select|slot|small|source|span|strike|strong|style|sub|summary"
+    "|sup|svg|table|tbody|td|template|textarea|tfoot|th|thead|time|title|tr|track|tt|ul|var|video|wbr"
 )
-_TAG = re.compile(r"</?[a-z][a-z0-9:-]*\b(?:[^<>\"']|\"[^\"]*\"|'[^']*')*/?>|<![a-z][^>]*>", re.I)
+_NAME = rf"(?:(?-i:[abiqsup])|{_ELEMENTS})(?![\w:-])"
+# Attributes as HTML writes them (name, name=value, name="value"): `if (a<b && c>d)` is no tag.
+_ATTRS = r"""(?:\s+[a-z_:@][\w:.@-]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*/?"""
+_TAG = re.compile(rf"</?{_NAME}{_ATTRS}>|<!doctype\b[^<>]*>", re.I)
+_HTML_HINT = re.compile(rf"{_TAG.pattern}|<!--", re.I)
+_DROP_BLOCKS = re.compile(rf"<(script|style|noscript|template)\b{_ATTRS}>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+_BREAK_TAGS = re.compile(
+    rf"<(?:br|/?(?:(?-i:p)|div|li|tr|h[1-6]|ul|ol|table|section|article))(?![\w:-]){_ATTRS}>", re.I
+)
+# Markdown's code (fenced blocks, `spans`) is kept as written: "use `<br>`" shows a tag.
+_MD_CODE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$|`[^`\n]+`", re.M | re.S)
 
 
 class Markup:
@@ -66,7 +85,9 @@ class Markup:
 
     A hand-written regex pass: datatrove's extractors (trafilatura, readability) pull the main
     content out of whole web pages and drop what is not, which is wrong for text files that
-    merely contain some tags. `a < b` and other bare `<` are left alone.
+    merely contain some tags. A tag names one of HTML's elements, with HTML's attribute syntax,
+    so code (`a < b`, `Option<Box<Node>>`, `#include <vector>`), Markdown's autolinks and its
+    code spans and blocks are left alone.
     """
 
     name = "markup"
@@ -75,15 +96,19 @@ class Markup:
         out, controls = _CONTROL.subn("", text)
         if controls:
             stats.edits["control chars"] += controls
-        if _HTML_HINT.search(out):
-            out = _DROP_BLOCKS.sub("", out)
-            out = _BREAK_TAGS.sub("\n", out)
-            out, tags = _TAG.subn("", out)
-            unescaped = html.unescape(out)
-            if tags or unescaped != out:
-                stats.edits["html"] += 1
-            out = unescaped
-        return out
+        if not _HTML_HINT.search(out):
+            return out
+        before, out = out, _DROP_BLOCKS.sub("", out)
+        pieces, at = [], 0
+        for code in [*_MD_CODE.finditer(out), None]:  # the prose between code blocks, stripped
+            end = len(out) if code is None else code.start()
+            prose = _TAG.sub("", _BREAK_TAGS.sub("\n", out[at:end]))
+            pieces += [html.unescape(prose), "" if code is None else code.group()]
+            at = end if code is None else code.end()
+        stripped = "".join(pieces)
+        if stripped != before:
+            stats.edits["html"] += 1
+        return stripped
 
 
 _ODD_SPACES = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
@@ -241,8 +266,13 @@ ENGLISH_STOPWORDS = [
 _WORD = re.compile(r"\b\w+\b")
 
 
+_DROPPED = re.compile(r"(?:\x00 *)+")  # removed stop words and the spaces after them
+_DROPPED_LAST = re.compile(r" *(?:\x00 *)+$", re.M)  # ... and before them, last on a line
+
+
 class Stopwords:
-    """Removes stop words (for bag-of-words features); one space is left where each was."""
+    """Removes stop words (for bag-of-words features) with the spaces after them (before them, last
+    on a line); other spacing (indentation, aligned columns) is kept."""
 
     name = "stopwords"
 
@@ -256,9 +286,10 @@ class Stopwords:
             nonlocal removed
             if m.group(0).lower() in self.words:
                 removed += 1
-                return ""
+                return "\x00"  # a mark where a stop word was (markup removes real NULs)
             return m.group(0)
 
-        out = re.sub(r" {2,}", " ", _WORD.sub(drop, text))
+        marked = _WORD.sub(drop, text)
+        out = _DROPPED.sub("", _DROPPED_LAST.sub("", marked)) if removed else text
         stats.edits["stopwords"] += removed
         return out

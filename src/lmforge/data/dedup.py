@@ -4,7 +4,8 @@ exact_dedup  drop a document whose text (whitespace-normalised) was seen before:
              128-bit xxhash digests, ~100 bytes per kept document.
 near_dedup   drop a document whose MinHash signature shares an LSH band with an earlier one
              (FineWeb's setting: 14 bands x 8 rows, Jaccard threshold ~0.75). Shingles are the
-             8 bytes starting at each word of the lower-cased text; signatures are computed in
+             8 bytes starting at each word of the lower-cased text, and at each character of
+             scripts written without spaces (Chinese, Japanese, Thai); signatures are computed in
              the worker processes with numpy, bands are looked up in the main process
              (~1 KB per kept document).
 boilerplate  remove lines (>= min_chars) that occur in at least max(min_docs, fraction x docs)
@@ -65,8 +66,10 @@ class NearDedup:
         data = np.frombuffer(text.lower().encode("utf-8"), dtype=np.uint8)
         if len(data) < 16:
             return None
-        # 8-byte shingles starting at each word start (after a space or newline).
-        starts = np.flatnonzero((data[:-8] <= 32) & (data[1:-7] > 32)) + 1
+        # 8-byte shingles starting at each word start (after a space or newline), and at each
+        # character of three UTF-8 bytes or more: Chinese, Japanese and Thai write no spaces.
+        words = np.flatnonzero((data[:-8] <= 32) & (data[1:-7] > 32)) + 1
+        starts = np.union1d(words, np.flatnonzero(data[:-7] >= 0xE0))
         if len(starts) == 0:
             return None
         padded = np.concatenate([data, np.zeros(8, np.uint8)])

@@ -50,6 +50,7 @@ CARD = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d]|-\d)")  # "+": a phon
 # Issuer prefixes (Visa, Mastercard, Amex, Diners, JCB, Discover, UnionPay, Maestro): an ISBN-13
 # (978...) or another long Luhn-valid number is not a card.
 CARD_PREFIX = re.compile(r"4|5[0-8]|222[1-9]|22[3-9]\d|2[3-6]|27[01]|2720|3[04-9]|6")
+CARD_GROUPS = {(4, 6, 5), (4, 6, 4), (4, 4, 5)}  # and fours: 4-4-4-4, 4-4-4-4-3, ...
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?\b")
 SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
 # At least 6 digits with phone punctuation between them: where the phone matcher is run.
@@ -105,9 +106,11 @@ def _card_ok(text: str) -> bool:
     digits = re.sub(r"\D", "", text)
     if len(seps) > 1 or not CARD_PREFIX.match(digits):
         return False
-    # Grouped numbers are printed in groups of 4 (4-6-5 / 4-6-4 for Amex and Diners).
-    groups = [len(g) for g in re.split(r"[ -]", text)] if seps else []
-    if groups and (groups[0] != 4 or any(n < 3 or n > 6 for n in groups[1:-1])):
+    # Grouped, a card is printed in fours (the last group shorter), or as Amex, Diners and 13-digit
+    # Visa are (4-6-5, 4-6-4, 4-4-5); a row of a numeric table (2240 6720 15680 24640) is not.
+    groups = tuple(len(g) for g in re.split(r"[ -]", text)) if seps else ()
+    fours = set(groups[:-1]) == {4} and 1 <= groups[-1] <= 4 if groups else True
+    if not fours and groups not in CARD_GROUPS:
         return False
     return luhn.is_valid(digits)
 

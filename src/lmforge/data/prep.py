@@ -145,6 +145,13 @@ def prep(
         meta, report = _prep_into(tmp, out, items, files, cfg, given, quiet, notes)
     if not quiet:
         print(report.format())
+        asked = meta.get("vocab_target")
+        if asked and meta["vocab_size"] < asked:  # tokenizers stops when no pair is left to merge
+            print(
+                f"lmforge prep: the BPE vocabulary has {meta['vocab_size']:,} tokens, fewer than the"
+                f" {asked:,} asked (data.vocab_size): this corpus has no more pairs to merge",
+                file=sys.stderr,
+            )
     return meta
 
 

@@ -73,14 +73,13 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
     for item in items:
         path = Path(item)
         if path.is_dir():
-            candidates = sorted(
-                p for p in path.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())
-            )
+            entries = sorted(p for p in path.rglob("*") if not p.is_dir())
+            candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
             taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
             files += taken
-            if passed_over is not None:
+            if passed_over is not None:  # and pipes, sockets, devices: never read, but named
                 kept = set(taken)
-                passed_over += [p for p in candidates if p not in kept]
+                passed_over += [p for p in entries if p not in kept]
         elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
             files.append(path)
         else:
@@ -109,6 +108,14 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> l
         return ", ".join(str(p) for p in paths[:shown]) + (", ..." if len(paths) > shown else "")
 
     lines = []
+    special = [p for p in passed_over if p.exists() and not p.is_file()]
+    if special:
+        many = f"{len(special):,} " + ("entry" if len(special) == 1 else "entries")
+        lines.append(
+            f"not read: {many} in the input folders that are not files (pipes, sockets, devices):"
+            f" {listed(special)}"
+        )
+    passed_over = [p for p in passed_over if p not in special]
     if passed_over:
         known = ", ".join(sorted(TEXT_SUFFIXES))
         many = counted(len(passed_over), "file")

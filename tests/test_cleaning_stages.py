@@ -1,0 +1,101 @@
+"""The cleaning stages on text a corpus really holds: code and Markdown through `markup`, Chinese
+and Japanese through `normalize` and `near_dedup`, numeric tables through `pii`, indented text
+through `stopwords`; what each must leave alone as much as what it must change."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.clean import Markup, Normalize, Stopwords
+from lmforge.data.dedup import NearDedup
+from lmforge.data.pii import PII
+from lmforge.data.report import StageStats
+from lmforge.data.sources import input_notes, list_files
+
+CODE = """Docs at <https://mylib.example.org/docs>. Write to <maintainers@mylib.example.org>.
+#include <vector>
+template <typename T>
+T sum(const std::vector<T>& xs) { for (i=0;i<n;i++) if (x>y) z; }
+fn first<T: Clone>(v: &[T]) -> Option<T>
+if (a<b && c>d) return;
+List<String> xs; Option<Box<Node>> n; Map<A, B> m; Vec<A> v;
+"""
+
+
+def test_markup_leaves_code_and_autolinks_alone() -> None:
+    stats = StageStats()
+    assert Markup().apply(CODE, stats) == CODE
+    assert not stats.edits
+
+
+def test_markup_strips_html_in_markdown_but_not_its_code() -> None:
+    text = (
+        'Use `<br>` for breaks, <b>bold</b> and <a href="x.html" data-id=3>a link</a> &amp; more<br/>end\n'
+        '```html\n<div class="x">kept &amp; shown</div>\n```\n'
+        "<!-- a comment --><script>steal()</script>Vec<A> and <T> stay\n"
+    )
+    stats = StageStats()
+    out = Markup().apply(text, stats)
+    assert out == (
+        "Use `<br>` for breaks, bold and a link & more\nend\n"
+        '```html\n<div class="x">kept &amp; shown</div>\n```\n'
+        "Vec<A> and <T> stay\n"
+    )
+    assert stats.edits == {"html": 1}
+
+
+def test_normalize_keeps_full_width_forms_and_repairs_mojibake() -> None:
+    stats = StageStats()
+    text = "床前明月光，疑是地上霜。\n日本語：「こんにちは」！？ ｶﾀｶﾅ ﬁ\n"
+    assert Normalize().apply(text, stats) == text
+    assert not stats.edits  # clean text is not counted as repaired
+    assert Normalize().apply("cafÃ© au lait\n", stats) == "café au lait\n"
+    assert stats.edits == {"lines repaired": 1}
+
+
+def _hanzi(rng: random.Random, n: int) -> str:
+    return "".join(chr(rng.randrange(0x4E00, 0x4E00 + 3000)) for _ in range(n))
+
+
+def test_near_dedup_reads_chinese_by_characters() -> None:
+    """Text without spaces had shingles only after line breaks: distinct chats with the same
+    speaker labels were dropped, and copies differing by one character kept."""
+    rng = random.Random(0)
+    dedup, stats = NearDedup(), StageStats()
+    chats = [
+        "\n".join(f"用户:{_hanzi(rng, 30)}\n助手:{_hanzi(rng, 30)}" for _ in range(4)) for _ in range(30)
+    ]
+    assert all(dedup.keep(dedup.key(chat), stats) for chat in chats)
+    text = _hanzi(rng, 400)
+    near = text[:200] + "的" + text[201:]
+    assert dedup.keep(dedup.key(text), stats) and not dedup.keep(dedup.key(near), stats)
+    assert stats.dropped == {"near duplicate": 1}
+
+
+def test_a_numeric_tables_rows_are_not_cards() -> None:
+    table = "1280 3840 8960 14080\n2240 6720 15680 24640\n"
+    assert PII(kinds="card").scrub(table)[0] == table
+    for card in ("4111 1111 1111 1111", "3782 822463 10005", "4111-1111-1111-1111", "4111111111111111"):
+        assert PII(kinds="card").scrub(f"Paid with {card}.")[0] == "Paid with <CARD>."
+
+
+def test_stopwords_keep_indentation_and_columns() -> None:
+    stats = StageStats()
+    text = "The cat sat on the mat.\n    if x:\n        return the  value\nname    age    city\nsat on\n"
+    out = Stopwords().apply(text, stats)
+    assert out == "cat sat mat.\n    x:\n        return value\nname    age    city\nsat\n"
+    assert stats.edits == {"stopwords": 6}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_pipe_in_an_input_folder_is_named_not_read(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("some text\n")
+    os.mkfifo(tmp_path / "pipe.txt")  # reading it would wait forever
+    passed_over: list[Path] = []
+    assert list_files(tmp_path, passed_over) == [tmp_path / "a.txt"]
+    said = "not read: 1 entry in the input folders that are not files (pipes, sockets, devices)"
+    assert input_notes([tmp_path / "a.txt"], passed_over) == [f"{said}: {tmp_path / 'pipe.txt'}"]
