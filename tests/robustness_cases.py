@@ -418,7 +418,7 @@ CASES = [
     # --- audit
     Case("audit-missing-data", "audit {s}/gpt --data {t}/none.txt --prefix-tokens 4 --k 4", r"{t}/none\.txt: no such file"),
     Case("audit-missing-model", "audit {t}/none --data {s}/corpus.txt", rf"{{t}}/none: {MODEL_DIR}"),
-    Case("audit-context", "audit {s}/gpt --data {s}/corpus.txt", r"prefix_tokens=50 \+ k=50 is over the model's context of 16"),
+    Case("audit-context", "audit {s}/gpt --data {s}/corpus.txt", r"prefix_tokens=50 \+ k=50 is over the model.s context of 16: lower --prefix-tokens or --k"),
     Case("audit-seq2seq", "audit {s}/s2s --data {s}/corpus.txt", r"{s}/s2s: an encoder-decoder \(Seq2Seq\), not a decoder language model"),
     Case("audit-samples", "audit {s}/gpt --data {s}/corpus.txt --samples 0", r"samples=0: must be an integer >= 1"),
     Case("audit-bad-canaries", "audit {s}/gpt --data {s}/corpus.txt --prefix-tokens 4 --k 4 --canaries {t}/c.json", r"{t}/c\.json: invalid JSON", (write("c.json", "{"),)),

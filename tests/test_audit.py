@@ -216,6 +216,9 @@ def test_bad_settings_are_one_line(memorized: Path) -> None:
     same = re.escape(f"heldout {train}: also given as data; the held-out baseline must be text the model")
     with pytest.raises(LmforgeError, match=f"^{same}"):  # every gap would vanish
         lmforge.audit(memorized / "model", [train], heldout=str(train), prefix_tokens=10, k=20, quiet=True)
+    inside = re.escape(f"heldout {train}: overlaps data {memorized}; the held-out baseline must be")
+    with pytest.raises(LmforgeError, match=f"^{inside}"):  # a file of the data's folder
+        lmforge.audit(memorized / "model", memorized, heldout=str(train), prefix_tokens=10, k=20, quiet=True)
 
 
 def test_an_input_without_documents_is_one_line_naming_it(

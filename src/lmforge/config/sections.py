@@ -276,7 +276,8 @@ class PrepConfig:
     tokenizer_train_mb: int = 0
     """Train the tokenizer on the first N MB of cleaned text (0: all of it)."""
     shard_tokens: int = 100_000_000
-    """Tokens per shard file."""
+    """Tokens per shard file, about: a shard ends with the document that reaches this, so a
+    document is never split across two files."""
     canaries: int = 0
     """Random secrets ("my secret code is 7 3 9 1 5 0") planted per repeat count among the training
     documents, for `lmforge audit` to measure memorization (Carlini et al. 2019); 0: none. Recorded

@@ -81,13 +81,15 @@ def _check_held_out_is_other_text(data: Any, heldout: Any) -> None:
     if heldout is None:
         return
     listed = lambda paths: paths if isinstance(paths, list) else [paths]  # noqa: E731
-    trained = {Path(p).resolve() for p in listed(data)}
-    both = [p for p in listed(heldout) if Path(p).resolve() in trained]
-    if both:
-        raise LmforgeError(
-            f"heldout {both[0]}: also given as data; the held-out baseline must be text the model did"
-            " not train on"
-        )
+    trained = [Path(p).resolve() for p in listed(data)]
+    for given in listed(heldout):
+        path = Path(given).resolve()
+        inside = next((t for t in trained if path == t or t in path.parents or path in t.parents), None)
+        if inside is not None:  # the same file or folder, or one inside the other
+            how = "also given as data" if path == inside else f"overlaps data {inside}"
+            raise LmforgeError(
+                f"heldout {given}: {how}; the held-out baseline must be text the model did not train on"
+            )
 
 
 def audit(
@@ -133,7 +135,8 @@ def audit(
     net = require_decoder(net, model)
     if prefix_tokens + k > net.config.block_size:
         raise LmforgeError(
-            f"prefix_tokens={prefix_tokens} + k={k} is over the model's context of {net.config.block_size}"
+            f"prefix_tokens={prefix_tokens} + k={k} is over the model's context of {net.config.block_size}:"
+            " lower --prefix-tokens or --k"
         )
     single = data[0] if isinstance(data, list) and len(data) == 1 else data
     if isinstance(single, str | Path) and is_prepared(single):
