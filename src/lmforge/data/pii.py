@@ -218,7 +218,11 @@ class PII:
                 c.start() < e and s < c.end() for s, e, _ in taken
             ):
                 continue
-            lo, hi = max(0, c.start() - PHONE_CONTEXT), min(len(text), c.end() + PHONE_CONTEXT)
+            # a number does not cross a line: the window stays on the candidate's (a table's rows
+            # would each be parsed three times, with the rows above and below)
+            lo = max(0, c.start() - PHONE_CONTEXT, text.rfind("\n", 0, c.start()) + 1)
+            line_end = text.find("\n", c.end())
+            hi = min(len(text), c.end() + PHONE_CONTEXT, len(text) if line_end < 0 else line_end)
             window = text[lo:hi]
             spans: list[tuple[int, int]] = []
             for region in self.regions:
