@@ -432,3 +432,24 @@ def test_smollm2_greedy_chat_matches_transformers(smollm2_reference: tuple, smol
         theirs = [t for t in out[0, len(prompt) :].tolist() if t not in spec.stops]
         assert ours == theirs
         assert len(ours) >= 5
+
+
+def test_decoding_in_bf16_by_auto_is_said(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rounded weights answer otherwise than the trained ones (SmolLM2 does): generate and chat
+    say when `--dtype auto` chose bf16, and nothing when fp32 was asked."""
+    import lmforge
+    from lmforge import hardware
+    from lmforge.inference import autotune
+
+    for module in (hardware, autotune):  # a CPU with bf16 units; the 64-wide model is wide enough
+        monkeypatch.setattr(module, "cpu_has_bf16", lambda: True)
+    said = "; --dtype fp32 keeps the weights as trained"
+    lmforge.generate(llama, "hi", max_new_tokens=2, temperature=0)
+    assert re.search(rf"^lmforge: decoded in bf16 .*{re.escape(said)}$", capsys.readouterr().err, re.M)
+    lmforge.generate(llama, "hi", max_new_tokens=2, temperature=0, dtype="fp32")
+    assert said not in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Who is the king?\n"))
+    chat(llama, do_sample=False, max_new_tokens=2)
+    assert re.search(rf"^lmforge: decoding in bf16 .*{re.escape(said)}$", capsys.readouterr().err, re.M)

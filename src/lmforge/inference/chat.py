@@ -252,7 +252,9 @@ def chat(
             f"--system: the system prompt takes {taken} tokens in the chat template with a one-word"
             f" message, more than the model's context of {net.config.block_size}: shorten it"
         )
-    net = to_inference_dtype(net, dtype)[0]
+    net, why = to_inference_dtype(net, dtype)
+    if dtype == "auto" and why.startswith("bf16"):  # rounded weights: other replies than fp32's
+        print(f"lmforge: decoding in {why}; --dtype fp32 keeps the weights as trained", file=sys.stderr)
     if compile is True:  # refused before a line is read, not at every reply
         check_compilable(net, 1, None, True)
     interactive = sys.stdin.isatty()

@@ -346,7 +346,7 @@ def generate(
     )
     prompts = check_texts(prompt, "prompt")
     net, tokenizer = load_model(model)
-    net = to_inference_dtype(require_decoder(net, model), dtype)[0]
+    net, why = to_inference_dtype(require_decoder(net, model), dtype)
     if compile is True:  # before a streamed prompt is echoed
         check_compilable(net, 1, None, use_cache)
     ids = encode_prompts(tokenizer, prompts)
@@ -374,6 +374,8 @@ def generate(
         sys.stdout.write("\n")
     for said in compile_choice.switches:  # after the text, which a line in its middle would break
         print(f"lmforge: decoding {said}", file=sys.stderr)
+    if dtype == "auto" and why.startswith("bf16"):  # rounded weights: other tokens than fp32's
+        print(f"lmforge: decoded in {why}; --dtype fp32 keeps the weights as trained", file=sys.stderr)
     hint = compile_choice.hint()
     if hint is not None:
         print(f"lmforge: {hint}", file=sys.stderr)
