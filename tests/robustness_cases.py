@@ -429,7 +429,7 @@ CASES = [
     Case("plan-vocab-below-the-data", "plan --data.input={s}/shards --model.vocab_size=2", r"model\.vocab_size=2 < the data's vocabulary of \d+"),
     Case("plan-unknown-device", "plan --model.vocab_size=10 --device tpu", r"--device 'tpu' is not known \(known: h100,"),
     Case("plan-run-folder", "plan {t}/run", r"{t}/run: Is a directory, not a TOML recipe; the run's recipe is {t}/run/config\.toml$", (copy("run"),)),
-    Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be >= 1"),
+    Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be an integer >= 1"),
     Case("plan-batch-split", "plan --model.vocab_size=10 --world-size 5", r"train\.batch_size=12 does not split evenly over world_size=5 ranks: set train\.batch_size to a multiple of 5 \(10 or 15\)"),
     Case("plan-no-vocab", "plan --data.input={t}/missing.jsonl", r"model\.vocab_size=0 and data\.input='{t}/missing\.jsonl' is neither a prepared directory nor text to count characters in \({t}/missing\.jsonl: no such file, folder or glob match, relative to the working directory .*\): give --model\.vocab_size=N, or prepare the data first$"),
     Case("plan-no-text", "plan --data.input={t}/corpus.jsonl", r"data\.input='{t}/corpus\.jsonl': no text to count characters in; give --model\.vocab_size=N$", (write("corpus.jsonl", '{"body": "a"}\n'),)),

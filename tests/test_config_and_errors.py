@@ -39,6 +39,16 @@ def test_overrides_in_one_string_are_split_as_a_shell_would() -> None:
     assert (cfg.train.lr, cfg.data.input) == (3e-4, "a path with spaces")
 
 
+def test_overrides_as_a_dict_and_anything_else_is_one_line() -> None:
+    """lmforge.train(recipe, {"data.input": ...}) once failed with a bare KeyError: 0."""
+    cfg = load_config(None, {"train.lr": 3e-4, "model.bias": False, "--data.input": "a b"})
+    assert (cfg.train.lr, cfg.model.bias, cfg.data.input) == (3e-4, False, "a b")
+    with pytest.raises(LmforgeError, match="^overrides must be a list of .* or a dict, not int$"):
+        load_config(None, 3)  # type: ignore[arg-type]
+    with pytest.raises(LmforgeError, match="^overrides must be a list of .* not list$"):
+        load_config(None, [("train.lr", 1)])  # type: ignore[list-item]
+
+
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
     cfg = load_config(None, ['--data.input=a "quoted" path', "--model.pos=rope", "--train.lr=0.001"])
     assert load_config(_recipe(tmp_path, config_to_toml(cfg))) == cfg

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import lzma
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -435,3 +436,11 @@ def test_a_char_recipe_not_yet_prepared_counts_its_prep_inputs(tmp_path: Path) -
     (tmp_path / "r2.toml").write_text(missing.replace(str(out), str(tmp_path / "p2")))
     with pytest.raises(LmforgeError, match=r"prep\.inputs=.*gone\.txt.* give --model\.vocab_size=N"):
         lmforge.plan(str(tmp_path / "r2.toml"))
+
+
+@pytest.mark.parametrize("world_size", [0, 1.5, 2.0, True, "2"])
+def test_a_world_size_not_a_whole_number_of_ranks_is_one_line(world_size: object) -> None:
+    with pytest.raises(
+        LmforgeError, match=rf"^world_size={re.escape(repr(world_size))}: must be an integer >= 1$"
+    ):
+        lmforge.plan(overrides=["--model.vocab_size=10"], world_size=world_size)  # type: ignore[arg-type]

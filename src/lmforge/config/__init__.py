@@ -11,6 +11,7 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 
 from lmforge.config.checks import changed_keys, check_buildable, check_supported, yield_note
 from lmforge.config.files import (
+    as_overrides,
     command_line_overrides,
     config_from_text,
     config_to_toml,
@@ -44,6 +45,7 @@ __all__ = [
     "PrepConfig",
     "PrivacyConfig",
     "TrainConfig",
+    "as_overrides",
     "changed_keys",
     "check_buildable",
     "command_line_overrides",

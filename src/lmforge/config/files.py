@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import tomllib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,25 @@ def joined_overrides(argv: list[str]) -> list[str]:
     return joined
 
 
+def as_overrides(overrides: Any) -> list[str]:
+    """Overrides as Python callers give them, as a list of `--section.key=value` words: a list, a
+    string ("--train.lr=3e-4 --train.max_steps=100": words, not letters) or a dict
+    ({"train.lr": 3e-4}); anything else is one line."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return shlex.split(overrides)
+    if isinstance(overrides, Mapping):
+        toml = lambda v: str(v).lower() if isinstance(v, bool) else str(v)  # noqa: E731
+        return [f"--{str(k).removeprefix('--')}={toml(v)}" for k, v in overrides.items()]
+    if isinstance(overrides, list | tuple) and all(isinstance(o, str) for o in overrides):
+        return list(overrides)
+    raise LmforgeError(
+        f"overrides must be a list of '--section.key=value' strings, one such string or a dict,"
+        f" not {type(overrides).__name__}"
+    )
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | str | None = None, validate: bool = True
 ) -> Config:
@@ -105,9 +124,7 @@ def load_config(
             raise LmforgeError(f"{path}: config file not found") from None
         config = config_from_text(text, str(path))
         config.recipe = path
-    if isinstance(overrides, str):  # "--train.lr=3e-4 --train.max_steps=100" from Python: words, not letters
-        overrides = shlex.split(overrides)
-    for item in joined_overrides(overrides or []):
+    for item in joined_overrides(as_overrides(overrides)):
         dotted, eq, value = item.removeprefix("--").partition("=")
         if not eq:
             raise LmforgeError(f"override {item!r} must look like --section.key=value")

@@ -51,7 +51,8 @@ def plan(
     """
     del json  # the command line's output format (cli.py); the function always returns the dict
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
-    _check(world_size >= 1, f"world_size={world_size}: must be >= 1")
+    whole = isinstance(world_size, int) and not isinstance(world_size, bool)
+    _check(whole and world_size >= 1, f"world_size={world_size!r}: must be an integer >= 1")
     _check(0 < mfu <= 1, f"mfu={mfu}: must be in (0, 1]")
     model, head = planned(cfg)
     seq_len, seq_tokens = sequence(cfg, model, head)

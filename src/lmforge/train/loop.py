@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from lmforge import malloc, tuning
-from lmforge.config import Config, config_to_toml
+from lmforge.config import Config, as_overrides, config_to_toml
 from lmforge.config.checks import split_batch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
@@ -52,7 +52,7 @@ from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_ta
 
 def train(
     config: str | Path | Config | None = None,
-    overrides: list[str] | None = None,
+    overrides: list[str] | str | dict[str, Any] | None = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
     overwrite: bool = False,
@@ -60,13 +60,14 @@ def train(
 ) -> dict[str, Any]:
     """Train a model; returns the run summary (also written to RUN_DIR/summary.json).
 
-    config: a TOML recipe or a Config; overrides: `section.key=value` strings; out: the run
+    config: a TOML recipe or a Config; overrides: `--section.key=value` strings (a list, or one
+    string), or a dict {"section.key": value}; out: the run
     directory (default runs/<recipe name>); resume: a run directory to continue exactly.
     """
     tuning.enabled()  # a mistyped LMFORGE_AUTOTUNE or LMFORGE_MALLOC is one line before anything is made
     malloc.keeps_system(os.environ)
     made: list[Path] = []
-    run_dir, cfg = resolve_run(config, overrides, out, resume, overwrite, made)
+    run_dir, cfg = resolve_run(config, as_overrides(overrides), out, resume, overwrite, made)
     with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
         try:  # a run that fails before its first step leaves the folder as it found it
             engine = build_engine(cfg.engine, cfg.train)
