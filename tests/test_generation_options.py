@@ -105,6 +105,13 @@ def test_generate_refuses(dirs: dict[str, Path], tmp_path: Path, name: str, valu
     _refused(lambda: generate(tmp_path / "missing", "abc", **{name: value}), name)
 
 
+def test_generate_streams_one_prompt_only(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """Several prompts' tokens would interleave on stdout: refused, before the model loads."""
+    said = "stream=True writes one prompt's text as it comes; 2 were given"
+    _refused(lambda: generate(tmp_path / "missing", ["a", "b"], stream=True), said)
+    assert len(generate(dirs["gpt"], ["a"], max_new_tokens=2, stream=True)) == 1  # a list of one streams
+
+
 @pytest.mark.parametrize(("name", "value"), SAMPLING_BAD)
 def test_generate_ids_refuses(name: str, value: Any) -> None:
     model = GPT(_config(vocab_size=12))

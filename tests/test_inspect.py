@@ -217,6 +217,12 @@ def test_long_text_and_bad_input_are_one_line(tiny_dirs: Path, capsys: pytest.Ca
         inspect(tiny_dirs / "gpt", "the king", out=None, target="x")
     assert main(["inspect", str(tiny_dirs / "gpt"), "   "]) == 2
     assert capsys.readouterr().err.strip() == "lmforge: error: inspect needs a non-empty text"
+    with pytest.raises(LmforgeError, match=r"^inspect takes one text \(a str\), not list$"):
+        inspect(tiny_dirs / "gpt", ["the", "king"], out=None)  # type: ignore[arg-type]
+    got = inspect(tiny_dirs / "gpt", "the king", out=None)
+    for layer in (3, -4, 1.5):  # 2 blocks: layers 0 (the embeddings) to 2
+        with pytest.raises(LmforgeError, match=rf"^lens_logits\({layer}\): layer must be an integer from 0"):
+            got.lens_logits(layer)  # type: ignore[arg-type]
 
 
 def test_a_translation_cut_by_max_tokens_gets_no_eos_it_did_not_choose(

@@ -226,6 +226,7 @@ def test_export_folder_and_cli(gpt_export: tuple[Path, Path], capsys: pytest.Cap
     source, out = gpt_export
     meta = json.loads((out / "onnx.json").read_text())
     assert meta["kind"] == "decoder" and meta["cache"] == {"n_layer": 2, "n_kv_head": 2, "head_size": 16}
+    assert meta["source"] == str(source.resolve())  # absolute: its errors name it from anywhere
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "onnx.json", "tokenizer.json"]
     assert _earlier_export(out) is None  # an export may replace its own earlier output
     capsys.readouterr()

@@ -73,7 +73,13 @@ def export_onnx(model_path: str | Path, out: str | Path) -> Path:
     with staged_folder(out, inputs=[source], owner=_earlier_export, overwrite=None, verb="export") as tmp:
         graphs = _export_graphs(model, kind, tmp)
         tokenizer.save_dir(tmp)
-        manifest = {"format": FORMAT, "kind": kind, "source": str(source), **graphs, **_ids(model, tokenizer)}
+        manifest = {
+            "format": FORMAT,
+            "kind": kind,
+            "source": str(Path(source).resolve()),
+            **graphs,
+            **_ids(model, tokenizer),
+        }
         manifest["versions"] = {"torch": torch.__version__, **_onnx_versions()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(out)

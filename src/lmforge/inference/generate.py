@@ -324,8 +324,9 @@ def generate(
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
-    With stream=True (one prompt) text goes to stdout as it is produced. dtype `auto` runs the
-    weights in bf16 where training would (decoding is memory-bound: half the bytes per token).
+    With stream=True (one prompt; more are an error) text goes to stdout as it is produced. dtype
+    `auto` runs the weights in bf16 where this machine measured it faster (inference/autotune.py),
+    and says so on stderr.
     Arguments are checked (inference/options.py) before the model loads; a prompt longer than the
     model's context is an error unless truncate_prompt keeps its last tokens. compile=True decodes
     each prompt through a compiled step (inference/compiled_decode.py): faster per token on the
@@ -345,6 +346,8 @@ def generate(
         compile=compile,
     )
     prompts = check_texts(prompt, "prompt")
+    if stream and len(prompts) > 1:  # their tokens would interleave on stdout
+        raise LmforgeError(f"stream=True writes one prompt's text as it comes; {len(prompts)} were given")
     net, tokenizer = load_model(model)
     net, why = to_inference_dtype(require_decoder(net, model), dtype)
     if compile is True:  # before a streamed prompt is echoed

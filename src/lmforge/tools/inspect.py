@@ -65,6 +65,10 @@ class Inspection:
         (0 = the embeddings, -1 = the last block: the model's logits)."""
         if self.residual is None or self._unembed is None:
             raise LmforgeError(f"a {self.kind} has no logit lens (no language-model head)")
+        layers = len(self.residual)  # the embeddings, then each block
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -layers <= layer < layers:
+            raise LmforgeError(f"lens_logits({layer!r}): layer must be an integer from 0 (the embeddings)"
+                               f" to {layers - 1} (the last block), or negative from the end")  # fmt: skip
         with torch.no_grad():
             return self._unembed(self.residual[layer])
 
@@ -86,7 +90,9 @@ def inspect(
     per map), attention.html (hover a token to see where it attends; opens offline), lens.png and
     lens.json. `target`: an encoder-decoder's translation to align (default: its greedy one).
     Texts over `max_tokens` tokens (or the model's context) are refused: the maps grow as T^2."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise LmforgeError(f"inspect takes one text (a str), not {type(text).__name__}")
+    if not text.strip():
         raise LmforgeError("inspect needs a non-empty text")
     if max_tokens < 2:
         raise LmforgeError(f"max_tokens={max_tokens}: must be an integer >= 2")
