@@ -46,6 +46,7 @@ def test_markup_strips_html_in_markdown_but_not_its_code() -> None:
         "Vec<A> and <T> stay\n"
     )
     assert stats.edits == {"html": 1}
+    assert Markup().apply("Tom &amp; Jerry, no tags", stats) == "Tom & Jerry, no tags"  # entities alone too
 
 
 def test_normalize_keeps_full_width_forms_and_repairs_mojibake() -> None:

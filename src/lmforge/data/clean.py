@@ -71,7 +71,7 @@ _NAME = rf"(?:(?-i:[abiqsup])|{_ELEMENTS})(?![\w:-])"
 # Attributes as HTML writes them (name, name=value, name="value"): `if (a<b && c>d)` is no tag.
 _ATTRS = r"""(?:\s+[a-z_:@][\w:.@-]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*/?"""
 _TAG = re.compile(rf"</?{_NAME}{_ATTRS}>|<!doctype\b[^<>]*>", re.I)
-_HTML_HINT = re.compile(rf"{_TAG.pattern}|<!--", re.I)
+_HTML_HINT = re.compile(rf"{_TAG.pattern}|<!--|&(?:[a-z]+|#\d+|#x[0-9a-f]+);", re.I)  # or an entity
 _DROP_BLOCKS = re.compile(rf"<(script|style|noscript|template)\b{_ATTRS}>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
 _BREAK_TAGS = re.compile(
     rf"<(?:br|/?(?:(?-i:p)|div|li|tr|h[1-6]|ul|ol|table|section|article))(?![\w:-]){_ATTRS}>", re.I
