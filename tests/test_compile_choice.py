@@ -222,10 +222,10 @@ def test_an_interactive_chat_says_when_fp32_through_the_compiled_step_beats_the_
 
     monkeypatch.setattr(builtins, "input", no_more_input)
     chat(tmp_path / "llama")
-    assert "--dtype fp32" not in capsys.readouterr().err  # nothing measured about the compiled step
+    assert "--dtype fp32 decodes faster" not in capsys.readouterr().err  # nothing measured of the step
     _measured(load_model(tmp_path / "llama")[0].float(), eager_ms=20.0, compiled_ms=8.0, compile_s=9.0)
     chat(tmp_path / "llama")
     hint = "--dtype fp32 decodes faster here, through the compiled step once it pays back: 8.0 ms a token"
     assert f"lmforge: {hint} against 12.0 eagerly in bf16" in capsys.readouterr().err
     chat(tmp_path / "llama", compile=False)
-    assert "--dtype fp32" not in capsys.readouterr().err
+    assert "--dtype fp32 decodes faster" not in capsys.readouterr().err

@@ -253,10 +253,10 @@ def chat(
             f" message, more than the model's context of {net.config.block_size}: shorten it"
         )
     net, why = to_inference_dtype(net, dtype)
-    if dtype == "auto" and why.startswith("bf16"):  # rounded weights: other replies than fp32's
-        print(f"lmforge: decoding in {why}; --dtype fp32 keeps the weights as trained", file=sys.stderr)
     if compile is True:  # refused before a line is read, not at every reply
         check_compilable(net, 1, None, True)
+    if dtype == "auto" and why.startswith("bf16"):  # rounded weights: other replies than fp32's
+        print(f"lmforge: decoding in {why}; --dtype fp32 keeps the weights as trained", file=sys.stderr)
     interactive = sys.stdin.isatty()
     if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte reaches the tokenizer, which names it
         sys.stdin.reconfigure(errors="surrogateescape")
