@@ -59,6 +59,20 @@ def test_bad_labelled_line_is_named(tmp_path: Path) -> None:
         read_labelled(path, ["negative", "positive"])
 
 
+def test_number_labels_are_names_where_the_names_are_numbers(tmp_path: Path) -> None:
+    """Star ratings 1-5 in JSON as numbers: 1 is "1", not index 1 ("2"); elsewhere a number is an
+    index. A JSON true is named as JSON writes it."""
+    path = tmp_path / "stars.jsonl"
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 5}\n{"text": "c", "label": "3"}\n')
+    assert read_labelled(path, ["1", "2", "3", "4", "5"]) == [("a", 0), ("b", 4), ("c", 2)]
+    assert read_labelled(path, ["0", "1", "3", "5"]) == [("a", 1), ("b", 3), ("c", 2)]
+    with pytest.raises(LmforgeError, match=r"stars.jsonl:2: label 5 is not one of \['1', '2', '3'\]"):
+        read_labelled(path, ["1", "2", "3"])
+    path.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": true}\n')
+    with pytest.raises(LmforgeError, match=r"stars.jsonl:2: label true is not one of \['no', 'yes'\]"):
+        read_labelled(path, ["no", "yes"])
+
+
 def test_encoder_classifier_learns_and_pipeline_has_hf_shapes(labelled: Path, tmp_path: Path) -> None:
     make_hf_model("bert", tmp_path / "bert")
     out = tmp_path / "clf"

@@ -22,7 +22,8 @@ def read_labelled(
 ) -> list[tuple[str, int]]:
     """[(text, label index)] from a .jsonl file (optionally .gz/.xz/.bz2). A label is a name in
     `labels`, its index, or a name that differs from exactly one of them only in case (a model's
-    `POSITIVE` for data's `positive`), which a line on stderr names."""
+    `POSITIVE` for data's `positive`), which a line on stderr names. Where the names are numbers
+    (star ratings `1,2,3,4,5`), a JSON number is read as a name, never an index: 5 is "5"."""
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise LmforgeError(f"labels={','.join(labels)!r}: name at least two labels, each once")
     path = Path(path)
@@ -30,6 +31,7 @@ def read_labelled(
     for i, name in enumerate(labels):
         folded.setdefault(name.casefold(), []).append(i)
     by_case: dict[str, str] = {}  # a data label -> the model's label it matched ignoring case
+    numerals = all(name.lstrip("-").isdigit() for name in labels)  # 1 would be index 1, "2"
     rows = []
     for n, line in strict_lines(path, "a .jsonl file"):
         if not line.strip():
@@ -42,7 +44,10 @@ def read_labelled(
             raise LmforgeError(f"{path}:{n}: {needs} ({e})") from None
         if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
             raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
-        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(labels):
+        number = isinstance(label, int) and not isinstance(label, bool)
+        if number and numerals and str(label) in labels:
+            rows.append((text, labels.index(str(label))))
+        elif number and not numerals and 0 <= label < len(labels):
             rows.append((text, label))
         elif label in labels:
             rows.append((text, labels.index(label)))
@@ -51,7 +56,8 @@ def read_labelled(
             by_case[label] = labels[index]
             rows.append((text, index))
         else:
-            raise LmforgeError(f"{path}:{n}: label {label!r} is not one of {labels}")
+            said = repr(label) if isinstance(label, str) else json.dumps(label)  # JSON's true, not True
+            raise LmforgeError(f"{path}:{n}: label {said} is not one of {labels}")
     if not rows:
         raise LmforgeError(f"{path}: no labelled examples")
     if by_case:
