@@ -304,3 +304,20 @@ def test_a_recipes_data_settings_yield_to_prepared_data_on_the_command_line(
     assert f"note: data.input='{prepared}' (on the command line) was prepared with its own settings" in out
     assert f"so {shipped}'s [data] tokenizer='char' does not apply" in out
     assert load_config(tmp_path / "run" / "config.toml").data.tokenizer == "bpe"
+
+
+@pytest.mark.parametrize(
+    ("task", "key"),
+    [("qa", "train.head_only=true"), ("chat", "train.from_scratch=true"), ("lm", "data.max_len=8"),
+     ("translation", "train.pooling=cls"), ("lm", "train.label_smoothing=0.1"),
+     ("classification", "data.doc_stride=4")],
+)  # fmt: skip
+def test_a_key_the_task_does_not_read_is_refused(task: str, key: str) -> None:
+    """A QA run with train.head_only trained the whole encoder, unsaid."""
+    overrides = [f"--data.task={task}", f"--{key}", "--train.init_from=m"]
+    arch = ["--model.arch=seq2seq"] if task == "translation" else []
+    said = (
+        rf"^{re.escape(key.split('=')[0])}=.* is read only by data\.task=.*; this run's data\.task='{task}'"
+    )
+    with pytest.raises(LmforgeError, match=said):
+        load_config(None, [*overrides, *arch])

@@ -98,6 +98,8 @@ Recipes are TOML files in `configs/`; each key below can be overridden with `--s
 (or `--section.key value`).
 An unknown key, a wrong type or an impossible combination stops with one line naming it, e.g.
 `lmforge: error: configs/x.toml: unknown config key 'train.max_step' (known in [train]: ...)`.
+So does a key that the run's `data.task` does not read (those whose description starts with a
+task's name, such as `train.head_only` on a `qa` run): it would change nothing.
 `lmforge train --help` lists the same keys.
 
 Recipes: `configs/demo.toml` (the demo), `configs/shakespeare-char.toml` (nanoGPT's CPU shape),

@@ -149,8 +149,36 @@ def check_config(c: Config) -> None:
         check_supported(m, m.arch)
     _check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing={t.label_smoothing} must be in [0, 1)")
     _check(t.eval_bleu_sentences >= 0, "train.eval_bleu_sentences must be >= 0")
+    _check_task_keys(c)
     _check_lora(c)
     _check_privacy(c)
+
+
+# Keys only some tasks read (train/tasks/): set for another task, they would change nothing.
+_TASK_KEYS = {
+    "data.labels": ("classification",),
+    "data.max_len": ("classification", "chat", "qa"),
+    "data.doc_stride": ("qa",),
+    "train.head_only": ("classification",),
+    "train.from_scratch": ("classification", "qa"),
+    "train.pooling": ("classification",),
+    "train.classifier_dropout": ("classification",),
+    "train.classifier_dense": ("classification",),
+    "train.label_smoothing": ("translation",),
+    "train.eval_bleu_sentences": ("translation",),
+}
+
+
+def _check_task_keys(c: Config) -> None:
+    task = c.data.task
+    for dotted, tasks in _TASK_KEYS.items():
+        section, key = dotted.split(".")
+        for _, value in changed_keys(getattr(c, section), (key,)):
+            _check(
+                task in tasks,
+                f"{dotted}={value!r} is read only by data.task={' or '.join(map(repr, tasks))};"
+                f" this run's data.task={task!r} would ignore it: leave it out",
+            )
 
 
 def check_model(m: ModelConfig) -> None:

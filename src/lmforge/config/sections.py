@@ -184,7 +184,7 @@ class TrainConfig:
     head_only: bool = False
     """classification: train only the head, the backbone frozen."""
     from_scratch: bool = False
-    """classification: train.init_from's architecture and tokenizer, random weights (a baseline)."""
+    """classification, qa: train.init_from's architecture and tokenizer, random weights (a baseline)."""
     pooling: str = ""
     """classification: `mean`, `cls` or `last` token pooling; "" picks mean for encoders, last
     for decoders."""
