@@ -189,6 +189,24 @@ def test_a_finished_epoch_run_resumes_with_more_epochs(tmp_path: Path, tiny_over
         train(None, ["--train.epochs=1"], resume=run, quiet=True)
 
 
+def test_a_resume_whose_epochs_end_at_its_checkpoint_is_refused(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    """finetune-classify records its epochs as max_steps (epochs 0): --train.epochs=1 on resume
+    ends where the run already is, so it trained nothing and printed a normal done line."""
+    from lmforge.train.loop import train
+
+    steps = train(None, [*tiny_overrides, "--train.epochs=1"], tmp_path / "a", quiet=True)["steps"]
+    run = tmp_path / "r"
+    train(None, [*tiny_overrides, f"--train.max_steps={steps}"], run, quiet=True)
+    config = (run / "config.toml").read_text()
+    said = rf"--train.epochs=1 would train nothing: it ends at step {steps} \({steps} steps an epoch\)"
+    with pytest.raises(LmforgeError, match=said):
+        train(None, ["--train.epochs=1"], resume=run, quiet=True)
+    assert (run / "config.toml").read_text() == config
+    assert train(None, ["--train.epochs=2"], resume=run, quiet=True)["steps"] == 2 * steps
+
+
 def test_resume_to_fewer_steps_than_done_is_refused(tmp_path: Path, tiny_overrides: list[str]) -> None:
     """max_steps below the checkpoint's step trains nothing: one line, config.toml untouched."""
     from lmforge.train.loop import train

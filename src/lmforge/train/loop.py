@@ -46,6 +46,7 @@ from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
+from lmforge.train.resume import check_epochs_train
 from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
@@ -152,6 +153,8 @@ def _set_up(
         ckpt.check_tokenizer(last, task.tokenizer)
     if t.epochs:
         t.max_steps = t.epochs * task.loader.steps_per_epoch
+        if last is not None and saved is not None:  # epochs become steps only here
+            check_epochs_train(run_dir, t, task.loader.steps_per_epoch, last, saved["step"])
     if engine.rank == 0:
         drop_leftovers(run_dir, say)
     config_text = config_to_toml(cfg)  # written once the inputs have all been read (_steps)

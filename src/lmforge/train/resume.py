@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, config_from_text, load_config
+from lmforge.config import Config, TrainConfig, config_from_text, load_config
 from lmforge.data.shards import is_prepared
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.marian import load_translation_tokenizer
@@ -112,6 +112,16 @@ def resume_run(
         if is_prepared(data_dir):
             ckpt.check_tokenizer(last, load_translation_tokenizer(data_dir))
     return run_dir, cfg
+
+
+def check_epochs_train(run_dir: Path, t: TrainConfig, per_epoch: int, last: Path, step: int) -> None:
+    """A resumed run's train.epochs, now in steps (t.max_steps), must go past its last checkpoint,
+    as --train.max_steps must (resume_run checks that one before the data is read)."""
+    if t.max_steps <= step:
+        raise LmforgeError(
+            f"{run_dir}: --train.epochs={t.epochs} would train nothing: it ends at step {t.max_steps}"
+            f" ({per_epoch} steps an epoch), and the run's last checkpoint ({last.name}) is at step {step}"
+        )
 
 
 def _finished_at(run_dir: Path) -> int | None:
