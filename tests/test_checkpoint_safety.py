@@ -466,6 +466,20 @@ def test_overwrite_never_touches_a_folder_it_did_not_create(
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "model", "notes.txt"]
 
 
+def test_a_model_folder_that_import_wrote_is_no_run_folder(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """train --out IMPORTED (the run's own base, in a LoRA recipe) wrote a run into the model's
+    folder, which was then both; merge-lora already refused it."""
+    folder = tmp_path / "smol"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / ".lmforge-output").write_text('{"written_by": "import"}\n')
+    before = snapshot(folder)
+    for overwrite in (False, True):
+        with pytest.raises(LmforgeError, match="holds the output of lmforge import, a model folder; a run"):
+            _train(None, tiny_overrides, folder, overwrite=overwrite)
+    assert_kept(folder, before)
+
+
 def test_a_recipe_named_config_toml_is_not_a_run(tmp_path: Path, tiny_overrides: list[str]) -> None:
     folder = tmp_path / "project"
     folder.mkdir()

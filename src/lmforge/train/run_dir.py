@@ -20,7 +20,7 @@ from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS
 from lmforge.formats.peft import LORA_FILE
-from lmforge.outputs import describe_foreign
+from lmforge.outputs import describe_foreign, written_by
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.engines.deepspeed_config import read_user_config
 from lmforge.train.resume import resume_run
@@ -68,6 +68,12 @@ def resolve_run(
     run_dir = Path(out) if out is not None else Path("runs") / name
     if run_dir.exists() and not run_dir.is_dir():
         raise LmforgeError(f"{run_dir}: is a file; --out needs a folder for the run")
+    verb = written_by(run_dir)
+    if verb is not None:  # a model folder (an import, an export): a run in it would mix with it
+        raise LmforgeError(
+            f"{run_dir}: holds the output of lmforge {verb}, a model folder; a run there would mix its"
+            " files with the model's: choose another --out"
+        )
     kind, present = run_kind(run_dir)
     if kind == "foreign":
         raise LmforgeError(
