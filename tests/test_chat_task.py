@@ -205,6 +205,22 @@ def test_fine_tune_learns_and_exports_a_chat_model(tmp_path: Path, model_dir: Pa
     assert model.config.n_layer == 2
 
 
+def test_empty_assistant_replies_are_said(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty reply trains the model to answer nothing: trained on, but said, even with --quiet."""
+    data = write_chats(tmp_path / "chats.jsonl", 40)
+    lines = data.read_text().splitlines()
+    for n in (1, 3):  # lines 2 and 4 (both train: every tenth is test)
+        record = json.loads(lines[n])
+        record["messages"][-1]["content"] = " "
+        lines[n] = json.dumps(record)
+    data.write_text("\n".join(lines) + "\n")
+    train(None, _recipe(data, model_dir, 1), out=tmp_path / "run", quiet=True)
+    said = "2 conversations with an empty assistant reply (lines 2, 4): the model learns to answer nothing"
+    assert f"lmforge: warning: {data}: {said}" in capsys.readouterr().err
+
+
 def test_a_model_without_chat_template_is_one_error(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     make_hf_model("llama", plain)

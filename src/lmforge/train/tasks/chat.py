@@ -15,6 +15,7 @@ defaults and special tokens of train.init_from, so it chats like the model it st
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from lmforge.data.chat_data import ChatLoader, Conversation, Example, eval_batches, read_chats
-from lmforge.errors import LmforgeError
+from lmforge.errors import LmforgeError, counted
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     read_chat_template,
@@ -65,6 +66,14 @@ class ChatTask(Task):
         self.generation = read_generation_config(model_dir)
         self.variables = special_tokens(model_dir, self.tokenizer)
         chats = read_chats(d.input)
+        empty = [c.line for c in chats if c.split == "train" and _empty_reply(c)]
+        if empty and engine.rank == 0:  # its only target is the end of turn: shown even with --quiet
+            lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+            print(
+                f"lmforge: warning: {d.input}: {counted(len(empty), 'conversation')} with an empty"
+                f" assistant reply (lines {lines}): the model learns to answer nothing there",
+                file=sys.stderr,
+            )
         rows = [c for c in chats if c.split == "train"]
         self.n_test = len(chats) - len(rows)
         train_rows, val_rows = hold_out(
@@ -173,3 +182,7 @@ class ChatTask(Task):
             "dropped": self.dropped,
             "assistant_target_tokens": self._targets(),
         }
+
+
+def _empty_reply(chat: Conversation) -> bool:
+    return any(m["role"] == "assistant" and not m["content"].strip() for m in chat.messages)
