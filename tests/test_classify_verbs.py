@@ -141,3 +141,15 @@ def test_labels_that_differ_only_in_case_are_read_and_named(
     with pytest.raises(LmforgeError, match=r"two.jsonl:1: label 'Ab' is not one of \['ab', 'AB'\]"):
         read_labelled(tmp_path / "two.jsonl", ["ab", "AB"])
     assert read_labelled(tmp_path / "two.jsonl", ["Ab", "AB"]) == [("a", 0)]  # an exact match first
+
+
+def test_a_label_without_training_examples_is_said(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--labels negative,positive,neutral with no neutral example trained silently, and its macro
+    F1 counted the empty class as 0."""
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": i % 2}) + "\n" for i in range(40)))
+    lmforge.finetune_classify(models["gpt"], path, "no,yes,maybe", tmp_path / "run", epochs=1, quiet=True)
+    said = f"lmforge: warning: {path}: no example of 'maybe'; the classifier learns never to predict it"
+    assert said in capsys.readouterr().err

@@ -10,6 +10,7 @@ split is also what the run reports, so choosing the best step on it would flatte
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -70,6 +71,13 @@ class ClassificationTask(Task):
         if len(self.labels) < 2:
             raise LmforgeError(f"data.labels={d.labels!r}: name at least two labels, comma-separated")
         rows = read_labelled(d.input, self.labels, d.text_field, d.label_field)
+        unseen = [name for i, name in enumerate(self.labels) if all(label != i for _, label in rows)]
+        if unseen and engine.rank == 0:  # shown even with --quiet: the head learns never to say them
+            print(
+                f"lmforge: warning: {d.input}: no example of {', '.join(map(repr, unseen))}; the classifier"
+                " learns never to predict it, and macro F1 counts it as 0",
+                file=sys.stderr,
+            )
         self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
         backbone, self.tokenizer = load_model(t.init_from)
         self.dense_start = None if t.from_scratch else dense_start(backbone, t.classifier_dense)
