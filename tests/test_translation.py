@@ -223,15 +223,18 @@ def run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_resume_continues_exactly(run: Path, tmp_path: Path) -> None:
+def test_resume_continues_exactly(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Resuming from the step-60 checkpoint (dropout on, so RNG state matters) ends with the same
-    weights and best-BLEU bookkeeping as the uninterrupted run."""
+    weights and best-BLEU bookkeeping as the uninterrupted run; the last line names the step the
+    exported model is."""
     other = tmp_path / "resumed"
     shutil.copytree(run, other)
     for name in ("checkpoints/step_00000120", "model", "summary.json"):
         path = other / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    summary = train(resume=other, quiet=True)
+    summary = train(resume=other)
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    assert done.startswith("done: ") and done.endswith(f"(step {summary['best_step']}'s, best val_bleu)")
     a = load_file(str(run / "checkpoints" / "step_00000120" / "model.safetensors"))
     b = load_file(str(other / "checkpoints" / "step_00000120" / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

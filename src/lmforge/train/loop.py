@@ -426,8 +426,9 @@ def _finish(run: Run) -> dict[str, Any]:
         write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_loss(run.run_dir)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
+        which = f" (step {state['best_step']}'s, best {run.best[0]})" if "best_step" in summary else ""
         run.say(
             f"done: {scores} | {summary['tokens_per_s']:,.0f} tok/s | {format_duration(state['train_s'])}"
-            f" | model in {run.run_dir / 'model'}"
+            f" | model in {run.run_dir / 'model'}{which}"
         )
     return summary
