@@ -95,6 +95,18 @@ def test_tsv_and_aligned_files_read_as_pairs(tmp_path: Path) -> None:
     ]
 
 
+def test_a_tsv_header_naming_the_languages_is_no_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet's export starts `en<TAB>fr`: it trained as a pair."""
+    (tmp_path / "h.tsv").write_text("EN\tfr\nHello\tBonjour\nen\tfr\n")
+    got = [(p.src, p.tgt) for p in read_pairs(tmp_path / "h.tsv")]
+    assert got == [("Hello", "Bonjour"), ("en", "fr")]  # only a first line is a header
+    assert (
+        capsys.readouterr().err == f"lmforge: {tmp_path / 'h.tsv'}:1: read as a header (EN, fr), not a pair\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [

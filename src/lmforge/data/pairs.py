@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def read_pairs(
             if kind == ".jsonl":
                 yield from _read_jsonl(path, src_lang, tgt_lang)
             elif kind == ".tsv":
-                yield from _read_tsv(path)
+                yield from _read_tsv(path, src_lang, tgt_lang)
             elif kind == f".{src_lang}":
                 yield from _read_aligned(path, _sibling(path, src_lang, tgt_lang))
             else:
@@ -130,12 +131,23 @@ def _read_jsonl(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
             yield Pair(_norm(src), _norm(tgt), str(record.get("doc", path.name)))
 
 
-def _read_tsv(path: Path) -> Iterator[Pair]:
+def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
+    """Tab-separated pairs; a first line naming the two languages (`en<TAB>fr`, a spreadsheet's
+    header) is a header, not a pair, and stderr says so."""
     with open_text(path) as f:
+        first = True
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             cols = line.rstrip("\r\n").split("\t")
+            if first and [c.strip().lower() for c in cols[:2]] == [src_lang.lower(), tgt_lang.lower()]:
+                print(
+                    f"lmforge: {path}:{number}: read as a header ({cols[0]}, {cols[1]}), not a pair",
+                    file=sys.stderr,
+                )
+                first = False
+                continue
+            first = False
             if len(cols) not in (2, 3):
                 raise LmforgeError(f"{path}:{number}: expected 2 or 3 tab-separated columns, got {len(cols)}")
             yield Pair(_norm(cols[0]), _norm(cols[1]), cols[2] if len(cols) == 3 else path.name)
