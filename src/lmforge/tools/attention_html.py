@@ -64,7 +64,7 @@ probability in the chosen layer and head; "mean" averages the heads. Below: the 
 per query token.</p>
 <div class="controls">
 <label>map <select id="map"></select></label>
-<label>layer <select id="layer"></select></label>
+<label>block <select id="layer"></select></label>
 <label>head <select id="head"></select></label>
 <span id="readout" class="caption"></span>
 </div>
@@ -106,7 +106,7 @@ function spans(box, tokens, role) {
 function chooseMap() {
   map = DATA.maps[+$("map").value]; probs = decode(map.bytes); focus = -1; locked = false;
   const [L, H] = map.shape;
-  $("layer").textContent = ""; for (let l = 0; l < L; l++) option($("layer"), l, l);
+  $("layer").textContent = ""; for (let l = 0; l < L; l++) option($("layer"), l, l + 1);  // blocks count from 1, as the lens's
   $("head").textContent = ""; option($("head"), "mean", "mean");
   for (let h = 0; h < H; h++) option($("head"), h, h);
   spans($("queries"), map.queries, "query");

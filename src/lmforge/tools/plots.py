@@ -45,7 +45,7 @@ def attention_grid(
         [j * (t_k + gap) + t_k / 2 - 0.5 for j in range(heads)], [f"head {j}" for j in range(heads)]
     )
     ax.set_yticks(
-        [i * (t_q + gap) + t_q / 2 - 0.5 for i in range(layers)], [f"layer {i}" for i in range(layers)]
+        [i * (t_q + gap) + t_q / 2 - 0.5 for i in range(layers)], [f"block {i + 1}" for i in range(layers)]
     )
     ax.xaxis.set_ticks_position("top")
     ax.tick_params(length=0, labelsize=8)
