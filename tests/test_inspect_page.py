@@ -68,7 +68,7 @@ def test_hover_shows_where_a_token_attends(browser: Any, tmp_path: Path) -> None
     tokens = page.eval_on_selector_all("#queries .tok", "spans => spans.map(s => s.textContent)")
     assert "".join(tokens) == text
     probs = result.attention["self"]  # (L, nh, T, T)
-    page.select_option("#layer", "1")
+    page.select_option("#layer", index=1)  # block 2 (its label is "2": a string would match the label "1")
     page.hover("#queries .tok >> nth=6")  # the 'n' of king: hover shows its row of layer 1
     expected = probs[1, :, 6].mean(0)  # "mean" over heads is the default
     assert _alphas(page, "queries") == pytest.approx(expected.tolist(), abs=2 / 255)
