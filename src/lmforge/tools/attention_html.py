@@ -106,7 +106,7 @@ function spans(box, tokens, role) {
 function chooseMap() {
   map = DATA.maps[+$("map").value]; probs = decode(map.bytes); focus = -1; locked = false;
   const [L, H] = map.shape;
-  $("layer").textContent = ""; for (let l = 0; l < L; l++) option($("layer"), l, l + 1);  // blocks count from 1, as the lens's
+  $("layer").textContent = ""; for (let l = 0; l < L; l++) option($("layer"), l, l + 1);  // block 1 first
   $("head").textContent = ""; option($("head"), "mean", "mean");
   for (let h = 0; h < H; h++) option($("head"), h, h);
   spans($("queries"), map.queries, "query");
