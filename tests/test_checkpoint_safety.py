@@ -584,7 +584,7 @@ def test_a_new_best_keeps_a_file_train_did_not_write_in_best(tmp_path: Path) -> 
     the run; now train's own files are replaced one by one and the rest stays."""
     from types import SimpleNamespace
 
-    from lmforge.train.loop import _install_model_dir
+    from lmforge.train.run_outputs import install_model_dir
 
     def model_files(directory: Path) -> None:
         (directory / "config.json").write_text("{}")
@@ -593,9 +593,9 @@ def test_a_new_best_keeps_a_file_train_did_not_write_in_best(tmp_path: Path) -> 
         run_dir=tmp_path, lora_base=None, task=SimpleNamespace(write_model_files=model_files)
     )
     best = tmp_path / "best"
-    _install_model_dir(run, best, {"w": torch.zeros(2)})  # type: ignore[arg-type]
+    install_model_dir(run, best, {"w": torch.zeros(2)})  # type: ignore[arg-type]
     (tmp_path / "best" / "NOTES.md").write_text("mine")
-    _install_model_dir(run, best, {"w": torch.ones(2)})  # type: ignore[arg-type]
+    install_model_dir(run, best, {"w": torch.ones(2)})  # type: ignore[arg-type]
     assert load_file(str(tmp_path / "best" / "model.safetensors"))["w"].tolist() == [1.0, 1.0]
     assert sorted(p.name for p in (tmp_path / "best").iterdir()) == [
         "NOTES.md",

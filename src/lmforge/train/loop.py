@@ -4,18 +4,16 @@ train() has three parts. `_set_up` resolves the run directory, builds the engine
 (train/tasks/: its data, model, loss and metrics), the optimizer and schedule, and restores a
 checkpoint when resuming. `_steps` runs optimizer steps: fetch the task's global batch,
 normalise the loss per target across all its micro-batches and ranks, backward each, step the
-engine (clip, update, schedule), log, evaluate, checkpoint. `_finish` exports the model and
-writes summary.json and loss.png. The loop never asks which task it runs.
+engine (clip, update, schedule), log, evaluate, checkpoint. `finish` (train/run_outputs.py)
+exports the model and writes summary.json and loss.png. The loop never asks which task it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from lmforge import malloc, tuning
 from lmforge.config import Config, as_overrides, config_to_toml
 from lmforge.config.checks import split_batch
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import WEIGHTS, save_weights
-from lmforge.formats.peft import base_identity, check_base, write_lora_file
+from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.outputs import write_file
@@ -43,11 +39,12 @@ from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.losses import lm_loss
-from lmforge.train.metrics import MetricsLog, format_duration, plot_loss, step_line
+from lmforge.train.metrics import MetricsLog, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
 from lmforge.train.resume import check_epochs_train
 from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
+from lmforge.train.run_outputs import finish, install_model_dir, save_checkpoint
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
 
@@ -87,7 +84,7 @@ def train(
                 _steps(run)
             finally:
                 run.close()
-            summary = _finish(run)
+            summary = finish(run)
         except BaseException:  # the model goes before the process group, here at the exit
             del run
             with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
@@ -278,7 +275,7 @@ def _steps(run: Run) -> None:
             run.log.log(run.step, **record)
         if run.step % t.checkpoint_interval == 0 or run.step == t.max_steps:
             run.state["wall_s"] = wall_before + time.perf_counter() - started
-            _save(run)
+            save_checkpoint(run)
     run.state["wall_s"] = wall_before + time.perf_counter() - started
 
 
@@ -358,77 +355,5 @@ def _evaluate(run: Run) -> dict[str, float]:
         run.state.update(best_score=score, best_step=run.step)
         state = run.engine.full_state_dict()  # collective: every rank takes part
         if run.main:
-            _install_model_dir(run, run.run_dir / "best", state)
+            install_model_dir(run, run.run_dir / "best", state)
     return metrics
-
-
-def _install_model_dir(run: Run, target: Path, state: dict[str, torch.Tensor]) -> None:
-    """run_dir/best (the best validation score so far) or run_dir/model (the export). Its files are
-    written into run_dir/.NAME-tmp, then each renamed over its old copy (atomic per file, and within
-    a run only the weights change), so a kill leaves a whole model there, never a half-written
-    file or a writer's temporary one, and a file train did not write there (a user's notes) stays."""
-    tmp = run.run_dir / f".{target.name}-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _write_model_dir(run, tmp, state)
-    target.mkdir(exist_ok=True)
-    for path in sorted(tmp.iterdir()):
-        os.replace(path, target / path.name)
-    tmp.rmdir()
-
-
-def _write_model_dir(run: Run, directory: Path, state: dict[str, torch.Tensor]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if run.lora_base:  # adapters only, and the base they sit on
-        state = {k: v for k, v in state.items() if k in run.trainable}
-        write_lora_file(directory, run.cfg.lora, run.lora_base)
-    save_weights(directory / WEIGHTS, state)
-    run.task.write_model_files(directory)
-
-
-def _save(run: Run) -> None:
-    def write(directory: Path) -> None:
-        run.engine.save(directory)
-        if run.main:
-            run.task.write_model_files(directory)  # every checkpoint is a loadable model directory
-            if run.lora_base:  # ... of the adapters, with the base they sit on
-                write_lora_file(directory, run.cfg.lora, run.lora_base)
-
-    ckpt.save_checkpoint(
-        run.run_dir / "checkpoints",
-        run.step,
-        write,
-        {"loader": run.task.loader.state_dict(), **run.state, "config": run.config_text}
-        | ({"privacy": run.privacy.state_dict()} if run.privacy else {}),
-        keep=run.cfg.train.keep_checkpoints,
-        main=run.main,
-        barrier=run.engine.barrier,
-    )
-
-
-def _finish(run: Run) -> dict[str, Any]:
-    """Export the model (the best step's when the run keeps one), write summary.json and loss.png."""
-    engine, state, task = run.engine, run.state, run.task
-    if not run.metrics:  # resumed a run that had already finished: evaluate it once
-        run.metrics = task.evaluate(run.module, engine, run.autocast)
-    summary = report.summary(run, run.peak_flops)  # the logged MFU's peak
-    if run.privacy:
-        summary.update(run.privacy.summary())
-    final = engine.full_state_dict()  # collective: sharded engines gather on every rank
-    best_file = run.run_dir / "best" / WEIGHTS
-    if run.best:
-        metric, sign = run.best
-        name = metric.removeprefix("val_")
-        summary.update({f"best_{name}": sign * state["best_score"], "best_step": state["best_step"]})
-        if best_file.is_file():
-            final = load_file(str(best_file))
-    if run.main:
-        _install_model_dir(run, run.run_dir / "model", final)
-        write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        plot_loss(run.run_dir)
-        scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
-        which = f" (step {state['best_step']}'s, best {run.best[0]})" if "best_step" in summary else ""
-        run.say(
-            f"done: {scores} | {summary['tokens_per_s']:,.0f} tok/s | {format_duration(state['train_s'])}"
-            f" | model in {run.run_dir / 'model'}{which}"
-        )
-    return summary

@@ -226,7 +226,7 @@ def check_own_files(run_dir: Path, present: list[str]) -> None:
     README.md put into model/, a step_40.bak in checkpoints/): moved aside with the run, it would
     be deleted at the new run's first checkpoint."""
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints")
-    # every checkpoint is a model directory written as model/ and best/ are (loop._write_model_dir)
+    # every checkpoint is a model directory written as model/ and best/ are (run_outputs.write_model_dir)
     model_files = {WEIGHTS, LORA_FILE} | {p.name for step in checkpoints for p in step.iterdir()}
     ours: dict[str, Callable[[Path], bool]] = {
         "model": lambda p: p.name in model_files,

@@ -1,0 +1,95 @@
+"""What a run writes (train/loop.py's): its checkpoints, best/ (the best validation score so far),
+and at the end model/ (the export), summary.json and loss.png, with its last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file
+
+from lmforge.formats.directory import WEIGHTS, save_weights
+from lmforge.formats.peft import write_lora_file
+from lmforge.outputs import write_file
+from lmforge.train import checkpoint as ckpt
+from lmforge.train import report
+from lmforge.train.metrics import format_duration, plot_loss
+
+if TYPE_CHECKING:
+    from lmforge.train.loop import Run
+
+
+def install_model_dir(run: Run, target: Path, state: dict[str, torch.Tensor]) -> None:
+    """run_dir/best (the best validation score so far) or run_dir/model (the export). Its files are
+    written into run_dir/.NAME-tmp, then each renamed over its old copy (atomic per file, and within
+    a run only the weights change), so a kill leaves a whole model there, never a half-written
+    file or a writer's temporary one, and a file train did not write there (a user's notes) stays."""
+    tmp = run.run_dir / f".{target.name}-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_model_dir(run, tmp, state)
+    target.mkdir(exist_ok=True)
+    for path in sorted(tmp.iterdir()):
+        os.replace(path, target / path.name)
+    tmp.rmdir()
+
+
+def write_model_dir(run: Run, directory: Path, state: dict[str, torch.Tensor]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    if run.lora_base:  # adapters only, and the base they sit on
+        state = {k: v for k, v in state.items() if k in run.trainable}
+        write_lora_file(directory, run.cfg.lora, run.lora_base)
+    save_weights(directory / WEIGHTS, state)
+    run.task.write_model_files(directory)
+
+
+def save_checkpoint(run: Run) -> None:
+    def write(directory: Path) -> None:
+        run.engine.save(directory)
+        if run.main:
+            run.task.write_model_files(directory)  # every checkpoint is a loadable model directory
+            if run.lora_base:  # ... of the adapters, with the base they sit on
+                write_lora_file(directory, run.cfg.lora, run.lora_base)
+
+    ckpt.save_checkpoint(
+        run.run_dir / "checkpoints",
+        run.step,
+        write,
+        {"loader": run.task.loader.state_dict(), **run.state, "config": run.config_text}
+        | ({"privacy": run.privacy.state_dict()} if run.privacy else {}),
+        keep=run.cfg.train.keep_checkpoints,
+        main=run.main,
+        barrier=run.engine.barrier,
+    )
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Export the model (the best step's when the run keeps one), write summary.json and loss.png."""
+    engine, state, task = run.engine, run.state, run.task
+    if not run.metrics:  # resumed a run that had already finished: evaluate it once
+        run.metrics = task.evaluate(run.module, engine, run.autocast)
+    summary = report.summary(run, run.peak_flops)  # the logged MFU's peak
+    if run.privacy:
+        summary.update(run.privacy.summary())
+    final = engine.full_state_dict()  # collective: sharded engines gather on every rank
+    best_file = run.run_dir / "best" / WEIGHTS
+    if run.best:
+        metric, sign = run.best
+        name = metric.removeprefix("val_")
+        summary.update({f"best_{name}": sign * state["best_score"], "best_step": state["best_step"]})
+        if best_file.is_file():
+            final = load_file(str(best_file))
+    if run.main:
+        install_model_dir(run, run.run_dir / "model", final)
+        write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plot_loss(run.run_dir)
+        scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
+        which = f" (step {state['best_step']}'s, best {run.best[0]})" if "best_step" in summary else ""
+        run.say(
+            f"done: {scores} | {summary['tokens_per_s']:,.0f} tok/s | {format_duration(state['train_s'])}"
+            f" | model in {run.run_dir / 'model'}{which}"
+        )
+    return summary
