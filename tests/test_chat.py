@@ -453,3 +453,24 @@ def test_decoding_in_bf16_by_auto_is_said(
     monkeypatch.setattr(sys, "stdin", io.StringIO("Who is the king?\n"))
     chat(llama, do_sample=False, max_new_tokens=2)
     assert re.search(rf"^lmforge: decoding in bf16 .*{re.escape(said)}$", capsys.readouterr().err, re.M)
+
+
+def test_import_keeps_the_models_bos_and_padding_for_export(tmp_path: Path) -> None:
+    """An HF decoder's own BOS (a Llama 3 template's {{ bos_token }}) and its padding token were
+    dropped by import, and export then named the EOS as BOS."""
+    from lmforge.formats.hf_files import export_hf, import_hf
+
+    make_chat_llama(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config.update(bos_token_id=1, pad_token_id=None)  # <|im_start|>; the padding named only by token
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    named = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    named.update(bos_token="<|im_start|>", pad_token="<|im_end|>")
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(named))
+    import_hf(tmp_path / "hf", tmp_path / "imported")
+    imported = json.loads((tmp_path / "imported" / "config.json").read_text())
+    assert (imported["bos_token_id"], imported["pad_token_id"]) == (1, 2)
+    export_hf(tmp_path / "imported", tmp_path / "back")
+    back = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    assert (back.bos_token, back.pad_token) == ("<|im_start|>", "<|im_end|>")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["bos_token_id"] == 1

@@ -243,6 +243,8 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
         QA_TYPE if isinstance(model, SpanModel) else ENCODER_TYPE if isinstance(model, Encoder) else None
     )
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
+    if isinstance(model, GPT):  # its own BOS and padding (a chat template's bos_token), kept for export
+        extra = _source_special_ids(Path(hf_dir), tokenizer)
     with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
             save_classifier(model, tmp, tokenizer)
@@ -351,6 +353,24 @@ def _write_seq2seq_files(
     if model.num_beams != 1:
         generation["num_beams"] = model.num_beams
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
+    """An HF decoder's BOS and padding ids: config.json's, else the tokens tokenizer_config.json
+    names (a Llama 3's pad_token with pad_token_id null)."""
+    raw = read_json(directory / "config.json", "model config")
+    named_file = directory / "tokenizer_config.json"
+    named = read_json(named_file, "tokenizer config") if named_file.is_file() else {}
+    ids = {}
+    for key in ("bos", "pad"):
+        value = raw.get(f"{key}_token_id")
+        token = named.get(f"{key}_token")
+        token = token.get("content") if isinstance(token, dict) else token
+        if not isinstance(value, int) and isinstance(token, str):
+            value = tokenizer.hf.token_to_id(token)
+        if isinstance(value, int) and not isinstance(value, bool):
+            ids[f"{key}_token_id"] = value
+    return ids
 
 
 def _special_ids(tokenizer: Tokenizer, raw: dict[str, Any]) -> dict[str, int | None]:
