@@ -474,3 +474,18 @@ def test_import_keeps_the_models_bos_and_padding_for_export(tmp_path: Path) -> N
     back = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
     assert (back.bos_token, back.pad_token) == ("<|im_start|>", "<|im_end|>")
     assert json.loads((tmp_path / "back" / "config.json").read_text())["bos_token_id"] == 1
+
+
+def test_plain_text_stops_at_every_eos_id_of_generation_config(llama: Path, tmp_path: Path) -> None:
+    """transformers' pipeline stops plain text at any id of generation_config.json's eos_token_id
+    (Llama 3's three, Qwen2.5's two); lmforge stopped only at the tokenizer's first."""
+    import lmforge
+    from lmforge.pipelines import pipeline
+
+    directory = copy(llama, tmp_path)
+    net, tokenizer = load_model(directory)
+    first = generate_ids(net, [tokenizer.encode("the king")], 1, 0.0)[0][0]  # the greedy next token
+    set_generation(directory, eos_token_id=[2, first])
+    said = pipeline("text-generation", model=directory)("the king", max_new_tokens=8, do_sample=False)
+    assert said == [{"generated_text": "the king"}]  # ended at once, as transformers' does
+    assert lmforge.generate(directory, "the king", max_new_tokens=8, temperature=0) == ["the king"]

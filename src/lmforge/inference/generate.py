@@ -18,7 +18,8 @@ from typing import TextIO
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import load_model
+from lmforge.formats.chat_files import stop_ids
+from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
@@ -350,6 +351,7 @@ def generate(
         raise LmforgeError(f"stream=True writes one prompt's text as it comes; {len(prompts)} were given")
     net, tokenizer = load_model(model)
     net, why = to_inference_dtype(require_decoder(net, model), dtype)
+    stops = stop_ids(resolve_model_dir(model), tokenizer.eos_id)  # every EOS id, as transformers stops at
     if compile is True:  # before a streamed prompt is echoed
         check_compilable(net, 1, None, use_cache)
     ids = encode_prompts(tokenizer, prompts)
@@ -366,7 +368,7 @@ def generate(
         temperature,
         top_k,
         top_p,
-        tokenizer.eos_id,
+        stops,
         use_cache,
         seed,
         truncate_prompt,

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec, continuation
@@ -102,7 +103,9 @@ class TextGenerationPipeline:
             prompts = check_texts(text)
             options = TEXT_DEFAULTS | {k: v for k, v in given.items() if v is not None}
             ids = encode_prompts(self.tokenizer, prompts)
-            stops: int | list[int] | None = self.tokenizer.eos_id
+            stops: int | list[int] | None = stop_ids(
+                self.directory, self.tokenizer.eos_id
+            )  # as transformers'
         else:
             where = ["messages" if len(chats) == 1 else f"conversation {n}" for n in range(1, len(chats) + 1)]
             ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]

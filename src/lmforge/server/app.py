@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import stop_ids
 from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
@@ -217,8 +218,8 @@ async def _generate(
             )
     if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
         eos = frozenset(served.chat.stops)
-    else:  # plain continuation stops at EOS, as lmforge.generate does
-        eos = frozenset([] if served.tokenizer.eos_id is None else [served.tokenizer.eos_id])
+    else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
+        eos = frozenset(stop_ids(served.directory, served.tokenizer.eos_id))
     job = Job(
         served.net,
         served.tokenizer,
