@@ -4,6 +4,7 @@ the parent is killed with SIGKILL and can tidy nothing."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -164,3 +165,22 @@ def test_under_lmforge_launch_only_rank_0_prints_a_line_every_rank_says(
     monkeypatch.delenv(processes.RANK_LINES)  # not under lmforge launch: every rank prints
     cli.say_last("lmforge: error: same")
     assert capsys.readouterr().err == "lmforge: error: same\n"
+
+
+def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(tmp_path, tiny_overrides: list[str]) -> None:
+    """A Ctrl-C'd run said only `interrupted`: the steps since its last checkpoint are redone on
+    resume, and the line now says from where."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lmforge", "train", *tiny_overrides, "--train.max_steps=100000",
+               "--train.max_minutes=0", "--train.checkpoint_interval=2", f"--out={out}"]  # fmt: skip
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "step_00000002").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    said = re.search(r"lmforge: stopped at step (\d+); its last checkpoint is step (\d+), from which", err)
+    assert said and int(said[2]) >= 2 and int(said[1]) >= int(said[2]), err
+    assert f"`lmforge train --resume {out}` continues exactly" in err
+    assert err.rstrip().endswith("lmforge: interrupted")

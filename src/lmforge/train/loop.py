@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
 from lmforge.train.resume import check_epochs_train
 from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
-from lmforge.train.run_outputs import finish, install_model_dir, save_checkpoint
+from lmforge.train.run_outputs import finish, install_model_dir, resume_point, save_checkpoint
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
 
@@ -82,6 +83,10 @@ def train(
         try:
             try:
                 _steps(run)
+            except KeyboardInterrupt:  # Ctrl-C: what a resume would redo
+                if run.main:
+                    print(f"lmforge: {resume_point(run.run_dir, run.step)}", file=sys.stderr)
+                raise
             finally:
                 run.close()
             summary = finish(run)

@@ -93,3 +93,18 @@ def finish(run: Run) -> dict[str, Any]:
             f" | model in {run.run_dir / 'model'}{which}"
         )
     return summary
+
+
+def resume_point(run_dir: Path, step: int) -> str:
+    """What a run stopped at `step` (Ctrl-C) leaves to resume from: a resume continues exactly
+    from the last checkpoint, not from the step the run reached."""
+    saved = ckpt.list_checkpoints(run_dir / "checkpoints")
+    if not saved:
+        return (
+            f"stopped at step {step}, before its first checkpoint: nothing to resume, a new run starts over"
+        )
+    last = int(saved[-1].name.removeprefix(ckpt.PREFIX))
+    return (
+        f"stopped at step {step}; its last checkpoint is step {last}, from which"
+        f" `lmforge train --resume {run_dir}` continues exactly"
+    )
