@@ -180,7 +180,9 @@ def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(tmp_path, tiny_ove
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
-    said = re.search(r"lmforge: stopped at step (\d+); its last checkpoint is step (\d+), from which", err)
+    said = re.search(
+        r"lmforge: stopped at step (\d+); its last checkpoint is step (\d+): lmforge train --resume", err
+    )
     assert said and int(said[2]) >= 2 and int(said[1]) >= int(said[2]), err
-    assert f"`lmforge train --resume {out}` continues exactly" in err
+    assert f"lmforge train --resume {out} continues exactly from there" in err
     assert err.rstrip().endswith("lmforge: interrupted")

@@ -105,6 +105,6 @@ def resume_point(run_dir: Path, step: int) -> str:
         )
     last = int(saved[-1].name.removeprefix(ckpt.PREFIX))
     return (
-        f"stopped at step {step}; its last checkpoint is step {last}, from which"
-        f" `lmforge train --resume {run_dir}` continues exactly"
+        f"stopped at step {step}; its last checkpoint is step {last}:"
+        f" lmforge train --resume {run_dir} continues exactly from there"
     )
