@@ -73,6 +73,11 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         ("", ["--train.micro_batch_size=5"], r"batch_size=12 is not divisible by train.micro_batch_size=5"),
         ("[train\n", [], r"r.toml: invalid TOML"),
         ("", ["train.lr"], r"must look like --section.key=value"),
+        (
+            "",
+            ["--train.lr"],
+            r"^override --train\.lr has no value: give --train\.lr=VALUE \(or --train\.lr VALUE\)$",
+        ),
         ("[train]\ncompile = true\n", [], r"r.toml: train.compile=True must be a string, not bool"),
         ("", ["--train.compile=yes"], r"train.compile='yes' must be auto, on or off"),
         ("", ["--train.compile=on", "--engine.name=deepspeed"], r"train.compile='on' runs on engine.name="),

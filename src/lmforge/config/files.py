@@ -127,6 +127,8 @@ def load_config(
     for item in joined_overrides(as_overrides(overrides)):
         dotted, eq, value = item.removeprefix("--").partition("=")
         if not eq:
+            if item.startswith("--") and "." in dotted:  # `--train.lr` last, or before another flag
+                raise LmforgeError(f"override {item} has no value: give {item}=VALUE (or {item} VALUE)")
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, COMMAND_LINE, from_text=True)
     return config.validate() if validate else config
