@@ -846,7 +846,9 @@ def test_serve_without_its_extra_is_one_line(
     )
 
 
-def test_two_models_of_one_id_are_one_line_naming_which(dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_two_models_of_one_id_are_one_line_naming_which(
+    dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same directory twice was told its id 'is already taken' by itself."""
     with pytest.raises(LmforgeError, match=r": given twice \(as .*\); serve each model once$"):
         load_models([dirs["gpt"], dirs["gpt"]], dtype="fp32")
@@ -854,3 +856,9 @@ def test_two_models_of_one_id_are_one_line_naming_which(dirs: dict[str, Path], t
     shutil.copytree(dirs["gpt"], namesake)
     with pytest.raises(LmforgeError, match=r"is already taken by .*; serve directories with different"):
         load_models([dirs["gpt"], namesake], dtype="fp32")
+    loaded: list[Any] = []  # said before any model loads (a first compile is a minute a model)
+    with monkeypatch.context() as m:
+        m.setattr("lmforge.server.models.load_one", lambda *a: loaded.append(a))
+        with pytest.raises(LmforgeError, match="already taken"):
+            load_models([dirs["gpt"], dirs["llama"], namesake], dtype="fp32")
+    assert loaded == []

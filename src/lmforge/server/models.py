@@ -58,8 +58,7 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
     kind = next((k for cls, k in KINDS.items() if isinstance(net, cls)), None)
     if kind is None:
         raise LmforgeError(f"{path}: {describe(net)}, which serve does not know how to serve")
-    name = Path(path).resolve().name or str(path)
-    served = ServedModel(name, directory, kind, net, tokenizer)
+    served = ServedModel(model_id(path), directory, kind, net, tokenizer)
     if isinstance(net, GPT):
         served.net = to_inference_dtype(net, dtype)[0]
         spec = ChatSpec.read(directory, tokenizer)
@@ -94,15 +93,20 @@ def load_models(
     text generation's compiled step (compile_choice.step_for_serving)."""
     if not paths:
         raise LmforgeError("serve: give at least one model directory")
-    out: dict[str, ServedModel] = {}
+    seen: dict[str, Path] = {}  # checked before any model loads (and compiles: a minute each)
     for path in paths:
-        served = load_one(path, dtype, compile)
-        if served.id in out and Path(served.directory).resolve() == Path(out[served.id].directory).resolve():
-            raise LmforgeError(f"{path}: given twice (as {out[served.id].directory}); serve each model once")
-        if served.id in out:
+        name, directory = model_id(path), resolve_model_dir(path)
+        if name in seen and directory.resolve() == seen[name].resolve():
+            raise LmforgeError(f"{path}: given twice (as {seen[name]}); serve each model once")
+        if name in seen:
             raise LmforgeError(
-                f"{path}: its id {served.id!r} is already taken by {out[served.id].directory}; serve"
-                " directories with different names"
+                f"{path}: its id {name!r} is already taken by {seen[name]}; serve directories with"
+                " different names"
             )
-        out[served.id] = served
-    return out
+        seen[name] = directory
+    return {model_id(path): load_one(path, dtype, compile) for path in paths}
+
+
+def model_id(path: str | Path) -> str:
+    """A served model's id: its folder's name."""
+    return Path(path).resolve().name or str(path)
