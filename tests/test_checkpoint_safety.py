@@ -394,6 +394,13 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_
     # a new start without --overwrite would delete it at its first checkpoint: refused
     with pytest.raises(LmforgeError, match=r"holds a run that an interrupted --overwrite set aside"):
         _train(None, [*tiny_overrides, "--train.max_steps=2"], run)
+    # the killed start had written its config.toml: the refusal names what --overwrite would delete
+    shutil.copy(aside / "config.toml", run / "config.toml")
+    with pytest.raises(
+        LmforgeError, match=rf"before its first checkpoint; .*; {aside.name} holds the run an"
+    ):
+        _train(None, [*tiny_overrides, "--train.max_steps=2"], run)
+    (run / "config.toml").unlink()
     assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
     _train(None, [*tiny_overrides, "--train.max_steps=2"], run, overwrite=True)
     assert not list(run.glob(".replaced-*"))  # deleted once the new run had a checkpoint

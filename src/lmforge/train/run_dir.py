@@ -84,12 +84,18 @@ def resolve_run(
         raise LmforgeError(
             f"{run_dir}: already holds a run; use --resume {run_dir}, --overwrite or another --out"
         )
+    set_aside = ckpt.replaced_runs(run_dir)
     if kind == "unfinished" and not overwrite:
+        aside = (  # the run an interrupted --overwrite moved there: a new --overwrite deletes it
+            f"; {set_aside[-1].name} holds the run an interrupted --overwrite set aside, which"
+            " --overwrite would delete at the new run's first checkpoint (move its files back to keep it)"
+            if set_aside
+            else ""
+        )
         raise LmforgeError(
             f"{run_dir}: holds {', '.join(present)} of a run that stopped before its first checkpoint;"
-            " use --overwrite to start it again, or another --out"
+            f" use --overwrite to start it again, or another --out{aside}"
         )
-    set_aside = ckpt.replaced_runs(run_dir)
     if set_aside and not overwrite:  # else this run's first checkpoint would delete it unasked
         raise LmforgeError(
             f"{run_dir}: {set_aside[-1].name} holds a run that an interrupted --overwrite set aside;"
