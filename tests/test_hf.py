@@ -130,6 +130,20 @@ def test_missing_tensor_and_unknown_architecture(tmp_path: Path) -> None:
         lmforge.load(hf_dir)
 
 
+def test_an_untied_llama_sequence_classifier_says_it_has_no_lm_head(tmp_path: Path) -> None:
+    """A Llama's ...ForSequenceClassification (untied, its default) has no lm_head to load as a
+    decoder: the error named a tensor the user never had, and nothing more."""
+    import transformers
+
+    hf_dir = tmp_path / "hf"
+    decoder = make_hf_model("llama", hf_dir)
+    config = decoder.config
+    config.update({"num_labels": 2, "tie_word_embeddings": False, "architectures": None})
+    transformers.LlamaForSequenceClassification(config).save_pretrained(hf_dir)
+    with pytest.raises(LmforgeError, match=r"missing tensor 'lm_head.weight' \(the language-model head: a"):
+        lmforge.load(hf_dir)
+
+
 def test_pytorch_bin_loads_without_unpickling_code(tmp_path: Path) -> None:
     hf_dir = tmp_path / "hf"
     hf = make_hf_model("gpt2", hf_dir)

@@ -85,7 +85,13 @@ def hf_to_lmforge(
         if gone:
             if module.split(".")[0] in family.optional:
                 continue
-            raise LmforgeError(f"{file}: missing tensor {gone[0]!r}")
+            why = (  # a ...ForSequenceClassification's decoder has no head of its own unless tied
+                " (the language-model head: a decoder's ...ForSequenceClassification has one only"
+                " when it is tied to the embeddings)"
+                if module == "lm_head"
+                else ""
+            )
+            raise LmforgeError(f"{file}: missing tensor {gone[0]!r}{why}")
         used.update(id(p) for p in parts)
         tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if module == "wpe" and family.padded_positions and tensor.size(0) > target.size(0):
