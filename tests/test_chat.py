@@ -489,3 +489,23 @@ def test_plain_text_stops_at_every_eos_id_of_generation_config(llama: Path, tmp_
     said = pipeline("text-generation", model=directory)("the king", max_new_tokens=8, do_sample=False)
     assert said == [{"generated_text": "the king"}]  # ended at once, as transformers' does
     assert lmforge.generate(directory, "the king", max_new_tokens=8, temperature=0) == ["the king"]
+
+
+def test_a_chat_model_trained_on_more_text_keeps_its_chat_files(
+    llama: Path, tmp_path: Path, corpus: Path
+) -> None:
+    """`train --init-from CHAT_MODEL` on plain text (domain adaptation) wrote a model without its
+    chat template, generation defaults and BOS: it could no longer chat."""
+    from lmforge.cli import main
+
+    source = copy(llama, tmp_path)
+    config = json.loads((source / "config.json").read_text())
+    (source / "config.json").write_text(json.dumps({**config, "bos_token_id": 1}))
+    argv = ["train", "--out", str(tmp_path / "run"), "--init-from", str(source), f"--data.input={corpus}"]
+    argv += ["--train.max_steps=1", "--train.batch_size=2", "--train.eval_batches=1", "--data.seq_len=32"]
+    assert main([*argv, "--train.warmup_steps=0", "--quiet"]) == 0
+    model = tmp_path / "run" / "model"
+    assert (model / "chat_template.jinja").read_text() == (source / "chat_template.jinja").read_text()
+    assert json.loads((model / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
+    assert json.loads((model / "config.json").read_text())["bos_token_id"] == 1
+    assert ChatSpec.read(model, load_model(model)[1]).template is not None  # it chats

@@ -244,7 +244,7 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     )
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
     if isinstance(model, GPT):  # its own BOS and padding (a chat template's bos_token), kept for export
-        extra = _source_special_ids(Path(hf_dir), tokenizer)
+        extra = source_special_ids(Path(hf_dir), tokenizer)
     with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
             save_classifier(model, tmp, tokenizer)
@@ -355,7 +355,7 @@ def _write_seq2seq_files(
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
+def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
     """An HF decoder's BOS and padding ids: config.json's, else the tokens tokenizer_config.json
     names (a Llama 3's pad_token with pad_token_id null)."""
     raw = read_json(directory / "config.json", "model config")

@@ -16,7 +16,9 @@ from torch import nn
 from lmforge.data.loader import BatchLoader, eval_batches
 from lmforge.data.shards import open_split, read_meta
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import write_model_files
+from lmforge.formats.chat_files import copy_chat_files
+from lmforge.formats.directory import resolve_model_dir, write_model_files
+from lmforge.formats.hf_files import source_special_ids
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train.engines.base import Engine
@@ -70,6 +72,7 @@ class LanguageModelling(Task):
         cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
         self.cfg = cfg
         self.init = init_model(cfg, setup.say) if t.init_from else None
+        self.source = resolve_model_dir(t.init_from) if t.init_from else None  # its chat files go along
         self.data_dir, self.meta, self.tokenizer = prepared_data(setup, self.init)
         if self.init is not None:
             self.tokenizer = self.init[1]  # keeps the model's own EOS id
@@ -97,7 +100,14 @@ class LanguageModelling(Task):
         return {"val_loss": loss, "val_bpb": bpb}
 
     def write_model_files(self, directory: Path) -> None:
-        write_model_files(directory, self.cfg.model, self.tokenizer)
+        if self.source is None:
+            write_model_files(directory, self.cfg.model, self.tokenizer)
+            return
+        # a pretrained model trained on more text keeps its BOS and padding, its chat template and
+        # its generation defaults, as transformers' save_pretrained of a fine-tune does
+        ids = source_special_ids(self.source, self.tokenizer)
+        write_model_files(directory, self.cfg.model, self.tokenizer, extra=ids or None)
+        copy_chat_files(self.source, directory)
 
     def describe(self) -> str:
         return data_line(self.data_dir, self.meta)
