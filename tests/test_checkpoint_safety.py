@@ -457,6 +457,15 @@ def test_overwrite_refuses_a_file_train_did_not_write_inside_the_old_run(
     assert load_config(run / "config.toml").train.max_steps == 2
 
 
+def _refused_with_or_without_overwrite(folder: Path, overrides: list[str], match: str) -> None:
+    """train --out FOLDER is refused in one line, --overwrite or not, and FOLDER is left as it was."""
+    before = snapshot(folder)
+    for overwrite in (False, True):
+        with pytest.raises(LmforgeError, match=match):
+            _train(None, overrides, folder, overwrite=overwrite)
+    assert_kept(folder, before)
+
+
 def test_overwrite_never_touches_a_folder_it_did_not_create(
     tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
@@ -465,11 +474,9 @@ def test_overwrite_never_touches_a_folder_it_did_not_create(
     (folder / "model").mkdir()
     (folder / "model" / "weights.bin").write_bytes(b"precious")
     (folder / "notes.txt").write_text("mine")
-    before = snapshot(folder)
-    for overwrite in (False, True):
-        with pytest.raises(LmforgeError, match="holds model but is not an lmforge run directory"):
-            _train(None, tiny_overrides, folder, overwrite=overwrite)
-    assert_kept(folder, before)
+    _refused_with_or_without_overwrite(
+        folder, tiny_overrides, "holds model but is not an lmforge run directory"
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "model", "notes.txt"]
 
 
@@ -480,22 +487,18 @@ def test_a_model_folder_that_import_wrote_is_no_run_folder(tmp_path: Path, tiny_
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / ".lmforge-output").write_text('{"written_by": "import"}\n')
-    before = snapshot(folder)
-    for overwrite in (False, True):
-        with pytest.raises(LmforgeError, match="holds the output of lmforge import, a model folder; a run"):
-            _train(None, tiny_overrides, folder, overwrite=overwrite)
-    assert_kept(folder, before)
+    _refused_with_or_without_overwrite(
+        folder, tiny_overrides, "holds the output of lmforge import, a model folder; a run"
+    )
 
 
 def test_a_recipe_named_config_toml_is_not_a_run(tmp_path: Path, tiny_overrides: list[str]) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "config.toml").write_text("# my recipe\n[train]\nmax_steps = 3\n")
-    before = snapshot(folder)
-    for overwrite in (False, True):
-        with pytest.raises(LmforgeError, match="holds config.toml but is not an lmforge run directory"):
-            _train(None, tiny_overrides, folder, overwrite=overwrite)
-    assert_kept(folder, before)
+    _refused_with_or_without_overwrite(
+        folder, tiny_overrides, "holds config.toml but is not an lmforge run directory"
+    )
 
 
 def test_an_unfinished_run_is_replaced_only_with_overwrite(run: Path, tiny_overrides: list[str]) -> None:
