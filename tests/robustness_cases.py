@@ -187,7 +187,7 @@ CASES = [
     Case("train-privacy-no-noise", f"train --out {R} {DATA} --privacy.enabled=true", r"privacy\.enabled needs privacy\.noise_multiplier or privacy\.target_epsilon"),
     Case("train-privacy-both", f"train --out {R} {DATA} --privacy.enabled=true --privacy.target_epsilon=8 --privacy.noise_multiplier=1", r"privacy\.noise_multiplier=1\.0 and privacy\.target_epsilon=8\.0 are both set: give one"),
     Case("train-micro-batch", f"train --out {R} {DATA} --train.micro_batch_size=5", r"train\.batch_size=12 is not divisible by train\.micro_batch_size=5"),
-    Case("train-override-no-value", f"train --out {R} {DATA} --train.max_steps", r"override '--train\.max_steps' must look like --section\.key=value"),
+    Case("train-override-no-value", f"train --out {R} {DATA} --train.max_steps", r"override --train\.max_steps has no value: give --train\.max_steps=VALUE \(or --train\.max_steps VALUE\)$"),
     Case("train-unknown-option", f"train --out {R} {DATA} --foo", r"unrecognized arguments: --foo", usage=True),
     Case("train-bad-toml", "train {t}/r.toml --out {t}/r", r"{t}/r\.toml: invalid TOML", (write("r.toml", "[train\n"),)),
     Case("train-missing-recipe", "train {t}/nope.toml --out {t}/r", r"{t}/nope\.toml: config file not found"),
