@@ -41,6 +41,13 @@ def read_chat_template(directory: Path) -> str | None:
     return template
 
 
+def token_text(value: Any) -> str | None:
+    """A tokenizer_config.json special token: a string or an AddedToken dict {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
 def read_generation_config(directory: Path) -> dict[str, Any]:
     """generation_config.json as a dict ({} when absent)."""
     file = directory / GENERATION_CONFIG

@@ -34,9 +34,11 @@ from safetensors.torch import load_file, save_file
 from lmforge.config import model_config_from
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import (
+    TOKENIZER_CONFIG,
     copy_chat_files,
     read_chat_template,
     read_generation_config,
+    token_text,
     write_chat_files,
 )
 from lmforge.formats.directory import (
@@ -359,14 +361,13 @@ def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
     """An HF decoder's BOS and padding ids: config.json's, else the tokens tokenizer_config.json
     names (a Llama 3's pad_token with pad_token_id null)."""
     raw = read_json(directory / "config.json", "model config")
-    named_file = directory / "tokenizer_config.json"
+    named_file = directory / TOKENIZER_CONFIG
     named = read_json(named_file, "tokenizer config") if named_file.is_file() else {}
     ids = {}
     for key in ("bos", "pad"):
         value = raw.get(f"{key}_token_id")
-        token = named.get(f"{key}_token")
-        token = token.get("content") if isinstance(token, dict) else token
-        if not isinstance(value, int) and isinstance(token, str):
+        token = token_text(named.get(f"{key}_token"))
+        if not isinstance(value, int) and token is not None:
             value = tokenizer.hf.token_to_id(token)
         if isinstance(value, int) and not isinstance(value, bool):
             ids[f"{key}_token_id"] = value

@@ -40,6 +40,14 @@ def to_inference_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
     return kernels.for_inference(net), why
 
 
+def chose_bf16(requested: str, why: str) -> str | None:
+    """What generate and chat say when `auto` chose bf16 (`why`: to_inference_dtype's): rounded
+    weights give other tokens than fp32's, as transformers computes them; None otherwise."""
+    if requested == "auto" and why.startswith("bf16"):
+        return f"{why}; --dtype fp32 keeps the weights as trained"
+    return None
+
+
 def _to_dtype(net: nn.Module, requested: str) -> tuple[nn.Module, str]:
     dtype, why = resolve_dtype(requested, net.config)
     device = next(net.parameters()).device

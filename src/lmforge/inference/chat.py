@@ -33,10 +33,11 @@ from lmforge.formats.chat_files import (
     read_chat_template,
     read_generation_config,
     stop_ids,
+    token_text,
 )
 from lmforge.formats.directory import load_model, read_json, resolve_model_dir
 from lmforge.inference import compile_choice
-from lmforge.inference.autotune import to_inference_dtype
+from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.compiled_decode import check_compilable
 from lmforge.inference.generate import TextStream, generate_ids
@@ -56,13 +57,6 @@ SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of a continued message
 
 
-def _token_text(value: Any) -> str | None:
-    """A tokenizer_config.json special token: a string or an AddedToken dict {"content": ...}."""
-    if isinstance(value, dict):
-        value = value.get("content")
-    return value if isinstance(value, str) else None
-
-
 def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
     """The template variables transformers passes (its special_tokens_map): from
     tokenizer_config.json, else special_tokens_map.json, else the ids in config.json / the tokenizer."""
@@ -71,7 +65,7 @@ def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
         file = directory / name
         raw = read_json(file, "tokenizer config") if file.is_file() else {}
         for key in SPECIAL_TOKENS:
-            text = _token_text(raw.get(key))
+            text = token_text(raw.get(key))
             if key not in out and text is not None:
                 out[key] = text
     config = read_json(directory / "config.json", "model config")
@@ -255,8 +249,8 @@ def chat(
     net, why = to_inference_dtype(net, dtype)
     if compile is True:  # refused before a line is read, not at every reply
         check_compilable(net, 1, None, True)
-    if dtype == "auto" and why.startswith("bf16"):  # rounded weights: other replies than fp32's
-        print(f"lmforge: decoding in {why}; --dtype fp32 keeps the weights as trained", file=sys.stderr)
+    if (rounded := chose_bf16(dtype, why)) is not None:
+        print(f"lmforge: decoding in {rounded}", file=sys.stderr)
     interactive = sys.stdin.isatty()
     if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte reaches the tokenizer, which names it
         sys.stdin.reconfigure(errors="surrogateescape")

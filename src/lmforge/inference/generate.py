@@ -21,7 +21,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
-from lmforge.inference.autotune import to_inference_dtype
+from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.model.attention import KVCache
@@ -379,8 +379,8 @@ def generate(
         sys.stdout.write("\n")
     for said in compile_choice.switches:  # after the text, which a line in its middle would break
         print(f"lmforge: decoding {said}", file=sys.stderr)
-    if dtype == "auto" and why.startswith("bf16"):  # rounded weights: other tokens than fp32's
-        print(f"lmforge: decoded in {why}; --dtype fp32 keeps the weights as trained", file=sys.stderr)
+    if (rounded := chose_bf16(dtype, why)) is not None:
+        print(f"lmforge: decoded in {rounded}", file=sys.stderr)
     hint = compile_choice.hint()
     if hint is not None:
         print(f"lmforge: {hint}", file=sys.stderr)
