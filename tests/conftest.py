@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import torch
 # turns them on, with a cache of its own; no test touches the user's cache.
 os.environ["LMFORGE_AUTOTUNE"] = "0"
 os.environ["LMFORGE_CACHE"] = tempfile.mkdtemp(prefix="lmforge-test-cache-")
+# Compiled steps and caches the suite wrote (about 100 MB) go with the process that made them.
+atexit.register(shutil.rmtree, os.environ["LMFORGE_CACHE"], ignore_errors=True)
 
 WORDS = [
     "the",
