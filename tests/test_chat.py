@@ -509,3 +509,22 @@ def test_a_chat_model_trained_on_more_text_keeps_its_chat_files(
     assert json.loads((model / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
     assert json.loads((model / "config.json").read_text())["bos_token_id"] == 1
     assert ChatSpec.read(model, load_model(model)[1]).template is not None  # it chats
+
+
+def test_an_eos_named_only_by_tokenizer_config_is_the_models(tmp_path: Path) -> None:
+    """A decoder whose config.json and generation_config.json give no eos_token_id: transformers
+    reads the EOS from tokenizer_config.json's eos_token; lmforge took its own default."""
+    from lmforge.formats.hf_files import import_hf
+    from lmforge.formats.hf_tokenizers import load_hf_tokenizer
+
+    make_chat_llama(tmp_path / "hf")
+    for name in ("config.json", "generation_config.json"):
+        values = json.loads((tmp_path / "hf" / name).read_text())
+        values.pop("eos_token_id")
+        (tmp_path / "hf" / name).write_text(json.dumps(values))
+    want = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").eos_token_id
+    assert want == 2  # <|im_end|>
+    raw = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert load_hf_tokenizer(tmp_path / "hf", raw).eos_id == want
+    import_hf(tmp_path / "hf", tmp_path / "imported")
+    assert json.loads((tmp_path / "imported" / "config.json").read_text())["eos_token_id"] == want

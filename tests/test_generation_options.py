@@ -243,6 +243,13 @@ def test_edge_values_work_through_every_entry_point(dirs: dict[str, Path]) -> No
     assert clf(["abc", "de"], batch_size=1) == clf(["abc", "de"])
     assert clf([]) == []
 
+    # top_k at construction is every call's default, as transformers' pipeline(..., top_k=None)
+    every_call = lmforge.pipeline("text-classification", model=dirs["clf"], top_k=None)
+    assert every_call("abc") == every
+    assert every_call(["abc", "de"]) == clf(["abc", "de"], top_k=None)
+    assert every_call("abc", top_k=1) == clf("abc", top_k=1)  # a call's own top_k wins
+    _refused(lambda: lmforge.pipeline("text-classification", model=dirs["clf"], top_k=0), "top_k=0")
+
 
 def test_an_empty_list_gives_an_empty_list_everywhere(dirs: dict[str, Path]) -> None:
     """As transformers' pipelines do: no inputs, no outputs (it was `max() arg is an empty sequence`)."""

@@ -1,6 +1,7 @@
 """The tokenizer of a Hugging Face model directory: tokenizer.json, or GPT-2's (or RoBERTa's)
 vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm + target.spm + vocab.json
-(tokenization/marian.py); its EOS id from generation_config.json or config.json.
+(tokenization/marian.py); its EOS id from generation_config.json or config.json, else the token
+tokenizer_config.json names, as transformers reads it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import token_text
 from lmforge.formats.directory import read_json
 from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -79,14 +81,17 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | Maria
     # lmforge pads its own batches.
     tokenizer.hf.no_padding()
     tokenizer.hf.no_truncation()
-    eos = _eos_id(directory, raw)
+    eos = _eos_id(directory, raw, tokenizer)
     if eos is not None:
         tokenizer.eos_id = eos
     return tokenizer
 
 
-def _eos_id(directory: Path, raw: dict[str, Any]) -> int | None:
+def _eos_id(directory: Path, raw: dict[str, Any], tokenizer: Tokenizer) -> int | None:
     generation = directory / "generation_config.json"
     source = read_json(generation) if generation.is_file() else {}
     eos = source.get("eos_token_id", raw.get("eos_token_id"))
+    if eos is None and (directory / "tokenizer_config.json").is_file():  # only the token's name
+        named = token_text(read_json(directory / "tokenizer_config.json").get("eos_token"))
+        eos = tokenizer.hf.token_to_id(named) if named is not None else None
     return eos[0] if isinstance(eos, list) and eos else eos

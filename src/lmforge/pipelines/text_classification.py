@@ -1,6 +1,6 @@
 """The text-classification pipeline: HF's `[{"label": ..., "score": ...}]` over a classifier directory
-(written by `lmforge finetune-classify`). Keywords: top_k and batch_size, as in transformers; any
-other is an error naming it."""
+(written by `lmforge finetune-classify`). Keywords: top_k and batch_size, as in transformers, at
+construction (the defaults of every call) or per call; any other is an error naming it."""
 
 from __future__ import annotations
 
@@ -24,11 +24,20 @@ class _Default:
 DEFAULT = _Default()
 
 
+def check_top_k(top_k: object) -> None:
+    if not isinstance(top_k, _Default) and top_k is not None and not (is_int(top_k) and top_k >= 1):
+        raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 1 (labels per text) or None (all)")
+
+
 class TextClassificationPipeline:
-    def __init__(self, model: str | Path, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str | Path, batch_size: int = 32, top_k: int | None | _Default = DEFAULT
+    ) -> None:
         check_options(batch_size=batch_size)
+        check_top_k(top_k)
         self.model, self.tokenizer = load_classifier(model)
         self.batch_size = batch_size
+        self.top_k = top_k  # pipeline(..., top_k=None): every call gives every label, as transformers
 
     def __call__(
         self,
@@ -42,10 +51,10 @@ class TextClassificationPipeline:
         first, as a list of dicts); a list of strings gives one result per string, as HF does: a
         dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1)."""
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
+        check_top_k(top_k)
+        top_k = self.top_k if isinstance(top_k, _Default) else top_k
         given = not isinstance(top_k, _Default)
         top_k = top_k if given else 1  # type: ignore[assignment]
-        if top_k is not None and not (is_int(top_k) and top_k >= 1):
-            raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 1 (labels per text) or None (all)")
         if batch_size is not None:
             check_options(batch_size=batch_size)
         texts = check_texts(text)
