@@ -142,6 +142,8 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     summary, figures = capsys.readouterr().out.strip().split("\n")
     result = json.loads(figures)
     assert result["tokens"] == 40 and f"perplexity {result['ppl']:.4f}" in summary
+    assert main(["eval", str(hf_dir), "--data", str(data), "--max-tokens", "40"]) == 0
+    assert "eval:" not in capsys.readouterr().err  # stderr is no terminal: no progress bar drawn there
 
 
 def test_smollm2_matches_transformers(smollm2_reference: tuple, smollm2_dir: Path, tmp_path: Path) -> None:

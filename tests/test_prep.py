@@ -195,6 +195,7 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt"
     assert f"not read: 4 files in the input folders, hidden or not {known} ({listed})" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
+    assert "clean:" not in err and "tokenize (" not in err  # no progress bar into a pipe or a file
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert len(report["input_notes"]) == 2 and not report["problem_list"]
 

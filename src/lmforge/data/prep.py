@@ -180,7 +180,7 @@ def _prep_into(
     if notes:
         report.extra["input_notes"] = notes
     total = sum(f.stat().st_size for f in files if f.is_file())
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet, file=sys.stderr)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet or None, file=sys.stderr)
     compressed = any(f.suffix.lower() in (".gz", ".xz", ".bz2", ".zst", ".parquet") for f in files)
     if compressed:
         bar.total = None  # text size unknown until decompressed: rate, no ETA
@@ -226,9 +226,8 @@ def _prep_into(
     eos = tok.eos_id
     planter = Planter(canaries, n_docs, encode, tok.decode) if canaries else None
     doc = 0
-    bar = tqdm(
-        total=n_bytes, unit="B", unit_scale=True, desc=f"tokenize ({name})", disable=quiet, file=sys.stderr
-    )
+    desc = f"tokenize ({name})"  # disable=None: no bar into a pipe or file, as train's
+    bar = tqdm(total=n_bytes, unit="B", unit_scale=True, desc=desc, disable=quiet or None, file=sys.stderr)
     for batch in _batches(read_docs(cleaned)):
         for text, ids in zip(batch, encode(batch), strict=True):
             if planter:  # canary copies go to train, before document `doc` when drawn there

@@ -145,7 +145,7 @@ def answer_all(
     together, so a batch pads little and rarely waits long for its longest answer."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[int]] = [[] for _ in prompts]
-    with tqdm(total=len(prompts), desc=desc, disable=desc is None, leave=False) as bar:
+    with tqdm(total=len(prompts), desc=desc, disable=True if desc is None else None, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             with torch.inference_mode():

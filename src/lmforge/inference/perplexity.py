@@ -135,7 +135,8 @@ def score(
     stream = torch.tensor(ids, dtype=torch.long, device=device)
     spans = windows(len(ids), context, stride)
     total, count = 0.0, 0
-    bar = tqdm(total=len(ids) - 1, unit="tok", desc="eval", disable=not progress, file=sys.stderr)
+    shown = None if progress else True  # None: only on a terminal, not into a pipe or a file
+    bar = tqdm(total=len(ids) - 1, unit="tok", desc="eval", disable=shown, file=sys.stderr)
     for i in range(0, len(spans), batch_size):
         group = spans[i : i + batch_size]  # every window has min(context, len(ids)) tokens
         inputs = torch.stack([stream[b:e] for b, _, e in group])  # (B, T)
