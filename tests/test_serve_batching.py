@@ -214,3 +214,95 @@ def test_a_client_that_leaves_stops_its_rows_and_spares_the_others(server: tuple
     assert job.tokens == stopped_at
     thread.join(30)
     assert other == [want]
+
+
+# --- prompts prefilled in chunks -------------------------------------------------------------------
+def test_prompts_prefilled_in_chunks_decode_as_alone(model: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt longer than PREFILL_CHUNK goes through in chunks (generate's prefill and the
+    server's alike): the same greedy tokens as one pass without a cache."""
+    from lmforge.inference import batching, generate
+
+    gen = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 50, (n,), generator=gen).tolist() for n in (23, 11, 6)]
+    alone = [generate_ids(model, [p], 24 - len(p) + 1, temperature=0, use_cache=False)[0] for p in prompts]
+    for chunk in (5, 1):
+        monkeypatch.setattr(batching, "PREFILL_CHUNK", chunk)
+        monkeypatch.setattr(generate, "PREFILL_CHUNK", chunk)
+        pairs = list(zip(prompts, alone, strict=True))
+        plan = [(i, Sequence(list(p), tag=(i, len(a))), len(a)) for i, (p, a) in enumerate(pairs)]
+        got = run(model, plan)
+        assert [got[i] for i in range(3)] == alone, chunk
+        assert [generate_ids(model, [p], len(a), temperature=0)[0] for p, a in pairs] == alone
+
+
+def _jobs(tmp_path: Any) -> Callable[..., Any]:
+    from serve_helpers import make_endless_gpt
+
+    from lmforge.formats.directory import load_model
+    from lmforge.server.decoding import Job
+
+    net, tokenizer = load_model(make_endless_gpt(tmp_path))
+    net.eval()
+
+    def job(prompt: list[int], tokens: int) -> Job:
+        return Job(
+            net, tokenizer, [prompt], 1, tokens, 0.0, 1.0, None, frozenset(), [], time.monotonic() + 60
+        )
+
+    return job
+
+
+def test_a_long_prompt_prefills_between_the_running_rows_steps(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running stream gets a token between every two chunks of a newcomer's prefill (it waited
+    for the whole prefill: a 3,000-token prompt froze SmolLM2's other streams 33 s)."""
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    job = _jobs(tmp_path)
+    batcher = Batcher()
+    running, long = job([1, 2, 3], 10_000), job([5, 6, 7, 8] * 40, 3)  # 160 tokens: 10 chunks
+    batcher.add(running)
+    batcher.run(until=lambda: running.tokens >= 2)
+    batcher.add(long)
+    seen: list[tuple[int, int]] = []  # (the running row's tokens, prompt tokens prefilled) each turn
+    batcher.run(
+        until=lambda: (
+            seen.append((running.tokens, sum(p.done for _, p in batcher.prefills))) or long.future.done()
+        )
+    )
+    during = [tokens for tokens, prefilled in seen if prefilled]
+    assert len(during) == 9 and during == list(range(during[0], during[0] + 9))  # one token a chunk
+    assert long.future.result()[0].ids == generate_ids(long.net, [[5, 6, 7, 8] * 40], 3, temperature=0)[0]
+    running.cancel.set()
+    batcher.run(until=lambda: running.future.done())
+
+
+def test_a_request_cancelled_while_its_prompt_prefills_stops_there(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client gone (or a --timeout past) in the middle of a long prefill stops it at the next
+    chunk: the server no longer finishes the prompt for nobody (215 s for an 8,188-token one)."""
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+    from lmforge.server.decoding import Stopped
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    job = _jobs(tmp_path)
+    batcher = Batcher()
+    long = job(list(range(1, 9)) * 40, 5)  # 320 tokens: 20 chunks
+    batcher.add(long)
+    batcher.run(until=lambda: bool(batcher.prefills) and batcher.prefills[0][1].done >= 48)
+    prefill = batcher.prefills[0][1]
+    long.cancel.set()
+    batcher.run(until=lambda: long.future.done())
+    assert isinstance(long.future.exception(), Stopped)
+    assert prefill.done == 48 and not batcher.prefills and not batcher.jobs
+    late = job(list(range(1, 9)) * 40, 5)
+    batcher.add(late)
+    batcher.run(until=lambda: bool(batcher.prefills) and batcher.prefills[0][1].done >= 16)
+    late.deadline = time.monotonic() - 1  # its --timeout passes mid-prefill: a 504, at once
+    batcher.run(until=lambda: late.future.done())
+    assert "--timeout" in str(late.future.exception()) and not batcher.prefills

@@ -3,7 +3,10 @@
 A `DecodeBatch` holds the sequences decoding together on one model, each with its own rows of one
 shared KV cache (keys and values (layers, B, n_kv, capacity, hs), left-padded to a common length L,
 with a mask (B, L) True on real tokens). A newcomer is prefilled alone (so its first token is the
-one it gets alone), then its cache is left-padded or the batch's is, and the two are stacked. A
+one it gets alone), a `Prefill` of PREFILL_CHUNK tokens at a time (the server decodes the running
+rows between two chunks, so a long prompt does not stop every stream, and a request cancelled or
+late stops between chunks), then its cache is left-padded or the batch's is, and the two are
+stacked. A
 finished sequence's rows are dropped and the padding every row shares on the left is trimmed, so L
 stays the longest row's length. Each decode step feeds one token per row with per-row positions
 (`GPT.hidden_states` counts them from each row's first real token), so a row computes what it would
@@ -37,7 +40,7 @@ from typing import Any
 import torch
 
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
-from lmforge.inference.generate import sample_next
+from lmforge.inference.generate import PREFILL_CHUNK, sample_next
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import linear
@@ -77,6 +80,30 @@ class Sequence:
         self.prompt_len = len(self.ids)
 
 
+class Prefill:
+    """One prompt's prefill, PREFILL_CHUNK tokens a `step`, into a cache of its own; then
+    `DecodeBatch.join` it. Its sequences share the prompt (n choices of one request)."""
+
+    def __init__(self, model: GPT, seqs: list[Sequence], hidden: bool = False) -> None:
+        prompt = seqs[0].ids
+        if not prompt or len(prompt) > model.config.block_size or any(s.ids != prompt for s in seqs):
+            raise ValueError("prefill: sequences of one non-empty prompt within the context")
+        self.model, self.seqs, self.hidden = model, seqs, hidden
+        self.cache = model.new_cache(1, len(prompt))
+        self.states: list[torch.Tensor] = []  # (1, n or 1, C) per chunk: all with hidden, else the last
+        self.done = 0  # prompt tokens prefilled
+
+    @torch.inference_mode()
+    def step(self) -> bool:
+        """Prefill the next chunk; True once the whole prompt is in the cache."""
+        prompt = self.seqs[0].ids
+        ids = torch.tensor([prompt[self.done : self.done + PREFILL_CHUNK]], device=self.cache.k.device)
+        states = self.model.hidden_states(ids, self.cache, last_only=not self.hidden)
+        self.states = [*self.states, states] if self.hidden else [states]
+        self.done += ids.size(1)
+        return self.done == len(prompt)
+
+
 class DecodeBatch:
     """The running batch of one model. Call `add` for newcomers, then each step `sample` (a token
     for every row of `rows`, in order) and `advance` (drop the rows that ended, feed the others).
@@ -101,18 +128,23 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
-    @torch.inference_mode()
     def add(self, seqs: list[Sequence], hidden: bool = False) -> torch.Tensor | None:
-        """Prefill one prompt alone and join the batch with a row per sequence (they share the
-        prompt: n choices of one request). hidden: return the prefill's final hidden states (T, C),
-        from which the prompt's own log-probabilities are scored without a second forward pass."""
-        prompt = seqs[0].ids
-        if not prompt or len(prompt) > self.context or any(s.ids != prompt for s in seqs):
-            raise ValueError("add: sequences of one non-empty prompt within the context")
-        p, k = len(prompt), len(seqs)
-        alone = self.model.new_cache(1, p)
-        ids = torch.tensor([prompt], device=self.device)
-        states = self.model.hidden_states(ids, alone, last_only=not hidden)  # (1, p or 1, C)
+        """Prefill one prompt alone, all its chunks, and join the batch with a row per sequence
+        (they share the prompt: n choices of one request). hidden: return the prefill's final
+        hidden states (T, C), from which the prompt's own log-probabilities are scored without a
+        second forward pass."""
+        prefill = Prefill(self.model, seqs, hidden)
+        while not prefill.step():
+            pass
+        return self.join(prefill)
+
+    @torch.inference_mode()
+    def join(self, prefill: Prefill) -> torch.Tensor | None:
+        """Add a finished prefill's sequences to the batch, a row each; with `hidden`, return the
+        prompt's final hidden states (T, C)."""
+        seqs, alone = prefill.seqs, prefill.cache
+        p, k = alone.length, len(seqs)
+        states = torch.cat(prefill.states, dim=1)  # (1, p or 1, C)
         logits = linear(self.model.lm_head, states[:, -1])  # (1, V)
         if len(self.rows) + k <= self.step_rows and self.cache is None:  # one by one, through the step
             self.own = (self.own or []) + [
@@ -124,7 +156,7 @@ class DecodeBatch:
         new = logits.expand(k, -1)
         self.logits = new if self.logits is None else torch.cat([self.logits, new])
         self.rows = self.rows + seqs
-        return states[0] if hidden else None
+        return states[0] if prefill.hidden else None
 
     def _stack(self, alone: KVCache, k: int, have: int) -> None:
         """Join the padded cache, which holds `have` rows, with k rows of a prompt's cache (alone,

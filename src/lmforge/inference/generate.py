@@ -114,6 +114,10 @@ def stream_ids(
 
 
 GROUP_SPREAD = 0.8  # a prefill group's shortest prompt is at least this share of its longest
+# Prompt tokens one forward pass takes. In chunks of 256, SmolLM2-135M prefilled 2,048 tokens 2.0x
+# faster than in one pass (attention scores (heads, 256, T), not (heads, T, T)), 1,024 tokens 1.3x,
+# 512 equal, on the 2-core AVX512_BF16 EPYC; and the server decodes other requests between chunks.
+PREFILL_CHUNK = 256
 
 
 def prefill(model: GPT, ids: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
@@ -122,9 +126,14 @@ def prefill(model: GPT, ids: torch.Tensor, cache: KVCache | None, mask: torch.Te
     left-padded only to its own longest, and land right-aligned in the cache with zeros (finite,
     masked) on their left: one long prompt among short ones no longer makes every row pay for its
     length (prompts of 8-128 tokens: 47% of a padded batch's prefill was padding). Each row
-    computes what it computes alone, as in one padded batch."""
-    if cache is None or mask is None:
-        return model(ids, cache, True, mask)[:, -1]
+    computes what it computes alone, as in one padded batch. Unpadded prompts go through in
+    chunks of PREFILL_CHUNK tokens."""
+    if cache is None:
+        return model(ids, None, True, mask)[:, -1]
+    if mask is None:  # in chunks: each continues the cached prefix
+        for start in range(0, ids.size(1), PREFILL_CHUNK):
+            logits = model(ids[:, start : start + PREFILL_CHUNK], cache, True)
+        return logits[:, -1]
     width = ids.size(1)
     lengths = mask.sum(dim=1).tolist()
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])

@@ -1,10 +1,12 @@
 """The decode loop: requests join and leave a running batch at token granularity.
 
 `Batcher.run` is one loop. Each turn it takes what the event loop handed over (jobs, and plain work
-such as a translation call, which runs at once between steps), admits waiting jobs into their
-model's `DecodeBatch` (inference/batching.py: each prompt prefilled alone, its rows stacked into the
-batch's KV cache), and makes one decode step for every model with rows: a token for each row, given
-to its job, then the rows that ended, were cancelled or are late leave the batch. `lmforge serve`
+such as a translation call, which runs at once between steps), admits waiting jobs, prefills one
+chunk of the oldest admitted prompt (inference/batching.py's `Prefill`: each prompt alone; once
+whole, its rows join its model's `DecodeBatch`), and makes one decode step for every model with
+rows: a token for each row, given to its job, then the rows that ended, were cancelled or are late
+leave the batch. So a long prompt delays the running streams by a chunk's time a token, not by its
+whole prefill, and a cancelled or late request stops between two chunks. `lmforge serve`
 runs the loop in the main thread, where torch decodes fastest on CPUs (docs/serving.md); an app
 made by `create_app` alone runs it in a thread of its own.
 
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lmforge.inference.batching import DecodeBatch
+from lmforge.inference.batching import DecodeBatch, Prefill
 from lmforge.server.decoding import Job, Stopped
 from lmforge.server.errors import ApiError
 from lmforge.server.prompt_logprobs import score_prompt
@@ -45,7 +47,8 @@ class Batcher(Executor):
         self.inbox: queue.SimpleQueue[Job | tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self.waiting: deque[Job] = deque()  # handed over, not yet in a batch
         self.batches: dict[int, DecodeBatch] = {}  # id(model) -> its running batch
-        self.jobs: list[Job] = []  # in a batch
+        self.jobs: list[Job] = []  # admitted: prefilling or in a batch
+        self.prefills: deque[tuple[Job, Prefill]] = deque()  # prompts of admitted jobs, oldest first
         self.peak = 0  # the most rows one step has decoded together (tests read it)
         self.closing = False
         self.own_thread = own_thread
@@ -80,6 +83,7 @@ class Batcher(Executor):
                         return
                     continue
                 self._admit()
+                self._prefill()
                 for key in [k for k, b in self.batches.items() if len(b)]:
                     self._step(key)
         except BaseException as e:
@@ -87,6 +91,7 @@ class Batcher(Executor):
                 _fail(job, e if isinstance(e, Exception) else stopping())
             self.jobs, self.batches = [], {}
             self.waiting.clear()
+            self.prefills.clear()
             raise
 
     def _start(self) -> None:
@@ -121,48 +126,84 @@ class Batcher(Executor):
                 return
 
     def _admit(self) -> None:
-        """Move waiting jobs into their batches, in order, while the rows fit."""
+        """Move waiting jobs, in order, to prefilling while their rows fit in their model's batch
+        (rows decoding and rows of prompts still prefilling)."""
         while self.waiting:
             job = self.waiting[0]
             if id(job.net) not in self.batches:
                 self.batches[id(job.net)] = DecodeBatch(job.net, job.step, job.step_rows)
-            batch = self.batches[id(job.net)]
             rows = len(job.prompts) * job.n
-            if len(batch) and len(batch) + rows > MAX_ROWS:
+            have = len(self.batches[id(job.net)]) + sum(
+                len(p.seqs) for j, p in self.prefills if j.net is job.net
+            )
+            if have and have + rows > MAX_ROWS:
                 return
             self.waiting.popleft()
             error = Stopped() if job.cancel.is_set() else job.late(time.monotonic())
             if error is not None:
                 _fail(job, error)
                 continue
-            groups = job.sequences()
-            hidden: list[torch.Tensor | None] = [None] * len(groups)  # each prompt's prefill, to score
-            if job.max_new_tokens > 0:
-                self.jobs.append(job)
-                try:
-                    hidden = [batch.add(group, hidden=job.score_prompts) for group in groups]
-                except Exception as e:  # a bug, or memory: this job fails, the others go on
-                    self._abandon(id(job.net), e)
-                    continue
-            if job.score_prompts:  # echo with logprobs: from the prefill (lm-eval's max_tokens 1), or
-                k = job.logprobs or 0  # a forward pass of their own (max_tokens 0)
-                try:
-                    texts = job.texts or [None] * len(job.prompts)
-                    scores = [
+            groups = job.sequences()  # its rows, one group of n choices per prompt
+            if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompts alone, scored by a
+                self._score(job, [None] * len(job.prompts))  # forward pass of their own
+                continue
+            self.jobs.append(job)
+            for group in groups:
+                self.prefills.append((job, Prefill(job.net, group, hidden=job.score_prompts)))
+
+    def _prefill(self) -> None:
+        """One chunk of the oldest prompt still prefilling; a whole one joins its batch."""
+        while self.prefills:
+            job, prefill = self.prefills[0]
+            error = Stopped() if job.cancel.is_set() else job.late(time.monotonic())
+            if job.future.done() or error is not None:  # its other prompts go too
+                self._drop(job, error or Stopped())
+                continue
+            try:
+                if not prefill.step():
+                    return
+            except Exception as e:  # a bug, or memory: this job fails, the others go on
+                self._drop(job, _generation_failed(e))
+                return
+            self.prefills.popleft()
+            job.prefilled.append(prefill)
+            if len(job.prefilled) < len(job.prompts):
+                return
+            try:  # the job's prompts join together, as its rows start together
+                hidden = [self.batches[id(job.net)].join(p) for p in job.prefilled]
+            except Exception as e:  # the batch's cache may be half joined: it starts afresh
+                self._abandon(id(job.net), e)
+                return
+            job.prefilled = []
+            self._score(job, hidden)
+            return
+
+    def _drop(self, job: Job, error: BaseException) -> None:
+        """Fail a job whose prompts are still prefilling, and forget them."""
+        _fail(job, error)
+        self.prefills = deque((j, p) for j, p in self.prefills if j is not job)
+        job.prefilled = []
+        self.jobs = [j for j in self.jobs if j is not job]  # none of its rows has joined a batch
+
+    def _score(self, job: Job, hidden: list[torch.Tensor | None]) -> None:
+        """Echo with logprobs: the prompts' log-probabilities, from their prefills (lm-eval's
+        max_tokens 1) or a forward pass of their own (max_tokens 0, then the job is done)."""
+        if job.score_prompts:
+            k = job.logprobs or 0
+            try:
+                texts = job.texts or [None] * len(job.prompts)
+                job.scored(
+                    [
                         score_prompt(job.net, job.tokenizer, p, k, h, t)
                         for p, h, t in zip(job.prompts, hidden, texts, strict=True)
                     ]
-                    job.scored(scores)
-                except Exception as e:  # a bug, or memory: this job fails, the others go on
-                    _fail(
-                        job,
-                        ApiError(
-                            500, f"scoring the prompt failed: {type(e).__name__}: {e}", None, "server_error"
-                        ),
-                    )
-                    continue
-            if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompt alone
-                job.finish()
+                )
+            except Exception as e:  # a bug, or memory: this job fails, the others go on
+                message = f"scoring the prompt failed: {type(e).__name__}: {e}"
+                _fail(job, ApiError(500, message, None, "server_error"))
+                return
+        if job.max_new_tokens <= 0:
+            job.finish()
 
     def _step(self, key: int) -> None:
         """One token for every row of one model's batch; rows of ended, cancelled or late jobs leave."""
@@ -207,19 +248,25 @@ class Batcher(Executor):
         self.jobs = [j for j in self.jobs if not j.future.done()]
 
     def _abandon(self, key: int, error: Exception) -> None:
-        """A step failed: every job in that batch gets the error and the batch starts afresh."""
+        """A step failed: every job in that batch (or prefilling for it) gets the error and the
+        batch starts afresh."""
         batch = self.batches.pop(key)
-        wrapped = ApiError(500, f"generation failed: {type(error).__name__}: {error}", None, "server_error")
         for job in self.jobs:
             if job.net is batch.model:
-                _fail(job, wrapped)
+                _fail(job, _generation_failed(error))
         self.jobs = [j for j in self.jobs if not j.future.done()]
+        self.prefills = deque((j, p) for j, p in self.prefills if not j.future.done())
 
     def _cancel_all(self) -> None:
         for job in [*self.jobs, *self.waiting]:
             _fail(job, stopping())
         self.jobs, self.batches = [], {}
         self.waiting.clear()
+        self.prefills.clear()
+
+
+def _generation_failed(error: Exception) -> ApiError:
+    return ApiError(500, f"generation failed: {type(error).__name__}: {error}", None, "server_error")
 
 
 def _fail(job: Job, error: BaseException) -> None:

@@ -97,6 +97,7 @@ class Job:
     texts: list[str] | None = None  # the prompts as echoed: their tokens' offsets count in these
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
     prompt_logprobs: list[list[TokenLogprob]] | None = None  # per prompt, once scored (batcher.py)
+    prefilled: list[Any] = field(default_factory=list)  # its prompts' finished Prefills, until all are
     step: Any = None  # the model's compiled decoding step, for rows decoding one by one
     step_rows: int = 1  # how many rows may decode one by one through it
     timeout: float = 0.0  # the server's --timeout, for the 504's message (deadline is start + it)
@@ -155,7 +156,7 @@ class Job:
         )
 
     def scored(self, scores: list[list[TokenLogprob]]) -> None:
-        """The prompts' log-probabilities (batcher.py scores them at admission); a stream sends
+        """The prompts' log-probabilities (batcher.py scores them once they are prefilled); a stream sends
         them with the echoed prompt, before any generated text."""
         self.prompt_logprobs = scores
         if self.emit is not None:
