@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,23 @@ def test_the_matmul_peak_is_the_best_this_machine_has_shown(
     assert peaks == [100e9, 100e9, 250e9]
     monkeypatch.setenv("LMFORGE_AUTOTUNE", "0")  # nothing remembered: the reading itself
     assert tuning.matmul_peak(torch.float32) == 60e9
+
+
+def test_mfu_never_counts_against_less_than_the_runs_own_rate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    """A first run whose start met a busy moment (no better peak remembered) logged MFU 117%: the
+    peak is measured again once the run beats it, and MFU counts against no less than the run's rate."""
+    from lmforge.train.loop import train
+
+    monkeypatch.setattr(hardware, "_measure_peak", lambda dtype, device, size: 1e6)  # 1 MFLOP/s
+    train(None, [*tiny_overrides, "--train.max_steps=4", "--train.dtype=fp32"], tmp_path / "run")
+    said = capsys.readouterr().out
+    assert re.search(r"the matmul peak measured at start \(0 GFLOP/s\) is below this run's own rate", said)
+    assert said.count("measured again") == 1  # once: from then on the peak is the run's own rate
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["mfu"] for r in logged if "mfu" in r] and all(r["mfu"] <= 1.0 for r in logged if "mfu" in r)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["mfu"] <= 1.0
 
 
 def test_privacy_never_takes_sdpa_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
