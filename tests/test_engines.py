@@ -210,6 +210,42 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
         deepspeed_config(EngineConfig("deepspeed", 3, deepspeed_config=str(extra)), TrainConfig(), plan)
 
 
+@pytest.mark.parametrize(
+    ("json_text", "engine", "message"),
+    [  # each was applied, or ignored, while the run said otherwise
+        ('{"zero_optimization": {"stage": 3}}', {}, r"'zero_optimization.stage'=3 .*\(engine.zero_stage\)"),
+        ('{"gradient_clipping": 0.5}', {}, r"'gradient_clipping'=0.5 .*\(train.grad_clip\)"),
+        ('{"bf16": {"enabled": true}}', {}, r"'bf16.enabled'=True .*\(train.dtype\)"),
+        ('{"bfloat16": {"enabled": true}}', {}, r"'bfloat16' \(DeepSpeed's older bf16\) is train.dtype's"),
+        (
+            '{"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}',
+            {},
+            r"'zero_optimization.offload_optimizer' is engine.offload's: set --engine.offload=optimizer",
+        ),
+        ('{"zero_optimization": {"offload_param": {"device": "nvme"}}}', {}, "--engine.offload=all"),
+    ],
+)
+def test_a_deepspeed_json_may_not_set_what_lmforge_sets(
+    tmp_path: Path, json_text: str, engine: dict, message: str
+) -> None:
+    """The start line said `offload none` while DeepSpeed offloaded; `bfloat16` trained in fp32."""
+    plan = Plan(torch.float32, global_batch=8, micro_batch=2, accumulation=4)
+    (tmp_path / "ds.json").write_text(json_text)
+    config = EngineConfig("deepspeed", 2, deepspeed_config=str(tmp_path / "ds.json"), **engine)
+    with pytest.raises(LmforgeError, match=f"^{tmp_path / 'ds.json'}: .*{message}"):
+        deepspeed_config(config, TrainConfig(), plan)
+
+
+def test_a_deepspeed_json_may_tune_the_offload_lmforge_sets(tmp_path: Path) -> None:
+    plan = Plan(torch.float32, global_batch=8, micro_batch=2, accumulation=4)
+    (tmp_path / "ds.json").write_text(
+        '{"zero_optimization": {"offload_optimizer": {"device": "cpu", "pin_memory": true}}}'
+    )
+    config = EngineConfig("deepspeed", 2, offload="optimizer", deepspeed_config=str(tmp_path / "ds.json"))
+    merged = deepspeed_config(config, TrainConfig(), plan)["zero_optimization"]
+    assert merged["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+
+
 def test_deepspeed_keys_on_another_engine_are_said_at_start(
     tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

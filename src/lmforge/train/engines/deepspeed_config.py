@@ -18,6 +18,19 @@ from lmforge.train.engines.base import Plan
 # two steps, which would make engines disagree), so these sections may not come from the user.
 FORBIDDEN = ("optimizer", "scheduler", "fp16", "amp")
 
+# The lmforge key behind each key it writes, for the error of a JSON that sets one otherwise.
+OWNER = {
+    "train_batch_size": "train.batch_size",
+    "train_micro_batch_size_per_gpu": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.batch_size / train.micro_batch_size",
+    "gradient_clipping": "train.grad_clip",
+    "bf16": "train.dtype",
+    "bf16.enabled": "train.dtype",
+    "zero_optimization.stage": "engine.zero_stage",
+    "zero_optimization.offload_optimizer": "engine.offload",
+    "zero_optimization.offload_param": "engine.offload",
+}
+
 
 def deepspeed_config(engine: EngineConfig, train: TrainConfig, plan: Plan) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": engine.zero_stage}
@@ -40,6 +53,7 @@ def deepspeed_config(engine: EngineConfig, train: TrainConfig, plan: Plan) -> di
     if engine.deepspeed_config:
         file = Path(engine.deepspeed_config)
         theirs = read_user_config(file)
+        check_offload(file, theirs, zero)
         try:
             return merge(generated, theirs)
         except LmforgeError as e:  # a conflict: name the file, as read_user_config's errors do
@@ -62,7 +76,23 @@ def read_user_config(file: Path) -> dict[str, Any]:
                 f"{file}: key {key!r} is set by lmforge's [train] section (one optimizer and schedule"
                 " for every engine); remove it"
             )
+    if "bfloat16" in raw:  # DeepSpeed reads bf16 first: this older spelling would be ignored
+        raise LmforgeError(f"{file}: key 'bfloat16' (DeepSpeed's older bf16) is train.dtype's; remove it")
     return raw
+
+
+def check_offload(file: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+    """An offload lmforge does not set may not come from the JSON: lmforge reports and plans the
+    offload engine.offload sets (the start line said `offload none` while DeepSpeed offloaded)."""
+    zero = theirs.get("zero_optimization")
+    for key in ("offload_optimizer", "offload_param"):
+        section = zero.get(key) if isinstance(zero, dict) else None
+        if key not in ours and isinstance(section, dict) and section.get("device", "none") != "none":
+            raise LmforgeError(
+                f"{file}: key 'zero_optimization.{key}' is engine.offload's: set --engine.offload="
+                f"{'optimizer' if key == 'offload_optimizer' else 'all'} and remove it (its other"
+                " settings, such as pin_memory, may stay)"
+            )
 
 
 def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[str, Any]:
@@ -75,8 +105,9 @@ def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[
         elif isinstance(ours[key], dict) and isinstance(value, dict):
             merged[key] = merge(ours[key], value, where + ".")
         elif ours[key] != value:
+            owner = OWNER.get(where) or OWNER.get(path.rstrip(".")) or "train.* / engine.*"
             raise LmforgeError(
                 f"DeepSpeed config key {where!r}={value!r} conflicts with {ours[key]!r} from lmforge's"
-                " config; set it through lmforge (train.* / engine.*) instead"
+                f" config; set it through lmforge ({owner}) instead"
             )
     return merged
