@@ -95,6 +95,28 @@ def test_tsv_and_aligned_files_read_as_pairs(tmp_path: Path) -> None:
     ]
 
 
+def test_a_spreadsheets_quoted_tsv_cells_are_unquoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Excel, LibreOffice and Python's csv (excel-tab) quote a cell holding a quote and double its
+    quotes, and the cell trained with them. Quotes a raw TSV holds stay text."""
+    import csv
+
+    with (tmp_path / "sheet.tsv").open("w", newline="") as f:
+        writer = csv.writer(f, dialect="excel-tab")
+        writer.writerows([["en", "fr"], ['He said "hi".', "Il a dit « salut »."], ['"Yes."', '"Oui."']])
+    (tmp_path / "raw.tsv").write_text('"Hi."\t"Salut."\n"a" and "b"\t"a" et "b"\nx ""y""\tz\n')
+    got = [(p.src, p.tgt) for p in read_pairs([tmp_path / "sheet.tsv", tmp_path / "raw.tsv"])]
+    assert got == [
+        ('He said "hi".', "Il a dit « salut »."),
+        ('"Yes."', '"Oui."'),
+        ('"Hi."', '"Salut."'),
+        ('"a" and "b"', '"a" et "b"'),
+        ('x ""y""', "z"),
+    ]
+    assert capsys.readouterr().err.count("doubled quotes inside are read as spreadsheets write them") == 1
+
+
 def test_a_tsv_header_naming_the_languages_is_no_pair(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,6 +44,8 @@ SPLITS = ("train", "val", "test")
 FORMAT = "lmforge-pairs-1"
 PAIRS_VAL_FRACTION = 0.02  # held out for validation (and as much for test) unless told otherwise
 LINES_PER_DOC = 50  # aligned text files: consecutive lines grouped into one document
+# A spreadsheet's TSV cell holding a quote: in quotes, its own quotes doubled (`"He said ""hi"""`).
+QUOTED_CELL = re.compile(r'"((?:[^"]|"")*""(?:[^"]|"")*)"')
 _SPACES = re.compile(r"\s+")
 
 
@@ -133,9 +135,10 @@ def _read_jsonl(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
 
 def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
     """Tab-separated pairs; a first line naming the two languages (`en<TAB>fr`, a spreadsheet's
-    header) is a header, not a pair, and stderr says so."""
+    header) is a header, not a pair, and stderr says so. A cell quoted as spreadsheets write one
+    that holds quotes (QUOTED_CELL) is unquoted, and stderr says so once; other quotes are text."""
     with open_text(path) as f:
-        first = True
+        first, unquoted = True, False
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -150,6 +153,13 @@ def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
             first = False
             if len(cols) not in (2, 3):
                 raise LmforgeError(f"{path}:{number}: expected 2 or 3 tab-separated columns, got {len(cols)}")
+            quoted = [QUOTED_CELL.fullmatch(c) for c in cols]
+            if any(quoted):
+                cols = [m.group(1).replace('""', '"') if m else c for m, c in zip(quoted, cols, strict=True)]
+                if not unquoted:
+                    print(f"lmforge: {path}:{number}: cells in quotes with doubled quotes inside are read as"
+                          ' spreadsheets write them ("a ""b""" is a "b")', file=sys.stderr)  # fmt: skip
+                    unquoted = True
             yield Pair(_norm(cols[0]), _norm(cols[1]), cols[2] if len(cols) == 3 else path.name)
 
 
