@@ -363,6 +363,47 @@ BAD = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("route", "field", "value"),
+    [
+        ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+        ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
+        ("/v1/chat/completions", "frequency_penalty", 0.5),
+        ("/v1/completions", "presence_penalty", 5),
+        ("/v1/completions", "logit_bias", {"11": -100}),
+        ("/v1/completions", "best_of", 3),
+        ("/v1/completions", "suffix", " the end"),
+        ("/v1/completions", "top_k", 40),
+        ("/v1/completions", "repetition_penalty", 1.2),
+    ],
+)
+def test_fields_that_would_change_the_reply_are_refused_not_ignored(
+    api: TestClient, route: str, field: str, value: Any
+) -> None:
+    """JSON mode, tools, penalties and logit_bias got a 200 that ignored them; their "off" values
+    (which clients such as LangChain send) are still taken."""
+    base = {"model": "llama", "max_tokens": 2, "temperature": 0}
+    base |= {"messages": HELLO} if "chat" in route else {"prompt": "the king"}
+    r = api.post(route, json={**base, field: value})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["param"], error["code"]) == (field, "unsupported_parameter")
+    assert error["message"].startswith(f"{field}: {value!r} is not supported by lmforge serve")
+    off = {"frequency_penalty": 0.0, "presence_penalty": 0, "logit_bias": {}, "tools": None, "best_of": 1,
+           "response_format": {"type": "text"}, "top_k": -1, "tool_choice": "none"}  # fmt: skip
+    with_off = api.post(route, json={**base, **off})
+    assert (
+        with_off.status_code == 200
+        and with_off.json()["choices"] == api.post(route, json=base).json()["choices"]
+    )
+
+
+def test_a_body_that_is_not_utf8_is_invalid_json(api: TestClient) -> None:
+    r = api.post("/v1/completions", content=b'{"model": "gpt", "prompt": "a\xff\xfeb"}',
+                 headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text
+
+
 @pytest.mark.parametrize("route,body,status,param", BAD, ids=[f"{i}" for i in range(len(BAD))])
 def test_bad_requests_get_openai_errors(
     api: TestClient, route: str, body: Any, status: int, param: str | None

@@ -18,6 +18,7 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_fo
 
 
 FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+UNSUPPORTED = "is not supported by lmforge serve"  # schemas' refusals of OpenAI fields it lacks
 TAGS = {"body", "str", "int", "float", "bool", "list", "dict", "none"}
 
 
@@ -64,7 +65,8 @@ def _validation(exc: RequestValidationError) -> ApiError:
     if not loc and first.get("type") == "value_error":  # a check across fields (schemas' validators)
         message = str(first.get("msg", "")).removeprefix("Value error, ")
         named = message.split(":", 1)[0]  # "max_tokens: 0 generates nothing ...": that field is the param
-        return ApiError(400, message, named if FIELD.fullmatch(named) else None, "invalid_value")
+        code = "unsupported_parameter" if UNSUPPORTED in message else "invalid_value"
+        return ApiError(400, message, named if FIELD.fullmatch(named) else None, code)
     if not loc:  # the body itself: bytes that are not JSON, or JSON that is not an object
         return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)", None,
                         "invalid_json")  # fmt: skip
@@ -97,6 +99,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's,
+            message = "the request body is not valid JSON in UTF-8"  # for bytes that are not UTF-8
+            return ApiError(400, message, None, "invalid_json").response()
         return ApiError(exc.status_code, str(exc.detail)).response()
 
     @app.exception_handler(Exception)

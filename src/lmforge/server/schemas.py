@@ -1,6 +1,9 @@
 """Request bodies with OpenAI's field names, types and ranges. Strict types: a string where a
 number belongs is a 400, never coerced. Unknown fields are ignored, as most OpenAI-compatible
-servers do; null for an optional field means its default, as in OpenAI's API."""
+servers do, except the OpenAI and vLLM fields that would change the reply, which lmforge does not
+implement (OFF_VALUES): given another value than "off", they are a 400 `unsupported_parameter`,
+not a reply that silently ignores them. null for an optional field means its default, as in
+OpenAI's API."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from lmforge.errors import LmforgeError
+from lmforge.server.errors import UNSUPPORTED
 from lmforge.tokenization.tokenizer import check_text
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
@@ -30,6 +34,25 @@ MAX_STOPS = 4  # as OpenAI
 MAX_LOGPROBS = 5  # /v1/completions' logprobs, as OpenAI
 MAX_TOP_LOGPROBS = 20  # /v1/chat/completions' top_logprobs, as OpenAI
 MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, seconds of work on a CPU
+
+
+# Fields of OpenAI's API (and vLLM's sampling extensions) that change a reply, which lmforge does
+# not implement, and the values that leave it as lmforge gives it (None: not given).
+OFF_VALUES: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (None, 0),
+    "presence_penalty": (None, 0),
+    "repetition_penalty": (None, 1),
+    "logit_bias": (None, {}),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "tools": (None, []),
+    "functions": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "top_k": (None, 0, -1),
+    "min_p": (None, 0),
+}
 
 
 def _null_is_unset(field: FieldInfo) -> bool:
@@ -71,6 +94,18 @@ class StreamOptions(_Body):
 
 class _Sampling(_Body):
     """The fields completions and chat completions share."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        """A client asking for JSON mode, tools or penalties got a 200 that ignored them."""
+        if isinstance(data, dict):
+            for name, off in OFF_VALUES.items():
+                value = data.get(name)
+                if value is not None and (isinstance(value, bool) or value not in off):  # 0.0 is 0
+                    allowed = ", ".join(repr(o) for o in off if o is not None)
+                    raise ValueError(f"{name}: {value!r} {UNSUPPORTED} (only {allowed}, or leave it out)")
+        return data
 
     model: StrictStr
     max_tokens: Count | None = None
