@@ -155,8 +155,8 @@ def test_a_continuations_sum_equals_lmforges_own_scoring(api: TestClient, dirs: 
     assert full[: len(ctx)] == ctx
     lp = post(api, prompt=context + continuation, logprobs=0)["choices"][0]["logprobs"]
     served = sum(lp["token_logprobs"][len(ctx) :])
-    nll_full, n_full, _ = score(net, full, len(full), len(full) - 1)
-    nll_ctx, n_ctx, _ = score(net, ctx, len(ctx), len(ctx) - 1)
+    nll_full, n_full, *_ = score(net, full, len(full), len(full) - 1)
+    nll_ctx, n_ctx, *_ = score(net, ctx, len(ctx), len(ctx) - 1)
     assert n_full - n_ctx == len(full) - len(ctx)
     assert served == pytest.approx(-(nll_full - nll_ctx), abs=1e-3)
     assert all(len(t) == 1 for t in lp["top_logprobs"][1:])  # logprobs 0: the chosen token alone

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -125,16 +125,29 @@ def _char_end(tokenizer: Tokenizer, text: str, count: int) -> int:
     return encoding.offsets[count - 1][1]
 
 
+class Scores(NamedTuple):
+    nll: float  # total, in nats, over every scored token
+    tokens: int  # scored
+    windows: int
+    eos_nll: float  # the part of nll that predicts the EOS between documents (no bytes of text)
+
+
 @torch.inference_mode()
 def score(
-    model: GPT, ids: list[int], context: int, stride: int, batch_size: int = 1, progress: bool = False
-) -> tuple[float, int, int]:
-    """(total nll in nats, tokens scored, windows) of the stream `ids` under `model`."""
+    model: GPT,
+    ids: list[int],
+    context: int,
+    stride: int,
+    batch_size: int = 1,
+    progress: bool = False,
+    eos: int | None = None,
+) -> Scores:
+    """The nll of the stream `ids` under `model`, and how much of it predicts `eos`."""
     model.eval()
     device = next(model.parameters()).device
     stream = torch.tensor(ids, dtype=torch.long, device=device)
     spans = windows(len(ids), context, stride)
-    total, count = 0.0, 0
+    total, count, eos_total = 0.0, 0, 0.0
     shown = None if progress else True  # None: only on a terminal, not into a pipe or a file
     bar = tqdm(total=len(ids) - 1, unit="tok", desc="eval", disable=shown, file=sys.stderr)
     for i in range(0, len(spans), batch_size):
@@ -144,12 +157,14 @@ def score(
         for row, (b, first, e) in enumerate(group):
             # position p predicts token p + 1: only the scored targets go through the head
             logits = model.lm_head(hidden[row, first - 1 - b : e - 1 - b]).float()  # (n, vocab)
-            nll = F.cross_entropy(logits, stream[first:e], reduction="sum")
-            total += float(nll.double())
+            losses = F.cross_entropy(logits, stream[first:e], reduction="none")  # (n,)
+            total += float(losses.double().sum())
+            if eos is not None:
+                eos_total += float(losses[stream[first:e] == eos].double().sum())
             count += e - first
             bar.update(e - first)
     bar.close()
-    return total, count, len(spans)
+    return Scores(total, count, len(spans), eos_total)
 
 
 def evaluate(
@@ -192,7 +207,7 @@ def evaluate(
     if len(ids) < 2 or nbytes <= 0:
         where = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
         raise LmforgeError(f"{where}: no text to score (empty documents, or none with field {text_field!r})")
-    nll, tokens, nwindows = score(net, ids, context, stride, batch_size, progress=not quiet)
+    nll, tokens, nwindows, eos_nll = score(net, ids, context, stride, batch_size, not quiet, tokenizer.eos_id)
     per_token = nll / tokens
     return {
         "model": str(model),
@@ -202,7 +217,7 @@ def evaluate(
         "nll": nll,
         "nll_per_token": per_token,
         "ppl": math.exp(per_token),
-        "bpb": nll / math.log(2) / nbytes,
+        "bpb": (nll - eos_nll) / math.log(2) / nbytes,  # text alone, as training's val_bpb
         "context": context,
         "stride": stride,
         "windows": nwindows,
