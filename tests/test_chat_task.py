@@ -234,6 +234,13 @@ def test_sentiment_counts_the_first_word_only() -> None:
     answers = ["Positive.", "The review is positive", "negative, clearly", "positive or negative"]
     scores = sentiment_scores(answers, ["positive", "positive", "negative", "positive"])
     assert scores == {"accuracy": 0.75, "label_mentioned": 0.75}
+    # a subset whose golds are all one label: the test split's other label still counts against
+    # an answer naming both (the labels came from the subset's golds alone)
+    assert sentiment_scores(["positive or negative"], ["positive"])["label_mentioned"] == 1.0
+    assert (
+        sentiment_scores(["positive or negative"], ["positive"], {"Positive", "negative"})["label_mentioned"]
+        == 0.0
+    )
 
 
 def test_eval_instruct_answers_as_transformers_greedy_does(tmp_path: Path, model_dir: Path) -> None:
@@ -249,7 +256,13 @@ def test_eval_instruct_answers_as_transformers_greedy_does(tmp_path: Path, model
     result = eval_instruct(
         model_dir, data, max_new_tokens=6, dtype="fp32", out=tmp_path / "r.json", quiet=True
     )
-    assert json.loads((tmp_path / "r.json").read_text()) == result
+    written = json.loads((tmp_path / "r.json").read_text())
+    answers = written.pop("answers")  # --out holds every answer, to check the figures by hand
+    assert written == result
+    assert [a["line"] for a in answers["sentiment"]] == [2, 4] and len(answers["translation"]) == 1
+    assert [{k: v for k, v in a.items() if k != "line"} for a in answers["sentiment"]] == result["sentiment"][
+        "samples"
+    ]
     assert result["translation"]["items"] == 1 and result["sentiment"]["items"] == 2
     assert {"bleu", "chrf", "bleu_signature"} <= set(result["translation"])
     hf = transformers.LlamaForCausalLM.from_pretrained(model_dir).eval()

@@ -46,10 +46,12 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.casefold())
 
 
-def sentiment_scores(answers: list[str], gold: list[str]) -> dict[str, float]:
+def sentiment_scores(answers: list[str], gold: list[str], labels: set[str] | None = None) -> dict[str, float]:
     """accuracy (the first word is the gold label) and label_mentioned (the gold label and no
-    other label of the set appears among the answer's words)."""
-    labels = {g.casefold() for g in gold}
+    other label of the set appears among the answer's words). labels: every label of the test
+    split (default: the golds given), so that a subset with one label still counts an answer
+    naming another as wrong."""
+    labels = {g.casefold() for g in (labels or gold)}
     first = [(words(a) or [""])[0] for a in answers]
     named = [labels & set(words(a)) for a in answers]
     n = max(len(gold), 1)
@@ -59,9 +61,11 @@ def sentiment_scores(answers: list[str], gold: list[str]) -> dict[str, float]:
     }
 
 
-def test_items(data: str | Path, max_items: int) -> dict[str, list[Conversation]]:
-    """The test split by kind, the first `max_items` of each (0: all), in file order."""
+def test_items(data: str | Path, max_items: int) -> tuple[dict[str, list[Conversation]], set[str]]:
+    """The test split by kind, the first `max_items` of each (0: all), in file order; and the
+    sentiment labels of the whole test split."""
     by_kind: dict[str, list[Conversation]] = {k: [] for k in KINDS}
+    labels: set[str] = set()
     for c in read_chats(data):
         if c.split != "test":
             continue
@@ -71,11 +75,13 @@ def test_items(data: str | Path, max_items: int) -> dict[str, list[Conversation]
             )
         if c.messages[-1]["role"] != "assistant":
             raise LmforgeError(f"{data}:{c.line}: the last message must be the gold assistant answer")
+        if c.kind == "sentiment":
+            labels.add(c.messages[-1]["content"].strip())
         if not max_items or len(by_kind[c.kind]) < max_items:
             by_kind[c.kind].append(c)
     if not any(by_kind.values()):
         raise LmforgeError(f'{data}: no test conversations ("split": "test")')
-    return by_kind
+    return by_kind, labels
 
 
 def eval_instruct(
@@ -100,7 +106,7 @@ def eval_instruct(
     if batch_size < 1:
         raise LmforgeError(f"batch_size={batch_size} must be >= 1")
     out_file = check_out(out, {"data": data}, overwrite, model) if out is not None else None
-    by_kind = test_items(data, max_items)
+    by_kind, labels = test_items(data, max_items)
     directory = resolve_model_dir(model)
     if is_adapter_dir(directory):  # a LoRA run: its adapters merged into the base for decoding
         net, tokenizer, _ = load_adapted(directory)
@@ -118,6 +124,7 @@ def eval_instruct(
     compute = next(net.parameters()).dtype
     started = time.perf_counter()
     result: dict[str, Any] = {"model": str(directory), "data": str(data), "max_items": max_items}
+    every: dict[str, list[dict[str, Any]]] = {}  # each kind's answers, for --out
     for kind, items in by_kind.items():
         if not items:
             continue
@@ -127,14 +134,16 @@ def eval_instruct(
         )
         answers = [tokenizer.decode(new).strip() for new in answers]
         gold = [c.messages[-1]["content"].strip() for c in items]
-        figures = score(answers, gold) if kind == "translation" else sentiment_scores(answers, gold)
-        shown = [{"prompt": c.messages[-2]["content"], "answer": a, "gold": g}
-                 for c, a, g in zip(items[:SAMPLES], answers, gold, strict=False)]  # fmt: skip
+        figures = score(answers, gold) if kind == "translation" else sentiment_scores(answers, gold, labels)
+        every[kind] = [{"line": c.line, "prompt": c.messages[-2]["content"], "answer": a, "gold": g}
+                       for c, a, g in zip(items, answers, gold, strict=True)]  # fmt: skip
+        shown = [{k: v for k, v in item.items() if k != "line"} for item in every[kind][:SAMPLES]]
         result[kind] = {"items": len(items), **figures, "samples": shown}
     result["seconds"] = time.perf_counter() - started
     result["threads"], result["dtype"] = torch.get_num_threads(), str(compute).removeprefix("torch.")
-    if out_file is not None:
-        write_file(out_file, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    if out_file is not None:  # with every answer, so that the figures can be checked
+        written = {**result, "answers": every}
+        write_file(out_file, json.dumps(written, indent=2, ensure_ascii=False) + "\n")
     return result
 
 
