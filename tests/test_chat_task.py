@@ -125,6 +125,10 @@ def test_only_assistant_tokens_carry_gradient(model_dir: Path) -> None:
         ('{"text": "x"}', 'needs {"messages"'),
         ('{"messages": [{"role": "user"}]}', "messages[0] needs a string 'role' and a string 'content'"),
         ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
+        (  # the reply under a misspelt role: the roles are named
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}',
+            "no assistant message (roles: 'user', 'robot'), so nothing to learn from",
+        ),
         (
             '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],'
             ' "split": "dev"}',

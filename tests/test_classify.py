@@ -59,6 +59,22 @@ def test_bad_labelled_line_is_named(tmp_path: Path) -> None:
         read_labelled(path, ["negative", "positive"])
 
 
+def test_a_csv_is_said_to_be_no_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Labelled data is JSON Lines whatever the suffix; classify --file reads a CSV's lines whole."""
+    from lmforge.inference.classify import read_texts
+
+    path = tmp_path / "c.csv"
+    path.write_text("text,label\na fine film,positive\n")
+    with pytest.raises(
+        LmforgeError, match=r"c.csv:1: needs JSON with 'text' and 'label' \(labelled examples are JSON Lines"
+    ):
+        read_labelled(path, ["negative", "positive"])
+    assert read_texts(path) == ["text,label", "a fine film,positive"]
+    assert (
+        f"lmforge: warning: {path}: read as plain text, one text a line (a header" in capsys.readouterr().err
+    )
+
+
 def test_number_labels_are_names_where_the_names_are_numbers(tmp_path: Path) -> None:
     """Star ratings 1-5 in JSON as numbers: 1 is "1", not index 1 ("2"); elsewhere a number is an
     index. A JSON true is named as JSON writes it."""

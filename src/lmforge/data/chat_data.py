@@ -62,7 +62,8 @@ def _parse(line: str, where: str, n: int) -> Conversation:
         ):
             raise LmforgeError(f"{where}: messages[{i}] needs a string 'role' and a string 'content'")
     if not any(m["role"] == "assistant" for m in messages):
-        raise LmforgeError(f"{where}: no assistant message, so nothing to learn from")
+        roles = ", ".join(dict.fromkeys(repr(m["role"]) for m in messages))  # a misspelt one shows
+        raise LmforgeError(f"{where}: no assistant message (roles: {roles}), so nothing to learn from")
     split = record.get("split", "train")
     if split not in SPLITS:
         raise LmforgeError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")

@@ -41,6 +41,8 @@ def read_labelled(
             text, label = record[text_field], record[label_field]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             needs = f"needs JSON with {text_field!r} and {label_field!r}"
+            if isinstance(e, json.JSONDecodeError) and ".jsonl" not in path.suffixes:  # a CSV, say
+                needs += " (labelled examples are JSON Lines, one object a line, whatever the suffix)"
             raise LmforgeError(f"{path}:{n}: {needs} ({e})") from None
         if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
             raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")

@@ -9,6 +9,7 @@ Hugging Face `...ForSequenceClassification` folder (formats/hf_heads.py).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
     every line of any other text file. Blank lines are skipped; a bad record is named by line."""
     path = Path(path)
     jsonl = ".jsonl" in path.suffixes
+    if path.suffix.lower() in (".csv", ".tsv"):  # not read as columns: say so before the results
+        print(f"lmforge: warning: {path}: read as plain text, one text a line (a header and every"
+              " column included); JSON Lines picks a field (--text-field)", file=sys.stderr)  # fmt: skip
     texts = []
     for n, line in strict_lines(path):
         line = line.rstrip("\r\n")
