@@ -59,6 +59,23 @@ def test_bad_labelled_line_is_named(tmp_path: Path) -> None:
         read_labelled(path, ["negative", "positive"])
 
 
+def test_a_question_answering_model_lends_its_encoder_body(
+    labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A BertForQuestionAnswering directory was refused as 'not a decoder or encoder model': its
+    encoder is the body of a new classifier, its span head said to be left out, as other heads."""
+    qa = Path(__file__).parent / "fixtures" / "bert-qa"
+    finetune_classify(
+        qa, labelled, "negative,positive", tmp_path / "clf", epochs=1, batch_size=64, dtype="fp32"
+    )
+    assert "a question-answering model; its span head (qa_outputs) is left out" in capsys.readouterr().out
+    model, _ = lmforge.load(tmp_path / "clf")
+    assert isinstance(model, Classifier) and model.labels == ["negative", "positive"]
+    recipe = ["--data.task=classification", f"--data.input={labelled}", f"--train.init_from={qa}"]
+    planned = lmforge.plan(overrides=[*recipe, "--data.labels=negative,positive"])
+    assert planned["model"]["head"] == "classification"
+
+
 def test_a_csv_is_said_to_be_no_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Labelled data is JSON Lines whatever the suffix; classify --file reads a CSV's lines whole."""
     from lmforge.inference.classify import read_texts

@@ -83,7 +83,7 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
     """classification and qa: train.init_from's body (as ClassificationTask and QATask load it)."""
     from lmforge.formats.directory import MODEL_TYPE, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
-    from lmforge.formats.hf_qa import QA_TYPE, wants_span_head
+    from lmforge.formats.hf_qa import QA_TYPE
     from lmforge.formats.lmforge_dirs import CLASSIFIER_TYPE, ENCODER_TYPE
 
     task, source = cfg.data.task, cfg.train.init_from
@@ -94,16 +94,14 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
     file = directory / "config.json"
     raw: dict[str, Any] = read_config_json(directory)
     kind = raw.get("model_type")
-    span = False  # the directory holds a span model (QA): its body is an encoder
     if kind == CLASSIFIER_TYPE and isinstance(raw.get("backbone"), dict):  # a new head on its body
         raw = raw["backbone"]
         kind = raw.get("model_type")
     if kind in (MODEL_TYPE, ENCODER_TYPE, QA_TYPE):
-        m, encoder, span = model_config_from(raw, file), kind != MODEL_TYPE, kind == QA_TYPE
+        m, encoder = model_config_from(raw, file), kind != MODEL_TYPE  # a span model's body: an encoder
     elif kind in FAMILIES and FAMILIES[kind].kind in ("gpt", "encoder"):
         m = FAMILIES[kind].config_in(raw, str(file))
         encoder = FAMILIES[kind].kind == "encoder"
-        span = encoder and wants_span_head(raw)
     else:
         raise LmforgeError(f"{file}: model_type {kind!r} is not a decoder or encoder lmforge plan covers")
     m = dataclasses.replace(m, dropout=cfg.model.dropout)  # the recipe's dropout, as train takes it
@@ -111,8 +109,6 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
         if not encoder:
             raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
         return m, Head("span", encoder=True)
-    if span:  # ClassificationTask takes a decoder, an encoder or a classifier, not a span model
-        raise LmforgeError(f"train.init_from={source!r}: not a decoder or encoder model")
     labels = _labels(cfg)
     if len(labels) < 2:
         raise LmforgeError(f"data.labels={cfg.data.labels!r}: name at least two labels, comma-separated")

@@ -29,6 +29,7 @@ from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
+from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
@@ -80,6 +81,10 @@ class ClassificationTask(Task):
             )
         self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
         backbone, self.tokenizer = load_model(t.init_from)
+        if isinstance(backbone, SpanModel):  # a question-answering model: its encoder body
+            setup.say(f"train.init_from={t.init_from!r}: a question-answering model; its span head"
+                      " (qa_outputs) is left out, its encoder body tuned under a new head")  # fmt: skip
+            backbone = backbone.backbone
         self.dense_start = None if t.from_scratch else dense_start(backbone, t.classifier_dense)
         if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
             backbone = backbone.backbone
