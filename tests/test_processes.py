@@ -167,9 +167,15 @@ def test_under_lmforge_launch_only_rank_0_prints_a_line_every_rank_says(
     assert capsys.readouterr().err == "lmforge: error: same\n"
 
 
-def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(tmp_path, tiny_overrides: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("sig", "status", "last"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(
+    tmp_path, tiny_overrides: list[str], sig: int, status: int, last: str
+) -> None:
     """A Ctrl-C'd run said only `interrupted`: the steps since its last checkpoint are redone on
-    resume, and the line now says from where."""
+    resume, and the line now says from where. A SIGTERM (kill, timeout, Slurm) ended it silently;
+    it says the same, and exits 143."""
     out = tmp_path / "run"
     command = [sys.executable, "-m", "lmforge", "train", *tiny_overrides, "--train.max_steps=100000",
                "--train.max_minutes=0", "--train.checkpoint_interval=2", f"--out={out}"]  # fmt: skip
@@ -177,12 +183,12 @@ def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(tmp_path, tiny_ove
     deadline = time.monotonic() + 120
     while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:  # the newest are kept
         time.sleep(0.1)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(sig)
     _, err = run.communicate(timeout=60)
-    assert run.returncode == 130, err
+    assert run.returncode == status, err
     said = re.search(
         r"lmforge: stopped at step (\d+); its last checkpoint is step (\d+): lmforge train --resume", err
     )
     assert said and int(said[2]) >= 2 and int(said[1]) >= int(said[2]), err
     assert f"lmforge train --resume {out} continues exactly from there" in err
-    assert err.rstrip().endswith("lmforge: interrupted")
+    assert err.rstrip().endswith(f"lmforge: {last}")

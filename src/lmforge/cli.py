@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -25,7 +26,7 @@ from lmforge.cli_parser import build_parser, run
 from lmforge.cli_verbs import VERBS
 from lmforge.config import joined_overrides
 from lmforge.errors import LmforgeError
-from lmforge.processes import RANK_LINES, end_with_launcher, launched_world
+from lmforge.processes import RANK_LINES, Terminated, end_with_launcher, launched_world
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
 INTERRUPTED = 130
@@ -79,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             raise  # not about a path the user gave: a bug, with its traceback
         where = ": ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
         return _fail(f"{where}: {e.strerror}" if where else str(e.strerror or e), debug)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             traceback.print_exc()
+        if isinstance(e, Terminated):  # SIGTERM during training: 128 + 15, as the signal's own death
+            say_last("lmforge: terminated")
+            return 128 + signal.SIGTERM
         say_last("lmforge: interrupted")
         return INTERRUPTED
 

@@ -13,6 +13,8 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
@@ -61,3 +63,26 @@ def end_with_launcher(sig: int = signal.SIGTERM) -> None:
         print(f"lmforge: error: the launcher (pid {agent}) is gone; this rank stops", file=sys.stderr)
         os._exit(1)
     die_with_parent(parent, sig)
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (kill, `timeout`, Slurm's end of a job, a launcher stopping its ranks) during
+    training: it stops the run as Ctrl-C does, saying where a resume continues; exit 143."""
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated (in the main thread; elsewhere signals cannot be
+    handled, and nothing changes). It ended the process silently."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

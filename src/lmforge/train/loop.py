@@ -32,6 +32,7 @@ from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.outputs import write_file
+from lmforge.processes import sigterm_stops
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import compiling, report
 from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
@@ -82,8 +83,9 @@ def train(
             say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
         try:
             try:
-                _steps(run)
-            except KeyboardInterrupt:  # Ctrl-C: what a resume would redo
+                with sigterm_stops():
+                    _steps(run)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what a resume would redo
                 if run.main:
                     print(f"lmforge: {resume_point(run.run_dir, run.step)}", file=sys.stderr)
                 raise
