@@ -207,6 +207,9 @@ def build_parser(
     return parser, subs
 
 
+PATHS = ("out", "model", "data", "file", "train", "input")  # options that name a file or folder
+
+
 def keywords(
     verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str]
 ) -> tuple[str, dict[str, Any]]:
@@ -221,6 +224,9 @@ def keywords(
     if unknown or (overrides and not verb.overrides):
         sub.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     switched = bool(verb.switch and verb.switch.given(kwargs))
+    for o in verb.options:  # "" is Path("."), the working directory: `--out ""` is a slip, not a folder
+        if o.dest in PATHS and kwargs.get(o.dest) == "":
+            sub.error(f"{o.flag} is empty: give a path")
     for o in verb.options:
         if o.dest in kwargs and o.alt is not None and o.alt != switched and verb.switch:
             sub.error(f"{o.flag} {'needs' if o.alt else 'does not go with'} {verb.switch.label}")
