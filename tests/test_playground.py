@@ -146,6 +146,25 @@ def test_completion_tab_streams_the_api_answer(page: Any, url: str) -> None:
     assert output.text_content() == "ROMEO:" + want
 
 
+def test_a_completion_the_context_ended_says_so(page: Any, url: str) -> None:
+    """`finish: length` alone read as Max tokens; the char GPT's 32 positions end this one first."""
+    prompt = "KING: the queen is dead, and th"  # 31 characters: room for 2 tokens of the 20 asked
+    body = {"model": "gpt", "prompt": prompt, "max_tokens": 20, "temperature": 0, "top_p": 1}
+    answer = api(url, "completions", body)
+    assert answer["choices"][0]["finish_reason"] == "length" and answer["usage"]["completion_tokens"] < 20
+    page.get_by_role("tab", name="Completion").click()
+    page.get_by_label("Model", exact=True).select_option("gpt")
+    set_sampling(page, max_tokens="20", system=None)
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_role("button", name="Complete").click()
+    stats = page.get_by_label("Completion statistics")
+    expect(stats).to_contain_text("finish: length (the model's context of 32 tokens is full)")
+    set_sampling(page, max_tokens="1", system=None)  # Max tokens ended it: no word of the context
+    page.get_by_role("button", name="Complete").click()
+    expect(stats).to_contain_text("1 tokens in")
+    assert stats.text_content().endswith("finish: length")
+
+
 def test_translation_tab_gives_the_translations(page: Any, url: str) -> None:
     page.get_by_role("tab", name="Translation").click()
     page.get_by_label("Text to translate (one sentence a line)").fill("the king\n\nthe queen is fair")

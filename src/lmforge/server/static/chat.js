@@ -83,7 +83,7 @@ async function sendChat() {
       showText(replyView, turn.reply);
     });
     if (state.conversation === conversation) keep(null);
-    stats("chat-stats", usage, finishReason, started, first);
+    stats("chat-stats", usage, finishReason, started, first, model);
   } catch (e) {
     if (state.conversation !== conversation) throw e; // cleared meanwhile: nothing to keep or put back
     if (turn.reply) {

@@ -179,8 +179,10 @@ function refocus(focused) {
 }
 
 // The rate counts the tokens after the first over the time after the first: the wait for the
-// first token is the prompt's processing (and any queue), not generation.
-function stats(id, usage, finishReason, started, first) {
+// first token is the prompt's processing (and any queue), not generation. A reply the model's
+// context ended (the server stops one whose next token would need more positions than the model
+// has) says so: "length" alone read as Max tokens.
+function stats(id, usage, finishReason, started, first, model) {
   const parts = [];
   if (usage) {
     const now = performance.now();
@@ -192,7 +194,10 @@ function stats(id, usage, finishReason, started, first) {
     }
     parts.push(`prompt ${usage.prompt_tokens} tokens`);
   }
-  if (finishReason) parts.push(`finish: ${finishReason}`);
+  const card = state.models.find((m) => m.id === model);
+  const full = usage && card && usage.prompt_tokens + usage.completion_tokens > card.context_length;
+  if (finishReason === "length" && full) parts.push(`finish: length (the model's context of ${card.context_length} tokens is full)`);
+  else if (finishReason) parts.push(`finish: ${finishReason}`);
   $(id).textContent = parts.join(" · ");
 }
 
@@ -217,7 +222,7 @@ async function sendCompletion() {
       shown.text += piece;
       out.querySelector(".generated").textContent = shown.text;
     });
-    stats("completion-stats", usage, finishReason, started, first);
+    stats("completion-stats", usage, finishReason, started, first, model);
   } catch (e) {
     if (e.name === "AbortError") $("completion-stats").textContent = "stopped"; // what came stays
     else if (shown.text) $("completion-stats").textContent = "interrupted";
