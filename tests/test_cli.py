@@ -196,8 +196,8 @@ def test_arguments_become_keywords(calls: Calls) -> None:
             "overrides do not go with --pairs",
         ),
         (["generate", "m", "--train.max_steps=3"], "unrecognized arguments: --train.max_steps=3"),
-        (["export", "m", "--out", ""], "--out is empty: give a path"),  # was `.: is the working directory`
-        (["generate", "", "--prompt", "hi"], "model is empty: give a path"),
+        (["export", "m", "--out", ""], "--out is empty (a $(...) or variable that gave nothing?)"),  # was `.:
+        (["eval", "m", "--data", ""], "--data is empty"),  # is the working directory`
     ],
 )
 def test_usage_errors_are_argparse_s(argv: list[str], message: str, calls: Calls, capsys: Any) -> None:

@@ -225,8 +225,10 @@ def keywords(
         sub.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     switched = bool(verb.switch and verb.switch.given(kwargs))
     for o in verb.options:  # "" is Path("."), the working directory: `--out ""` is a slip, not a folder
-        if o.dest in PATHS and kwargs.get(o.dest) == "":
-            sub.error(f"{o.flag} is empty: give a path")
+        values = kwargs.get(o.dest)
+        values = values if isinstance(values, list) else [values]
+        if o.dest in PATHS and not o.positional and "" in values:  # (a model: load_model's own line)
+            sub.error(f"{o.flag} is empty (a $(...) or variable that gave nothing?): give a path")
     for o in verb.options:
         if o.dest in kwargs and o.alt is not None and o.alt != switched and verb.switch:
             sub.error(f"{o.flag} {'needs' if o.alt else 'does not go with'} {verb.switch.label}")
