@@ -36,6 +36,7 @@ FOUND = {
         "tel:+81-3-1234-5678",
         "+91 81234 56789",
         "+48 512 385 786",  # grouped like thousands, but "+" says phone
+        "（０３）１２３４－５６７８",  # full-width digits and punctuation, as Japanese text writes them
     ],
     "ip": [
         "8.8.4.4",
@@ -53,12 +54,14 @@ FOUND = {
         "378282246310005",
         "3782 822463 10005",
         "6011111111111117",
+        "4111.1111.1111.1111",  # dotted
     ],
     "iban": [
         "DE89 3704 0044 0532 0130 00",
         "GB82WEST12345698765432",
         "FR76 3000 6000 0112 3456 7890 189",
         "NL91 ABNA 0417 1643 00",
+        "DE89-3704-0044-0532-0130-00",  # dashed
     ],
     "ssn": ["536-90-4399", "536 90 4399", "123-45-6789"],
 }
@@ -70,6 +73,8 @@ LEFT = [
     "2021-05-12T14:30:00Z",
     "ISBN 978-3-16-148410-0 and ISBN 0-306-40615-2",  # ISBNs
     "Version 7.6.4.1, version 10.2.3.4, v1.2.3.4, Python 3.11.4",  # versions
+    "Chapter 12.3.4.5, Section 1.2.3.4, § 10.2.1.1 and Table 2.1.1.3",  # numbered parts
+    "Springfield, IL 62704-1234 and ZIP code 94103-1234",  # US ZIP+4 codes
     "$1,234,567.89 or 1 234,56 € or EUR 2.500.000,00",  # prices
     "in 1597, 1600-1623 and pp. 123-145",
     "00:1a:2b:3c:4d:5e",  # a MAC address

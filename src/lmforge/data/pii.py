@@ -43,18 +43,22 @@ IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
     r"(?:%[\w.]+)?(?![\w:]|\.\w)"
 )
-# A version number is not an address: "version 10.2.3.4", "build 7.0.0.1".
-VERSION_BEFORE = re.compile(r"\b(?:version|release|build|firmware|ver\.?|rev\.?|v)\s?\Z", re.IGNORECASE)
-# 13-19 digits, in groups separated by one space or dash (checked by _card_ok).
-CARD = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?![\d]|-\d)")  # "+": a phone number
+# A version or section number is not an address: "version 10.2.3.4", "build 7.0.0.1", "Chapter 12.3.4.5".
+NUMBERED_BEFORE = re.compile(
+    r"(?:\b(?:version|release|build|firmware|ver\.?|rev\.?|v|chapter|section|sec\.|figure|fig\.|table|clause"
+    r"|article|art\.|paragraph|para\.|appendix|part|step|rule)|§)\s?\Z",
+    re.IGNORECASE,
+)
+# 13-19 digits, in groups separated by one space, dash or dot (checked by _card_ok).
+CARD = re.compile(r"(?<![\d+-])\d(?:[ .-]?\d){12,18}(?![\d]|[.-]\d)")  # "+": a phone number
 # Issuer prefixes (Visa, Mastercard, Amex, Diners, JCB, Discover, UnionPay, Maestro): an ISBN-13
 # (978...) or another long Luhn-valid number is not a card.
 CARD_PREFIX = re.compile(r"4|5[0-8]|222[1-9]|22[3-9]\d|2[3-6]|27[01]|2720|3[04-9]|6")
 CARD_GROUPS = {(4, 6, 5), (4, 6, 4), (4, 4, 5)}  # and fours: 4-4-4-4, 4-4-4-4-3, ...
-IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,8}(?: ?[A-Z0-9]{1,3})?\b")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,8}(?:[ -]?[A-Z0-9]{1,3})?\b")
 SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
 # At least 6 digits with phone punctuation between them: where the phone matcher is run.
-PHONE_CANDIDATE = re.compile(r"\d(?:[ \t().\-/]{0,3}\d){5,}")
+PHONE_CANDIDATE = re.compile(r"\d(?:[ \t().\-/（）－‐‑]{0,3}\d){5,}")  # full-width punctuation too
 PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher ("+", "tel:", "(")
 # What the matcher accepts as a valid number in some region but is not one: dates (05.12.2021,
 # 1885-06-08), year ranges (1641-1665), dotted quads (255.255.255.0), thousands (2 147 483 647,
@@ -65,6 +69,8 @@ NOT_PHONE = re.compile(
     r"|\d{1,3}([ .,])\d{3}(?:\2\d{3})*|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+"
 )
 ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s?\Z")
+# A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
+ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
 # Part of a longer number or name: after "12.", "-" or "/", before ".5", ",00" or ".xhp"
 # (decimals, negatives, prices, file names).
 IN_NUMBER_BEFORE = re.compile(r"(?:\d[ .,:]|[-/\u2212])\Z")
@@ -94,6 +100,8 @@ def _phone_ok(text: str, start: int, end: int) -> bool:
         return False
     if ISBN_BEFORE.search(text, max(0, start - 10), start):
         return False
+    if re.fullmatch(r"\d{5}-\d{4}", number) and ZIP_BEFORE.search(text, max(0, start - 12), start):
+        return False
     marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
     digits = sum(c.isdigit() for c in number)
     if not marked and digits < 9:
@@ -108,7 +116,7 @@ def _card_ok(text: str) -> bool:
         return False
     # Grouped, a card is printed in fours (the last group shorter), or as Amex, Diners and 13-digit
     # Visa are (4-6-5, 4-6-4, 4-4-5); a row of a numeric table (2240 6720 15680 24640) is not.
-    groups = tuple(len(g) for g in re.split(r"[ -]", text)) if seps else ()
+    groups = tuple(len(g) for g in re.split(r"[ .-]", text)) if seps else ()
     fours = set(groups[:-1]) == {4} and 1 <= groups[-1] <= 4 if groups else True
     if not fours and groups not in CARD_GROUPS:
         return False
@@ -171,7 +179,7 @@ class PII:
                 if stdnum_iban.is_valid(value):
                     yield m.start(), m.start() + len(value)
                     break
-                value = value[:-1].rstrip()
+                value = value[:-1].rstrip(" -")
 
     def _cards(self, text: str) -> Iterator[tuple[int, int]]:
         for m in CARD.finditer(text):
@@ -190,7 +198,7 @@ class PII:
                     yield m.span()
         if "." in text:
             for m in IPV4.finditer(text):
-                version = VERSION_BEFORE.search(text, max(0, m.start() - 10), m.start())
+                version = NUMBERED_BEFORE.search(text, max(0, m.start() - 10), m.start())
                 if not version and self._ip_counts(m.group()):
                     yield m.span()
 
