@@ -210,6 +210,10 @@ def test_bad_settings_are_one_line(memorized: Path) -> None:
         lmforge.audit(memorized / "model", memorized / "train.txt", quiet=True)
     with pytest.raises(LmforgeError, match="samples=0: must be an integer >= 1"):
         lmforge.audit(memorized / "model", memorized / "train.txt", samples=0, quiet=True)
+    with pytest.raises(
+        LmforgeError, match="candidates=10: at least 100 sampled secrets for the skew-normal fit"
+    ):
+        lmforge.audit(memorized / "model", memorized / "train.txt", candidates=10, quiet=True)  # fitted 10
     with pytest.raises(LmforgeError, match="is data .*: writing it would overwrite an input"):
         lmforge.audit(memorized / "model", memorized / "train.txt", out=memorized / "train.txt", quiet=True)
     train = memorized / "train.txt"

@@ -38,6 +38,8 @@ MAKE_VERBS: dict[str, Verb] = {
                 config="prep.canary_repeats"),
             opt("--canary-seed", "seed of the canaries' secrets and places", alt=False,
                 config="prep.canary_seed", type=int),
+            opt("--canary-length", "digits of each canary's secret", alt=False, config="prep.canary_length",
+                type=int),
             opt("--overwrite", "replace an earlier prep output in --out", action="store_true"),
             opt("--quiet", "no progress bars or report", alt=False, action="store_true"),
             opt("--src-lang", "source language (JSONL field, file suffix)", alt=True),

@@ -37,6 +37,8 @@ from lmforge.tokenization.tokenizer import Tokenizer
 from lmforge.tools.audit_exposure import exposures, model_scorer
 from lmforge.tools.audit_extract import Documents, extraction, model_greedy, windows
 
+MIN_CANDIDATES = 100  # sampled secrets: fewer and the fitted exposure is noise (10 gave min 0.0)
+
 
 def _positive(**values: Any) -> None:
     for name, value in values.items():
@@ -124,6 +126,11 @@ def audit(
     _positive(prefix_tokens=prefix_tokens, k=k, samples=samples, candidates=candidates, batch_size=batch_size)
     if isinstance(exact_limit, bool) or not isinstance(exact_limit, int) or exact_limit < 0:
         raise LmforgeError(f"exact_limit={exact_limit!r}: must be an integer >= 0")
+    if candidates < MIN_CANDIDATES:  # three skew-normal parameters fitted to a handful of points
+        raise LmforgeError(
+            f"candidates={candidates}: at least {MIN_CANDIDATES} sampled secrets for the skew-normal fit"
+            " the estimated exposure rests on (default 5,000)"
+        )
     _check_held_out_is_other_text(data, heldout)
     inputs = {"model": model, "canaries": canaries}
     for label, paths in (("data", data), ("heldout", heldout)):
