@@ -3,10 +3,10 @@
 A `DecodeBatch` holds the sequences decoding together on one model, each with its own rows of one
 shared KV cache (keys and values (layers, B, n_kv, capacity, hs), left-padded to a common length L,
 with a mask (B, L) True on real tokens). A newcomer is prefilled alone (so its first token is the
-one it gets alone), a `Prefill` of PREFILL_CHUNK tokens at a time (the server decodes the running
-rows between two chunks, so a long prompt does not stop every stream, and a request cancelled or
-late stops between chunks), then its cache is left-padded or the batch's is, and the two are
-stacked. A
+one it gets alone), a `Prefill` of at most PREFILL_CHUNK tokens at a time (the server decodes the
+running rows between two chunks, so a long prompt does not stop every stream, and a request
+cancelled or late stops between chunks), then its cache is left-padded or the batch's is, and the
+two are stacked. A
 finished sequence's rows are dropped and the padding every row shares on the left is trimmed, so L
 stays the longest row's length. Each decode step feeds one token per row with per-row positions
 (`GPT.hidden_states` counts them from each row's first real token), so a row computes what it would
@@ -93,11 +93,17 @@ class Prefill:
         self.states: list[torch.Tensor] = []  # (1, n or 1, C) per chunk: all with hidden, else the last
         self.done = 0  # prompt tokens prefilled
 
+    @property
+    def left(self) -> int:
+        """Prompt tokens not yet prefilled."""
+        return len(self.seqs[0].ids) - self.done
+
     @torch.inference_mode()
-    def step(self) -> bool:
-        """Prefill the next chunk; True once the whole prompt is in the cache."""
-        prompt = self.seqs[0].ids
-        ids = torch.tensor([prompt[self.done : self.done + PREFILL_CHUNK]], device=self.cache.k.device)
+    def step(self, most: int = PREFILL_CHUNK) -> bool:
+        """Prefill the next chunk (at most `most` tokens, and PREFILL_CHUNK); True once the whole
+        prompt is in the cache."""
+        prompt, n = self.seqs[0].ids, min(most, PREFILL_CHUNK)
+        ids = torch.tensor([prompt[self.done : self.done + n]], device=self.cache.k.device)
         states = self.model.hidden_states(ids, self.cache, last_only=not self.hidden)
         self.states = [*self.states, states] if self.hidden else [states]
         self.done += ids.size(1)

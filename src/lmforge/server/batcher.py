@@ -1,12 +1,14 @@
 """The decode loop: requests join and leave a running batch at token granularity.
 
 `Batcher.run` is one loop. Each turn it takes what the event loop handed over (jobs, and plain work
-such as a translation call, which runs at once between steps), admits waiting jobs, prefills one
-chunk of the oldest admitted prompt (inference/batching.py's `Prefill`: each prompt alone; once
-whole, its rows join its model's `DecodeBatch`), and makes one decode step for every model with
-rows: a token for each row, given to its job, then the rows that ended, were cancelled or are late
-leave the batch. So a long prompt delays the running streams by a chunk's time a token, not by its
-whole prefill, and a cancelled or late request stops between two chunks. `lmforge serve`
+such as a translation call, which runs at once between steps), admits waiting jobs, prefills up to
+PREFILL_CHUNK prompt tokens, oldest prompt first (inference/batching.py's `Prefill`: each prompt
+alone; once whole, its rows join its model's `DecodeBatch`), and makes one decode step for every
+model with rows: a token for each row, given to its job, then the rows that ended, were cancelled
+or are late leave the batch. So short prompts that arrive together start together, a long prompt
+delays the running streams by one chunk's time a token, not by its whole prefill (a prompt behind
+it waits for it, first come first served, as vLLM's scheduler), and a cancelled or late request
+stops between two chunks. `lmforge serve`
 runs the loop in the main thread, where torch decodes fastest on CPUs (docs/serving.md); an app
 made by `create_app` alone runs it in a thread of its own.
 
@@ -27,6 +29,7 @@ from typing import Any
 
 import torch
 
+from lmforge.inference import batching
 from lmforge.inference.batching import DecodeBatch, Prefill
 from lmforge.server.decoding import Job, Stopped
 from lmforge.server.errors import ApiError
@@ -147,36 +150,47 @@ class Batcher(Executor):
             if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompts alone, scored by a
                 self._score(job, [None] * len(job.prompts))  # forward pass of their own
                 continue
+            try:
+                prefills = [Prefill(job.net, group, hidden=job.score_prompts) for group in groups]
+            except Exception as e:  # a bug (the schemas check prompts first): this job alone fails
+                _fail(job, _generation_failed(e))
+                continue
             self.jobs.append(job)
-            for group in groups:
-                self.prefills.append((job, Prefill(job.net, group, hidden=job.score_prompts)))
+            self.prefills.extend((job, p) for p in prefills)
 
     def _prefill(self) -> None:
-        """One chunk of the oldest prompt still prefilling; a whole one joins its batch."""
-        while self.prefills:
+        """Up to PREFILL_CHUNK prompt tokens, oldest prompt first; a job whose prompts are whole
+        joins its batch."""
+        budget = batching.PREFILL_CHUNK
+        while self.prefills and budget > 0:
             job, prefill = self.prefills[0]
             error = Stopped() if job.cancel.is_set() else job.late(time.monotonic())
             if job.future.done() or error is not None:  # its other prompts go too
                 self._drop(job, error or Stopped())
                 continue
+            take = min(budget, prefill.left)
             try:
-                if not prefill.step():
-                    return
+                whole = prefill.step(take)
             except Exception as e:  # a bug, or memory: this job fails, the others go on
                 self._drop(job, _generation_failed(e))
                 return
+            budget -= take
+            if not whole:
+                return
             self.prefills.popleft()
             job.prefilled.append(prefill)
-            if len(job.prefilled) < len(job.prompts):
-                return
-            try:  # the job's prompts join together, as its rows start together
-                hidden = [self.batches[id(job.net)].join(p) for p in job.prefilled]
-            except Exception as e:  # the batch's cache may be half joined: it starts afresh
-                self._abandon(id(job.net), e)
-                return
-            job.prefilled = []
-            self._score(job, hidden)
+            if len(job.prefilled) == len(job.prompts):
+                self._join(job)
+
+    def _join(self, job: Job) -> None:
+        """A job's prompts are whole: its rows join its batch together, as they start together."""
+        try:
+            hidden = [self.batches[id(job.net)].join(p) for p in job.prefilled]
+        except Exception as e:  # the batch's cache may be half joined: it starts afresh
+            self._abandon(id(job.net), e)
             return
+        job.prefilled = []
+        self._score(job, hidden)
 
     def _drop(self, job: Job, error: BaseException) -> None:
         """Fail a job whose prompts are still prefilling, and forget them."""
