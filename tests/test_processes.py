@@ -179,12 +179,18 @@ def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(
     out = tmp_path / "run"
     command = [sys.executable, "-m", "lmforge", "train", *tiny_overrides, "--train.max_steps=100000",
                "--train.max_minutes=0", "--train.checkpoint_interval=2", f"--out={out}"]  # fmt: skip
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:  # the newest are kept
-        time.sleep(0.1)
-    run.send_signal(sig)
-    _, err = run.communicate(timeout=60)
+    # started as a script's `cmd &` starts it, SIGINT ignored: a run started so went on training
+    # after a SIGINT (it ran 13 minutes past this test's timeout in a clone's `make test`)
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("checkpoints/step_*")) and time.monotonic() < deadline:  # the newest are kept
+            time.sleep(0.1)
+        run.send_signal(sig)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()  # never a run left training
     assert run.returncode == status, err
     said = re.search(
         r"lmforge: stopped at step (\d+); its last checkpoint is step (\d+): lmforge train --resume", err

@@ -71,9 +71,11 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def sigterm_stops() -> Iterator[None]:
-    """While inside, SIGTERM raises Terminated (in the main thread; elsewhere signals cannot be
-    handled, and nothing changes). It ended the process silently."""
+def signals_stop() -> Iterator[None]:
+    """While inside, SIGTERM raises Terminated and SIGINT KeyboardInterrupt (in the main thread;
+    elsewhere signals cannot be handled, and nothing changes). SIGTERM ended the process silently;
+    SIGINT did nothing to a run started in the background by a script (`cmd &` inherits SIGINT
+    ignored, and Python then installs no handler), as `lmforge serve` also found."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -81,8 +83,12 @@ def sigterm_stops() -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         raise Terminated
 
-    before = signal.signal(signal.SIGTERM, stop)
+    before = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, stop),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -32,7 +32,7 @@ from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.outputs import write_file
-from lmforge.processes import sigterm_stops
+from lmforge.processes import signals_stop
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import compiling, report
 from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
@@ -83,7 +83,7 @@ def train(
             say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
         try:
             try:
-                with sigterm_stops():
+                with signals_stop():
                     _steps(run)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what a resume would redo
                 if run.main:
