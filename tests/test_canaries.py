@@ -81,7 +81,7 @@ def test_the_audit_counts_the_documents_meta_json_counts(prepared: Path, tmp_pat
     model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=16, block_size=32, vocab_size=tok.vocab_size))
     write_model_dir(tmp_path / "model", model.config, model.state_dict(), tok)
     result = lmforge.audit(
-        tmp_path / "model", prepared, prefix_tokens=4, k=4, samples=4, candidates=50, quiet=True
+        tmp_path / "model", prepared, prefix_tokens=4, k=4, samples=4, candidates=100, quiet=True
     )
     per_split = json.loads((prepared / "meta.json").read_text())["documents_per_split"]
     assert result["extraction"]["train"]["documents"] == per_split["train"]
