@@ -1,10 +1,12 @@
 """A long prompt joining a running stream of `lmforge serve`: how long the stream stalls.
 
 A greedy stream of --stream-tokens runs; after its 10th token a completion with a prompt of
---prompt-tokens tokens (and 5 new ones) arrives. Printed: the stream's median and longest gap
-between two tokens, and the long request's time. The server prefills a prompt 256 tokens between
-two decode steps (inference/batching.py's Prefill); run it at an older commit to see the whole
-prefill as one gap.
+--prompt-tokens tokens (and 5 new ones) arrives, and half a second later a short one (a 4-token
+prompt, 5 new tokens). Printed: the stream's median and longest gap between two tokens, the long
+request's time and the short one's. The server prefills 256 prompt tokens between two decode steps
+(inference/batching.py's Prefill), at least half of them the oldest prompt's, the rest the shortest
+others' (server/batcher.py); run it at an older commit to see the whole prefill as one gap, or the
+short request wait for the long one.
 
     python -m benchmarks.bench_long_prompt ~/.cache/lmforge/smollm2 --prompt-tokens 3000
 """
@@ -44,8 +46,17 @@ def main() -> None:
             httpx.post(url, json=body, timeout=900).raise_for_status()
             long_took.append(time.perf_counter() - begin)
 
+        short_took: list[float] = []
+
+        def short_request() -> None:
+            time.sleep(0.5)
+            begin = time.perf_counter()
+            body = {"model": name, "prompt": "Once upon a time", "max_tokens": 5, "temperature": 0}
+            httpx.post(url, json=body, timeout=900).raise_for_status()
+            short_took.append(time.perf_counter() - begin)
+
         arrivals: list[float] = []
-        joiner = threading.Thread(target=long_request)
+        joiners = [threading.Thread(target=long_request), threading.Thread(target=short_request)]
         body = {"model": name, "prompt": "Once upon a time", "max_tokens": args.stream_tokens,
                 "temperature": 0, "stream": True}  # fmt: skip
         with httpx.stream("POST", url, json=body, timeout=900) as r:
@@ -53,12 +64,15 @@ def main() -> None:
                 if line.startswith("data: "):
                     arrivals.append(time.perf_counter())
                     if len(arrivals) == 10:
-                        joiner.start()
-        joiner.join()
+                        for joiner in joiners:
+                            joiner.start()
+        for joiner in joiners:
+            joiner.join()
         gaps = sorted(b - a for a, b in zip(arrivals, arrivals[1:], strict=False))
         median, longest = gaps[len(gaps) // 2] * 1000, gaps[-1]
         print(f"stream of {args.stream_tokens} tokens: median gap {median:.0f} ms, longest {longest:.2f} s;"
-              f" the {args.prompt_tokens}-token request took {long_took[0]:.1f} s")  # fmt: skip
+              f" the {args.prompt_tokens}-token request took {long_took[0]:.1f} s,"
+              f" the short one behind it {short_took[0]:.2f} s")  # fmt: skip
     finally:
         proc.terminate()
         proc.wait()

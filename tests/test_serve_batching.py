@@ -244,12 +244,31 @@ def _jobs(tmp_path: Any) -> Callable[..., Any]:
     net, tokenizer = load_model(make_endless_gpt(tmp_path))
     net.eval()
 
-    def job(prompt: list[int], tokens: int) -> Job:
+    def job(prompt: list[int], tokens: int, *more: list[int], **fields: Any) -> Job:
+        """A greedy job of one prompt (or more: its other prompts), `tokens` new tokens a row."""
+        prompts = [prompt, *more]
         return Job(
-            net, tokenizer, [prompt], 1, tokens, 0.0, 1.0, None, frozenset(), [], time.monotonic() + 60
+            net,
+            tokenizer,
+            prompts,
+            1,
+            tokens,
+            0.0,
+            1.0,
+            None,
+            frozenset(),
+            [],
+            time.monotonic() + 60,
+            **fields,
         )
 
     return job
+
+
+def _turns(n: int) -> Callable[[], bool]:
+    """An `until` for Batcher.run that lets it make n turns."""
+    left = iter(range(n, -1, -1))
+    return lambda: next(left) == 0
 
 
 def test_a_long_prompt_prefills_between_the_running_rows_steps(
@@ -306,3 +325,87 @@ def test_a_request_cancelled_while_its_prompt_prefills_stops_there(
     late.deadline = time.monotonic() - 1  # its --timeout passes mid-prefill: a 504, at once
     batcher.run(until=lambda: late.future.done())
     assert "--timeout" in str(late.future.exception()) and not batcher.prefills
+
+
+def test_a_short_prompt_behind_a_long_one_starts_before_the_long_one_is_prefilled(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oldest prompt takes half of a turn's prefill, the short newcomer the rest: it starts
+    within a turn (it waited for the long prompt's whole prefill: a 2-s --timeout gave 10-token
+    prompts 504s behind three 3,000-token ones), and the long prompt is never starved."""
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    job = _jobs(tmp_path)
+    batcher = Batcher()
+    long_prompt = [5, 6, 7, 8] * 80  # 320 tokens: 20 turns alone
+    long = job(long_prompt, 3)
+    batcher.add(long)
+    batcher.run(until=_turns(2))
+    shorts = [job([1, 2, 3 + i], 4) for i in range(3)]
+    for short in shorts:
+        batcher.add(short)
+    done: list[int] = []  # the long prompt's tokens prefilled each turn
+    batcher.run(until=lambda: done.append(batcher.prefills[0][1].done) or shorts[-1].tokens > 0)
+    assert len(done) <= 3 and done[-1] < len(long_prompt)  # the shorts decode while it prefills
+    assert all(b - a >= 8 for a, b in zip(done, done[1:], strict=False))  # half a chunk a turn at least
+    batcher.run(until=lambda: long.future.done() and all(s.future.done() for s in shorts))
+    for j in (long, *shorts):
+        assert j.future.result()[0].ids == generate_ids(j.net, j.prompts, j.max_new_tokens, temperature=0)[0]
+
+
+def test_a_jobs_prompts_finishing_their_prefill_out_of_order_keep_their_order(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's short prompt is prefilled before its long one: each prompt still gets its own
+    rows and its own scored log-probabilities (echo), as when they are prefilled in order."""
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+
+    job = _jobs(tmp_path)
+    prompts = [[5, 6, 7, 8] * 20, [1, 2, 3]]
+    got = {}
+    for chunk in (16, 4096):  # the short prompt ends first; both in one turn
+        monkeypatch.setattr(batching, "PREFILL_CHUNK", chunk)
+        batcher = Batcher()
+        got[chunk] = job(*prompts[:1], 2, *prompts[1:], score_prompts=True, logprobs=0)
+        batcher.add(got[chunk])
+        batcher.run(until=lambda: got[chunk].future.done())  # noqa: B023 (used at once)
+    rows, alone = (
+        [r.ids for r in got[16].future.result()],
+        generate_ids(got[16].net, prompts, 2, temperature=0),
+    )
+    assert rows == alone and [r.ids for r in got[4096].future.result()] == alone
+    scored = got[16].prompt_logprobs
+    assert scored is not None and [len(s) for s in scored] == [len(p) for p in prompts]
+    whole = got[4096].prompt_logprobs
+    assert whole is not None and [[t.token for t in s] for s in scored] == [
+        [t.token for t in s] for s in whole
+    ]
+    assert [t.logprob for s in scored for t in s] == pytest.approx(
+        [t.logprob for s in whole for t in s], abs=1e-5
+    )
+
+
+def test_rows_of_a_jobs_prompts_already_prefilled_count_against_max_rows(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose short prompt is whole while its long one still prefills holds both rows: a job
+    that would take the batch past MAX_ROWS waits (it was let in, its prefilled rows not counted)."""
+    from lmforge.inference import batching
+    from lmforge.server import batcher as batcher_module
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    monkeypatch.setattr(batcher_module, "MAX_ROWS", 3)
+    job = _jobs(tmp_path)
+    batcher = batcher_module.Batcher()
+    first = job([5, 6, 7, 8] * 40, 2, [1, 2, 3])
+    batcher.add(first)
+    batcher.run(until=lambda: len(first.prefilled) == 1)
+    second = job([1, 2], 2, [3, 4])
+    batcher.add(second)
+    batcher.run(until=_turns(2))
+    assert list(batcher.waiting) == [second]
+    batcher.run(until=lambda: second.future.done())
+    assert first.future.done()

@@ -2,15 +2,15 @@
 
 `Batcher.run` is one loop. Each turn it takes what the event loop handed over (jobs, and plain work
 such as a translation call, which runs at once between steps), admits waiting jobs, prefills up to
-PREFILL_CHUNK prompt tokens, oldest prompt first (inference/batching.py's `Prefill`: each prompt
-alone; once whole, its rows join its model's `DecodeBatch`), and makes one decode step for every
-model with rows: a token for each row, given to its job, then the rows that ended, were cancelled
-or are late leave the batch. So short prompts that arrive together start together, a long prompt
-delays the running streams by one chunk's time a token, not by its whole prefill (a prompt behind
-it waits for it, first come first served, as vLLM's scheduler), and a cancelled or late request
-stops between two chunks. `lmforge serve`
-runs the loop in the main thread, where torch decodes fastest on CPUs (docs/serving.md); an app
-made by `create_app` alone runs it in a thread of its own.
+PREFILL_CHUNK prompt tokens (inference/batching.py's `Prefill`: each prompt alone; once whole, its
+rows join its model's `DecodeBatch`; the oldest prompt takes at least half, the shortest others the
+rest), and makes one decode step for every model with rows: a token for each row, given to its
+job, then the rows that ended, were cancelled or are late leave the batch. So short prompts that
+arrive together start together, a long prompt delays the running streams by one chunk's time a
+token, not by its whole prefill, a short prompt behind a long one starts within a turn or two, and
+a cancelled or late request stops between two chunks. `lmforge serve` runs the loop in the main
+thread, where torch decodes fastest on CPUs (docs/serving.md); an app made by `create_app` alone
+runs it in a thread of its own.
 
 `Decoder` is the side the event loop sees: the bound on admitted requests (503 past it) and the
 asyncio futures of their results.
@@ -136,9 +136,9 @@ class Batcher(Executor):
             if id(job.net) not in self.batches:
                 self.batches[id(job.net)] = DecodeBatch(job.net, job.step, job.step_rows)
             rows = len(job.prompts) * job.n
-            have = len(self.batches[id(job.net)]) + sum(
-                len(p.seqs) for j, p in self.prefills if j.net is job.net
-            )
+            prefilling = [p for j, p in self.prefills if j.net is job.net]
+            prefilling += [p for j in self.jobs if j.net is job.net for p in j.prefilled]  # whole, not joined
+            have = len(self.batches[id(job.net)]) + sum(len(p.seqs) for p in prefilling)
             if have and have + rows > MAX_ROWS:
                 return
             self.waiting.popleft()
@@ -159,31 +159,49 @@ class Batcher(Executor):
             self.prefills.extend((job, p) for p in prefills)
 
     def _prefill(self) -> None:
-        """Up to PREFILL_CHUNK prompt tokens, oldest prompt first; a job whose prompts are whole
-        joins its batch."""
-        budget = batching.PREFILL_CHUNK
-        while self.prefills and budget > 0:
-            job, prefill = self.prefills[0]
-            error = Stopped() if job.cancel.is_set() else job.late(time.monotonic())
-            if job.future.done() or error is not None:  # its other prompts go too
-                self._drop(job, error or Stopped())
+        """Up to PREFILL_CHUNK prompt tokens this turn, shared as `_shares` says; a job whose
+        prompts are all whole joins its batch."""
+        for job in {id(j): j for j, _ in self.prefills}.values():  # the gone and the late go first,
+            gone = job.cancel.is_set() or job.future.done()  # so no share of the turn is theirs
+            error = Stopped() if gone else job.late(time.monotonic())
+            if error is not None:
+                self._drop(job, error)
+        for job, prefill, take in self._shares():
+            if job.future.done():  # another of its prompts failed this turn
                 continue
-            take = min(budget, prefill.left)
             try:
                 whole = prefill.step(take)
             except Exception as e:  # a bug, or memory: this job fails, the others go on
                 self._drop(job, _generation_failed(e))
-                return
-            budget -= take
-            if not whole:
-                return
-            self.prefills.popleft()
-            job.prefilled.append(prefill)
-            if len(job.prefilled) == len(job.prompts):
-                self._join(job)
+                continue
+            if whole:
+                self.prefills = deque((j, p) for j, p in self.prefills if p is not prefill)
+                job.prefilled.append(prefill)
+                if len(job.prefilled) == len(job.prompts):
+                    self._join(job)
+
+    def _shares(self) -> list[tuple[Job, Prefill, int]]:
+        """This turn's prompt tokens per prompt. The oldest prompt takes at least half the budget,
+        so it is never starved; the rest goes to the others, fewest tokens left first, so a short
+        prompt queued behind a long one starts within a turn or two instead of after the long one's
+        whole prefill (vLLM lets short prompts pass long ones so, with long_prefill_token_threshold)."""
+        if not self.prefills:
+            return []
+        budget = batching.PREFILL_CHUNK
+        (job, first), *others = self.prefills
+        take = min(first.left, max((budget + 1) // 2, budget - sum(p.left for _, p in others)))
+        shares = [(job, first, take)]
+        budget -= take
+        for job, prefill in sorted(others, key=lambda jp: jp[1].left):  # stable: oldest first on ties
+            if budget <= 0:
+                break
+            shares.append((job, prefill, min(prefill.left, budget)))
+            budget -= shares[-1][2]
+        return shares
 
     def _join(self, job: Job) -> None:
         """A job's prompts are whole: its rows join its batch together, as they start together."""
+        job.prefilled.sort(key=lambda p: p.seqs[0].tag[1])  # in its prompts' order: shorter ones end first
         try:
             hidden = [self.batches[id(job.net)].join(p) for p in job.prefilled]
         except Exception as e:  # the batch's cache may be half joined: it starts afresh
