@@ -325,6 +325,7 @@ CASES = [
     Case("translate-beam-text", "translate {s}/s2s hello --beam abc", r"argument --beam: invalid int value: 'abc'", usage=True),
     Case("translate-long-sentence", f"translate {{s}}/s2s hello '{LONG}'", r"sentence 2 is 53 tokens, longer than the model's limit of 15 \(its context of 16 less the EOS\): shorten it, or truncate=True \(--truncate\)"),
     Case("translate-onnx-not-an-export", "translate {s}/s2s hello --runtime onnx", r"{s}/s2s/onnx\.json: missing \(not an `lmforge export --format onnx` folder\)"),
+    Case("generate-onnx-missing-folder", "generate {t}/nomodel --runtime onnx --prompt hi", r"{t}/nomodel: no such folder \(an `lmforge export --format onnx` folder\)$"),
     Case("translate-onnx-beam", "translate {s}/s2s hello --runtime onnx --beam 4", r"--beam does not go with --runtime onnx", usage=True),
     # --- eval-translate
     Case("eval-out-is-src", "eval-translate {s}/s2s --src {t}/src.txt --ref {t}/ref.txt --out {t}/src.txt", r"out={t}/src\.txt is src={t}/src\.txt: writing it would overwrite an input", SRC_REF),

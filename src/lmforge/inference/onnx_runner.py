@@ -51,6 +51,8 @@ class OnnxModel:
             raise LmforgeError("running ONNX needs onnxruntime: pip install onnxruntime") from None
         self.directory = Path(directory)
         file = self.directory / MANIFEST
+        if not self.directory.is_dir():
+            raise LmforgeError(f"{self.directory}: no such folder (an `lmforge export --format onnx` folder)")
         if not file.is_file():
             raise LmforgeError(f"{file}: missing (not an `lmforge export --format onnx` folder)")
         try:
