@@ -259,7 +259,7 @@ CASES = [
     Case("generate-not-an-int", "generate {s}/gpt --prompt hi --max-new-tokens abc", r"argument --max-new-tokens: invalid int value: 'abc'", usage=True),
     # --- import
     Case("import-no-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (write("h/model.safetensors", "x"),)),
-    Case("import-missing", "import {t}/missing --out {t}/o", r"{t}/missing/config\.json"),
+    Case("import-missing", "import {t}/missing --out {t}/o", r"{t}/missing: no such file or folder \(an HF model folder or a \.gguf file\)$"),
     Case("import-empty-path", "import '' --out {t}/o", r"the model path is empty \(a \$\(\.\.\.\) or variable that gave nothing\?\)$"),
     Case("generate-empty-path", "generate '' --prompt hi", r"the model path is empty \(a \$\(\.\.\.\) or variable that gave nothing\?\)$"),
     Case("import-unknown-type", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unknown architecture model_type='mamba'", (copy("hf", "h"), set_json("h/config.json", model_type="mamba"))),
@@ -359,7 +359,8 @@ CASES = [
     Case("instruct-out-folder", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}", r"out={t}: a folder; give the name of a file to write$", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-bad-line", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:2: not JSON", (write("c.jsonl", CHAT_LINE + "{oops\n"),)),
     Case("instruct-no-test", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl: no test conversations", (write("c.jsonl", CHAT_LINE.replace("test", "train")),)),
-    Case("instruct-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:1: kind 'poem'", (write("c.jsonl", CHAT_LINE.replace("sentiment", "poem")),)),
+    Case("instruct-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:1: a test item with kind 'poem'", (write("c.jsonl", CHAT_LINE.replace("sentiment", "poem")),)),
+    Case("instruct-no-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r'{t}/c\.jsonl:1: a test item with no "kind"; eval-instruct scores translation and sentiment \(set "kind" on its test items, or give them "split": "train"\)$', (write("c.jsonl", CHAT_LINE.replace('"kind": "sentiment", ', "")),)),
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-out-exists", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/r.json", r"out={t}/r\.json exists: give --overwrite", (write("c.jsonl", CHAT_LINE), write("r.json", "{}"))),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),

@@ -70,8 +70,10 @@ def test_items(data: str | Path, max_items: int) -> tuple[dict[str, list[Convers
         if c.split != "test":
             continue
         if c.kind not in KINDS:
+            kind = f"kind {c.kind!r}" if c.kind else 'no "kind"'
             raise LmforgeError(
-                f"{data}:{c.line}: kind {c.kind!r}; eval-instruct scores {' and '.join(KINDS)}"
+                f"{data}:{c.line}: a test item with {kind}; eval-instruct scores {' and '.join(KINDS)}"
+                ' (set "kind" on its test items, or give them "split": "train")'
             )
         if c.messages[-1]["role"] != "assistant":
             raise LmforgeError(f"{data}:{c.line}: the last message must be the gold assistant answer")
