@@ -12,6 +12,7 @@ import torch
 from lmforge.data.labelled import LabelledLoader
 from lmforge.data.loader import BatchLoader, eval_batches
 from lmforge.data.shards import open_split, prepare_corpus
+from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
 TEXTS = [
@@ -61,7 +62,7 @@ def test_shards_hold_the_documents_and_eos(tmp_path: Path) -> None:
     assert meta["bytes"]["train"] + meta["bytes"]["val"] == len("hello world\nsecond doc\n")
 
 
-def _loader(shard: np.ndarray, **kw: int) -> BatchLoader:
+def _loader(shard: np.ndarray, **kw: int | bool) -> BatchLoader:
     args = {"block_size": 8, "batch_size": 6, "micro_batch_size": 2, "seed": 5} | kw
     return BatchLoader([shard], **args)
 
@@ -76,6 +77,41 @@ def test_loader_resumes_from_its_state() -> None:
     for _ in range(15):
         for (xa, ya), (xb, yb) in zip(a.next_step(), b.next_step(), strict=True):
             assert xa.equal(xb) and ya.equal(yb)
+
+
+def test_a_step_can_hold_a_token_twice_across_epochs_but_not_with_whole_epochs() -> None:
+    """An epoch's last windows and the next epoch's first, cut at another offset, can overlap in one
+    step; a private run (whole_epochs) skips the windows that do not fill a batch, so no token is in
+    two windows of a step, and every step's windows come from one epoch. It resumes exactly."""
+
+    def most_copies(loader: BatchLoader, steps: int) -> int:
+        worst = 0
+        for _ in range(steps):
+            tokens = torch.cat([x.flatten() for x, _ in loader.next_step()])
+            worst = max(worst, int(torch.bincount(tokens).max()))
+        return worst
+
+    shard = np.arange(500, dtype=np.uint16)  # token = its position: a repeat is one text twice
+    assert most_copies(_loader(shard), 40) > 1
+    assert most_copies(_loader(shard, whole_epochs=True), 40) == 1
+    a = _loader(shard, whole_epochs=True)
+    for _ in range(13):  # past two epoch ends (55 windows: 9 steps of 6, one window skipped)
+        a.next_step()
+    assert a.epoch == 1 and a.steps_per_epoch == 9
+    b = _loader(shard, whole_epochs=True)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    for _ in range(15):
+        for (xa, _), (xb, _) in zip(a.next_step(), b.next_step(), strict=True):
+            assert xa.equal(xb)
+
+
+def test_a_batch_larger_than_an_epoch_is_refused_with_whole_epochs() -> None:
+    """A private run's batch of more windows than an epoch has would hold a text several times in
+    one step (4 times at batch 5,000 over 1,724 windows) while the accountant counts it once."""
+    shard = np.arange(500, dtype=np.uint16)
+    _loader(shard, batch_size=60)  # a plain run wraps into the next epoch
+    with pytest.raises(LmforgeError, match=r"train\.batch_size=60 is more than the 54 windows of an epoch"):
+        _loader(shard, batch_size=60, micro_batch_size=6, whole_epochs=True)
 
 
 def test_labelled_loader_resumes_from_its_state() -> None:

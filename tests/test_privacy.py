@@ -219,6 +219,31 @@ def test_resume_restores_the_accountant_exactly(tmp_path: Path, tiny_overrides: 
     assert resumed["val_loss"] == whole["val_loss"]
 
 
+def test_a_private_lora_run_trains_the_adapters_alone(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """DP-SGD on a LoRA run end to end: a pretrained base, per-example gradients of the adapters
+    only, an epsilon; the base's weights stay as they were."""
+    from safetensors.torch import load_file
+
+    from lmforge.train.loop import train
+
+    base = train(None, [*tiny_overrides, "--train.max_steps=2"], out=tmp_path / "base", quiet=True)
+    private = tmp_path / "private"
+    lora = ["--lora.enabled=true", "--lora.rank=2", f"--train.init_from={tmp_path / 'base' / 'model'}"]
+    summary = _train(tiny_overrides, private, "--train.max_steps=3", *lora)
+    assert summary["epsilon"] > 0 and base["steps"] == 2 and summary["steps"] == 3
+    assert 0 < summary["trainable_parameters"] < summary["parameters"]
+    saved = load_file(private / "checkpoints" / "step_00000003" / "model.safetensors")
+    assert saved and all("lora_" in name for name in saved)
+
+
+def test_a_private_batch_larger_than_an_epoch_is_refused(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """The loader would hold a text several times in one step, which the accountant counts once."""
+    with pytest.raises(
+        LmforgeError, match=r"train\.batch_size=4096 is more than the [\d,]+ windows of an epoch"
+    ):
+        _train(tiny_overrides, tmp_path / "big", "--train.max_steps=1", "--train.batch_size=4096")
+
+
 @pytest.mark.parametrize("engine", ["ddp", "fsdp", "deepspeed"])
 def test_other_engines_refuse_privacy(engine: str) -> None:
     with pytest.raises(LmforgeError, match=f"privacy.enabled runs on engine.name=local only, not '{engine}'"):

@@ -4,6 +4,11 @@ Each epoch cuts every shard into non-overlapping windows of `block_size + 1` tok
 a random offset, and visits them in a random order; both come from (seed, epoch), so the
 loader's whole state is (epoch, cursor). A global batch of `batch_size` windows is split by
 rank, then into micro-batches: the same global batch at any world size or accumulation.
+
+A batch may run from one epoch's last windows into the next one's, whose windows start elsewhere,
+so a token can be in two windows of one step. DP-SGD bounds each example's share of a step, so a
+private run asks for `whole_epochs`: an epoch's last windows that do not fill a batch are skipped,
+and a batch larger than an epoch's windows is refused.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        whole_epochs: bool = False,
     ) -> None:
         if batch_size % (micro_batch_size * world_size):
             raise LmforgeError(
@@ -75,11 +81,19 @@ class BatchLoader:
         self.shards, self.span = shards, block_size + 1
         self.batch_size, self.micro_batch_size = batch_size, micro_batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.whole_epochs = whole_epochs
         self.epoch, self.cursor = 0, 0
         self._index, self._order = self._plan(0)
         if self._index.count < 1:
             tokens = sum(len(s) for s in shards)
             raise LmforgeError(f"training split has {tokens} tokens, fewer than block_size+1={self.span}")
+        fewest = WindowIndex(shards, self.span, offset=max(0, self.span - 2)).count  # a later epoch's
+        if whole_epochs and batch_size > fewest:
+            raise LmforgeError(
+                f"train.batch_size={batch_size} is more than the {fewest:,} windows of an epoch of the"
+                " training split: a private run's step takes each window at most once (lower"
+                " train.batch_size or model.block_size, or prepare more text)"
+            )
 
     def _plan(self, epoch: int) -> tuple[WindowIndex, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -93,17 +107,22 @@ class BatchLoader:
 
     def next_step(self) -> list[Batch]:
         """This rank's micro-batches for one optimizer step."""
+        if self.whole_epochs and len(self._order) - self.cursor < self.batch_size:
+            self._next_epoch()
         windows = []
         for _ in range(self.batch_size):  # the global batch, identical on every rank
             if self.cursor == len(self._order):
-                self.epoch, self.cursor = self.epoch + 1, 0
-                self._index, self._order = self._plan(self.epoch)
+                self._next_epoch()
             windows.append(self._index.window(int(self._order[self.cursor])))
             self.cursor += 1
         per_rank = self.batch_size // self.world_size
         mine = windows[self.rank * per_rank : (self.rank + 1) * per_rank]
         m = self.micro_batch_size
         return [to_batch(mine[i : i + m]) for i in range(0, per_rank, m)]
+
+    def _next_epoch(self) -> None:
+        self.epoch, self.cursor = self.epoch + 1, 0
+        self._index, self._order = self._plan(self.epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}

@@ -79,7 +79,7 @@ class LanguageModelling(Task):
         n = self.seq_len = cfg.lm_window()
         self.loader = BatchLoader(
             open_split(self.data_dir, "train"), n, t.batch_size, setup.micro, engine.rank, engine.world_size,
-            t.seed,
+            t.seed, whole_epochs=cfg.privacy.enabled,  # DP: no window twice in one step (data/loader.py)
         )  # fmt: skip
         val = eval_batches(open_split(self.data_dir, "val"), n, t.eval_batches * t.batch_size, setup.micro)
         self.val, self.val_per_rank = rank_share(val, engine)
