@@ -309,6 +309,19 @@ def test_a_tsv_trained_model_names_no_direction(pairs_file: Path, tmp_path: Path
     assert pipeline("translation_de_to_en", model=tmp_path / "run")("The cat sleeps.")
 
 
+def test_a_config_whose_languages_are_not_the_datas_is_refused(prepared: Path, tmp_path: Path) -> None:
+    """Pairs prepared en -> fr trained as fr -> en read the sources as BLEU's references and
+    labelled the model fr -> en: one line naming both directions, before any training."""
+    swapped = [*_overrides(prepared, 2), "--data.src_lang=fr", "--data.tgt_lang=en"]
+    message = (
+        f"{prepared / 'meta.json'}: pairs prepared en -> fr, but the config says data.src_lang='fr',"
+        " data.tgt_lang='en': give --data.src_lang=en --data.tgt_lang=fr"
+    )
+    with pytest.raises(LmforgeError, match=re.escape(message)):
+        train(None, swapped, out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_translate_cli_and_pipeline_shape_match_hf(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["translate", str(run), "The cat sleeps.", "The dog is big.", "--beam", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -61,6 +61,19 @@ def seq2seq_loss(
     return seq2seq_token_losses(model, src, tgt_in, tgt_out, label_smoothing).sum()
 
 
+def _check_languages(data_dir: Path, meta: dict[str, Any], src: str, tgt: str) -> None:
+    """The config's direction is the data's: the validation references are read as val.{tgt}, and the
+    model is labelled src -> tgt (a swapped config scored BLEU against the sources and exported
+    an en -> fr model labelled fr -> en)."""
+    prepared = (meta.get("src_lang"), meta.get("tgt_lang"))
+    if None not in prepared and prepared != (src, tgt):
+        raise LmforgeError(
+            f"{data_dir / 'meta.json'}: pairs prepared {prepared[0]} -> {prepared[1]}, but the config says"
+            f" data.src_lang={src!r}, data.tgt_lang={tgt!r}: give --data.src_lang={prepared[0]}"
+            f" --data.tgt_lang={prepared[1]}"
+        )
+
+
 class TranslationTask(Task):
     name = "translation"
     best_metric = "val_bleu"
@@ -70,6 +83,7 @@ class TranslationTask(Task):
         self.cfg = cfg
         init = init_model(cfg, setup.say) if t.init_from else None
         self.data_dir, self.meta, tokenizer = prepared_data(setup, init)
+        _check_languages(self.data_dir, self.meta, cfg.data.src_lang, cfg.data.tgt_lang)
         self.init_model = init[0] if init is not None else None
         self.tokenizer = init[1] if init is not None else tokenizer  # keeps the model's own EOS id
         self.eos, self.pad = int(tokenizer.eos_id), int(tokenizer.pad_id)  # type: ignore[arg-type]
