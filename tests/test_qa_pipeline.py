@@ -62,6 +62,10 @@ def test_defaults_at_construction_and_per_call() -> None:
         ({"question": "Who?", "context": "   "}, "context is empty"),
         ({"question": ["Who?", ""], "context": "Some text."}, "question 2 is empty"),
         ({"question": ["a", "b"], "context": ["x"]}, "same length"),
+        (
+            {"question": "Who?", "context": ["x", "y"]},
+            "context is a list: give question as a list of the same length",
+        ),
         ({"question": "Who?"}, "needs both question= and context="),
         ({"question": 3, "context": "x"}, "question must be a string"),
         ({"question": "Who?", "context": "x", "top_k": 0}, "top_k=0: must be an integer >= 1"),

@@ -80,6 +80,44 @@ def test_reading_squad_skips_and_counts_bad_answer_starts(tmp_path: Path) -> Non
     assert len(read_squad(tmp_path / "squad.json.xz", keep_unanswered=True).examples) == 30
 
 
+def test_an_empty_answers_list_is_unanswerable_unless_the_file_is_v11(tmp_path: Path) -> None:
+    """HF's squad_v2 written back as SQuAD JSON has `"answers": []` and no is_impossible: training
+    dropped those questions unsaid (and read the file as v1.1) where eval-qa scored them as NoAns."""
+    marked = read_squad(write_squad(tmp_path / "marked.json", paragraphs=10, bad=0))
+    raw = json.loads((tmp_path / "marked.json").read_text())
+    for article in raw["data"]:
+        for qa in article["paragraphs"][0]["qas"]:
+            qa.pop("is_impossible", None)
+    (tmp_path / "bare.json").write_text(json.dumps(raw))
+    bare = read_squad(tmp_path / "bare.json")
+    assert [(e.id, e.impossible) for e in bare.examples] == [(e.id, e.impossible) for e in marked.examples]
+    assert sum(e.impossible for e in bare.examples) == 10 and bare.report("bare.json") is None
+    raw["version"] = "1.1"  # v1.1 has no unanswerable questions: they are dropped, and said
+    (tmp_path / "v11.json").write_text(json.dumps(raw))
+    v11 = read_squad(tmp_path / "v11.json")
+    assert len(v11.examples) == 20 and v11.skipped_questions == 10
+    assert v11.report("v11.json") == (
+        "v11.json: dropped 10 questions with no answer that are not marked is_impossible"
+        " (e.g. question id 0-none, 1-none, 2-none)"
+    )
+
+
+def test_json_lines_are_named_as_such(tmp_path: Path) -> None:
+    """HF datasets' to_json writes JSON Lines; the message said only `Extra data: line 2`."""
+    line = {
+        "id": "1",
+        "question": "Where?",
+        "context": "Here.",
+        "answers": {"text": ["Here"], "answer_start": [0]},
+    }
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(
+        LmforgeError, match=r"train\.jsonl: JSON Lines \(one object a line\) is not read for QA"
+    ):
+        read_squad(path)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -7,6 +7,8 @@
 `read_squad` reads a .json file (or .json.gz/.xz/.bz2) into one QAExample per question. An answer
 whose `answer_start` does not point at its text in the context is skipped and counted, never
 moved or guessed; a question left with no answer (and not marked impossible) is skipped too. A
+question with an empty `answers` list and no `is_impossible` (HF's squad_v2 converted back) is
+unanswerable, as the official v2.0 script reads it, unless the file says it is version 1.x. A
 file that is not this shape is a one-line error naming the file and the key path.
 """
 
@@ -40,13 +42,18 @@ class SquadFile:
 
     def report(self, path: str | Path) -> str | None:
         """The line saying what was skipped, or None."""
-        if not self.skipped_answers:
-            return None
-        return (
-            f"{path}: skipped {self.skipped_answers} answers whose answer_start does not match their text"
-            f" ({self.skipped_questions} questions left without an answer dropped; e.g. question id"
-            f" {', '.join(self.first_skipped[:3])})"
-        )
+        if self.skipped_answers:
+            return (
+                f"{path}: skipped {self.skipped_answers} answers whose answer_start does not match their"
+                f" text ({self.skipped_questions} questions left without an answer dropped; e.g. question"
+                f" id {', '.join(self.first_skipped[:3])})"
+            )
+        if self.skipped_questions:
+            return (
+                f"{path}: dropped {self.skipped_questions} questions with no answer that are not marked"
+                f" is_impossible (e.g. question id {', '.join(self.first_skipped[:3])})"
+            )
+        return None
 
 
 def load_squad_json(path: str | Path) -> dict[str, Any]:
@@ -56,7 +63,14 @@ def load_squad_json(path: str | Path) -> dict[str, Any]:
             raw = json.load(f)
     except FileNotFoundError:
         raise LmforgeError(f"{path}: no such file") from None
-    except READ_ERRORS as e:  # ValueError: bad UTF-8 and bad JSON too
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and e.lineno > 1:  # a second object on a later line
+            raise LmforgeError(
+                f"{path}: JSON Lines (one object a line) is not read for QA: give SQuAD's JSON, one"
+                " object with a 'data' list (docs/question-answering.md)"
+            ) from None
+        raise LmforgeError(f"{path}: not readable SQuAD JSON: {e}") from None
+    except READ_ERRORS as e:  # ValueError: bad UTF-8 too
         raise LmforgeError(f"{path}: not readable SQuAD JSON: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
         raise LmforgeError(f"{path}: SQuAD JSON needs a top-level object with a 'data' list")
@@ -74,6 +88,7 @@ def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
     """The questions of a SQuAD file; `keep_unanswered` keeps those left without a usable answer
     (for evaluation, which scores the answers' texts and needs no answer_start)."""
     raw = load_squad_json(path)
+    v1 = str(raw.get("version", "")).lstrip("v").startswith("1")  # v1.1 has no unanswerable questions
     out = SquadFile([])
     paragraph_index = 0
     for a, article in enumerate(raw["data"]):
@@ -83,9 +98,10 @@ def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
             for q, qa in enumerate(_get(paragraph, "qas", list, where)):
                 here = f"{where}.qas[{q}]"
                 qid, question = str(qa.get("id", here)), _get(qa, "question", str, here)
-                impossible = bool(qa.get("is_impossible", False))
+                given = qa.get("answers") or []
+                impossible = bool(qa.get("is_impossible", not given and not v1))
                 answers, bad = [], 0
-                for n, answer in enumerate(qa.get("answers") or []):
+                for n, answer in enumerate(given):
                     text = _get(answer, "text", str, f"{here}.answers[{n}]")
                     start = _get(answer, "answer_start", int, f"{here}.answers[{n}]")
                     if text and start >= 0 and context[start : start + len(text)] == text:
@@ -97,6 +113,8 @@ def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
                     out.first_skipped.append(qid)
                 if not answers and not impossible and not keep_unanswered:
                     out.skipped_questions += 1
+                    if not bad:
+                        out.first_skipped.append(qid)
                     continue
                 out.examples.append(QAExample(qid, question, context, answers, impossible, paragraph_index))
             paragraph_index += 1
