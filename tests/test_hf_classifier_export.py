@@ -51,6 +51,11 @@ def test_an_hf_classifier_exports_back_with_its_logits_and_labels(
         expected = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         got = back.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert _max_diff(got, expected) < TOL, _max_diff(got, expected)
+    # token_type_ids only for a model with token types (transformers 4 gave DistilBERT them: a TypeError)
+    names = json.loads((out / "tokenizer_config.json").read_text()).get("model_input_names")
+    assert names == (None if family == "bert" else ["input_ids", "attention_mask"])
+    with torch.no_grad():
+        back(**transformers.AutoTokenizer.from_pretrained(out)("Some text.", return_tensors="pt"))
 
 
 def test_transformers_pipeline_reads_the_export_as_lmforge_reads_the_source(tmp_path: Path) -> None:

@@ -396,6 +396,9 @@ def _tokenizer_config(
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": config.block_size,
     }
+    if getattr(config, "type_vocab_size", 0) < 2:  # transformers 4's PreTrainedTokenizerFast returns
+        out["model_input_names"] = ["input_ids", "attention_mask"]  # token_type_ids by default, which
+        # DistilBERT's forward refuses (`model(**tokenizer(text))` was a TypeError)
     out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
     # BERT's names, else RoBERTa's: transformers' QA pipeline keeps cls_token answerable (the null answer)
     for key, tokens in (
