@@ -142,9 +142,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--model",
-        required=True,
-        help="an instruct model directory (SmolLM2 imported), or an extractive QA one",
+        "--model", help="an instruct model directory (SmolLM2 imported), or an extractive QA one"
     )
     parser.add_argument("--data", default="data/qa-test.json.xz")
     parser.add_argument("--max-questions", type=int, default=200, help="answerable questions (0: all)")
@@ -166,6 +164,8 @@ def main() -> None:
     if args.rescore:
         rescore(Path(args.rescore), Path(args.data))
         return
+    if not args.model:
+        parser.error("--model is needed (all but --rescore ask a model)")
 
     contexts, asked = questions(Path(args.data), args.max_questions, args.handle_impossible_answer)
     directory = resolve_model_dir(args.model)

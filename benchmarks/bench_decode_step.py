@@ -1,7 +1,6 @@
 """One decode step, lmforge against transformers, in lockstep: SmolLM2-135M-Instruct, batch 1.
 
-    python -m lmforge import "$(python -m data.smollm2)" --out /tmp/s1-smollm2
-    python -m benchmarks.bench_decode_step --model /tmp/s1-smollm2 [--dtype bf16] [--steps 48] [--rounds 4]
+    python -m benchmarks.bench_decode_step [--dtype bf16] [--steps 48] [--rounds 4]
 
 lmforge's `GPT` forward with its KV cache and transformers' `LlamaForCausalLM` forward with its
 `DynamicCache`, on the same weights (the GGUF that `data.smollm2` fetches; transformers
@@ -73,13 +72,16 @@ class Transformers:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", type=Path, default=Path("/tmp/s1-smollm2"), help="lmforge-imported SmolLM2"
+        "--model", type=Path, default=None, help="lmforge-imported SmolLM2 (default: imported into the cache)"
     )
     parser.add_argument("--gguf", type=Path, default=None, help="the GGUF it came from (data.smollm2)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="both sides' weights")
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
+    from benchmarks.common import smollm2_dir
+
+    args.model = smollm2_dir(args.model)
     from transformers import AutoModelForCausalLM
 
     import lmforge.model.attention as attention

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models
 
 import lmforge
+import lmforge.formats  # noqa: F401 (installs the machine's remembered kernel routes, as every command has)
 from benchmarks.common import hardware_line, interleaved, timed
 from lmforge.hardware import cpu_has_bf16
 from lmforge.model import kernels, layers

@@ -43,18 +43,19 @@ def old_attention() -> Callable:
         text=True,
         check=True,
     ).stdout
-    file = Path(tempfile.mkdtemp()) / "attention_before.py"
-    file.write_text(source)
-    spec = importlib.util.spec_from_file_location("attention_before", file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["attention_before"] = module
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:  # gone once the module is loaded
+        file = Path(folder) / "attention_before.py"
+        file.write_text(source)
+        spec = importlib.util.spec_from_file_location("attention_before", file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["attention_before"] = module
+        spec.loader.exec_module(module)
     return module.attention
 
 
 @torch.inference_mode()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)

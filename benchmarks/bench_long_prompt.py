@@ -8,7 +8,7 @@ request's time and the short one's. The server prefills 256 prompt tokens betwee
 others' (server/batcher.py); run it at an older commit to see the whole prefill as one gap, or the
 short request wait for the long one.
 
-    python -m benchmarks.bench_long_prompt ~/.cache/lmforge/smollm2 --prompt-tokens 3000
+    python -m benchmarks.bench_long_prompt [MODEL] --prompt-tokens 3000
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.bench_serve import free_port, start
-from benchmarks.common import hardware_line
+from benchmarks.bench_serve import free_port, start, stop
+from benchmarks.common import hardware_line, smollm2_dir
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="a decoder directory (e.g. an imported SmolLM2)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "model", type=Path, nargs="?", help="a decoder directory (default: SmolLM2, imported into the cache)"
+    )
     parser.add_argument("--prompt-tokens", type=int, default=3000)
     parser.add_argument("--stream-tokens", type=int, default=80)
     args = parser.parse_args()
+    args.model = smollm2_dir(args.model)
     print(hardware_line(), flush=True)
     port = free_port()
     argv = [sys.executable, "-m", "lmforge", "serve", str(args.model), "--port", str(port)]
@@ -74,8 +77,7 @@ def main() -> None:
               f" the {args.prompt_tokens}-token request took {long_took[0]:.1f} s,"
               f" the short one behind it {short_took[0]:.2f} s")  # fmt: skip
     finally:
-        proc.terminate()
-        proc.wait()
+        stop(proc, port)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ same random batch.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import hardware_line, interleaved, timed
+from benchmarks.common import hardware_line, interleaved, smollm2_dir, timed
 from lmforge.config import LoraConfig, TrainConfig
 from lmforge.formats.directory import load_model
 from lmforge.model import lora
@@ -32,13 +31,6 @@ CONTENDERS = {
         enabled=True, rank=16, alpha=32, targets="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
     ),
 }
-
-
-def smollm2_dir(tmp: Path) -> Path:
-    from data.smollm2 import smollm2_gguf
-    from lmforge.formats.hf_files import import_hf
-
-    return import_hf(smollm2_gguf(), tmp / "smollm2")
 
 
 def contender(model_dir: Path, spec: LoraConfig | None, batch: tuple[torch.Tensor, torch.Tensor]):  # noqa: ANN201
@@ -64,24 +56,23 @@ def contender(model_dir: Path, spec: LoraConfig | None, batch: tuple[torch.Tenso
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model directory (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or smollm2_dir(Path(tmp))
-        vocab = load_model(model_dir)[0].config.vocab_size
-        gen = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, vocab, (args.batch, args.tokens + 1), generator=gen)
-        batch = (ids[:, :-1], ids[:, 1:])
-        facts: dict[str, dict[str, int]] = {}
-        steps: dict[str, Callable[[], float]] = {}
-        for name, spec in CONTENDERS.items():
-            facts[name], step = contender(model_dir, spec, batch)
-            steps[name] = lambda step=step: timed(step)
-        times = interleaved(steps, args.rounds)
+    model_dir = smollm2_dir(args.model)
+    vocab = load_model(model_dir)[0].config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (args.batch, args.tokens + 1), generator=gen)
+    batch = (ids[:, :-1], ids[:, 1:])
+    facts: dict[str, dict[str, int]] = {}
+    steps: dict[str, Callable[[], float]] = {}
+    for name, spec in CONTENDERS.items():
+        facts[name], step = contender(model_dir, spec, batch)
+        steps[name] = lambda step=step: timed(step)
+    times = interleaved(steps, args.rounds)
     print(f"{model_dir.name if args.model else 'SmolLM2-135M-Instruct'}, batch {args.batch} x {args.tokens}"
           f" tokens, fp32, {hardware_line()}")  # fmt: skip
     full = facts["full fine-tuning"]

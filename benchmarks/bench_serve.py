@@ -1,13 +1,12 @@
 """Serving under load: `lmforge serve` (continuous batching) against transformers' `generate` behind
 the same HTTP API, on the same SmolLM2-135M-Instruct weights, driven by one load generator.
 
-    python -m lmforge import "$(python -m data.smollm2)" --out /tmp/s1-smollm2
-    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 [--clients 1,4,8,16] [--max-tokens 48]
-    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --dtype bf16 --peer-dtype bf16
-    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --variant='--dtype fp32 --compile'
-    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --variant='--dtype bf16 --no-compile' \
+    python -m benchmarks.bench_serve [--clients 1,4,8,16] [--max-tokens 48]
+    python -m benchmarks.bench_serve --dtype bf16 --peer-dtype bf16
+    python -m benchmarks.bench_serve --variant='--dtype fp32 --compile'
+    python -m benchmarks.bench_serve --variant='--dtype bf16 --no-compile' \
         --variant='--dtype auto'   # serve's defaults against the old default and eager fp32
-    python -m benchmarks.bench_serve --model /tmp/s1-smollm2 --profile [--rounds 3]   # one stream, no HTTP
+    python -m benchmarks.bench_serve --profile [--rounds 3]   # one stream, no HTTP
 
 Both servers run as processes of their own, fp32 unless `--dtype` (lmforge's `serve --dtype`) and
 `--peer-dtype` say otherwise, decoding in their main thread with uvicorn in another. The peer
@@ -291,13 +290,20 @@ def start(argv: list[str], port: int) -> subprocess.Popen:
         except httpx.TransportError:
             time.sleep(0.5)
     proc.kill()
-    raise SystemExit(f"server did not start: {' '.join(argv)}")
+    raise SystemExit(f"server did not start: {' '.join(argv)} (see {log})")
+
+
+def stop(proc: subprocess.Popen, port: int) -> None:
+    """End a server `start` started; its log goes too (kept where it failed to start, for the reader)."""
+    proc.terminate()
+    proc.wait(30)
+    (Path(tempfile.gettempdir()) / f"bench_serve_{port}.log").unlink(missing_ok=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", type=Path, default=Path("/tmp/s1-smollm2"), help="lmforge-imported SmolLM2"
+        "--model", type=Path, default=None, help="lmforge-imported SmolLM2 (default: imported into the cache)"
     )
     parser.add_argument("--gguf", type=Path, default=None, help="the GGUF it came from (data.smollm2)")
     parser.add_argument("--clients", default="1,4,8,16")
@@ -311,6 +317,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="--profile: rounds of each decoder")
     parser.add_argument("--peer-server", type=int, default=0, help=argparse.SUPPRESS)  # run the peer on PORT
     args = parser.parse_args()
+    from benchmarks.common import smollm2_dir
+
+    args.model = smollm2_dir(args.model)
     if args.gguf is None:
         from data.smollm2 import smollm2_gguf
 
@@ -366,9 +375,8 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        for proc in procs.values():
-            proc.terminate()
-            proc.wait(30)
+        for name, proc in procs.items():
+            stop(proc, ports[name])
 
 
 if __name__ == "__main__":

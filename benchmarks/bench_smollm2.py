@@ -147,13 +147,17 @@ def gguf_bytes(gguf: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--prompt-tokens", type=int, default=100)
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=100, help="at least 29 (8 prompts, 4 tokens apart)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--llama-cpp-python", default="/tmp/llamacpp/venv/bin/python",
                         help="a Python with llama_cpp installed ('' to skip)")  # fmt: skip
     parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True,
                         help="add lmforge's compiled decoding at batch 1 (generate --compile)")  # fmt: skip
     args = parser.parse_args()
+    if args.prompt_tokens < 29:  # the ragged prompts are it, 4 less, ..., 28 less
+        parser.error(f"--prompt-tokens {args.prompt_tokens}: at least 29 (8 prompts, 4 tokens apart)")
     from data.smollm2 import smollm2_gguf
 
     gguf = smollm2_gguf()

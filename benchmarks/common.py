@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -73,3 +74,24 @@ def hf_gpt2(cfg: ModelConfig) -> torch.nn.Module:
         pad_token_id=0,
     )
     return GPT2LMHeadModel(config)
+
+
+def smollm2_dir(given: Path | None = None) -> Path:
+    """An lmforge folder of SmolLM2-135M-Instruct: `given` (checked first, so a wrong path is one line
+    before any download), else the GGUF of `python -m data.smollm2` imported once into lmforge's
+    cache (`$LMFORGE_CACHE/smollm2-import`)."""
+    if given is not None:
+        if not (given / "config.json").is_file():
+            raise SystemExit(
+                f"{given}: not an lmforge model folder (leave --model out to import SmolLM2 into the"
+                f' cache, or: python -m lmforge import "$(python -m data.smollm2)" --out {given})'
+            )
+        return given
+    from data.smollm2 import cache_dir, smollm2_gguf
+    from lmforge.formats.hf_files import import_hf
+
+    target = cache_dir() / "smollm2-import"
+    if not (target / "config.json").is_file():
+        print(f"# importing SmolLM2-135M-Instruct into {target} (once)", flush=True)
+        import_hf(smollm2_gguf(), target)
+    return target

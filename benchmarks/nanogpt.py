@@ -47,7 +47,9 @@ def _sha256(data: bytes) -> str:
 
 def _from_git(repo: Path, name: str) -> bytes:
     return subprocess.run(
-        ["git", "--git-dir", str(repo), "show", f"{COMMIT}:{name}"], capture_output=True, check=True
+        ["git", "-C", str(repo), "show", f"{COMMIT}:{name}"],
+        capture_output=True,
+        check=True,  # a clone or its .git
     ).stdout
 
 
@@ -59,7 +61,6 @@ def _from_github(name: str) -> bytes:
 def fetch(git: Path | None = None) -> Path:
     """The cache folder holding model.py and LICENSE at COMMIT, filled first if need be."""
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     for name, digest in FILES.items():
         path = folder / name
         if path.exists() and _sha256(path.read_bytes()) == digest:
@@ -67,6 +68,7 @@ def fetch(git: Path | None = None) -> Path:
         data = _from_git(git, name) if git is not None else _from_github(name)
         if _sha256(data) != digest:
             raise RuntimeError(f"nanoGPT {name} at {COMMIT[:7]}: SHA-256 {_sha256(data)} is not {digest}")
+        folder.mkdir(parents=True, exist_ok=True)  # only once there is something to keep
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
