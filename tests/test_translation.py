@@ -129,6 +129,29 @@ def test_a_tsv_header_naming_the_languages_is_no_pair(
     )
 
 
+def test_a_tsv_header_naming_the_languages_the_other_way_round_is_refused(tmp_path: Path) -> None:
+    """`fr<TAB>en` over pairs prepared as en -> fr: the columns are swapped (it trained as a pair, and
+    the model learnt the reverse direction)."""
+    (tmp_path / "h.tsv").write_text("fr\ten\nBonjour\tHello\n")
+    message = (
+        f"{tmp_path / 'h.tsv'}:1: its header names the columns fr, en: the other way round from"
+        " --src-lang en --tgt-lang fr (give --src-lang fr --tgt-lang en, or swap the columns)"
+    )
+    with pytest.raises(LmforgeError, match=re.escape(message)):
+        list(read_pairs(tmp_path / "h.tsv"))
+
+
+def test_a_split_left_empty_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three pairs leave no test pair: prep says so (an empty validation split failed in training)."""
+    lines = "".join(json.dumps({"en": f"sentence {i}", "fr": f"phrase {i}"}) + "\n" for i in range(3))
+    (tmp_path / "three.jsonl").write_text(lines)
+    meta = prepare_pairs(
+        tmp_path / "three.jsonl", tmp_path / "out", vocab_size=300, val_fraction=0.1, test_fraction=0.1
+    )
+    assert meta["pairs"] == {"train": 2, "val": 1, "test": 0}
+    assert "three.jsonl: no test pairs left of 3 read" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [

@@ -143,7 +143,18 @@ def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
             if not line.strip():
                 continue
             cols = line.rstrip("\r\n").split("\t")
-            if first and [c.strip().lower() for c in cols[:2]] == [src_lang.lower(), tgt_lang.lower()]:
+            named = [c.strip().lower() for c in cols[:2]]
+            if (
+                first
+                and named == [tgt_lang.lower(), src_lang.lower()]
+                and src_lang.lower() != tgt_lang.lower()
+            ):
+                raise LmforgeError(
+                    f"{path}:{number}: its header names the columns {cols[0].strip()}, {cols[1].strip()}: the"
+                    f" other way round from --src-lang {src_lang} --tgt-lang {tgt_lang} (give"
+                    f" --src-lang {cols[0].strip()} --tgt-lang {cols[1].strip()}, or swap the columns)"
+                )
+            if first and named == [src_lang.lower(), tgt_lang.lower()]:
                 print(
                     f"lmforge: {path}:{number}: read as a header ({cols[0]}, {cols[1]}), not a pair",
                     file=sys.stderr,
@@ -308,6 +319,11 @@ def prepare_pairs(
             "seconds": round(time.time() - start, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    asked = {"val": val_fraction, "test": test_fraction}
+    empty = [split for split, fraction in asked.items() if fraction and not counts[split]]
+    if empty:  # training needs validation pairs, eval-translate test ones: said now, not there
+        print(f"lmforge: warning: {named}: no {' and no '.join(empty)} pairs left of {total} read"
+              " (too few pairs; training needs validation ones)", file=sys.stderr)  # fmt: skip
     return meta
 
 
