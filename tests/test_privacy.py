@@ -268,7 +268,7 @@ def test_other_engines_refuse_privacy(engine: str) -> None:
             ],
             "privacy.enabled is implemented for data.task='lm' only, not 'chat'",
         ),
-        (["--privacy.noise_multiplier=inf"], "privacy.noise_multiplier=inf must be >= 0"),
+        (["--privacy.noise_multiplier=inf"], "privacy.noise_multiplier=inf: must be a finite number"),
         (["--privacy.max_grad_norm=0"], "privacy.max_grad_norm=0.0 must be > 0"),
         (["--privacy.delta=1"], r"privacy.delta=1.0 must be in \[0, 1\)"),
     ],

@@ -99,7 +99,8 @@ Recipes are TOML files in `configs/`; each key below can be overridden with `--s
 An unknown key, a wrong type or an impossible combination stops with one line naming it, e.g.
 `lmforge: error: configs/x.toml: unknown config key 'train.max_step' (known in [train]: ...)`.
 So does a key that the run's `data.task` does not read (those whose description starts with a
-task's name, such as `train.head_only` on a `qa` run): it would change nothing.
+task's name, such as `train.head_only` on a `qa` run): it would change nothing. No key takes
+`inf` or `nan` (`train.lr=inf: must be a finite number`); where a key has "no limit", it is 0.
 `lmforge train --help` lists the same keys.
 
 Recipes: `configs/demo.toml` (the demo), `configs/shakespeare-char.toml` (nanoGPT's CPU shape),

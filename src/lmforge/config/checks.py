@@ -6,6 +6,7 @@ constructor runs `check_buildable`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
@@ -30,6 +31,7 @@ _NO_BEST = {
 
 def check_config(c: Config) -> None:
     """Raise LmforgeError, naming the key, at the first value that is wrong or impossible."""
+    _finite(c)
     check_model(c.model)
     m, t = c.model, c.train
     _check(
@@ -284,6 +286,19 @@ def _check_privacy(c: Config) -> None:
             "train.activation_checkpointing does not combine with privacy.enabled (DP-SGD's"
             " per-example gradients come from torch.func, which cannot recompute blocks)",
         )
+
+
+def _finite(c: Config) -> None:
+    """No key takes inf or nan (train.lr=inf trained to NaN and exited 0; train.max_minutes=inf
+    crashed ten steps in): 0 means "no limit" where a key has one."""
+    for section in dataclasses.fields(c):
+        values = getattr(c, section.name)
+        for key in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
+            value = getattr(values, key.name)
+            _check(
+                not isinstance(value, float) or math.isfinite(value),
+                f"{section.name}.{key.name}={value}: must be a finite number",
+            )
 
 
 def _check(ok: bool, message: str) -> None:
