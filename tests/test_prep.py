@@ -454,6 +454,21 @@ def test_boilerplate_counts_only_documents_that_survive_dedup(tmp_path: Path, pl
     assert len(docs) == 3 and sum(line in d for d in docs) == 2  # in 2 distinct documents: kept
 
 
+def test_a_document_given_ten_times_keeps_one_copy_through_the_default_stages(
+    tmp_path: Path, plays: list[str]
+) -> None:
+    """boilerplate runs before exact_dedup: ten copies of one article made each of its lines appear
+    in ten documents, so every copy, the first too, was dropped as "only boilerplate"."""
+    texts = list(plays[:11])
+    for n in range(10):
+        texts.insert(2 * n, plays[11])  # a mirrored page, among the others
+    _write_jsonl(tmp_path / "m.jsonl", texts)
+    prep(tmp_path / "m.jsonl", tmp_path / "out", "char", quiet=True, split="tail", val_fraction=0.05)
+    docs = _docs(tmp_path / "out")
+    mirrored = " ".join(plays[11].split()[20:40])
+    assert len(docs) == 12 and sum(mirrored in " ".join(d.split()) for d in docs) == 1
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_prep_workers_end_when_prep_is_killed(tmp_path: Path) -> None:
     """kill -9 of prep left its cleaning workers orphaned: each finished its batch, then printed a

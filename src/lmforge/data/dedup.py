@@ -9,8 +9,11 @@ near_dedup   drop a document whose MinHash signature shares an LSH band with an 
              the worker processes with numpy, bands are looked up in the main process
              (~1 KB per kept document).
 boilerplate  remove lines (>= min_chars) that occur in at least max(min_docs, fraction x docs)
-             documents. It needs every document first: a counting pass fills a count-min sketch
-             (4 x 2^22 counters, 64 MB whatever the corpus size), then the removal pass queries it.
+             distinct documents. It needs every document first: a counting pass fills a count-min
+             sketch (4 x 2^22 counters, 64 MB whatever the corpus size), then the removal pass
+             queries it. A document given again (exact_dedup's key) counts once: it runs before
+             exact_dedup, and ten copies of one article made its every line "boilerplate", so
+             all copies, the first too, were dropped.
 
 Each stage splits into `key(text)` (pure, runs in workers) and a decision in the main process,
 so documents are deduplicated in input order: the first copy is kept.
@@ -104,21 +107,28 @@ class Boilerplate:
         rng = np.random.default_rng(7)
         self.salts = rng.integers(1, 1 << 63, size=(self.DEPTH, 1), dtype=np.uint64) | np.uint64(1)
         self.docs = 0
+        self.counted: set[int] = set()  # ExactDedup keys of the documents counted
         self.limit = 0
 
-    def line_keys(self, text: str) -> np.ndarray:
-        """Distinct hashes of this document's candidate lines (stripped, >= min_chars)."""
+    def line_keys(self, text: str) -> tuple[int, np.ndarray]:
+        """(the document's ExactDedup key, distinct hashes of its candidate lines: stripped, >= min_chars)."""
         lines = {line.strip() for line in text.split("\n")}
         keys = [xxhash.xxh64_intdigest(line.encode()) for line in lines if len(line) >= self.min_chars]
-        return np.asarray(keys, dtype=np.uint64)
+        return ExactDedup.key(text), np.asarray(keys, dtype=np.uint64)
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
             return ((self.salts * keys[None, :]) >> np.uint64(64 - self.WIDTH_BITS)).astype(np.int64)
 
-    def count(self, keys: np.ndarray, docs: int) -> None:
-        """Counting pass: add one batch's line keys (each document's lines counted once)."""
-        self.docs += docs
+    def count(self, documents: list[tuple[int, np.ndarray]]) -> None:
+        """Counting pass: add one batch's documents' line keys (each distinct document once)."""
+        fresh = []
+        for digest, lines in documents:
+            if digest not in self.counted:
+                self.counted.add(digest)
+                fresh.append(lines)
+        self.docs += len(fresh)
+        keys = np.concatenate(fresh) if fresh else np.zeros(0, np.uint64)
         if len(keys):
             slots = self._slots(keys)
             for row in range(self.DEPTH):
@@ -126,6 +136,7 @@ class Boilerplate:
 
     def freeze(self) -> int:
         """End of the counting pass: the number of documents a line must be in to be boilerplate."""
+        self.counted = set()  # the workers of the removal pass inherit the stage: nothing to copy
         self.limit = max(self.min_docs, math.ceil(self.fraction * self.docs))
         return self.limit
 

@@ -21,8 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from lmforge.config import changed_keys
 from lmforge.data import clean, dedup, pii
 from lmforge.data.report import Report, StageStats
@@ -241,8 +239,7 @@ def _decide(
             s.seconds += time.perf_counter() - start
         kept = [t for t, a in zip(texts, alive, strict=True) if a]
         if last and observed is not None:  # only the documents that go on count their lines
-            parts = [k for k, a in zip(observed, alive, strict=True) if a]
-            observe(np.concatenate(parts) if parts else np.zeros(0, np.uint64), len(kept))
+            observe([k for k, a in zip(observed, alive, strict=True) if a])
         if kept:
             yield kept
 
@@ -307,8 +304,8 @@ def _die_with_parent(parent: int) -> None:
     die_with_parent(parent, signal.SIGKILL)
 
 
-def _count_lines(keys: Any, docs: int) -> None:
-    _OBSERVER["boilerplate"].count(keys, docs)
+def _count_lines(documents: list[tuple[int, Any]]) -> None:
+    _OBSERVER["boilerplate"].count(documents)
 
 
 def write_docs(path: Path, texts: Iterable[str]) -> tuple[int, int]:
