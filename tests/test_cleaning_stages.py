@@ -77,6 +77,19 @@ def test_near_dedup_reads_chinese_by_characters() -> None:
     assert stats.dropped == {"near duplicate": 1}
 
 
+def test_near_dedup_keeps_short_documents_that_differ_in_their_first_or_last_words() -> None:
+    """The first word and the words of the last 8 bytes made no shingle: 6 of 20 one-line facts
+    ("Paris is the capital of France.") were dropped as near duplicates of each other."""
+    pairs = ("Paris France, Rome Italy, Berlin Germany, Madrid Spain, Lisbon Portugal, Vienna Austria,"
+             " Prague Czechia, Warsaw Poland, Oslo Norway, Helsinki Finland, Dublin Ireland, Athens Greece,"
+             " Cairo Egypt, Tokyo Japan, Lima Peru, Ottawa Canada, Canberra Australia, Nairobi Kenya,"
+             " Hanoi Vietnam, Seoul Korea")  # fmt: skip
+    capitals = [pair.split() for pair in pairs.split(", ")]
+    dedup, stats = NearDedup(), StageStats()
+    assert all(dedup.keep(dedup.key(f"{a} is the capital of {b}."), stats) for a, b in capitals)
+    assert not dedup.keep(dedup.key("Paris is the capital of France."), stats)  # a copy still goes
+
+
 def test_a_numeric_tables_rows_are_not_cards() -> None:
     table = "1280 3840 8960 14080\n2240 6720 15680 24640\n"
     assert PII(kinds="card").scrub(table)[0] == table

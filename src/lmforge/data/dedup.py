@@ -4,7 +4,8 @@ exact_dedup  drop a document whose text (whitespace-normalised) was seen before:
              128-bit xxhash digests, ~100 bytes per kept document.
 near_dedup   drop a document whose MinHash signature shares an LSH band with an earlier one
              (FineWeb's setting: 14 bands x 8 rows, Jaccard threshold ~0.75). Shingles are the
-             8 bytes starting at each word of the lower-cased text, and at each character of
+             8 bytes starting at each word of the lower-cased text (the first and last words
+             too), and at each character of
              scripts written without spaces (Chinese, Japanese, Thai); signatures are computed in
              the worker processes with numpy, bands are looked up in the main process
              (~1 KB per kept document).
@@ -69,10 +70,14 @@ class NearDedup:
         data = np.frombuffer(text.lower().encode("utf-8"), dtype=np.uint8)
         if len(data) < 16:
             return None
-        # 8-byte shingles starting at each word start (after a space or newline), and at each
-        # character of three UTF-8 bytes or more: Chinese, Japanese and Thai write no spaces.
-        words = np.flatnonzero((data[:-8] <= 32) & (data[1:-7] > 32)) + 1
-        starts = np.union1d(words, np.flatnonzero(data[:-7] >= 0xE0))
+        # 8-byte shingles starting at each word start (the text's start, or after a space or
+        # newline; to its end, zero-padded), and at each character of three UTF-8 bytes or more:
+        # Chinese, Japanese and Thai write no spaces. Leaving out the first word and the words of
+        # the last 8 bytes made short documents that differ there near duplicates ("Paris is the
+        # capital of France." and "Rome is the capital of Italy.").
+        before = np.concatenate([np.full(1, 32, np.uint8), data[:-1]])
+        words = np.flatnonzero((before <= 32) & (data > 32))
+        starts = np.union1d(words, np.flatnonzero(data >= 0xE0))
         if len(starts) == 0:
             return None
         padded = np.concatenate([data, np.zeros(8, np.uint8)])
