@@ -8,6 +8,7 @@ import gzip
 import json
 import lzma
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -477,8 +478,18 @@ def test_prep_workers_end_when_prep_is_killed(tmp_path: Path) -> None:
         works = [json.loads(line)["text"] for line in f]
     corpus = tmp_path / "big.jsonl"
     _write_jsonl(corpus, [f"{n} {w}" for n in range(4) for w in works])  # about 20 MB
-    cmd = [sys.executable, "-m", "lmforge", "prep", str(corpus), "--out", str(tmp_path / "o"), "--quiet"]
-    proc = subprocess.Popen([*cmd, "--prep.workers=2"], stderr=subprocess.PIPE, text=True)
+    proc = _prep_cleaning(corpus, tmp_path / "o")
+    proc.kill()
+    _, err = proc.communicate(timeout=30)  # EOF once every process holding the pipe has ended
+    assert "Traceback" not in err, err[-2000:]
+
+
+def _prep_cleaning(corpus: Path, out: Path) -> subprocess.Popen:
+    """`lmforge prep` in a process group of its own, once its two workers clean batches."""
+    cmd = [sys.executable, "-m", "lmforge", "prep", str(corpus), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(
+        [*cmd, "--prep.workers=2"], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     children_file = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
@@ -486,10 +497,23 @@ def test_prep_workers_end_when_prep_is_killed(tmp_path: Path) -> None:
             break
         time.sleep(0.01)
     time.sleep(1.5)  # into the cleaning: the workers hold batches
-    assert proc.poll() is None, "prep ended before it could be killed"
-    proc.kill()
-    _, err = proc.communicate(timeout=30)  # EOF once every process holding the pipe has ended
-    assert "Traceback" not in err, err[-2000:]
+    assert proc.poll() is None, "prep ended before it could be stopped"
+    return proc
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc lists the workers")
+def test_ctrl_c_in_prep_is_one_line(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches prep and its workers (one process group): each worker printed
+    its KeyboardInterrupt traceback, 45 lines above prep's own `lmforge: interrupted`."""
+    with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
+        works = [json.loads(line)["text"] for line in f]
+    corpus = tmp_path / "big.jsonl"
+    _write_jsonl(corpus, [f"{n} {w}" for n in range(4) for w in works])
+    proc = _prep_cleaning(corpus, tmp_path / "o")
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert err.strip().splitlines() == ["lmforge: interrupted"], err[-2000:]
+    assert proc.returncode == 130 and not (tmp_path / "o").exists()
 
 
 def test_a_bpe_vocabulary_smaller_than_asked_is_said(

@@ -300,8 +300,11 @@ def clean_documents(
 
 def _die_with_parent(parent: int) -> None:
     """A worker ends when prep does (processes.py): after a kill -9 of prep, orphaned workers would
-    go on cleaning, and print broken-pipe tracebacks, into a folder the next prep removes."""
+    go on cleaning, and print broken-pipe tracebacks, into a folder the next prep removes. It leaves
+    Ctrl-C to prep, which ends the pool: a terminal's Ctrl-C reaches every process of the group, and
+    each worker printed its KeyboardInterrupt traceback above prep's `lmforge: interrupted`."""
     die_with_parent(parent, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _count_lines(documents: list[tuple[int, Any]]) -> None:
