@@ -218,9 +218,11 @@ CASES = [
     Case("train-classification-one-label", f"train --out {R} --data.input={{s}}/l.jsonl --data.task=classification --init-from {{s}}/gpt --data.labels=neg", r"data\.labels='neg': name at least two labels"),
     # --- train: existing run folders, --overwrite and --resume
     Case("train-out-is-file", f"train --out {{t}}/f {DATA}", r"{t}/f: is a file", (write("f", "x"),)),
+    Case("train-out-is-prepared-data", f"train --out {{t}}/shards {DATA}", r"{t}/shards: holds prepared data \(lmforge prep's meta\.json and shards\), not a run; a run there would mix its files with the data's: choose another --out$", (copy("shards"),)),
     Case("train-existing-run", f"train --out {{s}}/run {DATA}", r"{s}/run: already holds a run; use --resume"),
     Case("train-overwrite-foreign", f"train --out {{t}}/p --overwrite {DATA}", r"{t}/p: holds model but is not an lmforge run directory", (write("p/model/weights.bin", "mine"), write("p/notes.txt", "mine"))),
     Case("train-overwrite-empty-corpus", "train --out {t}/run --overwrite --data.input={t}/e.txt", r"{t}/e\.txt: the corpus is empty", (copy("run"), write("e.txt", ""))),
+    Case("train-data-is-a-run", "train --out {t}/new --data.input={t}/run", r"data\.input='{t}/run': a run directory, not data \(--resume {t}/run continues it, --train\.init_from={t}/run/model starts from its model\)$", (copy("run"),)),
     Case("train-overwrite-data-inside", "train --out {t}/run --overwrite --data.input={t}/run/data", r"data\.input='{t}/run/data' lies inside {t}/run/data, which --overwrite would replace", (copy("run"),)),
     Case("resume-not-a-run", "train --resume {t}/x", r"{t}/x: not a run directory \(no config\.toml\)", (write("x/a", "hi"),)),
     Case("resume-missing", "train --resume {t}/missing", r"--resume {t}/missing: no such directory$"),

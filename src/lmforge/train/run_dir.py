@@ -74,6 +74,11 @@ def resolve_run(
             f"{run_dir}: holds the output of lmforge {verb}, a model folder; a run there would mix its"
             " files with the model's: choose another --out"
         )
+    if is_prepared(run_dir):  # its shards would sit beside checkpoints, and prep --overwrite refuse it
+        raise LmforgeError(
+            f"{run_dir}: holds prepared data (lmforge prep's meta.json and shards), not a run; a run"
+            " there would mix its files with the data's: choose another --out"
+        )
     kind, present = run_kind(run_dir)
     if kind == "foreign":
         raise LmforgeError(

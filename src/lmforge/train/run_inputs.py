@@ -115,6 +115,12 @@ def ensure_data(
         raise LmforgeError("data.input is not set (a text file, folder, glob or prepared directory)")
     if is_prepared(cfg.data.input):
         return Path(cfg.data.input)
+    given = Path(cfg.data.input)
+    if (given / "config.toml").is_file() and ((given / "checkpoints").is_dir() or (given / "model").is_dir()):
+        raise LmforgeError(  # its metrics.jsonl and config.toml were read as a corpus
+            f"data.input={cfg.data.input!r}: a run directory, not data (--resume {given} continues it,"
+            f" --train.init_from={given / 'model'} starts from its model)"
+        )
     target = run_dir / "data"
     source = target / "source.json"
     wanted = {
