@@ -391,6 +391,14 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(run: Path, tiny_
     assert snapshot(aside) == {**before, "replaced.json": snapshot(aside)["replaced.json"]}
     with pytest.raises(LmforgeError, match=r"holds the run that --overwrite replaced"):
         _train(resume=run)
+    # and so does the line of a Ctrl-C there (it said "nothing to resume, a new run starts over")
+    from lmforge.train.run_outputs import resume_point
+
+    assert resume_point(run, 34) == (
+        f"stopped at step 34, before its first checkpoint: nothing of it to resume ({aside} holds the run"
+        " that --overwrite replaced: move its files back to resume it; docs/training.md, '--overwrite',"
+        " says how)"
+    )
     # a new start without --overwrite would delete it at its first checkpoint: refused
     with pytest.raises(LmforgeError, match=r"holds a run that an interrupted --overwrite set aside"):
         _train(None, [*tiny_overrides, "--train.max_steps=2"], run)

@@ -99,10 +99,9 @@ def resume_point(run_dir: Path, step: int) -> str:
     """What a run stopped at `step` (Ctrl-C) leaves to resume from: a resume continues exactly
     from the last checkpoint, not from the step the run reached."""
     saved = ckpt.list_checkpoints(run_dir / "checkpoints")
-    if not saved:
-        return (
-            f"stopped at step {step}, before its first checkpoint: nothing to resume, a new run starts over"
-        )
+    if not saved:  # an --overwrite stopped here has not yet deleted the run it replaces: say where
+        hint = ckpt.replaced_hint(run_dir)
+        return f"stopped at step {step}, before its first checkpoint: nothing of it to resume{hint}"
     last = int(saved[-1].name.removeprefix(ckpt.PREFIX))
     return (
         f"stopped at step {step}; its last checkpoint is step {last}:"
