@@ -49,6 +49,19 @@ def test_markup_strips_html_in_markdown_but_not_its_code() -> None:
     assert Markup().apply("Tom &amp; Jerry, no tags", stats) == "Tom & Jerry, no tags"  # entities alone too
 
 
+def test_markup_keeps_comparisons_in_code_and_scripts_shown_in_markdown_code() -> None:
+    """`a<b and c>d` read <b and c> as a tag (a one-letter element with bare attributes) and lost
+    the code between; a <script> or comment inside Markdown code was dropped before the code was
+    protected. A page's own script goes, backtick template literal and all."""
+    stats = StageStats()
+    code = "x = a<b or c>d\nwhile i<s and j>0: pass\ny = a<p and q>d\n"
+    assert Markup().apply(code + "<b>bold</b> <a href='u'>link</a>\n", stats) == code + "bold link\n"
+    fenced = '```html\n<!-- keep -->\n<script src="w.js"></script>\n```\n'
+    assert Markup().apply(fenced + "<p>after</p>", stats) == fenced + "\nafter\n"
+    assert Markup().apply("Use `<script>x</script>` inline<br>", stats) == "Use `<script>x</script>` inline\n"
+    assert Markup().apply("<html><script>var a = `x`;</script><p>text</p></html>", stats) == "\ntext\n"
+
+
 def test_normalize_keeps_full_width_forms_and_repairs_mojibake() -> None:
     stats = StageStats()
     text = "床前明月光，疑是地上霜。\n日本語：「こんにちは」！？ ｶﾀｶﾅ ﬁ\n"

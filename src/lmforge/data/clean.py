@@ -67,14 +67,19 @@ _ELEMENTS = (
     "|ruby|samp|script|search|section|select|slot|small|source|span|strike|strong|style|sub|summary"
     "|sup|svg|table|tbody|td|template|textarea|tfoot|th|thead|time|title|tr|track|tt|ul|var|video|wbr"
 )
-_NAME = rf"(?:(?-i:[abiqsup])|{_ELEMENTS})(?![\w:-])"
 # Attributes as HTML writes them (name, name=value, name="value"): `if (a<b && c>d)` is no tag.
-_ATTRS = r"""(?:\s+[a-z_:@][\w:.@-]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*/?"""
-_TAG = re.compile(rf"</?{_NAME}{_ATTRS}>|<!doctype\b[^<>]*>", re.I)
+_VALUE = r"""\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+)"""
+_ATTRS = rf"(?:\s+[a-z_:@][\w:.@-]*(?:{_VALUE})?)*\s*/?"
+# A one-letter element takes only name=value attributes: `x = a<b or c>d` and `while i<s and j>0`
+# read <b or c> and <s and j> as tags with two bare attributes, and lost the code between them.
+_VALUED = rf"(?:\s+[a-z_:@][\w:.@-]*{_VALUE})*\s*/?"
+_NAME_ATTRS = rf"(?:(?-i:[abiqsup])(?![\w:-]){_VALUED}|(?:{_ELEMENTS})(?![\w:-]){_ATTRS})"
+_TAG = re.compile(rf"</?{_NAME_ATTRS}>|<!doctype\b[^<>]*>", re.I)
 _HTML_HINT = re.compile(rf"{_TAG.pattern}|<!--|&(?:[a-z]+|#\d+|#x[0-9a-f]+);", re.I)  # or an entity
 _DROP_BLOCKS = re.compile(rf"<(script|style|noscript|template)\b{_ATTRS}>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
 _BREAK_TAGS = re.compile(
-    rf"<(?:br|/?(?:(?-i:p)|div|li|tr|h[1-6]|ul|ol|table|section|article))(?![\w:-]){_ATTRS}>", re.I
+    rf"<(?:/?(?-i:p)(?![\w:-]){_VALUED}|(?:br|/?(?:div|li|tr|h[1-6]|ul|ol|table|section|article))(?![\w:-]){_ATTRS})>",
+    re.I,
 )
 # Markdown's code (fenced blocks, `spans`) is kept as written: "use `<br>`" shows a tag.
 _MD_CODE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$|`[^`\n]+`", re.M | re.S)
@@ -98,7 +103,9 @@ class Markup:
             stats.edits["control chars"] += controls
         if not _HTML_HINT.search(out):
             return out
-        before, out = out, _DROP_BLOCKS.sub("", out)
+        before = out
+        code = [m.span() for m in _MD_CODE.finditer(out)]  # a script or comment shown in code stays
+        out = _DROP_BLOCKS.sub(lambda m: m.group() if any(a <= m.start() < b for a, b in code) else "", out)
         pieces, at = [], 0
         for code in [*_MD_CODE.finditer(out), None]:  # the prose between code blocks, stripped
             end = len(out) if code is None else code.start()
