@@ -123,6 +123,11 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     records = "".join(json.dumps({"text": f"gz {i} {plays[6][i : i + 80]}"}) + "\n" for i in range(3000))
     full = gzip.compress(records.encode())
     (src / "cut.jsonl.gz").write_bytes(full[: len(full) // 2])  # truncated gzip
+    zst = zstandard.ZstdCompressor().compress(records.replace("gz ", "zst ").encode())
+    (src / "cut.jsonl.zst").write_bytes(zst[: len(zst) * 4 // 5])  # zstandard's reader said nothing
+    (src / "two_frames.txt.zst").write_bytes(
+        b"".join(zstandard.ZstdCompressor().compress(part.encode()) for part in (plays[7], plays[8]))
+    )
     out = tmp_path / "out"
     prep(src, out, "char", val_fraction=0.2, quiet=True, max_line_bytes=1 << 20, stages="exact_dedup")
     report = json.loads((out / "report.json").read_text())
@@ -136,12 +141,18 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     assert f"{src / 'mixed.jsonl'}:2: not valid JSON" in problems
     assert f"{src / 'mixed.jsonl'}:3: no string field" in problems
     assert f"{src / 'cut.jsonl.gz'}:" in problems and "truncated or corrupt" in problems
+    assert any(
+        line.startswith(f"{src / 'cut.jsonl.zst'}:") and "truncated or corrupt" in line
+        for line in report["problem_list"]
+    )
     docs = _docs(out)
+    assert "two_frames" not in problems and plays[7] + plays[8] in docs
     for good in (plays[0], plays[3], plays[4], plays[5]):
         assert good in docs  # the good documents around the bad input all survive
     assert any(d.endswith("caf\ufffd cr\ufffdme\n") for d in docs)  # repaired, not dropped
     gz_docs = [d for d in docs if d.startswith("gz ")]
     assert 500 < len(gz_docs) < 3000  # what came before the truncation is kept
+    assert 500 < len([d for d in docs if d.startswith("zst ")]) < 3000
 
 
 def test_byte_order_marks_and_oversized_csv_rows(tmp_path: Path) -> None:
