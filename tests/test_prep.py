@@ -117,7 +117,12 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     (src / "blank.txt").write_text("  \n\n\t\n")
     (src / "huge_line.txt").write_bytes(b"x" * (3 << 20) + b"\n" + plays[3].encode())
     (src / "broken.txt").symlink_to(tmp_path / "nowhere.txt")  # unreadable
-    lines = [json.dumps({"text": plays[4]}), "{not json", json.dumps({"body": "no text"})]
+    lines = [
+        json.dumps({"text": plays[4]}),
+        "{not json",
+        json.dumps({"body": "no text"}),
+        json.dumps({"text": " "}),
+    ]
     lines.append(json.dumps({"text": plays[5]}))
     (src / "mixed.jsonl").write_text("\n".join(lines) + "\n")
     records = "".join(json.dumps({"text": f"gz {i} {plays[6][i : i + 80]}"}) + "\n" for i in range(3000))
@@ -140,6 +145,7 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     assert f"{src / 'broken.txt'}: unreadable" in problems
     assert f"{src / 'mixed.jsonl'}:2: not valid JSON" in problems
     assert f"{src / 'mixed.jsonl'}:3: no string field" in problems
+    assert f"{src / 'mixed.jsonl'}:4: empty text" in problems  # not a document of nothing
     assert f"{src / 'cut.jsonl.gz'}:" in problems and "truncated or corrupt" in problems
     assert any(
         line.startswith(f"{src / 'cut.jsonl.zst'}:") and "truncated or corrupt" in line

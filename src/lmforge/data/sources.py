@@ -351,6 +351,9 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
                 if not isinstance(text, str):
                     report.problem(f"{path}:{number}", "no string field", _field_detail(record, field))
                     continue
+                if not text.strip():  # no document: with --stages none it was one, EOS and nothing
+                    report.problem(f"{path}:{number}", "empty text", repr(field))
+                    continue
                 yield Document(text, f"{path}:{number}")
     except READ_ERRORS as e:
         report.problem(f"{path}:{number + 1}" if number else str(path), _error_kind(e), str(e))
@@ -380,6 +383,9 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
                 text = row.get(field)
                 if not isinstance(text, str):
                     report.problem(f"{path}:{reader.line_num}", "no string field", repr(field))
+                    continue
+                if not text.strip():
+                    report.problem(f"{path}:{reader.line_num}", "empty text", repr(field))
                     continue
                 if "\ufffd" in text:
                     report.problem(f"{path}:{reader.line_num}", "invalid UTF-8", "repaired with U+FFFD")
@@ -425,6 +431,9 @@ def _read_parquet(path: Path, field: str, report: Report) -> Iterator[Document]:
                     row += 1
                     if not isinstance(text, str):
                         report.problem(f"{path}: row {row}", "no string field", repr(field))
+                        continue
+                    if not text.strip():
+                        report.problem(f"{path}: row {row}", "empty text", repr(field))
                         continue
                     yield Document(text, f"{path}:{row}")
     except (*READ_ERRORS, Exception) as e:  # pyarrow raises ArrowInvalid and friends
