@@ -218,6 +218,27 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     assert len(report["input_notes"]) == 2 and not report["problem_list"]
 
 
+def test_a_linked_folder_is_named_and_a_file_reached_twice_read_once(
+    tmp_path: Path, plays: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link to a folder inside an input folder was skipped unsaid (rglob does not enter it), and
+    a `**` glob through a link looping back read the same files dozens of times."""
+    corpus, other = tmp_path / "corpus", tmp_path / "other"
+    corpus.mkdir(), other.mkdir()
+    (corpus / "plays.txt").write_text(plays[0])
+    (other / "more.txt").write_text(plays[1])
+    (corpus / "linked").symlink_to(other)
+    (corpus / "loop").symlink_to(corpus)
+    prep(corpus, tmp_path / "out", "char", val_fraction=0.5, stages="none", split="tail")
+    err = capsys.readouterr().err
+    listed = f"{corpus / 'linked'}, {corpus / 'loop'}"
+    said = "not read: 2 links to folders in the input folders, not followed (name the folder itself"
+    assert f"{said} to read it): {listed}" in err
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["documents_out"] == 1
+    prep(f"{corpus}/**/*.txt", tmp_path / "glob", "char", val_fraction=0.5, stages="none", split="tail")
+    assert json.loads((tmp_path / "glob" / "report.json").read_text())["documents_out"] == 2  # not dozens
+
+
 def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(
     tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -22,6 +22,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,8 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
     for item in items:
         path = Path(item)
         if path.is_dir():
-            entries = sorted(p for p in path.rglob("*") if not p.is_dir())
+            found = list(path.rglob("*"))  # Python 3.11's rglob does not enter linked folders
+            entries = sorted(p for p in found if not p.is_dir() or (p.is_symlink() and not _hidden(p, path)))
             candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
             taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
             files += taken
@@ -127,7 +129,10 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
             files += [p for p in matches if p.is_file()]
     if not files:
         raise LmforgeError(f"{', '.join(map(str, items))}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
-    return files
+    seen: set[str] = (
+        set()
+    )  # a file reached twice (named twice; a `**` glob through a linked loop) is read once
+    return [f for f in files if not (os.path.realpath(f) in seen or seen.add(os.path.realpath(f)))]
 
 
 def _hidden(file: Path, folder: Path) -> bool:
@@ -146,14 +151,21 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> l
         return ", ".join(str(p) for p in paths[:shown]) + (", ..." if len(paths) > shown else "")
 
     lines = []
-    special = [p for p in passed_over if p.exists() and not p.is_file()]
+    linked = [p for p in passed_over if p.is_symlink() and p.is_dir()]
+    if linked:
+        many = counted(len(linked), "link") + (" to a folder" if len(linked) == 1 else " to folders")
+        lines.append(
+            f"not read: {many} in the input folders, not followed (name the folder itself to read"
+            f" it): {listed(linked)}"
+        )
+    special = [p for p in passed_over if p.exists() and not p.is_file() and p not in linked]
     if special:
         many = f"{len(special):,} " + ("entry" if len(special) == 1 else "entries")
         lines.append(
             f"not read: {many} in the input folders that are not files (pipes, sockets, devices):"
             f" {listed(special)}"
         )
-    passed_over = [p for p in passed_over if p not in special]
+    passed_over = [p for p in passed_over if p not in special and p not in linked]
     if passed_over:
         known = ", ".join(sorted(TEXT_SUFFIXES))
         many = counted(len(passed_over), "file")
