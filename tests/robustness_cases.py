@@ -137,6 +137,7 @@ CASES = [
     Case("prep-recipe-glob-no-match", "prep {t}/r.toml", r"nothing\*\.txt: no such file, folder or glob match", (write("r.toml", '[prep]\ninputs = "nothing*.txt"\nout = "o"\n'),)),
     Case("prep-override-type", "prep {s}/corpus.txt --out {t}/o --data.vocab_size=abc", r"data\.vocab_size='abc' is not an integer"),
     Case("prep-no-out", "prep {s}/corpus.txt", r"no output directory \(pass --out"),
+    Case("prep-vocab-size-char", "prep {s}/corpus.txt --out {t}/o --vocab-size 100", r"data\.vocab_size=100 is for the bpe tokenizer \(--tokenizer bpe\); a char tokenizer's vocabulary is the text's characters$"),
     Case("prep-pairs-option-alone", "prep {s}/corpus.txt --out {t}/o --src-lang en", r"--src-lang needs --pairs", usage=True),
     Case("prep-canary-repeats", "prep {s}/corpus.txt --out {t}/o --canaries 2 --canary-repeats 1,x", r"prep\.canary_repeats='1,x': comma-separated whole numbers"),
     Case("prep-canaries-negative", "prep {s}/corpus.txt --out {t}/o --canaries -1", r"prep\.canaries=-1 must be >= 0"),

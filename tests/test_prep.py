@@ -349,7 +349,8 @@ def test_special_token_text_in_documents_stays_text(tmp_path: Path, kind: str) -
     texts = ["hello <|endoftext|> world <|pad|> and <|unk|> more " * 3, "second document " * 5]
     _write_jsonl(tmp_path / "s.jsonl", texts)
     out = tmp_path / "out"
-    prep(tmp_path / "s.jsonl", out, kind, quiet=True, stages="none", vocab_size=300, val_fraction=0.5)
+    vocab = {"vocab_size": 300} if kind == "bpe" else {}
+    prep(tmp_path / "s.jsonl", out, kind, quiet=True, stages="none", val_fraction=0.5, **vocab)
     tok = Tokenizer.load(out)
     ids = np.concatenate([np.fromfile(f, dtype=np.uint16) for f in sorted(out.glob("*.bin"))])
     assert int((ids == tok.eos_id).sum()) == 2 and int((ids == tok.pad_id).sum()) == 0

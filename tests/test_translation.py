@@ -142,14 +142,18 @@ def test_a_tsv_header_naming_the_languages_the_other_way_round_is_refused(tmp_pa
 
 
 def test_a_split_left_empty_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Three pairs leave no test pair: prep says so (an empty validation split failed in training)."""
+    """Three pairs leave no validation or test pair: `prep --pairs` says so (an empty validation split failed in
+    training, which names it itself)."""
     lines = "".join(json.dumps({"en": f"sentence {i}", "fr": f"phrase {i}"}) + "\n" for i in range(3))
     (tmp_path / "three.jsonl").write_text(lines)
-    meta = prepare_pairs(
-        tmp_path / "three.jsonl", tmp_path / "out", vocab_size=300, val_fraction=0.1, test_fraction=0.1
+    out = tmp_path / "out"
+    assert (
+        main(["prep", "--pairs", str(tmp_path / "three.jsonl"), "--out", str(out), "--vocab-size", "300"])
+        == 0
     )
-    assert meta["pairs"] == {"train": 2, "val": 1, "test": 0}
-    assert "three.jsonl: no test pairs left of 3 read" in capsys.readouterr().err
+    assert json.loads((out / "meta.json").read_text())["pairs"] == {"train": 3, "val": 0, "test": 0}
+    said = "no val and no test pairs (too few pairs read; training needs validation ones)"
+    assert f"lmforge: warning: {out}: {said}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ def show_pairs(meta: dict[str, Any], kw: dict[str, Any]) -> None:
     )
     if meta["split"]["by"] != "document":
         print(f"  split by {meta['split']['by']}")
+    asked = {"val": meta["split"]["val_fraction"], "test": meta["split"]["test_fraction"]}
+    empty = [split for split, fraction in asked.items() if fraction and not p[split]]
+    if empty:  # training needs validation pairs, eval-translate test ones: said now, not there
+        none = " and no ".join(empty)
+        print(f"lmforge: warning: {kw['out']}: no {none} pairs (too few pairs read; training needs"
+              " validation ones)", file=sys.stderr)  # fmt: skip
 
 
 def show_texts(texts: list[str], _: dict[str, Any]) -> None:

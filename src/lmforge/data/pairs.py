@@ -206,7 +206,6 @@ def prepare_pairs(
     seed: int = 0,
     tokenizer: Any = "bpe",
     overwrite: bool = False,
-    warn_empty_splits: bool = True,
 ) -> dict[str, Any]:
     """Clean, dedup, split and tokenize sentence pairs into `out` (atomically); returns meta.json.
     `tokenizer`: the kind to train on both sides of the training split, `bpe` (byte-level, of
@@ -320,12 +319,6 @@ def prepare_pairs(
             "seconds": round(time.time() - start, 2),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    asked = {"val": val_fraction, "test": test_fraction}
-    empty = [split for split, fraction in asked.items() if fraction and not counts[split]]
-    if empty and warn_empty_splits:  # training needs validation pairs (and says so itself), eval-translate
-        # test ones: said now, not there
-        print(f"lmforge: warning: {named}: no {' and no '.join(empty)} pairs left of {total} read"
-              " (too few pairs; training needs validation ones)", file=sys.stderr)  # fmt: skip
     return meta
 
 

@@ -127,6 +127,11 @@ def prep(
     given = tokenizer if isinstance(tokenizer, Tokenizer) else None  # an existing model's (init_from)
     args = {"tokenizer": None if given else tokenizer, "vocab_size": vocab_size, "val_fraction": val_fraction}
     items, cfg = _settings(inputs, config, args | {"text_field": text_field}, options, overrides or [])
+    if given is None and cfg.data.tokenizer == "char" and cfg.is_set("data.vocab_size"):
+        raise LmforgeError(  # it was ignored, unsaid
+            f"data.vocab_size={cfg.data.vocab_size} is for the bpe tokenizer (--tokenizer bpe); a char"
+            " tokenizer's vocabulary is the text's characters"
+        )
     out = out or cfg.prep.out
     if not out:
         raise LmforgeError("prep: no output directory (pass --out or set prep.out in the recipe)")

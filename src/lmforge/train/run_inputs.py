@@ -151,7 +151,6 @@ def ensure_data(
         meta = prepare_pairs(  # RUN/data is the trainer's own: replacing an older preparation is safe
             d.input, target, d.src_lang, d.tgt_lang, d.vocab_size, longest,
             val_fraction=d.val_fraction, tokenizer=tokenizer or d.tokenizer, overwrite=True,
-            warn_empty_splits=False,  # the task names an empty validation split in its own line
         )  # fmt: skip
         write_file(source, json.dumps(wanted) + "\n")
         say(f"  {meta['pairs']} pairs, {sum(meta['tokens'].values()):,} tokens in {meta['seconds']}s")
