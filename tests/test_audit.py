@@ -240,7 +240,7 @@ def test_an_input_without_documents_is_one_line_naming_it(
     ]
     blank = tmp_path / "blank.jsonl"
     blank.write_text('{"text": ""}\n')
-    why = re.escape(f"heldout {blank}: no documents to audit (every document's 'text' is empty)")
+    why = re.escape(f"heldout {blank}: no documents to audit (skipped {blank}:1: empty text ('text'))")
     with pytest.raises(LmforgeError, match=f"^{why}$"):
         lmforge.audit(
             memorized / "model", memorized / "train.txt", heldout=blank, prefix_tokens=10, k=20, quiet=True

@@ -299,6 +299,43 @@ def test_a_long_prompt_prefills_between_the_running_rows_steps(
     batcher.run(until=lambda: running.future.done())
 
 
+def test_an_echo_of_max_tokens_0_prefills_in_chunks_between_the_running_rows_steps(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-eval's echo with max_tokens 0 scored its prompt in one forward pass at admission: a
+    3,000-token prompt stalled every running stream 16 s. It prefills in chunks like any prompt,
+    and scores what the one pass scored."""
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    job = _jobs(tmp_path)
+    batcher = Batcher()
+    running, prompt = job([1, 2, 3], 10_000), [5, 6, 7, 8] * 40  # 160 tokens: 10 chunks
+    batcher.add(running)
+    batcher.run(until=lambda: running.tokens >= 2)
+    echo = job(prompt, 0, score_prompts=True, logprobs=1)
+    batcher.add(echo)
+    seen: list[tuple[int, int]] = []
+    batcher.run(
+        until=lambda: (
+            seen.append((running.tokens, sum(p.done for _, p in batcher.prefills))) or echo.future.done()
+        )
+    )
+    during = [tokens for tokens, prefilled in seen if prefilled]
+    assert len(during) == 9 and during == list(range(during[0], during[0] + 9))  # one token a chunk
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 4096)
+    whole = job(prompt, 0, score_prompts=True, logprobs=1)
+    batcher.add(whole)
+    batcher.run(until=lambda: whole.future.done())
+    assert echo.prompt_logprobs is not None and whole.prompt_logprobs is not None
+    got, want = echo.prompt_logprobs[0], whole.prompt_logprobs[0]
+    assert [t.token for t in got] == prompt == [t.token for t in want]
+    assert [t.logprob for t in got[1:]] == pytest.approx([t.logprob for t in want[1:]], abs=1e-5)
+    running.cancel.set()
+    batcher.run(until=lambda: running.future.done())
+
+
 def test_a_request_cancelled_while_its_prompt_prefills_stops_there(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -353,6 +390,35 @@ def test_a_short_prompt_behind_a_long_one_starts_before_the_long_one_is_prefille
     batcher.run(until=lambda: long.future.done() and all(s.future.done() for s in shorts))
     for j in (long, *shorts):
         assert j.future.result()[0].ids == generate_ids(j.net, j.prompts, j.max_new_tokens, temperature=0)[0]
+
+
+def test_long_prompts_keep_their_order_and_only_short_ones_pass(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only prompts of at most half a turn pass the oldest: a second long prompt waits its turn (when
+    it shared each turn with the first, both took twice as long and both ran into --timeout)."""
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    job = _jobs(tmp_path)
+    batcher = Batcher()
+    first, second = job([5, 6, 7, 8] * 20, 2), job([1, 2, 3, 4] * 10, 2)  # 80 and 40 tokens
+    batcher.add(first)
+    batcher.add(second)
+    seen: list[tuple[int, int]] = []  # tokens prefilled of (first, second) after each turn
+    batcher.run(
+        until=lambda: (
+            seen.append(
+                tuple(next((p.done for j, p in batcher.prefills if j is x), -1) for x in (first, second))
+            )
+            or second.future.done()
+        )
+    )
+    while_first = [b for a, b in seen if 0 < a < 80]
+    assert while_first and set(while_first) == {0}  # the second waits while the first prefills
+    for j in (first, second):
+        assert j.future.result()[0].ids == generate_ids(j.net, j.prompts, 2, temperature=0)[0]
 
 
 def test_a_jobs_prompts_finishing_their_prefill_out_of_order_keep_their_order(

@@ -142,8 +142,8 @@ def test_a_tsv_header_naming_the_languages_the_other_way_round_is_refused(tmp_pa
 
 
 def test_a_split_left_empty_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Three pairs leave no validation or test pair: `prep --pairs` says so (an empty validation split failed in
-    training, which names it itself)."""
+    """Three pairs leave no validation or test pair: `prep --pairs` says so (an empty validation
+    split failed in training, which names it itself)."""
     lines = "".join(json.dumps({"en": f"sentence {i}", "fr": f"phrase {i}"}) + "\n" for i in range(3))
     (tmp_path / "three.jsonl").write_text(lines)
     out = tmp_path / "out"

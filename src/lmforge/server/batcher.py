@@ -3,8 +3,8 @@
 `Batcher.run` is one loop. Each turn it takes what the event loop handed over (jobs, and plain work
 such as a translation call, which runs at once between steps), admits waiting jobs, prefills up to
 PREFILL_CHUNK prompt tokens (inference/batching.py's `Prefill`: each prompt alone; once whole, its
-rows join its model's `DecodeBatch`; the oldest prompt takes at least half, the shortest others the
-rest), and makes one decode step for every model with rows: a token for each row, given to its
+rows join its model's `DecodeBatch`; short prompts pass within half of them, the rest goes oldest
+first), and makes one decode step for every model with rows: a token for each row, given to its
 job, then the rows that ended, were cancelled or are late leave the batch. So short prompts that
 arrive together start together, a long prompt delays the running streams by one chunk's time a
 token, not by its whole prefill, a short prompt behind a long one starts within a turn or two, and
@@ -147,9 +147,10 @@ class Batcher(Executor):
                 _fail(job, error)
                 continue
             groups = job.sequences()  # its rows, one group of n choices per prompt
-            if job.max_new_tokens <= 0:  # max_tokens 0 (echo): the prompts alone, scored by a
-                self._score(job, [None] * len(job.prompts))  # forward pass of their own
-                continue
+            if job.max_new_tokens <= 0 and not job.score_prompts:  # max_tokens 0 without logprobs:
+                self._score(job, [None] * len(job.prompts))  # nothing to compute
+                continue  # (with them, the prompts prefill in chunks like any: one forward pass
+            # of a 3,000-token prompt at admission stalled every running stream 16 s)
             try:
                 prefills = [Prefill(job.net, group, hidden=job.score_prompts) for group in groups]
             except Exception as e:  # a bug (the schemas check prompts first): this job alone fails
@@ -181,27 +182,34 @@ class Batcher(Executor):
                     self._join(job)
 
     def _shares(self) -> list[tuple[Job, Prefill, int]]:
-        """This turn's prompt tokens per prompt. The oldest prompt takes at least half the budget,
-        so it is never starved; the rest goes to the others, fewest tokens left first, so a short
-        prompt queued behind a long one starts within a turn or two instead of after the long one's
-        whole prefill (vLLM lets short prompts pass long ones so, with long_prefill_token_threshold)."""
-        if not self.prefills:
-            return []
+        """This turn's prompt tokens per prompt. Prompts with at most half the budget left pass,
+        shortest first, within half the budget: a short prompt queued behind a long one starts
+        within a turn instead of after the long one's whole prefill (vLLM's
+        long_prefill_token_threshold lets short prompts pass so). The rest goes oldest first, so
+        the oldest prompt has at least half of every turn, and long prompts keep their order: two
+        long prompts splitting each turn took twice as long, and both ran into --timeout."""
         budget = batching.PREFILL_CHUNK
-        (job, first), *others = self.prefills
-        take = min(first.left, max((budget + 1) // 2, budget - sum(p.left for _, p in others)))
-        shares = [(job, first, take)]
-        budget -= take
-        for job, prefill in sorted(others, key=lambda jp: jp[1].left):  # stable: oldest first on ties
-            if budget <= 0:
+        passing = budget // 2
+        shares: dict[int, int] = {}  # id(prefill) -> tokens this turn
+        for _, prefill in sorted(list(self.prefills)[1:], key=lambda jp: jp[1].left):
+            if prefill.left > passing:
                 break
-            shares.append((job, prefill, min(prefill.left, budget)))
-            budget -= shares[-1][2]
-        return shares
+            shares[id(prefill)], passing = prefill.left, passing - prefill.left
+        budget -= sum(shares.values())
+        for _, prefill in self.prefills:  # oldest first
+            take = min(prefill.left - shares.get(id(prefill), 0), budget)
+            if take > 0:
+                shares[id(prefill)], budget = shares.get(id(prefill), 0) + take, budget - take
+        return [(job, p, shares[id(p)]) for job, p in self.prefills if shares.get(id(p))]
 
     def _join(self, job: Job) -> None:
         """A job's prompts are whole: its rows join its batch together, as they start together."""
         job.prefilled.sort(key=lambda p: p.seqs[0].tag[1])  # in its prompts' order: shorter ones end first
+        if job.max_new_tokens <= 0:  # echo's max_tokens 0: scored from its chunked prefill, no rows
+            hidden = [torch.cat(p.states, dim=1)[0] for p in job.prefilled]  # (T, C) per prompt
+            job.prefilled = []
+            self._score(job, hidden)
+            return
         try:
             hidden = [self.batches[id(job.net)].join(p) for p in job.prefilled]
         except Exception as e:  # the batch's cache may be half joined: it starts afresh
