@@ -144,6 +144,27 @@ def test_bf16_trains(runs, name: str) -> None:
 
 
 @needs_deepspeed
+def test_zero3_reports_the_small_parameters_it_keeps_whole_as_plan_predicts(runs) -> None:
+    """ZeRO-3 keeps tensors of at most 1e5 elements whole on every rank beside their partition
+    (DeepSpeed's default stage3_param_persistence_threshold): memory_per_rank counted the
+    partition alone, half this toy's real parameter memory. The run and `lmforge plan` agree."""
+    import json
+
+    import lmforge
+
+    run = runs(
+        "zero3-default-2", 2, "--engine.name=deepspeed", "--engine.zero_stage=3", "--train.max_steps=2"
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    params = summary["parameters"]
+    assert summary["memory_per_rank"]["params"] == 4 * (-(-params // 2) + params)  # every tensor is small
+    recipe = str(ROOT / "configs" / "shakespeare-char.toml")
+    engine = ["--engine.name=deepspeed", "--engine.zero_stage=3", f"--data.input={run.parent / 'data'}"]
+    planned = lmforge.plan(recipe, [*SMALL, *engine], world_size=2)
+    assert planned["memory_per_rank"]["params"] == summary["memory_per_rank"]["params"]
+
+
+@needs_deepspeed
 def test_zero3_checkpoint_and_export_hold_the_trained_weights(runs) -> None:
     reference, zero3 = (
         runs("local", 1),

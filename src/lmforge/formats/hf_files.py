@@ -236,7 +236,7 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     may already be at `out`)."""
     check_named(hf_dir)
     owner = _earlier_output("import", hf=False)
-    if not Path(hf_dir).exists():
+    if not Path(hf_dir).exists() and Path(hf_dir).suffix != ".gguf":  # gguf.py names a missing .gguf
         raise LmforgeError(f"{hf_dir}: no such file or folder (an HF model folder or a .gguf file)")
     if Path(hf_dir).is_file() or Path(hf_dir).suffix == ".gguf":  # llama.cpp's single-file model
         from lmforge.formats.gguf import import_gguf

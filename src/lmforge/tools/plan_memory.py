@@ -10,8 +10,11 @@ autocast, else 4):
 | fsdp (FSDP2) | 4 P / N (fp32 shards) | 4 T / N | 8 S / N |
 | ZeRO-1 | w P (DeepSpeed keeps the module in bf16) | w T | 12 T / N (fp32 masters + moments) |
 | ZeRO-2 | w P | w T / N | 12 T / N |
-| ZeRO-3 | w P / N | w T / N | 12 T / N |
+| ZeRO-3 | w (P / N + K) | w T / N | 12 T / N |
 
+K is the parameters in tensors of at most 100,000 elements, which ZeRO-3 keeps whole on every
+rank beside their partition (DeepSpeed's stage3_param_persistence_threshold: norms, biases, a
+small model's every weight).
 S is the trainable parameters a step gives a gradient: torch's AdamW makes moments for those
 only (a trainable weight the step never runs would have a gradient slot and no state; lmforge's
 task models freeze theirs, so S = T); DeepSpeed's flat partitions hold every trainable
@@ -69,7 +72,7 @@ def model_states(counts: Counts, s: Setup) -> dict[str, int]:
     if s.engine == "fsdp":
         return {"params": 4 * -(-p // n), "grads": 4 * -(-t // n), "optimizer": 8 * -(-counts.stepped // n)}
     return {
-        "params": w * (p if s.stage < 3 else -(-p // n)),
+        "params": w * (p if s.stage < 3 else -(-p // n) + counts.persistent),
         "grads": w * t // (1 if s.stage == 1 else n),
         "optimizer": 12 * -(-t // n),
     }

@@ -55,6 +55,22 @@ class Counts:
     flops_per_token: float  # training FLOPs per token (see flops_per_token)
     matmul_trained: int  # weights of matmuls that train (6 FLOPs each per token)
     matmul_frozen: int  # weights of frozen matmuls (4 FLOPs each: no weight gradient)
+    persistent: int = 0  # in tensors of at most PERSISTENT elements, which ZeRO-3 keeps whole too
+
+
+# DeepSpeed's stage3_param_persistence_threshold (its default, which lmforge keeps): ZeRO-3 keeps a
+# parameter tensor this small whole on every rank, beside its partition.
+PERSISTENT = 100_000
+
+
+def persistent_params(m: Module) -> int:
+    """`m`'s parameters in tensors of at most PERSISTENT elements (a linear's weight and bias apart;
+    another module's tensors counted as one, as its norms' gain and bias are equal halves)."""
+    if m.linear:
+        weight = m.linear[0] * m.linear[1]
+        bias = m.params - weight
+        return (weight if weight <= PERSISTENT else 0) + (bias if 0 < bias <= PERSISTENT else 0)
+    return m.params if m.params <= PERSISTENT else 0
 
 
 def mlp_hidden(c: ModelConfig) -> int:
@@ -208,6 +224,8 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
         else flops_per_token(c, trained, frozen, seq_len),
         matmul_trained=trained,
         matmul_frozen=frozen,
+        persistent=sum(persistent_params(m) * m.repeat for m in own)
+        + sum(persistent_params(m) * m.repeat for m in adapters),
     )
 
 

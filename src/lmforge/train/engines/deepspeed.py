@@ -214,7 +214,10 @@ class DeepSpeedEngine(Engine):
             zero._lazy_init_hp_params_optimizer_state()
 
     def memory(self) -> dict[str, int]:
-        params = [getattr(p, "ds_tensor", p) for _, p in self._parameters()]  # ZeRO-3: own partition
+        params = [getattr(p, "ds_tensor", p) for _, p in self._parameters()]  # ZeRO-3: own partition,
+        params += [p.data for _, p in self._parameters() if getattr(p, "ds_persist", False)]  # and the
+        # small tensors it keeps whole beside it (stage3_param_persistence_threshold): half a small
+        # model's real parameter memory went unreported
         moments = [t for s in self._basic_optimizer().state.values() for t in s.values() if t.dim() > 0]
         width = 4 if self.plan.dtype == torch.float32 else 2
         numel = sum(getattr(p, "ds_numel", p.numel()) for _, p in self._trained())
