@@ -174,12 +174,14 @@ def test_arguments_become_keywords(calls: Calls) -> None:
     assert cli.main(["train", "r.toml", "--init-from", "M", "--train.max_steps=3", "--quiet"]) == 0
     assert cli.main(["translate", "m", "--beam", "2", "one", "two"]) == 0
     assert cli.main(["generate", "m", "--prompt", "a", "--prompt", "b", "--no-cache", "--top-k", "0"]) == 0
+    assert cli.main(["generate", "m", "--prompt", "a"]) == 0
     assert cli.main(["launch", "--nproc=2", "train", "x", "--engine.name=ddp", "--debug"]) == 0
     assert cli.main(["prep", "a", "b", "--stages", "none", "--prep.min_chars=5", "--vocab-size", "9"]) == 0
     assert [kwargs for _, kwargs in calls.calls] == [
         {"config": "r.toml", "quiet": True, "overrides": ["--train.max_steps=3", "--train.init_from=M"]},
         {"model": "m", "beam": 2, "texts": ["one", "two"]},
-        {"model": "m", "prompt": ["a", "b"], "use_cache": False, "top_k": 0, "stream": True},
+        {"model": "m", "prompt": ["a", "b"], "use_cache": False, "top_k": 0, "stream": False},  # a batch
+        {"model": "m", "prompt": ["a"], "stream": True},  # one prompt streams as it is generated
         {"nproc": 2, "args": ["train", "x", "--engine.name=ddp", "--debug"]},  # the children's
         {"inputs": ["a", "b"], "stages": "none", "vocab_size": 9, "overrides": ["--prep.min_chars=5"]},
     ]
@@ -364,3 +366,28 @@ def test_a_reader_gone_away_is_no_traceback() -> None:
     proc.stdout.close()  # type: ignore[union-attr] - the reader leaves at once
     err = proc.stderr.read().decode()  # type: ignore[union-attr]
     assert proc.wait(timeout=120) == 1 and err == ""
+
+
+def test_generate_with_several_prompts_prints_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--prompt a --prompt b` is a batch (its --help says so); the CLI always asked generate() to
+    stream, which refuses several prompts, so every batch was `stream=True ... 2 were given`."""
+    from serve_helpers import make_endless_gpt
+
+    model = make_endless_gpt(tmp_path)
+    argv = [
+        "generate",
+        str(model),
+        "--prompt",
+        "ab",
+        "--prompt",
+        "cd",
+        "--max-new-tokens",
+        "3",
+        "--temperature",
+        "0",
+    ]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("-" * 40) == 2 and "ab" in out and "cd" in out

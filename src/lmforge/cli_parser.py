@@ -74,7 +74,9 @@ class Verb:
     overrides: bool = False  # takes --section.key=value strings as `overrides`
     config_sections: tuple[str, ...] = ()  # the config keys `--help` lists
     switch: Switch | None = None
-    fixed: dict[str, Any] = field(default_factory=dict)  # keywords the CLI always passes
+    fixed: dict[str, Any] = field(
+        default_factory=dict
+    )  # keywords the CLI always passes (a callable: of the others)
     before: Callable[[dict[str, Any]], None] | None = None  # called with the keywords before the import
 
 
@@ -239,7 +241,7 @@ def keywords(
     if overrides:
         kwargs["overrides"] = overrides
     target = verb.switch.target if verb.switch and switched else verb.target
-    return target, kwargs | verb.fixed
+    return target, kwargs | {k: v(kwargs) if callable(v) else v for k, v in verb.fixed.items()}
 
 
 def run(verb: Verb, sub: VerbParser, args: argparse.Namespace, extra: list[str]) -> int:

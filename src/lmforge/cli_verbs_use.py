@@ -51,7 +51,8 @@ USE_VERBS: dict[str, Verb] = {
             opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
         ),
         show.show_texts,
-        fixed={"stream": True},  # streams a single prompt to stdout
+        fixed={"stream": lambda kw: len(kw.get("prompt") or []) <= 1},  # one prompt streams to stdout;
+        # a batch prints when it is done (always streaming refused several --prompt since c167b09)
         switch=Switch("--runtime", "lmforge.inference.onnx_runner:generate_onnx",
                       "torch: the PyTorch model (generate); onnx: an `export --format onnx` folder in"
                       " ONNX Runtime (generate_onnx)", show.show_texts, choices=("torch", "onnx")),
