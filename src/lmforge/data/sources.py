@@ -129,10 +129,10 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
             files += [p for p in matches if p.is_file()]
     if not files:
         raise LmforgeError(f"{', '.join(map(str, items))}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
-    seen: set[str] = (
-        set()
-    )  # a file reached twice (named twice; a `**` glob through a linked loop) is read once
-    return [f for f in files if not (os.path.realpath(f) in seen or seen.add(os.path.realpath(f)))]
+    once: dict[str, Path] = {}  # a file reached twice (named twice; a ** glob through a linked loop)
+    for file in files:  # is read once, where it was first found
+        once.setdefault(os.path.realpath(file), file)
+    return list(once.values())
 
 
 def _hidden(file: Path, folder: Path) -> bool:

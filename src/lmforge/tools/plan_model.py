@@ -224,8 +224,7 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
         else flops_per_token(c, trained, frozen, seq_len),
         matmul_trained=trained,
         matmul_frozen=frozen,
-        persistent=sum(persistent_params(m) * m.repeat for m in own)
-        + sum(persistent_params(m) * m.repeat for m in adapters),
+        persistent=sum(persistent_params(m) * m.repeat for m in [*own, *adapters]),
     )
 
 
