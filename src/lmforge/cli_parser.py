@@ -74,9 +74,7 @@ class Verb:
     overrides: bool = False  # takes --section.key=value strings as `overrides`
     config_sections: tuple[str, ...] = ()  # the config keys `--help` lists
     switch: Switch | None = None
-    fixed: dict[str, Any] = field(
-        default_factory=dict
-    )  # keywords the CLI always passes (a callable: of the others)
+    fixed: dict[str, Any] = field(default_factory=dict)  # keywords the CLI passes (callable: of the others)
     before: Callable[[dict[str, Any]], None] | None = None  # called with the keywords before the import
 
 

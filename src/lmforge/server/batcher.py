@@ -147,10 +147,11 @@ class Batcher(Executor):
                 _fail(job, error)
                 continue
             groups = job.sequences()  # its rows, one group of n choices per prompt
-            if job.max_new_tokens <= 0 and not job.score_prompts:  # max_tokens 0 without logprobs:
-                self._score(job, [None] * len(job.prompts))  # nothing to compute
-                continue  # (with them, the prompts prefill in chunks like any: one forward pass
-            # of a 3,000-token prompt at admission stalled every running stream 16 s)
+            # max_tokens 0 without logprobs has nothing to compute; with them, its prompts prefill in
+            # chunks like any (one pass at admission stalled every stream 16 s for 3,000 tokens)
+            if job.max_new_tokens <= 0 and not job.score_prompts:
+                self._score(job, [None] * len(job.prompts))
+                continue
             try:
                 prefills = [Prefill(job.net, group, hidden=job.score_prompts) for group in groups]
             except Exception as e:  # a bug (the schemas check prompts first): this job alone fails
