@@ -11,7 +11,7 @@ Each line is `{"id", "set", "source", "text", "items"}`: a stretch of real shipp
 (Shakespeare, Moby Dick, Austen, the Bible and LibreOffice help of en-fr.jsonl.xz, English and
 French, review snippets; `source` names which) into which this script planted
 - `set: "pii"`: 1-3 personal data items, each `{"start", "end", "kind", "format", "locale"}`
-  (kind: email, phone, ip, card, iban, ssn; an ip item also has `"scope"`: public or private);
+  (kind: email, phone, ip, card, iban, ssn, login; an ip item also has `"scope"`: public or private);
 - `set: "trap"`: 1-3 numbers that are not personal data and that a scrubber may mistake for some
   (dates, times, ISBNs, version numbers, prices, Bible references, MAC addresses...), each
   `{"start", "end", "kind": "trap", "format"}`: any replacement inside one is a false positive.
@@ -60,6 +60,7 @@ CONTEXT = {
     "card": ["Card number {} was charged.", "Carte bancaire : {}", "Paid with {}.", "{}"],
     "iban": ["IBAN: {}", "Please transfer the sum to {}.", "Virement sur le compte {}.", "{}"],
     "ssn": ["SSN {}", "Social Security number: {}", "his social security number is {}", "{}"],
+    "login": ["Connect with {}.", "DATABASE_URL={}", "git clone {}", "Le serveur : {}", "{}"],
 }
 
 
@@ -293,6 +294,55 @@ def ssn(rng: random.Random) -> Item:
     return f"{digits[:3]}{sep}{digits[3:5]}{sep}{digits[5:]}", "dashes" if sep == "-" else "spaces", "US", {}
 
 
+URL_SCHEMES = [
+    "https",
+    "http",
+    "ftp",
+    "sftp",
+    "postgres",
+    "mysql",
+    "mongodb+srv",
+    "redis",
+    "amqp",
+    "smtp",
+    "ssh",
+]
+URL_HOSTS = [
+    "db.example.com",
+    "example.org",
+    "git.corp.example",
+    "localhost",
+    "cache.internal",
+    "mail.exemple.fr",
+]
+PASSWORD_CHARS = string.ascii_letters + string.digits + "-._~!$&'()*+,;="
+
+
+def login(rng: random.Random) -> Item:
+    """The user name and password of a URL (the item), its scheme and host the text around it."""
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    user = rng.choice(
+        [first, f"{first}.{last}", f"{first[0]}{last}", "admin", "root", "deploy", f"{first}%40mail.com"]
+    )
+    password = "".join(rng.choice(PASSWORD_CHARS) for _ in range(rng.randint(6, 20)))
+    if rng.random() < 0.2:
+        password += rng.choice(["%40", "%2F", "%3A", "%23"]) + str(rng.randint(0, 99))  # escaped @ / : #
+    fmt = rng.choice(["user:password", "user:password", "user:password", "user", ":password"])
+    userinfo = {"user:password": f"{user}:{password}", "user": user, ":password": f":{password}"}[fmt]
+    host = rng.choice(URL_HOSTS) + rng.choice(["", f":{rng.randint(1024, 65535)}"])
+    after = f"@{host}" + rng.choice(["", "/", "/app", "/repo.git", "/db?sslmode=require"])
+    scheme = rng.choice(URL_SCHEMES)
+    return (
+        userinfo,
+        f"{scheme} {fmt}",
+        "unicode" if any(ord(c) > 127 for c in user) else "ascii",
+        {
+            "before": f"{scheme}://",
+            "after": after,
+        },
+    )
+
+
 GENERATORS: dict[str, Callable[[random.Random], Item]] = {
     "email": email,
     "phone": phone,
@@ -301,6 +351,9 @@ GENERATORS: dict[str, Callable[[random.Random], Item]] = {
     "iban": iban,
     "ssn": ssn,
 }
+# Kinds added after the set was first drawn: their documents come after the others, drawn with
+# their own seed, so that the earlier documents stay as they were.
+LATER_KINDS: dict[str, Callable[[random.Random], Item]] = {"login": login}
 
 
 # -- traps: numbers that are not personal data ---------------------------------------------------
@@ -420,7 +473,14 @@ def build() -> list[dict]:
     todo_pii = [kind for kind in GENERATORS for _ in range(PER_KIND)]
     rng.shuffle(todo_pii)
     todo_trap = ["trap"] * TRAPS
-    for name, todo in (("pii", todo_pii), ("trap", todo_trap)):
+    todo_later = [kind for kind in LATER_KINDS for _ in range(PER_KIND)]
+    for name, todo, later in (
+        ("pii", todo_pii, False),
+        ("trap", todo_trap, False),
+        ("pii", todo_later, True),
+    ):
+        if later:
+            rng = random.Random(SEED + 1)
         while todo:
             n = rng.randint(1, 3)
             kinds, todo = todo[:n], todo[n:]
@@ -430,11 +490,14 @@ def build() -> list[dict]:
                     value, fmt = trap(rng)
                     pieces.append(("{}", value, kind, {"format": fmt}))
                 else:
-                    value, fmt, locale, extra = GENERATORS[kind](rng)
+                    value, fmt, locale, extra = (GENERATORS | LATER_KINDS)[kind](rng)
                     label = {"format": fmt, "locale": locale, **extra}
                     pieces.append((rng.choice(CONTEXT[kind]), value, kind, label))
             source, passage = passages[p % len(passages)]
             p += 1
+            while later and "@" in passage:  # an address of the help's own ("mon.nom@...") is no item
+                source, passage = passages[p % len(passages)]
+                p += 1
             text, items = _plant(rng, passage, pieces)
             records.append(
                 {

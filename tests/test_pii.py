@@ -16,6 +16,7 @@ from lmforge.data.report import Report, StageStats
 from lmforge.errors import LmforgeError
 
 FOUND = {
+    "login": ["alice:s3cret", "admin:Pa55w0rd!", "bob", ":onlypass", "u:p%40ss:w"],  # of a URL: below
     "email": [
         "juliet.capulet@verona.example.com",
         "j_smith+news@mail.example.co.uk",
@@ -38,6 +39,7 @@ FOUND = {
         "+48 512 385 786",  # grouped like thousands, but "+" says phone
         "（０３）１２３４－５６７８",  # full-width digits and punctuation, as Japanese text writes them
     ],
+    "phone_after_cue": ["612 345 678", "2 147 483 647"],  # grouped like thousands: a phone word says phone
     "ip": [
         "8.8.4.4",
         "192.168.1.20",
@@ -86,15 +88,33 @@ LEFT = [
     "9783161484100",  # an ISBN-13 is Luhn-valid-looking but no issuer starts with 9
     "000-12-3456 and 666-12-3456",  # SSN areas the SSA never issues
     "DE89 3704 0044 0532 0130 01",  # IBAN checksum fails
+    "Invoice 2024-000123, ID 0123456789, order #4155550134",  # numbers of other kinds
+    "count 1 2 3 4 5 6 7 8 9 10",  # digits spaced one by one
+    "612 345 678 habitants and 2 147 483 647 bytes",  # thousands with no phone word
+    "http://example.com/@user and ssh://@host",  # no userinfo
 ]
 
 
 @pytest.mark.parametrize("kind,item", [(k, i) for k, items in FOUND.items() for i in items])
 def test_each_kind_is_found_in_several_formats(kind: str, item: str) -> None:
-    text = f"The players came in. Reach me at {item} tomorrow.\nExeunt."
+    head, tail = {"login": ("postgres://", "@db.example.com:5432/app")}.get(kind, ("", ""))
+    lead = "The players came in. Reach me at " if kind != "phone_after_cue" else "Llame al "
+    text = f"{lead}{head}{item}{tail} tomorrow.\nExeunt."
+    kind = kind.removesuffix("_after_cue")
     scrubbed, spans = PII().scrub(text)
     assert [(text[s:e], k) for s, e, k in spans] == [(item, kind)]
-    assert scrubbed == f"The players came in. Reach me at <{kind.upper()}> tomorrow.\nExeunt."
+    assert scrubbed == f"{lead}{head}<{kind.upper()}>{tail} tomorrow.\nExeunt."
+
+
+def test_a_url_loses_its_login_and_nothing_more() -> None:
+    # email would take `s3cret@example.com` (the user name left) or `//x.com/a?u=ann` with an address
+    cases = {
+        "see https://alice:s3cret@example.com/x": "see https://<LOGIN>@example.com/x",
+        "https://x.com/a?u=ann@b.com": "https://x.com/a?u=<EMAIL>",
+        "ftp://bob:hunter2@10.0.0.5/f": "ftp://<LOGIN>@<IP>/f",
+    }
+    for text, scrubbed in cases.items():
+        assert PII().scrub(text)[0] == scrubbed
 
 
 @pytest.mark.parametrize("text", LEFT)

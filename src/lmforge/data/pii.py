@@ -1,6 +1,6 @@
-"""PII scrubbing: e-mail addresses, phone numbers, IP addresses, payment card numbers, IBANs and
-US social security numbers are replaced by placeholders (`<EMAIL>`, `<PHONE>`, `<IP>`, `<CARD>`,
-`<IBAN>`, `<SSN>`).
+"""PII scrubbing: the user name and password of a URL, e-mail addresses, phone numbers, IP
+addresses, payment card numbers, IBANs and US social security numbers are replaced by
+placeholders (`<LOGIN>`, `<EMAIL>`, `<PHONE>`, `<IP>`, `<CARD>`, `<IBAN>`, `<SSN>`).
 
 Each kind is found by a cheap candidate pattern and confirmed by a check that random numbers
 rarely pass: phone numbers by `phonenumbers` (Google's libphonenumber: the number must be valid
@@ -26,15 +26,20 @@ from stdnum.us import ssn as stdnum_ssn
 from lmforge.data.report import StageStats
 from lmforge.errors import LmforgeError
 
-KINDS = ("email", "iban", "card", "ssn", "ip", "phone")  # also the priority order on overlaps
+KINDS = ("login", "email", "iban", "card", "ssn", "ip", "phone")  # also the priority order on overlaps
 PLACEHOLDER = {kind: f"<{kind.upper()}>" for kind in KINDS}
 IP_POLICIES = ("all", "public")
 DEFAULT_REGIONS = "US,GB,FR,DE,ES,IT,NL,BE,CH,IN,AU,BR"
 
 Span = tuple[int, int, str]  # (start, end, kind), end exclusive
 
+# The userinfo of a URL (RFC 3986): `user:password` in `postgres://user:password@host/db`, or
+# a user alone. Before `email`, which would take `password@host` and leave the user name.
+LOGIN = re.compile(r"(?<=://)(?=[^\s/?#@]+@)[\w.~%!$&'()*+,;=-]*(?::[^\s/?#@]*)?(?=@[\w\[])")
+# RFC 5322 allows "/", "=" and "?" in the local part, but addresses have none and URLs are
+# full of them: `https://x.com/a?u=ann@b.com` loses only the address.
 EMAIL = re.compile(
-    r"(?<![\w.+-])[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+    r"(?<![\w.+-])[\w!#$%&'*+^`{|}~-]+(?:\.[\w!#$%&'*+^`{|}~-]+)*"
     r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,}\b"
 )
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
@@ -61,13 +66,16 @@ SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
 PHONE_CANDIDATE = re.compile(r"\d(?:[ \t().\-/（）－‐‑]{0,3}\d){5,}")  # full-width punctuation too
 PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher ("+", "tel:", "(")
 # What the matcher accepts as a valid number in some region but is not one: dates (05.12.2021,
-# 1885-06-08), year ranges (1641-1665), dotted quads (255.255.255.0), thousands (2 147 483 647,
-# 726.124.770), the SSN layout (666-12-3456: one the SSA never issues) and dashed ISBNs
-# (0-306-40615-2: a last group of one digit), decimals (0.7768698399).
+# 1885-06-08), year ranges (1641-1665), dotted quads (255.255.255.0), the SSN layout
+# (666-12-3456: one the SSA never issues), dashed ISBNs (0-306-40615-2: a last group of one
+# digit), decimals (0.7768698399), a year and a serial number (invoice 2024-000123).
 NOT_PHONE = re.compile(
     r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4,}-\d{2}-\d{2}|1[0-9]\d\d-(?:1[0-9]|20)\d\d|\d{1,3}(?:\.\d{1,3}){3}"
-    r"|\d{1,3}([ .,])\d{3}(?:\2\d{3})*|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+"
+    r"|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+|(?:1[89]|20)\d\d-\d{5,}"
 )
+# Thousands (2 147 483 647, 726.124.770): a phone number only after a phone word, as Spanish and
+# Polish mobiles are written ("Llame al 612 345 678").
+THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*")
 ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s?\Z")
 # A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
 ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
@@ -79,7 +87,14 @@ IN_NUMBER_AFTER = re.compile(r"[.,]?\d|\.[^\W\d]")
 # 20860147) is a phone number only after a word that says so.
 PHONE_CUE = re.compile(
     r"(?i)(?:phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|t[ée]l[ée]phone"
-    r"|appel|portable|tel[ée]fono|llam|telefon|anruf|ruf|handy|cellulare|chiam)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
+    r"|appel|portable|tel[ée]fono|llam|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
+    r"|zadzwo|kom[óo]rk)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
+)
+# A number after a word that names another kind of number is not a phone number (ID 0123456789,
+# order #4155550134), unless a phone word comes first ("phone no. 0123456789").
+OTHER_NUMBER_BEFORE = re.compile(
+    r"(?i)\b(?:id|invoice|order|ref|reference|account|acct|serial|ticket|case|tracking|customer|member"
+    r"|policy|receipt|transaction|isin|ean|upc|sku|no|nr|n°|#)\W{0,3}\Z"
 )
 
 
@@ -92,8 +107,16 @@ def _in_number(text: str, start: int, end: int) -> bool:
 def _phone_ok(text: str, start: int, end: int) -> bool:
     """Rules for what the matcher finds valid but prose uses for other numbers."""
     number = text[start:end]
+    cue = bool(PHONE_CUE.search(text, max(0, start - 24), start))
     if NOT_PHONE.fullmatch(number) or _in_number(text, start + (number[0] == "+"), end):
         return False  # ("+" starts a new number even right after another)
+    if THOUSANDS.fullmatch(number) and not cue:
+        return False
+    if not cue and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
+        return False
+    groups = re.findall(r"\d+", number)  # digits spaced out one by one: a count, lottery numbers
+    if len(groups) >= 5 and sum(len(g) == 1 for g in groups) * 2 > len(groups):
+        return False
     if number.startswith("(") and ")" not in number:  # "(-32768 - 32767)", "(0-65535)"
         return False
     if set(number) <= set("01"):  # a binary number
@@ -104,9 +127,7 @@ def _phone_ok(text: str, start: int, end: int) -> bool:
         return False
     marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
     digits = sum(c.isdigit() for c in number)
-    if not marked and digits < 9:
-        return bool(PHONE_CUE.search(text, max(0, start - 24), start))
-    return True
+    return marked or digits >= 9 or cue
 
 
 def _card_ok(text: str) -> bool:
@@ -146,6 +167,7 @@ class PII:
             if region not in phonenumbers.SUPPORTED_REGIONS:
                 raise LmforgeError(f"prep.pii_phone_regions: {region!r} is not a region phonenumbers knows")
         finders: dict[str, Callable[..., Iterator[tuple[int, int]]]] = {
+            "login": self._logins,
             "email": self._emails,
             "iban": self._ibans,
             "card": self._cards,
@@ -166,6 +188,10 @@ class PII:
                 if not any(start < e and s < end for s, e, _ in taken):
                     taken.append((start, end, kind))
         return sorted(taken)
+
+    def _logins(self, text: str) -> Iterator[tuple[int, int]]:
+        if "://" in text:
+            yield from (m.span() for m in LOGIN.finditer(text))
 
     def _emails(self, text: str) -> Iterator[tuple[int, int]]:
         if "@" in text:
@@ -222,7 +248,10 @@ class PII:
         at the first region that finds a number covering the whole run."""
         for c in PHONE_CANDIDATE.finditer(text):
             plus = c.start() > 0 and text[c.start() - 1] == "+"  # +48 512 385 786 is no thousands
-            if (NOT_PHONE.fullmatch(c.group()) and not plus) or any(
+            thousands = THOUSANDS.fullmatch(c.group()) and not PHONE_CUE.search(
+                text, max(0, c.start() - 24), c.start()
+            )
+            if ((NOT_PHONE.fullmatch(c.group()) or thousands) and not plus) or any(
                 c.start() < e and s < c.end() for s, e, _ in taken
             ):
                 continue
