@@ -304,6 +304,25 @@ def test_a_reply_stops_where_the_context_is_full(
     assert "leaving no room for a reply: shorten it" in capsys.readouterr().err
 
 
+def test_commands_and_their_typos_never_reach_the_model(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/clear and /RESET clear as /reset; a mistyped command (/rest) was sent to the model as a
+    message and answered; it is named and, from stdin, counted as not answered. A message that
+    starts with a path is a message; /quit ends the session."""
+    lines = ["Who is the king?", "/RESET", "/rest", "/help", "Who is the king?", "/clear", "/etc/hosts"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join([*lines, "/quit", "never read"]) + "\n"))
+    with pytest.raises(LmforgeError, match=r"^1 message not answered \(see above\)$"):
+        chat(llama, system="Be brief.", do_sample=False, max_new_tokens=4, dtype="fp32")
+    out = capsys.readouterr()
+    kept = ["Who is the king?", "/reset", "Who is the king?", "/reset", "/etc/hosts"]
+    replies = expected_replies(llama, "Be brief.", kept, 4)
+    assert out.out == "".join(r + "\n" for r in replies) and replies[0] == replies[1]
+    assert out.err.count("(history cleared)") == 2
+    assert "lmforge: not sent: unknown command /rest: /reset (or /clear) clears the history" in out.err
+    assert "never read" not in out.out and len(replies) == 3
+
+
 def test_no_new_tokens_is_refused_before_the_model_loads(tmp_path: Path) -> None:
     """It printed an empty reply to every message; ask refused it already."""
     with pytest.raises(LmforgeError, match=r"^max_new_tokens=0 must be >= 1: a reply is what is generated$"):

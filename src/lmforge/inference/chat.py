@@ -19,6 +19,7 @@ is full (with one line), never sliding past it.
 from __future__ import annotations
 
 import io
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -203,6 +204,21 @@ def fit_context(
     return messages, ids, dropped
 
 
+COMMANDS = dict.fromkeys(["/exit", "/quit", "/bye"], "exit") | dict.fromkeys(["/reset", "/clear"], "reset")
+COMMANDS |= dict.fromkeys(["/help", "/?"], "help")
+KNOWN_COMMANDS = "/reset (or /clear) clears the history, /exit (or /quit) quits"
+
+
+def chat_command(line: str) -> str | None:
+    """What a line asks of the session: "exit", "reset", "help", "unknown command /x" for a single
+    word of letters after a slash (a typo of a command, which the model would answer), or None for
+    a message (`/usr/bin/python fails` and `/etc/hosts` are messages)."""
+    word = line.strip()
+    if word.lower() in COMMANDS:
+        return COMMANDS[word.lower()]
+    return f"unknown command {word}" if re.fullmatch(r"/[A-Za-z]+", word) else None
+
+
 def chat(
     model: str | Path,
     system: str | None = None,
@@ -255,7 +271,7 @@ def chat(
     if isinstance(sys.stdin, io.TextIOWrapper):  # a bad byte reaches the tokenizer, which names it
         sys.stdin.reconfigure(errors="surrogateescape")
     if interactive:
-        print(f"chatting with {directory} (/reset clears the history, /exit quits)", file=sys.stderr)
+        print(f"chatting with {directory} (/reset clears the history, /exit quits, /help)", file=sys.stderr)
         faster = compile_choice.faster_in_fp32(net) if compile == "auto" and dtype == "auto" else None
         if faster is not None:  # auto chose bf16 by eager steps, and leaves bf16 eager
             print(
@@ -275,11 +291,17 @@ def chat(
         if not interactive and not line:
             break
         text = line.rstrip("\r\n")
-        if text.strip() == "/exit":
+        command = chat_command(text)
+        if command == "exit":
             break
-        if text.strip() == "/reset":
+        if command == "reset":
             history = list(start)
             print("(history cleared)", file=sys.stderr)
+            continue
+        if command is not None:  # help, or a word the model should not get as a message
+            said = KNOWN_COMMANDS if command == "help" else f"not sent: {command}: {KNOWN_COMMANDS}"
+            print(f"lmforge: {said}", file=sys.stderr)
+            unanswered += command != "help" and not interactive
             continue
         if not text.strip():
             continue
