@@ -166,6 +166,10 @@ def test_sampling_with_a_seed_matches_pytorch(gpt_export: tuple[Path, Path]) -> 
     source, out = gpt_export
     kw = {"max_new_tokens": 24, "temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 7}
     assert generate_onnx(out, ["the ki", "a"], **kw) == generate(source, ["the ki", "a"], dtype="fp32", **kw)
+    kw["stop"] = ["e", "\n"]  # stop strings end each row alike
+    cut = generate_onnx(out, ["the ki", "a"], **kw)
+    assert cut == generate(source, ["the ki", "a"], dtype="fp32", **kw)
+    assert "e" not in cut[0][6:] + cut[1][1:]
 
 
 @SLOW

@@ -49,6 +49,8 @@ USE_VERBS: dict[str, Verb] = {
                 action=argparse.BooleanOptionalAction, alt=False),
             opt("--dtype", "weights dtype", alt=False, **DTYPE),
             opt("--truncate-prompt", "keep the last tokens of a too-long prompt", action="store_true"),
+            opt("--stop", "end the text before this string, left out (repeat for several; a newline:"
+                " --stop $'\\n')", action="append"),
         ),
         show.show_texts,
         fixed={"stream": lambda kw: len(kw.get("prompt") or []) <= 1},  # one prompt streams to stdout;

@@ -41,8 +41,9 @@ from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.compiled_decode import check_compilable
-from lmforge.inference.generate import TextStream, generate_ids
+from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options, check_some_new_tokens
+from lmforge.inference.text_stream import TextStream
 from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer, check_text
 

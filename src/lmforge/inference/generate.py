@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
 
 import torch
 
@@ -24,10 +23,13 @@ from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
+from lmforge.inference.text_stream import StopWatch, TextStream, check_stops, cut_at_stop
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
+
+OnToken = Callable[[int, int], bool | None]  # (row, token): True ends the row (a stop string)
 
 
 def sample_next(
@@ -193,7 +195,7 @@ def generate_ids(
     use_cache: bool = True,
     seed: int | None = None,
     truncate: bool = False,
-    on_token: Callable[[int, int], None] | None = None,
+    on_token: OnToken | None = None,
     compile: bool | str = False,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
@@ -203,9 +205,10 @@ def generate_ids(
     gives the tokens it would alone, up to floating-point summation order). With a seed, row i
     samples from its own generator (row_generator), so it draws what it would in any other batch
     where it is row i. on_token(prompt index, token id) is called as each token is chosen (for
-    streaming). compile: each prompt in turn, its steps compiled (inference/compiled_decode.py);
-    "auto": one prompt switches to the compiled step once this machine's measurements say it pays
-    back (inference/compile_choice.py), several decode eagerly as one batch.
+    streaming); when it returns True the row ends there (a stop string: inference/text_stream.py).
+    compile: each prompt in turn, its steps compiled (inference/compiled_decode.py); "auto": one
+    prompt switches to the compiled step once this machine's measurements say it pays back
+    (inference/compile_choice.py), several decode eagerly as one batch.
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
@@ -236,8 +239,8 @@ def generate_ids(
     return collect_tokens(steps, len(prompts), stops, on_token)
 
 
-def _as_row(on_token: Callable[[int, int], None], row: int, _: int, token: int) -> None:
-    on_token(row, token)
+def _as_row(on_token: OnToken, row: int, _: int, token: int) -> bool | None:
+    return on_token(row, token)
 
 
 def check_prompts(prompts: list[list[int]], context: int, truncate: bool) -> list[list[int]]:
@@ -256,7 +259,7 @@ def collect_tokens(
     steps: Iterable[torch.Tensor],
     rows: int,
     stops: frozenset[int],
-    on_token: Callable[[int, int], None] | None,
+    on_token: OnToken | None,
 ) -> list[list[int]]:
     """Each row's tokens from a stream of per-step (rows,) token tensors, up to its first stop id
     (not kept); stops reading once every row has stopped."""
@@ -268,8 +271,8 @@ def collect_tokens(
                 done[i] = True
                 continue
             outputs[i].append(token)
-            if on_token is not None:
-                on_token(i, token)
+            if on_token is not None and on_token(i, token):  # a stop string ended the row's text
+                done[i] = True
         if all(done):
             break
     return outputs
@@ -288,27 +291,6 @@ def stop_set(eos_id: int | Iterable[int] | None) -> frozenset[int]:
     if eos_id is None:
         return frozenset()
     return frozenset([int(eos_id)] if isinstance(eos_id, int) else (int(i) for i in eos_id))
-
-
-class TextStream:
-    """Writes a continuation's text as its tokens arrive. It decodes the whole continuation each
-    time, since a BPE token may be part of a UTF-8 character, and holds back text that ends
-    mid-character."""
-
-    def __init__(self, tokenizer: Tokenizer, out: TextIO | None = None) -> None:
-        self.tokenizer = tokenizer
-        self.out = out  # None: sys.stdout at the time of writing
-        self.ids: list[int] = []
-        self.text = ""
-
-    def __call__(self, _: int, token: int) -> None:  # generate_ids' on_token(prompt index, token)
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        if not text.endswith("\ufffd"):
-            out = self.out or sys.stdout
-            out.write(text[len(self.text) :])
-            out.flush()
-            self.text = text
 
 
 def encode_prompts(tokenizer: Tokenizer, prompts: list[str]) -> list[list[int]]:
@@ -331,6 +313,7 @@ def generate(
     use_cache: bool = True,
     dtype: str = "auto",
     compile: bool | str = "auto",
+    stop: str | list[str] | None = None,
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
@@ -342,7 +325,8 @@ def generate(
     each prompt through a compiled step (inference/compiled_decode.py): faster per token on the
     CPU, after a wait for its compile or load; "auto" (the default) switches to it when this
     machine's measurements say the wait pays back (inference/compile_choice.py), and says so on
-    stderr after the text.
+    stderr after the text. stop: a text (or several) that ends a continuation, left out of it, as
+    OpenAI's `stop` (the prompt is not searched).
     """
     check_options(
         max_new_tokens=max_new_tokens,
@@ -356,17 +340,18 @@ def generate(
         compile=compile,
     )
     prompts = check_texts(prompt, "prompt")
+    stops = check_stops(stop)
     if stream and len(prompts) > 1:  # their tokens would interleave on stdout
         raise LmforgeError(f"stream=True writes one prompt's text as it comes; {len(prompts)} were given")
     net, tokenizer = load_model(model)
     net, why = to_inference_dtype(require_decoder(net, model), dtype)
-    stops = stop_ids(resolve_model_dir(model), tokenizer.eos_id)  # every EOS id, as transformers stops at
+    eos = stop_ids(resolve_model_dir(model), tokenizer.eos_id)  # every EOS id, as transformers stops at
     if compile is True:  # before a streamed prompt is echoed
         check_compilable(net, 1, None, use_cache)
     ids = encode_prompts(tokenizer, prompts)
     compile_choice.switches.clear()
-    echo = TextStream(tokenizer)
     streaming = stream and len(prompts) == 1
+    watch = TextStream(tokenizer, stops=stops) if streaming else StopWatch(tokenizer, len(ids), stops)
     if streaming:  # a prompt too long for the context fails before it is echoed
         check_prompt(ids[0], net.config.block_size, truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
@@ -377,14 +362,15 @@ def generate(
         temperature,
         top_k,
         top_p,
-        stops,
+        eos,
         use_cache,
         seed,
         truncate_prompt,
-        echo if streaming else None,
+        watch if streaming or stops else None,
         compile,
     )
-    if streaming:
+    if isinstance(watch, TextStream):
+        watch.finish()
         sys.stdout.write("\n")
     for said in compile_choice.switches:  # after the text, which a line in its middle would break
         print(f"lmforge: decoding {said}", file=sys.stderr)
@@ -393,4 +379,4 @@ def generate(
     hint = compile_choice.hint()
     if hint is not None:
         print(f"lmforge: {hint}", file=sys.stderr)
-    return [p + tokenizer.decode(o) for p, o in zip(prompts, outs, strict=True)]
+    return [p + cut_at_stop(tokenizer.decode(o), stops)[0] for p, o in zip(prompts, outs, strict=True)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import onnx_runs
 from lmforge.inference.generate import (
-    TextStream,
+    OnToken,
     check_prompt,
     check_prompts,
     collect_tokens,
@@ -34,6 +34,7 @@ from lmforge.inference.generate import (
 )
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.seq2seq_decode import length_limits
+from lmforge.inference.text_stream import StopWatch, TextStream, check_stops, cut_at_stop
 from lmforge.tokenization.marian import MarianTokenizer, load_translation_tokenizer
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -147,7 +148,7 @@ def generate_ids_onnx(
     top_p: float = 1.0,
     seed: int | None = None,
     truncate: bool = False,
-    on_token: Callable[[int, int], None] | None = None,
+    on_token: OnToken | None = None,
     stop_at_eos: bool = True,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at the export's EOS (unless stop_at_eos=False):
@@ -176,10 +177,11 @@ def generate_onnx(
     seed: int | None = None,
     stream: bool = False,
     truncate_prompt: bool = False,
+    stop: str | list[str] | None = None,
 ) -> list[str]:
     """`lmforge generate DIR --runtime onnx`: generate text with ONNX Runtime from a decoder
     exported by `lmforge export --format onnx`; returns prompt + continuation, as generate() does
-    (the same defaults, sampling and per-row seeds)."""
+    (the same defaults, sampling, per-row seeds and stop strings)."""
     check_options(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
@@ -189,6 +191,7 @@ def generate_onnx(
         truncate_prompt=truncate_prompt,
     )
     prompts = check_texts(prompt, "prompt")
+    stops = check_stops(stop)
     onnx = OnnxModel(model, "decoder")
     tokenizer = onnx.tokenizer
     assert isinstance(tokenizer, Tokenizer)
@@ -197,13 +200,15 @@ def generate_onnx(
     if streaming:
         check_prompt(ids[0], onnx.meta["block_size"], truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
-    echo = TextStream(tokenizer) if streaming else None
+    watch = TextStream(tokenizer, stops=stops) if streaming else StopWatch(tokenizer, len(ids), stops)
     outs = generate_ids_onnx(
-        onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, echo
-    )
-    if streaming:
+        onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt,
+        watch if streaming or stops else None,
+    )  # fmt: skip
+    if isinstance(watch, TextStream):
+        watch.finish()
         sys.stdout.write("\n")
-    return [p + tokenizer.decode(o) for p, o in zip(prompts, outs, strict=True)]
+    return [p + cut_at_stop(tokenizer.decode(o), stops)[0] for p, o in zip(prompts, outs, strict=True)]
 
 
 def translate_ids_onnx(

@@ -22,6 +22,7 @@ from typing import Any
 
 from lmforge.inference.batching import Sequence
 from lmforge.inference.generate import row_generator
+from lmforge.inference.text_stream import cut_at_stop, held_back
 from lmforge.server.errors import ApiError
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -53,16 +54,14 @@ class Row:
 
     def pending(self, tokenizer: Tokenizer, stops: list[str]) -> str:
         """Decode after a new token: end the row at a stop string; the new text safe to send."""
-        text = tokenizer.decode(self.ids)
-        hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-        if hits:
-            self.text, self.finish = text[: min(hits)], "stop"
+        text, stopped = cut_at_stop(tokenizer.decode(self.ids), stops)
+        if stopped:
+            self.text, self.finish = text, "stop"
             return self.flush()
         if text.endswith("\ufffd"):  # a BPE piece ended mid-character: wait for the rest
             return ""
         self.text = text
-        hold = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-        return self._take(len(text) - hold)
+        return self._take(len(text) - held_back(text, stops))
 
     def flush(self) -> str:
         return self._take(len(self.text))

@@ -1,0 +1,85 @@
+"""A continuation's text as its tokens arrive: whole UTF-8 characters only, cut at a stop string.
+
+A BPE token may be part of a character, and the start of a stop string may be the end of the text
+so far: a stream shows neither until the next tokens say what they are. The server's rows
+(server/decoding.py) and `generate`/`chat` on a terminal use the same rules.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import Tokenizer
+
+
+def check_stops(stop: str | Sequence[str] | None, name: str = "stop") -> list[str]:
+    """Stop strings as a list; an empty one would end every text before it starts."""
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise LmforgeError(f"{name}: {s!r} is not a stop string (a non-empty text)")
+    return stops
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """The text before the first stop string it holds, and whether it held one."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """How many of the text's last characters may be the start of a stop string."""
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+class TextStream:
+    """Writes a continuation's text as its tokens arrive (to `out`, or sys.stdout at the time of
+    writing). It decodes the whole continuation each time and holds back what ends mid-character
+    or may start a stop string; called with a token, it says whether a stop string ended the
+    text (generate_ids then ends the row). `finish()` writes what is still held back."""
+
+    def __init__(self, tokenizer: Tokenizer, out: TextIO | None = None, stops: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.out = out
+        self.stops = list(stops)
+        self.ids: list[int] = []
+        self.text = ""  # written so far
+        self.stopped = False
+
+    def __call__(self, _: int, token: int) -> bool:  # generate_ids' on_token(prompt index, token)
+        self.ids.append(token)
+        text, self.stopped = cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
+        if self.stopped:
+            self._write(text)
+        elif not text.endswith("\ufffd"):
+            self._write(text[: len(text) - held_back(text, self.stops)])
+        return self.stopped
+
+    def finish(self) -> str:
+        """Write the rest of the text (held back at the end); the whole text."""
+        text = cut_at_stop(self.tokenizer.decode(self.ids), self.stops)[0]
+        self._write(text)
+        return text
+
+    def _write(self, text: str) -> None:
+        if len(text) > len(self.text):
+            out = self.out or sys.stdout
+            out.write(text[len(self.text) :])
+            out.flush()
+            self.text = text
+
+
+class StopWatch:
+    """For a batch that is not streamed: ends each row at its first stop string."""
+
+    def __init__(self, tokenizer: Tokenizer, rows: int, stops: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = list(stops)
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+
+    def __call__(self, row: int, token: int) -> bool:
+        self.ids[row].append(token)
+        return cut_at_stop(self.tokenizer.decode(self.ids[row]), self.stops)[1]
