@@ -171,6 +171,12 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
     theirs = transformers.pipeline("text-generation", model=str(model))([USER])
     assert ours == theirs
     assert ours == pipeline("text-generation", llama, dtype="fp32")([USER], do_sample=False, max_new_tokens=9)
+    # plain text too: it sampled 50 tokens at temperature 1.0 whatever the file said
+    ours = pipeline("text-generation", model, dtype="fp32")("The king")
+    assert ours == transformers.pipeline("text-generation", model=str(model))("The king")
+    assert ours == pipeline("text-generation", llama, dtype="fp32")(
+        "The king", do_sample=False, max_new_tokens=9
+    )
     set_generation(model, temperature=-1)
     with pytest.raises(LmforgeError, match=r"generation_config.json: temperature=-1: must be"):
         pipeline("text-generation", model, dtype="fp32")([USER])

@@ -172,6 +172,12 @@ def test_pipeline_equals_transformers_pipeline(
             labels_seen.update(r["label"] for r in expected if isinstance(r, dict))
     assert len(labels_seen) >= 2  # the random heads do not give every text the same label
     _assert_same_results(ours(TEXTS, batch_size=1), theirs(TEXTS), "batch_size=1")
+    for top_k in (1, 2, None):  # given to pipeline(): a string's labels come inside a list, a
+        theirs = transformers.pipeline("text-classification", model=str(directory), top_k=top_k)
+        ours = lmforge.pipeline("text-classification", model=directory, top_k=top_k)
+        for text in (TEXTS, TEXTS[1]):  # list's one list each; per call, as above
+            _assert_same_results(ours(text), theirs(text), f"{family} pipeline(top_k={top_k}) {text!r:.20}")
+            _assert_same_results(ours(text, top_k=1), theirs(text, top_k=1), f"{family} and top_k=1")
 
 
 def test_default_labels_and_imported_pipeline(tmp_path: Path) -> None:

@@ -48,10 +48,12 @@ class TextClassificationPipeline:
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """A string gives [{"label", "score"}] (the best label; top_k=None gives every label, best
-        first, as a list of dicts); a list of strings gives one result per string, as HF does: a
-        dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1)."""
+        first, as a list of dicts; with top_k given to pipeline() and not to the call, that list
+        inside a list, as transformers'); a list of strings gives one result per string, as HF does:
+        a dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1)."""
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
         check_top_k(top_k)
+        per_call = not isinstance(top_k, _Default)
         top_k = self.top_k if isinstance(top_k, _Default) else top_k
         given = not isinstance(top_k, _Default)
         top_k = top_k if given else 1  # type: ignore[assignment]
@@ -62,8 +64,8 @@ class TextClassificationPipeline:
             return []
         scores = self.probabilities(texts, batch_size)
         results: list[Any] = [ranked_labels(self.model.labels, row, top_k) for row in scores]  # type: ignore[arg-type]
-        if isinstance(text, str):
-            return results[0]
+        if isinstance(text, str):  # transformers wraps a string's labels in a list unless top_k was
+            return results[0] if per_call or not given else [results[0]]  # given to the call
         return results if given else [r[0] for r in results]  # transformers' shapes, both
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:

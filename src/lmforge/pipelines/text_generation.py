@@ -6,14 +6,15 @@ is an error naming it (transformers' `max_length` counts the prompt: use max_new
 
 A list of messages ({"role", "content"} dicts), or a list of such lists, is a chat, as in
 transformers: rendered with the model's chat template, decoded until an end-of-turn token, and
-returned as `[{"generated_text": [...messages, {"role": "assistant", "content": reply}]}]`. Chat
-sampling defaults are transformers' pipeline's, then generation_config.json's (inference/chat.py);
-explicit keywords win. A plain-text prompt keeps lmforge's defaults (50 new tokens, sampling at
-temperature 1, top_k 50) and stops at the tokenizer's EOS.
+returned as `[{"generated_text": [...messages, {"role": "assistant", "content": reply}]}]`.
+Sampling defaults, for text and chats alike, are transformers' pipeline's (256 new tokens, sampling
+at temperature 0.7, top_k 50), then the model's generation_config.json's (inference/chat.py);
+explicit keywords win.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,11 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
-from lmforge.inference.autotune import to_inference_dtype
+from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat import ChatSpec, continuation
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
 from lmforge.model.kinds import require_decoder
-
-TEXT_DEFAULTS: dict[str, Any] = {
-    "max_new_tokens": 50,
-    "do_sample": True,
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-}
 
 
 def _chats(text: Any) -> list[list[Any]] | None:
@@ -54,9 +47,11 @@ class TextGenerationPipeline:
         check_options(dtype=dtype)
         self.directory = resolve_model_dir(model)
         net, self.tokenizer = load_model(self.directory)
-        self.model = to_inference_dtype(
-            require_decoder(net, model, "so text-generation cannot use it"), dtype
-        )[0]
+        decoder = require_decoder(net, model, "so text-generation cannot use it")
+        self.model, why = to_inference_dtype(decoder, dtype)
+        if (rounded := chose_bf16(dtype, why)) is not None:  # other tokens than transformers' fp32
+            said = rounded.replace("--dtype fp32", "dtype='fp32'")
+            print(f"lmforge: text-generation decodes in {said}", file=sys.stderr)
         self._chat: ChatSpec | None = None
 
     @property
@@ -101,7 +96,6 @@ class TextGenerationPipeline:
         chats = _chats(text)
         if chats is None:
             prompts = check_texts(text)
-            options = TEXT_DEFAULTS | {k: v for k, v in given.items() if v is not None}
             ids = encode_prompts(self.tokenizer, prompts)
             stops: int | list[int] | None = stop_ids(
                 self.directory, self.tokenizer.eos_id
@@ -109,8 +103,8 @@ class TextGenerationPipeline:
         else:
             where = ["messages" if len(chats) == 1 else f"conversation {n}" for n in range(1, len(chats) + 1)]
             ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]
-            options = self.chat.sampling(**given)
             stops = self.chat.stops
+        options = self.chat.sampling(**given)
         with torch.inference_mode():
             outs = generate_ids(
                 self.model,
