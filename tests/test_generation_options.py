@@ -201,6 +201,20 @@ def test_pipeline_constructor_refuses_unknown_keywords_and_bad_values(dirs: dict
     _refused(lambda: lmforge.pipeline("text-generation", model=dirs["gpt"])(["abc", 3]), "item 2")
 
 
+def test_transformers_input_names_and_a_missing_input_or_model(dirs: dict[str, Path]) -> None:
+    """text_inputs= / inputs= (transformers' names) raised a TypeError, as did no input or no model."""
+    generate = lmforge.pipeline("text-generation", model=dirs["gpt"])
+    kw = {"do_sample": False, "max_new_tokens": 3}
+    assert generate(text_inputs="abc", **kw) == generate("abc", **kw)
+    labels = lmforge.pipeline("text-classification", model=dirs["clf"])
+    assert labels(inputs=["abc", "h."]) == labels(["abc", "h."])
+    _refused(lambda: generate(**kw), "text-generation needs a text")
+    _refused(lambda: labels(), "text-classification needs a text")
+    _refused(lambda: lmforge.pipeline("text-generation"), "give both the task and a model directory")
+    _refused(lambda: lmforge.pipeline(model=dirs["gpt"]), "lmforge downloads no default model")
+    assert lmforge.pipeline("sentiment-analysis", model=dirs["clf"])("abc") == labels("abc")  # an alias
+
+
 def test_edge_values_are_accepted() -> None:
     torch.manual_seed(0)
     model = GPT(_config(vocab_size=12)).eval()
@@ -245,7 +259,7 @@ def test_edge_values_work_through_every_entry_point(dirs: dict[str, Path]) -> No
 
     # top_k at construction is every call's default, as transformers' pipeline(..., top_k=None)
     every_call = lmforge.pipeline("text-classification", model=dirs["clf"], top_k=None)
-    assert every_call("abc") == every
+    assert every_call("abc") == [every]  # a string nested, as transformers (tests/test_hf_classifiers.py)
     assert every_call(["abc", "de"]) == clf(["abc", "de"], top_k=None)
     assert every_call("abc", top_k=1) == clf("abc", top_k=1)  # a call's own top_k wins
     _refused(lambda: lmforge.pipeline("text-classification", model=dirs["clf"], top_k=0), "top_k=0")

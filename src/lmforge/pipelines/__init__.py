@@ -27,13 +27,20 @@ TASKS: dict[str, str] = {
     "question-answering": "lmforge.pipelines.question_answering:QuestionAnsweringPipeline",
 }
 
+ALIASES = {"sentiment-analysis": "text-classification"}  # transformers' other names for a task
 
 # transformers' task name for a direction: translation_XX_to_YY (its languages go to the pipeline)
 DIRECTION = re.compile(r"translation_([^_\s]+)_to_([^_\s]+)")
 
 
-def pipeline(task: str, model: str | Path, **kwargs: Any) -> Any:
+def pipeline(task: str | None = None, model: str | Path | None = None, **kwargs: Any) -> Any:
     """Build the pipeline for `task` around a model, run or checkpoint directory."""
+    if task is None or model is None:  # transformers would fetch a default model from its hub
+        raise LmforgeError(
+            "pipeline(task, model=DIR): give both the task and a model directory (a run, a checkpoint,"
+            " an lmforge or Hugging Face model folder); lmforge downloads no default model"
+        )
+    task = ALIASES.get(task, task)
     direction = DIRECTION.fullmatch(task)
     if direction:  # as transformers: translation_en_to_fr is translation with src_lang, tgt_lang
         for key, lang in zip(("src_lang", "tgt_lang"), direction.groups(), strict=True):

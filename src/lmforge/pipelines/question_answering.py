@@ -43,6 +43,11 @@ def read_inputs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[lis
     if len(args) == 2 and all(isinstance(a, str) for a in args):
         question, context = args
     elif len(args) == 1:
+        if not isinstance(args[0], list | tuple | dict):  # a generator or dataset: transformers streams it
+            raise LmforgeError(
+                f"the input is a {type(args[0]).__name__}: give a dict, a list of dicts (list(...) of a"
+                " generator or dataset), or question= and context="
+            )
         items = args[0] if isinstance(args[0], list | tuple) else [args[0]]
         pairs = []
         for n, item in enumerate(items, 1):

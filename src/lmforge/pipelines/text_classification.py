@@ -41,7 +41,7 @@ class TextClassificationPipeline:
 
     def __call__(
         self,
-        text: str | list[str],
+        text: str | list[str] | None = None,
         *,
         top_k: int | None | _Default = DEFAULT,
         batch_size: int | None = None,
@@ -51,7 +51,11 @@ class TextClassificationPipeline:
         first, as a list of dicts; with top_k given to pipeline() and not to the call, that list
         inside a list, as transformers'); a list of strings gives one result per string, as HF does:
         a dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1)."""
+        if text is None:  # transformers' name for it
+            text = unknown.pop("inputs", None)
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
+        if text is None:
+            raise LmforgeError("text-classification needs a text or a list of texts to label")
         check_top_k(top_k)
         per_call = not isinstance(top_k, _Default)
         top_k = self.top_k if isinstance(top_k, _Default) else top_k

@@ -63,7 +63,7 @@ class TextGenerationPipeline:
 
     def __call__(
         self,
-        text: str | list[str] | list[dict[str, str]] | list[list[dict[str, str]]],
+        text: str | list[str] | list[dict[str, str]] | list[list[dict[str, str]]] | None = None,
         *,
         max_new_tokens: int | None = None,
         do_sample: bool | None = None,
@@ -82,7 +82,11 @@ class TextGenerationPipeline:
         context is an error unless truncate_prompt keeps its last tokens. compile=True decodes each
         prompt through a compiled step (inference/compiled_decode.py; CPU, for long outputs); "auto"
         (the default) where this machine measured that it pays back (inference/compile_choice.py)."""
+        if text is None:  # transformers' name for it
+            text = unknown.pop("text_inputs", None)
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
+        if text is None:
+            raise LmforgeError("text-generation needs a text, a list of texts or chat messages to continue")
         given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
                  "top_k": top_k, "top_p": top_p}  # fmt: skip
         check_options(**{k: v for k, v in given.items() if v is not None})
