@@ -50,7 +50,7 @@ def _hf_generate(hf: torch.nn.Module, batch: dict, beam: int) -> list[list[int]]
             num_beams=beam,
             do_sample=False,
             max_new_tokens=MAX_NEW,
-            forced_eos_token_id=None,  # lmforge stops at its limit without forcing an EOS
+            # the config's forced_eos_token_id (0) ends a row at the limit with EOS, as lmforge does
             early_stopping=True,
             length_penalty=1.0,
         )

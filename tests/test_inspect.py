@@ -228,16 +228,20 @@ def test_long_text_and_bad_input_are_one_line(tiny_dirs: Path, capsys: pytest.Ca
 def test_a_translation_cut_by_max_tokens_gets_no_eos_it_did_not_choose(
     tiny_dirs: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """The greedy translation stopped by --max-tokens before its EOS: inspected as cut (its last
-    position predicts its own last token, not an EOS appended to it), and a warning says so."""
+    """The greedy translation stopped by --max-tokens before its EOS: decoding forces an EOS at the
+    limit (as transformers' forced_eos_token_id); inspected as cut, without that EOS (its last
+    position predicts its own last token), and a warning says so."""
     full = inspect(tiny_dirs / "s2s", "the king", out=None)
     _, tokenizer = load_model(tiny_dirs / "s2s")
     assert full.ids[-1] == tokenizer.eos_id and len(full.ids) > 9  # ends, after more than 8 tokens
     capsys.readouterr()
     cut = inspect(tiny_dirs / "s2s", "the king", out=None, max_tokens=9)  # the source's 8 + EOS fit
-    assert cut.ids == full.ids[:8] and cut.input_tokens is not None and len(cut.input_tokens) == 8
-    assert cut.attention["cross"].shape[2] == 8
-    assert "did not end within 8 tokens" in capsys.readouterr().err
+    assert cut.ids == full.ids[:7] and cut.input_tokens is not None and len(cut.input_tokens) == 7
+    assert cut.attention["cross"].shape[2] == 7
+    err = capsys.readouterr().err
+    assert (
+        "did not end within 8 tokens (--max-tokens 9): inspecting its first 7, without the EOS forced" in err
+    )
 
 
 def test_a_translation_cut_by_translates_length_limit_gets_no_eos_it_did_not_choose(
@@ -255,14 +259,14 @@ def test_a_translation_cut_by_translates_length_limit_gets_no_eos_it_did_not_cho
     src = tokenizer.encode("The house is small.")
     ours = translate_ids(model, [src], tokenizer.eos_id, beam=1)[0]  # what lmforge translate decodes
     most = 2 * (len(src) + 1) + 10
-    assert len(ours) == most < 64 - 1 and tokenizer.eos_id not in ours
+    assert len(ours) == most - 1 < 64 - 1 and tokenizer.eos_id not in ours  # then the forced EOS
     capsys.readouterr()
     got = inspect(tmp_path, "The house is small.", out=None)
-    assert got.ids == ours and got.input_tokens is not None and len(got.input_tokens) == most
-    assert got.attention["cross"].shape[2] == most and got.lens is not None
+    assert got.ids == ours and got.input_tokens is not None and len(got.input_tokens) == most - 1
+    assert got.attention["cross"].shape[2] == most - 1 and got.lens is not None
     err = capsys.readouterr().err
     assert f"did not end within {most} tokens (lmforge translate's length limit, 2 x the source's" in err
-    assert "without an EOS the model did not choose" in err
+    assert "without the EOS forced at the limit" in err
 
 
 def test_headline_counts_tokens_with_the_noun_agreeing(tiny_dirs: Path) -> None:
@@ -283,6 +287,6 @@ def test_a_translation_cut_by_the_models_context_says_so(
     (tmp_path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 20}))
     capsys.readouterr()
     got = inspect(tmp_path, "The house is small.", out=None)
-    assert len(got.tokens) == 19
+    assert len(got.tokens) == 18  # and the EOS forced at the 19th
     err = capsys.readouterr().err
     assert "did not end within 19 tokens (the model's context of 20 tokens, with the start token)" in err

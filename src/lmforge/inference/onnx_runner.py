@@ -244,7 +244,7 @@ def translate_ids_onnx(
         logits, past = result[0][:, -1], result[1:]
         if m["suppress_tokens"]:  # never generated (Marian's pad token)
             logits[:, m["suppress_tokens"]] = -np.inf
-        nxt = logits.argmax(-1)
+        nxt = np.where([step >= n for n in limits], eos, logits.argmax(-1))  # EOS forced at the limit
         for i, token in enumerate(nxt.tolist()):
             if not done[i] and token != eos:
                 out[i].append(token)

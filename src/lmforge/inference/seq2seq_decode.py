@@ -6,13 +6,16 @@ token's work. `use_cache=False` recomputes the whole target prefix every step (t
 cache is tested against).
 
 Each sentence stops at EOS or after its own limit of `min(block_size, a * source_len + b)`
-tokens, so a sentence decodes the same alone and in a padded batch.
+tokens, so a sentence decodes the same alone and in a padded batch. The limit's last token is EOS,
+forced, as transformers' `forced_eos_token_id` does at `max_length` (opus-mt sets it, and lmforge's
+HF export writes it): a translation cut by its limit keeps `limit - 1` tokens, and in beam search
+the live beams finish there with EOS at no cost.
 
 Beam search follows fairseq / HF's `early_stopping=True`: each step takes the best 2K
 continuations of a sentence's K beams; an EOS among the best K finishes a hypothesis, scored
 `sum log p / length ** length_penalty` (length counts the EOS); the others fill the K beams.
 A sentence is done once it has K finished hypotheses (or hits its length limit: the live beams
-finish there). With K = 1 this is exactly greedy decoding (tested).
+finish there, with the forced EOS). With K = 1 this is exactly greedy decoding (tested).
 
 The decoder starts from `model.start_id` (EOS when None, as lmforge trains); `model.suppress_ids`
 are masked before the softmax, so they are never generated and take no probability mass (Marian's
@@ -79,7 +82,7 @@ def greedy_decode(
     done = torch.zeros(b, dtype=torch.bool, device=src.device)
     for step in range(1, max(limits) + 1):
         nxt = dec.logprobs(tokens).argmax(-1)
-        nxt = torch.where(done, eos, nxt)
+        nxt = torch.where(done | (limit <= step), eos, nxt)  # EOS forced at the limit
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         done |= (nxt == eos) | (limit <= step)
         if bool(done.all()):
@@ -118,6 +121,9 @@ def beam_decode(
     for step in range(1, max(limits) + 1):
         logp = dec.logprobs(tokens)  # (B*K, V)
         vocab = logp.size(-1)
+        for i in (i for i in range(b) if not done[i] and step >= limits[i]):  # EOS forced at the limit
+            logp[i * k : (i + 1) * k] = -math.inf
+            logp[i * k : (i + 1) * k, eos] = 0.0
         cand = (scores.view(-1, 1) + logp).view(b, k * vocab)
         top_scores, top_idx = cand.topk(2 * k, dim=1)  # (B, 2K)
         top_beam, top_tok = (top_idx // vocab).tolist(), (top_idx % vocab).tolist()
@@ -134,9 +140,9 @@ def beam_decode(
                 s, parent, t = top_scores_l[i][j], top_beam[i][j], top_tok[i][j]
                 if s == -math.inf:
                     break
-                if t == eos or at_limit:
+                if t == eos:
                     if j < k:  # only an EOS among the best K candidates finishes a hypothesis
-                        hyp = prev[i * k + parent] + ([] if t == eos else [t])
+                        hyp = prev[i * k + parent]
                         finished[i].append((s / (len(hyp) + 1) ** length_penalty, hyp))
                     continue
                 new_scores[i, live], new_beam[i, live], new_tok[i, live] = s, parent, t

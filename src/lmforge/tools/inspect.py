@@ -138,6 +138,14 @@ def inspect_model(
     )
 
 
+@torch.inference_mode()
+def _chooses_eos(model: Seq2Seq, src: list[int], tgt: list[int], eos: int) -> bool:
+    """Whether greedy decoding picks EOS after `tgt` (else decoding's limit forced it there)."""
+    logits = model(torch.tensor([src]), torch.tensor([[start_token(model, eos), *tgt]]))[0, -1].float()
+    logits[model.suppress_ids] = -torch.inf
+    return int(logits.argmax()) == eos
+
+
 def _inspect_seq2seq(
     model: Seq2Seq, tokenizer: Any, text: str, target: str | None, limit: int, top_k: int
 ) -> Inspection:
@@ -146,11 +154,13 @@ def _inspect_seq2seq(
         raise LmforgeError("the model's tokenizer has no EOS token (config.json eos_token_id)")
     src = [*tokenizer.encode(text.strip()), eos]
     _check_length(len(src), limit, limit, model.config.block_size, "source (with its EOS)")
-    cut = None  # the greedy translation's limit, when it stopped there without an EOS
+    cut = None  # the greedy translation's limit, when its EOS there was forced, not chosen
     if target is None:  # translate's own limit (the same function), and room for --max-tokens
         most = translation_limits(model, [len(src) - 1], max_new_tokens=limit - 1)[0]
         tgt = translate_ids(model, [src[:-1]], eos, beam=1, max_new_tokens=limit - 1)[0]
-        cut = most if len(tgt) == most else None
+        cut = most if len(tgt) == most - 1 and not _chooses_eos(model, src, tgt, eos) else None
+        if cut is not None and not tgt:
+            raise LmforgeError(f"the translation's limit of {most} token leaves nothing to inspect")
     else:
         encode = getattr(tokenizer, "encode_target", tokenizer.encode)
         tgt = encode(target.strip())
@@ -169,7 +179,7 @@ def _inspect_seq2seq(
             why = f"--max-tokens {limit}"
         print(
             f"lmforge: warning: the greedy translation did not end within {cut} tokens ({why}):"
-            f" inspecting its first {cut}, without an EOS the model did not choose",
+            f" inspecting its first {len(tgt)}, without the EOS forced at the limit",
             file=sys.stderr,
         )
         inputs, outputs = inputs[:-1], tgt
