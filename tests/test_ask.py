@@ -222,6 +222,18 @@ def test_cited_marks_passages_holding_the_answer() -> None:
     assert cited("", passages) == [False, False]
     assert cited("The answer is: the white whale.", passages) == [True, False]  # after the colon
     assert cited("The answer is the white whale.", passages) == [False, False]
+    # a passage number in the reply, as SmolLM2 writes, is no word of the answer
+    assert cited(
+        "[1] Ahab chased the white whale.", [Passage("a.txt", 0, 9, "Ahab chased the white whale.")]
+    ) == [True]
+    assert cited(
+        "Ahab chased the white whale [1, 2].", [Passage("a.txt", 0, 9, "Ahab chased the white whale.")]
+    ) == [True]
+    # the "30" of a time, or a bare "no" after a colon, is no answer found in a passage
+    times = [Passage("a.txt", 0, 10, "The meeting starts at 9:15. There were 30 people. Say no more.")]
+    assert cited("The meeting starts at 12:30", times) == [False]
+    assert cited("The answer is: no.", times) == [False]
+    assert cited("The answer is: 9:15.", times) == [True]
 
 
 def test_ask_answers_as_transformers_decodes_the_same_prompt(llama: Path, docs: Path) -> None:

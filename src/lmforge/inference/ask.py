@@ -19,6 +19,7 @@ its null answer, where that outscores every span in every window, is "" and a `n
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,20 @@ def fit_prompt(
         passages = passages[:-1]
 
 
+CITATION = re.compile(r"\[\d+(?:\s*[,-]\s*\d+)*\]")  # "[1]", "[1, 3]": the passages' numbers in a reply
+
+
 def cited(answer: str, passages: list[Passage]) -> list[bool]:
-    """Whether each passage holds the answer word for word (SQuAD-normalised), or what follows its
-    last colon ("The answer is: Ahab."); all False for an empty answer."""
-    spans = {normalize_answer(answer), normalize_answer(answer.rsplit(":", 1)[-1])} - {""}
+    """Whether each passage holds the answer word for word (SQuAD-normalised, passage numbers such
+    as "[1]" left out), or what follows a lead-in's colon ("The answer is: Ahab."): a colon and a
+    space after at most 8 words, and 3 characters or more after it (not the "30" of "12:30", nor
+    "no"); all False for an empty answer."""
+    answer = CITATION.sub(" ", answer)
+    spans = {normalize_answer(answer)}
+    head, colon, tail = answer.rpartition(": ")
+    if colon and len(head.split()) <= 8 and len(normalize_answer(tail)) >= 3:
+        spans.add(normalize_answer(tail))
+    spans -= {""}
     return [any(f" {s} " in f" {normalize_answer(p.text)} " for s in spans) for p in passages]
 
 
