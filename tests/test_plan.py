@@ -449,3 +449,48 @@ def test_a_world_size_not_a_whole_number_of_ranks_is_one_line(world_size: object
         LmforgeError, match=rf"^world_size={re.escape(repr(world_size))}: must be an integer >= 1$"
     ):
         lmforge.plan(overrides=["--model.vocab_size=10"], world_size=world_size)  # type: ignore[arg-type]
+
+
+def test_cpu_ranks_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ranks on this CPU were planned twice as fast as one, each at the whole machine's peak;
+    a measured pair of runs (2 ranks: 12.74 s, 1 process: 12.57 s) took the same time."""
+    from lmforge import tuning
+
+    monkeypatch.setattr(tuning, "matmul_peak", lambda *a, **k: 4e11)
+    tiny = [*TINY, "--model.vocab_size=64", "--train.max_steps=40"]
+    one = lmforge.plan(overrides=tiny)
+    two = lmforge.plan(overrides=[*tiny, "--engine.name=ddp"], world_size=2)
+    assert one["device"]["peak_flops"] == 4e11 and two["device"]["peak_flops"] == 2e11
+    assert two["time_s"] == pytest.approx(one["time_s"])
+    gpus = lmforge.plan(overrides=[*tiny, "--engine.name=ddp"], world_size=2, device="h100")
+    assert gpus["time_s"] == pytest.approx(lmforge.plan(overrides=tiny, device="h100")["time_s"] / 2)
+
+
+def test_a_users_deepspeed_json_is_checked_and_its_sizes_planned(tmp_path: Path) -> None:
+    """plan read none of engine.deepspeed_config: a broken file or an offload train refuses planned
+    cleanly, and a smaller reduce bucket kept the default's 954 MiB."""
+    tiny = [*TINY, "--model.vocab_size=64", "--engine.name=deepspeed", "--engine.zero_stage=3"]
+    files = {
+        "bad.json": ("{not json", r"bad\.json: invalid JSON"),
+        "offload.json": ('{"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}', "engine.offload"),
+        "clip.json": ('{"gradient_clipping": 5.0}', r"clip\.json: .*conflicts .*train\.grad_clip"),
+        "size.json": ('{"zero_optimization": {"reduce_bucket_size": "big"}}', "reduce_bucket_size='big'"),
+    }
+    for name, (text, error) in files.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(LmforgeError, match=error):
+            lmforge.plan(overrides=[*tiny, f"--engine.deepspeed_config={tmp_path / name}"], device="h100")
+    with pytest.raises(LmforgeError, match=r"missing\.json: cannot read DeepSpeed config"):
+        lmforge.plan(overrides=[*tiny, f"--engine.deepspeed_config={tmp_path / 'missing.json'}"])
+    default = lmforge.plan(overrides=tiny, device="h100")
+    sizes = tmp_path / "sizes.json"
+    sizes.write_text(
+        '{"zero_optimization": {"reduce_bucket_size": 1e7, "stage3_prefetch_bucket_size": 1000,'
+        ' "stage3_param_persistence_threshold": 0}}'
+    )
+    theirs = lmforge.plan(overrides=[*tiny, f"--engine.deepspeed_config={sizes}"], device="h100")
+    buffers = [r["buffers"] for r in (default, theirs) for r in r["setups"] if r["engine"] == "ZeRO-3"]
+    assert buffers[0]["reduce_bucket"] == 2 * 500_000_000 and buffers[1]["reduce_bucket"] == 2 * 10**7
+    assert buffers[1]["prefetch"] == 2 * 1000
+    # nothing kept whole on every rank: the parameters are the partition alone
+    assert theirs["memory_per_rank"]["params"] < default["memory_per_rank"]["params"]

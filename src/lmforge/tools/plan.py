@@ -18,6 +18,7 @@ from typing import Any
 
 from lmforge.config import Config, ModelConfig, load_config
 from lmforge.config.checks import split_batch
+from lmforge.config.deepspeed_json import owned, with_user_json
 from lmforge.errors import LmforgeError
 from lmforge.tools import plan_devices, plan_memory, plan_model
 from lmforge.tools.plan_devices import Device, GiB
@@ -56,9 +57,9 @@ def plan(
     _check(0 < mfu <= 1, f"mfu={mfu}: must be in (0, 1]")
     model, head = planned(cfg)
     seq_len, seq_tokens = sequence(cfg, model, head)
-    counts = plan_model.count(model, cfg.lora, seq_len, head)
     t = cfg.train
     micro, accumulation = split_batch(t.batch_size, world_size, t.micro_batch_size)
+    sizes = plan_memory.buckets(cfg.engine)  # a user's DeepSpeed JSON, refused here as train would
     calibration = None
     if calibrate:
         from lmforge.tools.plan_calibrate import calibrate as run_calibration
@@ -70,10 +71,13 @@ def plan(
         calibration = run_calibration(ranks, world_size, calibrate_steps)
     dev = _device(device, cfg, model, seq_tokens * micro, calibration, world_size)
     width = _width(cfg, dev, model, seq_tokens * micro)
-    mine = _recipe_setup(cfg, world_size, width)
+    if cfg.engine.name == "deepspeed":
+        with_user_json(owned(cfg.engine, t, (t.batch_size, micro, accumulation), width == 2), cfg.engine)
+    counts = plan_model.count(model, cfg.lora, seq_len, head, sizes.persistence)
+    mine = _recipe_setup(cfg, world_size, width, sizes)
     rows = [
         _row(s, counts, model, head, dev, seq_len, seq_tokens, micro)
-        for s in plan_memory.setups(world_size, width)
+        for s in plan_memory.setups(world_size, width, sizes)
     ]
     recipe_row = next(r for r in rows if r["engine"] == mine.label)
     tokens = t.max_steps * t.batch_size * seq_tokens
@@ -133,9 +137,11 @@ def _device(name: str, cfg: Config, m: ModelConfig, micro_tokens: int, calibrati
         from lmforge.tuning import matmul_peak
 
         dtype, _ = resolve_dtype(cfg.train.dtype, m, micro_tokens, torch.device("cpu"))
-        peak = matmul_peak(dtype)
+        # the ranks of a CPU run share this machine's cores: each computes at its share of the peak
+        # (a calibration's peak is already a rank's, measured in one); 2 ranks were planned twice as fast
+        peak = matmul_peak(dtype) / world_size
     cpu = plan_devices.device("cpu", peak)
-    # the ranks of a CPU run share this machine's RAM (and lmforge's MFU counts each rank's share)
+    # and its RAM (lmforge's MFU counts each rank's share of the cores too)
     return dataclasses.replace(cpu, memory=cpu.memory // world_size)
 
 
@@ -151,10 +157,10 @@ def _width(cfg: Config, dev: Device, m: ModelConfig, micro_tokens: int) -> int:
     return dtype.itemsize
 
 
-def _recipe_setup(cfg: Config, world_size: int, width: int) -> Setup:
+def _recipe_setup(cfg: Config, world_size: int, width: int, sizes: plan_memory.Buckets) -> Setup:
     e = cfg.engine
     if e.name == "deepspeed":
-        return Setup(f"zero{e.zero_stage}", e.offload, world_size, width)
+        return Setup(f"zero{e.zero_stage}", e.offload, world_size, width, sizes)
     # engine.name=local is one process: several ranks are planned as DDP, what they would run
     name = "ddp" if e.name == "local" and world_size > 1 else e.name
     return Setup(name, "none", world_size, width)
@@ -291,13 +297,15 @@ def _nowhere(rows: list[dict], counts: plan_model.Counts, m: ModelConfig, head: 
     )
     key = "data.max_len" if cfg.data.task in ("chat", "classification", "qa") else "model.block_size"
     width = 4 if cfg.train.dtype == "fp32" else 2
-    offloaded = Setup("zero3", "all", rows[0]["world_size"], width)
+    sizes = plan_memory.buckets(cfg.engine)
+    offloaded = Setup("zero3", "all", rows[0]["world_size"], width, sizes)
     length = (seq_tokens if key == "data.max_len" else m.block_size) // 2
     while length >= 1:
         # a shorter data.max_len keeps the model (its position table); a shorter context does not
         shorter = dataclasses.replace(m, block_size=length) if key == "model.block_size" else m
         n, n_tokens = (length, length) if key == "data.max_len" else sequence(cfg, shorter, head)
-        r = _row(offloaded, plan_model.count(shorter, cfg.lora, n, head), shorter, head, dev, n, n_tokens, 1)
+        counted = plan_model.count(shorter, cfg.lora, n, head, sizes.persistence)
+        r = _row(offloaded, counted, shorter, head, dev, n, n_tokens, 1)
         if r["max_micro_batch_checkpointed"] >= 1:
             return (
                 f"{answer}; {key}={length} would fit with {offloaded.label} and activation checkpointing"

@@ -25,13 +25,48 @@ only) moves the optimizer state, the gradient partitions and the fp32 gradients 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from lmforge.tools.plan_model import Counts, Module
+from lmforge.config import EngineConfig
+from lmforge.config.deepspeed_json import read_user_config
+from lmforge.errors import LmforgeError
+from lmforge.tools.plan_model import PERSISTENT, Counts, Module
 
 # DeepSpeed's defaults (deepspeed/runtime/zero/config.py), which lmforge's generated config keeps
 REDUCE_BUCKET = 500_000_000  # elements: the gradient bucket reduced at once (ZeRO 1-3)
 PREFETCH_BUCKET = 50_000_000  # elements: ZeRO-3 gathers this many parameters ahead
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """DeepSpeed's sizes in elements: its defaults, or those of the user's JSON."""
+
+    reduce: int = REDUCE_BUCKET
+    prefetch: int = PREFETCH_BUCKET
+    persistence: int = PERSISTENT  # stage3_param_persistence_threshold
+
+
+BUCKET_KEYS = {"reduce": "reduce_bucket_size", "prefetch": "stage3_prefetch_bucket_size",
+               "persistence": "stage3_param_persistence_threshold"}  # fmt: skip
+
+
+def buckets(engine: EngineConfig) -> Buckets:
+    """The sizes a DeepSpeed run of `engine` uses: engine.deepspeed_config's, where it sets them."""
+    if engine.name != "deepspeed" or not engine.deepspeed_config:
+        return Buckets()
+    file = Path(engine.deepspeed_config)
+    zero = read_user_config(file).get("zero_optimization")
+    sizes = {}
+    for name, key in BUCKET_KEYS.items():
+        value = zero.get(key) if isinstance(zero, dict) else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**63:
+            raise LmforgeError(f"{file}: zero_optimization.{key}={value!r} must be a number of elements >= 0")
+        sizes[name] = int(value)
+    return Buckets(**sizes)
+
 
 ENGINES = ("local", "ddp", "fsdp", "zero1", "zero2", "zero3")
 
@@ -45,6 +80,7 @@ class Setup:
     offload: str
     world_size: int
     width: int
+    buckets: Buckets = field(default_factory=Buckets)  # DeepSpeed's (zero1-3)
 
     @property
     def stage(self) -> int:
@@ -56,11 +92,12 @@ class Setup:
         return name + ("" if self.offload == "none" else f" + offload {self.offload}")
 
 
-def setups(world_size: int, width: int) -> list[Setup]:
+def setups(world_size: int, width: int, sizes: Buckets | None = None) -> list[Setup]:
     """Every engine and stage, with and without offload (DeepSpeed's alone offloads)."""
-    out = [Setup(e, "none", world_size, width) for e in ENGINES]
-    out += [Setup(f"zero{s}", "optimizer", world_size, width) for s in (1, 2, 3)]
-    return out + [Setup("zero3", "all", world_size, width)]
+    b = sizes or Buckets()
+    out = [Setup(e, "none", world_size, width, b) for e in ENGINES]
+    out += [Setup(f"zero{s}", "optimizer", world_size, width, b) for s in (1, 2, 3)]
+    return out + [Setup("zero3", "all", world_size, width, b)]
 
 
 def model_states(counts: Counts, s: Setup) -> dict[str, int]:
@@ -112,12 +149,13 @@ def buffers(counts: Counts, modules: list[Module], s: Setup, gpu: bool) -> dict[
         # the fp32 gradient partition the optimizer steps on; on a GPU DeepSpeed allocates the whole
         # reduce bucket up front, on a CPU only its touched pages count
         out["fp32_grads"] = (4 * -(-t // n), s.offload != "none")
-        out["reduce_bucket"] = ((REDUCE_BUCKET if gpu else min(REDUCE_BUCKET, t)) * w, False)
+        bucket = s.buckets.reduce
+        out["reduce_bucket"] = ((bucket if gpu else min(bucket, t)) * w, False)
     if s.stage == 3:
         # the largest module gathered with its gradient (DeepSpeed's "4 x largest layer" in bf16),
         # and the parameters prefetched ahead of it
         out["gathered_layer"] = (2 * counts.largest_module * w, False)
-        out["prefetch"] = (min(PREFETCH_BUCKET, p) * w, False)
+        out["prefetch"] = (min(s.buckets.prefetch, p) * w, False)
     return out
 
 

@@ -63,14 +63,14 @@ class Counts:
 PERSISTENT = 100_000
 
 
-def persistent_params(m: Module) -> int:
-    """`m`'s parameters in tensors of at most PERSISTENT elements (a linear's weight and bias apart;
+def persistent_params(m: Module, threshold: int = PERSISTENT) -> int:
+    """`m`'s parameters in tensors of at most `threshold` elements (a linear's weight and bias apart;
     another module's tensors counted as one, as its norms' gain and bias are equal halves)."""
     if m.linear:
         weight = m.linear[0] * m.linear[1]
         bias = m.params - weight
-        return (weight if weight <= PERSISTENT else 0) + (bias if 0 < bias <= PERSISTENT else 0)
-    return m.params if m.params <= PERSISTENT else 0
+        return (weight if weight <= threshold else 0) + (bias if 0 < bias <= threshold else 0)
+    return m.params if m.params <= threshold else 0
 
 
 def mlp_hidden(c: ModelConfig) -> int:
@@ -194,9 +194,16 @@ def lora_adapters(c: ModelConfig, spec: LoraConfig, base: list[Module] | None = 
     return out
 
 
-def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head: Head = LM) -> Counts:
+def count(
+    c: ModelConfig,
+    lora: LoraConfig | None = None,
+    seq_len: int = 0,
+    head: Head = LM,
+    persistence: int = PERSISTENT,
+) -> Counts:
     """Parameters, trainable parameters and FLOPs per token of model `c` with the task's `head`
-    (and LoRA adapters when `lora.enabled`), at `seq_len` tokens per sequence (0: the context)."""
+    (and LoRA adapters when `lora.enabled`), at `seq_len` tokens per sequence (0: the context);
+    `persistence`: ZeRO-3's threshold for tensors kept whole."""
     base = modules(c, head)
     adapters = lora_adapters(c, lora, base) if lora is not None and lora.enabled else []
     also = [n.strip() for n in lora.also_train.split(",") if n.strip()] if adapters and lora else []
@@ -224,7 +231,7 @@ def count(c: ModelConfig, lora: LoraConfig | None = None, seq_len: int = 0, head
         else flops_per_token(c, trained, frozen, seq_len),
         matmul_trained=trained,
         matmul_frozen=frozen,
-        persistent=sum(persistent_params(m) * m.repeat for m in [*own, *adapters]),
+        persistent=sum(persistent_params(m, persistence) * m.repeat for m in [*own, *adapters]),
     )
 
 

@@ -25,6 +25,8 @@ def _si(value: float, unit: str) -> str:
 
 
 def duration(seconds: float) -> str:
+    if seconds < 10:  # a short run's 0.25 s printed as "0 s"
+        return f"{seconds:.2g} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmforge.config import Config, load_config
+from lmforge.config.deepspeed_json import read_user_config
 from lmforge.data.pairs import PAIRS_VAL_FRACTION
 from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared
 from lmforge.errors import LmforgeError
@@ -22,7 +23,6 @@ from lmforge.formats.directory import WEIGHTS
 from lmforge.formats.peft import LORA_FILE
 from lmforge.outputs import describe_foreign, written_by
 from lmforge.train import checkpoint as ckpt
-from lmforge.train.engines.deepspeed_config import read_user_config
 from lmforge.train.resume import resume_run
 from lmforge.train.run_inputs import found, make_inputs_absolute
 

@@ -1,0 +1,117 @@
+"""A user's DeepSpeed JSON (engine.deepspeed_config) beside the config lmforge writes: lmforge's
+config is the one source of truth for what it sets; the JSON may add keys lmforge does not set
+(bucket sizes, overlap_comm), and setting one that lmforge owns to another value is an error,
+never an override. Read here, below both `train` (which hands the result to DeepSpeed) and `plan`
+(which plans its bucket sizes and refuses what train would)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lmforge.config.sections import EngineConfig, TrainConfig
+from lmforge.errors import LmforgeError
+
+# lmforge's optimizer and LR schedule drive every engine (DeepSpeed's WarmupLR starts at lr 0 for
+# two steps, which would make engines disagree), so these sections may not come from the user.
+FORBIDDEN = ("optimizer", "scheduler", "fp16", "amp")
+
+# The lmforge key behind each key it writes, for the error of a JSON that sets one otherwise.
+OWNER = {
+    "train_batch_size": "train.batch_size",
+    "train_micro_batch_size_per_gpu": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.batch_size / train.micro_batch_size",
+    "gradient_clipping": "train.grad_clip",
+    "bf16": "train.dtype",
+    "bf16.enabled": "train.dtype",
+    "zero_optimization.stage": "engine.zero_stage",
+    "zero_optimization.offload_optimizer": "engine.offload",
+    "zero_optimization.offload_param": "engine.offload",
+}
+
+
+def owned(engine: EngineConfig, train: TrainConfig, batch: tuple[int, ...], bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed config lmforge writes for a run: batch is (global, micro per rank, accumulation)."""
+    zero: dict[str, Any] = {"stage": engine.zero_stage}
+    if engine.offload in ("optimizer", "all"):
+        zero["offload_optimizer"] = {"device": "cpu"}
+    if engine.offload == "all":
+        zero["offload_param"] = {"device": "cpu"}
+    return {
+        "train_batch_size": batch[0],
+        "train_micro_batch_size_per_gpu": batch[1],
+        "gradient_accumulation_steps": batch[2],
+        "gradient_clipping": float(train.grad_clip),
+        "bf16": {"enabled": bf16},
+        "zero_optimization": zero,
+        # lmforge hands DeepSpeed a torch AdamW; offloading it is fine (DeepSpeedCPUAdam would be
+        # faster, but it JIT-compiles C++ and would step differently from the other engines)
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 2**31 - 1,
+    }
+
+
+def with_user_json(generated: dict[str, Any], engine: EngineConfig) -> dict[str, Any]:
+    """`generated` merged with engine.deepspeed_config's JSON, when there is one."""
+    if not engine.deepspeed_config:
+        return generated
+    file = Path(engine.deepspeed_config)
+    theirs = read_user_config(file)
+    check_offload(file, theirs, generated["zero_optimization"])
+    try:
+        return merge(generated, theirs)
+    except LmforgeError as e:  # a conflict: name the file, as read_user_config's errors do
+        raise LmforgeError(f"{file}: {e}") from None
+
+
+def read_user_config(file: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise LmforgeError(f"{file}: cannot read DeepSpeed config: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise LmforgeError(f"{file}: invalid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise LmforgeError(f"{file}: a DeepSpeed config must be a JSON object")
+    for key in FORBIDDEN:
+        if key in raw:
+            raise LmforgeError(
+                f"{file}: key {key!r} is set by lmforge's [train] section (one optimizer and schedule"
+                " for every engine); remove it"
+            )
+    if "bfloat16" in raw:  # DeepSpeed reads bf16 first: this older spelling would be ignored
+        raise LmforgeError(f"{file}: key 'bfloat16' (DeepSpeed's older bf16) is train.dtype's; remove it")
+    return raw
+
+
+def check_offload(file: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+    """An offload lmforge does not set may not come from the JSON: lmforge reports and plans the
+    offload engine.offload sets (the start line said `offload none` while DeepSpeed offloaded)."""
+    zero = theirs.get("zero_optimization")
+    for key in ("offload_optimizer", "offload_param"):
+        section = zero.get(key) if isinstance(zero, dict) else None
+        if key not in ours and isinstance(section, dict) and section.get("device", "none") != "none":
+            raise LmforgeError(
+                f"{file}: key 'zero_optimization.{key}' is engine.offload's: set --engine.offload="
+                f"{'optimizer' if key == 'offload_optimizer' else 'all'} and remove it (its other"
+                " settings, such as pin_memory, may stay)"
+            )
+
+
+def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Union of both; nested sections merge; a key set in both to different values is an error."""
+    merged = dict(ours)
+    for key, value in theirs.items():
+        where = f"{path}{key}"
+        if key not in ours:
+            merged[key] = value
+        elif isinstance(ours[key], dict) and isinstance(value, dict):
+            merged[key] = merge(ours[key], value, where + ".")
+        elif ours[key] != value:
+            owner = OWNER.get(where) or OWNER.get(path.rstrip(".")) or "train.* / engine.*"
+            raise LmforgeError(
+                f"DeepSpeed config key {where!r}={value!r} conflicts with {ours[key]!r} from lmforge's"
+                f" config; set it through lmforge ({owner}) instead"
+            )
+    return merged
