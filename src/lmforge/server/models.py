@@ -68,6 +68,8 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
             served.step_rows = rows_through_step(served.net)
             said += f"; so do up to {served.step_rows} rows at once, one by one" * (served.step_rows > 1)
         served.decoding = f"{str(served.net.wte.weight.dtype).removeprefix('torch.')}, {said}"
+        if served.net.wte.weight.dtype == torch.bfloat16:  # bf16 products round by the batch's shape
+            served.decoding += "; in bf16 a reply can change with what else decodes (--dtype fp32 keeps it)"
     elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's
         from lmforge.pipelines.translation import TranslationPipeline
 
