@@ -694,6 +694,7 @@ def test_a_request_past_its_timeout_is_504(endless: dict[str, Any]) -> None:
         r = c.post("/v1/completions", json=body)
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         assert r.json()["error"]["message"] == "the request took longer than the server's --timeout of 0.3 s"
+        assert r.headers["x-should-retry"] == "false"  # openai's client retried it twice, tripling the wait
         events = sse_payloads(c.post("/v1/completions", json={**body, "stream": True}).text)
         assert (
             events[-1] == "[DONE]" and events[-2]["error"]["code"] == "timeout"

@@ -34,8 +34,10 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else {}
+        if self.code == "timeout":  # openai's clients retry a 5xx twice: a request past --timeout
+            headers["x-should-retry"] = "false"  # would then take three times its length to fail
+        return JSONResponse(self.body(), status_code=self.status, headers=headers or None)
 
 
 def _first(errors: Sequence[Any]) -> dict[str, Any]:
