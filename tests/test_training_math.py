@@ -154,5 +154,5 @@ def test_the_step_log_shows_gpu_memory_on_a_gpu_and_rss_elsewhere(monkeypatch) -
     assert metrics.peak_gpu_gb(torch.device("cpu")) is None
     assert metrics.peak_gpu_gb(torch.device("cuda", 0)) == 3.0
     line = metrics.step_line(5, 10, 1.0, 1e-3, 0.5, 100.0, 0.1, 30.0, torch.device("cuda", 0))
-    assert "| mem 3.00GB GPU |" in line
-    assert "GB GPU" not in metrics.step_line(5, 10, 1.0, 1e-3, 0.5, 100.0, 0.1, 30.0, torch.device("cpu"))
+    assert "| mem 3.00GiB GPU |" in line
+    assert "GiB GPU" not in metrics.step_line(5, 10, 1.0, 1e-3, 0.5, 100.0, 0.1, 30.0, torch.device("cpu"))

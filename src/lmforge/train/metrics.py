@@ -54,7 +54,7 @@ def step_line(
 ) -> str:
     """The step log's line; `mem` is the process's peak RSS, or on a GPU its peak tensor memory."""
     gpu = peak_gpu_gb(device) if device is not None else None
-    mem = f"{peak_rss_gb():.2f}GB" if gpu is None else f"{gpu:.2f}GB GPU"
+    mem = f"{peak_rss_gb():.2f}GiB" if gpu is None else f"{gpu:.2f}GiB GPU"  # 2**30 bytes, as summary.json
     return (
         f"step {step:>6}/{total} | loss {loss:.4f} | lr {lr:.2e} | grad_norm {grad_norm:.3f}"
         f" | tok/s {tok_s:,.0f} | mfu {100 * mfu:.1f}% | mem {mem} | eta {format_duration(eta_s)}"
