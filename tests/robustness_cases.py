@@ -395,11 +395,12 @@ CASES = [
     Case("chat-temperature", "chat {t}/m --temperature -1", r"temperature=-1\.0: must be a finite number >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("chat-top-p", "chat {t}/m --top-p 0", r"top_p=0\.0: must be a number in \(0, 1\]", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("chat-top-k", "chat {t}/m --top-k -1", r"top_k=-1: must be an integer >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
-    Case("chat-max-new-tokens", "chat {t}/m --max-new-tokens -2", r"max_new_tokens=-2: must be an integer >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
+    Case("chat-max-new-tokens", "chat {t}/m --max-new-tokens -2", r"max_new_tokens=-2 must be >= 1: a reply is what is generated", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("chat-dtype", "chat {s}/gpt --dtype fp16", r"argument --dtype: invalid choice: 'fp16'", usage=True),
     # --- ask (the tiny GPT given SmolLM2's ChatML template; documents in the case's folder)
     Case("ask-empty-question", "ask {t}/m '  ' --docs {t}/d", r"the question is empty", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
     Case("ask-no-template", "ask {s}/gpt Who? --docs {t}/d", r"{s}/gpt: has no chat template .*, so it cannot answer: lmforge ask needs an instruct model or an extractive question-answering one$", (write("d/a.txt", "Captain Ahab hunted the white whale."),)),
+    Case("ask-docs-twice", "ask {t}/m Who? --docs {t}/d --docs {t}/e", r"docs: 2 given; ask indexes one file, folder or glob", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."), write("e/b.txt", "Ishmael."))),
     Case("ask-no-new-tokens", "ask {t}/m Who? --docs {t}/d --max-new-tokens 0", r"max_new_tokens=0 must be >= 1", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("d/a.txt", "Captain Ahab hunted the white whale."))),
     Case("ask-seq2seq", "ask {s}/s2s Who? --docs {t}/d", r"{s}/s2s: an encoder-decoder \(Seq2Seq\)", (write("d/a.txt", "Captain Ahab hunted the white whale."),)),
     Case("ask-missing-docs", "ask {t}/m Who? --docs {t}/none", r"{t}/none: no such file", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),

@@ -126,7 +126,7 @@ def test_files_of_a_folder_not_read_are_named(docs: Path, capsys: pytest.Capture
     passage, made up an answer."""
     (docs / "mayor.rst").write_text("The mayor is Elena.\n", encoding="utf-8")
     index = PassageIndex.build(docs, passage_words=8)
-    known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt"
+    known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
     line = f"not read: 1 file in the input folders, hidden or not {known} ({docs / 'mayor.rst'})"
     assert index.stats["input_notes"] == [line]
     assert capsys.readouterr().err.splitlines() == [f"lmforge: {line}"]
@@ -144,6 +144,17 @@ def test_a_non_utf8_file_is_one_line_and_skipped(docs: Path, capsys: pytest.Capt
     assert latin.read_bytes() == before  # nothing changed or lost
     latin.write_text("Queequeg's caf\u00e9 in Kokovoko", encoding="utf-8")  # fixed: now indexed
     assert PassageIndex.build(docs, passage_words=8, quiet=True).stats["read"] == 1
+
+
+def test_a_binary_file_is_named_binary_not_told_to_become_utf8(
+    docs: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Its bytes are not UTF-8 either, and the line said "convert it to UTF-8 to index it"."""
+    (docs / "blob.txt").write_bytes(bytes(range(256)) * 20)
+    index = PassageIndex.build(docs, passage_words=8)
+    said = [line for line in capsys.readouterr().err.splitlines() if "blob.txt" in line]
+    assert len(said) == 1 and "binary file" in said[0] and "UTF-8" not in said[0], said
+    assert all(p.source != str(docs / "blob.txt") for p in index.passages)
 
 
 def test_a_bad_jsonl_line_is_said_again_when_the_index_is_reused(

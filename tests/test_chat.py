@@ -331,8 +331,11 @@ def test_commands_and_their_typos_never_reach_the_model(
 
 def test_no_new_tokens_is_refused_before_the_model_loads(tmp_path: Path) -> None:
     """It printed an empty reply to every message; ask refused it already."""
-    with pytest.raises(LmforgeError, match=r"^max_new_tokens=0 must be >= 1: a reply is what is generated$"):
-        chat(tmp_path / "no-model", max_new_tokens=0)
+    for none in (0, -3):  # -3 said "must be an integer >= 0", which 0 is not either
+        with pytest.raises(
+            LmforgeError, match=rf"^max_new_tokens={none} must be >= 1: a reply is what is generated$"
+        ):
+            chat(tmp_path / "no-model", max_new_tokens=none)
 
 
 def test_a_system_prompt_longer_than_the_context_is_refused_before_a_line_is_read(

@@ -85,8 +85,8 @@ USE_VERBS: dict[str, Verb] = {
         (
             opt("model", MODEL),
             opt("question", "the question"),
-            opt("--docs", "files, folders or globs as prep reads them (.txt .md .jsonl ...; .gz .xz)",
-                required=True),
+            opt("--docs", "a file, folder or glob as prep reads them (.txt .md .jsonl ...; .gz .xz)",
+                required=True, action="append"),
             opt("--k", "passages given to the model at most", type=int),
             opt("--index", "index folder (default: DOCS.lmforge-index beside DOCS)"),
             opt("--passage-words", "words per passage at most", type=int),

@@ -87,6 +87,11 @@ class Document:
     """Where it came from: `path` or `path:line`."""
 
 
+def readable() -> str:
+    """The suffixes read, as a message lists them: `.csv, ..., .txt (or compressed: .gz, ...)`."""
+    return f"{', '.join(sorted(TEXT_SUFFIXES))} (or compressed: {', '.join(COMPRESSION)})"
+
+
 def suffixes(path: Path) -> tuple[str, str]:
     """(format suffix, compression suffix or '') for names like `a.jsonl.gz`."""
     suffixes = [s.lower() for s in path.suffixes]
@@ -128,7 +133,7 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
                 raise LmforgeError(f"{item}: no such file, folder or glob match")
             files += [p for p in matches if p.is_file()]
     if not files:
-        raise LmforgeError(f"{', '.join(map(str, items))}: no {', '.join(sorted(TEXT_SUFFIXES))} files found")
+        raise LmforgeError(f"{', '.join(map(str, items))}: no {readable()} files found")
     once: dict[str, Path] = {}  # a file reached twice (named twice; a ** glob through a linked loop)
     for file in files:  # is read once, where it was first found
         once.setdefault(os.path.realpath(file), file)
@@ -167,7 +172,7 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> l
         )
     passed_over = [p for p in passed_over if p not in special and p not in linked]
     if passed_over:
-        known = ", ".join(sorted(TEXT_SUFFIXES))
+        known = readable()
         many = counted(len(passed_over), "file")
         lines.append(f"not read: {many} in the input folders, hidden or not {known} ({listed(passed_over)})")
     plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
@@ -212,7 +217,14 @@ def strict_lines(path: Path, what: str = "a text file") -> Iterator[tuple[int, s
 def utf8_error(path: Path) -> str | None:
     """Where a file's first invalid UTF-8 byte is, as `path:line: not valid UTF-8 (byte N)` with N
     counted from the file's start (of its decompressed text), or None if it has none: for readers
-    that refuse bad bytes rather than repair them."""
+    that refuse bad bytes rather than repair them. None too for a binary or UTF-16 file (a NUL in
+    its first 8 KiB), which the readers name as such ("convert it to UTF-8" does not fix a binary)."""
+    try:
+        with _open_binary(path) as f:
+            if b"\x00" in f.read(8192):
+                return None
+    except READ_ERRORS:
+        return None
     offset = 0
     try:
         with _open_binary(path) as f:

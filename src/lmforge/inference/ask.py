@@ -155,7 +155,7 @@ def read_spans(
 def ask(
     model: str | Path,
     question: str,
-    docs: str | Path,
+    docs: str | Path | list[str | Path],
     k: int = 3,
     index: str | Path | None = None,
     passage_words: int = 200,
@@ -186,6 +186,13 @@ def ask(
     did, and `note`: why no passage was given (None when one was). A question that, even without
     passages, leaves no room for `max_new_tokens` in the model's context is refused."""
     check_options(dtype=dtype)
+    if isinstance(docs, list | tuple):  # --docs given more than once: the last alone was read
+        if len(docs) != 1:
+            raise LmforgeError(
+                f"docs: {len(docs)} given; ask indexes one file, folder or glob (put the documents in"
+                " one folder, or give a glob)"
+            )
+        docs = docs[0]
     if max_new_tokens is not None:
         check_some_new_tokens(max_new_tokens, "the answer")
     if not question.strip():

@@ -86,9 +86,9 @@ def check_options(**values: Any) -> None:
 def check_some_new_tokens(max_new_tokens: int, what: str) -> None:
     """max_new_tokens where the output is only what is generated (`what`: a chat's reply, ask's
     answer): an integer >= 1, 0 being no output at all."""
-    check_options(max_new_tokens=max_new_tokens)
-    if max_new_tokens < 1:
+    if is_int(max_new_tokens) and max_new_tokens < 1:  # -3 too: "an integer >= 0" contradicted this
         raise LmforgeError(f"max_new_tokens={max_new_tokens} must be >= 1: {what} is what is generated")
+    check_options(max_new_tokens=max_new_tokens)
 
 
 def keyword_names(fn: Callable[..., Any]) -> list[str]:
