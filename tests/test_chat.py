@@ -182,6 +182,31 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         pipeline("text-generation", model, dtype="fp32")([USER])
 
 
+def test_stop_sequence_and_num_return_sequences_as_transformers(llama: Path) -> None:
+    """transformers' pipeline keywords a user passes: stop_sequence ends the text with the stop
+    string kept (generate's stop_strings), num_return_sequences samples several texts a prompt."""
+    ours = pipeline("text-generation", llama, dtype="fp32")
+    theirs = transformers.pipeline("text-generation", model=str(llama))
+    greedy = {"do_sample": False, "max_new_tokens": 24, "return_full_text": False}
+    whole = ours("The king", **greedy)[0]["generated_text"]
+    first = [i for i in range(4, len(whole) - 1) if whole.find(whole[i : i + 2]) == i]  # ASCII letters:
+    stop = next(whole[i : i + 2] for i in first if whole[i : i + 2].isalpha() and whole[i : i + 2].isascii())
+    cut = ours("The king", stop_sequence=stop, **greedy)
+    assert cut == theirs("The king", stop_sequence=stop, **greedy)
+    assert stop in cut[0]["generated_text"] and len(cut[0]["generated_text"]) < len(whole)
+    for chat_input in ([USER], "The king"):  # n per prompt, each its own; the first is n=1's
+        several = ours(chat_input, num_return_sequences=3, seed=5, max_new_tokens=8)
+        assert len(several) == 3 and len({str(r["generated_text"]) for r in several}) > 1
+        assert several[0] == ours(chat_input, seed=5, max_new_tokens=8)[0]
+    both = ours(["The king", "A queen"], num_return_sequences=2, seed=5, max_new_tokens=8)
+    assert [len(b) for b in both] == [2, 2] and both[0] == ours("The king", num_return_sequences=2, seed=5,
+                                                                max_new_tokens=8)  # fmt: skip
+    with pytest.raises(LmforgeError, match=r"^num_return_sequences=2 needs sampling"):
+        ours("The king", num_return_sequences=2, do_sample=False)
+    with pytest.raises(LmforgeError, match=r"^stop_sequence: '' is not a stop string"):
+        ours("The king", stop_sequence="")
+
+
 def test_plain_text_keeps_working_and_a_model_without_template_refuses_chat(
     llama: Path, tmp_path: Path
 ) -> None:

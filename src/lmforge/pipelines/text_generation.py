@@ -27,7 +27,8 @@ from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat import ChatSpec, continuation
 from lmforge.inference.generate import encode_prompts, generate_ids
-from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
+from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
+from lmforge.inference.text_stream import StopWatch, check_stops
 from lmforge.model.kinds import require_decoder
 
 
@@ -74,14 +75,19 @@ class TextGenerationPipeline:
         seed: int | None = None,
         truncate_prompt: bool = False,
         num_beams: int | None = 1,
+        num_return_sequences: int = 1,
+        stop_sequence: str | list[str] | None = None,
         compile: bool | str = "auto",
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """One prompt or conversation gives a list of one dict; a list of them gives one such list
-        each. do_sample=False decodes greedily (temperature 0); a prompt longer than the model's
-        context is an error unless truncate_prompt keeps its last tokens. compile=True decodes each
-        prompt through a compiled step (inference/compiled_decode.py; CPU, for long outputs); "auto"
-        (the default) where this machine measured that it pays back (inference/compile_choice.py)."""
+        """One prompt or conversation gives a list of num_return_sequences dicts (sampled, each
+        row with its own generator); a list of them gives one such list each. do_sample=False
+        decodes greedily (temperature 0); a prompt longer than the model's context is an error
+        unless truncate_prompt keeps its last tokens. stop_sequence: a text (or several) that ends
+        a sequence, kept in it, as transformers' pipeline (generate's stop_strings) does.
+        compile=True decodes each prompt through a compiled step (inference/compiled_decode.py;
+        CPU, for long outputs); "auto" (the default) where this machine measured that it pays back
+        (inference/compile_choice.py)."""
         if text is None:  # transformers' name for it
             text = unknown.pop("text_inputs", None)
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
@@ -97,6 +103,9 @@ class TextGenerationPipeline:
                 f"num_beams={num_beams!r}: text-generation decodes greedily or by sampling (num_beams=1);"
                 " beam search is for translation"
             )
+        if not (is_int(num_return_sequences) and num_return_sequences >= 1):
+            raise LmforgeError(f"num_return_sequences={num_return_sequences!r}: must be an integer >= 1")
+        stops_text = check_stops(stop_sequence, "stop_sequence")
         chats = _chats(text)
         if chats is None:
             prompts = check_texts(text)
@@ -109,6 +118,10 @@ class TextGenerationPipeline:
             ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]
             stops = self.chat.stops
         options = self.chat.sampling(**given)
+        n = num_return_sequences
+        if n > 1 and not options["do_sample"]:  # as transformers: greedy rows would be one text n times
+            raise LmforgeError(f"num_return_sequences={n} needs sampling: greedy decoding gives one sequence")
+        ids = [row for row in ids for _ in range(n)]  # each prompt's n rows, side by side
         with torch.inference_mode():
             outs = generate_ids(
                 self.model,
@@ -121,18 +134,19 @@ class TextGenerationPipeline:
                 True,
                 seed,
                 truncate_prompt,
-                None,
+                StopWatch(self.tokenizer, len(ids), stops_text) if stops_text else None,
                 compile,
             )
-        replies = [self.tokenizer.decode(o) for o in outs]
+        decoded = [self.tokenizer.decode(o) for o in outs]
+        replies = [decoded[i : i + n] for i in range(0, len(decoded), n)]  # per prompt
         if chats is None:
             results: list[list[dict[str, Any]]] = [
-                [{"generated_text": (p if return_full_text else "") + r}]
-                for p, r in zip(prompts, replies, strict=True)
+                [{"generated_text": (p if return_full_text else "") + r} for r in rs]
+                for p, rs in zip(prompts, replies, strict=True)
             ]
             return results[0] if isinstance(text, str) else results
         results = [
-            [{"generated_text": continuation(r, c) if return_full_text else r}]
-            for c, r in zip(chats, replies, strict=True)
+            [{"generated_text": continuation(r, c) if return_full_text else r} for r in rs]
+            for c, rs in zip(chats, replies, strict=True)
         ]
         return results[0] if len(chats) == 1 and isinstance(text[0], Mapping) else results
