@@ -178,7 +178,7 @@ def test_translation_pipeline_refuses(dirs: dict[str, Path], name: str, value: A
     ("task", "model", "keyword", "hint"),
     [
         ("text-generation", "gpt", "max_length", "max_new_tokens"),  # was silently ignored
-        ("text-generation", "gpt", "num_return_sequences", "temperature"),
+        ("text-generation", "gpt", "stop_strings", "stop_sequence"),  # generate's name: the pipeline's is taken
         ("text-generation", "gpt", "repetition_penalty", "top_p"),
         ("text-classification", "clf", "function_to_apply", "top_k"),
         ("text-classification", "clf", "max_new_tokens", "batch_size"),
@@ -213,6 +213,8 @@ def test_transformers_input_names_and_a_missing_input_or_model(dirs: dict[str, P
     _refused(lambda: lmforge.pipeline("text-generation"), "give both the task and a model directory")
     _refused(lambda: lmforge.pipeline(model=dirs["gpt"]), "lmforge downloads no default model")
     assert lmforge.pipeline("sentiment-analysis", model=dirs["clf"])("abc") == labels("abc")  # an alias
+    assert labels("abc " * 40, truncation=True) == labels("abc " * 40)  # always cut: transformers' keyword
+    _refused(lambda: labels("abc", truncation=False), "truncation=False", "always cuts")
 
 
 def test_edge_values_are_accepted() -> None:

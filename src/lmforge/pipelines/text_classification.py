@@ -45,17 +45,25 @@ class TextClassificationPipeline:
         *,
         top_k: int | None | _Default = DEFAULT,
         batch_size: int | None = None,
+        truncation: bool = True,
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """A string gives [{"label", "score"}] (the best label; top_k=None gives every label, best
         first, as a list of dicts; with top_k given to pipeline() and not to the call, that list
         inside a list, as transformers'); a list of strings gives one result per string, as HF does:
-        a dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1)."""
+        a dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1).
+        A text longer than the model's context is cut to its first tokens (truncation=True, the only
+        choice; transformers' default raises)."""
         if text is None:  # transformers' name for it
             text = unknown.pop("inputs", None)
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
         if text is None:
             raise LmforgeError("text-classification needs a text or a list of texts to label")
+        if truncation is not True:  # transformers' keyword: lmforge always keeps a text's first tokens
+            raise LmforgeError(
+                f"truncation={truncation!r}: text-classification always cuts a text to the model's context"
+                " (its first tokens), as transformers' truncation=True"
+            )
         check_top_k(top_k)
         per_call = not isinstance(top_k, _Default)
         top_k = self.top_k if isinstance(top_k, _Default) else top_k
