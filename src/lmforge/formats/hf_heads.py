@@ -70,6 +70,7 @@ def unread_head(raw: dict[str, Any]) -> str:
 
 def _body_alone(encoder: Encoder, why: str, file: str, unused: list[str]) -> tuple[Encoder, list[str]]:
     print(f"lmforge: note: {file}: {why}: a head lmforge does not read; its body is loaded", file=sys.stderr)
+    encoder.unread_head = why  # for the pipelines' "not a classifier" (inference/classify.py)
     return encoder, unused
 
 

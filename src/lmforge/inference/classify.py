@@ -33,6 +33,9 @@ def load_classifier(model: str | Path) -> tuple[Classifier, Tokenizer]:
     if not isinstance(net, Classifier):
         base = type(net).__name__ in ("GPT", "Encoder")  # what finetune-classify starts from
         hint = f" (train one from it with `lmforge finetune-classify {model} ...`)" if base else ""
+        why = getattr(net, "unread_head", "")  # formats/hf_heads.py: a head loaded as its body alone
+        if why:  # an HF multi-label or regression head: "not a classifier" alone misled
+            raise LmforgeError(f"{model}: {why}: lmforge loads its body alone, {describe(net)}{hint}")
         raise LmforgeError(f"{model}: {describe(net)}, not a classifier{hint}")
     return net.eval(), tokenizer
 
