@@ -404,11 +404,36 @@ def test_a_body_that_is_not_utf8_is_invalid_json(api: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text
 
 
+def test_json_past_pythons_limits_and_a_form_body_say_what_they_are(api: TestClient) -> None:
+    """Valid JSON that Python's json refuses, and curl -d's default form Content-Type, were told
+    "not valid JSON in UTF-8" and "must be a JSON object"."""
+    json_headers = {"Content-Type": "application/json"}
+    FORM = "application/x-www-form-urlencoded"  # noqa: N806
+    cases = [
+        ('{"model": "gpt", "prompt": "a", "max_tokens": 1' + "0" * 5000 + "}", json_headers,
+         "the request body's JSON holds an integer of more than 4,300 digits"),
+        ('{"model": "gpt", "prompt": ' + "[" * 10000 + "]" * 10000 + "}", json_headers,
+         "the request body's JSON is nested too deeply"),
+        ('{"model": "gpt", "prompt": "a", "max_tokens": 2}', {"Content-Type": FORM},
+         f"the request Content-Type is '{FORM}', not application/json: send"),
+    ]  # fmt: skip
+    for body, headers, message in cases:
+        r = api.post("/v1/completions", content=body.encode(), headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith(message), r.text
+    r = api.post("/v1/completions", content=b'{"model": "gpt", "prompt": "a", "max_tokens": 2}')
+    assert r.json()["error"]["message"].startswith("the request has no Content-Type: send the JSON body")
+
+
 @pytest.mark.parametrize("route,body,status,param", BAD, ids=[f"{i}" for i in range(len(BAD))])
 def test_bad_requests_get_openai_errors(
     api: TestClient, route: str, body: Any, status: int, param: str | None
 ) -> None:
-    r = api.post(route, content=body) if isinstance(body, bytes) else api.post(route, json=body)
+    json_bytes = {"Content-Type": "application/json"}
+    r = (
+        api.post(route, content=body, headers=json_bytes)
+        if isinstance(body, bytes)
+        else api.post(route, json=body)
+    )
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]

@@ -88,6 +88,15 @@ def _validation(exc: RequestValidationError) -> ApiError:
     return ApiError(400, f"{param}: {message}" if param else message, param, "invalid_value")
 
 
+def _unparsed(cause: BaseException | None) -> str:
+    """Why a body that FastAPI could not parse was refused (valid JSON can be: json's limits)."""
+    if isinstance(cause, RecursionError):
+        return "the request body's JSON is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):  # Python's int max str digits
+        return "the request body's JSON holds an integer of more than 4,300 digits"
+    return "the request body is not valid JSON in UTF-8"
+
+
 def install(app: FastAPI) -> None:
     """Every error the app can give leaves as OpenAI's error object."""
 
@@ -96,14 +105,18 @@ def install(app: FastAPI) -> None:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and not kind.split(";")[0].strip().endswith("json"):  # curl -d: a form
+            said = f"Content-Type is {kind!r}, not application/json" if kind else "has no Content-Type"
+            message = f"the request {said}: send the JSON body with -H 'Content-Type: application/json'"
+            return ApiError(400, message, None, "invalid_content_type").response()
         return _validation(exc).response()
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":  # FastAPI's,
-            message = "the request body is not valid JSON in UTF-8"  # for bytes that are not UTF-8
-            return ApiError(400, message, None, "invalid_json").response()
+            return ApiError(400, _unparsed(exc.__cause__), None, "invalid_json").response()  # from json's
         return ApiError(exc.status_code, str(exc.detail)).response()
 
     @app.exception_handler(Exception)
