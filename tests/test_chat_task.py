@@ -163,6 +163,13 @@ def test_unknown_role_names_file_and_line(tmp_path: Path, model_dir: Path) -> No
         f.write('{"messages": [{"role": "robot", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
     with pytest.raises(LmforgeError, match=rf"{path}:41\[0\]: unknown role 'robot'"):
         train(None, _recipe(path, model_dir, 2), out=tmp_path / "run", quiet=True)
+    # alone in its file: the split's "0 held out" was said first, and the role only once that was fixed
+    alone = tmp_path / "one.jsonl"
+    alone.write_text(
+        '{"messages": [{"role": "robot", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
+    )
+    with pytest.raises(LmforgeError, match=rf"^{alone}:1\[0\]: unknown role 'robot'"):
+        train(None, _recipe(alone, model_dir, 2), out=tmp_path / "run2", quiet=True)
 
 
 def test_loader_groups_lengths_and_resumes_exactly() -> None:

@@ -17,7 +17,7 @@ MAKE_VERBS: dict[str, Verb] = {
         "lmforge.data.prep:prep",
         "clean raw text, train a tokenizer and write token shards (+ report.json)",
         (
-            opt("inputs", "a TOML recipe, or files, folders, globs (.txt .md .jsonl .csv .parquet;"
+            opt("inputs", "a TOML recipe, or files, folders, globs (.txt .md .html .jsonl .csv .parquet;"
                 " .gz .xz .bz2 .zst)", nargs="+"),
             opt("--out", "output directory for shards, meta.json, tokenizer.json, report.json"),
             opt("--tokenizer", "tokenizer to train (--pairs: bpe unless told)", config="data.tokenizer",

@@ -50,7 +50,7 @@ def pipeline(task: str | None = None, model: str | Path | None = None, **kwargs:
                 raise LmforgeError(f"pipeline({task!r}, {key}={kwargs[key]!r}): two {key}s; give one")
         task = "translation"
     if task not in TASKS:
-        known = ", ".join(sorted([*TASKS, "translation_XX_to_YY"]))
+        known = ", ".join(sorted([*TASKS, *ALIASES, "translation_XX_to_YY"]))
         raise LmforgeError(f"unknown pipeline task {task!r} (known: {known})")
     module, name = TASKS[task].split(":")
     cls = getattr(importlib.import_module(module), name)

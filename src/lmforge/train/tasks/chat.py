@@ -33,6 +33,7 @@ from lmforge.formats.chat_files import (
 from lmforge.formats.directory import resolve_model_dir, write_model_files
 from lmforge.inference.chat import special_tokens
 from lmforge.inference.chat_masks import encode_chat
+from lmforge.inference.chat_template import check_messages
 from lmforge.model.gpt import GPT
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
@@ -66,6 +67,8 @@ class ChatTask(Task):
         self.generation = read_generation_config(model_dir)
         self.variables = special_tokens(model_dir, self.tokenizer)
         chats = read_chats(d.input)
+        for c in chats:  # a bad role or message is named before the split's sizes are judged
+            check_messages(c.messages, f"{d.input}:{c.line}")
         empty = [c.line for c in chats if c.split == "train" and _empty_reply(c)]
         if empty and engine.rank == 0:  # its only target is the end of turn: shown even with --quiet
             lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
