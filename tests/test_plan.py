@@ -494,3 +494,20 @@ def test_a_users_deepspeed_json_is_checked_and_its_sizes_planned(tmp_path: Path)
     assert buffers[1]["prefetch"] == 2 * 1000
     # nothing kept whole on every rank: the parameters are the partition alone
     assert theirs["memory_per_rank"]["params"] < default["memory_per_rank"]["params"]
+
+
+def test_a_time_budget_and_a_short_time_are_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's plan said 9.5 min, not that its train.max_minutes=5 stops it at 5; a short run's
+    0.25 s printed as "0 s"."""
+    from lmforge import tuning
+    from lmforge.tools.plan_report import duration, format_plan
+
+    monkeypatch.setattr(tuning, "matmul_peak", lambda *a, **k: 1e9)
+    tiny = [*TINY, "--model.vocab_size=64", "--train.max_steps=1000"]
+    planned = lmforge.plan(overrides=[*tiny, "--train.max_minutes=0.5"])
+    assert planned["time_s"] > 30 and planned["budget_s"] == 30
+    steps = int(1000 * 30 / planned["time_s"])
+    said = f"; train.max_minutes=0.5 ends it at 30 s, after about {steps:,} of 1,000 steps"
+    assert said in format_plan(planned)
+    assert "max_minutes" not in format_plan(lmforge.plan(overrides=tiny))
+    assert [duration(s) for s in (0.25, 7.46, 65)] == ["0.25 s", "7.5 s", "65 s"]

@@ -110,6 +110,8 @@ def plan(
         "mfu": used_mfu,
         "mfu_source": "calibrated" if calibration else "stated",
         "time_s": train_flops / (world_size * dev.peak_flops * used_mfu),
+        "steps": t.max_steps,
+        "budget_s": 60 * t.max_minutes or None,  # train.max_minutes: the run stops there
         "advice": _advice(
             rows, recipe_row, micro, micro * accumulation, counts, model, head, dev, cfg, seq_len, seq_tokens
         ),  # fmt: skip

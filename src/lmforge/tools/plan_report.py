@@ -24,6 +24,18 @@ def _si(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
+def _budget(p: dict[str, Any]) -> str:
+    """What the recipe's time budget makes of the planned time (a run re-plans its steps to it)."""
+    budget = p.get("budget_s") or 0
+    if not budget or p["time_s"] <= budget:
+        return ""
+    steps = p["steps"]
+    return (
+        f"; train.max_minutes={budget / 60:g} ends it at {duration(budget)}, after about"
+        f" {int(steps * budget / p['time_s']):,} of {steps:,} steps"
+    )
+
+
 def duration(seconds: float) -> str:
     if seconds < 10:  # a short run's 0.25 s printed as "0 s"
         return f"{seconds:.2g} s"
@@ -62,7 +74,7 @@ def format_plan(p: dict[str, Any]) -> str:
         f"  batch    global {b['global']} = micro-batch {b['micro']} x {b['accumulation']} accumulation x"
         f" {p['world_size']} rank(s), {p['tokens_per_sequence']} tokens per example",
         f"  time     {duration(p['time_s'])} at MFU {100 * p['mfu']:.1f}% ({p['mfu_source']}) of"
-        f" {_si(dev['peak_flops'], 'FLOP/s')} per rank ({dev['source']})",
+        f" {_si(dev['peak_flops'], 'FLOP/s')} per rank ({dev['source']}){_budget(p)}",
         f"  memory   per rank, MiB (device: {dev['memory'] / 2**30:,.1f} GiB per rank; runtime"
         f" {_mib(dev['runtime'])} included in peak):",
     ]
