@@ -182,6 +182,35 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         pipeline("text-generation", model, dtype="fp32")([USER])
 
 
+def test_a_tokenizer_that_adds_a_bos_gets_it_on_plain_text_not_on_chats(llama: Path, tmp_path: Path) -> None:
+    """Llama 3's, Llama 2's and Mistral's tokenizer.json add a BOS to a text (a TemplateProcessing
+    post-processor); lmforge encoded plain-text prompts without it and generated other text than
+    transformers' pipeline. A rendered chat template writes its own: it gets no second one."""
+    model = copy(llama, tmp_path)
+    raw = json.loads((model / "tokenizer.json").read_text())
+    bos = {"id": "<|endoftext|>", "type_id": 0}
+    raw["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": bos}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": bos},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0], "tokens": ["<|endoftext|>"]}},
+    }
+    (model / "tokenizer.json").write_text(json.dumps(raw))
+    greedy = {"do_sample": False, "max_new_tokens": 12}
+    theirs = transformers.pipeline("text-generation", model=str(model))
+    ours = pipeline("text-generation", model, dtype="fp32")
+    assert ours.tokenizer.encode_prompt("The king") == [0, *ours.tokenizer.encode("The king")]
+    assert ours("The king", **greedy) == theirs("The king", **greedy)
+    assert ours([USER], **greedy) == theirs([USER], **greedy)  # the template's own tokens alone
+    assert ours("The king", **greedy) != pipeline("text-generation", llama, dtype="fp32")(
+        "The king", **greedy
+    )
+
+
 def test_stop_sequence_and_num_return_sequences_as_transformers(llama: Path) -> None:
     """transformers' pipeline keywords a user passes: stop_sequence ends the text with the stop
     string kept (generate's stop_strings), num_return_sequences samples several texts a prompt."""

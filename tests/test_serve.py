@@ -526,7 +526,7 @@ def test_a_bug_is_a_500_in_openai_shape(models: dict[str, Any]) -> None:
     class Broken:
         eos_id = None
 
-        def encode(self, text: str) -> list[int]:
+        def encode_prompt(self, text: str) -> list[int]:
             raise RuntimeError("a bug")
 
     broken = {"gpt": replace(models["gpt"], tokenizer=Broken())}

@@ -294,10 +294,11 @@ def stop_set(eos_id: int | Iterable[int] | None) -> frozenset[int]:
 
 
 def encode_prompts(tokenizer: Tokenizer, prompts: list[str]) -> list[list[int]]:
-    """Token ids per prompt; an empty prompt starts from EOS (as training separates documents)."""
+    """Token ids per prompt, with the special tokens its tokenizer adds to a text (a Llama 3 BOS);
+    an empty prompt with none starts from EOS (as training separates documents)."""
     if any(not p for p in prompts) and tokenizer.eos_id is None:
         raise LmforgeError("empty prompt: this tokenizer has no EOS token to start from; give some text")
-    return [tokenizer.encode(p) if p else [tokenizer.eos_id] for p in prompts]  # type: ignore[list-item]
+    return [tokenizer.encode_prompt(p) or [tokenizer.eos_id] for p in prompts]  # type: ignore[list-item]
 
 
 def generate(

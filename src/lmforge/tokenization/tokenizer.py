@@ -142,6 +142,16 @@ class Tokenizer:
                 print(f"lmforge: warning: {unknown.message()}", file=sys.stderr)
         return ids
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A plain-text prompt's ids as transformers' `tokenizer(text)` gives them: with the special
+        tokens the tokenizer's post-processor adds (Llama 3's, Llama 2's and Mistral's BOS; lmforge's
+        own tokenizers and SmolLM2's add none). A rendered chat template writes its own, so it
+        goes through `encode`, as transformers' apply_chat_template does."""
+        ids = self.encode(text)  # checks the text, warns of unknown characters
+        if self.hf.post_processor is None:
+            return ids
+        return self.hf.encode(text, add_special_tokens=True).ids
+
     def unknown_chars(self, text: str) -> list[str]:
         """The distinct characters of `text` a character vocabulary lacks, in order of appearance."""
         if self.kind != "char":
