@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,23 @@ def test_missing_tensor_and_unknown_architecture(tmp_path: Path) -> None:
     (hf_dir / "config.json").write_text('{"model_type": "falcon"}')
     with pytest.raises(LmforgeError, match="unknown model_type 'falcon'"):
         lmforge.load(hf_dir)
+
+
+def test_a_config_lmforge_cannot_follow_is_named(tmp_path: Path) -> None:
+    """An older rope_scaling beside rope_parameters' default imported as plain rotary, unsaid
+    (transformers scales it: logits 6e-3 apart); 0 or 3 heads were blamed on head_dim."""
+    hf_dir = tmp_path / "hf"
+    make_hf_model("llama", hf_dir)
+    good = json.loads((hf_dir / "config.json").read_text())
+    cases = [
+        ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope type 'linear'"),
+        ({"num_attention_heads": 0}, "num_attention_heads=0"),
+        ({"num_attention_heads": 3}, r"head_dim=\d+ != hidden_size / num_attention_heads \(\d+ / 3\)"),
+    ]
+    for change, error in cases:
+        (hf_dir / "config.json").write_text(json.dumps({**good, **change}))
+        with pytest.raises(LmforgeError, match=error):
+            lmforge.load(hf_dir)
 
 
 def test_an_untied_llama_sequence_classifier_says_it_has_no_lm_head(tmp_path: Path) -> None:

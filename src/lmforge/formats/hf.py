@@ -64,10 +64,16 @@ def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
 
 
 # --- Llama, Mistral, Qwen2 --------------------------------------------------------------------
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _rope_theta(raw: dict[str, Any], file: str) -> float:
     params = raw.get("rope_parameters") or {}
     scaling = raw.get("rope_scaling") or {}
-    kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
+    # either key may scale (transformers reads an older rope_scaling beside rope_parameters' default)
+    kinds = [params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")]
+    kind = next((k for k in kinds if k not in (None, "default")), "default")
     require(kind == "default", file, f"rope type {kind!r} (only plain rotary positions)")
     return float(params.get("rope_theta") or raw.get("rope_theta") or 10000.0)
 
@@ -76,8 +82,10 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     n_embd, n_head = config_key(raw, "hidden_size", file), config_key(raw, "num_attention_heads", file)
     require(raw.get("hidden_act", "silu") == "silu", file, f"hidden_act={raw.get('hidden_act')!r}")
     require(not raw.get("attention_bias") and not raw.get("mlp_bias"), file, "attention_bias/mlp_bias")
+    require(is_count(n_head), file, f"num_attention_heads={n_head!r}")  # 0 read as a head_dim problem
     head_dim = raw.get("head_dim") or n_embd // n_head
-    require(head_dim * n_head == n_embd, file, f"head_dim={head_dim} != hidden_size / heads")
+    require(head_dim * n_head == n_embd, file, f"head_dim={head_dim} != hidden_size / num_attention_heads"
+            f" ({n_embd} / {n_head})")  # fmt: skip
     context = config_key(raw, "max_position_embeddings", file)
     window = raw.get("sliding_window") if raw.get("use_sliding_window", True) else None
     if window:  # within the window, sliding-window attention is plain causal attention
