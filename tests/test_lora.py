@@ -102,6 +102,21 @@ def test_a_target_the_model_lacks_is_named(base: dict[str, Path]) -> None:
     lora.inject(model, LoraConfig(targets="q_proj"))  # a Llama has it
 
 
+def test_a_wrong_target_or_rank_is_refused_before_the_data_is_prepared(
+    base: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They were refused after the corpus had been tokenized (a GPT-2 without gate_proj, a rank
+    above a projection's width), on the HF directory and on its import alike."""
+    for source in (base["hf"], base["base"]):
+        for override, error in (("--lora.targets=c_attn", "unknown module 'c_attn'"),
+                                ("--lora.rank=4096", r"lora\.rank=4096 is above the full rank")):  # fmt: skip
+            args = [*recipe(base, 1), f"--train.init_from={source}", override]
+            with pytest.raises(LmforgeError, match=error):
+                train(overrides=args, out=tmp_path / "run")
+            said = capsys.readouterr()
+            assert "preparing" not in said.out + said.err and not (tmp_path / "run").exists()
+
+
 def test_injected_model_starts_as_its_base_and_only_adapters_train(base: dict[str, Path]) -> None:
     model, _ = load_model(base["base"])
     ids = torch.randint(0, VOCAB, (2, 12))

@@ -24,7 +24,7 @@ from lmforge.formats.peft import LORA_FILE
 from lmforge.outputs import describe_foreign, written_by
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.resume import resume_run
-from lmforge.train.run_inputs import found, make_inputs_absolute
+from lmforge.train.run_inputs import check_lora_targets, found, make_inputs_absolute
 
 # What `train` writes into a run directory: --overwrite moves these aside, and a new run refuses
 # a directory that holds any of them.
@@ -220,6 +220,7 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
         from lmforge.formats.directory import resolve_model_dir
 
         resolve_model_dir(cfg.train.init_from)
+        check_lora_targets(cfg)  # before the data is prepared
     if cfg.engine.name == "deepspeed" and cfg.engine.deepspeed_config:  # read again at the engine's start
         read_user_config(Path(cfg.engine.deepspeed_config))
     for key, value in (("data.input", cfg.data.input), ("train.init_from", cfg.train.init_from)):

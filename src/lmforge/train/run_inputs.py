@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import COMMAND_LINE, Config, ModelConfig, yield_note
+from lmforge.config import COMMAND_LINE, Config, ModelConfig, model_config_from, yield_note
 from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
@@ -75,6 +75,34 @@ def init_model(cfg: Config, say: Callable[[str], None] | None = None) -> tuple[A
         raise LmforgeError(f"train.init_from={cfg.train.init_from!r} is not a decoder language model")
     adopt_model_config(cfg, model.config, say)
     return model, tokenizer
+
+
+def check_lora_targets(cfg: Config) -> None:
+    """lora.targets and lora.rank against train.init_from's modules, on its architecture built
+    without weights (the meta device): a wrong target was refused only after the data was
+    prepared. A directory whose kind this does not know is left to loading, which names it."""
+    import torch
+
+    from lmforge.formats.directory import MODEL_TYPE, SEQ2SEQ_MODEL_TYPE, read_config_json, resolve_model_dir
+    from lmforge.formats.hf import FAMILIES
+    from lmforge.model import lora
+    from lmforge.model.seq2seq import Seq2Seq
+
+    if not (cfg.lora.enabled and cfg.train.init_from):
+        return
+    directory = resolve_model_dir(cfg.train.init_from)
+    raw = read_config_json(directory)
+    kind, file = raw.get("model_type"), str(directory / "config.json")
+    if (directory / "lora.json").is_file() or cfg.data.task not in ("lm", "chat", "translation"):
+        return  # a LoRA run's base, or a task model (a head on a body): checked as it is built
+    if kind in (MODEL_TYPE, SEQ2SEQ_MODEL_TYPE):
+        config = model_config_from(raw, file)
+    elif kind in FAMILIES and FAMILIES[kind].kind in ("gpt", "seq2seq"):
+        config = FAMILIES[kind].config_in(raw, file)
+    else:
+        return
+    with torch.device("meta"):
+        lora.inject(Seq2Seq(config, 0) if config.arch == "seq2seq" else GPT(config), cfg.lora)
 
 
 def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None] | None = None) -> None:
