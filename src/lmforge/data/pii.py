@@ -35,11 +35,11 @@ Span = tuple[int, int, str]  # (start, end, kind), end exclusive
 
 # The userinfo of a URL (RFC 3986): `user:password` in `postgres://user:password@host/db`, or
 # a user alone. Before `email`, which would take `password@host` and leave the user name.
-LOGIN = re.compile(r"(?<=://)(?=[^\s/?#@]+@)[\w.~%!$&'()*+,;=-]*(?::[^\s/?#@]*)?(?=@[\w\[])")
-# RFC 5322 allows "/", "=" and "?" in the local part, but addresses have none and URLs are
-# full of them: `https://x.com/a?u=ann@b.com` loses only the address.
+LOGIN = re.compile(r"(?<=://)(?=[^\s/?#@]+@)[\w.~%!$&'()*+,;=-]*(?::[^\s/?#@]*)?(?=@)")
+# RFC 5322 allows "/" and "?" in the local part, but addresses have none and URLs are full of
+# them: `https://x.com/a?u=ann@b.com` keeps its path (a bounce address's "=" stays in).
 EMAIL = re.compile(
-    r"(?<![\w.+-])[\w!#$%&'*+^`{|}~-]+(?:\.[\w!#$%&'*+^`{|}~-]+)*"
+    r"(?<![\w.+-])[\w!#$%&'*+=^`{|}~-]+(?:\.[\w!#$%&'*+=^`{|}~-]+)*"
     r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,}\b"
 )
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
@@ -68,14 +68,14 @@ PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher
 # What the matcher accepts as a valid number in some region but is not one: dates (05.12.2021,
 # 1885-06-08), year ranges (1641-1665), dotted quads (255.255.255.0), the SSN layout
 # (666-12-3456: one the SSA never issues), dashed ISBNs (0-306-40615-2: a last group of one
-# digit), decimals (0.7768698399), a year and a serial number (invoice 2024-000123).
+# digit), decimals (0.7768698399).
 NOT_PHONE = re.compile(
     r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4,}-\d{2}-\d{2}|1[0-9]\d\d-(?:1[0-9]|20)\d\d|\d{1,3}(?:\.\d{1,3}){3}"
-    r"|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+|(?:1[89]|20)\d\d-\d{5,}"
+    r"|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+"
 )
-# Thousands (2 147 483 647, 726.124.770): a phone number only after a phone word, as Spanish and
-# Polish mobiles are written ("Llame al 612 345 678").
-THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*")
+# Thousands (2 147 483 647, 726.124.770) and a year's serial number (invoice 2024-000123): a phone
+# number only after a phone word, as Spanish and Polish mobiles are written ("Llame al 612 345 678").
+THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*|(?:1[89]|20)\d\d-\d{5,}")
 ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s?\Z")
 # A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
 ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
@@ -90,11 +90,11 @@ PHONE_CUE = re.compile(
     r"|appel|portable|tel[ée]fono|llam|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
     r"|zadzwo|kom[óo]rk)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
 )
-# A number after a word that names another kind of number is not a phone number (ID 0123456789,
-# order #4155550134), unless a phone word comes first ("phone no. 0123456789").
+# An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
+# phone number (ID 4155550134, order #4155550134), unless a phone word comes first.
 OTHER_NUMBER_BEFORE = re.compile(
-    r"(?i)\b(?:id|invoice|order|ref|reference|account|acct|serial|ticket|case|tracking|customer|member"
-    r"|policy|receipt|transaction|isin|ean|upc|sku|no|nr|n°|#)\W{0,3}\Z"
+    r"(?i)(?:\b(?:id|invoice|order|ref|reference|serial|ticket|tracking|policy|receipt|transaction|isin"
+    r"|ean|upc|sku)|#)\W{0,3}\Z"
 )
 
 
@@ -112,7 +112,8 @@ def _phone_ok(text: str, start: int, end: int) -> bool:
         return False  # ("+" starts a new number even right after another)
     if THOUSANDS.fullmatch(number) and not cue:
         return False
-    if not cue and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
+    marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
+    if not cue and not marked and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
         return False
     groups = re.findall(r"\d+", number)  # digits spaced out one by one: a count, lottery numbers
     if len(groups) >= 5 and sum(len(g) == 1 for g in groups) * 2 > len(groups):
@@ -125,7 +126,6 @@ def _phone_ok(text: str, start: int, end: int) -> bool:
         return False
     if re.fullmatch(r"\d{5}-\d{4}", number) and ZIP_BEFORE.search(text, max(0, start - 12), start):
         return False
-    marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
     digits = sum(c.isdigit() for c in number)
     return marked or digits >= 9 or cue
 
