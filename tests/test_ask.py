@@ -245,6 +245,8 @@ def test_cited_marks_passages_holding_the_answer() -> None:
     assert cited("The meeting starts at 12:30", times) == [False]
     assert cited("The answer is: no.", times) == [False]
     assert cited("The answer is: 9:15.", times) == [True]
+    noted = [Passage("a.txt", 0, 9, "See note [1] for the captain's name.")]  # numbers in a passage too
+    assert cited("See note [1] for the captain's name.", noted) == [True]
 
 
 def test_ask_answers_as_transformers_decodes_the_same_prompt(llama: Path, docs: Path) -> None:

@@ -475,9 +475,10 @@ def test_a_users_deepspeed_json_is_checked_and_its_sizes_planned(tmp_path: Path)
         "offload.json": ('{"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}', "engine.offload"),
         "clip.json": ('{"gradient_clipping": 5.0}', r"clip\.json: .*conflicts .*train\.grad_clip"),
         "size.json": ('{"zero_optimization": {"reduce_bucket_size": "big"}}', "reduce_bucket_size='big'"),
+        "utf16.json": ("\ufeff{}".encode("utf-16").decode("latin-1"), r"utf16\.json: not UTF-8 text"),
     }
     for name, (text, error) in files.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_bytes(text.encode("latin-1" if name == "utf16.json" else "utf-8"))
         with pytest.raises(LmforgeError, match=error):
             lmforge.plan(overrides=[*tiny, f"--engine.deepspeed_config={tmp_path / name}"], device="h100")
     with pytest.raises(LmforgeError, match=r"missing\.json: cannot read DeepSpeed config"):

@@ -92,6 +92,13 @@ def test_cut_and_hold() -> None:
     assert held_back("the end\n", ["\n\n"]) == 1 and held_back("the end", ["\n\n"]) == 0
 
 
+def test_a_stop_that_is_no_text_is_one_line(tmp_path: Path) -> None:
+    """5 raised a TypeError; b"x" was refused as 120, its first byte."""
+    for bad, said in ((5, "5"), (b"x", "b'x'")):
+        with pytest.raises(LmforgeError, match=rf"^stop: {said} is not a stop string or a list of them$"):
+            generate(tmp_path / "missing", "a", stop=bad)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("bad", ["", [""], ["a", 3]])
 def test_an_empty_stop_string_is_refused_before_the_model_loads(tmp_path: Path, bad: object) -> None:
     with pytest.raises(LmforgeError, match=r"^stop: .* is not a stop string \(a non-empty text\)$"):

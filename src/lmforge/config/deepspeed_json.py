@@ -72,6 +72,8 @@ def read_user_config(file: Path) -> dict[str, Any]:
         raise LmforgeError(f"{file}: cannot read DeepSpeed config: {e.strerror}") from None
     except json.JSONDecodeError as e:
         raise LmforgeError(f"{file}: invalid JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise LmforgeError(f"{file}: not UTF-8 text (byte {e.start}); a DeepSpeed config is JSON") from None
     if not isinstance(raw, dict):
         raise LmforgeError(f"{file}: a DeepSpeed config must be a JSON object")
     for key in FORBIDDEN:

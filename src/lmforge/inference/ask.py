@@ -109,7 +109,8 @@ def cited(answer: str, passages: list[Passage]) -> list[bool]:
     if colon and len(head.split()) <= 8 and len(normalize_answer(tail)) >= 3:
         spans.add(normalize_answer(tail))
     spans -= {""}
-    return [any(f" {s} " in f" {normalize_answer(p.text)} " for s in spans) for p in passages]
+    texts = [normalize_answer(CITATION.sub(" ", p.text)) for p in passages]  # "see note [1]" alike
+    return [any(f" {s} " in f" {t} " for s in spans) for t in texts]
 
 
 RETRIEVERS = ("bm25", "hybrid")

@@ -207,7 +207,7 @@ def fit_context(
 
 COMMANDS = dict.fromkeys(["/exit", "/quit", "/bye"], "exit") | dict.fromkeys(["/reset", "/clear"], "reset")
 COMMANDS |= dict.fromkeys(["/help", "/?"], "help")
-KNOWN_COMMANDS = "/reset (or /clear) clears the history, /exit (or /quit) quits"
+KNOWN_COMMANDS = "/reset (or /clear) clears the history, /exit (or /quit, /bye) quits, /help (or /?) lists"
 
 
 def chat_command(line: str) -> str | None:

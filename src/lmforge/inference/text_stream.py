@@ -17,6 +17,8 @@ from lmforge.tokenization.tokenizer import Tokenizer
 
 def check_stops(stop: str | Sequence[str] | None, name: str = "stop") -> list[str]:
     """Stop strings as a list; an empty one would end every text before it starts."""
+    if stop is not None and not isinstance(stop, str | list | tuple):  # 5 or b"x": no texts
+        raise LmforgeError(f"{name}: {stop!r} is not a stop string or a list of them")
     stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
     for s in stops:
         if not isinstance(s, str) or not s:
