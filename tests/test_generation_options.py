@@ -214,6 +214,7 @@ def test_transformers_input_names_and_a_missing_input_or_model(dirs: dict[str, P
     _refused(lambda: lmforge.pipeline(model=dirs["gpt"]), "lmforge downloads no default model")
     assert lmforge.pipeline("sentiment-analysis", model=dirs["clf"])("abc") == labels("abc")  # an alias
     assert labels("abc " * 40, truncation=True) == labels("abc " * 40)  # always cut: transformers' keyword
+    assert labels("abc " * 40, truncation="longest_first") == labels("abc " * 40)  # and its strategy
     _refused(lambda: labels("abc", truncation=False), "truncation=False", "always cuts")
 
 

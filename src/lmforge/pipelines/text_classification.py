@@ -45,7 +45,7 @@ class TextClassificationPipeline:
         *,
         top_k: int | None | _Default = DEFAULT,
         batch_size: int | None = None,
-        truncation: bool = True,
+        truncation: bool | str = True,
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """A string gives [{"label", "score"}] (the best label; top_k=None gives every label, best
@@ -59,7 +59,8 @@ class TextClassificationPipeline:
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
         if text is None:
             raise LmforgeError("text-classification needs a text or a list of texts to label")
-        if truncation is not True:  # transformers' keyword: lmforge always keeps a text's first tokens
+        if truncation not in (True, "longest_first", "only_first"):  # transformers' keyword and its
+            # strategies for one text; lmforge always keeps a text's first tokens
             raise LmforgeError(
                 f"truncation={truncation!r}: text-classification always cuts a text to the model's context"
                 " (its first tokens), as transformers' truncation=True"
