@@ -23,7 +23,7 @@ from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
-from lmforge.inference.text_stream import StopWatch, TextStream, check_stops, cut_at_stop
+from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import require_decoder
@@ -352,7 +352,7 @@ def generate(
     ids = encode_prompts(tokenizer, prompts)
     compile_choice.switches.clear()
     streaming = stream and len(prompts) == 1
-    watch = TextStream(tokenizer, stops=stops) if streaming else StopWatch(tokenizer, len(ids), stops)
+    watch = watcher(tokenizer, len(ids), stops, streaming)
     if streaming:  # a prompt too long for the context fails before it is echoed
         check_prompt(ids[0], net.config.block_size, truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
@@ -367,7 +367,7 @@ def generate(
         use_cache,
         seed,
         truncate_prompt,
-        watch if streaming or stops else None,
+        watch,
         compile,
     )
     if isinstance(watch, TextStream):

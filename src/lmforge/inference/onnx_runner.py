@@ -34,7 +34,7 @@ from lmforge.inference.generate import (
 )
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.seq2seq_decode import length_limits
-from lmforge.inference.text_stream import StopWatch, TextStream, check_stops, cut_at_stop
+from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
 from lmforge.tokenization.marian import MarianTokenizer, load_translation_tokenizer
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -200,11 +200,10 @@ def generate_onnx(
     if streaming:
         check_prompt(ids[0], onnx.meta["block_size"], truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
-    watch = TextStream(tokenizer, stops=stops) if streaming else StopWatch(tokenizer, len(ids), stops)
+    watch = watcher(tokenizer, len(ids), stops, streaming)
     outs = generate_ids_onnx(
-        onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt,
-        watch if streaming or stops else None,
-    )  # fmt: skip
+        onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, watch
+    )
     if isinstance(watch, TextStream):
         watch.finish()
         sys.stdout.write("\n")

@@ -85,3 +85,12 @@ class StopWatch:
     def __call__(self, row: int, token: int) -> bool:
         self.ids[row].append(token)
         return cut_at_stop(self.tokenizer.decode(self.ids[row]), self.stops)[1]
+
+
+def watcher(
+    tokenizer: Tokenizer, rows: int, stops: Sequence[str], stream: bool
+) -> TextStream | StopWatch | None:
+    """generate's on_token: the stream of one prompt's text, else the stop strings' watch (or none)."""
+    if stream:
+        return TextStream(tokenizer, stops=stops)
+    return StopWatch(tokenizer, rows, stops) if stops else None
