@@ -148,6 +148,21 @@ def test_a_config_lmforge_cannot_follow_is_named(tmp_path: Path) -> None:
             lmforge.load(hf_dir)
 
 
+def test_a_sliding_window_caps_the_context_only_where_a_layer_slides(tmp_path: Path) -> None:
+    """A Qwen2 with use_sliding_window whose layer_types are all full attention (max_window_layers
+    covers every layer) was capped at the window; transformers attends the whole context there."""
+    hf_dir = tmp_path / "hf"
+    make_hf_model("qwen2", hf_dir)
+    raw = json.loads((hf_dir / "config.json").read_text())
+    context = raw["max_position_embeddings"]
+    cases = ((["full_attention"] * 2, context), (["full_attention", "sliding_attention"], 16))
+    for layers, expected in cases:
+        changed = {**raw, "use_sliding_window": True, "sliding_window": 16, "layer_types": layers}
+        (hf_dir / "config.json").write_text(json.dumps(changed))
+        model, _ = lmforge.load(hf_dir)
+        assert model.config.block_size == expected, layers
+
+
 def test_an_untied_llama_sequence_classifier_says_it_has_no_lm_head(tmp_path: Path) -> None:
     """A Llama's ...ForSequenceClassification (untied, its default) has no lm_head to load as a
     decoder: the error named a tensor the user never had, and nothing more."""

@@ -88,6 +88,11 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
             f" ({n_embd} / {n_head})")  # fmt: skip
     context = config_key(raw, "max_position_embeddings", file)
     window = raw.get("sliding_window") if raw.get("use_sliding_window", True) else None
+    # transformers 5 names each layer's attention: a Qwen2 with use_sliding_window whose
+    # max_window_layers covers every layer slides in none of them, and attends the whole context
+    layers = raw.get("layer_types")
+    if isinstance(layers, list) and layers and "sliding_attention" not in layers:
+        window = None
     if window:  # within the window, sliding-window attention is plain causal attention
         context = min(context, window)
     return ModelConfig(
