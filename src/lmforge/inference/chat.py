@@ -338,8 +338,8 @@ def chat(
             print(f"lmforge: not answered: {e}", file=sys.stderr)
             unanswered += 1
             continue
-        reply = tokenizer.decode(stream.ids)
-        sys.stdout.write(reply[len(stream.text) :] + "\n")  # any held-back partial character
+        reply = stream.finish()  # writes any held-back partial character
+        sys.stdout.write("\n")
         sys.stdout.flush()
         if len(stream.ids) == room < options["max_new_tokens"]:
             print(

@@ -49,16 +49,15 @@ class TextStream:
         self.stops = list(stops)
         self.ids: list[int] = []
         self.text = ""  # written so far
-        self.stopped = False
 
     def __call__(self, _: int, token: int) -> bool:  # generate_ids' on_token(prompt index, token)
         self.ids.append(token)
-        text, self.stopped = cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
-        if self.stopped:
+        text, stopped = cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
+        if stopped:
             self._write(text)
         elif not text.endswith("\ufffd"):
             self._write(text[: len(text) - held_back(text, self.stops)])
-        return self.stopped
+        return stopped
 
     def finish(self) -> str:
         """Write the rest of the text (held back at the end); the whole text."""

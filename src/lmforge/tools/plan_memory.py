@@ -92,12 +92,11 @@ class Setup:
         return name + ("" if self.offload == "none" else f" + offload {self.offload}")
 
 
-def setups(world_size: int, width: int, sizes: Buckets | None = None) -> list[Setup]:
+def setups(world_size: int, width: int, sizes: Buckets = Buckets()) -> list[Setup]:  # frozen: shared
     """Every engine and stage, with and without offload (DeepSpeed's alone offloads)."""
-    b = sizes or Buckets()
-    out = [Setup(e, "none", world_size, width, b) for e in ENGINES]
-    out += [Setup(f"zero{s}", "optimizer", world_size, width, b) for s in (1, 2, 3)]
-    return out + [Setup("zero3", "all", world_size, width, b)]
+    out = [Setup(e, "none", world_size, width, sizes) for e in ENGINES]
+    out += [Setup(f"zero{s}", "optimizer", world_size, width, sizes) for s in (1, 2, 3)]
+    return out + [Setup("zero3", "all", world_size, width, sizes)]
 
 
 def model_states(counts: Counts, s: Setup) -> dict[str, int]:

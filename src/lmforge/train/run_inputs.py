@@ -88,13 +88,13 @@ def check_lora_targets(cfg: Config) -> None:
     from lmforge.model import lora
     from lmforge.model.seq2seq import Seq2Seq
 
-    if not (cfg.lora.enabled and cfg.train.init_from):
-        return
+    if not (cfg.lora.enabled and cfg.train.init_from) or cfg.data.task not in ("lm", "chat", "translation"):
+        return  # a task model (a head on a body) is checked as it is built
     directory = resolve_model_dir(cfg.train.init_from)
+    if (directory / "lora.json").is_file():
+        return  # a LoRA run's base: checked as it loads
     raw = read_config_json(directory)
     kind, file = raw.get("model_type"), str(directory / "config.json")
-    if (directory / "lora.json").is_file() or cfg.data.task not in ("lm", "chat", "translation"):
-        return  # a LoRA run's base, or a task model (a head on a body): checked as it is built
     if kind in (MODEL_TYPE, SEQ2SEQ_MODEL_TYPE):
         config = model_config_from(raw, file)
     elif kind in FAMILIES and FAMILIES[kind].kind in ("gpt", "seq2seq"):
