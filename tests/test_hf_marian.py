@@ -42,17 +42,24 @@ def _hf(directory: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def _hf_generate(hf: torch.nn.Module, batch: dict, beam: int) -> list[list[int]]:
+def _hf_generate(
+    hf: torch.nn.Module,
+    batch: dict,
+    beam: int,
+    early_stopping: bool | str = True,
+    max_new: int = MAX_NEW,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
     """transformers' output ids with the decoder start, EOS and padding stripped."""
     with torch.no_grad():
         out = hf.generate(
             **batch,
             num_beams=beam,
             do_sample=False,
-            max_new_tokens=MAX_NEW,
+            max_new_tokens=max_new,
             # the config's forced_eos_token_id (0) ends a row at the limit with EOS, as lmforge does
-            early_stopping=True,
-            length_penalty=1.0,
+            early_stopping=early_stopping,
+            length_penalty=length_penalty,
         )
     rows = []
     for row in out[:, 1:].tolist():
@@ -75,7 +82,12 @@ def _check_parity(hf: torch.nn.Module, ours: Seq2Seq, batch: dict) -> None:
     greedy = greedy_decode(ours, src, limits, 0)
     assert greedy == _hf_generate(hf, batch, 1)
     assert len({len(g) for g in greedy}) > 2  # outputs end at varied lengths (EOS and the limit)
-    assert beam_decode(ours, src, limits, 0, 3) == _hf_generate(hf, batch, 3)
+    for stopping in (True, False, "never"):
+        assert beam_decode(ours, src, limits, 0, 3, early_stopping=stopping) == _hf_generate(
+            hf, batch, 3, stopping
+        )
+    # the model's own early_stopping: an HF Marian without one says transformers' default, False
+    assert beam_decode(ours, src, limits, 0, 3) == _hf_generate(hf, batch, 3, ours.early_stopping)
 
 
 def test_tokenizer_matches_transformers(hf_dir: Path, sentences: list[str]) -> None:
@@ -265,3 +277,47 @@ def test_default_beam_comes_from_the_generation_config(
     export_hf(tmp_path / "ours", tmp_path / "back")
     assert json.loads((tmp_path / "back" / "generation_config.json").read_text())["num_beams"] == 3
     assert transformers.GenerationConfig.from_pretrained(tmp_path / "back").num_beams == 3
+
+
+def test_early_stopping_comes_from_the_generation_config(
+    hf_dir: Path, sentences: list[str], tmp_path: Path
+) -> None:
+    """transformers ends opus-mt's beam search with early_stopping=False (its default: the file
+    does not say), searching on after K finished hypotheses while a live beam can still beat
+    them; lmforge's own models keep True. Capped rows tell them apart (a helper's 7 of 28)."""
+    hf = _hf(hf_dir)
+    texts = [en for en, _ in pairs(3000) if len(en) < 50][:28]
+    batch = dict(
+        transformers.MarianTokenizer.from_pretrained(hf_dir)(texts, return_tensors="pt", padding=True)
+    )
+    theirs = {s: _hf_generate(hf, batch, 4, s, max_new=8) for s in (True, False)}
+    assert theirs[True] != theirs[False]  # else this test could not tell the settings apart
+    model, tokenizer = lmforge.load(hf_dir)
+    assert model.early_stopping is False
+    translator = lmforge.pipeline("translation", model=hf_dir)
+    for stopping in (None, True, False):
+        got = translator(texts, num_beams=4, max_new_tokens=8, early_stopping=stopping)
+        expected = theirs[False if stopping is None else stopping]
+        assert [d["translation_text"] for d in got] == [tokenizer.decode(e).strip() for e in expected], (
+            stopping
+        )
+
+    import_hf(hf_dir, tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["early_stopping"] is False
+    assert lmforge.load(tmp_path / "ours")[0].early_stopping is False
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "back").early_stopping is False
+
+    generation = json.loads((hf_dir / "generation_config.json").read_text())
+    shutil.copytree(hf_dir, tmp_path / "never")
+    (tmp_path / "never" / "generation_config.json").write_text(
+        json.dumps({**generation, "early_stopping": "never"})
+    )
+    assert lmforge.load(tmp_path / "never")[0].early_stopping == "never"
+    (tmp_path / "never" / "generation_config.json").write_text(
+        json.dumps({**generation, "early_stopping": 1})
+    )
+    with pytest.raises(LmforgeError, match=r"generation_config.json: early_stopping=1 must be true, false"):
+        lmforge.load(tmp_path / "never")
+    with pytest.raises(LmforgeError, match=r"early_stopping='yes': must be True, False, \"never\" or None"):
+        translator(texts[:1], num_beams=4, early_stopping="yes")

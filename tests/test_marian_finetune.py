@@ -58,7 +58,9 @@ def test_finetune_marian_dir_matches_transformers_loss_and_exports(tmp_path: Pat
     # the trained model keeps Marian's start token, exports to a MarianMTModel and agrees with it
     ours, tokenizer = load_model(run / "model")
     assert ours.start_id == pad and pad in ours.suppress_ids
+    assert (ours.num_beams, ours.early_stopping) == (1, False)  # opus-mt's: transformers' defaults
     export_hf(run / "model", tmp_path / "back")
+    assert transformers.GenerationConfig.from_pretrained(tmp_path / "back").early_stopping is False
     back, info = transformers.MarianMTModel.from_pretrained(tmp_path / "back", output_loading_info=True)
     assert not any(info.values())
     assert not torch.equal(back.model.shared.weight, hf.model.shared.weight)  # it trained

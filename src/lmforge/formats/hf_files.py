@@ -55,7 +55,12 @@ from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
 from lmforge.formats.hf_heads import classifier_state_to_hf, with_head
 from lmforge.formats.hf_qa import QA_TYPE, span_state_to_hf
 from lmforge.formats.hf_tokenizers import load_hf_tokenizer
-from lmforge.formats.lmforge_dirs import ENCODER_TYPE, checked_num_beams, save_classifier
+from lmforge.formats.lmforge_dirs import (
+    ENCODER_TYPE,
+    checked_early_stopping,
+    checked_num_beams,
+    save_classifier,
+)
 from lmforge.model.classifier import Classifier
 from lmforge.model.empty import empty
 from lmforge.model.encoder import Encoder
@@ -132,18 +137,24 @@ Model = GPT | Encoder | Seq2Seq | SpanModel | Classifier
 
 def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
     """Marian's token ids: pad (source masks; also the start token), and the tokens never generated:
-    pad, and any one-token bad_words_ids of generation_config.json; and its default beam size
-    (generation_config.json's num_beams, or config.json's in older uploads)."""
+    pad, and any one-token bad_words_ids; and its default beam size and early_stopping
+    (transformers' defaults, 1 and False, where not given). Those three are generation_config.json's,
+    or config.json's in older uploads without one."""
     pad = raw.get("pad_token_id")
     if not isinstance(pad, int):
         raise LmforgeError(f"{file}: missing config key 'pad_token_id'")
     start = raw.get("decoder_start_token_id", pad)
+    # transformers reads config.json's decoding keys only where there is no generation_config.json
     generation_file = directory / "generation_config.json"
-    generation = read_json(generation_file) if generation_file.is_file() else {}
-    bad = generation.get("bad_words_ids")
+    source, named = (
+        (read_json(generation_file), generation_file) if generation_file.is_file() else (raw, file)
+    )
+    bad = source.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
-    beams = checked_num_beams(generation.get("num_beams", raw.get("num_beams", 1)), file)
-    return empty(lambda: Seq2Seq(config, pad, start if isinstance(start, int) else pad, suppress, beams))
+    beams = checked_num_beams(source.get("num_beams", 1), named)
+    stopping = checked_early_stopping(source.get("early_stopping", False), named)
+    start = start if isinstance(start, int) else pad
+    return empty(lambda: Seq2Seq(config, pad, start, suppress, beams, stopping))
 
 
 def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
@@ -356,6 +367,7 @@ def _write_seq2seq_files(
         generation.update(bad_words_ids=[[i] for i in model.suppress_ids], renormalize_logits=True)
     if model.num_beams != 1:
         generation["num_beams"] = model.num_beams
+    generation["early_stopping"] = model.early_stopping  # transformers' default is False, lmforge's True
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 

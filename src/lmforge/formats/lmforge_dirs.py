@@ -56,6 +56,13 @@ def checked_num_beams(beams: Any, file: str | Path) -> int:
     return beams
 
 
+def checked_early_stopping(value: Any, file: str | Path) -> bool | str:
+    """A config file's early_stopping: true, false or "never", as transformers reads it."""
+    if not (isinstance(value, bool) or value == "never"):
+        raise LmforgeError(f'{file}: early_stopping={value!r} must be true, false or "never"')
+    return value
+
+
 def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokenizer]:
     """(model in eval mode, tokenizer) from a model directory with model_type lmforge-seq2seq."""
     file = directory / "config.json"
@@ -67,7 +74,8 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
     if not (start is None or isinstance(start, int)) or not all(isinstance(i, int) for i in suppress):
         raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
     beams = checked_num_beams(raw.get("num_beams", 1), file)
-    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams))
+    stopping = checked_early_stopping(raw.get("early_stopping", True), file)
+    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams, stopping))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_translation_tokenizer(directory)
 

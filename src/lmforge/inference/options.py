@@ -40,6 +40,7 @@ def _beams(v: Any) -> bool:
 
 
 BEAMS = "an integer >= 1 (1 = greedy) or None (the model's default)"
+EARLY_STOPPING = 'True, False, "never" or None (the model\'s default)'
 
 # name -> (test, the allowed values as the message states them)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -59,6 +60,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_len_a": (lambda v: _finite(v) and v >= 0, "a finite number >= 0"),
     "max_len_b": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "use_cache": (lambda v: isinstance(v, bool), "True or False"),
+    "early_stopping": (lambda v: v is None or isinstance(v, bool) or v == "never", EARLY_STOPPING),
     "compile": (lambda v: isinstance(v, bool) or v == "auto", "True, False or 'auto'"),
     "do_sample": (lambda v: isinstance(v, bool), "True or False"),
     "truncate_prompt": (lambda v: isinstance(v, bool), "True or False"),

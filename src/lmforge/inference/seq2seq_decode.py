@@ -11,11 +11,15 @@ forced, as transformers' `forced_eos_token_id` does at `max_length` (opus-mt set
 HF export writes it): a translation cut by its limit keeps `limit - 1` tokens, and in beam search
 the live beams finish there with EOS at no cost.
 
-Beam search follows fairseq / HF's `early_stopping=True`: each step takes the best 2K
-continuations of a sentence's K beams; an EOS among the best K finishes a hypothesis, scored
+Beam search is transformers' (and fairseq's): each step takes the best 2K continuations of a
+sentence's K beams; an EOS among the best K finishes a hypothesis, scored
 `sum log p / length ** length_penalty` (length counts the EOS); the others fill the K beams.
-A sentence is done once it has K finished hypotheses (or hits its length limit: the live beams
-finish there, with the forced EOS). With K = 1 this is exactly greedy decoding (tested).
+When a sentence is done, `early_stopping` says, with transformers' meanings: True (lmforge's own
+models, as fairseq), once it has K finished hypotheses; False (transformers' default, so opus-mt's),
+once it has K and its best live beam, scored at its current length, cannot beat the worst of them;
+"never", the same with the best live beam scored at the length limit when length_penalty > 0.
+At its length limit a sentence is done whatever the setting: the live beams finish there, with the
+forced EOS. With K = 1 this is exactly greedy decoding (tested).
 
 The decoder starts from `model.start_id` (EOS when None, as lmforge trains); `model.suppress_ids`
 are masked before the softmax, so they are never generated and take no probability mass (Marian's
@@ -108,9 +112,12 @@ def beam_decode(
     beam: int = 4,
     length_penalty: float = 1.0,
     use_cache: bool = True,
+    early_stopping: bool | str | None = None,
 ) -> list[list[int]]:
-    """Beam search (see the module docstring); returns each sentence's best hypothesis."""
-    check_options(beam=beam, length_penalty=length_penalty)
+    """Beam search (see the module docstring); returns each sentence's best hypothesis.
+    early_stopping None: the model's own (model.early_stopping)."""
+    check_options(beam=beam, length_penalty=length_penalty, early_stopping=early_stopping)
+    early_stopping = model.early_stopping if early_stopping is None else early_stopping
     b, k = src.size(0), beam
     dec = _Decoder(model, src, k, max(limits), use_cache)
     tokens = torch.full((b * k, 1), start_token(model, eos), dtype=torch.long, device=src.device)
@@ -149,7 +156,9 @@ def beam_decode(
                 live += 1
                 if live == k:
                     break
-            done[i] = at_limit or len(finished[i]) >= k
+            done[i] = at_limit or _search_over(
+                finished[i], new_scores[i, 0].item(), step, limits[i], k, length_penalty, early_stopping
+            )
         if all(done):
             break
         scores = new_scores.masked_fill(torch.tensor(done, device=src.device)[:, None], -math.inf)
@@ -157,3 +166,25 @@ def beam_decode(
         tokens = torch.cat([tokens.index_select(0, rows), new_tok.view(-1, 1).to(src.device)], dim=1)
         dec.reorder(rows)
     return [max(f, key=lambda x: x[0])[1] for f in finished]
+
+
+def _search_over(
+    finished: list[tuple[float, list[int]]],
+    best_live: float,
+    step: int,
+    limit: int,
+    k: int,
+    length_penalty: float,
+    early_stopping: bool | str,
+) -> bool:
+    """Whether a sentence's search ends after `step` tokens: K hypotheses finished and, unless
+    early_stopping is True, none of them can be beaten by the best live beam (transformers'
+    heuristic: its score over its current length, or the limit for "never" with a positive
+    length_penalty, against the worst of the K best finished)."""
+    if len(finished) < k:
+        return False
+    if early_stopping is True:
+        return True
+    length = limit if early_stopping == "never" and length_penalty > 0 else step
+    worst_kept = sorted(score for score, _ in finished)[-k]
+    return best_live / length**length_penalty <= worst_kept

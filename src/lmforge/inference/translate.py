@@ -83,9 +83,11 @@ def translate_ids(
     max_new_tokens: int | None = None,
     truncate: bool = False,
     truncate_option: str = CUT_OPTION,
+    early_stopping: bool | str | None = None,
 ) -> list[list[int]]:
-    """Token ids in, token ids out (same order), decoded in length-sorted batches; beam None:
-    the model's default (model.num_beams: 1, greedy, for lmforge's; opus-mt's generation config).
+    """Token ids in, token ids out (same order), decoded in length-sorted batches; beam and
+    early_stopping None: the model's defaults (model.num_beams and model.early_stopping: 1 and
+    True for lmforge's models; opus-mt's generation config, 4 and False).
     max_new_tokens caps each translation (EOS included, as in transformers) below its own limit.
     A source longer than the model's context (less its EOS) is an error, or with `truncate` is cut
     to it, with one warning line on stderr (transformers' truncation=True cuts without a word).
@@ -99,6 +101,7 @@ def translate_ids(
         max_len_b=max_len_b,
         use_cache=use_cache,
         truncate=truncate,
+        early_stopping=early_stopping,
     )
     if max_new_tokens is not None:
         check_options(max_new_tokens=max_new_tokens)
@@ -116,7 +119,7 @@ def translate_ids(
             model, [len(sources[i]) for i in idx], max_len_a, max_len_b, max_new_tokens
         )
         if beam > 1:
-            return beam_decode(model, src, limits, eos, beam, length_penalty, use_cache)
+            return beam_decode(model, src, limits, eos, beam, length_penalty, use_cache, early_stopping)
         return greedy_decode(model, src, limits, eos, use_cache)
 
     return in_length_batches(sources, batch_size, decode)

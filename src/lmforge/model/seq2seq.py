@@ -18,7 +18,8 @@ Options for Marian (opus-mt weights, see model/hf.py), all off by default: post-
 outside the config since they are token ids, the decoder's start token (`start_id`; lmforge's
 models start with EOS, Marian's with the pad token) and tokens never generated (`suppress_ids`).
 Also outside the config, as in HF's generation_config.json: the default beam size (`num_beams`;
-opus-mt's is 4), used when a translation call does not give one.
+opus-mt's is 4) and when beam search ends (`early_stopping`: True for lmforge's own models, False,
+transformers' default, for opus-mt), used when a translation call does not give them.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class Seq2Seq(nn.Module):
         start_id: int | None = None,
         suppress_ids: tuple[int, ...] | list[int] = (),
         num_beams: int = 1,
+        early_stopping: bool | str = True,
     ) -> None:
         super().__init__()
         check_buildable(config, "seq2seq")
@@ -152,6 +154,7 @@ class Seq2Seq(nn.Module):
         self.start_id = start_id  # the decoder's first input; None: EOS, as lmforge trains it
         self.suppress_ids = list(suppress_ids)  # never generated (Marian: its pad / start token)
         self.num_beams = num_beams  # the default beam size of translation calls
+        self.early_stopping = early_stopping  # and when their beam search ends (seq2seq_decode)
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # shared by encoder, decoder and output
         self.encoder = Stack(c, decoder=False)
         self.decoder = Stack(c, decoder=True)
@@ -183,7 +186,7 @@ class Seq2Seq(nn.Module):
 
     def decoding_extra(self) -> dict[str, Any]:
         """config.json keys a model directory keeps beyond the ModelConfig."""
-        return decoding_extra(self.start_id, self.suppress_ids, self.num_beams)
+        return decoding_extra(self.start_id, self.suppress_ids, self.num_beams, self.early_stopping)
 
     def _check_length(self, t: int, side: str) -> None:
         if t > self.config.block_size:
@@ -268,11 +271,15 @@ class Seq2Seq(nn.Module):
         return 3 * n[True] + 2 * n[False] + 12 * c.n_layer * c.n_embd * c.block_size * 1.5
 
 
-def decoding_extra(start_id: int | None, suppress_ids: list[int], num_beams: int) -> dict[str, Any]:
+def decoding_extra(
+    start_id: int | None, suppress_ids: list[int], num_beams: int, early_stopping: bool | str = True
+) -> dict[str, Any]:
     """The decoding settings that differ from lmforge's defaults, as config.json keys."""
     extra: dict[str, Any] = {}
     if start_id is not None or suppress_ids:
         extra.update(decoder_start_token_id=start_id, suppress_tokens=list(suppress_ids))
     if num_beams != 1:
         extra["num_beams"] = num_beams
+    if early_stopping is not True:
+        extra["early_stopping"] = early_stopping
     return extra

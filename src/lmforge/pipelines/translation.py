@@ -6,7 +6,7 @@ transformers: the model translates the one direction it was trained for, and whe
 direction (lmforge's translation runs record data.src_lang/tgt_lang; opus-mt's
 tokenizer_config.json has source_lang/target_lang) another is refused rather than silently
 ignored. Keywords are transformers' where they mean the same (num_beams, length_penalty,
-batch_size, max_new_tokens, do_sample=False, truncation); any other is an error.
+batch_size, max_new_tokens, do_sample=False, truncation, early_stopping); any other is an error.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class TranslationPipeline:
         max_new_tokens: int | None = None,  # None: the length limit alone (see seq2seq_decode)
         do_sample: bool = False,
         truncation: bool = False,  # cut a text over the model's limit (with a warning), else an error
+        early_stopping: bool | str | None = None,  # None: the model's (opus-mt: False, lmforge's: True)
         **unknown: Any,
     ) -> list[dict[str, str]]:
         check_keywords(unknown, keyword_names(TranslationPipeline.__call__), "translation")
@@ -56,6 +57,7 @@ class TranslationPipeline:
             batch_size=batch_size,
             do_sample=do_sample,
             truncation=truncation,
+            early_stopping=early_stopping,
         )
         if max_new_tokens is not None:
             check_options(max_new_tokens=max_new_tokens)
@@ -71,5 +73,6 @@ class TranslationPipeline:
             max_new_tokens=max_new_tokens,
             truncate=truncation,
             truncate_option="truncation=True",
+            early_stopping=early_stopping,
         )
         return [{"translation_text": t} for t in outs]

@@ -92,6 +92,7 @@ class TranslationTask(Task):
         self.start = model.start_id if model is not None else None
         self.suppress = list(model.suppress_ids) if model is not None else []
         self.num_beams = model.num_beams if model is not None else 1
+        self.early_stopping = model.early_stopping if model is not None else True
         data_dir = self.data_dir
         src, tgt = load_split(data_dir, "train")
         vsrc, vtgt = load_split(data_dir, "val")
@@ -121,7 +122,9 @@ class TranslationTask(Task):
         self.micro = micro
 
     def build_model(self) -> Seq2Seq:
-        model = Seq2Seq(self.cfg.model, self.pad, self.start, self.suppress, self.num_beams)
+        model = Seq2Seq(
+            self.cfg.model, self.pad, self.start, self.suppress, self.num_beams, self.early_stopping
+        )
         if self.init_model is not None:
             model.load_state_dict(self.init_model.state_dict())
         return model
@@ -130,7 +133,8 @@ class TranslationTask(Task):
         return seq2seq_loss(model, *batch, label_smoothing=self.label_smoothing)
 
     def write_model_files(self, directory: Path) -> None:
-        extra = decoding_extra(self.start, self.suppress, self.num_beams)  # a Marian start token, beams
+        # a Marian start token, its beams and early_stopping
+        extra = decoding_extra(self.start, self.suppress, self.num_beams, self.early_stopping)
         sources = [Path(str(p)) for p in self.meta.get("sources", [])]
         if sources and all(suffixes(p)[0] != ".tsv" for p in sources):  # the direction, where the data
             # names its languages (.jsonl keys, NAME.xx files); a .tsv's columns have no names
