@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,18 @@ def make_hf_model(family: str, directory: Path, seed: int = 0) -> torch.nn.Modul
     model.save_pretrained(directory)
     tiny_bpe(directory)
     return model
+
+
+def add_bos(directory: Path, bos_id: int = 5) -> None:
+    """Make `directory`'s tokenizer.json put a BOS before every text, as Llama 3's, Llama 2's and
+    Mistral's do (a TemplateProcessing post-processor); id 5 is an ordinary token of the tiny
+    vocabulary, marked special here, so it differs from EOS (0)."""
+    raw = json.loads((directory / "tokenizer.json").read_text())
+    bos, a, b = {"id": "<s>", "type_id": 0}, {"id": "A", "type_id": 0}, {"id": "B", "type_id": 1}
+    raw["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": bos}, {"Sequence": a}],
+        "pair": [{"SpecialToken": bos}, {"Sequence": a}, {"Sequence": b}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [bos_id], "tokens": ["<s>"]}},
+    }
+    (directory / "tokenizer.json").write_text(json.dumps(raw))

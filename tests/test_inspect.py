@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_helpers import make_hf_model
+from hf_helpers import add_bos, make_hf_model
 
 from lmforge.cli import main
 from lmforge.config import ModelConfig
@@ -85,6 +85,22 @@ def test_logit_lens_last_layer_is_the_models_logits(family: str, imported: dict)
             assert lens.next_prob[layer, t] == pytest.approx(float(p), abs=1e-6)
             assert lens.next_rank[layer, t] == int((probs[t] > p).sum())
     assert lens.next_rank[:, -1].eq(-1).all() and lens.next_prob[:, -1].isnan().all()  # no next token
+
+
+def test_a_text_starts_with_the_bos_its_tokenizer_adds(tmp_path: Path) -> None:
+    """A Llama 3's tokenizer puts a BOS before a text; the model reads it first (its attention
+    sink): inspect shows the text as generate and transformers' tokenizer(text) give it."""
+    import transformers
+
+    hf_dir = tmp_path / "hf"
+    make_hf_model("llama", hf_dir)
+    add_bos(hf_dir, 5)
+    got = inspect(hf_dir, TEXT, out=None)
+    assert (
+        got.ids
+        == transformers.PreTrainedTokenizerFast(tokenizer_file=str(hf_dir / "tokenizer.json"))(TEXT).input_ids
+    )
+    assert got.ids[0] == 5 and got.ids[1:] == load_model(hf_dir)[1].encode(TEXT)
 
 
 def test_default_attention_forms_no_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:

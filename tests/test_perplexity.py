@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_text
-from hf_helpers import make_hf_model
+from hf_helpers import add_bos, make_hf_model
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.cli import main
@@ -89,6 +89,34 @@ def test_bits_per_byte_counts_the_text_alone_as_training_does(tmp_path: Path) ->
     assert int(on_eos.sum()) == 2 and ours["bytes"] == nbytes and ours["tokens"] == len(ids) - 1
     assert ours["nll"] == pytest.approx(float(losses.sum()), rel=1e-5)
     assert ours["bpb"] == pytest.approx(float(losses[~on_eos].sum()) / math.log(2) / nbytes, rel=1e-5)
+
+
+def test_a_tokenizer_that_adds_a_bos_starts_each_document_with_it(tmp_path: Path) -> None:
+    """Llama 3's, Llama 2's and Mistral's tokenizers put a BOS before a text (their models never
+    saw a document start without it): each document follows it, as transformers' tokenizer(text)
+    gives, not an EOS; its predictions are in the nll, not in bits per byte."""
+    from lmforge.formats.directory import load_model
+
+    hf_dir = tmp_path / "hf"
+    hf_model = make_hf_model("llama", hf_dir)
+    add_bos(hf_dir, 5)
+    docs = ["the king is dead.", "long live the queen!", "sweet lady, speak."]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tok = HFTokenizer.from_file(str(hf_dir / "tokenizer.json"))
+    ids = [i for d in docs for i in tok.encode(d).ids]  # tokenizer(text) for each document
+    assert ids[0] == 5 and ids.count(5) == 3 and 0 not in ids and len(ids) <= 64
+    assert load_model(hf_dir)[1].text_prefix() == [5]
+    ours = evaluate(hf_dir, data, context=len(ids), stride=len(ids) - 1, quiet=True)
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(
+            hf_model(torch.tensor([ids])).logits[0, :-1], torch.tensor(ids[1:]), reduction="none"
+        )
+    on_bos = torch.tensor(ids[1:]) == 5
+    nbytes = sum(len(d.encode()) for d in docs)
+    assert ours["tokens"] == len(ids) - 1 and ours["bytes"] == nbytes
+    assert ours["nll"] == pytest.approx(float(losses.sum()), rel=1e-5)
+    assert ours["bpb"] == pytest.approx(float(losses[~on_bos].sum()) / math.log(2) / nbytes, rel=1e-5)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -1,7 +1,8 @@
 """`lmforge eval`: perplexity and bits per byte of a decoder language model on text.
 
 The text is any input `lmforge prep` reads (.txt, .md, .jsonl, .csv, .parquet, compressed,
-folders, globs), as one token stream: each document follows an EOS token, as prep's shards
+folders, globs), as one token stream: each document follows the tokens the tokenizer puts before a
+text (Llama's BOS, as transformers' `tokenizer(text)` gives them), else an EOS, as prep's shards
 separate documents, so every text token is scored and the first document is scored from its
 first token. Scoring slides windows of `context` tokens forward by `stride` tokens, as in
 Hugging Face's perplexity guide (https://huggingface.co/docs/transformers/perplexity): the
@@ -11,9 +12,9 @@ context. Every token is scored exactly once; a smaller stride gives more context
 One difference from the guide: the last window starts `context` tokens before the stream's end
 (the guide starts it a stride after the previous one), so its tokens get a full left context.
 
-perplexity = exp(total nll / scored tokens); bits per byte = total nll / ln 2 / UTF-8 bytes of
-the scored text (EOS predictions count in the nll and have no bytes), so bpb compares models
-with different tokenizers.
+perplexity = exp(total nll / scored tokens); bits per byte = the text tokens' nll / ln 2 / UTF-8
+bytes of the scored text (the separators' predictions count in the nll and have no bytes), so bpb
+compares models with different tokenizers.
 """
 
 from __future__ import annotations
@@ -82,12 +83,12 @@ def _settings(model: GPT, context: int | None, stride: int | None) -> tuple[int,
 def token_stream(
     tokenizer: Tokenizer, documents: Iterator[str], max_tokens: int | None
 ) -> tuple[list[int], int, int]:
-    """(ids, UTF-8 bytes of the scored text, documents used): EOS before each document, the stream
-    cut after `max_tokens` scored tokens. A cut inside a document counts that document's bytes up
-    to the end of its last kept token (the tokenizer's offsets). Documents are encoded as prep
-    encodes them (data/encode.py), as ordinary text: a `<|endoftext|>` in the text is its
-    characters, not the EOS id."""
-    eos = tokenizer.eos_id
+    """(ids, UTF-8 bytes of the scored text, documents used): `separator(tokenizer)` before each
+    document, the stream cut after `max_tokens` scored tokens. A cut inside a document counts that
+    document's bytes up to the end of its last kept token (the tokenizer's offsets). Documents
+    are encoded as prep encodes them (data/encode.py), as ordinary text: a `<|endoftext|>` in the
+    text is its characters, not the EOS id."""
+    before = separator(tokenizer)
     _, encode = make_encoder(tokenizer)
     unknown = UnknownChars(tokenizer)  # a character vocabulary may lack some, as in prep
     ids: list[int] = []
@@ -97,8 +98,8 @@ def token_stream(
             continue
         doc = np.asarray(encode([text])[0], dtype=np.int64).tolist()
         unknown.add(text, doc)
-        if eos is not None:
-            ids.append(eos)
+        if before:
+            ids += before
         elif not ids:  # no EOS: the first token is context only, and its bytes are not scored
             nbytes -= len(text[: _char_end(tokenizer, text, 1)].encode("utf-8"))
         room = None if max_tokens is None else max_tokens + 1 - len(ids)
@@ -118,6 +119,14 @@ def token_stream(
     return ids, nbytes, used
 
 
+def separator(tokenizer: Tokenizer) -> list[int]:
+    """What each document follows: the ids the tokenizer puts before a text (Llama 3's, Llama 2's
+    and Mistral's BOS: their models never saw a document start without it), else EOS (lmforge's
+    own and SmolLM2's tokenizers add none: prep's shards separate documents with EOS), else none."""
+    prefix = tokenizer.text_prefix()
+    return prefix or ([] if tokenizer.eos_id is None else [tokenizer.eos_id])
+
+
 def _char_end(tokenizer: Tokenizer, text: str, count: int) -> int:
     """The character offset where the first `count` tokens of `text` end, in the ordinary-text
     encoding token_stream uses (HF's, which make_encoder's encoders equal)."""
@@ -129,7 +138,7 @@ class Scores(NamedTuple):
     nll: float  # total, in nats, over every scored token
     tokens: int  # scored
     windows: int
-    eos_nll: float  # the part of nll that predicts the EOS between documents (no bytes of text)
+    eos_nll: float  # the part of nll that predicts the separators between documents (no bytes of text)
 
 
 @torch.inference_mode()
@@ -140,12 +149,13 @@ def score(
     stride: int,
     batch_size: int = 1,
     progress: bool = False,
-    eos: int | None = None,
+    separators: list[int] | None = None,
 ) -> Scores:
-    """The nll of the stream `ids` under `model`, and how much of it predicts `eos`."""
+    """The nll of the stream `ids` under `model`, and how much of it predicts `separators` ids."""
     model.eval()
     device = next(model.parameters()).device
     stream = torch.tensor(ids, dtype=torch.long, device=device)
+    marks = torch.tensor(separators or [], dtype=torch.long, device=device)
     spans = windows(len(ids), context, stride)
     total, count, eos_total = 0.0, 0, 0.0
     shown = None if progress else True  # None: only on a terminal, not into a pipe or a file
@@ -159,8 +169,8 @@ def score(
             logits = model.lm_head(hidden[row, first - 1 - b : e - 1 - b]).float()  # (n, vocab)
             losses = F.cross_entropy(logits, stream[first:e], reduction="none")  # (n,)
             total += float(losses.double().sum())
-            if eos is not None:
-                eos_total += float(losses[stream[first:e] == eos].double().sum())
+            if len(marks):
+                eos_total += float(losses[torch.isin(stream[first:e], marks)].double().sum())
             count += e - first
             bar.update(e - first)
     bar.close()
@@ -207,7 +217,9 @@ def evaluate(
     if len(ids) < 2 or nbytes <= 0:
         where = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
         raise LmforgeError(f"{where}: no text to score (empty documents, or none with field {text_field!r})")
-    nll, tokens, nwindows, eos_nll = score(net, ids, context, stride, batch_size, not quiet, tokenizer.eos_id)
+    nll, tokens, nwindows, eos_nll = score(
+        net, ids, context, stride, batch_size, not quiet, separator(tokenizer)
+    )
     per_token = nll / tokens
     return {
         "model": str(model),

@@ -152,6 +152,15 @@ class Tokenizer:
             return ids
         return self.hf.encode(text, add_special_tokens=True).ids
 
+    def text_prefix(self) -> list[int]:
+        """The special ids the post-processor puts before a text (Llama's BOS; none for lmforge's
+        and SmolLM2's tokenizers): what starts a document for the models trained with them."""
+        if self.hf.post_processor is None:
+            return []
+        probe = self.hf.encode("a", add_special_tokens=True)
+        lead = next((i for i, m in enumerate(probe.special_tokens_mask) if not m), len(probe.ids))
+        return probe.ids[:lead]
+
     def unknown_chars(self, text: str) -> list[str]:
         """The distinct characters of `text` a character vocabulary lacks, in order of appearance."""
         if self.kind != "char":

@@ -121,7 +121,12 @@ def inspect_model(
     if isinstance(core, Seq2Seq):
         return _inspect_seq2seq(core, tokenizer, text, target, limit, top_k)
     encoder = isinstance(core, Encoder)
-    ids = tokenizer.hf.encode(text).ids if encoder and hasattr(tokenizer, "hf") else tokenizer.encode(text)
+    if encoder and hasattr(tokenizer, "hf"):
+        ids = tokenizer.hf.encode(text).ids  # with [CLS] and [SEP], as the encoder reads a text
+    elif lm and hasattr(tokenizer, "encode_prompt"):
+        ids = tokenizer.encode_prompt(text)  # a Llama's BOS first, as generate reads a prompt
+    else:
+        ids = tokenizer.encode(text)
     _check_length(len(ids), limit, max_tokens, core.config.block_size, "text")
     if not ids:
         raise LmforgeError("the text encodes to no tokens")
