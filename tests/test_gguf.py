@@ -51,20 +51,28 @@ def write_gguf(
     extra: dict[str, tuple[np.ndarray, Q | None]] | None = None,
     seed: int = 0,
     name: str = "tiny",
+    head_count: int = N_HEAD,
+    int_freq_base: bool = False,
+    add_eos: bool = False,
+    big_endian: bool = False,
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
     rng = np.random.default_rng(seed)
     tokens, types = vocabulary()
-    writer = gguf.GGUFWriter(str(path), arch)
+    endian = gguf.GGUFEndian.BIG if big_endian else gguf.GGUFEndian.LITTLE
+    writer = gguf.GGUFWriter(str(path), arch, endianess=endian)
     writer.add_name(name)
     writer.add_block_count(N_LAYER)
     writer.add_context_length(64)
     writer.add_embedding_length(N_EMBD)
     writer.add_feed_forward_length(FFN)
-    writer.add_head_count(N_HEAD)
+    writer.add_head_count(head_count)
     writer.add_head_count_kv(N_KV)
-    writer.add_rope_freq_base(50000.0)
+    if int_freq_base:  # a float key stored as an integer
+        writer.add_uint32(f"{arch}.rope.freq_base", 50000)
+    else:
+        writer.add_rope_freq_base(50000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(N_EMBD // N_HEAD)
     writer.add_vocab_size(len(tokens))
@@ -77,6 +85,8 @@ def write_gguf(
     writer.add_eos_token_id(2)
     writer.add_pad_token_id(2)
     writer.add_add_bos_token(False)
+    if add_eos:
+        writer.add_add_eos_token(True)
     writer.add_chat_template(TEMPLATE)
     kv = N_KV * N_EMBD // N_HEAD
     shapes = {"token_embd.weight": (len(tokens), N_EMBD), "output_norm.weight": (N_EMBD,)}
@@ -174,6 +184,21 @@ def test_tiny_llama_matches_transformers_gguf_load(tmp_path: Path, tied: bool) -
     assert (ours - theirs).abs().max().item() < 5e-5
 
 
+def test_add_eos_token_and_an_integer_freq_base_read_as_transformers_reads_them(tmp_path: Path) -> None:
+    """tokenizer.ggml.add_eos_token puts EOS after a text (transformers' and llama.cpp's
+    tokenizers do; lmforge left it out); a float key stored as an integer is its value (it was
+    refused as "expected float")."""
+    path = tmp_path / "m.gguf"
+    write_gguf(path, Q.F32, add_eos=True, int_freq_base=True)
+    import_hf(path, tmp_path / "out")
+    model, tokenizer = load_model(tmp_path / "out")
+    assert model.config.rope_theta == 50000.0
+    _, hf_tokenizer = hf_reference(path)
+    for text in (TEXT, "hello", ""):
+        assert tokenizer.encode_prompt(text) == hf_tokenizer(text).input_ids
+    assert tokenizer.encode_prompt("hello")[-1] == 2 and tokenizer.text_prefix() == []
+
+
 def test_qwen2_has_biases_and_no_permutation(tmp_path: Path) -> None:
     path = tmp_path / "q.gguf"
     write_gguf(path, Q.F32, arch="qwen2")
@@ -253,7 +278,10 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     cases["not gguf"] = (text, "not a readable GGUF file (no GGUF magic)")
     f64 = tmp_path / "f64.gguf"
     write_gguf(f64, extra={"blk.1.ffn_up.weight": (np.zeros((FFN, N_EMBD), np.float64), None)})
-    cases["F64 tensor"] = (f64, "tensor 'blk.1.ffn_up.weight' has type F64, which lmforge cannot dequantize")
+    cases["F64 tensor"] = (
+        f64,
+        "tensor 'blk.1.ffn_up.weight' has type F64, which the installed gguf package cannot dequantize",
+    )
     q81 = tmp_path / "q8_1.gguf"
     q8_1 = np.zeros((FFN, N_EMBD // 32 * 40), np.uint8)  # Q8_1 blocks: 32 values in 40 bytes
     write_gguf(q81, extra={"blk.0.ffn_gate.weight": (q8_1, Q.Q8_1)})
@@ -265,6 +293,12 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     write_gguf(stray, extra={"rope_freqs.weight": (np.ones(8, np.float32), None)})
     cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
     cases["missing"] = (tmp_path / "absent.gguf", "no such GGUF file")
+    big = tmp_path / "big.gguf"  # gguf's dequantize read it as little-endian: NaN and 1e-18 weights
+    write_gguf(big, Q.F32, big_endian=True)
+    cases["big-endian"] = (big, "a big-endian GGUF file, which lmforge does not read")
+    no_heads = tmp_path / "no_heads.gguf"  # a ZeroDivisionError traceback
+    write_gguf(no_heads, head_count=0)
+    cases["0 heads"] = (no_heads, "GGUF key 'llama.attention.head_count' is 0, expected a count >= 1")
     return cases
 
 

@@ -185,7 +185,10 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     root = base["root"]
     export_hf(run, root / "adapter")
     export_hf(base["base"], root / "base-hf")
-    with pytest.raises(LmforgeError, match=r"holds an earlier export output of another kind \(config.json"):
+    with pytest.raises(
+        LmforgeError,
+        match=r"holds an earlier export output with files this one would not write \(config.json",
+    ):
         export_hf(run, root / "base-hf")  # an adapter over a whole model, both export's
     assert {p.name for p in (root / "adapter").iterdir()} == {
         ".lmforge-output",

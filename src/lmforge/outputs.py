@@ -254,7 +254,9 @@ def describe_foreign(names: list[str], verb: str, folder: Path | None = None) ->
     MARKER) with files of its other kind (an HF export where a PEFT one goes) is said as such."""
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     if folder is not None and written_by(folder) == verb:
-        return f"holds an earlier {verb} output of another kind ({shown}), which this one would not replace"
+        return (
+            f"holds an earlier {verb} output with files this one would not write ({shown}), so not replaced"
+        )
     return f"holds files {verb} did not write ({shown})"
 
 

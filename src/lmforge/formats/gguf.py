@@ -85,7 +85,13 @@ def read_gguf(file: Path) -> Any:
     if why:
         raise LmforgeError(f"{file}: not a readable GGUF file ({why})")
     version = int.from_bytes(head[4:8], "little")
-    version = version if version & 0xFFFF else int.from_bytes(head[4:8], "big")  # a big-endian file
+    if not version & 0xFFFF and int.from_bytes(head[4:8], "big") & 0xFFFF:
+        # gguf's dequantize reads every block as little-endian: a big-endian file's weights came
+        # out as NaN and 1e-18 (transformers refuses such a file too)
+        raise LmforgeError(
+            f"{file}: a big-endian GGUF file, which lmforge does not read"
+            " (gguf's `gguf-convert-endian FILE little` converts it in place: on a copy)"
+        )
     if version not in READER_SUPPORTED_VERSIONS:
         known = " and ".join(map(str, READER_SUPPORTED_VERSIONS))
         raise LmforgeError(f"{file}: GGUF version {version}, which lmforge does not read (it reads {known})")
@@ -128,11 +134,17 @@ def read_metadata(reader: Any, file: Path) -> dict[str, Any]:
 
 
 def _key(meta: dict[str, Any], name: str, file: Path, default: Any = None, kind: type = int) -> Any:
+    """A metadata value of `kind`: a count (int) must be >= 1, a float may be stored as an integer
+    (a freq_base of 10000 written as UINT32)."""
     value = meta.get(name, default)
     if value is None:
         raise LmforgeError(f"{file}: missing GGUF key {name!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise LmforgeError(f"{file}: GGUF key {name!r} is {value!r}, expected {kind.__name__}")
+    if kind is int and value < 1:
+        raise LmforgeError(f"{file}: GGUF key {name!r} is {value}, expected a count >= 1")
     return value
 
 
@@ -197,10 +209,10 @@ def dequantize(tensor: Any, file: Path) -> torch.Tensor:
 
     try:
         values = gguf_dequantize(tensor.data, tensor.tensor_type)
-    except NotImplementedError:
+    except NotImplementedError:  # what gguf's dequantize reads is lmforge's list (docs/huggingface.md)
         raise LmforgeError(
-            f"{file}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which lmforge cannot"
-            " dequantize (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, K- and I-quants)"
+            f"{file}: tensor {tensor.name!r} has type {tensor.tensor_type.name}, which the installed"
+            " gguf package cannot dequantize (it reads F32, F16, BF16, the Q4-Q8, K- and I-quants)"
         ) from None
     shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists the fastest dimension first
     return torch.from_numpy(np.array(values, dtype=np.float32)).reshape(shape)

@@ -145,17 +145,20 @@ def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
     hf.add_tokens(user)
     ids = _ids(meta, len(tokens), file)
     bos = ids["bos"] if meta.get("tokenizer.ggml.add_bos_token") else None
-    hf.post_processor = _post_processor(tokens, bos)
+    eos = ids["eos"] if meta.get("tokenizer.ggml.add_eos_token") else None
+    hf.post_processor = _post_processor(tokens, bos, eos)
     tokenizer = Tokenizer(hf)
     tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id = ids["eos"], ids["bos"], ids["pad"]
     return tokenizer
 
 
-def _post_processor(tokens: list[str], bos: int | None) -> processors.PostProcessor:
-    """transformers' template: the text alone, or BOS first when the file asks for one."""
-    head = [f"{tokens[bos]}"] if bos is not None else []
+def _post_processor(tokens: list[str], bos: int | None, eos: int | None) -> processors.PostProcessor:
+    """transformers' template: the text alone, with BOS first and EOS last where the file asks
+    (add_bos_token, add_eos_token), as transformers' and llama.cpp's tokenizers do."""
+    head = [tokens[bos]] if bos is not None else []
+    tail = [tokens[eos]] if eos is not None else []
     return processors.TemplateProcessing(
-        single=[*head, "$A:0"],
-        pair=[*head, "$A:0", *head, "$B:1"],
-        special_tokens=[(tokens[bos], bos)] if bos is not None else [],
+        single=[*head, "$A:0", *tail],
+        pair=[*head, "$A:0", *tail, *head, "$B:1", *tail],
+        special_tokens=[(tokens[i], i) for i in dict.fromkeys(i for i in (bos, eos) if i is not None)],
     )
