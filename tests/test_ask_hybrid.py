@@ -94,11 +94,42 @@ def test_hybrid_search_keeps_its_embeddings_and_makes_them_again_when_needed(
     changed = PassageIndex.build(docs, passage_words=8, quiet=True)
     assert changed.stats["rebuilt"] and len(changed.passages) == len(index.passages) + 1
     changed.search_hybrid("second mate", 1, embedder)
-    assert embedded[3:] == [len(changed.passages), 1]  # the index was rebuilt: embedded again
+    assert embedded[3:] == [1, 1]  # the index was rebuilt: only the new passage is embedded
+    assert np.array_equal(changed.embeddings(embedder), real(embedder, [p.text for p in changed.passages]))
     other = Embedder(bert[0])
     other.key = "another model"
     changed.embeddings(other)
     assert embedded[5:] == [len(changed.passages)]
+
+
+def test_saved_embeddings_never_serve_passages_of_other_text(
+    docs: Path, bert: tuple[Path, torch.nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run embedding an index's passages while another run rebuilds it (a file edited) saved
+    the old passages' embeddings into the new index, and every later hybrid search used them:
+    the rows were checked by count alone. Rows are keyed by their passage's text now."""
+    embedder = Embedder(bert[0])
+    first = PassageIndex.build(docs, passage_words=8, quiet=True)  # run A: loaded, not yet embedded
+    edited = next(p for p in sorted(docs.rglob("*.*")) if "Queequeg" in p.read_text(encoding="utf-8"))
+    edited.write_text(edited.read_text(encoding="utf-8").replace("Queequeg", "Tashtego"), encoding="utf-8")
+    second = PassageIndex.build(docs, passage_words=8, quiet=True)  # run B rebuilds the folder
+    assert second.stats["rebuilt"] and len(second.passages) == len(first.passages)
+    first.embeddings(embedder)  # run A saves what it made, into B's folder
+    embedded: list[int] = []
+    real = Embedder.embed
+    monkeypatch.setattr(
+        Embedder, "embed", lambda self, texts: embedded.append(len(texts)) or real(self, texts)
+    )
+    later = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert np.array_equal(later.embeddings(embedder), real(embedder, [p.text for p in later.passages]))
+    changed = sum(a.text != b.text for a, b in zip(first.passages, later.passages, strict=True))
+    assert embedded[:1] == [changed] and changed >= 1  # the edited passages alone, made again
+
+
+def test_a_broken_link_among_the_documents_is_skipped_not_fatal(docs: Path) -> None:
+    (docs / "gone.txt").symlink_to(docs / "nowhere.txt")
+    index = PassageIndex.build(docs, passage_words=8, quiet=True)
+    assert index.passages and any("gone.txt: cannot read" in line for line in index.stats["skipped"])
 
 
 def _umask() -> int:
@@ -147,5 +178,6 @@ def test_an_index_with_embeddings_or_a_leftover_temporary_file_is_still_ours(
     (index.directory / ".embeddings.safetensors.tmp-host-1-abc12345").write_bytes(b"")  # a write cut short
     (docs / "whales.txt").write_text("Starbuck was the chief mate.", encoding="utf-8")
     rebuilt = PassageIndex.build(docs, passage_words=8, quiet=True)  # replaces the folder: ours
-    assert rebuilt.stats["rebuilt"] and not (rebuilt.directory / EMBEDDINGS).exists()
+    assert rebuilt.stats["rebuilt"] and (rebuilt.directory / EMBEDDINGS).exists()  # carried over
+    assert not list(rebuilt.directory.glob(".embeddings.safetensors.tmp-*"))  # the cut write is not
     assert json.loads((rebuilt.directory / "manifest.json").read_text())["files"]

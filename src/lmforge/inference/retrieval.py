@@ -9,7 +9,10 @@ character offsets in the document, so a citation names where the text is.
 Retrieval is BM25 (bm25s, Lucene's variant, k1 = 1.5, b = 0.75) over lower-cased words without
 English stop words, stemmed by Snowball's English stemmer (PyStemmer); `search_hybrid` fuses it
 with sentence embeddings (inference/embeddings.py), kept in `embeddings.safetensors` beside the
-rest with the embedder's identity, and made again when the passages or the embedder change.
+rest with the embedder's identity and each row's passage digest (blake2b of its text): a rebuilt
+index carries them over, and only passages whose text no saved row has are embedded (saved every
+EMBED_CHUNK passages, so an interrupted run keeps what it made); a row is never given to a passage
+of other text, whichever run wrote the file.
 
 The index is a folder of plain files, nothing pickled: `manifest.json` (the settings and, per
 file, its size, mtime and sha256 and its passages' range), `passages.jsonl` (source, offsets,
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +57,7 @@ FORMAT = 1  # manifest "format": bump when the files' meaning changes
 MANIFEST, PASSAGES, BM25_DIR, EMBEDDINGS = "manifest.json", "passages.jsonl", "bm25", "embeddings.safetensors"
 OURS = {MANIFEST, PASSAGES, EMBEDDINGS}
 EMBEDDING_TEMP = f".{EMBEDDINGS}.tmp-"  # outputs.write_file's temporary file, if a write was cut short
+EMBED_CHUNK = 1024  # passages embedded between saves (about a minute on 2 cores)
 SUFFIX = ".lmforge-index"
 GLOB = re.compile(r"[*?[]")  # what makes a path a glob for glob.glob (and so list_files)
 
@@ -213,10 +218,17 @@ class PassageIndex:
                 print(f"lmforge: {line}", file=sys.stderr)
         for path in found:
             key = str(path)
-            stat = path.stat()
             entry = old_files.get(key)
-            same = entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns
-            digest = entry["sha256"] if same else _sha256(path)
+            try:  # a broken link, or a file removed since it was listed: skipped, not fatal
+                stat = path.stat()
+                same = entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns
+                digest = entry["sha256"] if same else _sha256(path)
+            except OSError as e:
+                skipped.add(key)
+                stats["skipped"].append(f"{path}: cannot read ({e.strerror or e}); skipped")
+                if not quiet:
+                    print(f"lmforge: {stats['skipped'][-1]}", file=sys.stderr)
+                continue
             if entry and entry["sha256"] == digest:
                 kept = old_passages[entry["first"] : entry["first"] + entry["count"]]
                 stats["reused"] += 1
@@ -262,6 +274,8 @@ class PassageIndex:
             with open(tmp / PASSAGES, "w", encoding="utf-8") as f:
                 for p in self.passages:
                     f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+            if (self.directory / EMBEDDINGS).is_file():  # rows keyed by their passage's text: still good
+                shutil.copyfile(self.directory / EMBEDDINGS, tmp / EMBEDDINGS)
 
     def search(self, question: str, k: int) -> list[tuple[Passage, float]]:
         """The `k` best passages with their BM25 scores, best first; none that shares no word."""
@@ -299,22 +313,50 @@ class PassageIndex:
         return self._embedded[1]
 
     def _read_or_embed(self, embedder: Embedder) -> np.ndarray:
+        """(passages, width): saved rows where a row of this embedder has the passage's text (by
+        digest), the others embedded now, EMBED_CHUNK at a time, each chunk saved as it is made."""
         path = self.directory / EMBEDDINGS
-        try:
-            with safe_open(path, framework="np") as f:
-                made_by, saved = (f.metadata() or {}).get("embedder"), f.get_tensor("embeddings")
-            if made_by == embedder.key and saved.shape[0] == len(self.passages):
-                return saved
-        except (OSError, SafetensorError, KeyError):
-            pass  # none yet, or unreadable: made again
-        made = embedder.embed([p.text for p in self.passages])
-        try:
-            write_file(
-                path, safetensors.numpy.save({"embeddings": made}, metadata={"embedder": embedder.key})
-            )
-        except (OSError, LmforgeError) as e:  # a read-only index: embedded again next time
-            print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
-        return made
+        digests = np.array([_digest(p.text) for p in self.passages], dtype=np.int64)
+        saved = _read_embeddings(path, embedder.key)
+        rows = {int(d): saved[1][i] for i, d in enumerate(saved[0])} if saved else {}
+        missing = [i for i, d in enumerate(digests) if int(d) not in rows]
+        can_save = True
+        for start in range(0, len(missing), EMBED_CHUNK):
+            chunk = missing[start : start + EMBED_CHUNK]
+            for i, row in zip(chunk, embedder.embed([self.passages[i].text for i in chunk]), strict=True):
+                rows[int(digests[i])] = row
+            done = [i for i in range(len(digests)) if int(digests[i]) in rows]
+            if can_save:
+                table = {
+                    "embeddings": np.stack([rows[int(digests[i])] for i in done]),
+                    "digests": digests[done],
+                }
+                try:
+                    write_file(path, safetensors.numpy.save(table, metadata={"embedder": embedder.key}))
+                except (OSError, LmforgeError) as e:  # a read-only index: embedded again next time
+                    print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
+                    can_save = False
+        return np.stack([rows[int(d)] for d in digests])
+
+
+def _digest(text: str) -> int:
+    """A passage text's 64-bit digest: which saved embedding row is its own."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True
+    )
+
+
+def _read_embeddings(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(digests, rows) that embedder `key` saved in `path`; None when there are none (no file, an
+    unreadable one, another embedder's, or one from before rows had digests)."""
+    try:
+        with safe_open(path, framework="np") as f:
+            if (f.metadata() or {}).get("embedder") != key:
+                return None
+            digests, rows = f.get_tensor("digests"), f.get_tensor("embeddings")
+    except (OSError, SafetensorError, KeyError):
+        return None
+    return (digests, rows) if digests.shape[0] == rows.shape[0] else None
 
 
 def _read_file(path: Path, passage_words: int, text_field: str, stats: dict, quiet: bool) -> list[Passage]:
