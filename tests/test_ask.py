@@ -112,6 +112,29 @@ def test_a_changed_new_or_removed_document_is_reindexed(docs: Path) -> None:
     assert PassageIndex.build(docs, passage_words=4, quiet=True).stats["read"] == 3
 
 
+def test_the_same_folder_named_another_way_reuses_its_index(
+    docs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--docs docs` and `--docs /abs/docs` are one folder and one index: every file was read
+    again at each switch (the manifest kept paths as typed), and with hybrid every passage embedded
+    again. Passages are cited as the folder is named this time."""
+    (docs / "notes.jsonl").write_text('{"text": "Freedonia exports cheese."}\nnot json\n')
+    monkeypatch.chdir(docs.parent)
+    relative = PassageIndex.build(Path("docs"), passage_words=8, quiet=True)
+    absolute = PassageIndex.build(docs.resolve(), passage_words=8, quiet=True)
+    assert absolute.directory.resolve() == relative.directory.resolve()
+    assert absolute.stats["read"] == 0 and absolute.stats["reused"] == relative.stats["files"]
+    assert all(p.source.startswith(str(docs.resolve())) for p in absolute.passages)
+    assert any(
+        line.startswith(str(docs.resolve() / "notes.jsonl") + ":2") for line in absolute.stats["problems"]
+    )
+    again = PassageIndex.build(Path("docs"), passage_words=8, quiet=True)
+    assert again.stats["read"] == 0 and [p.source for p in again.passages] == [
+        p.source for p in relative.passages
+    ]
+    assert again.search("cheese", k=1)[0][0].source == "docs/notes.jsonl:1"
+
+
 def test_a_web_page_is_indexed_for_its_text(docs: Path) -> None:
     page = "<html><script>track()</script><p>Starbuck was the <b>chief mate</b>.</p></html>\n"
     (docs / "crew.html").write_text(page, encoding="utf-8")

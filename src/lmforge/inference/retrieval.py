@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ class PassageIndex:
             for line in notes:  # a folder's .rst or .json files: not bad input, but not silent
                 print(f"lmforge: {line}", file=sys.stderr)
         for path in found:
-            key = str(path)
+            key, shown = os.path.abspath(path), str(path)  # one file however --docs names it
             entry = old_files.get(key)
             try:  # a broken link, or a file removed since it was listed: skipped, not fatal
                 stat = path.stat()
@@ -230,9 +231,11 @@ class PassageIndex:
                     print(f"lmforge: {stats['skipped'][-1]}", file=sys.stderr)
                 continue
             if entry and entry["sha256"] == digest:
+                was = str(entry.get("shown", shown))  # cited as --docs names it this time
                 kept = old_passages[entry["first"] : entry["first"] + entry["count"]]
+                kept = [replace(p, source=_renamed(p.source, was, shown)) for p in kept]
                 stats["reused"] += 1
-                problems = [p for p in entry.get("problems", []) if isinstance(p, str)]
+                problems = [_renamed(p, was, shown) for p in entry.get("problems", []) if isinstance(p, str)]
                 _say_skipped(problems, stats, quiet)  # again on every run, as a file not UTF-8 is
             else:
                 bad = utf8_error(path)
@@ -247,7 +250,8 @@ class PassageIndex:
                 problems = stats["problems"][before:]
                 stats["read"] += 1
             files[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest,
-                          "first": len(passages), "count": len(kept), "problems": problems}  # fmt: skip
+                          "first": len(passages), "count": len(kept), "problems": problems,
+                          "shown": shown}  # fmt: skip
             passages += kept
             stats["files"] += 1
         stats["removed"] = len(set(old_files) - set(files) - skipped)
@@ -337,6 +341,12 @@ class PassageIndex:
                     print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
                     can_save = False
         return np.stack([rows[int(d)] for d in digests])
+
+
+def _renamed(text: str, was: str, shown: str) -> str:
+    """A passage's source or a file's problem line, written with the file's path as `was`, with
+    the path as `shown` instead (`docs/a.txt:3` -> `/abs/docs/a.txt:3`)."""
+    return shown + text[len(was) :] if was != shown and text.startswith(was) else text
 
 
 def _digest(text: str) -> int:
