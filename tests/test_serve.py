@@ -572,6 +572,35 @@ def test_api_key(models: dict[str, Any]) -> None:
         assert c.get("/health").status_code == 200  # for load balancers: no secrets in it
 
 
+def test_allowed_origins_may_call_from_a_browser_and_others_may_not(models: dict[str, Any]) -> None:
+    """A web page served from elsewhere (a dev server on :5173) calls the API only where
+    --allow-origin names its origin: the preflight and the answers carry CORS headers, errors
+    (a wrong key) too; by default no page of another origin may."""
+    page = {"Origin": "http://localhost:5173"}
+    preflight = {**page, "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+    with client(models, api_key="k", allow_origins=("http://localhost:5173",)) as c:
+        r = c.options("/v1/chat/completions", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page["Origin"]
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = c.get("/v1/models", headers={**page, "Authorization": "Bearer k"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page["Origin"]
+        r = c.get("/v1/models", headers={**page, "Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == page["Origin"]
+        other = c.options("/v1/models", headers={**preflight, "Origin": "http://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    with client(models) as c:
+        assert "access-control-allow-origin" not in c.get("/v1/models", headers=page).headers
+    with client(models, allow_origins=("*",)) as c:
+        assert c.get("/v1/models", headers=page).headers["access-control-allow-origin"] == "*"
+    from lmforge.server.serve import check_origins
+
+    assert check_origins(["http://a:1", "http://a:1", "*"]) == ("http://a:1", "*")
+    for bad in ("http://localhost:5173/", "localhost:5173", "http://x/app", ""):
+        with pytest.raises(LmforgeError, match=r"^allow_origin=.*: give an origin as a browser sends it"):
+            check_origins([bad])
+
+
 def test_the_banners_try_line_works_for_every_kind(models: dict[str, Any]) -> None:
     """`lmforge serve` prints a curl line for its first model: one that model's route answers, with
     the key as given (from $LMFORGE_API_KEY: the variable; from --api-key: a placeholder)."""

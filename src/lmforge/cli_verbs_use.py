@@ -255,6 +255,9 @@ USE_VERBS: dict[str, Verb] = {
                 " at start); default: fp32 models, where this machine measured it faster (measured at"
                 " the first start)",
                 action=argparse.BooleanOptionalAction),
+            opt("--allow-origin", "let web pages of this origin call the API from a browser (CORS),"
+                " e.g. http://localhost:5173, or * for any; repeat for several (default: none, the"
+                " playground is same-origin)", action="append", metavar="ORIGIN"),
         ),
     ),
 }

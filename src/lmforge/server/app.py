@@ -47,6 +47,7 @@ class Settings:
     max_tokens_limit: int = 1024
     timeout: float = 300.0
     api_key: str | None = None
+    allow_origins: tuple[str, ...] = ()  # web pages of other origins that may call the API (CORS)
 
 
 @dataclass
@@ -75,6 +76,16 @@ def create_app(
     install_playground(app)  # GET /: the web playground (static files)
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # plain ASGI: see limits.py for why
+    if settings.allow_origins:  # added last, so outermost: a 413 or 401 carries the headers too
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allow_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["x-request-id", "x-should-retry"],
+        )
 
     def authorize(request: Request) -> None:
         if settings.api_key is None:

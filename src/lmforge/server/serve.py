@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import shlex
 import signal
 import socket
@@ -86,6 +87,21 @@ def check_serve_options(host: str, port: int, max_queue: int, max_tokens_limit: 
         raise LmforgeError(f"max_tokens_limit={max_tokens_limit}: must be an integer >= 1")
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise LmforgeError(f"timeout={timeout}: must be a finite number of seconds > 0")
+
+
+ORIGIN = re.compile(r"https?://[^/?#\s*]+")  # scheme://host[:port], nothing after
+
+
+def check_origins(origins: list[str]) -> tuple[str, ...]:
+    """--allow-origin values: `*`, or an origin as a browser sends it (scheme, host, port; no
+    path and no trailing slash, which would never match and leave the page blocked, unsaid)."""
+    for origin in origins:
+        if origin != "*" and not ORIGIN.fullmatch(origin):
+            raise LmforgeError(
+                f"allow_origin={origin!r}: give an origin as a browser sends it, e.g. http://localhost:5173"
+                " (scheme, host and port; no path or trailing slash), or * for any"
+            )
+    return tuple(dict.fromkeys(origins))
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -210,6 +226,7 @@ def serve(
     timeout: float = 300.0,
     dtype: str = "auto",
     compile: bool | str = "auto",
+    allow_origin: list[str] | None = None,
 ) -> None:
     """Serve model directories over an OpenAI-compatible HTTP API (docs/serving.md). Each model's
     id is its directory's name. Binds to loopback unless told otherwise; a key makes every /v1 route
@@ -220,7 +237,9 @@ def serve(
     server answers 503 at once. compile: whether a lone request (or a few, one by one) decodes
     through a compiled step on the CPU: True compiles or loads it at start; "auto", for fp32
     models, loads it where this machine measured it faster, compiling and measuring it at the
-    first start; False never (compile_choice.step_for_serving)."""
+    first start; False never (compile_choice.step_for_serving). allow_origin: the origins
+    (`http://localhost:5173`, or `*` for any) whose web pages may call the API from a browser (CORS);
+    none by default: only the playground, served from the same origin."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -234,6 +253,7 @@ def serve(
     from lmforge.server.models import load_models
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
+    origins = check_origins(allow_origin or [])
     check_options(dtype=dtype, compile=compile)
     key, given = read_api_key(api_key, api_key_file)
     for path in models:  # a missing or foreign directory fails before any model loads
@@ -241,7 +261,8 @@ def serve(
     _check_port_free(host, port)
     served = load_models(list(models), dtype, compile)
     batcher = Batcher()  # decoding runs in this thread, uvicorn in another
-    app = create_app(served, Settings(max_queue, max_tokens_limit, float(timeout), key), batcher)
+    settings = Settings(max_queue, max_tokens_limit, float(timeout), key, origins)
+    app = create_app(served, settings, batcher)
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"lmforge serve: listening on {where}", file=sys.stderr)
     for m in served.values():
