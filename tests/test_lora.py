@@ -216,6 +216,19 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     assert (base["base"] / "model.safetensors").read_bytes() == before
     # generate, eval, pipelines: load_model of the run itself gives the merged model
     assert (_logits(load_model(run)[0], ids) - merged(ids).logits).abs().max() < 1e-4
+    # a PEFT adapter is not read: beside a model (transformers applies it; lmforge loaded the model
+    # bare) and alone, each a line saying so, for load, import and every verb
+    beside = root / "beside"
+    shutil.copytree(root / "base-hf", beside)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(root / "adapter" / name, beside)
+    for folder in (beside, root / "adapter"):
+        for load in (load_model, lambda f: import_hf(f, root / "imported")):
+            with pytest.raises(
+                LmforgeError, match=r"holds a PEFT adapter \(adapter_config.json\), which lmforge"
+            ):
+                load(folder)
+    assert not (root / "imported").exists()
 
 
 def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: Path) -> None:
@@ -231,6 +244,28 @@ def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: 
     with pytest.raises(LmforgeError, match="the adapters belong to the other base"):
         merge_lora(tmp_path / "run", tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_trained_tied_head_is_the_one_loaded_and_merged(base: dict[str, Path], tmp_path: Path) -> None:
+    """SmolLM2's lm_head is its token embedding. With lora.also_train=lm_head the run saves the
+    trained tensor once (wte.weight); loading put the base's back through the tied name
+    (lm_head.weight), unsaid: a helper's SmolLM2 logits were 12.9 apart from the model as trained."""
+    make_hf_model("qwen2", tmp_path / "hf")  # tie_word_embeddings
+    tied = import_hf(tmp_path / "hf", tmp_path / "base")
+    args = [
+        *recipe(base, 2),
+        f"--train.init_from={tied}",
+        "--lora.also_train=lm_head",
+        "--lora.targets=q_proj",
+    ]
+    train(overrides=args, out=tmp_path / "run", quiet=True)
+    saved = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    head = next(saved[k] for k in ("wte.weight", "lm_head.weight") if k in saved)
+    assert not torch.equal(head, load_model(tied)[0].wte.weight)  # it trained
+    model, _, _ = load_adapted(tmp_path / "run")
+    assert torch.equal(model.wte.weight, head) and model.lm_head.weight is model.wte.weight
+    merged, _ = load_model(merge_lora(tmp_path / "run", tmp_path / "merged"))
+    assert torch.equal(merged.wte.weight, head) and torch.equal(merged.lm_head.weight, head)
 
 
 def _lmforge(*args: str, cwd: Path) -> None:

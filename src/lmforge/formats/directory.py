@@ -102,10 +102,27 @@ def check_named(path: str | Path) -> None:
         raise LmforgeError("the model path is empty (a $(...) or variable that gave nothing?)")
 
 
+PEFT_ADAPTER = "adapter_config.json"
+MERGE_HINT = (
+    "merge it into its base with peft (PeftModel.from_pretrained(base, DIR).merge_and_unload()"
+    ".save_pretrained(OUT), with the base's tokenizer files) and give OUT"
+)
+
+
+def refuse_peft_adapter(directory: Path) -> None:
+    """A folder holding a PEFT adapter is one line: transformers applies it to the model beside it,
+    and lmforge loaded that model bare, unsaid (a helper's logits 1.89 apart from transformers')."""
+    if (directory / PEFT_ADAPTER).is_file():
+        raise LmforgeError(
+            f"{directory}: holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge does not read: {MERGE_HINT}"
+        )
+
+
 def resolve_model_dir(path: str | Path) -> Path:
     """A model directory for `path`: itself, a run's `model/`, or a run's latest checkpoint."""
     check_named(path)
     path = Path(path)
+    refuse_peft_adapter(path)
     if (path / "config.json").is_file():
         return path
     if (path / "model" / "config.json").is_file():
@@ -186,6 +203,7 @@ def read_json(file: Path, what: str = "JSON file") -> dict[str, Any]:
 
 def read_config_json(directory: Path) -> dict[str, Any]:
     """A model directory's config.json as a dict, or a one-line error naming the file."""
+    refuse_peft_adapter(directory)
     return read_json(directory / "config.json", "model config")
 
 

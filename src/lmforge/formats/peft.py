@@ -115,8 +115,11 @@ def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
         for path in source.iterdir():
             if path.is_file() and path.name not in _TRAINING_FILES:
                 shutil.copy2(path, tmp)
-        whole = {prefix + k: v for k, v in base_model.state_dict().items()}
-        whole.update({k: v for k, v in trained.items() if ".lora_" not in k})  # lora.also_train's
+        base_state = base_model.state_dict()
+        whole = {prefix + k: v for k, v in base_state.items()}
+        for name, value in trained.items():  # lora.also_train's, into every name its tensor has
+            if ".lora_" not in name:
+                whole.update({n: value for n in _tied_names(base_state, name, prefix)})
         save_weights(Path(tmp) / WEIGHTS, whole)
         model, tokenizer = load_model(tmp)
     lora.inject(model, spec, cross=lora.saved_with_cross(adapters))
@@ -127,6 +130,16 @@ def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
             f"{source / WEIGHTS}: adapters do not fit (missing {absent[:3]}, unexpected {unexpected[:3]})"
         )
     return model.requires_grad_(False).eval(), tokenizer, source
+
+
+def _tied_names(state: dict[str, torch.Tensor], name: str, prefix: str) -> list[str]:
+    """`name` and the names of the base's tensors tied to it (SmolLM2's `wte.weight` is its
+    `lm_head.weight`): a trained lm_head must replace both, else loading kept the base's through
+    the other name (logits 12.9 apart from the model as trained)."""
+    own = state.get(name.removeprefix(prefix)) if name.startswith(prefix) else None
+    if own is None:
+        return [name]
+    return [name, *(prefix + n for n, t in state.items() if t is not own and t.data_ptr() == own.data_ptr())]
 
 
 def _prefix(adapters: dict[str, torch.Tensor], base: torch.nn.Module) -> str:
