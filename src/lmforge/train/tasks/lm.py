@@ -87,9 +87,12 @@ class LanguageModelling(Task):
         self.micro = setup.micro
 
     def build_model(self) -> nn.Module:
+        """The model to train, built once: train.init_from's weights go into it and the task
+        lets go of them (else they stayed in memory twice for the whole run)."""
         model = GPT(self.cfg.model)
         if self.init is not None:
-            model.load_state_dict(self.init[0].state_dict())
+            loaded, self.init = self.init[0], (None, self.init[1])
+            model.load_state_dict(loaded.state_dict())
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:

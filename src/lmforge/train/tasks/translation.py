@@ -125,8 +125,9 @@ class TranslationTask(Task):
         model = Seq2Seq(
             self.cfg.model, self.pad, self.start, self.suppress, self.num_beams, self.early_stopping
         )
-        if self.init_model is not None:
-            model.load_state_dict(self.init_model.state_dict())
+        loaded, self.init_model = self.init_model, None  # let go of it: else in memory twice all run
+        if loaded is not None:
+            model.load_state_dict(loaded.state_dict())
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
