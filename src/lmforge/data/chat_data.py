@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from lmforge.data.fingerprint import digest_of
 from lmforge.data.loader import IGNORE
 from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
@@ -129,6 +130,9 @@ class ChatLoader:
 
     def _length(self, i: int) -> int:
         return len(self.examples[i][0])
+
+    def data_digest(self) -> str:
+        return digest_of(self.examples)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lmforge.data.fingerprint import digest_of
 from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -130,6 +131,9 @@ class LabelledLoader:
         order = list(range(len(self.rows)))
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
         return order
+
+    def data_digest(self) -> str:
+        return digest_of(self.rows)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmforge.data.fingerprint import shards_digest
 from lmforge.errors import LmforgeError
 
 IGNORE = -100  # target id that counts neither in the loss nor in the token count
@@ -99,6 +100,10 @@ class BatchLoader:
         rng = np.random.default_rng([self.seed, epoch])
         index = WindowIndex(self.shards, self.span, offset=int(rng.integers(self.span - 1)) if epoch else 0)
         return index, rng.permutation(index.count)
+
+    def data_digest(self) -> str:
+        """What this loader draws from (data/fingerprint.py), recorded in every checkpoint."""
+        return shards_digest(self.shards)
 
     @property
     def steps_per_epoch(self) -> int:

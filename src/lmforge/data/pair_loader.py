@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmforge.data.fingerprint import digest_of
 from lmforge.data.loader import IGNORE, padded_width
 from lmforge.errors import LmforgeError, counted
 
@@ -98,6 +99,9 @@ class PairLoader:
                 for i in range(0, len(chunk) - self.batch_size + 1, self.batch_size)
             ]
         return [batches[i] for i in rng.permutation(len(batches))]
+
+    def data_digest(self) -> str:
+        return digest_of(zip(self.src, self.tgt, strict=True))
 
     @property
     def steps_per_epoch(self) -> int:

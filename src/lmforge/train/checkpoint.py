@@ -218,6 +218,20 @@ def check_tokenizer(checkpoint: Path, tokenizer: Any) -> None:
         )
 
 
+def check_data(checkpoint: Path, saved: dict[str, Any], digest: str, source: str) -> None:
+    """Refuse to resume on other training data than the checkpoint's (its trainer state's "data",
+    the loader's data_digest; checkpoints from before 2026-12-06 have none): the saved position
+    would continue on other examples, unsaid."""
+    recorded = saved.get("data")
+    if recorded is not None and recorded != digest:
+        raise LmforgeError(
+            f"{checkpoint}: the training data is not what this run trained on (digest {digest}, the"
+            f" checkpoint's {recorded}): {source or 'its input'} changed since, or the run's data/ was"
+            " prepared again from a changed file. Restore that data to resume, or start a new run"
+            f" from this one on the new data: --init-from {checkpoint}"
+        )
+
+
 def weight_names(checkpoint: Path) -> list[str]:
     """The tensor names in a checkpoint's model.safetensors (read from its header, not loaded);
     [] when it has none (an engine's other layout)."""

@@ -154,8 +154,10 @@ def _set_up(
     task = build_task(Setup(cfg, run_dir, engine, micro, say))
     last = ckpt.latest_checkpoint(run_dir / "checkpoints", say=say) if resuming else None
     saved = ckpt.read_trainer_state(last) if last is not None else None
-    if last is not None:  # data prepared during this start must match what the checkpoint was trained on
+    data_digest = task.loader.data_digest()
+    if last is not None and saved is not None:  # the data read now must be what it trained on
         ckpt.check_tokenizer(last, task.tokenizer)
+        ckpt.check_data(last, saved, data_digest, cfg.data.input)
     if t.epochs:
         t.max_steps = t.epochs * task.loader.steps_per_epoch
         if last is not None and saved is not None:  # epochs become steps only here
@@ -196,7 +198,7 @@ def _set_up(
     run.config_text = config_text
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
                  "first_steps_s": 0.0, "first_steps_tokens": 0,  # each process's first step: report.summary
-                 "kernels": kernels.saved(), "log_window": _empty_window()}  # fmt: skip
+                 "kernels": kernels.saved(), "log_window": _empty_window(), "data": data_digest}  # fmt: skip
     run.best = (task.best_metric, 1) if task.best_metric else ("val_loss", -1) if t.keep_best else None
     if run.best:
         run.state.update(best_score=-math.inf, best_step=0)  # the metric times its sign: higher wins

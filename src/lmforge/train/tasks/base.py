@@ -13,7 +13,8 @@ Adding a task (question answering, instruction tuning, ...) is one new file in t
    `self.tokenizer` and `self.loader`: an object with `next_step() -> list[batch]` (this rank's
    micro-batches of one optimizer step, `setup.micro` examples each, the global batch dealt out
    by `setup.engine.rank` / `world_size`), `state_dict()` / `load_state_dict()` (the position,
-   saved in every checkpoint for exact resume) and `steps_per_epoch`.
+   saved in every checkpoint for exact resume), `data_digest()` (what it draws from:
+   data/fingerprint.py; a resume on other data is refused) and `steps_per_epoch`.
    A batch is a tuple of CPU tensors whose LAST tensor holds the targets, IGNORE (-100) where a
    position counts for nothing; the loop moves it to the engine's device.
 3. `build_model()`: the nn.Module to train (with `num_params()`); `loss(model, *batch)`: the loss
@@ -52,6 +53,7 @@ Autocast = Callable[[], AbstractContextManager]
 class StepLoader(Protocol):
     steps_per_epoch: int
 
+    def data_digest(self) -> str: ...
     def next_step(self) -> list[tuple[torch.Tensor, ...]]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
