@@ -144,6 +144,32 @@ def test_32_greedy_tokens_are_identical(kind: str, exported: Exported) -> None:
         assert got == want and all(len(g) == 32 for g in got)
 
 
+def test_every_stop_id_of_the_model_ends_onnx_decoding_as_it_ends_pytorchs(
+    gpt_export: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """generation_config.json may list several stop ids (a Llama 3's or Qwen2's two): the export
+    kept the tokenizer's EOS alone, and the ONNX runtime generated past the other to the cap."""
+    import json
+    import shutil
+
+    import lmforge
+
+    source = tmp_path / "gpt"
+    shutil.copytree(gpt_export[0], source)
+    model, tokenizer = load_model(source)
+    prompt = "the king"
+    free = generate_ids(model, [tokenizer.encode(prompt)], 12, temperature=0)[0]
+    (source / "generation_config.json").write_text(json.dumps({"eos_token_id": [tokenizer.eos_id, free[3]]}))
+    assert main(["export", str(source), "--out", str(tmp_path / "onnx"), "--format", "onnx"]) == 0
+    assert json.loads((tmp_path / "onnx" / "onnx.json").read_text())["stop_token_ids"] == [
+        tokenizer.eos_id,
+        free[3],
+    ]
+    ours = lmforge.generate(source, prompt, max_new_tokens=12, temperature=0, dtype="fp32", compile=False)
+    assert generate_onnx(tmp_path / "onnx", prompt, max_new_tokens=12, temperature=0) == ours
+    assert ours[0] == prompt + tokenizer.decode(free[: free.index(free[3])])  # it stopped there
+
+
 def test_decoding_slides_past_the_context_as_pytorch_does(gpt_export: tuple[Path, Path]) -> None:
     source, out = gpt_export
     model, _ = load_model(source)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.formats.onnx_graphs import (
     ClassifierGraph,
@@ -78,7 +79,7 @@ def export_onnx(model_path: str | Path, out: str | Path) -> Path:
             "kind": kind,
             "source": str(Path(source).resolve()),
             **graphs,
-            **_ids(model, tokenizer),
+            **_ids(model, tokenizer, source),
         }
         manifest["versions"] = {"torch": torch.__version__, **_onnx_versions()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -251,12 +252,17 @@ def max_difference(graph: nn.Module, args: Inputs, file: Path, io: GraphIO) -> t
     return max(d for d, _ in pairs), max(b for _, b in pairs)
 
 
-def _ids(model: nn.Module, tokenizer: Any) -> dict[str, Any]:
-    """The token ids decoding needs, in the manifest (the runner reads no model config)."""
+def _ids(model: nn.Module, tokenizer: Any, source: Path) -> dict[str, Any]:
+    """The token ids decoding needs, in the manifest (the runner reads no model config): a
+    decoder's stop ids are every id generate stops at (generation_config.json's eos_token_id
+    list: a Llama 3's or Qwen2's two; the export kept the tokenizer's EOS alone, and the ONNX
+    runtime generated past the other)."""
     ids: dict[str, Any] = {
         "eos_token_id": tokenizer.eos_id,
         "pad_token_id": getattr(tokenizer, "pad_id", None),
     }
+    if isinstance(model, GPT):
+        ids["stop_token_ids"] = stop_ids(source, tokenizer.eos_id)
     if isinstance(model, Seq2Seq):
         ids.update(
             pad_token_id=model.pad_id,

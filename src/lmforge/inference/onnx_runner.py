@@ -162,7 +162,10 @@ def generate_ids_onnx(
     ids = np.array([[0] * (width - len(p)) + p for p in prompts], dtype=np.int64)  # left padding
     mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=np.int64)
     generator = None if seed is None else [row_generator(seed, i) for i in range(len(prompts))]
-    stops = stop_set(model.meta.get("eos_token_id") if stop_at_eos else None)
+    # every stop id of the model (exports before 2026-12-06 kept the EOS alone)
+    stops = stop_set(
+        model.meta.get("stop_token_ids", model.meta.get("eos_token_id")) if stop_at_eos else None
+    )
     steps = stream_ids_onnx(model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask)
     return collect_tokens(steps, len(prompts), stops, on_token)
 
