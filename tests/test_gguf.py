@@ -52,6 +52,7 @@ def write_gguf(
     seed: int = 0,
     name: str = "tiny",
     head_count: int = N_HEAD,
+    head_count_kv: int | None = N_KV,
     int_freq_base: bool = False,
     add_eos: bool = False,
     big_endian: bool = False,
@@ -68,7 +69,8 @@ def write_gguf(
     writer.add_embedding_length(N_EMBD)
     writer.add_feed_forward_length(FFN)
     writer.add_head_count(head_count)
-    writer.add_head_count_kv(N_KV)
+    if head_count_kv is not None:
+        writer.add_head_count_kv(head_count_kv)
     if int_freq_base:  # a float key stored as an integer
         writer.add_uint32(f"{arch}.rope.freq_base", 50000)
     else:
@@ -299,6 +301,12 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     no_heads = tmp_path / "no_heads.gguf"  # a ZeroDivisionError traceback
     write_gguf(no_heads, head_count=0)
     cases["0 heads"] = (no_heads, "GGUF key 'llama.attention.head_count' is 0, expected a count >= 1")
+    no_kv = tmp_path / "no_kv.gguf"  # grouped-query weights, the key-value head count left out
+    write_gguf(no_kv, head_count_kv=None)
+    cases["no kv heads"] = (
+        no_kv,
+        "v_proj.weight (32, 64) make (128, 64) together, where the config's head counts",
+    )
     return cases
 
 

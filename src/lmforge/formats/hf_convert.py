@@ -98,6 +98,12 @@ def hf_to_lmforge(
             tensor = tensor[tensor.size(0) - target.size(0) :]  # RoBERTa's rows before its first position
         if _local(module) in family.transposed and param == "weight":
             tensor = tensor.t()
+        if tensor.shape != target.shape and len(parts) > 1:  # q, k and v fused: name each
+            shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, parts, strict=True))
+            raise LmforgeError(
+                f"{file}: tensors {shapes} make {tuple(tensor.shape)} together, where the config's head"
+                f" counts (attention heads, key-value heads, head size) give {tuple(target.shape)}"
+            )
         if tensor.shape != target.shape:
             raise LmforgeError(
                 f"{file}: tensor {names[0]!r} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)}"
