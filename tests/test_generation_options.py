@@ -195,7 +195,29 @@ def test_pipelines_refuse_unknown_keywords(
 
 
 def test_pipeline_constructor_refuses_unknown_keywords_and_bad_values(dirs: dict[str, Path]) -> None:
-    _refused(lambda: lmforge.pipeline("text-generation", model=dirs["gpt"], device=0), "device", "dtype")
+    _refused(
+        lambda: lmforge.pipeline("text-generation", model=dirs["gpt"], device=0), "device=0", "run on the CPU"
+    )
+    # transformers' CPU device and torch dtypes are taken (they were unknown keywords)
+    kw = {"do_sample": False, "max_new_tokens": 3}
+    fp32 = lmforge.pipeline("text-generation", model=dirs["gpt"], dtype="fp32")("abc", **kw)
+    for extra in (
+        {"device": "cpu"},
+        {"device": -1},
+        {"device": torch.device("cpu")},
+    ):
+        assert (
+            lmforge.pipeline("text-generation", model=dirs["gpt"], dtype=torch.float32, **extra)("abc", **kw)
+            == fp32
+        )
+    torch_fp32 = lmforge.pipeline("text-generation", model=dirs["gpt"], torch_dtype=torch.float32)
+    assert torch_fp32("abc", **kw) == fp32
+    assert (
+        lmforge.pipeline("translation", model=dirs["s2s"], torch_dtype=torch.bfloat16).model.wte.weight.dtype
+        == torch.bfloat16
+    )
+    _refused(lambda: lmforge.pipeline("translation", model=dirs["s2s"], dtype=torch.float16), "fp32 or bf16")
+    _refused(lambda: lmforge.pipeline("text-classification", model=dirs["clf"], dtype=torch.float32), "dtype")
     _refused(lambda: lmforge.pipeline("translation", model=dirs["s2s"], dtype="fp16"), "dtype='fp16'")
     _refused(lambda: lmforge.pipeline("text-classification", model=dirs["clf"], batch_size=0), "batch_size=0")
     _refused(lambda: lmforge.pipeline("text-generation", model=dirs["gpt"])(["abc", 3]), "item 2")

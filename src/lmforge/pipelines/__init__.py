@@ -55,5 +55,35 @@ def pipeline(task: str | None = None, model: str | Path | None = None, **kwargs:
     module, name = TASKS[task].split(":")
     cls = getattr(importlib.import_module(module), name)
     accepted = [p for p in inspect.signature(cls).parameters if p != "model"]
+    kwargs = _as_transformers_says(task, kwargs, accepted)
     check_keywords(kwargs, accepted, f"pipeline({task!r})")  # a one-line error, not a TypeError
     return cls(model, **kwargs)
+
+
+TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}  # torch.float32 -> lmforge's dtype name
+
+
+def _as_transformers_says(task: str, kwargs: dict[str, Any], accepted: list[str]) -> dict[str, Any]:
+    """transformers' device and dtype keywords in lmforge's terms: the CPU (device="cpu", -1,
+    torch.device("cpu")) is where every pipeline runs, so it is taken and dropped, another device
+    is one line; torch_dtype (transformers' older name) is dtype, and a torch dtype its name."""
+    kwargs = dict(kwargs)
+    if "device" in kwargs:
+        device = kwargs.pop("device")
+        if device is not None and device != -1 and str(device) != "cpu":
+            raise LmforgeError(
+                f"pipeline({task!r}, device={device!r}): lmforge's pipelines run on the CPU;"
+                " give device='cpu' or leave it out"
+            )
+    if "torch_dtype" in kwargs and "dtype" not in kwargs:
+        kwargs["dtype"] = kwargs.pop("torch_dtype")
+    dtype = kwargs.get("dtype")
+    if "dtype" in accepted and dtype is not None and not isinstance(dtype, str):
+        name = str(dtype).removeprefix("torch.")
+        if name not in TORCH_DTYPES:
+            raise LmforgeError(
+                f"pipeline({task!r}, dtype={dtype}): lmforge computes in fp32 or bf16"
+                " (torch.float32, torch.bfloat16, or 'fp32', 'bf16', 'auto')"
+            )
+        kwargs["dtype"] = TORCH_DTYPES[name]
+    return kwargs
