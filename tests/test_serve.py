@@ -577,8 +577,8 @@ def test_allowed_origins_may_call_from_a_browser_and_others_may_not(models: dict
     --allow-origin names its origin: the preflight and the answers carry CORS headers, errors
     (a wrong key) too; by default no page of another origin may."""
     page = {"Origin": "http://localhost:5173"}
-    preflight = {**page, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
+    preflight = {**page, "Access-Control-Request-Method": "POST",  # the openai JS client's headers too
+                 "Access-Control-Request-Headers": "authorization,content-type,x-stainless-lang"}  # fmt: skip
     with client(models, api_key="k", allow_origins=("http://localhost:5173",)) as c:
         r = c.options("/v1/chat/completions", headers=preflight)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page["Origin"]
@@ -596,7 +596,9 @@ def test_allowed_origins_may_call_from_a_browser_and_others_may_not(models: dict
     from lmforge.server.serve import check_origins
 
     assert check_origins(["http://a:1", "http://a:1", "*"]) == ("http://a:1", "*")
-    for bad in ("http://localhost:5173/", "localhost:5173", "http://x/app", ""):
+    assert check_origins(["http://LocalHost:80", "HTTPS://h:443", "app://obsidian.md", "null"]) == (
+        "http://localhost", "https://h", "app://obsidian.md", "null")  # fmt: skip
+    for bad in ("http://localhost:5173/", "localhost:5173", "http://x/app", "", "http://u@h:1"):
         with pytest.raises(LmforgeError, match=r"^allow_origin=.*: give an origin as a browser sends it"):
             check_origins([bad])
 

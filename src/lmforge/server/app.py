@@ -83,7 +83,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.allow_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["*"],  # the openai JS client sends x-stainless-* headers on every request
             expose_headers=["x-request-id", "x-should-retry"],
         )
 

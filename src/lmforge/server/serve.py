@@ -89,19 +89,30 @@ def check_serve_options(host: str, port: int, max_queue: int, max_tokens_limit: 
         raise LmforgeError(f"timeout={timeout}: must be a finite number of seconds > 0")
 
 
-ORIGIN = re.compile(r"https?://[^/?#\s*]+")  # scheme://host[:port], nothing after
+ORIGIN = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#\s*@:]+|\[[0-9a-fA-F:.]+\])(?::(\d+))?")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
 def check_origins(origins: list[str]) -> tuple[str, ...]:
-    """--allow-origin values: `*`, or an origin as a browser sends it (scheme, host, port; no
-    path and no trailing slash, which would never match and leave the page blocked, unsaid)."""
+    """--allow-origin values as a browser sends them: `*`, `null` (a local file's page), or
+    scheme://host[:port] (http, https, chrome-extension, app, ...) with no path, user or trailing
+    slash, each of which would never match and leave the page blocked, unsaid. The scheme and host
+    are lower-cased and a default port dropped, as browsers write them."""
+    out = []
     for origin in origins:
-        if origin != "*" and not ORIGIN.fullmatch(origin):
+        match = ORIGIN.fullmatch(origin)
+        if origin in ("*", "null"):
+            out.append(origin)
+        elif match:
+            scheme, host, port = match[1].lower(), match[2].lower(), match[3]
+            keep = f":{port}" if port and DEFAULT_PORTS.get(scheme) != port else ""
+            out.append(f"{scheme}://{host}{keep}")
+        else:
             raise LmforgeError(
                 f"allow_origin={origin!r}: give an origin as a browser sends it, e.g. http://localhost:5173"
-                " (scheme, host and port; no path or trailing slash), or * for any"
+                " (scheme, host and port; no path, user or trailing slash), or * for any"
             )
-    return tuple(dict.fromkeys(origins))
+    return tuple(dict.fromkeys(out))
 
 
 def _check_port_free(host: str, port: int) -> None:
