@@ -128,6 +128,10 @@ def test_the_same_folder_named_another_way_reuses_its_index(
     assert any(
         line.startswith(str(docs.resolve() / "notes.jsonl") + ":2") for line in absolute.stats["problems"]
     )
+    (docs.parent / "link").symlink_to(docs, target_is_directory=True)  # a link to the folder: one index too
+    linked = PassageIndex.build(Path("link"), passage_words=8, quiet=True)
+    assert linked.stats["read"] == 0 and linked.stats["removed"] == 0
+    assert all(p.source.startswith("link/") for p in linked.passages)
     again = PassageIndex.build(Path("docs"), passage_words=8, quiet=True)
     assert again.stats["read"] == 0 and [p.source for p in again.passages] == [
         p.source for p in relative.passages

@@ -10,9 +10,9 @@ Retrieval is BM25 (bm25s, Lucene's variant, k1 = 1.5, b = 0.75) over lower-cased
 English stop words, stemmed by Snowball's English stemmer (PyStemmer); `search_hybrid` fuses it
 with sentence embeddings (inference/embeddings.py), kept in `embeddings.safetensors` beside the
 rest with the embedder's identity and each row's passage digest (blake2b of its text): a rebuilt
-index carries them over, and only passages whose text no saved row has are embedded (saved every
-EMBED_CHUNK passages, so an interrupted run keeps what it made); a row is never given to a passage
-of other text, whichever run wrote the file.
+index carries them over, and only passages whose text no saved row has are embedded (saved as the
+table doubles, so an interrupted run keeps at least half of what it made); a row is never given to
+a passage of other text, whichever run wrote the file.
 
 The index is a folder of plain files, nothing pickled: `manifest.json` (the settings and, per
 file, its size, mtime and sha256 and its passages' range), `passages.jsonl` (source, offsets,
@@ -58,7 +58,7 @@ FORMAT = 1  # manifest "format": bump when the files' meaning changes
 MANIFEST, PASSAGES, BM25_DIR, EMBEDDINGS = "manifest.json", "passages.jsonl", "bm25", "embeddings.safetensors"
 OURS = {MANIFEST, PASSAGES, EMBEDDINGS}
 EMBEDDING_TEMP = f".{EMBEDDINGS}.tmp-"  # outputs.write_file's temporary file, if a write was cut short
-EMBED_CHUNK = 1024  # passages embedded between saves (about a minute on 2 cores)
+EMBED_CHUNK = 1024  # passages embedded at a time (about a minute on 2 cores)
 SUFFIX = ".lmforge-index"
 GLOB = re.compile(r"[*?[]")  # what makes a path a glob for glob.glob (and so list_files)
 
@@ -218,7 +218,7 @@ class PassageIndex:
             for line in notes:  # a folder's .rst or .json files: not bad input, but not silent
                 print(f"lmforge: {line}", file=sys.stderr)
         for path in found:
-            key, shown = os.path.abspath(path), str(path)  # one file however --docs names it
+            key, shown = os.path.realpath(path), str(path)  # one file however --docs names it (links too)
             entry = old_files.get(key)
             try:  # a broken link, or a file removed since it was listed: skipped, not fatal
                 stat = path.stat()
@@ -318,19 +318,23 @@ class PassageIndex:
 
     def _read_or_embed(self, embedder: Embedder) -> np.ndarray:
         """(passages, width): saved rows where a row of this embedder has the passage's text (by
-        digest), the others embedded now, EMBED_CHUNK at a time, each chunk saved as it is made."""
+        digest), the others embedded now, EMBED_CHUNK at a time; the table is saved after the last
+        chunk and whenever it has doubled since the last save (an interrupted run keeps at least
+        half of what it made, and the writes add up to about twice the table, not its square)."""
         path = self.directory / EMBEDDINGS
         digests = np.array([_digest(p.text) for p in self.passages], dtype=np.int64)
         saved = _read_embeddings(path, embedder.key)
         rows = {int(d): saved[1][i] for i, d in enumerate(saved[0])} if saved else {}
         missing = [i for i, d in enumerate(digests) if int(d) not in rows]
-        can_save = True
+        can_save, made, last_saved = True, 0, 0
         for start in range(0, len(missing), EMBED_CHUNK):
             chunk = missing[start : start + EMBED_CHUNK]
             for i, row in zip(chunk, embedder.embed([self.passages[i].text for i in chunk]), strict=True):
                 rows[int(digests[i])] = row
-            done = [i for i in range(len(digests)) if int(digests[i]) in rows]
-            if can_save:
+            made += len(chunk)
+            if can_save and (made >= 2 * last_saved or start + EMBED_CHUNK >= len(missing)):
+                last_saved = made
+                done = [i for i in range(len(digests)) if int(digests[i]) in rows]
                 table = {
                     "embeddings": np.stack([rows[int(digests[i])] for i in done]),
                     "digests": digests[done],
