@@ -87,16 +87,21 @@ def make_hf_model(family: str, directory: Path, seed: int = 0) -> torch.nn.Modul
     return model
 
 
-def add_bos(directory: Path, bos_id: int = 5) -> None:
+def add_bos(directory: Path, bos_id: int = 5, eos_id: int | None = None) -> None:
     """Make `directory`'s tokenizer.json put a BOS before every text, as Llama 3's, Llama 2's and
-    Mistral's do (a TemplateProcessing post-processor); id 5 is an ordinary token of the tiny
-    vocabulary, marked special here, so it differs from EOS (0)."""
+    Mistral's do (a TemplateProcessing post-processor), and with `eos_id` an EOS after it (a GGUF's
+    add_eos_token); ids 5 and 6 are ordinary tokens of the tiny vocabulary, marked special here,
+    so they differ from its EOS (0)."""
     raw = json.loads((directory / "tokenizer.json").read_text())
     bos, a, b = {"id": "<s>", "type_id": 0}, {"id": "A", "type_id": 0}, {"id": "B", "type_id": 1}
+    tail = [] if eos_id is None else [{"SpecialToken": {"id": "</s>", "type_id": 0}}]
+    specials = {"<s>": {"id": "<s>", "ids": [bos_id], "tokens": ["<s>"]}}
+    if eos_id is not None:
+        specials["</s>"] = {"id": "</s>", "ids": [eos_id], "tokens": ["</s>"]}
     raw["post_processor"] = {
         "type": "TemplateProcessing",
-        "single": [{"SpecialToken": bos}, {"Sequence": a}],
-        "pair": [{"SpecialToken": bos}, {"Sequence": a}, {"Sequence": b}],
-        "special_tokens": {"<s>": {"id": "<s>", "ids": [bos_id], "tokens": ["<s>"]}},
+        "single": [{"SpecialToken": bos}, {"Sequence": a}, *tail],
+        "pair": [{"SpecialToken": bos}, {"Sequence": a}, {"Sequence": b}, *tail],
+        "special_tokens": specials,
     }
     (directory / "tokenizer.json").write_text(json.dumps(raw))

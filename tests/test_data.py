@@ -35,6 +35,16 @@ def test_tokenizer_round_trip(tmp_path: Path, kind: str) -> None:
     assert loaded.eos_id is not None and sizes[loaded.eos_id] == 0
 
 
+def test_an_imported_tokenizers_special_tokens_have_no_bytes() -> None:
+    """SmolLM2's <|im_end|> or Llama 3's <|end_of_text|> stand for no text: training's val_bpb
+    counted their names' characters as bytes (about 10-15 a document)."""
+    tok = Tokenizer.train_bpe(TEXTS * 50, vocab_size=300)
+    tok.hf.add_special_tokens(["<|im_end|>"])
+    tok.hf.add_tokens(["<think>"])  # an added token that is not special: its text is text
+    sizes = Tokenizer(tok.hf).token_bytes()
+    assert sizes[tok.hf.token_to_id("<|im_end|>")] == 0 and sizes[tok.hf.token_to_id("<think>")] > 0
+
+
 def test_char_tokenizer_ids_follow_sorted_characters() -> None:
     tok = Tokenizer.train_char(["cab"])
     assert tok.encode("abc") == [0, 1, 2]

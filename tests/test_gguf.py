@@ -198,7 +198,7 @@ def test_add_eos_token_and_an_integer_freq_base_read_as_transformers_reads_them(
     _, hf_tokenizer = hf_reference(path)
     for text in (TEXT, "hello", ""):
         assert tokenizer.encode_prompt(text) == hf_tokenizer(text).input_ids
-    assert tokenizer.encode_prompt("hello")[-1] == 2 and tokenizer.text_prefix() == []
+    assert tokenizer.encode_prompt("hello")[-1] == 2 and tokenizer.text_affixes() == ([], [2])
 
 
 def test_qwen2_has_biases_and_no_permutation(tmp_path: Path) -> None:

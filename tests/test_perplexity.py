@@ -91,7 +91,8 @@ def test_bits_per_byte_counts_the_text_alone_as_training_does(tmp_path: Path) ->
     assert ours["bpb"] == pytest.approx(float(losses[~on_eos].sum()) / math.log(2) / nbytes, rel=1e-5)
 
 
-def test_a_tokenizer_that_adds_a_bos_starts_each_document_with_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("eos", [None, 6])
+def test_a_tokenizer_that_adds_a_bos_starts_each_document_with_it(tmp_path: Path, eos: int | None) -> None:
     """Llama 3's, Llama 2's and Mistral's tokenizers put a BOS before a text (their models never
     saw a document start without it): each document follows it, as transformers' tokenizer(text)
     gives, not an EOS; its predictions are in the nll, not in bits per byte."""
@@ -99,20 +100,26 @@ def test_a_tokenizer_that_adds_a_bos_starts_each_document_with_it(tmp_path: Path
 
     hf_dir = tmp_path / "hf"
     hf_model = make_hf_model("llama", hf_dir)
-    add_bos(hf_dir, 5)
+    add_bos(hf_dir, 5, eos)  # with eos: <s> text </s>, as a GGUF's add_eos_token
     docs = ["the king is dead.", "long live the queen!", "sweet lady, speak."]
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     tok = HFTokenizer.from_file(str(hf_dir / "tokenizer.json"))
     ids = [i for d in docs for i in tok.encode(d).ids]  # tokenizer(text) for each document
-    assert ids[0] == 5 and ids.count(5) == 3 and 0 not in ids and len(ids) <= 64
-    assert load_model(hf_dir)[1].text_prefix() == [5]
+    assert (
+        ids[0] == 5
+        and ids.count(5) == 3
+        and ids.count(eos) == (3 if eos else 0)
+        and 0 not in ids
+        and len(ids) <= 64
+    )
+    assert load_model(hf_dir)[1].text_affixes() == ([5], [eos] if eos else [])
     ours = evaluate(hf_dir, data, context=len(ids), stride=len(ids) - 1, quiet=True)
     with torch.no_grad():
         losses = torch.nn.functional.cross_entropy(
             hf_model(torch.tensor([ids])).logits[0, :-1], torch.tensor(ids[1:]), reduction="none"
         )
-    on_bos = torch.tensor(ids[1:]) == 5
+    on_bos = torch.isin(torch.tensor(ids[1:]), torch.tensor([5, 6 if eos else 5]))
     nbytes = sum(len(d.encode()) for d in docs)
     assert ours["tokens"] == len(ids) - 1 and ours["bytes"] == nbytes
     assert ours["nll"] == pytest.approx(float(losses.sum()), rel=1e-5)

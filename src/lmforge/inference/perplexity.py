@@ -1,16 +1,17 @@
 """`lmforge eval`: perplexity and bits per byte of a decoder language model on text.
 
 The text is any input `lmforge prep` reads (.txt, .md, .jsonl, .csv, .parquet, compressed,
-folders, globs), as one token stream: each document follows the tokens the tokenizer puts before a
-text (Llama's BOS, as transformers' `tokenizer(text)` gives them), else an EOS, as prep's shards
-separate documents, so every text token is scored and the first document is scored from its
-first token. Scoring slides windows of `context` tokens forward by `stride` tokens, as in
-Hugging Face's perplexity guide (https://huggingface.co/docs/transformers/perplexity): the
-first window scores its tokens after the first; each later window scores only the `stride`
-tokens past the previous window's end, with the `context - stride` tokens before them as left
-context. Every token is scored exactly once; a smaller stride gives more context and costs more.
-One difference from the guide: the last window starts `context` tokens before the stream's end
-(the guide starts it a stride after the previous one), so its tokens get a full left context.
+folders, globs), as one token stream: each document between the tokens the tokenizer puts before a
+text (Llama's BOS) and after it (a GGUF's add_eos_token EOS), as transformers' `tokenizer(text)`
+gives them, else after an EOS, as prep's shards separate documents, so every text token is scored
+and the first document is scored from its first token. Scoring slides windows of `context` tokens
+forward by `stride` tokens, as in Hugging Face's perplexity guide
+(https://huggingface.co/docs/transformers/perplexity): the first window scores its tokens after
+the first; each later window scores only the `stride` tokens past the previous window's end, with
+the `context - stride` tokens before them as left context. Every token is scored exactly once; a
+smaller stride gives more context and costs more. One difference from the guide: the last window
+starts `context` tokens before the stream's end (the guide starts it a stride after the previous
+one), so its tokens get a full left context.
 
 perplexity = exp(total nll / scored tokens); bits per byte = the text tokens' nll / ln 2 / UTF-8
 bytes of the scored text (the separators' predictions count in the nll and have no bytes), so bpb
@@ -83,12 +84,12 @@ def _settings(model: GPT, context: int | None, stride: int | None) -> tuple[int,
 def token_stream(
     tokenizer: Tokenizer, documents: Iterator[str], max_tokens: int | None
 ) -> tuple[list[int], int, int]:
-    """(ids, UTF-8 bytes of the scored text, documents used): `separator(tokenizer)` before each
-    document, the stream cut after `max_tokens` scored tokens. A cut inside a document counts that
-    document's bytes up to the end of its last kept token (the tokenizer's offsets). Documents
-    are encoded as prep encodes them (data/encode.py), as ordinary text: a `<|endoftext|>` in the
-    text is its characters, not the EOS id."""
-    before = separator(tokenizer)
+    """(ids, UTF-8 bytes of the scored text, documents used): each document between the
+    `separators(tokenizer)`, the stream cut after `max_tokens` scored tokens. A cut inside a
+    document counts that document's bytes up to the end of its last kept token (the tokenizer's
+    offsets). Documents are encoded as prep encodes them (data/encode.py), as ordinary text: a
+    `<|endoftext|>` in the text is its characters, not the EOS id."""
+    before, after = separators(tokenizer)
     _, encode = make_encoder(tokenizer)
     unknown = UnknownChars(tokenizer)  # a character vocabulary may lack some, as in prep
     ids: list[int] = []
@@ -112,6 +113,7 @@ def token_stream(
         used += 1
         ids += doc
         nbytes += len(text.encode("utf-8"))
+        ids += after if max_tokens is None else after[: max_tokens + 1 - len(ids)]
         if max_tokens is not None and len(ids) > max_tokens:
             break
     if unknown.count:
@@ -119,12 +121,16 @@ def token_stream(
     return ids, nbytes, used
 
 
-def separator(tokenizer: Tokenizer) -> list[int]:
-    """What each document follows: the ids the tokenizer puts before a text (Llama 3's, Llama 2's
-    and Mistral's BOS: their models never saw a document start without it), else EOS (lmforge's
-    own and SmolLM2's tokenizers add none: prep's shards separate documents with EOS), else none."""
-    prefix = tokenizer.text_prefix()
-    return prefix or ([] if tokenizer.eos_id is None else [tokenizer.eos_id])
+def separators(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The ids before and after each document: those the tokenizer puts around a text, as
+    transformers' `tokenizer(text)` gives them (Llama 3's, Llama 2's and Mistral's BOS before:
+    their models never saw a document start without it; a GGUF's add_eos_token EOS after), else an
+    EOS before (lmforge's own and SmolLM2's tokenizers add none: prep's shards separate documents
+    with EOS), else none."""
+    before, after = tokenizer.text_affixes()
+    if not before and not after and tokenizer.eos_id is not None:
+        before = [tokenizer.eos_id]
+    return before, after
 
 
 def _char_end(tokenizer: Tokenizer, text: str, count: int) -> int:
@@ -217,9 +223,8 @@ def evaluate(
     if len(ids) < 2 or nbytes <= 0:
         where = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
         raise LmforgeError(f"{where}: no text to score (empty documents, or none with field {text_field!r})")
-    nll, tokens, nwindows, eos_nll = score(
-        net, ids, context, stride, batch_size, not quiet, separator(tokenizer)
-    )
+    before, after = separators(tokenizer)
+    nll, tokens, nwindows, eos_nll = score(net, ids, context, stride, batch_size, not quiet, before + after)
     per_token = nll / tokens
     return {
         "model": str(model),

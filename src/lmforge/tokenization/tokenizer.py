@@ -152,14 +152,17 @@ class Tokenizer:
             return ids
         return self.hf.encode(text, add_special_tokens=True).ids
 
-    def text_prefix(self) -> list[int]:
-        """The special ids the post-processor puts before a text (Llama's BOS; none for lmforge's
-        and SmolLM2's tokenizers): what starts a document for the models trained with them."""
+    def text_affixes(self) -> tuple[list[int], list[int]]:
+        """The special ids the post-processor puts before and after a text (Llama's BOS; a GGUF's
+        add_eos_token EOS after; none for lmforge's and SmolLM2's tokenizers): how a document of
+        the models trained with them looks, as transformers' `tokenizer(text)` gives it."""
         if self.hf.post_processor is None:
-            return []
+            return [], []
         probe = self.hf.encode("a", add_special_tokens=True)
-        lead = next((i for i, m in enumerate(probe.special_tokens_mask) if not m), len(probe.ids))
-        return probe.ids[:lead]
+        mask = probe.special_tokens_mask
+        lead = next((i for i, m in enumerate(mask) if not m), len(mask))
+        tail = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
+        return probe.ids[:lead], probe.ids[len(mask) - tail :]
 
     def unknown_chars(self, text: str) -> list[str]:
         """The distinct characters of `text` a character vocabulary lacks, in order of appearance."""
@@ -174,8 +177,11 @@ class Tokenizer:
         return self.hf.decode(list(ids), skip_special_tokens=True)
 
     def token_bytes(self) -> list[int]:
-        """UTF-8 bytes each token stands for (0 for specials): the denominator of bits per byte."""
-        specials = {self.hf.token_to_id(s) for s in BPE_SPECIALS}
+        """UTF-8 bytes each token stands for (0 for specials): the denominator of bits per byte.
+        Specials are lmforge's and every special token of the tokenizer (SmolLM2's `<|im_end|>`,
+        Llama 3's `<|end_of_text|>`: their names' characters were counted as text bytes)."""
+        added = self.hf.get_added_tokens_decoder()
+        specials = {self.hf.token_to_id(s) for s in BPE_SPECIALS} | {i for i, t in added.items() if t.special}
         sizes = []
         for i in range(self.vocab_size):
             token = self.hf.id_to_token(i) or ""
