@@ -315,6 +315,10 @@ def test_early_stopping_comes_from_the_generation_config(
     )
     assert lmforge.load(tmp_path / "never")[0].early_stopping == "never"
     (tmp_path / "never" / "generation_config.json").write_text(
+        json.dumps({**generation, "early_stopping": None})
+    )
+    assert lmforge.load(tmp_path / "never")[0].early_stopping is False  # null: transformers' default
+    (tmp_path / "never" / "generation_config.json").write_text(
         json.dumps({**generation, "early_stopping": 1})
     )
     with pytest.raises(LmforgeError, match=r"generation_config.json: early_stopping=1 must be true, false"):

@@ -57,7 +57,10 @@ def checked_num_beams(beams: Any, file: str | Path) -> int:
 
 
 def checked_early_stopping(value: Any, file: str | Path) -> bool | str:
-    """A config file's early_stopping: true, false or "never", as transformers reads it."""
+    """A config file's early_stopping: true, false or "never", as transformers reads it (null,
+    its field's default, decodes as false)."""
+    if value is None:
+        return False
     if not (isinstance(value, bool) or value == "never"):
         raise LmforgeError(f'{file}: early_stopping={value!r} must be true, false or "never"')
     return value

@@ -17,7 +17,8 @@ sentence's K beams; an EOS among the best K finishes a hypothesis, scored
 When a sentence is done, `early_stopping` says, with transformers' meanings: True (lmforge's own
 models, as fairseq), once it has K finished hypotheses; False (transformers' default, so opus-mt's),
 once it has K and its best live beam, scored at its current length, cannot beat the worst of them;
-"never", the same with the best live beam scored at the length limit when length_penalty > 0.
+"never", the same with the best live beam scored at the length limit when length_penalty > 0
+(lmforge's per-sentence limit, where transformers takes max_length: the same with max_new_tokens).
 At its length limit a sentence is done whatever the setting: the live beams finish there, with the
 forced EOS. With K = 1 this is exactly greedy decoding (tested).
 
