@@ -122,8 +122,7 @@ def resolve_model_dir(path: str | Path) -> Path:
     """A model directory for `path`: itself, a run's `model/`, or a run's latest checkpoint."""
     check_named(path)
     path = Path(path)
-    refuse_peft_adapter(path)
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file():  # a PEFT adapter beside it: read_config_json refuses it
         return path
     if (path / "model" / "config.json").is_file():
         return path / "model"
@@ -140,6 +139,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         why = f" (a file of the model directory {path.parent}: give the folder)"
     elif (path / "onnx.json").is_file():
         why = f" ({_onnx_export_hint(path)})"
+    elif (path / PEFT_ADAPTER).is_file():
+        why = f" (it holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge does not read: {MERGE_HINT})"
     elif (path / "config.toml").is_file() and (path / "metrics.jsonl").is_file():
         why = " (a run that stopped before its first checkpoint: it holds no model yet)"
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")

@@ -50,6 +50,16 @@ from lmforge.train.engines.base import Engine
 Autocast = Callable[[], AbstractContextManager]
 
 
+def take_loaded(task: Any) -> nn.Module:
+    """train.init_from's loaded model (`task.init_model`), handed over once: the task lets go of
+    it, so the weights are not kept twice for the whole run (538 MB for SmolLM2). A second call is
+    a bug, said as one rather than building from nothing."""
+    loaded, task.init_model = task.init_model, None
+    if loaded is None:
+        raise RuntimeError("build_model runs once: train.init_from's weights were already handed over")
+    return loaded
+
+
 class StepLoader(Protocol):
     steps_per_epoch: int
 

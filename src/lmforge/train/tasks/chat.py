@@ -39,7 +39,7 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import lm_loss, lm_token_losses
 from lmforge.train.run_inputs import init_model
-from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
+from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets, take_loaded
 from lmforge.train.tasks.holdout import hold_out
 
 
@@ -62,8 +62,8 @@ class ChatTask(Task):
         self.cfg = cfg
         model_dir = resolve_model_dir(t.init_from)
         self.template = chat_template_of(model_dir)
-        self.init = init_model(cfg, setup.say)  # replaces cfg.model with the model's own architecture
-        self.tokenizer = self.init[1]
+        # replaces cfg.model with the model's own architecture; build_model takes the model, once
+        self.init_model, self.tokenizer = init_model(cfg, setup.say)
         self.generation = read_generation_config(model_dir)
         self.variables = special_tokens(model_dir, self.tokenizer)
         chats = read_chats(d.input)
@@ -126,9 +126,8 @@ class ChatTask(Task):
     def build_model(self) -> nn.Module:
         """The model to train, built once: the loaded weights go into it and the task lets go of
         them (else they stayed in memory twice for the whole run: 532 MiB more for SmolLM2)."""
-        loaded, self.init = self.init[0], (None, self.tokenizer)
         model = GPT(self.cfg.model)
-        model.load_state_dict(loaded.state_dict())
+        model.load_state_dict(take_loaded(self).state_dict())
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import evaluate, rank_share
 from lmforge.train.losses import lm_loss
 from lmforge.train.run_inputs import ensure_data, init_model
-from lmforge.train.tasks.base import Autocast, Setup, Task
+from lmforge.train.tasks.base import Autocast, Setup, Task, take_loaded
 
 
 def prepared_data(setup: Setup, init: tuple[Any, Any] | None) -> tuple[Path, dict[str, Any], Any]:
@@ -71,11 +71,12 @@ class LanguageModelling(Task):
     def __init__(self, setup: Setup) -> None:
         cfg, t, engine = setup.cfg, setup.cfg.train, setup.engine
         self.cfg = cfg
-        self.init = init_model(cfg, setup.say) if t.init_from else None
+        init = init_model(cfg, setup.say) if t.init_from else None
+        self.init_model = init[0] if init is not None else None  # build_model takes it, once
         self.source = resolve_model_dir(t.init_from) if t.init_from else None  # its chat files go along
-        self.data_dir, self.meta, self.tokenizer = prepared_data(setup, self.init)
-        if self.init is not None:
-            self.tokenizer = self.init[1]  # keeps the model's own EOS id
+        self.data_dir, self.meta, self.tokenizer = prepared_data(setup, init)
+        if init is not None:
+            self.tokenizer = init[1]  # keeps the model's own EOS id
         n = self.seq_len = cfg.lm_window()
         self.loader = BatchLoader(
             open_split(self.data_dir, "train"), n, t.batch_size, setup.micro, engine.rank, engine.world_size,
@@ -90,9 +91,8 @@ class LanguageModelling(Task):
         """The model to train, built once: train.init_from's weights go into it and the task
         lets go of them (else they stayed in memory twice for the whole run)."""
         model = GPT(self.cfg.model)
-        if self.init is not None:
-            loaded, self.init = self.init[0], (None, self.init[1])
-            model.load_state_dict(loaded.state_dict())
+        if self.cfg.train.init_from:
+            model.load_state_dict(take_loaded(self).state_dict())
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from lmforge.model.seq2seq import Seq2Seq, decoding_extra
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import init_model
-from lmforge.train.tasks.base import Autocast, Setup, Task
+from lmforge.train.tasks.base import Autocast, Setup, Task, take_loaded
 from lmforge.train.tasks.lm import data_line, prepared_data
 
 
@@ -125,9 +125,8 @@ class TranslationTask(Task):
         model = Seq2Seq(
             self.cfg.model, self.pad, self.start, self.suppress, self.num_beams, self.early_stopping
         )
-        loaded, self.init_model = self.init_model, None  # let go of it: else in memory twice all run
-        if loaded is not None:
-            model.load_state_dict(loaded.state_dict())
+        if self.cfg.train.init_from:  # let go of it: else in memory twice all run
+            model.load_state_dict(take_loaded(self).state_dict())
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
