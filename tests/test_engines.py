@@ -244,6 +244,17 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
             r"'zero_optimization.offload_optimizer' is engine.offload's: set --engine.offload=optimizer",
         ),
         ('{"zero_optimization": {"offload_param": {"device": "nvme"}}}', {}, "--engine.offload=all"),
+        # DeepSpeed's own check of the section, before any data or model (a traceback from initialize)
+        (
+            '{"zero_optimization": {"overlap_comm": true, "reduce_bucket_sise": 5e8}}',
+            {},
+            r"'zero_optimization.reduce_bucket_sise': Extra inputs are not permitted \(DeepSpeed's own",
+        ),
+        (
+            '{"zero_optimization": {"reduce_bucket_size": "big"}}',
+            {},
+            r"zero_optimization.reduce_bucket_size': Input",
+        ),
     ],
 )
 def test_a_deepspeed_json_may_not_set_what_lmforge_sets(

@@ -474,7 +474,14 @@ def test_a_users_deepspeed_json_is_checked_and_its_sizes_planned(tmp_path: Path)
         "bad.json": ("{not json", r"bad\.json: invalid JSON"),
         "offload.json": ('{"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}', "engine.offload"),
         "clip.json": ('{"gradient_clipping": 5.0}', r"clip\.json: .*conflicts .*train\.grad_clip"),
-        "size.json": ('{"zero_optimization": {"reduce_bucket_size": "big"}}', "reduce_bucket_size='big'"),
+        "size.json": (
+            '{"zero_optimization": {"reduce_bucket_size": "big"}}',
+            r"reduce_bucket_size': Input should",
+        ),
+        "typo.json": (
+            '{"zero_optimization": {"reduce_bucket_sise": 5}}',
+            r"typo\.json: key 'zero_optimization\.reduce_",
+        ),
         "utf16.json": ("\ufeff{}".encode("utf-16").decode("latin-1"), r"utf16\.json: not UTF-8 text"),
     }
     for name, (text, error) in files.items():

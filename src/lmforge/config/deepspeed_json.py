@@ -7,6 +7,7 @@ never an override. Read here, below both `train` (which hands the result to Deep
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,7 @@ def read_user_config(file: Path) -> dict[str, Any]:
             )
     if "bfloat16" in raw:  # DeepSpeed reads bf16 first: this older spelling would be ignored
         raise LmforgeError(f"{file}: key 'bfloat16' (DeepSpeed's older bf16) is train.dtype's; remove it")
+    check_zero(file, raw.get("zero_optimization"))
     return raw
 
 
@@ -99,6 +101,31 @@ def check_offload(file: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> N
                 f"{'optimizer' if key == 'offload_optimizer' else 'all'} and remove it (its other"
                 " settings, such as pin_memory, may stay)"
             )
+
+
+def check_zero(file: Path, zero: Any) -> None:
+    """The JSON's zero_optimization through DeepSpeed's own model of it (pydantic): a misspelt or
+    mistyped key (`reduce_bucket_sise`, `"big"`) was a 40-line traceback from deepspeed.initialize,
+    naming no file, and `plan` planned it. Skipped where DeepSpeed is not installed."""
+    if not isinstance(zero, dict):
+        return
+    try:
+        import torch
+
+        # as the engine sets it before its import (train/engines/deepspeed.py), so it does not guess
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+        from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    except ImportError:
+        return
+    try:
+        DeepSpeedZeroConfig(**zero)
+    except ValueError as e:  # pydantic's ValidationError
+        found = e.errors() if hasattr(e, "errors") else []
+        where = ".".join(str(p) for p in found[0]["loc"]) if found else ""
+        what = found[0]["msg"] if found else str(e).splitlines()[0]
+        raise LmforgeError(
+            f"{file}: key 'zero_optimization.{where}': {what} (DeepSpeed's own check)"
+        ) from None
 
 
 def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[str, Any]:

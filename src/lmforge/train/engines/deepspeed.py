@@ -76,9 +76,23 @@ class DeepSpeedEngine(Engine):
         self.ds_config = deepspeed_config(self.config, self.train, plan)
         self.client_optimizer = make_optimizer(model)
         self.scheduler = make_scheduler(self.client_optimizer)
-        self.ds, _, _, _ = deepspeed.initialize(
-            model=model, optimizer=self.client_optimizer, lr_scheduler=self.scheduler, config=self.ds_config
-        )
+        from deepspeed.runtime.config import DeepSpeedConfigError
+
+        try:
+            self.ds, _, _, _ = deepspeed.initialize(
+                model=model,
+                optimizer=self.client_optimizer,
+                lr_scheduler=self.scheduler,
+                config=self.ds_config,
+            )
+        except (DeepSpeedConfigError, AssertionError, ValueError) as e:  # what DeepSpeed says of a config
+            if not self.config.deepspeed_config:  # lmforge's own config: a bug, with its traceback
+                raise
+            said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LmforgeError(
+                f"{self.config.deepspeed_config}: DeepSpeed refused the config: {said} (where the JSON"
+                " is right, --debug shows the traceback)"
+            ) from e
         self.model = model  # the bare model, as DeepSpeed holds it (ds.module)
         return self.ds, self.scheduler
 
