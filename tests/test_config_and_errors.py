@@ -94,6 +94,22 @@ def test_bad_config(tmp_path: Path, recipe: str, overrides: list[str], message: 
     assert "\n" not in str(info.value)
 
 
+def test_a_yaml_or_json_recipe_is_named_as_such_and_deepspeed_keys_do_nothing_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """A .yaml recipe said `invalid TOML: Expected '='`; engine.offload=all on the local engine was
+    refused for its ZeRO stage, though DeepSpeed's keys do nothing on the other engines."""
+    for name, text in (("r.yaml", "train:\n  max_steps: 5\n"), ("r.json", '{"train": {"max_steps": 5}}')):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(
+            LmforgeError, match=rf"{name}: a recipe is TOML \(\[sections\] of key = value\), not "
+        ):
+            load_config(tmp_path / name, [])
+    assert load_config(None, ["--engine.offload=all"]).engine.offload == "all"
+    with pytest.raises(LmforgeError, match="needs engine.zero_stage=3"):
+        load_config(None, ["--engine.offload=all", "--engine.name=deepspeed", "--engine.zero_stage=2"])
+
+
 def test_a_fine_tuning_lr_below_the_default_min_lr_needs_min_lr_only_for_the_cosine() -> None:
     # min_lr is where the cosine ends: linear ends at 0 and constant stays at lr, so neither asks for it
     for schedule in ("linear", "constant"):

@@ -140,6 +140,11 @@ def config_from_text(text: str, source: str) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
+        other = Path(source).suffix.lower()
+        if other in (".yaml", ".yml", ".json"):  # "Expected '='" said nothing of the format
+            raise LmforgeError(
+                f"{source}: a recipe is TOML ([sections] of key = value), not {other[1:]}: {e}"
+            ) from None
         raise LmforgeError(f"{source}: invalid TOML: {e}") from None
     for section_name, values in raw.items():
         if not isinstance(values, dict):
