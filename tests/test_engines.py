@@ -132,6 +132,9 @@ def test_engine_matches_local_in_fp32_with_accumulation(runs, name: str) -> None
     assert read_metrics(run)[-1]["val_loss"] == pytest.approx(
         read_metrics(reference)[-1]["val_loss"], rel=1e-5
     )
+    for files in ("checkpoints/step_00000020", "model"):  # the same files: FSDP2 added lm_head beside wte
+        names = load_file(str(run / files / "model.safetensors")).keys()
+        assert names == load_file(str(reference / files / "model.safetensors")).keys(), files
 
 
 @pytest.mark.parametrize("name", ["fsdp-2", pytest.param("zero2-2", marks=pytest.mark.slow)])

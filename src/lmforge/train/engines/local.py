@@ -68,7 +68,7 @@ class LocalEngine(Engine):
         return norm, stepped
 
     def save(self, directory: Path) -> None:
-        weights = get_model_state_dict(self.model, options=FULL)
+        weights = state.first_names(get_model_state_dict(self.model, options=FULL), self.model)
         keep = saved_names(self.model, self.plan)  # LoRA: the adapters only
         weights = weights if keep is None else {k: v for k, v in weights.items() if k in keep}
         optim = get_optimizer_state_dict(self.model, self.optimizer, options=FULL)
@@ -97,7 +97,7 @@ class LocalEngine(Engine):
         state.restore_scheduler(directory, self.scheduler)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        weights = get_model_state_dict(self.model, options=FULL)
+        weights = state.first_names(get_model_state_dict(self.model, options=FULL), self.model)
         return weights if self.rank == 0 else {}
 
     def memory(self) -> dict[str, int]:

@@ -66,6 +66,14 @@ def restore_scheduler(directory: Path, scheduler: torch.optim.lr_scheduler.LRSch
         group["lr"] = lr
 
 
+def first_names(weights: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A full state dict with each tied tensor under its first name only: FSDP2 gathers a tied
+    parameter once per name, as two tensors that save_weights cannot tell are one, so its files
+    held lm_head.weight beside wte.weight where every other engine's hold wte.weight alone."""
+    aliases = alias_map(model)
+    return {name: t for name, t in weights.items() if aliases.get(name, name) == name}
+
+
 def alias_map(model: torch.nn.Module) -> dict[str, str]:
     """Every parameter name -> the first name of the same tensor (tied embeddings share one)."""
     first: dict[int, str] = {}
