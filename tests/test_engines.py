@@ -258,6 +258,7 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
             {},
             r"zero_optimization.reduce_bucket_size': Input",
         ),
+        ('{"steps_per_print": 1}', {}, r"'steps_per_print'=1: lmforge sets it to 2147483647; remove it$"),
     ],
 )
 def test_a_deepspeed_json_may_not_set_what_lmforge_sets(

@@ -138,9 +138,13 @@ def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[
         elif isinstance(ours[key], dict) and isinstance(value, dict):
             merged[key] = merge(ours[key], value, where + ".")
         elif ours[key] != value:
-            owner = OWNER.get(where) or OWNER.get(path.rstrip(".")) or "train.* / engine.*"
+            owner = OWNER.get(where) or OWNER.get(path.rstrip("."))
+            said = f"conflicts with {ours[key]!r} from lmforge's config"
+            if owner is None:  # one lmforge sets for itself, with no key of its own
+                raise LmforgeError(
+                    f"DeepSpeed config key {where!r}={value!r}: lmforge sets it to {ours[key]!r}; remove it"
+                )
             raise LmforgeError(
-                f"DeepSpeed config key {where!r}={value!r} conflicts with {ours[key]!r} from lmforge's"
-                f" config; set it through lmforge ({owner}) instead"
+                f"DeepSpeed config key {where!r}={value!r} {said}; set it through lmforge ({owner}) instead"
             )
     return merged
