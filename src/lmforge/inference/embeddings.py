@@ -9,22 +9,26 @@ Hybrid retrieval ranks the passages twice, by BM25 and by cosine similarity to t
 fuses the two rankings by reciprocal rank (`fuse`: each passage scores the sum of 1 / (60 + its
 rank) over the rankings, Cormack et al. 2009's constant), so neither score's scale has to be
 matched to the other's. BM25 finds the question's rare words; the embeddings find passages that
-say the same in other words.
+say the same in other words. `embed_kept` keeps them in a file, each row with its text's digest.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
+import safetensors.numpy
 import torch
+from safetensors import SafetensorError, safe_open
 
 from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.model.classifier import mean_pool
 from lmforge.model.encoder import Encoder
+from lmforge.outputs import write_file
 
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2: longer text is cut
 RRF_K = 60  # reciprocal rank fusion's constant
@@ -89,3 +93,54 @@ def fuse(rankings: list[list[int]], top: int) -> list[tuple[int, float]]:
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (RRF_K + rank)
     return sorted(scores.items(), key=lambda kv: -kv[1])[:top]
+
+
+EMBED_CHUNK = 1024  # texts embedded at a time (about a minute on 2 cores)
+
+
+def embed_kept(path: Path, texts: list[str], embedder: Embedder) -> np.ndarray:
+    """(texts, width): the rows `path` keeps for these texts (by digest, made by this embedder),
+    the others embedded now, EMBED_CHUNK at a time; the table is saved after the last chunk and
+    whenever it has doubled since the last save (an interrupted run keeps at least half of what it
+    made, and the writes add up to about twice the table, not its square). A row is never given to
+    a text it was not made from, whichever run wrote the file."""
+    digests = np.array([_digest(t) for t in texts], dtype=np.int64)
+    saved = _read_embeddings(path, embedder.key)
+    rows = {int(d): saved[1][i] for i, d in enumerate(saved[0])} if saved else {}
+    missing = [i for i, d in enumerate(digests) if int(d) not in rows]
+    can_save, made, last_saved = True, 0, 0
+    for start in range(0, len(missing), EMBED_CHUNK):
+        chunk = missing[start : start + EMBED_CHUNK]
+        for i, row in zip(chunk, embedder.embed([texts[i] for i in chunk]), strict=True):
+            rows[int(digests[i])] = row
+        made += len(chunk)
+        if can_save and (made >= 2 * last_saved or start + EMBED_CHUNK >= len(missing)):
+            last_saved = made
+            done = [i for i in range(len(digests)) if int(digests[i]) in rows]
+            table = {"embeddings": np.stack([rows[int(digests[i])] for i in done]), "digests": digests[done]}
+            try:
+                write_file(path, safetensors.numpy.save(table, metadata={"embedder": embedder.key}))
+            except (OSError, LmforgeError) as e:  # a read-only index: embedded again next time
+                print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
+                can_save = False
+    return np.stack([rows[int(d)] for d in digests])
+
+
+def _digest(text: str) -> int:
+    """A passage text's 64-bit digest: which saved embedding row is its own."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True
+    )
+
+
+def _read_embeddings(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(digests, rows) that embedder `key` saved in `path`; None when there are none (no file, an
+    unreadable one, another embedder's, or one from before rows had digests)."""
+    try:
+        with safe_open(path, framework="np") as f:
+            if (f.metadata() or {}).get("embedder") != key:
+                return None
+            digests, rows = f.get_tensor("digests"), f.get_tensor("embeddings")
+    except (OSError, SafetensorError, KeyError):
+        return None
+    return (digests, rows) if digests.shape[0] == rows.shape[0] else None

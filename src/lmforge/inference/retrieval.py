@@ -43,22 +43,19 @@ from typing import Any
 
 import bm25s
 import numpy as np
-import safetensors.numpy
 import Stemmer
-from safetensors import SafetensorError, safe_open
 
 from lmforge.data.clean import Markup
 from lmforge.data.report import Report, StageStats
 from lmforge.data.sources import input_notes, list_files, read_documents, suffixes, utf8_error
 from lmforge.errors import LmforgeError
-from lmforge.inference.embeddings import Embedder, fuse
-from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder, write_file
+from lmforge.inference.embeddings import Embedder, embed_kept, fuse
+from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder
 
 FORMAT = 1  # manifest "format": bump when the files' meaning changes
 MANIFEST, PASSAGES, BM25_DIR, EMBEDDINGS = "manifest.json", "passages.jsonl", "bm25", "embeddings.safetensors"
 OURS = {MANIFEST, PASSAGES, EMBEDDINGS}
 EMBEDDING_TEMP = f".{EMBEDDINGS}.tmp-"  # outputs.write_file's temporary file, if a write was cut short
-EMBED_CHUNK = 1024  # passages embedded at a time (about a minute on 2 cores)
 SUFFIX = ".lmforge-index"
 GLOB = re.compile(r"[*?[]")  # what makes a path a glob for glob.glob (and so list_files)
 
@@ -317,60 +314,13 @@ class PassageIndex:
         return self._embedded[1]
 
     def _read_or_embed(self, embedder: Embedder) -> np.ndarray:
-        """(passages, width): saved rows where a row of this embedder has the passage's text (by
-        digest), the others embedded now, EMBED_CHUNK at a time; the table is saved after the last
-        chunk and whenever it has doubled since the last save (an interrupted run keeps at least
-        half of what it made, and the writes add up to about twice the table, not its square)."""
-        path = self.directory / EMBEDDINGS
-        digests = np.array([_digest(p.text) for p in self.passages], dtype=np.int64)
-        saved = _read_embeddings(path, embedder.key)
-        rows = {int(d): saved[1][i] for i, d in enumerate(saved[0])} if saved else {}
-        missing = [i for i, d in enumerate(digests) if int(d) not in rows]
-        can_save, made, last_saved = True, 0, 0
-        for start in range(0, len(missing), EMBED_CHUNK):
-            chunk = missing[start : start + EMBED_CHUNK]
-            for i, row in zip(chunk, embedder.embed([self.passages[i].text for i in chunk]), strict=True):
-                rows[int(digests[i])] = row
-            made += len(chunk)
-            if can_save and (made >= 2 * last_saved or start + EMBED_CHUNK >= len(missing)):
-                last_saved = made
-                done = [i for i in range(len(digests)) if int(digests[i]) in rows]
-                table = {
-                    "embeddings": np.stack([rows[int(digests[i])] for i in done]),
-                    "digests": digests[done],
-                }
-                try:
-                    write_file(path, safetensors.numpy.save(table, metadata={"embedder": embedder.key}))
-                except (OSError, LmforgeError) as e:  # a read-only index: embedded again next time
-                    print(f"lmforge: could not keep the embeddings in {path}: {e}", file=sys.stderr)
-                    can_save = False
-        return np.stack([rows[int(d)] for d in digests])
+        return embed_kept(self.directory / EMBEDDINGS, [p.text for p in self.passages], embedder)
 
 
 def _renamed(text: str, was: str, shown: str) -> str:
     """A passage's source or a file's problem line, written with the file's path as `was`, with
     the path as `shown` instead (`docs/a.txt:3` -> `/abs/docs/a.txt:3`)."""
     return shown + text[len(was) :] if was != shown and text.startswith(was) else text
-
-
-def _digest(text: str) -> int:
-    """A passage text's 64-bit digest: which saved embedding row is its own."""
-    return int.from_bytes(
-        hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True
-    )
-
-
-def _read_embeddings(path: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(digests, rows) that embedder `key` saved in `path`; None when there are none (no file, an
-    unreadable one, another embedder's, or one from before rows had digests)."""
-    try:
-        with safe_open(path, framework="np") as f:
-            if (f.metadata() or {}).get("embedder") != key:
-                return None
-            digests, rows = f.get_tensor("digests"), f.get_tensor("embeddings")
-    except (OSError, SafetensorError, KeyError):
-        return None
-    return (digests, rows) if digests.shape[0] == rows.shape[0] else None
 
 
 def _read_file(path: Path, passage_words: int, text_field: str, stats: dict, quiet: bool) -> list[Passage]:
