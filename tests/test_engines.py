@@ -272,6 +272,29 @@ def test_a_deepspeed_json_may_not_set_what_lmforge_sets(
         deepspeed_config(config, TrainConfig(), plan)
 
 
+@needs_deepspeed
+def test_a_deepspeed_json_is_judged_at_the_runs_zero_stage(tmp_path: Path) -> None:
+    """DeepSpeed's rules across keys depend on the stage, which lmforge sets: the JSON alone was
+    judged as stage 0, and a config that trains at stage 2 was refused."""
+    from lmforge.config.deepspeed_json import read_user_config
+
+    plan = Plan(torch.float32, global_batch=8, micro_batch=2, accumulation=4)
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"compute_grad_norm": false}}')
+    for stage in (1, 2):
+        config = EngineConfig("deepspeed", stage, deepspeed_config=str(tmp_path / "ds.json"))
+        assert deepspeed_config(config, TrainConfig(), plan)["zero_optimization"]["stage"] == stage
+        read_user_config(tmp_path / "ds.json", stage)
+    message = (
+        r"'zero_optimization': Value error, compute_grad_norm=false is supported only with ZeRO Stage 1 or 2"
+    )
+    with pytest.raises(LmforgeError, match=message):
+        deepspeed_config(
+            EngineConfig("deepspeed", 3, deepspeed_config=str(tmp_path / "ds.json")), TrainConfig(), plan
+        )
+    with pytest.raises(LmforgeError, match=message):
+        read_user_config(tmp_path / "ds.json", 3)
+
+
 def test_a_deepspeed_json_may_tune_the_offload_lmforge_sets(tmp_path: Path) -> None:
     plan = Plan(torch.float32, global_batch=8, micro_batch=2, accumulation=4)
     (tmp_path / "ds.json").write_text(

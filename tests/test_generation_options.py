@@ -205,6 +205,7 @@ def test_pipeline_constructor_refuses_unknown_keywords_and_bad_values(dirs: dict
         {"device": "cpu"},
         {"device": -1},
         {"device": torch.device("cpu")},
+        {"device": "cpu:0"},
     ):
         assert (
             lmforge.pipeline("text-generation", model=dirs["gpt"], dtype=torch.float32, **extra)("abc", **kw)
@@ -217,6 +218,11 @@ def test_pipeline_constructor_refuses_unknown_keywords_and_bad_values(dirs: dict
         == torch.bfloat16
     )
     _refused(lambda: lmforge.pipeline("translation", model=dirs["s2s"], dtype=torch.float16), "fp32 or bf16")
+    assert lmforge.pipeline("text-generation", model=dirs["gpt"], dtype="float32")("abc", **kw) == fp32
+    _refused(
+        lambda: lmforge.pipeline("translation", model=dirs["s2s"], dtype="fp32", torch_dtype="fp32"),
+        "give one",
+    )
     _refused(lambda: lmforge.pipeline("text-classification", model=dirs["clf"], dtype=torch.float32), "dtype")
     _refused(lambda: lmforge.pipeline("translation", model=dirs["s2s"], dtype="fp16"), "dtype='fp16'")
     _refused(lambda: lmforge.pipeline("text-classification", model=dirs["clf"], batch_size=0), "batch_size=0")

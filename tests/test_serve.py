@@ -598,7 +598,15 @@ def test_allowed_origins_may_call_from_a_browser_and_others_may_not(models: dict
     assert check_origins(["http://a:1", "http://a:1", "*"]) == ("http://a:1", "*")
     assert check_origins(["http://LocalHost:80", "HTTPS://h:443", "app://obsidian.md", "null"]) == (
         "http://localhost", "https://h", "app://obsidian.md", "null")  # fmt: skip
-    for bad in ("http://localhost:5173/", "localhost:5173", "http://x/app", "", "http://u@h:1"):
+    assert check_origins(["http://x:080", "http://bücher.de"]) == ("http://x", "http://xn--bcher-kva.de")
+    for bad in (
+        "http://localhost:5173/",
+        "localhost:5173",
+        "http://x/app",
+        "",
+        "http://u@h:1",
+        "http://x:99999",
+    ):
         with pytest.raises(LmforgeError, match=r"^allow_origin=.*: give an origin as a browser sends it"):
             check_origins([bad])
 

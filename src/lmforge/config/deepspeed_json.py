@@ -61,12 +61,16 @@ def with_user_json(generated: dict[str, Any], engine: EngineConfig) -> dict[str,
     theirs = read_user_config(file)
     check_offload(file, theirs, generated["zero_optimization"])
     try:
-        return merge(generated, theirs)
+        merged = merge(generated, theirs)
     except LmforgeError as e:  # a conflict: name the file, as read_user_config's errors do
         raise LmforgeError(f"{file}: {e}") from None
+    check_zero(file, merged["zero_optimization"])  # with lmforge's stage and offload in it
+    return merged
 
 
-def read_user_config(file: Path) -> dict[str, Any]:
+def read_user_config(file: Path, zero_stage: int | None = None) -> dict[str, Any]:
+    """The JSON, checked: lmforge's own sections refused and, given the run's ZeRO stage, its
+    zero_optimization through DeepSpeed's model (with_user_json checks the merged one again)."""
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except OSError as e:
@@ -85,7 +89,9 @@ def read_user_config(file: Path) -> dict[str, Any]:
             )
     if "bfloat16" in raw:  # DeepSpeed reads bf16 first: this older spelling would be ignored
         raise LmforgeError(f"{file}: key 'bfloat16' (DeepSpeed's older bf16) is train.dtype's; remove it")
-    check_zero(file, raw.get("zero_optimization"))
+    zero = raw.get("zero_optimization")
+    if zero_stage is not None and isinstance(zero, dict):  # judged at the run's stage, not stage 0's
+        check_zero(file, {**zero, "stage": zero_stage})
     return raw
 
 
@@ -123,9 +129,8 @@ def check_zero(file: Path, zero: Any) -> None:
         found = e.errors() if hasattr(e, "errors") else []
         where = ".".join(str(p) for p in found[0]["loc"]) if found else ""
         what = found[0]["msg"] if found else str(e).splitlines()[0]
-        raise LmforgeError(
-            f"{file}: key 'zero_optimization.{where}': {what} (DeepSpeed's own check)"
-        ) from None
+        key = f"key 'zero_optimization.{where}'" if where else "'zero_optimization'"  # a rule across keys
+        raise LmforgeError(f"{file}: {key}: {what} (DeepSpeed's own check)") from None
 
 
 def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[str, Any]:

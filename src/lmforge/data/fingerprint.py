@@ -35,6 +35,17 @@ def shards_digest(shards: list[np.ndarray]) -> str:
     return digest_of((len(s), s[:SAMPLE], s[-SAMPLE:]) for s in shards)
 
 
+def _as_ints(items: tuple | list) -> np.ndarray | None:
+    """A list of plain ints or bools as one array (its kind says which), else None."""
+    if not items or not all(type(x) is int or type(x) is bool for x in items[:8]):
+        return None
+    try:
+        flat = np.asarray(items)
+    except (ValueError, OverflowError):
+        return None
+    return flat if flat.ndim == 1 and flat.dtype.kind in "iub" else None
+
+
 def _feed(h: Any, item: Any) -> None:
     if isinstance(item, torch.Tensor):
         item = item.detach().cpu().numpy()
@@ -53,6 +64,11 @@ def _feed(h: Any, item: Any) -> None:
             _feed(h, getattr(item, field.name))
     elif isinstance(item, tuple | list):
         h.update(f"l{len(item)}(".encode())
+        flat = _as_ints(item)
+        if flat is not None:  # token ids or target flags: at C speed, not one Python call a token
+            h.update(flat.dtype.kind.encode())
+            h.update(flat.astype(np.int64).tobytes())
+            return
         for part in item:
             _feed(h, part)
     else:

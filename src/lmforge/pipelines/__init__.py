@@ -60,7 +60,7 @@ def pipeline(task: str | None = None, model: str | Path | None = None, **kwargs:
     return cls(model, **kwargs)
 
 
-TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}  # torch.float32 -> lmforge's dtype name
+TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}  # torch.float32 or "float32" -> lmforge's name
 
 
 def _as_transformers_says(task: str, kwargs: dict[str, Any], accepted: list[str]) -> dict[str, Any]:
@@ -70,15 +70,19 @@ def _as_transformers_says(task: str, kwargs: dict[str, Any], accepted: list[str]
     kwargs = dict(kwargs)
     if "device" in kwargs:
         device = kwargs.pop("device")
-        if device is not None and device != -1 and str(device) != "cpu":
+        if device is not None and device != -1 and str(device).split(":")[0] != "cpu":  # cpu:0 too
             raise LmforgeError(
                 f"pipeline({task!r}, device={device!r}): lmforge's pipelines run on the CPU;"
                 " give device='cpu' or leave it out"
             )
-    if "torch_dtype" in kwargs and "dtype" not in kwargs:
+    if "torch_dtype" in kwargs:
+        if "dtype" in kwargs:
+            raise LmforgeError(
+                f"pipeline({task!r}): dtype and torch_dtype (its older name) both given; give one"
+            )
         kwargs["dtype"] = kwargs.pop("torch_dtype")
     dtype = kwargs.get("dtype")
-    if "dtype" in accepted and dtype is not None and not isinstance(dtype, str):
+    if "dtype" in accepted and dtype is not None and (not isinstance(dtype, str) or dtype in TORCH_DTYPES):
         name = str(dtype).removeprefix("torch.")
         if name not in TORCH_DTYPES:
             raise LmforgeError(

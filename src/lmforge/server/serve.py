@@ -101,11 +101,12 @@ def check_origins(origins: list[str]) -> tuple[str, ...]:
     out = []
     for origin in origins:
         match = ORIGIN.fullmatch(origin)
+        port = int(match[3]) if match and match[3] else None
         if origin in ("*", "null"):
             out.append(origin)
-        elif match:
-            scheme, host, port = match[1].lower(), match[2].lower(), match[3]
-            keep = f":{port}" if port and DEFAULT_PORTS.get(scheme) != port else ""
+        elif match and (port is None or 1 <= port <= 65535):
+            scheme, host = match[1].lower(), _ascii_host(match[2])
+            keep = f":{port}" if port is not None and DEFAULT_PORTS.get(scheme) != str(port) else ""
             out.append(f"{scheme}://{host}{keep}")
         else:
             raise LmforgeError(
@@ -113,6 +114,14 @@ def check_origins(origins: list[str]) -> tuple[str, ...]:
                 " (scheme, host and port; no path, user or trailing slash), or * for any"
             )
     return tuple(dict.fromkeys(out))
+
+
+def _ascii_host(host: str) -> str:
+    """A host as a browser's Origin header writes it: lower case, a non-ASCII name in punycode."""
+    try:
+        return host.lower().encode("idna").decode("ascii")
+    except UnicodeError:
+        return host.lower()
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -222,7 +222,7 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
         resolve_model_dir(cfg.train.init_from)
         check_lora_targets(cfg)  # before the data is prepared
     if cfg.engine.name == "deepspeed" and cfg.engine.deepspeed_config:  # read again at the engine's start
-        read_user_config(Path(cfg.engine.deepspeed_config))
+        read_user_config(Path(cfg.engine.deepspeed_config), cfg.engine.zero_stage)
     for key, value in (("data.input", cfg.data.input), ("train.init_from", cfg.train.init_from)):
         if value and Path(value).exists():
             inside = [p for p in replaced if Path(value).resolve().is_relative_to(p.resolve())]
