@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tokenizers.processors import TemplateProcessing
 
 import lmforge
 from lmforge import LmforgeError, cli
@@ -94,12 +95,22 @@ def test_an_untrained_model_gives_about_one_and_a_half_bits(char_tokenizer: Toke
     assert max(values) < math.log2(1000) - 1
 
 
-def test_the_model_scorer_is_the_secret_tokens_nll(char_tokenizer: Tokenizer) -> None:
+@pytest.mark.parametrize("bos", [False, True])
+def test_the_model_scorer_is_the_secret_tokens_nll(char_tokenizer: Tokenizer, bos: bool) -> None:
+    """A canary is scored as prep plants it: a document of its own, after EOS and, for a
+    tokenizer that starts a text with a BOS (Llama's), after that BOS."""
+    if bos:  # the pad id stands for a BOS here: the tiny vocabulary has none
+        pad = char_tokenizer.pad_id
+        char_tokenizer.hf.post_processor = TemplateProcessing(
+            single="<|pad|> $A", special_tokens=[("<|pad|>", pad)]
+        )
     canaries = make_canaries(1, "1", seed=0, length=3)
     model = _gpt(char_tokenizer.vocab_size, seed=0).eval()
     text = canaries.canaries[0].text
-    ids = [char_tokenizer.eos_id, *char_tokenizer.encode(text)]
-    n_ctx = 1 + len(char_tokenizer.encode("my secret code is"))
+    start = [char_tokenizer.pad_id] if bos else []
+    assert char_tokenizer.text_affixes()[0] == start
+    ids = [char_tokenizer.eos_id, *start, *char_tokenizer.encode(text)]
+    n_ctx = 1 + len(start) + len(char_tokenizer.encode("my secret code is"))
     with torch.no_grad():
         logp = F.log_softmax(model(torch.tensor([ids]))[0, :-1], dim=-1)
     expected = -sum(float(logp[i - 1, ids[i]]) for i in range(n_ctx, len(ids)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hf_helpers import FAMILY_NAMES, make_hf_model
@@ -209,6 +210,39 @@ def test_train_init_from_hf_dir(tmp_path: Path, corpus: Path) -> None:
     assert run.config == start.config and run_tok.sha256() == start_tok.sha256()
     for (name, a), b in zip(start.state_dict().items(), run.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_raw_text_for_a_bos_tokenizer_is_prepared_as_it_reads_text(tmp_path: Path) -> None:
+    """A Llama-style tokenizer puts a BOS before every text: prep writes each document as
+    BOS, its ids, EOS (it wrote EOS alone, so the model trained on another layout than eval,
+    generate and the model's own pretraining read)."""
+    from hf_helpers import add_bos
+
+    from lmforge.cli import main
+    from lmforge.data.shards import open_split, read_meta
+
+    hf_dir = tmp_path / "hf"
+    make_hf_model("llama", hf_dir)
+    add_bos(hf_dir, 5)
+    docs = [f"the king {i} is dead, long live the queen number {i}." for i in range(40)]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    argv = ["train", "--out", str(tmp_path / "run"), "--init-from", str(hf_dir), f"--data.input={data}"]
+    argv += ["--train.max_steps=1", "--train.batch_size=2", "--train.eval_batches=1", "--quiet"]
+    assert main(argv) == 0
+    meta = read_meta(tmp_path / "run" / "data")
+    _, tokenizer = lmforge.load(hf_dir)
+    eos = tokenizer.eos_id
+    assert meta["document_start"] == [5] and meta["eos_id"] == eos
+    stream = np.concatenate(
+        open_split(tmp_path / "run" / "data", "train") + open_split(tmp_path / "run" / "data", "val")
+    )
+    pieces = np.split(stream, np.flatnonzero(stream == eos) + 1)[:-1]  # each ends with its EOS
+    assert len(pieces) == meta["documents"] > 10 and sum(meta["tokens"].values()) == len(stream)
+    texts = {tuple(tokenizer.encode(d)) for d in docs}
+    for piece in pieces:
+        assert piece[0] == 5 and piece[-1] == eos and 5 not in piece[1:]
+        assert tuple(int(i) for i in piece[1:-1]) in texts
 
 
 def test_cli_import_export_and_hf_dir_in_generate_and_pipeline(

@@ -4,7 +4,8 @@ Three streaming passes over disk, so memory does not grow with the corpus:
 1. read + clean (pipeline.py, every core) -> a temporary file of cleaned documents;
 2. train the tokenizer on that file (HF `tokenizers`, multi-threaded);
 3. encode it with the fastest exact encoder (encode.py) and write EOS-separated documents to
-   train/val shards, a document going to val when its text hash falls below val_fraction.
+   train/val shards (each after what the tokenizer puts before a text: Llama's BOS), a document
+   going to val when its text hash falls below val_fraction.
 With prep.canaries (canaries.py), random secrets are written into the train shards in pass 3
 and recorded in canaries.json, for `lmforge audit`.
 meta.json, tokenizer.json and report.json are written beside the shards; the directory appears
@@ -226,7 +227,10 @@ def _prep_into(
     if not same:
         name, encode = hf_encoder(tok)
         report.extra["encoder_note"] = "fast encoder differed from tokenizer.json; used HF tokenizers"
-    writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens)
+    # A document starts as the tokenizer starts a text (Llama's BOS: its models never saw one
+    # without), as eval and generate read them, and ends with EOS, which tells documents apart.
+    doc_start = tok.text_affixes()[0]
+    writer = ShardWriter(tmp, tok.vocab_size, p.shard_tokens, doc_start)
     unknown = UnknownChars(tok)  # a given tokenizer, or one trained on the first MB only, may lack some
     eos = tok.eos_id
     planter = Planter(canaries, n_docs, encode, tok.decode) if canaries else None
@@ -274,6 +278,7 @@ def _prep_into(
         "vocab_size": tok.vocab_size,
         "eos_id": tok.eos_id,
         "bos_id": tok.bos_id,
+        "document_start": doc_start,
         "pad_id": tok.pad_id,
         "tokenizer": tok.kind,
         "tokenizer_sha256": tok.sha256(),

@@ -1,5 +1,8 @@
 """Streams EOS-terminated documents into `train_NNNNN.bin` / `val_NNNNN.bin` shards.
 
+Each document is `start` (the ids a tokenizer puts before a text: Llama's BOS; none for lmforge's
+own tokenizers), its ids, then EOS.
+
 Raw little-endian token ids, uint16 when the vocabulary fits, else uint32; a new shard starts
 after `shard_tokens` tokens. Nothing is held in memory beyond one document's ids.
 """
@@ -7,6 +10,7 @@ after `shard_tokens` tokens. Nothing is held in memory beyond one document's ids
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,9 +25,12 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class ShardWriter:
-    def __init__(self, directory: Path, vocab_size: int, shard_tokens: int) -> None:
+    def __init__(
+        self, directory: Path, vocab_size: int, shard_tokens: int, start: Sequence[int] = ()
+    ) -> None:
         self.directory, self.shard_tokens = directory, shard_tokens
         self.dtype = token_dtype(vocab_size)
+        self.start = np.asarray(start, dtype=self.dtype)  # before every document
         self.shards: dict[str, list[str]] = {s: [] for s in SPLITS}
         self.tokens: Counter[str] = Counter({s: 0 for s in SPLITS})
         self.bytes: Counter[str] = Counter({s: 0 for s in SPLITS})
@@ -47,11 +54,12 @@ class ShardWriter:
         return f
 
     def add(self, split: str, ids: Any, eos: int | None, size: int) -> None:
-        """One document's ids (+ EOS) and its size in UTF-8 bytes."""
+        """One document's ids (after `start`, + EOS) and its size in UTF-8 bytes."""
         array = np.asarray(ids, dtype=self.dtype)
         f = self._file(split)
+        self.start.tofile(f)
         array.tofile(f)
-        n = len(array)
+        n = len(self.start) + len(array)
         if eos is not None:
             np.asarray([eos], dtype=self.dtype).tofile(f)
             n += 1

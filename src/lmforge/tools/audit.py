@@ -63,7 +63,8 @@ def _prepared(path: Path, tokenizer: Tokenizer, split: str) -> Documents:
 
 def _files(data: Any, tokenizer: Tokenizer, text_field: str, label: str) -> Documents:
     report = Report()
-    docs = [tokenizer.encode(d.text) for d in read_documents(data, text_field, report) if d.text]
+    start = tokenizer.text_affixes()[0]  # Llama's BOS: as prep writes a document
+    docs = [start + tokenizer.encode(d.text) for d in read_documents(data, text_field, report) if d.text]
     if not docs:  # else the table would only say no document is long enough
         names = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
         why = (

@@ -39,10 +39,12 @@ Scorer = Callable[[list[str]], np.ndarray]
 
 
 def model_scorer(model: GPT, tokenizer: Tokenizer, canaries: CanarySet, batch_size: int = 256) -> Scorer:
-    """A Scorer from a decoder: context = EOS (a canary is a document of its own) + the prefix."""
-    eos = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    """A Scorer from a decoder: context = EOS and the tokenizer's text start (Llama's BOS): a
+    canary is a document of its own, as prep plants it; then the prefix."""
+    head = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
+    head += tokenizer.text_affixes()[0]
     # "my secret code is" without its trailing space: byte-level BPE glues the space to the digit
-    context = eos + tokenizer.encode(canaries.prefix.rstrip())
+    context = head + tokenizer.encode(canaries.prefix.rstrip())
     n_ctx = len(context)
     device = next(model.parameters()).device
 
@@ -53,7 +55,7 @@ def model_scorer(model: GPT, tokenizer: Tokenizer, canaries: CanarySet, batch_si
         for i in range(0, len(texts), batch_size):
             group = texts[i : i + batch_size]
             seqs = [
-                eos + ids
+                head + ids
                 for ids in (e.ids for e in tokenizer.hf.encode_batch(group, add_special_tokens=False))
             ]
             if any(s[:n_ctx] != context for s in seqs):

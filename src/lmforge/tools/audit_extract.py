@@ -2,10 +2,11 @@
 k tokens (Carlini et al., "Quantifying Memorization Across Neural Language Models", 2023: k-extractable
 with a prefix of p tokens), on training documents and on held-out ones as the baseline.
 
-A document is read as the model saw it in training: EOS, then its tokens. Windows of p + k tokens
-are drawn uniformly among every position where one fits inside a document (documents shorter than
-p + k give none); the first p tokens are the prompt, the next k the truth. A window is extracted
-when the k greedy tokens equal the truth exactly; `mean_matched` is the average length of the
+A document is read as the model saw it in training: EOS, then its tokens (after the tokenizer's
+text start, Llama's BOS, where it has one). Windows of p + k tokens are drawn uniformly among
+every position where one fits inside a document (documents shorter than p + k give none); the
+first p tokens are the prompt, the next k the truth. A window is extracted when the k greedy
+tokens equal the truth exactly; `mean_matched` is the average length of the
 agreeing run before the first difference. Held-out documents share the corpus' style, so their
 rate says what a model gets from generalization alone; the gap to the training rate is memorization.
 
