@@ -216,19 +216,21 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     assert (base["base"] / "model.safetensors").read_bytes() == before
     # generate, eval, pipelines: load_model of the run itself gives the merged model
     assert (_logits(load_model(run)[0], ids) - merged(ids).logits).abs().max() < 1e-4
-    # a PEFT adapter is not read: beside a model (transformers applies it; lmforge loaded the model
-    # bare) and alone, each a line saying so, for load, import and every verb
+    # a PEFT adapter is read merged, by import: beside a model (transformers applies it; lmforge
+    # loaded the model bare) and alone, loading it is a line saying so, for every verb
     beside = root / "beside"
     shutil.copytree(root / "base-hf", beside)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy(root / "adapter" / name, beside)
     for folder in (beside, root / "adapter"):
-        for load in (load_model, lambda f: import_hf(f, root / "imported")):
-            with pytest.raises(
-                LmforgeError, match=r"holds a PEFT adapter \(adapter_config.json\), which lmforge"
-            ):
-                load(folder)
-    assert not (root / "imported").exists()
+        with pytest.raises(
+            LmforgeError, match=r"holds a PEFT adapter \(adapter_config.json\), which lmforge"
+        ):
+            load_model(folder)
+    # the export's base_model_name_or_path is the run's base, an lmforge folder: exported to
+    # HF names, merged, imported
+    import_hf(root / "adapter", root / "imported")
+    assert (_logits(load_model(root / "imported")[0], ids) - merged(ids).logits).abs().max() < 1e-4
 
 
 def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: Path) -> None:

@@ -79,13 +79,17 @@ MAKE_VERBS: dict[str, Verb] = {
     ),
     "import": Verb(
         "lmforge.formats.hf_files:import_hf",
-        "convert a Hugging Face model directory or a GGUF file into an lmforge model directory",
+        "convert a Hugging Face model directory, a GGUF file, or a PEFT LoRA adapter merged into its base"
+        " into an lmforge model directory",
         (
             opt(
                 "hf_dir",
-                "HF directory (config.json + model.safetensors or .bin + tokenizer files), or FILE.gguf",
+                "HF directory (config.json + model.safetensors or .bin + tokenizer files), FILE.gguf, or"
+                " a PEFT LoRA adapter folder",
             ),
             opt("--out", "lmforge model directory to write", required=True),
+            opt("--base", "with a PEFT LoRA adapter folder (adapter_config.json): the model to merge it"
+                " into, HF or lmforge (default: its base_model_name_or_path, where that is a folder here)"),
         ),
         lambda path, kw: print(f"{kw['hf_dir']} -> {path}"),
     ),

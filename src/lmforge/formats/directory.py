@@ -103,10 +103,10 @@ def check_named(path: str | Path) -> None:
 
 
 PEFT_ADAPTER = "adapter_config.json"
-MERGE_HINT = (
-    "merge it into its base with peft (PeftModel.from_pretrained(base, DIR).merge_and_unload()"
-    ".save_pretrained(OUT), with the base's tokenizer files) and give OUT"
-)
+
+
+def merge_hint(directory: Path) -> str:
+    return f"merge it into its base with `lmforge import {directory} --base BASE --out OUT` and give OUT"
 
 
 def refuse_peft_adapter(directory: Path) -> None:
@@ -114,7 +114,8 @@ def refuse_peft_adapter(directory: Path) -> None:
     and lmforge loaded that model bare, unsaid (a helper's logits 1.89 apart from transformers')."""
     if (directory / PEFT_ADAPTER).is_file():
         raise LmforgeError(
-            f"{directory}: holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge does not read: {MERGE_HINT}"
+            f"{directory}: holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge reads only merged:"
+            f" {merge_hint(directory)}"
         )
 
 
@@ -140,7 +141,8 @@ def resolve_model_dir(path: str | Path) -> Path:
     elif (path / "onnx.json").is_file():
         why = f" ({_onnx_export_hint(path)})"
     elif (path / PEFT_ADAPTER).is_file():
-        why = f" (it holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge does not read: {MERGE_HINT})"
+        hint = merge_hint(path)
+        why = f" (it holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge reads only merged: {hint})"
     elif (path / "config.toml").is_file() and (path / "metrics.jsonl").is_file():
         why = " (a run that stopped before its first checkpoint: it holds no model yet)"
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")

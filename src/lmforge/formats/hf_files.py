@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from lmforge.formats.chat_files import (
 )
 from lmforge.formats.directory import (
     LOADERS,
+    PEFT_ADAPTER,
     check_named,
     load_model,
     read_config_json,
@@ -241,18 +243,35 @@ def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
     return check
 
 
-def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
+def import_hf(hf_dir: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
     """`lmforge import`: convert an HF directory, or a GGUF file (formats/gguf.py), into an lmforge
     model directory, with its chat template and generation defaults (see the module doc for what
-    may already be at `out`)."""
+    may already be at `out`). A PEFT LoRA adapter folder is merged into `base` (default: the
+    adapter's base_model_name_or_path where that is a folder here) first (formats/peft_import.py)."""
     check_named(hf_dir)
     owner = _earlier_output("import", hf=False)
     if not Path(hf_dir).exists() and Path(hf_dir).suffix != ".gguf":  # gguf.py names a missing .gguf
         raise LmforgeError(f"{hf_dir}: no such file or folder (an HF model folder or a .gguf file)")
+    from lmforge.formats.peft_import import is_peft_adapter, merged_folder
+
+    if is_peft_adapter(Path(hf_dir)):
+        with tempfile.TemporaryDirectory(prefix="lmforge-peft-") as tmp:
+            merged, used = merged_folder(Path(hf_dir), base, Path(tmp))
+            return _import_folder(merged, out, owner, [hf_dir, used])
+    if base is not None:
+        raise LmforgeError(
+            f"--base {base}: is for a PEFT adapter folder, and {hf_dir} holds none ({PEFT_ADAPTER})"
+        )
     if Path(hf_dir).is_file() or Path(hf_dir).suffix == ".gguf":  # llama.cpp's single-file model
         from lmforge.formats.gguf import import_gguf
 
         return import_gguf(hf_dir, out, owner)
+    return _import_folder(Path(hf_dir), out, owner, [hf_dir])
+
+
+def _import_folder(
+    hf_dir: Path, out: str | Path, owner: Callable[[Path], str | None], inputs: list[Any]
+) -> Path:
     model, tokenizer = convert_hf(hf_dir)
     model_type = (
         QA_TYPE if isinstance(model, SpanModel) else ENCODER_TYPE if isinstance(model, Encoder) else None
@@ -260,7 +279,7 @@ def import_hf(hf_dir: str | Path, out: str | Path) -> Path:
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
     if isinstance(model, GPT):  # its own BOS and padding (a chat template's bos_token), kept for export
         extra = source_special_ids(Path(hf_dir), tokenizer)
-    with staged_folder(out, inputs=[hf_dir], owner=owner, overwrite=None, verb="import", mark=True) as tmp:
+    with staged_folder(out, inputs=inputs, owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
             save_classifier(model, tmp, tokenizer)
         else:

@@ -1,0 +1,212 @@
+"""PEFT LoRA adapters in: `lmforge import ADAPTER --base BASE --out DIR` merges an adapter trained
+with peft (adapter_config.json + adapter_model.safetensors or .bin) into its base model and writes
+the result as any import does.
+
+Each adapted weight becomes W + scale * B A (transposed for GPT-2's Conv1D, `fan_in_fan_out`, and
+for embeddings, as PEFT's get_delta_weight), scale = lora_alpha / r, or lora_alpha / sqrt(r) with
+`use_rslora`; r is the adapter's own (its A's rows: `rank_pattern` included) and alpha follows
+`alpha_pattern` by PEFT's match rule. Tensors saved whole (`modules_to_save`, `bias="all"`)
+replace the base's. The merge runs in Hugging Face's tensor names, where PEFT's keys live, so it
+serves every family `import` reads; a base given as an lmforge model directory is exported to
+them first. It is done by hand, not with peft's merge_and_unload: that builds the base in
+transformers (a second copy of the model in memory, transformers at run time) for what is one
+matrix product per module. What PEFT can hold and a plain merge cannot reproduce (DoRA, lora_bias,
+other adapter types, trainable tokens) is refused in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import PEFT_ADAPTER, read_json, resolve_model_dir
+
+PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+_PREFIX = "base_model.model."
+_LORA = re.compile(r"(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.weight)?")
+# what an HF model folder holds beside its weights: copied into the merged folder
+_NOT_COPIED = re.compile(
+    r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?|adapter_.*|\.lmforge.*"
+)
+
+
+def is_peft_adapter(directory: Path) -> bool:
+    return (directory / PEFT_ADAPTER).is_file()
+
+
+def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """(adapter_config.json, its tensors, the weights file), checked for what a merge can do."""
+    from lmforge.formats.hf_files import _load_bin, _load_safetensors
+
+    file = directory / PEFT_ADAPTER
+    config = read_json(file, "PEFT adapter config")
+    if not isinstance(config, dict):
+        raise LmforgeError(f"{file}: not a PEFT adapter config (a JSON object)")
+    kind = config.get("peft_type")
+    if kind != "LORA":
+        raise LmforgeError(f"{file}: peft_type {kind!r}: lmforge merges LoRA adapters only")
+    for key, why in (
+        ("use_dora", "DoRA rescales each merged weight by a learned magnitude"),
+        ("lora_bias", "a bias on lora_B"),
+        ("trainable_token_indices", "trainable tokens"),
+        ("alora_invocation_tokens", "activated LoRA, applied only after its invocation tokens"),
+        ("layer_replication", "layers repeated in the adapted model"),
+        ("arrow_config", "Arrow routing among adapters"),
+        ("target_parameters", "LoRA on parameters, not modules"),
+        ("use_qalora", "QALoRA's pooled inputs"),
+    ):
+        if config.get(key):
+            raise LmforgeError(f"{file}: {key}={config[key]!r} ({why}) is not merged by lmforge")
+    for key in ("r", "lora_alpha"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise LmforgeError(f"{file}: {key}={value!r} must be a positive number")
+    weights = next((directory / n for n in PEFT_WEIGHTS if (directory / n).is_file()), None)
+    if weights is None:
+        raise LmforgeError(f"{directory}: no {' or '.join(PEFT_WEIGHTS)} beside {PEFT_ADAPTER}")
+    tensors = _load_safetensors(weights) if weights.suffix == ".safetensors" else _load_bin(weights)
+    return config, tensors, weights
+
+
+def base_folder(adapter: Path, config: dict[str, Any], base: str | Path | None) -> Path:
+    """The model the adapter is merged into: --base, else adapter_config.json's
+    base_model_name_or_path where that is a folder here, else a model beside the adapter."""
+    if base is not None:
+        if not Path(base).is_dir():
+            raise LmforgeError(f"--base {base}: no such folder (the adapter's base model: HF or lmforge)")
+        return Path(base)
+    named = config.get("base_model_name_or_path")
+    if isinstance(named, str) and named and Path(named).is_dir():
+        return Path(named)
+    if (adapter / "config.json").is_file():
+        return adapter
+    raise LmforgeError(
+        f"{adapter}: a PEFT adapter; its base_model_name_or_path {named!r} is no folder here: give the"
+        " base model's folder with --base"
+    )
+
+
+def _find(name: str, names: set[str], weights: Path, tied: tuple[int, int] | None) -> str:
+    """The base tensor a PEFT name stands for: the same name, or one that differs by a leading
+    module (a GPT-2 saved with or without its `transformer.`)."""
+    found = [n for n in names if n == name or n.endswith("." + name) or name.endswith("." + n)]
+    if len(found) != 1:
+        what = "no tensor" if not found else f"{len(found)} tensors ({', '.join(sorted(found)[:3])})"
+        why = " (its output layer is the embedding: tie_word_embeddings)" if tied and not found else ""
+        raise LmforgeError(f"{weights}: {name!r} names {what} of the base model{why}")
+    return found[0]
+
+
+def _pattern_value(pattern: Any, module: str, default: float) -> float:
+    """PEFT's get_pattern_key: the first key matching the module's name as a dotted suffix."""
+    for key, value in (pattern or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return float(value)
+    return default
+
+
+def merge(state: dict[str, torch.Tensor], config: dict[str, Any], tensors: dict[str, torch.Tensor],
+          weights: Path, tied: tuple[int, int] | None = None) -> int:  # fmt: skip
+    """Fold the adapter into `state` (the base's HF tensors), in place. Returns modules merged.
+    `tied`: the (vocab, width) of an embedding the output layer shares, where the base ties them."""
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    names = set(state)
+
+    def check_untied(target: str) -> None:  # merged, one change would act on both layers
+        if tied is not None and tuple(state[target].shape) == tied:
+            raise LmforgeError(
+                f"{weights}: the adapter changes {target!r}, which the base ties to its output layer"
+                " (tie_word_embeddings): merged, it would change both, where peft changed one"
+            )
+
+    for key, value in tensors.items():
+        name = key.removeprefix(_PREFIX)
+        match = _LORA.fullmatch(name)
+        if match:
+            pairs.setdefault(match["module"], {})[match["part"]] = value
+        elif "lora_" in name:  # DoRA magnitudes and other adapter parts a plain merge cannot fold in
+            raise LmforgeError(f"{weights}: {key!r} is not a LoRA A or B matrix; lmforge cannot merge it")
+        else:  # modules_to_save, bias="all", an adapted embedding's own (save_embedding_layers): whole
+            target = _find(name.replace(".base_layer.", "."), names, weights, tied)
+            if state[target].shape != value.shape:
+                raise LmforgeError(
+                    f"{weights}: {key!r} is {tuple(value.shape)}, the base's {target!r}"
+                    f" {tuple(state[target].shape)}: the adapter belongs to another base model"
+                )
+            if not torch.equal(state[target], value.to(state[target].dtype)):
+                check_untied(target)
+                state[target] = value.to(state[target].dtype)
+    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
+    for module, parts in sorted(pairs.items()):
+        embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts
+        a, b = (parts.get("lora_embedding_A"), parts.get("lora_embedding_B")) if embedding else (
+            parts.get("lora_A"), parts.get("lora_B"))  # fmt: skip
+        if a is None or b is None or a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
+            raise LmforgeError(f"{weights}: {module}'s LoRA A and B do not make a pair of matrices")
+        rank = a.shape[0]
+        alpha = _pattern_value(config.get("alpha_pattern"), module, float(config["lora_alpha"]))
+        scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+        delta = b.float() @ a.float() * scale  # (out, in); an embedding's (dim, vocab)
+        if embedding or fan_in_fan_out:
+            delta = delta.T
+        target = _find(f"{module}.weight", names, weights, tied)
+        check_untied(target)
+        if state[target].shape != delta.shape:
+            raise LmforgeError(
+                f"{weights}: {module}'s adapter makes {tuple(delta.shape)}, the base's {target!r} is"
+                f" {tuple(state[target].shape)}: the adapter belongs to another base model"
+            )
+        state[target] = (state[target].float() + delta).to(state[target].dtype)
+    return len(pairs)
+
+
+def _tied(hf: Path) -> tuple[int, int] | None:
+    """(vocab, width) of the embedding where the base ties its output layer to it, as import reads
+    the config (formats/hf.py: each family's default where config.json says nothing)."""
+    from lmforge.formats.hf import family_for
+
+    file = hf / "config.json"
+    raw = read_json(file, "model config")
+    model = family_for(raw.get("model_type"), str(file)).config_in(raw, str(file))
+    return (model.vocab_size, model.n_embd) if getattr(model, "tie_embeddings", False) else None
+
+
+def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Path, Path]:
+    """Write the base with the adapter merged, as an HF model folder under `tmp`.
+    Returns (that folder, the base folder used)."""
+    from lmforge.formats.hf_files import _export_into, is_hf_type, read_hf_weights
+
+    config, tensors, weights = read_adapter(adapter)
+    source = base_folder(adapter, config, base)
+    if not (source / "config.json").is_file():  # a run: its model/ or newest checkpoint
+        source = resolve_model_dir(source)
+    if is_hf_type(read_json(source / "config.json", "model config").get("model_type")):
+        hf = source
+    else:  # an lmforge model directory: its tensors under HF's names
+        hf = tmp / "base"
+        hf.mkdir()
+        _export_into(hf, source)
+    state, _ = read_hf_weights(hf)
+    merged_modules = merge(state, config, tensors, weights, _tied(hf))
+    out = tmp / "merged"
+    out.mkdir()
+    for path in hf.iterdir():
+        if path.is_file() and not _NOT_COPIED.fullmatch(path.name):
+            shutil.copy2(path, out / path.name)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+    scale = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
+    print(
+        f"lmforge: {adapter}: {merged_modules} LoRA modules merged into {source}"
+        f" (r={config['r']}, lora_alpha={config['lora_alpha']}, scale {scale})",
+        file=sys.stderr,
+    )
+    return out, source
