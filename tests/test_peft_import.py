@@ -107,6 +107,7 @@ def test_what_a_plain_merge_cannot_reproduce_is_refused_in_one_line(tmp_path: Pa
         ("use_dora", True, r"use_dora=True \(DoRA"),
         ("peft_type", "IA3", r"peft_type 'IA3': lmforge merges LoRA adapters only"),
         ("lora_alpha", 0, r"lora_alpha=0 must be a positive number"),
+        ("init_lora_weights", "pissa_niter_4", r"init_lora_weights='pissa_niter_4' changed the base weights"),
     ):
         (adapter / "adapter_config.json").write_text(json.dumps({**config, key: value}))
         with pytest.raises(LmforgeError, match=message):
@@ -114,7 +115,9 @@ def test_what_a_plain_merge_cannot_reproduce_is_refused_in_one_line(tmp_path: Pa
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     # GPT-2's output layer is its embedding: peft changed the lookup alone, a merge would change both
     _, tied_base, tied_adapter = _adapter(tmp_path / "tied", "gpt2", {"target_modules": ["wte", "c_attn"]})
-    with pytest.raises(LmforgeError, match=r"changes 'transformer.wte.weight', which the base ties to its output layer"):
+    with pytest.raises(
+        LmforgeError, match=r"changes 'transformer.wte.weight', which the base ties to its output layer"
+    ):
         import_hf(tied_adapter, tmp_path / "out", base=tied_base)
     other = tmp_path / "other"
     make_hf_model("gpt2", other)  # another architecture: its tensors are not the adapter's

@@ -65,6 +65,13 @@ def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     ):
         if config.get(key):
             raise LmforgeError(f"{file}: {key}={config[key]!r} ({why}) is not merged by lmforge")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(("pissa", "corda", "olora", "loftq", "lora_ga")):
+        raise LmforgeError(
+            f"{file}: init_lora_weights={init!r} changed the base weights in peft, so the adapter is"
+            " relative to another base: save it with peft's path_initial_model_for_weight_conversion"
+            " (a plain LoRA of the original base), then import that"
+        )
     for key in ("r", "lora_alpha"):
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
