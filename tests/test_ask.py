@@ -153,7 +153,7 @@ def test_files_of_a_folder_not_read_are_named(docs: Path, capsys: pytest.Capture
     passage, made up an answer."""
     (docs / "mayor.rst").write_text("The mayor is Elena.\n", encoding="utf-8")
     index = PassageIndex.build(docs, passage_words=8)
-    known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
+    known = ".csv, .htm, .html, .jsonl, .md, .ndjson, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
     line = f"not read: 1 file in the input folders, hidden or not {known} ({docs / 'mayor.rst'})"
     assert index.stats["input_notes"] == [line]
     assert capsys.readouterr().err.splitlines() == [f"lmforge: {line}"]

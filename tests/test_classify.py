@@ -149,7 +149,7 @@ def test_decoder_head_only_from_cli(labelled: Path, tmp_path: Path, capsys: pyte
     argv = ["finetune-classify", str(tmp_path / "gpt"), "--train", str(labelled), "--pooling", "mean"]
     argv += [
         "--labels",
-        "negative,positive",
+        "negative, positive",  # as data.labels: names stripped (' positive' was refused)
         "--head-only",
         "--epochs",
         "3",
@@ -163,7 +163,7 @@ def test_decoder_head_only_from_cli(labelled: Path, tmp_path: Path, capsys: pyte
     assert main(argv) == 0
     assert "held-out accuracy" in capsys.readouterr().out
     model, _ = lmforge.load(tmp_path / "clf")
-    assert model.pooling == "mean"
+    assert model.pooling == "mean" and model.labels == ["negative", "positive"]
     for (name, p), q in zip(model.backbone.state_dict().items(), gpt.state_dict().values(), strict=True):
         assert (p == q).all(), name
     metrics = json.loads((tmp_path / "clf" / "classify_metrics.json").read_text())

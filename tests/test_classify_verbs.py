@@ -64,6 +64,20 @@ def test_a_jsonl_file_gives_its_text_field(models: dict[str, Path], tmp_path: Pa
     (tmp_path / "n.jsonl").write_text('{"text": "a"}\n{"text": 3}\n')
     with pytest.raises(LmforgeError, match=r"n.jsonl:2: 'text' is 3, not a text"):
         classify(models["clf"], file=tmp_path / "n.jsonl")
+    # JSON lines by any of their names: each whole line was classified as the text
+    for name in ("r.ndjson", "R.JSONL", "r.json"):
+        (tmp_path / name).write_text('{"id": 1, "text": "the king"}\n')
+        assert read_texts(tmp_path / name) == ["the king"]
+    (tmp_path / "e.jsonl").write_text('{"text": "a"}\n{"text": "  "}\n')
+    with pytest.raises(LmforgeError, match=r"e.jsonl:2: 'text' is \"  \", not a text"):
+        read_texts(tmp_path / "e.jsonl")
+
+
+def test_an_empty_text_is_refused_as_training_refuses_it(models: dict[str, Path]) -> None:
+    with pytest.raises(LmforgeError, match=r"^text 2 is empty: nothing to classify$"):
+        classify(models["clf"], ["the king", " "])
+    with pytest.raises(LmforgeError, match=r"^text 1 is empty"):
+        lmforge.pipeline("text-classification", model=models["clf"])("")
 
 
 def test_cli_prints_a_json_line_per_text(models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

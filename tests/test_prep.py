@@ -210,7 +210,7 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     err = capsys.readouterr().err
     names = (".#plays.txt", ".git/notes.txt", "data.json", "notes.rst")
     listed = ", ".join(str(corpus / name) for name in names)
-    known = ".csv, .htm, .html, .jsonl, .md, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
+    known = ".csv, .htm, .html, .jsonl, .md, .ndjson, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
     assert f"not read: 4 files in the input folders, hidden or not {known} ({listed})" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
     assert "clean:" not in err and "tokenize (" not in err  # no progress bar into a pipe or a file

@@ -33,7 +33,8 @@ import zstandard
 from lmforge.data.report import Report
 from lmforge.errors import LmforgeError, counted
 
-TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", ".jsonl", ".csv", ".parquet"}
+JSON_LINES = (".jsonl", ".ndjson")  # one JSON record a line
+TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", *JSON_LINES, ".csv", ".parquet"}
 
 
 class ZstdFile(io.RawIOBase):
@@ -306,7 +307,7 @@ def read_documents(
             docs = _read_parquet(path, text_field, report)
         elif kind == ".csv":
             docs = _read_csv(path, text_field, report, max_line_bytes)
-        elif kind == ".jsonl":
+        elif kind in JSON_LINES:
             docs = _read_jsonl(path, text_field, report, max_line_bytes)
         else:
             docs = _read_text(path, report, max_line_bytes, max_doc_bytes)

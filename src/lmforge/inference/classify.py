@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from lmforge.data.labelled import encode_batch, read_labelled
-from lmforge.data.sources import strict_lines
+from lmforge.data.sources import JSON_LINES, strict_lines, suffixes
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_options, check_texts, is_int
@@ -46,6 +46,9 @@ def label_probabilities(
 ) -> torch.Tensor:
     """(len(texts), labels) softmax probabilities, `batch_size` texts per forward, each cut to the
     model's context."""
+    empty = next((n for n, text in enumerate(texts, start=1) if not text.strip()), None)
+    if empty is not None:  # a label for nothing is a guess (training and evaluation refuse it)
+        raise LmforgeError(f"text {empty} is empty: nothing to classify")
     out = []
     device = next(model.parameters()).device  # wherever the caller put the model
     for i in range(0, len(texts), batch_size):
@@ -75,10 +78,11 @@ def count_into(confusion: torch.Tensor, gold: torch.Tensor, predicted: torch.Ten
 
 
 def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
-    """The texts of a file: each record's `text_field` in JSON lines (.jsonl, also compressed),
-    every line of any other text file. Blank lines are skipped; a bad record is named by line."""
+    """The texts of a file: each record's `text_field` in JSON lines (.jsonl, .ndjson or .json,
+    any case, also compressed), every line of any other text file. Blank lines are skipped; a bad
+    or empty record is named by line."""
     path = Path(path)
-    jsonl = ".jsonl" in path.suffixes
+    jsonl = suffixes(path)[0] in (*JSON_LINES, ".json")
     if path.suffix.lower() in (".csv", ".tsv"):  # not read as columns: say so before the results
         print(f"lmforge: warning: {path}: read as plain text, one text a line (a header and every"
               " column included); JSON Lines picks a field (--text-field)", file=sys.stderr)  # fmt: skip
@@ -94,7 +98,7 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
             text = json.loads(line)[text_field]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise LmforgeError(f"{path}:{n}: needs JSON with {text_field!r} ({e})") from None
-        if not isinstance(text, str):
+        if not isinstance(text, str) or not text.strip():
             raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
         texts.append(text)
     if not texts:

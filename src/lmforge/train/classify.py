@@ -79,7 +79,10 @@ def finetune_classify(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise LmforgeError(f"{name}={value!r} must be an integer >= 1")
-    rows = read_labelled(train, labels.split(","), text_field, label_field)
+    # as the task reads data.labels: "negative, positive" names 'positive', not ' positive'
+    rows = read_labelled(
+        train, [name.strip() for name in labels.split(",") if name.strip()], text_field, label_field
+    )
     n = len(rows) - int(len(rows) * val_fraction)  # the config check refuses a fraction outside (0, 1)
     if 0 < val_fraction < 1:  # the task's own split: a repeated text keeps its copies on one side
         try:
