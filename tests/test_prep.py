@@ -237,6 +237,44 @@ def test_a_linked_folder_is_named_and_a_file_reached_twice_read_once(
     assert json.loads((tmp_path / "out" / "report.json").read_text())["documents_out"] == 1
     prep(f"{corpus}/**/*.txt", tmp_path / "glob", "char", val_fraction=0.5, stages="none", split="tail")
     assert json.loads((tmp_path / "glob" / "report.json").read_text())["documents_out"] == 2  # not dozens
+    # named by its shortest path, not corpus/loop/loop/.../plays.txt (sorted first, it was kept)
+    sources = json.loads((tmp_path / "glob" / "meta.json").read_text())["sources"]
+    assert sorted(s["path"] for s in sources) == [
+        str(corpus / "linked" / "more.txt"),
+        str(corpus / "plays.txt"),
+    ]
+
+
+def test_a_folder_a_glob_matches_is_read_and_a_link_loop_is_named_not_a_traceback(
+    tmp_path: Path, plays: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`raw/*` matching raw/sub skipped its files unsaid; a link loop among the inputs was a
+    RuntimeError traceback (Path.resolve) and nothing was prepared; report.json named five of the
+    files not read."""
+    raw = tmp_path / "raw"
+    (raw / "sub").mkdir(parents=True)
+    (raw / "top.txt").write_text(plays[0])
+    (raw / "sub" / "deep.txt").write_text(plays[1])
+    (raw / "a.txt").symlink_to(raw / "b.txt")
+    (raw / "b.txt").symlink_to(raw / "a.txt")
+    for n in range(7):
+        (raw / f"note{n}.rst").write_text("not read\n")
+    prep(
+        [f"{raw}/s*", raw / "top.txt"],
+        tmp_path / "out",
+        "char",
+        val_fraction=0.5,
+        stages="none",
+        split="tail",
+    )
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert {Path(s["path"]).name for s in meta["sources"]} == {"deep.txt", "top.txt"}
+    prep(raw, tmp_path / "folder", "char", val_fraction=0.5, stages="none", split="tail")
+    assert ", ..." in capsys.readouterr().err  # stderr names five
+    report = json.loads((tmp_path / "folder" / "report.json").read_text())
+    assert report["documents_out"] == 2 and report["problems"] == {"unreadable": 2}
+    [note] = report["input_notes"]
+    assert all(str(raw / f"note{n}.rst") in note for n in range(7)) and ", ..." not in note
 
 
 def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(

@@ -173,8 +173,8 @@ def check_place(
             f"{out}: is {'' if real == cwd else 'a folder above '}the working directory; {verb} replaces"
             f" its whole {folder}, so give a new folder with {option}"
         )
-    for item in inputs:
-        relation = _relation(real, Path(item).resolve())
+    for item in inputs:  # realpath: a link loop among the inputs is read (and named) later, not a traceback
+        relation = _relation(real, Path(os.path.realpath(item)))
         if relation:
             raise LmforgeError(f"{out}: the {folder} {relation} the {source} {item}; give another {option}")
 

@@ -139,7 +139,7 @@ def prep(
     check_stage_options(parse_stages(cfg.prep.stages), cfg.prep)  # before the inputs' notes
     passed_over: list[Path] = []
     files = list_files(items, passed_over)
-    notes = input_notes(files, passed_over)
+    notes = input_notes(files, passed_over)  # on stderr, five names a kind; report.json: every one
     if not quiet:
         for line in notes:
             print(f"lmforge prep: {line}", file=sys.stderr)
@@ -148,7 +148,8 @@ def prep(
     with staged_folder(
         out, inputs=sources, owner=earlier_prep_output, overwrite=overwrite, verb="prep"
     ) as tmp:
-        meta, report = _prep_into(tmp, out, items, files, cfg, given, quiet, notes)
+        every = input_notes(files, passed_over, shown=None)
+        meta, report = _prep_into(tmp, out, items, files, cfg, given, quiet, every)
     if not quiet:
         print(report.format())
         asked = meta.get("vocab_target")

@@ -118,27 +118,38 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = list(path.rglob("*"))  # Python 3.11's rglob does not enter linked folders
-            entries = sorted(p for p in found if not p.is_dir() or (p.is_symlink() and not _hidden(p, path)))
-            candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
-            taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
-            files += taken
-            if passed_over is not None:  # and pipes, sockets, devices: never read, but named
-                kept = set(taken)
-                passed_over += [p for p in entries if p not in kept]
-        elif path.is_file() or path.is_symlink():  # a broken link is reported as unreadable
+            files += _folder_files(path, passed_over)
+        elif path.is_file() or path.is_symlink():  # a broken link or a link loop: named as unreadable
             files.append(path)
         else:
             matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True))
             if not matches:
                 raise LmforgeError(f"{item}: no such file, folder or glob match")
-            files += [p for p in matches if p.is_file()]
+            for match in matches:  # a folder `raw/*` matches is read as a named folder; `**` lists its files
+                if match.is_dir() and "**" not in str(item):
+                    files += _folder_files(match, passed_over)
+                elif match.is_file():
+                    files.append(match)
     if not files:
         raise LmforgeError(f"{', '.join(map(str, items))}: no {readable()} files found")
-    once: dict[str, Path] = {}  # a file reached twice (named twice; a ** glob through a linked loop)
-    for file in files:  # is read once, where it was first found
-        once.setdefault(os.path.realpath(file), file)
-    return list(once.values())
+    # A file reached twice (named twice; a ** glob through a linked loop) is read once, in the
+    # place it was first found, under its shortest name (not raw/loop/loop/.../a.txt).
+    found: dict[str, list[Path]] = {}
+    for file in files:
+        found.setdefault(os.path.realpath(file), []).append(file)
+    return [min(names, key=lambda p: (len(p.parts), str(p))) for names in found.values()]
+
+
+def _folder_files(path: Path, passed_over: list[Path] | None) -> list[Path]:
+    """A folder's files with a known suffix, not hidden, recursively (the others go to `passed_over`)."""
+    found = list(path.rglob("*"))  # Python 3.11's rglob does not enter linked folders
+    entries = sorted(p for p in found if not p.is_dir() or (p.is_symlink() and not _hidden(p, path)))
+    candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
+    taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
+    if passed_over is not None:  # and pipes, sockets, devices: never read, but named
+        kept = set(taken)
+        passed_over += [p for p in entries if p not in kept]
+    return taken
 
 
 def _hidden(file: Path, folder: Path) -> bool:
@@ -148,13 +159,15 @@ def _hidden(file: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in file.relative_to(folder).parts)
 
 
-def input_notes(files: list[Path], passed_over: list[Path], shown: int = 5) -> list[str]:
+def input_notes(files: list[Path], passed_over: list[Path], shown: int | None = 5) -> list[str]:
     """Lines naming a folder's files not read (hidden, or of other suffixes) and which named files
     of an unknown suffix are read as plain text: neither is bad input, but a `data.json` dropped
-    into a corpus folder, or named, should not go by unsaid."""
+    into a corpus folder, or named, should not go by unsaid. `shown`: names a line gives (None:
+    every one, as report.json keeps them)."""
 
     def listed(paths: list[Path]) -> str:
-        return ", ".join(str(p) for p in paths[:shown]) + (", ..." if len(paths) > shown else "")
+        more = shown is not None and len(paths) > shown
+        return ", ".join(str(p) for p in paths[:shown]) + (", ..." if more else "")
 
     lines = []
     linked = [p for p in passed_over if p.is_symlink() and p.is_dir()]
