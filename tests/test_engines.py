@@ -319,3 +319,33 @@ def test_deepspeed_keys_on_another_engine_are_said_at_start(
     assert line.startswith(f"  engine  local ({ignored}), world size 1"), line
     assert EngineConfig(name="deepspeed", offload="optimizer").ignored() == []
     assert EngineConfig(name="ddp", zero_stage=3).ignored() == ["engine.zero_stage=3"]
+
+
+@needs_deepspeed
+def test_a_deepspeed_json_edited_before_resume_is_said_and_a_moved_one_named(tmp_path: Path) -> None:
+    """Editing the JSON between runs changed the steps after a resume (bucket sizes, the
+    communication dtype), unsaid; a moved JSON was 'cannot read DeepSpeed config'."""
+    data = prepare_corpus(ROOT / "data" / "shakespeare.jsonl.xz", tmp_path / "data", "char")
+    assert data
+    ds = tmp_path / "ds.json"
+    ds.write_text('{"zero_optimization": {"reduce_bucket_size": 500000000}}')
+    base = [sys.executable, "-m", "lmforge", "train", "--quiet", "--engine.timeout_s=60"]
+    small = [s for s in SMALL if not s.startswith(("--train.max_steps", "--train.checkpoint_interval"))]
+    first = [*base, f"--data.input={tmp_path / 'data'}", *small, "--train.max_steps=4"]
+    first += ["--train.checkpoint_interval=2", "--engine.name=deepspeed", "--engine.zero_stage=2"]
+    first += [f"--engine.deepspeed_config={ds}", "--out", str(tmp_path / "run")]
+    subprocess.run(first, check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_00000004")
+    resume = [*base, "--resume", str(tmp_path / "run")]
+    ds.rename(tmp_path / "moved.json")
+    moved = subprocess.run(resume, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert moved.returncode == 2
+    assert f"engine.deepspeed_config='{ds}': no such file; the run's config.toml names it" in moved.stderr
+    (tmp_path / "moved.json").write_text(
+        '{"zero_optimization": {"reduce_bucket_size": 1000}, "wall_clock_breakdown": false}'
+    )
+    moved_to = f"--engine.deepspeed_config={tmp_path / 'moved.json'}"
+    again = subprocess.run([*resume, moved_to], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    said = "differs from the DeepSpeed JSON step_00000002 was trained with (wall_clock_breakdown,"
+    assert f"{said} zero_optimization.reduce_bucket_size): the steps from here may differ" in again.stderr

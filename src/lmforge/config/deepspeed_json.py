@@ -153,3 +153,23 @@ def merge(ours: dict[str, Any], theirs: dict[str, Any], path: str = "") -> dict[
                 f"DeepSpeed config key {where!r}={value!r} {said}; set it through lmforge ({owner}) instead"
             )
     return merged
+
+
+def user_json(engine: EngineConfig) -> dict[str, Any] | None:
+    """The run's DeepSpeed JSON as read, for a DeepSpeed run that names one: each checkpoint keeps
+    it, so a resume after the file was edited says which keys changed (the steps after differ)."""
+    if engine.name != "deepspeed" or not engine.deepspeed_config:
+        return None
+    return read_user_config(Path(engine.deepspeed_config))
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two JSON objects (added and removed included)."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b or (key in old) != (key in new):
+            keys.append(prefix + key)
+    return keys

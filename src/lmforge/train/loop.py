@@ -27,6 +27,7 @@ from tqdm import tqdm
 from lmforge import malloc, tuning
 from lmforge.config import Config, as_overrides, config_to_toml
 from lmforge.config.checks import split_batch
+from lmforge.config.deepspeed_json import changed_keys, user_json
 from lmforge.errors import LmforgeError
 from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
@@ -198,7 +199,8 @@ def _set_up(
     run.config_text = config_text
     run.state = {"bad_streak": 0, "skipped": 0, "train_s": 0.0, "wall_s": 0.0, "tokens": 0,
                  "first_steps_s": 0.0, "first_steps_tokens": 0,  # each process's first step: report.summary
-                 "kernels": kernels.saved(), "log_window": _empty_window(), "data": data_digest}  # fmt: skip
+                 "kernels": kernels.saved(), "log_window": _empty_window(), "data": data_digest,
+                 "deepspeed_json": user_json(cfg.engine)}  # fmt: skip
     run.best = (task.best_metric, 1) if task.best_metric else ("val_loss", -1) if t.keep_best else None
     if run.best:
         run.state.update(best_score=-math.inf, best_step=0)  # the metric times its sign: higher wins
@@ -222,8 +224,18 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
     if run.privacy:  # the accountant continues where it stopped: epsilon as if never interrupted
         run.privacy.load_state_dict(saved.get("privacy"), str(last))
     run.step = saved["step"]
-    # the counters go on; "kernels" stays what this run chose (train.compile may differ from the checkpoint's)
-    run.state.update({k: saved[k] for k in run.state if k in saved and k != "kernels"})
+    # the counters go on; "kernels" stays what this run chose (train.compile may differ from the
+    # checkpoint's), and so does the DeepSpeed JSON, which may have been edited: said, as it changes steps
+    now = run.state["deepspeed_json"]
+    then = saved.get("deepspeed_json", now)  # checkpoints from before 2026-12-06 kept none
+    if now is not None and then != now and run.main:
+        keys = ", ".join(changed_keys(then or {}, now))
+        print(f"lmforge: note: {run.cfg.engine.deepspeed_config} differs from the DeepSpeed JSON"
+              f" {last.name} was trained with ({keys}): the steps from here may differ from an"
+              " uninterrupted run's", file=sys.stderr)  # fmt: skip
+    run.state.update(
+        {k: saved[k] for k in run.state if k in saved and k not in ("kernels", "deepspeed_json")}
+    )
     if "planned" in saved:  # a time budget's calibrated schedule
         for key in BUDGET_KEYS:
             if key in saved:

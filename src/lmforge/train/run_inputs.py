@@ -54,6 +54,12 @@ def check_resumed_inputs(cfg: Config, run_dir: Path) -> None:
             f" directory, {Path.cwd()}; the run's config.toml names it relative to the directory the run"
             " started in: resume from there"
         )
+    json_file = cfg.engine.deepspeed_config
+    if cfg.engine.name == "deepspeed" and json_file and not Path(json_file).exists():
+        raise LmforgeError(
+            f"{run_dir}: engine.deepspeed_config={json_file!r}: no such file; the run's config.toml names"
+            " it: put it back, or give its new place with --engine.deepspeed_config=FILE"
+        )
 
 
 def prep_options(cfg: Config) -> dict[str, Any]:
