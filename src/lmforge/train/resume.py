@@ -65,7 +65,11 @@ def resume_run(
     last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
     state = ckpt.read_trainer_state(last)
     saved, edited = _trained_with(run_dir, last, state)
-    cfg = load_config(run_dir / "config.toml", overrides)
+    try:
+        cfg = load_config(run_dir / "config.toml", overrides)
+    except LmforgeError:  # a refused change first: a rule across keys would blame one the run set
+        _refuse_named(run_dir, saved, overrides or [], edited)
+        raise
     refused = [
         f"{key}={new!r} (the run has {key}={old!r})"
         for key, old, new in config_changes(saved, cfg)
@@ -112,6 +116,25 @@ def resume_run(
         if is_prepared(data_dir):
             ckpt.check_tokenizer(last, load_translation_tokenizer(data_dir))
     return run_dir, cfg
+
+
+def _refuse_named(run_dir: Path, saved: Config, overrides: list[str], edited: str) -> None:
+    """The resume refusal for overrides naming keys a resume may not change (--privacy.enabled=false
+    on a DP run was refused as 'privacy.target_epsilon is set but privacy.enabled is false')."""
+    named = []
+    for word in overrides:
+        key, _, text = word.removeprefix("--").partition("=")
+        section, _, name = key.partition(".")
+        if not word.startswith("--") or not name or resumable(key):
+            continue
+        old = getattr(getattr(saved, section, None), name, text)
+        if text.strip().lower() != str(old).lower():  # given as it was is no change
+            named.append(f"{key}={text} (the run has {key}={old!r})")
+    if named:
+        raise LmforgeError(
+            f"{run_dir}: --resume cannot change {'; '.join(named)}{edited}; see 'What may change on"
+            " resume' in docs/training.md"
+        )
 
 
 def check_epochs_train(run_dir: Path, t: TrainConfig, per_epoch: int, last: Path, step: int) -> None:
