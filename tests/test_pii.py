@@ -74,6 +74,7 @@ LEFT = [
     "on 12/05/2021, 2021-05-12 or 05.12.2021 at 12:30:45",  # dates and times
     "2021-05-12T14:30:00Z",
     "ISBN 978-3-16-148410-0 and ISBN 0-306-40615-2",  # ISBNs
+    "ISSN 0317-8471, eISSN 1234-5679",  # serials' ISSNs (a leading 0 marked a phone)
     "Version 7.6.4.1, version 10.2.3.4, v1.2.3.4, Python 3.11.4",  # versions
     "Chapter 12.3.4.5, Section 1.2.3.4, § 10.2.1.1 and Table 2.1.1.3",  # numbered parts
     "Springfield, IL 62704-1234 and ZIP code 94103-1234",  # US ZIP+4 codes

@@ -76,7 +76,7 @@ NOT_PHONE = re.compile(
 # Thousands (2 147 483 647, 726.124.770) and a year's serial number (invoice 2024-000123): a phone
 # number only after a phone word, as Spanish and Polish mobiles are written ("Llame al 612 345 678").
 THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*|(?:1[89]|20)\d\d-\d{5,}")
-ISBN_BEFORE = re.compile(r"ISBN(?:-1[03])?:?\s?\Z")
+ISBN_BEFORE = re.compile(r"(?:ISBN(?:-1[03])?|e?ISSN):?\s?\Z")  # and serials' ISSN 0317-8471
 # A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
 ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
 # Part of a longer number or name: after "12.", "-" or "/", before ".5", ",00" or ".xhp"
