@@ -477,6 +477,7 @@ CASES = [
     Case("launch-nproc-0", "launch --nproc 0 train", r"--nproc and --nnodes must be >= 1"),
     Case("launch-copies-of-generate", "launch --nproc 2 generate {s}/gpt", r"only `train` runs in several processes; 2 processes of `generate`"),
     Case("launch-missing-recipe", "launch --nproc 2 train {t}/none.toml", r"{t}/none\.toml: config file not found"),
+    Case("launch-resume-missing-run", "launch --nproc 2 train --resume {t}/gone", r"launch: --resume {t}/gone: no such directory$"),
     Case("launch-master-port", "launch --nproc 1 --master-port -5 train", r"--master-port -5 must be in \[0, 65535\]"),
     Case("launch-node-rank", "launch --nproc 1 --node-rank 3 train", r"--node-rank 3 must be in \[0, --nnodes 1\)"),
     Case("launch-no-nproc", "launch train", r"launch: --nproc N is required \(lmforge launch --nproc 2 train \.\.\.\)$"),

@@ -38,6 +38,9 @@ def engine_of(args: list[str]) -> str:
     positional = [
         a for i, a in enumerate(rest) if not a.startswith("-") and (i == 0 or rest[i - 1] not in VALUED)
     ]
+    if recipe is not None and not recipe.is_file():  # as train --resume says it, not a recipe's error
+        what = "no such directory" if not recipe.parent.exists() else "not a run directory (no config.toml)"
+        raise LmforgeError(f"--resume {recipe.parent}: {what}")
     recipe = recipe or next((Path(a) for a in positional if a.endswith(".toml")), None)
     # every override, not only --engine.name: the recipe is validated whole, and one that needs a key
     # from the command line (a QA or classification recipe's train.init_from) is valid only with it
