@@ -116,6 +116,9 @@ def test_json_lines_are_named_as_such(tmp_path: Path) -> None:
         LmforgeError, match=r"train\.jsonl: JSON Lines \(one object a line\) is not read for QA"
     ):
         read_squad(path)
+    path.write_text(json.dumps(line) + "\n")  # one line parses whole: it was 'needs ... a data list'
+    with pytest.raises(LmforgeError, match=r"train\.jsonl: JSON Lines \(one object a line\)"):
+        read_squad(path)
 
 
 @pytest.mark.parametrize(
