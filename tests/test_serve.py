@@ -530,9 +530,16 @@ def test_a_bug_is_a_500_in_openai_shape(models: dict[str, Any]) -> None:
             raise RuntimeError("a bug")
 
     broken = {"gpt": replace(models["gpt"], tokenizer=Broken())}
-    with TestClient(create_app(broken), raise_server_exceptions=False) as c:
-        r = c.post("/v1/completions", json={"model": "gpt", "prompt": "hi"})
+    settings = Settings(allow_origins=("http://localhost:5173",))
+    with TestClient(create_app(broken, settings), raise_server_exceptions=False) as c:
+        r = c.post(
+            "/v1/completions",
+            json={"model": "gpt", "prompt": "hi"},
+            headers={"Origin": "http://localhost:5173"},
+        )
     assert r.status_code == 500
+    # with its CORS headers: without them a browser page saw a network error, not this reply
+    assert r.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert r.json()["error"] == {
         "message": "the server failed (RuntimeError); its log has the details",
         "type": "server_error",

@@ -22,7 +22,7 @@ from lmforge.formats.chat_files import stop_ids
 from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
-from lmforge.server.errors import ApiError, install
+from lmforge.server.errors import ApiError, CatchBugs, install
 from lmforge.server.limits import BodyLimit
 from lmforge.server.logprobs import chat_logprobs, completion_logprobs
 from lmforge.server.models import ServedModel
@@ -75,6 +75,7 @@ def create_app(
     install(app)
     install_playground(app)  # GET /: the web playground (static files)
 
+    app.add_middleware(CatchBugs)  # innermost: a bug's 500 passes through CORS below
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # plain ASGI: see limits.py for why
     if settings.allow_origins:  # added last, so outermost: a 413 or 401 carries the headers too
         from starlette.middleware.cors import CORSMiddleware

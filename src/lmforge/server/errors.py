@@ -4,6 +4,8 @@ the handlers that turn FastAPI's own failures (bad JSON, wrong types) into it.""
 from __future__ import annotations
 
 import re
+import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,9 +121,32 @@ def install(app: FastAPI) -> None:
             return ApiError(400, _unparsed(exc.__cause__), None, "invalid_json").response()  # from json's
         return ApiError(exc.status_code, str(exc.detail)).response()
 
-    @app.exception_handler(Exception)
-    async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        # a bug: still OpenAI's shape, not a bare "Internal Server Error"; Starlette then re-raises
-        # it, so the traceback is in the server's log, not the client's reply
-        message = f"the server failed ({type(exc).__name__}); its log has the details"
-        return ApiError(500, message, None, "server_error").response()
+
+class CatchBugs:
+    """A bug is still OpenAI's error object, not a bare "Internal Server Error", and its traceback
+    goes to the server's log, not the reply. Plain ASGI middleware, added innermost: Starlette's
+    own handler for Exception sits outside every middleware, so its 500 lacked CORS headers and a
+    browser page saw only a network error."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            if started:  # a stream broke after its headers: nothing to replace them with
+                raise
+            traceback.print_exc(file=sys.stderr)
+            message = f"the server failed ({type(exc).__name__}); its log has the details"
+            await ApiError(500, message, None, "server_error").response()(scope, receive, send)
