@@ -64,7 +64,18 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
         ("[trian]\nmax_steps = 5\n", [], r"unknown config key 'trian.max_steps'"),
         ("[train]\nmax_steps = 'many'\n", [], r"r.toml: train.max_steps='many' must be an integer, not str"),
         ("", ["--train.lr=fast"], r"command line: train.lr='fast' is not a number"),
-        ("", ["--model.n_head=5"], r"n_embd=128 is not divisible by model.n_head=5"),
+        ("", ["--model.n_head=5"], r"n_embd=128 is not divisible by model.n_head=5$"),
+        # a rule across keys says which the recipe set (it named no file)
+        (
+            "[model]\nn_embd = 30\nn_head = 4\n",
+            [],
+            r"n_embd=30 is not divisible by model.n_head=4 \(model.n_embd and model.n_head from .*r.toml\)$",
+        ),
+        (
+            "[model]\nn_embd = 30\n",
+            ["--model.n_head=4"],
+            r"by model.n_head=4 \(model.n_embd from .*r.toml\)$",
+        ),
         ("", ["--train.min_lr=0.1"], r"train.min_lr=0.1 is above train.lr=0.001, where the cosine would end"),
         ("", ["--train.min_lr=-1"], r"train.min_lr=-1 must be >= 0"),
         ("", ["--train.max_steps=0"], r"train.max_steps=0 must be > 0"),

@@ -5,6 +5,7 @@ Config; a model directory's config.json into a ModelConfig; and a Config back to
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import tomllib
 from collections.abc import Collection, Mapping
@@ -131,7 +132,24 @@ def load_config(
                 raise LmforgeError(f"override {item} has no value: give {item}=VALUE (or {item} VALUE)")
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, COMMAND_LINE, from_text=True)
-    return config.validate() if validate else config
+    if not validate:
+        return config
+    try:
+        return config.validate()
+    except LmforgeError as e:  # a rule across keys names no file: say where the keys were set
+        raise LmforgeError(str(e) + _where_set(str(e), config.given)) from None
+
+
+def _where_set(message: str, given: dict[str, str]) -> str:
+    """' (model.n_embd and model.n_head from recipe.toml)' for the keys a message names that a
+    file set, where the message names no file itself; '' otherwise."""
+    files: dict[str, list[str]] = {}
+    for key in dict.fromkeys(re.findall(r"\b[a-z]+\.[a-z_0-9]+\b", message)):
+        source = given.get(key)
+        if source and source != COMMAND_LINE and source not in message:
+            files.setdefault(source, []).append(key)
+    return (" (" + "; ".join(f"{' and '.join(keys)} from {source}" for source, keys in files.items()) + ")"
+            if files else "")  # fmt: skip
 
 
 def config_from_text(text: str, source: str) -> Config:
