@@ -142,6 +142,14 @@ def test_noise_is_added_once_per_step_with_std_sigma_times_c(model: GPT) -> None
     assert abs(float(noise.mean())) < 0.1 * sigma * C
 
 
+def test_a_delta_above_one_over_n_is_warned_of(capsys: pytest.CaptureFixture[str]) -> None:
+    DPSGD(PrivacyConfig(enabled=True, noise_multiplier=1.0), 8, 800, 50)  # the default: 1e-5
+    DPSGD(PrivacyConfig(enabled=True, noise_multiplier=1.0, delta=1 / 800), 8, 800, 50)
+    assert capsys.readouterr().err == ""
+    DPSGD(PrivacyConfig(enabled=True, noise_multiplier=1.0, delta=0.5), 8, 800, 50)
+    assert "privacy.delta=0.5 is above 1/N = 1/800 (the examples sampled from)" in capsys.readouterr().err
+
+
 def test_target_epsilon_sets_opacus_noise_and_prv_counts_like_opacus(model: GPT) -> None:
     cfg = PrivacyConfig(enabled=True, target_epsilon=3.0, accountant="rdp")
     dp = DPSGD(cfg, 8, 800, 50)

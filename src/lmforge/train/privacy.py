@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -132,6 +133,13 @@ class DPSGD:
         self.cfg, self.batch_size, self.n_examples = cfg, batch_size, n_examples
         self.sample_rate = min(1.0, batch_size / n_examples)
         self.delta = cfg.delta or min(1e-5, 1.0 / n_examples)
+        if cfg.delta > 1.0 / n_examples:  # releasing one example whole meets such a delta
+            print(
+                f"lmforge: warning: privacy.delta={cfg.delta:g} is above 1/N = 1/{n_examples:,} (the"
+                " examples sampled from): the (epsilon, delta) bound then allows a record to leak whole;"
+                " the usual choice is at most 1/N (0, the default: min(1e-5, 1/N))",
+                file=sys.stderr,
+            )
         self.planned_steps = planned_steps
         self.noise_multiplier = cfg.noise_multiplier
         if cfg.target_epsilon > 0:
