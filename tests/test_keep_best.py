@@ -52,6 +52,25 @@ def test_the_export_is_the_lowest_val_loss_step(
         assert _same(exported, _weights(checkpoints / "step_00000006"))
 
 
+def test_a_tie_in_the_task_s_metric_goes_to_the_lower_val_loss(
+    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A translation run whose val_bleu stayed 0 kept its first evaluation as the model, the
+    least trained; a tie now goes to the lower val_loss, then the earlier step."""
+    scripted = iter([3.0, 1.0, 1.0])
+    real = LanguageModelling.evaluate
+
+    def evaluate(self: LanguageModelling, *args: object) -> dict[str, float]:
+        return {**real(self, *args), "val_loss": next(scripted), "val_score": 0.0}
+
+    monkeypatch.setattr(LanguageModelling, "evaluate", evaluate)
+    monkeypatch.setattr(LanguageModelling, "best_metric", "val_score")
+    run = tmp_path / "run"
+    summary = lmforge.train(None, [*tiny_overrides, *STEPS], out=run, quiet=True)
+    assert (summary["best_score"], summary["best_step"]) == (0.0, 4)
+    assert _same(_weights(run / "model"), _weights(run / "checkpoints" / "step_00000004"))
+
+
 @pytest.mark.parametrize("task", ["translation", "qa", "classification"])
 def test_keep_best_is_refused_where_it_would_change_nothing_or_flatter(task: str) -> None:
     with pytest.raises(LmforgeError, match=rf"train\.keep_best=true: {task} "):

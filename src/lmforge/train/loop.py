@@ -203,7 +203,9 @@ def _set_up(
                  "deepspeed_json": user_json(cfg.engine)}  # fmt: skip
     run.best = (task.best_metric, 1) if task.best_metric else ("val_loss", -1) if t.keep_best else None
     if run.best:
-        run.state.update(best_score=-math.inf, best_step=0)  # the metric times its sign: higher wins
+        # the metric times its sign: higher wins; a tie, the lower val_loss (BLEU 0 at every early
+        # evaluation kept the first one), then the earlier step
+        run.state.update(best_score=-math.inf, best_step=0, best_tie_loss=math.inf)
     run.privacy = build_privacy(cfg, task, engine)
     if last is not None and saved is not None:
         _restore(run, last, saved)
@@ -389,8 +391,9 @@ def _evaluate(run: Run) -> dict[str, float]:
     run.metrics = metrics
     t = run.cfg.train
     run.say(f"step {run.step:>6}/{t.max_steps} | " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    if run.best and (score := run.best[1] * metrics[run.best[0]]) > run.state["best_score"]:
-        run.state.update(best_score=score, best_step=run.step)
+    score, loss = run.best[1] * metrics[run.best[0]] if run.best else 0.0, metrics.get("val_loss", math.inf)
+    if run.best and (score, -loss) > (run.state["best_score"], -run.state.get("best_tie_loss", math.inf)):
+        run.state.update(best_score=score, best_step=run.step, best_tie_loss=loss)
         state = run.engine.full_state_dict()  # collective: every rank takes part
         if run.main:
             install_model_dir(run, run.run_dir / "best", state)
