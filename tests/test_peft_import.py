@@ -126,8 +126,69 @@ def test_what_a_plain_merge_cannot_reproduce_is_refused_in_one_line(tmp_path: Pa
         match=r"adapter_model.safetensors: 'model.layers.0.self_attn.q_proj.weight' names no tensor",
     ):
         import_hf(adapter, tmp_path / "out", base=other)
+    named = tmp_path / "named"
+    shutil.copytree(adapter, named / "myad")  # peft's save of an adapter not named "default"
+    with pytest.raises(
+        LmforgeError,
+        match=r"named: holds named PEFT adapters in folders of their own \(myad\): give one, e.g. .*/myad$",
+    ):
+        import_hf(named, tmp_path / "out", base=base)
     with pytest.raises(LmforgeError, match=r"--base .*: is for a PEFT adapter folder"):
         import_hf(base, tmp_path / "out", base=other)
     assert not (tmp_path / "out").exists()
     shutil.rmtree(base)
     assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_a_conv1d_change_is_transposed_whatever_the_saved_fan_in_fan_out(tmp_path: Path) -> None:
+    """peft sets fan_in_fan_out per layer (Conv1D on, Linear off) and saves the last value: an
+    untied GPT-2 adapted on attn.c_proj and lm_head says false, and c_proj (square) merged
+    untransposed, 2.5 off in the logits, exit 0."""
+    import transformers
+    from safetensors.torch import load_file
+
+    from lmforge.formats.peft_import import CONV1D, merge
+
+    config = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=VOCAB,
+                                     tie_word_embeddings=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    wrapped = peft.get_peft_model(
+        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["attn.c_proj", "lm_head"])
+    )
+    with torch.no_grad():
+        for name, param in wrapped.named_parameters():
+            if "lora_" in name:
+                param.add_(torch.randn_like(param) * 0.05)
+    wrapped.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["fan_in_fan_out"] is False  # the last layer peft met: lm_head, a Linear
+    weights = tmp_path / "adapter" / "adapter_model.safetensors"
+    assert merge(state, saved, load_file(str(weights)), weights, None, CONV1D["gpt2"]) == 3
+    expected = wrapped.merge_and_unload().state_dict()
+    for name in (
+        "transformer.h.0.attn.c_proj.weight",
+        "transformer.h.1.attn.c_proj.weight",
+        "lm_head.weight",
+    ):
+        assert (state[name] - expected[name]).abs().max() < 1e-6, name
+
+
+def test_a_lora_run_as_the_base_is_refused_naming_its_base(tmp_path: Path) -> None:
+    """Its model is its base with its adapters merged in: an adapter exported from it, merged
+    onto it, counted twice (exit 0)."""
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    make_hf_model("llama", tmp_path / "base")
+    import_hf(tmp_path / "base", tmp_path / "run" / "model-base")
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        shutil.copy(tmp_path / "run" / "model-base" / name, tmp_path / "run" / "model" / name)
+    (tmp_path / "run" / "model" / "lora.json").write_text(
+        json.dumps({"lora": {}, "base": {"path": str(tmp_path / "run" / "model-base"), "sha256": {}}})
+    )
+    _, _, adapter = _adapter(tmp_path / "a", "llama", {"target_modules": ["q_proj"]})
+    with pytest.raises(
+        LmforgeError,
+        match=r"a LoRA run, whose model holds its own adapters .*: give the base it trained on, .*base$",
+    ):
+        import_hf(adapter, tmp_path / "out", base=tmp_path / "run")

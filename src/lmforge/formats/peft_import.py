@@ -2,8 +2,8 @@
 with peft (adapter_config.json + adapter_model.safetensors or .bin) into its base model and writes
 the result as any import does.
 
-Each adapted weight becomes W + scale * B A (transposed for GPT-2's Conv1D, `fan_in_fan_out`, and
-for embeddings, as PEFT's get_delta_weight), scale = lora_alpha / r, or lora_alpha / sqrt(r) with
+Each adapted weight becomes W + scale * B A (transposed for GPT-2's Conv1D layers and for
+embeddings, as PEFT's get_delta_weight), scale = lora_alpha / r, or lora_alpha / sqrt(r) with
 `use_rslora`; r is the adapter's own (its A's rows: `rank_pattern` included) and alpha follows
 `alpha_pattern` by PEFT's match rule. Tensors saved whole (`modules_to_save`, `bias="all"`)
 replace the base's. The merge runs in Hugging Face's tensor names, where PEFT's keys live, so it
@@ -28,8 +28,10 @@ from safetensors.torch import save_file
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import PEFT_ADAPTER, read_json, resolve_model_dir
+from lmforge.formats.peft import LORA_FILE, read_lora_file
 
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+CONV1D = {"gpt2": ("c_attn", "c_proj", "c_fc")}  # transformers' Conv1D layers, by model type
 _PREFIX = "base_model.model."
 _LORA = re.compile(r"(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.weight)?")
 # what an HF model folder holds beside its weights: copied into the merged folder
@@ -120,10 +122,17 @@ def _pattern_value(pattern: Any, module: str, default: float) -> float:
     return default
 
 
-def merge(state: dict[str, torch.Tensor], config: dict[str, Any], tensors: dict[str, torch.Tensor],
-          weights: Path, tied: tuple[int, int] | None = None) -> int:  # fmt: skip
+def merge(
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    weights: Path,
+    tied: tuple[int, int] | None = None,
+    conv1d: tuple[str, ...] = (),
+) -> int:
     """Fold the adapter into `state` (the base's HF tensors), in place. Returns modules merged.
-    `tied`: the (vocab, width) of an embedding the output layer shares, where the base ties them."""
+    `tied`: the (vocab, width) of an embedding the output layer shares, where the base ties them;
+    `conv1d`: the base's module names that are Conv1D (stored (in, out): their change transposed)."""
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     names = set(state)
 
@@ -151,7 +160,6 @@ def merge(state: dict[str, torch.Tensor], config: dict[str, Any], tensors: dict[
             if not torch.equal(state[target], value.to(state[target].dtype)):
                 check_untied(target)
                 state[target] = value.to(state[target].dtype)
-    fan_in_fan_out = bool(config.get("fan_in_fan_out"))
     for module, parts in sorted(pairs.items()):
         embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts
         a, b = (parts.get("lora_embedding_A"), parts.get("lora_embedding_B")) if embedding else (
@@ -162,7 +170,9 @@ def merge(state: dict[str, torch.Tensor], config: dict[str, Any], tensors: dict[
         alpha = _pattern_value(config.get("alpha_pattern"), module, float(config["lora_alpha"]))
         scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
         delta = b.float() @ a.float() * scale  # (out, in); an embedding's (dim, vocab)
-        if embedding or fan_in_fan_out:
+        # by the layer, not the config's fan_in_fan_out: peft sets that per layer as it meets them
+        # (Conv1D on, Linear off), and the saved value is the last one's
+        if embedding or module.rsplit(".", 1)[-1] in conv1d:
             delta = delta.T
         target = _find(f"{module}.weight", names, weights, tied)
         check_untied(target)
@@ -195,6 +205,12 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
     source = base_folder(adapter, config, base)
     if not (source / "config.json").is_file():  # a run: its model/ or newest checkpoint
         source = resolve_model_dir(source)
+    if (source / LORA_FILE).is_file():  # its model is its base with its own adapters merged in
+        _, trained_on = read_lora_file(source)
+        raise LmforgeError(
+            f"{source}: a LoRA run, whose model holds its own adapters merged in (merged again, an"
+            f" adapter exported from it would count twice): give the base it trained on, {trained_on['path']}"
+        )
     if is_hf_type(read_json(source / "config.json", "model config").get("model_type")):
         hf = source
     else:  # an lmforge model directory: its tensors under HF's names
@@ -202,7 +218,8 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
         hf.mkdir()
         _export_into(hf, source)
     state, _ = read_hf_weights(hf)
-    merged_modules = merge(state, config, tensors, weights, _tied(hf))
+    model_type = read_json(hf / "config.json", "model config").get("model_type")
+    merged_modules = merge(state, config, tensors, weights, _tied(hf), CONV1D.get(model_type, ()))
     out = tmp / "merged"
     out.mkdir()
     for path in hf.iterdir():
