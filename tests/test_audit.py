@@ -116,6 +116,13 @@ def test_the_model_scorer_is_the_secret_tokens_nll(char_tokenizer: Tokenizer, bo
     expected = -sum(float(logp[i - 1, ids[i]]) for i in range(n_ctx, len(ids)))
     got = model_scorer(model, char_tokenizer, canaries, batch_size=1)([text, canaries.text([0, 0, 0])])
     assert got[0] == pytest.approx(expected, rel=1e-5)
+    if bos:  # data prepared before 2026-12-06 (meta.json without document_start) planted none
+        plain = [char_tokenizer.eos_id, *char_tokenizer.encode(text)]
+        with torch.no_grad():
+            logp = F.log_softmax(model(torch.tensor([plain]))[0, :-1], dim=-1)
+        old = -sum(float(logp[i - 1, plain[i]]) for i in range(n_ctx - 1, len(plain)))
+        got = model_scorer(model, char_tokenizer, canaries, batch_size=1, start=[])([text])
+        assert got[0] == pytest.approx(old, rel=1e-5) and abs(old - expected) > 1e-3
 
 
 def test_extraction_counts_a_true_continuation_and_not_a_false_one() -> None:

@@ -212,7 +212,9 @@ def test_train_init_from_hf_dir(tmp_path: Path, corpus: Path) -> None:
         assert torch.allclose(a, b, atol=1e-6), name
 
 
-def test_raw_text_for_a_bos_tokenizer_is_prepared_as_it_reads_text(tmp_path: Path) -> None:
+def test_raw_text_for_a_bos_tokenizer_is_prepared_as_it_reads_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A Llama-style tokenizer puts a BOS before every text: prep writes each document as
     BOS, its ids, EOS (it wrote EOS alone, so the model trained on another layout than eval,
     generate and the model's own pretraining read)."""
@@ -234,6 +236,7 @@ def test_raw_text_for_a_bos_tokenizer_is_prepared_as_it_reads_text(tmp_path: Pat
     _, tokenizer = lmforge.load(hf_dir)
     eos = tokenizer.eos_id
     assert meta["document_start"] == [5] and meta["eos_id"] == eos
+    assert tokenizer.token_bytes()[5] == 0  # an ordinary token marked BOS is no text byte
     stream = np.concatenate(
         open_split(tmp_path / "run" / "data", "train") + open_split(tmp_path / "run" / "data", "val")
     )
@@ -243,6 +246,27 @@ def test_raw_text_for_a_bos_tokenizer_is_prepared_as_it_reads_text(tmp_path: Pat
     for piece in pieces:
         assert piece[0] == 5 and piece[-1] == eos and 5 not in piece[1:]
         assert tuple(int(i) for i in piece[1:-1]) in texts
+    # data prepared before 2026-12-06 (no BOS, no document_start) trains with a warning saying so
+    old = tmp_path / "run" / "data" / "meta.json"
+    old.write_text(
+        json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "document_start"})
+    )
+    capsys.readouterr()
+    again = [
+        "train",
+        "--out",
+        str(tmp_path / "again"),
+        "--init-from",
+        str(hf_dir),
+        f"--data.input={old.parent}",
+    ]
+    assert (
+        main([*again, "--train.max_steps=1", "--train.batch_size=2", "--train.eval_batches=1", "--quiet"])
+        == 0
+    )
+    assert (
+        "its documents start without [5], which the tokenizer puts before a text" in capsys.readouterr().err
+    )
 
 
 def test_cli_import_export_and_hf_dir_in_generate_and_pipeline(

@@ -179,9 +179,11 @@ class Tokenizer:
     def token_bytes(self) -> list[int]:
         """UTF-8 bytes each token stands for (0 for specials): the denominator of bits per byte.
         Specials are lmforge's and every special token of the tokenizer (SmolLM2's `<|im_end|>`,
-        Llama 3's `<|end_of_text|>`: their names' characters were counted as text bytes)."""
+        Llama 3's `<|end_of_text|>`: their names' characters were counted as text bytes), and the
+        ids the post-processor puts around a text (a BOS prep writes before each document)."""
         added = self.hf.get_added_tokens_decoder()
         specials = {self.hf.token_to_id(s) for s in BPE_SPECIALS} | {i for i, t in added.items() if t.special}
+        specials |= {i for ids in self.text_affixes() for i in ids}
         sizes = []
         for i in range(self.vocab_size):
             token = self.hf.id_to_token(i) or ""

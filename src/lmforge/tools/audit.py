@@ -61,9 +61,11 @@ def _prepared(path: Path, tokenizer: Tokenizer, split: str) -> Documents:
     return Documents.from_stream(ids, eos)
 
 
-def _files(data: Any, tokenizer: Tokenizer, text_field: str, label: str) -> Documents:
+def _files(
+    data: Any, tokenizer: Tokenizer, text_field: str, label: str, start: list[int] | None = None
+) -> Documents:
     report = Report()
-    start = tokenizer.text_affixes()[0]  # Llama's BOS: as prep writes a document
+    start = tokenizer.text_affixes()[0] if start is None else start  # Llama's BOS: as prep writes one
     docs = [start + tokenizer.encode(d.text) for d in read_documents(data, text_field, report) if d.text]
     if not docs:  # else the table would only say no document is long enough
         names = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
@@ -147,12 +149,14 @@ def audit(
             " lower --prefix-tokens or --k"
         )
     single = data[0] if isinstance(data, list) and len(data) == 1 else data
+    doc_start = None  # the tokenizer's, for text files; prepared data's own (none before 2026-12-06)
     if isinstance(single, str | Path) and is_prepared(single):
+        doc_start = [int(i) for i in read_meta(single).get("document_start", [])]
         train = _prepared(Path(single), tokenizer, "train")
         held = (
             _prepared(Path(single), tokenizer, "val")
             if heldout is None
-            else _files(heldout, tokenizer, text_field, "heldout")
+            else _files(heldout, tokenizer, text_field, "heldout", doc_start)
         )
         found = Path(single) / CANARIES_FILE
         canaries = canaries if canaries is not None else (found if found.is_file() else None)
@@ -175,7 +179,7 @@ def audit(
     if canary_set is not None:
         n = canary_set.candidates if canary_set.candidates <= exact_limit else candidates
         _say(quiet, f"exposure: {len(canary_set.canaries)} canaries, {n:,} candidates to score")
-        scorer = model_scorer(net, tokenizer, canary_set, batch_size=max(batch_size, 256))
+        scorer = model_scorer(net, tokenizer, canary_set, batch_size=max(batch_size, 256), start=doc_start)
         result["exposure"] = {"file": str(canaries)} | exposures(
             scorer, canary_set, exact_limit, candidates, seed
         )

@@ -38,11 +38,18 @@ Scorer = Callable[[list[str]], np.ndarray]
 """Canary texts -> the negative log-likelihood (nats) of each one's secret after its prefix."""
 
 
-def model_scorer(model: GPT, tokenizer: Tokenizer, canaries: CanarySet, batch_size: int = 256) -> Scorer:
-    """A Scorer from a decoder: context = EOS and the tokenizer's text start (Llama's BOS): a
-    canary is a document of its own, as prep plants it; then the prefix."""
+def model_scorer(
+    model: GPT,
+    tokenizer: Tokenizer,
+    canaries: CanarySet,
+    batch_size: int = 256,
+    start: list[int] | None = None,
+) -> Scorer:
+    """A Scorer from a decoder: context = EOS and a document's start (`start`, the prepared data's
+    meta.json document_start; default the tokenizer's text start, Llama's BOS): a canary is a
+    document of its own, as prep plants it; then the prefix."""
     head = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
-    head += tokenizer.text_affixes()[0]
+    head += tokenizer.text_affixes()[0] if start is None else start
     # "my secret code is" without its trailing space: byte-level BPE glues the space to the digit
     context = head + tokenizer.encode(canaries.prefix.rstrip())
     n_ctx = len(context)

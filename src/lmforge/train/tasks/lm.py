@@ -7,6 +7,7 @@ held-out windows. The export is the last step's model.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,14 @@ def prepared_data(setup: Setup, init: tuple[Any, Any] | None) -> tuple[Path, dic
         raise LmforgeError(
             f"{data_dir}: tokenized with another tokenizer than train.init_from={cfg.train.init_from!r}"
             " (give raw text as data.input to tokenize it with the model's)"
+        )
+    start = tokenizer.text_affixes()[0] if cfg.data.task != "translation" else []
+    if start and meta.get("document_start") != start and engine.rank == 0:  # prep before 2026-12-06
+        print(
+            f"lmforge: warning: {data_dir}: its documents start without {start}, which the tokenizer puts"
+            " before a text (Llama's BOS: its model never read a document without it): prepare the data"
+            " again (lmforge prep, or raw text as data.input) for that layout",
+            file=sys.stderr,
         )
     if cfg.model.vocab_size == 0:
         cfg.model.vocab_size = meta["vocab_size"]
