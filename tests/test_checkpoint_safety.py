@@ -248,7 +248,7 @@ def test_a_refused_change_is_named_before_a_rule_across_keys(run: Path) -> None:
     privacy.enabled is false ... leave the key out': a key the user never set, from the run."""
     before = snapshot(run)
     with pytest.raises(LmforgeError, match="--resume cannot change") as e:
-        _train(resume=run, overrides=["--model.n_layer=3", "--model.n_embd=31"])  # 31 % 2 heads: a rule
+        _train(resume=run, overrides=["--model.n_layer", "3", "--model.n_embd=31"])  # 31 % 2 heads: a rule
     assert "model.n_layer=3 (the run has model.n_layer=2)" in str(e.value)
     assert "model.n_embd=31 (the run has" in str(e.value)
     assert_kept(run, before)

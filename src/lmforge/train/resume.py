@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import Config, TrainConfig, config_from_text, load_config
+from lmforge.config import (
+    Config,
+    TrainConfig,
+    as_overrides,
+    config_from_text,
+    joined_overrides,
+    load_config,
+)
 from lmforge.data.shards import is_prepared
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.marian import load_translation_tokenizer
@@ -68,7 +75,7 @@ def resume_run(
     try:
         cfg = load_config(run_dir / "config.toml", overrides)
     except LmforgeError:  # a refused change first: a rule across keys would blame one the run set
-        _refuse_named(run_dir, saved, overrides or [], edited)
+        _refuse_named(run_dir, saved, joined_overrides(as_overrides(overrides)), edited)
         raise
     refused = [
         f"{key}={new!r} (the run has {key}={old!r})"
