@@ -251,6 +251,9 @@ def test_a_refused_change_is_named_before_a_rule_across_keys(run: Path) -> None:
         _train(resume=run, overrides=["--model.n_layer", "3", "--model.n_embd=31"])  # 31 % 2 heads: a rule
     assert "model.n_layer=3 (the run has model.n_layer=2)" in str(e.value)
     assert "model.n_embd=31 (the run has" in str(e.value)
+    # the saved value written otherwise is no change: the rule's own error comes through
+    with pytest.raises(LmforgeError, match=r"^train.min_lr=0.5 is above train.lr=0.001"):
+        _train(resume=run, overrides=["--train.lr=1e-3", "--train.min_lr=0.5"])
     assert_kept(run, before)
 
 

@@ -68,6 +68,11 @@ def test_a_jsonl_file_gives_its_text_field(models: dict[str, Path], tmp_path: Pa
     for name in ("r.ndjson", "R.JSONL", "r.json"):
         (tmp_path / name).write_text('{"id": 1, "text": "the king"}\n')
         assert read_texts(tmp_path / name) == ["the king"]
+    (tmp_path / "array.json").write_text('[\n{"text": "the king"}\n]\n')
+    with pytest.raises(
+        LmforgeError, match=r"array.json:1: .*\(a .json file is read as JSON Lines: one object a line"
+    ):
+        read_texts(tmp_path / "array.json")
     (tmp_path / "e.jsonl").write_text('{"text": "a"}\n{"text": "  "}\n')
     with pytest.raises(LmforgeError, match=r"e.jsonl:2: 'text' is \"  \", not a text"):
         read_texts(tmp_path / "e.jsonl")

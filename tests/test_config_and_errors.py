@@ -76,6 +76,12 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
             ["--model.n_head=4"],
             r"by model.n_head=4 \(model.n_embd from .*r.toml\)$",
         ),
+        # a key the message names without its value: nothing attributed (epochs came from the command line)
+        (
+            "[train]\nmax_minutes = 5\n",
+            ["--train.epochs=-1"],
+            r"^train.max_minutes and train.epochs must be >= 0$",
+        ),
         ("", ["--train.min_lr=0.1"], r"train.min_lr=0.1 is above train.lr=0.001, where the cosine would end"),
         ("", ["--train.min_lr=-1"], r"train.min_lr=-1 must be >= 0"),
         ("", ["--train.max_steps=0"], r"train.max_steps=0 must be > 0"),

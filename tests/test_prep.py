@@ -275,6 +275,11 @@ def test_a_folder_a_glob_matches_is_read_and_a_link_loop_is_named_not_a_tracebac
     assert report["documents_out"] == 2 and report["problems"] == {"unreadable": 2}
     [note] = report["input_notes"]
     assert all(str(raw / f"note{n}.rst") in note for n in range(7)) and ", ..." not in note
+    # two links looping back: Python's ** glob multiplied the paths without end (3 GB, 10 minutes)
+    (raw / "loop").symlink_to(raw)
+    (raw / "sub" / "up").symlink_to(raw)
+    with pytest.raises(LmforgeError, match=r"the \*\* glob goes round folder links that loop back"):
+        prep(f"{raw}/**", tmp_path / "loops", "char", stages="none")
 
 
 def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(

@@ -137,16 +137,20 @@ def load_config(
     try:
         return config.validate()
     except LmforgeError as e:  # a rule across keys names no file: say where the keys were set
-        raise LmforgeError(str(e) + _where_set(str(e), config.given)) from None
+        raise LmforgeError(str(e) + _where_set(str(e), config)) from None
 
 
-def _where_set(message: str, given: dict[str, str]) -> str:
-    """' (model.n_embd and model.n_head from recipe.toml)' for the keys a message names that a
-    file set, where the message names no file itself; '' otherwise."""
+def _where_set(message: str, config: Config) -> str:
+    """' (model.n_embd and model.n_head from recipe.toml)' for the keys a message states with
+    their values (`model.n_embd=31`, not a hint's `train.schedule=linear`) that a file set, where
+    the message names no file itself; '' otherwise."""
     files: dict[str, list[str]] = {}
-    for key in dict.fromkeys(re.findall(r"\b[a-z]+\.[a-z_0-9]+\b", message)):
-        source = given.get(key)
-        if source and source != COMMAND_LINE and source not in message:
+    for key in dict.fromkeys(re.findall(r"\b([a-z]+\.[a-z_0-9]+)=", message)):
+        source = config.given.get(key)
+        section, _, name = key.partition(".")
+        value = getattr(getattr(config, section, None), name, None)
+        stated = f"{key}={value}" in message or f"{key}={value!r}" in message
+        if source and source != COMMAND_LINE and source not in message and stated:
             files.setdefault(source, []).append(key)
     return (" (" + "; ".join(f"{' and '.join(keys)} from {source}" for source, keys in files.items()) + ")"
             if files else "")  # fmt: skip

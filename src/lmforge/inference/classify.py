@@ -97,7 +97,9 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
         try:
             text = json.loads(line)[text_field]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise LmforgeError(f"{path}:{n}: needs JSON with {text_field!r} ({e})") from None
+            lines = " (a .json file is read as JSON Lines: one object a line, not an array)" if (
+                suffixes(path)[0] == ".json") else ""  # fmt: skip
+            raise LmforgeError(f"{path}:{n}: needs JSON with {text_field!r} ({e}){lines}") from None
         if not isinstance(text, str) or not text.strip():
             raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
         texts.append(text)

@@ -229,9 +229,11 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
     # the counters go on; "kernels" stays what this run chose (train.compile may differ from the
     # checkpoint's), and so does the DeepSpeed JSON, which may have been edited: said, as it changes steps
     now = run.state["deepspeed_json"]
-    then = saved.get("deepspeed_json", now)  # checkpoints from before 2026-12-06 kept none
-    if now is not None and then != now and run.main:
-        keys = ", ".join(changed_keys(then or {}, now))
+    then = saved.get(
+        "deepspeed_json"
+    )  # None: another engine, no JSON, or a checkpoint from before 2026-12-06
+    if now is not None and then is not None and then != now and run.main:
+        keys = ", ".join(changed_keys(then, now))
         print(f"lmforge: note: {run.cfg.engine.deepspeed_config} differs from the DeepSpeed JSON"
               f" {last.name} was trained with ({keys}): the steps from here may differ from an"
               " uninterrupted run's", file=sys.stderr)  # fmt: skip

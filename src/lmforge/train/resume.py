@@ -134,9 +134,13 @@ def _refuse_named(run_dir: Path, saved: Config, overrides: list[str], edited: st
         section, _, name = key.partition(".")
         if not word.startswith("--") or not name or resumable(key):
             continue
-        old = getattr(getattr(saved, section, None), name, text)
-        if text.strip().lower() != str(old).lower():  # given as it was is no change
-            named.append(f"{key}={text} (the run has {key}={old!r})")
+        try:  # the value as load_config reads it: 1e-3 is 0.001, 1 is true, ./x is x
+            new = getattr(getattr(load_config(None, [word], validate=False), section), name)
+        except LmforgeError:
+            continue  # its own error is the one to give
+        old = getattr(getattr(saved, section), name)
+        if new != old and not _same_path(old, new):
+            named.append(f"{key}={new!r} (the run has {key}={old!r})")
     if named:
         raise LmforgeError(
             f"{run_dir}: --resume cannot change {'; '.join(named)}{edited}; see 'What may change on"
