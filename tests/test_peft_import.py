@@ -192,3 +192,24 @@ def test_a_lora_run_as_the_base_is_refused_naming_its_base(tmp_path: Path) -> No
         match=r"a LoRA run, whose model holds its own adapters .*: give the base it trained on, .*base$",
     ):
         import_hf(adapter, tmp_path / "out", base=tmp_path / "run")
+
+
+def test_a_head_saved_whole_onto_a_bare_body_says_which_base_to_give(tmp_path: Path) -> None:
+    """peft's classification adapters save their new head whole (modules_to_save): merged onto
+    the bare body, the line said only "'classifier.bias' names no tensor of the base model"."""
+    import transformers
+
+    body = tmp_path / "body"
+    make_hf_model("bert", body)
+    config = transformers.BertConfig.from_pretrained(body, num_labels=2)
+    torch.manual_seed(0)
+    classifier = transformers.BertForSequenceClassification(config).eval()
+    wrapped = peft.get_peft_model(
+        classifier, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query"], task_type="SEQ_CLS")
+    )
+    wrapped.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(
+        LmforgeError,
+        match=r"names no tensor of the base model: a module the adapter trains whole, such as a task head",
+    ):
+        import_hf(tmp_path / "adapter", tmp_path / "out", base=body)

@@ -103,13 +103,20 @@ def base_folder(adapter: Path, config: dict[str, Any], base: str | Path | None) 
     )
 
 
-def _find(name: str, names: set[str], weights: Path, tied: tuple[int, int] | None) -> str:
+def _find(
+    name: str, names: set[str], weights: Path, tied: tuple[int, int] | None, whole: bool = False
+) -> str:
     """The base tensor a PEFT name stands for: the same name, or one that differs by a leading
-    module (a GPT-2 saved with or without its `transformer.`)."""
+    module (a GPT-2 saved with or without its `transformer.`). `whole`: a tensor the adapter saved
+    whole (modules_to_save: peft's classification and QA adapters save their new head so)."""
     found = [n for n in names if n == name or n.endswith("." + name) or name.endswith("." + n)]
     if len(found) != 1:
         what = "no tensor" if not found else f"{len(found)} tensors ({', '.join(sorted(found)[:3])})"
-        why = " (its output layer is the embedding: tie_word_embeddings)" if tied and not found else ""
+        tied_head = tied and not found and "lm_head" in name
+        why = " (its output layer is the embedding: tie_word_embeddings)" if tied_head else ""
+        if whole and not found and not tied_head:
+            why = (": a module the adapter trains whole, such as a task head: give the base that has it"
+                   " (a ...ForSequenceClassification with the same labels), not the bare body")  # fmt: skip
         raise LmforgeError(f"{weights}: {name!r} names {what} of the base model{why}")
     return found[0]
 
@@ -151,7 +158,7 @@ def merge(
         elif "lora_" in name:  # DoRA magnitudes and other adapter parts a plain merge cannot fold in
             raise LmforgeError(f"{weights}: {key!r} is not a LoRA A or B matrix; lmforge cannot merge it")
         else:  # modules_to_save, bias="all", an adapted embedding's own (save_embedding_layers): whole
-            target = _find(name.replace(".base_layer.", "."), names, weights, tied)
+            target = _find(name.replace(".base_layer.", "."), names, weights, tied, whole=True)
             if state[target].shape != value.shape:
                 raise LmforgeError(
                     f"{weights}: {key!r} is {tuple(value.shape)}, the base's {target!r}"
