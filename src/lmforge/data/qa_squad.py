@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.sources import READ_ERRORS, open_text
+from lmforge.data.sources import JSON_LINES, READ_ERRORS, open_text, suffixes
 from lmforge.errors import LmforgeError
 
 
@@ -56,7 +56,7 @@ class SquadFile:
         return None
 
 
-JSON_LINES = (
+JSON_LINES_READ = (
     "{path}: JSON Lines (one object a line) is not read for QA: give SQuAD's JSON, one object with a"
     " 'data' list (docs/question-answering.md)"
 )
@@ -71,13 +71,13 @@ def load_squad_json(path: str | Path) -> dict[str, Any]:
         raise LmforgeError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and e.lineno > 1:  # a second object on a later line
-            raise LmforgeError(JSON_LINES.format(path=path)) from None
+            raise LmforgeError(JSON_LINES_READ.format(path=path)) from None
         raise LmforgeError(f"{path}: not readable SQuAD JSON: {e}") from None
     except READ_ERRORS as e:  # ValueError: bad UTF-8 too
         raise LmforgeError(f"{path}: not readable SQuAD JSON: {e}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
-        if ".jsonl" in [s.lower() for s in path.suffixes]:  # one line of JSON Lines parses whole
-            raise LmforgeError(JSON_LINES.format(path=path))
+        if suffixes(path)[0] in JSON_LINES:  # one line of JSON Lines parses whole
+            raise LmforgeError(JSON_LINES_READ.format(path=path))
         raise LmforgeError(f"{path}: SQuAD JSON needs a top-level object with a 'data' list")
     return raw
 

@@ -256,14 +256,14 @@ def import_hf(hf_dir: str | Path, out: str | Path, base: str | Path | None = Non
 
     folder = Path(hf_dir)
     named = [] if (folder / "config.json").exists() else sorted(folder.glob(f"*/{PEFT_ADAPTER}"))
-    if named and not is_peft_adapter(Path(hf_dir)):  # peft saves an adapter named other than default there
+    if named and not is_peft_adapter(folder):  # peft saves an adapter named other than default there
         raise LmforgeError(
             f"{hf_dir}: holds named PEFT adapters in folders of their own"
             f" ({', '.join(sorted(d.parent.name for d in named))}): give one, e.g. {named[0].parent}"
         )
-    if is_peft_adapter(Path(hf_dir)):
+    if is_peft_adapter(folder):
         with tempfile.TemporaryDirectory(prefix="lmforge-peft-") as tmp:
-            merged, used = merged_folder(Path(hf_dir), base, Path(tmp))
+            merged, used = merged_folder(folder, base, Path(tmp))
             return _import_folder(merged, out, owner, [hf_dir, used])
     if base is not None:
         raise LmforgeError(

@@ -192,13 +192,11 @@ def merge(
     return len(pairs)
 
 
-def _tied(hf: Path) -> tuple[int, int] | None:
+def _tied(raw: dict[str, Any], file: Path) -> tuple[int, int] | None:
     """(vocab, width) of the embedding where the base ties its output layer to it, as import reads
-    the config (formats/hf.py: each family's default where config.json says nothing)."""
+    its config.json `raw` (formats/hf.py: each family's default where the file says nothing)."""
     from lmforge.formats.hf import family_for
 
-    file = hf / "config.json"
-    raw = read_json(file, "model config")
     model = family_for(raw.get("model_type"), str(file)).config_in(raw, str(file))
     return (model.vocab_size, model.n_embd) if getattr(model, "tie_embeddings", False) else None
 
@@ -225,8 +223,9 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
         hf.mkdir()
         _export_into(hf, source)
     state, _ = read_hf_weights(hf)
-    model_type = read_json(hf / "config.json", "model config").get("model_type")
-    merged_modules = merge(state, config, tensors, weights, _tied(hf), CONV1D.get(model_type, ()))
+    raw = read_json(hf / "config.json", "model config")
+    conv1d = CONV1D.get(raw.get("model_type"), ())
+    merged_modules = merge(state, config, tensors, weights, _tied(raw, hf / "config.json"), conv1d)
     out = tmp / "merged"
     out.mkdir()
     for path in hf.iterdir():

@@ -82,7 +82,8 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
     any case, also compressed), every line of any other text file. Blank lines are skipped; a bad
     or empty record is named by line."""
     path = Path(path)
-    jsonl = suffixes(path)[0] in (*JSON_LINES, ".json")
+    kind = suffixes(path)[0]
+    jsonl = kind in (*JSON_LINES, ".json")
     if path.suffix.lower() in (".csv", ".tsv"):  # not read as columns: say so before the results
         print(f"lmforge: warning: {path}: read as plain text, one text a line (a header and every"
               " column included); JSON Lines picks a field (--text-field)", file=sys.stderr)  # fmt: skip
@@ -98,7 +99,7 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
             text = json.loads(line)[text_field]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             lines = " (a .json file is read as JSON Lines: one object a line, not an array)" if (
-                suffixes(path)[0] == ".json") else ""  # fmt: skip
+                kind == ".json") else ""  # fmt: skip
             raise LmforgeError(f"{path}:{n}: needs JSON with {text_field!r} ({e}){lines}") from None
         if not isinstance(text, str) or not text.strip():
             raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
