@@ -154,6 +154,7 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         "temperature": 0.7,
         "top_k": 50,
         "top_p": 1.0,
+        "repetition_penalty": 1.0,
     }
     set_generation(model, do_sample=False, temperature=0.3, top_k=7, max_new_tokens=9)
     spec = ChatSpec.read(model, load_model(model)[1])
@@ -163,6 +164,7 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         "temperature": 0.3,
         "top_k": 7,
         "top_p": 1.0,
+        "repetition_penalty": 1.0,
     }
     wins = spec.sampling(do_sample=True, top_k=None, max_new_tokens=3)
     assert (wins["do_sample"], wins["top_k"], wins["max_new_tokens"]) == (True, 7, 3)

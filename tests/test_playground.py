@@ -284,6 +284,7 @@ def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> N
     system = "You are a terse assistant."
     set_sampling(page, system=system)
     page.get_by_label("Top p").fill("0.9")
+    page.get_by_label("Repetition penalty").fill("1.2")
     page.get_by_label("Seed").fill("7")
     reply = send(page, "Who is the king?")
     stats = page.get_by_label("Chat statistics").text_content()
@@ -297,7 +298,13 @@ def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> N
     expect(page.get_by_role("tab", name="Completion")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_label("Model", exact=True)).to_have_value("gpt")
     expect(page.get_by_label("Prompt", exact=True)).to_have_value("ROMEO:")
-    settings = {"Temperature": "0", "Top p": "0.9", "Max tokens": "24", "Seed": "7"}
+    settings = {
+        "Temperature": "0",
+        "Top p": "0.9",
+        "Repetition penalty": "1.2",
+        "Max tokens": "24",
+        "Seed": "7",
+    }
     for label, value in settings.items():
         expect(page.get_by_label(label)).to_have_value(value)
     page.get_by_role("tab", name="Chat").click()
@@ -316,7 +323,7 @@ def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> N
         {"role": "assistant", "content": reply},
         {"role": "user", "content": "And the queen?"},
     ]
-    assert (sent["top_p"], sent["seed"]) == (0.9, 7)
+    assert (sent["top_p"], sent["repetition_penalty"], sent["seed"]) == (0.9, 1.2, 7)
 
     page.get_by_role("button", name="Clear conversation").click()
     reload(page)
@@ -327,7 +334,8 @@ def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> N
 
     page.get_by_role("button", name="Reset settings").click()
     reload(page)
-    defaults = {"Temperature": "0.7", "Top p": "1", "Max tokens": "256", "Seed": "", "System prompt": ""}
+    defaults = {"Temperature": "0.7", "Top p": "1", "Repetition penalty": "1", "Max tokens": "256",
+                "Seed": "", "System prompt": ""}  # fmt: skip
     for label, value in defaults.items():
         expect(page.get_by_label(label)).to_have_value(value)
 

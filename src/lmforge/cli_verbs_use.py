@@ -41,6 +41,8 @@ USE_VERBS: dict[str, Verb] = {
             opt("--temperature", "0 for greedy", type=float),
             opt("--top-k", "0 disables", type=int),
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
+            opt("--repetition-penalty", "above 1: tokens already in the text less likely (1 = off)",
+                type=float),
             opt("--seed", "sampling seed", type=int),
             opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false",
                 alt=False),
@@ -71,6 +73,8 @@ USE_VERBS: dict[str, Verb] = {
             opt("--temperature", "sampling temperature", type=float),
             opt("--top-k", "0 disables", type=int),
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
+            opt("--repetition-penalty", "above 1: tokens already in the text less likely (1 = off)",
+                type=float),
             opt("--seed", "sampling seed", type=int),
             opt("--dtype", "weights dtype", **DTYPE),
             opt("--compile", "decode replies through a compiled step (CPU; compiled or loaded at the"

@@ -19,8 +19,21 @@ from lmforge.formats.directory import read_json
 CHAT_TEMPLATE = "chat_template.jinja"
 GENERATION_CONFIG = "generation_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
-# generation_config.json keys that are sampling defaults lmforge honours
-SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty")
+# generation_config.json keys that change transformers' decoding which lmforge does not apply, and
+# their values that change nothing (chat and the text-generation pipeline name any other in a note)
+UNAPPLIED: dict[str, tuple[object, ...]] = {
+    "no_repeat_ngram_size": (None, 0),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "min_p": (None, 0),
+    "typical_p": (None, 1),
+    "epsilon_cutoff": (None, 0),
+    "eta_cutoff": (None, 0),
+    "encoder_repetition_penalty": (None, 1),
+    "bad_words_ids": (None, []),
+    "suppress_tokens": (None, []),
+    "sequence_bias": (None, {}),
+}
 
 
 def read_chat_template(directory: Path) -> str | None:

@@ -6,8 +6,8 @@ add_generation_prompt=True)` renders it (inference/chat_template.py), with the t
 tokens (bos_token, eos_token, ...) as template variables; a conversation ending in an assistant
 message is continued, as transformers' pipeline does (continue_final_message). Sampling defaults
 are transformers' text-generation pipeline's (max_new_tokens 256, do_sample, temperature 0.7,
-top_k 50, top_p 1), overridden by the directory's generation_config.json, overridden by the
-caller's keywords. Decoding stops at any end-of-turn id (formats/chat_files.stop_ids).
+top_k 50, top_p 1, repetition_penalty 1), overridden by the directory's generation_config.json,
+overridden by the caller's keywords. Decoding stops at any end-of-turn id (formats/chat_files.stop_ids).
 
 In `lmforge chat` a message that cannot be answered (longer than the model's context, not valid
 UTF-8, ...) is one line on stderr and is left out of the history; the session goes on. When the
@@ -29,8 +29,8 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import (
     GENERATION_CONFIG,
-    SAMPLING_KEYS,
     TOKENIZER_CONFIG,
+    UNAPPLIED,
     read_chat_template,
     read_generation_config,
     stop_ids,
@@ -54,6 +54,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "temperature": 0.7,
     "top_k": 50,
     "top_p": 1.0,
+    "repetition_penalty": 1.0,  # GenerationConfig's: off
 }
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of a continued message
@@ -138,8 +139,8 @@ class ChatSpec:
         return {"tools": None, "documents": None, **self.variables}
 
     def sampling(self, **given: Any) -> dict[str, Any]:
-        """max_new_tokens, do_sample, temperature, top_k, top_p: the caller's (not None) over
-        generation_config.json's over transformers' pipeline defaults, each checked."""
+        """max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty: the caller's
+        (not None) over generation_config.json's over transformers' pipeline defaults, each checked."""
         out = dict(PIPELINE_DEFAULTS)
         for key in PIPELINE_DEFAULTS:
             value = self.generation.get(key)
@@ -149,11 +150,7 @@ class ChatSpec:
                 except LmforgeError as e:
                     raise LmforgeError(f"{self.directory / GENERATION_CONFIG}: {e}") from None
                 out[key] = value
-        unused = {
-            k: self.generation[k]
-            for k in SAMPLING_KEYS
-            if k not in out and self.generation.get(k) not in (None, 1.0)
-        }
+        unused = {k: v for k, v in self.generation.items() if k in UNAPPLIED and v not in UNAPPLIED[k]}
         if unused:
             print(
                 f"lmforge: note: {self.directory / GENERATION_CONFIG}: {unused} not applied", file=sys.stderr
@@ -231,12 +228,14 @@ def chat(
     seed: int | None = None,
     dtype: str = "auto",
     compile: bool | str = "auto",
+    repetition_penalty: float | None = None,
 ) -> None:
     """Chat with a model directory that has a chat template. Replies stream to stdout; the
     history is kept; `/reset` clears it (the system prompt stays), `/exit` quits. When stdin is not
     a terminal, each line is one user message and stdout holds only the replies, one after the
     other, each ending in a newline. Sampling defaults: transformers' (256 new tokens, sampling at
-    temperature 0.7, top_k 50), then the model's generation_config.json, then these options.
+    temperature 0.7, top_k 50, no repetition penalty), then the model's generation_config.json, then
+    these options.
     A message that cannot be answered is one line on stderr, left out of the history, and the
     session goes on (from stdin, the exit status is then 2: an error at the end counts them); a
     conversation longer than the context loses its oldest turns, with one line saying so.
@@ -255,8 +254,9 @@ def chat(
         [*start, {"role": "user", "content": "hello"}]
     )  # no template, or one refusing a system prompt
     options = spec.sampling(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
-    )
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty,
+    )  # fmt: skip
     taken = len(tokenizer.encode(opening)) if system is not None else 0
     if taken > net.config.block_size:  # no message would fit
         raise LmforgeError(
@@ -333,6 +333,7 @@ def chat(
                 seed=None if seed is None else seed + turn,
                 on_token=stream,
                 compile=compile,
+                repetition_penalty=options["repetition_penalty"],
             )
         except LmforgeError as e:  # this message only: the session and its history go on
             print(f"lmforge: not answered: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Decoding: greedy, temperature, top-k, top-p; KV cache; streaming; batched prompts.
+"""Decoding: greedy, temperature, top-k, top-p, repetition penalty; KV cache; streaming; batched
+prompts.
 
 `generate_ids` works on token ids; `generate` is the text-level function behind
 `lmforge generate`. Past the model's context, decoding slides a window over the last
@@ -59,6 +60,27 @@ def sample_next(
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
+def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """logits (B, vocab) with every token of its row of seen (B, T) made less likely, as
+    transformers' repetition_penalty (CTRL's): a positive logit divided by penalty, a negative one
+    multiplied, once per token however often it occurs; in float32, as transformers scores them.
+    Applied before temperature, top-k and top-p, and to greedy decoding too."""
+    logits = logits.float()
+    if penalty == 1.0:
+        return logits
+    score = logits.gather(1, seen)
+    return logits.scatter(1, seen, torch.where(score < 0, score * penalty, score / penalty))
+
+
+def penalize_counts(
+    logits: torch.Tensor, new: torch.Tensor, frequency: float, presence: float
+) -> torch.Tensor:
+    """logits (1, vocab) less each token's count in new (T,) times frequency, and presence once
+    for any count: OpenAI's frequency and presence penalties, over the tokens generated so far."""
+    counts = torch.bincount(new, minlength=logits.size(-1))[None, : logits.size(-1)].float()  # (1, vocab)
+    return logits.float() - frequency * counts - presence * (counts > 0).float()
+
+
 @torch.inference_mode()
 def stream_ids(
     model: GPT,
@@ -71,12 +93,14 @@ def stream_ids(
     generator: torch.Generator | list[torch.Generator] | None = None,
     mask: torch.Tensor | None = None,
     compile: bool | str = False,
+    repetition_penalty: float = 1.0,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
     lengths come left-padded with mask (B, T) bool, True on real tokens; without one every row
     is real (the fast path: no mask, positions from 0). compile: one prompt's steps after the
     prefill run compiled (inference/compiled_decode.py); "auto": eager until this machine's
-    measurements say the compiled step pays back (inference/compile_choice.py)."""
+    measurements say the compiled step pays back (inference/compile_choice.py). repetition_penalty
+    weighs down each row's tokens so far, its prompt's and its own (penalize_repeats)."""
     context = model.config.block_size
     seq, real = prompt, mask
     auto = None
@@ -92,6 +116,9 @@ def stream_ids(
     cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
     for n in range(max_new_tokens):
+        if repetition_penalty != 1.0:  # a padded row's padding (left of its prompt) is no token of it
+            seen = seq if real is None else torch.where(real, seq, seq[:, -1:])
+            logits = penalize_repeats(logits, seen, repetition_penalty)
         token = sample_next(logits, temperature, top_k, top_p, generator)
         yield token
         if n + 1 == max_new_tokens:  # no step for a token nobody will read
@@ -197,6 +224,7 @@ def generate_ids(
     truncate: bool = False,
     on_token: OnToken | None = None,
     compile: bool | str = False,
+    repetition_penalty: float = 1.0,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
@@ -208,11 +236,12 @@ def generate_ids(
     streaming); when it returns True the row ends there (a stop string: inference/text_stream.py).
     compile: each prompt in turn, its steps compiled (inference/compiled_decode.py); "auto": one
     prompt switches to the compiled step once this machine's measurements say it pays back
-    (inference/compile_choice.py), several decode eagerly as one batch.
+    (inference/compile_choice.py), several decode eagerly as one batch. repetition_penalty: as
+    transformers' (penalize_repeats; 1 = off).
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        compile=compile,
+        compile=compile, repetition_penalty=repetition_penalty,
     )  # fmt: skip
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
@@ -228,14 +257,16 @@ def generate_ids(
             steps = stream_ids(
                 model, torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, top_p,
                 use_cache, None if generator is None else [generator[i]], None, compile=True,
+                repetition_penalty=repetition_penalty,
             )  # fmt: skip
             tell = None if on_token is None else functools.partial(_as_row, on_token, i)
             outputs += collect_tokens(steps, 1, stops, tell)
         return outputs
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(
-        model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask, compile
-    )
+        model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask, compile,
+        repetition_penalty,
+    )  # fmt: skip
     return collect_tokens(steps, len(prompts), stops, on_token)
 
 
@@ -315,6 +346,7 @@ def generate(
     dtype: str = "auto",
     compile: bool | str = "auto",
     stop: str | list[str] | None = None,
+    repetition_penalty: float = 1.0,
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
@@ -327,7 +359,8 @@ def generate(
     CPU, after a wait for its compile or load; "auto" (the default) switches to it when this
     machine's measurements say the wait pays back (inference/compile_choice.py), and says so on
     stderr after the text. stop: a text (or several) that ends a continuation, left out of it, as
-    OpenAI's `stop` (the prompt is not searched).
+    OpenAI's `stop` (the prompt is not searched). repetition_penalty: above 1, tokens already in
+    the prompt or the continuation are less likely, as transformers' (1 = off, the default).
     """
     check_options(
         max_new_tokens=max_new_tokens,
@@ -339,6 +372,7 @@ def generate(
         use_cache=use_cache,
         dtype=dtype,
         compile=compile,
+        repetition_penalty=repetition_penalty,
     )
     prompts = check_texts(prompt, "prompt")
     stops = check_stops(stop)
@@ -369,6 +403,7 @@ def generate(
         truncate_prompt,
         watch,
         compile,
+        repetition_penalty,
     )
     if isinstance(watch, TextStream):
         watch.finish()

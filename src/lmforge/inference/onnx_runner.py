@@ -28,6 +28,7 @@ from lmforge.inference.generate import (
     check_prompts,
     collect_tokens,
     encode_prompts,
+    penalize_repeats,
     row_generator,
     sample_next,
     stop_set,
@@ -118,6 +119,7 @@ def stream_ids_onnx(
     top_p: float = 1.0,
     generator: list[torch.Generator] | None = None,
     mask: np.ndarray | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T) (left-padded, mask
     (B, T) 1 on real tokens), as generate.stream_ids does with the PyTorch model."""
@@ -126,7 +128,11 @@ def stream_ids_onnx(
     real = np.ones_like(prompt) if mask is None else mask
     logits, past = model.decoder_step(seq[:, -context:], real[:, -context:], model.empty_past(len(seq)))
     for _ in range(max_new_tokens):
-        token = sample_next(torch.from_numpy(logits), temperature, top_k, top_p, generator)
+        scores = torch.from_numpy(logits)
+        if repetition_penalty != 1.0:  # each row's tokens so far, its padding left out
+            seen = torch.from_numpy(np.where(real == 1, seq, seq[:, -1:]))
+            scores = penalize_repeats(scores, seen, repetition_penalty)
+        token = sample_next(scores, temperature, top_k, top_p, generator)
         yield token
         column = token.numpy()[:, None].astype(np.int64)
         seq = np.concatenate([seq, column], axis=1)
@@ -150,10 +156,14 @@ def generate_ids_onnx(
     truncate: bool = False,
     on_token: OnToken | None = None,
     stop_at_eos: bool = True,
+    repetition_penalty: float = 1.0,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at the export's EOS (unless stop_at_eos=False):
     generate.generate_ids on ONNX Runtime."""
-    check_options(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    check_options(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        repetition_penalty=repetition_penalty,
+    )  # fmt: skip
     context = model.meta["block_size"]
     prompts = check_prompts(prompts, context, truncate)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs, as generate_ids
@@ -166,7 +176,9 @@ def generate_ids_onnx(
     stops = stop_set(
         model.meta.get("stop_token_ids", model.meta.get("eos_token_id")) if stop_at_eos else None
     )
-    steps = stream_ids_onnx(model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask)
+    steps = stream_ids_onnx(
+        model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask, repetition_penalty
+    )
     return collect_tokens(steps, len(prompts), stops, on_token)
 
 
@@ -181,6 +193,7 @@ def generate_onnx(
     stream: bool = False,
     truncate_prompt: bool = False,
     stop: str | list[str] | None = None,
+    repetition_penalty: float = 1.0,
 ) -> list[str]:
     """`lmforge generate DIR --runtime onnx`: generate text with ONNX Runtime from a decoder
     exported by `lmforge export --format onnx`; returns prompt + continuation, as generate() does
@@ -192,6 +205,7 @@ def generate_onnx(
         top_p=top_p,
         seed=seed,
         truncate_prompt=truncate_prompt,
+        repetition_penalty=repetition_penalty,
     )
     prompts = check_texts(prompt, "prompt")
     stops = check_stops(stop)
@@ -205,8 +219,9 @@ def generate_onnx(
         sys.stdout.write(prompts[0])
     watch = watcher(tokenizer, len(ids), stops, streaming)
     outs = generate_ids_onnx(
-        onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, watch
-    )
+        onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, watch,
+        repetition_penalty=repetition_penalty,
+    )  # fmt: skip
     if isinstance(watch, TextStream):
         watch.finish()
         sys.stdout.write("\n")

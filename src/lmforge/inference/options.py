@@ -47,6 +47,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "temperature": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = greedy)"),
     "top_p": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1] (1 = off)"),
     "top_k": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = off)"),
+    "repetition_penalty": (
+        lambda v: _finite(v) and v > 0,
+        "a finite number > 0 (1 = off; above 1 makes tokens already in the text less likely)",
+    ),
     "max_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "beam": (_beams, BEAMS),
     "num_beams": (_beams, BEAMS),

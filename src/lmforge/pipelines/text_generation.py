@@ -1,8 +1,8 @@
 """The text-generation pipeline: HF's `[{"generated_text": ...}]` over lmforge's decoding.
 
 Keywords are transformers' where they mean the same (max_new_tokens, do_sample, temperature, top_k,
-top_p, return_full_text, num_beams=1) plus lmforge's seed and truncate_prompt; any other keyword
-is an error naming it (transformers' `max_length` counts the prompt: use max_new_tokens).
+top_p, repetition_penalty, return_full_text, num_beams=1) plus lmforge's seed and truncate_prompt;
+any other keyword is an error naming it (transformers' `max_length` counts the prompt: use max_new_tokens).
 
 A list of messages ({"role", "content"} dicts), or a list of such lists, is a chat, as in
 transformers: rendered with the model's chat template, decoded until an end-of-turn token, and
@@ -71,6 +71,7 @@ class TextGenerationPipeline:
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        repetition_penalty: float | None = None,
         return_full_text: bool = True,
         seed: int | None = None,
         truncate_prompt: bool = False,
@@ -94,7 +95,7 @@ class TextGenerationPipeline:
         if text is None:
             raise LmforgeError("text-generation needs a text, a list of texts or chat messages to continue")
         given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
-                 "top_k": top_k, "top_p": top_p}  # fmt: skip
+                 "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty}  # fmt: skip
         check_options(**{k: v for k, v in given.items() if v is not None})
         check_options(return_full_text=return_full_text, seed=seed, truncate_prompt=truncate_prompt,
                       num_beams=num_beams, compile=compile)  # fmt: skip
@@ -136,6 +137,7 @@ class TextGenerationPipeline:
                 truncate_prompt,
                 StopWatch(self.tokenizer, len(ids), stops_text) if stops_text else None,
                 compile,
+                options["repetition_penalty"],
             )
         decoded = [self.tokenizer.decode(o) for o in outs]
         replies = [decoded[i : i + n] for i in range(0, len(decoded), n)]  # per prompt

@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
+from lmforge.inference.batching import Penalties
 from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
@@ -245,6 +246,10 @@ async def _generate(
         body.stops(),
         time.monotonic() + settings.timeout,
         body.wanted_logprobs(),
+        top_k=max(body.top_k, 0),
+        penalties=Penalties(
+            float(body.repetition_penalty), float(body.frequency_penalty), float(body.presence_penalty)
+        ),
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
         texts=echo,
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmforge.inference.batching import Sequence
+from lmforge.inference.batching import NO_PENALTIES, Penalties, Sequence
 from lmforge.inference.generate import row_generator
 from lmforge.inference.text_stream import cut_at_stop, held_back
 from lmforge.server.errors import ApiError
@@ -92,6 +92,8 @@ class Job:
     stops: list[str]
     deadline: float
     logprobs: int | None = None  # top alternatives per token; None: no log-probabilities
+    top_k: int = 0  # 0: off
+    penalties: Penalties = NO_PENALTIES
     score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
     texts: list[str] | None = None  # the prompts as echoed: their tokens' offsets count in these
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
@@ -117,11 +119,12 @@ class Job:
                 Sequence(
                     list(prompt),
                     self.temperature,
-                    0,
+                    self.top_k,
                     self.top_p,
                     None if self.seed is None else row_generator(self.seed, c, device),
                     (self, p * self.n + c),
                     self.logprobs,
+                    self.penalties,
                 )
                 for c in range(self.n)
             ]

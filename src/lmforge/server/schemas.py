@@ -28,6 +28,7 @@ from lmforge.tokenization.tokenizer import check_text
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
+Penalty = Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2, allow_inf_nan=False)]  # OpenAI's range
 Count = Annotated[StrictInt, Field(ge=1)]
 MAX_N = 16  # choices per request
 MAX_STOPS = 4  # as OpenAI
@@ -39,9 +40,6 @@ MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, secon
 # Fields of OpenAI's API (and vLLM's sampling extensions) that change a reply, which lmforge does
 # not implement, and the values that leave it as lmforge gives it (None: not given).
 OFF_VALUES: dict[str, tuple[Any, ...]] = {
-    "frequency_penalty": (None, 0),
-    "presence_penalty": (None, 0),
-    "repetition_penalty": (None, 1),
     "logit_bias": (None, {}),
     "best_of": (None, 1),
     "suffix": (None, ""),
@@ -50,7 +48,6 @@ OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
     "response_format": (None, {"type": "text"}),
-    "top_k": (None, 0, -1),
     "min_p": (None, 0),
 }
 
@@ -98,7 +95,7 @@ class _Sampling(_Body):
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: Any) -> Any:
-        """A client asking for JSON mode, tools or penalties got a 200 that ignored them."""
+        """A client asking for JSON mode, tools or logit_bias got a 200 that ignored them."""
         if isinstance(data, dict):
             for name, off in OFF_VALUES.items():
                 value = data.get(name)
@@ -111,6 +108,11 @@ class _Sampling(_Body):
     max_tokens: Count | None = None
     temperature: Temperature = 1.0
     top_p: TopP = 1.0
+    frequency_penalty: Penalty = 0.0
+    presence_penalty: Penalty = 0.0
+    # vLLM's extensions: transformers' penalty over the prompt and the reply; top-k, -1 or 0 off
+    repetition_penalty: Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)] = 1.0
+    top_k: Annotated[StrictInt, Field(ge=-1)] = 0
     seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOPS)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1

@@ -131,6 +131,7 @@ function sampling() {
   const body = {
     temperature: numberSetting("temperature", "Temperature", false),
     top_p: numberSetting("top-p", "Top p", false),
+    repetition_penalty: numberSetting("repetition-penalty", "Repetition penalty", false),
     max_tokens: numberSetting("max-tokens", "Max tokens", true),
     seed: numberSetting("seed", "Seed", true),
   };

@@ -1,0 +1,188 @@
+"""Penalties on tokens already seen: transformers' repetition_penalty gives transformers' tokens
+(generate, the pipeline, chat's generation_config.json, the compiled step, ONNX Runtime), a
+left-padded row is penalised for its own tokens, not its padding; the server's repetition,
+frequency and presence penalties and top_k give what a plain loop over the model gives."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hf_helpers import make_hf_model
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.directory import load_model
+from lmforge.inference.generate import generate, generate_ids, penalize_repeats
+from lmforge.pipelines import pipeline
+
+transformers = pytest.importorskip("transformers")
+
+PROMPTS = [[5, 9, 9, 12, 30, 7], [40, 41], [3, 17, 17, 17, 8, 60, 61, 2, 90, 14, 11]]
+NEW = 24
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    directory = tmp_path_factory.mktemp(request.param)
+    return directory, make_hf_model(request.param, directory)
+
+
+def theirs(hf: Any, prompt: list[int], penalty: float) -> list[int]:
+    """transformers' greedy tokens, up to its EOS (0, left out) as generate_ids stops."""
+    with torch.inference_mode():
+        out = hf.generate(
+            torch.tensor([prompt]), max_new_tokens=NEW, do_sample=False, repetition_penalty=penalty,
+            pad_token_id=0, eos_token_id=0,
+        )[0, len(prompt) :].tolist()  # fmt: skip
+    return out[: out.index(0)] if 0 in out else out
+
+
+@pytest.mark.parametrize("penalty", [1.6, 0.7])
+def test_greedy_tokens_are_transformers(family: tuple[Path, Any], penalty: float) -> None:
+    directory, hf = family
+    net, _ = load_model(directory)
+    for prompt in PROMPTS:
+        ours = generate_ids(net, [prompt], NEW, 0.0, eos_id=0, repetition_penalty=penalty)[0]
+        assert ours == theirs(hf, prompt, penalty)
+    plain = [generate_ids(net, [p], NEW, 0.0, eos_id=0)[0] for p in PROMPTS]
+    penalised = [generate_ids(net, [p], NEW, 0.0, eos_id=0, repetition_penalty=penalty)[0] for p in PROMPTS]
+    assert plain != penalised  # the penalty changed something: the comparison above can fail
+
+
+def test_a_padded_row_is_penalised_for_its_own_tokens_only(family: tuple[Path, Any]) -> None:
+    """Padding (id 0) left of a short prompt is no token of it: a penalty below 1 would pull
+    the padding's id up in every padded row."""
+    net, _ = load_model(family[0])
+    for penalty in (0.05, 1.6):
+        alone = [generate_ids(net, [p], NEW, 0.0, repetition_penalty=penalty)[0] for p in PROMPTS]
+        assert generate_ids(net, PROMPTS, NEW, 0.0, repetition_penalty=penalty) == alone
+
+
+def test_sampling_and_the_compiled_step_take_it(family: tuple[Path, Any]) -> None:
+    net, _ = load_model(family[0])
+    prompt = [PROMPTS[0]]
+    eager = generate_ids(net, prompt, NEW, 0.0, repetition_penalty=1.6)
+    assert generate_ids(net, prompt, NEW, 0.0, repetition_penalty=1.6, compile=True) == eager
+    sampled = generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3, repetition_penalty=3.0)
+    assert sampled == generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3, repetition_penalty=3.0)
+    assert sampled != generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3)
+
+
+def test_penalize_repeats_counts_a_token_once() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
+    out = penalize_repeats(logits, torch.tensor([[0, 1, 1, 0]]), 2.0)
+    assert out.tolist() == [[1.0, -4.0, 1.0, 0.5]]
+
+
+def test_the_pipeline_and_chat_take_generation_configs_penalty(tmp_path: Path) -> None:
+    from test_chat import USER, make_chat_llama, set_generation
+
+    make_chat_llama(tmp_path)
+    set_generation(tmp_path, do_sample=False, max_new_tokens=16, repetition_penalty=1.8)
+    ours = pipeline("text-generation", tmp_path, dtype="fp32")([USER])
+    assert ours == transformers.pipeline("text-generation", model=str(tmp_path), dtype=torch.float32)([USER])
+    # the file's value is applied: the same as the keyword, not as no penalty
+    off = pipeline("text-generation", tmp_path, dtype="fp32")([USER], repetition_penalty=1.0)
+    assert ours != off
+    text = pipeline("text-generation", tmp_path, dtype="fp32")("the king", repetition_penalty=1.8)
+    assert text == transformers.pipeline("text-generation", model=str(tmp_path), dtype=torch.float32)(
+        "the king", repetition_penalty=1.8
+    )
+
+
+def test_bad_values_are_one_line(family: tuple[Path, Any]) -> None:
+    net, _ = load_model(family[0])
+    for bad in (0, -1.0, float("nan"), "2", True):
+        with pytest.raises(LmforgeError, match=r"^repetition_penalty=.*: must be a finite number > 0"):
+            generate_ids(net, [PROMPTS[0]], 2, repetition_penalty=bad)
+    with pytest.raises(LmforgeError, match="repetition_penalty=0: must be"):
+        generate(family[0], "x", repetition_penalty=0)
+
+
+def test_onnx_runtime_takes_it(family: tuple[Path, Any], tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from lmforge.formats.onnx_export import export_onnx
+    from lmforge.inference.onnx_runner import OnnxModel, generate_ids_onnx
+
+    directory = family[0]
+    export_onnx(directory, tmp_path / "onnx")
+    onnx = OnnxModel(tmp_path / "onnx", "decoder")
+    net, _ = load_model(directory)
+    for penalty in (1.6, 0.05):
+        expected = generate_ids(net, PROMPTS, 12, 0.0, eos_id=0, repetition_penalty=penalty)
+        assert generate_ids_onnx(onnx, PROMPTS, 12, 0.0, repetition_penalty=penalty) == expected
+
+
+def reference_loop(net: Any, prompt: list[int], new: int, rep: float, freq: float, pres: float) -> list[int]:
+    """Greedy decoding by full forward passes, the penalties written out token by token."""
+    ids = list(prompt)
+    for _ in range(new):
+        with torch.inference_mode():
+            logits = net(torch.tensor([ids]))[0, -1].float().tolist()
+        counts = Counter(ids[len(prompt) :])
+        for token in set(ids):
+            logits[token] = logits[token] * rep if logits[token] < 0 else logits[token] / rep
+        for token, count in counts.items():
+            logits[token] -= freq * count + pres
+        ids.append(max(range(len(logits)), key=logits.__getitem__))
+    return ids[len(prompt) :]
+
+
+def test_the_server_applies_openai_and_vllm_penalties(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lmforge.server.app import Settings, create_app
+    from lmforge.server.models import load_models
+
+    directory = tmp_path / "gpt2"
+    make_hf_model("gpt2", directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["eos_token_id"] = None  # no EOS: every reply runs to max_tokens
+    (directory / "config.json").write_text(json.dumps(config))
+    net, tok = load_model(directory)
+    prompt = tok.encode("the king the king")
+    with TestClient(create_app(load_models([directory], dtype="fp32"), Settings())) as api:
+
+        def reply(**fields: Any) -> str:
+            body = {"model": "gpt2", "prompt": prompt, "max_tokens": 16, "temperature": 0, **fields}
+            r = api.post("/v1/completions", json=body)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["text"]
+
+        plain = reply()
+        for rep, freq, pres in [(1.7, 0, 0), (1, 1.5, 0), (1, 0, 1.2), (1.3, -0.5, 0.8)]:
+            got = reply(repetition_penalty=rep, frequency_penalty=freq, presence_penalty=pres)
+            assert got == tok.decode(reference_loop(net, prompt, 16, rep, freq, pres))
+            assert got != plain
+        # top_k with a seed samples as generate_ids does with the same seed (row 0's stream)
+        sampled = reply(temperature=0.9, top_k=3, seed=11)  # less a last character cut mid-way, unsent
+        assert sampled == tok.decode(generate_ids(net, [prompt], 16, 0.9, top_k=3, seed=11)[0]).rstrip(
+            "\ufffd"
+        )
+        assert sampled != reply(temperature=0.9, seed=11)
+        for field, value in [("frequency_penalty", 2.5), ("presence_penalty", -3), ("repetition_penalty", 0)]:
+            r = api.post("/v1/completions", json={"model": "gpt2", "prompt": "a", field: value})
+            assert r.status_code == 400 and field in r.text
+
+
+def test_generation_config_keys_lmforge_does_not_apply_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_chat import make_chat_llama, set_generation
+
+    from lmforge.inference.chat import ChatSpec
+
+    make_chat_llama(tmp_path)
+    set_generation(tmp_path, repetition_penalty=1.2, no_repeat_ngram_size=3, typical_p=1.0, min_p=0.05)
+    spec = ChatSpec.read(tmp_path, load_model(tmp_path)[1])
+    assert spec.sampling(do_sample=False)["repetition_penalty"] == 1.2
+    note = capsys.readouterr().err
+    assert "{'no_repeat_ngram_size': 3, 'min_p': 0.05} not applied" in note
+    set_generation(tmp_path, no_repeat_ngram_size=0, min_p=None)
+    ChatSpec.read(tmp_path, load_model(tmp_path)[1]).sampling()
+    assert "not applied" not in capsys.readouterr().err
