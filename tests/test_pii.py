@@ -64,6 +64,7 @@ FOUND = {
         "FR76 3000 6000 0112 3456 7890 189",
         "NL91 ABNA 0417 1643 00",
         "DE89-3704-0044-0532-0130-00",  # dashed
+        "BE68 5390 0754 7034",  # the standard's example: its Belgian account check (stdnum's) fails
     ],
     "ssn": ["536-90-4399", "536 90 4399", "123-45-6789"],
 }
