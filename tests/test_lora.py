@@ -248,7 +248,9 @@ def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: 
     assert not (tmp_path / "merged").exists()
 
 
-def test_a_trained_tied_head_is_the_one_loaded_and_merged(base: dict[str, Path], tmp_path: Path) -> None:
+def test_a_trained_tied_head_is_the_one_loaded_and_merged(
+    base: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """SmolLM2's lm_head is its token embedding. With lora.also_train=lm_head the run saves the
     trained tensor once (wte.weight); loading put the base's back through the tied name
     (lm_head.weight), unsaid: a helper's SmolLM2 logits were 12.9 apart from the model as trained."""
@@ -260,7 +262,9 @@ def test_a_trained_tied_head_is_the_one_loaded_and_merged(base: dict[str, Path],
         "--lora.also_train=lm_head",
         "--lora.targets=q_proj",
     ]
-    train(overrides=args, out=tmp_path / "run", quiet=True)
+    train(overrides=args, out=tmp_path / "run")
+    said = capsys.readouterr()
+    assert "lora    rank 8, alpha 16 on q_proj, lm_head trained whole:" in said.out + said.err
     saved = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
     head = next(saved[k] for k in ("wte.weight", "lm_head.weight") if k in saved)
     assert not torch.equal(head, load_model(tied)[0].wte.weight)  # it trained

@@ -16,7 +16,8 @@ from hf_helpers import make_hf_model
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
-from lmforge.inference.generate import generate, generate_ids, penalize_repeats
+from lmforge.inference.generate import generate, generate_ids
+from lmforge.inference.penalties import Penalties, Tally, penalize_repeats, seen_tokens
 from lmforge.pipelines import pipeline
 
 transformers = pytest.importorskip("transformers")
@@ -72,10 +73,18 @@ def test_sampling_and_the_compiled_step_take_it(family: tuple[Path, Any]) -> Non
     assert sampled != generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3)
 
 
-def test_penalize_repeats_counts_a_token_once() -> None:
+def test_penalties_count_a_token_once_for_repetition_and_each_time_for_frequency() -> None:
     logits = torch.tensor([[2.0, -2.0, 1.0, 0.5]])
-    out = penalize_repeats(logits, torch.tensor([[0, 1, 1, 0]]), 2.0)
+    out = penalize_repeats(logits, seen_tokens(torch.tensor([[0, 1, 1, 0]]), 4), 2.0)
     assert out.tolist() == [[1.0, -4.0, 1.0, 0.5]]
+    tally = Tally()  # a row: prompt [3], then the reply 1, 1, 0 token by token
+    ids = [3]
+    for token in (1, 1, 0):
+        ids.append(token)
+        tally.update(ids, 1, 4, torch.device("cpu"))
+    assert tally.seen.tolist() == [[True, True, False, True]] and tally.counts.tolist() == [[1, 2, 0, 0]]
+    out = Penalties(2.0, 0.5, 0.25).apply(logits, tally)
+    assert out.tolist() == [[1.0 - 0.5 - 0.25, -4.0 - 1.0 - 0.25, 1.0, 0.25]]
 
 
 def test_the_pipeline_and_chat_take_generation_configs_penalty(tmp_path: Path) -> None:
@@ -165,6 +174,8 @@ def test_the_server_applies_openai_and_vllm_penalties(tmp_path: Path) -> None:
             "\ufffd"
         )
         assert sampled != reply(temperature=0.9, seed=11)
+        reply(temperature=1, repetition_penalty=1e-320, seed=1)  # a 500 before: NaN probabilities
+        reply(temperature=1e-300, top_p=1e-300)
         for field, value in [("frequency_penalty", 2.5), ("presence_penalty", -3), ("repetition_penalty", 0)]:
             r = api.post("/v1/completions", json={"model": "gpt2", "prompt": "a", field: value})
             assert r.status_code == 400 and field in r.text
@@ -183,6 +194,29 @@ def test_generation_config_keys_lmforge_does_not_apply_are_named(
     assert spec.sampling(do_sample=False)["repetition_penalty"] == 1.2
     note = capsys.readouterr().err
     assert "{'no_repeat_ngram_size': 3, 'min_p': 0.05} not applied" in note
+    spec.sampling()  # named once for the model, not at every call of a pipeline or chat reply
+    assert "not applied" not in capsys.readouterr().err
     set_generation(tmp_path, no_repeat_ngram_size=0, min_p=None)
     ChatSpec.read(tmp_path, load_model(tmp_path)[1]).sampling()
     assert "not applied" not in capsys.readouterr().err
+
+
+def test_values_at_the_edge_of_float32_sample_the_likeliest_tokens_not_nan() -> None:
+    """temperature=1e-300, top_p=1e-300 and repetition_penalty=1e-320 are valid and made the
+    probabilities NaN: torch.multinomial raised (in the server, for every request beside it)."""
+    from lmforge.inference.generate import sample_next
+
+    logits = torch.tensor([[1.0, 3.0, -2.0, 3.0, 0.5]])
+    g = torch.Generator().manual_seed(0)
+    draws = {int(sample_next(logits, 1e-300, generator=g)) for _ in range(40)}
+    assert draws == {1, 3}  # the limit: the two likeliest alike
+    assert {int(sample_next(logits, 1.0, top_p=1e-300, generator=g)) for _ in range(20)} == {1}
+    assert int(sample_next(logits, 1e-300, top_k=1, generator=g)) in {1, 3}  # tied: top-k keeps both
+    tiny = penalize_repeats(logits, seen_tokens(torch.tensor([[0, 1]]), 5), 1e-320)
+    assert torch.isfinite(tiny).all() and tiny[0, 1] == torch.finfo(torch.float32).max
+    assert torch.isfinite(penalize_repeats(logits, seen_tokens(torch.tensor([[2]]), 5), 1e300)).all()
+    # unchanged where nothing overflows: the same draws as the plain formula
+    for t in (0.7, 1.0, 1.3):
+        g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        plain = torch.multinomial((logits / t).softmax(-1), 1, generator=g1).item()
+        assert int(sample_next(logits, t, generator=g2)) == plain

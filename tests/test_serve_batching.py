@@ -475,3 +475,34 @@ def test_rows_of_a_jobs_prompts_already_prefilled_count_against_max_rows(
     assert list(batcher.waiting) == [second]
     batcher.run(until=lambda: second.future.done())
     assert first.future.done()
+
+
+def test_a_row_whose_sampling_fails_ends_its_own_job_alone(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One request's sampling raising (it was repetition_penalty=1e-320, temperature=1e-300 or
+    top_p=1e-300: NaN probabilities) failed every request decoding beside it with a 500."""
+    import dataclasses
+
+    from lmforge.inference import batching
+    from lmforge.server.batcher import Batcher
+
+    real = batching.sample_next
+
+    def sample_next(logits: Any, temperature: float, *args: Any) -> Any:
+        if temperature == 0.5:
+            raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+        return real(logits, temperature, *args)
+
+    monkeypatch.setattr(batching, "sample_next", sample_next)
+    job = _jobs(tmp_path)
+    batcher = Batcher()
+    running = job([1, 2, 3], 12)
+    bad = dataclasses.replace(job([4, 5], 12), temperature=0.5)
+    batcher.add(running)
+    batcher.run(until=lambda: running.tokens >= 2)
+    batcher.add(bad)
+    batcher.run(until=lambda: running.future.done() and bad.future.done())
+    with pytest.raises(Exception, match="generation failed: RuntimeError: probability tensor"):
+        bad.future.result()
+    assert running.future.result()[0].ids == generate_ids(running.net, [[1, 2, 3]], 12, temperature=0)[0]

@@ -33,6 +33,12 @@ UNAPPLIED: dict[str, tuple[object, ...]] = {
     "bad_words_ids": (None, []),
     "suppress_tokens": (None, []),
     "sequence_bias": (None, {}),
+    "num_beams": (None, 1),
+    "penalty_alpha": (None, 0),
+    "guidance_scale": (None, 1),
+    "exponential_decay_length_penalty": (None,),
+    "forced_eos_token_id": (None,),
+    "begin_suppress_tokens": (None, []),
 }
 
 

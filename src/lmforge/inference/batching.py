@@ -18,7 +18,7 @@ window sliding past it. Each sequence samples with its own temperature, top-k, t
 (`Penalties`) and random generator, so a seeded sequence draws the same tokens whatever else is in
 the batch. A sequence that asks for log-probabilities gets, each step, its token's and the top
 k tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before
-the repetition penalty, temperature and top-p, as vLLM's default `logprobs_mode`).
+the penalties, temperature, top-k and top-p, as vLLM's default `logprobs_mode`).
 
 A batch given a compiled step (inference/compiled_decode.py; `lmforge serve` loads one where this
 machine measured it faster) decodes its rows one at a time through it while they are few: up to
@@ -40,7 +40,8 @@ from typing import Any
 import torch
 
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
-from lmforge.inference.generate import PREFILL_CHUNK, penalize_counts, penalize_repeats, sample_next
+from lmforge.inference.generate import PREFILL_CHUNK, sample_next
+from lmforge.inference.penalties import NO_PENALTIES, Penalties, Tally
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import linear
@@ -49,31 +50,6 @@ ROOM = 64  # positions a rebuilt cache keeps free beyond its length: a rebuild p
 
 
 Scored = tuple[float, list[tuple[int, float]]]  # log p of a token, and the k likeliest (id, log p)
-
-
-@dataclass(frozen=True)
-class Penalties:
-    """What weighs down tokens a row has seen: transformers' (and vLLM's) repetition penalty over
-    its prompt and its tokens, OpenAI's frequency and presence penalties over its tokens alone."""
-
-    repetition: float = 1.0  # 1: off
-    frequency: float = 0.0  # subtracted once per occurrence
-    presence: float = 0.0  # subtracted once for any occurrence
-
-    def apply(self, logits: torch.Tensor, ids: list[int], prompt_len: int) -> torch.Tensor:
-        """logits (1, vocab) of a row whose tokens are ids, the first prompt_len its prompt."""
-        if self.repetition != 1.0:
-            logits = penalize_repeats(logits, torch.tensor([ids], device=logits.device), self.repetition)
-        if self.frequency or self.presence:
-            new = torch.tensor(ids[prompt_len:], dtype=torch.long, device=logits.device)
-            logits = penalize_counts(logits, new, self.frequency, self.presence)
-        return logits
-
-    def __bool__(self) -> bool:
-        return self != NO_PENALTIES
-
-
-NO_PENALTIES = Penalties()
 
 
 def token_logprobs(logits: torch.Tensor, targets: list[int], k: int) -> list[Scored]:
@@ -101,6 +77,7 @@ class Sequence:
     logprobs: int | None = None  # top alternatives to report with each token; None: no logprobs
     penalties: Penalties = NO_PENALTIES
     prompt_len: int = field(init=False)
+    tally: Tally = field(init=False, default_factory=Tally)  # what its penalties weigh down
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.ids)
@@ -210,8 +187,10 @@ class DecodeBatch:
         cache.length = length
         self.cache, self.mask = cache, mask
 
-    def sample(self) -> list[int]:
-        """The next token of every row, in the order of `rows`."""
+    def sample(self, failed: dict[int, Exception] | None = None) -> list[int]:
+        """The next token of every row, in the order of `rows`. With `failed`, a row whose
+        sampling raises is recorded there (row index -> error) with its greedy token in its place,
+        so that the caller ends that row's job alone; without, the error propagates."""
         if self.logits is None or not self.rows:
             return []
         greedy = self.logits.argmax(dim=-1).tolist()
@@ -220,8 +199,17 @@ class DecodeBatch:
             if s.temperature <= 0 and not s.penalties:
                 out.append(greedy[i])
                 continue
-            logits = s.penalties.apply(self.logits[i : i + 1], s.ids, s.prompt_len)  # (1, vocab)
-            out.append(int(sample_next(logits, s.temperature, s.top_k, s.top_p, s.generator)))
+            try:
+                logits = self.logits[i : i + 1]  # (1, vocab)
+                if s.penalties:
+                    s.tally.update(s.ids, s.prompt_len, logits.size(-1), self.device)
+                    logits = s.penalties.apply(logits, s.tally)
+                out.append(int(sample_next(logits, s.temperature, s.top_k, s.top_p, s.generator)))
+            except Exception as e:
+                if failed is None:
+                    raise
+                failed[i] = e
+                out.append(greedy[i])
         return out
 
     @torch.inference_mode()

@@ -89,6 +89,7 @@ class ChatSpec:
     generation: dict[str, Any]
     stops: list[int]
     variables: dict[str, str]
+    noted: bool = False  # the keys it does not apply were named (once, not at every reply or call)
 
     @classmethod
     def read(cls, directory: Path, tokenizer: Tokenizer) -> ChatSpec:
@@ -151,7 +152,8 @@ class ChatSpec:
                     raise LmforgeError(f"{self.directory / GENERATION_CONFIG}: {e}") from None
                 out[key] = value
         unused = {k: v for k, v in self.generation.items() if k in UNAPPLIED and v not in UNAPPLIED[k]}
-        if unused:
+        if unused and not self.noted:
+            self.noted = True
             print(
                 f"lmforge: note: {self.directory / GENERATION_CONFIG}: {unused} not applied", file=sys.stderr
             )

@@ -24,6 +24,7 @@ from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
+from lmforge.inference.penalties import penalize_repeats, seen_tokens
 from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -41,14 +42,20 @@ def sample_next(
     generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> torch.Tensor:
     """logits (B, vocab) -> next token ids (B,). temperature 0 is greedy. A list of generators
-    (one per row) samples each row from its own stream."""
+    (one per row) samples each row from its own stream. A temperature so small that the logits
+    overflow float32 samples from the limit (the likeliest tokens alike), and top_p keeps the
+    likeliest token however small it is: a valid value never makes the probabilities NaN."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     if isinstance(generator, list):
         return torch.cat(
             [sample_next(logits[i : i + 1], temperature, top_k, top_p, g) for i, g in enumerate(generator)]
         )
-    logits = logits.float() / temperature
+    scores = logits.float()
+    logits = scores / temperature
+    if not bool(torch.isfinite(logits.amax(dim=-1)).all()):  # 1e-300, which is 0 in float32
+        shifted = scores - scores.amax(dim=-1, keepdim=True)  # 0 at the likeliest, else < 0
+        logits = torch.where(shifted == 0, 0.0, shifted / temperature)
     if 0 < top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -56,29 +63,9 @@ def sample_next(
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the first token past p
+        drop[:, 0] = False  # and the likeliest: top_p=1e-300 is 0 in float32, which dropped every token
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
-
-
-def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """logits (B, vocab) with every token of its row of seen (B, T) made less likely, as
-    transformers' repetition_penalty (CTRL's): a positive logit divided by penalty, a negative one
-    multiplied, once per token however often it occurs; in float32, as transformers scores them.
-    Applied before temperature, top-k and top-p, and to greedy decoding too."""
-    logits = logits.float()
-    if penalty == 1.0:
-        return logits
-    score = logits.gather(1, seen)
-    return logits.scatter(1, seen, torch.where(score < 0, score * penalty, score / penalty))
-
-
-def penalize_counts(
-    logits: torch.Tensor, new: torch.Tensor, frequency: float, presence: float
-) -> torch.Tensor:
-    """logits (1, vocab) less each token's count in new (T,) times frequency, and presence once
-    for any count: OpenAI's frequency and presence penalties, over the tokens generated so far."""
-    counts = torch.bincount(new, minlength=logits.size(-1))[None, : logits.size(-1)].float()  # (1, vocab)
-    return logits.float() - frequency * counts - presence * (counts > 0).float()
 
 
 @torch.inference_mode()
@@ -100,7 +87,7 @@ def stream_ids(
     is real (the fast path: no mask, positions from 0). compile: one prompt's steps after the
     prefill run compiled (inference/compiled_decode.py); "auto": eager until this machine's
     measurements say the compiled step pays back (inference/compile_choice.py). repetition_penalty
-    weighs down each row's tokens so far, its prompt's and its own (penalize_repeats)."""
+    weighs down each row's tokens so far, its prompt's and its own (inference/penalties.py)."""
     context = model.config.block_size
     seq, real = prompt, mask
     auto = None
@@ -115,11 +102,14 @@ def stream_ids(
     room = min(context, prompt.size(1) + max_new_tokens)
     cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
+    penalised = repetition_penalty != 1.0
+    seen = seen_tokens(prompt, logits.size(-1), mask) if penalised else None  # (B, vocab)
     for n in range(max_new_tokens):
-        if repetition_penalty != 1.0:  # a padded row's padding (left of its prompt) is no token of it
-            seen = seq if real is None else torch.where(real, seq, seq[:, -1:])
+        if seen is not None:
             logits = penalize_repeats(logits, seen, repetition_penalty)
         token = sample_next(logits, temperature, top_k, top_p, generator)
+        if seen is not None:
+            seen.scatter_(1, token[:, None], True)
         yield token
         if n + 1 == max_new_tokens:  # no step for a token nobody will read
             return
@@ -237,7 +227,7 @@ def generate_ids(
     compile: each prompt in turn, its steps compiled (inference/compiled_decode.py); "auto": one
     prompt switches to the compiled step once this machine's measurements say it pays back
     (inference/compile_choice.py), several decode eagerly as one batch. repetition_penalty: as
-    transformers' (penalize_repeats; 1 = off).
+    transformers' (inference/penalties.py; 1 = off).
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

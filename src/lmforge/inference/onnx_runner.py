@@ -28,12 +28,12 @@ from lmforge.inference.generate import (
     check_prompts,
     collect_tokens,
     encode_prompts,
-    penalize_repeats,
     row_generator,
     sample_next,
     stop_set,
 )
 from lmforge.inference.options import check_options, check_texts
+from lmforge.inference.penalties import penalize_repeats, seen_tokens
 from lmforge.inference.seq2seq_decode import length_limits
 from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
 from lmforge.tokenization.marian import MarianTokenizer, load_translation_tokenizer
@@ -127,12 +127,16 @@ def stream_ids_onnx(
     seq = prompt
     real = np.ones_like(prompt) if mask is None else mask
     logits, past = model.decoder_step(seq[:, -context:], real[:, -context:], model.empty_past(len(seq)))
+    seen = None  # (B, vocab): each row's tokens so far, its padding left out
+    if repetition_penalty != 1.0:
+        seen = seen_tokens(torch.from_numpy(seq), logits.shape[-1], torch.from_numpy(real == 1))
     for _ in range(max_new_tokens):
         scores = torch.from_numpy(logits)
-        if repetition_penalty != 1.0:  # each row's tokens so far, its padding left out
-            seen = torch.from_numpy(np.where(real == 1, seq, seq[:, -1:]))
+        if seen is not None:
             scores = penalize_repeats(scores, seen, repetition_penalty)
         token = sample_next(scores, temperature, top_k, top_p, generator)
+        if seen is not None:
+            seen.scatter_(1, token[:, None], True)
         yield token
         column = token.numpy()[:, None].astype(np.int64)
         seq = np.concatenate([seq, column], axis=1)

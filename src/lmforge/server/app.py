@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
-from lmforge.inference.batching import Penalties
+from lmforge.inference.penalties import Penalties
 from lmforge.server import sse
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out

@@ -257,16 +257,20 @@ class Batcher(Executor):
                 if error is not None:
                     _fail(job, error)
                     gone.add(id(job))
+        failed: dict[int, Exception] = {}  # rows whose sampling raised: their jobs alone fail
         try:
             self.peak = max(self.peak, len(batch))
-            tokens = batch.sample()
+            tokens = batch.sample(failed)
             logprobs = batch.logprobs(tokens)
         except Exception as e:
             self._abandon(key, e)
             return
         ended = []
-        for seq, token, logprob in zip(batch.rows, tokens, logprobs, strict=True):
+        for row, (seq, token, logprob) in enumerate(zip(batch.rows, tokens, logprobs, strict=True)):
             job, index = seq.tag
+            if row in failed:
+                _fail(job, _generation_failed(failed[row]))
+                gone.add(id(job))
             try:
                 ended.append(id(job) in gone or job.take(index, token, logprob))
             except Exception as e:  # its stream could not take the text: this job alone fails

@@ -20,8 +20,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from lmforge.inference.batching import NO_PENALTIES, Penalties, Sequence
+from lmforge.inference.batching import Sequence
 from lmforge.inference.generate import row_generator
+from lmforge.inference.penalties import NO_PENALTIES, Penalties
 from lmforge.inference.text_stream import cut_at_stop, held_back
 from lmforge.server.errors import ApiError
 from lmforge.tokenization.tokenizer import Tokenizer

@@ -67,9 +67,12 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
     say(f"  malloc  {malloc.describe(run.cfg.engine.name)}")
     if run.lora_base:
         lo, trained = run.cfg.lora, run.n_trainable
+        whole = ", ".join(n.strip() for n in lo.also_train.split(",") if n.strip())
         say(
-            f"  lora    rank {lo.rank}, alpha {lo.alpha:g} on {lo.targets}: {trained:,} trainable parameters"
-            f" ({100 * trained / run.n_params:.2f}%), base {run.lora_base['path']}"
+            f"  lora    rank {lo.rank}, alpha {lo.alpha:g} on {lo.targets}"
+            + (f", {whole} trained whole" if whole else "")
+            + f": {trained:,} trainable parameters ({100 * trained / run.n_params:.2f}%), base"
+            f" {run.lora_base['path']}"
         )
     budget = f", budget {t.max_minutes:g} min" if t.max_minutes else ""
     warmup = f"warmup {t.warmup_steps}"
