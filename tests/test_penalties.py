@@ -212,9 +212,15 @@ def test_values_at_the_edge_of_float32_sample_the_likeliest_tokens_not_nan() -> 
     assert draws == {1, 3}  # the limit: the two likeliest alike
     assert {int(sample_next(logits, 1.0, top_p=1e-300, generator=g)) for _ in range(20)} == {1}
     assert int(sample_next(logits, 1e-300, top_k=1, generator=g)) in {1, 3}  # tied: top-k keeps both
-    tiny = penalize_repeats(logits, seen_tokens(torch.tensor([[0, 1]]), 5), 1e-320)
-    assert torch.isfinite(tiny).all() and tiny[0, 1] == torch.finfo(torch.float32).max
-    assert torch.isfinite(penalize_repeats(logits, seen_tokens(torch.tensor([[2]]), 5), 1e300)).all()
+    # a penalty past float32's range keeps the seen tokens' order: its limit, the likeliest seen token
+    scores = torch.tensor([[5.0, 2.0, 0.1, -1.0, 0.0]])
+    seen = seen_tokens(torch.tensor([[0, 1, 2, 4]]), 5)
+    for penalty in (1e-38, 1e-40, 1e-320, 5e-324):
+        out = penalize_repeats(scores, seen, penalty)
+        assert not out.isnan().any() and out.argmax().item() == 0
+        assert {int(sample_next(out, 1.0, generator=g)) for _ in range(50)} == {0}
+    out = penalize_repeats(scores, seen, 1e300)  # positive seen logits to ~0, negative ones far down
+    assert torch.isfinite(out).all() and out[0, 3] == -1.0
     # unchanged where nothing overflows: the same draws as the plain formula
     for t in (0.7, 1.0, 1.3):
         g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)

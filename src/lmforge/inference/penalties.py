@@ -14,17 +14,24 @@ from dataclasses import dataclass
 
 import torch
 
-BIG = torch.finfo(torch.float32).max  # a penalty of 1e-320 divides a logit past float32's range
+
+def _penalised(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    # a zero logit stays zero: 0 / 1e-320 (0 in float32) and 0 * 1e300 (inf) would be NaN
+    out = torch.where(logits > 0, logits / penalty, torch.where(logits < 0, logits * penalty, logits))
+    return torch.where(seen, out, logits)
 
 
 def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """logits (B, vocab) with every token seen (B, vocab bool) made less likely: a positive logit
-    divided by penalty, a negative one multiplied, once however often the token occurs; kept
-    finite, so that no valid penalty makes the probabilities NaN."""
+    divided by penalty, a negative one multiplied, once however often the token occurs. A penalty
+    past float32's range (1e-320 divides a logit to infinity) is taken in float64, each row shifted
+    so that its largest is 0, which keeps the order, and so the limit: the likeliest seen token."""
     logits = logits.float()
-    # a zero logit stays zero: 0 / 1e-320 (0 in float32) and 0 * 1e300 (inf) would be NaN
-    penalised = torch.where(logits > 0, logits / penalty, torch.where(logits < 0, logits * penalty, logits))
-    return torch.where(seen, penalised.clamp(-BIG, BIG), logits)
+    out = _penalised(logits, seen, penalty)
+    if bool(torch.isfinite(out).all()):
+        return out
+    wide = _penalised(logits.double(), seen, min(max(penalty, 1e-300), 1e300)).clamp(-1e308, 1e308)
+    return (wide - wide.amax(dim=-1, keepdim=True)).float()  # (B, vocab): 0 at the top, far below: -inf
 
 
 def seen_tokens(ids: torch.Tensor, vocab: int, mask: torch.Tensor | None = None) -> torch.Tensor:
