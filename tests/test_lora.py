@@ -274,6 +274,15 @@ def test_a_trained_tied_head_is_the_one_loaded_and_merged(
     assert torch.equal(merged.wte.weight, head) and torch.equal(merged.lm_head.weight, head)
 
 
+def test_a_few_adapters_memory_is_not_shown_as_zero() -> None:
+    """8,192 adapters' optimizer state on ZeRO-2 at 2 ranks printed "0.0 MiB" (a helper)."""
+    from lmforge.train.report import memory_line
+
+    assert memory_line({"params": 3 * 2**20, "grads": 0, "optimizer": 51_200}) == (
+        "params 3.0 MiB, grads 0.0 MiB, optimizer state 50.0 KiB"
+    )
+
+
 def _lmforge(*args: str, cwd: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "lmforge", *args, "--engine.timeout_s=60"],
                             capture_output=True, text=True, cwd=cwd, timeout=300)  # fmt: skip

@@ -133,8 +133,12 @@ def per_rank(engine: Engine, value: float) -> list[float]:
 
 
 def memory_line(memory: dict[str, int]) -> str:
-    mib = {k: v / 2**20 for k, v in memory.items()}
     return (
-        f"params {mib['params']:.1f} MiB, grads {mib['grads']:.1f} MiB,"
-        f" optimizer state {mib['optimizer']:.1f} MiB"
+        f"params {_size(memory['params'])}, grads {_size(memory['grads'])},"
+        f" optimizer state {_size(memory['optimizer'])}"
     )
+
+
+def _size(n: int) -> str:
+    """MiB to one decimal; KiB below 0.1 MiB (a LoRA's few adapters showed as "0.0 MiB")."""
+    return f"{n / 2**20:.1f} MiB" if n == 0 or n >= 0.1 * 2**20 else f"{n / 2**10:.1f} KiB"
