@@ -272,6 +272,16 @@ def test_edge_values_work_through_every_entry_point(dirs: dict[str, Path]) -> No
     greedy = gen("abc", max_new_tokens=4, do_sample=False, num_beams=1)[0]["generated_text"]
     assert greedy == gen("abc", max_new_tokens=4, temperature=0, top_k=0, top_p=1)[0]["generated_text"]
     assert greedy == generate(dirs["gpt"], "abc", max_new_tokens=4, temperature=0, dtype="fp32")[0]
+    # batch_size, as transformers' pipeline takes it: rows decoded in parts, the same texts, seeded too
+    texts = ["abc", "de", "fghij", "k", "lm"]
+    whole = gen(texts, max_new_tokens=6, seed=3, num_return_sequences=2, stop_sequence="e")
+    assert (
+        gen(texts, max_new_tokens=6, seed=3, num_return_sequences=2, stop_sequence="e", batch_size=3) == whole
+    )
+    in_parts = lmforge.pipeline("text-generation", model=dirs["gpt"], dtype="fp32", batch_size=1)
+    assert in_parts(texts, max_new_tokens=6, seed=3, num_return_sequences=2, stop_sequence="e") == whole
+    _refused(lambda: gen("abc", batch_size=0), "batch_size=0")
+    _refused(lambda: lmforge.pipeline("text-generation", model=dirs["gpt"], batch_size=2.0), "batch_size=2.0")
 
     tr = lmforge.pipeline("translation", model=dirs["s2s"])
     assert tr(["abc", "de"], max_new_tokens=0) == [{"translation_text": ""}] * 2

@@ -215,6 +215,7 @@ def generate_ids(
     on_token: OnToken | None = None,
     compile: bool | str = False,
     repetition_penalty: float = 1.0,
+    first_row: int = 0,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
@@ -227,7 +228,8 @@ def generate_ids(
     compile: each prompt in turn, its steps compiled (inference/compiled_decode.py); "auto": one
     prompt switches to the compiled step once this machine's measurements say it pays back
     (inference/compile_choice.py), several decode eagerly as one batch. repetition_penalty: as
-    transformers' (inference/penalties.py; 1 = off).
+    transformers' (inference/penalties.py; 1 = off). first_row: these prompts are rows first_row..
+    of a larger batch given in parts, and sample as they would there (row_generator).
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
@@ -235,7 +237,8 @@ def generate_ids(
     )  # fmt: skip
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
-    generator = None if seed is None else [row_generator(seed, i, device) for i in range(len(prompts))]
+    rows = range(first_row, first_row + len(prompts))
+    generator = None if seed is None else [row_generator(seed, i, device) for i in rows]
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)
     stops = stop_set(eos_id)

@@ -1,8 +1,9 @@
 """The text-generation pipeline: HF's `[{"generated_text": ...}]` over lmforge's decoding.
 
 Keywords are transformers' where they mean the same (max_new_tokens, do_sample, temperature, top_k,
-top_p, repetition_penalty, return_full_text, num_beams=1) plus lmforge's seed and truncate_prompt;
-any other keyword is an error naming it (transformers' `max_length` counts the prompt: use max_new_tokens).
+top_p, repetition_penalty, return_full_text, num_beams=1, batch_size) plus lmforge's seed and
+truncate_prompt; any other keyword is an error naming it (transformers' `max_length` counts the
+prompt: use max_new_tokens).
 
 A list of messages ({"role", "content"} dicts), or a list of such lists, is a chat, as in
 transformers: rendered with the model's chat template, decoded until an end-of-turn token, and
@@ -44,8 +45,11 @@ def _chats(text: Any) -> list[list[Any]] | None:
 
 
 class TextGenerationPipeline:
-    def __init__(self, model: str | Path, dtype: str = "auto") -> None:
+    def __init__(self, model: str | Path, dtype: str = "auto", batch_size: int | None = None) -> None:
         check_options(dtype=dtype)
+        if batch_size is not None:
+            check_options(batch_size=batch_size)
+        self.batch_size = batch_size  # every call's default: rows decoded together (None: all)
         self.directory = resolve_model_dir(model)
         net, self.tokenizer = load_model(self.directory)
         decoder = require_decoder(net, model, "so text-generation cannot use it")
@@ -79,6 +83,7 @@ class TextGenerationPipeline:
         num_return_sequences: int = 1,
         stop_sequence: str | list[str] | None = None,
         compile: bool | str = "auto",
+        batch_size: int | None = None,
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """One prompt or conversation gives a list of num_return_sequences dicts (sampled, each
@@ -88,7 +93,9 @@ class TextGenerationPipeline:
         a sequence, kept in it, as transformers' pipeline (generate's stop_strings) does.
         compile=True decodes each prompt through a compiled step (inference/compiled_decode.py;
         CPU, for long outputs); "auto" (the default) where this machine measured that it pays back
-        (inference/compile_choice.py)."""
+        (inference/compile_choice.py). batch_size: rows (prompts x num_return_sequences) decoded
+        together, the rest after them (default: the pipeline's, else all at once); the texts are
+        the same whatever it is, seeded ones too."""
         if text is None:  # transformers' name for it
             text = unknown.pop("text_inputs", None)
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
@@ -99,6 +106,8 @@ class TextGenerationPipeline:
         check_options(**{k: v for k, v in given.items() if v is not None})
         check_options(return_full_text=return_full_text, seed=seed, truncate_prompt=truncate_prompt,
                       num_beams=num_beams, compile=compile)  # fmt: skip
+        if batch_size is not None:
+            check_options(batch_size=batch_size)
         if num_beams not in (None, 1):
             raise LmforgeError(
                 f"num_beams={num_beams!r}: text-generation decodes greedily or by sampling (num_beams=1);"
@@ -123,22 +132,27 @@ class TextGenerationPipeline:
         if n > 1 and not options["do_sample"]:  # as transformers: greedy rows would be one text n times
             raise LmforgeError(f"num_return_sequences={n} needs sampling: greedy decoding gives one sequence")
         ids = [row for row in ids for _ in range(n)]  # each prompt's n rows, side by side
-        with torch.inference_mode():
-            outs = generate_ids(
-                self.model,
-                ids,
-                options["max_new_tokens"],
-                options["temperature"] if options["do_sample"] else 0.0,
-                options["top_k"],
-                options["top_p"],
-                stops,
-                True,
-                seed,
-                truncate_prompt,
-                StopWatch(self.tokenizer, len(ids), stops_text) if stops_text else None,
-                compile,
-                options["repetition_penalty"],
-            )
+        size = batch_size or self.batch_size or max(len(ids), 1)
+        outs: list[list[int]] = []
+        for start in range(0, len(ids), size):  # row r samples from row_generator(seed, r) in any part
+            part = ids[start : start + size]
+            with torch.inference_mode():
+                outs += generate_ids(
+                    self.model,
+                    part,
+                    options["max_new_tokens"],
+                    options["temperature"] if options["do_sample"] else 0.0,
+                    options["top_k"],
+                    options["top_p"],
+                    stops,
+                    True,
+                    seed,
+                    truncate_prompt,
+                    StopWatch(self.tokenizer, len(part), stops_text) if stops_text else None,
+                    compile,
+                    options["repetition_penalty"],
+                    first_row=start,
+                )
         decoded = [self.tokenizer.decode(o) for o in outs]
         replies = [decoded[i : i + n] for i in range(0, len(decoded), n)]  # per prompt
         if chats is None:
