@@ -102,8 +102,7 @@ def stream_ids(
     room = min(context, prompt.size(1) + max_new_tokens)
     cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
-    penalised = repetition_penalty != 1.0
-    seen = seen_tokens(prompt, logits.size(-1), mask) if penalised else None  # (B, vocab)
+    seen = seen_tokens(prompt, logits.size(-1), mask) if repetition_penalty != 1.0 else None  # (B, vocab)
     for n in range(max_new_tokens):
         if seen is not None:
             logits = penalize_repeats(logits, seen, repetition_penalty)
