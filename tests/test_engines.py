@@ -116,7 +116,9 @@ ENGINES = {
 # rank's does (ZeRO-3 on two ranks runs here). ZeRO-2 on two ranks is compared with the local
 # engine in `make test` by LoRA's and translation's runs (test_lora.py, test_translation.py), so
 # its comparison here is `make test-all`'s too: 20 s that `make test`'s 20 minutes cannot spare.
-SLOW_HERE = ("zero1-2", "zero2-2", "zero3-1")
+# ZeRO-3 at 2 ranks matches local in make test through test_tasks_on_engines.py's chat run and the
+# ZeRO-3 resume tests below; here it is slow with the other stages (16 s on the AVX2 EPYC)
+SLOW_HERE = ("zero1-2", "zero2-2", "zero3-1", "zero3-2")
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,13 @@ def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return directory, make_hf_model(request.param, directory)
 
 
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """One family for the paths whose penalty code knows no family (the compiled step, ONNX)."""
+    directory = tmp_path_factory.mktemp("gpt2-only")
+    return directory, make_hf_model("gpt2", directory)
+
+
 def theirs(hf: Any, prompt: list[int], penalty: float) -> list[int]:
     """transformers' greedy tokens, up to its EOS (0, left out) as generate_ids stops."""
     with torch.inference_mode():
@@ -63,8 +70,8 @@ def test_a_padded_row_is_penalised_for_its_own_tokens_only(family: tuple[Path, A
         assert generate_ids(net, PROMPTS, NEW, 0.0, repetition_penalty=penalty) == alone
 
 
-def test_sampling_and_the_compiled_step_take_it(family: tuple[Path, Any]) -> None:
-    net, _ = load_model(family[0])
+def test_sampling_and_the_compiled_step_take_it(gpt2: tuple[Path, Any]) -> None:
+    net, _ = load_model(gpt2[0])
     prompt = [PROMPTS[0]]
     eager = generate_ids(net, prompt, NEW, 0.0, repetition_penalty=1.6)
     assert generate_ids(net, prompt, NEW, 0.0, repetition_penalty=1.6, compile=True) == eager
@@ -112,12 +119,12 @@ def test_bad_values_are_one_line(family: tuple[Path, Any]) -> None:
         generate(family[0], "x", repetition_penalty=0)
 
 
-def test_onnx_runtime_takes_it(family: tuple[Path, Any], tmp_path: Path) -> None:
+def test_onnx_runtime_takes_it(gpt2: tuple[Path, Any], tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from lmforge.formats.onnx_export import export_onnx
     from lmforge.inference.onnx_runner import OnnxModel, generate_ids_onnx
 
-    directory = family[0]
+    directory = gpt2[0]
     export_onnx(directory, tmp_path / "onnx")
     onnx = OnnxModel(tmp_path / "onnx", "decoder")
     net, _ = load_model(directory)
