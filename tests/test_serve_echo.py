@@ -294,3 +294,25 @@ def test_chat_still_needs_a_token(api: TestClient) -> None:
     body = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}
     r = api.post("/v1/chat/completions", json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_cut_mid_character_keeps_its_text(stream: bool) -> None:
+    """A row that ends (max_tokens) on a token holding half of a character keeps the characters
+    that token completed before it, and shows the cut character as U+FFFD, as `generate` and
+    transformers' decode do; a stream sends the same text."""
+    from lmforge.server.decoding import Job, Row
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    tok = Tokenizer.train_bpe(["caf\u00e9 na\u00efve the cat " * 20], vocab_size=300)
+    ids = [tok.hf.token_to_id(t) for t in ("\u0120the", "\u0120na\u00c3")]  # ' the', ' na' + half of 'ï'
+    assert tok.decode(ids) == " the na\ufffd"
+    sent: list[str] = []
+    emit = (lambda event: sent.append(event[2])) if stream else None
+    job = Job(None, tok, [[0]], 1, len(ids), 0.0, 1.0, None, frozenset(), [], 1e18, emit=emit)
+    job.rows = [Row()]
+    assert [job.take(0, t) for t in ids][-1]
+    job.finish()
+    assert job.future.result()[0].text == tok.decode(ids)
+    if stream:
+        assert "".join(sent) == tok.decode(ids)

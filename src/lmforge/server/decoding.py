@@ -67,6 +67,12 @@ class Row:
     def flush(self) -> str:
         return self._take(len(self.text))
 
+    def settle(self, tokenizer: Tokenizer, stops: list[str]) -> str:
+        """The row has ended: its whole text, a last character cut in half shown as U+FFFD (as
+        `generate` shows it); what is left to send."""
+        self.text = cut_at_stop(tokenizer.decode(self.ids), stops)[0]
+        return self.flush()
+
     def _take(self, upto: int) -> str:
         out = self.text[self.sent : upto] if upto > self.sent else ""
         self.sent = max(self.sent, upto)
@@ -172,7 +178,7 @@ class Job:
         """Every row has ended: send what was held back and hand over the rows."""
         for i, row in enumerate(self.rows):
             row.finish = row.finish or "length"
-            self._send(i, row.flush())
+            self._send(i, row.settle(self.tokenizer, self.stops))
         self.future.set_result(self.rows)
 
     def late(self, now: float) -> ApiError | None:
