@@ -972,3 +972,22 @@ def test_two_models_of_one_id_are_one_line_naming_which(
         with pytest.raises(LmforgeError, match="already taken"):
             load_models([dirs["gpt"], dirs["llama"], namesake], dtype="fp32")
     assert loaded == []
+
+
+def test_a_request_without_the_key_is_refused_before_its_body_is_read(models: dict[str, Any]) -> None:
+    """As OpenAI's API: a keyless request learns nothing of its body (not JSON, too large, an
+    unknown route under /v1/) before the 401; with the key the same bodies get their 400/413/404."""
+    from lmforge.server.app import MAX_BODY_BYTES
+
+    key = {"Authorization": "Bearer k"}
+    bodies = [("/v1/completions", b"not json"), ("/v1/chat/completions", b"x" * (MAX_BODY_BYTES + 1)),
+              ("/v1/nowhere", b"{}")]  # fmt: skip
+    with client(models, api_key="k") as c:
+        for route, body in bodies:
+            r = c.post(route, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (route, r.text)
+            assert r.json()["error"]["code"] == "invalid_api_key"
+        got = [c.post(route, content=body, headers={**key, "content-type": "application/json"}).status_code
+               for route, body in bodies]  # fmt: skip
+        assert got == [400, 413, 404]
+        assert c.get("/").status_code == 200  # the playground's page asks for the key itself

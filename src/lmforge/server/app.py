@@ -6,7 +6,6 @@ Bodies are checked by schemas.py (their size by limits.py); every failure is Ope
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,13 +13,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.inference.penalties import Penalties
 from lmforge.server import sse
+from lmforge.server.auth import RequireKey
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
 from lmforge.server.errors import ApiError, CatchBugs, install
@@ -78,6 +78,8 @@ def create_app(
 
     app.add_middleware(CatchBugs)  # innermost: a bug's 500 passes through CORS below
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # plain ASGI: see limits.py for why
+    if settings.api_key is not None:  # outside the body limit: a keyless request is not read
+        app.add_middleware(RequireKey, key=settings.api_key)
     if settings.allow_origins:  # added last, so outermost: a 413 or 401 carries the headers too
         from starlette.middleware.cors import CORSMiddleware
 
@@ -89,33 +91,19 @@ def create_app(
             expose_headers=["x-request-id", "x-should-retry"],
         )
 
-    def authorize(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), settings.api_key.encode()
-        ):
-            raise ApiError(
-                401, "missing or wrong API key: send 'Authorization: Bearer <key>'", None, "invalid_api_key"
-            )
-
-    auth = [Depends(authorize)]
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": sorted(models), "admitted": state.decoder.admitted}
 
-    @app.get("/v1/models", dependencies=auth)
+    @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [m.card(state.created) for m in models.values()]}
 
-    @app.get("/v1/models/{model_id}", dependencies=auth)
+    @app.get("/v1/models/{model_id}")
     async def retrieve_model(model_id: str) -> dict[str, Any]:  # the openai client's models.retrieve
         return _served(state, model_id).card(state.created)
 
-    @app.post("/v1/completions", dependencies=auth, response_model=None)
+    @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Any:
         served = _model(state, body.model, "text-generation")
         # token-id prompts are checked against the vocabulary and echo their decoded text
@@ -124,7 +112,7 @@ def create_app(
         echo = texts if body.echo else None
         return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
 
-    @app.post("/v1/chat/completions", dependencies=auth, response_model=None)
+    @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest, request: Request) -> Any:
         served = _model(state, body.model, "text-generation")
         if served.chat is None:
@@ -143,7 +131,7 @@ def create_app(
         limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
         return await _generate(state, served, body, ids, limit, request, chat=True)
 
-    @app.post("/v1/translations", dependencies=auth)
+    @app.post("/v1/translations")
     async def translations(body: TranslationRequest) -> dict[str, Any]:
         served = _model(state, body.model, "translation")
         given = {
@@ -155,14 +143,14 @@ def create_app(
         results = await _task(state, lambda: served.pipeline(body.input, **options))
         return {"object": "translation", "model": served.id, "results": results}
 
-    @app.post("/v1/classifications", dependencies=auth)
+    @app.post("/v1/classifications")
     async def classifications(body: ClassificationRequest) -> dict[str, Any]:
         served = _model(state, body.model, "text-classification")
         given = {"top_k": body.top_k} if "top_k" in body.model_fields_set else {}  # as the pipeline's
         results = await _task(state, lambda: served.pipeline(body.input, **given))
         return {"object": "classification", "model": served.id, "results": results}
 
-    @app.post("/v1/answers", dependencies=auth)
+    @app.post("/v1/answers")
     async def answers(body: AnswerRequest) -> dict[str, Any]:
         served = _model(state, body.model, "question-answering")
         options = body.options()
