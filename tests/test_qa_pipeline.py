@@ -87,14 +87,6 @@ def test_bad_input_is_one_clear_line(call: dict[str, Any], message: str) -> None
         qa(**call)
 
 
-def test_a_generator_is_named_not_taken_for_a_bad_dict() -> None:
-    """Its items were dicts; the message said `input 1 must be a dict with 'question' and 'context'`."""
-    qa = pipeline("question-answering", model=FIXTURE)
-    items = ({"question": "Who?", "context": "Some text."} for _ in range(2))
-    with pytest.raises(LmforgeError, match=r"^the input is a generator: give a dict, a list of dicts \(list"):
-        qa(items)
-
-
 def test_no_inputs_give_no_answers() -> None:
     """An empty list is an empty result, as for the other pipelines (tests/test_generation_options.py)."""
     qa = pipeline("question-answering", model=FIXTURE)

@@ -7,7 +7,8 @@ over a span model (an imported BertForQuestionAnswering, or a `data.task = "qa"`
 
 Inputs, as transformers takes them: `question=` and `context=` (strings, a list of questions on one
 context, or two lists of equal length), a dict {"question", "context"} or a list of dicts, or two
-strings. One example gives its result, several give a list; a result is the best answer's dict, or
+strings, or a generator or dataset of dicts (an iterator of results: streaming.py). One example
+gives its result, several give a list; a result is the best answer's dict, or
 a list of dicts when there are several (top_k > 1). Options (at construction as defaults, or per
 call): top_k, max_answer_len, max_seq_len, doc_stride, handle_impossible_answer, align_to_words,
 batch_size; inference/qa.py says what each does.
@@ -24,6 +25,7 @@ from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_keywords
 from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options, window_sizes
 from lmforge.model.span import SpanModel
+from lmforge.pipelines.streaming import streams
 
 OPTIONS = [f.name for f in dataclasses.fields(QAOptions)]
 
@@ -43,10 +45,10 @@ def read_inputs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[lis
     if len(args) == 2 and all(isinstance(a, str) for a in args):
         question, context = args
     elif len(args) == 1:
-        if not isinstance(args[0], list | tuple | dict):  # a generator or dataset: transformers streams it
+        if not isinstance(args[0], list | tuple | dict):  # generators and datasets: streaming.py
             raise LmforgeError(
-                f"the input is a {type(args[0]).__name__}: give a dict, a list of dicts (list(...) of a"
-                " generator or dataset), or question= and context="
+                f"the input is a {type(args[0]).__name__}: give a dict, a list of dicts, a generator or"
+                " dataset of dicts, or question= and context="
             )
         items = args[0] if isinstance(args[0], list | tuple) else [args[0]]
         pairs = []
@@ -109,17 +111,34 @@ class QuestionAnsweringPipeline:
     def _check_sizes(self, options: QAOptions) -> None:
         window_sizes(self.model, options)  # raises for sizes the model cannot run
 
+    @streams(  # a generator or dataset of dicts: an iterator of results
+        lambda pipe: pipe.defaults.batch_size,
+        listed=lambda pipe, items, **options: pipe.answers(items, **options),
+    )
     def __call__(
         self, *args: Any, question: Any = None, context: Any = None, **options: Any
     ) -> dict[str, Any] | list[Any]:
         """Answers, in transformers' shapes (see the module doc)."""
+        opts = self._options(options)
+        pairs, single = read_inputs(args, question, context)
+        results = self._answer(pairs, opts)
+        return results[0] if single else results
+
+    def answers(self, items: list[Any], **options: Any) -> list[Any]:
+        """Each {"question", "context"} dict's result, in a list even for one (a stream's batch)."""
+        opts = self._options(options)
+        return self._answer(read_inputs((items,), None, None)[0], opts)
+
+    def _options(self, options: dict[str, Any]) -> QAOptions:
         check_keywords(options, ["question", "context", *OPTIONS], "question-answering")
         opts = dataclasses.replace(self.defaults, **options)
         check_qa_options(opts)
         self._check_sizes(opts)
-        pairs, single = read_inputs(args, question, context)
-        results: list[Any] = [
+        return opts
+
+    def _answer(self, pairs: list[tuple[str, str]], opts: QAOptions) -> list[Any]:
+        """Each pair's result: the best answer's dict, or a list of top_k dicts."""
+        return [
             answers[0] if len(answers) == 1 else answers
             for answers in answer_questions(self.model, self.tokenizer, pairs, opts)
         ]
-        return results[0] if single else results

@@ -12,6 +12,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.inference.classify import label_probabilities, load_classifier, ranked_labels
 from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
+from lmforge.pipelines.streaming import streams
 
 
 class _Default:
@@ -39,6 +40,7 @@ class TextClassificationPipeline:
         self.batch_size = batch_size
         self.top_k = top_k  # pipeline(..., top_k=None): every call gives every label, as transformers
 
+    @streams(lambda pipe: pipe.batch_size)  # a generator or dataset: an iterator of results
     def __call__(
         self,
         text: str | list[str] | None = None,

@@ -31,6 +31,7 @@ from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
 from lmforge.inference.text_stream import StopWatch, check_stops
 from lmforge.model.kinds import require_decoder
+from lmforge.pipelines.streaming import streams
 
 
 def _chats(text: Any) -> list[list[Any]] | None:
@@ -66,6 +67,7 @@ class TextGenerationPipeline:
             self._chat = ChatSpec.read(self.directory, self.tokenizer)
         return self._chat
 
+    @streams(lambda pipe: pipe.batch_size)  # a generator or dataset: an iterator of results
     def __call__(
         self,
         text: str | list[str] | list[dict[str, str]] | list[list[dict[str, str]]] | None = None,

@@ -17,6 +17,9 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
 from lmforge.inference.translate import load_translator, model_languages, translate_texts
+from lmforge.pipelines.streaming import streams
+
+BATCH_SIZE = 32  # sentences decoded together (sorted by length: little padding)
 
 
 class TranslationPipeline:
@@ -37,13 +40,15 @@ class TranslationPipeline:
                     f' (pipeline("translation_{own}"), or "translation" for the model\'s own direction)'
                 )
 
+    # a generator or dataset: an iterator of [{"translation_text"}] lists, as transformers 4's yielded
+    @streams(lambda _: BATCH_SIZE, each=lambda result: [result])
     def __call__(
         self,
         text: str | list[str],
         *,
         num_beams: int | None = None,  # None: the model's default (opus-mt's generation config: 4)
         length_penalty: float = 1.0,
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         max_new_tokens: int | None = None,  # None: the length limit alone (see seq2seq_decode)
         do_sample: bool = False,
         truncation: bool = False,  # cut a text over the model's limit (with a warning), else an error

@@ -1,0 +1,120 @@
+"""A generator or a torch Dataset given to a pipeline streams, as in transformers: the call returns
+an iterator of each item's result, equal to what a list call gives per item (translation's wrapped
+in a list, as transformers 4 yielded it), reading the input batch_size items at a time; a bad
+keyword is an error at the call, not at the first next()."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from serve_helpers import make_model_dirs
+
+from lmforge import pipeline
+from lmforge.errors import LmforgeError
+
+QA_FIXTURE = Path(__file__).parent / "fixtures" / "bert-qa"
+TEXTS = ["ROMEO:", "the king", "JULIET:\nO", "a", "What is", "he"]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_model_dirs(tmp_path_factory.mktemp("streams"))
+
+
+class Rows(torch.utils.data.Dataset):
+    """A map-style dataset, as transformers' KeyDataset is: items by index."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+class Counted:
+    """A generator over items that counts how many were read."""
+
+    def __init__(self, items: Any) -> None:
+        self.read, self.items = 0, iter(items)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.items:
+            self.read += 1
+            yield item
+
+
+def cases(dirs: dict[str, Path]) -> list[tuple[Any, list[Any], dict[str, Any], bool]]:
+    """(pipeline, items, call keywords, whether a streamed item is the list call's in a list)"""
+    qa = [{"question": q, "context": "The old king kept his crown in a tower by the sea."}
+          for q in ("Who kept the crown?", "Where was it?", "By what?")]  # fmt: skip
+    return [
+        (
+            pipeline("text-generation", model=dirs["gpt"]),
+            TEXTS,
+            {"do_sample": False, "max_new_tokens": 4},
+            False,
+        ),
+        (pipeline("text-classification", model=dirs["clf"]), TEXTS, {}, False),
+        (pipeline("translation", model=dirs["s2s"]), TEXTS, {"max_new_tokens": 4}, True),
+        (pipeline("question-answering", model=QA_FIXTURE), qa, {}, False),
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 2, 4])
+def test_a_generator_or_dataset_yields_what_a_list_gives_per_item(
+    dirs: dict[str, Path], batch_size: int | None
+) -> None:
+    for pipe, items, call, wrapped in cases(dirs):
+        size = {} if batch_size is None else {"batch_size": batch_size}
+        expected = [[r] if wrapped else r for r in pipe(list(items), **call)]
+        for stream in (
+            (x for x in items),
+            Rows(items),
+            map(str.strip, items) if isinstance(items[0], str) else None,
+        ):
+            if stream is not None:
+                got = pipe(stream, **call, **size)
+                assert isinstance(got, Iterator) and list(got) == expected, type(pipe).__name__
+    generate, _, _, _ = cases(dirs)[0]
+    assert list(generate(text_inputs=iter(TEXTS[:2]), do_sample=False, max_new_tokens=3)) == generate(
+        TEXTS[:2], do_sample=False, max_new_tokens=3
+    )  # transformers' keyword for the input
+
+
+def test_the_input_is_read_a_batch_at_a_time(dirs: dict[str, Path]) -> None:
+    """An endless input streams: results come while it is still being read."""
+    pipe = pipeline("text-generation", model=dirs["gpt"])
+    endless = Counted(itertools.cycle(TEXTS))
+    results = pipe(iter(endless), do_sample=False, max_new_tokens=2, batch_size=2)
+    assert endless.read == 2  # the first batch, run at the call
+    assert [next(results) for _ in range(3)] == [
+        pipe(t, do_sample=False, max_new_tokens=2) for t in TEXTS[:3]
+    ]
+    assert endless.read == 4
+    classify = pipeline("text-classification", model=dirs["clf"], batch_size=3)  # the pipeline's batch_size
+    counted = Counted(TEXTS)
+    next(classify(iter(counted)))
+    assert counted.read == 3
+
+
+def test_bad_keywords_are_refused_at_the_call_and_later_items_are_named(dirs: dict[str, Path]) -> None:
+    pipe = pipeline("text-generation", model=dirs["gpt"])
+    with pytest.raises(LmforgeError, match="unknown keyword max_length"):
+        pipe((t for t in TEXTS), max_length=5)
+    with pytest.raises(LmforgeError, match="batch_size=0"):
+        pipe((t for t in TEXTS), batch_size=0)
+    results = pipe(iter(["ROMEO:", "a", 5]), do_sample=False, max_new_tokens=2, batch_size=2)
+    next(results), next(results)
+    with pytest.raises(
+        LmforgeError, match=r"^text item 1 is of type int, not a string \(in items 3-3 of the input\)$"
+    ):
+        next(results)
+    assert list(pipe(iter([]))) == []
