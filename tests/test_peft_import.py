@@ -194,22 +194,216 @@ def test_a_lora_run_as_the_base_is_refused_naming_its_base(tmp_path: Path) -> No
         import_hf(adapter, tmp_path / "out", base=tmp_path / "run")
 
 
+def _deeper(family: str, directory: Path, layers: int) -> Path:
+    """`family`'s tiny model with `layers` layers (hf_helpers' has 2), saved with its tokenizer."""
+    import transformers
+
+    make_hf_model(family, directory / "two")
+    config = transformers.AutoConfig.from_pretrained(directory / "two")
+    config.num_hidden_layers = layers
+    torch.manual_seed(3)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    shutil.copy(directory / "two" / "tokenizer.json", directory)
+    return directory
+
+
+def _task_adapter(tmp_path: Path, cls: str, task: str, family: str = "bert", **extra: object) -> tuple:
+    """(peft's model, the base folder, the adapter folder) of a `cls` task model on `family`'s body."""
+    import transformers
+
+    make_hf_model(family, tmp_path / "body")
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "body", num_labels=3, pad_token_id=0, **extra)
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(config).eval()
+    model.save_pretrained(tmp_path / "base")
+    shutil.copy(tmp_path / "body" / "tokenizer.json", tmp_path / "base")
+    targets = ["c_attn"] if family == "gpt2" else ["query", "value"]
+    wrapped = peft.get_peft_model(
+        model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type=task)
+    )
+    with torch.no_grad():
+        for name, param in wrapped.named_parameters():
+            if "lora_" in name or "modules_to_save" in name:
+                param.add_(torch.randn_like(param) * 0.05)
+    wrapped.save_pretrained(tmp_path / "adapter")
+    return wrapped.eval(), tmp_path / "base", tmp_path / "adapter"
+
+
+def test_a_classification_adapter_comes_in_as_the_classifier_peft_adapted(tmp_path: Path) -> None:
+    """SEQ_CLS on BertForSequenceClassification: an lmforge classifier with peft's logits and the
+    adapter's own head (modules_to_save), not the base's."""
+    from lmforge.model.classifier import Classifier
+
+    reference, base, adapter = _task_adapter(tmp_path, "BertForSequenceClassification", "SEQ_CLS")
+    ids = torch.randint(1, VOCAB, (2, 9))
+    assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 0
+    ours, _ = lmforge.load(tmp_path / "out")
+    assert isinstance(ours, Classifier)
+    with torch.no_grad():
+        theirs = reference(input_ids=ids).logits
+        with reference.disable_adapter():
+            assert (reference(input_ids=ids).logits - theirs).abs().max() > 1e-2  # the adapter matters
+        assert (ours(ids) - theirs).abs().max() < 1e-4
+    # the base as an lmforge classifier directory: exported to HF's names, merged all the same
+    import_hf(base, tmp_path / "own-base")
+    import_hf(adapter, tmp_path / "out-own", base=tmp_path / "own-base")
+    with torch.no_grad():
+        assert (lmforge.load(tmp_path / "out-own")[0](ids) - theirs).abs().max() < 1e-4
+
+
 def test_a_head_saved_whole_onto_a_bare_body_says_which_base_to_give(tmp_path: Path) -> None:
     """peft's classification adapters save their new head whole (modules_to_save): merged onto
     the bare body, the line said only "'classifier.bias' names no tensor of the base model"."""
-    import transformers
-
-    body = tmp_path / "body"
-    make_hf_model("bert", body)
-    config = transformers.BertConfig.from_pretrained(body, num_labels=2)
-    torch.manual_seed(0)
-    classifier = transformers.BertForSequenceClassification(config).eval()
-    wrapped = peft.get_peft_model(
-        classifier, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query"], task_type="SEQ_CLS")
-    )
-    wrapped.save_pretrained(tmp_path / "adapter")
+    _, _, adapter = _task_adapter(tmp_path, "BertForSequenceClassification", "SEQ_CLS")
+    with pytest.raises(
+        LmforgeError,
+        match=r"task_type 'SEQ_CLS': .* but the base is BertModel, the bare body: give the ...ForSequence",
+    ):
+        import_hf(adapter, tmp_path / "out", base=tmp_path / "body")
+    # without a task type (peft's plain PeftModel), the head it saved whole names the base to give
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "task_type": None}))
     with pytest.raises(
         LmforgeError,
         match=r"names no tensor of the base model: a module the adapter trains whole, such as a task head",
     ):
-        import_hf(tmp_path / "adapter", tmp_path / "out", base=body)
+        import_hf(adapter, tmp_path / "out", base=tmp_path / "body")
+
+
+@pytest.mark.parametrize(
+    ("cls", "task", "family", "message"),
+    [  # until 2026-12-06 each merged with exit 0: a language model, or a body, its head dropped
+        (
+            "GPT2ForSequenceClassification",
+            "SEQ_CLS",
+            "gpt2",
+            r"task_type 'SEQ_CLS': the adapter is for a sequence classifier, but lmforge imports the base,"
+            r" GPT2ForSequenceClassification, as a decoder language model \(it reads the classification",
+        ),
+        (
+            "BertForTokenClassification",
+            "TOKEN_CLS",
+            "bert",
+            r"task_type 'TOKEN_CLS' \(a label per token, on BertForTokenClassification\): lmforge has no",
+        ),
+        (
+            "BertForSequenceClassification",
+            "SEQ_CLS",
+            "bert",  # problem_type below: a head lmforge does not read
+            r"task_type 'SEQ_CLS': .* its head is BertForSequenceClassification with problem_type=",
+        ),
+    ],
+)
+def test_an_adapter_for_a_task_the_import_would_not_make_is_refused(
+    tmp_path: Path, cls: str, task: str, family: str, message: str
+) -> None:
+    extra = {"problem_type": "multi_label_classification"} if "problem_type" in message else {}
+    _, base, adapter = _task_adapter(tmp_path, cls, task, family, **extra)
+    with pytest.raises(LmforgeError, match=message):
+        import_hf(adapter, tmp_path / "out", base=base)
+    assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_task_type_the_base_is_not_is_refused(tmp_path: Path) -> None:
+    _, base, adapter = _adapter(tmp_path, "llama", {"target_modules": ["q_proj"]})
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    for task, message in (
+        (
+            "SEQ_2_SEQ_LM",
+            r"the adapter is for an encoder-decoder, but lmforge imports the base, LlamaForCausalLM, as a",
+        ),
+        ("QUESTION_ANS", r"task_type 'QUESTION_ANS': the adapter is for a question-answering"),
+        ("CAUSAL_LMX", r"task_type 'CAUSAL_LMX' is not a PEFT task type lmforge imports"),
+    ):
+        (adapter / "adapter_config.json").write_text(json.dumps({**config, "task_type": task}))
+        with pytest.raises(LmforgeError, match=message):
+            import_hf(adapter, tmp_path / "out", base=base)
+
+
+@pytest.mark.parametrize("targets", [["q_proj", "v_proj"], "all-linear"])
+def test_an_adapter_made_on_another_depth_is_refused_naming_both(tmp_path: Path, targets: object) -> None:
+    """A 2-layer model's adapter merged into a 3-layer base left its last layer unadapted (exit 0);
+    a 3-layer one's into a 2-layer base named a tensor, not the depths. peft saves "all-linear" as
+    full module names, which only the depth rule sees."""
+    _, two, adapter = _adapter(tmp_path, "llama", {"target_modules": targets})
+    three = _deeper("llama", tmp_path / "three", 3)
+    with pytest.raises(
+        LmforgeError,
+        match=r"the adapter has LoRA on layers 0-1 of model.layers \(a 2-layer model\), the base has 3 lay",
+    ):
+        import_hf(adapter, tmp_path / "out", base=three)
+    model = transformers_model(three)
+    peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets)).save_pretrained(
+        tmp_path / "deep-adapter"
+    )
+    saved = tmp_path / "deep-adapter" / "adapter_config.json"  # its base named: refused for that first
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "base_model_name_or_path": None}))
+    with pytest.raises(
+        LmforgeError,
+        match=r"reaches layer 2 of model.layers \(a model of at least 3 layers\), the base has 2",
+    ):
+        import_hf(tmp_path / "deep-adapter", tmp_path / "out", base=two)
+    assert not (tmp_path / "out").exists()
+
+
+def transformers_model(directory: Path) -> torch.nn.Module:
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+
+
+def test_each_module_target_modules_names_must_have_its_adapter(tmp_path: Path) -> None:
+    _, base, adapter = _adapter(tmp_path, "llama", {"target_modules": ["q_proj", "v_proj"]})
+    from safetensors.torch import load_file, save_file
+
+    weights = adapter / "adapter_model.safetensors"
+    tensors = {k: v for k, v in load_file(str(weights)).items() if ".layers.1.self_attn.q_proj." not in k}
+    save_file(tensors, str(weights))
+    with pytest.raises(
+        LmforgeError,
+        match=r"no adapter for the base's 'model.layers.1.self_attn.q_proj', which target_modules names \(",
+    ):
+        import_hf(adapter, tmp_path / "out", base=base)
+
+
+def test_layers_to_transform_adapts_the_layers_it_names_and_merges(tmp_path: Path) -> None:
+    """Not a depth mismatch: peft chose layer 1 alone; the merge gives peft's logits."""
+    reference, base, adapter = _adapter(
+        tmp_path, "llama", {"target_modules": ["q_proj"], "layers_to_transform": [1]}
+    )
+    assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 0
+    ids = torch.randint(0, VOCAB, (1, 10))
+    with torch.no_grad():
+        assert (_logits(lmforge.load(tmp_path / "out")[0], ids) - reference(ids).logits).abs().max() < 1e-4
+
+
+def test_a_base_model_name_or_path_here_that_differs_from_base_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, base, adapter = _adapter(tmp_path, "llama", {"target_modules": ["q_proj"]})
+    other = _deeper("llama", tmp_path / "three", 3)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(other)})
+    )
+    with pytest.raises(
+        LmforgeError,
+        match=rf"base_model_name_or_path {other} is another model than --base {base} \(layers 3 vs 2\): give",
+    ):
+        import_hf(adapter, tmp_path / "out", base=base)
+    make_hf_model("gpt2", tmp_path / "gpt2")
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gpt2")})
+    )
+    with pytest.raises(LmforgeError, match=r"\(model_type 'gpt2' vs 'llama'\): give --base"):
+        import_hf(adapter, tmp_path / "out", base=base)
+    # a hub name is not fetched: the merge's line says it was not compared
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M"})
+    )
+    capsys.readouterr()
+    import_hf(adapter, tmp_path / "out", base=base)
+    assert "base_model_name_or_path 'HuggingFaceTB/SmolLM2-135M' is no folder here, so not compared" in (
+        capsys.readouterr().err
+    )

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import PEFT_ADAPTER, read_json, resolve_model_dir
 from lmforge.formats.peft import LORA_FILE, read_lora_file
+from lmforge.formats.peft_checks import check_layers, check_named_base, check_task
 
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 CONV1D = {"gpt2": ("c_attn", "c_proj", "c_fc")}  # transformers' Conv1D layers, by model type
@@ -150,6 +151,7 @@ def merge(
                 " (tie_word_embeddings): merged, it would change both, where peft changed one"
             )
 
+    whole: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
         name = key.removeprefix(_PREFIX)
         match = _LORA.fullmatch(name)
@@ -158,15 +160,19 @@ def merge(
         elif "lora_" in name:  # DoRA magnitudes and other adapter parts a plain merge cannot fold in
             raise LmforgeError(f"{weights}: {key!r} is not a LoRA A or B matrix; lmforge cannot merge it")
         else:  # modules_to_save, bias="all", an adapted embedding's own (save_embedding_layers): whole
-            target = _find(name.replace(".base_layer.", "."), names, weights, tied, whole=True)
-            if state[target].shape != value.shape:
-                raise LmforgeError(
-                    f"{weights}: {key!r} is {tuple(value.shape)}, the base's {target!r}"
-                    f" {tuple(state[target].shape)}: the adapter belongs to another base model"
-                )
-            if not torch.equal(state[target], value.to(state[target].dtype)):
-                check_untied(target)
-                state[target] = value.to(state[target].dtype)
+            whole[key] = value
+    check_layers(config, list(pairs), state, weights)  # made on a model of another depth: refused
+    for key, value in whole.items():
+        name = key.removeprefix(_PREFIX)
+        target = _find(name.replace(".base_layer.", "."), names, weights, tied, whole=True)
+        if state[target].shape != value.shape:
+            raise LmforgeError(
+                f"{weights}: {key!r} is {tuple(value.shape)}, the base's {target!r}"
+                f" {tuple(state[target].shape)}: the adapter belongs to another base model"
+            )
+        if not torch.equal(state[target], value.to(state[target].dtype)):
+            check_untied(target)
+            state[target] = value.to(state[target].dtype)
     for module, parts in sorted(pairs.items()):
         embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts
         a, b = (parts.get("lora_embedding_A"), parts.get("lora_embedding_B")) if embedding else (
@@ -224,6 +230,8 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
         _export_into(hf, source)
     state, _ = read_hf_weights(hf)
     raw = read_json(hf / "config.json", "model config")
+    check_task(config, raw, state, adapter / PEFT_ADAPTER)  # the import makes the model peft adapted
+    unchecked = check_named_base(config, source, hf, adapter / PEFT_ADAPTER)
     conv1d = CONV1D.get(raw.get("model_type"), ())
     merged_modules = merge(state, config, tensors, weights, _tied(raw, hf / "config.json"), conv1d)
     out = tmp / "merged"
@@ -236,7 +244,7 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
     scale = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
     print(
         f"lmforge: {adapter}: {merged_modules} LoRA modules merged into {source}"
-        f" (r={config['r']}, lora_alpha={config['lora_alpha']}, scale {scale})",
+        f" (r={config['r']}, lora_alpha={config['lora_alpha']}, scale {scale}){unchecked}",
         file=sys.stderr,
     )
     return out, source
