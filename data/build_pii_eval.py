@@ -11,7 +11,8 @@ Each line is `{"id", "set", "source", "text", "items"}`: a stretch of real shipp
 (Shakespeare, Moby Dick, Austen, the Bible and LibreOffice help of en-fr.jsonl.xz, English and
 French, review snippets; `source` names which) into which this script planted
 - `set: "pii"`: 1-3 personal data items, each `{"start", "end", "kind", "format", "locale"}`
-  (kind: email, phone, ip, card, iban, ssn, login; an ip item also has `"scope"`: public or private);
+  (kind: email, phone, ip, card, iban, ssn, login, imei; an ip item also has `"scope"`: public or
+  private);
 - `set: "trap"`: 1-3 numbers that are not personal data and that a scrubber may mistake for some
   (dates, times, ISBNs, version numbers, prices, Bible references, MAC addresses...), each
   `{"start", "end", "kind": "trap", "format"}`: any replacement inside one is a false positive.
@@ -61,6 +62,7 @@ CONTEXT = {
     "iban": ["IBAN: {}", "Please transfer the sum to {}.", "Virement sur le compte {}.", "{}"],
     "ssn": ["SSN {}", "Social Security number: {}", "his social security number is {}", "{}"],
     "login": ["Connect with {}.", "DATABASE_URL={}", "git clone {}", "Le serveur : {}", "{}"],
+    "imei": ["IMEI {}", "IMEI number: {}", "Numéro IMEI : {}", "The phone ({}) was blocked.", "{}"],
 }
 
 
@@ -265,6 +267,22 @@ def card(rng: random.Random) -> Item:
     return (" " if fmt == "spaces" else "-").join(groups), fmt, brand, {}
 
 
+# Reporting bodies of a type allocation code (GSMA TS.06), the ones allocating now most often.
+IMEI_BODIES = ["35", "35", "35", "86", "86", "01", "99", "44", "49", "45", "98", "91"]
+
+
+def imei(rng: random.Random) -> Item:
+    """A phone's IMEI: a type allocation code, a serial number, the Luhn check digit."""
+    body = rng.choice(IMEI_BODIES) + "".join(rng.choice(string.digits) for _ in range(12))
+    number = body + luhn.calc_check_digit(body)
+    fmt = rng.choice(["compact", "AA-BBBBBB-CCCCCC-D", "TAC SNR D"])
+    if fmt == "AA-BBBBBB-CCCCCC-D":
+        return f"{number[:2]}-{number[2:8]}-{number[8:14]}-{number[14]}", fmt, "", {}
+    if fmt == "TAC SNR D":
+        return f"{number[:8]} {number[8:14]} {number[14]}", fmt, "", {}
+    return number, fmt, "", {}
+
+
 def _bban(rng: random.Random, structure: str) -> str:
     out = []
     for count, kind in re.findall(r"(\d+)!?([anc])", structure):
@@ -353,7 +371,7 @@ GENERATORS: dict[str, Callable[[random.Random], Item]] = {
 }
 # Kinds added after the set was first drawn: their documents come after the others, drawn with
 # their own seed, so that the earlier documents stay as they were.
-LATER_KINDS: dict[str, Callable[[random.Random], Item]] = {"login": login}
+LATER_KINDS: dict[str, Callable[[random.Random], Item]] = {"login": login, "imei": imei}
 
 
 # -- traps: numbers that are not personal data ---------------------------------------------------

@@ -121,7 +121,7 @@ CASES = [
     Case("prep-option-for-a-stage-not-run", "prep {s}/corpus.txt --out {t}/o --stages whitespace --prep.min_chars=200", r"prep\.min_chars=200 is for the length stage, which prep\.stages does not run \(whitespace\): add length to the stages, or leave the key out"),
     Case("prep-tokenizer-choice", "prep {s}/corpus.txt --out {t}/o --tokenizer xyz", r"argument --tokenizer: invalid choice: 'xyz'", usage=True),
     Case("prep-canary-keys-without-canaries", "prep {s}/corpus.txt --out {t}/o --canary-repeats 1,2", r"prep\.canary_repeats='1,2' is set but prep\.canaries is 0, so no canary is planted"),
-    Case("prep-pii-kinds-empty", "prep {s}/corpus.txt --out {t}/o --stages pii --prep.pii_kinds=", r"prep\.pii_kinds is empty: name the kinds to scrub \(login, email, iban, card, ssn, ip, phone\), or drop the pii stage"),
+    Case("prep-pii-kinds-empty", "prep {s}/corpus.txt --out {t}/o --stages pii --prep.pii_kinds=", r"prep\.pii_kinds is empty: name the kinds to scrub \(login, email, iban, imei, card, ssn, ip, phone\), or drop the pii stage"),
     Case("prep-unknown-stage", "prep {s}/corpus.txt --out {t}/o --stages normalize,bogus", r"prep\.stages: unknown stage 'bogus'"),
     Case("prep-workers-negative", "prep {s}/corpus.txt --out {t}/o --workers -1", r"prep\.workers=-1 must be >= 0"),
     Case("prep-min-chars-negative", "prep {s}/corpus.txt --out {t}/o --prep.min_chars=-3", r"prep\.min_chars=-3 must be >= 0"),

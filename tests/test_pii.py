@@ -1,13 +1,17 @@
 """The PII stage: each kind in several formats, numbers that are not personal data left alone, the
-IP policy switch, the config keys and the per-kind counts in the prep report."""
+IP policy switch, IMEIs apart from cards, networks apart from hosts, percent-escaped e-mails, the
+config keys and the per-kind counts in the prep report."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import lzma
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
+from stdnum import imei as stdnum_imei
 
 from lmforge.config import Config, PrepConfig
 from lmforge.data.pii import DEFAULT_REGIONS, KINDS, PII
@@ -67,6 +71,12 @@ FOUND = {
         "BE68 5390 0754 7034",  # the standard's example: its Belgian account check (stdnum's) fails
     ],
     "ssn": ["536-90-4399", "536 90 4399", "123-45-6789"],
+    "imei": [
+        "490154203237518",  # 49: a German reporting body's (and a Visa prefix, though Visa has no 15 digits)
+        "35-209900-176148-1",  # 3GPP TS 23.003's AA-BBBBBB-CCCCCC-D
+        "35209900 176148 1",  # TAC SNR D
+        "861234567890127",  # 86: China's TAF
+    ],
 }
 
 LEFT = [
@@ -94,6 +104,11 @@ LEFT = [
     "count 1 2 3 4 5 6 7 8 9 10",  # digits spaced one by one
     "612 345 678 habitants and 2 147 483 647 bytes",  # thousands with no phone word
     "http://example.com/@user and ssh://@host",  # no userinfo
+    "IMEI 490154203237519",  # check digit fails
+    "731234567890125",  # 15 digits, Luhn-valid, neither an IMEI's reporting body nor a card issuer
+    "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 8.8.8.0/24, 10.0.0.0/255.0.0.0",  # networks
+    "fd00::/8 and 2001:db8::/32.",
+    "CPU at 95%40.5 s, 20%40 wheat",  # an escaped @ with no address around it
 ]
 
 
@@ -134,6 +149,61 @@ def test_numbers_that_are_not_personal_data_are_left_alone(text: str) -> None:
     assert PII().find(text) == []
 
 
+def test_an_imei_is_no_card() -> None:
+    """A 15-digit Luhn-valid number is an IMEI (stdnum's check) after the word IMEI, or when it starts
+    with a reporting body's code; a card only when it starts as a 15-digit card does (Amex 34, 37).
+    Before, `490154203237518` was a `<CARD>` and `861234567890127` was left (8 is no issuer's)."""
+    text = "IMEI 012345678901237, phone 490154203237518, unit 861234567890127, Amex 378282246310005."
+    spans = PII().find(text)
+    assert [(text[s:e], k) for s, e, k in spans] == [
+        ("012345678901237", "imei"),  # 01: the US PTCRB's
+        ("490154203237518", "imei"),
+        ("861234567890127", "imei"),
+        ("378282246310005", "card"),
+    ]
+    assert all(stdnum_imei.is_valid(text[s:e]) for s, e, k in spans if k == "imei")
+    # The word says IMEI: a number of no reporting body's is one too. Where only cards are scrubbed,
+    # an IMEI that passes as a card still goes (as a card), rather than stay in the text
+    assert PII().scrub("IMEI: 731234567890125")[0] == "IMEI: <IMEI>"
+    assert PII(kinds="card").scrub("phone 490154203237518")[0] == "phone <CARD>"
+    assert PII(kinds="imei").scrub("card 4111 1111 1111 1111")[1] == []
+
+
+def test_a_network_keeps_its_address_and_a_host_loses_it() -> None:
+    """`a.b.c.d/n` with its host bits zero is a network (ipaddress, strict): no one's address. With
+    host bits set it is an interface's address; /32, /128 and point-to-point /31, /127 name hosts."""
+    cases = {
+        "allow 10.0.0.0/8 and 2001:db8::/32": "allow 10.0.0.0/8 and 2001:db8::/32",
+        "eth0 inet 10.1.2.3/24": "eth0 inet <IP>/24",
+        "peer 203.0.113.5/32, link 10.0.0.0/31, v6 2001:db8::1/64": "peer <IP>/32, link <IP>/31, v6 <IP>/64",
+        "route 192.168.0.0/16 via 192.168.0.1.": "route 192.168.0.0/16 via <IP>.",
+    }
+    for text, scrubbed in cases.items():
+        assert PII().scrub(text)[0] == scrubbed, text
+    for text in ("10.0.0.0/8", "2001:db8::/32", "8.8.8.0/24"):  # the oracle agrees: networks
+        assert ipaddress.ip_network(text, strict=True).num_addresses > 2
+    # public: a global network is kept too; a global host goes; private ones stay as before
+    public = PII(ip_policy="public").scrub("8.8.8.0/24, 8.8.8.8/32, 10.1.2.3/24")[0]
+    assert public == "8.8.8.0/24, <IP>/32, 10.1.2.3/24"
+
+
+def test_percent_escaped_emails_are_found() -> None:
+    """`%40` (or `%2540`, escaped twice) for the `@` in URLs and mailto: links; the span decoded is
+    an address the plain matcher takes whole. The escaped URL around one keeps its `/`, `:`, `?`."""
+    cases = {
+        "mailto:john.doe%40example.com": "mailto:<EMAIL>",
+        # "&" and "=" are an address's characters: as unescaped (`?u=ann@b.com` goes whole), the query goes
+        "https://x.com/track?id=7&email=j%2Bnews%40mail.example.co.uk": "https://x.com/track?<EMAIL>",
+        "r=https%3A%2F%2Fx.com%2Fa%3Fto%3Djohn.doe%2540example.com": "r=https%3A%2F%2Fx.com%2Fa%3F<EMAIL>",
+    }
+    for text, scrubbed in cases.items():
+        out, spans = PII().scrub(text)
+        assert out == scrubbed, text
+        [(s, e, kind)] = spans
+        plain = unquote(unquote(text[s:e]))
+        assert kind == "email" and PII().find(plain) == [(0, len(plain), "email")], plain
+
+
 def test_ip_policy_switch() -> None:
     text = "hosts 8.8.4.4, 192.168.1.20, 192.0.2.44, 2001:db8::1, 2a00:1450::200e, 127.0.0.1 and ::1"
     everything = PII(ip_policy="all").scrub(text)[0]
@@ -171,6 +241,15 @@ def test_config_defaults_agree_with_the_stage() -> None:
     p = PrepConfig()
     assert p.pii_kinds.split(",") == list(KINDS)
     assert p.pii_phone_regions == DEFAULT_REGIONS
+
+
+def test_prep_scrubs_imeis_networks_and_escaped_emails_as_such(tmp_path: Path) -> None:
+    """The three through prep's `pii` stage with its defaults (imei among `prep.pii_kinds`)."""
+    docs = ["Stolen: IMEI 490154203237518. Allow 10.0.0.0/8, not 10.9.8.7. mailto:ann%40example.com"]
+    report = Report()
+    out = list(clean_documents(docs, ["pii"], PrepConfig().__dict__, report, tmp_path, workers=1))
+    assert out == ["Stolen: IMEI <IMEI>. Allow 10.0.0.0/8, not <IP>. mailto:<EMAIL>"]
+    assert dict(report.stages["pii"].edits) == {"imei": 1, "ip": 1, "email": 1}
 
 
 def test_report_counts_replacements_per_kind(tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ class PrepConfig:
     """`near_dedup` stage: hashes per band; the threshold is about (1/bands)^(1/rows)."""
     stopwords_file: str = ""
     """Whitespace-separated stop words for the `stopwords` stage (default: a short English list)."""
-    pii_kinds: str = "login,email,iban,card,ssn,ip,phone"
+    pii_kinds: str = "login,email,iban,imei,card,ssn,ip,phone"
     """`pii` stage: the kinds replaced, comma-separated (see docs/data.md)."""
     pii_ip: str = "all"
     """`pii` stage: `all` replaces every IP address but loopback, unspecified, multicast and
