@@ -162,6 +162,17 @@ def _imei_ok(text: str, start: int, end: int) -> bool:
     return bool(named) or bool(IMEI_PREFIX.match(digits))
 
 
+def _query_value(text: str, start: int, end: int) -> int:
+    """Where an address found at text[start:end] starts: after the last `=` or `&` of its local
+    part where it follows a URL query's `?`, `&` or `;` (`?id=7&to=ann@b.com` keeps `id=7&to=`;
+    both are an address's characters, so the match took the whole query), else at start."""
+    if start == 0 or text[start - 1] not in "?&;":
+        return start
+    local = text[start : text.index("@", start)]
+    cut = max(local.rfind("="), local.rfind("&")) + 1
+    return start + cut if 0 < cut < len(local) and EMAIL.fullmatch(text, start + cut, end) else start
+
+
 def _escaped_email(candidate: str) -> int | None:
     """Where the address starts in a match of EMAIL_ESCAPED: after the last character, escaped or
     not, that a local part has no place for (the `%2F`, `%3A` or `%3F` of an escaped URL around
@@ -243,7 +254,8 @@ class PII:
 
     def _emails(self, text: str) -> Iterator[tuple[int, int]]:
         if "@" in text:
-            yield from (m.span() for m in EMAIL.finditer(text))
+            for m in EMAIL.finditer(text):
+                yield _query_value(text, m.start(), m.end()), m.end()
         if "40" in text and "%" in text:
             for m in EMAIL_ESCAPED.finditer(text):
                 start = _escaped_email(m.group())
