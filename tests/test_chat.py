@@ -155,6 +155,9 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         "top_k": 50,
         "top_p": 1.0,
         "repetition_penalty": 1.0,
+        "min_p": 0.0,
+        "min_new_tokens": 0,
+        "no_repeat_ngram_size": 0,
     }
     set_generation(model, do_sample=False, temperature=0.3, top_k=7, max_new_tokens=9)
     spec = ChatSpec.read(model, load_model(model)[1])
@@ -165,6 +168,9 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         "top_k": 7,
         "top_p": 1.0,
         "repetition_penalty": 1.0,
+        "min_p": 0.0,
+        "min_new_tokens": 0,
+        "no_repeat_ngram_size": 0,
     }
     wins = spec.sampling(do_sample=True, top_k=None, max_new_tokens=3)
     assert (wins["do_sample"], wins["top_k"], wins["max_new_tokens"]) == (True, 7, 3)

@@ -179,7 +179,7 @@ def test_translation_pipeline_refuses(dirs: dict[str, Path], name: str, value: A
     [
         ("text-generation", "gpt", "max_length", "max_new_tokens"),  # was silently ignored
         ("text-generation", "gpt", "stop_strings", "stop_sequence"),  # generate's name
-        ("text-generation", "gpt", "no_repeat_ngram_size", "top_p"),
+        ("text-generation", "gpt", "typical_p", "top_p"),
         ("text-classification", "clf", "function_to_apply", "top_k"),
         ("text-classification", "clf", "max_new_tokens", "batch_size"),
         ("translation", "s2s", "max_length", "max_new_tokens"),

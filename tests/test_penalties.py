@@ -1,7 +1,9 @@
 """Penalties on tokens already seen: transformers' repetition_penalty gives transformers' tokens
 (generate, the pipeline, chat's generation_config.json, the compiled step, ONNX Runtime), a
 left-padded row is penalised for its own tokens, not its padding; the server's repetition,
-frequency and presence penalties and top_k give what a plain loop over the model gives."""
+frequency and presence penalties and top_k give what a plain loop over the model gives. The compiled
+step and ONNX Runtime are checked here for min_p, min_new_tokens and no_repeat_ngram_size too
+(test_decoding_bans.py checks those against transformers), sharing the compile and the export."""
 
 from __future__ import annotations
 
@@ -78,6 +80,14 @@ def test_sampling_and_the_compiled_step_take_it(gpt2: tuple[Path, Any]) -> None:
     sampled = generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3, repetition_penalty=3.0)
     assert sampled == generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3, repetition_penalty=3.0)
     assert sampled != generate_ids(net, prompt, NEW, 0.9, top_k=20, seed=3)
+    eos = generate_ids(net, prompt, 3, 0.0)[0][2]  # greedy's third token: an EOS ending it early
+    for options in (
+        {"no_repeat_ngram_size": 2, "min_new_tokens": 10},
+        {"min_p": 0.3, "no_repeat_ngram_size": 1},
+    ):
+        eager = generate_ids(net, prompt, NEW, 0.9, eos_id=eos, seed=4, **options)
+        assert generate_ids(net, prompt, NEW, 0.9, eos_id=eos, seed=4, compile=True, **options) == eager
+        assert eager != generate_ids(net, prompt, NEW, 0.9, eos_id=eos, seed=4)
 
 
 def test_penalties_count_a_token_once_for_repetition_and_each_time_for_frequency() -> None:
@@ -131,6 +141,14 @@ def test_onnx_runtime_takes_it(gpt2: tuple[Path, Any], tmp_path: Path) -> None:
     for penalty in (1.6, 0.05):
         expected = generate_ids(net, PROMPTS, 12, 0.0, eos_id=0, repetition_penalty=penalty)
         assert generate_ids_onnx(onnx, PROMPTS, 12, 0.0, repetition_penalty=penalty) == expected
+    eos = [generate_ids(net, [p], 3, 0.0)[0][2] for p in PROMPTS]  # EOS ids that end rows early
+    onnx.meta["stop_token_ids"] = eos
+    for options in ({"no_repeat_ngram_size": 1}, {"no_repeat_ngram_size": 2, "min_new_tokens": 6}):
+        expected = generate_ids(net, PROMPTS, 12, 0.0, eos_id=eos, **options)
+        assert generate_ids_onnx(onnx, PROMPTS, 12, 0.0, **options) == expected
+    sampled = generate_ids(net, PROMPTS, 12, 1.0, eos_id=eos, seed=2, min_p=0.2, min_new_tokens=6)
+    assert generate_ids_onnx(onnx, PROMPTS, 12, 1.0, seed=2, min_p=0.2, min_new_tokens=6) == sampled
+    assert sampled != generate_ids(net, PROMPTS, 12, 1.0, eos_id=eos, seed=2)
 
 
 def reference_loop(net: Any, prompt: list[int], new: int, rep: float, freq: float, pres: float) -> list[int]:
@@ -176,10 +194,8 @@ def test_the_server_applies_openai_and_vllm_penalties(tmp_path: Path) -> None:
             assert got == tok.decode(reference_loop(net, prompt, 16, rep, freq, pres))
             assert got != plain
         # top_k with a seed samples as generate_ids does with the same seed (row 0's stream)
-        sampled = reply(temperature=0.9, top_k=3, seed=11)  # less a last character cut mid-way, unsent
-        assert sampled == tok.decode(generate_ids(net, [prompt], 16, 0.9, top_k=3, seed=11)[0]).rstrip(
-            "\ufffd"
-        )
+        sampled = reply(temperature=0.9, top_k=3, seed=11)  # a last character cut mid-way too
+        assert sampled == tok.decode(generate_ids(net, [prompt], 16, 0.9, top_k=3, seed=11)[0])
         assert sampled != reply(temperature=0.9, seed=11)
         reply(temperature=1, repetition_penalty=1e-320, seed=1)  # a 500 before: NaN probabilities
         reply(temperature=1e-300, top_p=1e-300)
@@ -196,14 +212,16 @@ def test_generation_config_keys_lmforge_does_not_apply_are_named(
     from lmforge.inference.chat import ChatSpec
 
     make_chat_llama(tmp_path)
-    set_generation(tmp_path, repetition_penalty=1.2, no_repeat_ngram_size=3, typical_p=1.0, min_p=0.05)
+    set_generation(
+        tmp_path, repetition_penalty=1.2, min_length=3, typical_p=1.0, epsilon_cutoff=0.05, min_p=0.1
+    )
     spec = ChatSpec.read(tmp_path, load_model(tmp_path)[1])
     assert spec.sampling(do_sample=False)["repetition_penalty"] == 1.2
     note = capsys.readouterr().err
-    assert "{'no_repeat_ngram_size': 3, 'min_p': 0.05} not applied" in note
+    assert "{'min_length': 3, 'epsilon_cutoff': 0.05} not applied" in note  # min_p is applied
     spec.sampling()  # named once for the model, not at every call of a pipeline or chat reply
     assert "not applied" not in capsys.readouterr().err
-    set_generation(tmp_path, no_repeat_ngram_size=0, min_p=None)
+    set_generation(tmp_path, min_length=0, epsilon_cutoff=None)
     ChatSpec.read(tmp_path, load_model(tmp_path)[1]).sampling()
     assert "not applied" not in capsys.readouterr().err
 

@@ -371,13 +371,12 @@ BAD = [
         ("/v1/completions", "logit_bias", {"11": -100}),
         ("/v1/completions", "best_of", 3),
         ("/v1/completions", "suffix", " the end"),
-        ("/v1/completions", "min_p", 0.1),
     ],
 )
 def test_fields_that_would_change_the_reply_are_refused_not_ignored(
     api: TestClient, route: str, field: str, value: Any
 ) -> None:
-    """JSON mode, tools, logit_bias and min_p got a 200 that ignored them; their "off" values
+    """JSON mode, tools and logit_bias got a 200 that ignored them; their "off" values
     (which clients such as LangChain send) are still taken."""
     base = {"model": "llama", "max_tokens": 2, "temperature": 0}
     base |= {"messages": HELLO} if "chat" in route else {"prompt": "the king"}

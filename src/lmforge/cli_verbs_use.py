@@ -29,6 +29,17 @@ TRANSLATE_OPTIONS = (
     ),
 )
 
+# transformers' min_p, min_new_tokens and no_repeat_ngram_size (generate and chat)
+DECODING_BANS = (
+    opt("--min-p", "sampling drops tokens less likely than this times the likeliest (0 = off)", type=float),
+    opt("--min-new-tokens", "no end-of-text token before this many new tokens (0 = off)", type=int),
+    opt(
+        "--no-repeat-ngram-size",
+        "no n-gram of this many tokens twice in the text, prompt included (0 = off)",
+        type=int,
+    ),
+)
+
 # fmt: off
 USE_VERBS: dict[str, Verb] = {
     "generate": Verb(
@@ -43,6 +54,7 @@ USE_VERBS: dict[str, Verb] = {
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
             opt("--repetition-penalty", "above 1: tokens already in the text less likely (1 = off)",
                 type=float),
+            *DECODING_BANS,
             opt("--seed", "sampling seed", type=int),
             opt("--no-cache", "decode without the KV cache", dest="use_cache", action="store_false",
                 alt=False),
@@ -75,6 +87,7 @@ USE_VERBS: dict[str, Verb] = {
             opt("--top-p", "nucleus sampling: the most likely tokens up to this probability", type=float),
             opt("--repetition-penalty", "above 1: tokens already in the text less likely (1 = off)",
                 type=float),
+            *DECODING_BANS,
             opt("--seed", "sampling seed", type=int),
             opt("--dtype", "weights dtype", **DTYPE),
             opt("--compile", "decode replies through a compiled step (CPU; compiled or loaded at the"

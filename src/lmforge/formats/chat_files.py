@@ -22,10 +22,7 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 # generation_config.json keys that change transformers' decoding which lmforge does not apply, and
 # their values that change nothing (chat and the text-generation pipeline name any other in a note)
 UNAPPLIED: dict[str, tuple[object, ...]] = {
-    "no_repeat_ngram_size": (None, 0),
-    "min_new_tokens": (None, 0),
     "min_length": (None, 0),
-    "min_p": (None, 0),
     "typical_p": (None, 1),
     "epsilon_cutoff": (None, 0),
     "eta_cutoff": (None, 0),

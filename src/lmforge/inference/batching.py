@@ -14,11 +14,12 @@ alone, up to floating-point summation order.
 
 A sequence never runs past the model's context: whoever decodes it ends it where its tokens fill
 the context (the server, with finish_reason "length"), and `advance` refuses one that would need a
-window sliding past it. Each sequence samples with its own temperature, top-k, top-p, penalties
-(`Penalties`) and random generator, so a seeded sequence draws the same tokens whatever else is in
-the batch. A sequence that asks for log-probabilities gets, each step, its token's and the top
-k tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before
-the penalties, temperature, top-k and top-p, as vLLM's default `logprobs_mode`).
+window sliding past it. Each sequence samples with its own temperature, top-k, top-p, min-p,
+penalties (`Penalties`), banned tokens (`Bans`: n-grams, an early end of text) and random
+generator, so a seeded sequence draws the same tokens whatever else is in the batch. A sequence
+that asks for log-probabilities gets, each step, its token's and the top k tokens'
+log-probabilities under the model's distribution (log-softmax of the raw logits, before the
+penalties, bans, temperature, top-k, top-p and min-p, as vLLM's default `logprobs_mode`).
 
 A batch given a compiled step (inference/compiled_decode.py; `lmforge serve` loads one where this
 machine measured it faster) decodes its rows one at a time through it while they are few: up to
@@ -39,9 +40,11 @@ from typing import Any
 
 import torch
 
+from lmforge.inference.bans import NO_BANS, Bans, History
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
-from lmforge.inference.generate import PREFILL_CHUNK, sample_next
+from lmforge.inference.generate import PREFILL_CHUNK
 from lmforge.inference.penalties import NO_PENALTIES, Penalties, Tally
+from lmforge.inference.sampling import sample_next
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import linear
@@ -76,8 +79,11 @@ class Sequence:
     tag: Any = None  # the caller's: which request and choice this row is
     logprobs: int | None = None  # top alternatives to report with each token; None: no logprobs
     penalties: Penalties = NO_PENALTIES
+    min_p: float = 0.0
+    bans: Bans = NO_BANS
     prompt_len: int = field(init=False)
     tally: Tally = field(init=False, default_factory=Tally)  # what its penalties weigh down
+    history: History | None = field(init=False, default=None)  # what its bans look at, once it has any
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.ids)
@@ -196,7 +202,7 @@ class DecodeBatch:
         greedy = self.logits.argmax(dim=-1).tolist()
         out = []
         for i, s in enumerate(self.rows):
-            if s.temperature <= 0 and not s.penalties:
+            if s.temperature <= 0 and not s.penalties and not s.bans:
                 out.append(greedy[i])
                 continue
             try:
@@ -204,7 +210,12 @@ class DecodeBatch:
                 if s.penalties:
                     s.tally.update(s.ids, s.prompt_len, logits.size(-1), self.device)
                     logits = s.penalties.apply(logits, s.tally)
-                out.append(int(sample_next(logits, s.temperature, s.top_k, s.top_p, s.generator)))
+                if s.bans:
+                    if s.history is None:
+                        s.history = History.start(s.ids[: s.prompt_len], s.bans.ngram)
+                    s.history.catch_up(s.ids)
+                    logits = s.bans.apply(logits, [s.history])
+                out.append(int(sample_next(logits, s.temperature, s.top_k, s.top_p, s.generator, s.min_p)))
             except Exception as e:
                 if failed is None:
                     raise

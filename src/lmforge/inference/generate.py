@@ -1,5 +1,5 @@
-"""Decoding: greedy, temperature, top-k, top-p, repetition penalty; KV cache; streaming; batched
-prompts.
+"""Decoding: greedy, temperature, top-k, top-p, min-p, repetition penalty, n-gram and early-EOS
+bans; KV cache; streaming; batched prompts.
 
 `generate_ids` works on token ids; `generate` is the text-level function behind
 `lmforge generate`. Past the model's context, decoding slides a window over the last
@@ -22,9 +22,11 @@ from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
+from lmforge.inference.bans import NO_BANS, Bans, History
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
+from lmforge.inference.sampling import sample_next
 from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
@@ -32,40 +34,6 @@ from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
 
 OnToken = Callable[[int, int], bool | None]  # (row, token): True ends the row (a stop string)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | list[torch.Generator] | None = None,
-) -> torch.Tensor:
-    """logits (B, vocab) -> next token ids (B,). temperature 0 is greedy. A list of generators
-    (one per row) samples each row from its own stream. A temperature so small that the logits
-    overflow float32 samples from the limit (the likeliest tokens alike), and top_p keeps the
-    likeliest token however small it is: a valid value never makes the probabilities NaN."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    if isinstance(generator, list):
-        return torch.cat(
-            [sample_next(logits[i : i + 1], temperature, top_k, top_p, g) for i, g in enumerate(generator)]
-        )
-    scores = logits.float()
-    logits = scores / temperature
-    if not bool(torch.isfinite(logits.amax(dim=-1)).all()):  # 1e-300, which is 0 in float32
-        shifted = scores - scores.amax(dim=-1, keepdim=True)  # 0 at the likeliest, else < 0
-        logits = torch.where(shifted == 0, 0.0, shifted / temperature)
-    if 0 < top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the first token past p
-        drop[:, 0] = False  # and the likeliest: top_p=1e-300 is 0 in float32, which dropped every token
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
 @torch.inference_mode()
@@ -81,13 +49,16 @@ def stream_ids(
     mask: torch.Tensor | None = None,
     compile: bool | str = False,
     repetition_penalty: float = 1.0,
+    min_p: float = 0.0,
+    bans: Bans = NO_BANS,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
     lengths come left-padded with mask (B, T) bool, True on real tokens; without one every row
     is real (the fast path: no mask, positions from 0). compile: one prompt's steps after the
     prefill run compiled (inference/compiled_decode.py); "auto": eager until this machine's
     measurements say the compiled step pays back (inference/compile_choice.py). repetition_penalty
-    weighs down each row's tokens so far, its prompt's and its own (inference/penalties.py)."""
+    weighs down each row's tokens so far, its prompt's and its own (inference/penalties.py); bans
+    keep each row from the tokens it may not take (inference/bans.py); min_p: sample_next's."""
     context = model.config.block_size
     seq, real = prompt, mask
     auto = None
@@ -103,12 +74,21 @@ def stream_ids(
     cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
     seen = seen_tokens(prompt, logits.size(-1), mask) if repetition_penalty != 1.0 else None  # (B, vocab)
+    histories = None
+    if bans:  # each row's own tokens, its padding left out
+        rows = prompt.tolist() if mask is None else [p[m].tolist() for p, m in zip(prompt, mask, strict=True)]
+        histories = [History.start(row, bans.ngram) for row in rows]
     for n in range(max_new_tokens):
         if seen is not None:
             logits = penalize_repeats(logits, seen, repetition_penalty)
-        token = sample_next(logits, temperature, top_k, top_p, generator)
+        if histories is not None:
+            logits = bans.apply(logits, histories)
+        token = sample_next(logits, temperature, top_k, top_p, generator, min_p)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
+        if histories is not None:
+            for history, t in zip(histories, token.tolist(), strict=True):
+                history.extend([t])
         yield token
         if n + 1 == max_new_tokens:  # no step for a token nobody will read
             return
@@ -215,6 +195,9 @@ def generate_ids(
     compile: bool | str = False,
     repetition_penalty: float = 1.0,
     first_row: int = 0,
+    min_p: float = 0.0,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
@@ -228,11 +211,15 @@ def generate_ids(
     prompt switches to the compiled step once this machine's measurements say it pays back
     (inference/compile_choice.py), several decode eagerly as one batch. repetition_penalty: as
     transformers' (inference/penalties.py; 1 = off). first_row: these prompts are rows first_row..
-    of a larger batch given in parts, and sample as they would there (row_generator).
+    of a larger batch given in parts, and sample as they would there (row_generator). min_p: drop
+    the tokens less likely than min_p times the likeliest when sampling (0 = off); min_new_tokens:
+    no eos_id before that many new tokens; no_repeat_ngram_size: no n-gram of that size twice in a
+    row, its prompt included (0 = off); all three as transformers' (inference/bans.py).
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        compile=compile, repetition_penalty=repetition_penalty,
+        compile=compile, repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )  # fmt: skip
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
@@ -241,6 +228,7 @@ def generate_ids(
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)
     stops = stop_set(eos_id)
+    bans = Bans(no_repeat_ngram_size, min_new_tokens, stops)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
         return [[] for _ in prompts]
     if compile is True:  # a compiled step decodes one sequence: the prompts in turn, row i with its generator
@@ -249,7 +237,7 @@ def generate_ids(
             steps = stream_ids(
                 model, torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, top_p,
                 use_cache, None if generator is None else [generator[i]], None, compile=True,
-                repetition_penalty=repetition_penalty,
+                repetition_penalty=repetition_penalty, min_p=min_p, bans=bans,
             )  # fmt: skip
             tell = None if on_token is None else functools.partial(_as_row, on_token, i)
             outputs += collect_tokens(steps, 1, stops, tell)
@@ -257,7 +245,7 @@ def generate_ids(
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(
         model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask, compile,
-        repetition_penalty,
+        repetition_penalty, min_p, bans,
     )  # fmt: skip
     return collect_tokens(steps, len(prompts), stops, on_token)
 
@@ -339,6 +327,9 @@ def generate(
     compile: bool | str = "auto",
     stop: str | list[str] | None = None,
     repetition_penalty: float = 1.0,
+    min_p: float = 0.0,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
@@ -353,6 +344,7 @@ def generate(
     stderr after the text. stop: a text (or several) that ends a continuation, left out of it, as
     OpenAI's `stop` (the prompt is not searched). repetition_penalty: above 1, tokens already in
     the prompt or the continuation are less likely, as transformers' (1 = off, the default).
+    min_p, min_new_tokens, no_repeat_ngram_size: as generate_ids' (0 = off, the default).
     """
     check_options(
         max_new_tokens=max_new_tokens,
@@ -365,6 +357,9 @@ def generate(
         dtype=dtype,
         compile=compile,
         repetition_penalty=repetition_penalty,
+        min_p=min_p,
+        min_new_tokens=min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     prompts = check_texts(prompt, "prompt")
     stops = check_stops(stop)
@@ -396,6 +391,9 @@ def generate(
         watch,
         compile,
         repetition_penalty,
+        min_p=min_p,
+        min_new_tokens=min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     if isinstance(watch, TextStream):
         watch.finish()

@@ -22,6 +22,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import onnx_runs
+from lmforge.inference.bans import NO_BANS, Bans, History
 from lmforge.inference.generate import (
     OnToken,
     check_prompt,
@@ -120,6 +121,8 @@ def stream_ids_onnx(
     generator: list[torch.Generator] | None = None,
     mask: np.ndarray | None = None,
     repetition_penalty: float = 1.0,
+    min_p: float = 0.0,
+    bans: Bans = NO_BANS,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T) (left-padded, mask
     (B, T) 1 on real tokens), as generate.stream_ids does with the PyTorch model."""
@@ -130,13 +133,18 @@ def stream_ids_onnx(
     seen = None  # (B, vocab): each row's tokens so far, its padding left out
     if repetition_penalty != 1.0:
         seen = seen_tokens(torch.from_numpy(seq), logits.shape[-1], torch.from_numpy(real == 1))
+    histories = [History.start(p[m == 1].tolist(), bans.ngram) for p, m in zip(seq, real, strict=True)]
     for _ in range(max_new_tokens):
         scores = torch.from_numpy(logits)
         if seen is not None:
             scores = penalize_repeats(scores, seen, repetition_penalty)
-        token = sample_next(scores, temperature, top_k, top_p, generator)
+        if bans:
+            scores = bans.apply(scores, histories)
+        token = sample_next(scores, temperature, top_k, top_p, generator, min_p)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
+        for history, t in zip(histories, token.tolist(), strict=True):
+            history.extend([t])
         yield token
         column = token.numpy()[:, None].astype(np.int64)
         seq = np.concatenate([seq, column], axis=1)
@@ -161,12 +169,16 @@ def generate_ids_onnx(
     on_token: OnToken | None = None,
     stop_at_eos: bool = True,
     repetition_penalty: float = 1.0,
+    min_p: float = 0.0,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at the export's EOS (unless stop_at_eos=False):
-    generate.generate_ids on ONNX Runtime."""
+    generate.generate_ids on ONNX Runtime (min_new_tokens holds back the EOS ids either way)."""
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        repetition_penalty=repetition_penalty,
+        repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )  # fmt: skip
     context = model.meta["block_size"]
     prompts = check_prompts(prompts, context, truncate)
@@ -177,12 +189,12 @@ def generate_ids_onnx(
     mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=np.int64)
     generator = None if seed is None else [row_generator(seed, i) for i in range(len(prompts))]
     # every stop id of the model (exports before 2026-12-06 kept the EOS alone)
-    stops = stop_set(
-        model.meta.get("stop_token_ids", model.meta.get("eos_token_id")) if stop_at_eos else None
-    )
+    eos = stop_set(model.meta.get("stop_token_ids", model.meta.get("eos_token_id")))
+    stops = eos if stop_at_eos else frozenset()
     steps = stream_ids_onnx(
-        model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask, repetition_penalty
-    )
+        model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask, repetition_penalty, min_p,
+        Bans(no_repeat_ngram_size, min_new_tokens, eos),
+    )  # fmt: skip
     return collect_tokens(steps, len(prompts), stops, on_token)
 
 
@@ -198,6 +210,9 @@ def generate_onnx(
     truncate_prompt: bool = False,
     stop: str | list[str] | None = None,
     repetition_penalty: float = 1.0,
+    min_p: float = 0.0,
+    min_new_tokens: int = 0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """`lmforge generate DIR --runtime onnx`: generate text with ONNX Runtime from a decoder
     exported by `lmforge export --format onnx`; returns prompt + continuation, as generate() does
@@ -210,6 +225,9 @@ def generate_onnx(
         seed=seed,
         truncate_prompt=truncate_prompt,
         repetition_penalty=repetition_penalty,
+        min_p=min_p,
+        min_new_tokens=min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
     prompts = check_texts(prompt, "prompt")
     stops = check_stops(stop)
@@ -224,7 +242,8 @@ def generate_onnx(
     watch = watcher(tokenizer, len(ids), stops, streaming)
     outs = generate_ids_onnx(
         onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, watch,
-        repetition_penalty=repetition_penalty,
+        repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )  # fmt: skip
     if isinstance(watch, TextStream):
         watch.finish()

@@ -26,9 +26,10 @@ def check_stops(stop: str | Sequence[str] | None, name: str = "stop") -> list[st
     return stops
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """The text before the first stop string it holds, and whether it held one."""
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+def cut_at_stop(text: str, stops: Sequence[str], after: int = 0) -> tuple[str, bool]:
+    """The text before the first stop string it holds (one ending past its first `after`
+    characters), and whether it held one."""
+    hits = [i for i in (text.find(s, max(after - len(s) + 1, 0)) for s in stops) if i >= 0]
     return (text[: min(hits)], True) if hits else (text, False)
 
 

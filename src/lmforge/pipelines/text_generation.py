@@ -1,7 +1,8 @@
 """The text-generation pipeline: HF's `[{"generated_text": ...}]` over lmforge's decoding.
 
 Keywords are transformers' where they mean the same (max_new_tokens, do_sample, temperature, top_k,
-top_p, repetition_penalty, return_full_text, num_beams=1, batch_size) plus lmforge's seed and
+top_p, repetition_penalty, min_p, min_new_tokens, no_repeat_ngram_size, return_full_text,
+num_beams=1, batch_size) plus lmforge's seed and
 truncate_prompt; any other keyword is an error naming it (transformers' `max_length` counts the
 prompt: use max_new_tokens).
 
@@ -78,6 +79,9 @@ class TextGenerationPipeline:
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        min_p: float | None = None,
+        min_new_tokens: int | None = None,
+        no_repeat_ngram_size: int | None = None,
         return_full_text: bool = True,
         seed: int | None = None,
         truncate_prompt: bool = False,
@@ -104,7 +108,8 @@ class TextGenerationPipeline:
         if text is None:
             raise LmforgeError("text-generation needs a text, a list of texts or chat messages to continue")
         given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
-                 "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty}  # fmt: skip
+                 "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty, "min_p": min_p,
+                 "min_new_tokens": min_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size}  # fmt: skip
         check_options(**{k: v for k, v in given.items() if v is not None})
         check_options(return_full_text=return_full_text, seed=seed, truncate_prompt=truncate_prompt,
                       num_beams=num_beams, compile=compile)  # fmt: skip
@@ -154,6 +159,9 @@ class TextGenerationPipeline:
                     compile,
                     options["repetition_penalty"],
                     first_row=start,
+                    min_p=options["min_p"],
+                    min_new_tokens=options["min_new_tokens"],
+                    no_repeat_ngram_size=options["no_repeat_ngram_size"],
                 )
         decoded = [self.tokenizer.decode(o) for o in outs]
         replies = [decoded[i : i + n] for i in range(0, len(decoded), n)]  # per prompt

@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
+from lmforge.inference.bans import Bans
 from lmforge.inference.penalties import Penalties
 from lmforge.server import sse
 from lmforge.server.auth import RequireKey
@@ -238,6 +239,8 @@ async def _generate(
         penalties=Penalties(
             float(body.repetition_penalty), float(body.frequency_penalty), float(body.presence_penalty)
         ),
+        min_p=float(body.min_p),
+        bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos),
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
         texts=echo,
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from lmforge.errors import LmforgeError
 from lmforge.inference import batching
 from lmforge.inference.batching import DecodeBatch, Prefill
 from lmforge.server.decoding import Job, Stopped
@@ -311,6 +312,8 @@ class Batcher(Executor):
 
 
 def _generation_failed(error: Exception) -> ApiError:
+    if isinstance(error, LmforgeError):  # the request's own settings (every token banned): a 400
+        return ApiError(400, str(error), None, "invalid_value")
     return ApiError(500, f"generation failed: {type(error).__name__}: {error}", None, "server_error")
 
 

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from lmforge.inference.bans import NO_BANS, Bans
 from lmforge.inference.batching import Sequence
 from lmforge.inference.generate import row_generator
 from lmforge.inference.penalties import NO_PENALTIES, Penalties
@@ -52,10 +53,16 @@ class Row:
     finish: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # when the job asks for them
     logprobs_sent: int = 0  # entries already streamed
+    early: int = 0  # characters of its first min_tokens - 1 tokens, where no stop string may end
 
-    def pending(self, tokenizer: Tokenizer, stops: list[str]) -> str:
-        """Decode after a new token: end the row at a stop string; the new text safe to send."""
-        text, stopped = cut_at_stop(tokenizer.decode(self.ids), stops)
+    def pending(self, tokenizer: Tokenizer, stops: list[str], min_tokens: int = 0) -> str:
+        """Decode after a new token: end the row at a stop string, once it has min_tokens tokens
+        (vLLM's: a stop string ending in the text of the tokens before is none); the new text safe
+        to send."""
+        text = tokenizer.decode(self.ids)
+        if len(self.ids) < min_tokens:
+            self.early = len(text)
+        text, stopped = cut_at_stop(text, stops if len(self.ids) >= min_tokens else [], self.early)
         if stopped:
             self.text, self.finish = text, "stop"
             return self.flush()
@@ -69,8 +76,8 @@ class Row:
 
     def settle(self, tokenizer: Tokenizer, stops: list[str]) -> str:
         """The row has ended: its whole text, a last character cut in half shown as U+FFFD (as
-        `generate` shows it); what is left to send."""
-        self.text = cut_at_stop(tokenizer.decode(self.ids), stops)[0]
+        `generate` shows it), cut at a stop string as `pending` cuts it; what is left to send."""
+        self.text = cut_at_stop(tokenizer.decode(self.ids), stops, self.early)[0]
         return self.flush()
 
     def _take(self, upto: int) -> str:
@@ -101,6 +108,8 @@ class Job:
     logprobs: int | None = None  # top alternatives per token; None: no log-probabilities
     top_k: int = 0  # 0: off
     penalties: Penalties = NO_PENALTIES
+    min_p: float = 0.0  # 0: off
+    bans: Bans = NO_BANS  # no_repeat_ngram_size, and min_tokens (vLLM's) with the EOS ids as stops
     score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
     texts: list[str] | None = None  # the prompts as echoed: their tokens' offsets count in these
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
@@ -132,6 +141,8 @@ class Job:
                     (self, p * self.n + c),
                     self.logprobs,
                     self.penalties,
+                    self.min_p,
+                    self.bans,
                 )
                 for c in range(self.n)
             ]
@@ -152,7 +163,7 @@ class Job:
             if logprob is not None:
                 row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
             row.ids.append(token)
-            self._send(index, row.pending(self.tokenizer, self.stops))
+            self._send(index, row.pending(self.tokenizer, self.stops, self.bans.min_new))
             if row.finish is None and (len(row.ids) >= self.max_new_tokens or self._full(index)):
                 row.finish = "length"
         return row.finish is not None

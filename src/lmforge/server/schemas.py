@@ -48,7 +48,6 @@ OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
     "response_format": (None, {"type": "text"}),
-    "min_p": (None, 0),
 }
 
 
@@ -113,6 +112,11 @@ class _Sampling(_Body):
     # vLLM's extensions: transformers' penalty over the prompt and the reply; top-k, -1 or 0 off
     repetition_penalty: Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)] = 1.0
     top_k: Annotated[StrictInt, Field(ge=-1)] = 0
+    # vLLM's too: min-p sampling; no EOS and no stop string before min_tokens tokens. And
+    # transformers' no_repeat_ngram_size (0: off), which vLLM does not take
+    min_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.0
+    min_tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    no_repeat_ngram_size: Annotated[StrictInt, Field(ge=0)] = 0
     seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOPS)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
@@ -124,6 +128,8 @@ class _Sampling(_Body):
     def _supported(self) -> _Sampling:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:  # vLLM refuses it too
+            raise ValueError(f"min_tokens={self.min_tokens} is more than max_tokens={self.max_tokens}")
         if any(s == "" for s in self.stops()):
             raise ValueError("stop: an empty stop sequence would stop at once")
         return self

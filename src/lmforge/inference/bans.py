@@ -1,0 +1,102 @@
+"""Tokens a row may not take next: transformers' no_repeat_ngram_size (NoRepeatNGramLogitsProcessor:
+no n-gram twice in the row, its prompt included) and min_new_tokens (MinNewTokensLengthLogitsProcessor:
+no end-of-text id before that many new tokens; vLLM's min_tokens). A banned token's logit is -inf,
+set after the penalties and before temperature, top-k, top-p and min-p (and greedy's argmax), as
+transformers orders its processors.
+
+Each row keeps its own ids (a left-padded row's padding is none of them) and a table from every
+(n-1)-gram it holds to the tokens that followed it, updated by the tokens added since the last step:
+a step costs the same however long the row grows (transformers compares every window of the row
+at every step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.errors import LmforgeError
+
+
+@dataclass(frozen=True)
+class Bans:
+    """What a row may not take: a token completing an n-gram it already holds (`ngram`, 0: off), or
+    one of `stops` before `min_new` tokens of its own (0: off)."""
+
+    ngram: int = 0
+    min_new: int = 0
+    stops: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.ngram > 0 or (self.min_new > 0 and bool(self.stops))
+
+    def banned(self, history: History) -> list[int]:
+        """The ids the row `history` follows may not take next."""
+        out = list(self.stops) if history.new < self.min_new else []
+        if self.ngram:
+            out += history.followers()
+        return out
+
+    def apply(self, logits: torch.Tensor, histories: list[History]) -> torch.Tensor:
+        """logits (B, vocab), row i following histories[i], with each row's banned ids at -inf
+        (ids past the vocabulary, a generation_config.json's for a bigger one, left out)."""
+        rows = [(i, t) for i, h in enumerate(histories) for t in self.banned(h) if 0 <= t < logits.size(-1)]
+        if not rows:
+            return logits
+        at = torch.tensor(rows, device=logits.device)
+        logits = logits.index_put((at[:, 0], at[:, 1]), logits.new_tensor(float("-inf")))
+        if bool(torch.isneginf(logits).all(dim=-1).any()):  # argmax would take token 0, sampling fail
+            early = f", min_new_tokens={self.min_new}" if self.min_new else ""
+            why = f"no_repeat_ngram_size={self.ngram}{early}"
+            raise LmforgeError(
+                f"{why} bans every one of the vocabulary's {logits.size(-1)} tokens at this step: give a"
+                " larger no_repeat_ngram_size, or fewer new tokens"
+            )
+        return logits
+
+
+@dataclass
+class History:
+    """One row's ids (prompt, then its new tokens) and, for n-grams of size `ngram`, the tokens
+    that followed each (ngram-1)-gram in them."""
+
+    ngram: int = 0
+    prompt_len: int = 0
+    ids: list[int] = field(default_factory=list)
+    table: dict[tuple[int, ...], set[int]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, prompt: Iterable[int], ngram: int) -> History:
+        """A row that starts from `prompt` (its own tokens: no padding)."""
+        history = cls(ngram)
+        history.extend(prompt)
+        history.prompt_len = len(history.ids)
+        return history
+
+    @property
+    def new(self) -> int:
+        """Tokens the row has had past its prompt."""
+        return len(self.ids) - self.prompt_len
+
+    def extend(self, tokens: Iterable[int]) -> None:
+        """Add tokens to the row, and the n-grams they complete to the table."""
+        n = self.ngram
+        for token in tokens:
+            self.ids.append(int(token))
+            if n and len(self.ids) >= n:
+                self.table.setdefault(tuple(self.ids[len(self.ids) - n : -1]), set()).add(int(token))
+
+    def catch_up(self, ids: list[int]) -> None:
+        """Follow a row kept elsewhere as a growing list of ids (its first prompt_len, the prompt)."""
+        self.extend(ids[len(self.ids) :])
+
+    def followers(self) -> list[int]:
+        """The tokens that would complete an n-gram the row already holds."""
+        if not self.ngram or len(self.ids) < self.ngram - 1:
+            return []
+        return list(self.table.get(tuple(self.ids[len(self.ids) - self.ngram + 1 :]), ()))
+
+
+NO_BANS = Bans()
