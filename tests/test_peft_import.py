@@ -328,10 +328,13 @@ def test_an_adapter_made_on_another_depth_is_refused_naming_both(tmp_path: Path,
     full module names, which only the depth rule sees."""
     _, two, adapter = _adapter(tmp_path, "llama", {"target_modules": targets})
     three = _deeper("llama", tmp_path / "three", 3)
-    with pytest.raises(
-        LmforgeError,
-        match=r"the adapter has LoRA on layers 0-1 of model.layers \(a 2-layer model\), the base has 3 lay",
-    ):
+    said = (  # short names: peft's suffix match would have reached layer 2's
+        r"no adapter for the base's 'model.layers.2.self_attn.q_proj', which target_modules names"
+        if isinstance(targets, list)
+        else r"the adapter has LoRA on every linear layer of layers 0-1 of model.layers \(peft's all-linear"
+        r" on a 2-layer model\), the base has 3 layers"
+    )
+    with pytest.raises(LmforgeError, match=said):
         import_hf(adapter, tmp_path / "out", base=three)
     model = transformers_model(three)
     peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets)).save_pretrained(
@@ -345,6 +348,25 @@ def test_an_adapter_made_on_another_depth_is_refused_naming_both(tmp_path: Path,
     ):
         import_hf(tmp_path / "deep-adapter", tmp_path / "out", base=two)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"target_modules": ["q_proj", "v_proj"], "exclude_modules": r".*layers\.1\..*"},
+        {"target_modules": ["q_proj"], "exclude_modules": ["model.layers.1.self_attn.q_proj"]},
+        {"target_modules": ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"]},
+    ],
+    ids=["exclude-regex", "exclude-list", "full-names"],
+)
+def test_an_adapter_that_leaves_layers_out_on_purpose_merges(tmp_path: Path, options: dict) -> None:
+    """Not another depth: exclude_modules, or full names of the first layer's modules alone, left
+    layer 1 out (refused as an adapter of a 1-layer model, a helper found); peft's logits."""
+    reference, base, adapter = _adapter(tmp_path, "llama", options)
+    assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 0
+    ids = torch.randint(0, VOCAB, (1, 10))
+    with torch.no_grad():
+        assert (_logits(lmforge.load(tmp_path / "out")[0], ids) - reference(ids).logits).abs().max() < 1e-4
 
 
 def transformers_model(directory: Path) -> torch.nn.Module:

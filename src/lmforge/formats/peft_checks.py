@@ -139,20 +139,26 @@ def check_layers(
     targets = config.get("target_modules")
     if config.get("layers_to_transform") is not None or not isinstance(targets, list):
         return  # peft chose the layers by the user's list or regex
+    if config.get("exclude_modules"):  # a list or a regex: which modules it left out is its own
+        return
     for stack, seen in sorted(layers.items()):
-        if seen == set(range(len(seen))) and len(seen) < depths[stack]:
+        if (
+            seen == set(range(len(seen)))
+            and len(seen) < depths[stack]
+            and _whole_layers(stack, seen, modules, state)
+        ):
             raise LmforgeError(
-                f"{weights}: the adapter has LoRA on layers 0-{len(seen) - 1} of {stack} (a"
-                f" {len(seen)}-layer model), the base has {depths[stack]} layers: it was made on"
-                " another base model (if it is meant for those layers alone, say so with"
-                " layers_to_transform in adapter_config.json)"
+                f"{weights}: the adapter has LoRA on every linear layer of layers 0-{len(seen) - 1} of"
+                f" {stack} (peft's all-linear on a {len(seen)}-layer model), the base has"
+                f" {depths[stack]} layers: it was made on another base model (if it is meant for those"
+                " layers alone, say so with layers_to_transform in adapter_config.json)"
             )
-    skipped = [*(config.get("modules_to_save") or []), *(_listed(config.get("exclude_modules")))]
+    skipped = [*(config.get("modules_to_save") or [])]
     for name, tensor in sorted(state.items()):
         module = name.removesuffix(".weight")
         if module == name or tensor.dim() < 2 or any(_matches(module, s) for s in skipped):
             continue
-        key = next((str(t) for t in targets if _matches(module, str(t))), None)
+        key = next((str(t) for t in targets if "." not in str(t) and _matches(module, str(t))), None)
         if key is not None and not any(_same(m, module) for m in modules):
             raise LmforgeError(
                 f"{weights}: no adapter for the base's {module!r}, which target_modules names"
@@ -160,8 +166,20 @@ def check_layers(
             )
 
 
-def _listed(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list | tuple | set) else []
+def _whole_layers(stack: str, seen: set[int], modules: list[str], state: dict[str, torch.Tensor]) -> bool:
+    """Whether the adapted modules of each layer in `seen` are all of the base's matrices in that
+    layer: what peft's all-linear saves (full names), not a hand-picked list of a few."""
+    base: dict[int, set[str]] = {}
+    for name, tensor in state.items():
+        found = _split(name.removesuffix(".weight"))
+        if found and found[0] == stack and name.endswith(".weight") and tensor.dim() == 2:
+            base.setdefault(found[1], set()).add(found[2])
+    adapted: dict[int, set[str]] = {}
+    for module in modules:
+        found = _split(module)
+        if found and _same(found[0], stack):
+            adapted.setdefault(found[1], set()).add(found[2])
+    return all(adapted.get(layer) == base.get(layer) for layer in seen)
 
 
 def _matches(module: str, key: str) -> bool:
