@@ -193,9 +193,10 @@ def test_percent_escaped_emails_are_found() -> None:
     an address the plain matcher takes whole. The escaped URL around one keeps its `/`, `:`, `?`."""
     cases = {
         "mailto:john.doe%40example.com": "mailto:<EMAIL>",
-        # "&" and "=" are an address's characters: escaped, the query goes whole
-        "https://x.com/track?id=7&email=j%2Bnews%40mail.example.co.uk": "https://x.com/track?<EMAIL>",
-        "r=https%3A%2F%2Fx.com%2Fa%3Fto%3Djohn.doe%2540example.com": "r=https%3A%2F%2Fx.com%2Fa%3F<EMAIL>",
+        # a URL query's keys stay, its "=" and "&" escaped or not (a helper's pass: `?to=` went too)
+        "https://x.com/track?id=7&email=j%2Bnews%40mail.example.co.uk": "https://x.com/track?id=7&email=<EMAIL>",
+        "r=https%3A%2F%2Fx.com%2Fa%3Fto%3Djohn.doe%2540ex.com": "r=https%3A%2F%2Fx.com%2Fa%3Fto%3D<EMAIL>",
+        "https://x.com/?a=1&to=ann%40example.com": "https://x.com/?a=1&to=<EMAIL>",
     }
     for text, scrubbed in cases.items():
         out, spans = PII().scrub(text)
@@ -203,6 +204,17 @@ def test_percent_escaped_emails_are_found() -> None:
         [(s, e, kind)] = spans
         plain = unquote(unquote(text[s:e]))
         assert kind == "email" and PII().find(plain) == [(0, len(plain), "email")], plain
+
+
+def test_long_runs_of_an_address_s_characters_scrub_in_linear_time() -> None:
+    """Each e-mail pattern starts at a run's start only: a run of escapes or of `a=` with no
+    address took 7.5 s at 32 KB (each "%" a start scanning to the run's end), 0.01 s before."""
+    import time
+
+    for text in ("x%20" * 8000 + "%40 end", "a=a" * 8000 + "@ x", "%41" * 8000 + "%40x"):
+        start = time.perf_counter()
+        assert PII().scrub(text)[1] == []
+        assert time.perf_counter() - start < 1.0, text[:20]
 
 
 def test_ip_policy_switch() -> None:

@@ -83,7 +83,18 @@ def test_a_generator_or_dataset_yields_what_a_list_gives_per_item(
             if stream is not None:
                 got = pipe(stream, **call, **size)
                 assert isinstance(got, Iterator) and list(got) == expected, type(pipe).__name__
+
+    class Sized(torch.utils.data.IterableDataset):  # an IterableDataset with a __len__ is read by iter()
+        def __iter__(self) -> Iterator[str]:
+            return iter(TEXTS[:2])
+
+        def __len__(self) -> int:
+            return 2
+
     generate, _, _, _ = cases(dirs)[0]
+    expected = generate(TEXTS[:2], do_sample=False, max_new_tokens=3)
+    assert list(generate(Sized(), do_sample=False, max_new_tokens=3)) == expected
+    assert list(generate(text=iter(TEXTS[:2]), do_sample=False, max_new_tokens=3)) == expected  # its own name
     assert list(generate(text_inputs=iter(TEXTS[:2]), do_sample=False, max_new_tokens=3)) == generate(
         TEXTS[:2], do_sample=False, max_new_tokens=3
     )  # transformers' keyword for the input

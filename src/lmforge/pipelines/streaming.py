@@ -21,7 +21,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.inference.options import check_options
 
-KEYWORDS = ("inputs", "text_inputs")  # transformers' names for a pipeline's input
+KEYWORDS = ("inputs", "text_inputs", "text")  # transformers' names for a pipeline's input, and lmforge's
 
 
 def is_stream(inputs: Any) -> bool:
@@ -32,9 +32,11 @@ def is_stream(inputs: Any) -> bool:
 def _items(inputs: Any) -> Iterator[Any]:
     if isinstance(inputs, Iterator):
         return inputs
+    if isinstance(inputs, torch.utils.data.IterableDataset):  # even one with a __len__
+        return iter(inputs)
     if hasattr(inputs, "__len__"):  # a map-style dataset: by index, as a DataLoader reads it
         return (inputs[i] for i in range(len(inputs)))
-    return iter(inputs)  # an IterableDataset
+    return iter(inputs)
 
 
 def streams(
