@@ -213,18 +213,37 @@ def test_the_server_takes_min_p_min_tokens_and_no_repeat_ngram_size(tmp_path: Pa
         sampled = reply(temperature=1.0, min_p=0.3, seed=5, min_tokens=16)
         expected = generate_ids(net, [prompt], 16, 1.0, seed=5, min_p=0.3, eos_id=eos, min_new_tokens=16)[0]
         assert sampled == tok.decode(expected)
-        # min_tokens holds back stop strings too (vLLM's): none ending in the first 15 tokens' text counts
-        ids = generate_ids(net, [prompt], 16, 0.0, eos_id=eos, min_new_tokens=16)[0]
-        text, floor = tok.decode(ids), len(tok.decode(ids[:15]))
-        stop = tok.decode(ids[1:2])
-        at = text.find(stop, max(floor - len(stop) + 1, 0))
-        assert reply(min_tokens=16, stop=stop) == (text if at < 0 else text[:at])
-        assert text.index(stop) < floor  # an early one was there to skip
+        # min_tokens holds back stop strings too (vLLM's v1): none ending in the first min_tokens
+        # tokens' text counts, as no EOS among them does
+        for min_tokens in (8, 16):
+            ids = generate_ids(net, [prompt], 16, 0.0, eos_id=eos, min_new_tokens=min_tokens)[0]
+            text, floor = tok.decode(ids), len(tok.decode(ids[:min_tokens]))
+            stop = tok.decode(ids[1:2])
+            at = text.find(stop, max(floor - len(stop) + 1, 0))
+            assert reply(min_tokens=min_tokens, stop=stop) == (text if at < 0 else text[:at])
+            assert text.index(stop) < floor  # an early one was there to skip
+        limits = {
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_completion_tokens": 5,
+            "min_tokens": 9,
+        }
+        r = api.post("/v1/chat/completions", json={"model": "gpt2", **limits})
+        assert r.status_code == 400 and "min_tokens=9 is more than max_completion_tokens=5" in r.text
+        nan = '{"model": "gpt2", "prompt": "a", "min_p": NaN}'
+        r = api.post("/v1/completions", content=nan, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_p", r.text
         bad = [("min_p", 1.5), ("min_p", -0.2), ("min_tokens", -1), ("no_repeat_ngram_size", -1)]
         for field, value in [*bad, ("min_tokens", 40)]:  # more than max_tokens
             body = {"model": "gpt2", "prompt": "a", "max_tokens": 20, field: value}
             r = api.post("/v1/completions", json=body)
             assert r.status_code == 400 and field in r.text, r.text
+
+
+def test_numpy_integers_are_taken_as_integers() -> None:
+    """np.int64(0) for min_new_tokens raised `__bool__ should return bool` (a helper's pass)."""
+    np = pytest.importorskip("numpy")
+    assert not Bans(np.int64(0), np.int64(0), frozenset({1})) and Bans(np.int64(2))
+    assert Bans(0, np.int64(3), frozenset({1}))
 
 
 def test_every_token_banned_is_one_line_not_token_0(tmp_path: Path) -> None:

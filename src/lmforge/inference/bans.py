@@ -30,7 +30,7 @@ class Bans:
     stops: frozenset[int] = frozenset()
 
     def __bool__(self) -> bool:
-        return self.ngram > 0 or (self.min_new > 0 and bool(self.stops))
+        return bool(self.ngram > 0 or (self.min_new > 0 and self.stops))  # numpy ints give numpy bools
 
     def banned(self, history: History) -> list[int]:
         """The ids the row `history` follows may not take next."""

@@ -317,6 +317,7 @@ def chat(
             continue
         if not text.strip():
             continue
+        stream: TextStream | None = None
         try:
             check_text(text)  # a bad byte named where the user typed it, not in the rendered template
             message = {"role": "user", "content": text}
@@ -350,6 +351,10 @@ def chat(
                 no_repeat_ngram_size=options["no_repeat_ngram_size"],
             )
         except LmforgeError as e:  # this message only: the session and its history go on
+            if stream is not None and stream.ids:  # a reply cut short ends its line before the message
+                stream.finish()
+                sys.stdout.write("\n")
+                sys.stdout.flush()
             print(f"lmforge: not answered: {e}", file=sys.stderr)
             unanswered += 1
             continue

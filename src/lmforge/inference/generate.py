@@ -377,24 +377,31 @@ def generate(
     if streaming:  # a prompt too long for the context fails before it is echoed
         check_prompt(ids[0], net.config.block_size, truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
-    outs = generate_ids(
-        net,
-        ids,
-        max_new_tokens,
-        temperature,
-        top_k,
-        top_p,
-        eos,
-        use_cache,
-        seed,
-        truncate_prompt,
-        watch,
-        compile,
-        repetition_penalty,
-        min_p=min_p,
-        min_new_tokens=min_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-    )
+    try:
+        outs = generate_ids(
+            net,
+            ids,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            eos,
+            use_cache,
+            seed,
+            truncate_prompt,
+            watch,
+            compile,
+            repetition_penalty,
+            min_p=min_p,
+            min_new_tokens=min_new_tokens,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+        )
+    except LmforgeError:  # mid-stream (every token banned): the text so far ends its line
+        if isinstance(watch, TextStream):
+            watch.finish()
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
     if isinstance(watch, TextStream):
         watch.finish()
         sys.stdout.write("\n")

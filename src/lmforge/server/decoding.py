@@ -53,16 +53,16 @@ class Row:
     finish: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # when the job asks for them
     logprobs_sent: int = 0  # entries already streamed
-    early: int = 0  # characters of its first min_tokens - 1 tokens, where no stop string may end
+    early: int = 0  # characters of its first min_tokens tokens, where no stop string may end
 
     def pending(self, tokenizer: Tokenizer, stops: list[str], min_tokens: int = 0) -> str:
-        """Decode after a new token: end the row at a stop string, once it has min_tokens tokens
-        (vLLM's: a stop string ending in the text of the tokens before is none); the new text safe
-        to send."""
+        """Decode after a new token: end the row at a stop string past its first min_tokens
+        tokens (vLLM's: a stop string ending in their text is none, as an EOS among them is
+        none); the new text safe to send."""
         text = tokenizer.decode(self.ids)
-        if len(self.ids) < min_tokens:
+        if len(self.ids) <= min_tokens:
             self.early = len(text)
-        text, stopped = cut_at_stop(text, stops if len(self.ids) >= min_tokens else [], self.early)
+        text, stopped = cut_at_stop(text, stops if len(self.ids) > min_tokens else [], self.early)
         if stopped:
             self.text, self.finish = text, "stop"
             return self.flush()

@@ -114,7 +114,7 @@ class _Sampling(_Body):
     top_k: Annotated[StrictInt, Field(ge=-1)] = 0
     # vLLM's too: min-p sampling; no EOS and no stop string before min_tokens tokens. And
     # transformers' no_repeat_ngram_size (0: off), which vLLM does not take
-    min_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1)] = 0.0
+    min_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     min_tokens: Annotated[StrictInt, Field(ge=0)] = 0
     no_repeat_ngram_size: Annotated[StrictInt, Field(ge=0)] = 0
     seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
@@ -244,6 +244,9 @@ class ChatRequest(_Sampling):
             raise ValueError("max_tokens and max_completion_tokens disagree; give one")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
+        limit = self.limit()
+        if limit is not None and self.min_tokens > limit:  # the base class saw max_tokens alone
+            raise ValueError(f"min_tokens={self.min_tokens} is more than {self.limit_key()}={limit}")
         return self
 
     def wanted_logprobs(self) -> int | None:
