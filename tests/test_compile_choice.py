@@ -103,7 +103,9 @@ def test_eager_time_adds_up_across_calls(tuned: None) -> None:
     assert 0 < first < compile_choice._eager_seconds[path]
 
 
-@pytest.mark.parametrize("after", [0, 5], ids=["at-once", "mid-reply"])
+@pytest.mark.parametrize(  # at once: slow (make test-all); mid-reply moves a longer cache
+    "after", [pytest.param(0, marks=pytest.mark.slow), 5], ids=["at-once", "mid-reply"]
+)
 def test_a_switch_moves_the_cache_and_gives_the_eager_tokens(
     tuned: None, monkeypatch: pytest.MonkeyPatch, after: int
 ) -> None:

@@ -189,7 +189,9 @@ def test_zero3_checkpoint_and_export_hold_the_trained_weights(runs) -> None:
 
 
 @needs_deepspeed
-@pytest.mark.parametrize("target", ["local-1", "ddp-2", "zero1-1"])
+@pytest.mark.parametrize(  # onto ZeRO-1: slow, DeepSpeed onto DeepSpeed (the others cross engines)
+    "target", ["local-1", "ddp-2", pytest.param("zero1-1", marks=pytest.mark.slow)]
+)
 def test_zero3_checkpoint_resumes_on_another_engine_and_world_size(runs, tmp_path, target: str) -> None:
     reference = runs("local", 1)
     source = runs("zero3-2", 2, *ENGINES["zero3-2"][1:], "--train.micro_batch_size=2")
@@ -324,6 +326,7 @@ def test_deepspeed_keys_on_another_engine_are_said_at_start(
 
 
 @needs_deepspeed
+@pytest.mark.slow  # 21 s of DeepSpeed runs for two messages; make test-all
 def test_a_deepspeed_json_edited_before_resume_is_said_and_a_moved_one_named(tmp_path: Path) -> None:
     """Editing the JSON between runs changed the steps after a resume (bucket sizes, the
     communication dtype), unsaid; a moved JSON was 'cannot read DeepSpeed config'."""

@@ -110,7 +110,9 @@ print((high_water() - before) / (tokens * vocab))
 
 
 @LINUX_PROC
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize(  # bf16 slow: emulated where the CPU has no bf16 units (14 s on AVX2)
+    "dtype", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)]
+)
 def test_a_language_models_loss_peak_is_planned(dtype: str) -> None:
     # GPT-2 small on an H200 peaked 25% above the plan when it counted only the kept log-softmax:
     # the loss's backward holds two more fp32 gradients per logit. Measured here as a fresh

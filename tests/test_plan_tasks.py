@@ -149,6 +149,7 @@ def test_recipes_it_cannot_plan_get_one_line(tmp_path: Path) -> None:
         lmforge.plan(overrides=[*cls, "--data.labels=a"])
 
 
+@pytest.mark.slow  # 8 s; the QA and classification runs stay in make test
 def test_a_translation_fine_tune_from_marian_measures_what_the_plan_predicts(tmp_path: Path) -> None:
     """train.init_from an encoder-decoder (an imported Marian) for translation: plan said it was no
     decoder it covers. A decoder for translation, or an encoder-decoder for lm, is refused as train

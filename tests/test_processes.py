@@ -122,8 +122,9 @@ def test_the_command_line_asks_before_anything_else(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.parametrize(
-    ("sig", "group", "status"), [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)]
+@pytest.mark.parametrize(  # SIGTERM's case slow: make test-all (SIGTERM to a rank: test_ctrl_c below)
+    ("sig", "group", "status"),
+    [(signal.SIGINT, True, 130), pytest.param(signal.SIGTERM, False, 143, marks=pytest.mark.slow)],
 )
 def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
     tmp_path, tiny_overrides: list[str], sig: int, group: bool, status: int
@@ -167,8 +168,12 @@ def test_under_lmforge_launch_only_rank_0_prints_a_line_every_rank_says(
     assert capsys.readouterr().err == "lmforge: error: same\n"
 
 
-@pytest.mark.parametrize(
-    ("sig", "status", "last"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+@pytest.mark.parametrize(  # SIGTERM's case slow (make test-all): the same path, another word
+    ("sig", "status", "last"),
+    [
+        (signal.SIGINT, 130, "interrupted"),
+        pytest.param(signal.SIGTERM, 143, "terminated", marks=pytest.mark.slow),
+    ],
 )
 def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(
     tmp_path, tiny_overrides: list[str], sig: int, status: int, last: str

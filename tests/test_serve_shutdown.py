@@ -60,7 +60,7 @@ def _wait_admitted(port: int, count: int) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("presses", [1, 2])
+@pytest.mark.parametrize("presses", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: make test-all
 def test_requests_in_flight_get_their_grace_then_a_503(gpt: Path, presses: int) -> None:
     port = free_port()
     proc = _start(gpt, port)
