@@ -32,6 +32,17 @@ class Bans:
     def __bool__(self) -> bool:
         return bool(self.ngram > 0 or (self.min_new > 0 and self.stops))  # numpy ints give numpy bools
 
+    def histories(self, rows: Iterable[list[int]]) -> list[History] | None:
+        """Each row's History (rows: each prompt's own ids, no padding); None where the bans are
+        off, so a decode without them keeps no history."""
+        return [History.start(row, self.ngram) for row in rows] if self else None
+
+    @staticmethod
+    def record(histories: list[History], token: torch.Tensor) -> None:
+        """The step's tokens (B,), one per row, added to the rows' histories."""
+        for history, t in zip(histories, token.tolist(), strict=True):
+            history.extend([t])
+
     def banned(self, history: History) -> list[int]:
         """The ids the row `history` follows may not take next."""
         out = list(self.stops) if history.new < self.min_new else []

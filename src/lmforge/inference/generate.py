@@ -22,7 +22,7 @@ from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
-from lmforge.inference.bans import NO_BANS, Bans, History
+from lmforge.inference.bans import NO_BANS, Bans
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
@@ -74,10 +74,8 @@ def stream_ids(
     cache = new_cache(prompt.size(0), room) if use_cache else None
     logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
     seen = seen_tokens(prompt, logits.size(-1), mask) if repetition_penalty != 1.0 else None  # (B, vocab)
-    histories = None
-    if bans:  # each row's own tokens, its padding left out
-        rows = prompt.tolist() if mask is None else [p[m].tolist() for p, m in zip(prompt, mask, strict=True)]
-        histories = [History.start(row, bans.ngram) for row in rows]
+    rows = prompt.tolist() if mask is None else (p[m].tolist() for p, m in zip(prompt, mask, strict=True))
+    histories = bans.histories(rows)  # each row's own tokens, its padding left out; None: no bans
     for n in range(max_new_tokens):
         if seen is not None:
             logits = penalize_repeats(logits, seen, repetition_penalty)
@@ -87,8 +85,7 @@ def stream_ids(
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
         if histories is not None:
-            for history, t in zip(histories, token.tolist(), strict=True):
-                history.extend([t])
+            bans.record(histories, token)
         yield token
         if n + 1 == max_new_tokens:  # no step for a token nobody will read
             return

@@ -22,7 +22,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import onnx_runs
-from lmforge.inference.bans import NO_BANS, Bans, History
+from lmforge.inference.bans import NO_BANS, Bans
 from lmforge.inference.generate import (
     OnToken,
     check_prompt,
@@ -133,18 +133,18 @@ def stream_ids_onnx(
     seen = None  # (B, vocab): each row's tokens so far, its padding left out
     if repetition_penalty != 1.0:
         seen = seen_tokens(torch.from_numpy(seq), logits.shape[-1], torch.from_numpy(real == 1))
-    histories = [History.start(p[m == 1].tolist(), bans.ngram) for p, m in zip(seq, real, strict=True)]
+    histories = bans.histories(p[m == 1].tolist() for p, m in zip(seq, real, strict=True))
     for _ in range(max_new_tokens):
         scores = torch.from_numpy(logits)
         if seen is not None:
             scores = penalize_repeats(scores, seen, repetition_penalty)
-        if bans:
+        if histories is not None:
             scores = bans.apply(scores, histories)
         token = sample_next(scores, temperature, top_k, top_p, generator, min_p)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
-        for history, t in zip(histories, token.tolist(), strict=True):
-            history.extend([t])
+        if histories is not None:
+            bans.record(histories, token)
         yield token
         column = token.numpy()[:, None].astype(np.int64)
         seq = np.concatenate([seq, column], axis=1)
