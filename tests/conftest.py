@@ -126,3 +126,13 @@ def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from lmforge.formats.hf_files import import_hf
 
     return import_hf(smollm2_gguf, tmp_path_factory.mktemp("smollm2") / "model")
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A tiny random transformers GPT-2 and Llama (hf_helpers.make_hf_model), saved: (directory,
+    the model), for the decoding tests compared with transformers' generate."""
+    from hf_helpers import make_hf_model
+
+    directory = tmp_path_factory.mktemp(request.param)
+    return directory, make_hf_model(request.param, directory)

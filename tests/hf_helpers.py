@@ -71,6 +71,8 @@ def _configs() -> dict[str, Any]:
 
 
 FAMILY_NAMES = ["gpt2", "llama", "mistral", "qwen2", "bert"]
+# prompts of three lengths with tokens repeated in them, for the decoding options that look back
+REPEATING_PROMPTS = [[5, 9, 9, 12, 30, 7], [40, 41], [3, 17, 17, 17, 8, 60, 61, 2, 90, 14, 11]]
 
 
 def make_hf_model(family: str, directory: Path, seed: int = 0) -> torch.nn.Module:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from hf_helpers import REPEATING_PROMPTS as PROMPTS
 from hf_helpers import make_hf_model
 
 from lmforge.errors import LmforgeError
@@ -24,14 +25,7 @@ from lmforge.pipelines import pipeline
 
 transformers = pytest.importorskip("transformers")
 
-PROMPTS = [[5, 9, 9, 12, 30, 7], [40, 41], [3, 17, 17, 17, 8, 60, 61, 2, 90, 14, 11]]
 NEW = 24
-
-
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
-def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    directory = tmp_path_factory.mktemp(request.param)
-    return directory, make_hf_model(request.param, directory)
 
 
 @pytest.fixture(scope="module")
