@@ -20,6 +20,11 @@ os.environ["LMFORGE_AUTOTUNE"] = "0"
 os.environ["LMFORGE_CACHE"] = tempfile.mkdtemp(prefix="lmforge-test-cache-")
 # Compiled steps and caches the suite wrote (about 100 MB) go with the process that made them.
 atexit.register(shutil.rmtree, os.environ["LMFORGE_CACHE"], ignore_errors=True)
+# Under pytest-xdist (`make test`: a worker per CPU) the workers share the cores: one thread each,
+# here and in the commands the tests start, or their OpenMP threads spin against each other's.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 WORDS = [
     "the",
