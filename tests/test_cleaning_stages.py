@@ -12,9 +12,9 @@ import pytest
 
 from lmforge.data.clean import Markup, Normalize, Stopwords
 from lmforge.data.dedup import NearDedup
+from lmforge.data.input_files import input_notes, list_files
 from lmforge.data.pii import PII
 from lmforge.data.report import StageStats
-from lmforge.data.sources import input_notes, list_files
 
 CODE = """Docs at <https://mylib.example.org/docs>. Write to <maintainers@mylib.example.org>.
 #include <vector>

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from lmforge.data.input_files import suffixes
 from lmforge.data.shards import earlier_prep_output
-from lmforge.data.sources import open_text, strict_lines, suffixes, utf8_error
+from lmforge.data.sources import open_text, strict_lines, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.outputs import check_target, staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer

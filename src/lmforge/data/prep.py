@@ -30,6 +30,7 @@ from lmforge.config import Config, load_config
 from lmforge.data.canaries import FILE as CANARIES_FILE
 from lmforge.data.canaries import Planter, check_documents, check_split, make_canaries
 from lmforge.data.encode import hf_encoder, make_encoder, verify
+from lmforge.data.input_files import input_notes, list_files, split_inputs, suffixes
 from lmforge.data.pipeline import (
     _batches,
     check_stage_options,
@@ -41,7 +42,7 @@ from lmforge.data.pipeline import (
 from lmforge.data.report import Report
 from lmforge.data.shard_writer import ShardWriter
 from lmforge.data.shards import META, SHARDS_FORMAT, earlier_prep_output
-from lmforge.data.sources import input_notes, list_files, read_documents, split_inputs
+from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer, UnknownChars
@@ -188,7 +189,7 @@ def _prep_into(
         report.extra["input_notes"] = notes
     total = sum(f.stat().st_size for f in files if f.is_file())
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet or None, file=sys.stderr)
-    compressed = any(f.suffix.lower() in (".gz", ".xz", ".bz2", ".zst", ".parquet") for f in files)
+    compressed = any(suffixes(f)[1] or suffixes(f)[0] == ".parquet" for f in files)
     if compressed:
         bar.total = None  # text size unknown until decompressed: rate, no ETA
 

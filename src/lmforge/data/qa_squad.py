@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.sources import JSON_LINES, READ_ERRORS, open_text, suffixes
+from lmforge.data.input_files import JSON_LINES, suffixes
+from lmforge.data.sources import READ_ERRORS, open_text
 from lmforge.errors import LmforgeError
 
 

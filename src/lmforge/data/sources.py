@@ -1,4 +1,4 @@
-"""Read text inputs (files, folders, globs; plain or compressed) as a stream of documents.
+"""Read text inputs (the files input_files.py lists; plain or compressed) as a stream of documents.
 
 Formats: a .txt, .md, .html or .htm file is one document (the markup stage strips tags); each
 line of a .jsonl file is one document (its text field); each row of a .parquet (a named column)
@@ -14,66 +14,24 @@ bad bytes become U+FFFD) and recorded the same way. Only a missing input path is
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import csv
-import glob
 import gzip
 import io
 import json
 import lzma
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import zstandard
 
+from lmforge.data.compressed import COMPRESSION
+from lmforge.data.input_files import JSON_LINES, list_files, suffixes
 from lmforge.data.report import Report
-from lmforge.errors import LmforgeError, counted
+from lmforge.errors import LmforgeError
 
-JSON_LINES = (".jsonl", ".ndjson")  # one JSON record a line
-TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", *JSON_LINES, ".csv", ".parquet"}
-
-
-class ZstdFile(io.RawIOBase):
-    """A .zst file's decompressed bytes, frame after frame, raising EOFError where the file ends
-    inside a frame: zstandard's own reader ends a truncated file as if it were whole (a .txt.zst
-    cut mid-line was read to its cut, unsaid), where gzip, lzma and bz2 raise."""
-
-    def __init__(self, path: str | Path, mode: str = "rb") -> None:
-        self.file = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self.frame = zstandard.ZstdDecompressor().decompressobj()
-        self.pending = b""  # decompressed, not yet read
-        self.started = False  # the current frame has had input
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self.pending:
-            rest = b""
-            if self.frame.eof:  # the next frame, which may begin in what the last one left
-                rest = self.frame.unused_data
-                self.frame, self.started = zstandard.ZstdDecompressor().decompressobj(), False
-            data = rest or self.file.read(1 << 17)
-            if not data:
-                if self.started:
-                    raise EOFError("the file ends inside a zstd frame (truncated)")
-                return 0
-            self.started = True
-            self.pending = self.frame.decompress(data)
-        n = min(len(buffer), len(self.pending))
-        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
-        return n
-
-    def close(self) -> None:
-        self.file.close()
-        super().close()
-
-
-COMPRESSION = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open, ".zst": ZstdFile}
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError, csv.Error)
@@ -86,130 +44,6 @@ class Document:
     text: str
     source: str
     """Where it came from: `path` or `path:line`."""
-
-
-def readable() -> str:
-    """The suffixes read, as a message lists them: `.csv, ..., .txt (or compressed: .gz, ...)`."""
-    return f"{', '.join(sorted(TEXT_SUFFIXES))} (or compressed: {', '.join(COMPRESSION)})"
-
-
-def suffixes(path: Path) -> tuple[str, str]:
-    """(format suffix, compression suffix or '') for names like `a.jsonl.gz`."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in COMPRESSION:
-        return (suffixes[-2] if len(suffixes) > 1 else "", suffixes[-1])
-    return (suffixes[-1] if suffixes else "", "")
-
-
-def split_inputs(value: str) -> list[str]:
-    """A recipe's comma-separated files, folders or globs (prep.inputs, data.input) as a list."""
-    return [s.strip() for s in value.split(",") if s.strip()]
-
-
-def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | None = None) -> list[Path]:
-    """Expand files, folders (recursively) and globs into a sorted list of input files.
-
-    Folders contribute their files with a known suffix that are not hidden (the others go to
-    `passed_over`, for the caller to name); broken links among them are kept so that reading
-    reports them as unreadable rather than silently ignoring them.
-    """
-    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += _folder_files(path, passed_over)
-        elif path.is_file() or path.is_symlink():  # a broken link or a link loop: named as unreadable
-            files.append(path)
-        else:
-            matches = sorted(_glob(str(item)))
-            if not matches:
-                raise LmforgeError(f"{item}: no such file, folder or glob match")
-            for match in matches:  # a folder `raw/*` matches is read as a named folder; `**` lists its files
-                if match.is_dir() and "**" not in str(item):
-                    files += _folder_files(match, passed_over)
-                elif match.is_file():
-                    files.append(match)
-    if not files:
-        raise LmforgeError(f"{', '.join(map(str, items))}: no {readable()} files found")
-    # A file reached twice (named twice; a ** glob through a linked loop) is read once, in the
-    # place it was first found, under its shortest name (not raw/loop/loop/.../a.txt).
-    found: dict[str, list[Path]] = {}
-    for file in files:
-        found.setdefault(os.path.realpath(file), []).append(file)
-    return [min(names, key=lambda p: (len(p.parts), str(p))) for names in found.values()]
-
-
-def _glob(pattern: str) -> list[Path]:
-    """glob.glob, stopped where a `**` goes round folder links that loop back: Python's follows
-    links, so two such links multiply the paths without end (a helper's prep: 3 GB and growing
-    after 10 minutes); one link loop gives each file ~40 names, which list_files reads once."""
-    found: list[Path] = []
-    real: set[str] = set()
-    for name in glob.iglob(pattern, recursive=True):
-        found.append(Path(name))
-        real.add(os.path.realpath(name))
-        if len(found) > 10_000 + 100 * len(real):
-            raise LmforgeError(
-                f"{pattern}: the ** glob goes round folder links that loop back ({len(found):,} paths for"
-                f" {len(real):,} files and folders): name the folder itself, whose links are not followed"
-            )
-    return found
-
-
-def _folder_files(path: Path, passed_over: list[Path] | None) -> list[Path]:
-    """A folder's files with a known suffix, not hidden, recursively (the others go to `passed_over`)."""
-    found = list(path.rglob("*"))  # Python 3.11's rglob does not enter linked folders
-    entries = sorted(p for p in found if not p.is_dir() or (p.is_symlink() and not _hidden(p, path)))
-    candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
-    taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
-    if passed_over is not None:  # and pipes, sockets, devices: never read, but named
-        kept = set(taken)
-        passed_over += [p for p in entries if p not in kept]
-    return taken
-
-
-def _hidden(file: Path, folder: Path) -> bool:
-    """Whether a file found in `folder` is hidden there, or lies in a hidden folder below it (an
-    editor's `.#notes.txt`, a `.git` or `.cache` folder): not a corpus file, as Hugging Face
-    datasets also leave them."""
-    return any(part.startswith(".") for part in file.relative_to(folder).parts)
-
-
-def input_notes(files: list[Path], passed_over: list[Path], shown: int | None = 5) -> list[str]:
-    """Lines naming a folder's files not read (hidden, or of other suffixes) and which named files
-    of an unknown suffix are read as plain text: neither is bad input, but a `data.json` dropped
-    into a corpus folder, or named, should not go by unsaid. `shown`: names a line gives (None:
-    every one, as report.json keeps them)."""
-
-    def listed(paths: list[Path]) -> str:
-        more = shown is not None and len(paths) > shown
-        return ", ".join(str(p) for p in paths[:shown]) + (", ..." if more else "")
-
-    lines = []
-    linked = [p for p in passed_over if p.is_symlink() and p.is_dir()]
-    if linked:
-        many = counted(len(linked), "link") + (" to a folder" if len(linked) == 1 else " to folders")
-        lines.append(
-            f"not read: {many} in the input folders, not followed (name the folder itself to read"
-            f" it): {listed(linked)}"
-        )
-    special = [p for p in passed_over if p.exists() and not p.is_file() and p not in linked]
-    if special:
-        many = f"{len(special):,} " + ("entry" if len(special) == 1 else "entries")
-        lines.append(
-            f"not read: {many} in the input folders that are not files (pipes, sockets, devices):"
-            f" {listed(special)}"
-        )
-    passed_over = [p for p in passed_over if p not in special and p not in linked]
-    if passed_over:
-        known = readable()
-        many = counted(len(passed_over), "file")
-        lines.append(f"not read: {many} in the input folders, hidden or not {known} ({listed(passed_over)})")
-    plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
-    if plain:
-        lines.append(f"read as plain text, one document a file: {listed(plain)} (named, of another suffix)")
-    return lines
 
 
 def _open_binary(path: Path) -> IO[bytes]:

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from lmforge.data.input_files import JSON_LINES, suffixes
 from lmforge.data.labelled import encode_batch, read_labelled
-from lmforge.data.sources import JSON_LINES, strict_lines, suffixes
+from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_options, check_texts, is_int

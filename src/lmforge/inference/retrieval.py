@@ -46,8 +46,9 @@ import numpy as np
 import Stemmer
 
 from lmforge.data.clean import Markup
+from lmforge.data.input_files import input_notes, list_files, suffixes
 from lmforge.data.report import Report, StageStats
-from lmforge.data.sources import input_notes, list_files, read_documents, suffixes, utf8_error
+from lmforge.data.sources import read_documents, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.inference.embeddings import Embedder, embed_kept, fuse
 from lmforge.outputs import check_place, describe_foreign, foreign_entries, staged_folder

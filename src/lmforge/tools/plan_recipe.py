@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, ModelConfig, model_config_from
-from lmforge.data.sources import read_documents, split_inputs
+from lmforge.data.input_files import split_inputs
+from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import SPECIALS
 from lmforge.tools.plan_model import LM, Head

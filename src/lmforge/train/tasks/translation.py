@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.data.input_files import suffixes
 from lmforge.data.loader import IGNORE
 from lmforge.data.pair_loader import PairBatch, PairLoader, eval_pair_batches
 from lmforge.data.pairs import load_split, read_lines
-from lmforge.data.sources import suffixes
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_files
 from lmforge.model.seq2seq import Seq2Seq, decoding_extra
