@@ -17,7 +17,7 @@ import torch
 import lmforge
 from lmforge.data.pairs import read_lines
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_files import export_hf
+from lmforge.formats.hf_export import export_hf
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.translate import score, translate_texts
 

@@ -548,7 +548,8 @@ def test_decoding_in_bf16_by_auto_is_said(
 def test_import_keeps_the_models_bos_and_padding_for_export(tmp_path: Path) -> None:
     """An HF decoder's own BOS (a Llama 3 template's {{ bos_token }}) and its padding token were
     dropped by import, and export then named the EOS as BOS."""
-    from lmforge.formats.hf_files import export_hf, import_hf
+    from lmforge.formats.hf_export import export_hf
+    from lmforge.formats.hf_files import import_hf
 
     make_chat_llama(tmp_path / "hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())

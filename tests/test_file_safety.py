@@ -28,7 +28,8 @@ from lmforge.data.pairs import prepare_pairs, read_lines
 from lmforge.data.shards import open_split
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_dir
-from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.formats.hf_export import export_hf
+from lmforge.formats.hf_files import import_hf
 from lmforge.launch import engine_of, launch
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer

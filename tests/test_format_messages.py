@@ -15,7 +15,8 @@ from lmforge.cli import main
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import resolve_model_dir, write_model_dir
-from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.formats.hf_export import export_hf
+from lmforge.formats.hf_files import import_hf
 from lmforge.formats.onnx_export import _earlier_export, held_onnx_export
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer

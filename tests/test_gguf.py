@@ -21,7 +21,8 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 from lmforge.cli import main  # noqa: E402
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
-from lmforge.formats.hf_files import export_hf, import_hf  # noqa: E402
+from lmforge.formats.hf_export import export_hf  # noqa: E402
+from lmforge.formats.hf_files import import_hf  # noqa: E402
 
 TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

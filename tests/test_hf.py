@@ -15,7 +15,8 @@ import lmforge
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf import export_family
-from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.formats.hf_export import export_hf
+from lmforge.formats.hf_files import import_hf
 from lmforge.inference.generate import generate_ids
 from lmforge.model.encoder import Encoder
 

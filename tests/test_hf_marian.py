@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 import lmforge
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.formats.hf_export import export_hf
+from lmforge.formats.hf_files import import_hf
 from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode
 from lmforge.model.seq2seq import Seq2Seq, sinusoidal_table
 

@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from lmforge.config import LoraConfig, TrainConfig, load_config
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
-from lmforge.formats.hf_files import export_hf, import_hf
+from lmforge.formats.hf_export import export_hf
+from lmforge.formats.hf_files import import_hf
 from lmforge.formats.peft import load_adapted, merge_lora
 from lmforge.model import lora
 from lmforge.train.loop import train

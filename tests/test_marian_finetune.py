@@ -18,7 +18,7 @@ from lmforge.config import Config  # noqa: E402
 from lmforge.data.pair_loader import PairLoader  # noqa: E402
 from lmforge.data.pairs import load_split  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
-from lmforge.formats.hf_files import export_hf  # noqa: E402
+from lmforge.formats.hf_export import export_hf  # noqa: E402
 from lmforge.train.loop import train  # noqa: E402
 from tests.marian_helpers import make_marian_model, pairs  # noqa: E402
 

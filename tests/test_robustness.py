@@ -61,7 +61,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from lmforge import prep
     from lmforge.config import ModelConfig
     from lmforge.formats.directory import write_model_dir
-    from lmforge.formats.hf_files import export_hf
+    from lmforge.formats.hf_export import export_hf
     from lmforge.formats.lmforge_dirs import save_classifier
     from lmforge.model.classifier import Classifier
     from lmforge.model.gpt import GPT

@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.data.prep import prep
     from lmforge.errors import LmforgeError
     from lmforge.formats.directory import load_model as load
-    from lmforge.formats.hf_files import export_hf, import_hf
+    from lmforge.formats.hf_export import export_hf
+    from lmforge.formats.hf_files import import_hf
     from lmforge.formats.onnx_export import export_onnx
     from lmforge.formats.peft import merge_lora
     from lmforge.inference.ask import ask
@@ -51,7 +52,7 @@ _API: dict[str, str] = {
     "eval_qa": "lmforge.inference.qa_eval:eval_qa",
     "eval_translate": "lmforge.inference.translate:eval_translate",
     "evaluate": "lmforge.inference.perplexity:evaluate",
-    "export_hf": "lmforge.formats.hf_files:export_hf",
+    "export_hf": "lmforge.formats.hf_export:export_hf",
     "export_onnx": "lmforge.formats.onnx_export:export_onnx",
     "finetune_classify": "lmforge.train.classify:finetune_classify",
     "generate": "lmforge.inference.generate:generate",

@@ -94,7 +94,7 @@ MAKE_VERBS: dict[str, Verb] = {
         lambda path, kw: print(f"{kw['hf_dir']} -> {path}"),
     ),
     "export": Verb(
-        "lmforge.formats.hf_files:export_hf",
+        "lmforge.formats.hf_export:export_hf",
         "write a run, checkpoint or model directory in Hugging Face's layout (a LoRA run: its adapter"
         " in PEFT's layout)",
         (

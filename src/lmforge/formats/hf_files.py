@@ -1,5 +1,5 @@
-"""Hugging Face model directories: read one as an lmforge model (`load_hf_dir`, `import_hf`) and
-write an lmforge model as one (`export_hf`) that `transformers.from_pretrained` loads.
+"""Hugging Face model directories: read one as an lmforge model (`load_hf_dir`, `import_hf`); writing
+one is formats/hf_export.py's (`export_hf`), with this module's owner check of `--out`.
 
 Weights come from model.safetensors (sharded or not), or pytorch_model.bin through
 torch.load(weights_only=True): nothing is ever unpickled, and a shard index may only name files
@@ -30,32 +30,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lmforge.config import model_config_from
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     copy_chat_files,
-    read_chat_template,
-    read_generation_config,
     token_text,
-    write_chat_files,
 )
 from lmforge.formats.directory import (
     LOADERS,
     PEFT_ADAPTER,
     check_named,
-    load_model,
     read_config_json,
     read_json,
-    resolve_model_dir,
     write_model_dir,
 )
-from lmforge.formats.hf import FAMILIES, export_family, family_for
-from lmforge.formats.hf_convert import hf_to_lmforge, lmforge_to_hf
-from lmforge.formats.hf_heads import classifier_state_to_hf, with_head
-from lmforge.formats.hf_qa import QA_TYPE, span_state_to_hf
+from lmforge.formats.hf import FAMILIES, family_for
+from lmforge.formats.hf_convert import hf_to_lmforge
+from lmforge.formats.hf_heads import with_head
+from lmforge.formats.hf_qa import QA_TYPE
 from lmforge.formats.hf_tokenizers import load_hf_tokenizer
 from lmforge.formats.lmforge_dirs import (
     ENCODER_TYPE,
@@ -217,7 +212,7 @@ MODEL_FILES = {
 _WEIGHT_SHARD = re.compile(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)")
 
 
-def _earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
+def earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
     """The owner check of export (`hf`: HF model types) or import (lmforge's): see the module doc."""
 
     def check(folder: Path) -> str | None:
@@ -249,7 +244,7 @@ def import_hf(hf_dir: str | Path, out: str | Path, base: str | Path | None = Non
     may already be at `out`). A PEFT LoRA adapter folder is merged into `base` (default: the
     adapter's base_model_name_or_path where that is a folder here) first (formats/peft_import.py)."""
     check_named(hf_dir)
-    owner = _earlier_output("import", hf=False)
+    owner = earlier_output("import", hf=False)
     if not Path(hf_dir).exists() and Path(hf_dir).suffix != ".gguf":  # gguf.py names a missing .gguf
         raise LmforgeError(f"{hf_dir}: no such file or folder (an HF model folder or a .gguf file)")
     from lmforge.formats.peft_import import is_peft_adapter, merged_folder
@@ -295,108 +290,6 @@ def _import_folder(
     return Path(out)
 
 
-def export_hf(model_path: str | Path, out: str | Path) -> Path:
-    """`lmforge export`: write a run, checkpoint or model directory in HF's layout (see the module
-    doc for what may already be at `out`)."""
-    source = resolve_model_dir(model_path)
-    if (source / "lora.json").is_file():  # a LoRA run: its adapter in PEFT's layout (formats/peft.py)
-        from lmforge.formats.peft import export_peft
-
-        return export_peft(source, out)
-    owner = _earlier_output("export", hf=True)
-    with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export", mark=True) as tmp:
-        _export_into(tmp, model_path)
-    return Path(out)
-
-
-def _export_into(out: Path, model_path: str | Path) -> None:
-    model, tokenizer = load_model(model_path)
-    source = resolve_model_dir(model_path)
-    if not isinstance(model, GPT | Encoder | Seq2Seq | SpanModel | Classifier):
-        raise LmforgeError(
-            f"{model_path}: only decoder, encoder, encoder-decoder, question-answering and"
-            f" classifier models export to HF ({type(model).__name__})"
-        )
-    config = model.config
-    kind = "gpt" if isinstance(model, GPT) else "seq2seq" if isinstance(model, Seq2Seq) else "encoder"
-    if isinstance(model, Classifier) and not model.encoder:
-        kind = "gpt"  # refused below, naming the head transformers would need
-    model_type, family = export_family(config, kind)
-    body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
-    labels: dict[str, Any] = {}
-    if isinstance(model, SpanModel):  # Bert/DistilBertForQuestionAnswering (formats/hf_qa.py)
-        state, architecture = span_state_to_hf(model, family)
-    elif isinstance(model, Classifier):  # Bert/DistilBertForSequenceClassification (formats/hf_heads.py)
-        try:
-            state, architecture = classifier_state_to_hf(model, model_type, family)
-        except LmforgeError as err:
-            raise LmforgeError(f"{model_path}: {err}") from None
-        labels = {
-            "id2label": dict(enumerate(model.labels)),
-            "label2id": {label: i for i, label in enumerate(model.labels)},
-        }
-    else:
-        state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
-        architecture = family.architecture
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    raw = read_config_json(source)
-    specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer, raw)
-    hf_config = {
-        "architectures": [architecture],
-        "model_type": model_type,
-        **body,
-        **specials,
-        **labels,
-        "torch_dtype": "float32",
-    }
-    hf_config["model_type"] = model_type
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    if isinstance(model, Seq2Seq):
-        _write_seq2seq_files(out, model, tokenizer, specials)
-        return
-    tokenizer.save(out / "tokenizer.json")
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(_tokenizer_config(tokenizer, config, specials), indent=2) + "\n"
-    )
-    if kind == "gpt":  # the source's chat template and generation defaults (eos may be a list) win
-        generation = {k: v for k, v in specials.items() if v is not None}
-        write_chat_files(out, read_chat_template(source), {**generation, **read_generation_config(source)})
-
-
-def _seq2seq_ids(model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer) -> dict[str, int | None]:
-    eos = tokenizer.eos_id
-    start = eos if model.start_id is None else model.start_id
-    return {
-        "pad_token_id": model.pad_id,
-        "eos_token_id": eos,
-        "forced_eos_token_id": eos,
-        "decoder_start_token_id": start,
-        "bos_token_id": None,
-    }
-
-
-def _write_seq2seq_files(
-    out: Path, model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer, specials: dict[str, int | None]
-) -> None:
-    """The tokenizer's files and generation_config.json: never generate the suppressed tokens, and,
-    as Marian masks them before the softmax, renormalize (so beam scores match lmforge's)."""
-    if isinstance(tokenizer, MarianTokenizer):
-        tokenizer.save_dir(out)
-    else:
-        tokenizer.save(out / "tokenizer.json")
-        (out / "tokenizer_config.json").write_text(
-            json.dumps(_tokenizer_config(tokenizer, model.config), indent=2) + "\n"
-        )
-    generation: dict[str, Any] = {k: v for k, v in specials.items() if v is not None}
-    generation["max_length"] = model.config.block_size
-    if model.suppress_ids:
-        generation.update(bad_words_ids=[[i] for i in model.suppress_ids], renormalize_logits=True)
-    if model.num_beams != 1:
-        generation["num_beams"] = model.num_beams
-    generation["early_stopping"] = model.early_stopping  # transformers' default is False, lmforge's True
-    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-
-
 def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
     """An HF decoder's BOS and padding ids: config.json's, else the tokens tokenizer_config.json
     names (a Llama 3's pad_token with pad_token_id null)."""
@@ -412,44 +305,6 @@ def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
         if isinstance(value, int) and not isinstance(value, bool):
             ids[f"{key}_token_id"] = value
     return ids
-
-
-def _special_ids(tokenizer: Tokenizer, raw: dict[str, Any]) -> dict[str, int | None]:
-    """BOS is the EOS, as GPT-2's, unless config.json names its own BOS / padding (imported models)."""
-    bos, pad = raw.get("bos_token_id"), raw.get("pad_token_id")
-    return {
-        "bos_token_id": bos if isinstance(bos, int) else tokenizer.eos_id,
-        "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": pad if isinstance(pad, int) else tokenizer.pad_id,
-    }
-
-
-def _tokenizer_config(
-    tokenizer: Tokenizer, config: Any, specials: dict[str, int | None] | None = None
-) -> dict[str, Any]:
-    ids = specials or {"eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.eos_id}
-    pad = ids.get("pad_token_id", tokenizer.pad_id)
-    names = {"eos_token": ids["eos_token_id"], "bos_token": ids["bos_token_id"], "pad_token": pad}
-    out: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": config.block_size,
-    }
-    if getattr(config, "type_vocab_size", 0) < 2:  # transformers 4's PreTrainedTokenizerFast returns
-        out["model_input_names"] = ["input_ids", "attention_mask"]  # token_type_ids by default, which
-        # DistilBERT's forward refuses (`model(**tokenizer(text))` was a TypeError)
-    out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
-    # BERT's names, else RoBERTa's: transformers' QA pipeline keeps cls_token answerable (the null answer)
-    for key, tokens in (
-        ("cls_token", ("[CLS]", "<s>")),
-        ("sep_token", ("[SEP]", "</s>")),
-        ("mask_token", ("[MASK]", "<mask>")),
-        ("unk_token", ("[UNK]", "<unk>")),
-        ("pad_token", ("[PAD]",)),
-    ):
-        found = next((t for t in tokens if tokenizer.hf.token_to_id(t) is not None), None)
-        if found is not None:
-            out[key] = found
-    return out
 
 
 def is_hf_type(model_type: Any) -> bool:

@@ -210,7 +210,8 @@ def _tied(raw: dict[str, Any], file: Path) -> tuple[int, int] | None:
 def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Path, Path]:
     """Write the base with the adapter merged, as an HF model folder under `tmp`.
     Returns (that folder, the base folder used)."""
-    from lmforge.formats.hf_files import _export_into, is_hf_type, read_hf_weights
+    from lmforge.formats.hf_export import export_into
+    from lmforge.formats.hf_files import is_hf_type, read_hf_weights
 
     config, tensors, weights = read_adapter(adapter)
     source = base_folder(adapter, config, base)
@@ -227,7 +228,7 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
     else:  # an lmforge model directory: its tensors under HF's names
         hf = tmp / "base"
         hf.mkdir()
-        _export_into(hf, source)
+        export_into(hf, source)
     state, _ = read_hf_weights(hf)
     raw = read_json(hf / "config.json", "model config")
     check_task(config, raw, state, adapter / PEFT_ADAPTER)  # the import makes the model peft adapted
