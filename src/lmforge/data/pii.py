@@ -8,10 +8,11 @@ rarely pass: phone numbers by `phonenumbers` (Google's libphonenumber: the numbe
 for its region, national formats tried for each of `regions`, international ones for any
 country), cards by the Luhn checksum and an issuer prefix, IBANs by ISO 7064 mod-97 and the
 country's layout, SSNs by the SSA's rules (both from `python-stdnum`), IPs by `ipaddress`, IMEIs by
-their check digit (`python-stdnum`) and a reporting body's prefix or the word IMEI before them.
+their check digit (`python-stdnum`) and a reporting body's prefix or the word IMEI before them
+(compact ones after a word for the device).
 Where spans of two kinds overlap, the kind earlier in KINDS wins (a card number also passes as a
 phone number). Recall and precision are measured by benchmarks/bench_pii.py on
-data/pii-eval.jsonl.xz (docs/data.md).
+data/pii-eval.jsonl.xz (docs/data.md). Phone numbers' rules: pii_phone.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stdnum import imei as stdnum_imei
 from stdnum import luhn
 from stdnum.us import ssn as stdnum_ssn
 
+from lmforge.data.pii_phone import Span, find_phones, in_number
 from lmforge.data.report import StageStats
 from lmforge.errors import LmforgeError
 
@@ -36,7 +38,6 @@ PLACEHOLDER = {kind: f"<{kind.upper()}>" for kind in KINDS}
 IP_POLICIES = ("all", "public")
 DEFAULT_REGIONS = "US,GB,FR,DE,ES,IT,NL,BE,CH,IN,AU,BR"
 
-Span = tuple[int, int, str]  # (start, end, kind), end exclusive
 
 # The userinfo of a URL (RFC 3986): `user:password` in `postgres://user:password@host/db`, or
 # a user alone. Before `email`, which would take `password@host` and leave the user name.
@@ -84,84 +85,30 @@ CARD_GROUPS = {(4, 6, 5), (4, 6, 4), (4, 4, 5)}  # and fours: 4-4-4-4, 4-4-4-4-3
 IMEI = re.compile(r"\d(?<![\d+-]\d)(?:\d{14}|\d([ -])\d{6}\1\d{6}\1\d|\d{7}([ -])\d{6}\2\d)(?!\d|[.-]\d)")
 IMEI_PREFIX = re.compile(r"01|10|3[035]|4[459]|5[0-4]|86|91|9[89]")
 IMEI_BEFORE = re.compile(r"(?i)\bimei\b[^\d\n]{0,16}\Z")  # "IMEI 35...", "IMEI number: ...", "IMEI/SN ..."
+# 15 compact digits are an IMEI only after a word for the device (one in 10 Luhn-valid numbers of
+# a table's ids has a reporting body's prefix: a tenth of those went); written `AA-BBBBBB-CCCCCC-D`
+# or `TAC SNR D`, IMEI's own layouts, a reporting body's prefix is enough.
+DEVICE_BEFORE = re.compile(
+    r"(?i)\b(?:imei(?:sv)?|device|handset|phone|mobile|cell(?:phone)?|serial|t[ée]l[ée]phone|portable"
+    r"|appareil|ger[äa]t|handy|tel[ée]fono|m[óo]vil|celular|cellulare)\b[^\d\n]{0,16}\Z"
+)
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,8}(?:[ -]?[A-Z0-9]{1,3})?\b")
 SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
-# At least 6 digits with phone punctuation between them: where the phone matcher is run.
-PHONE_CANDIDATE = re.compile(r"\d(?:[ \t().\-/（）－‐‑]{0,3}\d){5,}")  # full-width punctuation too
-PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher ("+", "tel:", "(")
-# What the matcher accepts as a valid number in some region but is not one: dates (05.12.2021,
-# 1885-06-08), year ranges (1641-1665), dotted quads (255.255.255.0, 192.168.0.0/16), the SSN layout
-# (666-12-3456: one the SSA never issues), dashed ISBNs (0-306-40615-2: a last group of one
-# digit), decimals (0.7768698399).
-NOT_PHONE = re.compile(
-    r"\d{1,2}([./-])\d{1,2}\1\d{2,4}|\d{4,}-\d{2}-\d{2}|1[0-9]\d\d-(?:1[0-9]|20)\d\d|\d{1,3}(?:\.\d{1,3}){3}(?:/\d+)?"
-    r"|\d{3}-\d{2}-\d{4}|[\d-]*\d-[\dX]|\(?\d+[.,]\d+"
-)
-# Thousands (2 147 483 647, 726.124.770) and a year's serial number (invoice 2024-000123): a phone
-# number only after a phone word, as Spanish and Polish mobiles are written ("Llame al 612 345 678").
-THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*|(?:1[89]|20)\d\d-\d{5,}")
-ISBN_BEFORE = re.compile(r"(?:ISBN(?:-1[03])?|e?ISSN):?\s?\Z")  # and serials' ISSN 0317-8471
-# A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
-ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
-# Part of a longer number or name: after "12.", "-" or "/", before ".5", ",00" or ".xhp"
-# (decimals, negatives, prices, file names).
-IN_NUMBER_BEFORE = re.compile(r"(?:\d[ .,:]|[-/\u2212])\Z")
-IN_NUMBER_AFTER = re.compile(r"[.,]?\d|\.[^\W\d]")
-# A number of fewer than 9 digits with no "+", "0" or "(" in front (April 13 1999, order no.
-# 20860147) is a phone number only after a word that says so.
-PHONE_CUE = re.compile(
-    r"(?i)(?:phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|t[ée]l[ée]phone"
-    r"|appel|portable|tel[ée]fono|llam|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
-    r"|zadzwo|kom[óo]rk)\w*(?:\W{1,3}\w{1,5}){0,2}\W{0,6}\Z"
-)
-# An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
-# phone number (ID 4155550134, order #4155550134), unless a phone word comes first.
-OTHER_NUMBER_BEFORE = re.compile(
-    r"(?i)(?:\b(?:id|invoice|order|ref|reference|serial|ticket|tracking|policy|receipt|transaction|isin"
-    r"|ean|upc|sku)|#)\W{0,3}\Z"
-)
-
-
-def _in_number(text: str, start: int, end: int) -> bool:
-    return bool(IN_NUMBER_BEFORE.search(text, max(0, start - 2), start)) or bool(
-        IN_NUMBER_AFTER.match(text, end, end + 2)
-    )
-
-
-def _phone_ok(text: str, start: int, end: int) -> bool:
-    """Rules for what the matcher finds valid but prose uses for other numbers."""
-    number = text[start:end]
-    cue = bool(PHONE_CUE.search(text, max(0, start - 24), start))
-    if NOT_PHONE.fullmatch(number) or _in_number(text, start + (number[0] == "+"), end):
-        return False  # ("+" starts a new number even right after another)
-    if THOUSANDS.fullmatch(number) and not cue:
-        return False
-    marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
-    if not cue and not marked and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
-        return False
-    groups = re.findall(r"\d+", number)  # digits spaced out one by one: a count, lottery numbers
-    if len(groups) >= 5 and sum(len(g) == 1 for g in groups) * 2 > len(groups):
-        return False
-    if number.startswith("(") and ")" not in number:  # "(-32768 - 32767)", "(0-65535)"
-        return False
-    if set(number) <= set("01"):  # a binary number
-        return False
-    if ISBN_BEFORE.search(text, max(0, start - 10), start):
-        return False
-    if re.fullmatch(r"\d{5}-\d{4}", number) and ZIP_BEFORE.search(text, max(0, start - 12), start):
-        return False
-    digits = sum(c.isdigit() for c in number)
-    return marked or digits >= 9 or cue
 
 
 def _imei_ok(text: str, start: int, end: int) -> bool:
-    """A 15-digit Luhn-valid number that the text calls an IMEI, or that starts as no card of 15
-    digits does and as an IMEI does (`490154203237518` was a `<CARD>`)."""
+    """A 15-digit Luhn-valid number that the text calls an IMEI, or that starts as an IMEI does
+    (a reporting body's code; no 15-digit card does) and is either in IMEI's own layout or after
+    a word for the device (`phone 490154203237518`; a bare one in a table of ids is left)."""
     digits = re.sub(r"\D", "", text[start:end])
     if len(digits) != 15 or not stdnum_imei.is_valid(digits):  # 15 digits: the Luhn check digit
         return False
-    named = IMEI_BEFORE.search(text, max(0, start - 24), start)
-    return bool(named) or bool(IMEI_PREFIX.match(digits))
+    if IMEI_BEFORE.search(text, max(0, start - 24), start):
+        return True
+    if not IMEI_PREFIX.match(digits):
+        return False
+    compact = end - start == 15  # else grouped as IMEIs are: the pattern takes no other layout
+    return not compact or bool(DEVICE_BEFORE.search(text, max(0, start - 32), start))
 
 
 def _query_value(text: str, start: int, end: int) -> int:
@@ -194,10 +141,25 @@ def _escaped_email(candidate: str) -> int | None:
     return start if ok else None
 
 
+def _card_length_ok(digits: str) -> bool:
+    """The lengths the networks issue: Visa 13, 16 or 19 digits, Mastercard 16, Amex 15, JCB 16-19;
+    Diners, Discover, Maestro and UnionPay anything from 12 to 19. A Luhn-valid 15-digit number
+    starting 4 or 35 is no card (it is often an IMEI), and one of a table's ids no more than any."""
+    if digits.startswith("4"):
+        return len(digits) in (13, 16, 19)
+    if re.match(r"5[1-5]|2[2-7]", digits):
+        return len(digits) == 16
+    if re.match(r"3[47]", digits):
+        return len(digits) == 15
+    if digits.startswith("35"):
+        return len(digits) >= 16
+    return True
+
+
 def _card_ok(text: str) -> bool:
     seps = {c for c in text if not c.isdigit()}
     digits = re.sub(r"\D", "", text)
-    if len(seps) > 1 or not CARD_PREFIX.match(digits):
+    if len(seps) > 1 or not CARD_PREFIX.match(digits) or not _card_length_ok(digits):
         return False
     # Grouped, a card is printed in fours (the last group shorter), or as Amex, Diners and 13-digit
     # Visa are (4-6-5, 4-6-4, 4-4-5); a row of a numeric table (2240 6720 15680 24640) is not.
@@ -282,14 +244,14 @@ class PII:
 
     def _imeis(self, text: str) -> Iterator[tuple[int, int]]:
         for m in IMEI.finditer(text):
-            if _imei_ok(text, *m.span()) and not _in_number(text, *m.span()):
+            if _imei_ok(text, *m.span()) and not in_number(text, *m.span()):
                 yield m.span()
 
     def _cards(self, text: str) -> Iterator[tuple[int, int]]:
         for m in CARD.finditer(text):
             # an IMEI that passes as a card is taken as an IMEI first (KINDS' order) where that kind
             # is scrubbed; where it is not, it goes as a card rather than stay
-            if _card_ok(m.group()) and not _in_number(text, *m.span()):
+            if _card_ok(m.group()) and not in_number(text, *m.span()):
                 yield m.span()
 
     def _ssns(self, text: str) -> Iterator[tuple[int, int]]:
@@ -324,36 +286,7 @@ class PII:
         return not (ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_reserved)
 
     def _phones(self, text: str, taken: list[Span]) -> Iterator[tuple[int, int]]:
-        """The matcher is slow (a parse per region and possible number): it runs only on windows
-        around digit runs that no other kind has taken and no rule rejects outright, and stops
-        at the first region that finds a number covering the whole run."""
-        for c in PHONE_CANDIDATE.finditer(text):
-            plus = c.start() > 0 and text[c.start() - 1] == "+"  # +48 512 385 786 is no thousands
-            thousands = THOUSANDS.fullmatch(c.group()) and not PHONE_CUE.search(
-                text, max(0, c.start() - 24), c.start()
-            )
-            if ((NOT_PHONE.fullmatch(c.group()) or thousands) and not plus) or any(
-                c.start() < e and s < c.end() for s, e, _ in taken
-            ):
-                continue
-            # a number does not cross a line: the window stays on the candidate's (a table's rows
-            # would each be parsed three times, with the rows above and below)
-            lo = max(0, c.start() - PHONE_CONTEXT, text.rfind("\n", 0, c.start()) + 1)
-            line_end = text.find("\n", c.end())
-            hi = min(len(text), c.end() + PHONE_CONTEXT, len(text) if line_end < 0 else line_end)
-            window = text[lo:hi]
-            spans: list[tuple[int, int]] = []
-            for region in self.regions:
-                for m in phonenumbers.PhoneNumberMatcher(window, region, phonenumbers.Leniency.VALID):
-                    spans.append((lo + m.start, lo + m.end))
-                if any(s <= c.start() and c.end() <= e for s, e in spans):
-                    break
-            for start, end in _union(spans):
-                if not (start < c.end() and c.start() < end) or not _phone_ok(text, start, end):
-                    continue
-                if text[max(0, start - 4) : start].lower() == "tel:":  # the whole URI goes
-                    start -= 4
-                yield start, end
+        return find_phones(text, taken, self.regions)
 
     # -- the stage ------------------------------------------------------------------------------
 
@@ -385,14 +318,3 @@ def _network(text: str, start: int, end: int) -> bool:
     except ValueError:
         return False
     return network.num_addresses > 2
-
-
-def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Overlapping spans (one number matched for several regions) merged into one."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if out and start < out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
