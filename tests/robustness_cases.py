@@ -288,7 +288,7 @@ CASES = [
     Case("export-out-inside-model", "export {t}/m --out {t}/m/hf", r"{t}/m/hf: the output folder lies inside the input", (copy("gpt", "m"),)),
     Case("export-out-is-file", "export {s}/gpt --out {t}/f", r"{t}/f: exists and is not a folder", (write("f", "x"),)),
     Case("export-out-dot", "export {s}/gpt --out .", r"\.: is the working directory"),
-    Case("export-classifier", "export {s}/clf --out {t}/new/deep/o", r"{s}/clf: classifiers export to HF as Bert/DistilBertForSequenceClassification; this one has a decoder body"),
+    Case("export-classifier", "export {s}/clf --out {t}/new/deep/o", r"{s}/clf: a decoder classifier exports to HF as \w+ForSequenceClassification, .* this one has a head bias"),
     # --- finetune-classify
     Case("classify-labels-no-value", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels", r"argument --labels: expected one argument", usage=True),
     Case("classify-no-train", "finetune-classify {s}/gpt --labels neg,pos", r"required: --train", usage=True),

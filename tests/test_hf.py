@@ -165,18 +165,21 @@ def test_a_sliding_window_caps_the_context_only_where_a_layer_slides(tmp_path: P
         assert model.config.block_size == expected, layers
 
 
-def test_an_untied_llama_sequence_classifier_says_it_has_no_lm_head(tmp_path: Path) -> None:
-    """A Llama's ...ForSequenceClassification (untied, its default) has no lm_head to load as a
-    decoder: the error named a tensor the user never had, and nothing more."""
+def test_an_untied_llama_sequence_classifier_loads_without_an_lm_head(tmp_path: Path) -> None:
+    """A Llama's ...ForSequenceClassification (untied, its default) has no lm_head: it was refused
+    naming that tensor; now it loads as a classifier (tests/test_hf_decoder_classifiers.py), its
+    unread lm_head zero."""
     import transformers
+
+    from lmforge.model.classifier import Classifier
 
     hf_dir = tmp_path / "hf"
     decoder = make_hf_model("llama", hf_dir)
     config = decoder.config
     config.update({"num_labels": 2, "tie_word_embeddings": False, "architectures": None})
     transformers.LlamaForSequenceClassification(config).save_pretrained(hf_dir)
-    with pytest.raises(LmforgeError, match=r"missing tensor 'lm_head.weight' \(the language-model head: a"):
-        lmforge.load(hf_dir)
+    model, _ = lmforge.load(hf_dir)
+    assert isinstance(model, Classifier) and not model.backbone.lm_head.weight.any()
 
 
 def test_pytorch_bin_loads_without_unpickling_code(tmp_path: Path) -> None:

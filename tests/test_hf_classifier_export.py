@@ -1,7 +1,8 @@
 """`lmforge export` of a classifier (formats/hf_heads.py's classifier_state_to_hf): one whose head
 transformers has goes back as Bert/DistilBertForSequenceClassification, which transformers loads
 with no missing or unexpected tensor and which gives the original model's logits and labels; the
-others (other pooling, no dense layer, a decoder body) are refused in one line, writing nothing."""
+others (other pooling, no dense layer, a decoder's head with a bias) are refused in one line,
+writing nothing."""
 
 from __future__ import annotations
 
@@ -100,10 +101,12 @@ def test_an_encoder_classifier_transformers_has_no_class_for_is_refused(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_decoder_classifier_is_refused(tmp_path: Path) -> None:
+def test_a_decoder_classifier_with_a_head_bias_is_refused(tmp_path: Path) -> None:
+    """A decoder's classifier exports as its family's ...ForSequenceClassification, whose score layer
+    has no bias (tests/test_hf_decoder_classifiers.py): finetune-classify's head has one."""
     tok = _tokenizer()
     config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
     save_classifier(Classifier(GPT(config), ["no", "yes"]), tmp_path / "clf", tok)
-    with pytest.raises(LmforgeError, match=r"has a decoder body, whose head no transformers class computes$"):
+    with pytest.raises(LmforgeError, match=r"this one has a head bias \(its score layer has none\), which"):
         lmforge.export_hf(tmp_path / "clf", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -217,7 +217,7 @@ def _task_adapter(tmp_path: Path, cls: str, task: str, family: str = "bert", **e
     model = getattr(transformers, cls)(config).eval()
     model.save_pretrained(tmp_path / "base")
     shutil.copy(tmp_path / "body" / "tokenizer.json", tmp_path / "base")
-    targets = ["c_attn"] if family == "gpt2" else ["query", "value"]
+    targets = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}.get(family, ["query", "value"])
     wrapped = peft.get_peft_model(
         model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets, task_type=task)
     )
@@ -229,12 +229,17 @@ def _task_adapter(tmp_path: Path, cls: str, task: str, family: str = "bert", **e
     return wrapped.eval(), tmp_path / "base", tmp_path / "adapter"
 
 
-def test_a_classification_adapter_comes_in_as_the_classifier_peft_adapted(tmp_path: Path) -> None:
-    """SEQ_CLS on BertForSequenceClassification: an lmforge classifier with peft's logits and the
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_a_classification_adapter_comes_in_as_the_classifier_peft_adapted(
+    family: str, tmp_path: Path
+) -> None:
+    """SEQ_CLS on a ...ForSequenceClassification (an encoder's, or a decoder's `score` head, whose
+    adapters were refused until 2026-12-06): an lmforge classifier with peft's logits and the
     adapter's own head (modules_to_save), not the base's."""
     from lmforge.model.classifier import Classifier
 
-    reference, base, adapter = _task_adapter(tmp_path, "BertForSequenceClassification", "SEQ_CLS")
+    cls = {"bert": "Bert", "gpt2": "GPT2", "llama": "Llama"}[family] + "ForSequenceClassification"
+    reference, base, adapter = _task_adapter(tmp_path, cls, "SEQ_CLS", family)
     ids = torch.randint(1, VOCAB, (2, 9))
     assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 0
     ours, _ = lmforge.load(tmp_path / "out")
@@ -274,11 +279,11 @@ def test_a_head_saved_whole_onto_a_bare_body_says_which_base_to_give(tmp_path: P
     ("cls", "task", "family", "message"),
     [  # until 2026-12-06 each merged with exit 0: a language model, or a body, its head dropped
         (
-            "GPT2ForSequenceClassification",
+            "GPT2LMHeadModel",
             "SEQ_CLS",
             "gpt2",
-            r"task_type 'SEQ_CLS': the adapter is for a sequence classifier, but lmforge imports the base,"
-            r" GPT2ForSequenceClassification, as a decoder language model \(it reads the classification",
+            r"task_type 'SEQ_CLS': the adapter is for a sequence classifier, but the base is GPT2LMHeadModel,"
+            r" the bare body: give the ...ForSequenceClassification it was made on",
         ),
         (
             "BertForTokenClassification",

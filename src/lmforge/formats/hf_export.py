@@ -17,6 +17,7 @@ from lmforge.formats.chat_files import read_chat_template, read_generation_confi
 from lmforge.formats.directory import load_model, read_config_json, resolve_model_dir
 from lmforge.formats.hf import export_family
 from lmforge.formats.hf_convert import lmforge_to_hf
+from lmforge.formats.hf_decoder_heads import score_state_to_hf
 from lmforge.formats.hf_files import earlier_output
 from lmforge.formats.hf_heads import classifier_state_to_hf
 from lmforge.formats.hf_qa import span_state_to_hf
@@ -55,15 +56,16 @@ def export_into(out: Path, model_path: str | Path) -> None:
     config = model.config
     kind = "gpt" if isinstance(model, GPT) else "seq2seq" if isinstance(model, Seq2Seq) else "encoder"
     if isinstance(model, Classifier) and not model.encoder:
-        kind = "gpt"  # refused below, naming the head transformers would need
+        kind = "gpt"  # ...ForSequenceClassification of the decoder's family (formats/hf_decoder_heads.py)
     model_type, family = export_family(config, kind)
     body = family.config_out(config)  # raises, before anything is written, if there is no HF equivalent
     labels: dict[str, Any] = {}
     if isinstance(model, SpanModel):  # Bert/DistilBertForQuestionAnswering (formats/hf_qa.py)
         state, architecture = span_state_to_hf(model, family)
-    elif isinstance(model, Classifier):  # Bert/DistilBertForSequenceClassification (formats/hf_heads.py)
+    elif isinstance(model, Classifier):  # Bert/DistilBert/GPT2/Llama/...ForSequenceClassification
+        to_hf = classifier_state_to_hf if model.encoder else score_state_to_hf
         try:
-            state, architecture = classifier_state_to_hf(model, model_type, family)
+            state, architecture = to_hf(model, model_type, family)
         except LmforgeError as err:
             raise LmforgeError(f"{model_path}: {err}") from None
         labels = {
@@ -76,6 +78,8 @@ def export_into(out: Path, model_path: str | Path) -> None:
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     raw = read_config_json(source)
     specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer, raw)
+    if isinstance(model, Classifier) and not model.encoder and specials["pad_token_id"] is None:
+        specials["pad_token_id"] = tokenizer.eos_id  # transformers' decoder classifiers batch only with one
     hf_config = {
         "architectures": [architecture],
         "model_type": model_type,

@@ -6,7 +6,8 @@ torch.load(weights_only=True): nothing is ever unpickled, and a shard index may 
 inside the model folder. A damaged file is a one-line error naming it. The tokenizer comes from
 tokenizer.json, or GPT-2's vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm +
 target.spm + vocab.json (formats/hf_tokenizers.py). Task heads on an encoder (a sequence
-classifier, a span model) are formats/hf_heads.py's. A Marian model is a Seq2Seq that starts decoding from the
+classifier, a span model) are formats/hf_heads.py's, a decoder's sequence classifier
+formats/hf_decoder_heads.py's. A Marian model is a Seq2Seq that starts decoding from the
 pad token and never generates it (HF: decoder_start_token_id = pad, bad_words_ids = [[pad]]).
 
 `export_hf` and `import_hf` write their `--out` atomically (lmforge/outputs.py) into a new or empty
@@ -49,6 +50,7 @@ from lmforge.formats.directory import (
 )
 from lmforge.formats.hf import FAMILIES, family_for
 from lmforge.formats.hf_convert import hf_to_lmforge
+from lmforge.formats.hf_decoder_heads import wants_score_head, with_score_head
 from lmforge.formats.hf_heads import with_head
 from lmforge.formats.hf_qa import QA_TYPE
 from lmforge.formats.hf_tokenizers import load_hf_tokenizer
@@ -168,14 +170,21 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
     else:
         model = empty(lambda: GPT(config) if family.kind == "gpt" else Encoder(config))
     hf, weights_file = read_hf_weights(directory)
-    state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), weights_file)
+    wanted = model.state_dict()
+    scored = isinstance(model, GPT) and wants_score_head(raw)
+    if scored and "lm_head.weight" not in hf:  # a decoder classifier has no language-model head
+        wanted = {k: v for k, v in wanted.items() if not k.startswith("lm_head.")}
+    state, unused = hf_to_lmforge(family, config, hf, wanted, weights_file)
     model.load_state_dict(state, strict=False)  # only tied lm_head / absent optional modules remain
     with torch.no_grad():  # an absent optional module (DistilBERT's, RoBERTa's pooler): zeros, not a
         for name, tensor in model.state_dict().items():  # random init, so an import's bytes are the same
-            if name not in state and name.split(".")[0] in family.optional:
-                tensor.zero_()
+            untied_head = scored and name.startswith("lm_head.") and not config.tie_embeddings
+            if name not in state and (name.split(".")[0] in family.optional or untied_head):
+                tensor.zero_()  # (a decoder classifier's untied lm_head: never read)
     if isinstance(model, Encoder):  # ...ForSequenceClassification, ...ForQuestionAnswering
         model, unused = with_head(model, raw, hf, unused, (file, weights_file))
+    elif scored:  # GPT2/Llama/Mistral/Qwen2ForSequenceClassification
+        model, unused = with_score_head(model, raw, hf, unused, (file, weights_file))
     if unused:
         print(
             f"lmforge: note: {weights_file}: {len(unused)} tensors outside the {family.architecture} body"

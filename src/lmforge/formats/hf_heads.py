@@ -10,6 +10,8 @@
   encoder pooling its first token through BERT's tanh or DistilBERT's ReLU dense layer, exports as
   `BertForSequenceClassification` or `DistilBertForSequenceClassification` with its labels
   (RoBERTa's head is BERT's: its body exports as BERT). Other classifiers are refused in one line.
+- A decoder's `...ForSequenceClassification` (GPT-2, Llama, Mistral, Qwen2) is
+  formats/hf_decoder_heads.py's; the checks of config.json (`unread_head`, `labels_of`) are shared.
 - Heads lmforge has no model for (token classification, multiple choice, next-sentence prediction,
   a regression or multi-label classifier, a classifier of another family) and pretraining heads
   (`...ForMaskedLM`, `...ForPreTraining`) are dropped with a note naming the head: the body is what
@@ -21,7 +23,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -31,6 +33,8 @@ from lmforge.formats.hf_qa import body_to_hf, wants_span_head, with_span_head
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
+
+B = TypeVar("B", bound=torch.nn.Module)
 
 # model_type -> (the dense layer's HF names, tried in order; its activation; the label layer's module)
 CLASSIFIER_HEADS: dict[str, tuple[tuple[str, ...], str, str]] = {
@@ -44,6 +48,7 @@ REFUSED = {
     "ForNextSentencePrediction": "next-sentence prediction",
 }
 SINGLE_LABEL = (None, "single_label_classification")
+SCORE_HEADS = ("gpt2", "llama", "mistral", "qwen2")  # decoders' `score` heads: formats/hf_decoder_heads.py
 
 
 def architecture_of(raw: dict[str, Any]) -> str:
@@ -61,17 +66,19 @@ def unread_head(raw: dict[str, Any]) -> str:
         if arch.endswith(suffix):
             return f"{arch} ({what})"
     if arch.endswith("ForSequenceClassification"):
-        if raw.get("model_type") not in CLASSIFIER_HEADS:
-            return f"{arch} (classifier heads are read for {', '.join(sorted(CLASSIFIER_HEADS))})"
+        if raw.get("model_type") not in (*CLASSIFIER_HEADS, *SCORE_HEADS):
+            read = ", ".join(sorted((*CLASSIFIER_HEADS, *SCORE_HEADS)))
+            return f"{arch} (classifier heads are read for {read})"
         if raw.get("problem_type") not in SINGLE_LABEL:
             return f"{arch} with problem_type={raw.get('problem_type')!r} (one label per text is read)"
     return ""
 
 
-def _body_alone(encoder: Encoder, why: str, file: str, unused: list[str]) -> tuple[Encoder, list[str]]:
+def body_alone(body: B, why: str, file: str, unused: list[str]) -> tuple[B, list[str]]:
+    """The body of a head lmforge does not read, with a note naming the head."""
     print(f"lmforge: note: {file}: {why}: a head lmforge does not read; its body is loaded", file=sys.stderr)
-    encoder.unread_head = why  # for the pipelines' "not a classifier" (inference/classify.py)
-    return encoder, unused
+    body.unread_head = why  # for the pipelines' "not a classifier" (inference/classify.py)
+    return body, unused
 
 
 def with_head(
@@ -88,7 +95,7 @@ def with_head(
         return with_span_head(encoder, hf, unused, files[1])
     why = unread_head(raw)
     if why:
-        return _body_alone(encoder, why, files[0], unused)
+        return body_alone(encoder, why, files[0], unused)
     if architecture_of(raw).endswith("ForSequenceClassification"):
         return with_classifier_head(encoder, raw, hf, unused, files)
     return encoder, unused
@@ -142,7 +149,7 @@ def with_classifier_head(
         raise LmforgeError(f"{file}: missing tensor {weight_name!r} (a sequence classifier's head)")
     rows = hf[weight_name].shape[0]
     if rows < 2:  # transformers reads one output as a regression or a relevance score (cross-encoders)
-        return _body_alone(encoder, f"{architecture_of(raw)} with {rows} output", config_file, unused)
+        return body_alone(encoder, f"{architecture_of(raw)} with {rows} output", config_file, unused)
     labels = labels_of(raw, rows, config_file)
     model = Classifier(encoder, labels, pooling="cls", dense=activation)
     dense = {p: _tensor(hf, tuple(f"{d}.{p}" for d in dense_names), s, file) for p, s in _shapes(n, n)}
@@ -159,11 +166,8 @@ def classifier_state_to_hf(
     body exports as (formats/hf.py's export_family): the body under `bert.` / `distilbert.`, the
     dense layer where that class keeps it, and the label layer. A one-line error, before anything
     is written, for a classifier no transformers class computes."""
-    if not model.encoder:  # GPT2ForSequenceClassification's score layer has no bias, lmforge's head has
-        raise LmforgeError(
-            "classifiers export to HF as Bert/DistilBertForSequenceClassification; this one has a"
-            " decoder body, whose head no transformers class computes"
-        )
+    if not model.encoder:  # a decoder's: formats/hf_decoder_heads.py's score_state_to_hf
+        raise LmforgeError("an encoder classifier's export was given a decoder classifier")
     dense_names, activation, head = CLASSIFIER_HEADS[model_type]
     architecture = family.architecture.removesuffix("Model") + "ForSequenceClassification"
     if model.pooling != "cls" or model.dense is None or model.dense_act != activation:

@@ -91,15 +91,20 @@ def write_classifier_files(
     config: ModelConfig,
     tokenizer: Tokenizer,
     dense: str = "",
+    head_bias: bool = True,
+    pad_id: int | None = None,
 ) -> None:
-    """config.json (the labels, the pooling, the dense layer's activation if any, and the
-    backbone's config) and tokenizer.json: what makes a directory of classifier weights
-    (`backbone.*`, `dense.*`, `head.*`) a model directory."""
+    """config.json (the labels, the pooling, the dense layer's activation if any, a head without a
+    bias, the padding id `last` pooling skips, and the backbone's config) and tokenizer.json: what
+    makes a directory of classifier weights (`backbone.*`, `dense.*`, `head.*`) a model directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
         "labels": list(labels),
         "pooling": pooling,
         **({"dense": dense} if dense else {}),  # imported HF classifiers (formats/hf_heads.py)
+        # imported HF decoder classifiers (formats/hf_decoder_heads.py)
+        **({} if head_bias else {"head_bias": False}),
+        **({} if pad_id is None else {"pad_token_id": pad_id}),
         "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
     }
@@ -113,7 +118,15 @@ def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokeniz
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(directory / WEIGHTS, model.state_dict())
     write_classifier_files(
-        directory, model.labels, model.pooling, model.encoder, model.config, tokenizer, model.dense_act
+        directory,
+        model.labels,
+        model.pooling,
+        model.encoder,
+        model.config,
+        tokenizer,
+        model.dense_act,
+        model.head.bias is not None,
+        model.pad_id,
     )
     return directory
 
@@ -130,7 +143,14 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
     backbone = Encoder if kind == ENCODER_TYPE else GPT
     try:
         pooling, dense = raw.get("pooling", ""), raw.get("dense", "")
-        model = empty(lambda: Classifier(backbone(config), raw["labels"], pooling, dense=dense))
+        head_bias, pad_id = raw.get("head_bias", True), raw.get("pad_token_id")
+        if not isinstance(head_bias, bool):
+            raise LmforgeError(f"head_bias={head_bias!r} must be true or false")
+        model = empty(
+            lambda: Classifier(
+                backbone(config), raw["labels"], pooling, dense=dense, head_bias=head_bias, pad_id=pad_id
+            )
+        )
     except LmforgeError as e:  # a hand-edited label list, pooling or dense
         raise LmforgeError(f"{file}: {e}") from None
     load_weights(model, directory / WEIGHTS)

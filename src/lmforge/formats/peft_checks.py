@@ -4,11 +4,13 @@ rather than merged into something else with exit 0:
 
 - `task_type`: the model peft wrapped. The import must make the same kind of model: SEQ_CLS an
   lmforge classifier (a ...ForSequenceClassification base whose head lmforge reads: BERT,
-  DistilBERT, RoBERTa), QUESTION_ANS a span model (an encoder's ...ForQuestionAnswering),
-  CAUSAL_LM a decoder, SEQ_2_SEQ_LM an encoder-decoder. TOKEN_CLS is refused (lmforge has no
-  token classifier), and so is a task type peft does not have. None and FEATURE_EXTRACTION take
-  any base. Until 2026-12-06 a GPT2ForSequenceClassification adapter came in as a language
-  model, its trained head dropped with a note.
+  DistilBERT, RoBERTa, and since 2026-12-06 the decoders GPT-2, Llama, Mistral, Qwen2, whose
+  `score` head peft saves whole in modules_to_save), QUESTION_ANS a span model (an encoder's
+  ...ForQuestionAnswering), CAUSAL_LM a decoder, SEQ_2_SEQ_LM an encoder-decoder. TOKEN_CLS is
+  refused (lmforge has no token classifier), and so is a task type peft does not have. None and
+  FEATURE_EXTRACTION take any base. Until 2026-12-06 a GPT2ForSequenceClassification adapter
+  came in as a language model, its trained head dropped with a note; then it was refused; now it
+  merges into a classifier.
 - Layers: each adapter must land on a layer the base has (names and shapes: peft_import.merge),
   and each base module peft would have adapted must have one: target_modules' short names
   (peft's suffix match), and, for full names (peft saves "all-linear" so), the first k layers
@@ -27,7 +29,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import read_json, resolve_model_dir
-from lmforge.formats.hf_heads import CLASSIFIER_HEADS, architecture_of, unread_head
+from lmforge.formats.hf_heads import CLASSIFIER_HEADS, SCORE_HEADS, architecture_of, unread_head
 from lmforge.formats.hf_qa import wants_span_head
 
 # PEFT's task types -> (the family kind the base must be, what lmforge imports it as)
@@ -63,9 +65,11 @@ def check_task(
     kind, what = TASKS[task]
     family = family_for(raw.get("model_type"), str(file))
     problem = ""
+    if task == "SEQ_CLS" and raw.get("model_type") in SCORE_HEADS:  # a decoder's classifier
+        kind = "gpt"
     if family.kind != kind:
         reads = (
-            " (it reads the classification heads of bert, distilbert and roberta)"
+            f" (it reads the classification heads of {', '.join((*CLASSIFIER_HEADS, *SCORE_HEADS))})"
             if task == "SEQ_CLS"
             else ""
         )
@@ -85,7 +89,8 @@ def _classifier_problem(raw: dict[str, Any], state: dict[str, torch.Tensor], arc
         return f"its head is {why}, which lmforge does not read, so the merge is no classifier"
     if not arch.endswith("ForSequenceClassification"):
         return f"the base is {arch}, the bare body: give the ...ForSequenceClassification it was made on"
-    name = CLASSIFIER_HEADS[raw["model_type"]][2] + ".weight"
+    head_module = "score" if raw["model_type"] in SCORE_HEADS else CLASSIFIER_HEADS[raw["model_type"]][2]
+    name = head_module + ".weight"
     head = next((t for n, t in state.items() if n == name or n.endswith("." + name)), None)
     if head is not None and head.shape[0] < 2:  # read as a regression or a relevance score
         return f"{arch} has one output, which lmforge reads as no classifier (a regression or score)"

@@ -8,6 +8,12 @@ classifiers are shaped: BERT's pooler (`tanh`), DistilBERT's pre_classifier (`re
 classification head (`tanh`). A classifier directory holds config.json (`lmforge-classifier`:
 labels, pooling, dense and the backbone's config), model.safetensors (`backbone.*`, `dense.*`,
 `head.*`) and tokenizer.json.
+
+An imported HF decoder classifier (formats/hf_decoder_heads.py) has a head without a bias
+(`head_bias=False`: transformers' `score` layer) and keeps its `pad_id`: transformers pools the
+rightmost token that is not `pad_token_id`, so `last` pooling then skips real tokens equal to it at
+the end of a text too (GPT-2's pad is its EOS), and gives transformers' logits on every input.
+Without `pad_id` (lmforge's own classifiers) `last` is the last token of the attention mask.
 """
 
 from __future__ import annotations
@@ -30,6 +36,16 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
+def last_positions(idx: torch.Tensor, mask: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    """(B,) the position `last` pooling reads: the last real token of mask (right-padded), or with
+    pad_id the rightmost real token that is not pad_id (0 when there is none), as transformers'
+    ...ForSequenceClassification picks it."""
+    if pad_id is None:  # lmforge pads on the right
+        return mask.sum(1).long() - 1
+    keep = (mask.bool() & (idx != pad_id)).float()  # (B, T); float: ONNX Runtime's ArgMax takes it
+    return (torch.arange(idx.size(1), device=idx.device) * keep).argmax(-1)
+
+
 class Classifier(nn.Module):
     def __init__(
         self,
@@ -38,6 +54,8 @@ class Classifier(nn.Module):
         pooling: str = "",
         dropout: float = 0.1,
         dense: str = "",
+        head_bias: bool = True,
+        pad_id: int | None = None,
     ) -> None:
         super().__init__()
         self.encoder = isinstance(backbone, Encoder)
@@ -48,7 +66,11 @@ class Classifier(nn.Module):
             raise LmforgeError(f"labels {labels} must be at least two distinct names")
         if not isinstance(dense, str) or dense not in DENSE:
             raise LmforgeError(f"dense={dense!r} must be one of {', '.join(repr(d) for d in DENSE)}")
+        token = isinstance(pad_id, int) and not isinstance(pad_id, bool)
+        if pad_id is not None and (pooling != "last" or not token):
+            raise LmforgeError(f"pad_id={pad_id!r} must be a token id, and only with 'last' pooling")
         self.backbone, self.labels, self.pooling, self.dense_act = backbone, list(labels), pooling, dense
+        self.pad_id = pad_id
         self.config = backbone.config
         # what forward never runs (the pooling reads hidden states): no FLOPs (train/report.py), and
         # frozen, so DDP (which fails on a trainable weight that gets no gradient) and the optimizer
@@ -61,9 +83,10 @@ class Classifier(nn.Module):
         # None when absent, so classifiers without it keep their state dicts
         self.dense = nn.Linear(n, n) if dense else None
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.config.n_embd, len(labels))
+        self.head = nn.Linear(backbone.config.n_embd, len(labels), bias=head_bias)
         nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        if self.head.bias is not None:
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T), attention_mask (B, T) 1 = real token (right padding) -> class logits (B, labels)."""
@@ -73,7 +96,7 @@ class Classifier(nn.Module):
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.pooling == "last":
-            pooled = hidden[torch.arange(idx.size(0)), mask.sum(1).long() - 1]
+            pooled = hidden[torch.arange(idx.size(0)), last_positions(idx, mask, self.pad_id)]
         else:
             pooled = mean_pool(hidden, mask)
         if self.dense is not None:

@@ -1,0 +1,104 @@
+"""The sequence-classification head of Hugging Face decoders (GPT-2, Llama, Mistral, Qwen2), put on
+the imported body (formats/hf_files.py), and written back on export (formats/hf_export.py).
+
+- Import: `GPT2ForSequenceClassification`, `LlamaForSequenceClassification`,
+  `MistralForSequenceClassification`, `Qwen2ForSequenceClassification` (reward and sentiment
+  models) -> lmforge's `Classifier` (model/classifier.py) on the GPT body with `last` pooling and
+  transformers' `score` layer as its head, which has no bias. transformers pools the rightmost
+  token that is not config.json's `pad_token_id` (either padding side); the Classifier keeps that
+  id and pools the same token within its attention mask, so a text ending in the pad token itself
+  (GPT-2's pad is often its EOS) gives transformers' logits too. Without a pad id transformers
+  reads the last position and refuses batches of more than one text; lmforge reads each text's
+  last token, the same for one text. A decoder classifier has no `lm_head`, unless tied: an untied
+  one is left zero (pooling never reads it). The labels are `id2label` (formats/hf_heads.py's
+  labels_of); multi-label, regression and one-output heads load their body alone with a note, as
+  an encoder's do.
+- Export: a decoder Classifier with transformers' head (`last` pooling, no dense layer, a head
+  without a bias) goes back as the family's `...ForSequenceClassification` with its labels and its
+  pad id (the tokenizer's padding, else its EOS, for lmforge's own classifiers, which pool by the
+  attention mask: transformers then agrees on every text that does not end in that token). Others
+  are refused in one line naming what transformers' class lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.formats.hf_convert import lmforge_to_hf
+from lmforge.formats.hf_family import Family
+from lmforge.formats.hf_heads import SCORE_HEADS, architecture_of, body_alone, labels_of, unread_head
+from lmforge.model.classifier import Classifier
+from lmforge.model.gpt import GPT
+
+
+def wants_score_head(raw: dict[str, Any]) -> bool:
+    """Whether config.json names a decoder's ...ForSequenceClassification (read or not)."""
+    return raw.get("model_type") in SCORE_HEADS and architecture_of(raw).endswith("ForSequenceClassification")
+
+
+def pad_id_of(raw: dict[str, Any], file: str) -> int | None:
+    """config.json's pad_token_id (None when it names none), the token transformers' pooling skips."""
+    pad = raw.get("pad_token_id")
+    if pad is None:
+        return None
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < raw.get("vocab_size", pad + 1):
+        raise LmforgeError(f"{file}: 'pad_token_id' must be a token id of the vocabulary, got {pad!r}")
+    return pad
+
+
+def with_score_head(
+    gpt: GPT, raw: dict[str, Any], hf: dict[str, torch.Tensor], unused: list[str], files: tuple[str, str]
+) -> tuple[GPT | Classifier, list[str]]:
+    """The imported decoder with transformers' `score` head as a Classifier (see the module doc),
+    or the decoder alone, with a note, for a head lmforge does not read. `files` are (config.json,
+    the weights) for messages. Returns (model, HF names still unused)."""
+    config_file, file = files
+    if "score.weight" not in hf:
+        raise LmforgeError(f"{file}: missing tensor 'score.weight' (a sequence classifier's head)")
+    weight = hf["score.weight"]
+    n = gpt.config.n_embd
+    if weight.dim() != 2 or weight.shape[1] != n:
+        shape = tuple(weight.shape)
+        raise LmforgeError(f"{file}: tensor 'score.weight' has shape {shape}, expected (labels, {n})")
+    why = unread_head(raw)
+    if not why and weight.shape[0] < 2:  # transformers reads one output as a regression or a reward score
+        why = f"{architecture_of(raw)} with {weight.shape[0]} output"
+    if why:
+        return body_alone(gpt, why, config_file, unused)
+    labels = labels_of(raw, weight.shape[0], config_file)
+    model = Classifier(gpt, labels, pooling="last", head_bias=False, pad_id=pad_id_of(raw, config_file))
+    model.head.load_state_dict({"weight": weight})
+    return model, [name for name in unused if name != "score.weight"]
+
+
+def score_state_to_hf(
+    model: Classifier, model_type: str, family: Family
+) -> tuple[dict[str, torch.Tensor], str]:
+    """(tensors, architecture) of transformers' ...ForSequenceClassification for a decoder
+    classifier: the body under its family's names (no lm_head: the class has none) and `score`.
+    A one-line error, before anything is written, for a head the class cannot compute."""
+    prefix = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}[model_type]
+    architecture = f"{prefix}ForSequenceClassification"
+    lacks = [
+        what
+        for what, has in (
+            (f"{model.pooling!r} pooling (it reads the last token)", model.pooling != "last"),
+            (f"a {model.dense_act} dense layer", model.dense is not None),
+            ("a head bias (its score layer has none)", model.head.bias is not None),
+        )
+        if has
+    ]
+    if lacks:
+        raise LmforgeError(
+            f"a decoder classifier exports to HF as {architecture}, which pools the last token into a"
+            f" score layer without a bias; this one has {' and '.join(lacks)}, which that class cannot"
+            " compute"
+        )
+    state = model.backbone.state_dict()
+    body = {k: v.detach().float() for k, v in state.items() if not k.startswith("lm_head.")}
+    out = lmforge_to_hf(family, model.config, body)
+    out["score.weight"] = model.head.weight.detach().float().contiguous()
+    return out, architecture
