@@ -379,3 +379,19 @@ def test_recall_and_precision_on_the_shipped_evaluation_set() -> None:
             total[kind],
         )
     assert touched <= {"version 4 parts"}
+
+
+def test_a_fields_value_is_no_phone() -> None:
+    """A log's counters (`rx=397236329`) and a query's values were `<PHONE>`s: 9-10 digits that some
+    region's plan calls valid. A value after `key=` is a phone only after a phone word, or marked
+    with a "+", "0" or "(" as phone numbers are written."""
+    rng = random.Random(3)
+    log = "\n".join(
+        f"2026-12-06T10:{i % 60:02d}:00 worker-{i % 8} rx={rng.randrange(10**8, 10**10)}"
+        f" tx={rng.randrange(10**8, 10**10)} seq={rng.randrange(10**8, 10**10)}"
+        for i in range(300)
+    )
+    assert PII().find(log) == []
+    for text in ("phone=4155550134", "tel=4155550134", "to=+14155550134", "fax=020 7946 0958"):
+        key = text.split("=")[0]
+        assert PII().scrub(text)[0] == f"{key}=<PHONE>", text

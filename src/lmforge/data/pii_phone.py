@@ -50,10 +50,11 @@ PHONE_WORDS = (
 PHONE_CUE = re.compile(rf"(?i)(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\W{{0,6}}\Z")
 PHONE_CUE_WORD = re.compile(rf"(?i){PHONE_WORDS}")  # one anywhere near: the matcher runs
 # An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
-# phone number (ID 4155550134, order #4155550134), unless a phone word comes first.
+# phone number (ID 4155550134, order #4155550134), nor a field's value (a log's `rx=397236329`,
+# a query's `?n=4155550134`), unless a phone word comes first.
 OTHER_NUMBER_BEFORE = re.compile(
     r"(?i)(?:\b(?:id|invoice|order|ref|reference|serial|ticket|tracking|policy|receipt|transaction|isin"
-    r"|ean|upc|sku)|#)\W{0,3}\Z"
+    r"|ean|upc|sku)|#|\w=)\W{0,3}\Z"
 )
 
 
@@ -112,6 +113,8 @@ def phone_window_end(text: str, lo: int, hi: int) -> int:
     for start, n, zero in runs:
         lead = PHONE_LEAD.search(text, max(lo, start - 4), start)  # "+33", "(0)", "+ (0"
         kept = lead or not IN_NUMBER_BEFORE.search(text, max(0, start - 2), start)
+        if not (lead or zero) and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
+            kept = False  # an id's or a field's value: phone_ok refuses it without a phone word
         if kept and (lead or zero or digits_after >= 9):
             last = start
         digits_after -= n
