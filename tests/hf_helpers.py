@@ -79,8 +79,13 @@ def make_hf_model(family: str, directory: Path, seed: int = 0) -> torch.nn.Modul
     """Save a random `family` model (+ tokenizer.json) to `directory`; return it (eval, fp32)."""
     config, cls = _configs()[family]
     torch.manual_seed(seed)
-    model = cls(config).eval()
-    with torch.no_grad():  # biases and norms start at 0/1: randomise them so the mapping is tested
+    return save_randomised(cls(config).eval(), directory)
+
+
+def save_randomised(model: torch.nn.Module, directory: Path) -> torch.nn.Module:
+    """`model` with its biases and norms moved off their 0/1 start (so their mapping is tested),
+    saved to `directory` with the tiny tokenizer.json; returns it."""
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias") or "norm" in name.lower():
                 p.add_(torch.randn_like(p) * 0.1)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from hf_helpers import VOCAB, tiny_bpe
+from hf_helpers import VOCAB, save_randomised
 
 import lmforge
 from lmforge.config import ModelConfig
@@ -50,14 +50,7 @@ def save_hf(family: str, directory: Path, names: dict[int, str] = LABELS, **extr
     }[family]()
     cls = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}[family]
     torch.manual_seed(0)
-    model = getattr(transformers, f"{cls}ForSequenceClassification")(config).eval()
-    with torch.no_grad():  # biases and norms start at 0/1: randomise them so their mapping is tested
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name.lower():
-                p.add_(torch.randn_like(p) * 0.1)
-    model.save_pretrained(directory)
-    tiny_bpe(directory)
-    return model
+    return save_randomised(getattr(transformers, f"{cls}ForSequenceClassification")(config).eval(), directory)
 
 
 def _batch(directory: Path, texts: list[str] = TEXTS) -> dict[str, torch.Tensor]:
