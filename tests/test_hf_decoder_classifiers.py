@@ -135,20 +135,31 @@ def _lmforge_classifier(directory: Path, **options: Any) -> tuple[Classifier, To
 
 
 def test_an_lmforge_decoder_classifier_without_a_head_bias_exports(tmp_path: Path) -> None:
-    """lmforge's own classifiers pool the attention mask's last token; the export names the
-    tokenizer's padding (its EOS without one), which transformers' pooling skips."""
+    """lmforge's own classifiers pool the attention mask's last token and have no pad id: the export
+    names none, so transformers reads each text's last position, whatever token ends it (it wrote
+    the EOS, which transformers' pooling then skipped at a text's end)."""
     model, tok = _lmforge_classifier(tmp_path / "clf", head_bias=False)
     out = lmforge.export_hf(tmp_path / "clf", tmp_path / "out")
-    pad = json.loads((out / "config.json").read_text())["pad_token_id"]
-    assert pad == tok.pad_id is not None
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] is None
     back = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
-    texts = ["the old king", "a crown in a tower kept"]
-    ids = [tok.encode(t) for t in texts]
-    width = max(map(len, ids))
-    batch = torch.tensor([row + [pad] * (width - len(row)) for row in ids])
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
+    for text in ["the old king", "a crown in a tower kept"]:
+        for ids in (tok.encode(text), [*tok.encode(text), tok.eos_id]):  # one text at a time, as transformers
+            batch = torch.tensor([ids])
+            with torch.no_grad():
+                assert _max_diff(back(input_ids=batch).logits, model(batch)) < TOL
+
+
+def test_a_classifier_without_a_pad_token_exports_without_one(tmp_path: Path) -> None:
+    """Imported and exported back, a pad-less classifier gave another text's logits to transformers
+    where the text ended in its EOS (export wrote the EOS as pad_token_id)."""
+    hf = save_hf("llama", tmp_path / "hf", pad_token_id=None)
+    out = lmforge.export_hf(lmforge.import_hf(tmp_path / "hf", tmp_path / "imported"), tmp_path / "out")
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] is None
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids = _batch(tmp_path / "hf", TEXTS[:2])["input_ids"][:1]
+    ids = torch.cat([ids, torch.tensor([[hf.config.eos_token_id]])], dim=1)  # ends in the EOS
     with torch.no_grad():
-        assert _max_diff(back(input_ids=batch, attention_mask=mask).logits, model(batch, mask)) < TOL
+        assert _max_diff(back(input_ids=ids).logits, hf(input_ids=ids).logits) < TOL
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ the imported body (formats/hf_files.py), and written back on export (formats/hf_
   an encoder's do.
 - Export: a decoder Classifier with transformers' head (`last` pooling, no dense layer, a head
   without a bias) goes back as the family's `...ForSequenceClassification` with its labels and its
-  pad id (the tokenizer's padding, else its EOS, for lmforge's own classifiers, which pool by the
-  attention mask: transformers then agrees on every text that does not end in that token). Others
-  are refused in one line naming what transformers' class lacks.
+  pad id, none where it has none (transformers then reads the last position, as the mask's last
+  token is, and takes one text at a time). Others are refused in one line naming what
+  transformers' class lacks.
 """
 
 from __future__ import annotations

@@ -78,8 +78,11 @@ def export_into(out: Path, model_path: str | Path) -> None:
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     raw = read_config_json(source)
     specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer, raw)
-    if isinstance(model, Classifier) and not model.encoder and specials["pad_token_id"] is None:
-        specials["pad_token_id"] = tokenizer.eos_id  # transformers' decoder classifiers batch only with one
+    if isinstance(model, Classifier) and not model.encoder:
+        # transformers' decoder classifiers skip trailing pad_token_id: the id the classifier pools by
+        # and no other (an invented one, its EOS, changed the logits of a text ending in it); with
+        # none, transformers reads the last position, and batches one text at a time
+        specials["pad_token_id"] = model.pad_id
     hf_config = {
         "architectures": [architecture],
         "model_type": model_type,
