@@ -8,6 +8,7 @@ import ipaddress
 import json
 import lzma
 import random
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -412,3 +413,32 @@ def test_a_number_longer_than_e164_allows_is_no_phone() -> None:
     for text in long_ones:
         assert PII(regions="DE,GB,IT").scrub(text)[0].endswith("<PHONE>"), text
         assert phonenumbers.is_valid_number(phonenumbers.parse(text.removeprefix("Tel. "), "DE"))
+
+
+def test_what_a_pass_found_the_new_rules_missed() -> None:
+    """An adversarial pass on the numeric-text rules: dual-SIM IMEI labels, an IMEI named further
+    before it, device words in other forms, telephony fields' values, and two spaces after a
+    country code or an area code (PDF and OCR text) were each left; the table cases stay unscrubbed."""
+    imei = "356938035643809"
+    assert stdnum_imei.is_valid(imei)
+    for before in ("IMEI1:", "IMEI 2:", "The IMEI number printed on the box is",
+                   "Die IMEI meines Handys lautet", "My iPhone's number is", "smartphone", "Handynummer",
+                   "Mobiltelefon", "Seriennummer", "Numéro de série", "número de serie", "tablet",
+                   "GPS tracker ID"):  # fmt: skip
+        assert PII().scrub(f"{before} {imei}")[0] == f"{before} <IMEI>", before
+    assert PII().scrub(f"order {imei}")[0] == f"order {imei}"
+    for field in ("msisdn=4155550134", "from=4155550134&to=x", "a&to=415-555-0134", "?msisdn=312 345 6789"):
+        assert "<PHONE>" in PII().scrub(field)[0], field
+    for field in ("rx=397236329", "bytes_received_total=397236329", "photo=4155550134"):
+        assert PII().scrub(field)[0] == field, field
+    for text in (
+        "+1  201-555-2914",
+        "Tel. +1  201-555-2914",
+        "call (201)  555-2914 now",
+        "+44  20 7946 0958",
+    ):
+        assert PII().scrub(text)[0].count("<PHONE>") == 1 and not re.search(r"\d{3}", PII().scrub(text)[0]), (
+            text
+        )
+    for table in ("79164  99022", "1234  5678  9012"):
+        assert PII().scrub(table)[0] == table

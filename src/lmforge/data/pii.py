@@ -84,13 +84,15 @@ CARD_GROUPS = {(4, 6, 5), (4, 6, 4), (4, 4, 5)}  # and fours: 4-4-4-4, 4-4-4-4-3
 # A digit first, then the look behind it: sre then skips to digits (10x faster on prose).
 IMEI = re.compile(r"\d(?<![\d+-]\d)(?:\d{14}|\d([ -])\d{6}\1\d{6}\1\d|\d{7}([ -])\d{6}\2\d)(?!\d|[.-]\d)")
 IMEI_PREFIX = re.compile(r"01|10|3[035]|4[459]|5[0-4]|86|91|9[89]")
-IMEI_BEFORE = re.compile(r"(?i)\bimei\b[^\d\n]{0,16}\Z")  # "IMEI 35...", "IMEI number: ...", "IMEI/SN ..."
+# "IMEI 35...", "IMEI number: ...", "IMEI/SN ...", a dual-SIM phone's "IMEI1: ..." / "IMEI 2: ..."
+IMEI_BEFORE = re.compile(r"(?i)\bimei(?:sv)?(?: ?[12]\b)?[^\d\n]{0,32}\Z")
 # 15 compact digits are an IMEI only after a word for the device (one in 10 Luhn-valid numbers of
 # a table's ids has a reporting body's prefix: a tenth of those went); written `AA-BBBBBB-CCCCCC-D`
 # or `TAC SNR D`, IMEI's own layouts, a reporting body's prefix is enough.
 DEVICE_BEFORE = re.compile(
-    r"(?i)\b(?:imei(?:sv)?|device|handset|phone|mobile|cell(?:phone)?|serial|t[ée]l[ée]phone|portable"
-    r"|appareil|ger[äa]t|handy|tel[ée]fono|m[óo]vil|celular|cellulare)\b[^\d\n]{0,16}\Z"
+    r"(?i)\b(?:device|handset|(?:smart|i)?phone|mobile|cell(?:phone)?|serial|tablet|tracker|t[ée]l[ée]phone"
+    r"|portable|appareil|num[ée]ro de s[ée]rie|ger[äa]t|handy\w*|mobiltelefon|seriennummer|tel[ée]fono"
+    r"|m[óo]vil|celular|cellulare|n[úu]mero de serie)(?:'s|s)?\b[^\d\n]{0,16}\Z"
 )
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,8}(?:[ -]?[A-Z0-9]{1,3})?\b")
 SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
@@ -103,7 +105,7 @@ def _imei_ok(text: str, start: int, end: int) -> bool:
     digits = re.sub(r"\D", "", text[start:end])
     if len(digits) != 15 or not stdnum_imei.is_valid(digits):  # 15 digits: the Luhn check digit
         return False
-    if IMEI_BEFORE.search(text, max(0, start - 24), start):
+    if IMEI_BEFORE.search(text, max(0, start - 48), start):
         return True
     if not IMEI_PREFIX.match(digits):
         return False

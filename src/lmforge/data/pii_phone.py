@@ -14,8 +14,11 @@ import phonenumbers
 Span = tuple[int, int, str]  # (start, end, kind), end exclusive
 
 # At least 6 digits with phone punctuation between them: where the phone matcher is run. Not across
-# a tab or two spaces: a table's columns (no phone is written so; `12345  67890` is two cells).
-PHONE_CANDIDATE = re.compile(r"\d(?:(?: (?! )|[().\-/（）－‐‑]){0,3}\d){5,}")  # full-width punctuation too
+# a tab or two spaces, a table's columns (`12345  67890` is two cells), but after a country code or
+# an area code in parentheses, where PDF and OCR text has them (`+1  201-555-2914`, `(201)  555-2914`).
+PHONE_CANDIDATE = re.compile(
+    r"\d(?:(?: (?! )|(?<=[)）])  |(?<=\+\d)  |(?<=\+\d\d)  |(?<=\+\d\d\d)  |[().\-/（）－‐‑]){0,3}\d){5,}"
+)  # full-width punctuation too
 PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher ("+", "tel:", "(")
 COLUMN_BREAK = re.compile(r"\t| {2,}")
 PHONE_LEAD = re.compile(r"[+＋(（\[［]")  # what the matcher lets a number start with besides a digit
@@ -55,11 +58,24 @@ PHONE_CUE = re.compile(rf"(?i)(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\
 PHONE_CUE_WORD = re.compile(rf"(?i){PHONE_WORDS}")  # one anywhere near: the matcher runs
 # An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
 # phone number (ID 4155550134, order #4155550134), nor a field's value (a log's `rx=397236329`,
-# a query's `?n=4155550134`), unless a phone word comes first.
+# a query's `?n=4155550134`), unless a phone word comes first or the field is a telephony one
+# (an SMS gateway's `msisdn=`, a call log's `from=`/`to=`, `ani=`, `dnis=`).
+TELEPHONY_KEYS = {"msisdn", "ani", "cli", "dnis", "from", "to", "sender", "recipient", "caller", "callee",
+                  "dest", "destination", "src", "source", "number", "num", "contact"}  # fmt: skip
+FIELD_BEFORE = re.compile(r"([\w-]+)=\W{0,3}\Z")
 OTHER_NUMBER_BEFORE = re.compile(
     r"(?i)(?:\b(?:id|invoice|order|ref|reference|serial|ticket|tracking|policy|receipt|transaction|isin"
-    r"|ean|upc|sku)|#|\w=)\W{0,3}\Z"
+    r"|ean|upc|sku)|#)\W{0,3}\Z"
 )
+
+
+def other_number(text: str, start: int) -> bool:
+    """Whether the number at `start` follows a word naming another kind of number, or is a field's
+    value whose key is no telephony one (OTHER_NUMBER_BEFORE, FIELD_BEFORE, TELEPHONY_KEYS)."""
+    if OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
+        return True
+    field = FIELD_BEFORE.search(text, max(0, start - 16), start)
+    return field is not None and field.group(1).lower() not in TELEPHONY_KEYS
 
 
 def e164_digits(number: phonenumbers.PhoneNumber) -> int:
@@ -84,7 +100,7 @@ def phone_ok(text: str, start: int, end: int) -> bool:
     if THOUSANDS.fullmatch(number) and not cue:
         return False
     marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
-    if not cue and not marked and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
+    if not cue and not marked and other_number(text, start):
         return False
     groups = re.findall(r"\d+", number)  # digits spaced out one by one: a count, lottery numbers
     if len(groups) >= 5 and sum(len(g) == 1 for g in groups) * 2 > len(groups):
@@ -123,7 +139,7 @@ def phone_window_end(text: str, lo: int, hi: int) -> int:
     for start, n, zero in runs:
         lead = PHONE_LEAD.search(text, max(lo, start - 4), start)  # "+33", "(0)", "+ (0"
         kept = lead or not IN_NUMBER_BEFORE.search(text, max(0, start - 2), start)
-        if not (lead or zero) and OTHER_NUMBER_BEFORE.search(text, max(0, start - 16), start):
+        if not (lead or zero) and other_number(text, start):
             kept = False  # an id's or a field's value: phone_ok refuses it without a phone word
         if kept and (lead or zero or digits_after >= 9):
             last = start
