@@ -14,10 +14,12 @@ import phonenumbers
 Span = tuple[int, int, str]  # (start, end, kind), end exclusive
 
 # At least 6 digits with phone punctuation between them: where the phone matcher is run. Not across
-# a tab or two spaces, a table's columns (`12345  67890` is two cells), but after a country code or
-# an area code in parentheses, where PDF and OCR text has them (`+1  201-555-2914`, `(201)  555-2914`).
+# a tab or two spaces, a table's columns (`12345  67890` is two cells), but after a country code, an
+# area code in parentheses, or a group that single-spaced groups follow, where PDF and OCR text has
+# them (`+1  201-555-2914`, `(201)  555-2914`, `0121  234 5678`).
 PHONE_CANDIDATE = re.compile(
-    r"\d(?:(?: (?! )|(?<=[)）])  |(?<=\+\d)  |(?<=\+\d\d)  |(?<=\+\d\d\d)  |[().\-/（）－‐‑]){0,3}\d){5,}"
+    r"\d(?:(?: (?! )|(?<=[)）])  |(?<=\+\d)  |(?<=\+\d\d)  |(?<=\+\d\d\d)  |(?<=\d)  (?=\d{1,4} \d)"
+    r"|[().\-/（）－‐‑]){0,3}\d){5,}"
 )  # full-width punctuation too
 PHONE_CONTEXT = 12  # characters either side of a candidate given to the matcher ("+", "tel:", "(")
 COLUMN_BREAK = re.compile(r"\t| {2,}")
