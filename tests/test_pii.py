@@ -436,6 +436,8 @@ def test_what_a_pass_found_the_new_rules_missed() -> None:
         "Tel. +1  201-555-2914",
         "call (201)  555-2914 now",
         "+44  20 7946 0958",
+        "Tel. 0121  234 5678",
+        "call 06  12 34 56 78",
     ):
         assert PII().scrub(text)[0].count("<PHONE>") == 1 and not re.search(r"\d{3}", PII().scrub(text)[0]), (
             text
