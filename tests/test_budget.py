@@ -55,7 +55,11 @@ def test_a_tight_budget_shrinks_the_run_and_the_cosine_still_ends_at_its_floor(
     assert 10 < steps < 100000  # calibrated: 3 s of tiny steps, far fewer than asked
     assert summary["train_s"] < 3 * 1.5  # the budget held (evaluations included)
     last = next(r for r in records if r["step"] == steps)
-    assert last["lr"] == pytest.approx(TrainConfig().min_lr, rel=1e-6)  # the schedule reached its floor
+    if last["lr"] != pytest.approx(TrainConfig().min_lr, rel=1e-6):  # the schedule reached its floor, unless
+        # the steps after the calibration ran at half its pace or slower (a busy machine: another test
+        # beside this one under pytest-xdist), so the halfway re-plan found the budget spent and stopped
+        # the run where it was, mid-cosine: the budget wins over the schedule (docs/training.md)
+        assert summary["train_s"] > 3 * 0.8, (summary, last)
     saved = json.loads(next((tmp_path / "run" / "checkpoints").glob("step_*/trainer.json")).read_text())
     assert saved["planned"][0] == steps  # resume keeps the calibrated plan
     assert "replan_at" in saved  # and whether the halfway replan is still to come,
