@@ -82,6 +82,14 @@ def make_hf_model(family: str, directory: Path, seed: int = 0) -> torch.nn.Modul
     return save_randomised(cls(config).eval(), directory)
 
 
+def load_whole(cls: Any, directory: Path) -> torch.nn.Module:
+    """transformers' `cls.from_pretrained(directory)` in eval mode, asserting that it loaded every
+    tensor: none missing, unexpected or of another shape (an export transformers reads whole)."""
+    model, info = cls.from_pretrained(directory, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    return model.eval()
+
+
 def save_randomised(model: torch.nn.Module, directory: Path) -> torch.nn.Module:
     """`model` with its biases and norms moved off their 0/1 start (so their mapping is tested),
     saved to `directory` with the tiny tokenizer.json; returns it."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_helpers import load_whole
 from test_hf_classifiers import CLASSIFIERS, LABELS, TOL, _batch, _max_diff, save_hf
 
 import lmforge
@@ -42,15 +43,12 @@ def test_an_hf_classifier_exports_back_with_its_logits_and_labels(
     raw = json.loads((out / "config.json").read_text())
     assert raw["architectures"] == [EXPORTED_AS[family]]
     assert raw["id2label"] == {str(i): label for i, label in LABELS.items()}
-    back, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-        out, output_loading_info=True
-    )
-    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    back = load_whole(transformers.AutoModelForSequenceClassification, out)
     assert back.config.id2label == LABELS
     batch = _batch(tmp_path / "hf")
     with torch.no_grad():
         expected = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        got = back.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = back(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert _max_diff(got, expected) < TOL, _max_diff(got, expected)
     # token_type_ids only for a model with token types (transformers 4 gave DistilBERT them: a TypeError)
     names = json.loads((out / "tokenizer_config.json").read_text()).get("model_input_names")
