@@ -260,3 +260,28 @@ def test_where_the_dense_layer_starts(tmp_path: Path) -> None:
     assert dense_start(gpt, "tanh") is None
     with pytest.raises(LmforgeError, match=r"train.classifier_dense='gelu' must be tanh, relu or ''"):
         load_config(None, ["train.classifier_dense=gelu"])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_a_decoder_fine_tuned_here_exports_to_transformers(
+    family: str, labelled: Path, tmp_path: Path
+) -> None:
+    """finetune-classify's decoder head has no bias, as transformers' `score` layer: with the default
+    `last` pooling the classifier exports as ...ForSequenceClassification, in which transformers
+    computes lmforge's logits (a head with a bias was refused: transformers' class has none)."""
+    transformers = pytest.importorskip("transformers")
+    make_hf_model(family, tmp_path / "base")
+    out = tmp_path / "clf"
+    finetune_classify(tmp_path / "base", labelled, "negative,positive", out, epochs=1, batch_size=16,
+                      lr=1e-3, dtype="fp32", max_len=32)  # fmt: skip
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(
+        lmforge.export_hf(out, tmp_path / "hf")
+    )
+    assert type(back).__name__.endswith("ForSequenceClassification")
+    assert back.config.id2label == {0: "negative", 1: "positive"}
+    model, tokenizer = lmforge.load(out)
+    for text in ["the king good crown", "lady day grim sword", "night"]:  # transformers: one text at a time
+        ids = torch.tensor([tokenizer.encode(text)])
+        with torch.no_grad():
+            ours, theirs = model.eval()(ids), back.eval()(input_ids=ids).logits
+        assert float((ours - theirs).abs().max()) < 1e-5

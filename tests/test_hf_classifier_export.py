@@ -101,7 +101,7 @@ def test_an_encoder_classifier_transformers_has_no_class_for_is_refused(
 
 def test_a_decoder_classifier_with_a_head_bias_is_refused(tmp_path: Path) -> None:
     """A decoder's classifier exports as its family's ...ForSequenceClassification, whose score layer
-    has no bias (tests/test_hf_decoder_classifiers.py): finetune-classify's head has one."""
+    has no bias (tests/test_hf_decoder_classifiers.py)."""
     tok = _tokenizer()
     config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
     save_classifier(Classifier(GPT(config), ["no", "yes"]), tmp_path / "clf", tok)

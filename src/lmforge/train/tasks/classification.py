@@ -119,7 +119,10 @@ class ClassificationTask(Task):
         backbone = type(loaded)(self.cfg.model)
         if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
             backbone.load_state_dict(loaded.state_dict())
-        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout, t.classifier_dense)
+        # a decoder's head has no bias, as transformers' decoder `score` layers: so `last` pooling
+        # exports as ...ForSequenceClassification (formats/hf_decoder_heads.py); an encoder's has one
+        dropout, dense = t.classifier_dropout, t.classifier_dense
+        model = Classifier(backbone, self.labels, self.pooling, dropout, dense, head_bias=self.encoder)
         self.pooling = model.pooling  # "" resolved to the backbone's default
         if self.dense_start is not None and model.dense is not None:
             model.dense.load_state_dict(self.dense_start[0])
@@ -161,7 +164,16 @@ class ClassificationTask(Task):
 
     def write_model_files(self, directory: Path) -> None:
         c, dense = self.cfg.model, self.cfg.train.classifier_dense
-        write_classifier_files(directory, self.labels, self.pooling, self.encoder, c, self.tokenizer, dense)
+        write_classifier_files(
+            directory,
+            self.labels,
+            self.pooling,
+            self.encoder,
+            c,
+            self.tokenizer,
+            dense,
+            head_bias=self.encoder,
+        )
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
         return sum(int(mask.sum()) for _, mask, _ in micro_batches)  # real tokens, no padding
