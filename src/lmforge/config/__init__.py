@@ -5,6 +5,7 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 `LmforgeError` with a one-line message naming the key (and the file).
 
 - `sections.py`: the dataclasses, one per [section] (docs/config.md is generated from them);
+- `run_config.py`: `Config`, one of each section, and which keys a recipe or override named;
 - `checks.py`: what makes a value wrong or a combination impossible;
 - `files.py`: recipes and overrides in, TOML out, a model directory's config.json in.
 """
@@ -19,11 +20,10 @@ from lmforge.config.files import (
     load_config,
     model_config_from,
 )
+from lmforge.config.run_config import COMMAND_LINE, Config
 from lmforge.config.sections import (
-    COMMAND_LINE,
     LORA_TARGETS,
     TASKS,
-    Config,
     DataConfig,
     EngineConfig,
     LoraConfig,

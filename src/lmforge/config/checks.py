@@ -9,7 +9,8 @@ import dataclasses
 import math
 from typing import Any
 
-from lmforge.config.sections import LORA_TARGETS, TASKS, Config, ModelConfig
+from lmforge.config.run_config import Config
+from lmforge.config.sections import LORA_TARGETS, TASKS, ModelConfig
 from lmforge.errors import LmforgeError
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config.checks import check_model
-from lmforge.config.sections import COMMAND_LINE, Config, ModelConfig
+from lmforge.config.run_config import COMMAND_LINE, Config
+from lmforge.config.sections import ModelConfig
 from lmforge.errors import LmforgeError
 
 
