@@ -7,9 +7,9 @@ What is compared: logits (or hidden states) of a padded batch within 1e-5 of tra
 model, directly and after `lmforge import`; `pipeline("text-classification")` against
 transformers' pipeline (same labels in the same order, scores within 1e-5, for the top_k options);
 `pipeline("question-answering")` against the golden answers (same answer, start and end, scores
-within 1e-5). And the one-line refusals: multi-label and regression classifiers, heads lmforge
-does not read, DistilBERT's sinusoidal positions. A classifier's export back to transformers:
-tests/test_hf_classifier_export.py.
+within 1e-5). And the one-line refusals: heads lmforge does not read, DistilBERT's sinusoidal
+positions. A classifier's export back to transformers: tests/test_hf_classifier_export.py;
+multi-label, regression and one-output heads: tests/test_hf_classifier_kinds.py.
 """
 
 from __future__ import annotations
@@ -271,12 +271,6 @@ def test_qa_pipeline_equals_transformers(fixture: str, source: str, tmp_path: Pa
 @pytest.mark.parametrize(
     ("family", "cls_name", "extra", "why"),
     [
-        ("bert", "BertForSequenceClassification", {"problem_type": "multi_label_classification"},
-         "BertForSequenceClassification with problem_type='multi_label_classification' (one label per text"),
-        ("bert", "BertForSequenceClassification", {"problem_type": "regression"},
-         "BertForSequenceClassification with problem_type='regression'"),
-        ("distilbert", "DistilBertForSequenceClassification", {"names": {0: "score"}},
-         "DistilBertForSequenceClassification with 1 output"),  # a cross-encoder's shape
         ("bert", "BertForTokenClassification", {}, "BertForTokenClassification (a label per token)"),
         ("bert", "BertForMultipleChoice", {}, "BertForMultipleChoice (multiple choice)"),
     ],

@@ -179,23 +179,3 @@ def test_a_decoder_classifier_transformers_cannot_compute_is_refused(
     )
     assert f"this one has {said}, which that class cannot compute" in message
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize(
-    ("extra", "why"),
-    [
-        ({"problem_type": "multi_label_classification"},
-         "GPT2ForSequenceClassification with problem_type='multi_label_classification'"),
-        ({"names": {0: "reward"}}, "GPT2ForSequenceClassification with 1 output"),  # a reward model's shape
-    ],
-)  # fmt: skip
-def test_a_decoder_head_lmforge_does_not_read_leaves_its_body_with_a_note(
-    extra: dict[str, Any], why: str, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    save_hf("gpt2", tmp_path / "hf", **extra)
-    capsys.readouterr()
-    model, _ = lmforge.load(tmp_path / "hf")
-    assert type(model) is GPT
-    assert f"lmforge: note: {tmp_path / 'hf' / 'config.json'}: {why}" in capsys.readouterr().err
-    with pytest.raises(LmforgeError, match="lmforge loads its body alone"):
-        lmforge.pipeline("text-classification", model=tmp_path / "hf")

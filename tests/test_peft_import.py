@@ -212,7 +212,8 @@ def _task_adapter(tmp_path: Path, cls: str, task: str, family: str = "bert", **e
     import transformers
 
     make_hf_model(family, tmp_path / "body")
-    config = transformers.AutoConfig.from_pretrained(tmp_path / "body", num_labels=3, pad_token_id=0, **extra)
+    options = {"num_labels": 3, "pad_token_id": 0, **extra}
+    config = transformers.AutoConfig.from_pretrained(tmp_path / "body", **options)
     torch.manual_seed(0)
     model = getattr(transformers, cls)(config).eval()
     model.save_pretrained(tmp_path / "base")
@@ -229,21 +230,31 @@ def _task_adapter(tmp_path: Path, cls: str, task: str, family: str = "bert", **e
     return wrapped.eval(), tmp_path / "base", tmp_path / "adapter"
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize(
+    ("family", "extra"),
+    [
+        ("bert", {}),
+        ("gpt2", {}),
+        ("llama", {}),
+        ("bert", {"problem_type": "multi_label_classification"}),  # refused until 2026-12-06
+        ("llama", {"num_labels": 1}),  # a reward model's LoRA: refused until 2026-12-06
+    ],
+)
 def test_a_classification_adapter_comes_in_as_the_classifier_peft_adapted(
-    family: str, tmp_path: Path
+    family: str, extra: dict[str, object], tmp_path: Path
 ) -> None:
     """SEQ_CLS on a ...ForSequenceClassification (an encoder's, or a decoder's `score` head, whose
     adapters were refused until 2026-12-06): an lmforge classifier with peft's logits and the
-    adapter's own head (modules_to_save), not the base's."""
+    adapter's own head (modules_to_save), not the base's, read as the base's problem_type says."""
     from lmforge.model.classifier import Classifier
 
     cls = {"bert": "Bert", "gpt2": "GPT2", "llama": "Llama"}[family] + "ForSequenceClassification"
-    reference, base, adapter = _task_adapter(tmp_path, cls, "SEQ_CLS", family)
+    reference, base, adapter = _task_adapter(tmp_path, cls, "SEQ_CLS", family, **extra)
     ids = torch.randint(1, VOCAB, (2, 9))
     assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 0
     ours, _ = lmforge.load(tmp_path / "out")
-    assert isinstance(ours, Classifier)
+    assert isinstance(ours, Classifier) and len(ours.labels) == extra.get("num_labels", 3)
+    assert ours.problem_type == extra.get("problem_type", "")
     with torch.no_grad():
         theirs = reference(input_ids=ids).logits
         with reference.disable_adapter():
@@ -252,8 +263,10 @@ def test_a_classification_adapter_comes_in_as_the_classifier_peft_adapted(
     # the base as an lmforge classifier directory: exported to HF's names, merged all the same
     import_hf(base, tmp_path / "own-base")
     import_hf(adapter, tmp_path / "out-own", base=tmp_path / "own-base")
+    own = lmforge.load(tmp_path / "out-own")[0]
+    assert own.problem_type == ours.problem_type  # type: ignore[union-attr]
     with torch.no_grad():
-        assert (lmforge.load(tmp_path / "out-own")[0](ids) - theirs).abs().max() < 1e-4
+        assert (own(ids) - theirs).abs().max() < 1e-4
 
 
 def test_a_head_saved_whole_onto_a_bare_body_says_which_base_to_give(tmp_path: Path) -> None:
@@ -291,19 +304,12 @@ def test_a_head_saved_whole_onto_a_bare_body_says_which_base_to_give(tmp_path: P
             "bert",
             r"task_type 'TOKEN_CLS' \(a label per token, on BertForTokenClassification\): lmforge has no",
         ),
-        (
-            "BertForSequenceClassification",
-            "SEQ_CLS",
-            "bert",  # problem_type below: a head lmforge does not read
-            r"task_type 'SEQ_CLS': .* its head is BertForSequenceClassification with problem_type=",
-        ),
     ],
 )
 def test_an_adapter_for_a_task_the_import_would_not_make_is_refused(
     tmp_path: Path, cls: str, task: str, family: str, message: str
 ) -> None:
-    extra = {"problem_type": "multi_label_classification"} if "problem_type" in message else {}
-    _, base, adapter = _task_adapter(tmp_path, cls, task, family, **extra)
+    _, base, adapter = _task_adapter(tmp_path, cls, task, family)
     with pytest.raises(LmforgeError, match=message):
         import_hf(adapter, tmp_path / "out", base=base)
     assert main(["import", str(adapter), "--base", str(base), "--out", str(tmp_path / "out")]) == 2

@@ -132,6 +132,9 @@ USE_VERBS: dict[str, Verb] = {
             opt("--text-field", "field holding the text in a .jsonl --file"),
             opt("--top-k", "labels per text, best first (0: every label)", type=int),
             opt("--batch-size", "texts per forward pass", type=int),
+            opt("--function-to-apply", "how outputs become scores, as transformers' pipeline (default: the"
+                " model's: softmax, or sigmoid for a multi-label or one-output head, none for a regression)",
+                choices=["softmax", "sigmoid", "none"]),
         ),
         show.show_labels,
         before=show.no_words_no_texts,

@@ -11,13 +11,13 @@ the imported body (formats/hf_files.py), and written back on export (formats/hf_
   reads the last position and refuses batches of more than one text; lmforge reads each text's
   last token, the same for one text. A decoder classifier has no `lm_head`, unless tied: an untied
   one is left zero (pooling never reads it). The labels are `id2label` (formats/hf_heads.py's
-  labels_of); multi-label, regression and one-output heads load their body alone with a note, as
-  an encoder's do.
+  labels_of), its `problem_type` how the outputs are read (formats/hf_heads.py's problem_type_of):
+  a reward model's one output is a score through a sigmoid, as transformers' pipeline gives it.
 - Export: a decoder Classifier with transformers' head (`last` pooling, no dense layer, a head
   without a bias) goes back as the family's `...ForSequenceClassification` with its labels and its
   pad id, none where it has none (transformers then reads the last position, as the mask's last
-  token is, and takes one text at a time). Others are refused in one line naming what
-  transformers' class lacks.
+  token is, and takes one text at a time), and its problem_type (formats/hf_export.py). Others are
+  refused in one line naming what transformers' class lacks.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_convert import lmforge_to_hf
 from lmforge.formats.hf_family import Family
-from lmforge.formats.hf_heads import SCORE_HEADS, architecture_of, body_alone, labels_of, unread_head
+from lmforge.formats.hf_heads import SCORE_HEADS, architecture_of, labels_of, problem_type_of
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 
@@ -51,10 +51,10 @@ def pad_id_of(raw: dict[str, Any], file: str) -> int | None:
 
 def with_score_head(
     gpt: GPT, raw: dict[str, Any], hf: dict[str, torch.Tensor], unused: list[str], files: tuple[str, str]
-) -> tuple[GPT | Classifier, list[str]]:
+) -> tuple[Classifier, list[str]]:
     """The imported decoder with transformers' `score` head as a Classifier (see the module doc),
-    or the decoder alone, with a note, for a head lmforge does not read. `files` are (config.json,
-    the weights) for messages. Returns (model, HF names still unused)."""
+    whatever its problem_type and number of outputs. `files` are (config.json, the weights) for
+    messages. Returns (model, HF names still unused)."""
     config_file, file = files
     if "score.weight" not in hf:
         raise LmforgeError(f"{file}: missing tensor 'score.weight' (a sequence classifier's head)")
@@ -63,13 +63,9 @@ def with_score_head(
     if weight.dim() != 2 or weight.shape[1] != n:
         shape = tuple(weight.shape)
         raise LmforgeError(f"{file}: tensor 'score.weight' has shape {shape}, expected (labels, {n})")
-    why = unread_head(raw)
-    if not why and weight.shape[0] < 2:  # transformers reads one output as a regression or a reward score
-        why = f"{architecture_of(raw)} with {weight.shape[0]} output"
-    if why:
-        return body_alone(gpt, why, config_file, unused)
     labels = labels_of(raw, weight.shape[0], config_file)
-    model = Classifier(gpt, labels, pooling="last", head_bias=False, pad_id=pad_id_of(raw, config_file))
+    pad, problem = pad_id_of(raw, config_file), problem_type_of(raw, config_file)
+    model = Classifier(gpt, labels, pooling="last", head_bias=False, pad_id=pad, problem_type=problem)
     model.head.load_state_dict({"weight": weight})
     return model, [name for name in unused if name != "score.weight"]
 

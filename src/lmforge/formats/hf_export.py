@@ -68,9 +68,11 @@ def export_into(out: Path, model_path: str | Path) -> None:
             state, architecture = to_hf(model, model_type, family)
         except LmforgeError as err:
             raise LmforgeError(f"{model_path}: {err}") from None
-        labels = {
+        labels = {  # transformers' num_labels is id2label's length: one for a reward model
             "id2label": dict(enumerate(model.labels)),
             "label2id": {label: i for i, label in enumerate(model.labels)},
+            # how its pipeline reads the outputs (model/classifier.py's function); none: by their number
+            **({"problem_type": model.problem_type} if model.problem_type else {}),
         }
     else:
         state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})

@@ -3,20 +3,21 @@
 - `...ForSequenceClassification` (BERT, DistilBERT, RoBERTa) -> lmforge's `Classifier`
   (model/classifier.py) on the first token ([CLS], <s>), with transformers' head shape: BERT's
   pooler (dense + tanh), DistilBERT's pre_classifier (dense + ReLU) or RoBERTa's
-  classifier.dense (dense + tanh), then the label layer. The labels are config.json's `id2label`; only
-  single-label classification (a softmax over the labels) is read.
+  classifier.dense (dense + tanh), then the label layer. The labels are config.json's `id2label`,
+  its `problem_type` (`problem_type_of`) how the outputs are read, as transformers' pipeline reads
+  them: a softmax over the labels, a sigmoid per label (multi-label, and a head of one output: a
+  cross-encoder's relevance, a reward) or the raw scores (regression).
 - `...ForQuestionAnswering` -> `SpanModel` (formats/hf_qa.py).
 - Back (`lmforge export`, `classifier_state_to_hf`): a Classifier whose head transformers has, an
   encoder pooling its first token through BERT's tanh or DistilBERT's ReLU dense layer, exports as
   `BertForSequenceClassification` or `DistilBertForSequenceClassification` with its labels
   (RoBERTa's head is BERT's: its body exports as BERT). Other classifiers are refused in one line.
 - A decoder's `...ForSequenceClassification` (GPT-2, Llama, Mistral, Qwen2) is
-  formats/hf_decoder_heads.py's; the checks of config.json (`unread_head`, `labels_of`) are shared.
+  formats/hf_decoder_heads.py's; the checks of config.json (`labels_of`, `problem_type_of`) are shared.
 - Heads lmforge has no model for (token classification, multiple choice, next-sentence prediction,
-  a regression or multi-label classifier, a classifier of another family) and pretraining heads
-  (`...ForMaskedLM`, `...ForPreTraining`) are dropped with a note naming the head: the body is what
-  a fine-tune starts from (bert-base-uncased's config.json names BertForMaskedLM; a cross-encoder
-  is a BertForSequenceClassification with one output), and a pipeline that needs the head says
+  a classifier of another family) and pretraining heads (`...ForMaskedLM`, `...ForPreTraining`)
+  are dropped with a note naming the head: the body is what a fine-tune starts from
+  (bert-base-uncased's config.json names BertForMaskedLM), and a pipeline that needs the head says
   the body is not a classifier.
 """
 
@@ -30,7 +31,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_family import Family
 from lmforge.formats.hf_qa import body_to_hf, wants_span_head, with_span_head
-from lmforge.model.classifier import Classifier
+from lmforge.model.classifier import PROBLEM_TYPES, Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.span import SpanModel
 
@@ -47,7 +48,6 @@ REFUSED = {
     "ForMultipleChoice": "multiple choice",
     "ForNextSentencePrediction": "next-sentence prediction",
 }
-SINGLE_LABEL = (None, "single_label_classification")
 SCORE_HEADS = ("gpt2", "llama", "mistral", "qwen2")  # decoders' `score` heads: formats/hf_decoder_heads.py
 
 
@@ -65,13 +65,21 @@ def unread_head(raw: dict[str, Any]) -> str:
     for suffix, what in REFUSED.items():
         if arch.endswith(suffix):
             return f"{arch} ({what})"
-    if arch.endswith("ForSequenceClassification"):
-        if raw.get("model_type") not in (*CLASSIFIER_HEADS, *SCORE_HEADS):
-            read = ", ".join(sorted((*CLASSIFIER_HEADS, *SCORE_HEADS)))
-            return f"{arch} (classifier heads are read for {read})"
-        if raw.get("problem_type") not in SINGLE_LABEL:
-            return f"{arch} with problem_type={raw.get('problem_type')!r} (one label per text is read)"
+    read = (*CLASSIFIER_HEADS, *SCORE_HEADS)
+    if arch.endswith("ForSequenceClassification") and raw.get("model_type") not in read:
+        return f"{arch} (classifier heads are read for {', '.join(sorted(read))})"
     return ""
+
+
+def problem_type_of(raw: dict[str, Any], file: str) -> str:
+    """config.json's problem_type ("" for none), one of those transformers allows."""
+    problem = raw.get("problem_type")
+    if problem is None:
+        return ""
+    if problem not in PROBLEM_TYPES[1:]:
+        allowed = ", ".join(repr(p) for p in PROBLEM_TYPES[1:])
+        raise LmforgeError(f"{file}: problem_type={problem!r} must be one of {allowed} (or null)")
+    return problem
 
 
 def body_alone(body: B, why: str, file: str, unused: list[str]) -> tuple[B, list[str]]:
@@ -120,6 +128,8 @@ def _shapes(rows: int, n: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
 def labels_of(raw: dict[str, Any], rows: int, file: str) -> list[str]:
     """The label of each output row: config.json's id2label ({"0": "NEGATIVE", ...}), or
     transformers' default names LABEL_0, LABEL_1, ... when it has none."""
+    if rows < 1:
+        raise LmforgeError(f"{file}: the sequence classifier's head has no output")
     id2label = raw.get("id2label")
     if not id2label:
         return [f"LABEL_{i}" for i in range(rows)]
@@ -148,10 +158,9 @@ def with_classifier_head(
     if weight_name not in hf:
         raise LmforgeError(f"{file}: missing tensor {weight_name!r} (a sequence classifier's head)")
     rows = hf[weight_name].shape[0]
-    if rows < 2:  # transformers reads one output as a regression or a relevance score (cross-encoders)
-        return body_alone(encoder, f"{architecture_of(raw)} with {rows} output", config_file, unused)
     labels = labels_of(raw, rows, config_file)
-    model = Classifier(encoder, labels, pooling="cls", dense=activation)
+    problem = problem_type_of(raw, config_file)
+    model = Classifier(encoder, labels, pooling="cls", dense=activation, problem_type=problem)
     dense = {p: _tensor(hf, tuple(f"{d}.{p}" for d in dense_names), s, file) for p, s in _shapes(n, n)}
     model.get_submodule("dense").load_state_dict(dense)
     model.head.load_state_dict({p: _tensor(hf, (f"{head}.{p}",), s, file) for p, s in _shapes(rows, n)})

@@ -93,9 +93,11 @@ def write_classifier_files(
     dense: str = "",
     head_bias: bool = True,
     pad_id: int | None = None,
+    problem_type: str = "",
 ) -> None:
     """config.json (the labels, the pooling, the dense layer's activation if any, a head without a
-    bias, the padding id `last` pooling skips, and the backbone's config) and tokenizer.json: what
+    bias, the padding id `last` pooling skips, an HF head's problem_type, and the backbone's config)
+    and tokenizer.json: what
     makes a directory of classifier weights (`backbone.*`, `dense.*`, `head.*`) a model directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
@@ -105,6 +107,7 @@ def write_classifier_files(
         # imported HF decoder classifiers (formats/hf_decoder_heads.py)
         **({} if head_bias else {"head_bias": False}),
         **({} if pad_id is None else {"pad_token_id": pad_id}),
+        **({"problem_type": problem_type} if problem_type else {}),  # how the outputs are read
         "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
     }
@@ -127,6 +130,7 @@ def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokeniz
         model.dense_act,
         model.head.bias is not None,
         model.pad_id,
+        model.problem_type,
     )
     return directory
 
@@ -144,14 +148,21 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
     try:
         pooling, dense = raw.get("pooling", ""), raw.get("dense", "")
         head_bias, pad_id = raw.get("head_bias", True), raw.get("pad_token_id")
+        problem = raw.get("problem_type", "")
         if not isinstance(head_bias, bool):
             raise LmforgeError(f"head_bias={head_bias!r} must be true or false")
         model = empty(
             lambda: Classifier(
-                backbone(config), raw["labels"], pooling, dense=dense, head_bias=head_bias, pad_id=pad_id
+                backbone(config),
+                raw["labels"],
+                pooling,
+                dense=dense,
+                head_bias=head_bias,
+                pad_id=pad_id,
+                problem_type="" if problem is None else problem,
             )
         )
-    except LmforgeError as e:  # a hand-edited label list, pooling or dense
+    except LmforgeError as e:  # a hand-edited label list, pooling, dense or problem_type
         raise LmforgeError(f"{file}: {e}") from None
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_tokenizer(directory)

@@ -77,24 +77,19 @@ def check_task(
     elif task == "QUESTION_ANS" and not wants_span_head(raw):
         problem = f"the base is {arch}: give the ...ForQuestionAnswering it was made on"
     elif task == "SEQ_CLS":
-        problem = _classifier_problem(raw, state, arch)
+        problem = _classifier_problem(raw, arch)
     if problem:
         raise LmforgeError(f"{file}: task_type {task!r}: the adapter is for {what}, but {problem}")
 
 
-def _classifier_problem(raw: dict[str, Any], state: dict[str, torch.Tensor], arch: str) -> str:
+def _classifier_problem(raw: dict[str, Any], arch: str) -> str:
     """Why importing the base `raw` makes no lmforge Classifier ("" when it does)."""
     why = unread_head(raw)
     if why:
         return f"its head is {why}, which lmforge does not read, so the merge is no classifier"
     if not arch.endswith("ForSequenceClassification"):
         return f"the base is {arch}, the bare body: give the ...ForSequenceClassification it was made on"
-    head_module = "score" if raw["model_type"] in SCORE_HEADS else CLASSIFIER_HEADS[raw["model_type"]][2]
-    name = head_module + ".weight"
-    head = next((t for n, t in state.items() if n == name or n.endswith("." + name)), None)
-    if head is not None and head.shape[0] < 2:  # read as a regression or a relevance score
-        return f"{arch} has one output, which lmforge reads as no classifier (a regression or score)"
-    return ""
+    return ""  # every problem_type and a head of one output are read (formats/hf_heads.py)
 
 
 def _split(name: str) -> tuple[str, int, str] | None:

@@ -1,6 +1,11 @@
 """Classifying texts with a classifier directory (`lmforge classify`) and scoring it on a labelled
-file (`lmforge eval-classify`): the label probabilities behind the text-classification pipeline,
-and the accuracy and macro F1 that training's validation reports too.
+file (`lmforge eval-classify`): the label scores behind the text-classification pipeline, and the
+accuracy and macro F1 that training's validation reports too.
+
+A label's score is what transformers' text-classification pipeline gives: by default the
+classifier's own reading of its outputs (model/classifier.py's `function`: a softmax over the
+labels, a sigmoid per label for a multi-label or one-output head, the raw output for a
+regression), or the one `function_to_apply` names ("softmax", "sigmoid", "none", any case).
 
 A classifier directory is what `lmforge finetune-classify` or a classification run writes, or a
 Hugging Face `...ForSequenceClassification` folder (formats/hf_heads.py).
@@ -22,7 +27,7 @@ from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.options import check_options, check_texts, is_int
-from lmforge.model.classifier import Classifier
+from lmforge.model.classifier import FUNCTIONS, Classifier, apply_function
 from lmforge.model.kinds import describe
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -41,12 +46,23 @@ def load_classifier(model: str | Path) -> tuple[Classifier, Tokenizer]:
     return net.eval(), tokenizer
 
 
+def checked_function(function_to_apply: str | None) -> str | None:
+    """function_to_apply in lower case (transformers takes any case), None for the model's own."""
+    if function_to_apply is None:
+        return None
+    if not isinstance(function_to_apply, str) or function_to_apply.lower() not in FUNCTIONS:
+        names = ", ".join(repr(f) for f in FUNCTIONS)
+        raise LmforgeError(f"function_to_apply={function_to_apply!r} must be one of {names} (or None)")
+    return function_to_apply.lower()
+
+
 @torch.inference_mode()
 def label_probabilities(
-    model: Classifier, tokenizer: Tokenizer, texts: list[str], batch_size: int
+    model: Classifier, tokenizer: Tokenizer, texts: list[str], batch_size: int, function: str | None = None
 ) -> torch.Tensor:
-    """(len(texts), labels) softmax probabilities, `batch_size` texts per forward, each cut to the
-    model's context."""
+    """(len(texts), labels) scores, `batch_size` texts per forward, each cut to the model's
+    context: the logits through `function` ("softmax", "sigmoid", "none"; None: the model's own,
+    see the module doc)."""
     empty = next((n for n, text in enumerate(texts, start=1) if not text.strip()), None)
     if empty is not None:  # a label for nothing is a guess (training and evaluation refuse it)
         raise LmforgeError(f"text {empty} is empty: nothing to classify")
@@ -54,7 +70,7 @@ def label_probabilities(
     device = next(model.parameters()).device  # wherever the caller put the model
     for i in range(0, len(texts), batch_size):
         ids, mask = encode_batch(tokenizer, texts[i : i + batch_size], model.config.block_size, model.encoder)
-        out.append(model(ids.to(device), mask.to(device)).float().softmax(-1).cpu())
+        out.append(apply_function(model(ids.to(device), mask.to(device)), function or model.function).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(model.labels))
 
 
@@ -117,11 +133,14 @@ def classify(
     text_field: str = "text",
     top_k: int = 1,
     batch_size: int = 32,
+    function_to_apply: str | None = None,
 ) -> list[dict[str, Any]]:
     """Label `texts` (a string or a list), then the texts of `file` (a .jsonl's `text_field`, or
     one per line), with a classifier directory: [{"text", "labels": [{"label", "score"}, ...]}],
-    one per text in order, its top_k labels best first (0: every label)."""
+    one per text in order, its top_k labels best first (0: every label), scored as transformers'
+    pipeline scores them (function_to_apply: see the module doc)."""
     check_options(batch_size=batch_size)
+    function = checked_function(function_to_apply)
     if not (is_int(top_k) and top_k >= 0):
         raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 0 (labels per text; 0 = all)")
     if texts is None and file is None:
@@ -129,7 +148,7 @@ def classify(
     given = [] if texts is None else check_texts(texts)
     net, tokenizer = load_classifier(model)  # checked even for no texts, as translate does
     given += [] if file is None else read_texts(file, text_field)
-    probabilities = label_probabilities(net, tokenizer, given, batch_size)
+    probabilities = label_probabilities(net, tokenizer, given, batch_size, function)
     return [
         {"text": text, "labels": ranked_labels(net.labels, row, top_k or None)}
         for text, row in zip(given, probabilities, strict=True)
@@ -148,6 +167,12 @@ def eval_classify(
     indices), as finetune-classify reads its training data."""
     check_options(batch_size=batch_size)
     net, tokenizer = load_classifier(model)
+    if net.function != "softmax":  # its outputs are no choice of one label: argmax scores nothing
+        kind = net.problem_type or f"{len(net.labels)}-output"
+        raise LmforgeError(
+            f"{model}: a {kind} classifier (its outputs read through {net.function!r}, not a softmax):"
+            " eval-classify scores classifiers of one label per text"
+        )
     rows = read_labelled(data, net.labels, text_field, label_field)
     started = time.perf_counter()
     predicted = label_probabilities(net, tokenizer, [text for text, _ in rows], batch_size).argmax(-1)

@@ -14,6 +14,12 @@ An imported HF decoder classifier (formats/hf_decoder_heads.py) has a head witho
 rightmost token that is not `pad_token_id`, so `last` pooling then skips real tokens equal to it at
 the end of a text too (GPT-2's pad is its EOS), and gives transformers' logits on every input.
 Without `pad_id` (lmforge's own classifiers) `last` is the last token of the attention mask.
+
+`problem_type` is transformers' config.json key, kept as an HF directory gives it ("" where it
+gives none): it says how the outputs are read (`function`, transformers' TextClassificationPipeline
+rule): `regression` raw scores ("none"), `multi_label_classification` or a single output (a reward
+model, a cross-encoder) a sigmoid per output, else a softmax over the labels (lmforge's own
+classifiers, which train one label per text).
 """
 
 from __future__ import annotations
@@ -27,6 +33,26 @@ from lmforge.model.gpt import GPT
 
 POOLINGS = ("mean", "cls", "last")
 DENSE = {"": None, "tanh": torch.tanh, "relu": torch.relu}  # activation after the optional dense layer
+PROBLEM_TYPES = ("", "single_label_classification", "multi_label_classification", "regression")
+FUNCTIONS = ("softmax", "sigmoid", "none")  # transformers' function_to_apply values
+
+
+def default_function(problem_type: str, outputs: int) -> str:
+    """How transformers' text-classification pipeline reads the logits of a head with `outputs`
+    outputs and config.json's `problem_type` ("" for none), in its order of tests."""
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or outputs == 1:
+        return "sigmoid"
+    return "softmax"
+
+
+def apply_function(logits: torch.Tensor, function: str) -> torch.Tensor:
+    """(B, labels) logits -> the scores `function` ("softmax", "sigmoid" or "none") makes of them."""
+    logits = logits.float()
+    if function == "softmax":
+        return logits.softmax(-1)
+    return logits.sigmoid() if function == "sigmoid" else logits
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,21 +82,25 @@ class Classifier(nn.Module):
         dense: str = "",
         head_bias: bool = True,
         pad_id: int | None = None,
+        problem_type: str = "",
     ) -> None:
         super().__init__()
         self.encoder = isinstance(backbone, Encoder)
         pooling = pooling or ("mean" if self.encoder else "last")
         if pooling not in POOLINGS:
             raise LmforgeError(f"pooling={pooling!r} must be one of {', '.join(POOLINGS)}")
-        if len(labels) < 2 or len(set(labels)) != len(labels):
-            raise LmforgeError(f"labels {labels} must be at least two distinct names")
+        if not labels or len(set(labels)) != len(labels):  # one: a reward or regression score
+            raise LmforgeError(f"labels {labels} must be one or more distinct names")
+        if problem_type not in PROBLEM_TYPES:
+            types = ", ".join(repr(p) for p in PROBLEM_TYPES)
+            raise LmforgeError(f"problem_type={problem_type!r} must be one of {types}")
         if not isinstance(dense, str) or dense not in DENSE:
             raise LmforgeError(f"dense={dense!r} must be one of {', '.join(repr(d) for d in DENSE)}")
         token = isinstance(pad_id, int) and not isinstance(pad_id, bool)
         if pad_id is not None and (pooling != "last" or not token):
             raise LmforgeError(f"pad_id={pad_id!r} must be a token id, and only with 'last' pooling")
         self.backbone, self.labels, self.pooling, self.dense_act = backbone, list(labels), pooling, dense
-        self.pad_id = pad_id
+        self.pad_id, self.problem_type = pad_id, problem_type
         self.config = backbone.config
         # what forward never runs (the pooling reads hidden states): no FLOPs (train/report.py), and
         # frozen, so DDP (which fails on a trainable weight that gets no gradient) and the optimizer
@@ -87,6 +117,11 @@ class Classifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)
+
+    @property
+    def function(self) -> str:
+        """How the logits are read by default: "softmax", "sigmoid" or "none" (see the module doc)."""
+        return default_function(self.problem_type, len(self.labels))
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T), attention_mask (B, T) 1 = real token (right padding) -> class logits (B, labels)."""

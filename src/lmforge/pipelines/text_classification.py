@@ -1,6 +1,9 @@
 """The text-classification pipeline: HF's `[{"label": ..., "score": ...}]` over a classifier directory
-(written by `lmforge finetune-classify`). Keywords: top_k and batch_size, as in transformers, at
-construction (the defaults of every call) or per call; any other is an error naming it."""
+(written by `lmforge finetune-classify`, or an HF ...ForSequenceClassification). Keywords: top_k,
+batch_size and function_to_apply, as in transformers, at construction (the defaults of every call)
+or per call; any other is an error naming it. The scores are transformers': a softmax over the
+labels, a sigmoid per label for a multi-label or one-output head (a reward model), the raw
+outputs for a regression, or what function_to_apply names (inference/classify.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.inference.classify import label_probabilities, load_classifier, ranked_labels
+from lmforge.inference.classify import checked_function, label_probabilities, load_classifier, ranked_labels
 from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
 from lmforge.pipelines.streaming import streams
 
@@ -32,10 +35,15 @@ def check_top_k(top_k: object) -> None:
 
 class TextClassificationPipeline:
     def __init__(
-        self, model: str | Path, batch_size: int = 32, top_k: int | None | _Default = DEFAULT
+        self,
+        model: str | Path,
+        batch_size: int = 32,
+        top_k: int | None | _Default = DEFAULT,
+        function_to_apply: str | None = None,
     ) -> None:
         check_options(batch_size=batch_size)
         check_top_k(top_k)
+        self.function = checked_function(function_to_apply)  # None: the model's own (its problem_type)
         self.model, self.tokenizer = load_classifier(model)
         self.batch_size = batch_size
         self.top_k = top_k  # pipeline(..., top_k=None): every call gives every label, as transformers
@@ -48,6 +56,7 @@ class TextClassificationPipeline:
         top_k: int | None | _Default = DEFAULT,
         batch_size: int | None = None,
         truncation: bool | str = True,
+        function_to_apply: str | None = None,
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """A string gives [{"label", "score"}] (the best label; top_k=None gives every label, best
@@ -55,7 +64,8 @@ class TextClassificationPipeline:
         inside a list, as transformers'); a list of strings gives one result per string, as HF does:
         a dict each when top_k is not given, a list of top_k dicts each when it is (even top_k=1).
         A text longer than the model's context is cut to its first tokens (truncation=True, the only
-        choice; transformers' default raises)."""
+        choice; transformers' default raises). function_to_apply ("softmax", "sigmoid", "none")
+        overrides how the outputs become scores (see the module doc)."""
         if text is None:  # transformers' name for it
             text = unknown.pop("inputs", None)
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
@@ -74,15 +84,19 @@ class TextClassificationPipeline:
         top_k = top_k if given else 1  # type: ignore[assignment]
         if batch_size is not None:
             check_options(batch_size=batch_size)
+        function = checked_function(function_to_apply) or self.function
         texts = check_texts(text)
         if not texts:
             return []
-        scores = self.probabilities(texts, batch_size)
+        scores = self.probabilities(texts, batch_size, function)
         results: list[Any] = [ranked_labels(self.model.labels, row, top_k) for row in scores]  # type: ignore[arg-type]
         if isinstance(text, str):  # transformers wraps a string's labels in a list unless top_k was
             return results[0] if per_call or not given else [results[0]]  # given to the call
         return results if given else [r[0] for r in results]  # transformers' shapes, both
 
-    def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
-        """(len(texts), labels) softmax probabilities."""
-        return label_probabilities(self.model, self.tokenizer, texts, batch_size or self.batch_size)
+    def probabilities(
+        self, texts: list[str], batch_size: int | None = None, function: str | None = None
+    ) -> torch.Tensor:
+        """(len(texts), labels) scores: the logits through `function`, or the pipeline's (None)."""
+        size = batch_size or self.batch_size
+        return label_probabilities(self.model, self.tokenizer, texts, size, function or self.function)

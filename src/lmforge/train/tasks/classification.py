@@ -87,6 +87,12 @@ class ClassificationTask(Task):
             backbone = backbone.backbone
         self.dense_start = None if t.from_scratch else dense_start(backbone, t.classifier_dense)
         if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
+            if backbone.function != "softmax":  # an HF reward, regression or multi-label head
+                setup.say(
+                    f"train.init_from={t.init_from!r}: a {backbone.problem_type or 'one-output'} classifier"
+                    f" (scores through {backbone.function!r}); its head is left out, its body tuned under a"
+                    " new single-label head (a softmax, cross-entropy)"
+                )
             backbone = backbone.backbone
         if not isinstance(backbone, GPT | Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
