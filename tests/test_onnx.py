@@ -217,7 +217,7 @@ def test_encoder_and_classifier_outputs_match_pytorch(kind: str, exported: Expor
         assert got.shape == tuple(want.shape)
         np.testing.assert_allclose(got, want.numpy(), atol=ATOL, rtol=0)
     if kind == "classifier":
-        assert onnx.meta["labels"] == ["no", "yes", "maybe"]
+        assert onnx.meta["labels"] == ["no", "yes", "maybe"] and onnx.meta["function_to_apply"] == "softmax"
 
 
 @SLOW

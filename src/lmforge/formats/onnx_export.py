@@ -123,7 +123,9 @@ def _export_graphs(model: nn.Module, kind: str, out: Path) -> dict[str, Any]:
     wrapper = {"encoder": EncoderGraph, "classifier": ClassifierGraph, "question-answering": SpanGraph}[kind]
     graph = _export_one(wrapper(model), _encoder_inputs, out / "model.onnx")  # type: ignore[arg-type]
     if isinstance(model, Classifier):
-        info.update(labels=model.labels, pooling=model.pooling)
+        # how the logits become scores (transformers' function_to_apply): a multi-label or reward head's
+        # is a sigmoid, a regression's none, a softmax otherwise (model/classifier.py)
+        info.update(labels=model.labels, pooling=model.pooling, function_to_apply=model.function)
     return {**info, "graphs": {"model": graph}}
 
 

@@ -42,11 +42,9 @@ TASKS = {
 KINDS = {"gpt": "a decoder language model", "encoder": "an encoder", "seq2seq": "an encoder-decoder"}
 
 
-def check_task(
-    config: dict[str, Any], raw: dict[str, Any], state: dict[str, torch.Tensor], file: Path
-) -> None:
-    """Refuse an adapter whose task_type is not what importing the base `raw` (its HF config.json;
-    `state`: its tensors) makes (see the module doc)."""
+def check_task(config: dict[str, Any], raw: dict[str, Any], file: Path) -> None:
+    """Refuse an adapter whose task_type is not what importing the base `raw` (its HF config.json)
+    makes (see the module doc)."""
     from lmforge.formats.hf import family_for
 
     task = config.get("task_type")

@@ -231,7 +231,7 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
         export_into(hf, source)
     state, _ = read_hf_weights(hf)
     raw = read_json(hf / "config.json", "model config")
-    check_task(config, raw, state, adapter / PEFT_ADAPTER)  # the import makes the model peft adapted
+    check_task(config, raw, adapter / PEFT_ADAPTER)  # the import makes the model peft adapted
     unchecked = check_named_base(config, source, hf, adapter / PEFT_ADAPTER)
     conv1d = CONV1D.get(raw.get("model_type"), ())
     merged_modules = merge(state, config, tensors, weights, _tied(raw, hf / "config.json"), conv1d)
