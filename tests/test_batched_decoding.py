@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.inference.generate import generate_ids, left_pad
+from lmforge.inference.generate import generate_ids
+from lmforge.inference.prefill import left_pad
 from lmforge.model.gpt import GPT
 
 PROMPTS = [[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]  # lengths 7, 2, 4, 1

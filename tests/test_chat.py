@@ -145,6 +145,11 @@ def test_stops_at_any_end_of_turn_id(llama: Path, reference: Any, tmp_path: Path
     assert generate_ids(net, [prompt], NEW, temperature=0, eos_id={stop, 2})[0] == cut
 
 
+# the options off unless generation_config.json or a keyword sets them
+OFF = {"typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_length": 0, "suppress_tokens": None}
+OFF |= {"begin_suppress_tokens": None, "bad_words_ids": None}
+
+
 def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_path: Path) -> None:
     model = copy(llama, tmp_path)
     spec = ChatSpec.read(model, load_model(model)[1])
@@ -158,6 +163,7 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         "min_p": 0.0,
         "min_new_tokens": 0,
         "no_repeat_ngram_size": 0,
+        **OFF,
     }
     set_generation(model, do_sample=False, temperature=0.3, top_k=7, max_new_tokens=9)
     spec = ChatSpec.read(model, load_model(model)[1])
@@ -171,6 +177,7 @@ def test_generation_config_defaults_and_explicit_keywords_win(llama: Path, tmp_p
         "min_p": 0.0,
         "min_new_tokens": 0,
         "no_repeat_ngram_size": 0,
+        **OFF,
     }
     wins = spec.sampling(do_sample=True, top_k=None, max_new_tokens=3)
     assert (wins["do_sample"], wins["top_k"], wins["max_new_tokens"]) == (True, 7, 3)

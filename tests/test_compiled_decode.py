@@ -15,7 +15,8 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_dir
 from lmforge.inference import compiled_decode, compiled_store
 from lmforge.inference.compiled_decode import LayerCache, compiled_step, layer_cache, next_logits
-from lmforge.inference.generate import generate_ids, prefill
+from lmforge.inference.generate import generate_ids
+from lmforge.inference.prefill import prefill
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
 

@@ -177,10 +177,10 @@ def test_translation_pipeline_refuses(dirs: dict[str, Path], name: str, value: A
 @pytest.mark.parametrize(
     ("task", "model", "keyword", "hint"),
     [
-        ("text-generation", "gpt", "max_length", "max_new_tokens"),  # was silently ignored
+        ("text-generation", "gpt", "max_time", "max_length"),  # max_length was silently ignored
         ("text-generation", "gpt", "stop_strings", "stop_sequence"),  # generate's name
-        ("text-generation", "gpt", "typical_p", "top_p"),
-        ("text-classification", "clf", "function_to_apply", "top_k"),
+        ("text-generation", "gpt", "penalty_alpha", "typical_p"),
+        ("text-classification", "clf", "return_all_scores", "top_k"),
         ("text-classification", "clf", "max_new_tokens", "batch_size"),
         ("translation", "s2s", "max_length", "max_new_tokens"),
         ("translation", "s2s", "src_lang", "num_beams"),

@@ -78,6 +78,7 @@ def test_sampling_and_the_compiled_step_take_it(gpt2: tuple[Path, Any]) -> None:
     for options in (
         {"no_repeat_ngram_size": 2, "min_new_tokens": 10},
         {"min_p": 0.3, "no_repeat_ngram_size": 1},
+        {"typical_p": 0.5, "eta_cutoff": 0.05, "suppress_tokens": [eos]},
     ):
         eager = generate_ids(net, prompt, NEW, 0.9, eos_id=eos, seed=4, **options)
         assert generate_ids(net, prompt, NEW, 0.9, eos_id=eos, seed=4, compile=True, **options) == eager
@@ -143,6 +144,10 @@ def test_onnx_runtime_takes_it(gpt2: tuple[Path, Any], tmp_path: Path) -> None:
     sampled = generate_ids(net, PROMPTS, 12, 1.0, eos_id=eos, seed=2, min_p=0.2, min_new_tokens=6)
     assert generate_ids_onnx(onnx, PROMPTS, 12, 1.0, seed=2, min_p=0.2, min_new_tokens=6) == sampled
     assert sampled != generate_ids(net, PROMPTS, 12, 1.0, eos_id=eos, seed=2)
+    cut = {"typical_p": 0.6, "epsilon_cutoff": 0.01, "eta_cutoff": 0.03}
+    sampled = generate_ids(net, PROMPTS, 12, 1.0, eos_id=eos, seed=2, **cut)
+    assert generate_ids_onnx(onnx, PROMPTS, 12, 1.0, seed=2, **cut) == sampled
+    assert sampled != generate_ids(net, PROMPTS, 12, 1.0, eos_id=eos, seed=2)
 
 
 def reference_loop(net: Any, prompt: list[int], new: int, rep: float, freq: float, pres: float) -> list[int]:
@@ -207,15 +212,17 @@ def test_generation_config_keys_lmforge_does_not_apply_are_named(
 
     make_chat_llama(tmp_path)
     set_generation(
-        tmp_path, repetition_penalty=1.2, min_length=3, typical_p=1.0, epsilon_cutoff=0.05, min_p=0.1
-    )
+        tmp_path, repetition_penalty=1.2, penalty_alpha=0.6, guidance_scale=1.0, min_length=3,
+        encoder_repetition_penalty=1.3, epsilon_cutoff=0.05, min_p=0.1,
+    )  # fmt: skip
     spec = ChatSpec.read(tmp_path, load_model(tmp_path)[1])
     assert spec.sampling(do_sample=False)["repetition_penalty"] == 1.2
     note = capsys.readouterr().err
-    assert "{'min_length': 3, 'epsilon_cutoff': 0.05} not applied" in note  # min_p is applied
+    # min_p, min_length and epsilon_cutoff are applied; guidance_scale=1 changes nothing
+    assert "{'penalty_alpha': 0.6, 'encoder_repetition_penalty': 1.3} not applied" in note
     spec.sampling()  # named once for the model, not at every call of a pipeline or chat reply
     assert "not applied" not in capsys.readouterr().err
-    set_generation(tmp_path, min_length=0, epsilon_cutoff=None)
+    set_generation(tmp_path, penalty_alpha=0, encoder_repetition_penalty=None)
     ChatSpec.read(tmp_path, load_model(tmp_path)[1]).sampling()
     assert "not applied" not in capsys.readouterr().err
 

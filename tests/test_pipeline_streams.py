@@ -118,8 +118,8 @@ def test_the_input_is_read_a_batch_at_a_time(dirs: dict[str, Path]) -> None:
 
 def test_bad_keywords_are_refused_at_the_call_and_later_items_are_named(dirs: dict[str, Path]) -> None:
     pipe = pipeline("text-generation", model=dirs["gpt"])
-    with pytest.raises(LmforgeError, match="unknown keyword max_length"):
-        pipe((t for t in TEXTS), max_length=5)
+    with pytest.raises(LmforgeError, match="unknown keyword max_time"):
+        pipe((t for t in TEXTS), max_time=5)
     with pytest.raises(LmforgeError, match="batch_size=0"):
         pipe((t for t in TEXTS), batch_size=0)
     results = pipe(iter(["ROMEO:", "a", 5]), do_sample=False, max_new_tokens=2, batch_size=2)

@@ -220,14 +220,14 @@ def test_a_client_that_leaves_stops_its_rows_and_spares_the_others(server: tuple
 def test_prompts_prefilled_in_chunks_decode_as_alone(model: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
     """A prompt longer than PREFILL_CHUNK goes through in chunks (generate's prefill and the
     server's alike): the same greedy tokens as one pass without a cache."""
-    from lmforge.inference import batching, generate
+    from lmforge.inference import batching, prefill
 
     gen = torch.Generator().manual_seed(2)
     prompts = [torch.randint(0, 50, (n,), generator=gen).tolist() for n in (23, 11, 6)]
     alone = [generate_ids(model, [p], 24 - len(p) + 1, temperature=0, use_cache=False)[0] for p in prompts]
     for chunk in (5, 1):
         monkeypatch.setattr(batching, "PREFILL_CHUNK", chunk)
-        monkeypatch.setattr(generate, "PREFILL_CHUNK", chunk)
+        monkeypatch.setattr(prefill, "PREFILL_CHUNK", chunk)
         pairs = list(zip(prompts, alone, strict=True))
         plan = [(i, Sequence(list(p), tag=(i, len(a))), len(a)) for i, (p, a) in enumerate(pairs)]
         got = run(model, plan)

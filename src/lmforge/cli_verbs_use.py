@@ -29,9 +29,17 @@ TRANSLATE_OPTIONS = (
     ),
 )
 
-# transformers' min_p, min_new_tokens and no_repeat_ngram_size (generate and chat)
+# transformers' min_p, typical_p, epsilon_cutoff, eta_cutoff, min_new_tokens and no_repeat_ngram_size
+# (generate and chat)
 DECODING_BANS = (
     opt("--min-p", "sampling drops tokens less likely than this times the likeliest (0 = off)", type=float),
+    opt("--typical-p", "sampling keeps the most typical tokens up to this probability (1 = off)", type=float),
+    opt("--epsilon-cutoff", "sampling drops tokens less likely than this (0 = off)", type=float),
+    opt(
+        "--eta-cutoff",
+        "sampling drops tokens less likely than min(this, sqrt(this) * exp(-entropy)) (0 = off)",
+        type=float,
+    ),
     opt("--min-new-tokens", "no end-of-text token before this many new tokens (0 = off)", type=int),
     opt(
         "--no-repeat-ngram-size",

@@ -22,20 +22,13 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 # generation_config.json keys that change transformers' decoding which lmforge does not apply, and
 # their values that change nothing (chat and the text-generation pipeline name any other in a note)
 UNAPPLIED: dict[str, tuple[object, ...]] = {
-    "min_length": (None, 0),
-    "typical_p": (None, 1),
-    "epsilon_cutoff": (None, 0),
-    "eta_cutoff": (None, 0),
     "encoder_repetition_penalty": (None, 1),
-    "bad_words_ids": (None, []),
-    "suppress_tokens": (None, []),
     "sequence_bias": (None, {}),
     "num_beams": (None, 1),
     "penalty_alpha": (None, 0),
     "guidance_scale": (None, 1),
     "exponential_decay_length_penalty": (None,),
     "forced_eos_token_id": (None,),
-    "begin_suppress_tokens": (None, []),
 }
 
 

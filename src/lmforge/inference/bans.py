@@ -1,13 +1,18 @@
-"""Tokens a row may not take next: transformers' no_repeat_ngram_size (NoRepeatNGramLogitsProcessor:
-no n-gram twice in the row, its prompt included) and min_new_tokens (MinNewTokensLengthLogitsProcessor:
-no end-of-text id before that many new tokens; vLLM's min_tokens). A banned token's logit is -inf,
-set after the penalties and before temperature, top-k, top-p and min-p (and greedy's argmax), as
-transformers orders its processors.
+"""Tokens a row may not take next, as transformers' processors ban them: no_repeat_ngram_size
+(NoRepeatNGramLogitsProcessor: no n-gram twice in the row, its prompt included), min_new_tokens
+(MinNewTokensLengthLogitsProcessor: no end-of-text id before that many new tokens; vLLM's
+min_tokens), min_length (MinLengthLogitsProcessor: none before the row, prompt included, is that
+long), bad_words_ids (NoBadWordsLogitsProcessor: no token that completes one of these sequences;
+a lone end-of-text id is left out), suppress_tokens (SuppressTokensLogitsProcessor: never) and
+begin_suppress_tokens (SuppressTokensAtBeginLogitsProcessor: not as the first new token). A banned
+token's logit is -inf, set after the penalties and before temperature, top-k, top-p and min-p (and
+greedy's argmax), as transformers orders its processors.
 
-Each row keeps its own ids (a left-padded row's padding is none of them) and a table from every
-(n-1)-gram it holds to the tokens that followed it, updated by the tokens added since the last step:
-a step costs the same however long the row grows (transformers compares every window of the row
-at every step).
+Each row keeps its own ids (a left-padded row's padding is none of them, and min_length counts
+the row's own prompt, as transformers' pipeline, which decodes prompt by prompt) and a table from
+every (n-1)-gram it holds to the tokens that followed it, updated by the tokens added since the
+last step: a step costs the same however long the row grows (transformers compares every window
+of the row at every step).
 """
 
 from __future__ import annotations
@@ -22,15 +27,22 @@ from lmforge.errors import LmforgeError
 
 @dataclass(frozen=True)
 class Bans:
-    """What a row may not take: a token completing an n-gram it already holds (`ngram`, 0: off), or
-    one of `stops` before `min_new` tokens of its own (0: off)."""
+    """What a row may not take: a token completing an n-gram it already holds (`ngram`, 0: off),
+    one of `stops` before `min_new` tokens of its own or before it is `min_length` tokens long
+    (0: off), the last token of a `bad_words` sequence whose others end the row, any of `suppress`,
+    or any of `begin_suppress` as its first new token."""
 
     ngram: int = 0
     min_new: int = 0
     stops: frozenset[int] = frozenset()
+    min_length: int = 0
+    suppress: frozenset[int] = frozenset()
+    begin_suppress: frozenset[int] = frozenset()
+    bad_words: tuple[tuple[int, ...], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.ngram > 0 or (self.min_new > 0 and self.stops))  # numpy ints give numpy bools
+        early = (self.min_new > 0 or self.min_length > 0) and self.stops
+        return bool(self.ngram > 0 or early or self.suppress or self.begin_suppress or self.bad_words)
 
     def histories(self, rows: Iterable[list[int]]) -> list[History] | None:
         """Each row's History (rows: each prompt's own ids, no padding); None where the bans are
@@ -45,9 +57,17 @@ class Bans:
 
     def banned(self, history: History) -> list[int]:
         """The ids the row `history` follows may not take next."""
-        out = list(self.stops) if history.new < self.min_new else []
+        early = history.new < self.min_new or len(history.ids) < self.min_length
+        out = list(self.stops) if early else []
         if self.ngram:
             out += history.followers()
+        out += self.suppress
+        if history.new == 0:
+            out += self.begin_suppress
+        ids = history.ids
+        for word in self.bad_words:  # its first tokens end the row: its last may not follow
+            if len(word) - 1 <= len(ids) and ids[len(ids) - len(word) + 1 :] == list(word[:-1]):
+                out.append(word[-1])
         return out
 
     def apply(self, logits: torch.Tensor, histories: list[History]) -> torch.Tensor:
@@ -59,13 +79,31 @@ class Bans:
         at = torch.tensor(rows, device=logits.device)
         logits = logits.index_put((at[:, 0], at[:, 1]), logits.new_tensor(float("-inf")))
         if bool(torch.isneginf(logits).all(dim=-1).any()):  # argmax would take token 0, sampling fail
-            early = f", min_new_tokens={self.min_new}" if self.min_new else ""
-            why = f"no_repeat_ngram_size={self.ngram}{early}"
             raise LmforgeError(
-                f"{why} bans every one of the vocabulary's {logits.size(-1)} tokens at this step: give a"
-                " larger no_repeat_ngram_size, or fewer new tokens"
+                f"{self.describe()} bans every one of the vocabulary's {logits.size(-1)} tokens at this"
+                " step: ban fewer (a larger no_repeat_ngram_size, fewer suppressed tokens), or ask for"
+                " fewer new tokens"
             )
         return logits
+
+    def describe(self) -> str:
+        """The bans that are on, as their keywords: `no_repeat_ngram_size=2, min_new_tokens=5`."""
+        named = {
+            "no_repeat_ngram_size": self.ngram,
+            "min_new_tokens": self.min_new,
+            "min_length": self.min_length,
+            "bad_words_ids": [list(w) for w in self.bad_words],
+            "suppress_tokens": sorted(self.suppress),
+            "begin_suppress_tokens": sorted(self.begin_suppress),
+        }
+        return ", ".join(f"{k}={v}" for k, v in named.items() if v)
+
+
+def bad_words(ids: Iterable[Iterable[int]] | None, stops: Iterable[int]) -> tuple[tuple[int, ...], ...]:
+    """bad_words_ids as Bans takes them: a lone stop id left out, as transformers leaves it out."""
+    stops = set(stops)
+    words = (tuple(int(t) for t in w) for w in ids or ())
+    return tuple(w for w in words if w and not (len(w) == 1 and w[0] in stops))
 
 
 @dataclass

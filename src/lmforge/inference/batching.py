@@ -42,8 +42,8 @@ import torch
 
 from lmforge.inference.bans import NO_BANS, Bans, History
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
-from lmforge.inference.generate import PREFILL_CHUNK
 from lmforge.inference.penalties import NO_PENALTIES, Penalties, Tally
+from lmforge.inference.prefill import PREFILL_CHUNK
 from lmforge.inference.sampling import sample_next
 from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT

@@ -6,8 +6,9 @@ add_generation_prompt=True)` renders it (inference/chat_template.py), with the t
 tokens (bos_token, eos_token, ...) as template variables; a conversation ending in an assistant
 message is continued, as transformers' pipeline does (continue_final_message). Sampling defaults
 are transformers' text-generation pipeline's (max_new_tokens 256, do_sample, temperature 0.7,
-top_k 50, top_p 1, repetition_penalty 1; min_p, min_new_tokens and no_repeat_ngram_size off),
-overridden by the directory's generation_config.json, overridden by the caller's keywords.
+top_k 50, top_p 1, repetition_penalty 1; min_p, min_new_tokens, no_repeat_ngram_size, typical_p,
+epsilon_cutoff, eta_cutoff, min_length, suppress_tokens, begin_suppress_tokens and bad_words_ids
+off), overridden by the directory's generation_config.json, overridden by the caller's keywords.
 Decoding stops at any end-of-turn id (formats/chat_files.stop_ids).
 
 In `lmforge chat` a message that cannot be answered (longer than the model's context, not valid
@@ -59,6 +60,13 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "min_p": 0.0,  # off (GenerationConfig's None), as are the two below (None, 0)
     "min_new_tokens": 0,
     "no_repeat_ngram_size": 0,
+    "typical_p": 1.0,  # off, as are the rest
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "min_length": 0,  # counts the prompt, as transformers' MinLengthLogitsProcessor
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "bad_words_ids": None,
 }
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of a continued message
@@ -144,9 +152,8 @@ class ChatSpec:
         return {"tools": None, "documents": None, **self.variables}
 
     def sampling(self, **given: Any) -> dict[str, Any]:
-        """max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, min_p,
-        min_new_tokens, no_repeat_ngram_size: the caller's (not None) over generation_config.json's
-        over transformers' pipeline defaults, each checked."""
+        """The decoding options of PIPELINE_DEFAULTS: the caller's (not None) over
+        generation_config.json's over transformers' pipeline defaults, each checked."""
         out = dict(PIPELINE_DEFAULTS)
         for key in PIPELINE_DEFAULTS:
             value = self.generation.get(key)
@@ -166,6 +173,12 @@ class ChatSpec:
         check_options(**given)
         out.update(given)
         return out
+
+
+def decoding_options(options: dict[str, Any]) -> dict[str, Any]:
+    """generate_ids' keywords among ChatSpec.sampling's options (the rest: max_new_tokens,
+    do_sample and temperature, which the caller passes as it decodes)."""
+    return {k: v for k, v in options.items() if k not in ("max_new_tokens", "do_sample", "temperature")}
 
 
 def continuation(reply: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -239,13 +252,17 @@ def chat(
     min_p: float | None = None,
     min_new_tokens: int | None = None,
     no_repeat_ngram_size: int | None = None,
+    typical_p: float | None = None,
+    epsilon_cutoff: float | None = None,
+    eta_cutoff: float | None = None,
 ) -> None:
     """Chat with a model directory that has a chat template. Replies stream to stdout; the
     history is kept; `/reset` clears it (the system prompt stays), `/exit` quits. When stdin is not
     a terminal, each line is one user message and stdout holds only the replies, one after the
     other, each ending in a newline. Sampling defaults: transformers' (256 new tokens, sampling at
-    temperature 0.7, top_k 50, no repetition penalty, min_p, min_new_tokens or
-    no_repeat_ngram_size), then the model's generation_config.json, then these options.
+    temperature 0.7, top_k 50, no repetition penalty, min_p, min_new_tokens, no_repeat_ngram_size,
+    typical_p, epsilon_cutoff or eta_cutoff), then the model's generation_config.json (its
+    min_length, suppress_tokens, begin_suppress_tokens and bad_words_ids too), then these options.
     A message that cannot be answered is one line on stderr, left out of the history, and the
     session goes on (from stdin, the exit status is then 2: an error at the end counts them); a
     conversation longer than the context loses its oldest turns, with one line saying so.
@@ -266,7 +283,8 @@ def chat(
     options = spec.sampling(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size,
+        no_repeat_ngram_size=no_repeat_ngram_size, typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
+        eta_cutoff=eta_cutoff,
     )  # fmt: skip
     taken = len(tokenizer.encode(opening)) if system is not None else 0
     if taken > net.config.block_size:  # no message would fit
@@ -339,16 +357,11 @@ def chat(
                 [prompt],
                 room,
                 options["temperature"] if options["do_sample"] else 0.0,
-                options["top_k"],
-                options["top_p"],
-                spec.stops,
+                eos_id=spec.stops,
                 seed=None if seed is None else seed + turn,
                 on_token=stream,
                 compile=compile,
-                repetition_penalty=options["repetition_penalty"],
-                min_p=options["min_p"],
-                min_new_tokens=options["min_new_tokens"],
-                no_repeat_ngram_size=options["no_repeat_ngram_size"],
+                **decoding_options(options),
             )
         except LmforgeError as e:  # this message only: the session and its history go on
             if stream is not None and stream.ids:  # a reply cut short ends its line before the message

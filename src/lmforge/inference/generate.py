@@ -1,5 +1,6 @@
-"""Decoding: greedy, temperature, top-k, top-p, min-p, repetition penalty, n-gram and early-EOS
-bans; KV cache; streaming; batched prompts.
+"""Decoding: greedy, temperature, top-k, top-p, min-p, typical-p, epsilon and eta cutoffs,
+repetition penalty, banned tokens (n-grams, an early EOS, suppressed and bad words); KV cache;
+streaming; batched prompts (prefilled in inference/prefill.py).
 
 `generate_ids` works on token ids; `generate` is the text-level function behind
 `lmforge generate`. Past the model's context, decoding slides a window over the last
@@ -22,13 +23,13 @@ from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
-from lmforge.inference.bans import NO_BANS, Bans
+from lmforge.inference.bans import NO_BANS, Bans, bad_words
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
-from lmforge.inference.sampling import sample_next
+from lmforge.inference.prefill import left_pad, prefill
+from lmforge.inference.sampling import NO_CUTOFFS, Cutoffs, sample_next
 from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
-from lmforge.model.attention import KVCache
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import require_decoder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -51,6 +52,7 @@ def stream_ids(
     repetition_penalty: float = 1.0,
     min_p: float = 0.0,
     bans: Bans = NO_BANS,
+    cutoffs: Cutoffs = NO_CUTOFFS,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T). Prompts of different
     lengths come left-padded with mask (B, T) bool, True on real tokens; without one every row
@@ -58,7 +60,7 @@ def stream_ids(
     prefill run compiled (inference/compiled_decode.py); "auto": eager until this machine's
     measurements say the compiled step pays back (inference/compile_choice.py). repetition_penalty
     weighs down each row's tokens so far, its prompt's and its own (inference/penalties.py); bans
-    keep each row from the tokens it may not take (inference/bans.py); min_p: sample_next's."""
+    keep each row from the tokens it may not take (inference/bans.py); min_p, cutoffs: sample_next's."""
     context = model.config.block_size
     seq, real = prompt, mask
     auto = None
@@ -81,7 +83,7 @@ def stream_ids(
             logits = penalize_repeats(logits, seen, repetition_penalty)
         if histories is not None:
             logits = bans.apply(logits, histories)
-        token = sample_next(logits, temperature, top_k, top_p, generator, min_p)
+        token = sample_next(logits, temperature, top_k, top_p, generator, min_p, cutoffs)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
         if histories is not None:
@@ -106,63 +108,6 @@ def stream_ids(
         else:  # no cache, or the window slides: recompute over the last `context` tokens
             cache = new_cache(seq.size(0)) if use_cache else None
             logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
-
-
-GROUP_SPREAD = 0.8  # a prefill group's shortest prompt is at least this share of its longest
-# Prompt tokens one forward pass takes. In chunks of 256, SmolLM2-135M prefilled 2,048 tokens 2.0x
-# faster than in one pass (attention scores (heads, 256, T), not (heads, T, T)), 1,024 tokens 1.3x,
-# 512 equal, on the 2-core AVX512_BF16 EPYC; and the server decodes other requests between chunks.
-PREFILL_CHUNK = 256
-
-
-def prefill(model: GPT, ids: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
-    """The last position's logits (B, vocab) for prompts ids (B, T), left-padded where mask (B, T)
-    says, filling the cache. Prompts of different lengths run in groups of similar length, each
-    left-padded only to its own longest, and land right-aligned in the cache with zeros (finite,
-    masked) on their left: one long prompt among short ones no longer makes every row pay for its
-    length (prompts of 8-128 tokens: 47% of a padded batch's prefill was padding). Each row
-    computes what it computes alone, as in one padded batch. Unpadded prompts go through in
-    chunks of PREFILL_CHUNK tokens."""
-    if cache is None:
-        return model(ids, None, True, mask)[:, -1]
-    if mask is None:  # in chunks: each continues the cached prefix
-        for start in range(0, ids.size(1), PREFILL_CHUNK):
-            logits = model(ids[:, start : start + PREFILL_CHUNK], cache, True)
-        return logits[:, -1]
-    width = ids.size(1)
-    lengths = mask.sum(dim=1).tolist()
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    logits: torch.Tensor | None = None
-    for buf in (cache.k, cache.v):  # (layers, B, n_kv, room, hs): zeros where padding stays
-        buf[:, :, :, :width].zero_()
-    while order:
-        longest = lengths[order[0]]
-        group = [i for i in order if lengths[i] >= GROUP_SPREAD * longest]
-        order = order[len(group) :]
-        rows = torch.tensor(group, device=ids.device)
-        part_mask = mask[rows, width - longest :]
-        part = model.new_cache(len(group), longest)
-        out = model(ids[rows, width - longest :], part, True, None if bool(part_mask.all()) else part_mask)
-        if logits is None:
-            logits = out.new_empty(ids.size(0), out.size(-1))
-        logits[rows] = out[:, -1]
-        cache.k[:, rows, :, width - longest : width] = part.k
-        cache.v[:, rows, :, width - longest : width] = part.v
-    cache.length = width
-    assert logits is not None
-    return logits
-
-
-def left_pad(prompts: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(ids (B, longest), mask (B, longest) True on real tokens, or None when all lengths agree).
-    Padding goes on the left so every row's next token is in the last column; its id (0) is
-    never attended to."""
-    width = max(map(len, prompts))
-    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts], dtype=torch.long, device=device)
-    if all(len(p) == width for p in prompts):
-        return ids, None
-    lengths = torch.tensor([len(p) for p in prompts], device=device)
-    return ids, torch.arange(width, device=device)[None, :] >= (width - lengths)[:, None]
 
 
 def check_prompt(ids: list[int], context: int, truncate: bool, name: str = "prompt") -> list[int]:
@@ -195,6 +140,13 @@ def generate_ids(
     min_p: float = 0.0,
     min_new_tokens: int = 0,
     no_repeat_ngram_size: int = 0,
+    typical_p: float = 1.0,
+    epsilon_cutoff: float = 0.0,
+    eta_cutoff: float = 0.0,
+    min_length: int = 0,
+    suppress_tokens: Iterable[int] | None = None,
+    begin_suppress_tokens: Iterable[int] | None = None,
+    bad_words_ids: Iterable[Iterable[int]] | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
     ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
@@ -211,12 +163,17 @@ def generate_ids(
     of a larger batch given in parts, and sample as they would there (row_generator). min_p: drop
     the tokens less likely than min_p times the likeliest when sampling (0 = off); min_new_tokens:
     no eos_id before that many new tokens; no_repeat_ngram_size: no n-gram of that size twice in a
-    row, its prompt included (0 = off); all three as transformers' (inference/bans.py).
+    row, its prompt included (0 = off); all three as transformers' (inference/bans.py). typical_p,
+    epsilon_cutoff, eta_cutoff: transformers' warpers after min_p (inference/sampling.Cutoffs);
+    min_length (no eos_id before a row, prompt included, is that long), suppress_tokens,
+    begin_suppress_tokens, bad_words_ids: transformers' bans (inference/bans.py).
     """
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         compile=compile, repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size,
+        no_repeat_ngram_size=no_repeat_ngram_size, typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
+        eta_cutoff=eta_cutoff, min_length=min_length, suppress_tokens=suppress_tokens,
+        begin_suppress_tokens=begin_suppress_tokens, bad_words_ids=bad_words_ids,
     )  # fmt: skip
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
@@ -225,7 +182,11 @@ def generate_ids(
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)
     stops = stop_set(eos_id)
-    bans = Bans(no_repeat_ngram_size, min_new_tokens, stops)
+    bans = Bans(
+        no_repeat_ngram_size, min_new_tokens, stops, min_length, frozenset(suppress_tokens or ()),
+        frozenset(begin_suppress_tokens or ()), bad_words(bad_words_ids, stops),
+    )  # fmt: skip
+    cutoffs = Cutoffs(typical_p, epsilon_cutoff, eta_cutoff)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
         return [[] for _ in prompts]
     if compile is True:  # a compiled step decodes one sequence: the prompts in turn, row i with its generator
@@ -234,7 +195,7 @@ def generate_ids(
             steps = stream_ids(
                 model, torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, top_p,
                 use_cache, None if generator is None else [generator[i]], None, compile=True,
-                repetition_penalty=repetition_penalty, min_p=min_p, bans=bans,
+                repetition_penalty=repetition_penalty, min_p=min_p, bans=bans, cutoffs=cutoffs,
             )  # fmt: skip
             tell = None if on_token is None else functools.partial(_as_row, on_token, i)
             outputs += collect_tokens(steps, 1, stops, tell)
@@ -242,7 +203,7 @@ def generate_ids(
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(
         model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask, compile,
-        repetition_penalty, min_p, bans,
+        repetition_penalty, min_p, bans, cutoffs,
     )  # fmt: skip
     return collect_tokens(steps, len(prompts), stops, on_token)
 
@@ -327,6 +288,9 @@ def generate(
     min_p: float = 0.0,
     min_new_tokens: int = 0,
     no_repeat_ngram_size: int = 0,
+    typical_p: float = 1.0,
+    epsilon_cutoff: float = 0.0,
+    eta_cutoff: float = 0.0,
 ) -> list[str]:
     """Generate text from a run, checkpoint or model directory; returns prompt + continuation.
 
@@ -341,7 +305,8 @@ def generate(
     stderr after the text. stop: a text (or several) that ends a continuation, left out of it, as
     OpenAI's `stop` (the prompt is not searched). repetition_penalty: above 1, tokens already in
     the prompt or the continuation are less likely, as transformers' (1 = off, the default).
-    min_p, min_new_tokens, no_repeat_ngram_size: as generate_ids' (0 = off, the default).
+    min_p, min_new_tokens, no_repeat_ngram_size, typical_p, epsilon_cutoff, eta_cutoff: as
+    generate_ids' (off by default).
     """
     check_options(
         max_new_tokens=max_new_tokens,
@@ -357,6 +322,9 @@ def generate(
         min_p=min_p,
         min_new_tokens=min_new_tokens,
         no_repeat_ngram_size=no_repeat_ngram_size,
+        typical_p=typical_p,
+        epsilon_cutoff=epsilon_cutoff,
+        eta_cutoff=eta_cutoff,
     )
     prompts = check_texts(prompt, "prompt")
     stops = check_stops(stop)
@@ -392,6 +360,9 @@ def generate(
             min_p=min_p,
             min_new_tokens=min_new_tokens,
             no_repeat_ngram_size=no_repeat_ngram_size,
+            typical_p=typical_p,
+            epsilon_cutoff=epsilon_cutoff,
+            eta_cutoff=eta_cutoff,
         )
     except LmforgeError:  # mid-stream (every token banned): the text so far ends its line
         if isinstance(watch, TextStream):

@@ -30,11 +30,11 @@ from lmforge.inference.generate import (
     collect_tokens,
     encode_prompts,
     row_generator,
-    sample_next,
     stop_set,
 )
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
+from lmforge.inference.sampling import NO_CUTOFFS, Cutoffs, sample_next
 from lmforge.inference.seq2seq_decode import length_limits
 from lmforge.inference.text_stream import TextStream, check_stops, cut_at_stop, watcher
 from lmforge.tokenization.marian import MarianTokenizer, load_translation_tokenizer
@@ -123,6 +123,7 @@ def stream_ids_onnx(
     repetition_penalty: float = 1.0,
     min_p: float = 0.0,
     bans: Bans = NO_BANS,
+    cutoffs: Cutoffs = NO_CUTOFFS,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) one step at a time for prompts (B, T) (left-padded, mask
     (B, T) 1 on real tokens), as generate.stream_ids does with the PyTorch model."""
@@ -140,7 +141,7 @@ def stream_ids_onnx(
             scores = penalize_repeats(scores, seen, repetition_penalty)
         if histories is not None:
             scores = bans.apply(scores, histories)
-        token = sample_next(scores, temperature, top_k, top_p, generator, min_p)
+        token = sample_next(scores, temperature, top_k, top_p, generator, min_p, cutoffs)
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
         if histories is not None:
@@ -172,13 +173,17 @@ def generate_ids_onnx(
     min_p: float = 0.0,
     min_new_tokens: int = 0,
     no_repeat_ngram_size: int = 0,
+    typical_p: float = 1.0,
+    epsilon_cutoff: float = 0.0,
+    eta_cutoff: float = 0.0,
 ) -> list[list[int]]:
     """New token ids for each prompt, stopping at the export's EOS (unless stop_at_eos=False):
     generate.generate_ids on ONNX Runtime (min_new_tokens holds back the EOS ids either way)."""
     check_options(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size,
+        no_repeat_ngram_size=no_repeat_ngram_size, typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
+        eta_cutoff=eta_cutoff,
     )  # fmt: skip
     context = model.meta["block_size"]
     prompts = check_prompts(prompts, context, truncate)
@@ -193,7 +198,7 @@ def generate_ids_onnx(
     stops = eos if stop_at_eos else frozenset()
     steps = stream_ids_onnx(
         model, ids, max_new_tokens, temperature, top_k, top_p, generator, mask, repetition_penalty, min_p,
-        Bans(no_repeat_ngram_size, min_new_tokens, eos),
+        Bans(no_repeat_ngram_size, min_new_tokens, eos), Cutoffs(typical_p, epsilon_cutoff, eta_cutoff),
     )  # fmt: skip
     return collect_tokens(steps, len(prompts), stops, on_token)
 
@@ -213,6 +218,9 @@ def generate_onnx(
     min_p: float = 0.0,
     min_new_tokens: int = 0,
     no_repeat_ngram_size: int = 0,
+    typical_p: float = 1.0,
+    epsilon_cutoff: float = 0.0,
+    eta_cutoff: float = 0.0,
 ) -> list[str]:
     """`lmforge generate DIR --runtime onnx`: generate text with ONNX Runtime from a decoder
     exported by `lmforge export --format onnx`; returns prompt + continuation, as generate() does
@@ -228,6 +236,9 @@ def generate_onnx(
         min_p=min_p,
         min_new_tokens=min_new_tokens,
         no_repeat_ngram_size=no_repeat_ngram_size,
+        typical_p=typical_p,
+        epsilon_cutoff=epsilon_cutoff,
+        eta_cutoff=eta_cutoff,
     )
     prompts = check_texts(prompt, "prompt")
     stops = check_stops(stop)
@@ -243,7 +254,8 @@ def generate_onnx(
     outs = generate_ids_onnx(
         onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, watch,
         repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size,
+        no_repeat_ngram_size=no_repeat_ngram_size, typical_p=typical_p, epsilon_cutoff=epsilon_cutoff,
+        eta_cutoff=eta_cutoff,
     )  # fmt: skip
     if isinstance(watch, TextStream):
         watch.finish()

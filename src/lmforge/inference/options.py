@@ -39,6 +39,14 @@ def _beams(v: Any) -> bool:
     return v is None or (is_int(v) and v >= 1)
 
 
+def _ids(v: Any) -> bool:
+    return v is None or (isinstance(v, (list, tuple)) and all(is_int(t) and t >= 0 for t in v))
+
+
+def _id_lists(v: Any) -> bool:
+    return v is None or (isinstance(v, (list, tuple)) and all(_ids(w) and w for w in v))
+
+
 BEAMS = "an integer >= 1 (1 = greedy) or None (the model's default)"
 EARLY_STOPPING = 'True, False, "never" or None (the model\'s default)'
 
@@ -54,6 +62,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_p": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1] (0 = off)"),
     "min_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = off)"),
     "no_repeat_ngram_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = off)"),
+    "typical_p": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1] (1 = off)"),
+    "epsilon_cutoff": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
+    "eta_cutoff": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
+    "min_length": (lambda v: is_int(v) and v >= 0, "an integer >= 0, prompt included (0 = off)"),
+    "max_length": (lambda v: is_int(v) and v >= 1, "an integer >= 1, prompt included"),
+    "suppress_tokens": (_ids, "a list of token ids (integers >= 0) or None"),
+    "begin_suppress_tokens": (_ids, "a list of token ids (integers >= 0) or None"),
+    "bad_words_ids": (_id_lists, "a list of non-empty lists of token ids (integers >= 0) or None"),
     "max_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "beam": (_beams, BEAMS),
     "num_beams": (_beams, BEAMS),

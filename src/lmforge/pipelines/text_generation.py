@@ -1,10 +1,11 @@
 """The text-generation pipeline: HF's `[{"generated_text": ...}]` over lmforge's decoding.
 
-Keywords are transformers' where they mean the same (max_new_tokens, do_sample, temperature, top_k,
-top_p, repetition_penalty, min_p, min_new_tokens, no_repeat_ngram_size, return_full_text,
-num_beams=1, batch_size) plus lmforge's seed and
-truncate_prompt; any other keyword is an error naming it (transformers' `max_length` counts the
-prompt: use max_new_tokens).
+Keywords are transformers' where they mean the same (max_new_tokens, max_length, do_sample,
+temperature, top_k, top_p, repetition_penalty, min_p, typical_p, epsilon_cutoff, eta_cutoff,
+min_new_tokens, min_length, no_repeat_ngram_size, suppress_tokens, begin_suppress_tokens,
+bad_words_ids, return_full_text, num_beams=1, batch_size) plus lmforge's seed and truncate_prompt;
+any other keyword is an error naming it. max_length and min_length count the prompt, as
+transformers' do (each prompt's own tokens: transformers' pipeline decodes them one by one).
 
 A list of messages ({"role", "content"} dicts), or a list of such lists, is a chat, as in
 transformers: rendered with the model's chat template, decoded until an end-of-turn token, and
@@ -27,7 +28,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
-from lmforge.inference.chat import ChatSpec, continuation
+from lmforge.inference.chat import ChatSpec, continuation, decoding_options
 from lmforge.inference.generate import encode_prompts, generate_ids
 from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
 from lmforge.inference.text_stream import StopWatch, check_stops
@@ -82,6 +83,14 @@ class TextGenerationPipeline:
         min_p: float | None = None,
         min_new_tokens: int | None = None,
         no_repeat_ngram_size: int | None = None,
+        typical_p: float | None = None,
+        epsilon_cutoff: float | None = None,
+        eta_cutoff: float | None = None,
+        min_length: int | None = None,
+        max_length: int | None = None,
+        suppress_tokens: list[int] | None = None,
+        begin_suppress_tokens: list[int] | None = None,
+        bad_words_ids: list[list[int]] | None = None,
         return_full_text: bool = True,
         seed: int | None = None,
         truncate_prompt: bool = False,
@@ -109,10 +118,15 @@ class TextGenerationPipeline:
             raise LmforgeError("text-generation needs a text, a list of texts or chat messages to continue")
         given = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "temperature": temperature,
                  "top_k": top_k, "top_p": top_p, "repetition_penalty": repetition_penalty, "min_p": min_p,
-                 "min_new_tokens": min_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size}  # fmt: skip
+                 "min_new_tokens": min_new_tokens, "no_repeat_ngram_size": no_repeat_ngram_size,
+                 "typical_p": typical_p, "epsilon_cutoff": epsilon_cutoff, "eta_cutoff": eta_cutoff,
+                 "min_length": min_length, "suppress_tokens": suppress_tokens,
+                 "begin_suppress_tokens": begin_suppress_tokens, "bad_words_ids": bad_words_ids}  # fmt: skip
         check_options(**{k: v for k, v in given.items() if v is not None})
         check_options(return_full_text=return_full_text, seed=seed, truncate_prompt=truncate_prompt,
                       num_beams=num_beams, compile=compile)  # fmt: skip
+        if max_length is not None:
+            check_options(max_length=max_length)
         if batch_size is not None:
             check_options(batch_size=batch_size)
         if num_beams not in (None, 1):
@@ -139,31 +153,27 @@ class TextGenerationPipeline:
         if n > 1 and not options["do_sample"]:  # as transformers: greedy rows would be one text n times
             raise LmforgeError(f"num_return_sequences={n} needs sampling: greedy decoding gives one sequence")
         ids = [row for row in ids for _ in range(n)]  # each prompt's n rows, side by side
+        budgets = self._budgets(ids, max_length, max_new_tokens, truncate_prompt, options["max_new_tokens"])
         size = batch_size or self.batch_size or max(len(ids), 1)
         outs: list[list[int]] = []
         for start in range(0, len(ids), size):  # row r samples from row_generator(seed, r) in any part
-            part = ids[start : start + size]
+            part, room = ids[start : start + size], budgets[start : start + size]
             with torch.inference_mode():
                 outs += generate_ids(
                     self.model,
                     part,
-                    options["max_new_tokens"],
+                    max(room, default=0),
                     options["temperature"] if options["do_sample"] else 0.0,
-                    options["top_k"],
-                    options["top_p"],
-                    stops,
-                    True,
-                    seed,
-                    truncate_prompt,
-                    StopWatch(self.tokenizer, len(part), stops_text) if stops_text else None,
-                    compile,
-                    options["repetition_penalty"],
+                    eos_id=stops,
+                    seed=seed,
+                    truncate=truncate_prompt,
+                    on_token=StopWatch(self.tokenizer, len(part), stops_text) if stops_text else None,
+                    compile=compile,
                     first_row=start,
-                    min_p=options["min_p"],
-                    min_new_tokens=options["min_new_tokens"],
-                    no_repeat_ngram_size=options["no_repeat_ngram_size"],
+                    **decoding_options(options),
                 )
-        decoded = [self.tokenizer.decode(o) for o in outs]
+        # a row's first tokens are what it decodes alone, whatever the others' budgets
+        decoded = [self.tokenizer.decode(o[:b]) for o, b in zip(outs, budgets, strict=True)]
         replies = [decoded[i : i + n] for i in range(0, len(decoded), n)]  # per prompt
         if chats is None:
             results: list[list[dict[str, Any]]] = [
@@ -176,3 +186,21 @@ class TextGenerationPipeline:
             for c, rs in zip(chats, replies, strict=True)
         ]
         return results[0] if len(chats) == 1 and isinstance(text[0], Mapping) else results
+
+    def _budgets(
+        self, ids: list[list[int]], max_length: int | None, given: int | None, truncate: bool, new: int
+    ) -> list[int]:
+        """Each row's new tokens: `new` (the max_new_tokens keyword's, else generation_config.json's,
+        else 256), or, with max_length and no max_new_tokens keyword (`given`) nor one in the file
+        (which win, as in transformers), max_length less the row's prompt."""
+        if max_length is None or given is not None or self.chat.generation.get("max_new_tokens") is not None:
+            return [new] * len(ids)
+        context = self.model.config.block_size
+        lengths = [min(len(row), context) if truncate else len(row) for row in ids]
+        if lengths and max(lengths) >= max_length:  # transformers' generate refuses it too
+            raise LmforgeError(
+                f"max_length={max_length}: counts the prompt, and a prompt is {max(lengths)} tokens, leaving"
+                " none to generate (give a larger max_length, or max_new_tokens, which counts only new"
+                " tokens)"
+            )
+        return [max_length - length for length in lengths]
