@@ -282,6 +282,13 @@ def test_translation_and_classification_mirror_the_pipelines(api: TestClient, di
         assert [isinstance(g, list) for g in got] == [isinstance(w, list) for w in want] == [bool(given)] * 2
         labels = [[r["label"]] if isinstance(r, dict) else [x["label"] for x in r] for r in got]
         assert labels == [[r["label"]] if isinstance(r, dict) else [x["label"] for x in r] for r in want]
+    body = {"model": "clf", "input": "a queen", "top_k": None, "function_to_apply": "none"}  # raw logits
+    got = api.post("/v1/classifications", json=body).json()["results"]
+    want = pipeline("text-classification", model=dirs["clf"])("a queen", top_k=None, function_to_apply="none")
+    assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+    assert abs(sum(g["score"] for g in got) - 1) > 1e-3  # not the softmax
+    body["function_to_apply"] = "tanh"
+    assert api.post("/v1/classifications", json=body).status_code == 400
 
 
 QUESTIONS = ["Who kept the crown?", "Where was the crown kept?"]

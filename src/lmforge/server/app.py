@@ -148,6 +148,7 @@ def create_app(
     async def classifications(body: ClassificationRequest) -> dict[str, Any]:
         served = _model(state, body.model, "text-classification")
         given = {"top_k": body.top_k} if "top_k" in body.model_fields_set else {}  # as the pipeline's
+        given |= {"function_to_apply": body.function_to_apply} if body.function_to_apply else {}
         results = await _task(state, lambda: served.pipeline(body.input, **given))
         return {"object": "classification", "model": served.id, "results": results}
 

@@ -275,6 +275,7 @@ class ClassificationRequest(_Body):
     model: StrictStr
     input: Texts
     top_k: Annotated[StrictInt, Field(ge=1)] | None = 1
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None  # None: the model's own
 
 
 Context = Annotated[StrictStr, Field(max_length=MAX_CONTEXT_CHARS)]
