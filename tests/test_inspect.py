@@ -219,6 +219,25 @@ def test_cli_writes_pictures_page_and_tables(
     assert main(["inspect", str(tiny_dirs / "gpt"), "the king", "--out", str(tmp_path / "mine")]) == 2
     assert "inspect did not write (notes.txt)" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    # files named as inspect names its own are still the user's unless an inspect.json lists them
+    # (the replace deleted a user's attention-fig.png and overwrote their lens.json)
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    (figs / "attention-fig.png").write_text("my figure")
+    (figs / "lens.json").write_text('{"my": "results"}')
+    assert main(["inspect", str(tiny_dirs / "gpt"), "the king", "--out", str(figs)]) == 2
+    assert "inspect did not write (attention-fig.png, lens.json)" in capsys.readouterr().err
+    (figs / "inspect.json").write_text('{"files": ["lens.json"]}')  # one of them listed: still refused
+    assert main(["inspect", str(tiny_dirs / "gpt"), "the king", "--out", str(figs)]) == 2
+    assert "inspect did not write (attention-fig.png)" in capsys.readouterr().err
+    (figs / "inspect.json").write_text("not json")
+    assert main(["inspect", str(tiny_dirs / "gpt"), "the king", "--out", str(figs)]) == 2
+    assert sorted(p.read_text() for p in figs.iterdir()) == ["my figure", "not json", '{"my": "results"}']
+    (figs / "attention-fig.png").unlink()
+    (figs / "lens.json").unlink()
+    capsys.readouterr()
+    assert main(["inspect", str(tiny_dirs / "gpt"), "the king", "--out", str(figs)]) == 2  # its own JSON
+    assert "inspect did not write (inspect.json)" in capsys.readouterr().err
 
 
 def test_long_text_and_bad_input_are_one_line(tiny_dirs: Path, capsys: pytest.CaptureFixture) -> None:

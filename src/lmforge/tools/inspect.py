@@ -235,7 +235,18 @@ def _ours(name: str) -> bool:
 
 
 def _earlier_inspect(folder: Path) -> str | None:
+    """None when `folder` is empty or an earlier inspect output, whose inspect.json lists every other
+    file in it (by names alone a user's own `lens.json` or `attention-fig.png` was claimed, and the
+    replace deleted it); else why not."""
     foreign = foreign_entries(folder, _ours)
+    if not foreign:
+        others = sorted(p.name for p in folder.iterdir() if p.name != "inspect.json")
+        try:
+            listed = json.loads((folder / "inspect.json").read_text(encoding="utf-8")).get("files")
+        except (OSError, ValueError, AttributeError):  # none, or not inspect's
+            listed = [] if not others and not (folder / "inspect.json").exists() else None
+        unlisted = others or ["inspect.json"]  # our names without inspect.json, or a foreign one
+        foreign = [n for n in others if n not in listed] if isinstance(listed, list) else unlisted
     return describe_foreign(foreign, "inspect") if foreign else None
 
 
