@@ -227,6 +227,35 @@ def test_resume_restores_the_accountant_exactly(tmp_path: Path, tiny_overrides: 
     assert resumed["val_loss"] == whole["val_loss"]
 
 
+def test_a_run_from_a_private_runs_weights_says_both_runs_privacy_loss(
+    tmp_path: Path, tiny_overrides: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new run's accountant starts at zero (--init-from is what a refused resume points to): its
+    start-up lines and summary.json give the two runs composed, as one accountant of both counts
+    them; a run without [privacy] from such weights says it has no DP guarantee of its own."""
+    from lmforge.train.loop import train
+
+    first = _train(tiny_overrides, tmp_path / "a", "--train.max_steps=3")
+    capsys.readouterr()
+    init = f"--train.init_from={tmp_path / 'a'}"
+    second = train(None, [*tiny_overrides, *PRIVATE, "--train.max_steps=4", init], out=tmp_path / "b")
+    rate, delta = second["privacy"]["sample_rate"], second["privacy"]["delta"]
+    both = create_accountant("rdp")
+    both.history = [(1.0, first["privacy"]["sample_rate"], 3), (1.0, rate, 4)]
+    composed = both.get_epsilon(delta=delta)
+    assert second["epsilon_with_init_from"] == pytest.approx(composed) and composed > second["epsilon"]
+    out = capsys.readouterr().out
+    assert f"was trained with DP-SGD (epsilon {first['epsilon']:.3g} at delta 1e-05 over 3 steps" in out
+    assert f"the two composed, epsilon {composed:.3g} after this run's 4 steps" in out
+    checkpoint = tmp_path / "a" / "checkpoints" / "step_00000003"  # a checkpoint's trainer.json says it too
+    train(
+        None, [*tiny_overrides, "--train.max_steps=1", f"--train.init_from={checkpoint}"], out=tmp_path / "c"
+    )
+    err = capsys.readouterr().err
+    assert f"was trained with DP-SGD (epsilon {first['epsilon']:.3g}" in err and "trainer.json)" in err
+    assert "this run trains without [privacy]: the model it writes has no DP guarantee" in err
+
+
 def test_a_private_lora_run_trains_the_adapters_alone(tmp_path: Path, tiny_overrides: list[str]) -> None:
     """DP-SGD on a LoRA run end to end: a pretrained base, per-example gradients of the adapters
     only, an epsilon; the base's weights stay as they were."""

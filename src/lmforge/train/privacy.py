@@ -25,6 +25,7 @@ data.seq_len (default block_size) + 1 tokens. The noise comes from torch's seede
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 import warnings
@@ -38,6 +39,7 @@ from torch.func import functional_call, grad, vmap
 from lmforge.config import Config, PrivacyConfig
 from lmforge.data.loader import IGNORE
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import resolve_model_dir
 from lmforge.train.engines.base import Engine
 from lmforge.train.tasks.base import Autocast, Task
 
@@ -159,6 +161,9 @@ class DPSGD:
                     f" {self.sample_rate:.4g} ({e})"
                 ) from None
         self.accountant = accountants.create_accountant(cfg.accountant)
+        # earlier_privacy's record of train.init_from's own DP-SGD, if any (build_privacy sets it)
+        self.earlier: dict[str, Any] | None = None
+        self.init_from = ""
         self._epsilon: tuple[int, float] = (0, 0.0)  # (steps, epsilon): a cache, PRV takes ~1 s
 
     @property
@@ -266,7 +271,23 @@ class DPSGD:
             f" ({self.batch_size} of {self.n_examples:,} examples, shuffled batches accounted as"
             f" Poisson), delta {self.delta:.3g}, {c.accountant} accountant; train.grad_clip not applied"
             f"{self._alpha_note()}"
-        )
+        ) + (f"\n  privacy note: {self.earlier_note()}" if self.earlier else "")
+
+    def earlier_note(self) -> str:
+        assert self.earlier is not None
+        return earlier_privacy_note(self.init_from, self, self.earlier)
+
+    def composed_epsilon(self, earlier: dict[str, Any], steps: int | None = None) -> float:
+        """Epsilon at self.delta of `earlier` (earlier_privacy's) and this run's steps (or `steps`
+        at this run's noise and rate) together: the privacy loss of examples both runs read."""
+        accountants, _ = _opacus()
+        both = accountants.create_accountant(self.cfg.accountant)
+        own = self.accountant.history if steps is None else [(self.noise_multiplier, self.sample_rate, steps)]
+        both.history = [*earlier["history"], *own]
+        if self.noise_multiplier == 0 or any(noise == 0 for noise, _, _ in earlier["history"]):
+            return math.inf
+        with _no_alpha_warning():
+            return float(both.get_epsilon(delta=max(self.delta, earlier["delta"])))
 
     def summary(self) -> dict[str, Any]:
         """summary.json's privacy figures."""
@@ -282,12 +303,17 @@ class DPSGD:
                 "examples": self.n_examples,
                 "steps": self.steps,
             },
-        }
+        } | ({"epsilon_with_init_from": self.composed_epsilon(self.earlier)} if self.earlier else {})
 
 
 def build_privacy(cfg: Config, task: Task, engine: Engine) -> DPSGD | None:
     """The run's DP-SGD when [privacy] is enabled (config validation has refused other engines)."""
+    earlier = _earlier(cfg.train.init_from) if cfg.train.init_from else None
     if not cfg.privacy.enabled:
+        if earlier and engine.rank == 0:
+            print(
+                f"lmforge: note: {earlier_privacy_note(cfg.train.init_from, None, earlier)}", file=sys.stderr
+            )
         return None
     from lmforge.train.engines.local import LocalEngine
 
@@ -296,4 +322,66 @@ def build_privacy(cfg: Config, task: Task, engine: Engine) -> DPSGD | None:
     engine.grad_clip = 0.0  # each example is clipped; clipping the noised mean again would shrink steps
     t = cfg.train
     n_examples = task.loader.steps_per_epoch * t.batch_size  # one epoch visits each example once
-    return DPSGD(cfg.privacy, t.batch_size, n_examples, t.max_steps)
+    privacy = DPSGD(cfg.privacy, t.batch_size, n_examples, t.max_steps)
+    privacy.earlier, privacy.init_from = earlier, cfg.train.init_from
+    return privacy
+
+
+def _earlier(init_from: str) -> dict[str, Any] | None:
+    try:
+        return earlier_privacy(init_from)
+    except LmforgeError:  # not a model directory: the run's own loading says so
+        return None
+
+
+def earlier_privacy(init_from: str) -> dict[str, Any] | None:
+    """The DP-SGD that trained train.init_from's weights where an lmforge run did, from its
+    checkpoint's trainer.json or, for a run's model/, its summary.json: {"history": the accountant's
+    [(noise, sample rate, steps)], "delta", "epsilon", "file"}; None for weights trained without it,
+    or made elsewhere (an import: nothing says)."""
+    directory = resolve_model_dir(init_from)
+    try:
+        if (directory / "trainer.json").is_file():
+            file = directory / "trainer.json"
+            state = json.loads(file.read_text()).get("privacy")
+            history, delta = (state["history"], state["delta"]) if state else ([], 0.0)
+            accountant = state["accountant"] if state else "rdp"
+        elif directory.name == "model" and (directory.parent / "summary.json").is_file():
+            file = directory.parent / "summary.json"
+            state = json.loads(file.read_text()).get("privacy")  # one noise and rate: resume keeps them
+            history = [(state["noise_multiplier"], state["sample_rate"], state["steps"])] if state else []
+            delta, accountant = (state["delta"], state["accountant"]) if state else (0.0, "rdp")
+        else:
+            return None
+        history = [(float(s), float(q), int(n)) for s, q, n in history]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # a checkpoint's own checks name a damaged file when it is loaded
+    if not history:
+        return None
+    accountants, _ = _opacus()
+    probe = accountants.create_accountant(accountant if accountant in ("rdp", "prv") else "rdp")
+    probe.history = history
+    with _no_alpha_warning():
+        epsilon = math.inf if any(s == 0 for s, _, _ in history) else float(probe.get_epsilon(delta=delta))
+    return {"history": history, "delta": float(delta), "epsilon": epsilon, "file": str(file)}
+
+
+def earlier_privacy_note(init_from: str, privacy: DPSGD | None, earlier: dict[str, Any]) -> str:
+    """What the start-up lines say of a train.init_from trained with DP-SGD: a run's epsilon
+    counts its own steps, so a run continuing on the same examples spends both runs' budgets."""
+    steps = sum(n for _, _, n in earlier["history"])
+    was = (
+        f"train.init_from={init_from!r} was trained with DP-SGD (epsilon"
+        f" {earlier['epsilon']:.3g} at delta {earlier['delta']:.3g} over {steps} steps, {earlier['file']})"
+    )
+    if privacy is None:
+        return (
+            f"{was}; this run trains without [privacy]: the model it writes has no DP guarantee for"
+            " the examples this run reads"
+        )
+    both = privacy.composed_epsilon(earlier, privacy.planned_steps)
+    return (
+        f"{was}; this run's epsilon counts its own steps only: for examples both runs read, the"
+        f" model's privacy loss is the two composed, epsilon {both:.3g} after this run's"
+        f" {privacy.planned_steps} steps (summary.json's epsilon_with_init_from)"
+    )

@@ -95,6 +95,8 @@ def resume_run(
         )
     planned = state.get("planned")  # [max_steps, warmup] a budget fixed
     new_run = f"start a new run from its weights instead (--init-from {run_dir})"
+    if saved.privacy.enabled:  # a new run's accountant starts at zero: the start-up lines compose both
+        new_run += ", whose epsilon counts its own steps (its start-up lines give both runs' composed)"
     length = [f"{k}={new!r}" for k, _, new in config_changes(saved, cfg) if k in BUDGET_PLANNED]
     if planned and length:
         raise LmforgeError(
