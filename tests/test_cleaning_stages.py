@@ -49,6 +49,25 @@ def test_markup_strips_html_in_markdown_but_not_its_code() -> None:
     assert Markup().apply("Tom &amp; Jerry, no tags", stats) == "Tom & Jerry, no tags"  # entities alone too
 
 
+def test_markup_decodes_only_entities_that_end_in_a_semicolon() -> None:
+    """html.unescape read HTML's legacy names without a `;` too: code's `&copy` and a URL's `&para=`
+    became `©` and `¶`, once anything in the document looked like HTML."""
+    stats = StageStats()
+    code = "int *p = &count;\nmemcpy(&copy, &reg, n); if (!x &not_found) y;\n"
+    assert Markup().apply(code, stats) == code
+    url = "See <b>docs</b>: https://x.com/?a=1&copy=2&para=3&lang=en &amp; &#233;&#xE9; &copy; &nope;"
+    assert Markup().apply(url, stats) == "See docs: https://x.com/?a=1&copy=2&para=3&lang=en & éé © &nope;"
+
+
+def test_normalize_leaves_escaped_tags_for_markup_to_decode() -> None:
+    """ftfy decoded `&lt;br&gt;` on the lines it repairs (the non-ASCII ones) and markup then
+    stripped the tag it made: a French line lost what the English one kept."""
+    stats = StageStats()
+    for line in ("In HTML, write &lt;br&gt; for a break.", "En HTML, écrivez &lt;br&gt; pour un saut."):
+        out = Markup().apply(Normalize().apply(line, stats), stats)
+        assert "<br> for a break" in out or "<br> pour un saut" in out, out
+
+
 def test_markup_keeps_comparisons_in_code_and_scripts_shown_in_markdown_code() -> None:
     """`a<b and c>d` read <b and c> as a tag (a one-letter element with bare attributes) and lost
     the code between; a <script> or comment inside Markdown code was dropped before the code was

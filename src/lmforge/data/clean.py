@@ -18,6 +18,7 @@ duplicates) are in dedup.py.
 from __future__ import annotations
 
 import html
+import html.entities
 import re
 from typing import Any
 
@@ -33,8 +34,14 @@ class Normalize:
 
     def __init__(self, max_replacement_ratio: float = 0.1) -> None:
         # Curly quotes, full-width forms (CJK's ，。：！) and ligatures are real text, not damage.
+        # unescape_html: ftfy decodes `&lt;br&gt;` on lines it fixes (the non-ASCII ones), and markup
+        # then took the tag it made for a real one: entities are markup's to decode, in every line
         self.config = ftfy.TextFixerConfig(
-            uncurl_quotes=False, fix_character_width=False, fix_latin_ligatures=False, explain=False
+            uncurl_quotes=False,
+            fix_character_width=False,
+            fix_latin_ligatures=False,
+            unescape_html=False,
+            explain=False,
         )
         self.max_replacement_ratio = max_replacement_ratio
 
@@ -85,6 +92,22 @@ _BREAK_TAGS = re.compile(
 _MD_CODE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$|`[^`\n]+`", re.M | re.S)
 
 
+_ENTITY = re.compile(r"&(?:#\d{1,8}|#[xX][0-9a-fA-F]{1,7}|([A-Za-z][A-Za-z0-9]{1,31}));")
+
+
+def _unescape(text: str) -> str:
+    """HTML's character references that end in `;`: html.unescape also reads HTML's legacy names
+    without one (`&copy`, `&reg`, `&not`, `&para`), which turned C's `memcpy(&copy, &reg, n)` into
+    `memcpy(©, ®, n)` and a URL's `?a=1&copy=2` into `?a=1©=2`; a name that is no entity stays."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return html.entities.html5.get(m.group(1) + ";", m.group())
+        return html.unescape(m.group())  # a number: html's rules for the invalid ones
+
+    return _ENTITY.sub(one, text)
+
+
 class Markup:
     """Strips control characters always, and markup only from documents that contain some.
 
@@ -110,7 +133,7 @@ class Markup:
         for code in [*_MD_CODE.finditer(out), None]:  # the prose between code blocks, stripped
             end = len(out) if code is None else code.start()
             prose = _TAG.sub("", _BREAK_TAGS.sub("\n", out[at:end]))
-            pieces += [html.unescape(prose), "" if code is None else code.group()]
+            pieces += [_unescape(prose), "" if code is None else code.group()]
             at = end if code is None else code.end()
         stripped = "".join(pieces)
         if stripped != before:
