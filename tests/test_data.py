@@ -164,6 +164,23 @@ def test_eval_windows_are_fixed_and_cover_the_split() -> None:
     assert batches[0][0].equal(eval_batches([shard], 8, 0, 4)[0][0])
 
 
+def test_windows_run_across_shards_as_one_stream() -> None:
+    """prep cuts shards at prep.shard_tokens: windows cut inside each shard lost every shard's tail,
+    and shards shorter than a window gave none (small shards trained on 0.1% of the tokens, and
+    a split of many such shards was called too short). Empty shards are skipped."""
+    stream = np.arange(300, dtype=np.uint16)
+    cuts = [0, 5, 5, 12, 40, 41, 300]  # shards of 5, 0, 7, 28, 1 and 259 tokens
+    shards = [stream[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    batches = eval_batches(shards, block_size=8, n_windows=0, micro_batch_size=4)
+    rows = [row for x, y in batches for row in torch.cat([x, y[:, -1:]], dim=1).tolist()]
+    assert rows == [stream[i * 9 : i * 9 + 9].tolist() for i in range(300 // 9)]  # all 33 windows
+    loader = BatchLoader([stream[a : a + 6] for a in range(0, 300, 6)], 8, 11, 11)  # shards under a window
+    steps = [loader.next_step() for _ in range(3)]
+    epoch = [row for step in steps for x, y in step for row in torch.cat([x, y[:, -1:]], 1).tolist()]
+    assert sorted(epoch) == rows  # one epoch: every window once
+    assert loader.steps_per_epoch == 3  # 33 windows, 11 a step
+
+
 def test_bpe_training_cuts_long_runs_and_encoding_keeps_them_whole() -> None:
     """The trainer's time grows with the square of a pre-token's length, so runs of 256+ characters
     without whitespace are cut for training only; the text encodes and decodes exactly."""

@@ -274,8 +274,9 @@ class PrepConfig:
     tokenizer_train_mb: int = 0
     """Train the tokenizer on the first N MB of cleaned text (0: all of it)."""
     shard_tokens: int = 100_000_000
-    """Tokens per shard file, about: a shard ends with the document that reaches this, so a
-    document is never split across two files."""
+    """Tokens per shard file, about: a shard ends with the document that reaches this (the tail
+    split, prep.split = "tail", cuts at exactly this). Training reads a split's shards as one
+    stream, its windows running across files, so the size changes nothing but the files."""
     canaries: int = 0
     """Random secrets ("my secret code is 7 3 9 1 5 0") planted per repeat count among the training
     documents, for `lmforge audit` to measure memorization (Carlini et al. 2019); 0: none. Recorded
