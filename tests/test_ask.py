@@ -153,7 +153,10 @@ def test_files_of_a_folder_not_read_are_named(docs: Path, capsys: pytest.Capture
     passage, made up an answer."""
     (docs / "mayor.rst").write_text("The mayor is Elena.\n", encoding="utf-8")
     index = PassageIndex.build(docs, passage_words=8)
-    known = ".csv, .htm, .html, .jsonl, .md, .ndjson, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
+    known = (
+        ".csv, .htm, .html, .json, .jsonl, .md, .ndjson, .parquet, .tsv, .txt, .warc, .wet (or compressed:"
+    )
+    known += " .gz, .xz, .bz2, .zst)"
     line = f"not read: 1 file in the input folders, hidden or not {known} ({docs / 'mayor.rst'})"
     assert index.stats["input_notes"] == [line]
     assert capsys.readouterr().err.splitlines() == [f"lmforge: {line}"]
@@ -338,7 +341,7 @@ def test_ask_command_line(llama: Path, docs: Path, capsys: pytest.CaptureFixture
     shutil.rmtree(docs)
     docs.mkdir()
     assert main(["ask", str(llama), "Who?", "--docs", str(docs)]) == 2
-    assert "no .csv, .htm, .html, .jsonl" in capsys.readouterr().err
+    assert "no .csv, .htm, .html, .json, .jsonl" in capsys.readouterr().err
 
 
 def test_smollm2_answers_from_the_passage_it_is_given(smollm2_dir: Path, tmp_path: Path) -> None:

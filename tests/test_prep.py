@@ -194,23 +194,26 @@ def test_a_csv_quote_left_open_is_named_not_swallowing_the_rest(tmp_path: Path) 
 def test_files_not_read_and_files_read_as_plain_text_are_named(
     tmp_path: Path, plays: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Not bad input, so not in the problem list, but not silent: a `data.json` in a corpus folder
+    """Not bad input, so not in the problem list, but not silent: a `data.yaml` in a corpus folder
     is passed over, and one named is read as plain text, braces and all."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "plays.txt").write_text("\n\n".join(plays))
-    (corpus / "data.json").write_text('[{"text": "a JSON array"}]\n')
+    (corpus / "data.yaml").write_text("- text: a YAML list\n")
     (corpus / "notes.rst").write_text("reStructuredText\n")
     (corpus / ".#plays.txt").write_text("an editor's lock file\n")
     (corpus / ".git").mkdir()
     (corpus / ".git" / "notes.txt").write_text("not a corpus file\n")
-    named = tmp_path / "one.json"
-    named.write_text('{"text": "one"}\n' * 50)
+    named = tmp_path / "one.yml"
+    named.write_text("text: one\n" * 50)
     prep([str(corpus), str(named)], tmp_path / "out", "char", val_fraction=0.2, stages="none")
     err = capsys.readouterr().err
-    names = (".#plays.txt", ".git/notes.txt", "data.json", "notes.rst")
+    names = (".#plays.txt", ".git/notes.txt", "data.yaml", "notes.rst")
     listed = ", ".join(str(corpus / name) for name in names)
-    known = ".csv, .htm, .html, .jsonl, .md, .ndjson, .parquet, .txt (or compressed: .gz, .xz, .bz2, .zst)"
+    known = (
+        ".csv, .htm, .html, .json, .jsonl, .md, .ndjson, .parquet, .tsv, .txt, .warc, .wet (or compressed:"
+    )
+    known += " .gz, .xz, .bz2, .zst)"
     assert f"not read: 4 files in the input folders, hidden or not {known} ({listed})" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
     assert "clean:" not in err and "tokenize (" not in err  # no progress bar into a pipe or a file
@@ -289,7 +292,7 @@ def test_train_on_raw_text_counts_what_its_quiet_prep_passed_over(
     folder.mkdir()
     (folder / "plays.txt").write_text(corpus.read_text())
     (folder / "notes.jsonl").write_text('{"text": "a note"}\nnot json\n{"other": 1}\n')
-    (folder / "data.json").write_text("[]\n")
+    (folder / "data.yaml").write_text("- a list\n")
     run = tmp_path / "run"
     lmforge.train(None, [f"--data.input={folder}", *TINY, "--train.max_steps=1"], out=run)
     out = capsys.readouterr().out

@@ -98,6 +98,10 @@ def check_config(c: Config) -> None:
     _check(c.prep.split in ("hash", "tail"), f"prep.split={c.prep.split!r}: 'hash' or 'tail'")
     _positive(c.prep, "prep", "shard_tokens")
     _check(c.prep.pii_ip in ("all", "public"), f"prep.pii_ip={c.prep.pii_ip!r}: 'all' or 'public'")
+    _check(
+        c.prep.html_extractor in ("tags", "trafilatura"),
+        f"prep.html_extractor={c.prep.html_extractor!r}: 'tags' or 'trafilatura'",
+    )
     p = c.prep
     for key in ("workers", "min_chars", "max_chars", "tokenizer_train_mb", "quality_min_words",
                 "canaries"):  # fmt: skip

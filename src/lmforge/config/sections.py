@@ -15,9 +15,9 @@ TASKS = ("lm", "translation", "classification", "chat", "qa")
 @dataclass
 class DataConfig:
     input: str = ""
-    """Text file, folder or glob of .txt/.md/.html/.jsonl/.csv/.parquet (plain or .gz/.xz/.bz2/.zst), or a
-    prepared shard directory; for other tasks, their files (translation pairs, labelled .jsonl,
-    chat .jsonl, SQuAD .json)."""
+    """Text file, folder or glob of .txt/.md/.html/.jsonl/.json/.csv/.tsv/.parquet/.warc (plain or
+    .gz/.xz/.bz2/.zst), or a prepared shard directory; for other tasks, their files (translation
+    pairs, labelled .jsonl, chat .jsonl, SQuAD .json)."""
     tokenizer: str = "char"
     """`char` (one token per character) or `bpe` (byte-level BPE). Translation pairs prepared by
     `train` get `bpe` unless this is set."""
@@ -238,6 +238,9 @@ class PrepConfig:
     stages: str = "normalize,markup,whitespace,boilerplate,length,exact_dedup,near_dedup,pii"
     """Cleaning stages in order, comma-separated; known: normalize, markup, whitespace, boilerplate,
     length, quality, repetition, exact_dedup, near_dedup, pii, stopwords; "none" for no cleaning."""
+    html_extractor: str = "tags"
+    """`markup` stage: `tags` strips the tags of HTML (a page's menus and footers stay as text);
+    `trafilatura` keeps a whole web page's main content only (needs `pip install lmforge[html]`)."""
     min_chars: int = 1
     """`length` stage: the shortest document kept, in characters."""
     max_chars: int = 0

@@ -2,7 +2,8 @@
 drop it, counting what it did in a `StageStats`.
 
 normalize   Unicode NFC + mojibake repair (ftfy), documents mostly U+FFFD dropped
-markup      control characters removed; HTML/XML tags, comments, scripts stripped, entities decoded
+markup      control characters removed; HTML/XML tags, comments, scripts stripped, entities decoded;
+            with prep.html_extractor=trafilatura, a whole web page's main content kept (main_content.py)
 whitespace  \\r\\n -> \\n, odd spaces -> ' ', no trailing spaces, at most 2 blank lines in a row
 length      drop documents outside [min_chars, max_chars]
 quality     Gopher quality rules (datatrove's GopherQualityFilter): word count, mean word length,
@@ -115,15 +116,26 @@ class Markup:
     content out of whole web pages and drop what is not, which is wrong for text files that
     merely contain some tags. A tag names one of HTML's elements, with HTML's attribute syntax,
     so code (`a < b`, `Option<Box<Node>>`, `#include <vector>`), Markdown's autolinks and its
-    code spans and blocks are left alone.
+    code spans and blocks are left alone. With `extractor="trafilatura"` (prep.html_extractor),
+    a document that is a whole web page (main_content.py says which) keeps only its main
+    content, as trafilatura finds it; the others are stripped as above.
     """
 
     name = "markup"
+
+    def __init__(self, extractor: str = "tags") -> None:
+        self.main_content = None
+        if extractor == "trafilatura":
+            from lmforge.data.main_content import MainContent
+
+            self.main_content = MainContent()
 
     def apply(self, text: str, stats: StageStats) -> str | None:
         out, controls = _CONTROL.subn("", text)
         if controls:
             stats.edits["control chars"] += controls
+        if self.main_content is not None and self.main_content.is_page(out):
+            return self.main_content.apply(out, stats)
         if not _HTML_HINT.search(out):
             return out
         before = out

@@ -14,7 +14,9 @@ from lmforge.data.compressed import COMPRESSION
 from lmforge.errors import LmforgeError, counted
 
 JSON_LINES = (".jsonl", ".ndjson")  # one JSON record a line
-TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", *JSON_LINES, ".csv", ".parquet"}
+WARC = (".warc", ".wet")  # web archives (Common Crawl's WARC files; its WET files of extracted text)
+TABLES = {".csv": ",", ".tsv": "\t"}  # delimited text, a header row naming the columns
+TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", *JSON_LINES, ".json", *TABLES, ".parquet", *WARC}
 
 
 def readable() -> str:
@@ -47,6 +49,7 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
     for item in items:
         path = Path(item)
         if path.is_dir():
+            _refuse_model_folder(path)
             files += _folder_files(path, passed_over)
         elif path.is_file() or path.is_symlink():  # a broken link or a link loop: named as unreadable
             files.append(path)
@@ -67,6 +70,20 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
     for file in files:
         found.setdefault(os.path.realpath(file), []).append(file)
     return [min(names, key=lambda p: (len(p.parts), str(p))) for names in found.values()]
+
+
+def _refuse_model_folder(path: Path) -> None:
+    """A model or run directory named as a corpus: its config.json, tokenizer.json and metrics
+    would be read as .json and .jsonl text (or fail as such), far from what was meant."""
+    model = path / "model" if (path / "model" / "config.json").is_file() else path
+    if (model / "config.json").is_file() and any((model / n).is_file() for n in MODEL_FILES):
+        raise LmforgeError(
+            f"{path}: a model {'run ' if model != path else ''}directory (config.json and its weights"
+            f" or tokenizer), not a corpus: give text files or folders of them ({readable()})"
+        )
+
+
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "tokenizer.json", "pytorch_model.bin")
 
 
 def _glob(pattern: str) -> list[Path]:
@@ -107,7 +124,7 @@ def _hidden(file: Path, folder: Path) -> bool:
 
 def input_notes(files: list[Path], passed_over: list[Path], shown: int | None = 5) -> list[str]:
     """Lines naming a folder's files not read (hidden, or of other suffixes) and which named files
-    of an unknown suffix are read as plain text: neither is bad input, but a `data.json` dropped
+    of an unknown suffix are read as plain text: neither is bad input, but a `data.yaml` dropped
     into a corpus folder, or named, should not go by unsaid. `shown`: names a line gives (None:
     every one, as report.json keeps them)."""
 

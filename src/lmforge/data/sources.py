@@ -1,10 +1,12 @@
 """Read text inputs (the files input_files.py lists; plain or compressed) as a stream of documents.
 
 Formats: a .txt, .md, .html or .htm file is one document (the markup stage strips tags); each
-line of a .jsonl file is one document (its text field); each row of a .parquet (a named column)
-or .csv (a named column, header row) file is one document. Compression: .gz, .xz, .bz2, .zst.
-Everything is streamed line by line or batch by batch, never loaded whole; a text file larger
-than `max_doc_bytes` becomes several documents cut at line ends.
+line of a .jsonl file is one document (its text field), as is each element of a .json array
+(json_array.py); each row of a .parquet (a named column) or .csv/.tsv (a named column, header
+row) file is one document; each HTML or text response of a .warc file is one (warc.py).
+Compression: .gz, .xz, .bz2, .zst. Everything is streamed line by line, element by element or
+batch by batch, never loaded whole; a text file larger than `max_doc_bytes` becomes several
+documents cut at line ends.
 
 Bad input never stops a run: a binary file, an empty file, an unreadable or truncated file, a
 line longer than `max_line_bytes`, a jsonl line that is not JSON or lacks the field, each is
@@ -28,7 +30,7 @@ from typing import IO
 import zstandard
 
 from lmforge.data.compressed import COMPRESSION
-from lmforge.data.input_files import JSON_LINES, list_files, suffixes
+from lmforge.data.input_files import JSON_LINES, TABLES, WARC, list_files, suffixes
 from lmforge.data.report import Report
 from lmforge.errors import LmforgeError
 
@@ -169,10 +171,18 @@ def read_documents(
             stats.bytes_in += path.stat().st_size
         if kind == ".parquet":
             docs = _read_parquet(path, text_field, report)
-        elif kind == ".csv":
-            docs = _read_csv(path, text_field, report, max_line_bytes)
+        elif kind in TABLES:
+            docs = _read_csv(path, text_field, report, max_line_bytes, TABLES[kind])
         elif kind in JSON_LINES:
             docs = _read_jsonl(path, text_field, report, max_line_bytes)
+        elif kind == ".json":
+            from lmforge.data.json_array import read_json  # these two import this module's readers
+
+            docs = read_json(path, text_field, report, max_line_bytes)
+        elif kind in WARC:
+            from lmforge.data.warc import read_warc
+
+            docs = read_warc(path, report, max_doc_bytes)
         else:
             docs = _read_text(path, report, max_line_bytes, max_doc_bytes)
         for doc in docs:
@@ -252,7 +262,9 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
         report.problem(str(path), "empty file")
 
 
-def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
+def _read_csv(
+    path: Path, field: str, report: Report, max_line: int, delimiter: str = ","
+) -> Iterator[Document]:
     csv.field_size_limit(max_line)
     reader = None
     try:
@@ -261,7 +273,7 @@ def _read_csv(path: Path, field: str, report: Report, max_line: int) -> Iterator
                 return
             # strict: a quote left open would otherwise swallow every later row into one field
             # at the end of the file, unreported; and text after a closing quote is an error too
-            reader = csv.DictReader(f, strict=True)
+            reader = csv.DictReader(f, delimiter=delimiter, strict=True)  # a .tsv quotes as pandas
             if reader.fieldnames is None:
                 report.problem(str(path), "empty file")
                 return

@@ -197,10 +197,10 @@ def evaluate(
     """Perplexity and bits per byte of a decoder model on text, with sliding windows.
 
     model: run, checkpoint or model directory (lmforge's, imported, or Hugging Face's).
-    data: files, folders or globs that `lmforge prep` reads (.txt .md .jsonl .csv .parquet;
-    .gz .xz .bz2 .zst); text_field names the field of .jsonl/.csv/.parquet. context: tokens per
-    window (default: the model's block_size); stride: new tokens scored per window (default
-    context // 2; must be below context); max_tokens: score only the first this many tokens.
+    data: files, folders or globs that `lmforge prep` reads (.txt .md .jsonl .json .csv .tsv .parquet
+    .warc; .gz .xz .bz2 .zst); text_field names the field of .jsonl/.json/.csv/.tsv/.parquet.
+    context: tokens per window (default: the model's block_size); stride: new tokens scored per
+    window (default context // 2; must be below context); max_tokens: score only the first this many tokens.
     dtype fp32 by default: a metric should not move with the CPU's bf16 units.
     Returns tokens, bytes, nll (total nats), nll_per_token, ppl, bpb and the settings.
     """

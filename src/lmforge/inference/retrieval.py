@@ -1,7 +1,7 @@
 """A saved BM25 index of a folder of documents, cut into passages, for `lmforge ask`.
 
-Documents are read as `lmforge prep` reads them (data/sources.py: .txt .md .jsonl .csv .parquet,
-compressed, folders, globs); a .jsonl/.csv/.parquet record is one document, named `path:line`.
+Documents are read as `lmforge prep` reads them (data/sources.py: .txt .md .jsonl .json .csv .tsv .parquet
+.warc, compressed, folders, globs); a .jsonl/.csv/.parquet record is one document, named `path:line`.
 Each document is cut into passages of at most `passage_words` words: whole paragraphs (blank-line
 separated) packed together, a longer paragraph cut at word boundaries. Passages keep their
 character offsets in the document, so a citation names where the text is.

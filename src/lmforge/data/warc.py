@@ -1,0 +1,160 @@
+"""Read a .warc file (Common Crawl's WARC files, `.warc.gz` as they ship; its `.warc.wet.gz` of
+extracted text too) with warcio, record by record, as datatrove's WarcReader does.
+
+Each HTTP `response` record whose body is an HTML page (or plain text) with a 2xx status is one
+document, and each WET `conversion` record of plain text is one: the body is decoded by its
+charset (the HTTP header's, else the page's `<meta charset>`, else UTF-8, else windows-1252 as
+browsers fall back) and goes through the `markup` stage as an .html file does. The other records
+(request, metadata, warcinfo, revisit; responses that are images, PDFs, redirects, errors) are
+skipped and counted in the report's `read` row, not named one by one: a Common Crawl file holds a
+request and a metadata record beside every response.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeadersParserException
+
+from lmforge.data.compressed import COMPRESSION
+from lmforge.data.input_files import suffixes
+from lmforge.data.report import Report
+from lmforge.data.sources import READ_ERRORS, Document, _error_kind
+
+PAGE_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
+WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, *READ_ERRORS)
+# HTML's prescan (WHATWG "prescan a byte stream"): a charset in a <meta> of the first 1024 bytes
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
+# WHATWG's encoding labels that mean windows-1252, which Python's latin-1 and ascii are not
+_WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "cp819"}
+
+
+class _Guarded:
+    """A file's (decompressed) bytes that end, rather than raise, where the file is damaged,
+    keeping the error: warcio takes an EOFError for the end of the records (and prints zlib's
+    errors on its own gzip reading), so a truncated .warc.gz ended there unsaid."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            return b""
+        try:  # read1: a buffered read that fails mid-way loses the part it had (gzip's does)
+            read1 = getattr(self.f, "read1", None)
+            return read1(size) if read1 is not None else self.f.read(size)
+        except READ_ERRORS as e:
+            self.error = e
+            return b""
+
+
+def read_warc(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
+    """The pages of a (possibly compressed) WARC file, one document each."""
+    stats = report.stage("read")
+    number = 0
+    stream = None
+    opener = COMPRESSION.get(suffixes(path)[1], open)
+    try:
+        # no BufferedReader between: the bytes it held when the damage was hit would be lost
+        with opener(path, "rb") as f:
+            stream = _Guarded(f)
+            for number, record in enumerate(ArchiveIterator(stream), 1):  # noqa: B007 - named on errors
+                where = f"{path}: record {number}"
+                if record.format != "warc":  # warcio reads any text as ARC records, not a WARC's
+                    line = " ".join(v for _, v in record.rec_headers.headers)[:60]
+                    wrong = (str(path), "not a WARC file") if number == 1 else (where, "not a WARC record")
+                    report.problem(*wrong, f"it starts with {line!r}")
+                    return
+                skip = _skipped(record)
+                if skip:
+                    stats.dropped[skip] += 1
+                    continue
+                body = record.content_stream().read(max_doc + 1)
+                if len(body) > max_doc:
+                    report.problem(where, "record too long", f"over {max_doc:,} bytes")
+                    continue
+                text, repaired = _decode(body, record)
+                if repaired:
+                    stats.edits["WARC pages with bytes invalid in their charset"] += 1
+                if not text.strip():
+                    stats.dropped["WARC empty page"] += 1
+                    continue
+                yield Document(text, where)
+    except WARC_ERRORS as e:
+        cause = stream.error if stream is not None and stream.error is not None else e  # a record cut short
+        why = str(cause).strip().split("\n")[0]
+        damaged = isinstance(cause, ArchiveLoadFailed) and not number
+        kind = "not a WARC file" if damaged else _error_kind(cause)
+        report.problem(f"{path}: record {number + 1}" if number else str(path), kind, why)
+        return
+    if stream.error is not None:  # the records before the damage were read
+        report.problem(f"{path}: record {number + 1}", _error_kind(stream.error), str(stream.error))
+    elif not number:
+        report.problem(str(path), "empty file")
+
+
+def _skipped(record: Any) -> str | None:
+    """Why a record is not a document (counted under that reason), or None for a page."""
+    if record.rec_type == "conversion":  # a WET file's extracted text
+        kind = _media_type(record.rec_headers.get_header("Content-Type"))
+        return None if kind == "text/plain" else "WARC conversion record not text"
+    if record.rec_type != "response":
+        return f"WARC {record.rec_type} record"
+    if record.http_headers is None:  # a response of another protocol (dns:, ftp:)
+        return "WARC response not HTTP"
+    if not record.http_headers.get_statuscode().startswith("2"):
+        return "WARC response not 2xx (redirect, error)"
+    # Common Crawl's own sniffing of the body, else what the server said
+    identified = record.rec_headers.get_header("WARC-Identified-Payload-Type")
+    kind = _media_type(identified or record.http_headers.get_header("Content-Type"))
+    return None if kind in PAGE_TYPES else "WARC response not HTML or text"
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def _decode(body: bytes, record: Any) -> tuple[str, bool]:
+    """(text, whether bytes invalid in its charset were replaced by U+FFFD)."""
+    declared = None
+    if record.http_headers is not None:
+        declared = _codec(_param(record.http_headers.get_header("Content-Type") or "", "charset"))
+    if declared is None:
+        meta = _META_CHARSET.search(body[:1024])
+        declared = _codec(meta.group(1).decode("ascii", "replace")) if meta else None
+    for codec in dict.fromkeys([declared or "utf-8", "utf-8"]):  # mislabelled UTF-8 is common
+        try:
+            return body.decode(codec), False
+        except UnicodeDecodeError:
+            pass
+    text = body.decode(declared or "windows-1252", errors="replace")
+    return text, "\ufffd" in text
+
+
+def _param(header: str, name: str) -> str:
+    """A parameter of a header (`text/html; charset=UTF-8` -> `UTF-8`), or ''."""
+    for part in header.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == name:
+            return value.strip().strip("\"'")
+    return ""
+
+
+def _codec(label: str) -> str | None:
+    """Python's codec for a charset label, or None for none or one Python does not know."""
+    label = label.strip().lower()
+    if not label:
+        return None
+    if label in _WINDOWS_1252:
+        return "windows-1252"
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
