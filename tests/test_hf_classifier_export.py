@@ -104,7 +104,7 @@ def test_a_decoder_classifier_with_a_head_bias_is_refused(tmp_path: Path) -> Non
     has no bias (tests/test_hf_decoder_classifiers.py)."""
     tok = _tokenizer()
     config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tok.vocab_size)
-    save_classifier(Classifier(GPT(config), ["no", "yes"]), tmp_path / "clf", tok)
+    save_classifier(Classifier(GPT(config), ["no", "yes"], head_bias=True), tmp_path / "clf", tok)
     with pytest.raises(LmforgeError, match=r"this one has a head bias \(its score layer has none\), which"):
         lmforge.export_hf(tmp_path / "clf", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -162,7 +162,7 @@ def test_a_classifier_without_a_pad_token_exports_without_one(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("options", "said"),
     [
-        ({}, "a head bias (its score layer has none)"),
+        ({"head_bias": True}, "a head bias (its score layer has none)"),
         ({"pooling": "mean", "head_bias": False}, "'mean' pooling (it reads the last token)"),
         ({"dense": "tanh", "head_bias": False}, "a tanh dense layer"),
     ],

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from hf_helpers import make_hf_model
 
+from lmforge.data.holdout import hold_out
 from lmforge.errors import LmforgeError
 from lmforge.train.classify import finetune_classify
-from lmforge.train.tasks.holdout import hold_out
 
 
 def _split(items: list[str], fraction: float = 0.2, seed: int = 1) -> tuple[list[str], list[str], list[str]]:

@@ -79,7 +79,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_model_dir(s / "gpt", config, gpt.state_dict(), tok)
     s2s = Seq2Seq(ModelConfig(**{**config.__dict__, "arch": "seq2seq"}), tok.pad_id or 0)
     write_model_dir(s / "s2s", s2s.config, s2s.state_dict(), tok)
-    save_classifier(Classifier(GPT(config), ["neg", "pos"]), s / "clf", tok)
+    clf = Classifier(GPT(config), ["neg", "pos"], head_bias=True)  # which export refuses
+    save_classifier(clf, s / "clf", tok)
     export_hf(s / "gpt", s / "hf")
     overrides = [
         f"--data.input={s / 'corpus.txt'}",

@@ -167,7 +167,7 @@ MAKE_VERBS: dict[str, Verb] = {
         ),
         show.show_plan,
         overrides=True,
-        config_sections=("data", "model", "train", "engine", "lora"),
+        config_sections=("data", "model", "train", "engine", "lora", "privacy"),
     ),
     "audit": Verb(
         "lmforge.tools.audit:audit",

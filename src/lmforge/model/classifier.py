@@ -9,8 +9,10 @@ classification head (`tanh`). A classifier directory holds config.json (`lmforge
 labels, pooling, dense and the backbone's config), model.safetensors (`backbone.*`, `dense.*`,
 `head.*`) and tokenizer.json.
 
-An imported HF decoder classifier (formats/hf_decoder_heads.py) has a head without a bias
-(`head_bias=False`: transformers' `score` layer) and keeps its `pad_id`: transformers pools the
+A decoder's head has no bias by default (`head_bias=None`: none on a decoder, transformers' `score`
+layer, so it exports as ...ForSequenceClassification; one on an encoder, as transformers' encoder
+classifiers have). An imported HF decoder classifier (formats/hf_decoder_heads.py) keeps its
+`pad_id` too: transformers pools the
 rightmost token that is not `pad_token_id`, so `last` pooling then skips real tokens equal to it at
 the end of a text too (GPT-2's pad is its EOS), and gives transformers' logits on every input.
 Without `pad_id` (lmforge's own classifiers) `last` is the last token of the attention mask.
@@ -80,7 +82,7 @@ class Classifier(nn.Module):
         pooling: str = "",
         dropout: float = 0.1,
         dense: str = "",
-        head_bias: bool = True,
+        head_bias: bool | None = None,
         pad_id: int | None = None,
         problem_type: str = "",
     ) -> None:
@@ -113,7 +115,8 @@ class Classifier(nn.Module):
         # None when absent, so classifiers without it keep their state dicts
         self.dense = nn.Linear(n, n) if dense else None
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.config.n_embd, len(labels), bias=head_bias)
+        bias = self.encoder if head_bias is None else head_bias
+        self.head = nn.Linear(backbone.config.n_embd, len(labels), bias=bias)
         nn.init.normal_(self.head.weight, std=0.02)
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)

@@ -24,7 +24,7 @@ from lmforge.tools import plan_devices, plan_memory, plan_model
 from lmforge.tools.plan_devices import Device, GiB
 from lmforge.tools.plan_memory import Setup
 from lmforge.tools.plan_model import Head
-from lmforge.tools.plan_recipe import planned, sequence
+from lmforge.tools.plan_recipe import epoch_steps, planned, sequence
 
 CHINCHILLA_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022: compute-optimal tokens ~ 20 x parameters
 DEFAULT_MFU = 0.4
@@ -37,7 +37,7 @@ def plan(
     device: str = "cpu",
     mfu: float = DEFAULT_MFU,
     calibrate: bool = False,
-    calibrate_steps: int = 10,
+    calibrate_steps: int | None = None,
     json: bool = False,
 ) -> dict[str, Any]:
     """Plan a training run; returns the plan as a dict (what `--json` prints).
@@ -46,8 +46,9 @@ def plan(
     (the engine, ZeRO stage and offload come from them); world_size: ranks (several nodes: their
     total); device: h100, h100-pcie, h200, a100-40, a100-80, l4, rtx4090, mi300x or cpu (this
     machine); mfu: the model FLOPs utilisation the time assumes; calibrate: measure it instead,
-    with `calibrate_steps` real steps of the recipe on this machine (its data must exist): the
-    MFU of the fastest step after the first, what a quiet machine gives (plan_calibrate.py);
+    with `calibrate_steps` (default 10) real steps of the recipe on this machine (its data must
+    exist): the MFU of the fastest step after the first, what a quiet machine gives
+    (plan_calibrate.py);
     json: the command line prints the plan as JSON rather than as a table.
     """
     del json  # the command line's output format (cli.py); the function always returns the dict
@@ -55,6 +56,16 @@ def plan(
     whole = isinstance(world_size, int) and not isinstance(world_size, bool)
     _check(whole and world_size >= 1, f"world_size={world_size!r}: must be an integer >= 1")
     _check(0 < mfu <= 1, f"mfu={mfu}: must be in (0, 1]")
+    _check(  # a calibration's length without one would be silently ignored
+        calibrate or calibrate_steps is None,
+        f"calibrate_steps={calibrate_steps} needs calibrate (--calibrate-steps goes with --calibrate)",
+    )
+    private = cfg.privacy.enabled  # DP-SGD: one process, the local engine (config/checks.py)
+    _check(
+        not private or world_size == 1,
+        f"world_size={world_size}: privacy.enabled trains in one process (engine.name=local); ddp, fsdp"
+        " and deepspeed, which several ranks need, refuse it",
+    )
     model, head = planned(cfg)
     seq_len, seq_tokens = sequence(cfg, model, head)
     t = cfg.train
@@ -68,19 +79,20 @@ def plan(
         if cfg.engine.name == "local" and world_size > 1:  # as planned: DDP (local is one process)
             ranks = copy.deepcopy(cfg)  # a deep copy keeps Config.given (replace() would reset it)
             ranks.engine.name = "ddp"
-        calibration = run_calibration(ranks, world_size, calibrate_steps)
+        calibration = run_calibration(ranks, world_size, calibrate_steps or 10)
     dev = _device(device, cfg, model, seq_tokens * micro, calibration, world_size)
     width = _width(cfg, dev, model, seq_tokens * micro)
     if cfg.engine.name == "deepspeed":
         with_user_json(owned(cfg.engine, t, (t.batch_size, micro, accumulation), width == 2), cfg.engine)
     counts = plan_model.count(model, cfg.lora, seq_len, head, sizes.persistence)
     mine = _recipe_setup(cfg, world_size, width, sizes)
-    rows = [
-        _row(s, counts, model, head, dev, seq_len, seq_tokens, micro)
-        for s in plan_memory.setups(world_size, width, sizes)
-    ]
+    # a private run's other engines are refused by train (config/checks.py): its row alone
+    engines = [mine] if private else plan_memory.setups(world_size, width, sizes)
+    rows = [_row(s, counts, model, head, dev, seq_len, seq_tokens, micro, private) for s in engines]
     recipe_row = next(r for r in rows if r["engine"] == mine.label)
-    tokens = t.max_steps * t.batch_size * seq_tokens
+    # train.epochs: train's steps, its loader's steps per epoch times the epochs (train/loop.py)
+    steps = t.epochs * epoch_steps(cfg, model, micro, world_size) if t.epochs else t.max_steps
+    tokens = steps * t.batch_size * seq_tokens
     train_flops = counts.flops_per_token * tokens
     # the calibration's MFU is of the matmul peak its run measured; a GPU's plan uses the datasheet's
     # peak, so the same FLOP/s is that peak's smaller share (an H200 measured 694-788 of 989 TFLOP/s)
@@ -110,12 +122,19 @@ def plan(
         "mfu": used_mfu,
         "mfu_source": "calibrated" if calibration else "stated",
         "time_s": train_flops / (world_size * dev.peak_flops * used_mfu),
-        "steps": t.max_steps,
+        "steps": steps,
         "budget_s": 60 * t.max_minutes or None,  # train.max_minutes: the run stops there
         "advice": _advice(
             rows, recipe_row, micro, micro * accumulation, counts, model, head, dev, cfg, seq_len, seq_tokens
         ),  # fmt: skip
     }
+    if private:
+        result["privacy"] = {
+            "per_example_grads": recipe_row["per_example_grads"],
+            "activation_factor": plan_memory.DP_ACTIVATIONS,
+            "engines": "local only (ddp, fsdp, deepspeed and activation checkpointing refuse"
+            " privacy.enabled)",
+        }
     if calibration:
         result["calibration"] = calibration
     return result
@@ -169,12 +188,15 @@ def _recipe_setup(cfg: Config, world_size: int, width: int, sizes: plan_memory.B
 
 
 def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: Device, seq_len: int,
-         seq_tokens: int, micro: int) -> dict[str, Any]:  # fmt: skip
-    """One engine's memory per rank: model states, buffers, activations, peak, largest micro-batch."""
+         seq_tokens: int, micro: int, private: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One engine's memory per rank: model states, buffers, activations, peak, largest micro-batch;
+    `private`: under DP-SGD (plan_memory.private_step), which cannot checkpoint activations."""
     states = plan_memory.model_states(counts, s)
     host = plan_memory.on_host(s)
     gpu = dev.name != "cpu"
     buffers = plan_memory.buffers(counts, plan_model.modules(m, head), s, gpu)
+    if private:  # the clipped sums: the step's total and one micro-batch's (train/privacy.py)
+        buffers["dp_sums"] = (8 * counts.trainable, False)
     # on a CPU the device is the host: every byte is RAM
     fixed = dev.runtime + sum(v for k, v in states.items() if k not in host or not gpu)
     on_device = {k: b for k, (b, on_host) in buffers.items() if not on_host or not gpu}
@@ -184,6 +206,8 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: D
     if not gpu and s.stage:
         fixed += plan_devices.CPU_RUNTIME_DEEPSPEED
     one = plan_model.activation_bytes(m, seq_tokens, seq_len, s.width, not gpu, head)
+    if private:
+        one = plan_memory.private_step(one, counts)
     act = {k: v * micro for k, v in one.items()}
     peak = {
         "step": fixed + _peak(one, micro, later, False),
@@ -191,7 +215,7 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: D
     }
     room = dev.memory - fixed
     offloaded = sum(v for k, v in states.items() if k in host) + sum(b for b, h in buffers.values() if h)
-    return {
+    row = {
         "engine": s.label,
         "world_size": s.world_size,
         "micro_batch": micro,
@@ -207,6 +231,10 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: D
         "max_micro_batch": _most(one, room, later, False),
         "max_micro_batch_checkpointed": _most(one, room, later, True),
     }
+    if private:  # train refuses activation checkpointing with privacy.enabled: nothing fits that way
+        row["activations_checkpointed"] = row["max_micro_batch_checkpointed"] = 0
+        row["peak"]["step_checkpointed"] = 0
+    return row
 
 
 def _one_example_checkpointed(row: dict[str, Any]) -> int:
@@ -220,7 +248,11 @@ def _one_example_checkpointed(row: dict[str, Any]) -> int:
 
 def _moments(one: dict[str, int], checkpointed: bool) -> tuple[int, int]:
     """Per example: (activations at the loss's backward, activations when the later buffers exist):
-    the loss's gradients are gone by then, and with checkpointing a rebuilt block is there instead."""
+    the loss's gradients are gone by then, and with checkpointing a rebuilt block is there instead.
+    A private step's per-example gradients are counted at both (plan_memory.private_step)."""
+    if "per_example_grads" in one and not checkpointed:
+        grads = one["per_example_grads"]
+        return one["activations"] + grads, one["activations"] - one["loss_backward"] + grads
     if checkpointed:
         base = one["activations_checkpointed"] - max(one["loss_backward"], one["rebuilt"])
         return base + one["loss_backward"], base + one["rebuilt"]
@@ -247,7 +279,8 @@ def _device_fit(mine: Setup, counts: plan_model.Counts, m: ModelConfig, head: He
         dev = plan_devices.device(name)
         width = 4 if cfg.train.dtype == "fp32" else 2
         s = dataclasses.replace(mine, width=width)
-        out[name] = _row(s, counts, m, head, dev, seq_len, seq_tokens, 1)["max_micro_batch"]
+        row = _row(s, counts, m, head, dev, seq_len, seq_tokens, 1, cfg.privacy.enabled)
+        out[name] = row["max_micro_batch"]
     return out
 
 
@@ -265,6 +298,14 @@ def _advice(rows: list[dict], mine: dict, micro: int, per_rank: int, counts: pla
         fit = max(d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= most)
         steps = per_rank // fit
         return f"micro-batch {micro} does not fit; train.micro_batch_size={fit} does ({steps} accumulations)"
+    if cfg.privacy.enabled:  # no other engine, no checkpointing: nothing else to offer
+        raise LmforgeError(
+            f"privacy.enabled: one example does not fit on {dev.name} ({dev.memory / GiB:.1f} GiB per rank):"
+            f" DP-SGD keeps its gradient of all {counts.trainable:,} trained parameters"
+            f" ({mine['per_example_grads'] // micro / GiB:,.2f} GiB) beside the activations, on"
+            " engine.name=local without activation checkpointing; train fewer parameters (lora.enabled)"
+            " or a shorter context"
+        )
     options = [
         f"{r['engine']} (micro-batch <= {r['max_micro_batch']}{_host(r)})"
         for r in rows

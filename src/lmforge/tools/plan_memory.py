@@ -173,3 +173,18 @@ def checkpoint_bytes(counts: Counts) -> int:
     """Rank 0 gathers the full fp32 weights and AdamW moments on the host to write a checkpoint
     (engines/state.py)."""
     return 4 * counts.params + 8 * counts.trainable
+
+
+# A private step's activations over a plain one's: measured on the CPU (2-core EPYC, fp32, five
+# GPTs of 2-4 layers, 128-512 wide, context 16-256, micro-batch 8-32; docs/plan.md), torch.func's
+# vmap(grad) kept 1.3-1.9 times the activations autograd keeps in a plain backward; 2 plans the
+# peak 2% to 10% over the measured RSS (with the per-example gradients and the clipped sums).
+DP_ACTIVATIONS = 2
+
+
+def private_step(one: dict[str, int], counts: Counts) -> dict[str, int]:
+    """Per example under DP-SGD (train/privacy.py, the local engine only): the activations of
+    vmap(grad) (DP_ACTIVATIONS times a plain step's), and the example's own gradient of every
+    trained parameter, all held at once when the backward ends, in fp32 (the parameters' dtype,
+    under bf16 autocast too)."""
+    return {**{k: DP_ACTIVATIONS * v for k, v in one.items()}, "per_example_grads": 4 * counts.trainable}

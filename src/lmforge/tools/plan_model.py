@@ -141,7 +141,8 @@ def modules(c: ModelConfig, head: Head = LM) -> list[Module]:
     ]
     if head.task == "span":
         return [*body, _linear("qa_outputs", c.n_embd, 2, True)]
-    return [*body, _linear("head", c.n_embd, head.labels, True)]
+    # finetune-classify's head: biased on an encoder, none on a decoder (transformers' `score`)
+    return [*body, _linear("head", c.n_embd, head.labels, head.encoder)]
 
 
 def _encoder(c: ModelConfig) -> list[Module]:

@@ -149,8 +149,8 @@ def _init_from_model(cfg: Config) -> ModelConfig:
 
 def _prepared_vocab_size(cfg: Config) -> int:
     """The vocabulary of data.input's prepared shards (meta.json), or 0 when it is not prepared."""
-    meta = Path(cfg.data.input) / "meta.json"
-    return int(json.loads(meta.read_text())["vocab_size"]) if meta.is_file() else 0
+    meta = _prepared_meta(cfg)
+    return int(meta["vocab_size"]) if meta else 0
 
 
 CHARS_COUNTED = 1 << 26  # characters read to find a char vocabulary: past 64 M, new ones are rare
@@ -183,3 +183,53 @@ def _vocab_size(cfg: Config) -> int:
     if not chars:
         raise LmforgeError(f"{key}={source!r}: no text to count characters in; give --model.vocab_size=N")
     return len(chars) + len(SPECIALS)
+
+
+def epoch_steps(cfg: Config, m: ModelConfig, micro: int, world_size: int) -> int:
+    """Optimizer steps in one epoch, which `train` multiplies by train.epochs (train/loop.py): its
+    own loaders' steps_per_epoch, on data.input's prepared lm or translation shards or its
+    classification rows (their training side, held out as the task holds it out). Other data
+    (raw text train would tokenize first, chat and QA examples built by the tokenizer) is refused:
+    plan cannot know its size, and a number of steps made up for it would be wrong."""
+    t, d = cfg.train, cfg.data
+    if d.task == "classification":
+        from lmforge.data.holdout import hold_out
+        from lmforge.data.labelled import LabelledLoader, read_labelled
+
+        rows = read_labelled(d.input, _labels(cfg), d.text_field, d.label_field)
+        kept, _ = hold_out(rows, key=lambda row: row[0], fraction=d.val_fraction, seed=t.seed,
+                           source=str(d.input), noun="example", say=lambda _: None)  # fmt: skip
+        no_encoding = None  # steps_per_epoch counts rows; it never encodes them
+        loader = LabelledLoader(kept, no_encoding, t.batch_size, micro, 0, world_size, t.seed + 1)  # type: ignore[arg-type]
+        return loader.steps_per_epoch
+    meta = _prepared_meta(cfg)
+    if d.task not in ("lm", "translation") or meta is None:
+        what = f"data.input={d.input!r} is not prepared" if meta is None else f"data.task={d.task!r}"
+        raise LmforgeError(
+            f"train.epochs={t.epochs}: {what}, so plan cannot count the steps of an epoch (train builds"
+            " the examples first); plan with train.max_steps, or prepare the data (lmforge prep)"
+        )
+    if meta.get("task", "lm") != d.task:  # as train refuses it (train/tasks/lm.py)
+        raise LmforgeError(
+            f"{d.input}: prepared for task {meta.get('task', 'lm')!r}, but data.task={d.task!r}"
+        )
+    if d.task == "translation":
+        from lmforge.data.pair_loader import PairLoader
+        from lmforge.data.pairs import load_split
+
+        src, tgt = load_split(d.input, "train")
+        return PairLoader(
+            src, tgt, t.batch_size, micro, 0, 0, 0, world_size, t.seed, m.block_size
+        ).steps_per_epoch
+    from lmforge.data.loader import BatchLoader
+    from lmforge.data.shards import open_split
+
+    shards = open_split(d.input, "train")
+    loader = BatchLoader(shards, cfg.lm_window(m), t.batch_size, micro, 0, world_size, t.seed,
+                         whole_epochs=cfg.privacy.enabled)  # fmt: skip
+    return loader.steps_per_epoch
+
+
+def _prepared_meta(cfg: Config) -> dict[str, Any] | None:
+    meta = Path(cfg.data.input) / "meta.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None

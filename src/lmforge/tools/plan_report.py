@@ -97,6 +97,12 @@ def format_plan(p: dict[str, Any]) -> str:
         " params/grads/optim: each state's bytes per rank wherever it lives, as summary.json's"
         " memory_per_rank; peak: the device's, without what an offload keeps in host RAM)"
     )
+    if dp := p.get("privacy"):
+        lines.append(
+            f"  privacy  DP-SGD: peak with each example's gradients ({_mib(dp['per_example_grads'])} MiB:"
+            f" micro-batch {b['micro']} x {p['trainable_parameters']:,} trained x 4 bytes) and"
+            f" {dp['activation_factor']}x a plain step's activations (torch.func); engines: {dp['engines']}"
+        )
     fits = ", ".join(f"{name} {n:,}" for name, n in p["devices"].items())
     lines.append(f"  fits     largest micro-batch of {p['engine']} per GPU: {fits}")
     if "calibration" in p:

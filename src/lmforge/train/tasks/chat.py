@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from lmforge.data.chat_data import ChatLoader, Conversation, Example, eval_batches, read_chats
+from lmforge.data.holdout import hold_out
 from lmforge.errors import LmforgeError, counted
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
@@ -40,7 +41,6 @@ from lmforge.train.evaluate import rank_share
 from lmforge.train.losses import lm_loss, lm_token_losses
 from lmforge.train.run_inputs import init_model
 from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets, take_loaded
-from lmforge.train.tasks.holdout import hold_out
 
 
 def chat_template_of(directory: Path) -> str:

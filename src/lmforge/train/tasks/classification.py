@@ -2,7 +2,7 @@
 
 Data is JSON lines with a text and a label field (data.input, data.labels, data.text_field,
 data.label_field); a seeded shuffle holds out data.val_fraction of it, a text also on the
-training side staying there (tasks/holdout.py). The loss is cross-entropy summed over examples
+training side staying there (data/holdout.py). The loss is cross-entropy summed over examples
 (the loop divides by the examples of the whole step). Validation: loss, accuracy and macro F1 on
 the held-out split. The export is the last step's model: the held-out
 split is also what the run reports, so choosing the best step on it would flatter the report.
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.data.holdout import hold_out
 from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
@@ -34,13 +35,12 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
-from lmforge.train.tasks.holdout import hold_out
 
 
 def split_labelled(
     rows: list[tuple[str, int]], fraction: float, seed: int, source: str, say: Callable[[str], None]
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """(train, held-out) (text, label) rows: a text's copies on one side (tasks/holdout.py)."""
+    """(train, held-out) (text, label) rows: a text's copies on one side (data/holdout.py)."""
     return hold_out(rows, key=lambda row: row[0], fraction=fraction, seed=seed, source=source, noun="example",
                     say=say)  # fmt: skip
 
@@ -125,10 +125,8 @@ class ClassificationTask(Task):
         backbone = type(loaded)(self.cfg.model)
         if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
             backbone.load_state_dict(loaded.state_dict())
-        # a decoder's head has no bias, as transformers' decoder `score` layers: so `last` pooling
-        # exports as ...ForSequenceClassification (formats/hf_decoder_heads.py); an encoder's has one
-        dropout, dense = t.classifier_dropout, t.classifier_dense
-        model = Classifier(backbone, self.labels, self.pooling, dropout, dense, head_bias=self.encoder)
+        # the head: a bias on an encoder, none on a decoder (transformers' `score`: it then exports)
+        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout, t.classifier_dense)
         self.pooling = model.pooling  # "" resolved to the backbone's default
         if self.dense_start is not None and model.dense is not None:
             model.dense.load_state_dict(self.dense_start[0])

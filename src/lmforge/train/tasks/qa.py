@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.data.holdout import hold_out
 from lmforge.data.labelled import LabelledLoader
 from lmforge.data.loader import padded_width
 from lmforge.data.qa_features import Inputs, Window, WindowMaker, pad_windows, span_targets
@@ -43,7 +44,6 @@ from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task
-from lmforge.train.tasks.holdout import hold_out
 
 Feature = tuple[Window, tuple[int, int]]  # a window and its (start, end) target
 TrainFeature = tuple[Inputs, tuple[int, int]]  # the same without what decoding needs

@@ -1,4 +1,5 @@
-"""The held-out split of the labelled tasks (classification, QA, instruction tuning).
+"""The held-out split of the labelled tasks (classification, QA, instruction tuning): in the data
+layer so that `lmforge plan` counts the training side as `train` does (train.epochs).
 
 A seeded shuffle holds out the last data.val_fraction of the distinct items, with every copy of
 each: validation is only worth its name on what the model did not train on, and a dataset with
