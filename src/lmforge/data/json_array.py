@@ -32,6 +32,7 @@ from lmforge.data.sources import (
     _not_text,
     _open_binary,
     _read_jsonl,
+    whole_characters,
 )
 
 REPLACEMENT = "\ufffd".encode()
@@ -102,7 +103,7 @@ def _array(f: IO[bytes], path: Path, field: str, report: Report) -> Iterator[Doc
             elif not text.strip():
                 report.problem(where, "empty text", repr(field) if isinstance(element, dict) else "")
             else:
-                yield Document(text, where)
+                yield Document(whole_characters(text, where, report), where)
     except ijson.JSONError as e:  # in element `seen`: ijson yields an element once it is whole
         why = str(e).strip().split("\n")[0]
         if "trailing garbage" in why:

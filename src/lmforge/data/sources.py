@@ -22,6 +22,9 @@ import gzip
 import io
 import json
 import lzma
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +107,21 @@ def utf8_error(path: Path) -> str | None:
     except READ_ERRORS:
         pass  # the caller's own message then
     return None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def whole_characters(text: str, where: str, report: Report) -> str:
+    """`text` with each lone surrogate (JSON's `\\ud800` escapes with no pair: a tweet cut inside
+    an emoji) as U+FFFD, reported: no UTF-8 encodes one, so prep stopped with a traceback."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        fixed, n = _SURROGATE.subn("\ufffd", text)
+        report.problem(where, "lone surrogate", f"{n} escape(s) \\ud800-\\udfff without a pair: U+FFFD")
+        return fixed
 
 
 class _Decoder:
@@ -253,7 +271,7 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
                 if not text.strip():  # no document: with --stages none it was one, EOS and nothing
                     report.problem(f"{path}:{number}", "empty text", repr(field))
                     continue
-                yield Document(text, f"{path}:{number}")
+                yield Document(whole_characters(text, f"{path}:{number}", report), f"{path}:{number}")
     except READ_ERRORS as e:
         report.problem(f"{path}:{number + 1}" if number else str(path), _error_kind(e), str(e))
         failed = True
@@ -323,7 +341,7 @@ def _read_parquet(path: Path, field: str, report: Report) -> Iterator[Document]:
 
     row = 0
     try:
-        with pq.ParquetFile(path) as table:
+        with _seekable(path) as source, pq.ParquetFile(source) as table:
             if field not in table.schema_arrow.names:
                 report.problem(str(path), "no column", f"{field!r} not in {table.schema_arrow.names[:10]}")
                 return
@@ -339,6 +357,19 @@ def _read_parquet(path: Path, field: str, report: Report) -> Iterator[Document]:
                     yield Document(text, f"{path}:{row}")
     except (*READ_ERRORS, Exception) as e:  # pyarrow raises ArrowInvalid and friends
         report.problem(f"{path}: row {row + 1}", _error_kind(e), str(e).split("\n")[0])
+
+
+@contextlib.contextmanager
+def _seekable(path: Path) -> Iterator[Path | IO[bytes]]:
+    """`path` itself, or a compressed one decompressed into a temporary file: parquet's footer is
+    at the end of the file, which a compressed stream cannot seek to (`.parquet.gz` was skipped)."""
+    if not suffixes(path)[1]:
+        yield path
+        return
+    with tempfile.TemporaryFile() as copy, _open_binary(path) as f:
+        shutil.copyfileobj(f, copy, 1 << 20)
+        copy.seek(0)
+        yield copy
 
 
 def _error_kind(e: BaseException) -> str:
