@@ -170,12 +170,17 @@ def test_byte_order_marks_and_oversized_csv_rows(tmp_path: Path) -> None:
     (tmp_path / "c.txt").write_bytes(bom + b"plain text\n")
     (tmp_path / "d.txt").write_bytes("utf-16 text\n".encode("utf-16"))
     (tmp_path / "e.csv").write_text("text\nalpha\n" + "word " * 600 + "\ngamma\n")
+    (tmp_path / "f.txt").write_bytes("utf-16 text, no mark\n".encode("utf-16-le"))  # was called binary
+    (tmp_path / "g.txt").write_bytes("utf-16 text, no mark\n".encode("utf-16-be"))
     report = Report()
     docs = {d.text.strip() for d in read_documents(tmp_path, report=report, max_line_bytes=1000)}
     assert docs == {"first record", "second record", "csv row", "plain text", "alpha", "gamma"}
     assert f"{tmp_path / 'd.txt'}: UTF-16 text, not UTF-8" in "\n".join(report.problems)
     assert any(p.startswith(f"{tmp_path / 'e.csv'}:3: unreadable (field larger") for p in report.problems)
-    assert len(report.problems) == 2
+    for name, order in (("f.txt", "UTF-16LE"), ("g.txt", "UTF-16BE")):
+        said = f"{tmp_path / name}: UTF-16 text without a byte order mark ({order}), not UTF-8 (convert it:"
+        assert said in "\n".join(report.problems)
+    assert len(report.problems) == 4
 
 
 def test_a_csv_quote_left_open_is_named_not_swallowing_the_rest(tmp_path: Path) -> None:

@@ -216,11 +216,26 @@ def _not_text(f: IO[bytes], path: Path, report: Report) -> bool:
     head = f.peek(8192)[:8192]  # type: ignore[attr-defined] - BufferedReader.peek
     if head.startswith(UTF16_BOMS) and b"\x00" in head:  # its ASCII is half NULs; else a Latin-1 "ÿþ"
         report.problem(str(path), "UTF-16 text, not UTF-8", f"convert it: iconv -f UTF-16 -t UTF-8 {path}")
+    elif (order := _utf16_without_bom(head)) is not None:
+        convert = f"convert it: iconv -f {order} -t UTF-8 {path}"
+        report.problem(str(path), f"UTF-16 text without a byte order mark ({order}), not UTF-8", convert)
     elif b"\x00" in head:
         report.problem(str(path), "binary file")
     else:
         return False
     return True
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """ "UTF-16LE" or "UTF-16BE" for text whose every other byte is a NUL, as UTF-16 writes Latin
+    text without a BOM (a binary file was all it was called); None otherwise."""
+    even, odd = head[0::2], head[1::2]
+    if len(odd) < 8:
+        return None
+    for order, nuls, text in (("UTF-16LE", odd, even), ("UTF-16BE", even, odd)):
+        if nuls.count(0) > 0.95 * len(nuls) and text.count(0) == 0:
+            return order
+    return None
 
 
 def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Iterator[Document]:
