@@ -381,7 +381,8 @@ def _log_line(run: Run, window: dict[str, float], grad_norm: float) -> dict[str,
     record: dict[str, float] = {}
     if run.privacy:
         record["epsilon"] = run.privacy.epsilon()
-        line += f" | eps {record['epsilon']:.2f}"
+        eps = record["epsilon"]  # next to no noise gives an astronomic one: not 20 digits of it
+        line += f" | eps {eps:.2f}" if eps < 1e4 else f" | eps {eps:.3g}"
     run.say(line)
     return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tok_s": tok_s, "mfu": mfu, **record}
 
