@@ -108,13 +108,16 @@ def test_a_compressed_parquet_is_read(tmp_path: Path) -> None:
     assert texts == ["first row", "second row"] * 2 and not report.problem_counts
 
 
-def test_a_tsv_is_read_as_a_tab_separated_csv(tmp_path: Path) -> None:
-    rows = [["1", "plain words"], ["2", "a tab\there, and a comma"], ["3", 'quoted "words"\nover two lines']]
-    with open(tmp_path / "t.tsv", "w", newline="") as f:
-        csv.writer(f, delimiter="\t").writerows([["id", "text"], *rows])
+def test_a_tsv_is_one_row_a_line_without_quoting(tmp_path: Path) -> None:
+    """IANA's TSV, as corpora write it (Tatoeba, OPUS): a `"` is text. CSV's quoting merged a row
+    starting `"Wait,` with the rows after it (the next id inside its text), unreported."""
+    rows = [["1", '"Wait, he said'], ["2", "she left"], ["3", '"Hello," she said.'], ["4", "plain 'words'"]]
+    (tmp_path / "t.tsv").write_text("id\ttext\n" + "".join(f"{i}\t{t}\n" for i, t in rows))
     (tmp_path / "u.tsv.gz").write_bytes(gzip.compress(b"text\tid\nzipped row\t1\n"))
     texts, report = _texts(tmp_path)
-    assert texts == [r[1] for r in rows] + ["zipped row"] and not report.problem_counts
+    assert texts == [t for _, t in rows] + ["zipped row"] and not report.problem_counts
+    with open(tmp_path / "t.tsv", newline="") as f:  # the oracle: Python's csv, told TSV has no quoting
+        assert [r["text"] for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)] == texts[:4]
 
 
 CYRILLIC = (
@@ -237,6 +240,19 @@ def news_page(title: str, article: list[str] = ARTICLE) -> str:
         f"<footer><p>{subscribe}</p><p>{copyright}</p><a href='/privacy'>{privacy}</a></footer>"
         "</body></html>\n"
     )
+
+
+def test_only_a_text_that_starts_as_a_page_goes_to_trafilatura() -> None:
+    """A Markdown tutorial whose code block holds a page lost every tag of it to trafilatura when
+    the opening tags were looked for anywhere in the first 4 KiB."""
+    pytest.importorskip("trafilatura")
+    page_code = "```html\n<!DOCTYPE html>\n<html><body><p>Hello</p></body></html>\n```\n"
+    tutorial = "# A first page\n\nWrite this:\n\n" + page_code
+    assert Markup("trafilatura").apply(tutorial, StageStats()) == tutorial
+    page = news_page("Otters come back")
+    for prolog in ("", "\n  ", '<?xml version="1.0"?>\n', "<!-- saved from a browser -->\n"):
+        main = Markup("trafilatura").apply(prolog + page, StageStats())
+        assert main is not None and ARTICLE[0] in main and not any(b in main for b in BOILERPLATE)
 
 
 def test_trafilatura_keeps_a_pages_article_and_drops_its_boilerplate() -> None:

@@ -2,11 +2,13 @@
 (prep.html_extractor): a page's article is kept, its menus, footers, cookie banners and link lists
 are left out, as datatrove's `Trafilatura` extractor (FineWeb's) does with the same library.
 
-Only a document that is a whole page goes to trafilatura: one with `<!doctype html`, `<html`,
-`<head` or `<body` in its first 4 KiB (an .html file, a WARC response, a crawled page in a jsonl
-field). A text that merely holds some tags is no page, and trafilatura would drop it whole or in
-part; the tag stripper takes it. A page where trafilatura finds no main content is dropped,
-counted in the report ("no main content").
+Only a document that is a whole page goes to trafilatura: one that starts with `<!doctype html`,
+`<html`, `<head` or `<body` (after white space, an XML declaration and comments: an .html file,
+a WARC response, a crawled page in a jsonl field). A text that merely holds some tags is no page,
+and trafilatura would drop it whole or in part (a Markdown tutorial whose code block holds a page
+lost every tag of it when the opening tags were looked for anywhere); the tag stripper takes it.
+A page where trafilatura finds no main content is dropped, counted in the report ("no main
+content").
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from lmforge.data.report import StageStats
 from lmforge.errors import LmforgeError
 
 PAGE_HEAD = 4096  # characters searched for a page's opening tags
-_PAGE = re.compile(r"<(?:!doctype\s+html|html|head|body)\b", re.I)
+_PROLOG = r"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"  # white space, an XML declaration, comments
+_PAGE = re.compile(_PROLOG + r"<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
 
 
 class MainContent:
@@ -37,7 +40,7 @@ class MainContent:
         self.extract = extract
 
     def is_page(self, text: str) -> bool:
-        return _PAGE.search(text, 0, PAGE_HEAD) is not None
+        return _PAGE.match(text, 0, PAGE_HEAD) is not None
 
     def apply(self, text: str, stats: StageStats) -> str | None:
         main = self.extract(text, favor_precision=True, include_comments=False, deduplicate=False)

@@ -306,7 +306,10 @@ def _read_csv(
                 return
             # strict: a quote left open would otherwise swallow every later row into one field
             # at the end of the file, unreported; and text after a closing quote is an error too
-            reader = csv.DictReader(f, delimiter=delimiter, strict=True)  # a .tsv quotes as pandas
+            # a .tsv is IANA's text/tab-separated-values, as corpora write it (Tatoeba, OPUS): no
+            # quoting, a `"` is text (CSV's quoting merged `"Wait,` with the rows after it)
+            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+            reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting, strict=True)
             if reader.fieldnames is None:
                 report.problem(str(path), "empty file")
                 return
