@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from io import BytesIO
 from pathlib import Path
 
@@ -71,8 +72,8 @@ def test_bad_json_elements_are_named_by_index_and_the_rest_kept(tmp_path: Path) 
         f"{tmp_path}/a.json:[2]: no string field ('text'; the element has 'body')",
         f"{tmp_path}/a.json:[3]: empty text ('text')",
         f"{tmp_path}/a.json: invalid UTF-8 (1 byte sequence(s) repaired with U+FFFD)",
-        f"{tmp_path}/b.json:[1]: truncated or corrupt (parse error: premature EOF)",
-        f"{tmp_path}/c.json:[1]: not valid JSON (parse error: after array element, I expect ',' or ']')",
+        f"{tmp_path}/b.json:[1]: truncated or corrupt (the file ends inside the element)",
+        f"{tmp_path}/c.json:[1]: not valid JSON ('{{' after an element, not ',' or ']', line 1)",
         f"{tmp_path}/d.json: not a JSON array (a JSON object over several lines: give an array of"
         " records ([{...}, {...}]) or one record a line)",
     ]
@@ -81,7 +82,7 @@ def test_bad_json_elements_are_named_by_index_and_the_rest_kept(tmp_path: Path) 
 def test_a_lone_surrogate_escape_is_repaired_and_named(tmp_path: Path) -> None:
     """JSON may escape half of an emoji (`\\ud83d` alone: a tweet cut inside one), which no UTF-8
     encodes: prep stopped with a UnicodeEncodeError traceback. A pair stays the emoji it is. (In a
-    .json array ijson's C parser reads the half as '?' itself, unreported: docs/data.md says so.)"""
+    .json array ijson's C parser read the half as '?', unreported, until 2026-12-06.)"""
     line = '{"text": "lone \\ud800 half, a pair \\ud83d\\ude00 whole"}'
     (tmp_path / "a.jsonl").write_text(line + '\n{"text": "fine"}\n')
     (tmp_path / "b.json").write_text(f"[{line}]")
@@ -89,11 +90,41 @@ def test_a_lone_surrogate_escape_is_repaired_and_named(tmp_path: Path) -> None:
     assert texts == [
         "lone \ufffd half, a pair \U0001f600 whole",
         "fine",
-        "lone ? half, a pair \U0001f600 whole",
+        "lone \ufffd half, a pair \U0001f600 whole",
     ]
     detail = "1 escape(s) \\ud800-\\udfff without a pair: U+FFFD"
-    assert report.problems == [f"{tmp_path}/a.jsonl:1: lone surrogate ({detail})"]
+    assert report.problems == [
+        f"{tmp_path}/a.jsonl:1: lone surrogate ({detail})",
+        f"{tmp_path}/b.json:[0]: lone surrogate ({detail})",
+    ]
     prep(tmp_path / "a.jsonl", tmp_path / "out", stages="none", workers=1, quiet=True)  # no traceback
+
+
+# what ijson's C parser could not read as json.loads does: it stopped at the first two numbers (and
+# NaN), losing every later element, and made '?', U+10000 or an unreadable file of the surrogates
+ODD_ELEMENTS = (
+    '[{"text": "u64", "id": 18446744073709551615}, {"text": "big", "n": 1e400}, {"text": "nan", "n": NaN},'
+    ' {"text": "hi \\ud800 x"}, {"text": "\\ud800\\ud800"}, {"text": "lone low \\udc00 x"},'
+    ' {"text": "pair \\ud83d\\ude00 caf\\u00e9 \u00e9t\u00e9", "x": [true, null, -1.5e-3, {"k": "]"}]},'
+    ' 12345678901234567890123, "last \\"quoted\\""]'
+)
+
+
+NOT_A_RECORD = "the element is a JSON int, not an object or a string"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 16])  # every element cut at every place
+def test_a_json_array_element_is_what_json_loads_reads(tmp_path: Path, chunk: int, monkeypatch) -> None:
+    monkeypatch.setattr("lmforge.data.json_array.CHUNK", chunk)
+    (tmp_path / "a.json").write_text(ODD_ELEMENTS)
+    texts, report = _texts(tmp_path / "a.json")
+    elements = json.loads(ODD_ELEMENTS)
+    expected = [e["text"] if isinstance(e, dict) else e for e in elements]
+    assert texts == [re.sub("[\ud800-\udfff]", "\ufffd", t) for t in expected if isinstance(t, str)]
+    assert report.problems == [
+        f"{tmp_path}/a.json:[{i}]: lone surrogate ({n} escape(s) \\ud800-\\udfff without a pair: U+FFFD)"
+        for i, n in [(3, 1), (4, 2), (5, 1)]
+    ] + [f"{tmp_path}/a.json:[7]: no string field ('text'; {NOT_A_RECORD})"]
 
 
 def test_a_compressed_parquet_is_read(tmp_path: Path) -> None:
@@ -206,6 +237,40 @@ def test_a_damaged_warc_is_named_with_its_record(tmp_path: Path) -> None:
     assert first.startswith(f"{tmp_path}/crawl.warc.gz: record ") and ": truncated or corrupt (" in first
     start = "'<html>a page saved under the wrong suffix</html>'"
     assert second == f"{tmp_path}/page.warc: not a WARC file (it starts with {start})"
+
+
+def test_warc_bodies_are_uncompressed_or_skipped_and_a_bom_outranks_the_charset(tmp_path: Path) -> None:
+    """warcio passes a body it cannot uncompress on as it is: `br`, `zstd` and a damaged gzip made
+    pages of binary garbage, unreported; a BOM lost to a declared charset (`ï»¿`, `ÿþ<\\x00`)."""
+    import zstandard
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    page = "<html><body><p>Caf\u00e9 \u2014 page {}</p></body></html>".format
+    pages = [  # (body, headers), and the text each gives, or None where it is skipped
+        (gzip.compress(page(1).encode()), [("Content-Encoding", "gzip")], page(1)),
+        (zstandard.ZstdCompressor().compress(page(2).encode()), [("Content-Encoding", "zstd")], page(2)),
+        (b"\x1b\x0b\x00\xf8\xa5\x02\xc2\x00" + bytes(range(200, 240)), [("Content-Encoding", "br")], None),
+        (gzip.compress(page(3).encode() * 99)[:60] + b"garbage" * 50, [("Content-Encoding", "gzip")], None),
+        (bytes(range(128, 200)), [("Content-Encoding", "zstd")], None),
+        (b"\xef\xbb\xbf" + page(4).encode(), [("Content-Type", "text/html; charset=windows-1252")], page(4)),
+        (page(5).encode("utf-16"), [], page(5)),  # a BOM, and no charset
+    ]
+    with open(tmp_path / "c.warc.gz", "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        for body, headers, _ in pages:
+            kind = [("Content-Type", "text/html")] if not any(k == "Content-Type" for k, _ in headers) else []
+            http = StatusAndHeaders("200 OK", kind + headers, protocol="HTTP/1.1")
+            record = writer.create_warc_record(
+                "http://x/", "response", payload=BytesIO(body), http_headers=http
+            )
+            writer.write_record(record)
+    texts, report = _texts(tmp_path)
+    assert texts == [text for _, _, text in pages if text is not None] and not report.problem_counts
+    assert report.stage("read").dropped == {
+        "WARC body in a Content-Encoding not decoded": 1,
+        "WARC body's compression damaged": 2,
+    }
 
 
 BOILERPLATE = [

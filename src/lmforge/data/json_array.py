@@ -2,25 +2,30 @@
 strings, one document an element, as `datasets`' `to_json(lines=False)` and instruction sets such
 as Alpaca's write them.
 
-The array is streamed element by element (ijson), never loaded whole: only one element is held at
-a time. A .json file whose first line is a whole JSON object is JSON Lines, as `datasets`'
-`to_json()` writes by default and as its json loader reads such a file, and is read as .jsonl.
+The array is streamed element by element, never loaded whole: the standard library's JSON decoder
+reads each element from a window of the file's text that is refilled as it is used, so only one
+element (and a chunk around it) is held at a time, and each element is what `json.loads` makes of
+it: integers past 64 bits, `1e400`, `NaN` and lone surrogate escapes included (ijson's C parser,
+used until 2026-12-06, stopped the file at the first of the numbers and turned the surrogates
+into '?' or the wrong character). A .json file whose first line is a whole JSON object is JSON
+Lines, as `datasets`' `to_json()` writes by default and as its json loader reads such a file, and
+is read as .jsonl.
 
 Bad input never stops a run: an element that is not a record with a string text field (nor a
 string), or whose text is empty, is skipped and recorded with its index (`data.json:[3]`,
 counted from 0 as `data[3]`); JSON broken mid-array ends the file's read there, the elements
-before it kept; invalid UTF-8 is repaired (U+FFFD) and recorded, as in the other readers.
+before it kept; invalid UTF-8 is repaired (U+FFFD) and recorded, as in the other readers, and so
+is a lone surrogate escape.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
-
-import ijson
 
 from lmforge.data.report import Report
 from lmforge.data.sources import (
@@ -37,24 +42,102 @@ from lmforge.data.sources import (
 
 REPLACEMENT = "\ufffd".encode()
 WHITESPACE = b" \t\r\n"
+CHUNK = 1 << 16
+# An error this near the window's end may be the window's end (`tru|e`, `\\u12|34`, `-Infin|ity`)
+LOOKAHEAD = 16
+_SPACE = re.compile(r"[ \t\r\n]*")  # JSON's whitespace, as the json module's own
+_DECODER = json.JSONDecoder()  # json.loads' settings: NaN, Infinity and big integers read
 
 
-class _Repaired:
-    """A binary stream's bytes with invalid UTF-8 replaced by U+FFFD (and a BOM dropped), for
-    ijson, which stops at a bad byte where the other readers repair it and go on."""
+class _Broken(Exception):
+    """JSON the array cannot be read past: (kind, detail), and whether it is after the array."""
+
+    def __init__(self, kind: str, detail: str, after_end: bool = False) -> None:
+        super().__init__(kind, detail)
+        self.kind, self.detail, self.after_end = kind, detail, after_end
+
+
+class _Window:
+    """The file's text from its array's `[`, decoded from UTF-8 a chunk at a time (invalid bytes
+    as U+FFFD, counted, as the other readers repair them), and read off one JSON value at a time."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
-        self.decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.pos = 0
+        self.eof = False
+        self.line = 1  # the line of text[0], for error messages
         self.repaired = 0  # bad byte sequences (a real U+FFFD cut by a chunk's end counts too: rare)
 
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:  # ijson's probe: bytes or text?
-            return b""
-        raw = self.f.read(size if size > 0 else 1 << 16)
-        text = self.decoder.decode(raw, final=not raw).encode("utf-8")
-        self.repaired += text.count(REPLACEMENT) - raw.count(REPLACEMENT)
-        return text
+    def more(self) -> bool:
+        """Drop the text before `pos` and read more after it, at least as much as is kept (a long
+        element, parsed again after each read, then costs linear time); False at the file's end."""
+        if self.eof:
+            return False
+        self.line += self.text.count("\n", 0, self.pos)
+        kept = self.text[self.pos :]
+        raw = self.f.read(max(CHUNK, len(kept)))
+        piece = self.decoder.decode(raw, final=not raw)
+        self.repaired += piece.count("\ufffd") - raw.count(REPLACEMENT)
+        self.text, self.pos, self.eof = kept + piece, 0, not raw
+        return True
+
+    def next_char(self) -> str:
+        """The next character that is not whitespace, left at `pos` ('' at the file's end)."""
+        while True:
+            self.pos = _SPACE.match(self.text, self.pos).end()  # type: ignore[union-attr] - * matches
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return ""
+
+    def value(self) -> object:
+        """The JSON value at `pos` (after whitespace), as json.loads reads it; `pos` past it."""
+        while True:
+            self.next_char()
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as e:
+                cut = e.msg.startswith("Unterminated string") or e.pos >= len(self.text) - LOOKAHEAD
+                if cut and self.more():
+                    continue
+                # at the file's end: cut there, or wrong before it (`[1,]`, `tru]`)
+                if e.msg.startswith("Unterminated string") or not self.text[e.pos :].strip():
+                    raise _Broken("truncated or corrupt", "the file ends inside the element") from None
+                raise _Broken("not valid JSON", f"{e.msg}, line {self.line_at(e.pos)}") from None
+            except RecursionError:  # the decoder's own limit on nesting
+                raise _Broken("not valid JSON", f"nested too deep, line {self.line_at(self.pos)}") from None
+            # a number at the window's end may go on (`12|34`): decoded again with the next chunk
+            if self.eof or _SPACE.match(self.text, end).end() < len(self.text):  # type: ignore[union-attr]
+                self.pos = end
+                return value
+            self.more()
+
+    def line_at(self, pos: int) -> int:
+        return self.line + self.text.count("\n", 0, pos)
+
+
+def _elements(window: _Window) -> Iterator[object]:
+    """The array's elements; raises _Broken where the JSON is broken."""
+    window.next_char()
+    window.pos += 1  # the `[`
+    if window.next_char() == "]":
+        window.pos += 1
+    else:
+        while True:
+            yield window.value()
+            after = window.next_char()
+            window.pos += 1
+            if after == "]":
+                break
+            if after == "":
+                raise _Broken("truncated or corrupt", "the file ends before the array's ']'")
+            if after != ",":
+                where = f"line {window.line_at(window.pos - 1)}"
+                raise _Broken("not valid JSON", f"{after!r} after an element, not ',' or ']', {where}")
+    if window.next_char():
+        raise _Broken("not valid JSON", "text after the array's end", after_end=True)
 
 
 def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
@@ -91,10 +174,10 @@ def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator
 
 def _array(f: IO[bytes], path: Path, field: str, report: Report) -> Iterator[Document]:
     """The array's elements, streamed; `f` is at its `[`."""
-    stream = _Repaired(f)
+    window = _Window(f)
     seen = 0
     try:
-        for element in ijson.items(stream, "item", use_float=True):
+        for element in _elements(window):
             where = f"{path}:[{seen}]"
             seen += 1
             text = element.get(field) if isinstance(element, dict) else element
@@ -104,17 +187,15 @@ def _array(f: IO[bytes], path: Path, field: str, report: Report) -> Iterator[Doc
                 report.problem(where, "empty text", repr(field) if isinstance(element, dict) else "")
             else:
                 yield Document(whole_characters(text, where, report), where)
-    except ijson.JSONError as e:  # in element `seen`: ijson yields an element once it is whole
-        why = str(e).strip().split("\n")[0]
-        if "trailing garbage" in why:
-            report.problem(str(path), "not valid JSON", f"text after the array's end ({seen} elements)")
+    except _Broken as e:  # in element `seen`, or after the array
+        if e.after_end:
+            report.problem(str(path), e.kind, f"{e.detail} ({seen} elements)")
         else:
-            kind = "truncated or corrupt" if "premature EOF" in why else "not valid JSON"
-            report.problem(f"{path}:[{seen}]", kind, why)
+            report.problem(f"{path}:[{seen}]", e.kind, e.detail)
     except READ_ERRORS as e:  # a damaged .gz/.xz/.zst
         report.problem(f"{path}:[{seen}]", _error_kind(e), str(e))
-    if stream.repaired:
-        report.problem(str(path), "invalid UTF-8", f"{stream.repaired} byte sequence(s) repaired with U+FFFD")
+    if window.repaired:
+        report.problem(str(path), "invalid UTF-8", f"{window.repaired} byte sequence(s) repaired with U+FFFD")
 
 
 def _element_detail(element: object, field: str) -> str:

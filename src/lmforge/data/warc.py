@@ -2,9 +2,12 @@
 extracted text too) with warcio, record by record, as datatrove's WarcReader does.
 
 Each HTTP `response` record whose body is an HTML page (or plain text) with a 2xx status is one
-document, and each WET `conversion` record of plain text is one: the body is decoded by its
-charset (the HTTP header's, else the page's `<meta charset>`, else UTF-8, else windows-1252 as
-browsers fall back) and goes through the `markup` stage as an .html file does. The other records
+document, and each WET `conversion` record of plain text is one: the body's `Content-Encoding`
+is undone (gzip, deflate, zstd; a body in another, brotli's `br` among them, or whose compression
+is damaged, is skipped and counted: warcio passed such bytes on as they were, binary garbage),
+then it is decoded by its byte order mark, else its charset (the HTTP header's, else the page's
+`<meta charset>`, else UTF-8, else windows-1252 as browsers fall back), as the WHATWG encoding
+standard orders them, and goes through the `markup` stage as an .html file does. The other records
 (request, metadata, warcinfo, revisit; responses that are images, PDFs, redirects, errors) are
 skipped and counted in the report's `read` row, not named one by one: a Common Crawl file holds a
 request and a metadata record beside every response.
@@ -13,12 +16,16 @@ request and a metadata record beside every response.
 from __future__ import annotations
 
 import codecs
+import io
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import zstandard
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import ChunkedDataReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
@@ -33,6 +40,10 @@ WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, *READ_ERRORS)
 _META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
 # WHATWG's encoding labels that mean windows-1252, which Python's latin-1 and ascii are not
 _WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "cp819"}
+# WHATWG's BOM sniffing: a byte order mark outranks any declared charset
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+NOT_DECODED = "WARC body in a Content-Encoding not decoded"
+DAMAGED = "WARC body's compression damaged"
 
 
 class _Guarded:
@@ -76,7 +87,10 @@ def read_warc(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
                 if skip:
                     stats.dropped[skip] += 1
                     continue
-                body = record.content_stream().read(max_doc + 1)
+                body = _body(record, max_doc + 1)
+                if isinstance(body, str):  # why it is skipped
+                    stats.dropped[body] += 1
+                    continue
                 if len(body) > max_doc:
                     report.problem(where, "record too long", f"over {max_doc:,} bytes")
                     continue
@@ -121,8 +135,57 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";")[0].strip().lower()
 
 
+def _body(record: Any, limit: int) -> bytes | str:
+    """A record's body (at most `limit` bytes), its transfer and content encodings undone, or
+    why it is skipped: warcio's content_stream() passes a body in an encoding it cannot decode on
+    as it is, and a gzip body damaged at its start too: they became pages of binary garbage."""
+    headers = record.http_headers
+    if headers is None:  # a WET conversion record
+        return record.raw_stream.read(limit)
+    value = headers.get_header("Content-Encoding") or ""
+    codings = [c.strip().lower() for c in value.split(",") if c.strip().lower() not in ("", "identity")]
+    if any(c not in _DECOMPRESS for c in codings):
+        return NOT_DECODED
+    chunked = (headers.get_header("Transfer-Encoding") or "").strip().lower() == "chunked"
+    body = (ChunkedDataReader(record.raw_stream) if chunked else record.raw_stream).read(limit)
+    try:
+        for coding in reversed(codings):  # applied in the order listed
+            body = _DECOMPRESS[coding](body, limit)
+    except (zlib.error, zstandard.ZstdError):
+        return DAMAGED
+    return body
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, limit)
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    try:  # HTTP's deflate is zlib's format; some servers send raw deflate
+        return zlib.decompressobj().decompress(body, limit)
+    except zlib.error:
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
+
+
+def _unzstd(body: bytes, limit: int) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=True)
+    parts: list[bytes] = []
+    size = 0
+    while size < limit and (part := reader.read(limit - size)):  # bounded: a small body may unpack to GBs
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+_DECOMPRESS = {"gzip": _gunzip, "x-gzip": _gunzip, "deflate": _inflate, "zstd": _unzstd}
+
+
 def _decode(body: bytes, record: Any) -> tuple[str, bool]:
     """(text, whether bytes invalid in its charset were replaced by U+FFFD)."""
+    for bom, codec in _BOMS:
+        if body.startswith(bom):
+            text = body[len(bom) :].decode(codec, errors="replace")
+            return text, "\ufffd" in text
     declared = None
     if record.http_headers is not None:
         declared = _codec(_param(record.http_headers.get_header("Content-Type") or "", "charset"))
