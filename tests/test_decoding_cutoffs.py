@@ -230,3 +230,6 @@ def test_bad_values_are_one_line(tmp_path: Path) -> None:
         pipe("the king the king", max_length=2)
     with pytest.raises(LmforgeError, match=r"suppress_tokens=\[.*\] bans every one of the vocabulary"):
         generate_ids(net, [PROMPTS[0]], 2, suppress_tokens=list(range(net.config.vocab_size)))
+    vocab = net.config.vocab_size  # a word no token can match: transformers refuses it too
+    with pytest.raises(LmforgeError, match=rf"^bad_words_ids: token id\(s\) \[{vocab}\] are outside the mod"):
+        generate_ids(net, [PROMPTS[0]], 2, bad_words_ids=[[1], [2, vocab]])

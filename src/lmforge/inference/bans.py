@@ -99,10 +99,18 @@ class Bans:
         return ", ".join(f"{k}={v}" for k, v in named.items() if v)
 
 
-def bad_words(ids: Iterable[Iterable[int]] | None, stops: Iterable[int]) -> tuple[tuple[int, ...], ...]:
-    """bad_words_ids as Bans takes them: a lone stop id left out, as transformers leaves it out."""
+def bad_words(
+    ids: Iterable[Iterable[int]] | None, stops: Iterable[int], vocab: int | None = None
+) -> tuple[tuple[int, ...], ...]:
+    """bad_words_ids as Bans takes them: a lone stop id left out, as transformers leaves it out; an
+    id outside the `vocab` refused, as transformers refuses it (no token could ever match it)."""
     stops = set(stops)
-    words = (tuple(int(t) for t in w) for w in ids or ())
+    words = tuple(tuple(int(t) for t in w) for w in ids or ())
+    outside = sorted({t for w in words for t in w if vocab is not None and t >= vocab})
+    if outside:
+        raise LmforgeError(
+            f"bad_words_ids: token id(s) {outside[:5]} are outside the model's vocabulary of {vocab} tokens"
+        )
     return tuple(w for w in words if w and not (len(w) == 1 and w[0] in stops))
 
 

@@ -184,7 +184,7 @@ def generate_ids(
     stops = stop_set(eos_id)
     bans = Bans(
         no_repeat_ngram_size, min_new_tokens, stops, min_length, frozenset(suppress_tokens or ()),
-        frozenset(begin_suppress_tokens or ()), bad_words(bad_words_ids, stops),
+        frozenset(begin_suppress_tokens or ()), bad_words(bad_words_ids, stops, model.config.vocab_size),
     )  # fmt: skip
     cutoffs = Cutoffs(typical_p, epsilon_cutoff, eta_cutoff)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
