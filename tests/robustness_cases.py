@@ -106,7 +106,7 @@ CASES = [
     Case("prep-undecodable", "prep {t}/bad.txt --out {t}/o", r"bad\.txt: the corpus is empty.*invalid UTF-8", (write("bad.txt", BAD_UTF8),)),
     Case("prep-wrong-field", "prep {t}/a.jsonl --out {t}/o", r"a\.jsonl: the corpus is empty .*; the first: {t}/a\.jsonl:1: no string field \('text'; the line has 'body'\)$", (write("a.jsonl", '{"body": "hello there"}\n'),)),
     Case("prep-json-wrong-field", "prep {t}/a.json --out {t}/o", r"a\.json: the corpus is empty .*; the first: {t}/a\.json:\[0\]: no string field \('text'; the element has 'body'\)$", (write("a.json", '[{"body": "hello there"}]\n'),)),
-    Case("prep-json-not-an-array", "prep {t}/a.json --out {t}/o", r"a\.json: the corpus is empty .*; the first: {t}/a\.json: not a JSON array \(a JSON object over several lines", (write("a.json", '{\n "data": [{"text": "hi"}]\n}\n'),)),
+    Case("prep-json-not-an-array", "prep {t}/a.json --out {t}/o", r"a\.json: the corpus is empty .*; the first: {t}/a\.json: not a JSON array \(a JSON object whose first line is not one whole record: give", (write("a.json", '{\n "data": [{"text": "hi"}]\n}\n'),)),
     Case("prep-warc-not-warc", "prep {t}/p.warc --out {t}/o", r"p\.warc: the corpus is empty .*; the first: {t}/p\.warc: not a WARC file \(", (write("p.warc", "<html>a page</html>\n"),)),
     Case("prep-html-extractor-choice", "prep {s}/corpus.txt --out {t}/o --html-extractor readability", r"argument --html-extractor: invalid choice: 'readability'", usage=True),
     Case("prep-html-extractor-value", "prep {s}/corpus.txt --out {t}/o --prep.html_extractor=readability", r"prep\.html_extractor='readability': 'tags' or 'trafilatura'$"),

@@ -74,8 +74,8 @@ def test_bad_json_elements_are_named_by_index_and_the_rest_kept(tmp_path: Path) 
         f"{tmp_path}/a.json: invalid UTF-8 (1 byte sequence(s) repaired with U+FFFD)",
         f"{tmp_path}/b.json:[1]: truncated or corrupt (the file ends inside the element)",
         f"{tmp_path}/c.json:[1]: not valid JSON ('{{' after an element, not ',' or ']', line 1)",
-        f"{tmp_path}/d.json: not a JSON array (a JSON object over several lines: give an array of"
-        " records ([{...}, {...}]) or one record a line)",
+        f"{tmp_path}/d.json: not a JSON array (a JSON object whose first line is not one whole record: give"
+        " an array of records ([{...}, {...}]) or one record a line)",
     ]
 
 

@@ -159,12 +159,12 @@ def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator
         return
     if first == b"{" and _is_object(line):
         yield from _read_jsonl(path, field, report, max_line)
-    elif first == b"{":  # `{"data": [...]}`, or one record over several lines
+    elif first == b"{":  # `{"data": [...]}`, a record over several lines, two on a line
         report.problem(
             str(path),
             "not a JSON array",
-            "a JSON object over several lines: give an array of records ([{...}, {...}]) or one"
-            " record a line",
+            "a JSON object whose first line is not one whole record: give an array of records"
+            " ([{...}, {...}]) or one record a line",
         )
     elif first:
         report.problem(str(path), "not a JSON array", f"it starts with {first.decode(errors='replace')!r}")
