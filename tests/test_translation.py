@@ -295,7 +295,8 @@ def test_resume_continues_exactly(run: Path, tmp_path: Path, capsys: pytest.Capt
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     summary = train(resume=other)
     done = capsys.readouterr().out.strip().splitlines()[-1]
-    assert done.startswith("done: ") and done.endswith(f"(step {summary['best_step']}'s, best val_bleu)")
+    best = f"best val_bleu {summary['best_bleu']:.4f}; the scores are the last step's)"
+    assert done.startswith("done: ") and done.endswith(f"(step {summary['best_step']}'s, {best}")
     a = load_file(str(run / "checkpoints" / "step_00000120" / "model.safetensors"))
     b = load_file(str(other / "checkpoints" / "step_00000120" / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -87,7 +87,13 @@ def finish(run: Run) -> dict[str, Any]:
         write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_loss(run.run_dir)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
-        which = f" (step {state['best_step']}'s, best {run.best[0]})" if "best_step" in summary else ""
+        which = ""
+        if "best_step" in summary:  # the scores are the last evaluation's; the model is the best's
+            metric = run.best[0]  # type: ignore[index]
+            best = summary[f"best_{metric.removeprefix('val_')}"]
+            which = (
+                f" (step {state['best_step']}'s, best {metric} {best:.4f}; the scores are the last step's)"
+            )
         run.say(
             f"done: {scores} | {summary['tokens_per_s']:,.0f} tok/s | {format_duration(state['train_s'])}"
             f" | model in {run.run_dir / 'model'}{which}"
