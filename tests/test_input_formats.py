@@ -18,6 +18,7 @@ from test_prep import _docs
 from lmforge import LmforgeError
 from lmforge.data.clean import Markup
 from lmforge.data.input_files import input_notes, list_files
+from lmforge.data.pairs import read_pairs
 from lmforge.data.prep import prep
 from lmforge.data.report import Report, StageStats
 from lmforge.data.sources import read_documents
@@ -125,6 +126,34 @@ def test_a_json_array_element_is_what_json_loads_reads(tmp_path: Path, chunk: in
         f"{tmp_path}/a.json:[{i}]: lone surrogate ({n} escape(s) \\ud800-\\udfff without a pair: U+FFFD)"
         for i, n in [(3, 1), (4, 2), (5, 1)]
     ] + [f"{tmp_path}/a.json:[7]: no string field ('text'; {NOT_A_RECORD})"]
+
+
+def _corrupt_gzip(text: str) -> bytes:
+    """A gzip of `text`'s first half, then a member whose deflate data is damaged (a reserved block
+    type): zlib's "invalid block type" after the first half, not a file cut short."""
+    half = text.rfind("\n", 0, len(text) // 2) + 1 or len(text) // 2  # at a line's end
+    return gzip.compress(text[:half].encode()) + gzip.compress(text[half:].encode())[:10] + b"\xff" * 64
+
+
+@pytest.mark.parametrize("name", ["a.txt.gz", "b.jsonl.gz", "c.json.gz", "d.csv.gz"])
+def test_a_corrupt_gzip_is_named_and_its_documents_before_the_damage_kept(tmp_path: Path, name: str) -> None:
+    """zlib's error was a traceback from every reader (prep, train's data, a translation's pairs)."""
+    rows = [f"row {i} of the text, some words" for i in range(20_000)]
+    text = {
+        "a.txt.gz": "\n".join(rows),
+        "b.jsonl.gz": "".join(json.dumps({"text": r}) + "\n" for r in rows),
+        "c.json.gz": json.dumps([{"text": r} for r in rows]),
+        "d.csv.gz": "text\n" + "\n".join(rows),
+    }[name]
+    (tmp_path / name).write_bytes(_corrupt_gzip(text))
+    texts, report = _texts(tmp_path / name)
+    said = "truncated or corrupt (Error -3 while decompressing data: invalid block type)"
+    assert [p for p in report.problems if p.startswith(str(tmp_path / name)) and p.endswith(said)]
+    assert texts and all(t.strip() in text for t in texts)  # what came before the damage, unaltered
+    pairs = tmp_path / "p.jsonl.gz"
+    pairs.write_bytes(_corrupt_gzip("".join(json.dumps({"en": r, "fr": r}) + "\n" for r in rows)))
+    with pytest.raises(LmforgeError, match=rf"^{re.escape(str(pairs))}: cannot read: .*invalid block type"):
+        list(read_pairs(pairs, "en", "fr"))
 
 
 def test_a_compressed_parquet_is_read(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from lmforge.data.input_files import suffixes
 from lmforge.data.shards import earlier_prep_output
-from lmforge.data.sources import open_text, strict_lines, utf8_error
+from lmforge.data.sources import STREAM_ERRORS, open_text, strict_lines, utf8_error
 from lmforge.errors import LmforgeError
 from lmforge.outputs import check_target, staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -109,7 +109,7 @@ def read_pairs(
             other = [_sibling(path, src_lang, tgt_lang)] if kind == f".{src_lang}" else []
             where = next(filter(None, map(utf8_error, [path, *other])), f"{path}: not valid UTF-8")
             raise LmforgeError(where) from None
-        except (OSError, EOFError) as e:
+        except STREAM_ERRORS as e:  # a damaged .gz/.xz/.zst too
             raise LmforgeError(f"{path}: cannot read: {e}") from None
 
 

@@ -25,6 +25,7 @@ import lzma
 import re
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,10 @@ from lmforge.errors import LmforgeError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-READ_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError, csv.Error)
+# a file or its compressed stream damaged (zlib.error: a .gz whose deflate data is corrupt, not cut
+# short, raised it from every reader); READ_ERRORS adds what the readers' parsers raise
+STREAM_ERRORS = (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, zlib.error)
+READ_ERRORS = (*STREAM_ERRORS, ValueError, csv.Error)
 MAX_LINE_BYTES = 1 << 24  # 16 MiB: longer lines are skipped (a 100 MB single line is not a document)
 MAX_DOC_BYTES = 1 << 26  # 64 MiB: a longer text file is cut into several documents at line ends
 
@@ -391,7 +395,7 @@ def _seekable(path: Path) -> Iterator[Path | IO[bytes]]:
 
 
 def _error_kind(e: BaseException) -> str:
-    if isinstance(e, EOFError | lzma.LZMAError | zstandard.ZstdError | gzip.BadGzipFile):
+    if isinstance(e, EOFError | lzma.LZMAError | zstandard.ZstdError | gzip.BadGzipFile | zlib.error):
         return "truncated or corrupt"
     if isinstance(e, OSError) and e.errno is not None:
         return "unreadable"
