@@ -97,7 +97,8 @@ INTRO = """\
 Recipes are TOML files in `configs/`; each key below can be overridden with `--section.key=value`
 (or `--section.key value`).
 An unknown key, a wrong type or an impossible combination stops with one line naming it, e.g.
-`lmforge: error: configs/x.toml: unknown config key 'train.max_step' (known in [train]: ...)`;
+`lmforge: error: configs/x.toml: unknown config key 'train.max_step' (did you mean
+'train.max_steps'?)`, or every key of the section where none is near;
 a combination names the file that set its keys (`model.n_embd=30 is not divisible by
 model.n_head=4 (model.n_embd from x.toml)`).
 So does a key that the run's `data.task` does not read (those whose description starts with a

@@ -5,6 +5,7 @@ Config; a model directory's config.json into a ModelConfig; and a Config back to
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import shlex
 import tomllib
@@ -47,15 +48,21 @@ def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool =
     section_name, _, key = dotted.partition(".")
     sections = {f.name for f in dataclasses.fields(Config)}
     if section_name not in sections or not key:
+        near = difflib.get_close_matches(section_name, sections, n=1)
+        hint = f"did you mean [{near[0]}]? " if near and key else ""
         raise LmforgeError(
-            f"{source}: unknown config key {dotted!r} (sections: {', '.join(sorted(sections))})"
+            f"{source}: unknown config key {dotted!r} ({hint}sections: {', '.join(sorted(sections))})"
         )
     section = getattr(config, section_name)
     fields = {f.name: f for f in dataclasses.fields(section)}
     if key not in fields:
-        raise LmforgeError(
-            f"{source}: unknown config key {dotted!r} (known in [{section_name}]: {', '.join(fields)})"
+        near = difflib.get_close_matches(key, fields, n=1)
+        known = (
+            f"did you mean '{section_name}.{near[0]}'?"
+            if near
+            else f"known in [{section_name}]: {', '.join(fields)}"
         )
+        raise LmforgeError(f"{source}: unknown config key {dotted!r} ({known})")
     kind = _TYPES[str(fields[key].type)]
     setattr(section, key, _coerce(dotted, value, kind, source, from_text))
     config.given[dotted] = source
