@@ -70,7 +70,11 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
             [],
             r"unknown config key 'trian.max_steps' \(did you mean \[train\]\? sections: data,",
         ),
-        ("[train]\nzzz = 5\n", [], r"unknown config key 'train.zzz' \(known in \[train\]: max_steps, batch_size, "),
+        (
+            "[train]\nzzz = 5\n",
+            [],
+            r"unknown config key 'train.zzz' \(known in \[train\]: max_steps, batch_size, ",
+        ),
         ("[train]\nmax_steps = 'many'\n", [], r"r.toml: train.max_steps='many' must be an integer, not str"),
         ("", ["--train.lr=fast"], r"command line: train.lr='fast' is not a number"),
         ("", ["--model.n_head=5"], r"n_embd=128 is not divisible by model.n_head=5$"),
