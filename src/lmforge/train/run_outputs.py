@@ -76,10 +76,12 @@ def finish(run: Run) -> dict[str, Any]:
         summary.update(run.privacy.summary())
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
     best_file = run.run_dir / "best" / WEIGHTS
+    which = ""  # the last line's word on the model: the scores are the last evaluation's
     if run.best:
         metric, sign = run.best
-        name = metric.removeprefix("val_")
-        summary.update({f"best_{name}": sign * state["best_score"], "best_step": state["best_step"]})
+        best = sign * state["best_score"]
+        summary.update({f"best_{metric.removeprefix('val_')}": best, "best_step": state["best_step"]})
+        which = f" (step {state['best_step']}'s, best {metric} {best:.4f}; the scores are the last step's)"
         if best_file.is_file():
             final = load_file(str(best_file))
     if run.main:
@@ -87,13 +89,6 @@ def finish(run: Run) -> dict[str, Any]:
         write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_loss(run.run_dir)
         scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
-        which = ""
-        if "best_step" in summary:  # the scores are the last evaluation's; the model is the best's
-            metric = run.best[0]  # type: ignore[index]
-            best = summary[f"best_{metric.removeprefix('val_')}"]
-            which = (
-                f" (step {state['best_step']}'s, best {metric} {best:.4f}; the scores are the last step's)"
-            )
         run.say(
             f"done: {scores} | {summary['tokens_per_s']:,.0f} tok/s | {format_duration(state['train_s'])}"
             f" | model in {run.run_dir / 'model'}{which}"
