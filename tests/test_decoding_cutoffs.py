@@ -209,13 +209,44 @@ def test_the_pipeline_takes_them_from_keywords_and_generation_config(tmp_path: P
     )  # the file's max_new_tokens wins
 
 
+def test_generation_config_max_length_and_outside_ids_are_as_in_transformers(tmp_path: Path) -> None:
+    from test_chat import USER, make_chat_llama, set_generation
+
+    make_chat_llama(tmp_path)
+    first = pipeline("text-generation", tmp_path)
+    chat = len(first.tokenizer.encode(first.chat.render([USER])))  # the chat's prompt, in tokens
+    for length in (chat + 4, 20):  # a prompt and 4 tokens; 20 (transformers 4's default) counts too
+        set_generation(tmp_path, do_sample=False, max_length=length)
+        ours = pipeline("text-generation", tmp_path, dtype="fp32")
+        theirs = transformers.pipeline("text-generation", model=str(tmp_path), dtype=torch.float32)
+        for text in ("the king", [USER]):
+            if len(ours.tokenizer.encode(ours.chat.render([USER]))) < length or text == "the king":
+                assert ours(text) == theirs(text)
+        assert ours("the king", max_new_tokens=7) == theirs("the king", max_new_tokens=7)  # the keyword wins
+    (tmp_path / "generation_config.json").write_text('{"do_sample": false, "max_length": 2}')
+    with pytest.raises(LmforgeError, match=r"generation_config.json: max_length=2: counts the prompt"):
+        pipeline("text-generation", tmp_path)("the king the king")
+    (tmp_path / "generation_config.json").write_text('{"max_length": 0}')
+    with pytest.raises(LmforgeError, match=r"generation_config.json: max_length=0: must be an integer >= 1"):
+        pipeline("text-generation", tmp_path)("the king")
+    # ids outside the vocabulary (-1 too) suppress nothing, as transformers' processors mask none
+    (tmp_path / "generation_config.json").write_text('{"do_sample": false, "max_new_tokens": 6}')
+    ours = pipeline("text-generation", tmp_path, dtype="fp32")
+    theirs = transformers.pipeline("text-generation", model=str(tmp_path), dtype=torch.float32)
+    vocab = ours.model.config.vocab_size
+    for ids in ([-1], [-1, vocab, 10**9]):
+        expected = theirs("the king", suppress_tokens=ids, begin_suppress_tokens=ids)
+        assert ours("the king", suppress_tokens=ids, begin_suppress_tokens=ids) == expected
+        assert expected == ours("the king")
+
+
 def test_bad_values_are_one_line(tmp_path: Path) -> None:
     make_hf_model("gpt2", tmp_path)
     net, _ = load_model(tmp_path)
     for name, bad, allowed in [
         ("typical_p", 0, r"a number in \(0, 1\]"), ("typical_p", 1.5, r"a number in \(0, 1\]"),
         ("epsilon_cutoff", 1.0, r"a number in \[0, 1\)"), ("eta_cutoff", -0.1, r"a number in \[0, 1\)"),
-        ("min_length", -1, "an integer >= 0"), ("suppress_tokens", [1, -2], "a list of token ids"),
+        ("min_length", -1, "an integer >= 0"), ("suppress_tokens", [1, 2.5], "a list of token ids"),
         ("begin_suppress_tokens", 3, "a list of token ids"),
         ("bad_words_ids", [[1], []], "a list of non-empty"),
     ]:  # fmt: skip

@@ -43,11 +43,17 @@ def _ids(v: Any) -> bool:
     return v is None or (isinstance(v, (list, tuple)) and all(is_int(t) and t >= 0 for t in v))
 
 
+def _any_ids(v: Any) -> bool:
+    # transformers' suppress processors mask the vocabulary's ids among these: others do nothing
+    return v is None or (isinstance(v, (list, tuple)) and all(is_int(t) for t in v))
+
+
 def _id_lists(v: Any) -> bool:
     return v is None or (isinstance(v, (list, tuple)) and all(_ids(w) and w for w in v))
 
 
 BEAMS = "an integer >= 1 (1 = greedy) or None (the model's default)"
+SUPPRESS = "a list of token ids (integers; those outside the vocabulary do nothing) or None"
 EARLY_STOPPING = 'True, False, "never" or None (the model\'s default)'
 
 # name -> (test, the allowed values as the message states them)
@@ -67,8 +73,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eta_cutoff": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
     "min_length": (lambda v: is_int(v) and v >= 0, "an integer >= 0, prompt included (0 = off)"),
     "max_length": (lambda v: is_int(v) and v >= 1, "an integer >= 1, prompt included"),
-    "suppress_tokens": (_ids, "a list of token ids (integers >= 0) or None"),
-    "begin_suppress_tokens": (_ids, "a list of token ids (integers >= 0) or None"),
+    "suppress_tokens": (_any_ids, SUPPRESS),
+    "begin_suppress_tokens": (_any_ids, SUPPRESS),
     "bad_words_ids": (_id_lists, "a list of non-empty lists of token ids (integers >= 0) or None"),
     "max_new_tokens": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "beam": (_beams, BEAMS),

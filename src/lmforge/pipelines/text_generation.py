@@ -191,16 +191,33 @@ class TextGenerationPipeline:
         self, ids: list[list[int]], max_length: int | None, given: int | None, truncate: bool, new: int
     ) -> list[int]:
         """Each row's new tokens: `new` (the max_new_tokens keyword's, else generation_config.json's,
-        else 256), or, with max_length and no max_new_tokens keyword (`given`) nor one in the file
-        (which win, as in transformers), max_length less the row's prompt."""
+        else 256), or, with a max_length (the keyword's, else the file's) and no max_new_tokens
+        keyword (`given`) nor one in the file (which win, as in transformers), max_length less the
+        row's prompt."""
+        where = f"max_length={max_length}"
+        if max_length is None:
+            max_length, where = self._file_max_length()
         if max_length is None or given is not None or self.chat.generation.get("max_new_tokens") is not None:
             return [new] * len(ids)
         context = self.model.config.block_size
         lengths = [min(len(row), context) if truncate else len(row) for row in ids]
         if lengths and max(lengths) >= max_length:  # transformers' generate refuses it too
             raise LmforgeError(
-                f"max_length={max_length}: counts the prompt, and a prompt is {max(lengths)} tokens, leaving"
+                f"{where}: counts the prompt, and a prompt is {max(lengths)} tokens, leaving"
                 " none to generate (give a larger max_length, or max_new_tokens, which counts only new"
                 " tokens)"
             )
         return [max_length - length for length in lengths]
+
+    def _file_max_length(self) -> tuple[int | None, str]:
+        """generation_config.json's max_length (None where absent: transformers' pipeline's 256 new
+        tokens apply then), and how a message names it."""
+        value = self.chat.generation.get("max_length")
+        where = f"{self.directory / 'generation_config.json'}: max_length={value}"
+        if value is None:
+            return None, where
+        try:
+            check_options(max_length=value)
+        except LmforgeError as e:
+            raise LmforgeError(f"{self.directory / 'generation_config.json'}: {e}") from None
+        return value, where
