@@ -15,11 +15,11 @@ alone, up to floating-point summation order.
 A sequence never runs past the model's context: whoever decodes it ends it where its tokens fill
 the context (the server, with finish_reason "length"), and `advance` refuses one that would need a
 window sliding past it. Each sequence samples with its own temperature, top-k, top-p, min-p,
-penalties (`Penalties`), banned tokens (`Bans`: n-grams, an early end of text) and random
-generator, so a seeded sequence draws the same tokens whatever else is in the batch. A sequence
-that asks for log-probabilities gets, each step, its token's and the top k tokens'
-log-probabilities under the model's distribution (log-softmax of the raw logits, before the
-penalties, bans, temperature, top-k, top-p and min-p, as vLLM's default `logprobs_mode`).
+logit bias (`LogitBias`), penalties (`Penalties`), banned tokens (`Bans`: n-grams, an early end
+of text) and random generator, so a seeded sequence draws the same tokens whatever else is in
+the batch. A sequence that asks for log-probabilities gets, each step, its token's and the top k
+tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before the
+bias, penalties, bans, temperature, top-k, top-p and min-p, as vLLM's default `logprobs_mode`).
 
 A batch given a compiled step (inference/compiled_decode.py; `lmforge serve` loads one where this
 machine measured it faster) decodes its rows one at a time through it while they are few: up to
@@ -42,6 +42,7 @@ import torch
 
 from lmforge.inference.bans import NO_BANS, Bans, History
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
+from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties, Tally
 from lmforge.inference.prefill import PREFILL_CHUNK
 from lmforge.inference.sampling import sample_next
@@ -81,6 +82,7 @@ class Sequence:
     penalties: Penalties = NO_PENALTIES
     min_p: float = 0.0
     bans: Bans = NO_BANS
+    bias: LogitBias = NO_BIAS  # OpenAI's logit_bias
     prompt_len: int = field(init=False)
     tally: Tally = field(init=False, default_factory=Tally)  # what its penalties weigh down
     history: History | None = field(init=False, default=None)  # what its bans look at, once it has any
@@ -202,11 +204,13 @@ class DecodeBatch:
         greedy = self.logits.argmax(dim=-1).tolist()
         out = []
         for i, s in enumerate(self.rows):
-            if s.temperature <= 0 and not s.penalties and not s.bans:
+            if s.temperature <= 0 and not s.penalties and not s.bans and not s.bias:
                 out.append(greedy[i])
                 continue
             try:
                 logits = self.logits[i : i + 1]  # (1, vocab)
+                if s.bias:  # before the penalties, as vLLM
+                    logits = s.bias.apply(logits)
                 if s.penalties:
                     s.tally.update(s.ids, s.prompt_len, logits.size(-1), self.device)
                     logits = s.penalties.apply(logits, s.tally)

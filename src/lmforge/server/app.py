@@ -17,14 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.chat_files import stop_ids
-from lmforge.inference.bans import Bans
-from lmforge.inference.penalties import Penalties
 from lmforge.server import sse
 from lmforge.server.auth import RequireKey
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
 from lmforge.server.errors import ApiError, CatchBugs, install
+from lmforge.server.jobs import new_job
 from lmforge.server.limits import BodyLimit
 from lmforge.server.logprobs import chat_logprobs, completion_logprobs
 from lmforge.server.models import ServedModel
@@ -203,53 +201,7 @@ async def _generate(
     echo: list[str] | None = None,
 ) -> Any:
     settings = state.settings
-    if limit > settings.max_tokens_limit:
-        key = body.limit_key() if chat else "max_tokens"
-        raise ApiError(
-            400,
-            f"{key}={limit} is above this server's limit of {settings.max_tokens_limit} (--max-tokens-limit)",
-            key,
-            "invalid_value",
-        )
-    for p in prompts:
-        if len(p) > served.context:
-            raise ApiError(
-                400,
-                f"the prompt is {len(p)} tokens, longer than the model's context of {served.context}",
-                "messages" if chat else "prompt",
-                "context_length_exceeded",
-            )
-    if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
-        eos = frozenset(served.chat.stops)
-    else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
-        eos = frozenset(stop_ids(served.directory, served.tokenizer.eos_id))
-    job = Job(
-        served.net,
-        served.tokenizer,
-        prompts,
-        body.n,
-        limit,
-        float(body.temperature),
-        float(body.top_p),
-        body.seed,
-        eos,
-        body.stops(),
-        time.monotonic() + settings.timeout,
-        body.wanted_logprobs(),
-        top_k=max(body.top_k, 0),
-        penalties=Penalties(
-            float(body.repetition_penalty), float(body.frequency_penalty), float(body.presence_penalty)
-        ),
-        min_p=float(body.min_p),
-        bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos),
-        score_prompts=echo is not None and body.wanted_logprobs() is not None,
-        texts=echo,
-        eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
-        step=served.step,
-        step_rows=served.step_rows,
-        timeout=settings.timeout,
-        context=served.context,
-    )
+    job = new_job(served, body, prompts, limit, chat, echo, settings.max_tokens_limit, settings.timeout)
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "created": int(time.time()),

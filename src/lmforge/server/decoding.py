@@ -23,6 +23,7 @@ from typing import Any
 from lmforge.inference.bans import NO_BANS, Bans
 from lmforge.inference.batching import Sequence
 from lmforge.inference.generate import row_generator
+from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties
 from lmforge.inference.text_stream import cut_at_stop, held_back
 from lmforge.server.errors import ApiError
@@ -110,6 +111,7 @@ class Job:
     penalties: Penalties = NO_PENALTIES
     min_p: float = 0.0  # 0: off
     bans: Bans = NO_BANS  # no_repeat_ngram_size, and min_tokens (vLLM's) with the EOS ids as stops
+    bias: LogitBias = NO_BIAS  # OpenAI's logit_bias
     score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
     texts: list[str] | None = None  # the prompts as echoed: their tokens' offsets count in these
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
@@ -143,6 +145,7 @@ class Job:
                     self.penalties,
                     self.min_p,
                     self.bans,
+                    self.bias,
                 )
                 for c in range(self.n)
             ]

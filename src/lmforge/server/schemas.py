@@ -7,6 +7,7 @@ OpenAI's API."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -30,6 +31,8 @@ Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
 Penalty = Annotated[StrictFloat | StrictInt, Field(ge=-2, le=2, allow_inf_nan=False)]  # OpenAI's range
 Count = Annotated[StrictInt, Field(ge=1)]
+Bias = Annotated[StrictFloat | StrictInt, Field(ge=-100, le=100, allow_inf_nan=False)]  # OpenAI's range
+MAX_BIASES = 300  # logit_bias entries, as OpenAI
 MAX_N = 16  # choices per request
 MAX_STOPS = 4  # as OpenAI
 MAX_LOGPROBS = 5  # /v1/completions' logprobs, as OpenAI
@@ -40,7 +43,6 @@ MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, secon
 # Fields of OpenAI's API (and vLLM's sampling extensions) that change a reply, which lmforge does
 # not implement, and the values that leave it as lmforge gives it (None: not given).
 OFF_VALUES: dict[str, tuple[Any, ...]] = {
-    "logit_bias": (None, {}),
     "best_of": (None, 1),
     "suffix": (None, ""),
     "tools": (None, []),
@@ -94,7 +96,7 @@ class _Sampling(_Body):
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: Any) -> Any:
-        """A client asking for JSON mode, tools or logit_bias got a 200 that ignored them."""
+        """A client asking for JSON mode or tools got a 200 that ignored them."""
         if isinstance(data, dict):
             for name, off in OFF_VALUES.items():
                 value = data.get(name)
@@ -117,6 +119,7 @@ class _Sampling(_Body):
     min_p: Annotated[StrictFloat | StrictInt, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     min_tokens: Annotated[StrictInt, Field(ge=0)] = 0
     no_repeat_ngram_size: Annotated[StrictInt, Field(ge=0)] = 0
+    logit_bias: dict[StrictStr, Bias] | None = None  # {"token id": added to its logit}, as OpenAI's
     seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOPS)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
@@ -133,6 +136,17 @@ class _Sampling(_Body):
         if any(s == "" for s in self.stops()):
             raise ValueError("stop: an empty stop sequence would stop at once")
         return self
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Its keys are token ids written as JSON strings ("50256"), at most MAX_BIASES of them."""
+        if value is not None and len(value) > MAX_BIASES:
+            raise ValueError(f"at most {MAX_BIASES} token ids, not {len(value)}")
+        for key in value or {}:
+            if not re.fullmatch(r"[0-9]{1,9}", key):
+                raise ValueError(f'{key!r} is not a token id (a string of digits, as "50256")')
+        return value
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

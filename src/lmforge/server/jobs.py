@@ -1,0 +1,94 @@
+"""A completion request made a Job for the batcher: its limits checked against the server's and
+the served model's (max tokens, context, logit_bias's ids), its end-of-text ids chosen (a chat
+turn's, or the model's EOS), its options turned into the decoding objects of inference/."""
+
+from __future__ import annotations
+
+import time
+
+from lmforge.formats.chat_files import stop_ids
+from lmforge.inference.bans import Bans
+from lmforge.inference.logit_bias import LogitBias
+from lmforge.inference.penalties import Penalties
+from lmforge.server.decoding import Job
+from lmforge.server.errors import ApiError
+from lmforge.server.models import ServedModel
+from lmforge.server.schemas import _Sampling
+
+
+def new_job(
+    served: ServedModel,
+    body: _Sampling,
+    prompts: list[list[int]],
+    limit: int,
+    chat: bool,
+    echo: list[str] | None,
+    max_tokens_limit: int,
+    timeout: float,
+) -> Job:
+    """The Job of a request for `limit` new tokens a row (a 400 past `max_tokens_limit`, for a
+    prompt longer than the model's context or a logit_bias id outside its vocabulary); `echo`:
+    the prompts' texts where the reply echoes them; `timeout`: the server's --timeout."""
+    if limit > max_tokens_limit:
+        key = body.limit_key() if chat else "max_tokens"
+        raise ApiError(
+            400,
+            f"{key}={limit} is above this server's limit of {max_tokens_limit} (--max-tokens-limit)",
+            key,
+            "invalid_value",
+        )
+    for p in prompts:
+        if len(p) > served.context:
+            raise ApiError(
+                400,
+                f"the prompt is {len(p)} tokens, longer than the model's context of {served.context}",
+                "messages" if chat else "prompt",
+                "context_length_exceeded",
+            )
+    if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
+        eos = frozenset(served.chat.stops)
+    else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
+        eos = frozenset(stop_ids(served.directory, served.tokenizer.eos_id))
+    return Job(
+        served.net,
+        served.tokenizer,
+        prompts,
+        body.n,
+        limit,
+        float(body.temperature),
+        float(body.top_p),
+        body.seed,
+        eos,
+        body.stops(),
+        time.monotonic() + timeout,
+        body.wanted_logprobs(),
+        top_k=max(body.top_k, 0),
+        penalties=Penalties(
+            float(body.repetition_penalty), float(body.frequency_penalty), float(body.presence_penalty)
+        ),
+        min_p=float(body.min_p),
+        bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos),
+        bias=_bias(body, served.net.config.vocab_size),
+        score_prompts=echo is not None and body.wanted_logprobs() is not None,
+        texts=echo,
+        eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
+        step=served.step,
+        step_rows=served.step_rows,
+        timeout=timeout,
+        context=served.context,
+    )
+
+
+def _bias(body: _Sampling, vocab: int) -> LogitBias:
+    """logit_bias's {"id": bias} as a LogitBias; an id the model has no logit for is a 400, as in
+    vLLM (its keys are checked to be token ids by schemas.py)."""
+    given = {int(k): float(v) for k, v in (body.logit_bias or {}).items()}
+    outside = sorted(i for i in given if i >= vocab)
+    if outside:
+        raise ApiError(
+            400,
+            f"logit_bias: token id(s) {outside[:5]} are outside the model's vocabulary of {vocab} tokens",
+            "logit_bias",
+            "invalid_value",
+        )
+    return LogitBias(tuple(given), tuple(given.values()))
