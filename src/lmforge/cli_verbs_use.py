@@ -20,6 +20,18 @@ TRANSLATE_OPTIONS = (
         alt=False,
     ),
     opt("--length-penalty", "beam score = log p / length**this", type=float, alt=False),
+    opt(
+        "--repetition-penalty",
+        "above 1: tokens already in the translation less likely (1 = off)",
+        type=float,
+        alt=False,
+    ),
+    opt(
+        "--no-repeat-ngram-size",
+        "no n-gram of this many tokens twice in a translation (0 = off)",
+        type=int,
+        alt=False,
+    ),
     opt("--batch-size", "sentences per batch", type=int),
     opt("--dtype", "weights dtype", alt=False, **DTYPE),
     opt(

@@ -25,18 +25,50 @@ forced EOS. With K = 1 this is exactly greedy decoding (tested).
 The decoder starts from `model.start_id` (EOS when None, as lmforge trains); `model.suppress_ids`
 are masked before the softmax, so they are never generated and take no probability mass (Marian's
 pad token: HF's `bad_words_ids=[[pad]]` with `renormalize_logits=True`).
+
+A repetition penalty and n-gram bans (`Repeats`) work as transformers' processors do: on the raw
+logits in greedy decoding, on the log-probabilities in beam search (a beam's score adds them up as
+processed), before the suppressed tokens are masked and the scores renormalized.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from lmforge.inference.bans import History
 from lmforge.inference.options import check_options
+from lmforge.inference.penalties import penalize_repeats, seen_tokens
 from lmforge.model.attention import KVCache
 from lmforge.model.seq2seq import Memory, Seq2Seq
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """transformers' repetition penalty and n-gram bans on a target row: each token of the row so
+    far (its start token too, as in transformers) penalised (1: off), and no n-gram of
+    `no_repeat_ngram_size` tokens twice (0: off), in transformers' order."""
+
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+
+    def __bool__(self) -> bool:
+        return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
+
+    def apply(self, scores: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """scores (N, vocab) of the rows tokens (N, t) continue."""
+        if self.repetition_penalty != 1.0:
+            scores = penalize_repeats(scores, seen_tokens(tokens, scores.size(-1)), self.repetition_penalty)
+        if self.no_repeat_ngram_size:
+            rows = [History.start(row, self.no_repeat_ngram_size).followers() for row in tokens.tolist()]
+            at = [(i, t) for i, banned in enumerate(rows) for t in banned]
+            if at:
+                index = torch.tensor(at, device=scores.device)
+                scores = scores.index_put((index[:, 0], index[:, 1]), scores.new_tensor(-math.inf))
+        return scores
 
 
 def length_limits(src_lens: list[int], block_size: int, a: float, b: int) -> list[int]:
@@ -47,8 +79,17 @@ def length_limits(src_lens: list[int], block_size: int, a: float, b: int) -> lis
 class _Decoder:
     """One decoding run's state: the memory, the source mask and (optionally) the KV cache."""
 
-    def __init__(self, model: Seq2Seq, src: torch.Tensor, repeat: int, max_len: int, use_cache: bool) -> None:
+    def __init__(
+        self,
+        model: Seq2Seq,
+        src: torch.Tensor,
+        repeat: int,
+        max_len: int,
+        use_cache: bool,
+        processors: Repeats | None = None,
+    ) -> None:
         self.model = model
+        self.processors = processors or Repeats()
         mask = model.source_mask(src)
         memory = model.encode(src, mask)
         if repeat > 1:  # one row per beam
@@ -57,13 +98,21 @@ class _Decoder:
         self.memory: Memory = model.memory_kv(memory)
         self.cache: KVCache | None = model.new_cache(memory.size(0), max_len) if use_cache else None
 
-    def logprobs(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (N, t) decoded so far -> log-probabilities of the next token (N, vocab), fp32."""
+    def logprobs(self, tokens: torch.Tensor, beam: bool = False) -> torch.Tensor:
+        """tokens (N, t) decoded so far -> scores of the next token (N, vocab), fp32: log-probabilities,
+        or with a repetition penalty or n-gram bans (`self.processors`) transformers' processed
+        scores: over the raw logits for greedy decoding, over the log-probabilities for `beam`
+        search (renormalized where the model suppresses tokens, as its generation config asks)."""
         if self.cache is not None:
             logits = self.model.decode(tokens[:, -1:], self.memory, self.mask, self.cache, last_only=True)
         else:
             logits = self.model.decode(tokens, self.memory, self.mask, last_only=True)
         logits = logits[:, -1].float()
+        if self.processors:
+            scores = self.processors.apply(F.log_softmax(logits, dim=-1) if beam else logits, tokens)
+            if not self.model.suppress_ids:
+                return scores if beam else F.log_softmax(scores, dim=-1)
+            logits = scores
         if self.model.suppress_ids:
             logits[:, self.model.suppress_ids] = -math.inf
         return F.log_softmax(logits, dim=-1)
@@ -77,11 +126,16 @@ class _Decoder:
 
 @torch.inference_mode()
 def greedy_decode(
-    model: Seq2Seq, src: torch.Tensor, limits: list[int], eos: int, use_cache: bool = True
+    model: Seq2Seq,
+    src: torch.Tensor,
+    limits: list[int],
+    eos: int,
+    use_cache: bool = True,
+    repeats: Repeats | None = None,
 ) -> list[list[int]]:
     """src (B, S) right-padded sources (ids + EOS) -> each sentence's target ids (no EOS)."""
     b = src.size(0)
-    dec = _Decoder(model, src, 1, max(limits), use_cache)
+    dec = _Decoder(model, src, 1, max(limits), use_cache, repeats)
     tokens = torch.full((b, 1), start_token(model, eos), dtype=torch.long, device=src.device)
     limit = torch.tensor(limits, device=src.device)
     done = torch.zeros(b, dtype=torch.bool, device=src.device)
@@ -114,20 +168,21 @@ def beam_decode(
     length_penalty: float = 1.0,
     use_cache: bool = True,
     early_stopping: bool | str | None = None,
+    repeats: Repeats | None = None,
 ) -> list[list[int]]:
     """Beam search (see the module docstring); returns each sentence's best hypothesis.
     early_stopping None: the model's own (model.early_stopping)."""
     check_options(beam=beam, length_penalty=length_penalty, early_stopping=early_stopping)
     early_stopping = model.early_stopping if early_stopping is None else early_stopping
     b, k = src.size(0), beam
-    dec = _Decoder(model, src, k, max(limits), use_cache)
+    dec = _Decoder(model, src, k, max(limits), use_cache, repeats)
     tokens = torch.full((b * k, 1), start_token(model, eos), dtype=torch.long, device=src.device)
     scores = torch.full((b, k), -math.inf, device=src.device)
     scores[:, 0] = 0.0  # all beams start identical: only the first one is live
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
     done = [False] * b
     for step in range(1, max(limits) + 1):
-        logp = dec.logprobs(tokens)  # (B*K, V)
+        logp = dec.logprobs(tokens, beam=True)  # (B*K, V)
         vocab = logp.size(-1)
         for i in (i for i in range(b) if not done[i] and step >= limits[i]):  # EOS forced at the limit
             logp[i * k : (i + 1) * k] = -math.inf

@@ -21,7 +21,7 @@ from lmforge.errors import LmforgeError, counted
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.hardware import resolve_dtype
 from lmforge.inference.options import check_options, check_texts
-from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode, length_limits
+from lmforge.inference.seq2seq_decode import Repeats, beam_decode, greedy_decode, length_limits
 from lmforge.model import kernels
 from lmforge.model.seq2seq import Seq2Seq
 from lmforge.outputs import write_file
@@ -84,6 +84,8 @@ def translate_ids(
     truncate: bool = False,
     truncate_option: str = CUT_OPTION,
     early_stopping: bool | str | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[int]]:
     """Token ids in, token ids out (same order), decoded in length-sorted batches; beam and
     early_stopping None: the model's defaults (model.num_beams and model.early_stopping: 1 and
@@ -92,8 +94,11 @@ def translate_ids(
     A source longer than the model's context (less its EOS) is an error, or with `truncate` is cut
     to it, with one warning line on stderr (transformers' truncation=True cuts without a word).
     An empty source gives an empty translation without decoding: from EOS alone a model invents a
-    sentence, and a blank line of a file should stay blank in its translation."""
+    sentence, and a blank line of a file should stay blank in its translation. repetition_penalty
+    and no_repeat_ngram_size are transformers' (seq2seq_decode.Repeats)."""
     check_options(
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
         beam=beam,
         batch_size=batch_size,
         length_penalty=length_penalty,
@@ -112,6 +117,7 @@ def translate_ids(
     if max_new_tokens == 0:
         return [[] for _ in sources]
     device = model.wte.weight.device
+    repeats = Repeats(repetition_penalty, no_repeat_ngram_size)
 
     def decode(idx: list[int]) -> list[list[int]]:
         src = encode_sources([sources[i] for i in idx], eos, model.pad_id, model.config.block_size).to(device)
@@ -119,8 +125,10 @@ def translate_ids(
             model, [len(sources[i]) for i in idx], max_len_a, max_len_b, max_new_tokens
         )
         if beam > 1:
-            return beam_decode(model, src, limits, eos, beam, length_penalty, use_cache, early_stopping)
-        return greedy_decode(model, src, limits, eos, use_cache)
+            return beam_decode(
+                model, src, limits, eos, beam, length_penalty, use_cache, early_stopping, repeats
+            )
+        return greedy_decode(model, src, limits, eos, use_cache, repeats)
 
     return in_length_batches(sources, batch_size, decode)
 
@@ -216,14 +224,18 @@ def translate(
     length_penalty: float = 1.0,
     dtype: str = "fp32",
     truncate: bool = False,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """Translate `texts` (a string or a list) or every line of `file` with a run, checkpoint or
     model directory; greedy with beam=1, else beam search (None: the model's default). An empty
     list gives an empty list, as generate and the pipelines do; neither texts nor file is an error.
-    A sentence over the model's limit is an error, or with `truncate` is cut to it (translate_ids)."""
+    A sentence over the model's limit is an error, or with `truncate` is cut to it (translate_ids).
+    repetition_penalty and no_repeat_ngram_size are transformers' (1 and 0: off)."""
     check_options(
-        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
-    )
+        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate,
+        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+    )  # fmt: skip
     lines = gather_sentences(texts, file)
     net, tokenizer = load_translator(model, dtype)  # checked even for no sentences, as generate does
     if not lines:
@@ -236,6 +248,8 @@ def translate(
         batch_size=batch_size,
         length_penalty=length_penalty,
         truncate=truncate,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
     )
 
 
@@ -296,6 +310,8 @@ def eval_translate(
     dtype: str = "fp32",
     overwrite: bool = False,
     truncate: bool = False,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict[str, Any]:
     """Translate every line of `src`, score against `ref` (same line count); optionally write the
     hypotheses to `out` (an existing file only with `overwrite`; never `src`, `ref` or a model file).
@@ -303,8 +319,9 @@ def eval_translate(
     and how many sources `truncate` cut to the model's limit (without it a longer one stops the
     evaluation, naming it: translate_ids), so the score says when it is of cut sentences."""
     check_options(
-        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
-    )
+        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate,
+        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+    )  # fmt: skip
     if out is not None:
         out = check_out(out, {f"src={src}": src, f"ref={ref}": ref}, overwrite, model)
     sources, references = read_sentences(src), read_sentences(ref)
@@ -313,7 +330,9 @@ def eval_translate(
     if len(sources) != len(references):
         raise LmforgeError(f"{src} has {len(sources)} lines but {ref} has {len(references)}")
     net, tokenizer = load_translator(model, dtype)
-    options = {"beam": beam, "batch_size": batch_size, "length_penalty": length_penalty, "truncate": truncate}
+    options = {"beam": beam, "batch_size": batch_size, "length_penalty": length_penalty, "truncate": truncate,
+               "repetition_penalty": repetition_penalty,
+               "no_repeat_ngram_size": no_repeat_ngram_size}  # fmt: skip
     ids = encode_texts(tokenizer, sources)
     hyps = translate_encoded(net, tokenizer, ids, **options)
     truncated = sum(len(i) > net.config.block_size - 1 for i in ids)  # as translate_ids cuts (room for EOS)

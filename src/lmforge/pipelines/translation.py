@@ -53,6 +53,8 @@ class TranslationPipeline:
         do_sample: bool = False,
         truncation: bool = False,  # cut a text over the model's limit (with a warning), else an error
         early_stopping: bool | str | None = None,  # None: the model's (opus-mt: False, lmforge's: True)
+        repetition_penalty: float = 1.0,  # transformers' (1: off)
+        no_repeat_ngram_size: int = 0,  # transformers' (0: off)
         **unknown: Any,
     ) -> list[dict[str, str]]:
         check_keywords(unknown, keyword_names(TranslationPipeline.__call__), "translation")
@@ -63,6 +65,8 @@ class TranslationPipeline:
             do_sample=do_sample,
             truncation=truncation,
             early_stopping=early_stopping,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         if max_new_tokens is not None:
             check_options(max_new_tokens=max_new_tokens)
@@ -79,5 +83,7 @@ class TranslationPipeline:
             truncate=truncation,
             truncate_option="truncation=True",
             early_stopping=early_stopping,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         return [{"translation_text": t} for t in outs]

@@ -137,6 +137,8 @@ def create_app(
             "num_beams": body.num_beams,
             "max_new_tokens": body.max_new_tokens,
             "truncation": body.truncation,
+            "repetition_penalty": body.repetition_penalty,
+            "no_repeat_ngram_size": body.no_repeat_ngram_size,
         }
         options = {k: v for k, v in given.items() if v is not None}
         results = await _task(state, lambda: served.pipeline(body.input, **options))

@@ -283,6 +283,8 @@ class TranslationRequest(_Body):
     num_beams: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
     max_new_tokens: Count | None = None
     truncation: StrictBool | None = None  # cut a text over the model's limit, as the pipeline's keyword
+    repetition_penalty: Annotated[StrictFloat | StrictInt, Field(gt=0, allow_inf_nan=False)] | None = None
+    no_repeat_ngram_size: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
 class ClassificationRequest(_Body):
