@@ -9,9 +9,9 @@ after `lmforge import`; `pipeline("text-classification")` against transformers' 
 same directory (same labels in the same order, scores within 1e-5) for the top_k options and each
 function_to_apply; `lmforge classify`'s scores; the export read back by transformers (same
 problem_type, num_labels and id2label, same logits, same pipeline results). And the one-line
-errors: a problem_type transformers does not have, a function_to_apply it does not have,
-eval-classify on a head that is not single-label; and what finetune-classify says when it starts
-from such a head (it trains a new single-label head on the body).
+errors: a problem_type transformers does not have, a function_to_apply it does not have;
+eval-classify's figures on such heads; and what finetune-classify says when it starts from such a
+head with other labels (it trains a new single-label head on the body).
 """
 
 from __future__ import annotations
@@ -179,16 +179,38 @@ def test_bad_problem_type_or_function_is_one_line(tmp_path: Path) -> None:
         lmforge.classify(imported, TEXTS, function_to_apply="relu")
 
 
-def test_eval_classify_refuses_a_head_that_is_not_single_label(tmp_path: Path) -> None:
-    _hf("bert", "multi-label", tmp_path / "hf")
+@pytest.mark.parametrize("kind", ["multi-label", "regression-2"])
+def test_eval_classify_scores_a_multi_label_or_regression_head(kind: str, tmp_path: Path) -> None:
+    """eval-classify refused such heads until 2026-12-06: now subset accuracy and micro F1 at a
+    sigmoid above 0.5, or MSE and Pearson's r, of transformers' own logits (counted here by hand)."""
+    hf, batch, texts = _hf("bert", kind, tmp_path / "hf")
+    with torch.no_grad():
+        logits = hf(**batch).logits.double()
+    names = list(KINDS[kind][0].values())
+    if kind == "multi-label":
+        gold = torch.tensor([[i % 2, 1, 0] for i in range(len(texts))], dtype=torch.bool)
+        labels = [[n for n, on in zip(names, row, strict=True) if on] for row in gold.tolist()]
+    else:
+        gold = torch.tensor([[i / 2, 1 - i] for i in range(len(texts))], dtype=torch.float64)
+        labels = gold.tolist()
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": "joy"}) + "\n" for t in TEXTS))
-    with pytest.raises(LmforgeError) as e:
-        lmforge.eval_classify(tmp_path / "hf", data)
-    assert str(e.value) == (
-        f"{tmp_path / 'hf'}: a multi_label_classification classifier (its outputs read through 'sigmoid',"
-        " not a softmax): eval-classify scores classifiers of one label per text"
+    data.write_text(
+        "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels, strict=True))
     )
+    got = lmforge.eval_classify(tmp_path / "hf", data)
+    assert got["examples"] == len(texts) and got["labels"] == names
+    if kind == "multi-label":
+        predicted = logits.sigmoid() > 0.5
+        tp, fp, fn = (int(m.sum()) for m in (predicted & gold, predicted & ~gold, ~predicted & gold))
+        assert got["problem_type"] == "multi_label_classification"
+        assert got["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
+        assert got["accuracy"] == pytest.approx(float((predicted == gold).all(-1).double().mean()), abs=1e-12)
+    else:
+        x, y = logits.flatten(), gold.flatten()
+        pearson = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()).norm() * (y - y.mean()).norm())
+        assert got["problem_type"] == "regression"
+        assert got["mse"] == pytest.approx(float(((x - y) ** 2).mean()), rel=1e-5)
+        assert got["pearson"] == pytest.approx(float(pearson), abs=1e-5)
 
 
 def test_finetune_from_a_reward_model_says_it_trains_a_new_head(

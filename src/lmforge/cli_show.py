@@ -44,11 +44,17 @@ def show_texts(texts: list[str], _: dict[str, Any]) -> None:
             print(text + "\n" + "-" * 40)
 
 
+def _figures(r: dict[str, Any]) -> str:
+    """A classifier's figures by its problem type (inference/label_metrics.py)."""
+    if r.get("problem_type") == "regression":
+        return f"MSE {r['mse']:.4f} | Pearson r {r['pearson']:.4f}"
+    if r.get("problem_type") == "multi_label_classification":
+        return f"subset accuracy {r['accuracy']:.4f} | micro F1 {r['f1']:.4f}"
+    return f"accuracy {r['accuracy']:.4f} | macro F1 {r['f1']:.4f}"
+
+
 def show_classify(r: dict[str, Any], _: dict[str, Any]) -> None:
-    print(
-        f"held-out accuracy {r['accuracy']:.4f} | macro F1 {r['f1']:.4f}"
-        f" | {r['heldout_examples']} examples | {r['seconds']:.0f}s training"
-    )
+    print(f"held-out {_figures(r)} | {r['heldout_examples']} examples | {r['seconds']:.0f}s training")
 
 
 def show_labels(rows: list[dict[str, Any]], _: dict[str, Any]) -> None:
@@ -57,10 +63,7 @@ def show_labels(rows: list[dict[str, Any]], _: dict[str, Any]) -> None:
 
 
 def show_eval_classify(r: dict[str, Any], _: dict[str, Any]) -> None:
-    print(
-        f"{r['model']}: accuracy {r['accuracy']:.4f} | macro F1 {r['f1']:.4f} | {r['examples']} examples"
-        f" of {r['data']} | {r['seconds']:.0f}s"
-    )
+    print(f"{r['model']}: {_figures(r)} | {r['examples']} examples of {r['data']} | {r['seconds']:.0f}s")
     print(json.dumps(r))
 
 

@@ -123,11 +123,16 @@ MAKE_VERBS: dict[str, Verb] = {
     "finetune-classify": Verb(
         "lmforge.train.classify:finetune_classify",
         "fine-tune a classification head (or the whole model) on labelled JSON lines; report held-out"
-        " accuracy and F1",
+        " accuracy and F1 (multi-label: subset accuracy and micro F1; regression: MSE and Pearson's r)",
         (
             opt("model", "lmforge or Hugging Face model directory"),
             opt("--train", ".jsonl(.gz/.xz) with text and label fields", required=True),
-            opt("--labels", "comma-separated label names, e.g. negative,positive", required=True),
+            opt("--labels", "comma-separated label names, e.g. negative,positive (a regression of one"
+                " output, or a kept multi-label or regression head, may leave them out)"),
+            opt("--problem-type", "single_label_classification, multi_label_classification (a list of"
+                " labels per text) or regression (a number per text); default: the model's multi-label"
+                " or regression head kept, else single-label",
+                choices=["", "single_label_classification", "multi_label_classification", "regression"]),
             opt("--out", "run directory to write (its classifier in OUT/model); without it the"
                 " model is not kept, only the metrics"),
             opt("--overwrite", "replace an earlier run in --out", action="store_true"),

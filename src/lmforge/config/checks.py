@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from lmforge.config.run_config import Config
-from lmforge.config.sections import LORA_TARGETS, TASKS, ModelConfig
+from lmforge.config.sections import LORA_TARGETS, PROBLEM_TYPES, TASKS, ModelConfig
 from lmforge.errors import LmforgeError
 
 
@@ -38,6 +38,10 @@ def check_config(c: Config) -> None:
     _check(
         c.data.tokenizer in ("char", "bpe"),
         f"data.tokenizer={c.data.tokenizer!r} must be 'char' or 'bpe'",
+    )
+    _check(
+        c.data.problem_type in PROBLEM_TYPES,
+        f"data.problem_type={c.data.problem_type!r} must be one of {', '.join(map(repr, PROBLEM_TYPES))}",
     )
     _check(0.0 < c.data.val_fraction < 1.0, f"data.val_fraction={c.data.val_fraction:g} must be in (0, 1)")
     _positive(t, "train", "max_steps", "batch_size")
@@ -164,6 +168,7 @@ def check_config(c: Config) -> None:
 # Keys only some tasks read (train/tasks/): set for another task, they would change nothing.
 _TASK_KEYS = {
     "data.labels": ("classification",),
+    "data.problem_type": ("classification",),
     "data.max_len": ("classification", "chat", "qa"),
     "data.doc_stride": ("qa",),
     "train.head_only": ("classification",),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 TASKS = ("lm", "translation", "classification", "chat", "qa")
+# data.problem_type: transformers' values ("": train.init_from's kept head, else single-label)
+PROBLEM_TYPES = ("", "single_label_classification", "multi_label_classification", "regression")
 
 
 @dataclass
@@ -40,9 +42,16 @@ class DataConfig:
     tgt_lang: str = "fr"
     """translation: target language code."""
     labels: str = ""
-    """classification: the label names, comma-separated (a record's label is a name or its index)."""
+    """classification: the label names, comma-separated (a record's label is a name or its index;
+    regression: the outputs' names, empty for one output)."""
     label_field: str = "label"
     """classification: field holding the label in .jsonl inputs."""
+    problem_type: str = ""
+    """classification: what the head learns, as transformers' problem_type: `single_label_classification`
+    (one label per text, cross-entropy), `multi_label_classification` (a JSON list of labels per text,
+    [] for none; a sigmoid per label, binary cross-entropy) or `regression` (a number per text, or a
+    list of one per label; squared error). "": train.init_from's multi-label, regression or
+    one-output head is kept (its labels, data.labels empty or the same), else single-label."""
     max_len: int = 128
     """classification: tokens kept per text; chat: tokens kept per conversation; qa: tokens per window,
     question and context together (all at most the model's context)."""

@@ -1,12 +1,14 @@
-"""Labelled text for classification: JSON lines in, padded id batches out."""
+"""Labelled text for classification: JSON lines in, padded id batches out. A row's target is a
+label index (single-label), a multi-hot row (multi-label) or numbers (regression)."""
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +19,16 @@ from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
+Target = int | float | tuple[float, ...]  # a label index, a number, a multi-hot row or numbers
+MULTI_LABEL, REGRESSION = "multi_label_classification", "regression"
 
-def read_labelled(
-    path: str | Path, labels: list[str], text_field: str = "text", label_field: str = "label"
-) -> list[tuple[str, int]]:
-    """[(text, label index)] from a .jsonl file (optionally .gz/.xz/.bz2). A label is a name in
-    `labels`, its index, or a name that differs from exactly one of them only in case (a model's
-    `POSITIVE` for data's `positive`), which a line on stderr names. Where the names are numbers
-    (star ratings `1,2,3,4,5`), a JSON number is read as a name, never an index: 5 is "5"."""
-    if len(labels) < 2 or len(set(labels)) != len(labels):
-        raise LmforgeError(f"labels={','.join(labels)!r}: name at least two labels, each once")
+
+def labelled_records(
+    path: str | Path, text_field: str = "text", label_field: str = "label"
+) -> Iterator[tuple[int, str, Any]]:
+    """(line number, text, label as JSON gives it) for each record of a .jsonl file (optionally
+    .gz/.xz/.bz2); blank lines skipped, a line that is no such record or whose text is empty named."""
     path = Path(path)
-    folded: dict[str, list[int]] = {}
-    for i, name in enumerate(labels):
-        folded.setdefault(name.casefold(), []).append(i)
-    by_case: dict[str, str] = {}  # a data label -> the model's label it matched ignoring case
-    numerals = all(name.lstrip("-").isdigit() for name in labels)  # 1 would be index 1, "2"
-    rows = []
     for n, line in strict_lines(path, "a .jsonl file"):
         if not line.strip():
             continue
@@ -47,26 +42,86 @@ def read_labelled(
             raise LmforgeError(f"{path}:{n}: {needs} ({e})") from None
         if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
             raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
+        yield n, text, label
+
+
+def read_labelled(
+    path: str | Path,
+    labels: list[str],
+    text_field: str = "text",
+    label_field: str = "label",
+    problem_type: str = "",
+) -> list[tuple[str, Target]]:
+    """[(text, target)] from a .jsonl file (optionally .gz/.xz/.bz2), by problem_type (transformers'):
+
+    - single-label ("" or `single_label_classification`): the label index. A label is a name in
+      `labels`, its index, or a name that differs from exactly one of them only in case (a model's
+      `POSITIVE` for data's `positive`), which a line on stderr names. Where the names are numbers
+      (star ratings `1,2,3,4,5`), a JSON number is read as a name, never an index: 5 is "5".
+    - `multi_label_classification`: a JSON list of such labels ([] for none) -> a multi-hot row.
+    - `regression`: a number (one output), or a list of one number per name of `labels`."""
+    least = 2 if problem_type in ("", "single_label_classification") else 1
+    if len(labels) < least or len(set(labels)) != len(labels):
+        some = "two labels" if least == 2 else "one label"
+        raise LmforgeError(f"labels={','.join(labels)!r}: name at least {some}, each once")
+    path = Path(path)
+    folded: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        folded.setdefault(name.casefold(), []).append(i)
+    by_case: dict[str, str] = {}  # a data label -> the model's label it matched ignoring case
+    numerals = all(name.lstrip("-").isdigit() for name in labels)  # 1 would be index 1, "2"
+
+    def index(label: Any, n: int) -> int:
         number = isinstance(label, int) and not isinstance(label, bool)
         if number and numerals and str(label) in labels:
-            rows.append((text, labels.index(str(label))))
-        elif number and not numerals and 0 <= label < len(labels):
-            rows.append((text, label))
-        elif label in labels:
-            rows.append((text, labels.index(label)))
-        elif isinstance(label, str) and len(folded.get(label.casefold(), [])) == 1:
-            index = folded[label.casefold()][0]
-            by_case[label] = labels[index]
-            rows.append((text, index))
+            return labels.index(str(label))
+        if number and not numerals and 0 <= label < len(labels):
+            return label
+        if label in labels:
+            return labels.index(label)
+        if isinstance(label, str) and len(folded.get(label.casefold(), [])) == 1:
+            by_case[label] = labels[folded[label.casefold()][0]]
+            return folded[label.casefold()][0]
+        raise LmforgeError(f"{path}:{n}: label {_said(label)} is not one of {labels}")
+
+    rows: list[tuple[str, Target]] = []
+    for n, text, label in labelled_records(path, text_field, label_field):
+        if problem_type == REGRESSION:
+            rows.append((text, _numbers(label, len(labels), f"{path}:{n}")))
+        elif problem_type == MULTI_LABEL:
+            if not isinstance(label, list):
+                raise LmforgeError(f"{path}:{n}: label {_said(label)} is not a list of labels ({MULTI_LABEL}:"
+                                   ' a JSON array such as ["anger", "joy"], [] for none)')  # fmt: skip
+            hot = [0.0] * len(labels)
+            for one in label:
+                hot[index(one, n)] = 1.0
+            rows.append((text, tuple(hot)))
         else:
-            said = repr(label) if isinstance(label, str) else json.dumps(label)  # JSON's true, not True
-            raise LmforgeError(f"{path}:{n}: label {said} is not one of {labels}")
+            rows.append((text, index(label, n)))
     if not rows:
         raise LmforgeError(f"{path}: no labelled examples")
     if by_case:
         matched = ", ".join(f"{k!r} as {v!r}" for k, v in sorted(by_case.items()))
         _say_once(f"lmforge: {path}: labels read ignoring case: {matched}")
     return rows
+
+
+def _said(label: Any) -> str:
+    return repr(label) if isinstance(label, str) else json.dumps(label)  # JSON's true, not True
+
+
+def _numbers(label: Any, outputs: int, where: str) -> float | tuple[float, ...]:
+    """A regression target: a finite number for one output, a list of `outputs` numbers for several."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if outputs == 1 and number(label):
+        return float(label)
+    if outputs > 1 and isinstance(label, list) and len(label) == outputs and all(map(number, label)):
+        return tuple(float(x) for x in label)
+    wanted = "a number" if outputs == 1 else f"a list of {outputs} numbers, one per label"
+    raise LmforgeError(f"{where}: label {_said(label)[:40]} is not {wanted} (regression)")
 
 
 @functools.cache
@@ -111,7 +166,7 @@ class LabelledLoader:
 
     def __init__(
         self,
-        rows: list[tuple[str, int]],
+        rows: list[tuple[str, Target]],
         encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
         batch_size: int,
         micro_batch_size: int,
@@ -151,7 +206,9 @@ class LabelledLoader:
         m = self.micro_batch_size
         return [self.collate([self.rows[i] for i in mine[j : j + m]]) for j in range(0, len(mine), m)]
 
-    def collate(self, rows: list[tuple[str, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def collate(self, rows: list[tuple[str, Target]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, mask, targets): label indices (B,) long, or multi-hot rows or numbers (B, labels)
+        or (B,) float32, as transformers' losses take them."""
         ids, mask = self.encode([text for text, _ in rows])
         return ids, mask, torch.tensor([label for _, label in rows])
 

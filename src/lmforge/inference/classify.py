@@ -1,6 +1,7 @@
 """Classifying texts with a classifier directory (`lmforge classify`) and scoring it on a labelled
 file (`lmforge eval-classify`): the label scores behind the text-classification pipeline, and the
-accuracy and macro F1 that training's validation reports too.
+figures that training's validation reports too (accuracy and macro F1; for multi-label and
+regression heads, inference/label_metrics.py's).
 
 A label's score is what transformers' text-classification pipeline gives: by default the
 classifier's own reading of its outputs (model/classifier.py's `function`: a softmax over the
@@ -26,8 +27,14 @@ from lmforge.data.labelled import encode_batch, read_labelled
 from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
+from lmforge.inference.label_metrics import (
+    multi_label_counts,
+    multi_label_scores,
+    regression_counts,
+    regression_scores,
+)
 from lmforge.inference.options import check_options, check_texts, is_int
-from lmforge.model.classifier import FUNCTIONS, Classifier, apply_function
+from lmforge.model.classifier import FUNCTIONS, Classifier, apply_function, trained_as
 from lmforge.model.kinds import describe
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -162,28 +169,34 @@ def eval_classify(
     label_field: str = "label",
     batch_size: int = 32,
 ) -> dict[str, Any]:
-    """Accuracy, macro F1 and the confusion matrix (rows: the gold label, columns: the predicted)
-    of a classifier on a labelled .jsonl file, whose labels are the model's names (or their
-    indices), as finetune-classify reads its training data."""
+    """A classifier's figures on a labelled .jsonl file, read as finetune-classify reads its
+    training data for the head's problem type: single-label, accuracy, macro F1 and the confusion
+    matrix (rows: the gold label, columns: the predicted), the labels the model's names (or their
+    indices); multi-label (a list of labels per text), subset accuracy and micro F1 at a sigmoid
+    above 0.5; regression (a number per text, also a head of one output without a problem_type,
+    as transformers trains it), MSE and Pearson's r of the raw outputs
+    (inference/label_metrics.py)."""
     check_options(batch_size=batch_size)
     net, tokenizer = load_classifier(model)
-    if net.function != "softmax":  # its outputs are no choice of one label: argmax scores nothing
-        kind = net.problem_type or f"{len(net.labels)}-output"
-        raise LmforgeError(
-            f"{model}: a {kind} classifier (its outputs read through {net.function!r}, not a softmax):"
-            " eval-classify scores classifiers of one label per text"
-        )
-    rows = read_labelled(data, net.labels, text_field, label_field)
+    kind = trained_as(net.problem_type, len(net.labels))
+    rows = read_labelled(data, net.labels, text_field, label_field, kind)
     started = time.perf_counter()
-    predicted = label_probabilities(net, tokenizer, [text for text, _ in rows], batch_size).argmax(-1)
+    texts = [text for text, _ in rows]
     gold = torch.tensor([label for _, label in rows])
+    head = {"model": str(model), "data": str(data), "examples": len(rows), "problem_type": kind}
+    if kind != "single_label_classification":  # the raw outputs, as the losses read them
+        logits = label_probabilities(net, tokenizer, texts, batch_size, "none")
+        if kind == "regression":
+            scores = regression_scores(regression_counts(logits, gold))
+        else:
+            scores = multi_label_scores(multi_label_counts(logits, gold))
+        return {**head, **scores, "labels": list(net.labels), "seconds": time.perf_counter() - started}
+    predicted = label_probabilities(net, tokenizer, texts, batch_size, "none").argmax(-1)
     n = len(net.labels)
     confusion = torch.zeros(n, n, dtype=torch.float64)
     count_into(confusion, gold, predicted)
     return {
-        "model": str(model),
-        "data": str(data),
-        "examples": len(rows),
+        **head,
         **macro_scores(confusion),
         "labels": list(net.labels),
         "confusion": confusion.long().tolist(),

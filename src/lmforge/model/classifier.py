@@ -21,7 +21,8 @@ Without `pad_id` (lmforge's own classifiers) `last` is the last token of the att
 gives none): it says how the outputs are read (`function`, transformers' TextClassificationPipeline
 rule): `regression` raw scores ("none"), `multi_label_classification` or a single output (a reward
 model, a cross-encoder) a sigmoid per output, else a softmax over the labels (lmforge's own
-classifiers, which train one label per text).
+single-label classifiers, which record no problem_type). `trained_as` is the loss transformers
+trains a head with (train/tasks/classification_head.py keeps such a head).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def default_function(problem_type: str, outputs: int) -> str:
     if problem_type == "multi_label_classification" or outputs == 1:
         return "sigmoid"
     return "softmax"
+
+
+def trained_as(problem_type: str, outputs: int) -> str:
+    """The problem type transformers' ...ForSequenceClassification trains a head with `outputs`
+    outputs and config.json's `problem_type` as ("" for none): one output without one is a
+    regression (its forward's rule), more a single-label classification."""
+    if problem_type:
+        return problem_type
+    return "regression" if outputs == 1 else "single_label_classification"
 
 
 def apply_function(logits: torch.Tensor, function: str) -> torch.Tensor:

@@ -76,7 +76,8 @@ def longest_text(cfg: Config, context: int, encoder: bool) -> int:
     raw = read_config_json(directory)
     imported = raw.get("model_type") in FAMILIES
     tokenizer = load_hf_tokenizer(directory, raw) if imported else load_tokenizer(directory)
-    rows = read_labelled(cfg.data.input, _labels(cfg), cfg.data.text_field, cfg.data.label_field)
+    d = cfg.data
+    rows = read_labelled(d.input, _labels(cfg), d.text_field, d.label_field, d.problem_type)
     return max(token_counts(tokenizer, [text for text, _ in rows], context, encoder))  # type: ignore[arg-type]
 
 
@@ -111,14 +112,18 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
             raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
         return m, Head("span", encoder=True)
     labels = _labels(cfg)
-    if len(labels) < 2:
-        raise LmforgeError(f"data.labels={cfg.data.labels!r}: name at least two labels, comma-separated")
+    least = 1 if cfg.data.problem_type in ("multi_label_classification", "regression") else 2
+    if len(labels) < least:
+        some = "one label" if least == 1 else "two labels"
+        raise LmforgeError(f"data.labels={cfg.data.labels!r}: name at least {some}, comma-separated")
     return m, Head("classification", encoder=encoder, labels=len(labels), frozen_body=cfg.train.head_only)
 
 
 def _labels(cfg: Config) -> list[str]:
-    """data.labels as ClassificationTask reads it: comma-separated, blanks dropped."""
-    return [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
+    """data.labels as ClassificationTask reads it: comma-separated, blanks dropped; a regression
+    without names has one output (train/tasks/classification_head.py)."""
+    names = [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
+    return names or (["LABEL_0"] if cfg.data.problem_type == "regression" else [])
 
 
 def _init_from_model(cfg: Config) -> ModelConfig:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import load_config
-from lmforge.data.labelled import read_labelled
+from lmforge.data.labelled import labelled_records
 from lmforge.errors import LmforgeError
 from lmforge.outputs import write_file
 from lmforge.train import loop
@@ -32,6 +32,8 @@ OPTION_OF = {
     "train.classifier_dense": "--dense",
     "data.text_field": "--text-field",
     "data.label_field": "--label-field",
+    "data.problem_type": "--problem-type",
+    "data.labels": "--labels",
 }
 
 
@@ -46,7 +48,7 @@ def _in_our_words(message: str) -> str:
 def finetune_classify(
     model: str | Path,
     train: str | Path,
-    labels: list[str] | str,
+    labels: list[str] | str = "",
     out: str | Path | None = None,
     text_field: str = "text",
     label_field: str = "label",
@@ -63,6 +65,7 @@ def finetune_classify(
     dtype: str = "auto",
     quiet: bool = False,
     overwrite: bool = False,
+    problem_type: str = "",
 ) -> dict[str, Any]:
     """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
     `labels`; train in the run directory `out` (its classifier in OUT/model) and return the
@@ -74,15 +77,24 @@ def finetune_classify(
     baseline that shows what pretraining brings. dense (`tanh`, `relu`) puts a dense layer before
     the head, as transformers' classifiers have; `tanh` on an imported BERT starts from its
     pretrained pooler, and with pooling `cls` that is BertForSequenceClassification's recipe, which
-    `lmforge export` writes back (train.classifier_dense)."""
+    `lmforge export` writes back (train.classifier_dense).
+
+    problem_type (data.problem_type) is transformers': `single_label_classification` (one label
+    per text), `multi_label_classification` (a JSON list of labels per text) or `regression` (a
+    number per text; labels may then be empty: one output). "" keeps `model`'s multi-label,
+    regression or one-output head where labels are empty or its own, else single-label."""
     labels = labels if isinstance(labels, str) else ",".join(labels)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise LmforgeError(f"{name}={value!r} must be an integer >= 1")
-    # as the task reads data.labels: "negative, positive" names 'positive', not ' positive'
-    rows = read_labelled(
-        train, [name.strip() for name in labels.split(",") if name.strip()], text_field, label_field
-    )
+    # the texts alone, to count the steps (the split keys on them); the run reads the labels,
+    # whose names may come from `model`'s kept head
+    try:
+        rows = [(text, 0) for _, text, _ in labelled_records(train, text_field, label_field)]
+    except LmforgeError as e:
+        raise LmforgeError(_in_our_words(str(e))) from None
+    if not rows:
+        raise LmforgeError(f"{train}: no labelled examples")
     n = len(rows) - int(len(rows) * val_fraction)  # the config check refuses a fraction outside (0, 1)
     if 0 < val_fraction < 1:  # the task's own split: a repeated text keeps its copies on one side
         try:
@@ -94,6 +106,7 @@ def finetune_classify(
         "data.task": "classification",
         "data.input": str(train),
         "data.labels": labels,
+        "data.problem_type": problem_type,
         "data.text_field": text_field,
         "data.label_field": label_field,
         "data.val_fraction": val_fraction,
@@ -128,9 +141,10 @@ def finetune_classify(
             shutil.rmtree(run_dir, ignore_errors=True)
     if out is None and not quiet:  # the loop's last line named the temporary folder, now gone
         print(f"not kept: {run_dir} is removed, as no out (--out DIR) was given; only these metrics remain")
+    figures = ("mse", "pearson") if summary["problem_type"] == "regression" else ("accuracy", "f1")
     result = {
-        "accuracy": summary["val_accuracy"],
-        "f1": summary["val_f1"],
+        "problem_type": summary["problem_type"],
+        **{name: summary[f"val_{name}"] for name in figures},
         "train_examples": summary["train_examples"],
         "heldout_examples": summary["heldout_examples"],
         "epochs": epochs,

@@ -123,7 +123,10 @@ class Task(ABC):
 
 
 def count_targets(targets: torch.Tensor) -> int:
-    """The positions that count in the loss: what the loop normalises by."""
+    """The positions that count in the loss: what the loop normalises by. Float targets (a
+    classifier's multi-hot rows or regression numbers) all count: -100.0 is a number there."""
+    if targets.is_floating_point():
+        return targets.numel()
     return int((targets != IGNORE).sum())
 
 

@@ -2,10 +2,15 @@
 
 Data is JSON lines with a text and a label field (data.input, data.labels, data.text_field,
 data.label_field); a seeded shuffle holds out data.val_fraction of it, a text also on the
-training side staying there (data/holdout.py). The loss is cross-entropy summed over examples
-(the loop divides by the examples of the whole step). Validation: loss, accuracy and macro F1 on
-the held-out split. The export is the last step's model: the held-out
-split is also what the run reports, so choosing the best step on it would flatter the report.
+training side staying there (data/holdout.py). data.problem_type chooses the head and its loss, as
+transformers' ...ForSequenceClassification computes it (classification_head.py): single-label,
+cross-entropy summed over examples (the loop divides by the examples of the whole step);
+multi-label, binary cross-entropy summed over every (text, label); regression, squared error
+summed over every output (the loop divides by their count: transformers' means). Validation: loss,
+accuracy and macro F1 on the held-out split (multi-label: subset accuracy and micro F1;
+regression: MSE and Pearson's r, inference/label_metrics.py). The export is the last step's
+model: the held-out split is also what the run reports, so choosing the best step on it would
+flatter the report.
 """
 
 from __future__ import annotations
@@ -21,11 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.data.holdout import hold_out
-from lmforge.data.labelled import LabelledLoader, encode_batch, read_labelled
+from lmforge.data.labelled import MULTI_LABEL, REGRESSION, LabelledLoader, Target, encode_batch, read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.formats.lmforge_dirs import write_classifier_files
 from lmforge.inference.classify import count_into, macro_scores
+from lmforge.inference.label_metrics import (
+    multi_label_counts,
+    multi_label_scores,
+    regression_counts,
+    regression_scores,
+)
 from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
@@ -34,33 +45,32 @@ from lmforge.model.span import SpanModel
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
-from lmforge.train.tasks.base import Autocast, Setup, Task
+from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
+from lmforge.train.tasks.classification_head import SINGLE_LABEL, dense_start, plan_head
+
+__all__ = ["ClassificationTask", "classifier_loss", "dense_start", "split_labelled"]
 
 
 def split_labelled(
-    rows: list[tuple[str, int]], fraction: float, seed: int, source: str, say: Callable[[str], None]
-) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    rows: list[tuple[str, Target]], fraction: float, seed: int, source: str, say: Callable[[str], None]
+) -> tuple[list[tuple[str, Target]], list[tuple[str, Target]]]:
     """(train, held-out) (text, label) rows: a text's copies on one side (data/holdout.py)."""
     return hold_out(rows, key=lambda row: row[0], fraction=fraction, seed=seed, source=source, noun="example",
                     say=say)  # fmt: skip
 
 
-def dense_start(loaded: nn.Module, dense: str) -> tuple[dict[str, torch.Tensor], str] | None:
-    """(weights, where from) for the classifier's dense layer, or None for a random start: a
-    classifier's own dense layer of the same activation, or for `tanh` an encoder's pretrained
-    pooler (BERT's dense + tanh over [CLS], which BertForSequenceClassification fine-tunes). An
-    import without a pooler (DistilBERT, RoBERTa) has zeros there, which are no start."""
-    if isinstance(loaded, Classifier):
-        if dense and loaded.dense is not None and loaded.dense_act == dense:
-            return _copy(loaded.dense), "train.init_from's own dense layer"
-        loaded = loaded.backbone
-    if dense == "tanh" and isinstance(loaded, Encoder) and bool(loaded.pooler.weight.any()):
-        return _copy(loaded.pooler), "the encoder's pretrained pooler (BERT's)"
-    return None
-
-
-def _copy(layer: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in layer.state_dict().items()}
+def classifier_loss(logits: torch.Tensor, targets: torch.Tensor, problem_type: str) -> torch.Tensor:
+    """The summed loss of transformers' ...ForSequenceClassification for `problem_type`:
+    cross-entropy, binary cross-entropy per (text, label), or squared error per output (one
+    output: logits (B, 1) against targets (B,)). The loop divides by count_targets: the texts, or
+    every (text, label) of float targets, which gives transformers' means."""
+    logits = logits.float()
+    if problem_type == REGRESSION:
+        outputs = logits.squeeze(-1) if logits.size(-1) == 1 and targets.dim() == 1 else logits
+        return F.mse_loss(outputs, targets.float(), reduction="sum")
+    if problem_type == MULTI_LABEL:
+        return F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="sum")
+    return F.cross_entropy(logits, targets, reduction="sum")
 
 
 class ClassificationTask(Task):
@@ -68,31 +78,24 @@ class ClassificationTask(Task):
 
     def __init__(self, setup: Setup) -> None:
         cfg, d, t, engine = setup.cfg, setup.cfg.data, setup.cfg.train, setup.engine
-        self.labels = [label.strip() for label in d.labels.split(",") if label.strip()]
-        if len(self.labels) < 2:
-            raise LmforgeError(f"data.labels={d.labels!r}: name at least two labels, comma-separated")
-        rows = read_labelled(d.input, self.labels, d.text_field, d.label_field)
-        unseen = [name for i, name in enumerate(self.labels) if all(label != i for _, label in rows)]
-        if unseen and engine.rank == 0:  # shown even with --quiet: the head learns never to say them
-            print(
-                f"lmforge: warning: {d.input}: no example of {', '.join(map(repr, unseen))}; the classifier"
-                " learns never to predict it, and macro F1 counts it as 0",
-                file=sys.stderr,
-            )
-        self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
         backbone, self.tokenizer = load_model(t.init_from)
         if isinstance(backbone, SpanModel):  # a question-answering model: its encoder body
             setup.say(f"train.init_from={t.init_from!r}: a question-answering model; its span head"
                       " (qa_outputs) is left out, its encoder body tuned under a new head")  # fmt: skip
             backbone = backbone.backbone
-        self.dense_start = None if t.from_scratch else dense_start(backbone, t.classifier_dense)
-        if isinstance(backbone, Classifier):  # a classifier's backbone gets a new head
-            if backbone.function != "softmax":  # an HF reward, regression or multi-label head
-                setup.say(
-                    f"train.init_from={t.init_from!r}: a {backbone.problem_type or 'one-output'} classifier"
-                    f" (scores through {backbone.function!r}); its head is left out, its body tuned under a"
-                    " new single-label head (a softmax, cross-entropy)"
-                )
+        self.head = plan_head(backbone, d, t, setup.say)  # kept, or a new one (classification_head.py)
+        self.labels, self.problem_type = self.head.labels, self.head.problem_type
+        rows = read_labelled(d.input, self.labels, d.text_field, d.label_field, self.problem_type)
+        unseen = [name for i, name in enumerate(self.labels) if not self._seen(rows, i)]
+        if unseen and engine.rank == 0:  # shown even with --quiet: the head learns never to say them
+            print(
+                f"lmforge: warning: {d.input}: no example of {', '.join(map(repr, unseen))}; the classifier"
+                f" learns never to predict it, and {'micro' if self._multi else 'macro'} F1 counts it as 0",
+                file=sys.stderr,
+            )
+        self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
+        self.dense_start = None if t.from_scratch else dense_start(backbone, self.head.dense)
+        if isinstance(backbone, Classifier):  # plan_head took what it keeps of the head
             backbone = backbone.backbone
         if not isinstance(backbone, GPT | Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
@@ -112,41 +115,60 @@ class ClassificationTask(Task):
         self.val, self.val_per_rank = rank_share(val, engine)
         self.val_spare = val[0]
         self.micro = setup.micro
-        self.pooling = t.pooling
-        if t.classifier_dense:
+        self.pooling = self.head.pooling
+        if self.head.dense and self.head.weights is None:
             start = self.dense_start[1] if self.dense_start else "a random start"
-            setup.say(f"classifier: a dense layer with {t.classifier_dense} before the head, from {start}")
+            setup.say(f"classifier: a dense layer with {self.head.dense} before the head, from {start}")
+
+    @property
+    def _multi(self) -> bool:
+        return self.problem_type == MULTI_LABEL
+
+    def _seen(self, rows: list[tuple[str, Target]], i: int) -> bool:
+        """Whether label i is some training example's (regression: every output has one)."""
+        if self.problem_type == REGRESSION:
+            return True
+        if self._multi:
+            return any(target[i] for _, target in rows)  # type: ignore[index]
+        return any(target == i for _, target in rows)
 
     def build_model(self) -> Classifier:
         """The model to train, built once: the loaded weights go into it and the task lets go of
         them (else the backbone stays in memory twice for the whole run)."""
-        t = self.cfg.train
+        t, h = self.cfg.train, self.head
         loaded, self.backbone = self.backbone, None
         backbone = type(loaded)(self.cfg.model)
         if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
             backbone.load_state_dict(loaded.state_dict())
-        # the head: a bias on an encoder, none on a decoder (transformers' `score`: it then exports)
-        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout, t.classifier_dense)
+        # a new head: a bias on an encoder, none on a decoder (transformers' `score`: it then exports)
+        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout, h.dense, h.head_bias,
+                           h.pad_id, h.model_problem_type)  # fmt: skip
         self.pooling = model.pooling  # "" resolved to the backbone's default
         if self.dense_start is not None and model.dense is not None:
             model.dense.load_state_dict(self.dense_start[0])
-        self.dense_start = None  # let go of the copy
+        if h.weights is not None:  # the kept head of train.init_from
+            model.head.load_state_dict(h.weights)
+        self.dense_start, h.weights = None, None  # let go of the copies
         if t.head_only:
             model.backbone.requires_grad_(False)
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
         ids, mask, labels = batch
-        return F.cross_entropy(model(ids, mask).float(), labels, reduction="sum")
+        return classifier_loss(model(ids, mask), labels, self.problem_type)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
-        """val_loss (nats per example), val_accuracy and val_f1 (macro) on every held-out example."""
+        """val_loss (per example, or per (text, label) or output where targets are floats, as
+        training's), then single-label: val_accuracy and val_f1 (macro); multi-label: val_accuracy
+        (subset accuracy) and val_f1 (micro); regression: val_mse and val_pearson."""
         was_training = model.training
         model.eval()
         n = len(self.labels)
-        confusion = torch.zeros(n, n, dtype=torch.float64)
-        loss = torch.zeros(1, dtype=torch.float64)
+        counts = torch.zeros(n, n, dtype=torch.float64)  # single-label: a confusion matrix
+        if self.problem_type != SINGLE_LABEL:
+            counts = torch.zeros(5 if self._multi else 7, dtype=torch.float64)
+        loss = torch.zeros(2, dtype=torch.float64)  # summed loss, targets counted
         for _ in range(self.val_per_rank - len(self.val)):  # sharded engines: equal forwards
             with autocast():
                 model(*(x.to(engine.device) for x in self.val_spare[:2]))
@@ -154,20 +176,26 @@ class ClassificationTask(Task):
             ids, mask, labels = (x.to(engine.device) for x in batch)
             with autocast():
                 logits = model(ids, mask).float()
-            loss += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
-            count_into(confusion, labels.cpu(), logits.argmax(-1).cpu())
-        confusion = engine.all_reduce(confusion)
-        total = float(engine.all_reduce(loss))
+            summed = float(classifier_loss(logits, labels, self.problem_type))
+            loss += torch.tensor([summed, count_targets(labels)], dtype=torch.float64)
+            logits, labels = logits.cpu(), labels.cpu()
+            if self.problem_type == SINGLE_LABEL:
+                count_into(counts, labels, logits.argmax(-1))
+            else:
+                counts += (
+                    multi_label_counts(logits, labels) if self._multi else regression_counts(logits, labels)
+                )
+        counts, loss = engine.all_reduce(counts), engine.all_reduce(loss)
         model.train(was_training)
-        scores = macro_scores(confusion)
-        return {
-            "val_loss": total / max(float(confusion.sum()), 1.0),
-            "val_accuracy": scores["accuracy"],
-            "val_f1": scores["f1"],
-        }
+        total = float(loss[0]) / max(float(loss[1]), 1.0)
+        if self.problem_type == REGRESSION:
+            scores = regression_scores(counts)
+            return {"val_loss": total, "val_mse": scores["mse"], "val_pearson": scores["pearson"]}
+        scores = multi_label_scores(counts) if self._multi else macro_scores(counts)
+        return {"val_loss": total, "val_accuracy": scores["accuracy"], "val_f1": scores["f1"]}
 
     def write_model_files(self, directory: Path) -> None:
-        c, dense = self.cfg.model, self.cfg.train.classifier_dense
+        c, h = self.cfg.model, self.head
         write_classifier_files(
             directory,
             self.labels,
@@ -175,8 +203,10 @@ class ClassificationTask(Task):
             self.encoder,
             c,
             self.tokenizer,
-            dense,
-            head_bias=self.encoder,
+            h.dense,
+            head_bias=self.encoder if h.head_bias is None else h.head_bias,
+            pad_id=h.pad_id,
+            problem_type=h.model_problem_type,
         )
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
@@ -190,7 +220,7 @@ class ClassificationTask(Task):
     def describe(self) -> str:
         return (
             f"{self.cfg.data.input}: {len(self.train_rows)} train / {len(self.val_rows)} held-out examples,"
-            f" labels {','.join(self.labels)}, {self.context} tokens per text"
+            f" labels {','.join(self.labels)} ({self.problem_type}), {self.context} tokens per text"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -202,4 +232,5 @@ class ClassificationTask(Task):
             "head_only": t.head_only,
             "from_scratch": t.from_scratch,
             "pooling": self.pooling,
+            "problem_type": self.problem_type,
         }

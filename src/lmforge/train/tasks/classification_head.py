@@ -1,0 +1,107 @@
+"""Which head a classification run trains: its problem type, labels and layout, kept from
+train.init_from's classifier or new.
+
+data.problem_type is transformers' (`single_label_classification`, `multi_label_classification`,
+`regression`); the loss follows it as transformers' ...ForSequenceClassification computes it
+(train/tasks/classification.py). A multi-label, regression or one-output classifier given as
+train.init_from keeps its head (weights, labels, pooling, dense layer, bias, pad id) where the run
+asks for its type or none ("") and names no other labels: a reward model fine-tunes as a reward
+model. A head of one output without a problem_type trains as a regression, as transformers'
+forward decides (and then records in its config, so its pipeline reads the raw output).
+Otherwise the head is new: single-label where no type is asked for, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmforge.config import DataConfig, TrainConfig
+from lmforge.data.labelled import MULTI_LABEL, REGRESSION
+from lmforge.errors import LmforgeError
+from lmforge.model.classifier import Classifier, trained_as
+from lmforge.model.encoder import Encoder
+
+SINGLE_LABEL = "single_label_classification"
+
+
+@dataclass
+class Head:
+    problem_type: str  # one of transformers' three
+    labels: list[str]
+    pooling: str  # "" for the backbone's default
+    dense: str
+    head_bias: bool | None = None  # None: one on an encoder, none on a decoder
+    pad_id: int | None = None
+    weights: dict[str, torch.Tensor] | None = None  # the kept head's, None for a new one
+
+    @property
+    def model_problem_type(self) -> str:
+        """What the classifier records (config.json's problem_type): "" for single-label, as
+        lmforge's classifiers always had, so their softmax reading is unchanged."""
+        return "" if self.problem_type == SINGLE_LABEL else self.problem_type
+
+
+def plan_head(loaded: nn.Module, d: DataConfig, t: TrainConfig, say: Callable[[str], None]) -> Head:
+    """The head of the run: train.init_from's (`loaded`) kept, or a new one (see the module doc)."""
+    names = [label.strip() for label in d.labels.split(",") if label.strip()]
+    if isinstance(loaded, Classifier):
+        kind = trained_as(loaded.problem_type, len(loaded.labels))
+        same = not names or [n.casefold() for n in names] == [n.casefold() for n in loaded.labels]
+        wanted = d.problem_type or (kind if same and kind != SINGLE_LABEL else SINGLE_LABEL)
+        other_layout = (t.pooling and t.pooling != loaded.pooling) or (
+            t.classifier_dense and t.classifier_dense != loaded.dense_act
+        )
+        if kind == wanted != SINGLE_LABEL and same and not t.from_scratch and not other_layout:
+            say(f"train.init_from={t.init_from!r}: its {kind} head is kept and trained on (labels"
+                f" {','.join(loaded.labels)})")  # fmt: skip
+            weights = {k: v.detach().clone() for k, v in loaded.head.state_dict().items()}
+            bias = loaded.head.bias is not None
+            return Head(
+                kind, list(loaded.labels), loaded.pooling, loaded.dense_act, bias, loaded.pad_id, weights
+            )
+        if loaded.function != "softmax" or wanted != SINGLE_LABEL:  # else: a new head, as always
+            why = "another pooling or dense layer" if other_layout else "its body tuned"
+            say(
+                f"train.init_from={t.init_from!r}: a {loaded.problem_type or 'one-output'} classifier"
+                f" (scores through {loaded.function!r}); its head is left out, {why} under a new"
+                f" {_described(wanted)}"
+            )
+    else:
+        wanted = d.problem_type or SINGLE_LABEL
+    if not names and wanted == REGRESSION:
+        names = ["LABEL_0"]  # one output, transformers' name for it
+    least = 2 if wanted == SINGLE_LABEL else 1
+    if len(names) < least:
+        some = "two labels" if least == 2 else "one label"
+        raise LmforgeError(f"data.labels={d.labels!r}: name at least {some}, comma-separated ({wanted})")
+    return Head(wanted, names, t.pooling, t.classifier_dense)
+
+
+def _described(problem_type: str) -> str:
+    return {
+        SINGLE_LABEL: "single-label head (a softmax, cross-entropy)",
+        MULTI_LABEL: "multi-label head (a sigmoid per label, binary cross-entropy)",
+        REGRESSION: "regression head (raw outputs, squared error)",
+    }[problem_type]
+
+
+def dense_start(loaded: nn.Module, dense: str) -> tuple[dict[str, torch.Tensor], str] | None:
+    """(weights, where from) for the classifier's dense layer, or None for a random start: a
+    classifier's own dense layer of the same activation, or for `tanh` an encoder's pretrained
+    pooler (BERT's dense + tanh over [CLS], which BertForSequenceClassification fine-tunes). An
+    import without a pooler (DistilBERT, RoBERTa) has zeros there, which are no start."""
+    if isinstance(loaded, Classifier):
+        if dense and loaded.dense is not None and loaded.dense_act == dense:
+            return _copy(loaded.dense), "train.init_from's own dense layer"
+        loaded = loaded.backbone
+    if dense == "tanh" and isinstance(loaded, Encoder) and bool(loaded.pooler.weight.any()):
+        return _copy(loaded.pooler), "the encoder's pretrained pooler (BERT's)"
+    return None
+
+
+def _copy(layer: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in layer.state_dict().items()}
