@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.config import EngineConfig, TrainConfig, load_config
-from lmforge.config.checks import split_batch
+from lmforge.config.batch_split import split_batch
 from lmforge.errors import LmforgeError
 from lmforge.hardware import cores_in_cpuinfo, physical_cores
 from lmforge.train import loop

@@ -27,6 +27,8 @@ MAKE_VERBS: dict[str, Verb] = {
                 type=float),
             opt("--text-field", "field or column holding the text in .jsonl/.json/.csv/.tsv/.parquet",
                 alt=False, config="data.text_field"),
+            opt("--json-field", "key of a .json object whose array holds the records ({\"data\": [...]})",
+                alt=False, config="prep.json_field"),
             opt("--stages", "cleaning stages in order, comma-separated, or 'none'", alt=False,
                 config="prep.stages"),
             opt("--split", "train/val split", alt=False, config="prep.split", choices=["hash", "tail"]),

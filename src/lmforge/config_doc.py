@@ -135,7 +135,7 @@ def markdown() -> str:
         lines += ["| key | type | default | description |", "|---|---|---|---|"]
         for key in keys((section,)):
             default = _cell(toml_value(key.default))
-            lines.append(f"| `{key.name}` | {key.type} | `{default}` | {_cell(key.doc)} |")
+            lines.append(f"| `{key.name}` | {_cell(key.type)} | `{default}` | {_cell(key.doc)} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -21,6 +21,19 @@ from lmforge.errors import LmforgeError
 
 def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
     """Convert a TOML or command-line value to the field's type, or fail naming the key."""
+    if kind is list:  # a string or a TOML list of strings (prep.inputs: `a,b.txt` can be one name)
+        if from_text or isinstance(value, str):
+            return value  # the command line's text, split on commas where read
+        if not isinstance(value, list):
+            raise LmforgeError(
+                f"{source}: {key}={value!r} must be {_TYPE_NAMES[kind]}, not {type(value).__name__}"
+            )
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise LmforgeError(
+                    f"{source}: {key}[{i}]={item!r} must be a string, not {type(item).__name__}"
+                )
+        return list(value)
     if from_text and kind is not str:
         text = value.strip()
         try:
@@ -40,8 +53,14 @@ def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> A
     return value
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "str | list[str]": list}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a string or a list of strings",
+}
 
 
 def _set(config: Config, dotted: str, value: Any, source: str, from_text: bool = False) -> None:
@@ -200,10 +219,10 @@ def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:
 
 
 def config_to_toml(config: Config, chosen_only: bool = False, exclude: Collection[str] = ()) -> str:
-    """Serialise a Config as a TOML recipe (scalars only, so a tiny writer suffices). chosen_only:
-    only the keys a recipe, an override or code chose (Config.is_set), so that the recipe leaves
-    the rest to what the run settles (train.init_from's architecture, a prepared directory's
-    tokenizer), as the command it stands for would. exclude: "section.key"s left out."""
+    """Serialise a Config as a TOML recipe (scalars and lists of strings: a tiny writer suffices).
+    chosen_only: only the keys a recipe, an override or code chose (Config.is_set), so that the
+    recipe leaves the rest to what the run settles (train.init_from's architecture, a prepared
+    directory's tokenizer), as the command it stands for would. exclude: "section.key"s left out."""
     lines: list[str] = []
     for section, values in config.to_dict().items():
         lines.append(f"[{section}]")
@@ -231,7 +250,10 @@ def _text(value: Any) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    """A scalar as TOML writes it: a string quoted, with its backslashes and quotes escaped."""
+    """A value as TOML writes it: a string quoted, with its backslashes and quotes escaped; a list
+    of them in brackets."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return _text(value)

@@ -240,16 +240,23 @@ class EngineConfig:
 class PrepConfig:
     """`lmforge prep`: cleaning stages and their settings (tokenizer and split come from [data])."""
 
-    inputs: str = ""
-    """Comma-separated files, folders or globs for `lmforge prep X.toml` (default: data.input)."""
+    inputs: str | list[str] = ""
+    """Files, folders or globs for `lmforge prep X.toml` (default: data.input): a TOML list of
+    strings (`["a,b.txt", "raw/"]`, each one name), or one string split on commas."""
     out: str = ""
     """Output shard directory for `lmforge prep X.toml`."""
+    json_field: str = ""
+    """The key of a .json object whose array holds the records (`{"version": 1, "data": [...]}`:
+    `data`), as `datasets`' `field=`; "": a .json is an array or JSON Lines."""
     stages: str = "normalize,markup,whitespace,boilerplate,length,exact_dedup,near_dedup,pii"
     """Cleaning stages in order, comma-separated; known: normalize, markup, whitespace, boilerplate,
     length, quality, repetition, exact_dedup, near_dedup, pii, stopwords; "none" for no cleaning."""
     html_extractor: str = "tags"
     """`markup` stage: `tags` strips the tags of HTML (a page's menus and footers stay as text);
     `trafilatura` keeps a whole web page's main content only (needs `pip install lmforge[html]`)."""
+    trafilatura_timeout: float = 1.0
+    """`markup` stage with html_extractor = "trafilatura": seconds a page may take (datatrove's
+    default); a page that takes longer is dropped and counted in the report (0: no limit)."""
     min_chars: int = 1
     """`length` stage: the shortest document kept, in characters."""
     max_chars: int = 0

@@ -123,12 +123,12 @@ class Markup:
 
     name = "markup"
 
-    def __init__(self, extractor: str = "tags") -> None:
+    def __init__(self, extractor: str = "tags", timeout: float = 1.0) -> None:
         self.main_content = None
         if extractor == "trafilatura":
             from lmforge.data.main_content import MainContent
 
-            self.main_content = MainContent()
+            self.main_content = MainContent(timeout)
 
     def apply(self, text: str, stats: StageStats) -> str | None:
         out, controls = _CONTROL.subn("", text)

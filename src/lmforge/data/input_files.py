@@ -32,8 +32,11 @@ def suffixes(path: Path) -> tuple[str, str]:
     return (suffixes[-1] if suffixes else "", "")
 
 
-def split_inputs(value: str) -> list[str]:
-    """A recipe's comma-separated files, folders or globs (prep.inputs, data.input) as a list."""
+def split_inputs(value: str | list[str]) -> list[str]:
+    """A recipe's files, folders or globs (prep.inputs, data.input) as a list: a string split on
+    commas, or a TOML list of names, each whole (`a,b.txt` is one file)."""
+    if isinstance(value, list):
+        return [s for s in value if s.strip()]
     return [s.strip() for s in value.split(",") if s.strip()]
 
 

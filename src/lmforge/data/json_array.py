@@ -9,7 +9,9 @@ it: integers past 64 bits, `1e400`, `NaN` and lone surrogate escapes included (i
 used until 2026-12-06, stopped the file at the first of the numbers and turned the surrogates
 into '?' or the wrong character). A .json file whose first line is a whole JSON object is JSON
 Lines, as `datasets`' `to_json()` writes by default and as its json loader reads such a file, and
-is read as .jsonl.
+is read as .jsonl. With a `json_field` (prep.json_field, as `datasets`' `field=`), a .json object's
+array under that key is read (`{"version": 1, "data": [...]}`), streamed as a top-level array is;
+the members before it are read one by one and dropped, and what follows it is not read.
 
 Bad input never stops a run: an element that is not a record with a string text field (nor a
 string), or whose text is empty, is skipped and recorded with its index (`data.json:[3]`,
@@ -118,8 +120,9 @@ class _Window:
         return self.line + self.text.count("\n", 0, pos)
 
 
-def _elements(window: _Window) -> Iterator[object]:
-    """The array's elements; raises _Broken where the JSON is broken."""
+def _elements(window: _Window, top: bool = True) -> Iterator[object]:
+    """The array's elements; raises _Broken where the JSON is broken (`top`: text after the array
+    is too; an array under a key ends the read, the rest of its object unread)."""
     window.next_char()
     window.pos += 1  # the `[`
     if window.next_char() == "]":
@@ -136,12 +139,88 @@ def _elements(window: _Window) -> Iterator[object]:
             if after != ",":
                 where = f"line {window.line_at(window.pos - 1)}"
                 raise _Broken("not valid JSON", f"{after!r} after an element, not ',' or ']', {where}")
-    if window.next_char():
+    if top and window.next_char():
         raise _Broken("not valid JSON", "text after the array's end", after_end=True)
 
 
-def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
-    """The documents of a .json file: its array's elements, or its lines if it is JSON Lines."""
+def _member(window: _Window, key: str | None) -> tuple[str | None, list[str]]:
+    """Walk the object at the window's `{` to its member `key` (None: the first whose value is an
+    array), the window left at that value: (the member's name or None, the names passed). The
+    values passed are read and dropped, an array element by element, another value whole (a
+    version, a title: small in such files)."""
+    window.next_char()
+    window.pos += 1  # the `{`
+    names: list[str] = []
+    after = window.next_char()
+    while after != "}":
+        if after == "":
+            raise _Broken("truncated or corrupt", "the file ends inside the object")
+        name = window.value() if after == '"' else None
+        if not isinstance(name, str):
+            line = window.line_at(window.pos)
+            raise _Broken("not valid JSON", f"{after!r} where a member's name goes, line {line}")
+        if window.next_char() != ":":
+            raise _Broken("not valid JSON", f"no ':' after {name!r}, line {window.line_at(window.pos)}")
+        window.pos += 1
+        names.append(name)
+        value_start = window.next_char()
+        if name == key or (key is None and value_start == "["):
+            return name, names
+        if value_start == "[":  # another array (a split of its own): passed element by element
+            for _ in _elements(window, top=False):
+                pass
+        else:
+            window.value()
+        after = window.next_char()
+        window.pos += 1
+        if after == ",":
+            after = window.next_char()
+        elif after != "}":
+            line = window.line_at(window.pos - 1)
+            raise _Broken("not valid JSON", f"{after!r} after a member, not ',' or '}}', line {line}")
+    return None, names
+
+
+def _under_key(f: IO[bytes], path: Path, field: str, key: str, report: Report) -> Iterator[Document]:
+    """The documents of the array under `key` of the object `f` is at, streamed."""
+    window = _Window(f)
+    try:
+        found, names = _member(window, key)
+        start = window.next_char() if found is not None else ""
+    except _Broken as e:
+        report.problem(str(path), e.kind, e.detail)
+    except READ_ERRORS as e:  # a damaged .gz/.xz/.zst
+        report.problem(str(path), _error_kind(e), str(e))
+    else:
+        if found is None:
+            has = ", ".join(map(repr, names[:10])) or "no keys"
+            report.problem(str(path), "no such key", f"prep.json_field={key!r}; the object has {has}")
+        elif start != "[":
+            kind = {"{": "an object", '"': "a string", "": "nothing"}.get(start, "a number or a literal")
+            report.problem(str(path), "not a JSON array", f"prep.json_field={key!r} holds {kind}")
+        else:
+            yield from _array(window, path, field, report, key)
+            return
+    if window.repaired:
+        report.problem(str(path), "invalid UTF-8", f"{window.repaired} byte sequence(s) repaired with U+FFFD")
+
+
+def _array_hint(path: Path) -> str:
+    """' give --json-field NAME ...' where the object's first array is under NAME, else ''."""
+    try:
+        with _open_binary(path) as f:
+            _first_byte(f)
+            found, _ = _member(_Window(f), None)
+    except (_Broken, *READ_ERRORS):
+        return ""
+    return f"--json-field {found} (prep.json_field) to read its array under {found!r}, " if found else ""
+
+
+def read_json(
+    path: Path, field: str, report: Report, max_line: int, json_field: str = ""
+) -> Iterator[Document]:
+    """The documents of a .json file: its array's elements, or its lines if it is JSON Lines;
+    with `json_field`, an object's array under that key."""
     try:
         with _open_binary(path) as f:
             if not f.peek(1):  # type: ignore[attr-defined] - BufferedReader.peek
@@ -151,7 +230,10 @@ def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator
                 return
             first = _first_byte(f)
             if first == b"[":
-                yield from _array(f, path, field, report)
+                yield from _array(_Window(f), path, field, report)
+                return
+            if first == b"{" and json_field:
+                yield from _under_key(f, path, field, json_field, report)
                 return
             line = f.readline(max_line + 1).strip()
     except READ_ERRORS as e:
@@ -163,8 +245,8 @@ def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator
         report.problem(
             str(path),
             "not a JSON array",
-            "a JSON object whose first line is not one whole record: give an array of records"
-            " ([{...}, {...}]) or one record a line",
+            "a JSON object whose first line is not one whole record: give"
+            f" {_array_hint(path)}an array of records ([{{...}}, {{...}}]) or one record a line",
         )
     elif first:
         report.problem(str(path), "not a JSON array", f"it starts with {first.decode(errors='replace')!r}")
@@ -172,13 +254,13 @@ def read_json(path: Path, field: str, report: Report, max_line: int) -> Iterator
         report.problem(str(path), "blank file (only whitespace)")
 
 
-def _array(f: IO[bytes], path: Path, field: str, report: Report) -> Iterator[Document]:
-    """The array's elements, streamed; `f` is at its `[`."""
-    window = _Window(f)
+def _array(window: _Window, path: Path, field: str, report: Report, key: str = "") -> Iterator[Document]:
+    """The array's elements, streamed; the window is at its `[` (`key`: the member holding it,
+    which names an element as `data.json:data[3]`)."""
     seen = 0
     try:
-        for element in _elements(window):
-            where = f"{path}:[{seen}]"
+        for element in _elements(window, top=not key):
+            where = f"{path}:{key}[{seen}]"
             seen += 1
             text = element.get(field) if isinstance(element, dict) else element
             if not isinstance(text, str):
@@ -191,9 +273,9 @@ def _array(f: IO[bytes], path: Path, field: str, report: Report) -> Iterator[Doc
         if e.after_end:
             report.problem(str(path), e.kind, f"{e.detail} ({seen} elements)")
         else:
-            report.problem(f"{path}:[{seen}]", e.kind, e.detail)
+            report.problem(f"{path}:{key}[{seen}]", e.kind, e.detail)
     except READ_ERRORS as e:  # a damaged .gz/.xz/.zst
-        report.problem(f"{path}:[{seen}]", _error_kind(e), str(e))
+        report.problem(f"{path}:{key}[{seen}]", _error_kind(e), str(e))
     if window.repaired:
         report.problem(str(path), "invalid UTF-8", f"{window.repaired} byte sequence(s) repaired with U+FFFD")
 

@@ -9,11 +9,23 @@ and trafilatura would drop it whole or in part (a Markdown tutorial whose code b
 lost every tag of it when the opening tags were looked for anywhere); the tag stripper takes it.
 A page where trafilatura finds no main content is dropped, counted in the report ("no main
 content").
+
+A page gets `timeout` seconds (prep.trafilatura_timeout; 1 s, datatrove's default): a pathological
+one (deep nesting, a huge table) can hold trafilatura for minutes. One that takes longer is
+dropped, as datatrove drops it, and counted ("main content timed out"): its tags stripped instead,
+it would be the menus and boilerplate the extractor is chosen to leave out. datatrove runs the
+extractor in a child process that it kills; prep's cleaning workers are daemonic pool processes,
+which may not start children, so the limit is a SIGALRM timer here: it interrupts trafilatura's
+Python code and regular expressions, but one long call into C (lxml parsing a 100 MB page) only
+when that call returns. Outside a process's main thread (no signals there) pages have no limit.
 """
 
 from __future__ import annotations
 
 import re
+import signal
+import threading
+from types import FrameType
 
 from lmforge.data.report import StageStats
 from lmforge.errors import LmforgeError
@@ -21,6 +33,16 @@ from lmforge.errors import LmforgeError
 PAGE_HEAD = 4096  # characters searched for a page's opening tags
 _PROLOG = r"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"  # white space, an XML declaration, comments
 _PAGE = re.compile(_PROLOG + r"<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+TIMEOUT = 1.0  # seconds a page may take, datatrove's Trafilatura default
+
+
+class _TimedOut(BaseException):
+    """Raised by the timer into trafilatura: a BaseException, which its `except Exception` blocks
+    let through."""
+
+
+def _alarm(signum: int, frame: FrameType | None) -> None:
+    raise _TimedOut
 
 
 class MainContent:
@@ -29,7 +51,8 @@ class MainContent:
     dropped would depend on how documents fell to workers; the boilerplate and dedup stages do
     that over the whole corpus."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout  # seconds per page; 0: no limit
         try:
             from trafilatura import extract
         except ImportError as e:  # not installed, or a dependency missing (justext's lxml_html_clean)
@@ -43,9 +66,28 @@ class MainContent:
         return _PAGE.match(text, 0, PAGE_HEAD) is not None
 
     def apply(self, text: str, stats: StageStats) -> str | None:
-        main = self.extract(text, favor_precision=True, include_comments=False, deduplicate=False)
+        try:
+            main = self._extract(text)
+        except _TimedOut:
+            stats.dropped["main content timed out"] += 1
+            return None
         if not main or not main.strip():
             stats.dropped["no main content"] += 1
             return None
         stats.edits["pages cut to main content"] += 1
         return main
+
+    def _extract(self, text: str) -> str | None:
+        """trafilatura.extract, raising _TimedOut past `timeout` seconds where a timer can run."""
+        limited = self.timeout > 0 and threading.current_thread() is threading.main_thread()
+        if not limited:
+            return self.extract(text, favor_precision=True, include_comments=False, deduplicate=False)
+        before = signal.signal(signal.SIGALRM, _alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, self.timeout)
+            try:
+                return self.extract(text, favor_precision=True, include_comments=False, deduplicate=False)
+            finally:  # an alarm due just now still raises here, and is counted: the page took that long
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, before)

@@ -59,7 +59,7 @@ def parse_stages(stages: str | list[str]) -> list[str]:
 # The [prep] keys each stage reads (build_stage): set for a stage that does not run, they would
 # change nothing, so check_stage_options refuses them.
 STAGE_OPTIONS = {
-    "markup": ("html_extractor",),
+    "markup": ("html_extractor", "trafilatura_timeout"),
     "length": ("min_chars", "max_chars"),
     "quality": ("quality_min_words",),
     "stopwords": ("stopwords_file",),
@@ -97,7 +97,7 @@ def build_stage(name: str, options: dict[str, Any]) -> Any:
     if name == "normalize":
         return clean.Normalize()
     if name == "markup":
-        return clean.Markup(o["html_extractor"])
+        return clean.Markup(o["html_extractor"], o["trafilatura_timeout"])
     if name == "whitespace":
         return clean.Whitespace()
     if name == "length":

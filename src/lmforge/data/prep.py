@@ -194,7 +194,7 @@ def _prep_into(
         bar.total = None  # text size unknown until decompressed: rate, no ETA
 
     def texts() -> Any:
-        for doc in read_documents(files, data.text_field, report, p.max_line_bytes):
+        for doc in read_documents(files, data.text_field, report, p.max_line_bytes, json_field=p.json_field):
             bar.update(len(doc.text))
             yield doc.text
 

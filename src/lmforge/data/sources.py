@@ -183,8 +183,10 @@ def read_documents(
     report: Report | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
     max_doc_bytes: int = MAX_DOC_BYTES,
+    json_field: str = "",
 ) -> Iterator[Document]:
-    """Yield every document of the inputs in a stable order, skipping and reporting bad input."""
+    """Yield every document of the inputs in a stable order, skipping and reporting bad input
+    (`json_field`: the key of a .json object whose array holds the records, prep.json_field)."""
     report = report if report is not None else Report()
     stats = report.stage("read")
     for path in list_files(inputs):
@@ -200,7 +202,7 @@ def read_documents(
         elif kind == ".json":
             from lmforge.data.json_array import read_json  # these two import this module's readers
 
-            docs = read_json(path, text_field, report, max_line_bytes)
+            docs = read_json(path, text_field, report, max_line_bytes, json_field)
         elif kind in WARC:
             from lmforge.data.warc import read_warc
 

@@ -3,8 +3,9 @@ extracted text too) with warcio, record by record, as datatrove's WarcReader doe
 
 Each HTTP `response` record whose body is an HTML page (or plain text) with a 2xx status is one
 document, and each WET `conversion` record of plain text is one: the body's `Content-Encoding`
-is undone (gzip, deflate, zstd; a body in another, brotli's `br` among them, or whose compression
-is damaged, is skipped and counted: warcio passed such bytes on as they were, binary garbage),
+is undone (gzip, deflate, zstd, and brotli's `br` where the `brotli` package is installed, as
+warcio itself decodes it then; a body in another, in `br` without it, or whose compression is
+damaged, is skipped and counted: warcio passed such bytes on as they were, binary garbage),
 then it is decoded by its byte order mark, else its charset (the HTTP header's, else the page's
 `<meta charset>`, else UTF-8, else windows-1252 as browsers fall back), as the WHATWG encoding
 standard orders them, and goes through the `markup` stage as an .html file does. The other records
@@ -34,6 +35,11 @@ from lmforge.data.input_files import suffixes
 from lmforge.data.report import Report
 from lmforge.data.sources import READ_ERRORS, Document, _error_kind
 
+try:  # optional (lmforge[html]): Google's brotli, the one warcio decodes `br` with
+    import brotli
+except ImportError:
+    brotli = None
+
 PAGE_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
 WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, *READ_ERRORS)
 # HTML's prescan (WHATWG "prescan a byte stream"): a charset in a <meta> of the first 1024 bytes
@@ -44,6 +50,7 @@ _WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 NOT_DECODED = "WARC body in a Content-Encoding not decoded"
 DAMAGED = "WARC body's compression damaged"
+NO_BROTLI = "WARC body in brotli (br) not decoded: pip install 'lmforge[html]' (or brotli)"
 
 
 class _Guarded:
@@ -144,6 +151,8 @@ def _body(record: Any, limit: int) -> bytes | str:
         return record.raw_stream.read(limit)
     value = headers.get_header("Content-Encoding") or ""
     codings = [c.strip().lower() for c in value.split(",") if c.strip().lower() not in ("", "identity")]
+    if brotli is None and "br" in codings:
+        return NO_BROTLI
     if any(c not in _DECOMPRESS for c in codings):
         return NOT_DECODED
     chunked = (headers.get_header("Transfer-Encoding") or "").strip().lower() == "chunked"
@@ -151,7 +160,7 @@ def _body(record: Any, limit: int) -> bytes | str:
     try:
         for coding in reversed(codings):  # applied in the order listed
             body = _DECOMPRESS[coding](body, limit)
-    except (zlib.error, zstandard.ZstdError):
+    except (zlib.error, zstandard.ZstdError, *_BROTLI_ERRORS):
         return DAMAGED
     return body
 
@@ -177,7 +186,16 @@ def _unzstd(body: bytes, limit: int) -> bytes:
     return b"".join(parts)
 
 
-_DECOMPRESS = {"gzip": _gunzip, "x-gzip": _gunzip, "deflate": _inflate, "zstd": _unzstd}
+def _unbrotli(body: bytes, limit: int) -> bytes:
+    decompressor = brotli.Decompressor()
+    try:  # bounded, as the others: a small body may unpack to GBs
+        return decompressor.process(body, output_buffer_limit=limit)[:limit]
+    except TypeError:  # brotli before 1.2 has no limit
+        return decompressor.process(body)[:limit]
+
+
+_DECOMPRESS = {"gzip": _gunzip, "x-gzip": _gunzip, "deflate": _inflate, "zstd": _unzstd, "br": _unbrotli}
+_BROTLI_ERRORS: tuple[type[Exception], ...] = (brotli.error,) if brotli is not None else ()
 
 
 def _decode(body: bytes, record: Any) -> tuple[str, bool]:

@@ -13,6 +13,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from numbers import Integral, Real
 from typing import Any
 
@@ -145,13 +146,18 @@ def check_keywords(given: Mapping[str, Any] | Iterable[str], accepted: Iterable[
     )
 
 
+# The input's number of a call's first item: a streamed pipeline (pipelines/streaming.py) calls on
+# each batch, whose items the errors number as the input does (item 3, not the batch's item 1).
+FIRST_ITEM: ContextVar[int] = ContextVar("first_item", default=1)
+
+
 def check_texts(text: Any, what: str = "text") -> list[str]:
     """A string or a list of strings as a list, else a one-line error naming the bad item."""
     if isinstance(text, str):
         return [text]
     if not isinstance(text, (list, tuple)):
         raise LmforgeError(f"{what} must be a string or a list of strings, not {type(text).__name__}")
-    for n, item in enumerate(text, start=1):
+    for n, item in enumerate(text, start=FIRST_ITEM.get()):
         if not isinstance(item, str):
             raise LmforgeError(f"{what} item {n} is of type {type(item).__name__}, not a string")
     return list(text)

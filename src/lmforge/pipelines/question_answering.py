@@ -22,7 +22,7 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
-from lmforge.inference.options import check_keywords
+from lmforge.inference.options import FIRST_ITEM, check_keywords
 from lmforge.inference.qa import QAOptions, answer_questions, check_qa_options, window_sizes
 from lmforge.model.span import SpanModel
 from lmforge.pipelines.streaming import streams
@@ -52,7 +52,7 @@ def read_inputs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[lis
             )
         items = args[0] if isinstance(args[0], list | tuple) else [args[0]]
         pairs = []
-        for n, item in enumerate(items, 1):
+        for n, item in enumerate(items, FIRST_ITEM.get()):
             if not isinstance(item, dict) or "question" not in item or "context" not in item:
                 raise LmforgeError(f"input {n} must be a dict with 'question' and 'context'")
             pairs.append((_text(item["question"], f"question {n}"), _text(item["context"], f"context {n}")))

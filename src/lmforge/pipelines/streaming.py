@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.inference.options import check_options
+from lmforge.inference.options import FIRST_ITEM, check_options
 
 KEYWORDS = ("inputs", "text_inputs", "text")  # transformers' names for a pipeline's input, and lmforge's
 
@@ -84,10 +84,13 @@ def _stream(run: Callable[[list[Any]], Iterable[Any]], items: Iterator[Any], siz
         yield from done
         read = len(first)
         while batch := list(itertools.islice(items, size)):
+            numbered = FIRST_ITEM.set(read + 1)  # a bad item is named by its place in the input
             try:
                 results = list(run(batch))
-            except LmforgeError as e:  # name the items: the caller holds no list to count in
+            except LmforgeError as e:  # name the batch too: the caller holds no list to count in
                 raise LmforgeError(f"{e} (in items {read + 1}-{read + len(batch)} of the input)") from None
+            finally:
+                FIRST_ITEM.reset(numbered)
             read += len(batch)
             yield from results
 

@@ -30,7 +30,14 @@ from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat import ChatSpec, continuation, decoding_options
 from lmforge.inference.generate import encode_prompts, generate_ids
-from lmforge.inference.options import check_keywords, check_options, check_texts, is_int, keyword_names
+from lmforge.inference.options import (
+    FIRST_ITEM,
+    check_keywords,
+    check_options,
+    check_texts,
+    is_int,
+    keyword_names,
+)
 from lmforge.inference.text_stream import StopWatch, check_stops
 from lmforge.model.kinds import require_decoder
 from lmforge.pipelines.streaming import streams
@@ -145,7 +152,9 @@ class TextGenerationPipeline:
                 self.directory, self.tokenizer.eos_id
             )  # as transformers'
         else:
-            where = ["messages" if len(chats) == 1 else f"conversation {n}" for n in range(1, len(chats) + 1)]
+            first = FIRST_ITEM.get()  # a streamed batch's conversations, numbered as in the input
+            alone = len(chats) == 1 and first == 1
+            where = ["messages" if alone else f"conversation {n}" for n in range(first, first + len(chats))]
             ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]
             stops = self.chat.stops
         options = self.chat.sampling(**given)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, ModelConfig, load_config
-from lmforge.config.checks import split_batch
+from lmforge.config.batch_split import split_batch
 from lmforge.config.deepspeed_json import owned, with_user_json
 from lmforge.errors import LmforgeError
 from lmforge.tools import plan_devices, plan_memory, plan_model

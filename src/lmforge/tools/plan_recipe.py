@@ -174,7 +174,7 @@ def _vocab_size(cfg: Config) -> int:
     chars: set[str] = set()
     read = 0
     try:
-        for doc in read_documents(split_inputs(source), cfg.data.text_field):
+        for doc in read_documents(split_inputs(source), cfg.data.text_field, json_field=cfg.prep.json_field):
             chars.update(doc.text)
             read += len(doc.text)
             if read >= CHARS_COUNTED:

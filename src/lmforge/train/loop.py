@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lmforge import malloc, tuning
 from lmforge.config import Config, as_overrides, config_to_toml
-from lmforge.config.checks import split_batch
+from lmforge.config.batch_split import split_batch
 from lmforge.config.deepspeed_json import changed_keys, user_json
 from lmforge.errors import LmforgeError
 from lmforge.formats.peft import base_identity, check_base
