@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from lmforge.inference.ask import ask
     from lmforge.inference.chat import chat
     from lmforge.inference.classify import classify, eval_classify
+    from lmforge.inference.embed import embed
     from lmforge.inference.generate import generate
     from lmforge.inference.instruct_eval import eval_instruct
     from lmforge.inference.onnx_runner import generate_onnx, translate_onnx
@@ -47,6 +48,7 @@ _API: dict[str, str] = {
     "chat": "lmforge.inference.chat:chat",
     "classify": "lmforge.inference.classify:classify",
     "LmforgeError": "lmforge.errors:LmforgeError",
+    "embed": "lmforge.inference.embed:embed",
     "eval_classify": "lmforge.inference.classify:eval_classify",
     "eval_instruct": "lmforge.inference.instruct_eval:eval_instruct",
     "eval_qa": "lmforge.inference.qa_eval:eval_qa",
@@ -79,6 +81,7 @@ __all__ = [
     "audit",
     "chat",
     "classify",
+    "embed",
     "eval_classify",
     "eval_instruct",
     "eval_qa",

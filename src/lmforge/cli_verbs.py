@@ -220,7 +220,7 @@ MAKE_VERBS: dict[str, Verb] = {
 
 # fmt: off
 ORDER = ("prep", "train", "generate", "chat", "ask", "import", "export", "merge-lora", "finetune-classify",
-         "classify", "eval-classify", "translate", "eval-translate", "eval", "plan", "inspect", "audit",
-         "eval-instruct", "eval-qa", "serve", "launch")  # as `lmforge --help` lists them
+         "classify", "eval-classify", "embed", "translate", "eval-translate", "eval", "plan", "inspect",
+         "audit", "eval-instruct", "eval-qa", "serve", "launch")  # as `lmforge --help` lists them
 # fmt: on
 VERBS: dict[str, Verb] = {name: (MAKE_VERBS | USE_VERBS)[name] for name in ORDER}

@@ -1,5 +1,5 @@
-"""The verbs that use a model: generate, chat, ask, classify, translate, evaluate, inspect and
-serve. Part of the verb table (cli_verbs.py holds the others, and the order `lmforge --help`
+"""The verbs that use a model: generate, chat, ask, classify, embed, translate, evaluate, inspect
+and serve. Part of the verb table (cli_verbs.py holds the others, and the order `lmforge --help`
 lists them in)."""
 
 from __future__ import annotations
@@ -155,6 +155,24 @@ USE_VERBS: dict[str, Verb] = {
             opt("--function-to-apply", "how outputs become scores, as transformers' pipeline (default: the"
                 " model's: softmax, or sigmoid for a multi-label or one-output head, none for a regression)",
                 choices=["softmax", "sigmoid", "none"]),
+        ),
+        show.show_labels,
+        before=show.no_words_no_texts,
+    ),
+    "embed": Verb(
+        "lmforge.inference.embed:embed",
+        "sentence embeddings of texts with an encoder (all-MiniLM-L6-v2, an HF BERT-style folder, an"
+        " lmforge encoder): the mean over the tokens, length 1; a JSON line per text",
+        (
+            opt("model", MODEL),
+            opt("text", "texts to embed", dest="texts", nargs="*"),
+            opt("--file", "embed every line of this file (a .jsonl: each record's --text-field)"),
+            opt("--text-field", "field holding the text in a .jsonl --file"),
+            opt("--normalize", "scale each embedding to length 1 (--no-normalize: the plain mean)",
+                action=argparse.BooleanOptionalAction),
+            opt("--max-length", "tokens a text is cut to (default: sentence_bert_config.json's"
+                " max_seq_length, else the model's context)", type=int),
+            opt("--batch-size", "texts per forward pass", type=int),
         ),
         show.show_labels,
         before=show.no_words_no_texts,

@@ -15,6 +15,7 @@ say the same in other words. `embed_kept` keeps them in a file, each row with it
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -23,9 +24,9 @@ import safetensors.numpy
 import torch
 from safetensors import SafetensorError, safe_open
 
-from lmforge.data.labelled import encode_batch
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.inference.options import is_int
 from lmforge.model.classifier import mean_pool
 from lmforge.model.encoder import Encoder
 from lmforge.outputs import write_file
@@ -49,9 +50,12 @@ def default_embedder() -> Path:
 
 
 class Embedder:
-    """Mean-pooled, unit-length embeddings from an encoder directory, in fp32."""
+    """Mean-pooled embeddings from an encoder directory, in fp32, each of length 1 unless asked
+    otherwise. A text is cut to max_length tokens (its first ones and the final special token, as
+    sentence-transformers cuts it); None: the directory's sentence_bert_config.json max_seq_length,
+    else the model's context."""
 
-    def __init__(self, model: str | Path | None = None) -> None:
+    def __init__(self, model: str | Path | None = None, max_length: int | None = MAX_TOKENS) -> None:
         directory = resolve_model_dir(model if model is not None else default_embedder())
         net, self.tokenizer = load_model(directory)
         if not isinstance(net, Encoder):
@@ -59,25 +63,82 @@ class Embedder:
                 f"{model}: a {type(net).__name__}, not an encoder: --embedder takes a sentence-embedding"
                 " encoder such as all-MiniLM-L6-v2"
             )
+        check_mean_pooling(directory)
         self.net = net.float().eval()
-        self.context = min(net.config.block_size, MAX_TOKENS)
-        self.key = _identity(directory)
+        self.context = min(net.config.block_size, max_length or sentence_length(directory, net))
+        self.width = int(net.config.n_embd)
+        self.key = _identity(directory, max_length)
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's tokens with the encoder's special tokens ([CLS] ... [SEP]), not cut; a text
+        of no tokens (an encoder without special tokens) is its end-of-text token."""
+        empty = [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else 0]
+        return [e.ids or empty for e in self.tokenizer.hf.encode_batch(texts)]
+
+    def cut(self, ids: list[int], length: int | None = None) -> list[int]:
+        """ids cut to `length` tokens (default: the embedder's), keeping the final special token."""
+        length = length or self.context
+        return ids if len(ids) <= length else ids[: length - 1] + ids[-1:]
+
+    def embed(self, texts: list[str], normalize: bool = True, batch_size: int = BATCH) -> np.ndarray:
+        """(len(texts), width) float32, each row of length 1 (normalize=False: the plain mean)."""
+        return self.embed_ids([self.cut(ids) for ids in self.token_ids(texts)], normalize, batch_size)
 
     @torch.inference_mode()
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), width) float32, each row of length 1."""
-        rows = []
-        for i in range(0, len(texts), BATCH):
-            ids, mask = encode_batch(self.tokenizer, texts[i : i + BATCH], self.context, encoder=True)
+    def embed_ids(self, rows: list[list[int]], normalize: bool = True, batch_size: int = BATCH) -> np.ndarray:
+        """embed() of texts already tokens (each at most the model's context, none empty), batch_size
+        rows per forward pass."""
+        out = []
+        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        for i in range(0, len(rows), batch_size):
+            batch = rows[i : i + batch_size]
+            width = max(map(len, batch))
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in batch])  # (B, T), right-padded
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
             mean = mean_pool(self.net(ids, mask), mask)  # (B, C)
-            rows.append(torch.nn.functional.normalize(mean, dim=-1))
-        return torch.cat(rows).numpy() if rows else np.zeros((0, self.net.config.n_embd), np.float32)
+            out.append(torch.nn.functional.normalize(mean, dim=-1) if normalize else mean)
+        return torch.cat(out).numpy() if out else np.zeros((0, self.width), np.float32)
 
 
-def _identity(directory: Path) -> str:
+def sentence_length(directory: Path, net: torch.nn.Module) -> int:
+    """The tokens sentence-transformers cuts a text to: sentence_bert_config.json's max_seq_length
+    when the directory has one (all-MiniLM-L6-v2: 256 of its 512 positions), else the context."""
+    try:
+        length = json.loads((directory / "sentence_bert_config.json").read_text())["max_seq_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return int(net.config.block_size)
+    context = int(net.config.block_size)
+    return min(int(length), context) if is_int(length) and length > 0 else context
+
+
+def check_mean_pooling(directory: Path) -> None:
+    """A sentence-transformers folder whose pooling is not the mean (CLS, max, last token): one line,
+    not vectors unlike the ones it was trained to give. A folder without modules.json is taken
+    as mean-pooled."""
+    try:
+        modules = json.loads((directory / "modules.json").read_text())
+    except (OSError, ValueError):
+        return
+    for module in modules if isinstance(modules, list) else []:
+        if not (isinstance(module, dict) and str(module.get("type", "")).endswith(".Pooling")):
+            continue
+        where = directory / str(module.get("path", "")) / "config.json"
+        try:
+            config = json.loads(where.read_text())
+        except (OSError, ValueError):
+            return
+        modes = sorted(k for k, v in config.items() if k.startswith("pooling_mode_") and v is True)
+        if modes != ["pooling_mode_mean_tokens"]:
+            raise LmforgeError(
+                f"{where}: pools by {', '.join(modes) or 'nothing'}; lmforge's sentence embeddings are"
+                " the mean over the tokens (pooling_mode_mean_tokens)"
+            )
+
+
+def _identity(directory: Path, max_length: int | None) -> str:
     """What saved embeddings were made with: the directory's config and weights files (their
     names, sizes and modification times) and the length texts are cut to."""
-    digest = hashlib.sha256(f"{directory.resolve()} {MAX_TOKENS}".encode())
+    digest = hashlib.sha256(f"{directory.resolve()} {max_length}".encode())
     for path in sorted(directory.iterdir()):
         if path.is_file() and path.suffix in (".json", ".safetensors", ".bin"):
             stat = path.stat()

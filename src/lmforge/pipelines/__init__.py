@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     "text-classification": "lmforge.pipelines.text_classification:TextClassificationPipeline",
     "translation": "lmforge.pipelines.translation:TranslationPipeline",
     "question-answering": "lmforge.pipelines.question_answering:QuestionAnsweringPipeline",
+    "feature-extraction": "lmforge.pipelines.feature_extraction:FeatureExtractionPipeline",
 }
 
 ALIASES = {"sentiment-analysis": "text-classification"}  # transformers' other names for a task

@@ -1,5 +1,6 @@
 """The routes: GET /health, GET /v1/models, GET /v1/models/{id}, POST /v1/completions,
-POST /v1/chat/completions, POST /v1/translations, POST /v1/classifications, POST /v1/answers.
+POST /v1/chat/completions, POST /v1/translations, POST /v1/classifications, POST /v1/answers,
+POST /v1/embeddings (embedding_route.py).
 Bodies are checked by schemas.py (their size by limits.py); every failure is OpenAI's error object
 (errors.py); requests decode together in batcher.py's loop."""
 
@@ -21,6 +22,8 @@ from lmforge.server import sse
 from lmforge.server.auth import RequireKey
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
+from lmforge.server.embedding_route import KIND as EMBEDDINGS
+from lmforge.server.embedding_route import embedding_inputs, embedding_reply
 from lmforge.server.errors import ApiError, CatchBugs, install
 from lmforge.server.jobs import new_job
 from lmforge.server.limits import BodyLimit
@@ -33,6 +36,7 @@ from lmforge.server.schemas import (
     ChatRequest,
     ClassificationRequest,
     CompletionRequest,
+    EmbeddingRequest,
     TranslationRequest,
     _Sampling,
 )
@@ -159,6 +163,13 @@ def create_app(
         work = lambda: served.pipeline(question=body.question, context=body.context, **options)  # noqa: E731
         results = await _task(state, work, None)
         return {"object": "answer", "model": served.id, "results": results}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        served = _model(state, body.model, EMBEDDINGS)
+        rows = embedding_inputs(served, body)
+        vectors = await _task(state, lambda: served.pipeline.embed_ids(rows))
+        return embedding_reply(served, body, rows, vectors)
 
     return app
 

@@ -15,6 +15,7 @@ from lmforge.inference.autotune import to_inference_dtype
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.compile_choice import rows_through_step, step_for_serving
 from lmforge.model.classifier import Classifier
+from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
 from lmforge.model.kinds import describe
 from lmforge.model.seq2seq import Seq2Seq
@@ -26,6 +27,7 @@ KINDS = {
     Seq2Seq: "translation",
     Classifier: "text-classification",
     SpanModel: "question-answering",
+    Encoder: "feature-extraction",  # sentence embeddings: POST /v1/embeddings
 }
 
 
@@ -33,17 +35,20 @@ KINDS = {
 class ServedModel:
     id: str
     directory: Path
-    kind: str  # text-generation, translation, text-classification, question-answering
+    kind: str  # text-generation, translation, text-classification, question-answering, feature-extraction
     net: torch.nn.Module
     tokenizer: Tokenizer
     chat: ChatSpec | None = None  # text-generation models with a chat template
-    pipeline: Any = None  # the other tasks: lmforge's pipeline object
+    pipeline: Any = None  # the other tasks: lmforge's pipeline object (embeddings: the Embedder)
     step: Any = None  # text generation: the compiled step a lone request decodes through, if any
     step_rows: int = 1  # the most rows that decode one at a time through it (compile_choice)
     decoding: str = ""  # text generation: its dtype and how it decodes, said at start
 
     @property
     def context(self) -> int:
+        """The most tokens a request may give (an embedder's: the length it cuts texts to)."""
+        if self.kind == "feature-extraction":
+            return int(self.pipeline.context)
         return int(self.net.config.block_size)
 
     def card(self, created: int) -> dict[str, Any]:
@@ -80,6 +85,11 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
 
         served.pipeline = TextClassificationPipeline(directory)
         served.net = served.pipeline.model
+    elif isinstance(net, Encoder):  # texts cut where sentence-transformers cuts them, not at 256 for all
+        from lmforge.inference.embeddings import Embedder
+
+        served.pipeline = Embedder(directory, max_length=None)
+        served.net = served.pipeline.net
     else:
         from lmforge.pipelines.question_answering import QuestionAnsweringPipeline
 

@@ -314,3 +314,56 @@ class AnswerRequest(_Body):
         """The pipeline options given (the others keep the pipeline's defaults)."""
         names = ("top_k", "max_answer_len", "handle_impossible_answer", "max_seq_len", "doc_stride")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one /v1/embeddings request
+
+
+class EmbeddingRequest(_Body):
+    """OpenAI's /v1/embeddings body, and vLLM's truncate_prompt_tokens (cut each input to that many
+    tokens, -1: to the model's context; not given: an input over the context is a 400)."""
+
+    model: StrictStr
+    input: Prompt  # text, texts, token ids, or lists of token ids (checked by _input_shape)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[StrictInt, Field(ge=1)] | None = None
+    user: StrictStr | None = None
+    truncate_prompt_tokens: Annotated[StrictInt, Field(ge=-1)] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_shape(cls, value: Any) -> Any:
+        """One line naming the place that is wrong, as completions' prompt."""
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value:
+            raise ValueError(
+                "must be a string, a non-empty list of strings, of token ids or of lists of token ids"
+            )
+        kind = type(value[0])  # type(), not isinstance: a JSON true is no token id
+        bad = next(
+            (i for i, v in enumerate(value) if type(v) is not kind or kind not in (str, int, list)), None
+        )
+        if bad is not None:
+            raise ValueError(
+                f"item {bad} is {_json_kind(value[bad])}: give all strings, all token ids or all lists of"
+                " token ids"
+            )
+        if kind is not int and len(value) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"List should have at most {MAX_EMBEDDING_INPUTS} items, not {len(value)}")
+        for p, ids in enumerate(value if kind is list else []):
+            if not ids:
+                raise ValueError(f"item {p} is an empty list of token ids")
+            bad = next((i for i, t in enumerate(ids) if type(t) is not int), None)
+            if bad is not None:
+                raise ValueError(f"item {p}, position {bad}: not a token id (got {_json_kind(ids[bad])})")
+        return value
+
+    def token_inputs(self) -> list[list[int]] | None:
+        """The inputs given as token ids, one list per input; None when they are text."""
+        if isinstance(self.input, str) or isinstance(self.input[0], str):
+            return None
+        return [list(p) for p in self.input] if isinstance(self.input[0], list) else [list(self.input)]  # type: ignore[arg-type]
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)  # type: ignore[arg-type]

