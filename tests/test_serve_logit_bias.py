@@ -107,6 +107,8 @@ def test_a_sampled_row_draws_only_unbanned_tokens_and_logprobs_stay_the_models(
     [
         ({"abc": 1}, "'abc' is not a token id"),
         ({"-1": 1}, "'-1' is not a token id"),
+        ({"9999999999": 1}, "token id 9999999999 is outside the vocabulary"),
+        ({"00000000005": 1, "7" * 5000: 1}, "token id 777777777777... is outside the vocabulary"),
         ({"5": 101}, "less than or equal to 100"),
         ({"5": -100.5}, "greater than or equal to -100"),
         ({"5": "1"}, "valid number"),

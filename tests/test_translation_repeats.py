@@ -7,6 +7,8 @@ through the decoders, the pipeline, `lmforge translate` and the server's /v1/tra
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,50 @@ def test_pipeline_cli_and_server_take_them(
         assert r.json()["results"] == [{"translation_text": expected}]
         r = api.post("/v1/translations", json={**body, "no_repeat_ngram_size": -1})
         assert r.status_code == 400 and r.json()["error"]["param"] == "no_repeat_ngram_size"
+
+
+def test_the_models_generation_config_sets_them_by_default(
+    marian: tuple[Path, Any, Any], tmp_path: Path
+) -> None:
+    """As transformers' generate: generation_config.json's values unless a keyword gives others;
+    `lmforge import` keeps them and `lmforge export` writes them back."""
+    from lmforge.formats.hf_export import export_hf
+    from lmforge.formats.hf_files import import_hf
+
+    directory, _, tokenizer = marian
+    own = tmp_path / "hf"
+    shutil.copytree(directory, own)
+    file = own / "generation_config.json"
+    file.write_text(
+        json.dumps(json.loads(file.read_text()) | {"repetition_penalty": 1.8, "no_repeat_ngram_size": 2})
+    )
+    hf = transformers.MarianMTModel.from_pretrained(own).eval()
+    sentences = [en for en, _ in pairs(2000) if len(en) < 40][:4]
+    with torch.no_grad():
+        out = hf.generate(**tokenizer(sentences, return_tensors="pt", padding=True), max_new_tokens=MAX_NEW)
+        off = hf.generate(**tokenizer(sentences, return_tensors="pt", padding=True), max_new_tokens=MAX_NEW,
+                          repetition_penalty=1.0, no_repeat_ngram_size=0)  # fmt: skip
+    expected, plain = (tokenizer.batch_decode(o, skip_special_tokens=True) for o in (out, off))
+    assert expected != plain
+    texts = lambda rows: [r["translation_text"] for r in rows]  # noqa: E731
+    pipe = lmforge.pipeline("translation", model=own)
+    assert texts(pipe(sentences, max_new_tokens=MAX_NEW)) == expected
+    assert (
+        texts(pipe(sentences, max_new_tokens=MAX_NEW, repetition_penalty=1.0, no_repeat_ngram_size=0))
+        == plain
+    )
+    import_hf(own, tmp_path / "ours")
+    saved = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert (saved["repetition_penalty"], saved["no_repeat_ngram_size"]) == (1.8, 2)
+    assert (
+        texts(lmforge.pipeline("translation", model=tmp_path / "ours")(sentences, max_new_tokens=MAX_NEW))
+        == expected
+    )
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    back = json.loads((tmp_path / "back" / "generation_config.json").read_text())
+    assert (back["repetition_penalty"], back["no_repeat_ngram_size"]) == (1.8, 2)
+    file.write_text(json.dumps(json.loads(file.read_text()) | {"no_repeat_ngram_size": -2}))
+    with pytest.raises(
+        LmforgeError, match=r"generation_config.json: no_repeat_ngram_size=-2 must be an integer >= 0"
+    ):
+        lmforge.pipeline("translation", model=own)

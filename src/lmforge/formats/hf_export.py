@@ -138,6 +138,10 @@ def _write_seq2seq_files(
     if model.num_beams != 1:
         generation["num_beams"] = model.num_beams
     generation["early_stopping"] = model.early_stopping  # transformers' default is False, lmforge's True
+    if model.repetition_penalty != 1.0:
+        generation["repetition_penalty"] = model.repetition_penalty
+    if model.no_repeat_ngram_size:
+        generation["no_repeat_ngram_size"] = model.no_repeat_ngram_size
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 

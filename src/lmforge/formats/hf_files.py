@@ -58,6 +58,7 @@ from lmforge.formats.lmforge_dirs import (
     ENCODER_TYPE,
     checked_early_stopping,
     checked_num_beams,
+    checked_repeats,
     save_classifier,
 )
 from lmforge.model.classifier import Classifier
@@ -136,9 +137,9 @@ Model = GPT | Encoder | Seq2Seq | SpanModel | Classifier
 
 def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
     """Marian's token ids: pad (source masks; also the start token), and the tokens never generated:
-    pad, and any one-token bad_words_ids; and its default beam size and early_stopping
-    (transformers' defaults, 1 and False, where not given). Those three are generation_config.json's,
-    or config.json's in older uploads without one."""
+    pad, and any one-token bad_words_ids; and its default beam size, early_stopping,
+    repetition_penalty and no_repeat_ngram_size (transformers' defaults, 1, False, 1 and 0, where
+    not given). Those are generation_config.json's, or config.json's in older uploads without one."""
     pad = raw.get("pad_token_id")
     if not isinstance(pad, int):
         raise LmforgeError(f"{file}: missing config key 'pad_token_id'")
@@ -152,8 +153,9 @@ def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Se
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
     beams = checked_num_beams(source.get("num_beams", 1), named)
     stopping = checked_early_stopping(source.get("early_stopping", False), named)
+    repeats = checked_repeats(source, named)
     start = start if isinstance(start, int) else pad
-    return empty(lambda: Seq2Seq(config, pad, start, suppress, beams, stopping))
+    return empty(lambda: Seq2Seq(config, pad, start, suppress, beams, stopping, *repeats))
 
 
 def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenizer]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ def checked_num_beams(beams: Any, file: str | Path) -> int:
     return beams
 
 
+def checked_repeats(source: dict[str, Any], file: str | Path) -> tuple[float, int]:
+    """A config file's repetition_penalty (a finite number > 0) and no_repeat_ngram_size (an
+    integer >= 0); absent or null: off (1 and 0), as transformers reads them."""
+    penalty, ngram = source.get("repetition_penalty"), source.get("no_repeat_ngram_size")
+    penalty, ngram = 1.0 if penalty is None else penalty, 0 if ngram is None else ngram
+    number = isinstance(penalty, (int, float)) and not isinstance(penalty, bool)
+    if not (number and math.isfinite(penalty) and penalty > 0):
+        raise LmforgeError(f"{file}: repetition_penalty={penalty!r} must be a finite number > 0")
+    if not isinstance(ngram, int) or isinstance(ngram, bool) or ngram < 0:
+        raise LmforgeError(f"{file}: no_repeat_ngram_size={ngram!r} must be an integer >= 0")
+    return float(penalty), ngram
+
+
 def checked_early_stopping(value: Any, file: str | Path) -> bool | str:
     """A config file's early_stopping: true, false or "never", as transformers reads it (null,
     its field's default, decodes as false)."""
@@ -78,7 +92,8 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
         raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
     beams = checked_num_beams(raw.get("num_beams", 1), file)
     stopping = checked_early_stopping(raw.get("early_stopping", True), file)
-    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams, stopping))
+    repeats = checked_repeats(raw, file)
+    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams, stopping, *repeats))
     load_weights(model, directory / WEIGHTS)
     return model.eval(), load_translation_tokenizer(directory)
 

@@ -84,8 +84,8 @@ def translate_ids(
     truncate: bool = False,
     truncate_option: str = CUT_OPTION,
     early_stopping: bool | str | None = None,
-    repetition_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
 ) -> list[list[int]]:
     """Token ids in, token ids out (same order), decoded in length-sorted batches; beam and
     early_stopping None: the model's defaults (model.num_beams and model.early_stopping: 1 and
@@ -95,10 +95,10 @@ def translate_ids(
     to it, with one warning line on stderr (transformers' truncation=True cuts without a word).
     An empty source gives an empty translation without decoding: from EOS alone a model invents a
     sentence, and a blank line of a file should stay blank in its translation. repetition_penalty
-    and no_repeat_ngram_size are transformers' (seq2seq_decode.Repeats)."""
+    and no_repeat_ngram_size are transformers' (seq2seq_decode.Repeats); None: the model's (its
+    generation_config.json's, else off)."""
+    check_repeats(repetition_penalty, no_repeat_ngram_size)
     check_options(
-        repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
         beam=beam,
         batch_size=batch_size,
         length_penalty=length_penalty,
@@ -117,7 +117,10 @@ def translate_ids(
     if max_new_tokens == 0:
         return [[] for _ in sources]
     device = model.wte.weight.device
-    repeats = Repeats(repetition_penalty, no_repeat_ngram_size)
+    repeats = Repeats(
+        model.repetition_penalty if repetition_penalty is None else repetition_penalty,
+        model.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
+    )
 
     def decode(idx: list[int]) -> list[list[int]]:
         src = encode_sources([sources[i] for i in idx], eos, model.pad_id, model.config.block_size).to(device)
@@ -168,6 +171,12 @@ def fit_sources(
         file=sys.stderr,
     )
     return [ids[:limit] for ids in sources]
+
+
+def check_repeats(repetition_penalty: float | None, no_repeat_ngram_size: int | None) -> None:
+    """The two repeat options where given (None: the model's)."""
+    given = {"repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
+    check_options(**{k: v for k, v in given.items() if v is not None})
 
 
 def translate_texts(model: Seq2Seq, tokenizer: Tokenizer, texts: list[str], **options: Any) -> list[str]:
@@ -224,18 +233,18 @@ def translate(
     length_penalty: float = 1.0,
     dtype: str = "fp32",
     truncate: bool = False,
-    repetition_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
 ) -> list[str]:
     """Translate `texts` (a string or a list) or every line of `file` with a run, checkpoint or
     model directory; greedy with beam=1, else beam search (None: the model's default). An empty
     list gives an empty list, as generate and the pipelines do; neither texts nor file is an error.
     A sentence over the model's limit is an error, or with `truncate` is cut to it (translate_ids).
-    repetition_penalty and no_repeat_ngram_size are transformers' (1 and 0: off)."""
+    repetition_penalty and no_repeat_ngram_size are transformers' (None: the model's, else off)."""
     check_options(
-        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate,
-        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-    )  # fmt: skip
+        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
+    )
+    check_repeats(repetition_penalty, no_repeat_ngram_size)
     lines = gather_sentences(texts, file)
     net, tokenizer = load_translator(model, dtype)  # checked even for no sentences, as generate does
     if not lines:
@@ -310,8 +319,8 @@ def eval_translate(
     dtype: str = "fp32",
     overwrite: bool = False,
     truncate: bool = False,
-    repetition_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
+    repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
 ) -> dict[str, Any]:
     """Translate every line of `src`, score against `ref` (same line count); optionally write the
     hypotheses to `out` (an existing file only with `overwrite`; never `src`, `ref` or a model file).
@@ -319,9 +328,9 @@ def eval_translate(
     and how many sources `truncate` cut to the model's limit (without it a longer one stops the
     evaluation, naming it: translate_ids), so the score says when it is of cut sentences."""
     check_options(
-        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate,
-        repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-    )  # fmt: skip
+        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
+    )
+    check_repeats(repetition_penalty, no_repeat_ngram_size)
     if out is not None:
         out = check_out(out, {f"src={src}": src, f"ref={ref}": ref}, overwrite, model)
     sources, references = read_sentences(src), read_sentences(ref)

@@ -18,8 +18,10 @@ Options for Marian (opus-mt weights, see model/hf.py), all off by default: post-
 outside the config since they are token ids, the decoder's start token (`start_id`; lmforge's
 models start with EOS, Marian's with the pad token) and tokens never generated (`suppress_ids`).
 Also outside the config, as in HF's generation_config.json: the default beam size (`num_beams`;
-opus-mt's is 4) and when beam search ends (`early_stopping`: True for lmforge's own models, False,
-transformers' default, for opus-mt), used when a translation call does not give them.
+opus-mt's is 4), when beam search ends (`early_stopping`: True for lmforge's own models, False,
+transformers' default, for opus-mt) and transformers' `repetition_penalty` and
+`no_repeat_ngram_size` (off unless the file sets them), used when a translation call does not
+give them.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class Seq2Seq(nn.Module):
         suppress_ids: tuple[int, ...] | list[int] = (),
         num_beams: int = 1,
         early_stopping: bool | str = True,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> None:
         super().__init__()
         check_buildable(config, "seq2seq")
@@ -155,6 +159,8 @@ class Seq2Seq(nn.Module):
         self.suppress_ids = list(suppress_ids)  # never generated (Marian: its pad / start token)
         self.num_beams = num_beams  # the default beam size of translation calls
         self.early_stopping = early_stopping  # and when their beam search ends (seq2seq_decode)
+        self.repetition_penalty = repetition_penalty  # and their repeats (seq2seq_decode.Repeats)
+        self.no_repeat_ngram_size = no_repeat_ngram_size
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # shared by encoder, decoder and output
         self.encoder = Stack(c, decoder=False)
         self.decoder = Stack(c, decoder=True)
@@ -186,7 +192,10 @@ class Seq2Seq(nn.Module):
 
     def decoding_extra(self) -> dict[str, Any]:
         """config.json keys a model directory keeps beyond the ModelConfig."""
-        return decoding_extra(self.start_id, self.suppress_ids, self.num_beams, self.early_stopping)
+        return decoding_extra(
+            self.start_id, self.suppress_ids, self.num_beams, self.early_stopping,
+            self.repetition_penalty, self.no_repeat_ngram_size,
+        )  # fmt: skip
 
     def _check_length(self, t: int, side: str) -> None:
         if t > self.config.block_size:
@@ -272,7 +281,12 @@ class Seq2Seq(nn.Module):
 
 
 def decoding_extra(
-    start_id: int | None, suppress_ids: list[int], num_beams: int, early_stopping: bool | str = True
+    start_id: int | None,
+    suppress_ids: list[int],
+    num_beams: int,
+    early_stopping: bool | str = True,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict[str, Any]:
     """The decoding settings that differ from lmforge's defaults, as config.json keys."""
     extra: dict[str, Any] = {}
@@ -282,4 +296,8 @@ def decoding_extra(
         extra["num_beams"] = num_beams
     if early_stopping is not True:
         extra["early_stopping"] = early_stopping
+    if repetition_penalty != 1.0:
+        extra["repetition_penalty"] = repetition_penalty
+    if no_repeat_ngram_size:
+        extra["no_repeat_ngram_size"] = no_repeat_ngram_size
     return extra

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
-from lmforge.inference.translate import load_translator, model_languages, translate_texts
+from lmforge.inference.translate import check_repeats, load_translator, model_languages, translate_texts
 from lmforge.pipelines.streaming import streams
 
 BATCH_SIZE = 32  # sentences decoded together (sorted by length: little padding)
@@ -53,8 +53,8 @@ class TranslationPipeline:
         do_sample: bool = False,
         truncation: bool = False,  # cut a text over the model's limit (with a warning), else an error
         early_stopping: bool | str | None = None,  # None: the model's (opus-mt: False, lmforge's: True)
-        repetition_penalty: float = 1.0,  # transformers' (1: off)
-        no_repeat_ngram_size: int = 0,  # transformers' (0: off)
+        repetition_penalty: float | None = None,  # transformers' (1: off); None: the model's
+        no_repeat_ngram_size: int | None = None,  # transformers' (0: off); None: the model's
         **unknown: Any,
     ) -> list[dict[str, str]]:
         check_keywords(unknown, keyword_names(TranslationPipeline.__call__), "translation")
@@ -65,9 +65,8 @@ class TranslationPipeline:
             do_sample=do_sample,
             truncation=truncation,
             early_stopping=early_stopping,
-            repetition_penalty=repetition_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
         )
+        check_repeats(repetition_penalty, no_repeat_ngram_size)
         if max_new_tokens is not None:
             check_options(max_new_tokens=max_new_tokens)
         if do_sample:

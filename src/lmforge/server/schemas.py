@@ -144,8 +144,11 @@ class _Sampling(_Body):
         if value is not None and len(value) > MAX_BIASES:
             raise ValueError(f"at most {MAX_BIASES} token ids, not {len(value)}")
         for key in value or {}:
-            if not re.fullmatch(r"[0-9]{1,9}", key):
+            if not re.fullmatch(r"[0-9]+", key):
                 raise ValueError(f'{key!r} is not a token id (a string of digits, as "50256")')
+            if len(key.lstrip("0")) > 9:  # no vocabulary is a billion tokens; int() of 5,000 digits fails
+                shown = key[:12] + ("..." if len(key) > 12 else "")
+                raise ValueError(f"token id {shown} is outside the vocabulary")
         return value
 
     def stops(self) -> list[str]:

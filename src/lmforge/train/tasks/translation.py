@@ -93,6 +93,7 @@ class TranslationTask(Task):
         self.suppress = list(model.suppress_ids) if model is not None else []
         self.num_beams = model.num_beams if model is not None else 1
         self.early_stopping = model.early_stopping if model is not None else True
+        self.repeats = (1.0, 0) if model is None else (model.repetition_penalty, model.no_repeat_ngram_size)
         data_dir = self.data_dir
         src, tgt = load_split(data_dir, "train")
         vsrc, vtgt = load_split(data_dir, "val")
@@ -122,9 +123,8 @@ class TranslationTask(Task):
         self.micro = micro
 
     def build_model(self) -> Seq2Seq:
-        model = Seq2Seq(
-            self.cfg.model, self.pad, self.start, self.suppress, self.num_beams, self.early_stopping
-        )
+        decoding = (self.start, self.suppress, self.num_beams, self.early_stopping, *self.repeats)
+        model = Seq2Seq(self.cfg.model, self.pad, *decoding)
         if self.cfg.train.init_from:  # let go of it: else in memory twice all run
             model.load_state_dict(take_loaded(self).state_dict())
         return model
@@ -133,8 +133,8 @@ class TranslationTask(Task):
         return seq2seq_loss(model, *batch, label_smoothing=self.label_smoothing)
 
     def write_model_files(self, directory: Path) -> None:
-        # a Marian start token, its beams and early_stopping
-        extra = decoding_extra(self.start, self.suppress, self.num_beams, self.early_stopping)
+        # a Marian start token, its beams, early_stopping and repeat options
+        extra = decoding_extra(self.start, self.suppress, self.num_beams, self.early_stopping, *self.repeats)
         sources = [Path(str(p)) for p in self.meta.get("sources", [])]
         if sources and all(suffixes(p)[0] != ".tsv" for p in sources):  # the direction, where the data
             # names its languages (.jsonl keys, NAME.xx files); a .tsv's columns have no names
