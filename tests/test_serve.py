@@ -373,7 +373,7 @@ BAD = [
 @pytest.mark.parametrize(
     ("route", "field", "value"),
     [
-        ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+        ("/v1/chat/completions", "tool_choice", "required"),
         ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
         ("/v1/completions", "best_of", 3),
         ("/v1/completions", "suffix", " the end"),
@@ -382,8 +382,9 @@ BAD = [
 def test_fields_that_would_change_the_reply_are_refused_not_ignored(
     api: TestClient, route: str, field: str, value: Any
 ) -> None:
-    """JSON mode, tools and best_of got a 200 that ignored them; their "off" values
-    (which clients such as LangChain send) are still taken."""
+    """Tools and best_of got a 200 that ignored them (so did JSON mode, before response_format was
+    implemented: test_serve_structured.py); their "off" values (which clients such as LangChain
+    send) are still taken."""
     base = {"model": "llama", "max_tokens": 2, "temperature": 0}
     base |= {"messages": HELLO} if "chat" in route else {"prompt": "the king"}
     r = api.post(route, json={**base, field: value})

@@ -17,9 +17,11 @@ the context (the server, with finish_reason "length"), and `advance` refuses one
 window sliding past it. Each sequence samples with its own temperature, top-k, top-p, min-p,
 logit bias (`LogitBias`), penalties (`Penalties`), banned tokens (`Bans`: n-grams, an early end
 of text) and random generator, so a seeded sequence draws the same tokens whatever else is in
-the batch. A sequence that asks for log-probabilities gets, each step, its token's and the top k
-tokens' log-probabilities under the model's distribution (log-softmax of the raw logits, before the
-bias, penalties, bans, temperature, top-k, top-p and min-p, as vLLM's default `logprobs_mode`).
+the batch. A sequence with a grammar (`GrammarState`: OpenAI's response_format) then keeps only
+the tokens it allows, greedy rows too, and its state takes the token chosen. A sequence that
+asks for log-probabilities gets, each step, its token's and the top k tokens' log-probabilities
+under the model's distribution (log-softmax of the raw logits, before the bias, penalties, bans,
+grammar, temperature, top-k, top-p and min-p, as vLLM's default `logprobs_mode`).
 
 A batch given a compiled step (inference/compiled_decode.py; `lmforge serve` loads one where this
 machine measured it faster) decodes its rows one at a time through it while they are few: up to
@@ -42,6 +44,7 @@ import torch
 
 from lmforge.inference.bans import NO_BANS, Bans, History
 from lmforge.inference.compiled_decode import CompiledStep, layer_cache, recast
+from lmforge.inference.grammar import GrammarState
 from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties, Tally
 from lmforge.inference.prefill import PREFILL_CHUNK
@@ -83,6 +86,7 @@ class Sequence:
     min_p: float = 0.0
     bans: Bans = NO_BANS
     bias: LogitBias = NO_BIAS  # OpenAI's logit_bias
+    grammar: GrammarState | None = None  # response_format: the tokens that keep the reply valid JSON
     prompt_len: int = field(init=False)
     tally: Tally = field(init=False, default_factory=Tally)  # what its penalties weigh down
     history: History | None = field(init=False, default=None)  # what its bans look at, once it has any
@@ -204,7 +208,7 @@ class DecodeBatch:
         greedy = self.logits.argmax(dim=-1).tolist()
         out = []
         for i, s in enumerate(self.rows):
-            if s.temperature <= 0 and not s.penalties and not s.bans and not s.bias:
+            if s.temperature <= 0 and not s.penalties and not s.bans and not s.bias and s.grammar is None:
                 out.append(greedy[i])
                 continue
             try:
@@ -219,7 +223,12 @@ class DecodeBatch:
                         s.history = History.start(s.ids[: s.prompt_len], s.bans.ngram)
                     s.history.catch_up(s.ids)
                     logits = s.bans.apply(logits, [s.history])
-                out.append(int(sample_next(logits, s.temperature, s.top_k, s.top_p, s.generator, s.min_p)))
+                if s.grammar is not None:  # last: it finds where the bans left it nothing
+                    logits = s.grammar.apply(logits)
+                token = int(sample_next(logits, s.temperature, s.top_k, s.top_p, s.generator, s.min_p))
+                if s.grammar is not None:
+                    s.grammar.take(token)
+                out.append(token)
             except Exception as e:
                 if failed is None:
                     raise

@@ -147,7 +147,11 @@ class Batcher(Executor):
             if error is not None:
                 _fail(job, error)
                 continue
-            groups = job.sequences()  # its rows, one group of n choices per prompt
+            try:
+                groups = job.sequences()  # its rows, one group of n choices per prompt
+            except Exception as e:  # a grammar llguidance could not start: this job alone fails
+                _fail(job, _generation_failed(e))
+                continue
             # max_tokens 0 without logprobs has nothing to compute; with them, its prompts prefill in
             # chunks like any (one pass at admission stalled every stream 16 s for 3,000 tokens)
             if job.max_new_tokens <= 0 and not job.score_prompts:

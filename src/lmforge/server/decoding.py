@@ -2,14 +2,15 @@
 
 A Job holds one request's prompts (token ids) and options. The batcher (batcher.py) decodes its
 rows (n per prompt) in the running batch of its model, alongside other requests' rows, and hands
-each token to `take`: a row ends at an end-of-turn id, a stop string, max_tokens or the model's
-context (its next token would be predicted from more than `context` positions: sliding a window
-past it would forget the prompt's start, and recompute the whole window for every token); text is sent as
-it becomes safe to show (whole UTF-8 characters, never the start of a stop string). When every row
-has ended the job's future gets its rows; a cancelled job (the client went away) or a late one (past
---timeout) is dropped from the batch at the next step and its future gets the error. A job that
-asks for log-probabilities keeps each counted token's (TokenLogprob); a stream sends them with the
-text they made (or, while text is held back, with the next piece sent).
+each token to `take`: a row ends at an end-of-turn id, a stop string, the end of the JSON its
+response_format asks for, max_tokens or the model's context (its next token would be predicted
+from more than `context` positions: sliding a window past it would forget the prompt's start,
+and recompute the whole window for every token); text is sent as it becomes safe to show (whole
+UTF-8 characters, never the start of a stop string). When every row has ended the job's future
+gets its rows; a cancelled job (the client went away) or a late one (past --timeout) is dropped
+from the batch at the next step and its future gets the error. A job that asks for
+log-probabilities keeps each counted token's (TokenLogprob); a stream sends them with the text
+they made (or, while text is held back, with the next piece sent).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from lmforge.inference.bans import NO_BANS, Bans
 from lmforge.inference.batching import Sequence
 from lmforge.inference.generate import row_generator
+from lmforge.inference.grammar import Grammar, GrammarState
 from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties
 from lmforge.inference.text_stream import cut_at_stop, held_back
@@ -55,6 +57,7 @@ class Row:
     logprobs: list[TokenLogprob] = field(default_factory=list)  # when the job asks for them
     logprobs_sent: int = 0  # entries already streamed
     early: int = 0  # characters of its first min_tokens tokens, where no stop string may end
+    grammar: GrammarState | None = None  # response_format: its place in the JSON schema
 
     def pending(self, tokenizer: Tokenizer, stops: list[str], min_tokens: int = 0) -> str:
         """Decode after a new token: end the row at a stop string past its first min_tokens
@@ -112,6 +115,7 @@ class Job:
     min_p: float = 0.0  # 0: off
     bans: Bans = NO_BANS  # no_repeat_ngram_size, and min_tokens (vLLM's) with the EOS ids as stops
     bias: LogitBias = NO_BIAS  # OpenAI's logit_bias
+    grammar: Grammar | None = None  # response_format's JSON schema (each row starts a state of it)
     score_prompts: bool = False  # echo with logprobs: the prompts' log-probabilities too
     texts: list[str] | None = None  # the prompts as echoed: their tokens' offsets count in these
     eos_logprob: bool = False  # list the EOS a row stops at in its logprobs (completions, as OpenAI's)
@@ -132,6 +136,8 @@ class Job:
         row_generator(seed, c), whatever else is in the batch."""
         device = next(self.net.parameters()).device
         self.rows = [Row() for _ in range(len(self.prompts) * self.n)]
+        for row in self.rows if self.grammar is not None else []:
+            row.grammar = self.grammar.start()
         return [
             [
                 Sequence(
@@ -146,6 +152,7 @@ class Job:
                     self.min_p,
                     self.bans,
                     self.bias,
+                    self.rows[p * self.n + c].grammar,
                 )
                 for c in range(self.n)
             ]
@@ -167,6 +174,8 @@ class Job:
                 row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
             row.ids.append(token)
             self._send(index, row.pending(self.tokenizer, self.stops, self.bans.min_new))
+            if row.finish is None and row.grammar is not None and row.grammar.done():
+                row.finish = "stop"  # the JSON is whole: only an end-of-text id could follow
             if row.finish is None and (len(row.ids) >= self.max_new_tokens or self._full(index)):
                 row.finish = "length"
         return row.finish is not None

@@ -1,13 +1,16 @@
 """A completion request made a Job for the batcher: its limits checked against the server's and
 the served model's (max tokens, context, logit_bias's ids), its end-of-text ids chosen (a chat
-turn's, or the model's EOS), its options turned into the decoding objects of inference/."""
+turn's, or the model's EOS), its options turned into the decoding objects of inference/ (its
+response_format into a grammar llguidance compiled)."""
 
 from __future__ import annotations
 
 import time
 
+from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.inference.bans import Bans
+from lmforge.inference.grammar import Grammar, NoGrammarLibrary, compile_json
 from lmforge.inference.logit_bias import LogitBias
 from lmforge.inference.penalties import Penalties
 from lmforge.server.decoding import Job
@@ -69,6 +72,7 @@ def new_job(
         min_p=float(body.min_p),
         bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos),
         bias=_bias(body, served.net.config.vocab_size),
+        grammar=_grammar(body, served, eos),
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
         texts=echo,
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
@@ -92,3 +96,21 @@ def _bias(body: _Sampling, vocab: int) -> LogitBias:
             "invalid_value",
         )
     return LogitBias(tuple(given), tuple(given.values()))
+
+
+def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Grammar | None:
+    """response_format's grammar (None: plain text), compiled by llguidance for the model's
+    tokenizer, ending at the request's end-of-text ids; a schema llguidance refuses is a 400 with
+    its reason, as vLLM's; without llguidance installed, a 400 saying how to install it."""
+    form = body.response_format
+    if form is None or form.type == "text":
+        return None
+    schema = form.json_schema.schema_ if form.type == "json_schema" and form.json_schema else None
+    try:
+        return compile_json(schema, served.tokenizer, eos, served.net.config.vocab_size)
+    except NoGrammarLibrary as e:
+        raise ApiError(
+            400, f"response_format: {form.type} {e}", "response_format", "unsupported_parameter"
+        ) from None
+    except LmforgeError as e:
+        raise ApiError(400, f"response_format: {e}", "response_format", "invalid_value") from None

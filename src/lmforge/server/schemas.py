@@ -49,7 +49,6 @@ OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "functions": (None, []),
     "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
-    "response_format": (None, {"type": "text"}),
 }
 
 
@@ -90,13 +89,36 @@ class StreamOptions(_Body):
     include_usage: StrictBool = False
 
 
+class JsonSchema(_Body):
+    """response_format's json_schema, as OpenAI's: the reply is JSON valid under `schema`. `strict`
+    is taken and changes nothing: the schema is always enforced, as in vLLM."""
+
+    name: StrictStr
+    description: StrictStr | None = None
+    schema_: dict[str, Any] = Field(alias="schema")  # a JSON object; `schema` is a BaseModel method
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(_Body):
+    """OpenAI's response_format: plain text, any JSON object, or JSON valid under a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchema | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs json_schema: {"name": ..., "schema": {...}}')
+        return self
+
+
 class _Sampling(_Body):
     """The fields completions and chat completions share."""
 
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: Any) -> Any:
-        """A client asking for JSON mode or tools got a 200 that ignored them."""
+        """A client asking for tools got a 200 that ignored them."""
         if isinstance(data, dict):
             for name, off in OFF_VALUES.items():
                 value = data.get(name)
@@ -125,6 +147,7 @@ class _Sampling(_Body):
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None  # json_object, json_schema: inference/grammar.py
     user: StrictStr | None = None
 
     @model_validator(mode="after")
