@@ -75,3 +75,35 @@ def test_a_tie_in_the_task_s_metric_goes_to_the_lower_val_loss(
 def test_keep_best_is_refused_where_it_would_change_nothing_or_flatter(task: str) -> None:
     with pytest.raises(LmforgeError, match=rf"train\.keep_best=true: {task} "):
         load_config(None, [f"--data.task={task}", "--train.keep_best=true"])
+
+
+def test_a_best_written_after_the_checkpoint_resumed_from_is_not_exported_as_its_best(
+    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A kill after best/ took step 6's weights but before step 6's checkpoint: the resume from
+    step 4 (whose best was step 4) found best/ holding weights the checkpoint never saw, and
+    exported them as step 4's. Now that best/ is named, deleted, and the best chosen again."""
+    scripted = iter([3.0, 2.0, 1.0, 5.0])  # the first run's evaluations at 2, 4 and 6, then the resumed one's
+    real = LanguageModelling.evaluate
+
+    def evaluate(self: LanguageModelling, *args: object) -> dict[str, float]:
+        return {**real(self, *args), "val_loss": next(scripted)}
+
+    monkeypatch.setattr(LanguageModelling, "evaluate", evaluate)
+    run = tmp_path / "run"
+    lmforge.train(None, [*tiny_overrides, *STEPS, "--train.keep_best=true"], out=run, quiet=True)
+    stale = _weights(run / "best")
+    for gone in (run / "checkpoints" / "step_00000006", run / "model"):  # as a kill there leaves it
+        for file in gone.iterdir():
+            file.unlink()
+        gone.rmdir()
+    (run / "summary.json").unlink()
+    capsys.readouterr()
+    summary = lmforge.train(resume=run, overrides=["--model.dropout=0.5"], quiet=True)  # steps 5-6 differ
+    assert "best/model.safetensors is step 6's, from after the checkpoint resumed from (step 4)" in (
+        capsys.readouterr().err
+    )
+    exported = _weights(run / "model")
+    assert (summary["best_loss"], summary["best_step"]) == (5.0, 6)
+    assert _same(exported, _weights(run / "checkpoints" / "step_00000006"))
+    assert not _same(exported, stale)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmforge.config import ModelConfig, model_config_from
@@ -25,10 +26,24 @@ SEQ2SEQ_MODEL_TYPE = "lmforge-seq2seq"
 WEIGHTS = "model.safetensors"
 
 
-def save_weights(file: Path, state: dict[str, torch.Tensor]) -> None:
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], file: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """safetensors' save_file, a failed write (a full disk) one line naming the file: safetensors
+    raises its own error, not an OSError, for the I/O error under it."""
+    try:
+        save_file(tensors, str(file), metadata=metadata)
+    except SafetensorError as e:
+        if "I/O error" not in str(e):  # not the disk's: a real bug
+            raise
+        raise LmforgeError(f"{file}: cannot write: {str(e).split('I/O error: ')[-1]}") from None
+
+
+def save_weights(file: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save a state dict; a tensor shared under several names (tied embeddings) is stored once,
     under its first name, since safetensors refuses aliases. The file gets the umask's mode, as
-    the directory's other files do (safetensors makes it 0600)."""
+    the directory's other files do (safetensors makes it 0600). `metadata`: strings kept in the
+    file's header (written with the weights, so never out of step with them)."""
     seen: set[tuple[int, int]] = set()
     unique = {}
     for name, tensor in state.items():
@@ -36,7 +51,7 @@ def save_weights(file: Path, state: dict[str, torch.Tensor]) -> None:
         if key not in seen:
             seen.add(key)
             unique[name] = tensor.detach().cpu().contiguous()
-    save_file(unique, str(file))
+    write_safetensors(unique, file, metadata)
     follow_umask(file)
 
 

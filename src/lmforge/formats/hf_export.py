@@ -10,11 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import read_chat_template, read_generation_config, write_chat_files
-from lmforge.formats.directory import load_model, read_config_json, resolve_model_dir
+from lmforge.formats.directory import load_model, read_config_json, resolve_model_dir, write_safetensors
 from lmforge.formats.hf import export_family
 from lmforge.formats.hf_convert import lmforge_to_hf
 from lmforge.formats.hf_decoder_heads import score_state_to_hf
@@ -77,7 +75,7 @@ def export_into(out: Path, model_path: str | Path) -> None:
     else:
         state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})
         architecture = family.architecture
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(state, out / "model.safetensors", {"format": "pt"})
     raw = read_config_json(source)
     specials = _seq2seq_ids(model, tokenizer) if isinstance(model, Seq2Seq) else _special_ids(tokenizer, raw)
     if isinstance(model, Classifier) and not model.encoder:

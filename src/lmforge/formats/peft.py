@@ -26,11 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lmforge.config import LoraConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import WEIGHTS, load_model, read_json, resolve_model_dir, save_weights
+from lmforge.formats.directory import (
+    WEIGHTS,
+    load_model,
+    read_json,
+    resolve_model_dir,
+    save_weights,
+    write_safetensors,
+)
 from lmforge.model import lora
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
@@ -229,10 +236,8 @@ def export_peft(source: Path, out: str | Path) -> Path:
     }
     owner = _owner("export", {PEFT_CONFIG, PEFT_WEIGHTS})
     with staged_folder(out, inputs=[source], owner=owner, overwrite=None, verb="export", mark=True) as tmp:
-        save_file(
-            {k: v.contiguous() for k, v in tensors.items()},
-            str(tmp / PEFT_WEIGHTS),
-            metadata={"format": "pt"},
+        write_safetensors(
+            {k: v.contiguous() for k, v in tensors.items()}, tmp / PEFT_WEIGHTS, {"format": "pt"}
         )
         (tmp / PEFT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return Path(out)

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import PEFT_ADAPTER, read_json, resolve_model_dir
+from lmforge.formats.directory import PEFT_ADAPTER, read_json, resolve_model_dir, write_safetensors
 from lmforge.formats.peft import LORA_FILE, read_lora_file
 from lmforge.formats.peft_checks import check_layers, check_named_base, check_task
 
@@ -240,8 +239,9 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
     for path in hf.iterdir():
         if path.is_file() and not _NOT_COPIED.fullmatch(path.name):
             shutil.copy2(path, out / path.name)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
-              metadata={"format": "pt"})  # fmt: skip
+    write_safetensors(
+        {k: v.contiguous() for k, v in state.items()}, out / "model.safetensors", {"format": "pt"}
+    )
     scale = "alpha/sqrt(r)" if config.get("use_rslora") else "alpha/r"
     print(
         f"lmforge: {adapter}: {merged_modules} LoRA modules merged into {source}"

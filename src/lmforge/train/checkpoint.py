@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_safetensors
 from lmforge.processes import own_status
 from lmforge.tokenization.marian import load_translation_tokenizer
 
@@ -62,7 +63,7 @@ def save_checkpoint(
     write(tmp)
     barrier()
     if main:
-        save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+        write_safetensors(_rng_tensors(), tmp / "rng.safetensors")
         state = dict(trainer_state, step=step, python_rng=_python_rng_state())
         (tmp / "trainer.json").write_text(json.dumps(state, indent=1))
         follow_umask(tmp)

@@ -47,7 +47,13 @@ from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
 from lmforge.train.resume import check_epochs_train
 from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
-from lmforge.train.run_outputs import finish, install_model_dir, resume_point, save_checkpoint
+from lmforge.train.run_outputs import (
+    drop_stale_best,
+    finish,
+    install_model_dir,
+    resume_point,
+    save_checkpoint,
+)
 from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
 
 
@@ -228,10 +234,7 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
     run.step = saved["step"]
     # the counters go on; "kernels" stays what this run chose (train.compile may differ from the
     # checkpoint's), and so does the DeepSpeed JSON, which may have been edited: said, as it changes steps
-    now = run.state["deepspeed_json"]
-    then = saved.get(
-        "deepspeed_json"
-    )  # None: another engine, no JSON, or a checkpoint from before 2026-12-06
+    now, then = run.state["deepspeed_json"], saved.get("deepspeed_json")  # None: none, or before 2026-12-06
     if now is not None and then is not None and then != now and run.main:
         keys = ", ".join(changed_keys(then, now))
         print(f"lmforge: note: {run.cfg.engine.deepspeed_config} differs from the DeepSpeed JSON"
@@ -245,6 +248,7 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
             if key in saved:
                 run.state[key] = saved[key]
         run.cfg.train.max_steps, run.cfg.train.warmup_steps = saved["planned"]
+    drop_stale_best(run)
     run.say(f"resumed from {last} (step {run.step})")
 
 
@@ -399,5 +403,5 @@ def _evaluate(run: Run) -> dict[str, float]:
         run.state.update(best_score=score, best_step=run.step, best_tie_loss=loss)
         state = run.engine.full_state_dict()  # collective: every rank takes part
         if run.main:
-            install_model_dir(run, run.run_dir / "best", state)
+            install_model_dir(run, run.run_dir / "best", state, run.step)
     return metrics

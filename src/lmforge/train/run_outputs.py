@@ -4,12 +4,15 @@ and at the end model/ (the export), summary.json and loss.png, with its last lin
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lmforge.formats.directory import WEIGHTS, save_weights
@@ -23,26 +26,60 @@ if TYPE_CHECKING:
     from lmforge.train.loop import Run
 
 
-def install_model_dir(run: Run, target: Path, state: dict[str, torch.Tensor]) -> None:
+STEP_KEY = "lmforge_step"  # best/'s weights: the step they are, in the safetensors header
+
+
+def weights_step(file: Path) -> int | None:
+    """The step a best/ weights file records (None: none recorded, as before 2026-12-06)."""
+    with safe_open(str(file), "pt") as f:
+        step = (f.metadata() or {}).get(STEP_KEY)
+    return int(step) if step is not None and step.isdigit() else None
+
+
+def drop_stale_best(run: Run) -> None:
+    """On a resume: best/ written after the checkpoint resumed from (by the part of the run a kill
+    threw away) is not the checkpoint's best, whose weights are gone: say so, delete it, and let
+    the resumed run's evaluations choose the best from here."""
+    best_file = run.run_dir / "best" / WEIGHTS
+    step = weights_step(best_file) if run.best and best_file.is_file() else None
+    if step is None or step == run.state["best_step"]:
+        return
+    if run.main:
+        print(
+            f"lmforge: note: {best_file} is step {step}'s, from after the checkpoint resumed from (step"
+            f" {run.step}), and the checkpoint's best (step {run.state['best_step']}) was not kept: it is"
+            " deleted, and the best step is chosen again from here",
+            file=sys.stderr,
+        )
+        best_file.unlink()
+    run.state.update(best_score=-math.inf, best_step=0, best_tie_loss=math.inf)
+
+
+def install_model_dir(
+    run: Run, target: Path, state: dict[str, torch.Tensor], step: int | None = None
+) -> None:
     """run_dir/best (the best validation score so far) or run_dir/model (the export). Its files are
     written into run_dir/.NAME-tmp, then each renamed over its old copy (atomic per file, and within
     a run only the weights change), so a kill leaves a whole model there, never a half-written
-    file or a writer's temporary one, and a file train did not write there (a user's notes) stays."""
+    file or a writer's temporary one, and a file train did not write there (a user's notes) stays.
+    `step`: the training step the weights are, recorded in their file's header (best/)."""
     tmp = run.run_dir / f".{target.name}-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    write_model_dir(run, tmp, state)
+    write_model_dir(run, tmp, state, step)
     target.mkdir(exist_ok=True)
     for path in sorted(tmp.iterdir()):
         os.replace(path, target / path.name)
     tmp.rmdir()
 
 
-def write_model_dir(run: Run, directory: Path, state: dict[str, torch.Tensor]) -> None:
+def write_model_dir(
+    run: Run, directory: Path, state: dict[str, torch.Tensor], step: int | None = None
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if run.lora_base:  # adapters only, and the base they sit on
         state = {k: v for k, v in state.items() if k in run.trainable}
         write_lora_file(directory, run.cfg.lora, run.lora_base)
-    save_weights(directory / WEIGHTS, state)
+    save_weights(directory / WEIGHTS, state, None if step is None else {STEP_KEY: str(step)})
     run.task.write_model_files(directory)
 
 
@@ -82,7 +119,7 @@ def finish(run: Run) -> dict[str, Any]:
         best = sign * state["best_score"]
         summary.update({f"best_{metric.removeprefix('val_')}": best, "best_step": state["best_step"]})
         which = f" (step {state['best_step']}'s, best {metric} {best:.4f}; the scores are the last step's)"
-        if best_file.is_file():
+        if best_file.is_file() and weights_step(best_file) in (None, state["best_step"]):
             final = load_file(str(best_file))
     if run.main:
         install_model_dir(run, run.run_dir / "model", final)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.directory import WEIGHTS, save_weights
+from lmforge.formats.directory import WEIGHTS, save_weights, write_safetensors
 
 OPTIMIZER = "optimizer.safetensors"
 SCHEDULER = "optimizer.json"
@@ -38,7 +38,7 @@ def write_state(
     save_weights(directory / WEIGHTS, {k: v.float() for k, v in weights.items()})
     flat = {f"{name}.{key}": m[key].float().contiguous() for name, m in moments.items() for key in MOMENTS}
     flat["step"] = torch.tensor(float(step))
-    save_file(flat, str(directory / OPTIMIZER))
+    write_safetensors(flat, directory / OPTIMIZER)
     (directory / SCHEDULER).write_text(json.dumps({"scheduler": scheduler.state_dict()}) + "\n")
 
 
