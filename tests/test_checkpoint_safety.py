@@ -719,3 +719,31 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_one_before(
     monkeypatch.setattr(directory, "save_file", broken)
     with pytest.raises(SafetensorError, match="not the disk"):  # another error of safetensors: raised
         directory.write_safetensors({"x": torch.ones(2)}, tmp_path / "x.safetensors")
+
+
+def test_a_sigterm_in_the_final_export_says_what_finishes_it(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """SIGTERM was handled around the steps only: one in the export ended the process silently."""
+    import signal
+
+    from lmforge.train import run_outputs
+
+    real = run_outputs.install_model_dir
+
+    def install(run: object, target: Path, *args: object) -> None:
+        if target.name == "model":
+            os.kill(os.getpid(), signal.SIGTERM)
+        real(run, target, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_outputs, "install_model_dir", install)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        _train(None, [f"--data.input={corpus}", *TINY, "--train.max_steps=2"], run)
+    assert (
+        f"lmforge: stopped in the final export: lmforge train --resume {run} finishes it"
+        in capsys.readouterr().err
+    )
+    monkeypatch.setattr(run_outputs, "install_model_dir", real)
+    _train(resume=run)
+    assert (run / "model" / "model.safetensors").is_file() and (run / "summary.json").is_file()

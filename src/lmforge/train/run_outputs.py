@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import write_lora_file
 from lmforge.outputs import write_file
+from lmforge.processes import signals_stop
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import report
 from lmforge.train.metrics import format_duration, plot_loss
@@ -104,7 +105,21 @@ def save_checkpoint(run: Run) -> None:
 
 
 def finish(run: Run) -> dict[str, Any]:
-    """Export the model (the best step's when the run keeps one), write summary.json and loss.png."""
+    """Export the model (the best step's when the run keeps one), write summary.json and loss.png.
+    SIGTERM and Ctrl-C stop it as they stop the steps, with a line saying what finishes it."""
+    with signals_stop():
+        try:
+            return _export(run)
+        except KeyboardInterrupt:  # Terminated too
+            if run.main:
+                print(
+                    f"lmforge: stopped in the final export: lmforge train --resume {run.run_dir} finishes it",
+                    file=sys.stderr,
+                )
+            raise
+
+
+def _export(run: Run) -> dict[str, Any]:
     engine, state, task = run.engine, run.state, run.task
     if not run.metrics:  # resumed a run that had already finished: evaluate it once
         run.metrics = task.evaluate(run.module, engine, run.autocast)
