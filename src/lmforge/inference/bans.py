@@ -40,6 +40,24 @@ class Bans:
     begin_suppress: frozenset[int] = frozenset()
     bad_words: tuple[tuple[int, ...], ...] = ()
 
+    @classmethod
+    def of(
+        cls,
+        stops: frozenset[int],
+        vocab: int,
+        no_repeat_ngram_size: int = 0,
+        min_new_tokens: int = 0,
+        min_length: int = 0,
+        suppress_tokens: Iterable[int] | None = None,
+        begin_suppress_tokens: Iterable[int] | None = None,
+        bad_words_ids: Iterable[Iterable[int]] | None = None,
+    ) -> Bans:
+        """The bans of generate's keywords, for a model of `vocab` tokens that stops at `stops`."""
+        return cls(
+            no_repeat_ngram_size, min_new_tokens, stops, min_length, frozenset(suppress_tokens or ()),
+            frozenset(begin_suppress_tokens or ()), bad_words(bad_words_ids, stops, vocab),
+        )  # fmt: skip
+
     def __bool__(self) -> bool:
         early = (self.min_new > 0 or self.min_length > 0) and self.stops
         return bool(self.ngram > 0 or early or self.suppress or self.begin_suppress or self.bad_words)

@@ -23,7 +23,7 @@ from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
-from lmforge.inference.bans import NO_BANS, Bans, bad_words
+from lmforge.inference.bans import NO_BANS, Bans
 from lmforge.inference.compiled_decode import check_compilable, layer_cache, next_logits
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
@@ -182,9 +182,9 @@ def generate_ids(
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)
     stops = stop_set(eos_id)
-    bans = Bans(
-        no_repeat_ngram_size, min_new_tokens, stops, min_length, frozenset(suppress_tokens or ()),
-        frozenset(begin_suppress_tokens or ()), bad_words(bad_words_ids, stops, model.config.vocab_size),
+    bans = Bans.of(
+        stops, model.config.vocab_size, no_repeat_ngram_size, min_new_tokens, min_length, suppress_tokens,
+        begin_suppress_tokens, bad_words_ids,
     )  # fmt: skip
     cutoffs = Cutoffs(typical_p, epsilon_cutoff, eta_cutoff)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)

@@ -28,8 +28,10 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
+from lmforge.inference.bans import Bans
+from lmforge.inference.beam_search import beam_search
 from lmforge.inference.chat import ChatSpec, continuation, decoding_options
-from lmforge.inference.generate import encode_prompts, generate_ids
+from lmforge.inference.generate import check_prompts, encode_prompts, generate_ids, stop_set
 from lmforge.inference.options import (
     FIRST_ITEM,
     check_keywords,
@@ -41,6 +43,20 @@ from lmforge.inference.options import (
 from lmforge.inference.text_stream import StopWatch, check_stops
 from lmforge.model.kinds import require_decoder
 from lmforge.pipelines.streaming import streams
+
+
+def check_beams(num_beams: int, n: int, do_sample: bool) -> None:
+    """Beam search as lmforge runs it: greedy (transformers' beam sampling is not here), keeping
+    num_beams hypotheses, so at most that many sequences."""
+    if do_sample:
+        raise LmforgeError(
+            f"num_beams={num_beams} with sampling: lmforge's beam search is transformers' greedy one; give"
+            " do_sample=False (beam sampling is not implemented)"
+        )
+    if n > num_beams:
+        raise LmforgeError(
+            f"num_return_sequences={n} is more than num_beams={num_beams}, the hypotheses kept"
+        )
 
 
 def _chats(text: Any) -> list[list[Any]] | None:
@@ -102,6 +118,8 @@ class TextGenerationPipeline:
         seed: int | None = None,
         truncate_prompt: bool = False,
         num_beams: int | None = 1,
+        length_penalty: float | None = None,
+        early_stopping: bool | str | None = None,
         num_return_sequences: int = 1,
         stop_sequence: str | list[str] | None = None,
         compile: bool | str = "auto",
@@ -136,11 +154,7 @@ class TextGenerationPipeline:
             check_options(max_length=max_length)
         if batch_size is not None:
             check_options(batch_size=batch_size)
-        if num_beams not in (None, 1):
-            raise LmforgeError(
-                f"num_beams={num_beams!r}: text-generation decodes greedily or by sampling (num_beams=1);"
-                " beam search is for translation"
-            )
+        beams = self._beam_options(num_beams, length_penalty, early_stopping, stop_sequence)
         if not (is_int(num_return_sequences) and num_return_sequences >= 1):
             raise LmforgeError(f"num_return_sequences={num_return_sequences!r}: must be an integer >= 1")
         stops_text = check_stops(stop_sequence, "stop_sequence")
@@ -159,13 +173,20 @@ class TextGenerationPipeline:
             stops = self.chat.stops
         options = self.chat.sampling(**given)
         n = num_return_sequences
-        if n > 1 and not options["do_sample"]:  # as transformers: greedy rows would be one text n times
+        outs: list[list[int]] = []
+        if beams:
+            check_beams(beams["num_beams"], n, options["do_sample"])
+        elif n > 1 and not options["do_sample"]:  # as transformers: greedy rows would be one text n times
             raise LmforgeError(f"num_return_sequences={n} needs sampling: greedy decoding gives one sequence")
         ids = [row for row in ids for _ in range(n)]  # each prompt's n rows, side by side
         budgets = self._budgets(ids, max_length, max_new_tokens, truncate_prompt, options["max_new_tokens"])
+        if beams:  # a prompt's n rows are the n best hypotheses of its search
+            outs = self._beam_outputs(
+                ids[::n], budgets[::n], stop_set(stops), options, beams, n, truncate_prompt
+            )
         size = batch_size or self.batch_size or max(len(ids), 1)
-        outs: list[list[int]] = []
-        for start in range(0, len(ids), size):  # row r samples from row_generator(seed, r) in any part
+        # row r samples from row_generator(seed, r) in any part
+        for start in range(0, 0 if beams else len(ids), size):
             part, room = ids[start : start + size], budgets[start : start + size]
             with torch.inference_mode():
                 outs += generate_ids(
@@ -195,6 +216,52 @@ class TextGenerationPipeline:
             for c, rs in zip(chats, replies, strict=True)
         ]
         return results[0] if len(chats) == 1 and isinstance(text[0], Mapping) else results
+
+    def _beam_options(
+        self, num_beams: int | None, penalty: float | None, early_stopping: bool | str | None, stop: Any
+    ) -> dict[str, Any] | None:
+        """Beam search's num_beams, length_penalty and early_stopping (the keyword's, else
+        generation_config.json's, else transformers' 1.0 and False); None without beams."""
+        check_options(num_beams=num_beams)
+        if num_beams in (None, 1):
+            return None
+        if stop is not None:
+            raise LmforgeError(
+                f"stop_sequence with num_beams={num_beams}: beam search stops at end-of-text ids"
+            )
+        file = self.chat.generation
+        out = {
+            "length_penalty": file.get("length_penalty", 1.0) if penalty is None else penalty,
+            "early_stopping": file.get("early_stopping", False) if early_stopping is None else early_stopping,
+        }
+        check_options(**out)
+        return {"num_beams": num_beams, **out}
+
+    def _beam_outputs(
+        self,
+        prompts: list[list[int]],
+        budgets: list[int],
+        stops: frozenset[int],
+        options: dict[str, Any],
+        beams: dict[str, Any],
+        n: int,
+        truncate: bool,
+    ) -> list[list[int]]:
+        """Each prompt's n best hypotheses (inference/beam_search.py), side by side; a search ends
+        at the model's context too."""
+        context, outs = self.model.config.block_size, []
+        bans = Bans.of(
+            stops, self.model.config.vocab_size, options["no_repeat_ngram_size"], options["min_new_tokens"],
+            options["min_length"], options["suppress_tokens"], options["begin_suppress_tokens"],
+            options["bad_words_ids"],
+        )  # fmt: skip
+        for ids, budget in zip(prompts, budgets, strict=True):
+            prompt = check_prompts([ids], context, truncate)[0]
+            outs += beam_search(
+                self.model, prompt, min(budget, context - len(prompt)), stops, **beams,
+                num_return_sequences=n, repetition_penalty=options["repetition_penalty"], bans=bans,
+            )  # fmt: skip
+        return outs
 
     def _budgets(
         self, ids: list[list[int]], max_length: int | None, given: int | None, truncate: bool, new: int
