@@ -1,15 +1,15 @@
-"""Structured outputs: a row's reply held to a JSON schema (or to any JSON object) by llguidance,
-Microsoft's grammar engine (vLLM's "guidance" backend), which compiles the schema and says at each
-step which tokens may come next. lmforge keeps no JSON-schema or grammar code of its own: a
-well-kept library follows the schema's keywords, and refuses the ones it cannot follow, better
-than a hand-written subset would.
+"""Structured outputs: a row's reply held to a JSON schema (or to any JSON object), a regular
+expression, a choice of strings or a Lark grammar by llguidance, Microsoft's grammar engine (vLLM's
+"guidance" backend), which compiles the form and says at each step which tokens may come next.
+lmforge keeps no JSON-schema or grammar code of its own: a well-kept library follows the schema's
+keywords, and refuses the ones it cannot follow, better than a hand-written subset would.
 
 A `Grammar` is one request's compiled schema, on the model's tokenizer with the request's
 end-of-text ids as its EOS; each row decodes with a `GrammarState` of its own (`Grammar.start`).
 Each step the row's logits keep only the tokens its state allows (the others -inf), after the
 logit bias, penalties and bans and before sampling, greedy rows too, and the token chosen is
 consumed by the state. A state whose grammar is complete (nothing may follow but an end-of-text
-id) ends its row. llguidance is optional (the `serve` extra): without it, `compile_json` raises
+id) ends its row. llguidance is optional (the `serve` extra): without it, `compile_grammar` raises
 `NoGrammarLibrary`.
 """
 
@@ -77,24 +77,32 @@ class Grammar:
         return GrammarState(self)
 
 
-def compile_json(
-    schema: dict[str, Any] | None, tokenizer: Tokenizer, eos: Iterable[int], vocab: int
-) -> Grammar:
-    """The grammar of replies that are JSON valid under `schema` (None: any JSON object), whitespace
-    between tokens allowed, as vLLM compiles it; `eos`: the ids that end a reply, allowed once the
-    JSON is whole; `vocab`: the model's logits. A schema llguidance refuses (an unknown type, a
-    keyword it does not implement) is an LmforgeError with llguidance's reason."""
+def compile_grammar(kind: str, spec: Any, tokenizer: Tokenizer, eos: Iterable[int], vocab: int) -> Grammar:
+    """The grammar of replies of a `kind`: "json", valid under the schema `spec` (None: any JSON
+    object), whitespace between tokens allowed, as vLLM compiles it; "regex", matching the regular
+    expression `spec` whole (llguidance's syntax, Rust's); "choice", one of the strings `spec`;
+    "grammar", the Lark grammar `spec` (llguidance's Lark). `eos`: the ids that end a reply, allowed
+    once it is whole; `vocab`: the model's logits. One llguidance refuses (an unknown type, a
+    keyword it does not implement, a bad pattern) is an LmforgeError with its reason."""
     llg = _llguidance()
     ends = tuple(sorted(set(eos)))
     if not ends:
-        raise LmforgeError("the model has no end-of-text id, so no reply could end where the JSON does")
+        raise LmforgeError("the model has no end-of-text id, so no reply could end where the form does")
     lltok = _lltokenizer(tokenizer, ends, vocab)
-    text = json.dumps(ANY_OBJECT if schema is None else schema)
-    grammar = llg.LLMatcher.grammar_from_json_schema(text, defaults={"whitespace_flexible": True})
+    if kind == "json":
+        text = json.dumps(ANY_OBJECT if spec is None else spec)
+        grammar = llg.LLMatcher.grammar_from_json_schema(text, defaults={"whitespace_flexible": True})
+    elif kind == "regex":
+        grammar = llg.LLMatcher.grammar_from_regex(spec)
+    elif kind == "choice":  # Lark string literals take JSON's escapes
+        grammar = llg.LLMatcher.grammar_from_lark("start: " + " | ".join(json.dumps(c) for c in spec))
+    else:
+        grammar = llg.LLMatcher.grammar_from_lark(spec)
     failed, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, lltok)
     if failed:
         reason = " ".join(" ".join(messages).split())  # one line: its messages can span several
-        raise LmforgeError(f"llguidance cannot follow this JSON schema: {reason}")
+        what = {"json": "JSON schema", "regex": "regular expression", "choice": "choice"}.get(kind, "grammar")
+        raise LmforgeError(f"llguidance cannot follow this {what}: {reason}")
     return Grammar(llg, lltok, grammar, vocab)
 
 
@@ -109,7 +117,7 @@ class GrammarState:
 
     def _check(self) -> None:
         if self.matcher.is_error():  # it never raises: an error is a state it stays in
-            raise LmforgeError(f"response_format: llguidance: {self.matcher.get_error()}")
+            raise LmforgeError(f"llguidance: {self.matcher.get_error()}")
 
     def done(self) -> bool:
         """The JSON is whole: nothing may follow it but an end-of-text id."""
@@ -129,8 +137,7 @@ class GrammarState:
         out = logits.float().masked_fill(~self.allowed().to(logits.device), float("-inf"))
         if not bool(torch.isfinite(out).any()):
             raise LmforgeError(
-                "response_format: every token the JSON schema allows next is banned"
-                " (min_tokens, no_repeat_ngram_size)"
+                "every token the reply's form allows next is banned (min_tokens, no_repeat_ngram_size)"
             )
         return out
 
@@ -138,4 +145,4 @@ class GrammarState:
         """The token chosen for the row (one `apply` allowed)."""
         if not self.matcher.consume_token(token):
             self._check()
-            raise LmforgeError(f"response_format: token {token} does not follow the JSON schema")
+            raise LmforgeError(f"token {token} does not follow the reply's form")

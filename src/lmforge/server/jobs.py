@@ -10,13 +10,14 @@ import time
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
 from lmforge.inference.bans import Bans
-from lmforge.inference.grammar import Grammar, NoGrammarLibrary, compile_json
+from lmforge.inference.grammar import Grammar, NoGrammarLibrary, compile_grammar
 from lmforge.inference.logit_bias import LogitBias
 from lmforge.inference.penalties import Penalties
 from lmforge.server.decoding import Job
 from lmforge.server.errors import ApiError
 from lmforge.server.models import ServedModel
 from lmforge.server.schemas import _Sampling
+from lmforge.server.structured import constraint
 
 
 def new_job(
@@ -99,18 +100,17 @@ def _bias(body: _Sampling, vocab: int) -> LogitBias:
 
 
 def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Grammar | None:
-    """response_format's grammar (None: plain text), compiled by llguidance for the model's
-    tokenizer, ending at the request's end-of-text ids; a schema llguidance refuses is a 400 with
-    its reason, as vLLM's; without llguidance installed, a 400 saying how to install it."""
-    form = body.response_format
-    if form is None or form.type == "text":
+    """The grammar of the form the request holds its replies to (response_format, or vLLM's
+    structured_outputs / guided_*; None: free text), compiled by llguidance for the model's
+    tokenizer, ending at the request's end-of-text ids; one llguidance refuses is a 400 with its
+    reason, as vLLM's; without llguidance installed, a 400 saying how to install it."""
+    form = constraint(body)
+    if form is None:
         return None
-    schema = form.json_schema.schema_ if form.type == "json_schema" and form.json_schema else None
+    kind, spec, field = form
     try:
-        return compile_json(schema, served.tokenizer, eos, served.net.config.vocab_size)
+        return compile_grammar(kind, spec, served.tokenizer, eos, served.net.config.vocab_size)
     except NoGrammarLibrary as e:
-        raise ApiError(
-            400, f"response_format: {form.type} {e}", "response_format", "unsupported_parameter"
-        ) from None
+        raise ApiError(400, f"{field}: {e}", field, "unsupported_parameter") from None
     except LmforgeError as e:
-        raise ApiError(400, f"response_format: {e}", "response_format", "invalid_value") from None
+        raise ApiError(400, f"{field}: {e}", field, "invalid_value") from None

@@ -8,11 +8,9 @@ OpenAI's API."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictFloat,
@@ -21,11 +19,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
-from lmforge.errors import LmforgeError
+from lmforge.server.body import Body
 from lmforge.server.errors import UNSUPPORTED
-from lmforge.tokenization.tokenizer import check_text
+from lmforge.server.structured import Choices, ResponseFormat, StructuredOutputs, constraint
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -52,67 +49,11 @@ OFF_VALUES: dict[str, tuple[Any, ...]] = {
 }
 
 
-def _null_is_unset(field: FieldInfo) -> bool:
-    """An optional field whose type has no null: a null given for it means "use the default"."""
-    return not field.is_required() and type(None) not in get_args(field.annotation)
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_default(cls, data: Any) -> Any:
-        """Drop a null given for an optional field whose type has no null (temperature, n, stream...):
-        OpenAI's clients send `"temperature": null` for "not set". Where null is a value of its own
-        (classifications' top_k: every label), it is kept."""
-        if not isinstance(data, dict):
-            return data
-        unset = {k for k, f in cls.model_fields.items() if _null_is_unset(f) and data.get(k, 0) is None}
-        return {k: v for k, v in data.items() if k not in unset}
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _valid_unicode(cls, value: Any) -> Any:
-        """JSON can carry a lone surrogate ("\\ud800"), which no tokenizer takes and no reply can echo."""
-        texts = enumerate(value) if isinstance(value, list) else [(None, value)]
-        for i, text in texts:
-            if isinstance(text, str):
-                try:
-                    check_text(text)
-                except LmforgeError as e:  # pydantic reports a ValueError as the field's error
-                    raise ValueError(str(e) if i is None else f"item {i}: {e}") from None
-        return value
-
-
-class StreamOptions(_Body):
+class StreamOptions(Body):
     include_usage: StrictBool = False
 
 
-class JsonSchema(_Body):
-    """response_format's json_schema, as OpenAI's: the reply is JSON valid under `schema`. `strict`
-    is taken and changes nothing: the schema is always enforced, as in vLLM."""
-
-    name: StrictStr
-    description: StrictStr | None = None
-    schema_: dict[str, Any] = Field(alias="schema")  # a JSON object; `schema` is a BaseModel method
-    strict: StrictBool | None = None
-
-
-class ResponseFormat(_Body):
-    """OpenAI's response_format: plain text, any JSON object, or JSON valid under a schema."""
-
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchema | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError('type "json_schema" needs json_schema: {"name": ..., "schema": {...}}')
-        return self
-
-
-class _Sampling(_Body):
+class _Sampling(Body):
     """The fields completions and chat completions share."""
 
     @model_validator(mode="before")
@@ -147,7 +88,13 @@ class _Sampling(_Body):
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    response_format: ResponseFormat | None = None  # json_object, json_schema: inference/grammar.py
+    # the reply held to a form (server/structured.py, inference/grammar.py): OpenAI's, and vLLM's
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+    guided_json: dict[str, Any] | StrictStr | None = None
+    guided_regex: StrictStr | None = None
+    guided_choice: Choices | None = None
+    guided_grammar: StrictStr | None = None
     user: StrictStr | None = None
 
     @model_validator(mode="after")
@@ -158,6 +105,7 @@ class _Sampling(_Body):
             raise ValueError(f"min_tokens={self.min_tokens} is more than max_tokens={self.max_tokens}")
         if any(s == "" for s in self.stops()):
             raise ValueError("stop: an empty stop sequence would stop at once")
+        constraint(self)  # at most one form, and a JSON schema given as text parses
         return self
 
     @field_validator("logit_bias")
@@ -255,12 +203,12 @@ class CompletionRequest(_Sampling):
         return [list(p) for p in self.prompt] if isinstance(self.prompt[0], list) else [list(self.prompt)]  # type: ignore[arg-type]
 
 
-class TextPart(_Body):
+class TextPart(Body):
     type: Literal["text"]
     text: StrictStr
 
 
-class Message(_Body):
+class Message(Body):
     role: Literal["system", "developer", "user", "assistant"]
     content: StrictStr | list[TextPart]
     name: StrictStr | None = None
@@ -303,7 +251,7 @@ class ChatRequest(_Sampling):
 Texts = StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
 
 
-class TranslationRequest(_Body):
+class TranslationRequest(Body):
     model: StrictStr
     input: Texts
     num_beams: Annotated[StrictInt, Field(ge=1, le=16)] | None = None
@@ -313,7 +261,7 @@ class TranslationRequest(_Body):
     no_repeat_ngram_size: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
-class ClassificationRequest(_Body):
+class ClassificationRequest(Body):
     model: StrictStr
     input: Texts
     top_k: Annotated[StrictInt, Field(ge=1)] | None = 1
@@ -323,7 +271,7 @@ class ClassificationRequest(_Body):
 Context = Annotated[StrictStr, Field(max_length=MAX_CONTEXT_CHARS)]
 
 
-class AnswerRequest(_Body):
+class AnswerRequest(Body):
     """The question-answering pipeline's call: one question and context, or lists (one context
     for every question, or one per question)."""
 
@@ -345,7 +293,7 @@ class AnswerRequest(_Body):
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one /v1/embeddings request
 
 
-class EmbeddingRequest(_Body):
+class EmbeddingRequest(Body):
     """OpenAI's /v1/embeddings body, and vLLM's truncate_prompt_tokens (cut each input to that many
     tokens, -1: to the model's context; not given: an input over the context is a 400)."""
 
