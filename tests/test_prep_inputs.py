@@ -151,3 +151,21 @@ def test_prep_reads_records_under_json_field(tmp_path: Path) -> None:
     path.write_text(json.dumps(SQUAD_LIKE, indent=2))
     prep(path, tmp_path / "o", quiet=True, stages="none", json_field="data")
     assert _documents(tmp_path / "o") == ["first \u00e9t\u00e9 record", "second", "third, a string"]
+
+
+@pytest.mark.parametrize("number", ["12.5", "1e5", "1E+5", "-0.25e-3", "7"])
+def test_a_number_cut_by_a_read_is_read_whole(tmp_path: Path, number: str) -> None:
+    """The decoder stops a number before a `.` or `e` with nothing after it: `12.|5` read as 12
+    then `.` as broken JSON, which ended the file (a member before json_field's key: all of it)."""
+    path = tmp_path / "cut.json"
+    for shift in range(-6, 6):  # the 64 KiB read boundary at every place in and around the number
+        pad = "y" * (json_array.CHUNK - 16 + shift)
+        for text, key in (
+            ('{"pad": "' + pad + '", "ver": ' + number + ', "data": [{"text": "kept"}]}', "data"),
+            ('[{"text": "' + pad + '"}, {"text": "a", "n": ' + number + '}, {"text": "after"}]', ""),
+        ):
+            path.write_text(text)
+            report = Report()
+            got = [d.text for d in json_array.read_json(path, "text", report, 1 << 20, key)]
+            records = json.loads(text)[key] if key else json.loads(text)
+            assert got == [r["text"] for r in records] and not report.problems, (shift, report.problems)

@@ -102,12 +102,14 @@ def test_brotli_bodies_are_decoded_where_brotli_is_installed(tmp_path: Path) -> 
         (brotli.compress(PAGE(1).encode()), "br"),
         (brotli.compress(gzip.compress(PAGE(2).encode())), "gzip, br"),  # applied in the order listed
         (damaged[:20] + bytes(range(256)) + damaged[20:], "br"),
+        (damaged[: len(damaged) // 2], "br"),  # cut short: half a page, which was kept unsaid
+        (gzip.compress(PAGE(4).encode() * 50)[:60], "gzip"),
     ]
     _crawl(tmp_path / "c.warc.gz", bodies)
     report = Report()
     texts = [d.text for d in read_documents(tmp_path / "c.warc.gz", report=report)]
     assert texts == [PAGE(1), PAGE(2)] and not report.problem_counts
-    assert report.stage("read").dropped == {"WARC body's compression damaged": 1}
+    assert report.stage("read").dropped == {"WARC body's compression damaged": 3}
 
 
 def test_without_brotli_a_br_body_is_skipped_saying_what_to_install(
@@ -124,3 +126,30 @@ def test_without_brotli_a_br_body_is_skipped_saying_what_to_install(
     assert report.stage("read").dropped == {
         "WARC body in brotli (br) not decoded: pip install 'lmforge[html]' (or brotli)": 1
     }
+
+
+def test_the_timeout_counts_cpu_time_and_leaves_a_callers_alarm_armed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It was a wall-clock SIGALRM timer: a page was kept alone and dropped on a busy machine, and
+    a caller's own alarm (a watchdog, pytest-timeout) was cancelled."""
+    import signal
+
+    trafilatura = pytest.importorskip("trafilatura")
+    real = trafilatura.extract
+
+    def sleepy(text: str, **kwargs: Any) -> str | None:  # waits (as under load) without using CPU
+        time.sleep(0.5)
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(trafilatura, "extract", sleepy)
+    before = signal.signal(signal.SIGALRM, lambda *_: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        markup, stats = Markup("trafilatura", timeout=0.2), StageStats()
+        main = markup.apply(news_page("Otters come back"), stats)
+        assert main is not None and ARTICLE[0] in main and not stats.dropped
+        assert 25 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)

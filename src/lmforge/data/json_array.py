@@ -110,8 +110,11 @@ class _Window:
                 raise _Broken("not valid JSON", f"{e.msg}, line {self.line_at(e.pos)}") from None
             except RecursionError:  # the decoder's own limit on nesting
                 raise _Broken("not valid JSON", f"nested too deep, line {self.line_at(self.pos)}") from None
-            # a number at the window's end may go on (`12|34`): decoded again with the next chunk
-            if self.eof or _SPACE.match(self.text, end).end() < len(self.text):  # type: ignore[union-attr]
+            # a number at the window's end may go on (`12|34`, `12.|5`, `1e|5`: the decoder stops
+            # before a `.` or `e` with nothing after it): decoded again with the next chunk
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            followed = _SPACE.match(self.text, end).end() < len(self.text)  # type: ignore[union-attr]
+            if self.eof or (followed and not (number and len(self.text) - end <= LOOKAHEAD)):
                 self.pos = end
                 return value
             self.more()

@@ -15,9 +15,12 @@ one (deep nesting, a huge table) can hold trafilatura for minutes. One that take
 dropped, as datatrove drops it, and counted ("main content timed out"): its tags stripped instead,
 it would be the menus and boilerplate the extractor is chosen to leave out. datatrove runs the
 extractor in a child process that it kills; prep's cleaning workers are daemonic pool processes,
-which may not start children, so the limit is a SIGALRM timer here: it interrupts trafilatura's
-Python code and regular expressions, but one long call into C (lxml parsing a 100 MB page) only
-when that call returns. Outside a process's main thread (no signals there) pages have no limit.
+which may not start children, so the limit is a timer of the process's CPU time (ITIMER_VIRTUAL,
+SIGVTALRM) here: what is dropped does not depend on the machine's load (a wall-clock timer dropped
+a page on a busy machine that it kept alone), and a SIGALRM timer of the caller's is left alone.
+It interrupts trafilatura's Python code and regular expressions, but one long call into C (lxml
+parsing a 100 MB page) only when that call returns. Outside a process's main thread (no signals
+there) pages have no limit.
 """
 
 from __future__ import annotations
@@ -82,12 +85,16 @@ class MainContent:
         limited = self.timeout > 0 and threading.current_thread() is threading.main_thread()
         if not limited:
             return self.extract(text, favor_precision=True, include_comments=False, deduplicate=False)
-        before = signal.signal(signal.SIGALRM, _alarm)
+        before = signal.signal(signal.SIGVTALRM, _alarm)
         try:
-            signal.setitimer(signal.ITIMER_REAL, self.timeout)
+            outer = signal.setitimer(signal.ITIMER_VIRTUAL, self.timeout)
             try:
                 return self.extract(text, favor_precision=True, include_comments=False, deduplicate=False)
             finally:  # an alarm due just now still raises here, and is counted: the page took that long
-                signal.setitimer(signal.ITIMER_REAL, 0)
+                left = signal.setitimer(signal.ITIMER_VIRTUAL, 0)[0]
+                if outer[0] > 0:  # someone else's timer of this kind: what is left of it, re-armed
+                    signal.setitimer(
+                        signal.ITIMER_VIRTUAL, max(outer[0] - (self.timeout - left), 1e-6), outer[1]
+                    )
         finally:
-            signal.signal(signal.SIGALRM, before)
+            signal.signal(signal.SIGVTALRM, before)

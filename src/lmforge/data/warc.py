@@ -166,14 +166,26 @@ def _body(record: Any, limit: int) -> bytes | str:
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
-    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, limit)
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return _whole(stream.decompress(body, limit), stream.eof, body, limit)
 
 
 def _inflate(body: bytes, limit: int) -> bytes:
     try:  # HTTP's deflate is zlib's format; some servers send raw deflate
-        return zlib.decompressobj().decompress(body, limit)
+        stream = zlib.decompressobj()
+        out = stream.decompress(body, limit)
     except zlib.error:
-        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, limit)
+        stream = zlib.decompressobj(-zlib.MAX_WBITS)
+        out = stream.decompress(body, limit)
+    return _whole(out, stream.eof, body, limit)
+
+
+def _whole(out: bytes, finished: bool, body: bytes, limit: int) -> bytes:
+    """`out`, unless the compressed body ended before its stream did (a body cut short: its page
+    half there), where neither the body nor the output was cut at `limit` by this reader."""
+    if not finished and len(out) < limit and len(body) < limit:
+        raise zlib.error("the compressed body ends before its stream")
+    return out
 
 
 def _unzstd(body: bytes, limit: int) -> bytes:
@@ -189,9 +201,10 @@ def _unzstd(body: bytes, limit: int) -> bytes:
 def _unbrotli(body: bytes, limit: int) -> bytes:
     decompressor = brotli.Decompressor()
     try:  # bounded, as the others: a small body may unpack to GBs
-        return decompressor.process(body, output_buffer_limit=limit)[:limit]
+        out = decompressor.process(body, output_buffer_limit=limit)[:limit]
     except TypeError:  # brotli before 1.2 has no limit
-        return decompressor.process(body)[:limit]
+        out = decompressor.process(body)[:limit]
+    return _whole(out, decompressor.is_finished(), body, limit)
 
 
 _DECOMPRESS = {"gzip": _gunzip, "x-gzip": _gunzip, "deflate": _inflate, "zstd": _unzstd, "br": _unbrotli}
