@@ -60,9 +60,12 @@ def _lltokenizer(tokenizer: Tokenizer, eos: tuple[int, ...], vocab: int) -> Any:
             built[key] = llg.LLTokenizer(
                 tokenizer.hf.to_str(), n_vocab=max(vocab, tokenizer.vocab_size), eos_token=list(eos)
             )
-        except ValueError as e:  # lmforge's character tokenizers: "can't determine decoder type"
+        except (
+            ValueError
+        ):  # lmforge's character tokenizers: "can't determine decoder type" (Rust's debug text)
             raise LmforgeError(
-                f"this model's tokenizer ({tokenizer.kind}) is not one llguidance can read: {e}"
+                f"this model's tokenizer ({tokenizer.kind}) is not one llguidance can read (its decoder is"
+                " not a byte-level or SentencePiece one)"
             ) from None
     return built[key]
 

@@ -214,7 +214,11 @@ async def _generate(
     echo: list[str] | None = None,
 ) -> Any:
     settings = state.settings
-    job = new_job(served, body, prompts, limit, chat, echo, settings.max_tokens_limit, settings.timeout)
+    # off the event loop: a grammar's first compile reads the whole vocabulary (1-2 s), which
+    # would stall every other client's stream
+    job = await asyncio.to_thread(
+        new_job, served, body, prompts, limit, chat, echo, settings.max_tokens_limit, settings.timeout
+    )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "created": int(time.time()),
