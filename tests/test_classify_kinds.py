@@ -235,6 +235,10 @@ def test_bad_labels_are_one_line(tmp_path: Path) -> None:
         ('{"text": "a", "label": NaN}\n', REGRESSION, ["score"], r"d.jsonl:1: label NaN is not a number"),
         ('{"text": "a", "label": [1, 2, 3]}\n', REGRESSION, ["v", "a"],
          r"d.jsonl:1: label \[1, 2, 3\] is not a list of 2 numbers, one per label \(regression\)"),
+        ('{"text": "a", "label": 1' + "0" * 400 + '}\n', REGRESSION, ["score"],
+         r"d.jsonl:1: label 1000.* is not a number \(each finite, within float32's range of 3.4e38\)"),
+        ('{"text": "a", "label": [1e300, 2]}\n', REGRESSION, ["v", "a"],
+         r"d.jsonl:1: label \[1e\+300, 2\] is not a list of 2 numbers, one per label \(each finite"),
     ]  # fmt: skip
     for text, problem_type, names, said in cases:
         path.write_text(text)

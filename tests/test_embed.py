@@ -119,3 +119,35 @@ def test_what_it_cannot_embed_is_one_line(minilm: Path, tmp_path: Path) -> None:
     (cls / "1_Pooling" / "config.json").write_text(json.dumps(config))
     with pytest.raises(LmforgeError, match=r"1_Pooling/config.json: pools by pooling_mode_cls_token"):
         lmforge.embed(cls, "a")
+
+
+def test_an_import_keeps_how_it_embeds_and_an_unapplied_module_is_one_line(
+    minilm: Path, tmp_path: Path
+) -> None:
+    """`lmforge import` dropped sentence_bert_config.json: the import cut texts at 512 tokens, not
+    256, and embedded long ones otherwise (cosine 0.93); a Dense module after the pooling was
+    left out without a word (384 values where sentence-transformers gives its projection's)."""
+    from lmforge.formats.hf_files import import_hf
+
+    long = "call me Ishmael " * 120
+    import_hf(minilm, tmp_path / "mini")
+    assert (tmp_path / "mini" / "1_Pooling" / "config.json").is_file()
+    ours, theirs = (
+        [row["embedding"] for row in lmforge.embed(d, [long, "a whale"])] for d in (tmp_path / "mini", minilm)
+    )
+    assert np.abs(np.array(ours) - np.array(theirs)).max() < 1e-6
+    dense = tmp_path / "dense"
+    shutil.copytree(minilm, dense)
+    modules = json.loads((dense / "modules.json").read_text())
+    (dense / "modules.json").write_text(
+        json.dumps(
+            [
+                *modules,
+                {"idx": 9, "name": "9", "path": "9_Dense", "type": "sentence_transformers.models.Dense"},
+            ]
+        )
+    )
+    with pytest.raises(
+        LmforgeError, match=r"modules.json: a Dense module after the encoder, which lmforge does not apply"
+    ):
+        lmforge.embed(dense, "a")

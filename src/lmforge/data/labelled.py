@@ -110,17 +110,28 @@ def _said(label: Any) -> str:
     return repr(label) if isinstance(label, str) else json.dumps(label)  # JSON's true, not True
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _numbers(label: Any, outputs: int, where: str) -> float | tuple[float, ...]:
     """A regression target: a finite number for one output, a list of `outputs` numbers for several."""
 
-    def number(x: Any) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    def number(x: Any) -> bool:  # finite in float32, the targets' type (1e300 and 10**400 are not)
+        if not isinstance(x, int | float) or isinstance(x, bool):
+            return False
+        try:
+            return math.isfinite(x) and abs(float(x)) <= FLOAT32_MAX
+        except OverflowError:  # an integer past any float
+            return False
 
     if outputs == 1 and number(label):
         return float(label)
     if outputs > 1 and isinstance(label, list) and len(label) == outputs and all(map(number, label)):
         return tuple(float(x) for x in label)
     wanted = "a number" if outputs == 1 else f"a list of {outputs} numbers, one per label"
+    values = label if isinstance(label, list) else [label]
+    if any(isinstance(x, int | float) and not isinstance(x, bool) and not number(x) for x in values):
+        wanted += " (each finite, within float32's range of 3.4e38)"
     raise LmforgeError(f"{where}: label {_said(label)[:40]} is not {wanted} (regression)")
 
 

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -298,7 +299,28 @@ def _import_folder(
         else:
             write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
         copy_chat_files(Path(hf_dir), tmp)
+        if isinstance(model, Encoder):
+            copy_sentence_files(Path(hf_dir), tmp)
     return Path(out)
+
+
+def copy_sentence_files(source: Path, out: Path) -> None:
+    """A sentence-transformers folder's own files, which say how its embeddings are made (the
+    length texts are cut to, the pooling): all-MiniLM-L6-v2 imported without them cut texts at
+    512 tokens, not its 256, and embedded long texts otherwise (inference/embeddings.py)."""
+    names = ["sentence_bert_config.json", "modules.json"]
+    try:
+        modules = json.loads((source / "modules.json").read_text())
+    except (OSError, ValueError):
+        modules = []
+    for module in modules if isinstance(modules, list) else []:
+        folder = module.get("path") if isinstance(module, dict) else None
+        if isinstance(folder, str) and folder and "/" not in folder and ".." not in folder:
+            names.append(f"{folder}/config.json")
+    for name in names:
+        if (source / name).is_file():
+            (out / name).parent.mkdir(exist_ok=True)
+            shutil.copy2(source / name, out / name)
 
 
 def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:

@@ -60,8 +60,8 @@ class Embedder:
         net, self.tokenizer = load_model(directory)
         if not isinstance(net, Encoder):
             raise LmforgeError(
-                f"{model}: a {type(net).__name__}, not an encoder: --embedder takes a sentence-embedding"
-                " encoder such as all-MiniLM-L6-v2"
+                f"{model}: a {type(net).__name__}, not an encoder: sentence embeddings need a"
+                " sentence-embedding encoder such as all-MiniLM-L6-v2"
             )
         check_mean_pooling(directory)
         self.net = net.float().eval()
@@ -112,15 +112,22 @@ def sentence_length(directory: Path, net: torch.nn.Module) -> int:
 
 
 def check_mean_pooling(directory: Path) -> None:
-    """A sentence-transformers folder whose pooling is not the mean (CLS, max, last token): one line,
-    not vectors unlike the ones it was trained to give. A folder without modules.json is taken
-    as mean-pooled."""
+    """A sentence-transformers folder whose pooling is not the mean (CLS, max, last token), or with
+    a module lmforge does not apply (a Dense projection): one line, not vectors unlike the ones it
+    was trained to give. A folder without modules.json is taken as mean-pooled."""
     try:
         modules = json.loads((directory / "modules.json").read_text())
     except (OSError, ValueError):
         return
     for module in modules if isinstance(modules, list) else []:
-        if not (isinstance(module, dict) and str(module.get("type", "")).endswith(".Pooling")):
+        kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+        if not kind.endswith((".Transformer", ".Pooling", ".Normalize")):  # a Dense layer after the mean...
+            raise LmforgeError(
+                f"{directory / 'modules.json'}: a {kind.rsplit('.', 1)[-1] or 'module'} module after the"
+                " encoder, which lmforge does not apply (its sentence embeddings are the encoder's"
+                " mean-pooled hidden states): its vectors would not be this model's"
+            )
+        if not kind.endswith(".Pooling"):
             continue
         where = directory / str(module.get("path", "")) / "config.json"
         try:

@@ -66,8 +66,8 @@ def plan_head(loaded: nn.Module, d: DataConfig, t: TrainConfig, say: Callable[[s
         if loaded.function != "softmax" or wanted != SINGLE_LABEL:  # else: a new head, as always
             why = "another pooling or dense layer" if other_layout else "its body tuned"
             say(
-                f"train.init_from={t.init_from!r}: a {loaded.problem_type or 'one-output'} classifier"
-                f" (scores through {loaded.function!r}); its head is left out, {why} under a new"
+                f"train.init_from={t.init_from!r}: a {_kind_of(loaded)} classifier (scores through"
+                f" {loaded.function!r}); its head is left out, {why} under a new"
                 f" {_described(wanted)}"
             )
     else:
@@ -105,3 +105,11 @@ def dense_start(loaded: nn.Module, dense: str) -> tuple[dict[str, torch.Tensor],
 
 def _copy(layer: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in layer.state_dict().items()}
+
+
+def _kind_of(loaded: Classifier) -> str:
+    """What a loaded classifier's head is, in words: its problem_type, else by its outputs."""
+    n = len(loaded.labels)
+    if loaded.problem_type:
+        return f"{loaded.problem_type}{f' ({n} labels)' if n > 1 else ''}"
+    return "one-output" if n == 1 else f"single-label ({n} labels)"
