@@ -220,6 +220,12 @@ def test_a_reward_model_keeps_its_head(tmp_path: Path, capsys: pytest.CaptureFix
         assert (model(batch["input_ids"], batch["attention_mask"]) - expected).abs().max() < 1e-5
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["problem_type"] == REGRESSION and "val_pearson" in summary
+    # plan plans what train runs: the kept head (it asked for data.labels, which train does not)
+    recipe = ["--data.task=classification", f"--data.input={data}", f"--train.init_from={tmp_path / 'hf'}"]
+    planned = lmforge.plan(overrides=recipe)
+    assert planned["model"]["head"] == "classification" and planned["model"]["labels"] == 1
+    with pytest.raises(LmforgeError, match=r"^data.labels='': name at least two labels"):
+        lmforge.plan(overrides=[*recipe, "--data.problem_type=single_label_classification"])
 
 
 def test_bad_labels_are_one_line(tmp_path: Path) -> None:

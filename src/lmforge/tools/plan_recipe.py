@@ -67,7 +67,7 @@ def longest_text(cfg: Config, context: int, encoder: bool) -> int:
     it. Each batch is padded to its longest text, so this is the widest batch a run can meet, what
     sets its peak, and an upper bound on its tokens; data.max_len alone can be far above it
     (rt_sentiment's longest is 79 of 128 MiniLM tokens, its median 26)."""
-    from lmforge.data.labelled import read_labelled, token_counts
+    from lmforge.data.labelled import labelled_records, read_labelled, token_counts
     from lmforge.formats.directory import load_tokenizer, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
     from lmforge.formats.hf_files import load_hf_tokenizer
@@ -77,8 +77,14 @@ def longest_text(cfg: Config, context: int, encoder: bool) -> int:
     imported = raw.get("model_type") in FAMILIES
     tokenizer = load_hf_tokenizer(directory, raw) if imported else load_tokenizer(directory)
     d = cfg.data
-    rows = read_labelled(d.input, _labels(cfg), d.text_field, d.label_field, d.problem_type)
-    return max(token_counts(tokenizer, [text for text, _ in rows], context, encoder))  # type: ignore[arg-type]
+    if _labels(cfg):  # the labels checked as train checks them
+        texts = [
+            text
+            for text, _ in read_labelled(d.input, _labels(cfg), d.text_field, d.label_field, d.problem_type)
+        ]
+    else:  # a head train keeps (_kept_outputs): its labels are the model's
+        texts = [text for _, text, _ in labelled_records(d.input, d.text_field, d.label_field)]
+    return max(token_counts(tokenizer, texts, context, encoder))  # type: ignore[arg-type]
 
 
 def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
@@ -96,6 +102,7 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
     file = directory / "config.json"
     raw: dict[str, Any] = read_config_json(directory)
     kind = raw.get("model_type")
+    kept = _kept_outputs(raw, cfg) if task == "classification" and not _labels(cfg) else 0
     if kind == CLASSIFIER_TYPE and isinstance(raw.get("backbone"), dict):  # a new head on its body
         raw = raw["backbone"]
         kind = raw.get("model_type")
@@ -111,12 +118,22 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
         if not encoder:
             raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
         return m, Head("span", encoder=True)
-    labels = _labels(cfg)
-    least = 1 if cfg.data.problem_type in ("multi_label_classification", "regression") else 2
+    labels = _labels(cfg) or ["kept"] * kept
+    least = 1 if kept or cfg.data.problem_type in ("multi_label_classification", "regression") else 2
     if len(labels) < least:
         some = "one label" if least == 1 else "two labels"
         raise LmforgeError(f"data.labels={cfg.data.labels!r}: name at least {some}, comma-separated")
     return m, Head("classification", encoder=encoder, labels=len(labels), frozen_body=cfg.train.head_only)
+
+
+def _kept_outputs(raw: dict[str, Any], cfg: Config) -> int:
+    """The outputs of train.init_from's head where train keeps it without data.labels: a
+    multi-label, regression or one-output head (train/tasks/classification_head.py); 0 else."""
+    labels = raw.get("labels") if isinstance(raw.get("labels"), list) else list(raw.get("id2label") or {})
+    outputs = len(labels) or (raw["num_labels"] if isinstance(raw.get("num_labels"), int) else 0)
+    trained = raw.get("problem_type") or ("regression" if outputs == 1 else "")
+    kept = trained in ("multi_label_classification", "regression") and cfg.data.problem_type in ("", trained)
+    return outputs if kept else 0
 
 
 def _labels(cfg: Config) -> list[str]:
