@@ -324,6 +324,14 @@ CASES = [
     Case("classify-lr-negative", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --lr -1", r"train\.lr=-1 must be > 0"),
     Case("classify-too-few-to-train", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --val-fraction 0.99 --out {t}/o", r"1 training examples, fewer than train\.batch_size=32"),
     Case("classify-out-foreign", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,pos --out {t}/o", r"{t}/o: holds model but is not an lmforge run directory", (write("o/notes.txt", "mine"), mkdir("o/model"))),
+    # --- embed
+    Case("embed-gpt", "embed {s}/gpt hello", r"{s}/gpt: a GPT, not an encoder: sentence embeddings need a sentence-embedding encoder"),
+    Case("embed-classifier", "embed {s}/clf hello", r"{s}/clf: a Classifier, not an encoder"),
+    Case("embed-seq2seq", "embed {s}/s2s hello", r"{s}/s2s: a Seq2Seq, not an encoder"),
+    Case("embed-missing-model", "embed {t}/nomodel hello", rf"{{t}}/nomodel: {MODEL_DIR}"),
+    Case("embed-nothing", "embed {s}/gpt", r"nothing to embed: give some text or --file$"),
+    Case("embed-max-length", "embed {s}/gpt hello --max-length 1", r"max_length=1: must be an integer >= 2"),
+    Case("embed-file-missing", "embed {s}/gpt --file {t}/none.txt", r"{t}/none\.txt: no such file"),
     # --- translate
     Case("translate-gpt", "translate {s}/gpt hello", r"{s}/gpt: not a translation \(encoder-decoder\) model"),
     Case("translate-classifier", "translate {s}/clf hello", r"{s}/clf: not a translation"),

