@@ -104,3 +104,25 @@ def test_what_beam_search_does_not_do_is_one_line(gpt2: Path) -> None:
         pipe("x", num_beams=2, do_sample=False, stop_sequence=".")
     with pytest.raises(LmforgeError, match=r"^early_stopping='always': must be"):
         pipe("x", num_beams=2, do_sample=False, early_stopping="always")
+
+
+def test_the_context_bounds_a_search_and_truncate_prompt_keeps_room(
+    gpt2: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """With truncate_prompt a prompt over the context kept its last `context` tokens, leaving no
+    room: the text was empty, unsaid. Now the new tokens are kept room for, and where the context
+    cuts them, a line says so."""
+    pipe = pipeline("text-generation", gpt2, dtype="fp32")
+    context = pipe.model.config.block_size
+    prompt = " ".join(["the king"] * context)  # over the context
+    options = {"do_sample": False, "num_beams": 2, "return_full_text": False, "max_new_tokens": 5}
+    text = pipe(prompt, truncate_prompt=True, **options)[0]["generated_text"]
+    assert 1 <= len(pipe.tokenizer.encode(text)) <= 5 and text.strip()
+    capsys.readouterr()
+    near = pipe.tokenizer.decode(pipe.tokenizer.encode(prompt)[: context - 2])  # room for 2 new tokens
+    assert len(pipe.tokenizer.encode(near)) == context - 2
+    pipe(near, **options)
+    said = (
+        f"beam search stops at the model's context of {context} tokens: a {context - 2}-token prompt leaves 2"
+    )
+    assert said in capsys.readouterr().err

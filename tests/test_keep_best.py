@@ -77,12 +77,18 @@ def test_keep_best_is_refused_where_it_would_change_nothing_or_flatter(task: str
         load_config(None, [f"--data.task={task}", "--train.keep_best=true"])
 
 
-def test_a_best_written_after_the_checkpoint_resumed_from_is_not_exported_as_its_best(
-    tiny_overrides: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+@pytest.mark.parametrize("left", ["a later best", "no best weights"])
+def test_a_best_the_checkpoint_did_not_see_is_not_exported_as_its_best(
+    left: str,
+    tiny_overrides: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     """A kill after best/ took step 6's weights but before step 6's checkpoint: the resume from
-    step 4 (whose best was step 4) found best/ holding weights the checkpoint never saw, and
-    exported them as step 4's. Now that best/ is named, deleted, and the best chosen again."""
+    step 4 (whose best was step 4) exported best/'s weights as step 4's. And a resume that cleared
+    them, killed before its own evaluation, left the next one exporting the last step's weights
+    as step 4's. Now either is named, best/ cleared, and the best chosen again."""
     scripted = iter([3.0, 2.0, 1.0, 5.0])  # the first run's evaluations at 2, 4 and 6, then the resumed one's
     real = LanguageModelling.evaluate
 
@@ -98,12 +104,13 @@ def test_a_best_written_after_the_checkpoint_resumed_from_is_not_exported_as_its
             file.unlink()
         gone.rmdir()
     (run / "summary.json").unlink()
+    if left == "no best weights":
+        (run / "best" / "model.safetensors").unlink()
     capsys.readouterr()
     summary = lmforge.train(resume=run, overrides=["--model.dropout=0.5"], quiet=True)  # steps 5-6 differ
-    assert "best/model.safetensors is step 6's, from after the checkpoint resumed from (step 4)" in (
-        capsys.readouterr().err
-    )
+    said = "holds step 6's weights, not step 4's" if left == "a later best" else "holds no weights"
+    assert f"best {said} (the checkpoint's best, step 4, was not kept)" in capsys.readouterr().err
     exported = _weights(run / "model")
     assert (summary["best_loss"], summary["best_step"]) == (5.0, 6)
     assert _same(exported, _weights(run / "checkpoints" / "step_00000006"))
-    assert not _same(exported, stale)
+    assert _same(exported, _weights(run / "best")) and not _same(exported, stale)

@@ -80,6 +80,8 @@ def test_replies_keep_to_the_form(api: TestClient, sampling: dict[str, Any]) -> 
         ({"structured_outputs": {"json_object": True, "disable_any_whitespace": True}},
          "structured_outputs.disable_any_whitespace", "xtra inputs are not permitted"),
         ({"guided_grammar": "start: ("}, "guided_grammar", "llguidance cannot follow this grammar"),
+        ({"guided_regex": "a", "guided_whitespace_pattern": " "}, "guided_whitespace_pattern", "not suppor"),
+        ({"guided_regex": "a", "guided_decoding_backend": "xgrammar"}, "guided_decoding_backend", "not "),
     ],
 )  # fmt: skip
 def test_a_bad_form_is_a_400_naming_it(

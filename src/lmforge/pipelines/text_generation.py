@@ -247,8 +247,9 @@ class TextGenerationPipeline:
         n: int,
         truncate: bool,
     ) -> list[list[int]]:
-        """Each prompt's n best hypotheses (inference/beam_search.py), side by side; a search ends
-        at the model's context too."""
+        """Each prompt's n best hypotheses (inference/beam_search.py), side by side. A search ends at
+        the model's context (its KV cache does not slide, as greedy decoding's window does): said on
+        stderr where that cuts the new tokens; truncate_prompt keeps room for them."""
         context, outs = self.model.config.block_size, []
         bans = Bans.of(
             stops, self.model.config.vocab_size, options["no_repeat_ngram_size"], options["min_new_tokens"],
@@ -257,8 +258,17 @@ class TextGenerationPipeline:
         )  # fmt: skip
         for ids, budget in zip(prompts, budgets, strict=True):
             prompt = check_prompts([ids], context, truncate)[0]
+            if truncate and len(prompt) + budget > context:  # its last tokens, with room for the new
+                prompt = prompt[-max(context - budget, 1) :]
+            room = min(budget, context - len(prompt))
+            if room < budget:
+                print(
+                    f"lmforge: note: beam search stops at the model's context of {context} tokens: a"
+                    f" {len(prompt)}-token prompt leaves {room} of the {budget} new tokens asked for",
+                    file=sys.stderr,
+                )
             outs += beam_search(
-                self.model, prompt, min(budget, context - len(prompt)), stops, **beams,
+                self.model, prompt, room, stops, **beams,
                 num_return_sequences=n, repetition_penalty=options["repetition_penalty"], bans=bans,
             )  # fmt: skip
         return outs

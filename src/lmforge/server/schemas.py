@@ -46,6 +46,8 @@ OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "functions": (None, []),
     "tool_choice": (None, "none", "auto"),
     "function_call": (None, "none", "auto"),
+    "guided_whitespace_pattern": (None,),  # vLLM's: the whitespace its JSON may hold
+    "guided_decoding_backend": (None, "auto", "guidance"),  # lmforge's is llguidance, vLLM's "guidance"
 }
 
 

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lmforge.formats.directory import WEIGHTS, save_weights
-from lmforge.formats.peft import write_lora_file
+from lmforge.formats.peft import LORA_FILE, write_lora_file
 from lmforge.outputs import write_file
 from lmforge.processes import signals_stop
 from lmforge.train import checkpoint as ckpt
@@ -38,22 +39,42 @@ def weights_step(file: Path) -> int | None:
 
 
 def drop_stale_best(run: Run) -> None:
-    """On a resume: best/ written after the checkpoint resumed from (by the part of the run a kill
-    threw away) is not the checkpoint's best, whose weights are gone: say so, delete it, and let
-    the resumed run's evaluations choose the best from here."""
-    best_file = run.run_dir / "best" / WEIGHTS
-    step = weights_step(best_file) if run.best and best_file.is_file() else None
-    if step is None or step == run.state["best_step"]:
+    """On a resume: best/ whose weights are not the checkpoint's best step's (written after the
+    checkpoint, by the part of the run a kill threw away; or deleted by such a resume killed in its
+    turn) cannot be exported as that step's, whose weights are gone: say so, delete what the run
+    wrote there, and let the resumed run's evaluations choose the best from here. Every rank reads
+    best/ before any deletes it, and all decide alike (an evaluation's gather needs them all)."""
+    if not run.best:
+        return
+    best_dir, step = run.run_dir / "best", run.state["best_step"]
+    recorded = _best_step(best_dir / WEIGHTS)
+    lost = step > 0 and recorded not in ("unrecorded", step)
+    if not bool(run.engine.all_reduce(torch.tensor(float(lost))) > 0):
         return
     if run.main:
+        what = (
+            "holds no weights" if recorded is None else f"holds step {recorded}'s weights, not step {step}'s"
+        )
         print(
-            f"lmforge: note: {best_file} is step {step}'s, from after the checkpoint resumed from (step"
-            f" {run.step}), and the checkpoint's best (step {run.state['best_step']}) was not kept: it is"
-            " deleted, and the best step is chosen again from here",
+            f"lmforge: note: {best_dir} {what} (the checkpoint's best, step {step}, was not kept): it is"
+            " cleared, and the best step is chosen again from the resumed steps",
             file=sys.stderr,
         )
-        best_file.unlink()
+        with tempfile.TemporaryDirectory() as tmp:  # the files a model directory of this run holds
+            run.task.write_model_files(Path(tmp))
+            ours = {WEIGHTS, LORA_FILE} | {p.name for p in Path(tmp).iterdir()}
+        for name in ours:
+            if (best_dir / name).is_file():
+                (best_dir / name).unlink()
     run.state.update(best_score=-math.inf, best_step=0, best_tie_loss=math.inf)
+
+
+def _best_step(file: Path) -> int | str | None:
+    """The step best/'s weights record; "unrecorded" (written before 2026-12-06); None: none."""
+    if not file.is_file():
+        return None
+    step = weights_step(file)
+    return "unrecorded" if step is None else step
 
 
 def install_model_dir(
@@ -129,13 +150,14 @@ def _export(run: Run) -> dict[str, Any]:
     final = engine.full_state_dict()  # collective: sharded engines gather on every rank
     best_file = run.run_dir / "best" / WEIGHTS
     which = ""  # the last line's word on the model: the scores are the last evaluation's
-    if run.best:
+    if run.best and state["best_step"] > 0 and _best_step(best_file) in ("unrecorded", state["best_step"]):
         metric, sign = run.best
         best = sign * state["best_score"]
         summary.update({f"best_{metric.removeprefix('val_')}": best, "best_step": state["best_step"]})
         which = f" (step {state['best_step']}'s, best {metric} {best:.4f}; the scores are the last step's)"
-        if best_file.is_file() and weights_step(best_file) in (None, state["best_step"]):
-            final = load_file(str(best_file))
+        final = load_file(str(best_file))
+    elif run.best:  # no best step's weights kept (drop_stale_best): the last step's, said
+        which = " (the last step's: no best step's weights were kept)"
     if run.main:
         install_model_dir(run, run.run_dir / "model", final)
         write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
