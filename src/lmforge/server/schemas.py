@@ -145,6 +145,16 @@ def _json_kind(value: Any) -> str:
     return JSON_KINDS.get(type(value), type(value).__name__)
 
 
+def _check_id_lists(rows: list[Any]) -> None:
+    """Lists of token ids (prompts, embedding inputs): none empty, every item an integer."""
+    for p, ids in enumerate(rows):
+        if not ids:
+            raise ValueError(f"item {p} is an empty list of token ids")
+        bad = next((i for i, t in enumerate(ids) if type(t) is not int), None)
+        if bad is not None:
+            raise ValueError(f"item {p}, position {bad}: not a token id (got {_json_kind(ids[bad])})")
+
+
 class CompletionRequest(_Sampling):
     prompt: Prompt  # text, texts, token ids, or lists of token ids (checked by _prompt_shape)
     max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None  # 0: the echoed prompt alone
@@ -176,12 +186,7 @@ class CompletionRequest(_Sampling):
             return value
         if len(value) > MAX_N:
             raise ValueError(f"List should have at most {MAX_N} items, not {len(value)}")  # pydantic's words
-        for p, ids in enumerate(value if isinstance(value[0], list) else []):
-            if not ids:
-                raise ValueError(f"item {p} is an empty list of token ids")
-            bad = next((i for i, t in enumerate(ids) if type(t) is not int), None)
-            if bad is not None:
-                raise ValueError(f"item {p}, position {bad}: not a token id (got {_json_kind(ids[bad])})")
+        _check_id_lists(value if isinstance(value[0], list) else [])
         return value
 
     @model_validator(mode="after")
@@ -327,12 +332,7 @@ class EmbeddingRequest(Body):
             )
         if kind is not int and len(value) > MAX_EMBEDDING_INPUTS:
             raise ValueError(f"List should have at most {MAX_EMBEDDING_INPUTS} items, not {len(value)}")
-        for p, ids in enumerate(value if kind is list else []):
-            if not ids:
-                raise ValueError(f"item {p} is an empty list of token ids")
-            bad = next((i for i, t in enumerate(ids) if type(t) is not int), None)
-            if bad is not None:
-                raise ValueError(f"item {p}, position {bad}: not a token id (got {_json_kind(ids[bad])})")
+        _check_id_lists(value if kind is list else [])
         return value
 
     def token_inputs(self) -> list[list[int]] | None:
