@@ -104,6 +104,16 @@ class Bans:
             )
         return logits
 
+    def apply_rows(self, logits: torch.Tensor, rows: list[list[int]], prompt_len: int) -> torch.Tensor:
+        """apply() for rows given whole, their first prompt_len ids the prompt, each history built
+        afresh (beam search reorders its rows every step, so none is kept)."""
+        histories = []
+        for row in rows:
+            history = History.start(row[:prompt_len], self.ngram)
+            history.extend(row[prompt_len:])
+            histories.append(history)
+        return self.apply(logits, histories)
+
     def describe(self) -> str:
         """The bans that are on, as their keywords: `no_repeat_ngram_size=2, min_new_tokens=5`."""
         named = {

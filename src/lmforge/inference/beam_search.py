@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from lmforge.inference.bans import Bans, History
+from lmforge.inference.bans import Bans
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
 from lmforge.model.gpt import GPT
 
@@ -96,11 +96,4 @@ def _processed(
     if penalty != 1.0:
         ids = torch.tensor(rows, device=logp.device)
         logp = penalize_repeats(logp, seen_tokens(ids, logp.size(-1)), penalty)
-    if bans:
-        histories = []
-        for row in rows:
-            history = History.start(row[:prompt_len], bans.ngram)
-            history.extend(row[prompt_len:])
-            histories.append(history)
-        logp = bans.apply(logp, histories)
-    return logp
+    return bans.apply_rows(logp, rows, prompt_len) if bans else logp

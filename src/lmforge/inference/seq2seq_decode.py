@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmforge.inference.bans import History
+from lmforge.inference.bans import Bans
 from lmforge.inference.options import check_options
 from lmforge.inference.penalties import penalize_repeats, seen_tokens
 from lmforge.model.attention import KVCache
@@ -62,12 +62,8 @@ class Repeats:
         """scores (N, vocab) of the rows tokens (N, t) continue."""
         if self.repetition_penalty != 1.0:
             scores = penalize_repeats(scores, seen_tokens(tokens, scores.size(-1)), self.repetition_penalty)
-        if self.no_repeat_ngram_size:
-            rows = [History.start(row, self.no_repeat_ngram_size).followers() for row in tokens.tolist()]
-            at = [(i, t) for i, banned in enumerate(rows) for t in banned]
-            if at:
-                index = torch.tensor(at, device=scores.device)
-                scores = scores.index_put((index[:, 0], index[:, 1]), scores.new_tensor(-math.inf))
+        if self.no_repeat_ngram_size:  # the start token counts as the row's prompt, as in transformers
+            scores = Bans(ngram=self.no_repeat_ngram_size).apply_rows(scores, tokens.tolist(), 1)
         return scores
 
 
