@@ -65,7 +65,7 @@ def lengths(batch: int, lo: int, hi: int) -> list[int]:
 def random_pair(cfg: ModelConfig) -> tuple[GPT, torch.nn.Module, int]:
     """(lmforge GPT, transformers GPT2 with the same weights, pad id), fp32, eval."""
     torch.manual_seed(0)
-    ours = GPT(cfg).eval()
+    ours = kernels.for_inference(GPT(cfg).eval())  # as lmforge's entry points mark their models
     theirs = hf_gpt2(cfg).eval()
     missing, unexpected = theirs.load_state_dict(lmforge_to_hf(GPT2, cfg, ours.state_dict()), strict=False)
     buffers = ("attn.bias", "attn.masked_bias", "lm_head.weight")  # HF's mask buffers, the tied head

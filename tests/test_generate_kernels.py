@@ -18,7 +18,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_dir
 from lmforge.inference.generate import generate_ids
-from lmforge.model import kernels
+from lmforge.model import kernels, packed_weights
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import linear
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -37,8 +37,11 @@ def route(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 
 def test_every_route_gives_the_same_tokens(route: pytest.MonkeyPatch) -> None:
+    """Each route, `packed` on a model an entry point marked (its layers then keep packed copies),
+    gives MKL's logits to summation order and its greedy tokens, one row and several."""
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=51)).eval()
+    kernels.for_inference(model)  # as generate, chat, serve... mark theirs
     idx = torch.randint(0, 51, (2, 12))
     results = {}
     for name in kernels.available_routes():
@@ -48,21 +51,27 @@ def test_every_route_gives_the_same_tokens(route: pytest.MonkeyPatch) -> None:
         with torch.no_grad():
             logits = model(idx)
         results[name] = (logits, generate_ids(model, [[1, 2, 3], [4, 5]], 20, temperature=0))
+        kept = model.blocks[0].mlp.up in packed_weights._PACKED
+        assert kept == (name == "packed")  # a copy is made only where the packed route runs
+        packed_weights._PACKED.clear()
     logits, tokens = results.pop("mkl")
     for other_logits, other_tokens in results.values():
         torch.testing.assert_close(other_logits, logits, atol=1e-5, rtol=1e-5)
         assert other_tokens == tokens
 
 
-@pytest.mark.parametrize("kernel", ["split", "swapped"])
+@pytest.mark.parametrize("kernel", ["split", "swapped", "packed"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("n_out", [1, 2, 7, 96])
 @pytest.mark.parametrize("bias", [True, False])
 def test_the_split_and_swapped_routes_are_f_linear(kernel: str, threads: int, n_out: int, bias: bool) -> None:
     """split: rows cut into one block per thread, the left-over rows (n_out not a multiple of the
-    threads, or fewer rows than threads); swapped: weight @ x^T transposed back. With a bias or
+    threads, or fewer rows than threads); swapped: weight @ x^T transposed back; packed: oneDNN on
+    the weight packed once. With a bias or
     not, weights that are views into larger tensors, inputs of 1, 15 and 40 rows, a vector, a
     non-contiguous input: the same product, contiguous, of F.linear's shape."""
+    if kernel == "packed" and not kernels.FP32_PACKING_AVAILABLE:
+        pytest.skip("this torch build cannot pack weights for oneDNN")
     torch.manual_seed(0)
     layer = torch.nn.Linear(24, n_out, bias=bias)
     if n_out == 96:  # a weight and bias that are slices of larger tensors (offset storage)
@@ -75,7 +84,10 @@ def test_the_split_and_swapped_routes_are_f_linear(kernel: str, threads: int, n_
         with torch.no_grad():
             inputs = (torch.randn(1, 1, 24), torch.randn(3, 5, 24), torch.randn(40, 24), torch.randn(24))
             for x in (*inputs, torch.randn(24, 5).t()):  # the last is not contiguous
-                got = kernels.FP32_KERNELS[kernel](x, layer.weight, layer.bias)
+                if kernel == "packed":  # on the layer's weight packed for oneDNN, kept beside it
+                    got = packed_weights.packed_linear(x, layer)
+                else:
+                    got = kernels.FP32_KERNELS[kernel](x, layer.weight, layer.bias)
                 torch.testing.assert_close(got, layer(x), atol=1e-5, rtol=1e-5)
                 assert got.is_contiguous()
     finally:
@@ -86,7 +98,9 @@ def test_probe_times_every_route() -> None:
     for bucket in kernels.BUCKETS:
         times = kernels.probe(bucket, rounds=1)
         competing = kernels.MANY_ROUTES if bucket in ("many", "many_head") else kernels.ROUTES
-        assert set(times) == set(competing) & set(kernels.available_routes())
+        assert (
+            set(times) == set(competing) & set(kernels.available_routes()) == set(kernels.candidates(bucket))
+        )
         assert all(t > 0 for t in times.values())
     assert kernels.linear_route() in kernels.ROUTES
 
@@ -99,6 +113,7 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch, tmp_path:
     route.delenv("LMFORGE_AUTOTUNE")  # on: from 64 rows the routes are measured only for the machine
     probed = []
     fastest = {
+        "one_head": "packed",
         "few": "onednn",
         "dozens": "swapped",
         "many": "split",
@@ -108,7 +123,7 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch, tmp_path:
 
     def probe(bucket: str) -> dict[str, float]:
         probed.append(bucket)
-        others = ("onednn", "split", "swapped")
+        others = ("onednn", "split", "swapped", "packed")
         return {"mkl": 1.0} | {r: 0.5 if fastest.get(bucket) == r else 2.0 for r in others}
 
     route.setattr(kernels, "probe", probe)
@@ -120,13 +135,15 @@ def test_each_row_count_takes_its_own_route(route: pytest.MonkeyPatch, tmp_path:
     assert probed == ["one", "few", "dozens", "many"]
     wide = kernels.HEAD_OUT
     heads = [kernels.linear_route(n, wide) for n in (1, 2, 8, 32, 63, 64, 512)]
-    assert heads == ["mkl", "split", "split", "split", "split", "onednn", "onednn"]
+    assert heads == ["packed", "split", "split", "split", "split", "onednn", "onednn"]
     assert kernels.linear_route(512, wide - 1) == "split" and kernels.linear_route(8, wide - 1) == "onednn"
-    assert probed == ["one", "few", "dozens", "many", "few_head", "many_head"]
+    assert kernels.linear_route(1, wide - 1) == "mkl"
+    assert probed == ["one", "few", "dozens", "many", "one_head", "few_head", "many_head"]
     assert kernels.describe().startswith(
         "fp32 inference linear: mkl for 1 row, onednn for 2-15 rows, swapped for 16-63, split from 64"
-        f" (a head of {wide}+ outputs: split for 2-63, onednn from 64) (measured: 1 row"
+        f" (a head of {wide}+ outputs: packed for 1 row, split for 2-63, onednn from 64) (measured: 1 row"
     )
+    assert f"1 row x {wide} out mkl 1000.00 ms, onednn 2000.00 ms, split 2000.00 ms" in kernels.describe()
     assert f"8 rows x {wide} out mkl 1000.00 ms, onednn 2000.00 ms, split 500.00 ms" in kernels.describe()
     assert f"64 rows x {wide} out mkl 1000.00 ms, onednn 500.00 ms" in kernels.describe()
 
@@ -135,13 +152,15 @@ def test_without_autotune_evaluation_products_keep_mkl(route: pytest.MonkeyPatch
     """With LMFORGE_AUTOTUNE=0 (conftest's) a process measures the decoding routes for itself, but
     products of 64 rows or more (evaluation) take MKL unmeasured: a run's resumption, another
     process, must evaluate as the unbroken run did, and a probe of its own might choose otherwise."""
-    route.setattr(kernels, "probe", lambda bucket: {"mkl": 1.0, "onednn": 0.5 if bucket != "one" else 2.0})
+    route.setattr(
+        kernels, "probe", lambda bucket: {"mkl": 1.0, "onednn": 0.5 if bucket[:3] != "one" else 2.0}
+    )
     assert [kernels.linear_route(rows, out) for rows, out in ((8, 0), (64, 0), (64, kernels.HEAD_OUT))] == [
         "onednn", "mkl", "mkl",
     ]  # fmt: skip
     assert (
-        "onednn for 2-15 rows, onednn for 16-63, mkl from 64 (a head of 16384+ outputs: onednn for 2-63, mkl"
-        in kernels.describe()
+        "onednn for 2-15 rows, onednn for 16-63, mkl from 64 (a head of 16384+ outputs: mkl for 1 row,"
+        " onednn for 2-63, mkl" in kernels.describe()
     )
 
 
@@ -165,6 +184,7 @@ def test_the_fastest_route_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch)
     oneDNN in the build the probe times the other routes."""
     times = {
         "one": {"mkl": 1.0, "onednn": 0.8, "split": 0.5, "swapped": 0.9},
+        "one_head": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "packed": 0.9},
         "few": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
         "dozens": {"mkl": 1.0, "onednn": 0.7, "split": 0.8, "swapped": 0.6},
         "many": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.9},
@@ -177,7 +197,14 @@ def test_the_fastest_route_is_chosen_only_by_a_margin(route: pytest.MonkeyPatch)
     assert "1 row mkl 1000.00 ms, onednn 800.00 ms, split 500.00 ms, swapped 900.00 ms" in kernels.describe()
     route.undo()
     route.setattr(kernels, "ONEDNN_AVAILABLE", False)
+    route.setattr(kernels, "FP32_PACKING_AVAILABLE", False)
     assert set(kernels.probe("one", rounds=1)) == {"mkl", "split", "swapped"}
+    route.setattr(kernels, "ONEDNN_AVAILABLE", True)  # oneDNN's kernel without its weight packing
+    assert set(kernels.probe("one_head", rounds=1)) == {"mkl", "onednn", "split", "swapped"}
+    route.setenv("LMFORGE_LINEAR", "packed")
+    kernels.bucket_route.cache_clear()
+    with pytest.raises(LmforgeError, match="LMFORGE_LINEAR=packed: this torch build cannot pack weights"):
+        kernels.linear_route()
 
 
 def test_the_probes_leave_the_random_generator_alone() -> None:
@@ -275,36 +302,45 @@ def test_packed_bf16_weights_give_the_same_bits_and_tokens(route: pytest.MonkeyP
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)) and tokens_a == tokens_b
 
 
-@pytest.mark.skipif(not kernels.PACKING_AVAILABLE, reason="oneDNN cannot pack bf16 weights here")
-def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch) -> None:
-    """The packed copy is made again when the weight changes in place or is replaced, and never
-    travels with a deep copy or into state_dict. A layer no inference entry point marked (a model
-    in training, whose engine may rewrite weights through .data, unseen) is never packed."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    """The packed copy (bf16's packed route, fp32's) is made again when the weight changes in place
+    or is replaced, and never travels with a deep copy or into state_dict. A layer no inference
+    entry point marked (a model in training, whose engine may rewrite weights through .data,
+    unseen) is never packed: fp32's route runs oneDNN on its weight as it is."""
     import copy
 
-    route.setenv("LMFORGE_BF16_LINEAR", "packed")
-    layer = torch.nn.Linear(16, 8).to(torch.bfloat16)
-    x = torch.randn(1, 16).to(torch.bfloat16)
+    if not (kernels.PACKING_AVAILABLE if dtype == torch.bfloat16 else kernels.FP32_PACKING_AVAILABLE):
+        pytest.skip(f"oneDNN cannot pack {dtype} weights here")
+    route.setenv("LMFORGE_BF16_LINEAR" if dtype == torch.bfloat16 else "LMFORGE_LINEAR", "packed")
+    layer = torch.nn.Linear(16, 8).to(dtype)
+    # fp32: from two rows oneDNN's sums on a packed weight are those on the weight as it is
+    x = torch.randn(1 if dtype == torch.bfloat16 else 3, 16).to(dtype)
 
     def check() -> None:
         with torch.no_grad():
-            assert torch.equal(linear(layer, x), F.linear(x, layer.weight, layer.bias))
+            expected = F.linear(x, layer.weight, layer.bias)
+            if dtype == torch.bfloat16:
+                assert torch.equal(linear(layer, x), expected)
+            else:  # F.linear is MKL's; oneDNN's, packed or not, sums in another order
+                torch.testing.assert_close(linear(layer, x), expected, atol=1e-6, rtol=1e-5)
+                assert torch.equal(linear(layer, x), kernels.onednn_linear(x, layer.weight, layer.bias))
 
     check()
-    assert layer not in kernels._PACKED  # not marked: F.linear, nothing kept
+    assert layer not in packed_weights._PACKED  # not marked: F.linear, nothing kept
     with torch.no_grad():
         layer.weight.data.copy_(torch.randn(8, 16))  # as DeepSpeed refreshes its bf16 copies
     check()
     kernels.for_inference(layer)
     check()
-    assert layer in kernels._PACKED
+    assert layer in packed_weights._PACKED
     with torch.no_grad():
         layer.weight.mul_(2)  # in place: its version counter moves
     check()
-    layer.weight = torch.nn.Parameter(torch.randn(8, 16).to(torch.bfloat16))
+    layer.weight = torch.nn.Parameter(torch.randn(8, 16).to(dtype))
     check()
     twin = copy.deepcopy(layer)
-    assert set(twin.state_dict()) == {"weight", "bias"} and twin not in kernels._PACKED
+    assert set(twin.state_dict()) == {"weight", "bias"} and twin not in packed_weights._PACKED
 
 
 def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None:
@@ -341,10 +377,10 @@ def test_the_inference_entry_points_mark_their_models() -> None:
     from lmforge.inference.autotune import to_inference_dtype
 
     net = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20))
-    assert not kernels.packable(net.lm_head)
+    assert not packed_weights.packable(net.lm_head)
     for dtype in ("fp32", "bf16"):
         marked = to_inference_dtype(GPT(net.config), dtype)[0]
-        assert all(kernels.packable(m) for m in marked.modules() if type(m) is torch.nn.Linear)
+        assert all(packed_weights.packable(m) for m in marked.modules() if type(m) is torch.nn.Linear)
 
 
 def test_a_cpu_that_cannot_pack_bf16_keeps_f_linear(route: pytest.MonkeyPatch) -> None:

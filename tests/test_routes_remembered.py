@@ -58,18 +58,21 @@ def test_fp32_linear_routes_are_probed_once_per_machine(
         "few": {"mkl": 1.0, "onednn": 0.9, "split": 0.95, "swapped": 0.6},
         "dozens": {"mkl": 1.0, "onednn": 0.98, "split": 0.99, "swapped": 0.97},
         "many": {"mkl": 1.0, "onednn": 0.95, "split": 0.99, "swapped": 0.97},
+        "one_head": {"mkl": 1.0, "onednn": 0.8, "split": 0.99, "swapped": 0.97},
         "few_head": {"mkl": 1.0, "onednn": 0.7, "split": 0.99, "swapped": 0.97},
         "many_head": {"mkl": 1.0, "onednn": 0.6, "split": 0.99, "swapped": 0.97},
     }
     monkeypatch.setattr(kernels, "available_routes", lambda: kernels.ROUTES)
     monkeypatch.setattr(kernels, "probe", lambda bucket: times[bucket])
     head = kernels.HEAD_OUT
-    cases = ((1, 0), (8, 0), (32, 0), (64, 0), (8, head), (64, head))
+    cases = ((1, 0), (8, 0), (32, 0), (64, 0), (1, head), (8, head), (64, head))
     first = [kernels.linear_route(rows, out) for rows, out in cases]
-    assert first == ["onednn", "swapped", "mkl", "mkl", "onednn", "onednn"]
+    assert first == ["onednn", "swapped", "mkl", "mkl", "onednn", "onednn", "onednn"]
     assert kernels.describe().endswith("(measured: 1 row mkl 1000.00 ms, onednn 500.00 ms, split 900.00 ms,"
-                                       " swapped 900.00 ms; 8 rows mkl 1000.00 ms, onednn 900.00 ms,"
-                                       " split 950.00 ms, swapped 600.00 ms; 32 rows mkl 1000.00 ms,"
+                                       f" swapped 900.00 ms; 1 row x {head} out mkl 1000.00 ms,"
+                                       " onednn 800.00 ms, split 990.00 ms, swapped 970.00 ms;"
+                                       " 8 rows mkl 1000.00 ms, onednn 900.00 ms, split 950.00 ms,"
+                                       " swapped 600.00 ms; 32 rows mkl 1000.00 ms,"
                                        " onednn 980.00 ms, split 990.00 ms, swapped 970.00 ms; 256 rows"
                                        " mkl 1000.00 ms, onednn 950.00 ms, split 990.00 ms,"
                                        " swapped 970.00 ms;"
@@ -79,7 +82,7 @@ def test_fp32_linear_routes_are_probed_once_per_machine(
                                        " split 990.00 ms, swapped 970.00 ms)")  # fmt: skip
     assert {shape: e["route"] for shape, e in _entries(own_cache, "fp32 inference linear").items()} == {
         "1 row": "onednn", "8 rows": "swapped", "32 rows": "mkl", "256 rows": "mkl",
-        f"8 rows x {head} out": "onednn", f"64 rows x {head} out": "onednn",
+        f"1 row x {head} out": "onednn", f"8 rows x {head} out": "onednn", f"64 rows x {head} out": "onednn",
     }  # fmt: skip
 
     _new_process(monkeypatch)
@@ -95,6 +98,27 @@ def test_fp32_linear_routes_are_probed_once_per_machine(
     monkeypatch.setattr(kernels, "probe", lambda bucket: times[bucket])
     assert kernels.linear_route(1) == "split"
     assert _entries(own_cache, "fp32 inference linear")["1 row"]["route"] == "split"
+
+
+def test_a_route_remembered_among_fewer_routes_is_measured_again(
+    monkeypatch: pytest.MonkeyPatch, own_cache: Path
+) -> None:
+    """A cache written before a route existed (`packed`, 2026-12-06) chose among the others: the
+    new route may be the fastest, so the choice is measured again once, then remembered."""
+    tuning.remember("fp32 inference linear", "8 rows", {"route": "split", "measured": "8 rows split 1.00 ms"})
+    monkeypatch.setattr(kernels, "available_routes", lambda: kernels.ROUTES)
+    probed = []
+
+    def probe(bucket: str) -> dict[str, float]:
+        probed.append(bucket)
+        return {"mkl": 1.0, "onednn": 0.9, "split": 0.8, "swapped": 0.9, "packed": 0.5}
+
+    monkeypatch.setattr(kernels, "probe", probe)
+    assert kernels.linear_route(8) == "packed" and probed == ["few"]
+    assert _entries(own_cache, "fp32 inference linear")["8 rows"]["among"] == list(kernels.ROUTES)
+    _new_process(monkeypatch)
+    monkeypatch.setattr(kernels, "probe", _no_probe)
+    assert kernels.linear_route(8) == "packed"
 
 
 def test_bf16_linear_routes_are_remembered(monkeypatch: pytest.MonkeyPatch, own_cache: Path) -> None:

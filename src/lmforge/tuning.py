@@ -201,7 +201,8 @@ def remembered_route(
     """The model package's route memory (model/route_memory.py; lmforge.formats installs it): for a
     kernel choice that timing makes, (route, its timings, how they were taken: '' for now) from the
     route remembered for (this machine, kind, shape), else from measure() -> (route, timings), then
-    remembered. Kept so that one command gives one result on one machine: bf16 attention routes
+    remembered, with the routes it was chosen among (`routes`: those measure() times). Kept so
+    that one command gives one result on one machine: bf16 attention routes
     round differently, and a per-process probe whose candidates ran close flipped SmolLM2's greedy
     reply in 1 of 4 runs. With LMFORGE_AUTOTUNE=0 each process measures for itself, keeping
     nothing, except for a choice with a fixed rule (`fixed`: evaluation's products), which takes
@@ -209,12 +210,14 @@ def remembered_route(
     if fixed and not enabled():
         return fixed, "", "fixed rule"  # route_memory.FIXED (this module may not import the model's)
 
-    def usable(entry: dict[str, Any]) -> bool:
-        return entry.get("route") in routes and isinstance(entry.get("measured"), str)
+    def usable(entry: dict[str, Any]) -> bool:  # a choice among other routes (fewer, before an
+        # upgrade added one) is measured again: the new route may be the fastest here
+        chosen_among = entry.get("among") == list(routes)
+        return entry.get("route") in routes and isinstance(entry.get("measured"), str) and chosen_among
 
     def measured() -> dict[str, Any]:
         route, timings = measure()
-        return {"route": route, "measured": timings}
+        return {"route": route, "measured": timings, "among": list(routes)}
 
     entry, now = measured_once(kind, shape, usable, measured)
     return entry["route"], entry["measured"], "" if now else _when(entry)

@@ -4,42 +4,46 @@ PyTorch sends fp32 CPU matmuls to MKL; oneDNN's kernel (`mkldnn._linear_pointwis
 uses) is the second route; `split` the third: the weight's rows cut into one block per thread
 (views, no copy) and the blocks' products run as one batched matmul, so every thread streams its
 share of the weight (MKL runs a one-row product on one thread); `swapped` the fourth: the same
-product taken the other way round, weight @ x^T, then transposed back (MKL packs it differently).
-None wins everywhere (benchmarks/README.md): on a 2-core AMD EPYC with AVX512_BF16 oneDNN read the
-weights 2.7x faster than MKL; on a 2-core Intel Xeon (AVX-512) MKL decoded 1.3x faster; on a 2-core
-AVX2-only EPYC `split` read them 1.1-1.4x faster than oneDNN at one row, and at 32 rows MKL reached
-76-100 GFLOP/s where `swapped` and oneDNN reached 100-137; and on one CPU the winner at one row (a
-decoding step) lost at eight (a batch of them). So an fp32 linear without autograd times the
-routes at its first product of a row count: one row and eight rows through 47 and 189 MB of
-weights, 32 rows through 47 MB, 256 rows through 24 MB (each well under a second), and keeps the
-fastest: one for single rows, one for 2-15 rows, one for 16-63 rows (a batch of decoding steps
-each), one from 64 rows (prefill, evaluation), where only MKL and oneDNN compete. From 2 rows a
-vocabulary's head (16,384 outputs or more) has probes and routes of its own (8 rows for 2-63, 64
-rows from 64): on the EPYC with AVX512_BF16 oneDNN ran GPT-2's head 1.6x faster than MKL from 64
-to 1,024 rows and its blocks 1.2x, and with the kernels capped at AVX2 the head 1.4-2x and the
-blocks about level; at 8 rows oneDNN ran the head 1.8x faster than `split`, which the blocks'
-probe chose (1.3x capped). The choices are remembered for the machine (model/route_memory.py: in
-the autotune cache), so later processes skip the probe and take the same routes. Under autocast
-(a training run's evaluation) F.linear runs, which autocast casts to bf16 (oneDNN's kernel would
-compute in fp32).
-`LMFORGE_LINEAR=mkl|onednn|split|swapped` skips the probe and sets every case. A close call
-(within MARGIN of MKL) keeps MKL, PyTorch's own route. The routes' sums differ only in order
-(~1e-6 relative).
+product taken the other way round, weight @ x^T, then transposed back (MKL packs it differently);
+`packed` the fifth: oneDNN's kernel on the weight reordered once into oneDNN's blocked layout and
+kept beside the layer (below), where `onednn` reorders it at every call: on the AVX2-only EPYC it
+ran 8 rows through SmolLM2's blocks 1.2x faster than `split` and its 49,152-row head 1.5x, with the
+same sums as `onednn` from two rows. None wins everywhere (benchmarks/README.md): on a 2-core AMD
+EPYC with AVX512_BF16 oneDNN read the weights 2.7x faster than MKL; on a 2-core Intel Xeon
+(AVX-512) MKL decoded 1.3x faster; on a 2-core AVX2-only EPYC `split` read them 1.1-1.4x faster
+than oneDNN at one row, and at 32 rows MKL reached 76-100 GFLOP/s where `swapped` and oneDNN
+reached 100-137; and on one CPU the winner at one row (a decoding step) lost at eight (a batch of
+them). So an fp32 linear without autograd times the routes at its first product of a row count: one
+row and eight rows through 47 and 189 MB of weights, 32 rows through 47 MB, 256 rows through 24 MB
+(each well under a second), and keeps the fastest: one for single rows, one for 2-15 rows, one for
+16-63 rows (a batch of decoding steps each), one from 64 rows (prefill, evaluation), where only MKL
+and oneDNN compete. A vocabulary's head (16,384 outputs or more) has probes and routes of its own
+(1 row; 8 rows for 2-63; 64 rows from 64): at one row on the AVX2-only EPYC oneDNN read SmolLM2's
+head 1.3x faster than `split`, which its blocks' probe chose; on the EPYC with AVX512_BF16 oneDNN
+ran GPT-2's head 1.6x faster than MKL from 64 to 1,024 rows and its blocks 1.2x, and with the
+kernels capped at AVX2 the head 1.4-2x and the blocks about level; at 8 rows oneDNN ran the head
+1.8x faster than `split`, which the blocks' probe chose (1.3x capped). The choices are remembered
+for the machine (model/route_memory.py: in the autotune cache), so later processes skip the probe
+and take the same routes. Under autocast (a training run's evaluation) F.linear runs, which
+autocast casts to bf16 (oneDNN's kernel would compute in fp32).
+`LMFORGE_LINEAR=mkl|onednn|split|swapped|packed` skips the probe and sets every case. A close call
+(within MARGIN of MKL) keeps MKL, PyTorch's own route. The routes' sums differ only in order (~1e-6
+relative).
 
 A bf16 product (a model in bf16 for inference) always runs in oneDNN, but F.linear hands it the
 weight in PyTorch's layout, which oneDNN reorders into its own blocked one at every call. Packed
 once (`mkldnn._reorder_linear_weight`) and kept beside the layer, the same kernel skips that: the
 same sums, bit for bit, and on an AMD EPYC with AVX512_BF16 1.4-1.7x faster from 1 to 16 rows
-(1.2x at 64-1024). The packed copy is a second copy of the weight in memory while the model runs
-in bf16, and only models an inference entry point marked (`for_inference`) take the route. It too
-is chosen by measurement (one row, eight rows); `LMFORGE_BF16_LINEAR=plain|packed` skips the probe.
+(1.2x at 64-1024). It too is chosen by measurement (one row, eight rows);
+`LMFORGE_BF16_LINEAR=plain|packed` skips the probe. A packed copy (bf16, or fp32's `packed` route)
+is a second copy of the weight in memory while the model runs, and only models an inference entry
+point marked (`for_inference`) take it; any other layer on the fp32 `packed` route runs `onednn`.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -48,12 +52,14 @@ from torch import nn
 
 from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
-from lmforge.model import decode_attention, route_memory
+from lmforge.model import decode_attention, packed_weights, route_memory
+from lmforge.model.packed_weights import packed_linear
 
-ROUTES = ("mkl", "onednn", "split", "swapped")
+ROUTES = ("mkl", "onednn", "split", "swapped", "packed")
 BF16_ROUTES = ("plain", "packed")
 MARGIN = 1.15  # another route must be this much faster than MKL to be chosen
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+FP32_PACKING_AVAILABLE = ONEDNN_AVAILABLE and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 # oneDNN packs bf16 weights only where the CPU has the instructions for them (AVX512-BW/VL/DQ or
 # AVX-NE-CONVERT); elsewhere (an AVX2-only CPU, or one capped by ONEDNN_MAX_CPU_ISA) it raises. The
 # ops are torch's private ones (those inductor packs weights with), so their presence is checked.
@@ -81,6 +87,7 @@ HEAD_OUT = 16384  # from 2 rows, a layer with this many outputs or more takes a 
 MANY_ROUTES = ("mkl", "onednn")
 BUCKETS = {
     "one": (1, STACK * 2),
+    "one_head": (1, HEAD),
     "few": (8, STACK * 8),
     "dozens": (32, STACK * 2),
     "many": (256, STACK),
@@ -144,12 +151,19 @@ FP32_KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | Non
     "onednn": onednn_linear,
     "split": split_linear,
     "swapped": swapped_linear,
+    "packed": onednn_linear,  # a layer no entry point marked: its weight as it is (layers.linear)
 }
 
 
 def available_routes() -> tuple[str, ...]:
-    """The fp32 routes this torch build has (oneDNN's kernel may be missing)."""
-    return ROUTES if ONEDNN_AVAILABLE else tuple(r for r in ROUTES if r != "onednn")
+    """The fp32 routes this torch build has (oneDNN's kernel, or its packing, may be missing)."""
+    missing = {"onednn": not ONEDNN_AVAILABLE, "packed": not FP32_PACKING_AVAILABLE}
+    return tuple(r for r in ROUTES if not missing.get(r))
+
+
+def candidates(bucket: str) -> tuple[str, ...]:
+    """The routes a bucket's probe times: from 64 rows ('many', 'many_head') only MANY_ROUTES."""
+    return tuple(r for r in available_routes() if bucket not in ("many", "many_head") or r in MANY_ROUTES)
 
 
 def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn.Linear], torch.Tensor]:
@@ -157,10 +171,9 @@ def _on_layer(kernel: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor, nn
 
 
 def probe(bucket: str = "one", rounds: int = 3) -> dict[str, float]:
-    """Seconds each fp32 route takes for a bucket's rows through its weights (BUCKETS); from 64
-    rows ('many', 'many_head') only MANY_ROUTES."""
-    names = [r for r in available_routes() if bucket not in ("many", "many_head") or r in MANY_ROUTES]
-    routes = {name: _on_layer(FP32_KERNELS[name]) for name in names}
+    """Seconds each of the bucket's candidates takes for its rows through its weights (BUCKETS)."""
+    names = candidates(bucket)
+    routes = {name: packed_linear if name == "packed" else _on_layer(FP32_KERNELS[name]) for name in names}
     return _time_routes(routes, *BUCKETS[bucket], torch.float32, rounds)
 
 
@@ -214,12 +227,15 @@ _NO_PACKING = "oneDNN cannot pack bf16 weights with this torch build on this CPU
 def forced_route(env: str) -> str:
     """The route LMFORGE_LINEAR or LMFORGE_BF16_LINEAR forces ('' when unset), checked: a typo or a
     route this build lacks is one line."""
-    routes, available, missing = {
-        "LMFORGE_LINEAR": (ROUTES, ONEDNN_AVAILABLE, "this torch build has no oneDNN linear kernel"),
-        "LMFORGE_BF16_LINEAR": (BF16_ROUTES, PACKING_AVAILABLE, _NO_PACKING),
-    }[env]
+    routes = {"LMFORGE_LINEAR": ROUTES, "LMFORGE_BF16_LINEAR": BF16_ROUTES}[env]
     forced = switch(env, routes)
-    if forced in ("onednn", "packed") and not available:
+    lacking = {
+        ("LMFORGE_LINEAR", "onednn"): (ONEDNN_AVAILABLE, "this torch build has no oneDNN linear kernel"),
+        ("LMFORGE_LINEAR", "packed"): (FP32_PACKING_AVAILABLE, "this torch build cannot pack weights"),
+        ("LMFORGE_BF16_LINEAR", "packed"): (PACKING_AVAILABLE, _NO_PACKING),
+    }
+    available, missing = lacking.get((env, forced), (True, ""))
+    if not available:
         raise LmforgeError(f"{env}={forced}: {missing}")
     return forced
 
@@ -227,7 +243,7 @@ def forced_route(env: str) -> str:
 @functools.cache
 def bucket_route(bucket: str) -> tuple[str, str, str]:
     """(route, its timings, how measured: as route_memory.choose gives them) for fp32 products
-    of a bucket (BUCKETS: 'one', 'few', 'dozens', 'many' rows, or a head of a few or many rows):
+    of a bucket (BUCKETS: 'one', 'few', 'dozens', 'many' rows, or a head of one, a few or many rows):
     remembered for this machine, else probed at the bucket's first product (a batch-1 decoder
     times no 32 rows) and remembered. The timings are '' where LMFORGE_LINEAR forces the route."""
     forced = forced_route("LMFORGE_LINEAR")
@@ -240,7 +256,7 @@ def bucket_route(bucket: str) -> tuple[str, str, str]:
 
     # from 64 rows (evaluation), where nothing is measured for the machine, MKL: see per_process
     fixed = "mkl" if bucket in ("many", "many_head") else ""
-    return route_memory.choose("fp32 inference linear", _shape(bucket), ROUTES, measure, fixed)
+    return route_memory.choose("fp32 inference linear", _shape(bucket), candidates(bucket), measure, fixed)
 
 
 def choose_linear_routes() -> tuple[dict[str, str], str]:
@@ -273,10 +289,10 @@ def _timings(shape: str, times: dict[str, float]) -> str:
 
 def _bucket(rows: int, out: int = 0) -> str:
     """One row (a decoding step), a few (a batch of decoding steps), dozens (a larger batch of
-    them), or more (prefill, evaluation); from 2 rows a vocabulary's head (`out` outputs) has
-    buckets of its own. Called at every product: plain comparisons."""
+    them), or more (prefill, evaluation); a vocabulary's head (`out` outputs) has buckets of its
+    own. Called at every product: plain comparisons."""
     if rows == 1:
-        return "one"
+        return "one_head" if out >= HEAD_OUT else "one"
     if rows <= DOZENS_ROWS_MAX:
         if out >= HEAD_OUT:
             return "few_head"
@@ -285,7 +301,8 @@ def _bucket(rows: int, out: int = 0) -> str:
 
 
 def linear_route(rows: int = 1, out: int = 0) -> str:
-    """'mkl', 'onednn', 'split' or 'swapped' for an fp32 product of `rows` rows into `out` outputs."""
+    """'mkl', 'onednn', 'split', 'swapped' or 'packed' for an fp32 product of `rows` rows into `out`
+    outputs."""
     return bucket_route(_bucket(rows, out))[0]
 
 
@@ -298,53 +315,20 @@ def describe() -> str:
     return (
         f"fp32 inference linear: {routes['one']} for 1 row, {routes['few']} for 2-{few} rows,"
         f" {routes['dozens']} for {few + 1}-{dozens}, {routes['many']} from {dozens + 1}"
-        f" (a head of {HEAD_OUT}+ outputs: {routes['few_head']} for 2-{dozens}, {routes['many_head']} from"
-        f" {dozens + 1}) ({why})"
+        f" (a head of {HEAD_OUT}+ outputs: {routes['one_head']} for 1 row,"
+        f" {routes['few_head']} for 2-{dozens}, {routes['many_head']} from {dozens + 1}) ({why})"
     )
 
 
-# bf16 layer -> ((weight's address, version), its packed copy): beside the layer, not on it, so that
-# deepcopy, state_dict and .to() never see an opaque oneDNN tensor; it goes with the layer.
-_PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-# The layers allowed the packed route: those of models an inference entry point (generate, chat,
-# serve, ask, the pipelines, translate, eval) put in their dtype with for_inference. A model being
-# trained never is: an engine may rewrite a weight through .data (DeepSpeed's bf16 compute copies
-# after each step), which moves no version counter, so a packed copy would go stale.
-_FOR_INFERENCE: weakref.WeakSet[nn.Linear] = weakref.WeakSet()
-
-
 def for_inference(net: nn.Module) -> nn.Module:
-    """Let `net`'s linear layers take the packed bf16 route (when bf16 and measured faster); `net`.
+    """Let `net`'s linear layers keep packed weights (model/packed_weights.py) for the routes that
+    run on them (bf16's and fp32's `packed`, where measured faster); `net`.
     A mistyped route setting is refused here, before an entry point prints anything."""
     forced_route("LMFORGE_LINEAR")
     forced_route("LMFORGE_BF16_LINEAR")
     decode_attention.forced_route()
-    _FOR_INFERENCE.update(m for m in net.modules() if type(m) is nn.Linear)
+    packed_weights.mark(m for m in net.modules() if type(m) is nn.Linear)
     return net
-
-
-def packable(layer: nn.Linear) -> bool:
-    return layer in _FOR_INFERENCE
-
-
-def packed_weight(layer: nn.Linear) -> torch.Tensor:
-    """`layer`'s bf16 weight in oneDNN's blocked layout, packed at the first call and again whenever
-    the weight is replaced or changed in place (its version counter moves)."""
-    w = layer.weight
-    key = (w.data_ptr(), -1 if w.is_inference() else w._version)  # inference tensors have no version
-    cached = _PACKED.get(layer)
-    if cached is None or cached[0] != key:
-        cached = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach(), None))
-        _PACKED[layer] = cached
-    return cached[1]
-
-
-def packed_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    return onednn_linear(x, packed_weight(layer), layer.bias)
 
 
 @functools.cache
@@ -366,7 +350,8 @@ def choose_bf16_routes() -> tuple[dict[str, str], str]:
         route_memory.choose("bf16 inference linear", _shape(b), BF16_ROUTES, functools.partial(measure, b))
         for b in ("one", "few")
     )
-    routes = {"one": one[0], **dict.fromkeys(("few", "dozens", "many", "few_head", "many_head"), few[0])}
+    routes = {"one": one[0], "one_head": one[0]}
+    routes |= dict.fromkeys(("few", "dozens", "many", "few_head", "many_head"), few[0])
     return routes, route_memory.said([one, few])
 
 

@@ -13,26 +13,20 @@ from torch import nn
 
 from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
-from lmforge.model.kernels import (
-    FP32_KERNELS,
-    bf16_route,
-    linear_route,
-    packable,
-    packed_linear,
-    traced_one_row,
-)
+from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
+from lmforge.model.packed_weights import packable, packed_linear
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x), through the fastest of MKL, oneDNN, a thread-split batched matmul and the product
-    with its operands swapped for fp32 on the CPU without autograd (decoding, evaluation), measured
-    on this machine for one row, a few and a few dozen (model/kernels.py): a decoding step's product
-    is 1.1-2.7x faster on one or another depending on the CPU. A bf16 layer of a model put in its
-    inference dtype (kernels.for_inference) runs on its weight packed once for oneDNN where that
-    measures faster (the same bits). Training (autograd on) and subclasses (LoRALinear) keep
-    nn.Linear's own forward, and so does a layer with forward hooks: DeepSpeed ZeRO-3 gathers a
-    layer's partitioned weight in its hook, so going around it would read an empty shard and
-    desynchronise the ranks' collectives.
+    """layer(x), through the fastest of MKL, oneDNN, a thread-split batched matmul, the product
+    with its operands swapped and oneDNN on a weight packed once for fp32 on the CPU without
+    autograd (decoding, evaluation), measured on this machine for one row, a few and a few dozen
+    (model/kernels.py): a decoding step's product is 1.1-2.7x faster on one or another depending on
+    the CPU. Only a layer of a model an inference entry point marked (kernels.for_inference) keeps
+    a packed copy of its weight; a bf16 one runs on it where that measures faster (the same bits).
+    Training (autograd on) and subclasses (LoRALinear) keep nn.Linear's own forward, and so does a
+    layer with forward hooks: DeepSpeed ZeRO-3 gathers a layer's partitioned weight in its hook, so
+    going around it would read an empty shard and desynchronise the ranks' collectives.
     """
     # Run at every product of a decoding step, so kept lean: the parameters are read from the
     # layer's own table (Module.__getattr__ costs about a microsecond a read, and a 6x384 step
@@ -53,7 +47,10 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if dtype == torch.float32 and weight.dtype == dtype:
         if torch.is_autocast_enabled("cpu"):  # F.linear, which autocast casts (oneDNN's kernel would not)
             return F.linear(x, weight, bias)
-        return FP32_KERNELS[linear_route(x.numel() // x.size(-1), weight.size(0))](x, weight, bias)
+        route = linear_route(x.numel() // x.size(-1), weight.size(0))
+        if route == "packed" and packable(layer):
+            return packed_linear(x, layer)  # the weight packed once for oneDNN (model/kernels.py)
+        return FP32_KERNELS[route](x, weight, bias)
     if (
         dtype == torch.bfloat16
         and weight.dtype == dtype
