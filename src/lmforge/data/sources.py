@@ -23,8 +23,6 @@ import io
 import json
 import lzma
 import re
-import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,7 +192,9 @@ def read_documents(
         with contextlib.suppress(OSError):  # an unreadable file is reported below
             stats.bytes_in += path.stat().st_size
         if kind == ".parquet":
-            docs = _read_parquet(path, text_field, report)
+            from lmforge.data.parquet import read_parquet  # imports this module's errors
+
+            docs = read_parquet(path, text_field, report)
         elif kind in TABLES:
             docs = _read_csv(path, text_field, report, max_line_bytes, TABLES[kind])
         elif kind in JSON_LINES:
@@ -358,42 +358,6 @@ def _csv_rows(reader: csv.DictReader, path: Path, report: Report) -> Iterator[di
             return
         except csv.Error as e:  # line_num is the last line read before the failing record
             report.problem(f"{path}:{reader.line_num + 1}", "unreadable", str(e))
-
-
-def _read_parquet(path: Path, field: str, report: Report) -> Iterator[Document]:
-    import pyarrow.parquet as pq  # heavy; only when there is a parquet input
-
-    row = 0
-    try:
-        with _seekable(path) as source, pq.ParquetFile(source) as table:
-            if field not in table.schema_arrow.names:
-                report.problem(str(path), "no column", f"{field!r} not in {table.schema_arrow.names[:10]}")
-                return
-            for batch in table.iter_batches(batch_size=1024, columns=[field]):
-                for text in batch.column(0).to_pylist():
-                    row += 1
-                    if not isinstance(text, str):
-                        report.problem(f"{path}: row {row}", "no string field", repr(field))
-                        continue
-                    if not text.strip():
-                        report.problem(f"{path}: row {row}", "empty text", repr(field))
-                        continue
-                    yield Document(text, f"{path}:{row}")
-    except (*READ_ERRORS, Exception) as e:  # pyarrow raises ArrowInvalid and friends
-        report.problem(f"{path}: row {row + 1}", _error_kind(e), str(e).split("\n")[0])
-
-
-@contextlib.contextmanager
-def _seekable(path: Path) -> Iterator[Path | IO[bytes]]:
-    """`path` itself, or a compressed one decompressed into a temporary file: parquet's footer is
-    at the end of the file, which a compressed stream cannot seek to (`.parquet.gz` was skipped)."""
-    if not suffixes(path)[1]:
-        yield path
-        return
-    with tempfile.TemporaryFile() as copy, _open_binary(path) as f:
-        shutil.copyfileobj(f, copy, 1 << 20)
-        copy.seek(0)
-        yield copy
 
 
 def _error_kind(e: BaseException) -> str:

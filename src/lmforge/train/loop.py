@@ -41,7 +41,6 @@ from lmforge.train.budget import BUDGET_KEYS, CALIBRATION_STEPS, apply_budget, r
 from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
-from lmforge.train.losses import lm_loss
 from lmforge.train.metrics import MetricsLog, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
@@ -54,7 +53,8 @@ from lmforge.train.run_outputs import (
     resume_point,
     save_checkpoint,
 )
-from lmforge.train.tasks.base import Autocast, Setup, Task, build_task, count_targets
+from lmforge.train.step import forward_backward
+from lmforge.train.tasks.base import Autocast, Setup, Task, build_task
 
 
 def train(
@@ -312,32 +312,6 @@ def _steps(run: Run) -> None:
 def _empty_window() -> dict[str, float]:
     """The steps since the last log line: their summed loss, count, seconds and tokens."""
     return {"loss": 0.0, "steps": 0, "s": 0.0, "tokens": 0}
-
-
-def forward_backward(
-    module: torch.nn.Module,
-    engine: Engine,
-    micro_batches: list[tuple[torch.Tensor, ...]],
-    autocast: Autocast = contextlib.nullcontext,
-    loss_fn: Callable[..., torch.Tensor] = lm_loss,
-) -> float:
-    """Backward every micro-batch of one optimizer step; return the step's mean loss per target.
-
-    Each micro-batch's summed loss is divided by the target count of the whole step on all ranks,
-    so (B*k, accum=1) and (B, accum=k) give the same gradient, at any world size. A batch is a
-    tuple whose last tensor holds the targets: loss_fn(module, *batch) returns their summed loss.
-    """
-    n_targets = engine.all_reduce(torch.tensor(float(sum(count_targets(b[-1]) for b in micro_batches))))
-    scale = engine.world_size / float(n_targets)  # engines average gradients over ranks
-    step_loss = torch.zeros((), dtype=torch.float64)
-    for i, batch in enumerate(micro_batches):
-        batch = tuple(tensor.to(engine.device) for tensor in batch)
-        with engine.accumulating(last=i == len(micro_batches) - 1):
-            with autocast():
-                loss = loss_fn(module, *batch) * scale
-            engine.backward(loss)
-        step_loss += loss.detach().double().cpu()
-    return float(engine.all_reduce(step_loss)) / engine.world_size
 
 
 def _check_finite(run: Run, step_loss: float, grad_norm: float, stepped: bool) -> None:
