@@ -373,8 +373,9 @@ BAD = [
 @pytest.mark.parametrize(
     ("route", "field", "value"),
     [
-        ("/v1/chat/completions", "tool_choice", "required"),
-        ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
+        ("/v1/chat/completions", "functions", [{"name": "f"}]),
+        ("/v1/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
+        ("/v1/completions", "tool_choice", "required"),
         ("/v1/completions", "best_of", 3),
         ("/v1/completions", "suffix", " the end"),
     ],
@@ -383,8 +384,8 @@ def test_fields_that_would_change_the_reply_are_refused_not_ignored(
     api: TestClient, route: str, field: str, value: Any
 ) -> None:
     """Tools and best_of got a 200 that ignored them (so did JSON mode, before response_format was
-    implemented: test_serve_structured.py); their "off" values (which clients such as LangChain
-    send) are still taken."""
+    implemented: test_serve_structured.py; chat's tools now are: test_serve_tools.py); their "off"
+    values (which clients such as LangChain send) are still taken."""
     base = {"model": "llama", "max_tokens": 2, "temperature": 0}
     base |= {"messages": HELLO} if "chat" in route else {"prompt": "the king"}
     r = api.post(route, json={**base, field: value})

@@ -316,6 +316,9 @@ USE_VERBS: dict[str, Verb] = {
             opt("--allow-origin", "let web pages of this origin call the API from a browser (CORS),"
                 " e.g. http://localhost:5173, or * for any; repeat for several (default: none, the"
                 " playground is same-origin)", action="append", metavar="ORIGIN"),
+            opt("--tool-call-parser", "read tool calls in chat replies to requests with tools, in this"
+                " format (hermes: <tool_call>{...}</tool_call>, Qwen2.5, Hermes, SmolLM3); default: none,"
+                " such requests are refused unless tool_choice is none", metavar="FORMAT"),
         ),
     ),
 }

@@ -127,19 +127,22 @@ class ChatSpec:
                 f" tokenizer_config.json), {consequence}"
             )
 
-    def render(self, messages: Sequence[Message], where: str = "messages") -> str:
+    def render(
+        self, messages: Sequence[Message], where: str = "messages", tools: list[Any] | None = None
+    ) -> str:
         """The prompt for the model's next turn: a new assistant message, or the continuation of a
-        final assistant message (transformers' continue_final_message)."""
+        final assistant message (transformers' continue_final_message). tools: the template's
+        `tools` (OpenAI-style function dicts, as transformers' apply_chat_template passes them)."""
         self.require_template(
             "so it cannot chat; give it plain text to continue instead (lmforge generate, or a string to"
             " pipeline('text-generation'))"
         )
         checked = check_messages(messages, where)
         if checked[-1]["role"] != "assistant":
-            return render(self.template, checked, add_generation_prompt=True, **self._variables())
+            return render(self.template, checked, add_generation_prompt=True, **self._variables(tools))
         final = checked[-1]["content"]
         checked[-1] = {**checked[-1], "content": final + _CONTINUE_TAG}
-        text = render(self.template, checked, add_generation_prompt=False, **self._variables())
+        text = render(self.template, checked, add_generation_prompt=False, **self._variables(tools))
         if final.strip() not in text or _CONTINUE_TAG.strip() not in text:
             raise LmforgeError(
                 f"{where}: the chat template drops part of the final assistant message to continue"
@@ -147,9 +150,9 @@ class ChatSpec:
         at = text.rindex(_CONTINUE_TAG.strip())
         return text[:at] if text[at : at + len(_CONTINUE_TAG)] == _CONTINUE_TAG else text[:at].rstrip()
 
-    def _variables(self) -> dict[str, Any]:
+    def _variables(self, tools: list[Any] | None = None) -> dict[str, Any]:
         # transformers passes tools and documents even when None: `tools is none` holds there
-        return {"tools": None, "documents": None, **self.variables}
+        return {"tools": tools, "documents": None, **self.variables}
 
     def sampling(self, **given: Any) -> dict[str, Any]:
         """The decoding options of PIPELINE_DEFAULTS: the caller's (not None) over

@@ -40,6 +40,8 @@ from lmforge.server.schemas import (
     TranslationRequest,
     _Sampling,
 )
+from lmforge.server.tool_calls import HermesReader, chat_message, stream_pieces
+from lmforge.server.tools import reads_calls
 
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a served context can hold
 COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
@@ -52,6 +54,7 @@ class Settings:
     timeout: float = 300.0
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()  # web pages of other origins that may call the API (CORS)
+    tool_call_parser: str | None = None  # the format tool calls are read in (tools.PARSERS); None: none
 
 
 @dataclass
@@ -126,13 +129,14 @@ def create_app(
                 "model",
                 "no_chat_template",
             )
+        calls = reads_calls(body, served.chat, settings.tool_call_parser)
         try:
-            prompt = served.chat.render([m.as_dict() for m in body.messages])
+            prompt = served.chat.render([m.as_dict() for m in body.messages], tools=body.template_tools())
             ids = [served.tokenizer.encode(prompt)]
         except LmforgeError as e:
             raise ApiError(400, str(e), "messages", "invalid_value") from None
         limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
-        return await _generate(state, served, body, ids, limit, request, chat=True)
+        return await _generate(state, served, body, ids, limit, request, chat=True, calls=calls)
 
     @app.post("/v1/translations")
     async def translations(body: TranslationRequest) -> dict[str, Any]:
@@ -212,7 +216,9 @@ async def _generate(
     request: Request,
     chat: bool,
     echo: list[str] | None = None,
+    calls: bool = False,
 ) -> Any:
+    """The reply to a completion or chat request; `calls`: chat replies are read for tool calls."""
     settings = state.settings
     # off the event loop: a grammar's first compile reads the whole vocabulary (1-2 s), which
     # would stall every other client's stream
@@ -256,6 +262,7 @@ async def _generate(
             logprobs,
             echo,
             len(job.prompts) * job.n,
+            calls,
         )
         return StreamingResponse(stream, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     future = state.decoder.submit(job)
@@ -280,14 +287,8 @@ async def _generate(
         if scores is not None and job.prompt_logprobs is not None:  # echo: the prompt's tokens first
             scores = echo_logprobs(served.tokenizer, job.prompt_logprobs[i // job.n], scores)
         if chat:
-            choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": scores,
-                    "finish_reason": row.finish,
-                }
-            )
+            message, finish = chat_message(text, row.finish, calls)
+            choices.append({"index": i, "message": message, "logprobs": scores, "finish_reason": finish})
         else:
             choices.append({"index": i, "text": text, "logprobs": scores, "finish_reason": row.finish})
     obj = "chat.completion" if chat else "text_completion"
@@ -305,9 +306,14 @@ async def _stream(
     logprobs: Any,
     echo: list[str] | None,
     count: int,
+    calls: bool = False,
 ) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     extra = {"usage": None} if include_usage else {}
+    # tool calls read from each row's text as it comes (tool_calls.py), and its log-probabilities
+    # kept for the next chunk sent when a piece of text made none
+    readers = [HermesReader() for _ in range(count)] if calls else None
+    waiting: list[list[Any]] = [[] for _ in range(count)]
 
     def chunk(
         index: int,
@@ -316,6 +322,7 @@ async def _stream(
         role: bool = False,
         entries: Any = None,
         prompt: bool = False,
+        call: dict[str, Any] | None = None,
     ) -> str:
         # the log-probabilities of this text's tokens; a completion's offsets count the echoed prompt
         base = len(echo[index // job.n]) if echo and not chat and not prompt else 0
@@ -324,6 +331,8 @@ async def _stream(
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text is not None:
                 delta["content"] = text
+            if call is not None:  # whole, with its place among the row's calls
+                delta["tool_calls"] = [call]
             choice = {"index": index, "delta": delta, "logprobs": scores, "finish_reason": finish}
         else:
             choice = {"index": index, "text": text or "", "logprobs": scores, "finish_reason": finish}
@@ -350,7 +359,13 @@ async def _stream(
                     scores = job.prompt_logprobs[i // job.n] if job.prompt_logprobs else None
                     yield chunk(i, echo[i // job.n] if echo else "", entries=scores, prompt=True)
                 continue
-            yield chunk(event[1], event[2], entries=event[3])
+            if readers is None:
+                yield chunk(event[1], event[2], entries=event[3])
+                continue
+            waiting[event[1]] += event[3] or []
+            for text, call in stream_pieces(readers[event[1]], event[2]):
+                yield chunk(event[1], text, entries=waiting[event[1]] or None, call=call)
+                waiting[event[1]] = []
         try:
             rows: list[Row] = future.result()
         except ApiError as e:
@@ -364,7 +379,13 @@ async def _stream(
             yield sse.DONE
             return
         for i, row in enumerate(rows):
-            yield chunk(i, None, row.finish)
+            finish = row.finish
+            if readers is not None:
+                for text, call in stream_pieces(readers[i], None):
+                    yield chunk(i, text, entries=waiting[i] or None, call=call)
+                    waiting[i] = []
+                finish = "tool_calls" if readers[i].calls else finish
+            yield chunk(i, None, finish, entries=waiting[i] or None)
         if include_usage:
             yield sse.event({**head, "object": obj, "choices": [], "usage": usage(rows)})
         yield sse.DONE

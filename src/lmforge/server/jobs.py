@@ -18,6 +18,7 @@ from lmforge.server.errors import ApiError
 from lmforge.server.models import ServedModel
 from lmforge.server.schemas import _Sampling
 from lmforge.server.structured import constraint
+from lmforge.server.tools import call_grammar, forced
 
 
 def new_job(
@@ -103,8 +104,13 @@ def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Gramm
     """The grammar of the form the request holds its replies to (response_format, or vLLM's
     structured_outputs / guided_*; None: free text), compiled by llguidance for the model's
     tokenizer, ending at the request's end-of-text ids; one llguidance refuses is a 400 with its
-    reason, as vLLM's; without llguidance installed, a 400 saying how to install it."""
+    reason, as vLLM's; without llguidance installed, a 400 saying how to install it. tool_choice
+    "required" or a named function: the reply is Hermes-format calls (tools.call_grammar)."""
     form = constraint(body)
+    choice = getattr(body, "tool_choice", None)  # chat's alone
+    if form is None and forced(choice):
+        lark = call_grammar(body.tools or [], choice, body.parallel_tool_calls is not False)  # type: ignore[attr-defined]
+        form = ("grammar", lark, "tool_choice")
     if form is None:
         return None
     kind, spec, field = form

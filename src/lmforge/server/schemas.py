@@ -1,17 +1,18 @@
 """Request bodies with OpenAI's field names, types and ranges. Strict types: a string where a
 number belongs is a 400, never coerced. Unknown fields are ignored, as most OpenAI-compatible
 servers do, except the OpenAI and vLLM fields that would change the reply, which lmforge does not
-implement (OFF_VALUES): given another value than "off", they are a 400 `unsupported_parameter`,
-not a reply that silently ignores them. null for an optional field means its default, as in
-OpenAI's API."""
+implement (OFF_VALUES; on /v1/completions also the tool fields, which only chat takes): given another
+value than "off", they are a 400 `unsupported_parameter`, not a reply that silently ignores them.
+null for an optional field means its default, as in OpenAI's API."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -22,7 +23,9 @@ from pydantic import (
 
 from lmforge.server.body import Body
 from lmforge.server.errors import UNSUPPORTED
+from lmforge.server.messages import Message
 from lmforge.server.structured import Choices, ResponseFormat, StructuredOutputs, constraint
+from lmforge.server.tools import Tool, ToolChoice, check_tools, forced
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -42,9 +45,7 @@ MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, secon
 OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "best_of": (None, 1),
     "suffix": (None, ""),
-    "tools": (None, []),
-    "functions": (None, []),
-    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),  # OpenAI's older names of tools and tool_choice
     "function_call": (None, "none", "auto"),
     "guided_whitespace_pattern": (None,),  # vLLM's: the whitespace its JSON may hold
     "guided_decoding_backend": (None, "auto", "guidance"),  # lmforge's is llguidance, vLLM's "guidance"
@@ -55,15 +56,21 @@ class StreamOptions(Body):
     include_usage: StrictBool = False
 
 
+# chat's tool fields, refused on /v1/completions as OFF_VALUES are
+TOOLS_OFF: dict[str, tuple[Any, ...]] = {"tools": (None, []), "tool_choice": (None, "none", "auto")}
+
+
 class _Sampling(Body):
     """The fields completions and chat completions share."""
+
+    OFF: ClassVar[dict[str, tuple[Any, ...]]] = OFF_VALUES
 
     @model_validator(mode="before")
     @classmethod
     def _unsupported(cls, data: Any) -> Any:
-        """A client asking for tools got a 200 that ignored them."""
+        """A client asking for best_of got a 200 that ignored it."""
         if isinstance(data, dict):
-            for name, off in OFF_VALUES.items():
+            for name, off in cls.OFF.items():
                 value = data.get(name)
                 if value is not None and (isinstance(value, bool) or value not in off):  # 0.0 is 0
                     allowed = ", ".join(repr(o) for o in off if o is not None)
@@ -156,6 +163,7 @@ def _check_id_lists(rows: list[Any]) -> None:
 
 
 class CompletionRequest(_Sampling):
+    OFF: ClassVar[dict[str, tuple[Any, ...]]] = OFF_VALUES | TOOLS_OFF
     prompt: Prompt  # text, texts, token ids, or lists of token ids (checked by _prompt_shape)
     max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None  # 0: the echoed prompt alone
     echo: StrictBool = False
@@ -210,27 +218,25 @@ class CompletionRequest(_Sampling):
         return [list(p) for p in self.prompt] if isinstance(self.prompt[0], list) else [list(self.prompt)]  # type: ignore[arg-type]
 
 
-class TextPart(Body):
-    type: Literal["text"]
-    text: StrictStr
-
-
-class Message(Body):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[TextPart]
-    name: StrictStr | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        """{"role", "content"} as chat templates take it; text parts joined, developer = system."""
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": text}
-
-
 class ChatRequest(_Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Count | None = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None  # OpenAI's default: "auto" with tools, "none" without
+    parallel_tool_calls: StrictBool | None = None  # False: at most one call (a forced reply: exactly one)
+    _raw_tools: list[Any] | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw_tools(cls, data: Any, handler: Any) -> ChatRequest:
+        """The tools as the client wrote them (key order, extra keys): templates render them as
+        transformers renders the same dicts."""
+        request = handler(data)
+        if isinstance(data, dict) and request.tools:
+            request._raw_tools = data["tools"]
+        return request
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChatRequest:
@@ -242,7 +248,29 @@ class ChatRequest(_Sampling):
         limit = self.limit()
         if limit is not None and self.min_tokens > limit:  # the base class saw max_tokens alone
             raise ValueError(f"min_tokens={self.min_tokens} is more than {self.limit_key()}={limit}")
+        check_tools(self.tools, self.tool_choice)
+        if self.parallel_tool_calls is False and self.tools and self.choice() == "auto":
+            raise ValueError(
+                'parallel_tool_calls: false is taken with tool_choice "required" (or a named function),'
+                ' which holds the reply to one call; with "auto" nothing would'
+            )
+        if forced(self.tool_choice) and constraint(self) is not None:
+            raise ValueError(
+                f"tool_choice: a forced call and {constraint(self)[2]} both shape the reply; give one"
+            )  # type: ignore[index]
+        last = self.messages[-1]
+        if last.role == "assistant" and last.tool_calls:
+            raise ValueError("messages: the last message is an assistant's tool calls; add their results"
+                             " (role tool) for the model to answer")  # fmt: skip
         return self
+
+    def choice(self) -> ToolChoice:
+        """tool_choice, with OpenAI's default: "auto" where tools are given, else "none"."""
+        return self.tool_choice or ("auto" if self.tools else "none")
+
+    def template_tools(self) -> list[Any] | None:
+        """The tools for the chat template's `tools` (None: none given)."""
+        return self._raw_tools if self.tools else None
 
     def wanted_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None

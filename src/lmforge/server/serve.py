@@ -90,6 +90,14 @@ def check_serve_options(host: str, port: int, max_queue: int, max_tokens_limit: 
         raise LmforgeError(f"timeout={timeout}: must be a finite number of seconds > 0")
 
 
+def check_tool_call_parser(parser: str | None) -> None:
+    """--tool-call-parser names a format tool calls are read in (server/tools.py's PARSERS)."""
+    from lmforge.server.tools import PARSERS
+
+    if parser is not None and parser not in PARSERS:
+        raise LmforgeError(f"tool_call_parser={parser!r}: unknown (known: {', '.join(PARSERS)})")
+
+
 ORIGIN = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#\s*@:]+|\[[0-9a-fA-F:.]+\])(?::(\d+))?")
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 
@@ -248,6 +256,7 @@ def serve(
     dtype: str = "auto",
     compile: bool | str = "auto",
     allow_origin: list[str] | None = None,
+    tool_call_parser: str | None = None,
 ) -> None:
     """Serve model directories over an OpenAI-compatible HTTP API (docs/serving.md). Each model's
     id is its directory's name. Binds to loopback unless told otherwise; a key makes every /v1 route
@@ -260,7 +269,10 @@ def serve(
     models, loads it where this machine measured it faster, compiling and measuring it at the
     first start; False never (compile_choice.step_for_serving). allow_origin: the origins
     (`http://localhost:5173`, or `*` for any) whose web pages may call the API from a browser (CORS);
-    none by default: only the playground, served from the same origin."""
+    none by default: only the playground, served from the same origin. tool_call_parser: the format
+    chat replies are read in for tool calls when a request gives `tools` ("hermes":
+    `<tool_call>{...}</tool_call>`, as Qwen2.5, Hermes and SmolLM3 write them); none by default,
+    as vLLM's: such a request is then a 400 unless its tool_choice is "none"."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -274,6 +286,7 @@ def serve(
     from lmforge.server.models import load_models
 
     check_serve_options(host, port, max_queue, max_tokens_limit, timeout)
+    check_tool_call_parser(tool_call_parser)
     origins = check_origins(allow_origin or [])
     check_options(dtype=dtype, compile=compile)
     key, given = read_api_key(api_key, api_key_file)
@@ -282,7 +295,7 @@ def serve(
     _check_port_free(host, port)
     served = load_models(list(models), dtype, compile)
     batcher = Batcher()  # decoding runs in this thread, uvicorn in another
-    settings = Settings(max_queue, max_tokens_limit, float(timeout), key, origins)
+    settings = Settings(max_queue, max_tokens_limit, float(timeout), key, origins, tool_call_parser)
     app = create_app(served, settings, batcher)
     where = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     print(f"lmforge serve: listening on {where}", file=sys.stderr)
