@@ -94,9 +94,13 @@ def test_the_split_and_swapped_routes_are_f_linear(kernel: str, threads: int, n_
         torch.set_num_threads(before)
 
 
-def test_probe_times_every_route() -> None:
+@pytest.mark.parametrize("inference_mode", [False, True])
+def test_probe_times_every_route(inference_mode: bool) -> None:
+    """Every bucket's candidates, also where the first product comes under inference_mode (the
+    server's decoding thread), whose probe layers then hold inference tensors."""
     for bucket in kernels.BUCKETS:
-        times = kernels.probe(bucket, rounds=1)
+        with torch.inference_mode(inference_mode):
+            times = kernels.probe(bucket, rounds=1)
         competing = kernels.MANY_ROUTES if bucket in ("many", "many_head") else kernels.ROUTES
         assert (
             set(times) == set(competing) & set(kernels.available_routes()) == set(kernels.candidates(bucket))
@@ -313,6 +317,7 @@ def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch, dtype: tor
     if not (kernels.PACKING_AVAILABLE if dtype == torch.bfloat16 else kernels.FP32_PACKING_AVAILABLE):
         pytest.skip(f"oneDNN cannot pack {dtype} weights here")
     route.setenv("LMFORGE_BF16_LINEAR" if dtype == torch.bfloat16 else "LMFORGE_LINEAR", "packed")
+    route.setattr(packed_weights, "PACK_AFTER", 1)  # packed at the first product (see the test below)
     layer = torch.nn.Linear(16, 8).to(dtype)
     # fp32: from two rows oneDNN's sums on a packed weight are those on the weight as it is
     x = torch.randn(1 if dtype == torch.bfloat16 else 3, 16).to(dtype)
@@ -339,8 +344,45 @@ def test_a_packed_weight_follows_its_layer(route: pytest.MonkeyPatch, dtype: tor
     check()
     layer.weight = torch.nn.Parameter(torch.randn(8, 16).to(dtype))
     check()
+    for _ in range(20):  # a new weight at a freed one's address, with the same version, was stale
+        layer.weight.data = torch.randn(8, 16).to(dtype)
+        check()
+        layer.load_state_dict({"weight": torch.randn(8, 16).to(dtype), "bias": layer.bias}, assign=True)
+        check()
+    with torch.no_grad():
+        layer.weight.data.mul_(2)  # through .data: unseen, so the caller forgets the copies
+    packed_weights.forget(layer)
+    check()
     twin = copy.deepcopy(layer)
     assert set(twin.state_dict()) == {"weight", "bias"} and twin not in packed_weights._PACKED
+    with torch.inference_mode():  # an inference tensor has no version counter: never packed
+        layer.weight = torch.nn.Parameter(torch.randn(8, 16).to(dtype), requires_grad=False)
+        packed_weights.forget(layer)
+        check()
+        layer.weight.mul_(2)
+        check()
+    assert layer not in packed_weights._PACKED
+
+
+@pytest.mark.skipif(not kernels.FP32_PACKING_AVAILABLE, reason="oneDNN cannot pack weights here")
+def test_an_fp32_weight_is_packed_once_it_is_used(route: pytest.MonkeyPatch) -> None:
+    """Packing costs about what a dozen eight-row products save: a layer's weight is packed at its
+    PACK_AFTER-th product of two rows or more (a one-shot prompt's prefill, one product a layer, does
+    not double the model's memory), until then oneDNN's kernel runs on it as it is, the same bits.
+    One row, where the two differ, is packed at once."""
+    route.setenv("LMFORGE_LINEAR", "packed")
+    layer, one_row = (kernels.for_inference(torch.nn.Linear(32, 24)) for _ in range(2))
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        outputs = []
+        for _ in range(packed_weights.PACK_AFTER - 1):
+            outputs.append(linear(layer, x))
+            assert layer not in packed_weights._PACKED
+        outputs.append(linear(layer, x))
+        assert layer in packed_weights._PACKED
+        assert all(torch.equal(out, outputs[0]) for out in outputs)
+        linear(one_row, x[:1])
+        assert one_row in packed_weights._PACKED
 
 
 def test_bf16_routes_are_chosen_per_row_count(route: pytest.MonkeyPatch) -> None:

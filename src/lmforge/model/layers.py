@@ -14,7 +14,7 @@ from torch import nn
 from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
-from lmforge.model.packed_weights import packable, packed_linear
+from lmforge.model.packed_weights import packable, packed_linear, packed_when_used
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,7 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
             return F.linear(x, weight, bias)
         route = linear_route(x.numel() // x.size(-1), weight.size(0))
         if route == "packed" and packable(layer):
-            return packed_linear(x, layer)  # the weight packed once for oneDNN (model/kernels.py)
+            return packed_when_used(x, layer)  # the weight packed for oneDNN (model/packed_weights.py)
         return FP32_KERNELS[route](x, weight, bias)
     if (
         dtype == torch.bfloat16
