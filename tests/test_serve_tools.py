@@ -8,6 +8,7 @@ types. Reading replies is checked on given texts, whole and fed a character at a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import running  # noqa: E402
 from test_chat import make_chat_llama  # noqa: E402
 
+from lmforge.inference.grammar import compile_grammar  # noqa: E402
 from lmforge.server.app import Settings, create_app  # noqa: E402
 from lmforge.server.models import ServedModel, load_models  # noqa: E402
 from lmforge.server.schemas import ChatRequest  # noqa: E402
 from lmforge.server.tool_calls import HermesReader, read_reply  # noqa: E402
+from lmforge.server.tool_grammar import call_grammar  # noqa: E402
+from lmforge.server.tools import Tool  # noqa: E402
 
 # a Hermes-style template (as Qwen2.5's): tools listed as JSON in the system turn, calls in
 # <tool_call> blocks with their arguments as JSON objects, results in <tool_response> blocks
@@ -78,9 +82,19 @@ CONVERSATION = [
     {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'},
 ]  # fmt: skip
 PARIS = {"city": "Paris", "unit": "celsius"}
+LOOKAHEAD = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(?=x)a$"}}}
+
+
+def tool(name: str, parameters: Any = None) -> dict[str, Any]:
+    function = {"name": name} | ({} if parameters is None else {"parameters": parameters})
+    return {"type": "function", "function": function}
+
+
 CUT = '<tool_call>\n{"name": "f", "arguments": {"x": 1'
 NOT_ARGUMENTS = '<tool_call>{"name": "f", "arguments": [1]}</tool_call>'
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>'
+TAGGED = {"s": 'a</tool_call> "b\\"</tool_call>'}  # an argument holding the closing tag, and an escaped quote
+TAGGED_CALL = f'<tool_call>\n{{"name": "f", "arguments": {json.dumps(TAGGED)}}}\n</tool_call>'
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +162,9 @@ def test_prompt_with_tools_is_transformers(
         ('<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"arguments": {}}</tool_call>', []),
         (NOT_ARGUMENTS, NOT_ARGUMENTS, []),
         ('<tool_call>{"name": "f", "arguments": "{\\"a\\": 2}"}</tool_call>', None, [("f", {"a": 2})]),
+        (f"{TAGGED_CALL}\n{CALL}", None, [("f", TAGGED), ("get_weather", PARIS)]),
+        (f'Say <tool_call>"hi</tool_call> and {CALL}', 'Say <tool_call>"hi</tool_call> and',
+         [("get_weather", PARIS)]),  # a quote that is no JSON's: the first tag closed the block after all
     ],
 )  # fmt: skip
 def test_reading_hermes_calls(
@@ -164,7 +181,7 @@ def test_reading_hermes_calls(
     streamed = "".join(p for p in pieces if isinstance(p, str))
     assert (streamed or None if calls else streamed) == content
     assert [p["function"] for p in pieces if isinstance(p, dict)] == [c["function"] for c in got]
-    assert not any(isinstance(p, str) and "<tool_call>" in p for p in pieces) or not calls
+    assert not any(isinstance(p, str) and "<tool_call>" in p for p in pieces) or not calls or "<" in content
 
 
 def check_call(call: dict[str, Any], name: str | None = None) -> None:
@@ -245,7 +262,9 @@ def test_the_openai_client_parses_tool_calls(models: dict[str, ServedModel]) -> 
         ({"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice", ""),
         ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, None,
          "response_format both"),
-        ({"tools": TOOLS, "parallel_tool_calls": False}, "parallel_tool_calls", "with \"auto\""),
+        ({"tools": [tool("f", {"type": "string"})]}, "tools.0.function.parameters", "not 'string'"),
+        ({"tools": [TOOLS[0], tool("f", LOOKAHEAD)], "tool_choice": "required"},
+         "tools.1.function.parameters", "llguidance cannot follow this schema"),
         ({"messages": [*ASK, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
           "function": {"name": "f", "arguments": "{oops"}}]}, {"role": "tool", "tool_call_id": "c",
           "content": "1"}]}, "messages.1.tool_calls.0.function.arguments", "not JSON"),
@@ -260,6 +279,7 @@ def test_bad_tool_requests_are_one_line_400s(
 ) -> None:
     error = post(api, 400, **fields)["error"]
     assert "\n" not in error["message"] and says in error["message"], error
+    assert "%json" not in error["message"] and "call_0" not in error["message"]  # not the grammar
     if param is not None:
         assert error["param"] == param, error
 
@@ -273,3 +293,150 @@ def test_tools_need_a_parser_and_only_chat_takes_them(
         assert "tool_calls" not in post(plain, tools=TOOLS, tool_choice="none")["choices"][0]["message"]
     r = api.post("/v1/completions", json={"model": "hermes", "prompt": "x", "tools": TOOLS})
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter", r.text
+
+
+def accepts(served: ServedModel, tools: list[dict[str, Any]], text: str, parallel: bool = True) -> bool:
+    """Whether a forced reply's grammar ("required") takes `text` whole, token by token."""
+    lark = call_grammar([Tool.model_validate(t) for t in tools], "required", parallel)
+    stops = served.chat.stops
+    state = compile_grammar("grammar", lark, served.tokenizer, stops, served.net.config.vocab_size).start()
+    for token in served.tokenizer.encode(text):
+        if not state.allowed()[token]:
+            return False
+        state.take(token)
+    return bool(state.allowed()[stops[0]])  # whole: the reply may end here
+
+
+def call_text(name: str, arguments: Any) -> str:
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+def test_a_model_that_ends_after_its_call_ends_the_reply(
+    models: dict[str, ServedModel], api: TestClient
+) -> None:
+    """A model writing "\\n" after </tool_call> (as SmolLM2 and Qwen do) and then ending: the
+    reply ends there, not in another call of the same tool to max_tokens."""
+    served = models["hermes"]
+    newline = served.tokenizer.encode("\n")
+    assert len(newline) == 1
+    bias = {str(newline[0]): 100} | {str(i): 50 for i in served.chat.stops}  # "\n" first, then the end
+    for parallel in (True, False):
+        reply = post(api, tools=TOOLS, tool_choice="required", logit_bias=bias, max_tokens=300,
+                     parallel_tool_calls=parallel)  # fmt: skip
+        choice = reply["choices"][0]
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None, choice
+        assert len(choice["message"]["tool_calls"]) == 1
+        check_call(choice["message"]["tool_calls"][0])
+        assert reply["usage"]["completion_tokens"] < 300
+    one, two = call_text("get_time", {"zone": "UTC"}), call_text("get_weather", PARIS)
+    assert accepts(served, TOOLS, f"{one}\n{two}\n") and accepts(served, TOOLS, f"{one}\n", parallel=False)
+    assert not accepts(served, TOOLS, f"{one}\n{two}", parallel=False)
+
+
+def pydantic_tool() -> dict[str, Any]:
+    """A tool as `openai.pydantic_function_tool` writes one: nested models and enums in `$defs`."""
+    pydantic = pytest.importorskip("pydantic")
+    import enum
+
+    class Unit(enum.Enum):
+        C = "celsius"
+        F = "fahrenheit"
+
+    class Place(pydantic.BaseModel):  # extra="forbid": pydantic_function_tool's strict schemas
+        model_config = pydantic.ConfigDict(extra="forbid")
+        city: str = pydantic.Field(max_length=8)
+
+    class Forecast(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        place: Place
+        unit: Unit
+
+    schema = Forecast.model_json_schema()
+    assert schema["properties"]["place"] == {"$ref": "#/$defs/Place"}
+    return tool("forecast", schema)
+
+
+RECURSIVE = {"type": "object", "properties": {"v": {"type": "integer"}, "child": {"$ref": "#"}},
+             "required": ["v"], "additionalProperties": False}  # fmt: skip
+DEFINITIONS = {"type": "object", "definitions": {"U": {"enum": ["c", "f"]}},
+               "properties": {"u": {"$ref": "#/definitions/U"}}, "required": ["u"]}  # fmt: skip
+
+
+def test_forced_calls_follow_refs_into_the_parameters(
+    models: dict[str, ServedModel], api: TestClient
+) -> None:
+    forecast = pydantic_tool()
+    named = {"type": "function", "function": {"name": "forecast"}}
+    for c in post(api, tools=[forecast], tool_choice=named, n=2, temperature=1, seed=5)["choices"]:
+        assert c["finish_reason"] == "tool_calls", c
+        arguments = json.loads(c["message"]["tool_calls"][0]["function"]["arguments"])
+        jsonschema.validate(arguments, forecast["function"]["parameters"])
+    served = models["hermes"]
+    place = {"place": {"city": "Paris"}, "unit": "celsius"}
+    candidates = {  # arguments: the grammar takes them where jsonschema does, under the original schema
+        "recursive": (RECURSIVE, [{"v": 1}, {"v": 1, "child": {"v": 2, "child": {"v": 3}}},
+                                  {"child": {"v": 2}},
+                                  {"v": 1, "child": {"name": "recursive", "arguments": {"v": 2}}}]),
+        "definitions": (DEFINITIONS, [{"u": "c"}, {"u": "x"}]),
+        "forecast": (forecast["function"]["parameters"],
+                     [place, {**place, "unit": "C"}, {**place, "place": {"town": "Paris"}}]),
+    }  # fmt: skip
+    for name, (schema, tries) in candidates.items():
+        for arguments in tries:
+            valid = jsonschema.Draft202012Validator(schema).is_valid(arguments)
+            assert accepts(served, [tool(name, schema)], call_text(name, arguments)) == valid, (
+                name,
+                arguments,
+            )
+
+
+def test_empty_parameters_take_any_object(models: dict[str, ServedModel]) -> None:
+    served = models["hermes"]
+    for parameters in ({}, None):
+        tools = [tool("ping", parameters)]
+        assert accepts(served, tools, call_text("ping", {})) and accepts(
+            served, tools, call_text("ping", {"a": [1]})
+        )
+        assert not accepts(served, tools, call_text("ping", False))
+        assert not accepts(served, tools, call_text("ping", [1]))
+
+
+def test_a_template_failing_on_a_value_is_a_one_line_400(models: dict[str, ServedModel]) -> None:
+    """A template's own TypeError (a call's arguments, an object, + a string), not a 500."""
+    served = models["hermes"]
+    bad = TEMPLATE.replace("(call.function.arguments | tojson)", "call.function.arguments + '!'")
+    assert bad != TEMPLATE
+    broken = dataclasses.replace(served, chat=dataclasses.replace(served.chat, template=bad))
+    with TestClient(create_app({"hermes": broken}, Settings(tool_call_parser="hermes"))) as client:
+        assert post(client, tools=TOOLS, max_tokens=2)["choices"]  # the template is fine without calls
+        error = post(client, 400, messages=CONVERSATION, tools=TOOLS)["error"]
+    assert error["param"] == "messages" and "\n" not in error["message"], error
+    assert error["message"].startswith("chat template") and "TypeError" in error["message"], error
+
+
+def test_parallel_tool_calls_false_returns_the_first_call(api: TestClient) -> None:
+    """As vLLM: the reply is read as the model wrote it, and the calls after the first dropped."""
+    text = f"Looking.\n{CALL}\n{CALL.replace('get_weather', 'w2')}\nDone."
+    content, calls = read_reply(text, HermesReader(most=1))
+    assert content == read_reply(text)[0] and [c["function"]["name"] for c in calls] == ["get_weather"]
+    reader, pieces = HermesReader(most=1), []
+    for ch in text:
+        pieces += reader.feed(ch)
+    pieces += reader.end()
+    assert [p["function"]["name"] for p in pieces if isinstance(p, dict)] == ["get_weather"]
+    assert reader.calls == 1
+    reply = post(
+        api, tools=TOOLS, parallel_tool_calls=False, max_tokens=4
+    )  # "auto": taken, as OpenAI takes it
+    assert reply["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_lone_surrogate_in_a_tool_names_the_tool(api: TestClient) -> None:
+    bad = tool("f", {"type": "object", "properties": {"a": {"type": "string", "description": "\ud800"}}})
+    body = {"model": "hermes", "messages": ASK, "tools": [TOOLS[0], bad], "max_tokens": 2}
+    r = api.post(
+        "/v1/chat/completions", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "tools.1", error
+    assert "function.parameters.properties.a.description: the text is not valid UTF-8" in error["message"]

@@ -27,6 +27,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from lmforge.errors import LmforgeError
 
 ROLES = ("system", "user", "assistant", "tool")
+# what a template's own operations on its values raise (`dict + str`, `1 / 0`, a recursive macro,
+# `dict(1)`): the template's error, not lmforge's; other types (AttributeError, NameError,
+# AssertionError...) stay bugs with their traceback, as a template's attribute lookups and names
+# are jinja's (undefined, never an exception)
+TEMPLATE_FAULTS = (TypeError, ValueError, ArithmeticError, LookupError, RecursionError)
 Message = Mapping[str, Any]
 
 # (rendered blocks so far, [(start, end) character spans of {% generation %} blocks])
@@ -110,6 +115,8 @@ def compile_template(source: str) -> jinja2.Template:
         return env.from_string(source)
     except jinja2.TemplateSyntaxError as e:
         raise LmforgeError(f"chat template, line {e.lineno}: {e.message}") from None
+    except TEMPLATE_FAULTS as e:  # jinja folds constants: `{{ (2 ** 99999) | string }}` fails here
+        raise LmforgeError(f"chat template: {type(e).__name__}: {' '.join(str(e).split())}") from None
 
 
 @lru_cache(maxsize=16)
@@ -166,6 +173,8 @@ def render_with_spans(
                 blocks.append(block)
     except jinja2.TemplateError as e:  # raise_exception(...) in the template, undefined calls
         raise LmforgeError(f"chat template: {e.message or e}") from None
+    except TEMPLATE_FAULTS as e:
+        raise LmforgeError(f"chat template: {type(e).__name__}: {' '.join(str(e).split())}") from None
     return "".join(blocks), spans
 
 

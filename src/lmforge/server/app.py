@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,7 +216,7 @@ async def _generate(
     request: Request,
     chat: bool,
     echo: list[str] | None = None,
-    calls: bool = False,
+    calls: Callable[[], HermesReader] | None = None,
 ) -> Any:
     """The reply to a completion or chat request; `calls`: chat replies are read for tool calls."""
     settings = state.settings
@@ -287,7 +287,7 @@ async def _generate(
         if scores is not None and job.prompt_logprobs is not None:  # echo: the prompt's tokens first
             scores = echo_logprobs(served.tokenizer, job.prompt_logprobs[i // job.n], scores)
         if chat:
-            message, finish = chat_message(text, row.finish, calls)
+            message, finish = chat_message(text, row.finish, calls() if calls else None)
             choices.append({"index": i, "message": message, "logprobs": scores, "finish_reason": finish})
         else:
             choices.append({"index": i, "text": text, "logprobs": scores, "finish_reason": row.finish})
@@ -306,13 +306,13 @@ async def _stream(
     logprobs: Any,
     echo: list[str] | None,
     count: int,
-    calls: bool = False,
+    calls: Callable[[], HermesReader] | None = None,
 ) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     extra = {"usage": None} if include_usage else {}
     # tool calls read from each row's text as it comes (tool_calls.py), and its log-probabilities
     # kept for the next chunk sent when a piece of text made none
-    readers = [HermesReader() for _ in range(count)] if calls else None
+    readers = [calls() for _ in range(count)] if calls else None
     waiting: list[list[Any]] = [[] for _ in range(count)]
 
     def chunk(

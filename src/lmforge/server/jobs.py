@@ -18,7 +18,8 @@ from lmforge.server.errors import ApiError
 from lmforge.server.models import ServedModel
 from lmforge.server.schemas import _Sampling
 from lmforge.server.structured import constraint
-from lmforge.server.tools import call_grammar, forced
+from lmforge.server.tool_grammar import blame_tool, call_grammar
+from lmforge.server.tools import forced
 
 
 def new_job(
@@ -105,7 +106,7 @@ def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Gramm
     structured_outputs / guided_*; None: free text), compiled by llguidance for the model's
     tokenizer, ending at the request's end-of-text ids; one llguidance refuses is a 400 with its
     reason, as vLLM's; without llguidance installed, a 400 saying how to install it. tool_choice
-    "required" or a named function: the reply is Hermes-format calls (tools.call_grammar)."""
+    "required" or a named function: the reply is Hermes-format calls (tool_grammar.call_grammar)."""
     form = constraint(body)
     choice = getattr(body, "tool_choice", None)  # chat's alone
     if form is None and forced(choice):
@@ -119,4 +120,7 @@ def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Gramm
     except NoGrammarLibrary as e:
         raise ApiError(400, f"{field}: {e}", field, "unsupported_parameter") from None
     except LmforgeError as e:
+        if field == "tool_choice":  # name the tool llguidance refuses, not the grammar of them all
+            tokenizer, vocab = served.tokenizer, served.net.config.vocab_size
+            blame_tool(body.tools, choice, lambda s: compile_grammar("json", s, tokenizer, eos, vocab))  # type: ignore[attr-defined]
         raise ApiError(400, f"{field}: {e}", field, "invalid_value") from None

@@ -225,7 +225,7 @@ class ChatRequest(_Sampling):
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None  # OpenAI's default: "auto" with tools, "none" without
-    parallel_tool_calls: StrictBool | None = None  # False: at most one call (a forced reply: exactly one)
+    parallel_tool_calls: StrictBool | None = None  # False: one call (auto: the first the reply has)
     _raw_tools: list[Any] | None = PrivateAttr(None)
 
     @model_validator(mode="wrap")
@@ -249,11 +249,6 @@ class ChatRequest(_Sampling):
         if limit is not None and self.min_tokens > limit:  # the base class saw max_tokens alone
             raise ValueError(f"min_tokens={self.min_tokens} is more than {self.limit_key()}={limit}")
         check_tools(self.tools, self.tool_choice)
-        if self.parallel_tool_calls is False and self.tools and self.choice() == "auto":
-            raise ValueError(
-                'parallel_tool_calls: false is taken with tool_choice "required" (or a named function),'
-                ' which holds the reply to one call; with "auto" nothing would'
-            )
         if forced(self.tool_choice) and constraint(self) is not None:
             raise ValueError(
                 f"tool_choice: a forced call and {constraint(self)[2]} both shape the reply; give one"

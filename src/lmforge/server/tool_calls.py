@@ -3,7 +3,11 @@
 SmolLM3 write them) becomes one of OpenAI's `tool_calls`, and the text outside the blocks is the
 message's `content` (null when there is none). A block that does not parse (not JSON, no name, or
 arguments that are not an object) stays in the content as text, as vLLM returns it; so does a
-block the reply never closes, unless what follows the tag parses (a reply cut at its end).
+block the reply never closes, unless what follows the tag parses (a reply cut at its end). A
+`</tool_call>` inside one of the JSON's strings (an argument's text) does not close the block
+(vLLM's parser cuts there, and returns the call as text): a later one does; where none closes a
+call, the block ends at the first after all. With `parallel_tool_calls: false` a reader returns
+the first call alone, and drops the others, as vLLM does.
 
 A `HermesReader` reads one row's text piece by piece, so that a stream sends each call whole in a
 `delta.tool_calls` chunk once its block closes, and never a piece of the markup as content: the
@@ -44,6 +48,19 @@ def _call(body: str) -> dict[str, Any] | None:
             "function": {"name": value["name"], "arguments": text}}  # fmt: skip
 
 
+def _in_string(body: str) -> bool:
+    """Whether `body` ends inside a JSON string: a tag that follows is an argument's text."""
+    inside = escaped = False
+    for ch in body:
+        if escaped:
+            escaped = False
+        elif inside and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            inside = not inside
+    return inside
+
+
 def _held(text: str) -> int:
     """How many characters at the end of `text` could start a tag (a proper prefix of OPEN)."""
     return next((n for n in range(min(len(text), len(OPEN) - 1), 0, -1) if OPEN.startswith(text[-n:])), 0)
@@ -53,9 +70,11 @@ class HermesReader:
     """One row's reply read as it comes: `feed` each new piece of text, then `end`; each returns
     the pieces it made safe to send, content text or whole calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, most: int | None = None) -> None:
+        self.most = most  # the calls returned (parallel_tool_calls false: 1); None: all
         self.buffer = ""  # text not yet sent: a possible tag's start, or an open block's body
         self.inside = False  # in a block: after OPEN, before CLOSE
+        self.passed: list[int] = []  # in a block: where each CLOSE read as string text ends
         self.space = ""  # whitespace held until text follows it (dropped at the end of a reply with calls)
         self.said = False  # some content was sent
         self.calls = 0
@@ -65,11 +84,14 @@ class HermesReader:
         out: list[Piece] = []
         while True:
             if self.inside:
-                at = self.buffer.find(CLOSE)
+                at = self.buffer.find(CLOSE, self.passed[-1] if self.passed else 0)
                 if at < 0:
                     return out
-                body, self.buffer = self.buffer[:at], self.buffer[at + len(CLOSE) :]
-                self.inside = False
+                body = self.buffer[:at]
+                if _call(body) is None and _in_string(body):  # the tag is an argument's text
+                    self.passed.append(at + len(CLOSE))
+                    continue
+                self.buffer, self.inside, self.passed = self.buffer[at + len(CLOSE) :], False, []
                 self._block(body, OPEN + body + CLOSE, out)
                 continue
             at = self.buffer.find(OPEN)
@@ -86,7 +108,10 @@ class HermesReader:
         out: list[Piece] = []
         rest, self.buffer = self.buffer, ""
         if self.inside:
-            self.inside = False
+            self.inside, passed, self.passed = False, self.passed, []
+            if passed and _call(rest) is None:  # no later tag closed a call: the first did
+                self._text(OPEN + rest[: passed[0]], out)
+                return out + self.feed(rest[passed[0] :]) + self.end()
             self._block(rest, OPEN + rest, out)
         else:
             self._text(rest, out)
@@ -99,6 +124,8 @@ class HermesReader:
         call = _call(body)
         if call is None:
             self._text(raw, out)
+            return
+        if self.most is not None and self.calls >= self.most:
             return
         self.calls += 1
         out.append(call)
@@ -114,21 +141,24 @@ class HermesReader:
             self.said = True
 
 
-def read_reply(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """A whole reply's content (None when it is all calls) and its calls, as a stream reads it."""
-    reader = HermesReader()
+def read_reply(text: str, reader: HermesReader | None = None) -> tuple[str | None, list[dict[str, Any]]]:
+    """A whole reply's content (None when it is all calls) and its calls, as a stream reads it
+    (with `reader`, a new one: the first call alone with parallel_tool_calls false)."""
+    reader = reader or HermesReader()
     pieces = reader.feed(text) + reader.end()
     calls = [p for p in pieces if isinstance(p, dict)]
     content = "".join(p for p in pieces if isinstance(p, str))
     return (content or None) if calls else content, calls
 
 
-def chat_message(text: str, finish: str | None, parse: bool) -> tuple[dict[str, Any], str | None]:
-    """The reply's `message` and `finish_reason`: with `parse`, its calls read out of the text
-    (finish_reason "tool_calls" when there are any, as vLLM's)."""
-    if not parse:
+def chat_message(
+    text: str, finish: str | None, reader: HermesReader | None
+) -> tuple[dict[str, Any], str | None]:
+    """The reply's `message` and `finish_reason`: with a new `reader`, its calls read out of the
+    text (finish_reason "tool_calls" when there are any, as vLLM's)."""
+    if reader is None:
         return {"role": "assistant", "content": text}, finish
-    content, calls = read_reply(text)
+    content, calls = read_reply(text, reader)
     if not calls:
         return {"role": "assistant", "content": content}, finish
     return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"

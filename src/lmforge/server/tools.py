@@ -1,26 +1,28 @@
 """Tool calling's request side, in OpenAI's shapes: the `tools` a chat request offers, its
 `tool_choice`, and the conversation's tool messages (assistant `tool_calls`, `role: "tool"`
 results) turned into what chat templates take, as transformers documents them and vLLM passes
-them: a call's `arguments` as an object, not OpenAI's JSON string. `call_grammar` is the Lark
-grammar (llguidance's, with its `%json` schemas) that holds a reply to Hermes-format calls
-(`<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, read back by tool_calls.py)
-for tool_choice "required" or a named function."""
+them: a call's `arguments` as an object, not OpenAI's JSON string. (tool_grammar.py holds a
+forced reply to calls.)"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictStr, field_validator
+from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
 
+from lmforge.errors import LmforgeError
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.chat_template import template_variables
 from lmforge.server.body import Body
 from lmforge.server.errors import ApiError
+from lmforge.server.tool_calls import HermesReader
+from lmforge.tokenization.tokenizer import check_text
 
 PARSERS = ("hermes",)  # the formats `lmforge serve --tool-call-parser` reads replies in
 NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for a function's name
-ANY_ARGUMENTS: dict[str, Any] = {"type": "object"}  # a function with no `parameters` takes any object
 
 
 class Function(Body):
@@ -31,10 +33,44 @@ class Function(Body):
     parameters: dict[str, Any] | None = None
     strict: StrictBool | None = None  # taken; a forced call is always held to `parameters`
 
+    @field_validator("parameters")
+    @classmethod
+    def _of_an_object(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A call's arguments are an object: `{}` (as MCP tools send it) or no `type` is any
+        object; a `type` that allows no object would make every call unreadable."""
+        kind = (value or {}).get("type", "object")
+        if kind != "object" and not (isinstance(kind, list) and "object" in kind):
+            raise ValueError(
+                f"a function's arguments are a JSON object, so its type is 'object', not {kind!r}"
+            )
+        return value
+
 
 class Tool(Body):
     type: Literal["function"]
     function: Function
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode_inside(cls, data: Any) -> Any:
+        """The tool as given goes to the chat template whole (extra keys too), so text anywhere in
+        it must be valid Unicode, not only the fields Body checks."""
+        _check_unicode(data, "")
+        return data
+
+
+def _check_unicode(value: Any, where: str) -> None:
+    """A ValueError naming the place (function.parameters...) of a key or string that is not valid Unicode."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        place = f"{where}.{key}" if where else str(key)
+        for text, at in ((key, where or "a key"), (item, place)):  # never the bad text in the message
+            if isinstance(text, str):
+                try:
+                    check_text(text)
+                except LmforgeError as e:
+                    raise ValueError(f"{at}: {e}") from None
+        _check_unicode(item, place)
 
 
 class FunctionName(Body):
@@ -104,39 +140,14 @@ def forced(choice: ToolChoice | None) -> bool:
     return choice == "required" or isinstance(choice, NamedChoice)
 
 
-def call_grammar(tools: list[Tool], choice: ToolChoice, parallel: bool) -> str:
-    """The Lark grammar of a reply that is only Hermes-format calls: of the named function (once),
-    or of any of `tools` (one or more; `parallel` False: one). Each call's JSON is held by
-    llguidance's `%json` to {"name": that name, "arguments": valid under its parameters}, in that
-    order and spaced as json.dumps spaces it, as Hermes-format templates show the model."""
-    if isinstance(choice, NamedChoice):
-        tools, parallel = [t for t in tools if t.function.name == choice.function.name], False
-    rules = [f"call_{i}: %json {json.dumps(_call_schema(t.function))}" for i, t in enumerate(tools)]
-    calls = " | ".join(f"call_{i}" for i in range(len(tools)))
-    many = ' ("\\n" call)*' if parallel else ""
-    return "\n".join([f"start: call{many}", f'call: "<tool_call>\\n" ({calls}) "\\n</tool_call>"', *rules])
-
-
-def _call_schema(function: Function) -> dict[str, Any]:
-    arguments = function.parameters if function.parameters is not None else ANY_ARGUMENTS
-    return {
-        # written as json.dumps writes it, as the templates show the model its calls: free
-        # whitespace let a model pad a call past max_tokens
-        "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "},
-        "type": "object",
-        "properties": {"name": {"const": function.name}, "arguments": arguments},
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
-
-
-def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> bool:
-    """Whether the reply to a chat request is read for tool calls: tools given and a tool_choice
-    other than "none". A 400 where the model's template never reads `tools` (they would be
+def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> Callable[[], HermesReader] | None:
+    """How the reply to a chat request is read for tool calls (a new reader for each row), where
+    it is: tools given and a tool_choice other than "none"; parallel_tool_calls false, the first
+    call alone (vLLM's). A 400 where the model's template never reads `tools` (they would be
     dropped unsaid) or the server reads no tool-call format (--tool-call-parser), as vLLM's."""
     choice = body.choice()
     if not body.tools or choice == "none":  # "none": rendered (the model may mention them), never read
-        return False
+        return None
     shown = choice if isinstance(choice, str) else "a named function"
     if chat.template is None or "tools" not in template_variables(chat.template):  # dropped unsaid
         raise ApiError(400, f"tools: the chat template of model {body.model!r} does not render tools, so the"
@@ -146,4 +157,4 @@ def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> bool:
         raise ApiError(400, f"tool_choice: {shown} needs the server to read tool calls: start it with"
                        " --tool-call-parser hermes (the format the model writes them in)", "tool_choice",
                        "unsupported_parameter")  # fmt: skip
-    return True
+    return partial(HermesReader, 1 if body.parallel_tool_calls is False else None)
