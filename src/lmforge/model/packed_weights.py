@@ -47,7 +47,8 @@ def mark(layers: object) -> None:
 
 def packable(layer: nn.Linear) -> bool:
     """Whether `layer` may keep a packed copy: marked, and its weight not an inference tensor."""
-    return layer in _FOR_INFERENCE and not layer.weight.is_inference()
+    # read from the layer's own table: at every product of a decoding step (layers.linear)
+    return layer in _FOR_INFERENCE and not layer._parameters["weight"].is_inference()
 
 
 def forget(net: nn.Module) -> None:
