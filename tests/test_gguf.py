@@ -57,6 +57,7 @@ def write_gguf(
     int_freq_base: bool = False,
     add_eos: bool = False,
     big_endian: bool = False,
+    token_list: bool = True,
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
@@ -78,10 +79,12 @@ def write_gguf(
         writer.add_rope_freq_base(50000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(N_EMBD // N_HEAD)
-    writer.add_vocab_size(len(tokens))
+    if token_list:  # without it, nothing says the vocabulary's size either (as in most files)
+        writer.add_vocab_size(len(tokens))
     writer.add_tokenizer_model(tokenizer_model)
     writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(tokens)
+    if token_list:
+        writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(MERGES)
     writer.add_bos_token_id(1)
@@ -295,6 +298,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     stray = tmp_path / "stray.gguf"
     write_gguf(stray, extra={"rope_freqs.weight": (np.ones(8, np.float32), None)})
     cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
+    untokened = tmp_path / "untokened.gguf"  # was "missing GGUF key 'llama.vocab_size'"
+    write_gguf(untokened, token_list=False)
+    cases["no token list"] = (untokened, "missing GGUF key 'tokenizer.ggml.tokens' (the token list)")
     cases["missing"] = (tmp_path / "absent.gguf", "no such GGUF file")
     big = tmp_path / "big.gguf"  # gguf's dequantize read it as little-endian: NaN and 1e-18 weights
     write_gguf(big, Q.F32, big_endian=True)

@@ -331,3 +331,18 @@ def test_translate_cli_runs_an_encoder_decoder_export(
     assert "--beam does not go with --runtime onnx" in capsys.readouterr().err
     with pytest.raises(LmforgeError, match=r"an ONNX export, which `lmforge generate .* not a seq2seq model"):
         translate_onnx(exported("gpt")[1], "hi")
+
+
+def test_a_decoder_with_a_context_under_10_tokens_exports_and_is_checked(tmp_path: Path) -> None:
+    """The export's check fed 5 cached + 5 new positions: a model of 8 (an imported Mistral with
+    an 8-token sliding window) failed there; its example lengths now fit the context."""
+    tok = Tokenizer.train_char([TEXT])
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=tok.vocab_size)
+    torch.manual_seed(0)
+    write_model_dir(tmp_path / "gpt", config, GPT(config).state_dict(), tok)
+    out = export_onnx(tmp_path / "gpt", tmp_path / "onnx")
+    meta = json.loads((out / "onnx.json").read_text())
+    assert meta["block_size"] == 8 and meta["graphs"]["model"]["max_abs_diff"] < ATOL
+    prompt = "the ki"
+    want = generate(tmp_path / "gpt", prompt, max_new_tokens=2, temperature=0, dtype="fp32")[0]
+    assert generate_onnx(out, prompt, max_new_tokens=2, temperature=0) == [want]

@@ -105,6 +105,9 @@ def test_what_a_plain_merge_cannot_reproduce_is_refused_in_one_line(tmp_path: Pa
     config = json.loads((adapter / "adapter_config.json").read_text())
     for key, value, message in (
         ("use_dora", True, r"use_dora=True \(DoRA"),
+        # peft's BD-LoRA and KaSA were blamed on a tensor's shape
+        ("use_bdlora", {"target_modules_bd_a": ["o_proj"], "nblocks": 2}, r"use_bdlora=.* \(BD-LoRA"),
+        ("kasa_config", {"beta": 1e-4}, r"kasa_config=.* \(KaSA"),
         ("peft_type", "IA3", r"peft_type 'IA3': lmforge merges LoRA adapters only"),
         ("lora_alpha", 0, r"lora_alpha=0 must be a positive number"),
         ("init_lora_weights", "pissa_niter_4", r"init_lora_weights='pissa_niter_4' changed the base weights"),

@@ -227,6 +227,10 @@ def read_config_json(directory: Path) -> dict[str, Any]:
 
 def read_model_type(directory: Path) -> str:
     model_type = read_config_json(directory).get("model_type")
+    if model_type is not None and not isinstance(model_type, str):  # a list is unhashable
+        raise LmforgeError(
+            f"{directory / 'config.json'}: config key 'model_type' must be a string, not {model_type!r}"
+        )
     if model_type not in LOADERS:
         known = ", ".join(sorted(LOADERS))
         raise LmforgeError(f"{directory / 'config.json'}: unknown model_type {model_type!r} (known: {known})")

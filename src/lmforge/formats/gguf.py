@@ -173,6 +173,10 @@ def config_from_metadata(meta: dict[str, Any], names: set[str], file: Path) -> M
         raise LmforgeError(f"{file}: tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
+    if vocab is None:  # most files have no vocab_size: the token list counts it, so name the list
+        if tokens is None:
+            raise LmforgeError(f"{file}: missing GGUF key 'tokenizer.ggml.tokens' (the token list)")
+        raise LmforgeError(f"{file}: tokenizer.ggml.tokens must be a non-empty list of strings")
     raw = {
         "model_type": arch,
         "num_hidden_layers": _key(meta, f"{arch}.block_count", file),

@@ -19,15 +19,16 @@ from typing import Any
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
-from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require
+from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
 
 
 # --- GPT-2 ------------------------------------------------------------------------------------
 def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    act = raw.get("activation_function", "gelu_new")
+    act = typed_key(raw, "activation_function", file, str, "gelu_new")
     require(act in ACT_IN, file, f"activation_function={act!r}")
-    require(not raw.get("scale_attn_by_inverse_layer_idx"), file, "scale_attn_by_inverse_layer_idx=true")
-    require(raw.get("scale_attn_weights", True), file, "scale_attn_weights=false")
+    inverse = typed_key(raw, "scale_attn_by_inverse_layer_idx", file, bool, False)
+    require(not inverse, file, "scale_attn_by_inverse_layer_idx=true")
+    require(typed_key(raw, "scale_attn_weights", file, bool, True), file, "scale_attn_weights=false")
     return ModelConfig(
         n_layer=config_key(raw, "n_layer", file),
         n_head=config_key(raw, "n_head", file),
@@ -69,25 +70,33 @@ def is_count(value: Any) -> bool:
 
 
 def _rope_theta(raw: dict[str, Any], file: str) -> float:
-    params = raw.get("rope_parameters") or {}
-    scaling = raw.get("rope_scaling") or {}
+    params = typed_key(raw, "rope_parameters", file, dict, {})
+    scaling = typed_key(raw, "rope_scaling", file, dict, {})
     # either key may scale (transformers reads an older rope_scaling beside rope_parameters' default)
-    kinds = [params.get("rope_type"), scaling.get("rope_type"), scaling.get("type")]
+    kinds = [
+        typed_key(params, "rope_type", file, str, name="rope_parameters.rope_type"),
+        typed_key(scaling, "rope_type", file, str, name="rope_scaling.rope_type"),
+        typed_key(scaling, "type", file, str, name="rope_scaling.type"),
+    ]
     kind = next((k for k in kinds if k not in (None, "default")), "default")
     require(kind == "default", file, f"rope type {kind!r} (only plain rotary positions)")
-    return float(params.get("rope_theta") or raw.get("rope_theta") or 10000.0)
+    theta = typed_key(params, "rope_theta", file, float, name="rope_parameters.rope_theta")
+    return theta or typed_key(raw, "rope_theta", file, float) or 10000.0
 
 
 def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    n_embd, n_head = config_key(raw, "hidden_size", file), config_key(raw, "num_attention_heads", file)
+    n_embd = config_key(raw, "hidden_size", file, kind=int)
+    n_head = config_key(raw, "num_attention_heads", file, kind=int)
     require(raw.get("hidden_act", "silu") == "silu", file, f"hidden_act={raw.get('hidden_act')!r}")
-    require(not raw.get("attention_bias") and not raw.get("mlp_bias"), file, "attention_bias/mlp_bias")
+    biased = typed_key(raw, "attention_bias", file, bool) or typed_key(raw, "mlp_bias", file, bool)
+    require(not biased, file, "attention_bias/mlp_bias")
     require(is_count(n_head), file, f"num_attention_heads={n_head!r}")  # 0 read as a head_dim problem
-    head_dim = raw.get("head_dim") or n_embd // n_head
+    head_dim = typed_key(raw, "head_dim", file, int) or n_embd // n_head
     require(head_dim * n_head == n_embd, file, f"head_dim={head_dim} != hidden_size / num_attention_heads"
             f" ({n_embd} / {n_head})")  # fmt: skip
-    context = config_key(raw, "max_position_embeddings", file)
-    window = raw.get("sliding_window") if raw.get("use_sliding_window", True) else None
+    context = config_key(raw, "max_position_embeddings", file, kind=int)
+    sliding = typed_key(raw, "use_sliding_window", file, bool, True)
+    window = typed_key(raw, "sliding_window", file, int) if sliding else None
     # transformers 5 names each layer's attention: a Qwen2 with use_sliding_window whose
     # max_window_layers covers every layer slides in none of them, and attends the whole context
     layers = raw.get("layer_types")
@@ -153,11 +162,12 @@ def _marian_in(raw: dict[str, Any], file: str) -> ModelConfig:
     for key in ("layers", "attention_heads", "ffn_dim"):  # lmforge's two stacks share one shape
         a, b = raw.get(f"encoder_{key}"), raw.get(f"decoder_{key}")
         require(a == b, file, f"encoder_{key}={a} != decoder_{key}={b}")
-    require(raw.get("share_encoder_decoder_embeddings", True), file, "share_encoder_decoder_embeddings=false")
-    require(raw.get("tie_word_embeddings", True), file, "tie_word_embeddings=false")
+    shared = typed_key(raw, "share_encoder_decoder_embeddings", file, bool, True)
+    require(shared, file, "share_encoder_decoder_embeddings=false")
+    require(typed_key(raw, "tie_word_embeddings", file, bool, True), file, "tie_word_embeddings=false")
     vocab = config_key(raw, "vocab_size", file)
     require(raw.get("decoder_vocab_size") in (None, vocab), file, "decoder_vocab_size != vocab_size")
-    act = raw.get("activation_function", "gelu")
+    act = typed_key(raw, "activation_function", file, str, "gelu")
     require(act in _MARIAN_ACT, file, f"activation_function={act!r}")
     return ModelConfig(
         arch="seq2seq",
@@ -172,7 +182,7 @@ def _marian_in(raw: dict[str, Any], file: str) -> ModelConfig:
         post_norm=True,
         final_norm=False,
         logits_bias=True,
-        scale_embedding=bool(raw.get("scale_embedding", False)),
+        scale_embedding=typed_key(raw, "scale_embedding", file, bool, False),
     )
 
 
@@ -294,6 +304,8 @@ def family_for(model_type: Any, file: str) -> Family:
             f"{file}: already an lmforge model ({model_type}): load, train or serve its folder as it is;"
             " `lmforge export` writes it in transformers' layout"
         )
+    if model_type is not None and not isinstance(model_type, str):  # a list is unhashable
+        raise LmforgeError(f"{file}: config key 'model_type' must be a string, not {model_type!r}")
     if model_type not in FAMILIES:
         known = ", ".join(sorted(FAMILIES))
         raise LmforgeError(f"{file}: unknown architecture model_type={model_type!r} (supported: {known})")

@@ -19,12 +19,12 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require
+from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
 
 
 # --- BERT -------------------------------------------------------------------------------------
 def _bert_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    act = raw.get("hidden_act", "gelu")
+    act = typed_key(raw, "hidden_act", file, str, "gelu")
     require(act in ACT_IN, file, f"hidden_act={act!r}")
     kind = raw.get("position_embedding_type", "absolute")
     require(kind == "absolute", file, f"position_embedding_type={kind!r}")
@@ -66,10 +66,14 @@ DISTILBERT_EPS = 1e-12  # transformers' DistilBERT hard-codes its LayerNorms' ep
 
 
 def _distilbert_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    act = raw.get("activation", "gelu")
+    act = typed_key(raw, "activation", file, str, "gelu")
     require(act in ACT_IN, file, f"activation={act!r}")
     # transformers fills a sinusoidal table into the same weight; lmforge reads only learned positions
-    require(not raw.get("sinusoidal_pos_embds"), file, "sinusoidal_pos_embds=true (learned positions only)")
+    require(
+        not typed_key(raw, "sinusoidal_pos_embds", file, bool),
+        file,
+        "sinusoidal_pos_embds=true (learned positions only)",
+    )
     return ModelConfig(
         n_layer=config_key(raw, "n_layers", file),
         n_head=config_key(raw, "n_heads", file),

@@ -1,6 +1,6 @@
 """The `Family` record (formats/hf.py's FAMILIES holds one per Hugging Face architecture) and the
-small helpers its config readers share: a required config key, an unsupported setting, the
-activations both sides name.
+small helpers its config readers share: a required config key, a typed one, an unsupported
+setting, the activations both sides name.
 """
 
 from __future__ import annotations
@@ -47,8 +47,34 @@ class Family:
     positions count from padding_idx + 1); import keeps the rows after them (config_in's block_size)."""
 
 
-def config_key(raw: dict[str, Any], key: str, file: str, default: Any = None) -> Any:
-    value = raw.get(key, default)
+_KINDS: dict[type, str] = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    dict: "a JSON object",
+}
+
+
+def typed_key(
+    raw: dict[str, Any], key: str, file: str, kind: type, default: Any = None, *, name: str = ""
+) -> Any:
+    """raw[key] where it is a `kind` (an int passes as a float; a bool never as a number, nor a
+    string "false" as a bool), `default` where absent or null; else a one-line error naming the
+    file and key (`name`: the key's full path, for a key inside an object)."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    number = kind in (int, float) and isinstance(value, bool)
+    if number or not isinstance(value, (int, float) if kind is float else kind):
+        raise LmforgeError(f"{file}: config key {name or key!r} must be {_KINDS[kind]}, not {value!r}")
+    return float(value) if kind is float else value
+
+
+def config_key(
+    raw: dict[str, Any], key: str, file: str, default: Any = None, kind: type | None = None
+) -> Any:
+    value = raw.get(key, default) if kind is None else typed_key(raw, key, file, kind, default)
     if value is None:
         raise LmforgeError(f"{file}: missing config key {key!r}")
     return value

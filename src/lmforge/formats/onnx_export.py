@@ -132,19 +132,27 @@ def _export_graphs(model: nn.Module, kind: str, out: Path) -> dict[str, Any]:
 Inputs = tuple[Any, ...]
 
 
+def _fit(t: int, longest: int) -> int:
+    """The example length t, or less where the model's context holds fewer positions (an imported
+    Mistral with an 8-token sliding window): past and new positions must fit in it."""
+    return max(1, min(t, longest))
+
+
 def _decoder_inputs(graph: DecoderGraph, b: int, t: int) -> Inputs:
     """(input_ids (B, T), attention_mask (B, P+T), past) with P = t as well: a prompt after a prefix."""
     c = graph.gpt.config
     n_kv, hs = c.n_kv_head or c.n_head, c.n_embd // c.n_head
+    t = _fit(t, c.block_size // 2)
     ids = torch.randint(0, c.vocab_size, (b, t))
     mask = torch.ones(b, 2 * t, dtype=torch.long)
-    mask[0, :2] = 0  # row 0 left-padded: the mask must reach the graph as a real input
+    mask[0, : min(2, t)] = 0  # row 0 left-padded: the mask must reach the graph as a real input
     past = [torch.randn(b, n_kv, t, hs) for _ in range(2 * c.n_layer)]
     return ids, mask, past
 
 
 def _encoder_inputs(graph: nn.Module, b: int, t: int) -> Inputs:
     c = _config_of(graph)
+    t = _fit(t, c.block_size)
     ids = torch.randint(0, c.vocab_size, (b, t))
     mask = torch.ones(b, t, dtype=torch.long)
     mask[0, -2:] = 0  # row 0 right-padded
@@ -159,6 +167,7 @@ def _config_of(graph: nn.Module) -> Any:
 
 def _seq2seq_encoder_inputs(graph: Seq2SeqEncoderGraph, b: int, t: int) -> Inputs:
     c = graph.model.config
+    t = _fit(t, c.block_size)
     ids = torch.randint(0, c.vocab_size, (b, t))
     mask = torch.ones(b, t, dtype=torch.long)
     mask[0, -2:] = 0
@@ -168,6 +177,7 @@ def _seq2seq_encoder_inputs(graph: Seq2SeqEncoderGraph, b: int, t: int) -> Input
 def _seq2seq_decoder_inputs(graph: Seq2SeqDecoderGraph, b: int, t: int) -> Inputs:
     """Target ids (B, T), a source of T + 1 tokens (row 0 padded), its cross keys/values, a past of T."""
     c = graph.model.config
+    t = _fit(t, c.block_size // 2)  # a source of t + 1 positions, a target of 2t
     hs, s = c.n_embd // c.n_head, t + 1
     ids = torch.randint(0, c.vocab_size, (b, t))
     mask = torch.ones(b, s, dtype=torch.long)
@@ -191,7 +201,8 @@ def _dynamic_shapes(io: GraphIO, args: Inputs) -> tuple[Any, ...]:
 
 def _export_one(graph: nn.Module, make_inputs: Any, file: Path) -> dict[str, Any]:
     """Trace `graph` at batch 2 x length 3, write it to `file`, check it in ONNX Runtime at batch 3
-    x length 5 against PyTorch; the manifest entry (file, inputs, outputs, the largest difference)."""
+    x length 5 against PyTorch (lengths capped at a small model's context: make_inputs); the
+    manifest entry (file, inputs, outputs, the largest difference)."""
     io: GraphIO = graph.io()  # type: ignore[operator]
     with torch.random.fork_rng():  # the example inputs leave the caller's random state alone
         torch.manual_seed(0)

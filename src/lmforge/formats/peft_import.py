@@ -64,6 +64,8 @@ def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         ("arrow_config", "Arrow routing among adapters"),
         ("target_parameters", "LoRA on parameters, not modules"),
         ("use_qalora", "QALoRA's pooled inputs"),
+        ("use_bdlora", "BD-LoRA's block-diagonal factors"),
+        ("kasa_config", "KaSA truncates the base weights' singular values and scales by lora_diag"),
     ):
         if config.get(key):
             raise LmforgeError(f"{file}: {key}={config[key]!r} ({why}) is not merged by lmforge")
