@@ -265,6 +265,33 @@ def _jobs(tmp_path: Any) -> Callable[..., Any]:
     return job
 
 
+@pytest.fixture(autouse=True)
+def _runs_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test's Batcher.run(until=...) fails after RUN_SECONDS instead of looping forever: a job
+    that fails never brings the tokens its `until` waits for (a failing decode hung the suite)."""
+    from lmforge.server.batcher import Batcher
+
+    run = Batcher.run
+
+    def run_until_deadline(self: Batcher, until: Callable[[], bool]) -> None:
+        if self.own_thread:  # a server's decoding thread runs until it closes
+            return run(self, until)
+        deadline = time.monotonic() + RUN_SECONDS
+
+        def until_or_late() -> bool:
+            if until():
+                return True
+            assert time.monotonic() < deadline, f"Batcher.run's condition not met in {RUN_SECONDS} s"
+            return False
+
+        return run(self, until_or_late)
+
+    monkeypatch.setattr(Batcher, "run", run_until_deadline)
+
+
+RUN_SECONDS = 120
+
+
 def _turns(n: int) -> Callable[[], bool]:
     """An `until` for Batcher.run that lets it make n turns."""
     left = iter(range(n, -1, -1))
