@@ -53,7 +53,7 @@ from torch import nn
 from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
 from lmforge.model import decode_attention, packed_weights, route_memory
-from lmforge.model.packed_weights import packed_linear
+from lmforge.model.packed_weights import onednn_linear, packed_linear
 
 ROUTES = ("mkl", "onednn", "split", "swapped", "packed")
 BF16_ROUTES = ("plain", "packed")
@@ -94,10 +94,6 @@ BUCKETS = {
     "few_head": (8, HEAD),
     "many_head": (64, HEAD),
 }
-
-
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 def split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

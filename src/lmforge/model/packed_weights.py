@@ -58,6 +58,11 @@ def forget(net: nn.Module) -> None:
         _USES.pop(m, None)  # type: ignore[call-overload]
 
 
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear(x, weight, bias) by oneDNN's kernel; `weight` as it is or packed."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 def packed_weight(layer: nn.Linear) -> torch.Tensor:
     """`layer`'s weight (bf16 or fp32) in oneDNN's blocked layout, packed at the first call and again
     whenever the weight is replaced or changed in place (its version counter moves)."""
@@ -75,7 +80,7 @@ def packed_weight(layer: nn.Linear) -> torch.Tensor:
 
 def packed_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """F.linear(x, layer.weight, layer.bias) by oneDNN's kernel on the packed weight."""
-    return torch.ops.mkldnn._linear_pointwise(x, packed_weight(layer), layer.bias, "none", [], "")
+    return onednn_linear(x, packed_weight(layer), layer.bias)
 
 
 def packed_when_used(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
@@ -85,5 +90,5 @@ def packed_when_used(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
         uses = _USES.get(layer, 0) + 1
         _USES[layer] = uses
         if uses < PACK_AFTER:
-            return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+            return onednn_linear(x, layer.weight, layer.bias)
     return packed_linear(x, layer)
