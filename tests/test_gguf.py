@@ -4,7 +4,9 @@ bad input against transformers' own GGUF loader; the real SmolLM2 checks parity 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -58,6 +60,7 @@ def write_gguf(
     add_eos: bool = False,
     big_endian: bool = False,
     token_list: bool = True,
+    rope_scaling: tuple[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
@@ -78,6 +81,9 @@ def write_gguf(
     else:
         writer.add_rope_freq_base(50000.0)
     writer.add_layer_norm_rms_eps(1e-5)
+    if rope_scaling:
+        writer.add_rope_scaling_type(gguf.RopeScalingType(rope_scaling[0]))
+        writer.add_rope_scaling_factor(rope_scaling[1])
     writer.add_rope_dimension_count(N_EMBD // N_HEAD)
     if token_list:  # without it, nothing says the vocabulary's size either (as in most files)
         writer.add_vocab_size(len(tokens))
@@ -205,6 +211,59 @@ def test_add_eos_token_and_an_integer_freq_base_read_as_transformers_reads_them(
     assert tokenizer.encode_prompt("hello")[-1] == 2 and tokenizer.text_affixes() == ([], [2])
 
 
+def llama_cpp_rope_factors(theta: float, dim: int, factor: float) -> np.ndarray:
+    """rope_freqs.weight as llama.cpp's converter writes it for a Llama 3.1 config.json (factor,
+    low_freq_factor 1, high_freq_factor 4, original context 8192): one divisor per frequency."""
+    low, high, old = 1.0, 4.0, 8192
+    out = []
+    for freq in 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim):
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, np.float32)
+
+
+def test_llama3_rope_freqs_import_as_transformers_scales_them(tmp_path: Path) -> None:
+    """Llama 3.1-3.3 GGUFs carry their scaled rotary frequencies as rope_freqs.weight; it was
+    refused. Read back as the llama3 scaling, the logits are transformers' LlamaForCausalLM's with
+    that scaling (its GGUF loader leaves the tensor out) on the same weights. With a head size of
+    16 and base 50,000, five frequencies keep theirs, one is interpolated, two are divided."""
+    path = tmp_path / "m.gguf"
+    factors = llama_cpp_rope_factors(50000.0, N_EMBD // N_HEAD, 32.0)
+    assert factors[0] == 1.0 and 1.0 < factors[5] < 32.0 and factors[-1] == 32.0
+    write_gguf(path, Q.F32, extra={"rope_freqs.weight": (factors, None)})
+    import_hf(path, tmp_path / "out")
+    model, _ = load_model(tmp_path / "out")
+    c = model.config
+    assert (c.rope_type, c.rope_factor, c.rope_low_freq_factor, c.rope_high_freq_factor) == (
+        "llama3",
+        32,
+        1,
+        4,
+    )
+    assert c.rope_original_context == 8192
+    loaded, _ = hf_reference(path)
+    rope = {"rope_type": "llama3", "rope_theta": 50000.0, "factor": 32.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}  # fmt: skip
+    scaled = transformers.LlamaForCausalLM(dataclasses.replace(loaded.config, rope_parameters=rope)).eval()
+    scaled.load_state_dict(loaded.state_dict())
+    batch = torch.randint(0, c.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs, plain = model(batch), scaled(batch).logits, loaded(batch).logits
+    assert (ours - theirs).abs().max().item() < 5e-5
+    assert (ours - plain).abs().max().item() > 1e-3  # the scaling changes these logits
+
+    write_gguf(path, Q.F32, rope_scaling=("linear", 4.0))  # llama.cpp's metadata for linear
+    import_hf(path, tmp_path / "linear")
+    assert load_model(tmp_path / "linear")[0].config.rope_type == "linear"
+    assert load_model(tmp_path / "linear")[0].config.rope_factor == 4.0
+
+
 def test_qwen2_has_biases_and_no_permutation(tmp_path: Path) -> None:
     path = tmp_path / "q.gguf"
     write_gguf(path, Q.F32, arch="qwen2")
@@ -296,8 +355,11 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     write_gguf(spm, tokenizer_model="llama")
     cases["sentencepiece"] = (spm, "unsupported tokenizer model tokenizer.ggml.model='llama'")
     stray = tmp_path / "stray.gguf"
-    write_gguf(stray, extra={"rope_freqs.weight": (np.ones(8, np.float32), None)})
-    cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
+    write_gguf(stray, extra={"rope_freqs.weight": (np.arange(1, 9, dtype=np.float32), None)})
+    cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' holds frequency factors other than Llama 3's")
+    yarn = tmp_path / "yarn.gguf"
+    write_gguf(yarn, rope_scaling=("yarn", 4.0))
+    cases["yarn"] = (yarn, "rope scaling 'yarn' is not supported (lmforge reads linear, llama3)")
     untokened = tmp_path / "untokened.gguf"  # was "missing GGUF key 'llama.vocab_size'"
     write_gguf(untokened, token_list=False)
     cases["no token list"] = (untokened, "missing GGUF key 'tokenizer.ggml.tokens' (the token list)")

@@ -228,7 +228,43 @@ def _check_hf_options(m: ModelConfig) -> None:
         f"model.n_kv_head={m.n_kv_head} must divide model.n_head={m.n_head}",
     )
     _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
+    _check_rope_scaling(m)
     _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
+
+
+_ROPE_KEYS = (
+    "rope_type",
+    "rope_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_context",
+)
+_ROPE_USES = {"default": 0, "linear": 2, "llama3": 5}  # how many of _ROPE_KEYS each kind reads
+
+
+def _check_rope_scaling(m: ModelConfig) -> None:
+    """Scaled rotary frequencies (model/rope_scaling.py); a key the model does not read is refused,
+    as it would change nothing."""
+    _check(
+        m.rope_type in _ROPE_USES, f"model.rope_type={m.rope_type!r} must be one of {', '.join(_ROPE_USES)}"
+    )
+    read = _ROPE_KEYS[: _ROPE_USES[m.rope_type] if m.pos == "rope" else 0]
+    defaults = ModelConfig()
+    for key in _ROPE_KEYS:
+        value = getattr(m, key)
+        why = f"model.rope_type={m.rope_type!r}" if m.pos == "rope" else "model.pos other than 'rope'"
+        _check(
+            key in read or value == getattr(defaults, key),
+            f"model.{key}={value!r} changes nothing with {why}",
+        )
+    _check("rope_factor" not in read or m.rope_factor > 0, f"model.rope_factor={m.rope_factor} must be > 0")
+    low, high = m.rope_low_freq_factor, m.rope_high_freq_factor
+    _check(
+        "rope_low_freq_factor" not in read or 0 < low < high,
+        f"model.rope_low_freq_factor={low} must be > 0 and below model.rope_high_freq_factor={high}",
+    )
+    context = m.rope_original_context
+    _check(context >= 1, f"model.rope_original_context={context} must be >= 1")
 
 
 def _check_switched_off(section: Any, name: str, why: str) -> None:

@@ -100,6 +100,18 @@ class ModelConfig:
     """Bias on the q, k, v projections even when `bias` is false (Qwen2)."""
     rope_theta: float = 10000.0
     """Rotary base frequency."""
+    rope_type: str = "default"
+    """Rotary frequencies `default`, or scaled to a longer context than trained at: `linear` (all
+    divided by rope_factor) or `llama3` (Llama 3.1-3.3's: the long wavelengths divided by rope_factor,
+    the short kept, those between interpolated; model/rope_scaling.py)."""
+    rope_factor: float = 1.0
+    """Scaled rotary (rope_type linear or llama3): the factor the context was stretched by."""
+    rope_low_freq_factor: float = 1.0
+    """rope_type llama3: wavelengths over rope_original_context / this are divided by rope_factor."""
+    rope_high_freq_factor: float = 4.0
+    """rope_type llama3: wavelengths under rope_original_context / this are kept."""
+    rope_original_context: int = 8192
+    """rope_type llama3: the context the model was first trained at."""
     mlp_hidden: int = 0
     """MLP hidden width; 0 means 4 x n_embd (gelu) or 8/3 x n_embd rounded up to 64 (swiglu)."""
     type_vocab_size: int = 0

@@ -3,7 +3,8 @@
 The file is read with the `gguf` package (memory-mapped, never executed). Its metadata becomes the
 config (`{arch}.block_count`, `embedding_length`, `feed_forward_length`, `attention.head_count`,
 `head_count_kv`, `rope.freq_base`, `attention.layer_norm_rms_epsilon`, `context_length`,
-`vocab_size`; tied embeddings when there is no `output.weight`), its tensors are dequantized to
+`vocab_size`; tied embeddings when there is no `output.weight`; linear rope scaling, and Llama 3's
+`rope_freqs.weight` read back as its llama3 scaling), its tensors are dequantized to
 fp32 by `gguf.quants.dequantize` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K- and
 I-quants; any other type is an error naming the tensor), renamed to Hugging Face's Llama layout
 and converted by the LLAMA family (formats/hf.py), so a GGUF model is exactly the model
@@ -35,11 +36,14 @@ from lmforge.formats.hf import LLAMA
 from lmforge.formats.hf_convert import hf_to_lmforge
 from lmforge.model.empty import empty
 from lmforge.model.gpt import GPT
+from lmforge.model.rope_scaling import RopeScaling, scaled
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
 ARCHITECTURES = ("llama", "qwen2")  # llama.cpp writes Mistral models as "llama"
 PERMUTED = ("llama",)  # llama.cpp permutes q/k rows of these for its rotary layout
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3's scaled rotary frequencies, one factor per frequency
+LLAMA3_PARAMETERS = (1.0, 4.0, 8192)  # Llama 3.1-3.3's low_freq_factor, high_freq_factor, context
 _TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _LAYER = {
     "attn_norm": "input_layernorm",
@@ -148,9 +152,12 @@ def _key(meta: dict[str, Any], name: str, file: Path, default: Any = None, kind:
     return value
 
 
-def config_from_metadata(meta: dict[str, Any], names: set[str], file: Path) -> ModelConfig:
+def config_from_metadata(
+    meta: dict[str, Any], names: set[str], file: Path, rope_freqs: np.ndarray | None = None
+) -> ModelConfig:
     """The ModelConfig the metadata describes, built as HF's config.json would be and checked by
-    the LLAMA family (so the same limits apply: plain rotary, SwiGLU, RMSNorm)."""
+    the LLAMA family (so the same limits apply: SwiGLU, RMSNorm); rope_freqs: the file's
+    `rope_freqs.weight`, Llama 3.1's scaled rotary frequencies as llama.cpp writes them."""
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise LmforgeError(
@@ -166,11 +173,6 @@ def config_from_metadata(meta: dict[str, Any], names: set[str], file: Path) -> M
             raise LmforgeError(
                 f"{file}: {arch}.{name}={value} (lmforge needs embedding_length / head_count = {head_dim})"
             )
-    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
-    if scaling != "none":
-        raise LmforgeError(f"{file}: rope scaling {scaling!r} is not supported (only plain rotary positions)")
-    if "rope_freqs.weight" in names:  # Llama 3.1's frequency factors
-        raise LmforgeError(f"{file}: tensor 'rope_freqs.weight' (scaled rotary frequencies) is not supported")
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
     if vocab is None:  # most files have no vocab_size: the token list counts it, so name the list
@@ -188,11 +190,42 @@ def config_from_metadata(meta: dict[str, Any], names: set[str], file: Path) -> M
         "max_position_embeddings": _key(meta, f"{arch}.context_length", file),
         "vocab_size": _key(meta, f"{arch}.vocab_size", file, vocab),
         "rms_norm_eps": _key(meta, f"{arch}.attention.layer_norm_rms_epsilon", file, kind=float),
-        "rope_theta": _key(meta, f"{arch}.rope.freq_base", file, 10000.0, kind=float),
+        "rope_parameters": {
+            "rope_theta": (theta := _key(meta, f"{arch}.rope.freq_base", file, 10000.0, kind=float)),
+            **_rope_scaling(meta, arch, rope_freqs, head_dim, theta, file),
+        },
         "tie_word_embeddings": "output.weight" not in names,
         "attention_bias": arch != "qwen2" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
     }
     return model_config_from(dataclasses.asdict(LLAMA.config_in(raw, str(file))), file)
+
+
+def _rope_scaling(
+    meta: dict[str, Any], arch: str, freqs: np.ndarray | None, head_dim: int, theta: float, file: Path
+) -> dict[str, Any]:
+    """config.json's rope_parameters keys for the file's scaled rotary positions: llama.cpp writes
+    `linear` as metadata, and Llama 3's as one factor per frequency (`rope_freqs.weight`, each
+    frequency divided by it), which is read back as the `llama3` scaling it must come from (the
+    factors checked: Llama 3.1-3.3 all use the same three parameters, only `factor` differs)."""
+    kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": _key(meta, f"{arch}.rope.scaling.factor", file, kind=float)}
+    if kind != "none":
+        raise LmforgeError(f"{file}: rope scaling {kind!r} is not supported (lmforge reads linear, llama3)")
+    if freqs is None:
+        return {"rope_type": "default"}
+    factor = float(freqs.max())
+    scaling = RopeScaling("llama3", factor, *LLAMA3_PARAMETERS)
+    plain = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    expected = (plain / scaled(plain, scaling)).numpy()
+    if freqs.shape != expected.shape or not np.allclose(freqs, expected, rtol=1e-4, atol=0):
+        raise LmforgeError(
+            f"{file}: tensor 'rope_freqs.weight' holds frequency factors other than Llama 3's"
+            f" ({scaling}), which lmforge cannot follow"
+        )
+    low, high, original = LLAMA3_PARAMETERS
+    return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+            "original_max_position_embeddings": original}  # fmt: skip
 
 
 def hf_name(name: str) -> str | None:
@@ -233,6 +266,8 @@ def read_weights(reader: Any, arch: str, config: ModelConfig, file: Path) -> dic
     """HF name -> fp32 tensor for every tensor of the file."""
     out: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
+        if tensor.name == ROPE_FREQS:  # in the config (config_from_metadata)
+            continue
         name = hf_name(tensor.name)
         if name is None:
             raise LmforgeError(f"{file}: tensor {tensor.name!r} has no place in a {arch} model")
@@ -252,7 +287,10 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     reader = read_gguf(file)
     meta = read_metadata(reader, file)
     names = {t.name for t in reader.tensors}
-    config = config_from_metadata(meta, names, file)
+    freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    config = config_from_metadata(
+        meta, names, file, None if freqs is None else dequantize(freqs, file).numpy()
+    )
     tokenizer = gguf_tokenizer(meta, str(file))
     if tokenizer.vocab_size > config.vocab_size:
         raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")

@@ -20,6 +20,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
 from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
+from lmforge.model.rope_scaling import KINDS
 
 
 # --- GPT-2 ------------------------------------------------------------------------------------
@@ -69,19 +70,41 @@ def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _rope_theta(raw: dict[str, Any], file: str) -> float:
-    params = typed_key(raw, "rope_parameters", file, dict, {})
-    scaling = typed_key(raw, "rope_scaling", file, dict, {})
-    # either key may scale (transformers reads an older rope_scaling beside rope_parameters' default)
-    kinds = [
-        typed_key(params, "rope_type", file, str, name="rope_parameters.rope_type"),
-        typed_key(scaling, "rope_type", file, str, name="rope_scaling.rope_type"),
-        typed_key(scaling, "type", file, str, name="rope_scaling.type"),
-    ]
-    kind = next((k for k in kinds if k not in (None, "default")), "default")
-    require(kind == "default", file, f"rope type {kind!r} (only plain rotary positions)")
-    theta = typed_key(params, "rope_theta", file, float, name="rope_parameters.rope_theta")
-    return theta or typed_key(raw, "rope_theta", file, float) or 10000.0
+def _rope(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
+    """ModelConfig's rope keys from rope_parameters (transformers 5) or rope_theta and an older
+    rope_scaling (which transformers reads beside rope_parameters' default), as transformers
+    reads them: `original_max_position_embeddings` at the top level first, then in the scaling,
+    then max_position_embeddings (`context`)."""
+    found = []
+    for where, key in (
+        ("rope_parameters", "rope_type"),
+        ("rope_scaling", "rope_type"),
+        ("rope_scaling", "type"),
+    ):
+        keys = typed_key(raw, where, file, dict, {})
+        found.append((where, keys, typed_key(keys, key, file, str, name=f"{where}.{key}")))
+    where, scaling, kind = next((f for f in found if f[2] not in (None, "default")), ("", {}, "default"))
+    require(kind in KINDS, file, f"rope type {kind!r} (lmforge reads {', '.join(KINDS)})")
+    theta = typed_key(found[0][1], "rope_theta", file, float, name="rope_parameters.rope_theta")
+    out: dict[str, Any] = {"rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0}
+    if kind == "default":
+        return out
+
+    def read(key: str, kind: type = float, default: Any = None) -> Any:
+        value = typed_key(scaling, key, file, kind, default, name=f"{where}.{key}")
+        if value is None:
+            raise LmforgeError(f"{file}: missing config key '{where}.{key}' (rope type {out['rope_type']!r})")
+        return value
+
+    out |= {"rope_type": kind, "rope_factor": read("factor")}
+    if kind == "llama3":
+        original = typed_key(raw, "original_max_position_embeddings", file, int)
+        out |= {
+            "rope_low_freq_factor": read("low_freq_factor"),
+            "rope_high_freq_factor": read("high_freq_factor"),
+            "rope_original_context": original or read("original_max_position_embeddings", int, context),
+        }
+    return out
 
 
 def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
@@ -114,13 +137,27 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
         bias=False,
         qkv_bias=raw.get("model_type") == "qwen2",
         pos="rope",
-        rope_theta=_rope_theta(raw, file),
+        **_rope(raw, file, config_key(raw, "max_position_embeddings", file, kind=int)),
         mlp="swiglu",
         mlp_hidden=config_key(raw, "intermediate_size", file),
         norm="rmsnorm",
         norm_eps=raw.get("rms_norm_eps", 1e-6),
         tie_embeddings=raw.get("tie_word_embeddings", False),
     )
+
+
+def _rope_out(c: ModelConfig) -> dict[str, Any]:
+    """The scaling's keys in rope_parameters / rope_scaling (none for plain rotary)."""
+    if c.rope_type == "default":
+        return {}
+    keys: dict[str, Any] = {"factor": c.rope_factor}
+    if c.rope_type == "llama3":
+        keys |= {
+            "low_freq_factor": c.rope_low_freq_factor,
+            "high_freq_factor": c.rope_high_freq_factor,
+            "original_max_position_embeddings": c.rope_original_context,
+        }
+    return keys
 
 
 def _llama_out(c: ModelConfig) -> dict[str, Any]:
@@ -146,7 +183,9 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
         "hidden_act": "silu",
         "rms_norm_eps": c.norm_eps,
         "rope_theta": c.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "rope_parameters": {"rope_type": c.rope_type, "rope_theta": c.rope_theta, **_rope_out(c)},
+        # transformers 4 and llama.cpp's converter read the scaling here
+        **({"rope_scaling": {"rope_type": c.rope_type, **_rope_out(c)}} if c.rope_type != "default" else {}),
         "tie_word_embeddings": c.tie_embeddings,
         "attention_bias": False,
         "attention_dropout": c.dropout,

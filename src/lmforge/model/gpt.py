@@ -17,6 +17,7 @@ from torch import nn
 from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
 from lmforge.model.layers import Block, Rotary, linear, make_norm
+from lmforge.model.rope_scaling import RopeScaling
 
 
 def block_options(c: ModelConfig) -> dict[str, Any]:
@@ -30,6 +31,13 @@ def block_options(c: ModelConfig) -> dict[str, Any]:
     }
 
 
+def rotary_of(c: ModelConfig) -> Rotary | None:
+    """The rotary positions every block shares (pos='rope'), None for other positions."""
+    if c.pos != "rope":
+        return None
+    return Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta, RopeScaling.of(c))
+
+
 class GPT(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -37,7 +45,11 @@ class GPT(nn.Module):
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
-        rotary = Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta) if c.pos == "rope" else None
+        rotary = (
+            Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta, RopeScaling.of(c))
+            if c.pos == "rope"
+            else None
+        )
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary, **block_options(c))

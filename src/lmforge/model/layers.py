@@ -15,6 +15,7 @@ from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
 from lmforge.model.packed_weights import packable, packed_linear, packed_when_used
+from lmforge.model.rope_scaling import RopeScaling, scaled
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -64,9 +65,11 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al., 2021), rotate-half form as in Llama/HF."""
 
-    def __init__(self, head_size: int, max_len: int, base: float = 10000.0) -> None:
+    def __init__(
+        self, head_size: int, max_len: int, base: float = 10000.0, scaling: RopeScaling | None = None
+    ) -> None:
         super().__init__()
-        self.head_size, self.max_len, self.base = head_size, max_len, base
+        self.head_size, self.max_len, self.base, self.scaling = head_size, max_len, base, scaling
         self.register_buffer("cos", torch.empty(max_len, head_size), persistent=False)  # (T, hs)
         self.register_buffer("sin", torch.empty(max_len, head_size), persistent=False)
         self.reset_buffers()
@@ -78,9 +81,13 @@ class Rotary(nn.Module):
         inv_freq = 1.0 / self.base ** (
             torch.arange(0, self.head_size, 2, device=device).float() / self.head_size
         )
+        inv_freq = scaled(inv_freq, self.scaling)  # Llama 3.1's longer context, for one
         angles = torch.outer(torch.arange(self.max_len, device=device).float(), inv_freq)  # (T, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
         self.cos, self.sin = angles.cos(), angles.sin()
+
+    def extra_repr(self) -> str:  # in repr(model), which keys the compiled steps kept on disk
+        return f"base={self.base:g}" + (f", scaling={self.scaling}" if self.scaling else "")
 
     def forward(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, nh, T, hs) at positions start..start+T-1, or at per-row positions (B, T) (a

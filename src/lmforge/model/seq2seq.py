@@ -36,7 +36,7 @@ from torch import nn
 from lmforge.config import ModelConfig, check_buildable
 from lmforge.model.attention import KVCache
 from lmforge.model.checkpointing import run_block
-from lmforge.model.gpt import block_options
+from lmforge.model.gpt import block_options, rotary_of
 from lmforge.model.layers import MLP, Block, CrossAttention, Rotary, SelfAttention, linear, make_norm
 
 Memory = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: keys, values (B, nh, S, hs)
@@ -114,7 +114,7 @@ class Stack(nn.Module):
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
         table = sinusoidal_table(c.block_size, c.n_embd) if c.pos == "sinusoidal" else None
         self.register_buffer("sinusoid", table, persistent=False)  # (block_size, C), not a weight
-        rotary = Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta) if c.pos == "rope" else None
+        rotary = rotary_of(c)
         self.drop = nn.Dropout(c.dropout)
         options = dict(block_options(c), post_norm=c.post_norm)
         blocks = (
