@@ -478,7 +478,7 @@ CASES = [
     Case("serve-max-queue", "serve {s}/gpt --max-queue 0", r"max_queue=0: must be an integer >= 1"),
     Case("serve-max-tokens-limit", "serve {s}/gpt --max-tokens-limit -5", r"max_tokens_limit=-5: must be an integer >= 1"),
     Case("serve-timeout", "serve {s}/gpt --timeout nan", r"timeout=nan: must be a finite number of seconds > 0"),
-    Case("serve-tool-call-parser", "serve {s}/gpt --tool-call-parser json", r"tool_call_parser='json': unknown \(known: hermes\)"),
+    Case("serve-tool-call-parser", "serve {s}/gpt --tool-call-parser json", r"tool_call_parser='json': unknown \(known: hermes, llama3_json, pythonic\)"),
     Case("serve-origin-slash", "serve {s}/gpt --allow-origin http://localhost:5173/", r"allow_origin='http://localhost:5173/': give an origin as a browser sends it"),
     Case("serve-port-text", "serve {s}/gpt --port http", r"argument --port: invalid int value: 'http'", usage=True),
     Case("serve-no-model", "serve", r"required: models", usage=True),

@@ -92,6 +92,8 @@ def tool(name: str, parameters: Any = None) -> dict[str, Any]:
 
 CUT = '<tool_call>\n{"name": "f", "arguments": {"x": 1'
 NOT_ARGUMENTS = '<tool_call>{"name": "f", "arguments": [1]}</tool_call>'
+NAN = '<tool_call>{"name": "f", "arguments": {"x": NaN}}</tool_call>'
+SURROGATE = '<tool_call>{"name": "f", "arguments": {"x": "\\ud800"}}</tool_call>'
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>'
 TAGGED = {"s": 'a</tool_call> "b\\"</tool_call>'}  # an argument holding the closing tag, and an escaped quote
 TAGGED_CALL = f'<tool_call>\n{{"name": "f", "arguments": {json.dumps(TAGGED)}}}\n</tool_call>'
@@ -161,6 +163,8 @@ def test_prompt_with_tools_is_transformers(
         ("<tool_call>\nnot json\n</tool_call>", "<tool_call>\nnot json\n</tool_call>", []),
         ('<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"arguments": {}}</tool_call>', []),
         (NOT_ARGUMENTS, NOT_ARGUMENTS, []),
+        (NAN, NAN, []),  # no JSON a client reads (Python's json wrote NaN)
+        (SURROGATE, SURROGATE, []),  # no UTF-8: the reply failed to send (a 500)
         ('<tool_call>{"name": "f", "arguments": "{\\"a\\": 2}"}</tool_call>', None, [("f", {"a": 2})]),
         (f"{TAGGED_CALL}\n{CALL}", None, [("f", TAGGED), ("get_weather", PARIS)]),
         (f'Say <tool_call>"hi</tool_call> and {CALL}', 'Say <tool_call>"hi</tool_call> and',
@@ -289,7 +293,8 @@ def test_tools_need_a_parser_and_only_chat_takes_them(
 ) -> None:
     with TestClient(create_app(models, Settings())) as plain:  # no --tool-call-parser
         error = post(plain, 400, tools=TOOLS)["error"]
-        assert error["param"] == "tool_choice" and "--tool-call-parser hermes" in error["message"]
+        assert error["param"] == "tool_choice" and "--tool-call-parser FORMAT" in error["message"]
+        assert "hermes, llama3_json, pythonic" in error["message"]
         assert "tool_calls" not in post(plain, tools=TOOLS, tool_choice="none")["choices"][0]["message"]
     r = api.post("/v1/completions", json={"model": "hermes", "prompt": "x", "tools": TOOLS})
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter", r.text

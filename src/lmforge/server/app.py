@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,8 +40,8 @@ from lmforge.server.schemas import (
     TranslationRequest,
     _Sampling,
 )
-from lmforge.server.tool_calls import HermesReader, chat_message, stream_pieces
-from lmforge.server.tools import reads_calls
+from lmforge.server.tool_calls import chat_message, stream_pieces
+from lmforge.server.tool_formats import Reading, reads_calls
 
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a served context can hold
 COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
@@ -54,7 +54,7 @@ class Settings:
     timeout: float = 300.0
     api_key: str | None = None
     allow_origins: tuple[str, ...] = ()  # web pages of other origins that may call the API (CORS)
-    tool_call_parser: str | None = None  # the format tool calls are read in (tools.PARSERS); None: none
+    tool_call_parser: str | None = None  # tool calls' format (tool_formats.PARSERS); None: none
 
 
 @dataclass
@@ -216,14 +216,14 @@ async def _generate(
     request: Request,
     chat: bool,
     echo: list[str] | None = None,
-    calls: Callable[[], HermesReader] | None = None,
+    calls: Reading | None = None,
 ) -> Any:
     """The reply to a completion or chat request; `calls`: chat replies are read for tool calls."""
     settings = state.settings
     # off the event loop: a grammar's first compile reads the whole vocabulary (1-2 s), which
     # would stall every other client's stream
     job = await asyncio.to_thread(
-        new_job, served, body, prompts, limit, chat, echo, settings.max_tokens_limit, settings.timeout
+        new_job, served, body, prompts, limit, chat, echo, settings.max_tokens_limit, settings.timeout, calls
     )
     head = {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
@@ -287,7 +287,7 @@ async def _generate(
         if scores is not None and job.prompt_logprobs is not None:  # echo: the prompt's tokens first
             scores = echo_logprobs(served.tokenizer, job.prompt_logprobs[i // job.n], scores)
         if chat:
-            message, finish = chat_message(text, row.finish, calls() if calls else None)
+            message, finish = chat_message(text, row.finish, calls.reader() if calls else None)
             choices.append({"index": i, "message": message, "logprobs": scores, "finish_reason": finish})
         else:
             choices.append({"index": i, "text": text, "logprobs": scores, "finish_reason": row.finish})
@@ -306,13 +306,13 @@ async def _stream(
     logprobs: Any,
     echo: list[str] | None,
     count: int,
-    calls: Callable[[], HermesReader] | None = None,
+    calls: Reading | None = None,
 ) -> AsyncIterator[str]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     extra = {"usage": None} if include_usage else {}
     # tool calls read from each row's text as it comes (tool_calls.py), and its log-probabilities
     # kept for the next chunk sent when a piece of text made none
-    readers = [calls() for _ in range(count)] if calls else None
+    readers = [calls.reader() for _ in range(count)] if calls else None
     waiting: list[list[Any]] = [[] for _ in range(count)]
 
     def chunk(

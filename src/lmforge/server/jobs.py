@@ -18,7 +18,8 @@ from lmforge.server.errors import ApiError
 from lmforge.server.models import ServedModel
 from lmforge.server.schemas import _Sampling
 from lmforge.server.structured import constraint
-from lmforge.server.tool_grammar import blame_tool, call_grammar
+from lmforge.server.tool_formats import Reading
+from lmforge.server.tool_grammar import blame_tool
 from lmforge.server.tools import forced
 
 
@@ -31,10 +32,12 @@ def new_job(
     echo: list[str] | None,
     max_tokens_limit: int,
     timeout: float,
+    calls: Reading | None = None,
 ) -> Job:
     """The Job of a request for `limit` new tokens a row (a 400 past `max_tokens_limit`, for a
     prompt longer than the model's context or a logit_bias id outside its vocabulary); `echo`:
-    the prompts' texts where the reply echoes them; `timeout`: the server's --timeout."""
+    the prompts' texts where the reply echoes them; `timeout`: the server's --timeout; `calls`: how
+    a chat reply is read for tool calls (its format holds a forced reply)."""
     if limit > max_tokens_limit:
         key = body.limit_key() if chat else "max_tokens"
         raise ApiError(
@@ -75,7 +78,7 @@ def new_job(
         min_p=float(body.min_p),
         bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos),
         bias=_bias(body, served.net.config.vocab_size),
-        grammar=_grammar(body, served, eos),
+        grammar=_grammar(body, served, eos, calls),
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
         texts=echo,
         eos_logprob=not chat,  # as OpenAI's legacy completions (and vLLM) list the EOS a text stops at
@@ -101,16 +104,19 @@ def _bias(body: _Sampling, vocab: int) -> LogitBias:
     return LogitBias(tuple(given), tuple(given.values()))
 
 
-def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Grammar | None:
+def _grammar(
+    body: _Sampling, served: ServedModel, eos: frozenset[int], calls: Reading | None = None
+) -> Grammar | None:
     """The grammar of the form the request holds its replies to (response_format, or vLLM's
     structured_outputs / guided_*; None: free text), compiled by llguidance for the model's
     tokenizer, ending at the request's end-of-text ids; one llguidance refuses is a 400 with its
     reason, as vLLM's; without llguidance installed, a 400 saying how to install it. tool_choice
-    "required" or a named function: the reply is Hermes-format calls (tool_grammar.call_grammar)."""
+    "required" or a named function: the reply is calls in the format `calls` reads (tool_formats.py;
+    reads_calls refused a forced call in a format without a grammar)."""
     form = constraint(body)
     choice = getattr(body, "tool_choice", None)  # chat's alone
-    if form is None and forced(choice):
-        lark = call_grammar(body.tools or [], choice, body.parallel_tool_calls is not False)  # type: ignore[attr-defined]
+    if form is None and forced(choice) and calls is not None and calls.format.grammar is not None:
+        lark = calls.format.grammar(body.tools or [], choice, body.parallel_tool_calls is not False)  # type: ignore[attr-defined]
         form = ("grammar", lark, "tool_choice")
     if form is None:
         return None
@@ -122,5 +128,6 @@ def _grammar(body: _Sampling, served: ServedModel, eos: frozenset[int]) -> Gramm
     except LmforgeError as e:
         if field == "tool_choice":  # name the tool llguidance refuses, not the grammar of them all
             tokenizer, vocab = served.tokenizer, served.net.config.vocab_size
-            blame_tool(body.tools, choice, lambda s: compile_grammar("json", s, tokenizer, eos, vocab))  # type: ignore[attr-defined]
+            key = calls.format.key if calls is not None else "arguments"
+            blame_tool(body.tools, choice, lambda s: compile_grammar("json", s, tokenizer, eos, vocab), key)  # type: ignore[attr-defined]
         raise ApiError(400, f"{field}: {e}", field, "invalid_value") from None

@@ -91,8 +91,8 @@ def check_serve_options(host: str, port: int, max_queue: int, max_tokens_limit: 
 
 
 def check_tool_call_parser(parser: str | None) -> None:
-    """--tool-call-parser names a format tool calls are read in (server/tools.py's PARSERS)."""
-    from lmforge.server.tools import PARSERS
+    """--tool-call-parser names a format tool calls are read in (server/tool_formats.py's PARSERS)."""
+    from lmforge.server.tool_formats import PARSERS
 
     if parser is not None and parser not in PARSERS:
         raise LmforgeError(f"tool_call_parser={parser!r}: unknown (known: {', '.join(PARSERS)})")
@@ -270,8 +270,10 @@ def serve(
     first start; False never (compile_choice.step_for_serving). allow_origin: the origins
     (`http://localhost:5173`, or `*` for any) whose web pages may call the API from a browser (CORS);
     none by default: only the playground, served from the same origin. tool_call_parser: the format
-    chat replies are read in for tool calls when a request gives `tools` ("hermes":
-    `<tool_call>{...}</tool_call>`, as Qwen2.5, Hermes and SmolLM3 write them); none by default,
+    chat replies are read in for tool calls when a request gives `tools`, as vLLM's parsers of the
+    same names read them: "hermes" (`<tool_call>{...}</tool_call>`, as Qwen2.5, Hermes and SmolLM3
+    write them), "llama3_json" (`{"name": ..., "parameters": {...}}`, Llama 3.1 / 3.2 / 3.3),
+    "pythonic" (`[f(a=1)]`, Llama 3.2 1B / 3B and Llama 4; forced calls refused); none by default,
     as vLLM's: such a request is then a 400 unless its tool_choice is "none"."""
     try:
         import fastapi  # noqa: F401

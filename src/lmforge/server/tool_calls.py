@@ -20,32 +20,59 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 Piece = str | dict[str, Any]  # content text, or a call in OpenAI's shape (without its index)
 
 
+class Reader(Protocol):
+    """One row's reply read for calls as it comes, in one format (tool_formats.py lists them):
+    `feed` each new piece of text, then `end`; each returns the pieces it made safe to send;
+    `calls` counts the calls returned so far."""
+
+    calls: int
+
+    def feed(self, text: str) -> list[Piece]: ...
+
+    def end(self) -> list[Piece]: ...
+
+
+def make_call(name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's tool call ({"id", "type", "function": {"name", "arguments"}}, arguments as JSON
+    text, as vLLM's parsers write them), or None where the arguments are no JSON a client reads:
+    a NaN or infinity (Python's json writes `NaN`), a lone surrogate (no UTF-8: the reply would
+    fail to send), a key or value JSON has no form for."""
+    try:
+        text = json.dumps(arguments, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        return None
+    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": name, "arguments": text}}  # fmt: skip
+
+
+def object_arguments(arguments: Any) -> dict[str, Any] | None:
+    """A call's arguments as an object: given as one, or as JSON text of one (some models write
+    them so); None for anything else."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    return arguments if isinstance(arguments, dict) else None
+
+
 def _call(body: str) -> dict[str, Any] | None:
-    """A block's JSON as OpenAI's tool call ({"id", "type", "function": {"name", "arguments"}},
-    arguments as JSON text), or None where it is not a call."""
+    """A block's JSON as OpenAI's tool call, or None where it is not a call."""
     try:
         value = json.loads(body)
     except ValueError:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
-    arguments = value.get("arguments", {})
-    if isinstance(arguments, str):  # some models write the arguments as JSON text already
-        try:
-            arguments = json.loads(arguments)
-        except ValueError:
-            return None
-    if not isinstance(arguments, dict):
-        return None
-    text = json.dumps(arguments, ensure_ascii=False)  # as vLLM's hermes parser writes them
-    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": value["name"], "arguments": text}}  # fmt: skip
+    arguments = object_arguments(value.get("arguments", {}))
+    return None if arguments is None else make_call(value["name"], arguments)
 
 
 def _in_string(body: str) -> bool:
@@ -141,7 +168,7 @@ class HermesReader:
             self.said = True
 
 
-def read_reply(text: str, reader: HermesReader | None = None) -> tuple[str | None, list[dict[str, Any]]]:
+def read_reply(text: str, reader: Reader | None = None) -> tuple[str | None, list[dict[str, Any]]]:
     """A whole reply's content (None when it is all calls) and its calls, as a stream reads it
     (with `reader`, a new one: the first call alone with parallel_tool_calls false)."""
     reader = reader or HermesReader()
@@ -151,9 +178,7 @@ def read_reply(text: str, reader: HermesReader | None = None) -> tuple[str | Non
     return (content or None) if calls else content, calls
 
 
-def chat_message(
-    text: str, finish: str | None, reader: HermesReader | None
-) -> tuple[dict[str, Any], str | None]:
+def chat_message(text: str, finish: str | None, reader: Reader | None) -> tuple[dict[str, Any], str | None]:
     """The reply's `message` and `finish_reason`: with a new `reader`, its calls read out of the
     text (finish_reason "tool_calls" when there are any, as vLLM's)."""
     if reader is None:
@@ -164,7 +189,7 @@ def chat_message(
     return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
 
 
-def stream_pieces(reader: HermesReader, text: str | None) -> list[tuple[str | None, dict[str, Any] | None]]:
+def stream_pieces(reader: Reader, text: str | None) -> list[tuple[str | None, dict[str, Any] | None]]:
     """A row's new text read for tool calls (None: the row has ended): (content, None), or (None, a
     call with its `index` among the row's calls, as a stream's delta.tool_calls carries it)."""
     pieces = reader.feed(text) if text is not None else reader.end()

@@ -16,7 +16,6 @@ from lmforge.server.errors import ApiError
 from lmforge.server.tools import NamedChoice, Tool, ToolChoice
 
 DEFS = ("$defs", "definitions")  # where JSON schemas keep the subschemas their `$ref`s name
-ARGUMENTS = "#/properties/arguments"  # where a call's schema holds the function's parameters
 VALUES = ("const", "enum", "default", "examples")  # JSON values, not schemas: never rebased
 NAMED = ("properties", "patternProperties", "dependentSchemas", *DEFS)  # {name: schema}: keys are names
 # after a call, one or two newlines (templates separate calls with one; SmolLM2 writes two after
@@ -45,10 +44,10 @@ def call_grammar(tools: list[Tool], choice: ToolChoice, parallel: bool) -> str:
                       f'call: "<tool_call>\\n" ({calls}) "\\n</tool_call>"', *rules])  # fmt: skip
 
 
-def call_schema(tool: Tool) -> dict[str, Any]:
-    """The JSON schema of one call of `tool`: {"name": its name, "arguments": an object valid
-    under its parameters (any object without them, or for `{}`)}."""
-    arguments = _rebased(tool.function.parameters or {})
+def call_schema(tool: Tool, key: str = "arguments") -> dict[str, Any]:
+    """The JSON schema of one call of `tool`: {"name": its name, `key` ("arguments"; Llama's
+    "parameters"): an object valid under its parameters (any object without them, or for `{}`)}."""
+    arguments = _rebased(tool.function.parameters or {}, f"#/properties/{key}")
     lifted = {k: arguments.pop(k) for k in DEFS if k in arguments}
     arguments["type"] = "object"  # tools.py let only parameters that allow an object through
     return {
@@ -56,34 +55,40 @@ def call_schema(tool: Tool) -> dict[str, Any]:
         # whitespace let a model pad a call past max_tokens
         "x-guidance": {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "},
         "type": "object",
-        "properties": {"name": {"const": tool.function.name}, "arguments": arguments},
-        "required": ["name", "arguments"],
+        "properties": {"name": {"const": tool.function.name}, key: arguments},
+        "required": ["name", key],
         "additionalProperties": False,
         **lifted,
     }
 
 
-def _rebased(schema: Any) -> Any:
+def _rebased(schema: Any, base: str) -> Any:
     """`schema` with its local `$ref`s pointing where the call's schema holds their targets: into
     the lifted definitions unchanged, anything else ("#" the parameters themselves) under
-    `arguments`. Other refs (URLs) are left for llguidance to follow or refuse."""
+    `base` (where the call's schema holds them). Other refs (URLs) are left for llguidance to
+    follow or refuse."""
     if isinstance(schema, list):
-        return [_rebased(s) for s in schema]
+        return [_rebased(s, base) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "$ref" and isinstance(value, str) and (value == "#" or value.startswith("#/")):
             inside_defs = any(value.startswith(f"#/{d}/") for d in DEFS)
-            out[key] = value if inside_defs else ARGUMENTS + value[1:]
+            out[key] = value if inside_defs else base + value[1:]
         elif key in NAMED and isinstance(value, dict):  # a property may be named "$ref" or "const"
-            out[key] = {name: _rebased(s) for name, s in value.items()}
+            out[key] = {name: _rebased(s, base) for name, s in value.items()}
         else:
-            out[key] = value if key in VALUES else _rebased(value)
+            out[key] = value if key in VALUES else _rebased(value, base)
     return out
 
 
-def blame_tool(tools: list[Tool], choice: ToolChoice, compile_one: Callable[[dict[str, Any]], Any]) -> None:
+def blame_tool(
+    tools: list[Tool],
+    choice: ToolChoice,
+    compile_one: Callable[[dict[str, Any]], Any],
+    key: str = "arguments",
+) -> None:
     """Where a forced reply's grammar did not compile: a 400 naming the first tool whose call schema
     llguidance refuses alone (`compile_one` compiles a JSON schema), with llguidance's reason; none
     refused, it returns (the caller reports the grammar's own error)."""
@@ -92,7 +97,7 @@ def blame_tool(tools: list[Tool], choice: ToolChoice, compile_one: Callable[[dic
         if tool.function.name not in names:
             continue
         try:
-            compile_one(call_schema(tool))
+            compile_one(call_schema(tool, key))
         except LmforgeError as e:
             field = f"tools.{i}.function.parameters"
             reason = str(e).removeprefix("llguidance cannot follow this JSON schema: ")

@@ -1,27 +1,20 @@
 """Tool calling's request side, in OpenAI's shapes: the `tools` a chat request offers, its
 `tool_choice`, and the conversation's tool messages (assistant `tool_calls`, `role: "tool"`
 results) turned into what chat templates take, as transformers documents them and vLLM passes
-them: a call's `arguments` as an object, not OpenAI's JSON string. (tool_grammar.py holds a
-forced reply to calls.)"""
+them: a call's `arguments` as an object, not OpenAI's JSON string. (tool_formats.py reads the
+reply for calls; tool_grammar.py holds a forced reply to them.)"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
 
 from lmforge.errors import LmforgeError
-from lmforge.inference.chat import ChatSpec
-from lmforge.inference.chat_template import template_variables
 from lmforge.server.body import Body
-from lmforge.server.errors import ApiError
-from lmforge.server.tool_calls import HermesReader
 from lmforge.tokenization.tokenizer import check_text
 
-PARSERS = ("hermes",)  # the formats `lmforge serve --tool-call-parser` reads replies in
 NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for a function's name
 
 
@@ -138,23 +131,3 @@ def check_tools(tools: list[Tool] | None, choice: ToolChoice | None) -> None:
 def forced(choice: ToolChoice | None) -> bool:
     """The reply must be tool calls: tool_choice "required" or a named function."""
     return choice == "required" or isinstance(choice, NamedChoice)
-
-
-def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> Callable[[], HermesReader] | None:
-    """How the reply to a chat request is read for tool calls (a new reader for each row), where
-    it is: tools given and a tool_choice other than "none"; parallel_tool_calls false, the first
-    call alone (vLLM's). A 400 where the model's template never reads `tools` (they would be
-    dropped unsaid) or the server reads no tool-call format (--tool-call-parser), as vLLM's."""
-    choice = body.choice()
-    if not body.tools or choice == "none":  # "none": rendered (the model may mention them), never read
-        return None
-    shown = choice if isinstance(choice, str) else "a named function"
-    if chat.template is None or "tools" not in template_variables(chat.template):  # dropped unsaid
-        raise ApiError(400, f"tools: the chat template of model {body.model!r} does not render tools, so the"
-                       " model would never see them; serve a model whose template has them, or leave"
-                       " tools out", "tools", "unsupported_parameter")  # fmt: skip
-    if parser is None:
-        raise ApiError(400, f"tool_choice: {shown} needs the server to read tool calls: start it with"
-                       " --tool-call-parser hermes (the format the model writes them in)", "tool_choice",
-                       "unsupported_parameter")  # fmt: skip
-    return partial(HermesReader, 1 if body.parallel_tool_calls is False else None)
