@@ -372,3 +372,23 @@ def test_a_key_the_task_does_not_read_is_refused(task: str, key: str) -> None:
     )
     with pytest.raises(LmforgeError, match=said):
         load_config(None, [*overrides, *arch])
+
+
+def test_enabled_false_on_the_command_line_switches_a_recipes_lora_or_privacy_off(tmp_path: Path) -> None:
+    """--lora.enabled=false on a recipe with a [lora] section was refused (lora.rank is set but
+    lora.enabled is false), so comparing against a full fine-tune meant editing the recipe; now the
+    recipe's keys give way, with a note. A key given beside it on the command line is still refused."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        "[lora]\nenabled = true\nrank = 4\nalpha = 8.0\n[privacy]\nenabled = true\nnoise_multiplier = 1.0\n"
+    )
+    cfg = load_config(recipe, ["--lora.enabled=false", "--privacy.enabled=false"])
+    assert cfg.lora == type(cfg.lora)() and cfg.privacy == type(cfg.privacy)()
+    assert cfg.notes == [
+        f"lmforge: note: lora.enabled=False (on the command line) switches it off, so {recipe}'s [lora]"
+        " rank=4, alpha=8.0 do not apply",
+        f"lmforge: note: privacy.enabled=False (on the command line) switches it off, so {recipe}'s [privacy]"
+        " noise_multiplier=1.0 does not apply",
+    ]
+    with pytest.raises(LmforgeError, match=r"lora.rank=16 is set but lora.enabled is false"):
+        load_config(recipe, ["--lora.enabled=false", "--lora.rank=16"])

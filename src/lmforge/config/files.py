@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from lmforge.config.checks import check_model
+from lmforge.config.checks import changed_keys, check_model, yield_note
 from lmforge.config.run_config import COMMAND_LINE, Config
 from lmforge.config.sections import ModelConfig
 from lmforge.errors import LmforgeError
@@ -159,12 +159,33 @@ def load_config(
                 raise LmforgeError(f"override {item} has no value: give {item}=VALUE (or {item} VALUE)")
             raise LmforgeError(f"override {item!r} must look like --section.key=value")
         _set(config, dotted, value, COMMAND_LINE, from_text=True)
+    for section in SWITCHED:
+        _switched_off(config, section)
     if not validate:
         return config
     try:
         return config.validate()
     except LmforgeError as e:  # a rule across keys names no file: say where the keys were set
         raise LmforgeError(str(e) + _where_set(str(e), config)) from None
+
+
+SWITCHED = ("lora", "privacy")  # the sections a key `enabled` turns on
+
+
+def _switched_off(config: Config, name: str) -> None:
+    """--lora.enabled=false (or privacy's) on the command line switches the feature off whatever
+    the recipe's [section] says: its keys are reset to their defaults, with a note, as every
+    override beats its recipe (without this, each of them was refused as changing nothing)."""
+    section = getattr(config, name)
+    if section.enabled or config.given.get(f"{name}.enabled") != COMMAND_LINE:
+        return
+    by = f"{name}.enabled"
+    reset = [(key, value) for key, value in changed_keys(section) if config.outranked(f"{name}.{key}", by)]
+    if reset:
+        defaults = type(section)()
+        setattr(config, name, dataclasses.replace(section, **{k: getattr(defaults, k) for k, _ in reset}))
+        keys = [f"{key}={value!r}" for key, value in reset]
+        config.notes.append(yield_note(config, f"{name}.enabled", "switches it off", name, keys))
 
 
 def _where_set(message: str, config: Config) -> str:
