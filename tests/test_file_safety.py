@@ -558,3 +558,21 @@ def test_an_evaluation_replaces_an_existing_out_file_only_with_overwrite(tmp_pat
     argv = ["eval-qa", "--baseline", "sliding-window", "--data", str(data), "--out", str(out)]
     assert main(argv) == 2 and out.read_text() == "mine\n"
     assert main([*argv, "--overwrite"]) == 0 and json.loads(out.read_text()) == {"1": "Ada"}
+
+
+def test_an_evaluation_never_replaces_a_file_inside_an_input_folder_or_pattern(tmp_path: Path) -> None:
+    """audit --data DIR --out DIR/canaries.json --overwrite replaced the prepared directory's
+    canaries (the only record of the planted secrets), and --data 'corp/*.txt' --out corp/b.txt
+    --overwrite a training text: --overwrite replaces the command's own output, never an input."""
+    from lmforge.inference.translate import check_out
+
+    corp = tmp_path / "corp"
+    corp.mkdir()
+    for name in ("a.txt", "b.txt", "canaries.json"):
+        (corp / name).write_text("mine\n")
+    for data, out in ((corp, corp / "canaries.json"), (f"{corp}/*.txt", corp / "b.txt")):
+        with pytest.raises(LmforgeError, match=r"is a file of data .*: writing it would overwrite an input"):
+            check_out(out, {f"data {data}": data}, overwrite=True)
+        assert out.read_text() == "mine\n"
+    assert check_out(corp / "new.json", {f"data {corp}": corp}, overwrite=True) == corp / "new.json"
+    assert check_out(tmp_path / "x.json", {"data": f"{corp}/*.txt"}, overwrite=True) == tmp_path / "x.json"

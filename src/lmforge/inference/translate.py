@@ -6,6 +6,7 @@ input order; scores are sacreBLEU's corpus BLEU and chrF, printed with their sig
 
 from __future__ import annotations
 
+import glob
 import json
 import lzma
 import os
@@ -292,11 +293,15 @@ def check_out(
         inputs = inputs | {
             f"the model's file {f}": f for d in folders if d.is_dir() for f in d.iterdir() if f.is_file()
         }
-    for label, path in inputs.items():
-        path = Path(path)
+    for label, given in inputs.items():
+        path = Path(given)
         same = out.exists() and path.exists() and os.path.samefile(out, path)
         if same or out.resolve() == path.resolve():
             raise LmforgeError(f"out={out} is {label}: writing it would overwrite an input")
+        # a file a folder or pattern of the inputs holds (a prepared directory's canaries.json)
+        held = out.exists() and path.is_dir() and out.resolve().is_relative_to(path.resolve())
+        if held or (out.exists() and any(os.path.samefile(out, f) for f in glob.glob(str(given)))):
+            raise LmforgeError(f"out={out} is a file of {label}: writing it would overwrite an input")
     if out.is_dir():
         raise LmforgeError(f"out={out}: a folder; give the name of a file to write")
     if out.exists() and not overwrite:
