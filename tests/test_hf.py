@@ -142,7 +142,10 @@ def test_a_config_lmforge_cannot_follow_is_named(tmp_path: Path) -> None:
     cases = [
         ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "rope type 'dynamic'"),
         ({"num_attention_heads": 0}, "num_attention_heads=0"),
-        ({"num_attention_heads": 3}, r"head_dim=\d+ != hidden_size / num_attention_heads \(\d+ / 3\)"),
+        (
+            {"num_attention_heads": 3, "head_dim": None},
+            r"unsupported hidden_size / num_attention_heads = 64 / 3 without a head_dim",
+        ),
     ]
     for change, error in cases:
         (hf_dir / "config.json").write_text(json.dumps({**good, **change}))

@@ -1,4 +1,4 @@
-"""Hugging Face decoder classifiers (GPT2/Llama/Mistral/Qwen2ForSequenceClassification) read as lmforge
+"""Hugging Face decoder classifiers (GPT2/Llama/Mistral/Qwen2/Qwen3ForSequenceClassification) read as lmforge
 Classifiers and written back (formats/hf_decoder_heads.py), checked against transformers on tiny
 random models built here (fixed seed): logits of a right-padded batch within 1e-5, directly and
 after `lmforge import`, a text ending in the pad token included (transformers skips it);
@@ -31,8 +31,8 @@ LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 # pools the token before it
 TEXTS = ["the old king kept his crown in a tower", "river", "a merchant sold salt<|endoftext|>"]
 TOL = 1e-5
-FAMILIES = ["gpt2", "llama", "mistral", "qwen2"]
-EXPORTED_AS = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Llama", "qwen2": "Qwen2"}
+FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "qwen3"]
+EXPORTED_AS = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
 
 
 def save_hf(family: str, directory: Path, names: dict[int, str] = LABELS, **extra: Any) -> torch.nn.Module:
@@ -47,8 +47,9 @@ def save_hf(family: str, directory: Path, names: dict[int, str] = LABELS, **extr
         "llama": lambda: transformers.LlamaConfig(**shape, **common),
         "mistral": lambda: transformers.MistralConfig(**shape, sliding_window=None, **common),
         "qwen2": lambda: transformers.Qwen2Config(**shape, tie_word_embeddings=True, **common),
+        "qwen3": lambda: transformers.Qwen3Config(**shape, head_dim=32, tie_word_embeddings=True, **common),
     }[family]()
-    cls = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2"}[family]
+    cls = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}[family]
     torch.manual_seed(0)
     return save_randomised(getattr(transformers, f"{cls}ForSequenceClassification")(config).eval(), directory)
 

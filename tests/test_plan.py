@@ -39,6 +39,9 @@ SHAPES = {
         pos="rope", mlp="swiglu", bias=False, norm="rmsnorm", n_kv_head=2, tie_embeddings=False
     ),
     "qwen-like": dict(pos="rope", bias=False, qkv_bias=True, mlp="gelu_tanh", mlp_hidden=100),
+    "qwen3-like": dict(
+        pos="rope", mlp="swiglu", bias=False, norm="rmsnorm", n_kv_head=2, head_dim=16, qk_norm=True
+    ),
     "seq2seq": dict(arch="seq2seq", pos="rope"),
     "seq2seq-untied": dict(arch="seq2seq", tie_embeddings=False, bias=False),
 }

@@ -6,11 +6,12 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 
 - `sections.py`: the dataclasses, one per [section] (docs/config.md is generated from them);
 - `run_config.py`: `Config`, one of each section, and which keys a recipe or override named;
-- `checks.py`: what makes a value wrong or a combination impossible;
+- `checks.py`: what makes a value wrong or a combination impossible (`model_checks.py`: the
+  [model] section's, and what each model family can build);
 - `files.py`: recipes and overrides in, TOML out, a model directory's config.json in.
 """
 
-from lmforge.config.checks import changed_keys, check_buildable, check_supported, yield_note
+from lmforge.config.checks import changed_keys, yield_note
 from lmforge.config.files import (
     as_overrides,
     command_line_overrides,
@@ -20,6 +21,7 @@ from lmforge.config.files import (
     load_config,
     model_config_from,
 )
+from lmforge.config.model_checks import check_buildable, check_supported
 from lmforge.config.run_config import COMMAND_LINE, Config
 from lmforge.config.sections import (
     LORA_TARGETS,

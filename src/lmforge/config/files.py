@@ -13,7 +13,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from lmforge.config.checks import changed_keys, check_model, yield_note
+from lmforge.config.checks import changed_keys, yield_note
+from lmforge.config.model_checks import check_model
 from lmforge.config.run_config import COMMAND_LINE, Config
 from lmforge.config.sections import ModelConfig
 from lmforge.errors import LmforgeError

@@ -91,13 +91,17 @@ class ModelConfig:
     """The output layer shares the token embedding's weights."""
     # Options the Hugging Face families need (model/hf.py); the defaults are lmforge's own GPT.
     norm: str = "layernorm"
-    """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama, Mistral, Qwen2)."""
+    """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama, Mistral, Qwen2, Qwen3)."""
     norm_eps: float = 1e-5
     """Epsilon added inside the norm layers."""
     n_kv_head: int = 0
     """Key/value heads for grouped-query attention; 0 means n_head (plain multi-head attention)."""
     qkv_bias: bool = False
     """Bias on the q, k, v projections even when `bias` is false (Qwen2)."""
+    head_dim: int = 0
+    """Size of each attention head; 0 means n_embd / n_head (Qwen3's is larger)."""
+    qk_norm: bool = False
+    """RMSNorm over each query and key head before the rotary positions (Qwen3)."""
     rope_theta: float = 10000.0
     """Rotary base frequency."""
     rope_type: str = "default"
@@ -129,6 +133,9 @@ class ModelConfig:
     """Seq2seq: a LayerNorm at the end of each stack (pre-LN needs it; Marian has none)."""
     logits_bias: bool = False
     """Seq2seq: a fixed, untrained bias added to the output logits (Marian's final_logits_bias)."""
+
+    def head_size(self) -> int:
+        return self.head_dim or self.n_embd // self.n_head
 
 
 @dataclass

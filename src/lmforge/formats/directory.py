@@ -197,7 +197,7 @@ LOADERS: dict[str, str] = {MODEL_TYPE: "lmforge.formats.lmforge_dirs:load_gpt_di
 LOADERS.update(
     {
         t: "lmforge.formats.hf_files:load_hf_dir"
-        for t in ("gpt2", "llama", "mistral", "qwen2", "bert", "distilbert", "roberta")
+        for t in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "distilbert", "roberta")
     }
 )
 LOADERS["marian"] = "lmforge.formats.hf_files:load_hf_dir"

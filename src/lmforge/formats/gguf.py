@@ -7,10 +7,12 @@ config (`{arch}.block_count`, `embedding_length`, `feed_forward_length`, `attent
 `rope_freqs.weight` read back as its llama3 scaling), its tensors are dequantized to
 fp32 by `gguf.quants.dequantize` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K- and
 I-quants; any other type is an error naming the tensor), renamed to Hugging Face's Llama layout
-and converted by the LLAMA family (formats/hf.py), so a GGUF model is exactly the model
+and converted by the Llama family (Qwen3's for qwen3; formats/hf.py), so a GGUF model is exactly the model
 transformers' own GGUF loader builds. llama.cpp stores Llama's q and k projections with the rows
 of each head permuted for its rotary layout; they are permuted back as transformers does
-(modeling_gguf_pytorch_utils.LlamaTensorProcessor). Qwen2 files are not permuted.
+(modeling_gguf_pytorch_utils.LlamaTensorProcessor). Qwen2 and Qwen3 files are not permuted; Qwen3's
+per-head q/k norms (`attn_q_norm`, `attn_k_norm`) and its head size (`attention.key_length`, larger
+than embedding_length / head_count) map onto the Qwen3 family.
 
 The tokenizer comes from the metadata (formats/gguf_tokenizer.py); the chat template
 (`tokenizer.chat_template`) is written as chat_template.jinja and the special ids as
@@ -32,7 +34,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import write_chat_files
 from lmforge.formats.directory import write_model_dir
 from lmforge.formats.gguf_tokenizer import gguf_tokenizer
-from lmforge.formats.hf import LLAMA
+from lmforge.formats.hf import FAMILIES
 from lmforge.formats.hf_convert import hf_to_lmforge
 from lmforge.model.empty import empty
 from lmforge.model.gpt import GPT
@@ -40,7 +42,7 @@ from lmforge.model.rope_scaling import RopeScaling, scaled
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
-ARCHITECTURES = ("llama", "qwen2")  # llama.cpp writes Mistral models as "llama"
+ARCHITECTURES = ("llama", "qwen2", "qwen3")  # llama.cpp writes Mistral models as "llama"
 PERMUTED = ("llama",)  # llama.cpp permutes q/k rows of these for its rotary layout
 ROPE_FREQS = "rope_freqs.weight"  # Llama 3's scaled rotary frequencies, one factor per frequency
 LLAMA3_PARAMETERS = (1.0, 4.0, 8192)  # Llama 3.1-3.3's low_freq_factor, high_freq_factor, context
@@ -51,6 +53,8 @@ _LAYER = {
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3's per-head norms
+    "attn_k_norm": "self_attn.k_norm",
     "ffn_norm": "post_attention_layernorm",
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
@@ -156,7 +160,7 @@ def config_from_metadata(
     meta: dict[str, Any], names: set[str], file: Path, rope_freqs: np.ndarray | None = None
 ) -> ModelConfig:
     """The ModelConfig the metadata describes, built as HF's config.json would be and checked by
-    the LLAMA family (so the same limits apply: SwiGLU, RMSNorm); rope_freqs: the file's
+    the Llama family (so the same limits apply: SwiGLU, RMSNorm); rope_freqs: the file's
     `rope_freqs.weight`, Llama 3.1's scaled rotary frequencies as llama.cpp writes them."""
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
@@ -166,13 +170,12 @@ def config_from_metadata(
         )
     n_embd = _key(meta, f"{arch}.embedding_length", file)
     n_head = _key(meta, f"{arch}.attention.head_count", file)
-    head_dim = n_embd // n_head
-    for name in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
+    # key_length: the head size, which may differ from embedding_length / head_count (Qwen3's)
+    head_dim = _key(meta, f"{arch}.attention.key_length", file, n_embd // n_head)
+    for name in ("rope.dimension_count", "attention.value_length"):
         value = meta.get(f"{arch}.{name}")
         if value is not None and value != head_dim:
-            raise LmforgeError(
-                f"{file}: {arch}.{name}={value} (lmforge needs embedding_length / head_count = {head_dim})"
-            )
+            raise LmforgeError(f"{file}: {arch}.{name}={value} (lmforge needs the key_length, {head_dim})")
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else None)
     if vocab is None:  # most files have no vocab_size: the token list counts it, so name the list
@@ -195,9 +198,9 @@ def config_from_metadata(
             **_rope_scaling(meta, arch, rope_freqs, head_dim, theta, file),
         },
         "tie_word_embeddings": "output.weight" not in names,
-        "attention_bias": arch != "qwen2" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
+        "attention_bias": arch == "llama" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
     }
-    return model_config_from(dataclasses.asdict(LLAMA.config_in(raw, str(file))), file)
+    return model_config_from(dataclasses.asdict(FAMILIES[arch].config_in(raw, str(file))), file)
 
 
 def _rope_scaling(
@@ -296,7 +299,8 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
         raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")
     model = empty(lambda: GPT(config))
     hf = read_weights(reader, meta["general.architecture"], config, file)
-    state, unused = hf_to_lmforge(LLAMA, config, hf, model.state_dict(), str(file))
+    family = FAMILIES[meta["general.architecture"]]
+    state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), str(file))
     if unused:
         raise LmforgeError(f"{file}: tensor {unused[0]!r} has no place in this model")
     model.load_state_dict(state, strict=False)  # only a tied lm_head is left to the model

@@ -14,6 +14,7 @@ formats/hf_family.py. formats/hf_convert.py converts state dicts (`hf_to_lmforge
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lmforge.config import ModelConfig
@@ -45,9 +46,10 @@ def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
 
 def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
     ok = c.pos == "learned" and c.bias and c.norm == "layernorm" and c.mlp in ACT_OUT and not c.n_kv_head
-    if not ok:
+    if not ok or c.qk_norm or c.head_size() * c.n_head != c.n_embd:
         raise LmforgeError(
-            "this model has no GPT-2 equivalent (needs learned positions, biases, LayerNorm, gelu)"
+            "this model has no GPT-2 equivalent (needs learned positions, biases, LayerNorm, gelu,"
+            " n_embd / n_head heads without q/k norms)"
         )
     return {
         "n_layer": c.n_layer,
@@ -65,7 +67,7 @@ def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
     }
 
 
-# --- Llama, Mistral, Qwen2 --------------------------------------------------------------------
+# --- Llama, Mistral, Qwen2, Qwen3 -------------------------------------------------------------
 def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -110,15 +112,19 @@ def _rope(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
 def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     n_embd = config_key(raw, "hidden_size", file, kind=int)
     n_head = config_key(raw, "num_attention_heads", file, kind=int)
+    qwen3 = raw.get("model_type") == "qwen3"
     require(raw.get("hidden_act", "silu") == "silu", file, f"hidden_act={raw.get('hidden_act')!r}")
     biased = typed_key(raw, "attention_bias", file, bool) or typed_key(raw, "mlp_bias", file, bool)
     require(not biased, file, "attention_bias/mlp_bias")
     require(is_count(n_head), file, f"num_attention_heads={n_head!r}")  # 0 read as a head_dim problem
-    head_dim = typed_key(raw, "head_dim", file, int) or n_embd // n_head
-    require(head_dim * n_head == n_embd, file, f"head_dim={head_dim} != hidden_size / num_attention_heads"
-            f" ({n_embd} / {n_head})")  # fmt: skip
+    # an explicit head_dim may differ from hidden_size / heads (Qwen3's; its config class says 128)
+    head_dim = typed_key(raw, "head_dim", file, int, 128 if qwen3 else None)
+    require(head_dim is None or is_count(head_dim), file, f"head_dim={head_dim}")
+    require(head_dim is not None or n_embd % n_head == 0, file,
+            f"hidden_size / num_attention_heads = {n_embd} / {n_head} without a head_dim")  # fmt: skip
+    head_dim = head_dim or n_embd // n_head
     context = config_key(raw, "max_position_embeddings", file, kind=int)
-    sliding = typed_key(raw, "use_sliding_window", file, bool, True)
+    sliding = typed_key(raw, "use_sliding_window", file, bool, not qwen3)  # Qwen3's default: false
     window = typed_key(raw, "sliding_window", file, int) if sliding else None
     # transformers 5 names each layer's attention: a Qwen2 with use_sliding_window whose
     # max_window_layers covers every layer slides in none of them, and attends the whole context
@@ -136,6 +142,8 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
         vocab_size=config_key(raw, "vocab_size", file),
         bias=False,
         qkv_bias=raw.get("model_type") == "qwen2",
+        head_dim=0 if head_dim * n_head == n_embd else head_dim,  # 0: n_embd / n_head, as lmforge's own
+        qk_norm=qwen3,
         pos="rope",
         **_rope(raw, file, config_key(raw, "max_position_embeddings", file, kind=int)),
         mlp="swiglu",
@@ -160,23 +168,32 @@ def _rope_out(c: ModelConfig) -> dict[str, Any]:
     return keys
 
 
+def _rope_type_name(c: ModelConfig) -> str:
+    """The HF model_type of a rotary model: qwen3 (q/k norms), qwen2 (q/k/v biases) or llama."""
+    return "qwen3" if c.qk_norm else "qwen2" if c.qkv_bias else "llama"
+
+
 def _llama_out(c: ModelConfig) -> dict[str, Any]:
     ok = c.pos == "rope" and c.mlp == "swiglu" and c.norm == "rmsnorm" and not c.bias
+    if ok and c.qk_norm and c.qkv_bias:
+        raise LmforgeError(
+            "this model has no Hugging Face equivalent: Qwen3 (q/k norms) has no q/k/v biases alone"
+        )
     if not ok:
         raise LmforgeError(
-            "this model has no Hugging Face equivalent: with rope positions it would be Llama/Qwen2"
+            "this model has no Hugging Face equivalent: with rope positions it would be Llama/Qwen2/Qwen3"
             f" (needs swiglu, RMSNorm, no bias; it has {c.mlp}, {c.norm}, bias={c.bias}), and GPT-2"
             " needs learned positions, biases, LayerNorm and gelu: train with one of these"
             " recipes to export (docs/huggingface.md)"
         )
     hidden = c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64)
     return {
-        "model_type": "qwen2" if c.qkv_bias else "llama",
+        "model_type": _rope_type_name(c),
         "hidden_size": c.n_embd,
         "num_hidden_layers": c.n_layer,
         "num_attention_heads": c.n_head,
         "num_key_value_heads": c.n_kv_head or c.n_head,
-        "head_dim": c.n_embd // c.n_head,
+        "head_dim": c.head_size(),
         "intermediate_size": hidden,
         "max_position_embeddings": c.block_size,
         "vocab_size": c.vocab_size,
@@ -189,7 +206,7 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
         "tie_word_embeddings": c.tie_embeddings,
         "attention_bias": False,
         "attention_dropout": c.dropout,
-        **({"use_sliding_window": False, "sliding_window": None} if c.qkv_bias else {}),
+        **({"use_sliding_window": False, "sliding_window": None} if c.qkv_bias or c.qk_norm else {}),
     }
 
 
@@ -293,6 +310,11 @@ LLAMA = Family(
     config_out=_llama_out,
     ignored=(".rotary_emb.inv_freq",),
 )
+QWEN3 = dataclasses.replace(  # Llama's shape with an RMSNorm over each query and key head
+    LLAMA,
+    architecture="Qwen3ForCausalLM",
+    layer={**LLAMA.layer, "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"},
+)
 _ATTN = {
     "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "attn.proj": "self_attn.out_proj",
@@ -334,6 +356,7 @@ MARIAN = Family(
 )
 # HF model_type -> family. Mistral and Qwen2 are Llama shapes (Qwen2: q/k/v biases, from config_in).
 FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "bert": BERT}
+FAMILIES["qwen3"] = QWEN3
 FAMILIES.update(marian=MARIAN, distilbert=DISTILBERT, roberta=ROBERTA)  # encoders: formats/hf_encoders.py
 
 
@@ -361,4 +384,4 @@ def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
         return "marian", MARIAN
     if config.pos == "learned":
         return "gpt2", GPT2
-    return ("qwen2" if config.qkv_bias else "llama"), LLAMA
+    return _rope_type_name(config), QWEN3 if config.qk_norm else LLAMA

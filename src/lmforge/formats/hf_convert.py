@@ -44,9 +44,9 @@ def _split_sizes(config: ModelConfig, parts: int, rows: int) -> list[int]:
     """Rows of each HF module in a fused tensor: q, k, v (grouped-query aware) or equal parts (k, v)."""
     if parts != 3:
         return [rows // parts] * parts
-    hs = config.n_embd // config.n_head
+    hs = config.head_size()
     kv = (config.n_kv_head or config.n_head) * hs
-    return [config.n_embd, kv, kv]
+    return [config.n_head * hs, kv, kv]
 
 
 def hf_to_lmforge(

@@ -48,7 +48,13 @@ REFUSED = {
     "ForMultipleChoice": "multiple choice",
     "ForNextSentencePrediction": "next-sentence prediction",
 }
-SCORE_HEADS = ("gpt2", "llama", "mistral", "qwen2")  # decoders' `score` heads: formats/hf_decoder_heads.py
+SCORE_HEADS = (
+    "gpt2",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+)  # decoders' `score` heads: formats/hf_decoder_heads.py
 
 
 def architecture_of(raw: dict[str, Any]) -> str:

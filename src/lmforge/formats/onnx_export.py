@@ -105,7 +105,7 @@ def model_kind(model: nn.Module, where: str | Path) -> str:
 def _export_graphs(model: nn.Module, kind: str, out: Path) -> dict[str, Any]:
     """Export and check each graph of the model into `out`; the manifest's graph entries."""
     c = model.config
-    cache = {"n_layer": c.n_layer, "n_kv_head": c.n_kv_head or c.n_head, "head_size": c.n_embd // c.n_head}
+    cache = {"n_layer": c.n_layer, "n_kv_head": c.n_kv_head or c.n_head, "head_size": c.head_size()}
     info: dict[str, Any] = {"block_size": c.block_size, "vocab_size": c.vocab_size}
     if kind == "seq2seq":
         assert isinstance(model, Seq2Seq)
@@ -141,7 +141,7 @@ def _fit(t: int, longest: int) -> int:
 def _decoder_inputs(graph: DecoderGraph, b: int, t: int) -> Inputs:
     """(input_ids (B, T), attention_mask (B, P+T), past) with P = t as well: a prompt after a prefix."""
     c = graph.gpt.config
-    n_kv, hs = c.n_kv_head or c.n_head, c.n_embd // c.n_head
+    n_kv, hs = c.n_kv_head or c.n_head, c.head_size()
     t = _fit(t, c.block_size // 2)
     ids = torch.randint(0, c.vocab_size, (b, t))
     mask = torch.ones(b, 2 * t, dtype=torch.long)

@@ -75,7 +75,7 @@ class LayerCache(KVCache):
 def layer_cache(model: GPT, batch: int, max_len: int | None = None) -> LayerCache:
     """A LayerCache shaped like model.new_cache(batch, max_len)."""
     c = model.config
-    shape = (batch, c.n_kv_head or c.n_head, max_len or c.block_size, c.n_embd // c.n_head)
+    shape = (batch, c.n_kv_head or c.n_head, max_len or c.block_size, c.head_size())
     return LayerCache(c.n_layer, shape, model.wte.weight.dtype, model.wte.weight.device)
 
 

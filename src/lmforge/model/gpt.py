@@ -28,6 +28,8 @@ def block_options(c: ModelConfig) -> dict[str, Any]:
         "norm": c.norm,
         "norm_eps": c.norm_eps,
         "mlp_hidden": c.mlp_hidden,
+        "head_dim": c.head_dim,
+        "qk_norm": c.qk_norm,
     }
 
 
@@ -35,7 +37,7 @@ def rotary_of(c: ModelConfig) -> Rotary | None:
     """The rotary positions every block shares (pos='rope'), None for other positions."""
     if c.pos != "rope":
         return None
-    return Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta, RopeScaling.of(c))
+    return Rotary(c.head_size(), c.block_size, c.rope_theta, RopeScaling.of(c))
 
 
 class GPT(nn.Module):
@@ -46,9 +48,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
         rotary = (
-            Rotary(c.n_embd // c.n_head, c.block_size, c.rope_theta, RopeScaling.of(c))
-            if c.pos == "rope"
-            else None
+            Rotary(c.head_size(), c.block_size, c.rope_theta, RopeScaling.of(c)) if c.pos == "rope" else None
         )
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
@@ -131,7 +131,7 @@ class GPT(nn.Module):
             batch,
             c.n_kv_head or c.n_head,
             max_len or c.block_size,
-            c.n_embd // c.n_head,
+            c.head_size(),
             dtype,
             self.wte.weight.device,
         )
@@ -153,7 +153,7 @@ class GPT(nn.Module):
         n = self.num_params(embeddings=False)
         if not c.tie_embeddings:
             n -= self.wte.weight.numel()  # the lookup is free; only the head's matmul costs
-        return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size
+        return 6 * n + 12 * c.n_layer * c.n_head * c.head_size() * c.block_size
 
 
 def padding_positions(mask: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -130,7 +130,9 @@ def make_norm(kind: str, n_embd: int, bias: bool, eps: float = 1e-5) -> nn.Modul
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused q,k,v projection; n_kv_head < n_head is grouped-query
-    attention (Ainslie et al., 2023): each key/value head serves n_head / n_kv_head query heads."""
+    attention (Ainslie et al., 2023): each key/value head serves n_head / n_kv_head query heads.
+    head_dim (0: n_embd / n_head) may differ from that (Qwen3); qk_norm: an RMSNorm over each
+    query and key head, after the projection and before the rotary positions (Qwen3)."""
 
     def __init__(
         self,
@@ -142,14 +144,19 @@ class SelfAttention(nn.Module):
         causal: bool = True,
         n_kv_head: int = 0,
         qkv_bias: bool = False,
+        head_dim: int = 0,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.n_head, self.dropout, self.causal = n_head, dropout, causal
         self.n_kv_head = n_kv_head or n_head
-        hs = n_embd // n_head
+        self.head_size = hs = head_dim or n_embd // n_head
         # rows: n_head query heads, then n_kv_head key heads, then n_kv_head value heads
         self.qkv = nn.Linear(n_embd, (n_head + 2 * self.n_kv_head) * hs, bias=bias or qkv_bias)
-        self.proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.proj = nn.Linear(n_head * hs, n_embd, bias=bias)
+        self.q_norm = RMSNorm(hs, eps=norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(hs, eps=norm_eps) if qk_norm else None
         self.rotary = rotary
         self.impl = "auto"  # attention route: auto | sdpa | bmm | reference (see attention())
 
@@ -165,13 +172,16 @@ class SelfAttention(nn.Module):
         """mask: bool, True = attend, broadcastable to (B, nh, T, T_keys); positions (B, T) for
         rotary when rows do not all start at position 0 (left padding); angles: the rotary
         (cos, sin) for these positions, computed once for every layer (`Rotary.angles`)."""
-        b, t, c = x.shape
-        hs, nh, n_kv = c // self.n_head, self.n_head, self.n_kv_head
+        b, t, _ = x.shape
+        hs, nh, n_kv = self.head_size, self.n_head, self.n_kv_head
         # rows of the projection: nh query heads, n_kv key heads, n_kv value heads. Split, not
         # sliced, along the heads before the transpose: split's backward writes the three gradients
         # into one (B, T, heads, hs) buffer, where slices' backward zero-fills a buffer per slice
         # and copies into it (3% of a 6x384 training step).
         heads = linear(self.qkv, x).view(b, t, nh + 2 * n_kv, hs)  # (B, T, heads, hs)
+        if self.q_norm is not None:  # normed apart: the two norms' weights differ
+            q, k, v = heads.split([nh, n_kv, n_kv], dim=2)
+            heads = torch.cat([self.q_norm(q), self.k_norm(k), v], dim=2)
         if self.rotary is not None:  # queries and keys rotated in one go
             qk, v = heads.split([nh + n_kv, n_kv], dim=2)
             if angles is None:
@@ -187,7 +197,7 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
         y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
-        return linear(self.proj, y.transpose(1, 2).reshape(b, t, c))
+        return linear(self.proj, y.transpose(1, 2).reshape(b, t, nh * hs))
 
 
 class MLP(nn.Module):
@@ -234,11 +244,15 @@ class Block(nn.Module):
         mlp_hidden: int = 0,
         post_norm: bool = False,
         causal: bool = True,
+        head_dim: int = 0,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.post_norm = post_norm
         self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
-        self.attn = SelfAttention(n_embd, n_head, bias, dropout, rotary, causal, n_kv_head, qkv_bias)
+        self.attn = SelfAttention(
+            n_embd, n_head, bias, dropout, rotary, causal, n_kv_head, qkv_bias, head_dim, qk_norm, norm_eps
+        )
         self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
         self.mlp = MLP(n_embd, mlp, bias, mlp_hidden)
         self.drop = nn.Dropout(dropout)

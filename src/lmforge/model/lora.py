@@ -107,7 +107,7 @@ def _slices(parent: nn.Module, module_path: str, linear: nn.Linear) -> list[Slic
         return [Slice("k", 0, half), Slice("v", half, half)]
     if not module_path.endswith("attn.qkv"):
         return [Slice("all", 0, linear.out_features)]
-    hs = linear.in_features // parent.n_head
+    hs = parent.head_size
     q, kv = parent.n_head * hs, parent.n_kv_head * hs
     return [Slice("q", 0, q), Slice("k", q, kv), Slice("v", q + kv, kv)]
 

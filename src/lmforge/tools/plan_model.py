@@ -89,11 +89,13 @@ def _linear(name: str, n_in: int, n_out: int, bias: bool) -> Module:
 
 
 def _attention(p: str, c: ModelConfig) -> list[Module]:
-    hs = c.n_embd // c.n_head
+    hs = c.head_size()
     rows = (c.n_head + 2 * (c.n_kv_head or c.n_head)) * hs
+    norms = [Module(p + "attn.q_norm", hs), Module(p + "attn.k_norm", hs)] if c.qk_norm else []
     return [
         _linear(p + "attn.qkv", c.n_embd, rows, c.bias or c.qkv_bias),
-        _linear(p + "attn.proj", c.n_embd, c.n_embd, c.bias),
+        _linear(p + "attn.proj", c.n_head * hs, c.n_embd, c.bias),
+        *norms,
     ]
 
 
@@ -173,7 +175,7 @@ def _decoder(c: ModelConfig) -> list[Module]:
 def lora_adapters(c: ModelConfig, spec: LoraConfig, base: list[Module] | None = None) -> list[Module]:
     """The A (rank x in) and B (rows x rank) matrices model/lora.py adds on each targeted slice
     of `base` (default: the language model's modules)."""
-    hs = c.n_embd // c.n_head
+    hs = c.head_size()
     kv = (c.n_kv_head or c.n_head) * hs
     wanted: dict[str, set[str]] = {}
     for name in (n.strip() for n in spec.targets.split(",") if n.strip()):
@@ -256,14 +258,15 @@ def trained_copies(m: Module, names: list[str]) -> int:
 def flops_per_token(c: ModelConfig, trained: int, frozen: int, seq_len: int = 0) -> float:
     """Training FLOPs per token as PaLM's appendix B counts them (Chowdhery et al. 2022):
     6 N + 12 L d T, where N is the weights of the matmuls (embedding lookups are free, a tied
-    output layer is a matmul and counts), L the layers, d the width and T the sequence length
+    output layer is a matmul and counts), L the layers, d the heads' width
+    (n_head x head size: n_embd but for an explicit model.head_dim) and T the sequence length
     (Kaplan et al. 2020 count the attention term as 6 L d T, forward + backward of QK^T only).
     A frozen weight (LoRA's base) costs 4, not 6: no weight gradient. lmforge's training log
     counts the same (train/report.py). An encoder-decoder passes each token through one stack:
     half the weights, and its attention term is 1.5x (self-attention in both, cross in one):
     see _seq2seq_flops."""
     t = min(seq_len or c.block_size, c.block_size)
-    return 6 * trained + 4 * frozen + 12 * c.n_layer * c.n_embd * t
+    return 6 * trained + 4 * frozen + 12 * c.n_layer * c.n_head * c.head_size() * t
 
 
 def _seq2seq_flops(c: ModelConfig, base: list[Module], trains: Callable[[Module], int], extra: int) -> float:
@@ -286,7 +289,8 @@ def activation_bytes(
     model's loss holds beside them at the start of backward:
 
     per token and block: the block input, both norms' inputs and outputs, q/k/v, the attention
-    output (5 C + the q,k,v rows), and the MLP's hidden activations (2 F; SwiGLU 4 F); the
+    output (4 C + the q,k,v rows + n_head x head size; with model.qk_norm the normed q, k and
+    the q,k,v rows again), and the MLP's hidden activations (2 F; SwiGLU 4 F); the
     decoder of an encoder-decoder adds its cross-attention (4 C, and 2 C per source token).
     `attention_matrix`: the attention probabilities (heads x T x T per sequence) are kept too,
     as in lmforge's CPU route (bmm): softmax's fp32 output, and under bf16 autocast the bf16
@@ -307,10 +311,12 @@ def activation_bytes(
     input is kept, and one block's activations are rebuilt at a time during backward, beside the
     gradients of its backward.
     """
-    hs = c.n_embd // c.n_head
+    hs = c.head_size()
     qkv = (c.n_head + 2 * (c.n_kv_head or c.n_head)) * hs
     f = mlp_hidden(c)
-    per_token = 5 * c.n_embd + qkv + (4 if c.mlp == "swiglu" else 2) * f
+    per_token = 4 * c.n_embd + c.n_head * hs + qkv + (4 if c.mlp == "swiglu" else 2) * f
+    if c.qk_norm:  # Qwen3: the normed q, k before their weights, and the heads concatenated again
+        per_token += qkv + (c.n_head + (c.n_kv_head or c.n_head)) * hs
     sequences = max(tokens // max(seq_len, 1), 1)
     matrix = c.n_head * seq_len * seq_len * sequences if attention_matrix else 0
     # per probability (the bmm route, a CPU's): softmax's fp32 output, the dropout's fp32 noise,

@@ -41,7 +41,7 @@ def flops_per_token(model: nn.Module, seq_len: int) -> float:
         config = getattr(getattr(model, "body", None), "config", None)
     if config is None:
         return weights
-    return weights + 12 * config.n_layer * config.n_embd * min(
+    return weights + 12 * config.n_layer * config.n_head * config.head_size() * min(
         seq_len or config.block_size, config.block_size
     )
 

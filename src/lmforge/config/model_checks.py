@@ -1,0 +1,119 @@
+"""The [model] section's checks: a wrong value is one line naming its key (config/checks.py runs
+them with the rest of a config), and the keys each model family cannot honour, which every model's
+constructor checks (`check_buildable`), so a recipe, a model directory and an import meet the same
+rule."""
+
+from __future__ import annotations
+
+from lmforge.config.sections import ModelConfig
+from lmforge.errors import LmforgeError
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise LmforgeError(message)
+
+
+def check_model(m: ModelConfig) -> None:
+    for key in ("n_layer", "n_head", "n_embd", "block_size"):
+        value = getattr(m, key)
+        _check(value > 0, f"model.{key}={value} must be > 0")
+    _check(m.head_dim >= 0, f"model.head_dim={m.head_dim} must be >= 0 (0: model.n_embd / model.n_head)")
+    _check(
+        m.head_dim > 0 or m.n_embd % m.n_head == 0,
+        f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}",
+    )
+    _check(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0: the tokenizer's)")
+    _check(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)")
+    _check(
+        m.pos in ("learned", "rope", "sinusoidal"),
+        f"model.pos={m.pos!r} must be 'learned', 'rope' or 'sinusoidal'",
+    )
+    _check(m.pos != "sinusoidal" or m.arch == "seq2seq", "model.pos='sinusoidal' is for model.arch=seq2seq")
+    _check(
+        m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
+        f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
+    )
+    _check(
+        m.pos != "rope" or m.head_size() % 2 == 0,
+        f"model.pos='rope' needs an even head size, not"
+        f" {'model.head_dim' if m.head_dim else 'model.n_embd / model.n_head'} = {m.head_size()}",
+    )
+    _check_hf_options(m)
+    _check(m.arch in ("gpt", "seq2seq"), f"model.arch={m.arch!r} must be 'gpt' or 'seq2seq'")
+
+
+def _check_hf_options(m: ModelConfig) -> None:
+    _check(m.norm in ("layernorm", "rmsnorm"), f"model.norm={m.norm!r} must be 'layernorm' or 'rmsnorm'")
+    _check(m.norm_eps > 0, f"model.norm_eps={m.norm_eps} must be > 0")
+    _check(
+        m.n_kv_head == 0 or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0),
+        f"model.n_kv_head={m.n_kv_head} must divide model.n_head={m.n_head}",
+    )
+    _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
+    _check_rope_scaling(m)
+    _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
+
+
+_ROPE_KEYS = (
+    "rope_type",
+    "rope_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_original_context",
+)
+_ROPE_USES = {"default": 0, "linear": 2, "llama3": 5}  # how many of _ROPE_KEYS each kind reads
+
+
+def _check_rope_scaling(m: ModelConfig) -> None:
+    """Scaled rotary frequencies (model/rope_scaling.py); a key the model does not read is refused,
+    as it would change nothing."""
+    _check(
+        m.rope_type in _ROPE_USES, f"model.rope_type={m.rope_type!r} must be one of {', '.join(_ROPE_USES)}"
+    )
+    read = _ROPE_KEYS[: _ROPE_USES[m.rope_type] if m.pos == "rope" else 0]
+    defaults = ModelConfig()
+    for key in _ROPE_KEYS:
+        value = getattr(m, key)
+        why = f"model.rope_type={m.rope_type!r}" if m.pos == "rope" else "model.pos other than 'rope'"
+        _check(
+            key in read or value == getattr(defaults, key),
+            f"model.{key}={value!r} changes nothing with {why}",
+        )
+    _check("rope_factor" not in read or m.rope_factor > 0, f"model.rope_factor={m.rope_factor} must be > 0")
+    low, high = m.rope_low_freq_factor, m.rope_high_freq_factor
+    _check(
+        "rope_low_freq_factor" not in read or 0 < low < high,
+        f"model.rope_low_freq_factor={low} must be > 0 and below model.rope_high_freq_factor={high}",
+    )
+    context = m.rope_original_context
+    _check(context >= 1, f"model.rope_original_context={context} must be >= 1")
+
+
+# Keys a model family cannot honour: they must keep their default, or building it is an error
+# (a recipe that sets them would otherwise train something other than it says).
+UNSUPPORTED = {
+    "gpt": ("post_norm", "final_norm", "logits_bias", "scale_embedding", "type_vocab_size"),
+    "seq2seq": ("type_vocab_size", "head_dim", "qk_norm"),
+    "encoder": ("pos", "final_norm", "logits_bias", "scale_embedding", "head_dim", "qk_norm"),
+}
+
+
+def check_buildable(m: ModelConfig, family: str) -> None:
+    """A model of `family` (gpt, seq2seq, encoder) can be built from `m` exactly as it says: the
+    vocabulary is set and no key it cannot honour differs from its default. Every model's
+    constructor calls this, so a recipe, a model directory and an import meet the same check."""
+    if m.vocab_size <= 0:
+        raise LmforgeError("model.vocab_size must be set (the tokenizer's size) before building a model")
+    check_supported(m, family)
+
+
+def check_supported(m: ModelConfig, family: str) -> None:
+    default = ModelConfig()
+    for key in UNSUPPORTED[family]:
+        value = getattr(m, key)
+        if value != getattr(default, key):
+            raise LmforgeError(
+                f"model.{key}={value!r} is not supported by the {family} model"
+                f" (it must stay {getattr(default, key)!r})"
+            )
