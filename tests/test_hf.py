@@ -166,6 +166,14 @@ def test_a_sliding_window_caps_the_context_only_where_a_layer_slides(tmp_path: P
         (hf_dir / "config.json").write_text(json.dumps(changed))
         model, _ = lmforge.load(hf_dir)
         assert model.config.block_size == expected, layers
+    # a Qwen2 or Llama config.json with a sliding_window but no use_sliding_window: transformers'
+    # Qwen2Config defaults it to false, and Llama has none (the context was capped at 16)
+    for family in ("qwen2", "llama"):
+        make_hf_model(family, hf_dir)
+        raw = json.loads((hf_dir / "config.json").read_text())
+        raw.pop("use_sliding_window", None)
+        (hf_dir / "config.json").write_text(json.dumps({**raw, "sliding_window": 16}))
+        assert lmforge.load(hf_dir)[0].config.block_size == context, family
 
 
 def test_an_untied_llama_sequence_classifier_loads_without_an_lm_head(tmp_path: Path) -> None:

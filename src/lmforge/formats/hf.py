@@ -124,8 +124,11 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
             f"hidden_size / num_attention_heads = {n_embd} / {n_head} without a head_dim")  # fmt: skip
     head_dim = head_dim or n_embd // n_head
     context = config_key(raw, "max_position_embeddings", file, kind=int)
-    sliding = typed_key(raw, "use_sliding_window", file, bool, not qwen3)  # Qwen3's default: false
-    window = typed_key(raw, "sliding_window", file, int) if sliding else None
+    # only Mistral slides without saying so: Qwen2's and Qwen3's config classes default to false,
+    # and Llama has no sliding window (a sliding_window key in its config.json changes nothing)
+    sliding = typed_key(raw, "use_sliding_window", file, bool, False) or raw.get("model_type") == "mistral"
+    window = typed_key(raw, "sliding_window", file, int)  # its type checked, used or not
+    window = window if sliding else None
     # transformers 5 names each layer's attention: a Qwen2 with use_sliding_window whose
     # max_window_layers covers every layer slides in none of them, and attends the whole context
     layers = raw.get("layer_types")
