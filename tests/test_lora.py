@@ -373,6 +373,22 @@ def test_peft_export_refuses_a_base_transformers_cannot_load(base: dict[str, Pat
     assert not (tmp_path / "peft").exists()
 
 
+def test_peft_export_refuses_an_adapter_trained_on_a_lora_run(
+    run: Path, base: dict[str, Path], tmp_path: Path
+) -> None:
+    """LoRA trained on top of a LoRA run wrote a PEFT adapter whose base_model_name_or_path was
+    the first run's model, which PEFT reads as another adapter; imported on the original base (what
+    lmforge's own import advised) its logits were 3.6 off the run's. Refused; merge-lora holds it."""
+    train(overrides=recipe(base, 2, f"--train.init_from={run}"), out=tmp_path / "chain", quiet=True)
+    with pytest.raises(LmforgeError, match=r"itself a LoRA run's model .*\(lmforge merge-lora"):
+        export_hf(tmp_path / "chain", tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()
+    merge_lora(tmp_path / "chain", tmp_path / "merged")
+    ids = torch.randint(0, 300, (1, 16), generator=torch.Generator().manual_seed(0))
+    chain, merged = load_model(tmp_path / "chain")[0], load_model(tmp_path / "merged")[0]
+    assert torch.allclose(_logits(chain, ids), _logits(merged, ids), atol=1e-4)
+
+
 def _marian_pair_file(path: Path) -> Path:
     from marian_helpers import pairs
 

@@ -191,6 +191,12 @@ def export_peft(source: Path, out: str | Path) -> Path:
 
     spec, base = read_lora_file(source)
     check_base(source)
+    if is_adapter_dir(Path(base["path"])):  # an adapter on a model that PEFT sees as another adapter
+        raise LmforgeError(
+            f"{source}: trained on {base['path']}, itself a LoRA run's model (its base with its own"
+            " adapters merged in), which no PEFT adapter can name as its base: export the whole model"
+            f" (lmforge merge-lora {source} --out MERGED, then lmforge export MERGED --out HF)"
+        )
     if spec.also_train.strip():
         raise LmforgeError(f"{source}: lora.also_train={spec.also_train!r}: PEFT export covers adapters only")
     model, _, _ = load_adapted(source)
