@@ -172,6 +172,22 @@ def test_unknown_role_names_file_and_line(tmp_path: Path, model_dir: Path) -> No
         train(None, _recipe(alone, model_dir, 2), out=tmp_path / "run2", quiet=True)
 
 
+def test_a_template_refusing_a_conversation_names_its_line(tmp_path: Path) -> None:
+    """A template's raise_exception (Gemma's "roles must alternate") said only "chat template: ...":
+    in a file of thousands of conversations, no way to find the one."""
+    strict = (
+        "{% for m in messages %}{% if not loop.first and m['role'] == messages[loop.index0 - 1]['role'] %}"
+        "{{ raise_exception('roles must alternate') }}{% endif %}{% endfor %}"
+    )
+    model = tiny_chat_model(tmp_path / "strict", strict + TEMPLATE)
+    path = write_chats(tmp_path / "chats.jsonl", 40)
+    with path.open("a") as f:
+        f.write('{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},'
+                ' {"role": "assistant", "content": "c"}]}\n')  # fmt: skip
+    with pytest.raises(LmforgeError, match=rf"^{path}:41: chat template: roles must alternate"):
+        train(None, _recipe(path, model, 2), out=tmp_path / "run", quiet=True)
+
+
 def test_loader_groups_lengths_and_resumes_exactly() -> None:
     rng = random.Random(0)
     lengths = [rng.randint(3, 60) for _ in range(300)]

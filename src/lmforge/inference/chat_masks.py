@@ -32,6 +32,17 @@ def assistant_spans(
 ) -> tuple[str, list[tuple[int, int]]]:
     """(the whole conversation rendered, the character spans of the assistant's turns)."""
     checked = check_messages(messages, where)
+    try:  # the template's own error (raise_exception: "roles must alternate") names the line
+        return _spans(template, checked, variables, where)
+    except LmforgeError as e:
+        if str(e).startswith(where):
+            raise
+        raise LmforgeError(f"{where}: {e}") from None
+
+
+def _spans(
+    template: str, checked: list[dict[str, Any]], variables: Mapping[str, Any], where: str
+) -> tuple[str, list[tuple[int, int]]]:
     text, spans = render_with_spans(template, checked, False, **variables)
     if spans:
         return text, spans
