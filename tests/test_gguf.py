@@ -357,6 +357,14 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     stray = tmp_path / "stray.gguf"
     write_gguf(stray, extra={"rope_freqs.weight": (np.arange(1, 9, dtype=np.float32), None)})
     cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' holds frequency factors other than Llama 3's")
+    f16_freqs = tmp_path / "f16_freqs.gguf"
+    write_gguf(f16_freqs, extra={"rope_freqs.weight": (np.ones(8, np.float16), None)})
+    cases["F16 rope_freqs"] = (f16_freqs, "tensor 'rope_freqs.weight' has type F16, not F32")
+    both = tmp_path / "both.gguf"
+    write_gguf(
+        both, rope_scaling=("linear", 2.0), extra={"rope_freqs.weight": (np.ones(8, np.float32), None)}
+    )
+    cases["linear and freqs"] = (both, "rope scaling 'linear' and tensor 'rope_freqs.weight' together")
     yarn = tmp_path / "yarn.gguf"
     write_gguf(yarn, rope_scaling=("yarn", 4.0))
     cases["yarn"] = (yarn, "rope scaling 'yarn' is not supported (lmforge reads linear, llama3)")

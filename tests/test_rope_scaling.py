@@ -167,3 +167,38 @@ def test_a_scaled_rope_model_exports_to_onnx_with_its_logits(tmp_path: Path) -> 
         generate_ids_onnx(OnnxModel(tmp_path / "onnx"), [prompt], 12, temperature=0, stop_at_eos=False)[0]
         == mine
     )
+
+
+def test_rope_scaling_beside_rope_parameters_is_read_as_transformers_reads_it(tmp_path: Path) -> None:
+    """A non-empty rope_scaling replaces rope_parameters whole in transformers 5 (its theta then the
+    top-level rope_theta), and `rope_type` outranks `type`: lmforge read rope_parameters first."""
+    _hf(tmp_path / "hf", LLAMA3)
+    raw = json.loads((tmp_path / "hf" / "config.json").read_text())
+    linear, plain = {"rope_type": "linear", "factor": 2.0}, {"rope_type": "default"}
+    cases = [
+        {"rope_parameters": {**linear, "rope_theta": 500.0}, "rope_scaling": LLAMA3},
+        {"rope_parameters": {**plain, "rope_theta": 10.0}, "rope_scaling": LLAMA3, "rope_theta": 700.0},
+        {
+            "rope_parameters": {**plain, "rope_theta": 500.0},
+            "rope_scaling": {**plain, "type": "linear", "factor": 2.0},
+        },
+        {"rope_parameters": {**LLAMA3, "rope_theta": 500.0}, "rope_scaling": {}},
+    ]
+    for case in cases:
+        (tmp_path / "hf" / "config.json").write_text(json.dumps({**raw, **case}))
+        theirs = transformers.AutoConfig.from_pretrained(tmp_path / "hf").rope_parameters
+        ours = lmforge.load(tmp_path / "hf")[0].config
+        assert (ours.rope_type, ours.rope_theta) == (theirs["rope_type"], theirs["rope_theta"]), case
+        assert ours.rope_factor == (theirs["factor"] if theirs["rope_type"] != "default" else 1.0), case
+
+
+def test_a_scaling_without_its_factor_is_one_line(tmp_path: Path) -> None:
+    """It was a KeyError traceback."""
+    _hf(tmp_path / "hf", LLAMA3)
+    raw = json.loads((tmp_path / "hf" / "config.json").read_text())
+    for scaling in ({"rope_type": "linear"}, {**LLAMA3, "factor": None}):
+        (tmp_path / "hf" / "config.json").write_text(json.dumps({**raw, "rope_scaling": scaling}))
+        with pytest.raises(
+            LmforgeError, match=r"missing config key 'rope_scaling.factor' \(rope type '(linear|llama3)'\)"
+        ):
+            lmforge.load(tmp_path / "hf")

@@ -211,6 +211,8 @@ def _rope_scaling(
     frequency divided by it), which is read back as the `llama3` scaling it must come from (the
     factors checked: Llama 3.1-3.3 all use the same three parameters, only `factor` differs)."""
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    if kind == "linear" and freqs is not None:  # llama.cpp would apply both: lmforge has one
+        raise LmforgeError(f"{file}: rope scaling 'linear' and tensor {ROPE_FREQS!r} together")
     if kind == "linear":
         return {"rope_type": "linear", "factor": _key(meta, f"{arch}.rope.scaling.factor", file, kind=float)}
     if kind != "none":
@@ -291,6 +293,8 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     meta = read_metadata(reader, file)
     names = {t.name for t in reader.tensors}
     freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    if freqs is not None and freqs.tensor_type.name != "F32":  # llama.cpp writes and reads them F32
+        raise LmforgeError(f"{file}: tensor {ROPE_FREQS!r} has type {freqs.tensor_type.name}, not F32")
     config = config_from_metadata(
         meta, names, file, None if freqs is None else dequantize(freqs, file).numpy()
     )

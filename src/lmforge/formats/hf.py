@@ -73,29 +73,26 @@ def is_count(value: Any) -> bool:
 
 
 def _rope(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
-    """ModelConfig's rope keys from rope_parameters (transformers 5) or rope_theta and an older
-    rope_scaling (which transformers reads beside rope_parameters' default), as transformers
-    reads them: `original_max_position_embeddings` at the top level first, then in the scaling,
-    then max_position_embeddings (`context`)."""
-    found = []
-    for where, key in (
-        ("rope_parameters", "rope_type"),
-        ("rope_scaling", "rope_type"),
-        ("rope_scaling", "type"),
-    ):
-        keys = typed_key(raw, where, file, dict, {})
-        found.append((where, keys, typed_key(keys, key, file, str, name=f"{where}.{key}")))
-    where, scaling, kind = next((f for f in found if f[2] not in (None, "default")), ("", {}, "default"))
+    """ModelConfig's rope keys as transformers 5 reads them: an older rope_scaling, where it is
+    not empty, replaces rope_parameters whole (its theta then the top-level rope_theta); its
+    `rope_type`, else `type`, names the kind; llama3's `original_max_position_embeddings` comes
+    from the top level first, then the scaling, then max_position_embeddings (`context`)."""
+    scaling = typed_key(raw, "rope_scaling", file, dict, {})
+    where = "rope_scaling" if scaling else "rope_parameters"
+    scaling = scaling or typed_key(raw, "rope_parameters", file, dict, {})
+    kind = typed_key(scaling, "rope_type", file, str, name=f"{where}.rope_type") or typed_key(
+        scaling, "type", file, str, "default", name=f"{where}.type"
+    )
     require(kind in KINDS, file, f"rope type {kind!r} (lmforge reads {', '.join(KINDS)})")
-    theta = typed_key(found[0][1], "rope_theta", file, float, name="rope_parameters.rope_theta")
+    theta = typed_key(scaling, "rope_theta", file, float, name=f"{where}.rope_theta")
     out: dict[str, Any] = {"rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0}
     if kind == "default":
         return out
 
-    def read(key: str, kind: type = float, default: Any = None) -> Any:
-        value = typed_key(scaling, key, file, kind, default, name=f"{where}.{key}")
+    def read(key: str, kind_of: type = float, default: Any = None) -> Any:
+        value = typed_key(scaling, key, file, kind_of, default, name=f"{where}.{key}")
         if value is None:
-            raise LmforgeError(f"{file}: missing config key '{where}.{key}' (rope type {out['rope_type']!r})")
+            raise LmforgeError(f"{file}: missing config key '{where}.{key}' (rope type {kind!r})")
         return value
 
     out |= {"rope_type": kind, "rope_factor": read("factor")}
