@@ -524,3 +524,33 @@ def test_a_time_budget_and_a_short_time_are_said(monkeypatch: pytest.MonkeyPatch
     assert said in format_plan(planned)
     assert "max_minutes" not in format_plan(lmforge.plan(overrides=tiny))
     assert [duration(s) for s in (0.25, 7.46, 65)] == ["0.25 s", "7.5 s", "65 s"]
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan timed such a run at the fp32 peak (MFU's denominator there): 8 s planned, 155 s
+    trained on an AVX2 EPYC. Now it says so, and `train` names the cost in its start-up line."""
+    import lmforge.hardware
+
+    monkeypatch.setattr(lmforge.hardware, "cpu_has_bf16", lambda: False)
+    args = ["--model.vocab_size=100", *TINY]
+    warned = lmforge.plan(None, [*args, "--train.dtype=bf16"])["warnings"]
+    assert len(warned) == 1 and "bf16 is emulated, 10-100x slower than fp32" in warned[0]
+    assert "warnings" not in lmforge.plan(None, [*args, "--train.dtype=fp32"])
+    assert "10-100x slower than fp32" in lmforge.hardware.resolve_dtype("bf16", ModelConfig())[1]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["plan", *args, "--train.dtype=bf16"]) == 0
+    assert "  warning  train.dtype=bf16 on a CPU without bf16 units" in out.getvalue()
+
+
+def test_calibrate_steps_0_is_refused_and_a_failed_calibration_names_the_users_recipe(tmp_path: Path) -> None:
+    """0 ran the default 10 steps; a failure named the temporary recipe, deleted by then."""
+    with pytest.raises(LmforgeError, match=r"calibrate_steps=0: must be >= 2"):
+        lmforge.plan(None, ["--model.vocab_size=100", *TINY], calibrate=True, calibrate_steps=0)
+    recipe, data = tmp_path / "r.toml", tmp_path / "prepared"
+    recipe.write_text(
+        f'[data]\ninput = "{data}"\n[prep]\ninputs = "{tmp_path / "raw.txt"}"\nout = "{data}"\n'
+    )
+    with pytest.raises(LmforgeError, match="calibration run failed") as failed:
+        lmforge.plan(recipe, ["--model.vocab_size=100", *TINY], calibrate=True, calibrate_steps=2)
+    assert str(failed.value).endswith(f"the recipe's [prep] section builds it: lmforge prep {recipe}")

@@ -79,7 +79,7 @@ def plan(
         if cfg.engine.name == "local" and world_size > 1:  # as planned: DDP (local is one process)
             ranks = copy.deepcopy(cfg)  # a deep copy keeps Config.given (replace() would reset it)
             ranks.engine.name = "ddp"
-        calibration = run_calibration(ranks, world_size, calibrate_steps or 10)
+        calibration = run_calibration(ranks, world_size, 10 if calibrate_steps is None else calibrate_steps)
     dev = _device(device, cfg, model, seq_tokens * micro, calibration, world_size)
     width = _width(cfg, dev, model, seq_tokens * micro)
     if cfg.engine.name == "deepspeed":
@@ -128,6 +128,15 @@ def plan(
             rows, recipe_row, micro, micro * accumulation, counts, model, head, dev, cfg, seq_len, seq_tokens
         ),  # fmt: skip
     }
+    if dev.name == "cpu" and width == 2 and not calibration:
+        from lmforge.hardware import cpu_has_bf16
+
+        if not cpu_has_bf16():  # the time above assumes the fp32 peak (hardware.peak_dtype)
+            result["warnings"] = [
+                "train.dtype=bf16 on a CPU without bf16 units (AVX512_BF16, AMX): bf16 is emulated,"
+                " 10-100x slower than fp32, so the run takes many times this; train.dtype=auto (fp32 here),"
+                " or --calibrate to measure it"
+            ]
     if private:
         result["privacy"] = {
             "per_example_grads": recipe_row["per_example_grads"],

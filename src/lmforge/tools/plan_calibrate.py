@@ -51,6 +51,7 @@ def calibrate(cfg: Config, world_size: int, steps: int) -> dict[str, Any]:
             done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            last = last.replace(str(recipe), str(cfg.recipe or "the recipe"))  # gone when this is read
             raise LmforgeError(f"calibration run failed: {last.removeprefix('lmforge: error: ')}")
         summary = json.loads((out / "summary.json").read_text())
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -122,6 +122,7 @@ def format_plan(p: dict[str, Any]) -> str:
                 f"  warning  other processes used {100 * busy:.0f}% of this machine's CPU time during the"
                 " calibration: a quiet machine's steps are likely faster than it measured"
             )
+    lines += [f"  warning  {w}" for w in p.get("warnings", [])]
     if p["advice"]:
         lines.append(f"  advice   {p['advice']}")
     return "\n".join(lines)
