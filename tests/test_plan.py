@@ -554,3 +554,23 @@ def test_calibrate_steps_0_is_refused_and_a_failed_calibration_names_the_users_r
     with pytest.raises(LmforgeError, match="calibration run failed") as failed:
         lmforge.plan(recipe, ["--model.vocab_size=100", *TINY], calibrate=True, calibrate_steps=2)
     assert str(failed.value).endswith(f"the recipe's [prep] section builds it: lmforge prep {recipe}")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"pos": "rope"},
+        {"pos": "learned"},
+        {"pos": "rope", "arch": "seq2seq"},
+        {"pos": "sinusoidal", "arch": "seq2seq"},
+    ],
+)
+def test_position_tables_are_the_built_models_buffers(model: dict) -> None:
+    """The rotary cos/sin tables were left out of the plan: 128 MiB at Llama 3.2 3B's 131,072."""
+    from lmforge.model.seq2seq import Seq2Seq
+    from lmforge.tools import plan_model
+
+    m = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=50, **model)
+    built = Seq2Seq(m, 0) if m.arch == "seq2seq" else GPT(m)
+    held = {id(b): b.numel() * b.element_size() for b in built.buffers()}  # shared tables once
+    assert plan_model.position_tables(m) == sum(held.values())

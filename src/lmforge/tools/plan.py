@@ -206,6 +206,8 @@ def _row(s: Setup, counts: plan_model.Counts, m: ModelConfig, head: Head, dev: D
     buffers = plan_memory.buffers(counts, plan_model.modules(m, head), s, gpu)
     if private:  # the clipped sums: the step's total and one micro-batch's (train/privacy.py)
         buffers["dp_sums"] = (8 * counts.trainable, False)
+    if tables := plan_model.position_tables(m):  # 128 MiB of rotary tables at Llama 3.2 3B's context
+        buffers["position_tables"] = (tables, False)
     # on a CPU the device is the host: every byte is RAM
     fixed = dev.runtime + sum(v for k, v in states.items() if k not in host or not gpu)
     on_device = {k: b for k, (b, on_host) in buffers.items() if not on_host or not gpu}

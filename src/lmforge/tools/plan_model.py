@@ -363,3 +363,12 @@ def activation_bytes(
         "loss_backward": loss_backward,  # the two moments' own parts, for buffers that meet only one
         "rebuilt": biggest + rebuilt,
     }
+
+
+def position_tables(m: ModelConfig) -> int:
+    """Bytes of the model's fixed position tables, fp32 buffers: rotary cos and sin (block_size x
+    head size each, one per stack) or seq2seq's sinusoids (block_size x n_embd per stack)."""
+    stacks = 2 if m.arch == "seq2seq" else 1
+    if m.pos == "rope":
+        return stacks * 2 * 4 * m.block_size * m.head_size()
+    return stacks * 4 * m.block_size * m.n_embd if m.pos == "sinusoidal" else 0
