@@ -291,3 +291,37 @@ def test_a_qwen3_gguf_imports_with_its_norms_and_head_size(tmp_path: Path) -> No
     ids = torch.randint(0, len(tokens), (2, 20), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert (model(ids) - hf(input_ids=ids).logits).abs().max().item() <= 1e-4
+
+
+def test_a_head_dim_restated_as_n_embd_over_n_head_is_the_same_model() -> None:
+    """train.init_from an export whose head_dim is n_embd / n_head (kept as 0) refused
+    --model.head_dim=16 as differing from 0, though it is the same head size."""
+    from lmforge.config import load_config
+    from lmforge.train.run_inputs import adopt_model_config
+
+    shape = ["--model.n_embd=64", "--model.n_head=4"]
+    own = ModelConfig(n_embd=64, n_head=4)
+    cfg = load_config(None, [*shape, "--model.head_dim=16"])
+    adopt_model_config(cfg, own)
+    assert cfg.model.head_size() == 16
+    with pytest.raises(LmforgeError, match=r"model.head_dim=32 \(on the command line\) differs from the 0"):
+        adopt_model_config(load_config(None, [*shape, "--model.head_dim=32"]), own)
+
+
+def test_the_plan_and_start_up_lines_show_the_head_size_and_norms(capsys: pytest.CaptureFixture) -> None:
+    """'gpt 2L x 4H x 64' hid a head size apart from n_embd / n_head, so the parameters did not
+    follow from the line."""
+    from lmforge.cli import main
+    from lmforge.model.kinds import heads_note
+
+    assert heads_note(0, False) == "" and heads_note(32, True) == " (32, q/k norms)"
+    shape = ["--model.vocab_size=100", "--model.n_layer=2", "--model.n_head=4", "--model.n_embd=64"]
+    qwen3 = [
+        *shape,
+        "--model.head_dim=32",
+        "--model.qk_norm=true",
+        "--model.pos=rope",
+        "--model.norm=rmsnorm",
+    ]
+    assert main(["plan", *qwen3]) == 0
+    assert "  model    gpt 2L x 4H (32, q/k norms) x 64," in capsys.readouterr().out

@@ -28,3 +28,10 @@ def require_decoder(model: object, source: object, consequence: str = "") -> GPT
     tail = f", {consequence}" if consequence else ""
     hint = " (try translate)" if type(model).__name__ == "Seq2Seq" else ""
     raise LmforgeError(f"{source}: {describe(model)}, not a decoder language model{tail}{hint}")
+
+
+def heads_note(head_dim: int, qk_norm: bool) -> str:
+    """'(128, q/k norms)' after the head count where a head's size is not n_embd / n_head or its
+    queries and keys are normed (Qwen3): else the parameter count would not follow from the line."""
+    parts = [str(head_dim)] * bool(head_dim) + ["q/k norms"] * qk_norm
+    return f" ({', '.join(parts)})" if parts else ""

@@ -380,6 +380,8 @@ def _shape(m: ModelConfig, head: Head) -> dict[str, Any]:
         "vocab_size",
         "mlp",
         "tie_embeddings",
+        "head_dim",
+        "qk_norm",
     )
     body = "encoder" if head.encoder else m.arch
     return {**{k: getattr(m, k) for k in keys}, "arch": body, "head": head.task, "labels": head.labels}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmforge.model.kinds import heads_note
+
 MiB = 2**20
 BUSY = 0.1  # others' share of the CPU during a calibration above which the plan warns
 
@@ -65,7 +67,8 @@ def format_plan(p: dict[str, Any]) -> str:
     lines = [
         f"plan: {p['recipe'] or 'the given config'} on {p['world_size']} x {dev['name']} ({p['dtype']}),"
         f" engine {p['engine']}",
-        f"  model    {m['arch']}{_head(m)} {m['n_layer']}L x {m['n_head']}H x {m['n_embd']},"
+        f"  model    {m['arch']}{_head(m)} {m['n_layer']}L x {m['n_head']}H"
+        f"{heads_note(m['head_dim'], m['qk_norm'])} x {m['n_embd']},"
         f" context {m['block_size']}, vocab {m['vocab_size']}: {p['parameters']:,} parameters"
         f" ({p['trainable_parameters']:,} trainable)",
         f"  compute  {_si(p['flops_per_token'], 'FLOP')}/token ({p['flops_formula']})",

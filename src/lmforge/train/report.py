@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lmforge import malloc
+from lmforge.model.kinds import heads_note
 from lmforge.train.engines.base import Engine, Plan
 from lmforge.train.metrics import peak_gpu_gb, peak_rss_gb
 
@@ -52,7 +53,8 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
     say(f"lmforge train -> {run.run_dir}")
     say(f"  data    {run.task.describe()}")
     say(
-        f"  model   {model_name} {c.n_layer}L x {c.n_head}H x {c.n_embd}, context {c.block_size}:"
+        f"  model   {model_name} {c.n_layer}L x {c.n_head}H{heads_note(c.head_dim, c.qk_norm)} x {c.n_embd},"
+        f" context {c.block_size}:"
         f" {run.n_params:,} parameters ({run.task.name})"
     )
     ignored = run.cfg.engine.ignored()  # said, not silently dropped

@@ -121,6 +121,8 @@ def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None]
         given, theirs = getattr(cfg.model, f.name), getattr(own, f.name)
         if f.name == "dropout" or given == theirs or (f.name == "vocab_size" and given == 0):
             continue
+        if f.name == "head_dim" and cfg.model.head_size() == own.head_size():  # 0: n_embd / n_head
+            continue
         where = cfg.given.get(f"model.{f.name}")
         if cfg.outranked(f"model.{f.name}", by="train.init_from"):
             yielded.append(f"{f.name}={given!r}")
