@@ -120,7 +120,7 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     require(head_dim is not None or n_embd % n_head == 0, file,
             f"hidden_size / num_attention_heads = {n_embd} / {n_head} without a head_dim")  # fmt: skip
     head_dim = head_dim or n_embd // n_head
-    context = config_key(raw, "max_position_embeddings", file, kind=int)
+    context = positions = config_key(raw, "max_position_embeddings", file, kind=int)
     # only Mistral slides without saying so: Qwen2's and Qwen3's config classes default to false,
     # and Llama has no sliding window (a sliding_window key in its config.json changes nothing)
     sliding = typed_key(raw, "use_sliding_window", file, bool, False) or raw.get("model_type") == "mistral"
@@ -145,7 +145,7 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
         head_dim=0 if head_dim * n_head == n_embd else head_dim,  # 0: n_embd / n_head, as lmforge's own
         qk_norm=qwen3,
         pos="rope",
-        **_rope(raw, file, config_key(raw, "max_position_embeddings", file, kind=int)),
+        **_rope(raw, file, positions),  # the model's positions, not the window's cap
         mlp="swiglu",
         mlp_hidden=config_key(raw, "intermediate_size", file),
         norm="rmsnorm",
@@ -168,7 +168,7 @@ def _rope_out(c: ModelConfig) -> dict[str, Any]:
     return keys
 
 
-def _rope_type_name(c: ModelConfig) -> str:
+def _rotary_model_type(c: ModelConfig) -> str:
     """The HF model_type of a rotary model: qwen3 (q/k norms), qwen2 (q/k/v biases) or llama."""
     return "qwen3" if c.qk_norm else "qwen2" if c.qkv_bias else "llama"
 
@@ -177,7 +177,8 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
     ok = c.pos == "rope" and c.mlp == "swiglu" and c.norm == "rmsnorm" and not c.bias
     if ok and c.qk_norm and c.qkv_bias:
         raise LmforgeError(
-            "this model has no Hugging Face equivalent: Qwen3 (q/k norms) has no q/k/v biases alone"
+            "this model has no Hugging Face equivalent: it has q/k norms (Qwen3's) and q/k/v biases"
+            " (Qwen2's), and no transformers family has both"
         )
     if not ok:
         raise LmforgeError(
@@ -188,7 +189,7 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
         )
     hidden = c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64)
     return {
-        "model_type": _rope_type_name(c),
+        "model_type": _rotary_model_type(c),
         "hidden_size": c.n_embd,
         "num_hidden_layers": c.n_layer,
         "num_attention_heads": c.n_head,
@@ -384,4 +385,4 @@ def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
         return "marian", MARIAN
     if config.pos == "learned":
         return "gpt2", GPT2
-    return _rope_type_name(config), QWEN3 if config.qk_norm else LLAMA
+    return _rotary_model_type(config), QWEN3 if config.qk_norm else LLAMA
