@@ -245,52 +245,63 @@ def test_a_qwen3_gguf_imports_with_its_norms_and_head_size(tmp_path: Path) -> No
 
     tokens = ["<|endoftext|>", *bytes_to_unicode().values(), "ĠĠ"]
     hf = make_qwen3(tmp_path / "hf", vocab=len(tokens))
-    writer = gguf.GGUFWriter(str(tmp_path / "q.gguf"), "qwen3")
-    writer.add_block_count(2)
-    writer.add_context_length(64)
-    writer.add_embedding_length(64)
-    writer.add_feed_forward_length(96)
-    writer.add_head_count(HEADS)
-    writer.add_head_count_kv(2)
-    writer.add_key_length(HEAD_DIM)
-    writer.add_value_length(HEAD_DIM)
-    writer.add_rope_dimension_count(HEAD_DIM)
-    writer.add_rope_freq_base(1000.0)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3] + [1] * (len(tokens) - 1))
-    writer.add_token_merges(["Ġ Ġ"])
-    writer.add_eos_token_id(0)
-    names = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "self_attn.q_norm": "attn_q_norm",
-        "self_attn.k_norm": "attn_k_norm",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-    }
-    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
-    for name, tensor in hf.state_dict().items():
-        if name == "lm_head.weight":  # tied: no output.weight
-            continue
-        layer, module = name.split(".")[2], ".".join(name.split(".")[3:-1])
-        writer.add_tensor(top.get(name) or f"blk.{layer}.{names[module]}.weight", tensor.numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    model, _, _ = convert_gguf(tmp_path / "q.gguf")
+
+    def write(path: Path, sized: bool) -> Path:  # sized: the head size in the metadata
+        writer = gguf.GGUFWriter(str(path), "qwen3")
+        writer.add_block_count(2)
+        writer.add_context_length(64)
+        writer.add_embedding_length(64)
+        writer.add_feed_forward_length(96)
+        writer.add_head_count(HEADS)
+        writer.add_head_count_kv(2)
+        if sized:
+            writer.add_key_length(HEAD_DIM)
+            writer.add_value_length(HEAD_DIM)
+            writer.add_rope_dimension_count(HEAD_DIM)
+        writer.add_rope_freq_base(1000.0)
+        writer.add_layer_norm_rms_eps(1e-6)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("qwen2")
+        writer.add_token_list(tokens)
+        writer.add_token_types([3] + [1] * (len(tokens) - 1))
+        writer.add_token_merges(["Ġ Ġ"])
+        writer.add_eos_token_id(0)
+        names = {
+            "input_layernorm": "attn_norm",
+            "self_attn.q_proj": "attn_q",
+            "self_attn.k_proj": "attn_k",
+            "self_attn.v_proj": "attn_v",
+            "self_attn.o_proj": "attn_output",
+            "self_attn.q_norm": "attn_q_norm",
+            "self_attn.k_norm": "attn_k_norm",
+            "post_attention_layernorm": "ffn_norm",
+            "mlp.gate_proj": "ffn_gate",
+            "mlp.up_proj": "ffn_up",
+            "mlp.down_proj": "ffn_down",
+        }
+        top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+        for name, tensor in hf.state_dict().items():
+            if name == "lm_head.weight":  # tied: no output.weight
+                continue
+            layer, module = name.split(".")[2], ".".join(name.split(".")[3:-1])
+            writer.add_tensor(top.get(name) or f"blk.{layer}.{names[module]}.weight", tensor.numpy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return path
+
+    model, _, _ = convert_gguf(write(tmp_path / "q.gguf", sized=True))
     assert (model.config.head_dim, model.config.qk_norm, model.config.qkv_bias) == (HEAD_DIM, True, False)
     ids = torch.randint(0, len(tokens), (2, 20), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         assert (model(ids) - hf(input_ids=ids).logits).abs().max().item() <= 1e-4
+    # without key_length the head size is embedding_length / head_count: the error named the
+    # Hugging Face tensors' shapes, not the key
+    with pytest.raises(
+        LmforgeError, match=r"tensor 'blk.0.attn_q.weight' has \d+ rows, .* qwen3.attention.key_length"
+    ):
+        convert_gguf(write(tmp_path / "unsized.gguf", sized=False))
 
 
 def test_a_head_dim_restated_as_n_embd_over_n_head_is_the_same_model() -> None:

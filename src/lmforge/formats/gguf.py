@@ -286,6 +286,21 @@ def read_weights(reader: Any, arch: str, config: ModelConfig, file: Path) -> dic
     return out
 
 
+def _check_query_rows(reader: Any, arch: str, config: ModelConfig, file: Path) -> None:
+    """The first layer's query rows against head_count x the head size, named by the metadata
+    keys that set them (a wrong or absent key_length read as a mismatch of Hugging Face tensors)."""
+    query = next((t for t in reader.tensors if t.name == "blk.0.attn_q.weight"), None)
+    if query is None or len(query.shape) != 2:
+        return  # a missing or odd tensor is named where the weights are read
+    rows, want = int(query.shape[1]), config.n_head * config.head_size()  # GGUF lists columns first
+    if rows != want:
+        raise LmforgeError(
+            f"{file}: tensor 'blk.0.attn_q.weight' has {rows} rows, where {arch}.attention.head_count"
+            f" {config.n_head} x a head size of {config.head_size()} gives {want} (the head size is"
+            f" {arch}.attention.key_length, or embedding_length / head_count without it)"
+        )
+
+
 def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     """(model in eval mode, fp32; tokenizer; metadata) for a GGUF file."""
     file = Path(file)
@@ -298,6 +313,7 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     config = config_from_metadata(
         meta, names, file, None if freqs is None else dequantize(freqs, file).numpy()
     )
+    _check_query_rows(reader, meta["general.architecture"], config, file)
     tokenizer = gguf_tokenizer(meta, str(file))
     if tokenizer.vocab_size > config.vocab_size:
         raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")
