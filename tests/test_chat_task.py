@@ -121,7 +121,9 @@ def test_only_assistant_tokens_carry_gradient(model_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("not json", "not JSON"),
+        ("not json", "not JSON (Expecting value at column 1)"),
+        # cut short: json said "line 2 column 1" (the line's own newline) beside the file's line 2
+        ('{"messages": [', "not JSON (Expecting value at column 15)"),
         ('{"text": "x"}', 'needs {"messages"'),
         ('{"messages": [{"role": "user"}]}', "messages[0] needs a string 'role' and a string 'content'"),
         ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),

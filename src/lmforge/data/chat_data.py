@@ -49,9 +49,9 @@ def read_chats(path: str | Path) -> list[Conversation]:
 
 def _parse(line: str, where: str, n: int) -> Conversation:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise LmforgeError(f"{where}: not JSON ({e})") from None
+        record = json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as e:  # its column: json's "line 2" was the line's own newline
+        raise LmforgeError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
     messages = record.get("messages") if isinstance(record, dict) else None
     if not isinstance(messages, list) or not messages:
         raise LmforgeError(f'{where}: needs {{"messages": [{{"role": ..., "content": ...}}, ...]}}')
