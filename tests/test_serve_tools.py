@@ -300,9 +300,16 @@ def test_tools_need_a_parser_and_only_chat_takes_them(
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter", r.text
 
 
-def accepts(served: ServedModel, tools: list[dict[str, Any]], text: str, parallel: bool = True) -> bool:
-    """Whether a forced reply's grammar ("required") takes `text` whole, token by token."""
-    lark = call_grammar([Tool.model_validate(t) for t in tools], "required", parallel)
+def accepts(
+    served: ServedModel,
+    tools: list[dict[str, Any]],
+    text: str,
+    parallel: bool = True,
+    grammar: Any = call_grammar,
+) -> bool:
+    """Whether a forced reply's grammar ("required"; Hermes' unless `grammar` is another format's)
+    takes `text` whole, token by token."""
+    lark = (grammar or call_grammar)([Tool.model_validate(t) for t in tools], "required", parallel)
     stops = served.chat.stops
     state = compile_grammar("grammar", lark, served.tokenizer, stops, served.net.config.vocab_size).start()
     for token in served.tokenizer.encode(text):

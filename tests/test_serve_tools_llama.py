@@ -23,15 +23,14 @@ from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import running  # noqa: E402
 from test_chat import make_chat_llama  # noqa: E402
 from test_serve_tools import ASK, CONVERSATION, PARIS, TIME, TOOLS, WEATHER, transformers_prompt  # noqa: E402
+from test_serve_tools import accepts as accepts_in  # noqa: E402
 
-from lmforge.inference.grammar import compile_grammar  # noqa: E402
 from lmforge.server.app import Settings, create_app  # noqa: E402
 from lmforge.server.models import ServedModel, load_models  # noqa: E402
 from lmforge.server.schemas import ChatRequest  # noqa: E402
 from lmforge.server.tool_calls import Reader, read_reply  # noqa: E402
 from lmforge.server.tool_formats import FORMATS  # noqa: E402
 from lmforge.server.tool_parsers import llama3_json  # noqa: E402
-from lmforge.server.tools import Tool  # noqa: E402
 
 HEAD = (
     "{{- '<|im_start|>system\\n\\n' }}"
@@ -228,14 +227,7 @@ def test_forced_llama3_json_calls_are_valid(apis: dict[str, TestClient], samplin
 
 def accepts(served: ServedModel, text: str, parallel: bool = True) -> bool:
     """Whether a forced reply's llama3_json grammar ("required") takes `text` whole, token by token."""
-    lark = llama3_json.grammar([Tool.model_validate(t) for t in TOOLS], "required", parallel)
-    stops = served.chat.stops
-    state = compile_grammar("grammar", lark, served.tokenizer, stops, served.net.config.vocab_size).start()
-    for token in served.tokenizer.encode(text):
-        if not state.allowed()[token]:
-            return False
-        state.take(token)
-    return bool(state.allowed()[stops[0]])
+    return accepts_in(served, TOOLS, text, parallel, llama3_json.grammar)
 
 
 def test_the_forced_grammar_is_llamas_format(models: dict[str, ServedModel]) -> None:
