@@ -38,7 +38,7 @@ from lmforge.formats.hf import FAMILIES
 from lmforge.formats.hf_convert import hf_to_lmforge
 from lmforge.model.empty import empty
 from lmforge.model.gpt import GPT
-from lmforge.model.rope_scaling import RopeScaling, scaled
+from lmforge.model.rope_scaling import RopeScaling, frequencies, scaled
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -221,7 +221,7 @@ def _rope_scaling(
         return {"rope_type": "default"}
     factor = float(freqs.max())
     scaling = RopeScaling("llama3", factor, *LLAMA3_PARAMETERS)
-    plain = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    plain = frequencies(head_dim, theta)
     expected = (plain / scaled(plain, scaling)).numpy()
     if freqs.shape != expected.shape or not np.allclose(freqs, expected, rtol=1e-4, atol=0):
         raise LmforgeError(

@@ -15,7 +15,7 @@ from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
 from lmforge.model.packed_weights import packable, packed_linear, packed_when_used
-from lmforge.model.rope_scaling import RopeScaling, scaled
+from lmforge.model.rope_scaling import RopeScaling, frequencies, scaled
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +78,7 @@ class Rotary(nn.Module):
         """Compute the angles' cos and sin (also after model/empty.py builds the model empty)."""
         # The same float32 arithmetic as HF's LlamaRotaryEmbedding, so imported models match it.
         device = self.cos.device
-        inv_freq = 1.0 / self.base ** (
-            torch.arange(0, self.head_size, 2, device=device).float() / self.head_size
-        )
-        inv_freq = scaled(inv_freq, self.scaling)  # Llama 3.1's longer context, for one
+        inv_freq = scaled(frequencies(self.head_size, self.base, device), self.scaling)  # (hs/2,)
         angles = torch.outer(torch.arange(self.max_len, device=device).float(), inv_freq)  # (T, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
         self.cos, self.sin = angles.cos(), angles.sin()

@@ -54,6 +54,11 @@ class RopeScaling:
         )
 
 
+def frequencies(head_size: int, base: float, device: torch.device | None = None) -> torch.Tensor:
+    """Plain rotary inverse frequencies (hs/2,) float32, HF LlamaRotaryEmbedding's arithmetic."""
+    return 1.0 / base ** (torch.arange(0, head_size, 2, device=device).float() / head_size)
+
+
 def scaled(inv_freq: torch.Tensor, s: RopeScaling | None) -> torch.Tensor:
     """inv_freq (hs/2,) float32, scaled as s says (unchanged for None)."""
     if s is None:
