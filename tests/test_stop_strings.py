@@ -104,3 +104,24 @@ def test_an_empty_stop_string_is_refused_before_the_model_loads(tmp_path: Path, 
     with pytest.raises(LmforgeError, match=r"^stop: .* is not a stop string \(a non-empty text\)$"):
         generate(tmp_path / "missing", "a", stop=bad)  # type: ignore[arg-type]
     assert check_stops(None) == [] and check_stops("x") == ["x"]
+
+
+def test_a_stop_string_never_matches_half_a_character() -> None:
+    """' na' + the first byte of 'ï' decodes to ' na\\ufffd' until the next token brings the rest:
+    a stop string ending in U+FFFD matched it and ended 'naïve' mid-word, in a stream, a batch and
+    the server's rows; a real U+FFFD ending the reply still stops it."""
+    from lmforge.inference.text_stream import StopWatch
+    from lmforge.server.decoding import Row
+
+    tok = Tokenizer.train_bpe(["caf\u00e9 na\u00efve the cat " * 20], vocab_size=300)
+    ids = [tok.hf.token_to_id(t) for t in ("\u0120the", "\u0120na\u00c3", "\u00afve")]
+    assert tok.decode(ids[:2]) == " the na\ufffd" and tok.decode(ids) == " the na\u00efve"
+    stops = ["na\ufffd"]
+    stream, watch, row = TextStream(tok, out=io.StringIO(), stops=stops), StopWatch(tok, 1, stops), Row()
+    for token in ids:
+        row.ids.append(token)
+        assert not stream(0, token) and not watch(0, token)
+        row.pending(tok, stops)
+        assert row.finish is None
+    assert stream.finish() == " the na\u00efve"
+    assert cut_at_stop(tok.decode(ids[:2]), stops) == (" the ", True)  # the whole reply, as it ended

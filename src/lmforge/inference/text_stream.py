@@ -33,6 +33,12 @@ def cut_at_stop(text: str, stops: Sequence[str], after: int = 0) -> tuple[str, b
     return (text[: min(hits)], True) if hits else (text, False)
 
 
+def whole_chars(text: str) -> str:
+    """The text without its trailing U+FFFD: the bytes of a character whose rest is still to come,
+    which no stop string may match (a real U+FFFD there waits one token, or the row's end)."""
+    return text.rstrip("\ufffd")
+
+
 def held_back(text: str, stops: Sequence[str]) -> int:
     """How many of the text's last characters may be the start of a stop string."""
     return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
@@ -53,10 +59,11 @@ class TextStream:
 
     def __call__(self, _: int, token: int) -> bool:  # generate_ids' on_token(prompt index, token)
         self.ids.append(token)
-        text, stopped = cut_at_stop(self.tokenizer.decode(self.ids), self.stops)
+        decoded = self.tokenizer.decode(self.ids)
+        text, stopped = cut_at_stop(whole_chars(decoded), self.stops)
         if stopped:
             self._write(text)
-        elif not text.endswith("\ufffd"):
+        elif len(text) == len(decoded):
             self._write(text[: len(text) - held_back(text, self.stops)])
         return stopped
 
@@ -84,7 +91,7 @@ class StopWatch:
 
     def __call__(self, row: int, token: int) -> bool:
         self.ids[row].append(token)
-        return cut_at_stop(self.tokenizer.decode(self.ids[row]), self.stops)[1]
+        return cut_at_stop(whole_chars(self.tokenizer.decode(self.ids[row])), self.stops)[1]
 
 
 def watcher(

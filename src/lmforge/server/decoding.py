@@ -27,7 +27,7 @@ from lmforge.inference.generate import row_generator
 from lmforge.inference.grammar import Grammar, GrammarState
 from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties
-from lmforge.inference.text_stream import cut_at_stop, held_back
+from lmforge.inference.text_stream import cut_at_stop, held_back, whole_chars
 from lmforge.server.errors import ApiError
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -63,14 +63,15 @@ class Row:
         """Decode after a new token: end the row at a stop string past its first min_tokens
         tokens (vLLM's: a stop string ending in their text is none, as an EOS among them is
         none); the new text safe to send."""
-        text = tokenizer.decode(self.ids)
+        decoded = tokenizer.decode(self.ids)
         if len(self.ids) <= min_tokens:
-            self.early = len(text)
-        text, stopped = cut_at_stop(text, stops if len(self.ids) > min_tokens else [], self.early)
+            self.early = len(decoded)
+        whole = whole_chars(decoded)
+        text, stopped = cut_at_stop(whole, stops if len(self.ids) > min_tokens else [], self.early)
         if stopped:
             self.text, self.finish = text, "stop"
             return self.flush()
-        if text.endswith("\ufffd"):  # a BPE piece ended mid-character: wait for the rest
+        if len(whole) < len(decoded):  # a BPE piece ended mid-character: wait for the rest
             return ""
         self.text = text
         return self._take(len(text) - held_back(text, stops))
