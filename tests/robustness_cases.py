@@ -224,6 +224,8 @@ CASES = [
     Case("train-translation-on-text", f"train --out {R} {DATA} --data.task=translation --model.arch=seq2seq", r"{s}/corpus\.txt: not a pair file"),
     Case("train-translation-no-val", f"train --out {R} --data.input={{t}}/p.jsonl --data.task=translation --model.arch=seq2seq --data.vocab_size=300", r"{t}/r/data: no validation pairs", (write("p.jsonl", PAIRS),)),
     Case("train-classification-one-label", f"train --out {R} --data.input={{s}}/l.jsonl --data.task=classification --init-from {{s}}/gpt --data.labels=neg", r"data\.labels='neg': name at least two labels"),
+    Case("train-chat-all-test", f"train --out {R} --data.input={{t}}/c.jsonl --data.task=chat --init-from {{t}}/m", r'{t}/c\.jsonl: 2 conversations held out as "split": "test" and none to train on; give the ones to learn from "split": "train" \(or no split\)$', (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("c.jsonl", CHAT_LINE * 2))),
+    Case("train-chat-json-array", f"train --out {R} --data.input={{t}}/c.json --data.task=chat --init-from {{t}}/m", r"{t}/c\.json:1: a JSON array, but chat data is JSON Lines: one \{\"messages\": \[\.\.\.\]\} conversation a line", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("c.json", "[\n  " + CHAT_LINE.rstrip() + "\n]\n"))),
     # --- train: existing run folders, --overwrite and --resume
     Case("train-out-is-file", f"train --out {{t}}/f {DATA}", r"{t}/f: is a file", (write("f", "x"),)),
     Case("train-out-is-prepared-data", f"train --out {{t}}/shards {DATA}", r"{t}/shards: holds prepared data \(lmforge prep's meta\.json and shards\), not a run; a run there would mix its files with the data's: choose another --out$", (copy("shards"),)),
@@ -478,7 +480,7 @@ CASES = [
     Case("serve-max-queue", "serve {s}/gpt --max-queue 0", r"max_queue=0: must be an integer >= 1"),
     Case("serve-max-tokens-limit", "serve {s}/gpt --max-tokens-limit -5", r"max_tokens_limit=-5: must be an integer >= 1"),
     Case("serve-timeout", "serve {s}/gpt --timeout nan", r"timeout=nan: must be a finite number of seconds > 0"),
-    Case("serve-tool-call-parser", "serve {s}/gpt --tool-call-parser json", r"tool_call_parser='json': unknown \(known: hermes, llama3_json, pythonic\)"),
+    Case("serve-tool-call-parser", "serve {s}/gpt --tool-call-parser json", r"tool_call_parser='json': unknown \(known: hermes, llama3_json, llama4_json, pythonic\)"),
     Case("serve-origin-slash", "serve {s}/gpt --allow-origin http://localhost:5173/", r"allow_origin='http://localhost:5173/': give an origin as a browser sends it"),
     Case("serve-port-text", "serve {s}/gpt --port http", r"argument --port: invalid int value: 'http'", usage=True),
     Case("serve-no-model", "serve", r"required: models", usage=True),

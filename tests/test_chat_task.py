@@ -118,6 +118,9 @@ def test_only_assistant_tokens_carry_gradient(model_dir: Path) -> None:
     assert (targets != IGNORE).sum() == sum(mask[1:])
 
 
+GOOD = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -125,6 +128,9 @@ def test_only_assistant_tokens_carry_gradient(model_dir: Path) -> None:
         # cut short: json said "line 2 column 1" (the line's own newline) beside the file's line 2
         ('{"messages": [', "not JSON (Expecting value at column 15)"),
         ('{"text": "x"}', 'needs {"messages"'),
+        # a .json array of conversations, on one line or indented: chat data is JSON Lines
+        (f"[{GOOD}, {GOOD}]", "a JSON array, but chat data is JSON Lines"),
+        ("[", "a JSON array, but chat data is JSON Lines"),
         ('{"messages": [{"role": "user"}]}', "messages[0] needs a string 'role' and a string 'content'"),
         ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
         (  # the reply under a misspelt role: the roles are named
@@ -139,9 +145,8 @@ def test_only_assistant_tokens_carry_gradient(model_dir: Path) -> None:
     ],
 )
 def test_a_bad_line_is_one_error_naming_file_and_line(tmp_path: Path, line: str, message: str) -> None:
-    good = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
     path = tmp_path / "chats.jsonl"
-    path.write_text(f"{good}\n{line}\n")
+    path.write_text(f"{GOOD}\n{line}\n")
     with pytest.raises(LmforgeError, match=rf"^{path}:2: .*") as e:
         read_chats(path)
     assert message in str(e.value) and "\n" not in str(e.value)

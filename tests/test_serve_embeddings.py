@@ -90,6 +90,15 @@ def test_a_long_input_is_refused_unless_cut(server: str) -> None:
     assert short["usage"]["prompt_tokens"] == 10
 
 
+def test_cut_token_ids_keep_their_first_tokens(server: str) -> None:
+    """As a text keeps its first tokens, and as vLLM's renderer cuts token ids for pooling now."""
+    ids = list(range(1000, 1300))  # 300 ids, over the context of 256
+    cut = post(server, {"input": ids, "truncate_prompt_tokens": 7, "encoding_format": "float"}).json()
+    first = post(server, {"input": ids[:7], "encoding_format": "float"}).json()
+    assert cut["usage"]["prompt_tokens"] == 7
+    assert cut["data"][0]["embedding"] == first["data"][0]["embedding"]
+
+
 @pytest.mark.parametrize(
     ("body", "param", "code"),
     [

@@ -28,6 +28,7 @@ from test_serve_tools import accepts as accepts_in  # noqa: E402
 from lmforge.server.app import Settings, create_app  # noqa: E402
 from lmforge.server.models import ServedModel, load_models  # noqa: E402
 from lmforge.server.schemas import ChatRequest  # noqa: E402
+from lmforge.server.serve import check_tool_call_parser  # noqa: E402
 from lmforge.server.tool_calls import Reader, read_reply  # noqa: E402
 from lmforge.server.tool_formats import FORMATS  # noqa: E402
 from lmforge.server.tool_parsers import llama3_json  # noqa: E402
@@ -161,8 +162,9 @@ NOT_CALLS = [
         *[(text, []) for text in NOT_CALLS],
     ],
 )  # fmt: skip
-def test_reading_llama3_json_calls(text: str, calls: list[tuple[str, Any]]) -> None:
-    check_reading("llama3_json", text, None if calls else text, calls)
+@pytest.mark.parametrize("form", ["llama3_json", "llama4_json"])  # one parser by two names, as vLLM's
+def test_reading_llama3_json_calls(form: str, text: str, calls: list[tuple[str, Any]]) -> None:
+    check_reading(form, text, None if calls else text, calls)
 
 
 @pytest.mark.parametrize(
@@ -291,6 +293,34 @@ def test_the_openai_client_parses_replies(
     assert [c.function.arguments for c in final.message.tool_calls or []] == [
         c.function.arguments for c in whole.message.tool_calls or []
     ]
+
+
+def test_llama4_json_is_llama3_json(models: dict[str, ServedModel], apis: dict[str, TestClient]) -> None:
+    """`--tool-call-parser llama4_json` (vLLM's other name for its llama3_json parser) is accepted
+    and reads a reply, whole and streamed, and forces a call, as llama3_json does."""
+    check_tool_call_parser("llama4_json")
+    with TestClient(create_app(models, Settings(tool_call_parser="llama4_json"))) as llama4:
+        for reply in (LLAMA3_REPLY, '{"zone": "UTC"}'):
+            fields = {"structured_outputs": {"choice": [reply]}, "max_tokens": 200}
+            want, got = post(apis["llama3"], "llama3", **fields), post(llama4, "llama3", **fields)
+            assert without_ids(got) == without_ids(want)
+            assert bool(want["choices"][0]["message"].get("tool_calls")) == (reply == LLAMA3_REPLY)
+            body = {"model": "llama3", "messages": ASK, "tools": TOOLS, "temperature": 0, "stream": True}
+            with llama4.stream("POST", "/v1/chat/completions", json={**body, **fields}) as r:
+                lines = [json.loads(x[6:]) for x in r.iter_lines() if x.startswith("data: {")]
+            streamed = [t["function"] for c in lines for t in c["choices"][0]["delta"].get("tool_calls", [])]
+            assert streamed == [c["function"] for c in want["choices"][0]["message"].get("tool_calls", [])]
+        named = {"type": "function", "function": {"name": "get_time"}}
+        forced, want = (post(a, "llama3", tool_choice=named)["choices"][0] for a in (llama4, apis["llama3"]))
+        assert without_ids(forced) == without_ids(want)
+        check_call(forced["message"]["tool_calls"][0], "get_time")
+
+
+def without_ids(reply: Any) -> Any:
+    """A reply with its random parts (ids, the creation time) left out."""
+    if isinstance(reply, dict):
+        return {k: without_ids(v) for k, v in reply.items() if k not in ("id", "created")}
+    return [without_ids(v) for v in reply] if isinstance(reply, list) else reply
 
 
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_time"}}])

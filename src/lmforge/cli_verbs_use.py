@@ -318,7 +318,8 @@ USE_VERBS: dict[str, Verb] = {
                 " playground is same-origin)", action="append", metavar="ORIGIN"),
             opt("--tool-call-parser", "read tool calls in chat replies to requests with tools, in this"
                 " format, as vLLM's parser of that name: hermes (<tool_call>{...}</tool_call>: Qwen2.5,"
-                " Hermes, SmolLM3), llama3_json ({\"name\": ..., \"parameters\": {...}}: Llama 3.1-3.3),"
+                " Hermes, SmolLM3), llama3_json or llama4_json ({\"name\": ..., \"parameters\": {...}}:"
+                " Llama 3.1-3.3, 4),"
                 " pythonic ([f(a=1)]: Llama 3.2 1B/3B, Llama 4); default: none,"
                 " such requests are refused unless tool_choice is none", metavar="FORMAT"),
         ),

@@ -1,6 +1,7 @@
 """Conversations for instruction tuning: JSON lines of message lists in, length-grouped batches out.
 
-Each line is `{"messages": [{"role": ..., "content": ...}, ...]}`, optionally with a `split`
+Each line is `{"messages": [{"role": ..., "content": ...}, ...]}` (JSON Lines, as labelled examples
+are: a .json array of conversations is named as such, not read), optionally with a `split`
 ("train" or "test": test conversations are held out for evaluation and never trained on), a `kind`
 (what eval-instruct scores them as) and any other fields (ignored). Files may be .gz, .xz or .bz2 compressed.
 
@@ -47,11 +48,22 @@ def read_chats(path: str | Path) -> list[Conversation]:
     return out
 
 
+# chat data is read as the other supervised data is (labelled.py): JSON Lines, a named line per error
+JSON_LINES = (
+    'a JSON array, but chat data is JSON Lines: one {"messages": [...]} conversation a line, no'
+    " brackets around them (write a .json array's elements out one a line)"
+)
+
+
 def _parse(line: str, where: str, n: int) -> Conversation:
     try:
         record = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as e:  # its column: json's "line 2" was the line's own newline
+        if line.lstrip().startswith("["):  # an indented .json array's opening line
+            raise LmforgeError(f"{where}: {JSON_LINES}") from None
         raise LmforgeError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(record, list):  # a .json array written on one line
+        raise LmforgeError(f"{where}: {JSON_LINES}")
     messages = record.get("messages") if isinstance(record, dict) else None
     if not isinstance(messages, list) or not messages:
         raise LmforgeError(f'{where}: needs {{"messages": [{{"role": ..., "content": ...}}, ...]}}')

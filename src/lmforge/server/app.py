@@ -42,6 +42,7 @@ from lmforge.server.schemas import (
 )
 from lmforge.server.tool_calls import chat_message, stream_pieces
 from lmforge.server.tool_formats import Reading, reads_calls
+from lmforge.server.truncation import keep_last
 
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a served context can hold
 COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
@@ -114,6 +115,7 @@ def create_app(
         served = _model(state, body.model, "text-generation")
         # token-id prompts are checked against the vocabulary and echo their decoded text
         ids, texts = read_prompts(served.tokenizer, served.net.config.vocab_size, body)
+        ids, texts = keep_last(served.tokenizer, ids, texts, body.truncate_prompt_tokens, served.context)
         limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
         echo = texts if body.echo else None
         return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
@@ -135,6 +137,7 @@ def create_app(
             ids = [served.tokenizer.encode(prompt)]
         except LmforgeError as e:
             raise ApiError(400, str(e), "messages", "invalid_value") from None
+        ids, _ = keep_last(served.tokenizer, ids, [prompt], body.truncate_prompt_tokens, served.context)
         limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
         return await _generate(state, served, body, ids, limit, request, chat=True, calls=calls)
 

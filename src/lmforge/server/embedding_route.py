@@ -4,12 +4,14 @@
 
 Inputs are texts (encoded with the encoder's special tokens) or token ids (embedded as given). An
 input longer than the model's context (sentence_bert_config.json's max_seq_length, else its
-positions) is a 400 unless the request has vLLM's truncate_prompt_tokens: a text then keeps its
-first tokens and its final special token (as sentence-transformers cuts it), token ids their last
-ones (as vLLM cuts them). `dimensions` must be the model's width: cutting a vector short keeps its
-meaning only for a model trained to allow it (Matryoshka), which no encoder here says it is, so
-another size is refused rather than answered with vectors that compare badly. base64 is the
-vector's little-endian float32 bytes, as OpenAI sends it (and as its Python client asks by default)."""
+positions) is a 400 unless the request has vLLM's truncate_prompt_tokens (truncation.py): a text
+then keeps its first tokens and its final special token (as sentence-transformers cuts it, and as
+vLLM cuts an embedding's text: its pooling runner truncates on the right), token ids their first
+ones (as vLLM's renderer now cuts them for pooling; it once kept the last). `dimensions` must be the
+model's width: cutting a vector short keeps its meaning only for a model trained to allow it
+(Matryoshka), which no encoder here says it is, so another size is refused rather than answered
+with vectors that compare badly. base64 is the vector's little-endian float32 bytes, as OpenAI
+sends it (and as its Python client asks by default)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from lmforge.inference.embeddings import Embedder
 from lmforge.server.errors import ApiError
 from lmforge.server.models import ServedModel
 from lmforge.server.schemas import EmbeddingRequest
+from lmforge.server.truncation import kept_tokens
 
 KIND = "feature-extraction"
 
@@ -55,18 +58,9 @@ def embedding_inputs(served: ServedModel, body: EmbeddingRequest) -> list[list[i
                     "input",
                     "invalid_value",
                 )
-    limit, keep = served.context, body.truncate_prompt_tokens
+    limit, keep = served.context, kept_tokens(body.truncate_prompt_tokens, served.context)
     if keep is not None:
-        if keep == 0 or keep > limit:
-            raise ApiError(
-                400,
-                f"truncate_prompt_tokens={keep}: must be between 1 and the model's context of {limit}"
-                " (or -1: the context)",
-                "truncate_prompt_tokens",
-                "invalid_value",
-            )
-        keep = limit if keep == -1 else keep
-        rows = [embedder.cut(ids, keep) if texts else ids[-keep:] for ids in rows]
+        rows = [embedder.cut(ids, keep) if texts else ids[:keep] for ids in rows]
     for p, ids in enumerate(rows):
         if len(ids) > limit:
             raise ApiError(

@@ -272,7 +272,8 @@ def serve(
     none by default: only the playground, served from the same origin. tool_call_parser: the format
     chat replies are read in for tool calls when a request gives `tools`, as vLLM's parsers of the
     same names read them: "hermes" (`<tool_call>{...}</tool_call>`, as Qwen2.5, Hermes and SmolLM3
-    write them), "llama3_json" (`{"name": ..., "parameters": {...}}`, Llama 3.1 / 3.2 / 3.3),
+    write them), "llama3_json" (`{"name": ..., "parameters": {...}}`, Llama 3.1 / 3.2 / 3.3; also
+    by vLLM's other name for it, "llama4_json"),
     "pythonic" (`[f(a=1)]`, Llama 3.2 1B / 3B and Llama 4; forced calls refused); none by default,
     as vLLM's: such a request is then a 400 unless its tool_choice is "none"."""
     try:

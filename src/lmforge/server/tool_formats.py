@@ -6,13 +6,14 @@ with its reader (one per row of a reply) and the grammar that holds a forced rep
   Pro / 3, SmolLM3); text around them is content (tool_calls.py, tool_grammar.py).
 - `llama3_json`: a reply of `{"name": ..., "parameters": {...}}` objects, `;` between them,
   maybe after `<|python_tag|>` (Llama 3.1 / 3.2 / 3.3 Instruct; tool_parsers/llama3_json.py).
+  `llama4_json` is the same format by vLLM's other name for it (Llama 4 writes JSON calls alike).
 - `pythonic`: a reply that is a Python list of calls, `[f(a=1), g(b="x")]` (Llama 3.2 1B / 3B,
   Llama 4; tool_parsers/pythonic.py); no grammar: forced calls are a 400."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -34,14 +35,19 @@ class ToolFormat:
     key: str  # where a call's JSON holds the arguments (a forced call's schema, for blame_tool)
 
 
+LLAMA_JSON = ToolFormat(
+    "llama3_json",
+    partial(LeadingReader, llama3_json.read, llama3_json.could_be),
+    llama3_json.grammar,
+    llama3_json.KEY,
+)
 FORMATS = {
     "hermes": ToolFormat("hermes", HermesReader, call_grammar, "arguments"),
-    "llama3_json": ToolFormat(
-        "llama3_json", partial(LeadingReader, llama3_json.read, llama3_json.could_be),
-        llama3_json.grammar, llama3_json.KEY,
-    ),
+    "llama3_json": LLAMA_JSON,
+    # vLLM registers one parser under both names: Llama 4 writes its JSON calls as Llama 3.x does
+    "llama4_json": replace(LLAMA_JSON, name="llama4_json"),
     "pythonic": ToolFormat("pythonic", partial(LeadingReader, pythonic.read, pythonic.could_be), None, ""),
-}  # fmt: skip
+}
 PARSERS = tuple(FORMATS)
 
 

@@ -79,6 +79,11 @@ class ChatTask(Task):
             )
         rows = [c for c in chats if c.split == "train"]
         self.n_test = len(chats) - len(rows)
+        if not rows:  # else hold_out would count "0 conversations", silent on the test ones
+            raise LmforgeError(
+                f'{d.input}: {counted(self.n_test, "conversation")} held out as "split": "test" and'
+                ' none to train on; give the ones to learn from "split": "train" (or no split)'
+            )
         train_rows, val_rows = hold_out(
             rows, key=lambda c: json.dumps(c.messages, sort_keys=True), fraction=d.val_fraction,
             seed=t.seed, source=str(d.input), noun="conversation", say=setup.say,

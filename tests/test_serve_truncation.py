@@ -1,0 +1,90 @@
+"""vLLM's truncate_prompt_tokens on /v1/completions and /v1/chat/completions: the prompt keeps its
+LAST k tokens (vLLM's left truncation for generation), so the reply at temperature 0 is lmforge's own
+decoding of those k tokens, usage counts k, echo gives their text; -1 keeps the context; 0 or more
+than the context is a 400 naming the field. (/v1/embeddings' truncation: test_serve_embeddings.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+from serve_helpers import make_model_dirs  # noqa: E402
+
+from lmforge.formats.directory import load_model  # noqa: E402
+from lmforge.inference.chat import ChatSpec  # noqa: E402
+from lmforge.inference.generate import generate_ids  # noqa: E402
+from lmforge.server.app import Settings, create_app  # noqa: E402
+from lmforge.server.models import load_models  # noqa: E402
+
+LONG = "ROMEO:\nthe king is dead and long live the king\n"  # 47 characters: over the char GPT's 32
+TALK = [{"role": "user", "content": "Who is the king? " * 3}]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_model_dirs(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def api(dirs: dict[str, Path]) -> Iterator[TestClient]:
+    models = load_models([dirs["gpt"], dirs["llama"]], dtype="fp32")
+    with TestClient(create_app(models, Settings(max_tokens_limit=300))) as c:
+        yield c
+
+
+def complete(api: TestClient, **fields: Any) -> Any:
+    body = {"model": "gpt", "prompt": LONG, "max_tokens": 6, "temperature": 0, **fields}
+    return api.post("/v1/completions", json=body)
+
+
+def test_a_completion_keeps_the_prompt_s_last_tokens(api: TestClient, dirs: dict[str, Path]) -> None:
+    net, tok = load_model(dirs["gpt"])
+    ids = tok.encode(LONG)
+    assert len(ids) > 32 and complete(api).status_code == 400  # over the context, and not cut
+    r = complete(api, truncate_prompt_tokens=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    want = generate_ids(net, [ids[-10:]], 6, 0.0, eos_id=tok.eos_id)[0]
+    assert body["choices"][0]["text"] == tok.decode(want)
+    assert body["usage"]["prompt_tokens"] == 10
+    echo = complete(api, truncate_prompt_tokens=10, echo=True).json()["choices"][0]["text"]
+    assert echo == tok.decode(ids[-10:]) + tok.decode(want) and echo.endswith("the king\n" + tok.decode(want))
+    by_ids = complete(api, prompt=ids, truncate_prompt_tokens=10).json()  # token ids are cut the same
+    assert by_ids["choices"] == body["choices"]
+    whole = complete(api, truncate_prompt_tokens=-1, max_tokens=1).json()  # -1: the context, 32
+    assert whole["usage"]["prompt_tokens"] == 32
+    short = complete(api, prompt="the king", truncate_prompt_tokens=20).json()  # shorter: unchanged
+    assert short["choices"] == complete(api, prompt="the king").json()["choices"]
+
+
+def test_a_chat_keeps_the_conversation_s_last_tokens(api: TestClient, dirs: dict[str, Path]) -> None:
+    net, tok = load_model(dirs["llama"])
+    spec = ChatSpec.read(dirs["llama"], tok)
+    prompt = tok.encode(spec.render(TALK))
+    k = len(prompt) // 2
+    body = {"model": "llama", "messages": TALK, "max_tokens": 8, "temperature": 0}
+    r = api.post("/v1/chat/completions", json={**body, "truncate_prompt_tokens": k})
+    assert r.status_code == 200, r.text
+    want = generate_ids(net, [prompt[-k:]], 8, 0.0, eos_id=spec.stops)[0]
+    assert r.json()["choices"][0]["message"]["content"] == tok.decode(want)
+    assert r.json()["usage"]["prompt_tokens"] == k
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/completions", {"model": "gpt", "prompt": "the king", "truncate_prompt_tokens": 0}),
+        ("/v1/completions", {"model": "gpt", "prompt": "the king", "truncate_prompt_tokens": 33}),
+        ("/v1/completions", {"model": "gpt", "prompt": "the king", "truncate_prompt_tokens": -2}),
+        ("/v1/chat/completions", {"model": "llama", "messages": TALK, "truncate_prompt_tokens": 0}),
+    ],
+)
+def test_a_bad_truncation_is_a_400_naming_it(api: TestClient, route: str, body: dict[str, Any]) -> None:
+    r = api.post(route, json=body)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "truncate_prompt_tokens", error
