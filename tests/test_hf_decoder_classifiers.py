@@ -133,7 +133,8 @@ def _lmforge_classifier(directory: Path, **options: Any) -> tuple[Classifier, To
 
 
 def test_an_lmforge_decoder_classifier_without_a_head_bias_exports(tmp_path: Path) -> None:
-    """lmforge's own classifiers pool the attention mask's last token and have no pad id: the export
+    """A classifier without a pad id (built here; trained before finetune-classify gave them one,
+    tests/test_classifier_export_batches.py) pools the attention mask's last token: the export
     names none, so transformers reads each text's last position, whatever token ends it (it wrote
     the EOS, which transformers' pooling then skipped at a text's end)."""
     model, tok = _lmforge_classifier(tmp_path / "clf", head_bias=False)

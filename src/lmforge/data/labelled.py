@@ -142,9 +142,10 @@ def _say_once(line: str) -> None:
 
 
 def encode_batch(
-    tokenizer: Tokenizer, texts: list[str], context: int, encoder: bool
+    tokenizer: Tokenizer, texts: list[str], context: int, encoder: bool, pad_id: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask), each (B, T), right-padded. Encoders get their special tokens
+    """(ids, attention_mask), each (B, T), right-padded with `pad_id` (a decoder classifier's, the
+    token its pooling skips; else the tokenizer's, else 0). Encoders get their special tokens
     ([CLS] ... [SEP]); texts longer than the context are cut, keeping the final special token."""
     rows = []
     for text in texts:
@@ -154,7 +155,7 @@ def encode_batch(
             ids = ids[: context - 1] + ids[-1:] if encoder else ids[:context]
         rows.append(ids)
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    pad = pad_id if pad_id is not None else tokenizer.pad_id if tokenizer.pad_id is not None else 0
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):

@@ -15,9 +15,10 @@ the imported body (formats/hf_files.py), and written back on export (formats/hf_
   a reward model's one output is a score through a sigmoid, as transformers' pipeline gives it.
 - Export: a decoder Classifier with transformers' head (`last` pooling, no dense layer, a head
   without a bias) goes back as the family's `...ForSequenceClassification` with its labels and its
-  pad id, none where it has none (transformers then reads the last position, as the mask's last
-  token is, and takes one text at a time), and its problem_type (formats/hf_export.py). Others are
-  refused in one line naming what transformers' class lacks.
+  pad id (one `finetune-classify` trains has one), none where it has none (transformers then reads
+  the last position, as the mask's last token is, and takes one text at a time), and its
+  problem_type (formats/hf_export.py). Others are refused in one line naming what transformers'
+  class lacks.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ def export_into(out: Path, model_path: str | Path) -> None:
     if isinstance(model, Classifier) and not model.encoder:
         # transformers' decoder classifiers skip trailing pad_token_id: the id the classifier pools by
         # and no other (an invented one, its EOS, changed the logits of a text ending in it); with
-        # none, transformers reads the last position, and batches one text at a time
+        # none (a classifier trained before lmforge gave them one, train/tasks/classification_head.py),
+        # transformers reads the last position, and batches one text at a time
         specials["pad_token_id"] = model.pad_id
     hf_config = {
         "architectures": [architecture],
@@ -97,9 +98,10 @@ def export_into(out: Path, model_path: str | Path) -> None:
         _write_seq2seq_files(out, model, tokenizer, specials)
         return
     tokenizer.save(out / "tokenizer.json")
-    (out / "tokenizer_config.json").write_text(
-        json.dumps(_tokenizer_config(tokenizer, config, specials), indent=2) + "\n"
-    )
+    named = _tokenizer_config(tokenizer, config, specials)
+    if isinstance(model, Classifier) and not model.encoder:  # its pad after the text, as lmforge's:
+        named["padding_side"] = "right"  # GPT-2's learned positions then match (left shifts them)
+    (out / "tokenizer_config.json").write_text(json.dumps(named, indent=2) + "\n")
     if kind == "gpt":  # the source's chat template and generation defaults (eos may be a list) win
         generation = {k: v for k, v in specials.items() if v is not None}
         write_chat_files(out, read_chat_template(source), {**generation, **read_generation_config(source)})
@@ -144,12 +146,16 @@ def _write_seq2seq_files(
 
 
 def _special_ids(tokenizer: Tokenizer, raw: dict[str, Any]) -> dict[str, int | None]:
-    """BOS is the EOS, as GPT-2's, unless config.json names its own BOS / padding (imported models)."""
+    """BOS is the EOS, as GPT-2's, unless config.json names its own BOS / padding (imported models,
+    and classifiers trained on them); padding is else the tokenizer's <|pad|>, BERT's [PAD] or
+    RoBERTa's <pad>, the token tokenizer_config.json names."""
     bos, pad = raw.get("bos_token_id"), raw.get("pad_token_id")
+    pads = (tokenizer.pad_id, *(tokenizer.hf.token_to_id(t) for t in ("[PAD]", "<pad>")))  # BERT's, RoBERTa's
+    fallback = next((i for i in pads if i is not None), None)
     return {
         "bos_token_id": bos if isinstance(bos, int) else tokenizer.eos_id,
         "eos_token_id": tokenizer.eos_id,
-        "pad_token_id": pad if isinstance(pad, int) else tokenizer.pad_id,
+        "pad_token_id": pad if isinstance(pad, int) else fallback,
     }
 
 
@@ -173,9 +179,9 @@ def _tokenizer_config(
         ("sep_token", ("[SEP]", "</s>")),
         ("mask_token", ("[MASK]", "<mask>")),
         ("unk_token", ("[UNK]", "<unk>")),
-        ("pad_token", ("[PAD]",)),
+        ("pad_token", ("[PAD]", "<pad>")),
     ):
         found = next((t for t in tokens if tokenizer.hf.token_to_id(t) is not None), None)
-        if found is not None:
+        if found is not None and key not in out:  # never another pad than config.json's id
             out[key] = found
     return out

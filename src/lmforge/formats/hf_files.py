@@ -47,6 +47,7 @@ from lmforge.formats.directory import (
     check_named,
     read_config_json,
     read_json,
+    resolve_model_dir,
     write_model_dir,
 )
 from lmforge.formats.hf import FAMILIES, family_for
@@ -295,7 +296,8 @@ def _import_folder(
         extra = source_special_ids(Path(hf_dir), tokenizer)
     with staged_folder(out, inputs=inputs, owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
-            save_classifier(model, tmp, tokenizer)
+            bos = None if model.encoder else source_special_ids(Path(hf_dir), tokenizer).get("bos_token_id")
+            save_classifier(model, tmp, tokenizer, bos)
         else:
             write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
         copy_chat_files(Path(hf_dir), tmp)
@@ -338,6 +340,18 @@ def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
         if isinstance(value, int) and not isinstance(value, bool):
             ids[f"{key}_token_id"] = value
     return ids
+
+
+def model_special_ids(path: str | Path, tokenizer: Tokenizer) -> dict[str, int]:
+    """The BOS and padding ids of a model (run, checkpoint, lmforge or HF directory): an HF
+    directory's (source_special_ids), else those its config.json keeps (an import keeps its
+    source's; lmforge's own models keep none)."""
+    directory = resolve_model_dir(path)
+    raw = read_config_json(directory)
+    if is_hf_type(raw.get("model_type")):
+        return source_special_ids(directory, tokenizer)
+    keys = ("bos_token_id", "pad_token_id")
+    return {k: v for k in keys if isinstance(v := raw.get(k), int) and not isinstance(v, bool)}
 
 
 def is_hf_type(model_type: Any) -> bool:

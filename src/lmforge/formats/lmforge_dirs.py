@@ -109,11 +109,12 @@ def write_classifier_files(
     head_bias: bool = True,
     pad_id: int | None = None,
     problem_type: str = "",
+    bos_id: int | None = None,
 ) -> None:
     """config.json (the labels, the pooling, the dense layer's activation if any, a head without a
-    bias, the padding id `last` pooling skips, an HF head's problem_type, and the backbone's config)
-    and tokenizer.json: what
-    makes a directory of classifier weights (`backbone.*`, `dense.*`, `head.*`) a model directory."""
+    bias, the padding id `last` pooling skips, an HF head's problem_type, the backbone's config and
+    its source's BOS, which export names) and tokenizer.json: what makes a directory of classifier
+    weights (`backbone.*`, `dense.*`, `head.*`) a model directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
         "labels": list(labels),
@@ -125,13 +126,16 @@ def write_classifier_files(
         **({"problem_type": problem_type} if problem_type else {}),  # how the outputs are read
         "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
+        **({} if bos_id is None else {"bos_token_id": bos_id}),  # an HF source's (Qwen3: not its EOS)
     }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
 
 
-def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokenizer) -> Path:
-    """Write a classifier directory: weights, config.json and tokenizer."""
+def save_classifier(
+    model: Classifier, directory: str | Path, tokenizer: Tokenizer, bos_id: int | None = None
+) -> Path:
+    """Write a classifier directory: weights, config.json and tokenizer (and an HF source's BOS)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_weights(directory / WEIGHTS, model.state_dict())
@@ -146,6 +150,7 @@ def save_classifier(model: Classifier, directory: str | Path, tokenizer: Tokeniz
         model.head.bias is not None,
         model.pad_id,
         model.problem_type,
+        bos_id,
     )
     return directory
 

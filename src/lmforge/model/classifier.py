@@ -14,8 +14,11 @@ layer, so it exports as ...ForSequenceClassification; one on an encoder, as tran
 classifiers have). An imported HF decoder classifier (formats/hf_decoder_heads.py) keeps its
 `pad_id` too: transformers pools the
 rightmost token that is not `pad_token_id`, so `last` pooling then skips real tokens equal to it at
-the end of a text too (GPT-2's pad is its EOS), and gives transformers' logits on every input.
-Without `pad_id` (lmforge's own classifiers) `last` is the last token of the attention mask.
+the end of a text too (GPT-2's pad is its EOS), and gives transformers' logits on every input;
+so does a decoder classifier `finetune-classify` trains (its pad token:
+train/tasks/classification_head.py's pad_id_for), which then exports with it. Without `pad_id` (lmforge's
+classifiers trained before they had one, a pad-less HF import) `last` is the last token of the
+attention mask.
 
 `problem_type` is transformers' config.json key, kept as an HF directory gives it ("" where it
 gives none): it says how the outputs are read (`function`, transformers' TextClassificationPipeline

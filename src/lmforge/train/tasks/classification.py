@@ -29,6 +29,7 @@ from lmforge.data.holdout import hold_out
 from lmforge.data.labelled import MULTI_LABEL, REGRESSION, LabelledLoader, Target, encode_batch, read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
+from lmforge.formats.hf_files import model_special_ids
 from lmforge.formats.lmforge_dirs import write_classifier_files
 from lmforge.inference.classify import count_into, macro_scores
 from lmforge.inference.label_metrics import (
@@ -46,7 +47,7 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
-from lmforge.train.tasks.classification_head import SINGLE_LABEL, dense_start, plan_head
+from lmforge.train.tasks.classification_head import SINGLE_LABEL, dense_start, pad_id_for, plan_head
 
 __all__ = ["ClassificationTask", "classifier_loss", "dense_start", "split_labelled"]
 
@@ -106,7 +107,15 @@ class ClassificationTask(Task):
         self.cfg = cfg
         self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text
         self.encoder = isinstance(backbone, Encoder)
-        encode = partial(encode_batch, self.tokenizer, context=self.context, encoder=self.encoder)
+        # the source's BOS and pad (Qwen's <|endoftext|>), which the classifier keeps for export
+        self.specials = {} if self.encoder else model_special_ids(t.init_from, self.tokenizer)
+        if not self.encoder and self.head.pad_id is None and self.head.pooling in ("", "last"):
+            self.head.pad_id = pad_id_for(self.specials, self.tokenizer)  # classification_head.py
+            token = self.tokenizer.hf.id_to_token(self.head.pad_id)
+            setup.say(f"classifier: pads with {token!r} (id {self.head.pad_id}) and pools the last token"
+                      " that is not it, as transformers' ...ForSequenceClassification")  # fmt: skip
+        encode = partial(encode_batch, self.tokenizer, context=self.context, encoder=self.encoder,
+                         pad_id=self.head.pad_id)  # fmt: skip
         self.loader = LabelledLoader(
             self.train_rows, encode, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
         )
@@ -207,6 +216,7 @@ class ClassificationTask(Task):
             head_bias=self.encoder if h.head_bias is None else h.head_bias,
             pad_id=h.pad_id,
             problem_type=h.model_problem_type,
+            bos_id=self.specials.get("bos_token_id"),
         )
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:

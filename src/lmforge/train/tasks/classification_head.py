@@ -9,6 +9,14 @@ asks for its type or none ("") and names no other labels: a reward model fine-tu
 model. A head of one output without a problem_type trains as a regression, as transformers'
 forward decides (and then records in its config, so its pipeline reads the raw output).
 Otherwise the head is new: single-label where no type is asked for, as before.
+
+A decoder's `last` pooling gets a pad id where its head has none (pad_id_for): the token its
+batches are padded with and its pooling skips at a text's end, as transformers'
+...ForSequenceClassification does with config.json's `pad_token_id`. Its pooling is then
+transformers' rule exactly, on every text (one that ends in the pad token, or is made of it,
+included), so the export batches padded texts in transformers with lmforge's logits. Without
+one it pooled the attention mask's last token, which no `pad_token_id` reproduces for a text
+ending in that token: it exported none, and transformers took one text at a time.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from lmforge.data.labelled import MULTI_LABEL, REGRESSION
 from lmforge.errors import LmforgeError
 from lmforge.model.classifier import Classifier, trained_as
 from lmforge.model.encoder import Encoder
+from lmforge.tokenization.tokenizer import Tokenizer
 
 SINGLE_LABEL = "single_label_classification"
 
@@ -113,3 +122,14 @@ def _kind_of(loaded: Classifier) -> str:
     if loaded.problem_type:
         return f"{loaded.problem_type}{f' ({n} labels)' if n > 1 else ''}"
     return "one-output" if n == 1 else f"single-label ({n} labels)"
+
+
+def pad_id_for(specials: dict[str, int], tokenizer: Tokenizer) -> int:
+    """The pad id of a decoder classifier that has none (see the module doc): the model's own
+    (`specials`, model_special_ids: an HF directory's pad_token_id or tokenizer_config.json's
+    pad_token, Qwen's <|endoftext|>), else the tokenizer's <|pad|> (lmforge's), else its EOS
+    (GPT-2's, as transformers' recipes set it), else 0, what lmforge padded with before."""
+    for pad in (specials.get("pad_token_id"), tokenizer.pad_id, tokenizer.eos_id):
+        if pad is not None:
+            return pad
+    return 0
