@@ -3,9 +3,11 @@ export, and the merged model.
 
 A LoRA run's checkpoint (and RUN/model) is a model directory of the task's model whose
 model.safetensors holds only the trained tensors (the adapters, lora.also_train's modules), plus
-`lora.json`: the [lora] settings and the base model it sits on (train.init_from's directory and
-the sha256 of its config and weight files). Everything that reads one checks that base first, so
-adapters are never put on another model.
+`lora.json`: the [lora] settings and the base model it sits on (train.init_from's directory, as an
+absolute path and relative to the adapter directory, and the sha256 of its config and weight
+files). Everything that reads one finds that base (`find_base`: the absolute path, else the
+relative one, so a project folder holding both runs can be moved or copied) and checks its sha256
+first, so adapters are never put on another model.
 
 `export_peft` writes PEFT's layout (adapter_config.json + adapter_model.safetensors, Hugging Face
 module names: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight) for
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -71,29 +74,78 @@ def base_identity(init_from: str | Path) -> dict[str, Any]:
 
 
 def write_lora_file(directory: Path, spec: LoraConfig, base: dict[str, Any]) -> None:
-    meta = {"lora": dataclasses.asdict(spec), "base": base}
+    """lora.json in `directory`, which must sit at the depth of the folder it ends up in (the
+    run's .NAME-tmp and checkpoints/.tmp-step_N do, beside model/ and step_N): the base's relative
+    path is counted from here."""
+    try:  # from the adapter directory: still right after the folder holding both moves
+        relative = os.path.relpath(base["path"], directory.resolve())
+    except ValueError:  # another drive (Windows): no relative path
+        relative = None
+    meta = {"lora": dataclasses.asdict(spec), "base": {**base, "relative_path": relative}}
     (directory / LORA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def read_lora_file(directory: Path) -> tuple[LoraConfig, dict[str, Any]]:
+    """(the [lora] settings, the base: `path` absolute, `relative_path` from `directory` or None
+    (lora.json written before 2026-12-07), `sha256`)."""
     file = directory / LORA_FILE
     raw = read_json(file, "LoRA description")
     try:
         spec = LoraConfig(**raw["lora"])
-        base = {"path": str(raw["base"]["path"]), "sha256": dict(raw["base"]["sha256"])}
-    except (KeyError, TypeError) as e:
+        relative = raw["base"].get("relative_path")
+        base = {
+            "path": str(raw["base"]["path"]),
+            "relative_path": None if relative is None else str(relative),
+            "sha256": dict(raw["base"]["sha256"]),
+        }
+    except (KeyError, TypeError, AttributeError) as e:
         raise LmforgeError(f"{file}: not a LoRA description ({type(e).__name__}: {e})") from None
     return spec, base
 
 
-def check_base(directory: Path, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def base_places(directory: Path, recorded: dict[str, Any]) -> list[Path]:
+    """Where the base of the adapter directory may be: the absolute path lora.json records, then
+    its relative path from the adapter directory (the two moved or copied together)."""
+    places = [Path(recorded["path"])]
+    if recorded.get("relative_path") is not None:
+        places.append(Path(os.path.normpath(directory.resolve() / recorded["relative_path"])))
+    return list(dict.fromkeys(places))
+
+
+def find_base(directory: Path, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The base model of the adapter directory where it is now, as `base_identity` gives it: the
+    first of `base_places` that holds the model lora.json's sha256 names. A place with another
+    model is passed over for the next; where none has it, the first such place is refused."""
+    if recorded is None:
+        _, recorded = read_lora_file(directory)
+    places = base_places(directory, recorded)
+    # a model directory, as recorded (an emptied or half-copied folder is no base)
+    found = [base_identity(p) for p in places if (p / "config.json").is_file()]
+    if not found:
+        where = (
+            f"not at {places[0]} (the path it records) nor at {places[1]} (its path from {directory})"
+            if len(places) > 1
+            else f"{places[0]} is gone"
+        )
+        raise LmforgeError(
+            f"{directory / LORA_FILE}: its base model is missing ({where}): put the base back at"
+            f" {'either place' if len(places) > 1 else 'its place'} or link it there (ln -s WHERE_IT_IS"
+            f" {places[-1]}); its sha256 in {LORA_FILE} checks it is the model the adapters were trained on"
+        )
+    same = next((base for base in found if base["sha256"] == recorded["sha256"]), None)
+    return same or check_base(directory, found[0], recorded)  # another model: refused
+
+
+def check_base(
+    directory: Path, base: dict[str, Any] | None = None, recorded: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Refuse an adapter directory whose base model is gone or changed (`base`: the one in use
-    now, default: the one lora.json names, re-hashed). Returns the recorded base."""
-    _, recorded = read_lora_file(directory)
+    now, default: the one lora.json names, found and re-hashed). Returns the base in use, `path`
+    where it is now."""
+    if recorded is None:
+        _, recorded = read_lora_file(directory)
     if base is None:
-        if not Path(recorded["path"]).is_dir():
-            raise LmforgeError(f"{directory / LORA_FILE}: its base model {recorded['path']} is gone")
-        base = base_identity(recorded["path"])
+        return find_base(directory, recorded)
     if base["sha256"] != recorded["sha256"]:
         changed = sorted(set(base["sha256"].items()) ^ set(recorded["sha256"].items()))
         raise LmforgeError(
@@ -101,7 +153,7 @@ def check_base(directory: Path, base: dict[str, Any] | None = None) -> dict[str,
             f" ({changed[0][0]} sha256 is not the one recorded in {LORA_FILE}): the adapters belong to"
             " the other base"
         )
-    return recorded
+    return base
 
 
 def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
@@ -110,8 +162,8 @@ def load_adapted(model_path: str | Path) -> tuple[torch.nn.Module, Any, Path]:
     source = resolve_model_dir(model_path)
     if not is_adapter_dir(source):
         raise LmforgeError(f"{model_path}: not a LoRA adapter directory (no {LORA_FILE})")
-    spec, _ = read_lora_file(source)
-    base = check_base(source)
+    spec, recorded = read_lora_file(source)
+    base = check_base(source, recorded=recorded)
     base_model, _ = load_model(base["path"])
     if isinstance(base_model, Classifier):  # every task trains on a classifier's body alone (a new head)
         base_model = base_model.backbone
@@ -189,8 +241,8 @@ def export_peft(source: Path, out: str | Path) -> Path:
     from lmforge.formats.hf import export_family
     from lmforge.formats.hf_convert import lmforge_to_hf
 
-    spec, base = read_lora_file(source)
-    check_base(source)
+    spec, recorded = read_lora_file(source)
+    base = check_base(source, recorded=recorded)  # where it is now: base_model_name_or_path
     if is_adapter_dir(Path(base["path"])):  # an adapter on a model that PEFT sees as another adapter
         raise LmforgeError(
             f"{source}: trained on {base['path']}, itself a LoRA run's model (its base with its own"

@@ -27,7 +27,7 @@ import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import PEFT_ADAPTER, read_json, resolve_model_dir, write_safetensors
-from lmforge.formats.peft import LORA_FILE, read_lora_file
+from lmforge.formats.peft import LORA_FILE, base_places, read_lora_file
 from lmforge.formats.peft_checks import check_layers, check_named_base, check_task
 
 PEFT_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -220,9 +220,11 @@ def merged_folder(adapter: Path, base: str | Path | None, tmp: Path) -> tuple[Pa
         source = resolve_model_dir(source)
     if (source / LORA_FILE).is_file():  # its model is its base with its own adapters merged in
         _, trained_on = read_lora_file(source)
+        here = [p for p in base_places(source, trained_on) if p.is_dir()]  # where it is now, if moved
         raise LmforgeError(
             f"{source}: a LoRA run, whose model holds its own adapters merged in (merged again, an"
-            f" adapter exported from it would count twice): give the base it trained on, {trained_on['path']}"
+            f" adapter exported from it would count twice): give the base it trained on,"
+            f" {here[0] if here else trained_on['path']}"
         )
     if is_hf_type(read_json(source / "config.json", "model config").get("model_type")):
         hf = source

@@ -17,6 +17,7 @@ from lmforge.config import (
 )
 from lmforge.data.shards import is_prepared
 from lmforge.errors import LmforgeError
+from lmforge.formats.peft import find_base, is_adapter_dir
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.run_inputs import check_resumed_inputs, ensure_data
@@ -71,9 +72,10 @@ def resume_run(
         raise LmforgeError(f"{run_dir}: not a run directory (no config.toml){ckpt.replaced_hint(run_dir)}")
     last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
     state = ckpt.read_trainer_state(last)
-    saved, edited = _trained_with(run_dir, last, state)
+    found: dict[str, str] = {}  # a moved base's place, looked for once
+    saved, edited = _trained_with(run_dir, last, state, found)
     try:
-        cfg = load_config(run_dir / "config.toml", overrides)
+        cfg = moved_base(load_config(run_dir / "config.toml", overrides), last, found)
     except LmforgeError:  # a refused change first: a rule across keys would blame one the run set
         _refuse_named(run_dir, saved, joined_overrides(as_overrides(overrides)), edited)
         raise
@@ -170,7 +172,9 @@ def _finished_at(run_dir: Path) -> int | None:
     return steps if isinstance(steps, int) else None
 
 
-def _trained_with(run_dir: Path, last: Path, state: dict[str, Any]) -> tuple[Config, str]:
+def _trained_with(
+    run_dir: Path, last: Path, state: dict[str, Any], found: dict[str, str]
+) -> tuple[Config, str]:
     """(the config the checkpoint `last` was trained with, a note for refusals where config.toml
     was edited since). A checkpoint keeps its run's config (trainer.json's "config"): an edited
     config.toml must pass the same rules as an override, not load weights into another model.
@@ -178,11 +182,25 @@ def _trained_with(run_dir: Path, last: Path, state: dict[str, Any]) -> tuple[Con
     toml = run_dir / "config.toml"
     recorded = state.get("config")
     if not isinstance(recorded, str):
-        return load_config(toml), ""
+        return moved_base(load_config(toml), last, found), ""
     saved = config_from_text(recorded, f"{last / 'trainer.json'}'s config").validate()
-    if config_changes(saved, load_config(toml)):
+    saved = moved_base(saved, last, found)
+    if config_changes(saved, moved_base(load_config(toml), last, found)):
         return saved, f" (config.toml was edited since {last.name})"
     return saved, ""
+
+
+def moved_base(cfg: Config, last: Path, found: dict[str, str]) -> Config:
+    """A LoRA run moved or copied with its base: train.init_from (absolute in config.toml) is
+    gone, and the base is where the checkpoint's lora.json finds it (formats/peft.py `find_base`,
+    sha256 checked), or a line names the places tried. Both the checkpoint's config and
+    config.toml get the base's place now, so that they agree (`found`: it, once looked for)."""
+    t = cfg.train
+    if cfg.lora.enabled and t.init_from and not Path(t.init_from).exists() and is_adapter_dir(last):
+        if "path" not in found:
+            found["path"] = find_base(last)["path"]
+        t.init_from = found["path"]
+    return cfg
 
 
 def resumable(key: str) -> bool:
