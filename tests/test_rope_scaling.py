@@ -1,6 +1,7 @@
 """Scaled rotary positions (model/rope_scaling.py): Llama 3.1-3.3's `llama3` frequencies and the
 `linear` ones give transformers' logits and greedy tokens, through import, export and back. They
-were refused in one line before (Llama 3.2 1B/3B and Llama 3.1 8B could not be imported)."""
+were refused in one line before (Llama 3.2 1B/3B and Llama 3.1 8B could not be imported). YaRN's
+are tests/test_rope_yarn.py's."""
 
 from __future__ import annotations
 
@@ -114,8 +115,8 @@ def test_a_rope_scaling_lmforge_cannot_follow_is_one_line(tmp_path: Path) -> Non
     raw = json.loads((tmp_path / "hf" / "config.json").read_text())
     cases = [
         (
-            {"rope_type": "yarn", "factor": 4.0},
-            r"unsupported rope type 'yarn' \(lmforge reads default, linear, llama3\)",
+            {"rope_type": "longrope", "factor": 4.0},
+            r"unsupported rope type 'longrope' \(lmforge reads default, linear, llama3, yarn\)",
         ),
         ({"rope_type": "dynamic", "factor": 2.0}, "unsupported rope type 'dynamic'"),
         ({**LLAMA3, "low_freq_factor": None}, r"missing config key 'rope_parameters.low_freq_factor'"),
@@ -141,7 +142,7 @@ REFUSED = [
         [*ROPE, "--model.rope_type=llama3", "--model.rope_high_freq_factor=0.5"],
         r"rope_low_freq_factor=1.0 must be > 0 and below model.rope_high_freq_factor=0.5",
     ),
-    ([*ROPE, "--model.rope_type=ntk"], r"rope_type='ntk' must be one of default, linear, llama3"),
+    ([*ROPE, "--model.rope_type=ntk"], r"rope_type='ntk' must be one of default, linear, llama3, yarn"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""The config reference, generated from the dataclasses in config/sections.py: each key's type and
-default come from the dataclass, its description from the docstring under the field. Python
-keeps no attribute docstrings, so they are read from the source with `ast`.
+"""The config reference, generated from the dataclasses in config/sections.py (and [model]'s in
+config/model_section.py): each key's type and default come from the dataclass, its description
+from the docstring under the field. Python keeps no attribute docstrings, so they are read from
+the source with `ast`.
 
 `python -m lmforge.config_doc` prints docs/config.md; `--out docs/config.md` writes it.
 `lmforge train --help` and `lmforge prep --help` list the same keys (`keys`).
@@ -123,7 +124,8 @@ def markdown() -> str:
     lines = [
         "# Config reference",
         "",
-        f"Generated from the dataclass docstrings in `src/lmforge/config/sections.py` by `{REGENERATE}`;"
+        "Generated from the dataclass docstrings in `src/lmforge/config/sections.py` and"
+        f" `model_section.py` by `{REGENERATE}`;"
         " do not edit by hand (a test fails when it is out of date).",
         "",
         INTRO,

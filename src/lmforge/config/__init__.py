@@ -4,7 +4,8 @@ A recipe is a TOML file with the sections below; every key is optional and falls
 dataclass default. Unknown sections or keys, wrong types and impossible combinations raise
 `LmforgeError` with a one-line message naming the key (and the file).
 
-- `sections.py`: the dataclasses, one per [section] (docs/config.md is generated from them);
+- `sections.py`: the dataclasses, one per [section] (docs/config.md is generated from them), but
+  [model]'s, in `model_section.py`;
 - `run_config.py`: `Config`, one of each section, and which keys a recipe or override named;
 - `checks.py`: what makes a value wrong or a combination impossible (`model_checks.py`: the
   [model] section's, and what each model family can build);
@@ -22,6 +23,7 @@ from lmforge.config.files import (
     model_config_from,
 )
 from lmforge.config.model_checks import check_buildable, check_supported
+from lmforge.config.model_section import ModelConfig
 from lmforge.config.run_config import COMMAND_LINE, Config
 from lmforge.config.sections import (
     LORA_TARGETS,
@@ -29,7 +31,6 @@ from lmforge.config.sections import (
     DataConfig,
     EngineConfig,
     LoraConfig,
-    ModelConfig,
     PrepConfig,
     PrivacyConfig,
     TrainConfig,

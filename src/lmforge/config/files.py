@@ -15,8 +15,8 @@ from typing import Any
 
 from lmforge.config.checks import changed_keys, yield_note
 from lmforge.config.model_checks import check_model
+from lmforge.config.model_section import ModelConfig
 from lmforge.config.run_config import COMMAND_LINE, Config
-from lmforge.config.sections import ModelConfig
 from lmforge.errors import LmforgeError
 
 

@@ -5,7 +5,7 @@ rule."""
 
 from __future__ import annotations
 
-from lmforge.config.sections import ModelConfig
+from lmforge.config.model_section import ModelConfig
 from lmforge.errors import LmforgeError
 
 
@@ -61,8 +61,19 @@ _ROPE_KEYS = (
     "rope_low_freq_factor",
     "rope_high_freq_factor",
     "rope_original_context",
+    "rope_attention_factor",
+    "rope_beta_fast",
+    "rope_beta_slow",
+    "rope_truncate",
 )
-_ROPE_USES = {"default": 0, "linear": 2, "llama3": 5}  # how many of _ROPE_KEYS each kind reads
+_YARN = ("rope_factor", "rope_original_context", "rope_attention_factor", "rope_beta_fast",
+         "rope_beta_slow", "rope_truncate")  # fmt: skip
+_ROPE_USES = {  # the keys each kind reads (rope_type aside)
+    "default": (),
+    "linear": ("rope_factor",),
+    "llama3": ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context"),
+    "yarn": _YARN,
+}
 
 
 def _check_rope_scaling(m: ModelConfig) -> None:
@@ -71,7 +82,7 @@ def _check_rope_scaling(m: ModelConfig) -> None:
     _check(
         m.rope_type in _ROPE_USES, f"model.rope_type={m.rope_type!r} must be one of {', '.join(_ROPE_USES)}"
     )
-    read = _ROPE_KEYS[: _ROPE_USES[m.rope_type] if m.pos == "rope" else 0]
+    read = ("rope_type", *_ROPE_USES[m.rope_type]) if m.pos == "rope" else ()
     defaults = ModelConfig()
     for key in _ROPE_KEYS:
         value = getattr(m, key)
@@ -88,6 +99,14 @@ def _check_rope_scaling(m: ModelConfig) -> None:
     )
     context = m.rope_original_context
     _check(context >= 1, f"model.rope_original_context={context} must be >= 1")
+    attention, fast, slow = m.rope_attention_factor, m.rope_beta_fast, m.rope_beta_slow
+    _check(
+        attention >= 0, f"model.rope_attention_factor={attention} must be >= 0 (0: 0.1 ln(rope_factor) + 1)"
+    )
+    _check(
+        0 < slow <= fast,
+        f"model.rope_beta_slow={slow} must be > 0 and at most model.rope_beta_fast={fast}",
+    )
 
 
 # Keys a model family cannot honour: they must keep their default, or building it is an error

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmforge.config.model_section import ModelConfig
 from lmforge.config.sections import (
     DataConfig,
     EngineConfig,
     LoraConfig,
-    ModelConfig,
     PrepConfig,
     PrivacyConfig,
     TrainConfig,

@@ -1,5 +1,6 @@
 """The run configuration's sections: one dataclass per TOML [section], each key with its type,
-default and docstring (docs/config.md is generated from these, config_doc.py).
+default and docstring (docs/config.md is generated from these, config_doc.py); [model]'s, the
+architecture, is model_section.py's.
 
 The whole configuration, which holds one of each, is run_config.py's Config; validation is in
 checks.py, reading recipes and overrides in files.py.
@@ -63,79 +64,6 @@ class DataConfig:
     """lm: tokens per training window (0: the model's context, model.block_size). Below the context
     of a train.init_from model, it fine-tunes on shorter windows, as transformers' run_clm.py
     block_size does (SmolLM2's context is 8,192 tokens)."""
-
-
-@dataclass
-class ModelConfig:
-    n_layer: int = 4
-    """Transformer blocks (in each stack for seq2seq)."""
-    n_head: int = 4
-    """Attention heads per block."""
-    n_embd: int = 128
-    """Model width: the embedding and residual stream size."""
-    block_size: int = 64
-    """Context length in tokens."""
-    vocab_size: int = 0
-    """0 takes the tokenizer's vocabulary size."""
-    dropout: float = 0.0
-    """Dropout probability (attention weights, residual branches, embeddings) while training."""
-    bias: bool = True
-    """Biases in the linear layers and norms (GPT-2); false for none (Llama)."""
-    pos: str = "learned"
-    """`learned` absolute positions (GPT-2), `rope` (rotary) or `sinusoidal` (seq2seq only: Marian's
-    fixed table, sines in the first half of the dims, cosines in the second)."""
-    mlp: str = "gelu"
-    """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation), `swiglu` (Llama) or `silu` (a plain
-    MLP with SiLU, Marian's "swish")."""
-    tie_embeddings: bool = True
-    """The output layer shares the token embedding's weights."""
-    # Options the Hugging Face families need (model/hf.py); the defaults are lmforge's own GPT.
-    norm: str = "layernorm"
-    """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama, Mistral, Qwen2, Qwen3)."""
-    norm_eps: float = 1e-5
-    """Epsilon added inside the norm layers."""
-    n_kv_head: int = 0
-    """Key/value heads for grouped-query attention; 0 means n_head (plain multi-head attention)."""
-    qkv_bias: bool = False
-    """Bias on the q, k, v projections even when `bias` is false (Qwen2)."""
-    head_dim: int = 0
-    """Size of each attention head; 0 means n_embd / n_head (Qwen3's is larger)."""
-    qk_norm: bool = False
-    """RMSNorm over each query and key head before the rotary positions (Qwen3)."""
-    rope_theta: float = 10000.0
-    """Rotary base frequency."""
-    rope_type: str = "default"
-    """Rotary frequencies `default`, or scaled to a longer context than trained at: `linear` (all
-    divided by rope_factor) or `llama3` (Llama 3.1-3.3's: the long wavelengths divided by rope_factor,
-    the short kept, those between interpolated; model/rope_scaling.py)."""
-    rope_factor: float = 1.0
-    """Scaled rotary (rope_type linear or llama3): the factor the context was stretched by."""
-    rope_low_freq_factor: float = 1.0
-    """rope_type llama3: wavelengths over rope_original_context / this are divided by rope_factor."""
-    rope_high_freq_factor: float = 4.0
-    """rope_type llama3: wavelengths under rope_original_context / this are kept."""
-    rope_original_context: int = 8192
-    """rope_type llama3: the context the model was first trained at."""
-    mlp_hidden: int = 0
-    """MLP hidden width; 0 means 4 x n_embd (gelu) or 8/3 x n_embd rounded up to 64 (swiglu)."""
-    type_vocab_size: int = 0
-    """Encoder only: token type (segment) embeddings, as BERT's; 0 for none."""
-    scale_embedding: bool = False
-    """Seq2seq: multiply token embeddings by sqrt(n_embd) (Vaswani et al.; Marian), so that with
-    tied weights the embedding is not drowned by the position signal."""
-    arch: str = "gpt"
-    """`gpt` (decoder only) or `seq2seq` (encoder-decoder; n_layer layers in each stack,
-    block_size positions on each side, one embedding shared by both and the output)."""
-    # Seq2seq options Marian (opus-mt, model/hf.py) needs; the defaults are lmforge's own seq2seq.
-    post_norm: bool = False
-    """Seq2seq: post-LayerNorm blocks, norm after each residual (the original Transformer; Marian)."""
-    final_norm: bool = True
-    """Seq2seq: a LayerNorm at the end of each stack (pre-LN needs it; Marian has none)."""
-    logits_bias: bool = False
-    """Seq2seq: a fixed, untrained bias added to the output logits (Marian's final_logits_bias)."""
-
-    def head_size(self) -> int:
-        return self.head_dim or self.n_embd // self.n_head
 
 
 @dataclass

@@ -8,8 +8,9 @@ one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Se
 options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
 The encoder families (BERT, DistilBERT, RoBERTa) are in formats/hf_encoders.py, the `Family` record in
-formats/hf_family.py. formats/hf_convert.py converts state dicts (`hf_to_lmforge` /
-`lmforge_to_hf`); formats/hf_files.py reads and writes the directories.
+formats/hf_family.py, the rotary keys (rope_parameters / rope_scaling) in formats/hf_rope.py.
+formats/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); formats/hf_files.py
+reads and writes the directories.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
 from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
-from lmforge.model.rope_scaling import KINDS
+from lmforge.formats.hf_rope import rope_in, rope_out
 
 
 # --- GPT-2 ------------------------------------------------------------------------------------
@@ -72,40 +73,6 @@ def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _rope(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
-    """ModelConfig's rope keys as transformers 5 reads them: an older rope_scaling, where it is
-    not empty, replaces rope_parameters whole (its theta then the top-level rope_theta); its
-    `rope_type`, else `type`, names the kind; llama3's `original_max_position_embeddings` comes
-    from the top level first, then the scaling, then max_position_embeddings (`context`)."""
-    scaling = typed_key(raw, "rope_scaling", file, dict, {})
-    where = "rope_scaling" if scaling else "rope_parameters"
-    scaling = scaling or typed_key(raw, "rope_parameters", file, dict, {})
-    kind = typed_key(scaling, "rope_type", file, str, name=f"{where}.rope_type") or typed_key(
-        scaling, "type", file, str, "default", name=f"{where}.type"
-    )
-    require(kind in KINDS, file, f"rope type {kind!r} (lmforge reads {', '.join(KINDS)})")
-    theta = typed_key(scaling, "rope_theta", file, float, name=f"{where}.rope_theta")
-    out: dict[str, Any] = {"rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0}
-    if kind == "default":
-        return out
-
-    def read(key: str, kind_of: type = float, default: Any = None) -> Any:
-        value = typed_key(scaling, key, file, kind_of, default, name=f"{where}.{key}")
-        if value is None:
-            raise LmforgeError(f"{file}: missing config key '{where}.{key}' (rope type {kind!r})")
-        return value
-
-    out |= {"rope_type": kind, "rope_factor": read("factor")}
-    if kind == "llama3":
-        original = typed_key(raw, "original_max_position_embeddings", file, int)
-        out |= {
-            "rope_low_freq_factor": read("low_freq_factor"),
-            "rope_high_freq_factor": read("high_freq_factor"),
-            "rope_original_context": original or read("original_max_position_embeddings", int, context),
-        }
-    return out
-
-
 def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     n_embd = config_key(raw, "hidden_size", file, kind=int)
     n_head = config_key(raw, "num_attention_heads", file, kind=int)
@@ -131,6 +98,10 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     layers = raw.get("layer_types")
     if isinstance(layers, list) and layers and "sliding_attention" not in layers:
         window = None
+    rope = rope_in(raw, file, positions)  # the model's positions, not the window's cap
+    if rope.get("rope_type") == "yarn":  # YaRN's context is the original stretched (vLLM's max_model_len):
+        # Qwen2.5's max_position_embeddings is the original, which transformers does not cap at
+        context = max(context, int(rope["rope_original_context"] * rope["rope_factor"]))
     if window:  # within the window, sliding-window attention is plain causal attention
         context = min(context, window)
     return ModelConfig(
@@ -145,27 +116,13 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
         head_dim=0 if head_dim * n_head == n_embd else head_dim,  # 0: n_embd / n_head, as lmforge's own
         qk_norm=qwen3,
         pos="rope",
-        **_rope(raw, file, positions),  # the model's positions, not the window's cap
+        **rope,
         mlp="swiglu",
         mlp_hidden=config_key(raw, "intermediate_size", file),
         norm="rmsnorm",
         norm_eps=raw.get("rms_norm_eps", 1e-6),
         tie_embeddings=raw.get("tie_word_embeddings", False),
     )
-
-
-def _rope_out(c: ModelConfig) -> dict[str, Any]:
-    """The scaling's keys in rope_parameters / rope_scaling (none for plain rotary)."""
-    if c.rope_type == "default":
-        return {}
-    keys: dict[str, Any] = {"factor": c.rope_factor}
-    if c.rope_type == "llama3":
-        keys |= {
-            "low_freq_factor": c.rope_low_freq_factor,
-            "high_freq_factor": c.rope_high_freq_factor,
-            "original_max_position_embeddings": c.rope_original_context,
-        }
-    return keys
 
 
 def _rotary_model_type(c: ModelConfig) -> str:
@@ -201,9 +158,9 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
         "hidden_act": "silu",
         "rms_norm_eps": c.norm_eps,
         "rope_theta": c.rope_theta,
-        "rope_parameters": {"rope_type": c.rope_type, "rope_theta": c.rope_theta, **_rope_out(c)},
+        "rope_parameters": {"rope_type": c.rope_type, "rope_theta": c.rope_theta, **rope_out(c)},
         # transformers 4 and llama.cpp's converter read the scaling here
-        **({"rope_scaling": {"rope_type": c.rope_type, **_rope_out(c)}} if c.rope_type != "default" else {}),
+        **({"rope_scaling": {"rope_type": c.rope_type, **rope_out(c)}} if c.rope_type != "default" else {}),
         "tie_word_embeddings": c.tie_embeddings,
         "attention_bias": False,
         "attention_dropout": c.dropout,

@@ -15,7 +15,7 @@ from lmforge.model.attention import KVCache, attention
 from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
 from lmforge.model.packed_weights import packable, packed_linear, packed_when_used
-from lmforge.model.rope_scaling import RopeScaling, frequencies, scaled
+from lmforge.model.rope_scaling import RopeScaling, inverse_frequencies
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -78,10 +78,14 @@ class Rotary(nn.Module):
         """Compute the angles' cos and sin (also after model/empty.py builds the model empty)."""
         # The same float32 arithmetic as HF's LlamaRotaryEmbedding, so imported models match it.
         device = self.cos.device
-        inv_freq = scaled(frequencies(self.head_size, self.base, device), self.scaling)  # (hs/2,)
+        inv_freq = inverse_frequencies(self.head_size, self.base, self.scaling, device)  # (hs/2,)
         angles = torch.outer(torch.arange(self.max_len, device=device).float(), inv_freq)  # (T, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
         self.cos, self.sin = angles.cos(), angles.sin()
+        # YaRN's attention factor, in the tables themselves: every path that rotates (the forward,
+        # cached and compiled decoding, ONNX) reads them, and q.k then scales by its square
+        if (attention := self.scaling.attention() if self.scaling else 1.0) != 1.0:
+            self.cos, self.sin = self.cos * attention, self.sin * attention
 
     def extra_repr(self) -> str:  # in repr(model), which keys the compiled steps kept on disk
         return f"base={self.base:g}" + (f", scaling={self.scaling}" if self.scaling else "")
