@@ -283,7 +283,7 @@ CASES = [
     Case("import-invalid-config", "import {t}/h --out {t}/o", r"{t}/h/config\.json: unreadable model config", (copy("hf", "h"), write("h/config.json", "{bad"))),
     Case("import-shard-outside", "import {t}/h --out {t}/o", r"{t}/h/model\.safetensors\.index\.json: shard name '\.\./w\.safetensors' lies outside the model folder", (copy("hf", "h"), lambda t, s: (t / "h/model.safetensors").rename(t / "w.safetensors"), write("h/model.safetensors.index.json", '{"weight_map": {"transformer.wte.weight": "../w.safetensors"}}'))),
     Case("import-truncated", "import {t}/h --out {t}/o", r"{t}/h/model\.safetensors: unreadable safetensors file", (copy("hf", "h"), cut("h/model.safetensors", 300))),
-    Case("import-no-weights", "import {t}/h --out {t}/o", r"{t}/h: no model\.safetensors or pytorch_model\.bin", (copy("hf", "h"), remove("h/model.safetensors"))),
+    Case("import-no-weights", "import {t}/h --out {t}/o", r"{t}/h: no weights \(model\.safetensors, an index's shards or pytorch_model\.bin\)", (copy("hf", "h"), remove("h/model.safetensors"))),
     Case("import-no-tokenizer", "import {t}/h --out {t}/o", r"{t}/h: no tokenizer\.json", (copy("hf", "h"), remove("h/tokenizer.json"))),
     Case("import-out-is-input", "import {t}/h --out {t}/h", r"{t}/h: the output folder is the input", (copy("hf", "h"),)),
     Case("import-out-foreign", "import {s}/hf --out {t}/o", r"{t}/o: holds files import did not write \(README\.md\)", (write("o/README.md", "mine"),)),

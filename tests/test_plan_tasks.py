@@ -203,3 +203,28 @@ def test_a_lora_run_as_init_from_is_planned_as_the_model_it_merges_into(tmp_path
     merged = lmforge.plan(overrides=[*args, f"--train.init_from={tmp_path / 'merged'}"])
     assert result["memory_per_rank"] == merged["memory_per_rank"]
     assert result["parameters"] == merged["parameters"] and result["model"] == merged["model"]
+
+
+@pytest.mark.parametrize("task", ["lm", "classification"])
+def test_an_init_from_with_missing_or_cut_weights_is_refused_as_train_refuses_it(
+    tmp_path: Path, task: str
+) -> None:
+    """plan read only config.json, so it planned a run that train then refused at once."""
+    tok = Tokenizer.train_char(["abcdefgh ."])
+    net = GPT(ModelConfig(**{**SMALL, "vocab_size": tok.vocab_size}))
+    base = tmp_path / "base"
+    write_model_dir(base, net.config, net.state_dict(), tok)
+    data = _data(tmp_path / "train.jsonl", n=40)
+    args = [f"--train.init_from={base}", "--train.dtype=fp32", "--train.batch_size=4"]
+    if task == "classification":
+        args += ["--data.task=classification", f"--data.input={data}", "--data.labels=negative,positive"]
+    else:
+        args += [f"--data.input={data}"]
+    lmforge.plan(overrides=args)  # whole: planned
+    weights = base / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    with pytest.raises(LmforgeError, match=rf"^{weights}: unreadable safetensors file \("):
+        lmforge.plan(overrides=args)
+    weights.unlink()
+    with pytest.raises(LmforgeError, match=rf"^{base}: no weights \(model\.safetensors, an index's shards"):
+        lmforge.plan(overrides=args)

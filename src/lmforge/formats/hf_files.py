@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lmforge.config import model_config_from
@@ -93,7 +94,11 @@ def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(file))
     except Exception as e:  # safetensors' SafetensorError and OSError: truncated or not safetensors
-        raise LmforgeError(f"{file}: unreadable safetensors file ({str(e).splitlines()[0]})") from None
+        raise _unreadable(file, e) from None
+
+
+def _unreadable(file: Path, e: Exception) -> LmforgeError:
+    return LmforgeError(f"{file}: unreadable safetensors file ({str(e).splitlines()[0]})")
 
 
 def _load_bin(file: Path) -> dict[str, torch.Tensor]:
@@ -109,8 +114,9 @@ def _load_bin(file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """(HF name -> tensor, file label) from safetensors (single or sharded) or a .bin state dict."""
+def weight_files(directory: Path) -> tuple[list[Path], Callable[[Path], dict[str, torch.Tensor]], str]:
+    """(the files holding a model directory's weights, their reader, the label errors name): an
+    index's shards, else model.safetensors (lmforge's own directories too), else pytorch_model.bin."""
     readers: tuple[tuple[str, Callable[[Path], dict[str, torch.Tensor]]], ...] = (
         ("model.safetensors.index.json", _load_safetensors),
         ("pytorch_model.bin.index.json", _load_bin),
@@ -121,17 +127,35 @@ def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
             weight_map = read_json(index).get("weight_map")
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise LmforgeError(f"{index}: 'weight_map' must map tensor names to shard file names")
-            state: dict[str, torch.Tensor] = {}
-            for shard in sorted(set(weight_map.values())):
-                state.update(reader(_shard_path(directory, index, shard)))
-            return state, str(index)
-    single = directory / "model.safetensors"
-    if single.is_file():
-        return _load_safetensors(single), str(single)
-    legacy = directory / "pytorch_model.bin"
-    if legacy.is_file():
-        return _load_bin(legacy), str(legacy)
-    raise LmforgeError(f"{directory}: no model.safetensors or pytorch_model.bin")
+            shards = [_shard_path(directory, index, shard) for shard in sorted(set(weight_map.values()))]
+            return shards, reader, str(index)
+    for name, reader in (("model.safetensors", _load_safetensors), ("pytorch_model.bin", _load_bin)):
+        if (directory / name).is_file():
+            return [directory / name], reader, str(directory / name)
+    raise LmforgeError(f"{directory}: no weights (model.safetensors, an index's shards or pytorch_model.bin)")
+
+
+def read_hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(HF name -> tensor, file label) from safetensors (single or sharded) or a .bin state dict."""
+    files, reader, label = weight_files(directory)
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(reader(file))
+    return state, label
+
+
+def check_weight_files(directory: Path) -> None:
+    """Refuse a model directory whose weights are missing or cut short, as loading it would, but
+    reading only each safetensors file's header, which safetensors checks against the file's
+    length (`plan`, which needs only config.json, then refuses what train would)."""
+    files, reader, _ = weight_files(directory)
+    if reader is _load_safetensors:
+        for file in files:
+            try:
+                with safe_open(str(file), "pt"):
+                    pass
+            except Exception as e:  # safetensors' SafetensorError: a truncated or foreign file
+                raise _unreadable(file, e) from None
 
 
 Model = GPT | Encoder | Seq2Seq | SpanModel | Classifier

@@ -91,6 +91,7 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
     """classification and qa: train.init_from's body (as ClassificationTask and QATask load it)."""
     from lmforge.formats.directory import MODEL_TYPE, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
+    from lmforge.formats.hf_files import check_weight_files
     from lmforge.formats.hf_qa import QA_TYPE
     from lmforge.formats.lmforge_dirs import CLASSIFIER_TYPE, ENCODER_TYPE
 
@@ -99,6 +100,7 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
         needs = "the model to put a head on" if task == "classification" else "the encoder for a span head"
         raise LmforgeError(f"data.task={task!r} needs train.init_from ({needs}), for plan as for train")
     directory = resolve_model_dir(source)
+    check_weight_files(directory)  # missing or cut short: refused, as train would
     file = directory / "config.json"
     raw: dict[str, Any] = read_config_json(directory)
     kind = raw.get("model_type")
@@ -149,9 +151,11 @@ def _init_from_model(cfg: Config) -> ModelConfig:
     train/run_inputs.py's init_model takes them."""
     from lmforge.formats.directory import MODEL_TYPE, SEQ2SEQ_MODEL_TYPE, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
+    from lmforge.formats.hf_files import check_weight_files
 
     source = cfg.train.init_from
     directory = resolve_model_dir(source)
+    check_weight_files(directory)  # missing or cut short: refused, as train would
     file = directory / "config.json"
     raw = read_config_json(directory)  # read once, as _task_model does
     kind = raw.get("model_type")
