@@ -145,3 +145,11 @@ def test_a_pipe_in_an_input_folder_is_named_not_read(tmp_path: Path) -> None:
     assert list_files(tmp_path, passed_over) == [tmp_path / "a.txt"]
     said = "not read: 1 entry in the input folders that are not files (pipes, sockets, devices)"
     assert input_notes([tmp_path / "a.txt"], passed_over) == [f"{said}: {tmp_path / 'pipe.txt'}"]
+
+
+def test_stopwords_keep_a_real_nul() -> None:
+    """A NUL in the text (a JSON "\\u0000" with no markup stage before) was taken for the stage's
+    own mark of a removed word: "nul\\x00 in text" became "nultext"."""
+    stats = StageStats()
+    assert Stopwords().apply("nul\x00 in text", stats) == "nul\x00 text"
+    assert Stopwords().apply("the \x00\ufdd0 of it", stats) == "\x00\ufdd0"  # another mark then

@@ -308,8 +308,13 @@ ENGLISH_STOPWORDS = [
 _WORD = re.compile(r"\b\w+\b")
 
 
-_DROPPED = re.compile(r"(?:\x00 *)+")  # removed stop words and the spaces after them
-_DROPPED_LAST = re.compile(r" *(?:\x00 *)+$", re.M)  # ... and before them, last on a line
+# where a stop word was: NUL, else a noncharacter or private-use character the text lacks (a real
+# NUL, from a JSON "\u0000" with no markup stage before, was taken for one and glued words together)
+_MARKS = (0, *range(0xFDD0, 0xFDF0), *range(0xE000, 0xF900))
+
+
+def _mark_for(text: str) -> str:
+    return next(chr(c) for c in _MARKS if chr(c) not in text)
 
 
 class Stopwords:
@@ -323,15 +328,17 @@ class Stopwords:
 
     def apply(self, text: str, stats: StageStats) -> str | None:
         removed = 0
+        mark = _mark_for(text)
 
         def drop(m: re.Match[str]) -> str:
             nonlocal removed
             if m.group(0).lower() in self.words:
                 removed += 1
-                return "\x00"  # a mark where a stop word was (markup removes real NULs)
+                return mark
             return m.group(0)
 
         marked = _WORD.sub(drop, text)
-        out = _DROPPED.sub("", _DROPPED_LAST.sub("", marked)) if removed else text
+        m = re.escape(mark)  # removed stop words with the spaces after them (before them, last on a line)
+        out = re.sub(f"(?:{m} *)+", "", re.sub(f" *(?:{m} *)+$", "", marked, flags=re.M)) if removed else text
         stats.edits["stopwords"] += removed
         return out
