@@ -130,7 +130,7 @@ def test_a_short_classification_run_measures_what_the_plan_predicts(tmp_path: Pa
     assert result["model"]["head"] == "classification"
     # tokens per example: the longest text as the task encodes it, or max_len where that is shorter
     texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
-    longest = encode_batch(load_model(tmp_path / "bert")[1], texts, 1000, encoder=True)[0].shape[1]
+    longest = encode_batch(load_model(tmp_path / "bert")[1], texts, 1000)[0].shape[1]
     assert longest > 24 and result["tokens_per_sequence"] == 24  # cut at data.max_len
     wide = lmforge.plan(overrides=[*args, "--data.max_len=1000"])
     assert longest < result["model"]["block_size"] and wide["tokens_per_sequence"] == longest

@@ -142,17 +142,21 @@ def _say_once(line: str) -> None:
 
 
 def encode_batch(
-    tokenizer: Tokenizer, texts: list[str], context: int, encoder: bool, pad_id: int | None = None
+    tokenizer: Tokenizer, texts: list[str], context: int, pad_id: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention_mask), each (B, T), right-padded with `pad_id` (a decoder classifier's, the
-    token its pooling skips; else the tokenizer's, else 0). Encoders get their special tokens
-    ([CLS] ... [SEP]); texts longer than the context are cut, keeping the final special token."""
+    token its pooling skips; else the tokenizer's, else 0). Each text is encoded as transformers'
+    `tokenizer(text)` encodes it, with the special tokens the tokenizer's post-processor puts
+    around it (BERT's [CLS] ... [SEP], Llama 3's and Mistral's BOS; none for GPT-2's and lmforge's
+    tokenizers); a text longer than the context is cut inside, its special tokens kept, as
+    transformers' truncation cuts it."""
+    after = tokenizer.text_affixes()[1]
     rows = []
     for text in texts:
-        ids = tokenizer.hf.encode(text).ids if encoder else tokenizer.encode(text)
+        ids = tokenizer.encode_prompt(text)
         ids = ids or [tokenizer.eos_id if tokenizer.eos_id is not None else 0]
         if len(ids) > context:
-            ids = ids[: context - 1] + ids[-1:] if encoder else ids[:context]
+            ids = ids[: context - len(after)] + after if after else ids[:context]
         rows.append(ids)
     width = max(len(r) for r in rows)
     pad = pad_id if pad_id is not None else tokenizer.pad_id if tokenizer.pad_id is not None else 0
@@ -164,10 +168,10 @@ def encode_batch(
     return ids, mask
 
 
-def token_counts(tokenizer: Tokenizer, texts: list[str], context: int, encoder: bool) -> list[int]:
+def token_counts(tokenizer: Tokenizer, texts: list[str], context: int) -> list[int]:
     """How many tokens encode_batch gives each text (at least 1, at most `context`), counted in
     one batch call to the tokenizer (`lmforge plan` reads a whole training file this way)."""
-    encodings = tokenizer.hf.encode_batch(texts, add_special_tokens=encoder)
+    encodings = tokenizer.hf.encode_batch(texts, add_special_tokens=True)
     return [min(max(len(e.ids), 1), context) for e in encodings]
 
 

@@ -34,6 +34,10 @@ from lmforge.tokenization.tokenizer import Tokenizer
 
 ENCODER_TYPE = "lmforge-encoder"
 CLASSIFIER_TYPE = "lmforge-classifier"
+# config.json's record that a classifier reads a text as transformers' `tokenizer(text)` gives it:
+# with the special tokens of its tokenizer's post-processor (a Llama's BOS). Decoder classifiers
+# written before lmforge did so lack it, and keep reading texts without them.
+SPECIAL_TOKENS = "add_special_tokens"
 
 
 def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
@@ -112,9 +116,10 @@ def write_classifier_files(
     bos_id: int | None = None,
 ) -> None:
     """config.json (the labels, the pooling, the dense layer's activation if any, a head without a
-    bias, the padding id `last` pooling skips, an HF head's problem_type, the backbone's config and
-    its source's BOS, which export names) and tokenizer.json: what makes a directory of classifier
-    weights (`backbone.*`, `dense.*`, `head.*`) a model directory."""
+    bias, the padding id `last` pooling skips, an HF head's problem_type, the backbone's config, its
+    source's BOS, which export names, and add_special_tokens: texts are read with what `tokenizer`
+    puts around them) and tokenizer.json: what makes a directory of classifier weights
+    (`backbone.*`, `dense.*`, `head.*`) a model directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
         "labels": list(labels),
@@ -127,6 +132,7 @@ def write_classifier_files(
         "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
         **({} if bos_id is None else {"bos_token_id": bos_id}),  # an HF source's (Qwen3: not its EOS)
+        SPECIAL_TOKENS: True,
     }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
@@ -185,4 +191,19 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
     except LmforgeError as e:  # a hand-edited label list, pooling, dense or problem_type
         raise LmforgeError(f"{file}: {e}") from None
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)
+    return model.eval(), classifier_tokenizer(directory, raw)
+
+
+def classifier_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
+    """The tokenizer of a classifier directory as its classifier reads texts: a decoder classifier
+    without add_special_tokens (trained before lmforge read texts as transformers does) read them
+    bare, so its tokenizer drops what the post-processor adds (a Llama's BOS); encoders always
+    read [CLS] ... [SEP]."""
+    tokenizer = load_tokenizer(directory)
+    marked = raw.get(SPECIAL_TOKENS, False)
+    if not isinstance(marked, bool):
+        raise LmforgeError(f"{directory / 'config.json'}: {SPECIAL_TOKENS}={marked!r} must be true or false")
+    backbone = raw.get("backbone")
+    if not marked and not (isinstance(backbone, dict) and backbone.get("model_type") == ENCODER_TYPE):
+        tokenizer.drop_affixes()
+    return tokenizer

@@ -77,7 +77,7 @@ def label_probabilities(
     device = next(model.parameters()).device  # wherever the caller put the model
     for i in range(0, len(texts), batch_size):
         batch = texts[i : i + batch_size]
-        ids, mask = encode_batch(tokenizer, batch, model.config.block_size, model.encoder, model.pad_id)
+        ids, mask = encode_batch(tokenizer, batch, model.config.block_size, model.pad_id)
         out.append(apply_function(model(ids.to(device), mask.to(device)), function or model.function).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(model.labels))
 

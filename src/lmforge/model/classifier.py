@@ -6,8 +6,9 @@ lets see the whole text, as HF's GPT2ForSequenceClassification). `dense` puts on
 and its activation between the pooling and the head, which is how transformers' fine-tuned
 classifiers are shaped: BERT's pooler (`tanh`), DistilBERT's pre_classifier (`relu`), RoBERTa's
 classification head (`tanh`). A classifier directory holds config.json (`lmforge-classifier`:
-labels, pooling, dense and the backbone's config), model.safetensors (`backbone.*`, `dense.*`,
-`head.*`) and tokenizer.json.
+labels, pooling, dense, the backbone's config and `add_special_tokens`: texts read with what the
+tokenizer puts around them, formats/lmforge_dirs.py), model.safetensors (`backbone.*`,
+`dense.*`, `head.*`) and tokenizer.json.
 
 A decoder's head has no bias by default (`head_bias=None`: none on a decoder, transformers' `score`
 layer, so it exports as ...ForSequenceClassification; one on an encoder, as transformers' encoder

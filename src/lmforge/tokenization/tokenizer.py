@@ -164,6 +164,13 @@ class Tokenizer:
         tail = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
         return probe.ids[:lead], probe.ids[len(mask) - tail :]
 
+    def drop_affixes(self) -> None:
+        """From now on encode a text with no special tokens around it (encode_prompt gives
+        encode's ids): how lmforge read a decoder classifier's texts before it encoded them as
+        transformers' `tokenizer(text)` does (formats/lmforge_dirs.py keeps such a classifier's)."""
+        if self.text_affixes() != ([], []):
+            self.hf.post_processor = None
+
     def unknown_chars(self, text: str) -> list[str]:
         """The distinct characters of `text` a character vocabulary lacks, in order of appearance."""
         if self.kind != "char":

@@ -123,8 +123,9 @@ def inspect_model(
     encoder = isinstance(core, Encoder)
     if encoder and hasattr(tokenizer, "hf"):
         ids = tokenizer.hf.encode(text).ids  # with [CLS] and [SEP], as the encoder reads a text
-    elif lm and hasattr(tokenizer, "encode_prompt"):
-        ids = tokenizer.encode_prompt(text)  # a Llama's BOS first, as generate reads a prompt
+    elif hasattr(tokenizer, "encode_prompt"):
+        # a Llama's BOS first, as generate reads a prompt and a decoder classifier its text
+        ids = tokenizer.encode_prompt(text)
     else:
         ids = tokenizer.encode(text)
     _check_length(len(ids), limit, max_tokens, core.config.block_size, "text")

@@ -54,7 +54,7 @@ def sequence(cfg: Config, m: ModelConfig, head: Head = LM) -> tuple[int, int]:
     if cfg.data.task == "chat" or head.task != "lm":
         n = min(cfg.data.max_len, m.block_size)
         if head.task == "classification":
-            n = longest_text(cfg, n, head.encoder)
+            n = longest_text(cfg, n)
         return n, n
     if m.arch == "seq2seq":
         return m.block_size, 2 * m.block_size
@@ -62,7 +62,7 @@ def sequence(cfg: Config, m: ModelConfig, head: Head = LM) -> tuple[int, int]:
     return n, n
 
 
-def longest_text(cfg: Config, context: int, encoder: bool) -> int:
+def longest_text(cfg: Config, context: int) -> int:
     """Classification: the tokens of data.input's longest text, cut at `context` as the task cuts
     it. Each batch is padded to its longest text, so this is the widest batch a run can meet, what
     sets its peak, and an upper bound on its tokens; data.max_len alone can be far above it
@@ -71,11 +71,16 @@ def longest_text(cfg: Config, context: int, encoder: bool) -> int:
     from lmforge.formats.directory import load_tokenizer, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
     from lmforge.formats.hf_files import load_hf_tokenizer
+    from lmforge.formats.lmforge_dirs import CLASSIFIER_TYPE, classifier_tokenizer
 
     directory = resolve_model_dir(cfg.train.init_from)
     raw = read_config_json(directory)
-    imported = raw.get("model_type") in FAMILIES
-    tokenizer = load_hf_tokenizer(directory, raw) if imported else load_tokenizer(directory)
+    if raw.get("model_type") in FAMILIES:
+        tokenizer = load_hf_tokenizer(directory, raw)
+    elif raw.get("model_type") == CLASSIFIER_TYPE:  # as the classifier reads its texts
+        tokenizer = classifier_tokenizer(directory, raw)
+    else:
+        tokenizer = load_tokenizer(directory)
     d = cfg.data
     if _labels(cfg):  # the labels checked as train checks them
         texts = [
@@ -84,7 +89,7 @@ def longest_text(cfg: Config, context: int, encoder: bool) -> int:
         ]
     else:  # a head train keeps (_kept_outputs): its labels are the model's
         texts = [text for _, text, _ in labelled_records(d.input, d.text_field, d.label_field)]
-    return max(token_counts(tokenizer, texts, context, encoder))  # type: ignore[arg-type]
+    return max(token_counts(tokenizer, texts, context))  # type: ignore[arg-type]
 
 
 def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:

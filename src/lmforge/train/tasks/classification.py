@@ -114,8 +114,9 @@ class ClassificationTask(Task):
             token = self.tokenizer.hf.id_to_token(self.head.pad_id)
             setup.say(f"classifier: pads with {token!r} (id {self.head.pad_id}) and pools the last token"
                       " that is not it, as transformers' ...ForSequenceClassification")  # fmt: skip
-        encode = partial(encode_batch, self.tokenizer, context=self.context, encoder=self.encoder,
-                         pad_id=self.head.pad_id)  # fmt: skip
+        # each text as transformers' tokenizer(text) gives it (a Llama's BOS first), which the
+        # classifier's config.json records (formats/lmforge_dirs.py's add_special_tokens)
+        encode = partial(encode_batch, self.tokenizer, context=self.context, pad_id=self.head.pad_id)
         self.loader = LabelledLoader(
             self.train_rows, encode, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
         )
