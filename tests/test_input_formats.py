@@ -148,8 +148,8 @@ def test_a_corrupt_gzip_is_named_and_its_documents_before_the_damage_kept(tmp_pa
     }[name]
     (tmp_path / name).write_bytes(_corrupt_gzip(text))
     texts, report = _texts(tmp_path / name)
-    said = "truncated or corrupt (Error -3 while decompressing data: invalid block type)"
-    assert [p for p in report.problems if p.startswith(str(tmp_path / name)) and p.endswith(said)]
+    said = "truncated or corrupt (Error -3 while decompressing data: invalid block type; the damage"
+    assert [p for p in report.problems if p.startswith(str(tmp_path / name)) and said in p]
     assert texts and all(t.strip() in text for t in texts)  # what came before the damage, unaltered
     pairs = tmp_path / "p.jsonl.gz"
     pairs.write_bytes(_corrupt_gzip("".join(json.dumps({"en": r, "fr": r}) + "\n" for r in rows)))

@@ -169,3 +169,22 @@ def test_a_number_cut_by_a_read_is_read_whole(tmp_path: Path, number: str) -> No
             got = [d.text for d in json_array.read_json(path, "text", report, 1 << 20, key)]
             records = json.loads(text)[key] if key else json.loads(text)
             assert got == [r["text"] for r in records] and not report.problems, (shift, report.problems)
+
+
+def test_an_earlier_output_inside_an_input_folder_is_named_not_read(tmp_path: Path) -> None:
+    """`prep raw/a.txt --out raw/prepared`, then `prep raw/`: its meta.json, report.json and
+    tokenizer.json were read as corpus files ("not a JSON array"); named on its own, it is refused
+    as a model directory is."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.txt").write_text("the only document of the corpus, long enough to keep\n" * 20)
+    prep([raw / "a.txt"], raw / "prepared", stages="none", quiet=True)
+    prep([raw], tmp_path / "out", stages="none", quiet=True)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert not report["problem_list"] and report["stages"]["read"]["docs_out"] == 1
+    assert report["input_notes"] == [
+        f"not read: 1 folder in the input folders holding lmforge's own output (a prep output, a model"
+        f" or run directory): {raw / 'prepared'}"
+    ]
+    with pytest.raises(LmforgeError, match=rf"^{raw / 'prepared'}: a prep output \(meta\.json, its shards"):
+        read_documents(raw / "prepared").__next__()

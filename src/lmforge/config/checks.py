@@ -118,6 +118,14 @@ def check_config(c: Config) -> None:
         _check(getattr(p, key) >= 0, f"prep.{key}={getattr(p, key)} must be >= 0")
     for key in ("near_dup_bands", "near_dup_rows", "max_line_bytes", "canary_length"):
         _check(getattr(p, key) > 0, f"prep.{key}={getattr(p, key)} must be > 0")
+    _check(  # over 1, no line is in that many documents: the stage removed nothing, unsaid
+        0 <= p.boilerplate_fraction <= 1,
+        f"prep.boilerplate_fraction={p.boilerplate_fraction:g} must be in [0, 1] (a share of the documents)",
+    )
+    _check(  # every record was then skipped as having "no string field"
+        bool(c.data.text_field.strip()),
+        f"data.text_field={c.data.text_field!r} is empty: name the field (or column) holding the text",
+    )
     for key, value in changed_keys(p, ("canary_repeats", "canary_seed", "canary_length")):
         _check(  # read only when canaries are planted
             p.canaries > 0,

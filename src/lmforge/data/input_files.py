@@ -7,10 +7,12 @@ A folder is read recursively, its hidden files and files of other suffixes named
 from __future__ import annotations
 
 import glob
+import json
 import os
 from pathlib import Path
 
 from lmforge.data.compressed import COMPRESSION
+from lmforge.data.shards import META, PREP_FORMATS
 from lmforge.errors import LmforgeError, counted
 
 JSON_LINES = (".jsonl", ".ndjson")  # one JSON record a line
@@ -76,14 +78,27 @@ def list_files(inputs: str | Path | list[str | Path], passed_over: list[Path] | 
 
 
 def _refuse_model_folder(path: Path) -> None:
-    """A model or run directory named as a corpus: its config.json, tokenizer.json and metrics
-    would be read as .json and .jsonl text (or fail as such), far from what was meant."""
+    """A model, run or prep output directory named as a corpus: its config.json, tokenizer.json,
+    meta.json and metrics would be read as .json and .jsonl text (or fail as such), far from what
+    was meant."""
+    what = _output_folder(path)
+    if what:
+        raise LmforgeError(f"{path}: {what}, not a corpus: give text files or folders of them ({readable()})")
+
+
+def _output_folder(path: Path) -> str | None:
+    """What lmforge output `path` is (a model or run directory, a prep output), or None."""
     model = path / "model" if (path / "model" / "config.json").is_file() else path
     if (model / "config.json").is_file() and any((model / n).is_file() for n in MODEL_FILES):
-        raise LmforgeError(
-            f"{path}: a model {'run ' if model != path else ''}directory (config.json and its weights"
-            f" or tokenizer), not a corpus: give text files or folders of them ({readable()})"
-        )
+        run = "run " if model != path else ""
+        return f"a model {run}directory (config.json and its weights or tokenizer)"
+    try:  # not any meta.json: prep's, which names its format
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(meta, dict) and meta.get("format") in PREP_FORMATS:
+        return "a prep output (meta.json, its shards and report.json)"
+    return None
 
 
 MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "tokenizer.json", "pytorch_model.bin")
@@ -109,7 +124,15 @@ def _glob(pattern: str) -> list[Path]:
 def _folder_files(path: Path, passed_over: list[Path] | None) -> list[Path]:
     """A folder's files with a known suffix, not hidden, recursively (the others go to `passed_over`)."""
     found = list(path.rglob("*"))  # Python 3.11's rglob does not enter linked folders
-    entries = sorted(p for p in found if not p.is_dir() or (p.is_symlink() and not _hidden(p, path)))
+    # an earlier output inside the folder (`prep raw/ --out raw/prepared`, then `prep raw/`): named,
+    # not read (its meta.json and report.json were read as text, "not a JSON array")
+    outputs = [
+        p for p in found if p.is_dir() and not p.is_symlink() and not _hidden(p, path) and _output_folder(p)
+    ]
+    found = [p for p in found if not any(p.is_relative_to(o) for o in outputs)] + outputs
+    entries = sorted(
+        p for p in found if not p.is_dir() or p in outputs or (p.is_symlink() and not _hidden(p, path))
+    )
     candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
     taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
     if passed_over is not None:  # and pipes, sockets, devices: never read, but named
@@ -136,6 +159,13 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int | None = 
         return ", ".join(str(p) for p in paths[:shown]) + (", ..." if more else "")
 
     lines = []
+    outputs = [p for p in passed_over if p.is_dir() and not p.is_symlink()]
+    if outputs:
+        many = counted(len(outputs), "folder")
+        lines.append(
+            f"not read: {many} in the input folders holding lmforge's own output (a prep output, a"
+            f" model or run directory): {listed(outputs)}"
+        )
     linked = [p for p in passed_over if p.is_symlink() and p.is_dir()]
     if linked:
         many = counted(len(linked), "link") + (" to a folder" if len(linked) == 1 else " to folders")
@@ -143,14 +173,14 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int | None = 
             f"not read: {many} in the input folders, not followed (name the folder itself to read"
             f" it): {listed(linked)}"
         )
-    special = [p for p in passed_over if p.exists() and not p.is_file() and p not in linked]
+    special = [p for p in passed_over if p.exists() and not p.is_file() and not p.is_dir()]
     if special:
         many = f"{len(special):,} " + ("entry" if len(special) == 1 else "entries")
         lines.append(
             f"not read: {many} in the input folders that are not files (pipes, sockets, devices):"
             f" {listed(special)}"
         )
-    passed_over = [p for p in passed_over if p not in special and p not in linked]
+    passed_over = [p for p in passed_over if p not in special and p not in linked and p not in outputs]
     if passed_over:
         known = readable()
         many = counted(len(passed_over), "file")

@@ -47,6 +47,10 @@ BATCH_DOCS = 1024
 
 def parse_stages(stages: str | list[str]) -> list[str]:
     names = [s.strip() for s in stages.split(",")] if isinstance(stages, str) else list(stages)
+    if not any(names):  # an unset shell variable (`--stages "$STAGES"`) turned off PII scrubbing too
+        raise LmforgeError(
+            f"prep.stages={stages!r} names no stage: give the stages to run, or 'none' to run none"
+        )
     names = [n for n in names if n and n != "none"]
     for name in names:
         if name not in ALL_STAGES:

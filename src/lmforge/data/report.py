@@ -15,7 +15,17 @@ from typing import Any
 
 from lmforge.errors import counted
 
-MAX_LISTED = 200  # problems named one by one in the report; the rest are only counted
+MAX_LISTED = 200  # problems of one per-record kind named one by one; the rest are only counted
+# the kinds a file can have one of per line, record or element; every other problem (a truncated,
+# damaged, binary, UTF-16 or unreadable file) is named whatever the count, as it can lose a file
+RECORD_KINDS = {
+    "not valid JSON",
+    "no string field",
+    "empty text",
+    "line too long",
+    "lone surrogate",
+    "record too long",
+}
 
 
 @dataclass
@@ -59,24 +69,43 @@ class StageStats:
 class Report:
     stages: dict[str, StageStats] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    """`path[:line]: what` for each bad input (first MAX_LISTED)."""
+    """`path[:line]: what` for each bad input: every file's, the first MAX_LISTED of each
+    per-record kind."""
     problem_counts: Counter[str] = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+    """The problems of whole files (of no per-record kind), shown first."""
+    _listed: Counter[str] = field(default_factory=Counter, repr=False)
+    """Problems named, by kind."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Tokens, bytes per token, split, timings: filled in by the pipeline."""
 
     def stage(self, name: str) -> StageStats:
         return self.stages.setdefault(name, StageStats())
 
-    def problem(self, where: str, kind: str, detail: str = "") -> None:
+    def problem(self, where: str, kind: str, detail: str = "", record: bool | None = None) -> None:
+        """Count and (see `problems`) name a bad input; `record`: whether it is one record's
+        (a CSV row's bad bytes), where its kind does not say (default: kind in RECORD_KINDS)."""
         self.problem_counts[kind] += 1
-        if len(self.problems) < MAX_LISTED:
-            self.problems.append(f"{where}: {kind}" + (f" ({detail})" if detail else ""))
+        line = f"{where}: {kind}" + (f" ({detail})" if detail else "")
+        if not (kind in RECORD_KINDS if record is None else record):
+            self.files.append(line)
+        elif self._listed[kind] >= MAX_LISTED:
+            return
+        self._listed[kind] += 1
+        self.problems.append(line)
+
+    def first(self, shown: int) -> list[str]:
+        """The first `shown` problems named, whole files' first (a truncated file after 300 bad
+        lines was not among them)."""
+        files = self.files[:shown]
+        taken = set(files)
+        return files + [p for p in self.problems if p not in taken][: shown - len(files)]
 
     def skipped(self, shown: int = 5) -> list[str]:
         """Warning lines for the inputs skipped (or repaired and kept: invalid UTF-8): the first
         `shown`, then, when there were more, one line with the total by kind (a long list would
         bury the result)."""
-        lines = [f"{'repaired' if _repaired(p) else 'skipped'} {p}" for p in self.problems[:shown]]
+        lines = [f"{'repaired' if _repaired(p) else 'skipped'} {p}" for p in self.first(shown)]
         total = sum(self.problem_counts.values())
         if total > shown:
             kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self.problem_counts.items()))
@@ -128,9 +157,14 @@ class Report:
             total = sum(self.problem_counts.values())
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.problem_counts.items()))
             rows.append(f"bad input skipped or repaired: {total} ({kinds})")
-            rows += [f"  {p}" for p in self.problems[:20]]
-            if total > 20:
-                rows.append(f"  ... {total - 20} more in report.json")
+            rows += [f"  {p}" for p in self.first(20)]
+            listed, counted_only = len(self.problems), total - len(self.problems)
+            if listed > 20:
+                rows.append(f"  ... {listed - 20:,} more named in report.json")
+            if counted_only:  # over MAX_LISTED of a kind
+                rows.append(
+                    f"  ... and {counted_only:,} only counted (after the first {MAX_LISTED} of a kind)"
+                )
         for key, value in self.extra.items():
             if not isinstance(value, dict | list):
                 rows.append(f"{key}: {value:,}" if isinstance(value, int) else f"{key}: {value}")

@@ -31,7 +31,7 @@ from typing import IO
 
 import zstandard
 
-from lmforge.data.compressed import COMPRESSION
+from lmforge.data.compressed import open_compressed, reading_damaged, stream_damage
 from lmforge.data.input_files import JSON_LINES, TABLES, WARC, list_files, suffixes
 from lmforge.data.report import Report
 from lmforge.errors import LmforgeError
@@ -54,8 +54,7 @@ class Document:
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    opener = COMPRESSION.get(suffixes(path)[1])
-    raw = opener(path, "rb") if opener else open(path, "rb", buffering=0)  # noqa: SIM115 - caller closes
+    raw = open_compressed(path) if suffixes(path)[1] else open(path, "rb", buffering=0)  # noqa: SIM115 - caller closes
     # A small buffer: a truncated stream loses only what the failing read held.
     return io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type] - all are raw-readable streams
 
@@ -187,33 +186,50 @@ def read_documents(
     (`json_field`: the key of a .json object whose array holds the records, prep.json_field)."""
     report = report if report is not None else Report()
     stats = report.stage("read")
+    damaged = 0  # documents of damaged compressed files, dropped
     for path in list_files(inputs):
-        kind = suffixes(path)[0]
         with contextlib.suppress(OSError):  # an unreadable file is reported below
             stats.bytes_in += path.stat().st_size
-        if kind == ".parquet":
-            from lmforge.data.parquet import read_parquet  # imports this module's errors
+        args = (path, text_field, report, max_line_bytes, max_doc_bytes, json_field)
+        # checked before any of it is read (compressed.py); a .parquet.gz is decompressed whole first
+        damage = stream_damage(path) if suffixes(path)[1] and suffixes(path)[0] != ".parquet" else None
+        kept = stats.docs_out
+        with reading_damaged(path, damage) if damage else contextlib.nullcontext():
+            for doc in _read_file(*args):
+                stats.docs_out += 1
+                stats.bytes_out += len(doc.text.encode("utf-8"))
+                yield doc
+        if damage:  # the documents after the last unit that passed its check, counted in a
+            # read of their own, uncut (its per-line problems are the damage's, not named)
+            lost = sum(1 for _ in _read_file(path, text_field, Report(), *args[3:])) - (stats.docs_out - kept)
+            if lost > 0:  # a stream that fails before it gives out text loses what none can count
+                damaged += lost
+                stats.dropped["damaged compressed file"] += lost
+    stats.docs_in = stats.docs_out + damaged
 
-            docs = read_parquet(path, text_field, report)
-        elif kind in TABLES:
-            docs = _read_csv(path, text_field, report, max_line_bytes, TABLES[kind])
-        elif kind in JSON_LINES:
-            docs = _read_jsonl(path, text_field, report, max_line_bytes)
-        elif kind == ".json":
-            from lmforge.data.json_array import read_json  # these two import this module's readers
 
-            docs = read_json(path, text_field, report, max_line_bytes, json_field)
-        elif kind in WARC:
-            from lmforge.data.warc import read_warc
+def _read_file(
+    path: Path, text_field: str, report: Report, max_line_bytes: int, max_doc_bytes: int, json_field: str
+) -> Iterator[Document]:
+    """One file's documents, by its format."""
+    kind = suffixes(path)[0]
+    if kind == ".parquet":
+        from lmforge.data.parquet import read_parquet  # imports this module's errors
 
-            docs = read_warc(path, report, max_doc_bytes)
-        else:
-            docs = _read_text(path, report, max_line_bytes, max_doc_bytes)
-        for doc in docs:
-            stats.docs_out += 1
-            stats.bytes_out += len(doc.text.encode("utf-8"))
-            yield doc
-    stats.docs_in = stats.docs_out
+        return read_parquet(path, text_field, report)
+    if kind in TABLES:
+        return _read_csv(path, text_field, report, max_line_bytes, TABLES[kind])
+    if kind in JSON_LINES:
+        return _read_jsonl(path, text_field, report, max_line_bytes)
+    if kind == ".json":
+        from lmforge.data.json_array import read_json  # these two import this module's readers
+
+        return read_json(path, text_field, report, max_line_bytes, json_field)
+    if kind in WARC:
+        from lmforge.data.warc import read_warc
+
+        return read_warc(path, report, max_doc_bytes)
+    return _read_text(path, report, max_line_bytes, max_doc_bytes)
 
 
 def _not_text(f: IO[bytes], path: Path, report: Report) -> bool:
@@ -331,7 +347,9 @@ def _read_csv(
                     report.problem(f"{path}:{reader.line_num}", "empty text", repr(field))
                     continue
                 if "\ufffd" in text:
-                    report.problem(f"{path}:{reader.line_num}", "invalid UTF-8", "repaired with U+FFFD")
+                    report.problem(
+                        f"{path}:{reader.line_num}", "invalid UTF-8", "repaired with U+FFFD", record=True
+                    )
                 yield Document(text, f"{path}:{reader.line_num}")
     except READ_ERRORS as e:
         where = f"{path}:{reader.line_num}" if reader is not None else str(path)
@@ -357,7 +375,7 @@ def _csv_rows(reader: csv.DictReader, path: Path, report: Report) -> Iterator[di
         except StopIteration:
             return
         except csv.Error as e:  # line_num is the last line read before the failing record
-            report.problem(f"{path}:{reader.line_num + 1}", "unreadable", str(e))
+            report.problem(f"{path}:{reader.line_num + 1}", "unreadable", str(e), record=True)
 
 
 def _error_kind(e: BaseException) -> str:

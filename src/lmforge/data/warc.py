@@ -30,7 +30,7 @@ from warcio.bufferedreaders import ChunkedDataReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
-from lmforge.data.compressed import COMPRESSION
+from lmforge.data.compressed import open_compressed
 from lmforge.data.input_files import suffixes
 from lmforge.data.report import Report
 from lmforge.data.sources import READ_ERRORS, Document, _error_kind
@@ -78,7 +78,7 @@ def read_warc(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
     stats = report.stage("read")
     number = 0
     stream = None
-    opener = COMPRESSION.get(suffixes(path)[1], open)
+    opener = (lambda p, _: open_compressed(p)) if suffixes(path)[1] else open
     try:
         # no BufferedReader between: the bytes it held when the damage was hit would be lost
         with opener(path, "rb") as f:
