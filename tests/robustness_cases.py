@@ -131,6 +131,8 @@ CASES = [
     Case("prep-stages-empty", "prep {s}/corpus.txt --out {t}/o --stages ''", r"prep\.stages='' names no stage: give the stages to run, or 'none' to run none$"),
     Case("prep-stages-commas", "prep {s}/corpus.txt --out {t}/o --prep.stages=,", r"prep\.stages=',' names no stage"),
     Case("prep-boilerplate-fraction-over-1", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_fraction=2", r"prep\.boilerplate_fraction=2 must be in \[0, 1\] \(a share of the documents\)$"),
+    Case("prep-boilerplate-min-docs-1", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_min_docs=1", r"prep\.boilerplate_min_docs=1 must be >= 2 \(a line repeated across documents; in one, every line would count\)$"),
+    Case("prep-boilerplate-min-chars-negative", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_min_chars=-1", r"prep\.boilerplate_min_chars=-1 must be >= 0$"),
     Case("prep-text-field-empty", "prep {s}/corpus.txt --out {t}/o --text-field ''", r"data\.text_field='' is empty: name the field \(or column\) holding the text$"),
     Case("prep-unknown-stage", "prep {s}/corpus.txt --out {t}/o --stages normalize,bogus", r"prep\.stages: unknown stage 'bogus'"),
     Case("prep-workers-negative", "prep {s}/corpus.txt --out {t}/o --workers -1", r"prep\.workers=-1 must be >= 0"),

@@ -122,6 +122,12 @@ def check_config(c: Config) -> None:
         0 <= p.boilerplate_fraction <= 1,
         f"prep.boilerplate_fraction={p.boilerplate_fraction:g} must be in [0, 1] (a share of the documents)",
     )
+    _check(  # a line in one document is in "at least 1": every long line was removed as boilerplate
+        p.boilerplate_min_docs >= 2,
+        f"prep.boilerplate_min_docs={p.boilerplate_min_docs} must be >= 2 (a line repeated across"
+        " documents; in one, every line would count)",
+    )
+    _check(p.boilerplate_min_chars >= 0, f"prep.boilerplate_min_chars={p.boilerplate_min_chars} must be >= 0")
     _check(  # every record was then skipped as having "no string field"
         bool(c.data.text_field.strip()),
         f"data.text_field={c.data.text_field!r} is empty: name the field (or column) holding the text",
