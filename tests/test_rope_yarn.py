@@ -18,6 +18,7 @@ from transformers.modeling_rope_utils import _compute_yarn_parameters
 import lmforge
 from lmforge.config import ModelConfig, load_config
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import write_model_dir
 from lmforge.formats.hf_export import export_hf
 from lmforge.formats.hf_files import import_hf
 from lmforge.formats.hf_rope import rope_in
@@ -25,6 +26,7 @@ from lmforge.inference.generate import generate_ids
 from lmforge.model.gpt import GPT
 from lmforge.model.layers import Rotary
 from lmforge.model.rope_scaling import RopeScaling
+from lmforge.tokenization.tokenizer import Tokenizer
 
 SHAPE = {
     "vocab_size": VOCAB,
@@ -258,3 +260,26 @@ def test_compiled_decoding_of_a_yarn_model_gives_the_eager_tokens(tmp_path: Path
     prompt = _ids(128)[0, :100].tolist()
     eager = generate_ids(model, [prompt], 20, temperature=0, eos_id=None)
     assert generate_ids(model, [prompt], 20, temperature=0, eos_id=None, compile=True) == eager
+
+
+def test_a_yarn_without_a_factor_takes_positions_over_the_original(tmp_path: Path) -> None:
+    """DeepSeek's files give no factor: transformers takes max_position_embeddings over the
+    original context (here 128 / 16 = 8); it was refused as a missing key."""
+    rope = {"rope_type": "yarn", "factor": None, "original_max_position_embeddings": 16, "mscale": 0.7,
+            "mscale_all_dim": 1.3}  # fmt: skip
+    hf = _hf(tmp_path / "hf", "llama", {"rope_parameters": {"rope_theta": 500.0, **rope}})
+    model = lmforge.load(tmp_path / "hf")[0]
+    assert (model.config.rope_factor, model.config.block_size) == (8.0, 128)
+    assert _same_as(hf, model) <= 1e-4
+
+
+def test_an_lmforge_yarn_model_keeps_its_context_through_export(tmp_path: Path) -> None:
+    """Built at a context of 64 from an original 16 stretched 8 times: re-imported, it claimed 128
+    (the widening meant for Qwen2.5's files, whose positions are the original)."""
+    tok = Tokenizer.train_char(["abcdefgh ."])
+    c = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=tok.vocab_size, pos="rope",
+                    bias=False, norm="rmsnorm", mlp="swiglu", tie_embeddings=False, rope_type="yarn",
+                    rope_factor=8.0, rope_original_context=16)  # fmt: skip
+    write_model_dir(tmp_path / "ours", c, GPT(c).state_dict(), tok)
+    export_hf(tmp_path / "ours", tmp_path / "hf")
+    assert lmforge.load(tmp_path / "hf")[0].config.block_size == 64

@@ -99,9 +99,11 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     if isinstance(layers, list) and layers and "sliding_attention" not in layers:
         window = None
     rope = rope_in(raw, file, positions)  # the model's positions, not the window's cap
-    if rope.get("rope_type") == "yarn":  # YaRN's context is the original stretched (vLLM's max_model_len):
-        # Qwen2.5's max_position_embeddings is the original, which transformers does not cap at
-        context = max(context, int(rope["rope_original_context"] * rope["rope_factor"]))
+    original = rope.get("rope_original_context", 0)
+    if rope.get("rope_type") == "yarn" and positions <= original:  # Qwen2.5's files: positions the
+        # original, which transformers does not cap at; the context is the original stretched
+        # (vLLM's max_model_len). A longer one (DeepSeek's, an lmforge export's) is the model's own.
+        context = max(context, int(original * rope["rope_factor"]))
     if window:  # within the window, sliding-window attention is plain causal attention
         context = min(context, window)
     return ModelConfig(

@@ -36,10 +36,13 @@ def rope_in(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
             raise LmforgeError(f"{file}: missing config key '{where}.{key}' (rope type {kind!r})")
         return value
 
-    out |= {"rope_type": kind, "rope_factor": read("factor")}
+    # yarn without a factor (DeepSeek's files): the positions over the original, as transformers
+    out |= {"rope_type": kind, "rope_factor": read("factor", float, 0.0 if kind == "yarn" else None)}
     if kind in ("llama3", "yarn"):
         original = typed_key(raw, "original_max_position_embeddings", file, int)
         out["rope_original_context"] = original or read("original_max_position_embeddings", int, context)
+    if kind == "yarn" and not out["rope_factor"]:
+        out["rope_factor"] = context / out["rope_original_context"]
     if kind == "llama3":
         out |= {
             "rope_low_freq_factor": read("low_freq_factor"),
