@@ -1,5 +1,5 @@
 """A LoRA run survives its project folder being moved: lora.json records its base as an absolute
-path and relative to the adapter directory, and every reader tries the first, then the second,
+path and relative to the adapter directory, and every reader tries the second, then the first,
 checking the base's sha256 at either. The oracle is the same project before the move: chat,
 generate, pipeline, merge-lora and the PEFT export give what they gave there, and a resume the
 losses of a run never moved. (Until 2026-12-07 every one of them stopped with "its base model
@@ -138,8 +138,9 @@ def test_a_moved_project_chats_generates_merges_exports_and_resumes_as_before(
     # gone from both places: one line naming both, and how to point it at the base
     shutil.move(moved / "base", tmp_path / "elsewhere")
     places = (
-        rf"its base model is missing \(not at {re.escape(str(proj / 'base' / 'model'))} .* nor at"
-        rf" {re.escape(str(moved / 'base' / 'model'))} .*ln -s WHERE_IT_IS"
+        rf"its base model is missing \(not at {re.escape(str(moved / 'base' / 'model'))} .* nor at"
+        rf" {re.escape(str(proj / 'base' / 'model'))} .*ln -s WHERE_IT_IS"
+        rf" {re.escape(str(moved / 'base' / 'model'))}\)"
     )
     for verb in (
         lambda: load_model(moved / "lora"),
@@ -205,3 +206,32 @@ def test_another_model_at_the_relative_place_is_refused(hf: Path, tmp_path: Path
     shutil.copytree(moved / "base", proj / "base")
     weights_file.write_bytes(right)
     assert torch.equal(logits(moved / "lora"), expected)
+
+
+def test_a_copied_project_resumes_on_its_own_base(hf: Path, tmp_path: Path) -> None:
+    """cp -a proj copy, then resume copy/lora while proj is still there: it trained on proj/base
+    (its config.toml's absolute init_from) and recorded that place, so deleting proj broke the
+    copy. It now trains on the copy's own base and records it."""
+    proj = make_project(tmp_path / "proj", hf)
+    copy = tmp_path / "copy"
+    shutil.copytree(proj, copy, symlinks=True)
+    train(resume=copy / "lora", overrides=["--train.max_steps=4"], quiet=True)
+    meta = json.loads((copy / "lora" / "model" / "lora.json").read_text())
+    assert meta["base"]["path"] == str((copy / "base" / "model").resolve())
+    assert meta["base"]["relative_path"] == "../../base/model"
+    expected = logits(copy / "lora")
+    shutil.rmtree(proj)
+    assert torch.equal(logits(copy / "lora"), expected)
+
+
+@pytest.mark.parametrize("bad", [["../../base"], 5, True, ""])
+def test_a_relative_path_that_is_no_path_is_one_line(tmp_path: Path, bad: Any) -> None:
+    """A hand-edited relative_path was read as text: ['../../base'] became the path "base']"."""
+    from lmforge.formats.peft import read_lora_file
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    meta = {"lora": {}, "base": {"path": "/x", "relative_path": bad, "sha256": {}}}
+    (folder / "lora.json").write_text(json.dumps(meta))
+    with pytest.raises(LmforgeError, match=r"lora\.json: base\.relative_path must be a path \(text\), not "):
+        read_lora_file(folder)

@@ -93,6 +93,8 @@ def read_lora_file(directory: Path) -> tuple[LoraConfig, dict[str, Any]]:
     try:
         spec = LoraConfig(**raw["lora"])
         relative = raw["base"].get("relative_path")
+        if relative is not None and (not isinstance(relative, str) or not relative.strip()):
+            raise LmforgeError(f"{file}: base.relative_path must be a path (text), not {relative!r}")
         base = {
             "path": str(raw["base"]["path"]),
             "relative_path": None if relative is None else str(relative),
@@ -104,11 +106,12 @@ def read_lora_file(directory: Path) -> tuple[LoraConfig, dict[str, Any]]:
 
 
 def base_places(directory: Path, recorded: dict[str, Any]) -> list[Path]:
-    """Where the base of the adapter directory may be: the absolute path lora.json records, then
-    its relative path from the adapter directory (the two moved or copied together)."""
+    """Where the base of the adapter directory may be: its relative path from the adapter
+    directory (the two moved or copied together: a copy's own base, not the original's), then the
+    absolute path lora.json records (the adapters moved alone)."""
     places = [Path(recorded["path"])]
     if recorded.get("relative_path") is not None:
-        places.append(Path(os.path.normpath(directory.resolve() / recorded["relative_path"])))
+        places.insert(0, Path(os.path.normpath(directory.resolve() / recorded["relative_path"])))
     return list(dict.fromkeys(places))
 
 
@@ -123,14 +126,14 @@ def find_base(directory: Path, recorded: dict[str, Any] | None = None) -> dict[s
     found = [base_identity(p) for p in places if (p / "config.json").is_file()]
     if not found:
         where = (
-            f"not at {places[0]} (the path it records) nor at {places[1]} (its path from {directory})"
+            f"not at {places[0]} (its path from {directory}) nor at {places[1]} (the path it records)"
             if len(places) > 1
             else f"{places[0]} is gone"
         )
         raise LmforgeError(
             f"{directory / LORA_FILE}: its base model is missing ({where}): put the base back at"
             f" {'either place' if len(places) > 1 else 'its place'} or link it there (ln -s WHERE_IT_IS"
-            f" {places[-1]}); its sha256 in {LORA_FILE} checks it is the model the adapters were trained on"
+            f" {places[0]}); its sha256 in {LORA_FILE} checks it is the model the adapters were trained on"
         )
     same = next((base for base in found if base["sha256"] == recorded["sha256"]), None)
     return same or check_base(directory, found[0], recorded)  # another model: refused

@@ -17,6 +17,7 @@ from lmforge.config import (
 )
 from lmforge.data.shards import is_prepared
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import resolve_model_dir
 from lmforge.formats.peft import find_base, is_adapter_dir
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train import checkpoint as ckpt
@@ -191,15 +192,18 @@ def _trained_with(
 
 
 def moved_base(cfg: Config, last: Path, found: dict[str, str]) -> Config:
-    """A LoRA run moved or copied with its base: train.init_from (absolute in config.toml) is
-    gone, and the base is where the checkpoint's lora.json finds it (formats/peft.py `find_base`,
-    sha256 checked), or a line names the places tried. Both the checkpoint's config and
-    config.toml get the base's place now, so that they agree (`found`: it, once looked for)."""
+    """A LoRA run moved or copied with its base: train.init_from (absolute in config.toml) is gone,
+    or names the original's base where a copy has its own, and the base is where the checkpoint's
+    lora.json finds it (formats/peft.py `find_base`: beside the run first, sha256 checked), or a
+    line names the places tried. Both the checkpoint's config and config.toml get the base's place
+    now, so that they agree (`found`: it, once looked for)."""
     t = cfg.train
-    if cfg.lora.enabled and t.init_from and not Path(t.init_from).exists() and is_adapter_dir(last):
+    if cfg.lora.enabled and t.init_from and is_adapter_dir(last):
         if "path" not in found:
             found["path"] = find_base(last)["path"]
-        t.init_from = found["path"]
+        named = Path(t.init_from)
+        if not named.exists() or resolve_model_dir(named).resolve() != Path(found["path"]).resolve():
+            t.init_from = found["path"]
     return cfg
 
 
