@@ -114,3 +114,24 @@ def test_a_best_the_checkpoint_did_not_see_is_not_exported_as_its_best(
     assert (summary["best_loss"], summary["best_step"]) == (5.0, 6)
     assert _same(exported, _weights(run / "checkpoints" / "step_00000006"))
     assert _same(exported, _weights(run / "best")) and not _same(exported, stale)
+
+
+def test_an_unreadable_best_is_passed_over_on_resume_with_a_line(
+    tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """best/model.safetensors overwritten by text (an --out pointed there) stopped the resume with
+    safetensors' traceback (header too large); now it is named, left, and the best chosen again
+    from the resumed steps, whose best replaces it and becomes the export."""
+    run = tmp_path / "run"
+    lmforge.train(None, [*tiny_overrides, *STEPS, "--train.keep_best=true"], out=run, quiet=True)
+    damaged = run / "best" / "model.safetensors"
+    damaged.write_text('{"1": "Ada"}\n')  # predictions, as eval-qa --out wrote them
+    with pytest.raises(Exception, match="header"):  # the oracle: safetensors itself cannot read it
+        load_file(str(damaged))
+    capsys.readouterr()
+    summary = lmforge.train(resume=run, overrides=["--train.max_steps=8"], quiet=True)
+    err = capsys.readouterr().err
+    assert f"{damaged}: skipped, unreadable (" in err and "best, step " in err
+    assert summary["best_step"] == 8  # the only evaluation after the resume
+    assert _same(_weights(run / "model"), _weights(run / "best"))
+    assert _same(_weights(run / "model"), _weights(run / "checkpoints" / "step_00000008"))

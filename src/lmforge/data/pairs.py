@@ -37,6 +37,7 @@ import numpy as np
 from lmforge.data.input_files import suffixes
 from lmforge.data.shards import earlier_prep_output
 from lmforge.data.sources import STREAM_ERRORS, open_text, strict_lines, utf8_error
+from lmforge.data.tsv_cells import tsv_records
 from lmforge.errors import LmforgeError
 from lmforge.outputs import check_target, staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -45,8 +46,6 @@ SPLITS = ("train", "val", "test")
 FORMAT = "lmforge-pairs-1"
 PAIRS_VAL_FRACTION = 0.02  # held out for validation (and as much for test) unless told otherwise
 LINES_PER_DOC = 50  # aligned text files: consecutive lines grouped into one document
-# A spreadsheet's TSV cell holding a quote: in quotes, its own quotes doubled (`"He said ""hi"""`).
-QUOTED_CELL = re.compile(r'"((?:[^"]|"")*""(?:[^"]|"")*)"')
 _SPACES = re.compile(r"\s+")
 
 
@@ -136,14 +135,12 @@ def _read_jsonl(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
 
 def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
     """Tab-separated pairs; a first line naming the two languages (`en<TAB>fr`, a spreadsheet's
-    header) is a header, not a pair, and stderr says so. A cell quoted as spreadsheets write one
-    that holds quotes (QUOTED_CELL) is unquoted, and stderr says so once; other quotes are text."""
+    header) is a header, not a pair, and stderr says so. A cell in quotes as spreadsheets and
+    Python's csv.writer write one that holds quotes, a tab or a line break (tsv_cells) is read out
+    of its quotes, and stderr says so once; other quotes are text."""
     with open_text(path) as f:
-        first, unquoted = True, False
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            cols = line.rstrip("\r\n").split("\t")
+        first, told = True, False
+        for number, cols, unquoted in tsv_records(f):
             named = [c.strip().lower() for c in cols[:2]]
             if (
                 first
@@ -165,13 +162,11 @@ def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
             first = False
             if len(cols) not in (2, 3):
                 raise LmforgeError(f"{path}:{number}: expected 2 or 3 tab-separated columns, got {len(cols)}")
-            quoted = [QUOTED_CELL.fullmatch(c) for c in cols]
-            if any(quoted):
-                cols = [m.group(1).replace('""', '"') if m else c for m, c in zip(quoted, cols, strict=True)]
-                if not unquoted:
-                    print(f"lmforge: {path}:{number}: cells in quotes with doubled quotes inside are read as"
-                          ' spreadsheets write them ("a ""b""" is a "b")', file=sys.stderr)  # fmt: skip
-                    unquoted = True
+            if unquoted and not told:
+                print(f"lmforge: {path}:{number}: cells in quotes with doubled quotes inside are read as"
+                      ' spreadsheets write them ("a ""b""" is a "b"), as are a tab and a line break in'
+                      " quotes (csv.writer's)", file=sys.stderr)  # fmt: skip
+                told = True
             yield Pair(_norm(cols[0]), _norm(cols[1]), cols[2] if len(cols) == 3 else path.name)
 
 

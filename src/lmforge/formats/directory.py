@@ -158,9 +158,24 @@ def resolve_model_dir(path: str | Path) -> Path:
     elif (path / PEFT_ADAPTER).is_file():
         hint = merge_hint(path)
         why = f" (it holds a PEFT adapter ({PEFT_ADAPTER}), which lmforge reads only merged: {hint})"
-    elif (path / "config.toml").is_file() and (path / "metrics.jsonl").is_file():
+    elif is_run_folder(path):
         why = " (a run that stopped before its first checkpoint: it holds no model yet)"
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")
+
+
+def is_run_folder(path: Path) -> bool:
+    """A training run's folder (train writes config.toml and metrics.jsonl first)."""
+    return (path / "config.toml").is_file() and (path / "metrics.jsonl").is_file()
+
+
+def model_folders(path: str | Path) -> dict[Path, bool]:
+    """The folders (resolved, links followed) a model argument reads, each with whether it is a
+    run's folder: the one given (a run's when it names a model directory below it), the model
+    directory it names (resolve_model_dir), and the run that directory is part of (RUN/model,
+    RUN/best, RUN/checkpoints/step_N): an output written into any of them can replace an input."""
+    given, found = Path(path).resolve(), resolve_model_dir(path).resolve()
+    runs = [up for up in (found.parent, found.parent.parent) if is_run_folder(up)]
+    return {found: False, given: given != found, **{run: True for run in runs[:1]}}
 
 
 def onnx_runs(path: Path, kind: str) -> str:

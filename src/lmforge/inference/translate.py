@@ -19,7 +19,7 @@ from typing import Any
 from lmforge.data.pair_loader import encode_sources
 from lmforge.data.pairs import read_lines
 from lmforge.errors import LmforgeError, counted
-from lmforge.formats.directory import load_model, resolve_model_dir
+from lmforge.formats.directory import load_model, model_folders, resolve_model_dir
 from lmforge.hardware import resolve_dtype
 from lmforge.inference.options import check_options, check_texts
 from lmforge.inference.seq2seq_decode import Repeats, beam_decode, greedy_decode, length_limits
@@ -285,7 +285,8 @@ def check_out(
     """An evaluation's --out (eval-translate, eval-qa, eval-instruct, audit): a file it may write.
     An existing file is refused unless `overwrite` (--overwrite: the command did not write it, so it
     does not replace it unasked), and never replaced when it is one of the `inputs` (label -> path;
-    the same file by any path, links included) or a file of `model`'s directory; a folder, a missing
+    the same file by any path, links included), a file of `model`'s directory or any path inside
+    its folders (model_folders; a new file directly in a run's folder aside); a folder, a missing
     folder or a read-only file is refused."""
     out = Path(out)
     if model is not None:  # the model directory's files, and a run's own (config.toml, summary.json)
@@ -304,6 +305,8 @@ def check_out(
             raise LmforgeError(f"out={out} is a file of {label}: writing it would overwrite an input")
     if out.is_dir():
         raise LmforgeError(f"out={out}: a folder; give the name of a file to write")
+    if model is not None:
+        _check_outside(out, model_folders(model))
     if out.exists() and not overwrite:
         raise LmforgeError(f"out={out} exists: give --overwrite to replace it, or another file name")
     if not out.parent.is_dir():
@@ -311,6 +314,21 @@ def check_out(
     if (out.exists() and not os.access(out, os.W_OK)) or not os.access(out.parent, os.W_OK):
         raise LmforgeError(f"out={out}: not writable")
     return out
+
+
+def _check_outside(out: Path, folders: dict[Path, bool]) -> None:
+    """--out inside the model's folders (a checkpoint's optimizer state, best/'s weights) would
+    replace or sit among the model's files, which training prunes and replaces: refused, even with
+    --overwrite, whatever the file's name. A new file directly in a run's folder is fine."""
+    target = out.resolve()
+    for folder, run in folders.items():
+        beside = run and target.parent == folder and not out.exists()
+        if target.is_relative_to(folder) and not beside:
+            what = "the run" if run else "the model directory"
+            raise LmforgeError(
+                f"out={out} lies inside {what} {folder}: writing it could replace the model's"
+                " files; give a file outside it"
+            )
 
 
 def eval_translate(

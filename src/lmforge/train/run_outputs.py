@@ -9,11 +9,12 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from lmforge.formats.directory import WEIGHTS, save_weights
@@ -42,7 +43,9 @@ def drop_stale_best(run: Run) -> None:
     """On a resume: best/ whose weights are not the checkpoint's best step's (written after the
     checkpoint, by the part of the run a kill threw away; or deleted by such a resume killed in its
     turn) cannot be exported as that step's, whose weights are gone: say so, delete what the run
-    wrote there, and let the resumed run's evaluations choose the best from here. Every rank reads
+    wrote there, and let the resumed run's evaluations choose the best from here. Weights there that
+    safetensors cannot read (overwritten, cut short) are passed over alike, with a line, but left
+    (as a damaged checkpoint is): the resumed run's first best replaces them. Every rank reads
     best/ before any deletes it, and all decide alike (an evaluation's gather needs them all)."""
     if not run.best:
         return
@@ -51,7 +54,13 @@ def drop_stale_best(run: Run) -> None:
     lost = step > 0 and recorded not in ("unrecorded", step)
     if not bool(run.engine.all_reduce(torch.tensor(float(lost))) > 0):
         return
-    if run.main:
+    if run.main and isinstance(recorded, Unreadable):  # passed over and left, as a damaged checkpoint is
+        print(
+            f"lmforge: note: {best_dir / WEIGHTS}: skipped, unreadable ({recorded.why}); the checkpoint's"
+            f" best, step {step}, is chosen again from the resumed steps, whose best replaces it",
+            file=sys.stderr,
+        )
+    elif run.main:
         what = (
             "holds no weights" if recorded is None else f"holds step {recorded}'s weights, not step {step}'s"
         )
@@ -69,11 +78,22 @@ def drop_stale_best(run: Run) -> None:
     run.state.update(best_score=-math.inf, best_step=0, best_tie_loss=math.inf)
 
 
-def _best_step(file: Path) -> int | str | None:
-    """The step best/'s weights record; "unrecorded" (written before 2026-12-06); None: none."""
+@dataclass(frozen=True)
+class Unreadable:
+    """best/'s weights file that safetensors cannot open (overwritten, cut short), and why."""
+
+    why: str
+
+
+def _best_step(file: Path) -> int | str | Unreadable | None:
+    """The step best/'s weights record; "unrecorded" (written before 2026-12-06); None: none;
+    Unreadable: a file safetensors cannot open."""
     if not file.is_file():
         return None
-    step = weights_step(file)
+    try:
+        step = weights_step(file)
+    except (SafetensorError, OSError) as e:
+        return Unreadable(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return "unrecorded" if step is None else step
 
 

@@ -1,0 +1,84 @@
+"""Sentence pairs in a TSV that Python's csv.writer (or a spreadsheet) wrote: a cell holding a tab
+or a line break is in quotes. `prep --pairs` split `"x<TAB>y"<TAB>z` into source `"x`, target `y"`
+and document `z`, silently; now it reads such a cell as the csv module does, which is the oracle."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.pairs import read_pairs
+from lmforge.errors import LmforgeError
+
+ROWS = [
+    ["x\ty", "z", "d1"],  # the adversarial pass's row: a tab in the source
+    ["plain", "texte", "d1"],
+    ["two\nlines", 'with "quotes"\tand a tab', "d2"],
+    ['He said "hi".', "Il a dit « salut ».", "d2"],
+    ["last", "line\r\nbreak", "d3"],
+]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())  # as read_pairs normalises whitespace
+
+
+def test_cells_csv_writer_quoted_read_as_the_csv_module_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "q.tsv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter="\t").writerows(ROWS)
+    with path.open(newline="", encoding="utf-8") as f:
+        oracle = [(_norm(s), _norm(t), d) for s, t, d in csv.reader(f, delimiter="\t")]
+    got = [(p.src, p.tgt, p.doc) for p in read_pairs(path)]
+    assert got == oracle
+    assert got[0] == ("x y", "z", "d1") and len(got) == len(ROWS)
+    assert "doubled quotes inside are read as spreadsheets write them" in capsys.readouterr().err
+
+
+def test_a_two_column_file_with_a_quoted_line_break_and_errors_name_the_file_s_own_line(
+    tmp_path: Path,
+) -> None:
+    """Line numbers stay the file's: the record after a cell spanning lines 1-3 is line 4."""
+    path = tmp_path / "q.tsv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter="\t", lineterminator="\n").writerows(
+            [["a\nb\nc", "abc"], ["d", "e", "f", "g"]]
+        )
+    assert path.read_text().count("\n") == 4
+    with pytest.raises(
+        LmforgeError, match=rf"^{re.escape(str(path))}:4: expected 2 or 3 tab-separated columns, got 4$"
+    ):
+        list(read_pairs(path))
+
+
+def test_quotes_that_are_not_csv_s_stay_text_and_lose_no_line(tmp_path: Path) -> None:
+    """A sentence's own quotes (TSV corpora such as Tatoeba do not quote cells), a quote left open
+    with no close after it: read as before, every line a pair."""
+    lines = ['"Wait, he said\tAttends, dit-il', "she left\telle est partie",
+             '"Hi," she said.\t"Salut", dit-elle.', '"Yes."\t"Oui."', 'x ""y""\tz']  # fmt: skip
+    path = tmp_path / "t.tsv"
+    path.write_text("".join(line + "\n" for line in lines))
+    got = [(p.src, p.tgt) for p in read_pairs(path)]
+    assert got == [
+        ('"Wait, he said', "Attends, dit-il"),
+        ("she left", "elle est partie"),
+        ('"Hi," she said.', '"Salut", dit-elle.'),
+        ('"Yes."', '"Oui."'),
+        ('x ""y""', "z"),
+    ]
+
+
+def test_a_two_column_row_with_a_tab_in_quotes_is_one_pair_not_three_cells(tmp_path: Path) -> None:
+    """The silent case: `"x<TAB>y"<TAB>z` has three tab-separated pieces, which read as source,
+    target and document."""
+    path = tmp_path / "q3.tsv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter="\t").writerows([["x\ty", "z"], ["a", "b"]])
+    assert path.read_text().startswith('"x\ty"\tz')
+    got = [(p.src, p.tgt, p.doc) for p in read_pairs(path)]
+    assert got == [("x y", "z", "q3.tsv"), ("a", "b", "q3.tsv")]
