@@ -20,6 +20,7 @@ import torch
 from conftest import make_text
 from safetensors.torch import load_file, save_file
 from test_chat import make_chat_llama
+from test_lora import recipe
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
@@ -43,21 +44,8 @@ def hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def lora_args(proj: Path, steps: int) -> list[str]:
-    return [
-        f"--data.input={proj / 'text.txt'}",
-        f"--train.init_from={proj / 'base'}",
-        "--lora.enabled=true",
-        "--lora.targets=q_proj,k_proj,v_proj,o_proj",
-        f"--train.max_steps={steps}",
-        "--train.checkpoint_interval=2",
-        "--train.batch_size=4",
-        "--train.dtype=fp32",
-        "--train.log_interval=1",
-        "--train.eval_interval=1000",
-        "--train.eval_batches=1",
-        "--train.lr=1e-2",
-        "--train.warmup_steps=0",
-    ]
+    """test_lora's recipe on proj's text and base, checkpointed every 2 steps."""
+    return recipe({"text": proj / "text.txt", "base": proj / "base"}, steps, "--train.checkpoint_interval=2")
 
 
 def make_project(proj: Path, hf: Path) -> Path:

@@ -294,7 +294,7 @@ def test_tools_need_a_parser_and_only_chat_takes_them(
     with TestClient(create_app(models, Settings())) as plain:  # no --tool-call-parser
         error = post(plain, 400, tools=TOOLS)["error"]
         assert error["param"] == "tool_choice" and "--tool-call-parser FORMAT" in error["message"]
-        assert "hermes, llama3_json, pythonic" in error["message"]
+        assert "hermes, llama3_json, llama4_json, pythonic" in error["message"]
         assert "tool_calls" not in post(plain, tools=TOOLS, tool_choice="none")["choices"][0]["message"]
     r = api.post("/v1/completions", json={"model": "hermes", "prompt": "x", "tools": TOOLS})
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter", r.text
