@@ -114,12 +114,15 @@ def write_classifier_files(
     pad_id: int | None = None,
     problem_type: str = "",
     bos_id: int | None = None,
+    special_tokens: bool = True,
 ) -> None:
     """config.json (the labels, the pooling, the dense layer's activation if any, a head without a
     bias, the padding id `last` pooling skips, an HF head's problem_type, the backbone's config, its
     source's BOS, which export names, and add_special_tokens: texts are read with what `tokenizer`
-    puts around them) and tokenizer.json: what makes a directory of classifier weights
-    (`backbone.*`, `dense.*`, `head.*`) a model directory."""
+    puts around them; `special_tokens` false leaves it out, as for a run resumed from a decoder
+    classifier's checkpoint written before it, which keeps reading texts bare) and tokenizer.json:
+    what makes a directory of classifier weights (`backbone.*`, `dense.*`, `head.*`) a model
+    directory."""
     meta = {
         "model_type": CLASSIFIER_TYPE,
         "labels": list(labels),
@@ -132,7 +135,7 @@ def write_classifier_files(
         "backbone": {"model_type": ENCODER_TYPE if encoder else MODEL_TYPE, **dataclasses.asdict(config)},
         "eos_token_id": tokenizer.eos_id,
         **({} if bos_id is None else {"bos_token_id": bos_id}),  # an HF source's (Qwen3: not its EOS)
-        SPECIAL_TOKENS: True,
+        **({SPECIAL_TOKENS: True} if special_tokens else {}),
     }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")

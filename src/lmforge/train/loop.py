@@ -158,8 +158,8 @@ def _set_up(
 ) -> Run:
     t = cfg.train
     micro, accumulation = split_batch(t.batch_size, engine.world_size, t.micro_batch_size, resuming)
-    task = build_task(Setup(cfg, run_dir, engine, micro, say))
     last = ckpt.latest_checkpoint(run_dir / "checkpoints", say=say) if resuming else None
+    task = build_task(Setup(cfg, run_dir, engine, micro, say, last))
     saved = ckpt.read_trainer_state(last) if last is not None else None
     data_digest = task.loader.data_digest()
     if last is not None and saved is not None:  # the data read now must be what it trained on

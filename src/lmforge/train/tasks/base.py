@@ -16,7 +16,9 @@ Adding a task (question answering, instruction tuning, ...) is one new file in t
    saved in every checkpoint for exact resume), `data_digest()` (what it draws from:
    data/fingerprint.py; a resume on other data is refused) and `steps_per_epoch`.
    A batch is a tuple of CPU tensors whose LAST tensor holds the targets, IGNORE (-100) where a
-   position counts for nothing; the loop moves it to the engine's device.
+   position counts for nothing; the loop moves it to the engine's device. `setup.resumed` is the
+   checkpoint a resumed run continues from (the model files the task wrote into it then: what an
+   older lmforge's task did, which the run may have to keep doing; classification_rules.py).
 3. `build_model()`: the nn.Module to train (with `num_params()`); `loss(model, *batch)`: the loss
    SUMMED over the batch's targets (the loop divides by the target count of the whole step on
    all ranks, so accumulation and world size do not change the gradient).
@@ -78,6 +80,7 @@ class Setup:
     engine: Engine
     micro: int  # examples per micro-batch on each rank
     say: Callable[[str], None]
+    resumed: Path | None = None  # the checkpoint a resumed run continues from (None: a new run)
 
 
 class Task(ABC):

@@ -48,6 +48,7 @@ from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
 from lmforge.train.tasks.classification_head import SINGLE_LABEL, dense_start, pad_id_for, plan_head
+from lmforge.train.tasks.classification_rules import bare_reader, kept_line, resumed_rules
 
 __all__ = ["ClassificationTask", "classifier_loss", "dense_start", "split_labelled"]
 
@@ -109,14 +110,21 @@ class ClassificationTask(Task):
         self.encoder = isinstance(backbone, Encoder)
         # the source's BOS and pad (Qwen's <|endoftext|>), which the classifier keeps for export
         self.specials = {} if self.encoder else model_special_ids(t.init_from, self.tokenizer)
-        if not self.encoder and self.head.pad_id is None and self.head.pooling in ("", "last"):
+        # a resumed run keeps the rules its checkpoint was trained with (classification_rules.py)
+        self.rules = resumed_rules(setup.resumed, self.encoder)
+        pooled_last = not self.encoder and self.head.pad_id is None and self.head.pooling in ("", "last")
+        if pooled_last and self.rules.pad_id:
             self.head.pad_id = pad_id_for(self.specials, self.tokenizer)  # classification_head.py
             token = self.tokenizer.hf.id_to_token(self.head.pad_id)
             setup.say(f"classifier: pads with {token!r} (id {self.head.pad_id}) and pools the last token"
                       " that is not it, as transformers' ...ForSequenceClassification")  # fmt: skip
         # each text as transformers' tokenizer(text) gives it (a Llama's BOS first), which the
         # classifier's config.json records (formats/lmforge_dirs.py's add_special_tokens)
-        encode = partial(encode_batch, self.tokenizer, context=self.context, pad_id=self.head.pad_id)
+        reader = self.tokenizer if self.rules.special_tokens else bare_reader(self.tokenizer)
+        affixes = [self.tokenizer.hf.id_to_token(i) for i in sum(self.tokenizer.text_affixes(), [])]
+        if line := kept_line(self.rules, pooled_last, affixes):
+            setup.say(line)
+        encode = partial(encode_batch, reader, context=self.context, pad_id=self.head.pad_id)
         self.loader = LabelledLoader(
             self.train_rows, encode, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
         )
@@ -218,6 +226,7 @@ class ClassificationTask(Task):
             pad_id=h.pad_id,
             problem_type=h.model_problem_type,
             bos_id=self.specials.get("bos_token_id"),
+            special_tokens=self.rules.special_tokens,
         )
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
