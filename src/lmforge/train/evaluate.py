@@ -31,19 +31,23 @@ def evaluate(
     engine: Engine,
     autocast: Callable[[], AbstractContextManager],
     pad_to: int = 0,
+    spare: Batch | None = None,
 ) -> tuple[float, float]:
     """(val loss in nats/token, bits per byte). Bits per byte counts only targets that stand for
     text (special tokens have 0 bytes), so it compares across tokenizers.
 
     Sharded engines gather weights inside forward, so every rank must run as many forwards:
-    a rank with fewer batches runs extra ones up to `pad_to` that count for nothing."""
+    a rank with fewer batches runs extra ones up to `pad_to` that count for nothing, on `spare`
+    (the split's first batch) where it has none (FSDP hung at the first evaluation when the
+    validation split held fewer batches than ranks)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64)  # loss, tokens, loss on text tokens, bytes
-    if batches and len(batches) < pad_to:
+    filler = batches[0] if batches else spare
+    if filler is not None and len(batches) < pad_to:
         with autocast():
             for _ in range(pad_to - len(batches)):
-                model(batches[0][0].to(engine.device))
+                model(filler[0].to(engine.device))
     for inputs, targets in batches:
         with autocast():
             device = engine.device

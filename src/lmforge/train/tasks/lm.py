@@ -93,6 +93,7 @@ class LanguageModelling(Task):
         )  # fmt: skip
         val = eval_batches(open_split(self.data_dir, "val"), n, t.eval_batches * t.batch_size, setup.micro)
         self.val, self.val_per_rank = rank_share(val, engine)
+        self.val_spare = val[0] if val else None  # a rank without batches pads with it
         self.token_bytes = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.int64)
         self.micro = setup.micro
 
@@ -108,7 +109,9 @@ class LanguageModelling(Task):
         return lm_loss(model, *batch)
 
     def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
-        loss, bpb = evaluate(model, self.val, self.token_bytes, engine, autocast, self.val_per_rank)
+        loss, bpb = evaluate(
+            model, self.val, self.token_bytes, engine, autocast, self.val_per_rank, self.val_spare
+        )
         return {"val_loss": loss, "val_bpb": bpb}
 
     def write_model_files(self, directory: Path) -> None:
