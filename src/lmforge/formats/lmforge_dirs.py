@@ -203,10 +203,17 @@ def classifier_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
     bare, so its tokenizer drops what the post-processor adds (a Llama's BOS); encoders always
     read [CLS] ... [SEP]."""
     tokenizer = load_tokenizer(directory)
-    marked = raw.get(SPECIAL_TOKENS, False)
-    if not isinstance(marked, bool):
-        raise LmforgeError(f"{directory / 'config.json'}: {SPECIAL_TOKENS}={marked!r} must be true or false")
+    marked = reads_special_tokens(directory, raw)
     backbone = raw.get("backbone")
     if not marked and not (isinstance(backbone, dict) and backbone.get("model_type") == ENCODER_TYPE):
         tokenizer.drop_affixes()
     return tokenizer
+
+
+def reads_special_tokens(directory: Path, raw: dict[str, Any]) -> bool:
+    """Whether a classifier directory's config.json (`raw`) says it reads texts with its
+    tokenizer's special tokens (add_special_tokens; absent: written before, bare)."""
+    marked = raw.get(SPECIAL_TOKENS, False)
+    if not isinstance(marked, bool):
+        raise LmforgeError(f"{directory / 'config.json'}: {SPECIAL_TOKENS}={marked!r} must be true or false")
+    return marked

@@ -19,9 +19,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from lmforge.errors import LmforgeError
 from lmforge.formats.directory import read_config_json
-from lmforge.formats.lmforge_dirs import SPECIAL_TOKENS
+from lmforge.formats.lmforge_dirs import reads_special_tokens
 from lmforge.tokenization.tokenizer import Tokenizer
 
 
@@ -41,9 +40,7 @@ def resumed_rules(checkpoint: Path | None, encoder: bool) -> Rules:
     if checkpoint is None or encoder:
         return Rules()
     raw = read_config_json(checkpoint)
-    marked = raw.get(SPECIAL_TOKENS, False)
-    if not isinstance(marked, bool):
-        raise LmforgeError(f"{checkpoint / 'config.json'}: {SPECIAL_TOKENS}={marked!r} must be true or false")
+    marked = reads_special_tokens(checkpoint, raw)
     pad = raw.get("pad_token_id") is not None
     return Rules(pad, marked, None if pad and marked else checkpoint)
 
