@@ -1,7 +1,8 @@
 """vLLM's truncate_prompt_tokens on /v1/completions and /v1/chat/completions: the prompt keeps its
 LAST k tokens (vLLM's left truncation for generation), so the reply at temperature 0 is lmforge's own
-decoding of those k tokens, usage counts k, echo gives their text; -1 keeps the context; 0 or more
-than the context is a 400 naming the field. (/v1/embeddings' truncation: test_serve_embeddings.py.)"""
+decoding of those k tokens, usage counts k, echo gives their text; -1 keeps the context less the
+reply's max_tokens (vLLM's max_model_len - max_tokens); 0 or more than the context is a 400 naming
+the field. (/v1/embeddings' truncation: test_serve_embeddings.py.)"""
 
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def test_a_completion_keeps_the_prompt_s_last_tokens(api: TestClient, dirs: dict
     assert echo == tok.decode(ids[-10:]) + tok.decode(want) and echo.endswith("the king\n" + tok.decode(want))
     by_ids = complete(api, prompt=ids, truncate_prompt_tokens=10).json()  # token ids are cut the same
     assert by_ids["choices"] == body["choices"]
-    whole = complete(api, truncate_prompt_tokens=-1, max_tokens=1).json()  # -1: the context, 32
-    assert whole["usage"]["prompt_tokens"] == 32
+    whole = complete(api, truncate_prompt_tokens=-1, max_tokens=1).json()  # -1: the context less 1
+    assert whole["usage"]["prompt_tokens"] == 31
     short = complete(api, prompt="the king", truncate_prompt_tokens=20).json()  # shorter: unchanged
     assert short["choices"] == complete(api, prompt="the king").json()["choices"]
 
@@ -73,6 +74,48 @@ def test_a_chat_keeps_the_conversation_s_last_tokens(api: TestClient, dirs: dict
     want = generate_ids(net, [prompt[-k:]], 8, 0.0, eos_id=spec.stops)[0]
     assert r.json()["choices"][0]["message"]["content"] == tok.decode(want)
     assert r.json()["usage"]["prompt_tokens"] == k
+
+
+def test_minus_one_leaves_the_reply_its_max_tokens(api: TestClient, dirs: dict[str, Path]) -> None:
+    """-1 kept the whole context, so a reply stopped at its first token ("length"); vLLM keeps
+    max_model_len - max_tokens (vllm/renderers/params.py, TokenizeParams.max_input_tokens)."""
+    net, tok = load_model(dirs["gpt"])
+    ids = tok.encode(LONG)
+    r = complete(api, truncate_prompt_tokens=-1)  # max_tokens 6 of the context's 32
+    assert r.status_code == 200, r.text
+    want = generate_ids(net, [ids[-26:]], 6, 0.0, eos_id=tok.eos_id)[0]
+    assert r.json()["choices"][0]["text"] == tok.decode(want)
+    assert r.json()["usage"] == {
+        "prompt_tokens": 26,
+        "completion_tokens": len(want),
+        "total_tokens": 26 + len(want),
+    }
+    default = complete(api, truncate_prompt_tokens=-1, max_tokens=None).json()  # OpenAI's default, 16
+    assert default["usage"]["prompt_tokens"] == 16
+    assert (
+        complete(api, truncate_prompt_tokens=-1, max_tokens=0, echo=True).json()["usage"]["prompt_tokens"]
+        == 32
+    )
+
+    net, tok = load_model(dirs["llama"])
+    spec = ChatSpec.read(dirs["llama"], tok)
+    talk = [{"role": "user", "content": "Who is the king? " * 60}]
+    prompt = tok.encode(spec.render(talk))
+    assert len(prompt) > 256  # the Llama's context
+    body = {"model": "llama", "messages": talk, "temperature": 0, "truncate_prompt_tokens": -1}
+    r = api.post("/v1/chat/completions", json={**body, "max_completion_tokens": 8})
+    assert r.status_code == 200, r.text
+    want = generate_ids(net, [prompt[-248:]], 8, 0.0, eos_id=spec.stops)[0]
+    assert r.json()["choices"][0]["message"]["content"] == tok.decode(want)
+    assert r.json()["usage"]["prompt_tokens"] == 248
+    # no room: the reply's tokens fill the context (a chat's default is --max-tokens-limit, 300 here)
+    for r in (
+        api.post("/v1/chat/completions", json=body),
+        complete(api, truncate_prompt_tokens=-1, max_tokens=32),
+    ):
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == "truncate_prompt_tokens", error
+        assert "leaves no prompt" in error["message"], error
 
 
 @pytest.mark.parametrize(

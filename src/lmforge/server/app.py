@@ -115,8 +115,10 @@ def create_app(
         served = _model(state, body.model, "text-generation")
         # token-id prompts are checked against the vocabulary and echo their decoded text
         ids, texts = read_prompts(served.tokenizer, served.net.config.vocab_size, body)
-        ids, texts = keep_last(served.tokenizer, ids, texts, body.truncate_prompt_tokens, served.context)
         limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
+        room = (limit, "max_tokens" if body.max_tokens is not None else "the default max_tokens")
+        cut = body.truncate_prompt_tokens  # -1: the context less room, vLLM's max_model_len - max_tokens
+        ids, texts = keep_last(served.tokenizer, ids, texts, cut, served.context, room)
         echo = texts if body.echo else None
         return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
 
@@ -137,8 +139,9 @@ def create_app(
             ids = [served.tokenizer.encode(prompt)]
         except LmforgeError as e:
             raise ApiError(400, str(e), "messages", "invalid_value") from None
-        ids, _ = keep_last(served.tokenizer, ids, [prompt], body.truncate_prompt_tokens, served.context)
         limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
+        room = (limit, body.limit_key() if body.limit() is not None else "--max-tokens-limit: no max_tokens")
+        ids, _ = keep_last(served.tokenizer, ids, [prompt], body.truncate_prompt_tokens, served.context, room)
         return await _generate(state, served, body, ids, limit, request, chat=True, calls=calls)
 
     @app.post("/v1/translations")

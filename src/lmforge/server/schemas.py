@@ -104,7 +104,7 @@ class _Sampling(Body):
     guided_regex: StrictStr | None = None
     guided_choice: Choices | None = None
     guided_grammar: StrictStr | None = None
-    # vLLM's: keep the prompt's last k tokens (-1: the context); server/truncation.py
+    # vLLM's: keep the prompt's last k tokens (-1: the context less max_tokens); server/truncation.py
     truncate_prompt_tokens: Annotated[StrictInt, Field(ge=-1)] | None = None
     user: StrictStr | None = None
 

@@ -1,9 +1,15 @@
 """vLLM's truncate_prompt_tokens, read once for every route that takes it: k (1 to the model's
-context) or -1 (the context) keeps k tokens of each prompt; 0, or more than the context, is a 400
-naming the field. Which end is kept is vLLM's: a completion's or a chat's prompt keeps its LAST k
-tokens (left truncation, as vLLM's generate runner cuts, so a long conversation keeps its newest
-turns); an embedding's text keeps its first (embedding_route.py: vLLM's pooling runner cuts on the
-right since vLLM PR #12050, as sentence-transformers does)."""
+context) keeps k tokens of each prompt; 0, or more than the context, is a 400 naming the field.
+-1 keeps vLLM's max_model_len - max_tokens: the context less the tokens the reply may generate
+(vllm/renderers/params.py, TokenizeParams.max_input_tokens, whose max_output_tokens is the request's
+max_tokens), so the cut prompt leaves the reply its room; until 2026-12-07 it kept the whole context
+and the reply stopped at its first token. The room is the max_tokens the request runs under: its
+own, else the route's default (16 for completions, --max-tokens-limit for a chat, where vLLM counts
+none and then has no room left); an embedding generates nothing and keeps the context. Which end is
+kept is vLLM's: a completion's or a chat's prompt keeps its LAST k tokens (left truncation, as vLLM's
+generate runner cuts, so a long conversation keeps its newest turns); an embedding's text keeps its
+first (embedding_route.py: vLLM's pooling runner cuts on the right since vLLM PR #12050, as
+sentence-transformers does)."""
 
 from __future__ import annotations
 
@@ -12,28 +18,49 @@ from lmforge.tokenization.tokenizer import Tokenizer
 
 FIELD = "truncate_prompt_tokens"
 
+Room = tuple[int, str]
+"""The tokens a reply may generate and the field that says so ("max_tokens"): -1 leaves them room."""
 
-def kept_tokens(keep: int | None, context: int) -> int | None:
-    """How many tokens truncate_prompt_tokens keeps (None: the request has none), -1 read as the
-    context; a 400 naming the field for 0 or more than the context."""
+
+def kept_tokens(keep: int | None, context: int, room: Room = (0, "")) -> int | None:
+    """How many tokens truncate_prompt_tokens keeps (None: the request has none); -1 is the context
+    less the reply's `room`. A 400 naming the field for 0, for more than the context, and for -1
+    where the reply's tokens fill the context (vLLM refuses a max_tokens over max_model_len)."""
     if keep is None:
         return None
     if keep == 0 or keep > context:
         raise ApiError(
             400,
-            f"{FIELD}={keep}: must be between 1 and the model's context of {context} (or -1: the context)",
+            f"{FIELD}={keep}: must be between 1 and the model's context of {context}, or -1",
             FIELD,
             "invalid_value",
         )
-    return context if keep == -1 else keep
+    if keep != -1:
+        return keep
+    reserve, key = room
+    if reserve >= context:
+        raise ApiError(
+            400,
+            f"{FIELD}=-1 keeps the model's context of {context} less the {reserve} tokens the reply may"
+            f" generate ({key}), which leaves no prompt: ask for fewer tokens (max_tokens)",
+            FIELD,
+            "invalid_value",
+        )
+    return context - reserve
 
 
 def keep_last(
-    tokenizer: Tokenizer, prompts: list[list[int]], texts: list[str], keep: int | None, context: int
+    tokenizer: Tokenizer,
+    prompts: list[list[int]],
+    texts: list[str],
+    keep: int | None,
+    context: int,
+    room: Room = (0, ""),
 ) -> tuple[list[list[int]], list[str]]:
-    """(prompts, texts) with each prompt cut to its last `keep` tokens, as vLLM cuts a completion's;
-    a prompt cut short echoes the text of the tokens it kept, as vLLM's echo does."""
-    k = kept_tokens(keep, context)
+    """(prompts, texts) with each prompt cut to its last `keep` tokens, as vLLM cuts a completion's
+    (-1: the context less the reply's `room`); a prompt cut short echoes the text of the tokens it
+    kept, as vLLM's echo does."""
+    k = kept_tokens(keep, context, room)
     if k is None:
         return prompts, texts
     cut = [p[-k:] for p in prompts]
