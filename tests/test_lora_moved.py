@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import sys
@@ -210,6 +211,47 @@ def test_a_copied_project_resumes_on_its_own_base(hf: Path, tmp_path: Path) -> N
     expected = logits(copy / "lora")
     shutil.rmtree(proj)
     assert torch.equal(logits(copy / "lora"), expected)
+
+
+def test_a_base_reached_through_a_link_follows_the_link_where_it_points_now(hf: Path, tmp_path: Path) -> None:
+    """work/models -> ../store, the base trained at work/models/base: lora.json recorded the base
+    with the link resolved (store/base/model), so after `mv store store2; ln -sfn ../store2 models`
+    every verb stopped with "its base model is missing". The path as given is followed now."""
+    proj, work = tmp_path / "proj", tmp_path / "proj" / "work"
+    (proj / "store").mkdir(parents=True)
+    work.mkdir()
+    (work / "models").symlink_to("../store")
+    (work / "text.txt").write_text(make_text(lines=300))
+    common = [f"--data.input={work / 'text.txt'}", "--train.batch_size=4", "--train.dtype=fp32"]
+    base = work / "models" / "base"
+    train(overrides=[*common, f"--train.init_from={hf}", "--train.max_steps=2"], out=base, quiet=True)
+    lora_run = work / "lora"
+    args = recipe({"text": work / "text.txt", "base": base}, 2, "--train.checkpoint_interval=2")
+    train(overrides=args, out=lora_run, quiet=True)
+    expected = logits(lora_run)
+    meta = json.loads((lora_run / "model" / "lora.json").read_text())
+    assert meta["base"]["path"] == str(base / "model")  # the link kept
+    assert meta["base"]["relative_path"] == "../../models/base/model"
+
+    (proj / "store").rename(proj / "store2")  # mv store store2; ln -sfn ../store2 models
+    (work / "models").unlink()
+    (work / "models").symlink_to("../store2")
+    assert torch.equal(logits(lora_run), expected)
+    train(resume=lora_run, overrides=["--train.max_steps=4"], quiet=True)
+    resumed = json.loads((lora_run / "model" / "lora.json").read_text())["base"]  # still the link
+    assert (resumed["path"], resumed["relative_path"]) == (str(base / "model"), "../../models/base/model")
+
+    # lora.json as written before 2026-12-07 (links resolved, relative_path from the folder's real
+    # path) is still read so where the run is reached through a link of its own
+    old = tmp_path / "elsewhere" / "lora"
+    shutil.copytree(lora_run, old)
+    for file in old.rglob("lora.json"):
+        meta = json.loads(file.read_text())
+        real_base = os.path.realpath(base / "model")
+        meta["base"].update(path="/gone/base/model", relative_path=os.path.relpath(real_base, file.parent))
+        file.write_text(json.dumps(meta))
+    (work / "linked").symlink_to(old.parent)
+    assert torch.equal(logits(work / "linked" / "lora"), logits(lora_run))
 
 
 @pytest.mark.parametrize("bad", [["../../base"], 5, True, ""])

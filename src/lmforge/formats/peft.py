@@ -5,9 +5,11 @@ A LoRA run's checkpoint (and RUN/model) is a model directory of the task's model
 model.safetensors holds only the trained tensors (the adapters, lora.also_train's modules), plus
 `lora.json`: the [lora] settings and the base model it sits on (train.init_from's directory, as an
 absolute path and relative to the adapter directory, and the sha256 of its config and weight
-files). Everything that reads one finds that base (`find_base`: the absolute path, else the
-relative one, so a project folder holding both runs can be moved or copied) and checks its sha256
-first, so adapters are never put on another model.
+files). Both paths are the ones the user gave, made absolute without resolving symlinks (since
+2026-12-07), so a base reached through a link (models -> ../store) is found wherever the link
+points now, as `ls models/base` would find it. Everything that reads one finds that base
+(`find_base`: the relative path, else the absolute one, so a project folder holding both runs can
+be moved or copied) and checks its sha256 first, so adapters are never put on another model.
 
 `export_peft` writes PEFT's layout (adapter_config.json + adapter_model.safetensors, Hugging Face
 module names: base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight) for
@@ -61,8 +63,9 @@ def is_adapter_dir(directory: Path) -> bool:
 
 
 def base_identity(init_from: str | Path) -> dict[str, Any]:
-    """The base model a LoRA run trains on: its directory and the sha256 of its config and weights."""
-    directory = resolve_model_dir(init_from).resolve()
+    """The base model a LoRA run trains on: its directory (absolute, its links kept: the place as
+    given, not where a link pointed then) and the sha256 of its config and weights."""
+    directory = Path(os.path.abspath(resolve_model_dir(init_from)))
     files = {}
     for path in sorted(p for p in directory.iterdir() if p.is_file() and _BASE_FILES.fullmatch(p.name)):
         digest = hashlib.sha256()
@@ -78,7 +81,7 @@ def write_lora_file(directory: Path, spec: LoraConfig, base: dict[str, Any]) -> 
     run's .NAME-tmp and checkpoints/.tmp-step_N do, beside model/ and step_N): the base's relative
     path is counted from here."""
     try:  # from the adapter directory: still right after the folder holding both moves
-        relative = os.path.relpath(base["path"], directory.resolve())
+        relative = os.path.relpath(base["path"], os.path.abspath(directory))  # links kept, as the base's
     except ValueError:  # another drive (Windows): no relative path
         relative = None
     meta = {"lora": dataclasses.asdict(spec), "base": {**base, "relative_path": relative}}
@@ -107,12 +110,22 @@ def read_lora_file(directory: Path) -> tuple[LoraConfig, dict[str, Any]]:
 
 def base_places(directory: Path, recorded: dict[str, Any]) -> list[Path]:
     """Where the base of the adapter directory may be: its relative path from the adapter
-    directory (the two moved or copied together: a copy's own base, not the original's), then the
-    absolute path lora.json records (the adapters moved alone)."""
-    places = [Path(recorded["path"])]
+    directory (the two moved or copied together: a copy's own base, not the original's), counted
+    from the directory as given, then from its real path (lora.json written before 2026-12-07
+    counted it from there, links resolved), then the absolute path lora.json records (the
+    adapters moved alone)."""
+    return list(_places(directory, recorded))
+
+
+def _places(directory: Path, recorded: dict[str, Any]) -> dict[Path, str]:
+    """base_places, each with what it is, for a message."""
+    places: dict[Path, str] = {}
     if recorded.get("relative_path") is not None:
-        places.insert(0, Path(os.path.normpath(directory.resolve() / recorded["relative_path"])))
-    return list(dict.fromkeys(places))
+        for start in (Path(os.path.abspath(directory)), directory.resolve()):
+            place = Path(os.path.normpath(start / recorded["relative_path"]))
+            places.setdefault(place, f"its path from {start}")
+    places.setdefault(Path(recorded["path"]), "the path it records")
+    return places
 
 
 def find_base(directory: Path, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -121,18 +134,18 @@ def find_base(directory: Path, recorded: dict[str, Any] | None = None) -> dict[s
     model is passed over for the next; where none has it, the first such place is refused."""
     if recorded is None:
         _, recorded = read_lora_file(directory)
-    places = base_places(directory, recorded)
+    named = _places(directory, recorded)
+    places = list(named)
     # a model directory, as recorded (an emptied or half-copied folder is no base)
     found = [base_identity(p) for p in places if (p / "config.json").is_file()]
     if not found:
-        where = (
-            f"not at {places[0]} (its path from {directory}) nor at {places[1]} (the path it records)"
-            if len(places) > 1
-            else f"{places[0]} is gone"
-        )
+        where, which = f"{places[0]} is gone", ("its place", "either place", "one of them")[len(places) - 1]
+        if len(places) > 1:
+            tried = [f"{place} ({what})" for place, what in named.items()]
+            where = f"not at {', '.join(tried[:-1])} nor at {tried[-1]}"
         raise LmforgeError(
             f"{directory / LORA_FILE}: its base model is missing ({where}): put the base back at"
-            f" {'either place' if len(places) > 1 else 'its place'} or link it there (ln -s WHERE_IT_IS"
+            f" {which} or link it there (ln -s WHERE_IT_IS"
             f" {places[0]}); its sha256 in {LORA_FILE} checks it is the model the adapters were trained on"
         )
     same = next((base for base in found if base["sha256"] == recorded["sha256"]), None)
