@@ -687,40 +687,6 @@ def test_loading_a_run_still_training_takes_its_newest_real_checkpoint(tmp_path:
     assert resolve_model_dir(tmp_path) == tmp_path / "checkpoints" / "step_00000020"
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_one_before(
-    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """safetensors raises its own error, not an OSError, for the I/O error under a write: it was a
-    traceback. The third weights file written (step 4's optimizer moments) finds the disk full."""
-    from safetensors import SafetensorError
-
-    import lmforge.formats.directory as directory
-
-    real, writes = directory.save_file, []
-
-    def save_file(tensors: dict, file: str, metadata: dict | None = None) -> None:
-        writes.append(file)
-        if len(writes) == 5:
-            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
-        real(tensors, file, metadata=metadata)
-
-    monkeypatch.setattr(directory, "save_file", save_file)
-    run = tmp_path / "run"
-    overrides = [f"--data.input={corpus}", *TINY, "--train.max_steps=4", "--train.checkpoint_interval=2"]
-    with pytest.raises(
-        LmforgeError, match=r"^\S+\.safetensors: cannot write: No space left on device \(os error 28\)$"
-    ):
-        _train(None, overrides, run)
-    assert ckpt.latest_checkpoint(run / "checkpoints") == _step(run, 2)  # whole, and found
-
-    def broken(*_: object, **__: object) -> None:
-        raise SafetensorError("Error while serializing: a bug, not the disk")
-
-    monkeypatch.setattr(directory, "save_file", broken)
-    with pytest.raises(SafetensorError, match="not the disk"):  # another error of safetensors: raised
-        directory.write_safetensors({"x": torch.ones(2)}, tmp_path / "x.safetensors")
-
-
 def test_a_sigterm_in_the_final_export_says_what_finishes_it(
     tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -31,14 +31,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import CannotWrite, LmforgeError
 
 Owner = Callable[[Path], str | None]
 """For an existing, non-empty folder: None when it is an earlier output of the verb (safe to
 replace), else why it is not, e.g. "holds files prep did not write (notes.txt)"."""
 
 # Errors of the disk or the user's permissions, not of lmforge: reported as one line.
-_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR}
 
 
 def current_umask() -> int:
@@ -278,8 +278,8 @@ def write_file(path: str | Path, data: str | bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:  # the disk's or the user's, not a bug
-            raise LmforgeError(f"{path}: cannot write: {e.strerror}") from None
+        if isinstance(e, OSError) and e.errno in DISK_ERRORS:  # the disk's or the user's, not a bug
+            raise CannotWrite(f"{path}: cannot write: {e.strerror}") from None
         raise
 
 
@@ -331,9 +331,9 @@ def staged_folder(
         install(tmp, target)
         made = []
     except OSError as e:
-        if e.errno not in _DISK_ERRORS:
+        if e.errno not in DISK_ERRORS:
             raise
-        raise LmforgeError(f"{e.filename or out}: cannot write: {e.strerror}") from None
+        raise CannotWrite(f"{e.filename or out}: cannot write: {e.strerror}") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmforge.config import ModelConfig, model_config_from
-from lmforge.errors import LmforgeError
+from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.outputs import follow_umask
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -36,7 +36,7 @@ def write_safetensors(
     except SafetensorError as e:
         if "I/O error" not in str(e):  # not the disk's: a real bug
             raise
-        raise LmforgeError(f"{file}: cannot write: {str(e).split('I/O error: ')[-1]}") from None
+        raise CannotWrite(f"{file}: cannot write: {str(e).split('I/O error: ')[-1]}") from None
 
 
 def save_weights(file: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.formats.directory import write_safetensors
+from lmforge.outputs import DISK_ERRORS
 from lmforge.processes import own_status
 from lmforge.tokenization.marian import load_translation_tokenizer
 
@@ -52,24 +53,36 @@ def save_checkpoint(
 
     Every rank calls it: `write` may be collective (sharded engines gather for it); only the main
     rank touches the file system beyond what `write` does. Once the checkpoint is in place, a
-    previous run that `train --overwrite` moved aside in root's parent is deleted."""
+    previous run that `train --overwrite` moved aside in root's parent is deleted. A write that
+    fails (a full disk) removes the partial folder, freeing its space; the one before stays whole,
+    and a disk's refusal is a CannotWrite naming the file."""
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
+    try:
+        if main:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        barrier()
+        write(tmp)
+        barrier()
+        if main:
+            write_safetensors(_rng_tensors(), tmp / "rng.safetensors")
+            state = dict(trainer_state, step=step, python_rng=_python_rng_state())
+            (tmp / "trainer.json").write_text(json.dumps(state, indent=1))
+            follow_umask(tmp)
+            write_manifest(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+    except Exception as e:  # a kill's leftovers (BaseException) are removed at the next start
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        refused = isinstance(e, OSError) and e.errno in DISK_ERRORS  # trainer.json's write names no file
+        if not (refused or isinstance(e, CannotWrite)):
+            raise
+        why = f"{e.filename or tmp}: cannot write: {e.strerror}" if isinstance(e, OSError) else str(e)
+        raise CannotWrite(f"{why} (step {step}'s checkpoint: its partial folder was removed)") from None
     if main:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    barrier()
-    write(tmp)
-    barrier()
-    if main:
-        write_safetensors(_rng_tensors(), tmp / "rng.safetensors")
-        state = dict(trainer_state, step=step, python_rng=_python_rng_state())
-        (tmp / "trainer.json").write_text(json.dumps(state, indent=1))
-        follow_umask(tmp)
-        write_manifest(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
         _fsync_dir(root)
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -28,11 +28,11 @@ from lmforge import malloc, tuning
 from lmforge.config import Config, as_overrides, config_to_toml
 from lmforge.config.batch_split import split_batch
 from lmforge.config.deepspeed_json import changed_keys, user_json
-from lmforge.errors import LmforgeError
+from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
-from lmforge.outputs import write_file
+from lmforge.outputs import DISK_ERRORS, write_file
 from lmforge.processes import signals_stop
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import compiling, report
@@ -48,6 +48,7 @@ from lmforge.train.resume import check_epochs_train
 from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
 from lmforge.train.run_outputs import (
     drop_stale_best,
+    error_line,
     finish,
     install_model_dir,
     resume_point,
@@ -96,6 +97,10 @@ def train(
                 if run.main:
                     print(f"lmforge: {resume_point(run.run_dir, run.step)}", file=sys.stderr)
                 raise
+            except (CannotWrite, OSError) as e:  # a full disk: one line, with what a resume continues from
+                if isinstance(e, OSError) and e.errno not in DISK_ERRORS:
+                    raise  # not the disk's: a bug, with its traceback
+                raise CannotWrite(f"{error_line(e)}; {resume_point(run.run_dir, run.step)}") from None
             finally:
                 run.close()
             summary = finish(run)

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import LORA_FILE, write_lora_file
 from lmforge.outputs import write_file
@@ -188,6 +189,14 @@ def _export(run: Run) -> dict[str, Any]:
             f" | model in {run.run_dir / 'model'}{which}"
         )
     return summary
+
+
+def error_line(e: OSError | LmforgeError) -> str:
+    """An error of the disk (full, read-only, a permission) that stopped the steps, as one line: an
+    OSError's file, if it names one (a write to an open file, metrics.jsonl's, names none), and why."""
+    if not isinstance(e, OSError):
+        return str(e)
+    return f"{e.filename}: {e.strerror}" if e.filename else str(e.strerror)
 
 
 def resume_point(run_dir: Path, step: int) -> str:
