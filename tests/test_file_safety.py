@@ -27,6 +27,7 @@ from lmforge.config import ModelConfig
 from lmforge.data.pairs import prepare_pairs, read_lines
 from lmforge.data.shards import open_split
 from lmforge.errors import LmforgeError
+from lmforge.folder_lock import LOCK
 from lmforge.formats.directory import write_model_dir
 from lmforge.formats.hf_export import export_hf
 from lmforge.formats.hf_files import import_hf
@@ -376,7 +377,10 @@ def _prep_call(raw: Path, out: Path, overwrite: bool = False) -> str:
 
 
 def _scratch(folder: Path, name: str) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.startswith(f".{name}."))
+    """What a verb writing `name` leaves beside it, but for its lock file (test_run_lock.py)."""
+    return sorted(
+        p for p in folder.iterdir() if p.name.startswith(f".{name}.") and p.name != f".{name}{LOCK}"
+    )
 
 
 def test_the_next_prep_removes_and_names_what_a_killed_one_left(
@@ -395,6 +399,7 @@ def test_the_next_prep_removes_and_names_what_a_killed_one_left(
     assert f"lmforge: note: removed {left}, left by an interrupted run (pid {pid})\n" in err
     assert _scratch(tree, "shards") == sorted([live, mine]) and (out / "meta.json").is_file()
     assert str(live) not in err and str(mine) not in err
+    assert not (tree / f".shards{LOCK}").exists()  # the killed one's lock file: taken, and removed
 
 
 def test_an_install_cut_between_its_renames_is_put_back_and_replaced_only_with_overwrite(

@@ -14,17 +14,28 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmforge"
 
-BASE = {"errors", "env_switch", "config", "hardware", "outputs", "tuning", "malloc", "processes"}
+BASE = {
+    "errors",
+    "env_switch",
+    "config",
+    "hardware",
+    "outputs",
+    "tuning",
+    "malloc",
+    "processes",
+    "folder_lock",
+}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "env_switch": {"errors"},
     "malloc": {"errors", "env_switch"},
     "processes": {"errors"},
+    "folder_lock": {"errors"},
     "config": {"errors"},
     "config_doc": {"errors", "config"},
     "hardware": {"errors", "config"},
     "tuning": {"errors", "env_switch", "config", "hardware"},
-    "outputs": {"errors"},
+    "outputs": {"errors", "folder_lock"},
     "tokenization": BASE,
     "data": BASE | {"tokenization"},
     "model": {"errors", "env_switch", "config"},

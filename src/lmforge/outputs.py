@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import json
 import os
 import re
@@ -32,6 +31,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lmforge.errors import CannotWrite, LmforgeError
+from lmforge.folder_lock import FolderLock, beside, make_folders
+
+# The end of the line that refuses an output folder another process is writing (folder_lock.busy).
+ADVICE = "wait for it to end or stop it, or choose another --out"
 
 Owner = Callable[[Path], str | None]
 """For an existing, non-empty folder: None when it is an earlier output of the verb (safe to
@@ -310,19 +313,27 @@ def staged_folder(
     overwrite: bool | None,
     verb: str,
     mark: bool = False,
+    lock: bool = True,
 ) -> Iterator[Path]:
     """A temporary folder to write the output into; on a clean exit it becomes `out` (checked
     again first, as the folder may have changed while the verb worked), with MARKER naming the
     verb where `mark`. What killed runs left beside `out` is tidied before the checks (recover).
+    With `lock`, one process at a time writes `out`: a second is refused in one line as it starts,
+    before it tidies or makes anything (folder_lock.py; the lock file `.NAME.lmforge-lock` sits
+    beside `out` while it is written, and a killed writer's stays there until the next one).
     A full or read-only disk is one line naming the path."""
     inputs = list(inputs)
-    recover(link_target(Path(out)))
-    target = check_target(out, inputs, owner, overwrite, verb)
-    # the folders made for the output, deepest first: removed again if the verb fails
-    made = list(itertools.takewhile(lambda p: not p.exists(), [target.parent, *target.parent.parents]))
+    target = check_target(out, inputs, owner, overwrite, verb)  # a mistake is said before anything is made
+    made: list[Path] = []  # the folders made for the output, deepest first: removed again if the verb fails
+    held = FolderLock()
     tmp = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if lock:  # before recover: a process refused here changes nothing
+            held.take(beside(target), Path(out), f"writing this folder (lmforge {verb})", ADVICE, made)
+        else:
+            made += reversed(make_folders(target.parent))
+        recover(target)
+        check_target(out, inputs, owner, overwrite, verb)  # again: recover may have put an output back
         tmp = Path(tempfile.mkdtemp(prefix=_scratch_prefix(target.name, "tmp"), dir=target.parent))
         yield tmp
         if mark:
@@ -337,6 +348,7 @@ def staged_folder(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        held.release()  # its file first: the folders made for it go only when empty
         for folder in made:
             with contextlib.suppress(OSError):
                 folder.rmdir()

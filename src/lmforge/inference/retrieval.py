@@ -269,7 +269,12 @@ class PassageIndex:
         self.bm25 = bm25s.BM25()
         self.bm25.index(_tokens([p.text for p in self.passages]), show_progress=False)
         inputs = [] if is_glob(docs) else [docs]
-        with staged_folder(self.directory, inputs=inputs, owner=_owner, overwrite=None, verb="ask") as tmp:
+        # not locked: two `ask`s building the same index at once both write it (each a whole one,
+        # the last rename wins), where a lock would refuse a question
+        staged = staged_folder(
+            self.directory, inputs=inputs, owner=_owner, overwrite=None, verb="ask", lock=False
+        )
+        with staged as tmp:
             # the manifest first: a folder being written is known as an index (never read as documents)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
             self.bm25.save(tmp / BM25_DIR, show_progress=False)

@@ -29,6 +29,7 @@ from lmforge.config import Config, as_overrides, config_to_toml
 from lmforge.config.batch_split import split_batch
 from lmforge.config.deepspeed_json import changed_keys, user_json
 from lmforge.errors import CannotWrite, LmforgeError
+from lmforge.folder_lock import FolderLock
 from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
@@ -75,43 +76,47 @@ def train(
     tuning.enabled()  # a mistyped LMFORGE_AUTOTUNE or LMFORGE_MALLOC is one line before anything is made
     malloc.keeps_system(os.environ)
     made: list[Path] = []
-    run_dir, cfg = resolve_run(config, as_overrides(overrides), out, resume, overwrite, made)
-    with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
-        try:  # a run that fails before its first step leaves the folder as it found it
-            engine = build_engine(cfg.engine, cfg.train)
-            say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
-            for note in cfg.notes:  # what resolve_run's checks settled
-                say(note)
-            run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
-        except BaseException:
-            with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
-                undo_start(run_dir, made)
-            raise
-        for aside in (p for p in made if p.name.startswith(ckpt.REPLACED)):
-            say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
-        try:
-            try:
-                with signals_stop():
-                    _steps(run)
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what a resume would redo
-                if run.main:
-                    print(f"lmforge: {resume_point(run.run_dir, run.step)}", file=sys.stderr)
+    with FolderLock() as lock:  # the run folder's, held until the run ends: one process in it at a time
+        run_dir, cfg = resolve_run(config, as_overrides(overrides), out, resume, overwrite, made, lock)
+        with kept_settings():  # a compiled run turns on deterministic algorithms (train/compiling.py)
+            try:  # a run that fails before its first step leaves the folder as it found it
+                engine = build_engine(cfg.engine, cfg.train)
+                say: Callable[[str], None] = (lambda _: None) if quiet or engine.rank != 0 else tqdm.write
+                for note in cfg.notes:  # what resolve_run's checks settled
+                    say(note)
+                run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
+            except BaseException:
+                with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
+                    undo_start(run_dir, made)
                 raise
-            except (CannotWrite, OSError) as e:  # a full disk: one line, with what a resume continues from
-                if isinstance(e, OSError) and e.errno not in DISK_ERRORS:
-                    raise  # not the disk's: a bug, with its traceback
-                raise CannotWrite(f"{error_line(e)}; {resume_point(run.run_dir, run.step)}") from None
-            finally:
-                run.close()
-            summary = finish(run)
-        except BaseException:  # the model goes before the process group, here at the exit
-            del run
-            with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
-                engine.release()
-            raise
-        del run  # its model before the engine's process group (engines/ddp.py's close)
-    engine.close()
-    return summary
+            for aside in (p for p in made if p.name.startswith(ckpt.REPLACED)):
+                say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")
+            try:
+                try:
+                    with signals_stop():
+                        _steps(run)
+                except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what a resume would redo
+                    if run.main:
+                        print(f"lmforge: {resume_point(run.run_dir, run.step)}", file=sys.stderr)
+                    raise
+                except (
+                    CannotWrite,
+                    OSError,
+                ) as e:  # a full disk: one line, with what a resume continues from
+                    if isinstance(e, OSError) and e.errno not in DISK_ERRORS:
+                        raise  # not the disk's: a bug, with its traceback
+                    raise CannotWrite(f"{error_line(e)}; {resume_point(run.run_dir, run.step)}") from None
+                finally:
+                    run.close()
+                summary = finish(run)
+            except BaseException:  # the model goes before the process group, here at the exit
+                del run
+                with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
+                    engine.release()
+                raise
+            del run  # its model before the engine's process group (engines/ddp.py's close)
+        engine.close()
+        return summary
 
 
 @dataclass

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import shlex
@@ -14,11 +13,13 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from lmforge import folder_lock
 from lmforge.config import Config, load_config
 from lmforge.config.deepspeed_json import read_user_config
 from lmforge.data.pairs import PAIRS_VAL_FRACTION
 from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared
 from lmforge.errors import LmforgeError
+from lmforge.folder_lock import FolderLock
 from lmforge.formats.directory import WEIGHTS
 from lmforge.formats.peft import LORA_FILE
 from lmforge.outputs import describe_foreign, written_by
@@ -50,14 +51,23 @@ def resolve_run(
     resume: str | Path | None,
     overwrite: bool,
     made: list[Path] | None = None,
+    lock: FolderLock | None = None,
 ) -> tuple[Path, Config]:
     """(run directory, config) for a new, overwritten or resumed run; refuses, before anything is
     written, what would lose a file or what a resumed run cannot honour. Only rank 0 (launchers
     set RANK) creates or moves anything; every rank makes the same checks. `made` receives what
     it changed on disk (the folders it created, the folder the old run was moved into), so that
-    undo_start can put it back when the run fails before it starts."""
+    undo_start can put it back when the run fails before it starts. `lock` (rank 0's) is taken on
+    the run directory before its checks, and the caller holds it until the run ends: a second
+    process is refused before it reads or changes the folder (folder_lock.py)."""
+    if lock is None:  # held for the checks alone
+        with FolderLock() as own:
+            return resolve_run(config, overrides, out, resume, overwrite, made, own)
     made = [] if made is None else made
+    main = os.environ.get("RANK", "0") == "0"
     if resume is not None:
+        if Path(resume).is_dir():  # a missing one is resume_run's to name
+            _lock(lock, Path(resume), main, RESUME_ADVICE, None)
         return resume_run(config, overrides, out, Path(resume), overwrite)
     if isinstance(config, Config):
         cfg = config.validate()
@@ -79,6 +89,38 @@ def resolve_run(
             f"{run_dir}: holds prepared data (lmforge prep's meta.json and shards), not a run; a run"
             " there would mix its files with the data's: choose another --out"
         )
+    mine: list[Path] = []  # the folders made for the lock: removed if a check below refuses the run
+    _lock(lock, run_dir, main, NEW_ADVICE, mine)
+    try:
+        kind, present = _check_new(cfg, run_dir, overwrite)
+    except BaseException:
+        try:
+            undo_start(run_dir, mine)  # before letting go: no one else is in the folder it removes
+        finally:
+            lock.release()
+        raise
+    made += mine
+    if kind != "empty" and main:  # said once the run has started (loop.train): a failed start puts it back
+        made.append(move_aside(run_dir, present))
+    return run_dir, cfg
+
+
+# The end of the line that refuses a folder another process holds (folder_lock.busy).
+NEW_ADVICE = "wait for it to end or stop it, or choose another --out"
+RESUME_ADVICE = "wait for it to end or stop it, then resume"
+
+
+def _lock(lock: FolderLock, run_dir: Path, main: bool, advice: str, made: list[Path] | None) -> None:
+    """Rank 0 takes the run directory's lock (creating the directory when `made` is given); the
+    other ranks, whose rank 0 holds it, refuse a folder another launch holds, with its line."""
+    if main:
+        lock.take(folder_lock.in_folder(run_dir), run_dir, "training in this folder", advice, made)
+    else:
+        folder_lock.refuse_if_held(folder_lock.in_folder(run_dir), run_dir, advice)
+
+
+def _check_new(cfg: Config, run_dir: Path, overwrite: bool) -> tuple[str, list[str]]:
+    """run_kind of the folder a new run (or --overwrite) starts in, once its checks have passed."""
     kind, present = run_kind(run_dir)
     if kind == "foreign":
         raise LmforgeError(
@@ -107,18 +149,9 @@ def resolve_run(
             " move its files back to resume it (docs/training.md, '--overwrite', says how), or use"
             " --overwrite to replace it"
         )
-    main = os.environ.get("RANK", "0") == "0"
     check_inputs(cfg, [run_dir / n for n in present])
     check_own_files(run_dir, present)
-    if kind != "empty" and main:  # said once the run has started (loop.train): a failed start puts it back
-        made.append(move_aside(run_dir, present))
-    if main:
-        made += itertools.takewhile(lambda p: not p.exists(), [run_dir, *run_dir.parents])
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise LmforgeError(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
-    return run_dir, cfg
+    return kind, present
 
 
 def undo_start(run_dir: Path, made: list[Path]) -> None:
