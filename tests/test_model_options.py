@@ -43,7 +43,8 @@ def test_seq2seq_honours_rope_theta() -> None:
         (["--model.post_norm=true"], "model.post_norm"),
         (["--model.final_norm=false"], "model.final_norm"),
         (["--model.logits_bias=true"], "model.logits_bias"),
-        (["--model.scale_embedding=true"], "model.scale_embedding"),
+        # a decoder scales its embeddings too since Gemma 3 (2026-12-07); a seq2seq has no sandwich norms
+        (["--model.arch=seq2seq", "--data.task=translation", "--model.sandwich_norm=true"], "sandwich_norm"),
         (["--model.type_vocab_size=2"], "model.type_vocab_size"),
         (["--model.arch=seq2seq", "--data.task=translation", "--model.type_vocab_size=2"], "type_vocab_size"),
     ],

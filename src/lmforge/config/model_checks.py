@@ -31,8 +31,8 @@ def check_model(m: ModelConfig) -> None:
     )
     _check(m.pos != "sinusoidal" or m.arch == "seq2seq", "model.pos='sinusoidal' is for model.arch=seq2seq")
     _check(
-        m.mlp in ("gelu", "gelu_tanh", "swiglu", "silu"),
-        f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu or silu",
+        m.mlp in ("gelu", "gelu_tanh", "swiglu", "geglu_tanh", "silu"),
+        f"model.mlp={m.mlp!r} must be gelu, gelu_tanh, swiglu, geglu_tanh or silu",
     )
     _check(
         m.pos != "rope" or m.head_size() % 2 == 0,
@@ -52,6 +52,7 @@ def _check_hf_options(m: ModelConfig) -> None:
     )
     _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
     _check_rope_scaling(m)
+    _check_local_layers(m)
     _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
 
 
@@ -109,12 +110,37 @@ def _check_rope_scaling(m: ModelConfig) -> None:
     )
 
 
+def _check_local_layers(m: ModelConfig) -> None:
+    """Sliding-window layers, their pattern and rotary base, the norms' unit offset, the attention
+    scale (Gemma 3's options): a key that changes nothing is refused, as the rotary ones are."""
+    for key in ("sliding_window", "sliding_window_pattern", "attn_scale_dim"):
+        value = getattr(m, key)
+        _check(value >= 0, f"model.{key}={value} must be >= 0")
+    local, window, pattern = m.rope_local_theta, m.sliding_window, m.sliding_window_pattern
+    _check(local >= 0, f"model.rope_local_theta={local} must be >= 0 (0: rope_theta)")
+    _check(
+        window or not pattern,
+        f"model.sliding_window_pattern={pattern} changes nothing without model.sliding_window",
+    )
+    _check(
+        not m.rope_local_theta or (window and m.pos == "rope"),
+        f"model.rope_local_theta={m.rope_local_theta} changes nothing without model.sliding_window and"
+        " model.pos='rope'",
+    )
+    _check(
+        not m.norm_unit_offset or m.norm == "rmsnorm",
+        f"model.norm_unit_offset=true is for model.norm='rmsnorm', not {m.norm!r}",
+    )
+
+
 # Keys a model family cannot honour: they must keep their default, or building it is an error
 # (a recipe that sets them would otherwise train something other than it says).
+_LOCAL = ("sliding_window", "sliding_window_pattern", "rope_local_theta", "sandwich_norm", "norm_unit_offset",
+          "attn_scale_dim")  # fmt: skip
 UNSUPPORTED = {
-    "gpt": ("post_norm", "final_norm", "logits_bias", "scale_embedding", "type_vocab_size"),
-    "seq2seq": ("type_vocab_size", "head_dim", "qk_norm"),
-    "encoder": ("pos", "final_norm", "logits_bias", "scale_embedding", "head_dim", "qk_norm"),
+    "gpt": ("post_norm", "final_norm", "logits_bias", "type_vocab_size"),
+    "seq2seq": ("type_vocab_size", "head_dim", "qk_norm", *_LOCAL),
+    "encoder": ("pos", "final_norm", "logits_bias", "scale_embedding", "head_dim", "qk_norm", *_LOCAL),
 }
 
 

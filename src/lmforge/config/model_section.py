@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+GATED_MLPS = ("swiglu", "geglu_tanh")  # model.mlp kinds with a gate projection beside the up one
+
 
 @dataclass
 class ModelConfig:
@@ -27,8 +29,9 @@ class ModelConfig:
     """`learned` absolute positions (GPT-2), `rope` (rotary) or `sinusoidal` (seq2seq only: Marian's
     fixed table, sines in the first half of the dims, cosines in the second)."""
     mlp: str = "gelu"
-    """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation), `swiglu` (Llama) or `silu` (a plain
-    MLP with SiLU, Marian's "swish")."""
+    """`gelu` (exact), `gelu_tanh` (GPT-2's tanh approximation), `swiglu` (Llama), `geglu_tanh` (a
+    gated MLP as SwiGLU with GELU's tanh approximation on the gate: Gemma's) or `silu` (a plain MLP
+    with SiLU, Marian's "swish")."""
     tie_embeddings: bool = True
     """The output layer shares the token embedding's weights."""
     # Options the Hugging Face families need (model/hf.py); the defaults are lmforge's own GPT.
@@ -43,9 +46,27 @@ class ModelConfig:
     head_dim: int = 0
     """Size of each attention head; 0 means n_embd / n_head (Qwen3's is larger)."""
     qk_norm: bool = False
-    """RMSNorm over each query and key head before the rotary positions (Qwen3)."""
+    """RMSNorm over each query and key head before the rotary positions (Qwen3, Gemma 3)."""
+    norm_unit_offset: bool = False
+    """RMSNorm weights stored as offsets from 1: every RMSNorm (q/k norms included) scales by
+    (1 + weight), computed in fp32 and cast to the input's dtype after (Gemma); new weights start at 0."""
+    sandwich_norm: bool = False
+    """Decoder: a norm on each sublayer's output too, before the residual add: x + ln(attn(ln(x))),
+    then x + ln(mlp(ln(x))), four norms a block (Gemma 2 and 3)."""
+    attn_scale_dim: int = 0
+    """Attention scores divided by sqrt(this) rather than sqrt(the head size) (Gemma's
+    query_pre_attn_scalar); 0: the head size."""
+    sliding_window: int = 0
+    """Decoder: each sliding-window layer's query attends itself and the sliding_window - 1 tokens
+    before it (Gemma 3's local layers); 0: every layer attends the whole context."""
+    sliding_window_pattern: int = 0
+    """With sliding_window: every Nth layer (the Nth, 2Nth, ...) attends the whole context and the
+    others slide (Gemma 3: 6); 0: every layer slides."""
     rope_theta: float = 10000.0
     """Rotary base frequency."""
+    rope_local_theta: float = 0.0
+    """With sliding_window: the sliding-window layers' rotary base, without scaling (rope_type
+    applies to the full-attention layers; Gemma 3's rope_local_base_freq); 0: they rotate as the others."""
     rope_type: str = "default"
     """Rotary frequencies `default`, or scaled to a longer context than trained at: `linear` (all
     divided by rope_factor), `llama3` (Llama 3.1-3.3's: the long wavelengths divided by rope_factor,
@@ -76,8 +97,9 @@ class ModelConfig:
     type_vocab_size: int = 0
     """Encoder only: token type (segment) embeddings, as BERT's; 0 for none."""
     scale_embedding: bool = False
-    """Seq2seq: multiply token embeddings by sqrt(n_embd) (Vaswani et al.; Marian), so that with
-    tied weights the embedding is not drowned by the position signal."""
+    """Multiply token embeddings by sqrt(n_embd) (Vaswani et al.; Marian), so that with tied weights
+    the embedding is not drowned by the position signal. A decoder (Gemma) multiplies by the
+    factor rounded to its weights' dtype, as transformers' Gemma does; seq2seq by the exact factor."""
     arch: str = "gpt"
     """`gpt` (decoder only) or `seq2seq` (encoder-decoder; n_layer layers in each stack,
     block_size positions on each side, one embedding shared by both and the output)."""
@@ -91,3 +113,9 @@ class ModelConfig:
 
     def head_size(self) -> int:
         return self.head_dim or self.n_embd // self.n_head
+
+    def layer_window(self, layer: int) -> int:
+        """The tokens layer `layer` (from 0) attends back over, itself included; 0: the whole context."""
+        pattern = self.sliding_window_pattern
+        full = pattern > 0 and (layer + 1) % pattern == 0
+        return 0 if full else self.sliding_window

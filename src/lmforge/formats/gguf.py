@@ -164,9 +164,11 @@ def config_from_metadata(
     `rope_freqs.weight`, Llama 3.1's scaled rotary frequencies as llama.cpp writes them."""
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
+        # llama.cpp's gemma3 files hold its norms as 1 + weight, and lmforge reads none of them
+        gemma = "; Gemma 3 imports from its Hugging Face folder" if arch == "gemma3" else ""
         raise LmforgeError(
             f"{file}: GGUF architecture {arch!r} is not supported"
-            f" (lmforge imports {', '.join(ARCHITECTURES)})"
+            f" (lmforge imports {', '.join(ARCHITECTURES)}{gemma})"
         )
     n_embd = _key(meta, f"{arch}.embedding_length", file)
     n_head = _key(meta, f"{arch}.attention.head_count", file)

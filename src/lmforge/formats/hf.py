@@ -7,7 +7,8 @@ modules is fused along the output rows (HF's separate q, k, v projections -> lmf
 one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Seq (its Marian
 options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
-The encoder families (BERT, DistilBERT, RoBERTa) are in formats/hf_encoders.py, the `Family` record in
+The encoder families (BERT, DistilBERT, RoBERTa) are in formats/hf_encoders.py, Gemma 3 in
+formats/hf_gemma.py, the `Family` record in
 formats/hf_family.py, the rotary keys (rope_parameters / rope_scaling) in formats/hf_rope.py.
 formats/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); formats/hf_files.py
 reads and writes the directories.
@@ -22,6 +23,7 @@ from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
 from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
+from lmforge.formats.hf_gemma import GEMMA3, is_gemma_shaped
 from lmforge.formats.hf_rope import rope_in, rope_out
 
 
@@ -317,6 +319,7 @@ MARIAN = Family(
 # HF model_type -> family. Mistral and Qwen2 are Llama shapes (Qwen2: q/k/v biases, from config_in).
 FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "bert": BERT}
 FAMILIES["qwen3"] = QWEN3
+FAMILIES["gemma3_text"] = GEMMA3  # formats/hf_gemma.py
 FAMILIES.update(marian=MARIAN, distilbert=DISTILBERT, roberta=ROBERTA)  # encoders: formats/hf_encoders.py
 
 
@@ -342,6 +345,8 @@ def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
         return "bert", BERT
     if kind == "seq2seq":
         return "marian", MARIAN
+    if is_gemma_shaped(config):  # its config_out names what else Gemma 3 needs
+        return "gemma3_text", GEMMA3
     if config.pos == "learned":
         return "gpt2", GPT2
     return _rotary_model_type(config), QWEN3 if config.qk_norm else LLAMA

@@ -1,5 +1,6 @@
-"""The sequence-classification head of Hugging Face decoders (GPT-2, Llama, Mistral, Qwen2, Qwen3), put on
-the imported body (formats/hf_files.py), and written back on export (formats/hf_export.py).
+"""The sequence-classification head of Hugging Face decoders (GPT-2, Llama, Mistral, Qwen2, Qwen3,
+Gemma 3), put on the imported body (formats/hf_files.py), and written back on export
+(formats/hf_export.py).
 
 - Import: `GPT2ForSequenceClassification`, `LlamaForSequenceClassification`,
   `MistralForSequenceClassification`, `Qwen2ForSequenceClassification` (reward and sentiment
@@ -77,9 +78,14 @@ def score_state_to_hf(
     """(tensors, architecture) of transformers' ...ForSequenceClassification for a decoder
     classifier: the body under its family's names (no lm_head: the class has none) and `score`.
     A one-line error, before anything is written, for a head the class cannot compute."""
-    prefix = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}[
-        model_type
-    ]
+    prefix = {
+        "gpt2": "GPT2",
+        "llama": "Llama",
+        "mistral": "Mistral",
+        "qwen2": "Qwen2",
+        "qwen3": "Qwen3",
+        "gemma3_text": "Gemma3Text",
+    }[model_type]
     architecture = f"{prefix}ForSequenceClassification"
     lacks = [
         what

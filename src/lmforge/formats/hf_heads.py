@@ -54,6 +54,7 @@ SCORE_HEADS = (
     "mistral",
     "qwen2",
     "qwen3",
+    "gemma3_text",
 )  # decoders' `score` heads: formats/hf_decoder_heads.py
 
 

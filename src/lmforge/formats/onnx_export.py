@@ -95,6 +95,12 @@ def model_kind(model: nn.Module, where: str | Path) -> str:
         (Seq2Seq, "seq2seq"),
         (GPT, "decoder"),
     ]
+    window = getattr(getattr(model, "config", None), "sliding_window", 0)
+    if window:  # the graph would be traced for one side of the window: refused, not wrong numbers
+        raise LmforgeError(
+            f"{where}: the ONNX export does not cover sliding-window attention"
+            f" (model.sliding_window={window}, Gemma 3's); run the model in PyTorch (generate, serve) instead"
+        )
     for cls, kind in kinds:
         if isinstance(model, cls):
             return kind

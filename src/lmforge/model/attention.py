@@ -29,6 +29,14 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
     return k_pos <= q_pos
 
 
+def window_mask(t_q: int, t_k: int, window: int, device: torch.device | None = None) -> torch.Tensor:
+    """causal_mask narrowed to a sliding window: query i (at position t_k - t_q + i) sees the
+    `window` keys ending at its own position (transformers' sliding_window_overlay)."""
+    q_pos = torch.arange(t_k - t_q, t_k, device=device)[:, None]
+    k_pos = torch.arange(t_k, device=device)[None, :]
+    return (k_pos <= q_pos) & (k_pos > q_pos - window)
+
+
 SDPA_GQA = decode_attention.SDPA_GQA  # scaled_dot_product_attention(enable_gqa=True), torch >= 2.5
 _captured = threading.local()  # .probs: the list capture_attention() fills, on this thread only
 SEQUENCE_ROUTES = ("bmm", "sdpa")

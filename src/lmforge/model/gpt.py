@@ -3,7 +3,8 @@
 Token (+ learned position) embeddings -> n_layer pre-LN blocks -> LayerNorm -> logits, with the
 output projection tied to the token embedding by default. Rotary positions and SwiGLU are
 options (`pos="rope"`, `mlp="swiglu"`) for Llama-style models, with RMSNorm, grouped-query
-attention and the other options the Hugging Face families need (model/hf.py).
+attention and the other options the Hugging Face families need (formats/hf.py): Gemma 3's
+sliding-window layers with their own rotary base, sandwich norms, scaled embeddings among them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def block_options(c: ModelConfig) -> dict[str, Any]:
         "mlp_hidden": c.mlp_hidden,
         "head_dim": c.head_dim,
         "qk_norm": c.qk_norm,
+        "norm_unit_offset": c.norm_unit_offset,
+        "sandwich_norm": c.sandwich_norm,
+        "attn_scale_dim": c.attn_scale_dim,
     }
 
 
@@ -47,15 +51,22 @@ class GPT(nn.Module):
         self.config = c = config
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         self.wpe = nn.Embedding(c.block_size, c.n_embd) if c.pos == "learned" else None
-        rotary = (
-            Rotary(c.head_size(), c.block_size, c.rope_theta, RopeScaling.of(c)) if c.pos == "rope" else None
-        )
+        rotary = rotary_of(c)
+        # the sliding-window layers' own rotary base (Gemma 3's local layers), unscaled
+        local = rotary
+        if rotary is not None and c.rope_local_theta:
+            local = Rotary(c.head_size(), c.block_size, c.rope_local_theta)
         self.drop = nn.Dropout(c.dropout)
+        options = block_options(c)
         self.blocks = nn.ModuleList(
-            Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, rotary, **block_options(c))
-            for _ in range(c.n_layer)
+            Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, local if w else rotary, window=w, **options)
+            for w in (c.layer_window(i) for i in range(c.n_layer))
         )
-        self.ln_f = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps)
+        # each block's rotary as an index into the distinct ones, whose angles a forward computes once
+        rotaries = [b.attn.rotary for b in self.blocks]
+        self._rotaries = list({id(r): r for r in rotaries if r is not None}.values())
+        self._rotary_of = [next((j for j, o in enumerate(self._rotaries) if o is r), -1) for r in rotaries]
+        self.ln_f = make_norm(c.norm, c.n_embd, c.bias, c.norm_eps, c.norm_unit_offset)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -108,15 +119,18 @@ class GPT(nn.Module):
         if mask is not None:
             positions, attn_mask = padding_positions(mask, t)
         x = self.wte(idx)  # (B, T, C)
+        if self.config.scale_embedding:  # Gemma: sqrt(C) rounded to the weights' dtype first
+            x = x * torch.tensor(self.config.n_embd**0.5).to(x.dtype)
         if self.wpe is not None:
             x = x + self.wpe(
                 torch.arange(start, start + t, device=idx.device) if positions is None else positions
             )
         x = self.drop(x)
-        rotary = self.blocks[0].attn.rotary if len(self.blocks) else None  # one, shared by every block
-        angles = None if rotary is None else rotary.angles(start, t, positions, x.dtype)
+        # one rotary shared by every block (two with Gemma's local layers): angles computed once each
+        angles = [r.angles(start, t, positions, x.dtype) for r in self._rotaries]
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i, attn_mask, positions, angles)
+            j = self._rotary_of[i]
+            x = block(x, cache, i, attn_mask, positions, angles[j] if j >= 0 else None)
         if cache is not None:
             cache.advance(t)
         if last_only:

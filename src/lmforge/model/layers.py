@@ -1,8 +1,9 @@
 """Transformer building blocks: rotary positions, self- and cross-attention, MLP,
 pre-LayerNorm block.
 
-The keyword options (grouped-query attention, RMSNorm, per-projection biases, post-norm, MLP width)
-are what the Hugging Face families need (see model/hf.py); their defaults are lmforge's GPT.
+The keyword options (grouped-query attention, RMSNorm, per-projection biases, post-norm, MLP width,
+Gemma's sliding windows, sandwich norms and attention scale) are what the Hugging Face families
+need (see formats/hf.py); their defaults are lmforge's GPT. The norms are in model/norms.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.model.attention import KVCache, attention
+from lmforge.config.model_section import GATED_MLPS as GATED
+from lmforge.model.attention import KVCache, attention, window_mask
 from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
+from lmforge.model.norms import make_norm, rms_norm
 from lmforge.model.packed_weights import packable, packed_linear, packed_when_used
 from lmforge.model.rope_scaling import RopeScaling, inverse_frequencies
 
@@ -111,29 +114,14 @@ class Rotary(nn.Module):
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
-class RMSNorm(nn.RMSNorm):
-    """RMSNorm as Llama's reference computes it: the statistics in fp32 even when the weights are
-    bf16 (in bf16 throughout, SmolLM2's answers degrade), then the weight in the input's dtype."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
-            return super().forward(x)
-        normed = F.rms_norm(x.float(), self.normalized_shape, None, self.eps)
-        return self.weight * normed.to(x.dtype)
-
-
-def make_norm(kind: str, n_embd: int, bias: bool, eps: float = 1e-5) -> nn.Module:
-    """`layernorm` (GPT-2, BERT) or `rmsnorm` (Llama: no mean, no bias)."""
-    if kind == "rmsnorm":
-        return RMSNorm(n_embd, eps=eps)
-    return nn.LayerNorm(n_embd, eps=eps, bias=bias)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused q,k,v projection; n_kv_head < n_head is grouped-query
     attention (Ainslie et al., 2023): each key/value head serves n_head / n_kv_head query heads.
     head_dim (0: n_embd / n_head) may differ from that (Qwen3); qk_norm: an RMSNorm over each
-    query and key head, after the projection and before the rotary positions (Qwen3)."""
+    query and key head, after the projection and before the rotary positions (Qwen3; Gemma's scale
+    by 1 + weight with norm_unit_offset). window: each query attends itself and the window - 1
+    keys before it (0: all before it); scale_dim: the scores are divided by sqrt(scale_dim), not
+    sqrt(the head size) (Gemma's query_pre_attn_scalar; 0: the head size)."""
 
     def __init__(
         self,
@@ -148,16 +136,22 @@ class SelfAttention(nn.Module):
         head_dim: int = 0,
         qk_norm: bool = False,
         norm_eps: float = 1e-5,
+        *,
+        norm_unit_offset: bool = False,
+        window: int = 0,
+        scale_dim: int = 0,
     ) -> None:
         super().__init__()
-        self.n_head, self.dropout, self.causal = n_head, dropout, causal
+        self.n_head, self.dropout, self.causal, self.window = n_head, dropout, causal, window
         self.n_kv_head = n_kv_head or n_head
         self.head_size = hs = head_dim or n_embd // n_head
         # rows: n_head query heads, then n_kv_head key heads, then n_kv_head value heads
         self.qkv = nn.Linear(n_embd, (n_head + 2 * self.n_kv_head) * hs, bias=bias or qkv_bias)
         self.proj = nn.Linear(n_head * hs, n_embd, bias=bias)
-        self.q_norm = RMSNorm(hs, eps=norm_eps) if qk_norm else None
-        self.k_norm = RMSNorm(hs, eps=norm_eps) if qk_norm else None
+        self.q_norm = rms_norm(hs, norm_eps, norm_unit_offset) if qk_norm else None
+        self.k_norm = rms_norm(hs, norm_eps, norm_unit_offset) if qk_norm else None
+        # every route divides q.k by sqrt(hs): another scale is folded into the queries
+        self.q_scale = (hs / scale_dim) ** 0.5 if scale_dim else 1.0
         self.rotary = rotary
         self.impl = "auto"  # attention route: auto | sdpa | bmm | reference (see attention())
 
@@ -195,20 +189,38 @@ class SelfAttention(nn.Module):
             q, k, v = heads.split([nh, n_kv, n_kv], dim=2)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = v.transpose(1, 2)  # q: (B, nh, T, hs); k, v: (B, n_kv, T, hs)
+        if self.q_scale != 1.0:
+            q = q * self.q_scale
         if cache is not None:
             k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
+        if self.window and k.size(-2) > self.window:
+            k, v, mask = self._slide(t, k, v, mask)
         y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
         return linear(self.proj, y.transpose(1, 2).reshape(b, t, nh * hs))
 
+    def _slide(
+        self, t: int, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The keys a sliding-window layer's last t queries may see: a decoding step's last `window`
+        keys (no mask to build); for several queries, a band mask on top of the causal one. Windows
+        count cache columns, as transformers' do: a row's real tokens are contiguous and end at the
+        last column (its padding, masked, on the left), so a column's distance is a position's."""
+        if t == 1:
+            w = self.window
+            return k[:, :, -w:], v[:, :, -w:], None if mask is None else mask[..., -w:]
+        band = window_mask(t, k.size(-2), self.window, k.device)  # (T, T_keys), causal too
+        return k, v, band if mask is None else mask & band
+
 
 class MLP(nn.Module):
-    """GELU MLP (4x wide; `gelu_tanh` is GPT-2's approximation), SwiGLU (Llama, ~8/3x wide) or a
+    """GELU MLP (4x wide; `gelu_tanh` is GPT-2's approximation), SwiGLU (Llama, ~8/3x wide), GeGLU
+    with GELU's tanh approximation on the gate (`geglu_tanh`: Gemma's, as wide as SwiGLU) or a
     plain SiLU MLP (`silu`, 4x wide: Marian's "swish")."""
 
     def __init__(self, n_embd: int, kind: str, bias: bool, hidden: int = 0) -> None:
         super().__init__()
         self.kind = kind
-        if kind == "swiglu":
+        if kind in GATED:
             hidden = hidden or 64 * -(-(8 * n_embd // 3) // 64)  # 8/3 C rounded up to a multiple of 64
             self.gate = nn.Linear(n_embd, hidden, bias=bias)
         else:
@@ -219,6 +231,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
             return linear(self.down, F.silu(linear(self.gate, x)) * linear(self.up, x))
+        if self.kind == "geglu_tanh":
+            return linear(self.down, F.gelu(linear(self.gate, x), approximate="tanh") * linear(self.up, x))
         if self.kind == "silu":
             return linear(self.down, F.silu(linear(self.up, x)))
         gelu = "tanh" if self.kind == "gelu_tanh" else "none"
@@ -227,7 +241,10 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x)). With post_norm (BERT,
-    the original Transformer) the norm follows the residual: ln(x + attn(x)), then ln(x + mlp(x))."""
+    the original Transformer) the norm follows the residual: ln(x + attn(x)), then ln(x + mlp(x)).
+    With sandwich_norm (Gemma 2 and 3) each sublayer's output is normed too before the residual add:
+    x + ln_attn_out(attn(ln_1(x))), then x + ln_mlp_out(mlp(ln_2(x))). window: the attention's
+    sliding window (0: none)."""
 
     def __init__(
         self,
@@ -247,14 +264,23 @@ class Block(nn.Module):
         causal: bool = True,
         head_dim: int = 0,
         qk_norm: bool = False,
+        norm_unit_offset: bool = False,
+        sandwich_norm: bool = False,
+        attn_scale_dim: int = 0,
+        window: int = 0,
     ) -> None:
         super().__init__()
         self.post_norm = post_norm
-        self.ln_1 = make_norm(norm, n_embd, bias, norm_eps)
+        self.ln_1 = make_norm(norm, n_embd, bias, norm_eps, norm_unit_offset)
         self.attn = SelfAttention(
-            n_embd, n_head, bias, dropout, rotary, causal, n_kv_head, qkv_bias, head_dim, qk_norm, norm_eps
-        )
-        self.ln_2 = make_norm(norm, n_embd, bias, norm_eps)
+            n_embd, n_head, bias, dropout, rotary, causal, n_kv_head, qkv_bias, head_dim, qk_norm, norm_eps,
+            norm_unit_offset=norm_unit_offset, window=window, scale_dim=attn_scale_dim,
+        )  # fmt: skip
+        self.ln_2 = make_norm(norm, n_embd, bias, norm_eps, norm_unit_offset)
+        if sandwich_norm:  # absent otherwise: a model's state dict names what it holds
+            self.ln_attn_out = make_norm(norm, n_embd, bias, norm_eps, norm_unit_offset)
+            self.ln_mlp_out = make_norm(norm, n_embd, bias, norm_eps, norm_unit_offset)
+        self.sandwich = sandwich_norm
         self.mlp = MLP(n_embd, mlp, bias, mlp_hidden)
         self.drop = nn.Dropout(dropout)
         self.checkpoint_activations = False  # recompute in backward (model/checkpointing.py)
@@ -286,6 +312,9 @@ class Block(nn.Module):
         if self.post_norm:
             x = self.ln_1(x + drop(self.attn(x, cache, layer, mask, positions, angles)))
             return self.ln_2(x + drop(self.mlp(x)))
+        if self.sandwich:
+            x = x + drop(self.ln_attn_out(self.attn(self.ln_1(x), cache, layer, mask, positions, angles)))
+            return x + drop(self.ln_mlp_out(self.mlp(self.ln_2(x))))
         x = x + drop(self.attn(self.ln_1(x), cache, layer, mask, positions, angles))
         return x + drop(self.mlp(self.ln_2(x)))
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from lmforge.config import LORA_TARGETS, LoraConfig, ModelConfig
+from lmforge.config.model_section import GATED_MLPS as GATED
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def persistent_params(m: Module, threshold: int = PERSISTENT) -> int:
 def mlp_hidden(c: ModelConfig) -> int:
     if c.mlp_hidden:
         return c.mlp_hidden
-    return 64 * -(-(8 * c.n_embd // 3) // 64) if c.mlp == "swiglu" else 4 * c.n_embd
+    return 64 * -(-(8 * c.n_embd // 3) // 64) if c.mlp in GATED else 4 * c.n_embd
 
 
 def _norm(name: str, c: ModelConfig) -> Module:
@@ -101,7 +102,7 @@ def _attention(p: str, c: ModelConfig) -> list[Module]:
 
 def _mlp(p: str, c: ModelConfig) -> list[Module]:
     f = mlp_hidden(c)
-    gate = [_linear(p + "mlp.gate", c.n_embd, f, c.bias)] if c.mlp == "swiglu" else []
+    gate = [_linear(p + "mlp.gate", c.n_embd, f, c.bias)] if c.mlp in GATED else []
     return [*gate, _linear(p + "mlp.up", c.n_embd, f, c.bias), _linear(p + "mlp.down", f, c.n_embd, c.bias)]
 
 
@@ -119,7 +120,8 @@ def _block(p: str, c: ModelConfig, cross: bool) -> list[Module]:
             _linear(p + "cross.proj", c.n_embd, c.n_embd, c.bias),
             _norm(p + "ln_3", c),
         ]
-    return [_norm(p + "ln_1", c), *_attention(p, c), _norm(p + "ln_2", c), *middle, *_mlp(p, c)]
+    sandwich = [_norm(p + "ln_attn_out", c), _norm(p + "ln_mlp_out", c)] if c.sandwich_norm else []
+    return [_norm(p + "ln_1", c), *_attention(p, c), _norm(p + "ln_2", c), *middle, *_mlp(p, c), *sandwich]
 
 
 def modules(c: ModelConfig, head: Head = LM) -> list[Module]:
@@ -314,7 +316,9 @@ def activation_bytes(
     hs = c.head_size()
     qkv = (c.n_head + 2 * (c.n_kv_head or c.n_head)) * hs
     f = mlp_hidden(c)
-    per_token = 4 * c.n_embd + c.n_head * hs + qkv + (4 if c.mlp == "swiglu" else 2) * f
+    per_token = 4 * c.n_embd + c.n_head * hs + qkv + (4 if c.mlp in GATED else 2) * f
+    if c.sandwich_norm:  # the two sublayer outputs' norms: their inputs and outputs
+        per_token += 4 * c.n_embd
     if c.qk_norm:  # Qwen3: the normed q, k before their weights, and the heads concatenated again
         per_token += qkv + (c.n_head + (c.n_kv_head or c.n_head)) * hs
     sequences = max(tokens // max(seq_len, 1), 1)
@@ -355,7 +359,7 @@ def activation_bytes(
     # d(scores) (the compute dtype, then softmax's fp32). Left out, the plan fell 7% (55 MiB) short
     # of a local run's measured peak RSS (benchmarks/bench_plan.py --checkpointing); without
     # checkpointing the same buffers are small next to every block's activations, so not added.
-    rebuilt = ((3 if c.mlp == "swiglu" else 2) * f + qkv + c.n_embd) * tokens * width + matrix * (width + 4)
+    rebuilt = ((3 if c.mlp in GATED else 2) * f + qkv + c.n_embd) * tokens * width + matrix * (width + 4)
     return {
         "activations": total_blocks + out + loss_backward,
         # the loss's gradients are gone before the first block is rebuilt
