@@ -11,7 +11,7 @@ import pytest
 from lmforge import malloc, tuning
 from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
-from lmforge.model import decode_attention, kernels
+from lmforge.model import decode_attention, kernels, prefill_attention
 
 
 def test_values_are_stripped_and_lower_cased_and_unset_is_empty() -> None:
@@ -29,6 +29,7 @@ def test_values_are_stripped_and_lower_cased_and_unset_is_empty() -> None:
         ("LMFORGE_LINEAR", lambda: kernels.forced_route("LMFORGE_LINEAR"), "MKL", "mkl"),
         ("LMFORGE_BF16_LINEAR", kernels.bf16_setting, " Plain", "plain"),
         ("LMFORGE_DECODE_ATTENTION", decode_attention.forced_route, "Sdpa", "sdpa"),
+        ("LMFORGE_PREFILL_ATTENTION", prefill_attention.forced_route, " BMM", "bmm"),
         ("LMFORGE_AUTOTUNE", tuning.enabled, "Off", False),
         ("LMFORGE_MALLOC", lambda: malloc.keeps_system(os.environ), "SYSTEM", True),
     ],

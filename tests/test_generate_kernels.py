@@ -229,7 +229,12 @@ def test_bad_override_is_one_clear_error(route: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("env", "value"),
-    [("LMFORGE_LINEAR", "blas"), ("LMFORGE_BF16_LINEAR", "packd"), ("LMFORGE_DECODE_ATTENTION", "x")],
+    [
+        ("LMFORGE_LINEAR", "blas"),
+        ("LMFORGE_BF16_LINEAR", "packd"),
+        ("LMFORGE_DECODE_ATTENTION", "x"),
+        ("LMFORGE_PREFILL_ATTENTION", "x"),
+    ],
 )
 def test_a_bad_override_stops_generate_before_it_prints(
     route: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], env: str, value: str

@@ -16,7 +16,7 @@ import torch
 import lmforge.formats  # noqa: F401 - installs the route memory
 from lmforge import tuning
 from lmforge.model import decode_attention as da
-from lmforge.model import kernels, route_memory
+from lmforge.model import kernels, prefill_attention, route_memory
 
 TODAY = datetime.date.today().isoformat()
 
@@ -27,7 +27,12 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     choices are forgotten before and after (as a new process starts)."""
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LMFORGE_AUTOTUNE", raising=False)  # conftest turns it off for other tests
-    for env in ("LMFORGE_LINEAR", "LMFORGE_BF16_LINEAR", "LMFORGE_DECODE_ATTENTION"):
+    for env in (
+        "LMFORGE_LINEAR",
+        "LMFORGE_BF16_LINEAR",
+        "LMFORGE_DECODE_ATTENTION",
+        "LMFORGE_PREFILL_ATTENTION",
+    ):
         monkeypatch.delenv(env, raising=False)
     _new_process(monkeypatch)
     yield tmp_path / "cache" / tuning.FILE_NAME
@@ -40,6 +45,7 @@ def _new_process(monkeypatch: pytest.MonkeyPatch) -> None:
     kernels.bucket_route.cache_clear()
     kernels.choose_bf16_routes.cache_clear()
     monkeypatch.setattr(da, "_chosen", {})
+    monkeypatch.setattr(prefill_attention, "_chosen", {})
 
 
 def _no_probe(*args: object) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from lmforge.model import decode_attention
+from lmforge.model import decode_attention, prefill_attention
 
 
 def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch.Tensor:
@@ -112,7 +112,9 @@ def attention(
     Grouped heads go to the CPU's `sdpa` kernel as they are (`enable_gqa`: 1.7-2.9x faster than
     repeating them at a decoding step's shapes, benchmarks/README.md); the other routes repeat them.
     A bf16 decoding step on the CPU runs whichever of `sdpa` in bf16, `sdpa` on fp32 casts and
-    grouped matmuls it measured fastest for its shape (model/decode_attention.py).
+    grouped matmuls it measured fastest for its shape (model/decode_attention.py); a whole bf16
+    sequence at inference `sdpa`, which keeps the scores in fp32, unless `bmm` measured faster
+    (model/prefill_attention.py).
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"
@@ -120,6 +122,8 @@ def attention(
         if dropout == 0.0 and decode_attention.applies(q, k, mask):
             return decode_attention.attend(q, k, v, mask)  # bf16 decoding step: the faster route here
         impl = _sequence_route["cpu"] if q.is_cpu and q.size(-2) == k.size(-2) else "sdpa"
+        if impl == "bmm" and prefill_attention.applies(q, dropout):  # bf16 at inference: measured
+            impl = prefill_attention.route_for(q, k, mask, lambda r: attention(q, k, v, causal, mask, 0.0, r))
     grouped = q.size(1) != k.size(1)
     if grouped and not (impl == "sdpa" and q.is_cpu and SDPA_GQA):
         k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))

@@ -52,7 +52,7 @@ from torch import nn
 
 from lmforge.env_switch import switch
 from lmforge.errors import LmforgeError
-from lmforge.model import decode_attention, packed_weights, route_memory
+from lmforge.model import decode_attention, packed_weights, prefill_attention, route_memory
 from lmforge.model.packed_weights import onednn_linear, packed_linear
 
 ROUTES = ("mkl", "onednn", "split", "swapped", "packed")
@@ -323,6 +323,7 @@ def for_inference(net: nn.Module) -> nn.Module:
     forced_route("LMFORGE_LINEAR")
     forced_route("LMFORGE_BF16_LINEAR")
     decode_attention.forced_route()
+    prefill_attention.forced_route()
     packed_weights.mark(m for m in net.modules() if type(m) is nn.Linear)
     return net
 
