@@ -208,16 +208,23 @@ def _start_ticks(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def _running_here(record: dict) -> bool:
-    """Whether the record's process runs on this host (another user's counts as running)."""
-    pid = record.get("pid")
-    if record.get("host") != _HOST or not isinstance(pid, int) or pid <= 0:
-        return False
+def alive(pid: int) -> bool:
+    """Whether process `pid` may still be running (another user's process counts as running)."""
+    if os.name != "posix":  # on Windows os.kill(pid, 0) would end the process: never guess there
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError):
         return True
+    return True
+
+
+def _running_here(record: dict) -> bool:
+    """Whether the record's process runs on this host (another user's counts as running)."""
+    pid = record.get("pid")
+    if record.get("host") != _HOST or not isinstance(pid, int) or pid <= 0 or not alive(pid):
+        return False
     ticks = record.get("ticks")
     return ticks is None or _start_ticks(pid) in (None, ticks)

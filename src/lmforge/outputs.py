@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lmforge.errors import CannotWrite, LmforgeError
-from lmforge.folder_lock import FolderLock, beside, make_folders
+from lmforge.folder_lock import FolderLock, alive, beside, make_folders
 
 # The end of the line that refuses an output folder another process is writing (folder_lock.busy).
 ADVICE = "wait for it to end or stop it, or choose another --out"
@@ -78,19 +78,6 @@ def _scratch_prefix(name: str, kind: str) -> str:
     return f".{name}.{kind}-{_HOST}-{os.getpid()}-"
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` may still be running (another user's process counts as running)."""
-    if os.name != "posix":  # on Windows os.kill(pid, 0) would end the process: never guess there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def _leftovers(target: Path, kinds: str, folders: bool) -> list[tuple[Path, str, int]]:
     """(path, kind, pid) for each sibling of `target` named exactly as _scratch_prefix + mkdtemp
     (folders) or mkstemp (files) name them, on this host, whose pid has no process any more."""
@@ -104,7 +91,7 @@ def _leftovers(target: Path, kinds: str, folders: bool) -> list[tuple[Path, str,
         match = pattern.fullmatch(entry.name)
         if not match or not (entry.is_dir if folders else entry.is_file)(follow_symlinks=False):
             continue
-        if not _alive(int(match[2])):
+        if not alive(int(match[2])):
             found.append((Path(entry.path), match[1], int(match[2])))
     return sorted(found)
 
