@@ -31,8 +31,16 @@ LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 # pools the token before it
 TEXTS = ["the old king kept his crown in a tower", "river", "a merchant sold salt<|endoftext|>"]
 TOL = 1e-5
-FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "qwen3"]
-EXPORTED_AS = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
+FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "smollm3"]
+NAMES = {
+    "gpt2": "GPT2",
+    "llama": "Llama",
+    "mistral": "Mistral",
+    "qwen2": "Qwen2",
+    "qwen3": "Qwen3",
+    "smollm3": "SmolLM3",
+}
+EXPORTED_AS = NAMES | {"mistral": "Llama"}
 
 
 def save_hf(family: str, directory: Path, names: dict[int, str] = LABELS, **extra: Any) -> torch.nn.Module:
@@ -48,8 +56,10 @@ def save_hf(family: str, directory: Path, names: dict[int, str] = LABELS, **extr
         "mistral": lambda: transformers.MistralConfig(**shape, sliding_window=None, **common),
         "qwen2": lambda: transformers.Qwen2Config(**shape, tie_word_embeddings=True, **common),
         "qwen3": lambda: transformers.Qwen3Config(**shape, head_dim=32, tie_word_embeddings=True, **common),
+        # layer 2 of 2 without rotary positions (NoPE)
+        "smollm3": lambda: transformers.SmolLM3Config(**shape, no_rope_layer_interval=2, **common),
     }[family]()
-    cls = {"gpt2": "GPT2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "qwen3": "Qwen3"}[family]
+    cls = NAMES[family]
     torch.manual_seed(0)
     return save_randomised(getattr(transformers, f"{cls}ForSequenceClassification")(config).eval(), directory)
 

@@ -53,6 +53,11 @@ def _check_hf_options(m: ModelConfig) -> None:
     _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
     _check_rope_scaling(m)
     _check_local_layers(m)
+    nope = m.nope_interval
+    _check(nope >= 0, f"model.nope_interval={nope} must be >= 0 (0: every layer rotates)")
+    _check(
+        not nope or m.pos == "rope", f"model.nope_interval={nope} changes nothing without model.pos='rope'"
+    )
     _check(m.mlp_hidden >= 0 and m.type_vocab_size >= 0, "model.mlp_hidden and type_vocab_size must be >= 0")
 
 
@@ -139,8 +144,17 @@ _LOCAL = ("sliding_window", "sliding_window_pattern", "rope_local_theta", "sandw
           "attn_scale_dim")  # fmt: skip
 UNSUPPORTED = {
     "gpt": ("post_norm", "final_norm", "logits_bias", "type_vocab_size"),
-    "seq2seq": ("type_vocab_size", "head_dim", "qk_norm", *_LOCAL),
-    "encoder": ("pos", "final_norm", "logits_bias", "scale_embedding", "head_dim", "qk_norm", *_LOCAL),
+    "seq2seq": ("type_vocab_size", "head_dim", "qk_norm", "nope_interval", *_LOCAL),
+    "encoder": (
+        "pos",
+        "final_norm",
+        "logits_bias",
+        "scale_embedding",
+        "head_dim",
+        "qk_norm",
+        "nope_interval",
+        *_LOCAL,
+    ),  # fmt: skip
 }
 
 

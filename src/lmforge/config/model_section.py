@@ -62,6 +62,10 @@ class ModelConfig:
     sliding_window_pattern: int = 0
     """With sliding_window: every Nth layer (the Nth, 2Nth, ...) attends the whole context and the
     others slide (Gemma 3: 6); 0: every layer slides."""
+    nope_interval: int = 0
+    """Decoder with pos='rope': every Nth layer (the Nth, 2Nth, ...) has no positional encoding at
+    all (NoPE: its queries and keys are not rotated; SmolLM3: 4, its no_rope_layer_interval); 1:
+    no layer rotates; 0: every layer does."""
     rope_theta: float = 10000.0
     """Rotary base frequency."""
     rope_local_theta: float = 0.0
@@ -119,3 +123,7 @@ class ModelConfig:
         pattern = self.sliding_window_pattern
         full = pattern > 0 and (layer + 1) % pattern == 0
         return 0 if full else self.sliding_window
+
+    def layer_nope(self, layer: int) -> bool:
+        """Whether layer `layer` (from 0) has no rotary positions (nope_interval)."""
+        return self.nope_interval > 0 and (layer + 1) % self.nope_interval == 0

@@ -8,7 +8,8 @@ one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Se
 options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
 The encoder families (BERT, DistilBERT, RoBERTa) are in formats/hf_encoders.py, Gemma 3 in
-formats/hf_gemma.py, the `Family` record in
+formats/hf_gemma.py, SmolLM3's keys (Llama's shape with NoPE layers) in formats/hf_smollm3.py, the
+`Family` record in
 formats/hf_family.py, the rotary keys (rope_parameters / rope_scaling) in formats/hf_rope.py.
 formats/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); formats/hf_files.py
 reads and writes the directories.
@@ -25,6 +26,7 @@ from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERT
 from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
 from lmforge.formats.hf_gemma import GEMMA3, is_gemma_shaped
 from lmforge.formats.hf_rope import rope_in, rope_out
+from lmforge.formats.hf_smollm3 import smollm3_out, smollm3_raw
 
 
 # --- GPT-2 ------------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
     }
 
 
-# --- Llama, Mistral, Qwen2, Qwen3 -------------------------------------------------------------
+# --- Llama, Mistral, Qwen2, Qwen3, SmolLM3 ---------------------------------------------------
 def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -129,9 +131,15 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     )
 
 
+def _smollm3_in(raw: dict[str, Any], file: str) -> ModelConfig:
+    filled, interval = smollm3_raw(raw, file)
+    return dataclasses.replace(_llama_in(filled, file), nope_interval=interval)
+
+
 def _rotary_model_type(c: ModelConfig) -> str:
-    """The HF model_type of a rotary model: qwen3 (q/k norms), qwen2 (q/k/v biases) or llama."""
-    return "qwen3" if c.qk_norm else "qwen2" if c.qkv_bias else "llama"
+    """The HF model_type of a rotary model: smollm3 (NoPE layers), qwen3 (q/k norms), qwen2 (q/k/v
+    biases) or llama."""
+    return "smollm3" if c.nope_interval else "qwen3" if c.qk_norm else "qwen2" if c.qkv_bias else "llama"
 
 
 def _llama_out(c: ModelConfig) -> dict[str, Any]:
@@ -149,6 +157,7 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
             " recipes to export (docs/huggingface.md)"
         )
     hidden = c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64)
+    smollm3 = smollm3_out(c) if c.nope_interval else {}  # raises for what SmolLM3 lacks
     return {
         "model_type": _rotary_model_type(c),
         "hidden_size": c.n_embd,
@@ -169,6 +178,7 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
         "attention_bias": False,
         "attention_dropout": c.dropout,
         **({"use_sliding_window": False, "sliding_window": None} if c.qkv_bias or c.qk_norm else {}),
+        **smollm3,
     }
 
 
@@ -277,6 +287,7 @@ QWEN3 = dataclasses.replace(  # Llama's shape with an RMSNorm over each query an
     architecture="Qwen3ForCausalLM",
     layer={**LLAMA.layer, "attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"},
 )
+SMOLLM3 = dataclasses.replace(LLAMA, architecture="SmolLM3ForCausalLM", config_in=_smollm3_in)
 _ATTN = {
     "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
     "attn.proj": "self_attn.out_proj",
@@ -319,6 +330,7 @@ MARIAN = Family(
 # HF model_type -> family. Mistral and Qwen2 are Llama shapes (Qwen2: q/k/v biases, from config_in).
 FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "qwen2": LLAMA, "bert": BERT}
 FAMILIES["qwen3"] = QWEN3
+FAMILIES["smollm3"] = SMOLLM3  # Llama's with NoPE layers: formats/hf_smollm3.py
 FAMILIES["gemma3_text"] = GEMMA3  # formats/hf_gemma.py
 FAMILIES.update(marian=MARIAN, distilbert=DISTILBERT, roberta=ROBERTA)  # encoders: formats/hf_encoders.py
 
@@ -349,4 +361,5 @@ def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
         return "gemma3_text", GEMMA3
     if config.pos == "learned":
         return "gpt2", GPT2
-    return _rotary_model_type(config), QWEN3 if config.qk_norm else LLAMA
+    model_type = _rotary_model_type(config)
+    return model_type, {"smollm3": SMOLLM3, "qwen3": QWEN3}.get(model_type, LLAMA)

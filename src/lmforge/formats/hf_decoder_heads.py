@@ -1,5 +1,5 @@
 """The sequence-classification head of Hugging Face decoders (GPT-2, Llama, Mistral, Qwen2, Qwen3,
-Gemma 3), put on the imported body (formats/hf_files.py), and written back on export
+Gemma 3, SmolLM3), put on the imported body (formats/hf_files.py), and written back on export
 (formats/hf_export.py).
 
 - Import: `GPT2ForSequenceClassification`, `LlamaForSequenceClassification`,
@@ -85,6 +85,7 @@ def score_state_to_hf(
         "qwen2": "Qwen2",
         "qwen3": "Qwen3",
         "gemma3_text": "Gemma3Text",
+        "smollm3": "SmolLM3",
     }[model_type]
     architecture = f"{prefix}ForSequenceClassification"
     lacks = [

@@ -140,6 +140,7 @@ def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
         "model.qk_norm": c.qk_norm,
         "model.scale_embedding": c.scale_embedding,
         "model.bias=false": not c.bias and not c.qkv_bias,
+        "model.nope_interval=0": not c.nope_interval,  # Gemma 3 rotates in every layer
     }
     lacks = [key for key, ok in needs.items() if not ok]
     if lacks:

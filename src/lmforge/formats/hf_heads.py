@@ -55,6 +55,7 @@ SCORE_HEADS = (
     "qwen2",
     "qwen3",
     "gemma3_text",
+    "smollm3",
 )  # decoders' `score` heads: formats/hf_decoder_heads.py
 
 

@@ -4,7 +4,8 @@ Token (+ learned position) embeddings -> n_layer pre-LN blocks -> LayerNorm -> l
 output projection tied to the token embedding by default. Rotary positions and SwiGLU are
 options (`pos="rope"`, `mlp="swiglu"`) for Llama-style models, with RMSNorm, grouped-query
 attention and the other options the Hugging Face families need (formats/hf.py): Gemma 3's
-sliding-window layers with their own rotary base, sandwich norms, scaled embeddings among them.
+sliding-window layers with their own rotary base, sandwich norms, scaled embeddings among them,
+and SmolLM3's layers without positions (NoPE).
 """
 
 from __future__ import annotations
@@ -58,9 +59,19 @@ class GPT(nn.Module):
             local = Rotary(c.head_size(), c.block_size, c.rope_local_theta)
         self.drop = nn.Dropout(c.dropout)
         options = block_options(c)
+        # NoPE layers (nope_interval, SmolLM3's) get no rotary: their queries and keys keep no positions
         self.blocks = nn.ModuleList(
-            Block(c.n_embd, c.n_head, c.mlp, c.bias, c.dropout, local if w else rotary, window=w, **options)
-            for w in (c.layer_window(i) for i in range(c.n_layer))
+            Block(
+                c.n_embd,
+                c.n_head,
+                c.mlp,
+                c.bias,
+                c.dropout,
+                None if nope else local if w else rotary,
+                window=w,
+                **options,
+            )  # fmt: skip
+            for w, nope in ((c.layer_window(i), c.layer_nope(i)) for i in range(c.n_layer))
         )
         # each block's rotary as an index into the distinct ones, whose angles a forward computes once
         rotaries = [b.attn.rotary for b in self.blocks]
@@ -126,7 +137,8 @@ class GPT(nn.Module):
                 torch.arange(start, start + t, device=idx.device) if positions is None else positions
             )
         x = self.drop(x)
-        # one rotary shared by every block (two with Gemma's local layers): angles computed once each
+        # one rotary shared by every block (two with Gemma's local layers, none in NoPE layers):
+        # angles computed once each
         angles = [r.angles(start, t, positions, x.dtype) for r in self._rotaries]
         for i, block in enumerate(self.blocks):
             j = self._rotary_of[i]
