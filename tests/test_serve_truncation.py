@@ -131,3 +131,22 @@ def test_a_bad_truncation_is_a_400_naming_it(api: TestClient, route: str, body: 
     r = api.post(route, json=body)
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == "truncate_prompt_tokens", error
+
+
+def test_a_k_that_leaves_the_reply_no_room_is_a_400(api: TestClient, dirs: dict[str, Path]) -> None:
+    """k over the context less max_tokens ended the reply at its first token ("length"); vLLM
+    refuses it (vllm/renderers/params.py: k <= max_model_len - max_output_tokens), counting a
+    completion's default of 16 and, for a chat, only the max_tokens it names."""
+    for fields in ({"truncate_prompt_tokens": 32}, {"truncate_prompt_tokens": 27}):  # 32 - 6 = 26 fit
+        error = complete(api, **fields).json()["error"]
+        assert error["param"] == "truncate_prompt_tokens" and "at most 26" in error["message"], error
+    assert complete(api, truncate_prompt_tokens=26).json()["usage"]["prompt_tokens"] == 26
+    error = complete(api, truncate_prompt_tokens=17, max_tokens=None).json()["error"]  # default 16
+    assert "at most 16" in error["message"], error
+    talk = [{"role": "user", "content": "Who is the king? " * 60}]
+    body = {"model": "llama", "messages": talk, "temperature": 0, "truncate_prompt_tokens": 256}
+    r = api.post("/v1/chat/completions", json={**body, "max_tokens": 8})
+    assert r.status_code == 400 and "at most 248" in r.json()["error"]["message"], r.text
+    r = api.post("/v1/chat/completions", json={**body, "truncate_prompt_tokens": 248, "max_tokens": 8})
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 248, r.text
+    assert api.post("/v1/chat/completions", json=body).status_code == 200  # no max_tokens: vLLM's 0

@@ -141,6 +141,8 @@ def create_app(
             raise ApiError(400, str(e), "messages", "invalid_value") from None
         limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
         room = (limit, body.limit_key() if body.limit() is not None else "--max-tokens-limit: no max_tokens")
+        if body.limit() is None and body.truncate_prompt_tokens != -1:
+            room = (0, "")  # vLLM: a chat's k is checked against the max_tokens it names, if any
         ids, _ = keep_last(served.tokenizer, ids, [prompt], body.truncate_prompt_tokens, served.context, room)
         return await _generate(state, served, body, ids, limit, request, chat=True, calls=calls)
 

@@ -24,8 +24,10 @@ Room = tuple[int, str]
 
 def kept_tokens(keep: int | None, context: int, room: Room = (0, "")) -> int | None:
     """How many tokens truncate_prompt_tokens keeps (None: the request has none); -1 is the context
-    less the reply's `room`. A 400 naming the field for 0, for more than the context, and for -1
-    where the reply's tokens fill the context (vLLM refuses a max_tokens over max_model_len)."""
+    less the reply's `room`. A 400 naming the field for 0, for more than the context, for a k that
+    leaves the reply less than its room (vLLM's rule: such a prompt ended the reply at its first
+    token until 2026-12-07), and for -1 where the reply's tokens fill the context (vLLM refuses a
+    max_tokens over max_model_len)."""
     if keep is None:
         return None
     if keep == 0 or keep > context:
@@ -35,9 +37,17 @@ def kept_tokens(keep: int | None, context: int, room: Room = (0, "")) -> int | N
             FIELD,
             "invalid_value",
         )
-    if keep != -1:
-        return keep
     reserve, key = room
+    if keep != -1:
+        if keep > context - reserve:  # vLLM's TokenizeParams: k <= max_model_len - max_output_tokens
+            raise ApiError(
+                400,
+                f"{FIELD}={keep} leaves the reply fewer than the {reserve} tokens it may generate ({key})"
+                f" in the model's context of {context}: keep at most {context - reserve} (or -1)",
+                FIELD,
+                "invalid_value",
+            )
+        return keep
     if reserve >= context:
         raise ApiError(
             400,
