@@ -5,6 +5,7 @@ the suite builds once (test_robustness.shared)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections.abc import Callable
@@ -79,6 +80,7 @@ def remove(name: str) -> Step:
 
 PAIRS = "".join(json.dumps({"en": f"hello number {i}", "fr": f"bonjour numero {i}", "doc": f"d{i % 7}"}) + "\n"
                 for i in range(60))  # fmt: skip
+BARE_ZIP = b"PK\x05\x06" + bytes(18)  # an empty zip: no META-INF/container.xml for an EPUB
 BAD_UTF8 = b"\xff\xfe\xfa\xfb" * 40 + b"\n"  # undecodable throughout: nothing to keep
 LONG = "ROMEO: the king and the queen speak of love and death"  # 53 characters, the context is 16
 MODEL_DIR = "not a model directory, run directory or checkpoint"
@@ -111,6 +113,10 @@ CASES = [
     Case("prep-html-extractor-choice", "prep {s}/corpus.txt --out {t}/o --html-extractor readability", r"argument --html-extractor: invalid choice: 'readability'", usage=True),
     Case("prep-html-extractor-value", "prep {s}/corpus.txt --out {t}/o --prep.html_extractor=readability", r"prep\.html_extractor='readability': 'tags' or 'trafilatura'$"),
     Case("prep-html-extractor-without-markup", "prep {s}/corpus.txt --out {t}/o --stages whitespace --html-extractor trafilatura", r"prep\.html_extractor='trafilatura' is for the markup stage, which prep\.stages does not run \(whitespace\)"),
+    Case("prep-pdf-not-a-pdf", "prep {t}/p.pdf --out {t}/o", r"p\.pdf: the corpus is empty .*; the first: {t}/p\.pdf: not a PDF file \(no %PDF- header in its first 1,024 bytes\)$", (write("p.pdf", "a paper, as text\n"),)),
+    Case("prep-pdf-compressed", "prep {t}/p.pdf.gz --out {t}/o", r"p\.pdf\.gz: the corpus is empty .*; the first: {t}/p\.pdf\.gz: compressed \.pdf file \(not read: decompress it first \(\.gz\)\)$", (write("p.pdf.gz", gzip.compress(b"%PDF-1.7\n")),)),
+    Case("prep-docx-not-a-zip", "prep {t}/w.docx --out {t}/o", r"w\.docx: the corpus is empty .*; the first: {t}/w\.docx: truncated or corrupt \(File is not a zip file\)$", (write("w.docx", "a report, as text\n"),)),
+    Case("prep-epub-no-container", "prep {t}/b.epub --out {t}/o", r"b\.epub: the corpus is empty .*; the first: {t}/b\.epub: truncated or corrupt \(There is no item named 'META-INF/container\.xml' in the archive\)$", (write("b.epub", BARE_ZIP),)),
     Case("prep-wrong-column", "prep {t}/b.csv --out {t}/o", r"b\.csv: the corpus is empty .*; the first: {t}/b\.csv: no column \('text' not in \['body'\]\)$", (write("b.csv", "body\nhello\n"),)),
     Case("prep-empty-folder", "prep {t}/d --out {t}/o", r"^lmforge: error: {t}/d: no \.csv.*files found", (mkdir("d"),)),
     Case("prep-out-is-input", "prep {t}/d --out {t}/d", r"{t}/d: the output folder is the input", (mkdir("d"), copy("corpus.txt", "d/c.txt"))),

@@ -156,7 +156,7 @@ def test_files_of_a_folder_not_read_are_named(docs: Path, capsys: pytest.Capture
     known = (
         ".csv, .htm, .html, .json, .jsonl, .md, .ndjson, .parquet, .tsv, .txt, .warc, .wet (or compressed:"
     )
-    known += " .gz, .xz, .bz2, .zst)"
+    known += " .gz, .xz, .bz2, .zst), .docx, .epub, .pdf"
     line = f"not read: 1 file in the input folders, hidden or not {known} ({docs / 'mayor.rst'})"
     assert index.stats["input_notes"] == [line]
     assert capsys.readouterr().err.splitlines() == [f"lmforge: {line}"]

@@ -218,7 +218,7 @@ def test_files_not_read_and_files_read_as_plain_text_are_named(
     known = (
         ".csv, .htm, .html, .json, .jsonl, .md, .ndjson, .parquet, .tsv, .txt, .warc, .wet (or compressed:"
     )
-    known += " .gz, .xz, .bz2, .zst)"
+    known += " .gz, .xz, .bz2, .zst), .docx, .epub, .pdf"
     assert f"not read: 4 files in the input folders, hidden or not {known} ({listed})" in err
     assert f"read as plain text, one document a file: {named} (named, of another suffix)" in err
     assert "clean:" not in err and "tokenize (" not in err  # no progress bar into a pipe or a file

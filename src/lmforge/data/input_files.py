@@ -19,11 +19,16 @@ JSON_LINES = (".jsonl", ".ndjson")  # one JSON record a line
 WARC = (".warc", ".wet")  # web archives (Common Crawl's WARC files; its WET files of extracted text)
 TABLES = {".csv": ",", ".tsv": "\t"}  # delimited text, a header row naming the columns
 TEXT_SUFFIXES = {".txt", ".md", ".html", ".htm", *JSON_LINES, ".json", *TABLES, ".parquet", *WARC}
+# PDF, Word and EPUB files (documents.py, epub.py): read whole, never compressed
+DOCUMENTS = (".docx", ".epub", ".pdf")
+READ_SUFFIXES = TEXT_SUFFIXES | set(DOCUMENTS)
 
 
 def readable() -> str:
-    """The suffixes read, as a message lists them: `.csv, ..., .txt (or compressed: .gz, ...)`."""
-    return f"{', '.join(sorted(TEXT_SUFFIXES))} (or compressed: {', '.join(COMPRESSION)})"
+    """The suffixes read, as a message lists them:
+    `.csv, ..., .txt (or compressed: .gz, ...), .docx, .epub, .pdf`."""
+    text = f"{', '.join(sorted(TEXT_SUFFIXES))} (or compressed: {', '.join(COMPRESSION)})"
+    return f"{text}, {', '.join(DOCUMENTS)}"
 
 
 def suffixes(path: Path) -> tuple[str, str]:
@@ -134,7 +139,7 @@ def _folder_files(path: Path, passed_over: list[Path] | None) -> list[Path]:
         p for p in found if not p.is_dir() or p in outputs or (p.is_symlink() and not _hidden(p, path))
     )
     candidates = [p for p in entries if p.is_file() or not p.exists()]  # broken links too
-    taken = [p for p in candidates if suffixes(p)[0] in TEXT_SUFFIXES and not _hidden(p, path)]
+    taken = [p for p in candidates if suffixes(p)[0] in READ_SUFFIXES and not _hidden(p, path)]
     if passed_over is not None:  # and pipes, sockets, devices: never read, but named
         kept = set(taken)
         passed_over += [p for p in entries if p not in kept]
@@ -185,7 +190,7 @@ def input_notes(files: list[Path], passed_over: list[Path], shown: int | None = 
         known = readable()
         many = counted(len(passed_over), "file")
         lines.append(f"not read: {many} in the input folders, hidden or not {known} ({listed(passed_over)})")
-    plain = [p for p in files if suffixes(p)[0] not in TEXT_SUFFIXES]
+    plain = [p for p in files if suffixes(p)[0] not in READ_SUFFIXES]
     if plain:
         lines.append(f"read as plain text, one document a file: {listed(plain)} (named, of another suffix)")
     return lines

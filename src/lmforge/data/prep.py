@@ -30,7 +30,7 @@ from lmforge.config import Config, load_config
 from lmforge.data.canaries import FILE as CANARIES_FILE
 from lmforge.data.canaries import Planter, check_documents, check_split, make_canaries
 from lmforge.data.encode import hf_encoder, make_encoder, verify
-from lmforge.data.input_files import input_notes, list_files, split_inputs, suffixes
+from lmforge.data.input_files import DOCUMENTS, input_notes, list_files, split_inputs, suffixes
 from lmforge.data.pipeline import (
     _batches,
     check_stage_options,
@@ -189,9 +189,9 @@ def _prep_into(
         report.extra["input_notes"] = notes
     total = sum(f.stat().st_size for f in files if f.is_file())
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="clean", disable=quiet or None, file=sys.stderr)
-    compressed = any(suffixes(f)[1] or suffixes(f)[0] == ".parquet" for f in files)
+    compressed = any(suffixes(f)[1] or suffixes(f)[0] in (".parquet", *DOCUMENTS) for f in files)
     if compressed:
-        bar.total = None  # text size unknown until decompressed: rate, no ETA
+        bar.total = None  # text size unknown until decompressed (or extracted): rate, no ETA
 
     def texts() -> Any:
         for doc in read_documents(files, data.text_field, report, p.max_line_bytes, json_field=p.json_field):

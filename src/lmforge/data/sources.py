@@ -3,8 +3,9 @@
 Formats: a .txt, .md, .html or .htm file is one document (the markup stage strips tags); each
 line of a .jsonl file is one document (its text field), as is each element of a .json array
 (json_array.py); each row of a .parquet (a named column) or .csv/.tsv (a named column, header
-row) file is one document; each HTML or text response of a .warc file is one (warc.py).
-Compression: .gz, .xz, .bz2, .zst. Everything is streamed line by line, element by element or
+row) file is one document; each HTML or text response of a .warc file is one (warc.py); a .pdf,
+.docx or .epub file is one (documents.py, epub.py). Compression: .gz, .xz, .bz2, .zst (not of
+the last three). Everything is streamed line by line, element by element or
 batch by batch, never loaded whole; a text file larger than `max_doc_bytes` becomes several
 documents cut at line ends.
 
@@ -32,7 +33,7 @@ from typing import IO
 import zstandard
 
 from lmforge.data.compressed import open_compressed, reading_damaged, stream_damage
-from lmforge.data.input_files import JSON_LINES, TABLES, WARC, list_files, suffixes
+from lmforge.data.input_files import DOCUMENTS, JSON_LINES, TABLES, WARC, list_files, suffixes
 from lmforge.data.report import Report
 from lmforge.errors import LmforgeError
 
@@ -187,12 +188,18 @@ def read_documents(
     report = report if report is not None else Report()
     stats = report.stage("read")
     damaged = 0  # documents of damaged compressed files, dropped
-    for path in list_files(inputs):
+    files = list_files(inputs)
+    if any(suffixes(f)[0] in DOCUMENTS for f in files):
+        from lmforge.data.documents import check_libraries  # imports this module's Document
+
+        check_libraries(files)  # before any file is read: a missing pypdf is no file's fault
+    for path in files:
         with contextlib.suppress(OSError):  # an unreadable file is reported below
             stats.bytes_in += path.stat().st_size
         args = (path, text_field, report, max_line_bytes, max_doc_bytes, json_field)
         # checked before any of it is read (compressed.py); a .parquet.gz is decompressed whole first
-        damage = stream_damage(path) if suffixes(path)[1] and suffixes(path)[0] != ".parquet" else None
+        whole = (".parquet", *DOCUMENTS)  # a .pdf.gz is named and skipped
+        damage = stream_damage(path) if suffixes(path)[1] and suffixes(path)[0] not in whole else None
         kept = stats.docs_out
         with reading_damaged(path, damage) if damage else contextlib.nullcontext():
             for doc in _read_file(*args):
@@ -229,6 +236,10 @@ def _read_file(
         from lmforge.data.warc import read_warc
 
         return read_warc(path, report, max_doc_bytes)
+    if kind in DOCUMENTS:
+        from lmforge.data.documents import read_document
+
+        return read_document(path, report, max_doc_bytes)
     return _read_text(path, report, max_line_bytes, max_doc_bytes)
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import Stemmer
 
 from lmforge.data.clean import Markup
-from lmforge.data.input_files import input_notes, list_files, suffixes
+from lmforge.data.input_files import DOCUMENTS, input_notes, list_files, suffixes
 from lmforge.data.report import Report, StageStats
 from lmforge.data.sources import read_documents, utf8_error
 from lmforge.errors import LmforgeError
@@ -236,7 +236,7 @@ class PassageIndex:
                 problems = [_renamed(p, was, shown) for p in entry.get("problems", []) if isinstance(p, str)]
                 _say_skipped(problems, stats, quiet)  # again on every run, as a file not UTF-8 is
             else:
-                bad = utf8_error(path)
+                bad = None if suffixes(path)[0] in DOCUMENTS else utf8_error(path)  # a PDF is no text
                 if bad is not None:
                     skipped.add(key)
                     stats["skipped"].append(f"{bad}; skipped (convert it to UTF-8 to index it)")
