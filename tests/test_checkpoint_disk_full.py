@@ -135,3 +135,28 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_one_before(
     monkeypatch.setattr(directory, "save_file", broken)
     with pytest.raises(SafetensorError, match="not the disk"):  # another error of safetensors: raised
         directory.write_safetensors({"x": torch.ones(2)}, tmp_path / "x.safetensors")
+
+
+def test_a_full_disk_in_the_final_export_says_what_finishes_the_run(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """loss.png's write failing left summary.json written (the run "finished": nothing to resume)
+    and no loss.png; now summary.json comes last and the line names the resume that finishes it."""
+    from lmforge.train import metrics
+
+    run = tmp_path / "run"
+    real = metrics.write_file
+
+    def write_file(path: Path, data: str | bytes) -> None:
+        if Path(path).name == "loss.png":
+            raise CannotWrite(f"{path}: cannot write: No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(metrics, "write_file", write_file)
+    finishes = re.escape(f"; stopped in the final export: lmforge train --resume {run} finishes it")
+    with pytest.raises(CannotWrite, match=f"loss.png: cannot write: .*{finishes}$"):
+        _train(None, _overrides(corpus), run)
+    assert not (run / "summary.json").exists() and not (run / "loss.png").exists()
+    monkeypatch.setattr(metrics, "write_file", real)
+    summary = _train(None, None, resume=run)
+    assert summary["val_loss"] > 0 and (run / "summary.json").is_file() and (run / "loss.png").is_file()

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from lmforge.errors import LmforgeError
+from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights
 from lmforge.formats.peft import LORA_FILE, write_lora_file
 from lmforge.outputs import write_file
@@ -154,11 +154,14 @@ def finish(run: Run) -> dict[str, Any]:
             return _export(run)
         except KeyboardInterrupt:  # Terminated too
             if run.main:
-                print(
-                    f"lmforge: stopped in the final export: lmforge train --resume {run.run_dir} finishes it",
-                    file=sys.stderr,
-                )
+                print(f"lmforge: stopped in the final export: {_finishes(run)}", file=sys.stderr)
             raise
+        except CannotWrite as e:  # a full disk: the line says what finishes the run once there is room
+            raise CannotWrite(f"{e}; stopped in the final export: {_finishes(run)}") from None
+
+
+def _finishes(run: Run) -> str:
+    return f"lmforge train --resume {run.run_dir} finishes it"
 
 
 def _export(run: Run) -> dict[str, Any]:
@@ -181,8 +184,9 @@ def _export(run: Run) -> dict[str, Any]:
         which = " (the last step's: no best step's weights were kept)"
     if run.main:
         install_model_dir(run, run.run_dir / "model", final)
-        write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         plot_loss(run.run_dir)
+        # last: summary.json marks the run finished, so a resume after a failure above finishes it
+        write_file(run.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         scores = " | ".join(f"{k} {v:.4f}" for k, v in run.metrics.items())
         run.say(
             f"done: {scores} | {summary['tokens_per_s']:,.0f} tok/s | {format_duration(state['train_s'])}"
