@@ -27,10 +27,12 @@ from lmforge.cli import main
 from lmforge.data.prep import prep
 from lmforge.errors import LmforgeError
 from lmforge.folder_lock import LOCK, FolderLock
+from lmforge.formats.hf_export import export_hf
+from lmforge.outputs import staged_folder
 from lmforge.train.checkpoint import list_checkpoints
 from lmforge.train.classify import finetune_classify
 from lmforge.train.loop import train
-from lmforge.train.run_dir import run_kind
+from lmforge.train.run_dir import resolve_run, run_kind, undo_start
 
 BUSY = (
     r"^{run}: another lmforge process \(pid {pid}, started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\) is training in"
@@ -144,8 +146,8 @@ def test_another_launchs_rank_refuses_and_its_own_goes_on(tmp_path, monkeypatch:
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "29511")
     with FolderLock() as lock:  # rank 0 of launch 127.0.0.1:29511, here
-        lock.take(folder_lock.in_folder(run), run, "training in this folder", NEW, [])
-        path = run / LOCK
+        lock.take(folder_lock.beside(run), run, "training in this folder", NEW, [])
+        path = tmp_path / f".run{LOCK}"
         assert json.loads(path.read_text())["launch"] == "127.0.0.1:29511"
         folder_lock.refuse_if_held(path, run, NEW)  # a rank of the same launch: goes on
         monkeypatch.setenv("MASTER_PORT", "29512")  # a rank of another launch
@@ -162,12 +164,81 @@ def test_a_refused_run_keeps_the_folder_the_holder_made(tmp_path, corpus: Path) 
     run = tmp_path / "new" / "run"
     made: list[Path] = []
     with FolderLock() as lock:
-        lock.take(folder_lock.in_folder(run), run, "training in this folder", NEW, made)
-        assert made == [run, run.parent]
+        lock.take(folder_lock.beside(run), run, "training in this folder", NEW, made)
+        assert made == [run.parent]
         with pytest.raises(LmforgeError, match=busy(run, os.getpid(), NEW)):
             train(None, [f"--data.input={corpus}", *TINY, "--train.max_steps=2"], out=run, quiet=True)
-        assert sorted(p.name for p in run.iterdir()) == [LOCK]
-    assert not run.exists() or not any(run.iterdir())
+        assert sorted(p.name for p in run.parent.iterdir()) == [f".run{LOCK}"]  # no run folder made
+
+
+def test_the_lock_file_sits_beside_the_run_and_a_failed_start_removes_what_it_made(
+    tmp_path, corpus: Path
+) -> None:
+    """The run folder is made once its lock is held and its checks have passed; a start that fails
+    after that removes it, the folders made above it and the lock file."""
+    run = tmp_path / "new" / "run"
+    made: list[Path] = []
+    with FolderLock() as lock:
+        assert resolve_run(None, [f"--data.input={corpus}", *TINY], run, None, False, made, lock)[0] == run
+        assert made == [run, run.parent]
+        assert sorted(p.name for p in run.parent.iterdir()) == [f".run{LOCK}", "run"]
+        assert not any(run.iterdir())  # nothing of the lock's inside the run folder
+        undo_start(run, made, lock)
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_is_refused_while_a_prep_writes_its_out(tmp_path, corpus: Path, capsys) -> None:
+    """`train --out shards` during `prep --out shards` trained a whole run into it, and prep then
+    failed at its end: both verbs now take one lock file, beside the folder."""
+    out = tmp_path / "shards"
+    staged = staged_folder(out, inputs=[corpus], owner=lambda _: None, overwrite=None, verb="prep")
+    with staged:  # prep's own way of writing `out`, held while it works
+        before = sorted(p.name for p in tmp_path.iterdir())
+        capsys.readouterr()
+        argv = ["train", "--out", str(out), f"--data.input={corpus}", *TINY, "--train.max_steps=2", "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        line = (
+            rf"^{re.escape(str(out))}: another lmforge process \(pid {os.getpid()}, started .*\) is writing"
+        )
+        assert len(err) == 1 and re.match(
+            line + rf" this folder \(lmforge prep\); {NEW}$", err[0].removeprefix("lmforge: error: ")
+        ), err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # what the "prep" wrote (nothing) became `out`, with no file of train's in it, and no lock left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"] and not any(out.iterdir())
+
+
+@pytest.mark.parametrize("verb", ["prep", "export"])
+def test_prep_and_export_are_refused_while_a_train_holds_the_folder(
+    tmp_path, corpus: Path, verb: str, holder: tuple[subprocess.Popen, Path]
+) -> None:
+    """A train that has made its (still empty) run folder holds it: an output verb into the same
+    --out is refused with the train's line rather than writing its output there."""
+    out = tmp_path / "run"
+    with FolderLock() as lock:  # train's own start: the lock, then the run folder
+        resolve_run(None, [f"--data.input={corpus}", *TINY], out, None, False, [], lock)
+        before = snapshot(tmp_path)
+        with pytest.raises(LmforgeError, match=busy(out, os.getpid(), NEW)):
+            if verb == "prep":
+                prep(corpus, out=out, quiet=True)
+            else:
+                export_hf(holder[1], out)
+        assert snapshot(tmp_path) == before
+
+
+def test_resume_of_a_folder_that_is_no_run_says_so_before_any_lock_file(tmp_path) -> None:
+    """--resume made (then removed) a lock file in any folder before checking it was a run, and on
+    a read-only one said it could not write the lock file rather than that it was no run."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("mine\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(
+        LmforgeError, match=rf"^{re.escape(str(folder))}: not a run directory \(no config.toml\)"
+    ):
+        train(resume=folder, quiet=True)
+    assert snapshot(tmp_path) == before  # not even an mtime: no lock file came and went
 
 
 def test_a_second_prep_into_one_folder_is_refused_before_it_starts(tmp_path, corpus: Path) -> None:
@@ -193,14 +264,15 @@ def test_after_kill_9_of_the_holder_resume_overwrite_and_export_work(corpus: Pat
         train(resume=run, overrides=["--train.max_steps=50"], quiet=True)
     proc.kill()
     proc.wait()
-    assert (run / LOCK).is_file()  # what a kill leaves: a file nobody holds
+    stale = tmp_path / f".run{LOCK}"
+    assert stale.is_file() and not (run / LOCK).exists()  # what a kill leaves: a file nobody holds, beside
     assert run_kind(run)[0] == "run"
     step = int(max(list_checkpoints(run / "checkpoints")).name.split("_")[1])
     train(resume=run, overrides=[f"--train.max_steps={step + 2}"], quiet=True)
-    assert not (run / LOCK).exists()
-    (run / LOCK).write_text("{}\n")  # a stale one again: --overwrite moves the run's files only
+    assert not stale.exists()
+    stale.write_text("{}\n")  # a stale one again: taken as it is, and removed at the end
     train(None, [f"--data.input={corpus}", *TINY, "--train.max_steps=2"], out=run, overwrite=True, quiet=True)
-    assert not (run / LOCK).exists() and not any(p.name == LOCK for p in run.rglob("*"))
+    assert not stale.exists() and not any(LOCK in p.name for p in run.rglob("*"))
     assert main(["export", str(run), "--out", str(tmp_path / "hf")]) == 0
-    assert LOCK not in {p.name for p in (tmp_path / "hf").iterdir()}
+    assert not any(LOCK in p.name for p in (tmp_path / "hf").iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]

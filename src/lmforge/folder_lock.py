@@ -1,13 +1,14 @@
 """One lmforge process at a time in a folder: an OS lock on a lock file, held for the process's life.
 
-`train` locks its run folder (RUN/.lmforge-lock) for a new run, --overwrite and --resume; the
-verbs that write an output folder beside its place (prep, export, import, ...: outputs.py) lock
-`.NAME.lmforge-lock` beside it. A second process is refused before it changes anything, in one
-line naming the holder (its pid, and when it took the lock). The lock is `fcntl.flock` on the open
-file: the kernel drops it when the holder ends, however it ends (kill -9 included), so it never
-outlives its process and there is nothing to clean up by hand. The holder records who it is in
-the file (JSON) for the message, and removes the file when it lets go; a killed holder leaves
-the file, which the next process simply locks again.
+Every verb that writes a folder locks the one file `.NAME.lmforge-lock` beside it: `train` its run
+folder (a new run, --overwrite, --resume), prep, export, import, ... the output folder they write
+(outputs.py). One file per folder, whatever the verb, so a train and a prep into one --out meet.
+A second process is refused before it changes anything, in one line naming the holder (its pid,
+and when it took the lock). The lock is `fcntl.flock` on the open file: the kernel drops it when
+the holder ends, however it ends (kill -9 included), so it never outlives its process and there
+is nothing to clean up by hand. The holder records who it is in the file (JSON) for the message,
+and removes the file when it lets go; a killed holder leaves the file, which the next process
+simply locks again.
 
 Ranks of one multi-process run (`RANK` set): rank 0 takes the lock, as it alone changes the
 folder; the other ranks cannot take it (their own rank 0 holds it), so they read the holder's
@@ -37,13 +38,10 @@ _HOST = socket.gethostname().split(".")[0]
 _ATTEMPTS = 20  # a holder that removes the file while we open it: open the new one (see take)
 
 
-def in_folder(folder: Path) -> Path:
-    """The lock file of a folder the process writes into (a run directory)."""
-    return folder / LOCK
-
-
 def beside(target: Path) -> Path:
-    """The lock file of a folder that is written elsewhere and renamed into place (outputs.py)."""
+    """The lock file of folder `target`, beside it: every verb writing `target` takes this one."""
+    if target.name in ("", ".", ".."):  # `--out .`: the folder's own name, in its parent
+        target = target.resolve()
     return target.parent / f".{target.name}{LOCK}"
 
 

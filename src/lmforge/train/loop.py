@@ -87,7 +87,7 @@ def train(
                 run = _set_up(cfg, run_dir, engine, resume is not None, say, quiet)
             except BaseException:
                 with contextlib.suppress(OSError):  # the error that stopped the run is the one to show
-                    undo_start(run_dir, made)
+                    undo_start(run_dir, made, lock)  # lets go before removing the folders made for its file
                 raise
             for aside in (p for p in made if p.name.startswith(ckpt.REPLACED)):
                 say(f"moved the previous run aside to {aside}; it is deleted at this run's first checkpoint")

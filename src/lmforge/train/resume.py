@@ -48,13 +48,11 @@ RESUMABLE = (
 BUDGET_PLANNED = ("train.max_steps", "train.max_minutes", "train.epochs")
 
 
-def resume_run(
-    config: str | Path | Config | None,
-    overrides: list[str] | None,
-    out: str | Path | None,
-    run_dir: Path,
-    overwrite: bool,
-) -> tuple[Path, Config]:
+def check_resume_target(
+    config: str | Path | Config | None, out: str | Path | None, run_dir: Path, overwrite: bool
+) -> None:
+    """What a --resume is refused for before its run folder is locked: the options it excludes, and
+    a folder that is no run (said as such, not as a lock file that could not be written there)."""
     if overwrite:
         raise LmforgeError(f"--resume {run_dir} and --overwrite exclude each other")
     if config is not None:
@@ -71,6 +69,16 @@ def resume_run(
         raise LmforgeError(f"--resume {run_dir}: no such directory")
     if not (run_dir / "config.toml").is_file():
         raise LmforgeError(f"{run_dir}: not a run directory (no config.toml){ckpt.replaced_hint(run_dir)}")
+
+
+def resume_run(
+    config: str | Path | Config | None,
+    overrides: list[str] | None,
+    out: str | Path | None,
+    run_dir: Path,
+    overwrite: bool,
+) -> tuple[Path, Config]:
+    check_resume_target(config, out, run_dir, overwrite)  # again: the folder may have changed since
     last = ckpt.latest_checkpoint(run_dir / "checkpoints")  # the loop's call replays what it skips
     state = ckpt.read_trainer_state(last)
     found: dict[str, str] = {}  # a moved base's place, looked for once

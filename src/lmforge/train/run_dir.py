@@ -18,13 +18,13 @@ from lmforge.config import Config, load_config
 from lmforge.config.deepspeed_json import read_user_config
 from lmforge.data.pairs import PAIRS_VAL_FRACTION
 from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared
-from lmforge.errors import LmforgeError
+from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.folder_lock import FolderLock
 from lmforge.formats.directory import WEIGHTS
 from lmforge.formats.peft import LORA_FILE
-from lmforge.outputs import describe_foreign, written_by
+from lmforge.outputs import describe_foreign, link_target, written_by
 from lmforge.train import checkpoint as ckpt
-from lmforge.train.resume import resume_run
+from lmforge.train.resume import check_resume_target, resume_run
 from lmforge.train.run_inputs import check_lora_targets, found, make_inputs_absolute
 
 # What `train` writes into a run directory: --overwrite moves these aside, and a new run refuses
@@ -58,16 +58,17 @@ def resolve_run(
     set RANK) creates or moves anything; every rank makes the same checks. `made` receives what
     it changed on disk (the folders it created, the folder the old run was moved into), so that
     undo_start can put it back when the run fails before it starts. `lock` (rank 0's) is taken on
-    the run directory before its checks, and the caller holds it until the run ends: a second
-    process is refused before it reads or changes the folder (folder_lock.py)."""
+    the run directory (`.NAME.lmforge-lock` beside it, the file every verb writing that folder
+    takes) before its checks, and the caller holds it until the run ends: a second process is
+    refused before it reads or changes the folder (folder_lock.py)."""
     if lock is None:  # held for the checks alone
         with FolderLock() as own:
             return resolve_run(config, overrides, out, resume, overwrite, made, own)
     made = [] if made is None else made
     main = os.environ.get("RANK", "0") == "0"
     if resume is not None:
-        if Path(resume).is_dir():  # a missing one is resume_run's to name
-            _lock(lock, Path(resume), main, RESUME_ADVICE, None)
+        check_resume_target(config, out, Path(resume), overwrite)  # a folder that is no run: said as such
+        _lock(lock, Path(resume), main, RESUME_ADVICE, None)
         return resume_run(config, overrides, out, Path(resume), overwrite)
     if isinstance(config, Config):
         cfg = config.validate()
@@ -89,19 +90,17 @@ def resolve_run(
             f"{run_dir}: holds prepared data (lmforge prep's meta.json and shards), not a run; a run"
             " there would mix its files with the data's: choose another --out"
         )
-    mine: list[Path] = []  # the folders made for the lock: removed if a check below refuses the run
+    mine: list[Path] = []  # the folders made for the lock file: removed if a check below refuses the run
     _lock(lock, run_dir, main, NEW_ADVICE, mine)
     try:
         kind, present = _check_new(cfg, run_dir, overwrite)
     except BaseException:
-        try:
-            undo_start(run_dir, mine)  # before letting go: no one else is in the folder it removes
-        finally:
-            lock.release()
+        undo_start(run_dir, mine, lock)
         raise
-    made += mine
-    if kind != "empty" and main:  # said once the run has started (loop.train): a failed start puts it back
-        made.append(move_aside(run_dir, present))
+    if main:
+        made += _make_run_dir(run_dir) + mine  # the run folder first: undo_start empties it first
+        if kind != "empty":  # said once the run has started (loop.train): a failed start puts it back
+            made.append(move_aside(run_dir, present))
     return run_dir, cfg
 
 
@@ -111,12 +110,27 @@ RESUME_ADVICE = "wait for it to end or stop it, then resume"
 
 
 def _lock(lock: FolderLock, run_dir: Path, main: bool, advice: str, made: list[Path] | None) -> None:
-    """Rank 0 takes the run directory's lock (creating the directory when `made` is given); the
-    other ranks, whose rank 0 holds it, refuse a folder another launch holds, with its line."""
+    """Rank 0 takes the run directory's lock (creating the folders above it when `made` is given);
+    the other ranks, whose rank 0 holds it, refuse a folder another launch holds, with its line."""
+    path = folder_lock.beside(link_target(run_dir))  # where outputs.staged_folder locks it too
     if main:
-        lock.take(folder_lock.in_folder(run_dir), run_dir, "training in this folder", advice, made)
+        lock.take(path, run_dir, "training in this folder", advice, made)
     else:
-        folder_lock.refuse_if_held(folder_lock.in_folder(run_dir), run_dir, advice)
+        folder_lock.refuse_if_held(path, run_dir, advice)
+
+
+def _make_run_dir(run_dir: Path) -> list[Path]:
+    """Create the run directory once its lock is held and its checks have passed: [run_dir] when
+    this process created it (only then does a failed start remove it), else []."""
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        if not run_dir.is_dir():
+            raise LmforgeError(f"{run_dir}: is a file; --out needs a folder for the run") from None
+        return []
+    except OSError as e:
+        raise CannotWrite(f"{run_dir}: cannot create the run directory ({e.strerror})") from None
+    return [run_dir]
 
 
 def _check_new(cfg: Config, run_dir: Path, overwrite: bool) -> tuple[str, list[str]]:
@@ -154,10 +168,12 @@ def _check_new(cfg: Config, run_dir: Path, overwrite: bool) -> tuple[str, list[s
     return kind, present
 
 
-def undo_start(run_dir: Path, made: list[Path]) -> None:
+def undo_start(run_dir: Path, made: list[Path], lock: FolderLock | None = None) -> None:
     """Put back what resolve_run changed (`made`) for a run that failed before it started: the
     folders it created go, with what set-up wrote in them; the run that --overwrite moved aside
-    comes back in place of what set-up wrote (every RUN_FILES name had been moved aside)."""
+    comes back in place of what set-up wrote (every RUN_FILES name had been moved aside). `lock`
+    is let go before the folders made above the run go: its file lies in the innermost of them."""
+    parents = []
     for path in made:
         if path.name.startswith(ckpt.REPLACED):
             moved = json.loads((path / ckpt.REPLACED_MARKER).read_text())["files"]
@@ -174,8 +190,12 @@ def undo_start(run_dir: Path, made: list[Path]) -> None:
         elif path == run_dir:
             shutil.rmtree(path, ignore_errors=True)
         else:
-            with contextlib.suppress(OSError):
-                path.rmdir()  # a parent made for the run: only if empty
+            parents.append(path)
+    if lock is not None:
+        lock.release()
+    for path in parents:
+        with contextlib.suppress(OSError):
+            path.rmdir()  # a parent made for the run: only if empty (another process's lock file stays)
 
 
 def drop_leftovers(run_dir: Path, say: Callable[[str], None]) -> None:
