@@ -13,6 +13,8 @@ of each head permuted for its rotary layout; they are permuted back as transform
 (modeling_gguf_pytorch_utils.LlamaTensorProcessor). Qwen2 and Qwen3 files are not permuted; Qwen3's
 per-head q/k norms (`attn_q_norm`, `attn_k_norm`) and its head size (`attention.key_length`, larger
 than embedding_length / head_count) map onto the Qwen3 family.
+Gemma 3 (`gemma3`) and SmolLM3 (`smollm3`, permuted as Llama's) map onto their families with what
+llama.cpp's loader hard-codes for them (formats/gguf_arch.py).
 
 The tokenizer comes from the metadata (formats/gguf_tokenizer.py); the chat template
 (`tokenizer.chat_template`) is written as chat_template.jinja and the special ids as
@@ -33,6 +35,7 @@ from lmforge.config import ModelConfig, model_config_from
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import write_chat_files
 from lmforge.formats.directory import write_model_dir
+from lmforge.formats.gguf_arch import MODEL_TYPES, arch_config, layer_names, stored_weight
 from lmforge.formats.gguf_tokenizer import gguf_tokenizer
 from lmforge.formats.hf import FAMILIES
 from lmforge.formats.hf_convert import hf_to_lmforge
@@ -42,8 +45,8 @@ from lmforge.model.rope_scaling import RopeScaling, frequencies, scaled
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3")  # llama.cpp writes Mistral models as "llama"
-PERMUTED = ("llama",)  # llama.cpp permutes q/k rows of these for its rotary layout
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3", "smollm3")  # Mistral's files say "llama"
+PERMUTED = ("llama", "smollm3")  # llama.cpp permutes q/k rows of these for its rotary layout
 ROPE_FREQS = "rope_freqs.weight"  # Llama 3's scaled rotary frequencies, one factor per frequency
 LLAMA3_PARAMETERS = (1.0, 4.0, 8192)  # Llama 3.1-3.3's low_freq_factor, high_freq_factor, context
 _TOP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -164,12 +167,8 @@ def config_from_metadata(
     `rope_freqs.weight`, Llama 3.1's scaled rotary frequencies as llama.cpp writes them."""
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
-        # llama.cpp's gemma3 files hold its norms as 1 + weight, and lmforge reads none of them
-        gemma = "; Gemma 3 imports from its Hugging Face folder" if arch == "gemma3" else ""
-        raise LmforgeError(
-            f"{file}: GGUF architecture {arch!r} is not supported"
-            f" (lmforge imports {', '.join(ARCHITECTURES)}{gemma})"
-        )
+        known = ", ".join(ARCHITECTURES)
+        raise LmforgeError(f"{file}: GGUF architecture {arch!r} is not supported (lmforge imports {known})")
     n_embd = _key(meta, f"{arch}.embedding_length", file)
     n_head = _key(meta, f"{arch}.attention.head_count", file)
     # key_length: the head size, which may differ from embedding_length / head_count (Qwen3's)
@@ -202,7 +201,9 @@ def config_from_metadata(
         "tie_word_embeddings": "output.weight" not in names,
         "attention_bias": arch == "llama" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
     }
-    return model_config_from(dataclasses.asdict(FAMILIES[arch].config_in(raw, str(file))), file)
+    raw = arch_config(meta, arch, raw, file)  # gemma3's and smollm3's own keys (formats/gguf_arch.py)
+    family = FAMILIES[MODEL_TYPES.get(arch, arch)]
+    return model_config_from(dataclasses.asdict(family.config_in(raw, str(file))), file)
 
 
 def _rope_scaling(
@@ -235,15 +236,17 @@ def _rope_scaling(
             "original_max_position_embeddings": original}  # fmt: skip
 
 
-def hf_name(name: str) -> str | None:
-    """The Hugging Face Llama name of a GGUF tensor (`blk.3.attn_q.weight` ->
-    `model.layers.3.self_attn.q_proj.weight`), or None if it has no place there."""
+def hf_name(name: str, arch: str = "llama") -> str | None:
+    """The Hugging Face name of a GGUF tensor (`blk.3.attn_q.weight` ->
+    `model.layers.3.self_attn.q_proj.weight`; Gemma 3's norms by its names), or None if it has no
+    place there."""
     top, _, param = name.rpartition(".")
     if top in _TOP and param in ("weight", "bias"):
         return f"{_TOP[top]}.{param}"
     match = _LAYER_TENSOR.fullmatch(name)
-    if match and match[2] in _LAYER:
-        return f"model.layers.{match[1]}.{_LAYER[match[2]]}.{match[3]}"
+    layer = _LAYER | layer_names(arch)
+    if match and match[2] in layer:
+        return f"model.layers.{match[1]}.{layer[match[2]]}.{match[3]}"
     return None
 
 
@@ -275,7 +278,7 @@ def read_weights(reader: Any, arch: str, config: ModelConfig, file: Path) -> dic
     for tensor in reader.tensors:
         if tensor.name == ROPE_FREQS:  # in the config (config_from_metadata)
             continue
-        name = hf_name(tensor.name)
+        name = hf_name(tensor.name, arch)
         if name is None:
             raise LmforgeError(f"{file}: tensor {tensor.name!r} has no place in a {arch} model")
         weight = dequantize(tensor, file)
@@ -284,7 +287,7 @@ def read_weights(reader: Any, arch: str, config: ModelConfig, file: Path) -> dic
             if weight.ndim != 2 or weight.shape[0] % (2 * heads):
                 raise LmforgeError(f"{file}: tensor {tensor.name!r} has shape {tuple(weight.shape)}")
             weight = unpermute(weight, heads)
-        out[name] = weight
+        out[name] = stored_weight(arch, name, weight)
     return out
 
 
@@ -321,7 +324,7 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
         raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")
     model = empty(lambda: GPT(config))
     hf = read_weights(reader, meta["general.architecture"], config, file)
-    family = FAMILIES[meta["general.architecture"]]
+    family = FAMILIES[MODEL_TYPES.get(meta["general.architecture"], meta["general.architecture"])]
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), str(file))
     if unused:
         raise LmforgeError(f"{file}: tensor {unused[0]!r} has no place in this model")

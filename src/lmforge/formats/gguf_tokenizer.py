@@ -95,9 +95,15 @@ def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
     """The lmforge Tokenizer for a GGUF file's metadata (eos/bos/pad ids set from it)."""
     kind = meta.get("tokenizer.ggml.model")
     if kind != "gpt2":
+        # Gemma 3's files (weights read since 2026-12-07) carry a SentencePiece vocabulary
+        gemma = (
+            "; Gemma 3: import its Hugging Face folder"
+            if meta.get("general.architecture") == "gemma3"
+            else ""
+        )
         raise LmforgeError(
             f"{file}: unsupported tokenizer model tokenizer.ggml.model={kind!r} (lmforge rebuilds"
-            " byte-level BPE, 'gpt2')"
+            f" byte-level BPE, 'gpt2'{gemma})"
         )
     tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
     types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens or [])

@@ -1,0 +1,81 @@
+"""What llama.cpp's `gemma3` and `smollm3` GGUF files hold beside a Llama file's metadata, as the
+config.json keys of lmforge's Gemma 3 and SmolLM3 families (formats/hf_gemma.py, hf_smollm3.py).
+
+Both architectures leave part of the model to llama.cpp's loader (src/llama-model.cpp) rather than
+to metadata, so it is read here as llama.cpp reads it:
+
+- gemma3 (convert_hf_to_gguf.py's Gemma3Model): every `*norm.weight` is stored as 1 + weight; it
+  is read back minus 1 onto `norm_unit_offset`, as transformers' GGUF loader does, so the model is
+  the one a Hugging Face folder imports and exports back to gemma3_text; the scale is llama.cpp's
+  stored w' either way (w' - 1 is exact for 0.5 <= w' <= 2, and 1 + that gives w' back).
+  Sliding-window layers exist only where
+  `attention.sliding_window` is > 0, then every 6th layer is full and the sliding layers rotate
+  with base 1e4 (`rope.freq_base_swa` where a file writes one); `rope.freq_base` and a linear
+  `rope.scaling` are the full layers'. The attention scale is 1/sqrt(key_length), except for the
+  62-layer 27B: 1/sqrt(embedding_length / head_count) (its query_pre_attn_scalar). The embedding
+  scale sqrt(embedding_length) is the family's own; q and k are not permuted.
+- smollm3 (SmolLM3Model, a LlamaModel: q/k permuted as Llama's): every 4th layer has no rotary
+  positions (`n_no_rope_layer_step = 4`, a literal: no GGUF key says so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+MODEL_TYPES = {"gemma3": "gemma3_text"}  # GGUF architecture -> config.json model_type, where not the same
+GEMMA_PATTERN, GEMMA_LOCAL_THETA = 6, 10_000.0  # llama.cpp's set_swa_pattern(6), rope_freq_base_train_swa
+GEMMA_27B_LAYERS = 62  # llama.cpp scales the 27B's attention by embedding_length / head_count
+SMOLLM3_NOPE_STEP = 4  # llama.cpp's n_no_rope_layer_step for smollm3
+# Gemma's norms beside Llama's names (post_attention_norm is Gemma's, ffn_norm its pre-feedforward)
+GEMMA_LAYER = {
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+
+
+def layer_names(arch: str) -> dict[str, str]:
+    """GGUF layer tensor -> Hugging Face name, where the architecture differs from Llama's."""
+    return GEMMA_LAYER if arch == "gemma3" else {}
+
+
+def stored_weight(arch: str, hf_name: str, weight: Any) -> Any:
+    """A tensor as Hugging Face holds it: gemma3's norms less the 1 llama.cpp's converter added."""
+    return weight - 1 if arch == "gemma3" and hf_name.endswith("norm.weight") else weight
+
+
+def arch_config(meta: dict[str, Any], arch: str, raw: dict[str, Any], file: Path) -> dict[str, Any]:
+    """config.json `raw` (built from the Llama keys) with the architecture's own keys."""
+    if arch == "smollm3":
+        return raw | {"no_rope_layer_interval": SMOLLM3_NOPE_STEP, "no_rope_layers": None}
+    if arch != "gemma3":
+        return raw
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        value = meta.get(f"gemma3.{key}")
+        if value:  # Gemma 2's; llama.cpp writes it only where config.json had one
+            raise LmforgeError(f"{file}: GGUF key 'gemma3.{key}' is {value} (lmforge does not cap logits)")
+    window = meta.get("gemma3.attention.sliding_window", 0)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+        raise LmforgeError(
+            f"{file}: GGUF key 'gemma3.attention.sliding_window' is {window!r}, expected a count"
+        )
+    local = meta.get("gemma3.rope.freq_base_swa", GEMMA_LOCAL_THETA)
+    if not isinstance(local, int | float) or isinstance(local, bool) or local <= 0:
+        raise LmforgeError(f"{file}: GGUF key 'gemma3.rope.freq_base_swa' is {local!r}, expected a float > 0")
+    full = raw["rope_parameters"]
+    scalar = raw["head_dim"]
+    if raw["num_hidden_layers"] == GEMMA_27B_LAYERS:
+        scalar = raw["hidden_size"] // raw["num_attention_heads"]
+    return {key: value for key, value in raw.items() if key not in ("rope_parameters", "attention_bias")} | {
+        "model_type": MODEL_TYPES[arch],
+        "query_pre_attn_scalar": scalar,
+        "sliding_window": window or None,
+        "sliding_window_pattern": GEMMA_PATTERN if window else 1,  # 1: every layer full
+        "rope_parameters": {
+            "full_attention": full,
+            "sliding_attention": {"rope_type": "default", "rope_theta": float(local)},
+        },
+    }
