@@ -78,12 +78,23 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
+def left_padded(mask: torch.Tensor) -> bool:
+    """Whether a (B, T) attention mask pads some row on the left (as HF tokenizers with
+    padding_side="left" do: Gemma's and Llama's by default). Not while exported (ONNX), which
+    cannot branch on data: an exported classifier reads right-padded batches, as lmforge pads."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    return bool((mask[:, 0] == 0).any())
+
+
 def last_positions(idx: torch.Tensor, mask: torch.Tensor, pad_id: int | None) -> torch.Tensor:
-    """(B,) the position `last` pooling reads: the last real token of mask (right-padded), or with
-    pad_id the rightmost real token that is not pad_id (0 when there is none), as transformers'
+    """(B,) the position `last` pooling reads: the last real token of mask, or with pad_id the
+    rightmost real token that is not pad_id (0 when there is none), as transformers'
     ...ForSequenceClassification picks it."""
-    if pad_id is None:  # lmforge pads on the right
+    if pad_id is None and not left_padded(mask):  # lmforge pads on the right
         return mask.sum(1).long() - 1
+    if pad_id is None:
+        return (torch.arange(idx.size(1), device=idx.device) * mask.float()).argmax(-1)
     keep = (mask.bool() & (idx != pad_id)).float()  # (B, T); float: ONNX Runtime's ArgMax takes it
     return (torch.arange(idx.size(1), device=idx.device) * keep).argmax(-1)
 
@@ -141,10 +152,15 @@ class Classifier(nn.Module):
         return default_function(self.problem_type, len(self.labels))
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """idx (B, T), attention_mask (B, T) 1 = real token (right padding) -> class logits (B, labels)."""
+        """idx (B, T), attention_mask (B, T) 1 = real token (right or left padding) -> class logits
+        (B, labels)."""
         mask = attention_mask if attention_mask is not None else torch.ones_like(idx)
-        # (B, T, C); a causal decoder needs no mask: right padding never reaches the real tokens
-        hidden = self.backbone(idx, mask) if self.encoder else self.backbone.hidden_states(idx)
+        if self.encoder:
+            hidden = self.backbone(idx, mask)  # (B, T, C)
+        elif left_padded(mask):  # positions from each row's first real token, padding unattended
+            hidden = self.backbone.hidden_states(idx, mask=mask.bool())
+        else:  # a causal decoder needs no mask: right padding never reaches the real tokens
+            hidden = self.backbone.hidden_states(idx)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.pooling == "last":
