@@ -351,9 +351,9 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     q8_1 = np.zeros((FFN, N_EMBD // 32 * 40), np.uint8)  # Q8_1 blocks: 32 values in 40 bytes
     write_gguf(q81, extra={"blk.0.ffn_gate.weight": (q8_1, Q.Q8_1)})
     cases["Q8_1 tensor"] = (q81, "tensor 'blk.0.ffn_gate.weight' has type Q8_1")
-    spm = tmp_path / "spm.gguf"
-    write_gguf(spm, tokenizer_model="llama")
-    cases["sentencepiece"] = (spm, "unsupported tokenizer model tokenizer.ggml.model='llama'")
+    unigram = tmp_path / "unigram.gguf"
+    write_gguf(unigram, tokenizer_model="t5")
+    cases["unigram"] = (unigram, "unsupported tokenizer model tokenizer.ggml.model='t5'")
     stray = tmp_path / "stray.gguf"
     write_gguf(stray, extra={"rope_freqs.weight": (np.arange(1, 9, dtype=np.float32), None)})
     cases["llama3 rope"] = (stray, "tensor 'rope_freqs.weight' holds frequency factors other than Llama 3's")

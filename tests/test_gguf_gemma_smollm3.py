@@ -50,10 +50,16 @@ def llama_cpp_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def write_like_llama_cpp(
-    hf: Any, path: Path, arch: str, keys: dict[str, Any], tokenizer: str = "gpt2"
+    hf: Any,
+    path: Path,
+    arch: str,
+    keys: dict[str, Any],
+    tokenizer: str = "gpt2",
+    sentencepiece: tuple[list[str], list[float], list[int]] | None = None,
 ) -> None:
     """`hf`'s weights (F32) and config as llama.cpp's converter writes them for `arch`, plus `keys`
-    (GGUF key without the arch prefix -> value); the tokenizer is test_gguf's byte-level BPE."""
+    (GGUF key without the arch prefix -> value); the tokenizer is test_gguf's byte-level BPE, or
+    the `sentencepiece` (tokens, scores, types) with Gemma's special ids."""
     c = hf.config
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(c.num_hidden_layers)
@@ -71,12 +77,23 @@ def write_like_llama_cpp(
             writer.add_float32(full, value)
         else:
             writer.add_uint32(full, value)
-    writer.add_tokenizer_model(tokenizer)
-    writer.add_token_list(TOKENS)
-    writer.add_token_types(TYPES)
-    writer.add_token_merges(MERGES)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    if sentencepiece is None:
+        writer.add_tokenizer_model(tokenizer)
+        writer.add_token_list(TOKENS)
+        writer.add_token_types(TYPES)
+        writer.add_token_merges(MERGES)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+    else:
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(sentencepiece[0])
+        writer.add_token_scores(sentencepiece[1])
+        writer.add_token_types(sentencepiece[2])
+        writer.add_pad_token_id(0)
+        writer.add_eos_token_id(1)
+        writer.add_bos_token_id(2)
+        writer.add_unk_token_id(3)
+        writer.add_add_bos_token(True)
     layer = LAYER | (GEMMA if arch == "gemma3" else LLAMA)
     for name, weight in hf.state_dict().items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
@@ -202,12 +219,11 @@ def test_gemma3_metadata_as_llama_cpp_reads_it(tmp_path: Path) -> None:
         config_from_metadata(window, set(), file)
 
 
-def test_gemma3_sentencepiece_vocabulary_is_refused_naming_the_folder_import(tmp_path: Path) -> None:
-    """Gemma 3's own files carry tokenizer.ggml.model 'llama' (SentencePiece), which lmforge does
-    not rebuild: one line, after the weights' metadata is read, pointing at the folder import."""
+def test_a_tokenizer_model_other_than_bpe_is_refused_after_the_weights_metadata(tmp_path: Path) -> None:
+    """A 't5' (Unigram) vocabulary is not rebuilt: one line, before anything is written."""
     hf = gemma3(layers=1)
-    write_like_llama_cpp(hf, tmp_path / "g.gguf", "gemma3", {"attention.key_length": 256}, tokenizer="llama")
-    message = r"tokenizer\.ggml\.model='llama' \(lmforge rebuilds byte-level BPE, 'gpt2'; Gemma 3: import its"
+    write_like_llama_cpp(hf, tmp_path / "g.gguf", "gemma3", {"attention.key_length": 256}, tokenizer="t5")
+    message = r"tokenizer\.ggml\.model='t5' \(lmforge rebuilds byte-level BPE, 'gpt2', and SentencePiece BPE"
     with pytest.raises(LmforgeError, match=message):
         import_hf(tmp_path / "g.gguf", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -13,7 +13,8 @@ merges, each token's type and the special ids as metadata. This rebuilds byte-le
   GPT-2's own (SmolLM2's 'smollm' among them: its merges never join digits, so its digit split
   changes nothing).
 
-SentencePiece-style vocabularies ('llama', 't5', ...) are refused with a one-line error.
+SentencePiece vocabularies ('llama') are rebuilt in gguf_sentencepiece.py; others ('t5', 'rwkv',
+...) are refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
+from lmforge.formats.gguf_sentencepiece import sentencepiece_hf
 from lmforge.tokenization.tokenizer import Tokenizer
 
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types (1 is NORMAL)
@@ -94,27 +96,40 @@ def _ids(meta: dict[str, Any], n_tokens: int, file: str) -> dict[str, int | None
 def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
     """The lmforge Tokenizer for a GGUF file's metadata (eos/bos/pad ids set from it)."""
     kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        # Gemma 3's files (weights read since 2026-12-07) carry a SentencePiece vocabulary
-        gemma = (
-            "; Gemma 3: import its Hugging Face folder"
-            if meta.get("general.architecture") == "gemma3"
-            else ""
-        )
+    if kind not in ("gpt2", "llama"):
         raise LmforgeError(
             f"{file}: unsupported tokenizer model tokenizer.ggml.model={kind!r} (lmforge rebuilds"
-            f" byte-level BPE, 'gpt2'{gemma})"
+            " byte-level BPE, 'gpt2', and SentencePiece BPE, 'llama')"
         )
-    tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
-    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens or [])
+    tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
         raise LmforgeError(f"{file}: tokenizer.ggml.tokens must be a non-empty list of strings")
-    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
-        raise LmforgeError(f"{file}: tokenizer.ggml.merges must be a list of 'left right' strings")
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     if len(types) != len(tokens):
         raise LmforgeError(
             f"{file}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens"
         )
+    ids = _ids(meta, len(tokens), file)
+    if kind == "llama":
+        hf = sentencepiece_hf(meta, tokens, types, ids, file)
+        # llama.cpp and transformers add BOS to a SentencePiece text unless the file says not to
+        add_bos = meta.get("tokenizer.ggml.add_bos_token", True)
+    else:
+        hf = _byte_level_hf(meta, tokens, types, file)
+        add_bos = meta.get("tokenizer.ggml.add_bos_token")
+    bos = ids["bos"] if add_bos else None
+    eos = ids["eos"] if meta.get("tokenizer.ggml.add_eos_token") else None
+    hf.post_processor = _post_processor(hf, bos, eos)
+    tokenizer = Tokenizer(hf)
+    tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id = ids["eos"], ids["bos"], ids["pad"]
+    return tokenizer
+
+
+def _byte_level_hf(meta: dict[str, Any], tokens: list[str], types: list[int], file: str) -> HFTokenizer:
+    """The `tokenizers` tokenizer (no post-processor) for a 'gpt2' vocabulary."""
+    merges = meta.get("tokenizer.ggml.merges")
+    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
+        raise LmforgeError(f"{file}: tokenizer.ggml.merges must be a list of 'left right' strings")
     alphabet = _byte_alphabet()
     spelled = set(alphabet.values())
     vocab = {
@@ -149,22 +164,17 @@ def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
         if kind_ == USER_DEFINED and t in vocab
     ]
     hf.add_tokens(user)
-    ids = _ids(meta, len(tokens), file)
-    bos = ids["bos"] if meta.get("tokenizer.ggml.add_bos_token") else None
-    eos = ids["eos"] if meta.get("tokenizer.ggml.add_eos_token") else None
-    hf.post_processor = _post_processor(tokens, bos, eos)
-    tokenizer = Tokenizer(hf)
-    tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id = ids["eos"], ids["bos"], ids["pad"]
-    return tokenizer
+    return hf
 
 
-def _post_processor(tokens: list[str], bos: int | None, eos: int | None) -> processors.PostProcessor:
+def _post_processor(hf: HFTokenizer, bos: int | None, eos: int | None) -> processors.PostProcessor:
     """transformers' template: the text alone, with BOS first and EOS last where the file asks
     (add_bos_token, add_eos_token), as transformers' and llama.cpp's tokenizers do."""
-    head = [tokens[bos]] if bos is not None else []
-    tail = [tokens[eos]] if eos is not None else []
+    name = {i: hf.id_to_token(i) for i in (bos, eos) if i is not None}
+    head = [name[bos]] if bos is not None else []
+    tail = [name[eos]] if eos is not None else []
     return processors.TemplateProcessing(
         single=[*head, "$A:0", *tail],
         pair=[*head, "$A:0", *tail, *head, "$B:1", *tail],
-        special_tokens=[(tokens[i], i) for i in dict.fromkeys(i for i in (bos, eos) if i is not None)],
+        special_tokens=[(name[i], i) for i in name],
     )
