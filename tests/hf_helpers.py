@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from conftest import make_text
+from safetensors.torch import load_file
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -88,6 +89,22 @@ def load_whole(cls: Any, directory: Path) -> torch.nn.Module:
     model, info = cls.from_pretrained(directory, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     return model.eval()
+
+
+def hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
+    """transformers' greedy `generate` of n tokens after `prompt` (no EOS stop), cached."""
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, use_cache=True)
+    return out[0, len(prompt) :].tolist()
+
+
+def assert_same_weights(original: Path, exported: Path) -> None:
+    """Two model.safetensors hold the same tensor names and bytes (an export is the import's copy)."""
+    a, b = load_file(str(original / "model.safetensors")), load_file(str(exported / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(t, b[n]) for n, t in a.items())
 
 
 def save_randomised(model: torch.nn.Module, directory: Path) -> torch.nn.Module:

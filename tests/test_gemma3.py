@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_text
-from hf_helpers import load_whole
-from safetensors.torch import load_file
+from hf_helpers import assert_same_weights, hf_greedy, load_whole
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -116,14 +115,6 @@ def make_gemma3(directory: Path, seed: int = 0, head: str = "ForCausalLM", **cha
     return hf
 
 
-def _hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, use_cache=True)
-    return out[0, len(prompt) :].tolist()
-
-
 def _max_difference(ours: torch.nn.Module, hf: torch.nn.Module, length: int = 40) -> float:
     ids = torch.randint(0, ours.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -134,7 +125,7 @@ def _check_parity(hf: torch.nn.Module, ours: GPT) -> None:
     """Logits within 1e-4 over 40 tokens (window 6); 20 greedy tokens cached as a left-padded
     batch, and cached and uncached alone."""
     assert _max_difference(ours, hf) <= 1e-4
-    theirs = [_hf_greedy(hf, p, 20) for p in PROMPTS]
+    theirs = [hf_greedy(hf, p, 20) for p in PROMPTS]
     assert len(set(theirs[0])) > 3  # not one token repeated: the test can tell models apart
     assert generate_ids(ours, PROMPTS, 20, temperature=0.0, eos_id=None) == theirs
     assert generate_ids(ours, PROMPTS[:1], 20, temperature=0.0, eos_id=None) == theirs[:1]
@@ -178,12 +169,7 @@ def test_parity_import_export_roundtrip(tmp_path: Path) -> None:
     assert type(back) is transformers.Gemma3ForCausalLM
     assert back.config.rope_parameters == hf.config.rope_parameters
     _check_parity(back, imported)
-    original, exported = (
-        load_file(str(hf_dir / "model.safetensors")),
-        load_file(str(back_dir / "model.safetensors")),
-    )
-    assert original.keys() == exported.keys()
-    assert all(torch.equal(t, exported[n]) for n, t in original.items())
+    assert_same_weights(hf_dir, back_dir)
     text = "Gemma  reads\tthis: café ☃ 日本"
     theirs = transformers.AutoTokenizer.from_pretrained(hf_dir)
     assert transformers.AutoTokenizer.from_pretrained(back_dir)(text).input_ids == theirs(text).input_ids

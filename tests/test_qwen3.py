@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_helpers import VOCAB, load_whole, save_randomised
-from safetensors.torch import load_file
+from hf_helpers import VOCAB, assert_same_weights, hf_greedy, load_whole, save_randomised
 
 import lmforge
 from lmforge.config import ModelConfig
@@ -53,20 +52,12 @@ def make_qwen3(directory: Path, tie: bool = True, seed: int = 0, vocab: int = VO
     return save_randomised(transformers.Qwen3ForCausalLM(config).eval(), directory)
 
 
-def _hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, use_cache=True)
-    return out[0, len(prompt) :].tolist()
-
-
 def _check_parity(hf: torch.nn.Module, ours: GPT) -> None:
     """Logits within 1e-4 of transformers'; 12 greedy tokens each alone and as a left-padded batch."""
     ids = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert (ours(ids) - hf(input_ids=ids).logits).abs().max().item() <= 1e-4
-    theirs = [_hf_greedy(hf, p, 12) for p in PROMPTS]
+    theirs = [hf_greedy(hf, p, 12) for p in PROMPTS]
     assert generate_ids(ours, PROMPTS, 12, temperature=0.0, eos_id=None) == theirs  # cached, padded
     assert generate_ids(ours, PROMPTS[:1], 12, temperature=0.0, use_cache=False) == theirs[:1]
 
@@ -90,12 +81,7 @@ def test_parity_import_export_roundtrip(tie: bool, tmp_path: Path) -> None:
     back = load_whole(transformers.AutoModelForCausalLM, back_dir)
     assert type(back) is transformers.Qwen3ForCausalLM
     _check_parity(back, imported)
-    original, exported = (
-        load_file(str(hf_dir / "model.safetensors")),
-        load_file(str(back_dir / "model.safetensors")),
-    )
-    assert original.keys() == exported.keys()
-    assert all(torch.equal(t, exported[n]) for n, t in original.items())
+    assert_same_weights(hf_dir, back_dir)
 
 
 def test_beam_search_and_the_compiled_step_give_transformers_tokens(tmp_path: Path) -> None:
@@ -107,7 +93,7 @@ def test_beam_search_and_the_compiled_step_give_transformers_tokens(tmp_path: Pa
     with torch.no_grad():
         theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=8, num_beams=3, do_sample=False)
     assert beam_search(model, prompt, 8, [], 3) == [theirs[0, len(prompt) :].tolist()]
-    greedy = _hf_greedy(hf, prompt, 20)
+    greedy = hf_greedy(hf, prompt, 20)
     assert generate_ids(model, [prompt], 20, temperature=0, compile=True) == [greedy]
     assert compiled_decode.holds(model)  # the compiled step ran, not eager decoding
 

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_text
-from hf_helpers import VOCAB, load_whole, save_randomised
-from safetensors.torch import load_file
+from hf_helpers import VOCAB, assert_same_weights, hf_greedy, load_whole, save_randomised
 
 import lmforge
 from lmforge.config import ModelConfig
@@ -57,14 +56,6 @@ def make_smollm3(directory: Path, seed: int = 0, **changes: Any) -> torch.nn.Mod
     return save_randomised(hf, directory)
 
 
-def _hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    with torch.no_grad():
-        out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, use_cache=True)
-    return out[0, len(prompt) :].tolist()
-
-
 def _max_difference(ours: torch.nn.Module, hf: torch.nn.Module, length: int = 64) -> float:
     ids = torch.randint(0, VOCAB, (2, length), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -75,7 +66,7 @@ def _check_parity(hf: torch.nn.Module, ours: GPT) -> None:
     """Logits within 1e-4 over 64 positions; 40 greedy tokens (past the YaRN's original 32) as a
     left-padded batch, and cached and uncached alone."""
     assert _max_difference(ours, hf) <= 1e-4
-    theirs = [_hf_greedy(hf, p, 40) for p in PROMPTS]
+    theirs = [hf_greedy(hf, p, 40) for p in PROMPTS]
     assert len(set(theirs[0])) > 3  # not one token repeated: the test can tell models apart
     assert generate_ids(ours, PROMPTS, 40, temperature=0.0, eos_id=None) == theirs
     assert generate_ids(ours, PROMPTS[:1], 40, temperature=0.0, eos_id=None) == theirs[:1]
@@ -110,12 +101,7 @@ def test_parity_import_export_roundtrip(rope: dict | None, tmp_path: Path) -> No
     assert back.config.no_rope_layers == [1, 0, 1, 0]
     assert back.config.rope_parameters.items() >= hf.config.rope_parameters.items()  # + yarn's betas
     _check_parity(back, imported)
-    original, exported = (
-        load_file(str(hf_dir / "model.safetensors")),
-        load_file(str(back_dir / "model.safetensors")),
-    )
-    assert original.keys() == exported.keys()
-    assert all(torch.equal(t, exported[n]) for n, t in original.items())
+    assert_same_weights(hf_dir, back_dir)
 
 
 def test_a_config_json_reads_as_transformers_does(tmp_path: Path) -> None:
@@ -174,13 +160,13 @@ def test_compiled_decoding_and_onnx_give_transformers_tokens(tmp_path: Path) -> 
 
     hf = make_smollm3(tmp_path / "hf")
     model, _ = lmforge.load(tmp_path / "hf")
-    greedy = _hf_greedy(hf, PROMPTS[0], 20)
+    greedy = hf_greedy(hf, PROMPTS[0], 20)
     assert generate_ids(model, PROMPTS[:1], 20, temperature=0, compile=True) == [greedy]
     assert compiled_decode.holds(model)  # the compiled step ran, not eager decoding
     out = export_onnx(tmp_path / "hf", tmp_path / "onnx")  # checks logits within 1e-4 itself
     onnx = OnnxModel(out)
     assert onnx.meta["graphs"]["model"]["max_abs_diff"] <= 1e-4
-    theirs = [_hf_greedy(hf, p, 20) for p in PROMPTS]
+    theirs = [hf_greedy(hf, p, 20) for p in PROMPTS]
     assert generate_ids_onnx(onnx, PROMPTS, 20, temperature=0, stop_at_eos=False) == theirs
 
 
