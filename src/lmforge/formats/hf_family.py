@@ -87,3 +87,11 @@ def require(ok: bool, file: str, what: str) -> None:
 
 ACT_IN = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 ACT_OUT = {"gelu": "gelu", "gelu_tanh": "gelu_new"}
+
+
+def every_nth(flags: list[bool]) -> int | None:
+    """N where flags[i] holds exactly when (i + 1) % N == 0 (0 when none holds); None for any other
+    pattern. How config.json's per-layer lists (Gemma 3's full layers, SmolLM3's NoPE ones) read
+    as one lmforge interval."""
+    n = flags.index(True) + 1 if any(flags) else 0
+    return n if flags == [n > 0 and (i + 1) % n == 0 for i in range(len(flags))] else None

@@ -22,7 +22,7 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import Family, config_key, require, typed_key
+from lmforge.formats.hf_family import Family, config_key, every_nth, require, typed_key
 from lmforge.formats.hf_rope import rope_in, rope_out
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -43,9 +43,8 @@ def _layer_pattern(raw: dict[str, Any], layers: int, file: str) -> int:
             f"{file}: config key 'layer_types' must list {layers} entries (num_hidden_layers), each"
             f" {SLIDING!r} or {FULL!r}"
         )
-    full = [i for i, t in enumerate(types) if t == FULL]
-    pattern = full[0] + 1 if full else 0
-    if [t == FULL for t in types] != [pattern > 0 and (i + 1) % pattern == 0 for i in range(layers)]:
+    pattern = every_nth([t == FULL for t in types])
+    if pattern is None:
         raise LmforgeError(
             f"{file}: unsupported layer_types {types} (lmforge reads every Nth layer full, the others"
             " sliding, as Gemma 3's)"

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import config_key, require, typed_key
+from lmforge.formats.hf_family import config_key, every_nth, require, typed_key
 
 DEFAULT_THETA = 2_000_000.0  # SmolLM3Config.default_theta
 DEFAULT_INTERVAL = 4  # SmolLM3Config.no_rope_layer_interval
@@ -36,9 +36,8 @@ def _interval(raw: dict[str, Any], layers: int, file: str) -> int:
             f"{file}: config key 'no_rope_layers' must list at least {layers} entries (num_hidden_layers),"
             f" each 1 (rotary positions) or 0 (none)"
         )
-    nope = [not v for v in listed[:layers]]
-    interval = nope.index(True) + 1 if any(nope) else 0
-    if nope != [interval > 0 and (i + 1) % interval == 0 for i in range(layers)]:
+    interval = every_nth([not v for v in listed[:layers]])
+    if interval is None:
         raise LmforgeError(
             f"{file}: unsupported no_rope_layers {listed[:layers]} (lmforge reads every Nth layer"
             " without rotary positions, the others with them, as SmolLM3's)"
