@@ -87,16 +87,15 @@ def left_padded(mask: torch.Tensor) -> bool:
     return bool((mask[:, 0] == 0).any())
 
 
-def last_positions(idx: torch.Tensor, mask: torch.Tensor, pad_id: int | None) -> torch.Tensor:
+def last_positions(idx: torch.Tensor, mask: torch.Tensor, pad_id: int | None, left: bool) -> torch.Tensor:
     """(B,) the position `last` pooling reads: the last real token of mask, or with pad_id the
     rightmost real token that is not pad_id (0 when there is none), as transformers'
-    ...ForSequenceClassification picks it."""
-    if pad_id is None and not left_padded(mask):  # lmforge pads on the right
+    ...ForSequenceClassification picks it; `left`: some row is padded on the left."""
+    if pad_id is None and not left:  # lmforge pads on the right
         return mask.sum(1).long() - 1
-    if pad_id is None:
-        return (torch.arange(idx.size(1), device=idx.device) * mask.float()).argmax(-1)
-    keep = (mask.bool() & (idx != pad_id)).float()  # (B, T); float: ONNX Runtime's ArgMax takes it
-    return (torch.arange(idx.size(1), device=idx.device) * keep).argmax(-1)
+    keep = mask.bool() if pad_id is None else mask.bool() & (idx != pad_id)  # (B, T)
+    # float: ONNX Runtime's ArgMax takes it
+    return (torch.arange(idx.size(1), device=idx.device) * keep.float()).argmax(-1)
 
 
 class Classifier(nn.Module):
@@ -155,16 +154,17 @@ class Classifier(nn.Module):
         """idx (B, T), attention_mask (B, T) 1 = real token (right or left padding) -> class logits
         (B, labels)."""
         mask = attention_mask if attention_mask is not None else torch.ones_like(idx)
+        left = not self.encoder and left_padded(mask)
         if self.encoder:
             hidden = self.backbone(idx, mask)  # (B, T, C)
-        elif left_padded(mask):  # positions from each row's first real token, padding unattended
+        elif left:  # positions from each row's first real token, padding unattended
             hidden = self.backbone.hidden_states(idx, mask=mask.bool())
         else:  # a causal decoder needs no mask: right padding never reaches the real tokens
             hidden = self.backbone.hidden_states(idx)
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.pooling == "last":
-            pooled = hidden[torch.arange(idx.size(0)), last_positions(idx, mask, self.pad_id)]
+            pooled = hidden[torch.arange(idx.size(0)), last_positions(idx, mask, self.pad_id, left)]
         else:
             pooled = mean_pool(hidden, mask)
         if self.dense is not None:
