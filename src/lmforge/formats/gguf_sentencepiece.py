@@ -24,7 +24,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
 
-CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types
+CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types (1 is NORMAL)
 GEMMA_ARCHS = ("gemma", "gemma2", "gemma3")  # transformers' GGUF_SENTENCEPIECE_BUILDERS for Gemma
 SPACE = "\u2581"
 
@@ -42,12 +42,17 @@ def derived_merges(tokens: list[str], scores: dict[str, float]) -> list[tuple[st
     return [(left, right) for left, right, _ in merges]
 
 
-def _merges(meta: dict[str, Any], tokens: list[str], gemma: bool, file: str) -> list[tuple[str, str]]:
+def file_merges(meta: dict[str, Any], file: str) -> list[str]:
+    """tokenizer.ggml.merges, checked: a list of 'left right' strings (a one-line error else)."""
     merges = meta.get("tokenizer.ggml.merges")
-    if merges is not None:
-        if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
-            raise LmforgeError(f"{file}: tokenizer.ggml.merges must be a list of 'left right' strings")
-        return [tuple(m.split(" ")) for m in merges]  # type: ignore[misc]
+    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
+        raise LmforgeError(f"{file}: tokenizer.ggml.merges must be a list of 'left right' strings")
+    return merges
+
+
+def _merges(meta: dict[str, Any], tokens: list[str], gemma: bool, file: str) -> list[tuple[str, str]]:
+    if meta.get("tokenizer.ggml.merges") is not None:
+        return [tuple(m.split(" ")) for m in file_merges(meta, file)]  # type: ignore[misc]
     if gemma:
         return derived_merges(tokens, {t: -i for i, t in enumerate(tokens)})
     scores = meta.get("tokenizer.ggml.scores")

@@ -25,10 +25,8 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.gguf_sentencepiece import sentencepiece_hf
+from lmforge.formats.gguf_sentencepiece import CONTROL, USER_DEFINED, file_merges, sentencepiece_hf
 from lmforge.tokenization.tokenizer import Tokenizer
-
-CONTROL, USER_DEFINED = 3, 4  # llama.cpp's token types (1 is NORMAL)
 
 _LLAMA3 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -127,9 +125,7 @@ def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
 
 def _byte_level_hf(meta: dict[str, Any], tokens: list[str], types: list[int], file: str) -> HFTokenizer:
     """The `tokenizers` tokenizer (no post-processor) for a 'gpt2' vocabulary."""
-    merges = meta.get("tokenizer.ggml.merges")
-    if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
-        raise LmforgeError(f"{file}: tokenizer.ggml.merges must be a list of 'left right' strings")
+    merges = file_merges(meta, file)
     alphabet = _byte_alphabet()
     spelled = set(alphabet.values())
     vocab = {
