@@ -21,8 +21,6 @@ probe; with `LMFORGE_AUTOTUNE=0` each process probes for itself.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
@@ -67,13 +65,7 @@ def fp32_attention(
 def _measure(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> tuple[str, str]:
     """(the fastest route, if MARGIN faster than sdpa, else sdpa; the timings)."""
     kernels = {"sdpa": _sdpa, "fp32": fp32_attention, "grouped": grouped_attention}
-    best = dict.fromkeys(kernels, float("inf"))
-    for turn in range(ROUNDS + 1):  # turn 0 warms up; the routes take turns
-        for route, kernel in kernels.items():
-            start = time.perf_counter()
-            kernel(q, k, v, mask)
-            if turn:
-                best[route] = min(best[route], time.perf_counter() - start)
+    best = route_memory.best_times({r: lambda f=f: f(q, k, v, mask) for r, f in kernels.items()}, ROUNDS)
     fastest = min(best, key=best.__getitem__)
     timings = ", ".join(f"{route} {1e6 * took:.0f} us" for route, took in best.items())
     return (fastest if best["sdpa"] > MARGIN * best[fastest] else "sdpa"), f"{timings} at {k.size(-2)} keys"

@@ -43,7 +43,6 @@ point marked (`for_inference`) take it; any other layer on the fp32 `packed` rou
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 
 import torch
@@ -205,16 +204,16 @@ def _time_routes(
     turns so that load from elsewhere hits them alike."""
     x = {n_in: torch.full((rows, n_in), 0.5, dtype=dtype) for _, n_in in shapes}
     layers = [_constant_linear(n_in, n_out, dtype) for n_out, n_in in shapes]
-    times = dict.fromkeys(routes, float("inf"))
+
+    def through(kernel: Callable[[torch.Tensor, nn.Linear], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            for layer in layers:
+                kernel(x[layer.in_features], layer)
+
+        return run
+
     with torch.inference_mode():
-        for turn in range(rounds + 1):  # turn 0 warms up: thread pool, oneDNN's caches, packing
-            for route, kernel in routes.items():
-                start = time.perf_counter()
-                for layer in layers:
-                    kernel(x[layer.in_features], layer)
-                if turn:
-                    times[route] = min(times[route], time.perf_counter() - start)
-    return times
+        return route_memory.best_times({route: through(kernel) for route, kernel in routes.items()}, rounds)
 
 
 _NO_PACKING = "oneDNN cannot pack bf16 weights with this torch build on this CPU"

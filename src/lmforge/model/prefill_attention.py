@@ -19,7 +19,6 @@ and compiled forwards keep their routes. `LMFORGE_PREFILL_ATTENTION=bmm|sdpa` sk
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -59,13 +58,7 @@ def _bucket(t: int) -> int:
 
 def _measure(run: Callable[[str], torch.Tensor], positions: int) -> tuple[str, str]:
     """(`sdpa` unless `bmm` was faster, the timings)."""
-    best = dict.fromkeys(ROUTES, float("inf"))
-    for turn in range(ROUNDS + 1):  # turn 0 warms up; the routes take turns
-        for route in ROUTES:
-            start = time.perf_counter()
-            run(route)
-            if turn:
-                best[route] = min(best[route], time.perf_counter() - start)
+    best = route_memory.best_times({r: lambda r=r: run(r) for r in ROUTES}, ROUNDS)
     route = "bmm" if best["bmm"] < best["sdpa"] else "sdpa"
     timings = ", ".join(f"{r} {1e6 * took:.0f} us" for r, took in best.items())
     return route, f"{timings} at {positions} positions"

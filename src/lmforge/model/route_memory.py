@@ -1,5 +1,5 @@
-"""Where the model package's kernel probes (kernels.py, decode_attention.py) keep a route they
-chose by timing.
+"""Where the model package's kernel probes (kernels.py, decode_attention.py, prefill_attention.py)
+keep a route they chose by timing, and how they time (best_times).
 
 The model package reads and writes no files, so by default each process measures for itself. The
 layer above installs a memory: importing `lmforge.formats`, which every path that loads, trains or
@@ -11,6 +11,7 @@ enough that the same greedy `generate` told another story in 1 of 4 runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 Measure = Callable[[], tuple[str, str]]  # -> (route, its timings)
@@ -53,3 +54,17 @@ def said(chosen: list[tuple[str, str, str]]) -> str:
     timings = "; ".join(t for _, t, _ in chosen)
     fresh = any(not how for _, _, how in chosen)
     return f"measured: {timings}" if fresh else f"{chosen[0][2]}: {timings}"
+
+
+def best_times(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The best of `rounds` seconds each route's run takes, after a warm-up turn (thread pool,
+    oneDNN's caches, packing), the routes taking turns so that load from elsewhere hits them alike:
+    what every probe here times."""
+    best = dict.fromkeys(runs, float("inf"))
+    for turn in range(rounds + 1):
+        for route, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if turn:
+                best[route] = min(best[route], time.perf_counter() - start)
+    return best
