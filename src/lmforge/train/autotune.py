@@ -10,8 +10,11 @@ taking turns so that load from elsewhere hits them alike), and both AdamWs step 
 trainable tensors. A candidate replaces the fixed rule's choice only when, in the median round, it
 is MARGIN faster than the rule's choice timed beside it: a shared machine's throughput swings 2x
 from one second to the next, and one lucky round must not decide a choice the cache then keeps
-for every later run. The probe restores the random state and the data position: the run trains
-as if it had not happened.
+for every later run. When the two fastest both beat it and are within RUNOFF of each other (bf16
+with `bmm` or with `sdpa`, often 5-15% apart), the median of a few rounds beside a much slower
+third says little about which is faster: the two are timed again on their own, in turns, and
+the median of their paired rounds decides. The probe restores the random state and the data
+position: the run trains as if it had not happened.
 
 A fourth, compiling the forward with torch.compile, is measured in the same way where it can
 serve the run and the run is long enough to pay for it (train/compiling.py).
@@ -48,6 +51,7 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.tasks.base import Task
 
 MARGIN = 1.05  # a candidate must be this much faster than the rule's choice to replace it
+RUNOFF = 1.10  # two candidates that both beat the rule's choice, this close, are timed again alone
 ROUNDS = 5  # timed rounds at most: the median of five paired ratios outvotes two lucky rounds
 PROBE_S = 10.0  # seconds of timed rounds aimed at (at least one round)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -224,23 +228,38 @@ def measure(
     """Time every dtype x route on `batch` (loss(model, *batch) -> a scalar) and both AdamWs;
     a route and dtype replace (prior_dtype, bmm) when MARGIN faster in the median round, each
     round timed beside it, the ranks' timings summed; foreach replaces fused AdamW when MARGIN
-    faster. Returns them (`why` lists each candidate's best round, the ranks' mean) and the
-    seconds of one micro-batch with them, the ranks' mean."""
+    faster. Two candidates that both replace it, within RUNOFF of each other, are timed again
+    alone and the faster in their median round is taken. Returns the kernels (`why` lists each
+    candidate's best round, the ranks' mean) and the seconds of one micro-batch with them."""
     candidates = [(d, a) for d in dtypes for a in SEQUENCE_ROUTES]
     rounds = _time_steps(model, batch, loss, candidates, engine)
     adam_s = _time_adamw(model, engine)
     prior = (prior_dtype if prior_dtype in dtypes else dtypes[0], "bmm")
     gain = {c: _median_gain(rounds[prior], rounds[c]) for c in candidates}
-    best = max(candidates, key=gain.__getitem__)
+    best, second = sorted(candidates, key=gain.__getitem__, reverse=True)[:2]  # two routes: two or more
+    runoff = ""
+    if min(gain[best], gain[second]) >= MARGIN and second != prior and gain[best] < RUNOFF * gain[second]:
+        pair = _time_steps(model, batch, loss, [best, second], engine)
+        if _median_gain(pair[best], pair[second]) > 1.0:
+            best, second = second, best
+        runoff = f"; then {_rounds_line(pair, engine.world_size)} alone, {_fmt(best)} faster"
     dtype, attention = best if gain[best] >= MARGIN else prior
     adamw = "foreach" if adam_s["foreach"] * MARGIN < adam_s["fused"] else "fused"
     n = engine.world_size  # the sums decide; the line shows the ranks' mean
-    step_s = {c: min(times) / n for c, times in rounds.items()}
-    steps = ", ".join(f"{d}/{a} {1e3 * s:.0f} ms" for (d, a), s in step_s.items())
     adams = ", ".join(f"{name} {1e3 * s / n:.1f} ms" for name, s in adam_s.items())
-    taken = f"best of {len(rounds[prior])} round{'s' * (len(rounds[prior]) > 1)}"
-    kernels = StepKernels(dtype, attention, adamw, f"{steps} per micro-batch ({taken}); AdamW {adams}")
-    return kernels, step_s[(dtype, attention)]
+    why = f"{_rounds_line(rounds, n)}{runoff}; AdamW {adams}"
+    return StepKernels(dtype, attention, adamw, why), min(rounds[(dtype, attention)]) / n
+
+
+def _fmt(candidate: tuple[str, str]) -> str:
+    return "/".join(candidate)
+
+
+def _rounds_line(rounds: dict[tuple[str, str], list[float]], world_size: int) -> str:
+    """'fp32/bmm 929 ms, bf16/bmm 483 ms per micro-batch (best of 2 rounds)': the ranks' mean."""
+    steps = ", ".join(f"{_fmt(c)} {1e3 * min(times) / world_size:.0f} ms" for c, times in rounds.items())
+    taken = len(next(iter(rounds.values())))
+    return f"{steps} per micro-batch (best of {taken} round{'s' * (taken > 1)})"
 
 
 def _median_gain(prior: list[float], candidate: list[float]) -> float:
