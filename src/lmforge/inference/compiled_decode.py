@@ -180,11 +180,6 @@ def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cach
         raise LmforgeError(f"compiled decoding runs on the CPU only (measured there), not on {device}")
     if batch != 1 or mask is not None:
         raise LmforgeError(f"compiled decoding takes one sequence at a time; got a batch of {batch}")
-    if model.config.sliding_window:  # its traced step would guard on the cache's length against it
-        raise LmforgeError(
-            f"compiled decoding does not cover sliding-window attention (model.sliding_window="
-            f"{model.config.sliding_window}, Gemma 3's): decode without --compile (compile=False)"
-        )
     cxx = cpp_compiler()
     if shutil.which(cxx) is None:  # inductor writes C++ for the CPU and builds it with this compiler
         raise LmforgeError(

@@ -193,7 +193,7 @@ class SelfAttention(nn.Module):
             q = q * self.q_scale
         if cache is not None:
             k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
-        if self.window and k.size(-2) > self.window:
+        if self.window and (t == 1 or k.size(-2) > self.window):  # a step: no branch on the length
             k, v, mask = self._slide(t, k, v, mask)
         y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
         return linear(self.proj, y.transpose(1, 2).reshape(b, t, nh * hs))
@@ -205,9 +205,9 @@ class SelfAttention(nn.Module):
         keys (no mask to build); for several queries, a band mask on top of the causal one. Windows
         count cache columns, as transformers' do: a row's real tokens are contiguous and end at the
         last column (its padding, masked, on the left), so a column's distance is a position's."""
-        if t == 1:
-            w = self.window
-            return k[:, :, -w:], v[:, :, -w:], None if mask is None else mask[..., -w:]
+        if t == 1:  # the last min(length, window) keys: sym_min, so a compiled step takes any length
+            start = k.size(-2) - torch.sym_min(k.size(-2), self.window)
+            return k[:, :, start:], v[:, :, start:], None if mask is None else mask[..., start:]
         band = window_mask(t, k.size(-2), self.window, k.device)  # (T, T_keys), causal too
         return k, v, band if mask is None else mask & band
 
