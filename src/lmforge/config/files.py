@@ -22,6 +22,8 @@ from lmforge.errors import LmforgeError
 
 def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> Any:
     """Convert a TOML or command-line value to the field's type, or fail naming the key."""
+    if kind is tuple:  # a list of numbers: TOML's, or the command line's `1.0,2.5` (brackets allowed)
+        return _numbers(key, value, source, from_text)
     if kind is list:  # a string or a TOML list of strings (prep.inputs: `a,b.txt` can be one name)
         if from_text or isinstance(value, str):
             return value  # the command line's text, split on commas where read
@@ -54,7 +56,24 @@ def _coerce(key: str, value: Any, kind: type, source: str, from_text: bool) -> A
     return value
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "str | list[str]": list}
+def _numbers(key: str, value: Any, source: str, from_text: bool) -> list[float]:
+    """model.rope_short_factor's kind of value: a list of numbers, or their text, comma-separated."""
+    if from_text and isinstance(value, str):
+        text = value.strip().removeprefix("[").removesuffix("]").strip()
+        try:
+            return [float(v) for v in text.split(",")] if text else []
+        except ValueError:
+            raise LmforgeError(f"{source}: {key}={value!r} is not a list of numbers") from None
+    ok = isinstance(value, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    )
+    if not ok:
+        raise LmforgeError(f"{source}: {key}={value!r} must be a list of numbers")
+    return [float(v) for v in value]
+
+
+# a tuple stands for a list of numbers (the model's longrope factors)
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "str | list[str]": list, "list[float]": tuple}
 _TYPE_NAMES = {
     str: "a string",
     int: "an integer",

@@ -71,6 +71,8 @@ _ROPE_KEYS = (
     "rope_beta_fast",
     "rope_beta_slow",
     "rope_truncate",
+    "rope_short_factor",
+    "rope_long_factor",
 )
 _YARN = ("rope_factor", "rope_original_context", "rope_attention_factor", "rope_beta_fast",
          "rope_beta_slow", "rope_truncate")  # fmt: skip
@@ -79,6 +81,13 @@ _ROPE_USES = {  # the keys each kind reads (rope_type aside)
     "linear": ("rope_factor",),
     "llama3": ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context"),
     "yarn": _YARN,
+    "longrope": (
+        "rope_factor",
+        "rope_original_context",
+        "rope_attention_factor",
+        "rope_short_factor",
+        "rope_long_factor",
+    ),
 }
 
 
@@ -113,6 +122,27 @@ def _check_rope_scaling(m: ModelConfig) -> None:
         0 < slow <= fast,
         f"model.rope_beta_slow={slow} must be > 0 and at most model.rope_beta_fast={fast}",
     )
+    _check_partial_and_longrope(m, read)
+
+
+def _check_partial_and_longrope(m: ModelConfig, read: tuple[str, ...]) -> None:
+    """rope_partial_factor: a share of the head whose rotated part is an even count; longrope's
+    factor lists: one positive number per rotary frequency."""
+    share = m.rope_partial_factor
+    _check(0 < share <= 1, f"model.rope_partial_factor={share} must be in (0, 1]")
+    _check(share == 1.0 or m.pos == "rope", f"model.rope_partial_factor={share} changes nothing without"
+           " model.pos='rope'")  # fmt: skip
+    dims = m.rotary_dims()
+    _check(share == 1.0 or (dims >= 2 and dims % 2 == 0),
+           f"model.rope_partial_factor={share} rotates {dims} of {m.head_size()} head dimensions, which"
+           " must be an even count of at least 2")  # fmt: skip
+    for key in ("rope_short_factor", "rope_long_factor"):
+        values = getattr(m, key)
+        if key not in read:
+            continue
+        _check(len(values) == dims // 2 and all(v > 0 for v in values),
+               f"model.{key} must list {dims // 2} numbers > 0 (one per rotary frequency), not"
+               f" {len(values)}")  # fmt: skip
 
 
 def _check_local_layers(m: ModelConfig) -> None:

@@ -4,7 +4,7 @@ are model_checks.py's)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GATED_MLPS = ("swiglu", "geglu_tanh")  # model.mlp kinds with a gate projection beside the up one
 
@@ -71,12 +71,19 @@ class ModelConfig:
     rope_local_theta: float = 0.0
     """With sliding_window: the sliding-window layers' rotary base, without scaling (rope_type
     applies to the full-attention layers; Gemma 3's rope_local_base_freq); 0: they rotate as the others."""
+    rope_partial_factor: float = 1.0
+    """With pos='rope': the share of each head's dimensions that rotate: the first
+    int(head size x this) turn, the rest pass through unrotated (Phi-4-mini: 0.75; transformers'
+    partial_rotary_factor); 1: all of them."""
     rope_type: str = "default"
     """Rotary frequencies `default`, or scaled to a longer context than trained at: `linear` (all
     divided by rope_factor), `llama3` (Llama 3.1-3.3's: the long wavelengths divided by rope_factor,
-    the short kept, those between interpolated) or `yarn` (YaRN: Qwen2.5's and Qwen3's long
+    the short kept, those between interpolated), `yarn` (YaRN: Qwen2.5's and Qwen3's long
     contexts; the dimensions turning slowly over rope_original_context divided by rope_factor, the
-    fast ones kept, a ramp between, and the attention scaled; model/rope_scaling.py)."""
+    fast ones kept, a ramp between, and the attention scaled) or `longrope` (LongRoPE: Phi-3-128k,
+    Phi-3.5, Phi-4-mini; each frequency divided by its rope_short_factor entry while a sequence
+    is at most rope_original_context long, by its rope_long_factor entry past it, and the
+    attention scaled; model/rope_scaling.py)."""
     rope_factor: float = 1.0
     """Scaled rotary (rope_type linear, llama3 or yarn): the factor the context was stretched by."""
     rope_low_freq_factor: float = 1.0
@@ -84,10 +91,17 @@ class ModelConfig:
     rope_high_freq_factor: float = 4.0
     """rope_type llama3: wavelengths under rope_original_context / this are kept."""
     rope_original_context: int = 8192
-    """rope_type llama3 or yarn: the context the model was first trained at."""
+    """rope_type llama3, yarn or longrope: the context the model was first trained at."""
     rope_attention_factor: float = 0.0
-    """rope_type yarn: what the rotary cos and sin are multiplied by (transformers' attention_factor);
-    0: YaRN's 0.1 ln(rope_factor) + 1."""
+    """rope_type yarn or longrope: what the rotary cos and sin are multiplied by (transformers'
+    attention_factor); 0: YaRN's 0.1 ln(rope_factor) + 1, LongRoPE's
+    sqrt(1 + ln(rope_factor) / ln(rope_original_context)) (1 where rope_factor <= 1)."""
+    rope_short_factor: list[float] = field(default_factory=list)
+    """rope_type longrope: one divisor per rotary frequency (half the rotated dimensions), used
+    while a sequence is at most rope_original_context tokens long."""
+    rope_long_factor: list[float] = field(default_factory=list)
+    """rope_type longrope: one divisor per rotary frequency, used once a sequence is longer than
+    rope_original_context (the whole sequence then rotates with them)."""
     rope_beta_fast: float = 32.0
     """rope_type yarn: dimensions turning more than this many times over rope_original_context are
     kept (transformers' beta_fast)."""
@@ -117,6 +131,11 @@ class ModelConfig:
 
     def head_size(self) -> int:
         return self.head_dim or self.n_embd // self.n_head
+
+    def rotary_dims(self) -> int:
+        """The dimensions of each head that rotate (rope_partial_factor): the first ones."""
+        hs = self.head_size()
+        return hs if self.rope_partial_factor == 1.0 else int(hs * self.rope_partial_factor)
 
     def layer_window(self, layer: int) -> int:
         """The tokens layer `layer` (from 0) attends back over, itself included; 0: the whole context."""

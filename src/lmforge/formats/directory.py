@@ -215,7 +215,9 @@ LOADERS.update(
         for t in ("gpt2", "llama", "mistral", "qwen2", "qwen3", "bert", "distilbert", "roberta")
     }
 )
-LOADERS["marian"] = LOADERS["gemma3_text"] = LOADERS["smollm3"] = "lmforge.formats.hf_files:load_hf_dir"
+LOADERS["marian"] = LOADERS["gemma3_text"] = LOADERS["smollm3"] = LOADERS["phi3"] = (
+    "lmforge.formats.hf_files:load_hf_dir"
+)
 LOADERS["lmforge-encoder"] = "lmforge.formats.lmforge_dirs:load_encoder_dir"
 LOADERS["lmforge-classifier"] = "lmforge.formats.lmforge_dirs:load_classifier_dir"
 LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.formats.lmforge_dirs:load_seq2seq_dir"

@@ -3,7 +3,8 @@
 
 A family maps modules, so `.weight` and `.bias` follow together; a tuple of HF modules is fused
 along the output rows (separate q, k, v projections -> lmforge's one `qkv`; k, v -> a cross-
-attention's `kv`) and split again on export. The module "" stands for top-level tensors that keep
+attention's `kv`) and split again on export; `row_parts` goes the other way (Phi-3's one
+gate_up_proj -> lmforge's gate and up). The module "" stands for top-level tensors that keep
 their name (Marian's `final_logits_bias`).
 """
 
@@ -94,6 +95,13 @@ def hf_to_lmforge(
             raise LmforgeError(f"{file}: missing tensor {gone[0]!r}{why}")
         used.update(id(p) for p in parts)
         tensor = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+        if _local(module) in family.row_parts:  # one block of a fused HF module's rows
+            i, n = family.row_parts[_local(module)]
+            if tensor.size(0) % n:
+                raise LmforgeError(
+                    f"{file}: tensor {names[0]!r} has {tensor.size(0)} rows, not {n} equal parts"
+                )
+            tensor = tensor.chunk(n, dim=0)[i]
         if module == "wpe" and family.padded_positions and tensor.size(0) > target.size(0):
             tensor = tensor[tensor.size(0) - target.size(0) :]  # RoBERTa's rows before its first position
         if _local(module) in family.transposed and param == "weight":
@@ -122,6 +130,7 @@ def lmforge_to_hf(
     """HF names and layouts for an lmforge state dict (a tied lm_head is left out, as HF saves it)."""
     plan = _plan(family, config)
     out: dict[str, torch.Tensor] = {}
+    blocks: dict[str, tuple[int, dict[int, torch.Tensor]]] = {}  # row_parts: (n, an HF tensor's blocks)
     for name, tensor in state.items():
         module, _, param = name.rpartition(".")
         if module == "lm_head" and config.tie_embeddings:
@@ -133,10 +142,21 @@ def lmforge_to_hf(
         if _local(module) in family.transposed and param == "weight":
             tensor = tensor.t()
         theirs = plan[module]
+        if _local(module) in family.row_parts:
+            i, n = family.row_parts[_local(module)]
+            blocks.setdefault(_name(str(theirs), param), (n, {}))[1][i] = tensor
+            continue
         if isinstance(theirs, tuple):
             sizes = _split_sizes(config, len(theirs), tensor.size(0))
             for t, part in zip(theirs, tensor.split(sizes, dim=0), strict=True):
                 out[_name(t, param)] = part.contiguous()
         else:
             out[_name(theirs, param)] = tensor.contiguous()
+    for hf_name, (n, parts) in blocks.items():
+        if len(parts) != n:  # PEFT: an adapter on the gate alone has no place in the fused module
+            raise LmforgeError(
+                f"{hf_name} fuses {n} lmforge modules in the HF {family.architecture} layout; only"
+                f" {len(parts)} given, so it has no exact equivalent there"
+            )
+        out[hf_name] = torch.cat([parts[i] for i in range(n)], dim=0).contiguous()
     return out

@@ -42,6 +42,10 @@ class Family:
     """More layer stacks as (lmforge prefix, modules, HF prefix): Marian's decoder."""
     tied: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """HF tensor -> the names its tied copies may be saved under instead (or as well)."""
+    row_parts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """lmforge module (inside a layer) -> (i, n): it is the i-th of n equal row blocks of its HF
+    module, which fuses several (Phi-3's gate_up_proj: gate rows, then up rows); split on import,
+    fused on export."""
     padded_positions: bool = False
     """RoBERTa: HF's position table begins with padding_idx + 1 rows that no real token uses (its
     positions count from padding_idx + 1); import keeps the rows after them (config_in's block_size)."""

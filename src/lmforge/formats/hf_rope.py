@@ -24,7 +24,8 @@ def rope_in(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
     kind = typed_key(scaling, "rope_type", file, str, name=f"{where}.rope_type") or typed_key(
         scaling, "type", file, str, "default", name=f"{where}.type"
     )
-    require(kind in KINDS, file, f"rope type {kind!r} (lmforge reads {', '.join(KINDS)})")
+    kinds = [k for k in KINDS if k != "longrope"]  # Phi-3's, read by formats/hf_phi3.py
+    require(kind in kinds, file, f"rope type {kind!r} (lmforge reads {', '.join(kinds)}), longrope for phi3")
     theta = typed_key(scaling, "rope_theta", file, float, name=f"{where}.rope_theta")
     out: dict[str, Any] = {"rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0}
     if kind == "default":

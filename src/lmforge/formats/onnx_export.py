@@ -101,6 +101,11 @@ def model_kind(model: nn.Module, where: str | Path) -> str:
             f"{where}: the ONNX export does not cover sliding-window attention"
             f" (model.sliding_window={window}, Gemma 3's); run the model in PyTorch (generate, serve) instead"
         )
+    if getattr(getattr(model, "config", None), "rope_type", "") == "longrope":  # traced on one table
+        raise LmforgeError(
+            f"{where}: the ONNX export does not cover model.rope_type='longrope' (its rotary table"
+            " switches past the original context); run the model in PyTorch (generate, serve) instead"
+        )
     for cls, kind in kinds:
         if isinstance(model, cls):
             return kind

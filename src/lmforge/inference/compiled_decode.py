@@ -180,6 +180,11 @@ def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cach
         raise LmforgeError(f"compiled decoding runs on the CPU only (measured there), not on {device}")
     if batch != 1 or mask is not None:
         raise LmforgeError(f"compiled decoding takes one sequence at a time; got a batch of {batch}")
+    if model.config.rope_type == "longrope":  # its table switches with the cache's length
+        raise LmforgeError(
+            "compiled decoding does not cover model.rope_type='longrope' (Phi-3-128k's, Phi-3.5's,"
+            " Phi-4-mini's): decode without --compile (compile=False)"
+        )
     cxx = cpp_compiler()
     if shutil.which(cxx) is None:  # inductor writes C++ for the CPU and builds it with this compiler
         raise LmforgeError(

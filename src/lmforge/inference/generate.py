@@ -94,7 +94,9 @@ def stream_ids(
         seq = torch.cat([seq, token[:, None]], dim=1)
         if real is not None:
             real = torch.cat([real, real.new_ones(real.size(0), 1)], dim=1)
-        if cache is not None and cache.length < context:
+        # LongRoPE: the step that takes a row past the original context recomputes, as transformers
+        stale = cache is not None and model.stale_cache(cache.length, 1, real)
+        if cache is not None and cache.length < context and not stale:
             if real is None:
                 if auto is not None and auto.due(min(max_new_tokens - n - 1, context - cache.length)):
                     step, cache = auto.switch(cache)
@@ -105,7 +107,7 @@ def stream_ids(
                     auto.spent(time.perf_counter() - start)
             else:
                 logits = model(token[:, None], cache, True, real)[:, -1]
-        else:  # no cache, or the window slides: recompute over the last `context` tokens
+        else:  # no cache, the window slides or longrope switches: recompute over the last `context` tokens
             cache = new_cache(seq.size(0)) if use_cache else None
             logits = prefill(model, seq[:, -context:], cache, None if real is None else real[:, -context:])
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig, check_buildable
+from lmforge.errors import LmforgeError
 from lmforge.model.attention import KVCache
 from lmforge.model.layers import Block, Rotary, linear, make_norm
 from lmforge.model.rope_scaling import RopeScaling
@@ -42,7 +43,7 @@ def rotary_of(c: ModelConfig) -> Rotary | None:
     """The rotary positions every block shares (pos='rope'), None for other positions."""
     if c.pos != "rope":
         return None
-    return Rotary(c.head_size(), c.block_size, c.rope_theta, RopeScaling.of(c))
+    return Rotary(c.rotary_dims(), c.block_size, c.rope_theta, RopeScaling.of(c))
 
 
 class GPT(nn.Module):
@@ -126,6 +127,12 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {start + t} tokens exceeds the context of {self.config.block_size}"
             )
+        if cache is not None and start and self.stale_cache(start, t, mask):
+            raise LmforgeError(
+                f"longrope: a KV cache rotated with the short factors cannot take positions past"
+                f" model.rope_original_context={self.config.rope_original_context}; recompute it over the"
+                " whole sequence (as transformers' generate does)"
+            )
         positions = attn_mask = None
         if mask is not None:
             positions, attn_mask = padding_positions(mask, t)
@@ -148,6 +155,19 @@ class GPT(nn.Module):
         if last_only:
             x = x[:, -1:]
         return self.ln_f(x)
+
+    def stale_cache(self, cached: int, t: int = 1, mask: torch.Tensor | None = None) -> bool:
+        """Whether t more tokens after a cache of `cached` positions (mask (B, cached + t): each
+        row's own length) take some row past the original context of a LongRoPE model, whose cache
+        then holds keys rotated with the short factors where the long ones now apply: transformers'
+        generate recomputes the whole sequence then, and so must the caller."""
+        c = self.config
+        if c.rope_type != "longrope" or c.pos != "rope":
+            return False
+        if mask is None:
+            return cached <= c.rope_original_context < cached + t
+        before, after = mask[:, : mask.size(1) - t].sum(1), mask.sum(1)  # (B,) each row's lengths
+        return bool(((before <= c.rope_original_context) & (after > c.rope_original_context)).any())
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         c = self.config

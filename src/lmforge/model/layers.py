@@ -66,7 +66,9 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding (Su et al., 2021), rotate-half form as in Llama/HF."""
+    """Rotary position embedding (Su et al., 2021), rotate-half form as in Llama/HF. head_size: the
+    dimensions that rotate, the first of each head (rope_partial_factor: the rest pass through).
+    LongRoPE keeps a second table, for sequences longer than the original context."""
 
     def __init__(
         self, head_size: int, max_len: int, base: float = 10000.0, scaling: RopeScaling | None = None
@@ -75,20 +77,31 @@ class Rotary(nn.Module):
         self.head_size, self.max_len, self.base, self.scaling = head_size, max_len, base, scaling
         self.register_buffer("cos", torch.empty(max_len, head_size), persistent=False)  # (T, hs)
         self.register_buffer("sin", torch.empty(max_len, head_size), persistent=False)
+        # longrope: the sequence length past which the long table applies (0: one table)
+        self.switch = scaling.original_context if scaling is not None and scaling.kind == "longrope" else 0
+        if self.switch:
+            self.register_buffer("cos_long", torch.empty(max_len, head_size), persistent=False)
+            self.register_buffer("sin_long", torch.empty(max_len, head_size), persistent=False)
         self.reset_buffers()
 
     def reset_buffers(self) -> None:
         """Compute the angles' cos and sin (also after model/empty.py builds the model empty)."""
+        self.cos, self.sin = self._table(long=False)
+        if self.switch:
+            self.cos_long, self.sin_long = self._table(long=True)
+
+    def _table(self, long: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # The same float32 arithmetic as HF's LlamaRotaryEmbedding, so imported models match it.
         device = self.cos.device
-        inv_freq = inverse_frequencies(self.head_size, self.base, self.scaling, device)  # (hs/2,)
+        inv_freq = inverse_frequencies(self.head_size, self.base, self.scaling, device, long)  # (hs/2,)
         angles = torch.outer(torch.arange(self.max_len, device=device).float(), inv_freq)  # (T, hs/2)
         angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
-        self.cos, self.sin = angles.cos(), angles.sin()
-        # YaRN's attention factor, in the tables themselves: every path that rotates (the forward,
-        # cached and compiled decoding, ONNX) reads them, and q.k then scales by its square
+        cos, sin = angles.cos(), angles.sin()
+        # YaRN's and LongRoPE's attention factor, in the tables themselves: every path that rotates
+        # (the forward, cached and compiled decoding, ONNX) reads them, and q.k scales by its square
         if (attention := self.scaling.attention() if self.scaling else 1.0) != 1.0:
-            self.cos, self.sin = self.cos * attention, self.sin * attention
+            cos, sin = cos * attention, sin * attention
+        return cos, sin
 
     def extra_repr(self) -> str:  # in repr(model), which keys the compiled steps kept on disk
         return f"base={self.base:g}" + (f", scaling={self.scaling}" if self.scaling else "")
@@ -102,14 +115,26 @@ class Rotary(nn.Module):
         self, start: int, t: int, positions: torch.Tensor | None, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) for `rotate`: (T, hs), or (B, 1, T, hs) for per-row positions. A model
-        computes them once per forward; every layer's queries and keys share them."""
+        computes them once per forward; every layer's queries and keys share them. LongRoPE: the
+        long table for a sequence longer than the original context, each row by its own length."""
         if positions is None:
-            return self.cos[start : start + t].to(dtype), self.sin[start : start + t].to(dtype)
-        return self.cos[positions][:, None].to(dtype), self.sin[positions][:, None].to(dtype)
+            long = self.switch and start + t > self.switch
+            cos, sin = (self.cos_long, self.sin_long) if long else (self.cos, self.sin)
+            return cos[start : start + t].to(dtype), sin[start : start + t].to(dtype)
+        cos, sin = self.cos[positions], self.sin[positions]  # (B, T, hs)
+        if self.switch:  # a row's length: its last position + 1 (its padding, if any, on the left)
+            long = (positions[:, -1:] + 1 > self.switch)[..., None]  # (B, 1, 1)
+            cos = torch.where(long, self.cos_long[positions], cos)
+            sin = torch.where(long, self.sin_long[positions], sin)
+        return cos[:, None].to(dtype), sin[:, None].to(dtype)
 
     @staticmethod
     def rotate(x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         cos, sin = angles
+        rot = cos.size(-1)
+        if rot != x.size(-1):  # partial rotary: the first `rot` dimensions turn, the rest pass through
+            turned, kept = x.split([rot, x.size(-1) - rot], dim=-1)
+            return torch.cat([Rotary.rotate(turned, angles), kept], dim=-1)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 

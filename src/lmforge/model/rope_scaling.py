@@ -1,7 +1,7 @@
 """Scaled rotary frequencies: how a model trained at one context was stretched to a longer one.
 
-Three static kinds, the ones transformers computes once at load (`modeling_rope_utils.py`), with
-its float32 arithmetic, so that imported models give its logits:
+Four kinds, as transformers computes them (`modeling_rope_utils.py`), with its float32
+arithmetic, so that imported models give its logits:
 - `linear` (Position Interpolation, Chen et al., 2023; long-context Llama 2 variants): every
   frequency divided by `factor`, as if positions were.
 - `llama3` (Llama 3.1, 3.2, 3.3): wavelengths longer than `original_context / low_freq_factor`
@@ -12,8 +12,16 @@ its float32 arithmetic, so that imported models give its logits:
   more than `beta_fast` times kept, a linear ramp between; and cos and sin are multiplied by the
   attention factor (0.1 ln(factor) + 1 unless given), which sharpens the attention's softmax.
 
-The kinds whose angles depend on the running length (`dynamic`, `longrope`) are not here: import
-refuses them by name.
+- `longrope` (LongRoPE, Ding et al., 2024; Phi-3-128k, Phi-3.5, Phi-4-mini): each frequency
+  divided by its own `short_factor` entry, or its `long_factor` entry once the sequence is longer
+  than `original_context`, and cos and sin multiplied by sqrt(1 + ln(factor) / ln(original_context))
+  unless given. Which set applies depends on the running length: transformers picks it per forward
+  from the longest position, and its generate() recomputes the whole cache the step a sequence
+  crosses `original_context`. The model keeps both tables (model/layers.py `Rotary`) and picks per
+  row; a cache filled with the short set is refused past the crossing (GPT.stale_cache), where the
+  decoding loop recomputes it as transformers does.
+
+`dynamic` (its angles grow with every new length) is not here: import refuses it by name.
 """
 
 from __future__ import annotations
@@ -25,13 +33,13 @@ import torch
 
 from lmforge.config import ModelConfig
 
-KINDS = ("default", "linear", "llama3", "yarn")
+KINDS = ("default", "linear", "llama3", "yarn", "longrope")
 YARN_BETA_FAST, YARN_BETA_SLOW = 32.0, 1.0  # the paper's, transformers' defaults
 
 
 @dataclass(frozen=True)
 class RopeScaling:
-    kind: str  # "linear", "llama3" or "yarn"
+    kind: str  # "linear", "llama3", "yarn" or "longrope"
     factor: float
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
@@ -40,6 +48,8 @@ class RopeScaling:
     beta_fast: float = YARN_BETA_FAST
     beta_slow: float = YARN_BETA_SLOW
     truncate: bool = True  # yarn: the ramp's ends rounded out to whole dimensions
+    short_factor: tuple[float, ...] = ()  # longrope: divisors per frequency, at most original_context
+    long_factor: tuple[float, ...] = ()  # longrope: divisors per frequency, past it
 
     @classmethod
     def of(cls, c: ModelConfig) -> RopeScaling | None:
@@ -56,10 +66,16 @@ class RopeScaling:
             c.rope_beta_fast,
             c.rope_beta_slow,
             c.rope_truncate,
+            tuple(c.rope_short_factor),
+            tuple(c.rope_long_factor),
         )
 
     def attention(self) -> float:
-        """The factor cos and sin are multiplied by (1 but for yarn)."""
+        """The factor cos and sin are multiplied by (1 but for yarn and longrope)."""
+        if self.kind == "longrope":  # transformers' _compute_longrope_parameters
+            if self.attention_factor or self.factor <= 1.0:
+                return self.attention_factor or 1.0
+            return math.sqrt(1 + math.log(self.factor) / math.log(self.original_context))
         if self.kind != "yarn":
             return 1.0
         return self.attention_factor or yarn_mscale(self.factor)
@@ -67,6 +83,11 @@ class RopeScaling:
     def __str__(self) -> str:
         if self.kind == "linear":
             return f"linear x{self.factor:g}"
+        if self.kind == "longrope":  # every value, exactly, as yarn's
+            return (
+                f"longrope x{self.factor!r} from {self.original_context}, attention {self.attention()!r},"
+                f" short {list(self.short_factor)!r}, long {list(self.long_factor)!r}"
+            )
         if self.kind == "yarn":  # every value, exactly: repr(model) keys the compiled steps on disk
             ends = "" if self.truncate else ", untruncated"
             return (
@@ -93,11 +114,19 @@ def frequencies(head_size: int, base: float, device: torch.device | None = None)
 
 
 def inverse_frequencies(
-    head_size: int, base: float, s: RopeScaling | None, device: torch.device | None = None
+    head_size: int,
+    base: float,
+    s: RopeScaling | None,
+    device: torch.device | None = None,
+    long: bool = False,
 ) -> torch.Tensor:
-    """The model's rotary inverse frequencies (hs/2,) float32, scaled as s says."""
+    """The model's rotary inverse frequencies (hs/2,) float32, scaled as s says (longrope: its
+    long_factor set with `long`, else its short_factor set)."""
     if s is not None and s.kind == "yarn":
         return _yarn(head_size, base, s, device)
+    if s is not None and s.kind == "longrope":  # 1 / (ext * base^(2i/d)), transformers' order
+        ext = torch.tensor(s.long_factor if long else s.short_factor, dtype=torch.float32, device=device)
+        return 1.0 / (ext * base ** (torch.arange(0, head_size, 2, device=device).float() / head_size))
     return scaled(frequencies(head_size, base, device), s)
 
 
@@ -105,7 +134,7 @@ def scaled(inv_freq: torch.Tensor, s: RopeScaling | None) -> torch.Tensor:
     """inv_freq (hs/2,) float32, scaled as s says (unchanged for None); linear and llama3 only."""
     if s is None:
         return inv_freq
-    assert s.kind != "yarn", "yarn's frequencies are inverse_frequencies'"
+    assert s.kind in ("linear", "llama3"), "yarn's and longrope's frequencies are inverse_frequencies'"
     if s.kind == "linear":
         return inv_freq / s.factor
     low_freq_wavelen = s.original_context / s.low_freq_factor
