@@ -130,6 +130,33 @@ def test_a_longrope_cache_is_recomputed_where_transformers_recomputes(tmp_path: 
     assert whole.shape == (1, VOCAB)
 
 
+def test_the_server_rotates_long_throughout_as_vllm(tmp_path: Path) -> None:
+    """A served LongRoPE model whose context passes the original takes the long factors at every
+    length, as vLLM does (its rows keep their caches, which a switch would make stale): a request
+    crossing the original context is answered, with what the uncached forward gives at each step,
+    and a sequence past the original still gets transformers' logits."""
+    from fastapi.testclient import TestClient
+
+    from lmforge.server.app import Settings, create_app
+    from lmforge.server.models import load_models
+
+    hf = make_phi3(tmp_path / "phi", **LONGROPE)
+    models = load_models([tmp_path / "phi"], dtype="fp32")
+    served = models["phi"]
+    assert "LongRoPE's long factors at every length" in served.decoding
+    prompt = PROMPTS[0] + [1, 2]  # 10 tokens + 20 new: past the original 16
+    body = {"model": "phi", "prompt": prompt, "max_tokens": 20, "temperature": 0}
+    reply = TestClient(create_app(models, Settings(max_tokens_limit=300))).post("/v1/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    uncached = generate_ids(served.net, [prompt], 20, temperature=0.0, eos_id=None, use_cache=False)[0]
+    assert reply.json()["choices"][0]["text"] == served.tokenizer.decode(uncached)
+    long = torch.randint(0, VOCAB, (1, ORIGINAL + 8), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(served.net(long), hf(long).logits, rtol=1e-4, atol=1e-4)
+        short = long[:, :ORIGINAL]  # within the original: the long factors, unlike transformers'
+        assert not torch.allclose(served.net(short), hf(short).logits, atol=1e-3)
+
+
 def test_a_phi3_config_json_reads_as_transformers_does(tmp_path: Path) -> None:
     """The older rope_scaling with `type: su`, whose original context is the top-level key, and a
     window as long as the context (Phi-3.5's), which slides nothing."""

@@ -162,12 +162,24 @@ class GPT(nn.Module):
         then holds keys rotated with the short factors where the long ones now apply: transformers'
         generate recomputes the whole sequence then, and so must the caller."""
         c = self.config
-        if c.rope_type != "longrope" or c.pos != "rope":
+        if c.rope_type != "longrope" or c.pos != "rope" or self._long_throughout:
             return False
         if mask is None:
             return cached <= c.rope_original_context < cached + t
         before, after = mask[:, : mask.size(1) - t].sum(1), mask.sum(1)  # (B,) each row's lengths
         return bool(((before <= c.rope_original_context) & (after > c.rope_original_context)).any())
+
+    @property
+    def _long_throughout(self) -> bool:
+        return any(getattr(block.attn.rotary, "long_only", False) for block in self.blocks)
+
+    def rotate_long_throughout(self) -> bool:
+        """LongRoPE: rotate every sequence with the long factors, however short, as vLLM does where its
+        context passes the original one; a cache then never goes stale. Whether the model has LongRoPE."""
+        rotaries = [block.attn.rotary for block in self.blocks if block.attn.rotary is not None]
+        for rotary in rotaries:
+            rotary.long_only = bool(rotary.switch)
+        return any(rotary.switch for rotary in rotaries)
 
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
         c = self.config

@@ -79,6 +79,7 @@ class Rotary(nn.Module):
         self.register_buffer("sin", torch.empty(max_len, head_size), persistent=False)
         # longrope: the sequence length past which the long table applies (0: one table)
         self.switch = scaling.original_context if scaling is not None and scaling.kind == "longrope" else 0
+        self.long_only = False  # longrope: the long table at every length (GPT.rotate_long_throughout)
         if self.switch:
             self.register_buffer("cos_long", torch.empty(max_len, head_size), persistent=False)
             self.register_buffer("sin_long", torch.empty(max_len, head_size), persistent=False)
@@ -118,12 +119,12 @@ class Rotary(nn.Module):
         computes them once per forward; every layer's queries and keys share them. LongRoPE: the
         long table for a sequence longer than the original context, each row by its own length."""
         if positions is None:
-            long = self.switch and start + t > self.switch
+            long = self.switch and (self.long_only or start + t > self.switch)
             cos, sin = (self.cos_long, self.sin_long) if long else (self.cos, self.sin)
             return cos[start : start + t].to(dtype), sin[start : start + t].to(dtype)
         cos, sin = self.cos[positions], self.sin[positions]  # (B, T, hs)
         if self.switch:  # a row's length: its last position + 1 (its padding, if any, on the left)
-            long = (positions[:, -1:] + 1 > self.switch)[..., None]  # (B, 1, 1)
+            long = (positions[:, -1:] + 1 > self.switch)[..., None] | self.long_only  # (B, 1, 1)
             cos = torch.where(long, self.cos_long[positions], cos)
             sin = torch.where(long, self.sin_long[positions], sin)
         return cos[:, None].to(dtype), sin[:, None].to(dtype)

@@ -66,6 +66,10 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
     served = ServedModel(model_id(path), directory, kind, net, tokenizer)
     if isinstance(net, GPT):
         served.net = to_inference_dtype(net, dtype)[0]
+        # LongRoPE (Phi-3.5, Phi-4-mini): rows decode in caches they keep, which a switch of tables at
+        # the original context would make stale; vLLM takes the long factors at every length instead
+        long = served.net.config.block_size > served.net.config.rope_original_context
+        long_rope = long and served.net.rotate_long_throughout()
         spec = ChatSpec.read(directory, tokenizer)
         served.chat = spec if spec.template is not None else None
         served.step, said = step_for_serving(served.net, compile)
@@ -73,6 +77,7 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
             served.step_rows = rows_through_step(served.net)
             said += f"; so do up to {served.step_rows} rows at once, one by one" * (served.step_rows > 1)
         served.decoding = f"{str(served.net.wte.weight.dtype).removeprefix('torch.')}, {said}"
+        served.decoding += "; LongRoPE's long factors at every length, as vLLM" * long_rope
         if served.net.wte.weight.dtype == torch.bfloat16:  # bf16 products round by the batch's shape
             served.decoding += "; in bf16 a reply can change with what else decodes (--dtype fp32 keeps it)"
     elif isinstance(net, Seq2Seq):  # the pipeline loads its own copy: call shapes stay the pipeline's
