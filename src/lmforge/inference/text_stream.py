@@ -1,7 +1,11 @@
 """A continuation's text as its tokens arrive: whole UTF-8 characters only, cut at a stop string.
 
 A BPE token may be part of a character, and the start of a stop string may be the end of the text
-so far: a stream shows neither until the next tokens say what they are. The server's rows
+so far: a stream shows neither until the next tokens say what they are. With a byte-fallback
+tokenizer (Llama 2, Mistral, Gemma: <0xNN> tokens) a whole run of byte tokens may still change
+(HF's ByteFallback decoder makes an invalid run one U+FFFD per token, "é" included), so the run
+waits for the token that ends it. What is shown is then never taken back: the stream's pieces add
+up to the final text, which is transformers' `tokenizer.decode` of the ids. The server's rows
 (server/decoding.py) and `generate`/`chat` on a terminal use the same rules.
 """
 
@@ -39,6 +43,19 @@ def whole_chars(text: str) -> str:
     return text.rstrip("\ufffd")
 
 
+def settled(tokenizer: Tokenizer, ids: Sequence[int], decoded: str) -> str:
+    """The start of `decoded` (the ids' text) that no later token can change: without a trailing
+    partial character (byte-level BPE) and without the text of a byte-fallback run still open (its
+    tokens up to the last; vLLM and transformers' TextStreamer hold back only the U+FFFD it shows,
+    and so printed "\x05\x05" where the final text was three U+FFFD)."""
+    k = len(ids)
+    while k and ids[k - 1] in tokenizer.byte_run_ids:
+        k -= 1
+    if k < len(ids):
+        return tokenizer.decode(ids[:k])  # ends at a token that closed every run before it
+    return decoded if tokenizer.byte_run_ids else whole_chars(decoded)
+
+
 def held_back(text: str, stops: Sequence[str]) -> int:
     """How many of the text's last characters may be the start of a stop string."""
     return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
@@ -46,8 +63,8 @@ def held_back(text: str, stops: Sequence[str]) -> int:
 
 class TextStream:
     """Writes a continuation's text as its tokens arrive (to `out`, or sys.stdout at the time of
-    writing). It decodes the whole continuation each time and holds back what ends mid-character
-    or may start a stop string; called with a token, it says whether a stop string ended the
+    writing). It decodes the whole continuation each time and holds back what later tokens may
+    change (settled) or may start a stop string; called with a token, it says whether a stop string ended the
     text (generate_ids then ends the row). `finish()` writes what is still held back."""
 
     def __init__(self, tokenizer: Tokenizer, out: TextIO | None = None, stops: Sequence[str] = ()) -> None:
@@ -61,10 +78,11 @@ class TextStream:
         self.ids.append(token)
         decoded = self.tokenizer.decode(self.ids)
         text, stopped = cut_at_stop(whole_chars(decoded), self.stops)
-        if stopped:
+        if stopped:  # the row ends here: its text is the decode of these ids, cut
             self._write(text)
-        elif len(text) == len(decoded):
-            self._write(text[: len(text) - held_back(text, self.stops)])
+        else:
+            sure = text[: len(settled(self.tokenizer, self.ids, decoded))]
+            self._write(sure[: len(sure) - held_back(sure, self.stops)])
         return stopped
 
     def finish(self) -> str:

@@ -6,7 +6,8 @@ each token to `take`: a row ends at an end-of-turn id, a stop string, the end of
 response_format asks for, max_tokens or the model's context (its next token would be predicted
 from more than `context` positions: sliding a window past it would forget the prompt's start,
 and recompute the whole window for every token); text is sent as it becomes safe to show (whole
-UTF-8 characters, never the start of a stop string). When every row has ended the job's future
+UTF-8 characters, never a byte-fallback run a later token may still change, never the start of
+a stop string). When every row has ended the job's future
 gets its rows; a cancelled job (the client went away) or a late one (past --timeout) is dropped
 from the batch at the next step and its future gets the error. A job that asks for
 log-probabilities keeps each counted token's (TokenLogprob); a stream sends them with the text
@@ -27,7 +28,7 @@ from lmforge.inference.generate import row_generator
 from lmforge.inference.grammar import Grammar, GrammarState
 from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties
-from lmforge.inference.text_stream import cut_at_stop, held_back, whole_chars
+from lmforge.inference.text_stream import cut_at_stop, held_back, settled, whole_chars
 from lmforge.server.errors import ApiError
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -71,10 +72,9 @@ class Row:
         if stopped:
             self.text, self.finish = text, "stop"
             return self.flush()
-        if len(whole) < len(decoded):  # a BPE piece ended mid-character: wait for the rest
-            return ""
-        self.text = text
-        return self._take(len(text) - held_back(text, stops))
+        # less what a later token may change: a character cut in half, an open byte-fallback run
+        self.text = text[: len(settled(tokenizer, self.ids, decoded))]
+        return self._take(len(self.text) - held_back(self.text, stops))
 
     def flush(self) -> str:
         return self._take(len(self.text))

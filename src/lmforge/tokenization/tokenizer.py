@@ -64,6 +64,9 @@ class Tokenizer:
         self.unk_id: int | None = hf.token_to_id(UNK) if self.kind == "char" else None
         self.warn_unknown = True
         """Warn on the next encode that meets a character outside a char vocabulary (then False)."""
+        self.byte_run_ids = _byte_run_ids(hf, spec.get("decoder"))
+        """Ids whose text a later token can still change: a byte-fallback decoder's <0xNN> tokens
+        (and the specials decode drops between them), whose run it decodes as one byte string."""
 
     @property
     def vocab_size(self) -> int:
@@ -201,6 +204,28 @@ class Tokenizer:
             else:
                 sizes.append(len(token.encode("utf-8")))
         return sizes
+
+
+def _has_byte_fallback(decoder: Any) -> bool:
+    """Whether a tokenizer.json decoder (or a Sequence of them) holds ByteFallback."""
+    if not isinstance(decoder, dict):
+        return False
+    inner = decoder.get("decoders") or []  # a Sequence's
+    return decoder.get("type") == "ByteFallback" or any(map(_has_byte_fallback, inner))
+
+
+def _byte_run_ids(hf: HFTokenizer, decoder: Any) -> frozenset[int]:
+    """SentencePiece-style byte fallback (Llama 2, Mistral, Gemma): HF's ByteFallback decoder reads a
+    run of <0xNN> tokens as one byte string, and the whole run becomes one U+FFFD per token when
+    it is not valid UTF-8, so a token can change the text of the run before it ("é" of C3 A9
+    becomes three U+FFFD after 80). Specials are in the set too: decode drops them before the
+    decoder, so they do not end a run. Empty for every other decoder (byte-level BPE decodes
+    bytes with from_utf8_lossy, where only a trailing partial character can change)."""
+    if not _has_byte_fallback(decoder):
+        return frozenset()
+    ids = {hf.token_to_id(f"<0x{b:02X}>") for b in range(256)}
+    ids |= {i for i, t in hf.get_added_tokens_decoder().items() if t.special}
+    return frozenset(i for i in ids if i is not None)
 
 
 class UnknownChars:
