@@ -147,21 +147,22 @@ def test_completion_tab_streams_the_api_answer(page: Any, url: str) -> None:
 
 
 def test_a_completion_the_context_ended_says_so(page: Any, url: str) -> None:
-    """`finish: length` alone read as Max tokens; the char GPT's 32 positions end this one first."""
-    prompt = "KING: the queen is dead, and th"  # 31 characters: room for 2 tokens of the 20 asked
-    body = {"model": "gpt", "prompt": prompt, "max_tokens": 20, "temperature": 0, "top_p": 1}
+    """`finish: length` alone read as Max tokens; here the reply fills the char GPT's 32 positions
+    (more than the prompt leaves is a 400 since 2026-12-07: OpenAI's and vLLM's rule)."""
+    prompt = "KING: the queen is dead, and th"  # 31 characters: room for 1 token
+    body = {"model": "gpt", "prompt": prompt, "max_tokens": 1, "temperature": 0, "top_p": 1}
     answer = api(url, "completions", body)
-    assert answer["choices"][0]["finish_reason"] == "length" and answer["usage"]["completion_tokens"] < 20
+    assert answer["choices"][0]["finish_reason"] == "length" and answer["usage"]["completion_tokens"] == 1
     page.get_by_role("tab", name="Completion").click()
     page.get_by_label("Model", exact=True).select_option("gpt")
-    set_sampling(page, max_tokens="20", system=None)
+    set_sampling(page, max_tokens="1", system=None)
     page.get_by_label("Prompt", exact=True).fill(prompt)
     page.get_by_role("button", name="Complete").click()
     stats = page.get_by_label("Completion statistics")
     expect(stats).to_contain_text("finish: length (the model's context of 32 tokens is full)")
-    set_sampling(page, max_tokens="1", system=None)  # Max tokens ended it: no word of the context
+    page.get_by_label("Prompt", exact=True).fill("KING:")  # Max tokens ended it: no word of the context
     page.get_by_role("button", name="Complete").click()
-    expect(stats).to_contain_text("1 tokens in")
+    expect(stats).to_contain_text("prompt 5 tokens")
     assert stats.text_content().endswith("finish: length")
 
 

@@ -23,7 +23,7 @@ from serve_helpers import free_port, make_endless_gpt, serve_argv, wait_healthy 
 
 from lmforge.server.serve import SHUTDOWN_GRACE_S  # noqa: E402
 
-ENDLESS = {"model": "endless", "prompt": "a", "max_tokens": 10**6, "temperature": 0}
+ENDLESS = {"model": "endless", "prompt": "a", "max_tokens": 2**16 - 1, "temperature": 0}  # fills its context
 
 
 @pytest.fixture(scope="module")

@@ -149,4 +149,8 @@ def test_a_k_that_leaves_the_reply_no_room_is_a_400(api: TestClient, dirs: dict[
     assert r.status_code == 400 and "at most 248" in r.json()["error"]["message"], r.text
     r = api.post("/v1/chat/completions", json={**body, "truncate_prompt_tokens": 248, "max_tokens": 8})
     assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == 248, r.text
-    assert api.post("/v1/chat/completions", json=body).status_code == 200  # no max_tokens: vLLM's 0
+    # no max_tokens: vLLM's 0 for k, then the reply fills the context; one that is full is a 400
+    r = api.post("/v1/chat/completions", json={**body, "truncate_prompt_tokens": 255})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 1, r.text
+    error = api.post("/v1/chat/completions", json=body).json()["error"]
+    assert (error["param"], error["code"]) == ("messages", "context_length_exceeded"), error

@@ -54,6 +54,7 @@ def new_job(
                 "messages" if chat else "prompt",
                 "context_length_exceeded",
             )
+    limit = _room(served.context, body, prompts, limit, chat)
     if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
         eos = frozenset(served.chat.stops)
     else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
@@ -87,6 +88,43 @@ def new_job(
         timeout=timeout,
         context=served.context,
     )
+
+
+def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, chat: bool) -> int:
+    """The tokens each row may generate: vLLM's and OpenAI's rule that a prompt of P tokens and the
+    max_tokens K the request runs under fit the context N (P + K <= N), else a 400 before anything
+    is decoded (until 2026-12-07 the reply ran to the context and ended with "length"). K counts
+    a completion's default 16 (vLLM's CompletionRequest default); a chat that names none fills the
+    context, N - P (vLLM's get_max_tokens), so its prompt must leave room for one token."""
+    named = body.limit() if chat else body.max_tokens  # type: ignore[attr-defined]
+    if chat and named is None:
+        room = context - len(prompts[0])
+        if room < 1 and limit > 0:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, your messages"
+                f" resulted in {len(prompts[0])} tokens, which leaves no room for a reply."
+                " Please reduce the length of the messages.",
+                "messages",
+                "context_length_exceeded",
+            )
+        return min(limit, room)
+    key = body.limit_key() if chat else "max_tokens"  # type: ignore[attr-defined]
+    given = "messages" if chat else "prompt"
+    for i, p in enumerate(prompts):
+        if len(p) + limit > context:
+            where = f"the {given}" if len(prompts) == 1 else f"prompt item {i}"
+            asked = f"{key}={limit}" if named is not None else f"the default {key} of {limit}"
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {context} tokens. However, you requested"
+                f" {len(p) + limit} tokens ({len(p)} in {where}, {limit} in the completion: {asked})."
+                f" Please reduce the length of the {given} or the completion ({key} at most"
+                f" {context - len(p)}).",
+                key,
+                "context_length_exceeded",
+            )
+    return limit
 
 
 def _bias(body: _Sampling, vocab: int) -> LogitBias:

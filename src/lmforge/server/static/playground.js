@@ -180,9 +180,9 @@ function refocus(focused) {
 }
 
 // The rate counts the tokens after the first over the time after the first: the wait for the
-// first token is the prompt's processing (and any queue), not generation. A reply the model's
-// context ended (the server stops one whose next token would need more positions than the model
-// has) says so: "length" alone read as Max tokens.
+// first token is the prompt's processing (and any queue), not generation. A reply whose text filled
+// the model's context (the server refuses a max_tokens over the room the prompt leaves, and a chat
+// without one fills that room) says so: "length" alone read as Max tokens.
 function stats(id, usage, finishReason, started, first, model) {
   const parts = [];
   if (usage) {
@@ -196,7 +196,7 @@ function stats(id, usage, finishReason, started, first, model) {
     parts.push(`prompt ${usage.prompt_tokens} tokens`);
   }
   const card = state.models.find((m) => m.id === model);
-  const full = usage && card && usage.prompt_tokens + usage.completion_tokens > card.context_length;
+  const full = usage && card && usage.prompt_tokens + usage.completion_tokens >= card.context_length;
   if (finishReason === "length" && full) parts.push(`finish: length (the model's context of ${card.context_length} tokens is full)`);
   else if (finishReason) parts.push(`finish: ${finishReason}`);
   $(id).textContent = parts.join(" · ");
