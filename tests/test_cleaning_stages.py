@@ -153,3 +153,39 @@ def test_stopwords_keep_a_real_nul() -> None:
     stats = StageStats()
     assert Stopwords().apply("nul\x00 in text", stats) == "nul\x00 text"
     assert Stopwords().apply("the \x00\ufdd0 of it", stats) == "\x00\ufdd0"  # another mark then
+
+
+def test_markup_separates_blocks_and_table_cells_as_the_epub_reader_does() -> None:
+    """The markup stage knew fewer block tags than the EPUB reader: `<td>Paris</td><td>France</td>`
+    became ParisFrance, `<dt>Term</dt><dd>Definition</dd>` TermDefinition, a page's title ran into
+    its body's first line; a row's cells are now tab-separated, as epub.py writes them."""
+    from lmforge.data.clean import Whitespace
+
+    def cleaned(text: str) -> str:
+        stats = StageStats()
+        return Whitespace().apply(Markup().apply(text, stats), stats).strip()  # type: ignore[arg-type]
+
+    table = "<table><tr><td>Paris</td><td>France</td></tr><tr><th>Rome</th><td x=1>Italy</td></tr></table>"
+    assert cleaned(table) == "Paris\tFrance\n\nRome\tItaly"
+    pretty = "<table>\n  <tr>\n    <td>Paris</td>\n    <td>France</td>\n  </tr>\n</table>"
+    assert cleaned(pretty) == "Paris\tFrance"
+    assert cleaned("<dl><dt>Term</dt><dd>Definition</dd></dl>") == "Term\n\nDefinition"
+    page = "<html><head><title>My page</title></head><body><main>Hello world</main></body></html>"
+    assert cleaned(page) == "My page\n\n\nHello world"
+    assert cleaned("<blockquote>Quote</blockquote><footer>Foot</footer>x<hr>y") == "Quote\n\nFoot\nx\ny"
+    assert cleaned("<select><option>One<option>Two</select><figcaption>Cap</figcaption>") == "One\nTwo\nCap"
+    assert cleaned("a\tb and <code>x</code>") == "a\tb and x"  # a text's own tab is kept
+
+
+def test_markup_and_the_epub_reader_share_one_list_of_block_tags() -> None:
+    """Every block tag starts a new line in both (one list, html_blocks.py)."""
+    from lmforge.data.epub import _Text
+    from lmforge.data.html_blocks import BLOCK_TAGS
+
+    for tag in sorted(BLOCK_TAGS - {"title"}):  # the EPUB reader leaves <title> out (the <head>'s)
+        markup = Markup().apply(f"before<{tag}>inside</{tag}>after", StageStats())
+        assert markup.split() == ["before", "inside", "after"], tag
+        epub = _Text()
+        epub.feed(f"<body>before<{tag}>inside</{tag}>after</body>")
+        epub.close()
+        assert epub.result().split("\n") == ["before", "inside", "after"], tag

@@ -144,7 +144,7 @@ def test_a_corrupt_gzip_is_named_and_its_documents_before_the_damage_kept(tmp_pa
         "a.txt.gz": "\n".join(rows),
         "b.jsonl.gz": "".join(json.dumps({"text": r}) + "\n" for r in rows),
         "c.json.gz": json.dumps([{"text": r} for r in rows]),
-        "d.csv.gz": "text\n" + "\n".join(rows),
+        "d.csv.gz": "text\n" + "\n".join(f'"{r}"' for r in rows),  # its "," quoted: one field
     }[name]
     (tmp_path / name).write_bytes(_corrupt_gzip(text))
     texts, report = _texts(tmp_path / name)

@@ -25,6 +25,7 @@ from typing import Any
 
 import ftfy
 
+from lmforge.data.html_blocks import BLOCK_TAGS, CELL_TAGS
 from lmforge.data.report import StageStats
 
 Stage = Any  # anything with `name` and `apply(text, stats) -> str | None`
@@ -85,10 +86,21 @@ _NAME_ATTRS = rf"(?:(?-i:[abiqsup])(?![\w:-]){_VALUED}|(?:{_ELEMENTS})(?![\w:-])
 _TAG = re.compile(rf"</?{_NAME_ATTRS}>|<!doctype\b[^<>]*>", re.I)
 _HTML_HINT = re.compile(rf"{_TAG.pattern}|<!--|&(?:[a-z]+|#\d+|#x[0-9a-f]+);", re.I)  # or an entity
 _DROP_BLOCKS = re.compile(rf"<(script|style|noscript|template)\b{_ATTRS}>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
+# A block's tags (html_blocks.py, the EPUB reader's list too) end a line: the one-letter `p` as
+# `_NAME_ATTRS` takes one-letter tags (lower case, name=value attributes), the rest as the others.
+_BLOCKS = "|".join(sorted((t for t in BLOCK_TAGS if len(t) > 1), key=lambda t: (-len(t), t)))
 _BREAK_TAGS = re.compile(
-    rf"<(?:/?(?-i:p)(?![\w:-]){_VALUED}|(?:br|/?(?:div|li|tr|h[1-6]|ul|ol|table|section|article))(?![\w:-]){_ATTRS})>",
+    rf"<(?:/?(?-i:p)(?![\w:-]){_VALUED}|(?:br|/?(?:{_BLOCKS}))(?![\w:-]){_ATTRS})>",
     re.I,
 )
+# A row's cells: each opening tag (with the closing tag and white space before it) becomes CELL,
+# a tab where it follows text on its line, nothing at a line's start, as the EPUB reader writes
+# them; taken before the blocks' line breaks, which the white space would swallow (`</td></tr>`).
+# CELL is a control character, which markup removed from the text before.
+_CELLS = "|".join(sorted(CELL_TAGS))
+_CELL_TAGS = re.compile(rf"(?:</(?:{_CELLS})\s*>\s*)?<(?:{_CELLS})(?![\w:-]){_ATTRS}>", re.I)
+CELL = "\x00"
+_ROW_START_CELL = re.compile(rf"^([ \t]*){CELL}", re.M)
 # Markdown's code (fenced blocks, `spans`) is kept as written: "use `<br>`" shows a tag.
 _MD_CODE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$|`[^`\n]+`", re.M | re.S)
 
@@ -144,10 +156,10 @@ class Markup:
         pieces, at = [], 0
         for code in [*_MD_CODE.finditer(out), None]:  # the prose between code blocks, stripped
             end = len(out) if code is None else code.start()
-            prose = _TAG.sub("", _BREAK_TAGS.sub("\n", out[at:end]))
+            prose = _TAG.sub("", _BREAK_TAGS.sub("\n", _CELL_TAGS.sub(CELL, out[at:end])))
             pieces += [_unescape(prose), "" if code is None else code.group()]
             at = end if code is None else code.end()
-        stripped = "".join(pieces)
+        stripped = _ROW_START_CELL.sub(r"\1", "".join(pieces)).replace(CELL, "\t")
         if stripped != before:
             stats.edits["html"] += 1
         return stripped

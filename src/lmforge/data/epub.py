@@ -34,6 +34,7 @@ from urllib.parse import unquote
 from xml.etree import ElementTree
 
 from lmforge.data.documents import opening, parts, said
+from lmforge.data.html_blocks import BLOCK_TAGS, CELL_TAGS
 from lmforge.data.report import Report
 from lmforge.data.sources import Document
 from lmforge.errors import counted
@@ -149,11 +150,7 @@ class _Text(HTMLParser):
     runs of whitespace one space as HTML shows them (but in <pre>), entities decoded."""
 
     SKIP = {"head", "title", "script", "style"}
-    BLOCKS = {
-        "p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "table", "blockquote", "pre",
-        "section", "article", "aside", "header", "footer", "nav", "figure", "figcaption", "hr",
-        "dt", "dd", "dl", "ul", "ol", "body", "main", "address", "caption",
-    }  # fmt: skip
+    BLOCKS = BLOCK_TAGS  # the markup stage's too
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -168,7 +165,7 @@ class _Text(HTMLParser):
         elif tag == "br":
             self.out.append("\n")
             self.line_start, self.pending = True, False
-        elif tag in ("td", "th") and not (self.line_start or self.pending):
+        elif tag in CELL_TAGS and not (self.line_start or self.pending):
             self.out.append("\t")
         elif tag in self.BLOCKS:
             self.pending = True

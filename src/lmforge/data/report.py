@@ -25,6 +25,7 @@ RECORD_KINDS = {
     "line too long",
     "lone surrogate",
     "record too long",
+    "too many fields",
 }
 
 

@@ -2,11 +2,11 @@
 
 Formats: a .txt, .md, .html or .htm file is one document (the markup stage strips tags); each
 line of a .jsonl file is one document (its text field), as is each element of a .json array
-(json_array.py); each row of a .parquet (a named column) or .csv/.tsv (a named column, header
-row) file is one document; each HTML or text response of a .warc file is one (warc.py); a .pdf,
-.docx or .epub file is one (documents.py, epub.py). Compression: .gz, .xz, .bz2, .zst (not of
-the last three). Everything is streamed line by line, element by element or
-batch by batch, never loaded whole; a text file larger than `max_doc_bytes` becomes several
+(json_array.py); each row of a .parquet (a named column, parquet.py) or .csv/.tsv (a named
+column, header row; csv_table.py) file is one document; each HTML or text response of a .warc
+file is one (warc.py); a .pdf, .docx or .epub file is one (documents.py, epub.py). Compression:
+.gz, .xz, .bz2, .zst (not of the last three). Everything is streamed line by line, element by
+element or batch by batch, never loaded whole; a text file larger than `max_doc_bytes` becomes several
 documents cut at line ends.
 
 Bad input never stops a run: a binary file, an empty file, an unreadable or truncated file, a
@@ -225,7 +225,9 @@ def _read_file(
 
         return read_parquet(path, text_field, report)
     if kind in TABLES:
-        return _read_csv(path, text_field, report, max_line_bytes, TABLES[kind])
+        from lmforge.data.csv_table import read_csv  # imports this module's readers
+
+        return read_csv(path, text_field, report, max_line_bytes, TABLES[kind])
     if kind in JSON_LINES:
         return _read_jsonl(path, text_field, report, max_line_bytes)
     if kind == ".json":
@@ -298,7 +300,8 @@ def _read_text(path: Path, report: Report, max_line: int, max_doc: int) -> Itera
 
 
 def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterator[Document]:
-    number, failed = 0, False
+    number, failed, blank = 0, False, True  # blank: no line but white space yet
+    too_long = report.problem_counts["line too long"]  # a file of only such lines is named so
     decode = _Decoder()
     try:
         with _open_binary(path) as f:
@@ -307,6 +310,7 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
             for number, offset, line in _lines(f, path, report, max_line):
                 if not line.strip():
                     continue
+                blank = False
                 try:
                     record = json.loads(decode(line, number, offset))
                 except json.JSONDecodeError:
@@ -324,47 +328,9 @@ def _read_jsonl(path: Path, field: str, report: Report, max_line: int) -> Iterat
         report.problem(f"{path}:{number + 1}" if number else str(path), _error_kind(e), str(e))
         failed = True
     decode.report(path, report)
-    if number == 0 and not failed:
-        report.problem(str(path), "empty file")
-
-
-def _read_csv(
-    path: Path, field: str, report: Report, max_line: int, delimiter: str = ","
-) -> Iterator[Document]:
-    csv.field_size_limit(max_line)
-    reader = None
-    try:
-        with _open_binary(path) as raw, io.TextIOWrapper(raw, "utf-8-sig", errors="replace", newline="") as f:
-            if _not_text(raw, path, report):
-                return
-            # strict: a quote left open would otherwise swallow every later row into one field
-            # at the end of the file, unreported; and text after a closing quote is an error too
-            # a .tsv is IANA's text/tab-separated-values, as corpora write it (Tatoeba, OPUS): no
-            # quoting, a `"` is text (CSV's quoting merged `"Wait,` with the rows after it)
-            quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-            reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting, strict=True)
-            if reader.fieldnames is None:
-                report.problem(str(path), "empty file")
-                return
-            if field not in reader.fieldnames:
-                report.problem(str(path), "no column", f"{field!r} not in {reader.fieldnames[:10]}")
-                return
-            for row in _csv_rows(reader, path, report):
-                text = row.get(field)
-                if not isinstance(text, str):
-                    report.problem(f"{path}:{reader.line_num}", "no string field", repr(field))
-                    continue
-                if not text.strip():
-                    report.problem(f"{path}:{reader.line_num}", "empty text", repr(field))
-                    continue
-                if "\ufffd" in text:
-                    report.problem(
-                        f"{path}:{reader.line_num}", "invalid UTF-8", "repaired with U+FFFD", record=True
-                    )
-                yield Document(text, f"{path}:{reader.line_num}")
-    except READ_ERRORS as e:
-        where = f"{path}:{reader.line_num}" if reader is not None else str(path)
-        report.problem(where, _error_kind(e), str(e))
+    if blank and not failed and report.problem_counts["line too long"] == too_long:
+        # a file of blank lines was skipped unnamed, as a blank .txt file is not
+        report.problem(str(path), "blank file (only whitespace)" if number else "empty file")
 
 
 def _field_detail(record: object, field: str) -> str:
@@ -375,18 +341,6 @@ def _field_detail(record: object, field: str) -> str:
         return f"{field!r} is a {type(record[field]).__name__}, not a string"
     keys = ", ".join(map(repr, list(record)[:10]))
     return f"{field!r}; the line has {keys or 'no keys'}"
-
-
-def _csv_rows(reader: csv.DictReader, path: Path, report: Report) -> Iterator[dict]:
-    """The reader's rows, a row it cannot parse (a field over the size limit) reported and
-    skipped: the reader goes on at the next record, so the rest of the file is kept."""
-    while True:
-        try:
-            yield next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:  # line_num is the last line read before the failing record
-            report.problem(f"{path}:{reader.line_num + 1}", "unreadable", str(e), record=True)
 
 
 def _error_kind(e: BaseException) -> str:

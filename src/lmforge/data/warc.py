@@ -8,7 +8,12 @@ warcio itself decodes it then; a body in another, in `br` without it, or whose c
 damaged, is skipped and counted: warcio passed such bytes on as they were, binary garbage),
 then it is decoded by its byte order mark, else its charset (the HTTP header's, else the page's
 `<meta charset>`, else UTF-8, else windows-1252 as browsers fall back), as the WHATWG encoding
-standard orders them, and goes through the `markup` stage as an .html file does. The other records
+standard orders them, a charset label meaning what that standard says (webencodings, html5lib's
+table: `gb2312` is GBK, `shift_jis` windows-31J, `iso-8859-9` windows-1254, `iso-8859-1`
+windows-1252; Python's codecs of the same names lost or garbled their pages' characters), and goes
+through the `markup` stage as an .html file does. A page in a charset that the standard maps to
+its `replacement` encoding (`iso-2022-kr`, `hz-gb-2312`: browsers show no text of it) is skipped
+and counted. The other records
 (request, metadata, warcinfo, revisit; responses that are images, PDFs, redirects, errors) are
 skipped and counted in the report's `read` row, not named one by one: a Common Crawl file holds a
 request and a metadata record beside every response.
@@ -24,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import webencodings
 import zstandard
 from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import ChunkedDataReader
@@ -44,13 +50,14 @@ PAGE_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
 WARC_ERRORS = (ArchiveLoadFailed, StatusAndHeadersParserException, *READ_ERRORS)
 # HTML's prescan (WHATWG "prescan a byte stream"): a charset in a <meta> of the first 1024 bytes
 _META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([\w.:-]+)""", re.I)
-# WHATWG's encoding labels that mean windows-1252, which Python's latin-1 and ascii are not
-_WINDOWS_1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "us-ascii", "ascii", "cp819"}
+# WHATWG's GBK decoder is its gb18030 decoder (four-byte sequences too); webencodings gives gbk's
+_GB18030 = codecs.lookup("gb18030")
 # WHATWG's BOM sniffing: a byte order mark outranks any declared charset
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 NOT_DECODED = "WARC body in a Content-Encoding not decoded"
 DAMAGED = "WARC body's compression damaged"
 NO_BROTLI = "WARC body in brotli (br) not decoded: pip install 'lmforge[html]' (or brotli)"
+NO_DECODER = "WARC page in a charset browsers do not decode (WHATWG's replacement)"
 
 
 class _Guarded:
@@ -101,7 +108,11 @@ def read_warc(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
                 if len(body) > max_doc:
                     report.problem(where, "record too long", f"over {max_doc:,} bytes")
                     continue
-                text, repaired = _decode(body, record)
+                decoded = _decode(body, record)
+                if decoded is None:
+                    stats.dropped[NO_DECODER] += 1
+                    continue
+                text, repaired = decoded
                 if repaired:
                     stats.edits["WARC pages with bytes invalid in their charset"] += 1
                 if not text.strip():
@@ -211,25 +222,41 @@ _DECOMPRESS = {"gzip": _gunzip, "x-gzip": _gunzip, "deflate": _inflate, "zstd": 
 _BROTLI_ERRORS: tuple[type[Exception], ...] = (brotli.error,) if brotli is not None else ()
 
 
-def _decode(body: bytes, record: Any) -> tuple[str, bool]:
-    """(text, whether bytes invalid in its charset were replaced by U+FFFD)."""
+def _decode(body: bytes, record: Any) -> tuple[str, bool] | None:
+    """(text, whether bytes invalid in its charset were replaced by U+FFFD), or None for a page in
+    the WHATWG's replacement encoding."""
     for bom, codec in _BOMS:
         if body.startswith(bom):
             text = body[len(bom) :].decode(codec, errors="replace")
             return text, "\ufffd" in text
     declared = None
     if record.http_headers is not None:
-        declared = _codec(_param(record.http_headers.get_header("Content-Type") or "", "charset"))
-    if declared is None:
-        meta = _META_CHARSET.search(body[:1024])
-        declared = _codec(meta.group(1).decode("ascii", "replace")) if meta else None
-    for codec in dict.fromkeys([declared or "utf-8", "utf-8"]):  # mislabelled UTF-8 is common
-        try:
-            return body.decode(codec), False
+        declared = webencodings.lookup(
+            _param(record.http_headers.get_header("Content-Type") or "", "charset")
+        )
+    if declared is None and (meta := _META_CHARSET.search(body[:1024])):
+        declared = _prescanned(webencodings.lookup(meta.group(1).decode("ascii", "replace")))
+    if declared is not None and declared.name == "replacement":
+        return None
+    codec = (_GB18030 if declared.name == "gbk" else declared.codec_info) if declared else None
+    utf8 = webencodings.UTF8.codec_info
+    for info in [codec, utf8] if codec is not None and codec.name != "utf-8" else [utf8]:
+        try:  # the declared charset, then UTF-8: mislabelled UTF-8 is common
+            return info.decode(body)[0], False
         except UnicodeDecodeError:
             pass
-    text = body.decode(declared or "windows-1252", errors="replace")
+    text = (codec or webencodings.lookup("windows-1252").codec_info).decode(body, "replace")[0]
     return text, "\ufffd" in text
+
+
+def _prescanned(encoding: webencodings.Encoding | None) -> webencodings.Encoding | None:
+    """A `<meta charset>`'s encoding as HTML's prescan takes it: a page that names UTF-16 in its
+    own bytes is not UTF-16 (its ASCII tag was read), it is UTF-8; x-user-defined is windows-1252."""
+    if encoding is None:
+        return None
+    if encoding.name in ("utf-16le", "utf-16be"):
+        return webencodings.UTF8
+    return webencodings.lookup("windows-1252") if encoding.name == "x-user-defined" else encoding
 
 
 def _param(header: str, name: str) -> str:
@@ -239,16 +266,3 @@ def _param(header: str, name: str) -> str:
         if key.strip().lower() == name:
             return value.strip().strip("\"'")
     return ""
-
-
-def _codec(label: str) -> str | None:
-    """Python's codec for a charset label, or None for none or one Python does not know."""
-    label = label.strip().lower()
-    if not label:
-        return None
-    if label in _WINDOWS_1252:
-        return "windows-1252"
-    try:
-        return codecs.lookup(label).name
-    except LookupError:
-        return None
