@@ -263,3 +263,54 @@ def test_ask_indexes_a_pdf_for_its_text(tmp_path: Path) -> None:
     assert index.stats["files"] == 1 and not index.stats["skipped"]
     best = index.search("Which page speaks of ships?", k=1)[0][0]
     assert best.source == str(docs / "paper.pdf") and "ships" in best.text
+
+
+W = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+DATE = 'w:author="A" w:date="2026-01-01T00:00:00Z"'
+# Word's "All Markup" with every change accepted: insertions in, deletions out; content controls,
+# fields' results and links read in place; a paragraph whose mark is deleted joins the next one.
+TRACKED = [
+    f'<w:r><w:t xml:space="preserve">The meeting is on </w:t></w:r><w:del w:id="1" {DATE}><w:r>'
+    f'<w:delText>Monday</w:delText></w:r></w:del><w:ins w:id="2" {DATE}><w:r><w:t>Tuesday at noon</w:t>'
+    "</w:r></w:ins><w:r><w:t>.</w:t></w:r>",
+    '<w:r><w:t xml:space="preserve">Name: </w:t></w:r><w:sdt><w:sdtPr/><w:sdtContent><w:r><w:t>Jane'
+    '</w:t></w:r></w:sdtContent></w:sdt><w:r><w:t xml:space="preserve">, see </w:t></w:r><w:fldSimple'
+    ' w:instr=" REF _Ref1 \\h "><w:r><w:t>Section 2</w:t></w:r></w:fldSimple><w:r><w:t xml:space="preserve">'
+    ' on page </w:t></w:r><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText> PAGEREF _Ref1'
+    ' </w:instrText></w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>7</w:t></w:r><w:r>'
+    '<w:fldChar w:fldCharType="end"/></w:r><w:r><w:t xml:space="preserve">, at </w:t></w:r><w:hyperlink'
+    ' w:anchor="x"><w:r><w:t>the link</w:t></w:r></w:hyperlink><w:moveFrom w:id="3" w:author="A"><w:r>'
+    "<w:t>moved away</w:t></w:r></w:moveFrom><w:r><w:t>.</w:t></w:r>",
+    f'<w:pPr><w:rPr><w:del w:id="4" {DATE}/></w:rPr></w:pPr><w:r><w:t xml:space="preserve">Joined </w:t>'
+    "</w:r>",
+]
+
+
+def test_a_docx_reads_as_word_shows_it_with_tracked_changes_accepted(tmp_path: Path) -> None:
+    """python-docx's paragraph text has only runs and links: a tracked insertion, a content
+    control and a field's result were lost (`The meeting is on .`, `Name: , see .`)."""
+    from docx.oxml import parse_xml
+
+    document = docx.Document()
+    document.add_paragraph("First.")
+    table = document.add_table(rows=2, cols=2)
+    table.cell(0, 0).text, table.cell(1, 0).text = "kept row", "deleted row"
+    table.rows[1]._tr.get_or_add_trPr().append(parse_xml(f'<w:del {W} w:id="5" {DATE}/>'))
+    cell = table.cell(0, 1)._tc  # a content control around a cell's paragraph
+    cell.append(
+        parse_xml(
+            f"<w:sdt {W}><w:sdtContent><w:p><w:r><w:t>in a control</w:t></w:r></w:p></w:sdtContent></w:sdt>"
+        )
+    )
+    body = document.element.body
+    for xml in TRACKED:
+        body[-1].addprevious(parse_xml(f"<w:p {W}>{xml}</w:p>"))
+    block = f"<w:sdt {W}><w:sdtContent><w:p><w:r><w:t>with the next.</w:t></w:r></w:p></w:sdtContent></w:sdt>"
+    body[-1].addprevious(parse_xml(block))
+    path = tmp_path / "tracked.docx"
+    document.save(str(path))
+    [doc] = read_documents(path)
+    assert doc.text == (
+        "First.\nkept row\tin a control\nThe meeting is on Tuesday at noon.\n"
+        "Name: Jane, see Section 2 on page 7, at the link.\nJoined with the next."
+    )

@@ -2,11 +2,12 @@
 
 A PDF's text is what pypdf extracts from each page, the pages joined with a blank line (not a form
 feed: the markup stage removes control characters, which would glue the last word of a page to
-the first of the next). A .docx is its body as python-docx reads it, in order: a paragraph a line, a
-table a row a line with its cells separated by tabs (as Word's own plain-text export writes them),
-a merged cell once; headers, footers, footnotes and comments are left out (page furniture and
-asides, repeated on every page or cut off from the text they belong to). A document longer than
-`max_doc_bytes` is cut into several at page or paragraph ends, as a long text file is.
+the first of the next). A .docx is its body in order as Word shows it with tracked changes
+accepted (docx_text.py): a paragraph a line, a table a row a line with its cells separated by
+tabs (as Word's own plain-text export writes them), a merged cell once; headers, footers,
+footnotes and comments are left out (page furniture and asides, repeated on every page or cut off
+from the text they belong to). A document longer than `max_doc_bytes` is cut into several at page
+or paragraph ends, as a long text file is.
 
 Bad input is skipped and named in the report, never a traceback: a damaged file (what pypdf or
 python-docx raise on it: a damaged file can make either raise almost anything, so every
@@ -27,7 +28,6 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from lmforge.data.input_files import suffixes
 from lmforge.data.report import Report
@@ -142,6 +142,8 @@ def read_pdf(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
 def read_docx(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
     import docx
 
+    from lmforge.data.docx_text import body_lines  # imports python-docx, which is optional
+
     head = opening(path, report)
     if head is None:
         return
@@ -155,7 +157,7 @@ def read_docx(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
         if unzipped > MAX_UNZIPPED:
             report.problem(str(path), "too large", f"{unzipped:,} bytes unzipped > {MAX_UNZIPPED:,}")
             return
-        lines = list(_blocks(docx.Document(str(path))))
+        lines = list(body_lines(docx.Document(str(path))))
     except Exception as e:  # noqa: BLE001 - a damaged zip or XML: see the module's docstring
         report.problem(str(path), "truncated or corrupt", said(e))
         return
@@ -163,31 +165,6 @@ def read_docx(path: Path, report: Report, max_doc: int) -> Iterator[Document]:
         report.problem(str(path), "empty document", "no text in its body (headers, footers are not read)")
         return
     yield from parts(path, lines, max_doc, "\n")
-
-
-def _blocks(container: Any) -> Iterator[str]:
-    """The lines of a document's body or a table cell: a paragraph's text, a table's rows."""
-    from docx.table import Table
-
-    for block in container.iter_inner_content():
-        if isinstance(block, Table):
-            yield from _rows(block)
-        else:
-            yield block.text
-
-
-def _rows(table: Any) -> Iterator[str]:
-    """A table's rows, a line each, cells separated by tabs. python-docx gives a merged cell once
-    for each column or row it spans: read once, where it starts (`_tc`: the cell's XML element)."""
-    seen: set[Any] = set()  # the elements themselves: held, so an id is never reused
-    for row in table.rows:
-        cells = []
-        for cell in row.cells:
-            if cell._tc in seen:
-                continue
-            seen.add(cell._tc)
-            cells.append(" ".join(line for line in _blocks(cell) if line.strip()))
-        yield "\t".join(cells)
 
 
 def opening(path: Path, report: Report) -> bytes | None:
