@@ -20,7 +20,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
-from urllib.parse import unquote
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
@@ -28,6 +27,7 @@ from stdnum import imei as stdnum_imei
 from stdnum import luhn
 from stdnum.us import ssn as stdnum_ssn
 
+from lmforge.data.pii_email import find_emails, scp_logins
 from lmforge.data.pii_phone import Span, find_phones, in_number
 from lmforge.data.report import StageStats
 from lmforge.errors import LmforgeError
@@ -42,22 +42,6 @@ DEFAULT_REGIONS = "US,GB,FR,DE,ES,IT,NL,BE,CH,IN,AU,BR"
 # The userinfo of a URL (RFC 3986): `user:password` in `postgres://user:password@host/db`, or
 # a user alone. Before `email`, which would take `password@host` and leave the user name.
 LOGIN = re.compile(r"(?<=://)(?=[^\s/?#@]+@)[\w.~%!$&'()*+,;=-]*(?::[^\s/?#@]*)?(?=@)")
-# RFC 5322 allows "/" and "?" in the local part, but addresses have none and URLs are full of
-# them: `https://x.com/a?u=ann@b.com` keeps its path (a bounce address's "=" stays in).
-# Each starts where a run of a local part's characters starts (the look-behind holds them all):
-# else every "%" or "=" of a long run was a start scanning to its end, quadratic (7.5 s for 32 KB).
-EMAIL = re.compile(
-    r"(?<![\w.!#$%&'*+=^`{|}~-])[\w!#$%&'*+=^`{|}~-]+(?:\.[\w!#$%&'*+=^`{|}~-]+)*"
-    r"@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,}\b"
-)
-# An address percent-escaped in a URL (`mailto:ann%40example.com`, `?to=ann%2540example.com` escaped
-# twice): the local part may hold escapes; `_escaped_email` keeps those that decode to its characters.
-EMAIL_ESCAPED = re.compile(
-    r"(?<![\w.!#$%&'*+=^`{|}~-])(?:[\w!#$&'*+=^`{|}~-]|%[0-9A-Fa-f]{2})+(?:\.(?:[\w!#$&'*+=^`{|}~-]|%[0-9A-Fa-f]{2})+)*"
-    r"%(?:25)?40(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,}\b"
-)
-ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|.", re.DOTALL)
-LOCAL_CHARS = set("!#$%&'*+=^_`{|}~-.")  # EMAIL's local part: these, letters and digits
 IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\w]|\.\d)")
 # Hex groups and colons (at least two), maybe a dotted IPv4 tail and a zone; ipaddress decides.
 IPV6 = re.compile(
@@ -111,36 +95,6 @@ def _imei_ok(text: str, start: int, end: int) -> bool:
         return False
     compact = end - start == 15  # else grouped as IMEIs are: the pattern takes no other layout
     return not compact or bool(DEVICE_BEFORE.search(text, max(0, start - 32), start))
-
-
-def _query_value(text: str, start: int, end: int) -> int:
-    """Where an address found at text[start:end] starts: after the last `=` or `&` of its local
-    part where it follows a URL query's `?`, `&` or `;` (`?id=7&to=ann@b.com` keeps `id=7&to=`;
-    both are an address's characters, so the match took the whole query), else at start."""
-    if start == 0 or text[start - 1] not in "?&;":
-        return start
-    local = text[start : text.index("@", start)]
-    cut = max(local.rfind("="), local.rfind("&")) + 1
-    return start + cut if 0 < cut < len(local) and EMAIL.fullmatch(text[start + cut : end]) else start
-
-
-def _escaped_email(candidate: str) -> int | None:
-    """Where the address starts in a match of EMAIL_ESCAPED: after the last character, escaped or
-    not, that a local part has no place for (the `%2F`, `%3A` or `%3F` of an escaped URL around
-    it); None when what is left, decoded, is no address."""
-    at = candidate.rindex("%")  # the domain holds none: this is the escaped "@"
-    start = 0
-    for m in ESCAPE.finditer(candidate, 0, at):
-        char = unquote(m.group())
-        if (
-            not (char.isalnum() or char in LOCAL_CHARS)
-            or char in "=&"
-            or (start == m.start() and char == ".")
-        ):
-            start = m.end()  # a URL query's key (`to=`) is none of it, nor a leading dot
-    domain = candidate[at:].split("40", 1)[1]
-    ok = start < at and EMAIL.fullmatch(f"{unquote(candidate[start:at])}@{domain}")
-    return start if ok else None
 
 
 def _card_length_ok(digits: str) -> bool:
@@ -221,16 +175,11 @@ class PII:
     def _logins(self, text: str) -> Iterator[tuple[int, int]]:
         if "://" in text:
             yield from (m.span() for m in LOGIN.finditer(text))
+        if "@" in text:  # an scp-style remote is a URL without its scheme: `git@github.com:org/repo`
+            yield from scp_logins(text)
 
     def _emails(self, text: str) -> Iterator[tuple[int, int]]:
-        if "@" in text:
-            for m in EMAIL.finditer(text):
-                yield _query_value(text, m.start(), m.end()), m.end()
-        if "40" in text and "%" in text:
-            for m in EMAIL_ESCAPED.finditer(text):
-                start = _escaped_email(m.group())
-                if start is not None:
-                    yield m.start() + start, m.end()
+        return find_emails(text)
 
     def _ibans(self, text: str) -> Iterator[tuple[int, int]]:
         for m in IBAN.finditer(text):

@@ -41,7 +41,8 @@ NOT_PHONE = re.compile(
 )
 # Thousands (2 147 483 647, 726.124.770) and a year's serial number (invoice 2024-000123): a phone
 # number only after a phone word, as Spanish and Polish mobiles are written ("Llame al 612 345 678").
-THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*|(?:1[89]|20)\d\d-\d{5,}")
+# No count starts with a 0: `030 123 456` is a trunk prefix and a Berlin number.
+THOUSANDS = re.compile(r"[1-9]\d{0,2}([ .,])\d{3}(?:\1\d{3})*|(?:1[89]|20)\d\d-\d{5,}")
 ISBN_BEFORE = re.compile(r"(?:ISBN(?:-1[03])?|e?ISSN):?\s?\Z")  # and serials' ISSN 0317-8471
 # A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
 ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
@@ -53,8 +54,8 @@ IN_NUMBER_AFTER = re.compile(r"[.,]?\d|\.[^\W\d]")
 # 20860147) is a phone number only after a word that says so.
 PHONE_WORDS = (
     r"phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|t[ée]l[ée]phone"
-    r"|appel|portable|tel[ée]fono|llam|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
-    r"|zadzwo|kom[óo]rk"
+    r"|appel|portable|tel[ée]fono|ll[aá]m|tfno|tlf|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
+    r"|zadzwo|kom[óo]rk|kontakt"
 )
 PHONE_CUE = re.compile(rf"(?i)(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\W{{0,6}}\Z")
 PHONE_CUE_WORD = re.compile(rf"(?i){PHONE_WORDS}")  # one anywhere near: the matcher runs
