@@ -94,7 +94,7 @@ def write_like_llama_cpp(
         writer.add_bos_token_id(2)
         writer.add_unk_token_id(3)
         writer.add_add_bos_token(True)
-    layer = LAYER | (GEMMA if arch == "gemma3" else LLAMA)
+    layer = LAYER | (GEMMA if arch in ("gemma2", "gemma3") else LLAMA)
     for name, weight in hf.state_dict().items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
             continue
@@ -104,8 +104,8 @@ def write_like_llama_cpp(
         else:
             i, rest = name.removeprefix("model.layers.").split(".", 1)
             out = f"blk.{i}.{layer[rest.removesuffix('.weight')]}.weight"
-        if arch == "gemma3" and name.endswith("norm.weight"):
-            w = w + 1.0  # Gemma3Model.norm_shift
+        if arch in ("gemma2", "gemma3") and name.endswith("norm.weight"):
+            w = w + 1.0  # Gemma2Model.modify_tensors, Gemma3Model.norm_shift
         if arch == "smollm3" and name.endswith("q_proj.weight"):
             w = llama_cpp_permute(w, c.num_attention_heads)
         if arch == "smollm3" and name.endswith("k_proj.weight"):

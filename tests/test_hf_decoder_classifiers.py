@@ -1,6 +1,6 @@
-"""Hugging Face decoder classifiers (GPT2/Llama/Mistral/Qwen2/Qwen3ForSequenceClassification) read as lmforge
-Classifiers and written back (formats/hf_decoder_heads.py), checked against transformers on tiny
-random models built here (fixed seed): logits of a right-padded batch within 1e-5, directly and
+"""Hugging Face decoder classifiers (GPT2/Llama/Mistral/Qwen2/Qwen3/SmolLM3/Gemma2 ForSequenceClassification)
+read as lmforge Classifiers and written back (formats/hf_decoder_heads.py), checked against transformers on
+tiny random models built here (fixed seed): logits of a right-padded batch within 1e-5, directly and
 after `lmforge import`, a text ending in the pad token included (transformers skips it);
 `pipeline("text-classification")` against transformers' pipeline; the export loaded by
 `AutoModelForSequenceClassification` with no missing or unexpected tensor; the one-line refusals.
@@ -31,7 +31,7 @@ LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 # pools the token before it
 TEXTS = ["the old king kept his crown in a tower", "river", "a merchant sold salt<|endoftext|>"]
 TOL = 1e-5
-FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "smollm3"]
+FAMILIES = ["gpt2", "llama", "mistral", "qwen2", "qwen3", "smollm3", "gemma2"]
 NAMES = {
     "gpt2": "GPT2",
     "llama": "Llama",
@@ -39,6 +39,7 @@ NAMES = {
     "qwen2": "Qwen2",
     "qwen3": "Qwen3",
     "smollm3": "SmolLM3",
+    "gemma2": "Gemma2",
 }
 EXPORTED_AS = NAMES | {"mistral": "Llama"}
 
@@ -58,6 +59,10 @@ def save_hf(family: str, directory: Path, names: dict[int, str] = LABELS, **extr
         "qwen3": lambda: transformers.Qwen3Config(**shape, head_dim=32, tie_word_embeddings=True, **common),
         # layer 2 of 2 without rotary positions (NoPE)
         "smollm3": lambda: transformers.SmolLM3Config(**shape, no_rope_layer_interval=2, **common),
+        # capped attention scores (the logit cap is the LM head's, which a classifier has not)
+        "gemma2": lambda: transformers.Gemma2Config(
+            **shape, head_dim=16, attn_logit_softcapping=1.0, attn_implementation="eager", **common
+        ),  # fmt: skip
     }[family]()
     cls = NAMES[family]
     torch.manual_seed(0)

@@ -223,7 +223,7 @@ def test_a_recipe_with_nope_interval_trains_and_exports_as_smollm3(tmp_path: Pat
     [
         ({"qk_norm": True}, r"NoPE layers \(model.nope_interval=2\) make it SmolLM3, which has no q/k norms"),
         ({"qkv_bias": True}, r"make it SmolLM3, which has no q/k/v biases \(Qwen2's\)$"),
-        ({"sliding_window": 4}, r"make it Gemma 3 \(gemma3_text\), which also needs .*model.nope_interval=0"),
+        ({"sliding_window": 4}, r"make it Gemma 2 \(gemma2\), which also needs .*model.nope_interval=0"),
     ],
 )
 def test_an_export_smollm3_cannot_hold_is_one_line(change: dict, error: str, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ rule."""
 
 from __future__ import annotations
 
+import math
+
 from lmforge.config.model_section import ModelConfig
 from lmforge.errors import LmforgeError
 
@@ -147,10 +149,14 @@ def _check_partial_and_longrope(m: ModelConfig, read: tuple[str, ...]) -> None:
 
 def _check_local_layers(m: ModelConfig) -> None:
     """Sliding-window layers, their pattern and rotary base, the norms' unit offset, the attention
-    scale (Gemma 3's options): a key that changes nothing is refused, as the rotary ones are."""
+    scale, the soft caps (Gemma's options): a key that changes nothing is refused, as the rotary
+    ones are."""
     for key in ("sliding_window", "sliding_window_pattern", "attn_scale_dim"):
         value = getattr(m, key)
         _check(value >= 0, f"model.{key}={value} must be >= 0")
+    for key in ("attn_softcap", "logit_softcap"):
+        value = getattr(m, key)
+        _check(0 <= value < math.inf, f"model.{key}={value} must be a number >= 0 (0: uncapped)")
     local, window, pattern = m.rope_local_theta, m.sliding_window, m.sliding_window_pattern
     _check(local >= 0, f"model.rope_local_theta={local} must be >= 0 (0: rope_theta)")
     _check(
@@ -171,7 +177,7 @@ def _check_local_layers(m: ModelConfig) -> None:
 # Keys a model family cannot honour: they must keep their default, or building it is an error
 # (a recipe that sets them would otherwise train something other than it says).
 _LOCAL = ("sliding_window", "sliding_window_pattern", "rope_local_theta", "sandwich_norm", "norm_unit_offset",
-          "attn_scale_dim")  # fmt: skip
+          "attn_scale_dim", "attn_softcap", "logit_softcap")  # fmt: skip
 UNSUPPORTED = {
     "gpt": ("post_norm", "final_norm", "logits_bias", "type_vocab_size"),
     "seq2seq": ("type_vocab_size", "head_dim", "qk_norm", "nope_interval", *_LOCAL),

@@ -56,6 +56,13 @@ class ModelConfig:
     attn_scale_dim: int = 0
     """Attention scores divided by sqrt(this) rather than sqrt(the head size) (Gemma's
     query_pre_attn_scalar); 0: the head size."""
+    attn_softcap: float = 0.0
+    """Decoder: attention scores capped softly before the mask and softmax, cap * tanh(score /
+    cap) (Gemma 2's attn_logit_softcapping, 50); the attention then takes a route that forms the
+    scores (never the fused kernel). 0: uncapped."""
+    logit_softcap: float = 0.0
+    """Decoder: the output logits capped softly, cap * tanh(logit / cap), for decoding and for the
+    training loss alike (Gemma 2's final_logit_softcapping, 30). 0: uncapped."""
     sliding_window: int = 0
     """Decoder: each sliding-window layer's query attends itself and the sliding_window - 1 tokens
     before it (Gemma 3's local layers); 0: every layer attends the whole context."""

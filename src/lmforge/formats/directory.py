@@ -218,6 +218,7 @@ LOADERS.update(
 LOADERS["marian"] = LOADERS["gemma3_text"] = LOADERS["smollm3"] = LOADERS["phi3"] = (
     "lmforge.formats.hf_files:load_hf_dir"
 )
+LOADERS["gemma2"] = "lmforge.formats.hf_files:load_hf_dir"
 LOADERS["lmforge-encoder"] = "lmforge.formats.lmforge_dirs:load_encoder_dir"
 LOADERS["lmforge-classifier"] = "lmforge.formats.lmforge_dirs:load_classifier_dir"
 LOADERS[SEQ2SEQ_MODEL_TYPE] = "lmforge.formats.lmforge_dirs:load_seq2seq_dir"

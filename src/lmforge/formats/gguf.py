@@ -13,8 +13,8 @@ of each head permuted for its rotary layout; they are permuted back as transform
 (modeling_gguf_pytorch_utils.LlamaTensorProcessor). Qwen2 and Qwen3 files are not permuted; Qwen3's
 per-head q/k norms (`attn_q_norm`, `attn_k_norm`) and its head size (`attention.key_length`, larger
 than embedding_length / head_count) map onto the Qwen3 family.
-Gemma 3 (`gemma3`) and SmolLM3 (`smollm3`, permuted as Llama's) map onto their families with what
-llama.cpp's loader hard-codes for them (formats/gguf_arch.py).
+Gemma 2 (`gemma2`), Gemma 3 (`gemma3`) and SmolLM3 (`smollm3`, permuted as Llama's) map onto their
+families with what llama.cpp's loader hard-codes for them (formats/gguf_arch.py).
 
 The tokenizer comes from the metadata (formats/gguf_tokenizer.py); the chat template
 (`tokenizer.chat_template`) is written as chat_template.jinja and the special ids as
@@ -45,7 +45,7 @@ from lmforge.model.rope_scaling import RopeScaling, frequencies, scaled
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3", "smollm3")  # Mistral's files say "llama"
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3")  # Mistral's files say "llama"
 PERMUTED = ("llama", "smollm3")  # llama.cpp permutes q/k rows of these for its rotary layout
 ROPE_FREQS = "rope_freqs.weight"  # Llama 3's scaled rotary frequencies, one factor per frequency
 LLAMA3_PARAMETERS = (1.0, 4.0, 8192)  # Llama 3.1-3.3's low_freq_factor, high_freq_factor, context
@@ -201,7 +201,9 @@ def config_from_metadata(
         "tie_word_embeddings": "output.weight" not in names,
         "attention_bias": arch == "llama" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
     }
-    raw = arch_config(meta, arch, raw, file)  # gemma3's and smollm3's own keys (formats/gguf_arch.py)
+    raw = arch_config(
+        meta, arch, raw, file
+    )  # gemma2's, gemma3's and smollm3's own keys (formats/gguf_arch.py)
     family = FAMILIES[MODEL_TYPES.get(arch, arch)]
     return model_config_from(dataclasses.asdict(family.config_in(raw, str(file))), file)
 

@@ -1,7 +1,8 @@
-"""What llama.cpp's `gemma3` and `smollm3` GGUF files hold beside a Llama file's metadata, as the
-config.json keys of lmforge's Gemma 3 and SmolLM3 families (formats/hf_gemma.py, hf_smollm3.py).
+"""What llama.cpp's `gemma2`, `gemma3` and `smollm3` GGUF files hold beside a Llama file's metadata,
+as the config.json keys of lmforge's Gemma 2, Gemma 3 and SmolLM3 families (formats/hf_gemma2.py,
+hf_gemma.py, hf_smollm3.py).
 
-Both architectures leave part of the model to llama.cpp's loader (src/llama-model.cpp) rather than
+All three leave part of the model to llama.cpp's loader (src/llama-model.cpp) rather than
 to metadata, so it is read here as llama.cpp reads it:
 
 - gemma3 (convert_hf_to_gguf.py's Gemma3Model): every `*norm.weight` is stored as 1 + weight; it
@@ -14,6 +15,12 @@ to metadata, so it is read here as llama.cpp reads it:
   `rope.scaling` are the full layers'. The attention scale is 1/sqrt(key_length), except for the
   62-layer 27B: 1/sqrt(embedding_length / head_count) (its query_pre_attn_scalar). The embedding
   scale sqrt(embedding_length) is the family's own; q and k are not permuted.
+- gemma2 (Gemma2Model): the norms stored as 1 + weight, read back as gemma3's. Every 2nd layer is
+  full, the others slide over `attention.sliding_window` keys (4096 where a file has none); the
+  soft caps are `attn_logit_softcapping` and `final_logit_softcapping` (50 and 30 where absent:
+  llama.cpp applies both always); one rotary base, `rope.freq_base` (1e4 where absent). The
+  attention scale is 1/sqrt(key_length), except for the 46-layer 27B: embedding_length /
+  head_count, as for gemma3's 27B.
 - smollm3 (SmolLM3Model, a LlamaModel: q/k permuted as Llama's): every 4th layer has no rotary
   positions (`n_no_rope_layer_step = 4`, a literal: no GGUF key says so).
 """
@@ -27,7 +34,9 @@ from lmforge.errors import LmforgeError
 
 MODEL_TYPES = {"gemma3": "gemma3_text"}  # GGUF architecture -> config.json model_type, where not the same
 GEMMA_PATTERN, GEMMA_LOCAL_THETA = 6, 10_000.0  # llama.cpp's set_swa_pattern(6), rope_freq_base_train_swa
-GEMMA_27B_LAYERS = 62  # llama.cpp scales the 27B's attention by embedding_length / head_count
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}  # llama.cpp scales the 27Bs' attention by n_embd / n_head
+GEMMA2_WINDOW, GEMMA2_CAPS = 4096, {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
+GEMMAS = ("gemma2", "gemma3")  # norms stored as 1 + weight, Gemma's four norms a block
 SMOLLM3_NOPE_STEP = 4  # llama.cpp's n_no_rope_layer_step for smollm3
 # Gemma's norms beside Llama's names (post_attention_norm is Gemma's, ffn_norm its pre-feedforward)
 GEMMA_LAYER = {
@@ -39,24 +48,28 @@ GEMMA_LAYER = {
 
 def layer_names(arch: str) -> dict[str, str]:
     """GGUF layer tensor -> Hugging Face name, where the architecture differs from Llama's."""
-    return GEMMA_LAYER if arch == "gemma3" else {}
+    return GEMMA_LAYER if arch in GEMMAS else {}
 
 
 def stored_weight(arch: str, hf_name: str, weight: Any) -> Any:
-    """A tensor as Hugging Face holds it: gemma3's norms less the 1 llama.cpp's converter added."""
-    return weight - 1 if arch == "gemma3" and hf_name.endswith("norm.weight") else weight
+    """A tensor as Hugging Face holds it: Gemma's norms less the 1 llama.cpp's converter added."""
+    return weight - 1 if arch in GEMMAS and hf_name.endswith("norm.weight") else weight
 
 
 def arch_config(meta: dict[str, Any], arch: str, raw: dict[str, Any], file: Path) -> dict[str, Any]:
     """config.json `raw` (built from the Llama keys) with the architecture's own keys."""
     if arch == "smollm3":
         return raw | {"no_rope_layer_interval": SMOLLM3_NOPE_STEP, "no_rope_layers": None}
+    if arch == "gemma2":
+        return _gemma2_config(meta, raw, file)
     if arch != "gemma3":
         return raw
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
         value = meta.get(f"gemma3.{key}")
         if value:  # Gemma 2's; llama.cpp writes it only where config.json had one
-            raise LmforgeError(f"{file}: GGUF key 'gemma3.{key}' is {value} (lmforge does not cap logits)")
+            raise LmforgeError(
+                f"{file}: GGUF key 'gemma3.{key}' is {value} (Gemma 2's; a gemma3 file has none)"
+            )
     window = meta.get("gemma3.attention.sliding_window", 0)
     if not isinstance(window, int) or isinstance(window, bool) or window < 0:
         raise LmforgeError(
@@ -67,7 +80,7 @@ def arch_config(meta: dict[str, Any], arch: str, raw: dict[str, Any], file: Path
         raise LmforgeError(f"{file}: GGUF key 'gemma3.rope.freq_base_swa' is {local!r}, expected a float > 0")
     full = raw["rope_parameters"]
     scalar = raw["head_dim"]
-    if raw["num_hidden_layers"] == GEMMA_27B_LAYERS:
+    if raw["num_hidden_layers"] == GEMMA_27B_LAYERS[arch]:
         scalar = raw["hidden_size"] // raw["num_attention_heads"]
     return {key: value for key, value in raw.items() if key not in ("rope_parameters", "attention_bias")} | {
         "model_type": MODEL_TYPES[arch],
@@ -79,3 +92,23 @@ def arch_config(meta: dict[str, Any], arch: str, raw: dict[str, Any], file: Path
             "sliding_attention": {"rope_type": "default", "rope_theta": float(local)},
         },
     }
+
+
+def _gemma2_config(meta: dict[str, Any], raw: dict[str, Any], file: Path) -> dict[str, Any]:
+    """config.json of a gemma2 file, with what llama.cpp's loader fills in where the file is silent."""
+    window = meta.get("gemma2.attention.sliding_window", GEMMA2_WINDOW)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise LmforgeError(
+            f"{file}: GGUF key 'gemma2.attention.sliding_window' is {window!r}, expected a count >= 1"
+        )
+    caps = {}
+    for key, default in GEMMA2_CAPS.items():
+        value = meta.get(f"gemma2.{key}", default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+            raise LmforgeError(f"{file}: GGUF key 'gemma2.{key}' is {value!r}, expected a number > 0")
+        caps[key] = float(value)
+    scalar = raw["head_dim"]
+    if raw["num_hidden_layers"] == GEMMA_27B_LAYERS["gemma2"]:
+        scalar = raw["hidden_size"] // raw["num_attention_heads"]
+    kept = {key: value for key, value in raw.items() if key != "attention_bias"}
+    return kept | {"query_pre_attn_scalar": scalar, "sliding_window": window, **caps}

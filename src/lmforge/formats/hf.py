@@ -8,10 +8,10 @@ one more `Family` entry in FAMILIES. Marian (opus-mt) maps onto lmforge's Seq2Se
 options: model/seq2seq.py), with a second layer stack (`stacks`: the decoder's).
 
 The encoder families (BERT, DistilBERT, RoBERTa) are in formats/hf_encoders.py, Gemma 3 in
-formats/hf_gemma.py, SmolLM3's keys (Llama's shape with NoPE layers) in formats/hf_smollm3.py, Phi-3
-(fused projections, partial rotary, LongRoPE) in formats/hf_phi3.py, the
-`Family` record in
-formats/hf_family.py, the rotary keys (rope_parameters / rope_scaling) in formats/hf_rope.py.
+formats/hf_gemma.py, Gemma 2 in formats/hf_gemma2.py, SmolLM3's keys (Llama's shape with NoPE
+layers) in formats/hf_smollm3.py, Phi-3 (fused projections, partial rotary, LongRoPE) in
+formats/hf_phi3.py, the `Family` record in formats/hf_family.py, the rotary keys (rope_parameters /
+rope_scaling) in formats/hf_rope.py.
 formats/hf_convert.py converts state dicts (`hf_to_lmforge` / `lmforge_to_hf`); formats/hf_files.py
 reads and writes the directories.
 """
@@ -26,6 +26,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
 from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
 from lmforge.formats.hf_gemma import GEMMA3, is_gemma_shaped
+from lmforge.formats.hf_gemma2 import GEMMA2
 from lmforge.formats.hf_phi3 import PHI3, is_phi3_shaped
 from lmforge.formats.hf_rope import rope_in, rope_out
 from lmforge.formats.hf_smollm3 import smollm3_out, smollm3_raw
@@ -334,6 +335,7 @@ FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "
 FAMILIES["qwen3"] = QWEN3
 FAMILIES["smollm3"] = SMOLLM3  # Llama's with NoPE layers: formats/hf_smollm3.py
 FAMILIES["gemma3_text"] = GEMMA3  # formats/hf_gemma.py
+FAMILIES["gemma2"] = GEMMA2  # formats/hf_gemma2.py
 FAMILIES["phi3"] = PHI3  # formats/hf_phi3.py
 FAMILIES.update(marian=MARIAN, distilbert=DISTILBERT, roberta=ROBERTA)  # encoders: formats/hf_encoders.py
 
@@ -362,8 +364,8 @@ def export_family(config: ModelConfig, kind: str) -> tuple[str, Family]:
         return "marian", MARIAN
     if is_phi3_shaped(config):  # partial rotary, longrope, every layer sliding: its config_out names the rest
         return "phi3", PHI3
-    if is_gemma_shaped(config):  # its config_out names what else Gemma 3 needs
-        return "gemma3_text", GEMMA3
+    if is_gemma_shaped(config):  # q/k norms: Gemma 3; none: Gemma 2 (config_out names what else it needs)
+        return ("gemma3_text", GEMMA3) if config.qk_norm else ("gemma2", GEMMA2)
     if config.pos == "learned":
         return "gpt2", GPT2
     model_type = _rotary_model_type(config)

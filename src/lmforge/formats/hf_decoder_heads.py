@@ -84,6 +84,7 @@ def score_state_to_hf(
         "mistral": "Mistral",
         "qwen2": "Qwen2",
         "qwen3": "Qwen3",
+        "gemma2": "Gemma2",
         "gemma3_text": "Gemma3Text",
         "smollm3": "SmolLM3",
     }[model_type]

@@ -12,8 +12,9 @@ lmforge's GPT with Gemma's options (model/gpt.py, config/model_section.py):
 config.json spells the layers and rotary bases two ways: transformers 5's `layer_types` and
 `rope_parameters` per layer type, or 4.x's `sliding_window_pattern` (layer i full when (i + 1) %
 pattern == 0; 6 where absent), `rope_theta` (1e6), `rope_local_base_freq` (1e4) and a
-`rope_scaling` for the full layers. Both are read; export writes both. Logit softcapping (Gemma 2's;
-null in Gemma 3) and bidirectional attention (EmbeddingGemma) are refused, not ignored.
+`rope_scaling` for the full layers. Both are read; export writes both. Logit softcapping (Gemma 2's,
+formats/hf_gemma2.py; null in Gemma 3) and bidirectional attention (EmbeddingGemma) are refused,
+not ignored.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ GLOBAL_THETA, LOCAL_THETA = 1_000_000.0, 10_000.0  # Gemma3TextConfig's default_
 DEFAULT_PATTERN = 6
 
 
-def _layer_pattern(raw: dict[str, Any], layers: int, file: str) -> int:
+def layer_pattern(raw: dict[str, Any], layers: int, file: str) -> int:
     """sliding_window_pattern from layer_types (or the 4.x key): N where layer i is full exactly
     when (i + 1) % N == 0; 0 when every layer slides, 1 when none does."""
     types = raw.get("layer_types")
@@ -74,7 +75,7 @@ def _rotary(raw: dict[str, Any], file: str, context: int) -> tuple[dict[str, Any
 def _gemma3_in(raw: dict[str, Any], file: str) -> ModelConfig:
     for key in ("final_logit_softcapping", "attn_logit_softcapping"):
         value = raw.get(key)
-        require(value is None, file, f"{key}={value!r} (Gemma 3 has none; lmforge does not cap logits)")
+        require(value is None, file, f"{key}={value!r} (Gemma 3 has none; Gemma 2's is model_type gemma2)")
     require(not typed_key(raw, "use_bidirectional_attention", file, bool, False), file,
             "use_bidirectional_attention=true (EmbeddingGemma)")  # fmt: skip
     require(not typed_key(raw, "attention_bias", file, bool, False), file, "attention_bias=true")
@@ -88,7 +89,7 @@ def _gemma3_in(raw: dict[str, Any], file: str) -> ModelConfig:
     scalar = typed_key(raw, "query_pre_attn_scalar", file, int, 256)
     require(head_dim >= 1 and scalar >= 1, file, f"head_dim={head_dim}, query_pre_attn_scalar={scalar}")
     context = config_key(raw, "max_position_embeddings", file, 131_072, kind=int)
-    pattern = _layer_pattern(raw, layers, file)
+    pattern = layer_pattern(raw, layers, file)
     window = typed_key(raw, "sliding_window", file, int)
     slides = any(pattern == 0 or (i + 1) % pattern for i in range(layers))
     require(not slides or (window is not None and window >= 1), file,
@@ -122,8 +123,10 @@ def _gemma3_in(raw: dict[str, Any], file: str) -> ModelConfig:
 
 
 def is_gemma_shaped(c: ModelConfig) -> bool:
-    """Whether a decoder has an option of Gemma's, so exports as gemma3_text or nowhere."""
-    keys = ("norm_unit_offset", "sandwich_norm", "attn_scale_dim", "sliding_window", "rope_local_theta")
+    """Whether a decoder has an option of Gemma's, so exports as gemma3_text (with q/k norms) or
+    gemma2 (without; formats/hf_gemma2.py) or nowhere."""
+    keys = ("norm_unit_offset", "sandwich_norm", "attn_scale_dim", "sliding_window", "rope_local_theta",
+            "attn_softcap", "logit_softcap")  # fmt: skip
     default = ModelConfig()
     gemma = c.mlp == "geglu_tanh" or c.scale_embedding
     return gemma or any(getattr(c, k) != getattr(default, k) for k in keys)
@@ -140,6 +143,8 @@ def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
         "model.scale_embedding": c.scale_embedding,
         "model.bias=false": not c.bias and not c.qkv_bias,
         "model.nope_interval=0": not c.nope_interval,  # Gemma 3 rotates in every layer
+        "model.attn_softcap=0": not c.attn_softcap,  # Gemma 2's caps (no q/k norms there)
+        "model.logit_softcap=0": not c.logit_softcap,
     }
     lacks = [key for key, ok in needs.items() if not ok]
     if lacks:

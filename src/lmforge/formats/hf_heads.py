@@ -54,6 +54,7 @@ SCORE_HEADS = (
     "mistral",
     "qwen2",
     "qwen3",
+    "gemma2",
     "gemma3_text",
     "smollm3",
 )  # decoders' `score` heads: formats/hf_decoder_heads.py

@@ -166,7 +166,7 @@ class DecodeBatch:
         seqs, alone = prefill.seqs, prefill.cache
         p, k = alone.length, len(seqs)
         states = torch.cat(prefill.states, dim=1)  # (1, p or 1, C)
-        logits = linear(self.model.lm_head, states[:, -1])  # (1, V)
+        logits = self.model.cap_logits(linear(self.model.lm_head, states[:, -1]))  # (1, V)
         if len(self.rows) + k <= self.step_rows and self.cache is None:  # one by one, through the step
             self.own = (self.own or []) + [
                 recast(self.model, alone, self._capacity(p), per_layer=True) for _ in range(k)

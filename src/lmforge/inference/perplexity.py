@@ -172,7 +172,9 @@ def score(
         hidden = model.hidden_states(inputs)  # (B, T, C)
         for row, (b, first, e) in enumerate(group):
             # position p predicts token p + 1: only the scored targets go through the head
-            logits = model.lm_head(hidden[row, first - 1 - b : e - 1 - b]).float()  # (n, vocab)
+            logits = model.cap_logits(
+                model.lm_head(hidden[row, first - 1 - b : e - 1 - b])
+            ).float()  # (n, vocab)
             losses = F.cross_entropy(logits, stream[first:e], reduction="none")  # (n,)
             total += float(losses.double().sum())
             if len(marks):

@@ -4,7 +4,9 @@
 `scaled_dot_product_attention` (same maths, tested equal) unless the reference is asked for.
 `KVCache` keeps past keys and values so generation costs one token's work per step.
 `capture_attention()` records the probabilities (interpretability, tools/inspect.py); outside it
-the fast routes run and no probability matrix is formed.
+the fast routes run and no probability matrix is formed. A soft cap on the scores (Gemma 2's
+attn_logit_softcapping: cap * tanh(score / cap), before the mask) needs the scores formed, so a
+capped attention runs the `bmm` route (or the reference), never the fused kernel.
 """
 
 from __future__ import annotations
@@ -75,9 +77,13 @@ def reference_attention(
     causal: bool,
     mask: torch.Tensor | None = None,
     dropout: float = 0.0,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
-    """q (B, nh, Tq, hs), k and v (B, nh, Tk, hs) -> (B, nh, Tq, hs). mask: bool, True = attend."""
+    """q (B, nh, Tq, hs), k and v (B, nh, Tk, hs) -> (B, nh, Tq, hs). mask: bool, True = attend.
+    softcap: the scores become softcap * tanh(score / softcap) before the mask (0: uncapped)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
     if causal:
         scores = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
     if mask is not None:
@@ -97,6 +103,7 @@ def attention(
     mask: torch.Tensor | None = None,
     dropout: float = 0.0,
     impl: str = "auto",
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     """Attention by one of three equal routes (tested to agree). k and v may have fewer heads than
     q (grouped-query attention): query heads g*j .. g*j + g-1 read key/value head j, g = the ratio.
@@ -115,9 +122,13 @@ def attention(
     grouped matmuls it measured fastest for its shape (model/decode_attention.py); a whole bf16
     sequence at inference `sdpa`, which keeps the scores in fp32, unless `bmm` measured faster
     (model/prefill_attention.py).
+    softcap > 0 caps the scores (see reference_attention): every route but `reference` is then
+    `bmm`, the one that forms the scores, whatever `impl` asks, in training and decoding alike.
     """
     if getattr(_captured, "probs", None) is not None:  # inside capture_attention(): record them
         impl = "reference"
+    elif softcap and impl != "reference":  # the fused kernels cannot cap the scores they never form
+        impl = "bmm"
     elif impl == "auto":
         if dropout == 0.0 and decode_attention.applies(q, k, mask):
             return decode_attention.attend(q, k, v, mask)  # bf16 decoding step: the faster route here
@@ -129,10 +140,10 @@ def attention(
         k, v = repeat_heads(k, q.size(1)), repeat_heads(v, q.size(1))
         grouped = False
     if impl == "reference":
-        return reference_attention(q, k, v, causal, mask, dropout)
+        return reference_attention(q, k, v, causal, mask, dropout, softcap)
     t_q, t_k = q.size(-2), k.size(-2)
     if impl == "bmm":
-        return _bmm_attention(q, k, v, _additive_mask(t_q, t_k, causal, mask, q.device), dropout)
+        return _bmm_attention(q, k, v, _additive_mask(t_q, t_k, causal, mask, q.device), dropout, softcap)
     gqa = {"enable_gqa": True} if grouped else {}
     if causal and mask is None and t_q == t_k:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, **gqa)
@@ -172,12 +183,21 @@ def _additive_mask(
 
 
 def _bmm_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout: float
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout: float,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     b, nh, t_q, hs = q.shape
     t_k = k.size(-2)
     q3, k3, v3 = q.reshape(b * nh, t_q, hs), k.reshape(b * nh, t_k, hs), v.reshape(b * nh, t_k, hs)
-    if bias is None:
+    if softcap:  # capped before the mask is added, so the mask cannot be fused into the matmul
+        scores = torch.tanh(torch.bmm(q3, k3.transpose(1, 2)) * (hs**-0.5 / softcap)) * softcap
+        if bias is not None:  # (t_q, t_k) or (B, 1 or nh, t_q, t_k): broadcast over the heads
+            scores = (scores.view(b, nh, t_q, t_k) + bias.to(scores.dtype)).view(b * nh, t_q, t_k)
+    elif bias is None:
         scores = torch.bmm(q3, k3.transpose(1, 2)) * hs**-0.5
     elif bias.dim() == 2:  # one (t_q, t_k) mask for every batch and head: fused into the matmul
         bias = bias.to(q3.dtype).expand(b * nh, t_q, t_k)

@@ -5,7 +5,8 @@ output projection tied to the token embedding by default. Rotary positions and S
 options (`pos="rope"`, `mlp="swiglu"`) for Llama-style models, with RMSNorm, grouped-query
 attention and the other options the Hugging Face families need (formats/hf.py): Gemma 3's
 sliding-window layers with their own rotary base, sandwich norms, scaled embeddings among them,
-and SmolLM3's layers without positions (NoPE).
+Gemma 2's soft caps on the attention scores and the logits, and SmolLM3's layers without
+positions (NoPE).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def block_options(c: ModelConfig) -> dict[str, Any]:
         "norm_unit_offset": c.norm_unit_offset,
         "sandwich_norm": c.sandwich_norm,
         "attn_scale_dim": c.attn_scale_dim,
+        "attn_softcap": c.attn_softcap,
     }
 
 
@@ -107,7 +109,14 @@ class GPT(nn.Module):
         """idx (B, T) token ids -> logits (B, T, vocab), or (B, 1, vocab) with last_only (decoding
         needs no more). With a cache, idx continues the cached sequence; the cache advances by T.
         mask (B, cached + T) bool, True on real tokens, for a left-padded batch (see hidden_states)."""
-        return linear(self.lm_head, self.hidden_states(idx, cache, last_only, mask))  # (B, T, vocab)
+        return self.cap_logits(linear(self.lm_head, self.hidden_states(idx, cache, last_only, mask)))
+
+    def cap_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The head's logits (..., vocab) soft-capped, cap * tanh(logit / cap), as the model's
+        forward returns them (model.logit_softcap, Gemma 2's; unchanged without one). Whatever
+        applies lm_head to hidden states itself passes its logits through here."""
+        cap = self.config.logit_softcap
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def hidden_states(
         self,

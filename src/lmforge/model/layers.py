@@ -147,7 +147,8 @@ class SelfAttention(nn.Module):
     query and key head, after the projection and before the rotary positions (Qwen3; Gemma's scale
     by 1 + weight with norm_unit_offset). window: each query attends itself and the window - 1
     keys before it (0: all before it); scale_dim: the scores are divided by sqrt(scale_dim), not
-    sqrt(the head size) (Gemma's query_pre_attn_scalar; 0: the head size)."""
+    sqrt(the head size) (Gemma's query_pre_attn_scalar; 0: the head size); softcap: the scores
+    capped to softcap * tanh(score / softcap) before the mask (Gemma 2's; 0: uncapped)."""
 
     def __init__(
         self,
@@ -166,9 +167,11 @@ class SelfAttention(nn.Module):
         norm_unit_offset: bool = False,
         window: int = 0,
         scale_dim: int = 0,
+        softcap: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_head, self.dropout, self.causal, self.window = n_head, dropout, causal, window
+        self.softcap = softcap
         self.n_kv_head = n_kv_head or n_head
         self.head_size = hs = head_dim or n_embd // n_head
         # rows: n_head query heads, then n_kv_head key heads, then n_kv_head value heads
@@ -221,7 +224,8 @@ class SelfAttention(nn.Module):
             k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
         if self.window and (t == 1 or k.size(-2) > self.window):  # a step: no branch on the length
             k, v, mask = self._slide(t, k, v, mask)
-        y = attention(q, k, v, self.causal, mask, self.dropout if self.training else 0.0, self.impl)
+        dropout = self.dropout if self.training else 0.0
+        y = attention(q, k, v, self.causal, mask, dropout, self.impl, self.softcap)
         return linear(self.proj, y.transpose(1, 2).reshape(b, t, nh * hs))
 
     def _slide(
@@ -270,7 +274,7 @@ class Block(nn.Module):
     the original Transformer) the norm follows the residual: ln(x + attn(x)), then ln(x + mlp(x)).
     With sandwich_norm (Gemma 2 and 3) each sublayer's output is normed too before the residual add:
     x + ln_attn_out(attn(ln_1(x))), then x + ln_mlp_out(mlp(ln_2(x))). window: the attention's
-    sliding window (0: none)."""
+    sliding window (0: none); attn_softcap: its scores' soft cap (0: none)."""
 
     def __init__(
         self,
@@ -293,6 +297,7 @@ class Block(nn.Module):
         norm_unit_offset: bool = False,
         sandwich_norm: bool = False,
         attn_scale_dim: int = 0,
+        attn_softcap: float = 0.0,
         window: int = 0,
     ) -> None:
         super().__init__()
@@ -300,7 +305,7 @@ class Block(nn.Module):
         self.ln_1 = make_norm(norm, n_embd, bias, norm_eps, norm_unit_offset)
         self.attn = SelfAttention(
             n_embd, n_head, bias, dropout, rotary, causal, n_kv_head, qkv_bias, head_dim, qk_norm, norm_eps,
-            norm_unit_offset=norm_unit_offset, window=window, scale_dim=attn_scale_dim,
+            norm_unit_offset=norm_unit_offset, window=window, scale_dim=attn_scale_dim, softcap=attn_softcap,
         )  # fmt: skip
         self.ln_2 = make_norm(norm, n_embd, bias, norm_eps, norm_unit_offset)
         if sandwich_norm:  # absent otherwise: a model's state dict names what it holds

@@ -76,7 +76,9 @@ def score_prompt(
     out = [TokenLogprob(prompt[0], None, None, 0)]
     for start in range(0, len(prompt) - 1, CHUNK):
         end = min(start + CHUNK, len(prompt) - 1)
-        scored = token_logprobs(linear(net.lm_head, hidden[start:end]), prompt[start + 1 : end + 1], k)
+        scored = token_logprobs(
+            net.cap_logits(linear(net.lm_head, hidden[start:end])), prompt[start + 1 : end + 1], k
+        )
         for i, (value, top) in enumerate(scored, start=start + 1):  # i: the token scored
             out.append(TokenLogprob(prompt[i], value, top, offsets[i]))
     return out

@@ -80,7 +80,9 @@ def model_scorer(
             hidden = model.hidden_states(ids[:, :-1])[
                 :, n_ctx - 1 :
             ]  # (B, T - n_ctx, C): predicts the secret
-            logp = F.log_softmax(model.lm_head(hidden).float(), dim=-1)  # (B, T - n_ctx, vocab)
+            logp = F.log_softmax(
+                model.cap_logits(model.lm_head(hidden)).float(), dim=-1
+            )  # (B, T - n_ctx, vocab)
             target = ids[:, n_ctx:]  # (B, T - n_ctx)
             picked = logp.gather(-1, target[..., None])[..., 0]
             real = (

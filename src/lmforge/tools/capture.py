@@ -102,7 +102,7 @@ def unembedding(model: GPT | Seq2Seq) -> Callable[[torch.Tensor], torch.Tensor]:
             return (logits if bias is None else logits + bias).float()
 
         return seq2seq_head
-    return lambda h: linear(model.lm_head, model.ln_f(h.to(weight.dtype))).float()
+    return lambda h: model.cap_logits(linear(model.lm_head, model.ln_f(h.to(weight.dtype)))).float()
 
 
 def _device(model: nn.Module) -> torch.device:

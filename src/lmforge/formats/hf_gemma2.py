@@ -1,0 +1,146 @@
+"""Gemma 2 (`model_type: gemma2`, `Gemma2ForCausalLM`: gemma-2-2b, 9b and 27b, base and -it) as
+lmforge's GPT with Gemma's options, Gemma 3's (formats/hf_gemma.py) without the q/k norms and
+with two soft caps, as transformers' modeling_gemma2.py computes them:
+
+- RMSNorms that scale by (1 + weight) in fp32, four a block (`norm_unit_offset`, `sandwich_norm`);
+  token embeddings times sqrt(hidden_size) (`scale_embedding`); a GeGLU MLP (`geglu_tanh`);
+- attention scores over sqrt(query_pre_attn_scalar) (`attn_scale_dim`: the 27B's 144 against its
+  head_dim of 128), then capped, 50 * tanh(score / 50) before the mask (`attn_logit_softcapping`
+  -> `attn_softcap`), so the attention forms its scores (model/attention.py);
+- the logits capped likewise, 30 * tanh(logit / 30) (`final_logit_softcapping` -> `logit_softcap`),
+  in the training loss too: transformers' forward caps the logits it hands its loss;
+- `layer_types`; where absent, Gemma2Config's alternation: layers 0, 2, 4, ... slide over
+  `sliding_window` keys (4096), 1, 3, 5, ... attend the whole context (`sliding_window_pattern`
+  2: every 2nd layer full, not Gemma 3's 6th); one rotary base for every layer (`rope_theta`, 1e4).
+
+An absent soft-cap key is Gemma2Config's default (50, 30); a null one is no cap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lmforge.config import ModelConfig
+from lmforge.errors import LmforgeError
+from lmforge.formats.hf_family import Family, config_key, require, typed_key
+from lmforge.formats.hf_gemma import FULL, GEMMA3, SLIDING, layer_pattern
+from lmforge.formats.hf_rope import rope_in, rope_out
+
+ATTN_CAP, FINAL_CAP, WINDOW = 50.0, 30.0, 4096  # Gemma2Config's defaults
+PATTERN = 2  # Gemma2Config's layer_types: layer i slides when (i + 1) % 2, else attends everything
+
+
+def _softcap(raw: dict[str, Any], key: str, file: str, default: float) -> float:
+    """A soft cap: the class default where the key is absent, 0.0 (none) where it is null."""
+    value = raw.get(key, default)  # a null stays None
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise LmforgeError(f"{file}: config key {key!r} must be a number > 0 or null, not {value!r}")
+    return float(value)
+
+
+def _gemma2_in(raw: dict[str, Any], file: str) -> ModelConfig:
+    attn_cap = _softcap(raw, "attn_logit_softcapping", file, ATTN_CAP)
+    final_cap = _softcap(raw, "final_logit_softcapping", file, FINAL_CAP)
+    require(not typed_key(raw, "use_bidirectional_attention", file, bool, False), file,
+            "use_bidirectional_attention=true")  # fmt: skip
+    require(not typed_key(raw, "attention_bias", file, bool, False), file, "attention_bias=true")
+    act = typed_key(raw, "hidden_activation", file, str, "gelu_pytorch_tanh")
+    require(act == "gelu_pytorch_tanh", file, f"hidden_activation={act!r} (Gemma 2's is gelu_pytorch_tanh)")
+    n_embd = config_key(raw, "hidden_size", file, kind=int)
+    n_head = config_key(raw, "num_attention_heads", file, kind=int)
+    layers = config_key(raw, "num_hidden_layers", file, kind=int)
+    require(n_head >= 1 and layers >= 1, file, f"num_attention_heads={n_head}, num_hidden_layers={layers}")
+    head_dim = typed_key(raw, "head_dim", file, int, 256)  # Gemma2Config's defaults
+    scalar = typed_key(raw, "query_pre_attn_scalar", file, int, 256)
+    require(head_dim >= 1 and scalar >= 1, file, f"head_dim={head_dim}, query_pre_attn_scalar={scalar}")
+    context = config_key(raw, "max_position_embeddings", file, 8192, kind=int)
+    pattern = PATTERN if raw.get("layer_types") is None else layer_pattern(raw, layers, file)
+    window = typed_key(raw, "sliding_window", file, int, WINDOW)
+    slides = any(pattern == 0 or (i + 1) % pattern for i in range(layers))
+    require(not slides or window >= 1, file, f"sliding_window={window} with sliding-window layers")
+    return ModelConfig(
+        n_layer=layers,
+        n_head=n_head,
+        n_embd=n_embd,
+        n_kv_head=typed_key(raw, "num_key_value_heads", file, int, n_head),
+        block_size=context,
+        vocab_size=config_key(raw, "vocab_size", file, 256_000, kind=int),
+        bias=False,
+        head_dim=0 if head_dim * n_head == n_embd else head_dim,
+        pos="rope",
+        **rope_in(raw, file, context),  # one rotary for every layer: rope_parameters or rope_theta
+        sliding_window=window if slides else 0,
+        sliding_window_pattern=pattern if slides else 0,
+        attn_scale_dim=0 if scalar == head_dim else scalar,
+        attn_softcap=attn_cap,
+        logit_softcap=final_cap,
+        mlp="geglu_tanh",
+        mlp_hidden=config_key(raw, "intermediate_size", file, kind=int),
+        norm="rmsnorm",
+        norm_eps=typed_key(raw, "rms_norm_eps", file, float, 1e-6),
+        norm_unit_offset=True,
+        sandwich_norm=True,
+        scale_embedding=True,
+        tie_embeddings=typed_key(raw, "tie_word_embeddings", file, bool, True),
+    )
+
+
+def gemma2_out(c: ModelConfig) -> dict[str, Any]:
+    """config.json keys of a Gemma-shaped decoder without q/k norms, or a one-line error naming
+    what else Gemma 2 needs."""
+    needs = {
+        "model.pos='rope'": c.pos == "rope",
+        "model.mlp='geglu_tanh'": c.mlp == "geglu_tanh",
+        "model.norm='rmsnorm'": c.norm == "rmsnorm",
+        "model.norm_unit_offset": c.norm_unit_offset,
+        "model.sandwich_norm": c.sandwich_norm,
+        "model.scale_embedding": c.scale_embedding,
+        "model.bias=false": not c.bias and not c.qkv_bias,
+        "model.nope_interval=0": not c.nope_interval,  # Gemma 2 rotates in every layer
+        "model.rope_local_theta=0": not c.rope_local_theta,  # one rotary base for every layer
+    }
+    lacks = [key for key, ok in needs.items() if not ok]
+    if lacks:
+        raise LmforgeError(
+            "this model has no Hugging Face equivalent: its Gemma options without q/k norms would make"
+            f" it Gemma 2 (gemma2), which also needs {', '.join(lacks)} (with model.qk_norm: Gemma 3)"
+        )
+    return {
+        "hidden_size": c.n_embd,
+        "num_hidden_layers": c.n_layer,
+        "num_attention_heads": c.n_head,
+        "num_key_value_heads": c.n_kv_head or c.n_head,
+        "head_dim": c.head_size(),
+        "intermediate_size": c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64),
+        "max_position_embeddings": c.block_size,
+        "vocab_size": c.vocab_size,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": c.norm_eps,
+        "query_pre_attn_scalar": c.attn_scale_dim or c.head_size(),
+        "sliding_window": c.sliding_window or c.block_size,  # no sliding layer: any window serves
+        "layer_types": [SLIDING if c.layer_window(i) else FULL for i in range(c.n_layer)],
+        "rope_parameters": {"rope_type": c.rope_type, "rope_theta": c.rope_theta, **rope_out(c)},
+        "rope_theta": c.rope_theta,  # transformers 4 and llama.cpp's converter read these
+        **({"rope_scaling": {"rope_type": c.rope_type, **rope_out(c)}} if c.rope_type != "default" else {}),
+        "tie_word_embeddings": c.tie_embeddings,
+        "attention_bias": False,
+        "attention_dropout": c.dropout,
+        "attn_logit_softcapping": c.attn_softcap or None,
+        "final_logit_softcapping": c.logit_softcap or None,
+    }
+
+
+# Gemma 3's module names, less the q/k norms Gemma 2 has not
+GEMMA2 = Family(
+    architecture="Gemma2ForCausalLM",
+    kind="gpt",
+    top=GEMMA3.top,
+    layer={k: v for k, v in GEMMA3.layer.items() if k not in ("attn.q_norm", "attn.k_norm")},
+    layer_prefix=GEMMA3.layer_prefix,
+    config_in=_gemma2_in,
+    config_out=gemma2_out,
+    ignored=GEMMA3.ignored,
+)
