@@ -204,21 +204,22 @@ def test_inspects_attention_maps_are_transformers_capped_probabilities(tmp_path:
 
 
 def test_compiled_decoding_and_onnx(tmp_path: Path) -> None:
-    """Compiled decoding refuses the caps in one line (auto decodes eagerly); ONNX refuses the
-    sliding window, and exports a Gemma 2 whose layers are all full with transformers' logits."""
+    """The compiled step caps as eager decoding does, past the window too, with transformers'
+    greedy tokens and no step falling back to eager; ONNX refuses the sliding window, and exports a
+    Gemma 2 whose layers are all full with transformers' logits."""
     pytest.importorskip("onnxruntime")
     from lmforge.formats.onnx_export import export_onnx
+    from lmforge.inference.compiled_decode import compiled_step
     from lmforge.inference.onnx_runner import OnnxModel
 
+    windowed = make_gemma2(tmp_path / "windowed")
+    model, _ = lmforge.load(tmp_path / "windowed")
+    assert generate_ids(model, [PROMPTS[1]], 20, temperature=0.0, compile=True) == [
+        hf_greedy(windowed, PROMPTS[1], 20)
+    ]
+    assert compiled_step(model).eager_steps == 0
     hf = make_gemma2(tmp_path / "hf", layer_types=["full_attention"] * len(LAYERS))
     model, _ = lmforge.load(tmp_path / "hf")
-    message = r"^compiled decoding does not cover soft-capped logits \(model\.attn_softcap=2\.0, model\.logit"
-    with pytest.raises(LmforgeError, match=message):
-        generate_ids(model, PROMPTS[:1], 4, temperature=0.0, compile=True)
-    assert generate_ids(model, PROMPTS[:1], 4, temperature=0.0, compile="auto") == [
-        hf_greedy(hf, PROMPTS[0], 4)
-    ]
-    make_gemma2(tmp_path / "windowed")
     with pytest.raises(LmforgeError, match=r"the ONNX export does not cover sliding-window attention"):
         export_onnx(tmp_path / "windowed", tmp_path / "no")
     onnx = OnnxModel(export_onnx(tmp_path / "hf", tmp_path / "onnx"))

@@ -180,12 +180,6 @@ def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cach
         raise LmforgeError(f"compiled decoding runs on the CPU only (measured there), not on {device}")
     if batch != 1 or mask is not None:
         raise LmforgeError(f"compiled decoding takes one sequence at a time; got a batch of {batch}")
-    caps = [f"model.{k}={v}" for k in ("attn_softcap", "logit_softcap") if (v := getattr(model.config, k))]
-    if caps:  # the traced step was measured and checked on uncapped models only
-        raise LmforgeError(
-            f"compiled decoding does not cover soft-capped logits ({', '.join(caps)}, Gemma 2's):"
-            " decode without --compile (compile=False)"
-        )
     if model.config.rope_type == "longrope":  # its table switches with the cache's length
         raise LmforgeError(
             "compiled decoding does not cover model.rope_type='longrope' (Phi-3-128k's, Phi-3.5's,"
