@@ -240,7 +240,7 @@ def test_compiled_decoding_and_onnx(tmp_path: Path) -> None:
             {"final_logit_softcapping": "30"},
             r"config key 'final_logit_softcapping' must be a number > 0 or null, not '30'$",
         ),
-        ({"use_bidirectional_attention": True}, r"unsupported use_bidirectional_attention=true$"),
+        ({"use_bidirectional_attention": True}, r"unsupported use_bidirectional_attention=true \("),
         ({"hidden_activation": "gelu"}, r"unsupported hidden_activation='gelu'"),
         ({"layer_types": ["full_attention", *LAYERS[1:]]}, r"unsupported layer_types \['full_attention', "),
         ({"sliding_window": 0}, r"unsupported sliding_window=0 with sliding-window layers$"),

@@ -72,42 +72,38 @@ def _rotary(raw: dict[str, Any], file: str, context: int) -> tuple[dict[str, Any
     return rope_in({"rope_parameters": full}, file, context), local_theta
 
 
-def _gemma3_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
-        value = raw.get(key)
-        require(value is None, file, f"{key}={value!r} (Gemma 3 has none; Gemma 2's is model_type gemma2)")
+def gemma_keys(
+    raw: dict[str, Any], file: str, family: str, context: int, vocab: int, window: int | None, pattern: int
+) -> tuple[dict[str, Any], bool]:
+    """The ModelConfig keys Gemma 2 and 3 read alike (the block's shape, its norms, MLP, scaled
+    embedding and attention, the sliding windows), and whether some layer slides. context, vocab,
+    window: the config class's defaults where config.json names none; pattern: the layer pattern."""
     require(not typed_key(raw, "use_bidirectional_attention", file, bool, False), file,
-            "use_bidirectional_attention=true (EmbeddingGemma)")  # fmt: skip
+            "use_bidirectional_attention=true (an embedding model's, as EmbeddingGemma)")  # fmt: skip
     require(not typed_key(raw, "attention_bias", file, bool, False), file, "attention_bias=true")
     act = typed_key(raw, "hidden_activation", file, str, "gelu_pytorch_tanh")
-    require(act == "gelu_pytorch_tanh", file, f"hidden_activation={act!r} (Gemma 3's is gelu_pytorch_tanh)")
+    require(act == "gelu_pytorch_tanh", file, f"hidden_activation={act!r} ({family}'s is gelu_pytorch_tanh)")
     n_embd = config_key(raw, "hidden_size", file, kind=int)
     n_head = config_key(raw, "num_attention_heads", file, kind=int)
     layers = config_key(raw, "num_hidden_layers", file, kind=int)
     require(n_head >= 1 and layers >= 1, file, f"num_attention_heads={n_head}, num_hidden_layers={layers}")
-    head_dim = typed_key(raw, "head_dim", file, int, 256)  # Gemma3TextConfig's default
+    head_dim = typed_key(raw, "head_dim", file, int, 256)  # both config classes' default
     scalar = typed_key(raw, "query_pre_attn_scalar", file, int, 256)
     require(head_dim >= 1 and scalar >= 1, file, f"head_dim={head_dim}, query_pre_attn_scalar={scalar}")
-    context = config_key(raw, "max_position_embeddings", file, 131_072, kind=int)
-    pattern = layer_pattern(raw, layers, file)
-    window = typed_key(raw, "sliding_window", file, int)
+    window = typed_key(raw, "sliding_window", file, int, window)
     slides = any(pattern == 0 or (i + 1) % pattern for i in range(layers))
     require(not slides or (window is not None and window >= 1), file,
             f"sliding_window={window} with sliding-window layers")  # fmt: skip
-    rope, local_theta = _rotary(raw, file, context)
-    return ModelConfig(
+    keys = dict(
         n_layer=layers,
         n_head=n_head,
         n_embd=n_embd,
         n_kv_head=typed_key(raw, "num_key_value_heads", file, int, n_head),
-        block_size=context,
-        vocab_size=config_key(raw, "vocab_size", file, 262_208, kind=int),
+        block_size=config_key(raw, "max_position_embeddings", file, context, kind=int),
+        vocab_size=config_key(raw, "vocab_size", file, vocab, kind=int),
         bias=False,
         head_dim=0 if head_dim * n_head == n_embd else head_dim,
-        qk_norm=True,
         pos="rope",
-        **rope,
-        rope_local_theta=local_theta if slides else 0.0,
         sliding_window=window if slides else 0,
         sliding_window_pattern=pattern if slides else 0,
         attn_scale_dim=0 if scalar == head_dim else scalar,
@@ -120,6 +116,17 @@ def _gemma3_in(raw: dict[str, Any], file: str) -> ModelConfig:
         scale_embedding=True,
         tie_embeddings=typed_key(raw, "tie_word_embeddings", file, bool, True),
     )
+    return keys, slides
+
+
+def _gemma3_in(raw: dict[str, Any], file: str) -> ModelConfig:
+    for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+        value = raw.get(key)
+        require(value is None, file, f"{key}={value!r} (Gemma 3 has none; Gemma 2's is model_type gemma2)")
+    layers = config_key(raw, "num_hidden_layers", file, kind=int)
+    keys, slides = gemma_keys(raw, file, "Gemma 3", 131_072, 262_208, None, layer_pattern(raw, layers, file))
+    rope, local_theta = _rotary(raw, file, keys["block_size"])
+    return ModelConfig(**keys, qk_norm=True, **rope, rope_local_theta=local_theta if slides else 0.0)
 
 
 def is_gemma_shaped(c: ModelConfig) -> bool:

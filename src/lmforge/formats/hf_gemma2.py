@@ -23,8 +23,8 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import Family, config_key, require, typed_key
-from lmforge.formats.hf_gemma import FULL, GEMMA3, SLIDING, layer_pattern
+from lmforge.formats.hf_family import Family, config_key
+from lmforge.formats.hf_gemma import FULL, GEMMA3, SLIDING, gemma_keys, layer_pattern
 from lmforge.formats.hf_rope import rope_in, rope_out
 
 ATTN_CAP, FINAL_CAP, WINDOW = 50.0, 30.0, 4096  # Gemma2Config's defaults
@@ -42,50 +42,13 @@ def _softcap(raw: dict[str, Any], key: str, file: str, default: float) -> float:
 
 
 def _gemma2_in(raw: dict[str, Any], file: str) -> ModelConfig:
-    attn_cap = _softcap(raw, "attn_logit_softcapping", file, ATTN_CAP)
-    final_cap = _softcap(raw, "final_logit_softcapping", file, FINAL_CAP)
-    require(not typed_key(raw, "use_bidirectional_attention", file, bool, False), file,
-            "use_bidirectional_attention=true")  # fmt: skip
-    require(not typed_key(raw, "attention_bias", file, bool, False), file, "attention_bias=true")
-    act = typed_key(raw, "hidden_activation", file, str, "gelu_pytorch_tanh")
-    require(act == "gelu_pytorch_tanh", file, f"hidden_activation={act!r} (Gemma 2's is gelu_pytorch_tanh)")
-    n_embd = config_key(raw, "hidden_size", file, kind=int)
-    n_head = config_key(raw, "num_attention_heads", file, kind=int)
+    caps = {"attn_softcap": _softcap(raw, "attn_logit_softcapping", file, ATTN_CAP),
+            "logit_softcap": _softcap(raw, "final_logit_softcapping", file, FINAL_CAP)}  # fmt: skip
     layers = config_key(raw, "num_hidden_layers", file, kind=int)
-    require(n_head >= 1 and layers >= 1, file, f"num_attention_heads={n_head}, num_hidden_layers={layers}")
-    head_dim = typed_key(raw, "head_dim", file, int, 256)  # Gemma2Config's defaults
-    scalar = typed_key(raw, "query_pre_attn_scalar", file, int, 256)
-    require(head_dim >= 1 and scalar >= 1, file, f"head_dim={head_dim}, query_pre_attn_scalar={scalar}")
-    context = config_key(raw, "max_position_embeddings", file, 8192, kind=int)
     pattern = PATTERN if raw.get("layer_types") is None else layer_pattern(raw, layers, file)
-    window = typed_key(raw, "sliding_window", file, int, WINDOW)
-    slides = any(pattern == 0 or (i + 1) % pattern for i in range(layers))
-    require(not slides or window >= 1, file, f"sliding_window={window} with sliding-window layers")
-    return ModelConfig(
-        n_layer=layers,
-        n_head=n_head,
-        n_embd=n_embd,
-        n_kv_head=typed_key(raw, "num_key_value_heads", file, int, n_head),
-        block_size=context,
-        vocab_size=config_key(raw, "vocab_size", file, 256_000, kind=int),
-        bias=False,
-        head_dim=0 if head_dim * n_head == n_embd else head_dim,
-        pos="rope",
-        **rope_in(raw, file, context),  # one rotary for every layer: rope_parameters or rope_theta
-        sliding_window=window if slides else 0,
-        sliding_window_pattern=pattern if slides else 0,
-        attn_scale_dim=0 if scalar == head_dim else scalar,
-        attn_softcap=attn_cap,
-        logit_softcap=final_cap,
-        mlp="geglu_tanh",
-        mlp_hidden=config_key(raw, "intermediate_size", file, kind=int),
-        norm="rmsnorm",
-        norm_eps=typed_key(raw, "rms_norm_eps", file, float, 1e-6),
-        norm_unit_offset=True,
-        sandwich_norm=True,
-        scale_embedding=True,
-        tie_embeddings=typed_key(raw, "tie_word_embeddings", file, bool, True),
-    )
+    keys, _ = gemma_keys(raw, file, "Gemma 2", 8192, 256_000, WINDOW, pattern)
+    # one rotary for every layer: rope_parameters or rope_theta
+    return ModelConfig(**keys, **rope_in(raw, file, keys["block_size"]), **caps)
 
 
 def gemma2_out(c: ModelConfig) -> dict[str, Any]:
