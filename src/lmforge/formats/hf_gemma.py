@@ -139,6 +139,29 @@ def is_gemma_shaped(c: ModelConfig) -> bool:
     return gemma or any(getattr(c, k) != getattr(default, k) for k in keys)
 
 
+def gemma_out_keys(c: ModelConfig) -> dict[str, Any]:
+    """The config.json keys Gemma 2 and 3 write alike."""
+    return {
+        "hidden_size": c.n_embd,
+        "num_hidden_layers": c.n_layer,
+        "num_attention_heads": c.n_head,
+        "num_key_value_heads": c.n_kv_head or c.n_head,
+        "head_dim": c.head_size(),
+        "intermediate_size": c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64),
+        "max_position_embeddings": c.block_size,
+        "vocab_size": c.vocab_size,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": c.norm_eps,
+        "query_pre_attn_scalar": c.attn_scale_dim or c.head_size(),
+        # no sliding layer: any window serves (transformers builds the mask regardless)
+        "sliding_window": c.sliding_window or c.block_size,
+        "layer_types": [SLIDING if c.layer_window(i) else FULL for i in range(c.n_layer)],
+        "tie_word_embeddings": c.tie_embeddings,
+        "attention_bias": False,
+        "attention_dropout": c.dropout,
+    }
+
+
 def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
     needs = {
         "model.pos='rope'": c.pos == "rope",
@@ -159,7 +182,6 @@ def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
             "this model has no Hugging Face equivalent: its Gemma options would make it Gemma 3"
             f" (gemma3_text), which also needs {', '.join(lacks)}"
         )
-    layers = [SLIDING if c.layer_window(i) else FULL for i in range(c.n_layer)]
     local = c.rope_local_theta or c.rope_theta
     if c.sliding_window and not c.rope_local_theta and c.rope_type != "default":
         raise LmforgeError(
@@ -168,29 +190,13 @@ def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
         )
     full = {"rope_type": c.rope_type, "rope_theta": c.rope_theta, **rope_out(c)}
     return {
-        "hidden_size": c.n_embd,
-        "num_hidden_layers": c.n_layer,
-        "num_attention_heads": c.n_head,
-        "num_key_value_heads": c.n_kv_head or c.n_head,
-        "head_dim": c.head_size(),
-        "intermediate_size": c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64),
-        "max_position_embeddings": c.block_size,
-        "vocab_size": c.vocab_size,
-        "hidden_activation": "gelu_pytorch_tanh",
-        "rms_norm_eps": c.norm_eps,
-        "query_pre_attn_scalar": c.attn_scale_dim or c.head_size(),
-        # no sliding layer: any window serves (transformers builds the mask regardless)
-        "sliding_window": c.sliding_window or c.block_size,
-        "layer_types": layers,
+        **gemma_out_keys(c),
         "rope_parameters": {FULL: full, SLIDING: {"rope_type": "default", "rope_theta": local}},
         # transformers 4.5x reads these instead (every layer sliding: a pattern no layer reaches)
         "sliding_window_pattern": (c.sliding_window_pattern or c.n_layer + 1) if c.sliding_window else 1,
         "rope_theta": c.rope_theta,
         "rope_local_base_freq": local,
         **({"rope_scaling": {"rope_type": c.rope_type, **rope_out(c)}} if c.rope_type != "default" else {}),
-        "tie_word_embeddings": c.tie_embeddings,
-        "attention_bias": False,
-        "attention_dropout": c.dropout,
         "final_logit_softcapping": None,
         "attn_logit_softcapping": None,
         "use_bidirectional_attention": False,

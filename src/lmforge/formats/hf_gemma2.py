@@ -24,7 +24,7 @@ from typing import Any
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_family import Family, config_key
-from lmforge.formats.hf_gemma import FULL, GEMMA3, SLIDING, gemma_keys, layer_pattern
+from lmforge.formats.hf_gemma import GEMMA3, gemma_keys, gemma_out_keys, layer_pattern
 from lmforge.formats.hf_rope import rope_in, rope_out
 
 ATTN_CAP, FINAL_CAP, WINDOW = 50.0, 30.0, 4096  # Gemma2Config's defaults
@@ -72,25 +72,10 @@ def gemma2_out(c: ModelConfig) -> dict[str, Any]:
             f" it Gemma 2 (gemma2), which also needs {', '.join(lacks)} (with model.qk_norm: Gemma 3)"
         )
     return {
-        "hidden_size": c.n_embd,
-        "num_hidden_layers": c.n_layer,
-        "num_attention_heads": c.n_head,
-        "num_key_value_heads": c.n_kv_head or c.n_head,
-        "head_dim": c.head_size(),
-        "intermediate_size": c.mlp_hidden or 64 * -(-(8 * c.n_embd // 3) // 64),
-        "max_position_embeddings": c.block_size,
-        "vocab_size": c.vocab_size,
-        "hidden_activation": "gelu_pytorch_tanh",
-        "rms_norm_eps": c.norm_eps,
-        "query_pre_attn_scalar": c.attn_scale_dim or c.head_size(),
-        "sliding_window": c.sliding_window or c.block_size,  # no sliding layer: any window serves
-        "layer_types": [SLIDING if c.layer_window(i) else FULL for i in range(c.n_layer)],
+        **gemma_out_keys(c),
         "rope_parameters": {"rope_type": c.rope_type, "rope_theta": c.rope_theta, **rope_out(c)},
         "rope_theta": c.rope_theta,  # transformers 4 and llama.cpp's converter read these
         **({"rope_scaling": {"rope_type": c.rope_type, **rope_out(c)}} if c.rope_type != "default" else {}),
-        "tie_word_embeddings": c.tie_embeddings,
-        "attention_bias": False,
-        "attention_dropout": c.dropout,
         "attn_logit_softcapping": c.attn_softcap or None,
         "final_logit_softcapping": c.logit_softcap or None,
     }
