@@ -164,6 +164,13 @@ def test_a_completion_the_context_ended_says_so(page: Any, url: str) -> None:
     page.get_by_role("button", name="Complete").click()
     expect(stats).to_contain_text("prompt 5 tokens")
     assert stats.text_content().endswith("finish: length")
+    # an empty Max tokens (the default) sends null: the reply may fill the room the prompt leaves
+    page.get_by_label("Max tokens").fill("")
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    with page.expect_request("**/v1/completions") as request:
+        page.get_by_role("button", name="Complete").click()
+    assert request.value.post_data_json["max_tokens"] is None
+    expect(stats).to_contain_text("finish: length (the model's context of 32 tokens is full)")
 
 
 def test_translation_tab_gives_the_translations(page: Any, url: str) -> None:
@@ -335,7 +342,7 @@ def test_a_reload_keeps_the_conversation_drafts_tab_and_settings(page: Any) -> N
 
     page.get_by_role("button", name="Reset settings").click()
     reload(page)
-    defaults = {"Temperature": "0.7", "Top p": "1", "Repetition penalty": "1", "Max tokens": "256",
+    defaults = {"Temperature": "0.7", "Top p": "1", "Repetition penalty": "1", "Max tokens": "",
                 "Seed": "", "System prompt": ""}  # fmt: skip
     for label, value in defaults.items():
         expect(page.get_by_label(label)).to_have_value(value)

@@ -112,3 +112,18 @@ def test_a_chat_without_max_tokens_fills_the_context(api: TestClient, dirs: dict
     assert len(tok.encode(spec.render(full))) == 256
     message = refused(api.post("/v1/chat/completions", json={**body, "messages": full}), "messages")
     assert "resulted in 256 tokens, which leaves no room for a reply" in message
+
+
+def test_an_explicit_null_max_tokens_fills_the_room(api: TestClient) -> None:
+    """vLLM: only an absent max_tokens means a completion's 16; null fills the context less the
+    prompt (the playground's empty Max tokens sends it), a batch's longest prompt deciding."""
+    body = {"model": "gpt", "prompt": PROMPT, "temperature": 0, "max_tokens": None, "min_tokens": 17}
+    reply = api.post("/v1/completions", json=body).json()
+    assert reply["usage"]["completion_tokens"] == 17 and reply["choices"][0]["finish_reason"] == "length"
+    absent = {k: v for k, v in body.items() if k != "max_tokens"} | {"min_tokens": 16}
+    assert api.post("/v1/completions", json=absent).json()["usage"]["completion_tokens"] == 16
+    batch = {**body, "prompt": [PROMPT, PROMPT + "xxxxx"], "min_tokens": 12}  # 20 tokens: room for 12
+    reply = api.post("/v1/completions", json=batch).json()
+    assert reply["usage"]["completion_tokens"] == 24
+    chat = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": None}
+    assert api.post("/v1/chat/completions", json=chat).status_code == 200

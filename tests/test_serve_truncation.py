@@ -39,8 +39,12 @@ def api(dirs: dict[str, Path]) -> Iterator[TestClient]:
 
 
 def complete(api: TestClient, **fields: Any) -> Any:
+    """A completion of LONG; max_tokens=ABSENT leaves the field out (an explicit null fills the room)."""
     body = {"model": "gpt", "prompt": LONG, "max_tokens": 6, "temperature": 0, **fields}
-    return api.post("/v1/completions", json=body)
+    return api.post("/v1/completions", json={k: v for k, v in body.items() if v is not ABSENT})
+
+
+ABSENT = object()
 
 
 def test_a_completion_keeps_the_prompt_s_last_tokens(api: TestClient, dirs: dict[str, Path]) -> None:
@@ -90,7 +94,7 @@ def test_minus_one_leaves_the_reply_its_max_tokens(api: TestClient, dirs: dict[s
         "completion_tokens": len(want),
         "total_tokens": 26 + len(want),
     }
-    default = complete(api, truncate_prompt_tokens=-1, max_tokens=None).json()  # OpenAI's default, 16
+    default = complete(api, truncate_prompt_tokens=-1, max_tokens=ABSENT).json()  # OpenAI's default, 16
     assert default["usage"]["prompt_tokens"] == 16
     assert (
         complete(api, truncate_prompt_tokens=-1, max_tokens=0, echo=True).json()["usage"]["prompt_tokens"]
@@ -141,7 +145,7 @@ def test_a_k_that_leaves_the_reply_no_room_is_a_400(api: TestClient, dirs: dict[
         error = complete(api, **fields).json()["error"]
         assert error["param"] == "truncate_prompt_tokens" and "at most 26" in error["message"], error
     assert complete(api, truncate_prompt_tokens=26).json()["usage"]["prompt_tokens"] == 26
-    error = complete(api, truncate_prompt_tokens=17, max_tokens=None).json()["error"]  # default 16
+    error = complete(api, truncate_prompt_tokens=17, max_tokens=ABSENT).json()["error"]  # default 16
     assert "at most 16" in error["message"], error
     talk = [{"role": "user", "content": "Who is the king? " * 60}]
     body = {"model": "llama", "messages": talk, "temperature": 0, "truncate_prompt_tokens": 256}

@@ -115,8 +115,13 @@ def create_app(
         served = _model(state, body.model, "text-generation")
         # token-id prompts are checked against the vocabulary and echo their decoded text
         ids, texts = read_prompts(served.tokenizer, served.net.config.vocab_size, body)
+        fills = body.max_tokens is None and "max_tokens" in body.model_fields_set  # null: the room left
         limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
         room = (limit, "max_tokens" if body.max_tokens is not None else "the default max_tokens")
+        if fills:  # as a chat without max_tokens (below)
+            limit = settings.max_tokens_limit
+            cap = (limit, "--max-tokens-limit: max_tokens null")
+            room = cap if body.truncate_prompt_tokens == -1 else (0, "")
         cut = body.truncate_prompt_tokens  # -1: the context less room, vLLM's max_model_len - max_tokens
         ids, texts = keep_last(served.tokenizer, ids, texts, cut, served.context, room)
         echo = texts if body.echo else None

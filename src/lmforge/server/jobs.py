@@ -95,10 +95,12 @@ def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, c
     max_tokens K the request runs under fit the context N (P + K <= N), else a 400 before anything
     is decoded (until 2026-12-07 the reply ran to the context and ended with "length"). K counts
     a completion's default 16 (vLLM's CompletionRequest default); a chat that names none fills the
-    context, N - P (vLLM's get_max_tokens), so its prompt must leave room for one token."""
+    context, N - P (vLLM's get_max_tokens), so its prompt must leave room for one token; so does a
+    completion whose max_tokens is an explicit null (vLLM's too: only an absent one means 16), the
+    longest of its prompts deciding."""
     named = body.limit() if chat else body.max_tokens  # type: ignore[attr-defined]
-    if chat and named is None:
-        room = context - len(prompts[0])
+    if named is None and (chat or "max_tokens" in body.model_fields_set):
+        room = context - max(map(len, prompts))
         if room < 1 and limit > 0:
             raise ApiError(
                 400,

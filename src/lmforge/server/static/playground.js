@@ -136,6 +136,9 @@ function sampling() {
     seed: numberSetting("seed", "Seed", true),
   };
   for (const key of Object.keys(body)) if (body[key] === undefined) delete body[key];
+  // empty: null, which fills the room the prompt leaves in the model's context (a completion's
+  // absent max_tokens would mean 16, and a fixed default would not fit a small model's context)
+  if (body.max_tokens === undefined) body.max_tokens = null;
   return body;
 }
 
