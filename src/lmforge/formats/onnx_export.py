@@ -4,8 +4,8 @@ OUT holds the graphs (formats/onnx_graphs.py), the tokenizer's files and `onnx.j
 the runner (inference/onnx_runner.py) reads: the kind of model, each graph's file, inputs and
 outputs, the cache's shape, the token ids decoding needs. What each kind exports:
 
-- a GPT (lmforge's, or an imported GPT-2 / Llama-family model): model.onnx, the decoder with past
-  keys/values;
+- a GPT (lmforge's, or an imported GPT-2 / Llama-family model, sliding-window layers included):
+  model.onnx, the decoder with past keys/values;
 - an encoder (BERT), a classifier, a question-answering span model: model.onnx, the hidden states,
   class logits, or answer start/end logits;
 - an encoder-decoder (lmforge's translation model, Marian): encoder_model.onnx (the memory and the
@@ -95,12 +95,6 @@ def model_kind(model: nn.Module, where: str | Path) -> str:
         (Seq2Seq, "seq2seq"),
         (GPT, "decoder"),
     ]
-    window = getattr(getattr(model, "config", None), "sliding_window", 0)
-    if window:  # the graph would be traced for one side of the window: refused, not wrong numbers
-        raise LmforgeError(
-            f"{where}: the ONNX export does not cover sliding-window attention"
-            f" (model.sliding_window={window}, Gemma 3's); run the model in PyTorch (generate, serve) instead"
-        )
     if getattr(getattr(model, "config", None), "rope_type", "") == "longrope":  # traced on one table
         raise LmforgeError(
             f"{where}: the ONNX export does not cover model.rope_type='longrope' (its rotary table"

@@ -67,7 +67,9 @@ def _kv_names(prefix: str, n_layer: int) -> list[str]:
 def _reference_attention(model: nn.Module) -> None:
     """The written-out formula on every attention: it has no branch on sequence lengths, which
     the fast routes take (bmm or sdpa, by whether queries and keys are equally long), so one
-    graph serves the prompt and each decoding step."""
+    graph serves the prompt and each decoding step. On it a sliding-window layer always applies
+    its band mask (SelfAttention._slide), rather than slicing a step's keys or skipping the band
+    inside the window: one graph for both sides of the window."""
     model.set_attention("reference")  # type: ignore[operator]
 
 

@@ -222,7 +222,7 @@ class SelfAttention(nn.Module):
             q = q * self.q_scale
         if cache is not None:
             k, v = cache.update(layer, k, v)  # the cache keeps n_kv heads; attention() groups them
-        if self.window and (t == 1 or k.size(-2) > self.window):  # a step: no branch on the length
+        if self.window and (self.impl == "reference" or t == 1 or k.size(-2) > self.window):
             k, v, mask = self._slide(t, k, v, mask)
         dropout = self.dropout if self.training else 0.0
         y = attention(q, k, v, self.causal, mask, dropout, self.impl, self.softcap)
@@ -234,8 +234,11 @@ class SelfAttention(nn.Module):
         """The keys a sliding-window layer's last t queries may see: a decoding step's last `window`
         keys (no mask to build); for several queries, a band mask on top of the causal one. Windows
         count cache columns, as transformers' do: a row's real tokens are contiguous and end at the
-        last column (its padding, masked, on the left), so a column's distance is a position's."""
-        if t == 1:  # the last min(length, window) keys: sym_min, so a compiled step takes any length
+        last column (its padding, masked, on the left), so a column's distance is a position's.
+        The reference route (the ONNX graphs') always takes the band mask: one traced graph then
+        serves the prompt and each step, inside the window and past it, with no branch on lengths."""
+        if self.impl != "reference" and t == 1:  # a step: the last min(length, window) keys
+            # (sym_min: a compiled step takes any length)
             start = k.size(-2) - torch.sym_min(k.size(-2), self.window)
             return k[:, :, start:], v[:, :, start:], None if mask is None else mask[..., start:]
         band = window_mask(t, k.size(-2), self.window, k.device)  # (T, T_keys), causal too
