@@ -42,10 +42,9 @@ from lmforge.server.schemas import (
 )
 from lmforge.server.tool_calls import chat_message, stream_pieces
 from lmforge.server.tool_formats import Reading, reads_calls
-from lmforge.server.truncation import keep_last
+from lmforge.server.truncation import keep_last, reply_limit
 
 MAX_BODY_BYTES = 4 * 2**20  # far above any prompt a served context can hold
-COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 
 
 @dataclass
@@ -115,14 +114,9 @@ def create_app(
         served = _model(state, body.model, "text-generation")
         # token-id prompts are checked against the vocabulary and echo their decoded text
         ids, texts = read_prompts(served.tokenizer, served.net.config.vocab_size, body)
-        fills = body.max_tokens is None and "max_tokens" in body.model_fields_set  # null: the room left
-        limit = body.max_tokens if body.max_tokens is not None else COMPLETION_DEFAULT_TOKENS
-        room = (limit, "max_tokens" if body.max_tokens is not None else "the default max_tokens")
-        if fills:  # as a chat without max_tokens (below)
-            limit = settings.max_tokens_limit
-            cap = (limit, "--max-tokens-limit: max_tokens null")
-            room = cap if body.truncate_prompt_tokens == -1 else (0, "")
         cut = body.truncate_prompt_tokens  # -1: the context less room, vLLM's max_model_len - max_tokens
+        fills = "max_tokens" in body.model_fields_set  # an explicit null fills the room the prompt leaves
+        limit, room = reply_limit(body.max_tokens, "max_tokens", fills, cut, settings.max_tokens_limit)
         ids, texts = keep_last(served.tokenizer, ids, texts, cut, served.context, room)
         echo = texts if body.echo else None
         return await _generate(state, served, body, ids, limit, request, chat=False, echo=echo)
@@ -144,10 +138,8 @@ def create_app(
             ids = [served.tokenizer.encode(prompt)]
         except LmforgeError as e:
             raise ApiError(400, str(e), "messages", "invalid_value") from None
-        limit = body.limit() if body.limit() is not None else settings.max_tokens_limit
-        room = (limit, body.limit_key() if body.limit() is not None else "--max-tokens-limit: no max_tokens")
-        if body.limit() is None and body.truncate_prompt_tokens != -1:
-            room = (0, "")  # vLLM: a chat's k is checked against the max_tokens it names, if any
+        cut = body.truncate_prompt_tokens  # a chat without max_tokens fills the room its prompt leaves
+        limit, room = reply_limit(body.limit(), body.limit_key(), True, cut, settings.max_tokens_limit)
         ids, _ = keep_last(served.tokenizer, ids, [prompt], body.truncate_prompt_tokens, served.context, room)
         return await _generate(state, served, body, ids, limit, request, chat=True, calls=calls)
 

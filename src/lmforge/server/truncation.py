@@ -20,6 +20,21 @@ FIELD = "truncate_prompt_tokens"
 
 Room = tuple[int, str]
 """The tokens a reply may generate and the field that says so ("max_tokens"): -1 leaves them room."""
+COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions, where it is absent
+
+
+def reply_limit(
+    named: int | None, key: str, fills: bool, cut: int | None, tokens_limit: int
+) -> tuple[int, Room]:
+    """(the max_tokens a request runs under, the Room truncate_prompt_tokens leaves it): `named`, its
+    own; else, where it `fills` the room its prompt leaves (a chat without max_tokens, any explicit
+    null: vLLM's get_max_tokens), --max-tokens-limit, which a k is checked against only at -1 (vLLM
+    counts none); else a completion's default 16."""
+    if named is not None:
+        return named, (named, key)
+    if fills:
+        return tokens_limit, (tokens_limit, f"--max-tokens-limit: no {key}") if cut == -1 else (0, "")
+    return COMPLETION_DEFAULT_TOKENS, (COMPLETION_DEFAULT_TOKENS, f"the default {key}")
 
 
 def kept_tokens(keep: int | None, context: int, room: Room = (0, "")) -> int | None:
