@@ -36,6 +36,8 @@ LAYER = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
+    "self_attn.qkv_proj": "attn_qkv",  # Phi-3's fused tensors, written as they are
+    "mlp.gate_up_proj": "ffn_up",
 }
 GEMMA = {"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
          "post_feedforward_layernorm": "post_ffw_norm"}  # fmt: skip
@@ -56,10 +58,12 @@ def write_like_llama_cpp(
     keys: dict[str, Any],
     tokenizer: str = "gpt2",
     sentencepiece: tuple[list[str], list[float], list[int]] | None = None,
+    tensors: dict[str, Any] | None = None,
 ) -> None:
     """`hf`'s weights (F32) and config as llama.cpp's converter writes them for `arch`, plus `keys`
-    (GGUF key without the arch prefix -> value); the tokenizer is test_gguf's byte-level BPE, or
-    the `sentencepiece` (tokens, scores, types) with Gemma's special ids."""
+    (GGUF key without the arch prefix -> value) and `tensors` (name -> array, first, as the
+    converter's generate_extra_tensors); the tokenizer is test_gguf's byte-level BPE, or the
+    `sentencepiece` (tokens, scores, types) with Gemma's special ids."""
     c = hf.config
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(c.num_hidden_layers)
@@ -95,6 +99,8 @@ def write_like_llama_cpp(
         writer.add_unk_token_id(3)
         writer.add_add_bos_token(True)
     layer = LAYER | (GEMMA if arch in ("gemma2", "gemma3") else LLAMA)
+    for name, values in (tensors or {}).items():
+        writer.add_tensor(name, values)
     for name, weight in hf.state_dict().items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
             continue

@@ -14,7 +14,8 @@ of each head permuted for its rotary layout; they are permuted back as transform
 per-head q/k norms (`attn_q_norm`, `attn_k_norm`) and its head size (`attention.key_length`, larger
 than embedding_length / head_count) map onto the Qwen3 family.
 Gemma 2 (`gemma2`), Gemma 3 (`gemma3`) and SmolLM3 (`smollm3`, permuted as Llama's) map onto their
-families with what llama.cpp's loader hard-codes for them (formats/gguf_arch.py).
+families with what llama.cpp's loader hard-codes for them, Phi-3 (`phi3`: fused tensors, partial
+rotary, LongRoPE's factor tensors) onto its family (formats/gguf_arch.py).
 
 The tokenizer comes from the metadata (formats/gguf_tokenizer.py); the chat template
 (`tokenizer.chat_template`) is written as chat_template.jinja and the special ids as
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from lmforge.config import ModelConfig, model_config_from
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import write_chat_files
 from lmforge.formats.directory import write_model_dir
-from lmforge.formats.gguf_arch import MODEL_TYPES, arch_config, layer_names, stored_weight
+from lmforge.formats.gguf_arch import MODEL_TYPES, ROPE_FACTORS, arch_config, layer_names, stored_weight
 from lmforge.formats.gguf_tokenizer import gguf_tokenizer
 from lmforge.formats.hf import FAMILIES
 from lmforge.formats.hf_convert import hf_to_lmforge
@@ -45,7 +47,7 @@ from lmforge.model.rope_scaling import RopeScaling, frequencies, scaled
 from lmforge.outputs import staged_folder
 from lmforge.tokenization.tokenizer import Tokenizer
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3")  # Mistral's files say "llama"
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "smollm3", "phi3")  # Mistral's say "llama"
 PERMUTED = ("llama", "smollm3")  # llama.cpp permutes q/k rows of these for its rotary layout
 ROPE_FREQS = "rope_freqs.weight"  # Llama 3's scaled rotary frequencies, one factor per frequency
 LLAMA3_PARAMETERS = (1.0, 4.0, 8192)  # Llama 3.1-3.3's low_freq_factor, high_freq_factor, context
@@ -160,11 +162,13 @@ def _key(meta: dict[str, Any], name: str, file: Path, default: Any = None, kind:
 
 
 def config_from_metadata(
-    meta: dict[str, Any], names: set[str], file: Path, rope_freqs: np.ndarray | None = None
+    meta: dict[str, Any], names: set[str], file: Path, tensors: dict[str, np.ndarray] | None = None
 ) -> ModelConfig:
     """The ModelConfig the metadata describes, built as HF's config.json would be and checked by
-    the Llama family (so the same limits apply: SwiGLU, RMSNorm); rope_freqs: the file's
-    `rope_freqs.weight`, Llama 3.1's scaled rotary frequencies as llama.cpp writes them."""
+    the Llama family (so the same limits apply: SwiGLU, RMSNorm); tensors: the file's rotary
+    tensors by name (config_tensors): `rope_freqs.weight`, Llama 3.1's scaled rotary frequencies as
+    llama.cpp writes them, and phi3's LongRoPE factors."""
+    tensors = tensors or {}
     arch = meta.get("general.architecture")
     if arch not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
@@ -175,6 +179,8 @@ def config_from_metadata(
     head_dim = _key(meta, f"{arch}.attention.key_length", file, n_embd // n_head)
     for name in ("rope.dimension_count", "attention.value_length"):
         value = meta.get(f"{arch}.{name}")
+        if arch == "phi3" and name == "rope.dimension_count":
+            continue  # Phi-3's partial rotary (formats/gguf_arch.py)
         if value is not None and value != head_dim:
             raise LmforgeError(f"{file}: {arch}.{name}={value} (lmforge needs the key_length, {head_dim})")
     tokens = meta.get("tokenizer.ggml.tokens")
@@ -196,14 +202,12 @@ def config_from_metadata(
         "rms_norm_eps": _key(meta, f"{arch}.attention.layer_norm_rms_epsilon", file, kind=float),
         "rope_parameters": {
             "rope_theta": (theta := _key(meta, f"{arch}.rope.freq_base", file, 10000.0, kind=float)),
-            **_rope_scaling(meta, arch, rope_freqs, head_dim, theta, file),
+            **_rope_scaling(meta, arch, tensors.get(ROPE_FREQS), head_dim, theta, file),
         },
         "tie_word_embeddings": "output.weight" not in names,
         "attention_bias": arch == "llama" and any(n.endswith(("attn_q.bias", "attn_k.bias")) for n in names),
     }
-    raw = arch_config(
-        meta, arch, raw, file
-    )  # gemma2's, gemma3's and smollm3's own keys (formats/gguf_arch.py)
+    raw = arch_config(meta, arch, raw, file, tensors)  # gemma's, smollm3's, phi3's own (formats/gguf_arch.py)
     family = FAMILIES[MODEL_TYPES.get(arch, arch)]
     return model_config_from(dataclasses.asdict(family.config_in(raw, str(file))), file)
 
@@ -216,6 +220,8 @@ def _rope_scaling(
     frequency divided by it), which is read back as the `llama3` scaling it must come from (the
     factors checked: Llama 3.1-3.3 all use the same three parameters, only `factor` differs)."""
     kind = meta.get(f"{arch}.rope.scaling.type", "none")
+    if arch == "phi3" and kind == "longrope":  # llama.cpp's name for what phi3's factor tensors do
+        kind = "none"
     if kind == "linear" and freqs is not None:  # llama.cpp would apply both: lmforge has one
         raise LmforgeError(f"{file}: rope scaling 'linear' and tensor {ROPE_FREQS!r} together")
     if kind == "linear":
@@ -274,11 +280,28 @@ def unpermute(weight: torch.Tensor, n_head: int) -> torch.Tensor:
     return weight.reshape(n_head, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)
 
 
-def read_weights(reader: Any, arch: str, config: ModelConfig, file: Path) -> dict[str, torch.Tensor]:
-    """HF name -> fp32 tensor for every tensor of the file."""
+def config_tensors(reader: Any, arch: str, file: Path) -> dict[str, np.ndarray]:
+    """The rotary tensors the config is made of (not weights): `rope_freqs.weight`, and phi3's
+    LongRoPE factors (another architecture's are named where the weights are read); llama.cpp
+    writes and reads them F32."""
+    wanted = (ROPE_FREQS, *ROPE_FACTORS) if arch == "phi3" else (ROPE_FREQS,)
+    out = {}
+    for tensor in reader.tensors:
+        if tensor.name in wanted:
+            kind = tensor.tensor_type.name
+            if kind != "F32":
+                raise LmforgeError(f"{file}: tensor {tensor.name!r} has type {kind}, not F32")
+            out[tensor.name] = dequantize(tensor, file).numpy()
+    return out
+
+
+def read_weights(
+    reader: Any, arch: str, config: ModelConfig, file: Path, skip: Container[str] = (ROPE_FREQS,)
+) -> dict[str, torch.Tensor]:
+    """HF name -> fp32 tensor for every tensor of the file but those in `skip` (the config's)."""
     out: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
-        if tensor.name == ROPE_FREQS:  # in the config (config_from_metadata)
+        if tensor.name in skip:  # in the config (config_from_metadata)
             continue
         name = hf_name(tensor.name, arch)
         if name is None:
@@ -297,6 +320,11 @@ def _check_query_rows(reader: Any, arch: str, config: ModelConfig, file: Path) -
     """The first layer's query rows against head_count x the head size, named by the metadata
     keys that set them (a wrong or absent key_length read as a mismatch of Hugging Face tensors)."""
     query = next((t for t in reader.tensors if t.name == "blk.0.attn_q.weight"), None)
+    if arch == "phi3" and query is not None:  # llama.cpp's loader has a split form no converter writes
+        raise LmforgeError(
+            f"{file}: a phi3 file with separate attn_q, attn_k and attn_v tensors (lmforge reads the"
+            " fused attn_qkv that llama.cpp's converter writes)"
+        )
     if query is None or len(query.shape) != 2:
         return  # a missing or odd tensor is named where the weights are read
     rows, want = int(query.shape[1]), config.n_head * config.head_size()  # GGUF lists columns first
@@ -314,19 +342,16 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     reader = read_gguf(file)
     meta = read_metadata(reader, file)
     names = {t.name for t in reader.tensors}
-    freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
-    if freqs is not None and freqs.tensor_type.name != "F32":  # llama.cpp writes and reads them F32
-        raise LmforgeError(f"{file}: tensor {ROPE_FREQS!r} has type {freqs.tensor_type.name}, not F32")
-    config = config_from_metadata(
-        meta, names, file, None if freqs is None else dequantize(freqs, file).numpy()
-    )
-    _check_query_rows(reader, meta["general.architecture"], config, file)
+    arch = meta.get("general.architecture")
+    tensors = config_tensors(reader, arch, file)
+    config = config_from_metadata(meta, names, file, tensors)
+    _check_query_rows(reader, arch, config, file)
     tokenizer = gguf_tokenizer(meta, str(file))
     if tokenizer.vocab_size > config.vocab_size:
         raise LmforgeError(f"{file}: {tokenizer.vocab_size} tokens but vocab_size={config.vocab_size}")
     model = empty(lambda: GPT(config))
-    hf = read_weights(reader, meta["general.architecture"], config, file)
-    family = FAMILIES[MODEL_TYPES.get(meta["general.architecture"], meta["general.architecture"])]
+    hf = read_weights(reader, arch, config, file, tensors)
+    family = FAMILIES[MODEL_TYPES.get(arch, arch)]
     state, unused = hf_to_lmforge(family, config, hf, model.state_dict(), str(file))
     if unused:
         raise LmforgeError(f"{file}: tensor {unused[0]!r} has no place in this model")
