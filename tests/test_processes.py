@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import pytest
 
@@ -203,3 +204,29 @@ def test_ctrl_c_says_which_checkpoint_a_resume_continues_from(
     assert said and int(said[2]) >= 2 and int(said[1]) >= int(said[2]), err
     assert f"lmforge train --resume {out} continues exactly from there" in err
     assert err.rstrip().endswith(f"lmforge: {last}")
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, processes.Terminated])
+def test_a_stop_that_lands_in_a_weakref_callback_is_raised_again(
+    exception: type[KeyboardInterrupt], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python cannot raise from a weakref callback (an import's module lock has one): a Ctrl-C or
+    SIGTERM landing there printed "Exception ignored in ..." with a traceback and was lost (seen in
+    a 2-rank launch's Ctrl-C). Inside signals_stop it is kept and raised where the training loop
+    asks (between steps), or where the block ends."""
+
+    class Held:
+        pass
+
+    def callback(_: object) -> None:
+        raise exception
+
+    with pytest.raises(exception), processes.signals_stop():
+        held = Held()
+        watch = weakref.ref(held, callback)
+        del held  # the callback runs and raises: unraisable
+        assert watch() is None
+        if exception is KeyboardInterrupt:
+            processes.raise_lost_stop()  # as the loop asks between steps
+        # Terminated: raised where the block ends
+    assert "Exception ignored" not in capsys.readouterr().err

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from lmforge.errors import LmforgeError
 
@@ -87,8 +89,31 @@ def signals_stop() -> Iterator[None]:
         signal.SIGTERM: signal.signal(signal.SIGTERM, stop),
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
     }
+    hook, sys.unraisablehook = sys.unraisablehook, functools.partial(_keep_lost, sys.unraisablehook)
     try:
         yield
+        raise_lost_stop()  # at the latest where the block ends
     finally:
+        sys.unraisablehook = hook
+        _lost.clear()
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+_lost: list[KeyboardInterrupt] = []  # stops that landed where Python could not raise them
+
+
+def _keep_lost(hook: Callable[[Any], object], unraisable: Any) -> None:
+    """A Ctrl-C or SIGTERM whose exception landed where Python cannot raise one (a weakref callback,
+    as an import's module lock has, or a __del__) was printed as "Exception ignored in ..." with a
+    traceback and lost (seen once in a 2-rank launch's Ctrl-C): kept, for raise_lost_stop."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _lost.append(unraisable.exc_value)
+        return
+    hook(unraisable)
+
+
+def raise_lost_stop() -> None:
+    """Raise a stop signals_stop kept (the training loop asks between steps)."""
+    if _lost:
+        raise _lost.pop()

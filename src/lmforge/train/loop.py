@@ -34,7 +34,7 @@ from lmforge.formats.peft import base_identity, check_base
 from lmforge.model import lora
 from lmforge.model.checkpointing import set_activation_checkpointing
 from lmforge.outputs import DISK_ERRORS, write_file
-from lmforge.processes import signals_stop
+from lmforge.processes import raise_lost_stop, signals_stop
 from lmforge.train import checkpoint as ckpt
 from lmforge.train import compiling, report
 from lmforge.train.autotune import choose_kernels, compiled_module, kernels_from_state
@@ -282,6 +282,7 @@ def _steps(run: Run) -> None:
     gradients = run.privacy.forward_backward if run.privacy else forward_backward
     step_module = run.module if run.step_module is None else run.step_module
     while run.step < t.max_steps:
+        raise_lost_stop()  # a Ctrl-C that landed in a weakref callback (processes.signals_stop)
         tick = time.perf_counter()
         batches = task.loader.next_step()
         step_loss = gradients(step_module, engine, batches, run.autocast, task.loss)
