@@ -22,6 +22,9 @@ transformers = pytest.importorskip("transformers")
 from hf_helpers import hf_greedy, load_whole  # noqa: E402
 from test_gguf_gemma_smollm3 import TOKENS, _meta, difference, write_like_llama_cpp  # noqa: E402
 
+# LongRoPE's original context of 16: 30-token sequences and the greedy runs cross it
+from test_phi3 import LONGROPE, PROMPTS  # noqa: E402
+
 from lmforge.errors import LmforgeError  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
 from lmforge.formats.gguf import config_from_metadata  # noqa: E402
@@ -29,17 +32,6 @@ from lmforge.formats.hf_export import export_hf  # noqa: E402
 from lmforge.formats.hf_files import import_hf  # noqa: E402
 from lmforge.inference.generate import generate_ids  # noqa: E402
 
-ORIGINAL = 16  # LongRoPE's original context: 30-token sequences and the greedy runs cross it
-PROMPTS = [[5, 9, 9, 12, 30, 7, 44, 3], [40, 41, 17]]
-LONGROPE = {
-    "original_max_position_embeddings": ORIGINAL,
-    "rope_parameters": {
-        "rope_type": "longrope",
-        "rope_theta": 10000.0,
-        "short_factor": [1.0 + 0.1 * i for i in range(8)],  # 16-wide heads: 8 frequencies
-        "long_factor": [1.5 + 0.5 * i for i in range(8)],
-    },
-}
 LONG_SHORT = ("long", "short")
 KINDS: dict[str, dict[str, Any]] = {
     "plain": {},  # what transformers' GGUF loader reads whole
