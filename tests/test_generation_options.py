@@ -146,6 +146,8 @@ GENERATION_PIPELINE_BAD = [
     ("truncate_prompt", "yes"),
     ("num_beams", 0),
     ("num_beams", 4),  # a valid beam, but text-generation has no beam search: refused, not ignored
+    ("length_penalty", float("nan")),  # checked whatever num_beams is (until 2026-12-07: only with beams)
+    ("early_stopping", "sometimes"),
 ]
 
 
@@ -240,6 +242,8 @@ def test_transformers_input_names_and_a_missing_input_or_model(dirs: dict[str, P
     _refused(lambda: labels(), "text-classification needs a text")
     _refused(lambda: lmforge.pipeline("text-generation"), "give both the task and a model directory")
     _refused(lambda: lmforge.pipeline(model=dirs["gpt"]), "lmforge downloads no default model")
+    _refused(lambda: lmforge.pipeline(5, model=dirs["gpt"]), "task=5", "a name")  # were TypeErrors
+    _refused(lambda: lmforge.pipeline("text-generation", model=5), "model=5", "a directory path")
     assert lmforge.pipeline("sentiment-analysis", model=dirs["clf"])("abc") == labels("abc")  # an alias
     assert labels("abc " * 40, truncation=True) == labels("abc " * 40)  # always cut: transformers' keyword
     assert labels("abc " * 40, truncation="longest_first") == labels("abc " * 40)  # and its strategy

@@ -169,7 +169,7 @@ def test_pipeline_and_cli_translate_marian_dir(
         if 0 in row and row.index(0) <= min(2 * len(tokenizer(sentences[i]).input_ids) + 10, out.size(1) - 2)
     ]
     assert len(short) >= 3
-    got = lmforge.pipeline("translation_en_to_fr", model=hf_dir)(sentences)
+    got = lmforge.pipeline("translation_en_to_fr", model=hf_dir)(sentences, num_beams=1)
     with pytest.raises(LmforgeError, match="translates en to fr, not fr to en"):  # tokenizer_config.json's
         lmforge.pipeline("translation_fr_to_en", model=hf_dir)
     three = tmp_path / "eng-fra"  # some opus-mt name ISO 639-3 codes: not comparable with en, fr
@@ -256,8 +256,10 @@ def test_lmforge_seq2seq_without_marian_shape_is_refused_on_export(
 def test_default_beam_comes_from_the_generation_config(
     hf_dir: Path, sentences: list[str], tmp_path: Path
 ) -> None:
-    """opus-mt's generation_config.json says num_beams 4, which transformers uses when a call
-    gives none; so does lmforge (pipeline, translate, eval-translate), through import and export."""
+    """opus-mt's generation_config.json says num_beams 4, which transformers' generate uses when a
+    call gives none; so does lmforge's translate (and eval-translate), through import and export.
+    transformers 4.x's TranslationPipeline searches with its own 4 beams whatever the file says (its
+    _default_generation_config wins), and so does lmforge's pipeline (until 2026-12-07 the file's)."""
     import json
     import shutil
 
@@ -268,13 +270,14 @@ def test_default_beam_comes_from_the_generation_config(
     assert lmforge.load(hf_dir)[0].num_beams == 1 and lmforge.load(directory)[0].num_beams == 3
 
     translator = lmforge.pipeline("translation_en_to_fr", model=directory)
-    default, beam3, greedy = (translator(sentences, num_beams=n) for n in (None, 3, 1))
-    assert default == beam3 != greedy
-    assert lmforge.translate(directory, sentences) == [d["translation_text"] for d in default]
+    default, beam3, beam4, greedy = (translator(sentences, num_beams=n) for n in (None, 3, 4, 1))
+    assert default == beam4 != beam3 != greedy
+    assert lmforge.translate(directory, sentences) == [d["translation_text"] for d in beam3]
+    assert lmforge.pipeline("translation_en_to_fr", model=hf_dir)(sentences) == default  # the file names none
 
     import_hf(directory, tmp_path / "ours")
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["num_beams"] == 3
-    assert lmforge.pipeline("translation_en_to_fr", model=tmp_path / "ours")(sentences) == default
+    assert lmforge.pipeline("translation_en_to_fr", model=tmp_path / "ours")(sentences, num_beams=3) == beam3
     export_hf(tmp_path / "ours", tmp_path / "back")
     assert json.loads((tmp_path / "back" / "generation_config.json").read_text())["num_beams"] == 3
     assert transformers.GenerationConfig.from_pretrained(tmp_path / "back").num_beams == 3

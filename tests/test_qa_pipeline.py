@@ -68,6 +68,7 @@ def test_defaults_at_construction_and_per_call() -> None:
         ),
         ({"question": "Who?"}, "needs both question= and context="),
         ({"question": 3, "context": "x"}, "question must be a string"),
+        ({"question": "Who?", "context": 5}, "^context must be a string or a list of strings, not int$"),
         ({"question": "Who?", "context": "x", "top_k": 0}, "top_k=0: must be an integer >= 1"),
         ({"question": "Who?", "context": "x", "max_answer_len": 0}, "max_answer_len=0"),
         (

@@ -41,9 +41,11 @@ def beam_search(
     num_return_sequences: int = 1,
     repetition_penalty: float = 1.0,
     bans: Bans | None = None,
+    keep_stop: bool = False,
 ) -> list[list[int]]:
     """The num_return_sequences best hypotheses' new tokens, best first, each without the
-    end-of-text id it ended at. The prompt and its new tokens must fit the model's context."""
+    end-of-text id it ended at (with it where keep_stop). The prompt and its new tokens must fit
+    the model's context."""
     k, stops = num_beams, frozenset(stops)
     keep = max(2, 1 + len(stops)) * k
     device = next(model.parameters()).device
@@ -85,7 +87,7 @@ def beam_search(
         tokens = torch.tensor([[token[j]] for j in chosen], device=device)
         logits = model(tokens, cache, last_only=True)[:, -1]
     out = [row[len(prompt) :] for row in done_rows[:num_return_sequences]]
-    return [row[:-1] if row and row[-1] in stops else row for row in out]
+    return [row[:-1] if row and row[-1] in stops and not keep_stop else row for row in out]
 
 
 def _processed(

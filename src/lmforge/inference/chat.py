@@ -154,9 +154,11 @@ class ChatSpec:
         # transformers passes tools and documents even when None: `tools is none` holds there
         return {"tools": tools, "documents": None, **self.variables}
 
-    def sampling(self, **given: Any) -> dict[str, Any]:
+    def sampling(self, applied: Sequence[str] = (), **given: Any) -> dict[str, Any]:
         """The decoding options of PIPELINE_DEFAULTS: the caller's (not None) over
-        generation_config.json's over transformers' pipeline defaults, each checked."""
+        generation_config.json's over transformers' pipeline defaults, each checked. The file's
+        keys lmforge does not apply are named once on stderr, but those the caller applies itself
+        (`applied`: the text-generation pipeline's num_beams)."""
         out = dict(PIPELINE_DEFAULTS)
         for key in PIPELINE_DEFAULTS:
             value = self.generation.get(key)
@@ -166,7 +168,8 @@ class ChatSpec:
                 except LmforgeError as e:
                     raise LmforgeError(f"{self.directory / GENERATION_CONFIG}: {e}") from None
                 out[key] = value
-        unused = {k: v for k, v in self.generation.items() if k in UNAPPLIED and v not in UNAPPLIED[k]}
+        unapplied = {k: v for k, v in UNAPPLIED.items() if k not in applied}
+        unused = {k: v for k, v in self.generation.items() if k in unapplied and v not in unapplied[k]}
         if unused and not self.noted:
             self.noted = True
             print(

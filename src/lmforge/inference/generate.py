@@ -149,9 +149,11 @@ def generate_ids(
     suppress_tokens: Iterable[int] | None = None,
     begin_suppress_tokens: Iterable[int] | None = None,
     bad_words_ids: Iterable[Iterable[int]] | None = None,
+    keep_stop: bool = False,
 ) -> list[list[int]]:
-    """New token ids for each prompt, stopping at eos_id (not returned). eos_id may be several
-    ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
+    """New token ids for each prompt, stopping at eos_id (not returned unless keep_stop: the
+    text-generation pipeline decodes it, as transformers', so an ordinary token's text stays). eos_id
+    may be several ids: chat models end a turn at any of them (generation_config.json's eos_token_id list).
 
     All prompts decode together as one batch, left-padded when their lengths differ (each row
     gives the tokens it would alone, up to floating-point summation order). With a seed, row i
@@ -200,14 +202,14 @@ def generate_ids(
                 repetition_penalty=repetition_penalty, min_p=min_p, bans=bans, cutoffs=cutoffs,
             )  # fmt: skip
             tell = None if on_token is None else functools.partial(_as_row, on_token, i)
-            outputs += collect_tokens(steps, 1, stops, tell)
+            outputs += collect_tokens(steps, 1, stops, tell, keep_stop)
         return outputs
     batch, mask = left_pad(prompts, device)
     steps = stream_ids(
         model, batch, max_new_tokens, temperature, top_k, top_p, use_cache, generator, mask, compile,
         repetition_penalty, min_p, bans, cutoffs,
     )  # fmt: skip
-    return collect_tokens(steps, len(prompts), stops, on_token)
+    return collect_tokens(steps, len(prompts), stops, on_token, keep_stop)
 
 
 def _as_row(on_token: OnToken, row: int, _: int, token: int) -> bool | None:
@@ -231,14 +233,17 @@ def collect_tokens(
     rows: int,
     stops: frozenset[int],
     on_token: OnToken | None,
+    keep_stop: bool = False,
 ) -> list[list[int]]:
     """Each row's tokens from a stream of per-step (rows,) token tensors, up to its first stop id
-    (not kept); stops reading once every row has stopped."""
+    (kept only with keep_stop); stops reading once every row has stopped."""
     outputs: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
     for tokens in steps:
         for i, token in enumerate(tokens.tolist()):
             if done[i] or token in stops:  # a finished row decodes on, unread, until all finish
+                if keep_stop and not done[i]:
+                    outputs[i].append(token)
                 done[i] = True
                 continue
             outputs[i].append(token)

@@ -100,16 +100,26 @@ class TextStream:
 
 
 class StopWatch:
-    """For a batch that is not streamed: ends each row at its first stop string."""
+    """For a batch that is not streamed: ends each row at its first stop string. With the rows'
+    prompts, a stop string may begin in its prompt's last characters and end in the new text, as
+    transformers' stop_strings (which search the whole sequence) count it; without them (`lmforge
+    generate --stop`, as vLLM's and OpenAI's stop) only the new text is searched."""
 
-    def __init__(self, tokenizer: Tokenizer, rows: int, stops: Sequence[str]) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, rows: int, stops: Sequence[str], prompts: Sequence[Sequence[int]] = ()
+    ) -> None:
         self.tokenizer = tokenizer
         self.stops = list(stops)
+        longest = max(map(len, self.stops), default=1)
+        # each prompt's last tokens (enough for a stop string's first characters) and their text's length
+        self.tails = [list(p[-longest:]) for p in prompts] or [[] for _ in range(rows)]
+        self.after = [len(whole_chars(tokenizer.decode(t))) for t in self.tails]
         self.ids: list[list[int]] = [[] for _ in range(rows)]
 
     def __call__(self, row: int, token: int) -> bool:
         self.ids[row].append(token)
-        return cut_at_stop(whole_chars(self.tokenizer.decode(self.ids[row])), self.stops)[1]
+        text = whole_chars(self.tokenizer.decode(self.tails[row] + self.ids[row]))
+        return cut_at_stop(text, self.stops, self.after[row])[1]  # a stop ending in the new text
 
 
 def watcher(

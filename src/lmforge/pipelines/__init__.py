@@ -41,6 +41,10 @@ def pipeline(task: str | None = None, model: str | Path | None = None, **kwargs:
             "pipeline(task, model=DIR): give both the task and a model directory (a run, a checkpoint,"
             " an lmforge or Hugging Face model folder); lmforge downloads no default model"
         )
+    if not isinstance(task, str):
+        raise LmforgeError(f"pipeline(task={task!r}): the task is a name, such as 'text-generation'")
+    if not isinstance(model, str | Path):
+        raise LmforgeError(f"pipeline({task!r}, model={model!r}): give the model as a directory path")
     task = ALIASES.get(task, task)
     direction = DIRECTION.fullmatch(task)
     if direction:  # as transformers: translation_en_to_fr is translation with src_lang, tgt_lang

@@ -63,6 +63,8 @@ def read_inputs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[lis
         raise LmforgeError("question-answering needs both question= and context=")
     if isinstance(question, str) and isinstance(context, str):
         return [(_text(question, "question"), _text(context, "context"))], True
+    if isinstance(question, str) and not isinstance(context, list | tuple):
+        raise LmforgeError(f"context must be a string or a list of strings, not {type(context).__name__}")
     if isinstance(question, str):  # and a list of contexts: transformers refuses this too
         raise LmforgeError("context is a list: give question as a list of the same length (one per context)")
     if not isinstance(question, list | tuple):

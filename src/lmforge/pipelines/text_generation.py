@@ -3,7 +3,7 @@
 Keywords are transformers' where they mean the same (max_new_tokens, max_length, do_sample,
 temperature, top_k, top_p, repetition_penalty, min_p, typical_p, epsilon_cutoff, eta_cutoff,
 min_new_tokens, min_length, no_repeat_ngram_size, suppress_tokens, begin_suppress_tokens,
-bad_words_ids, return_full_text, num_beams=1, batch_size) plus lmforge's seed and truncate_prompt;
+bad_words_ids, return_full_text, num_beams, batch_size) plus lmforge's seed and truncate_prompt;
 any other keyword is an error naming it. max_length and min_length count the prompt, as
 transformers' do (each prompt's own tokens: transformers' pipeline decodes them one by one).
 
@@ -12,7 +12,9 @@ transformers: rendered with the model's chat template, decoded until an end-of-t
 returned as `[{"generated_text": [...messages, {"role": "assistant", "content": reply}]}]`.
 Sampling defaults, for text and chats alike, are transformers' pipeline's (256 new tokens, sampling
 at temperature 0.7, top_k 50), then the model's generation_config.json's (inference/chat.py);
-explicit keywords win.
+explicit keywords win; the file's num_beams, length_penalty and early_stopping too (beam search),
+as transformers' pipeline runs them. An end-of-text id's text is kept unless it is a special token
+(transformers decodes with skip_special_tokens=True).
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class TextGenerationPipeline:
         return_full_text: bool = True,
         seed: int | None = None,
         truncate_prompt: bool = False,
-        num_beams: int | None = 1,
+        num_beams: int | None = None,  # None: generation_config.json's, else 1
         length_penalty: float | None = None,
         early_stopping: bool | str | None = None,
         num_return_sequences: int = 1,
@@ -155,6 +157,7 @@ class TextGenerationPipeline:
         if batch_size is not None:
             check_options(batch_size=batch_size)
         beams = self._beam_options(num_beams, length_penalty, early_stopping, stop_sequence)
+        file_beams = num_beams is None and beams is not None  # where an error says they came from
         if not (is_int(num_return_sequences) and num_return_sequences >= 1):
             raise LmforgeError(f"num_return_sequences={num_return_sequences!r}: must be an integer >= 1")
         stops_text = check_stops(stop_sequence, "stop_sequence")
@@ -171,11 +174,14 @@ class TextGenerationPipeline:
             where = ["messages" if alone else f"conversation {n}" for n in range(first, first + len(chats))]
             ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]
             stops = self.chat.stops
-        options = self.chat.sampling(**given)
+        options = self.chat.sampling(applied=("num_beams",), **given)
         n = num_return_sequences
         outs: list[list[int]] = []
         if beams:
-            check_beams(beams["num_beams"], n, options["do_sample"])
+            try:
+                check_beams(beams["num_beams"], n, options["do_sample"])
+            except LmforgeError as e:
+                raise LmforgeError(f"{e} ({self._file}: num_beams)" if file_beams else str(e)) from None
         elif n > 1 and not options["do_sample"]:  # as transformers: greedy rows would be one text n times
             raise LmforgeError(f"num_return_sequences={n} needs sampling: greedy decoding gives one sequence")
         ids = [row for row in ids for _ in range(n)]  # each prompt's n rows, side by side
@@ -197,9 +203,11 @@ class TextGenerationPipeline:
                     eos_id=stops,
                     seed=seed,
                     truncate=truncate_prompt,
-                    on_token=StopWatch(self.tokenizer, len(part), stops_text) if stops_text else None,
+                    # a stop string may begin in the prompt, as transformers' stop_strings
+                    on_token=StopWatch(self.tokenizer, len(part), stops_text, part) if stops_text else None,
                     compile=compile,
                     first_row=start,
+                    keep_stop=True,  # decoded as transformers': a special token's text is dropped
                     **decoding_options(options),
                 )
         # a row's first tokens are what it decodes alone, whatever the others' budgets
@@ -221,21 +229,41 @@ class TextGenerationPipeline:
         self, num_beams: int | None, penalty: float | None, early_stopping: bool | str | None, stop: Any
     ) -> dict[str, Any] | None:
         """Beam search's num_beams, length_penalty and early_stopping (the keyword's, else
-        generation_config.json's, else transformers' 1.0 and False); None without beams."""
-        check_options(num_beams=num_beams)
-        if num_beams in (None, 1):
+        generation_config.json's, else transformers' 1.0 and False); None without beams. The
+        keywords are checked whatever num_beams is, the file's values only where they apply."""
+        check_options(num_beams=num_beams, early_stopping=early_stopping)
+        if penalty is not None:
+            check_options(length_penalty=penalty)
+        file = self.chat.generation
+        where = ""
+        if num_beams is None:  # not given: the file's, as transformers' pipeline
+            num_beams, where = file.get("num_beams", 1), f" ({self._file}: num_beams)"
+            if num_beams is None:  # written as null: transformers' default
+                num_beams = 1
+            self._checked_file(num_beams=num_beams)
+        if num_beams == 1:
             return None
         if stop is not None:
             raise LmforgeError(
-                f"stop_sequence with num_beams={num_beams}: beam search stops at end-of-text ids"
+                f"stop_sequence with num_beams={num_beams}{where}: beam search stops at end-of-text ids"
             )
-        file = self.chat.generation
-        out = {
-            "length_penalty": file.get("length_penalty", 1.0) if penalty is None else penalty,
-            "early_stopping": file.get("early_stopping", False) if early_stopping is None else early_stopping,
-        }
-        check_options(**out)
+        out = {"length_penalty": penalty, "early_stopping": early_stopping}
+        for key, default in (("length_penalty", 1.0), ("early_stopping", False)):
+            if out[key] is None:
+                out[key] = file.get(key, default)
+                self._checked_file(**{key: out[key]})
         return {"num_beams": num_beams, **out}
+
+    @property
+    def _file(self) -> Path:
+        return self.directory / "generation_config.json"
+
+    def _checked_file(self, **values: Any) -> None:
+        """generation_config.json's values, a bad one an error naming the file."""
+        try:
+            check_options(**values)
+        except LmforgeError as e:
+            raise LmforgeError(f"{self._file}: {e}") from None
 
     def _beam_outputs(
         self,
@@ -268,8 +296,8 @@ class TextGenerationPipeline:
                     file=sys.stderr,
                 )
             outs += beam_search(
-                self.model, prompt, room, stops, **beams,
-                num_return_sequences=n, repetition_penalty=options["repetition_penalty"], bans=bans,
+                self.model, prompt, room, stops, **beams, num_return_sequences=n,
+                repetition_penalty=options["repetition_penalty"], bans=bans, keep_stop=True,
             )  # fmt: skip
         return outs
 

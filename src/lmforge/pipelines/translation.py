@@ -7,6 +7,8 @@ direction (lmforge's translation runs record data.src_lang/tgt_lang; opus-mt's
 tokenizer_config.json has source_lang/target_lang) another is refused rather than silently
 ignored. Keywords are transformers' where they mean the same (num_beams, length_penalty,
 batch_size, max_new_tokens, do_sample=False, truncation, early_stopping); any other is an error.
+num_beams defaults to 4, transformers 4.x TranslationPipeline's (its _default_generation_config,
+which wins over the model's generation_config.json), not the model's own default.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lmforge.inference.translate import check_repeats, load_translator, model_la
 from lmforge.pipelines.streaming import streams
 
 BATCH_SIZE = 32  # sentences decoded together (sorted by length: little padding)
+NUM_BEAMS = 4  # transformers 4.x TranslationPipeline's default, whatever the model's file says
 
 
 class TranslationPipeline:
@@ -46,7 +49,7 @@ class TranslationPipeline:
         self,
         text: str | list[str],
         *,
-        num_beams: int | None = None,  # None: the model's default (opus-mt's generation config: 4)
+        num_beams: int | None = None,  # None: transformers' pipeline's 4 (NUM_BEAMS)
         length_penalty: float = 1.0,
         batch_size: int = BATCH_SIZE,
         max_new_tokens: int | None = None,  # None: the length limit alone (see seq2seq_decode)
@@ -75,7 +78,7 @@ class TranslationPipeline:
             self.model,
             self.tokenizer,
             check_texts(text),
-            beam=num_beams,
+            beam=NUM_BEAMS if num_beams is None else num_beams,
             length_penalty=length_penalty,
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
