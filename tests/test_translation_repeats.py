@@ -146,18 +146,14 @@ def test_the_models_generation_config_sets_them_by_default(
     assert expected != plain
     texts = lambda rows: [r["translation_text"] for r in rows]  # noqa: E731
     pipe = lmforge.pipeline("translation", model=own)
-    assert texts(pipe(sentences, max_new_tokens=MAX_NEW)) == expected
-    assert (
-        texts(pipe(sentences, max_new_tokens=MAX_NEW, repetition_penalty=1.0, no_repeat_ngram_size=0))
-        == plain
-    )
+    # the file's beams, as generate takes them (the pipeline's own default is transformers' 4)
+    beams = {"max_new_tokens": MAX_NEW, "num_beams": hf.generation_config.num_beams or 1}  # None: 1
+    assert texts(pipe(sentences, **beams)) == expected
+    assert texts(pipe(sentences, **beams, repetition_penalty=1.0, no_repeat_ngram_size=0)) == plain
     import_hf(own, tmp_path / "ours")
     saved = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert (saved["repetition_penalty"], saved["no_repeat_ngram_size"]) == (1.8, 2)
-    assert (
-        texts(lmforge.pipeline("translation", model=tmp_path / "ours")(sentences, max_new_tokens=MAX_NEW))
-        == expected
-    )
+    assert texts(lmforge.pipeline("translation", model=tmp_path / "ours")(sentences, **beams)) == expected
     export_hf(tmp_path / "ours", tmp_path / "back")
     back = json.loads((tmp_path / "back" / "generation_config.json").read_text())
     assert (back["repetition_penalty"], back["no_repeat_ngram_size"]) == (1.8, 2)
