@@ -230,3 +230,72 @@ def test_a_stop_that_lands_in_a_weakref_callback_is_raised_again(
             processes.raise_lost_stop()  # as the loop asks between steps
         # Terminated: raised where the block ends
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+EXIT_RANK = """
+import atexit, sys, threading, time
+from pathlib import Path
+from lmforge.processes import exit_rank
+out = Path(sys.argv[1])
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+threading.Thread(target=lambda: (time.sleep(0.3), (out / "thread").write_text("joined"))).start()
+class Teardown:
+    def __del__(self):  # runs only in the interpreter's teardown, which a rank's exit skips
+        (out / "teardown").write_text("ran")
+kept = Teardown()
+sys.stdout.write("unflushed line")
+exit_rank(7)
+"""
+
+
+def test_a_rank_ends_with_its_status_after_what_a_normal_exit_does_for_the_user(tmp_path) -> None:
+    """A rank's exit joins its threads, runs the atexit handlers and flushes stdout, but skips the
+    interpreter's teardown (where a process group's native thread taking the GIL aborted a
+    finished 2-rank ZeRO-3 run with `terminate called without an active exception`)."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_RANK, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "unflushed line"
+    assert (tmp_path / "atexit").read_text() == "ran" and (tmp_path / "thread").read_text() == "joined"
+    assert not (tmp_path / "teardown").exists()
+
+
+def test_a_process_that_joined_a_group_ends_through_exit_rank(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys
+) -> None:
+    """`lmforge train` whose process joined a process group ends through exit_rank with the status
+    it would have returned (an error's 2, a bug's 1 with its traceback); a rank that stopped before
+    joining (its teardown gives its siblings under torchrun time to say their line), or main(argv)
+    called from Python, returns as before."""
+    from lmforge import cli, malloc
+
+    class Exited(Exception):
+        pass
+
+    def exit_rank(status: int) -> None:
+        raise Exited(status)
+
+    monkeypatch.setattr(cli, "exit_rank", exit_rank)
+    monkeypatch.setattr(malloc, "command", malloc.command)  # main() sets it: put back afterwards
+    monkeypatch.setattr(processes, "joined_group", True)
+    missing = str(tmp_path / "missing.toml")
+    monkeypatch.setattr(sys, "argv", ["lmforge", "train", missing])
+    with pytest.raises(Exited) as ended:
+        cli.main()
+    assert ended.value.args == (cli.USER_ERROR,) and "missing.toml" in capsys.readouterr().err
+
+    def bug(*_: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "run", bug)
+    with pytest.raises(Exited) as ended:
+        cli.main()
+    assert ended.value.args == (1,) and "RuntimeError: a bug" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["train", missing])  # from Python: as before
+    monkeypatch.setattr(processes, "joined_group", False)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main()
+    monkeypatch.setattr(cli, "run", lambda *_: 0)
+    assert cli.main() == 0

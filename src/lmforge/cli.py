@@ -13,6 +13,7 @@ traceback of every error.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -21,12 +22,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from lmforge import __version__, malloc
-from lmforge.cli_parser import build_parser, run
+from lmforge import __version__, malloc, processes
+from lmforge.cli_parser import VerbParser, build_parser, run
 from lmforge.cli_verbs import VERBS
 from lmforge.config import joined_overrides
 from lmforge.errors import LmforgeError
-from lmforge.processes import RANK_LINES, Terminated, end_with_launcher, launched_world
+from lmforge.processes import RANK_LINES, Terminated, end_with_launcher, exit_rank, launched_world
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
 INTERRUPTED = 130
@@ -64,6 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     parser, subs = build_parser(VERBS, __version__)
     args, extra = parser.parse_known_args(argv)
     debug = args.debug or os.environ.get("LMFORGE_DEBUG", "") not in ("", "0")
+    try:
+        status = _verb(args, subs, extra, debug)
+    except BaseException as e:
+        if not (malloc.command and processes.joined_group):
+            raise
+        status = _said_exit(e)
+    if malloc.command and processes.joined_group:  # not main(argv) from Python, whose caller goes on
+        exit_rank(status)  # a process that joined a process group skips the teardown (processes.py)
+    return status
+
+
+def _said_exit(e: BaseException) -> int:
+    """The exit status Python gives an uncaught `e`, having said what it says (a bug's traceback)."""
+    if not isinstance(e, SystemExit):
+        traceback.print_exc()
+        return 1
+    if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def _verb(args: argparse.Namespace, subs: dict[str, VerbParser], extra: list[str], debug: bool) -> int:
+    """Run the verb `args` names: its exit status, an error as one line."""
     try:
         if args.verb == "train" and launched_world() > 1:
             end_with_launcher()  # a rank: before its imports and checks, where a kill -9 would orphan it

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lmforge import processes
 from lmforge.config import EngineConfig, TrainConfig
 from lmforge.errors import LmforgeError
 from lmforge.train.engines import state
@@ -62,6 +63,7 @@ class DeepSpeedEngine(Engine):
             # CPU init; only inference all-reduce uses it, never ZeRO training, so skip the build.
             sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
         backend = None if engine.backend == "auto" else engine.backend
+        processes.joined_group = True
         ds.init_distributed(
             dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=engine.timeout_s)
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from lmforge import processes
 from lmforge.errors import LmforgeError
 from lmforge.hardware import physical_cores
 from lmforge.processes import end_with_launcher, launched_world
@@ -91,6 +92,7 @@ def init_process_group(backend: str, timeout_s: int) -> torch.device:
     ensure_launch_env()
     device = device_for_rank()
     if not dist.is_initialized():
+        processes.joined_group = True
         chosen = backend if backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
         dist.init_process_group(
             chosen, device_id=device if device.type == "cuda" else None, timeout=timedelta(seconds=timeout_s)
