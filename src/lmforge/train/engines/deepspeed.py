@@ -242,5 +242,6 @@ class DeepSpeedEngine(Engine):
         return {"params": tensor_bytes(params), "grads": grads, "optimizer": optimizer}
 
     def close(self) -> None:
-        self.ds.destroy()  # then the process group: without both, 2-rank runs sometimes abort at exit
+        self.ds.destroy()  # its hooks and buffers; the process still ends through exit_rank (processes.py):
+        # DeepSpeed's module-level caches keep the model and its groups alive past this
         destroy_process_group()
