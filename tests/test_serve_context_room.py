@@ -3,11 +3,13 @@ as OpenAI's API and vLLM refuse it (vLLM's `_validate_input`: "'max_tokens' or
 'max_completion_tokens' is too large"): a 400 `context_length_exceeded` naming the field, before
 anything is decoded, for /v1/completions (one prompt, a batch, n > 1, streamed) and
 /v1/chat/completions (max_tokens, max_completion_tokens). A completion's default 16 counts; a chat
-without max_tokens fills the context, N - P (vLLM's get_max_tokens). Until 2026-12-07 such a
-request was accepted and ended at the context with finish_reason "length"."""
+without max_tokens, or an explicit null, fills the context, N - P (vLLM's get_max_tokens), each
+prompt of a batch its own. Until 2026-12-07 such a request was accepted and ended at the context
+with finish_reason "length"."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,14 +118,39 @@ def test_a_chat_without_max_tokens_fills_the_context(api: TestClient, dirs: dict
 
 def test_an_explicit_null_max_tokens_fills_the_room(api: TestClient) -> None:
     """vLLM: only an absent max_tokens means a completion's 16; null fills the context less the
-    prompt (the playground's empty Max tokens sends it), a batch's longest prompt deciding."""
+    prompt (the playground's empty Max tokens sends it)."""
     body = {"model": "gpt", "prompt": PROMPT, "temperature": 0, "max_tokens": None, "min_tokens": 17}
     reply = api.post("/v1/completions", json=body).json()
     assert reply["usage"]["completion_tokens"] == 17 and reply["choices"][0]["finish_reason"] == "length"
     absent = {k: v for k, v in body.items() if k != "max_tokens"} | {"min_tokens": 16}
     assert api.post("/v1/completions", json=absent).json()["usage"]["completion_tokens"] == 16
-    batch = {**body, "prompt": [PROMPT, PROMPT + "xxxxx"], "min_tokens": 12}  # 20 tokens: room for 12
-    reply = api.post("/v1/completions", json=batch).json()
-    assert reply["usage"]["completion_tokens"] == 24
     chat = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": None}
     assert api.post("/v1/chat/completions", json=chat).status_code == 200
+
+
+def test_a_null_max_tokens_gives_each_prompt_of_a_batch_its_own_room(api: TestClient) -> None:
+    """vLLM's get_max_tokens per prompt: a batch's short prompt runs to its own room, not to its
+    longest prompt's (each of its n choices, streamed or not); until 2026-12-07 every prompt got the
+    longest prompt's room and a shorter one ended early with "length"."""
+    batch = [PROMPT, PROMPT + " king"]  # 15 and 20 tokens of a context of 32: rooms of 17 and 12
+    # min_tokens past either room bans the EOS: each row runs to its room (a null max_tokens lets it)
+    body = {"model": "gpt", "prompt": batch, "temperature": 0, "max_tokens": None, "min_tokens": 17}
+    body |= {"n": 2, "logprobs": 0}
+    reply = api.post("/v1/completions", json=body).json()
+    got = [(len(c["logprobs"]["tokens"]), c["finish_reason"]) for c in reply["choices"]]
+    assert got == [(17, "length")] * 2 + [(12, "length")] * 2, reply
+    assert reply["usage"] == {"prompt_tokens": 35, "completion_tokens": 58, "total_tokens": 93}
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    events = api.post("/v1/completions", json=streamed).text.split("\n\n")
+    chunks = [json.loads(e[len("data: ") :]) for e in events if e.startswith("data: {")]
+    tokens, finish = [0] * 4, [None] * 4
+    for chunk in chunks:
+        for c in chunk["choices"]:
+            tokens[c["index"]] += len((c["logprobs"] or {}).get("tokens", []))
+            finish[c["index"]] = finish[c["index"]] or c["finish_reason"]
+    assert tokens == [17, 17, 12, 12] and finish == ["length"] * 4, chunks
+    assert chunks[-1]["usage"]["completion_tokens"] == 58
+    full = "the king is dead and long live t"  # 32 tokens: no room for one
+    r = api.post("/v1/completions", json={**body, "prompt": [PROMPT, full]})
+    message = refused(r, "prompt")
+    assert "However, prompt item 1 resulted in 32 tokens, which leaves no room for a reply." in message

@@ -103,7 +103,7 @@ class Job:
     tokenizer: Tokenizer
     prompts: list[list[int]]
     n: int
-    max_new_tokens: int
+    max_new_tokens: int  # the most any row may generate (0: echo's max_tokens 0, no rows decode)
     temperature: float
     top_p: float
     seed: int | None
@@ -126,6 +126,8 @@ class Job:
     step_rows: int = 1  # how many rows may decode one by one through it
     timeout: float = 0.0  # the server's --timeout, for the 504's message (deadline is start + it)
     context: int | None = None  # the model's block_size: a row ends where its text fills it
+    limits: list[int] | None = None  # per prompt, what its rows may generate (a null max_tokens
+    # fills each prompt's own room); None: max_new_tokens for every row
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
@@ -177,9 +179,13 @@ class Job:
             self._send(index, row.pending(self.tokenizer, self.stops, self.bans.min_new))
             if row.finish is None and row.grammar is not None and row.grammar.done():
                 row.finish = "stop"  # the JSON is whole: only an end-of-text id could follow
-            if row.finish is None and (len(row.ids) >= self.max_new_tokens or self._full(index)):
+            if row.finish is None and (len(row.ids) >= self._limit(index) or self._full(index)):
                 row.finish = "length"
         return row.finish is not None
+
+    def _limit(self, index: int) -> int:
+        """The tokens row `index` may generate: its prompt's own limit, where the job has them."""
+        return self.max_new_tokens if self.limits is None else self.limits[index // self.n]
 
     def _full(self, index: int) -> bool:
         """Row `index`'s next token would be predicted from more positions than the model has."""

@@ -54,7 +54,7 @@ def new_job(
                 "messages" if chat else "prompt",
                 "context_length_exceeded",
             )
-    limit = _room(served.context, body, prompts, limit, chat)
+    limits = _room(served.context, body, prompts, limit, chat)  # one per prompt: each its own room
     if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
         eos = frozenset(served.chat.stops)
     else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
@@ -64,7 +64,7 @@ def new_job(
         served.tokenizer,
         prompts,
         body.n,
-        limit,
+        max(limits),
         float(body.temperature),
         float(body.top_p),
         body.seed,
@@ -87,32 +87,35 @@ def new_job(
         step_rows=served.step_rows,
         timeout=timeout,
         context=served.context,
+        limits=limits,
     )
 
 
-def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, chat: bool) -> int:
-    """The tokens each row may generate: vLLM's and OpenAI's rule that a prompt of P tokens and the
-    max_tokens K the request runs under fit the context N (P + K <= N), else a 400 before anything
-    is decoded (until 2026-12-07 the reply ran to the context and ended with "length"). K counts
-    a completion's default 16 (vLLM's CompletionRequest default); a chat that names none fills the
-    context, N - P (vLLM's get_max_tokens), so its prompt must leave room for one token; so does a
-    completion whose max_tokens is an explicit null (vLLM's too: only an absent one means 16), the
-    longest of its prompts deciding."""
+def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, chat: bool) -> list[int]:
+    """The tokens each prompt's rows may generate: vLLM's and OpenAI's rule that a prompt of P tokens
+    and the max_tokens K the request runs under fit the context N (P + K <= N), else a 400 before
+    anything is decoded (until 2026-12-07 the reply ran to the context and ended with "length"). K
+    counts a completion's default 16 (vLLM's CompletionRequest default); a chat that names none fills
+    the context, N - P (vLLM's get_max_tokens), so its prompt must leave room for one token; so does
+    a completion whose max_tokens is an explicit null (vLLM's too: only an absent one means 16), each
+    prompt of a batch filling its own room (until 2026-12-07 the longest prompt's room was every
+    prompt's, and a shorter one ended early with "length")."""
     named = body.limit() if chat else body.max_tokens  # type: ignore[attr-defined]
-    if named is None and (chat or "max_tokens" in body.model_fields_set):
-        room = context - max(map(len, prompts))
-        if room < 1 and limit > 0:
-            raise ApiError(
-                400,
-                f"This model's maximum context length is {context} tokens. However, your messages"
-                f" resulted in {len(prompts[0])} tokens, which leaves no room for a reply."
-                " Please reduce the length of the messages.",
-                "messages",
-                "context_length_exceeded",
-            )
-        return min(limit, room)
-    key = body.limit_key() if chat else "max_tokens"  # type: ignore[attr-defined]
     given = "messages" if chat else "prompt"
+    if named is None and (chat or "max_tokens" in body.model_fields_set):
+        for i, p in enumerate(prompts):
+            if context - len(p) < 1 and limit > 0:
+                where = f"your {given}" if len(prompts) == 1 else f"prompt item {i}"
+                raise ApiError(
+                    400,
+                    f"This model's maximum context length is {context} tokens. However, {where}"
+                    f" resulted in {len(p)} tokens, which leaves no room for a reply."
+                    f" Please reduce the length of the {given}.",
+                    given,
+                    "context_length_exceeded",
+                )
+        return [min(limit, context - len(p)) for p in prompts]
+    key = body.limit_key() if chat else "max_tokens"  # type: ignore[attr-defined]
     for i, p in enumerate(prompts):
         if len(p) + limit > context:
             where = f"the {given}" if len(prompts) == 1 else f"prompt item {i}"
@@ -126,7 +129,7 @@ def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, c
                 key,
                 "context_length_exceeded",
             )
-    return limit
+    return [limit] * len(prompts)
 
 
 def _bias(body: _Sampling, vocab: int) -> LogitBias:
