@@ -140,7 +140,7 @@ def test_a_config_lmforge_cannot_follow_is_named(tmp_path: Path) -> None:
     make_hf_model("llama", hf_dir)
     good = json.loads((hf_dir / "config.json").read_text())
     cases = [
-        ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "rope type 'dynamic'"),
+        ({"rope_scaling": {"type": "longrope", "factor": 2.0}}, "rope type 'longrope'"),
         ({"num_attention_heads": 0}, "num_attention_heads=0"),
         (
             {"num_attention_heads": 3, "head_dim": None},

@@ -116,9 +116,9 @@ def test_a_rope_scaling_lmforge_cannot_follow_is_one_line(tmp_path: Path) -> Non
     cases = [
         (
             {"rope_type": "longrope", "factor": 4.0},
-            r"unsupported rope type 'longrope' \(lmforge reads default, linear, llama3, yarn\)",
+            r"unsupported rope type 'longrope' \(lmforge reads default, linear, llama3, yarn, dynamic\)",
         ),
-        ({"rope_type": "dynamic", "factor": 2.0}, "unsupported rope type 'dynamic'"),
+        ({"rope_type": "ntk", "factor": 2.0}, "unsupported rope type 'ntk'"),
         ({**LLAMA3, "low_freq_factor": None}, r"missing config key 'rope_parameters.low_freq_factor'"),
         ({**LLAMA3, "factor": "8"}, r"'rope_parameters.factor' must be a number, not '8'"),
     ]

@@ -83,6 +83,7 @@ _ROPE_USES = {  # the keys each kind reads (rope_type aside)
     "linear": ("rope_factor",),
     "llama3": ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context"),
     "yarn": _YARN,
+    "dynamic": ("rope_factor", "rope_original_context"),
     "longrope": (
         "rope_factor",
         "rope_original_context",

@@ -87,18 +87,20 @@ class ModelConfig:
     divided by rope_factor), `llama3` (Llama 3.1-3.3's: the long wavelengths divided by rope_factor,
     the short kept, those between interpolated), `yarn` (YaRN: Qwen2.5's and Qwen3's long
     contexts; the dimensions turning slowly over rope_original_context divided by rope_factor, the
-    fast ones kept, a ramp between, and the attention scaled) or `longrope` (LongRoPE: Phi-3-128k,
+    fast ones kept, a ramp between, and the attention scaled), `longrope` (LongRoPE: Phi-3-128k,
     Phi-3.5, Phi-4-mini; each frequency divided by its rope_short_factor entry while a sequence
     is at most rope_original_context long, by its rope_long_factor entry past it, and the
-    attention scaled; model/rope_scaling.py)."""
+    attention scaled), or `dynamic` (dynamic NTK, transformers' "dynamic": plain up to
+    rope_original_context, past it a base that grows with each new length; model/rope_scaling.py)."""
     rope_factor: float = 1.0
-    """Scaled rotary (rope_type linear, llama3 or yarn): the factor the context was stretched by."""
+    """Scaled rotary (rope_type linear, llama3, yarn or dynamic): the factor the context was stretched by."""
     rope_low_freq_factor: float = 1.0
     """rope_type llama3: wavelengths over rope_original_context / this are divided by rope_factor."""
     rope_high_freq_factor: float = 4.0
     """rope_type llama3: wavelengths under rope_original_context / this are kept."""
     rope_original_context: int = 8192
-    """rope_type llama3, yarn or longrope: the context the model was first trained at."""
+    """rope_type llama3, yarn, longrope or dynamic: the context the model was first trained at
+    (dynamic: transformers' max_position_embeddings, past which its base grows)."""
     rope_attention_factor: float = 0.0
     """rope_type yarn or longrope: what the rotary cos and sin are multiplied by (transformers'
     attention_factor); 0: YaRN's 0.1 ln(rope_factor) + 1, LongRoPE's

@@ -105,12 +105,14 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     layers = raw.get("layer_types")
     if isinstance(layers, list) and layers and "sliding_attention" not in layers:
         window = None
-    rope = rope_in(raw, file, positions)  # the model's positions, not the window's cap
+    rope = rope_in(raw, file, positions, dynamic=True)  # the model's positions, not the window's cap
     original = rope.get("rope_original_context", 0)
     if rope.get("rope_type") == "yarn" and positions <= original:  # Qwen2.5's files: positions the
         # original, which transformers does not cap at; the context is the original stretched
         # (vLLM's max_model_len). A longer one (DeepSeek's, an lmforge export's) is the model's own.
         context = max(context, int(original * rope["rope_factor"]))
+    if rope.get("rope_type") == "dynamic":  # transformers does not cap it past its positions either:
+        context = max(positions, int(positions * rope["rope_factor"]))  # stretched: vLLM's max_model_len
     if window:  # within the window, sliding-window attention is plain causal attention
         context = min(context, window)
     return ModelConfig(
@@ -169,7 +171,8 @@ def _llama_out(c: ModelConfig) -> dict[str, Any]:
         "num_key_value_heads": c.n_kv_head or c.n_head,
         "head_dim": c.head_size(),
         "intermediate_size": hidden,
-        "max_position_embeddings": c.block_size,
+        # dynamic NTK's base grows past max_position_embeddings: the original context, not the model's
+        "max_position_embeddings": c.rope_original_context if c.rope_type == "dynamic" else c.block_size,
         "vocab_size": c.vocab_size,
         "hidden_act": "silu",
         "rms_norm_eps": c.norm_eps,

@@ -13,18 +13,20 @@ from lmforge.formats.hf_family import require, typed_key
 from lmforge.model.rope_scaling import KINDS, YARN_BETA_FAST, YARN_BETA_SLOW, yarn_mscale
 
 
-def rope_in(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
+def rope_in(raw: dict[str, Any], file: str, context: int, *, dynamic: bool = False) -> dict[str, Any]:
     """ModelConfig's rope keys as transformers 5 reads them: an older rope_scaling, where it is
     not empty, replaces rope_parameters whole (its theta then the top-level rope_theta); its
     `rope_type`, else `type`, names the kind; llama3's and yarn's `original_max_position_embeddings`
-    comes from the top level first, then the scaling, then max_position_embeddings (`context`)."""
+    comes from the top level first, then the scaling, then max_position_embeddings (`context`).
+    `dynamic` (read where the caller says its family takes it): its base grows past
+    max_position_embeddings (`context`, whatever original_max_position_embeddings says)."""
     scaling = typed_key(raw, "rope_scaling", file, dict, {})
     where = "rope_scaling" if scaling else "rope_parameters"
     scaling = scaling or typed_key(raw, "rope_parameters", file, dict, {})
     kind = typed_key(scaling, "rope_type", file, str, name=f"{where}.rope_type") or typed_key(
         scaling, "type", file, str, "default", name=f"{where}.type"
     )
-    kinds = [k for k in KINDS if k != "longrope"]  # Phi-3's, read by formats/hf_phi3.py
+    kinds = [k for k in KINDS if k != "longrope" and (dynamic or k != "dynamic")]  # longrope: hf_phi3.py
     require(kind in kinds, file, f"rope type {kind!r} (lmforge reads {', '.join(kinds)}), longrope for phi3")
     theta = typed_key(scaling, "rope_theta", file, float, name=f"{where}.rope_theta")
     out: dict[str, Any] = {"rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0}
@@ -42,6 +44,8 @@ def rope_in(raw: dict[str, Any], file: str, context: int) -> dict[str, Any]:
     if kind in ("llama3", "yarn"):
         original = typed_key(raw, "original_max_position_embeddings", file, int)
         out["rope_original_context"] = original or read("original_max_position_embeddings", int, context)
+    if kind == "dynamic":
+        out["rope_original_context"] = context
     if kind == "yarn" and not out["rope_factor"]:
         out["rope_factor"] = context / out["rope_original_context"]
     if kind == "llama3":
@@ -78,7 +82,7 @@ def rope_out(c: ModelConfig) -> dict[str, Any]:
     """The scaling's keys in rope_parameters / rope_scaling (none for plain rotary)."""
     if c.rope_type == "default":
         return {}
-    keys: dict[str, Any] = {"factor": c.rope_factor}
+    keys: dict[str, Any] = {"factor": c.rope_factor}  # dynamic: max_position_embeddings its context
     if c.rope_type == "llama3":
         keys |= {
             "low_freq_factor": c.rope_low_freq_factor,

@@ -95,10 +95,11 @@ def model_kind(model: nn.Module, where: str | Path) -> str:
         (Seq2Seq, "seq2seq"),
         (GPT, "decoder"),
     ]
-    if getattr(getattr(model, "config", None), "rope_type", "") == "longrope":  # traced on one table
+    rope = getattr(getattr(model, "config", None), "rope_type", "")
+    if rope in ("longrope", "dynamic"):  # traced on one table
         raise LmforgeError(
-            f"{where}: the ONNX export does not cover model.rope_type='longrope' (its rotary table"
-            " switches past the original context); run the model in PyTorch (generate, serve) instead"
+            f"{where}: the ONNX export does not cover model.rope_type={rope!r} (its rotary angles"
+            " change past the original context); run the model in PyTorch (generate, serve) instead"
         )
     for cls, kind in kinds:
         if isinstance(model, cls):

@@ -118,6 +118,8 @@ class Prefill:
         """Prefill the next chunk (at most `most` tokens, and PREFILL_CHUNK); True once the whole
         prompt is in the cache."""
         prompt, n = self.seqs[0].ids, min(most, PREFILL_CHUNK)
+        if self.model.whole_prefill(len(prompt)):  # dynamic NTK past its original context: one base
+            n = len(prompt)
         ids = torch.tensor([prompt[self.done : self.done + n]], device=self.cache.k.device)
         states = self.model.hidden_states(ids, self.cache, last_only=not self.hidden)
         self.states = [*self.states, states] if self.hidden else [states]

@@ -185,6 +185,11 @@ def check_compilable(model: GPT, batch: int, mask: torch.Tensor | None, use_cach
             "compiled decoding does not cover model.rope_type='longrope' (Phi-3-128k's, Phi-3.5's,"
             " Phi-4-mini's): decode without --compile (compile=False)"
         )
+    if model.config.rope_type == "dynamic":  # its base grows with the cache's length
+        raise LmforgeError(
+            "compiled decoding does not cover model.rope_type='dynamic' (dynamic NTK): decode without"
+            " --compile (compile=False)"
+        )
     cxx = cpp_compiler()
     if shutil.which(cxx) is None:  # inductor writes C++ for the CPU and builds it with this compiler
         raise LmforgeError(

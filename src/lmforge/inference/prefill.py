@@ -27,8 +27,8 @@ def prefill(model: GPT, ids: torch.Tensor, cache: KVCache | None, mask: torch.Te
     if cache is None:
         return model(ids, None, True, mask)[:, -1]
     if mask is None:  # in chunks: each continues the cached prefix
-        # LongRoPE: a prompt past the original context rotates with the long factors throughout
-        chunk = ids.size(1) if model.stale_cache(0, ids.size(1)) else PREFILL_CHUNK
+        # LongRoPE, dynamic NTK: a prompt past the original context rotates as one
+        chunk = ids.size(1) if model.whole_prefill(ids.size(1)) else PREFILL_CHUNK
         for start in range(0, ids.size(1), chunk):
             logits = model(ids[:, start : start + chunk], cache, True)
         return logits[:, -1]

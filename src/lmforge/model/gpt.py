@@ -178,6 +178,14 @@ class GPT(nn.Module):
         before, after = mask[:, : mask.size(1) - t].sum(1), mask.sum(1)  # (B,) each row's lengths
         return bool(((before <= c.rope_original_context) & (after > c.rope_original_context)).any())
 
+    def whole_prefill(self, t: int) -> bool:
+        """Whether a prompt of t tokens must go through in one forward, not in chunks: past the
+        original context, LongRoPE rotates it all with the long factors, and dynamic NTK with the
+        base of its whole length (transformers' prefill; chunks would each take their own)."""
+        c = self.config
+        grows = c.pos == "rope" and c.rope_type == "dynamic" and t > c.rope_original_context
+        return grows or self.stale_cache(0, t)
+
     @property
     def _long_throughout(self) -> bool:
         return any(getattr(block.attn.rotary, "long_only", False) for block in self.blocks)

@@ -18,7 +18,7 @@ from lmforge.model.checkpointing import run_block
 from lmforge.model.kernels import FP32_KERNELS, bf16_route, linear_route, traced_one_row
 from lmforge.model.norms import make_norm, rms_norm
 from lmforge.model.packed_weights import packable, packed_linear, packed_when_used
-from lmforge.model.rope_scaling import RopeScaling, inverse_frequencies
+from lmforge.model.rope_scaling import RopeScaling, dynamic_angles, inverse_frequencies
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,8 @@ def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al., 2021), rotate-half form as in Llama/HF. head_size: the
     dimensions that rotate, the first of each head (rope_partial_factor: the rest pass through).
-    LongRoPE keeps a second table, for sequences longer than the original context."""
+    LongRoPE keeps a second table, for sequences longer than the original context; dynamic NTK
+    computes the angles past it at each forward, from the sequence's length."""
 
     def __init__(
         self, head_size: int, max_len: int, base: float = 10000.0, scaling: RopeScaling | None = None
@@ -80,6 +81,8 @@ class Rotary(nn.Module):
         # longrope: the sequence length past which the long table applies (0: one table)
         self.switch = scaling.original_context if scaling is not None and scaling.kind == "longrope" else 0
         self.long_only = False  # longrope: the long table at every length (GPT.rotate_long_throughout)
+        # dynamic: the sequence length past which the base grows (0: a fixed base)
+        self.grows = scaling.original_context if scaling is not None and scaling.kind == "dynamic" else 0
         if self.switch:
             self.register_buffer("cos_long", torch.empty(max_len, head_size), persistent=False)
             self.register_buffer("sin_long", torch.empty(max_len, head_size), persistent=False)
@@ -117,7 +120,13 @@ class Rotary(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) for `rotate`: (T, hs), or (B, 1, T, hs) for per-row positions. A model
         computes them once per forward; every layer's queries and keys share them. LongRoPE: the
-        long table for a sequence longer than the original context, each row by its own length."""
+        long table for a sequence longer than the original context, each row by its own length;
+        dynamic NTK: past it, angles from the base of that length."""
+        if self.grows and (start + t if positions is None else int(positions[:, -1].max()) + 1) > self.grows:
+            cos, sin = dynamic_angles(
+                self.head_size, self.base, self.scaling, start, t, positions, self.cos, self.sin
+            )
+            return cos.to(dtype), sin.to(dtype)
         if positions is None:
             long = self.switch and (self.long_only or start + t > self.switch)
             cos, sin = (self.cos_long, self.sin_long) if long else (self.cos, self.sin)

@@ -1,6 +1,6 @@
 """Scaled rotary frequencies: how a model trained at one context was stretched to a longer one.
 
-Four kinds, as transformers computes them (`modeling_rope_utils.py`), with its float32
+Five kinds, as transformers computes them (`modeling_rope_utils.py`), with its float32
 arithmetic, so that imported models give its logits:
 - `linear` (Position Interpolation, Chen et al., 2023; long-context Llama 2 variants): every
   frequency divided by `factor`, as if positions were.
@@ -21,7 +21,15 @@ arithmetic, so that imported models give its logits:
   row; a cache filled with the short set is refused past the crossing (GPT.stale_cache), where the
   decoding loop recomputes it as transformers does.
 
-`dynamic` (its angles grow with every new length) is not here: import refuses it by name.
+- `dynamic` (dynamic NTK scaling, /u/bloc97 and /u/emozilla, 2023; transformers'
+  `_compute_dynamic_ntk_parameters`): plain rotary up to `original_context` (transformers'
+  max_position_embeddings); past it the base grows with the sequence's length L,
+  base * (factor * L / original_context - (factor - 1)) ** (d / (d - 2)). A forward takes L as its
+  last position + 1 (each row's own, with per-row positions): the tokens it adds are rotated with
+  that base, and keys already in a KV cache keep the base they were rotated with, which is what
+  transformers' generate() does (it recomputes inv_freq at every step). A full forward over the
+  same tokens rotates them all with the one base of its length, so it differs from cached decoding
+  past the original context, in transformers as here (`dynamic_frequencies`).
 """
 
 from __future__ import annotations
@@ -33,17 +41,17 @@ import torch
 
 from lmforge.config import ModelConfig
 
-KINDS = ("default", "linear", "llama3", "yarn", "longrope")
+KINDS = ("default", "linear", "llama3", "yarn", "longrope", "dynamic")
 YARN_BETA_FAST, YARN_BETA_SLOW = 32.0, 1.0  # the paper's, transformers' defaults
 
 
 @dataclass(frozen=True)
 class RopeScaling:
-    kind: str  # "linear", "llama3", "yarn" or "longrope"
+    kind: str  # "linear", "llama3", "yarn", "longrope" or "dynamic"
     factor: float
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
-    original_context: int = 8192
+    original_context: int = 8192  # dynamic: transformers' max_position_embeddings
     attention_factor: float = 0.0  # yarn: what cos and sin are multiplied by; 0: yarn_mscale(factor)
     beta_fast: float = YARN_BETA_FAST
     beta_slow: float = YARN_BETA_SLOW
@@ -83,6 +91,8 @@ class RopeScaling:
     def __str__(self) -> str:
         if self.kind == "linear":
             return f"linear x{self.factor:g}"
+        if self.kind == "dynamic":
+            return f"dynamic x{self.factor!r} from {self.original_context}"
         if self.kind == "longrope":  # every value, exactly, as yarn's
             return (
                 f"longrope x{self.factor!r} from {self.original_context}, attention {self.attention()!r},"
@@ -121,13 +131,52 @@ def inverse_frequencies(
     long: bool = False,
 ) -> torch.Tensor:
     """The model's rotary inverse frequencies (hs/2,) float32, scaled as s says (longrope: its
-    long_factor set with `long`, else its short_factor set)."""
+    long_factor set with `long`, else its short_factor set; dynamic: the plain ones, its table up to
+    the original context, `dynamic_frequencies` past it)."""
     if s is not None and s.kind == "yarn":
         return _yarn(head_size, base, s, device)
     if s is not None and s.kind == "longrope":  # 1 / (ext * base^(2i/d)), transformers' order
         ext = torch.tensor(s.long_factor if long else s.short_factor, dtype=torch.float32, device=device)
         return 1.0 / (ext * base ** (torch.arange(0, head_size, 2, device=device).float() / head_size))
-    return scaled(frequencies(head_size, base, device), s)
+    return scaled(frequencies(head_size, base, device), None if s is not None and s.kind == "dynamic" else s)
+
+
+def dynamic_frequencies(head_size: int, base: float, s: RopeScaling, length: torch.Tensor) -> torch.Tensor:
+    """Dynamic NTK's inverse frequencies (*length.shape, hs/2) float32 for sequences of `length`
+    (an int64 tensor, each > s.original_context): transformers' _compute_dynamic_ntk_parameters
+    with a tensor seq_len, operation for operation, so its float32 rounding too."""
+    grown = base * ((s.factor * length / s.original_context) - (s.factor - 1)) ** (
+        head_size / (head_size - 2)
+    )
+    exponents = torch.arange(0, head_size, 2, dtype=torch.int64, device=length.device).float() / head_size
+    return 1.0 / (grown[..., None] ** exponents)
+
+
+def dynamic_angles(
+    head_size: int,
+    base: float,
+    s: RopeScaling,
+    start: int,
+    t: int,
+    positions: torch.Tensor | None,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic NTK's (cos, sin) float32 once a sequence is longer than s.original_context: (T, hs)
+    for positions start..start+T-1 of a sequence of start + T; (B, 1, T, hs) for per-row positions
+    (B, T), each row's length its last position + 1, a row within the original context reading the
+    plain table (cos, sin) (max_len, hs). HF LlamaRotaryEmbedding's float32 position * inv_freq."""
+    if positions is None:
+        inv_freq = dynamic_frequencies(head_size, base, s, torch.tensor(start + t, device=cos.device))
+        angles = torch.outer(torch.arange(start, start + t, device=cos.device).float(), inv_freq)  # (T, hs/2)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
+    inv_freq = dynamic_frequencies(head_size, base, s, positions[:, -1] + 1)  # (B, hs/2)
+    angles = positions.float()[..., None] * inv_freq[:, None]  # (B, T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)
+    short = (positions[:, -1] < s.original_context)[:, None, None]  # (B, 1, 1)
+    grown_cos = torch.where(short, cos[positions], angles.cos())
+    return grown_cos[:, None], torch.where(short, sin[positions], angles.sin())[:, None]
 
 
 def scaled(inv_freq: torch.Tensor, s: RopeScaling | None) -> torch.Tensor:
