@@ -3,12 +3,14 @@
 exact_dedup  drop a document whose text (whitespace-normalised) was seen before: a set of
              128-bit xxhash digests, ~100 bytes per kept document.
 near_dedup   drop a document whose MinHash signature shares an LSH band with an earlier one
-             (FineWeb's setting: 14 bands x 8 rows, Jaccard threshold ~0.75). Shingles are the
+             (FineWeb's setting: 14 bands x 8 rows, Jaccard threshold (1/14)^(1/8) = 0.72) and whose
+             Jaccard similarity with that one is at the threshold or above: exact where both have
+             at most 56 shingles, else estimated from the 112 hashes. Shingles are the
              8 bytes starting at each word of the lower-cased text (the first and last words
              too), and at each character of
              scripts written without spaces (Chinese, Japanese, Thai); signatures are computed in
              the worker processes with numpy, bands are looked up in the main process
-             (~1 KB per kept document).
+             (~2 KB per kept document: band digests, signature, a short one's shingles).
 boilerplate  remove lines (>= min_chars) that occur in at least max(min_docs, fraction x docs)
              distinct documents. It needs every document first: a counting pass fills a count-min
              sketch (4 x 2^22 counters, 64 MB whatever the corpus size), then the removal pass
@@ -23,6 +25,7 @@ so documents are deduplicated in input order: the first copy is kept.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import xxhash
@@ -50,8 +53,20 @@ class ExactDedup:
         return True
 
 
+class NearKey(NamedTuple):
+    """What a worker computes for `NearDedup.keep`: LSH band digests, the full MinHash
+    signature, and the shingles themselves for a document with few of them."""
+
+    bands: tuple[int, ...]
+    signature: np.ndarray  # (bands * rows,) uint32
+    shingles: np.ndarray | None  # sorted uint64, when there are at most FEW_SHINGLES
+
+
 class NearDedup:
     name = "near_dedup"
+    # A document of at most this many shingles keeps them (8 bytes each: no more than its
+    # 448-byte signature), and is compared with another such one by their exact Jaccard.
+    FEW_SHINGLES = 56
 
     def __init__(self, bands: int = 14, rows: int = 8, seed: int = 1) -> None:
         self.bands, self.rows = bands, rows
@@ -60,13 +75,17 @@ class NearDedup:
         # Universal hashes h(x) = (a*x + b) mod 2^64, keeping the high 32 bits.
         self.a = rng.integers(1, 1 << 63, size=n, dtype=np.uint64) | np.uint64(1)
         self.b = rng.integers(0, 1 << 63, size=n, dtype=np.uint64)
-        self.tables: list[set[int]] = [set() for _ in range(bands)]
+        # band digest -> the kept document (or documents) holding it
+        self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(bands)]
+        self.signatures = np.zeros((0, n), dtype=np.uint32)  # row i: kept document i's
+        self.shingles: dict[int, np.ndarray] = {}  # kept documents with few shingles
+        self.count = 0
 
     def threshold(self) -> float:
         return (1 / self.bands) ** (1 / self.rows)
 
-    def key(self, text: str) -> tuple[int, ...] | None:
-        """The document's LSH band digests, or None when it is too short to shingle."""
+    def key(self, text: str) -> NearKey | None:
+        """The document's LSH bands and signature, or None when it is too short to shingle."""
         data = np.frombuffer(text.lower().encode("utf-8"), dtype=np.uint8)
         if len(data) < 16:
             return None
@@ -88,17 +107,60 @@ class NearDedup:
             for lo in range(0, len(self.a), 16):  # (16, S) at a time bounds memory
                 hashed = self.a[lo : lo + 16, None] * shingles[None, :] + self.b[lo : lo + 16, None]
                 sig[lo : lo + 16] = (hashed >> np.uint64(32)).min(axis=1)
-        bands = sig.reshape(self.bands, self.rows)
-        return tuple(xxhash.xxh64_intdigest(band.tobytes()) for band in bands)
+        signature = sig.astype(np.uint32)
+        bands = tuple(xxhash.xxh64_intdigest(band.tobytes()) for band in signature.reshape(self.bands, -1))
+        return NearKey(bands, signature, shingles if len(shingles) <= self.FEW_SHINGLES else None)
 
-    def keep(self, key: tuple[int, ...] | None, stats: StageStats) -> bool:
+    def near(self, key: NearKey, candidates: set[int]) -> bool:
+        """Whether a kept candidate's Jaccard similarity with the document reaches the threshold:
+        exact where both have few shingles, else the share of equal MinHash values (an estimate:
+        +-0.05 at 0.6 with 112 hashes). One numpy pass over all candidates: a template's short
+        documents can share a band with thousands of kept ones."""
+        others = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+        estimate = (self.signatures[others] == key.signature).mean(axis=1)
+        limit = self.threshold()
+        if key.shingles is None:
+            return bool((estimate >= limit).any())
+        for other, guess in zip(others.tolist(), estimate.tolist(), strict=True):
+            theirs = self.shingles.get(other)
+            if theirs is None:
+                if guess >= limit:
+                    return True
+            elif guess >= limit - 0.25:  # exact Jaccard >= limit is 5+ sigma above such a guess
+                common = len(np.intersect1d(key.shingles, theirs, assume_unique=True))
+                if common / (len(key.shingles) + len(theirs) - common) >= limit:
+                    return True
+        return False
+
+    def keep(self, key: NearKey | None, stats: StageStats) -> bool:
         if key is None:
             return True
-        if any(band in table for band, table in zip(key, self.tables, strict=True)):
+        # A shared band only nominates candidates: with few shingles, distinct documents of
+        # Jaccard 0.4-0.6 (a template's words around a name or a number) share one often, and
+        # were dropped. A drop needs the pair's similarity at the threshold or above.
+        candidates: set[int] = set()
+        for band, table in zip(key.bands, self.tables, strict=True):
+            held = table.get(band)
+            if held is not None:
+                candidates.update(held if isinstance(held, list) else (held,))
+        if candidates and self.near(key, candidates):
             stats.dropped["near duplicate"] += 1
             return False
-        for band, table in zip(key, self.tables, strict=True):
-            table.add(band)
+        index = self.count
+        self.count += 1
+        for band, table in zip(key.bands, self.tables, strict=True):
+            held = table.setdefault(band, index)
+            if isinstance(held, list):
+                held.append(index)
+            elif held != index:
+                table[band] = [held, index]
+        if index == len(self.signatures):  # grow by doubling
+            grown = np.zeros((max(64, 2 * index), self.signatures.shape[1]), dtype=np.uint32)
+            grown[:index] = self.signatures
+            self.signatures = grown
+        self.signatures[index] = key.signature
+        if key.shingles is not None:
+            self.shingles[index] = key.shingles
         return True
 
 
