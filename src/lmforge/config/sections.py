@@ -217,7 +217,7 @@ class PrepConfig:
     boilerplate_min_chars: int = 20
     """`boilerplate` stage: only lines of at least this many characters can be boilerplate."""
     near_dup_bands: int = 14
-    """`near_dedup` stage: MinHash LSH bands (FineWeb's 14 x 8 rows: Jaccard threshold ~0.75)."""
+    """`near_dedup` stage: MinHash LSH bands (FineWeb's 14 x 8 rows: Jaccard threshold 0.72)."""
     near_dup_rows: int = 8
     """`near_dedup` stage: hashes per band; the threshold is about (1/bands)^(1/rows)."""
     stopwords_file: str = ""
