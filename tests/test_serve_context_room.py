@@ -133,8 +133,8 @@ def test_a_null_max_tokens_gives_each_prompt_of_a_batch_its_own_room(api: TestCl
     longest prompt's (each of its n choices, streamed or not); until 2026-12-07 every prompt got the
     longest prompt's room and a shorter one ended early with "length"."""
     batch = [PROMPT, PROMPT + " king"]  # 15 and 20 tokens of a context of 32: rooms of 17 and 12
-    # min_tokens past either room bans the EOS: each row runs to its room (a null max_tokens lets it)
-    body = {"model": "gpt", "prompt": batch, "temperature": 0, "max_tokens": None, "min_tokens": 17}
+    # min_tokens up to the smaller room bans an early EOS: each row runs to its own room
+    body = {"model": "gpt", "prompt": batch, "temperature": 0, "max_tokens": None, "min_tokens": 12}
     body |= {"n": 2, "logprobs": 0}
     reply = api.post("/v1/completions", json=body).json()
     got = [(len(c["logprobs"]["tokens"]), c["finish_reason"]) for c in reply["choices"]]
@@ -154,3 +154,27 @@ def test_a_null_max_tokens_gives_each_prompt_of_a_batch_its_own_room(api: TestCl
     r = api.post("/v1/completions", json={**body, "prompt": [PROMPT, full]})
     message = refused(r, "prompt")
     assert "However, prompt item 1 resulted in 32 tokens, which leaves no room for a reply." in message
+
+
+def test_min_tokens_over_the_max_tokens_a_request_runs_under_is_a_400(api: TestClient) -> None:
+    """An absent max_tokens (16) or a null one (the prompt's room) is the limit min_tokens must fit
+    under, as vLLM checks it on the max_tokens it settles (the explicit case was refused already):
+    both were answered with fewer tokens than min_tokens, ending "length"."""
+    long = PROMPT + "s and queens."  # 28 characters: room for 4
+    for fields in (
+        {"max_tokens": None, "prompt": long},
+        {"prompt": PROMPT},
+        {"max_tokens": None, "prompt": [PROMPT, long]},
+    ):
+        r = api.post(
+            "/v1/completions",
+            json={"model": "gpt", "min_tokens": 5 if "max_tokens" in fields else 17, **fields},
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert (error["param"], error["code"]) == ("min_tokens", "invalid_value"), error
+        assert error["message"].startswith("min_tokens="), error
+    ok = api.post(
+        "/v1/completions", json={"model": "gpt", "prompt": long, "max_tokens": None, "min_tokens": 4}
+    )
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4, ok.text

@@ -55,6 +55,14 @@ def new_job(
                 "context_length_exceeded",
             )
     limits = _room(served.context, body, prompts, limit, chat)  # one per prompt: each its own room
+    if body.min_tokens > min(limits):  # vLLM's SamplingParams check, on the max_tokens it runs under
+        raise ApiError(
+            400,
+            f"min_tokens={body.min_tokens} is more than max_tokens={min(limits)}, what this request runs"
+            " under (an absent max_tokens is 16; a null one fills each prompt's room in the context)",
+            "min_tokens",
+            "invalid_value",
+        )
     if chat and served.chat is not None:  # a chat turn ends at any end-of-turn id
         eos = frozenset(served.chat.stops)
     else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
