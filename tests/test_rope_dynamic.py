@@ -122,6 +122,17 @@ def test_a_padded_batch_decodes_each_row_as_alone(tmp_path: Path) -> None:
     assert together == [generate_ids(model, [p], 16, temperature=0.0, eos_id=None)[0] for p in prompts]
 
 
+def test_a_batch_whose_longest_row_slides_past_the_context_leaves_the_others_as_alone(tmp_path: Path) -> None:
+    """Past block_size the window slides by a full forward over every row, which under dynamic NTK
+    rotates a row's keys with one base where its cache kept older ones: the short rows changed
+    with a long batchmate (M4's adversarial pass). Such a batch decodes its rows in turn."""
+    _hf(tmp_path / "hf")
+    model, _ = lmforge.load(tmp_path / "hf")
+    prompts = [_ids(20, seed=5)[0].tolist(), _ids(60, seed=6)[0].tolist(), _ids(110, seed=7)[0].tolist()]
+    together = generate_ids(model, prompts, 40, temperature=0.0, eos_id=None)  # 110 + 40 > 128
+    assert together == [generate_ids(model, [p], 40, temperature=0.0, eos_id=None)[0] for p in prompts]
+
+
 def test_dynamic_exports_back_and_transformers_reads_it(tmp_path: Path) -> None:
     _hf(tmp_path / "hf", old_style=True)
     model, _ = lmforge.load(tmp_path / "hf")

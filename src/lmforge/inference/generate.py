@@ -193,12 +193,14 @@ def generate_ids(
     cutoffs = Cutoffs(typical_p, epsilon_cutoff, eta_cutoff)
     if max_new_tokens == 0 or not prompts:  # no prompts: no outputs (a batch of none is fine)
         return [[] for _ in prompts]
-    if compile is True:  # a compiled step decodes one sequence: the prompts in turn, row i with its generator
+    if compile is True or _apart(
+        model, prompts, max_new_tokens
+    ):  # the prompts in turn, row i with its generator
         outputs: list[list[int]] = []
         for i, ids in enumerate(prompts):
             steps = stream_ids(
                 model, torch.tensor([ids], device=device), max_new_tokens, temperature, top_k, top_p,
-                use_cache, None if generator is None else [generator[i]], None, compile=True,
+                use_cache, None if generator is None else [generator[i]], None, compile=compile,
                 repetition_penalty=repetition_penalty, min_p=min_p, bans=bans, cutoffs=cutoffs,
             )  # fmt: skip
             tell = None if on_token is None else functools.partial(_as_row, on_token, i)
@@ -210,6 +212,15 @@ def generate_ids(
         repetition_penalty, min_p, bans, cutoffs,
     )  # fmt: skip
     return collect_tokens(steps, len(prompts), stops, on_token, keep_stop)
+
+
+def _apart(model: GPT, prompts: list[list[int]], max_new_tokens: int) -> bool:
+    """Whether the prompts decode one at a time: a compiled step decodes one sequence, and under
+    dynamic NTK a batch whose window slides past the context recomputes every row in one forward,
+    which would change a row that never reached it (its cached keys keep older bases)."""
+    c = model.config
+    slides = max(map(len, prompts)) + max_new_tokens > c.block_size
+    return len(prompts) > 1 and c.pos == "rope" and c.rope_type == "dynamic" and slides
 
 
 def _as_row(on_token: OnToken, row: int, _: int, token: int) -> bool | None:
