@@ -162,17 +162,24 @@ def gemma_out_keys(c: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
-    needs = {
+def gemma_needs(c: ModelConfig) -> dict[str, bool]:
+    """What Gemma 2 and Gemma 3 both ask of a model's options, each named as its key: ok."""
+    return {
         "model.pos='rope'": c.pos == "rope",
         "model.mlp='geglu_tanh'": c.mlp == "geglu_tanh",
         "model.norm='rmsnorm'": c.norm == "rmsnorm",
         "model.norm_unit_offset": c.norm_unit_offset,
         "model.sandwich_norm": c.sandwich_norm,
-        "model.qk_norm": c.qk_norm,
         "model.scale_embedding": c.scale_embedding,
         "model.bias=false": not c.bias and not c.qkv_bias,
-        "model.nope_interval=0": not c.nope_interval,  # Gemma 3 rotates in every layer
+        "model.nope_interval=0": not c.nope_interval,  # both rotate in every layer
+    }
+
+
+def _gemma3_out(c: ModelConfig) -> dict[str, Any]:
+    needs = {
+        **gemma_needs(c),
+        "model.qk_norm": c.qk_norm,
         "model.attn_softcap=0": not c.attn_softcap,  # Gemma 2's caps (no q/k norms there)
         "model.logit_softcap=0": not c.logit_softcap,
     }

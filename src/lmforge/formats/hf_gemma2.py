@@ -24,7 +24,7 @@ from typing import Any
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_family import Family, config_key
-from lmforge.formats.hf_gemma import GEMMA3, gemma_keys, gemma_out_keys, layer_pattern
+from lmforge.formats.hf_gemma import GEMMA3, gemma_keys, gemma_needs, gemma_out_keys, layer_pattern
 from lmforge.formats.hf_rope import rope_in, rope_out
 
 ATTN_CAP, FINAL_CAP, WINDOW = 50.0, 30.0, 4096  # Gemma2Config's defaults
@@ -55,14 +55,7 @@ def gemma2_out(c: ModelConfig) -> dict[str, Any]:
     """config.json keys of a Gemma-shaped decoder without q/k norms, or a one-line error naming
     what else Gemma 2 needs."""
     needs = {
-        "model.pos='rope'": c.pos == "rope",
-        "model.mlp='geglu_tanh'": c.mlp == "geglu_tanh",
-        "model.norm='rmsnorm'": c.norm == "rmsnorm",
-        "model.norm_unit_offset": c.norm_unit_offset,
-        "model.sandwich_norm": c.sandwich_norm,
-        "model.scale_embedding": c.scale_embedding,
-        "model.bias=false": not c.bias and not c.qkv_bias,
-        "model.nope_interval=0": not c.nope_interval,  # Gemma 2 rotates in every layer
+        **gemma_needs(c),
         "model.rope_local_theta=0": not c.rope_local_theta,  # one rotary base for every layer
     }
     lacks = [key for key, ok in needs.items() if not ok]
