@@ -606,6 +606,23 @@ def test_ctrl_c_in_prep_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 130 and not (tmp_path / "o").exists()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for the workers")
+def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    """A worker killed by the system (the OOM killer) lost its batch's result: prep waited for it
+    forever. Now prep stops in one line that says so, and leaves no output folder."""
+    with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
+        works = [json.loads(line)["text"] for line in f]
+    corpus = tmp_path / "big.jsonl"
+    _write_jsonl(corpus, [f"{n} {w}" for n in range(4) for w in works])
+    proc = _prep_cleaning(corpus, tmp_path / "o")
+    worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+    os.kill(worker, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert err.strip().splitlines()[-1].startswith("lmforge: error: prep: a cleaning worker died")
+    assert "Traceback" not in err, err[-2000:]
+    assert proc.returncode == 2 and not (tmp_path / "o").exists()
+
+
 def test_a_bpe_vocabulary_smaller_than_asked_is_said(
     tmp_path: Path, plays: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,10 +14,10 @@ A page gets `timeout` seconds (prep.trafilatura_timeout; 1 s, datatrove's defaul
 one (deep nesting, a huge table) can hold trafilatura for minutes. One that takes longer is
 dropped, as datatrove drops it, and counted ("main content timed out"): its tags stripped instead,
 it would be the menus and boilerplate the extractor is chosen to leave out. datatrove runs the
-extractor in a child process that it kills; prep's cleaning workers are daemonic pool processes,
-which may not start children, so the limit is a timer of the process's CPU time (ITIMER_VIRTUAL,
-SIGVTALRM) here: what is dropped does not depend on the machine's load (a wall-clock timer dropped
-a page on a busy machine that it kept alone), and a SIGALRM timer of the caller's is left alone.
+extractor in a child process that it kills; here, in prep's cleaning workers, which run whole
+batches of pages, the limit is a timer of the process's CPU time (ITIMER_VIRTUAL, SIGVTALRM):
+what is dropped does not depend on the machine's load (a wall-clock timer dropped a page on a
+busy machine that it kept alone), and a SIGALRM timer of the caller's is left alone.
 It interrupts trafilatura's Python code and regular expressions, but one long call into C (lxml
 parsing a 100 MB page) only when that call returns. Outside a process's main thread (no signals
 there) pages have no limit.

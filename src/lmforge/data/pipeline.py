@@ -18,6 +18,8 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import IO, Any
 
@@ -195,15 +197,27 @@ def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
         yield batch
 
 
-def _bounded(pool: Any, index: int, batches: Iterator[list[str]], pending: int) -> Iterator[Any]:
-    """Like pool.imap, but with at most `pending` batches in flight (imap reads its whole input)."""
-    queue: deque[Any] = deque()
+def _bounded(
+    pool: ProcessPoolExecutor, index: int, batches: Iterator[list[str]], pending: int
+) -> Iterator[Any]:
+    """Like pool.map, but with at most `pending` batches in flight (map reads its whole input)."""
+    queue: deque[Future] = deque()
     for batch in batches:
-        queue.append(pool.apply_async(_work, (index, batch)))
+        queue.append(pool.submit(_work, index, batch))
         if len(queue) >= pending:
-            yield queue.popleft().get()
+            yield _result(queue.popleft())
     while queue:
-        yield queue.popleft().get()
+        yield _result(queue.popleft())
+
+
+def _result(future: Future) -> Any:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise LmforgeError(
+            "prep: a cleaning worker died (killed, perhaps by the system when memory ran out); "
+            "nothing was written: run it again, with fewer --prep.workers if memory is short"
+        ) from None
 
 
 def _run_groups(
@@ -287,7 +301,11 @@ def clean_documents(
         _OBSERVER.clear()
         if first_of_two:
             _OBSERVER["boilerplate"] = stages[cut]  # type: ignore[index]
-        with ctx.Pool(workers, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+        # Not mp.Pool: its terminate (on Ctrl-C) can hang for good when a worker holds the result
+        # pipe's lock, blocked writing a batch that its stopped result thread no longer reads; and
+        # a worker killed by the system left its batch's result waited for forever.
+        pool = ProcessPoolExecutor(workers, ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
+        try:
             stream = _run_groups(pool, _GROUPS, _batches(source), report, 2 * workers, _count_lines)
             if not first_of_two:
                 for batch in stream:
@@ -298,6 +316,8 @@ def clean_documents(
                 for batch in stream:
                     for text in batch:
                         _write_doc(f, text)
+        finally:  # on Ctrl-C, the batches the workers hold finish; the queued ones are dropped
+            pool.shutdown(cancel_futures=True)
         limit = stages[cut].freeze()  # type: ignore[index]
         report.extra["boilerplate_min_docs"] = limit
         source = read_docs(spill)
