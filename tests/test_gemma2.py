@@ -286,6 +286,13 @@ def test_a_recipe_with_the_caps_builds_what_the_plan_counts_and_exports_as_gemma
     ):
         export_hf(tmp_path / "llama", tmp_path / "no")
     assert not (tmp_path / "no").exists()
+    # a dynamic-NTK Gemma would be written with its grown context as max_position_embeddings
+    dynamic = dataclasses.replace(c, rope_type="dynamic", rope_factor=2.0, rope_original_context=8)
+    write_model_dir(tmp_path / "dynamic", dynamic, model.state_dict(), tok)
+    needs = r"which also needs model\.rope_type in default, linear, llama3, yarn"
+    with pytest.raises(LmforgeError, match=needs):
+        export_hf(tmp_path / "dynamic", tmp_path / "no")
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize(

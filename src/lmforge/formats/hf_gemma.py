@@ -162,6 +162,9 @@ def gemma_out_keys(c: ModelConfig) -> dict[str, Any]:
     }
 
 
+GEMMA_ROPE = ("default", "linear", "llama3", "yarn")  # not dynamic, longrope
+
+
 def gemma_needs(c: ModelConfig) -> dict[str, bool]:
     """What Gemma 2 and Gemma 3 both ask of a model's options, each named as its key: ok."""
     return {
@@ -173,6 +176,9 @@ def gemma_needs(c: ModelConfig) -> dict[str, bool]:
         "model.scale_embedding": c.scale_embedding,
         "model.bias=false": not c.bias and not c.qkv_bias,
         "model.nope_interval=0": not c.nope_interval,  # both rotate in every layer
+        # what lmforge's Gemma import reads back: a dynamic model's max_position_embeddings would
+        # be its grown context, not the one its base grows past
+        f"model.rope_type in {', '.join(GEMMA_ROPE)}": c.rope_type in GEMMA_ROPE,
     }
 
 
