@@ -249,6 +249,19 @@ def test_an_override_may_give_its_value_after_a_space(capsys: pytest.CaptureFixt
     assert "train.lr='fast' is not a number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("words", [["--train.lr=very fast"], ["--train.lr", "very fast"]])
+def test_an_overrides_value_may_hold_a_space(words: list[str], capsys: pytest.CaptureFixture) -> None:
+    """argparse takes a word with a space for a positional: `--data.input=my data.jsonl` was read
+    as the recipe ("config file not found")."""
+    assert cli.main(["train", *words]) == 2
+    assert "train.lr='very fast' is not a number" in capsys.readouterr().err
+
+
+def test_a_spaced_override_reaches_launchs_children(calls: Calls) -> None:
+    assert cli.main(["launch", "--nproc=2", "train", "x", "--data.input=my data.txt"]) == 0
+    assert calls.calls[0][1]["args"] == ["train", "x", "--data.input=my data.txt"]
+
+
 def test_docs_config_md_is_up_to_date() -> None:
     assert (ROOT / "docs" / "config.md").read_text(encoding="utf-8") == config_doc.markdown(), (
         f"docs/config.md is out of date: run `{config_doc.REGENERATE}`"

@@ -21,11 +21,12 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from lmforge import __version__, malloc, processes
 from lmforge.cli_parser import VerbParser, build_parser, run
 from lmforge.cli_verbs import VERBS
-from lmforge.config import joined_overrides
+from lmforge.config import is_override, joined_overrides
 from lmforge.errors import LmforgeError
 from lmforge.processes import RANK_LINES, Terminated, end_with_launcher, exit_rank, launched_world
 
@@ -63,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if not a.startswith(("--local_rank=", "--local-rank="))]
     argv = joined_overrides(argv)  # --train.lr 3e-4 is --train.lr=3e-4
     parser, subs = build_parser(VERBS, __version__)
-    args, extra = parser.parse_known_args(argv)
+    # argparse takes a word with a space for a positional (`--data.input=my data.jsonl` was read as
+    # the recipe): an override's spaces pass it as NULs, which no command line can hold
+    args, extra = parser.parse_known_args([a.replace(" ", "\0") if is_override(a) else a for a in argv])
+    for key, value in vars(args).items():  # launch's children's words, a verb's positionals
+        if isinstance(value, (str, list)):
+            setattr(args, key, _spaced(value))
+    extra = _spaced(extra)
     debug = args.debug or os.environ.get("LMFORGE_DEBUG", "") not in ("", "0")
     try:
         status = _verb(args, subs, extra, debug)
@@ -74,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     if malloc.command and processes.joined_group:  # not main(argv) from Python, whose caller goes on
         exit_rank(status)  # a process that joined a process group skips the teardown (processes.py)
     return status
+
+
+def _spaced(value: Any) -> Any:
+    """A word, or list of words, with the NULs of a hidden space put back."""
+    if isinstance(value, list):
+        return [_spaced(v) for v in value]
+    return value.replace("\0", " ") if isinstance(value, str) else value
 
 
 def _said_exit(e: BaseException) -> int:

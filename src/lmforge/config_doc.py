@@ -96,7 +96,8 @@ def default_of(dotted: str) -> Any:
 
 INTRO = """\
 Recipes are TOML files in `configs/`; each key below can be overridden with `--section.key=value`
-(or `--section.key value`).
+(or `--section.key value`); a value may hold spaces (`"--data.input=my data.jsonl"`: until
+2026-12-07 argparse took such a word for the recipe's path, "config file not found").
 An unknown key, a wrong type or an impossible combination stops with one line naming it, e.g.
 `lmforge: error: configs/x.toml: unknown config key 'train.max_step' (did you mean
 'train.max_steps'?)`, or every key of the section where none is near;

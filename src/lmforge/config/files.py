@@ -139,6 +139,11 @@ def joined_overrides(argv: list[str]) -> list[str]:
     return joined
 
 
+def is_override(word: str) -> bool:
+    """Whether a command-line word is a `--section.key=value` override."""
+    return word.startswith("--") and word[2:3].isalpha() and "." in word.split("=", 1)[0]
+
+
 def as_overrides(overrides: Any) -> list[str]:
     """Overrides as Python callers give them, as a list of `--section.key=value` words: a list, a
     string ("--train.lr=3e-4 --train.max_steps=100": words, not letters) or a dict
