@@ -129,7 +129,7 @@ def joined_overrides(argv: list[str]) -> list[str]:
     i = 0
     while i < len(argv):
         word = argv[i]
-        dotted = word.startswith("--") and "=" not in word and "." in word and word[2:3].isalpha()
+        dotted = is_override(word) and "=" not in word
         if dotted and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
             joined.append(f"{word}={argv[i + 1]}")
             i += 2
