@@ -99,6 +99,7 @@ def test_a_lone_surrogate_escape_is_repaired_and_named(tmp_path: Path) -> None:
         f"{tmp_path}/a.jsonl:1: lone surrogate ({detail})",
         f"{tmp_path}/b.json:[0]: lone surrogate ({detail})",
     ]
+    assert report.skipped() == [f"repaired {p}" for p in report.problems]  # kept: eval scores them
     prep(tmp_path / "a.jsonl", tmp_path / "out", stages="none", workers=1, quiet=True)  # no traceback
 
 

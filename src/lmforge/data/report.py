@@ -103,7 +103,8 @@ class Report:
         return files + [p for p in self.problems if p not in taken][: shown - len(files)]
 
     def skipped(self, shown: int = 5) -> list[str]:
-        """Warning lines for the inputs skipped (or repaired and kept: invalid UTF-8): the first
+        """Warning lines for the inputs skipped (or repaired and kept: invalid UTF-8, a lone
+        surrogate; "skipped" until 2026-12-07, though eval and audit scored them): the first
         `shown`, then, when there were more, one line with the total by kind (a long list would
         bury the result)."""
         lines = [f"{'repaired' if _repaired(p) else 'skipped'} {p}" for p in self.first(shown)]
@@ -172,7 +173,7 @@ class Report:
         return "\n".join(rows)
 
 
-REPAIRED = {"invalid UTF-8"}  # problem kinds whose text is kept, repaired (U+FFFD), not skipped
+REPAIRED = {"invalid UTF-8", "lone surrogate"}  # kinds whose text is kept, repaired (U+FFFD), not skipped
 
 
 def _repaired(problem: str) -> bool:
