@@ -435,6 +435,7 @@ CASES = [
     Case("qa-max-seq-len-above-context", f"eval-qa {Path(__file__).parent / 'fixtures' / 'bert-qa'} --data {{t}}/q.json --max-seq-len 600", r"max_seq_len=600: longer than the model's context of 64 tokens$", (write("q.json", SQUAD),)),
     Case("qa-duplicate-id", "eval-qa --baseline sliding-window --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[1\]\.qas\[0\]: id '1' is also the id of data\[0\]\.paragraphs\[0\]\.qas\[0\]", (write("q.json", SQUAD.replace("]}]}]}]}", ']}]}, {"context": "Bo sells salt.", "qas": [{"id": "1", "question": "Who?", "answers": [{"text": "Bo", "answer_start": 0}]}]}]}]}')),)),
     Case("qa-v11-no-gold-answer", "eval-qa --baseline sliding-window --data {t}/q.json", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] \(id '1'\): no gold answers, which SQuAD v1\.1 needs", (write("q.json", '{"version": "1.1", ' + SQUAD[1:].replace('[{"text": "Ada", "answer_start": 0}]', "[]")),)),
+    Case("train-qa-question-not-object", f"train --data.task=qa --data.input={{t}}/q.json --train.init_from={Path(__file__).parent / 'fixtures' / 'bert-qa'} --out {{t}}/o", r"{t}/q\.json: data\[0\]\.paragraphs\[0\]\.qas\[1\]: a question is an object with 'question' and 'answers', not a string$", (write("q.json", SQUAD.replace("}]}]}]}]}", '}]}, "Who?"]}]}]}')),)),
     # --- chat (a tiny GPT given SmolLM2's ChatML template)
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),

@@ -268,6 +268,12 @@ def test_sentiment_counts_the_first_word_only() -> None:
     answers = ["Positive.", "The review is positive", "negative, clearly", "positive or negative"]
     scores = sentiment_scores(answers, ["positive", "positive", "negative", "positive"])
     assert scores == {"accuracy": 0.75, "label_mentioned": 0.75}
+    # the first whitespace-separated word without its punctuation, as documented: a hedge split at
+    # "/" or "-" was credited by its first half
+    hedges = ["positive/negative", "Positive-or-negative", "positive|negative"]
+    assert sentiment_scores(hedges, ["positive"] * 3)["accuracy"] == 0.0
+    kept = ["**Positive**", "- negative", "«Positive»!", "\nNegative: it drags"]
+    assert sentiment_scores(kept, ["positive", "negative", "positive", "negative"])["accuracy"] == 1.0
     # a subset whose golds are all one label: the test split's other label still counts against
     # an answer naming both (the labels came from the subset's golds alone)
     assert sentiment_scores(["positive or negative"], ["positive"])["label_mentioned"] == 1.0

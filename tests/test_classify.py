@@ -17,7 +17,7 @@ from lmforge.config import ModelConfig, load_config
 from lmforge.data.labelled import read_labelled
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import write_model_dir
-from lmforge.inference.classify import macro_scores
+from lmforge.inference.classify import count_into, macro_scores
 from lmforge.model.classifier import Classifier
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -50,6 +50,33 @@ def test_macro_scores() -> None:
     result = macro_scores(confusion)
     assert result["accuracy"] == 0.75
     assert result["f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # F1(0) = 2/3, F1(1) = 4/5
+
+
+def test_macro_f1_averages_over_the_labels_in_the_gold_or_the_predictions() -> None:
+    """scikit-learn's f1_score(average="macro") takes the labels found in y_true or y_pred: a
+    model's label that the data never has and the model never predicts has no F1. It was counted
+    as 0 (0.5512 where scikit-learn gives 0.8268 on eval-classify's confusion below)."""
+
+    def sklearn_macro_f1(gold: list[int], predicted: list[int]) -> float:  # by its definition
+        labels = sorted(set(gold) | set(predicted))
+        pairs = list(zip(gold, predicted, strict=True))
+        f1s = []
+        for y in labels:
+            tp = sum(g == p == y for g, p in pairs)
+            fp, fn = sum(p == y != g for g, p in pairs), sum(g == y != p for g, p in pairs)
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+        return sum(f1s) / len(f1s)
+
+    for gold, predicted in [
+        ([0, 0] + [1] * 38, [0, 1] + [1] * 38),  # label 2 ("tres neutre") in neither
+        ([0, 0, 1, 1], [0, 2, 1, 1]),  # label 2 predicted, never gold: it counts, as 0
+        ([0, 1, 3], [0, 0, 3]),  # labels 2 and 4 in neither
+    ]:
+        confusion = torch.zeros(5, 5, dtype=torch.float64)
+        count_into(confusion, torch.tensor(gold), torch.tensor(predicted))
+        assert macro_scores(confusion)["f1"] == pytest.approx(sklearn_macro_f1(gold, predicted), abs=1e-12)
+    assert round(sklearn_macro_f1([0, 0] + [1] * 38, [0, 1] + [1] * 38), 4) == 0.8268
+    assert macro_scores(torch.zeros(3, 3)) == {"accuracy": 0.0, "f1": 0.0}  # nothing scored
 
 
 def test_bad_labelled_line_is_named(tmp_path: Path) -> None:

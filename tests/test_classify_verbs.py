@@ -172,3 +172,24 @@ def test_a_label_without_training_examples_is_said(
     lmforge.finetune_classify(models["gpt"], path, "no,yes,maybe", tmp_path / "run", epochs=1, quiet=True)
     said = f"lmforge: warning: {path}: no example of 'maybe'; the classifier learns never to predict it"
     assert said in capsys.readouterr().err
+
+
+def test_a_label_whose_every_example_is_held_out_is_said(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A label with examples only on the held-out side of the split trained as silently as one with
+    none: the check ran before the split."""
+    from lmforge.train.tasks.classification import split_labelled
+
+    rows = [(f"text {i}", i % 2) for i in range(39)] + [("the rare one", 2)]
+    seed = next(s for s in range(100) if ("the rare one", 2) in split_labelled(rows, 0.1, s, "", print)[1])
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": ["no", "yes", "maybe"][y]}) + "\n" for t, y in rows)
+    )
+    lmforge.finetune_classify(
+        models["gpt"], path, "no,yes,maybe", tmp_path / "run", epochs=1, seed=seed, quiet=True
+    )
+    err = capsys.readouterr().err
+    assert f"lmforge: warning: {path}: every example of 'maybe' is held out (data.val_fraction=0.1," in err
+    assert "no example of" not in err

@@ -11,19 +11,22 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from test_tasks_on_engines import ENGINES, kill_resume_and_compare, lmforge
 
 from lmforge import eval_qa, pipeline
+from lmforge.config import load_config
 from lmforge.data.qa_features import NO_ANSWER, WindowMaker, span_targets
 from lmforge.data.qa_squad import read_squad
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.train.loop import train
 from lmforge.train.metrics import read_metrics
-from lmforge.train.tasks.qa import collate
+from lmforge.train.tasks.base import Setup
+from lmforge.train.tasks.qa import QATask, collate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "bert-qa"
 NAMES = ["Tobias", "Marta", "Ivan", "Greta", "Hugo", "Nora", "Felix", "Ada", "Otto", "Lena"]
@@ -132,6 +135,11 @@ def test_json_lines_are_named_as_such(tmp_path: Path) -> None:
          r"qas\[0\]: needs 'question'"),
         ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q", "question": "w",'
          ' "answers": [{"text": "c"}]}]}]}]}', r"answers\[0\]: needs 'answer_start'"),
+        ('{"data": [{"paragraphs": [{"context": "c", "qas": ["Who?"]}]}]}',
+         r"paragraphs\[0\].qas\[0\]: a question is an object with 'question' and 'answers', not a string$"),
+        ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q", "question": "w",'
+         ' "answers": {"text": ["c"], "answer_start": [0]}}]}]}]}',
+         r"qas\[0\]: 'answers' must be a list \(an object per answer\), not an object$"),
     ],
 )  # fmt: skip
 def test_a_bad_squad_file_is_one_line_naming_the_key(tmp_path: Path, content: str, message: str) -> None:
@@ -140,6 +148,32 @@ def test_a_bad_squad_file_is_one_line_naming_the_key(tmp_path: Path, content: st
     with pytest.raises(LmforgeError, match=message) as e:
         read_squad(path)
     assert str(e.value).startswith(str(path)) and "\n" not in str(e.value)
+
+
+def test_the_hold_out_keeps_every_copy_of_a_context_on_one_side(tmp_path: Path) -> None:
+    """The split keyed on the paragraph's position: one context written as 21 paragraphs of one
+    question each put held-out questions on a context the model trained on."""
+    context = "Hugo lives in Fenwick. Ada sells wine in Paris."
+    asked = [
+        ("Where does Hugo live?", "Fenwick"),
+        ("Who sells wine?", "Ada"),
+        ("What does Ada sell?", "wine"),
+    ]
+    paragraphs = [
+        {"context": context if p % 2 else f"{context} Day {p}.",
+         "qas": [{"id": str(p), "question": q, "answers": [{"text": a, "answer_start": context.index(a)}]}]}
+        for p, (q, a) in enumerate(asked * 14)
+    ]  # fmt: skip
+    data = tmp_path / "dup.json"
+    data.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+    said: list[str] = []
+    cfg = load_config(None, recipe(data, 1))
+    setup = Setup(cfg, tmp_path, SimpleNamespace(rank=0, world_size=1), 8, said.append)  # type: ignore[arg-type]
+    task = QATask(setup)
+    trained = {e.context for e in task.train_examples}
+    assert task.val_examples and not trained & {e.context for e in task.val_examples}
+    assert len(task.train_examples) + len(task.val_examples) == 42
+    assert any("20 paragraphs repeat an earlier one" in line for line in said), said
 
 
 def test_a_question_too_long_for_a_window_names_the_file_and_its_id(tmp_path: Path) -> None:

@@ -90,6 +90,12 @@ def _get(obj: Any, key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _json(value: Any) -> str:
+    """What a JSON value is, in JSON's words: "a string", "an object"."""
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
 def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
     """The questions of a SQuAD file; `keep_unanswered` keeps those left without a usable answer
     (for evaluation, which scores the answers' texts and needs no answer_start)."""
@@ -103,8 +109,16 @@ def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
             context = _get(paragraph, "context", str, where)
             for q, qa in enumerate(_get(paragraph, "qas", list, where)):
                 here = f"{where}.qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise LmforgeError(
+                        f"{here}: a question is an object with 'question' and 'answers', not {_json(qa)}"
+                    )
                 qid, question = str(qa.get("id", here)), _get(qa, "question", str, here)
                 given = qa.get("answers") or []
+                if not isinstance(given, list):  # HF datasets' {"text": [...], "answer_start": [...]} too
+                    raise LmforgeError(
+                        f"{here}: 'answers' must be a list (an object per answer), not {_json(given)}"
+                    )
                 impossible = bool(qa.get("is_impossible", not given and not v1))
                 answers, bad = [], 0
                 for n, answer in enumerate(given):

@@ -89,11 +89,17 @@ def ranked_labels(labels: list[str], row: torch.Tensor, top_k: int | None) -> li
 
 
 def macro_scores(confusion: torch.Tensor) -> dict[str, float]:
-    """Accuracy and macro F1 (the mean over labels of 2TP / (2TP + FP + FN)) from a confusion
-    matrix, confusion[gold, predicted]."""
+    """Accuracy and macro F1 from a confusion matrix, confusion[gold, predicted]: the mean of
+    2TP / (2TP + FP + FN) over the labels that occur in the gold or the predictions, as
+    scikit-learn's f1_score(average="macro") takes them; a label in neither has no F1 to average
+    (counted as 0, it would lower the score of a model for a label the data never asks about)."""
     tp = confusion.diag()
-    f1 = torch.where(tp > 0, 2 * tp / (confusion.sum(0) + confusion.sum(1)).clamp(min=1), 0.0)
-    return {"accuracy": float(tp.sum() / confusion.sum().clamp(min=1)), "f1": float(f1.mean())}
+    occurs = confusion.sum(0) + confusion.sum(1)  # 2TP + FP + FN: > 0 where gold or predicted
+    f1 = 2 * tp[occurs > 0] / occurs[occurs > 0]
+    return {
+        "accuracy": float(tp.sum() / confusion.sum().clamp(min=1)),
+        "f1": float(f1.mean()) if len(f1) else 0.0,
+    }
 
 
 def count_into(confusion: torch.Tensor, gold: torch.Tensor, predicted: torch.Tensor) -> None:

@@ -46,13 +46,23 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.casefold())
 
 
+def first_word(text: str) -> str:
+    """The first whitespace-separated word, lower-cased, its punctuation removed ("Positive." ->
+    "positive"; a hedge "positive/negative" -> "positivenegative", which is no label). A token
+    of punctuation alone ("-", "**") is no word."""
+    for token in text.split():
+        if word := "".join(re.findall(r"\w", token.casefold())):
+            return word
+    return ""
+
+
 def sentiment_scores(answers: list[str], gold: list[str], labels: set[str] | None = None) -> dict[str, float]:
     """accuracy (the first word is the gold label) and label_mentioned (the gold label and no
     other label of the set appears among the answer's words). labels: every label of the test
     split (default: the golds given), so that a subset with one label still counts an answer
     naming another as wrong."""
     labels = {g.casefold() for g in (labels or gold)}
-    first = [(words(a) or [""])[0] for a in answers]
+    first = [first_word(a) for a in answers]
     named = [labels & set(words(a)) for a in answers]
     n = max(len(gold), 1)
     return {

@@ -90,9 +90,13 @@ class ClassificationTask(Task):
         rows = read_labelled(d.input, self.labels, d.text_field, d.label_field, self.problem_type)
         unseen = [name for i, name in enumerate(self.labels) if not self._seen(rows, i)]
         if unseen and engine.rank == 0:  # shown even with --quiet: the head learns never to say them
+            # macro F1 averages over the labels in the gold or the predictions (inference/classify.py)
+            scored = (
+                "micro F1 counts it as 0" if self._multi else "macro F1 counts it (as 0) only if predicted"
+            )
             print(
                 f"lmforge: warning: {d.input}: no example of {', '.join(map(repr, unseen))}; the classifier"
-                f" learns never to predict it, and {'micro' if self._multi else 'macro'} F1 counts it as 0",
+                f" learns never to predict it, and {scored}",
                 file=sys.stderr,
             )
         self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
@@ -128,6 +132,15 @@ class ClassificationTask(Task):
         self.loader = LabelledLoader(
             self.train_rows, encode, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
         )
+        held = [name for i, name in enumerate(self.labels)
+                if name not in unseen and not self._seen(self.train_rows, i)]  # fmt: skip
+        if held and engine.rank == 0:  # as above; after the loader, whose error (too few to train) says more
+            print(
+                f"lmforge: warning: {d.input}: every example of {', '.join(map(repr, held))} is held out"
+                f" (data.val_fraction={d.val_fraction}, train.seed={t.seed}); the classifier never"
+                " trains on it and learns never to predict it",
+                file=sys.stderr,
+            )
         val = [self.loader.collate(self.val_rows[i : i + setup.micro])
                for i in range(0, len(self.val_rows), setup.micro)]  # fmt: skip
         self.val, self.val_per_rank = rank_share(val, engine)

@@ -2,7 +2,8 @@
 
 Data is SQuAD v1.1/v2.0 JSON (data.input; data/qa_squad.py): answers whose answer_start does not
 match their text are skipped and counted in one line. A seeded shuffle of the paragraphs holds
-out data.val_fraction of them (questions on one paragraph stay on one side). Each question becomes
+out data.val_fraction of their distinct contexts (every question on one context text stays on one
+side, however many paragraphs repeat it). Each question becomes
 windows of data.max_len tokens ([CLS] question [SEP] context [SEP]) overlapping by data.doc_stride
 (data/qa_features.py); a window's targets are the token positions of the question's first answer,
 or [CLS] when the window does not hold it whole or the question is unanswerable (SQuAD v2), as in
@@ -88,10 +89,12 @@ class QATask(Task):
         if skipped and engine.rank == 0:  # shown even with --quiet: data was left out
             print(f"lmforge: warning: {skipped}", file=sys.stderr)
         self.skipped = squad.skipped_answers
-        paragraphs = sorted({e.paragraph for e in squad.examples})  # distinct: none repeats
+        contexts = {e.paragraph: e.context for e in squad.examples}  # paragraph index -> its text
+        # keyed on the text: a context written as several paragraphs lands on one side, so no
+        # held-out question is asked of a context trained on
         held_out = set(hold_out(
-            paragraphs, key=lambda p: p, fraction=d.val_fraction, seed=t.seed, source=str(d.input),
-            noun="paragraph", say=setup.say,
+            sorted(contexts), key=contexts.__getitem__, fraction=d.val_fraction, seed=t.seed,
+            source=str(d.input), noun="paragraph", say=setup.say,
         )[1])  # fmt: skip
         self.train_examples = [e for e in squad.examples if e.paragraph not in held_out]
         self.val_examples = [e for e in squad.examples if e.paragraph in held_out]
