@@ -464,6 +464,7 @@ CASES = [
     Case("ppl-context", "eval {s}/gpt --data {s}/corpus.txt --context 100", r"context=100: longer than the model's context of 16"),
     Case("ppl-max-tokens", "eval {s}/gpt --data {s}/corpus.txt --max-tokens 0", r"max_tokens=0: must be an integer >= 1"),
     Case("ppl-seq2seq", "eval {s}/s2s --data {s}/corpus.txt", r"{s}/s2s: an encoder-decoder \(Seq2Seq\)"),
+    Case("ppl-every-char-unknown", "eval {s}/gpt --data {t}/cjk.txt", r"{t}/cjk\.txt: no text to score: every scored character is outside the model's character vocabulary \(each became <\|unk\|>, which has no bytes\)$", (write("cjk.txt", "日本語の本"),)),
     # --- inspect
     Case("inspect-long-text", f"inspect {{s}}/gpt '{LONG}'", r"text is 53 tokens; inspect takes at most 16 \(the model's context of 16;"),
     Case("inspect-long-source", f"inspect {{s}}/s2s '{LONG}'", r"source \(with its EOS\) is 54 tokens; inspect takes at most 16"),

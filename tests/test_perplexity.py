@@ -248,7 +248,7 @@ def test_a_special_token_string_in_the_text_is_scored_as_prep_encodes_it(tmp_pat
     shards = [a for split in ("train", "val") for a in open_split(tmp_path / "prepared", split)]
     prepared = [int(i) for a in shards for i in a]
     assert prepared.count(tokenizer.eos_id) == 1  # the document boundary only (prep puts it after)
-    ids, nbytes, used = token_stream(tokenizer, iter([text]), None)
+    ids, *_ = token_stream(tokenizer, iter([text]), None)
     assert ids == [prepared[-1], *prepared[:-1]]  # eval's EOS goes before the document
     result = evaluate(hf_dir, data, quiet=True)
     assert (result["tokens"], result["bytes"]) == (len(prepared) - 1, len(text.encode("utf-8")))

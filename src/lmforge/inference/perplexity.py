@@ -14,13 +14,14 @@ starts `context` tokens before the stream's end (the guide starts it a stride af
 one), so its tokens get a full left context.
 
 perplexity = exp(total nll / scored tokens); bits per byte = the text tokens' nll / ln 2 / UTF-8
-bytes of the scored text (the separators' predictions count in the nll and have no bytes), so bpb
-compares models with different tokenizers.
+bytes of the scored text (the separators' and a character vocabulary's `<|unk|>` predictions count in
+the nll and have no bytes, as in training's val_bpb), so bpb compares models with different tokenizers.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -83,15 +84,18 @@ def _settings(model: GPT, context: int | None, stride: int | None) -> tuple[int,
 
 def token_stream(
     tokenizer: Tokenizer, documents: Iterator[str], max_tokens: int | None
-) -> tuple[list[int], int, int]:
-    """(ids, UTF-8 bytes of the scored text, documents used): each document between the
+) -> tuple[list[int], int, int, UnknownChars]:
+    """(ids, UTF-8 bytes of the scored text, documents used, the characters that became
+    `<|unk|>`, for the caller's warning): each document between the
     `separators(tokenizer)`, the stream cut after `max_tokens` scored tokens. A cut inside a
-    document counts that document's bytes up to the end of its last kept token (the tokenizer's
-    offsets). Documents are encoded as prep encodes them (data/encode.py), as ordinary text: a
-    `<|endoftext|>` in the text is its characters, not the EOS id."""
+    document counts the bytes its kept tokens stand for (`_bytes_of`). Documents are encoded as
+    prep encodes them (data/encode.py), as ordinary text: a `<|endoftext|>` in the text is its
+    characters, not the EOS id. A character vocabulary's `<|unk|>` counts no bytes, as in
+    training's val_bpb (its shards hold ids: the character an unk stood for is gone)."""
     before, after = separators(tokenizer)
     _, encode = make_encoder(tokenizer)
     unknown = UnknownChars(tokenizer)  # a character vocabulary may lack some, as in prep
+    sizes = _token_sizes(tokenizer)
     ids: list[int] = []
     nbytes = used = 0
     for text in documents:
@@ -102,23 +106,21 @@ def token_stream(
         if before:
             ids += before
         elif not ids:  # no EOS: the first token is context only, and its bytes are not scored
-            nbytes -= len(text[: _char_end(tokenizer, text, 1)].encode("utf-8"))
+            nbytes -= _bytes_of(tokenizer, sizes, text, doc, 1)
         room = None if max_tokens is None else max_tokens + 1 - len(ids)
         if room is not None and room < len(doc):
             if room > 0:  # room 0: the stream ends on the EOS that closes the previous document
                 ids += doc[:room]
-                nbytes += len(text[: _char_end(tokenizer, text, room)].encode("utf-8"))
+                nbytes += _bytes_of(tokenizer, sizes, text, doc, room)
                 used += 1
             break
         used += 1
         ids += doc
-        nbytes += len(text.encode("utf-8"))
+        nbytes += _bytes_of(tokenizer, sizes, text, doc, len(doc))
         ids += after if max_tokens is None else after[: max_tokens + 1 - len(ids)]
         if max_tokens is not None and len(ids) > max_tokens:
             break
-    if unknown.count:
-        print(f"lmforge: warning: {unknown.message()}", file=sys.stderr)
-    return ids, nbytes, used
+    return ids, nbytes, used, unknown
 
 
 def separators(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
@@ -133,18 +135,52 @@ def separators(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
     return before, after
 
 
-def _char_end(tokenizer: Tokenizer, text: str, count: int) -> int:
-    """The character offset where the first `count` tokens of `text` end, in the ordinary-text
-    encoding token_stream uses (HF's, which make_encoder's encoders equal)."""
+def _token_sizes(tokenizer: Tokenizer) -> np.ndarray | None:
+    """The UTF-8 bytes each id stands for where that is exact and training counts them so
+    (`token_bytes`: byte-level BPE, one byte a character of its alphabet; a character vocabulary,
+    `<|unk|>` 0), else None: an imported tokenizer's pieces (SentencePiece's leading U+2581, a
+    <0xNN> byte) are not their text's bytes, so its text is measured by offsets."""
+    if tokenizer.kind not in ("bpe", "char"):
+        return None
+    return np.asarray(tokenizer.token_bytes(), dtype=np.int64)
+
+
+def _bytes_of(tokenizer: Tokenizer, sizes: np.ndarray | None, text: str, doc: list[int], count: int) -> int:
+    """The UTF-8 bytes of `text` that its first `count` tokens `doc[:count]` stand for: their own
+    bytes where `sizes` has them (a cut inside a character's byte-level tokens counts the bytes
+    kept, not the whole character), else from the offsets (`_offset_bytes`); a whole document of a
+    BPE or other tokenizer is its text's bytes."""
+    if sizes is not None and (tokenizer.kind == "char" or count < len(doc)):
+        return int(sizes[np.asarray(doc[:count], dtype=np.int64)].sum())
+    if count == len(doc):
+        return len(text.encode("utf-8"))
+    return _offset_bytes(tokenizer, text, count)
+
+
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a SentencePiece byte-fallback token: one byte
+
+
+def _offset_bytes(tokenizer: Tokenizer, text: str, count: int) -> int:
+    """The bytes of `text` its first `count` tokens cover, from the offsets of the ordinary-text
+    encoding token_stream uses (HF's, which make_encoder's encoders equal). Offsets are in
+    characters, and the tokens of one character share its offsets: a cut between them (the
+    byte-fallback tokens <0xE4><0xB8> of 中) counts the characters before it and one byte a kept
+    <0xNN>; a Metaspace U+2581 put before the text, which shares its first character, counts none."""
     encoding = ordinary_hf(tokenizer).encode(text, add_special_tokens=False)
-    return encoding.offsets[count - 1][1]
+    offsets, pieces = encoding.offsets, encoding.tokens
+    end = offsets[count - 1][1]
+    if count < len(offsets) and offsets[count][0] < end:  # the next token shares a kept character
+        start = offsets[count][0]
+        kept = sum(1 for j in range(count) if offsets[j][0] >= start and BYTE_PIECE.fullmatch(pieces[j]))
+        return len(text[:start].encode("utf-8")) + kept
+    return len(text[:end].encode("utf-8"))
 
 
 class Scores(NamedTuple):
     nll: float  # total, in nats, over every scored token
     tokens: int  # scored
     windows: int
-    eos_nll: float  # the part of nll that predicts the separators between documents (no bytes of text)
+    untext_nll: float  # the part of nll that predicts `untext` ids: separators, <|unk|> (no bytes of text)
 
 
 @torch.inference_mode()
@@ -155,15 +191,15 @@ def score(
     stride: int,
     batch_size: int = 1,
     progress: bool = False,
-    separators: list[int] | None = None,
+    untext: list[int] | None = None,
 ) -> Scores:
-    """The nll of the stream `ids` under `model`, and how much of it predicts `separators` ids."""
+    """The nll of the stream `ids` under `model`, and how much of it predicts `untext` ids."""
     model.eval()
     device = next(model.parameters()).device
     stream = torch.tensor(ids, dtype=torch.long, device=device)
-    marks = torch.tensor(separators or [], dtype=torch.long, device=device)
+    marks = torch.tensor(untext or [], dtype=torch.long, device=device)
     spans = windows(len(ids), context, stride)
-    total, count, eos_total = 0.0, 0, 0.0
+    total, count, untext_total = 0.0, 0, 0.0
     shown = None if progress else True  # None: only on a terminal, not into a pipe or a file
     bar = tqdm(total=len(ids) - 1, unit="tok", desc="eval", disable=shown, file=sys.stderr)
     for i in range(0, len(spans), batch_size):
@@ -178,11 +214,11 @@ def score(
             losses = F.cross_entropy(logits, stream[first:e], reduction="none")  # (n,)
             total += float(losses.double().sum())
             if len(marks):
-                eos_total += float(losses[torch.isin(stream[first:e], marks)].double().sum())
+                untext_total += float(losses[torch.isin(stream[first:e], marks)].double().sum())
             count += e - first
             bar.update(e - first)
     bar.close()
-    return Scores(total, count, len(spans), eos_total)
+    return Scores(total, count, len(spans), untext_total)
 
 
 def evaluate(
@@ -204,7 +240,8 @@ def evaluate(
     context: tokens per window (default: the model's block_size); stride: new tokens scored per
     window (default context // 2; must be below context); max_tokens: score only the first this many tokens.
     dtype fp32 by default: a metric should not move with the CPU's bf16 units.
-    Returns tokens, bytes, nll (total nats), nll_per_token, ppl, bpb and the settings.
+    Returns tokens, bytes, nll (total nats), nll_per_token, ppl, bpb, unknown_tokens (the scored
+    `<|unk|>` of a character vocabulary, which bpb leaves out as training's val_bpb does) and the settings.
     """
     _check(context, stride, max_tokens, batch_size)
     check_options(dtype=dtype)
@@ -219,14 +256,28 @@ def evaluate(
         net = kernels.for_inference(net.to(resolve_dtype(dtype, net.config)[0]))
     report = Report()
     docs = (d.text for d in read_documents(data, text_field, report))
-    ids, nbytes, used = token_stream(tokenizer, docs, max_tokens)
+    ids, nbytes, used, unknown = token_stream(tokenizer, docs, max_tokens)
     for line in report.skipped():
         print(f"lmforge: warning: {line}", file=sys.stderr)
+    unk = [] if tokenizer.unk_id is None else [tokenizer.unk_id]  # no bytes, as in training's val_bpb
     if len(ids) < 2 or nbytes <= 0:
         where = ", ".join(map(str, data)) if isinstance(data, list) else str(data)
+        if len(ids) >= 2 and unk and unk[0] in ids:
+            raise LmforgeError(
+                f"{where}: no text to score: every scored character is outside the model's character"
+                " vocabulary (each became <|unk|>, which has no bytes)"
+            )
         raise LmforgeError(f"{where}: no text to score (empty documents, or none with field {text_field!r})")
+    if unknown.count:  # after the checks: an error is one line
+        print(
+            f"lmforge: warning: {unknown.message()}; bits per byte leaves out each <|unk|>'s loss and"
+            " bytes, as training's val_bpb does (perplexity keeps them)",
+            file=sys.stderr,
+        )
     before, after = separators(tokenizer)
-    nll, tokens, nwindows, eos_nll = score(net, ids, context, stride, batch_size, not quiet, before + after)
+    nll, tokens, nwindows, untext_nll = score(
+        net, ids, context, stride, batch_size, not quiet, before + after + unk
+    )
     per_token = nll / tokens
     return {
         "model": str(model),
@@ -236,7 +287,8 @@ def evaluate(
         "nll": nll,
         "nll_per_token": per_token,
         "ppl": math.exp(per_token),
-        "bpb": (nll - eos_nll) / math.log(2) / nbytes,  # text alone, as training's val_bpb
+        "bpb": (nll - untext_nll) / math.log(2) / nbytes,  # text alone, as training's val_bpb
+        "unknown_tokens": ids[1:].count(unk[0]) if unk else 0,  # scored <|unk|>, left out of bpb
         "context": context,
         "stride": stride,
         "windows": nwindows,
