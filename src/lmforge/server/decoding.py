@@ -60,15 +60,16 @@ class Row:
     early: int = 0  # characters of its first min_tokens tokens, where no stop string may end
     grammar: GrammarState | None = None  # response_format: its place in the JSON schema
 
-    def pending(self, tokenizer: Tokenizer, stops: list[str], min_tokens: int = 0) -> str:
+    def pending(self, tokenizer: Tokenizer, stops: list[str], min_tokens: int = 0, keep: bool = False) -> str:
         """Decode after a new token: end the row at a stop string past its first min_tokens
         tokens (vLLM's: a stop string ending in their text is none, as an EOS among them is
-        none); the new text safe to send."""
+        none), the stop string kept where `keep` (include_stop_str_in_output); the new text safe
+        to send."""
         decoded = tokenizer.decode(self.ids)
         if len(self.ids) <= min_tokens:
             self.early = len(decoded)
         whole = whole_chars(decoded)
-        text, stopped = cut_at_stop(whole, stops if len(self.ids) > min_tokens else [], self.early)
+        text, stopped = _cut(whole, stops if len(self.ids) > min_tokens else [], self.early, keep)
         if stopped:
             self.text, self.finish = text, "stop"
             return self.flush()
@@ -79,16 +80,26 @@ class Row:
     def flush(self) -> str:
         return self._take(len(self.text))
 
-    def settle(self, tokenizer: Tokenizer, stops: list[str]) -> str:
+    def settle(self, tokenizer: Tokenizer, stops: list[str], keep: bool = False) -> str:
         """The row has ended: its whole text, a last character cut in half shown as U+FFFD (as
         `generate` shows it), cut at a stop string as `pending` cuts it; what is left to send."""
-        self.text = cut_at_stop(tokenizer.decode(self.ids), stops, self.early)[0]
+        self.text = _cut(tokenizer.decode(self.ids), stops, self.early, keep)[0]
         return self.flush()
 
     def _take(self, upto: int) -> str:
         out = self.text[self.sent : upto] if upto > self.sent else ""
         self.sent = max(self.sent, upto)
         return out
+
+
+def _cut(text: str, stops: list[str], after: int, keep: bool) -> tuple[str, bool]:
+    """cut_at_stop, or with `keep` (vLLM's include_stop_str_in_output) the text up to the end of
+    the first stop string it holds."""
+    cut, stopped = cut_at_stop(text, stops, after)
+    if not (keep and stopped):
+        return cut, stopped
+    matched = next(s for s in stops if text.startswith(s, len(cut)))  # the first given, as vLLM's
+    return text[: len(cut) + len(matched)], True
 
 
 def timed_out(timeout: float) -> ApiError:
@@ -128,6 +139,8 @@ class Job:
     context: int | None = None  # the model's block_size: a row ends where its text fills it
     limits: list[int] | None = None  # per prompt, what its rows may generate (a null max_tokens
     # fills each prompt's own room); None: max_new_tokens for every row
+    stop_tokens: frozenset[int] = frozenset()  # vLLM's stop_token_ids (also in eos: they end a row)
+    keep_stop: bool = False  # vLLM's include_stop_str_in_output: a stop string (stop token) kept
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
@@ -169,14 +182,20 @@ class Job:
         row = self.rows[index]
         if token in self.eos:
             row.finish = "stop"
-            if logprob is not None and self.eos_logprob:  # lm-eval drops a completion's last entry
+            # include_stop_str_in_output: a stop token's text is the reply's last, as vLLM detokenizes
+            # it (a special token's is none); finish() sends it
+            kept = self.keep_stop and token in self.stop_tokens
+            if logprob is not None and (self.eos_logprob or kept):  # lm-eval drops a completion's last entry
                 row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
+            if kept:
+                self.tokens += 1
+                row.ids.append(token)
         else:
             self.tokens += 1
             if logprob is not None:
                 row.logprobs.append(TokenLogprob(token, logprob[0], logprob[1], len(row.text)))
             row.ids.append(token)
-            self._send(index, row.pending(self.tokenizer, self.stops, self.bans.min_new))
+            self._send(index, row.pending(self.tokenizer, self.stops, self.bans.min_new, self.keep_stop))
             if row.finish is None and row.grammar is not None and row.grammar.done():
                 row.finish = "stop"  # the JSON is whole: only an end-of-text id could follow
             if row.finish is None and (len(row.ids) >= self._limit(index) or self._full(index)):
@@ -208,7 +227,7 @@ class Job:
         """Every row has ended: send what was held back and hand over the rows."""
         for i, row in enumerate(self.rows):
             row.finish = row.finish or "length"
-            self._send(i, row.settle(self.tokenizer, self.stops))
+            self._send(i, row.settle(self.tokenizer, self.stops, self.keep_stop))
         self.future.set_result(self.rows)
 
     def late(self, now: float) -> ApiError | None:

@@ -67,6 +67,10 @@ def new_job(
         eos = frozenset(served.chat.stops)
     else:  # plain continuation stops at the model's EOS ids (generation_config.json's), as generate does
         eos = frozenset(stop_ids(served.directory, served.tokenizer.eos_id))
+    stop_tokens = _stop_tokens(body, served.net.config.vocab_size)
+    # vLLM's ignore_eos: an EOS is a token as any other (its text, a special token's, is none);
+    # stop_token_ids end a row as EOS does. min_tokens bans them all, as vLLM's _all_stop_token_ids
+    ends = (frozenset() if body.ignore_eos else eos) | stop_tokens
     return Job(
         served.net,
         served.tokenizer,
@@ -76,7 +80,7 @@ def new_job(
         float(body.temperature),
         float(body.top_p),
         body.seed,
-        eos,
+        ends,
         body.stops(),
         time.monotonic() + timeout,
         body.wanted_logprobs(),
@@ -85,7 +89,7 @@ def new_job(
             float(body.repetition_penalty), float(body.frequency_penalty), float(body.presence_penalty)
         ),
         min_p=float(body.min_p),
-        bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos),
+        bans=Bans(body.no_repeat_ngram_size, body.min_tokens, eos | stop_tokens),
         bias=_bias(body, served.net.config.vocab_size),
         grammar=_grammar(body, served, eos, calls),
         score_prompts=echo is not None and body.wanted_logprobs() is not None,
@@ -96,6 +100,8 @@ def new_job(
         timeout=timeout,
         context=served.context,
         limits=limits,
+        stop_tokens=stop_tokens,
+        keep_stop=body.include_stop_str_in_output,
     )
 
 
@@ -138,6 +144,20 @@ def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, c
                 "context_length_exceeded",
             )
     return [limit] * len(prompts)
+
+
+def _stop_tokens(body: _Sampling, vocab: int) -> frozenset[int]:
+    """stop_token_ids as a set; an id the model has no logit for could never end a row: a 400."""
+    given = frozenset(body.stop_token_ids or ())
+    outside = sorted(i for i in given if i >= vocab)
+    if outside:
+        raise ApiError(
+            400,
+            f"stop_token_ids: token id(s) {outside[:5]} are outside the model's vocabulary of {vocab} tokens",
+            "stop_token_ids",
+            "invalid_value",
+        )
+    return given
 
 
 def _bias(body: _Sampling, vocab: int) -> LogitBias:

@@ -22,10 +22,10 @@ from pydantic import (
 )
 
 from lmforge.server.body import Body
-from lmforge.server.errors import UNSUPPORTED
-from lmforge.server.messages import Message
+from lmforge.server.messages import Message, check_turn
 from lmforge.server.structured import Choices, ResponseFormat, StructuredOutputs, constraint
 from lmforge.server.tools import Tool, ToolChoice, check_tools, forced
+from lmforge.server.unsupported import CHAT_OFF, OFF_VALUES, TOOLS_OFF, refuse
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -40,24 +40,8 @@ MAX_TOP_LOGPROBS = 20  # /v1/chat/completions' top_logprobs, as OpenAI
 MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, seconds of work on a CPU
 
 
-# Fields of OpenAI's API (and vLLM's sampling extensions) that change a reply, which lmforge does
-# not implement, and the values that leave it as lmforge gives it (None: not given).
-OFF_VALUES: dict[str, tuple[Any, ...]] = {
-    "best_of": (None, 1),
-    "suffix": (None, ""),
-    "functions": (None, []),  # OpenAI's older names of tools and tool_choice
-    "function_call": (None, "none", "auto"),
-    "guided_whitespace_pattern": (None,),  # vLLM's: the whitespace its JSON may hold
-    "guided_decoding_backend": (None, "auto", "guidance"),  # lmforge's is llguidance, vLLM's "guidance"
-}
-
-
 class StreamOptions(Body):
     include_usage: StrictBool = False
-
-
-# chat's tool fields, refused on /v1/completions as OFF_VALUES are
-TOOLS_OFF: dict[str, tuple[Any, ...]] = {"tools": (None, []), "tool_choice": (None, "none", "auto")}
 
 
 class _Sampling(Body):
@@ -70,11 +54,7 @@ class _Sampling(Body):
     def _unsupported(cls, data: Any) -> Any:
         """A client asking for best_of got a 200 that ignored it."""
         if isinstance(data, dict):
-            for name, off in cls.OFF.items():
-                value = data.get(name)
-                if value is not None and (isinstance(value, bool) or value not in off):  # 0.0 is 0
-                    allowed = ", ".join(repr(o) for o in off if o is not None)
-                    raise ValueError(f"{name}: {value!r} {UNSUPPORTED} (only {allowed}, or leave it out)")
+            refuse(data, cls.OFF)
         return data
 
     model: StrictStr
@@ -92,7 +72,7 @@ class _Sampling(Body):
     min_tokens: Annotated[StrictInt, Field(ge=0)] = 0
     no_repeat_ngram_size: Annotated[StrictInt, Field(ge=0)] = 0
     logit_bias: dict[StrictStr, Bias] | None = None  # {"token id": added to its logit}, as OpenAI's
-    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = None
+    seed: Annotated[StrictInt, Field(ge=-(2**63), lt=2**63)] | None = None  # vLLM's: any signed 64-bit
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOPS)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
     stream: StrictBool = False
@@ -106,14 +86,20 @@ class _Sampling(Body):
     guided_grammar: StrictStr | None = None
     # vLLM's: keep the prompt's last k tokens (-1: the context less max_tokens); server/truncation.py
     truncate_prompt_tokens: Annotated[StrictInt, Field(ge=-1)] | None = None
+    # vLLM's: the EOS (end-of-turn) ids do not end the reply; ids that end it as EOS does (not in
+    # the text); the stop string (or stop token's text) that ended it kept at the text's end
+    ignore_eos: StrictBool = False
+    stop_token_ids: list[Annotated[StrictInt, Field(ge=0)]] | None = None
+    include_stop_str_in_output: StrictBool = False
     user: StrictStr | None = None
 
     @model_validator(mode="after")
     def _supported(self) -> _Sampling:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
-        if self.max_tokens is not None and self.min_tokens > self.max_tokens:  # vLLM refuses it too
-            raise ValueError(f"min_tokens={self.min_tokens} is more than max_tokens={self.max_tokens}")
+        limit = self.limit()
+        if limit is not None and self.min_tokens > limit:  # vLLM refuses it too
+            raise ValueError(f"min_tokens={self.min_tokens} is more than {self.limit_key()}={limit}")
         if any(s == "" for s in self.stops()):
             raise ValueError("stop: an empty stop sequence would stop at once")
         constraint(self)  # at most one form, and a JSON schema given as text parses
@@ -143,6 +129,20 @@ class _Sampling(Body):
         """Alternatives to report with each token's log-probability; None: no log-probabilities."""
         return None
 
+    def limit(self) -> int | None:
+        """The most tokens a reply may have, as given (None: not given)."""
+        return self.max_tokens
+
+    def limit_key(self) -> str:
+        """The field the limit came from, for an error about it."""
+        return "max_tokens"
+
+    @field_validator("seed")
+    @classmethod
+    def _no_seed(cls, value: int | None) -> int | None:
+        """vLLM's: -1 is no seed (its SamplingParams); other negative seeds seed the generator."""
+        return None if value == -1 else value
+
 
 Prompt = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
 JSON_KINDS = {str: "a string", int: "a token id", float: "a number", bool: "a boolean", list: "a list",
@@ -170,6 +170,12 @@ class CompletionRequest(_Sampling):
     max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None  # 0: the echoed prompt alone
     echo: StrictBool = False
     logprobs: Annotated[StrictInt, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _bool_is_count(cls, value: Any) -> Any:
+        """vLLM takes false as 0 and true as 1 (its int field, and SamplingParams' True -> 1)."""
+        return int(value) if isinstance(value, bool) else value
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -221,6 +227,7 @@ class CompletionRequest(_Sampling):
 
 
 class ChatRequest(_Sampling):
+    OFF: ClassVar[dict[str, tuple[Any, ...]]] = OFF_VALUES | CHAT_OFF
     messages: Annotated[list[Message], Field(min_length=1)]
     max_completion_tokens: Count | None = None
     logprobs: StrictBool | None = None
@@ -228,6 +235,10 @@ class ChatRequest(_Sampling):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None  # OpenAI's default: "auto" with tools, "none" without
     parallel_tool_calls: StrictBool | None = None  # False: one call (auto: the first the reply has)
+    # vLLM's: lmforge continues a final assistant message (add_generation_prompt false with
+    # continue_final_message true) and starts a new turn after any other; checked by check_turn
+    add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
     _raw_tools: list[Any] | None = PrivateAttr(None)
 
     @model_validator(mode="wrap")
@@ -242,14 +253,8 @@ class ChatRequest(_Sampling):
 
     @model_validator(mode="after")
     def _one_limit(self) -> ChatRequest:
-        both = self.max_tokens is not None and self.max_completion_tokens is not None
-        if both and self.max_tokens != self.max_completion_tokens:
-            raise ValueError("max_tokens and max_completion_tokens disagree; give one")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs: true")
-        limit = self.limit()
-        if limit is not None and self.min_tokens > limit:  # the base class saw max_tokens alone
-            raise ValueError(f"min_tokens={self.min_tokens} is more than {self.limit_key()}={limit}")
         check_tools(self.tools, self.tool_choice)
         if forced(self.tool_choice) and constraint(self) is not None:
             raise ValueError(
@@ -259,6 +264,8 @@ class ChatRequest(_Sampling):
         if last.role == "assistant" and last.tool_calls:
             raise ValueError("messages: the last message is an assistant's tool calls; add their results"
                              " (role tool) for the model to answer")  # fmt: skip
+        check_turn(last.role == "assistant", self.add_generation_prompt, self.continue_final_message,
+                   self.model_fields_set)  # fmt: skip
         return self
 
     def choice(self) -> ToolChoice:
@@ -273,10 +280,10 @@ class ChatRequest(_Sampling):
         return (self.top_logprobs or 0) if self.logprobs else None
 
     def limit(self) -> int | None:
+        """max_completion_tokens over max_tokens where both are given, as vLLM takes them."""
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def limit_key(self) -> str:
-        """The field the limit came from, for an error about it."""
         return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
 
 
