@@ -407,8 +407,10 @@ def test_a_lora_run_from_an_hf_classifier_loads_and_merges(
         start = TEXTS[1].index("tobias")
         answers = [{"text": "tobias", "answer_start": start}]
         qas = [{"id": str(i), "question": "Who sold salt?", "answers": answers} for i in range(8)]
+        contexts = [TEXTS[1], TEXTS[1] + " The end."]  # two contexts: QA holds out by context text
         articles = [
-            {"title": t, "paragraphs": [{"context": TEXTS[1], "qas": qas[n::2]}]} for n, t in enumerate("ab")
+            {"title": t, "paragraphs": [{"context": c, "qas": qas[n::2]}]}
+            for n, (t, c) in enumerate(zip("ab", contexts, strict=True))
         ]
         data.write_text(json.dumps({"data": articles}))
         extra, head = [], "qa_outputs"
