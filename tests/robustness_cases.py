@@ -103,6 +103,7 @@ CASES = [
     Case("no-verb", "", r"required: VERB", usage=True),
     Case("unknown-verb", "bogus", r"invalid choice: 'bogus'", usage=True),
     # --- prep
+    Case("prep-unread-key", "prep {t}/a.txt --out {t}/o --train.init_from={t}/m", r"prep: --train\.init_from is not read by prep, which reads \[data\] and \[prep\] keys only", (write("a.txt", "hello there\n"),)),
     Case("prep-missing-input", "prep {t}/missing.txt --out {t}/o", r"{t}/missing\.txt: no such file"),
     Case("prep-empty-corpus", "prep {t}/e.txt --out {t}/o", r"{t}/e\.txt: the corpus is empty", (write("e.txt", ""),)),
     Case("prep-undecodable", "prep {t}/bad.txt --out {t}/o", r"bad\.txt: the corpus is empty.*invalid UTF-8", (write("bad.txt", BAD_UTF8),)),

@@ -26,7 +26,7 @@ import numpy as np
 import xxhash
 from tqdm import tqdm
 
-from lmforge.config import Config, load_config
+from lmforge.config import COMMAND_LINE, Config, load_config
 from lmforge.data.canaries import FILE as CANARIES_FILE
 from lmforge.data.canaries import Planter, check_documents, check_split, make_canaries
 from lmforge.data.encode import hf_encoder, make_encoder, verify
@@ -56,6 +56,9 @@ def is_val(text: str, val_fraction: float) -> bool:
     return xxhash.xxh64_intdigest(text.encode("utf-8")) < val_fraction * 2.0**64
 
 
+PREP_READS = ("data", "prep")  # the config sections prep reads
+
+
 def _settings(
     inputs: Any,
     config: str | Path | None,
@@ -75,6 +78,15 @@ def _settings(
         )
     # checked once every setting is in: --canaries N with a --prep.canary_length override is fine
     cfg = load_config(config, overrides, validate=False) if config is not None or overrides else Config()
+    unread = [
+        k for k, where in cfg.given.items() if where == COMMAND_LINE and k.split(".")[0] not in PREP_READS
+    ]
+    if unread:  # `--train.init_from=M` did not make prep use M's tokenizer, unsaid
+        raise LmforgeError(
+            f"prep: --{unread[0]} is not read by prep, which reads [data] and [prep] keys only (to"
+            " prepare text with a model's tokenizer, give it to `lmforge train --train.init_from=M"
+            " --data.input=TEXT`, which preps it so)"
+        )
     for key, value in args.items():
         if value is not None:
             setattr(cfg.data, key, value)
