@@ -200,19 +200,16 @@ def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
 def _bounded(
     pool: ProcessPoolExecutor, index: int, batches: Iterator[list[str]], pending: int
 ) -> Iterator[Any]:
-    """Like pool.map, but with at most `pending` batches in flight (map reads its whole input)."""
+    """Like pool.map, but with at most `pending` batches in flight (map reads its whole input). A
+    worker that died breaks the pool: the next submit or result says so, whichever comes first."""
     queue: deque[Future] = deque()
-    for batch in batches:
-        queue.append(pool.submit(_work, index, batch))
-        if len(queue) >= pending:
-            yield _result(queue.popleft())
-    while queue:
-        yield _result(queue.popleft())
-
-
-def _result(future: Future) -> Any:
     try:
-        return future.result()
+        for batch in batches:
+            queue.append(pool.submit(_work, index, batch))
+            if len(queue) >= pending:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
     except BrokenProcessPool:
         raise LmforgeError(
             "prep: a cleaning worker died (killed, perhaps by the system when memory ran out); "
