@@ -495,6 +495,7 @@ CASES = [
     Case("plan-no-text", "plan --data.input={t}/corpus.jsonl", r"data\.input='{t}/corpus\.jsonl': no text to count characters in; give --model\.vocab_size=N$", (write("corpus.jsonl", '{"body": "a"}\n'),)),
     Case("plan-fits-nowhere", "plan --model.vocab_size=50257 --model.block_size=131072 --device l4", r"do not fit on 1 x l4 \(24 GiB per rank\) with any engine, offload or checkpointing .*; model\.block_size=\d+ would fit"),
     Case("plan-missing-config", "plan {t}/none.toml", r"{t}/none\.toml: config file not found"),
+    Case("plan-model-key-beside-init-from", "plan --train.init_from={s}/gpt --model.n_layer=3", r"model\.n_layer=3 \(on the command line\) differs from the 1 of train\.init_from='{s}/gpt': the starting model brings its architecture"),
     # --- merge-lora
     Case("eval-a-gguf-file", "eval {t}/model.gguf --data {s}/corpus.txt", r"{t}/model\.gguf: not a model directory, run directory or checkpoint \(a GGUF file: `lmforge import {t}/model\.gguf --out DIR` makes a model directory of it\)$", (write("model.gguf", "GGUF"),)),
     Case("generate-a-weights-file", "generate {s}/gpt/model.safetensors --prompt hi", r"{s}/gpt/model\.safetensors: not a model directory, run directory or checkpoint \(a file of the model directory {s}/gpt: give the folder\)$"),

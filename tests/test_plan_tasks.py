@@ -228,3 +228,34 @@ def test_an_init_from_with_missing_or_cut_weights_is_refused_as_train_refuses_it
     weights.unlink()
     with pytest.raises(LmforgeError, match=rf"^{base}: no weights \(model\.safetensors, an index's shards"):
         lmforge.plan(overrides=args)
+
+
+@pytest.mark.parametrize("task", ["lm", "classification"])
+def test_a_model_key_that_differs_from_init_from_is_refused_as_train_refuses_it(
+    tmp_path: Path, task: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """plan planned train.init_from's model (2 layers) under --model.n_layer=6, exit 0, no note,
+    where train refuses the key in one line; a recipe's key under a command line's train.init_from
+    gives way, with train's note."""
+    tok = Tokenizer.train_char(["abcdefgh ."])
+    net = GPT(ModelConfig(**{**SMALL, "vocab_size": tok.vocab_size}))
+    base = tmp_path / "base"
+    write_model_dir(base, net.config, net.state_dict(), tok)
+    data = _data(tmp_path / "train.jsonl", n=40)
+    args = [f"--data.input={data}", "--train.dtype=fp32", "--train.batch_size=4", "--train.max_steps=1"]
+    if task == "classification":
+        args += ["--data.task=classification", "--data.labels=negative,positive"]
+    init = f"--train.init_from={base}"
+    assert lmforge.plan(overrides=[*args, init, "--model.n_layer=2"])["model"]["n_layer"] == 2  # the same
+    with pytest.raises(LmforgeError) as trained:
+        lmforge.train(overrides=[*args, init, "--model.n_layer=6"], out=tmp_path / "run", quiet=True)
+    with pytest.raises(LmforgeError) as planned:
+        lmforge.plan(overrides=[*args, init, "--model.n_layer=6"])
+    assert str(planned.value) == str(trained.value)
+    assert str(planned.value).startswith("model.n_layer=6 (on the command line) differs from the 2 of")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("[model]\nn_layer = 6\n")
+    capsys.readouterr()
+    assert lmforge.plan(recipe, [*args, init])["model"]["n_layer"] == 2
+    note = f"lmforge: note: train.init_from={str(base)!r} (on the command line) brings its own architecture"
+    assert note in capsys.readouterr().err

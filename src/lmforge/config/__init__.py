@@ -9,7 +9,8 @@ dataclass default. Unknown sections or keys, wrong types and impossible combinat
 - `run_config.py`: `Config`, one of each section, and which keys a recipe or override named;
 - `checks.py`: what makes a value wrong or a combination impossible (`model_checks.py`: the
   [model] section's, and what each model family can build);
-- `files.py`: recipes and overrides in, TOML out, a model directory's config.json in.
+- `files.py`: recipes and overrides in, TOML out, a model directory's config.json in;
+- `init_from.py`: train.init_from's architecture in place of [model] (train and plan check alike).
 """
 
 from lmforge.config.checks import changed_keys, yield_note

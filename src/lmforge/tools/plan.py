@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def plan(
         f"world_size={world_size}: privacy.enabled trains in one process (engine.name=local); ddp, fsdp"
         " and deepspeed, which several ranks need, refuse it",
     )
-    model, head = planned(cfg)
+    model, head = planned(cfg, lambda line: print(line, file=sys.stderr, flush=True))  # train's note
     seq_len, seq_tokens = sequence(cfg, model, head)
     t = cfg.train
     micro, accumulation = split_batch(t.batch_size, world_size, t.micro_batch_size)

@@ -283,7 +283,7 @@ def _seq2seq_flops(c: ModelConfig, base: list[Module], trains: Callable[[Module]
 
 
 def activation_bytes(
-    c: ModelConfig, tokens: int, seq_len: int, width: int, attention_matrix: bool, head: Head = LM
+    c: ModelConfig, tokens: int, seq_len: int, width: int, cpu: bool, head: Head = LM
 ) -> dict[str, int]:
     """Bytes autograd keeps for backward in one micro-batch of `tokens` tokens (sequences of
     `seq_len`), with `width` bytes per element, counted from what each op saves in lmforge's
@@ -294,9 +294,13 @@ def activation_bytes(
     output (4 C + the q,k,v rows + n_head x head size; with model.qk_norm the normed q, k and
     the q,k,v rows again), and the MLP's hidden activations (2 F; SwiGLU 4 F); the
     decoder of an encoder-decoder adds its cross-attention (4 C, and 2 C per source token).
-    `attention_matrix`: the attention probabilities (heads x T x T per sequence) are kept too,
-    as in lmforge's CPU route (bmm): softmax's fp32 output, and under bf16 autocast the bf16
-    copy the second matmul saves (4 bytes each in fp32, 6 in bf16); GPU SDPA (flash) keeps none.
+    On the route that forms the attention matrix (bmm: a `cpu`'s, and every device's with
+    model.attn_softcap, model/attention.py) the attention probabilities (heads x T x T per
+    sequence) are kept too: softmax's fp32 output, and under bf16 autocast the bf16 copy the
+    second matmul saves (4 bytes each in fp32, 6 in bf16); GPU SDPA (flash) keeps none. Gemma 2's
+    soft caps, cap * tanh(x / cap), add tanh's output in the compute dtype: model.attn_softcap
+    `width` bytes per attention score, model.logit_softcap `width` per logit (the division and
+    multiplication by the cap keep nothing).
     With model.dropout > 0 (the QA recipes' 0.1) each dropout keeps its mask: two per block and
     token (C each) and the embeddings' (C); on the bmm route also one per attention probability,
     and the second matmul saves the dropped probabilities. A GPU's fused dropout keeps one byte
@@ -322,13 +326,15 @@ def activation_bytes(
     if c.qk_norm:  # Qwen3: the normed q, k before their weights, and the heads concatenated again
         per_token += qkv + (c.n_head + (c.n_kv_head or c.n_head)) * hs
     sequences = max(tokens // max(seq_len, 1), 1)
-    matrix = c.n_head * seq_len * seq_len * sequences if attention_matrix else 0
-    # per probability (the bmm route, a CPU's): softmax's fp32 output, the dropout's fp32 noise,
-    # and what the second bmm saves (a new tensor when dropped or cast to bf16; in plain fp32 it
-    # is softmax's output itself)
+    # a capped attention takes the bmm route on every device: the fused kernels never form the scores
+    formed = cpu or c.attn_softcap > 0
+    matrix = c.n_head * seq_len * seq_len * sequences if formed else 0
+    # per probability (the bmm route): softmax's fp32 output, the dropout's mask (a CPU's fp32
+    # noise, a GPU's byte), what the second bmm saves (a new tensor when dropped or cast to bf16;
+    # in plain fp32 it is softmax's output itself), and the capped scores (tanh's output)
     dropout = c.dropout > 0
-    per_probability = 4 + 4 * dropout + (width if dropout or width != 4 else 0)
-    cpu = attention_matrix  # only a CPU takes the bmm route
+    per_probability = 4 + (4 if cpu else 1) * dropout + (width if dropout or width != 4 else 0)
+    per_probability += width if c.attn_softcap else 0  # until 2026-12-07 left out
     residual_mask = (width if cpu else 1) * 2 * c.n_embd * tokens if dropout else 0
     block = per_token * tokens * width + matrix * per_probability + residual_mask
     layers = c.n_layer
@@ -346,7 +352,7 @@ def activation_bytes(
     elif head.task == "classification":
         out = tokens * c.n_embd * width + sequences * head.labels * (width + 4)
     else:  # the logits in the compute dtype are not kept: log-softmax keeps its own fp32 output
-        out = tokens * c.vocab_size * 4
+        out = tokens * c.vocab_size * (4 + (width if c.logit_softcap else 0))  # and the capped logits
         loss_backward = tokens * c.vocab_size * 8
     if head.encoder:  # the embeddings' LayerNorm input (its output is the first block's input)
         out += tokens * c.n_embd * width

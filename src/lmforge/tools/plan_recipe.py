@@ -7,7 +7,9 @@ linear head on train.init_from's decoder or encoder (an lmforge model, an import
 or BERT/MiniLM, or an earlier classifier, whose head is replaced); qa puts a span head on
 train.init_from's encoder (an lmforge or imported encoder, or an earlier QA model). As in
 `train`, the architecture is train.init_from's, the dropout the recipe's, and train.from_scratch
-changes the weights, not the shape. A LoRA run as train.init_from is read as the model its
+changes the weights, not the shape; a [model] key that differs from train.init_from's is refused
+(or, a recipe's under a command line's train.init_from, noted) by train's own check
+(config/init_from.py). A LoRA run as train.init_from is read as the model its
 adapters merge into (train loads it so): its config.json has that model's shape.
 """
 
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lmforge.config import Config, ModelConfig, model_config_from
+from lmforge.config.init_from import adopted_model
 from lmforge.data.input_files import split_inputs
 from lmforge.data.sources import read_documents
 from lmforge.errors import LmforgeError
@@ -28,15 +32,16 @@ from lmforge.tools.plan_model import LM, Head
 TASKS = ("lm", "translation", "chat", "classification", "qa")
 
 
-def planned(cfg: Config) -> tuple[ModelConfig, Head]:
-    """The recipe's model and its task's head."""
+def planned(cfg: Config, say: Callable[[str], None] | None = None) -> tuple[ModelConfig, Head]:
+    """The recipe's model and its task's head; `say` hears train's note of a recipe's [model] keys
+    that a command line's train.init_from outranks."""
     task = cfg.data.task
     if task not in TASKS:
         raise LmforgeError(f"data.task={task!r}: lmforge plan covers {', '.join(TASKS)} recipes")
     if task in ("classification", "qa"):
-        return _task_model(cfg)
+        return _task_model(cfg, say)
     if cfg.train.init_from:
-        return _init_from_model(cfg), LM
+        return _init_from_model(cfg, say), LM
     m = dataclasses.replace(cfg.model)
     prepared = _prepared_vocab_size(cfg)
     if not m.vocab_size:
@@ -92,7 +97,7 @@ def longest_text(cfg: Config, context: int) -> int:
     return max(token_counts(tokenizer, texts, context))  # type: ignore[arg-type]
 
 
-def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
+def _task_model(cfg: Config, say: Callable[[str], None] | None) -> tuple[ModelConfig, Head]:
     """classification and qa: train.init_from's body (as ClassificationTask and QATask load it)."""
     from lmforge.formats.directory import MODEL_TYPE, read_config_json, resolve_model_dir
     from lmforge.formats.hf import FAMILIES
@@ -120,10 +125,10 @@ def _task_model(cfg: Config) -> tuple[ModelConfig, Head]:
         encoder = FAMILIES[kind].kind == "encoder"
     else:
         raise LmforgeError(f"{file}: model_type {kind!r} is not a decoder or encoder lmforge plan covers")
-    m = dataclasses.replace(m, dropout=cfg.model.dropout)  # the recipe's dropout, as train takes it
+    if task == "qa" and not encoder:
+        raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
+    m = adopted_model(cfg, m, say)  # the recipe's dropout; a conflicting [model] key refused, as by train
     if task == "qa":
-        if not encoder:
-            raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
         return m, Head("span", encoder=True)
     labels = _labels(cfg) or ["kept"] * kept
     least = 1 if kept or cfg.data.problem_type in ("multi_label_classification", "regression") else 2
@@ -150,7 +155,7 @@ def _labels(cfg: Config) -> list[str]:
     return names or (["LABEL_0"] if cfg.data.problem_type == "regression" else [])
 
 
-def _init_from_model(cfg: Config) -> ModelConfig:
+def _init_from_model(cfg: Config, say: Callable[[str], None] | None) -> ModelConfig:
     """lm, chat and translation from train.init_from: its architecture, the recipe's dropout; a
     decoder for lm and chat, an encoder-decoder (lmforge's or Marian) for translation, as
     train/run_inputs.py's init_model takes them."""
@@ -175,7 +180,7 @@ def _init_from_model(cfg: Config) -> ModelConfig:
         raise LmforgeError(f"train.init_from={source!r} is not an encoder-decoder (translation)")
     if cfg.data.task != "translation" and m.arch == "seq2seq":
         raise LmforgeError(f"train.init_from={source!r} is not a decoder language model")
-    return dataclasses.replace(m, dropout=cfg.model.dropout)  # the recipe's dropout, as train takes it
+    return adopted_model(cfg, m, say)  # the recipe's dropout; a conflicting [model] key refused, as by train
 
 
 def _prepared_vocab_size(cfg: Config) -> int:

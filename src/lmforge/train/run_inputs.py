@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import COMMAND_LINE, Config, ModelConfig, model_config_from, yield_note
+from lmforge.config import Config, ModelConfig, model_config_from
+from lmforge.config.init_from import adopted_model
 from lmforge.data.shards import is_prepared, prepare_corpus
 from lmforge.errors import LmforgeError, counted
 from lmforge.model.gpt import GPT
@@ -112,30 +113,9 @@ def check_lora_targets(cfg: Config) -> None:
 
 
 def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None] | None = None) -> None:
-    """train.init_from's architecture (`own`) replaces [model], keeping the recipe's dropout. A
-    [model] key chosen otherwise (Config.is_set; vocab_size 0 means "the tokenizer's") would be
-    ignored, so it is refused; except a recipe's, when train.init_from came from the command line:
-    the later, more specific choice, as every override beats its recipe (told to `say`)."""
-    yielded = []
-    for f in dataclasses.fields(ModelConfig):
-        given, theirs = getattr(cfg.model, f.name), getattr(own, f.name)
-        if f.name == "dropout" or given == theirs or (f.name == "vocab_size" and given == 0):
-            continue
-        if f.name == "head_dim" and cfg.model.head_size() == own.head_size():  # 0: n_embd / n_head
-            continue
-        where = cfg.given.get(f"model.{f.name}")
-        if cfg.outranked(f"model.{f.name}", by="train.init_from"):
-            yielded.append(f"{f.name}={given!r}")
-        elif cfg.is_set(f"model.{f.name}"):
-            where = f" ({'on the' if where == COMMAND_LINE else 'in'} {where})" if where else ""
-            raise LmforgeError(
-                f"model.{f.name}={given!r}{where} differs from the {theirs!r} of train.init_from="
-                f"{cfg.train.init_from!r}: the starting model brings its architecture, so leave"
-                " [model] keys other than dropout unset"
-            )
-    if yielded and say is not None:
-        say(yield_note(cfg, "train.init_from", "brings its own architecture", "model", yielded))
-    cfg.model = dataclasses.replace(own, dropout=cfg.model.dropout)
+    """train.init_from's architecture (`own`) replaces [model], keeping the recipe's dropout; a
+    conflicting [model] key is refused, or noted to `say` (config/init_from.py, which plan shares)."""
+    cfg.model = adopted_model(cfg, own, say)
 
 
 def ensure_data(
