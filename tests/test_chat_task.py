@@ -277,6 +277,11 @@ def test_sentiment_counts_the_first_word_only() -> None:
     # a subset whose golds are all one label: the test split's other label still counts against
     # an answer naming both (the labels came from the subset's golds alone)
     assert sentiment_scores(["positive or negative"], ["positive"])["label_mentioned"] == 1.0
+    # a label with punctuation or a space: its answer stripped as the label is (neither counted)
+    scores = sentiment_scores(
+        ["Non-toxic.", "very positive!", "very"], ["non-toxic", "very positive", "very positive"]
+    )
+    assert scores == {"accuracy": 2 / 3, "label_mentioned": 2 / 3}
     assert (
         sentiment_scores(["positive or negative"], ["positive"], {"Positive", "negative"})["label_mentioned"]
         == 0.0

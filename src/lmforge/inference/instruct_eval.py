@@ -46,27 +46,35 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+", text.casefold())
 
 
-def first_word(text: str) -> str:
-    """The first whitespace-separated word, lower-cased, its punctuation removed ("Positive." ->
-    "positive"; a hedge "positive/negative" -> "positivenegative", which is no label). A token
-    of punctuation alone ("-", "**") is no word."""
-    for token in text.split():
-        if word := "".join(re.findall(r"\w", token.casefold())):
-            return word
-    return ""
+def first_words(text: str, count: int = 1) -> str:
+    """The first `count` whitespace-separated words, lower-cased, their punctuation removed
+    ("Positive." -> "positive"; a hedge "positive/negative" -> "positivenegative", which is no
+    label). A token of punctuation alone ("-", "**") is no word."""
+    found = (w for token in text.split() if (w := "".join(re.findall(r"\w", token.casefold()))))
+    return " ".join(next(found, "") for _ in range(count)).strip()
+
+
+def _mentions(answer: list[str], label: list[str]) -> bool:
+    """Whether the words of `label` stand together among the answer's words."""
+    n = len(label)
+    return n > 0 and any(answer[i : i + n] == label for i in range(len(answer) - n + 1))
 
 
 def sentiment_scores(answers: list[str], gold: list[str], labels: set[str] | None = None) -> dict[str, float]:
-    """accuracy (the first word is the gold label) and label_mentioned (the gold label and no
-    other label of the set appears among the answer's words). labels: every label of the test
-    split (default: the golds given), so that a subset with one label still counts an answer
-    naming another as wrong."""
-    labels = {g.casefold() for g in (labels or gold)}
-    first = [first_word(a) for a in answers]
-    named = [labels & set(words(a)) for a in answers]
+    """accuracy (the first words are the gold label's, each without punctuation: "non-toxic" and
+    "very positive" are labels too) and label_mentioned (the gold label's words, and no other
+    label's, stand together among the answer's words). labels: every label of the test split
+    (default: the golds given), so that a subset with one label still counts an answer naming
+    another as wrong."""
+    every = {g.casefold() for g in (labels or gold)}
     n = max(len(gold), 1)
+    right = sum(
+        first_words(a, len(g.split())) == first_words(g, len(g.split()))
+        for a, g in zip(answers, gold, strict=True)
+    )
+    named = [{label for label in every if _mentions(words(a), words(label))} for a in answers]
     return {
-        "accuracy": sum(f == g.casefold() for f, g in zip(first, gold, strict=True)) / n,
+        "accuracy": right / n,
         "label_mentioned": sum(m == {g.casefold()} for m, g in zip(named, gold, strict=True)) / n,
     }
 
