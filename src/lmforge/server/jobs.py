@@ -6,6 +6,7 @@ response_format into a grammar llguidance compiled)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import stop_ids
@@ -149,14 +150,7 @@ def _room(context: int, body: _Sampling, prompts: list[list[int]], limit: int, c
 def _stop_tokens(body: _Sampling, vocab: int) -> frozenset[int]:
     """stop_token_ids as a set; an id the model has no logit for could never end a row: a 400."""
     given = frozenset(body.stop_token_ids or ())
-    outside = sorted(i for i in given if i >= vocab)
-    if outside:
-        raise ApiError(
-            400,
-            f"stop_token_ids: token id(s) {outside[:5]} are outside the model's vocabulary of {vocab} tokens",
-            "stop_token_ids",
-            "invalid_value",
-        )
+    _in_vocabulary(given, vocab, "stop_token_ids")
     return given
 
 
@@ -164,15 +158,20 @@ def _bias(body: _Sampling, vocab: int) -> LogitBias:
     """logit_bias's {"id": bias} as a LogitBias; an id the model has no logit for is a 400, as in
     vLLM (its keys are checked to be token ids by schemas.py)."""
     given = {int(k): float(v) for k, v in (body.logit_bias or {}).items()}
-    outside = sorted(i for i in given if i >= vocab)
+    _in_vocabulary(given, vocab, "logit_bias")
+    return LogitBias(tuple(given), tuple(given.values()))
+
+
+def _in_vocabulary(ids: Iterable[int], vocab: int, field: str) -> None:
+    """A 400 naming `field` for ids the model has no logit for."""
+    outside = sorted(i for i in ids if i >= vocab)
     if outside:
         raise ApiError(
             400,
-            f"logit_bias: token id(s) {outside[:5]} are outside the model's vocabulary of {vocab} tokens",
-            "logit_bias",
+            f"{field}: token id(s) {outside[:5]} are outside the model's vocabulary of {vocab} tokens",
+            field,
             "invalid_value",
         )
-    return LogitBias(tuple(given), tuple(given.values()))
 
 
 def _grammar(
