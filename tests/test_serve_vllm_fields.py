@@ -149,12 +149,15 @@ CHAT_REFUSED = [
     ("modalities", ["text", "audio"], ["text"]),
     ("documents", [{"title": "x", "text": "y"}], None),
     ("chat_template_kwargs", {"enable_thinking": False}, {}),
+    ("add_special_tokens", True, False),  # vLLM's chat default: the template writes the BOS
 ]
 
 
 @pytest.mark.parametrize(
     "route,field,value,off",
-    [(r, *f) for r in ROUTES for f in REFUSED] + [("/v1/chat/completions", *f) for f in CHAT_REFUSED],
+    [(r, *f) for r in ROUTES for f in REFUSED]
+    + [("/v1/chat/completions", *f) for f in CHAT_REFUSED]
+    + [("/v1/completions", "add_special_tokens", False, True)],  # a completion's prompt gets its BOS
 )
 def test_vllm_fields_lmforge_lacks_are_refused(
     api: TestClient, route: str, field: str, value: Any, off: Any

@@ -25,7 +25,7 @@ from lmforge.server.body import Body
 from lmforge.server.messages import Message, check_turn
 from lmforge.server.structured import Choices, ResponseFormat, StructuredOutputs, constraint
 from lmforge.server.tools import Tool, ToolChoice, check_tools, forced
-from lmforge.server.unsupported import CHAT_OFF, OFF_VALUES, TOOLS_OFF, refuse
+from lmforge.server.unsupported import CHAT_OFF, COMPLETION_OFF, OFF_VALUES, TOOLS_OFF, refuse
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -165,7 +165,7 @@ def _check_id_lists(rows: list[Any]) -> None:
 
 
 class CompletionRequest(_Sampling):
-    OFF: ClassVar[dict[str, tuple[Any, ...]]] = OFF_VALUES | TOOLS_OFF
+    OFF: ClassVar[dict[str, tuple[Any, ...]]] = OFF_VALUES | TOOLS_OFF | COMPLETION_OFF
     prompt: Prompt  # text, texts, token ids, or lists of token ids (checked by _prompt_shape)
     max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None  # 0: the echoed prompt alone
     echo: StrictBool = False

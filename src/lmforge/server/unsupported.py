@@ -34,7 +34,10 @@ CHAT_OFF: dict[str, tuple[Any, ...]] = {
     "chat_template_kwargs": (None, {}),
     "documents": (None,),
     "modalities": (None, ["text"]),
+    "add_special_tokens": (None, False),  # vLLM's chat default: the template writes its own (BOS)
 }
+# completions' own: the prompt is encoded as transformers' tokenizer(text), its BOS added
+COMPLETION_OFF: dict[str, tuple[Any, ...]] = {"add_special_tokens": (None, True)}
 
 # chat's tool fields, refused on /v1/completions as OFF_VALUES are
 TOOLS_OFF: dict[str, tuple[Any, ...]] = {"tools": (None, []), "tool_choice": (None, "none", "auto")}
