@@ -609,13 +609,14 @@ def test_ctrl_c_in_prep_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux", reason="x86-64 syscalls")
+@pytest.mark.parametrize("syscall", ["0", "1"], ids=["in-read", "in-write"])
 @pytest.mark.parametrize("pieces", [1, 400], ids=["whole-works", "small-documents"])
-def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path, pieces: int) -> None:
+def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path, pieces: int, syscall: str) -> None:
     """A worker killed by the system (the OOM killer) lost its batch's result: prep waited for it
     forever. Now prep stops in one line that says so, and leaves no output folder; with small
     documents the broken pool shows at the next batch's submit (a traceback, on the first fix).
-    The worker is killed while it reads (a batch): one killed in the middle of writing a result
-    still hangs the executor's result thread (docs/data.md)."""
+    The worker is killed inside a read() (of a batch) or a write(): one killed in the middle of
+    writing a result into the pool's pipe hung its result thread, until results went by file."""
     with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
         works = [json.loads(line)["text"] for line in f]
     cut = [w[i : i + len(w) // pieces] for w in works for i in range(0, len(w), len(w) // pieces)]
@@ -624,7 +625,7 @@ def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path, pieces:
     proc = _prep_cleaning(corpus, tmp_path / "o")
     try:
         worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
-        _kill_while_reading(worker)
+        _kill_inside(worker, syscall)
         _, err = proc.communicate(timeout=60)
     finally:  # a hang must not outlive the test
         with contextlib.suppress(ProcessLookupError):
@@ -634,13 +635,13 @@ def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path, pieces:
     assert proc.returncode == 2 and not (tmp_path / "o").exists()
 
 
-def _kill_while_reading(pid: int) -> None:
-    """SIGKILL `pid` once it is stopped inside a read() (x86-64's syscall 0), not while it writes a
-    result."""
+def _kill_inside(pid: int, syscall: str) -> None:
+    """SIGKILL `pid` once it is stopped inside the system call numbered `syscall` (x86-64's: 0 is
+    read, 1 is write)."""
     for _ in range(5000):
         os.kill(pid, signal.SIGSTOP)
         time.sleep(0.001)
-        if Path(f"/proc/{pid}/syscall").read_text().split()[0] == "0":
+        if Path(f"/proc/{pid}/syscall").read_text().split()[0] == syscall:
             break
         os.kill(pid, signal.SIGCONT)
         time.sleep(0.002)

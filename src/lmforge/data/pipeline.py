@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import struct
 import time
@@ -197,19 +198,38 @@ def _batches(texts: Iterable[str]) -> Iterator[list[str]]:
         yield batch
 
 
+def _work_to_file(index: int, texts: list[str], folder: str, number: int) -> str:
+    """Worker: `_work`'s result, written to a file of prep's temporary folder; returns its path.
+    A large result sent through the pool's pipe could be cut by a kill (the OOM killer) in the
+    middle, and the pool's result thread then waited for its rest forever. A path is sent in one
+    write of fewer than PIPE_BUF bytes, which a kill cannot cut."""
+    path = os.path.join(folder, f"result-{index}-{number}.pickle")
+    with open(path, "wb") as f:
+        pickle.dump(_work(index, texts), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def _result(future: Future) -> Any:
+    path = future.result()
+    with open(path, "rb") as f:  # written by prep's own worker, above, a moment ago
+        result = pickle.load(f)
+    os.unlink(path)
+    return result
+
+
 def _bounded(
-    pool: ProcessPoolExecutor, index: int, batches: Iterator[list[str]], pending: int
+    pool: ProcessPoolExecutor, index: int, batches: Iterator[list[str]], pending: int, folder: Path
 ) -> Iterator[Any]:
     """Like pool.map, but with at most `pending` batches in flight (map reads its whole input). A
     worker that died breaks the pool: the next submit or result says so, whichever comes first."""
     queue: deque[Future] = deque()
     try:
-        for batch in batches:
-            queue.append(pool.submit(_work, index, batch))
+        for number, batch in enumerate(batches):
+            queue.append(pool.submit(_work_to_file, index, batch, str(folder), number))
             if len(queue) >= pending:
-                yield queue.popleft().result()
+                yield _result(queue.popleft())
         while queue:
-            yield queue.popleft().result()
+            yield _result(queue.popleft())
     except BrokenProcessPool:
         raise LmforgeError(
             "prep: a cleaning worker died (killed, perhaps by the system when memory ran out); "
@@ -224,12 +244,12 @@ def _run_groups(
     report: Report,
     pending: int,
     observe: Callable,
+    folder: Path,
 ) -> Iterator[list[str]]:
     stream = batches
     for index, (_, corpus) in enumerate(groups):
-        stream = _decide(
-            _bounded(pool, index, stream, pending), corpus, report, observe, index == len(groups) - 1
-        )
+        results = _bounded(pool, index, stream, pending, folder)
+        stream = _decide(results, corpus, report, observe, index == len(groups) - 1)
     return stream
 
 
@@ -303,7 +323,7 @@ def clean_documents(
         # a worker killed by the system left its batch's result waited for forever.
         pool = ProcessPoolExecutor(workers, ctx, initializer=_die_with_parent, initargs=(os.getpid(),))
         try:
-            stream = _run_groups(pool, _GROUPS, _batches(source), report, 2 * workers, _count_lines)
+            stream = _run_groups(pool, _GROUPS, _batches(source), report, 2 * workers, _count_lines, tmp)
             if not first_of_two:
                 for batch in stream:
                     yield from batch
