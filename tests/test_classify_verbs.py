@@ -193,3 +193,27 @@ def test_a_label_whose_every_example_is_held_out_is_said(
     err = capsys.readouterr().err
     assert f"lmforge: warning: {path}: every example of 'maybe' is held out (data.val_fraction=0.1," in err
     assert "no example of" not in err
+
+
+def test_a_label_with_a_comma_is_given_as_a_list(models: dict[str, Path], tmp_path: Path) -> None:
+    """data.labels was one comma-separated string, so `good, mostly` could not be a label: a TOML
+    list was refused, and finetune_classify joined a Python list with commas, splitting it again."""
+    names = ["good, mostly", "bad"]
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": f"text {i}", "label": names[i % 2]}) + "\n" for i in range(20))
+    )
+    lmforge.finetune_classify(
+        models["gpt"], path, names, tmp_path / "api", epochs=1, batch_size=4, quiet=True
+    )
+    assert json.loads((tmp_path / "api" / "model" / "config.json").read_text())["labels"] == names
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'[data]\ntask = "classification"\ninput = "{path}"\nlabels = ["good, mostly", "bad"]\n'
+        f'[train]\ninit_from = "{models["gpt"]}"\nmax_steps = 1\nbatch_size = 4\n'
+    )
+    assert main(["train", str(recipe), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "cli" / "model" / "config.json").read_text())["labels"] == names
+    assert main(["train", "--resume", str(tmp_path / "cli"), "--train.max_steps=2", "--quiet"]) == 0
+    with pytest.raises(LmforgeError, match=r"labels=\['a', 1\] must be a string or a list of strings"):
+        lmforge.finetune_classify(models["gpt"], path, ["a", 1], tmp_path / "bad", quiet=True)  # type: ignore[list-item]

@@ -42,9 +42,10 @@ class DataConfig:
     """translation: source language code (the field / file suffix of the source side)."""
     tgt_lang: str = "fr"
     """translation: target language code."""
-    labels: str = ""
-    """classification: the label names, comma-separated (a record's label is a name or its index;
-    regression: the outputs' names, empty for one output)."""
+    labels: str | list[str] = ""
+    """classification: the label names, comma-separated, or a TOML list of names, each whole
+    (`["good, mostly", "bad"]`); a record's label is a name or its index; regression: the outputs'
+    names, empty for one output."""
     label_field: str = "label"
     """classification: field holding the label in .jsonl inputs."""
     problem_type: str = ""
@@ -64,6 +65,12 @@ class DataConfig:
     """lm: tokens per training window (0: the model's context, model.block_size). Below the context
     of a train.init_from model, it fine-tunes on shorter windows, as transformers' run_clm.py
     block_size does (SmolLM2's context is 8,192 tokens)."""
+
+    def label_names(self) -> list[str]:
+        """data.labels as a list: a string split on commas, a list's names each whole; blanks
+        dropped, names stripped."""
+        names = self.labels.split(",") if isinstance(self.labels, str) else self.labels
+        return [name.strip() for name in names if name.strip()]
 
 
 @dataclass

@@ -149,9 +149,9 @@ def _kept_outputs(raw: dict[str, Any], cfg: Config) -> int:
 
 
 def _labels(cfg: Config) -> list[str]:
-    """data.labels as ClassificationTask reads it: comma-separated, blanks dropped; a regression
+    """data.labels as ClassificationTask reads it (DataConfig.label_names); a regression
     without names has one output (train/tasks/classification_head.py)."""
-    names = [label.strip() for label in cfg.data.labels.split(",") if label.strip()]
+    names = cfg.data.label_names()
     return names or (["LABEL_0"] if cfg.data.problem_type == "regression" else [])
 
 

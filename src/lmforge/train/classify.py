@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lmforge.config import load_config
+from lmforge.config import COMMAND_LINE, load_config
 from lmforge.data.labelled import labelled_records
 from lmforge.errors import LmforgeError
 from lmforge.outputs import write_file
@@ -83,7 +83,11 @@ def finetune_classify(
     per text), `multi_label_classification` (a JSON list of labels per text) or `regression` (a
     number per text; labels may then be empty: one output). "" keeps `model`'s multi-label,
     regression or one-output head where labels are empty or its own, else single-label."""
-    labels = labels if isinstance(labels, str) else ",".join(labels)
+    if not isinstance(labels, str) and not (
+        isinstance(labels, list | tuple) and all(isinstance(name, str) for name in labels)
+    ):
+        raise LmforgeError(f"labels={labels!r} must be a string or a list of strings")
+    labels = labels if isinstance(labels, str) else list(labels)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise LmforgeError(f"{name}={value!r} must be an integer >= 1")
@@ -105,7 +109,6 @@ def finetune_classify(
     overrides = {
         "data.task": "classification",
         "data.input": str(train),
-        "data.labels": labels,
         "data.problem_type": problem_type,
         "data.text_field": text_field,
         "data.label_field": label_field,
@@ -132,7 +135,10 @@ def finetune_classify(
     }
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lmforge-classify-"))
     try:
-        cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()])
+        cfg = load_config(None, [f"{k}={v}" for k, v in overrides.items()], validate=False)
+        cfg.data.labels = labels  # a list's names each whole: `good, mostly` is one label
+        cfg.given["data.labels"] = COMMAND_LINE
+        cfg = cfg.validate()
         summary = loop.train(cfg, out=run_dir, overwrite=overwrite, quiet=quiet)
     except LmforgeError as e:
         raise LmforgeError(_in_our_words(str(e))) from None

@@ -56,7 +56,7 @@ class Head:
 
 def plan_head(loaded: nn.Module, d: DataConfig, t: TrainConfig, say: Callable[[str], None]) -> Head:
     """The head of the run: train.init_from's (`loaded`) kept, or a new one (see the module doc)."""
-    names = [label.strip() for label in d.labels.split(",") if label.strip()]
+    names = d.label_names()
     if isinstance(loaded, Classifier):
         kind = trained_as(loaded.problem_type, len(loaded.labels))
         same = not names or [n.casefold() for n in names] == [n.casefold() for n in loaded.labels]
