@@ -81,12 +81,15 @@ def test_a_warmup_as_long_as_the_run_is_said_at_start(
                  "--train.log_interval=1", "--train.max_steps=4", "--train.warmup_steps=8"]  # fmt: skip
     train(None, overrides, out=tmp_path / "run")
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  steps "))
-    assert "warmup 8 (the whole run: the lr peaks at 0.0005, no decay)" in line
-    assert max(r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r) == pytest.approx(1e-3 * 4 / 8)
+    assert "warmup 8 (the whole run: the lr peaks at 0.000375, no decay)" in line
+    # the highest lr an update used, not the last step's logged one (0.0005, the rate after its
+    # scheduler step, which no update used): step k updates at step k-1's logged lr, step 1 at 0
+    logged = [r["lr"] for r in read_metrics(tmp_path / "run") if "lr" in r]
+    assert len(logged) == 4 and max([0.0, *logged[:-1]]) == pytest.approx(1e-3 * 3 / 8)
     # with a time budget too (configs/demo.toml --train.max_steps=30): one that fits keeps the
     # warmup, so the start-up line says so rather than nothing
     train(None, [*overrides, "--train.max_minutes=10"], out=tmp_path / "budget")
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  steps "))
-    assert "(the whole run: the lr peaks at 0.0005, no decay, unless the time budget shortens the run)" in (
+    assert "(the whole run: the lr peaks at 0.000375, no decay, unless the time budget shortens the run)" in (
         line
     )

@@ -251,6 +251,28 @@ def test_deepspeed_config_comes_from_lmforge_config(tmp_path) -> None:
             r"'zero_optimization.offload_optimizer' is engine.offload's: set --engine.offload=optimizer",
         ),
         ('{"zero_optimization": {"offload_param": {"device": "nvme"}}}', {}, "--engine.offload=all"),
+        # DeepSpeed's deprecated spellings offload as well (the start line said `offload none`)
+        (
+            '{"zero_optimization": {"cpu_offload": true}}',
+            {},
+            r"'zero_optimization.cpu_offload' \(DeepSpeed's older offload_optimizer\) is engine.offload's:"
+            r" set --engine.offload=optimizer \(or none\) and remove it$",
+        ),
+        ('{"zero_optimization": {"cpu_offload_param": "yes"}}', {}, "--engine.offload=all"),
+        # beside the section lmforge sets, DeepSpeed asserts whatever the value
+        (
+            '{"zero_optimization": {"cpu_offload": false}}',
+            {"offload": "optimizer"},
+            "'zero_optimization.cpu_offload'",
+        ),
+        # DeepSpeed's autocast trained an fp32 run under bf16, which lmforge reported as fp32
+        (
+            '{"torch_autocast": {"enabled": true, "dtype": "bfloat16"}}',
+            {},
+            r"key 'torch_autocast' \(DeepSpeed's autocast\) is train.dtype's: set --train.dtype and"
+            r" remove it$",
+        ),
+        ('{"torch_autocast": true}', {}, "key 'torch_autocast'"),
         # DeepSpeed's own check of the section, before any data or model (a traceback from initialize)
         (
             '{"zero_optimization": {"overlap_comm": true, "reduce_bucket_sise": 5e8}}',
@@ -307,6 +329,13 @@ def test_a_deepspeed_json_may_tune_the_offload_lmforge_sets(tmp_path: Path) -> N
     config = EngineConfig("deepspeed", 2, offload="optimizer", deepspeed_config=str(tmp_path / "ds.json"))
     merged = deepspeed_config(config, TrainConfig(), plan)["zero_optimization"]
     assert merged["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    # what offloads nothing may stay: DeepSpeed ignores cpu_offload_use_pin_memory, and autocast is off
+    (tmp_path / "ds.json").write_text(
+        '{"zero_optimization": {"cpu_offload": false, "cpu_offload_param": "off",'
+        ' "cpu_offload_use_pin_memory": true}, "torch_autocast": {"enabled": false, "dtype": "bfloat16"}}'
+    )
+    config = EngineConfig("deepspeed", 3, deepspeed_config=str(tmp_path / "ds.json"))
+    assert "offload_optimizer" not in deepspeed_config(config, TrainConfig(), plan)["zero_optimization"]
 
 
 def test_deepspeed_keys_on_another_engine_are_said_at_start(

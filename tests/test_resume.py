@@ -169,6 +169,24 @@ def test_a_finished_run_is_not_resumed_and_a_killed_export_is_finished(
     assert again["wall_s"] > saved["wall_s"] > 0  # wall time carries over from the checkpoint
 
 
+def test_a_change_a_resume_made_is_not_blamed_on_the_user(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """A resume may change model.dropout, and writes it to config.toml; one that took no new
+    checkpoint (it finished an export) left config.toml apart from the last checkpoint's config,
+    and every later refusal said `(config.toml was edited since step_N)`."""
+    from lmforge.train.loop import train
+
+    run = tmp_path / "r"
+    train(None, [*tiny_overrides, "--train.max_steps=2", "--model.dropout=0.0"], run, quiet=True)
+    (run / "summary.json").unlink()  # killed in its final export: the resume finishes it
+    train(resume=run, overrides=["--model.dropout=0.5"], quiet=True)
+    assert "dropout = 0.5" in (run / "config.toml").read_text()
+    with pytest.raises(LmforgeError, match="--resume cannot change train.lr=0.01") as e:
+        train(resume=run, overrides=["--train.lr=1e-2", "--train.max_steps=4"], quiet=True)
+    assert str(e.value).endswith(
+        "(the run has train.lr=0.001); see 'What may change on resume' in docs/training.md"
+    )
+
+
 def test_a_finished_epoch_run_resumes_with_more_epochs(tmp_path: Path, tiny_overrides: list[str]) -> None:
     """train.epochs sets max_steps at start (config.toml records the steps): a finished run resumed
     as it is is refused, naming --train.epochs; with more epochs it trains on (it was refused, with

@@ -89,18 +89,44 @@ def read_user_config(file: Path, zero_stage: int | None = None) -> dict[str, Any
             )
     if "bfloat16" in raw:  # DeepSpeed reads bf16 first: this older spelling would be ignored
         raise LmforgeError(f"{file}: key 'bfloat16' (DeepSpeed's older bf16) is train.dtype's; remove it")
+    autocast = raw.get("torch_autocast")
+    # DeepSpeed autocasts when the section's `enabled` is truthy: an fp32 run trained under bf16
+    # while lmforge reported fp32; only a section that leaves it off may stay
+    if "torch_autocast" in raw and (not isinstance(autocast, dict) or autocast.get("enabled", False)):
+        raise LmforgeError(
+            f"{file}: key 'torch_autocast' (DeepSpeed's autocast) is train.dtype's: set --train.dtype and"
+            " remove it"
+        )
     zero = raw.get("zero_optimization")
     if zero_stage is not None and isinstance(zero, dict):  # judged at the run's stage, not stage 0's
         check_zero(file, {**zero, "stage": zero_stage})
     return raw
 
 
+# DeepSpeed's deprecated spellings of the offload sections (deepspeed/runtime/zero/config.py): a
+# true value offloads to the CPU. Its third, cpu_offload_use_pin_memory, sets nothing (a warning).
+DEPRECATED_OFFLOAD = {"cpu_offload": "offload_optimizer", "cpu_offload_param": "offload_param"}
+# the strings pydantic reads as false (DeepSpeed's model of the section is pydantic's, lax)
+FALSE_STRINGS = ("0", "off", "f", "false", "n", "no")
+
+
 def check_offload(file: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
     """An offload lmforge does not set may not come from the JSON: lmforge reports and plans the
     offload engine.offload sets (the start line said `offload none` while DeepSpeed offloaded)."""
     zero = theirs.get("zero_optimization")
+    zero = zero if isinstance(zero, dict) else {}
+    for old, key in DEPRECATED_OFFLOAD.items():
+        value = zero.get(old)
+        on = value not in (None, False, 0) and not (isinstance(value, str) and value.lower() in FALSE_STRINGS)
+        # beside lmforge's own section, any value is an error to DeepSpeed (an assertion)
+        if old in zero and (on or key in ours):
+            raise LmforgeError(
+                f"{file}: key 'zero_optimization.{old}' (DeepSpeed's older {key}) is engine.offload's: set"
+                f" --engine.offload={'optimizer' if key == 'offload_optimizer' else 'all'} (or none) and"
+                " remove it"
+            )
     for key in ("offload_optimizer", "offload_param"):
-        section = zero.get(key) if isinstance(zero, dict) else None
+        section = zero.get(key)
         if key not in ours and isinstance(section, dict) and section.get("device", "none") != "none":
             raise LmforgeError(
                 f"{file}: key 'zero_optimization.{key}' is engine.offload's: set --engine.offload="

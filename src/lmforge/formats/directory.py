@@ -1,7 +1,8 @@
 """Model directories: config.json + model.safetensors + tokenizer.json (the HF file layout).
 
 Every checkpoint and every export is such a directory, so `load_model` takes either, or a run
-directory (its exported `model/`, else its latest checkpoint).
+directory (its exported `model/`, else, or when it trained on past that export, its latest
+checkpoint).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +142,11 @@ def resolve_model_dir(path: str | Path) -> Path:
     path = Path(path)
     if (path / "config.json").is_file():  # a PEFT adapter beside it: read_config_json refuses it
         return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    # a run still training: its newest checkpoint (zero-padded steps; step_00000040.bak is not one)
+    # a run's checkpoints, oldest first (zero-padded steps; step_00000040.bak is not one)
     found = sorted(p for p in (path / "checkpoints").glob("step_*") if p.name[5:].isdigit() and p.is_dir())
-    if found:
+    if (path / "model" / "config.json").is_file():
+        return _past_export(path, found) or path / "model"
+    if found:  # a run still training: its newest checkpoint
         return found[-1]
     why = ""
     if not path.exists():
@@ -161,6 +163,33 @@ def resolve_model_dir(path: str | Path) -> Path:
     elif is_run_folder(path):
         why = " (a run that stopped before its first checkpoint: it holds no model yet)"
     raise LmforgeError(f"{path}: not a model directory, run directory or checkpoint{why}")
+
+
+_SAID: set[Path] = set()  # the checkpoints _past_export has named: one note a process, not one a loader
+
+
+def _past_export(run: Path, found: list[Path]) -> Path | None:
+    """The newest checkpoint, where it is past the step the run's model/ was exported at (its
+    summary.json's `steps`, written after model/): a finished run resumed to train longer and
+    stopped before it finished again keeps that export beside newer checkpoints, and every loader
+    took it unsaid. Steps, not times: a copied run's times say nothing. None: model/ is newest (or
+    no summary.json says its step: a run stopped in its final export, model/ written, is finished)."""
+    try:
+        steps = json.loads((run / "summary.json").read_text(encoding="utf-8")).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not found or not isinstance(steps, int) or int(found[-1].name[5:]) <= steps:
+        return None
+    if found[-1].resolve() not in _SAID:  # a command may name the run as given and as resolved
+        _SAID.add(found[-1].resolve())
+        print(
+            f"lmforge: note: {run / 'model'} is step {steps}'s export, and the run trained on past it"
+            f" (resumed, not finished): loading its newest checkpoint, {found[-1]}; give"
+            f" {run / 'model'} for the export",
+            file=sys.stderr,
+            flush=True,
+        )
+    return found[-1]
 
 
 def is_run_folder(path: Path) -> bool:

@@ -80,8 +80,10 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
     warmup = f"warmup {t.warmup_steps}"
     if t.warmup_steps >= t.max_steps > 0:  # a budget that shortens the run refits it (train/budget.py)
         unless = ", unless the time budget shortens the run" if t.max_minutes else ""
-        peak = t.lr * t.max_steps / t.warmup_steps
-        warmup += f" (the whole run: the lr peaks at {peak:.2g}, no decay{unless})"
+        # update k (1-based) uses the multiplier of step k-1 (LambdaLR starts at 0): the last update
+        # goes at lr*(max_steps-1)/warmup; lr*max_steps/warmup, the last step's logged lr, none uses
+        peak = t.lr * (t.max_steps - 1) / t.warmup_steps
+        warmup += f" (the whole run: the lr peaks at {peak:.3g}, no decay{unless})"
     say(f"  steps   {run.step} -> {t.max_steps}{budget}, lr {t.lr:g} {t.schedule}, {warmup}")
 
 

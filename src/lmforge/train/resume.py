@@ -185,16 +185,19 @@ def _trained_with(
     run_dir: Path, last: Path, state: dict[str, Any], found: dict[str, str]
 ) -> tuple[Config, str]:
     """(the config the checkpoint `last` was trained with, a note for refusals where config.toml
-    was edited since). A checkpoint keeps its run's config (trainer.json's "config"): an edited
-    config.toml must pass the same rules as an override, not load weights into another model.
-    Checkpoints from before it kept one trust config.toml."""
+    was edited since in a key no resume changes). A checkpoint keeps its run's config
+    (trainer.json's "config"): an edited config.toml must pass the same rules as an override, not
+    load weights into another model. Checkpoints from before it kept one trust config.toml."""
     toml = run_dir / "config.toml"
     recorded = state.get("config")
     if not isinstance(recorded, str):
         return moved_base(load_config(toml), last, found), ""
     saved = config_from_text(recorded, f"{last / 'trainer.json'}'s config").validate()
     saved = moved_base(saved, last, found)
-    if config_changes(saved, moved_base(load_config(toml), last, found)):
+    # only a key no resume may change: a resume that changed one that may (--model.dropout) wrote
+    # it to config.toml itself, and every later refusal blamed the user for an edit
+    changed = config_changes(saved, moved_base(load_config(toml), last, found))
+    if any(not resumable(key) for key, _, _ in changed):
         return saved, f" (config.toml was edited since {last.name})"
     return saved, ""
 
