@@ -60,17 +60,21 @@ def _open_binary(path: Path) -> IO[bytes]:
     return io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type] - all are raw-readable streams
 
 
-def open_text(path: Path) -> IO[str]:
+def open_text(path: Path, newline: str = "") -> IO[str]:
     """A (possibly compressed) file as strict UTF-8 text, for readers that want a bad byte to be an
-    error rather than a repair (the sentence-pair reader)."""
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="strict", newline="")
+    error rather than a repair (the sentence-pair reader). newline is open()'s: "" (a line ends at
+    an LF, a CRLF or a lone CR, each kept) for prep's corpus readers, LF alone for strict_lines."""
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="strict", newline=newline)
 
 
 def strict_lines(path: Path, what: str = "a text file") -> Iterator[tuple[int, str]]:
     """(line number, line) of a (possibly compressed) file read as strict UTF-8, for the readers
     that refuse bad bytes: a missing file, a folder (`what` says what was wanted), a bad byte (its
     line named) or a damaged stream is a one-line error. What the caller raises while reading the
-    lines is its own and goes through untouched."""
+    lines is its own and goes through untouched. Only an LF ends a line, as sacrebleu's smart_open,
+    `wc -l` and JSON Lines count them: a lone CR is text in its line (it ended one, so translate
+    --file gave more lines than it read), and a CRLF's CR stays on the line for the caller to
+    strip, as sacrebleu rstrips it."""
     if not path.is_file():
         if path.is_dir():
             raise LmforgeError(f"{path}: a folder, not {what}")
@@ -78,7 +82,7 @@ def strict_lines(path: Path, what: str = "a text file") -> Iterator[tuple[int, s
         where = "" if path.is_absolute() else f" in the working directory, {Path.cwd()}"
         raise LmforgeError(f"{path}: no such file{where}")
     try:
-        with open_text(path) as f:
+        with open_text(path, "\n") as f:
             yield from enumerate(f, 1)
     except UnicodeDecodeError:  # decoded a chunk ahead of the lines read: find the line itself
         raise LmforgeError(utf8_error(path) or f"{path}: not valid UTF-8") from None

@@ -15,13 +15,13 @@ In `lmforge chat` a message that cannot be answered (longer than the model's con
 UTF-8, ...) is one line on stderr and is left out of the history; the session goes on. When the
 conversation outgrows the context, its oldest turns are dropped (the system prompt stays) so that
 the prompt leaves room for max_new_tokens, and one line says so; a reply stops where the context
-is full (with one line), never sliding past it.
+is full (with one line), never sliding past it. At a terminal, Ctrl-C during a reply stops it as the
+playground's Stop does (what came is kept, the session goes on); at the prompt it ends the session.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +41,7 @@ from lmforge.formats.chat_files import (
 from lmforge.formats.directory import load_model, read_json, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
+from lmforge.inference.chat_commands import KNOWN_COMMANDS, chat_command
 from lmforge.inference.chat_template import Message, check_messages, compile_template, render
 from lmforge.inference.compiled_decode import check_compilable
 from lmforge.inference.generate import generate_ids
@@ -228,21 +229,6 @@ def fit_context(
     return messages, ids, dropped
 
 
-COMMANDS = dict.fromkeys(["/exit", "/quit", "/bye"], "exit") | dict.fromkeys(["/reset", "/clear"], "reset")
-COMMANDS |= dict.fromkeys(["/help", "/?"], "help")
-KNOWN_COMMANDS = "/reset (or /clear) clears the history, /exit (or /quit, /bye) quits, /help (or /?) lists"
-
-
-def chat_command(line: str) -> str | None:
-    """What a line asks of the session: "exit", "reset", "help", "unknown command /x" for a single
-    word of letters after a slash (a typo of a command, which the model would answer), or None for
-    a message (`/usr/bin/python fails` and `/etc/hosts` are messages)."""
-    word = line.strip()
-    if word.lower() in COMMANDS:
-        return COMMANDS[word.lower()]
-    return f"unknown command {word}" if re.fullmatch(r"/[A-Za-z]+", word) else None
-
-
 def chat(
     model: str | Path,
     system: str | None = None,
@@ -376,6 +362,19 @@ def chat(
                 sys.stdout.flush()
             print(f"lmforge: not answered: {e}", file=sys.stderr)
             unanswered += 1
+            continue
+        except KeyboardInterrupt:  # Ctrl-C mid-reply stops the reply, as the playground's Stop
+            if not interactive:  # a script's Ctrl-C ends it, as at the prompt
+                raise
+            reply = stream.finish() if stream is not None else ""  # what came, held-back text too
+            if not reply:  # nothing came: the message is not in the conversation
+                print("(stopped before the reply began: the message is left out)", file=sys.stderr)
+                continue
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            print("(stopped: the reply so far is kept in the conversation)", file=sys.stderr)
+            history = [*messages, {"role": "assistant", "content": reply}]
+            turn += 1
             continue
         reply = stream.finish()  # writes any held-back partial character
         sys.stdout.write("\n")

@@ -124,6 +124,10 @@ function numberSetting(id, name, integer) {
   if (!Number.isFinite(value) || (integer && !Number.isInteger(value))) {
     throw new SettingError(`${name}: ${input.value} is not ${integer ? "an integer" : "a number"}`);
   }
+  // past 2^53 a JavaScript number is rounded (2^64 would be sent as 18446744073709552000)
+  if (integer && !Number.isSafeInteger(value)) {
+    throw new SettingError(`${name}: ${input.value} is past what the page can send exactly (-9007199254740991 to 9007199254740991)`);
+  }
   return value;
 }
 

@@ -4,6 +4,7 @@
 "use strict";
 
 async function sendTranslation() {
+  const numbers = lineNumbers("translation-input");
   const body = {
     model: requireModel(),
     input: lines("translation-input"),
@@ -17,9 +18,29 @@ async function sendTranslation() {
     const { results } = await (await post("v1/translations", body, signal)).json();
     state.shown.translation = { texts: results.map((r) => r.translation_text) };
     showTranslations(state.shown.translation);
+  } catch (e) {
+    throw e instanceof ApiError ? inTheBox(e, numbers) : e;
   } finally {
     finish(null);
   }
+}
+
+// The box's line number (from 1) of each sentence sent: blank lines are not sent.
+function lineNumbers(id) {
+  return $(id)
+    .value.split("\n")
+    .flatMap((t, i) => (t.trim() ? [i + 1] : []));
+}
+
+// The server's "sentence N is ... tokens, longer than the model's limit ...: shorten it, or
+// truncation=True cuts such sentences" counts the sentences sent, and names an option the page does
+// not have: said with the box's line, and what can be done here.
+function inTheBox(error, numbers) {
+  const long = /sentence (\d+) (is \d+ tokens, longer than the model's limit of \d+ .*?): shorten it, or truncation=True cuts such sentences/;
+  const found = error.message.match(long);
+  if (!found) return error;
+  const line = numbers[Number(found[1]) - 1];
+  return new ApiError(error.message.replace(long, `line ${line} $2: shorten it, or split it over several lines`));
 }
 
 function showTranslations({ texts }) {
@@ -81,16 +102,19 @@ function showClassifications({ texts, results }) {
 
 // --- question answering --------------------------------------------------------------------------
 
-// The context with the answer's characters [start, end) marked: three text nodes, no HTML.
+// The context with the answer's characters [start, end) marked: three text nodes, no HTML. The
+// server's offsets count Python's characters (code points), where a JavaScript string counts
+// UTF-16 units (an emoji is two): the context is sliced as its code points (Array.from).
 function showInContext(context, best) {
   const view = $("qa-context-view");
   if (!best || best.end <= best.start) {
     view.textContent = best ? "(no answer in this context)" : "";
     return;
   }
+  const chars = Array.from(context);
   const mark = document.createElement("mark");
-  mark.textContent = context.slice(best.start, best.end);
-  view.replaceChildren(context.slice(0, best.start), mark, context.slice(best.end));
+  mark.textContent = chars.slice(best.start, best.end).join("");
+  view.replaceChildren(chars.slice(0, best.start).join(""), mark, chars.slice(best.end).join(""));
 }
 
 async function sendQuestion() {
