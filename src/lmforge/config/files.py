@@ -249,14 +249,43 @@ def config_from_text(text: str, source: str) -> Config:
     return config
 
 
+# The keys beside ModelConfig's that lmforge writes into a model directory's config.json (every
+# version: formats/directory.py's write_model_files, a seq2seq model's decoding_extra, translation's
+# languages, an import's source ids; a classifier's backbone entry has model_type only).
+DIRECTORY_KEYS = frozenset(
+    {
+        "model_type",
+        "eos_token_id",
+        "bos_token_id",
+        "pad_token_id",
+        "decoder_start_token_id",
+        "suppress_tokens",
+        "num_beams",
+        "early_stopping",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "source_lang",
+        "target_lang",
+    }
+)
+
+
 def model_config_from(raw: dict[str, Any], source: str | Path) -> ModelConfig:
     """The ModelConfig in a model directory's config.json (or a classifier's backbone entry):
-    its ModelConfig keys, type-checked and validated; other keys (model_type, token ids) are the
-    caller's. The one place a model directory's architecture is read."""
+    its ModelConfig keys, type-checked and validated; other keys lmforge writes (DIRECTORY_KEYS:
+    model_type, token ids) are the caller's; any other key is a one-line error naming the nearest
+    known one (a misspelt `norm_epss` was dropped, unsaid). The one place a model directory's
+    architecture is read."""
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key in raw:
+        if key not in DIRECTORY_KEYS and key not in fields:
+            near = difflib.get_close_matches(str(key), [*fields, *sorted(DIRECTORY_KEYS)], n=1)
+            hint = f"did you mean {near[0]!r}?" if near else "not a model setting: docs/config.md's [model]"
+            raise LmforgeError(f"{source}: unknown config key {key!r} ({hint})")
     config = Config()
-    for f in dataclasses.fields(ModelConfig):
-        if f.name in raw:
-            _set(config, f"model.{f.name}", raw[f.name], str(source))
+    for name in fields:
+        if name in raw:
+            _set(config, f"model.{name}", raw[name], str(source))
     try:
         check_model(config.model)
     except LmforgeError as e:

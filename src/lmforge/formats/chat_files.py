@@ -58,9 +58,38 @@ def token_text(value: Any) -> str | None:
 
 
 def read_generation_config(directory: Path) -> dict[str, Any]:
-    """generation_config.json as a dict ({} when absent)."""
+    """generation_config.json as a dict ({} when absent), its token ids of the types transformers
+    takes (checked_ids)."""
     file = directory / GENERATION_CONFIG
-    return read_json(file, "generation config") if file.is_file() else {}
+    return checked_ids(read_json(file, "generation config"), file) if file.is_file() else {}
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_eos(raw: dict[str, Any], file: Path) -> Any:
+    """raw's eos_token_id: None, an id or a list of ids (GenerationConfig's and PretrainedConfig's
+    `int | list[int]`); else a one-line error naming the file and key ("abc" was read as EOS 0)."""
+    eos = raw.get("eos_token_id")
+    if eos is None or _is_id(eos) or isinstance(eos, list) and all(_is_id(i) for i in eos):
+        return eos
+    raise LmforgeError(f"{file}: key 'eos_token_id' must be a token id or a list of them, not {eos!r}")
+
+
+def checked_ids(raw: dict[str, Any], file: Path) -> dict[str, Any]:
+    """generation_config.json's token ids checked: eos_token_id (checked_eos); bos_token_id,
+    pad_token_id, decoder_start_token_id an id; bad_words_ids a list of lists of ids."""
+    checked_eos(raw, file)
+    for key in ("bos_token_id", "pad_token_id", "decoder_start_token_id"):
+        if raw.get(key) is not None and not _is_id(raw[key]):
+            raise LmforgeError(f"{file}: key {key!r} must be a token id (a whole number), not {raw[key]!r}")
+    bad = raw.get("bad_words_ids")
+    if bad is not None and not (
+        isinstance(bad, list) and all(isinstance(w, list) and all(map(_is_id, w)) for w in bad)
+    ):
+        raise LmforgeError(f"{file}: key 'bad_words_ids' must be a list of lists of token ids, not {bad!r}")
+    return raw
 
 
 def stop_ids(directory: Path, eos_id: int | None) -> list[int]:
@@ -68,7 +97,7 @@ def stop_ids(directory: Path, eos_id: int | None) -> list[int]:
     else config.json's, else the tokenizer's EOS."""
     source = read_generation_config(directory).get("eos_token_id")
     if source is None:
-        source = read_json(directory / "config.json", "model config").get("eos_token_id")
+        source = checked_eos(read_json(directory / "config.json", "model config"), directory / "config.json")
     ids = source if isinstance(source, list) else [source]
     out = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
     if not out and eos_id is not None:

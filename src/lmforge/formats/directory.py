@@ -292,13 +292,39 @@ def read_model_config(directory: Path, model_type: str = MODEL_TYPE) -> ModelCon
     return model_config_from(raw, file)
 
 
-def load_tokenizer(directory: Path) -> Tokenizer:
-    """tokenizer.json, with the EOS id config.json records (imported models name their own EOS)."""
+def load_tokenizer(directory: Path, rows: int | None = None) -> Tokenizer:
+    """tokenizer.json, with the EOS id config.json records (imported models name their own EOS);
+    with `rows` (the model's vocab_size), every id it gives checked to have an embedding row."""
     tokenizer = Tokenizer.load(directory / "tokenizer.json")
     eos = read_config_json(directory).get("eos_token_id")
     if isinstance(eos, int):
         tokenizer.eos_id = eos
+    if rows is not None:
+        check_token_ids(tokenizer, rows, directory / "tokenizer.json", directory / "config.json")
     return tokenizer
+
+
+def check_token_ids(tokenizer: Tokenizer, rows: int, file: Path, config_file: Path) -> None:
+    """Where the tokenizer (`file`) has ids past the model's embedding rows (tokens added beyond its
+    vocab_size: an IndexError traceback at the first prompt holding one), one note, and the
+    tokenizer refuses a text that gives one (Tokenizer.rows). The model still loads, as in
+    transformers and vLLM: such a token (a pad added without resizing) is often never fed."""
+    added = tokenizer.hf.get_added_tokens_decoder()
+    if tokenizer.vocab_size <= rows and all(i < rows for i in added):  # the usual case, cheaply
+        return
+    past = sorted((i, t) for t, i in tokenizer.hf.get_vocab(with_added_tokens=True).items() if i >= rows)
+    if past:
+        shown = ", ".join(f"{i} {t!r}" for i, t in past[:4]) + (
+            f", ... ({len(past)} in all)" if past[4:] else ""
+        )
+        tokenizer.rows = rows
+        tokenizer.rows_source = f"{file}"
+        print(
+            f"lmforge: note: {file}: token ids past the model's {rows} embedding rows (vocab_size in"
+            f" {config_file}): {shown}; a text holding one is refused",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Tokenizer]:

@@ -80,6 +80,18 @@ def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+QWEN_WINDOW, QWEN_FULL_LAYERS = 4096, 28  # Qwen2Config's and Qwen3Config's sliding_window, max_window_layers
+
+
+def _qwen_layer_types(raw: dict[str, Any], file: str, window: int | None) -> list[str]:
+    """layer_types as Qwen2Config and Qwen3Config derive them where config.json has none: with a
+    window (use_sliding_window's), layer i slides when i >= max_window_layers (28 where absent)."""
+    n_layer = config_key(raw, "num_hidden_layers", file, kind=int)
+    first = typed_key(raw, "max_window_layers", file, int, QWEN_FULL_LAYERS)
+    slides = window is not None  # None without use_sliding_window
+    return ["sliding_attention" if slides and i >= first else "full_attention" for i in range(n_layer)]
+
+
 def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     n_embd = config_key(raw, "hidden_size", file, kind=int)
     n_head = config_key(raw, "num_attention_heads", file, kind=int)
@@ -100,9 +112,14 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
     sliding = typed_key(raw, "use_sliding_window", file, bool, False) or raw.get("model_type") == "mistral"
     window = typed_key(raw, "sliding_window", file, int)  # its type checked, used or not
     window = window if sliding else None
+    qwen = raw.get("model_type") in ("qwen2", "qwen3")
+    if qwen and sliding and "sliding_window" not in raw:  # their config classes' default (null: none)
+        window = QWEN_WINDOW
     # transformers 5 names each layer's attention: a Qwen2 with use_sliding_window whose
     # max_window_layers covers every layer slides in none of them, and attends the whole context
     layers = raw.get("layer_types")
+    if layers is None and qwen:  # transformers 4's files: derived as transformers 5 derives them
+        layers = _qwen_layer_types(raw, file, window)
     if isinstance(layers, list) and layers and "sliding_attention" not in layers:
         window = None
     rope = rope_in(raw, file, positions, dynamic=True)  # the model's positions, not the window's cap

@@ -40,6 +40,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     copy_chat_files,
+    read_generation_config,
     token_text,
 )
 from lmforge.formats.directory import (
@@ -173,7 +174,7 @@ def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Se
     # transformers reads config.json's decoding keys only where there is no generation_config.json
     generation_file = directory / "generation_config.json"
     source, named = (
-        (read_json(generation_file), generation_file) if generation_file.is_file() else (raw, file)
+        (read_generation_config(directory), generation_file) if generation_file.is_file() else (raw, file)
     )
     bad = source.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
@@ -219,7 +220,7 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
             f" not loaded (e.g. {unused[0]!r})",
             file=sys.stderr,
         )
-    return model.float().eval(), load_hf_tokenizer(directory, raw)
+    return model.float().eval(), load_hf_tokenizer(directory, raw, config.vocab_size)
 
 
 def load_hf_dir(directory: Path) -> tuple[Model, Tokenizer | MarianTokenizer]:

@@ -79,4 +79,4 @@ def load_qa_dir(directory: Path) -> tuple[SpanModel, Tokenizer]:
     config = read_model_config(directory, QA_TYPE)
     model = empty(lambda: SpanModel(Encoder(config)))
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)
+    return model.eval(), load_tokenizer(directory, config.vocab_size)

@@ -1,7 +1,8 @@
 """The tokenizer of a Hugging Face model directory: tokenizer.json, or GPT-2's (or RoBERTa's)
-vocab.json + merges.txt, or BERT's vocab.txt, or Marian's source.spm + target.spm + vocab.json
-(tokenization/marian.py); its EOS id from generation_config.json or config.json, else the token
-tokenizer_config.json names, as transformers reads it.
+vocab.json + merges.txt, or BERT's vocab.txt, with the tokens those add to their vocabulary
+(tokenizer_config.json's added_tokens_decoder, else added_tokens.json), or Marian's source.spm +
+target.spm + vocab.json (tokenization/marian.py); its EOS id from generation_config.json or
+config.json, else the token tokenizer_config.json names, as transformers reads it.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, processors
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.chat_files import token_text
-from lmforge.formats.directory import read_json
+from lmforge.formats.chat_files import TOKENIZER_CONFIG, checked_eos, read_generation_config, token_text
+from lmforge.formats.directory import check_token_ids, read_json
 from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -54,7 +55,10 @@ def roberta_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
     return hf
 
 
-def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | MarianTokenizer:
+def load_hf_tokenizer(
+    directory: Path, raw: dict[str, Any], rows: int | None = None
+) -> Tokenizer | MarianTokenizer:
+    """`rows`: the model's vocab_size, which every id the tokenizer gives must be below."""
     if is_marian_dir(directory):
         return MarianTokenizer(directory)
     if (directory / "tokenizer.json").is_file():
@@ -77,6 +81,8 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | Maria
         tokenizer = Tokenizer(wordpiece._tokenizer)
     else:
         raise LmforgeError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt")
+    if not (directory / "tokenizer.json").is_file():  # tokenizer.json holds its added tokens itself
+        add_listed_tokens(directory, tokenizer.hf)
     # Padding and truncation saved in tokenizer.json (MiniLM pads to 128) are batching choices;
     # lmforge pads its own batches.
     tokenizer.hf.no_padding()
@@ -84,14 +90,93 @@ def load_hf_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer | Maria
     eos = _eos_id(directory, raw, tokenizer)
     if eos is not None:
         tokenizer.eos_id = eos
+    if rows is not None:
+        check_token_ids(tokenizer, rows, _token_file(directory), directory / "config.json")
     return tokenizer
 
 
+def _token_file(directory: Path) -> Path:
+    """The file a folder's tokens come from, for messages: the one of the layout that adds tokens."""
+    names = ("tokenizer.json", TOKENIZER_CONFIG, ADDED_TOKENS, "vocab.json", "vocab.txt")
+    config = directory / TOKENIZER_CONFIG
+    adds = config.is_file() and read_json(config, "tokenizer config").get("added_tokens_decoder") is not None
+    return next(directory / n for n in names if (directory / n).is_file() and (n != TOKENIZER_CONFIG or adds))
+
+
 def _eos_id(directory: Path, raw: dict[str, Any], tokenizer: Tokenizer) -> int | None:
-    generation = directory / "generation_config.json"
-    source = read_json(generation) if generation.is_file() else {}
-    eos = source.get("eos_token_id", raw.get("eos_token_id"))
+    eos = read_generation_config(directory).get("eos_token_id")
+    eos = checked_eos(raw, directory / "config.json") if eos is None else eos
     if eos is None and (directory / "tokenizer_config.json").is_file():  # only the token's name
         named = token_text(read_json(directory / "tokenizer_config.json").get("eos_token"))
         eos = tokenizer.hf.token_to_id(named) if named is not None else None
-    return eos[0] if isinstance(eos, list) and eos else eos
+    return (eos[0] if eos else None) if isinstance(eos, list) else eos
+
+
+ADDED_TOKENS = "added_tokens.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+NAMED = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def add_listed_tokens(directory: Path, hf: HFTokenizer) -> None:
+    """The tokens a folder of vocabulary files (vocab.json + merges.txt, vocab.txt) adds, at their
+    ids, as transformers 5 reads them: tokenizer_config.json's added_tokens_decoder, else
+    added_tokens.json, special where tokenizer_config.json or special_tokens_map.json names it a
+    special token (bos_token ... mask_token, extra_special_tokens; special_tokens_map.json's
+    additional_special_tokens does not count there, as in transformers 5)."""
+    config_file = directory / TOKENIZER_CONFIG
+    config = read_json(config_file, "tokenizer config") if config_file.is_file() else {}
+    if config.get("added_tokens_decoder") is not None:
+        _add_at_ids(hf, _decoder_tokens(config["added_tokens_decoder"], config_file), config_file)
+        return
+    file = directory / ADDED_TOKENS
+    if not file.is_file():
+        return
+    listed = read_json(file, "added tokens file")
+    for token, index in listed.items():
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise LmforgeError(
+                f"{file}: token {token!r} must map to an id (a whole number >= 0), not {index!r}"
+            )
+    special = _special_names(config, directory)
+    tokens = {i: AddedToken(t, normalized=t not in special, special=t in special) for t, i in listed.items()}
+    _add_at_ids(hf, tokens, file)
+
+
+def _special_names(config: dict[str, Any], directory: Path) -> set[str]:
+    """The special tokens tokenizer_config.json and special_tokens_map.json name."""
+    mapped_file = directory / SPECIAL_TOKENS_MAP
+    mapped = read_json(mapped_file, "special tokens map") if mapped_file.is_file() else {}
+    names = {token_text(source.get(key)) for source in (config, mapped) for key in NAMED}
+    for extra in (config.get("extra_special_tokens") or config.get("additional_special_tokens"),
+                  mapped.get("extra_special_tokens")):  # fmt: skip
+        names |= {token_text(t) for t in extra} if isinstance(extra, list) else set()  # a dict: not there
+    return {n for n in names if n is not None}
+
+
+def _decoder_tokens(decoder: Any, file: Path) -> dict[int, AddedToken]:
+    """tokenizer_config.json's added_tokens_decoder: {"50257": {"content": "<think>", "special": ...}}."""
+    keys = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
+    tokens = {}
+    for key, entry in decoder.items() if isinstance(decoder, dict) else [(None, None)]:
+        ok = isinstance(key, str) and key.isdigit() and isinstance(entry, dict)
+        ok = ok and isinstance(entry.get("content"), str)
+        if not ok or any(not isinstance(entry.get(k, False), bool) for k in keys[1:]):
+            raise LmforgeError(
+                f"{file}: 'added_tokens_decoder' must map ids to tokens"
+                f' ({{"5": {{"content": ...}}}}), not {key!r}: {entry!r}'
+            )
+        tokens[int(key)] = AddedToken(**{k: entry[k] for k in keys if k in entry})
+    return tokens
+
+
+def _add_at_ids(hf: HFTokenizer, tokens: dict[int, AddedToken], file: Path) -> None:
+    """Add the tokens in id order; each must land on its id (a token of the vocabulary already there)."""
+    for index, token in sorted(tokens.items()):
+        if hf.token_to_id(token.content) != index:
+            (hf.add_special_tokens if token.special else hf.add_tokens)([token])
+        got = hf.token_to_id(token.content)
+        if got != index:
+            raise LmforgeError(
+                f"{file}: token {token.content!r} is listed at id {index}, but the vocabulary gives it"
+                f" id {got} (added tokens take the ids after the vocabulary's, in order, without gaps)"
+            )

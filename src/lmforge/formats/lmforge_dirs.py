@@ -44,14 +44,14 @@ def load_gpt_dir(directory: Path) -> tuple[GPT, Tokenizer]:
     config = read_model_config(directory)
     model = empty(lambda: GPT(config))
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)
+    return model.eval(), load_tokenizer(directory, config.vocab_size)
 
 
 def load_encoder_dir(directory: Path) -> tuple[Encoder, Tokenizer]:
     config = read_model_config(directory, ENCODER_TYPE)
     model = empty(lambda: Encoder(config))
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_tokenizer(directory)
+    return model.eval(), load_tokenizer(directory, config.vocab_size)
 
 
 def checked_num_beams(beams: Any, file: str | Path) -> int:
@@ -194,15 +194,15 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
     except LmforgeError as e:  # a hand-edited label list, pooling, dense or problem_type
         raise LmforgeError(f"{file}: {e}") from None
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), classifier_tokenizer(directory, raw)
+    return model.eval(), classifier_tokenizer(directory, raw, config.vocab_size)
 
 
-def classifier_tokenizer(directory: Path, raw: dict[str, Any]) -> Tokenizer:
+def classifier_tokenizer(directory: Path, raw: dict[str, Any], rows: int | None = None) -> Tokenizer:
     """The tokenizer of a classifier directory as its classifier reads texts: a decoder classifier
     without add_special_tokens (trained before lmforge read texts as transformers does) read them
     bare, so its tokenizer drops what the post-processor adds (a Llama's BOS); encoders always
     read [CLS] ... [SEP]."""
-    tokenizer = load_tokenizer(directory)
+    tokenizer = load_tokenizer(directory, rows)
     marked = reads_special_tokens(directory, raw)
     backbone = raw.get("backbone")
     if not marked and not (isinstance(backbone, dict) and backbone.get("model_type") == ENCODER_TYPE):

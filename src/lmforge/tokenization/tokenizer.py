@@ -64,6 +64,10 @@ class Tokenizer:
         self.unk_id: int | None = hf.token_to_id(UNK) if self.kind == "char" else None
         self.warn_unknown = True
         """Warn on the next encode that meets a character outside a char vocabulary (then False)."""
+        self.rows: int | None = None
+        """The model's embedding rows where the tokenizer has ids past them (else None): a text
+        giving one is refused (formats/directory.check_token_ids; rows_source names the file)."""
+        self.rows_source = ""
         self.byte_run_ids = _byte_run_ids(hf, spec.get("decoder"))
         """Ids whose text a later token can still change: a byte-fallback decoder's <0xNN> tokens
         (and the specials decode drops between them), whose run it decodes as one byte string."""
@@ -143,7 +147,17 @@ class Tokenizer:
             if unknown.count:
                 self.warn_unknown = False
                 print(f"lmforge: warning: {unknown.message()}", file=sys.stderr)
+        self._check_rows(ids)
         return ids
+
+    def _check_rows(self, ids: list[int]) -> None:
+        """One line for an id the model has no embedding row for (see `rows`)."""
+        if self.rows is not None and ids and max(ids) >= self.rows:
+            bad = max(ids)
+            raise LmforgeError(
+                f"the text holds token {bad} {self.hf.id_to_token(bad)!r}, past the model's {self.rows}"
+                f" embedding rows ({self.rows_source} has tokens its model lacks)"
+            )
 
     def encode_prompt(self, text: str) -> list[int]:
         """A plain-text prompt's ids as transformers' `tokenizer(text)` gives them: with the special
@@ -153,7 +167,9 @@ class Tokenizer:
         ids = self.encode(text)  # checks the text, warns of unknown characters
         if self.hf.post_processor is None:
             return ids
-        return self.hf.encode(text, add_special_tokens=True).ids
+        ids = self.hf.encode(text, add_special_tokens=True).ids
+        self._check_rows(ids)
+        return ids
 
     def text_affixes(self) -> tuple[list[int], list[int]]:
         """The special ids the post-processor puts before and after a text (Llama's BOS; a GGUF's
