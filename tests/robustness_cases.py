@@ -316,6 +316,8 @@ CASES = [
     Case("import-no-weights", "import {t}/h --out {t}/o", r"{t}/h: no weights \(model\.safetensors, an index's shards or pytorch_model\.bin\)", (copy("hf", "h"), remove("h/model.safetensors"))),
     Case("import-no-tokenizer", "import {t}/h --out {t}/o", r"{t}/h: no tokenizer\.json", (copy("hf", "h"), remove("h/tokenizer.json"))),
     Case("import-out-is-input", "import {t}/h --out {t}/h", r"{t}/h: the output folder is the input", (copy("hf", "h"),)),
+    Case("import-chat-template-name", "import {t}/h --out {t}/o", r"{t}/h/tokenizer_config\.json: 'chat_template' item 0: the name '\.\./x' cannot name a file$", (copy("hf", "h"), set_json("h/tokenizer_config.json", chat_template=[{"name": "../x", "template": "hi"}]))),
+    Case("import-padding-side", "import {t}/h --out {t}/o", r"{t}/h/tokenizer_config\.json: 'padding_side' must be \"left\" or \"right\", not 'middle'$", (copy("hf", "h"), set_json("h/tokenizer_config.json", padding_side="middle"))),
     Case("import-out-foreign", "import {s}/hf --out {t}/o", r"{t}/o: holds files import did not write \(README\.md\)", (write("o/README.md", "mine"),)),
     Case("import-no-out", "import {s}/hf", r"required: --out", usage=True),
     # --- export
@@ -446,6 +448,7 @@ CASES = [
     Case("chat-no-template", "chat {s}/gpt", r"{s}/gpt: has no chat template"),
     Case("chat-missing-model", "chat {t}/none", rf"{{t}}/none: {MODEL_DIR}"),
     Case("chat-bad-template", "chat {t}/m", r"{t}/m: chat template, line 1: unexpected '}'", (copy("gpt", "m"), write("m/chat_template.jinja", "{% for m in messages %}{{ m.content }"))),
+    Case("chat-bad-named-template", "chat {t}/m", r"{t}/m: tool_use: chat template, line 1: unexpected '}'", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML), write("m/additional_chat_templates/tool_use.jinja", "{% for m in messages %}{{ m.content }"))),
     Case("chat-template-not-str", "chat {t}/m", r"{t}/m/tokenizer_config\.json: 'chat_template' must be a string", (copy("gpt", "m"), write("m/tokenizer_config.json", '{"chat_template": 3}'))),
     Case("chat-temperature", "chat {t}/m --temperature -1", r"temperature=-1\.0: must be a finite number >= 0", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),
     Case("chat-top-p", "chat {t}/m --top-p 0", r"top_p=0\.0: must be a number in \(0, 1\]", (copy("gpt", "m"), write("m/chat_template.jinja", CHATML))),

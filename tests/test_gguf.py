@@ -61,6 +61,7 @@ def write_gguf(
     big_endian: bool = False,
     token_list: bool = True,
     rope_scaling: tuple[str, float] | None = None,
+    chat_template: str | list[dict[str, str]] = TEMPLATE,  # a list: named ones, as gguf-py takes them
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
@@ -99,7 +100,7 @@ def write_gguf(
     writer.add_add_bos_token(False)
     if add_eos:
         writer.add_add_eos_token(True)
-    writer.add_chat_template(TEMPLATE)
+    writer.add_chat_template(chat_template)
     kv = N_KV * N_EMBD // N_HEAD
     shapes = {"token_embd.weight": (len(tokens), N_EMBD), "output_norm.weight": (N_EMBD,)}
     if not tied:

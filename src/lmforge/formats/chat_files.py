@@ -2,7 +2,9 @@
 
 The files are Hugging Face's, so lmforge and transformers read each other's directories:
 `chat_template.jinja` (transformers >= 4.50 writes it; older directories keep the template as
-tokenizer_config.json's "chat_template", a string or a list of named templates) and
+tokenizer_config.json's "chat_template", a string or a list of named templates), the other named
+templates as `additional_chat_templates/NAME.jinja` (Hermes' and Cohere's `tool_use`, taken where a
+call gives tools: `pick_template`), and
 `generation_config.json` (eos_token_id may be a list: every end-of-turn token; sampling defaults
 such as temperature, top_p, top_k, do_sample, max_new_tokens).
 """
@@ -17,6 +19,8 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.directory import read_json
 
 CHAT_TEMPLATE = "chat_template.jinja"
+# transformers' CHAT_TEMPLATE_DIR: NAME.jinja, each named template but the default
+CHAT_TEMPLATES_DIR = "additional_chat_templates"
 GENERATION_CONFIG = "generation_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 # generation_config.json keys that change transformers' decoding which lmforge does not apply, and
@@ -32,22 +36,66 @@ UNAPPLIED: dict[str, tuple[object, ...]] = {
 }
 
 
-def read_chat_template(directory: Path) -> str | None:
-    """The directory's chat template source, or None when it has none."""
-    file = directory / CHAT_TEMPLATE
-    if file.is_file():
-        try:
-            return file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise LmforgeError(f"{file}: unreadable chat template: {e}") from None
+def read_chat_templates(directory: Path) -> dict[str, str]:
+    """The directory's chat templates by name ("default": the one used without tools), as
+    transformers' from_pretrained reads them: chat_template.jinja and additional_chat_templates/
+    NAME.jinja where there are any (tokenizer_config.json's are then ignored), else
+    tokenizer_config.json's "chat_template", a string (the default) or a list of named templates."""
+    files = [directory / CHAT_TEMPLATE] if (directory / CHAT_TEMPLATE).is_file() else []
+    extra = directory / CHAT_TEMPLATES_DIR
+    files += sorted(extra.glob("*.jinja")) if extra.is_dir() else []
+    if files:
+        return {
+            "default" if f.name == CHAT_TEMPLATE else f.name.removesuffix(".jinja"): _read(f) for f in files
+        }
     config = directory / TOKENIZER_CONFIG
     template = read_json(config, "tokenizer config").get("chat_template") if config.is_file() else None
-    if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
-    if template is not None and not isinstance(template, str):
-        raise LmforgeError(f"{config}: 'chat_template' must be a string")
-    return template
+    if template is None:
+        return {}
+    if isinstance(template, str):
+        return {"default": template}
+    if not isinstance(template, list):
+        raise LmforgeError(f"{config}: 'chat_template' must be a string or a list of named templates")
+    out = {}
+    for i, item in enumerate(template):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
+        name = item.get("name") if isinstance(item, dict) else None
+        text = item.get("template") if isinstance(item, dict) else None
+        if not (isinstance(name, str) and isinstance(text, str)):
+            raise LmforgeError(
+                f'{config}: \'chat_template\' item {i} must be {{"name": a string, "template": a string}}'
+            )
+        if not name or name in (".", "..") or any(c in name for c in "/\\\0"):  # it becomes a file name
+            raise LmforgeError(f"{config}: 'chat_template' item {i}: the name {name!r} cannot name a file")
+        out[name] = text  # a repeated name: the last, as transformers' dict of them
+    return out
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise LmforgeError(f"{file}: unreadable chat template: {e}") from None
+
+
+def read_chat_template(directory: Path) -> str | None:
+    """The directory's default chat template source, or None when it has none."""
+    return read_chat_templates(directory).get("default")
+
+
+def pick_template(templates: dict[str, str], tools: object | None) -> str | None:
+    """The template transformers' apply_chat_template renders (get_chat_template): `tool_use` where
+    tools are given (not None) and it exists, else `default`."""
+    if tools is not None and "tool_use" in templates:
+        return templates["tool_use"]
+    return templates.get("default")
+
+
+def is_templates_folder(folder: Path) -> bool:
+    """Whether `folder` is an additional_chat_templates/ folder as write_chat_files writes it:
+    *.jinja files and nothing else (the owner check of import and export replaces it)."""
+    if folder.name != CHAT_TEMPLATES_DIR or folder.is_symlink() or not folder.is_dir():
+        return False
+    return all(p.is_file() and not p.is_symlink() and p.suffix == ".jinja" for p in folder.iterdir())
 
 
 def token_text(value: Any) -> str | None:
@@ -105,15 +153,22 @@ def stop_ids(directory: Path, eos_id: int | None) -> list[int]:
     return out
 
 
-def write_chat_files(directory: Path, template: str | None, generation: dict[str, Any]) -> None:
-    """Write chat_template.jinja (when there is a template) and generation_config.json (when there
-    are defaults) into a model directory being written."""
-    if template is not None:
-        (directory / CHAT_TEMPLATE).write_text(template, encoding="utf-8")
+def write_chat_files(directory: Path, templates: dict[str, str], generation: dict[str, Any]) -> None:
+    """Write the chat templates (the default as chat_template.jinja, the others as
+    additional_chat_templates/NAME.jinja, as transformers' save_pretrained lays them out) and
+    generation_config.json (when there are defaults) into a model directory being written."""
+    for name, template in templates.items():
+        file = (
+            directory / CHAT_TEMPLATE
+            if name == "default"
+            else directory / CHAT_TEMPLATES_DIR / f"{name}.jinja"
+        )
+        file.parent.mkdir(exist_ok=True)
+        file.write_text(template, encoding="utf-8")
     if generation:
         (directory / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n")
 
 
 def copy_chat_files(source: Path, out: Path) -> None:
-    """Carry a model directory's chat template and generation defaults into another (import, export)."""
-    write_chat_files(out, read_chat_template(source), read_generation_config(source))
+    """Carry a model directory's chat templates and generation defaults into another (import, export)."""
+    write_chat_files(out, read_chat_templates(source), read_generation_config(source))

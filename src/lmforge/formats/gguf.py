@@ -18,7 +18,8 @@ families with what llama.cpp's loader hard-codes for them, Phi-3 (`phi3`: fused 
 rotary, LongRoPE's factor tensors) onto its family (formats/gguf_arch.py).
 
 The tokenizer comes from the metadata (formats/gguf_tokenizer.py); the chat template
-(`tokenizer.chat_template`) is written as chat_template.jinja and the special ids as
+(`tokenizer.chat_template`) is written as chat_template.jinja, llama.cpp's named ones
+(`tokenizer.chat_template.NAME`: tool_use) as additional_chat_templates/NAME.jinja, and the special ids as
 generation_config.json, as transformers lays out a chat model.
 """
 
@@ -371,6 +372,21 @@ def import_gguf(file: str | Path, out: str | Path, owner: Any) -> Path:
         }
         ids = {k: v for k, v in ids.items() if v is not None}
         write_model_dir(tmp, model.config, model.state_dict(), tokenizer, None, ids)
-        template = meta.get("tokenizer.chat_template")
-        write_chat_files(tmp, template if isinstance(template, str) else None, ids)
+        write_chat_files(tmp, chat_templates(meta, Path(file)), ids)
     return Path(out)
+
+
+def chat_templates(meta: dict[str, Any], file: Path) -> dict[str, str]:
+    """The chat templates by name: `tokenizer.chat_template` (the default) and llama.cpp's named ones,
+    `tokenizer.chat_template.NAME` (gguf-py writes a tokenizer_config.json list so: tool_use, rag)."""
+    out = {}
+    for key, value in meta.items():
+        name = "default" if key == "tokenizer.chat_template" else key.removeprefix("tokenizer.chat_template.")
+        if name == key or not isinstance(value, str):
+            continue
+        if not re.fullmatch(r"\w+", name):  # gguf-py keeps letters, digits and _; it becomes a file name
+            raise LmforgeError(
+                f"{file}: GGUF key {key!r}: a chat template name of letters, digits and _ only"
+            )
+        out[name] = value
+    return out

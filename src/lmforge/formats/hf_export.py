@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.chat_files import read_chat_template, read_generation_config, write_chat_files
+from lmforge.formats.chat_files import read_chat_templates, read_generation_config, write_chat_files
 from lmforge.formats.directory import load_model, read_config_json, resolve_model_dir, write_safetensors
 from lmforge.formats.hf import export_family
 from lmforge.formats.hf_convert import lmforge_to_hf
@@ -19,6 +19,7 @@ from lmforge.formats.hf_decoder_heads import score_state_to_hf
 from lmforge.formats.hf_files import earlier_output
 from lmforge.formats.hf_heads import classifier_state_to_hf
 from lmforge.formats.hf_qa import span_state_to_hf
+from lmforge.formats.hf_tokenizers import tokenizer_sides
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
 from lmforge.model.gpt import GPT
@@ -98,13 +99,13 @@ def export_into(out: Path, model_path: str | Path) -> None:
         _write_seq2seq_files(out, model, tokenizer, specials)
         return
     tokenizer.save(out / "tokenizer.json")
-    named = _tokenizer_config(tokenizer, config, specials)
+    named = {**_tokenizer_config(tokenizer, config, specials), **tokenizer_sides(source)}
     if isinstance(model, Classifier) and not model.encoder:  # its pad after the text, as lmforge's:
         named["padding_side"] = "right"  # GPT-2's learned positions then match (left shifts them)
     (out / "tokenizer_config.json").write_text(json.dumps(named, indent=2) + "\n")
     if kind == "gpt":  # the source's chat template and generation defaults (eos may be a list) win
         generation = {k: v for k, v in specials.items() if v is not None}
-        write_chat_files(out, read_chat_template(source), {**generation, **read_generation_config(source)})
+        write_chat_files(out, read_chat_templates(source), {**generation, **read_generation_config(source)})
 
 
 def _seq2seq_ids(model: Seq2Seq, tokenizer: Tokenizer | MarianTokenizer) -> dict[str, int | None]:

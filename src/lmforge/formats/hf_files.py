@@ -12,7 +12,8 @@ pad token and never generates it (HF: decoder_start_token_id = pad, bad_words_id
 
 `export_hf` and `import_hf` write their `--out` atomically (lmforge/outputs.py) into a new or empty
 folder, or over an earlier output of the same verb: a folder holding nothing but a model's files
-(config.json, weights, shard indexes, tokenizer and generation files) whose config.json names a
+(config.json, weights, shard indexes, tokenizer, chat template and generation files, an
+additional_chat_templates/ folder of .jinja files) whose config.json names a
 model type that verb writes (export: an HF type; import: an lmforge type) and whose marker
 (outputs.MARKER) names the verb. The whole folder is replaced, so no stale shard or index of the
 old model survives; anything else is refused.
@@ -40,6 +41,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     copy_chat_files,
+    is_templates_folder,
     read_generation_config,
     token_text,
 )
@@ -57,7 +59,7 @@ from lmforge.formats.hf_convert import hf_to_lmforge
 from lmforge.formats.hf_decoder_heads import wants_score_head, with_score_head
 from lmforge.formats.hf_heads import with_head
 from lmforge.formats.hf_qa import QA_TYPE
-from lmforge.formats.hf_tokenizers import load_hf_tokenizer
+from lmforge.formats.hf_tokenizers import load_hf_tokenizer, tokenizer_sides
 from lmforge.formats.lmforge_dirs import (
     ENCODER_TYPE,
     checked_early_stopping,
@@ -257,6 +259,7 @@ def earlier_output(verb: str, hf: bool) -> Callable[[Path], str | None]:
         foreign = foreign_entries(
             folder, lambda n: n in MODEL_FILES or n == MARKER or bool(_WEIGHT_SHARD.fullmatch(n))
         )
+        foreign = [n for n in foreign if not is_templates_folder(folder / n)]  # named chat templates
         if foreign and hf:  # an earlier `export --format onnx` is named as such, not file by file
             from lmforge.formats.onnx_export import held_onnx_export
 
@@ -326,6 +329,9 @@ def _import_folder(
         else:
             write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)
         copy_chat_files(Path(hf_dir), tmp)
+        sides = tokenizer_sides(Path(hf_dir))  # checked before anything is written
+        if sides and not (tmp / TOKENIZER_CONFIG).exists():  # Marian's own copy holds them already
+            (tmp / TOKENIZER_CONFIG).write_text(json.dumps(sides, indent=2) + "\n")
         if isinstance(model, Encoder):
             copy_sentence_files(Path(hf_dir), tmp)
     return Path(out)

@@ -2,7 +2,9 @@
 vocab.json + merges.txt, or BERT's vocab.txt, with the tokens those add to their vocabulary
 (tokenizer_config.json's added_tokens_decoder, else added_tokens.json), or Marian's source.spm +
 target.spm + vocab.json (tokenization/marian.py); its EOS id from generation_config.json or
-config.json, else the token tokenizer_config.json names, as transformers reads it.
+config.json, else the token tokenizer_config.json names, as transformers reads it. Its
+padding_side and truncation_side (transformers' batching choices: a decoder's "left") go
+through import and export unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
 
 GPT2_EOS = "<|endoftext|>"
+SIDES = ("padding_side", "truncation_side")
 
 
 def _byte_level_bpe(vocab: Path, merges: Path) -> HFTokenizer:
@@ -110,6 +113,17 @@ def _eos_id(directory: Path, raw: dict[str, Any], tokenizer: Tokenizer) -> int |
         named = token_text(read_json(directory / "tokenizer_config.json").get("eos_token"))
         eos = tokenizer.hf.token_to_id(named) if named is not None else None
     return (eos[0] if eos else None) if isinstance(eos, list) else eos
+
+
+def tokenizer_sides(directory: Path) -> dict[str, str]:
+    """tokenizer_config.json's padding_side and truncation_side, where it gives them: "left" or
+    "right", as transformers' tokenizers check (another value is one line naming the key)."""
+    file = directory / "tokenizer_config.json"
+    raw = read_json(file, "tokenizer config") if file.is_file() else {}
+    for key in SIDES:
+        if raw.get(key) not in (None, "left", "right"):
+            raise LmforgeError(f'{file}: {key!r} must be "left" or "right", not {raw[key]!r}')
+    return {k: raw[k] for k in SIDES if raw.get(k) is not None}
 
 
 ADDED_TOKENS = "added_tokens.json"

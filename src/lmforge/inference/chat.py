@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,8 @@ from lmforge.formats.chat_files import (
     GENERATION_CONFIG,
     TOKENIZER_CONFIG,
     UNAPPLIED,
-    read_chat_template,
+    pick_template,
+    read_chat_templates,
     read_generation_config,
     stop_ids,
     token_text,
@@ -98,26 +99,28 @@ class ChatSpec:
     """What a model directory says about chatting with it."""
 
     directory: Path
-    template: str | None
+    template: str | None  # the default; `templates`: the other named ones (tool_use: with tools)
     generation: dict[str, Any]
     stops: list[int]
     variables: dict[str, str]
     noted: bool = False  # the keys it does not apply were named (once, not at every reply or call)
+    templates: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path, tokenizer: Tokenizer) -> ChatSpec:
-        template = read_chat_template(directory)
-        if template is not None:
+        templates = read_chat_templates(directory)
+        for name, template in templates.items():
             try:  # a template that does not compile is the directory's fault: name it
                 compile_template(template)
             except LmforgeError as e:
-                raise LmforgeError(f"{directory}: {e}") from None
+                raise LmforgeError(f"{directory}: {'' if name == 'default' else name + ': '}{e}") from None
         return cls(
             directory,
-            template,
+            templates.get("default"),
             read_generation_config(directory),
             stop_ids(directory, tokenizer.eos_id),
             special_tokens(directory, tokenizer),
+            templates={k: v for k, v in templates.items() if k != "default"},
         )
 
     def require_template(self, consequence: str) -> None:
@@ -139,11 +142,12 @@ class ChatSpec:
             " pipeline('text-generation'))"
         )
         checked = check_messages(messages, where)
+        template = pick_template(self.templates, tools) or self.template  # tool_use where tools are given
         if checked[-1]["role"] != "assistant":
-            return render(self.template, checked, add_generation_prompt=True, **self._variables(tools))
+            return render(template, checked, add_generation_prompt=True, **self._variables(tools))
         final = checked[-1]["content"]
         checked[-1] = {**checked[-1], "content": final + _CONTINUE_TAG}
-        text = render(self.template, checked, add_generation_prompt=False, **self._variables(tools))
+        text = render(template, checked, add_generation_prompt=False, **self._variables(tools))
         if final.strip() not in text or _CONTINUE_TAG.strip() not in text:
             raise LmforgeError(
                 f"{where}: the chat template drops part of the final assistant message to continue"

@@ -3,7 +3,7 @@
 Keywords are transformers' where they mean the same (max_new_tokens, max_length, do_sample,
 temperature, top_k, top_p, repetition_penalty, min_p, typical_p, epsilon_cutoff, eta_cutoff,
 min_new_tokens, min_length, no_repeat_ngram_size, suppress_tokens, begin_suppress_tokens,
-bad_words_ids, return_full_text, num_beams, batch_size) plus lmforge's seed and truncate_prompt;
+bad_words_ids, return_full_text, num_beams, batch_size, tools) plus lmforge's seed and truncate_prompt;
 any other keyword is an error naming it. max_length and min_length count the prompt, as
 transformers' do (each prompt's own tokens: transformers' pipeline decodes them one by one).
 
@@ -126,6 +126,7 @@ class TextGenerationPipeline:
         stop_sequence: str | list[str] | None = None,
         compile: bool | str = "auto",
         batch_size: int | None = None,
+        tools: list[Any] | None = None,
         **unknown: Any,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """One prompt or conversation gives a list of num_return_sequences dicts (sampled, each
@@ -137,7 +138,9 @@ class TextGenerationPipeline:
         CPU, for long outputs); "auto" (the default) where this machine measured that it pays back
         (inference/compile_choice.py). batch_size: rows (prompts x num_return_sequences) decoded
         together, the rest after them (default: the pipeline's, else all at once); the texts are
-        the same whatever it is, seeded ones too."""
+        the same whatever it is, seeded ones too. tools: a chat's tools (OpenAI-style function dicts),
+        as transformers passes them to apply_chat_template: its `tool_use` template renders them
+        where it has one."""
         if text is None:  # transformers' name for it
             text = unknown.pop("text_inputs", None)
         check_keywords(unknown, keyword_names(TextGenerationPipeline.__call__), "text-generation")
@@ -163,6 +166,10 @@ class TextGenerationPipeline:
         stops_text = check_stops(stop_sequence, "stop_sequence")
         chats = _chats(text)
         if chats is None:
+            if tools is not None:  # transformers drops them unsaid: no template renders a text prompt
+                raise LmforgeError(
+                    "tools: are for a chat (a list of messages); a text prompt has no template"
+                )
             prompts = check_texts(text)
             ids = encode_prompts(self.tokenizer, prompts)
             stops: int | list[int] | None = stop_ids(
@@ -172,7 +179,8 @@ class TextGenerationPipeline:
             first = FIRST_ITEM.get()  # a streamed batch's conversations, numbered as in the input
             alone = len(chats) == 1 and first == 1
             where = ["messages" if alone else f"conversation {n}" for n in range(first, first + len(chats))]
-            ids = [self.tokenizer.encode(self.chat.render(c, w)) for c, w in zip(chats, where, strict=True)]
+            rendered = [self.chat.render(c, w, tools) for c, w in zip(chats, where, strict=True)]
+            ids = [self.tokenizer.encode(r) for r in rendered]
             stops = self.chat.stops
         options = self.chat.sampling(applied=("num_beams",), **given)
         n = num_return_sequences

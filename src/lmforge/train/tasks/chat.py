@@ -28,6 +28,7 @@ from lmforge.errors import LmforgeError, counted
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     read_chat_template,
+    read_chat_templates,
     read_generation_config,
     write_chat_files,
 )
@@ -62,6 +63,7 @@ class ChatTask(Task):
         self.cfg = cfg
         model_dir = resolve_model_dir(t.init_from)
         self.template = chat_template_of(model_dir)
+        self.templates = read_chat_templates(model_dir)  # the named ones (tool_use) go to its export too
         # replaces cfg.model with the model's own architecture; build_model takes the model, once
         self.init_model, self.tokenizer = init_model(cfg, setup.say)
         self.generation = read_generation_config(model_dir)
@@ -160,7 +162,7 @@ class ChatTask(Task):
 
     def write_model_files(self, directory: Path) -> None:
         write_model_files(directory, self.cfg.model, self.tokenizer)
-        write_chat_files(directory, self.template, self.generation)
+        write_chat_files(directory, self.templates, self.generation)
         if self.variables:  # the template's bos_token / eos_token, as transformers reads them
             (directory / TOKENIZER_CONFIG).write_text(json.dumps(self.variables, indent=2) + "\n")
 

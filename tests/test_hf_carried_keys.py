@@ -1,0 +1,65 @@
+"""What import then export carry back to transformers besides the weights: tokenizer_config.json's
+padding_side and truncation_side, and GPT-2's three dropouts (lmforge's one, applied where
+transformers applies each). The oracle: transformers reading the source and the export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+transformers = pytest.importorskip("transformers")
+from hf_helpers import make_hf_model  # noqa: E402
+
+from lmforge.errors import LmforgeError  # noqa: E402
+from lmforge.formats.directory import load_model  # noqa: E402
+from lmforge.formats.hf_export import export_hf  # noqa: E402
+from lmforge.formats.hf_files import import_hf  # noqa: E402
+
+DROPS = ("attn_pdrop", "embd_pdrop", "resid_pdrop")
+
+
+def set_json(file: Path, **values: object) -> None:
+    file.write_text(json.dumps({**json.loads(file.read_text()), **values}))
+
+
+def test_padding_and_truncation_sides_come_back(tmp_path: Path) -> None:
+    make_hf_model("llama", tmp_path / "hf")
+    named = {"eos_token": "<|endoftext|>", "padding_side": "left", "truncation_side": "left"}
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(named))
+    exported = export_hf(import_hf(tmp_path / "hf", tmp_path / "imported"), tmp_path / "exported")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    assert (tokenizer.padding_side, tokenizer.truncation_side) == ("left", "left")
+    # only one side given: the other stays transformers' default
+    set_json(tmp_path / "hf" / "tokenizer_config.json", truncation_side=None)
+    exported = export_hf(import_hf(tmp_path / "hf", tmp_path / "imported"), tmp_path / "exported")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    assert (tokenizer.padding_side, tokenizer.truncation_side) == ("left", "right")
+
+
+def test_a_bad_padding_side_is_one_line(tmp_path: Path) -> None:
+    make_hf_model("llama", tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"padding_side": "middle"}))
+    with pytest.raises(LmforgeError, match=r"tokenizer_config\.json: 'padding_side' must be \"left\" or"):
+        import_hf(tmp_path / "hf", tmp_path / "imported")
+    assert not (tmp_path / "imported").exists()
+
+
+def test_gpt2_dropouts_come_back(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    make_hf_model("gpt2", tmp_path / "hf")
+    set_json(tmp_path / "hf" / "config.json", attn_pdrop=0.2, embd_pdrop=0.2, resid_pdrop=0.2)
+    imported = import_hf(tmp_path / "hf", tmp_path / "imported")
+    assert load_model(imported)[0].config.dropout == 0.2
+    config = transformers.AutoConfig.from_pretrained(export_hf(imported, tmp_path / "exported"))
+    assert [getattr(config, k) for k in DROPS] == [0.2, 0.2, 0.2]
+    assert "lmforge: note" not in capsys.readouterr().err
+    # left out: GPT2Config's 0.1, as transformers reads them
+    raw = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({k: v for k, v in raw.items() if k not in DROPS}))
+    assert load_model(import_hf(tmp_path / "hf", tmp_path / "imported"))[0].config.dropout == 0.1
+    # unequal: resid_pdrop's (the most widely applied), said in one note line
+    set_json(tmp_path / "hf" / "config.json", attn_pdrop=0.0, resid_pdrop=0.3)
+    assert load_model(import_hf(tmp_path / "hf", tmp_path / "imported"))[0].config.dropout == 0.3
+    notes = [line for line in capsys.readouterr().err.splitlines() if "lmforge: note" in line]
+    assert notes and all("attn_pdrop=0.0, embd_pdrop=0.1, resid_pdrop=0.3" in line for line in notes)
