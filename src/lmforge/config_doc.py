@@ -108,7 +108,8 @@ task's name, such as `train.head_only` on a `qa` run): it would change nothing. 
 `inf` or `nan` (`train.lr=inf: must be a finite number`); where a key has "no limit", it is 0.
 `lmforge train --help` lists the same keys.
 
-Recipes: `configs/demo.toml` (the demo), `configs/shakespeare-char.toml` (nanoGPT's CPU shape),
+Recipes: `configs/demo.toml` (the demo), `configs/shakespeare-char.toml` (nanoGPT's CPU shape;
+give it your copy of Tiny Shakespeare with `--data.input=`, as lmforge does not ship it),
 `configs/shakespeare-char-gpu.toml` (nanoGPT's GPU recipe), `configs/translate-demo.toml` and
 `configs/translate-base.toml` ([translation.md](translation.md)), `configs/chat-demo.toml`
 ([instruction-tuning.md](instruction-tuning.md)), `configs/qa-demo.toml` and `configs/qa-scratch.toml`
