@@ -215,5 +215,9 @@ def test_a_label_with_a_comma_is_given_as_a_list(models: dict[str, Path], tmp_pa
     assert main(["train", str(recipe), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
     assert json.loads((tmp_path / "cli" / "model" / "config.json").read_text())["labels"] == names
     assert main(["train", "--resume", str(tmp_path / "cli"), "--train.max_steps=2", "--quiet"]) == 0
+    given = '--data.labels=["good, mostly", "bad"]'  # a command line's TOML list (it was split on commas)
+    argv = ["train", str(recipe), given, "--out", str(tmp_path / "line"), "--quiet"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "line" / "model" / "config.json").read_text())["labels"] == names
     with pytest.raises(LmforgeError, match=r"labels=\['a', 1\] must be a string or a list of strings"):
         lmforge.finetune_classify(models["gpt"], path, ["a", 1], tmp_path / "bad", quiet=True)  # type: ignore[list-item]

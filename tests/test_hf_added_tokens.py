@@ -137,3 +137,27 @@ def test_tokens_past_the_embedding_rows_are_said_and_a_text_holding_one_is_one_l
         .splitlines()[-1]
         .startswith("lmforge: error: the text holds token 320")
     )
+
+
+def test_every_reader_that_encodes_refuses_a_token_past_the_rows(tmp_path: Path) -> None:
+    """Chat fine-tuning's masks, sentence embeddings and QA windows encode through the tokenizers
+    library themselves: they gave the IndexError traceback (a 500 from /v1/embeddings) after the
+    first fix, which checked Tokenizer.encode alone."""
+    from lmforge.data.qa_features import WindowMaker
+    from lmforge.inference.chat_masks import encode_chat
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    refused = r"the text holds token \d+ '<think>', past the model's \d+ embedding rows"
+    bert = tmp_path / "bert"
+    make_hf_model("bert", bert)
+    _add_tokens(bert, ["<think>"])
+    with pytest.raises(LmforgeError, match=refused):
+        lmforge.embed(bert, ["hello <think> there"])
+    tokenizer = Tokenizer.load(bert / "tokenizer.json")
+    tokenizer.rows, tokenizer.rows_source = tokenizer.vocab_size - 1, str(bert / "tokenizer.json")
+    with pytest.raises(LmforgeError, match=refused):
+        WindowMaker(tokenizer).windows(0, "what <think>?", "hello there world", 32, 8)
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>ok"}]
+    with pytest.raises(LmforgeError, match=refused):
+        encode_chat(tokenizer, template, chat, {})

@@ -34,7 +34,7 @@ USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a b
 INTERRUPTED = 130
 # OSErrors that are about the user's paths or disk, not bugs: one line, no traceback
 PATH_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
-               errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}  # fmt: skip
+               errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG}  # fmt: skip
 
 
 def _fail(message: str, debug: bool) -> int:

@@ -8,6 +8,7 @@ checks.py, reading recipes and overrides in files.py.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 
 TASKS = ("lm", "translation", "classification", "chat", "qa")
@@ -44,8 +45,8 @@ class DataConfig:
     """translation: target language code."""
     labels: str | list[str] = ""
     """classification: the label names, comma-separated, or a TOML list of names, each whole
-    (`["good, mostly", "bad"]`); a record's label is a name or its index; regression: the outputs'
-    names, empty for one output."""
+    (`["good, mostly", "bad"]`, in a recipe or on the command line); a record's label is a name or
+    its index; regression: the outputs' names, empty for one output."""
     label_field: str = "label"
     """classification: field holding the label in .jsonl inputs."""
     problem_type: str = ""
@@ -67,9 +68,17 @@ class DataConfig:
     block_size does (SmolLM2's context is 8,192 tokens)."""
 
     def label_names(self) -> list[str]:
-        """data.labels as a list: a string split on commas, a list's names each whole; blanks
-        dropped, names stripped."""
+        """data.labels as a list: a string split on commas, a list's names each whole (a command
+        line's TOML list too, `--data.labels='["good, mostly", "bad"]'`); blanks dropped, names
+        stripped."""
         names = self.labels.split(",") if isinstance(self.labels, str) else self.labels
+        if isinstance(self.labels, str) and self.labels.strip().startswith("["):
+            try:
+                listed = tomllib.loads(f"v = {self.labels}")["v"]
+            except tomllib.TOMLDecodeError:  # `[a],b`: names with brackets, split on commas
+                listed = None
+            if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+                names = listed
         return [name.strip() for name in names if name.strip()]
 
 

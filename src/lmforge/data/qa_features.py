@@ -53,6 +53,7 @@ class WindowMaker:
     """Windows of (question, context) pairs for one tokenizer (a private copy: truncation is set on it)."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer  # its check_rows: ids past the model's embedding rows
         self.hf = HFTokenizer.from_str(tokenizer.hf.to_str())
         self.hf.no_padding()
         # the null answer's token, which transformers' pipeline keeps answerable: BERT's [CLS], RoBERTa's <s>
@@ -90,6 +91,8 @@ class WindowMaker:
             )
         self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
         first = self.hf.encode(question, context)
+        for enc in (first, *first.overflowing):
+            self.tokenizer.check_rows(enc.ids)
         out = []
         for enc in (first, *first.overflowing):
             answerable = [s == 1 or i == self.cls_id for s, i in zip(enc.sequence_ids, enc.ids, strict=True)]

@@ -80,4 +80,5 @@ def encode_chat(
     """(token ids of the rendered conversation, True where the assistant wrote the token)."""
     text, spans = assistant_spans(template, messages, variables, where)
     encoding = tokenizer.hf.encode(text, add_special_tokens=False)
+    tokenizer.check_rows(encoding.ids)
     return list(encoding.ids), token_mask(encoding.offsets, spans)

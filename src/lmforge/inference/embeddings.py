@@ -73,7 +73,10 @@ class Embedder:
         """Each text's tokens with the encoder's special tokens ([CLS] ... [SEP]), not cut; a text
         of no tokens (an encoder without special tokens) is its end-of-text token."""
         empty = [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else 0]
-        return [e.ids or empty for e in self.tokenizer.hf.encode_batch(texts)]
+        out = [e.ids or empty for e in self.tokenizer.hf.encode_batch(texts)]
+        for ids in out:
+            self.tokenizer.check_rows(ids)
+        return out
 
     def cut(self, ids: list[int], length: int | None = None) -> list[int]:
         """ids cut to `length` tokens (default: the embedder's), keeping the final special token."""

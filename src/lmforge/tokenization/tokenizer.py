@@ -147,11 +147,12 @@ class Tokenizer:
             if unknown.count:
                 self.warn_unknown = False
                 print(f"lmforge: warning: {unknown.message()}", file=sys.stderr)
-        self._check_rows(ids)
+        self.check_rows(ids)
         return ids
 
-    def _check_rows(self, ids: list[int]) -> None:
-        """One line for an id the model has no embedding row for (see `rows`)."""
+    def check_rows(self, ids: list[int]) -> None:
+        """One line for an id the model has no embedding row for (see `rows`): encode does it, and
+        every reader that encodes through `hf` itself (chat masks, embeddings, QA windows)."""
         if self.rows is not None and ids and max(ids) >= self.rows:
             bad = max(ids)
             raise LmforgeError(
@@ -168,7 +169,7 @@ class Tokenizer:
         if self.hf.post_processor is None:
             return ids
         ids = self.hf.encode(text, add_special_tokens=True).ids
-        self._check_rows(ids)
+        self.check_rows(ids)
         return ids
 
     def text_affixes(self) -> tuple[list[int], list[int]]:
