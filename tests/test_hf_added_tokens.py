@@ -161,3 +161,16 @@ def test_every_reader_that_encodes_refuses_a_token_past_the_rows(tmp_path: Path)
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>ok"}]
     with pytest.raises(LmforgeError, match=refused):
         encode_chat(tokenizer, template, chat, {})
+
+
+def test_prep_and_eval_encode_a_non_special_added_token_whole(tmp_path: Path) -> None:
+    """prep's and eval's encoder (tiktoken, for byte-level BPE) split a non-special added token
+    (Qwen3's `<think>`) into its bytes where transformers and the pipeline keep it whole: perplexity
+    was scored on another token sequence (37 tokens where transformers gives 33)."""
+    from lmforge.data.encode import make_encoder
+
+    make_slow_gpt2(tmp_path / "hf")
+    tokenizer = lmforge.load(tmp_path / "hf")[1]
+    text = "so <think>ok</think> then"
+    want = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(text)["input_ids"]
+    assert 50257 in want and [int(i) for i in make_encoder(tokenizer)[1]([text])[0]] == want

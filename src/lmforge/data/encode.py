@@ -58,6 +58,8 @@ def tiktoken_encoding(tok: Tokenizer) -> object | None:
         return None
     if not pre.get("use_regex", True) or pre.get("add_prefix_space") or spec.get("normalizer"):
         return None
+    if any(not t.get("special", False) for t in spec.get("added_tokens", [])):
+        return None  # a non-special added token (Qwen3's <think>) is one token to HF, bytes to tiktoken
     import tiktoken
 
     decoder = _byte_decoder()

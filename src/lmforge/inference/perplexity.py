@@ -102,6 +102,7 @@ def token_stream(
         if not text:
             continue
         doc = np.asarray(encode([text])[0], dtype=np.int64).tolist()
+        tokenizer.check_rows(doc)  # a token past the model's embedding rows: one line
         unknown.add(text, doc)
         if before:
             ids += before
