@@ -118,7 +118,7 @@ def _eos_id(directory: Path, raw: dict[str, Any], tokenizer: Tokenizer) -> int |
 def tokenizer_sides(directory: Path) -> dict[str, str]:
     """tokenizer_config.json's padding_side and truncation_side, where it gives them: "left" or
     "right", as transformers' tokenizers check (another value is one line naming the key)."""
-    file = directory / "tokenizer_config.json"
+    file = directory / TOKENIZER_CONFIG
     raw = read_json(file, "tokenizer config") if file.is_file() else {}
     for key in SIDES:
         if raw.get(key) not in (None, "left", "right"):

@@ -131,6 +131,10 @@ class ChatSpec:
                 f" tokenizer_config.json), {consequence}"
             )
 
+    def template_for(self, tools: object | None) -> str | None:
+        """The template transformers renders (pick_template): `tool_use` with tools, else the default."""
+        return pick_template({**self.templates, "default": self.template}, tools)  # type: ignore[dict-item]
+
     def render(
         self, messages: Sequence[Message], where: str = "messages", tools: list[Any] | None = None
     ) -> str:
@@ -142,7 +146,7 @@ class ChatSpec:
             " pipeline('text-generation'))"
         )
         checked = check_messages(messages, where)
-        template = pick_template(self.templates, tools) or self.template  # tool_use where tools are given
+        template = self.template_for(tools)
         if checked[-1]["role"] != "assistant":
             return render(template, checked, add_generation_prompt=True, **self._variables(tools))
         final = checked[-1]["content"]

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from lmforge.formats.chat_files import pick_template
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.chat_template import template_variables
 from lmforge.server.errors import ApiError
@@ -73,7 +72,7 @@ def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> Reading | None
     if not body.tools or choice == "none":  # "none": rendered (the model may mention them), never read
         return None
     shown = choice if isinstance(choice, str) else "a named function"
-    template = pick_template(chat.templates, body.tools) or chat.template  # tool_use where it has one
+    template = chat.template_for(body.tools)  # tool_use where it has one
     if template is None or "tools" not in template_variables(template):  # dropped unsaid
         raise ApiError(400, f"tools: the chat template of model {body.model!r} does not render tools, so the"
                        " model would never see them; serve a model whose template has them, or leave"
