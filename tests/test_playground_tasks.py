@@ -65,9 +65,9 @@ def test_the_translation_tab_says_its_beams_and_names_a_long_line(page: Any, url
     expect(error).to_be_visible()
     r = httpx.post(f"{url}/v1/translations", json={"model": "s2s", "input": ["the king", "the queen", long]})
     said = f"{r.status_code}: {r.json()['error']['message']}"
-    assert said.startswith("400: sentence 3 is ") and "truncation=True" in said  # the API's own words
+    assert said.startswith("400: sentence 3 is ") and '"truncation": true' in said  # the API's own field
     want = said.replace("sentence 3", "line 5").replace(
-        ", or truncation=True cuts such sentences", ", or split it over several lines"
+        ', or "truncation": true cuts such sentences', ", or split it over several lines"
     )
     expect(error).to_have_text(want)
 

@@ -405,6 +405,30 @@ def test_a_blank_line_translates_to_a_blank_line(run: Path, tmp_path: Path, beam
     assert hyp.read_text().split("\n")[1] == ""
 
 
+def test_a_translation_holding_a_line_break_keeps_one_line_per_sentence(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model can emit a line break (a byte-level vocabulary has one): written as it is, the
+    translation took two lines and every later line of --out (or of translate's output) stood
+    beside the wrong source. The API keeps the text as the model made it."""
+    import lmforge.inference.translate as translation
+
+    made = ["Le chat\ndort.", "Le chien\r\nest grand.", "Bien."]
+    monkeypatch.setattr(translation, "translate_encoded", lambda *a, **k: list(made))
+    src, ref, hyp = tmp_path / "src.en", tmp_path / "ref.fr", tmp_path / "hyp.fr"
+    src.write_text("The cat sleeps.\nThe dog is big.\nGood.\n")
+    ref.write_text("Le chat dort.\nLe chien est grand.\nBien.\n")
+    assert main(["eval-translate", str(run), "--src", str(src), "--ref", str(ref), "--out", str(hyp)]) == 0
+    assert hyp.read_text() == "Le chat dort.\nLe chien est grand.\nBien.\n"
+    out = capsys.readouterr()
+    assert "BLEU = 100.00" in out.out  # sacreBLEU reads the line break as a space
+    warned = "lmforge: warning: 2 translations held a line break, written as a space"
+    assert f"{warned} to keep one line per sentence (the first: sentence 1)" in out.err
+    assert main(["translate", str(run), "--file", str(src)]) == 0
+    assert capsys.readouterr().out == "Le chat dort.\nLe chien est grand.\nBien.\n"
+    assert translation.translate(run, ["a", "b", "c"]) == made
+
+
 def test_a_sentence_over_the_limit_is_named_or_cut_when_asked(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,6 +44,13 @@ def show_texts(texts: list[str], _: dict[str, Any]) -> None:
             print(text + "\n" + "-" * 40)
 
 
+def show_translations(lines: list[str], _: dict[str, Any]) -> None:
+    from lmforge.inference.translate import one_per_line
+
+    if lines:
+        print(*one_per_line(lines), sep="\n")  # line N of the output is sentence N
+
+
 def _figures(r: dict[str, Any]) -> str:
     """A classifier's figures by its problem type (inference/label_metrics.py)."""
     if r.get("problem_type") == "regression":

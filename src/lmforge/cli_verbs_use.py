@@ -200,12 +200,12 @@ USE_VERBS: dict[str, Verb] = {
             opt("--file", "translate every line of this file"),
             *TRANSLATE_OPTIONS,
         ),
-        lambda lines, _: print(*lines, sep="\n") if lines else None,
+        show.show_translations,
         before=show.no_words_no_texts,
         switch=Switch("--runtime", "lmforge.inference.onnx_runner:translate_onnx",
                       "torch: the PyTorch model (translate); onnx: an `export --format onnx` folder of an"
                       " encoder-decoder in ONNX Runtime, greedy (translate_onnx)",
-                      lambda lines, _: print(*lines, sep="\n") if lines else None, choices=("torch", "onnx")),
+                      show.show_translations, choices=("torch", "onnx")),
     ),
     "eval-translate": Verb(
         "lmforge.inference.translate:eval_translate",

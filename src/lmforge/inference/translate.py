@@ -10,6 +10,7 @@ import glob
 import json
 import lzma
 import os
+import re
 import sys
 import zlib
 from collections.abc import Callable
@@ -370,7 +371,22 @@ def eval_translate(
     truncated = sum(len(i) > net.config.block_size - 1 for i in ids)  # as translate_ids cuts (room for EOS)
     if out is not None:
         try:
-            write_file(out, "".join(h + "\n" for h in hyps))
+            write_file(out, "".join(h + "\n" for h in one_per_line(hyps)))
         except OSError as e:
             raise LmforgeError(f"out={out}: cannot write: {e.strerror or e}") from None
     return {**score(hyps, references), "sentences": len(hyps), "truncated": truncated}
+
+
+def one_per_line(translations: list[str]) -> list[str]:
+    """The translations as lines of a file, line N of it source line N: a line break inside one
+    (a model can emit one) becomes a space, said once on stderr. Scores are unchanged: sacreBLEU's
+    tokenizers read a line break as a space and chrF drops whitespace."""
+    flat = [re.sub(r"\r\n|\r|\n", " ", t) for t in translations]
+    broken = [n for n, (a, b) in enumerate(zip(translations, flat, strict=True), start=1) if a != b]
+    if broken:
+        print(
+            f"lmforge: warning: {counted(len(broken), 'translation')} held a line break, written as a"
+            f" space to keep one line per sentence (the first: sentence {broken[0]})",
+            file=sys.stderr,
+        )
+    return flat

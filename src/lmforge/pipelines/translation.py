@@ -26,6 +26,8 @@ NUM_BEAMS = 4  # transformers 4.x TranslationPipeline's default, whatever the mo
 
 
 class TranslationPipeline:
+    truncate_option = "truncation=True"  # named in a too-long sentence's error (the server's: its field)
+
     def __init__(
         self, model: str | Path, dtype: str = "fp32", src_lang: str | None = None, tgt_lang: str | None = None
     ) -> None:
@@ -83,7 +85,7 @@ class TranslationPipeline:
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             truncate=truncation,
-            truncate_option="truncation=True",
+            truncate_option=self.truncate_option,
             early_stopping=early_stopping,
             repetition_penalty=repetition_penalty,
             no_repeat_ngram_size=no_repeat_ngram_size,

@@ -84,6 +84,7 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
         from lmforge.pipelines.translation import TranslationPipeline
 
         served.pipeline = TranslationPipeline(directory, dtype=dtype)
+        served.pipeline.truncate_option = '"truncation": true'  # the request's field, not the keyword
         served.net = served.pipeline.model
     elif isinstance(net, Classifier):
         from lmforge.pipelines.text_classification import TextClassificationPipeline

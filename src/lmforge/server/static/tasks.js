@@ -33,10 +33,10 @@ function lineNumbers(id) {
 }
 
 // The server's "sentence N is ... tokens, longer than the model's limit ...: shorten it, or
-// truncation=True cuts such sentences" counts the sentences sent, and names an option the page does
+// "truncation": true cuts such sentences" counts the sentences sent, and names an option the page does
 // not have: said with the box's line, and what can be done here.
 function inTheBox(error, numbers) {
-  const long = /sentence (\d+) (is \d+ tokens, longer than the model's limit of \d+ .*?): shorten it, or truncation=True cuts such sentences/;
+  const long = /sentence (\d+) (is \d+ tokens, longer than the model's limit of \d+ .*?): shorten it, or "truncation": true cuts such sentences/;
   const found = error.message.match(long);
   if (!found) return error;
   const line = numbers[Number(found[1]) - 1];
