@@ -138,3 +138,31 @@ def test_bad_named_templates_are_one_line_errors(
     with pytest.raises(LmforgeError, match=message):
         import_hf(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_with_only_named_templates_chats_given_tools(folder: Path, tmp_path: Path) -> None:
+    """Only tool_use, no default: transformers renders a chat given tools and refuses one without
+    (its ValueError); lmforge read such a folder as having no template at all and refused both."""
+    only = tmp_path / "only"
+    shutil.copytree(folder, only)
+    (only / "chat_template.jinja").unlink()
+    spec = ChatSpec.read(only, load_model(only)[1])
+    assert spec.render(ASK, tools=TOOLS) == rendered(only, TOOLS)
+    with pytest.raises(ValueError, match="no default specified"):
+        rendered(only, None)
+    said = rf"^{only}: has no default chat template, only named ones \(tool_use\); its tool_use template"
+    with pytest.raises(LmforgeError, match=said):
+        spec.render(ASK)
+    models = load_models([only], dtype="fp32")
+    served = next(iter(models.values()))
+    with TestClient(create_app(models, Settings(tool_call_parser="hermes"))) as api:
+        body = {"model": served.id, "messages": ASK, "tools": TOOLS, "max_tokens": 2, "temperature": 0}
+        assert api.post("/v1/chat/completions", json=body).status_code == 200
+        no_tools = api.post("/v1/chat/completions", json={**body, "tools": None})
+    assert no_tools.status_code == 400 and "has no default chat template" in no_tools.text, no_tools.text
+    named = only / "additional_chat_templates"
+    (named / "tool_use.jinja").rename(named / "x.jinja")
+    settings = Settings(tool_call_parser="hermes")
+    with TestClient(create_app(load_models([only], dtype="fp32"), settings)) as api:
+        r = api.post("/v1/chat/completions", json=body)  # tools, but no template that reads them
+    assert r.status_code == 400 and "only named ones (x)" in r.json()["error"]["message"], r.text

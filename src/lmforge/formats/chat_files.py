@@ -17,6 +17,7 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import read_json
+from lmforge.tokenization.tokenizer import Tokenizer
 
 CHAT_TEMPLATE = "chat_template.jinja"
 # transformers' CHAT_TEMPLATE_DIR: NAME.jinja, each named template but the default
@@ -88,6 +89,19 @@ def pick_template(templates: dict[str, str], tools: object | None) -> str | None
     if tools is not None and "tool_use" in templates:
         return templates["tool_use"]
     return templates.get("default")
+
+
+def missing_template(directory: Path, templates: dict[str, str]) -> str:
+    """Why `directory` has no template for a call: none at all, or only named ones and none of them
+    the one the call renders (transformers' get_chat_template raises a ValueError there too)."""
+    named = sorted(k for k in templates if k != "default")
+    if not named:
+        return (
+            f"{directory}: has no chat template (no chat_template.jinja, no 'chat_template' in"
+            f" {TOKENIZER_CONFIG})"
+        )
+    tools = "; its tool_use template renders a chat given tools" if "tool_use" in named else ""
+    return f"{directory}: has no default chat template, only named ones ({', '.join(named)}){tools}"
 
 
 def is_templates_folder(folder: Path) -> bool:
@@ -172,3 +186,26 @@ def write_chat_files(directory: Path, templates: dict[str, str], generation: dic
 def copy_chat_files(source: Path, out: Path) -> None:
     """Carry a model directory's chat templates and generation defaults into another (import, export)."""
     write_chat_files(out, read_chat_templates(source), read_generation_config(source))
+
+
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
+    """The template variables transformers passes (its special_tokens_map): from
+    tokenizer_config.json, else special_tokens_map.json, else the ids in config.json / the tokenizer."""
+    out: dict[str, str] = {}
+    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
+        file = directory / name
+        raw = read_json(file, "tokenizer config") if file.is_file() else {}
+        for key in SPECIAL_TOKENS:
+            text = token_text(raw.get(key))
+            if key not in out and text is not None:
+                out[key] = text
+    config = read_json(directory / "config.json", "model config")
+    ids = {"bos_token": config.get("bos_token_id", tokenizer.bos_id), "eos_token": tokenizer.eos_id}
+    for key, i in ids.items():
+        text = tokenizer.hf.id_to_token(i) if isinstance(i, int) else None
+        if key not in out and text is not None:
+            out[key] = text
+    return out

@@ -31,15 +31,15 @@ from typing import Any
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import (
     GENERATION_CONFIG,
-    TOKENIZER_CONFIG,
     UNAPPLIED,
+    missing_template,
     pick_template,
     read_chat_templates,
     read_generation_config,
+    special_tokens,
     stop_ids,
-    token_text,
 )
-from lmforge.formats.directory import load_model, read_json, resolve_model_dir
+from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat_commands import KNOWN_COMMANDS, chat_command
@@ -70,28 +70,7 @@ PIPELINE_DEFAULTS: dict[str, Any] = {
     "begin_suppress_tokens": None,
     "bad_words_ids": None,
 }
-SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 _CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "  # transformers' marker for the end of a continued message
-
-
-def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
-    """The template variables transformers passes (its special_tokens_map): from
-    tokenizer_config.json, else special_tokens_map.json, else the ids in config.json / the tokenizer."""
-    out: dict[str, str] = {}
-    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
-        file = directory / name
-        raw = read_json(file, "tokenizer config") if file.is_file() else {}
-        for key in SPECIAL_TOKENS:
-            text = token_text(raw.get(key))
-            if key not in out and text is not None:
-                out[key] = text
-    config = read_json(directory / "config.json", "model config")
-    ids = {"bos_token": config.get("bos_token_id", tokenizer.bos_id), "eos_token": tokenizer.eos_id}
-    for key, i in ids.items():
-        text = tokenizer.hf.id_to_token(i) if isinstance(i, int) else None
-        if key not in out and text is not None:
-            out[key] = text
-    return out
 
 
 @dataclass
@@ -123,17 +102,24 @@ class ChatSpec:
             templates={k: v for k, v in templates.items() if k != "default"},
         )
 
+    def has_template(self) -> bool:
+        """Whether any chat renders: a default template, or only named ones (tool_use: with tools)."""
+        return self.template is not None or bool(self.templates)
+
     def require_template(self, consequence: str) -> None:
         """One line when the model has no chat template; `consequence` says what that rules out."""
-        if self.template is None:
-            raise LmforgeError(
-                f"{self.directory}: has no chat template (no chat_template.jinja, no 'chat_template' in"
-                f" tokenizer_config.json), {consequence}"
-            )
+        if not self.has_template():
+            raise LmforgeError(f"{missing_template(self.directory, {})}, {consequence}")
 
-    def template_for(self, tools: object | None) -> str | None:
-        """The template transformers renders (pick_template): `tool_use` with tools, else the default."""
-        return pick_template({**self.templates, "default": self.template}, tools)  # type: ignore[dict-item]
+    def template_for(self, tools: object | None) -> str:
+        """The template transformers renders (pick_template): `tool_use` with tools, else the default;
+        a folder of named templates only has none for a call without tools (one line, as
+        transformers' ValueError)."""
+        both = {**self.templates, **({"default": self.template} if self.template is not None else {})}
+        template = pick_template(both, tools)
+        if template is None:
+            raise LmforgeError(missing_template(self.directory, both))
+        return template
 
     def render(
         self, messages: Sequence[Message], where: str = "messages", tools: list[Any] | None = None

@@ -71,7 +71,7 @@ def load_one(path: str | Path, dtype: str, compile: bool | str = False) -> Serve
         long = served.net.config.block_size > served.net.config.rope_original_context
         long_rope = long and served.net.rotate_long_throughout()
         spec = ChatSpec.read(directory, tokenizer)
-        served.chat = spec if spec.template is not None else None
+        served.chat = spec if spec.has_template() else None
         served.step, said = step_for_serving(served.net, compile)
         if served.step is not None:
             served.step_rows = rows_through_step(served.net)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from lmforge.errors import LmforgeError
 from lmforge.inference.chat import ChatSpec
 from lmforge.inference.chat_template import template_variables
 from lmforge.server.errors import ApiError
@@ -72,8 +73,11 @@ def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> Reading | None
     if not body.tools or choice == "none":  # "none": rendered (the model may mention them), never read
         return None
     shown = choice if isinstance(choice, str) else "a named function"
-    template = chat.template_for(body.tools)  # tool_use where it has one
-    if template is None or "tools" not in template_variables(template):  # dropped unsaid
+    try:
+        template = chat.template_for(body.tools)  # tool_use where it has one
+    except LmforgeError as e:  # only named templates, none of them tool_use
+        raise ApiError(400, str(e), "tools", "unsupported_parameter") from None
+    if "tools" not in template_variables(template):  # dropped unsaid
         raise ApiError(400, f"tools: the chat template of model {body.model!r} does not render tools, so the"
                        " model would never see them; serve a model whose template has them, or leave"
                        " tools out", "tools", "unsupported_parameter")  # fmt: skip

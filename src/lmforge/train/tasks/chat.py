@@ -27,13 +27,13 @@ from lmforge.data.holdout import hold_out
 from lmforge.errors import LmforgeError, counted
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
-    read_chat_template,
+    missing_template,
     read_chat_templates,
     read_generation_config,
+    special_tokens,
     write_chat_files,
 )
 from lmforge.formats.directory import resolve_model_dir, write_model_files
-from lmforge.inference.chat import special_tokens
 from lmforge.inference.chat_masks import encode_chat
 from lmforge.inference.chat_template import check_messages
 from lmforge.model.gpt import GPT
@@ -46,13 +46,13 @@ from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets, take_
 
 def chat_template_of(directory: Path) -> str:
     """The model directory's chat template, or a one-line error naming the directory."""
-    template = read_chat_template(directory)
-    if template is None:
+    templates = read_chat_templates(directory)
+    if "default" not in templates:  # the conversations render without tools
         raise LmforgeError(
-            f"{directory}: has no chat template (no chat_template.jinja, no 'chat_template' in"
-            " tokenizer_config.json); instruction tuning and eval-instruct need a chat model"
+            f"{missing_template(directory, templates)}; instruction tuning and eval-instruct need"
+            " a chat model"
         )
-    return template
+    return templates["default"]
 
 
 class ChatTask(Task):
