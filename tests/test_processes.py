@@ -125,7 +125,11 @@ def test_the_command_line_asks_before_anything_else(monkeypatch: pytest.MonkeyPa
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.parametrize(  # SIGTERM's case slow: make test-all (SIGTERM to a rank: test_ctrl_c below)
     ("sig", "group", "status"),
-    [(signal.SIGINT, True, 130), pytest.param(signal.SIGTERM, False, 143, marks=pytest.mark.slow)],
+    [
+        (signal.SIGINT, True, 130),
+        (signal.SIGINT, False, 130),  # `kill -INT` of launch alone: passed on (after 5 s until 2026-12-07)
+        pytest.param(signal.SIGTERM, False, 143, marks=pytest.mark.slow),
+    ],
 )
 def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
     tmp_path, tiny_overrides: list[str], sig: int, group: bool, status: int
@@ -148,6 +152,22 @@ def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
     assert err.count("lmforge: interrupted") == (sig == signal.SIGINT)
     left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert not [pid for pid in left if _alive(int(pid))]
+
+
+def test_torchruns_agent_acts_on_the_first_signal_only() -> None:
+    """A Ctrl-C at a terminal reaches the agent from the terminal and from launch, which passes
+    SIGINT on; a second SignalException inside the agent's shutdown cut it short and began another
+    with SIGTERM (the old launch waited 5 s before passing it on, which a checkpoint outlasts)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException, _terminate_process_handler
+
+    from lmforge.launch import _first_signal_ends
+
+    handler = _first_signal_ends(_terminate_process_handler)
+    with pytest.raises(SignalException) as first:
+        handler(signal.SIGINT, None)
+    assert first.value.sigval == signal.SIGINT
+    handler(signal.SIGINT, None)  # dropped: the agent is already ending its ranks
+    handler(signal.SIGTERM, None)
 
 
 def test_under_lmforge_launch_only_rank_0_prints_a_line_every_rank_says(

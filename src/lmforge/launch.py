@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lmforge.config import load_config
 from lmforge.errors import LmforgeError
@@ -127,16 +129,29 @@ def launch(
 
 
 def _wait(agent: subprocess.Popen) -> int:
-    """The agent's exit status, once it has ended its ranks. A Ctrl-C reaches the agent too (one
-    process group), which stops the ranks and exits 130; a SIGINT sent to launch alone is passed on."""
-    try:
-        return agent.wait()
-    except KeyboardInterrupt:
+    """The agent's exit status, once it has ended its ranks. A SIGINT is passed on at once: a
+    Ctrl-C at a terminal reaches the agent twice so (one process group), and the agent acts on the
+    first only (_first_signal_ends); a SIGINT sent to launch alone reaches it once. Until 2026-12-07
+    launch waited 5 s for the agent to end before passing it on."""
+    while True:
         try:
-            return agent.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            agent.send_signal(signal.SIGINT)
             return agent.wait()
+        except KeyboardInterrupt:
+            agent.send_signal(signal.SIGINT)
+
+
+def _first_signal_ends(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
+    """torchrun's agent's handler of SIGINT/SIGTERM, acting on the first signal only: the agent
+    then ends its ranks (SIGINT, else SIGTERM after 30 s, SIGKILL), and a second signal raised
+    inside that shutdown cut it short and began another with SIGTERM."""
+    seen: list[int] = []
+
+    def once(signum: int, frame: Any) -> None:
+        if not seen:
+            seen.append(signum)
+            handler(signum, frame)
+
+    return once
 
 
 # torchrun (torch.distributed.run) in the child process, through `torchrun` below
@@ -167,6 +182,7 @@ def torchrun(argv: list[str]) -> int:
     checks the same and would say the same line, so only rank 0 prints its own (cli.say_last):
     the others leave theirs in a folder, and the lines that differ from rank 0's are printed here
     when the ranks have ended. A SIGINT or SIGTERM ends the ranks and exits 128 + its number."""
+    from torch.distributed.elastic.multiprocessing import api
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
@@ -174,6 +190,8 @@ def torchrun(argv: list[str]) -> int:
     for name in ("torch.distributed.elastic.multiprocessing.api", "torch.distributed.run",
                  "torch.distributed.elastic.agent.server.api"):  # fmt: skip
         logging.getLogger(name).addFilter(_Quiet())
+    # registered by torchrun as it starts the ranks, by this name: a repeated signal is dropped
+    api._terminate_process_handler = _first_signal_ends(api._terminate_process_handler)
     # torchrun's log folders (empty unless asked for) would otherwise stay in the temp folder
     with tempfile.TemporaryDirectory(prefix="lmforge-launch-") as logs:
         os.environ[RANK_LINES] = os.path.join(logs, "lines")
