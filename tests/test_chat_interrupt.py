@@ -104,3 +104,24 @@ def test_ctrl_c_stops_the_reply_and_the_session_goes_on(
     with pytest.raises(KeyboardInterrupt):
         chat(llama, system=SYSTEM, do_sample=False, max_new_tokens=4, dtype="fp32", compile=False)
     assert len(prompts) == 1
+
+
+def test_a_sigterm_during_a_reply_ends_the_session(llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM (Terminated, a KeyboardInterrupt to the CLI since every verb stops on it) during a
+    reply at a terminal ends the session: it is not Ctrl-C's "stop this reply"."""
+    from lmforge.processes import Terminated
+
+    prompts = interrupting(monkeypatch, [2, None])
+    original = chat_module.TextStream.__call__
+
+    def terminated(self: Any, row: int, token: int) -> bool:
+        try:
+            return original(self, row, token)
+        except KeyboardInterrupt:
+            raise Terminated from None
+
+    monkeypatch.setattr(chat_module.TextStream, "__call__", terminated)
+    monkeypatch.setattr(sys, "stdin", Terminal("Who is the king?\nnever read\n"))
+    with pytest.raises(Terminated):
+        chat(llama, system=SYSTEM, do_sample=False, max_new_tokens=4, dtype="fp32", compile=False)
+    assert len(prompts) == 1

@@ -608,6 +608,21 @@ def test_ctrl_c_in_prep_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 130 and not (tmp_path / "o").exists()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc lists the workers")
+def test_a_sigterm_stops_prep_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """`kill`, `timeout` and Slurm send SIGTERM to prep alone: it ended silently (exit 143) and left
+    its temporary folder for the next prep to tidy. Now it stops as Ctrl-C does, saying so."""
+    with lzma.open(ROOT / "data" / "shakespeare.jsonl.xz", "rt") as f:
+        works = [json.loads(line)["text"] for line in f]
+    corpus = tmp_path / "big.jsonl"
+    _write_jsonl(corpus, [f"{n} {w}" for n in range(4) for w in works])
+    proc = _prep_cleaning(corpus, tmp_path / "o")
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert err.strip().splitlines() == ["lmforge: terminated"], err[-2000:]
+    assert proc.returncode == 143 and sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl"]
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64" or sys.platform != "linux", reason="x86-64 syscalls")
 @pytest.mark.parametrize("syscall", ["0", "1"], ids=["in-read", "in-write"])
 @pytest.mark.parametrize("pieces", [1, 400], ids=["whole-works", "small-documents"])

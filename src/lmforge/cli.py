@@ -32,6 +32,7 @@ from lmforge.processes import RANK_LINES, Terminated, end_with_launcher, exit_ra
 
 USER_ERROR = 2  # the exit status of a bad input, the same as argparse's for a bad command line
 INTERRUPTED = 130
+OWN_SIGNALS = ("serve", "launch")  # verbs that stop on their own terms (a server drains its requests)
 # OSErrors that are about the user's paths or disk, not bugs: one line, no traceback
 PATH_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
                errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EFBIG}  # fmt: skip
@@ -106,7 +107,11 @@ def _verb(args: argparse.Namespace, subs: dict[str, VerbParser], extra: list[str
     try:
         if args.verb == "train" and launched_world() > 1:
             end_with_launcher()  # a rank: before its imports and checks, where a kill -9 would orphan it
-        status = run(VERBS[args.verb], subs[args.verb], args, extra)
+        # a SIGTERM (kill, timeout, Slurm) stops a verb as Ctrl-C does: its temporary files tidied, one
+        # line, exit 143 (it ended prep and eval silently); serve and launch handle signals themselves
+        stops = contextlib.nullcontext() if args.verb in OWN_SIGNALS else processes.signals_stop()
+        with stops:
+            status = run(VERBS[args.verb], subs[args.verb], args, extra)
         sys.stdout.flush()  # here, so that a reader gone away is caught below, not at exit
         return status
     except LmforgeError as e:

@@ -49,6 +49,7 @@ from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options, check_some_new_tokens
 from lmforge.inference.text_stream import TextStream
 from lmforge.model.kinds import require_decoder
+from lmforge.processes import Terminated
 from lmforge.tokenization.tokenizer import Tokenizer, check_text
 
 # transformers' TextGenerationPipeline._default_generation_config, on top of GenerationConfig's
@@ -357,8 +358,8 @@ def chat(
             print(f"lmforge: not answered: {e}", file=sys.stderr)
             unanswered += 1
             continue
-        except KeyboardInterrupt:  # Ctrl-C mid-reply stops the reply, as the playground's Stop
-            if not interactive:  # a script's Ctrl-C ends it, as at the prompt
+        except KeyboardInterrupt as e:  # Ctrl-C mid-reply stops the reply, as the playground's Stop
+            if not interactive or isinstance(e, Terminated):  # a script's Ctrl-C, a SIGTERM: the end
                 raise
             reply = stream.finish() if stream is not None else ""  # what came, held-back text too
             if not reply:  # nothing came: the message is not in the conversation
