@@ -347,6 +347,9 @@ def _die_with_parent(parent: int) -> None:
     each worker printed its KeyboardInterrupt traceback above prep's `lmforge: interrupted`."""
     die_with_parent(parent, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a forked worker inherits the CLI's SIGTERM handler (processes.signals_stop), which would turn
+    # the pool's terminate() of a broken pool into an exception inside a batch: prep then hung
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _count_lines(documents: list[tuple[int, Any]]) -> None:
