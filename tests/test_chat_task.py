@@ -357,3 +357,18 @@ def test_the_shipped_instruction_set_rebuilds_and_keeps_test_apart() -> None:
     test = {norm(c.messages[0]["content"]) for c in chats if c.split == "test"}
     train = [norm(c.messages[0]["content"]) for c in chats if c.split == "train"]
     assert len(test) == 400 and not test & set(train) and len(set(train)) == len(train)
+
+
+def test_a_chat_fine_tune_keeps_the_models_padding_sides(tmp_path: Path, model_dir: Path) -> None:
+    """The run's model wrote only the template's variables to tokenizer_config.json: a base whose
+    tokenizer pads on the left (Llama's, Gemma's) came back padding on the right."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    named = base / "tokenizer_config.json"
+    named.write_text(json.dumps({**(json.loads(named.read_text()) if named.exists() else {}),
+                                 "padding_side": "left", "truncation_side": "left"}))  # fmt: skip
+    train(None, _recipe(write_chats(tmp_path / "chats.jsonl", 40), base, 1), out=tmp_path / "run", quiet=True)
+    written = json.loads((tmp_path / "run" / "model" / "tokenizer_config.json").read_text())
+    assert (written["padding_side"], written["truncation_side"]) == ("left", "left")

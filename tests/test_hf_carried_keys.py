@@ -63,3 +63,18 @@ def test_gpt2_dropouts_come_back(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert load_model(import_hf(tmp_path / "hf", tmp_path / "imported"))[0].config.dropout == 0.3
     notes = [line for line in capsys.readouterr().err.splitlines() if "lmforge: note" in line]
     assert notes and all("attn_pdrop=0.0, embd_pdrop=0.1, resid_pdrop=0.3" in line for line in notes)
+
+
+def test_a_fine_tune_of_an_imported_model_keeps_its_padding_sides(tmp_path: Path, corpus: Path) -> None:
+    """Trained on more text (train.init_from), the run's model and its export lost the tokenizer's
+    padding_side "left": transformers then padded its batches on the right."""
+    from lmforge.cli import main
+
+    make_hf_model("llama", tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"padding_side": "left"}))
+    argv = ["train", "--out", str(tmp_path / "run"), "--init-from", str(tmp_path / "hf")]
+    argv += [f"--data.input={corpus}"]
+    argv += ["--train.max_steps=1", "--train.batch_size=2", "--train.eval_batches=1", "--quiet"]
+    assert main(argv) == 0
+    exported = export_hf(tmp_path / "run", tmp_path / "exported")
+    assert transformers.AutoTokenizer.from_pretrained(exported).padding_side == "left"

@@ -34,6 +34,7 @@ from lmforge.formats.chat_files import (
     write_chat_files,
 )
 from lmforge.formats.directory import resolve_model_dir, write_model_files
+from lmforge.formats.hf_tokenizers import tokenizer_sides
 from lmforge.inference.chat_masks import encode_chat
 from lmforge.inference.chat_template import check_messages
 from lmforge.model.gpt import GPT
@@ -64,6 +65,7 @@ class ChatTask(Task):
         model_dir = resolve_model_dir(t.init_from)
         self.template = chat_template_of(model_dir)
         self.templates = read_chat_templates(model_dir)  # the named ones (tool_use) go to its export too
+        self.sides = tokenizer_sides(model_dir)  # padding_side "left" and the like, for its export
         # replaces cfg.model with the model's own architecture; build_model takes the model, once
         self.init_model, self.tokenizer = init_model(cfg, setup.say)
         self.generation = read_generation_config(model_dir)
@@ -163,8 +165,10 @@ class ChatTask(Task):
     def write_model_files(self, directory: Path) -> None:
         write_model_files(directory, self.cfg.model, self.tokenizer)
         write_chat_files(directory, self.templates, self.generation)
-        if self.variables:  # the template's bos_token / eos_token, as transformers reads them
-            (directory / TOKENIZER_CONFIG).write_text(json.dumps(self.variables, indent=2) + "\n")
+        # the template's bos_token / eos_token, as transformers reads them, and the padding sides
+        named = {**self.variables, **self.sides}
+        if named:
+            (directory / TOKENIZER_CONFIG).write_text(json.dumps(named, indent=2) + "\n")
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
         return sum(int(attention.sum()) for _, attention, _ in micro_batches)  # real tokens, no padding

@@ -7,6 +7,7 @@ held-out windows. The export is the last step's model.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from torch import nn
 from lmforge.data.loader import BatchLoader, eval_batches
 from lmforge.data.shards import open_split, read_meta
 from lmforge.errors import LmforgeError
-from lmforge.formats.chat_files import copy_chat_files
+from lmforge.formats.chat_files import TOKENIZER_CONFIG, copy_chat_files
 from lmforge.formats.directory import resolve_model_dir, write_model_files
 from lmforge.formats.hf_files import source_special_ids
+from lmforge.formats.hf_tokenizers import tokenizer_sides
 from lmforge.model.gpt import GPT
 from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train.engines.base import Engine
@@ -123,6 +125,9 @@ class LanguageModelling(Task):
         ids = source_special_ids(self.source, self.tokenizer)
         write_model_files(directory, self.cfg.model, self.tokenizer, extra=ids or None)
         copy_chat_files(self.source, directory)
+        sides = tokenizer_sides(self.source)  # padding_side "left": the export keeps it for transformers
+        if sides:
+            (directory / TOKENIZER_CONFIG).write_text(json.dumps(sides, indent=2) + "\n")
 
     def describe(self) -> str:
         return data_line(self.data_dir, self.meta)
