@@ -11,6 +11,8 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 
+from lmforge.errors import LmforgeError
+
 TASKS = ("lm", "translation", "classification", "chat", "qa")
 # data.problem_type: transformers' values ("": train.init_from's kept head, else single-label)
 PROBLEM_TYPES = ("", "single_label_classification", "multi_label_classification", "regression")
@@ -77,7 +79,10 @@ class DataConfig:
                 listed = tomllib.loads(f"v = {self.labels}")["v"]
             except tomllib.TOMLDecodeError:  # `[a],b`: names with brackets, split on commas
                 listed = None
-            if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+            if isinstance(listed, list):  # a TOML file's list is type-checked as it is read: so here
+                odd = next((n for n in listed if not isinstance(n, str)), None)
+                if odd is not None:
+                    raise LmforgeError(f"data.labels={self.labels}: {odd!r} is not a name: quote each one")
                 names = listed
         return [name.strip() for name in names if name.strip()]
 
