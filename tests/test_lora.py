@@ -212,7 +212,7 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     merge_lora(run, root / "merged")  # its own earlier output: replaced
     # the adapters' own base, alike in its files, is no output of merge-lora: it stays
     before = (base["base"] / "model.safetensors").read_bytes()
-    with pytest.raises(LmforgeError, match="merge-lora writes only into a new or empty folder"):
+    with pytest.raises(LmforgeError, match=r"base: the output folder is the input .*; give another --out"):
         merge_lora(run, base["base"])
     assert (base["base"] / "model.safetensors").read_bytes() == before
     # generate, eval, pipelines: load_model of the run itself gives the merged model
@@ -488,3 +488,19 @@ def test_a_translation_lora_run_trains_cross_attention_and_merges(tmp_path: Path
     train(resume=resumed, overrides=["--train.max_steps=5"], quiet=True)
     more = load_file(str(resumed / "model" / "model.safetensors"))
     assert not any(".cross." in k for k in more) and more.keys() == {k for k in saved if ".cross." not in k}
+
+
+def test_merge_lora_never_writes_over_the_base_it_reads(
+    base: dict[str, Path], run: Path, tmp_path: Path
+) -> None:
+    """Merge, train another round on the merged folder, merge again into that folder: merge-lora
+    replaced its own earlier output, the second round's base, and the second run could no longer
+    load (its base's sha256 changed)."""
+    merged = merge_lora(run, tmp_path / "merged")
+    again = {**base, "base": merged}
+    train(overrides=recipe(again, 1), out=tmp_path / "round2", quiet=True)
+    before = (merged / "model.safetensors").read_bytes()
+    with pytest.raises(LmforgeError, match=r"merged.* (is|holds) .*input"):
+        merge_lora(tmp_path / "round2", merged)
+    assert (merged / "model.safetensors").read_bytes() == before
+    load_adapted(tmp_path / "round2")  # its base is whole
