@@ -78,6 +78,23 @@ def remove(name: str) -> Step:
     return lambda t, s: shutil.rmtree(t / name) if (t / name).is_dir() else (t / name).unlink()
 
 
+def hf_bert(name: str, **tokenizer_config: object) -> Step:
+    """A random transformers BertModel (64 positions) in `name` with only vocab.txt for its tokenizer."""
+
+    def step(t: Path, s: Path) -> None:
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        shape = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+        config = transformers.BertConfig(vocab_size=260, max_position_embeddings=64, **shape)
+        transformers.BertModel(config).save_pretrained(t / name)
+        shutil.copy(Path(__file__).parent / "fixtures" / "bert-qa" / "vocab.txt", t / name)
+        (t / name / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+
+    return step
+
+
 PAIRS = "".join(json.dumps({"en": f"hello number {i}", "fr": f"bonjour numero {i}", "doc": f"d{i % 7}"}) + "\n"
                 for i in range(60))  # fmt: skip
 BARE_ZIP = b"PK\x05\x06" + bytes(18)  # an empty zip: no META-INF/container.xml for an EPUB
@@ -366,6 +383,9 @@ CASES = [
     Case("embed-missing-model", "embed {t}/nomodel hello", rf"{{t}}/nomodel: {MODEL_DIR}"),
     Case("embed-nothing", "embed {s}/gpt", r"nothing to embed: give some text or --file$"),
     Case("embed-max-length", "embed {s}/gpt hello --max-length 1", r"max_length=1: must be an integer >= 2"),
+    Case("embed-max-length-past-context", "embed {t}/bert hello --max-length 65", r"max_length=65: longer than the model's context of 64 tokens$", (hf_bert("bert"),)),
+    Case("embed-lower-case-not-bool", "embed {t}/bert hello", r"{t}/bert/sentence_bert_config\.json: 'do_lower_case' must be true or false, not 'yes'$", (hf_bert("bert"), write("bert/sentence_bert_config.json", '{"do_lower_case": "yes"}'))),
+    Case("import-bert-strip-accents", "import {t}/bert --out {t}/o", r"{t}/bert/tokenizer_config\.json: 'strip_accents' must be true, false or null, not 'yes'$", (hf_bert("bert", strip_accents="yes"),)),
     Case("embed-file-missing", "embed {s}/gpt --file {t}/none.txt", r"{t}/none\.txt: no such file"),
     # --- translate
     Case("translate-gpt", "translate {s}/gpt hello", r"{s}/gpt: not a translation \(encoder-decoder\) model"),

@@ -151,3 +151,57 @@ def test_an_import_keeps_how_it_embeds_and_an_unapplied_module_is_one_line(
         LmforgeError, match=r"modules.json: a Dense module after the encoder, which lmforge does not apply"
     ):
         lmforge.embed(dense, "a")
+
+
+def _cased_bert(directory: Path, sentence_config: dict) -> Path:
+    """A random BERT whose vocab.txt tokenizer is cased (do_lower_case false), its vocabulary
+    lower-case words: an upper-case text is [UNK]s unless lower-cased first."""
+    torch.manual_seed(0)
+    shape = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64}
+    config = transformers.BertConfig(vocab_size=260, max_position_embeddings=64, **shape)
+    transformers.BertModel(config).save_pretrained(directory)
+    shutil.copy(Path(__file__).parent / "fixtures" / "bert-qa" / "vocab.txt", directory)
+    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (directory / "sentence_bert_config.json").write_text(json.dumps(sentence_config))
+    return directory
+
+
+def test_do_lower_case_lower_cases_each_text_as_sentence_transformers(tmp_path: Path) -> None:
+    """sentence_bert_config.json's do_lower_case: sentence-transformers lower-cases each text before
+    its (here cased) tokenizer; lmforge embedded the text as typed, [UNK]s for each capital word."""
+    directory = _cased_bert(tmp_path / "st", {"max_seq_length": 16, "do_lower_case": True})
+    texts = ["Queen Tobias Sold Salt", "THE OLD KING"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    model = transformers.AutoModel.from_pretrained(directory).eval()
+    batch = tokenizer(
+        [t.lower() for t in texts], padding=True, truncation=True, max_length=16, return_tensors="pt"
+    )
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    ours = np.array([r["embedding"] for r in lmforge.embed(directory, texts)])
+    assert np.abs(ours - expected).max() < 1e-5
+    bad = _cased_bert(tmp_path / "bad", {"do_lower_case": "yes"})
+    with pytest.raises(LmforgeError) as e:
+        lmforge.embed(bad, "a")
+    assert (
+        str(e.value)
+        == f"{bad / 'sentence_bert_config.json'}: 'do_lower_case' must be true or false, not 'yes'"
+    )
+
+
+def test_max_length_past_the_context_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """It was cut to the model's 64 positions without a word."""
+    directory = _cased_bert(tmp_path / "st", {"max_seq_length": 16})
+    assert len(lmforge.embed(directory, "the old king", max_length=64)[0]["embedding"]) == 32
+    with pytest.raises(LmforgeError) as e:
+        lmforge.embed(directory, "the old king", max_length=65)
+    assert str(e.value) == "max_length=65: longer than the model's context of 64 tokens"
+    assert main(["embed", str(directory), "king", "--max-length", "100"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("max_length=100: longer than the model's context of 64 tokens")
+    )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from marian_helpers import make_marian_model, pairs
+from marian_helpers import make_marian_model, make_marian_tokenizer, pairs
 from safetensors.torch import load_file
 
 import lmforge
@@ -18,6 +18,7 @@ from lmforge.formats.hf_export import export_hf
 from lmforge.formats.hf_files import import_hf
 from lmforge.inference.seq2seq_decode import beam_decode, greedy_decode
 from lmforge.model.seq2seq import Seq2Seq, sinusoidal_table
+from lmforge.tokenization.marian import MarianTokenizer
 
 transformers = pytest.importorskip("transformers")
 # transformers' MarianTokenizer asks for sacremoses, whose normaliser it then never calls
@@ -102,6 +103,27 @@ def test_tokenizer_matches_transformers(hf_dir: Path, sentences: list[str]) -> N
     ids.append(ours.encode_target("Au commencement, Dieu créa les cieux et la terre.") + [ours.eos_id])
     assert [ours.decode(i) for i in ids] == theirs.batch_decode(ids, skip_special_tokens=True)
     assert ours.decode(ids[-1]) == "Au commencement, Dieu créa les cieux et la terre."
+
+
+def test_special_tokens_typed_in_a_text_are_their_ids_as_transformers(tmp_path: Path) -> None:
+    """transformers' MarianTokenizer takes a typed `</s>`, `<unk>`, `<pad>` (and a special token of
+    additional_special_tokens that vocab.json holds) as its id, each part between them segmented
+    with its own language code; lmforge gave their characters' pieces."""
+    make_marian_tokenizer(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    piece = next(p for p in vocab if len(p) == 2 and p.isalpha())  # an ordinary piece, made special
+    config["additional_special_tokens"] = ["<eop>", piece]  # <eop>: not in vocab.json
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ours = MarianTokenizer(tmp_path)
+    theirs = transformers.MarianTokenizer.from_pretrained(tmp_path)
+    texts = ["Hello </s> world", "a   <pad>   b", "<unk> x", "Hello</s></s>world", ">>fr<< x </s>>>de<< y"]
+    texts += [" </s> ", f"the {piece}{piece}x house"]
+    assert [ours.encode(t) + [ours.eos_id] for t in texts] == theirs(texts).input_ids
+    assert ours.encode_target("a </s> b") == theirs(text_target="a </s> b").input_ids[:-1]
+    # a special token vocab.json lacks: transformers gives it an id past the model's rows, lmforge
+    # segments it as text
+    assert max(ours.encode("x <eop> y")) < len(vocab) <= theirs("x <eop> y").input_ids[2]
 
 
 def test_sinusoidal_table_is_transformers_bit_for_bit() -> None:

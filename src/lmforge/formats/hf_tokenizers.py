@@ -4,7 +4,9 @@ vocab.json + merges.txt, or BERT's vocab.txt, with the tokens those add to their
 target.spm + vocab.json (tokenization/marian.py); its EOS id from generation_config.json or
 config.json, else the token tokenizer_config.json names, as transformers reads it. Its
 padding_side and truncation_side (transformers' batching choices: a decoder's "left") go
-through import and export unchanged.
+through import and export unchanged. The vocabulary files are built with tokenizer_config.json's
+options as transformers' tokenizer classes take them (BERT's do_lower_case, strip_accents,
+tokenize_chinese_chars; add_prefix_space, RoBERTa's trim_offsets).
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ GPT2_EOS = "<|endoftext|>"
 SIDES = ("padding_side", "truncation_side")
 
 
-def _byte_level_bpe(vocab: Path, merges: Path) -> HFTokenizer:
+def _byte_level_bpe(vocab: Path, merges: Path, prefix_space: bool) -> HFTokenizer:
     hf = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
-    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space)
     hf.decoder = decoders.ByteLevel()
     return hf
 
 
-def gpt2_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
-    """GPT-2's byte-level BPE from its vocab.json + merges.txt, set up as transformers' GPT2TokenizerFast."""
-    hf = _byte_level_bpe(vocab, merges)
+def gpt2_tokenizer(vocab: Path, merges: Path, options: dict[str, Any] | None = None) -> HFTokenizer:
+    """GPT-2's byte-level BPE from its vocab.json + merges.txt, set up as transformers' GPT2TokenizerFast
+    (`options`: tokenizer_config.json's add_prefix_space, default false)."""
+    hf = _byte_level_bpe(vocab, merges, (options or {}).get("add_prefix_space", False))
     hf.post_processor = processors.ByteLevel(trim_offsets=False)
     hf.add_special_tokens([GPT2_EOS])
     return hf
@@ -43,19 +46,63 @@ def gpt2_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
 ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
-def roberta_tokenizer(vocab: Path, merges: Path) -> HFTokenizer:
+def roberta_tokenizer(vocab: Path, merges: Path, options: dict[str, Any] | None = None) -> HFTokenizer:
     """RoBERTa's byte-level BPE from vocab.json + merges.txt, as transformers' RobertaTokenizerFast:
-    GPT-2's, with <s> ... </s> around a text (<s> a </s></s> b </s> around a pair)."""
-    hf = _byte_level_bpe(vocab, merges)
+    GPT-2's, with <s> ... </s> around a text (<s> a </s></s> b </s> around a pair); `options`:
+    tokenizer_config.json's add_prefix_space (default false) and trim_offsets (default true)."""
+    options = options or {}
+    prefix_space = options.get("add_prefix_space", False)
+    hf = _byte_level_bpe(vocab, merges, prefix_space)
     hf.add_special_tokens([t for t in ROBERTA_SPECIALS if hf.token_to_id(t) is not None])
     ids = {t: hf.token_to_id(t) for t in ("<s>", "</s>")}
     if None in ids.values():
         raise LmforgeError(f"{vocab}: a RoBERTa vocabulary needs <s> and </s>")
-    # transformers: trim_offsets, and no prefix space (a context that starts with one keeps it out)
+    # transformers' RobertaConverter: trim_offsets (without a prefix space, a context that starts
+    # with one keeps it out of its first token's offsets)
     hf.post_processor = processors.RobertaProcessing(
-        ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True, add_prefix_space=False
+        ("</s>", ids["</s>"]),
+        ("<s>", ids["<s>"]),
+        trim_offsets=options.get("trim_offsets", True),
+        add_prefix_space=prefix_space,
     )
     return hf
+
+
+def _config_flags(directory: Path, defaults: dict[str, bool | None]) -> dict[str, bool | None]:
+    """tokenizer_config.json's values of these keys (true or false; null where the default is
+    None), else their defaults, as transformers' tokenizer classes take them; another value is one
+    line naming the file and key."""
+    file = directory / TOKENIZER_CONFIG
+    raw = read_json(file, "tokenizer config") if file.is_file() else {}
+    flags = {}
+    for key, default in defaults.items():
+        value = raw.get(key, default)
+        if not isinstance(value, bool) and not (value is None and default is None):
+            allowed = "true, false or null" if default is None else "true or false"
+            raise LmforgeError(f"{file}: {key!r} must be {allowed}, not {value!r}")
+        flags[key] = value
+    return flags
+
+
+def bert_tokenizer(directory: Path) -> HFTokenizer:
+    """BERT's WordPiece from vocab.txt, as transformers' BertTokenizerFast builds it from
+    tokenizer_config.json's do_lower_case (default true), strip_accents (default null: as
+    do_lower_case) and tokenize_chinese_chars (default true)."""
+    from tokenizers.implementations import BertWordPieceTokenizer
+
+    flags = _config_flags(
+        directory, {"do_lower_case": True, "strip_accents": None, "tokenize_chinese_chars": True}
+    )
+    try:
+        wordpiece = BertWordPieceTokenizer(
+            str(directory / "vocab.txt"),
+            lowercase=flags["do_lower_case"],
+            strip_accents=flags["strip_accents"],
+            handle_chinese_chars=flags["tokenize_chinese_chars"],
+        )
+    except (TypeError, ValueError, OSError) as e:  # e.g. "sep_token not found in the vocabulary"
+        raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: {e}") from None
+    return wordpiece._tokenizer
 
 
 def load_hf_tokenizer(
@@ -67,21 +114,13 @@ def load_hf_tokenizer(
     if (directory / "tokenizer.json").is_file():
         tokenizer = Tokenizer.load(directory / "tokenizer.json")
     elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
-        build = roberta_tokenizer if raw.get("model_type") == "roberta" else gpt2_tokenizer
-        tokenizer = Tokenizer(build(directory / "vocab.json", directory / "merges.txt"))
+        roberta = raw.get("model_type") == "roberta"
+        build = roberta_tokenizer if roberta else gpt2_tokenizer
+        defaults = {"add_prefix_space": False} | ({"trim_offsets": True} if roberta else {})
+        options = _config_flags(directory, defaults)
+        tokenizer = Tokenizer(build(directory / "vocab.json", directory / "merges.txt", options))
     elif (directory / "vocab.txt").is_file():
-        from tokenizers.implementations import BertWordPieceTokenizer
-
-        lower = (
-            read_json(directory / "tokenizer_config.json").get("do_lower_case", True)
-            if (directory / "tokenizer_config.json").is_file()
-            else True
-        )
-        try:
-            wordpiece = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=lower)
-        except (TypeError, ValueError, OSError) as e:  # e.g. "sep_token not found in the vocabulary"
-            raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: {e}") from None
-        tokenizer = Tokenizer(wordpiece._tokenizer)
+        tokenizer = Tokenizer(bert_tokenizer(directory))
     else:
         raise LmforgeError(f"{directory}: no tokenizer.json, vocab.json + merges.txt, or vocab.txt")
     if not (directory / "tokenizer.json").is_file():  # tokenizer.json holds its added tokens itself

@@ -28,7 +28,7 @@ def embed(
     one per line): [{"text", "embedding": [floats]}], one per text in order. normalize: scale each
     to length 1 (sentence-transformers' Normalize; False: the plain mean). max_length: the tokens
     a text is cut to (default: the directory's sentence_bert_config.json max_seq_length, else the
-    model's context)."""
+    model's context; more than the context is an error)."""
     check_options(batch_size=batch_size)
     if not isinstance(normalize, bool):
         raise LmforgeError(f"normalize={normalize!r}: must be True or False")
@@ -41,5 +41,8 @@ def embed(
     given = [] if texts is None else check_texts(texts)
     given += [] if file is None else read_texts(file, text_field)  # a bad file before the model loads
     embedder = Embedder(model, max_length=max_length)  # checked even for no texts, as classify does
+    context = int(embedder.net.config.block_size)
+    if max_length is not None and max_length > context:  # as qa's max_seq_len: not cut down silently
+        raise LmforgeError(f"max_length={max_length}: longer than the model's context of {context} tokens")
     rows = embedder.embed(given, normalize, batch_size).tolist()
     return [{"text": text, "embedding": row} for text, row in zip(given, rows, strict=True)]

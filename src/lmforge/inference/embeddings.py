@@ -68,11 +68,14 @@ class Embedder:
         self.context = min(net.config.block_size, max_length or sentence_length(directory, net))
         self.width = int(net.config.n_embd)
         self.key = _identity(directory, max_length)
+        self.lower = lower_cases(directory)
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's tokens with the encoder's special tokens ([CLS] ... [SEP]), not cut; a text
-        of no tokens (an encoder without special tokens) is its end-of-text token."""
+        of no tokens (an encoder without special tokens) is its end-of-text token. Lower-cased
+        first where sentence_bert_config.json says do_lower_case, as sentence-transformers does."""
         empty = [self.tokenizer.eos_id if self.tokenizer.eos_id is not None else 0]
+        texts = [t.lower() for t in texts] if self.lower else texts
         out = [e.ids or empty for e in self.tokenizer.hf.encode_batch(texts)]
         for ids in out:
             self.tokenizer.check_rows(ids)
@@ -112,6 +115,20 @@ def sentence_length(directory: Path, net: torch.nn.Module) -> int:
         return int(net.config.block_size)
     context = int(net.config.block_size)
     return min(int(length), context) if is_int(length) and length > 0 else context
+
+
+def lower_cases(directory: Path) -> bool:
+    """sentence_bert_config.json's do_lower_case: sentence-transformers' Transformer module then
+    lower-cases each text (str.lower) before its tokenizer sees it, a cased one included."""
+    file = directory / "sentence_bert_config.json"
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return False
+    value = raw.get("do_lower_case", False) if isinstance(raw, dict) else False
+    if not isinstance(value, bool):
+        raise LmforgeError(f"{file}: 'do_lower_case' must be true or false, not {value!r}")
+    return value
 
 
 def check_mean_pooling(directory: Path) -> None:

@@ -4,10 +4,10 @@ A Marian directory ships `source.spm` (segments the source language), `target.sp
 language) and `vocab.json` (piece -> id, shared by both sides and by the model's one embedding).
 As transformers' MarianTokenizer does: a source sentence is cut into pieces by source.spm and the
 pieces looked up in vocab.json (a piece it lacks -> `<unk>`), a leading language code such as
-`>>fr<<` kept whole; a translation's ids are looked up in vocab.json, specials dropped, and the
-pieces joined by target.spm. The segmentation is the `sentencepiece` library's; only the vocab.json
-lookups are written here. The EOS after each source is added by the translation code, as for
-lmforge's own tokenizers.
+`>>fr<<` kept whole, a special token typed in the text (`</s>`) its id; a translation's ids are
+looked up in vocab.json, specials dropped, and the pieces joined by target.spm. The segmentation
+is the `sentencepiece` library's; only the vocab.json lookups are written here. The EOS after
+each source is added by the translation code, as for lmforge's own tokenizers.
 
 Translation needs `encode` (source side) and `decode` (target side); `encode_target` segments
 target text (training labels) and `decode_source` joins source pieces.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ class MarianTokenizer:
         self.bos_id: int | None = None
         extra = [_token_name({"t": t}, "t", "") for t in config.get("additional_special_tokens") or []]
         self.special_ids = set(ids.values()) | {vocab[t] for t in extra if t in vocab}
+        # transformers' MarianTokenizer takes these typed in a text ("a </s> b") as their ids, not
+        # pieces; the longest first where one begins another, as its added-tokens trie matches
+        names = sorted({self.pieces[i] for i in self.special_ids}, key=len, reverse=True)
+        self.specials = re.compile("(" + "|".join(map(re.escape, names)) + ")")
         self.clean_up = bool(config.get("clean_up_tokenization_spaces", False))
         try:
             self.source = spm.SentencePieceProcessor(model_proto=self.files["source.spm"])
@@ -101,6 +106,14 @@ class MarianTokenizer:
         return len(self.vocab)
 
     def _ids(self, model: spm.SentencePieceProcessor, text: str) -> list[int]:
+        """The special tokens typed in `text` as their ids, the parts between them segmented."""
+        out: list[int] = []
+        for n, part in enumerate(self.specials.split(text)):  # odd places: the specials matched
+            out += [self.vocab[part]] if n % 2 else self._part_ids(model, part) if part else []
+        return out
+
+    def _part_ids(self, model: spm.SentencePieceProcessor, text: str) -> list[int]:
+        """A text without special tokens: its leading language code whole, the rest segmented."""
         code: list[str] = []
         rest = text
         if text.startswith(">>") and (end := text.find("<<")) != -1:  # a target-language code
