@@ -214,3 +214,13 @@ def test_markup_and_the_epub_reader_share_one_list_of_block_tags() -> None:
         epub.feed(f"<body>before<{tag}>inside</{tag}>after</body>")
         epub.close()
         assert epub.result().split("\n") == ["before", "inside", "after"], tag
+
+
+def test_stopwords_leave_words_joined_by_punctuation_whole() -> None:
+    """Words were runs of letters: "in" was cut out of "in-house" ("-house") and "a" out of "a.m."
+    (".m."); a list's "don't" could never match."""
+    stats = StageStats()
+    out = Stopwords().apply("an in-house tool at 9 a.m. and the a.b test", stats)
+    assert out == "in-house tool 9 a.m. a.b test" and stats.edits == {"stopwords": 4}
+    assert Stopwords(["don't", "it"]).apply("I don't know it", StageStats()) == "I know"
+    assert Stopwords([]).apply("the cat", StageStats()) == "the cat"  # an empty list is empty

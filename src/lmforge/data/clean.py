@@ -317,7 +317,9 @@ ENGLISH_STOPWORDS = [
     "you",
     "your",
 ]
-_WORD = re.compile(r"\b\w+\b")
+# a word: letters and digits, with ' ’ - . inside it kept ("don't", "in-house", "a.m" whole: "in"
+# and "a" were cut out of them, leaving "-house" and ".m.")
+_WORD = re.compile(r"\w+(?:['’.-]\w+)*")
 
 
 # where a stop word was: NUL, else a noncharacter or private-use character the text lacks (a real
@@ -329,6 +331,12 @@ def _mark_for(text: str) -> str:
     return next(chr(c) for c in _MARKS if chr(c) not in text)
 
 
+def unmatchable(words: list[str]) -> list[str]:
+    """The entries of a stop-word list the stage can never find: not one word as it reads words
+    (`c++`, `--`)."""
+    return [w for w in words if not _WORD.fullmatch(w)]
+
+
 class Stopwords:
     """Removes stop words (for bag-of-words features) with the spaces after them (before them, last
     on a line); other spacing (indentation, aligned columns) is kept."""
@@ -336,7 +344,7 @@ class Stopwords:
     name = "stopwords"
 
     def __init__(self, words: list[str] | None = None) -> None:
-        self.words = frozenset(w.lower() for w in (words or ENGLISH_STOPWORDS))
+        self.words = frozenset(w.lower() for w in (ENGLISH_STOPWORDS if words is None else words))
 
     def apply(self, text: str, stats: StageStats) -> str | None:
         removed = 0

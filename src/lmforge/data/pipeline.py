@@ -54,6 +54,10 @@ def parse_stages(stages: str | list[str]) -> list[str]:
         raise LmforgeError(
             f"prep.stages={stages!r} names no stage: give the stages to run, or 'none' to run none"
         )
+    if "none" in names and len([n for n in names if n]) > 1:  # `none,pii`: which was meant?
+        raise LmforgeError(
+            f"prep.stages={stages!r}: 'none' with other stages; give 'none' alone or the stages"
+        )
     names = [n for n in names if n and n != "none"]
     for name in names:
         if name not in ALL_STAGES:
@@ -92,10 +96,19 @@ def check_stage_options(names: list[str], options: Any) -> None:
 def _stopwords(file: str) -> list[str]:
     """prep.stopwords_file's words (whitespace-separated, UTF-8), or one line naming the key."""
     try:
-        return Path(file).read_text(encoding="utf-8").split()
+        words = Path(file).read_text(encoding="utf-8").split()
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise LmforgeError(f"prep.stopwords_file={file!r}: cannot read it ({why})") from None
+    if not words:  # the English list would be used in its place, unsaid
+        raise LmforgeError(f"prep.stopwords_file={file!r}: holds no words")
+    odd = clean.unmatchable(words)
+    if odd:
+        raise LmforgeError(
+            f"prep.stopwords_file={file!r}: {odd[0]!r} can never match a word (letters and digits, with"
+            f" ' - . inside){f' nor can {len(odd) - 1} more' if len(odd) > 1 else ''}: remove them"
+        )
+    return words
 
 
 def build_stage(name: str, options: dict[str, Any]) -> Any:
