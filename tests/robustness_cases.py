@@ -179,6 +179,8 @@ CASES = [
     Case("prep-canary-repeats", "prep {s}/corpus.txt --out {t}/o --canaries 2 --canary-repeats 1,x", r"prep\.canary_repeats='1,x': comma-separated whole numbers"),
     Case("prep-canaries-negative", "prep {s}/corpus.txt --out {t}/o --canaries -1", r"prep\.canaries=-1 must be >= 0"),
     Case("prep-canaries-tail-split", "prep {s}/corpus.txt --out {t}/o --canaries 1 --split tail", r"{t}/o: prep\.canaries needs the hash split"),
+    Case("prep-input-key-and-inputs", "prep {s}/corpus.txt --out {t}/o --data.input={t}/other.txt", r"prep: --data\.input={t}/other\.txt and the inputs {s}/corpus\.txt: give one of them$"),
+    Case("prep-out-key-and-out", "prep {s}/corpus.txt --out {t}/o --prep.out={t}/p", r"prep: --prep\.out={t}/p and --out {t}/o: give one of them$"),
     Case("prep-stages-none-and-more", "prep {s}/corpus.txt --out {t}/o --stages none,pii", r"prep\.stages='none,pii': 'none' with other stages; give 'none' alone or the stages$"),
     Case("prep-stopwords-file-empty", "prep {s}/corpus.txt --out {t}/o --stages stopwords --prep.stopwords_file={t}/sw.txt", r"prep\.stopwords_file='{t}/sw\.txt': holds no words$", (write("sw.txt", "  \n"),)),
     Case("prep-stopwords-unmatchable", "prep {s}/corpus.txt --out {t}/o --stages stopwords --prep.stopwords_file={t}/sw.txt", r"prep\.stopwords_file='{t}/sw\.txt': 'c\+\+' can never match a word \(letters and digits, with ' - \. inside\) nor can 1 more: remove them$", (write("sw.txt", "the c++ don't --\n"),)),

@@ -87,6 +87,11 @@ def _settings(
             " prepare text with a model's tokenizer, give it to `lmforge train --train.init_from=M"
             " --data.input=TEXT`, which preps it so)"
         )
+    typed = [k for k in ("prep.inputs", "data.input") if cfg.given.get(k) == COMMAND_LINE]
+    if items and typed:  # the INPUT... were read and the key dropped, unsaid
+        value = cfg.prep.inputs if typed[0] == "prep.inputs" else cfg.data.input
+        given = ", ".join(map(str, items))
+        raise LmforgeError(f"prep: --{typed[0]}={value} and the inputs {given}: give one of them")
     for key, value in args.items():
         if value is not None:
             setattr(cfg.data, key, value)
@@ -146,6 +151,8 @@ def prep(
             f"data.vocab_size={cfg.data.vocab_size} is for the bpe tokenizer (--tokenizer bpe); a char"
             " tokenizer's vocabulary is the text's characters"
         )
+    if out and cfg.given.get("prep.out") == COMMAND_LINE and Path(cfg.prep.out) != Path(out):
+        raise LmforgeError(f"prep: --prep.out={cfg.prep.out} and --out {out}: give one of them")
     out = out or cfg.prep.out
     if not out:
         raise LmforgeError("prep: no output directory (pass --out or set prep.out in the recipe)")
