@@ -445,6 +445,7 @@ CASES = [
     Case("instruct-no-test", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl: no test conversations", (write("c.jsonl", CHAT_LINE.replace("test", "train")),)),
     Case("instruct-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:1: a test item with kind 'poem'", (write("c.jsonl", CHAT_LINE.replace("sentiment", "poem")),)),
     Case("instruct-no-kind", "eval-instruct {s}/gpt --data {t}/c.jsonl", r'{t}/c\.jsonl:1: a test item with no "kind"; eval-instruct scores translation and sentiment \(set "kind" on its test items, or give them "split": "train"\)$', (write("c.jsonl", CHAT_LINE.replace('"kind": "sentiment", ', "")),)),
+    Case("instruct-empty-gold", "eval-instruct {s}/gpt --data {t}/c.jsonl", r"{t}/c\.jsonl:2: a sentiment test item whose gold answer \(its last message\) holds no label: ' '$", (write("c.jsonl", CHAT_LINE + CHAT_LINE.replace('"positive"', '" "')),)),
     Case("instruct-max-items", "eval-instruct {s}/gpt --data {t}/c.jsonl --max-items -1", r"max_items=-1 must be >= 0", (write("c.jsonl", CHAT_LINE),)),
     Case("instruct-out-exists", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/r.json", r"out={t}/r\.json exists: give --overwrite", (write("c.jsonl", CHAT_LINE), write("r.json", "{}"))),
     Case("instruct-out-is-data", "eval-instruct {s}/gpt --data {t}/c.jsonl --out {t}/c.jsonl", r"out={t}/c\.jsonl is data: writing it would overwrite an input", (write("c.jsonl", CHAT_LINE),)),

@@ -288,6 +288,18 @@ def test_sentiment_counts_the_first_word_only() -> None:
     )
 
 
+def test_a_label_inside_a_longer_one_is_no_second_mention() -> None:
+    """The exact gold answer counts, though its label holds another label's words ("toxic" in
+    "non-toxic"): it scored as naming both, so as wrong (until 2026-12-07)."""
+    both = ["very positive", "positive"]
+    assert sentiment_scores(both, both) == {"accuracy": 1.0, "label_mentioned": 1.0}
+    labels = {"toxic", "non-toxic"}
+    assert sentiment_scores(["Non-toxic."], ["non-toxic"], labels)["label_mentioned"] == 1.0
+    assert sentiment_scores(["It is non-toxic, not toxic"], ["non-toxic"], labels)["label_mentioned"] == 0.0
+    assert sentiment_scores(["very positive, or positive"], ["positive"], set(both))["label_mentioned"] == 0.0
+    assert sentiment_scores(["Toxic"], ["toxic"], labels)["label_mentioned"] == 1.0
+
+
 def test_eval_instruct_answers_as_transformers_greedy_does(tmp_path: Path, model_dir: Path) -> None:
     """The prompt is the chat template's with add_generation_prompt; greedy decoding to the
     end-of-turn token gives transformers' generate() answer on the same model."""
@@ -322,6 +334,34 @@ def test_eval_instruct_answers_as_transformers_greedy_does(tmp_path: Path, model
         out = hf.generate(**prompt, max_new_tokens=6, do_sample=False, eos_token_id=0, pad_token_id=0)
         expected = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         assert sample["answer"] == expected, kind
+
+
+def test_a_gold_after_an_assistant_message_is_a_new_turn(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[user, assistant "Sure.", assistant gold]: the prompt is transformers'
+    apply_chat_template(messages[:-1], add_generation_prompt=True), as documented; it continued
+    the "Sure." message instead (until 2026-12-07)."""
+    transformers = pytest.importorskip("transformers")
+    from lmforge.inference import instruct_eval
+
+    messages = [{"role": "user", "content": "fr: the cat"}, {"role": "assistant", "content": "Sure."},
+                {"role": "assistant", "content": "le chat"}]  # fmt: skip
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps({"kind": "translation", "split": "test", "messages": messages}) + "\n")
+    seen: list[list[int]] = []
+
+    def answer_all(net: object, prompts: list[list[int]], *rest: object) -> list[list[int]]:
+        seen.extend(prompts)
+        return [[] for _ in prompts]
+
+    monkeypatch.setattr(instruct_eval, "answer_all", answer_all)
+    eval_instruct(model_dir, data, dtype="fp32", quiet=True)
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    tok.chat_template = TEMPLATE
+    expected = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+    assert expected.endswith("Sure.<|endoftext|>\n<|endoftext|>assistant\n")
+    assert seen == [tok.encode(expected)]
 
 
 def test_eval_instruct_batches_answer_as_one_at_a_time(

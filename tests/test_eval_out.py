@@ -5,6 +5,8 @@ the best step's weights, whatever the file's name."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 
@@ -78,3 +80,23 @@ def test_outputs_outside_the_model_and_a_new_file_beside_a_run_s_files_are_writt
         assert check_out(out, {}, overwrite=True, model=run) == out
     (tmp_path / "old.json").write_text("x")
     assert check_out(tmp_path / "old.json", {}, overwrite=True, model=run / STEP) == tmp_path / "old.json"
+
+
+def test_a_lora_run_s_base_model_is_guarded_too(run: Path, tmp_path: Path) -> None:
+    """A LoRA run reads its base (lora.json's, sha256-checked) as much as its own files: `eval-instruct
+    LORA --out BASE/config.json --overwrite` replaced the base's config, and a new
+    BASE/model.safetensors.index.json broke it (until 2026-12-07)."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (base / name).write_text("x")
+    for folder in (run / "model", run / STEP):
+        relative = os.path.relpath(base, folder)
+        meta = {"lora": {}, "base": {"path": "/gone", "sha256": {}, "relative_path": relative}}
+        (folder / "lora.json").write_text(json.dumps(meta))
+    for model in (run, run / STEP):
+        with pytest.raises(LmforgeError, match=r"is the model's file .*base.config\.json: writing it"):
+            check_out(base / "config.json", {}, overwrite=True, model=model)
+        _refused(base / "model.safetensors.index.json", model, base.resolve())
+    assert (base / "config.json").read_text() == "x"
+    assert check_out(tmp_path / "preds.json", {}, overwrite=True, model=run) == tmp_path / "preds.json"

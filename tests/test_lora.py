@@ -234,6 +234,17 @@ def test_peft_loads_the_export_with_the_same_logits(run: Path, base: dict[str, P
     assert (_logits(load_model(root / "imported")[0], ids) - merged(ids).logits).abs().max() < 1e-4
 
 
+def test_resume_switching_lora_off_names_only_the_keys_given(run: Path) -> None:
+    """--lora.enabled=false resets the run's [lora] keys to their defaults (config/files.py); the
+    refusal named those too, lora.targets at its default as if the user had changed it (until
+    2026-12-07)."""
+    for extra, named in (([], ""), (["--lora.rank=2"], "; lora.rank=2 (the run has lora.rank=8)")):
+        with pytest.raises(LmforgeError, match="--resume cannot change") as e:
+            train(resume=run, overrides=["--lora.enabled=false", *extra], quiet=True)
+        assert f"cannot change lora.enabled=False (the run has lora.enabled=True){named}; see" in str(e.value)
+        assert "lora.targets" not in str(e.value)
+
+
 def test_resume_and_export_refuse_another_base(base: dict[str, Path], tmp_path: Path) -> None:
     own = tmp_path / "base"
     import_hf(base["hf"], own)

@@ -110,6 +110,11 @@ def test_what_a_plain_merge_cannot_reproduce_is_refused_in_one_line(tmp_path: Pa
         ("kasa_config", {"beta": 1e-4}, r"kasa_config=.* \(KaSA"),
         ("peft_type", "IA3", r"peft_type 'IA3': lmforge merges LoRA adapters only"),
         ("lora_alpha", 0, r"lora_alpha=0 must be a positive number"),
+        # a malformed pattern was a traceback at the merge (AttributeError, re.error, ValueError)
+        ("alpha_pattern", ["q_proj"], r"json: alpha_pattern=\['q_proj'\] must be an object"),
+        ("alpha_pattern", {"q_proj(": 3}, r"json: alpha_pattern: key 'q_proj\(' is not a regular expression"),
+        ("alpha_pattern", {"q_proj": "x"}, r"json: alpha_pattern: 'q_proj': 'x' must be a positive number"),
+        ("rank_pattern", {"v_proj": None}, r"json: rank_pattern: 'v_proj': None must be a positive number"),
         ("init_lora_weights", "pissa_niter_4", r"init_lora_weights='pissa_niter_4' changed the base weights"),
     ):
         (adapter / "adapter_config.json").write_text(json.dumps({**config, key: value}))

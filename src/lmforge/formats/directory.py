@@ -201,10 +201,19 @@ def model_folders(path: str | Path) -> dict[Path, bool]:
     """The folders (resolved, links followed) a model argument reads, each with whether it is a
     run's folder: the one given (a run's when it names a model directory below it), the model
     directory it names (resolve_model_dir), and the run that directory is part of (RUN/model,
-    RUN/best, RUN/checkpoints/step_N): an output written into any of them can replace an input."""
+    RUN/best, RUN/checkpoints/step_N), and for a LoRA run the same of its base model wherever
+    lora.json may find it (formats/peft.py base_places), which loading reads and sha256-checks:
+    an output written into any of them can replace an input."""
     given, found = Path(path).resolve(), resolve_model_dir(path).resolve()
     runs = [up for up in (found.parent, found.parent.parent) if is_run_folder(up)]
-    return {found: False, given: given != found, **{run: True for run in runs[:1]}}
+    folders = {found: False, given: given != found, **{run: True for run in runs[:1]}}
+    if (found / "lora.json").is_file():  # peft imports this module: imported here
+        from lmforge.formats.peft import base_places, read_lora_file
+
+        for place in base_places(found, read_lora_file(found)[1]):
+            if (place / "config.json").is_file() and place.resolve() not in folders:
+                folders = model_folders(place) | folders  # the LoRA run's own say wins
+    return folders
 
 
 def onnx_runs(path: Path, kind: str) -> str:

@@ -80,6 +80,8 @@ def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise LmforgeError(f"{file}: {key}={value!r} must be a positive number")
+    for key in ("alpha_pattern", "rank_pattern"):
+        _check_pattern(config.get(key), f"{file}: {key}")
     weights = next((directory / n for n in PEFT_WEIGHTS if (directory / n).is_file()), None)
     if weights is None:
         raise LmforgeError(f"{directory}: no {' or '.join(PEFT_WEIGHTS)} beside {PEFT_ADAPTER}")
@@ -121,6 +123,22 @@ def _find(
                    " (a ...ForSequenceClassification with the same labels), not the bare body")  # fmt: skip
         raise LmforgeError(f"{weights}: {name!r} names {what} of the base model{why}")
     return found[0]
+
+
+def _check_pattern(pattern: Any, where: str) -> None:
+    """alpha_pattern / rank_pattern as PEFT reads them: {regex of a module's name: a positive number}
+    (a list, a key that is no regex, a value of text were tracebacks at the merge)."""
+    if pattern is None:
+        return
+    if not isinstance(pattern, dict):
+        raise LmforgeError(f"{where}={pattern!r} must be an object {{module name pattern: number}}")
+    for key, value in pattern.items():
+        try:
+            re.compile(rf"(.*\.)?({key})$")
+        except re.error as e:
+            raise LmforgeError(f"{where}: key {key!r} is not a regular expression ({e.msg})") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise LmforgeError(f"{where}: {key!r}: {value!r} must be a positive number")
 
 
 def _pattern_value(pattern: Any, module: str, default: float) -> float:

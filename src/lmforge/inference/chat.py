@@ -123,18 +123,23 @@ class ChatSpec:
         return template
 
     def render(
-        self, messages: Sequence[Message], where: str = "messages", tools: list[Any] | None = None
+        self,
+        messages: Sequence[Message],
+        where: str = "messages",
+        tools: list[Any] | None = None,
+        new_turn: bool = False,
     ) -> str:
         """The prompt for the model's next turn: a new assistant message, or the continuation of a
         final assistant message (transformers' continue_final_message). tools: the template's
-        `tools` (OpenAI-style function dicts, as transformers' apply_chat_template passes them)."""
+        `tools` (OpenAI-style function dicts, as transformers' apply_chat_template passes them).
+        new_turn: a new assistant message after a final assistant one too (add_generation_prompt)."""
         self.require_template(
             "so it cannot chat; give it plain text to continue instead (lmforge generate, or a string to"
             " pipeline('text-generation'))"
         )
         checked = check_messages(messages, where)
         template = self.template_for(tools)
-        if checked[-1]["role"] != "assistant":
+        if checked[-1]["role"] != "assistant" or new_turn:
             return render(template, checked, add_generation_prompt=True, **self._variables(tools))
         final = checked[-1]["content"]
         checked[-1] = {**checked[-1], "content": final + _CONTINUE_TAG}

@@ -9,7 +9,8 @@ gold assistant message; the conversation before it is rendered with the model's 
 - `sentiment`: accuracy, where an answer counts when its first word, lower-cased and stripped of
   punctuation, is the gold label ("Positive." counts for positive; "The review is positive" does
   not). `label_mentioned` is a looser figure beside it: the answer names the gold label and no
-  other label of the set. Sentiment answers are cut at 16 tokens.
+  other label of the set (a label inside a longer one found there, "toxic" in "non-toxic", is no
+  other mention). Sentiment answers are cut at 16 tokens; a gold answer without a word is refused.
 """
 
 from __future__ import annotations
@@ -54,28 +55,40 @@ def first_words(text: str, count: int = 1) -> str:
     return " ".join(next(found, "") for _ in range(count)).strip()
 
 
-def _mentions(answer: list[str], label: list[str]) -> bool:
-    """Whether the words of `label` stand together among the answer's words."""
-    n = len(label)
-    return n > 0 and any(answer[i : i + n] == label for i in range(len(answer) - n + 1))
+def _mentioned(answer: list[str], labels: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    """The labels (their words) that stand together among the answer's words. Longer labels are found
+    first and their words taken: "non-toxic" holds "toxic" and "very positive" "positive", which
+    are no second mention there (until 2026-12-07 the exact gold answer "Non-toxic." counted as
+    naming both, so as wrong)."""
+    taken: set[int] = set()
+    found: set[tuple[str, ...]] = set()
+    for key in sorted((k for k in labels if k), key=len, reverse=True):
+        n = len(key)
+        for i in range(len(answer) - n + 1):
+            span = set(range(i, i + n))
+            if tuple(answer[i : i + n]) == key and not span & taken:
+                taken |= span
+                found.add(key)
+    return found
 
 
 def sentiment_scores(answers: list[str], gold: list[str], labels: set[str] | None = None) -> dict[str, float]:
     """accuracy (the first words are the gold label's, each without punctuation: "non-toxic" and
     "very positive" are labels too) and label_mentioned (the gold label's words, and no other
-    label's, stand together among the answer's words). labels: every label of the test split
+    label's, stand together among the answer's words; a label inside a longer one found there is
+    no mention of its own). labels: every label of the test split
     (default: the golds given), so that a subset with one label still counts an answer naming
     another as wrong."""
-    every = {g.casefold() for g in (labels or gold)}
+    every = {tuple(words(g)) for g in (labels or gold)}  # "Non-toxic" and "non toxic" alike
     n = max(len(gold), 1)
     right = sum(
         first_words(a, len(g.split())) == first_words(g, len(g.split()))
         for a, g in zip(answers, gold, strict=True)
     )
-    named = [{label for label in every if _mentions(words(a), words(label))} for a in answers]
+    named = [_mentioned(words(a), every) for a in answers]
     return {
         "accuracy": right / n,
-        "label_mentioned": sum(m == {g.casefold()} for m, g in zip(named, gold, strict=True)) / n,
+        "label_mentioned": sum(m == {tuple(words(g))} for m, g in zip(named, gold, strict=True)) / n,
     }
 
 
@@ -95,6 +108,11 @@ def test_items(data: str | Path, max_items: int) -> tuple[dict[str, list[Convers
             )
         if c.messages[-1]["role"] != "assistant":
             raise LmforgeError(f"{data}:{c.line}: the last message must be the gold assistant answer")
+        if c.kind == "sentiment" and not words(c.messages[-1]["content"]):  # any answer would match ""
+            raise LmforgeError(
+                f"{data}:{c.line}: a sentiment test item whose gold answer (its last message) holds"
+                f" no label: {c.messages[-1]['content']!r}"
+            )
         if c.kind == "sentiment":
             labels.add(c.messages[-1]["content"].strip())
         if not max_items or len(by_kind[c.kind]) < max_items:
@@ -136,8 +154,10 @@ def eval_instruct(
     net = require_decoder(net, model)
     spec = ChatSpec.read(directory, tokenizer)
     spec.require_template("so it cannot follow instructions: eval-instruct needs an instruct model")
+    # the gold answer is a new assistant turn, also after an assistant message (transformers'
+    # apply_chat_template(messages[:-1], add_generation_prompt=True)), not a continuation of it
     prompts = {
-        k: [tokenizer.encode(spec.render(c.messages[:-1], f"{data}:{c.line}")) for c in items]
+        k: [tokenizer.encode(spec.render(c.messages[:-1], f"{data}:{c.line}", new_turn=True)) for c in items]
         for k, items in by_kind.items()
     }  # fmt: skip  (checks the template before decoding)
     net = to_inference_dtype(net, dtype)[0]

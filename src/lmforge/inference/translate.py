@@ -291,7 +291,7 @@ def check_out(
     folder or a read-only file is refused."""
     out = Path(out)
     if model is not None:  # the model directory's files, and a run's own (config.toml, summary.json)
-        folders = {resolve_model_dir(model), Path(model)}
+        folders = {resolve_model_dir(model), Path(model), *model_folders(model)}  # a LoRA run's base too
         inputs = inputs | {
             f"the model's file {f}": f for d in folders if d.is_dir() for f in d.iterdir() if f.is_file()
         }

@@ -15,6 +15,7 @@ from lmforge.config import (
     joined_overrides,
     load_config,
 )
+from lmforge.config.files import SWITCHED
 from lmforge.data.shards import is_prepared
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import resolve_model_dir
@@ -91,7 +92,7 @@ def resume_run(
     refused = [
         f"{key}={new!r} (the run has {key}={old!r})"
         for key, old, new in config_changes(saved, cfg)
-        if not resumable(key)
+        if not resumable(key) and not _reset_by_switch(cfg, key)
     ]
     if refused:
         raise LmforgeError(
@@ -159,6 +160,21 @@ def _refuse_named(run_dir: Path, saved: Config, overrides: list[str], edited: st
             f"{run_dir}: --resume cannot change {'; '.join(named)}{edited}; see 'What may change on"
             " resume' in docs/training.md"
         )
+
+
+def _reset_by_switch(cfg: Config, key: str) -> bool:
+    """Whether `key` changed only as --lora.enabled=false (or privacy's) reset its section's keys
+    from config.toml to their defaults (config/files.py _switched_off, the same rule): the user
+    changed `enabled`, not it (a LoRA run's refusal named lora.rank, lora.alpha, lora.targets
+    at their defaults as changed, until 2026-12-07)."""
+    section, _, name = key.partition(".")
+    switch = f"{section}.enabled"
+    return (
+        section in SWITCHED
+        and name != "enabled"
+        and not getattr(cfg, section).enabled
+        and cfg.outranked(key, switch)
+    )
 
 
 def check_epochs_train(run_dir: Path, t: TrainConfig, per_epoch: int, last: Path, step: int) -> None:
