@@ -211,6 +211,7 @@ CASES = [
     # --- train: the recipe and its keys
     Case("train-unknown-key", f"train --out {R} {DATA} --model.nlayer=2", r"unknown config key 'model\.nlayer'"),
     Case("train-wrong-type", f"train --out {R} {DATA} --train.batch_size=abc", r"train\.batch_size='abc' is not an integer"),
+    Case("train-max-bad-steps-0", f"train --out {R} {DATA} --train.max_bad_steps=0", r"train\.max_bad_steps=0 must be >= 1 \(non-finite steps in a row before the run stops\)$"),
     Case("train-batch-size-0", f"train --out {R} {DATA} --train.batch_size=0", r"train\.batch_size=0 must be > 0"),
     Case("train-n-layer-negative", f"train --out {R} {DATA} --model.n_layer=-1", r"model\.n_layer.* must be > 0"),
     Case("train-block-size-0", f"train --out {R} {DATA} --model.block_size=0", r"model\.block_size=0 must be > 0"),

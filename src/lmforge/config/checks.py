@@ -73,6 +73,11 @@ def check_config(c: Config) -> None:
         f" set train.min_lr too (say lr/10), or train.schedule=linear",
     )
     _positive(t, "train", "eval_interval", "log_interval", "checkpoint_interval")
+    _check(  # 0 aborted at the first non-finite step, not "no limit" as 0 means elsewhere
+        t.max_bad_steps >= 1,
+        f"train.max_bad_steps={t.max_bad_steps} must be >= 1 (non-finite steps in a row before the"
+        " run stops)",
+    )
     _check(t.eval_batches >= 0, f"train.eval_batches={t.eval_batches} must be >= 0")
     _check(
         not t.keep_best or c.data.task in ("lm", "chat"),

@@ -142,7 +142,7 @@ class TrainConfig:
     seed: int = 1337
     """Seed of the weight initialisation, data order and dropout."""
     max_bad_steps: int = 5
-    """Abort after this many consecutive steps with a non-finite loss or gradient."""
+    """Abort after this many consecutive steps with a non-finite loss or gradient (>= 1)."""
     init_from: str = ""
     """Start from this model, run or Hugging Face directory's weights: its architecture replaces
     [model] (dropout aside; a [model] key set to another value is refused, but a recipe's yields,
