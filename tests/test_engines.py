@@ -351,7 +351,14 @@ def test_deepspeed_keys_on_another_engine_are_said_at_start(
     ignored = "ignores engine.offload='optimizer': DeepSpeed only"
     assert line.startswith(f"  engine  local ({ignored}), world size 1"), line
     assert EngineConfig(name="deepspeed", offload="optimizer").ignored() == []
-    assert EngineConfig(name="ddp", zero_stage=3).ignored() == ["engine.zero_stage=3"]
+    assert EngineConfig(name="ddp", zero_stage=3).ignored() == ["engine.zero_stage=3: DeepSpeed only"]
+    # the process group's keys on one process (they were dropped unsaid)
+    local = EngineConfig(backend="nccl", timeout_s=60).ignored()
+    assert local == [
+        "engine.backend='nccl': several processes only",
+        "engine.timeout_s=60: several processes only",
+    ]
+    assert EngineConfig(name="ddp", backend="gloo", timeout_s=60).ignored() == []
 
 
 @needs_deepspeed

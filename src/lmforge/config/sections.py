@@ -195,13 +195,20 @@ class EngineConfig:
     a rank that skips a collective then ends the run with an error instead of a silent hang."""
 
     def ignored(self) -> list[str]:
-        """The DeepSpeed keys given another value than their default on another engine, which runs
-        without them (a recipe for DeepSpeed run with --engine.name=local, or resumed on it)."""
-        if self.name == "deepspeed":
-            return []
+        """The keys given another value than their default on an engine that runs without them,
+        each with why: DeepSpeed's on another engine (a recipe for DeepSpeed run with
+        --engine.name=local, or resumed on it), the process group's on the local engine."""
         default = EngineConfig()
-        keys = ("zero_stage", "offload", "deepspeed_config")
-        return [f"engine.{k}={getattr(self, k)!r}" for k in keys if getattr(self, k) != getattr(default, k)]
+        unused = {
+            "zero_stage": "DeepSpeed only",
+            "offload": "DeepSpeed only",
+            "deepspeed_config": "DeepSpeed only",
+        }
+        unused = {} if self.name == "deepspeed" else unused
+        if self.name == "local":  # one process, no process group
+            unused |= {"backend": "several processes only", "timeout_s": "several processes only"}
+        changed = [k for k in unused if getattr(self, k) != getattr(default, k)]
+        return [f"engine.{k}={getattr(self, k)!r}: {unused[k]}" for k in changed]
 
 
 @dataclass

@@ -58,7 +58,7 @@ def say_start(run: Run, model_name: str, plan: Plan, kernels: str) -> None:
         f" {run.n_params:,} parameters ({run.task.name})"
     )
     ignored = run.cfg.engine.ignored()  # said, not silently dropped
-    unused = f" (ignores {', '.join(ignored)}: DeepSpeed only)" if ignored else ""
+    unused = f" (ignores {'; '.join(ignored)})" if ignored else ""
     say(
         f"  engine  {engine.describe()}{unused}, world size {engine.world_size}\n"
         f"  batch   global {t.batch_size} examples = micro-batch {plan.micro_batch} x {plan.accumulation}"
