@@ -70,21 +70,23 @@ class DataConfig:
     block_size does (SmolLM2's context is 8,192 tokens)."""
 
     def label_names(self) -> list[str]:
-        """data.labels as a list: a string split on commas, a list's names each whole (a command
-        line's TOML list too, `--data.labels='["good, mostly", "bad"]'`); blanks dropped, names
-        stripped."""
-        names = self.labels.split(",") if isinstance(self.labels, str) else self.labels
+        """data.labels as a list: a string split on commas (blanks dropped), a list's names each
+        whole (a command line's TOML list too, `--data.labels='["good, mostly", "bad"]'`; a blank
+        one is an error); names stripped."""
+        listed: object = self.labels if isinstance(self.labels, list) else None
         if isinstance(self.labels, str) and self.labels.strip().startswith("["):
             try:
                 listed = tomllib.loads(f"v = {self.labels}")["v"]
             except tomllib.TOMLDecodeError:  # `[a],b`: names with brackets, split on commas
                 listed = None
-            if isinstance(listed, list):  # a TOML file's list is type-checked as it is read: so here
-                odd = next((n for n in listed if not isinstance(n, str)), None)
-                if odd is not None:
-                    raise LmforgeError(f"data.labels={self.labels}: {odd!r} is not a name: quote each one")
-                names = listed
-        return [name.strip() for name in names if name.strip()]
+        if not isinstance(listed, list):
+            return [name.strip() for name in str(self.labels).split(",") if name.strip()]
+        odd = next((n for n in listed if not isinstance(n, str)), None)  # a file's are checked as read
+        if odd is not None:
+            raise LmforgeError(f"data.labels={self.labels}: {odd!r} is not a name: quote each one")
+        if not all(n.strip() for n in listed):
+            raise LmforgeError(f"data.labels={self.labels!r}: a blank name in the list")
+        return [name.strip() for name in listed]
 
 
 @dataclass
