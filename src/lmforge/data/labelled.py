@@ -151,21 +151,35 @@ def encode_batch(
     tokenizers); a text longer than the context is cut inside, its special tokens kept, as
     transformers' truncation cuts it."""
     after = tokenizer.text_affixes()[1]
-    rows = []
-    for text in texts:
-        ids = tokenizer.encode_prompt(text)
-        ids = ids or [tokenizer.eos_id if tokenizer.eos_id is not None else 0]
-        if len(ids) > context:
-            ids = ids[: context - len(after)] + after if after else ids[:context]
-        rows.append(ids)
+    rows = [encode_text(tokenizer, text, context, after) for text in texts]
+    ids, mask, _ = pad_rows(rows, pad_id if pad_id is not None else tokenizer.pad_id)
+    return ids, mask
+
+
+def encode_text(tokenizer: Tokenizer, text: str, context: int, after: list[int]) -> list[int]:
+    """One text's ids for encode_batch: `after`, the special ids its tokenizer puts after a text
+    (Tokenizer.text_affixes), stay at the end of a text cut to `context` tokens."""
+    ids = tokenizer.encode_prompt(text)
+    ids = ids or [tokenizer.eos_id if tokenizer.eos_id is not None else 0]
+    if len(ids) > context:
+        ids = ids[: context - len(after)] + after if after else ids[:context]
+    return ids
+
+
+def pad_rows(
+    rows: list[list[int]], pad: int | None, types: list[list[int]] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask, token_type_ids), each (B, T), the rows right-padded with `pad` (0 for
+    None); the token types 0 where `types` gives none."""
     width = max(len(r) for r in rows)
-    pad = pad_id if pad_id is not None else tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
+    mask, kinds = torch.zeros_like(ids), torch.zeros_like(ids)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
-    return ids, mask
+        if types is not None:
+            kinds[i, : len(row)] = torch.tensor(types[i])
+    return ids, mask, kinds
 
 
 def token_counts(tokenizer: Tokenizer, texts: list[str], context: int) -> list[int]:

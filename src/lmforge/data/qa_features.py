@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tokenizers import Encoding
-from tokenizers import Tokenizer as HFTokenizer
 
+from lmforge.data.text_pairs import private_copy
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -54,8 +54,7 @@ class WindowMaker:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer  # its check_rows: ids past the model's embedding rows
-        self.hf = HFTokenizer.from_str(tokenizer.hf.to_str())
-        self.hf.no_padding()
+        self.hf = private_copy(tokenizer)
         # the null answer's token, which transformers' pipeline keeps answerable: BERT's [CLS], RoBERTa's <s>
         self.cls_id = next((i for t in ("[CLS]", "<s>") if (i := self.hf.token_to_id(t)) is not None), None)
         self.specials = self.hf.num_special_tokens_to_add(is_pair=True)

@@ -25,6 +25,7 @@ import torch
 from lmforge.data.input_files import JSON_LINES, suffixes
 from lmforge.data.labelled import encode_batch, read_labelled
 from lmforge.data.sources import strict_lines
+from lmforge.data.text_pairs import Item, encode_items
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.inference.label_metrics import (
@@ -65,20 +66,36 @@ def checked_function(function_to_apply: str | None) -> str | None:
 
 @torch.inference_mode()
 def label_probabilities(
-    model: Classifier, tokenizer: Tokenizer, texts: list[str], batch_size: int, function: str | None = None
+    model: Classifier,
+    tokenizer: Tokenizer,
+    texts: list[Item],
+    batch_size: int,
+    function: str | None = None,
+    truncation: str = "longest_first",
 ) -> torch.Tensor:
     """(len(texts), labels) scores, `batch_size` texts per forward, each cut to the model's
     context: the logits through `function` ("softmax", "sigmoid", "none"; None: the model's own,
-    see the module doc)."""
-    empty = next((n for n, text in enumerate(texts, start=1) if not text.strip()), None)
-    if empty is not None:  # a label for nothing is a guess (training and evaluation refuse it)
-        raise LmforgeError(f"text {empty} is empty: nothing to classify")
+    see the module doc). An item may be a (text, text_pair) pair, encoded with the tokenizer's
+    pair template and cut by `truncation` (data/text_pairs.py), as a cross-encoder reads it."""
+    for n, item in enumerate(texts, start=1):
+        parts = (item,) if isinstance(item, str) else item
+        for text, what in zip(parts, ("text", "text_pair"), strict=False):
+            if not text.strip():  # a label for nothing is a guess (training and evaluation refuse it)
+                raise LmforgeError(f"{what} {n} is empty: nothing to classify")
     out = []
     device = next(model.parameters()).device  # wherever the caller put the model
     for i in range(0, len(texts), batch_size):
         batch = texts[i : i + batch_size]
-        ids, mask = encode_batch(tokenizer, batch, model.config.block_size, model.pad_id)
-        out.append(apply_function(model(ids.to(device), mask.to(device)), function or model.function).cpu())
+        if all(isinstance(item, str) for item in batch):
+            ids, mask = encode_batch(tokenizer, batch, model.config.block_size, model.pad_id)  # type: ignore[arg-type]
+            logits = model(ids.to(device), mask.to(device))
+        else:
+            context = model.config.block_size
+            ids, mask, types = encode_items(tokenizer, batch, context, model.pad_id, truncation)
+            if int(types.max()) >= model.config.type_vocab_size:  # types the model has no rows for:
+                types.zero_()  # as transformers gives a RoBERTa none (its tokenizer does not ask)
+            logits = model(ids.to(device), mask.to(device), types.to(device))
+        out.append(apply_function(logits, function or model.function).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(model.labels))
 
 

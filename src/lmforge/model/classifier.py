@@ -150,13 +150,20 @@ class Classifier(nn.Module):
         """How the logits are read by default: "softmax", "sigmoid" or "none" (see the module doc)."""
         return default_function(self.problem_type, len(self.labels))
 
-    def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """idx (B, T), attention_mask (B, T) 1 = real token (right or left padding) -> class logits
-        (B, labels)."""
+    def forward(
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """idx (B, T), attention_mask (B, T) 1 = real token (right or left padding), token_type_ids
+        (B, T) 0 = a pair's first text, 1 = its second (an encoder's with token type embeddings
+        reads them; a decoder none, as transformers gives a GPT-2 or Llama classifier none)
+        -> class logits (B, labels)."""
         mask = attention_mask if attention_mask is not None else torch.ones_like(idx)
         left = not self.encoder and left_padded(mask)
         if self.encoder:
-            hidden = self.backbone(idx, mask)  # (B, T, C)
+            hidden = self.backbone(idx, mask, token_type_ids)  # (B, T, C)
         elif left:  # positions from each row's first real token, padding unattended
             hidden = self.backbone.hidden_states(idx, mask=mask.bool())
         else:  # a causal decoder needs no mask: right padding never reaches the real tokens

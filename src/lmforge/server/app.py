@@ -162,7 +162,7 @@ def create_app(
         served = _model(state, body.model, "text-classification")
         given = {"top_k": body.top_k} if "top_k" in body.model_fields_set else {}  # as the pipeline's
         given |= {"function_to_apply": body.function_to_apply} if body.function_to_apply else {}
-        results = await _task(state, lambda: served.pipeline(body.input, **given))
+        results = await _task(state, lambda: served.pipeline(body.pipeline_input(), **given))
         return {"object": "classification", "model": served.id, "results": results}
 
     @app.post("/v1/answers")

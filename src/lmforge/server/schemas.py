@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from lmforge.server.body import Body
+from lmforge.server.classification_input import ClassificationInput, TextPair
 from lmforge.server.messages import Message, check_turn
 from lmforge.server.structured import Choices, ResponseFormat, StructuredOutputs, constraint
 from lmforge.server.tools import Tool, ToolChoice, check_tools, forced
@@ -302,9 +303,15 @@ class TranslationRequest(Body):
 
 class ClassificationRequest(Body):
     model: StrictStr
-    input: Texts
+    input: ClassificationInput
     top_k: Annotated[StrictInt, Field(ge=1)] | None = 1
     function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None  # None: the model's own
+
+    def pipeline_input(self) -> Any:
+        """The input as the pipeline takes it: a text pair as its {"text", "text_pair"} dict."""
+        if isinstance(self.input, list):
+            return [item.as_input() if isinstance(item, TextPair) else item for item in self.input]
+        return self.input.as_input() if isinstance(self.input, TextPair) else self.input
 
 
 Context = Annotated[StrictStr, Field(max_length=MAX_CONTEXT_CHARS)]
