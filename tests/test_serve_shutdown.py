@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,3 +103,20 @@ def test_requests_in_flight_get_their_grace_then_a_503(gpt: Path, presses: int) 
         assert ended < SHUTDOWN_GRACE_S - 1, ended
     assert "lmforge serve: stopping" in err
     assert "Traceback" not in err and "never retrieved" not in err, err
+
+
+def test_a_sigterm_while_the_models_load_is_one_line(gpt: Path) -> None:
+    """Before the server's own handlers (loading, a compile of minutes), a SIGTERM ended serve
+    without a word (exit 143); it says so now, as every other verb does."""
+    code = (
+        "import os, signal, sys, time; import lmforge.server.models as m;"
+        " m.load_models = lambda *a, **k: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(30));"
+        " from lmforge.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    argv = ["serve", str(gpt), "--port", str(free_port()), "--dtype", "fp32"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 143 and done.stderr == "lmforge: terminated\n", done.stderr[-2000:]

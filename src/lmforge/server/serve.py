@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import resolve_model_dir
 from lmforge.inference.options import check_options
+from lmforge.processes import signals_stop
 
 if TYPE_CHECKING:
     from lmforge.server.batcher import Batcher
@@ -296,7 +297,8 @@ def serve(
     for path in models:  # a missing or foreign directory fails before any model loads
         resolve_model_dir(path)
     _check_port_free(host, port)
-    served = load_models(list(models), dtype, compile)
+    with signals_stop():  # a SIGTERM while models load (a compile takes minutes) says so, as elsewhere
+        served = load_models(list(models), dtype, compile)
     batcher = Batcher()  # decoding runs in this thread, uvicorn in another
     settings = Settings(max_queue, max_tokens_limit, float(timeout), key, origins, tool_call_parser)
     app = create_app(served, settings, batcher)
