@@ -106,7 +106,9 @@ def test_ctrl_c_stops_the_reply_and_the_session_goes_on(
     assert len(prompts) == 1
 
 
-def test_a_sigterm_during_a_reply_ends_the_session(llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sigterm_during_a_reply_ends_the_session(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A SIGTERM (Terminated, a KeyboardInterrupt to the CLI since every verb stops on it) during a
     reply at a terminal ends the session: it is not Ctrl-C's "stop this reply"."""
     from lmforge.processes import Terminated
@@ -122,6 +124,8 @@ def test_a_sigterm_during_a_reply_ends_the_session(llama: Path, monkeypatch: pyt
 
     monkeypatch.setattr(chat_module.TextStream, "__call__", terminated)
     monkeypatch.setattr(sys, "stdin", Terminal("Who is the king?\nnever read\n"))
+    capsys.readouterr()
     with pytest.raises(Terminated):
         chat(llama, system=SYSTEM, do_sample=False, max_new_tokens=4, dtype="fp32", compile=False)
     assert len(prompts) == 1
+    assert capsys.readouterr().out.endswith("\n")  # `lmforge: terminated` is not glued to the reply

@@ -365,6 +365,10 @@ def chat(
             continue
         except KeyboardInterrupt as e:  # Ctrl-C mid-reply stops the reply, as the playground's Stop
             if not interactive or isinstance(e, Terminated):  # a script's Ctrl-C, a SIGTERM: the end
+                if stream is not None and stream.ids:  # the reply's line ends before the stop's own
+                    stream.finish()
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
                 raise
             reply = stream.finish() if stream is not None else ""  # what came, held-back text too
             if not reply:  # nothing came: the message is not in the conversation
