@@ -224,3 +224,11 @@ def test_stopwords_leave_words_joined_by_punctuation_whole() -> None:
     assert out == "in-house tool 9 a.m. a.b test" and stats.edits == {"stopwords": 4}
     assert Stopwords(["don't", "it"]).apply("I don't know it", StageStats()) == "I know"
     assert Stopwords([]).apply("the cat", StageStats()) == "the cat"  # an empty list is empty
+
+
+def test_stopwords_read_combining_marks_as_part_of_a_word() -> None:
+    """re's \\w has no combining marks: a Hindi list (के, की) could never match, and "a" was cut out
+    of a decomposed "à", leaving its accent alone."""
+    assert Stopwords(["के", "है"]).apply("राम के घर है", StageStats()) == "राम घर"
+    decomposed = "the cafe\u0301 is a\u0300 la mode"
+    assert Stopwords().apply(decomposed, StageStats()) == "cafe\u0301 a\u0300 la mode"

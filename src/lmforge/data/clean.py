@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 import ftfy
+import regex
 
 from lmforge.data.html_blocks import BLOCK_TAGS, CELL_TAGS
 from lmforge.data.report import StageStats
@@ -319,7 +320,7 @@ ENGLISH_STOPWORDS = [
 ]
 # a word: letters and digits, with ' ’ - . inside it kept ("don't", "in-house", "a.m" whole: "in"
 # and "a" were cut out of them, leaving "-house" and ".m.")
-_WORD = re.compile(r"\w+(?:['’.-]\w+)*")
+_WORD = regex.compile(r"\w+(?:['’.-]\w+)*")  # regex's \w holds combining marks: Hindi "के", a decomposed "à"
 
 
 # where a stop word was: NUL, else a noncharacter or private-use character the text lacks (a real
