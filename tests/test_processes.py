@@ -154,6 +154,16 @@ def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
     assert not [pid for pid in left if _alive(int(pid))]
 
 
+def test_an_agent_ended_by_a_signal_exits_as_a_shell_says() -> None:
+    """Two quick Ctrl-Cs: the second can reach torchrun's agent once its handlers are gone, and it
+    dies of SIGINT (returncode -2), which launch returned as is: exit status 254, not 130."""
+    from lmforge.launch import _wait
+
+    code = "import os, signal; signal.signal(2, signal.SIG_DFL); os.kill(os.getpid(), 2)"  # SIGINT
+    assert _wait(subprocess.Popen([sys.executable, "-c", code])) == 130
+    assert _wait(subprocess.Popen([sys.executable, "-c", "raise SystemExit(2)"])) == 2
+
+
 def test_torchruns_agent_acts_on_the_first_signal_only() -> None:
     """A Ctrl-C at a terminal reaches the agent from the terminal and from launch, which passes
     SIGINT on; a second SignalException inside the agent's shutdown cut it short and began another

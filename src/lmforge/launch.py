@@ -135,9 +135,13 @@ def _wait(agent: subprocess.Popen) -> int:
     launch waited 5 s for the agent to end before passing it on."""
     while True:
         try:
-            return agent.wait()
+            code = agent.wait()
         except KeyboardInterrupt:
             agent.send_signal(signal.SIGINT)
+            continue
+        # an agent ended by a signal (a second Ctrl-C after its handlers were gone: -2) exits as a
+        # shell says it, 128 + the signal (a plain -2 became exit status 254)
+        return 128 - code if code < 0 else code
 
 
 def _first_signal_ends(handler: Callable[[int, Any], None]) -> Callable[[int, Any], None]:
