@@ -358,6 +358,7 @@ CASES = [
     Case("classify-no-train", "finetune-classify {s}/gpt --labels neg,pos", r"required: --train", usage=True),
     Case("classify-unknown-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg,positive", r"{s}/l\.jsonl:\d+: label 'pos' is not one of"),
     Case("classify-label-not-a-name", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels '[\"neg, mostly\", 3]'", r"data\.labels=\[\"neg, mostly\", 3\]: 3 is not a name: quote each one \(data\.labels is finetune-classify's --labels\)$"),
+    Case("classify-labels-unquoted-list", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels '[neg,pos]'", r"data\.labels=\[neg,pos\]: not a TOML list: quote each name \(\[\"good, mostly\", \"bad\"\]\), or give names split on commas without brackets \(data\.labels is finetune-classify's --labels\)$"),
     Case("classify-label-blank", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels '[\"neg\", \"\"]'", r"data\.labels='\[\"neg\", \"\"\]': a blank name in the list \(data\.labels is finetune-classify's --labels\)$"),
     Case("classify-one-label", "finetune-classify {s}/gpt --train {s}/l.jsonl --labels neg", r"labels='neg': name at least two labels"),
     Case("lora-target-twice", "train --data.input={s}/corpus.txt --train.init_from={s}/gpt --lora.enabled=true --lora.targets=q_proj,v_proj,q_proj --out {t}/o", r"lora\.targets: 'q_proj' is named twice$"),

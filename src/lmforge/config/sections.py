@@ -75,10 +75,13 @@ class DataConfig:
         one is an error); names stripped."""
         listed: object = self.labels if isinstance(self.labels, list) else None
         if isinstance(self.labels, str) and self.labels.strip().startswith("["):
-            try:
+            try:  # names with brackets go in a list too: `["[a]", "b"]`
                 listed = tomllib.loads(f"v = {self.labels}")["v"]
-            except tomllib.TOMLDecodeError:  # `[a],b`: names with brackets, split on commas
-                listed = None
+            except tomllib.TOMLDecodeError:  # `[negative,positive]` was split into "[negative", ...
+                raise LmforgeError(
+                    f"data.labels={self.labels}: not a TOML list: quote each name"
+                    ' (["good, mostly", "bad"]), or give names split on commas without brackets'
+                ) from None
         if not isinstance(listed, list):
             return [name.strip() for name in str(self.labels).split(",") if name.strip()]
         odd = next((n for n in listed if not isinstance(n, str)), None)  # a file's are checked as read
