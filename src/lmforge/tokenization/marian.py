@@ -83,7 +83,7 @@ class MarianTokenizer:
         # transformers' MarianTokenizer takes these typed in a text ("a </s> b") as their ids, not
         # pieces; the longest first where one begins another, as its added-tokens trie matches
         names = sorted({self.pieces[i] for i in self.special_ids}, key=len, reverse=True)
-        self.specials = re.compile("(" + "|".join(map(re.escape, names)) + ")")
+        self.specials = re.compile("(" + "|".join(map(re.escape, names)) + ")" if names else "(?!)")
         self.clean_up = bool(config.get("clean_up_tokenization_spaces", False))
         try:
             self.source = spm.SentencePieceProcessor(model_proto=self.files["source.spm"])
