@@ -129,3 +129,20 @@ def test_a_sigterm_during_a_reply_ends_the_session(
         chat(llama, system=SYSTEM, do_sample=False, max_new_tokens=4, dtype="fp32", compile=False)
     assert len(prompts) == 1
     assert capsys.readouterr().out.endswith("\n")  # `lmforge: terminated` is not glued to the reply
+
+
+def test_a_sigterm_at_the_prompt_ends_its_line(
+    llama: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At the prompt no echo ends the line (a terminal echoes ^C): `lmforge: terminated` stood on the
+    prompt's line, `> lmforge: terminated`."""
+    from lmforge.processes import Terminated
+
+    class Terminating(Terminal):
+        def readline(self, size: int | None = -1) -> str:
+            raise Terminated
+
+    monkeypatch.setattr(sys, "stdin", Terminating(""))
+    with pytest.raises(Terminated):
+        chat(llama, system=SYSTEM, do_sample=False, max_new_tokens=4, dtype="fp32", compile=False)
+    assert capsys.readouterr().out == "> \n"

@@ -310,6 +310,9 @@ def chat(
             line = input("> ") if interactive else sys.stdin.readline()
         except EOFError:
             break
+        except Terminated:
+            print("\n" * interactive, end="", flush=True)  # ends the prompt's line, as ^C's echo does
+            raise
         if not interactive and not line:
             break
         text = line.rstrip("\r\n")
