@@ -18,6 +18,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import safetensors.numpy
@@ -34,6 +35,7 @@ from lmforge.outputs import write_file
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2: longer text is cut
 RRF_K = 60  # reciprocal rank fusion's constant
 BATCH = 32
+SENTENCE_CONFIG = "sentence_bert_config.json"  # max_seq_length, do_lower_case
 
 
 def default_embedder() -> Path:
@@ -109,26 +111,27 @@ class Embedder:
 def sentence_length(directory: Path, net: torch.nn.Module) -> int:
     """The tokens sentence-transformers cuts a text to: sentence_bert_config.json's max_seq_length
     when the directory has one (all-MiniLM-L6-v2: 256 of its 512 positions), else the context."""
-    try:
-        length = json.loads((directory / "sentence_bert_config.json").read_text())["max_seq_length"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return int(net.config.block_size)
-    context = int(net.config.block_size)
+    length, context = _sentence_config(directory).get("max_seq_length"), int(net.config.block_size)
     return min(int(length), context) if is_int(length) and length > 0 else context
 
 
 def lower_cases(directory: Path) -> bool:
     """sentence_bert_config.json's do_lower_case: sentence-transformers' Transformer module then
     lower-cases each text (str.lower) before its tokenizer sees it, a cased one included."""
-    file = directory / "sentence_bert_config.json"
-    try:
-        raw = json.loads(file.read_text())
-    except (OSError, ValueError):
-        return False
-    value = raw.get("do_lower_case", False) if isinstance(raw, dict) else False
+    value = _sentence_config(directory).get("do_lower_case", False)
     if not isinstance(value, bool):
+        file = directory / SENTENCE_CONFIG
         raise LmforgeError(f"{file}: 'do_lower_case' must be true or false, not {value!r}")
     return value
+
+
+def _sentence_config(directory: Path) -> dict[str, Any]:
+    """sentence_bert_config.json as a dict; {} where it is missing or not a JSON object."""
+    try:
+        raw = json.loads((directory / SENTENCE_CONFIG).read_text())
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def check_mean_pooling(directory: Path) -> None:

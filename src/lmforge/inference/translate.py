@@ -290,8 +290,9 @@ def check_out(
     its folders (model_folders; a new file directly in a run's folder aside); a folder, a missing
     folder or a read-only file is refused."""
     out = Path(out)
+    read = model_folders(model) if model is not None else {}  # a LoRA run's base too
     if model is not None:  # the model directory's files, and a run's own (config.toml, summary.json)
-        folders = {resolve_model_dir(model), Path(model), *model_folders(model)}  # a LoRA run's base too
+        folders = {resolve_model_dir(model), Path(model), *read}  # as given, for the message
         inputs = inputs | {
             f"the model's file {f}": f for d in folders if d.is_dir() for f in d.iterdir() if f.is_file()
         }
@@ -306,8 +307,7 @@ def check_out(
             raise LmforgeError(f"out={out} is a file of {label}: writing it would overwrite an input")
     if out.is_dir():
         raise LmforgeError(f"out={out}: a folder; give the name of a file to write")
-    if model is not None:
-        _check_outside(out, model_folders(model))
+    _check_outside(out, read)
     if out.exists() and not overwrite:
         raise LmforgeError(f"out={out} exists: give --overwrite to replace it, or another file name")
     if not out.parent.is_dir():
