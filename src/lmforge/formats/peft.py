@@ -245,7 +245,7 @@ def merge_lora(model_path: str | Path, out: str | Path) -> Path:
     files = {p.name for p in source.iterdir() if p.is_file() and p.name not in _TRAINING_FILES}
     owner = _owner("merge-lora", files | {WEIGHTS})
     # the base is an input too: an earlier merge's folder, trained on again, must not be merged over
-    bases = [p for p in _places(source, read_lora_file(source)[1]) if p.exists()]
+    bases = [p for p in base_places(source, read_lora_file(source)[1]) if p.exists()]
     staged = staged_folder(
         out, inputs=[source, *bases], owner=owner, overwrite=None, verb="merge-lora", mark=True
     )
