@@ -341,7 +341,8 @@ def test_a_gold_after_an_assistant_message_is_a_new_turn(
 ) -> None:
     """[user, assistant "Sure.", assistant gold]: the prompt is transformers'
     apply_chat_template(messages[:-1], add_generation_prompt=True), as documented; it continued
-    the "Sure." message instead (until 2026-12-07)."""
+    the "Sure." message instead (until 2026-12-07). The answers' "prompt" is the user's message
+    (it was "Sure.", the message before the gold)."""
     transformers = pytest.importorskip("transformers")
     from lmforge.inference import instruct_eval
 
@@ -356,12 +357,13 @@ def test_a_gold_after_an_assistant_message_is_a_new_turn(
         return [[] for _ in prompts]
 
     monkeypatch.setattr(instruct_eval, "answer_all", answer_all)
-    eval_instruct(model_dir, data, dtype="fp32", quiet=True)
+    result = eval_instruct(model_dir, data, dtype="fp32", quiet=True)
     tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
     tok.chat_template = TEMPLATE
     expected = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
     assert expected.endswith("Sure.<|endoftext|>\n<|endoftext|>assistant\n")
     assert seen == [tok.encode(expected)]
+    assert result["translation"]["samples"][0]["prompt"] == "fr: the cat"
 
 
 def test_eval_instruct_batches_answer_as_one_at_a_time(

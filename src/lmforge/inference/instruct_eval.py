@@ -92,6 +92,13 @@ def sentiment_scores(answers: list[str], gold: list[str], labels: set[str] | Non
     }
 
 
+def asked(c: Conversation) -> str:
+    """What the gold answers: the last user message before it (a conversation may hold an earlier
+    assistant turn or end its prompt with a system message), else the message before it."""
+    before = c.messages[:-1]
+    return next((m["content"] for m in reversed(before) if m["role"] == "user"), before[-1]["content"])
+
+
 def test_items(data: str | Path, max_items: int) -> tuple[dict[str, list[Conversation]], set[str]]:
     """The test split by kind, the first `max_items` of each (0: all), in file order; and the
     sentiment labels of the whole test split."""
@@ -175,7 +182,7 @@ def eval_instruct(
         answers = [tokenizer.decode(new).strip() for new in answers]
         gold = [c.messages[-1]["content"].strip() for c in items]
         figures = score(answers, gold) if kind == "translation" else sentiment_scores(answers, gold, labels)
-        every[kind] = [{"line": c.line, "prompt": c.messages[-2]["content"], "answer": a, "gold": g}
+        every[kind] = [{"line": c.line, "prompt": asked(c), "answer": a, "gold": g}
                        for c, a, g in zip(items, answers, gold, strict=True)]  # fmt: skip
         shown = [{k: v for k, v in item.items() if k != "line"} for item in every[kind][:SAMPLES]]
         result[kind] = {"items": len(items), **figures, "samples": shown}
