@@ -103,3 +103,41 @@ def test_gpt2_vocabulary_files_take_add_prefix_space(tmp_path: Path) -> None:
             expected["input_ids"],
             [tuple(o) for o in expected["offset_mapping"]],
         )
+
+
+def test_a_bert_vocabulary_with_its_own_special_names_tokenizes_as_transformers(tmp_path: Path) -> None:
+    """unk/cls/sep/pad/mask named otherwise (special_tokens_map.json over tokenizer_config.json, as
+    transformers reads them): lmforge took [UNK] ... [MASK] and split "<mask>" into pieces."""
+    directory = tmp_path / "hf"
+    directory.mkdir()
+    vocab = ["<pad>", "<unknown>", "<cls>", "<sep>", "<mask>", "hello", "world", "##s", "!", "[UNK]",
+             "[CLS]", "[SEP]", "[MASK]", "<u2>"]  # fmt: skip
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    names = {"unk_token": "<unknown>", "cls_token": "<cls>", "sep_token": "<sep>", "pad_token": "<pad>"}
+    mapped = {"unk_token": "<u2>", "mask_token": "<mask>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"} | names))
+    (directory / "special_tokens_map.json").write_text(json.dumps(mapped))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(vocab), max_position_embeddings=64, **SHAPE)
+    transformers.BertModel(config).save_pretrained(directory)
+    from lmforge.formats.hf_tokenizers import load_hf_tokenizer
+
+    theirs = transformers.AutoTokenizer.from_pretrained(directory)
+    ours = load_hf_tokenizer(directory, {"model_type": "bert"}).hf
+    for text in ("hello worlds!", "hello zzz", "the <mask> world", "hello <cls> [MASK] x"):
+        assert ours.encode(text).ids == theirs(text)["input_ids"], text
+        assert ours.encode(text, "worlds").ids == theirs(text, text_pair="worlds")["input_ids"], text
+    assert ours.encode("zzz").ids == [2, 13, 3]  # <u2>, special_tokens_map.json's unk_token
+    from lmforge.data.qa_features import WindowMaker
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    assert WindowMaker(Tokenizer(ours)).cls_id == 2  # the QA pipeline's null answer: <cls>
+    # and through import and export: the exported tokenizer_config.json names them too
+    exported = lmforge.export_hf(lmforge.import_hf(directory, tmp_path / "imported"), tmp_path / "out")
+    again = transformers.AutoTokenizer.from_pretrained(exported)
+    assert (again.cls_token, again.sep_token, again.unk_token) == ("<cls>", "<sep>", "<u2>")
+    pair = {"text": "hello zzz", "text_pair": "worlds"}
+    assert again(**pair)["input_ids"] == theirs(**pair)["input_ids"]
+    (directory / "special_tokens_map.json").write_text(json.dumps({"unk_token": "<nope>"}))
+    with pytest.raises(LmforgeError, match=r"vocab.txt: not a BERT vocabulary: no unk_token '<nope>'"):
+        load_hf_tokenizer(directory, {"model_type": "bert"})

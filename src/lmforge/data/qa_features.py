@@ -56,7 +56,8 @@ class WindowMaker:
         self.tokenizer = tokenizer  # its check_rows: ids past the model's embedding rows
         self.hf = private_copy(tokenizer)
         # the null answer's token, which transformers' pipeline keeps answerable: BERT's [CLS], RoBERTa's <s>
-        self.cls_id = next((i for t in ("[CLS]", "<s>") if (i := self.hf.token_to_id(t)) is not None), None)
+        names = (tokenizer.encoder_specials().get("cls_token"), "[CLS]", "<s>")
+        self.cls_id = next((i for t in names if t and (i := self.hf.token_to_id(t)) is not None), None)
         self.specials = self.hf.num_special_tokens_to_add(is_pair=True)
 
     def windows(

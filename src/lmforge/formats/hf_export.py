@@ -174,6 +174,7 @@ def _tokenizer_config(
         out["model_input_names"] = ["input_ids", "attention_mask"]  # token_type_ids by default, which
         # DistilBERT's forward refuses (`model(**tokenizer(text))` was a TypeError)
     out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
+    out.update({k: v for k, v in tokenizer.encoder_specials().items() if k not in out})
     # BERT's names, else RoBERTa's: transformers' QA pipeline keeps cls_token answerable (the null answer)
     for key, tokens in (
         ("cls_token", ("[CLS]", "<s>")),

@@ -93,16 +93,34 @@ def bert_tokenizer(directory: Path) -> HFTokenizer:
     flags = _config_flags(
         directory, {"do_lower_case": True, "strip_accents": None, "tokenize_chinese_chars": True}
     )
+    specials = _bert_specials(directory)
     try:
         wordpiece = BertWordPieceTokenizer(
             str(directory / "vocab.txt"),
             lowercase=flags["do_lower_case"],
             strip_accents=flags["strip_accents"],
             handle_chinese_chars=flags["tokenize_chinese_chars"],
+            **specials,
         )
     except (TypeError, ValueError, OSError) as e:  # e.g. "sep_token not found in the vocabulary"
         raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: {e}") from None
+    unknown = specials.get("unk_token", "[UNK]")
+    if wordpiece.token_to_id(unknown) is None:  # else the first unknown word fails inside tokenizers
+        raise LmforgeError(f"{directory / 'vocab.txt'}: not a BERT vocabulary: no unk_token {unknown!r}")
     return wordpiece._tokenizer
+
+
+def _bert_specials(directory: Path) -> dict[str, str]:
+    """The special tokens' names a BERT folder gives (unk_token="<unknown>", ...): tokenizer_config.json's,
+    special_tokens_map.json's over them, as transformers reads them (until 2026-12-07 always [UNK],
+    [CLS], [SEP], [PAD], [MASK]: other names' tokens were split into pieces)."""
+    names: dict[str, str] = {}
+    for name, source in ((TOKENIZER_CONFIG, "tokenizer config"), (SPECIAL_TOKENS_MAP, "special tokens map")):
+        raw = read_json(directory / name, source) if (directory / name).is_file() else {}
+        for key in ("unk_token", "sep_token", "cls_token", "pad_token", "mask_token"):
+            if (text := token_text(raw.get(key))) is not None:
+                names[key] = text
+    return names
 
 
 def load_hf_tokenizer(

@@ -184,6 +184,19 @@ class Tokenizer:
         tail = next((i for i, m in enumerate(reversed(mask)) if not m), 0)
         return probe.ids[:lead], probe.ids[len(mask) - tail :]
 
+    def encoder_specials(self) -> dict[str, str]:
+        """cls_token and sep_token of a BERT or RoBERTa post-processor, unk_token of a WordPiece
+        model: their names, which a vocab.txt folder may choose ("<cls>"), as tokenizer_config.json
+        gives them to transformers."""
+        spec = json.loads(self.hf.to_str())
+        post, model = spec.get("post_processor") or {}, spec.get("model") or {}
+        names = {}
+        if post.get("type") in ("BertProcessing", "RobertaProcessing"):
+            names = {"cls_token": post["cls"][0], "sep_token": post["sep"][0]}
+        if model.get("type") == "WordPiece" and model.get("unk_token"):
+            names["unk_token"] = model["unk_token"]
+        return names
+
     def drop_affixes(self) -> None:
         """From now on encode a text with no special tokens around it (encode_prompt gives
         encode's ids): how lmforge read a decoder classifier's texts before it encoded them as
