@@ -116,6 +116,11 @@ def test_what_a_plain_merge_cannot_reproduce_is_refused_in_one_line(tmp_path: Pa
         ("alpha_pattern", {"q_proj": "x"}, r"json: alpha_pattern: 'q_proj': 'x' must be a positive number"),
         ("rank_pattern", {"v_proj": None}, r"json: rank_pattern: 'v_proj': None must be a positive number"),
         ("init_lora_weights", "pissa_niter_4", r"init_lora_weights='pissa_niter_4' changed the base weights"),
+        # values peft refuses merged without a word (the merge follows the tensors)
+        ("target_modules", "q_proj(", r"json: target_modules 'q_proj\(' is not a regular expression"),
+        ("exclude_modules", [3], r"json: exclude_modules=\[3\] must be a list of module names or a regex"),
+        ("layers_to_transform", ["a"], r"json: layers_to_transform=\['a'\] must be a layer number"),
+        ("layers_pattern", 1, r"json: layers_pattern=1 must be a module name or a list of them"),
     ):
         (adapter / "adapter_config.json").write_text(json.dumps({**config, key: value}))
         with pytest.raises(LmforgeError, match=message):

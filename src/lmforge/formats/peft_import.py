@@ -82,6 +82,7 @@ def read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
             raise LmforgeError(f"{file}: {key}={value!r} must be a positive number")
     for key in ("alpha_pattern", "rank_pattern"):
         _check_pattern(config.get(key), f"{file}: {key}")
+    _check_selectors(config, file)
     weights = next((directory / n for n in PEFT_WEIGHTS if (directory / n).is_file()), None)
     if weights is None:
         raise LmforgeError(f"{directory}: no {' or '.join(PEFT_WEIGHTS)} beside {PEFT_ADAPTER}")
@@ -139,6 +140,31 @@ def _check_pattern(pattern: Any, where: str) -> None:
             raise LmforgeError(f"{where}: key {key!r} is not a regular expression ({e.msg})") from None
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise LmforgeError(f"{where}: {key!r}: {value!r} must be a positive number")
+
+
+def _check_selectors(config: dict[str, Any], file: Path) -> None:
+    """The keys by which peft chose the adapted modules, as peft takes them: the merge follows the
+    saved tensors, but a value peft would refuse means the file is not what it seems (until
+    2026-12-07 a bad regex or `layers_to_transform: ["a"]` merged without a word)."""
+    for key in ("target_modules", "exclude_modules"):
+        value = config.get(key)
+        if isinstance(value, str):  # a regex peft matches against whole module names
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise LmforgeError(f"{file}: {key} {value!r} is not a regular expression ({e.msg})") from None
+        elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise LmforgeError(f"{file}: {key}={value!r} must be a list of module names or a regex")
+    layers = config.get("layers_to_transform")
+    numbers = layers if isinstance(layers, list) else [layers]
+    if layers is not None and not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers
+    ):
+        raise LmforgeError(f"{file}: layers_to_transform={layers!r} must be a layer number or a list of them")
+    pattern = config.get("layers_pattern")
+    names = pattern if isinstance(pattern, list) else [pattern]
+    if pattern is not None and not all(isinstance(n, str) for n in names):
+        raise LmforgeError(f"{file}: layers_pattern={pattern!r} must be a module name or a list of them")
 
 
 def _pattern_value(pattern: Any, module: str, default: float) -> float:
