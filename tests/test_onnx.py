@@ -78,6 +78,10 @@ def _make(kind: str, directory: Path) -> None:
         write_model_dir(directory, s2s.config, s2s.state_dict(), tok)
     elif kind == "classifier":
         save_classifier(Classifier(GPT(config), ["no", "yes", "maybe"]).eval(), directory, tok)
+    elif kind == "bert-classifier":  # an encoder's classifier reads a pair's token types
+        make_hf_model("bert", directory.with_name("bert-body"))
+        encoder, bert_tok = load_model(directory.with_name("bert-body"))
+        save_classifier(Classifier(encoder, ["contradiction", "entailment"]).eval(), directory, bert_tok)
     elif kind == "marian":  # sinusoidal positions, post-norm, logits bias, a suppressed pad token
         make_marian_model(directory)
     else:  # llama (rotary, RMSNorm, SwiGLU, grouped-query attention), bert (token types)
@@ -199,12 +203,15 @@ def test_sampling_with_a_seed_matches_pytorch(gpt_export: tuple[Path, Path]) -> 
 
 
 @SLOW
-@pytest.mark.parametrize("kind", ["bert", "classifier"])
+@pytest.mark.parametrize("kind", ["bert", "classifier", "bert-classifier"])
 def test_encoder_and_classifier_outputs_match_pytorch(kind: str, exported: Exported) -> None:
+    """An encoder's classifier takes token_type_ids (until 2026-12-07 its graph had no such input:
+    a cross-encoder's pair read as one text)."""
     source, out = exported(kind)
     model, _ = load_model(source)
     onnx = OnnxModel(out)
     inputs = onnx.meta["graphs"]["model"]["inputs"]
+    assert ("token_type_ids" in inputs) == kind.startswith("bert")
     for batch, t in [(1, 5), (3, 11)]:
         ids = torch.randint(0, model.config.vocab_size, (batch, t))
         mask = torch.ones_like(ids)

@@ -123,19 +123,29 @@ class EncoderGraph(nn.Module):
 
 
 class ClassifierGraph(nn.Module):
-    """input_ids, attention_mask (B, T) -> class logits (B, labels)."""
+    """input_ids, attention_mask [, token_type_ids] (B, T) -> class logits (B, labels). An encoder
+    with token type embeddings takes the types, which a pair's second text needs (a cross-encoder:
+    until 2026-12-07 the graph had no such input, and every token read as the first text's)."""
 
     def __init__(self, classifier: Classifier) -> None:
         super().__init__()
         self.classifier = classifier
-        _reference_attention(classifier.backbone)
+        backbone = classifier.backbone
+        self.types = isinstance(backbone, Encoder) and backbone.wtt is not None
+        _reference_attention(backbone)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(input_ids, attention_mask)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.classifier(input_ids, attention_mask, token_type_ids)
 
     def io(self) -> GraphIO:
-        axes = {"input_ids": _IDS_AXES, "attention_mask": _IDS_AXES, "logits": {0: "batch"}}
-        return GraphIO(["input_ids", "attention_mask"], ["logits"], axes)
+        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.types else [])
+        axes = {name: _IDS_AXES for name in inputs} | {"logits": {0: "batch"}}
+        return GraphIO(inputs, ["logits"], axes)
 
 
 class SpanGraph(nn.Module):
