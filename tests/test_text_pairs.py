@@ -57,6 +57,13 @@ def test_pairs_equal_transformers_pipeline(models: dict[str, Path], family: str)
     _assert_same_results(
         ours(PAIRS[3], truncation="only_first"), theirs(PAIRS[3], **only_first), "only_first"
     )
+    # a reranker's query kept whole beside a long passage (refused until 2026-12-07)
+    query = {"text": "who rode south", "text_pair": LONG}
+    _assert_same_results(
+        ours(query, truncation="only_second"),
+        theirs(query, truncation="only_second", max_length=64),
+        "only_second",
+    )
     for top_k in (1, None):  # given to pipeline(): a pair's labels are a list, as a call's top_k makes them
         theirs = transformers.pipeline("text-classification", model=str(directory), top_k=top_k)
         ours = lmforge.pipeline("text-classification", model=directory, top_k=top_k)
@@ -115,6 +122,10 @@ def test_a_pair_that_cannot_be_cut_so_is_one_line(models: dict[str, Path]) -> No
     pipe = lmforge.pipeline("text-classification", model=models["bert"])
     with pytest.raises(LmforgeError, match=r"pair 1: cannot cut it to the model's context of 64 tokens"):
         pipe({"text": "river", "text_pair": LONG}, truncation="only_first")
+    with pytest.raises(LmforgeError, match=r"pair 1: cannot cut it .* truncation='only_second'"):
+        pipe({"text": LONG, "text_pair": "river"}, truncation="only_second")
+    with pytest.raises(LmforgeError, match=r"truncation='only_third': .* 'only_first' or 'only_second'"):
+        pipe({"text": "river", "text_pair": "a"}, truncation="only_third")
 
 
 def test_classifications_route_takes_pairs(models: dict[str, Path]) -> None:

@@ -20,6 +20,7 @@ from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
 Item = str | tuple[str, str]  # one text, or a (text, text_pair) pair
+PAIR_STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' truncation of a pair
 _COPIES: weakref.WeakKeyDictionary[Tokenizer, HFTokenizer] = weakref.WeakKeyDictionary()
 
 
@@ -48,7 +49,7 @@ def encode_items(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, attention_mask, token_type_ids), each (B, T), right-padded as labelled.encode_batch
     pads: a text as encode_batch encodes it (token types 0), a pair as the module doc says, cut to
-    `context` tokens by `strategy` (transformers' "longest_first" or "only_first")."""
+    `context` tokens by `strategy` (one of PAIR_STRATEGIES; a text alone keeps its first tokens)."""
     after = tokenizer.text_affixes()[1]
     hf = _pair_tokenizer(tokenizer)
     hf.enable_truncation(context, strategy=strategy)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lmforge.data.text_pairs import Item
+from lmforge.data.text_pairs import PAIR_STRATEGIES, Item
 from lmforge.errors import LmforgeError
 from lmforge.inference.classify import checked_function, label_probabilities, load_classifier, ranked_labels
 from lmforge.inference.options import (
@@ -114,7 +114,8 @@ class TextClassificationPipeline:
         choice; transformers' default raises). A pair {"text": a, "text_pair": b} gives what a
         string gives, but a dict alone and not a list of one when top_k is not given (as
         transformers); a pair over the context loses tokens from its longer text first
-        (truncation=True, "longest_first"), or from its first alone ("only_first").
+        (truncation=True, "longest_first"), or from one text alone ("only_first", "only_second": a
+        reranker's query kept whole beside a long passage).
         function_to_apply ("softmax", "sigmoid", "none") overrides how the outputs become scores
         (see the module doc)."""
         if text is None:  # transformers' name for it
@@ -122,12 +123,12 @@ class TextClassificationPipeline:
         check_keywords(unknown, keyword_names(TextClassificationPipeline.__call__), "text-classification")
         if text is None:
             raise LmforgeError("text-classification needs a text or a list of texts to label")
-        if truncation not in (True, "longest_first", "only_first"):  # transformers' keyword and its
+        if truncation not in (True, *PAIR_STRATEGIES):  # transformers' keyword and its
             # strategies for one text; lmforge always keeps a text's first tokens
             raise LmforgeError(
                 f"truncation={truncation!r}: text-classification always cuts a text to the model's context"
-                " (its first tokens), as transformers' truncation=True; a pair by 'longest_first'"
-                " or 'only_first'"
+                " (its first tokens), as transformers' truncation=True; a pair by 'longest_first',"
+                " 'only_first' or 'only_second'"
             )
         check_top_k(top_k)
         per_call = not isinstance(top_k, _Default)
