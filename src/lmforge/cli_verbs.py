@@ -139,6 +139,9 @@ MAKE_VERBS: dict[str, Verb] = {
                 " model is not kept, only the metrics"),
             opt("--overwrite", "replace an earlier run in --out", action="store_true"),
             opt("--text-field", "field holding the text"),
+            opt("--text-pair-field", "field holding each record's second text (NLI's hypothesis):"
+                " train a cross-encoder on (text, text_pair) pairs, read through the tokenizer's pair"
+                " template"),
             opt("--label-field", "field holding the label"),
             opt("--val-fraction", "share held out for the report", type=float),
             opt("--epochs", "passes over the training examples", type=int),

@@ -150,6 +150,8 @@ USE_VERBS: dict[str, Verb] = {
             opt("text", "texts to classify", dest="texts", nargs="*"),
             opt("--file", "classify every line of this file (a .jsonl: each record's --text-field)"),
             opt("--text-field", "field holding the text in a .jsonl --file"),
+            opt("--text-pair-field", "field holding each record's second text in a .jsonl --file:"
+                " score (text, text_pair) pairs, as a cross-encoder reads them"),
             opt("--top-k", "labels per text, best first (0: every label)", type=int),
             opt("--batch-size", "texts per forward pass", type=int),
             opt("--function-to-apply", "how outputs become scores, as transformers' pipeline (default: the"
@@ -186,6 +188,8 @@ USE_VERBS: dict[str, Verb] = {
             opt("--data", "labelled .jsonl (also .gz/.xz/.bz2): a text and one of the model's labels per"
                 " line", required=True),
             opt("--text-field", "field holding the text"),
+            opt("--text-pair-field", "field holding each record's second text: score (text, text_pair)"
+                " pairs, as a cross-encoder reads them"),
             opt("--label-field", "field holding the label"),
             opt("--batch-size", "texts per forward pass", type=int),
         ),

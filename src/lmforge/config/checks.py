@@ -137,6 +137,17 @@ def check_config(c: Config) -> None:
         bool(c.data.text_field.strip()),
         f"data.text_field={c.data.text_field!r} is empty: name the field (or column) holding the text",
     )
+    pair = c.data.text_pair_field
+    other = "data.text_field" if pair == c.data.text_field else "data.label_field"
+    _check(  # one field read as both texts: the pair would be a text twice
+        not pair or pair not in (c.data.text_field, c.data.label_field),
+        f"data.text_pair_field={pair!r} is also {other}: name the field holding each record's second text",
+    )
+    _check(  # read by classification alone: elsewhere it would be ignored, unsaid
+        not pair or c.data.task == "classification",
+        f"data.text_pair_field={pair!r} is for data.task='classification' (text pairs for a"
+        f" cross-encoder), not {c.data.task!r}",
+    )
     for key, value in changed_keys(p, ("canary_repeats", "canary_seed", "canary_length")):
         _check(  # read only when canaries are planted
             p.canaries > 0,

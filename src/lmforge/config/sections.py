@@ -51,6 +51,11 @@ class DataConfig:
     its index; regression: the outputs' names, empty for one output."""
     label_field: str = "label"
     """classification: field holding the label in .jsonl inputs."""
+    text_pair_field: str = ""
+    """classification: field holding each record's second text, for a cross-encoder (NLI's
+    `hypothesis` beside data.text_field's `premise`, a paraphrase pair): the two read as one input
+    through the tokenizer's pair template (token types 0 then 1 on BERT), as transformers'
+    `tokenizer(text, text_pair=...)`, cut by longest_first to data.max_len. "": single texts."""
     problem_type: str = ""
     """classification: what the head learns, as transformers' problem_type: `single_label_classification`
     (one label per text, cross-entropy), `multi_label_classification` (a JSON list of labels per text,

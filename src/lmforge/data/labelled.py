@@ -1,5 +1,7 @@
 """Labelled text for classification: JSON lines in, padded id batches out. A row's target is a
-label index (single-label), a multi-hot row (multi-label) or numbers (regression)."""
+label index (single-label), a multi-hot row (multi-label) or numbers (regression); its input one
+text, or a (text, text_pair) pair for a cross-encoder (data.text_pair_field; data/text_pairs.py
+encodes those)."""
 
 from __future__ import annotations
 
@@ -20,29 +22,53 @@ from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
 Target = int | float | tuple[float, ...]  # a label index, a number, a multi-hot row or numbers
+Item = str | tuple[str, str]  # one text, or a (text, text_pair) pair
 MULTI_LABEL, REGRESSION = "multi_label_classification", "regression"
 
 
 def labelled_records(
-    path: str | Path, text_field: str = "text", label_field: str = "label"
-) -> Iterator[tuple[int, str, Any]]:
+    path: str | Path, text_field: str = "text", label_field: str = "label", text_pair_field: str = ""
+) -> Iterator[tuple[int, Item, Any]]:
     """(line number, text, label as JSON gives it) for each record of a .jsonl file (optionally
-    .gz/.xz/.bz2); blank lines skipped, a line that is no such record or whose text is empty named."""
+    .gz/.xz/.bz2), the text a (text, text_pair) pair where `text_pair_field` names the second;
+    blank lines skipped, a line that is no such record or whose text is empty named."""
     path = Path(path)
+    fields = text_fields(text_field, text_pair_field, label_field)
     for n, line in strict_lines(path, "a .jsonl file"):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-            text, label = record[text_field], record[label_field]
+            texts, label = [record[f] for f in fields], record[label_field]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            needs = f"needs JSON with {text_field!r} and {label_field!r}"
+            needs = f"needs JSON with {named(*fields, label_field)}"
             if isinstance(e, json.JSONDecodeError) and ".jsonl" not in path.suffixes:  # a CSV, say
                 needs += " (labelled examples are JSON Lines, one object a line, whatever the suffix)"
             raise LmforgeError(f"{path}:{n}: {needs} ({e})") from None
-        if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
-            raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
-        yield n, text, label
+        for field, text in zip(fields, texts, strict=True):
+            if not isinstance(text, str) or not text.strip():  # str(None) would train as "None"
+                raise LmforgeError(f"{path}:{n}: {field!r} is {json.dumps(text)[:40]}, not a text")
+        yield n, (texts[0] if len(texts) == 1 else (texts[0], texts[1])), label
+
+
+def named(*fields: str) -> str:
+    """'a', 'b' and 'c': fields as a message names them."""
+    quoted = [repr(f) for f in fields]
+    return " and ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+
+
+def text_fields(text_field: str, text_pair_field: str, label_field: str | None = None) -> list[str]:
+    """[text_field] or [text_field, text_pair_field]; a pair field that is the text's or the
+    label's own refused (each record's text would be read as its own pair)."""
+    if not text_pair_field:
+        return [text_field]
+    for name, field in (("text_field", text_field), ("label_field", label_field)):
+        if text_pair_field == field:
+            raise LmforgeError(
+                f"text_pair_field={text_pair_field!r} is also the {name}: name the field holding each"
+                " record's second text"
+            )
+    return [text_field, text_pair_field]
 
 
 def read_labelled(
@@ -51,8 +77,10 @@ def read_labelled(
     text_field: str = "text",
     label_field: str = "label",
     problem_type: str = "",
-) -> list[tuple[str, Target]]:
-    """[(text, target)] from a .jsonl file (optionally .gz/.xz/.bz2), by problem_type (transformers'):
+    text_pair_field: str = "",
+) -> list[tuple[Item, Target]]:
+    """[(text, target)] from a .jsonl file (optionally .gz/.xz/.bz2), by problem_type (transformers'),
+    each text a (text, text_pair) pair where `text_pair_field` names the second (labelled_records):
 
     - single-label ("" or `single_label_classification`): the label index. A label is a name in
       `labels`, its index, or a name that differs from exactly one of them only in case (a model's
@@ -84,8 +112,8 @@ def read_labelled(
             return folded[label.casefold()][0]
         raise LmforgeError(f"{path}:{n}: label {_said(label)} is not one of {labels}")
 
-    rows: list[tuple[str, Target]] = []
-    for n, text, label in labelled_records(path, text_field, label_field):
+    rows: list[tuple[Item, Target]] = []
+    for n, text, label in labelled_records(path, text_field, label_field, text_pair_field):
         if problem_type == REGRESSION:
             rows.append((text, _numbers(label, len(labels), f"{path}:{n}")))
         elif problem_type == MULTI_LABEL:
@@ -182,9 +210,10 @@ def pad_rows(
     return ids, mask, kinds
 
 
-def token_counts(tokenizer: Tokenizer, texts: list[str], context: int) -> list[int]:
-    """How many tokens encode_batch gives each text (at least 1, at most `context`), counted in
-    one batch call to the tokenizer (`lmforge plan` reads a whole training file this way)."""
+def token_counts(tokenizer: Tokenizer, texts: list[Item], context: int) -> list[int]:
+    """How many tokens encode_batch gives each text, or text_pairs.encode_items each pair (at least
+    1, at most `context`), counted in one batch call to the tokenizer (`lmforge plan` reads a whole
+    training file this way)."""
     encodings = tokenizer.hf.encode_batch(texts, add_special_tokens=True)
     return [min(max(len(e.ids), 1), context) for e in encodings]
 
@@ -192,12 +221,14 @@ def token_counts(tokenizer: Tokenizer, texts: list[str], context: int) -> list[i
 class LabelledLoader:
     """Global batches of labelled texts for classification: a seeded shuffle per epoch, the batch
     dealt out to the ranks in turn, each rank's share cut into micro-batches of
-    (ids (B, T), attention_mask (B, T), labels (B,)), right-padded per micro-batch."""
+    (ids (B, T), attention_mask (B, T), labels (B,)), right-padded per micro-batch; text pairs'
+    `encode` (text_pairs.encode_items) gives token types too: (ids, attention_mask,
+    token_type_ids, labels)."""
 
     def __init__(
         self,
-        rows: list[tuple[str, Target]],
-        encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+        rows: list[tuple[Item, Target]],
+        encode: Callable[[list[Item]], tuple[torch.Tensor, ...]],
         batch_size: int,
         micro_batch_size: int,
         rank: int = 0,
@@ -236,11 +267,11 @@ class LabelledLoader:
         m = self.micro_batch_size
         return [self.collate([self.rows[i] for i in mine[j : j + m]]) for j in range(0, len(mine), m)]
 
-    def collate(self, rows: list[tuple[str, Target]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids, mask, targets): label indices (B,) long, or multi-hot rows or numbers (B, labels)
-        or (B,) float32, as transformers' losses take them."""
-        ids, mask = self.encode([text for text, _ in rows])
-        return ids, mask, torch.tensor([label for _, label in rows])
+    def collate(self, rows: list[tuple[Item, Target]]) -> tuple[torch.Tensor, ...]:
+        """(what `encode` gives, targets): (ids, mask[, token types]), then label indices (B,)
+        long, or multi-hot rows or numbers (B, labels) or (B,) float32, as transformers' losses
+        take them."""
+        return *self.encode([text for text, _ in rows]), torch.tensor([label for _, label in rows])
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}

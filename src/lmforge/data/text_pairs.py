@@ -15,11 +15,11 @@ import weakref
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
-from lmforge.data.labelled import encode_text, pad_rows
+from lmforge.data.labelled import Item, encode_text, pad_rows
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
 
-Item = str | tuple[str, str]  # one text, or a (text, text_pair) pair
+__all__ = ["PAIR_STRATEGIES", "Item", "encode_items", "private_copy"]
 PAIR_STRATEGIES = ("longest_first", "only_first", "only_second")  # transformers' truncation of a pair
 _COPIES: weakref.WeakKeyDictionary[Tokenizer, HFTokenizer] = weakref.WeakKeyDictionary()
 
@@ -46,10 +46,13 @@ def encode_items(
     context: int,
     pad_id: int | None = None,
     strategy: str = "longest_first",
+    type_vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, attention_mask, token_type_ids), each (B, T), right-padded as labelled.encode_batch
     pads: a text as encode_batch encodes it (token types 0), a pair as the module doc says, cut to
-    `context` tokens by `strategy` (one of PAIR_STRATEGIES; a text alone keeps its first tokens)."""
+    `context` tokens by `strategy` (one of PAIR_STRATEGIES; a text alone keeps its first tokens). A
+    model with fewer than 2 token types (`type_vocab_size`: RoBERTa's 1) gets types 0, as
+    transformers gives a RoBERTa none (its tokenizer does not ask for them)."""
     after = tokenizer.text_affixes()[1]
     hf = _pair_tokenizer(tokenizer)
     hf.enable_truncation(context, strategy=strategy)
@@ -71,4 +74,7 @@ def encode_items(
         tokenizer.check_rows(encoding.ids)
         rows.append(encoding.ids)
         types.append(encoding.type_ids)
-    return pad_rows(rows, pad_id if pad_id is not None else tokenizer.pad_id, types)
+    ids, mask, kinds = pad_rows(rows, pad_id if pad_id is not None else tokenizer.pad_id, types)
+    if type_vocab_size is not None and int(kinds.max()) >= type_vocab_size:  # no rows for them
+        kinds.zero_()
+    return ids, mask, kinds

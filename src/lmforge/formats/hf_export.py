@@ -173,6 +173,8 @@ def _tokenizer_config(
     if getattr(config, "type_vocab_size", 0) < 2:  # transformers 4's PreTrainedTokenizerFast returns
         out["model_input_names"] = ["input_ids", "attention_mask"]  # token_type_ids by default, which
         # DistilBERT's forward refuses (`model(**tokenizer(text))` was a TypeError)
+    else:  # and transformers 5's none: a BERT cross-encoder read a pair's second text as type 0
+        out["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
     out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
     out.update({k: v for k, v in tokenizer.encoder_specials().items() if k not in out})
     # BERT's names, else RoBERTa's: transformers' QA pipeline keeps cls_token answerable (the null answer)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from lmforge.data.input_files import JSON_LINES, suffixes
-from lmforge.data.labelled import encode_batch, read_labelled
+from lmforge.data.labelled import encode_batch, named, read_labelled, text_fields
 from lmforge.data.sources import strict_lines
 from lmforge.data.text_pairs import Item, encode_items
 from lmforge.errors import LmforgeError
@@ -90,10 +90,9 @@ def label_probabilities(
             ids, mask = encode_batch(tokenizer, batch, model.config.block_size, model.pad_id)  # type: ignore[arg-type]
             logits = model(ids.to(device), mask.to(device))
         else:
-            context = model.config.block_size
-            ids, mask, types = encode_items(tokenizer, batch, context, model.pad_id, truncation)
-            if int(types.max()) >= model.config.type_vocab_size:  # types the model has no rows for:
-                types.zero_()  # as transformers gives a RoBERTa none (its tokenizer does not ask)
+            c = model.config
+            ids, mask, types = encode_items(tokenizer, batch, c.block_size, model.pad_id, truncation,
+                                            c.type_vocab_size)  # fmt: skip
             logits = model(ids.to(device), mask.to(device), types.to(device))
         out.append(apply_function(logits, function or model.function).cpu())
     return torch.cat(out) if out else torch.zeros(0, len(model.labels))
@@ -125,17 +124,24 @@ def count_into(confusion: torch.Tensor, gold: torch.Tensor, predicted: torch.Ten
     confusion.index_put_((gold, predicted), ones, accumulate=True)
 
 
-def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
+def read_texts(path: str | Path, text_field: str = "text", text_pair_field: str = "") -> list[Item]:
     """The texts of a file: each record's `text_field` in JSON lines (.jsonl, .ndjson or .json,
     any case, also compressed), every line of any other text file. Blank lines are skipped; a bad
-    or empty record is named by line."""
+    or empty record is named by line. With `text_pair_field` (JSON lines only), each record's
+    (text_field, text_pair_field) pair, as a cross-encoder reads it."""
     path = Path(path)
     kind = suffixes(path)[0]
     jsonl = kind in (*JSON_LINES, ".json")
+    fields = text_fields(text_field, text_pair_field)
+    if text_pair_field and not jsonl:
+        raise LmforgeError(
+            f"{path}: text_pair_field={text_pair_field!r} names a field of JSON lines (.jsonl), and"
+            " this file is read as plain text, one text a line"
+        )
     if path.suffix.lower() in (".csv", ".tsv"):  # not read as columns: say so before the results
         print(f"lmforge: warning: {path}: read as plain text, one text a line (a header and every"
               " column included); JSON Lines picks a field (--text-field)", file=sys.stderr)  # fmt: skip
-    texts = []
+    texts: list[Item] = []
     for n, line in strict_lines(path):
         line = line.rstrip("\r\n")
         if not line.strip():
@@ -144,14 +150,16 @@ def read_texts(path: str | Path, text_field: str = "text") -> list[str]:
             texts.append(line)
             continue
         try:
-            text = json.loads(line)[text_field]
+            record = json.loads(line)
+            found = [record[field] for field in fields]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             lines = " (a .json file is read as JSON Lines: one object a line, not an array)" if (
                 kind == ".json") else ""  # fmt: skip
-            raise LmforgeError(f"{path}:{n}: needs JSON with {text_field!r} ({e}){lines}") from None
-        if not isinstance(text, str) or not text.strip():
-            raise LmforgeError(f"{path}:{n}: {text_field!r} is {json.dumps(text)[:40]}, not a text")
-        texts.append(text)
+            raise LmforgeError(f"{path}:{n}: needs JSON with {named(*fields)} ({e}){lines}") from None
+        for field, text in zip(fields, found, strict=True):
+            if not isinstance(text, str) or not text.strip():
+                raise LmforgeError(f"{path}:{n}: {field!r} is {json.dumps(text)[:40]}, not a text")
+        texts.append(found[0] if len(found) == 1 else (found[0], found[1]))
     if not texts:
         raise LmforgeError(f"{path}: empty, no texts to classify")
     return texts
@@ -165,25 +173,37 @@ def classify(
     top_k: int = 1,
     batch_size: int = 32,
     function_to_apply: str | None = None,
+    text_pair_field: str = "",
 ) -> list[dict[str, Any]]:
     """Label `texts` (a string or a list), then the texts of `file` (a .jsonl's `text_field`, or
     one per line), with a classifier directory: [{"text", "labels": [{"label", "score"}, ...]}],
     one per text in order, its top_k labels best first (0: every label), scored as transformers'
-    pipeline scores them (function_to_apply: see the module doc)."""
+    pipeline scores them (function_to_apply: see the module doc). text_pair_field names the second
+    text of each record of a .jsonl `file`: each (text, text_pair) pair is scored as the pipeline
+    scores {"text": a, "text_pair": b} (a cross-encoder), and its result has a "text_pair"."""
     check_options(batch_size=batch_size)
     function = checked_function(function_to_apply)
     if not (is_int(top_k) and top_k >= 0):
         raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 0 (labels per text; 0 = all)")
     if texts is None and file is None:
         raise LmforgeError("nothing to classify: give some text or --file")
+    if text_pair_field and file is None:
+        raise LmforgeError(
+            f"text_pair_field={text_pair_field!r} names a field of a .jsonl --file; none is given"
+        )
     given = [] if texts is None else check_texts(texts)
     net, tokenizer = load_classifier(model)  # checked even for no texts, as translate does
-    given += [] if file is None else read_texts(file, text_field)
-    probabilities = label_probabilities(net, tokenizer, given, batch_size, function)
+    items: list[Item] = [*given, *([] if file is None else read_texts(file, text_field, text_pair_field))]
+    probabilities = label_probabilities(net, tokenizer, items, batch_size, function)
     return [
-        {"text": text, "labels": ranked_labels(net.labels, row, top_k or None)}
-        for text, row in zip(given, probabilities, strict=True)
+        {**_as_texts(item), "labels": ranked_labels(net.labels, row, top_k or None)}
+        for item, row in zip(items, probabilities, strict=True)
     ]
+
+
+def _as_texts(item: Item) -> dict[str, str]:
+    """{"text"}, or {"text", "text_pair"}: the pipeline's own input form."""
+    return {"text": item} if isinstance(item, str) else {"text": item[0], "text_pair": item[1]}
 
 
 def eval_classify(
@@ -192,6 +212,7 @@ def eval_classify(
     text_field: str = "text",
     label_field: str = "label",
     batch_size: int = 32,
+    text_pair_field: str = "",
 ) -> dict[str, Any]:
     """A classifier's figures on a labelled .jsonl file, read as finetune-classify reads its
     training data for the head's problem type: single-label, accuracy, macro F1 and the confusion
@@ -199,11 +220,12 @@ def eval_classify(
     indices); multi-label (a list of labels per text), subset accuracy and micro F1 at a sigmoid
     above 0.5; regression (a number per text, also a head of one output without a problem_type,
     as transformers trains it), MSE and Pearson's r of the raw outputs
-    (inference/label_metrics.py)."""
+    (inference/label_metrics.py). text_pair_field names each record's second text: the classifier
+    reads (text, text_pair) pairs, as finetune-classify trains a cross-encoder on them."""
     check_options(batch_size=batch_size)
     net, tokenizer = load_classifier(model)
     kind = trained_as(net.problem_type, len(net.labels))
-    rows = read_labelled(data, net.labels, text_field, label_field, kind)
+    rows = read_labelled(data, net.labels, text_field, label_field, kind, text_pair_field)
     started = time.perf_counter()
     texts = [text for text, _ in rows]
     gold = torch.tensor([label for _, label in rows])

@@ -90,10 +90,14 @@ def longest_text(cfg: Config, context: int) -> int:
     if _labels(cfg):  # the labels checked as train checks them
         texts = [
             text
-            for text, _ in read_labelled(d.input, _labels(cfg), d.text_field, d.label_field, d.problem_type)
+            for text, _ in read_labelled(
+                d.input, _labels(cfg), d.text_field, d.label_field, d.problem_type, d.text_pair_field
+            )
         ]
     else:  # a head train keeps (_kept_outputs): its labels are the model's
-        texts = [text for _, text, _ in labelled_records(d.input, d.text_field, d.label_field)]
+        texts = [
+            text for _, text, _ in labelled_records(d.input, d.text_field, d.label_field, d.text_pair_field)
+        ]
     return max(token_counts(tokenizer, texts, context))  # type: ignore[arg-type]
 
 
@@ -232,7 +236,9 @@ def epoch_steps(cfg: Config, m: ModelConfig, micro: int, world_size: int) -> int
         from lmforge.data.holdout import hold_out
         from lmforge.data.labelled import LabelledLoader, read_labelled
 
-        rows = read_labelled(d.input, _labels(cfg), d.text_field, d.label_field)
+        rows = read_labelled(
+            d.input, _labels(cfg), d.text_field, d.label_field, text_pair_field=d.text_pair_field
+        )
         kept, _ = hold_out(rows, key=lambda row: row[0], fraction=d.val_fraction, seed=t.seed,
                            source=str(d.input), noun="example", say=lambda _: None)  # fmt: skip
         no_encoding = None  # steps_per_epoch counts rows; it never encodes them

@@ -30,6 +30,7 @@ OPTION_OF = {
     "data.max_len": "--max-len",
     "train.pooling": "--pooling",
     "train.classifier_dense": "--dense",
+    "data.text_pair_field": "--text-pair-field",  # before data.text_field, which its messages name
     "data.text_field": "--text-field",
     "data.label_field": "--label-field",
     "data.problem_type": "--problem-type",
@@ -66,6 +67,7 @@ def finetune_classify(
     quiet: bool = False,
     overwrite: bool = False,
     problem_type: str = "",
+    text_pair_field: str = "",
 ) -> dict[str, Any]:
     """Fine-tune `model` (any lmforge or HF model directory) to classify `train`'s texts into
     `labels`; train in the run directory `out` (its classifier in OUT/model) and return the
@@ -82,7 +84,11 @@ def finetune_classify(
     problem_type (data.problem_type) is transformers': `single_label_classification` (one label
     per text), `multi_label_classification` (a JSON list of labels per text) or `regression` (a
     number per text; labels may then be empty: one output). "" keeps `model`'s multi-label,
-    regression or one-output head where labels are empty or its own, else single-label."""
+    regression or one-output head where labels are empty or its own, else single-label.
+
+    text_pair_field (data.text_pair_field) names each record's second text: the classifier then
+    reads (text, text_pair) pairs, a cross-encoder for NLI or paraphrase data, encoded as
+    transformers' `tokenizer(text, text_pair=...)` (the pair template, BERT's token types)."""
     if not isinstance(labels, str) and not (
         isinstance(labels, list | tuple) and all(isinstance(name, str) for name in labels)
     ):
@@ -94,7 +100,7 @@ def finetune_classify(
     # the texts alone, to count the steps (the split keys on them); the run reads the labels,
     # whose names may come from `model`'s kept head
     try:
-        rows = [(text, 0) for _, text, _ in labelled_records(train, text_field, label_field)]
+        rows = [(text, 0) for _, text, _ in labelled_records(train, text_field, label_field, text_pair_field)]
     except LmforgeError as e:
         raise LmforgeError(_in_our_words(str(e))) from None
     if not rows:
@@ -111,6 +117,7 @@ def finetune_classify(
         "data.input": str(train),
         "data.problem_type": problem_type,
         "data.text_field": text_field,
+        "data.text_pair_field": text_pair_field,
         "data.label_field": label_field,
         "data.val_fraction": val_fraction,
         "data.max_len": max_len,

@@ -1,16 +1,18 @@
 """Text classification: a pooled linear head on train.init_from's decoder or encoder.
 
 Data is JSON lines with a text and a label field (data.input, data.labels, data.text_field,
-data.label_field); a seeded shuffle holds out data.val_fraction of it, a text also on the
-training side staying there (data/holdout.py). data.problem_type chooses the head and its loss, as
-transformers' ...ForSequenceClassification computes it (classification_head.py): single-label,
-cross-entropy summed over examples (the loop divides by the examples of the whole step);
-multi-label, binary cross-entropy summed over every (text, label); regression, squared error
-summed over every output (the loop divides by their count: transformers' means). Validation: loss,
-accuracy and macro F1 on the held-out split (multi-label: subset accuracy and micro F1;
-regression: MSE and Pearson's r, inference/label_metrics.py). The export is the last step's
-model: the held-out split is also what the run reports, so choosing the best step on it would
-flatter the report.
+data.label_field), or a text pair and a label (data.text_pair_field: a cross-encoder's input,
+through the tokenizer's pair template with token types, as data/text_pairs.py encodes it for the
+pipeline; a decoder reads the two texts one after the other); a seeded shuffle holds out
+data.val_fraction of it, a text also on the training side staying there (data/holdout.py).
+data.problem_type chooses the head and its loss, as transformers' ...ForSequenceClassification
+computes it (classification_head.py): single-label, cross-entropy summed over examples (the loop
+divides by the examples of the whole step); multi-label, binary cross-entropy summed over every
+(text, label); regression, squared error summed over every output (the loop divides by their count:
+transformers' means). Validation: loss, accuracy and macro F1 on the held-out split (multi-label:
+subset accuracy and micro F1; regression: MSE and Pearson's r, inference/label_metrics.py). The
+export is the last step's model: the held-out split is also what the run reports, so choosing the
+best step on it would flatter the report.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.data.holdout import hold_out
-from lmforge.data.labelled import MULTI_LABEL, REGRESSION, LabelledLoader, Target, encode_batch, read_labelled
+from lmforge.data.labelled import (
+    MULTI_LABEL,
+    REGRESSION,
+    Item,
+    LabelledLoader,
+    Target,
+    encode_batch,
+    read_labelled,
+)
+from lmforge.data.text_pairs import encode_items
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model
 from lmforge.formats.hf_files import model_special_ids
@@ -54,9 +65,9 @@ __all__ = ["ClassificationTask", "classifier_loss", "dense_start", "split_labell
 
 
 def split_labelled(
-    rows: list[tuple[str, Target]], fraction: float, seed: int, source: str, say: Callable[[str], None]
-) -> tuple[list[tuple[str, Target]], list[tuple[str, Target]]]:
-    """(train, held-out) (text, label) rows: a text's copies on one side (data/holdout.py)."""
+    rows: list[tuple[Item, Target]], fraction: float, seed: int, source: str, say: Callable[[str], None]
+) -> tuple[list[tuple[Item, Target]], list[tuple[Item, Target]]]:
+    """(train, held-out) (text, label) rows: a text's (a pair's) copies on one side (data/holdout.py)."""
     return hold_out(rows, key=lambda row: row[0], fraction=fraction, seed=seed, source=source, noun="example",
                     say=say)  # fmt: skip
 
@@ -87,7 +98,8 @@ class ClassificationTask(Task):
             backbone = backbone.backbone
         self.head = plan_head(backbone, d, t, setup.say)  # kept, or a new one (classification_head.py)
         self.labels, self.problem_type = self.head.labels, self.head.problem_type
-        rows = read_labelled(d.input, self.labels, d.text_field, d.label_field, self.problem_type)
+        rows = read_labelled(d.input, self.labels, d.text_field, d.label_field, self.problem_type,
+                             d.text_pair_field)  # fmt: skip
         unseen = [name for i, name in enumerate(self.labels) if not self._seen(rows, i)]
         if unseen and engine.rank == 0:  # shown even with --quiet: the head learns never to say them
             # macro F1 averages over the labels in the gold or the predictions (inference/classify.py)
@@ -128,7 +140,18 @@ class ClassificationTask(Task):
         affixes = [self.tokenizer.hf.id_to_token(i) for i in sum(self.tokenizer.text_affixes(), [])]
         if line := kept_line(self.rules, pooled_last, affixes):
             setup.say(line)
-        encode = partial(encode_batch, reader, context=self.context, pad_id=self.head.pad_id)
+        self.pairs = bool(d.text_pair_field)
+        encode: Callable[[list[Item]], tuple[torch.Tensor, ...]] = (
+            partial(
+                encode_items,
+                reader,
+                context=self.context,
+                pad_id=self.head.pad_id,
+                type_vocab_size=backbone.config.type_vocab_size,
+            )  # fmt: skip
+            if self.pairs  # (ids, mask, token types): as the pipeline encodes a pair
+            else partial(encode_batch, reader, context=self.context, pad_id=self.head.pad_id)  # type: ignore[arg-type]
+        )
         self.loader = LabelledLoader(
             self.train_rows, encode, t.batch_size, setup.micro, engine.rank, engine.world_size, t.seed + 1
         )
@@ -155,7 +178,7 @@ class ClassificationTask(Task):
     def _multi(self) -> bool:
         return self.problem_type == MULTI_LABEL
 
-    def _seen(self, rows: list[tuple[str, Target]], i: int) -> bool:
+    def _seen(self, rows: list[tuple[Item, Target]], i: int) -> bool:
         """Whether label i is some training example's (regression: every output has one)."""
         if self.problem_type == REGRESSION:
             return True
@@ -185,8 +208,8 @@ class ClassificationTask(Task):
         return model
 
     def loss(self, model: nn.Module, *batch: torch.Tensor) -> torch.Tensor:
-        ids, mask, labels = batch
-        return classifier_loss(model(ids, mask), labels, self.problem_type)
+        *inputs, labels = batch  # ids, mask[, token types]
+        return classifier_loss(model(*inputs), labels, self.problem_type)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, engine: Engine, autocast: Autocast) -> dict[str, float]:
@@ -202,11 +225,11 @@ class ClassificationTask(Task):
         loss = torch.zeros(2, dtype=torch.float64)  # summed loss, targets counted
         for _ in range(self.val_per_rank - len(self.val)):  # sharded engines: equal forwards
             with autocast():
-                model(*(x.to(engine.device) for x in self.val_spare[:2]))
+                model(*(x.to(engine.device) for x in self.val_spare[:-1]))
         for batch in self.val:
-            ids, mask, labels = (x.to(engine.device) for x in batch)
+            *inputs, labels = (x.to(engine.device) for x in batch)  # ids, mask[, token types]
             with autocast():
-                logits = model(ids, mask).float()
+                logits = model(*inputs).float()
             summed = float(classifier_loss(logits, labels, self.problem_type))
             loss += torch.tensor([summed, count_targets(labels)], dtype=torch.float64)
             logits, labels = logits.cpu(), labels.cpu()
@@ -243,17 +266,19 @@ class ClassificationTask(Task):
         )
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
-        return sum(int(mask.sum()) for _, mask, _ in micro_batches)  # real tokens, no padding
+        return sum(int(batch[1].sum()) for batch in micro_batches)  # the mask's: real tokens, no padding
 
     def micro_batch_tokens(self) -> int:
         sample = self.train_rows[:200]
-        per_text = sum(min(len(text) // 4 + 2, self.context) for text, _ in sample) / len(sample)
+        chars = [len(text) if isinstance(text, str) else len(text[0]) + len(text[1]) for text, _ in sample]
+        per_text = sum(min(n // 4 + 2, self.context) for n in chars) / len(sample)
         return int(self.micro * per_text)
 
     def describe(self) -> str:
         return (
             f"{self.cfg.data.input}: {len(self.train_rows)} train / {len(self.val_rows)} held-out examples,"
-            f" labels {','.join(self.labels)} ({self.problem_type}), {self.context} tokens per text"
+            f" labels {','.join(self.labels)} ({self.problem_type}), {self.context} tokens per"
+            f" {'text pair' if self.pairs else 'text'}"
         )
 
     def summary(self) -> dict[str, Any]:
