@@ -93,7 +93,9 @@ def save_hf(
         wordpiece = (
             transformers.BertTokenizerFast if family == "bert" else transformers.DistilBertTokenizerFast
         )
-        tokenizer = wordpiece(vocab_file=str(VOCAB), model_max_length=64)
+        # transformers 5 names the file `vocab` (its `vocab_file` gave a 5-token tokenizer: every word [UNK])
+        tokenizer = wordpiece(vocab=str(VOCAB), model_max_length=64)
+        assert len(tokenizer) == 260
     tokenizer.save_pretrained(directory)
     return model
 
