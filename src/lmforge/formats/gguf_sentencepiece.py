@@ -1,15 +1,18 @@
 """A GGUF file's SentencePiece vocabulary (`tokenizer.ggml.model` 'llama': Llama 1/2, Mistral 7B,
 TinyLlama, Gemma 3...) rebuilt as an HF `tokenizers` BPE tokenizer, exactly as transformers' GGUF
 loader builds it (transformers/integrations/gguf/gguf_tokenizer_mapping.py, which hands the
-vocabulary to LlamaTokenizer or, for the gemma architectures, GemmaTokenizer):
+vocabulary to LlamaTokenizer or, for the gemma architectures, GemmaTokenizer, and gives phi3 its
+own normalizer):
 
 - BPE with byte fallback over the tokens as the file spells them; merges from
   `tokenizer.ggml.merges` where the file has them, else rebuilt from the vocabulary: every split of
   a token into two tokens, best first by `tokenizer.ggml.scores` (Llama) or by the order the tokens
   come in the file (Gemma, whose scores do not follow its merge order);
 - Llama: `▁` replaces spaces and is put before the text (Metaspace, prepend 'first'); decoding
-  drops that one leading space. Gemma: spaces become `▁` with no prefix, the text is split after
-  each space, and its whitespace-only tokens stored as real spaces are respelled as `▁`s;
+  drops that one leading space. Phi-3: the same by a normalizer, which puts `▁` before each piece
+  of text between special tokens, as Phi-3's own tokenizer.json does. Gemma: spaces become `▁`
+  with no prefix, the text is split after each space, and its whitespace-only tokens stored as
+  real spaces are respelled as `▁`s;
 - CONTROL tokens are special, USER_DEFINED ones plain added tokens, and the BOS/EOS/UNK/PAD (and
   Gemma's `<mask>`) special as transformers makes them; BOS goes first unless
   `tokenizer.ggml.add_bos_token` is false (llama.cpp's default for SentencePiece is true).
@@ -88,6 +91,12 @@ def sentencepiece_hf(
     if gemma:
         hf.normalizer = normalizers.Replace(" ", SPACE)
         hf.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    elif meta.get("general.architecture") == "phi3":  # transformers' phi3_tokenizer, as Phi-3's own
+        # tokenizer.json: the normalizer puts `▁` before each piece of text between special tokens
+        # (the `▁` after `<|user|>`) and keeps a leading space as a second `▁` (until 2026-12-07
+        # a Phi-3 GGUF got Llama's Metaspace: other ids for every chat prompt)
+        hf.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+        steps.append(decoders.Strip(content=" ", left=1))
     else:
         hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first", split=False)
         steps.append(decoders.Strip(content=" ", left=1))
