@@ -22,6 +22,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
 from lmforge.cli import main  # noqa: E402
 from lmforge.errors import LmforgeError  # noqa: E402
+from lmforge.formats.chat_files import stop_ids  # noqa: E402
 from lmforge.formats.directory import load_model  # noqa: E402
 from lmforge.formats.hf_export import export_hf  # noqa: E402
 from lmforge.formats.hf_files import import_hf  # noqa: E402
@@ -62,6 +63,7 @@ def write_gguf(
     token_list: bool = True,
     rope_scaling: tuple[str, float] | None = None,
     chat_template: str | list[dict[str, str]] = TEMPLATE,  # a list: named ones, as gguf-py takes them
+    eot: int | None = None,
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
@@ -100,6 +102,9 @@ def write_gguf(
     writer.add_add_bos_token(False)
     if add_eos:
         writer.add_add_eos_token(True)
+    if eot is not None:
+        writer.add_eot_token_id(eot)
+        writer.add_eom_token_id(eot)
     writer.add_chat_template(chat_template)
     kv = N_KV * N_EMBD // N_HEAD
     shapes = {"token_embd.weight": (len(tokens), N_EMBD), "output_norm.weight": (N_EMBD,)}
@@ -275,6 +280,23 @@ def test_qwen2_has_biases_and_no_permutation(tmp_path: Path) -> None:
     batch = torch.tensor([[5, 70, 100, 3, 260, 9, 44]])
     with torch.no_grad():
         assert (model(batch) - reference(batch).logits).abs().max().item() < 1e-5
+
+
+def test_an_end_of_turn_token_stops_generation_as_eos(tmp_path: Path) -> None:
+    """tokenizer.ggml.eot_token_id / eom_token_id join EOS in generation_config.json's stop ids, as
+    llama.cpp stops at each (until 2026-12-07 they were dropped: a chat ran past its turn's end)."""
+    path = tmp_path / "m.gguf"
+    write_gguf(path, Q.F32, eot=0)
+    out = import_hf(path, tmp_path / "lm")
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
+    assert json.loads((out / "config.json").read_text())["eos_token_id"] == 2
+    assert stop_ids(out, load_model(out)[1].eos_id) == [2, 0]  # what generate, chat and serve stop at
+    bad = tmp_path / "bad.gguf"
+    write_gguf(bad, Q.F32, eot=10**6)
+    with pytest.raises(
+        LmforgeError, match=r"bad.gguf: tokenizer.ggml.eot_token_id=1000000 is not a token id"
+    ):
+        import_hf(bad, tmp_path / "lm-bad")
 
 
 def test_directory_carries_chat_files_and_exports_to_transformers(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import write_chat_files
 from lmforge.formats.directory import write_model_dir
 from lmforge.formats.gguf_arch import MODEL_TYPES, ROPE_FACTORS, arch_config, layer_names, stored_weight
-from lmforge.formats.gguf_tokenizer import gguf_tokenizer
+from lmforge.formats.gguf_tokenizer import gguf_tokenizer, stop_ids
 from lmforge.formats.hf import FAMILIES
 from lmforge.formats.hf_convert import hf_to_lmforge
 from lmforge.model.empty import empty
@@ -372,7 +372,10 @@ def import_gguf(file: str | Path, out: str | Path, owner: Any) -> Path:
         }
         ids = {k: v for k, v in ids.items() if v is not None}
         write_model_dir(tmp, model.config, model.state_dict(), tokenizer, None, ids)
-        write_chat_files(tmp, chat_templates(meta, Path(file)), ids)
+        # generation stops at the end-of-turn token too (until 2026-12-07 a chat ran past it)
+        stops = stop_ids(meta, tokenizer, str(file))
+        generation = ids | ({"eos_token_id": stops} if len(stops) > 1 else {})
+        write_chat_files(tmp, chat_templates(meta, Path(file)), generation)
     return Path(out)
 
 

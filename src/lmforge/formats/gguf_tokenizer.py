@@ -81,9 +81,13 @@ def _byte_alphabet() -> dict[int, str]:
     return table
 
 
+IDS = (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id"),
+       ("eot", "eot_token_id"), ("eom", "eom_token_id"))  # fmt: skip
+
+
 def _ids(meta: dict[str, Any], n_tokens: int, file: str) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
-    for name, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id")):
+    for name, key in IDS:
         value = meta.get(f"tokenizer.ggml.{key}")
         if value is not None and not (isinstance(value, int) and 0 <= value < n_tokens):
             raise LmforgeError(f"{file}: tokenizer.ggml.{key}={value!r} is not a token id")
@@ -121,6 +125,14 @@ def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
     tokenizer = Tokenizer(hf)
     tokenizer.eos_id, tokenizer.bos_id, tokenizer.pad_id = ids["eos"], ids["bos"], ids["pad"]
     return tokenizer
+
+
+def stop_ids(meta: dict[str, Any], tokenizer: Tokenizer, file: str) -> list[int]:
+    """The ids that end a reply: EOS, and the end-of-turn and end-of-message tokens the file names
+    (`tokenizer.ggml.eot_token_id`, `eom_token_id`: a chat model's `<|im_end|>` or `<|eot_id|>`
+    where EOS is another token), as llama.cpp stops at each; generation_config.json's list."""
+    ids = _ids(meta, tokenizer.vocab_size, file)
+    return list(dict.fromkeys(i for i in (ids["eos"], ids["eot"], ids["eom"]) if i is not None))
 
 
 def _byte_level_hf(meta: dict[str, Any], tokens: list[str], types: list[int], file: str) -> HFTokenizer:
