@@ -9,6 +9,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,6 +65,7 @@ def write_gguf(
     rope_scaling: tuple[str, float] | None = None,
     chat_template: str | list[dict[str, str]] = TEMPLATE,  # a list: named ones, as gguf-py takes them
     eot: int | None = None,
+    keys: dict[str, tuple[str, Any]] | None = None,  # key -> (GGUFWriter method, value), set last
 ) -> dict[str, np.ndarray]:
     """A tiny random model as GGUF: 2D weights stored as `qtype`, norms as F32. Returns the
     float weights before quantization, by GGUF name."""
@@ -142,6 +144,9 @@ def write_gguf(
             writer.add_tensor(name, gguf.quants.quantize(value, qtype), raw_dtype=qtype)
     for name, (value, raw) in extra.items():
         writer.add_tensor(name, value, raw_dtype=raw)
+    for key, (method, value) in (keys or {}).items():
+        writer.kv_data[0].pop(key, None)
+        getattr(writer, method)(key, value)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -407,6 +412,19 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         no_kv,
         "v_proj.weight (32, 64) make (128, 64) together, where the config's head counts",
     )
+    # values that were taken unsaid until 2026-12-07
+    for name, key, value, message in (
+        ("theta0", "llama.rope.freq_base", 0.0, "model.rope_theta=0.0 must be > 0"),  # read as 10000
+        ("eps_inf", "llama.attention.layer_norm_rms_epsilon", math.inf, "model.norm_eps=inf must be > 0"),
+    ):
+        write_gguf(tmp_path / f"{name}.gguf", keys={key: ("add_float32", value)})
+        cases[name] = (tmp_path / f"{name}.gguf", message)
+    number = tmp_path / "template_number.gguf"  # the template was left out
+    write_gguf(number, keys={"tokenizer.chat_template": ("add_uint32", 7)})
+    cases["template number"] = (number, "GGUF key 'tokenizer.chat_template' is int, not a chat template")
+    split = tmp_path / "m-00001-of-00002.gguf"  # was "missing tensor ..."
+    write_gguf(split, keys={"split.count": ("add_uint16", 2), "split.no": ("add_uint16", 0)})
+    cases["split"] = (split, "one of 2 files of a split model (split.count): join them first")
     return cases
 
 

@@ -47,12 +47,12 @@ def check_model(m: ModelConfig) -> None:
 
 def _check_hf_options(m: ModelConfig) -> None:
     _check(m.norm in ("layernorm", "rmsnorm"), f"model.norm={m.norm!r} must be 'layernorm' or 'rmsnorm'")
-    _check(m.norm_eps > 0, f"model.norm_eps={m.norm_eps} must be > 0")
+    _check(0 < m.norm_eps < math.inf, f"model.norm_eps={m.norm_eps} must be > 0 and finite")
     _check(
         m.n_kv_head == 0 or (m.n_kv_head > 0 and m.n_head % m.n_kv_head == 0),
         f"model.n_kv_head={m.n_kv_head} must divide model.n_head={m.n_head}",
     )
-    _check(m.rope_theta > 0, f"model.rope_theta={m.rope_theta} must be > 0")
+    _check(0 < m.rope_theta < math.inf, f"model.rope_theta={m.rope_theta} must be > 0 and finite")
     _check_rope_scaling(m)
     _check_local_layers(m)
     nope = m.nope_interval

@@ -39,7 +39,7 @@ from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import write_chat_files
 from lmforge.formats.directory import write_model_dir
 from lmforge.formats.gguf_arch import MODEL_TYPES, ROPE_FACTORS, arch_config, layer_names, stored_weight
-from lmforge.formats.gguf_tokenizer import gguf_tokenizer, stop_ids
+from lmforge.formats.gguf_tokenizer import chat_templates, gguf_tokenizer, stop_ids
 from lmforge.formats.hf import FAMILIES
 from lmforge.formats.hf_convert import hf_to_lmforge
 from lmforge.model.empty import empty
@@ -342,6 +342,11 @@ def convert_gguf(file: str | Path) -> tuple[GPT, Tokenizer, dict[str, Any]]:
     file = Path(file)
     reader = read_gguf(file)
     meta = read_metadata(reader, file)
+    if isinstance(split := meta.get("split.count"), int) and split > 1:  # llama.cpp's gguf-split
+        raise LmforgeError(
+            f"{file}: one of {split} files of a split model (split.count): join them first with"
+            f" llama.cpp's `llama-gguf-split --merge {file.name} whole.gguf`, then import whole.gguf"
+        )
     names = {t.name for t in reader.tensors}
     arch = meta.get("general.architecture")
     tensors = config_tensors(reader, arch, file)
@@ -377,19 +382,3 @@ def import_gguf(file: str | Path, out: str | Path, owner: Any) -> Path:
         generation = ids | ({"eos_token_id": stops} if len(stops) > 1 else {})
         write_chat_files(tmp, chat_templates(meta, Path(file)), generation)
     return Path(out)
-
-
-def chat_templates(meta: dict[str, Any], file: Path) -> dict[str, str]:
-    """The chat templates by name: `tokenizer.chat_template` (the default) and llama.cpp's named ones,
-    `tokenizer.chat_template.NAME` (gguf-py writes a tokenizer_config.json list so: tool_use, rag)."""
-    out = {}
-    for key, value in meta.items():
-        name = "default" if key == "tokenizer.chat_template" else key.removeprefix("tokenizer.chat_template.")
-        if name == key or not isinstance(value, str):
-            continue
-        if not re.fullmatch(r"\w+", name):  # gguf-py keeps letters, digits and _; it becomes a file name
-            raise LmforgeError(
-                f"{file}: GGUF key {key!r}: a chat template name of letters, digits and _ only"
-            )
-        out[name] = value
-    return out

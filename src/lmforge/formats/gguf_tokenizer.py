@@ -14,11 +14,14 @@ merges, each token's type and the special ids as metadata. This rebuilds byte-le
   changes nothing).
 
 SentencePiece vocabularies ('llama') are rebuilt in gguf_sentencepiece.py; others ('t5', 'rwkv',
-...) are refused with a one-line error.
+...) are refused with a one-line error. Also here: the ids that end a reply (EOS, end of turn, end
+of message) and the chat templates (`tokenizer.chat_template`, `tokenizer.chat_template.NAME`).
 """
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
@@ -186,3 +189,23 @@ def _post_processor(hf: HFTokenizer, bos: int | None, eos: int | None) -> proces
         pair=[*head, "$A:0", *tail, *head, "$B:1", *tail],
         special_tokens=[(name[i], i) for i in name],
     )
+
+
+def chat_templates(meta: dict[str, Any], file: Path) -> dict[str, str]:
+    """The chat templates by name: `tokenizer.chat_template` (the default) and llama.cpp's named ones,
+    `tokenizer.chat_template.NAME` (gguf-py writes a tokenizer_config.json list so: tool_use, rag)."""
+    out = {}
+    for key, value in meta.items():
+        name = "default" if key == "tokenizer.chat_template" else key.removeprefix("tokenizer.chat_template.")
+        if name == key:
+            continue
+        if not isinstance(value, str):  # left out unsaid until 2026-12-07
+            raise LmforgeError(
+                f"{file}: GGUF key {key!r} is {type(value).__name__}, not a chat template (text)"
+            )
+        if not re.fullmatch(r"\w+", name):  # gguf-py keeps letters, digits and _; it becomes a file name
+            raise LmforgeError(
+                f"{file}: GGUF key {key!r}: a chat template name of letters, digits and _ only"
+            )
+        out[name] = value
+    return out

@@ -56,10 +56,9 @@ def _rope(raw: dict[str, Any], file: str, context: int, head_dim: int) -> dict[s
     dims = int(head_dim * share)
     what = f"partial_rotary_factor={share} (head_dim {head_dim} x it must be an even count >= 2)"
     require(0 < share <= 1 and dims >= 2 and dims % 2 == 0, file, what)
-    out: dict[str, Any] = {
-        "rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0,
-        "rope_partial_factor": share,
-    }
+    if theta is None:  # a 0 is the file's, refused as such (it read as 10000 until 2026-12-07)
+        theta = typed_key(raw, "rope_theta", file, float)
+    out: dict[str, Any] = {"rope_theta": 10000.0 if theta is None else theta, "rope_partial_factor": share}
     if kind == "default":
         return out
     original = typed_key(raw, "original_max_position_embeddings", file, int, ORIGINAL_CONTEXT)

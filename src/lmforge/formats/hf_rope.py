@@ -29,7 +29,9 @@ def rope_in(raw: dict[str, Any], file: str, context: int, *, dynamic: bool = Fal
     kinds = [k for k in KINDS if k != "longrope" and (dynamic or k != "dynamic")]  # longrope: hf_phi3.py
     require(kind in kinds, file, f"rope type {kind!r} (lmforge reads {', '.join(kinds)}), longrope for phi3")
     theta = typed_key(scaling, "rope_theta", file, float, name=f"{where}.rope_theta")
-    out: dict[str, Any] = {"rope_theta": theta or typed_key(raw, "rope_theta", file, float) or 10000.0}
+    if theta is None:  # a 0 is the file's and refused as such (it read as 10000 until 2026-12-07)
+        theta = typed_key(raw, "rope_theta", file, float)
+    out: dict[str, Any] = {"rope_theta": 10000.0 if theta is None else theta}
     if kind == "default":
         return out
 
