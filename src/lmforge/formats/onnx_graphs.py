@@ -99,13 +99,14 @@ class DecoderGraph(nn.Module):
 _IDS_AXES = {0: "batch", 1: "sequence"}
 
 
-class EncoderGraph(nn.Module):
-    """input_ids, attention_mask (1 = real token) [, token_type_ids] (B, T) -> hidden (B, T, C)."""
+class _IdsGraph(nn.Module):
+    """input_ids, attention_mask (1 = real token) [, token_type_ids] (B, T) -> `net`'s output. The
+    types are an input where the encoder has token type embeddings (BERT's: a pair's second text)."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, net: nn.Module, encoder: nn.Module) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.types = encoder.wtt is not None
+        self.net = net
+        self.types = isinstance(encoder, Encoder) and encoder.wtt is not None
         _reference_attention(encoder)
 
     def forward(
@@ -114,38 +115,33 @@ class EncoderGraph(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.net(input_ids, attention_mask, token_type_ids)
+
+    def inputs(self) -> list[str]:
+        return ["input_ids", "attention_mask"] + (["token_type_ids"] if self.types else [])
+
+
+class EncoderGraph(_IdsGraph):
+    """-> hidden (B, T, C)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__(encoder, encoder)
 
     def io(self) -> GraphIO:
-        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.types else [])
-        axes = {name: _IDS_AXES for name in [*inputs, "last_hidden_state"]}
-        return GraphIO(inputs, ["last_hidden_state"], axes)
+        axes = {name: _IDS_AXES for name in [*self.inputs(), "last_hidden_state"]}
+        return GraphIO(self.inputs(), ["last_hidden_state"], axes)
 
 
-class ClassifierGraph(nn.Module):
-    """input_ids, attention_mask [, token_type_ids] (B, T) -> class logits (B, labels). An encoder
-    with token type embeddings takes the types, which a pair's second text needs (a cross-encoder:
+class ClassifierGraph(_IdsGraph):
+    """-> class logits (B, labels). An encoder's classifier takes the token types (a cross-encoder:
     until 2026-12-07 the graph had no such input, and every token read as the first text's)."""
 
     def __init__(self, classifier: Classifier) -> None:
-        super().__init__()
-        self.classifier = classifier
-        backbone = classifier.backbone
-        self.types = isinstance(backbone, Encoder) and backbone.wtt is not None
-        _reference_attention(backbone)
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.classifier(input_ids, attention_mask, token_type_ids)
+        super().__init__(classifier, classifier.backbone)
 
     def io(self) -> GraphIO:
-        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if self.types else [])
-        axes = {name: _IDS_AXES for name in inputs} | {"logits": {0: "batch"}}
-        return GraphIO(inputs, ["logits"], axes)
+        axes = {name: _IDS_AXES for name in self.inputs()} | {"logits": {0: "batch"}}
+        return GraphIO(self.inputs(), ["logits"], axes)
 
 
 class SpanGraph(nn.Module):
