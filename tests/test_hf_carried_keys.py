@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 transformers = pytest.importorskip("transformers")
 from hf_helpers import make_hf_model  # noqa: E402
@@ -63,6 +64,30 @@ def test_gpt2_dropouts_come_back(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert load_model(import_hf(tmp_path / "hf", tmp_path / "imported"))[0].config.dropout == 0.3
     notes = [line for line in capsys.readouterr().err.splitlines() if "lmforge: note" in line]
     assert notes and all("attn_pdrop=0.0, embd_pdrop=0.1, resid_pdrop=0.3" in line for line in notes)
+
+
+def test_encoder_dropouts_come_back(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """BERT's hidden_dropout_prob / attention_probs_dropout_prob (and DistilBERT's dropout /
+    attention_dropout) were not read: an imported encoder fine-tuned without dropout, and its
+    export wrote 0.0."""
+    make_hf_model("bert", tmp_path / "hf")
+    set_json(tmp_path / "hf" / "config.json", hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    imported = import_hf(tmp_path / "hf", tmp_path / "imported")
+    assert load_model(imported)[0].config.dropout == 0.2
+    config = transformers.AutoConfig.from_pretrained(export_hf(imported, tmp_path / "exported"))
+    assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob) == (0.2, 0.2)
+    assert "lmforge: note" not in capsys.readouterr().err
+    set_json(tmp_path / "hf" / "config.json", attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.3)
+    assert load_model(import_hf(tmp_path / "hf", tmp_path / "imported"))[0].config.dropout == 0.3
+    notes = [line for line in capsys.readouterr().err.splitlines() if "lmforge: note" in line]
+    expected = "hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.0, and lmforge has one dropout"
+    assert notes and all(expected in line for line in notes)
+    torch.manual_seed(0)
+    shape = {"dim": 32, "n_layers": 1, "n_heads": 4, "hidden_dim": 64, "max_position_embeddings": 64}
+    distil = transformers.DistilBertConfig(vocab_size=260, dropout=0.25, attention_dropout=0.25, **shape)
+    transformers.DistilBertModel(distil).save_pretrained(tmp_path / "distil")
+    (tmp_path / "distil" / "tokenizer.json").write_bytes((tmp_path / "hf" / "tokenizer.json").read_bytes())
+    assert load_model(import_hf(tmp_path / "distil", tmp_path / "distil-in"))[0].config.dropout == 0.25
 
 
 def test_a_fine_tune_of_an_imported_model_keeps_its_padding_sides(tmp_path: Path, corpus: Path) -> None:

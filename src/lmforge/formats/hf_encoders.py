@@ -19,7 +19,7 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
+from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, one_dropout, require, typed_key
 
 
 # --- BERT -------------------------------------------------------------------------------------
@@ -39,6 +39,11 @@ def _bert_in(raw: dict[str, Any], file: str) -> ModelConfig:
         mlp_hidden=config_key(raw, "intermediate_size", file),
         norm_eps=raw.get("layer_norm_eps", 1e-12),
         tie_embeddings=False,
+        # after the embeddings and each sublayer's output; on the attention probabilities (until
+        # 2026-12-07 neither was read: a fine-tune ran without dropout, an export wrote 0.0)
+        dropout=one_dropout(
+            raw, file, ("hidden_dropout_prob", "attention_probs_dropout_prob"), "hidden_dropout_prob"
+        ),
     )
 
 
@@ -85,6 +90,7 @@ def _distilbert_in(raw: dict[str, Any], file: str) -> ModelConfig:
         mlp_hidden=config_key(raw, "hidden_dim", file),
         norm_eps=DISTILBERT_EPS,
         tie_embeddings=False,
+        dropout=one_dropout(raw, file, ("dropout", "attention_dropout"), "dropout"),
     )
 
 

@@ -5,6 +5,7 @@ setting, the activations both sides name.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,3 +100,17 @@ def every_nth(flags: list[bool]) -> int | None:
     as one lmforge interval."""
     n = flags.index(True) + 1 if any(flags) else 0
     return n if flags == [n > 0 and (i + 1) % n == 0 for i in range(len(flags))] else None
+
+
+def one_dropout(
+    raw: dict[str, Any], file: str, keys: tuple[str, ...], kept: str, default: float = 0.1
+) -> float:
+    """lmforge's one dropout from a family's several (each `default` where absent, as its config
+    class has it), which lmforge applies where transformers applies each of them. Where they
+    differ, `kept`'s (the most widely applied), said in a note."""
+    drops = {k: typed_key(raw, k, file, float, default) for k in keys}
+    if len(set(drops.values())) > 1:
+        said = ", ".join(f"{k}={v}" for k, v in drops.items())
+        line = f"lmforge: note: {file}: {said}, and lmforge has one dropout: {kept}'s for all {len(keys)}"
+        print(line, file=sys.stderr)
+    return drops[kept]

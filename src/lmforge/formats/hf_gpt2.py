@@ -3,12 +3,11 @@ weights stored (in, out), hence `transposed`."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, require, typed_key
+from lmforge.formats.hf_family import ACT_IN, ACT_OUT, Family, config_key, one_dropout, require, typed_key
 
 
 def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
@@ -18,7 +17,9 @@ def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
     require(not inverse, file, "scale_attn_by_inverse_layer_idx=true")
     require(typed_key(raw, "scale_attn_weights", file, bool, True), file, "scale_attn_weights=false")
     return ModelConfig(
-        dropout=_gpt2_dropout(raw, file),
+        # embd_pdrop after the embeddings, attn_pdrop on the attention probabilities, resid_pdrop
+        # on each attention and MLP output
+        dropout=one_dropout(raw, file, ("attn_pdrop", "embd_pdrop", "resid_pdrop"), "resid_pdrop"),
         n_layer=config_key(raw, "n_layer", file),
         n_head=config_key(raw, "n_head", file),
         n_embd=config_key(raw, "n_embd", file),
@@ -29,21 +30,6 @@ def _gpt2_in(raw: dict[str, Any], file: str) -> ModelConfig:
         norm_eps=raw.get("layer_norm_epsilon", 1e-5),
         tie_embeddings=raw.get("tie_word_embeddings", True),
     )
-
-
-def _gpt2_dropout(raw: dict[str, Any], file: str) -> float:
-    """lmforge's one dropout from GPT-2's three (GPT2Config's 0.1 where absent), each applied where
-    transformers applies its own: embd_pdrop after the embeddings, attn_pdrop on the attention
-    probabilities, resid_pdrop on each attention and MLP output. Where they differ, resid_pdrop,
-    said in a note."""
-    drops = {k: typed_key(raw, k, file, float, 0.1) for k in ("attn_pdrop", "embd_pdrop", "resid_pdrop")}
-    if len(set(drops.values())) > 1:
-        said = ", ".join(f"{k}={v}" for k, v in drops.items())
-        print(
-            f"lmforge: note: {file}: {said}, and lmforge has one dropout: resid_pdrop's for all three",
-            file=sys.stderr,
-        )
-    return drops["resid_pdrop"]
 
 
 def _gpt2_out(c: ModelConfig) -> dict[str, Any]:
