@@ -244,6 +244,9 @@ def test_a_bert_fine_tuned_through_its_pooler_exports_to_transformers(
     exports as BertForSequenceClassification, in which transformers computes lmforge's logits."""
     transformers = pytest.importorskip("transformers")
     make_hf_model("bert", tmp_path / "bert")
+    config = tmp_path / "bert" / "config.json"  # no dropout: 2 epochs of a random BERT learn the task
+    no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    config.write_text(json.dumps(json.loads(config.read_text()) | no_dropout))
     out = tmp_path / "clf"
     result = finetune_classify(tmp_path / "bert", labelled, "negative,positive", out, epochs=2, batch_size=16,
                                lr=1e-3, pooling="cls", dense="tanh", dtype="fp32", max_len=32)  # fmt: skip

@@ -308,6 +308,24 @@ def test_a_model_key_train_init_from_would_override_is_refused(tmp_path: Path, c
     assert load_config(run / "config.toml").model.dropout == 0.1
 
 
+def test_a_fine_tune_takes_the_models_dropout_unless_set(
+    tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """As transformers fine-tunes with the config's dropout: an imported GPT-2's 0.1 (until
+    2026-12-07 the recipe's default 0.0 replaced it), said on a start-up line; --model.dropout wins."""
+    from hf_helpers import make_hf_model
+
+    from lmforge import train
+
+    make_hf_model("gpt2", tmp_path / "gpt2")  # GPT2Config's dropouts: 0.1
+    tuned = [f"--data.input={corpus}", f"--train.init_from={tmp_path / 'gpt2'}", "--train.max_steps=1"]
+    train(None, tuned, tmp_path / "run", quiet=False)
+    assert load_config(tmp_path / "run" / "config.toml").model.dropout == 0.1
+    assert "model.dropout=0.1 from train.init_from's config" in capsys.readouterr().out
+    train(None, [*tuned, "--model.dropout=0"], tmp_path / "run0", quiet=True)
+    assert load_config(tmp_path / "run0" / "config.toml").model.dropout == 0.0
+
+
 def test_a_recipes_model_yields_to_init_from_on_the_command_line(
     tmp_path: Path, corpus: Path, capsys: pytest.CaptureFixture
 ) -> None:

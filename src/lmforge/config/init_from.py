@@ -14,7 +14,9 @@ from lmforge.errors import LmforgeError
 
 
 def adopted_model(cfg: Config, own: ModelConfig, say: Callable[[str], None] | None = None) -> ModelConfig:
-    """train.init_from's architecture (`own`) with the recipe's dropout: what replaces [model]. A
+    """train.init_from's architecture (`own`) with its dropout unless the recipe or the command line
+    sets model.dropout (as transformers fine-tunes with the config's dropout: until 2026-12-07 the
+    recipe's default 0.0 replaced an imported BERT's or GPT-2's 0.1): what replaces [model]. A
     [model] key chosen otherwise (Config.is_set; vocab_size 0 means "the tokenizer's") would be
     ignored, so it is refused; except a recipe's, when train.init_from came from the command line:
     the later, more specific choice, as every override beats its recipe (told to `say`)."""
@@ -37,4 +39,8 @@ def adopted_model(cfg: Config, own: ModelConfig, say: Callable[[str], None] | No
             )
     if yielded and say is not None:
         say(yield_note(cfg, "train.init_from", "brings its own architecture", "model", yielded))
-    return dataclasses.replace(own, dropout=cfg.model.dropout)
+    if cfg.is_set("model.dropout"):
+        return dataclasses.replace(own, dropout=cfg.model.dropout)
+    if own.dropout and say is not None:
+        say(f"model.dropout={own.dropout} from train.init_from's config (--model.dropout=0 trains without)")
+    return own

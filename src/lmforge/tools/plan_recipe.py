@@ -6,10 +6,10 @@ encoder-decoder: lmforge's or an imported Marian); classification puts a
 linear head on train.init_from's decoder or encoder (an lmforge model, an imported GPT-2, Llama
 or BERT/MiniLM, or an earlier classifier, whose head is replaced); qa puts a span head on
 train.init_from's encoder (an lmforge or imported encoder, or an earlier QA model). As in
-`train`, the architecture is train.init_from's, the dropout the recipe's, and train.from_scratch
-changes the weights, not the shape; a [model] key that differs from train.init_from's is refused
-(or, a recipe's under a command line's train.init_from, noted) by train's own check
-(config/init_from.py). A LoRA run as train.init_from is read as the model its
+`train`, the architecture is train.init_from's, its dropout unless the recipe sets one, and
+train.from_scratch changes the weights, not the shape; a [model] key that differs from
+train.init_from's is refused (or, a recipe's under a command line's train.init_from, noted) by
+train's own check (config/init_from.py). A LoRA run as train.init_from is read as the model its
 adapters merge into (train loads it so): its config.json has that model's shape.
 """
 
@@ -131,7 +131,7 @@ def _task_model(cfg: Config, say: Callable[[str], None] | None) -> tuple[ModelCo
         raise LmforgeError(f"{file}: model_type {kind!r} is not a decoder or encoder lmforge plan covers")
     if task == "qa" and not encoder:
         raise LmforgeError(f"train.init_from={source!r}: not an encoder (BERT, MiniLM) model")
-    m = adopted_model(cfg, m, say)  # the recipe's dropout; a conflicting [model] key refused, as by train
+    m = adopted_model(cfg, m, say)  # a conflicting [model] key refused, as by train
     if task == "qa":
         return m, Head("span", encoder=True)
     labels = _labels(cfg) or ["kept"] * kept
@@ -160,7 +160,7 @@ def _labels(cfg: Config) -> list[str]:
 
 
 def _init_from_model(cfg: Config, say: Callable[[str], None] | None) -> ModelConfig:
-    """lm, chat and translation from train.init_from: its architecture, the recipe's dropout; a
+    """lm, chat and translation from train.init_from: its architecture and dropout (unless set); a
     decoder for lm and chat, an encoder-decoder (lmforge's or Marian) for translation, as
     train/run_inputs.py's init_model takes them."""
     from lmforge.formats.directory import MODEL_TYPE, SEQ2SEQ_MODEL_TYPE, read_config_json, resolve_model_dir
@@ -184,7 +184,7 @@ def _init_from_model(cfg: Config, say: Callable[[str], None] | None) -> ModelCon
         raise LmforgeError(f"train.init_from={source!r} is not an encoder-decoder (translation)")
     if cfg.data.task != "translation" and m.arch == "seq2seq":
         raise LmforgeError(f"train.init_from={source!r} is not a decoder language model")
-    return adopted_model(cfg, m, say)  # the recipe's dropout; a conflicting [model] key refused, as by train
+    return adopted_model(cfg, m, say)  # a conflicting [model] key refused, as by train
 
 
 def _prepared_vocab_size(cfg: Config) -> int:

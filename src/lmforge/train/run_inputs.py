@@ -71,7 +71,7 @@ def prep_options(cfg: Config) -> dict[str, Any]:
 def init_model(cfg: Config, say: Callable[[str], None] | None = None) -> tuple[Any, Any]:
     """train.init_from: the starting model (an lmforge or HF decoder directory; for translation an
     encoder-decoder: lmforge's or Marian's); its architecture replaces cfg.model, keeping the
-    recipe's dropout."""
+    model's dropout unless the recipe sets one."""
     from lmforge.formats.directory import load_model
     from lmforge.model.seq2seq import Seq2Seq
 
@@ -113,8 +113,9 @@ def check_lora_targets(cfg: Config) -> None:
 
 
 def adopt_model_config(cfg: Config, own: ModelConfig, say: Callable[[str], None] | None = None) -> None:
-    """train.init_from's architecture (`own`) replaces [model], keeping the recipe's dropout; a
-    conflicting [model] key is refused, or noted to `say` (config/init_from.py, which plan shares)."""
+    """train.init_from's architecture (`own`) replaces [model], with its dropout unless the recipe
+    sets one; a conflicting [model] key is refused, or noted to `say` (config/init_from.py, which
+    plan shares)."""
     cfg.model = adopted_model(cfg, own, say)
 
 

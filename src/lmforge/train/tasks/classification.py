@@ -117,7 +117,7 @@ class ClassificationTask(Task):
             backbone = backbone.backbone
         if not isinstance(backbone, GPT | Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
-        # the architecture comes with the model, the dropout with the recipe (as train.init_from for LM)
+        # the architecture and dropout come with the model; a recipe may set its own dropout
         adopt_model_config(cfg, backbone.config, setup.say)
         lora.require_trained(cfg.lora, "head", "the classification head")
         self.backbone: GPT | Encoder | None = backbone
