@@ -246,6 +246,8 @@ def test_stop_sequence_and_num_return_sequences_as_transformers(llama: Path) -> 
     both = ours(["The king", "A queen"], num_return_sequences=2, seed=5, max_new_tokens=8)
     assert [len(b) for b in both] == [2, 2] and both[0] == ours("The king", num_return_sequences=2, seed=5,
                                                                 max_new_tokens=8)  # fmt: skip
+    # every prompt's first is what num_return_sequences=1 gives it (until 2026-12-07 the first's alone)
+    assert [b[0] for b in both] == [r[0] for r in ours(["The king", "A queen"], seed=5, max_new_tokens=8)]
     with pytest.raises(LmforgeError, match=r"^num_return_sequences=2 needs sampling"):
         ours("The king", num_return_sequences=2, do_sample=False)
     with pytest.raises(LmforgeError, match=r"^stop_sequence: '' is not a stop string"):

@@ -225,6 +225,9 @@ def test_generation_config_keys_lmforge_does_not_apply_are_named(
     set_generation(tmp_path, penalty_alpha=0, encoder_repetition_penalty=None)
     ChatSpec.read(tmp_path, load_model(tmp_path)[1]).sampling()
     assert "not applied" not in capsys.readouterr().err
+    set_generation(tmp_path, num_return_sequences=3, stop_strings=["\n\n"])  # dropped unsaid until 2026-12-07
+    ChatSpec.read(tmp_path, load_model(tmp_path)[1]).sampling()
+    assert "{'num_return_sequences': 3, 'stop_strings': ['\\n\\n']} not applied" in capsys.readouterr().err
 
 
 def test_values_at_the_edge_of_float32_sample_the_likeliest_tokens_not_nan() -> None:

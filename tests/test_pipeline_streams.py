@@ -62,6 +62,14 @@ def cases(dirs: dict[str, Path]) -> list[tuple[Any, list[Any], dict[str, Any], b
             {"do_sample": False, "max_new_tokens": 4},
             False,
         ),
+        # seeded sampling: a streamed part's prompts sample from their rows in the whole input
+        # (until 2026-12-07 each part's rows counted from 0: at batch_size 1 every item alike)
+        (
+            pipeline("text-generation", model=dirs["gpt"]),
+            TEXTS,
+            {"do_sample": True, "seed": 1, "max_new_tokens": 4, "num_return_sequences": 2},
+            False,
+        ),
         (pipeline("text-classification", model=dirs["clf"]), TEXTS, {}, False),
         (pipeline("translation", model=dirs["s2s"]), TEXTS, {"max_new_tokens": 4}, True),
         (pipeline("question-answering", model=QA_FIXTURE), qa, {}, False),
@@ -105,7 +113,7 @@ def test_a_generator_or_dataset_yields_what_a_list_gives_per_item(
         def __len__(self) -> int:
             return 2
 
-    generate, _, _, _ = cases(dirs)[0]
+    generate = cases(dirs)[0][0]
     expected = generate(TEXTS[:2], do_sample=False, max_new_tokens=3)
     assert list(generate(Sized(), do_sample=False, max_new_tokens=3)) == expected
     assert list(generate(text=iter(TEXTS[:2]), do_sample=False, max_new_tokens=3)) == expected  # its own name

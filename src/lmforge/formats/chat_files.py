@@ -34,6 +34,8 @@ UNAPPLIED: dict[str, tuple[object, ...]] = {
     "guidance_scale": (None, 1),
     "exponential_decay_length_penalty": (None,),
     "forced_eos_token_id": (None,),
+    "num_return_sequences": (None, 1),  # said since 2026-12-07 (they were dropped unsaid)
+    "stop_strings": (None, "", []),
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -138,7 +138,7 @@ def generate_ids(
     on_token: OnToken | None = None,
     compile: bool | str = False,
     repetition_penalty: float = 1.0,
-    first_row: int = 0,
+    row_ids: Sequence[int] | None = None,
     min_p: float = 0.0,
     min_new_tokens: int = 0,
     no_repeat_ngram_size: int = 0,
@@ -163,9 +163,10 @@ def generate_ids(
     compile: each prompt in turn, its steps compiled (inference/compiled_decode.py); "auto": one
     prompt switches to the compiled step once this machine's measurements say it pays back
     (inference/compile_choice.py), several decode eagerly as one batch. repetition_penalty: as
-    transformers' (inference/penalties.py; 1 = off). first_row: these prompts are rows first_row..
-    of a larger batch given in parts, and sample as they would there (row_generator). min_p: drop
-    the tokens less likely than min_p times the likeliest when sampling (0 = off); min_new_tokens:
+    transformers' (inference/penalties.py; 1 = off). row_ids: each prompt's row number (default
+    0, 1, ...): prompts of a larger batch given in parts sample as they would there
+    (row_generator). min_p: drop the tokens less likely than min_p times the likeliest when
+    sampling (0 = off); min_new_tokens:
     no eos_id before that many new tokens; no_repeat_ngram_size: no n-gram of that size twice in a
     row, its prompt included (0 = off); all three as transformers' (inference/bans.py). typical_p,
     epsilon_cutoff, eta_cutoff: transformers' warpers after min_p (inference/sampling.Cutoffs);
@@ -181,7 +182,7 @@ def generate_ids(
     )  # fmt: skip
     model.eval()
     device = next(model.parameters()).device  # decode where the model is (a GPU after training)
-    rows = range(first_row, first_row + len(prompts))
+    rows = range(len(prompts)) if row_ids is None else row_ids
     generator = None if seed is None else [row_generator(seed, i, device) for i in rows]
     context = model.config.block_size
     prompts = check_prompts(prompts, context, truncate)

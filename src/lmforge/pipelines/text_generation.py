@@ -72,6 +72,15 @@ def _chats(text: Any) -> list[list[Any]] | None:
     return None
 
 
+def sample_rows(first: int, prompts: int, n: int) -> list[int]:
+    """The random stream (row_generator's row) of each of the prompts' n sequences: prompt p's first
+    sequence samples from row p of the whole input, as with n = 1 and in a streamed part (`first`:
+    the part's first prompt), its others from rows no prompt's first takes (negative numbers).
+    Until 2026-12-07 a streamed part's rows counted from 0 again (its prompts sampled alike) and
+    prompt p's first sequence was row p * n."""
+    return [first + p if j == 0 else -(((first + p) << 32) | j) for p in range(prompts) for j in range(n)]
+
+
 class TextGenerationPipeline:
     def __init__(self, model: str | Path, dtype: str = "auto", batch_size: int | None = None) -> None:
         check_options(dtype=dtype)
@@ -199,7 +208,8 @@ class TextGenerationPipeline:
                 ids[::n], budgets[::n], stop_set(stops), options, beams, n, truncate_prompt
             )
         size = batch_size or self.batch_size or max(len(ids), 1)
-        # row r samples from row_generator(seed, r) in any part
+        rows = sample_rows(FIRST_ITEM.get() - 1, len(ids) // n if n else 0, n)
+        # a row samples from row_generator(seed, its number) in any part
         for start in range(0, 0 if beams else len(ids), size):
             part, room = ids[start : start + size], budgets[start : start + size]
             with torch.inference_mode():
@@ -214,7 +224,7 @@ class TextGenerationPipeline:
                     # a stop string may begin in the prompt, as transformers' stop_strings
                     on_token=StopWatch(self.tokenizer, len(part), stops_text, part) if stops_text else None,
                     compile=compile,
-                    first_row=start,
+                    row_ids=rows[start : start + size],
                     keep_stop=True,  # decoded as transformers': a special token's text is dropped
                     **decoding_options(options),
                 )
