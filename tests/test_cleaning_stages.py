@@ -232,3 +232,12 @@ def test_stopwords_read_combining_marks_as_part_of_a_word() -> None:
     assert Stopwords(["के", "है"]).apply("राम के घर है", StageStats()) == "राम घर"
     decomposed = "the cafe\u0301 is a\u0300 la mode"
     assert Stopwords().apply(decomposed, StageStats()) == "cafe\u0301 a\u0300 la mode"
+
+
+def test_a_vertical_tab_or_form_feed_ends_a_line() -> None:
+    """Word's and PowerPoint's manual line break (VT) and a page break (FF) were deleted as control
+    characters, gluing two words together (until 2026-12-07)."""
+    stats = StageStats("markup")
+    out = Markup().apply("line one\x0bline two\x0cPage two\x07 bell", stats)
+    assert out == "line one\nline two\nPage two bell"
+    assert stats.edits["line breaks (VT, FF)"] == 2 and stats.edits["control chars"] == 1

@@ -118,6 +118,7 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     (src / "empty.md").write_text("")
     (src / "blank.txt").write_text("  \n\n\t\n")
     (src / "huge_line.txt").write_bytes(b"x" * (3 << 20) + b"\n" + plays[3].encode())
+    (src / "one_huge_line.txt").write_bytes(b"y" * (3 << 20))  # named once: was also "empty file"
     (src / "broken.txt").symlink_to(tmp_path / "nowhere.txt")  # unreadable
     lines = [
         json.dumps({"text": plays[4]}),
@@ -144,6 +145,9 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path: Path, plays: list[st
     assert f"{src / 'empty.md'}: empty file" in problems
     assert f"{src / 'blank.txt'}: blank file (only whitespace)" in problems
     assert f"{src / 'huge_line.txt'}:1: line too long" in problems
+    assert [p for p in report["problem_list"] if "one_huge_line" in p] == [
+        f"{src / 'one_huge_line.txt'}:1: line too long ({3 << 20:,} bytes > {1 << 20:,})"
+    ]
     assert f"{src / 'broken.txt'}: unreadable" in problems
     assert f"{src / 'mixed.jsonl'}:2: not valid JSON" in problems
     assert f"{src / 'mixed.jsonl'}:3: no string field" in problems
@@ -639,8 +643,10 @@ def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path, pieces:
     _write_jsonl(corpus, [f"{n} {w}" for n in range(8) for w in cut])
     proc = _prep_cleaning(corpus, tmp_path / "o")
     try:
-        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
-        _kill_inside(worker, syscall)
+        for _ in range(20):  # a worker may end its task and leave before it is caught: the next
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                _kill_inside(_forked_worker(proc.pid), syscall)
+                break
         _, err = proc.communicate(timeout=60)
     finally:  # a hang must not outlive the test
         with contextlib.suppress(ProcessLookupError):
@@ -648,6 +654,18 @@ def test_a_cleaning_worker_killed_is_one_line_not_a_hang(tmp_path: Path, pieces:
     assert err.strip().splitlines()[-1].startswith("lmforge: error: prep: a cleaning worker died")
     assert "Traceback" not in err, err[-2000:]
     assert proc.returncode == 2 and not (tmp_path / "o").exists()
+
+
+def _forked_worker(parent: int) -> int:
+    """A child of `parent` forked from it (its command line), not a short-lived program it ran."""
+    own = Path(f"/proc/{parent}/cmdline").read_bytes()
+    for _ in range(2000):
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                if Path(f"/proc/{child}/cmdline").read_bytes() == own:
+                    return int(child)
+        time.sleep(0.005)
+    raise AssertionError(f"no forked worker of {parent}")
 
 
 def _kill_inside(pid: int, syscall: str) -> None:

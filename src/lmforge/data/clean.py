@@ -64,7 +64,8 @@ class Normalize:
         return "\n".join(fixed)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]")
+_LINE_BREAKS = re.compile(r"[\x0b\x0c]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]")
 # HTML's elements (and SVG/MathML roots): a tag must name one, so code's `<vector>`, `List<String>`,
 # `<T: Clone>`, `<typename T>` and Markdown's autolinks `<https://...>` are not tags. One-letter
 # names only in lower case: `<A>`, `<B>` are type parameters far more often than 1990s HTML.
@@ -144,6 +145,12 @@ class Markup:
             self.main_content = MainContent(timeout)
 
     def apply(self, text: str, stats: StageStats) -> str | None:
+        # a vertical tab (a manual line break copied from Word or PowerPoint) and a form feed (a
+        # page break) end a line, as str.splitlines reads them: deleted, they glued two words
+        # together (until 2026-12-07)
+        text, breaks = _LINE_BREAKS.subn("\n", text)
+        if breaks:
+            stats.edits["line breaks (VT, FF)"] += breaks
         out, controls = _CONTROL.subn("", text)
         if controls:
             stats.edits["control chars"] += controls
