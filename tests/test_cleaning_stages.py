@@ -241,3 +241,41 @@ def test_a_vertical_tab_or_form_feed_ends_a_line() -> None:
     out = Markup().apply("line one\x0bline two\x0cPage two\x07 bell", stats)
     assert out == "line one\nline two\nPage two bell"
     assert stats.edits["line breaks (VT, FF)"] == 2 and stats.edits["control chars"] == 1
+
+
+def test_markup_strips_every_tag_of_a_whole_page_but_only_html_s_elsewhere() -> None:
+    """A whole page kept the tags the stage's list of HTML elements lacks as text: inline SVG's
+    `<path/>`, MathML's `<mi>`, Word's `<o:p>` and `<st1:City>`, custom elements; in text that is
+    no page such a tag-like thing is text (code's `<vector>`, `<T>`), as before."""
+    from lmforge.data.clean import Whitespace
+
+    body = (
+        '<p><a href="/"><svg viewBox="0 0 24"><path d="M10 20v-6z"/><circle r="3"/></svg> Home</a></p>\n'
+        '<p class=MsoNormal><st1:City w:st="on">Boston</st1:City> text<o:p>&nbsp;</o:p></p>\n'
+        '<my-widget data-x="1">custom element</my-widget> and <ion-icon name="heart"></ion-icon> icon\n'
+        '<math><mi>x</mi><mo>=</mo><mn>2</mn></math> <image src="x.png"> <xmp>xmp text</xmp>\n'
+    )
+    stats = StageStats()
+    page = Markup().apply(f"<!DOCTYPE html><html><body>\n{body}</body></html>", stats)
+    out = Whitespace().apply(page, stats)  # type: ignore[arg-type]
+    assert "<" not in out and ">" not in out, out
+    assert out.split() == ["Home", "Boston", "text", "custom", "element", "and", "icon", "x=2", "xmp", "text"]
+    code = "<b>Note</b>: #include <vector> and <my-widget> or <o:p> in text\n"
+    assert Markup().apply(code, stats) == "Note: #include <vector> and <my-widget> or <o:p> in text\n"
+
+
+def test_markup_keeps_markdown_s_indented_code_blocks_but_not_list_continuations() -> None:
+    """A CommonMark indented code block (4 spaces or a tab, after a blank line) holding HTML was
+    deleted, script and all; fenced blocks and spans were kept. An indented line that continues
+    a paragraph or a list item is no code block: its tags are stripped as before."""
+    code = '    <div class="w">\n      <script src="w.js"></script>\n\n\t<style>.w{}</style>\n    </div>\n'
+    text = f"# Embed\n\nPaste this:\n\n{code}\nThen <b>save</b>.\n"
+    assert Markup().apply(text, StageStats()) == f"# Embed\n\nPaste this:\n\n{code}\nThen save.\n"
+    assert Markup().apply(code, StageStats()) == code  # at the document's start too
+    paragraph = "A paragraph\n    <b>continued</b> here\n"
+    assert Markup().apply(paragraph, StageStats()) == "A paragraph\n    continued here\n"
+    listed = "- item <i>one</i>\n\n    more of <b>item</b> one\n- two\n\nText\n\n    <b>code</b>\n"
+    expected = "- item one\n\n    more of item one\n- two\n\nText\n\n    <b>code</b>\n"
+    assert Markup().apply(listed, StageStats()) == expected
+    page = "<html><body>\n\n    <div>indented page</div>\n</body></html>"  # a page's indentation is no code
+    assert Markup().apply(page, StageStats()).split() == ["indented", "page"]

@@ -48,13 +48,32 @@ def test_csv_and_tsv_rows_with_more_fields_than_the_header_are_named_not_cut(tmp
     (tmp_path / "a.csv").write_text(rows)
     (tmp_path / "b.tsv").write_text("text\tlang\nIt was a\ttab-containing line\ten\nplain\ten\nshort row\n")
     texts, report = _read(tmp_path)
-    assert texts == ["Second row fine", "Quoted, kept", "plain", "short row"]
+    assert texts == ["Second row fine", "Quoted, kept", "plain"]
     header = "3 fields, the header has 2"
     assert report.problems == [
         f"{tmp_path / 'a.csv'}:2: too many fields ({header}: a ',' in a field that is not in quotes?)",
         f"{tmp_path / 'b.tsv'}:2: too many fields ({header}: a tab inside a field?)",
+        f"{tmp_path / 'b.tsv'}:4: too few fields (1 field, the header has 2: a line break inside a field?)",
     ]
-    assert report.problem_counts == {"too many fields": 2}
+    assert report.problem_counts == {"too many fields": 2, "too few fields": 1}
+
+
+def test_tsv_rows_with_fewer_fields_than_the_header_are_named_with_a_hint_of_csv_quoting(
+    tmp_path: Path,
+) -> None:
+    """A .tsv is read without quoting (IANA's TSV): a row with too many fields was named, one with
+    too few passed unsaid, `"first cell` of a csv-quoted cell running over two lines among them."""
+    rows = 'text\tlabel\n"first cell\nspans two lines"\t1\n"He said ""hi""\tand tabbed"\t2\nplain\t3\n'
+    (tmp_path / "p.tsv").write_text(rows)
+    texts, report = _read(tmp_path / "p.tsv")
+    assert texts == ['spans two lines"', "plain"]
+    quoted = (
+        "the file looks csv-quoted (a cell opens a quote it does not close); a .tsv is read without quoting"
+    )
+    assert report.problems == [
+        f"{tmp_path / 'p.tsv'}:2: too few fields (1 field, the header has 2: {quoted})",
+        f"{tmp_path / 'p.tsv'}:4: too many fields (3 fields, the header has 2: {quoted})",
+    ]
 
 
 def test_warc_charset_labels_mean_what_the_whatwg_standard_says(tmp_path: Path) -> None:

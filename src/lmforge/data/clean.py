@@ -27,6 +27,8 @@ import ftfy
 import regex
 
 from lmforge.data.html_blocks import BLOCK_TAGS, CELL_TAGS
+from lmforge.data.main_content import is_page
+from lmforge.data.markdown_code import code_spans
 from lmforge.data.report import StageStats
 
 Stage = Any  # anything with `name` and `apply(text, stats) -> str | None`
@@ -86,6 +88,9 @@ _ATTRS = rf"(?:\s+[a-z_:@][\w:.@-]*(?:{_VALUE})?)*\s*/?"
 _VALUED = rf"(?:\s+[a-z_:@][\w:.@-]*{_VALUE})*\s*/?"
 _NAME_ATTRS = rf"(?:(?-i:[abiqsup])(?![\w:-]){_VALUED}|(?:{_ELEMENTS})(?![\w:-]){_ATTRS})"
 _TAG = re.compile(rf"</?{_NAME_ATTRS}>|<!doctype\b[^<>]*>", re.I)
+# In a whole page (main_content.is_page) every tag is markup, whatever it names: inline SVG's
+# `<path/>`, MathML's `<mi>`, Word's `<o:p>` and `<st1:City>`, custom elements (`<my-widget>`).
+_ANY_TAG = re.compile(rf"</?[a-z][\w:.-]*(?![\w:.-]){_ATTRS}>|<!doctype\b[^<>]*>", re.I)
 _HTML_HINT = re.compile(rf"{_TAG.pattern}|<!--|&(?:[a-z]+|#\d+|#x[0-9a-f]+);", re.I)  # or an entity
 _DROP_BLOCKS = re.compile(rf"<(script|style|noscript|template)\b{_ATTRS}>.*?</\1\s*>|<!--.*?-->", re.I | re.S)
 # A block's tags (html_blocks.py, the EPUB reader's list too) end a line: the one-letter `p` as
@@ -103,8 +108,6 @@ _CELLS = "|".join(sorted(CELL_TAGS))
 _CELL_TAGS = re.compile(rf"(?:</(?:{_CELLS})\s*>\s*)?<(?:{_CELLS})(?![\w:-]){_ATTRS}>", re.I)
 CELL = "\x00"
 _ROW_START_CELL = re.compile(rf"^([ \t]*){CELL}", re.M)
-# Markdown's code (fenced blocks, `spans`) is kept as written: "use `<br>`" shows a tag.
-_MD_CODE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$|`[^`\n]+`", re.M | re.S)
 
 
 _ENTITY = re.compile(r"&(?:#\d{1,8}|#[xX][0-9a-fA-F]{1,7}|([A-Za-z][A-Za-z0-9]{1,31}));")
@@ -130,8 +133,9 @@ class Markup:
     content out of whole web pages and drop what is not, which is wrong for text files that
     merely contain some tags. A tag names one of HTML's elements, with HTML's attribute syntax,
     so code (`a < b`, `Option<Box<Node>>`, `#include <vector>`), Markdown's autolinks and its
-    code spans and blocks are left alone. With `extractor="trafilatura"` (prep.html_extractor),
-    a document that is a whole web page (main_content.py says which) keeps only its main
+    code (markdown_code.py) are left alone; in a whole page (main_content.is_page) every tag is
+    markup, whatever it names, and its indentation is no Markdown code. With
+    `extractor="trafilatura"` (prep.html_extractor), a whole web page keeps only its main
     content, as trafilatura finds it; the others are stripped as above.
     """
 
@@ -158,15 +162,16 @@ class Markup:
             return self.main_content.apply(out, stats)
         if not _HTML_HINT.search(out):
             return out
-        before = out
-        code = [m.span() for m in _MD_CODE.finditer(out)]  # a script or comment shown in code stays
+        before, page = out, is_page(out)
+        tags = _ANY_TAG if page else _TAG
+        # Markdown's code is kept as written ("use `<br>`" shows a tag), a script or comment in it too
+        code = code_spans(out, indented=not page)
         out = _DROP_BLOCKS.sub(lambda m: m.group() if any(a <= m.start() < b for a, b in code) else "", out)
         pieces, at = [], 0
-        for code in [*_MD_CODE.finditer(out), None]:  # the prose between code blocks, stripped
-            end = len(out) if code is None else code.start()
-            prose = _TAG.sub("", _BREAK_TAGS.sub("\n", _CELL_TAGS.sub(CELL, out[at:end])))
-            pieces += [_unescape(prose), "" if code is None else code.group()]
-            at = end if code is None else code.end()
+        for a, b in [*code_spans(out, indented=not page), (len(out), len(out))]:  # prose between code
+            prose = tags.sub("", _BREAK_TAGS.sub("\n", _CELL_TAGS.sub(CELL, out[at:a])))
+            pieces += [_unescape(prose), out[a:b]]
+            at = b
         stripped = _ROW_START_CELL.sub(r"\1", "".join(pieces)).replace(CELL, "\t")
         if stripped != before:
             stats.edits["html"] += 1

@@ -6,13 +6,18 @@ it); bad rows are skipped and named with their line, the rest of the file kept: 
 the column ("no string field"), whose text is blank ("empty text"), that the reader cannot parse
 (a field over the size limit), or that has more fields than the header ("too many fields": an
 unquoted `,` in a CSV's text, a tab in a TSV's, which cut the text at it, unsaid, as DictReader
-puts the extra fields aside). Invalid UTF-8 is repaired (U+FFFD) and named.
+puts the extra fields aside) or, in a TSV, fewer ("too few fields": a line break in the text,
+which DictReader filled out with None, unsaid; a CSV row may leave its last fields out). Where
+a TSV row's cell opens a quote it does not close (`"first cell` of a csv-quoted cell running over
+two lines), the hint says the file looks csv-quoted: a .tsv is read without quoting. Invalid
+UTF-8 is repaired (U+FFFD) and named.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +26,11 @@ from lmforge.data.sources import READ_ERRORS, Document, _error_kind, _not_text, 
 
 # what a row with too many fields most likely holds, by delimiter
 _WHY_MORE = {",": "a ',' in a field that is not in quotes", "\t": "a tab inside a field"}
+# a TSV cell that opens a csv quote and does not close it (`"first cell`, `"He said ""hi""`)
+_CLOSED_QUOTE = re.compile(r'"(?:[^"]|"")*"')
+_LOOKS_QUOTED = (
+    "the file looks csv-quoted (a cell opens a quote it does not close); a .tsv is read without quoting"
+)
 
 
 def read_csv(
@@ -46,10 +56,10 @@ def read_csv(
                 return
             for row in _csv_rows(reader, path, report):
                 where = f"{path}:{reader.line_num}"
-                if None in row:  # DictReader's restkey: the fields past the header's
-                    seen = len(reader.fieldnames) + len(row[None])
-                    expected = f"{seen} fields, the header has {len(reader.fieldnames)}"
-                    report.problem(where, "too many fields", f"{expected}: {_WHY_MORE[delimiter]}?")
+                # DictReader's None: the key of the fields past the header's, the value of those a row
+                # lacks: a TSV's line break in a cell (a CSV's last fields may be left out, as read)
+                if None in row or (delimiter == "\t" and None in row.values()):
+                    _name_bad_width(row, len(reader.fieldnames), delimiter, where, report)
                     continue
                 text = row.get(field)
                 if not isinstance(text, str):
@@ -64,6 +74,19 @@ def read_csv(
     except READ_ERRORS as e:
         where = f"{path}:{reader.line_num}" if reader is not None else str(path)
         report.problem(where, _error_kind(e), str(e))
+
+
+def _name_bad_width(row: dict, header: int, delimiter: str, where: str, report: Report) -> None:
+    """Names a row with more fields than the header (DictReader's restkey None holds the extra
+    ones) or fewer (its restval None fills those it lacks)."""
+    extra = row.get(None, [])
+    values = [v for k, v in row.items() if k is not None and v is not None] + extra
+    seen = len(values)
+    expected = f"{seen} field{'s' * (seen != 1)}, the header has {header}"
+    why = _WHY_MORE[delimiter] if extra else "a line break inside a field"  # fewer: a TSV's only
+    opened = any(v.startswith('"') and not _CLOSED_QUOTE.fullmatch(v) for v in values)
+    hint = _LOOKS_QUOTED if delimiter == "\t" and opened else f"{why}?"
+    report.problem(where, "too many fields" if extra else "too few fields", f"{expected}: {hint}")
 
 
 def _csv_rows(reader: csv.DictReader, path: Path, report: Report) -> Iterator[dict]:

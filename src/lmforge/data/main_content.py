@@ -39,6 +39,11 @@ _PAGE = re.compile(_PROLOG + r"<(?:!doctype\s+html|html|head|body)\b", re.I | re
 TIMEOUT = 1.0  # seconds a page may take, datatrove's Trafilatura default
 
 
+def is_page(text: str) -> bool:
+    """Whether `text` is a whole web page (its opening tags first), not text holding some tags."""
+    return _PAGE.match(text, 0, PAGE_HEAD) is not None
+
+
 class _TimedOut(BaseException):
     """Raised by the timer into trafilatura: a BaseException, which its `except Exception` blocks
     let through."""
@@ -66,7 +71,7 @@ class MainContent:
         self.extract = extract
 
     def is_page(self, text: str) -> bool:
-        return _PAGE.match(text, 0, PAGE_HEAD) is not None
+        return is_page(text)
 
     def apply(self, text: str, stats: StageStats) -> str | None:
         try:

@@ -26,6 +26,7 @@ RECORD_KINDS = {
     "lone surrogate",
     "record too long",
     "too many fields",
+    "too few fields",
 }
 
 
