@@ -156,7 +156,11 @@ CASES = [
     Case("prep-stages-commas", "prep {s}/corpus.txt --out {t}/o --prep.stages=,", r"prep\.stages=',' names no stage"),
     Case("prep-boilerplate-fraction-over-1", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_fraction=2", r"prep\.boilerplate_fraction=2 must be in \[0, 1\] \(a share of the documents\)$"),
     Case("prep-boilerplate-min-docs-1", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_min_docs=1", r"prep\.boilerplate_min_docs=1 must be >= 2 \(a line repeated across documents; in one, every line would count\)$"),
-    Case("prep-boilerplate-min-chars-negative", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_min_chars=-1", r"prep\.boilerplate_min_chars=-1 must be >= 0$"),
+    Case("prep-boilerplate-min-chars-negative", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_min_chars=-1", r"prep\.boilerplate_min_chars=-1 must be >= 1 \(blank lines are in every document\)$"),
+    # 0 made blank lines boilerplate, and max_chars below min_chars dropped every document, said
+    # only after the whole corpus was read (until 2026-12-07)
+    Case("prep-boilerplate-min-chars-0", "prep {s}/corpus.txt --out {t}/o --prep.boilerplate_min_chars=0", r"prep\.boilerplate_min_chars=0 must be >= 1"),
+    Case("prep-max-below-min-chars", "prep {s}/corpus.txt --out {t}/o --prep.min_chars=50 --prep.max_chars=10", r"prep\.max_chars=10 is below prep\.min_chars=50: no document could be kept$"),
     Case("prep-text-field-empty", "prep {s}/corpus.txt --out {t}/o --text-field ''", r"data\.text_field='' is empty: name the field \(or column\) holding the text$"),
     Case("prep-unknown-stage", "prep {s}/corpus.txt --out {t}/o --stages normalize,bogus", r"prep\.stages: unknown stage 'bogus'"),
     Case("prep-workers-negative", "prep {s}/corpus.txt --out {t}/o --workers -1", r"prep\.workers=-1 must be >= 0"),

@@ -132,7 +132,15 @@ def check_config(c: Config) -> None:
         f"prep.boilerplate_min_docs={p.boilerplate_min_docs} must be >= 2 (a line repeated across"
         " documents; in one, every line would count)",
     )
-    _check(p.boilerplate_min_chars >= 0, f"prep.boilerplate_min_chars={p.boilerplate_min_chars} must be >= 0")
+    _check(  # 0 made blank lines boilerplate (they are in every document): paragraphs ran together
+        p.boilerplate_min_chars >= 1,
+        f"prep.boilerplate_min_chars={p.boilerplate_min_chars} must be >= 1 (blank lines are in every"
+        " document)",
+    )
+    _check(  # every document was dropped, said only after the whole corpus was read
+        not p.max_chars or p.max_chars >= p.min_chars,
+        f"prep.max_chars={p.max_chars} is below prep.min_chars={p.min_chars}: no document could be kept",
+    )
     _check(  # every record was then skipped as having "no string field"
         bool(c.data.text_field.strip()),
         f"data.text_field={c.data.text_field!r} is empty: name the field (or column) holding the text",
