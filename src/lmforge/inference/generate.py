@@ -163,12 +163,11 @@ def generate_ids(
     compile: each prompt in turn, its steps compiled (inference/compiled_decode.py); "auto": one
     prompt switches to the compiled step once this machine's measurements say it pays back
     (inference/compile_choice.py), several decode eagerly as one batch. repetition_penalty: as
-    transformers' (inference/penalties.py; 1 = off). row_ids: each prompt's row number (default
-    0, 1, ...): prompts of a larger batch given in parts sample as they would there
-    (row_generator). min_p: drop the tokens less likely than min_p times the likeliest when
-    sampling (0 = off); min_new_tokens:
-    no eos_id before that many new tokens; no_repeat_ngram_size: no n-gram of that size twice in a
-    row, its prompt included (0 = off); all three as transformers' (inference/bans.py). typical_p,
+    transformers' (inference/penalties.py; 1 = off). row_ids: each prompt's row (default 0, 1,
+    ...): a larger batch's parts sample as there. min_p: drop the tokens less likely than min_p
+    times the likeliest when sampling (0 = off); min_new_tokens: no eos_id before that many new
+    tokens; no_repeat_ngram_size: no n-gram of that size twice in a row, its prompt included
+    (0 = off); all three as transformers' (inference/bans.py). typical_p,
     epsilon_cutoff, eta_cutoff: transformers' warpers after min_p (inference/sampling.Cutoffs);
     min_length (no eos_id before a row, prompt included, is that long), suppress_tokens,
     begin_suppress_tokens, bad_words_ids: transformers' bans (inference/bans.py).
