@@ -238,9 +238,20 @@ def test_a_vertical_tab_or_form_feed_ends_a_line() -> None:
     """Word's and PowerPoint's manual line break (VT) and a page break (FF) were deleted as control
     characters, gluing two words together (until 2026-12-07)."""
     stats = StageStats("markup")
-    out = Markup().apply("line one\x0bline two\x0cPage two\x07 bell", stats)
-    assert out == "line one\nline two\nPage two bell"
-    assert stats.edits["line breaks (VT, FF)"] == 2 and stats.edits["control chars"] == 1
+    out = Markup().apply("line one\x0bline two\x0cPage two\x07 bell\x85three\x1efour", stats)
+    assert out == "line one\nline two\nPage two bell\nthree\nfour"
+    assert stats.edits["control line breaks"] == 4 and stats.edits["control chars"] == 1
+
+
+def test_a_minified_page_with_two_backticks_loses_every_tag() -> None:
+    """A whole page has no Markdown code: two backticks of its text (an apostrophe typed as one)
+    were read as a code span across its tags, and the script between them stayed (V5)."""
+    page = (
+        "<!DOCTYPE html><html><head><title>Blog</title></head><body><p>Don`t miss it</p><script>"
+        'gtag("config","G-XYZ")</script><nav><a href="/">Home</a></nav><p>It`s here</p></body></html>'
+    )
+    out = Markup().apply(page, StageStats("markup"))
+    assert "<" not in out and "gtag" not in out and "Don`t miss it" in out and "It`s here" in out
 
 
 def test_markup_strips_every_tag_of_a_whole_page_but_only_html_s_elsewhere() -> None:

@@ -66,7 +66,7 @@ class Normalize:
         return "\n".join(fixed)
 
 
-_LINE_BREAKS = re.compile(r"[\x0b\x0c]")
+_LINE_BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85]")  # str.splitlines' line ends among controls
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff]")
 # HTML's elements (and SVG/MathML roots): a tag must name one, so code's `<vector>`, `List<String>`,
 # `<T: Clone>`, `<typename T>` and Markdown's autolinks `<https://...>` are not tags. One-letter
@@ -149,12 +149,12 @@ class Markup:
             self.main_content = MainContent(timeout)
 
     def apply(self, text: str, stats: StageStats) -> str | None:
-        # a vertical tab (a manual line break copied from Word or PowerPoint) and a form feed (a
-        # page break) end a line, as str.splitlines reads them: deleted, they glued two words
-        # together (until 2026-12-07)
+        # a vertical tab (a manual line break copied from Word or PowerPoint), a form feed (a page
+        # break), NEL and the separators end a line, as str.splitlines reads them: deleted, they
+        # glued two words together (until 2026-12-07)
         text, breaks = _LINE_BREAKS.subn("\n", text)
         if breaks:
-            stats.edits["line breaks (VT, FF)"] += breaks
+            stats.edits["control line breaks"] += breaks
         out, controls = _CONTROL.subn("", text)
         if controls:
             stats.edits["control chars"] += controls
@@ -164,11 +164,12 @@ class Markup:
             return out
         before, page = out, is_page(out)
         tags = _ANY_TAG if page else _TAG
-        # Markdown's code is kept as written ("use `<br>`" shows a tag), a script or comment in it too
-        code = code_spans(out, indented=not page)
+        # Markdown's code is kept as written ("use `<br>`" shows a tag), a script or comment in it
+        # too; a whole page has none (two backticks of a minified page's text kept its tags)
+        code = [] if page else code_spans(out)
         out = _DROP_BLOCKS.sub(lambda m: m.group() if any(a <= m.start() < b for a, b in code) else "", out)
         pieces, at = [], 0
-        for a, b in [*code_spans(out, indented=not page), (len(out), len(out))]:  # prose between code
+        for a, b in [*([] if page else code_spans(out)), (len(out), len(out))]:  # prose between code
             prose = tags.sub("", _BREAK_TAGS.sub("\n", _CELL_TAGS.sub(CELL, out[at:a])))
             pieces += [_unescape(prose), out[a:b]]
             at = b

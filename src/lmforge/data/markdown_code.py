@@ -45,11 +45,10 @@ def _indented_blocks(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def code_spans(text: str, indented: bool = True) -> list[tuple[int, int]]:
-    """The character spans of `text`'s Markdown code, in order, overlapping ones merged; the
-    indented blocks only where `indented` (a whole HTML page is indented HTML, not Markdown)."""
-    spans = [m.span() for m in _FENCED_OR_SPAN.finditer(text)]
-    spans = sorted(spans + _indented_blocks(text)) if indented else spans
+def code_spans(text: str) -> list[tuple[int, int]]:
+    """The character spans of `text`'s Markdown code, in order, overlapping ones merged (a whole
+    HTML page has none: the markup stage does not ask)."""
+    spans = sorted([m.span() for m in _FENCED_OR_SPAN.finditer(text)] + _indented_blocks(text))
     merged: list[tuple[int, int]] = []
     for a, b in spans:
         if merged and a < merged[-1][1]:
