@@ -90,6 +90,19 @@ def test_encoder_dropouts_come_back(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert load_model(import_hf(tmp_path / "distil", tmp_path / "distil-in"))[0].config.dropout == 0.25
 
 
+def test_a_marian_dropout_comes_back(tmp_path: Path) -> None:
+    """opus-mt's dropout (0.1) was not read: a translation fine-tune ran without it and the export
+    wrote 0.0 (V5)."""
+    from marian_helpers import make_marian_model
+
+    make_marian_model(tmp_path / "hf")
+    set_json(tmp_path / "hf" / "config.json", dropout=0.1, attention_dropout=0.0)
+    imported = import_hf(tmp_path / "hf", tmp_path / "imported")
+    assert load_model(imported)[0].config.dropout == 0.1
+    config = transformers.AutoConfig.from_pretrained(export_hf(imported, tmp_path / "exported"))
+    assert (config.dropout, config.attention_dropout) == (0.1, 0.0)
+
+
 def test_a_fine_tune_of_an_imported_model_keeps_its_padding_sides(tmp_path: Path, corpus: Path) -> None:
     """Trained on more text (train.init_from), the run's model and its export lost the tokenizer's
     padding_side "left": transformers then padded its batches on the right."""

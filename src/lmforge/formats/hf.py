@@ -192,6 +192,10 @@ def _marian_in(raw: dict[str, Any], file: str) -> ModelConfig:
         final_norm=False,
         logits_bias=True,
         scale_embedding=typed_key(raw, "scale_embedding", file, bool, False),
+        # MarianConfig's 0.1 where absent; lmforge's one dropout also acts where Marian has its
+        # attention_dropout and activation_dropout (0.0 in opus-mt). Not read until 2026-12-07: a
+        # fine-tune ran without dropout and an export wrote 0.0.
+        dropout=typed_key(raw, "dropout", file, float, 0.1),
     )
 
 
