@@ -156,7 +156,7 @@ def test_an_exported_cross_encoder_gives_transformers_the_logits_of_classify_and
 
 
 def test_eval_classify_on_pairs_gives_the_accuracy_counted_by_hand(
-    bert_run: dict[str, Path], tmp_path: Path
+    bert_run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _pairs(tmp_path / "test.jsonl", n=20, seed=7)
     records = _records(data)
@@ -172,6 +172,16 @@ def test_eval_classify_on_pairs_gives_the_accuracy_counted_by_hand(
     assert got["confusion"] == confusion
     assert main(["eval-classify", str(bert_run["run"]), "--data", str(data), "--text-field", "premise",
                  "--text-pair-field", "hypothesis"]) == 0  # fmt: skip
+    # left out, the fields are the run's, said (until 2026-12-07 the first texts were scored alone)
+    capsys.readouterr()
+    assert eval_classify(bert_run["run"], data) == {**got, "seconds": pytest.approx(got["seconds"], abs=60)}
+    said = capsys.readouterr().err
+    assert "text_field='premise', text_pair_field='hypothesis', as " in said
+    classified = lmforge.classify(bert_run["run"] / "model", file=data)
+    assert [c["labels"][0]["label"] for c in classified] == [b["label"] for b in best]
+    capsys.readouterr()
+    alone = eval_classify(bert_run["run"], data, text_pair_field="")  # asked for: the first texts alone
+    assert alone["examples"] == 20 and "text_pair_field" not in capsys.readouterr().err
 
 
 def test_a_resumed_run_with_another_pair_field_is_refused(bert_run: dict[str, Path]) -> None:

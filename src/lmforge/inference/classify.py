@@ -169,19 +169,23 @@ def classify(
     model: str | Path,
     texts: str | list[str] | None = None,
     file: str | Path | None = None,
-    text_field: str = "text",
+    text_field: str | None = None,
     top_k: int = 1,
     batch_size: int = 32,
     function_to_apply: str | None = None,
-    text_pair_field: str = "",
+    text_pair_field: str | None = None,
 ) -> list[dict[str, Any]]:
     """Label `texts` (a string or a list), then the texts of `file` (a .jsonl's `text_field`, or
     one per line), with a classifier directory: [{"text", "labels": [{"label", "score"}, ...]}],
     one per text in order, its top_k labels best first (0: every label), scored as transformers'
     pipeline scores them (function_to_apply: see the module doc). text_pair_field names the second
     text of each record of a .jsonl `file`: each (text, text_pair) pair is scored as the pipeline
-    scores {"text": a, "text_pair": b} (a cross-encoder), and its result has a "text_pair"."""
+    scores {"text": a, "text_pair": b} (a cross-encoder), and its result has a "text_pair". Left
+    out (None), the fields are the ones the run was trained on (trained_fields)."""
     check_options(batch_size=batch_size)
+    if file is not None:
+        text_field, text_pair_field = trained_fields(model, text_field, text_pair_field)
+    text_field, text_pair_field = text_field or "text", text_pair_field or ""
     function = checked_function(function_to_apply)
     if not (is_int(top_k) and top_k >= 0):
         raise LmforgeError(f"top_k={top_k!r}: must be an integer >= 0 (labels per text; 0 = all)")
@@ -201,6 +205,34 @@ def classify(
     ]
 
 
+def trained_fields(model: str | Path, text: str | None, pair: str | None) -> tuple[str | None, str | None]:
+    """The text fields to read: the ones given, else the ones a finetune-classify run (`model`,
+    or its model/ folder) recorded in its config.toml, said on stderr. A cross-encoder's data read
+    without its pair field was scored on the first texts alone: a plausible, wrong figure (until
+    2026-12-07)."""
+    import tomllib
+
+    folder = Path(model)
+    runs = [folder / "config.toml", folder.parent / "config.toml"]
+    recorded = next((f for f in runs if f.is_file()), None)
+    if recorded is None or (text is not None and pair is not None):
+        return text, pair
+    try:
+        data = tomllib.loads(recorded.read_text(encoding="utf-8")).get("data", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return text, pair  # not a run's: the defaults
+    taken = {}
+    if text is None and isinstance(data.get("text_field"), str) and data["text_field"] != "text":
+        text = taken["text_field"] = data["text_field"]
+    if pair is None and isinstance(data.get("text_pair_field"), str) and data["text_pair_field"]:
+        pair = taken["text_pair_field"] = data["text_pair_field"]
+    if taken:
+        said = ", ".join(f"{k}={v!r}" for k, v in taken.items())
+        print(f"lmforge: {said}, as {recorded.parent} was trained (given otherwise: --text-field,"
+              " --text-pair-field '')", file=sys.stderr)  # fmt: skip
+    return text, pair
+
+
 def _as_texts(item: Item) -> dict[str, str]:
     """{"text"}, or {"text", "text_pair"}: the pipeline's own input form."""
     return {"text": item} if isinstance(item, str) else {"text": item[0], "text_pair": item[1]}
@@ -209,10 +241,10 @@ def _as_texts(item: Item) -> dict[str, str]:
 def eval_classify(
     model: str | Path,
     data: str | Path,
-    text_field: str = "text",
+    text_field: str | None = None,
     label_field: str = "label",
     batch_size: int = 32,
-    text_pair_field: str = "",
+    text_pair_field: str | None = None,
 ) -> dict[str, Any]:
     """A classifier's figures on a labelled .jsonl file, read as finetune-classify reads its
     training data for the head's problem type: single-label, accuracy, macro F1 and the confusion
@@ -221,8 +253,11 @@ def eval_classify(
     above 0.5; regression (a number per text, also a head of one output without a problem_type,
     as transformers trains it), MSE and Pearson's r of the raw outputs
     (inference/label_metrics.py). text_pair_field names each record's second text: the classifier
-    reads (text, text_pair) pairs, as finetune-classify trains a cross-encoder on them."""
+    reads (text, text_pair) pairs, as finetune-classify trains a cross-encoder on them. Left out
+    (None), the text fields are the ones the run was trained on (trained_fields)."""
     check_options(batch_size=batch_size)
+    text_field, text_pair_field = trained_fields(model, text_field, text_pair_field)
+    text_field, text_pair_field = text_field or "text", text_pair_field or ""
     net, tokenizer = load_classifier(model)
     kind = trained_as(net.problem_type, len(net.labels))
     rows = read_labelled(data, net.labels, text_field, label_field, kind, text_pair_field)
