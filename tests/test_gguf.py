@@ -296,6 +296,14 @@ def test_an_end_of_turn_token_stops_generation_as_eos(tmp_path: Path) -> None:
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [2, 0]
     assert json.loads((out / "config.json").read_text())["eos_token_id"] == 2
     assert stop_ids(out, load_model(out)[1].eos_id) == [2, 0]  # what generate, chat and serve stop at
+    # no key, but the template ends turns with a control token llama.cpp knows by its text (V5)
+    eos0 = {"tokenizer.ggml.eos_token_id": ("add_uint32", 0)}  # <|endoftext|>
+    write_gguf(tmp_path / "chatml.gguf", Q.F32, keys=eos0)
+    chatml = import_hf(tmp_path / "chatml.gguf", tmp_path / "chatml")
+    assert stop_ids(chatml, load_model(chatml)[1].eos_id) == [0, 2]
+    write_gguf(tmp_path / "plain.gguf", Q.F32, keys=eos0, chat_template="{{ messages[0]['content'] }}")
+    plain = import_hf(tmp_path / "plain.gguf", tmp_path / "plain")  # <|im_end|> is no turn's end there
+    assert stop_ids(plain, load_model(plain)[1].eos_id) == [0]
     bad = tmp_path / "bad.gguf"
     write_gguf(bad, Q.F32, eot=10**6)
     with pytest.raises(

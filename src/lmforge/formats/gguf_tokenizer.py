@@ -130,12 +130,35 @@ def gguf_tokenizer(meta: dict[str, Any], file: str) -> Tokenizer:
     return tokenizer
 
 
+# llama.cpp's end-of-generation tokens found by their text (llama-vocab.cpp), where no key names them
+END_OF_TURN = (
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|end_of_text|>",
+    "<EOT>",
+)
+
+
 def stop_ids(meta: dict[str, Any], tokenizer: Tokenizer, file: str) -> list[int]:
-    """The ids that end a reply: EOS, and the end-of-turn and end-of-message tokens the file names
-    (`tokenizer.ggml.eot_token_id`, `eom_token_id`: a chat model's `<|im_end|>` or `<|eot_id|>`
-    where EOS is another token), as llama.cpp stops at each; generation_config.json's list."""
+    """The ids that end a reply: EOS, the end-of-turn and end-of-message tokens the file names
+    (`tokenizer.ggml.eot_token_id`, `eom_token_id`), and a control token llama.cpp knows by its text
+    as one (`<|im_end|>`, `<|end|>`, `<end_of_turn>`...) that the file's chat template writes:
+    a chat model's turn ends there where EOS is another token, as llama.cpp stops at each and as the
+    model's Hugging Face generation_config.json lists them (Phi-3's `<|end|>` beside
+    `<|endoftext|>`); generation_config.json's list. Until 2026-12-07 only EOS."""
     ids = _ids(meta, tokenizer.vocab_size, file)
-    return list(dict.fromkeys(i for i in (ids["eos"], ids["eot"], ids["eom"]) if i is not None))
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    types = meta.get("tokenizer.ggml.token_type") or []
+    template = meta.get("tokenizer.chat_template")
+    written = [
+        i
+        for i, (token, kind) in enumerate(zip(tokens, types, strict=False))
+        if kind == CONTROL and token in END_OF_TURN and isinstance(template, str) and token in template
+    ]
+    return list(dict.fromkeys(i for i in (ids["eos"], ids["eot"], ids["eom"], *written) if i is not None))
 
 
 def _byte_level_hf(meta: dict[str, Any], tokens: list[str], types: list[int], file: str) -> HFTokenizer:
