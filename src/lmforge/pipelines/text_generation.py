@@ -208,7 +208,7 @@ class TextGenerationPipeline:
                 ids[::n], budgets[::n], stop_set(stops), options, beams, n, truncate_prompt
             )
         size = batch_size or self.batch_size or max(len(ids), 1)
-        rows = sample_rows(FIRST_ITEM.get() - 1, len(ids) // n if n else 0, n)
+        rows = sample_rows(FIRST_ITEM.get() - 1, len(ids) // n, n)  # n >= 1, checked above
         # a row samples from row_generator(seed, its number) in any part
         for start in range(0, 0 if beams else len(ids), size):
             part, room = ids[start : start + size], budgets[start : start + size]
