@@ -314,3 +314,22 @@ def test_a_docx_reads_as_word_shows_it_with_tracked_changes_accepted(tmp_path: P
         "First.\nkept row\tin a control\nThe meeting is on Tuesday at noon.\n"
         "Name: Jane, see Section 2 on page 7, at the link.\nJoined with the next."
     )
+
+
+def test_a_docx_page_or_column_break_inside_a_paragraph_ends_a_line(tmp_path: Path) -> None:
+    """python-docx's run text drops a page or column break (only a line break is a newline), so
+    the last word of a page was glued to the first of the next: `endStart`."""
+    from docx.enum.text import WD_BREAK
+
+    document = docx.Document()
+    run = document.add_paragraph().add_run("end of a page")
+    run.add_break(WD_BREAK.PAGE)
+    run.add_text("Start of the next")
+    run.add_break(WD_BREAK.COLUMN)
+    run.add_text("a column")
+    run.add_break()
+    run.add_text("a line")
+    path = tmp_path / "breaks.docx"
+    document.save(str(path))
+    [doc] = read_documents(path)
+    assert doc.text == "end of a page\nStart of the next\na column\na line"

@@ -8,7 +8,9 @@ were lost, so `The meeting is on <ins>Tuesday</ins>.` read `The meeting is on .`
 that holds text is walked in body order: insertions and moves in kept, deletions and moves out
 (`w:del`, `w:moveFrom`) left out; a complex field gives its result runs (its code is in
 `w:instrText`, which no run's text holds); a paragraph whose mark is deleted joins the next, as
-accepting the change joins them. Drawings' text boxes, footnotes and comments are left out.
+accepting the change joins them. A page or column break is a line end (python-docx's run text
+drops it, gluing the last word of a page to the first of the next; Word's plain-text export writes a
+line end there). Drawings' text boxes, footnotes and comments are left out.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from docx.oxml.ns import qn
 from docx.table import Table
 
 P, TBL, R, SDT, SDT_CONTENT = qn("w:p"), qn("w:tbl"), qn("w:r"), qn("w:sdt"), qn("w:sdtContent")
-CUSTOM_XML = qn("w:customXml")
+CUSTOM_XML, BR = qn("w:customXml"), qn("w:br")
 # Inline elements whose runs are part of the text: links, insertions, a move's new place, a simple
 # field's result, smart tags, custom XML, bidirectional overrides (w:sdt: its w:sdtContent).
 INLINE = {
@@ -78,10 +80,19 @@ def paragraph_text(p: Any) -> str:
     return "".join(out)
 
 
+def _run_text(run: Any) -> str:
+    """python-docx's run text (w:t, tabs, line breaks; no w:delText), where every break, a page's
+    or a column's too, is a line end."""
+    return "".join(
+        "\n" if e.tag == BR else str(e)
+        for e in run.xpath("w:br | w:cr | w:noBreakHyphen | w:ptab | w:t | w:tab")
+    )
+
+
 def _inline(element: Any, out: list[str]) -> None:
     for child in element:
         if child.tag == R:
-            out.append(child.text)  # python-docx's run text: w:t, tabs, breaks; no w:delText
+            out.append(_run_text(child))
         elif child.tag == SDT:
             content = child.find(SDT_CONTENT)
             if content is not None:
