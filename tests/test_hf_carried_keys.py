@@ -103,6 +103,32 @@ def test_a_marian_dropout_comes_back(tmp_path: Path) -> None:
     assert (config.dropout, config.attention_dropout) == (0.1, 0.0)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text"])
+def test_llama_shaped_attention_dropout_comes_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture, family: str
+) -> None:
+    """Llama's (Qwen's, Gemma's) attention_dropout was not read: an lmforge model trained with
+    dropout, exported (which writes its dropout there) and imported again had none."""
+    if family == "gemma3_text":
+        from test_gemma3 import make_gemma3
+
+        make_gemma3(tmp_path / "hf")
+    else:
+        make_hf_model(family, tmp_path / "hf")
+    assert load_model(import_hf(tmp_path / "hf", tmp_path / "imported"))[0].config.dropout == 0.0
+    assert "lmforge: note" not in capsys.readouterr().err
+    set_json(tmp_path / "hf" / "config.json", attention_dropout=0.15)
+    imported = import_hf(tmp_path / "hf", tmp_path / "imported")
+    assert load_model(imported)[0].config.dropout == 0.15
+    notes = [line for line in capsys.readouterr().err.splitlines() if "lmforge: note" in line]
+    assert notes and all("attention_dropout=0.15: lmforge's one dropout" in line for line in notes)
+    config = transformers.AutoConfig.from_pretrained(export_hf(imported, tmp_path / "exported"))
+    assert config.attention_dropout == 0.15
+    set_json(tmp_path / "hf" / "config.json", attention_dropout="0.1")
+    with pytest.raises(LmforgeError, match="attention_dropout"):
+        import_hf(tmp_path / "hf", tmp_path / "again")
+
+
 def test_a_fine_tune_of_an_imported_model_keeps_its_padding_sides(tmp_path: Path, corpus: Path) -> None:
     """Trained on more text (train.init_from), the run's model and its export lost the tokenizer's
     padding_side "left": transformers then padded its batches on the right."""

@@ -24,7 +24,7 @@ from typing import Any
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
 from lmforge.formats.hf_encoders import BERT, DISTILBERT, DISTILBERT_EPS, ROBERTA
-from lmforge.formats.hf_family import Family, config_key, require, typed_key
+from lmforge.formats.hf_family import Family, attention_dropout, config_key, require, typed_key
 from lmforge.formats.hf_gemma import GEMMA3, is_gemma_shaped
 from lmforge.formats.hf_gemma2 import GEMMA2
 from lmforge.formats.hf_gpt2 import GPT2
@@ -108,6 +108,7 @@ def _llama_in(raw: dict[str, Any], file: str) -> ModelConfig:
         norm="rmsnorm",
         norm_eps=raw.get("rms_norm_eps", 1e-6),
         tie_embeddings=raw.get("tie_word_embeddings", False),
+        dropout=attention_dropout(raw, file, str(raw.get("model_type", "llama"))),
     )
 
 

@@ -114,3 +114,18 @@ def one_dropout(
         line = f"lmforge: note: {file}: {said}, and lmforge has one dropout: {kept}'s for all {len(keys)}"
         print(line, file=sys.stderr)
     return drops[kept]
+
+
+def attention_dropout(raw: dict[str, Any], file: str, family: str) -> float:
+    """A Llama-shaped family's `attention_dropout` (0.0 where absent, as its config classes) as
+    lmforge's one dropout, which also acts on the embeddings and each block's outputs where
+    transformers' has none: said in a note where it is not 0 (an lmforge export writes its
+    dropout there, so the round trip keeps it)."""
+    drop = typed_key(raw, "attention_dropout", file, float, 0.0)
+    if drop:
+        line = (
+            f"lmforge: note: {file}: attention_dropout={drop}: lmforge's one dropout, which also acts on"
+            f" the embeddings and each block's outputs, where {family} has none"
+        )
+        print(line, file=sys.stderr)
+    return drop

@@ -23,7 +23,7 @@ from typing import Any
 
 from lmforge.config import ModelConfig
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import Family, config_key, every_nth, require, typed_key
+from lmforge.formats.hf_family import Family, attention_dropout, config_key, every_nth, require, typed_key
 from lmforge.formats.hf_rope import rope_in, rope_out
 
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -115,6 +115,7 @@ def gemma_keys(
         sandwich_norm=True,
         scale_embedding=True,
         tie_embeddings=typed_key(raw, "tie_word_embeddings", file, bool, True),
+        dropout=attention_dropout(raw, file, family),
     )
     return keys, slides
 
