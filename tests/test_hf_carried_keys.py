@@ -129,6 +129,34 @@ def test_llama_shaped_attention_dropout_comes_back(
         import_hf(tmp_path / "hf", tmp_path / "again")
 
 
+def test_special_tokens_map_names_over_tokenizer_config_as_in_transformers(tmp_path: Path) -> None:
+    """Where tokenizer_config.json and special_tokens_map.json name different special tokens,
+    transformers takes the map's: lmforge took tokenizer_config.json's EOS (the stop id where
+    config.json names none), padding id and the chat template's eos_token."""
+    from lmforge.formats.hf_files import model_special_ids
+    from lmforge.inference.chat import ChatSpec
+
+    make_hf_model("llama", tmp_path / "hf")
+    set_json(tmp_path / "hf" / "config.json", eos_token_id=None, bos_token_id=None, pad_token_id=None)
+    (tmp_path / "hf" / "generation_config.json").unlink(missing_ok=True)
+    hf_tokens = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").convert_ids_to_tokens([5, 6, 7])
+    first = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "bos_token": "<|endoftext|>"}
+    (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps(first))
+    mapped = {"eos_token": hf_tokens[0], "pad_token": {"content": hf_tokens[1]}, "bos_token": hf_tokens[2]}
+    (tmp_path / "hf" / "special_tokens_map.json").write_text(json.dumps(mapped))
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    ids = (reference.eos_token_id, reference.pad_token_id, reference.bos_token_id)
+    assert ids == (5, 6, 7)
+    imported = import_hf(tmp_path / "hf", tmp_path / "imported")
+    for directory in (tmp_path / "hf", imported):
+        model, tokenizer = load_model(directory)
+        assert tokenizer.eos_id == 5
+        assert model_special_ids(directory, tokenizer) == {"bos_token_id": 7, "pad_token_id": 6}
+        variables = ChatSpec.read(directory, tokenizer).variables
+        assert (variables["eos_token"], variables["bos_token"]) == (hf_tokens[0], hf_tokens[2])
+    assert ChatSpec.read(tmp_path / "hf", tokenizer).variables["pad_token"] == hf_tokens[1]
+
+
 def test_a_fine_tune_of_an_imported_model_keeps_its_padding_sides(tmp_path: Path, corpus: Path) -> None:
     """Trained on more text (train.init_from), the run's model and its export lost the tokenizer's
     padding_side "left": transformers then padded its batches on the right."""

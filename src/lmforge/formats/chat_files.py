@@ -193,17 +193,25 @@ def copy_chat_files(source: Path, out: Path) -> None:
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 
-def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
-    """The template variables transformers passes (its special_tokens_map): from
-    tokenizer_config.json, else special_tokens_map.json, else the ids in config.json / the tokenizer."""
+def named_special_tokens(directory: Path) -> dict[str, str]:
+    """The special tokens' texts a folder names: tokenizer_config.json's, special_tokens_map.json's
+    over them, as transformers reads them (until 2026-12-07 tokenizer_config.json's won, so a
+    folder whose two files disagree got another EOS, BOS or padding token than transformers')."""
     out: dict[str, str] = {}
-    for name in (TOKENIZER_CONFIG, "special_tokens_map.json"):
+    for name, what in (
+        (TOKENIZER_CONFIG, "tokenizer config"),
+        ("special_tokens_map.json", "special tokens map"),
+    ):
         file = directory / name
-        raw = read_json(file, "tokenizer config") if file.is_file() else {}
-        for key in SPECIAL_TOKENS:
-            text = token_text(raw.get(key))
-            if key not in out and text is not None:
-                out[key] = text
+        raw = read_json(file, what) if file.is_file() else {}
+        out |= {key: text for key in SPECIAL_TOKENS if (text := token_text(raw.get(key))) is not None}
+    return out
+
+
+def special_tokens(directory: Path, tokenizer: Tokenizer) -> dict[str, str]:
+    """The template variables transformers passes (its special_tokens_map): the folder's
+    named_special_tokens, else the ids in config.json / the tokenizer."""
+    out = named_special_tokens(directory)
     config = read_json(directory / "config.json", "model config")
     ids = {"bos_token": config.get("bos_token_id", tokenizer.bos_id), "eos_token": tokenizer.eos_id}
     for key, i in ids.items():

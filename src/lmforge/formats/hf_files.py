@@ -42,8 +42,8 @@ from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     copy_chat_files,
     is_templates_folder,
+    named_special_tokens,
     read_generation_config,
-    token_text,
 )
 from lmforge.formats.directory import (
     LOADERS,
@@ -357,15 +357,14 @@ def copy_sentence_files(source: Path, out: Path) -> None:
 
 
 def source_special_ids(directory: Path, tokenizer: Tokenizer) -> dict[str, int]:
-    """An HF decoder's BOS and padding ids: config.json's, else the tokens tokenizer_config.json
-    names (a Llama 3's pad_token with pad_token_id null)."""
+    """An HF decoder's BOS and padding ids: config.json's, else the tokens tokenizer_config.json or
+    special_tokens_map.json names (a Llama 3's pad_token with pad_token_id null)."""
     raw = read_json(directory / "config.json", "model config")
-    named_file = directory / TOKENIZER_CONFIG
-    named = read_json(named_file, "tokenizer config") if named_file.is_file() else {}
+    named = named_special_tokens(directory)
     ids = {}
     for key in ("bos", "pad"):
         value = raw.get(f"{key}_token_id")
-        token = token_text(named.get(f"{key}_token"))
+        token = named.get(f"{key}_token")
         if not isinstance(value, int) and token is not None:
             value = tokenizer.hf.token_to_id(token)
         if isinstance(value, int) and not isinstance(value, bool):

@@ -18,7 +18,13 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.chat_files import TOKENIZER_CONFIG, checked_eos, read_generation_config, token_text
+from lmforge.formats.chat_files import (
+    TOKENIZER_CONFIG,
+    checked_eos,
+    named_special_tokens,
+    read_generation_config,
+    token_text,
+)
 from lmforge.formats.directory import check_token_ids, read_json
 from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -114,13 +120,8 @@ def _bert_specials(directory: Path) -> dict[str, str]:
     """The special tokens' names a BERT folder gives (unk_token="<unknown>", ...): tokenizer_config.json's,
     special_tokens_map.json's over them, as transformers reads them (until 2026-12-07 always [UNK],
     [CLS], [SEP], [PAD], [MASK]: other names' tokens were split into pieces)."""
-    names: dict[str, str] = {}
-    for name, source in ((TOKENIZER_CONFIG, "tokenizer config"), (SPECIAL_TOKENS_MAP, "special tokens map")):
-        raw = read_json(directory / name, source) if (directory / name).is_file() else {}
-        for key in ("unk_token", "sep_token", "cls_token", "pad_token", "mask_token"):
-            if (text := token_text(raw.get(key))) is not None:
-                names[key] = text
-    return names
+    keys = ("unk_token", "sep_token", "cls_token", "pad_token", "mask_token")
+    return {k: v for k, v in named_special_tokens(directory).items() if k in keys}
 
 
 def load_hf_tokenizer(
@@ -166,8 +167,8 @@ def _token_file(directory: Path) -> Path:
 def _eos_id(directory: Path, raw: dict[str, Any], tokenizer: Tokenizer) -> int | None:
     eos = read_generation_config(directory).get("eos_token_id")
     eos = checked_eos(raw, directory / "config.json") if eos is None else eos
-    if eos is None and (directory / "tokenizer_config.json").is_file():  # only the token's name
-        named = token_text(read_json(directory / "tokenizer_config.json").get("eos_token"))
+    if eos is None:  # only the token's name
+        named = named_special_tokens(directory).get("eos_token")
         eos = tokenizer.hf.token_to_id(named) if named is not None else None
     return (eos[0] if eos else None) if isinstance(eos, list) else eos
 
