@@ -290,3 +290,25 @@ def test_markup_keeps_markdown_s_indented_code_blocks_but_not_list_continuations
     assert Markup().apply(listed, StageStats()) == expected
     page = "<html><body>\n\n    <div>indented page</div>\n</body></html>"  # a page's indentation is no code
     assert Markup().apply(page, StageStats()).split() == ["indented", "page"]
+
+
+def test_markup_keeps_code_nested_in_lists_and_quotes_and_a_fence_never_closed() -> None:
+    """Code in a list item (fenced, or indented past the item's text) and in a block quote was
+    stripped as prose, and so was a fence never closed (CommonMark: code to the document's end);
+    a fence closed by a shorter one ran on. CommonMark's reading, through markdown-it-py."""
+    listed = '1. Install:\n\n   - Add:\n\n     ```html\n     <script src="a.js"></script>\n     ```\n'
+    indented = '- Paste <b>this</b>:\n\n      <div id="w"></div>\n\nDone <i>now</i>.\n'
+    quoted = "> Tip:\n>\n> ```\n> <br>\n> ```\n"
+    for text, expected in [
+        (listed, listed),
+        (indented, '- Paste this:\n\n      <div id="w"></div>\n\nDone now.\n'),
+        (quoted, quoted),
+        ("<b>Embed</b>:\n\n```html\n<div>unclosed</div>\n", "Embed:\n\n```html\n<div>unclosed</div>\n"),
+        (
+            "````\n<b>a</b>\n```\n<i>still code</i>\n````\n<b>out</b>",
+            "````\n<b>a</b>\n```\n<i>still code</i>\n````\nout",
+        ),
+        ("A ```<b>s</b>``` <i>x</i>\n<b>y</b>", "A ```<b>s</b>``` x\ny"),  # a span, no fence
+        ("<b>x</b>\r\n\r\n    <i>code</i>\r\n<b>y</b>", "x\r\n\r\n    <i>code</i>\r\ny"),
+    ]:
+        assert Markup().apply(text, StageStats()) == expected, text

@@ -167,9 +167,12 @@ class Markup:
         # Markdown's code is kept as written ("use `<br>`" shows a tag), a script or comment in it
         # too; a whole page has none (two backticks of a minified page's text kept its tags)
         code = [] if page else code_spans(out)
-        out = _DROP_BLOCKS.sub(lambda m: m.group() if any(a <= m.start() < b for a, b in code) else "", out)
+        kept = _DROP_BLOCKS.sub(lambda m: m.group() if any(a <= m.start() < b for a, b in code) else "", out)
+        if kept != out and not page:  # found again: what was dropped moved the code (a parse is not cheap)
+            code = code_spans(kept)
+        out = kept
         pieces, at = [], 0
-        for a, b in [*([] if page else code_spans(out)), (len(out), len(out))]:  # prose between code
+        for a, b in [*code, (len(out), len(out))]:  # prose between code
             prose = tags.sub("", _BREAK_TAGS.sub("\n", _CELL_TAGS.sub(CELL, out[at:a])))
             pieces += [_unescape(prose), out[a:b]]
             at = b

@@ -1,54 +1,59 @@
 """Markdown's code, which the `markup` stage keeps as written (a tag shown in it is text): fenced
-blocks, backtick spans and CommonMark's indented code blocks (lines indented 4 spaces or a tab,
-after a blank line: such a block cannot interrupt a paragraph). An indented line after a blank
-line in a list item is the item's own text (its continuation), not code; code nested in a list
-item is not told apart from it, and is stripped as prose is.
+and indented code blocks, found by markdown-it-py's CommonMark block parser, and backtick spans.
+
+The parser reads the blocks as CommonMark does, which a line-by-line pattern could not: a block
+nested in a list item or a block quote (indented by the item's own indentation), an indented line
+that continues a paragraph or a list item (text, not code), a fence never closed (code to the end
+of the document, until 2026-12-07 its tags were stripped) or closed only by a fence at least as
+long as the opening one. Until 2026-12-07 code nested in a list item was stripped as prose.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import TYPE_CHECKING
 
-_FENCED_OR_SPAN = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1[^\n]*$|`[^`\n]+`", re.M | re.S)
-_INDENTED = re.compile(r"(?: {4}|\t| {1,3}\t)")  # CommonMark's 4 columns of indentation
-_MAY_HOLD_ONE = re.compile(r"(?:\A|\n[ \t\r]*\n)(?: {4}|\t| {1,3}\t)")
-_LIST_ITEM = re.compile(r" {0,3}(?:[-*+]|\d{1,9}[.)])(?:[ \t]|$)")
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+
+_SPAN = re.compile(r"`[^`\n]+`")
+# the parser is asked only where a block can be: a fence, or a line indented by 4 columns or more
+# (after a quote's or list item's marker)
+_MAY_HOLD_BLOCK = re.compile(r"^[ \t>*+\-\d.)]*(?:```|~~~| {4}|\t)", re.M)
+_LINE_END = re.compile(r"\r\n|\r|\n")  # as the parser's normalize rule reads line ends
+_CODE = ("fence", "code_block")
 
 
-def _indented_blocks(text: str) -> list[tuple[int, int]]:
-    """The character spans of the indented code blocks of `text`, each from its first line's
-    start to its last non-blank line's end (blank lines inside it are its own)."""
-    spans: list[tuple[int, int]] = []
-    if not _MAY_HOLD_ONE.search(text):  # most texts: no indented line after a blank one
-        return spans
-    start = end = -1  # the open block's span, -1 when none is open
-    after_blank, in_list, at = True, False, 0
-    for line in text.split("\n"):
-        body = line.rstrip("\r")
-        if not body.strip():
-            after_blank = True
-        elif _INDENTED.match(body) and (start >= 0 or (after_blank and not in_list)):
-            start = at if start < 0 else start
-            end = at + len(body)
-        else:
-            if start >= 0:
-                spans.append((start, end))
-                start = -1
-            if _LIST_ITEM.match(body):
-                in_list = True
-            elif after_blank and not body[0].isspace():  # a new paragraph outside the list
-                in_list = False
-            after_blank = False
-        at += len(line) + 1
-    if start >= 0:
-        spans.append((start, end))
+@functools.cache
+def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark")
+    parser.core.ruler.disable(["inline", "text_join"])  # blocks only: spans are matched below
+    return parser
+
+
+def _block_spans(text: str) -> list[tuple[int, int]]:
+    """The character spans of the code blocks of `text`, each from its first line's start to its
+    last line's end (a fence's closing line included)."""
+    if not _MAY_HOLD_BLOCK.search(text):  # most texts: no block can be there, no parse
+        return []
+    starts = [0] + [m.end() for m in _LINE_END.finditer(text)]
+    ends = [m.start() for m in _LINE_END.finditer(text)] + [len(text)]
+    spans = []
+    for token in _parser().parse(text):
+        if token.type in _CODE and token.map is not None:
+            first, after = token.map  # lines [first, after)
+            if after > first:
+                spans.append((starts[first], ends[min(after, len(ends)) - 1]))
     return spans
 
 
 def code_spans(text: str) -> list[tuple[int, int]]:
     """The character spans of `text`'s Markdown code, in order, overlapping ones merged (a whole
     HTML page has none: the markup stage does not ask)."""
-    spans = sorted([m.span() for m in _FENCED_OR_SPAN.finditer(text)] + _indented_blocks(text))
+    spans = sorted([m.span() for m in _SPAN.finditer(text)] + _block_spans(text))
     merged: list[tuple[int, int]] = []
     for a, b in spans:
         if merged and a < merged[-1][1]:
