@@ -333,3 +333,40 @@ def test_a_docx_page_or_column_break_inside_a_paragraph_ends_a_line(tmp_path: Pa
     document.save(str(path))
     [doc] = read_documents(path)
     assert doc.text == "end of a page\nStart of the next\na column\na line"
+
+
+def test_a_docx_text_box_is_read_after_its_paragraph_once(tmp_path: Path) -> None:
+    """A text box's paragraphs were left out (a flyer's text lost); Word writes each box twice,
+    as DrawingML and as a VML fallback: read once, after the paragraph it is anchored in."""
+    from docx.oxml import parse_xml
+
+    ns = (
+        f"{W} xmlns:mc='http://schemas.openxmlformats.org/markup-compatibility/2006'"
+        " xmlns:wps='http://schemas.microsoft.com/office/word/2010/wordprocessingShape'"
+        " xmlns:v='urn:schemas-microsoft-com:vml'"
+    )
+
+    def box(text: str) -> str:
+        return f"<w:txbxContent><w:p><w:r><w:t>{text}</w:t></w:r></w:p></w:txbxContent>"
+
+    drawn = f"<w:drawing><wps:txbx>{box('nested')}</wps:txbx></w:drawing>"
+    inner = f"<w:p><w:r><w:t>Inner</w:t></w:r><w:r>{drawn}</w:r></w:p>"
+    anchored = (
+        f"<w:p {ns}><w:r><w:t xml:space='preserve'>Anchor </w:t></w:r><w:r><mc:AlternateContent>"
+        f"<mc:Choice Requires='wps'><w:drawing><wps:txbx><w:txbxContent>{inner}"
+        "<w:p><w:r><w:t>Sale on Friday</w:t></w:r></w:p></w:txbxContent></wps:txbx></w:drawing></mc:Choice>"
+        f"<mc:Fallback><w:pict><v:shape><v:textbox>{box('Sale on Friday')}</v:textbox></v:shape></w:pict>"
+        "</mc:Fallback></mc:AlternateContent></w:r><w:r><w:t>text.</w:t></w:r></w:p>"
+    )
+    vml = f"<w:pict><v:shape><v:textbox>{box('Old box')}</v:textbox></v:shape></w:pict>"
+    vml_only = f"<w:p {ns}><w:r>{vml}</w:r></w:p>"
+    document = docx.Document()
+    document.add_paragraph("Before.")
+    body = document.element.body
+    for xml in (anchored, vml_only):
+        body[-1].addprevious(parse_xml(xml))
+    document.add_paragraph("After.")
+    path = tmp_path / "boxes.docx"
+    document.save(str(path))
+    [doc] = read_documents(path)
+    assert doc.text == "Before.\nAnchor text.\nInner\nnested\nSale on Friday\n\nOld box\nAfter."

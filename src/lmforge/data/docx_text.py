@@ -10,7 +10,9 @@ that holds text is walked in body order: insertions and moves in kept, deletions
 `w:instrText`, which no run's text holds); a paragraph whose mark is deleted joins the next, as
 accepting the change joins them. A page or column break is a line end (python-docx's run text
 drops it, gluing the last word of a page to the first of the next; Word's plain-text export writes a
-line end there). Drawings' text boxes, footnotes and comments are left out.
+line end there). A text box's paragraphs are lines after the paragraph it is anchored in (until
+2026-12-07 left out: a flyer's or newsletter's text in boxes was lost); a box's VML fallback copy
+(`mc:Fallback`) is not read twice. Footnotes and comments are left out.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 
 from docx.oxml.ns import qn
 from docx.table import Table
+from lxml import etree
 
 P, TBL, R, SDT, SDT_CONTENT = qn("w:p"), qn("w:tbl"), qn("w:r"), qn("w:sdt"), qn("w:sdtContent")
-CUSTOM_XML, BR = qn("w:customXml"), qn("w:br")
+CUSTOM_XML, BR, TXBX = qn("w:customXml"), qn("w:br"), qn("w:txbxContent")
 # Inline elements whose runs are part of the text: links, insertions, a move's new place, a simple
 # field's result, smart tags, custom XML, bidirectional overrides (w:sdt: its w:sdtContent).
 INLINE = {
@@ -30,6 +33,15 @@ INLINE = {
 }
 # What accepting the changes removes: a paragraph mark or table row with one of these is deleted.
 DELETED = [qn("w:del"), qn("w:moveFrom")]
+# A paragraph's text boxes (DrawingML's, or VML's where a file has only those), not their fallback
+# copies; boxes inside a box are among them (_boxes keeps the outer ones)
+TEXT_BOXES = etree.XPath(
+    "descendant::w:txbxContent[not(ancestor::mc:Fallback)]",
+    namespaces={
+        "w": qn("w:p")[1:].split("}")[0],
+        "mc": "http://schemas.openxmlformats.org/markup-compatibility/2006",
+    },
+)
 
 
 def body_lines(document: Any) -> Iterator[str]:
@@ -64,6 +76,8 @@ def _items(container: Any, parent: Any) -> Iterator[tuple[str, str]]:
             mark = child.find(f"{qn('w:pPr')}/{qn('w:rPr')}")
             joined = mark is not None and any(mark.find(tag) is not None for tag in DELETED)
             yield paragraph_text(child), "joined" if joined else "paragraph"
+            for box in _boxes(child):
+                yield from ((line, "row") for line in blocks(box, parent))
         elif child.tag == TBL:
             yield from ((line, "row") for line in rows(Table(child, parent), parent))
         elif child.tag == SDT:
@@ -72,6 +86,16 @@ def _items(container: Any, parent: Any) -> Iterator[tuple[str, str]]:
                 yield from _items(content, parent)
         elif child.tag == CUSTOM_XML:
             yield from _items(child, parent)
+
+
+def _boxes(paragraph: Any) -> Iterator[Any]:
+    """The text boxes of a paragraph's own runs: a box inside one of them is read with it."""
+    for box in TEXT_BOXES(paragraph):
+        up = box.getparent()
+        while up is not paragraph and up.tag != TXBX:
+            up = up.getparent()
+        if up is paragraph:
+            yield box
 
 
 def paragraph_text(p: Any) -> str:
