@@ -270,6 +270,9 @@ BAD = [
     ({"prompt": [[3]] * 17}, "prompt: List should have at most 16 items, not 17"),
     ({"echo": False}, "max_tokens: 0 generates nothing; it needs echo: true"),
     ({"max_tokens": -1}, "max_tokens: Input should be greater than or equal to 0"),
+    # one request's rows past the batch's 64: it was let in alone, holding every other request back
+    ({"prompt": [[3]] * 16, "n": 5}, "n: 16 prompts x n 5 = 80 rows, over the 64 this server decodes"),
+    ({"prompt": ["a"] * 5, "n": 13}, "n: 5 prompts x n 13 = 65 rows"),
 ]
 
 
@@ -281,6 +284,12 @@ def test_bad_prompts_are_400(api: TestClient, fields: dict[str, Any], message: s
     error = r.json()["error"]
     assert error["code"] == "invalid_value" and error["message"].startswith(message), error
     assert error["param"] == message.split(":")[0], error  # the field named, also by a cross-field check
+
+
+def test_a_request_of_64_rows_is_served(api: TestClient) -> None:
+    body = {"model": "gpt", "prompt": [[3, 4]] * 16, "n": 4, "max_tokens": 1, "temperature": 0}
+    r = api.post("/v1/completions", json=body)
+    assert r.status_code == 200 and len(r.json()["choices"]) == 64, r.text
 
 
 @pytest.mark.parametrize("prompt", ["a" * 40, [3] * 40])

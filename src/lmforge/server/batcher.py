@@ -35,8 +35,7 @@ from lmforge.inference.batching import DecodeBatch, Prefill
 from lmforge.server.decoding import Job, Stopped
 from lmforge.server.errors import ApiError
 from lmforge.server.prompt_logprobs import score_prompt
-
-MAX_ROWS = 64  # rows decoded together per model; past it jobs wait (a CPU gains nothing more)
+from lmforge.server.schemas import MAX_ROWS
 
 
 def stopping() -> ApiError:
@@ -140,7 +139,7 @@ class Batcher(Executor):
             prefilling = [p for j, p in self.prefills if j.net is job.net]
             prefilling += [p for j in self.jobs if j.net is job.net for p in j.prefilled]  # whole, not joined
             have = len(self.batches[id(job.net)]) + sum(len(p.seqs) for p in prefilling)
-            if have and have + rows > MAX_ROWS:
+            if have and have + rows > MAX_ROWS:  # past it jobs wait (a CPU gains nothing more)
                 return
             self.waiting.popleft()
             error = Stopped() if job.cancel.is_set() else job.late(time.monotonic())

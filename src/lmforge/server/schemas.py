@@ -35,6 +35,9 @@ Count = Annotated[StrictInt, Field(ge=1)]
 Bias = Annotated[StrictFloat | StrictInt, Field(ge=-100, le=100, allow_inf_nan=False)]  # OpenAI's range
 MAX_BIASES = 300  # logit_bias entries, as OpenAI
 MAX_N = 16  # choices per request
+# rows (a prompt's choice) decoded together per model (server/batcher.py), so at most a request's
+# prompts x n: a larger one held every other request back and its caches' memory grew unbounded
+MAX_ROWS = 64
 MAX_STOPS = 4  # as OpenAI
 MAX_LOGPROBS = 5  # /v1/completions' logprobs, as OpenAI
 MAX_TOP_LOGPROBS = 20  # /v1/chat/completions' top_logprobs, as OpenAI
@@ -211,6 +214,10 @@ class CompletionRequest(_Sampling):
         if self.max_tokens == 0 and not self.echo:
             raise ValueError("max_tokens: 0 generates nothing; it needs echo: true (the prompt, and with"
                              " logprobs its log-probabilities)")  # fmt: skip
+        prompts = len(self.token_prompts() or self.prompts())
+        if (rows := prompts * self.n) > MAX_ROWS:
+            raise ValueError(f"n: {prompts} prompts x n {self.n} = {rows} rows, over the {MAX_ROWS} this"
+                             " server decodes together: send fewer prompts or a smaller n")  # fmt: skip
         return self
 
     def wanted_logprobs(self) -> int | None:
