@@ -149,6 +149,10 @@ def test_prompt_with_tools_is_transformers(
     assert usage["prompt_tokens"] == len(served.tokenizer.encode(expected))  # the app renders the same
 
 
+# a model writing the tool's schema rather than a call: no "arguments" (vLLM's parser returns text)
+SCHEMA_WRITTEN = '<tool_call>\n{"name": "get_weather", "parameters": {"city": "Paris"}}\n</tool_call>'
+
+
 @pytest.mark.parametrize(
     ("text", "content", "calls"),
     [
@@ -163,6 +167,7 @@ def test_prompt_with_tools_is_transformers(
         ("<tool_call>\nnot json\n</tool_call>", "<tool_call>\nnot json\n</tool_call>", []),
         ('<tool_call>{"arguments": {}}</tool_call>', '<tool_call>{"arguments": {}}</tool_call>', []),
         (NOT_ARGUMENTS, NOT_ARGUMENTS, []),
+        (SCHEMA_WRITTEN, SCHEMA_WRITTEN, []),  # no arguments: it was a call with {}
         (NAN, NAN, []),  # no JSON a client reads (Python's json wrote NaN)
         (SURROGATE, SURROGATE, []),  # no UTF-8: the reply failed to send (a 500)
         ('<tool_call>{"name": "f", "arguments": "{\\"a\\": 2}"}</tool_call>', None, [("f", {"a": 2})]),

@@ -1,8 +1,8 @@
 """Tool calls read from a reply, as vLLM's `hermes` tool-call parser reads them: each
 `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block (Qwen2.5, Hermes 2 Pro / 3 and
 SmolLM3 write them) becomes one of OpenAI's `tool_calls`, and the text outside the blocks is the
-message's `content` (null when there is none). A block that does not parse (not JSON, no name, or
-arguments that are not an object) stays in the content as text, as vLLM returns it; so does a
+message's `content` (null when there is none). A block that does not parse (not JSON, no name, no
+arguments, or arguments that are not an object) stays in the content as text, as vLLM returns it; so does a
 block the reply never closes, unless what follows the tag parses (a reply cut at its end). A
 `</tool_call>` inside one of the JSON's strings (an argument's text) does not close the block
 (vLLM's parser cuts there, and returns the call as text): a later one does; where none closes a
@@ -69,9 +69,11 @@ def _call(body: str) -> dict[str, Any] | None:
         value = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+    # no "arguments" (a model writing the tool's schema, {"name", "parameters"}): no call, as vLLM's
+    # parser reads it (until 2026-12-07 a call with {}, the schema's values dropped unsaid)
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or "arguments" not in value:
         return None
-    arguments = object_arguments(value.get("arguments", {}))
+    arguments = object_arguments(value["arguments"])
     return None if arguments is None else make_call(value["name"], arguments)
 
 
