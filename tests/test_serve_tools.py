@@ -208,7 +208,8 @@ def test_forced_calls_are_valid(api: TestClient, sampling: dict[str, Any]) -> No
     assert all(c["finish_reason"] != "tool_calls" and "tool_calls" not in c["message"] for c in plain)
     named = {"type": "function", "function": {"name": "get_time"}}
     for c in post(api, tools=TOOLS, tool_choice=named, n=2, **sampling)["choices"]:
-        assert c["finish_reason"] == "tool_calls" and c["message"]["content"] is None
+        # a named function's call ends "stop", as OpenAI's and vLLM's (it was "tool_calls")
+        assert c["finish_reason"] == "stop" and c["message"]["content"] is None
         assert len(c["message"]["tool_calls"]) == 1
         check_call(c["message"]["tool_calls"][0], "get_time")
     for c in post(api, tools=TOOLS, tool_choice="required", max_tokens=300, **sampling)["choices"]:
@@ -234,7 +235,8 @@ def test_a_forced_call_streams_as_delta_tool_calls(api: TestClient) -> None:
     assert content == "" and "<tool_call>" not in content
     assert [t["index"] for t in calls] == [0]
     assert calls[0]["function"] == whole["message"]["tool_calls"][0]["function"]
-    assert [c["finish_reason"] for c in chunks] == [None] * (len(chunks) - 1) + ["tool_calls"]
+    assert [c["finish_reason"] for c in chunks] == [None] * (len(chunks) - 1) + ["stop"]  # named
+    assert whole["finish_reason"] == "stop"
 
 
 def test_the_openai_client_parses_tool_calls(models: dict[str, ServedModel]) -> None:
@@ -385,7 +387,7 @@ def test_forced_calls_follow_refs_into_the_parameters(
     forecast = pydantic_tool()
     named = {"type": "function", "function": {"name": "forecast"}}
     for c in post(api, tools=[forecast], tool_choice=named, n=2, temperature=1, seed=5)["choices"]:
-        assert c["finish_reason"] == "tool_calls", c
+        assert c["finish_reason"] == "stop" and c["message"]["tool_calls"], c
         arguments = json.loads(c["message"]["tool_calls"][0]["function"]["arguments"])
         jsonschema.validate(arguments, forecast["function"]["parameters"])
     served = models["hermes"]

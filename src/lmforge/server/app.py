@@ -292,7 +292,9 @@ async def _generate(
         if scores is not None and job.prompt_logprobs is not None:  # echo: the prompt's tokens first
             scores = echo_logprobs(served.tokenizer, job.prompt_logprobs[i // job.n], scores)
         if chat:
-            message, finish = chat_message(text, row.finish, calls.reader() if calls else None)
+            message, finish = chat_message(
+                text, row.finish, calls and calls.reader(), bool(calls and calls.named)
+            )
             choices.append({"index": i, "message": message, "logprobs": scores, "finish_reason": finish})
         else:
             choices.append({"index": i, "text": text, "logprobs": scores, "finish_reason": row.finish})
@@ -389,7 +391,7 @@ async def _stream(
                 for text, call in stream_pieces(readers[i], None):
                     yield chunk(i, text, entries=waiting[i] or None, call=call)
                     waiting[i] = []
-                finish = "tool_calls" if readers[i].calls else finish
+                finish = "tool_calls" if readers[i].calls and not (calls and calls.named) else finish
             yield chunk(i, None, finish, entries=waiting[i] or None)
         if include_usage:
             yield sse.event({**head, "object": obj, "choices": [], "usage": usage(rows)})

@@ -180,15 +180,18 @@ def read_reply(text: str, reader: Reader | None = None) -> tuple[str | None, lis
     return (content or None) if calls else content, calls
 
 
-def chat_message(text: str, finish: str | None, reader: Reader | None) -> tuple[dict[str, Any], str | None]:
+def chat_message(
+    text: str, finish: str | None, reader: Reader | None, named: bool = False
+) -> tuple[dict[str, Any], str | None]:
     """The reply's `message` and `finish_reason`: with a new `reader`, its calls read out of the
-    text (finish_reason "tool_calls" when there are any, as vLLM's)."""
+    text (finish_reason "tool_calls" when there are any, as vLLM's; the row's own where tool_choice
+    `named` the function, as OpenAI's and vLLM's: until 2026-12-07 "tool_calls" there too)."""
     if reader is None:
         return {"role": "assistant", "content": text}, finish
     content, calls = read_reply(text, reader)
     if not calls:
         return {"role": "assistant", "content": content}, finish
-    return {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+    return {"role": "assistant", "content": content, "tool_calls": calls}, finish if named else "tool_calls"
 
 
 def stream_pieces(reader: Reader, text: str | None) -> list[tuple[str | None, dict[str, Any] | None]]:

@@ -55,10 +55,13 @@ PARSERS = tuple(FORMATS)
 @dataclass(frozen=True)
 class Reading:
     """How one request's replies are read for calls: the format, and the calls a row returns
-    (parallel_tool_calls false: the first alone, as vLLM's; None: all)."""
+    (parallel_tool_calls false: the first alone, as vLLM's; None: all); `named`: tool_choice names
+    the function, whose calls end with finish_reason "stop" (or "length"), not "tool_calls", as
+    OpenAI's and vLLM's do."""
 
     format: ToolFormat
     most: int | None
+    named: bool = False
 
     def reader(self) -> Reader:
         return self.format.reader(self.most)
@@ -91,4 +94,6 @@ def reads_calls(body: Any, chat: ChatSpec, parser: str | None) -> Reading | None
         raise ApiError(400, f"tool_choice: {shown} is not supported with --tool-call-parser {parser}: no"
                        " grammar holds a reply to that format's calls; use \"auto\"", "tool_choice",
                        "unsupported_parameter")  # fmt: skip
-    return Reading(form, 1 if body.parallel_tool_calls is False else None)
+    return Reading(
+        form, 1 if body.parallel_tool_calls is False else None, forced(choice) and choice != "required"
+    )
