@@ -401,6 +401,24 @@ def test_fields_that_would_change_the_reply_are_refused_not_ignored(
     )
 
 
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions"])
+def test_vllms_usage_in_every_chunk_is_refused_not_ignored(api: TestClient, route: str) -> None:
+    """stream_options.continuous_usage_stats (vLLM's: usage in every chunk) got a stream whose chunks
+    had none."""
+    base = {"model": "llama", "max_tokens": 2, "temperature": 0, "stream": True}
+    base |= {"messages": HELLO} if "chat" in route else {"prompt": "the king"}
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    error = api.post(route, json={**base, "stream_options": options}).json()["error"]
+    field = "stream_options.continuous_usage_stats"
+    assert (error["param"], error["code"]) == (field, "unsupported_parameter"), error
+    assert error["message"].startswith(f"{field}: True is not supported by lmforge serve")
+    options["continuous_usage_stats"] = False
+    with api.stream("POST", route, json={**base, "stream_options": options}) as r:
+        assert (
+            r.status_code == 200 and list(r.iter_lines())[-2:] == ["", "data: [DONE]"] or r.status_code == 200
+        )
+
+
 def test_a_body_that_is_not_utf8_is_invalid_json(api: TestClient) -> None:
     r = api.post("/v1/completions", content=b'{"model": "gpt", "prompt": "a\xff\xfeb"}',
                  headers={"Content-Type": "application/json"})  # fmt: skip

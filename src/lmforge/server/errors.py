@@ -70,7 +70,8 @@ def _validation(exc: RequestValidationError) -> ApiError:
         message = str(first.get("msg", "")).removeprefix("Value error, ")
         named = message.split(":", 1)[0]  # "max_tokens: 0 generates nothing ...": that field is the param
         code = "unsupported_parameter" if UNSUPPORTED in message else "invalid_value"
-        return ApiError(400, message, named if FIELD.fullmatch(named) else None, code)
+        field = all(FIELD.fullmatch(part) for part in named.split("."))  # stream_options.x too
+        return ApiError(400, message, named if field else None, code)
     if not loc:  # the body itself: bytes that are not JSON, or JSON that is not an object
         return ApiError(400, "the request body must be a JSON object (Content-Type: application/json)", None,
                         "invalid_json")  # fmt: skip

@@ -26,7 +26,7 @@ from lmforge.server.classification_input import ClassificationInput, TextPair
 from lmforge.server.messages import Message, check_turn
 from lmforge.server.structured import Choices, ResponseFormat, StructuredOutputs, constraint
 from lmforge.server.tools import Tool, ToolChoice, check_tools, forced
-from lmforge.server.unsupported import CHAT_OFF, COMPLETION_OFF, OFF_VALUES, TOOLS_OFF, refuse
+from lmforge.server.unsupported import CHAT_OFF, COMPLETION_OFF, OFF_VALUES, STREAM_OFF, TOOLS_OFF, refuse
 
 Temperature = Annotated[StrictFloat | StrictInt, Field(ge=0, le=2, allow_inf_nan=False)]
 TopP = Annotated[StrictFloat | StrictInt, Field(gt=0, le=1, allow_inf_nan=False)]
@@ -59,6 +59,9 @@ class _Sampling(Body):
         """A client asking for best_of got a 200 that ignored it."""
         if isinstance(data, dict):
             refuse(data, cls.OFF)
+            options = data.get("stream_options")  # vLLM's usage in every chunk: it was ignored
+            if isinstance(options, dict):
+                refuse({f"stream_options.{k}": v for k, v in options.items()}, STREAM_OFF)
         return data
 
     model: StrictStr

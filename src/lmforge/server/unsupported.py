@@ -39,6 +39,9 @@ CHAT_OFF: dict[str, tuple[Any, ...]] = {
 # completions' own: the prompt is encoded as transformers' tokenizer(text), its BOS added
 COMPLETION_OFF: dict[str, tuple[Any, ...]] = {"add_special_tokens": (None, True)}
 
+# stream_options' fields of vLLM's that lmforge does not send (usage in every chunk)
+STREAM_OFF: dict[str, tuple[Any, ...]] = {"stream_options.continuous_usage_stats": (None, False)}
+
 # chat's tool fields, refused on /v1/completions as OFF_VALUES are
 TOOLS_OFF: dict[str, tuple[Any, ...]] = {"tools": (None, []), "tool_choice": (None, "none", "auto")}
 
