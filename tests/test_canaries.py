@@ -206,3 +206,28 @@ def test_a_bad_canaries_file_is_named(tmp_path: Path, content: str, culprit: str
     path.write_text(content)
     with pytest.raises(LmforgeError, match=f"{path}: .*{culprit}"):
         CanarySet.load(path)
+
+
+def test_a_char_vocabulary_holds_the_whole_canary_alphabet(tmp_path: Path) -> None:
+    """A char vocabulary held only the drawn secrets' digits: audit's candidates with the others
+    were <|unk|>, never seen in training, so they ranked below the secret and inflated its
+    exposure (up to 4 bits for a secret seen once). A tokenizer lacking some is refused by audit."""
+    from lmforge.tools.audit_exposure import model_scorer
+
+    corpus = tmp_path / "words.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"text": f"no digits here, line {'x' * i}"}) + "\n" for i in range(40))
+    )
+    out = tmp_path / "out"
+    argv = ["prep", str(corpus), "--out", str(out), "--stages", "none", "--workers", "1", "--quiet"]
+    argv += ["--tokenizer", "char", "--canaries", "1", "--canary-repeats", "1", "--canary-length", "2"]
+    assert cli.main(argv) == 0
+    tok = Tokenizer.load(out / "tokenizer.json")
+    assert all(tok.unk_id not in tok.hf.encode(d).ids for d in "0123456789")
+    old = Tokenizer.train_char(["my secret code is 4 5", "no digits here"])
+    canaries = CanarySet.load(out / "canaries.json")
+    model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=32, vocab_size=old.vocab_size))
+    with pytest.raises(
+        LmforgeError, match=r"no token for the canary symbols 0 1 2 3 6 7 8 9: every candidate"
+    ):
+        model_scorer(model, old, canaries)

@@ -236,7 +236,9 @@ def _prep_into(
 
     t0 = time.time()
     budget = p.tokenizer_train_mb * 1_000_000 or None
-    extra = [c.text for c in canaries.canaries] if canaries else []  # their characters in the vocabulary
+    # their characters in the vocabulary, the whole alphabet's: a char vocabulary holding only the
+    # drawn secrets' digits made audit's candidates with the others <|unk|>, overstating exposure
+    extra = [c.text for c in canaries.canaries] + [canaries.alphabet] if canaries else []
     tok = given or _train_tokenizer(cleaned, data.tokenizer, data.vocab_size, budget, extra)
     t_train = time.time() - t0
 

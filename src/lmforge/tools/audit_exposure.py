@@ -48,6 +48,17 @@ def model_scorer(
     """A Scorer from a decoder: context = EOS and a document's start (`start`, the prepared data's
     meta.json document_start; default the tokenizer's text start, Llama's BOS): a canary is a
     document of its own, as prep plants it; then the prefix."""
+    unknown = [
+        a
+        for a in canaries.alphabet
+        if tokenizer.unk_id in tokenizer.hf.encode(a, add_special_tokens=False).ids
+    ]
+    if tokenizer.unk_id is not None and unknown:  # such candidates score as <|unk|>, never seen
+        raise LmforgeError(
+            f"the tokenizer has no token for the canary symbols {' '.join(unknown)}: every candidate holding"
+            " one scores as <|unk|>, which the model never saw, so the secrets' exposure would be overstated;"
+            " prep the data again (since 2026-12-07 prep puts the whole alphabet in a char vocabulary)"
+        )
     head = [] if tokenizer.eos_id is None else [tokenizer.eos_id]
     head += tokenizer.text_affixes()[0] if start is None else start
     # "my secret code is" without its trailing space: byte-level BPE glues the space to the digit
