@@ -243,6 +243,8 @@ CASES = [
     Case("train-dtype", f"train --out {R} {DATA} --train.dtype=fp16", r"train\.dtype='fp16' must be"),
     Case("train-privacy-key-not-enabled", f"train --out {R} {DATA} --privacy.target_epsilon=3", r"privacy\.target_epsilon=3\.0 is set but privacy\.enabled is false, so it would change nothing \(the run would train without differential privacy\): add --privacy\.enabled=true"),
     Case("train-lora-key-not-enabled", f"train --out {R} {DATA} --lora.rank=4", r"lora\.rank=4 is set but lora\.enabled is false, so it would change nothing \(the run would fine-tune every weight\)"),
+    # at its default value: a [privacy] section that forgot the switch trained without DP, unsaid
+    Case("train-privacy-default-key-not-enabled", f"train --out {R} {DATA} --privacy.max_grad_norm=1.0", r"privacy\.max_grad_norm=1\.0 is set but privacy\.enabled is false, so it would change nothing"),
     Case("train-privacy-ddp", f"train --out {R} {DATA} --privacy.enabled=true --privacy.target_epsilon=8 --engine.name=ddp", r"privacy\.enabled runs on engine\.name=local only, not 'ddp'"),
     Case("train-privacy-no-noise", f"train --out {R} {DATA} --privacy.enabled=true", r"privacy\.enabled needs privacy\.noise_multiplier or privacy\.target_epsilon"),
     Case("train-privacy-both", f"train --out {R} {DATA} --privacy.enabled=true --privacy.target_epsilon=8 --privacy.noise_multiplier=1", r"privacy\.noise_multiplier=1\.0 and privacy\.target_epsilon=8\.0 are both set: give one"),

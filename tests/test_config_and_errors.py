@@ -410,3 +410,19 @@ def test_enabled_false_on_the_command_line_switches_a_recipes_lora_or_privacy_of
     ]
     with pytest.raises(LmforgeError, match=r"lora.rank=16 is set but lora.enabled is false"):
         load_config(recipe, ["--lora.enabled=false", "--lora.rank=16"])
+
+
+def test_a_section_that_forgot_its_switch_is_refused_even_at_default_values(tmp_path: Path) -> None:
+    """A [privacy] section without `enabled = true` whose keys equal the defaults trained without
+    DP and no word (the check compared values only). A run's config.toml, which writes
+    `enabled = false` beside every key, still loads."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[privacy]\nmax_grad_norm = 1.0\naccountant = "rdp"\n')
+    with pytest.raises(LmforgeError, match=r"privacy.max_grad_norm=1.0 is set but privacy.enabled is false"):
+        load_config(recipe)
+    recipe.write_text("[lora]\nrank = 8\n")
+    with pytest.raises(LmforgeError, match=r"lora.rank=8 is set but lora.enabled is false"):
+        load_config(recipe)
+    written = tmp_path / "config.toml"
+    written.write_text(config_to_toml(load_config(None)))
+    assert load_config(written).privacy == load_config(None).privacy

@@ -237,10 +237,17 @@ def _check_task_keys(c: Config) -> None:
             )
 
 
-def _check_switched_off(section: Any, name: str, why: str) -> None:
+def _check_switched_off(c: Config, name: str, why: str) -> None:
     """A [section] key given another value than its default while section.enabled is false would
-    change nothing, silently (a run meant to be private, or low-rank, that is neither): refused."""
+    change nothing, silently (a run meant to be private, or low-rank, that is neither): refused.
+    So is one given at its default value where nothing names section.enabled (a recipe's
+    `[privacy] max_grad_norm = 1.0` that forgot the switch; a run's config.toml, which writes
+    `enabled = false` with every key, passes)."""
+    section = getattr(c, name)
     changed = [] if section.enabled else changed_keys(section)  # `enabled` is at its default, false
+    if not section.enabled and not changed and f"{name}.enabled" not in c.given:
+        keys = [f.name for f in dataclasses.fields(section) if f.name != "enabled"]
+        changed = [(k, getattr(section, k)) for k in keys if f"{name}.{k}" in c.given]
     if changed:
         key, value = changed[0]
         raise LmforgeError(
@@ -262,7 +269,7 @@ def _check_lora(c: Config) -> None:
         )
     twice = next((n for n in targets if targets.count(n) > 1), None)
     _check(twice is None, f"lora.targets: {twice!r} is named twice")
-    _check_switched_off(lo, "lora", "the run would fine-tune every weight")
+    _check_switched_off(c, "lora", "the run would fine-tune every weight")
     if lo.enabled:
         _check(
             bool(c.train.init_from), "lora.enabled needs train.init_from (the base model the adapters sit on)"
@@ -282,7 +289,7 @@ def _check_privacy(c: Config) -> None:
     _check(0 <= p.target_epsilon < inf, f"privacy.target_epsilon={p.target_epsilon} must be >= 0")
     _check(0 <= p.delta < 1, f"privacy.delta={p.delta} must be in [0, 1) (0: min(1e-5, 1/N))")
     _check(p.accountant in ("rdp", "prv"), f"privacy.accountant={p.accountant!r} must be 'rdp' or 'prv'")
-    _check_switched_off(p, "privacy", "the run would train without differential privacy")
+    _check_switched_off(c, "privacy", "the run would train without differential privacy")
     if p.enabled:
         _check(
             c.engine.name == "local",
