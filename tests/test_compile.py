@@ -231,3 +231,23 @@ def test_two_ranks_compile_together_and_train_as_eager(
     assert launch("resumed", resume=True)["kernels"]["compile"] is True
     a, b = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("compiled", "resumed"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize("signal_error", [KeyboardInterrupt, SystemExit])
+def test_a_signal_during_start_up_is_not_replaced_by_a_half_done_import(
+    monkeypatch: pytest.MonkeyPatch, signal_error: type[BaseException]
+) -> None:
+    """Ctrl-C or SIGTERM in the middle of torch's lazy torch._dynamo import (AdamW's constructor)
+    left torch._inductor half imported; restoring the deterministic settings imports it, and its
+    ImportError replaced the signal: a traceback and exit 1 rather than 130 or 143."""
+    from lmforge.train.compiling import kept_settings
+
+    def half_imported(*args: object, **kwargs: object) -> None:
+        raise ImportError("cannot import name 'IndentedBuffer' from partially initialized module")
+
+    with pytest.raises(signal_error), kept_settings():
+        monkeypatch.setattr(torch, "use_deterministic_algorithms", half_imported)
+        raise signal_error
+    monkeypatch.undo()
+    with pytest.raises(ImportError), kept_settings():  # with no signal in flight, a real error
+        monkeypatch.setattr(torch, "use_deterministic_algorithms", half_imported)

@@ -64,9 +64,19 @@ def kept_settings() -> Iterator[None]:
     )
     try:
         yield
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.utils.deterministic.fill_uninitialized_memory = before[2]
+    except BaseException:
+        # Ctrl-C or SIGTERM in the middle of torch's lazy imports (torch._dynamo's, from AdamW at
+        # start-up) leaves them half done, and restoring imports torch._inductor over them: its
+        # ImportError replaced the signal's exception (a traceback and exit 1, not 143 or 130)
+        with contextlib.suppress(Exception):
+            _restore(before)
+        raise
+    _restore(before)
+
+
+def _restore(before: tuple[bool, bool, bool]) -> None:
+    torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+    torch.utils.deterministic.fill_uninitialized_memory = before[2]
 
 
 def use_deterministic() -> None:
