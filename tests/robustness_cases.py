@@ -78,6 +78,20 @@ def remove(name: str) -> Step:
     return lambda t, s: shutil.rmtree(t / name) if (t / name).is_dir() else (t / name).unlink()
 
 
+def swap_two_tokens(name: str) -> Step:
+    """Another tokenizer of the same size in `name`'s tokenizer.json: its last two tokens' ids swapped."""
+
+    def step(t: Path, s: Path) -> None:
+        path = t / name / "tokenizer.json"
+        data = json.loads(path.read_text())
+        vocab = data["model"]["vocab"]
+        a, b = sorted(vocab, key=vocab.get)[-2:]
+        vocab[a], vocab[b] = vocab[b], vocab[a]
+        path.write_text(json.dumps(data))
+
+    return step
+
+
 def hf_bert(name: str, **tokenizer_config: object) -> Step:
     """A random transformers BertModel (64 positions) in `name` with only vocab.txt for its tokenizer."""
 
@@ -545,6 +559,8 @@ CASES = [
     Case("audit-no-data", "audit {s}/gpt", r"required: --data", usage=True),
     # --- plan
     Case("plan-vocab-below-the-data", "plan --data.input={s}/shards --model.vocab_size=2", r"model\.vocab_size=2 < the data's vocabulary of \d+"),
+    # planned without a word until 2026-12-07, while train refused it
+    Case("plan-shards-of-another-tokenizer", "plan --data.input={s}/shards --train.init_from={t}/gpt", r"{s}/shards: tokenized with another tokenizer than train\.init_from='{t}/gpt' \(give raw text as data\.input", (copy("gpt"), swap_two_tokens("gpt"))),
     Case("plan-unknown-device", "plan --model.vocab_size=10 --device tpu", r"--device 'tpu' is not known \(known: h100,"),
     Case("plan-run-folder", "plan {t}/run", r"{t}/run: Is a directory, not a TOML recipe; the run's recipe is {t}/run/config\.toml$", (copy("run"),)),
     Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be an integer >= 1"),

@@ -121,6 +121,17 @@ def prepare_corpus(
     )
 
 
+def check_same_tokenizer(data_dir: Path, data_tokenizer: Any, model_tokenizer: Any, init_from: str) -> None:
+    """Prepared shards must be read by the tokenizer of train.init_from they will train: the same
+    line for `lmforge train` and `lmforge plan` (which planned such data without a word until
+    2026-12-07)."""
+    if data_tokenizer.sha256() != model_tokenizer.sha256():
+        raise LmforgeError(
+            f"{data_dir}: tokenized with another tokenizer than train.init_from={init_from!r}"
+            " (give raw text as data.input to tokenize it with the model's)"
+        )
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     file = Path(path) / META
     try:

@@ -184,6 +184,19 @@ def _init_from_model(cfg: Config, say: Callable[[str], None] | None) -> ModelCon
         raise LmforgeError(f"train.init_from={source!r} is not an encoder-decoder (translation)")
     if cfg.data.task != "translation" and m.arch == "seq2seq":
         raise LmforgeError(f"train.init_from={source!r} is not a decoder language model")
+    if _prepared_meta(cfg) is not None:  # shards another tokenizer wrote: refused, as by train
+        from lmforge.data.shards import check_same_tokenizer
+        from lmforge.formats.directory import load_tokenizer
+        from lmforge.formats.hf_tokenizers import load_hf_tokenizer
+        from lmforge.tokenization.marian import load_translation_tokenizer
+
+        own = (
+            load_tokenizer(directory)
+            if kind in (MODEL_TYPE, SEQ2SEQ_MODEL_TYPE)
+            else load_hf_tokenizer(directory, raw)
+        )
+        data_dir = Path(cfg.data.input)
+        check_same_tokenizer(data_dir, load_translation_tokenizer(data_dir), own, source)
     return adopted_model(cfg, m, say)  # a conflicting [model] key refused, as by train
 
 
