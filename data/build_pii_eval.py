@@ -14,7 +14,8 @@ French, review snippets; `source` names which) into which this script planted
   (kind: email, phone, ip, card, iban, ssn, login, imei; an ip item also has `"scope"`: public or
   private);
 - `set: "trap"`: 1-3 numbers that are not personal data and that a scrubber may mistake for some
-  (dates, times, ISBNs, version numbers, prices, Bible references, MAC addresses...), each
+  (dates, times, ISBNs, version numbers, prices, Bible references, MAC addresses, patents'
+  numbers, barcodes...), each
   `{"start", "end", "kind": "trap", "format"}`: any replacement inside one is a false positive.
 The untouched real text, the other half of the false-positive measure, is not copied here:
 `clean_documents()` below reads it from the shipped files.
@@ -45,6 +46,7 @@ else:  # python data/build_pii_eval.py, or loaded from its path: fetch.py is the
 OUT = fetch.HERE / "pii-eval.jsonl.xz"  # the shipped file
 PER_KIND = 500  # planted items of each kind: a 1% miss rate is then 5 items
 TRAPS = 1500
+LATER_TRAPS = 350  # later_trap's: drawn after the others, with their own seed
 SEED = 17
 
 # National formats only for the regions the scrubber reads by default (lmforge.data.pii); any
@@ -436,6 +438,41 @@ def trap(rng: random.Random) -> tuple[str, str]:
     return choices[fmt](), fmt
 
 
+def _gs1(body: str) -> str:
+    """`body` with its GS1 check digit (UPC-A, EAN-13): weights 3 and 1 from the right."""
+    total = sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body)))
+    return body + str(-total % 10)
+
+
+def later_trap(rng: random.Random) -> tuple[str, str]:
+    """Traps added after the set was first drawn (an adversarial pass, 2026-12-07): patents'
+    numbers, versions starting `0.`, and North American barcodes, each of which some region's plan
+    calls a valid phone number. Not a bare EAN-13 starting 00 (0012345678905): it is as well a
+    number dialled abroad (+1 234-567-8905), a phone for the scrubber."""
+    r, digits = rng.randint, lambda n: "".join(rng.choice(string.digits) for _ in range(n))
+    choices: dict[str, Callable[[], str]] = {
+        "EP patent": lambda: f"EP 0 {r(0, 999):03d} {r(0, 999):03d}{rng.choice(['', ' A1', ' A2', ' B1'])}",
+        "DE patent": lambda: f"DE 10 {r(1990, 2030)} {r(0, 999):03d} {r(0, 999):03d} A1",
+        "version 0.x": lambda: (
+            f"{rng.choice(['version', 'Release', 'foo', 'nightly'])} 0.{r(0, 30)}.{r(10**6, 10**8)}"
+        ),
+        "version 0.date": lambda: (
+            f"{rng.choice(['version', 'Release'])} 0.{r(2000, 2030)}.{r(1, 12):02d}.{r(1, 28):02d}"
+        ),
+        "Debian package": lambda: (
+            f"lib{rng.choice(['foo', 'xml2', 'ssl'])}_0.{r(1, 9)}.{r(10**6, 10**7)}-1_amd64.deb"
+        ),
+        "UPC-A": lambda: _gs1("0" + digits(10)),
+        "EAN-13": lambda: _gs1(f"0{r(1, 9)}" + digits(10)),
+        # 00 and a valid number after it is also one dialled abroad: a barcode after its name
+        "EAN-13 00 named": lambda: (
+            f"{rng.choice(['EAN', 'GTIN', 'UPC', 'Barcode'])} {_gs1('00' + digits(10))}"
+        ),
+    }
+    fmt = rng.choice(list(choices))
+    return choices[fmt](), fmt
+
+
 # -- assembly ------------------------------------------------------------------------------------
 
 SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
@@ -492,21 +529,23 @@ def build() -> list[dict]:
     rng.shuffle(todo_pii)
     todo_trap = ["trap"] * TRAPS
     todo_later = [kind for kind in LATER_KINDS for _ in range(PER_KIND)]
+    todo_later_trap = ["later trap"] * LATER_TRAPS
     for name, todo, later in (
         ("pii", todo_pii, False),
         ("trap", todo_trap, False),
         ("pii", todo_later, True),
+        ("trap", todo_later_trap, True),
     ):
-        if later:
-            rng = random.Random(SEED + 1)
+        if later:  # each later part with its own seed: the documents before stay as they were
+            rng = random.Random(SEED + (2 if name == "trap" else 1))
         while todo:
             n = rng.randint(1, 3)
             kinds, todo = todo[:n], todo[n:]
             pieces = []
             for kind in kinds:
-                if kind == "trap":
-                    value, fmt = trap(rng)
-                    pieces.append(("{}", value, kind, {"format": fmt}))
+                if kind in ("trap", "later trap"):
+                    value, fmt = (trap if kind == "trap" else later_trap)(rng)
+                    pieces.append(("{}", value, "trap", {"format": fmt}))
                 else:
                     value, fmt, locale, extra = (GENERATORS | LATER_KINDS)[kind](rng)
                     label = {"format": fmt, "locale": locale, **extra}

@@ -1,7 +1,8 @@
 """The PII stage on what has an address's or a phone number's shape (an adversarial pass, C4):
 asset names, Python's `@` and scp-style remotes are no e-mail addresses; an ASCII address in a
 CJK sentence leaves the sentence; Spanish, Norwegian and German phone words with their accents
-and abbreviations cue a number; a trunk 0 is no thousands group."""
+and abbreviations cue a number; a trunk 0 is no thousands group. And (B6) patents' numbers,
+versions starting `0.` and GS1-valid barcodes are no phone numbers, unless a phone word says so."""
 
 from __future__ import annotations
 
@@ -53,3 +54,48 @@ def test_phone_words_and_a_trunk_zero_cue_a_number_grouped_like_thousands() -> N
         assert PII().scrub(text)[0] == f"{words} <PHONE>", text
     text = "612 345 678 habitants, 2 147 483 647 bytes, 1.234.567 euros"  # no phone word: thousands
     assert PII().scrub(text)[0] == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "See EP 0 123 456 B1 and EP 0 987 654 A2 for prior art.",  # the EPO's prefix
+        "The patents EP 0 845 123 and US 5,123,456 were cited.",
+        "Patent US 7,123,456 B2, WO 2004/012345 and DE 10 2004 012 345 A1.",
+        "FR 0 612 345 B1 was granted.",  # an office's two letters and a kind code after
+        "Upgrade to version 0.10.20240115 now.",  # a version whose first part is 0
+        "Release 0.2024.01.15 is tagged.",
+        "We use pandas 0.25.3, plus foo 0.1.2345678.",
+        "Package libfoo_0.9.1234567-1_amd64.deb installed.",
+        "UPC 036000291452 on the can.",  # GS1-valid barcodes, no phone word before them
+        "UPC-A 012345678905 and 042100005264.",
+        "The can shows 036000291452.",
+        "Barcode 0012345678905 scanned.",  # 00...: a barcode after its name
+        "Witty, vibrant, and intelligent. 065228365867",  # `tel` inside a word is no phone word
+    ],
+)
+def test_patents_versions_and_barcodes_are_no_phone_numbers(text: str) -> None:
+    """An adversarial pass (B6): libphonenumber calls each of these a valid number in some region."""
+    assert PII().scrub(text) == (text, [])
+
+
+@pytest.mark.parametrize(
+    ("phone", "twin"),
+    [
+        # a phone word: the GS1 check digit holds one time in 10
+        ("Call 036000291452 now.", "Cans 036000291452 now."),
+        ("Tel: 0012345678905", "EAN: 0012345678905"),
+        # 00 and a valid number is one dialled abroad (+1 617-555-0134); after a barcode's name not
+        ("Office 0016175550134 today.", "GTIN 0016175550134 today."),
+        # a US state's letters: no kind code after
+        ("Wilmington, DE 302-555-0134 is the office.", "Patent DE 0 302 555 A1 is the office."),
+        ("FR 01 42 68 53 07", "EP 01 42 68 53 07"),
+        # dotted, but not a lone 0 before the first dot
+        ("Appelez le 06.12.34.56.78 svp.", "Version 0.6.12345678 svp."),
+    ],
+)
+def test_a_phone_and_its_twin_of_another_shape(phone: str, twin: str) -> None:
+    """The cue decides: each phone stays one, its twin (the same digits as a barcode, patent or
+    version) is left."""
+    assert [k for *_, k in PII().find(phone)] == ["phone"], phone
+    assert PII().scrub(twin) == (twin, []), twin

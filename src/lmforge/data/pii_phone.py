@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 
 import phonenumbers
+from stdnum import ean as stdnum_ean
 
 Span = tuple[int, int, str]  # (start, end, kind), end exclusive
 
@@ -46,6 +47,25 @@ THOUSANDS = re.compile(r"[1-9]\d{0,2}([ .,])\d{3}(?:\1\d{3})*|(?:1[89]|20)\d\d-\
 ISBN_BEFORE = re.compile(r"(?:ISBN(?:-1[03])?|e?ISSN):?\s?\Z")  # and serials' ISSN 0317-8471
 # A US ZIP+4 code after a state's abbreviation ("Springfield, IL 62704-1234") is not a phone number.
 ZIP_BEFORE = re.compile(r"(?:\b[A-Z]{2}|\b(?i:zip(?: code)?):?),? \Z")
+# A patent's number (EP 0 123 456 B1, EP 0 845 123): after the EPO's or WIPO's prefix, or after
+# any office's two letters when a kind code follows (DE ... A1); a US state's two letters alone
+# stay a place (`Wilmington, DE 302-555-0134`), and US numbers start with no 0.
+PATENT_BEFORE = re.compile(r"\b(?:EP|WO)\s?\Z")
+OFFICE_BEFORE = re.compile(r"\b[A-Z]{2}\s?\Z")
+KIND_CODE_AFTER = re.compile(r"\s?[A-Z][1-9]\b")
+# A version whose first part is 0 (0.10.20240115, 0.2024.01.15, libfoo_0.9.1234567-1): no phone is
+# written with a lone 0 before a dot (dotted phones start `01.`, `02.`; `1.800.555.0134` is no 0).
+ZERO_VERSION = re.compile(r"0(?:\.\d+){2,}(?:-\d+)?")
+# A UPC-A or EAN-13 barcode of North America's GS1 prefixes (036000291452, 0012345678905): 12 or 13
+# digits starting with 0, no separator, whose GS1 check digit holds; a phone is kept where a phone
+# word, a "+" or a "(" is before it. Not other prefixes: 12-13 digits starting 1-9 are as often a
+# number with its country code and no "+" (447911123456, 4917612345678), one in 10 GS1-valid.
+BARCODE = re.compile(r"0\d{11,12}")
+# 13 digits starting 00 are also a number dialled abroad (0016175550134 is +1 617-555-0134): a
+# barcode only where that reading is no valid number, or after a barcode's name.
+BARCODE_BEFORE = re.compile(
+    r"(?i)\b(?:upc(?:-a)?|ean(?:-13)?|gtin(?:-1[234])?|bar ?code|code-barres)\W{0,3}\Z"
+)
 # Part of a longer number or name: after "12.", "-" or "/", before ".5", ",00" or ".xhp"
 # (decimals, negatives, prices, file names).
 IN_NUMBER_BEFORE = re.compile(r"(?:\d[ .,:]|[-/\u2212])\Z")
@@ -59,6 +79,8 @@ PHONE_WORDS = (
 )
 PHONE_CUE = re.compile(rf"(?i)(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\W{{0,6}}\Z")
 PHONE_CUE_WORD = re.compile(rf"(?i){PHONE_WORDS}")  # one anywhere near: the matcher runs
+# PHONE_CUE from a word's start: `tel 0176...`, not `intelligent. 0176...` (barcode() asks this)
+PHONE_WORD_CUE = re.compile(rf"(?i)\b(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\W{{0,6}}\Z")
 # An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
 # phone number (ID 4155550134, order #4155550134), nor a field's value (a log's `rx=397236329`,
 # a query's `?n=4155550134`), unless a phone word comes first or the field is a telephony one
@@ -81,6 +103,34 @@ def other_number(text: str, start: int) -> bool:
     return field is not None and field.group(1).lower() not in TELEPHONY_KEYS
 
 
+def barcode(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is a GS1-valid UPC-A or EAN-13 (BARCODE) with no phone word before it
+    and no `+` or `(` right before it. The phone word must start a word (PHONE_WORD_CUE): in a
+    review's `intelligent. 065228365867` (`tel`) the barcode stays one."""
+    number = text[start:end]
+    if not BARCODE.fullmatch(number) or not stdnum_ean.is_valid(number):
+        return False
+    if PHONE_WORD_CUE.search(text, max(0, start - 24), start) or PHONE_LEAD.search(
+        text, max(0, start - 2), start
+    ):
+        return False
+    if number.startswith("00") and not BARCODE_BEFORE.search(text, max(0, start - 12), start):
+        try:  # 00, the international prefix: a valid number dialled abroad is read as one
+            return not phonenumbers.is_valid_number(phonenumbers.parse("+" + number[2:]))
+        except phonenumbers.NumberParseException:
+            return True
+    return True
+
+
+def patent(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is a patent's number (PATENT_BEFORE, OFFICE_BEFORE, KIND_CODE_AFTER)."""
+    if PATENT_BEFORE.search(text, max(0, start - 4), start):
+        return True
+    return bool(OFFICE_BEFORE.search(text, max(0, start - 4), start)) and bool(
+        KIND_CODE_AFTER.match(text, end, end + 4)
+    )
+
+
 def e164_digits(number: phonenumbers.PhoneNumber) -> int:
     """The digits of a number in E.164 form: country code, then the national number."""
     leading = "0" * (number.number_of_leading_zeros or 0) if number.italian_leading_zero else ""
@@ -101,6 +151,10 @@ def phone_ok(text: str, start: int, end: int) -> bool:
     if NOT_PHONE.fullmatch(number) or in_number(text, start + (number[0] == "+"), end):
         return False  # ("+" starts a new number even right after another)
     if THOUSANDS.fullmatch(number) and not cue:
+        return False
+    if not cue and number[0] not in "+(" and (ZERO_VERSION.fullmatch(number) or patent(text, start, end)):
+        return False
+    if barcode(text, start, end):
         return False
     marked = number[0] in "+(0"  # an international, trunk or area-code prefix says "phone"
     if not cue and not marked and other_number(text, start):
