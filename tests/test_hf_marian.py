@@ -351,3 +351,40 @@ def test_early_stopping_comes_from_the_generation_config(
         lmforge.load(tmp_path / "never")
     with pytest.raises(LmforgeError, match=r"early_stopping='yes': must be True, False, \"never\" or None"):
         translator(texts[:1], num_beams=4, early_stopping="yes")
+
+
+def test_an_exported_seq2seq_with_its_own_tokenizer_ends_a_source_with_eos(tmp_path: Path) -> None:
+    """lmforge reads a source as its ids and EOS (Marian's tokenizer writes one); an exported
+    Marian-shaped model trained with lmforge's own tokenizer wrote a tokenizer.json without it, so
+    transformers' `tok(text)` fed the model other ids than lmforge did."""
+    import transformers
+
+    from lmforge.config import ModelConfig
+    from lmforge.data.pair_loader import encode_sources
+    from lmforge.formats.directory import load_model, write_model_dir
+    from lmforge.formats.hf_export import export_hf
+    from lmforge.tokenization.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train_char(["the house is small", "la maison est petite"])
+    shape = {
+        "pos": "sinusoidal",
+        "post_norm": True,
+        "final_norm": False,
+        "mlp": "silu",
+        "tie_embeddings": True,
+    }
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=tokenizer.vocab_size,
+                         arch="seq2seq", bias=True, norm_eps=1e-5, logits_bias=True, **shape)  # fmt: skip
+    torch.manual_seed(0)
+    model = Seq2Seq(config, tokenizer.pad_id or 0)
+    write_model_dir(tmp_path / "own", config, model.state_dict(), tokenizer)
+    export_hf(tmp_path / "own", tmp_path / "hf")
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "the house"
+    ids = hf_tokenizer(text).input_ids
+    ours = encode_sources([tokenizer.encode(text)], tokenizer.eos_id, model.pad_id)[0].tolist()  # padded
+    assert ids == ours[: len(ids)] == [*tokenizer.encode(text), tokenizer.eos_id]
+    assert set(ours[len(ids) :]) <= {model.pad_id}
+    assert hf_tokenizer.decode(hf_tokenizer(text).input_ids, skip_special_tokens=True) == text
+    back, back_tokenizer = load_model(tmp_path / "hf")  # lmforge reads its export's source as before
+    assert back_tokenizer.encode(text) == tokenizer.encode(text)

@@ -128,7 +128,7 @@ def _write_seq2seq_files(
     if isinstance(tokenizer, MarianTokenizer):
         tokenizer.save_dir(out)
     else:
-        tokenizer.save(out / "tokenizer.json")
+        (out / "tokenizer.json").write_text(_with_source_eos(tokenizer), encoding="utf-8")
         (out / "tokenizer_config.json").write_text(
             json.dumps(_tokenizer_config(tokenizer, model.config), indent=2) + "\n"
         )
@@ -144,6 +144,23 @@ def _write_seq2seq_files(
     if model.no_repeat_ngram_size:
         generation["no_repeat_ngram_size"] = model.no_repeat_ngram_size
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _with_source_eos(tokenizer: Tokenizer) -> str:
+    """tokenizer.json whose post-processor ends each text with EOS, as lmforge's encoder reads a
+    source (`encode_sources`) and Marian's tokenizer writes one: without it, transformers' `tok(text)`
+    fed an exported model other ids than lmforge (until 2026-12-07). lmforge's own encoding adds no
+    special tokens, so it reads the file as before."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import processors
+
+    hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+    eos = hf.id_to_token(tokenizer.eos_id)
+    ends = processors.TemplateProcessing(
+        single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.eos_id)]
+    )
+    hf.post_processor = ends if hf.post_processor is None else processors.Sequence([hf.post_processor, ends])
+    return hf.to_str(pretty=True)
 
 
 def _special_ids(tokenizer: Tokenizer, raw: dict[str, Any]) -> dict[str, int | None]:
