@@ -155,6 +155,8 @@ def _with_source_eos(tokenizer: Tokenizer) -> str:
     from tokenizers import processors
 
     hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+    if tokenizer.eos_id is None:  # no EOS to end a source with (lmforge's translation refuses it)
+        return hf.to_str(pretty=True)
     eos = hf.id_to_token(tokenizer.eos_id)
     ends = processors.TemplateProcessing(
         single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.eos_id)]
