@@ -6,11 +6,13 @@ the suite builds once (test_robustness.shared)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 Step = Callable[[Path, Path], None]  # (the case's folder, the shared folder)
 
@@ -88,6 +90,28 @@ def swap_two_tokens(name: str) -> Step:
         a, b = sorted(vocab, key=vocab.get)[-2:]
         vocab[a], vocab[b] = vocab[b], vocab[a]
         path.write_text(json.dumps(data))
+
+    return step
+
+
+def edit_json(name: str, edit: Callable[[Any], Any]) -> Step:
+    def step(t: Path, s: Path) -> None:
+        path = t / name
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+    return step
+
+
+def rehash(checkpoint: str) -> Step:
+    """Make a checkpoint's manifest.json agree with its files again, as a hand 'repair' would."""
+
+    def step(t: Path, s: Path) -> None:
+        folder = t / checkpoint
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for name in manifest["files"]:
+            data = (folder / name).read_bytes()
+            manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
 
     return step
 
@@ -316,6 +340,11 @@ CASES = [
     Case("resume-and-overwrite", "train --resume {t}/run --overwrite", r"--resume {t}/run and --overwrite exclude each other", (copy("run"),)),
     Case("resume-all-damaged", "train --resume {t}/run", r"{t}/run/checkpoints: no usable checkpoint.*step_00000004: model\.safetensors has 100 bytes.*step_00000002", (copy("run"), cut("run/checkpoints/*/model.safetensors", 100))),
     Case("resume-no-checkpoints", "train --resume {t}/run", r"{t}/run/checkpoints: no checkpoint to resume from", (copy("run"), remove("run/checkpoints"))),
+    Case("train-overwrite-file-in-checkpoint", f"train --out {{t}}/run --overwrite {DATA}", r"{t}/run/checkpoints/step_00000002: holds files train did not write \(NOTES\.md\); --overwrite would delete them", (copy("run"), write("run/checkpoints/step_00000002/NOTES.md", "mine"))),
+    Case("train-overwrite-file-in-checkpoint-and-model", f"train --out {{t}}/run --overwrite {DATA}", r"{t}/run/model: holds files train did not write \(README\.md\)", (copy("run"), write("run/checkpoints/step_00000004/README.md", "card"), write("run/model/README.md", "card"))),
+    Case("resume-loader-cursor-text", "train --resume {t}/run --train.max_steps=6", r"{t}/run/checkpoints/step_00000004/trainer\.json: loader\.cursor is 'abc', not a whole number", (copy("run"), edit_json("run/checkpoints/step_00000004/trainer.json", lambda d: {**d, "loader": {**d["loader"], "cursor": "abc"}}), rehash("run/checkpoints/step_00000004"))),
+    Case("resume-old-checkpoint-bad-scheduler", "train --resume {t}/run --train.max_steps=6", r"{t}/run/checkpoints/step_00000004/optimizer\.json: has no 'scheduler' object", (copy("run"), remove("run/checkpoints/step_00000004/manifest.json"), remove("run/checkpoints/step_00000002/manifest.json"), write("run/checkpoints/step_00000004/optimizer.json", '{"x": 1}'))),
+    Case("resume-manifest-names-outside", "train --resume {t}/run", r"{t}/run/checkpoints: no usable checkpoint to resume from \(step_00000004: manifest\.json: names '/etc/hostname', which is not a file inside the checkpoint \(refused unopened\); step_00000002: manifest\.json: names '\.\./\.\./config\.toml'", (copy("run"), edit_json("run/checkpoints/step_00000004/manifest.json", lambda m: {**m, "files": {"/etc/hostname": {"size": 1, "sha256": "0" * 64}}}), edit_json("run/checkpoints/step_00000002/manifest.json", lambda m: {**m, "files": {"../../config.toml": {"size": 1, "sha256": "0" * 64}}}))),
     Case("resume-damaged-config", "train --resume {t}/run", r"{t}/run/config\.toml: invalid TOML", (copy("run"), write("run/config.toml", "garbage\n"))),
     Case("resume-damaged-metrics", "train --resume {t}/run --train.max_steps=6", r"{t}/run/metrics\.jsonl:1: not a JSON object", (copy("run"), lambda t, s: (t / "run/metrics.jsonl").write_text("garbage\n" + (s / "run/metrics.jsonl").read_text()))),
     # --- generate

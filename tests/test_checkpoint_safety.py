@@ -208,7 +208,8 @@ def test_cuda_rng_is_saved_and_restored(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": cuda_state)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(state))
-    final = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, _write_model, {}, keep=1)
+    loader = {"loader": {"seed": 0, "epoch": 0, "cursor": 0}}  # what restoring reads besides the RNG
+    final = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, _write_model, loader, keep=1)
     assert torch.equal(load_file(str(final / "rng.safetensors"))["torch_cuda"], cuda_state)
     ckpt.restore_rng(final, ckpt.read_trainer_state(final))
     assert len(restored) == 1 and torch.equal(restored[0], cuda_state)

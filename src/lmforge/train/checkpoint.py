@@ -31,6 +31,8 @@ from lmforge.formats.directory import write_safetensors
 from lmforge.outputs import DISK_ERRORS
 from lmforge.processes import own_status
 from lmforge.tokenization.marian import load_translation_tokenizer
+from lmforge.train.checkpoint_checks import check_rng, check_trainer_state, manifest_entry_problem
+from lmforge.train.own_files import prune_checkpoint
 
 PREFIX = "step_"
 MANIFEST = "manifest.json"
@@ -48,6 +50,7 @@ def save_checkpoint(
     keep: int,
     main: bool = True,
     barrier: Callable[[], None] = lambda: None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> Path:
     """Write a checkpoint for `step` under root atomically; keep the newest `keep` of them.
 
@@ -55,7 +58,8 @@ def save_checkpoint(
     rank touches the file system beyond what `write` does. Once the checkpoint is in place, a
     previous run that `train --overwrite` moved aside in root's parent is deleted. A write that
     fails (a full disk) removes the partial folder, freeing its space; the one before stays whole,
-    and a disk's refusal is a CannotWrite naming the file."""
+    and a disk's refusal is a CannotWrite naming the file. An old checkpoint holding a file train did
+    not write keeps its folder with that file (own_files.prune_checkpoint), said through `say`."""
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
     try:
@@ -85,7 +89,7 @@ def save_checkpoint(
     if main:
         _fsync_dir(root)
         for old in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            prune_checkpoint(old, say)
         drop_replaced(root.parent)
     barrier()
     return final
@@ -171,19 +175,24 @@ def write_manifest(directory: Path) -> None:
 
 
 def manifest_problem(checkpoint: Path) -> str:
-    """Why checkpoint's manifest.json does not verify ("" when it does): sizes first (cheap),
-    then checksums."""
+    """Why checkpoint's manifest.json does not verify ("" when it does): its entries' form first
+    (a name outside the checkpoint is refused before anything is opened), sizes (cheap), then
+    checksums."""
     try:
         files = json.loads((checkpoint / MANIFEST).read_text())["files"]
-        entries = [(checkpoint / name, int(e["size"]), str(e["sha256"])) for name, e in files.items()]
+        entries = [(name, e["size"], e["sha256"]) for name, e in files.items()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return f"{MANIFEST} is unreadable ({type(e).__name__})"
-    for path, size, _ in entries:
-        if not path.is_file():
-            return f"{path.name} is missing"
+    for name, size, digest in entries:
+        if problem := manifest_entry_problem(name, size, digest):
+            return f"{MANIFEST}: {problem}"
+    paths = [(checkpoint / name, size, digest) for name, size, digest in entries]
+    for path, size, _ in paths:
+        if path.is_symlink() or not path.is_file():
+            return f"{path.name} is missing" if not path.is_symlink() else f"{path.name} is a link"
         if path.stat().st_size != size:
             return f"{path.name} has {path.stat().st_size} bytes, the manifest says {size}"
-    for path, _, digest in entries:
+    for path, _, digest in paths:
         if _hash_and_sync(path, sync=False)[1] != digest:
             return f"{path.name} does not match its sha256 in the manifest"
     return ""
@@ -195,6 +204,11 @@ def structure_problem(checkpoint: Path) -> str:
     for name in ("trainer.json", "rng.safetensors"):
         if not (checkpoint / name).is_file():
             return f"{name} is missing"
+    try:
+        read_trainer_state(checkpoint)
+    except LmforgeError as e:
+        file = checkpoint / "trainer.json"
+        return f"trainer.json is damaged ({str(e).removeprefix(f'{file}: ')})"
     for path in sorted(checkpoint.iterdir()):
         try:
             if path.suffix == ".json":
@@ -261,20 +275,27 @@ def weight_names(checkpoint: Path) -> list[str]:
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     file = checkpoint / "trainer.json"
     try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        return check_trainer_state(file, json.loads(file.read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LmforgeError(f"{file}: unreadable trainer state: {e}") from None
 
 
 def restore_rng(checkpoint: Path, state: dict[str, Any]) -> None:
     """Torch CPU, CUDA (when saved and available) and Python RNG states; checkpoints from before
     CUDA states were saved have none, and a CPU-only resume ignores a saved one."""
-    tensors = load_file(str(checkpoint / "rng.safetensors"))
+    file = checkpoint / "rng.safetensors"
+    tensors = load_file(str(file))
+    check_rng(file, tensors)
     torch.set_rng_state(tensors["torch_cpu"])
     if "torch_cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["torch_cuda"])  # the current device (this rank's)
     version, internal, gauss = state["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
+    try:
+        random.setstate((version, tuple(internal), gauss))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise LmforgeError(
+            f"{checkpoint / 'trainer.json'}: python_rng is not a Python random state ({e})"
+        ) from None
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:

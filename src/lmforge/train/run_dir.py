@@ -20,10 +20,9 @@ from lmforge.data.pairs import PAIRS_VAL_FRACTION
 from lmforge.data.shards import adopt_prepared_settings, earlier_prep_output, is_prepared
 from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.folder_lock import FolderLock
-from lmforge.formats.directory import WEIGHTS
-from lmforge.formats.peft import LORA_FILE
 from lmforge.outputs import describe_foreign, link_target, written_by
 from lmforge.train import checkpoint as ckpt
+from lmforge.train.own_files import CHECKPOINT_FILES, MODEL_DIR_FILES, foreign_names, is_own
 from lmforge.train.resume import check_resume_target, resume_run
 from lmforge.train.run_inputs import check_lora_targets, found, make_inputs_absolute
 
@@ -288,14 +287,12 @@ def check_inputs(cfg: Config, replaced: list[Path]) -> None:
 
 def check_own_files(run_dir: Path, present: list[str]) -> None:
     """Refuse --overwrite when a folder of the old run holds a file that train did not write (a
-    README.md put into model/, a step_40.bak in checkpoints/): moved aside with the run, it would
-    be deleted at the new run's first checkpoint."""
-    checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints")
-    # every checkpoint is a model directory written as model/ and best/ are (run_outputs.write_model_dir)
-    model_files = {WEIGHTS, LORA_FILE} | {p.name for step in checkpoints for p in step.iterdir()}
+    README.md put into model/ or into a checkpoint, a step_40.bak in checkpoints/): moved aside with
+    the run, it would be deleted at the new run's first checkpoint. Each folder is judged against
+    the files its writer makes (own_files.py), not against what other folders hold."""
     ours: dict[str, Callable[[Path], bool]] = {
-        "model": lambda p: p.name in model_files,
-        "best": lambda p: p.name in model_files,
+        "model": lambda p: is_own(p, MODEL_DIR_FILES),
+        "best": lambda p: is_own(p, MODEL_DIR_FILES),
         "tb": lambda p: p.is_file() and p.name.startswith("events.out.tfevents."),
         "checkpoints": lambda p: (
             p.is_dir() and bool(ckpt.STEP_NAME.fullmatch(p.name) or p.name.startswith(f".tmp-{ckpt.PREFIX}"))
@@ -315,6 +312,15 @@ def check_own_files(run_dir: Path, present: list[str]) -> None:
             raise LmforgeError(
                 f"{folder}: {why}; --overwrite would delete them with the old run: move them out,"
                 " or choose another --out"
+            )
+    for step in ckpt.list_checkpoints(run_dir / "checkpoints") if "checkpoints" in present else []:
+        if step.is_symlink():
+            continue  # moved aside and deleted as a link
+        foreign = foreign_names(step, CHECKPOINT_FILES)
+        if foreign:
+            raise LmforgeError(
+                f"{step}: {describe_foreign(foreign, 'train')}; --overwrite would delete them with the"
+                " old run: move them out, or choose another --out"
             )
 
 

@@ -143,6 +143,7 @@ def save_checkpoint(run: Run) -> None:
         keep=run.cfg.train.keep_checkpoints,
         main=run.main,
         barrier=run.engine.barrier,
+        say=run.say,
     )
 
 

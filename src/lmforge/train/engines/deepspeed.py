@@ -175,7 +175,7 @@ class DeepSpeedEngine(Engine):
         import deepspeed
         from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
 
-        weights, moments, step = state.read_state(directory)
+        weights, moments, step = state.read_state(directory, self.ds.module)
         aliases = state.alias_map(self.ds.module)
         keep = saved_names(self.ds.module, self.plan)  # LoRA: the frozen base stays as built
         missing = [

@@ -78,7 +78,7 @@ class LocalEngine(Engine):
             state.write_state(directory, weights, moments, step, self.scheduler)
 
     def load(self, directory: Path) -> None:
-        weights, moments, step = state.read_state(directory)
+        weights, moments, step = state.read_state(directory, self.model)
         aliases = state.alias_map(self.model)
         full = {name: weights[first] for name, first in aliases.items() if first in weights}
         keep = saved_names(self.model, self.plan)  # LoRA: the frozen base stays as built

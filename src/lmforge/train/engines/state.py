@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import WEIGHTS, save_weights, write_safetensors
+from lmforge.train.checkpoint_checks import check_scheduler, check_shapes
 
 OPTIMIZER = "optimizer.safetensors"
 SCHEDULER = "optimizer.json"
@@ -42,25 +43,44 @@ def write_state(
     (directory / SCHEDULER).write_text(json.dumps({"scheduler": scheduler.state_dict()}) + "\n")
 
 
-def read_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], float]:
-    """(weights, moments by parameter name, step) as written by write_state."""
+def read_state(
+    directory: Path, model: torch.nn.Module | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]], float]:
+    """(weights, moments by parameter name, step) as written by write_state; with `model`, each
+    tensor's shape is checked against its parameter's (a one-line error naming the file and key)."""
     for name in (WEIGHTS, OPTIMIZER, SCHEDULER):
         if not (directory / name).is_file():
             raise LmforgeError(f"{directory}: checkpoint lacks {name}")
     weights = load_file(str(directory / WEIGHTS))
     flat = load_file(str(directory / OPTIMIZER))
-    step = float(flat.pop("step"))
+    step_tensor = flat.pop("step", None)
+    if step_tensor is None or step_tensor.numel() != 1:
+        raise LmforgeError(
+            f"{directory / OPTIMIZER}: has no scalar 'step' (AdamW's step count): the checkpoint is damaged"
+        )
+    step = float(step_tensor)
     moments: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in flat.items():
         name, _, moment = key.rpartition(".")
         moments.setdefault(name, {})[moment] = tensor
+    if model is not None:
+        shapes = {
+            name: tuple(getattr(p, "ds_shape", p.shape))  # ZeRO-3 partitions keep the full shape there
+            for name, p in model.named_parameters(remove_duplicate=False)
+        }
+        check_shapes(directory, weights, moments, shapes)
     return weights, moments, step
 
 
 def restore_scheduler(directory: Path, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
     """Load the scheduler and put its current LR into the optimizer's groups (load_state_dict alone
     leaves the optimizer at the LR it was built with)."""
-    state: dict[str, Any] = json.loads((directory / SCHEDULER).read_text())["scheduler"]
+    file = directory / SCHEDULER
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LmforgeError(f"{file}: unreadable LR schedule state: {e}") from None
+    state: dict[str, Any] = check_scheduler(file, raw, len(scheduler.optimizer.param_groups))
     scheduler.load_state_dict(state)
     for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
         group["lr"] = lr
