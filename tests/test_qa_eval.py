@@ -119,3 +119,26 @@ def test_a_v2_question_without_gold_answers_is_unanswerable_and_scored(tmp_path:
     data = write(tmp_path / "v2.json", "v2.0", question("a", "What colour is the sky?", None))
     scores = eval_qa(data=data, baseline="sliding-window")
     assert (scores["total"], scores["NoAns_total"], scores["exact"]) == (1, 1, 0.0)
+
+
+def test_files_the_official_scripts_score_are_scored(tmp_path: Path) -> None:
+    """Answers without an integer answer_start (scoring reads only the texts) and HF's version
+    names ("squad_v2") were refused: 'needs answer_start (int)', 'unknown version' naming no file."""
+    unlocated = [{"text": "Fenwick"}, {"text": "Fenwick", "answer_start": "14"}]
+    data = write(
+        tmp_path / "hf.json",
+        "squad_v2",
+        {"id": "a", "question": "Where does Hugo live?", "answers": unlocated},
+        question("b", "What colour is the sky?", None),
+    )
+    scores = eval_qa(data=data, baseline="sliding-window")
+    assert (scores["version"], scores["total"], scores["HasAns_total"], scores["NoAns_total"]) == (
+        "v2.0",
+        2,
+        1,
+        1,
+    )
+    named = {"1.1": "1.1", "v1.1": "1.1", "SQuAD v2.0": "v2.0", "squad": "1.1", "3.0": "1.1"}
+    for version, read in named.items():  # a version naming neither: read as a file without one
+        data = write(tmp_path / "v.json", version, {"id": "a", "question": "Where?", "answers": unlocated})
+        assert eval_qa(data=data, baseline="sliding-window")["version"] == read, version

@@ -297,6 +297,26 @@ def test_qa_on_two_ranks_matches_local(
 
 # slow (make test-all): kill -9 and resume is `make test`'s for the language model and translation;
 # QA's loader (the classification loader's shuffle and position) resumes exactly in
+def test_is_impossible_must_be_a_boolean(tmp_path: Path) -> None:
+    """bool("false") is True: an answered question was trained as unanswerable, unsaid."""
+    qa = {"id": "q", "question": "Who?", "answers": [{"text": "Ada", "answer_start": 0}]}
+    path = tmp_path / "s.json"
+    for value, shown in (("false", 'a string "false"'), (0, "a number 0"), ([], "an array")):
+        paragraph = {"context": "Ada sells wine.", "qas": [{**qa, "is_impossible": value}]}
+        path.write_text(json.dumps({"version": "v2.0", "data": [{"paragraphs": [paragraph]}]}))
+        with pytest.raises(LmforgeError) as e:
+            read_squad(path)
+        where = f"{path}: data[0].paragraphs[0].qas[0] (id 'q')"
+        assert str(e.value) == f"{where}: 'is_impossible' must be true or false, not {shown}"
+        assert read_squad(path, keep_unanswered=True).examples[0].answers == [
+            ("Ada", 0)
+        ]  # eval reads no flag
+    for value, impossible in ((None, False), (True, True), (False, False)):
+        paragraph = {"context": "Ada sells wine.", "qas": [{**qa, "is_impossible": value}]}
+        path.write_text(json.dumps({"version": "v2.0", "data": [{"paragraphs": [paragraph]}]}))
+        assert read_squad(path).examples[0].impossible is impossible
+
+
 # tests/test_data.py::test_labelled_loader_resumes_from_its_state
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
@@ -322,3 +342,29 @@ def test_the_default_stride_is_derived_from_the_window_and_recorded(tmp_path: Pa
     # 0 is windows without overlap, as in transformers (it was taken for "not given")
     train(None, [*args, "--data.doc_stride=0"], out=tmp_path / "r3", quiet=True)
     assert load_config(tmp_path / "r3" / "config.toml").data.doc_stride == 0
+
+
+def test_a_max_len_above_the_context_is_said_and_errors_name_the_context(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """data.max_len=512 on a 64-token model trained 64-token windows unsaid, and the stride error
+    then named data.max_len=64 (never given) and advised a larger one."""
+    data = write_squad(tmp_path / "squad.json", paragraphs=10, bad=0)
+    args = [a for a in recipe(data, 1) if not a.startswith(("--data.doc_stride", "--data.max_len"))]
+    train(None, [*args, "--data.max_len=512"], out=tmp_path / "run")
+    said = capfd.readouterr()
+    assert "note: data.max_len=512 is above the model's context: windows of 64 tokens" in said.out + said.err
+    train(None, args, out=tmp_path / "quiet-default")  # the default 128, not chosen: nothing to say
+    said = capfd.readouterr()
+    assert "data.max_len" not in said.out + said.err
+    for given, window in (
+        (["--data.max_len=512"], "64 tokens \\(the model's context; data\\.max_len=512 is above it\\)"),
+        ([], "64 tokens \\(the model's context\\)"),  # the default 128, cut to 64
+        (["--data.max_len=40"], "data\\.max_len=40"),
+    ):
+        larger = "" if given != ["--data.max_len=40"] else "a larger data\\.max_len or "
+        wide = f"data\\.doc_stride=60 must be smaller than the \\d+ context tokens a window of {window} holds"
+        with pytest.raises(
+            LmforgeError, match=f"{wide} beside .*: give {larger}a smaller data\\.doc_stride$"
+        ):
+            train(None, [*args, *given, "--data.doc_stride=60"], out=tmp_path / "r", quiet=True)

@@ -70,24 +70,26 @@ class WindowMaker:
         name: str | None = None,
         stride_note: str = "",
         keys: tuple[str, str] = ("doc_stride", "max_seq_len"),
+        size: str | None = None,
     ) -> list[Window]:
         """name: how an error names the question (default "question N", N = example + 1);
         stride_note: said after doc_stride's value (where the caller derived it); keys: the
-        caller's names of doc_stride and max_seq_len (training's are data.doc_stride, data.max_len)."""
+        caller's names of doc_stride and max_seq_len (training's are data.doc_stride, data.max_len);
+        size: how an error names the window's size where it is no value of max_seq_len's key
+        (training's data.max_len cut to the model's context), and then advises no larger one."""
         stride_key, len_key = keys
         name = name or f"question {example + 1}"
+        larger = f"a larger {len_key} or " if size is None else ""
+        size = size or f"{len_key}={max_seq_len}"
         self.hf.no_truncation()  # the previous call's only_second truncation fails on a question alone
         question_tokens = len(self.hf.encode(question, add_special_tokens=False).ids)
         room = max_seq_len - question_tokens - self.specials  # context tokens per window
         if room <= 0:
-            raise LmforgeError(
-                f"{name} has {question_tokens} tokens: no room for the context in {len_key}={max_seq_len}"
-            )
+            raise LmforgeError(f"{name} has {question_tokens} tokens: no room for the context in {size}")
         if doc_stride >= room:
             raise LmforgeError(
                 f"{stride_key}={doc_stride}{stride_note} must be smaller than the {room} context tokens"
-                f" a window of {len_key}={max_seq_len} holds beside {name}: give a larger {len_key}"
-                f" or a smaller {stride_key}"
+                f" a window of {size} holds beside {name}: give {larger}a smaller {stride_key}"
             )
         self.hf.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
         first = self.hf.encode(question, context)

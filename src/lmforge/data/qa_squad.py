@@ -8,13 +8,17 @@
 whose `answer_start` does not point at its text in the context is skipped and counted, never
 moved or guessed; a question left with no answer (and not marked impossible) is skipped too. A
 question with an empty `answers` list and no `is_impossible` (HF's squad_v2 converted back) is
-unanswerable, as the official v2.0 script reads it, unless the file says it is version 1.x. A
-file that is not this shape is a one-line error naming the file and the key path.
+unanswerable, as the official v2.0 script reads it, unless the file says it is version 1.x
+(`squad_version`: "1.1", "v2.0", HF's "squad_v2"). `is_impossible` is true or false: any other
+value (the string "false") is a one-line error, not read as Python's bool() would. A file that is
+not this shape is a one-line error naming the file and the key path. Evaluation
+(`keep_unanswered`) reads what the official scripts read: an answer needs no `answer_start`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,27 @@ def load_squad_json(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+_VERSION = re.compile(r"(?:squad)?[\s_-]*v?([12])(?:\.\d+)*", re.IGNORECASE)
+
+
+def squad_version(version: Any) -> str | None:
+    """ "1.1" or "v2.0" for a SQuAD file's `version` ("1.1", "v2.0", 2.0, HF's "squad_v2", "SQuAD
+    v2.0"), None for a version that names neither (or none given)."""
+    match = _VERSION.fullmatch(str(version).strip()) if version is not None else None
+    return None if match is None else "1.1" if match[1] == "1" else "v2.0"
+
+
+def _impossible(qa: dict[str, Any], default: bool, where: str) -> bool:
+    """`is_impossible`: true or false (null: not given); a string "false" was read as true."""
+    value = qa.get("is_impossible")
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        shown = f" {json.dumps(value)[:40]}" if isinstance(value, str | int | float) else ""
+        raise LmforgeError(f"{where}: 'is_impossible' must be true or false, not {_json(value)}{shown}")
+    return value
+
+
 def _get(obj: Any, key: str, kind: type, where: str) -> Any:
     value = obj.get(key) if isinstance(obj, dict) else None
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
@@ -100,7 +125,7 @@ def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
     """The questions of a SQuAD file; `keep_unanswered` keeps those left without a usable answer
     (for evaluation, which scores the answers' texts and needs no answer_start)."""
     raw = load_squad_json(path)
-    v1 = str(raw.get("version", "")).lstrip("v").startswith("1")  # v1.1 has no unanswerable questions
+    v1 = squad_version(raw.get("version")) == "1.1"  # v1.1 has no unanswerable questions
     out = SquadFile([])
     paragraph_index = 0
     for a, article in enumerate(raw["data"]):
@@ -119,10 +144,15 @@ def read_squad(path: str | Path, keep_unanswered: bool = False) -> SquadFile:
                     raise LmforgeError(
                         f"{here}: 'answers' must be a list (an object per answer), not {_json(given)}"
                     )
-                impossible = bool(qa.get("is_impossible", not given and not v1))
+                # evaluation does not read it (the official v2.0 script goes by the answers)
+                default = not given and not v1
+                impossible = default if keep_unanswered else _impossible(qa, default, f"{here} (id {qid!r})")
                 answers, bad = [], 0
                 for n, answer in enumerate(given):
                     text = _get(answer, "text", str, f"{here}.answers[{n}]")
+                    start = answer.get("answer_start")
+                    if keep_unanswered and (not isinstance(start, int) or isinstance(start, bool)):
+                        continue  # evaluation scores the texts: an answer needs no answer_start
                     start = _get(answer, "answer_start", int, f"{here}.answers[{n}]")
                     if text and start >= 0 and context[start : start + len(text)] == text:
                         answers.append((text, start))

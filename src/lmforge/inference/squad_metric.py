@@ -16,8 +16,9 @@ gold answer. The two scripts differ in three small ways, and this module keeps e
 - v2.0 adds the HasAns_* and NoAns_* breakdown (a question "has an answer" when its
   "answers" list is non-empty). Both report percentages, as both scripts do.
 
-The version comes from the data set's "version" field ("1.1", "v2.0"); a file without one is
-read as v2.0 when any question has "is_impossible" or no answers, else as v1.1.
+The version comes from the data set's "version" field ("1.1", "v2.0", HF's "squad_v2"); a file
+without one, or with one that names neither (HF's "squad"), is read as v2.0 when any question has
+"is_impossible" or no answers, else as v1.1.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from lmforge.data.qa_squad import squad_version
 from lmforge.errors import LmforgeError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -85,12 +87,10 @@ def f1(prediction: str, golds: Sequence[str], *, version: str = "v2.0") -> float
 
 
 def _is_v2_version(version: str) -> bool:
-    v = str(version).lstrip("vV")
-    if v.startswith("2"):
-        return True
-    if v.startswith("1"):
-        return False
-    raise LmforgeError(f"SQuAD metric: unknown version {version!r} (expected 1.1 or v2.0)")
+    named = squad_version(version)
+    if named is None:
+        raise LmforgeError(f"SQuAD metric: unknown version {version!r} (expected 1.1 or v2.0)")
+    return named == "v2.0"
 
 
 def _questions(dataset_json: Any, source: str = "SQuAD data") -> list[dict[str, Any]]:
@@ -151,9 +151,11 @@ def check_dataset(dataset_json: Any, version: str, source: str = "SQuAD data") -
 
 
 def dataset_version(dataset_json: Any, source: str = "SQuAD data") -> str:
-    """ "v2.0" or "1.1": the file's "version" field, else v2.0 if any question may be unanswerable."""
-    if isinstance(dataset_json, dict) and "version" in dataset_json:
-        return "v2.0" if _is_v2_version(dataset_json["version"]) else "1.1"
+    """ "v2.0" or "1.1": the file's "version" field, else (none, or one that names neither, as HF's
+    "squad") v2.0 if any question may be unanswerable. The official scripts take any version."""
+    named = squad_version(dataset_json.get("version")) if isinstance(dataset_json, dict) else None
+    if named is not None:
+        return named
     v2 = any(qa.get("is_impossible") or not qa["answers"] for qa in _questions(dataset_json, source))
     return "v2.0" if v2 else "1.1"
 

@@ -19,6 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from lmforge.errors import LmforgeError
 from lmforge.server import sse
+from lmforge.server.answer_request import AnswerRequest
 from lmforge.server.auth import RequireKey
 from lmforge.server.batcher import Batcher, Decoder
 from lmforge.server.decoding import Job, Row, timed_out
@@ -32,7 +33,6 @@ from lmforge.server.models import ServedModel
 from lmforge.server.playground import install_playground
 from lmforge.server.prompt_logprobs import echo_logprobs, read_prompts
 from lmforge.server.schemas import (
-    AnswerRequest,
     ChatRequest,
     ClassificationRequest,
     CompletionRequest,

@@ -21,6 +21,7 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_fo
 
 FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 UNSUPPORTED = "is not supported by lmforge serve"  # schemas' refusals of OpenAI fields it lacks
+UNKNOWN = "is not a field of"  # refusals of unknown fields on lmforge's own routes (/v1/answers)
 TAGS = {"body", "str", "int", "float", "bool", "list", "dict", "none"}
 
 
@@ -70,6 +71,7 @@ def _validation(exc: RequestValidationError) -> ApiError:
         message = str(first.get("msg", "")).removeprefix("Value error, ")
         named = message.split(":", 1)[0]  # "max_tokens: 0 generates nothing ...": that field is the param
         code = "unsupported_parameter" if UNSUPPORTED in message else "invalid_value"
+        code = "unknown_parameter" if message.startswith(f"{named}: {UNKNOWN} ") else code
         field = all(FIELD.fullmatch(part) for part in named.split("."))  # stream_options.x too
         return ApiError(400, message, named if field else None, code)
     if not loc:  # the body itself: bytes that are not JSON, or JSON that is not an object

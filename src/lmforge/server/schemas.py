@@ -41,7 +41,6 @@ MAX_ROWS = 64
 MAX_STOPS = 4  # as OpenAI
 MAX_LOGPROBS = 5  # /v1/completions' logprobs, as OpenAI
 MAX_TOP_LOGPROBS = 20  # /v1/chat/completions' top_logprobs, as OpenAI
-MAX_CONTEXT_CHARS = 100_000  # a question-answering context: ~200 windows, seconds of work on a CPU
 
 
 class StreamOptions(Body):
@@ -322,28 +321,6 @@ class ClassificationRequest(Body):
         if isinstance(self.input, list):
             return [item.as_input() if isinstance(item, TextPair) else item for item in self.input]
         return self.input.as_input() if isinstance(self.input, TextPair) else self.input
-
-
-Context = Annotated[StrictStr, Field(max_length=MAX_CONTEXT_CHARS)]
-
-
-class AnswerRequest(Body):
-    """The question-answering pipeline's call: one question and context, or lists (one context
-    for every question, or one per question)."""
-
-    model: StrictStr
-    question: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=256)]
-    context: Context | Annotated[list[Context], Field(min_length=1, max_length=256)]
-    top_k: Annotated[StrictInt, Field(ge=1, le=100)] | None = None
-    max_answer_len: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
-    handle_impossible_answer: StrictBool | None = None
-    max_seq_len: StrictInt | None = None
-    doc_stride: StrictInt | None = None
-
-    def options(self) -> dict[str, Any]:
-        """The pipeline options given (the others keep the pipeline's defaults)."""
-        names = ("top_k", "max_answer_len", "handle_impossible_answer", "max_seq_len", "doc_stride")
-        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one /v1/embeddings request

@@ -4,9 +4,10 @@ is a 400 `unsupported_parameter` naming the field, not a 200 that silently ignor
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
-from lmforge.server.errors import UNSUPPORTED
+from lmforge.server.errors import UNKNOWN, UNSUPPORTED
 
 # Fields of OpenAI's API (and vLLM's sampling extensions) that change a reply, which lmforge does
 # not implement, and the values that leave it as lmforge gives it (None: not given).
@@ -62,3 +63,13 @@ def refuse(data: dict[str, Any], off: dict[str, tuple[Any, ...]]) -> None:
             allowed = ", ".join(repr(o) for o in values if o is not None)
             only = f"only {allowed}, or leave it out" if allowed else "leave it out"
             raise ValueError(f"{name}: {value!r:.80} {UNSUPPORTED} ({only})")
+
+
+def refuse_unknown(data: dict[str, Any], fields: list[str], route: str) -> None:
+    """A ValueError (the 400 `unknown_parameter`) for the first field of `data` not in `fields`: on
+    lmforge's own routes, whose clients send only their fields, a misspelt option is a mistake."""
+    for name in data:
+        if name not in fields:
+            near = difflib.get_close_matches(name, fields, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(f"{name}: {UNKNOWN} {route} ({hint}it takes {', '.join(fields)})")

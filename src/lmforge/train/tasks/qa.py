@@ -109,7 +109,15 @@ class QATask(Task):
         if self.head is None:  # a QA model's own head goes on training; an encoder gets a new one
             lora.require_trained(cfg.lora, "qa_outputs", "the answer-span head (qa_outputs)")
         self.cfg, self.micro = cfg, setup.micro
-        self.max_len = min(d.max_len, cfg.model.block_size)
+        context = cfg.model.block_size
+        self.max_len = min(d.max_len, context)
+        # errors name the window by the context where max_len was cut to it: not by a max_len never given
+        self.size = f"{context} tokens (the model's context)" if d.max_len > context else None
+        if d.max_len > context and cfg.is_set("data.max_len"):  # it was cut to 64 unsaid
+            self.size = f"{context} tokens (the model's context; data.max_len={d.max_len} is above it)"
+            setup.say(
+                f"note: data.max_len={d.max_len} is above the model's context: windows of {context} tokens"
+            )
         derived = d.doc_stride < 0  # not given (-1)
         self.stride_note = f" (not given: min(data.max_len // 2, 128) of {self.max_len})" if derived else ""
         if derived:  # settled: config.toml records it
@@ -128,7 +136,7 @@ class QATask(Task):
             name = f"{d.input}: question {e.id!r}"  # an error names the file and the question's id
             keys = ("data.doc_stride", "data.max_len")
             windows = self.maker.windows(
-                n, e.question, e.context, self.max_len, d.doc_stride, name, self.stride_note, keys
+                n, e.question, e.context, self.max_len, d.doc_stride, name, self.stride_note, keys, self.size
             )
             for w in windows:
                 text, start = e.answers[0] if e.answers and not e.impossible else ("", 0)
