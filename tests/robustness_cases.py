@@ -133,6 +133,11 @@ def hf_bert(name: str, **tokenizer_config: object) -> Step:
     return step
 
 
+def fixture(name: str, to: str) -> Step:
+    """A copy of tests/fixtures/`name` (tokenizer.json and tokenizer_config.json among its files)."""
+    return lambda t, s: shutil.copytree(Path(__file__).parent / "fixtures" / name, t / to)
+
+
 PAIRS = "".join(json.dumps({"en": f"hello number {i}", "fr": f"bonjour numero {i}", "doc": f"d{i % 7}"}) + "\n"
                 for i in range(60))  # fmt: skip
 BARE_ZIP = b"PK\x05\x06" + bytes(18)  # an empty zip: no META-INF/container.xml for an EPUB
@@ -456,6 +461,7 @@ CASES = [
     Case("embed-max-length", "embed {s}/gpt hello --max-length 1", r"max_length=1: must be an integer >= 2"),
     Case("embed-max-length-past-context", "embed {t}/bert hello --max-length 65", r"max_length=65: longer than the model's context of 64 tokens$", (hf_bert("bert"),)),
     Case("embed-lower-case-not-bool", "embed {t}/bert hello", r"{t}/bert/sentence_bert_config\.json: 'do_lower_case' must be true or false, not 'yes'$", (hf_bert("bert"), write("bert/sentence_bert_config.json", '{"do_lower_case": "yes"}'))),
+    Case("import-roberta-json-prefix-space", "import {t}/r --out {t}/o", r"{t}/r/tokenizer_config\.json: 'add_prefix_space' must be true or false, not 'yes'$", (fixture("roberta-qa", "r"), set_json("r/tokenizer_config.json", add_prefix_space="yes"))),
     Case("import-bert-strip-accents", "import {t}/bert --out {t}/o", r"{t}/bert/tokenizer_config\.json: 'strip_accents' must be true, false or null, not 'yes'$", (hf_bert("bert", strip_accents="yes"),)),
     Case("embed-file-missing", "embed {s}/gpt --file {t}/none.txt", r"{t}/none\.txt: no such file"),
     # --- translate

@@ -19,6 +19,7 @@ from lmforge.formats.hf_decoder_heads import score_state_to_hf
 from lmforge.formats.hf_files import earlier_output
 from lmforge.formats.hf_heads import classifier_state_to_hf
 from lmforge.formats.hf_qa import span_state_to_hf
+from lmforge.formats.hf_tokenizer_options import prefix_space
 from lmforge.formats.hf_tokenizers import tokenizer_sides
 from lmforge.model.classifier import Classifier
 from lmforge.model.encoder import Encoder
@@ -194,6 +195,8 @@ def _tokenizer_config(
         # DistilBERT's forward refuses (`model(**tokenizer(text))` was a TypeError)
     else:  # and transformers 5's none: a BERT cross-encoder read a pair's second text as type 0
         out["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    if prefix_space(tokenizer.hf):  # transformers 5 builds Qwen2's tokenizer from this over tokenizer.json
+        out["add_prefix_space"] = True
     out.update({k: tokenizer.hf.id_to_token(i) for k, i in names.items() if i is not None})
     out.update({k: v for k, v in tokenizer.encoder_specials().items() if k not in out})
     # BERT's names, else RoBERTa's: transformers' QA pipeline keeps cls_token answerable (the null answer)

@@ -320,11 +320,14 @@ def _import_folder(
         QA_TYPE if isinstance(model, SpanModel) else ENCODER_TYPE if isinstance(model, Encoder) else None
     )
     extra = model.decoding_extra() if isinstance(model, Seq2Seq) else None
+    ids = {} if isinstance(model, Seq2Seq) else source_special_ids(Path(hf_dir), tokenizer)
+    bos = ids.get("bos_token_id")
     if isinstance(model, GPT):  # its own BOS and padding (a chat template's bos_token), kept for export
-        extra = source_special_ids(Path(hf_dir), tokenizer)
+        extra = ids
+    elif isinstance(model, Encoder | SpanModel) and bos is not None:
+        extra = {"bos_token_id": bos}  # RoBERTa's <s> (until 2026-12-07 the export named its EOS, </s>)
     with staged_folder(out, inputs=inputs, owner=owner, overwrite=None, verb="import", mark=True) as tmp:
         if isinstance(model, Classifier):  # an HF ...ForSequenceClassification (formats/hf_heads.py)
-            bos = None if model.encoder else source_special_ids(Path(hf_dir), tokenizer).get("bos_token_id")
             save_classifier(model, tmp, tokenizer, bos)
         else:
             write_model_dir(tmp, model.config, model.state_dict(), tokenizer, model_type, extra)

@@ -6,7 +6,8 @@ config.json, else the token tokenizer_config.json names, as transformers reads i
 padding_side and truncation_side (transformers' batching choices: a decoder's "left") go
 through import and export unchanged. The vocabulary files are built with tokenizer_config.json's
 options as transformers' tokenizer classes take them (BERT's do_lower_case, strip_accents,
-tokenize_chinese_chars; add_prefix_space, RoBERTa's trim_offsets).
+tokenize_chinese_chars; add_prefix_space, RoBERTa's trim_offsets), and set over tokenizer.json
+where transformers' class for the folder sets them (formats/hf_tokenizer_options.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lmforge.formats.chat_files import (
     token_text,
 )
 from lmforge.formats.directory import check_token_ids, read_json
+from lmforge.formats.hf_tokenizer_options import with_config_options
 from lmforge.tokenization.marian import MarianTokenizer, is_marian_dir
 from lmforge.tokenization.tokenizer import Tokenizer
 
@@ -131,7 +133,8 @@ def load_hf_tokenizer(
     if is_marian_dir(directory):
         return MarianTokenizer(directory)
     if (directory / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.load(directory / "tokenizer.json")
+        # with tokenizer_config.json's do_lower_case, add_prefix_space, ... as transformers applies them
+        tokenizer = with_config_options(Tokenizer.load(directory / "tokenizer.json"), directory, raw)
     elif (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
         roberta = raw.get("model_type") == "roberta"
         build = roberta_tokenizer if roberta else gpt2_tokenizer

@@ -124,8 +124,9 @@ class ClassificationTask(Task):
         self.cfg = cfg
         self.context = min(backbone.config.block_size, d.max_len)  # tokens kept per text
         self.encoder = isinstance(backbone, Encoder)
-        # the source's BOS and pad (Qwen's <|endoftext|>), which the classifier keeps for export
-        self.specials = {} if self.encoder else model_special_ids(t.init_from, self.tokenizer)
+        # the source's BOS and pad (Qwen's <|endoftext|>; an encoder's BOS, RoBERTa's <s>), which the
+        # classifier keeps for export
+        self.specials = model_special_ids(t.init_from, self.tokenizer)
         # a resumed run keeps the rules its checkpoint was trained with (classification_rules.py)
         self.rules = resumed_rules(setup.resumed, self.encoder)
         pooled_last = not self.encoder and self.head.pad_id is None and self.head.pooling in ("", "last")

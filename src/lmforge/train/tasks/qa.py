@@ -35,6 +35,7 @@ from lmforge.data.qa_features import Inputs, Window, WindowMaker, pad_windows, s
 from lmforge.data.qa_squad import QAExample, read_squad
 from lmforge.errors import LmforgeError
 from lmforge.formats.directory import load_model, write_model_files
+from lmforge.formats.hf_files import model_special_ids
 from lmforge.formats.hf_qa import QA_TYPE
 from lmforge.inference.qa import QAOptions, decode_example, window_logits
 from lmforge.inference.squad_metric import exact_match, f1
@@ -100,6 +101,9 @@ class QATask(Task):
         self.val_examples = [e for e in squad.examples if e.paragraph in held_out]
         self.v2 = any(e.impossible for e in squad.examples)
         model, self.tokenizer = load_model(t.init_from)
+        # the source's BOS (RoBERTa's <s>), for the export (which named the EOS until 2026-12-07)
+        bos = model_special_ids(t.init_from, self.tokenizer).get("bos_token_id")
+        self.specials = {} if bos is None else {"bos_token_id": bos}
         # a span model's or a classifier's body (an imported ...ForSequenceClassification) gets a span head
         self.backbone: Encoder | None = model.backbone if isinstance(model, SpanModel | Classifier) else model
         self.head = model.qa_outputs.state_dict() if isinstance(model, SpanModel) else None
@@ -194,7 +198,7 @@ class QATask(Task):
         }
 
     def write_model_files(self, directory: Path) -> None:
-        write_model_files(directory, self.cfg.model, self.tokenizer, QA_TYPE)
+        write_model_files(directory, self.cfg.model, self.tokenizer, QA_TYPE, self.specials)
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:
         return sum(int(b[2].sum()) for b in micro_batches)  # real tokens, no padding
