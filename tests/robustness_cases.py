@@ -598,6 +598,9 @@ CASES = [
     Case("plan-vocab-below-the-data", "plan --data.input={s}/shards --model.vocab_size=2", r"model\.vocab_size=2 < the data's vocabulary of \d+"),
     # planned without a word until 2026-12-07, while train refused it
     Case("plan-shards-of-another-tokenizer", "plan --data.input={s}/shards --train.init_from={t}/gpt", r"{s}/shards: tokenized with another tokenizer than train\.init_from='{t}/gpt' \(give raw text as data\.input", (copy("gpt"), swap_two_tokens("gpt"))),
+    # trained without a word until 2026-12-07 (and the run's model shipped the copied tokenizer)
+    Case("train-shards-with-another-tokenizer", f"train --out {R} --data.input={{t}}/shards", r"{t}/shards: its tokenizer is not the one its shards were written with \(meta\.json's tokenizer_sha256 differs\)", (copy("shards"), swap_two_tokens("shards"))),
+    Case("train-shards-float-dtype", f"train --out {R} --data.input={{t}}/shards", r"{t}/shards/meta\.json: dtype 'float16' is not an integer type \(uint16 or uint32\)$", (copy("shards"), set_json("shards/meta.json", dtype="float16"))),
     Case("plan-unknown-device", "plan --model.vocab_size=10 --device tpu", r"--device 'tpu' is not known \(known: h100,"),
     Case("plan-run-folder", "plan {t}/run", r"{t}/run: Is a directory, not a TOML recipe; the run's recipe is {t}/run/config\.toml$", (copy("run"),)),
     Case("plan-world-size", "plan --model.vocab_size=10 --world-size 0", r"world_size=0: must be an integer >= 1"),

@@ -121,6 +121,18 @@ def prepare_corpus(
     )
 
 
+def check_shards_tokenizer(data_dir: Path, meta: dict[str, Any], tokenizer: Any) -> None:
+    """The folder's tokenizer must be the one its shards were written with (meta.json's
+    tokenizer_sha256, where it has one): a tokenizer.json copied in trained on ids it never made,
+    and the run's model shipped it (until 2026-12-07)."""
+    recorded = meta.get("tokenizer_sha256")
+    if isinstance(recorded, str) and recorded != tokenizer.sha256():
+        raise LmforgeError(
+            f"{data_dir}: its tokenizer is not the one its shards were written with (meta.json's"
+            " tokenizer_sha256 differs): put the right one back, or prepare the data again"
+        )
+
+
 def check_same_tokenizer(data_dir: Path, data_tokenizer: Any, model_tokenizer: Any, init_from: str) -> None:
     """Prepared shards must be read by the tokenizer of train.init_from they will train: the same
     line for `lmforge train` and `lmforge plan` (which planned such data without a word until
@@ -146,9 +158,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         if key not in meta:
             raise LmforgeError(f"{file}: missing key {key!r}")
     try:
-        np.dtype(meta["dtype"])
+        dtype = np.dtype(meta["dtype"])
     except TypeError:
         raise LmforgeError(f"{file}: dtype {meta['dtype']!r} is not a numpy dtype") from None
+    if dtype.kind not in "iu":  # token ids: a float16 read every id as 0 and trained on it unsaid
+        raise LmforgeError(f"{file}: dtype {meta['dtype']!r} is not an integer type (uint16 or uint32)")
     if not isinstance(meta["vocab_size"], int):
         raise LmforgeError(f"{file}: vocab_size {meta['vocab_size']!r} is not an integer")
     for key in ("shards", "tokens"):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lmforge.data.loader import BatchLoader, eval_batches
-from lmforge.data.shards import check_same_tokenizer, open_split, read_meta
+from lmforge.data.shards import check_same_tokenizer, check_shards_tokenizer, open_split, read_meta
 from lmforge.errors import LmforgeError
 from lmforge.formats.chat_files import TOKENIZER_CONFIG, copy_chat_files
 from lmforge.formats.directory import resolve_model_dir, write_model_files
@@ -46,6 +46,7 @@ def prepared_data(setup: Setup, init: tuple[Any, Any] | None) -> tuple[Path, dic
             f"{data_dir}: prepared for task {meta.get('task', 'lm')!r}, but data.task={cfg.data.task!r}"
         )
     tokenizer = load_translation_tokenizer(data_dir)  # tokenizer.json, or a Marian model's files
+    check_shards_tokenizer(data_dir, meta, tokenizer)
     if init is not None:
         check_same_tokenizer(data_dir, tokenizer, init[1], cfg.train.init_from)
     start = tokenizer.text_affixes()[0] if cfg.data.task != "translation" else []
