@@ -71,6 +71,48 @@ def test_tokenizer_config_options_over_tokenizer_json_as_transformers(
         assert ours == theirs
 
 
+@pytest.mark.parametrize("case", ["class-in-config-json", "sequence-normalizer"])
+def test_a_bert_folder_reads_as_transformers_builds_it(tmp_path: Path, case: str) -> None:
+    """A class named only in config.json (PreTrainedTokenizerFast: tokenizer.json as it is, so
+    do_lower_case false changes nothing) was taken for BertTokenizer; a normalizer other than a
+    BertNormalizer, which BertTokenizer replaces, kept lower-casing a do_lower_case false folder."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "bert"
+    shutil.copytree(FIXTURES / "bert-qa", folder)
+    set_config(folder, do_lower_case=False, tokenizer_class=None)
+    if case == "class-in-config-json":
+        raw = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**raw, "tokenizer_class": "PreTrainedTokenizerFast"}))
+    else:
+        hf = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        hf.normalizer = normalizers.Sequence(
+            [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
+        )
+        hf.save(str(folder / "tokenizer.json"))
+    expected = AutoTokenizer.from_pretrained(folder)
+    for theirs, ours in encodings(expected, load_model(folder)[1].hf):
+        assert ours[:2] == theirs[:2]
+
+
+def test_a_phi3_folder_naming_gpt2s_class_reads_its_tokenizer_json_as_it_is(tmp_path: Path) -> None:
+    """transformers 5 reads a phi3 (or mistral) folder's tokenizer.json as it is, whatever class it
+    names; lmforge applied GPT2Tokenizer's add_prefix_space default (false) over a ByteLevel's true."""
+    from transformers import AutoTokenizer
+
+    tiny_bpe(tmp_path)
+    hf = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    hf.save(str(tmp_path / "tokenizer.json"))
+    for model_type in ("phi3", "mistral"):
+        raw = {"model_type": model_type}
+        (tmp_path / "config.json").write_text(json.dumps(raw))
+        set_config(tmp_path, tokenizer_class="GPT2Tokenizer")
+        expected = AutoTokenizer.from_pretrained(tmp_path)
+        for theirs, ours in encodings(expected, load_hf_tokenizer(tmp_path, raw).hf):
+            assert ours[:2] == theirs[:2]
+
+
 def qwen_pipeline(directory: Path) -> None:
     """Qwen2's normalizer and pre-tokenizer (its Split, then ByteLevel without a regex) on tiny_bpe."""
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX

@@ -49,18 +49,36 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "GPT2Tokenizer": (_BYTE_LEVEL,),  # its post-processor is tokenizer.json's
     "Qwen2Tokenizer": (_BYTE_LEVEL,),  # the ByteLevel after its Split
 }
-# transformers' AutoTokenizer: config.json's model_type where tokenizer_config.json names no class
-BY_MODEL_TYPE = {
+# transformers 5's class registered for a model type (TOKENIZER_MAPPING_NAMES, without "Fast"), for
+# the types whose registered class differs from a named one or has no rules: AutoTokenizer builds
+# it where the folder names no class, and a backend (TokenizersBackend: tokenizer.json as it is)
+# where the registered class is one and the named class another (Phi-3's and Mistral's folders
+# naming GPT2Tokenizer or LlamaTokenizer read their tokenizer.json as it is)
+REGISTERED = {
     "bert": "BertTokenizer",
     "distilbert": "BertTokenizer",
+    "electra": "BertTokenizer",
     "roberta": "RobertaTokenizer",
     "gpt2": "GPT2Tokenizer",
     "qwen2": "Qwen2Tokenizer",
     "qwen3": "Qwen2Tokenizer",
+    "mistral": "TokenizersBackend",
+    "phi3": "TokenizersBackend",
+    "gemma": "GemmaTokenizer",
+    "gemma2": "GemmaTokenizer",
+    "gemma3_text": "GemmaTokenizer",
+    "marian": "MarianTokenizer",
 }
-# model types whose class transformers 5 builds whatever class tokenizer_config.json names
-# (its MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS)
-FORCED = {"qwen2": "Qwen2Tokenizer"}
+BACKENDS = (
+    "TokenizersBackend",
+    "PythonBackend",
+    "PreTrainedTokenizerFast",
+    "PreTrainedTokenizer",
+    "MistralCommonBackend",
+)
+# model types whose registered class transformers 5 builds whatever class the folder names (its
+# MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS, those lmforge reads)
+FORCED = ("qwen2", "phi3")
 DEFAULTS: dict[str, bool | None] = {
     "do_lower_case": True,
     "strip_accents": None,  # BertNormalizer's: as lowercase
@@ -73,15 +91,23 @@ _MEMBERS = {"normalizer": "normalizers", "pre_tokenizer": "pretokenizers", "post
 
 
 def tokenizer_class(directory: Path, raw: dict[str, Any]) -> str | None:
-    """The tokenizer class transformers' AutoTokenizer builds for the folder, without "Fast"."""
-    if raw.get("model_type") in FORCED:
-        return FORCED[raw["model_type"]]
+    """The tokenizer class transformers 5's AutoTokenizer builds for the folder, without "Fast"
+    (None: a backend that reads tokenizer.json as it is): the class tokenizer_config.json names,
+    else config.json's `tokenizer_class` (until 2026-12-07 only the former was read), else the
+    model type's registered one; where the registered class differs from the named one, a backend
+    if it is one, the registered class for FORCED types, else the named one."""
     file = directory / TOKENIZER_CONFIG
     config = read_json(file, "tokenizer config") if file.is_file() else {}
-    name = config.get("tokenizer_class")
-    if isinstance(name, str):
-        return name.removesuffix("Fast")
-    return BY_MODEL_TYPE.get(raw.get("model_type"))  # type: ignore[arg-type]
+    named = config.get("tokenizer_class")
+    named = named if isinstance(named, str) else raw.get("tokenizer_class")
+    model_type = raw.get("model_type")
+    registered = REGISTERED.get(model_type) if isinstance(model_type, str) else None
+    name = named.removesuffix("Fast") if isinstance(named, str) else registered
+    if registered is not None and name != registered:
+        if registered in BACKENDS:
+            return None
+        name = registered if model_type in FORCED else name
+    return None if name in BACKENDS else name
 
 
 def with_config_options(tokenizer: Tokenizer, directory: Path, raw: dict[str, Any]) -> Tokenizer:
@@ -93,6 +119,10 @@ def with_config_options(tokenizer: Tokenizer, directory: Path, raw: dict[str, An
     options = _options(directory, {option for _, _, keys in rules for option in keys.values()})
     spec = json.loads(tokenizer.hf.to_str())
     changed = False
+    if rules is _BERT and (spec.get("normalizer") or {}).get("type") != "BertNormalizer":  # or none
+        # BertTokenizer builds its normalizer whatever tokenizer.json holds (a Sequence of NFD,
+        # Lowercase and StripAccents kept lower-casing a do_lower_case false folder)
+        spec["normalizer"] = {"type": "BertNormalizer", "clean_text": True}
     for part, kind, keys in rules:
         for node in _nodes(spec.get(part), _MEMBERS[part]):
             if node.get("type") != kind:
