@@ -155,6 +155,10 @@ def test_special_tokens_map_names_over_tokenizer_config_as_in_transformers(tmp_p
         variables = ChatSpec.read(directory, tokenizer).variables
         assert (variables["eos_token"], variables["bos_token"]) == (hf_tokens[0], hf_tokens[2])
     assert ChatSpec.read(tmp_path / "hf", tokenizer).variables["pad_token"] == hf_tokens[1]
+    # a null in special_tokens_map.json unsets tokenizer_config.json's token, as in transformers
+    (tmp_path / "hf" / "special_tokens_map.json").write_text(json.dumps({"pad_token": None}))
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").pad_token is None
+    assert "pad_token" not in ChatSpec.read(tmp_path / "hf", tokenizer).variables
 
 
 def test_a_fine_tune_of_an_imported_model_keeps_its_padding_sides(tmp_path: Path, corpus: Path) -> None:

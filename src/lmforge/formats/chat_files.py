@@ -205,6 +205,8 @@ def named_special_tokens(directory: Path) -> dict[str, str]:
         file = directory / name
         raw = read_json(file, what) if file.is_file() else {}
         out |= {key: text for key in SPECIAL_TOKENS if (text := token_text(raw.get(key))) is not None}
+        for key in (k for k in SPECIAL_TOKENS if k in raw and raw[k] is None):  # a null unsets it
+            out.pop(key, None)
     return out
 
 
