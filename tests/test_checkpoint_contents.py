@@ -163,8 +163,14 @@ def _scheduler_object(step: Path) -> str:
     return r"optimizer\.json: has no 'scheduler' object"
 
 
+def _log_window_text(step: Path) -> str:
+    _edit_json(step, "trainer.json", lambda t: {**t, "log_window": {**t["log_window"], "loss": "x"}})
+    return r"trainer\.json: log_window is .*, not the log window's sums"
+
+
 @pytest.mark.parametrize(
-    "damage", [_loader_cursor_text, _short_rng, _model_shape, _moment_shape, _scheduler_object]
+    "damage",
+    [_loader_cursor_text, _short_rng, _model_shape, _moment_shape, _scheduler_object, _log_window_text],
 )
 def test_a_malformed_checkpoint_is_one_line_naming_file_and_key(
     run: Path, damage: Callable[[Path], str]

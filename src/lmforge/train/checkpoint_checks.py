@@ -68,6 +68,12 @@ def check_trainer_state(file: Path, state: Any) -> dict[str, Any]:
     for key, types in _COUNTERS.items():
         if key in state and not (_is(state[key], types)):
             raise _bad(file, key, state[key], "a number")
+    window = state.get("log_window")  # the steps since the last log line: summed numbers
+    if window is not None and not (
+        isinstance(window, dict)
+        and all(_is(window.get(k, 0), (int, float)) for k in ("loss", "steps", "s", "tokens"))
+    ):
+        raise _bad(file, "log_window", window, "the log window's sums ({loss, steps, s, tokens}: numbers)")
     planned = state.get("planned")
     if planned is not None and not (
         isinstance(planned, list) and len(planned) == 2 and all(_is(x, (int,)) for x in planned)
