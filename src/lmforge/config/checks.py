@@ -187,8 +187,8 @@ def check_config(c: Config) -> None:
         f"data.seq_len is for data.task='lm', not {c.data.task!r} (data.max_len sets the others' lengths)",
     )
     _check(
-        0.0 <= t.classifier_dropout < 1.0,
-        f"train.classifier_dropout={t.classifier_dropout} must be in [0, 1)",
+        0.0 <= t.classifier_dropout < 1.0 or t.classifier_dropout == -1,
+        f"train.classifier_dropout={t.classifier_dropout} must be in [0, 1), or -1 (the model's)",
     )
     _check(t.pooling in ("", "mean", "cls", "last"), f"train.pooling={t.pooling!r} must be mean, cls or last")
     _check(

@@ -180,9 +180,10 @@ class TrainConfig:
     classifier is a BertForSequenceClassification, which `lmforge export` writes), `relu`
     (DistilBERT's pre_classifier, a random start); "" none. A classifier given as train.init_from
     with the same dense layer starts from its own."""
-    classifier_dropout: float = 0.1
-    """classification: dropout before the head (HF's classifier_dropout); the backbone's is
-    model.dropout."""
+    classifier_dropout: float = -1.0
+    """classification: dropout before the head; -1 = transformers' for train.init_from: its
+    config.json's classifier_dropout (DistilBERT's seq_classif_dropout), else model.dropout on an
+    encoder, 0 on a decoder; a classifier's own. The backbone's is model.dropout."""
     eval_bleu_sentences: int = 0
     """translation: validation sentences decoded (greedy) for BLEU at each evaluation; 0 = all."""
 

@@ -67,7 +67,8 @@ def with_score_head(
         raise LmforgeError(f"{file}: tensor 'score.weight' has shape {shape}, expected (labels, {n})")
     labels = labels_of(raw, weight.shape[0], config_file)
     pad, problem = pad_id_of(raw, config_file), problem_type_of(raw, config_file)
-    model = Classifier(gpt, labels, pooling="last", head_bias=False, pad_id=pad, problem_type=problem)
+    # dropout 0: transformers' `score` reads the last hidden state as it is
+    model = Classifier(gpt, labels, "last", 0.0, head_bias=False, pad_id=pad, problem_type=problem)
     model.head.load_state_dict({"weight": weight})
     return model, [name for name in unused if name != "score.weight"]
 

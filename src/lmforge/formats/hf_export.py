@@ -17,7 +17,7 @@ from lmforge.formats.hf import export_family
 from lmforge.formats.hf_convert import lmforge_to_hf
 from lmforge.formats.hf_decoder_heads import score_state_to_hf
 from lmforge.formats.hf_files import earlier_output
-from lmforge.formats.hf_heads import classifier_state_to_hf
+from lmforge.formats.hf_heads import DROPOUT_KEYS, classifier_state_to_hf
 from lmforge.formats.hf_qa import span_state_to_hf
 from lmforge.formats.hf_tokenizer_options import prefix_space
 from lmforge.formats.hf_tokenizers import tokenizer_sides
@@ -73,6 +73,8 @@ def export_into(out: Path, model_path: str | Path) -> None:
             "label2id": {label: i for i, label in enumerate(model.labels)},
             # how its pipeline reads the outputs (model/classifier.py's function); none: by their number
             **({"problem_type": model.problem_type} if model.problem_type else {}),
+            # the dropout before the label layer, where transformers' class reads one (hf_heads.py)
+            **({DROPOUT_KEYS[model_type]: model.drop.p} if model.encoder else {}),
         }
     else:
         state = lmforge_to_hf(family, config, {k: v.float() for k, v in model.state_dict().items()})

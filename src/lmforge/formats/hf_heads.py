@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.formats.hf_family import Family
+from lmforge.formats.hf_family import Family, typed_key
 from lmforge.formats.hf_qa import body_to_hf, wants_span_head, with_span_head
 from lmforge.model.classifier import PROBLEM_TYPES, Classifier
 from lmforge.model.encoder import Encoder
@@ -42,6 +42,12 @@ CLASSIFIER_HEADS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "bert": (("bert.pooler.dense", "pooler.dense"), "tanh", "classifier"),
     "distilbert": (("pre_classifier",), "relu", "classifier"),
     "roberta": (("classifier.dense",), "tanh", "classifier.out_proj"),  # dropout, dense, tanh, dropout, out
+}
+# model_type -> config.json's key for the dropout before the label layer (head_dropout)
+DROPOUT_KEYS = {
+    "bert": "classifier_dropout",
+    "distilbert": "seq_classif_dropout",
+    "roberta": "classifier_dropout",
 }
 REFUSED = {
     "ForTokenClassification": "a label per token",
@@ -152,6 +158,18 @@ def labels_of(raw: dict[str, Any], rows: int, file: str) -> list[str]:
     return labels
 
 
+def head_dropout(raw: dict[str, Any], file: str, body_dropout: float) -> float:
+    """The dropout transformers' encoder ...ForSequenceClassification puts before its label layer:
+    config.json's `classifier_dropout` (BERT, RoBERTa; null: none given), DistilBERT's
+    `seq_classif_dropout` (0.2 where absent, as DistilBertConfig), else the body's hidden dropout
+    (`body_dropout`, lmforge's model.dropout as imported)."""
+    key = DROPOUT_KEYS.get(raw.get("model_type", ""), "classifier_dropout")
+    given = typed_key(raw, key, file, float, 0.2 if key == "seq_classif_dropout" else None)
+    if given is not None and not 0.0 <= given <= 1.0:
+        raise LmforgeError(f"{file}: config key {key!r} must be a probability in [0, 1], not {given}")
+    return body_dropout if given is None else given
+
+
 def with_classifier_head(
     encoder: Encoder,
     raw: dict[str, Any],
@@ -169,7 +187,8 @@ def with_classifier_head(
     rows = hf[weight_name].shape[0]
     labels = labels_of(raw, rows, config_file)
     problem = problem_type_of(raw, config_file)
-    model = Classifier(encoder, labels, pooling="cls", dense=activation, problem_type=problem)
+    dropout = head_dropout(raw, config_file, encoder.config.dropout)
+    model = Classifier(encoder, labels, "cls", dropout, dense=activation, problem_type=problem)
     dense = {p: _tensor(hf, tuple(f"{d}.{p}" for d in dense_names), s, file) for p, s in _shapes(n, n)}
     model.get_submodule("dense").load_state_dict(dense)
     model.head.load_state_dict({p: _tensor(hf, (f"{head}.{p}",), s, file) for p, s in _shapes(rows, n)})

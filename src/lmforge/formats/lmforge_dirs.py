@@ -115,6 +115,7 @@ def write_classifier_files(
     problem_type: str = "",
     bos_id: int | None = None,
     special_tokens: bool = True,
+    dropout: float | None = None,
 ) -> None:
     """config.json (the labels, the pooling, the dense layer's activation if any, a head without a
     bias, the padding id `last` pooling skips, an HF head's problem_type, the backbone's config, its
@@ -136,6 +137,7 @@ def write_classifier_files(
         "eos_token_id": tokenizer.eos_id,
         **({} if bos_id is None else {"bos_token_id": bos_id}),  # an HF source's (Qwen3: not its EOS)
         **({SPECIAL_TOKENS: True} if special_tokens else {}),
+        **({} if dropout is None else {"classifier_dropout": dropout}),  # before the head: kept for tuning
     }
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
     tokenizer.save(directory / "tokenizer.json")
@@ -160,6 +162,7 @@ def save_classifier(
         model.pad_id,
         model.problem_type,
         bos_id,
+        dropout=model.drop.p,
     )
     return directory
 
@@ -177,14 +180,17 @@ def load_classifier_dir(directory: Path) -> tuple[Classifier, Tokenizer]:
     try:
         pooling, dense = raw.get("pooling", ""), raw.get("dense", "")
         head_bias, pad_id = raw.get("head_bias", True), raw.get("pad_token_id")
-        problem = raw.get("problem_type", "")
+        problem, dropout = raw.get("problem_type", ""), raw.get("classifier_dropout", 0.1)
         if not isinstance(head_bias, bool):
             raise LmforgeError(f"head_bias={head_bias!r} must be true or false")
+        if not isinstance(dropout, float | int) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise LmforgeError(f"classifier_dropout={dropout!r} must be a probability in [0, 1]")
         model = empty(
             lambda: Classifier(
                 backbone(config),
                 raw["labels"],
                 pooling,
+                float(dropout),
                 dense=dense,
                 head_bias=head_bias,
                 pad_id=pad_id,

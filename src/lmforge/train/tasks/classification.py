@@ -58,7 +58,13 @@ from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import rank_share
 from lmforge.train.run_inputs import adopt_model_config
 from lmforge.train.tasks.base import Autocast, Setup, Task, count_targets
-from lmforge.train.tasks.classification_head import SINGLE_LABEL, dense_start, pad_id_for, plan_head
+from lmforge.train.tasks.classification_head import (
+    SINGLE_LABEL,
+    dense_start,
+    head_dropout,
+    pad_id_for,
+    plan_head,
+)
 from lmforge.train.tasks.classification_rules import bare_reader, kept_line, resumed_rules
 
 __all__ = ["ClassificationTask", "classifier_loss", "dense_start", "split_labelled"]
@@ -113,12 +119,17 @@ class ClassificationTask(Task):
             )
         self.train_rows, self.val_rows = split_labelled(rows, d.val_fraction, t.seed, str(d.input), setup.say)
         self.dense_start = None if t.from_scratch else dense_start(backbone, self.head.dense)
+        loaded = backbone
         if isinstance(backbone, Classifier):  # plan_head took what it keeps of the head
             backbone = backbone.backbone
         if not isinstance(backbone, GPT | Encoder):
             raise LmforgeError(f"train.init_from={t.init_from!r}: not a decoder or encoder model")
         # the architecture and dropout come with the model; a recipe may set its own dropout
         adopt_model_config(cfg, backbone.config, setup.say)
+        # before the head: transformers' for train.init_from unless the recipe sets one
+        self.dropout, source = head_dropout(loaded, t, cfg.model.dropout)
+        if t.classifier_dropout < 0:
+            setup.say(f"classifier: dropout {self.dropout:g} before the head ({source})")
         lora.require_trained(cfg.lora, "head", "the classification head")
         self.backbone: GPT | Encoder | None = backbone
         self.cfg = cfg
@@ -196,7 +207,7 @@ class ClassificationTask(Task):
         if not t.from_scratch:  # from_scratch: the same architecture, random weights (a baseline)
             backbone.load_state_dict(loaded.state_dict())
         # a new head: a bias on an encoder, none on a decoder (transformers' `score`: it then exports)
-        model = Classifier(backbone, self.labels, self.pooling, t.classifier_dropout, h.dense, h.head_bias,
+        model = Classifier(backbone, self.labels, self.pooling, self.dropout, h.dense, h.head_bias,
                            h.pad_id, h.model_problem_type)  # fmt: skip
         self.pooling = model.pooling  # "" resolved to the backbone's default
         if self.dense_start is not None and model.dense is not None:
@@ -264,6 +275,7 @@ class ClassificationTask(Task):
             problem_type=h.model_problem_type,
             bos_id=self.specials.get("bos_token_id"),
             special_tokens=self.rules.special_tokens,
+            dropout=self.dropout,
         )
 
     def step_tokens(self, micro_batches: list[tuple[torch.Tensor, ...]]) -> int:

@@ -30,6 +30,8 @@ from torch import nn
 from lmforge.config import DataConfig, TrainConfig
 from lmforge.data.labelled import MULTI_LABEL, REGRESSION
 from lmforge.errors import LmforgeError
+from lmforge.formats.directory import read_config_json, resolve_model_dir
+from lmforge.formats.hf_heads import head_dropout as hf_head_dropout
 from lmforge.model.classifier import Classifier, trained_as
 from lmforge.model.encoder import Encoder
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -88,6 +90,24 @@ def plan_head(loaded: nn.Module, d: DataConfig, t: TrainConfig, say: Callable[[s
         some = "two labels" if least == 2 else "one label"
         raise LmforgeError(f"data.labels={d.labels!r}: name at least {some}, comma-separated ({wanted})")
     return Head(wanted, names, t.pooling, t.classifier_dense)
+
+
+def head_dropout(loaded: nn.Module, t: TrainConfig, body_dropout: float) -> tuple[float, str]:
+    """(dropout before the head, where it comes from): train.classifier_dropout where set (not
+    -1), else transformers' for train.init_from (`loaded`): a classifier's own (an HF one's from
+    its config.json), an encoder's (a question-answering model's body's) from config.json
+    (formats/hf_heads.py's head_dropout: BERT's classifier_dropout, DistilBERT's
+    seq_classif_dropout, else the body's hidden dropout, here model.dropout, which a recipe may
+    set), none on a decoder (transformers' `score` has none)."""
+    if t.classifier_dropout >= 0:
+        return t.classifier_dropout, "train.classifier_dropout"
+    if isinstance(loaded, Classifier):
+        return loaded.drop.p, "train.init_from's classifier's"
+    if not isinstance(loaded, Encoder):
+        return 0.0, "a decoder's, as transformers' score head"
+    directory = resolve_model_dir(t.init_from)
+    dropout = hf_head_dropout(read_config_json(directory), str(directory / "config.json"), body_dropout)
+    return dropout, f"{directory / 'config.json'}'s, as transformers reads it"
 
 
 def _described(problem_type: str) -> str:
