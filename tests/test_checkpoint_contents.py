@@ -142,6 +142,11 @@ def _loader_cursor_text(step: Path) -> str:
     return r"trainer\.json: loader\.cursor is 'abc', not a whole number"
 
 
+def _loader_cursor_past(step: Path) -> str:  # an IndexError traceback at the first step until 2026-12-08
+    _edit_json(step, "trainer.json", lambda t: {**t, "loader": {**t["loader"], "cursor": 10**6}})
+    return r"trainer\.json: loader\.cursor is 1000000, past its epoch's [\d,]+ windows: the checkpoint is"
+
+
 def _short_rng(step: Path) -> str:
     tensors = load_file(str(step / "rng.safetensors"))
     save_file({"torch_cpu": tensors["torch_cpu"][:10].contiguous()}, str(step / "rng.safetensors"))
@@ -170,7 +175,15 @@ def _log_window_text(step: Path) -> str:
 
 @pytest.mark.parametrize(
     "damage",
-    [_loader_cursor_text, _short_rng, _model_shape, _moment_shape, _scheduler_object, _log_window_text],
+    [
+        _loader_cursor_text,
+        _loader_cursor_past,
+        _short_rng,
+        _model_shape,
+        _moment_shape,
+        _scheduler_object,
+        _log_window_text,
+    ],  # fmt: skip
 )
 def test_a_malformed_checkpoint_is_one_line_naming_file_and_key(
     run: Path, damage: Callable[[Path], str]

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from lmforge.data.fingerprint import digest_of
-from lmforge.data.loader import IGNORE
+from lmforge.data.loader import IGNORE, check_cursor
 from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 
@@ -168,3 +168,4 @@ class ChatLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
         self._batches = self._plan(self.epoch)
+        check_cursor(self.cursor, len(self._batches), "batches")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lmforge.data.fingerprint import digest_of
+from lmforge.data.loader import check_cursor
 from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
 from lmforge.tokenization.tokenizer import Tokenizer
@@ -279,3 +280,4 @@ class LabelledLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
         self._order = self._plan(self.epoch)
+        check_cursor(self.cursor, len(self._order), "examples")

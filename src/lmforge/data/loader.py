@@ -147,6 +147,16 @@ class BatchLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
         self._index, self._order = self._plan(self.epoch)
+        check_cursor(self.cursor, len(self._order), "windows")
+
+
+def check_cursor(cursor: int, size: int, unit: str) -> None:
+    """A restored loader position within its epoch's plan of `size` (a cursor there, at the end,
+    starts the next epoch): past it, a damaged trainer.json, one line rather than an IndexError."""
+    if cursor > size:
+        raise LmforgeError(
+            f"loader.cursor is {cursor}, past its epoch's {size:,} {unit}: the checkpoint is damaged"
+        )
 
 
 def eval_batches(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lmforge.data.fingerprint import digest_of
-from lmforge.data.loader import IGNORE, padded_width
+from lmforge.data.loader import IGNORE, check_cursor, padded_width
 from lmforge.errors import LmforgeError, counted
 
 PairBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -132,6 +132,7 @@ class PairLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed, self.epoch, self.cursor = state["seed"], state["epoch"], state["cursor"]
         self._batches = self._plan(self.epoch)
+        check_cursor(self.cursor, len(self._batches), "batches")
 
 
 def eval_pair_batches(

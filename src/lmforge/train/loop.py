@@ -238,7 +238,10 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
         check_base(last, run.lora_base)
     run.engine.load(last)
     ckpt.restore_rng(last, saved)
-    run.task.loader.load_state_dict(saved["loader"])
+    try:
+        run.task.loader.load_state_dict(saved["loader"])
+    except LmforgeError as e:  # a position past its epoch (data/loader.py's check_cursor)
+        raise LmforgeError(f"{last / 'trainer.json'}: {e}") from None
     if run.privacy:  # the accountant continues where it stopped: epsilon as if never interrupted
         run.privacy.load_state_dict(saved.get("privacy"), str(last))
     run.step = saved["step"]
