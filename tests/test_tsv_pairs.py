@@ -82,3 +82,20 @@ def test_a_two_column_row_with_a_tab_in_quotes_is_one_pair_not_three_cells(tmp_p
     assert path.read_text().startswith('"x\ty"\tz')
     got = [(p.src, p.tgt, p.doc) for p in read_pairs(path)]
     assert got == [("x y", "z", "q3.tsv"), ("a", "b", "q3.tsv")]
+
+
+def test_a_raw_tsv_quote_closed_lines_later_keeps_every_line_a_pair(tmp_path: Path) -> None:
+    """Dialogue over verses in a raw TSV: a quote opened in a source and closed at a later line's
+    cell end was read as one csv cell running over the lines, merging the first line's source,
+    target and document with the next source (593 pairs from 600 lines of the shipped corpus)."""
+    lines = ['"Go forth from the ark, you and your wife.\tSors de l\'arche, toi et ta femme.\tgen8',
+             'Bring forth every living thing with you."\tFais sortir tous les animaux avec toi.\tgen8',
+             "The dog runs.\tLe chien court.\tgen8"]  # fmt: skip
+    path = tmp_path / "raw.tsv"
+    path.write_text("".join(line + "\n" for line in lines))
+    got = [(p.src, p.tgt) for p in read_pairs(path)]
+    assert got == [
+        ('"Go forth from the ark, you and your wife.', "Sors de l'arche, toi et ta femme."),
+        ('Bring forth every living thing with you."', "Fais sortir tous les animaux avec toi."),
+        ("The dog runs.", "Le chien court."),
+    ]

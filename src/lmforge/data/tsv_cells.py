@@ -2,7 +2,9 @@
 holding a tab, a line break or a quote is put in quotes, its own quotes doubled (`"a ""b"" c"`,
 `"a<TAB>b"`, a quoted cell running over two lines). Read as the csv module reads them; a line
 that is not written so (`"Hi," she said`, a stray quote) is read as plain tab-separated text, so
-that a sentence's own quotes stay text.
+that a sentence's own quotes stay text. A quoted cell running over lines that holds a tab is not
+csv's either: a raw TSV's quote opened on one line and closed on a later one (dialogue over Bible
+verses), whose lines are records of their own; a cell holding both is rare in a spreadsheet.
 """
 
 from __future__ import annotations
@@ -58,11 +60,12 @@ def _quoted_record(
     unquoted, i = False, 0
     while True:
         if text.startswith('"', i):
-            value, i = [], i + 1
+            value, i, spans = [], i + 1, False
             while True:
                 j = text.find('"', i)
                 if j < 0:  # the line ends inside the quotes: the cell goes on at the next line
                     value.append(text[i:] + line[len(text) :])
+                    spans = True
                     if len(taken) >= MAX_LINES or (item := more()) is None:
                         return None
                     taken.append(item)
@@ -78,6 +81,8 @@ def _quoted_record(
             if i < len(text) and text[i] != "\t":
                 return None  # text after the closing quote: a sentence's own quotes, not csv's
             cell = "".join(value)
+            if spans and "\t" in cell:  # a raw TSV's quote opened on one line, closed on another
+                return None  # (dialogue over verses): its lines are pairs of their own, not one cell
             needed = any(c in cell for c in NEEDS_QUOTES)  # else the quotes may be the sentence's
             cells.append(cell if needed else f'"{cell}"')
             unquoted |= needed
