@@ -182,8 +182,21 @@ def test_aligned_files_of_different_lengths_are_refused(
     """One line more on either side is caught, not dropped (zip alone reads it and stops)."""
     (tmp_path / "x.en").write_text("".join(f"s{i}\n" for i in range(src_lines)))
     (tmp_path / "x.fr").write_text("".join(f"t{i}\n" for i in range(tgt_lines)))
-    with pytest.raises(LmforgeError, match="different numbers of lines"):
+    with pytest.raises(LmforgeError, match=rf"different numbers of lines \({src_lines} and {tgt_lines}\)$"):
         list(read_pairs([tmp_path / "x.en"]))
+
+
+def test_a_lone_cr_in_aligned_files_is_text_not_a_line_end(tmp_path: Path) -> None:
+    """A stray CR inside a sentence ended a line: one in each file shifted every pair between
+    them silently (H6), one in a file alone was "different numbers of lines" where `wc -l` says
+    equal. Only an LF ends a line now, as `wc -l` and eval-translate count them."""
+    src = [f"source {i}" for i in range(8)]
+    tgt = [f"cible {i}" for i in range(8)]
+    src[1], tgt[6] = "source\r1", "cible\r6"
+    (tmp_path / "x.en").write_bytes("".join(f"{line}\n" for line in src).encode())
+    (tmp_path / "x.fr").write_bytes("".join(f"{line}\r\n" for line in tgt).encode())  # CRLF too
+    got = [(p.src, p.tgt) for p in read_pairs([tmp_path / "x.en"])]
+    assert got == [(f"source {i}", f"cible {i}") for i in range(8)]
 
 
 def test_prep_pairs_trains_the_tokenizer_it_is_told(

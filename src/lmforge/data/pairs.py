@@ -173,14 +173,19 @@ def _read_tsv(path: Path, src_lang: str, tgt_lang: str) -> Iterator[Pair]:
 def _read_aligned(src_path: Path, tgt_path: Path) -> Iterator[Pair]:
     if not tgt_path.is_file():
         raise LmforgeError(f"{src_path}: its aligned file {tgt_path} is missing")
-    with open_text(src_path) as fs, open_text(tgt_path) as ft:
+    # only an LF ends a line, as `wc -l` counts them: a lone CR inside a sentence ended one, which
+    # shifted every pair after it (to a second stray CR in the other file, silently) until 2026-12-08
+    with open_text(src_path, "\n") as fs, open_text(tgt_path, "\n") as ft:
         try:  # strict: a source with one line more is caught too (a plain zip reads it, then stops)
             for number, (s, t) in enumerate(zip(fs, ft, strict=True)):
                 yield Pair(_norm(s), _norm(t), f"{src_path.name}#{number // LINES_PER_DOC}")
         except UnicodeDecodeError:  # a ValueError too: reported by the caller with its position
             raise
         except ValueError:
-            raise LmforgeError(f"{src_path} and {tgt_path}: different numbers of lines") from None
+            counts = [sum(1 for _ in strict_lines(p)) for p in (src_path, tgt_path)]
+            raise LmforgeError(
+                f"{src_path} and {tgt_path}: different numbers of lines ({counts[0]:,} and {counts[1]:,})"
+            ) from None
 
 
 def split_of(doc: str, val_fraction: float, test_fraction: float, seed: int = 0) -> str:
