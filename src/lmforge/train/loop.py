@@ -42,6 +42,7 @@ from lmforge.train.budget import BUDGET_KEYS, CALIBRATION_STEPS, apply_budget, r
 from lmforge.train.compiling import kept_settings
 from lmforge.train.engines import build_engine
 from lmforge.train.engines.base import Engine, Plan
+from lmforge.train.lost_rank import RankLost, rank_lost
 from lmforge.train.metrics import MetricsLog, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
@@ -109,10 +110,15 @@ def train(
                 finally:
                     run.close()
                 summary = finish(run)
-            except BaseException:  # the model goes before the process group, here at the exit
+            except BaseException as e:  # the model goes before the process group, here at the exit
+                lost = rank_lost(e, engine.world_size, cfg.engine.timeout_s)  # a rank gone: one line
+                if lost is not None:
+                    lost = RankLost(f"{lost}; {resume_point(run.run_dir, run.step)}")
                 del run
                 with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
                     engine.release()
+                if lost is not None:
+                    raise lost from None
                 raise
             del run  # its model before the engine's process group (engines/ddp.py's close)
         engine.close()
