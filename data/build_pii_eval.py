@@ -47,6 +47,8 @@ OUT = fetch.HERE / "pii-eval.jsonl.xz"  # the shipped file
 PER_KIND = 500  # planted items of each kind: a 1% miss rate is then 5 items
 TRAPS = 1500
 LATER_TRAPS = 350  # later_trap's: drawn after the others, with their own seed
+SSN_SHAPED_PHONES = 50  # added 2026-12-08 (L6), after those, each part with its own seed too
+L6_TRAPS = 150
 SEED = 17
 
 # National formats only for the regions the scrubber reads by default (lmforge.data.pii); any
@@ -447,8 +449,8 @@ def _gs1(body: str) -> str:
 def later_trap(rng: random.Random) -> tuple[str, str]:
     """Traps added after the set was first drawn (an adversarial pass, 2026-12-07): patents'
     numbers, versions starting `0.`, and North American barcodes, each of which some region's plan
-    calls a valid phone number. Not a bare EAN-13 starting 00 (0012345678905): it is as well a
-    number dialled abroad (+1 234-567-8905), a phone for the scrubber."""
+    calls a valid phone number. Not a bare EAN-13 starting 00 (0012345678905): it was as well a
+    number dialled abroad (+1 234-567-8905), a phone for the scrubber then (l6_trap has them)."""
     r, digits = rng.randint, lambda n: "".join(rng.choice(string.digits) for _ in range(n))
     choices: dict[str, Callable[[], str]] = {
         "EP patent": lambda: f"EP 0 {r(0, 999):03d} {r(0, 999):03d}{rng.choice(['', ' A1', ' A2', ' B1'])}",
@@ -471,6 +473,67 @@ def later_trap(rng: random.Random) -> tuple[str, str]:
     }
     fmt = rng.choice(list(choices))
     return choices[fmt](), fmt
+
+
+# Words holding a phone word that do not start with it (`tel` in `intelligent`, `cell` in `excellent`,
+# `phone` in `headphone`, `text` in `context`), and what such a count may be of.
+HOLDING_PHONE_WORDS = ["intelligent", "excellent", "Hotel", "satellite", "stellar", "cancelled",
+                       "headphone", "context", "breach"]  # fmt: skip
+COUNTED = ["views", "votes", "visitors", "downloads", "readers", "euros"]
+
+
+def l6_trap(rng: random.Random) -> tuple[str, str]:
+    """Traps added on 2026-12-08 (L6): a count grouped in thousands after a word that holds a phone
+    word but does not start with it (a Spanish mobile's digits: `excellent 612 345 678 views`), and
+    bare GS1 barcodes starting 0 of 13 and 14 digits (an EAN-13 starting 00, as a UPC-A is written
+    in 13 digits, whose reading as a number dialled abroad is no valid one, and a GTIN-14), which
+    some region's plan calls a valid number."""
+    digits = lambda n: "".join(rng.choice(string.digits) for _ in range(n))  # noqa: E731
+
+    def count() -> str:
+        while True:  # a valid Spanish mobile, grouped as thousands
+            n = "6" + digits(8)
+            if phonenumbers.is_valid_number(phonenumbers.parse(n, "ES")):
+                return f"{rng.choice(HOLDING_PHONE_WORDS)} {n[:3]} {n[3:6]} {n[6:]} {rng.choice(COUNTED)}"
+
+    def bare_ean() -> str:
+        while True:  # one that is no valid number dialled abroad (else it is a phone too)
+            code = _gs1("00" + digits(10))
+            try:
+                if not phonenumbers.is_valid_number(phonenumbers.parse("+" + code[2:])):
+                    return code
+            except phonenumbers.NumberParseException:
+                return code
+
+    choices: dict[str, Callable[[], str]] = {
+        "count after a word holding a phone word": count,
+        "EAN-13 00 bare": bare_ean,
+        "GTIN-14": lambda: _gs1("0" + rng.choice("123456789") + digits(11)),  # 00...: bare_ean's case
+    }
+    fmt = rng.choice(list(choices))
+    return choices[fmt](), fmt
+
+
+def ssn_shaped_phone(rng: random.Random) -> Item:
+    """A number whose international format holds a valid SSN's shape, `ddd dd dddd` (Tajikistan's
+    `+992 372 12 3456`, Norfolk Island's `+672 10 6122`, Tuvalu's `+688 90 3290`): a phone."""
+    while True:
+        region = rng.choice(["TJ", "NF", "TV"])
+        text = phonenumbers.format_number(_random_phone(rng, region), Fmt.INTERNATIONAL)
+        shape = re.search(r"(?<!\d)(\d{3}) (\d{2}) (\d{4})$", text)
+        if shape and stdnum_ssn.is_valid("".join(shape.groups())):
+            return text, "international, SSN-shaped", region, {}
+
+
+TRAP_GENERATORS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
+    "trap": trap,
+    "later trap": later_trap,
+    "l6 trap": l6_trap,
+}
+# Planted items of another generator than their kind's: (kind, generator)
+OTHER_ITEMS: dict[str, tuple[str, Callable[[random.Random], Item]]] = {
+    "ssn-shaped phone": ("phone", ssn_shaped_phone),
+}
 
 
 # -- assembly ------------------------------------------------------------------------------------
@@ -530,22 +593,31 @@ def build() -> list[dict]:
     todo_trap = ["trap"] * TRAPS
     todo_later = [kind for kind in LATER_KINDS for _ in range(PER_KIND)]
     todo_later_trap = ["later trap"] * LATER_TRAPS
-    for name, todo, later in (
-        ("pii", todo_pii, False),
-        ("trap", todo_trap, False),
-        ("pii", todo_later, True),
-        ("trap", todo_later_trap, True),
+    # each later part with its own seed (an offset of SEED): the documents before stay as they were
+    for name, todo, seed in (
+        ("pii", todo_pii, None),
+        ("trap", todo_trap, None),
+        ("pii", todo_later, 1),
+        ("trap", todo_later_trap, 2),
+        ("pii", ["ssn-shaped phone"] * SSN_SHAPED_PHONES, 3),
+        ("trap", ["l6 trap"] * L6_TRAPS, 4),
     ):
-        if later:  # each later part with its own seed: the documents before stay as they were
-            rng = random.Random(SEED + (2 if name == "trap" else 1))
+        later = seed is not None
+        if later:
+            rng = random.Random(SEED + seed)
         while todo:
             n = rng.randint(1, 3)
             kinds, todo = todo[:n], todo[n:]
             pieces = []
             for kind in kinds:
-                if kind in ("trap", "later trap"):
-                    value, fmt = (trap if kind == "trap" else later_trap)(rng)
+                if kind in TRAP_GENERATORS:
+                    value, fmt = TRAP_GENERATORS[kind](rng)
                     pieces.append(("{}", value, "trap", {"format": fmt}))
+                elif kind in OTHER_ITEMS:
+                    kind, make = OTHER_ITEMS[kind]
+                    value, fmt, locale, extra = make(rng)
+                    label = {"format": fmt, "locale": locale, **extra}
+                    pieces.append((rng.choice(CONTEXT[kind]), value, kind, label))
                 else:
                     value, fmt, locale, extra = (GENERATORS | LATER_KINDS)[kind](rng)
                     label = {"format": fmt, "locale": locale, **extra}

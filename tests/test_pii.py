@@ -358,7 +358,8 @@ def test_recall_and_precision_on_the_shipped_evaluation_set() -> None:
     """The labelled set of data/build_pii_eval.py: every kind >= 99% recall; of the traps only
     four-part versions after a product name ("LibreOffice 7.6.4.1", a valid address) are touched,
     and one barcode after a phone word (`the cell. 0640724699335`: a spreadsheet's, read as a
-    mobile's) (benchmarks/bench_pii.py has the full measure)."""
+    mobile's) (benchmarks/bench_pii.py has the full measure). The SSN-shaped phones
+    (`+992 372 12 3456`) count in `phone`."""
     path = Path(__file__).resolve().parents[1] / "data" / "pii-eval.jsonl.xz"
     with lzma.open(path, "rt", encoding="utf-8") as f:
         records = [json.loads(line) for line in f]

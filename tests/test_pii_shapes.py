@@ -87,6 +87,7 @@ def test_patents_versions_and_barcodes_are_no_phone_numbers(text: str) -> None:
         ("Tel: 0012345678905", "EAN: 0012345678905"),
         # 00 and a valid number is one dialled abroad (+1 617-555-0134); after a barcode's name not
         ("Office 0016175550134 today.", "GTIN 0016175550134 today."),
+        ("Call 06241136469123.", "Pallet 06241136469123."),  # a GTIN-14, a valid German number
         # a US state's letters: no kind code after
         ("Wilmington, DE 302-555-0134 is the office.", "Patent DE 0 302 555 A1 is the office."),
         ("FR 01 42 68 53 07", "EP 01 42 68 53 07"),
@@ -99,3 +100,59 @@ def test_a_phone_and_its_twin_of_another_shape(phone: str, twin: str) -> None:
     version) is left."""
     assert [k for *_, k in PII().find(phone)] == ["phone"], phone
     assert PII().scrub(twin) == (twin, []), twin
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Witty and intelligent 612 345 678 people.",  # `tel` inside a word
+        "An excellent 612 345 678 result.",  # `cell`
+        "Hotel 612 345 678 rooms.",
+        "Witty, vibrant, and intelligent. 065228365867",  # a UPC-A
+        "Fiery hot, I tell ye! 09839958912254",  # a word starting with one that is none: a GTIN-14
+        "A cellar 612 345 678 bottles deep.",
+    ],
+)
+def test_a_phone_word_inside_a_longer_word_cues_no_number(text: str) -> None:
+    """A phone word cues a number only where it starts a word (L6): `intelligent`, `excellent` and
+    `Hotel` made thousands and barcodes after them `<PHONE>`s."""
+    assert PII().scrub(text) == (text, [])
+
+
+@pytest.mark.parametrize(
+    "cue",
+    ["Tel.", "tel:", "Telefon", "Mobiltelefon", "Smartphone:", "iPhone", "Festnetz:", "Llámanos al",
+     "T:", "M:", "Ph:", "Tel. No."],
+)  # fmt: skip
+def test_a_phone_word_at_a_word_start_or_a_card_s_letter_cues_a_number(cue: str) -> None:
+    """Compounds that end in a phone word are listed; a business card's `T:`, `M:`, `Ph:` cue too."""
+    assert PII().scrub(f"{cue} 612 345 678")[0] == f"{cue} <PHONE>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pallet 06241136469123, case 00012345678905.",  # GTIN-14s (+012...: no valid number)
+        "Phone case, EAN 0012345678905",  # a barcode's name wins over a phone word further back
+        "iPhone 15 case UPC 036000291452",
+    ],
+)
+def test_a_bare_gs1_barcode_of_13_or_14_digits_is_no_phone(text: str) -> None:
+    """A GS1-valid EAN-13 or GTIN-14 starting 0, with no phone word, `+` or `(` before it, is a
+    barcode (L6: a GTIN-14 was a long German number); one starting 00 only where it is no valid
+    number dialled abroad (recall first: `0016175550134` is +1 617-555-0134 as well)."""
+    assert PII().scrub(text) == (text, [])
+    assert [k for *_, k in PII().find("Scan 0016175550134 at the till.")] == ["phone"]
+
+
+def test_a_country_code_starts_no_ssn() -> None:
+    """Tajikistan's `+992 372 12 3456` was `+992 <SSN>`, Norfolk Island's `+672 10 6122` `+<SSN>`:
+    a "+" and a country code, or digits and one space, before the SSN's shape make it a longer
+    number's tail (L6)."""
+    for text in ("+992 372 12 3456", "Tel. +992 372 12 3456", "00992 372 12 3456", "+672 10 6122",
+                 "+688 90 3290"):  # fmt: skip
+        assert PII().scrub(text)[0].endswith("<PHONE>"), text
+    for text in ("+1 536-90-4399", "8 372 12 3456"):
+        assert "ssn" not in [k for *_, k in PII().find(text)], text
+    for text in ("SSN 536 90 4399", "SSN: 536-90-4399", "SSNs 536-90-4399, 536 90 4400"):
+        assert [k for *_, k in PII().find(text)] == ["ssn"] * text.count("53"), text

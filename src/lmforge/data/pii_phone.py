@@ -56,13 +56,14 @@ KIND_CODE_AFTER = re.compile(r"\s?[A-Z][1-9]\b")
 # A version whose first part is 0 (0.10.20240115, 0.2024.01.15, libfoo_0.9.1234567-1): no phone is
 # written with a lone 0 before a dot (dotted phones start `01.`, `02.`; `1.800.555.0134` is no 0).
 ZERO_VERSION = re.compile(r"0(?:\.\d+){2,}(?:-\d+)?")
-# A UPC-A or EAN-13 barcode of North America's GS1 prefixes (036000291452, 0012345678905): 12 or 13
-# digits starting with 0, no separator, whose GS1 check digit holds; a phone is kept where a phone
-# word, a "+" or a "(" is before it. Not other prefixes: 12-13 digits starting 1-9 are as often a
-# number with its country code and no "+" (447911123456, 4917612345678), one in 10 GS1-valid.
-BARCODE = re.compile(r"0\d{11,12}")
-# 13 digits starting 00 are also a number dialled abroad (0016175550134 is +1 617-555-0134): a
-# barcode only where that reading is no valid number, or after a barcode's name.
+# A UPC-A, EAN-13 or GTIN-14 barcode starting with 0 (036000291452, 0012345678905, 06241136469123):
+# 12-14 digits, no separator, whose GS1 check digit holds; a phone is kept where a phone word, a
+# "+" or a "(" is before it. Those starting 00 are also a number dialled abroad (0016175550134 is
+# +1 617-555-0134): bare, a barcode only where that reading is no valid number (barcode()). Not
+# other prefixes: 12-14 digits starting 1-9 are as often a number with its country code and no
+# "+" (447911123456, 4917612345678), one in 10 GS1-valid.
+BARCODE = re.compile(r"0\d{11,13}")
+# A barcode's name right before it wins over a phone word further back (`Phone case, EAN 00...`).
 BARCODE_BEFORE = re.compile(
     r"(?i)\b(?:upc(?:-a)?|ean(?:-13)?|gtin(?:-1[234])?|bar ?code|code-barres)\W{0,3}\Z"
 )
@@ -71,16 +72,21 @@ BARCODE_BEFORE = re.compile(
 IN_NUMBER_BEFORE = re.compile(r"(?:\d[ .,:]|[-/\u2212])\Z")
 IN_NUMBER_AFTER = re.compile(r"[.,]?\d|\.[^\W\d]")
 # A number of fewer than 9 digits with no "+", "0" or "(" in front (April 13 1999, order no.
-# 20860147) is a phone number only after a word that says so.
+# 20860147) is a phone number only after a word that says so. It starts a word: `tel` in
+# `intelligent` or `Hotel`, `cell` in `excellent` is none; compounds ending in one are listed.
 PHONE_WORDS = (
     r"phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|t[ée]l[ée]phone"
     r"|appel|portable|tel[ée]fono|ll[aá]m|tfno|tlf|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
-    r"|zadzwo|kom[óo]rk|kontakt"
+    r"|zadzwo|kom[óo]rk|kontakt|smartphone|iphone|mobiltelefon|festnetz|diensthandy|firmenhandy"
 )
-PHONE_CUE = re.compile(rf"(?i)(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\W{{0,6}}\Z")
-PHONE_CUE_WORD = re.compile(rf"(?i){PHONE_WORDS}")  # one anywhere near: the matcher runs
-# PHONE_CUE from a word's start: `tel 0176...`, not `intelligent. 0176...` (barcode() asks this)
-PHONE_WORD_CUE = re.compile(rf"(?i)\b(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}\W{{0,6}}\Z")
+# English words that start with a phone word and are none: `I tell ye! 0983...` is no cue
+NOT_PHONE_WORD = r"(?!tell|televis|telesc|cellar|cello|ruff|textil|textur|callous)"
+# A business card's or a signature's letter: `T: 0176...`, `M: 612 345 678`, `Ph: ...` (capitals)
+PHONE_LETTER = r"(?-i:\b(?:T|M|F|Ph)\.? ?:)"
+PHONE_CUE = re.compile(
+    rf"(?i)(?:\b{NOT_PHONE_WORD}(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}|{PHONE_LETTER})\W{{0,6}}\Z"
+)
+PHONE_CUE_WORD = re.compile(rf"(?i)\b(?:{PHONE_WORDS})|{PHONE_LETTER}")  # one anywhere near: the matcher runs
 # An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
 # phone number (ID 4155550134, order #4155550134), nor a field's value (a log's `rx=397236329`,
 # a query's `?n=4155550134`), unless a phone word comes first or the field is a telephony one
@@ -104,18 +110,18 @@ def other_number(text: str, start: int) -> bool:
 
 
 def barcode(text: str, start: int, end: int) -> bool:
-    """Whether text[start:end] is a GS1-valid UPC-A or EAN-13 (BARCODE) with no phone word before it
-    and no `+` or `(` right before it. The phone word must start a word (PHONE_WORD_CUE): in a
-    review's `intelligent. 065228365867` (`tel`) the barcode stays one."""
+    """Whether text[start:end] is a GS1-valid UPC-A, EAN-13 or GTIN-14 (BARCODE) named as one right
+    before it (BARCODE_BEFORE), or with no phone word (PHONE_CUE: from a word's start, so a review's
+    `intelligent. 065228365867` stays a barcode) and no `+` or `(` right before it."""
     number = text[start:end]
     if not BARCODE.fullmatch(number) or not stdnum_ean.is_valid(number):
         return False
-    if PHONE_WORD_CUE.search(text, max(0, start - 24), start) or PHONE_LEAD.search(
-        text, max(0, start - 2), start
-    ):
+    if BARCODE_BEFORE.search(text, max(0, start - 12), start):
+        return True
+    if PHONE_CUE.search(text, max(0, start - 24), start) or PHONE_LEAD.search(text, max(0, start - 2), start):
         return False
-    if number.startswith("00") and not BARCODE_BEFORE.search(text, max(0, start - 12), start):
-        try:  # 00, the international prefix: a valid number dialled abroad is read as one
+    if number.startswith("00"):  # the international prefix: a valid number dialled abroad is one
+        try:  # (recall first: 0016175550134 is +1 617-555-0134 as much as a UPC-A written in 13 digits)
             return not phonenumbers.is_valid_number(phonenumbers.parse("+" + number[2:]))
         except phonenumbers.NumberParseException:
             return True
