@@ -20,6 +20,7 @@ from lmforge.config import load_config
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.metrics import MetricsLog, read_metrics
+from lmforge.train.rng_state import restore_rng
 from lmforge.train.run_dir import RUN_FILES, check_inputs, move_aside, resolve_run
 from lmforge.train.run_inputs import ensure_data
 
@@ -211,7 +212,7 @@ def test_cuda_rng_is_saved_and_restored(tmp_path: Path, monkeypatch: pytest.Monk
     loader = {"loader": {"seed": 0, "epoch": 0, "cursor": 0}}  # what restoring reads besides the RNG
     final = ckpt.save_checkpoint(tmp_path / "checkpoints", 1, _write_model, loader, keep=1)
     assert torch.equal(load_file(str(final / "rng.safetensors"))["torch_cuda"], cuda_state)
-    ckpt.restore_rng(final, ckpt.read_trainer_state(final))
+    restore_rng(final, ckpt.read_trainer_state(final))
     assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
 
     older = tmp_path / "older"  # a checkpoint from before CUDA states were saved
@@ -219,7 +220,7 @@ def test_cuda_rng_is_saved_and_restored(tmp_path: Path, monkeypatch: pytest.Monk
     from safetensors.torch import save_file
 
     save_file({"torch_cpu": torch.get_rng_state()}, str(older / "rng.safetensors"))
-    ckpt.restore_rng(older, ckpt.read_trainer_state(older))
+    restore_rng(older, ckpt.read_trainer_state(older))
     assert len(restored) == 1
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import struct
@@ -23,16 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
-
 from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.formats.directory import write_safetensors
 from lmforge.outputs import DISK_ERRORS
 from lmforge.processes import own_status
 from lmforge.tokenization.marian import load_translation_tokenizer
-from lmforge.train.checkpoint_checks import check_rng, check_trainer_state, manifest_entry_problem
+from lmforge.train.checkpoint_checks import check_trainer_state, manifest_entry_problem
 from lmforge.train.own_files import prune_checkpoint
+from lmforge.train.rng_state import RankSum, python_rng_state, rank_rng_tensors, rng_tensors
 
 PREFIX = "step_"
 MANIFEST = "manifest.json"
@@ -51,6 +48,7 @@ def save_checkpoint(
     main: bool = True,
     barrier: Callable[[], None] = lambda: None,
     say: Callable[[str], None] = lambda _: None,
+    ranks: RankSum = (0, 1, lambda t: t),
 ) -> Path:
     """Write a checkpoint for `step` under root atomically; keep the newest `keep` of them.
 
@@ -59,7 +57,9 @@ def save_checkpoint(
     previous run that `train --overwrite` moved aside in root's parent is deleted. A write that
     fails (a full disk) removes the partial folder, freeing its space; the one before stays whole,
     and a disk's refusal is a CannotWrite naming the file. An old checkpoint holding a file train did
-    not write keeps its folder with that file (own_files.prune_checkpoint), said through `say`."""
+    not write keeps its folder with that file (own_files.prune_checkpoint), said through `say`.
+    `ranks` is (this rank, the world size, the engine's all_reduce): every rank's RNG states go
+    into rng.safetensors (rng_state.py)."""
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}"
     try:
@@ -69,10 +69,11 @@ def save_checkpoint(
             tmp.mkdir()
         barrier()
         write(tmp)
+        rng = rng_tensors() | rank_rng_tensors(*ranks)  # a collective: on every rank
         barrier()
         if main:
-            write_safetensors(_rng_tensors(), tmp / "rng.safetensors")
-            state = dict(trainer_state, step=step, python_rng=_python_rng_state())
+            write_safetensors(rng, tmp / "rng.safetensors")
+            state = dict(trainer_state, step=step, python_rng=python_rng_state())
             (tmp / "trainer.json").write_text(json.dumps(state, indent=1))
             follow_umask(tmp)
             write_manifest(tmp)
@@ -278,38 +279,6 @@ def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
         return check_trainer_state(file, json.loads(file.read_text()))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LmforgeError(f"{file}: unreadable trainer state: {e}") from None
-
-
-def restore_rng(checkpoint: Path, state: dict[str, Any]) -> None:
-    """Torch CPU, CUDA (when saved and available) and Python RNG states; checkpoints from before
-    CUDA states were saved have none, and a CPU-only resume ignores a saved one."""
-    file = checkpoint / "rng.safetensors"
-    tensors = load_file(str(file))
-    check_rng(file, tensors)
-    torch.set_rng_state(tensors["torch_cpu"])
-    if "torch_cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["torch_cuda"])  # the current device (this rank's)
-    version, internal, gauss = state["python_rng"]
-    try:
-        random.setstate((version, tuple(internal), gauss))
-    except (TypeError, ValueError, OverflowError) as e:
-        raise LmforgeError(
-            f"{checkpoint / 'trainer.json'}: python_rng is not a Python random state ({e})"
-        ) from None
-
-
-def _rng_tensors() -> dict[str, torch.Tensor]:
-    # Only the current device: each rank trains on its own device, and every rank restores this
-    # file (as it does the CPU state), so rank 0's other devices' states would be the wrong ones.
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["torch_cuda"] = torch.cuda.get_rng_state()
-    return tensors
-
-
-def _python_rng_state() -> list[Any]:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
 
 
 def drop_replaced(run_dir: Path) -> None:

@@ -107,7 +107,15 @@ def check_rng(file: Path, tensors: dict[str, torch.Tensor]) -> None:
     wants = {"torch_cpu": torch.get_rng_state()}
     if "torch_cuda" in tensors and torch.cuda.is_available():
         wants["torch_cuda"] = torch.cuda.get_rng_state()
+    n = len(tensors["torch_cpu_ranks"]) if "torch_cpu_ranks" in tensors else 0  # every rank's (rng_state.py)
+    for key in ("torch_cpu_ranks", "torch_cuda_ranks"):
+        if key in tensors and key.removesuffix("_ranks") in wants:
+            wants[key] = wants[key.removesuffix("_ranks")].expand(n, -1)
+    if "torch_cpu_ranks" in tensors:
+        wants["python_ranks"] = torch.zeros(n, 627, dtype=torch.float64)  # version, 625 words, gauss
     for key, want in wants.items():
+        if key not in tensors:
+            raise LmforgeError(f"{file}: has no {key!r} state: the checkpoint is damaged")
         got = tensors[key]
         if got.dtype != want.dtype or got.shape != want.shape:
             raise LmforgeError(

@@ -47,6 +47,7 @@ from lmforge.train.metrics import MetricsLog, step_line
 from lmforge.train.optim import build_optimizer, build_scheduler
 from lmforge.train.privacy import DPSGD, build_privacy
 from lmforge.train.resume import check_epochs_train
+from lmforge.train.rng_state import restore_rng
 from lmforge.train.run_dir import drop_leftovers, resolve_run, undo_start
 from lmforge.train.run_outputs import (
     drop_stale_best,
@@ -243,7 +244,7 @@ def _restore(run: Run, last: Path, saved: dict[str, Any]) -> None:
     if run.lora_base:  # the adapters only fit the base they were trained on
         check_base(last, run.lora_base)
     run.engine.load(last)
-    ckpt.restore_rng(last, saved)
+    restore_rng(last, saved, run.engine.rank)  # this rank's own states (rng_state.py)
     try:
         run.task.loader.load_state_dict(saved["loader"])
     except LmforgeError as e:  # a position past its epoch (data/loader.py's check_cursor)

@@ -144,6 +144,7 @@ def save_checkpoint(run: Run) -> None:
         main=run.main,
         barrier=run.engine.barrier,
         say=run.say,
+        ranks=(run.engine.rank, run.engine.world_size, run.engine.all_reduce),
     )
 
 
