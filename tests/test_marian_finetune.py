@@ -26,6 +26,8 @@ from tests.marian_helpers import make_marian_model, pairs  # noqa: E402
 def test_finetune_marian_dir_matches_transformers_loss_and_exports(tmp_path: Path) -> None:
     hf_dir = tmp_path / "opus-mt"
     hf = make_marian_model(hf_dir, eos_bias=0.0)
+    generation = hf_dir / "generation_config.json"  # a length_penalty the fine-tuned model keeps
+    generation.write_text(json.dumps(json.loads(generation.read_text()) | {"length_penalty": 0.6}))
     short = [(en, fr) for en, fr in pairs(1200) if len(en) < 90 and len(fr) < 90][:240]
     # one document per pair: the 2% validation split by document hash then holds a few pairs
     data = tmp_path / "pairs.jsonl"
@@ -59,8 +61,10 @@ def test_finetune_marian_dir_matches_transformers_loss_and_exports(tmp_path: Pat
     ours, tokenizer = load_model(run / "model")
     assert ours.start_id == pad and pad in ours.suppress_ids
     assert (ours.num_beams, ours.early_stopping) == (1, False)  # opus-mt's: transformers' defaults
+    assert ours.length_penalty == 0.6
     export_hf(run / "model", tmp_path / "back")
-    assert transformers.GenerationConfig.from_pretrained(tmp_path / "back").early_stopping is False
+    kept = transformers.GenerationConfig.from_pretrained(tmp_path / "back")
+    assert (kept.early_stopping, kept.length_penalty) == (False, 0.6)
     back, info = transformers.MarianMTModel.from_pretrained(tmp_path / "back", output_loading_info=True)
     assert not any(info.values())
     assert not torch.equal(back.model.shared.weight, hf.model.shared.weight)  # it trained

@@ -19,7 +19,12 @@ TRANSLATE_OPTIONS = (
         type=int,
         alt=False,
     ),
-    opt("--length-penalty", "beam score = log p / length**this", type=float, alt=False),
+    opt(
+        "--length-penalty",
+        "beam score = log p / length**this (default: the model's: its generation config's, else 1)",
+        type=float,
+        alt=False,
+    ),
     opt(
         "--repetition-penalty",
         "above 1: tokens already in the translation less likely (1 = off)",

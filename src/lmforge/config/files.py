@@ -264,6 +264,7 @@ DIRECTORY_KEYS = frozenset(
         "early_stopping",
         "repetition_penalty",
         "no_repeat_ngram_size",
+        "length_penalty",
         "source_lang",
         "target_lang",
     }

@@ -146,6 +146,8 @@ def _write_seq2seq_files(
         generation["repetition_penalty"] = model.repetition_penalty
     if model.no_repeat_ngram_size:
         generation["no_repeat_ngram_size"] = model.no_repeat_ngram_size
+    if model.length_penalty != 1.0:
+        generation["length_penalty"] = model.length_penalty
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 

@@ -43,7 +43,6 @@ from lmforge.formats.chat_files import (
     copy_chat_files,
     is_templates_folder,
     named_special_tokens,
-    read_generation_config,
 )
 from lmforge.formats.directory import (
     LOADERS,
@@ -63,10 +62,12 @@ from lmforge.formats.hf_tokenizers import load_hf_tokenizer, tokenizer_sides
 from lmforge.formats.lmforge_dirs import (
     ENCODER_TYPE,
     checked_early_stopping,
+    checked_length_penalty,
     checked_num_beams,
     checked_repeats,
     save_classifier,
 )
+from lmforge.formats.seq2seq_generation import decoding_source, note_unapplied
 from lmforge.model.classifier import Classifier
 from lmforge.model.empty import empty
 from lmforge.model.encoder import Encoder
@@ -167,24 +168,21 @@ Model = GPT | Encoder | Seq2Seq | SpanModel | Classifier
 def _seq2seq(directory: Path, raw: dict[str, Any], config: Any, file: str) -> Seq2Seq:
     """Marian's token ids: pad (source masks; also the start token), and the tokens never generated:
     pad, and any one-token bad_words_ids; and its default beam size, early_stopping,
-    repetition_penalty and no_repeat_ngram_size (transformers' defaults, 1, False, 1 and 0, where
-    not given). Those are generation_config.json's, or config.json's in older uploads without one."""
+    repetition_penalty, no_repeat_ngram_size and length_penalty (transformers' defaults, 1, False,
+    1, 0 and 1, where not given): generation_config.json's, or config.json's in older uploads
+    without one (formats/seq2seq_generation.py)."""
     pad = raw.get("pad_token_id")
     if not isinstance(pad, int):
         raise LmforgeError(f"{file}: missing config key 'pad_token_id'")
     start = raw.get("decoder_start_token_id", pad)
-    # transformers reads config.json's decoding keys only where there is no generation_config.json
-    generation_file = directory / "generation_config.json"
-    source, named = (
-        (read_generation_config(directory), generation_file) if generation_file.is_file() else (raw, file)
-    )
+    source, named = decoding_source(directory, raw, file)
     bad = source.get("bad_words_ids")
     suppress = [pad] + [w[0] for w in bad or [] if isinstance(w, list) and len(w) == 1 and w[0] != pad]
     beams = checked_num_beams(source.get("num_beams", 1), named)
     stopping = checked_early_stopping(source.get("early_stopping", False), named)
-    repeats = checked_repeats(source, named)
+    decoding = (*checked_repeats(source, named), checked_length_penalty(source, named))
     start = start if isinstance(start, int) else pad
-    return empty(lambda: Seq2Seq(config, pad, start, suppress, beams, stopping, *repeats))
+    return empty(lambda: Seq2Seq(config, pad, start, suppress, beams, stopping, *decoding))
 
 
 def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenizer]:
@@ -222,7 +220,10 @@ def convert_hf(directory: str | Path) -> tuple[Model, Tokenizer | MarianTokenize
             f" not loaded (e.g. {unused[0]!r})",
             file=sys.stderr,
         )
-    return model.float().eval(), load_hf_tokenizer(directory, raw, config.vocab_size)
+    tokenizer = load_hf_tokenizer(directory, raw, config.vocab_size)
+    if isinstance(model, Seq2Seq):  # the decoding keys transformers applies and lmforge does not
+        note_unapplied(directory, raw, file, model, tokenizer.eos_id)
+    return model.float().eval(), tokenizer
 
 
 def load_hf_dir(directory: Path) -> tuple[Model, Tokenizer | MarianTokenizer]:

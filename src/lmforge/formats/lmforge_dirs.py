@@ -24,6 +24,7 @@ from lmforge.formats.directory import (
     read_model_config,
     save_weights,
 )
+from lmforge.formats.seq2seq_generation import note_unapplied
 from lmforge.model.classifier import Classifier
 from lmforge.model.empty import empty
 from lmforge.model.encoder import Encoder
@@ -74,6 +75,16 @@ def checked_repeats(source: dict[str, Any], file: str | Path) -> tuple[float, in
     return float(penalty), ngram
 
 
+def checked_length_penalty(source: dict[str, Any], file: str | Path) -> float:
+    """A config file's length_penalty (beam score = log p / length**this): a finite number; absent
+    or null: 1, as transformers reads it."""
+    value = source.get("length_penalty")
+    value = 1.0 if value is None else value
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+        raise LmforgeError(f"{file}: length_penalty={value!r} must be a finite number")
+    return float(value)
+
+
 def checked_early_stopping(value: Any, file: str | Path) -> bool | str:
     """A config file's early_stopping: true, false or "never", as transformers reads it (null,
     its field's default, decodes as false)."""
@@ -96,10 +107,13 @@ def load_seq2seq_dir(directory: Path) -> tuple[Seq2Seq, Tokenizer | MarianTokeni
         raise LmforgeError(f"{file}: decoder_start_token_id / suppress_tokens must be token ids")
     beams = checked_num_beams(raw.get("num_beams", 1), file)
     stopping = checked_early_stopping(raw.get("early_stopping", True), file)
-    repeats = checked_repeats(raw, file)
-    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams, stopping, *repeats))
+    decoding = (*checked_repeats(raw, file), checked_length_penalty(raw, file))
+    model = empty(lambda: Seq2Seq(config, raw["pad_token_id"], start, suppress, beams, stopping, *decoding))
     load_weights(model, directory / WEIGHTS)
-    return model.eval(), load_translation_tokenizer(directory)
+    tokenizer = load_translation_tokenizer(directory)
+    # an import's copy of its source's generation_config.json: what lmforge does not apply of it
+    note_unapplied(directory, None, file, model, tokenizer.eos_id)
+    return model.eval(), tokenizer
 
 
 def write_classifier_files(

@@ -161,14 +161,16 @@ def beam_decode(
     limits: list[int],
     eos: int,
     beam: int = 4,
-    length_penalty: float = 1.0,
+    length_penalty: float | None = None,
     use_cache: bool = True,
     early_stopping: bool | str | None = None,
     repeats: Repeats | None = None,
 ) -> list[list[int]]:
     """Beam search (see the module docstring); returns each sentence's best hypothesis.
-    early_stopping None: the model's own (model.early_stopping)."""
-    check_options(beam=beam, length_penalty=length_penalty, early_stopping=early_stopping)
+    early_stopping and length_penalty None: the model's own (model.early_stopping, .length_penalty)."""
+    check_options(beam=beam, early_stopping=early_stopping)
+    length_penalty = model.length_penalty if length_penalty is None else length_penalty
+    check_options(length_penalty=length_penalty)
     early_stopping = model.early_stopping if early_stopping is None else early_stopping
     b, k = src.size(0), beam
     dec = _Decoder(model, src, k, max(limits), use_cache, repeats)

@@ -78,7 +78,7 @@ def translate_ids(
     eos: int,
     beam: int | None = None,
     batch_size: int = 32,
-    length_penalty: float = 1.0,
+    length_penalty: float | None = None,
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
     use_cache: bool = True,
@@ -98,12 +98,11 @@ def translate_ids(
     An empty source gives an empty translation without decoding: from EOS alone a model invents a
     sentence, and a blank line of a file should stay blank in its translation. repetition_penalty
     and no_repeat_ngram_size are transformers' (seq2seq_decode.Repeats); None: the model's (its
-    generation_config.json's, else off)."""
-    check_repeats(repetition_penalty, no_repeat_ngram_size)
+    generation_config.json's, else off), and so is length_penalty's (else 1)."""
+    check_given(repetition_penalty, no_repeat_ngram_size, length_penalty)
     check_options(
         beam=beam,
         batch_size=batch_size,
-        length_penalty=length_penalty,
         max_len_a=max_len_a,
         max_len_b=max_len_b,
         use_cache=use_cache,
@@ -113,6 +112,7 @@ def translate_ids(
     if max_new_tokens is not None:
         check_options(max_new_tokens=max_new_tokens)
     beam = model.num_beams if beam is None else beam
+    length_penalty = model.length_penalty if length_penalty is None else length_penalty
     sources = fit_sources(
         sources, model.config.block_size - 1, truncate, truncate_option
     )  # room for each source's EOS
@@ -175,10 +175,12 @@ def fit_sources(
     return [ids[:limit] for ids in sources]
 
 
-def check_repeats(repetition_penalty: float | None, no_repeat_ngram_size: int | None) -> None:
-    """The two repeat options where given (None: the model's)."""
+def check_given(
+    repetition_penalty: float | None, no_repeat_ngram_size: int | None, length_penalty: float | None = None
+) -> None:
+    """The options whose None means the model's default, checked where given."""
     given = {"repetition_penalty": repetition_penalty, "no_repeat_ngram_size": no_repeat_ngram_size}
-    check_options(**{k: v for k, v in given.items() if v is not None})
+    check_options(**{k: v for k, v in (given | {"length_penalty": length_penalty}).items() if v is not None})
 
 
 def translate_texts(model: Seq2Seq, tokenizer: Tokenizer, texts: list[str], **options: Any) -> list[str]:
@@ -232,7 +234,7 @@ def translate(
     file: str | Path | None = None,
     beam: int | None = None,
     batch_size: int = 32,
-    length_penalty: float = 1.0,
+    length_penalty: float | None = None,
     dtype: str = "fp32",
     truncate: bool = False,
     repetition_penalty: float | None = None,
@@ -242,11 +244,10 @@ def translate(
     model directory; greedy with beam=1, else beam search (None: the model's default). An empty
     list gives an empty list, as generate and the pipelines do; neither texts nor file is an error.
     A sentence over the model's limit is an error, or with `truncate` is cut to it (translate_ids).
-    repetition_penalty and no_repeat_ngram_size are transformers' (None: the model's, else off)."""
-    check_options(
-        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
-    )
-    check_repeats(repetition_penalty, no_repeat_ngram_size)
+    repetition_penalty and no_repeat_ngram_size are transformers' (None: the model's, else off), and
+    length_penalty beam search's (None: the model's, else 1)."""
+    check_options(beam=beam, batch_size=batch_size, dtype=dtype, truncate=truncate)
+    check_given(repetition_penalty, no_repeat_ngram_size, length_penalty)
     lines = gather_sentences(texts, file)
     net, tokenizer = load_translator(model, dtype)  # checked even for no sentences, as generate does
     if not lines:
@@ -338,7 +339,7 @@ def eval_translate(
     ref: str | Path,
     beam: int | None = None,
     batch_size: int = 32,
-    length_penalty: float = 1.0,
+    length_penalty: float | None = None,
     out: str | Path | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
@@ -351,10 +352,8 @@ def eval_translate(
     Everything is checked before the model loads. Returns score()'s dict plus the sentence count
     and how many sources `truncate` cut to the model's limit (without it a longer one stops the
     evaluation, naming it: translate_ids), so the score says when it is of cut sentences."""
-    check_options(
-        beam=beam, batch_size=batch_size, length_penalty=length_penalty, dtype=dtype, truncate=truncate
-    )
-    check_repeats(repetition_penalty, no_repeat_ngram_size)
+    check_options(beam=beam, batch_size=batch_size, dtype=dtype, truncate=truncate)
+    check_given(repetition_penalty, no_repeat_ngram_size, length_penalty)
     if out is not None:
         out = check_out(out, {f"src={src}": src, f"ref={ref}": ref}, overwrite, model)
     sources, references = read_sentences(src), read_sentences(ref)

@@ -19,9 +19,9 @@ outside the config since they are token ids, the decoder's start token (`start_i
 models start with EOS, Marian's with the pad token) and tokens never generated (`suppress_ids`).
 Also outside the config, as in HF's generation_config.json: the default beam size (`num_beams`;
 opus-mt's is 4), when beam search ends (`early_stopping`: True for lmforge's own models, False,
-transformers' default, for opus-mt) and transformers' `repetition_penalty` and
-`no_repeat_ngram_size` (off unless the file sets them), used when a translation call does not
-give them.
+transformers' default, for opus-mt), transformers' `repetition_penalty` and
+`no_repeat_ngram_size` (off unless the file sets them) and beam search's `length_penalty` (1 unless
+the file sets it), used when a translation call does not give them.
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ class Seq2Seq(nn.Module):
         early_stopping: bool | str = True,
         repetition_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
+        length_penalty: float = 1.0,
     ) -> None:
         super().__init__()
         check_buildable(config, "seq2seq")
@@ -161,6 +162,7 @@ class Seq2Seq(nn.Module):
         self.early_stopping = early_stopping  # and when their beam search ends (seq2seq_decode)
         self.repetition_penalty = repetition_penalty  # and their repeats (seq2seq_decode.Repeats)
         self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.length_penalty = length_penalty  # beam score = log p / length**this
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)  # shared by encoder, decoder and output
         self.encoder = Stack(c, decoder=False)
         self.decoder = Stack(c, decoder=True)
@@ -194,7 +196,7 @@ class Seq2Seq(nn.Module):
         """config.json keys a model directory keeps beyond the ModelConfig."""
         return decoding_extra(
             self.start_id, self.suppress_ids, self.num_beams, self.early_stopping,
-            self.repetition_penalty, self.no_repeat_ngram_size,
+            self.repetition_penalty, self.no_repeat_ngram_size, self.length_penalty,
         )  # fmt: skip
 
     def _check_length(self, t: int, side: str) -> None:
@@ -287,6 +289,7 @@ def decoding_extra(
     early_stopping: bool | str = True,
     repetition_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    length_penalty: float = 1.0,
 ) -> dict[str, Any]:
     """The decoding settings that differ from lmforge's defaults, as config.json keys."""
     extra: dict[str, Any] = {}
@@ -300,4 +303,6 @@ def decoding_extra(
         extra["repetition_penalty"] = repetition_penalty
     if no_repeat_ngram_size:
         extra["no_repeat_ngram_size"] = no_repeat_ngram_size
+    if length_penalty != 1.0:
+        extra["length_penalty"] = length_penalty
     return extra

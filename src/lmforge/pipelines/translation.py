@@ -18,7 +18,7 @@ from typing import Any
 
 from lmforge.errors import LmforgeError
 from lmforge.inference.options import check_keywords, check_options, check_texts, keyword_names
-from lmforge.inference.translate import check_repeats, load_translator, model_languages, translate_texts
+from lmforge.inference.translate import check_given, load_translator, model_languages, translate_texts
 from lmforge.pipelines.streaming import streams
 
 BATCH_SIZE = 32  # sentences decoded together (sorted by length: little padding)
@@ -52,7 +52,7 @@ class TranslationPipeline:
         text: str | list[str],
         *,
         num_beams: int | None = None,  # None: transformers' pipeline's 4 (NUM_BEAMS)
-        length_penalty: float = 1.0,
+        length_penalty: float | None = None,  # None: the model's (its generation config's, else 1)
         batch_size: int = BATCH_SIZE,
         max_new_tokens: int | None = None,  # None: the length limit alone (see seq2seq_decode)
         do_sample: bool = False,
@@ -65,13 +65,12 @@ class TranslationPipeline:
         check_keywords(unknown, keyword_names(TranslationPipeline.__call__), "translation")
         check_options(
             num_beams=num_beams,
-            length_penalty=length_penalty,
             batch_size=batch_size,
             do_sample=do_sample,
             truncation=truncation,
             early_stopping=early_stopping,
         )
-        check_repeats(repetition_penalty, no_repeat_ngram_size)
+        check_given(repetition_penalty, no_repeat_ngram_size, length_penalty)
         if max_new_tokens is not None:
             check_options(max_new_tokens=max_new_tokens)
         if do_sample:

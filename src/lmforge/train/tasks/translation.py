@@ -93,7 +93,11 @@ class TranslationTask(Task):
         self.suppress = list(model.suppress_ids) if model is not None else []
         self.num_beams = model.num_beams if model is not None else 1
         self.early_stopping = model.early_stopping if model is not None else True
-        self.repeats = (1.0, 0) if model is None else (model.repetition_penalty, model.no_repeat_ngram_size)
+        self.defaults = (
+            (1.0, 0, 1.0)
+            if model is None
+            else (model.repetition_penalty, model.no_repeat_ngram_size, model.length_penalty)
+        )  # and its length_penalty: the model's defaults, kept in its directories
         data_dir = self.data_dir
         src, tgt = load_split(data_dir, "train")
         vsrc, vtgt = load_split(data_dir, "val")
@@ -123,7 +127,7 @@ class TranslationTask(Task):
         self.micro = micro
 
     def build_model(self) -> Seq2Seq:
-        decoding = (self.start, self.suppress, self.num_beams, self.early_stopping, *self.repeats)
+        decoding = (self.start, self.suppress, self.num_beams, self.early_stopping, *self.defaults)
         model = Seq2Seq(self.cfg.model, self.pad, *decoding)
         if self.cfg.train.init_from:  # let go of it: else in memory twice all run
             model.load_state_dict(take_loaded(self).state_dict())
@@ -133,8 +137,8 @@ class TranslationTask(Task):
         return seq2seq_loss(model, *batch, label_smoothing=self.label_smoothing)
 
     def write_model_files(self, directory: Path) -> None:
-        # a Marian start token, its beams, early_stopping and repeat options
-        extra = decoding_extra(self.start, self.suppress, self.num_beams, self.early_stopping, *self.repeats)
+        # a Marian start token, its beams, early_stopping, repeat options and length_penalty
+        extra = decoding_extra(self.start, self.suppress, self.num_beams, self.early_stopping, *self.defaults)
         sources = [Path(str(p)) for p in self.meta.get("sources", [])]
         if sources and all(suffixes(p)[0] != ".tsv" for p in sources):  # the direction, where the data
             # names its languages (.jsonl keys, NAME.xx files); a .tsv's columns have no names
