@@ -128,11 +128,13 @@ def test_the_command_line_asks_before_anything_else(monkeypatch: pytest.MonkeyPa
     [
         (signal.SIGINT, True, 130),
         (signal.SIGINT, False, 130),  # `kill -INT` of launch alone: passed on (after 5 s until 2026-12-07)
+        # launched by a script with `&`: SIGINT inherited ignored (it trained to its end until 2026-12-08)
+        (signal.SIGINT, "ignored", 130),
         pytest.param(signal.SIGTERM, False, 143, marks=pytest.mark.slow),
     ],
 )
 def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
-    tmp_path, tiny_overrides: list[str], sig: int, group: bool, status: int
+    tmp_path, tiny_overrides: list[str], sig: int, group: bool | str, status: int
 ) -> None:
     """Ctrl-C (SIGINT to the process group) and `kill` (SIGTERM to launch alone, as timeout and
     Slurm send) end the ranks and exit 128 + the signal; torchrun's agent printed two chained
@@ -140,12 +142,13 @@ def test_a_signal_to_lmforge_launch_stops_the_ranks_in_one_line(
     out = tmp_path / "run-stopped"
     command = [sys.executable, "-m", "lmforge", "launch", "--nproc", "2", "train", *tiny_overrides]
     command += ["--engine.name=ddp", "--train.max_steps=100000", "--train.max_minutes=0", f"--out={out}"]
+    ignored = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if group == "ignored" else None
     launch = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)  # fmt: skip
+                              start_new_session=True, preexec_fn=ignored)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:  # the ranks train
         time.sleep(0.2)
-    os.killpg(launch.pid, sig) if group else launch.send_signal(sig)
+    os.killpg(launch.pid, sig) if group is True else launch.send_signal(sig)
     _, err = launch.communicate(timeout=60)
     assert launch.returncode == status, err
     assert "Traceback" not in err and "signal" not in err

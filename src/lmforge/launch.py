@@ -119,6 +119,10 @@ def launch(
         "lmforge",
         *args,
     ]
+    # a job a script starts in the background inherits SIGINT ignored, and Python then installs no
+    # handler: taken, as train takes it (processes.signals_stop), so `kill -INT` is passed on (until
+    # 2026-12-08 it did nothing: the run trained to its end)
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
     agent = subprocess.Popen(command)
     # a SIGTERM (kill, timeout, Slurm) is passed on: the agent stops its ranks and exits 143
     before = signal.signal(signal.SIGTERM, lambda signum, _: agent.send_signal(signum))
@@ -126,6 +130,7 @@ def launch(
         return _wait(agent)
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _wait(agent: subprocess.Popen) -> int:
