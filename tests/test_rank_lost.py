@@ -87,3 +87,24 @@ def test_a_rank_killed_mid_run_leaves_the_other_one_line_and_the_resume_point(
     assert (
         "its last checkpoint is step " in last and f"lmforge train --resume {out} continues exactly" in last
     )
+
+
+def test_a_rank_waiting_past_the_timeout_for_rank_0s_prep_is_one_line(tmp_path: Path) -> None:
+    """Raw text as data.input: rank 0 prepares it while the others wait in a barrier bounded by
+    engine.timeout_s; a corpus whose preparation took longer ended the run with gloo's traceback."""
+    from types import SimpleNamespace
+
+    from lmforge.config import load_config
+    from lmforge.errors import LmforgeError
+    from lmforge.train.tasks.lm import prepared_data
+
+    def barrier() -> None:
+        raise RuntimeError(GLOO_TIMEOUT)
+
+    cfg = load_config(None, ["--data.input=big.jsonl", "--engine.name=ddp", "--engine.timeout_s=15"])
+    engine = SimpleNamespace(rank=1, world_size=2, barrier=barrier)
+    setup = SimpleNamespace(cfg=cfg, engine=engine, run_dir=tmp_path, say=print)
+    with pytest.raises(
+        LmforgeError, match=r"^data.input='big.jsonl': rank 1 waited engine.timeout_s=15 s for rank"
+    ):
+        prepared_data(setup, None)  # type: ignore[arg-type]

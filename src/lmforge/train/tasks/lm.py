@@ -27,6 +27,7 @@ from lmforge.tokenization.marian import load_translation_tokenizer
 from lmforge.train.engines.base import Engine
 from lmforge.train.evaluate import evaluate, rank_share
 from lmforge.train.losses import lm_loss
+from lmforge.train.lost_rank import rank_lost
 from lmforge.train.run_inputs import ensure_data, init_model
 from lmforge.train.tasks.base import Autocast, Setup, Task, take_loaded
 
@@ -38,7 +39,16 @@ def prepared_data(setup: Setup, init: tuple[Any, Any] | None) -> tuple[Path, dic
     init_tokenizer = init[1] if init else None
     if engine.rank == 0:
         ensure_data(cfg, setup.run_dir, setup.say, init_tokenizer)
-    engine.barrier()
+    try:
+        engine.barrier()
+    except RuntimeError as e:  # the others wait within the collective's timeout (the K6 pass)
+        if engine.rank == 0 or rank_lost(e, engine.world_size, cfg.engine.timeout_s) is None:
+            raise
+        raise LmforgeError(
+            f"data.input={cfg.data.input!r}: rank {engine.rank} waited engine.timeout_s="
+            f"{cfg.engine.timeout_s} s for rank 0 to prepare it; prepare it once first (lmforge prep,"
+            " then its output folder as data.input) or give a longer engine.timeout_s"
+        ) from None
     data_dir = ensure_data(cfg, setup.run_dir, setup.say, init_tokenizer, prepare=False)
     meta = read_meta(data_dir)
     if (meta.get("task", "lm") == "translation") != (cfg.data.task == "translation"):
