@@ -180,3 +180,24 @@ def test_a_bad_streamed_item_is_named_by_its_place_in_the_input(dirs: dict[str, 
         next(labels)
     with pytest.raises(LmforgeError, match=r"^text item 4 is of type NoneType"):
         next(labels)
+
+
+def test_a_calls_keyword_given_to_pipeline_is_every_calls_default(dirs: dict[str, Path]) -> None:
+    """As transformers' pipeline() takes them (`pipeline("translation", model=..., num_beams=2)`,
+    refused until 2026-12-08): a call's own keyword wins; a bad value is the call's one-line
+    error; a keyword no call takes is still refused at pipeline()."""
+    plain = pipeline("text-generation", model=dirs["gpt"])
+    pipe = pipeline("text-generation", model=dirs["gpt"], max_new_tokens=3, do_sample=False)
+    assert pipe("ROMEO:") == plain("ROMEO:", max_new_tokens=3, do_sample=False)
+    assert pipe("ROMEO:", max_new_tokens=1) == plain("ROMEO:", max_new_tokens=1, do_sample=False)
+    assert list(pipe(iter(TEXTS[:2]))) == [plain(t, max_new_tokens=3, do_sample=False) for t in TEXTS[:2]]
+    translate = pipeline("translation", model=dirs["s2s"], num_beams=2, max_new_tokens=4)
+    assert translate(TEXTS[:2]) == pipeline("translation", model=dirs["s2s"])(
+        TEXTS[:2], num_beams=2, max_new_tokens=4
+    )
+    with pytest.raises(LmforgeError, match="max_new_tokens"):
+        pipeline("text-generation", model=dirs["gpt"], max_new_tokens=-1)("ROMEO:")
+    with pytest.raises(LmforgeError, match=r"pipeline\('text-generation'\): unknown keyword max_time"):
+        pipeline("text-generation", model=dirs["gpt"], max_time=5)
+    with pytest.raises(LmforgeError, match="unknown keyword question"):
+        pipeline("question-answering", model=QA_FIXTURE, question="Who?")

@@ -61,8 +61,15 @@ def pipeline(task: str | None = None, model: str | Path | None = None, **kwargs:
     cls = getattr(importlib.import_module(module), name)
     accepted = [p for p in inspect.signature(cls).parameters if p != "model"]
     kwargs = _as_transformers_says(task, kwargs, accepted)
-    check_keywords(kwargs, accepted, f"pipeline({task!r})")  # a one-line error, not a TypeError
-    return cls(model, **kwargs)
+    # a call's keyword given here is every call's default, as transformers' pipeline() takes them
+    # (pipeline("translation", model=..., num_beams=2)); refused until 2026-12-08. Checked at the call.
+    params = list(inspect.signature(cls.__call__).parameters.values())[2:]  # past self and the input
+    called = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+              and p.name not in ("question", "context")]  # fmt: skip  # inputs, not options
+    check_keywords(kwargs, [*accepted, *called], f"pipeline({task!r})")  # a one-line error, not a TypeError
+    pipe = cls(model, **{k: v for k, v in kwargs.items() if k in accepted})
+    pipe.call_defaults = {k: v for k, v in kwargs.items() if k not in accepted}
+    return pipe
 
 
 TORCH_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}  # torch.float32 or "float32" -> lmforge's name

@@ -53,6 +53,7 @@ def streams(
     def decorate(call: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(call)  # keeps the signature: keyword checks and help() read it
         def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+            kwargs = {**getattr(self, "call_defaults", {}), **kwargs}  # pipeline()'s, a call's own win
             named = [k for k in KEYWORDS if is_stream(kwargs.get(k))]
             if args and is_stream(args[0]):
                 inputs, args = args[0], args[1:]
