@@ -99,3 +99,49 @@ def test_a_raw_tsv_quote_closed_lines_later_keeps_every_line_a_pair(tmp_path: Pa
         ('Bring forth every living thing with you."', "Fais sortir tous les animaux avec toi."),
         ("The dog runs.", "Le chien court."),
     ]
+
+
+def test_a_lone_cr_in_a_cell_is_text_and_errors_name_the_file_s_own_line(tmp_path: Path) -> None:
+    """A stray CR in a scraped cell ended the line (the file was read with newline=""): the pair
+    lost its target's end and its document, and a fragment -> "doc0" pair was made, silently; in a
+    two-column file it was an error naming a line `sed -n Np` does not show. Only an LF ends one,
+    as for aligned files; a CRLF's CR goes with it."""
+    path = tmp_path / "cr.tsv"
+    lines = ["The dog runs.\tLe chien court.\tdoc0", "God said.\tDieu dit:\rQu'il y ait.\tdoc0",
+             "Go.\tVa.\tdoc1"]  # fmt: skip
+    path.write_bytes("".join(line + "\r\n" for line in lines).encode())
+    got = [(p.src, p.tgt, p.doc) for p in read_pairs(path)]
+    assert got == [("The dog runs.", "Le chien court.", "doc0"),
+                   ("God said.", "Dieu dit: Qu'il y ait.", "doc0"), ("Go.", "Va.", "doc1")]  # fmt: skip
+    bad = tmp_path / "t2.tsv"  # line 1 is fine with its CR; line 2 (as sed -n 2p shows it) is not
+    bad.write_text("The cat sleeps.\tLe chat\rdort.\nGo.\tVa.\tx\ty\n", newline="")
+    with pytest.raises(LmforgeError, match=rf"^{re.escape(str(bad))}:2: expected 2 or 3 tab-separated"):
+        list(read_pairs(bad))
+
+
+def test_cells_with_a_cr_or_crlf_read_as_csv_writer_wrote_them(tmp_path: Path) -> None:
+    """csv.writer quotes a cell holding a CR where its line end is CRLF (the csv module reads that
+    back, the oracle); with LF line ends it leaves a lone CR unquoted, which the csv module then
+    reads as a line end, and lmforge reads as the cell's text it was written as."""
+    rows = [["a\rb", "c\r\nd", "d1"], ["e", "f\rg\nh", "d2"], ["i", "j", "d3"]]
+    written = [(_norm(s), _norm(t), d) for s, t, d in rows]
+    for ending in ("\r\n", "\n"):
+        path = tmp_path / "q.tsv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter="\t", lineterminator=ending).writerows(rows)
+        with path.open(newline="", encoding="utf-8") as f:
+            oracle = list(csv.reader(f, delimiter="\t"))
+        assert [(p.src, p.tgt, p.doc) for p in read_pairs(path)] == written
+        assert (oracle == rows) == (ending == "\r\n")
+
+
+def test_a_file_with_only_cr_line_ends_reads_a_cr_a_line(tmp_path: Path) -> None:
+    """An old Mac export (no LF anywhere, each line ended by a lone CR) is read a line a CR, as
+    open() and the csv module read it: aligned files read as one line each (one long pair)."""
+    tsv = tmp_path / "mac.tsv"
+    tsv.write_text("a\tb\rc\td\r", newline="")
+    assert [(p.src, p.tgt) for p in read_pairs(tsv)] == [("a", "b"), ("c", "d")]
+    (tmp_path / "m.en").write_text("one\rtwo\rthree", newline="")
+    (tmp_path / "m.fr").write_text("un\rdeux\rtrois\r", newline="")
+    got = [(p.src, p.tgt) for p in read_pairs(tmp_path / "m.en")]
+    assert got == [("one", "un"), ("two", "deux"), ("three", "trois")]

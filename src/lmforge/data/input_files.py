@@ -86,12 +86,12 @@ def _refuse_model_folder(path: Path) -> None:
     """A model, run or prep output directory named as a corpus: its config.json, tokenizer.json,
     meta.json and metrics would be read as .json and .jsonl text (or fail as such), far from what
     was meant."""
-    what = _output_folder(path)
+    what = output_folder(path)
     if what:
         raise LmforgeError(f"{path}: {what}, not a corpus: give text files or folders of them ({readable()})")
 
 
-def _output_folder(path: Path) -> str | None:
+def output_folder(path: Path) -> str | None:
     """What lmforge output `path` is (a model or run directory, a prep output), or None."""
     model = path / "model" if (path / "model" / "config.json").is_file() else path
     if (model / "config.json").is_file() and any((model / n).is_file() for n in MODEL_FILES):
@@ -132,7 +132,7 @@ def _folder_files(path: Path, passed_over: list[Path] | None) -> list[Path]:
     # an earlier output inside the folder (`prep raw/ --out raw/prepared`, then `prep raw/`): named,
     # not read (its meta.json and report.json were read as text, "not a JSON array")
     outputs = [
-        p for p in found if p.is_dir() and not p.is_symlink() and not _hidden(p, path) and _output_folder(p)
+        p for p in found if p.is_dir() and not p.is_symlink() and not _hidden(p, path) and output_folder(p)
     ]
     found = [p for p in found if not any(p.is_relative_to(o) for o in outputs)] + outputs
     entries = sorted(

@@ -21,6 +21,7 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
 import json
 import lzma
 import re
@@ -63,8 +64,21 @@ def _open_binary(path: Path) -> IO[bytes]:
 def open_text(path: Path, newline: str = "") -> IO[str]:
     """A (possibly compressed) file as strict UTF-8 text, for readers that want a bad byte to be an
     error rather than a repair (the sentence-pair reader). newline is open()'s: "" (a line ends at
-    an LF, a CRLF or a lone CR, each kept) for prep's corpus readers, LF alone for strict_lines."""
+    an LF, a CRLF or a lone CR, each kept) for prep's corpus readers, LF alone for strict_lines and
+    the sentence-pair readers (lf_lines)."""
     return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="strict", newline=newline)
+
+
+def lf_lines(f: IO[str]) -> Iterator[str]:
+    """The lines of `f` (opened with newline="\\n") as the sentence-pair readers take them: only an
+    LF ends one, as `wc -l` counts them, so a stray CR inside a sentence is text; but a file with
+    no LF at all that holds a CR (an old Mac export: each line ends in a lone CR) is read a CR a
+    line, as `open()` and the csv module read it, rather than as one line."""
+    first = f.readline()
+    if first.endswith("\n") or "\r" not in first:
+        yield from itertools.chain([first] if first else [], f)
+    else:  # the whole file, without an LF: its CRs end the lines
+        yield from (line for line in re.split(r"(?<=\r)", first) if line)
 
 
 def strict_lines(path: Path, what: str = "a text file") -> Iterator[tuple[int, str]]:

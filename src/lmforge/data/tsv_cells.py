@@ -24,7 +24,8 @@ Line = tuple[int, str]  # (line number, the line with its line break)
 
 def tsv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str], bool]]:
     """(the record's first line number, its cells, whether a cell was read out of quotes) of the
-    non-blank records of `lines` (a file opened with newline=""). Line numbers stay the file's."""
+    non-blank records of `lines` (a file's lines with their line breaks: only an LF ends one, as
+    sources.lf_lines reads them, so a lone CR is a cell's text). Line numbers stay the file's."""
     source, pending = enumerate(lines, start=1), deque[Line]()
 
     def pull() -> Line | None:
