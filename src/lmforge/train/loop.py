@@ -118,8 +118,8 @@ def train(
                 del run
                 with contextlib.suppress(Exception):  # the error that stopped the run is the one to show
                     engine.release()
-                if lost is not None:
-                    raise lost from None
+                if lost is not None:  # the backend's traceback under --debug (a bug may say the same)
+                    raise lost from e
                 raise
             del run  # its model before the engine's process group (engines/ddp.py's close)
         engine.close()

@@ -42,13 +42,16 @@ def prepared_data(setup: Setup, init: tuple[Any, Any] | None) -> tuple[Path, dic
     try:
         engine.barrier()
     except RuntimeError as e:  # the others wait within the collective's timeout (the K6 pass)
-        if engine.rank == 0 or rank_lost(e, engine.world_size, cfg.engine.timeout_s) is None:
+        lost = rank_lost(e, engine.world_size, cfg.engine.timeout_s)
+        if engine.rank == 0 or lost is None:
             raise
+        if "Timed out" not in str(e):  # rank 0 stopped (its own line says why), it did not take long
+            raise lost from e
         raise LmforgeError(
             f"data.input={cfg.data.input!r}: rank {engine.rank} waited engine.timeout_s="
             f"{cfg.engine.timeout_s} s for rank 0 to prepare it; prepare it once first (lmforge prep,"
             " then its output folder as data.input) or give a longer engine.timeout_s"
-        ) from None
+        ) from e  # the backend's traceback under --debug
     data_dir = ensure_data(cfg, setup.run_dir, setup.say, init_tokenizer, prepare=False)
     meta = read_meta(data_dir)
     if (meta.get("task", "lm") == "translation") != (cfg.data.task == "translation"):
