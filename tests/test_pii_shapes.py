@@ -122,7 +122,10 @@ def test_a_phone_word_inside_a_longer_word_cues_no_number(text: str) -> None:
 @pytest.mark.parametrize(
     "cue",
     ["Tel.", "tel:", "Telefon", "Mobiltelefon", "Smartphone:", "iPhone", "Festnetz:", "Llámanos al",
-     "T:", "M:", "Ph:", "Tel. No."],
+     "T:", "M:", "Ph:", "Tel. No.",
+     # compounds ending in one (left in clear for a while: the R6 pass)
+     "Firmentelefon", "Geschäftstelefon:", "Privattelefon", "Autotelefon", "Notruf", "Rückruf unter",
+     "Rappelez-nous au", "Freephone", "Payphone", "Telefonnummer:"],
 )  # fmt: skip
 def test_a_phone_word_at_a_word_start_or_a_card_s_letter_cues_a_number(cue: str) -> None:
     """Compounds that end in a phone word are listed; a business card's `T:`, `M:`, `Ph:` cue too."""
@@ -147,12 +150,12 @@ def test_a_bare_gs1_barcode_of_13_or_14_digits_is_no_phone(text: str) -> None:
 
 def test_a_country_code_starts_no_ssn() -> None:
     """Tajikistan's `+992 372 12 3456` was `+992 <SSN>`, Norfolk Island's `+672 10 6122` `+<SSN>`:
-    a "+" and a country code, or digits and one space, before the SSN's shape make it a longer
-    number's tail (L6)."""
+    a "+" and a country code, or 00 and one, before the SSN's shape make it a longer number's tail
+    (L6); other digits before it do not (`John Smith 42 536 90 4399` stayed in clear for a while)."""
     for text in ("+992 372 12 3456", "Tel. +992 372 12 3456", "00992 372 12 3456", "+672 10 6122",
                  "+688 90 3290"):  # fmt: skip
         assert PII().scrub(text)[0].endswith("<PHONE>"), text
-    for text in ("+1 536-90-4399", "8 372 12 3456"):
-        assert "ssn" not in [k for *_, k in PII().find(text)], text
+    assert "ssn" not in [k for *_, k in PII().find("+1 536-90-4399")]
+    assert PII().scrub("John Smith 42 536 90 4399")[0] == "John Smith 42 <SSN>"
     for text in ("SSN 536 90 4399", "SSN: 536-90-4399", "SSNs 536-90-4399, 536 90 4400"):
         assert [k for *_, k in PII().find(text)] == ["ssn"] * text.count("53"), text

@@ -81,10 +81,10 @@ DEVICE_BEFORE = re.compile(
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,8}(?:[ -]?[A-Z0-9]{1,3})?\b")
 SSN = re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d]|-\d)")
 # A phone's tail: after a "+" and maybe its country code (`+992 372 12 3456`, `+672 10 6122`, a
-# number of Tajikistan and of Norfolk Island), or, spaced, after digits and a space (`00992 372 12
-# 3456`, `8 372 12 3456`: the groups of one longer number).
+# number of Tajikistan and of Norfolk Island), or, spaced, after 00 and a country code (`00992 372
+# 12 3456`). Not after other digits: `John Smith 42 536 90 4399` is an SSN after a number.
 SSN_NOT_AFTER = re.compile(r"[+＋](?:\d{1,3} )?\Z")
-SPACED_AFTER_DIGITS = re.compile(r"\d \Z")
+SPACED_AFTER_DIGITS = re.compile(r"(?<!\d)00\d{1,3} \Z")
 
 
 def _imei_ok(text: str, start: int, end: int) -> bool:
@@ -212,7 +212,7 @@ class PII:
 
     def _ssns(self, text: str) -> Iterator[tuple[int, int]]:
         for m in SSN.finditer(text):
-            before = max(0, m.start() - 5)
+            before = max(0, m.start() - 7)
             if SSN_NOT_AFTER.search(text, before, m.start()) or (
                 m.group(1) == " " and SPACED_AFTER_DIGITS.search(text, before, m.start())
             ):

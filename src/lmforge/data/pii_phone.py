@@ -78,15 +78,21 @@ PHONE_WORDS = (
     r"phone|tel|call|fax|mobile|cell|contact|reach|text|sms|whatsapp|t[ée]l[ée]phone"
     r"|appel|portable|tel[ée]fono|ll[aá]m|tfno|tlf|m[óo]vil|celular|telefon|anruf|ruf|handy|cellulare|chiam"
     r"|zadzwo|kom[óo]rk|kontakt|smartphone|iphone|mobiltelefon|festnetz|diensthandy|firmenhandy"
+    r"|rappel|freephone|payphone"
 )
+# German and Romance compounds that end in a phone word (Firmentelefon, Geschäftstelefon, Notruf,
+# Rückruf, Diensthandy): a cue too (not `phone` alone: headphone, microphone)
+PHONE_WORD_ENDS = r"\w+(?:telefon|t[ée]l[ée]fono|ruf|handy|nummer)\w{0,2}\b"
 # English words that start with a phone word and are none: `I tell ye! 0983...` is no cue
 NOT_PHONE_WORD = r"(?!tell|televis|telesc|cellar|cello|ruff|textil|textur|callous)"
 # A business card's or a signature's letter: `T: 0176...`, `M: 612 345 678`, `Ph: ...` (capitals)
 PHONE_LETTER = r"(?-i:\b(?:T|M|F|Ph)\.? ?:)"
 PHONE_CUE = re.compile(
-    rf"(?i)(?:\b{NOT_PHONE_WORD}(?:{PHONE_WORDS})\w*(?:\W{{1,3}}\w{{1,5}}){{0,2}}|{PHONE_LETTER})\W{{0,6}}\Z"
+    rf"(?i)(?:\b(?:{NOT_PHONE_WORD}(?:{PHONE_WORDS})\w*|{PHONE_WORD_ENDS})(?:\W{{1,3}}\w{{1,5}}){{0,2}}"
+    rf"|{PHONE_LETTER})\W{{0,6}}\Z"
 )
-PHONE_CUE_WORD = re.compile(rf"(?i)\b(?:{PHONE_WORDS})|{PHONE_LETTER}")  # one anywhere near: the matcher runs
+# one anywhere near: the matcher runs
+PHONE_CUE_WORD = re.compile(rf"(?i)\b(?:{PHONE_WORDS}|{PHONE_WORD_ENDS})|{PHONE_LETTER}")
 # An unmarked number (no "+", "0" or "(") after a word that names another kind of number is not a
 # phone number (ID 4155550134, order #4155550134), nor a field's value (a log's `rx=397236329`,
 # a query's `?n=4155550134`), unless a phone word comes first or the field is a telephony one
