@@ -267,6 +267,13 @@ def test_a_server_with_an_api_key_asks_for_it(browser: Any, keyed_url: str) -> N
     key.fill("wrong")
     page.get_by_role("button", name="Connect").click()
     expect(page.get_by_role("alert", name="Error")).to_contain_text("missing or wrong API key")
+    key.fill(KEY + "\u200b")  # a pasted zero-width space: fetch cannot send it, the page says why
+    page.get_by_role("button", name="Connect").click()
+    expect(page.get_by_role("alert", name="Error")).to_have_text(
+        f"the API key cannot be sent: it holds U+200B (character {len(KEY) + 1}), and a key is printable"
+        " ASCII; type it again"
+    )
+    expect(status).to_have_text("this server needs an API key")  # not "cannot reach the server"
     key.fill(KEY)
     page.get_by_role("button", name="Connect").click()
     expect(status).to_have_text("connected: 5 models")

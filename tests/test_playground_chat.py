@@ -165,6 +165,12 @@ def test_the_page_fits_a_phone_screen(browser: Any, url: str) -> None:
         box = tab.bounding_box()
         assert box is not None and box["x"] + box["width"] <= 375, tab.text_content()
         assert page.evaluate("document.documentElement.scrollWidth") <= 375, tab.text_content()
+    page.get_by_role("tab", name="Chat").click()  # an error with a long unbroken word wraps
+    page.get_by_label("Seed").fill("9" * 80)
+    page.get_by_label("Message", exact=True).fill("Hi")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("alert", name="Error")).to_contain_text("Seed: 9999")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
     context.close()
 
 

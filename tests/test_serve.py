@@ -678,6 +678,12 @@ def test_the_api_key_comes_from_the_option_else_the_file_else_the_variable(
     monkeypatch.setenv(API_KEY_ENV, "  ")
     with pytest.raises(LmforgeError, match=r"^\$LMFORGE_API_KEY holds only whitespace"):
         read_api_key(None, None)
+    monkeypatch.setenv(API_KEY_ENV, "pässwörd")  # curl sends UTF-8, a browser Latin-1: neither matched
+    with pytest.raises(LmforgeError, match=r"^\$LMFORGE_API_KEY: the key holds U\+00E4 \(character 2\)"):
+        read_api_key(None, None)
+    with pytest.raises(LmforgeError, match=r"^api_key: the key holds U\+0009 \(character 2\)"):
+        read_api_key("a\tb", None)
+    assert read_api_key("a b~!", None) == ("a b~!", "flag")  # printable ASCII, inner spaces too
     # only a key typed on the command line is warned of; no warning holds a key
     (typed,) = start_warnings("127.0.0.1", "flag")
     assert "--api-key" in typed and "process list" in typed and "--api-key-file" in typed
@@ -714,6 +720,10 @@ KEY_FILE_ERRORS = [  # (makes the --api-key-file PATH, the options besides it, t
     pytest.param(_key_file(b" \n\t\r\n"), [], F + "the file is empty", id="blank"),
     pytest.param(_key_file(b"k1\nk2\n"), [], F + "the key spans more than one line", id="two-lines"),
     pytest.param(_key_file(b"k" * (64 * 1024 + 1)), [], F + "larger than 64 KiB", id="huge"),
+    # no HTTP client can send a key past printable ASCII: named by code point, never shown
+    pytest.param(_key_file("ключ-€\n".encode()), [],
+                 F + r"the key holds U\+043A \(character 1\), which no HTTP", id="cyrillic"),
+    pytest.param(_key_file("k2\u200b".encode()), [], F + r"the key holds U\+200B \(character 3\)", id="zwsp"),
     pytest.param(_unreadable, [], F + r"cannot read it \(Permission denied\)", id="unreadable",
                  marks=ROOT_READS_ANY_FILE),
     pytest.param(lambda folder: _key_file(b"k")(folder) / "key", [],
@@ -1015,3 +1025,18 @@ def test_a_request_without_the_key_is_refused_before_its_body_is_read(models: di
                for route, body in bodies]  # fmt: skip
         assert got == [400, 413, 404]
         assert c.get("/").status_code == 200  # the playground's page asks for the key itself
+
+
+def test_the_pages_files_are_revalidated(models: dict[str, Any]) -> None:
+    """The page and its scripts carry `Cache-Control: no-cache`: a browser asks again each time (a
+    304 while a file is unchanged), so after an upgrade it never runs old scripts under the new page
+    (until 2026-12-08 the scripts had none, and Chromium kept them for days by heuristic freshness)."""
+    from lmforge.server.playground import STATIC
+
+    with client(models) as c:
+        assert c.get("/").headers["cache-control"] == "no-cache"
+        for path in sorted(STATIC.iterdir()):
+            r = c.get(f"/static/{path.name}")
+            assert r.status_code == 200 and r.headers["cache-control"] == "no-cache", path.name
+            again = c.get(f"/static/{path.name}", headers={"if-none-match": r.headers["etag"]})
+            assert again.status_code == 304 and again.headers["cache-control"] == "no-cache", path.name

@@ -356,7 +356,7 @@ def generate(
     ids = encode_prompts(tokenizer, prompts)
     compile_choice.switches.clear()
     streaming = stream and len(prompts) == 1
-    watch = watcher(tokenizer, len(ids), stops, streaming)
+    watch = watcher(tokenizer, ids, stops, streaming)
     if streaming:  # a prompt too long for the context fails before it is echoed
         check_prompt(ids[0], net.config.block_size, truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
@@ -398,4 +398,5 @@ def generate(
     hint = compile_choice.hint()
     if hint is not None:
         print(f"lmforge: {hint}", file=sys.stderr)
-    return [p + cut_at_stop(tokenizer.decode(o), stops)[0] for p, o in zip(prompts, outs, strict=True)]
+    texts = [tokenizer.decode_after(i, o) for i, o in zip(ids, outs, strict=True)]  # first space kept
+    return [p + cut_at_stop(t, stops)[0] for p, t in zip(prompts, texts, strict=True)]

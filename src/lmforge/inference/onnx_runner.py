@@ -250,7 +250,7 @@ def generate_onnx(
     if streaming:
         check_prompt(ids[0], onnx.meta["block_size"], truncate_prompt, "the prompt")
         sys.stdout.write(prompts[0])
-    watch = watcher(tokenizer, len(ids), stops, streaming)
+    watch = watcher(tokenizer, ids, stops, streaming)
     outs = generate_ids_onnx(
         onnx, ids, max_new_tokens, temperature, top_k, top_p, seed, truncate_prompt, watch,
         repetition_penalty=repetition_penalty, min_p=min_p, min_new_tokens=min_new_tokens,
@@ -260,7 +260,8 @@ def generate_onnx(
     if isinstance(watch, TextStream):
         watch.finish()
         sys.stdout.write("\n")
-    return [p + cut_at_stop(tokenizer.decode(o), stops)[0] for p, o in zip(prompts, outs, strict=True)]
+    texts = [tokenizer.decode_after(i, o) for i, o in zip(ids, outs, strict=True)]  # as generate's
+    return [p + cut_at_stop(t, stops)[0] for p, t in zip(prompts, texts, strict=True)]
 
 
 def translate_ids_onnx(

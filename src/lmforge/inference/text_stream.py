@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from lmforge.errors import LmforgeError
-from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import CONTEXT_TOKENS, Tokenizer
 
 
 def check_stops(stop: str | Sequence[str] | None, name: str = "stop") -> list[str]:
@@ -43,16 +43,17 @@ def whole_chars(text: str) -> str:
     return text.rstrip("\ufffd")
 
 
-def settled(tokenizer: Tokenizer, ids: Sequence[int], decoded: str) -> str:
-    """The start of `decoded` (the ids' text) that no later token can change: without a trailing
-    partial character (byte-level BPE) and without the text of a byte-fallback run still open (its
-    tokens up to the last; vLLM and transformers' TextStreamer hold back only the U+FFFD it shows,
-    and so printed "\x05\x05" where the final text was three U+FFFD)."""
+def settled(tokenizer: Tokenizer, ids: Sequence[int], decoded: str, context: Sequence[int] = ()) -> str:
+    """The start of `decoded` (the ids' text after `context`, Tokenizer.decode_after) that no later
+    token can change: without a trailing partial character (byte-level BPE) and without the text
+    of a byte-fallback run still open (its tokens up to the last; vLLM and transformers'
+    TextStreamer hold back only the U+FFFD it shows, and so printed "\x05\x05" where the final
+    text was three U+FFFD)."""
     k = len(ids)
     while k and ids[k - 1] in tokenizer.byte_run_ids:
         k -= 1
     if k < len(ids):
-        return tokenizer.decode(ids[:k])  # ends at a token that closed every run before it
+        return tokenizer.decode_after(context, ids[:k])  # ends at a token that closed every run before it
     return decoded if tokenizer.byte_run_ids else whole_chars(decoded)
 
 
@@ -92,29 +93,37 @@ class TextStream:
     """Writes a continuation's text as its tokens arrive (to `out`, or sys.stdout at the time of
     writing). It decodes the whole continuation each time and holds back what later tokens may
     change (settled) or may start a stop string; called with a token, it says whether a stop string ended the
-    text (generate_ids then ends the row). `finish()` writes what is still held back."""
+    text (generate_ids then ends the row). `finish()` writes what is still held back. `context`: the
+    prompt the text continues (its first space kept, Tokenizer.decode_after); none for a chat reply."""
 
-    def __init__(self, tokenizer: Tokenizer, out: TextIO | None = None, stops: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        out: TextIO | None = None,
+        stops: Sequence[str] = (),
+        context: Sequence[int] = (),
+    ) -> None:
         self.tokenizer = tokenizer
         self.out = out
         self.stops = list(stops)
+        self.context = list(context[-CONTEXT_TOKENS:])
         self.ids: list[int] = []
         self.text = ""  # written so far
 
     def __call__(self, _: int, token: int) -> bool:  # generate_ids' on_token(prompt index, token)
         self.ids.append(token)
-        decoded = self.tokenizer.decode(self.ids)
+        decoded = self.tokenizer.decode_after(self.context, self.ids)
         text, stopped = cut_at_stop(whole_chars(decoded), self.stops)
         if stopped:  # the row ends here: its text is the decode of these ids, cut
             self._write(text)
         else:
-            sure = text[: len(settled(self.tokenizer, self.ids, decoded))]
+            sure = text[: len(settled(self.tokenizer, self.ids, decoded, self.context))]
             self._write(sure[: len(sure) - held_back(sure, self.stops)])
         return stopped
 
     def finish(self) -> str:
         """Write the rest of the text (held back at the end); the whole text."""
-        text = cut_at_stop(self.tokenizer.decode(self.ids), self.stops)[0]
+        text = cut_at_stop(self.tokenizer.decode_after(self.context, self.ids), self.stops)[0]
         self._write(text)
         return text
 
@@ -130,10 +139,16 @@ class StopWatch:
     """For a batch that is not streamed: ends each row at its first stop string. With the rows'
     prompts, a stop string may begin in its prompt's last characters and end in the new text, as
     transformers' stop_strings (which search the whole sequence) count it; without them (`lmforge
-    generate --stop`, as vLLM's and OpenAI's stop) only the new text is searched."""
+    generate --stop`, as vLLM's and OpenAI's stop) only the new text is searched, the text each row
+    adds after its `contexts` prompt (Tokenizer.decode_after), as generate returns it."""
 
     def __init__(
-        self, tokenizer: Tokenizer, rows: int, stops: Sequence[str], prompts: Sequence[Sequence[int]] = ()
+        self,
+        tokenizer: Tokenizer,
+        rows: int,
+        stops: Sequence[str],
+        prompts: Sequence[Sequence[int]] = (),
+        contexts: Sequence[Sequence[int]] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.stops = list(stops)
@@ -142,17 +157,22 @@ class StopWatch:
         self.tails = [list(p[-longest:]) for p in prompts] or [[] for _ in range(rows)]
         self.after = [len(whole_chars(tokenizer.decode(t))) for t in self.tails]
         self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.contexts = [list(c) for c in contexts] or [[] for _ in range(rows)]
 
     def __call__(self, row: int, token: int) -> bool:
         self.ids[row].append(token)
-        text = whole_chars(self.tokenizer.decode(self.tails[row] + self.ids[row]))
+        if self.tails[row]:
+            text = whole_chars(self.tokenizer.decode(self.tails[row] + self.ids[row]))
+        else:
+            text = whole_chars(self.tokenizer.decode_after(self.contexts[row], self.ids[row]))
         return cut_at_stop(text, self.stops, self.after[row])[1]  # a stop ending in the new text
 
 
 def watcher(
-    tokenizer: Tokenizer, rows: int, stops: Sequence[str], stream: bool
+    tokenizer: Tokenizer, prompts: Sequence[Sequence[int]], stops: Sequence[str], stream: bool
 ) -> TextStream | StopWatch | None:
-    """generate's on_token: the stream of one prompt's text, else the stop strings' watch (or none)."""
+    """generate's on_token: the stream of one prompt's text, else the stop strings' watch (or none);
+    each row's text is what it adds after its prompt (Tokenizer.decode_after)."""
     if stream:
-        return TextStream(tokenizer, stops=stops)
-    return StopWatch(tokenizer, rows, stops) if stops else None
+        return TextStream(tokenizer, stops=stops, context=prompts[0])
+    return StopWatch(tokenizer, len(prompts), stops, contexts=prompts) if stops else None

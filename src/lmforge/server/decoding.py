@@ -30,7 +30,7 @@ from lmforge.inference.logit_bias import NO_BIAS, LogitBias
 from lmforge.inference.penalties import NO_PENALTIES, Penalties
 from lmforge.inference.text_stream import cut_at_stop, held_back, settled, whole_chars
 from lmforge.server.errors import ApiError
-from lmforge.tokenization.tokenizer import Tokenizer
+from lmforge.tokenization.tokenizer import CONTEXT_TOKENS, Tokenizer
 
 
 class Stopped(Exception):
@@ -59,13 +59,16 @@ class Row:
     logprobs_sent: int = 0  # entries already streamed
     early: int = 0  # characters of its first min_tokens tokens, where no stop string may end
     grammar: GrammarState | None = None  # response_format: its place in the JSON schema
+    context: list[int] = field(default_factory=list)  # a completion's prompt: its text goes on after
+    # the prompt's last ids (Tokenizer.decode_after keeps a SentencePiece reply's first space); a chat
+    # turn's is empty, its reply decoded alone
 
     def pending(self, tokenizer: Tokenizer, stops: list[str], min_tokens: int = 0, keep: bool = False) -> str:
         """Decode after a new token: end the row at a stop string past its first min_tokens
         tokens (vLLM's: a stop string ending in their text is none, as an EOS among them is
         none), the stop string kept where `keep` (include_stop_str_in_output); the new text safe
         to send."""
-        decoded = tokenizer.decode(self.ids)
+        decoded = tokenizer.decode_after(self.context, self.ids)
         if len(self.ids) <= min_tokens:
             self.early = len(decoded)
         whole = whole_chars(decoded)
@@ -74,7 +77,7 @@ class Row:
             self.text, self.finish = text, "stop"
             return self.flush()
         # less what a later token may change: a character cut in half, an open byte-fallback run
-        self.text = text[: len(settled(tokenizer, self.ids, decoded))]
+        self.text = text[: len(settled(tokenizer, self.ids, decoded, self.context))]
         return self._take(len(self.text) - held_back(self.text, stops))
 
     def flush(self) -> str:
@@ -83,7 +86,7 @@ class Row:
     def settle(self, tokenizer: Tokenizer, stops: list[str], keep: bool = False) -> str:
         """The row has ended: its whole text, a last character cut in half shown as U+FFFD (as
         `generate` shows it), cut at a stop string as `pending` cuts it; what is left to send."""
-        self.text = _cut(tokenizer.decode(self.ids), stops, self.early, keep)[0]
+        self.text = _cut(tokenizer.decode_after(self.context, self.ids), stops, self.early, keep)[0]
         return self.flush()
 
     def _take(self, upto: int) -> str:
@@ -141,6 +144,7 @@ class Job:
     # fills each prompt's own room); None: max_new_tokens for every row
     stop_tokens: frozenset[int] = frozenset()  # vLLM's stop_token_ids (also in eos: they end a row)
     keep_stop: bool = False  # vLLM's include_stop_str_in_output: a stop string (stop token) kept
+    continues: bool = False  # a completion: each row's text continues its prompt's (Row.context)
     emit: Callable[[tuple], None] | None = None  # streaming: ("delta", index, text, logprobs) events
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: list[Row] = field(default_factory=list)
@@ -151,7 +155,8 @@ class Job:
         """The rows to decode, one group (n choices) per prompt; choice c of a prompt samples from
         row_generator(seed, c), whatever else is in the batch."""
         device = next(self.net.parameters()).device
-        self.rows = [Row() for _ in range(len(self.prompts) * self.n)]
+        tails = [list(p[-CONTEXT_TOKENS:]) if self.continues else [] for p in self.prompts]
+        self.rows = [Row(context=tails[i // self.n]) for i in range(len(self.prompts) * self.n)]
         for row in self.rows if self.grammar is not None else []:
             row.grammar = self.grammar.start()
         return [

@@ -103,6 +103,7 @@ def new_job(
         limits=limits,
         stop_tokens=stop_tokens,
         keep_stop=body.include_stop_str_in_output,
+        continues=not chat,  # a chat reply is decoded alone, its first space dropped (docs/serving.md)
     )
 
 

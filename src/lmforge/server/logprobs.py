@@ -41,7 +41,8 @@ class Pieces:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        decoder = json.dumps(json.loads(tokenizer.hf.to_str()).get("decoder"))
+        # ensure_ascii=False: escaped, '▁' was "\\u2581" there and never found (tokens showed '▁the')
+        decoder = json.dumps(json.loads(tokenizer.hf.to_str()).get("decoder"), ensure_ascii=False)
         self.metaspace = "\u2581" in decoder  # SentencePiece-style: '▁' stands for a space
         self.table = _byte_level_table() if tokenizer.kind == "bpe" else None
         self.cache: dict[int, tuple[str, list[int]]] = {}

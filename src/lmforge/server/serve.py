@@ -156,13 +156,27 @@ def read_api_key(api_key: str | None, api_key_file: str | Path | None) -> tuple[
     if api_key is not None:
         if not api_key.strip():
             raise LmforgeError("api_key is empty: give a non-empty key, or none")
-        return api_key, "flag"
+        return _sendable(api_key, "api_key"), "flag"
     if api_key_file is not None:
-        return _key_from_file(api_key_file), "file"
+        return _sendable(_key_from_file(api_key_file), f"api_key_file={api_key_file}"), "file"
     key = os.environ.get(API_KEY_ENV) or None
     if key is not None and not key.strip():
         raise LmforgeError(f"${API_KEY_ENV} holds only whitespace: give a non-empty key, or unset it")
-    return key, None if key is None else "env"
+    return (None, None) if key is None else (_sendable(key, f"${API_KEY_ENV}"), "env")
+
+
+def _sendable(key: str, where: str) -> str:
+    """The key, if an HTTP client can send it: printable ASCII. A header's bytes are ASCII in
+    practice (curl sends UTF-8, the openai client refuses non-ASCII, a browser's fetch throws past
+    Latin-1), so a key with any other character could never be matched. The character is named by
+    its code point and place, never shown (it is part of a secret)."""
+    bad = next((i for i, c in enumerate(key) if not " " <= c <= "~"), None)
+    if bad is None:
+        return key
+    raise LmforgeError(
+        f"{where}: the key holds U+{ord(key[bad]):04X} (character {bad + 1}), which no HTTP client can"
+        " send in a header: an API key is printable ASCII (letters, digits, punctuation)"
+    )
 
 
 def _key_from_file(path: str | Path) -> str:

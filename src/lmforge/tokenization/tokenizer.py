@@ -30,6 +30,7 @@ BOS = "<|bos|>"
 SPECIALS = [EOS, PAD, UNK]
 BPE_SPECIALS = [*SPECIALS, BOS]  # byte-level BPE also has a BOS (ids 0-3); char keeps 3 specials
 _CHUNK = 1 << 16  # characters per piece when encoding char-level text in parallel
+CONTEXT_TOKENS = 5  # a prompt's last ids decode_after reads (vLLM's detokenizer reads 5 too)
 
 
 def check_text(text: str) -> None:
@@ -215,6 +216,20 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
+
+    def decode_after(self, context: Sequence[int], ids: Sequence[int]) -> str:
+        """The text `ids` add after `context` (a prompt's ids): decode(tail + ids) less decode(tail),
+        tail being the context's last CONTEXT_TOKENS ids. A SentencePiece decoder (Llama 2's,
+        Mistral's Strip(" ", 1, 0), a Metaspace one) drops a text's first space, so ids decoded
+        alone lost the space that starts a continuation ("a bird" + "the"); vLLM decodes new tokens
+        after the prompt's last ones too. Where the tail's text is not a prefix (a context ending in
+        part of a character or an open byte-fallback run) it is decode(ids), as before. Byte-level
+        and character tokenizers give decode(ids) for any context that ends at a whole character."""
+        tail = list(context[-CONTEXT_TOKENS:]) if context else []
+        if not tail:
+            return self.decode(ids)
+        before, whole = self.decode(tail), self.decode([*tail, *ids])
+        return whole[len(before) :] if whole.startswith(before) else self.decode(ids)
 
     def token_bytes(self) -> list[int]:
         """UTF-8 bytes each token stands for (0 for specials): the denominator of bits per byte.

@@ -7,9 +7,20 @@ class ApiError extends Error {}
 // fetch's bare TypeError ("Failed to fetch", "network error") said plainly
 class NetworkError extends ApiError {}
 
+// A header carries printable ASCII only (the server refuses any other key at start): past Latin-1
+// fetch throws a bare TypeError, which read as "cannot reach the server"
 function headers() {
   const h = { "Content-Type": "application/json" };
-  if (state.apiKey) h.Authorization = `Bearer ${state.apiKey}`;
+  if (state.apiKey) {
+    const bad = state.apiKey.search(/[^\x20-\x7e]/);
+    if (bad >= 0) {
+      const code = state.apiKey.codePointAt(bad).toString(16).toUpperCase().padStart(4, "0");
+      throw new ApiError(
+        `the API key cannot be sent: it holds U+${code} (character ${bad + 1}), and a key is printable ASCII; type it again`
+      );
+    }
+    h.Authorization = `Bearer ${state.apiKey}`;
+  }
   return h;
 }
 
@@ -27,9 +38,10 @@ async function errorOf(response) {
 }
 
 async function reach(path, init) {
+  const sent = headers(); // a key that cannot be sent is its own error, not a network one
   let response;
   try {
-    response = await fetch(path, { ...init, headers: headers() });
+    response = await fetch(path, { ...init, headers: sent });
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new NetworkError("cannot reach the server (is it running?)");
