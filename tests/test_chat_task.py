@@ -55,9 +55,11 @@ def write_chats(path: Path, n: int, seed: int = 0) -> Path:
     rows = []
     for i in range(n):
         en = [rng.choice(list(WORDS)) for _ in range(rng.randint(1, 4))]
-        rows.append({"messages": [{"role": "user", "content": "fr: " + " ".join(en)},
+        test = i % 10 == 0  # its own words: a train copy of a test conversation is left out
+        user = "fr: " + " ".join(en) + (f" ({i})" if test else "")
+        rows.append({"messages": [{"role": "user", "content": user},
                                   {"role": "assistant", "content": " ".join(WORDS[w] for w in en)}],
-                     "split": "test" if i % 10 == 0 else "train"})  # fmt: skip
+                     "split": "test" if test else "train"})  # fmt: skip
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -141,6 +143,16 @@ GOOD = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "c
             '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],'
             ' "split": "dev"}',
             "split 'dev'",
+        ),  # fmt: skip
+        (  # half of an emoji's surrogate pair: a traceback from the tokenizer until 2026-12-08
+            r'{"messages": [{"role": "user", "content": "bad \ud800 x"},'
+            ' {"role": "assistant", "content": "b"}]}',
+            "messages[0].content: the text is not valid UTF-8 (a lone surrogate U+D800, at character 4)",
+        ),
+        (
+            r'{"tools": [{"name": "\udc00"}], "messages": [{"role": "user", "content": "\ud83d\ude00"},'
+            ' {"role": "assistant", "content": "b"}]}',
+            "not valid UTF-8 (a lone surrogate U+DC00)",
         ),  # fmt: skip
     ],
 )

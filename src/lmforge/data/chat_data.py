@@ -3,7 +3,9 @@
 Each line is `{"messages": [{"role": ..., "content": ...}, ...]}` (JSON Lines, as labelled examples
 are: a .json array of conversations is named as such, not read), optionally with a `split`
 ("train" or "test": test conversations are held out for evaluation and never trained on), a `kind`
-(what eval-instruct scores them as) and any other fields (ignored). Files may be .gz, .xz or .bz2 compressed.
+(what eval-instruct scores them as), `tools` (a list of tool objects, passed to the chat template as
+transformers' `apply_chat_template(messages, tools=...)` passes them, as TRL does with a `tools`
+column) and any other fields (ignored). Files may be .gz, .xz or .bz2 compressed.
 
 Batching groups conversations of similar length rather than packing them. Packing several
 conversations into one row would let each attend to the ones before it (the model takes no
@@ -26,6 +28,7 @@ from lmforge.data.fingerprint import digest_of
 from lmforge.data.loader import IGNORE, check_cursor
 from lmforge.data.sources import strict_lines
 from lmforge.errors import LmforgeError
+from lmforge.tokenization.tokenizer import check_text
 
 SPLITS = ("train", "test")
 GROUP = 16  # global batches per sorting window: larger pads less, smaller mixes lengths more
@@ -37,6 +40,7 @@ class Conversation:
     split: str
     line: int  # where it is in the file, for error messages
     kind: str = ""  # the record's "kind" field, if any (eval-instruct scores each kind its way)
+    tools: list[dict[str, Any]] | None = None  # the record's "tools": the chat template renders them
 
 
 def read_chats(path: str | Path) -> list[Conversation]:
@@ -68,12 +72,15 @@ def _parse(line: str, where: str, n: int) -> Conversation:
     if not isinstance(messages, list) or not messages:
         raise LmforgeError(f'{where}: needs {{"messages": [{{"role": ..., "content": ...}}, ...]}}')
     for i, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise LmforgeError(f"{where}: messages[{i}] needs a string 'role' and a string 'content'")
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not _has_content(m):
+            raise LmforgeError(
+                f"{where}: messages[{i}] needs a string 'role' and a string 'content' (null only"
+                " beside an assistant's 'tool_calls')"
+            )
+    # None-valued keys dropped, as transformers 5 drops them ("content": null beside tool calls)
+    messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    if "\\u" in line:  # only a JSON escape makes a lone surrogate (half an emoji's pair, cut)
+        _check_unicode(record, messages, where)
     if not any(m["role"] == "assistant" for m in messages):
         roles = ", ".join(dict.fromkeys(repr(m["role"]) for m in messages))  # a misspelt one shows
         raise LmforgeError(f"{where}: no assistant message (roles: {roles}), so nothing to learn from")
@@ -81,7 +88,36 @@ def _parse(line: str, where: str, n: int) -> Conversation:
     if split not in SPLITS:
         raise LmforgeError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
     kind = record.get("kind", "")
-    return Conversation(messages, split, n, kind if isinstance(kind, str) else str(kind))
+    tools = record.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise LmforgeError(
+            f'{where}: "tools" must be a list of tool objects ({{"type": "function", "function":'
+            f" {{...}}}}), not {json.dumps(tools)[:60]}"
+        )
+    return Conversation(messages, split, n, kind if isinstance(kind, str) else str(kind), tools)
+
+
+def _check_unicode(record: dict[str, Any], messages: list[dict[str, Any]], where: str) -> None:
+    """A one-line error naming the message for a lone surrogate, which the tokenizer refuses with a
+    bare TypeError (it was a traceback from deep in the encoding)."""
+    for i, m in enumerate(messages):
+        for key, value in ((k, v) for k, v in m.items() if isinstance(v, str)):
+            try:
+                check_text(value)
+            except LmforgeError as e:
+                raise LmforgeError(f"{where}: messages[{i}].{key}: {e}") from None
+    try:  # anywhere else the template may render (tools, tool calls)
+        check_text(json.dumps(record, ensure_ascii=False))
+    except LmforgeError as e:
+        raise LmforgeError(f"{where}: {str(e).split(', at character')[0]})") from None
+
+
+def _has_content(m: dict[str, Any]) -> bool:
+    """A string content, or null beside an assistant's tool calls (what the OpenAI API returns)."""
+    content = m.get("content")
+    return isinstance(content, str) or (
+        content is None and m.get("role") == "assistant" and bool(m.get("tool_calls"))
+    )
 
 
 Example = tuple[list[int], list[bool]]  # token ids, True where the token is a target

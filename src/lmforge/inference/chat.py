@@ -43,7 +43,7 @@ from lmforge.formats.directory import load_model, resolve_model_dir
 from lmforge.inference import compile_choice
 from lmforge.inference.autotune import chose_bf16, to_inference_dtype
 from lmforge.inference.chat_commands import KNOWN_COMMANDS, chat_command
-from lmforge.inference.chat_template import Message, check_messages, compile_template, render
+from lmforge.inference.chat_template import Message, check_messages, check_tools, compile_template, render
 from lmforge.inference.compiled_decode import check_compilable
 from lmforge.inference.generate import generate_ids
 from lmforge.inference.options import check_options, check_some_new_tokens
@@ -138,9 +138,15 @@ class ChatSpec:
             " pipeline('text-generation'))"
         )
         checked = check_messages(messages, where)
+        check_tools(tools)
         template = self.template_for(tools)
         if checked[-1]["role"] != "assistant" or new_turn:
             return render(template, checked, add_generation_prompt=True, **self._variables(tools))
+        if "content" not in checked[-1]:  # transformers' ValueError: no "content" to continue
+            raise LmforgeError(
+                f"{where}[{len(checked) - 1}]: the final assistant message has tool calls and no"
+                " 'content' to continue; end the conversation with the tool's result"
+            )
         final = checked[-1]["content"]
         checked[-1] = {**checked[-1], "content": final + _CONTINUE_TAG}
         text = render(template, checked, add_generation_prompt=False, **self._variables(tools))

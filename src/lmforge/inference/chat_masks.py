@@ -23,15 +23,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lmforge.errors import LmforgeError
-from lmforge.inference.chat_template import Message, check_messages, render, render_with_spans
+from lmforge.inference.chat_template import Message, check_messages, check_tools, render, render_with_spans
 from lmforge.tokenization.tokenizer import Tokenizer
 
 
 def assistant_spans(
-    template: str, messages: Sequence[Message], variables: Mapping[str, Any], where: str = "messages"
+    template: str,
+    messages: Sequence[Message],
+    variables: Mapping[str, Any],
+    where: str = "messages",
+    tools: list[Any] | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
-    """(the whole conversation rendered, the character spans of the assistant's turns)."""
+    """(the whole conversation rendered, the character spans of the assistant's turns). tools: the
+    conversation's, rendered by the template; tools and documents are passed even when None, as
+    transformers passes them (a template testing `tools is not none` lists none then)."""
     checked = check_messages(messages, where)
+    check_tools(tools, f"{where}: tools")
+    variables = {"tools": tools, "documents": None, **variables}
     try:  # the template's own error (raise_exception: "roles must alternate") names the line
         return _spans(template, checked, variables, where)
     except LmforgeError as e:
@@ -76,9 +84,11 @@ def encode_chat(
     messages: Sequence[Message],
     variables: Mapping[str, Any],
     where: str = "messages",
+    tools: list[Any] | None = None,
 ) -> tuple[list[int], list[bool]]:
-    """(token ids of the rendered conversation, True where the assistant wrote the token)."""
-    text, spans = assistant_spans(template, messages, variables, where)
+    """(token ids of the rendered conversation, True where the assistant wrote the token), as
+    transformers' apply_chat_template(messages, tools=tools, return_assistant_tokens_mask=True)."""
+    text, spans = assistant_spans(template, messages, variables, where, tools)
     encoding = tokenizer.hf.encode(text, add_special_tokens=False)
     tokenizer.check_rows(encoding.ids)
     return list(encoding.ids), token_mask(encoding.offsets, spans)

@@ -126,8 +126,16 @@ def template_variables(source: str) -> frozenset[str]:
     return frozenset(jinja2.meta.find_undeclared_variables(env.parse(source)))
 
 
+def tool_call_without_content(m: Mapping[str, Any]) -> bool:
+    """An assistant message holding tool calls and `"content": null` (or none), as the OpenAI API
+    returns one: transformers 5 renders it without its `content` key."""
+    return m.get("role") == "assistant" and m.get("content") is None and bool(m.get("tool_calls"))
+
+
 def check_messages(messages: Any, where: str = "messages") -> list[dict[str, Any]]:
-    """A list of {"role", "content"} dicts with known roles, or a one-line error naming the item."""
+    """A list of {"role", "content"} dicts with known roles, or a one-line error naming the item.
+    Keys whose value is None are dropped, as transformers 5's apply_chat_template drops them
+    (`_normalize_chat_messages`): templates test for a missing key, and would print "None"."""
     if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
         raise LmforgeError(f"{where}: a non-empty list of {{'role': ..., 'content': ...}} messages")
     out = []
@@ -137,10 +145,35 @@ def check_messages(messages: Any, where: str = "messages") -> list[dict[str, Any
         role = m.get("role")
         if role not in ROLES:
             raise LmforgeError(f"{where}[{i}]: unknown role {role!r} (known: {', '.join(ROLES)})")
-        if not isinstance(m.get("content"), str):
-            raise LmforgeError(f"{where}[{i}]: 'content' must be a string")
-        out.append(dict(m))
+        if not isinstance(m.get("content"), str) and not tool_call_without_content(m):
+            raise LmforgeError(
+                f"{where}[{i}]: 'content' must be a string (null only beside an assistant's 'tool_calls')"
+            )
+        out.append({k: v for k, v in m.items() if v is not None})
     return out
+
+
+def check_tools(tools: Any, where: str = "tools") -> None:
+    """None, or a list of tool dicts (OpenAI-style function schemas), else a one-line error naming
+    `tools`: a Python function is refused with how to make its schema (transformers converts it;
+    lmforge does not run transformers' docstring parser)."""
+    if tools is None:
+        return
+    if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
+        raise LmforgeError(
+            f"{where}: a list of tool dicts ({{'type': 'function', 'function': ...}}), not {tools!r}"
+        )
+    for i, tool in enumerate(tools):
+        if callable(tool):
+            name = getattr(tool, "__name__", type(tool).__name__)
+            raise LmforgeError(
+                f"{where}[{i}]: the Python function {name!r}; give its JSON schema instead"
+                f" (transformers.utils.get_json_schema({name}) writes it)"
+            )
+        if not isinstance(tool, Mapping):
+            raise LmforgeError(
+                f"{where}[{i}]: a tool dict ({{'type': 'function', 'function': ...}}), not {tool!r}"
+            )
 
 
 @contextmanager

@@ -96,7 +96,9 @@ def asked(c: Conversation) -> str:
     """What the gold answers: the last user message before it (a conversation may hold an earlier
     assistant turn or end its prompt with a system message), else the message before it."""
     before = c.messages[:-1]
-    return next((m["content"] for m in reversed(before) if m["role"] == "user"), before[-1]["content"])
+    return next(
+        (m["content"] for m in reversed(before) if m["role"] == "user"), before[-1].get("content", "")
+    )
 
 
 def test_items(data: str | Path, max_items: int) -> tuple[dict[str, list[Conversation]], set[str]]:
@@ -115,6 +117,10 @@ def test_items(data: str | Path, max_items: int) -> tuple[dict[str, list[Convers
             )
         if c.messages[-1]["role"] != "assistant":
             raise LmforgeError(f"{data}:{c.line}: the last message must be the gold assistant answer")
+        if "content" not in c.messages[-1]:  # "content": null beside tool calls
+            raise LmforgeError(
+                f"{data}:{c.line}: the gold assistant answer is a tool call with no text to score"
+            )
         if c.kind == "sentiment" and not words(c.messages[-1]["content"]):  # any answer would match ""
             raise LmforgeError(
                 f"{data}:{c.line}: a sentiment test item whose gold answer (its last message) holds"
@@ -161,12 +167,11 @@ def eval_instruct(
     net = require_decoder(net, model)
     spec = ChatSpec.read(directory, tokenizer)
     spec.require_template("so it cannot follow instructions: eval-instruct needs an instruct model")
-    # the gold answer is a new assistant turn, also after an assistant message (transformers'
-    # apply_chat_template(messages[:-1], add_generation_prompt=True)), not a continuation of it
+    context = net.config.block_size
     prompts = {
-        k: [tokenizer.encode(spec.render(c.messages[:-1], f"{data}:{c.line}", new_turn=True)) for c in items]
+        k: [_prompt(spec, tokenizer, c, f"{data}:{c.line}", context) for c in items]
         for k, items in by_kind.items()
-    }  # fmt: skip  (checks the template before decoding)
+    }  # fmt: skip  (checks the template and the lengths before decoding)
     net = to_inference_dtype(net, dtype)[0]
     compute = next(net.parameters()).dtype
     started = time.perf_counter()
@@ -179,13 +184,16 @@ def eval_instruct(
         answers = answer_all(
             net, prompts[kind], limit, spec.stops, batch_size, f"{kind}" if not quiet else None
         )
+        # stopped where the context is full (lmforge chat's rule): a window sliding past it would
+        # no longer see the instruction
+        cut = sum(len(new) == context - len(p) < limit for new, p in zip(answers, prompts[kind], strict=True))
         answers = [tokenizer.decode(new).strip() for new in answers]
         gold = [c.messages[-1]["content"].strip() for c in items]
         figures = score(answers, gold) if kind == "translation" else sentiment_scores(answers, gold, labels)
         every[kind] = [{"line": c.line, "prompt": asked(c), "answer": a, "gold": g}
                        for c, a, g in zip(items, answers, gold, strict=True)]  # fmt: skip
         shown = [{k: v for k, v in item.items() if k != "line"} for item in every[kind][:SAMPLES]]
-        result[kind] = {"items": len(items), **figures, "samples": shown}
+        result[kind] = {"items": len(items), **figures, "stopped_at_context": cut, "samples": shown}
     result["seconds"] = time.perf_counter() - started
     result["threads"], result["dtype"] = torch.get_num_threads(), str(compute).removeprefix("torch.")
     if out_file is not None:  # with every answer, so that the figures can be checked
@@ -194,19 +202,38 @@ def eval_instruct(
     return result
 
 
+def _prompt(spec: ChatSpec, tokenizer: Any, c: Conversation, where: str, context: int) -> list[int]:
+    """The item's prompt ids (its tools rendered too), or a one-line error naming its line when it
+    leaves no position of the context for an answer."""
+    # the gold answer is a new assistant turn, also after an assistant message (transformers'
+    # apply_chat_template(messages[:-1], add_generation_prompt=True)), not a continuation of it
+    ids = tokenizer.encode(spec.render(c.messages[:-1], where, c.tools, new_turn=True))
+    if len(ids) >= context:
+        size = "longer than" if len(ids) > context else "as long as"
+        raise LmforgeError(
+            f"{where}: the prompt is {len(ids)} tokens in the chat template, {size} the model's"
+            f" context of {context}, leaving no room for an answer: shorten it or leave it out"
+        )
+    return ids
+
+
 def answer_all(
     net: GPT, prompts: list[list[int]], limit: int, stops: Any, batch_size: int, desc: str | None
 ) -> list[list[int]]:
-    """Greedy answers (new token ids) to every prompt, in order. Prompts of similar length decode
-    together, so a batch pads little and rarely waits long for its longest answer."""
+    """Greedy answers (new token ids) to every prompt, in order, each stopped where it fills the
+    context (as transformers' generate keeps the whole prompt in view; a window sliding past the
+    context would forget the instruction). Prompts of similar length decode together, so a batch
+    pads little and rarely waits long for its longest answer."""
+    context = net.config.block_size
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[list[int]] = [[] for _ in prompts]
     with tqdm(total=len(prompts), desc=desc, disable=True if desc is None else None, leave=False) as bar:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            with torch.inference_mode():
-                new = generate_ids(net, [prompts[i] for i in rows], limit, temperature=0.0, eos_id=stops)
-            for i, ids in zip(rows, new, strict=True):
-                answers[i] = ids
+            room = [min(limit, context - len(prompts[i])) for i in rows]
+            with torch.inference_mode():  # the row with the most room decides how far the batch goes
+                new = generate_ids(net, [prompts[i] for i in rows], max(room), temperature=0.0, eos_id=stops)
+            for i, ids, r in zip(rows, new, room, strict=True):
+                answers[i] = ids[:r]  # a row's tokens before its own window would slide
             bar.update(len(rows))
     return answers

@@ -28,6 +28,7 @@ from lmforge.errors import LmforgeError, counted
 from lmforge.formats.chat_files import (
     TOKENIZER_CONFIG,
     missing_template,
+    pick_template,
     read_chat_templates,
     read_generation_config,
     special_tokens,
@@ -78,11 +79,13 @@ class ChatTask(Task):
             lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
             print(
                 f"lmforge: warning: {d.input}: {counted(len(empty), 'conversation')} with an empty"
-                f" assistant reply (lines {lines}): the model learns to answer nothing there",
+                f" assistant reply (line{'s' if len(empty) > 1 else ''} {lines}): the model learns"
+                " to answer nothing there",
                 file=sys.stderr,
             )
         rows = [c for c in chats if c.split == "train"]
         self.n_test = len(chats) - len(rows)
+        rows, self.n_seen = _without_test(rows, chats, d.input, engine.rank == 0)
         if not rows:  # else hold_out would count "0 conversations", silent on the test ones
             raise LmforgeError(
                 f'{d.input}: {counted(self.n_test, "conversation")} held out as "split": "test" and'
@@ -120,8 +123,10 @@ class ChatTask(Task):
         conversations left without a target by the cut are dropped and counted."""
         out = []
         for c in rows:
+            # the line's tools, and its template as transformers picks it: `tool_use` with tools
+            template = pick_template(self.templates, c.tools) or self.template
             ids, mask = encode_chat(
-                self.tokenizer, self.template, c.messages, self.variables, f"{source}:{c.line}"
+                self.tokenizer, template, c.messages, self.variables, f"{source}:{c.line}", c.tools
             )
             if len(ids) > self.context + 1:
                 ids, mask = ids[: self.context + 1], mask[: self.context + 1]
@@ -194,11 +199,37 @@ class ChatTask(Task):
             "train_conversations": len(self.train_examples),
             "heldout_conversations": len(self.val_examples),
             "test_conversations_left_out": self.n_test,
+            "train_copies_of_test_left_out": self.n_seen,
             "cut_to_context": self.cut,
             "dropped": self.dropped,
             "assistant_target_tokens": self._targets(),
         }
 
 
+def _key(c: Conversation) -> str:
+    return json.dumps(c.messages, sort_keys=True)
+
+
+def _without_test(rows: list[Conversation], chats: list[Conversation], source: str,
+                  say: bool) -> tuple[list[Conversation], int]:  # fmt: skip
+    """The train conversations but the copies of a test one (eval-instruct would score what the
+    model learnt by heart), and how many those were; said on stderr, even with --quiet."""
+    test = {_key(c) for c in chats if c.split == "test"}
+    seen = [c.line for c in rows if _key(c) in test]
+    if seen and say:
+        lines = ", ".join(map(str, seen[:5])) + (", ..." if len(seen) > 5 else "")
+        print(
+            f"lmforge: note: {source}: {counted(len(seen), 'train conversation')} repeat a"
+            f' "split": "test" one (line{"s" if len(seen) > 1 else ""} {lines}): left out of training,'
+            " so eval-instruct scores conversations the model has not seen",
+            file=sys.stderr,
+        )
+    return [c for c in rows if _key(c) not in test], len(seen)
+
+
 def _empty_reply(chat: Conversation) -> bool:
-    return any(m["role"] == "assistant" and not m["content"].strip() for m in chat.messages)
+    """An assistant turn with no text and no tool call: its only target is the end of turn."""
+    return any(
+        m["role"] == "assistant" and not m.get("content", "").strip() and not m.get("tool_calls")
+        for m in chat.messages
+    )
