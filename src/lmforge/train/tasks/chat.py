@@ -35,6 +35,7 @@ from lmforge.formats.chat_files import (
     write_chat_files,
 )
 from lmforge.formats.directory import resolve_model_dir, write_model_files
+from lmforge.formats.hf_files import model_special_ids
 from lmforge.formats.hf_tokenizers import tokenizer_sides
 from lmforge.inference.chat_masks import encode_chat
 from lmforge.inference.chat_template import check_messages
@@ -71,6 +72,9 @@ class ChatTask(Task):
         self.init_model, self.tokenizer = init_model(cfg, setup.say)
         self.generation = read_generation_config(model_dir)
         self.variables = special_tokens(model_dir, self.tokenizer)
+        # its BOS and padding ids, which the run's model keeps for export (an export wrote the EOS as
+        # BOS and no pad, so a template's {{ bos_token }} began with the end of turn)
+        self.specials = model_special_ids(t.init_from, self.tokenizer)
         chats = read_chats(d.input)
         for c in chats:  # a bad role or message is named before the split's sizes are judged
             check_messages(c.messages, f"{d.input}:{c.line}")
@@ -168,7 +172,7 @@ class ChatTask(Task):
         return {"val_loss": float(totals[0] / totals[1].clamp(min=1.0))}
 
     def write_model_files(self, directory: Path) -> None:
-        write_model_files(directory, self.cfg.model, self.tokenizer)
+        write_model_files(directory, self.cfg.model, self.tokenizer, extra=self.specials or None)
         write_chat_files(directory, self.templates, self.generation)
         # the template's bos_token / eos_token, as transformers reads them, and the padding sides
         named = {**self.variables, **self.sides}
