@@ -80,11 +80,9 @@ class ChatTask(Task):
             check_messages(c.messages, f"{d.input}:{c.line}")
         empty = [c.line for c in chats if c.split == "train" and _empty_reply(c)]
         if empty and engine.rank == 0:  # its only target is the end of turn: shown even with --quiet
-            lines = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
             print(
                 f"lmforge: warning: {d.input}: {counted(len(empty), 'conversation')} with an empty"
-                f" assistant reply (line{'s' if len(empty) > 1 else ''} {lines}): the model learns"
-                " to answer nothing there",
+                f" assistant reply ({_line_list(empty)}): the model learns to answer nothing there",
                 file=sys.stderr,
             )
         rows = [c for c in chats if c.split == "train"]
@@ -214,6 +212,12 @@ def _key(c: Conversation) -> str:
     return json.dumps(c.messages, sort_keys=True)
 
 
+def _line_list(lines: list[int]) -> str:
+    """`line 4`, or `lines 1, 2, 3, 4, 5, ...` (the first five): where in the file, in a note."""
+    shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+    return f"line{'s' if len(lines) > 1 else ''} {shown}"
+
+
 def _without_test(rows: list[Conversation], chats: list[Conversation], source: str,
                   say: bool) -> tuple[list[Conversation], int]:  # fmt: skip
     """The train conversations but the copies of a test one (eval-instruct would score what the
@@ -221,10 +225,9 @@ def _without_test(rows: list[Conversation], chats: list[Conversation], source: s
     test = {_key(c) for c in chats if c.split == "test"}
     seen = [c.line for c in rows if _key(c) in test]
     if seen and say:
-        lines = ", ".join(map(str, seen[:5])) + (", ..." if len(seen) > 5 else "")
         print(
             f"lmforge: note: {source}: {counted(len(seen), 'train conversation')} repeat a"
-            f' "split": "test" one (line{"s" if len(seen) > 1 else ""} {lines}): left out of training,'
+            f' "split": "test" one ({_line_list(seen)}): left out of training,'
             " so eval-instruct scores conversations the model has not seen",
             file=sys.stderr,
         )
