@@ -130,6 +130,13 @@ def test_a_phone_word_inside_a_longer_word_cues_no_number(text: str) -> None:
 def test_a_phone_word_at_a_word_start_or_a_card_s_letter_cues_a_number(cue: str) -> None:
     """Compounds that end in a phone word are listed; a business card's `T:`, `M:`, `Ph:` cue too."""
     assert PII().scrub(f"{cue} 612 345 678")[0] == f"{cue} <PHONE>"
+    assert PII().scrub(f"Jane Doe, {cue} 612 345 678")[0] == f"Jane Doe, {cue} <PHONE>"
+
+
+def test_a_card_letter_after_a_word_cues_nothing() -> None:
+    """`Amount M: 612 345 678` (a letter after a word and a space is no business card's field)."""
+    for text in ("Amount M: 612 345 678", "Section T: 612 345 678"):
+        assert PII().scrub(text) == (text, []), text
 
 
 @pytest.mark.parametrize(

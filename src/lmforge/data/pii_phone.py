@@ -85,8 +85,9 @@ PHONE_WORDS = (
 PHONE_WORD_ENDS = r"\w+(?:telefon|t[ée]l[ée]fono|ruf|handy|nummer)\w{0,2}\b"
 # English words that start with a phone word and are none: `I tell ye! 0983...` is no cue
 NOT_PHONE_WORD = r"(?!tell|televis|telesc|cellar|cello|ruff|textil|textur|callous)"
-# A business card's or a signature's letter: `T: 0176...`, `M: 612 345 678`, `Ph: ...` (capitals)
-PHONE_LETTER = r"(?-i:\b(?:T|M|F|Ph)\.? ?:)"
+# A business card's or a signature's letter: `T: 0176...`, `M: 612 345 678`, `Ph: ...` (capitals),
+# at a line's or a field's start, not after a word and a space (`Amount M: 612 345 678`, R6)
+PHONE_LETTER = r"(?<!\w )(?-i:\b(?:T|M|F|Ph)\.? ?:)"
 PHONE_CUE = re.compile(
     rf"(?i)(?:\b(?:{NOT_PHONE_WORD}(?:{PHONE_WORDS})\w*|{PHONE_WORD_ENDS})(?:\W{{1,3}}\w{{1,5}}){{0,2}}"
     rf"|{PHONE_LETTER})\W{{0,6}}\Z"
