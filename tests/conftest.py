@@ -96,6 +96,23 @@ def tiny_overrides(corpus: Path) -> list[str]:
     return [f"--data.input={corpus}", *TINY]
 
 
+def quiet_train(*args: object, **kwargs: object) -> dict:
+    """lmforge's train(), quiet (the checkpoint tests' runs)."""
+    from lmforge.train.loop import train
+
+    return train(*args, quiet=True, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """A tiny run of 4 steps with dropout and checkpoints at steps 2 and 4, made once per module;
+    a test damages a copy of it."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    overrides = [f"--data.input={corpus}", *TINY, "--train.max_steps=4", "--train.checkpoint_interval=2"]
+    quiet_train(None, [*overrides, "--train.keep_checkpoints=3", "--model.dropout=0.1"], run)
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -11,32 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import quiet_train as _train
 from safetensors.torch import load_file, save_file
 
 from lmforge.errors import LmforgeError
 from lmforge.train import checkpoint as ckpt
 
 
-def _train(*args: object, **kwargs: object) -> dict:
-    from lmforge.train.loop import train
-
-    return train(*args, quiet=True, **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
-    """A tiny run of 4 steps with checkpoints at steps 2 and 4."""
-    run = tmp_path_factory.mktemp("finished") / "run"
-    overrides = [f"--data.input={corpus}", *TINY, "--train.max_steps=4", "--train.checkpoint_interval=2"]
-    _train(None, [*overrides, "--train.keep_checkpoints=3"], run)
-    return run
-
-
 @pytest.fixture
-def run(finished_run: Path, tmp_path: Path) -> Path:
+def run(checkpointed_run: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
-    shutil.copytree(finished_run, copy)
+    shutil.copytree(checkpointed_run, copy)
     return copy
 
 

@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY
+from conftest import quiet_train as _train
 
 from lmforge.errors import CannotWrite, LmforgeError
 from lmforge.train import checkpoint as ckpt
 from lmforge.train.metrics import MetricsLog
-
-
-def _train(*args: object, **kwargs: object) -> dict:
-    from lmforge.train.loop import train
-
-    return train(*args, quiet=True, **kwargs)  # type: ignore[arg-type]
 
 
 def _overrides(corpus: Path) -> list[str]:

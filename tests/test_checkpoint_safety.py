@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY
+from conftest import quiet_train as _train
 from safetensors.torch import load_file
 
 from lmforge.config import load_config
@@ -23,12 +24,6 @@ from lmforge.train.metrics import MetricsLog, read_metrics
 from lmforge.train.rng_state import restore_rng
 from lmforge.train.run_dir import RUN_FILES, check_inputs, move_aside, resolve_run
 from lmforge.train.run_inputs import ensure_data
-
-
-def _train(*args: object, **kwargs: object) -> dict:
-    from lmforge.train.loop import train
-
-    return train(*args, quiet=True, **kwargs)  # type: ignore[arg-type]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -45,20 +40,11 @@ def assert_kept(root: Path, before: dict[str, str]) -> None:
     assert {k: after.get(k) for k in before} == before, "a file that existed before changed or vanished"
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
-    """A tiny run of 4 steps with checkpoints at steps 2 and 4."""
-    run = tmp_path_factory.mktemp("finished") / "run"
-    overrides = [f"--data.input={corpus}", *TINY, "--train.max_steps=4", "--train.checkpoint_interval=2"]
-    _train(None, [*overrides, "--train.keep_checkpoints=3", "--model.dropout=0.1"], run)
-    return run
-
-
 @pytest.fixture
-def run(finished_run: Path, tmp_path: Path) -> Path:
+def run(checkpointed_run: Path, tmp_path: Path) -> Path:
     """A private copy of the finished run, free to damage."""
     copy = tmp_path / "run"
-    shutil.copytree(finished_run, copy)
+    shutil.copytree(checkpointed_run, copy)
     return copy
 
 
