@@ -32,8 +32,9 @@ def rank_lost(e: BaseException, world_size: int, timeout_s: int) -> RankLost | N
     """The one-line error for `e` where it says another rank is gone, else None (a bug: its traceback)."""
     if world_size < 2 or not isinstance(e, RuntimeError):
         return None
-    first = SOURCE_PREFIX.sub("", str(e).strip().splitlines()[0] if str(e).strip() else "")
-    if not (PEER_GONE.search(str(e)) or isinstance(e, dist.DistError)):
+    text = str(e).strip()
+    if not (PEER_GONE.search(text) or isinstance(e, dist.DistError)):
         return None
+    first = SOURCE_PREFIX.sub("", text.splitlines()[0] if text else "")
     why = first.split(". This is typically")[0][:200]  # gloo's advice after it is not for this case
     return RankLost(f"another rank died or did not answer within engine.timeout_s={timeout_s} s ({why})")
